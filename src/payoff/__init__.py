@@ -1,0 +1,29 @@
+"""payoff: a parallel executor that proves whether parallelism pays off."""
+
+from __future__ import annotations
+
+from payoff._default import default_executor, map
+from payoff.config import ParallelConfig
+from payoff.executor import ParallelExecutor
+from payoff.observers import CallInfo, Observer
+from payoff.reasons import DecisionReason, FallbackReason, Reason
+from payoff.record import ChunkStats, MapRecord
+from payoff.telemetry.warnings import ParallelFallbackWarning
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CallInfo",
+    "ChunkStats",
+    "DecisionReason",
+    "FallbackReason",
+    "MapRecord",
+    "Observer",
+    "ParallelConfig",
+    "ParallelExecutor",
+    "ParallelFallbackWarning",
+    "Reason",
+    "__version__",
+    "default_executor",
+    "map",
+]

@@ -1,0 +1,7 @@
+"""``python -m payoff``."""
+
+import sys
+
+from payoff.cli import main
+
+sys.exit(main())

@@ -1,0 +1,26 @@
+"""The shared executor behind :func:`payoff.map`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from payoff.executor import ParallelExecutor
+
+_lock = threading.Lock()
+_executor: ParallelExecutor | None = None
+
+
+def default_executor() -> ParallelExecutor:
+    """Created on first use from ``CE_PARALLEL`` as it is then; kept for the process."""
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = ParallelExecutor()
+        return _executor
+
+
+def map(fn: Callable[[Any], Any], items: Iterable[Any], **kwargs: Any) -> list[Any]:  # noqa: A001
+    """``[fn(x) for x in items]`` on the shared executor; keywords as :meth:`ParallelExecutor.map`."""
+    return default_executor().map(fn, items, **kwargs)

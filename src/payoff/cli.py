@@ -1,0 +1,36 @@
+"""The ``payoff`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from payoff.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payoff", description="A parallel executor that proves "
+                                     "whether parallelism pays off.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run an explanation workload under every strategy and compare")
+    demo.add_argument("--quick", action="store_true", help="a small workload that finishes in under a minute")
+    demo.add_argument("--loop", action="store_true", help="keep producing traffic (for the dashboards)")
+    demo.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+    demo.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = args.handler
+    return int(handler(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""How telemetry watches calls without the executor knowing any backend.
+
+The executor calls four hooks. ``scope`` wraps every stretch of the call in
+which user code runs in the caller's thread or work is submitted, so a tracing
+observer can make its span current there (and thread workers inherit it)
+without holding a context across an ``imap`` ``yield``. An observer that
+raises is logged once and ignored: telemetry must never break or slow a map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from payoff.record import ChunkStats, MapRecord
+
+log = logging.getLogger("payoff")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """The user's line that called map: where warnings point."""
+
+    filename: str
+    lineno: int
+    module: str
+    registry: dict[Any, Any] = field(compare=False, repr=False)
+
+
+@dataclass
+class CallInfo:
+    """What is known about a call before it has a record."""
+
+    call_id: int
+    workload: str
+    requested_strategy: str
+    granularity: str | None
+    n_items: int
+    site: CallSite
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    started_at: float = field(default_factory=time.time)
+    selected_strategy: str = ""
+    """Filled in once the plan is made, for chunk-level observers."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """Per-observer scratch space (a span, say), keyed by the observer's name."""
+
+
+class Observer:
+    """Base class with no-op hooks; subclass and override what you need."""
+
+    def map_started(self, call: CallInfo) -> None:
+        return None
+
+    @contextlib.contextmanager
+    def scope(self, call: CallInfo) -> Iterator[None]:
+        yield
+
+    def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
+        return None
+
+    def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
+        return None
+
+
+class Observers:
+    """Fans hooks out to observers, isolating their failures."""
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self.items = list(observers)
+        self._scoped = [o for o in self.items if type(o).scope is not Observer.scope]
+        self._complained: set[tuple[type[Any], str]] = set()
+
+    def started(self, call: CallInfo) -> None:
+        for o in self.items:
+            self._call(o, "map_started", call)
+
+    @contextlib.contextmanager
+    def scope(self, call: CallInfo) -> Iterator[None]:
+        if not self._scoped:
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            for o in self._scoped:
+                try:
+                    stack.enter_context(o.scope(call))
+                except Exception as exc:
+                    self._complain(o, "scope", exc)
+            yield
+
+    def chunk(self, call: CallInfo, chunk: ChunkStats) -> None:
+        for o in self.items:
+            self._call(o, "chunk_finished", call, chunk)
+
+    def finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
+        for o in self.items:
+            self._call(o, "map_finished", call, record, error)
+
+    def _call(self, o: Observer, hook: str, *args: Any) -> None:
+        try:
+            getattr(o, hook)(*args)
+        except Warning:
+            raise  # a warnings filter set to "error" turned a warning into an exception on purpose
+        except Exception as exc:
+            self._complain(o, hook, exc)
+
+    def _complain(self, o: Observer, hook: str, exc: Exception) -> None:
+        key = (type(o), hook)
+        if key not in self._complained:
+            self._complained.add(key)
+            log.warning("payoff observer %s failed in %s (further failures not logged): %r",
+                        type(o).__name__, hook, exc)
+
+
+def find_call_site() -> CallSite:
+    """The first frame outside payoff: the user's line, for warnings."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return CallSite("<unknown>", 0, "payoff", {})
+    globs = frame.f_globals
+    registry = globs.setdefault("__warningregistry__", {})
+    return CallSite(frame.f_code.co_filename, frame.f_lineno, str(globs.get("__name__", "<unknown>")), registry)

@@ -1,0 +1,140 @@
+"""The one list of reason codes.
+
+Every decision the planner makes and every downgrade to serial carries one of
+these codes. Warnings, span attributes, metric labels and the docs all read
+this enum, so a code can never exist in one place and be missing in another.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    """Why a ``map`` call ran the way it did.
+
+    Members whose ``kind`` is ``"fallback"`` explain why a call that was allowed
+    to run in parallel ran serially; the others explain what the planner chose.
+    """
+
+    kind: str
+    meaning: str
+    advice: str
+
+    def __new__(cls, value: str, kind: str, meaning: str, advice: str) -> Reason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.kind = kind
+        member.meaning = meaning
+        member.advice = advice
+        return member
+
+    # -- decisions -------------------------------------------------------
+    EXPLICIT_OBJECT = (
+        "explicit_object",
+        "decision",
+        "the configuration supplied a strategy object, which is used as given",
+        "",
+    )
+    EXPLICIT_STRATEGY = (
+        "explicit_strategy",
+        "decision",
+        "the configuration or the call named the strategy",
+        "",
+    )
+    AUTO_CPU_BOUND = (
+        "auto_cpu_bound",
+        "decision",
+        "measured CPU-bound work, picklable with small payloads: worker processes pay off",
+        "",
+    )
+    AUTO_RELEASES_GIL = (
+        "auto_releases_gil",
+        "decision",
+        "the work releases the GIL (hint or measured): threads avoid pickling",
+        "",
+    )
+    AUTO_NEEDS_CLOUDPICKLE = (
+        "auto_needs_cloudpickle",
+        "decision",
+        "CPU-bound work whose function only cloudpickle can send: the joblib (loky) pool runs it",
+        "",
+    )
+    # -- fallbacks -------------------------------------------------------
+    DISABLED = (
+        "disabled",
+        "fallback",
+        "parallelism is switched off (CE_PARALLEL=off or enabled=False)",
+        "set enabled=True or CE_PARALLEL=on to run in parallel",
+    )
+    TINY_WORKLOAD = (
+        "tiny_workload",
+        "fallback",
+        "too little estimated work for parallelism to pay off",
+        "this is usually right; set tiny_workload_threshold=0 and min_batch_size=1 to force parallel",
+    )
+    GRANULARITY_MISMATCH = (
+        "granularity_mismatch",
+        "fallback",
+        "the call splits on an axis the configured granularity does not allow",
+        "set granularity='auto' (or the call's axis) in ParallelConfig or CE_PARALLEL",
+    )
+    INIT_FAILURE = (
+        "init_failure",
+        "fallback",
+        "the pool or backend could not start",
+        "check worker_initializer and the backend's installation; the cause is in the record",
+    )
+    MAP_FAILURE_RETRY = (
+        "map_failure_retry",
+        "fallback",
+        "the parallel run failed (broken pool, lost worker) and the unfinished items were rerun serially",
+        "a worker died (out of memory, os._exit, a crash in native code); the next call starts a fresh pool",
+    )
+    UNPICKLABLE = (
+        "unpicklable",
+        "fallback",
+        "the function, an item or a result cannot be sent to worker processes",
+        "define the function at module top level, or use strategy='joblib' (cloudpickle) or 'threads'",
+    )
+    PAYLOAD_TOO_LARGE = (
+        "payload_too_large",
+        "fallback",
+        "the pickled payload per task is above task_size_hint_bytes",
+        "send indices instead of data and load shared state once per worker (worker_initializer), "
+        "or raise task_size_hint_bytes",
+    )
+    SINGLE_WORKER = (
+        "single_worker",
+        "fallback",
+        "only one worker is available",
+        "raise max_workers; this machine or its CPU affinity allows only one",
+    )
+    NESTED = (
+        "nested",
+        "fallback",
+        "called from inside a payoff worker, where another pool would oversubscribe the cores",
+        "parallelise the outer loop only",
+    )
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.kind == "fallback"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FallbackReason = Reason
+"""Alias kept for readers of DESIGN.md: the fallback codes live in :class:`Reason`."""
+
+DecisionReason = Reason
+"""Alias kept for readers of DESIGN.md: the decision codes live in :class:`Reason`."""
+
+
+def fallback_reasons() -> list[Reason]:
+    return [r for r in Reason if r.is_fallback]
+
+
+def decision_reasons() -> list[Reason]:
+    return [r for r in Reason if not r.is_fallback]

@@ -1,0 +1,262 @@
+"""MapRecord: everything measured about one ``map`` call.
+
+The executor builds exactly one record per call. Metrics, spans, warnings and
+reports are all derived from it, so they cannot disagree with each other.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from payoff.reasons import Reason
+
+PAYS_OFF_MARGIN = 1.05
+"""A call "pays off" when its estimated speedup beats serial by at least 5%."""
+
+
+@dataclass(frozen=True)
+class ChunkStats:
+    """One chunk as the worker saw it; stamps are monotonic nanoseconds."""
+
+    index: int
+    first_item: int
+    n_items: int
+    worker: str
+    submit_ns: int
+    start_ns: int
+    end_ns: int
+    cpu_ns: int
+    durations_ns: tuple[int, ...]
+    """Timing blocks: one per item when ``stride == 1``, else one per ``stride`` items."""
+    stride: int
+    bytes_sent: int
+    bytes_received: int
+    where: str
+    """``pool``, ``caller`` (probe or serial run) or ``retry`` (serial rerun after a failure)."""
+    n_errors: int = 0
+
+    @property
+    def queue_wait_seconds(self) -> float:
+        return max(0, self.start_ns - self.submit_ns) / 1e9
+
+    @property
+    def busy_seconds(self) -> float:
+        return max(0, self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu_ns / 1e9
+
+    def item_times(self) -> list[tuple[float, int]]:
+        """(seconds per item, how many items) for each timing block."""
+        out: list[tuple[float, int]] = []
+        left = self.n_items
+        for ns in self.durations_ns:
+            k = min(self.stride, left)
+            if k <= 0:
+                break
+            out.append((ns / 1e9 / k, k))
+            left -= k
+        return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Order statistics of a list of durations, in seconds."""
+
+    count: int
+    mean: float
+    p50: float
+    p95: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Summary:
+        return cls.weighted([(v, 1) for v in values])
+
+    @classmethod
+    def weighted(cls, pairs: Sequence[tuple[float, int]]) -> Summary:
+        """Summary of values that each stand for ``weight`` equal observations."""
+        ordered = sorted(p for p in pairs if p[1] > 0)
+        total = sum(w for _, w in ordered)
+        if not total:
+            return cls(0, 0.0, 0.0, 0.0, 0.0)
+        mean = sum(v * w for v, w in ordered) / total
+        return cls(total, mean, _quantile(ordered, total, 0.5), _quantile(ordered, total, 0.95), ordered[-1][0])
+
+
+def _quantile(ordered: Sequence[tuple[float, int]], total: int, q: float) -> float:
+    """Nearest-rank quantile over weighted values."""
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for value, weight in ordered:
+        seen += weight
+        if seen >= rank:
+            return value
+    return ordered[-1][0]
+
+
+@dataclass(frozen=True)
+class MapRecord:
+    """The facts of one call and the verdict derived from them."""
+
+    call_id: int
+    workload: str
+    requested_strategy: str
+    selected_strategy: str
+    decision_reason: Reason
+    fallback_reason: Reason | None
+    fallback_detail: str
+    granularity: str | None
+    n_items: int
+    n_chunks: int
+    chunk_size: int
+    workers: int
+    pool_started: bool
+    pool_start_failed: bool
+    pool_start_seconds: float
+    pool_reused: bool
+    probe_items: int
+    wall_seconds: float
+    busy_seconds: float
+    cpu_seconds: float
+    serial_estimate_seconds: float
+    overhead_seconds: dict[str, float]
+    bytes_sent: int
+    bytes_received: int
+    n_errors: int
+    started_at: float
+    """Unix time of the call's start, for reports and logs."""
+    chunks: tuple[ChunkStats, ...] = field(repr=False)
+    queue_wait: Summary = field(default_factory=lambda: Summary.of(()))
+    task_time: Summary = field(default_factory=lambda: Summary.of(()))
+    timing_stride: int = 1
+
+    # -- derived --------------------------------------------------------
+    @property
+    def capacity_seconds(self) -> float:
+        return self.workers * self.wall_seconds
+
+    @property
+    def speedup(self) -> float:
+        """Estimated serial time of the same work over the measured wall time."""
+        return self.serial_estimate_seconds / self.wall_seconds if self.wall_seconds > 0 else 1.0
+
+    @property
+    def efficiency(self) -> float:
+        return self.speedup / self.workers if self.workers else 0.0
+
+    @property
+    def utilization(self) -> float:
+        cap = self.capacity_seconds
+        return min(1.0, self.busy_seconds / cap) if cap > 0 else 0.0
+
+    @property
+    def mode(self) -> str:
+        return "serial" if self.selected_strategy == "serial" or self.workers <= 1 else "parallel"
+
+    @property
+    def pays_off(self) -> bool:
+        """Did running this call in parallel beat serial by a real margin?"""
+        return self.mode == "parallel" and self.speedup >= PAYS_OFF_MARGIN
+
+    def summary(self) -> str:
+        """One line a person can read: what ran, how fast against serial, and why."""
+        head = f"{self.selected_strategy} x{self.workers}, {self.n_items:,} items in {self.n_chunks} chunks"
+        if self.fallback_reason is not None:
+            return (f"{head}: ran serially ({self.fallback_reason.value}), "
+                    f"{self.wall_seconds * 1e3:,.1f} ms; {self.fallback_reason.advice}")
+        verdict = "faster" if self.speedup >= 1 else "slower"
+        factor = self.speedup if self.speedup >= 1 else (1 / self.speedup if self.speedup > 0 else math.inf)
+        return (f"{head}: {factor:.2f}x {verdict} than serial, utilization {self.utilization:.0%}, "
+                f"queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (reason codes as strings, derived values included)."""
+        data = asdict(self)
+        data["decision_reason"] = self.decision_reason.value
+        data["fallback_reason"] = self.fallback_reason.value if self.fallback_reason else None
+        for name in ("capacity_seconds", "speedup", "efficiency", "utilization", "mode", "pays_off"):
+            data[name] = getattr(self, name)
+        return data
+
+
+class RecordBuilder:
+    """Accumulates one call's measurements while it runs; ``build`` freezes them."""
+
+    def __init__(self, call_id: int, workload: str, requested: str, granularity: str | None,
+                 n_items: int, started_ns: int, started_at: float) -> None:
+        self.call_id, self.workload, self.requested = call_id, workload, requested
+        self.granularity, self.n_items = granularity, n_items
+        self.started_ns, self.started_at = started_ns, started_at
+        self.selected = "serial"
+        self.decision: Reason = Reason.EXPLICIT_STRATEGY
+        self.fallback_reason: Reason | None = None
+        self.fallback_detail = ""
+        self.workers = 1
+        self.chunk_size = max(1, n_items)
+        self.stride = 1
+        self.cpu_ratio = 1.0
+        self.chunks: list[ChunkStats] = []
+        self.pool_started = False
+        self.pool_start_failed = False
+        self.pool_start_seconds = 0.0
+        self.pool_reused = False
+        self.probe_items = 0
+        self.overhead_ns: dict[str, int] = {"planning": 0, "serialization": 0, "dispatch": 0}
+
+    def fall_back(self, reason: Reason, detail: str) -> None:
+        self.fallback_reason, self.fallback_detail = reason, detail
+        self.selected, self.workers = "serial", 1
+
+    def add(self, outcome: Any, where: str, submit_ns: int) -> ChunkStats:
+        """Turn a worker's ChunkOutcome into stats (``Any`` keeps record free of worker imports)."""
+        stats = ChunkStats(
+            index=outcome.index, first_item=outcome.first, n_items=outcome.n_done, worker=outcome.worker,
+            submit_ns=submit_ns, start_ns=outcome.start_ns, end_ns=outcome.end_ns, cpu_ns=outcome.cpu_ns,
+            durations_ns=tuple(outcome.durations_ns), stride=outcome.stride,
+            bytes_sent=outcome.bytes_sent, bytes_received=outcome.bytes_received, where=where,
+            n_errors=1 if outcome.error is not None else 0,
+        )
+        self.chunks.append(stats)
+        return stats
+
+    def _serial_estimate(self) -> float:
+        """Busy time, except that pool chunks slowed by contention count their CPU time instead.
+
+        Under GIL contention or oversubscription a chunk's wall time grows but its
+        CPU time does not; the probe, run alone in the caller, tells how much CPU
+        an item uses per second of wall time (``cpu_ratio``).
+        """
+        total = 0.0
+        for c in self.chunks:
+            busy = c.busy_seconds
+            total += busy if c.where != "pool" else min(busy, c.cpu_seconds / self.cpu_ratio)
+        return total
+
+    def build(self) -> MapRecord:
+        wall = max(1, time.monotonic_ns() - self.started_ns) / 1e9
+        chunks = tuple(sorted(self.chunks, key=lambda c: c.first_item))
+        overhead = {k: v / 1e9 for k, v in self.overhead_ns.items()}
+        overhead["pool_start"] = self.pool_start_seconds
+        return MapRecord(
+            call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
+            selected_strategy=self.selected, decision_reason=self.decision,
+            fallback_reason=self.fallback_reason, fallback_detail=self.fallback_detail,
+            granularity=self.granularity, n_items=self.n_items, n_chunks=len(chunks),
+            chunk_size=self.chunk_size, workers=self.workers, pool_started=self.pool_started,
+            pool_start_failed=self.pool_start_failed, pool_start_seconds=self.pool_start_seconds,
+            pool_reused=self.pool_reused, probe_items=self.probe_items,
+            wall_seconds=wall, busy_seconds=sum(c.busy_seconds for c in chunks),
+            cpu_seconds=sum(c.cpu_seconds for c in chunks),
+            serial_estimate_seconds=self._serial_estimate(), overhead_seconds=overhead,
+            bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
+            n_errors=sum(c.n_errors for c in chunks), started_at=self.started_at, chunks=chunks,
+            queue_wait=Summary.of([c.queue_wait_seconds for c in chunks if c.where == "pool"]),
+            task_time=Summary.weighted([p for c in chunks for p in c.item_times()]),
+            timing_stride=self.stride,
+        )

@@ -1,0 +1,78 @@
+"""Fallback warnings: one clear line per call site and reason.
+
+A loop that calls ``map`` a thousand times with a tiny workload should say so
+once, not a thousand times, yet ``warnings.simplefilter("always")`` and
+``"error"`` must still behave as users expect. So payoff applies the warnings
+module's own filter list, deduplicating by (call site, reason) where that list
+says "default", by (module, reason) for "module" and by reason for "once".
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+from payoff.observers import CallInfo, CallSite, Observer
+from payoff.reasons import Reason
+from payoff.record import MapRecord
+
+
+class ParallelFallbackWarning(UserWarning):
+    """A call that was allowed to run in parallel ran serially; ``.reason`` says why."""
+
+    def __init__(self, message: str, reason: Reason, record: MapRecord | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.record = record
+
+
+def fallback_message(record: MapRecord) -> str:
+    reason = record.fallback_reason
+    assert reason is not None
+    wanted = record.requested_strategy
+    return (f"payoff: {record.n_items:,} item{'s' if record.n_items != 1 else ''} of workload "
+            f"{record.workload!r} ran serially instead of {wanted} ({reason.value}): "
+            f"{record.fallback_detail or reason.meaning}. {reason.advice[:1].upper()}{reason.advice[1:]}.")
+
+
+def _action(text: str, category: type[Warning], module: str, lineno: int) -> str:
+    """The action the warnings filters prescribe, matched as ``warnings`` itself does."""
+    for action, msg, cat, mod, ln in warnings.filters:
+        if ((msg is None or msg.match(text)) and issubclass(category, cat)
+                and (mod is None or mod.match(module)) and (ln == 0 or lineno == ln)):
+            return str(action)
+    return str(warnings.defaultaction)
+
+
+class FallbackWarnings(Observer):
+    """Warns at the user's call site whenever a call fell back to serial."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[object, ...]] = set()
+        self._lock = threading.Lock()
+
+    def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
+        reason = record.fallback_reason
+        if reason is None or reason is Reason.DISABLED:
+            return
+        self.emit(call.site, reason, fallback_message(record), record)
+
+    def emit(self, site: CallSite, reason: Reason, text: str, record: MapRecord | None) -> None:
+        action = _action(text, ParallelFallbackWarning, site.module, site.lineno)
+        key: tuple[object, ...] | None = {
+            "default": (site.filename, site.lineno, reason),
+            "module": (site.module, reason),
+            "once": (reason,),
+        }.get(action)
+        if key is not None:
+            with self._lock:
+                if key in self._seen:
+                    return
+                self._seen.add(key)
+        warnings.warn_explicit(ParallelFallbackWarning(text, reason, record), ParallelFallbackWarning,
+                               site.filename, site.lineno, site.module, registry={})
+
+    def reset(self) -> None:
+        """Forget what was shown (tests and long-lived notebooks)."""
+        with self._lock:
+            self._seen.clear()
