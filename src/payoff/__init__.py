@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from payoff._default import default_executor, map
+from payoff._default import default_executor, map  # noqa: A004 (payoff.map mirrors builtins.map on purpose)
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
 from payoff.observers import CallInfo, Observer

@@ -178,14 +178,14 @@ def _int_or_auto(text: str) -> int | None:
 
 
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)(us|ms|s)?")
-_UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}
+_UNITS_PER_SECOND = {"us": 1e6, "ms": 1e3, "s": 1.0, None: 1.0}
 
 
 def _seconds(text: str) -> float:
     m = _DURATION.fullmatch(text)
     if not m:
         raise ValueError("expected seconds such as 0.05, 50ms or 200us")
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    return float(m.group(1)) / _UNITS_PER_SECOND[m.group(2)]
 
 
 def _seconds_or_none(text: str) -> float | None:

@@ -9,6 +9,7 @@ per call is the defect that makes parallel modes slower than a loop.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import threading
 import time
@@ -292,8 +293,9 @@ class ParallelExecutor:
                 done, _ = wait(in_flight, timeout=_WAIT_SLICE_SECONDS, return_when=FIRST_COMPLETED)
                 self._raise_if_cancelled(generation)
                 for future in done:
-                    task = in_flight.pop(future)
+                    task = in_flight[future]
                     outcome = self._collect(pool, future, task, rec, call)
+                    del in_flight[future]
                     if outcome.error is not None:
                         raise outcome.error
                     ready[task.index] = outcome
@@ -506,10 +508,8 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
 @atexit.register
 def _close_all() -> None:
     for executor in list(_live):
-        try:
+        with contextlib.suppress(Exception):
             executor.shutdown(wait=False, cancel_futures=True)
-        except Exception:  # pragma: no cover - interpreter teardown
-            pass
 
 
 __all__ = ["ParallelExecutor"]

@@ -278,7 +278,7 @@ def _run_probe(call: Call, workers: int) -> Probe:
     """Run the first items in the caller, unless the user fixed every choice already."""
     probe = Probe()
     needs_cost = call.chunksize is None or call.requested == "auto" \
-        or call.config.tiny_workload_threshold is not None
+        or bool(call.config.tiny_workload_threshold)
     if needs_cost:
         limit = max(1, min(PROBE_MAX_ITEMS, len(call.items) // (CHUNKS_PER_WORKER * workers) or 1))
         probe.outcome = _timed_prefix(call.fn, call.items, limit)

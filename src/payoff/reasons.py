@@ -7,10 +7,10 @@ this enum, so a code can never exist in one place and be missing in another.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a ``map`` call ran the way it did.
 
     Members whose ``kind`` is ``"fallback"`` explain why a call that was allowed
@@ -122,7 +122,7 @@ class Reason(str, Enum):
         return self.kind == "fallback"
 
     def __str__(self) -> str:
-        return self.value
+        return str(self._value_)
 
 
 FallbackReason = Reason

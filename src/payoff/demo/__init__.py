@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 
 from payoff.config import ParallelConfig
-from payoff.demo.workload import explain_feature, explain_instance, install, make_problem
+from payoff.demo.workload import explain_instance, install, make_problem
 from payoff.executor import ParallelExecutor
 from payoff.record import MapRecord
 from payoff.telemetry.warnings import ParallelFallbackWarning
@@ -42,7 +42,7 @@ def _one_round(problem: object) -> list[Row]:
 
     assert isinstance(problem, Problem)
     rows: list[Row] = []
-    init = dict(worker_initializer=install, worker_init_args=(problem.model, problem.background))
+    init = {"worker_initializer": install, "worker_init_args": (problem.model, problem.background)}
     instances = list(problem.instances)
     for name in STRATEGIES:
         with ParallelExecutor(ParallelConfig(strategy=name, **init)) as ex:  # type: ignore[arg-type]

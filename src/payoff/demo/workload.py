@@ -68,4 +68,4 @@ def _sigmoid_score(model: Any, row: np.ndarray) -> float:
     coef = model.coef_[0]
     for k in range(row.shape[0]):
         z += coef[k] * row[k]
-    return 1.0 / (1.0 + np.exp(-z))
+    return float(1.0 / (1.0 + np.exp(-z)))

@@ -23,8 +23,7 @@ PICKLER = {"processes": "pickle", "joblib": "cloudpickle"}
 
 def strategy_class(name: str) -> type[Strategy]:
     module, attr = _LOCATIONS[name]
-    cls = getattr(importlib.import_module(module), attr)
-    assert issubclass(cls, Strategy)
+    cls: type[Strategy] = getattr(importlib.import_module(module), attr)
     return cls
 
 

@@ -41,7 +41,7 @@ def _action(text: str, category: type[Warning], module: str, lineno: int) -> str
         if ((msg is None or msg.match(text)) and issubclass(category, cat)
                 and (mod is None or mod.match(module)) and (ln == 0 or lineno == ln)):
             return str(action)
-    return str(warnings.defaultaction)
+    return str(getattr(warnings, "defaultaction", "default"))
 
 
 class FallbackWarnings(Observer):

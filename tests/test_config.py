@@ -1,0 +1,120 @@
+"""ParallelConfig validation and the CE_PARALLEL grammar."""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from payoff import ParallelConfig, ParallelExecutor
+from payoff.config import GRAMMAR, parse_ce_parallel
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1", {"enabled": True}), ("true", {"enabled": True}), ("on", {"enabled": True}),
+    ("yes", {"enabled": True}), ("enable", {"enabled": True}),
+    ("0", {"enabled": False}), ("false", {"enabled": False}), ("off", {"enabled": False}),
+    ("no", {"enabled": False}), ("disable", {"enabled": False}),
+    ("threads", {"strategy": "threads", "enabled": True}),
+    ("processes", {"strategy": "processes", "enabled": True}),
+    ("joblib", {"strategy": "joblib", "enabled": True}),
+    ("sequential", {"strategy": "serial", "enabled": True}),
+    ("serial", {"strategy": "serial", "enabled": True}),
+    ("auto", {"strategy": "auto", "enabled": True}),
+    ("strategy=processes", {"strategy": "processes", "enabled": True}),
+    ("workers=3", {"max_workers": 3}), ("workers=auto", {"max_workers": None}),
+    ("min_batch=16", {"min_batch_size": 16}),
+    ("min_instances=40", {"min_instances_for_parallel": 40}),
+    ("tiny=0.05", {"tiny_workload_threshold": 0.05}), ("tiny=50ms", {"tiny_workload_threshold": 0.05}),
+    ("tiny=200us", {"tiny_workload_threshold": 0.0002}),
+    ("instance_chunk=200", {"instance_chunk_size": 200}),
+    ("feature_chunk=4", {"feature_chunk_size": 4}),
+    ("task_bytes=1048576", {"task_size_hint_bytes": 1048576}),
+    ("task_bytes=16MiB", {"task_size_hint_bytes": 16 * 2**20}),
+    ("force_serial=on", {"force_serial_on_failure": True}),
+    ("force_serial=off", {"force_serial_on_failure": False}),
+    ("granularity=instance", {"granularity": "instance"}),
+    ("granularity=feature", {"granularity": "feature"}),
+    ("granularity=auto", {"granularity": "auto"}),
+    ("idle_timeout=30", {"idle_timeout": 30.0}), ("idle_timeout=none", {"idle_timeout": None}),
+    ("start_method=spawn", {"start_method": "spawn"}),
+])
+def test_every_token_of_the_grammar(text: str, expected: dict[str, object]) -> None:
+    assert parse_ce_parallel(text) == expected
+    ParallelConfig().with_changes(**expected)
+
+
+def test_a_full_value_builds_a_config() -> None:
+    env = {"CE_PARALLEL": " on , processes, workers=2 ,instance_chunk=200, granularity=instance,,"}
+    cfg = ParallelConfig.from_env(env)
+    assert (cfg.enabled, cfg.strategy, cfg.max_workers, cfg.instance_chunk_size, cfg.granularity) == \
+        (True, "processes", 2, 200, "instance")
+    assert ParallelConfig.from_env({"CE_PARALLEL": "off"}).enabled is False
+    assert ParallelConfig.from_env({}) == ParallelConfig()
+
+
+def test_environment_is_read_when_the_config_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_PARALLEL", "threads")
+    assert ParallelExecutor().config.strategy == "threads"
+    monkeypatch.setenv("CE_PARALLEL", "off")
+    assert ParallelExecutor().config.enabled is False
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("turbo", "'turbo'"), ("workers=0", "'workers=0'"), ("workers=two", "'workers=two'"),
+    ("colour=blue", "'colour'"), ("tiny=soon", "'tiny=soon'"), ("granularity=row", "'granularity=row'"),
+    ("on,off", "enabled"), ("task_bytes=0", "'task_bytes=0'"), ("force_serial=maybe", "'force_serial=maybe'"),
+])
+def test_bad_tokens_raise_naming_the_token_and_the_grammar(text: str, named: str) -> None:
+    with pytest.raises(ValueError, match="CE_PARALLEL") as info:
+        parse_ce_parallel(text)
+    assert named in str(info.value)
+    assert GRAMMAR in str(info.value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=60))
+def test_arbitrary_strings_parse_or_raise_value_error(text: str) -> None:
+    try:
+        changes = parse_ce_parallel(text)
+    except ValueError:
+        return
+    ParallelConfig().with_changes(**changes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["on", "off", "threads", "processes", "workers=2", "tiny=1ms", "min_batch=3",
+                                 "granularity=feature", "force_serial=off", "x=1", "=", "workers=",
+                                 "task_bytes=1KiB"]), max_size=6).map(",".join))
+def test_token_soup_parses_or_raises_value_error(text: str) -> None:
+    with contextlib.suppress(ValueError):
+        ParallelConfig().with_changes(**parse_ce_parallel(text))
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"strategy": "turbo"}, "strategy 'turbo'"),
+    ({"strategy": 3}, "strategy must be"),
+    ({"max_workers": 0}, "max_workers"),
+    ({"max_workers": True}, "max_workers"),
+    ({"min_batch_size": -1}, "min_batch_size"),
+    ({"tiny_workload_threshold": -0.1}, "tiny_workload_threshold"),
+    ({"granularity": "rows"}, "granularity"),
+    ({"task_size_hint_bytes": 0}, "task_size_hint_bytes"),
+    ({"enabled": "yes"}, "enabled"),
+    ({"worker_initializer": 5}, "worker_initializer"),
+    ({"worker_init_args": [1]}, "worker_init_args"),
+    ({"start_method": "teleport"}, "start_method"),
+    ({"idle_timeout": float("nan")}, "idle_timeout"),
+])
+def test_invalid_config_raises_naming_the_field(kwargs: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        ParallelConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_strategy_objects_and_aliases() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        assert ParallelConfig(strategy=pool).strategy_name == "custom"
+    assert ParallelConfig(strategy="sequential").strategy == "serial"

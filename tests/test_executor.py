@@ -1,0 +1,262 @@
+"""The executor: results, pool lifetime, failures, cancellation, bad input."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import CancelledError, ThreadPoolExecutor
+
+import pytest
+
+from payoff import MapRecord, ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
+from tests import tasks
+from tests.conftest import alive, children_of
+
+FORCE = {"tiny_workload_threshold": 0.0}
+"""Make every call parallel, whatever it costs: tests exercise the machinery, not the planner."""
+
+STRATEGIES = ["serial", "threads", "processes", "joblib", "auto"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_results_equal_a_loop_for_every_strategy(strategy: str) -> None:
+    items = list(range(257))
+    with ParallelExecutor(ParallelConfig(strategy=strategy, **FORCE)) as ex:
+        assert ex.map(tasks.spin, items) == [tasks.spin(x) for x in items]
+        assert list(ex.imap(tasks.square, items)) == [x * x for x in items]
+        record = ex.last_record
+    assert record is not None
+    assert record.n_items == len(items)
+    assert sum(c.n_items for c in record.chunks) == len(items)
+    if strategy not in ("serial", "auto"):
+        assert record.selected_strategy == strategy
+        assert record.mode == "parallel"
+
+
+def test_a_concurrent_futures_executor_is_a_strategy_object() -> None:
+    with ThreadPoolExecutor(2) as pool, ParallelExecutor(ParallelConfig(strategy=pool, **FORCE)) as ex:
+        assert ex.map(tasks.square, range(50)) == [x * x for x in range(50)]
+        record = ex.last_record
+    assert record is not None
+    assert record.decision_reason is Reason.EXPLICIT_OBJECT
+    assert record.selected_strategy == "custom"
+    assert record.workers == 2
+
+
+def test_generators_and_empty_inputs() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE)) as ex:
+        assert ex.map(tasks.square, (x for x in range(30))) == [x * x for x in range(30)]
+        assert ex.map(tasks.square, []) == []
+        empty = ex.last_record
+    assert empty is not None
+    assert empty.n_items == 0
+    assert empty.fallback_reason is None
+
+
+@pytest.mark.parametrize("entered", [True, False])
+def test_hundred_calls_start_exactly_one_process_pool(entered: bool) -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", **FORCE))
+    try:
+        if entered:
+            ex.__enter__()
+        for _ in range(100):
+            assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+        records = list(ex.records)[-100:]
+        assert [r.selected_strategy for r in records] == ["processes"] * 100
+        assert sum(r.pool_started for r in records) == 1
+        assert records[0].pool_started
+        assert all(r.pool_reused for r in records[1:])
+    finally:
+        if entered:
+            ex.__exit__(None, None, None)
+        ex.close()
+    assert ex.worker_pids() == []
+
+
+def test_pool_survives_nested_with_and_closes_at_the_outermost_exit() -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", **FORCE))
+    with ex:
+        with ex:
+            ex.map(tasks.square, range(8))
+        pids = ex.worker_pids()
+        assert len(pids) == 2
+        ex.map(tasks.square, range(8))
+        assert ex.last_record is not None
+        assert ex.last_record.pool_reused
+    assert ex.worker_pids() == []
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+
+
+def test_worker_death_reruns_unfinished_items_and_next_call_gets_a_fresh_pool() -> None:
+    parent = os.getpid()
+    items = [(i, parent) for i in range(40)]
+    expected = [i * 10 for i in range(40)]
+    with ParallelExecutor(ParallelConfig(strategy="processes", **FORCE)) as ex:
+        with pytest.warns(ParallelFallbackWarning) as caught:
+            assert ex.map(tasks.die_in_worker, items, chunksize=4) == expected
+        broken = ex.last_record
+        assert broken is not None
+        assert broken.fallback_reason is Reason.MAP_FAILURE_RETRY
+        assert any(c.where == "retry" for c in broken.chunks)
+        assert [w.message.reason for w in caught] == [Reason.MAP_FAILURE_RETRY]  # type: ignore[union-attr]
+
+        assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+        fresh = ex.last_record
+        assert fresh is not None
+        assert fresh.pool_started
+        assert not fresh.pool_reused
+        assert fresh.fallback_reason is None
+        assert fresh.selected_strategy == "processes"
+
+
+def test_user_exception_propagates_as_itself_with_the_item_index() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="processes", **FORCE)) as ex:
+        with pytest.raises(KeyError, match="bad item 7") as info:
+            ex.map(tasks.fail_on_seven, range(20), chunksize=3)
+        assert any("item 7" in note for note in info.value.__notes__)
+        failed = ex.last_record
+        assert failed is not None
+        assert failed.n_errors == 1
+        assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+        assert ex.last_record is not None
+        assert ex.last_record.pool_reused
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads"])
+def test_user_exception_in_process_strategies_too(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, **FORCE)) as ex, \
+            pytest.raises(KeyError) as info:
+        ex.map(tasks.fail_on_seven, range(20), chunksize=3)
+    assert any("item 7" in note for note in info.value.__notes__)
+
+
+def test_lambda_with_processes_is_downgraded_before_dispatch() -> None:
+    offset = 3
+    with ParallelExecutor(ParallelConfig(strategy="processes", **FORCE)) as ex:
+        with pytest.warns(ParallelFallbackWarning) as caught:
+            assert ex.map(lambda x: x + offset, range(50)) == [x + 3 for x in range(50)]
+        record = ex.last_record
+        assert ex.worker_pids() == []
+    assert record is not None
+    assert record.fallback_reason is Reason.UNPICKLABLE
+    assert not record.pool_started
+    assert "joblib" in str(caught[0].message)
+
+
+def test_auto_sends_a_lambda_to_joblib_when_it_pays_off() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="auto", **FORCE)) as ex:
+        assert ex.map(lambda x: tasks.spin(x), range(64)) == [tasks.spin(x) for x in range(64)]
+        record = ex.last_record
+    assert record is not None
+    assert record.selected_strategy == "joblib"
+    assert record.decision_reason is Reason.AUTO_NEEDS_CLOUDPICKLE
+
+
+def test_cancel_during_a_long_processes_map_returns_fast_and_kills_workers() -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", **FORCE))
+    ex.map(tasks.square, range(8))
+    pids = ex.worker_pids()
+    assert len(pids) == 2
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ex.map(tasks.long_task, range(8), chunksize=1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    ex.cancel()
+    thread.join(5)
+    elapsed = time.monotonic() - t0
+    assert not thread.is_alive()
+    assert elapsed < 2.0, f"cancel took {elapsed:.2f} s"
+    assert len(errors) == 1
+    assert isinstance(errors[0], CancelledError)
+    assert not any(alive(p) for p in pids)
+    assert children_of(os.getpid()) == [] or all(p not in pids for p in children_of(os.getpid()))
+    assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+    ex.close()
+
+
+def test_idle_timeout_releases_the_pool() -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", idle_timeout=0.3, **FORCE))
+    ex.map(tasks.square, range(8))
+    pids = ex.worker_pids()
+    assert pids
+    deadline = time.monotonic() + 10
+    while ex.worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ex.worker_pids() == []
+    assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+    assert ex.last_record is not None
+    assert ex.last_record.pool_started
+    ex.close()
+
+
+def test_records_are_consistent() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE)) as ex:
+        ex.map(tasks.sleep_then_square, range(60))
+        record = ex.last_record
+    assert isinstance(record, MapRecord)
+    assert record.busy_seconds <= record.capacity_seconds + 1e-9
+    assert 0 < record.utilization <= 1
+    assert record.workers == 2
+    assert record.n_chunks == len(record.chunks)
+    assert record.task_time.count == 60
+    assert record.task_time.p50 >= 0.0015
+    assert record.speedup > 0
+    assert record.efficiency == pytest.approx(record.speedup / 2)
+    assert record.to_dict()["fallback_reason"] is None
+    assert "threads x2" in record.summary()
+
+
+def test_records_are_bounded() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="serial"), max_records=5) as ex:
+        for _ in range(12):
+            ex.map(tasks.square, range(3))
+    assert len(ex.records) == 5
+    assert [r.call_id for r in ex.records] == list(range(8, 13))
+
+
+def test_submit_like_concurrent_futures() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="processes")) as ex:
+        assert ex.submit(tasks.square, 7).result() == 49
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        future = ex.submit(tasks.fail_on_seven, 7)
+        with pytest.raises(KeyError):
+            future.result()
+
+
+def test_module_level_map_uses_one_shared_executor() -> None:
+    import payoff
+
+    assert payoff.map(tasks.square, range(5)) == [0, 1, 4, 9, 16]
+    assert payoff.default_executor() is payoff.default_executor()
+    assert payoff.default_executor().last_record is not None
+
+
+def test_bad_call_arguments_name_the_problem() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        with pytest.raises(TypeError, match="callable"):
+            ex.map(42, [1])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="iterable"):
+            ex.map(tasks.square, 5)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="chunksize"):
+            ex.map(tasks.square, [1], chunksize=0)
+        with pytest.raises(ValueError, match="granularity"):
+            ex.map(tasks.square, [1], granularity="rows")
+        with pytest.raises(ValueError, match="workload"):
+            ex.map(tasks.square, [1], workload="")
+        with pytest.raises(ValueError, match="releases_gil"):
+            ex.map(tasks.square, [1], releases_gil="yes")  # type: ignore[arg-type]
+        assert ex.records == type(ex.records)(maxlen=ex.records.maxlen)
+    with pytest.raises(TypeError, match="ParallelConfig"):
+        ParallelExecutor({"strategy": "threads"})  # type: ignore[arg-type]

@@ -1,0 +1,56 @@
+"""Ctrl-C during a long processes map: the caller gets KeyboardInterrupt fast, no worker survives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.conftest import alive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", tiny_workload_threshold=0))
+    ex.map(tasks.square, range(8))
+    print(" ".join(map(str, ex.worker_pids())), flush=True)
+    try:
+        ex.map(tasks.long_task, range(8), chunksize=1)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+""")
+
+
+def test_ctrl_c_returns_within_two_seconds_and_leaves_no_worker() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        elapsed = time.monotonic() - t0
+        rest = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, rest
+    assert "interrupted" in rest
+    assert elapsed < 2.0, f"Ctrl-C took {elapsed:.2f} s"
+    deadline = time.monotonic() + 2
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids), "a worker process outlived Ctrl-C"

@@ -1,0 +1,177 @@
+"""Every fallback reason code is reached, warned (except ``disabled``) and recorded."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
+from payoff.reasons import fallback_reasons
+from tests import tasks
+
+FORCE = {"tiny_workload_threshold": 0.0}
+
+
+def _run(config: ParallelConfig, fn: Callable[[Any], Any], items: list[Any], **kw: Any) -> tuple[Any, Any]:
+    with ParallelExecutor(config) as ex:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = ex.map(fn, items, **kw)
+        record = ex.last_record
+    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    return record, (result, fallbacks)
+
+
+def _nested(x: int) -> int:
+    inner = ParallelExecutor(ParallelConfig(strategy="threads", **FORCE))
+    return sum(inner.map(tasks.square, range(x % 5 + 3)))
+
+
+CASES: dict[Reason, Callable[[], tuple[Any, Any, list[Any]]]] = {}
+
+
+def case(reason: Reason) -> Callable[[Callable[[], tuple[Any, Any, list[Any]]]],
+                                     Callable[[], tuple[Any, Any, list[Any]]]]:
+    def register(fn: Callable[[], tuple[Any, Any, list[Any]]]) -> Callable[[], tuple[Any, Any, list[Any]]]:
+        CASES[reason] = fn
+        return fn
+
+    return register
+
+
+@case(Reason.DISABLED)
+def _disabled() -> tuple[Any, Any, list[Any]]:
+    items = list(range(20))
+    record, out = _run(ParallelConfig(enabled=False, strategy="processes"), tasks.square, items)
+    return record, out, [x * x for x in items]
+
+
+@case(Reason.TINY_WORKLOAD)
+def _tiny() -> tuple[Any, Any, list[Any]]:
+    items = list(range(10))
+    record, out = _run(ParallelConfig(strategy="processes"), tasks.square, items)
+    return record, out, [x * x for x in items]
+
+
+@case(Reason.GRANULARITY_MISMATCH)
+def _mismatch() -> tuple[Any, Any, list[Any]]:
+    items = list(range(30))
+    record, out = _run(ParallelConfig(strategy="threads", granularity="feature", **FORCE), tasks.square,
+                       items, granularity="instance")
+    return record, out, [x * x for x in items]
+
+
+@case(Reason.INIT_FAILURE)
+def _init_failure() -> tuple[Any, Any, list[Any]]:
+    items = list(range(30))
+    config = ParallelConfig(strategy="processes", worker_initializer=tasks.failing_initializer, **FORCE)
+    record, out = _run(config, tasks.square, items)
+    assert record.pool_start_failed
+    return record, out, [x * x for x in items]
+
+
+@case(Reason.MAP_FAILURE_RETRY)
+def _map_failure() -> tuple[Any, Any, list[Any]]:
+    items = [(i, os.getpid()) for i in range(30)]
+    record, out = _run(ParallelConfig(strategy="processes", **FORCE), tasks.die_in_worker, items, chunksize=3)
+    return record, out, [i * 10 for i, _ in items]
+
+
+@case(Reason.UNPICKLABLE)
+def _unpicklable() -> tuple[Any, Any, list[Any]]:
+    items = list(range(30))
+    record, out = _run(ParallelConfig(strategy="processes", **FORCE), lambda x: x - 1, items)
+    return record, out, [x - 1 for x in items]
+
+
+@case(Reason.PAYLOAD_TOO_LARGE)
+def _payload() -> tuple[Any, Any, list[Any]]:
+    items = [np.full(4096, i, dtype=np.float64) for i in range(12)]
+    config = ParallelConfig(strategy="processes", task_size_hint_bytes=1024, **FORCE)
+    record, out = _run(config, tasks.identity, items)
+    result, fallbacks = out
+    assert all(np.array_equal(a, b) for a, b in zip(result, items, strict=True))
+    return record, (items, fallbacks), items
+
+
+@case(Reason.SINGLE_WORKER)
+def _single() -> tuple[Any, Any, list[Any]]:
+    items = list(range(30))
+    record, out = _run(ParallelConfig(strategy="threads", max_workers=1, **FORCE), tasks.square, items)
+    return record, out, [x * x for x in items]
+
+
+@case(Reason.NESTED)
+def _nested_case() -> tuple[Any, Any, list[Any]]:
+    items = list(range(12))
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE)) as outer, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = outer.map(_nested, items)
+    inner_records = [w.message.record for w in caught  # type: ignore[union-attr]
+                     if issubclass(w.category, ParallelFallbackWarning)]
+    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    return inner_records[0], (result, fallbacks), [_nested(x) for x in items]
+
+
+def test_every_fallback_reason_has_a_case() -> None:
+    assert set(CASES) == set(fallback_reasons())
+
+
+@pytest.mark.parametrize("reason", fallback_reasons(), ids=lambda r: r.value)
+def test_reason_is_reached_warned_and_recorded(reason: Reason) -> None:
+    record, (result, fallbacks), expected = CASES[reason]()
+    assert result == expected if not isinstance(expected[0], np.ndarray) else True
+    assert record.fallback_reason is reason
+    assert record.selected_strategy == "serial"
+    assert record.mode == "serial"
+    if reason is Reason.DISABLED:
+        assert fallbacks == []
+        return
+    assert fallbacks, f"no ParallelFallbackWarning for {reason.value}"
+    warning = fallbacks[0].message
+    assert isinstance(warning, ParallelFallbackWarning)
+    assert warning.reason is reason
+    assert f"({reason.value})" in str(warning)
+    assert warning.record is not None
+    assert warning.record.fallback_reason is reason
+    assert fallbacks[0].filename == __file__
+
+
+def test_reason_codes_have_meaning_and_advice() -> None:
+    for reason in Reason:
+        assert reason.meaning
+        assert reason.kind in ("fallback", "decision")
+        if reason.is_fallback:
+            assert reason.advice
+        assert str(reason) == reason.value
+
+
+def test_warnings_appear_once_per_call_site_and_reason_by_default() -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy="processes"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default", ParallelFallbackWarning)
+        for n in range(3, 9):
+            ex.map(tasks.square, range(n))  # one call site, tiny every time, n differs
+        ex.map(tasks.square, range(4))  # a second call site
+    messages = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    assert len(messages) == 2
+    assert len({w.lineno for w in messages}) == 2
+
+
+def test_warning_filters_still_apply() -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy="processes"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParallelFallbackWarning)
+        with pytest.raises(ParallelFallbackWarning) as info:
+            ex.map(tasks.square, range(5))
+    assert info.value.reason is Reason.TINY_WORKLOAD
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        ex.map(tasks.square, range(5))
+    assert caught == []
