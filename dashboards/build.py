@@ -25,6 +25,7 @@ from grafana_foundation_sdk.builders import heatmap as heatmap_b
 from grafana_foundation_sdk.builders import prometheus as prom_b
 from grafana_foundation_sdk.builders import stat as stat_b
 from grafana_foundation_sdk.builders import timeseries as ts_b
+from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_m
@@ -56,9 +57,9 @@ def thresholds(spec: PanelSpec) -> dash_b.ThresholdsConfig:
     )
 
 
-def targets(spec: PanelSpec) -> list[Builder[prom_m.Dataquery]]:
+def targets(spec: PanelSpec) -> list[Builder[cogvariants.Dataquery]]:
     assert len(spec["exprs"]) == len(spec["legends"]), spec["title"]
-    out: list[Builder[prom_m.Dataquery]] = []
+    out: list[Builder[cogvariants.Dataquery]] = []
     for index, (expr, legend) in enumerate(zip(spec["exprs"], spec["legends"], strict=True)):
         query = (
             prom_b.Dataquery()
@@ -125,6 +126,7 @@ def timeseries_panel(spec: PanelSpec) -> ts_b.Panel:
 def heatmap_panel(spec: PanelSpec) -> heatmap_b.Panel:
     return (
         heatmap_b.Panel()
+        .unit(spec["unit"])
         .calculate(False)
         .rows_frame(heatmap_b.RowsHeatmapOptions().layout(common_m.HeatmapCellLayout.LE))
         .y_axis(heatmap_b.YAxisConfig().unit("suffix:x"))
@@ -273,7 +275,9 @@ def check(files: dict[Path, str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON differs")
     args = parser.parse_args(argv)
     files = outputs()

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from payoff import planning
 from payoff.telemetry import FALLBACK_WARNINGS
 from payoff.telemetry.warnings import ParallelFallbackWarning
 
@@ -29,6 +30,13 @@ def _fresh_warning_memory() -> Iterator[None]:
         warnings.simplefilter("always", ParallelFallbackWarning)
         yield
     FALLBACK_WARNINGS.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_planner() -> None:
+    """Each test plans from the priors, not from what earlier tests taught the process."""
+    planning.KNOWLEDGE.forget()
+    planning.COSTS.reset()
 
 
 @pytest.fixture(autouse=True)

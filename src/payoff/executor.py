@@ -93,7 +93,10 @@ class ParallelExecutor:
         ``releases_gil=True`` says ``fn`` spends its time outside the GIL
         (numpy, I/O), which makes threads the best choice.
         """
-        return list(self._run(fn, items, chunksize, granularity, workload, releases_gil))
+        out: list[Any] = []
+        for block in self._run(fn, items, chunksize, granularity, workload, releases_gil):
+            out.extend(block)
+        return out
 
     def imap(
         self,
@@ -106,7 +109,8 @@ class ParallelExecutor:
         releases_gil: bool | None = None,
     ) -> Iterator[Any]:
         """Like :meth:`map`, but yields results in order as soon as they are ready."""
-        return self._run(fn, items, chunksize, granularity, workload, releases_gil, streaming=True)
+        for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, streaming=True):
+            yield from block
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """One call on the pool, ``concurrent.futures`` style (threads unless a strategy is named)."""
@@ -182,7 +186,8 @@ class ParallelExecutor:
         workload: str,
         releases_gil: bool | None,
         streaming: bool = False,
-    ) -> Iterator[Any]:
+    ) -> Iterator[list[Any]]:
+        """Yields each chunk's results, in input order."""
         _check_call(fn, items, chunksize, granularity, workload, releases_gil)
         seq = items if isinstance(items, Sequence) else list(items)
         requested = self.config.strategy if isinstance(self.config.strategy, str) else "custom"
@@ -209,7 +214,7 @@ class ParallelExecutor:
             self._end(token)
             record = rec.build()
             self.records.append(record)
-            _learn(record)
+            _learn(record, fn)
             self._observers.finished(call, record, error)
 
     def _plan(self, fn: Callable[[Any], Any], seq: Sequence[Any], chunksize: int | None,
@@ -227,7 +232,7 @@ class ParallelExecutor:
         probe_ns = plan.probe.outcome.end_ns - plan.probe.outcome.start_ns if plan.probe.outcome else 0
         rec.overhead_ns["planning"] += max(0, time.perf_counter_ns() - t0 - probe_ns)
         rec.selected, rec.workers, rec.decision = plan.strategy, plan.workers, plan.decision
-        rec.chunk_size, rec.stride, rec.cpu_ratio = plan.chunk_size, plan.stride, plan.probe.cpu_ratio
+        rec.chunk_size, rec.cpu_ratio = plan.chunk_size, plan.probe.cpu_ratio
         rec.probe_items = plan.probe.n
         if plan.fallback is not None:
             rec.fall_back(plan.fallback, plan.detail)
@@ -235,7 +240,7 @@ class ParallelExecutor:
 
     def _execute(self, plan: planning.Plan, fn: Callable[[Any], Any], seq: Sequence[Any],
                  rec: RecordBuilder, call: CallInfo, token: CancelToken, generation: int,
-                 streaming: bool) -> Iterator[Any]:
+                 streaming: bool) -> Iterator[list[Any]]:
         start = 0
         probe = plan.probe.outcome
         if probe is not None:
@@ -243,36 +248,40 @@ class ParallelExecutor:
             if probe.error is not None:
                 raise probe.error
             start = probe.n_done
-            yield from probe.results
+            yield probe.results
         if start >= len(seq):
             return
         pool = None if plan.strategy == "serial" else self._acquire(plan, rec)
         if pool is None:
             call.selected_strategy = "serial"
             step = plan.chunk_size if streaming else len(seq)
-            yield from self._serially(fn, seq, range(start, len(seq), max(1, step)), plan.stride, step,
-                                      rec, call, token, "caller")
+            yield from self._serially(fn, seq, range(start, len(seq), max(1, step)), step, rec, call, token)
             return
         yield from self._in_parallel(pool, plan, fn, seq, start, rec, call, token, generation)
 
-    def _serially(self, fn: Callable[[Any], Any], seq: Sequence[Any], starts: Iterable[int], stride: int,
-                  size: int, rec: RecordBuilder, call: CallInfo, token: CancelToken,
-                  where: str) -> Iterator[Any]:
-        serial = SerialStrategy(1)
+    def _serially(self, fn: Callable[[Any], Any], seq: Sequence[Any], starts: Iterable[int], size: int,
+                  rec: RecordBuilder, call: CallInfo, token: CancelToken) -> Iterator[list[Any]]:
         for lo in starts:
-            task = ChunkTask(len(rec.chunks), lo, seq[lo:lo + size], stride, token)
-            with self._observers.scope(call):
-                outcome: ChunkOutcome = serial.submit(fn, task).result()
-            self._observers.chunk(call, rec.add(outcome, where, task.submit_ns))
-            if outcome.error is not None:
-                raise outcome.error
+            outcome = self._in_caller(fn, seq, len(rec.chunks), lo, size, rec, call, token, "caller")
             if token.is_set():
                 raise CancelledError("payoff: the map was cancelled")
-            yield from outcome.results
+            yield outcome.results
+
+    def _in_caller(self, fn: Callable[[Any], Any], seq: Sequence[Any], index: int, lo: int, size: int,
+                   rec: RecordBuilder, call: CallInfo, token: CancelToken, where: str) -> ChunkOutcome:
+        """One chunk run in the calling thread, under the observers' scope."""
+        items = seq[lo:lo + size] if lo or size < len(seq) else seq
+        task = ChunkTask(index, lo, items, token)
+        with self._observers.scope(call):
+            outcome: ChunkOutcome = SerialStrategy(1).submit(fn, task).result()
+        self._observers.chunk(call, rec.add(outcome, where, task.submit_ns))
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
 
     def _in_parallel(self, pool: Strategy, plan: planning.Plan, fn: Callable[[Any], Any],
                      seq: Sequence[Any], start: int, rec: RecordBuilder, call: CallInfo,
-                     token: CancelToken, generation: int) -> Iterator[Any]:
+                     token: CancelToken, generation: int) -> Iterator[list[Any]]:
         size = plan.chunk_size
         base = len(rec.chunks)
         pending = deque((base + i, lo) for i, lo in enumerate(range(start, len(seq), size)))
@@ -284,10 +293,9 @@ class ParallelExecutor:
             while pending or in_flight or order:
                 if pending and len(in_flight) < limit:
                     with self._observers.scope(call):
-                        self._top_up(pool, fn, seq, size, plan.stride, pending, in_flight, order, limit,
-                                     rec, token)
+                        self._top_up(pool, fn, seq, size, pending, in_flight, order, limit, rec, token)
                 while order and order[0] in ready:
-                    yield from ready.pop(order.popleft()).results
+                    yield ready.pop(order.popleft()).results
                 if not in_flight:
                     continue
                 done, _ = wait(in_flight, timeout=_WAIT_SLICE_SECONDS, return_when=FIRST_COMPLETED)
@@ -309,8 +317,7 @@ class ParallelExecutor:
             redo = sorted([(t.index, t.first) for t in in_flight.values()] + list(pending))
             order.extend(index for index, _ in pending)
             in_flight.clear()
-            yield from self._finish_after_failure(fn, seq, redo, size, plan.stride, ready, order, rec,
-                                                  call, token)
+            yield from self._finish_after_failure(fn, seq, redo, size, ready, order, rec, call, token)
         except BaseException as exc:
             token.set()
             for future in in_flight:
@@ -320,12 +327,12 @@ class ParallelExecutor:
                 self._discard(pool)
             raise
 
-    def _top_up(self, pool: Strategy, fn: Callable[[Any], Any], seq: Sequence[Any], size: int, stride: int,
+    def _top_up(self, pool: Strategy, fn: Callable[[Any], Any], seq: Sequence[Any], size: int,
                 pending: deque[tuple[int, int]], in_flight: dict[Future[Any], ChunkTask], order: deque[int],
                 limit: int, rec: RecordBuilder, token: CancelToken) -> None:
         while pending and len(in_flight) < limit:
             index, lo = pending.popleft()
-            task = ChunkTask(index, lo, seq[lo:lo + size], stride, token)
+            task = ChunkTask(index, lo, seq[lo:lo + size], token)
             t0 = time.perf_counter_ns()
             future = pool.submit(fn, task)
             rec.overhead_ns["serialization"] += task.encode_ns
@@ -343,21 +350,14 @@ class ParallelExecutor:
         return outcome
 
     def _finish_after_failure(self, fn: Callable[[Any], Any], seq: Sequence[Any],
-                              redo: list[tuple[int, int]], size: int, stride: int,
+                              redo: list[tuple[int, int]], size: int,
                               ready: dict[int, ChunkOutcome], order: deque[int], rec: RecordBuilder,
-                              call: CallInfo, token: CancelToken) -> Iterator[Any]:
+                              call: CallInfo, token: CancelToken) -> Iterator[list[Any]]:
         """Rerun the unfinished chunks in the caller, then yield everything in order."""
-        serial = SerialStrategy(1)
         for index, lo in redo:
-            task = ChunkTask(index, lo, seq[lo:lo + size], stride, token)
-            with self._observers.scope(call):
-                outcome: ChunkOutcome = serial.submit(fn, task).result()
-            self._observers.chunk(call, rec.add(outcome, "retry", task.submit_ns))
-            if outcome.error is not None:
-                raise outcome.error
-            ready[index] = outcome
+            ready[index] = self._in_caller(fn, seq, index, lo, size, rec, call, token, "retry")
         while order:
-            yield from ready.pop(order.popleft()).results
+            yield ready.pop(order.popleft()).results
 
     # -- pools ---------------------------------------------------------------
 
@@ -471,8 +471,10 @@ def _replace_workers(plan: planning.Plan, workers: int) -> planning.Plan:
     return replace(plan, workers=workers)
 
 
-def _learn(record: MapRecord) -> None:
-    """Feed measured overheads back into the planner's cost model."""
+def _learn(record: MapRecord, fn: Callable[[Any], Any]) -> None:
+    """Feed measured item cost and backend overheads back into the planner."""
+    if record.n_items and not record.n_errors:
+        planning.KNOWLEDGE.observe(fn, record.serial_estimate_seconds / record.n_items)
     if record.pool_started and not record.pool_start_failed:
         planning.COSTS.learn(record.selected_strategy, start=record.pool_start_seconds)
     if record.mode != "parallel" or record.fallback_reason is not None or record.n_errors:

@@ -10,12 +10,14 @@ as priors and are corrected from every parallel call this process measures.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +28,12 @@ from payoff.worker import ChunkOutcome, in_worker, run_chunk
 
 PROBE_BUDGET_SECONDS = 0.002
 PROBE_MAX_ITEMS = 64
-EXACT_TIMING_SECONDS = 20e-6
-"""Items at least this slow are timed one by one; cheaper ones in blocks of about this much."""
 MIN_CHUNK_SECONDS = 0.005
 CHUNKS_PER_WORKER = 4
 PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
+AMORTIZE_CALLS = 100
+"""A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 
 
 @dataclass
@@ -58,6 +60,10 @@ class CostModel:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the priors (tests, or after the machine's load changed a lot)."""
         self._costs = {k: Overheads(**vars(v)) for k, v in _PRIORS.items()}
 
     def get(self, strategy: str) -> Overheads:
@@ -80,6 +86,77 @@ COSTS = CostModel()
 
 
 @dataclass
+class Facts:
+    """What earlier calls measured about one function."""
+
+    seconds_per_item: float
+    cpu_ratio: float
+    fn_bytes: int
+    pickle_error: str
+    cloudpickle_ok: bool | None
+
+
+def fn_key(fn: Callable[..., Any]) -> Hashable | None:
+    """A key that survives re-creating the same function (a lambda in a loop, a new partial)."""
+    if isinstance(fn, functools.partial):
+        inner = fn_key(fn.func)
+        return None if inner is None else ("partial", inner, len(fn.args), tuple(sorted(fn.keywords)))
+    target = getattr(fn, "__func__", fn)
+    code = getattr(target, "__code__", None)
+    if code is not None:
+        owner = type(fn.__self__).__qualname__ if hasattr(fn, "__self__") else ""
+        return ("code", code.co_filename, code.co_firstlineno, code.co_qualname, owner)
+    return ("object", type(fn).__module__, type(fn).__qualname__)
+
+
+class Knowledge:
+    """A bounded memory of per-function facts, so a function is probed once, not on every call."""
+
+    LIMIT = 512
+    SMOOTHING = 0.3
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
+
+    def get(self, fn: Callable[..., Any]) -> Facts | None:
+        key = fn_key(fn)
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
+            if facts is not None:
+                self._facts.move_to_end(key)
+                return Facts(**vars(facts))
+        return None
+
+    def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
+        key = fn_key(fn)
+        if key is None or probe.seconds_per_item is None:
+            return
+        with self._lock:
+            self._facts[key] = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes,
+                                     probe.pickle_error, probe.cloudpickle_ok)
+            self._facts.move_to_end(key)
+            while len(self._facts) > self.LIMIT:
+                self._facts.popitem(last=False)
+
+    def observe(self, fn: Callable[..., Any], seconds_per_item: float) -> None:
+        """Correct the remembered cost with what a whole call measured."""
+        key = fn_key(fn)
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
+            if facts is not None and seconds_per_item > 0:
+                a = self.SMOOTHING
+                facts.seconds_per_item = (1 - a) * facts.seconds_per_item + a * seconds_per_item
+
+    def forget(self) -> None:
+        with self._lock:
+            self._facts.clear()
+
+
+KNOWLEDGE = Knowledge()
+
+
+@dataclass
 class Probe:
     """What running the first items in the caller taught us."""
 
@@ -91,6 +168,8 @@ class Probe:
     fn_bytes: int = 0
     pickle_error: str = ""
     cloudpickle_ok: bool | None = None
+    known: bool = False
+    """True when the cost came from an earlier call instead of running items now."""
 
     @property
     def n(self) -> int:
@@ -106,7 +185,6 @@ class Plan:
     strategy: str
     workers: int
     chunk_size: int
-    stride: int
     decision: Reason
     fallback: Reason | None = None
     detail: str = ""
@@ -170,7 +248,7 @@ def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
             probe: Probe | None = None) -> Plan:
     probe = probe or Probe()
     n = len(call.items) - probe.n
-    return Plan("serial", 1, max(1, n), _stride(probe.seconds_per_item), decision, reason, detail, probe)
+    return Plan("serial", 1, max(1, n), decision, reason, detail, probe)
 
 
 def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
@@ -218,7 +296,7 @@ def _cost_fallback(call: Call, strategy: str, workers: int, probe: Probe,
     oh = COSTS.get(strategy)
     chunk = _chunk_size(call, workers, cost, remaining)
     chunks = math.ceil(remaining / chunk)
-    start = 0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, 9))
+    start = 0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))
     transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + chunks * probe.fn_bytes)
     compute = max(serial / workers, cost * chunk)
     parallel = start + oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
@@ -275,11 +353,16 @@ def _cloudpickle_ok(call: Call, probe: Probe) -> bool:
 
 
 def _run_probe(call: Call, workers: int) -> Probe:
-    """Run the first items in the caller, unless the user fixed every choice already."""
+    """Run the first items in the caller, unless they are known or the user fixed every choice."""
     probe = Probe()
+    known = KNOWLEDGE.get(call.fn)
+    if known is not None:
+        probe.seconds_per_item, probe.cpu_ratio = known.seconds_per_item, known.cpu_ratio
+        probe.fn_bytes, probe.pickle_error = known.fn_bytes, known.pickle_error
+        probe.cloudpickle_ok, probe.known = known.cloudpickle_ok, True
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
-    if needs_cost:
+    if needs_cost and known is None:
         limit = max(1, min(PROBE_MAX_ITEMS, len(call.items) // (CHUNKS_PER_WORKER * workers) or 1))
         probe.outcome = _timed_prefix(call.fn, call.items, limit)
         done = probe.outcome.n_done
@@ -289,6 +372,8 @@ def _run_probe(call: Call, workers: int) -> Probe:
             probe.cpu_ratio = min(1.0, max(0.05, probe.outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
     if call.requested in ("auto", *CROSSES_PROCESSES):
         _measure_payload(call, probe)
+    if known is None:
+        KNOWLEDGE.remember(call.fn, probe)
     return probe
 
 
@@ -302,6 +387,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int) ->
         more = run_chunk(fn, items[taken:taken + step], taken, 0)
         outcome.results.extend(more.results)
         outcome.durations_ns.extend(more.durations_ns)
+        outcome.block_sizes.extend(more.block_sizes)
         outcome.cpu_ns += more.cpu_ns
         outcome.end_ns = more.end_ns
         outcome.error, outcome.error_index = more.error, more.error_index
@@ -310,10 +396,13 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int) ->
 
 
 def _measure_payload(call: Call, probe: Probe) -> None:
-    """Pickled sizes of the function, one item and one result, with stdlib pickle."""
+    """Pickled sizes of the function (unless known), one item and one result, with stdlib pickle."""
     sample_item = call.items[min(probe.n, len(call.items) - 1)]
     try:
-        probe.fn_bytes = len(pickle.dumps(call.fn, protocol=pickle.HIGHEST_PROTOCOL))
+        if not probe.known:
+            probe.fn_bytes = len(pickle.dumps(call.fn, protocol=pickle.HIGHEST_PROTOCOL))
+        elif probe.pickle_error:
+            return
         probe.item_bytes = len(pickle.dumps(sample_item, protocol=pickle.HIGHEST_PROTOCOL))
         if probe.outcome is not None and probe.outcome.results:
             probe.result_bytes = len(pickle.dumps(probe.outcome.results[0], protocol=pickle.HIGHEST_PROTOCOL))
@@ -335,14 +424,8 @@ def _chunk_size(call: Call, workers: int, cost: float | None, remaining: int) ->
     return max(1, min(balanced, math.ceil(remaining / workers)))
 
 
-def _stride(cost: float | None) -> int:
-    if cost is None or cost >= EXACT_TIMING_SECONDS:
-        return 1
-    return max(1, min(1024, round(EXACT_TIMING_SECONDS / cost)))
-
-
 def _chunked(call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
              decision: Reason) -> Plan:
     cost = probe.seconds_per_item
     chunk = _chunk_size(call, workers, cost, remaining)
-    return Plan(strategy, workers, chunk, min(_stride(cost), chunk), decision, None, "", probe)
+    return Plan(strategy, workers, chunk, decision, None, "", probe)

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from payoff.reasons import Reason
@@ -31,8 +32,8 @@ class ChunkStats:
     end_ns: int
     cpu_ns: int
     durations_ns: tuple[int, ...]
-    """Timing blocks: one per item when ``stride == 1``, else one per ``stride`` items."""
-    stride: int
+    """Timing blocks: one clock read per block of ``block_sizes[i]`` items."""
+    block_sizes: tuple[int, ...]
     bytes_sent: int
     bytes_received: int
     where: str
@@ -53,15 +54,7 @@ class ChunkStats:
 
     def item_times(self) -> list[tuple[float, int]]:
         """(seconds per item, how many items) for each timing block."""
-        out: list[tuple[float, int]] = []
-        left = self.n_items
-        for ns in self.durations_ns:
-            k = min(self.stride, left)
-            if k <= 0:
-                break
-            out.append((ns / 1e9 / k, k))
-            left -= k
-        return out
+        return [(ns / 1e9 / k, k) for ns, k in zip(self.durations_ns, self.block_sizes, strict=True) if k]
 
 
 @dataclass(frozen=True)
@@ -132,9 +125,16 @@ class MapRecord:
     started_at: float
     """Unix time of the call's start, for reports and logs."""
     chunks: tuple[ChunkStats, ...] = field(repr=False)
-    queue_wait: Summary = field(default_factory=lambda: Summary.of(()))
-    task_time: Summary = field(default_factory=lambda: Summary.of(()))
-    timing_stride: int = 1
+
+    @cached_property
+    def queue_wait(self) -> Summary:
+        """Submit-to-start wait of the chunks that went through a pool."""
+        return Summary.of([c.queue_wait_seconds for c in self.chunks if c.where == "pool"])
+
+    @cached_property
+    def task_time(self) -> Summary:
+        """Per-item time (block averages where items were timed in blocks)."""
+        return Summary.weighted([p for c in self.chunks for p in c.item_times()])
 
     # -- derived --------------------------------------------------------
     @property
@@ -182,6 +182,7 @@ class MapRecord:
         data["fallback_reason"] = self.fallback_reason.value if self.fallback_reason else None
         for name in ("capacity_seconds", "speedup", "efficiency", "utilization", "mode", "pays_off"):
             data[name] = getattr(self, name)
+        data["queue_wait"], data["task_time"] = asdict(self.queue_wait), asdict(self.task_time)
         return data
 
 
@@ -199,7 +200,6 @@ class RecordBuilder:
         self.fallback_detail = ""
         self.workers = 1
         self.chunk_size = max(1, n_items)
-        self.stride = 1
         self.cpu_ratio = 1.0
         self.chunks: list[ChunkStats] = []
         self.pool_started = False
@@ -218,7 +218,7 @@ class RecordBuilder:
         stats = ChunkStats(
             index=outcome.index, first_item=outcome.first, n_items=outcome.n_done, worker=outcome.worker,
             submit_ns=submit_ns, start_ns=outcome.start_ns, end_ns=outcome.end_ns, cpu_ns=outcome.cpu_ns,
-            durations_ns=tuple(outcome.durations_ns), stride=outcome.stride,
+            durations_ns=tuple(outcome.durations_ns), block_sizes=tuple(outcome.block_sizes),
             bytes_sent=outcome.bytes_sent, bytes_received=outcome.bytes_received, where=where,
             n_errors=1 if outcome.error is not None else 0,
         )
@@ -256,7 +256,4 @@ class RecordBuilder:
             serial_estimate_seconds=self._serial_estimate(), overhead_seconds=overhead,
             bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
             n_errors=sum(c.n_errors for c in chunks), started_at=self.started_at, chunks=chunks,
-            queue_wait=Summary.of([c.queue_wait_seconds for c in chunks if c.where == "pool"]),
-            task_time=Summary.weighted([p for c in chunks for p in c.item_times()]),
-            timing_stride=self.stride,
         )

@@ -4,8 +4,9 @@ It is a top-level function so every backend can import it by reference. It
 times items with the monotonic clock, measures the chunk's CPU time and hands
 back results plus :class:`ChunkStats` material, so the parent never has to
 guess what happened in a worker. Timing every single item costs about 80 ns;
-for items cheaper than ~20 us that is several percent, so such items are
-timed in blocks (``stride`` items per clock read) and the record says so.
+for items of a few microseconds that is several percent, so the runner sizes
+its timing blocks as it goes: one clock read per ~250 us of work, and the
+record keeps each block's size so per-item figures stay honest averages.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class ChunkOutcome:
     end_ns: int
     cpu_ns: int
     durations_ns: array[int]
-    stride: int
+    block_sizes: array[int]
     worker: str
     error: BaseException | None = None
     error_index: int | None = None
@@ -68,30 +69,38 @@ class CancelToken:
         return self._event.is_set()
 
 
+BLOCK_TARGET_NS = 250_000
+"""One clock read (and one block of bookkeeping) per this much work keeps overhead near 1%."""
+MAX_BLOCK = 4096
+
+
 def run_chunk(
     fn: Callable[[Any], Any],
     items: Sequence[Any],
     first: int,
     index: int,
-    stride: int = 1,
     cancel: CancelToken | None = None,
 ) -> ChunkOutcome:
     """Run ``fn`` over ``items``; never raises for a user error (it is returned)."""
     _local.depth = getattr(_local, "depth", 0) + 1
     results: list[Any] = []
     durations: array[int] = array("q")
+    sizes: array[int] = array("q")
     start_ns = time.monotonic_ns()
     cpu0 = time.thread_time_ns()
     error: BaseException | None = None
     try:
-        _run_blocks(fn, items, max(1, stride), results, durations, cancel)
+        _run_blocks(fn, items, results, durations, sizes, cancel)
     except Exception as exc:
         error = exc
+        if len(results) > sum(sizes):  # the failing block's finished items still count as work done
+            sizes.append(len(results) - sum(sizes))
+            durations.append(0)
     finally:
         _local.depth -= 1
     end_ns = time.monotonic_ns()
     outcome = ChunkOutcome(index, first, results, start_ns, end_ns, time.thread_time_ns() - cpu0,
-                           durations, max(1, stride), _worker_name())
+                           durations, sizes, _worker_name())
     if error is not None:
         outcome.error_index = first + len(results)
         error.add_note(f"payoff: raised by item {outcome.error_index} of the map "
@@ -103,29 +112,32 @@ def run_chunk(
 def _run_blocks(
     fn: Callable[[Any], Any],
     items: Sequence[Any],
-    stride: int,
     results: list[Any],
     durations: array[int],
+    sizes: array[int],
     cancel: CancelToken | None,
 ) -> None:
+    """Blocks grow while items are cheaper than the target and shrink when they get dearer."""
     clock = time.perf_counter_ns
     append = results.append
-    record = durations.append
+    n = len(items)
+    lo, block = 0, 1
     last = clock()
-    if stride == 1:
-        for item in items:
-            append(fn(item))
-            now = clock()
-            record(now - last)
-            last = now
-            if cancel is not None and cancel.is_set():
-                return
-        return
-    for lo in range(0, len(items), stride):
-        results.extend(map(fn, items[lo:lo + stride]))
+    while lo < n:
+        hi = min(n, lo + block)
+        if block == 1:
+            append(fn(items[lo]))
+        else:
+            for item in items[lo:hi]:
+                append(fn(item))
         now = clock()
-        record(now - last)
+        took = now - last
+        durations.append(took)
+        sizes.append(hi - lo)
         last = now
+        per_item = took // (hi - lo) or 1
+        block = max(1, min(MAX_BLOCK, BLOCK_TARGET_NS // per_item))
+        lo = hi
         if cancel is not None and cancel.is_set():
             return
 
@@ -139,8 +151,8 @@ def _worker_name() -> str:
 
 def run_pickled_chunk(payload: bytes) -> bytes:
     """Process entry point: the parent pre-pickles so it can count the bytes exactly."""
-    fn, items, first, index, stride = pickle.loads(payload)
-    outcome = run_chunk(fn, items, first, index, stride)
+    fn, items, first, index = pickle.loads(payload)
+    outcome = run_chunk(fn, items, first, index)
     try:
         return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # an unpicklable result or exception

@@ -26,7 +26,6 @@ class ChunkTask:
     index: int
     first: int
     items: Sequence[Any]
-    stride: int
     cancel: CancelToken | None = None
     """Set when the call is cancelled; in-process chunks stop at their next timing block."""
     submit_ns: int = 0

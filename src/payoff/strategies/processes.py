@@ -36,7 +36,7 @@ class PickledPoolStrategy(Strategy):
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         assert self._pool is not None, "start() first"
         t0 = time.perf_counter_ns()
-        payload = self._dumps((fn, task.items, task.first, task.index, task.stride))
+        payload = self._dumps((fn, task.items, task.first, task.index))
         task.encode_ns = time.perf_counter_ns() - t0
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()

@@ -20,7 +20,7 @@ class SerialStrategy(Strategy):
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         future: Future[Any] = Future()
         task.submit_ns = time.monotonic_ns()
-        future.set_result(run_chunk(fn, task.items, task.first, task.index, task.stride, task.cancel))
+        future.set_result(run_chunk(fn, task.items, task.first, task.index, task.cancel))
         return future
 
     def shutdown(self, wait: bool = True) -> None:

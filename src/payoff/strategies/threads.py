@@ -31,8 +31,7 @@ class ThreadStrategy(Strategy):
         assert self._pool is not None, "start() first"
         ctx = contextvars.copy_context()
         task.submit_ns = time.monotonic_ns()
-        return self._pool.submit(ctx.run, run_chunk, fn, task.items, task.first, task.index,
-                                 task.stride, task.cancel)
+        return self._pool.submit(ctx.run, run_chunk, fn, task.items, task.first, task.index, task.cancel)
 
     def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
