@@ -260,3 +260,22 @@ def test_bad_call_arguments_name_the_problem() -> None:
         assert ex.records == type(ex.records)(maxlen=ex.records.maxlen)
     with pytest.raises(TypeError, match="ParallelConfig"):
         ParallelExecutor({"strategy": "threads"})  # type: ignore[arg-type]
+
+
+def test_a_large_function_travels_once_per_worker_not_once_per_chunk() -> None:
+    import functools
+
+    import numpy as np
+
+    table = np.arange(200_000, dtype=np.float64)  # 1.6 MB inside the function
+    fn = functools.partial(np.take, table)
+    with ParallelExecutor(ParallelConfig(strategy="processes", **FORCE)) as ex:
+        assert ex.map(fn, list(range(300)), chunksize=10) == [float(i) for i in range(300)]
+        first = ex.last_record
+        assert first is not None
+        assert first.n_chunks == 30
+        assert table.nbytes <= first.bytes_sent <= 2 * table.nbytes + 30 * 4096
+        ex.map(fn, list(range(300)), chunksize=10)
+        second = ex.last_record
+        assert second is not None
+        assert second.bytes_sent < 30 * 4096

@@ -289,11 +289,14 @@ class ParallelExecutor:
         ready: dict[int, ChunkOutcome] = {}
         order: deque[int] = deque()
         limit = plan.workers + max(1, plan.workers // 2)
+        t0 = time.perf_counter_ns()
+        shipped = pool.ship(fn)
+        rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         try:
             while pending or in_flight or order:
                 if pending and len(in_flight) < limit:
                     with self._observers.scope(call):
-                        self._top_up(pool, fn, seq, size, pending, in_flight, order, limit, rec, token)
+                        self._top_up(pool, shipped, seq, size, pending, in_flight, order, limit, rec, token)
                 while order and order[0] in ready:
                     yield ready.pop(order.popleft()).results
                 if not in_flight:

@@ -23,7 +23,7 @@ from typing import Any
 
 from payoff.config import ParallelConfig
 from payoff.reasons import Reason
-from payoff.strategies import CROSSES_PROCESSES, PICKLER
+from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.worker import ChunkOutcome, in_worker, run_chunk
 
 PROBE_BUDGET_SECONDS = 0.002
@@ -297,7 +297,8 @@ def _cost_fallback(call: Call, strategy: str, workers: int, probe: Probe,
     chunk = _chunk_size(call, workers, cost, remaining)
     chunks = math.ceil(remaining / chunk)
     start = 0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))
-    transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + chunks * probe.fn_bytes)
+    fn_copies = workers if probe.fn_bytes >= SHIP_ONCE_BYTES else chunks
+    transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + fn_copies * probe.fn_bytes)
     compute = max(serial / workers, cost * chunk)
     parallel = start + oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
     if parallel * PAYOFF_MARGIN < serial:
@@ -332,7 +333,7 @@ def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, s
         return Reason.UNPICKLABLE, probe.pickle_error + hint
     if PICKLER[strategy] == "cloudpickle" and probe.pickle_error and not _cloudpickle_ok(call, probe):
         return Reason.UNPICKLABLE, probe.pickle_error + " (cloudpickle cannot send it either)"
-    per_task = probe.item_bytes + probe.fn_bytes
+    per_task = probe.item_bytes + (probe.fn_bytes if probe.fn_bytes < SHIP_ONCE_BYTES else 0)
     limit = call.config.task_size_hint_bytes
     if max(per_task, probe.result_bytes) > limit:
         return (Reason.PAYLOAD_TOO_LARGE, f"{max(per_task, probe.result_bytes):,} bytes per task "

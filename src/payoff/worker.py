@@ -50,6 +50,8 @@ class ChunkOutcome:
     error_index: int | None = None
     bytes_received: int = 0
     bytes_sent: int = field(default=0)
+    fn_bytes_loaded: int = 0
+    """Bytes of a shipped function this worker loaded for this chunk (0 when cached)."""
 
     @property
     def n_done(self) -> int:
@@ -149,10 +151,46 @@ def _worker_name() -> str:
 # -- process side -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ShippedFn:
+    """A large function (model, explainer, data inside) left in a file for workers to load once.
+
+    Sending a 3 MB explainer with every chunk is what makes naive process
+    pools slower than a loop; by content hash, each worker unpickles it once
+    per distinct version, however many chunks and calls use it.
+    """
+
+    digest: str
+    path: str
+    size: int
+
+
+_FN_CACHE_SIZE = 4
+_fn_cache: dict[str, Callable[[Any], Any]] = {}
+
+
+def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
+    """The callable itself, and how many bytes this worker had to load for it."""
+    if not isinstance(fn, ShippedFn):
+        return fn, 0
+    cached = _fn_cache.get(fn.digest)
+    if cached is not None:
+        return cached, 0
+    with open(fn.path, "rb") as fh:
+        blob = fh.read()
+    loaded: Callable[[Any], Any] = pickle.loads(blob)
+    if len(_fn_cache) >= _FN_CACHE_SIZE:
+        _fn_cache.pop(next(iter(_fn_cache)))
+    _fn_cache[fn.digest] = loaded
+    return loaded, len(blob)
+
+
 def run_pickled_chunk(payload: bytes) -> bytes:
     """Process entry point: the parent pre-pickles so it can count the bytes exactly."""
-    fn, items, first, index = pickle.loads(payload)
+    shipped, items, first, index = pickle.loads(payload)
+    fn, loaded = _resolve(shipped)
     outcome = run_chunk(fn, items, first, index)
+    outcome.fn_bytes_loaded = loaded
     try:
         return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # an unpicklable result or exception

@@ -18,6 +18,8 @@ _LOCATIONS = {
 }
 
 CROSSES_PROCESSES = frozenset({"processes", "joblib"})
+SHIP_ONCE_BYTES = 64 * 1024
+"""Functions that pickle larger than this travel once per worker per version, not once per chunk."""
 PICKLER = {"processes": "pickle", "joblib": "cloudpickle"}
 
 
@@ -27,4 +29,4 @@ def strategy_class(name: str) -> type[Strategy]:
     return cls
 
 
-__all__ = ["CROSSES_PROCESSES", "PICKLER", "ChunkTask", "Strategy", "strategy_class"]
+__all__ = ["CROSSES_PROCESSES", "PICKLER", "SHIP_ONCE_BYTES", "ChunkTask", "Strategy", "strategy_class"]

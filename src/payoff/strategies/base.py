@@ -67,6 +67,10 @@ class Strategy(ABC):
     @abstractmethod
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]: ...
 
+    def ship(self, fn: Callable[[Any], Any]) -> Any:
+        """Prepare ``fn`` once per call for ``submit``; process pools may leave it in a file."""
+        return fn
+
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """A plain call on the pool, for ``ParallelExecutor.submit``."""
         if self._pool is None:

@@ -34,3 +34,4 @@ class JoblibStrategy(PickledPoolStrategy):
         pool, self._pool = self._pool, None
         if isinstance(pool, LokyPool):
             pool.shutdown(wait=wait, kill_workers=not wait)
+        self._remove_shipped()

@@ -7,23 +7,59 @@ opaque ``bytes`` (a memcpy, not a second pickling).
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
+import os
 import pickle
+import shutil
+import tempfile
+import threading
 import time
+from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
+from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import ChunkTask, Strategy
-from payoff.worker import ChunkOutcome, init_process, ping, run_pickled_chunk
+from payoff.worker import ChunkOutcome, ShippedFn, init_process, ping, run_pickled_chunk
 
 _KILL_GRACE_SECONDS = 1.0
+_KEEP_SHIPPED = 8
 
 
 class PickledPoolStrategy(Strategy):
     """Shared machinery of the process-based pools."""
 
     crosses_processes = True
+    _ship_dir: str | None = None
+
+    def ship(self, fn: Callable[[Any], Any]) -> Any:
+        blob = self._dumps(fn)
+        if len(blob) < SHIP_ONCE_BYTES:
+            return fn
+        digest = hashlib.sha256(blob).hexdigest()[:32]
+        if self._ship_dir is None:
+            self._ship_dir = tempfile.mkdtemp(prefix="payoff-ship-")
+        path = os.path.join(self._ship_dir, digest + ".pkl")
+        if not os.path.exists(path):
+            tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(blob)
+            os.replace(tmp, path)
+            self._prune_shipped()
+        return ShippedFn(digest, path, len(blob))
+
+    def _prune_shipped(self) -> None:
+        assert self._ship_dir is not None
+        files = sorted(Path(self._ship_dir).glob("*.pkl"), key=lambda p: p.stat().st_mtime)
+        for old in files[:-_KEEP_SHIPPED]:
+            old.unlink(missing_ok=True)
+
+    def _remove_shipped(self) -> None:
+        ship_dir, self._ship_dir = self._ship_dir, None
+        if ship_dir is not None:
+            shutil.rmtree(ship_dir, ignore_errors=True)
 
     def _dumps(self, obj: Any) -> bytes:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -46,7 +82,7 @@ class PickledPoolStrategy(Strategy):
         outcome = pickle.loads(raw)
         assert isinstance(outcome, ChunkOutcome)
         outcome.bytes_received = len(raw)
-        outcome.bytes_sent = task.bytes_sent
+        outcome.bytes_sent = task.bytes_sent + outcome.fn_bytes_loaded
         return outcome
 
     def process_ids(self) -> list[int]:
@@ -83,3 +119,4 @@ class ProcessStrategy(PickledPoolStrategy):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
+        self._remove_shipped()
