@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from payoff._default import default_executor, map  # noqa: A004 (payoff.map mirrors builtins.map on purpose)
+from payoff._version import __version__
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
 from payoff.observers import CallInfo, Observer
 from payoff.reasons import DecisionReason, FallbackReason, Reason
 from payoff.record import ChunkStats, MapRecord
 from payoff.telemetry.warnings import ParallelFallbackWarning
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CallInfo",

@@ -50,6 +50,8 @@ class ParallelExecutor:
         config: ParallelConfig | None = None,
         *,
         observers: Sequence[Observer] | None = None,
+        tracer_provider: object | None = None,
+        meter_provider: object | None = None,
         max_records: int = 256,
     ) -> None:
         if config is not None and not isinstance(config, ParallelConfig):
@@ -58,7 +60,7 @@ class ParallelExecutor:
         if observers is None:
             from payoff.telemetry import default_observers
 
-            observers = default_observers()
+            observers = default_observers(tracer_provider, meter_provider)
         self._observers = Observers(observers)
         self.records: deque[MapRecord] = deque(maxlen=max_records)
         self._pools: dict[str, Strategy] = {}
@@ -202,7 +204,8 @@ class ParallelExecutor:
         try:
             with self._observers.scope(call):
                 plan = self._plan(fn, seq, chunksize, granularity, releases_gil, requested, call.workload, rec)
-            call.selected_strategy = rec.selected
+            call.selected_strategy, call.workers = rec.selected, rec.workers
+            self._observers.planned(call)
             yield from self._execute(plan, fn, seq, rec, call, token, generation, streaming)
         except GeneratorExit:
             token.set()
@@ -253,7 +256,7 @@ class ParallelExecutor:
             return
         pool = None if plan.strategy == "serial" else self._acquire(plan, rec)
         if pool is None:
-            call.selected_strategy = "serial"
+            call.selected_strategy, call.workers = "serial", 1
             step = plan.chunk_size if streaming else len(seq)
             yield from self._serially(fn, seq, range(start, len(seq), max(1, step)), step, rec, call, token)
             return
@@ -316,7 +319,7 @@ class ParallelExecutor:
             if not self.config.force_serial_on_failure:
                 raise
             rec.fall_back(Reason.MAP_FAILURE_RETRY, f"the {pool.name} pool broke: {exc}")
-            call.selected_strategy = "serial"
+            call.selected_strategy, call.workers = "serial", 1
             redo = sorted([(t.index, t.first) for t in in_flight.values()] + list(pending))
             order.extend(index for index, _ in pending)
             in_flight.clear()

@@ -48,7 +48,8 @@ class CallInfo:
     started_ns: int = field(default_factory=time.monotonic_ns)
     started_at: float = field(default_factory=time.time)
     selected_strategy: str = ""
-    """Filled in once the plan is made, for chunk-level observers."""
+    """Filled in once the plan is made (and changed on a fallback), for chunk-level observers."""
+    workers: int = 1
     state: dict[str, Any] = field(default_factory=dict)
     """Per-observer scratch space (a span, say), keyed by the observer's name."""
 
@@ -57,6 +58,10 @@ class Observer:
     """Base class with no-op hooks; subclass and override what you need."""
 
     def map_started(self, call: CallInfo) -> None:
+        return None
+
+    def map_planned(self, call: CallInfo) -> None:
+        """The strategy and workers are known (``call.selected_strategy``, ``call.workers``)."""
         return None
 
     @contextlib.contextmanager
@@ -81,6 +86,10 @@ class Observers:
     def started(self, call: CallInfo) -> None:
         for o in self.items:
             self._call(o, "map_started", call)
+
+    def planned(self, call: CallInfo) -> None:
+        for o in self.items:
+            self._call(o, "map_planned", call)
 
     @contextlib.contextmanager
     def scope(self, call: CallInfo) -> Iterator[None]:

@@ -15,9 +15,9 @@ import shutil
 import tempfile
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from payoff.strategies import SHIP_ONCE_BYTES

@@ -1,0 +1,143 @@
+"""OpenTelemetry spans: one ``payoff.map`` span per call, one child span per chunk.
+
+Chunk spans are built after the fact from the worker's own monotonic stamps,
+so they show real queue wait and compute even for process pools, where no
+tracer runs. The map span is made current whenever user code runs in the
+caller or work is submitted, so spans the user opens inside ``fn`` nest
+under it for the serial and thread strategies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+from payoff._version import __version__
+from payoff.observers import CallInfo, Observer
+from payoff.record import ChunkStats, MapRecord
+
+SPAN_NAME = "payoff.map"
+CHUNK_SPAN_NAME = "payoff.chunk"
+FALLBACK_EVENT = "payoff.fallback"
+
+
+class Tracing(Observer):
+    """Spans from calls, through the global TracerProvider unless one is given."""
+
+    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        self._provider = tracer_provider
+
+    def _tracer(self) -> trace.Tracer:
+        return trace.get_tracer("payoff", __version__, tracer_provider=self._provider)
+
+    def map_started(self, call: CallInfo) -> None:
+        span = self._tracer().start_span(
+            SPAN_NAME, kind=SpanKind.INTERNAL, start_time=_epoch_ns(call, call.started_ns),
+            attributes={"payoff.workload": call.workload, "payoff.requested_strategy": call.requested_strategy,
+                        "payoff.items": call.n_items, "payoff.call_id": call.call_id,
+                        "payoff.granularity": call.granularity or "none"})
+        call.state["span"] = span
+        ctx = span.get_span_context()
+        if ctx.is_valid and ctx.trace_flags.sampled:
+            call.state["trace_id"] = format(ctx.trace_id, "032x")
+
+    @contextlib.contextmanager
+    def scope(self, call: CallInfo) -> Iterator[None]:
+        span = call.state.get("span")
+        if span is None:
+            yield
+            return
+        with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            yield
+
+    def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
+        span: Span | None = call.state.pop("span", None)
+        if span is None:
+            return
+        if span.is_recording():
+            span.set_attributes(span_attributes(record))
+            if record.fallback_reason is not None:
+                span.add_event(FALLBACK_EVENT, {"payoff.fallback_reason": record.fallback_reason.value,
+                                                "payoff.fallback_detail": record.fallback_detail})
+            self._chunk_spans(call, record, span)
+            if error is not None and not isinstance(error, GeneratorExit):
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end(end_time=_epoch_ns(call, call.started_ns + int(record.wall_seconds * 1e9)))
+
+    def _chunk_spans(self, call: CallInfo, record: MapRecord, parent: Span) -> None:
+        tracer = self._tracer()
+        ctx = trace.set_span_in_context(parent)
+        for chunk in record.chunks:
+            start = _epoch_ns(call, chunk.start_ns)
+            span = tracer.start_span(CHUNK_SPAN_NAME, context=ctx, start_time=start,
+                                     attributes=chunk_attributes(chunk, record.selected_strategy))
+            if chunk.where == "pool" and chunk.start_ns > chunk.submit_ns:
+                span.add_event("payoff.submitted", timestamp=_epoch_ns(call, chunk.submit_ns))
+            if chunk.n_errors:
+                span.set_status(Status(StatusCode.ERROR, "an item raised"))
+            span.end(end_time=max(start, _epoch_ns(call, chunk.end_ns)))
+
+
+def _epoch_ns(call: CallInfo, monotonic_ns: int) -> int:
+    """Map a monotonic stamp onto wall-clock nanoseconds via the call's own start pair."""
+    return int(call.started_at * 1e9) + (monotonic_ns - call.started_ns)
+
+
+def span_attributes(record: MapRecord) -> dict[str, Any]:
+    """Every attribute the telemetry contract puts on a ``payoff.map`` span."""
+    qw, tt = record.queue_wait, record.task_time
+    return {
+        "payoff.workload": record.workload,
+        "payoff.requested_strategy": record.requested_strategy,
+        "payoff.selected_strategy": record.selected_strategy,
+        "payoff.decision_reason": record.decision_reason.value,
+        "payoff.fallback_reason": record.fallback_reason.value if record.fallback_reason else "none",
+        "payoff.granularity": record.granularity or "none",
+        "payoff.mode": record.mode,
+        "payoff.items": record.n_items,
+        "payoff.chunks": record.n_chunks,
+        "payoff.chunk_size": record.chunk_size,
+        "payoff.workers": record.workers,
+        "payoff.probe_items": record.probe_items,
+        "payoff.speedup": record.speedup,
+        "payoff.efficiency": record.efficiency,
+        "payoff.utilization": record.utilization,
+        "payoff.pays_off": record.pays_off,
+        "payoff.wall_seconds": record.wall_seconds,
+        "payoff.busy_seconds": record.busy_seconds,
+        "payoff.cpu_seconds": record.cpu_seconds,
+        "payoff.serial_estimate_seconds": record.serial_estimate_seconds,
+        "payoff.queue_wait.p50_seconds": qw.p50,
+        "payoff.queue_wait.p95_seconds": qw.p95,
+        "payoff.queue_wait.max_seconds": qw.max,
+        "payoff.task_time.mean_seconds": tt.mean,
+        "payoff.task_time.p50_seconds": tt.p50,
+        "payoff.task_time.p95_seconds": tt.p95,
+        "payoff.task_time.max_seconds": tt.max,
+        "payoff.pool_started": record.pool_started,
+        "payoff.pool_start_seconds": record.pool_start_seconds,
+        "payoff.pool_reused": record.pool_reused,
+        "payoff.bytes_sent": record.bytes_sent,
+        "payoff.bytes_received": record.bytes_received,
+        "payoff.errors": record.n_errors,
+    }
+
+
+def chunk_attributes(chunk: ChunkStats, strategy: str) -> dict[str, Any]:
+    return {
+        "payoff.chunk.index": chunk.index,
+        "payoff.chunk.first_item": chunk.first_item,
+        "payoff.chunk.items": chunk.n_items,
+        "payoff.chunk.worker": chunk.worker,
+        "payoff.chunk.where": chunk.where,
+        "payoff.chunk.queue_wait_seconds": chunk.queue_wait_seconds,
+        "payoff.chunk.cpu_seconds": chunk.cpu_seconds,
+        "payoff.chunk.bytes_sent": chunk.bytes_sent,
+        "payoff.chunk.bytes_received": chunk.bytes_received,
+        "payoff.strategy": strategy,
+    }

@@ -1,0 +1,115 @@
+"""Spans: one payoff.map per call, one payoff.chunk per chunk, fallback events, user spans nested."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from payoff import ParallelConfig, ParallelExecutor, Reason
+from payoff.telemetry.tracing import CHUNK_SPAN_NAME, FALLBACK_EVENT, SPAN_NAME, Tracing, span_attributes
+from tests import tasks
+
+FORCE = {"tiny_workload_threshold": 0.0}
+ATTRIBUTE_TYPES = {
+    "payoff.requested_strategy": str, "payoff.selected_strategy": str, "payoff.decision_reason": str,
+    "payoff.fallback_reason": str, "payoff.granularity": str, "payoff.items": int, "payoff.chunks": int,
+    "payoff.chunk_size": int, "payoff.workers": int, "payoff.speedup": float, "payoff.efficiency": float,
+    "payoff.utilization": float, "payoff.queue_wait.p50_seconds": float, "payoff.queue_wait.p95_seconds": float,
+    "payoff.task_time.p50_seconds": float, "payoff.task_time.p95_seconds": float,
+    "payoff.pool_start_seconds": float, "payoff.pool_reused": bool, "payoff.workload": str,
+    "payoff.pays_off": bool, "payoff.wall_seconds": float, "payoff.serial_estimate_seconds": float,
+}
+
+
+@pytest.fixture
+def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _by_name(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "joblib"])
+def test_map_span_with_every_attribute_and_chunk_children(strategy: str,
+                                                           spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = spans
+    with ParallelExecutor(ParallelConfig(strategy=strategy, **FORCE), tracer_provider=provider) as ex:
+        ex.map(tasks.spin, range(64), workload="spans")
+        record = ex.last_record
+    assert record is not None
+    (map_span,) = _by_name(exporter, SPAN_NAME)
+    attrs = dict(map_span.attributes or {})
+    assert set(span_attributes(record)) <= set(attrs)
+    for key, kind in ATTRIBUTE_TYPES.items():
+        assert isinstance(attrs[key], kind), (key, attrs[key])
+    assert attrs["payoff.selected_strategy"] == strategy
+    assert attrs["payoff.items"] == 64
+    assert attrs["payoff.workload"] == "spans"
+    chunks = _by_name(exporter, CHUNK_SPAN_NAME)
+    assert len(chunks) == record.n_chunks
+    for chunk in chunks:
+        assert chunk.parent is not None
+        assert chunk.parent.span_id == map_span.context.span_id
+        assert chunk.context.trace_id == map_span.context.trace_id
+        assert map_span.start_time is not None and chunk.start_time is not None
+        assert chunk.start_time >= map_span.start_time
+        assert chunk.end_time is not None and map_span.end_time is not None
+        assert chunk.end_time <= map_span.end_time + 1_000_000
+    assert sum(int((c.attributes or {})["payoff.chunk.items"]) for c in chunks) == 64
+
+
+def test_fallback_event_carries_the_reason(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = spans
+    with ParallelExecutor(ParallelConfig(strategy="processes"), tracer_provider=provider) as ex:
+        ex.map(tasks.square, range(4))
+    (map_span,) = _by_name(exporter, SPAN_NAME)
+    events = [e for e in map_span.events if e.name == FALLBACK_EVENT]
+    assert len(events) == 1
+    assert (events[0].attributes or {})["payoff.fallback_reason"] == Reason.TINY_WORKLOAD.value
+    assert (map_span.attributes or {})["payoff.fallback_reason"] == "tiny_workload"
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads"])
+def test_user_spans_inside_fn_are_children_of_the_map_span(strategy: str, spans: tuple[TracerProvider,
+                                                                                      InMemorySpanExporter]) -> None:
+    provider, exporter = spans
+    tracer = provider.get_tracer("user")
+
+    def work(x: int) -> int:
+        with tracer.start_as_current_span("user.work"):
+            return x + 1
+
+    with ParallelExecutor(ParallelConfig(strategy=strategy, **FORCE), tracer_provider=provider) as ex:
+        assert ex.map(work, range(40)) == list(range(1, 41))
+    (map_span,) = _by_name(exporter, SPAN_NAME)
+    user = _by_name(exporter, "user.work")
+    assert len(user) == 40
+    assert all(s.parent is not None and s.parent.span_id == map_span.context.span_id for s in user)
+
+
+def test_map_span_is_not_left_current_after_the_call(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, _ = spans
+    before = trace.get_current_span()
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), tracer_provider=provider) as ex:
+        it = ex.imap(tasks.square, range(50))
+        next(it)
+        assert trace.get_current_span() is before
+        assert list(it) == [x * x for x in range(1, 50)]
+    assert trace.get_current_span() is before
+
+
+def test_errors_mark_the_span(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = spans
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), observers=[Tracing(provider)]) as ex, \
+            pytest.raises(KeyError):
+        ex.map(tasks.fail_on_seven, range(20))
+    (map_span,) = _by_name(exporter, SPAN_NAME)
+    assert map_span.status.status_code.name == "ERROR"
+    assert any(e.name == "exception" for e in map_span.events)
