@@ -13,6 +13,18 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _metrics_doc(args: argparse.Namespace) -> int:
+    from payoff.telemetry.metrics import metrics_reference_markdown
+
+    text = metrics_reference_markdown()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payoff", description="A parallel executor that proves "
                                      "whether parallelism pays off.")
@@ -23,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
     demo.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
     demo.set_defaults(handler=_demo)
+    doc = sub.add_parser("metrics-doc", help="write the metrics reference (docs/metrics.md) from the code")
+    doc.add_argument("-o", "--output", help="file to write (default: standard output)")
+    doc.set_defaults(handler=_metrics_doc)
     return parser
 
 

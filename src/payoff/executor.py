@@ -202,11 +202,16 @@ class ParallelExecutor:
         self._observers.started(call)
         error: BaseException | None = None
         try:
-            with self._observers.scope(call):
-                plan = self._plan(fn, seq, chunksize, granularity, releases_gil, requested, call.workload, rec)
-            call.selected_strategy, call.workers = rec.selected, rec.workers
-            self._observers.planned(call)
-            yield from self._execute(plan, fn, seq, rec, call, token, generation, streaming)
+            # map() consumes every chunk itself, so one scope can span the whole call; imap hands
+            # control to the user between chunks, so there each stretch of work gets its own.
+            with contextlib.nullcontext() if streaming else self._observers.scope(call):
+                call.scoped = not streaming
+                with self._observers.scope(call):
+                    plan = self._plan(fn, seq, chunksize, granularity, releases_gil, requested, call.workload,
+                                      rec)
+                call.selected_strategy, call.workers = rec.selected, rec.workers
+                self._observers.planned(call)
+                yield from self._execute(plan, fn, seq, rec, call, token, generation, streaming)
         except GeneratorExit:
             token.set()
             raise

@@ -50,6 +50,8 @@ class CallInfo:
     selected_strategy: str = ""
     """Filled in once the plan is made (and changed on a fallback), for chunk-level observers."""
     workers: int = 1
+    scoped: bool = False
+    """True while the whole call already runs inside the observers' scope (``map``, not ``imap``)."""
     state: dict[str, Any] = field(default_factory=dict)
     """Per-observer scratch space (a span, say), keyed by the observer's name."""
 
@@ -93,7 +95,7 @@ class Observers:
 
     @contextlib.contextmanager
     def scope(self, call: CallInfo) -> Iterator[None]:
-        if not self._scoped:
+        if not self._scoped or call.scoped:
             yield
             return
         with contextlib.ExitStack() as stack:

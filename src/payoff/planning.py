@@ -110,7 +110,10 @@ def fn_key(fn: Callable[..., Any]) -> Hashable | None:
 
 
 class Knowledge:
-    """A bounded memory of per-function facts, so a function is probed once, not on every call."""
+    """A bounded memory of per-function facts, so a function is probed once, not on every call.
+
+    ``get`` hands out the stored object itself: treat it as read-only.
+    """
 
     LIMIT = 512
     SMOOTHING = 0.3
@@ -125,8 +128,7 @@ class Knowledge:
             facts = self._facts.get(key) if key is not None else None
             if facts is not None:
                 self._facts.move_to_end(key)
-                return Facts(**vars(facts))
-        return None
+        return facts
 
     def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
         key = fn_key(fn)

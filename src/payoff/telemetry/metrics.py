@@ -158,7 +158,16 @@ class PrometheusMetrics(Observer):
         for d in METRICS:
             self._m[d.name] = self._make(d)
         self._task_time = self._m["payoff_task_duration_seconds"]
+        self._children: dict[tuple[str, ...], Any] = {}
         self._init_fixed_labels()
+
+    def _c(self, name: str, *labels: str) -> Any:
+        """A labelled child, cached: ``labels()`` takes a lock and validates on every call."""
+        key = (name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._m[name].labels(*labels)
+        return child
 
     def _make(self, d: MetricDef) -> Any:
         if d.name == "payoff_task_duration_seconds":
@@ -211,6 +220,9 @@ class PrometheusMetrics(Observer):
 
     def _touch_histograms(self, strategy: str, workload: str) -> None:
         """Histogram series appear when a call is planned, before its first observation."""
+        if ("touched", strategy, workload) in self._children:
+            return
+        self._children[("touched", strategy, workload)] = True
         for d in METRICS:
             if d.kind == "histogram":
                 if d.name == "payoff_task_duration_seconds":
@@ -221,66 +233,66 @@ class PrometheusMetrics(Observer):
     # -- hooks ---------------------------------------------------------------
 
     def map_planned(self, call: CallInfo) -> None:
-        strategy = _strategy(call.selected_strategy)
-        self._touch_histograms(strategy, self._workload(call.workload))
-        self._m["payoff_in_flight_tasks"].labels(strategy).inc(call.n_items)
-        call.state["metrics"] = {"gauge": strategy, "left": call.n_items, "mark": call.started_ns}
+        strategy, workload = _strategy(call.selected_strategy), self._workload(call.workload)
+        self._touch_histograms(strategy, workload)
+        self._c("payoff_in_flight_tasks", strategy).inc(call.n_items)
+        call.state["metrics"] = {"gauge": strategy, "left": call.n_items, "mark": call.started_ns,
+                                 "workload": workload}
 
     def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
         st = call.state.get("metrics")
         if st is None:
             return
-        strategy, workload = _strategy(call.selected_strategy), self._workload(call.workload)
-        m = self._m
-        m["payoff_in_flight_tasks"].labels(st["gauge"]).dec(chunk.n_items)
+        strategy, workload = _strategy(call.selected_strategy), st["workload"]
+        self._c("payoff_in_flight_tasks", st["gauge"]).dec(chunk.n_items)
         st["left"] -= chunk.n_items
-        m["payoff_tasks_total"].labels(strategy, workload).inc(chunk.n_items)
-        m["payoff_busy_seconds_total"].labels(strategy, workload).inc(chunk.busy_seconds)
-        m["payoff_task_cpu_seconds_total"].labels(strategy, workload).inc(chunk.cpu_seconds)
+        self._c("payoff_tasks_total", strategy, workload).inc(chunk.n_items)
+        self._c("payoff_busy_seconds_total", strategy, workload).inc(chunk.busy_seconds)
+        self._c("payoff_task_cpu_seconds_total", strategy, workload).inc(chunk.cpu_seconds)
         if chunk.n_errors:
-            m["payoff_task_errors_total"].labels(strategy, workload).inc(chunk.n_errors)
+            self._c("payoff_task_errors_total", strategy, workload).inc(chunk.n_errors)
         if chunk.where == "pool":
-            m["payoff_queue_wait_seconds"].labels(strategy, workload).observe(chunk.queue_wait_seconds)
+            self._c("payoff_queue_wait_seconds", strategy, workload).observe(chunk.queue_wait_seconds)
         self._task_time.observe_many((strategy, workload), chunk.item_times())
         if chunk.bytes_sent or chunk.bytes_received:
-            m["payoff_payload_bytes_total"].labels(strategy, "sent").inc(chunk.bytes_sent)
-            m["payoff_payload_bytes_total"].labels(strategy, "received").inc(chunk.bytes_received)
+            self._c("payoff_payload_bytes_total", strategy, "sent").inc(chunk.bytes_sent)
+            self._c("payoff_payload_bytes_total", strategy, "received").inc(chunk.bytes_received)
         self._advance_capacity(st, strategy, workload, call.workers, time.monotonic_ns())
 
     def _advance_capacity(self, st: dict[str, Any], strategy: str, workload: str, workers: int,
                           now_ns: int) -> None:
         elapsed = max(0, now_ns - st["mark"]) / 1e9
         st["mark"] = max(st["mark"], now_ns)
-        self._m["payoff_capacity_seconds_total"].labels(strategy, workload).inc(workers * elapsed)
+        self._c("payoff_capacity_seconds_total", strategy, workload).inc(workers * elapsed)
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
-        m = self._m
-        strategy, workload = _strategy(record.selected_strategy), self._workload(record.workload)
-        st = call.state.get("metrics") or {"gauge": strategy, "left": 0, "mark": call.started_ns}
+        st = call.state.get("metrics") or {"gauge": _strategy(record.selected_strategy), "left": 0,
+                                           "mark": call.started_ns, "workload": self._workload(record.workload)}
+        strategy, workload = _strategy(record.selected_strategy), st["workload"]
         if st["left"]:
-            m["payoff_in_flight_tasks"].labels(st["gauge"]).dec(st["left"])
+            self._c("payoff_in_flight_tasks", st["gauge"]).dec(st["left"])
         self._advance_capacity(st, strategy, workload, record.workers,
                                call.started_ns + int(record.wall_seconds * 1e9))
-        m["payoff_map_calls_total"].labels(strategy, record.mode, workload).inc()
+        self._c("payoff_map_calls_total", strategy, record.mode, workload).inc()
         if record.fallback_reason is not None:
-            m["payoff_fallbacks_total"].labels(record.fallback_reason.value, workload).inc()
-        m["payoff_decisions_total"].labels(_strategy(record.requested_strategy if record.fallback_reason
+            self._c("payoff_fallbacks_total", record.fallback_reason.value, workload).inc()
+        self._c("payoff_decisions_total", _strategy(record.requested_strategy if record.fallback_reason
                                                      else record.selected_strategy),
                                            record.decision_reason.value).inc()
-        m["payoff_wall_seconds_total"].labels(strategy, workload).inc(record.wall_seconds)
-        m["payoff_serial_estimate_seconds_total"].labels(strategy, workload).inc(record.serial_estimate_seconds)
+        self._c("payoff_wall_seconds_total", strategy, workload).inc(record.wall_seconds)
+        self._c("payoff_serial_estimate_seconds_total", strategy, workload).inc(record.serial_estimate_seconds)
         exemplar = {"trace_id": call.state["trace_id"]} if call.state.get("trace_id") else None
-        m["payoff_map_duration_seconds"].labels(strategy, workload).observe(record.wall_seconds, exemplar)
-        m["payoff_speedup"].labels(strategy, workload).observe(record.speedup)
+        self._c("payoff_map_duration_seconds", strategy, workload).observe(record.wall_seconds, exemplar)
+        self._c("payoff_speedup", strategy, workload).observe(record.speedup)
         for phase, seconds in record.overhead_seconds.items():
             if seconds:
-                m["payoff_overhead_seconds_total"].labels(strategy, phase).inc(seconds)
+                self._c("payoff_overhead_seconds_total", strategy, phase).inc(seconds)
         if record.pool_started:
             outcome = "failure" if record.pool_start_failed else "success"
-            m["payoff_pool_starts_total"].labels(_strategy(record.requested_strategy if record.pool_start_failed
+            self._c("payoff_pool_starts_total", _strategy(record.requested_strategy if record.pool_start_failed
                                                            else record.selected_strategy), outcome).inc()
         if record.pool_reused:
-            m["payoff_pool_reuses_total"].labels(strategy).inc()
+            self._c("payoff_pool_reuses_total", strategy).inc()
 
 
 def _strategy(name: str) -> str:

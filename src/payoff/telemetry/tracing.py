@@ -1,6 +1,7 @@
 """OpenTelemetry spans: one ``payoff.map`` span per call, one child span per chunk.
 
-Chunk spans are built after the fact from the worker's own monotonic stamps,
+Chunk spans are built after the fact from the worker's own monotonic stamps
+(a call that ran as one chunk in the caller has none: its map span is that chunk),
 so they show real queue wait and compute even for process pools, where no
 tracer runs. The map span is made current whenever user code runs in the
 caller or work is submitted, so spans the user opens inside ``fn`` nest
@@ -30,16 +31,24 @@ class Tracing(Observer):
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._provider = tracer_provider
+        self._cached: tuple[object, trace.Tracer] | None = None
 
     def _tracer(self) -> trace.Tracer:
-        return trace.get_tracer("payoff", __version__, tracer_provider=self._provider)
+        """One tracer per provider; the global provider may be replaced at any time, so check it."""
+        provider = self._provider if self._provider is not None else trace.get_tracer_provider()
+        cached = self._cached
+        if cached is None or cached[0] is not provider:
+            cached = (provider, trace.get_tracer("payoff", __version__, tracer_provider=provider))
+            self._cached = cached
+        return cached[1]
 
     def map_started(self, call: CallInfo) -> None:
         span = self._tracer().start_span(
             SPAN_NAME, kind=SpanKind.INTERNAL, start_time=_epoch_ns(call, call.started_ns),
             attributes={"payoff.workload": call.workload, "payoff.requested_strategy": call.requested_strategy,
-                        "payoff.items": call.n_items, "payoff.call_id": call.call_id,
-                        "payoff.granularity": call.granularity or "none"})
+                        "payoff.items": call.n_items, "payoff.granularity": call.granularity or "none"})
+        if not span.is_recording():
+            return  # no SDK, or sampled out: nothing will be exported, so skip the per-call work
         call.state["span"] = span
         ctx = span.get_span_context()
         if ctx.is_valid and ctx.trace_flags.sampled:
@@ -59,7 +68,7 @@ class Tracing(Observer):
         if span is None:
             return
         if span.is_recording():
-            span.set_attributes(span_attributes(record))
+            span.set_attributes(span_attributes(record, at_start=False))
             if record.fallback_reason is not None:
                 span.add_event(FALLBACK_EVENT, {"payoff.fallback_reason": record.fallback_reason.value,
                                                 "payoff.fallback_detail": record.fallback_detail})
@@ -70,12 +79,14 @@ class Tracing(Observer):
         span.end(end_time=_epoch_ns(call, call.started_ns + int(record.wall_seconds * 1e9)))
 
     def _chunk_spans(self, call: CallInfo, record: MapRecord, parent: Span) -> None:
+        if len(record.chunks) == 1 and record.chunks[0].where == "caller":
+            return  # the whole call was one chunk in the caller: the map span already is that chunk
         tracer = self._tracer()
         ctx = trace.set_span_in_context(parent)
         for chunk in record.chunks:
             start = _epoch_ns(call, chunk.start_ns)
             span = tracer.start_span(CHUNK_SPAN_NAME, context=ctx, start_time=start,
-                                     attributes=chunk_attributes(chunk, record.selected_strategy))
+                                     attributes=chunk_attributes(chunk))
             if chunk.where == "pool" and chunk.start_ns > chunk.submit_ns:
                 span.add_event("payoff.submitted", timestamp=_epoch_ns(call, chunk.submit_ns))
             if chunk.n_errors:
@@ -88,38 +99,36 @@ def _epoch_ns(call: CallInfo, monotonic_ns: int) -> int:
     return int(call.started_at * 1e9) + (monotonic_ns - call.started_ns)
 
 
-def span_attributes(record: MapRecord) -> dict[str, Any]:
-    """Every attribute the telemetry contract puts on a ``payoff.map`` span."""
+def span_attributes(record: MapRecord, at_start: bool = True) -> dict[str, Any]:
+    """Every attribute the telemetry contract puts on a ``payoff.map`` span.
+
+    With ``at_start=False``, only those not already set when the span started.
+    """
     qw, tt = record.queue_wait, record.task_time
-    return {
+    start = {
         "payoff.workload": record.workload,
         "payoff.requested_strategy": record.requested_strategy,
+        "payoff.items": record.n_items,
+        "payoff.granularity": record.granularity or "none",
+    }
+    return {**(start if at_start else {}),
         "payoff.selected_strategy": record.selected_strategy,
         "payoff.decision_reason": record.decision_reason.value,
         "payoff.fallback_reason": record.fallback_reason.value if record.fallback_reason else "none",
-        "payoff.granularity": record.granularity or "none",
-        "payoff.mode": record.mode,
-        "payoff.items": record.n_items,
         "payoff.chunks": record.n_chunks,
         "payoff.chunk_size": record.chunk_size,
         "payoff.workers": record.workers,
-        "payoff.probe_items": record.probe_items,
         "payoff.speedup": record.speedup,
         "payoff.efficiency": record.efficiency,
         "payoff.utilization": record.utilization,
         "payoff.pays_off": record.pays_off,
         "payoff.wall_seconds": record.wall_seconds,
-        "payoff.busy_seconds": record.busy_seconds,
-        "payoff.cpu_seconds": record.cpu_seconds,
         "payoff.serial_estimate_seconds": record.serial_estimate_seconds,
         "payoff.queue_wait.p50_seconds": qw.p50,
         "payoff.queue_wait.p95_seconds": qw.p95,
-        "payoff.queue_wait.max_seconds": qw.max,
-        "payoff.task_time.mean_seconds": tt.mean,
         "payoff.task_time.p50_seconds": tt.p50,
         "payoff.task_time.p95_seconds": tt.p95,
         "payoff.task_time.max_seconds": tt.max,
-        "payoff.pool_started": record.pool_started,
         "payoff.pool_start_seconds": record.pool_start_seconds,
         "payoff.pool_reused": record.pool_reused,
         "payoff.bytes_sent": record.bytes_sent,
@@ -128,7 +137,7 @@ def span_attributes(record: MapRecord) -> dict[str, Any]:
     }
 
 
-def chunk_attributes(chunk: ChunkStats, strategy: str) -> dict[str, Any]:
+def chunk_attributes(chunk: ChunkStats) -> dict[str, Any]:
     return {
         "payoff.chunk.index": chunk.index,
         "payoff.chunk.first_item": chunk.first_item,
@@ -137,7 +146,4 @@ def chunk_attributes(chunk: ChunkStats, strategy: str) -> dict[str, Any]:
         "payoff.chunk.where": chunk.where,
         "payoff.chunk.queue_wait_seconds": chunk.queue_wait_seconds,
         "payoff.chunk.cpu_seconds": chunk.cpu_seconds,
-        "payoff.chunk.bytes_sent": chunk.bytes_sent,
-        "payoff.chunk.bytes_received": chunk.bytes_received,
-        "payoff.strategy": strategy,
     }

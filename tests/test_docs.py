@@ -1,0 +1,44 @@
+"""Generated docs stay in step with the code that defines them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from payoff.reasons import Reason
+from payoff.telemetry.metrics import METRICS, metrics_reference_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_metrics_reference_is_generated_from_the_code() -> None:
+    committed = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    assert committed == metrics_reference_markdown(), \
+        "docs/metrics.md drifted from the metric definitions: run `payoff metrics-doc -o docs/metrics.md`"
+
+
+def test_reference_names_every_metric_and_reason() -> None:
+    text = metrics_reference_markdown()
+    for d in METRICS:
+        assert f"`{d.name}`" in text
+    for r in Reason:
+        assert f"`{r.value}`" in text
+
+
+def test_the_cli_writes_the_same_text(tmp_path: Path) -> None:
+    out = tmp_path / "metrics.md"
+    subprocess.run([sys.executable, "-m", "payoff", "metrics-doc", "-o", str(out)], check=True, cwd=ROOT,
+                   timeout=120)
+    assert out.read_text(encoding="utf-8") == metrics_reference_markdown()
+
+
+def test_design_contract_metrics_all_exist() -> None:
+    design = ROOT.parent / "shared" / "DESIGN.md"
+    if not design.exists():
+        return
+    names = {d.name for d in METRICS}
+    table = [line for line in design.read_text().splitlines() if line.startswith("| `payoff_")]
+    assert table
+    for line in table:
+        assert line.split("`")[1] in names

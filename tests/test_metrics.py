@@ -1,0 +1,157 @@
+"""Prometheus metrics scraped over real HTTP after real runs, checked against the records."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from payoff import ParallelConfig, ParallelExecutor
+from payoff.telemetry import serve_metrics
+from payoff.telemetry.metrics import METRICS, WORKLOAD_CAP, PrometheusMetrics
+from payoff.telemetry.server import MetricsServer
+from payoff.telemetry.tracing import Tracing
+from tests import tasks
+from tests.conftest import require
+
+FORCE = {"tiny_workload_threshold": 0.0}
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[PrometheusMetrics, MetricsServer]]:
+    observer = PrometheusMetrics(CollectorRegistry())
+    server = serve_metrics(0, registry=observer.registry)
+    assert server.addr == "127.0.0.1"
+    yield observer, server
+    server.stop()
+
+
+def scrape(server: MetricsServer, openmetrics: bool = False) -> str:
+    headers = {"Accept": "application/openmetrics-text; version=1.0.0"} if openmetrics else {}
+    with urllib.request.urlopen(urllib.request.Request(server.url, headers=headers), timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def samples(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def total(values: Samples, name: str, **labels: str) -> float:
+    return sum(v for (n, lab), v in values.items() if n == name and labels.items() <= dict(lab).items())
+
+
+def test_every_contract_metric_and_label_set_is_exposed_and_consistent(
+        endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    observer, server = endpoint
+    runs = {"threads": 300, "processes": 200}
+    records = []
+    for strategy, n in runs.items():
+        with ParallelExecutor(ParallelConfig(strategy=strategy, **FORCE), observers=[observer]) as ex:
+            ex.map(tasks.spin, range(n), workload="contract")
+            ex.map(tasks.spin, range(n), workload="contract")
+            records += list(ex.records)
+    with ParallelExecutor(ParallelConfig(strategy="processes"), observers=[observer]) as ex:
+        ex.map(tasks.square, range(3), workload="contract")  # a tiny_workload fallback
+        records.append(ex.last_record)
+    text = scrape(server)
+    values = samples(text)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for d in METRICS:
+        base = d.name.removesuffix("_total")
+        assert base in families, f"{d.name} missing from /metrics"
+        assert families[base].type == d.kind
+        labelled = [s for s in families[base].samples if s.name in (d.name, base, base + "_bucket")]
+        assert labelled, d.name
+        assert set(d.labels) <= set(labelled[0].labels), (d.name, labelled[0].labels)
+
+    for strategy, n in runs.items():
+        assert total(values, "payoff_tasks_total", strategy=strategy, workload="contract") == 2 * n
+        busy = total(values, "payoff_busy_seconds_total", strategy=strategy, workload="contract")
+        capacity = total(values, "payoff_capacity_seconds_total", strategy=strategy, workload="contract")
+        assert 0 < busy <= capacity * 1.0001
+        assert total(values, "payoff_speedup_count", strategy=strategy, workload="contract") == 2
+        assert total(values, "payoff_map_calls_total", strategy=strategy, mode="parallel", workload="contract") == 2
+        assert total(values, "payoff_pool_starts_total", strategy=strategy, outcome="success") == 1
+        assert total(values, "payoff_pool_reuses_total", strategy=strategy) == 1
+        assert total(values, "payoff_in_flight_tasks", strategy=strategy) == 0
+        wall = sum(r.wall_seconds for r in records if r.selected_strategy == strategy)
+        assert total(values, "payoff_wall_seconds_total", strategy=strategy, workload="contract") == \
+            pytest.approx(wall)
+    sent = total(values, "payoff_payload_bytes_total", strategy="processes", direction="sent")
+    assert sent == sum(r.bytes_sent for r in records if r.selected_strategy == "processes") > 0
+    assert total(values, "payoff_fallbacks_total", reason="tiny_workload", workload="contract") == 1
+    assert total(values, "payoff_fallbacks_total", reason="unpicklable", workload="contract") == 0
+    assert total(values, "payoff_task_duration_seconds_count", strategy="threads", workload="contract") == 600
+    assert total(values, "payoff_queue_wait_seconds_count", strategy="processes", workload="contract") == \
+        sum(1 for r in records for c in r.chunks if r.selected_strategy == "processes" and c.where == "pool")
+
+
+def test_label_sets_exist_before_the_first_call(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    _, server = endpoint
+    values = samples(scrape(server))
+    assert ("payoff_fallbacks_total", (("reason", "nested"), ("workload", "default"))) in values
+    assert ("payoff_map_calls_total", (("mode", "parallel"), ("strategy", "processes"),
+                                       ("workload", "default"))) in values
+    assert ("payoff_pool_starts_total", (("outcome", "failure"), ("strategy", "joblib"))) in values
+
+
+def test_promtool_accepts_the_exposition(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    require(shutil.which("promtool") is not None, "promtool (Debian package prometheus)")
+    observer, server = endpoint
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), observers=[observer]) as ex:
+        ex.map(tasks.spin, range(100))
+    result = subprocess.run(["promtool", "check", "metrics"], input=scrape(server), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_openmetrics_exemplars_carry_the_trace_id(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    observer, server = endpoint
+    provider = TracerProvider()
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE),
+                          observers=[Tracing(provider), observer]) as ex:
+        ex.map(tasks.spin, range(50), workload="traced")
+    text = scrape(server, openmetrics=True)
+    lines = [line for line in text.splitlines()
+             if line.startswith("payoff_map_duration_seconds_bucket") and "traced" in line and "trace_id" in line]
+    assert len(lines) == 1
+    trace_id = lines[0].split('trace_id="')[1][:32]
+    assert int(trace_id, 16) != 0
+    assert "trace_id" not in scrape(server)
+
+
+def test_ten_thousand_workload_names_stay_bounded(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    observer, server = endpoint
+    with ParallelExecutor(ParallelConfig(strategy="serial"), observers=[observer]) as ex:
+        for i in range(10_000):
+            ex.map(tasks.square, [i], workload=f"w{i}")
+    names = {dict(lab).get("workload") for (n, lab) in samples(scrape(server)) if n == "payoff_map_calls_total"}
+    assert len(names) <= WORKLOAD_CAP + 1
+    assert "other" in names
+
+
+def test_a_second_executor_cannot_exceed_the_cap_either() -> None:
+    observer = PrometheusMetrics(CollectorRegistry())
+    for batch in range(3):
+        with ParallelExecutor(ParallelConfig(strategy="serial"), observers=[observer]) as ex:
+            for i in range(40):
+                ex.map(tasks.square, [i], workload=f"b{batch}-{i}")
+    seen = {s.labels["workload"] for f in observer.registry.collect() if f.name == "payoff_map_calls"
+            for s in f.samples}
+    assert len(seen) <= WORKLOAD_CAP + 1
+
+
+def test_serve_metrics_rejects_a_bad_port() -> None:
+    with pytest.raises(ValueError, match="port"):
+        serve_metrics(70000)
