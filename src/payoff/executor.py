@@ -87,16 +87,18 @@ class ParallelExecutor:
         granularity: str | None = None,
         workload: str = "default",
         releases_gil: bool | None = None,
+        progress: bool | None = None,
     ) -> list[Any]:
         """``[fn(x) for x in items]``, in input order, run however pays off best.
 
         ``granularity`` names the axis the items split (``"instance"`` or
         ``"feature"``); ``workload`` labels the call in telemetry;
         ``releases_gil=True`` says ``fn`` spends its time outside the GIL
-        (numpy, I/O), which makes threads the best choice.
+        (numpy, I/O), which makes threads the best choice; ``progress`` shows a
+        bar (``None``: only in terminals and notebooks, after half a second).
         """
         out: list[Any] = []
-        for block in self._run(fn, items, chunksize, granularity, workload, releases_gil):
+        for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress):
             out.extend(block)
         return out
 
@@ -109,9 +111,11 @@ class ParallelExecutor:
         granularity: str | None = None,
         workload: str = "default",
         releases_gil: bool | None = None,
+        progress: bool | None = None,
     ) -> Iterator[Any]:
         """Like :meth:`map`, but yields results in order as soon as they are ready."""
-        for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, streaming=True):
+        for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress,
+                               streaming=True):
             yield from block
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -187,14 +191,15 @@ class ParallelExecutor:
         granularity: str | None,
         workload: str,
         releases_gil: bool | None,
+        progress: bool | None,
         streaming: bool = False,
     ) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order."""
-        _check_call(fn, items, chunksize, granularity, workload, releases_gil)
+        _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress)
         seq = items if isinstance(items, Sequence) else list(items)
         requested = self.config.strategy if isinstance(self.config.strategy, str) else "custom"
         call = CallInfo(next(self._ids), self._workload_label(workload), requested, granularity, len(seq),
-                        find_call_site())
+                        find_call_site(), progress=progress)
         rec = RecordBuilder(call.call_id, call.workload, requested, granularity, len(seq),
                             call.started_ns, call.started_at)
         token = CancelToken()
@@ -502,7 +507,7 @@ def _learn(record: MapRecord, fn: Callable[[Any], Any]) -> None:
 
 
 def _check_call(fn: object, items: object, chunksize: object, granularity: object, workload: object,
-                releases_gil: object) -> None:
+                releases_gil: object, progress: object) -> None:
     if not callable(fn):
         raise TypeError(f"map() needs a callable as fn, got {type(fn).__name__}: {fn!r}")
     if not isinstance(items, Iterable):
@@ -516,6 +521,8 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
         raise ValueError(f"workload must be a non-empty str (a telemetry label), got {workload!r}")
     if releases_gil not in (None, True, False):
         raise ValueError(f"releases_gil must be None, True or False, got {releases_gil!r}")
+    if progress not in (None, True, False):
+        raise ValueError(f"progress must be None, True or False, got {progress!r}")
 
 
 @atexit.register

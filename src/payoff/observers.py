@@ -50,6 +50,8 @@ class CallInfo:
     selected_strategy: str = ""
     """Filled in once the plan is made (and changed on a fallback), for chunk-level observers."""
     workers: int = 1
+    progress: bool | None = None
+    """The call's ``progress=`` argument: True shows a bar, None decides by interactivity."""
     scoped: bool = False
     """True while the whole call already runs inside the observers' scope (``map``, not ``imap``)."""
     state: dict[str, Any] = field(default_factory=dict)

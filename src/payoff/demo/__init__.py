@@ -1,17 +1,28 @@
-"""``payoff demo``: one explanation workload under every strategy, and the verdict."""
+"""``payoff demo``: an explanation workload under every strategy, and the verdict.
+
+It serves ``/metrics`` while it runs (and exports OTLP when ``OTEL_*`` says
+where), so the dashboards have something true to show, then prints one table
+that answers "did parallel mode pay off?".
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from payoff.config import ParallelConfig
-from payoff.demo.workload import explain_instance, install, make_problem
+from payoff.demo.workload import Problem, explain_feature, explain_instance, install, make_problem
 from payoff.executor import ParallelExecutor
 from payoff.record import MapRecord
 from payoff.telemetry.warnings import ParallelFallbackWarning
+
+STRATEGIES = ("serial", "threads", "processes", "joblib", "auto")
 
 
 @dataclass(frozen=True)
@@ -21,67 +32,130 @@ class Row:
     wall: float
 
 
-STRATEGIES = ("serial", "threads", "processes", "joblib", "auto")
+@dataclass(frozen=True)
+class Sizes:
+    instances: int
+    features: int
+    feature_rows: int
+
+
+QUICK = Sizes(instances=1500, features=16, feature_rows=20_000)
+FULL = Sizes(instances=6000, features=24, feature_rows=60_000)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    n_instances = 300 if args.quick else 2000
-    problem = make_problem(n_instances, n_features=12)
-    install(problem.model, problem.background)
-    print(f"payoff demo: perturbation explanations of a logistic regression, "
-          f"{n_instances} instances x {problem.instances.shape[1]} features")
-    while True:
-        rows = _one_round(problem)
-        _print_table(rows)
-        if not args.loop:
-            return 0
+    server = _serve(args.metrics_port, args.metrics_addr)
+    otlp = _otlp_from_env()
+    sizes = QUICK if args.quick else FULL
+    print(f"payoff demo: perturbation explanations of a logistic regression; {sizes.instances} instances x "
+          f"{sizes.features} features (instance axis), {sizes.features} features x {sizes.feature_rows} rows "
+          f"(feature axis)", flush=True)
+    if server is not None:
+        print(f"serving metrics at {server.url}", flush=True)
+    try:
+        while True:
+            rows = run_round(sizes, progress=None)
+            print_table(rows)
+            if not args.loop:
+                return 0
+            time.sleep(args.pause)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if otlp is not None:
+            otlp.shutdown()
+        if server is not None:
+            server.stop()
 
 
-def _one_round(problem: object) -> list[Row]:
-    from payoff.demo.workload import Problem, _state
-
-    assert isinstance(problem, Problem)
+def run_round(sizes: Sizes, progress: bool | None = False,
+              on_row: Callable[[Row], None] | None = None) -> list[Row]:
+    """Every strategy on both axes, plus two calls that fall back, on fresh executors."""
+    instance_problem = make_problem(sizes.instances, sizes.features)
+    feature_problem = make_problem(sizes.feature_rows, sizes.features, seed=1)
+    report = on_row or _print_row
     rows: list[Row] = []
-    init = {"worker_initializer": install, "worker_init_args": (problem.model, problem.background)}
-    instances = list(problem.instances)
     for name in STRATEGIES:
-        with ParallelExecutor(ParallelConfig(strategy=name, **init)) as ex:  # type: ignore[arg-type]
-            rows.append(_timed(f"instances/{name}", ex, explain_instance, instances, "instance"))
-    _state["instances"] = problem.instances
+        rows.append(_case(f"instances/{name}", instance_problem, ParallelConfig(strategy=name),
+                          explain_instance, range(sizes.instances), "instance", None, progress))
+        report(rows[-1])
+    for name in ("serial", "threads", "auto"):
+        rows.append(_case(f"features/{name}", feature_problem, ParallelConfig(strategy=name),
+                          explain_feature, range(sizes.features), "feature", True, progress))
+        report(rows[-1])
     with warnings.catch_warnings():
         warnings.simplefilter("always", ParallelFallbackWarning)
-        with ParallelExecutor(ParallelConfig(strategy="processes", **init)) as ex:  # type: ignore[arg-type]
-            rows.append(_timed("tiny: 3 instances", ex, explain_instance, instances[:3], "instance"))
-        with ParallelExecutor(ParallelConfig(strategy="processes", granularity="feature",
-                                             **init)) as ex:  # type: ignore[arg-type]
-            rows.append(_timed("mismatch: feature-only config", ex, explain_instance, instances[:64],
-                               "instance"))
+        rows.append(_case("fallback: 3 instances", instance_problem, ParallelConfig(strategy="processes"),
+                          explain_instance, range(3), "instance", None, progress))
+        report(rows[-1])
+        rows.append(_case("fallback: feature-only config", instance_problem,
+                          ParallelConfig(strategy="processes", granularity="feature"),
+                          explain_instance, range(200), "instance", None, progress))
+        report(rows[-1])
     return rows
 
 
-def _timed(case: str, ex: ParallelExecutor, fn: object, items: list[object], granularity: str) -> Row:
-    t0 = time.perf_counter()
-    ex.map(fn, items, granularity=granularity, workload="demo")  # type: ignore[arg-type]
-    wall = time.perf_counter() - t0
-    record = ex.last_record
+def _case(case: str, problem: Problem, config: ParallelConfig, fn: Callable[[int], Any], items: Sequence[int],
+          granularity: str, releases_gil: bool | None, progress: bool | None) -> Row:
+    install(problem)
+    config = config.with_changes(worker_initializer=install, worker_init_args=(problem,))
+    with ParallelExecutor(config) as ex:
+        t0 = time.perf_counter()
+        ex.map(fn, items, granularity=granularity, workload=f"demo-{granularity}", releases_gil=releases_gil,
+               progress=progress)
+        wall = time.perf_counter() - t0
+        record = ex.last_record
     assert record is not None
-    print(f"  {case:<32} {record.summary()}", flush=True)
     return Row(case, record, wall)
 
 
-def _print_table(rows: list[Row]) -> None:
-    serial = next(r.wall for r in rows if r.case == "instances/serial")
-    print()
-    print(f"{'case':<32} {'ran as':<12} {'wall s':>8} {'vs serial':>10} {'est. speedup':>13} "
-          f"{'utilization':>12}  fallback")
-    for r in rows:
-        rec = r.record
-        vs = f"{serial / r.wall:.2f}x" if r.case.startswith("instances/") else "-"
-        print(f"{r.case:<32} {rec.selected_strategy + ' x' + str(rec.workers):<12} {r.wall:>8.3f} {vs:>10} "
-              f"{rec.speedup:>12.2f}x {rec.utilization:>11.0%}  {rec.fallback_reason or '-'}")
-    auto = next(r for r in rows if r.case == "instances/auto")
-    best = min((r for r in rows if r.case.startswith("instances/")), key=lambda r: r.wall)
-    paid = "paid off" if auto.record.pays_off else "did not pay off: serial was the right call"
-    print(f"\nverdict: auto chose {auto.record.selected_strategy} ({auto.record.decision_reason.value}); "
-          f"{serial / auto.wall:.2f}x against serial, parallel {paid}. "
-          f"Fastest here: {best.case.split('/')[1]} ({serial / best.wall:.2f}x).")
+def _print_row(row: Row) -> None:
+    print(f"  {row.case:<30} {row.record.summary()}", flush=True)
+
+
+def print_table(rows: Sequence[Row], out: Any = None) -> None:
+    out = out or sys.stdout
+    print(f"\n{'case':<30} {'ran as':<13} {'wall s':>8} {'vs serial':>10} {'est. speedup':>13} "
+          f"{'utilization':>12}  fallback", file=out)
+    for axis in ("instances", "features", "fallback"):
+        serial = next((r.wall for r in rows if r.case == f"{axis}/serial"), None)
+        for r in (r for r in rows if r.case.startswith(axis)):
+            rec = r.record
+            vs = f"{serial / r.wall:.2f}x" if serial else "-"
+            print(f"{r.case:<30} {rec.selected_strategy + ' x' + str(rec.workers):<13} {r.wall:>8.3f} {vs:>10} "
+                  f"{rec.speedup:>12.2f}x {rec.utilization:>11.0%}  {rec.fallback_reason or '-'}", file=out)
+    print("\n" + verdict(rows), file=out, flush=True)
+
+
+def verdict(rows: Sequence[Row]) -> str:
+    """One paragraph: what auto chose on each axis and whether parallel paid off."""
+    lines = []
+    for axis in ("instances", "features"):
+        serial = next(r for r in rows if r.case == f"{axis}/serial")
+        auto = next(r for r in rows if r.case == f"{axis}/auto")
+        best = min((r for r in rows if r.case.startswith(axis + "/")), key=lambda r: r.wall)
+        paid = "parallel paid off" if auto.record.pays_off else "serial was the right call"
+        lines.append(f"verdict ({axis}): auto chose {auto.record.selected_strategy} "
+                     f"({auto.record.decision_reason.value}), {serial.wall / auto.wall:.2f}x against serial: "
+                     f"{paid}. Fastest: {best.case.split('/')[1]} ({serial.wall / best.wall:.2f}x).")
+    return "\n".join(lines)
+
+
+def _serve(port: int | None, addr: str) -> Any:
+    from payoff.telemetry.server import DEFAULT_PORT, PORT_ENV, serve_from_env, serve_metrics
+
+    if port is None and os.environ.get(PORT_ENV):
+        return serve_from_env()
+    try:
+        return serve_metrics(DEFAULT_PORT if port is None else port, addr)
+    except OSError as exc:
+        print(f"payoff demo: not serving /metrics ({exc}); pass --metrics-port 0 for a free port", flush=True)
+        return None
+
+
+def _otlp_from_env() -> Any:
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    from payoff.telemetry.otlp import configure
+
+    return configure()

@@ -16,6 +16,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from payoff.observers import Observer
+from payoff.progress import Progress
 from payoff.telemetry.metrics import PrometheusMetrics
 from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
 from payoff.telemetry.tracing import Tracing
@@ -25,6 +26,7 @@ _lock = threading.RLock()
 _extra: list[Observer] = []
 _metrics: PrometheusMetrics | None = None
 _tracing = Tracing()
+_PROGRESS = Progress()
 FALLBACK_WARNINGS = FallbackWarnings()
 """The process-wide warnings observer: one memory of "already shown" call sites for all executors."""
 
@@ -79,7 +81,7 @@ def default_observers(tracer_provider: object | None = None, meter_provider: obj
     """
     serve_from_env()
     tracing = _tracing if tracer_provider is None else Tracing(tracer_provider)  # type: ignore[arg-type]
-    observers: list[Observer] = [tracing, metrics_observer()]
+    observers: list[Observer] = [tracing, metrics_observer(), _PROGRESS]
     if meter_provider is not None:
         from payoff.telemetry.otel_metrics import OTelMetrics
 

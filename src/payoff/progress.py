@@ -1,0 +1,49 @@
+"""Progress bars for long maps (tqdm: a widget in notebooks, text in terminals).
+
+Off in non-interactive runs (CI logs, pipes) unless a call asks with
+``progress=True``; tqdm's ``delay`` keeps short calls from flashing a bar.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from payoff.observers import CallInfo, Observer
+from payoff.record import ChunkStats, MapRecord
+
+SHOW_AFTER_SECONDS = 0.5
+
+
+def interactive() -> bool:
+    """A terminal on stderr, or a Jupyter kernel."""
+    if "ipykernel" in sys.modules:
+        return True
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", None) and stream.isatty())
+
+
+class Progress(Observer):
+    """One bar per call that wants one; advanced as chunks finish."""
+
+    def map_planned(self, call: CallInfo) -> None:
+        wanted = call.progress if call.progress is not None else interactive()
+        if not wanted or call.n_items == 0:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # the [progress] extra is not installed
+            return
+        bar: Any = tqdm(total=call.n_items, desc=f"{call.workload} [{call.selected_strategy}]", unit="item",
+                        leave=False, delay=0.0 if call.progress else SHOW_AFTER_SECONDS, dynamic_ncols=True)
+        call.state["progress"] = bar
+
+    def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
+        bar = call.state.get("progress")
+        if bar is not None:
+            bar.update(chunk.n_items)
+
+    def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
+        bar = call.state.pop("progress", None)
+        if bar is not None:
+            bar.close()

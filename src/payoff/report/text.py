@@ -1,0 +1,114 @@
+"""Plain-text reports: what a terminal or a log file can show about map calls.
+
+Everything here reads a :class:`~payoff.record.MapRecord` and nothing else, so
+the text report can never disagree with the metrics, spans or the HTML report.
+Output is ASCII so it survives any terminal, log collector or CI console.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from payoff.record import MapRecord, Summary
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("call", ">"), ("workload", "<"), ("strategy", "<"), ("workers", ">"), ("items", ">"), ("chunks", ">"),
+    ("wall", ">"), ("speedup", ">"), ("util", ">"), ("queue p50/p95", ">"), ("task p50/p95", ">"),
+    ("verdict", "<"),
+)
+
+
+def seconds(value: float) -> str:
+    """A duration in the unit a person reads fastest (us, ms or s)."""
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} us"
+    if value < 1:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value:.2f} s"
+
+
+def pair(summary: Summary) -> str:
+    return f"{seconds(summary.p50)} / {seconds(summary.p95)}" if summary.count else "-"
+
+
+def verdict(record: MapRecord) -> str:
+    """The short verdict a table cell has room for; ``record.summary()`` is the long one."""
+    if record.fallback_reason is not None:
+        return f"fell back: {record.fallback_reason.value}"
+    if record.mode == "serial":
+        return "serial"
+    return "pays off" if record.pays_off else "does not pay off"
+
+
+def strategy_label(record: MapRecord) -> str:
+    if record.requested_strategy in (record.selected_strategy, "custom"):
+        return record.selected_strategy
+    return f"{record.requested_strategy}->{record.selected_strategy}"
+
+
+def row(record: MapRecord) -> list[str]:
+    return [
+        str(record.call_id), record.workload, strategy_label(record), str(record.workers), f"{record.n_items:,}",
+        str(record.n_chunks), seconds(record.wall_seconds), f"{record.speedup:.2f}x", f"{record.utilization:.0%}",
+        pair(record.queue_wait), pair(record.task_time), verdict(record),
+    ]
+
+
+def table(records: Sequence[MapRecord]) -> str:
+    rows = [[name for name, _ in COLUMNS], *(row(r) for r in records)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(_cell(cell, width, align) for cell, width, (_, align) in zip(r, widths, COLUMNS, strict=True))
+             .rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(text: str, width: int, align: str) -> str:
+    return text.rjust(width) if align == ">" else text.ljust(width)
+
+
+def overhead(record: MapRecord) -> str:
+    """Overhead phases, largest first, so the phase to fix is read first."""
+    phases = sorted(record.overhead_seconds.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {seconds(value)}" for name, value in phases) or "-"
+
+
+def details(record: MapRecord) -> list[str]:
+    lines = [f"call {record.call_id}: {record.summary()}", f"  overhead: {overhead(record)}"]
+    if record.fallback_reason is not None:
+        reason = record.fallback_reason
+        lines.append(f"  fallback: {reason.value} - {reason.meaning}")
+        if record.fallback_detail:
+            lines.append(f"  detail:   {record.fallback_detail}")
+        lines.append(f"  advice:   {reason.advice}")
+    if record.n_errors:
+        lines.append(f"  errors:   {record.n_errors} item(s) raised")
+    return lines
+
+
+def aggregate(records: Sequence[MapRecord]) -> str:
+    """One line over all calls: how many ran parallel, paid off, and why the rest fell back."""
+    parallel = sum(r.mode == "parallel" for r in records)
+    paid = sum(r.pays_off for r in records)
+    reasons = Counter(r.fallback_reason.value for r in records if r.fallback_reason is not None)
+    line = f"{len(records)} calls, {parallel} parallel ({paid} paid off), {sum(reasons.values())} fell back"
+    if reasons:
+        line += ": " + ", ".join(f"{code} x{n}" for code, n in reasons.most_common())
+    return line
+
+
+def record_text(record: MapRecord) -> str:
+    """The text report of one call (``print(record)``-style detail)."""
+    return "\n".join([table([record]), "", *details(record)])
+
+
+def render_text(records: Sequence[MapRecord]) -> str:
+    """Aggregate line, one table row per call, then each call's verdict, overhead and advice."""
+    records = list(records)
+    if not records:
+        return "payoff report: no calls recorded\n"
+    parts = [f"payoff report: {aggregate(records)}", "", table(records), ""]
+    for record in records:
+        parts.extend(details(record))
+    return "\n".join(parts) + "\n"
