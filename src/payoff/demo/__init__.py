@@ -71,6 +71,9 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_round(sizes: Sizes, progress: bool | None = False,
               on_row: Callable[[Row], None] | None = None) -> list[Row]:
     """Every strategy on both axes, plus two calls that fall back, on fresh executors."""
+    from payoff.telemetry import metrics_observer
+
+    metrics_observer().declare("demo-instance", "demo-feature")
     instance_problem = make_problem(sizes.instances, sizes.features)
     feature_problem = make_problem(sizes.feature_rows, sizes.features, seed=1)
     report = on_row or _print_row

@@ -9,6 +9,7 @@ lives in module globals installed once per worker by the initializer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,7 @@ def _score(weights: list[float], intercept: float, row: list[float]) -> float:
     z = intercept
     for w, v in zip(weights, row, strict=True):
         z += w * v
-    return 1.0 / (1.0 + 2.718281828459045 ** -z)
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -197,6 +197,11 @@ class PrometheusMetrics(Observer):
                     self._m["payoff_decisions_total"].labels(s, reason.value)
         self._workload("default")
 
+    def declare(self, *workloads: str) -> None:
+        """Create a workload's series at zero now, so its very first call is not lost to ``rate()``."""
+        for name in workloads:
+            self._workload(name)
+
     def _workload(self, name: str) -> str:
         """The capped label value, pre-creating its counter series the first time it is seen."""
         with self._lock:
