@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-STRATEGY_NAMES: tuple[str, ...] = ("auto", "serial", "threads", "processes", "joblib")
+STRATEGY_NAMES: tuple[str, ...] = ("auto", "serial", "threads", "processes", "joblib", "dask")
 _STRATEGY_ALIASES = {"sequential": "serial", "thread": "threads", "process": "processes", "loky": "joblib"}
 GRANULARITIES: tuple[str, ...] = ("instance", "feature", "auto")
 START_METHODS: tuple[str, ...] = ("fork", "forkserver", "spawn")
@@ -29,8 +29,13 @@ ENV_VAR = "CE_PARALLEL"
 
 
 def is_strategy_object(value: object) -> bool:
-    """A user strategy is anything shaped like ``concurrent.futures.Executor``."""
-    return callable(getattr(value, "submit", None)) and callable(getattr(value, "shutdown", None))
+    """A user strategy is anything shaped like ``concurrent.futures.Executor``, or a dask ``Client``."""
+    return callable(getattr(value, "submit", None)) and (
+        callable(getattr(value, "shutdown", None)) or is_dask_client(value))
+
+
+def is_dask_client(value: object) -> bool:
+    return type(value).__name__ == "Client" and type(value).__module__.startswith("distributed")
 
 
 @dataclass(frozen=True)
@@ -57,16 +62,18 @@ class ParallelConfig:
     worker_init_args: tuple[Any, ...] = field(default=())
     idle_timeout: float | None = 300.0
     start_method: str | None = None
+    address: str | None = None
+    """A dask scheduler address (``tcp://host:8786``) for ``strategy="dask"``; None starts a LocalCluster."""
 
     def __post_init__(self) -> None:
         _validate(self)
 
     @property
     def strategy_name(self) -> str:
-        """The strategy's name, or the object's ``name`` attribute (default ``"custom"``)."""
+        """The strategy's name: ``"dask"`` for a dask Client, ``"custom"`` for other objects."""
         if isinstance(self.strategy, str):
             return self.strategy
-        return str(getattr(self.strategy, "name", "custom"))
+        return "dask" if is_dask_client(self.strategy) else "custom"
 
     def with_changes(self, **changes: Any) -> ParallelConfig:
         return replace(self, **changes)
@@ -115,6 +122,9 @@ def _validate(cfg: ParallelConfig) -> None:
         raise ValueError(f"ParallelConfig.worker_initializer must be callable, got {cfg.worker_initializer!r}")
     if not isinstance(cfg.worker_init_args, tuple):
         raise ValueError(f"ParallelConfig.worker_init_args must be a tuple, got {cfg.worker_init_args!r}")
+    if cfg.address is not None and (not isinstance(cfg.address, str) or "://" not in cfg.address):
+        raise ValueError(f"ParallelConfig.address must be None or a scheduler address such as "
+                         f"'tcp://127.0.0.1:8786', got {cfg.address!r}")
     if cfg.start_method is not None and cfg.start_method not in START_METHODS:
         raise ValueError(
             f"ParallelConfig.start_method must be None or one of {', '.join(START_METHODS)}; "
@@ -163,7 +173,7 @@ GRAMMAR = (
     "workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
     "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; "
-    "start_method=fork|forkserver|spawn. N may be 'auto' for automatic."
+    "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask). N may be 'auto' for automatic."
 )
 
 _KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {}
@@ -235,6 +245,7 @@ _KEYS.update({
     "idle_timeout": ("idle_timeout", _seconds_or_none),
     "strategy": ("strategy", _choice(STRATEGY_NAMES)),
     "start_method": ("start_method", _choice(START_METHODS)),
+    "address": ("address", lambda text: text),
 })
 
 
@@ -245,7 +256,9 @@ def parse_ce_parallel(text: str) -> dict[str, Any]:
     """
     changes: dict[str, Any] = {}
     for raw in text.split(","):
-        token = raw.strip().lower()
+        key, eq, value = raw.strip().partition("=")
+        keep_case = key.strip().lower() == "address"
+        token = key.strip().lower() + eq + (value.strip() if keep_case else value.strip().lower())
         if not token:
             continue
         field_name, value = _parse_token(token, raw.strip())

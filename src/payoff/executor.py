@@ -25,7 +25,7 @@ from payoff.config import ParallelConfig
 from payoff.observers import CallInfo, Observer, Observers, find_call_site
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
-from payoff.strategies import ChunkTask, Strategy, strategy_class
+from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.serial import SerialStrategy
 from payoff.worker import CancelToken, ChunkOutcome
@@ -122,7 +122,7 @@ class ParallelExecutor:
         """One call on the pool, ``concurrent.futures`` style (threads unless a strategy is named)."""
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {fn!r}")
-        name = self.config.strategy if isinstance(self.config.strategy, str) else "custom"
+        name = self.config.strategy_name
         if not self.config.enabled or name == "serial":
             future: Future[Any] = Future()
             try:
@@ -197,7 +197,7 @@ class ParallelExecutor:
         """Yields each chunk's results, in input order."""
         _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress)
         seq = items if isinstance(items, Sequence) else list(items)
-        requested = self.config.strategy if isinstance(self.config.strategy, str) else "custom"
+        requested = self.config.strategy_name
         call = CallInfo(next(self._ids), self._workload_label(workload), requested, granularity, len(seq),
                         find_call_site(), progress=progress)
         rec = RecordBuilder(call.call_id, call.workload, requested, granularity, len(seq),
@@ -403,8 +403,7 @@ class ParallelExecutor:
             existing = self._pools.get(name)
             if existing is not None and not existing.broken:
                 return existing
-            cfg = self.config
-            pool = strategy_class(name)(workers, cfg.worker_initializer, cfg.worker_init_args, cfg.start_method)
+            pool = make_strategy(name, workers, self.config)
             t0 = time.perf_counter()
             try:
                 pool.start()

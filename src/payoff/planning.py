@@ -50,6 +50,7 @@ _PRIORS: dict[str, Overheads] = {
     "threads": Overheads(start=0.0005, per_call=0.0001, per_chunk=0.00005, per_byte=0.0),
     "processes": Overheads(start=0.03, per_call=0.0005, per_chunk=0.00015, per_byte=1.5e-9),
     "joblib": Overheads(start=0.5, per_call=0.001, per_chunk=0.0003, per_byte=2e-9),
+    "dask": Overheads(start=2.0, per_call=0.005, per_chunk=0.002, per_byte=3e-9),
 }
 
 

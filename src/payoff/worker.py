@@ -189,6 +189,11 @@ def run_pickled_chunk(payload: bytes) -> bytes:
     """Process entry point: the parent pre-pickles so it can count the bytes exactly."""
     shipped, items, first, index = pickle.loads(payload)
     fn, loaded = _resolve(shipped)
+    return run_to_bytes(fn, items, first, index, loaded)
+
+
+def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0) -> bytes:
+    """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error."""
     outcome = run_chunk(fn, items, first, index)
     outcome.fn_bytes_loaded = loaded
     try:

@@ -92,7 +92,8 @@ def aggregate(records: Sequence[MapRecord]) -> str:
     parallel = sum(r.mode == "parallel" for r in records)
     paid = sum(r.pays_off for r in records)
     reasons = Counter(r.fallback_reason.value for r in records if r.fallback_reason is not None)
-    line = f"{len(records)} calls, {parallel} parallel ({paid} paid off), {sum(reasons.values())} fell back"
+    calls = "1 call" if len(records) == 1 else f"{len(records)} calls"
+    line = f"{calls}, {parallel} parallel ({paid} paid off), {sum(reasons.values())} fell back"
     if reasons:
         line += ": " + ", ".join(f"{code} x{n}" for code, n in reasons.most_common())
     return line

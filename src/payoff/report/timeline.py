@@ -62,7 +62,7 @@ def worker_rows(chunks: Sequence[ChunkStats]) -> list[str]:
 def nice_step(span_ms: float, target: int = 7) -> float:
     """A 1-2-5 tick step giving about ``target`` ticks over the span."""
     raw = max(span_ms, 1e-6) / target
-    base = 10 ** math.floor(math.log10(raw))
+    base = 10.0 ** math.floor(math.log10(raw))
     return next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
 
 
