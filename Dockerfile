@@ -11,7 +11,7 @@ WORKDIR /src
 # Only what the package build needs (README*/LICENSE* are optional, for the metadata).
 COPY pyproject.toml README* LICENSE* ./
 COPY src ./src
-RUN pip install ".[demo]" \
+RUN pip install ".[demo,dask]" \
     && useradd --create-home --uid 10001 payoff
 
 USER payoff

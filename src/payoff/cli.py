@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a small workload that finishes in under a minute")
     demo.add_argument("--loop", action="store_true", help="keep producing traffic (for the dashboards)")
     demo.add_argument("--pause", type=float, default=5.0, help="seconds between rounds with --loop")
+    demo.add_argument("--dask", action="store_true",
+                      help="also run on dask (CE_PARALLEL address=..., or a LocalCluster; extra [dask])")
     demo.add_argument("--metrics-port", type=int, default=None,
                       help="serve /metrics on this port (default 9464, or $PAYOFF_METRICS_PORT; 0 picks a free one)")
     demo.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")

@@ -54,7 +54,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"serving metrics at {server.url}", flush=True)
     try:
         while True:
-            rows = run_round(sizes, progress=None)
+            rows = run_round(sizes, progress=None, dask=args.dask)
             print_table(rows)
             if not args.loop:
                 return 0
@@ -69,8 +69,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_round(sizes: Sizes, progress: bool | None = False,
-              on_row: Callable[[Row], None] | None = None) -> list[Row]:
-    """Every strategy on both axes, plus two calls that fall back, on fresh executors."""
+              on_row: Callable[[Row], None] | None = None, dask: bool = False) -> list[Row]:
+    """Every strategy on both axes, plus two calls that fall back, on fresh executors.
+
+    ``dask=True`` adds the instance axis on dask: the scheduler named by
+    ``CE_PARALLEL``'s ``address=``, or a LocalCluster.
+    """
     from payoff.telemetry import metrics_observer
 
     metrics_observer().declare("demo-instance", "demo-feature")
@@ -80,6 +84,11 @@ def run_round(sizes: Sizes, progress: bool | None = False,
     rows: list[Row] = []
     for name in STRATEGIES:
         rows.append(_case(f"instances/{name}", instance_problem, ParallelConfig(strategy=name),
+                          explain_instance, range(sizes.instances), "instance", None, progress))
+        report(rows[-1])
+    if dask:
+        address = ParallelConfig.from_env().address
+        rows.append(_case("instances/dask", instance_problem, ParallelConfig(strategy="dask", address=address),
                           explain_instance, range(sizes.instances), "instance", None, progress))
         report(rows[-1])
     for name in ("serial", "threads", "auto"):
