@@ -19,7 +19,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads
-
 from payoff import ParallelConfig, ParallelExecutor
 
 RESULTS = Path(__file__).resolve().parent / "results"
