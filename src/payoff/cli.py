@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("metrics-doc", help="write the metrics reference (docs/metrics.md) from the code")
     doc.add_argument("-o", "--output", help="file to write (default: standard output)")
     doc.set_defaults(handler=_metrics_doc)
+    from payoff.report.cli import add_report_command
+
+    add_report_command(sub)
     return parser
 
 

@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, CancelledError, Future, wait
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from payoff import planning
 from payoff.config import ParallelConfig
@@ -29,6 +29,9 @@ from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.serial import SerialStrategy
 from payoff.worker import CancelToken, ChunkOutcome
+
+if TYPE_CHECKING:
+    from payoff.report import Report
 
 GRANULARITY_CHOICES = (None, "instance", "feature")
 MAX_WORKLOAD_LABELS = 50
@@ -138,6 +141,12 @@ class ParallelExecutor:
     @property
     def last_record(self) -> MapRecord | None:
         return self.records[-1] if self.records else None
+
+    def report(self, title: str = "payoff report") -> Report:
+        """The kept records as a report: HTML in notebooks, a table in terminals, ``to_html(path)``."""
+        from payoff.report import Report
+
+        return Report(list(self.records), title=title)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release every pool; the executor stays usable and starts a new pool when needed."""

@@ -15,6 +15,8 @@ from typing import Any
 
 from payoff.reasons import Reason
 
+CPU_BOUND_RATIO = 0.5
+"""Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
 PAYS_OFF_MARGIN = 1.05
 """A call "pays off" when its estimated speedup beats serial by at least 5%."""
 
@@ -175,6 +177,12 @@ class MapRecord:
         return (f"{head}: {factor:.2f}x {verdict} than serial, utilization {self.utilization:.0%}, "
                 f"queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms")
 
+    def _repr_html_(self) -> str:
+        """Notebooks show the verdict, the numbers and the task timeline."""
+        from payoff.report import record_html
+
+        return record_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (reason codes as strings, derived values included)."""
         data = asdict(self)
@@ -232,6 +240,8 @@ class RecordBuilder:
         CPU time does not; the probe, run alone in the caller, tells how much CPU
         an item uses per second of wall time (``cpu_ratio``).
         """
+        if self.cpu_ratio < CPU_BOUND_RATIO:
+            return sum(c.busy_seconds for c in self.chunks)  # waiting work (I/O, sleep) does not contend
         total = 0.0
         for c in self.chunks:
             busy = c.busy_seconds

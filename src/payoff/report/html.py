@@ -16,6 +16,9 @@ from payoff.record import MapRecord, Summary
 from payoff.report import text
 from payoff.report.timeline import ERROR_STROKE, FILL, WAIT_BG, timeline_svg
 
+ARROW = " \u2192 "
+"""Replaces the text report's ``->`` (requested -> selected strategy); HTML is UTF-8."""
+
 STYLE = """
 .payoff-report{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#fff;
  max-width:1100px;margin:0 auto;padding:8px 4px}
@@ -39,6 +42,8 @@ STYLE = """
 .payoff-report .fact{background:#f6f8fa;border-radius:8px;padding:8px 10px}
 .payoff-report .fact b{display:block;font-size:19px;font-variant-numeric:tabular-nums}
 .payoff-report .fact span{font-size:11px;color:#57606a;text-transform:uppercase;letter-spacing:.04em}
+.payoff-report .fact.good b{color:#116329}
+.payoff-report .fact.bad b{color:#a40e26}
 .payoff-report .fact small{display:block;color:#57606a;font-size:11px}
 .payoff-report .fallback{border-left:4px solid #d4a72c;background:#fff8c5;padding:8px 12px;margin:12px 0;
  border-radius:0 8px 8px 0}
@@ -64,35 +69,50 @@ def seconds(value: float) -> str:
     return text.seconds(value).replace(" us", " \u00b5s")
 
 
-def badge(record: MapRecord, *, with_speedup: bool = True) -> str:
+def tone(record: MapRecord) -> str:
     """Colour says the verdict at a glance: green pays off, red does not, amber fell back."""
     if record.fallback_reason is not None:
-        kind = "warn"
-    elif record.mode == "serial":
-        kind = "neutral"
-    else:
-        kind = "good" if record.pays_off else "bad"
+        return "warn"
+    if record.mode == "serial":
+        return "neutral"
+    return "good" if record.pays_off else "bad"
+
+
+def badge(record: MapRecord, *, with_speedup: bool = True) -> str:
+    kind = tone(record)
     label = text.verdict(record)
     if with_speedup and kind in ("good", "bad"):
         label += f": {record.speedup:.2f}x"
     return f'<span class="badge {kind}">{escape(label)}</span>'
 
 
-def fact(label: str, value: str, note: str = "") -> str:
+def fact(label: str, value: str, note: str = "", tone: str = "") -> str:
     small = f"<small>{escape(note)}</small>" if note else ""
-    return f'<div class="fact"><span>{escape(label)}</span><b>{escape(value)}</b>{small}</div>'
+    return f'<div class="fact {tone}"><span>{escape(label)}</span><b>{escape(value)}</b>{small}</div>'
+
+
+def pool_note(record: MapRecord) -> str:
+    if record.pool_reused:
+        return "warm pool"
+    if record.pool_start_failed:
+        return "pool failed to start"
+    return "new pool" if record.pool_started else "no pool"
+
+
+def chunks_note(record: MapRecord) -> str:
+    plural = "" if record.n_chunks == 1 else "s"
+    return f"{record.n_chunks} chunk{plural} of ~{record.chunk_size:,}"
 
 
 def facts(record: MapRecord) -> str:
     strategy = text.strategy_label(record)
     cards = [
-        fact("speedup (est.)", f"{record.speedup:.2f}x", f"efficiency {record.efficiency:.0%}"),
+        fact("speedup (est.)", f"{record.speedup:.2f}x", f"efficiency {record.efficiency:.0%}", tone(record)),
         fact("utilization", f"{record.utilization:.0%}", f"busy {seconds(record.busy_seconds)}"),
         fact("wall time", seconds(record.wall_seconds), f"serial est. {seconds(record.serial_estimate_seconds)}"),
         fact("strategy", strategy.replace("->", ARROW), record.decision_reason.value),
-        fact("workers", str(record.workers), "warm pool" if record.pool_reused else "new pool" if record.pool_started
-             else "no pool"),
-        fact("items", f"{record.n_items:,}", f"{record.n_chunks} chunks of ~{record.chunk_size:,}"),
+        fact("workers", str(record.workers), pool_note(record)),
+        fact("items", f"{record.n_items:,}", chunks_note(record)),
     ]
     return f'<div class="facts">{"".join(cards)}</div>'
 
@@ -152,9 +172,6 @@ def section(record: MapRecord, anchor: str = "") -> str:
             f'<div class="split"><div><h3>Latency</h3>{latency_table(record)}</div>'
             f"<div><h3>Overhead</h3>{overhead_table(record)}</div></div>"
             f"<h3>Task timeline</h3>{timeline_svg(record)}{legend()}</section>")
-
-
-ARROW = " \u2192 "
 
 
 def cell(value: str, align: str) -> str:

@@ -103,14 +103,21 @@ def axis(scale: Scale, height: float) -> list[str]:
     return out
 
 
-def row_labels(rows: Sequence[str]) -> list[tuple[str, str]]:
+def caller_role(chunks: Sequence[ChunkStats]) -> str:
+    """What the caller did: probed before a pool ran, ran the call serially, and/or retried after a failure."""
+    wheres = {c.where for c in chunks}
+    roles = ["probe" if wheres & {"pool", "retry"} else "serial run"] if "caller" in wheres else []
+    return " + ".join([*roles, "serial retry"] if "retry" in wheres else roles)
+
+
+def row_labels(rows: Sequence[str], chunks: Sequence[ChunkStats]) -> list[tuple[str, str]]:
     """(label, sublabel) per row: pids when workers are processes, a thread id tail when they share one."""
     workers = [r for r in rows if r != CALLER]
     by_process = len({r.partition(":")[0] for r in workers}) > 1
     labels = []
     for key in rows:
         if key == CALLER:
-            labels.append(("caller", "probe, serial or retry"))
+            labels.append(("caller", caller_role(chunks)))
             continue
         pid, _, tid = key.partition(":")
         sub = f"pid {pid}" if by_process or not tid else f"thread ...{tid[-5:]}"
@@ -189,7 +196,7 @@ def timeline_svg(record: MapRecord) -> str:
            f'font-family="system-ui, -apple-system, Segoe UI, sans-serif" '
            f'aria-label="task timeline of call {record.call_id}">', hatch_defs(pattern_id),
            *bands(len(rows)), *grid(scale, height)]
-    for i, (key, labels) in enumerate(zip(rows, row_labels(rows), strict=True)):
+    for i, (key, labels) in enumerate(zip(rows, row_labels(rows, record.chunks), strict=True)):
         mine = [c for c in record.chunks if row_key(c) == key]
         out.extend(row_svg(key, labels, mine, scale, TOP + 5 + i * ROW_H, pattern_id))
     out.extend(axis(scale, height))

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from payoff.observers import Observer
 from payoff.progress import Progress
 from payoff.telemetry.metrics import PrometheusMetrics
+from payoff.telemetry.records import records_observer_from_env
 from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
 from payoff.telemetry.tracing import Tracing
 from payoff.telemetry.warnings import FallbackWarnings, ParallelFallbackWarning
@@ -86,6 +87,9 @@ def default_observers(tracer_provider: object | None = None, meter_provider: obj
         from payoff.telemetry.otel_metrics import OTelMetrics
 
         observers.append(OTelMetrics(meter_provider))  # type: ignore[arg-type]
+    records = records_observer_from_env()
+    if records is not None:
+        observers.append(records)
     with _lock:
         return [*observers, *_extra, FALLBACK_WARNINGS]
 

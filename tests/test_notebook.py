@@ -1,0 +1,65 @@
+"""The quickstart notebook runs top to bottom in a real kernel (nbclient + ipykernel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "docs" / "notebooks" / "quickstart.ipynb"
+
+
+@pytest.fixture(scope="module")
+def executed() -> Any:
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+    except ImportError:
+        require(False, "nbclient and nbformat (extra [notebook])")
+        raise
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    return nb
+
+
+def _outputs(nb: Any, marker: str) -> list[Any]:
+    cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
+    return list(cell.outputs)
+
+
+def test_no_cell_errors(executed: Any) -> None:
+    for cell in executed.cells:
+        if cell.cell_type == "code":
+            assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
+
+
+def test_the_paying_map_reports_its_speedup(executed: Any) -> None:
+    text = "".join(o.get("text", "") for o in _outputs(executed, "range(400)") if o.output_type == "stream")
+    assert "faster than serial" in text or "slower than serial" in text
+
+
+def test_the_fallback_cell_shows_the_warning_with_its_reason(executed: Any) -> None:
+    outs = _outputs(executed, "workload='tiny'")
+    stderr = "".join(o.text for o in outs if o.output_type == "stream" and o.name == "stderr")
+    assert "ParallelFallbackWarning" in stderr
+    assert "(tiny_workload)" in stderr
+    assert stderr.count("ParallelFallbackWarning") == 1
+
+
+def test_the_report_cell_renders_html_with_the_timeline(executed: Any) -> None:
+    outs = _outputs(executed, "ex.report()")
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outs if o.output_type == "execute_result")
+    assert "<svg" in html
+    assert 'class="worker-row"' in html
+    assert "<script" not in html
+
+
+def test_the_metrics_cell_shows_live_counters(executed: Any) -> None:
+    text = "".join(o.get("text", "") for o in _outputs(executed, "serve_metrics") if o.output_type == "stream")
+    assert "http://127.0.0.1:" in text
+    assert 'payoff_map_calls_total{mode="parallel"' in text
+    assert 'payoff_fallbacks_total{reason="tiny_workload",workload="tiny"} 1.0' in text

@@ -1,0 +1,246 @@
+"""Text and HTML reports of real map calls: verdicts, advice, and the per-worker task timeline."""
+
+from __future__ import annotations
+
+import os
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from payoff import MapRecord, ParallelConfig, ParallelExecutor, ParallelFallbackWarning
+from payoff.report import Report, record_html, record_text, render_html, render_text
+from tests import tasks
+from tests.conftest import require
+
+ROOT = Path(__file__).resolve().parents[1]
+FORCE = {"tiny_workload_threshold": 0.0}
+"""Make every call parallel, whatever it costs: the report is under test, not the planner."""
+
+
+class SvgCensus(HTMLParser):
+    """Collects the timeline's worker rows and chunk rects, each chunk with the row it is drawn in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[str] = []
+        self.chunks: list[tuple[str, str]] = []
+        self.waits: list[str] = []
+        self.sections = 0
+        self._row_stack: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section" and a.get("class") == "call":
+            self.sections += 1
+        if tag == "g":
+            self._row_stack.append(a.get("data-worker") if a.get("class") == "worker-row" else None)
+            if a.get("class") == "worker-row":
+                self.rows.append(str(a["data-worker"]))
+        if tag == "rect" and a.get("class") == "chunk":
+            row = next((r for r in reversed(self._row_stack) if r is not None), "")
+            self.chunks.append((str(a["data-chunk"]), row))
+        if tag == "rect" and a.get("class") == "wait":
+            self.waits.append(str(a["data-chunk"]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "g":
+            self._row_stack.pop()
+
+
+def census(html: str) -> SvgCensus:
+    parser = SvgCensus()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+def run(strategy: str, fn: object, items: list[object], **config: object) -> tuple[MapRecord, list[int]]:
+    """One real call; returns its record and the pool's worker pids seen while the pool was alive."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, **config)) as ex:  # type: ignore[arg-type]
+        ex.map(fn, items)  # type: ignore[arg-type]
+        pids = ex.worker_pids()
+        record = ex.last_record
+    assert record is not None
+    return record, pids
+
+
+def expected_rows(record: MapRecord) -> set[str]:
+    rows = {c.worker for c in record.chunks if c.where == "pool"}
+    if any(c.where in ("caller", "retry") for c in record.chunks):
+        rows.add("caller")
+    return rows
+
+
+def assert_timeline_matches(record: MapRecord, html: str) -> SvgCensus:
+    found = census(html)
+    assert len(found.rows) == len(set(found.rows)) == len(expected_rows(record))
+    assert set(found.rows) == expected_rows(record)
+    assert len(found.chunks) == record.n_chunks
+    assert sorted(int(i) for i, _ in found.chunks) == sorted(c.index for c in record.chunks)
+    by_index = {str(c.index): c for c in record.chunks}
+    for index, row in found.chunks:
+        chunk = by_index[index]
+        assert row == (chunk.worker if chunk.where == "pool" else "caller"), f"chunk {index} drawn in the wrong row"
+    assert len(found.waits) == sum(c.start_ns > c.submit_ns > 0 for c in record.chunks)
+    return found
+
+
+def assert_self_contained(html: str) -> None:
+    lowered = html.lower()
+    for banned in ("<script", "javascript:", "onload=", "onclick=", "<link", "@import", "src=", "http://",
+                   "https://"):
+        assert banned not in lowered, banned
+    assert lowered.count("url(") == lowered.count("url(#"), "only in-document references (the hatch pattern)"
+
+
+def test_processes_timeline_has_one_row_per_pool_worker_and_one_rect_per_chunk() -> None:
+    record, pids = run("processes", tasks.sleep_then_square, list(range(200)), max_workers=2, **FORCE)
+    assert record.selected_strategy == "processes"
+    assert record.workers == 2
+    pool_workers = {c.worker for c in record.chunks if c.where == "pool"}
+    assert len(pool_workers) == 2, "sleeping items keep both workers busy"
+    assert {w.split(":")[0] for w in pool_workers} == {str(p) for p in pids}
+    html = record_html(record)
+    found = assert_timeline_matches(record, html)
+    assert len(found.rows) == 2 + any(c.where != "pool" for c in record.chunks)
+    assert_self_contained(html)
+    for pid in pids:
+        assert f"pid {pid}" in html
+
+
+def test_threads_timeline_labels_threads_of_one_process() -> None:
+    record, _ = run("threads", tasks.sleep_then_square, list(range(120)), max_workers=2, **FORCE)
+    assert record.selected_strategy == "threads"
+    html = record_html(record)
+    assert_timeline_matches(record, html)
+    assert "thread ..." in html
+    assert_self_contained(html)
+
+
+def test_serial_run_is_one_caller_row() -> None:
+    record, _ = run("serial", tasks.spin, list(range(100)), **FORCE)
+    found = assert_timeline_matches(record, record_html(record))
+    assert found.rows == ["caller"]
+
+
+def test_retry_after_a_dead_worker_goes_on_the_caller_row() -> None:
+    items = [(i, os.getpid()) for i in range(40)]
+    with pytest.warns(ParallelFallbackWarning, match="map_failure_retry"):
+        record, _ = run("processes", tasks.die_in_worker, items, max_workers=2, **FORCE)  # type: ignore[arg-type]
+    assert record.fallback_reason is not None
+    assert record.fallback_reason.value == "map_failure_retry"
+    assert any(c.where == "retry" for c in record.chunks)
+    html = record_html(record)
+    assert_timeline_matches(record, html)
+    assert "fell back: map_failure_retry" in html
+    assert "What to do:" in html
+
+
+def test_text_report_shows_verdict_and_fallback_advice() -> None:
+    with pytest.warns(ParallelFallbackWarning, match="tiny_workload"):
+        record, _ = run("processes", tasks.square, list(range(5)))
+    assert record.fallback_reason is not None, "five trivial items are a tiny workload"
+    reason = record.fallback_reason
+    report = render_text([record])
+    assert record.summary() in report
+    assert f"fallback: {reason.value} - {reason.meaning}" in report
+    assert f"advice:   {reason.advice}" in report
+    assert f"1 call, 0 parallel (0 paid off), 1 fell back: {reason.value} x1" in report
+    assert "<" not in report, "plain text, no markup"
+    assert report.isascii()
+
+
+def test_text_report_table_has_one_row_per_call_and_an_aggregate() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
+        ex.map(tasks.sleep_then_square, range(60))
+        ex.map(tasks.spin, range(60), workload="spin")
+    with ParallelExecutor(ParallelConfig(enabled=False)) as off:
+        off.map(tasks.square, range(10))
+    records = [*ex.records, *off.records]
+    report = render_text(records)
+    assert report.startswith("payoff report: 3 calls, 2 parallel (")
+    assert "1 fell back: disabled x1" in report
+    for record in records:
+        assert record.summary() in report
+        assert f"{record.speedup:.2f}x" in report
+    table = report.split("\n\n")[1].splitlines()
+    assert table[0].split()[:4] == ["call", "workload", "strategy", "workers"]
+    assert len(table) == 2 + len(records)
+    assert len(table[1]) == max(len(line) for line in table), "the rule spans the table"
+    assert record_text(records[0]).splitlines()[0].startswith("call  workload")
+    assert "overhead: " in record_text(records[0])
+
+
+def test_html_report_has_verdict_table_sections_and_no_script() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex:
+        ex.map(tasks.sleep_then_square, range(100))
+    with ParallelExecutor(ParallelConfig(strategy="processes")) as fb, pytest.warns(ParallelFallbackWarning):
+        fb.map(tasks.square, range(5))
+    records = [*ex.records, *fb.records]
+    page = render_html(records)
+    assert page.startswith("<!DOCTYPE html>")
+    assert_self_contained(page)
+    found = census(page)
+    assert found.sections == 2
+    assert len(found.chunks) == sum(r.n_chunks for r in records)
+    assert 'class="overview"' in page
+    assert "fell back: tiny_workload" in page
+    assert "does not pay off" in page or "pays off" in page
+
+
+def test_user_text_is_escaped() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(tasks.square, range(3), workload="<img src=x onerror=alert(1)>&")
+    record = ex.last_record
+    assert record is not None
+    for html in (record_html(record), render_html([record])):
+        assert "<img" not in html
+        assert "&lt;img src=x onerror=alert(1)&gt;&amp;" in html
+
+
+def test_report_object_for_notebooks_and_files(tmp_path: Path) -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
+        ex.map(tasks.sleep_then_square, range(40))
+        ex.map(tasks.square, range(40))
+    report = Report(ex.records, title="two calls")
+    assert len(report) == 2
+    assert list(report) == list(ex.records)
+    assert str(report) == render_text(list(ex.records))
+    fragment = report._repr_html_()
+    assert fragment.startswith('<div class="payoff-report">')
+    assert "<html" not in fragment
+    assert census(fragment).sections == 2
+    written = report.to_html(tmp_path / "report.html")
+    page = Path(written).read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<title>two calls</title>" in page
+    assert "2 call(s)" in repr(report)
+
+
+@pytest.mark.parametrize("render", [render_text, render_html])
+def test_empty_report_says_so(render: object) -> None:
+    assert "No calls recorded" in render([]) or "no calls recorded" in render([])  # type: ignore[operator]
+
+
+def test_report_displays_as_html_in_a_real_notebook() -> None:
+    try:
+        import nbclient
+        import nbformat
+    except ImportError:
+        nbclient = nbformat = None
+    require(nbclient is not None, "nbclient + ipykernel (the notebook extra) to execute a notebook")
+    source = ("from payoff import ParallelConfig, ParallelExecutor\n"
+              "from payoff.report import Report\n"
+              "from tests import tasks\n"
+              "config = ParallelConfig(strategy='threads', max_workers=2, tiny_workload_threshold=0.0)\n"
+              "with ParallelExecutor(config) as ex:\n"
+              "    ex.map(tasks.sleep_then_square, range(40))\n"
+              "Report(ex.records)")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nbclient.NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = nb.cells[0].outputs
+    html = next(o["data"]["text/html"] for o in outputs if o.get("output_type") == "execute_result")
+    assert html.startswith('<div class="payoff-report">')
+    assert census(html).sections == 1
+    assert "<script" not in html
