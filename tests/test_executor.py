@@ -281,3 +281,33 @@ def test_a_large_function_travels_once_per_worker_not_once_per_chunk() -> None:
         second = ex.last_record
         assert second is not None
         assert second.bytes_sent < 30 * 4096
+
+
+def test_a_failing_observer_is_logged_once_and_never_breaks_a_map(caplog: pytest.LogCaptureFixture) -> None:
+    from payoff import Observer
+
+    class Broken(Observer):
+        calls = 0
+
+        def map_finished(self, call: object, record: object, error: object) -> None:
+            Broken.calls += 1
+            raise ConnectionRefusedError("exporter down")
+
+    with caplog.at_level("WARNING", logger="payoff"), \
+            ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), observers=[Broken()]) as ex:
+        for _ in range(3):
+            assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
+    assert Broken.calls == 3
+    complaints = [r for r in caplog.records if "Broken" in r.getMessage()]
+    assert len(complaints) == 1
+    assert "exporter down" in complaints[0].getMessage()
+
+
+def test_imap_streams_results_before_the_call_finishes() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE)) as ex:
+        stream = ex.imap(tasks.sleep_then_square, range(40), chunksize=2)
+        first = next(stream)
+        assert first == 0
+        assert len(ex.records) == 0  # the call is still running: no record yet
+        assert list(stream) == [x * x for x in range(1, 40)]
+        assert len(ex.records) == 1

@@ -155,3 +155,31 @@ def test_a_second_executor_cannot_exceed_the_cap_either() -> None:
 def test_serve_metrics_rejects_a_bad_port() -> None:
     with pytest.raises(ValueError, match="port"):
         serve_metrics(70000)
+
+
+def test_payoff_metrics_port_starts_the_endpoint_by_itself(tmp_path: object) -> None:
+    import os
+    import sys
+
+    port = socket_free_port()
+    script = (
+        "import urllib.request, payoff\n"
+        "from tests import tasks\n"
+        "payoff.map(tasks.square, range(5), workload='env')\n"
+        f"text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=10).read().decode()\n"
+        "print([l for l in text.splitlines() if l.startswith('payoff_map_calls_total') and 'env' in l"
+        " and not l.endswith(' 0.0')])\n"
+    )
+    env = {**os.environ, "PAYOFF_METRICS_PORT": str(port)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr
+    assert 'payoff_map_calls_total{mode="serial",strategy="serial",workload="env"} 1.0' in out.stdout
+
+
+def socket_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
