@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 
@@ -20,6 +21,14 @@ def require(condition: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"required component missing in CI: {what}")
     pytest.skip(f"MISSING REAL COMPONENT: {what}")
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool (promtool, prometheus, chromium...); see ``require``."""
+    path = shutil.which(name)
+    require(path is not None, f"{name} not found on PATH (Debian package 'prometheus' provides promtool)")
+    assert path is not None
+    return path
 
 
 @pytest.fixture(autouse=True)

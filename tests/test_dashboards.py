@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
 OVERVIEW = DASHBOARDS / "json" / "payoff-overview.json"
@@ -51,17 +53,6 @@ CONTRACT_HISTOGRAMS = {
     "payoff_queue_wait_seconds",
     "payoff_speedup",
 }
-
-
-def require_tool(name: str) -> str:
-    """Path of an external tool; fail under CI=true when it is missing, else skip loudly."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} not found on PATH (Debian package 'prometheus' provides it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {message}")
-    pytest.skip(f"SKIPPED LOUDLY: {message}; these checks did not run")
 
 
 def substitute(expr: str) -> str:

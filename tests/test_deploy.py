@@ -8,13 +8,11 @@ expressions over the layout these files use, and cross-check counts with promtoo
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -31,17 +29,6 @@ EXPECTED_ALERTS = {
     "PayoffQueueWaitP95High",
     "PayoffUtilizationLow",
 }
-
-
-def require_tool(name: str) -> str:
-    """Path of an external tool; fail under CI=true when it is missing, else skip loudly."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} not found on PATH (Debian package 'prometheus' provides it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {message}")
-    pytest.skip(f"SKIPPED LOUDLY: {message}; these checks did not run")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
