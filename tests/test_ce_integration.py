@@ -1,0 +1,318 @@
+"""calibrated-explanations 1.0.2 on payoff, with the real library (no mocks).
+
+Small random forests (20 trees) and 60 test instances keep the file fast;
+every comparison is against CE's own serial explanation of the same data.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+from payoff import ParallelConfig, ParallelFallbackWarning, Reason
+from tests.conftest import require
+
+try:
+    import calibrated_explanations as ce
+    from sklearn.datasets import make_classification, make_regression
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+except ImportError:  # pragma: no cover - reported by require() in every test
+    ce = None
+
+from payoff.integrations.calibrated_explanations import (
+    ALTERNATIVE_PLUGIN,
+    FACTUAL_PLUGIN,
+    NOT_CALLED,
+    CEParallelExecutor,
+    ce_chunk_size,
+    enable,
+)
+
+FORCE: dict[str, Any] = {"tiny_workload_threshold": 0.0}
+"""Parallel whatever it costs: these tests check results and reporting, not the planner."""
+N_TEST = 60
+
+
+@pytest.fixture(autouse=True)
+def _ce_installed() -> None:
+    require(ce is not None and getattr(ce, "__version__", "") == "1.0.2",
+            "calibrated-explanations 1.0.2 with scikit-learn (the [ce] extra)")
+
+
+def _data(task: str) -> tuple[np.ndarray, ...]:
+    if task == "classification":
+        x, y = make_classification(n_samples=560, n_features=8, n_informative=5, random_state=0)
+    else:
+        x, y = make_regression(n_samples=560, n_features=8, noise=10.0, random_state=0)
+    return x[:300], y[:300], x[300:500], y[300:500], x[500:500 + N_TEST]
+
+
+def _wrapper(task: str) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    x_train, y_train, x_cal, y_cal, x_test = _data(task)
+    model = (RandomForestClassifier if task == "classification" else RandomForestRegressor)(
+        n_estimators=20, random_state=0, n_jobs=1)
+    wrapper = ce.WrapCalibratedExplainer(model)
+    wrapper.fit(x_train, y_train)
+    wrapper.calibrate(x_cal, y_cal)
+    return wrapper, x_cal, y_cal, x_test
+
+
+def arrays(explanations: Any) -> dict[str, np.ndarray]:
+    """Per-instance numbers of a CalibratedExplanations: weights, perturbed predictions, prediction, intervals."""
+    out = {}
+    for attr in ("feature_weights", "feature_predict", "prediction"):
+        for key in ("predict", "low", "high"):
+            out[f"{attr}[{key}]"] = np.array(
+                [np.asarray(getattr(e, attr)[key], dtype=float) for e in explanations.explanations])
+    out["index"] = np.array([e.index for e in explanations.explanations])
+    return out
+
+
+def assert_same(expected: Any, got: Any) -> None:
+    a, b = arrays(expected), arrays(got)
+    assert len(got.explanations) == len(expected.explanations)
+    for key in a:
+        assert a[key].shape == b[key].shape, key
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_explanations_through_payoff_equal_ce_serial(task: str) -> None:
+    wrapper, _, _, x_test = _wrapper(task)
+    factual = wrapper.explain_factual(x_test)
+    alternatives = wrapper.explore_alternatives(x_test[:20])
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ParallelFallbackWarning)
+            got = wrapper.explain_factual(x_test)
+            factual_record = ex.last_record
+            got_alternatives = wrapper.explore_alternatives(x_test[:20])
+            alternative_record = ex.last_record
+    finally:
+        ex.close()
+    assert_same(factual, got)
+    assert_same(alternatives, got_alternatives)
+    for record in (factual_record, alternative_record):
+        assert record is not None
+        assert record.mode == "parallel" and record.selected_strategy == "processes"
+        assert record.fallback_reason is None and record.n_chunks >= 2
+        assert record.granularity == "instance" and record.workload == "calibrated-explanations"
+    assert factual_record is not alternative_record
+    assert ex.metrics.maps == 2 and ex.metrics.failures == 0
+    assert ex.metrics.submitted == N_TEST + 20  # CE's tasks: one per instance, regrouped by payoff
+
+
+def test_probabilistic_regression_with_per_instance_thresholds() -> None:
+    """Sliced per-instance thresholds are rejoined exactly when payoff regroups CE's tasks."""
+    wrapper, _, _, x_test = _wrapper("regression")
+    threshold = np.linspace(-50.0, 50.0, N_TEST)
+    expected = wrapper.explain_factual(x_test, threshold=threshold)
+    expected_scalar = wrapper.explain_factual(x_test, threshold=0.0)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+    try:
+        got = wrapper.explain_factual(x_test, threshold=threshold)
+        record = ex.last_record
+        got_scalar = wrapper.explain_factual(x_test, threshold=0.0)
+    finally:
+        ex.close()
+    assert_same(expected, got)
+    assert_same(expected_scalar, got_scalar)
+    assert record is not None and record.mode == "parallel"
+
+
+def test_the_explainer_travels_once_per_worker_not_once_per_task() -> None:
+    wrapper, _, _, x_test = _wrapper("classification")
+    explainer_bytes = len(pickle.dumps(wrapper.explainer, protocol=pickle.HIGHEST_PROTOCOL))
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=6, **FORCE))
+    try:
+        wrapper.explain_factual(x_test)
+        first = ex.last_record
+        wrapper.explain_factual(x_test)  # the first explain completes the explainer's state (its discretizer)
+        wrapper.explain_factual(x_test)
+        third = ex.last_record
+    finally:
+        ex.close()
+    assert first is not None and third is not None
+    assert first.n_chunks == N_TEST // 6 == 10
+    heavy = [c for c in first.chunks if c.bytes_sent >= explainer_bytes // 2]
+    assert 1 <= len(heavy) <= 2, [c.bytes_sent for c in first.chunks]
+    light = [c.bytes_sent for c in first.chunks if c not in heavy]
+    assert max(light) < explainer_bytes // 10
+    assert third.pool_reused and third.bytes_sent < explainer_bytes // 2  # unchanged: cached in the workers
+    assert ex.last_chunk_size == 6
+
+
+def test_the_executor_reports_a_concrete_strategy_never_auto() -> None:
+    auto = CEParallelExecutor(ParallelConfig(strategy="auto"))
+    assert auto.config.strategy == auto.active_strategy_name == "processes"
+    assert auto.config.granularity == "instance" and auto.config.worker_initializer is None
+    assert auto.config.instance_chunk_size == 1 and auto.config.min_instances_for_parallel == 2
+    one = CEParallelExecutor(ParallelConfig(strategy="auto", max_workers=1))
+    assert one.config.strategy == one.active_strategy_name == "sequential"
+    for name in ("threads", "joblib", "serial"):
+        ex = CEParallelExecutor(ParallelConfig(strategy=name))
+        assert ex.config.strategy == ({"serial": "sequential"}.get(name, name))
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(**FORCE))
+    try:
+        assert wrapper.explainer.parallel_executor is ex and wrapper.parallel_executor is ex
+        assert wrapper.explainer.plugin_manager.explanation_plugin_fallbacks["factual"][0] == FACTUAL_PLUGIN
+        assert wrapper.explainer.plugin_manager.explanation_plugin_fallbacks["alternative"][0] == ALTERNATIVE_PLUGIN
+        wrapper.explain_factual(x_test)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert record is not None and record.requested_strategy == "processes" != "auto"
+    assert ex.config.strategy == "processes"
+
+
+def test_a_feature_granularity_config_falls_back_visibly_and_auto_follows_the_call() -> None:
+    wrapper, _, _, x_test = _wrapper("classification")
+    expected = wrapper.explain_factual(x_test)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, granularity="feature", **FORCE))
+    try:
+        assert ex.config.granularity == "instance"  # what CE needs to call map at all
+        with pytest.warns(ParallelFallbackWarning, match="granularity_mismatch") as caught:
+            got = wrapper.explain_factual(x_test)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert_same(expected, got)
+    assert record is not None
+    assert record.fallback_reason is Reason.GRANULARITY_MISMATCH and record.mode == "serial"
+    assert any(getattr(w.message, "reason", None) is Reason.GRANULARITY_MISMATCH for w in caught)
+    assert ex.metrics.fallbacks == 1
+
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, granularity="auto", **FORCE))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ParallelFallbackWarning)
+            got = wrapper.explain_factual(x_test)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert_same(expected, got)
+    assert record is not None and record.mode == "parallel" and record.fallback_reason is None
+
+
+def test_entered_but_never_called_is_warned() -> None:
+    """CE's default plugin enters the executor and never maps: CE says nothing, payoff does."""
+    wrapper, x_cal, y_cal, x_test = _wrapper("classification")
+    expected = wrapper.explain_factual(x_test)
+    ex = CEParallelExecutor(ParallelConfig(strategy="processes", **FORCE))
+    wrapper.calibrate(x_cal, y_cal, perf_parallel=ex)  # the executor, but CE's sequential plugin
+    ex.bind(wrapper.explainer)
+    with pytest.warns(ParallelFallbackWarning, match="never called map") as caught:
+        got = wrapper.explain_factual(x_test)
+    assert_same(expected, got)
+    assert ex.metrics.maps == 0 and ex.metrics.fallbacks == 1
+    messages = [w.message for w in caught if isinstance(w.message, ParallelFallbackWarning)]
+    assert messages and messages[0].reason is NOT_CALLED
+    assert f"{N_TEST} instances" in str(messages[0]) and "core.explanation.factual.sequential" in str(messages[0])
+    assert caught[0].filename == __file__  # points at the user's explain line, not into CE
+
+    enable(wrapper, executor=ex)  # now the plugins are selected: no warning, and a single instance is fine
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ParallelFallbackWarning)
+            wrapper.explain_factual(x_test[:1])
+            assert ex.metrics.maps == 0
+            wrapper.explain_factual(x_test)
+    finally:
+        ex.close()
+    assert ex.metrics.maps == 1
+
+
+def test_enter_is_idempotent_and_exit_keeps_the_pool() -> None:
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+    try:
+        wrapper.explain_factual(x_test)
+        pids = ex.executor.worker_pids()
+        assert len(pids) == 2  # CE's inner __exit__ did not shut the pool
+        with ex, ex:
+            pass
+        assert ex.executor.worker_pids() == pids
+        wrapper.explain_factual(x_test)
+        record = ex.last_record
+        assert record is not None and record.pool_reused and not record.pool_started
+        assert ex.executor.worker_pids() == pids
+        ex.metrics.total_duration += 1.5  # CE adds its explain time to this float
+        snap = ex.metrics.snapshot()
+        assert snap["total_duration"] >= 1.5 and snap["maps"] == 2 and snap["strategy"] == "processes"
+        assert 0 < snap["worker_utilisation_pct"] <= 100
+    finally:
+        ex.close()
+    assert ex.executor.worker_pids() == []
+
+
+class FailsInWorkers(RandomForestClassifier if ce is not None else object):  # type: ignore[misc]
+    """A real forest whose predictions fail in worker processes only: CE's serial retry then succeeds."""
+
+    parent_pid = 0
+
+    def predict_proba(self, x: Any) -> Any:
+        if os.getpid() != self.parent_pid:
+            raise RuntimeError("this model refuses to predict in a worker process")
+        return super().predict_proba(x)
+
+
+def test_ce_silently_rerunning_serially_after_a_failure_is_warned() -> None:
+    x_train, y_train, x_cal, y_cal, x_test = _data("classification")
+    model = FailsInWorkers(n_estimators=20, random_state=0, n_jobs=1)
+    model.parent_pid = os.getpid()
+    wrapper = ce.WrapCalibratedExplainer(model)
+    wrapper.fit(x_train, y_train)
+    wrapper.calibrate(x_cal, y_cal)
+    expected = wrapper.explain_factual(x_test)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+    try:
+        with pytest.warns(ParallelFallbackWarning, match="silently re-runs") as caught:
+            got = wrapper.explain_factual(x_test)
+    finally:
+        ex.close()
+    assert_same(expected, got)
+    reasons = [getattr(w.message, "reason", None) for w in caught]
+    assert Reason.MAP_FAILURE_RETRY in reasons and NOT_CALLED not in reasons
+    assert ex.metrics.failures == 1 and ex.metrics.maps == 1
+
+
+def test_maps_that_are_not_ce_tasks_pass_through() -> None:
+    ex = CEParallelExecutor(ParallelConfig(strategy="threads", **FORCE))
+    try:
+        assert ex.map(abs, [-3, -2, 5], work_items=3) == [3, 2, 5]
+        assert ex.map(abs, []) == []
+    finally:
+        ex.close()
+
+
+def test_enable_needs_a_calibrated_explainer() -> None:
+    x_train, y_train, *_ = _data("classification")
+    wrapper = ce.WrapCalibratedExplainer(RandomForestClassifier(n_estimators=5, random_state=0))
+    wrapper.fit(x_train, y_train)
+    with pytest.raises(ValueError, match="calibrate"):
+        enable(wrapper)
+    with pytest.raises(TypeError, match="WrapCalibratedExplainer"):
+        enable(object())
+    with pytest.raises(ValueError, match="either config or executor"):
+        enable(wrapper, ParallelConfig(), executor=CEParallelExecutor())
+
+
+def test_chunk_sizes() -> None:
+    assert ce_chunk_size(2000, 2) == 500  # two tasks per worker until the fixed cost is measured
+    assert ce_chunk_size(2000, 2, chunk_size=200) == 200
+    assert ce_chunk_size(10, 2, chunk_size=200) == 10
+    assert ce_chunk_size(2000, 1) == 2000
+    assert ce_chunk_size(0, 2) == 1
+    # 12 s of work, 0.12 s fixed per task: 5% of a worker's 6 s allows 2 tasks each
+    assert ce_chunk_size(2000, 2, seconds_per_instance=0.006, seconds_per_task=0.12) == 500
+    # a negligible fixed cost allows the most balanced split
+    assert ce_chunk_size(2000, 2, seconds_per_instance=0.006, seconds_per_task=0.001) == 250
+    # a dominant fixed cost: one task per worker
+    assert ce_chunk_size(2000, 2, seconds_per_instance=0.006, seconds_per_task=2.0) == 1000

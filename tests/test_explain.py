@@ -1,0 +1,217 @@
+"""payoff.explain: instance / feature / auto granularity for explanation workloads."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
+from payoff.explain import (
+    AxisChoice,
+    choose_granularity,
+    explain,
+    explain_features,
+    explain_instances,
+)
+
+FORCE = {"tiny_workload_threshold": 0.0}
+
+ROWS = np.random.default_rng(0).standard_normal((40, 6))
+BACKGROUND = np.random.default_rng(1).standard_normal((2000, 6))  # ~94 KiB: travels in the function, once per worker
+
+
+def row_effects(background: np.ndarray, row: np.ndarray) -> list[float]:
+    """Per-feature effect for one instance (the instance axis)."""
+    return [float(np.mean(np.abs(background[:, j] - row[j]))) for j in range(row.shape[0])]
+
+
+def column_effect(state: tuple[np.ndarray, np.ndarray], j: int) -> float:
+    """One feature's mean effect over every instance (the feature axis)."""
+    background, rows = state
+    return float(np.mean(np.abs(background[:200, j][None, :] - rows[:, j][:, None])))
+
+
+_calls: dict[str, int] = {"instance": 0, "feature": 0}
+_calls_lock = threading.Lock()
+
+
+def counted_row(background: np.ndarray, row: np.ndarray) -> list[float]:
+    with _calls_lock:
+        _calls["instance"] += 1
+    return row_effects(background, row)
+
+
+def counted_column(state: tuple[np.ndarray, np.ndarray], j: int) -> float:
+    with _calls_lock:
+        _calls["feature"] += 1
+    return column_effect(state, j)
+
+
+def expected_rows() -> list[list[float]]:
+    return [row_effects(BACKGROUND, r) for r in ROWS]
+
+
+def expected_columns() -> list[float]:
+    return [column_effect((BACKGROUND, ROWS), j) for j in range(ROWS.shape[1])]
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
+def test_both_axes_equal_a_loop(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, **FORCE)) as ex:
+        rows = explain_instances(ex, row_effects, list(ROWS), shared=BACKGROUND)
+        by_instance = ex.last_record
+        cols = explain_features(ex, column_effect, range(ROWS.shape[1]), shared=(BACKGROUND, ROWS))
+        by_feature = ex.last_record
+    assert rows == expected_rows()
+    assert cols == expected_columns()
+    assert by_instance is not None and by_feature is not None
+    assert (by_instance.granularity, by_feature.granularity) == ("instance", "feature")
+    assert (by_instance.workload, by_feature.workload) == ("explain-instances", "explain-features")
+    if strategy != "serial":
+        assert by_instance.mode == by_feature.mode == "parallel"
+
+
+def test_shared_state_travels_once_per_worker_not_per_chunk() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex:
+        assert explain_instances(ex, row_effects, list(ROWS), shared=BACKGROUND, chunk_size=2) == expected_rows()
+        record = ex.last_record
+    assert record is not None and record.n_chunks == 20
+    heavy = [c for c in record.chunks if c.bytes_sent > BACKGROUND.nbytes]
+    assert 1 <= len(heavy) <= 2, [c.bytes_sent for c in record.chunks]
+    assert record.bytes_sent < 3 * BACKGROUND.nbytes
+
+
+def test_per_axis_chunk_sizes_come_from_the_config() -> None:
+    cfg = ParallelConfig(strategy="threads", instance_chunk_size=7, feature_chunk_size=2, **FORCE)
+    with ParallelExecutor(cfg) as ex:
+        explain_instances(ex, row_effects, list(ROWS), shared=BACKGROUND)
+        instance_record = ex.last_record
+        explain_features(ex, column_effect, range(6), shared=(BACKGROUND, ROWS))
+        feature_record = ex.last_record
+        explain_instances(ex, row_effects, list(ROWS), shared=BACKGROUND, chunk_size=5)
+        explicit = ex.last_record
+    assert instance_record is not None and feature_record is not None and explicit is not None
+    for record, size in ((instance_record, 7), (feature_record, 2), (explicit, 5)):
+        assert record.chunk_size == size
+        pool_chunks = [c.n_items for c in record.chunks if c.where == "pool"]  # the probe runs in the caller
+        assert pool_chunks and max(pool_chunks) == size
+
+
+def test_a_config_for_the_other_axis_falls_back_visibly() -> None:
+    cfg = ParallelConfig(strategy="threads", granularity="feature", **FORCE)
+    with ParallelExecutor(cfg) as ex:
+        with pytest.warns(ParallelFallbackWarning, match="granularity_mismatch") as caught:
+            rows = explain_instances(ex, row_effects, list(ROWS), shared=BACKGROUND)
+        record = ex.last_record
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ParallelFallbackWarning)
+            cols = explain_features(ex, column_effect, range(6), shared=(BACKGROUND, ROWS))
+        feature_record = ex.last_record
+    assert rows == expected_rows() and cols == expected_columns()
+    assert record is not None and record.fallback_reason is Reason.GRANULARITY_MISMATCH
+    assert record.mode == "serial"
+    assert any(getattr(w.message, "reason", None) is Reason.GRANULARITY_MISMATCH for w in caught)
+    assert feature_record is not None and feature_record.fallback_reason is None
+    assert feature_record.mode == "parallel"
+
+
+def test_auto_granularity_follows_the_call() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", granularity="auto", **FORCE)) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error", ParallelFallbackWarning)
+        explain_instances(ex, row_effects, list(ROWS), shared=BACKGROUND)
+        first = ex.last_record
+        explain_features(ex, column_effect, range(6), shared=(BACKGROUND, ROWS))
+        second = ex.last_record
+    assert first is not None and second is not None
+    assert (first.granularity, second.granularity) == ("instance", "feature")
+    assert first.fallback_reason is None and second.fallback_reason is None
+
+
+# -- choosing the axis ------------------------------------------------------------------
+
+
+def test_shape_decides_when_costs_are_unknown() -> None:
+    assert choose_granularity(1000, 3, 2) == "instance"  # 3 features on 2 workers: a third idle
+    assert choose_granularity(3, 1000, 2) == "feature"
+    assert choose_granularity(100, 100, 4) == "instance"  # tie: the axis calibrated-explanations supports
+    assert choose_granularity(5, 8, 4) == "feature"  # 2 rounds of 4 either way: 8 smaller items finish first
+    assert choose_granularity(0, 8, 4) == "feature"
+    assert choose_granularity(8, 0, 4) == "instance"
+    assert choose_granularity(10, 3, 1) == "instance"
+
+
+def test_measured_costs_decide_when_known() -> None:
+    # per-feature tasks vectorise: 20 features x 0.01 s beat 1,000 instances x 0.005 s
+    assert choose_granularity(1000, 20, 4, seconds_per_instance=0.005, seconds_per_feature=0.01) == "feature"
+    assert choose_granularity(1000, 20, 4, seconds_per_instance=0.0001, seconds_per_feature=0.5) == "instance"
+    # one known cost: the other axis is assumed to do the same total work
+    assert choose_granularity(1000, 3, 4, seconds_per_instance=0.001) == "instance"
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    ((-1, 3, 2), {}), ((3, 3, 0), {}), ((3.5, 3, 2), {}), ((True, 3, 2), {}),
+    ((3, 3, 2), {"seconds_per_instance": -1.0}), ((3, 3, 2), {"seconds_per_feature": "fast"}),
+])
+def test_bad_input_is_an_error(args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"n_instances|n_features|workers|seconds_per"):
+        choose_granularity(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_explain_auto_measures_once_then_uses_records() -> None:
+    _calls.update(instance=0, feature=0)
+    features = list(range(ROWS.shape[1]))
+    with ParallelExecutor(ParallelConfig(strategy="serial", granularity="auto")) as ex:
+        first = explain(ex, instances=list(ROWS), features=features, instance_task=counted_row_bg,
+                        feature_task=counted_column_bg, granularity="auto")
+        probes = dict(_calls)
+        _calls.update(instance=0, feature=0)
+        second = explain(ex, instances=list(ROWS), features=features, instance_task=counted_row_bg,
+                         feature_task=counted_column_bg, granularity="auto")
+        measured = dict(_calls)
+    # 40 instances x 6 features on one worker: the shape cannot decide, the measured costs do
+    assert first.choice.how == "measured" and isinstance(first.choice, AxisChoice)
+    n = {"instance": len(ROWS), "feature": len(features)}
+    other = "feature" if first.axis == "instance" else "instance"
+    assert probes == {first.axis: n[first.axis], other: 1}  # the chosen axis' probe result was kept
+    assert measured == {second.axis: n[second.axis], "instance" if second.axis == "feature" else "feature": 0}
+    assert first.record is not None and first.record.granularity == first.axis
+    assert first.choice.why
+
+
+def counted_row_bg(row: np.ndarray) -> list[float]:
+    return counted_row(BACKGROUND, row)
+
+
+def counted_column_bg(j: int) -> float:
+    return counted_column((BACKGROUND, ROWS), j)
+
+
+def test_explain_auto_picks_the_balanced_axis_and_returns_its_results() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=4, granularity="auto", **FORCE)) as ex:
+        got = explain(ex, instances=list(ROWS), features=[0, 1, 2, 3, 4], instance_task=counted_row_bg,
+                      feature_task=counted_column_bg)
+    if got.axis == "instance":
+        assert got.results == expected_rows()
+    else:
+        assert got.results == expected_columns()[:5]
+    assert got.choice.workers == 4
+
+
+@pytest.mark.parametrize("fixed", ["instance", "feature"])
+def test_explain_with_a_fixed_granularity_uses_it_without_probing(fixed: str) -> None:
+    _calls.update(instance=0, feature=0)
+    with ParallelExecutor(ParallelConfig(strategy="threads", granularity=fixed, **FORCE)) as ex:  # type: ignore[arg-type]
+        got = explain(ex, instances=list(ROWS), features=list(range(6)), instance_task=counted_row_bg,
+                      feature_task=counted_column_bg)
+    assert got.axis == fixed and got.choice.how == "config"
+    assert _calls == {"instance": len(ROWS) if fixed == "instance" else 0, "feature": 6 if fixed == "feature" else 0}
+    assert got.results == (expected_rows() if fixed == "instance" else expected_columns())
+
+
+def test_explain_rejects_a_bad_granularity() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex, pytest.raises(ValueError, match="granularity"):
+        explain(ex, instances=[1], features=[1], instance_task=abs, feature_task=abs, granularity="rows")
