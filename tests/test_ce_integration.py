@@ -27,7 +27,6 @@ except ImportError:  # pragma: no cover - reported by require() in every test
 from payoff.integrations.calibrated_explanations import (
     ALTERNATIVE_PLUGIN,
     FACTUAL_PLUGIN,
-    NOT_CALLED,
     CEParallelExecutor,
     ce_chunk_size,
     enable,
@@ -213,9 +212,12 @@ def test_entered_but_never_called_is_warned() -> None:
     assert_same(expected, got)
     assert ex.metrics.maps == 0 and ex.metrics.fallbacks == 1
     messages = [w.message for w in caught if isinstance(w.message, ParallelFallbackWarning)]
-    assert messages and messages[0].reason is NOT_CALLED
-    assert f"{N_TEST} instances" in str(messages[0]) and "core.explanation.factual.sequential" in str(messages[0])
+    assert messages and messages[0].reason is Reason.EXECUTOR_UNUSED
+    assert f"{N_TEST} items" in str(messages[0]) and "core.explanation.factual.sequential" in str(messages[0])
     assert caught[0].filename == __file__  # points at the user's explain line, not into CE
+    record = ex.last_record  # and it is a record like any other, so metrics and spans count it
+    assert record is not None and record.fallback_reason is Reason.EXECUTOR_UNUSED
+    assert record.n_items == N_TEST and record.n_chunks == 0 and record.mode == "serial"
 
     enable(wrapper, executor=ex)  # now the plugins are selected: no warning, and a single instance is fine
     try:
@@ -279,7 +281,7 @@ def test_ce_silently_rerunning_serially_after_a_failure_is_warned() -> None:
         ex.close()
     assert_same(expected, got)
     reasons = [getattr(w.message, "reason", None) for w in caught]
-    assert Reason.MAP_FAILURE_RETRY in reasons and NOT_CALLED not in reasons
+    assert Reason.MAP_FAILURE_RETRY in reasons and Reason.EXECUTOR_UNUSED not in reasons
     assert ex.metrics.failures == 1 and ex.metrics.maps == 1
 
 

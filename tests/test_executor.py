@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, CancelledError, ThreadPoolExecutor
 
 import pytest
 
@@ -111,6 +111,32 @@ def test_worker_death_reruns_unfinished_items_and_next_call_gets_a_fresh_pool() 
         assert not fresh.pool_reused
         assert fresh.fallback_reason is None
         assert fresh.selected_strategy == "processes"
+
+
+class BreaksOnThirdSubmit(ThreadPoolExecutor):
+    """A user strategy whose pool breaks while payoff is still handing out chunks."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submits = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.submits += 1
+        if self.submits == 3:
+            raise BrokenExecutor("the pool broke between two submits")
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_pool_that_breaks_on_submit_loses_no_chunk() -> None:
+    pool = BreaksOnThirdSubmit()
+    try:
+        with ParallelExecutor(ParallelConfig(strategy=pool, **FORCE)) as ex, pytest.warns(ParallelFallbackWarning):
+            assert ex.map(tasks.square, range(40), chunksize=4) == [x * x for x in range(40)]
+        record = ex.last_record
+        assert record is not None and record.fallback_reason is Reason.MAP_FAILURE_RETRY
+        assert sum(c.n_items for c in record.chunks) == 40
+    finally:
+        pool.shutdown()
 
 
 def test_user_exception_propagates_as_itself_with_the_item_index() -> None:

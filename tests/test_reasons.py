@@ -13,6 +13,7 @@ import pytest
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
 from payoff.reasons import fallback_reasons
 from tests import tasks
+from tests.conftest import require
 
 FORCE = {"tiny_workload_threshold": 0.0}
 
@@ -117,6 +118,31 @@ def _nested_case() -> tuple[Any, Any, list[Any]]:
                      if issubclass(w.category, ParallelFallbackWarning)]
     fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
     return inner_records[0], (result, fallbacks), [_nested(x) for x in items]
+
+
+@case(Reason.EXECUTOR_UNUSED)
+def _unused() -> tuple[Any, Any, list[Any]]:
+    """Only a library can enter the executor and then not map: calibrated-explanations' default plugin."""
+    try:
+        import calibrated_explanations as ce
+        from sklearn.ensemble import RandomForestClassifier
+    except ImportError:
+        require(False, "calibrated-explanations with scikit-learn (the [ce] extra)")
+    from payoff.integrations.calibrated_explanations import CEParallelExecutor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 4))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    wrapper = ce.WrapCalibratedExplainer(RandomForestClassifier(n_estimators=5, random_state=0))
+    wrapper.fit(x[:80], y[:80])
+    ex = CEParallelExecutor(ParallelConfig(strategy="processes", **FORCE))
+    wrapper.calibrate(x[80:150], y[80:150], perf_parallel=ex)
+    ex.bind(wrapper.explainer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explained = wrapper.explain_factual(x[150:])
+    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    return ex.last_record, ([len(explained.explanations)], fallbacks), [10]
 
 
 def test_every_fallback_reason_has_a_case() -> None:

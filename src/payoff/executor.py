@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from payoff import planning
 from payoff.config import ParallelConfig
-from payoff.observers import CallInfo, Observer, Observers, find_call_site
+from payoff.observers import CallInfo, CallSite, Observer, Observers, find_call_site
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import ChunkTask, Strategy, make_strategy
@@ -239,6 +239,24 @@ class ParallelExecutor:
             _learn(record, fn)
             self._observers.finished(call, record, error)
 
+    def _record_unmapped(self, n_items: int, reason: Reason, detail: str, workload: str, site: CallSite,
+                         started_ns: int, started_at: float) -> MapRecord:
+        """Record work a library did itself instead of calling ``map`` (a fallback no map call can see).
+
+        Observers get it like any call, so the warning, the span and the
+        fallback counter say what happened; it has no chunks and no speedup.
+        """
+        call = CallInfo(next(self._ids), self._workload_label(workload), self.config.strategy_name, None,
+                        n_items, site, started_ns=started_ns, started_at=started_at)
+        rec = RecordBuilder(call.call_id, call.workload, call.requested_strategy, None, n_items,
+                            started_ns, started_at)
+        rec.fall_back(reason, detail)
+        self._observers.started(call)
+        record = rec.build()
+        self.records.append(record)
+        self._observers.finished(call, record, None)
+        return record
+
     def _plan(self, fn: Callable[[Any], Any], seq: Sequence[Any], chunksize: int | None,
               granularity: str | None, releases_gil: bool | None, requested: str, workload: str,
               rec: RecordBuilder) -> planning.Plan:
@@ -356,10 +374,11 @@ class ParallelExecutor:
                 pending: deque[tuple[int, int]], in_flight: dict[Future[Any], ChunkTask], order: deque[int],
                 limit: int, rec: RecordBuilder, token: CancelToken) -> None:
         while pending and len(in_flight) < limit:
-            index, lo = pending.popleft()
+            index, lo = pending[0]
             task = ChunkTask(index, lo, seq[lo:lo + size], token)
             t0 = time.perf_counter_ns()
-            future = pool.submit(fn, task)
+            future = pool.submit(fn, task)  # a broken pool raises here: the chunk stays pending for the retry
+            pending.popleft()
             rec.overhead_ns["serialization"] += task.encode_ns
             rec.overhead_ns["dispatch"] += time.perf_counter_ns() - t0 - task.encode_ns
             in_flight[future] = task

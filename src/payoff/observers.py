@@ -132,10 +132,11 @@ class Observers:
                         type(o).__name__, hook, exc)
 
 
-def find_call_site() -> CallSite:
-    """The first frame outside payoff: the user's line, for warnings."""
+def find_call_site(skip: tuple[str, ...] = ()) -> CallSite:
+    """The first frame outside payoff (and the ``skip`` path prefixes): the user's line, for warnings."""
+    prefixes = (_PACKAGE_DIR, *skip)
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and frame.f_code.co_filename.startswith(prefixes):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return CallSite("<unknown>", 0, "payoff", {})

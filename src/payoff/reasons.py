@@ -110,6 +110,13 @@ class Reason(StrEnum):
         "only one worker is available",
         "raise max_workers; this machine or its CPU affinity allows only one",
     )
+    EXECUTOR_UNUSED = (
+        "executor_unused",
+        "fallback",
+        "a library entered the executor but did its work itself, serially, without calling map",
+        "calibrated-explanations calls map only from its instance_parallel plugins: "
+        "payoff.integrations.calibrated_explanations.enable(explainer) selects them",
+    )
     NESTED = (
         "nested",
         "fallback",

@@ -49,6 +49,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,7 +63,7 @@ import numpy as np
 from payoff import planning
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
-from payoff.observers import CallSite, Observer
+from payoff.observers import CallSite, Observer, find_call_site
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES
@@ -80,13 +81,9 @@ deep copy): allow that overhead up to this share of a worker's work."""
 MIN_PARALLEL_SECONDS = 0.25
 """Below this much estimated work an explain runs in one task in the caller (once its cost is known)."""
 
-NOT_CALLED: Reason = getattr(Reason, "NOT_CALLED", Reason.GRANULARITY_MISMATCH)
-"""Reason for "entered but never called". Until payoff has a dedicated code, the nearest existing one:
-CE's sequential plugin does not split on the instance axis this executor serves."""
 
 _CE_STRATEGY_NAMES = {"serial": "sequential"}
-_PAYOFF_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SKIP_FRAMES = (_PAYOFF_DIR, os.path.dirname(contextlib.__file__) + os.sep + "contextlib")
+_SKIP_FRAMES = (os.path.dirname(contextlib.__file__) + os.sep + "contextlib",)
 
 
 # -- what CE reads -----------------------------------------------------------------
@@ -354,6 +351,8 @@ def _decode(block: Any) -> list[Any]:
 class _Session:
     latest: dict[int, int]
     """id(explainer) -> id(its latest_explanation) when the session opened."""
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    started_at: float = field(default_factory=time.time)
     mapped: bool = False
     failed: BaseException | None = None
 
@@ -361,17 +360,7 @@ class _Session:
 def _user_site() -> CallSite:
     """The first frame outside payoff, calibrated-explanations and contextlib: the user's explain line."""
     ce_dir = _ce_dir()
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not (name.startswith(_SKIP_FRAMES) or (ce_dir and name.startswith(ce_dir))):
-            break
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:
-        return CallSite("<unknown>", 0, "payoff", {})
-    globs = frame.f_globals
-    registry = globs.setdefault("__warningregistry__", {})
-    return CallSite(frame.f_code.co_filename, frame.f_lineno, str(globs.get("__name__", "<unknown>")), registry)
+    return find_call_site(_SKIP_FRAMES + ((ce_dir,) if ce_dir else ()))
 
 
 @functools.lru_cache(maxsize=1)
@@ -672,13 +661,11 @@ class CEParallelExecutor:
                 return  # nothing to split: CE runs a single instance inline, rightly
         with self._lock:
             self.metrics.fallbacks += 1
-        what = f"{n} instances" if n is not None else "an explanation"
-        _warn(NOT_CALLED,
-              f"payoff: calibrated-explanations explained {what} serially: it entered the payoff executor "
-              f"but never called map{detail}. Only the instance_parallel plugins use an executor: call "
-              "payoff.integrations.calibrated_explanations.enable(explainer) after calibrate (it selects "
-              f"{FACTUAL_PLUGIN!r} and {ALTERNATIVE_PLUGIN!r}); a CE_EXPLANATION_PLUGIN* environment "
-              "variable or pyproject setting can force another plugin, and fast explanations never use one.")
+        detail = (f"calibrated-explanations entered the payoff executor but never called map{detail}; "
+                  "only its instance_parallel plugins use an executor (enable() selects them), and a "
+                  "CE_EXPLANATION_PLUGIN* variable, a pyproject setting or fast explanations can force another")
+        self.executor._record_unmapped(n or 0, Reason.EXECUTOR_UNUSED, detail, self.workload, _user_site(),
+                                       session.started_ns, session.started_at)
 
 
 def _plugin_chain(explainer: Any, mode: str) -> str:
@@ -775,7 +762,6 @@ def enable(target: Any, config: ParallelConfig | None = None, *,
 __all__ = [
     "ALTERNATIVE_PLUGIN",
     "FACTUAL_PLUGIN",
-    "NOT_CALLED",
     "WORKLOAD",
     "CEConfig",
     "CEMetrics",
