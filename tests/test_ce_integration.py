@@ -28,7 +28,7 @@ from payoff.integrations.calibrated_explanations import (
     ALTERNATIVE_PLUGIN,
     FACTUAL_PLUGIN,
     CEParallelExecutor,
-    ce_chunk_size,
+    ce_chunk_sizes,
     enable,
 )
 
@@ -144,7 +144,7 @@ def test_the_explainer_travels_once_per_worker_not_once_per_task() -> None:
     light = [c.bytes_sent for c in first.chunks if c not in heavy]
     assert max(light) < explainer_bytes // 10
     assert third.pool_reused and third.bytes_sent < explainer_bytes // 2  # unchanged: cached in the workers
-    assert ex.last_chunk_size == 6
+    assert ex.last_chunk_sizes == [6] * (N_TEST // 6)
 
 
 def test_the_executor_reports_a_concrete_strategy_never_auto() -> None:
@@ -307,14 +307,15 @@ def test_enable_needs_a_calibrated_explainer() -> None:
 
 
 def test_chunk_sizes() -> None:
-    assert ce_chunk_size(2000, 2) == 500  # two tasks per worker until the fixed cost is measured
-    assert ce_chunk_size(2000, 2, chunk_size=200) == 200
-    assert ce_chunk_size(10, 2, chunk_size=200) == 10
-    assert ce_chunk_size(2000, 1) == 2000
-    assert ce_chunk_size(0, 2) == 1
-    # 12 s of work, 0.12 s fixed per task: 5% of a worker's 6 s allows 2 tasks each
-    assert ce_chunk_size(2000, 2, seconds_per_instance=0.006, seconds_per_task=0.12) == 500
-    # a negligible fixed cost allows the most balanced split
-    assert ce_chunk_size(2000, 2, seconds_per_instance=0.006, seconds_per_task=0.001) == 250
+    guided = ce_chunk_sizes(2000, 2)  # big tasks first, small last, floor 2000 / (2 x 4)
+    assert sum(guided) == 2000 and guided[:3] == [500, 375, 282] and min(guided[:-1]) == 250
+    assert guided == sorted(guided, reverse=True)
+    assert ce_chunk_sizes(2000, 2, chunk_size=200) == [200] * 10
+    assert ce_chunk_sizes(10, 2, chunk_size=200) == [10]
+    assert ce_chunk_sizes(2000, 1) == [2000]
+    assert ce_chunk_sizes(0, 2) == []
+    # 6 ms per instance, 60 ms fixed per task: no task under 20 x 60 ms = 200 instances of work
+    measured = ce_chunk_sizes(2000, 2, seconds_per_instance=0.006, seconds_per_task=0.06)
+    assert sum(measured) == 2000 and min(measured[:-1]) == 200 and len(measured) == 8
     # a dominant fixed cost: one task per worker
-    assert ce_chunk_size(2000, 2, seconds_per_instance=0.006, seconds_per_task=2.0) == 1000
+    assert ce_chunk_sizes(2000, 2, seconds_per_instance=0.006, seconds_per_task=2.0) == [1000, 1000]

@@ -85,3 +85,17 @@ def _score(weights: list[float], intercept: float, row: list[float]) -> float:
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     out: np.ndarray = 1.0 / (1.0 + np.exp(-z))
     return out
+
+
+def explain_instance_of(problem: Problem, index: int) -> list[float]:
+    """``explain_instance`` with the problem passed in (``payoff.explain``'s ``shared=``), not pre-installed."""
+    if _state.get("problem") is not problem:
+        install(problem)
+    return explain_instance(index)
+
+
+def explain_feature_of(problem: Problem, j: int) -> float:
+    """``explain_feature`` with the problem passed in (``payoff.explain``'s ``shared=``), not pre-installed."""
+    if _state.get("problem") is not problem:
+        install(problem)
+    return explain_feature(j)

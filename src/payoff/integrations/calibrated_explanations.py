@@ -72,12 +72,11 @@ FACTUAL_PLUGIN = "core.explanation.factual.instance_parallel"
 ALTERNATIVE_PLUGIN = "core.explanation.alternative.instance_parallel"
 WORKLOAD = "calibrated-explanations"
 
-TASKS_PER_WORKER = 2
-"""CE tasks per worker when the fixed cost of a task is not known yet."""
 MAX_TASKS_PER_WORKER = 4
+"""Without a measured fixed cost, no task is smaller than 1 / (workers x this) of the explain."""
 FIXED_COST_SHARE = 0.05
-"""More tasks per worker balance better, but each pays CE's fixed cost (predict calls, an explainer
-deep copy): allow that overhead up to this share of a worker's work."""
+"""Each task pays CE's fixed cost (predict calls, an explainer deep copy): a task's own work is at least
+1 / this times that cost, so the fixed costs stay within this share of the work."""
 MIN_PARALLEL_SECONDS = 0.25
 """Below this much estimated work an explain runs in one task in the caller (once its cost is known)."""
 
@@ -147,33 +146,42 @@ class CEMetrics:
 # -- chunking ----------------------------------------------------------------------
 
 
-def ce_chunk_size(
+def ce_chunk_sizes(
     n_instances: int,
     workers: int,
     *,
     chunk_size: int | None = None,
     seconds_per_instance: float | None = None,
     seconds_per_task: float | None = None,
-) -> int:
-    """Instances per CE task for an explain of ``n_instances`` on ``workers``.
+) -> list[int]:
+    """Instances per CE task, in order, for an explain of ``n_instances`` on ``workers``.
 
-    A fixed ``chunk_size`` wins. Otherwise each worker gets
-    ``TASKS_PER_WORKER`` tasks, or, once the fixed cost of a task
-    (``seconds_per_task``) and the cost per instance are measured, as many as
-    keep that fixed cost within ``FIXED_COST_SHARE`` of the worker's work
-    (between 1 and ``MAX_TASKS_PER_WORKER``).
+    A fixed ``chunk_size`` wins. Otherwise the split is guided: each task takes
+    ``1 / (2 x workers)`` of the instances still left, so the first tasks are
+    large (few fixed costs) and the last ones small (workers finish together
+    although CE's per-instance time varies), down to a floor. The floor keeps
+    each task's work at least ``1 / FIXED_COST_SHARE`` times its fixed cost once
+    both costs are measured, and is ``1 / (workers x MAX_TASKS_PER_WORKER)`` of
+    the explain before that.
     """
     if n_instances < 1:
-        return 1
+        return []
     if chunk_size is not None:
-        return max(1, min(chunk_size, n_instances))
+        size = max(1, chunk_size)
+        return [min(size, n_instances - lo) for lo in range(0, n_instances, size)]
     if workers <= 1:
-        return n_instances
-    per_worker = TASKS_PER_WORKER
-    if seconds_per_instance is not None and seconds_per_task is not None and seconds_per_task > 0:
-        work = seconds_per_instance * n_instances / workers
-        per_worker = max(1, min(MAX_TASKS_PER_WORKER, int(FIXED_COST_SHARE * work / seconds_per_task)))
-    return max(1, math.ceil(n_instances / (workers * per_worker)))
+        return [n_instances]
+    floor = math.ceil(n_instances / (workers * MAX_TASKS_PER_WORKER))
+    if seconds_per_instance and seconds_per_task is not None:
+        floor = math.ceil(seconds_per_task / FIXED_COST_SHARE / seconds_per_instance)
+    floor = max(1, min(floor, math.ceil(n_instances / workers)))
+    sizes: list[int] = []
+    left = n_instances
+    while left:
+        size = min(left, max(floor, math.ceil(left / (2 * workers))))
+        sizes.append(size)
+        left -= size
+    return sizes
 
 
 class _CostFit:
@@ -272,15 +280,15 @@ def _merge(group: list[Task]) -> Task | None:
     return group[0][0], group[-1][1], merged
 
 
-def _groups(tasks: list[Task], chunk: int) -> list[list[Task]]:
-    """Consecutive tasks, about ``chunk`` instances per group."""
+def _groups(tasks: list[Task], sizes: list[int]) -> list[list[Task]]:
+    """Consecutive tasks, about ``sizes[k]`` instances in group ``k`` (the last group takes the rest)."""
     out: list[list[Task]] = []
     current: list[Task] = []
     size = 0
     for task in tasks:
         current.append(task)
         size += task[1] - task[0]
-        if size >= chunk:
+        if len(out) < len(sizes) - 1 and size >= sizes[len(out)]:
             out.append(current)
             current, size = [], 0
     if current:
@@ -325,15 +333,16 @@ def run_ce_tasks(fn: Callable[[Task], Any], explainer: Any, parent_pid: int, tas
     ``functools.partial(run_ce_tasks, fn, explainer, pid)`` is what payoff ships: the
     explainer travels once per worker, the tasks carry only their slices.
     """
-    results = []
-    for start, stop, state in tasks:
-        if explainer is not None:
-            state = {**state, "explainer": explainer}
-        results.append(fn((start, stop, state)))
     if os.getpid() == parent_pid:
-        return results
-    with _gc_paused():
+        return [fn(_with(task, explainer)) for task in tasks]
+    with _gc_paused():  # in a worker only: the caller's process is the user's, and so is its collector
+        results = [fn(_with(task, explainer)) for task in tasks]
         return _Encoded(pickle.dumps([_lighten(r) for r in results], protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _with(task: Task, explainer: Any) -> Task:
+    start, stop, state = task
+    return (start, stop, state if explainer is None else {**state, "explainer": explainer})
 
 
 def _decode(block: Any) -> list[Any]:
@@ -420,7 +429,7 @@ class CEParallelExecutor:
         self._retrying = False
         self._explainers: list[weakref.ReferenceType[Any]] = []
         self._costs: OrderedDict[int, _CostFit] = OrderedDict()
-        self.last_chunk_size: int | None = None
+        self.last_chunk_sizes: list[int] = []
         """Instances per task in the last explain that reached ``map``."""
         self.last_decision = ""
         """How the last explain that reached ``map`` was split, in instances."""
@@ -543,10 +552,10 @@ class CEParallelExecutor:
             tasks = [(a, b, {k: v for k, v in s.items() if k != "explainer"}) for a, b, s in tasks]
         n = sum(b - a for a, b, _ in tasks)
         fit = self._fit(explainer)
-        chunk, why = self._plan(n, fit)
-        groups = _groups(tasks, chunk)
+        sizes, why = self._plan(n, fit)
+        groups = _groups(tasks, sizes)
         items = [[m] if (m := _merge(g)) is not None else g for g in groups]
-        self.last_chunk_size, self.last_decision = chunk, why
+        self.last_chunk_sizes, self.last_decision = sizes, why
         task_fn = functools.partial(run_ce_tasks, fn, explainer, os.getpid())
         out: list[Any] = []
         for block in self.executor.imap(task_fn, items, chunksize=1, granularity="instance",
@@ -555,7 +564,7 @@ class CEParallelExecutor:
         self._learn(fit, self.executor.last_record, items)
         return out
 
-    def _plan(self, n: int, fit: _CostFit) -> tuple[int, str]:
+    def _plan(self, n: int, fit: _CostFit) -> tuple[list[int], str]:
         """Instances per task, and why, in instance units."""
         user = self.user_config
         workers = self._workers()
@@ -573,12 +582,13 @@ class CEParallelExecutor:
         elif user.tiny_workload_threshold is None and work is not None and work < MIN_PARALLEL_SECONDS:
             serial_why = f"~{work:.3f} s of estimated work is below {MIN_PARALLEL_SECONDS} s"
         if serial_why:
-            return max(1, n), f"{n} instances in one task: {serial_why}"
-        chunk = ce_chunk_size(n, workers, chunk_size=user.instance_chunk_size, seconds_per_instance=spi,
-                              seconds_per_task=spt)
+            return [max(1, n)], f"{n} instances in one task: {serial_why}"
+        sizes = ce_chunk_sizes(n, workers, chunk_size=user.instance_chunk_size, seconds_per_instance=spi,
+                               seconds_per_task=spt)
         source = "instance_chunk_size" if user.instance_chunk_size else (
-            "measured cost" if spt is not None else f"{TASKS_PER_WORKER} tasks per worker")
-        return chunk, f"{n} instances in {math.ceil(n / chunk)} tasks of {chunk} ({source}) on {workers} workers"
+            "guided, floor from the measured fixed cost" if spt is not None else "guided")
+        shown = ", ".join(map(str, sizes[:6])) + (", ..." if len(sizes) > 6 else "")
+        return sizes, f"{n} instances in {len(sizes)} tasks of {shown} ({source}) on {workers} workers"
 
     def _workers(self) -> int:
         if not self.user_config.enabled or self.executor.config.strategy == "serial":
@@ -766,7 +776,7 @@ __all__ = [
     "CEConfig",
     "CEMetrics",
     "CEParallelExecutor",
-    "ce_chunk_size",
+    "ce_chunk_sizes",
     "enable",
     "run_ce_tasks",
     "select_parallel_plugins",
