@@ -12,10 +12,11 @@ The workload of issue 5: a random forest of 100 trees, 1,000 calibration rows,
 - payoff: ``enable(wrapper)`` with the default configuration (auto). The
   first explain starts the pool and learns the cost; later ones reuse both.
 
-Every configuration explains the same rows; payoff's explanations are
-checked equal to CE serial's (feature weights and intervals) before any
-number is written. Bytes per task: payoff's are measured by payoff; CE's are
-the pickled size of one of its tasks (its explainer rides in every task).
+Every configuration explains the same rows, in rounds (each round runs
+every configuration once, in turn); their explanations are checked equal to
+CE serial's (feature weights and intervals) before any number is written.
+Bytes per task: payoff's are measured by payoff; CE's are the pickled size
+of one of its tasks (its explainer rides in every task).
 
     python benchmarks/bench_ce.py [--repeat 3] [--instances 2000] [--features 20]
 """
@@ -31,7 +32,6 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +68,6 @@ def weights(explanations: Any) -> np.ndarray:
                      for e in explanations.explanations])
 
 
-def timed(explain: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
-    walls, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = explain()
-        walls.append(time.perf_counter() - t0)
-    return walls, out
-
-
 def ce_executor(strategy: str) -> CEExecutor:
     return CEExecutor(CEConfig(enabled=True, strategy=strategy, max_workers=os.cpu_count() or 2,
                                instance_chunk_size=CE_CHUNK, min_instances_for_parallel=1))
@@ -88,47 +79,59 @@ def ce_task_bytes(wrapper: Any, x_test: np.ndarray) -> int:
                             protocol=pickle.HIGHEST_PROTOCOL))
 
 
+CE_ROWS = (("CE chunked serial, chunk 200", "sequential"), ("CE processes, chunk 200", "processes"),
+           ("CE joblib, chunk 200", "joblib"))
+SERIAL, PAYOFF = "CE serial (default)", "payoff (enable, auto)"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Each round runs every configuration once, in turn, so drift of the machine hits them all alike."""
     split = data(args.instances, args.features)
     x_test = split[-1]
 
     def model() -> RandomForestClassifier:
         return RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
 
-    rows: dict[str, dict[str, Any]] = {}
-    serial = wrapper_for(split, model())
-    walls, reference = timed(lambda: serial.explain_factual(x_test), args.repeat)
-    rows["CE serial (default)"] = {"walls": walls}
-    print(f"CE serial: {walls}", flush=True)
-    ce_bytes = ce_task_bytes(serial, x_test)
-    for strategy, name in (("sequential", "CE chunked serial, chunk 200"), ("processes", "CE processes, chunk 200"),
-                           ("joblib", "CE joblib, chunk 200")):
-        wrapper = wrapper_for(split, model(), perf_parallel=ce_executor(strategy), factual_plugin=FACTUAL_PLUGIN,
-                              alternative_plugin=ALTERNATIVE_PLUGIN)
-        walls, out = timed(lambda w=wrapper: w.explain_factual(x_test), args.repeat)
-        rows[name] = {"walls": walls, "bytes_per_task": ce_bytes if strategy != "sequential" else 0,
-                      "tasks": -(-len(x_test) // CE_CHUNK), "equal_to_serial": bool(
-                          np.array_equal(weights(out), weights(reference)))}
-        print(f"{name}: {walls}", flush=True)
-    wrapper = wrapper_for(split, model())
-    executor = enable(wrapper)
+    wrappers = {SERIAL: wrapper_for(split, model())}
+    for name, strategy in CE_ROWS:
+        wrappers[name] = wrapper_for(split, model(), perf_parallel=ce_executor(strategy),
+                                     factual_plugin=FACTUAL_PLUGIN, alternative_plugin=ALTERNATIVE_PLUGIN)
+    wrappers[PAYOFF] = wrapper_for(split, model())
+    executor = enable(wrappers[PAYOFF])
+    walls: dict[str, list[float]] = {name: [] for name in wrappers}
+    equal: dict[str, bool] = {}
+    reference = None
     try:
-        walls, out = timed(lambda: wrapper.explain_factual(x_test), args.repeat)
+        for round_ in range(args.repeat):
+            for name, wrapper in wrappers.items():
+                t0 = time.perf_counter()
+                out = wrapper.explain_factual(x_test)
+                walls[name].append(time.perf_counter() - t0)
+                if name == SERIAL:
+                    reference = weights(out)
+                else:
+                    equal[name] = equal.get(name, True) and bool(np.array_equal(weights(out), reference))
+                del out
+            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in walls.items()), flush=True)
         records = list(executor.records)[-args.repeat:]
     finally:
         executor.close()
-    equal = bool(np.array_equal(weights(out), weights(reference)))
-    if not equal:
-        raise SystemExit("payoff's explanations differ from CE serial's: no numbers written")
+    if not all(equal.values()):
+        raise SystemExit(f"explanations differ from CE serial's: {equal}; no numbers written")
+    ce_bytes = ce_task_bytes(wrappers[SERIAL], x_test)
+    rows: dict[str, dict[str, Any]] = {SERIAL: {"walls": walls[SERIAL]}}
+    for name, strategy in CE_ROWS:
+        rows[name] = {"walls": walls[name], "bytes_per_task": ce_bytes if strategy != "sequential" else 0,
+                      "tasks": -(-len(x_test) // CE_CHUNK), "equal_to_serial": equal[name]}
     last = records[-1]
-    rows["payoff (enable, auto)"] = {
-        "walls": walls, "equal_to_serial": equal, "strategy": last.selected_strategy, "tasks": last.n_chunks,
-        "bytes_per_task": last.bytes_sent / max(1, last.n_chunks), "bytes_sent": last.bytes_sent,
-        "bytes_received": last.bytes_received, "utilization": last.utilization, "speedup_record": last.speedup,
-        "first_call_seconds": walls[0], "decision": executor.last_decision,
-        "calls": [{"wall": r.wall_seconds, "tasks": r.n_chunks, "pool_started": r.pool_started} for r in records],
+    rows[PAYOFF] = {
+        "walls": walls[PAYOFF], "equal_to_serial": equal[PAYOFF], "strategy": last.selected_strategy,
+        "tasks": last.n_chunks, "bytes_per_task": last.bytes_sent / max(1, last.n_chunks),
+        "bytes_sent": last.bytes_sent, "bytes_received": last.bytes_received, "utilization": last.utilization,
+        "speedup_record": last.speedup, "first_call_seconds": walls[PAYOFF][0], "decision": executor.last_decision,
+        "calls": [{"wall": r.wall_seconds, "tasks": r.n_chunks, "pool_started": r.pool_started,
+                   "bytes_sent": r.bytes_sent} for r in records],
     }
-    print(f"payoff: {walls} ({executor.last_decision})", flush=True)
     return rows
 
 
@@ -136,8 +139,8 @@ def summarize(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for row in rows.values():
         row["median_seconds"] = statistics.median(row["walls"])
         row["best_seconds"] = min(row["walls"])
-    payoff = rows["payoff (enable, auto)"]["median_seconds"]
-    serial = rows["CE serial (default)"]["median_seconds"]
+    payoff = rows[PAYOFF]["median_seconds"]
+    serial = rows[SERIAL]["median_seconds"]
     best_parallel = min(rows[k]["median_seconds"] for k in ("CE processes, chunk 200", "CE joblib, chunk 200"))
     return {"vs_serial": serial / payoff, "vs_best_ce_parallel": best_parallel / payoff,
             "targets": {"vs_serial": 2.0, "vs_best_ce_parallel": 1.6}}
@@ -145,10 +148,12 @@ def summarize(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     rows, s = result["rows"], result["summary"]
-    serial = rows["CE serial (default)"]["median_seconds"]
+    serial = rows[SERIAL]["median_seconds"]
     lines = [f"Random forest of 100 trees, 1,000 calibration rows, `explain_factual` on {result['instances']:,} "
              f"instances x {result['features']} features, {result['machine']['cpus']} cores, calibrated-explanations "
-             f"{result['ce_version']}; median of {result['repeat']} runs in one process.", "",
+             f"{result['ce_version']}; median of {result['repeat']} rounds in one process, "
+             "each round running every configuration in turn.",
+             "",
              "| configuration | median (s) | best (s) | vs CE serial | tasks | bytes per task | same as serial |",
              "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
@@ -157,11 +162,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {row['median_seconds']:.2f} | {row['best_seconds']:.2f} | "
             f"{serial / row['median_seconds']:.2f}x | {row.get('tasks', 1)} | "
             f"{'-' if not per_task else f'{per_task / 1e6:.2f} MB'} | {row.get('equal_to_serial', 'reference')} |")
-    p = rows["payoff (enable, auto)"]
+    p = rows[PAYOFF]
     lines += ["", f"payoff: **{s['vs_serial']:.2f}x** faster than CE serial (target 2.0x) and "
               f"**{s['vs_best_ce_parallel']:.2f}x** faster than CE's best built-in parallel configuration "
               f"(target 1.6x). It ran on {p['strategy']} in {p['tasks']} tasks ({p['decision']}); "
-              f"it sent {p['bytes_sent'] / 1e6:.2f} MB per explain (the explainer once per worker) and received "
+              f"a warm explain sent {p['bytes_sent'] / 1e6:.2f} MB (the first sent the explainer once per worker, "
+              f"{p['calls'][0]['bytes_sent'] / 1e6:.2f} MB) and received "
               f"{p['bytes_received'] / 1e6:.2f} MB; first explain (pool start and cost learning included) "
               f"{p['first_call_seconds']:.2f} s."]
     return "\n".join(lines)

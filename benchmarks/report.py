@@ -122,6 +122,14 @@ def ce_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def explain_section(data: dict[str, Any]) -> list[str]:
+    return ["## Explain helpers on the demo workload (auto vs serial)", "", "```bash",
+            "python benchmarks/bench_explain.py", "```", "",
+            f"Median of {data['repeat']} warm calls; serial is the same axis on `strategy=\"serial\"`. Bytes sent "
+            "are those of a warm call: the shared problem went to each worker once, on the first call.", "",
+            data["markdown"], ""]
+
+
 def main() -> int:
     IMG.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmarks", "",
@@ -129,7 +137,7 @@ def main() -> int:
              "", "All numbers were measured on the project's 2-core machine; speed goals are ratios within one "
              "run, so a slower or busier machine shifts every column together.", ""]
     sections = (("executor_matrix", matrix_section), ("telemetry", telemetry_section), ("ce", ce_section),
-                ("dask", dask_section))
+                ("explain", explain_section), ("dask", dask_section))
     for name, render in sections:
         data = load(name)
         if data is None:

@@ -306,7 +306,8 @@ def _cost_fallback(call: Call, strategy: str, workers: int, probe: Probe,
     parallel = start + oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
     if parallel * PAYOFF_MARGIN < serial:
         return None
-    summary = (f"{remaining} items x {cost * 1e6:,.1f} us = {serial * 1e3:,.2f} ms of work; "
+    probed = f" (after {probe.n:,} probed)" if probe.n else ""
+    summary = (f"{remaining:,} items{probed} x {cost * 1e6:,.1f} us = {serial * 1e3:,.2f} ms of work; "
                f"{strategy} would need about {parallel * 1e3:,.2f} ms")
     if transfer > compute:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {transfer * 1e3:,.2f} ms of it moving pickled data"

@@ -113,7 +113,8 @@ class AxisChoice:
             return f"the granularity is fixed to {self.axis!r}"
         unit = "s" if self.how == "measured" else " (relative)"
         return (f"{self.n_instances} instances x {self.n_features} features on {self.workers} workers: "
-                f"per instance ~{self.instance_seconds:.4g}{unit}, per feature ~{self.feature_seconds:.4g}{unit}")
+                f"split per instance ~{self.instance_seconds:.4g}{unit}, "
+                f"split per feature ~{self.feature_seconds:.4g}{unit}")
 
 
 def _makespan(n: int, workers: int, seconds_per_item: float) -> float:
