@@ -21,6 +21,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from payoff.config import ParallelConfig
 from payoff.reasons import Reason
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
@@ -400,6 +402,10 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int) ->
     return outcome
 
 
+_ARRAY_PICKLE_HEADER = 160
+_BYTES_PICKLE_HEADER = 16
+
+
 def _measure_payload(call: Call, probe: Probe) -> None:
     """Pickled sizes of the function (unless known), one item and one result, with stdlib pickle."""
     sample_item = call.items[min(probe.n, len(call.items) - 1)]
@@ -408,11 +414,20 @@ def _measure_payload(call: Call, probe: Probe) -> None:
             probe.fn_bytes = len(pickle.dumps(call.fn, protocol=pickle.HIGHEST_PROTOCOL))
         elif probe.pickle_error:
             return
-        probe.item_bytes = len(pickle.dumps(sample_item, protocol=pickle.HIGHEST_PROTOCOL))
+        probe.item_bytes = _pickled_size(sample_item)
         if probe.outcome is not None and probe.outcome.results:
-            probe.result_bytes = len(pickle.dumps(probe.outcome.results[0], protocol=pickle.HIGHEST_PROTOCOL))
+            probe.result_bytes = _pickled_size(probe.outcome.results[0])
     except Exception as exc:
         probe.pickle_error = f"cannot pickle for worker processes: {type(exc).__name__}: {exc}"
+
+
+def _pickled_size(obj: Any) -> int:
+    """Bytes ``obj`` pickles to; buffers are sized without copying them (a 1 MiB array pickles in ~1 ms)."""
+    if type(obj) is np.ndarray and not obj.dtype.hasobject:
+        return int(obj.nbytes) + _ARRAY_PICKLE_HEADER
+    if type(obj) in (bytes, bytearray):
+        return len(obj) + _BYTES_PICKLE_HEADER
+    return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _chunk_size(call: Call, workers: int, cost: float | None, remaining: int) -> int:

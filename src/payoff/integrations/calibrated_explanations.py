@@ -162,7 +162,8 @@ def ce_chunk_sizes(
     although CE's per-instance time varies), down to a floor. The floor keeps
     each task's work at least ``1 / FIXED_COST_SHARE`` times its fixed cost once
     both costs are measured, and is ``1 / (workers x MAX_TASKS_PER_WORKER)`` of
-    the explain before that.
+    the explain before that, and never above ``1 / (2 x workers)`` of it, so a
+    noisy cost fit cannot take away the balancing.
     """
     if n_instances < 1:
         return []
@@ -174,7 +175,7 @@ def ce_chunk_sizes(
     floor = math.ceil(n_instances / (workers * MAX_TASKS_PER_WORKER))
     if seconds_per_instance and seconds_per_task is not None:
         floor = math.ceil(seconds_per_task / FIXED_COST_SHARE / seconds_per_instance)
-    floor = max(1, min(floor, math.ceil(n_instances / workers)))
+    floor = max(1, min(floor, math.ceil(n_instances / (2 * workers))))  # a noisy fit must not cost the balance
     sizes: list[int] = []
     left = n_instances
     while left:

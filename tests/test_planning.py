@@ -1,0 +1,22 @@
+"""Planner internals whose mistakes would not show in results, only in wrong decisions."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from payoff import planning
+
+
+@pytest.mark.parametrize("obj", [np.zeros(0), np.arange(10.0), np.ones((256, 512)), np.ones((300, 300))[::2, ::3],
+                                 b"", b"x" * 100_000, bytearray(5000), {"a": [1, 2, 3]}],
+                         ids=lambda o: type(o).__name__)
+def test_payload_sizes_are_estimated_without_pickling_buffers_within_a_few_hundred_bytes(obj: object) -> None:
+    assert abs(planning._pickled_size(obj) - len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))) <= 200
+
+
+def test_object_arrays_are_really_pickled() -> None:
+    arr = np.array([{"x": "y" * 1000}] * 10, dtype=object)
+    assert planning._pickled_size(arr) == len(pickle.dumps(arr, protocol=pickle.HIGHEST_PROTOCOL))
