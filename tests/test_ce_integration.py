@@ -231,6 +231,19 @@ def test_entered_but_never_called_is_warned() -> None:
     assert ex.metrics.maps == 1
 
 
+def test_payoff_warnings_from_inside_ce_point_at_the_users_explain_line() -> None:
+    """A small explain runs in one task: the fallback warning names the user's line, not CE's internals."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", min_instances_for_parallel=N_TEST + 1))
+    try:
+        with pytest.warns(ParallelFallbackWarning) as caught:
+            wrapper.explain_factual(x_test)
+    finally:
+        ex.close()
+    assert ex.last_decision.startswith(f"{N_TEST} instances in one task")
+    assert {w.filename for w in caught if issubclass(w.category, ParallelFallbackWarning)} == {__file__}
+
+
 def test_enter_is_idempotent_and_exit_keeps_the_pool() -> None:
     wrapper, _, _, x_test = _wrapper("classification")
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))

@@ -132,9 +132,19 @@ class Observers:
                         type(o).__name__, hook, exc)
 
 
+_library_dirs: tuple[str, ...] = ()
+
+
+def skip_frames_from(*paths: str) -> None:
+    """Treat frames under ``paths`` as library code: a library that calls ``map`` for its user (an
+    integration) makes warnings point at the user's line that called the library, not into it."""
+    global _library_dirs
+    _library_dirs = tuple(dict.fromkeys((*_library_dirs, *(p for p in paths if p))))
+
+
 def find_call_site(skip: tuple[str, ...] = ()) -> CallSite:
-    """The first frame outside payoff (and the ``skip`` path prefixes): the user's line, for warnings."""
-    prefixes = (_PACKAGE_DIR, *skip)
+    """The first frame outside payoff, registered libraries and ``skip`` prefixes: the user's line."""
+    prefixes = (_PACKAGE_DIR, *_library_dirs, *skip)
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(prefixes):
         frame = frame.f_back  # type: ignore[assignment]

@@ -31,6 +31,10 @@ from payoff.worker import ChunkOutcome, in_worker, run_chunk
 PROBE_BUDGET_SECONDS = 0.002
 PROBE_MAX_ITEMS = 64
 MIN_CHUNK_SECONDS = 0.005
+"""Chunks need not be larger than this much work to amortise their dispatch."""
+CHUNK_OVERHEAD_MULTIPLE = 20
+"""A chunk holds at least this many times its strategy's per-chunk overhead of work (overhead <= 5%), so a
+small call (a 5 ms map on warm processes) still splits across the workers instead of running as one chunk."""
 CHUNKS_PER_WORKER = 4
 PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
@@ -299,7 +303,7 @@ def _cost_fallback(call: Call, strategy: str, workers: int, probe: Probe,
         return None
     serial = cost * remaining
     oh = COSTS.get(strategy)
-    chunk = _chunk_size(call, workers, cost, remaining)
+    chunk = _chunk_size(call, strategy, workers, cost, remaining)
     chunks = math.ceil(remaining / chunk)
     start = 0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))
     fn_copies = workers if probe.fn_bytes >= SHIP_ONCE_BYTES else chunks
@@ -430,7 +434,7 @@ def _pickled_size(obj: Any) -> int:
     return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _chunk_size(call: Call, workers: int, cost: float | None, remaining: int) -> int:
+def _chunk_size(call: Call, strategy: str, workers: int, cost: float | None, remaining: int) -> int:
     fixed = call.chunksize
     if fixed is None and call.granularity == "instance":
         fixed = call.config.instance_chunk_size
@@ -440,12 +444,13 @@ def _chunk_size(call: Call, workers: int, cost: float | None, remaining: int) ->
         return max(1, min(fixed, remaining))
     balanced = math.ceil(remaining / (workers * CHUNKS_PER_WORKER))
     if cost is not None and cost > 0:
-        balanced = max(balanced, math.ceil(MIN_CHUNK_SECONDS / cost))
+        per_chunk = COSTS.get(strategy).per_chunk
+        balanced = max(balanced, math.ceil(min(MIN_CHUNK_SECONDS, CHUNK_OVERHEAD_MULTIPLE * per_chunk) / cost))
     return max(1, min(balanced, math.ceil(remaining / workers)))
 
 
 def _chunked(call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
              decision: Reason) -> Plan:
     cost = probe.seconds_per_item
-    chunk = _chunk_size(call, workers, cost, remaining)
+    chunk = _chunk_size(call, strategy, workers, cost, remaining)
     return Plan(strategy, workers, chunk, decision, None, "", probe)

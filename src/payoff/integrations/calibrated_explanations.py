@@ -63,7 +63,7 @@ import numpy as np
 from payoff import planning
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
-from payoff.observers import CallSite, Observer, find_call_site
+from payoff.observers import CallSite, Observer, find_call_site, skip_frames_from
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES
@@ -368,16 +368,23 @@ class _Session:
 
 
 def _user_site() -> CallSite:
-    """The first frame outside payoff, calibrated-explanations and contextlib: the user's explain line."""
-    ce_dir = _ce_dir()
-    return find_call_site(_SKIP_FRAMES + ((ce_dir,) if ce_dir else ()))
+    """The user's explain line: CE's own frames are registered as library code (``_register_ce_frames``)."""
+    _register_ce_frames()
+    return find_call_site(_SKIP_FRAMES)
 
 
-@functools.lru_cache(maxsize=1)
-def _ce_dir() -> str:
-    module = sys.modules.get("calibrated_explanations")
-    path = getattr(module, "__file__", None)
-    return os.path.dirname(os.path.abspath(path)) if path else ""
+_ce_frames_registered = False
+
+
+def _register_ce_frames() -> None:
+    """Maps CE makes for its user warn at the user's line, not inside calibrated_explanations."""
+    global _ce_frames_registered
+    if _ce_frames_registered:
+        return
+    path = getattr(sys.modules.get("calibrated_explanations"), "__file__", None)
+    if path:
+        skip_frames_from(os.path.dirname(os.path.abspath(path)) + os.sep)
+        _ce_frames_registered = True
 
 
 def _warn(reason: Reason, text: str) -> None:
@@ -520,6 +527,7 @@ class CEParallelExecutor:
         ``workers`` is ignored (payoff's ``max_workers`` decides); ``chunksize``
         applies to maps that are not CE instance tasks.
         """
+        _register_ce_frames()
         seq = list(items)
         before = self.executor.last_record
         with self._lock:
