@@ -20,3 +20,18 @@ def test_payload_sizes_are_estimated_without_pickling_buffers_within_a_few_hundr
 def test_object_arrays_are_really_pickled() -> None:
     arr = np.array([{"x": "y" * 1000}] * 10, dtype=object)
     assert planning._pickled_size(arr) == len(pickle.dumps(arr, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def test_calls_that_met_a_busy_machine_do_not_keep_small_calls_serial() -> None:
+    model = planning.CostModel()
+    prior = model.get("processes").per_call
+    model.learn("processes", per_call=0.05)  # one call met a busy machine
+    model.learn("processes", per_call=0.0004)
+    assert model.get("processes").per_call <= prior  # an average would be ~15 ms and stick
+    for _ in range(3):
+        model.learn("processes", per_call=0.05)
+    for _ in range(6):
+        model.learn("processes", per_call=0.0004)
+    assert model.get("processes").per_call == 0.0004  # the window forgets
+    model.learn("processes", start=0.1)
+    assert prior < model.get("processes").start

@@ -525,12 +525,12 @@ def _learn(record: MapRecord, fn: Callable[[Any], Any]) -> None:
     pool_chunks = [c for c in record.chunks if c.where == "pool"]
     if not pool_chunks:
         return
-    per_worker: Counter[str] = Counter()
-    for c in pool_chunks:
-        per_worker[c.worker] += c.end_ns - c.start_ns
-    phase = min(c.submit_ns for c in pool_chunks), max(c.end_ns for c in pool_chunks)
-    residual = (phase[1] - phase[0] - max(per_worker.values())) / 1e9
-    planning.COSTS.learn(record.selected_strategy, per_call=residual)
+    # Per-call overhead is the latency of getting work into the pool (and, symmetrically, back out):
+    # submit to the first start. Idle gaps and imbalance inside a big map grow with the map, not the
+    # call, and learning them here would keep every later small call serial (and so never re-measured).
+    first_submit = min(c.submit_ns for c in pool_chunks)
+    latency = max(0, min(c.start_ns for c in pool_chunks) - first_submit) / 1e9
+    planning.COSTS.learn(record.selected_strategy, per_call=2 * latency)
 
 
 def _check_call(fn: object, items: object, chunksize: object, granularity: object, workload: object,

@@ -14,9 +14,10 @@ import functools
 import math
 import os
 import pickle
+import statistics
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,9 +62,16 @@ _PRIORS: dict[str, Overheads] = {
 
 
 class CostModel:
-    """Per-process knowledge of backend overheads, corrected by measurement."""
+    """Per-process knowledge of backend overheads, corrected by measurement.
+
+    Per-call overhead is the median of the last ``WINDOW`` measurements (the
+    prior counts as one until the window fills): a few calls that met a busy
+    machine must not make every later small call serial, because a call kept
+    serial is never measured again.
+    """
 
     SMOOTHING = 0.3
+    WINDOW = 9
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -72,6 +80,8 @@ class CostModel:
     def reset(self) -> None:
         """Back to the priors (tests, or after the machine's load changed a lot)."""
         self._costs = {k: Overheads(**vars(v)) for k, v in _PRIORS.items()}
+        self._per_call: dict[str, deque[float]] = {k: deque([v.per_call], maxlen=self.WINDOW)
+                                                   for k, v in _PRIORS.items()}
 
     def get(self, strategy: str) -> Overheads:
         with self._lock:
@@ -82,11 +92,12 @@ class CostModel:
             costs = self._costs.get(strategy)
             if costs is None:
                 return
-            a = self.SMOOTHING
             if start is not None and start > 0:
-                costs.start = (1 - a) * costs.start + a * start
+                costs.start = (1 - self.SMOOTHING) * costs.start + self.SMOOTHING * start
             if per_call is not None:
-                costs.per_call = max(0.0, (1 - a) * costs.per_call + a * per_call)
+                window = self._per_call[strategy]
+                window.append(max(0.0, per_call))
+                costs.per_call = statistics.median(window)
 
 
 COSTS = CostModel()
