@@ -522,6 +522,8 @@ def _learn(record: MapRecord, fn: Callable[[Any], Any]) -> None:
         planning.COSTS.learn(record.selected_strategy, start=record.pool_start_seconds)
     if record.mode != "parallel" or record.fallback_reason is not None or record.n_errors:
         return
+    if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
+        planning.KNOWLEDGE.observe_threads(fn, record.speedup)
     pool_chunks = [c for c in record.chunks if c.where == "pool"]
     if not pool_chunks:
         return

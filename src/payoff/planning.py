@@ -39,6 +39,8 @@ small call (a 5 ms map on warm processes) still splits across the workers instea
 CHUNKS_PER_WORKER = 4
 PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
+THREADS_KEEP_SPEEDUP = 1.05
+"""Threads chosen for payloads too large for processes stay chosen while a run measures this much gain."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 
@@ -112,6 +114,8 @@ class Facts:
     fn_bytes: int
     pickle_error: str
     cloudpickle_ok: bool | None
+    threads_speedup: float | None = None
+    """Measured speedup of the last threads run chosen for payloads processes could not take."""
 
 
 def fn_key(fn: Callable[..., Any]) -> Hashable | None:
@@ -168,6 +172,14 @@ class Knowledge:
                 a = self.SMOOTHING
                 facts.seconds_per_item = (1 - a) * facts.seconds_per_item + a * seconds_per_item
 
+    def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
+        """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""
+        key = fn_key(fn)
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
+            if facts is not None:
+                facts.threads_speedup = speedup
+
     def forget(self) -> None:
         with self._lock:
             self._facts.clear()
@@ -188,6 +200,7 @@ class Probe:
     fn_bytes: int = 0
     pickle_error: str = ""
     cloudpickle_ok: bool | None = None
+    threads_speedup: float | None = None
     known: bool = False
     """True when the cost came from an earlier call instead of running items now."""
 
@@ -259,9 +272,18 @@ def plan(call: Call) -> Plan:
     fallback = _threshold_fallback(call, probe, remaining)
     if fallback is None:
         fallback = _cost_fallback(call, strategy, workers, probe, remaining)
+    if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and _threads_may_pay(call, probe) \
+            and _cost_fallback(call, "threads", workers, probe, remaining) is None:
+        return _chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
     if fallback is not None:
         return _serial(call, fallback[0], fallback[1], decision, probe)
     return _chunked(call, strategy, workers, probe, remaining, decision)
+
+
+def _threads_may_pay(call: Call, probe: Probe) -> bool:
+    """Under auto, threads for data processes cannot take: unless a run showed the GIL holds them back."""
+    speedup = probe.threads_speedup
+    return call.requested == "auto" and (speedup is None or speedup >= THREADS_KEEP_SPEEDUP)
 
 
 def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
@@ -343,6 +365,8 @@ def _choose(call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reason, str] |
         return "processes", Reason.AUTO_CPU_BOUND, None
     if problem[0] is Reason.UNPICKLABLE and _cloudpickle_ok(call, probe):
         return "joblib", Reason.AUTO_NEEDS_CLOUDPICKLE, _payload_problem(call, "joblib", probe)
+    if problem[0] is Reason.PAYLOAD_TOO_LARGE and _threads_may_pay(call, probe):
+        return "threads", Reason.AUTO_SHARED_MEMORY, None
     return "processes", Reason.AUTO_CPU_BOUND, problem
 
 
@@ -382,6 +406,7 @@ def _run_probe(call: Call, workers: int) -> Probe:
         probe.seconds_per_item, probe.cpu_ratio = known.seconds_per_item, known.cpu_ratio
         probe.fn_bytes, probe.pickle_error = known.fn_bytes, known.pickle_error
         probe.cloudpickle_ok, probe.known = known.cloudpickle_ok, True
+        probe.threads_speedup = known.threads_speedup
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
     if needs_cost and known is None:

@@ -54,6 +54,13 @@ class Reason(StrEnum):
         "the work releases the GIL (hint or measured): threads avoid pickling",
         "",
     )
+    AUTO_SHARED_MEMORY = (
+        "auto_shared_memory",
+        "decision",
+        "the items are too large to send to processes; threads share them in memory, and stay chosen "
+        "only while a run measures a gain (the work releases the GIL)",
+        "",
+    )
     AUTO_NEEDS_CLOUDPICKLE = (
         "auto_needs_cloudpickle",
         "decision",
