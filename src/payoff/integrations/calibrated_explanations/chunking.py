@@ -1,0 +1,79 @@
+"""How many instances each CE task gets: guided sizes, and the fixed cost per task fitted from records."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+MAX_TASKS_PER_WORKER = 4
+"""Without a measured fixed cost, no task is smaller than 1 / (workers x this) of the explain."""
+FIXED_COST_SHARE = 0.05
+"""Each task pays CE's fixed cost (predict calls, an explainer deep copy): a task's own work is at least
+1 / this times that cost, so the fixed costs stay within this share of the work."""
+
+
+def ce_chunk_sizes(
+    n_instances: int,
+    workers: int,
+    *,
+    chunk_size: int | None = None,
+    seconds_per_instance: float | None = None,
+    seconds_per_task: float | None = None,
+) -> list[int]:
+    """Instances per CE task, in order, for an explain of ``n_instances`` on ``workers``.
+
+    A fixed ``chunk_size`` wins. Otherwise the split is guided: each task takes
+    ``1 / (2 x workers)`` of the instances still left, so the first tasks are
+    large (few fixed costs) and the last ones small (workers finish together
+    although CE's per-instance time varies), down to a floor. The floor keeps
+    each task's work at least ``1 / FIXED_COST_SHARE`` times its fixed cost once
+    both costs are measured, and is ``1 / (workers x MAX_TASKS_PER_WORKER)`` of
+    the explain before that, and never above ``1 / (2 x workers)`` of it, so a
+    noisy cost fit cannot take away the balancing.
+    """
+    if n_instances < 1:
+        return []
+    if chunk_size is not None:
+        size = max(1, chunk_size)
+        return [min(size, n_instances - lo) for lo in range(0, n_instances, size)]
+    if workers <= 1:
+        return [n_instances]
+    floor = math.ceil(n_instances / (workers * MAX_TASKS_PER_WORKER))
+    if seconds_per_instance and seconds_per_task is not None:
+        floor = math.ceil(seconds_per_task / FIXED_COST_SHARE / seconds_per_instance)
+    floor = max(1, min(floor, math.ceil(n_instances / (2 * workers))))  # a noisy fit must not cost the balance
+    sizes: list[int] = []
+    left = n_instances
+    while left:
+        size = min(left, max(floor, math.ceil(left / (2 * workers))))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+class CostFit:
+    """Seconds of a CE chunk = tasks x fixed cost + instances x cost per instance, fitted from records."""
+
+    def __init__(self) -> None:
+        self.points: deque[tuple[int, int, float]] = deque(maxlen=64)
+
+    def observe(self, tasks: int, instances: int, seconds: float) -> None:
+        if instances > 0 and seconds > 0:
+            self.points.append((tasks, instances, seconds))
+
+    def estimate(self) -> tuple[float | None, float | None]:
+        """(seconds per instance, fixed seconds per task); the fixed cost needs chunks of different sizes."""
+        if not self.points:
+            return None, None
+        t = np.array([p[0] for p in self.points], dtype=float)
+        n = np.array([p[1] for p in self.points], dtype=float)
+        s = np.array([p[2] for p in self.points], dtype=float)
+        ratio = n / t
+        if len(self.points) >= 2 and ratio.max() >= 1.25 * ratio.min():
+            a = np.stack([t, n], axis=1)
+            (fixed, per), *_ = np.linalg.lstsq(a, s, rcond=None)
+            if per > 0 and fixed >= 0:
+                return float(per), float(fixed)
+        return float(s.sum() / n.sum()), None

@@ -1,0 +1,372 @@
+"""``CEParallelExecutor``: a payoff executor with the surface calibrated-explanations 1.0.2 uses."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from payoff import planning
+from payoff.config import ParallelConfig
+from payoff.executor import ParallelExecutor
+from payoff.integrations.calibrated_explanations.chunking import CostFit, ce_chunk_sizes
+from payoff.integrations.calibrated_explanations.surface import CEConfig, CEMetrics
+from payoff.integrations.calibrated_explanations.tasks import Task, as_tasks, group_tasks, merge_tasks, shared_explainer
+from payoff.integrations.calibrated_explanations.worker import decode_results, run_ce_tasks
+from payoff.observers import CallSite, Observer, find_call_site, skip_frames_from
+from payoff.reasons import Reason
+from payoff.record import MapRecord
+
+FACTUAL_PLUGIN = "core.explanation.factual.instance_parallel"
+ALTERNATIVE_PLUGIN = "core.explanation.alternative.instance_parallel"
+WORKLOAD = "calibrated-explanations"
+MIN_PARALLEL_SECONDS = 0.25
+"""Below this much estimated work an explain runs in one task in the caller (once its cost is known)."""
+
+
+_CE_STRATEGY_NAMES = {"serial": "sequential"}
+_SKIP_FRAMES = (os.path.dirname(contextlib.__file__) + os.sep + "contextlib",)
+
+
+@dataclass
+class _Session:
+    latest: dict[int, int]
+    """id(explainer) -> id(its latest_explanation) when the session opened."""
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    started_at: float = field(default_factory=time.time)
+    mapped: bool = False
+    failed: BaseException | None = None
+
+
+def _user_site() -> CallSite:
+    """The user's explain line: CE's own frames are registered as library code (``_register_ce_frames``)."""
+    _register_ce_frames()
+    return find_call_site(_SKIP_FRAMES)
+
+
+_ce_frames_registered = False
+
+
+def _register_ce_frames() -> None:
+    """Maps CE makes for its user warn at the user's line, not inside calibrated_explanations."""
+    global _ce_frames_registered
+    if _ce_frames_registered:
+        return
+    path = getattr(sys.modules.get("calibrated_explanations"), "__file__", None)
+    if path:
+        skip_frames_from(os.path.dirname(os.path.abspath(path)) + os.sep)
+        _ce_frames_registered = True
+
+
+def warn_user(reason: Reason, text: str) -> None:
+    from payoff.telemetry import FALLBACK_WARNINGS
+
+    FALLBACK_WARNINGS.emit(_user_site(), reason, text, None)
+
+
+def _resolve_strategy(config: ParallelConfig) -> str:
+    """A concrete payoff strategy name: ``auto`` becomes worker processes (CPU-bound, picklable work)."""
+    if not isinstance(config.strategy, str):
+        return "custom"
+    if config.strategy != "auto":
+        return config.strategy
+    return "processes" if planning.available_workers(config) >= 2 else "serial"
+
+
+class CEParallelExecutor:
+    """A payoff :class:`~payoff.ParallelExecutor` with the surface calibrated-explanations 1.0.2 uses.
+
+    Pass it as ``perf_parallel=`` or, simpler, let :func:`enable` wire it in.
+    ``records`` / ``last_record`` hold one :class:`~payoff.MapRecord` per
+    explain that reached ``map``; every payoff telemetry observer sees them.
+    """
+
+    def __init__(
+        self,
+        config: ParallelConfig | None = None,
+        *,
+        workload: str = WORKLOAD,
+        observers: Sequence[Observer] | None = None,
+    ) -> None:
+        user = config if config is not None else ParallelConfig.from_env()
+        if not isinstance(user, ParallelConfig):
+            raise TypeError(f"config must be a payoff ParallelConfig or None, got {type(user).__name__}")
+        self.user_config = user
+        """The configuration as given: its instance-level knobs are applied here, in instances."""
+        self.workload = workload
+        strategy = _resolve_strategy(user) if isinstance(user.strategy, str) else user.strategy
+        inner = user.with_changes(strategy=strategy, min_batch_size=None, min_instances_for_parallel=None,
+                                  tiny_workload_threshold=None, instance_chunk_size=None)
+        self.executor = ParallelExecutor(inner, observers=observers)
+        """The payoff executor that runs CE's tasks (its items are chunks of instances)."""
+        self.metrics = CEMetrics(max_workers=self._workers())
+        self._lock = threading.RLock()
+        self._session: _Session | None = None
+        self._retrying = False
+        self._explainers: list[weakref.ReferenceType[Any]] = []
+        self._costs: OrderedDict[int, CostFit] = OrderedDict()
+        self.last_chunk_sizes: list[int] = []
+        """Instances per task in the last explain that reached ``map``."""
+        self.last_decision = ""
+        """How the last explain that reached ``map`` was split, in instances."""
+
+    # -- what CE reads ------------------------------------------------------------
+
+    @property
+    def payoff_config(self) -> ParallelConfig:
+        """The configuration of the inner executor (strategy resolved, instance knobs handled here)."""
+        return self.executor.config
+
+    @property
+    def strategy(self) -> str:
+        """The concrete payoff strategy that runs CE's tasks (never ``auto``)."""
+        return self.payoff_config.strategy_name
+
+    @property
+    def active_strategy_name(self) -> str:
+        return _CE_STRATEGY_NAMES.get(self.strategy, self.strategy)
+
+    @property
+    def config(self) -> CEConfig:
+        user = self.user_config
+        return CEConfig(
+            enabled=user.enabled, strategy=self.active_strategy_name, max_workers=user.max_workers,
+            feature_chunk_size=user.feature_chunk_size, tiny_workload_threshold=user.tiny_workload_threshold,
+            task_size_hint_bytes=user.task_size_hint_bytes, force_serial_on_failure=user.force_serial_on_failure,
+        )
+
+    @property
+    def records(self) -> Sequence[MapRecord]:
+        return self.executor.records
+
+    @property
+    def last_record(self) -> MapRecord | None:
+        return self.executor.last_record
+
+    def calibrate_kwargs(self) -> dict[str, Any]:
+        """Keywords for ``wrapper.calibrate(x, y, **ex.calibrate_kwargs())`` (or ``CalibratedExplainer``)."""
+        return {"perf_parallel": self, "factual_plugin": FACTUAL_PLUGIN, "alternative_plugin": ALTERNATIVE_PLUGIN}
+
+    def use_strategy(self, name: str) -> None:
+        """Switch the concrete strategy (``enable`` does when the explainer cannot be pickled)."""
+        self.executor.config = self.executor.config.with_changes(strategy=name)
+
+    # -- lifetime -----------------------------------------------------------------
+
+    def __enter__(self) -> CEParallelExecutor:
+        """Idempotent: CE enters three times per explain and leaves twice."""
+        with self._lock:
+            if self._session is None:
+                self._session = _Session(self._latest_ids())
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Never closes the pool (CE's inner exit comes before its outer one); reports what CE hides."""
+        with self._lock:
+            session, self._session = self._session, None
+            retrying, self._retrying = self._retrying, False
+        if session is None:
+            return
+        if session.mapped and exc_type is not None and issubclass(exc_type, Exception):
+            self._ce_retries(session, exc)
+        elif not session.mapped and exc_type is None and not retrying and self.user_config.enabled:
+            self._not_called(session)
+
+    def close(self) -> None:
+        """Stop the worker pool (it restarts on the next explain)."""
+        self.executor.close()
+
+    shutdown = close
+
+    def cancel(self) -> None:
+        """Stop running maps now (CE calls this only on its cancel path)."""
+        self.executor.cancel()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.executor.submit(fn, *args, **kwargs)
+
+    # -- map ----------------------------------------------------------------------
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, work_items: int | None = None,
+            workers: int | None = None, chunksize: int | None = None) -> list[Any]:
+        """CE's ``map``: ``[fn(x) for x in items]``; CE's instance tasks are regrouped as described above.
+
+        ``workers`` is ignored (payoff's ``max_workers`` decides); ``chunksize``
+        applies to maps that are not CE instance tasks.
+        """
+        _register_ce_frames()
+        seq = list(items)
+        before = self.executor.last_record
+        with self._lock:
+            session = self._session
+            if session is not None:
+                session.mapped = True
+            self.metrics.maps += 1
+            self.metrics.submitted += len(seq)
+        try:
+            tasks = as_tasks(seq)
+            if tasks is None:
+                out = self.executor.map(fn, seq, chunksize=chunksize, workload=self.workload)
+            else:
+                out = self._map_tasks(fn, tasks, work_items)
+        except BaseException as exc:
+            with self._lock:
+                self.metrics.failures += 1
+                if session is not None:
+                    session.failed = exc
+            raise
+        finally:
+            if self.executor.last_record is not before:
+                self._note(self.executor.last_record)
+        with self._lock:
+            self.metrics.completed += len(seq)
+        return out
+
+    def _map_tasks(self, fn: Callable[[Any], Any], tasks: list[Task], work_items: int | None) -> list[Any]:
+        explainer = shared_explainer(tasks)
+        if explainer is not None:
+            tasks = [(a, b, {k: v for k, v in s.items() if k != "explainer"}) for a, b, s in tasks]
+        n = sum(b - a for a, b, _ in tasks)
+        fit = self._fit(explainer)
+        sizes, why = self._plan(n, fit)
+        groups = group_tasks(tasks, sizes)
+        items = [[m] if (m := merge_tasks(g)) is not None else g for g in groups]
+        self.last_chunk_sizes, self.last_decision = sizes, why
+        task_fn = functools.partial(run_ce_tasks, fn, explainer, os.getpid())
+        out: list[Any] = []
+        for block in self.executor.imap(task_fn, items, chunksize=1, granularity="instance",
+                                        workload=self.workload):
+            out.extend(decode_results(block))
+        self._learn(fit, self.executor.last_record, items)
+        return out
+
+    def _plan(self, n: int, fit: CostFit) -> tuple[list[int], str]:
+        """Instances per task, and why, in instance units."""
+        user = self.user_config
+        workers = self._workers()
+        spi, spt = fit.estimate()
+        work = None if spi is None else spi * n + (spt or 0.0)
+        floor = max(user.min_batch_size or 0, user.min_instances_for_parallel or 0)
+        serial_why = ""
+        if workers <= 1 or not user.enabled:
+            serial_why = "no parallel workers"
+        elif n < max(2, floor):
+            serial_why = f"{n} instances is below the minimum of {max(2, floor)} for parallel"
+        elif user.tiny_workload_threshold is not None and user.tiny_workload_threshold > 0 and work is not None \
+                and work < user.tiny_workload_threshold:
+            serial_why = f"~{work:.3f} s of estimated work is below tiny_workload_threshold"
+        elif user.tiny_workload_threshold is None and work is not None and work < MIN_PARALLEL_SECONDS:
+            serial_why = f"~{work:.3f} s of estimated work is below {MIN_PARALLEL_SECONDS} s"
+        if serial_why:
+            return [max(1, n)], f"{n} instances in one task: {serial_why}"
+        sizes = ce_chunk_sizes(n, workers, chunk_size=user.instance_chunk_size, seconds_per_instance=spi,
+                               seconds_per_task=spt)
+        source = "instance_chunk_size" if user.instance_chunk_size else (
+            "guided, floor from the measured fixed cost" if spt is not None else "guided")
+        shown = ", ".join(map(str, sizes[:6])) + (", ..." if len(sizes) > 6 else "")
+        return sizes, f"{n} instances in {len(sizes)} tasks of {shown} ({source}) on {workers} workers"
+
+    def _workers(self) -> int:
+        if not self.user_config.enabled or self.executor.config.strategy == "serial":
+            return 1
+        return planning.available_workers(self.executor.config)
+
+    # -- learning -------------------------------------------------------------------
+
+    def _fit(self, explainer: Any) -> CostFit:
+        key = id(explainer)
+        with self._lock:
+            fit = self._costs.get(key)
+            if fit is None:
+                fit = self._costs[key] = CostFit()
+                while len(self._costs) > 16:
+                    self._costs.popitem(last=False)
+            self._costs.move_to_end(key)
+            return fit
+
+    def _learn(self, fit: CostFit, record: MapRecord | None, items: list[list[Task]]) -> None:
+        if record is None or record.n_errors:
+            return
+        for c in record.chunks:
+            groups = items[c.first_item:c.first_item + c.n_items]
+            tasks = sum(len(g) for g in groups)
+            instances = sum(t[1] - t[0] for g in groups for t in g)
+            fit.observe(tasks, instances, c.busy_seconds)
+
+    def _note(self, record: MapRecord | None) -> None:
+        if record is None:
+            return
+        with self._lock:
+            m = self.metrics
+            m.worker_utilisation_pct = 100.0 * record.utilization
+            m.max_workers = record.workers
+            if record.fallback_reason is not None and record.fallback_reason is not Reason.DISABLED:
+                m.fallbacks += 1
+            m.last = {"strategy": record.selected_strategy, "chunks": record.n_chunks,
+                      "speedup": record.speedup, "wall_seconds": record.wall_seconds,
+                      "bytes_sent": record.bytes_sent, "bytes_received": record.bytes_received,
+                      "fallback_reason": record.fallback_reason.value if record.fallback_reason else None}
+
+    # -- what CE does not say ----------------------------------------------------------
+
+    def bind(self, explainer: Any) -> None:
+        """Remember ``explainer`` (weakly) so warnings can name what it explained."""
+        with self._lock:
+            self._explainers = [r for r in self._explainers if r() is not None and r() is not explainer]
+            self._explainers.append(weakref.ref(explainer))
+
+    def _bound(self) -> list[Any]:
+        return [e for e in (r() for r in self._explainers) if e is not None]
+
+    def _latest_ids(self) -> dict[int, int]:
+        return {id(e): id(getattr(e, "latest_explanation", None)) for e in self._bound()}
+
+    def _ce_retries(self, session: _Session, exc: BaseException | None) -> None:
+        with self._lock:
+            self._retrying = True
+            self.metrics.fallbacks += 1
+        where = "payoff's map" if session.failed is not None else "calibrated-explanations after payoff's map"
+        warn_user(Reason.MAP_FAILURE_RETRY,
+              f"payoff: {where} failed ({type(exc).__name__}: {exc}); calibrated-explanations catches this "
+              "and silently re-runs the whole explanation serially (its log has the traceback). "
+              f"{Reason.MAP_FAILURE_RETRY.advice[:1].upper()}{Reason.MAP_FAILURE_RETRY.advice[1:]}.")
+
+    def _not_called(self, session: _Session) -> None:
+        explained = [e for e in self._bound()
+                     if id(getattr(e, "latest_explanation", None)) != session.latest.get(id(e), -1)]
+        n: int | None = None
+        detail = ""
+        if explained:
+            explainer = explained[0]
+            latest = getattr(explainer, "latest_explanation", None)
+            n = len(getattr(latest, "explanations", None) or ())
+            mode = str(getattr(explainer, "last_explanation_mode", "") or "")
+            chain = plugin_chain(explainer, mode)
+            detail = f"; its {mode or 'explanation'} plugin is {chain!r}" if chain else ""
+            if n < 2:
+                return  # nothing to split: CE runs a single instance inline, rightly
+        with self._lock:
+            self.metrics.fallbacks += 1
+        detail = (f"calibrated-explanations entered the payoff executor but never called map{detail}; "
+                  "only its instance_parallel plugins use an executor (enable() selects them), and a "
+                  "CE_EXPLANATION_PLUGIN* variable, a pyproject setting or fast explanations can force another")
+        self.executor._record_unmapped(n or 0, Reason.EXECUTOR_UNUSED, detail, self.workload, _user_site(),
+                                       session.started_ns, session.started_at)
+
+
+def plugin_chain(explainer: Any, mode: str) -> str:
+    with contextlib.suppress(Exception):
+        chain = explainer.plugin_manager.explanation_plugin_fallbacks.get(mode) or ()
+        return str(chain[0]) if chain else ""
+    return ""

@@ -1,0 +1,98 @@
+"""``enable``: wire a payoff executor into a calibrated explainer, with the plugins that use it."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from payoff.config import ParallelConfig
+from payoff.integrations.calibrated_explanations.executor import (
+    ALTERNATIVE_PLUGIN,
+    FACTUAL_PLUGIN,
+    CEParallelExecutor,
+    plugin_chain,
+    warn_user,
+)
+from payoff.reasons import Reason
+from payoff.strategies import CROSSES_PROCESSES
+
+
+def _explainer_of(target: Any) -> tuple[Any, Any]:
+    """(wrapper or None, CalibratedExplainer) for a calibrated wrapper or an explainer."""
+    from calibrated_explanations import CalibratedExplainer, WrapCalibratedExplainer
+
+    if isinstance(target, WrapCalibratedExplainer):
+        if not target.calibrated or getattr(target, "explainer", None) is None:
+            raise ValueError(
+                "enable() needs a calibrated WrapCalibratedExplainer: call wrapper.calibrate(x_cal, y_cal) "
+                "first, or pass **executor.calibrate_kwargs() to calibrate for a CEParallelExecutor you made"
+            )
+        return target, target.explainer
+    if isinstance(target, CalibratedExplainer):
+        return None, target
+    raise TypeError(f"enable() needs a WrapCalibratedExplainer or CalibratedExplainer, got {type(target).__name__}")
+
+
+def select_parallel_plugins(explainer: Any) -> dict[str, str]:
+    """Make CE's factual and alternative explanations use the instance-parallel plugins.
+
+    The same steps CE itself takes when it overrides a plugin after construction
+    (``CalibratedExplainer`` with a feature filter). Returns the plugins replaced.
+    """
+    manager = explainer.plugin_manager
+    before = {mode: plugin_chain(explainer, mode) for mode in ("factual", "alternative")}
+    manager.explanation_plugin_overrides["factual"] = FACTUAL_PLUGIN
+    manager.explanation_plugin_overrides["alternative"] = ALTERNATIVE_PLUGIN
+    manager.clear_explanation_plugin_instances()
+    manager.clear_explanation_plugin_identifiers()
+    manager.initialize_chains()
+    return before
+
+
+def _check_picklable(executor: CEParallelExecutor, explainer: Any) -> None:
+    """Processes need a picklable explainer; fall back to joblib (cloudpickle), then threads, and say so."""
+    if executor.strategy not in CROSSES_PROCESSES:
+        return
+    try:
+        pickle.dumps(explainer, protocol=pickle.HIGHEST_PROTOCOL)
+        return
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    try:
+        import cloudpickle
+
+        cloudpickle.dumps(explainer)
+        name = "joblib"
+    except Exception:
+        name = "threads"
+    if name == executor.strategy:
+        return
+    warn_user(Reason.UNPICKLABLE, f"payoff: the explainer cannot be pickled for worker processes ({problem}); "
+          f"calibrated-explanations will run on {name} instead of {executor.strategy}.")
+    executor.use_strategy(name)
+
+
+def enable(target: Any, config: ParallelConfig | None = None, *,
+           executor: CEParallelExecutor | None = None) -> CEParallelExecutor:
+    """Run ``target``'s explanations on payoff; returns the executor (for its records).
+
+    ``target`` is a calibrated ``WrapCalibratedExplainer`` or a
+    ``CalibratedExplainer``. ``config`` is a payoff :class:`~payoff.ParallelConfig`
+    (default: from ``CE_PARALLEL``, payoff's grammar); pass ``executor`` to share
+    one pool between several explainers. The executor becomes the explainer's
+    ``perf_parallel`` (and the wrapper's, for later ``calibrate`` calls), and
+    the factual and alternative explanation plugins become CE's
+    instance-parallel ones, without which CE never calls an executor.
+    Re-calibrating a wrapper builds a new explainer: call ``enable`` again.
+    """
+    if executor is not None and config is not None:
+        raise ValueError("pass either config or executor, not both")
+    wrapper, explainer = _explainer_of(target)
+    ex = executor if executor is not None else CEParallelExecutor(config)
+    if wrapper is not None:
+        wrapper.parallel_executor = ex
+    explainer.parallel_executor = ex
+    select_parallel_plugins(explainer)
+    ex.bind(explainer)
+    _check_picklable(ex, explainer)
+    return ex
