@@ -23,6 +23,8 @@ from payoff.record import ChunkStats, MapRecord
 log = logging.getLogger("payoff")
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CONTEXTLIB = os.path.splitext(contextlib.__file__)[0]
+"""A ``with`` block's enter and exit frames: never the user's line (a library's context manager can warn)."""
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,9 @@ def skip_frames_from(*paths: str) -> None:
     _library_dirs = tuple(dict.fromkeys((*_library_dirs, *(p for p in paths if p))))
 
 
-def find_call_site(skip: tuple[str, ...] = ()) -> CallSite:
-    """The first frame outside payoff, registered libraries and ``skip`` prefixes: the user's line."""
-    prefixes = (_PACKAGE_DIR, *_library_dirs, *skip)
+def find_call_site() -> CallSite:
+    """The first frame outside payoff, registered libraries and contextlib: the user's line, for warnings."""
+    prefixes = (_PACKAGE_DIR, _CONTEXTLIB, *_library_dirs)
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(prefixes):
         frame = frame.f_back  # type: ignore[assignment]

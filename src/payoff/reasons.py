@@ -135,6 +135,11 @@ class Reason(StrEnum):
     def is_fallback(self) -> bool:
         return self.kind == "fallback"
 
+    @property
+    def advice_sentence(self) -> str:
+        """The advice as it ends a warning: capitalised, with a full stop."""
+        return f"{self.advice[:1].upper()}{self.advice[1:]}." if self.advice else ""
+
     def __str__(self) -> str:
         return str(self._value_)
 

@@ -89,13 +89,17 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def explain_instance_of(problem: Problem, index: int) -> list[float]:
     """``explain_instance`` with the problem passed in (``payoff.explain``'s ``shared=``), not pre-installed."""
-    if _state.get("problem") is not problem:
-        install(problem)
+    _use(problem)
     return explain_instance(index)
 
 
 def explain_feature_of(problem: Problem, j: int) -> float:
     """``explain_feature`` with the problem passed in (``payoff.explain``'s ``shared=``), not pre-installed."""
+    _use(problem)
+    return explain_feature(j)
+
+
+def _use(problem: Problem) -> None:
+    """Install ``problem`` unless it is already the worker's current one (it arrives once per worker)."""
     if _state.get("problem") is not problem:
         install(problem)
-    return explain_feature(j)

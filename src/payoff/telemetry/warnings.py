@@ -32,7 +32,7 @@ def fallback_message(record: MapRecord) -> str:
     wanted = record.requested_strategy
     return (f"payoff: {record.n_items:,} item{'s' if record.n_items != 1 else ''} of workload "
             f"{record.workload!r} ran serially instead of {wanted} ({reason.value}): "
-            f"{record.fallback_detail or reason.meaning}. {reason.advice[:1].upper()}{reason.advice[1:]}.")
+            f"{record.fallback_detail or reason.meaning}. {reason.advice_sentence}")
 
 
 def _action(text: str, category: type[Warning], module: str, lineno: int) -> str:

@@ -35,7 +35,6 @@ MIN_PARALLEL_SECONDS = 0.25
 
 
 _CE_STRATEGY_NAMES = {"serial": "sequential"}
-_SKIP_FRAMES = (os.path.dirname(contextlib.__file__) + os.sep + "contextlib",)
 
 
 @dataclass
@@ -51,7 +50,7 @@ class _Session:
 def _user_site() -> CallSite:
     """The user's explain line: CE's own frames are registered as library code (``_register_ce_frames``)."""
     _register_ce_frames()
-    return find_call_site(_SKIP_FRAMES)
+    return find_call_site()
 
 
 _ce_frames_registered = False
@@ -202,7 +201,8 @@ class CEParallelExecutor:
             workers: int | None = None, chunksize: int | None = None) -> list[Any]:
         """CE's ``map``: ``[fn(x) for x in items]``; CE's instance tasks are regrouped as described above.
 
-        ``workers`` is ignored (payoff's ``max_workers`` decides); ``chunksize``
+        ``workers`` and ``work_items`` are ignored (payoff's ``max_workers``
+        decides, and the tasks say how many instances they hold); ``chunksize``
         applies to maps that are not CE instance tasks.
         """
         _register_ce_frames()
@@ -219,7 +219,7 @@ class CEParallelExecutor:
             if tasks is None:
                 out = self.executor.map(fn, seq, chunksize=chunksize, workload=self.workload)
             else:
-                out = self._map_tasks(fn, tasks, work_items)
+                out = self._map_tasks(fn, tasks)
         except BaseException as exc:
             with self._lock:
                 self.metrics.failures += 1
@@ -233,7 +233,7 @@ class CEParallelExecutor:
             self.metrics.completed += len(seq)
         return out
 
-    def _map_tasks(self, fn: Callable[[Any], Any], tasks: list[Task], work_items: int | None) -> list[Any]:
+    def _map_tasks(self, fn: Callable[[Any], Any], tasks: list[Task]) -> list[Any]:
         explainer = shared_explainer(tasks)
         if explainer is not None:
             tasks = [(a, b, {k: v for k, v in s.items() if k != "explainer"}) for a, b, s in tasks]
@@ -338,9 +338,9 @@ class CEParallelExecutor:
             self.metrics.fallbacks += 1
         where = "payoff's map" if session.failed is not None else "calibrated-explanations after payoff's map"
         warn_user(Reason.MAP_FAILURE_RETRY,
-              f"payoff: {where} failed ({type(exc).__name__}: {exc}); calibrated-explanations catches this "
-              "and silently re-runs the whole explanation serially (its log has the traceback). "
-              f"{Reason.MAP_FAILURE_RETRY.advice[:1].upper()}{Reason.MAP_FAILURE_RETRY.advice[1:]}.")
+                  f"payoff: {where} failed ({type(exc).__name__}: {exc}); calibrated-explanations catches "
+                  "this and silently re-runs the whole explanation serially (its log has the traceback). "
+                  f"{Reason.MAP_FAILURE_RETRY.advice_sentence}")
 
     def _not_called(self, session: _Session) -> None:
         explained = [e for e in self._bound()

@@ -68,7 +68,7 @@ def _check_picklable(executor: CEParallelExecutor, explainer: Any) -> None:
     if name == executor.strategy:
         return
     warn_user(Reason.UNPICKLABLE, f"payoff: the explainer cannot be pickled for worker processes ({problem}); "
-          f"calibrated-explanations will run on {name} instead of {executor.strategy}.")
+                                  f"calibrated-explanations will run on {name} instead of {executor.strategy}.")
     executor.use_strategy(name)
 
 
