@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from payoff import ParallelConfig, ParallelExecutor
+from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff.telemetry import serve_metrics
 from payoff.telemetry.metrics import METRICS, WORKLOAD_CAP, PrometheusMetrics
 from payoff.telemetry.server import MetricsServer
@@ -95,6 +95,27 @@ def test_every_contract_metric_and_label_set_is_exposed_and_consistent(
     assert total(values, "payoff_task_duration_seconds_count", strategy="threads", workload="contract") == 600
     assert total(values, "payoff_queue_wait_seconds_count", strategy="processes", workload="contract") == \
         sum(1 for r in records for c in r.chunks if r.selected_strategy == "processes" and c.where == "pool")
+
+
+def test_a_call_whose_pool_fails_after_planning_is_counted_where_its_items_ran(
+        endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    observer, server = endpoint
+    config = ParallelConfig(strategy="processes", worker_initializer=tasks.failing_initializer, **FORCE)
+    with ParallelExecutor(config, observers=[observer]) as ex:
+        assert ex.map(tasks.square, range(30), workload="late") == [x * x for x in range(30)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+    values = samples(scrape(server))
+    assert total(values, "payoff_tasks_total", workload="late") == 30
+    assert total(values, "payoff_tasks_total", strategy="serial", workload="late") == 30 - record.probe_items
+    assert total(values, "payoff_task_duration_seconds_count", workload="late") == 30
+    assert total(values, "payoff_map_calls_total", strategy="serial", mode="serial", workload="late") == 1
+    assert total(values, "payoff_fallbacks_total", reason="init_failure", workload="late") == 1
+    assert total(values, "payoff_speedup_count", strategy="serial", workload="late") == 1
+    assert total(values, "payoff_wall_seconds_total", strategy="serial", workload="late") == \
+        pytest.approx(record.wall_seconds)
+    assert total(values, "payoff_in_flight_tasks") == 0
+    assert total(values, "payoff_pool_starts_total", strategy="processes", outcome="failure") == 1
 
 
 def test_label_sets_exist_before_the_first_call(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:

@@ -15,12 +15,19 @@ from payoff.record import ChunkStats, MapRecord
 SHOW_AFTER_SECONDS = 0.5
 
 
+_tty: tuple[object, bool] = (None, False)
+"""(stream, is it a terminal): ``isatty`` is a system call, asked again only when stderr is replaced."""
+
+
 def interactive() -> bool:
     """A terminal on stderr, or a Jupyter kernel."""
+    global _tty
     if "ipykernel" in sys.modules:
         return True
     stream = sys.stderr
-    return bool(getattr(stream, "isatty", None) and stream.isatty())
+    if _tty[0] is not stream:
+        _tty = (stream, bool(getattr(stream, "isatty", None) and stream.isatty()))
+    return _tty[1]
 
 
 class Progress(Observer):

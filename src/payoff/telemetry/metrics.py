@@ -16,13 +16,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from payoff.observers import CallInfo, Observer
 from payoff.reasons import Reason
-from payoff.record import ChunkStats, MapRecord
+from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord
 
 STRATEGIES = ("serial", "threads", "processes", "joblib", "custom", "dask")
 MODES = ("parallel", "serial")
@@ -122,6 +123,23 @@ class _WeightedHistogram(Collector):
                 series[bisect.bisect_left(bounds, value)] += count
                 series[-2] += value * count
                 series[-1] += count
+
+    def observe_chunk(self, labels: tuple[str, ...], chunk: ChunkStats) -> None:
+        """A chunk's timing blocks; thousands of them are bucketed with numpy instead of one by one."""
+        if len(chunk.block_sizes) < VECTORISE_FROM:
+            self.observe_many(labels, chunk.item_times())
+            return
+        values, weights = chunk.item_arrays()
+        bounds = self.definition.buckets
+        counts = np.bincount(np.searchsorted(bounds, values, side="left"), weights=weights,
+                             minlength=len(bounds) + 1).tolist()
+        total, weighted_sum = float(weights.sum()), float(np.dot(values, weights))
+        with self._lock:
+            series = self._series.setdefault(labels, [0.0] * (len(bounds) + 3))
+            for i, count in enumerate(counts):
+                series[i] += count
+            series[-2] += weighted_sum
+            series[-1] += total
 
     def touch(self, labels: tuple[str, ...]) -> None:
         if labels in self._series:
@@ -235,60 +253,70 @@ class PrometheusMetrics(Observer):
                 else:
                     self._m[d.name].labels(strategy, workload)
 
+    def _series(self, strategy: str, workload: str) -> _Series:
+        """The children one call updates, looked up once per (strategy, workload), not once per update."""
+        key = ("series", strategy, workload)
+        series = self._children.get(key)
+        if series is None:
+            self._touch_histograms(strategy, workload)
+            children = (self._c(name, strategy, workload) for name in _SERIES_METRICS)
+            series = self._children[key] = _Series(strategy, workload, *children)
+        return series
+
     # -- hooks ---------------------------------------------------------------
 
     def map_planned(self, call: CallInfo) -> None:
-        strategy, workload = _strategy(call.selected_strategy), self._workload(call.workload)
-        self._touch_histograms(strategy, workload)
-        self._c("payoff_in_flight_tasks", strategy).inc(call.n_items)
-        call.state["metrics"] = {"gauge": strategy, "left": call.n_items, "mark": call.started_ns,
-                                 "workload": workload}
+        strategy = _strategy(call.selected_strategy)
+        gauge = self._c("payoff_in_flight_tasks", strategy)
+        gauge.inc(call.n_items)
+        call.state["metrics"] = _CallState(self._series(strategy, self._workload(call.workload)), gauge,
+                                           call.n_items, call.started_ns)
 
     def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
-        st = call.state.get("metrics")
+        st: _CallState | None = call.state.get("metrics")
         if st is None:
             return
-        strategy, workload = _strategy(call.selected_strategy), st["workload"]
-        self._c("payoff_in_flight_tasks", st["gauge"]).dec(chunk.n_items)
-        st["left"] -= chunk.n_items
-        self._c("payoff_tasks_total", strategy, workload).inc(chunk.n_items)
-        self._c("payoff_busy_seconds_total", strategy, workload).inc(chunk.busy_seconds)
-        self._c("payoff_task_cpu_seconds_total", strategy, workload).inc(chunk.cpu_seconds)
+        series = st.series
+        if _strategy(call.selected_strategy) != series.strategy:  # a fallback after planning
+            series = st.series = self._series(_strategy(call.selected_strategy), series.workload)
+        st.gauge.dec(chunk.n_items)
+        st.left -= chunk.n_items
+        series.tasks.inc(chunk.n_items)
+        series.busy.inc(chunk.busy_seconds)
+        series.cpu.inc(chunk.cpu_seconds)
         if chunk.n_errors:
-            self._c("payoff_task_errors_total", strategy, workload).inc(chunk.n_errors)
+            series.errors.inc(chunk.n_errors)
         if chunk.where == "pool":
-            self._c("payoff_queue_wait_seconds", strategy, workload).observe(chunk.queue_wait_seconds)
-        self._task_time.observe_many((strategy, workload), chunk.item_times())
+            series.queue_wait.observe(chunk.queue_wait_seconds)
+        self._task_time.observe_chunk((series.strategy, series.workload), chunk)
         if chunk.bytes_sent or chunk.bytes_received:
-            self._c("payoff_payload_bytes_total", strategy, "sent").inc(chunk.bytes_sent)
-            self._c("payoff_payload_bytes_total", strategy, "received").inc(chunk.bytes_received)
-        self._advance_capacity(st, strategy, workload, call.workers, time.monotonic_ns())
-
-    def _advance_capacity(self, st: dict[str, Any], strategy: str, workload: str, workers: int,
-                          now_ns: int) -> None:
-        elapsed = max(0, now_ns - st["mark"]) / 1e9
-        st["mark"] = max(st["mark"], now_ns)
-        self._c("payoff_capacity_seconds_total", strategy, workload).inc(workers * elapsed)
+            self._c("payoff_payload_bytes_total", series.strategy, "sent").inc(chunk.bytes_sent)
+            self._c("payoff_payload_bytes_total", series.strategy, "received").inc(chunk.bytes_received)
+        st.advance_capacity(call.workers, time.monotonic_ns())
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
-        st = call.state.get("metrics") or {"gauge": _strategy(record.selected_strategy), "left": 0,
-                                           "mark": call.started_ns, "workload": self._workload(record.workload)}
-        strategy, workload = _strategy(record.selected_strategy), st["workload"]
-        if st["left"]:
-            self._c("payoff_in_flight_tasks", st["gauge"]).dec(st["left"])
-        self._advance_capacity(st, strategy, workload, record.workers,
-                               call.started_ns + int(record.wall_seconds * 1e9))
+        st: _CallState | None = call.state.get("metrics")
+        strategy = _strategy(record.selected_strategy)
+        if st is None:  # the call never reached planning
+            st = _CallState(self._series(strategy, self._workload(record.workload)),
+                            self._c("payoff_in_flight_tasks", strategy), 0, call.started_ns)
+        elif st.series.strategy != strategy:
+            st.series = self._series(strategy, st.series.workload)
+        series, workload = st.series, st.series.workload
+        if st.left:
+            st.gauge.dec(st.left)
+        st.advance_capacity(record.workers, call.started_ns + int(record.wall_seconds * 1e9))
         self._c("payoff_map_calls_total", strategy, record.mode, workload).inc()
         if record.fallback_reason is not None:
             self._c("payoff_fallbacks_total", record.fallback_reason.value, workload).inc()
         self._c("payoff_decisions_total", _strategy(record.requested_strategy if record.fallback_reason
                                                      else record.selected_strategy),
                                            record.decision_reason.value).inc()
-        self._c("payoff_wall_seconds_total", strategy, workload).inc(record.wall_seconds)
-        self._c("payoff_serial_estimate_seconds_total", strategy, workload).inc(record.serial_estimate_seconds)
-        exemplar = {"trace_id": call.state["trace_id"]} if call.state.get("trace_id") else None
-        self._c("payoff_map_duration_seconds", strategy, workload).observe(record.wall_seconds, exemplar)
-        self._c("payoff_speedup", strategy, workload).observe(record.speedup)
+        series.wall.inc(record.wall_seconds)
+        series.serial_estimate.inc(record.serial_estimate_seconds)
+        trace_id = call.state.get("trace_id")
+        series.duration.observe(record.wall_seconds, {"trace_id": trace_id} if trace_id else None)
+        series.speedup.observe(record.speedup)
         for phase, seconds in record.overhead_seconds.items():
             if seconds:
                 self._c("payoff_overhead_seconds_total", strategy, phase).inc(seconds)
@@ -298,6 +326,46 @@ class PrometheusMetrics(Observer):
                                                            else record.selected_strategy), outcome).inc()
         if record.pool_reused:
             self._c("payoff_pool_reuses_total", strategy).inc()
+
+
+_SERIES_METRICS = ("payoff_tasks_total", "payoff_busy_seconds_total", "payoff_task_cpu_seconds_total",
+                   "payoff_task_errors_total", "payoff_capacity_seconds_total", "payoff_wall_seconds_total",
+                   "payoff_serial_estimate_seconds_total", "payoff_queue_wait_seconds",
+                   "payoff_map_duration_seconds", "payoff_speedup")
+
+
+@dataclass
+class _Series:
+    """The (strategy, workload) children of one call, in ``_SERIES_METRICS`` order."""
+
+    strategy: str
+    workload: str
+    tasks: Any
+    busy: Any
+    cpu: Any
+    errors: Any
+    capacity: Any
+    wall: Any
+    serial_estimate: Any
+    queue_wait: Any
+    duration: Any
+    speedup: Any
+
+
+@dataclass
+class _CallState:
+    """One call's metric bookkeeping: its series, its in-flight gauge and how far capacity has advanced."""
+
+    series: _Series
+    gauge: Any
+    left: int
+    mark_ns: int
+
+    def advance_capacity(self, workers: int, now_ns: int) -> None:
+        """Capacity grows with wall time as chunks finish, so utilization is right while a call runs."""
+        elapsed = max(0, now_ns - self.mark_ns) / 1e9
+        self.mark_ns = max(self.mark_ns, now_ns)
+        self.series.capacity.inc(workers * elapsed)
 
 
 def _strategy(name: str) -> str:

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from payoff._version import __version__
@@ -60,8 +60,11 @@ class Tracing(Observer):
         if span is None:
             yield
             return
-        with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+        token = context.attach(trace.set_span_in_context(span))
+        try:
             yield
+        finally:
+            context.detach(token)
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
         span: Span | None = call.state.pop("span", None)

@@ -59,6 +59,8 @@ class FallbackWarnings(Observer):
 
     def emit(self, site: CallSite, reason: Reason, text: str, record: MapRecord | None) -> None:
         action = _action(text, ParallelFallbackWarning, site.module, site.lineno)
+        if action == "ignore":
+            return
         key: tuple[object, ...] | None = {
             "default": (site.filename, site.lineno, reason),
             "module": (site.module, reason),

@@ -1,0 +1,101 @@
+"""The derived parts of a MapRecord: order statistics and their caching."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor, progress
+from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, Summary
+from payoff.telemetry.metrics import METRIC_BY_NAME, _WeightedHistogram
+from tests import tasks
+
+
+def test_summary_of_nothing_is_all_zero() -> None:
+    assert Summary.weighted([]) == Summary(0, 0.0, 0.0, 0.0, 0.0)
+    assert Summary.weighted([(0.5, 0)]) == Summary(0, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_summary_of_one_timed_block_stands_for_all_its_items() -> None:
+    assert Summary.weighted([(0.002, 7)]) == Summary(7, 0.002, 0.002, 0.002, 0.002)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_summary_equals_the_summary_of_the_expanded_values(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pairs = [(float(v), int(w)) for v, w in zip(rng.exponential(size=40), rng.integers(0, 6, size=40), strict=True)]
+    expanded = np.sort(np.repeat([v for v, _ in pairs], [w for _, w in pairs]))
+    got = Summary.weighted(pairs)
+    assert got.count == expanded.size
+    assert got.mean == pytest.approx(expanded.mean())
+    assert got.p50 == np.quantile(expanded, 0.5, method="inverted_cdf")
+    assert got.p95 == np.quantile(expanded, 0.95, method="inverted_cdf")
+    assert got.max == expanded[-1]
+
+
+def _chunk(rng: np.random.Generator, blocks: int) -> ChunkStats:
+    sizes = tuple(int(k) for k in rng.integers(0, 8, size=blocks))
+    durations = tuple(int(d) for d in rng.integers(1_000, 3_000_000, size=blocks))
+    return ChunkStats(0, 0, sum(sizes), "w", 0, 0, sum(durations), 0, durations, sizes, 0, 0, "pool")
+
+
+@pytest.mark.parametrize("blocks", [VECTORISE_FROM - 1, VECTORISE_FROM, 5_000])
+def test_many_blocks_summarise_exactly_as_one_by_one(blocks: int) -> None:
+    chunk = _chunk(np.random.default_rng(blocks), blocks)
+    slow = Summary.weighted(chunk.item_times())
+    fast = Summary.of_blocks(*chunk.item_arrays())
+    assert (fast.count, fast.p50, fast.p95, fast.max) == (slow.count, slow.p50, slow.p95, slow.max)
+    assert fast.mean == pytest.approx(slow.mean, rel=1e-12)
+
+
+def test_a_long_chunk_fills_the_task_histogram_exactly_as_one_block_at_a_time() -> None:
+    chunk = _chunk(np.random.default_rng(7), 5_000)
+    definition = METRIC_BY_NAME["payoff_task_duration_seconds"]
+    vectorised, one_by_one = _WeightedHistogram(definition), _WeightedHistogram(definition)
+    vectorised.observe_chunk(("threads", "w"), chunk)
+    one_by_one.observe_many(("threads", "w"), chunk.item_times())
+    fast, slow = (next(iter(h.collect())).samples for h in (vectorised, one_by_one))
+    buckets = [[s.value for s in samples if s.name.endswith("_bucket")] for samples in (fast, slow)]
+    assert buckets[0] == buckets[1]
+    assert [s.value for s in fast] == pytest.approx([s.value for s in slow], rel=1e-12)
+    assert next(s.value for s in fast if s.name.endswith("_count")) == chunk.n_items
+
+
+def test_derived_summaries_are_computed_once_and_match_a_fresh_computation() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", tiny_workload_threshold=0.0), observers=[]) as ex:
+        ex.map(tasks.spin, range(40), chunksize=5)
+        record = ex.last_record
+    assert record is not None
+    first = record.task_time
+    assert record.task_time is first and record.queue_wait is record.queue_wait
+    assert first == Summary.weighted([p for c in record.chunks for p in c.item_times()])
+    assert record.queue_wait.count == sum(1 for c in record.chunks if c.where == "pool") > 0
+    assert "Per-item time" in (MapRecord.task_time.__doc__ or "")
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+        self.asked = 0
+
+    def isatty(self) -> bool:
+        self.asked += 1
+        return self.tty
+
+
+def test_interactivity_is_asked_once_per_stderr_and_again_when_stderr_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    terminal, pipe = _Stream(True), _Stream(False)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert progress.interactive() and progress.interactive()
+    assert terminal.asked == 1
+    monkeypatch.setattr(sys, "stderr", pipe)
+    assert not progress.interactive()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert progress.interactive()
+    assert (terminal.asked, pipe.asked) == (2, 1)
