@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, progress
-from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, Summary
-from payoff.telemetry.metrics import METRIC_BY_NAME, _WeightedHistogram
+from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, Summary, block_items
 from tests import tasks
 
 
@@ -46,22 +45,9 @@ def _chunk(rng: np.random.Generator, blocks: int) -> ChunkStats:
 def test_many_blocks_summarise_exactly_as_one_by_one(blocks: int) -> None:
     chunk = _chunk(np.random.default_rng(blocks), blocks)
     slow = Summary.weighted(chunk.item_times())
-    fast = Summary.of_blocks(*chunk.item_arrays())
+    fast = Summary.of_blocks(*block_items(chunk.durations_ns, chunk.block_sizes))
     assert (fast.count, fast.p50, fast.p95, fast.max) == (slow.count, slow.p50, slow.p95, slow.max)
     assert fast.mean == pytest.approx(slow.mean, rel=1e-12)
-
-
-def test_a_long_chunk_fills_the_task_histogram_exactly_as_one_block_at_a_time() -> None:
-    chunk = _chunk(np.random.default_rng(7), 5_000)
-    definition = METRIC_BY_NAME["payoff_task_duration_seconds"]
-    vectorised, one_by_one = _WeightedHistogram(definition), _WeightedHistogram(definition)
-    vectorised.observe_chunk(("threads", "w"), chunk)
-    one_by_one.observe_many(("threads", "w"), chunk.item_times())
-    fast, slow = (next(iter(h.collect())).samples for h in (vectorised, one_by_one))
-    buckets = [[s.value for s in samples if s.name.endswith("_bucket")] for samples in (fast, slow)]
-    assert buckets[0] == buckets[1]
-    assert [s.value for s in fast] == pytest.approx([s.value for s in slow], rel=1e-12)
-    assert next(s.value for s in fast if s.name.endswith("_count")) == chunk.n_items
 
 
 def test_derived_summaries_are_computed_once_and_match_a_fresh_computation() -> None:

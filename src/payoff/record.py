@@ -86,10 +86,6 @@ class ChunkStats:
         """(seconds per item, how many items) for each timing block."""
         return [(ns / 1e9 / k, k) for ns, k in zip(self.durations_ns, self.block_sizes, strict=True) if k]
 
-    def item_arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-        """``item_times`` as two arrays (seconds per item, items): a long chunk has thousands of blocks."""
-        return block_items(self.durations_ns, self.block_sizes)
-
 
 def block_items(durations_ns: Sequence[int] | npt.NDArray[np.int64],
                 sizes: Sequence[int] | npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:

@@ -16,14 +16,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from payoff.observers import CallInfo, Observer
 from payoff.reasons import Reason
-from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord
+from payoff.record import ChunkStats, MapRecord
 
 STRATEGIES = ("serial", "threads", "processes", "joblib", "custom", "dask")
 MODES = ("parallel", "serial")
@@ -123,23 +122,6 @@ class _WeightedHistogram(Collector):
                 series[bisect.bisect_left(bounds, value)] += count
                 series[-2] += value * count
                 series[-1] += count
-
-    def observe_chunk(self, labels: tuple[str, ...], chunk: ChunkStats) -> None:
-        """A chunk's timing blocks; thousands of them are bucketed with numpy instead of one by one."""
-        if len(chunk.block_sizes) < VECTORISE_FROM:
-            self.observe_many(labels, chunk.item_times())
-            return
-        values, weights = chunk.item_arrays()
-        bounds = self.definition.buckets
-        counts = np.bincount(np.searchsorted(bounds, values, side="left"), weights=weights,
-                             minlength=len(bounds) + 1).tolist()
-        total, weighted_sum = float(weights.sum()), float(np.dot(values, weights))
-        with self._lock:
-            series = self._series.setdefault(labels, [0.0] * (len(bounds) + 3))
-            for i, count in enumerate(counts):
-                series[i] += count
-            series[-2] += weighted_sum
-            series[-1] += total
 
     def touch(self, labels: tuple[str, ...]) -> None:
         if labels in self._series:
@@ -288,7 +270,7 @@ class PrometheusMetrics(Observer):
             series.errors.inc(chunk.n_errors)
         if chunk.where == "pool":
             series.queue_wait.observe(chunk.queue_wait_seconds)
-        self._task_time.observe_chunk((series.strategy, series.workload), chunk)
+        self._task_time.observe_many((series.strategy, series.workload), chunk.item_times())
         if chunk.bytes_sent or chunk.bytes_received:
             self._c("payoff_payload_bytes_total", series.strategy, "sent").inc(chunk.bytes_sent)
             self._c("payoff_payload_bytes_total", series.strategy, "received").inc(chunk.bytes_received)
