@@ -1,10 +1,12 @@
 """What telemetry costs: the same maps with every observer on, and with none.
 
-"On" means spans through an OpenTelemetry SDK (batch processor, in-memory
-exporter), Prometheus metrics and the warnings observer: everything a
-production user would run. Runs alternate on/off so drift hits both sides.
+"On" means the default observers with spans through an OpenTelemetry SDK
+(batch processor, an exporter that counts and drops spans), Prometheus metrics,
+progress and warnings: everything a production user would run. Big maps are
+judged on the time measured inside the observers; their wall ratio against an
+A/A control (two identical executors without telemetry) is the cross-check.
 
-    python benchmarks/bench_telemetry.py           # 100,000 items of ~50 us, 9 paired repeats
+    python benchmarks/bench_telemetry.py           # 100,000 items of ~50 us, 9 rotating repeats
     python benchmarks/bench_telemetry.py --quick   # 20,000 items, 3 repeats
 """
 

@@ -122,12 +122,11 @@ class Summary:
         mean = sum(v * w for v, w in ordered) / total
         return cls(total, mean, _quantile(ordered, total, 0.5), _quantile(ordered, total, 0.95), ordered[-1][0])
 
-
     @classmethod
     def of_blocks(cls, values: npt.NDArray[np.float64], weights: npt.NDArray[np.int64]) -> Summary:
         """``weighted`` for many blocks at once: equal results, without a Python loop per block."""
-        if values.size < VECTORISE_FROM:
-            return cls.weighted(list(zip(values.tolist(), weights.tolist(), strict=True)))
+        if not values.size:
+            return _EMPTY
         order = np.lexsort((weights, values))
         values, weights = values[order], weights[order]
         cumulative = np.cumsum(weights)
@@ -141,7 +140,7 @@ class Summary:
 
 _EMPTY = Summary(0, 0.0, 0.0, 0.0, 0.0)
 VECTORISE_FROM = 64
-"""Below this many timing blocks plain Python is faster than building arrays."""
+"""From this many timing blocks on, ``MapRecord.task_time`` uses ``of_blocks``; below, plain Python is faster."""
 
 
 def _quantile(ordered: Sequence[tuple[float, int]], total: int, q: float) -> float:

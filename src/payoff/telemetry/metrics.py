@@ -245,6 +245,12 @@ class PrometheusMetrics(Observer):
             series = self._children[key] = _Series(strategy, workload, *children)
         return series
 
+    def _follow(self, st: _CallState, strategy: str) -> _Series:
+        """The call's series, moved to ``strategy`` when a fallback after planning changed where it runs."""
+        if st.series.strategy != strategy:
+            st.series = self._series(strategy, st.series.workload)
+        return st.series
+
     # -- hooks ---------------------------------------------------------------
 
     def map_planned(self, call: CallInfo) -> None:
@@ -258,9 +264,7 @@ class PrometheusMetrics(Observer):
         st: _CallState | None = call.state.get("metrics")
         if st is None:
             return
-        series = st.series
-        if _strategy(call.selected_strategy) != series.strategy:  # a fallback after planning
-            series = st.series = self._series(_strategy(call.selected_strategy), series.workload)
+        series = self._follow(st, _strategy(call.selected_strategy))
         st.gauge.dec(chunk.n_items)
         st.left -= chunk.n_items
         series.tasks.inc(chunk.n_items)
@@ -282,9 +286,8 @@ class PrometheusMetrics(Observer):
         if st is None:  # the call never reached planning
             st = _CallState(self._series(strategy, self._workload(record.workload)),
                             self._c("payoff_in_flight_tasks", strategy), 0, call.started_ns)
-        elif st.series.strategy != strategy:
-            st.series = self._series(strategy, st.series.workload)
-        series, workload = st.series, st.series.workload
+        series = self._follow(st, strategy)
+        workload = series.workload
         if st.left:
             st.gauge.dec(st.left)
         st.advance_capacity(record.workers, call.started_ns + int(record.wall_seconds * 1e9))
