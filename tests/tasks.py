@@ -52,3 +52,63 @@ def identity(x: Any) -> Any:
 
 def pid_of(_: Any) -> int:
     return os.getpid()
+
+
+def die_once_in_worker(item: tuple[int, int, str]) -> int:
+    """Kills its worker on item 5 the first time only (a marker file remembers): a crash that does not recur."""
+    i, parent, marker = item
+    if i == 5 and os.getpid() != parent and not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        os._exit(3)
+    return i * 10
+
+
+def segfault_on_five(x: int) -> int:
+    """Crashes the interpreter running it on item 5 (a real SIGSEGV, as broken native code would)."""
+    if x == 5:
+        import ctypes
+
+        ctypes.string_at(0)
+    return x * 10
+
+
+def exit_on_five(x: int) -> int:
+    if x == 5:
+        os._exit(7)
+    return x * 10
+
+
+class TwoArgError(Exception):
+    """An exception whose ``__init__`` does not take its own ``args``: it cannot be unpickled."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(f"{why} (code {code})")
+        self.code = code
+
+
+def raise_two_arg(x: int) -> int:
+    if x == 3:
+        raise TwoArgError(42, "the user's message")
+    return x
+
+
+def user_frame_error(x: int) -> int:
+    if x == 3:
+        return _deep_user_helper(x)
+    return x
+
+
+def _deep_user_helper(x: int) -> int:
+    raise ValueError(f"deep user failure on {x}")
+
+
+def sleep_forever(x: int) -> int:
+    time.sleep(3600)
+    return x
+
+
+def sleep_long_on_zero(x: int) -> int:
+    if x == 0:
+        time.sleep(30)
+    return x

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import BrokenExecutor, CancelledError, ThreadPoolExecutor
 
 import pytest
@@ -91,24 +92,26 @@ def test_pool_survives_nested_with_and_closes_at_the_outermost_exit() -> None:
     assert not any(alive(p) for p in pids)
 
 
-def test_worker_death_reruns_unfinished_items_and_next_call_gets_a_fresh_pool() -> None:
+def test_worker_death_reruns_unfinished_items_and_next_call_gets_a_fresh_pool(tmp_path: Path) -> None:
     parent = os.getpid()
-    items = [(i, parent) for i in range(40)]
+    items = [(i, parent, str(tmp_path / "died")) for i in range(40)]
     expected = [i * 10 for i in range(40)]
     with ParallelExecutor(ParallelConfig(strategy="processes", **FORCE)) as ex:
         with pytest.warns(ParallelFallbackWarning) as caught:
-            assert ex.map(tasks.die_in_worker, items, chunksize=4) == expected
+            assert ex.map(tasks.die_once_in_worker, items, chunksize=4) == expected
         broken = ex.last_record
         assert broken is not None
         assert broken.fallback_reason is Reason.MAP_FAILURE_RETRY
         assert any(c.where == "retry" for c in broken.chunks)
         assert [w.message.reason for w in caught] == [Reason.MAP_FAILURE_RETRY]  # type: ignore[union-attr]
 
+        assert broken.mode == "parallel", "the lost chunks were rerun in fresh workers, not in the caller"
+        assert broken.pool_started
+
         assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
         fresh = ex.last_record
         assert fresh is not None
-        assert fresh.pool_started
-        assert not fresh.pool_reused
+        assert fresh.pool_reused, "the fresh pool the recovery started serves the next call"
         assert fresh.fallback_reason is None
         assert fresh.selected_strategy == "processes"
 

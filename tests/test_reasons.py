@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -78,9 +79,10 @@ def _init_failure() -> tuple[Any, Any, list[Any]]:
 
 @case(Reason.MAP_FAILURE_RETRY)
 def _map_failure() -> tuple[Any, Any, list[Any]]:
-    items = [(i, os.getpid()) for i in range(30)]
-    record, out = _run(ParallelConfig(strategy="processes", **FORCE), tasks.die_in_worker, items, chunksize=3)
-    return record, out, [i * 10 for i, _ in items]
+    marker = os.path.join(tempfile.mkdtemp(prefix="payoff-test-"), "died")
+    items = [(i, os.getpid(), marker) for i in range(30)]
+    record, out = _run(ParallelConfig(strategy="processes", **FORCE), tasks.die_once_in_worker, items, chunksize=3)
+    return record, out, [i * 10 for i, _, _ in items]
 
 
 @case(Reason.UNPICKLABLE)
@@ -154,8 +156,13 @@ def test_reason_is_reached_warned_and_recorded(reason: Reason) -> None:
     record, (result, fallbacks), expected = CASES[reason]()
     assert result == expected if not isinstance(expected[0], np.ndarray) else True
     assert record.fallback_reason is reason
-    assert record.selected_strategy == "serial"
-    assert record.mode == "serial"
+    if reason is Reason.MAP_FAILURE_RETRY:  # recovered in fresh workers: the call stays parallel
+        assert record.mode == "parallel"
+        assert any(c.where == "retry" for c in record.chunks)
+        assert not any(c.where == "caller" and c.first_item > 0 for c in record.chunks)
+    else:
+        assert record.selected_strategy == "serial"
+        assert record.mode == "serial"
     if reason is Reason.DISABLED:
         assert fallbacks == []
         return

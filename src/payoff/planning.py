@@ -255,6 +255,8 @@ def plan(call: Call) -> Plan:
     cfg = call.config
     workers = available_workers(cfg)
     decision = Reason.EXPLICIT_OBJECT if call.requested == "custom" else Reason.EXPLICIT_STRATEGY
+    if not call.items:
+        return Plan("serial", 1, 1, Reason.EMPTY_INPUT)
     early = _early_fallback(call, workers)
     if early is not None:
         return _serial(call, early[0], early[1], decision)

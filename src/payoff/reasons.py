@@ -67,6 +67,12 @@ class Reason(StrEnum):
         "CPU-bound work whose function only cloudpickle can send: the joblib (loky) pool runs it",
         "",
     )
+    EMPTY_INPUT = (
+        "empty_input",
+        "decision",
+        "the call had no items: nothing ran, and no pool was started",
+        "",
+    )
     # -- fallbacks -------------------------------------------------------
     DISABLED = (
         "disabled",
@@ -95,8 +101,10 @@ class Reason(StrEnum):
     MAP_FAILURE_RETRY = (
         "map_failure_retry",
         "fallback",
-        "the parallel run failed (broken pool, lost worker) and the unfinished items were rerun serially",
-        "a worker died (out of memory, os._exit, a crash in native code); the next call starts a fresh pool",
+        "a worker died (broken pool, lost worker) and the chunks it lost were rerun in fresh workers; "
+        "an item that kills a worker again is isolated and raised as WorkerCrashedError, never run in the caller",
+        "a worker died (out of memory, os._exit, a crash in native code) and the call recovered; if it recurs, "
+        "the WorkerCrashedError names the item",
     )
     UNPICKLABLE = (
         "unpicklable",

@@ -284,6 +284,10 @@ class RecordBuilder:
         self.fallback_reason, self.fallback_detail = reason, detail
         self.selected, self.workers = "serial", 1
 
+    def recover(self, reason: Reason, detail: str) -> None:
+        """A failure the call survived where it runs (fresh workers): the reason is kept, the mode is not changed."""
+        self.fallback_reason, self.fallback_detail = reason, detail
+
     def add(self, outcome: Any, where: str, submit_ns: int) -> ChunkStats:
         """Turn a worker's ChunkOutcome into stats (``Any`` keeps record free of worker imports)."""
         stats = ChunkStats(

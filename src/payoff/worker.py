@@ -15,10 +15,13 @@ import os
 import pickle
 import threading
 import time
+import traceback
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from payoff.errors import RemoteError, RemoteTraceback
 
 _local = threading.local()
 _in_worker_process = False
@@ -52,6 +55,8 @@ class ChunkOutcome:
     bytes_sent: int = field(default=0)
     fn_bytes_loaded: int = 0
     """Bytes of a shipped function this worker loaded for this chunk (0 when cached)."""
+    error_traceback: str = ""
+    """The error's traceback as text, filled in only when the outcome travels to another process."""
 
     @property
     def n_done(self) -> int:
@@ -59,16 +64,24 @@ class ChunkOutcome:
 
 
 class CancelToken:
-    """A flag checked between timing blocks so thread chunks stop early on cancel."""
+    """A flag checked between timing blocks so in-process chunks stop early on cancel or at a deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self._event = threading.Event()
+        self.deadline = deadline
+        """``time.monotonic()`` by which the call must end, or None."""
 
     def set(self) -> None:
         self._event.set()
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or self.expired()
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
 
 BLOCK_TARGET_NS = 250_000
@@ -196,24 +209,73 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error."""
     outcome = run_chunk(fn, items, first, index)
     outcome.fn_bytes_loaded = loaded
+    if outcome.error is not None:
+        _prepare_for_travel(outcome)
     try:
         return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # an unpicklable result or exception
+    except Exception as exc:  # an unpicklable result
         outcome.results = []
         outcome.error = RuntimeError(
-            f"payoff: chunk {index} finished but its results or exception cannot be pickled "
-            f"back to the parent: {exc!r}"
+            f"payoff: chunk {index} finished but its results cannot be pickled back to the parent: {exc!r}"
         )
         outcome.error_index = first
         return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def _prepare_for_travel(outcome: ChunkOutcome) -> None:
+    """Keep the traceback as text, and swap an exception the parent could not rebuild for a RemoteError.
+
+    Pickling an exception only stores its class and ``args``; a class whose
+    ``__init__`` takes other arguments fails when the parent unpickles it, which
+    would lose the whole chunk and the user's message with it.
+    """
+    error = outcome.error
+    assert error is not None
+    outcome.error_traceback = "".join(traceback.format_exception(error))
+    try:
+        pickle.loads(pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        remote = RemoteError(f"{type(error).__module__}.{type(error).__qualname__}", str(error),
+                             outcome.error_traceback)
+        for note in getattr(error, "__notes__", ()):
+            remote.add_note(note)
+        outcome.error = remote
+
+
+def arrived(outcome: ChunkOutcome) -> ChunkOutcome:
+    """Parent side: the worker's traceback becomes the error's cause, as ``concurrent.futures`` does."""
+    if outcome.error is not None and outcome.error_traceback:
+        outcome.error.__cause__ = RemoteTraceback(outcome.error_traceback)
+    return outcome
+
+
 def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...]) -> None:
-    """Runs once per worker process: marks it as a worker, then the user's initializer."""
+    """Runs once per worker process: marks it as a worker, watches the parent, then the user's initializer."""
     global _in_worker_process
     _in_worker_process = True
+    _watch_parent(os.getppid())
     if user_init is not None:
         user_init(*args)
+
+
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker when its parent dies, even in the middle of a task.
+
+    A parent killed with SIGKILL runs no clean-up, and a worker busy in a long
+    task would otherwise compute for nobody. ``PR_SET_PDEATHSIG`` is tied to
+    the thread that forked the worker, which may be a short-lived user thread,
+    so a daemon thread polls the parent id instead.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="payoff-parent-watch", daemon=True).start()
 
 
 def ping() -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +31,10 @@ class ChunkTask:
     submit_ns: int = 0
     bytes_sent: int = 0
     encode_ns: int = 0
+    retry: bool = False
+    """Rerun after its pool broke."""
+    alone: bool = False
+    """Suspected of crashing a worker: runs with nothing else in flight, so a crash names it."""
 
 
 class Strategy(ABC):
@@ -74,7 +78,7 @@ class Strategy(ABC):
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """A plain call on the pool, for ``ParallelExecutor.submit``."""
         if self._pool is None:
-            raise RuntimeError(f"the {self.name} pool is not running")
+            raise closed_pool(self.name)
         return self._pool.submit(fn, *args, **kwargs)
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
@@ -91,3 +95,19 @@ class Strategy(ABC):
     def process_ids(self) -> list[int]:
         """Worker process ids (empty for in-process backends)."""
         return []
+
+    def exit_codes(self) -> list[int]:
+        """Exit codes of this pool's worker processes that have ended (negative: killed by that signal)."""
+        return []
+
+    def running_tasks(self) -> int:
+        """Tasks still executing in threads that nothing can stop (threads only)."""
+        return 0
+
+
+class PoolClosedError(BrokenExecutor):
+    """The pool was shut down or killed while a call still wanted it: the call retries on a fresh pool."""
+
+
+def closed_pool(name: str) -> PoolClosedError:
+    return PoolClosedError(f"the {name} pool is closed")

@@ -20,8 +20,8 @@ from typing import Any
 import cloudpickle
 
 from payoff.strategies import SHIP_ONCE_BYTES
-from payoff.strategies.base import ChunkTask, Strategy
-from payoff.worker import ChunkOutcome, run_to_bytes
+from payoff.strategies.base import ChunkTask, Strategy, closed_pool
+from payoff.worker import ChunkOutcome, arrived, run_to_bytes
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 _cache: dict[str, Callable[[Any], Any]] = {}
@@ -86,6 +86,8 @@ class DaskStrategy(Strategy):
         return ("scattered", digest, len(blob))
 
     def submit(self, fn: Any, task: ChunkTask) -> Future[Any]:
+        if self.client is None:
+            raise closed_pool(self.name)
         shipped = isinstance(fn, tuple) and fn[:1] == ("scattered",)
         digest = fn[1] if shipped else ""
         payload = cloudpickle.dumps((None if shipped else fn, task.items, task.first, task.index))
@@ -114,7 +116,7 @@ class DaskStrategy(Strategy):
         outcome.start_ns = max(task.submit_ns, arrived_ns - duration)
         outcome.bytes_received = len(data)
         outcome.bytes_sent = task.bytes_sent + outcome.fn_bytes_loaded
-        return outcome
+        return arrived(outcome)
 
     def shutdown(self, wait: bool = True) -> None:
         client, cluster = self.client, self._cluster
@@ -129,10 +131,10 @@ class DaskStrategy(Strategy):
 
 def _relay(remote: Any, local: Future[Any], stamp: bool = True) -> None:
     """Completion callback (a dask thread): pass the result on, stamped with the parent's clock."""
-    arrived = time.monotonic_ns()
+    arrived_ns = time.monotonic_ns()
     try:
         result = remote.result()
-        local.set_result((result, arrived) if stamp else result)
+        local.set_result((result, arrived_ns) if stamp else result)
     except BaseException as exc:
         error = exc
         if type(exc).__name__ in ("KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError"):

@@ -7,11 +7,13 @@ opaque ``bytes`` (a memcpy, not a second pickling).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -21,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from payoff.strategies import SHIP_ONCE_BYTES
-from payoff.strategies.base import ChunkTask, Strategy
-from payoff.worker import ChunkOutcome, ShippedFn, init_process, ping, run_pickled_chunk
+from payoff.strategies.base import ChunkTask, Strategy, closed_pool
+from payoff.worker import ChunkOutcome, ShippedFn, arrived, init_process, ping, run_pickled_chunk
 
 _KILL_GRACE_SECONDS = 1.0
 _KEEP_SHIPPED = 8
@@ -33,6 +35,7 @@ class PickledPoolStrategy(Strategy):
 
     crosses_processes = True
     _ship_dir: str | None = None
+    _seen: dict[int, Any] | None = None
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         blob = self._dumps(fn)
@@ -68,22 +71,42 @@ class PickledPoolStrategy(Strategy):
         assert self._pool is not None
         for f in [self._pool.submit(ping) for _ in range(self.workers)]:
             f.result()
+        self._remember_processes()
+
+    def _remember_processes(self) -> None:
+        """Keep every worker's process object: the pool forgets the dead, but their exit codes name a crash."""
+        if self._seen is None:
+            self._seen = {}
+        for pid, proc in list((getattr(self._pool, "_processes", None) or {}).items()):
+            self._seen.setdefault(pid, proc)
+
+    def exit_codes(self) -> list[int]:
+        codes = []
+        for proc in list((self._seen or {}).values()):
+            code = proc.exitcode
+            if code is not None:
+                codes.append(int(code))
+        return codes
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
-        assert self._pool is not None, "start() first"
+        pool = self._pool
+        if pool is None:
+            raise closed_pool(self.name)
         t0 = time.perf_counter_ns()
         payload = self._dumps((fn, task.items, task.first, task.index))
         task.encode_ns = time.perf_counter_ns() - t0
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()
-        return self._pool.submit(run_pickled_chunk, payload)
+        future = pool.submit(run_pickled_chunk, payload)
+        self._remember_processes()
+        return future
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
         outcome = pickle.loads(raw)
         assert isinstance(outcome, ChunkOutcome)
         outcome.bytes_received = len(raw)
         outcome.bytes_sent = task.bytes_sent + outcome.fn_bytes_loaded
-        return outcome
+        return arrived(outcome)
 
     def process_ids(self) -> list[int]:
         procs = getattr(self._pool, "_processes", None) or {}
@@ -91,17 +114,24 @@ class PickledPoolStrategy(Strategy):
 
     def kill(self) -> None:
         """Terminate the workers: a running chunk cannot be interrupted any other way."""
-        procs = list((getattr(self._pool, "_processes", None) or {}).values())
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
+        self._remember_processes()
+        procs = [p for p in list((self._seen or {}).values()) if p.exitcode is None]
+        _signal_all(procs, signal.SIGTERM)
         self.shutdown(wait=False)
         deadline = time.monotonic() + _KILL_GRACE_SECONDS
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join(0.5)
+        _signal_all([p for p in procs if p.exitcode is None], signal.SIGKILL)
+        for proc in procs:
+            proc.join(0.5)
+
+
+def _signal_all(procs: list[Any], sig: signal.Signals) -> None:
+    """By pid: loky's process objects do not all have ``kill()``, and one may have gone already."""
+    for proc in procs:
+        if proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, sig)
 
 
 class ProcessStrategy(PickledPoolStrategy):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextvars
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
-from payoff.strategies.base import ChunkTask, Strategy
+from payoff.strategies.base import ChunkTask, Strategy, closed_pool
+from payoff.strategies.daemon_threads import DaemonThreadPool
 from payoff.worker import ping, run_chunk
 
 
@@ -21,19 +22,23 @@ class ThreadStrategy(Strategy):
     name = "threads"
 
     def _start(self) -> None:
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="payoff",
-                                  initializer=self.initializer, initargs=self.initargs)
+        pool = DaemonThreadPool(self.workers, "payoff", self.initializer, self.initargs)
         self._pool = pool
         for f in [pool.submit(ping) for _ in range(self.workers)]:
             f.result()
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
-        assert self._pool is not None, "start() first"
+        if self._pool is None:
+            raise closed_pool(self.name)
         ctx = contextvars.copy_context()
         task.submit_ns = time.monotonic_ns()
         return self._pool.submit(ctx.run, run_chunk, fn, task.items, task.first, task.index, task.cancel)
 
     def shutdown(self, wait: bool = True) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+    def running_tasks(self) -> int:
+        pool = self._pool
+        return pool.running if isinstance(pool, DaemonThreadPool) else 0

@@ -1,0 +1,477 @@
+"""One ``map`` call from plan to record: the single owner of where the call runs now.
+
+A :class:`MapRun` holds everything one call needs (its plan, record builder,
+pool lease, chunk queue, in-flight futures, cancel token and deadline), so the
+executor keeps only what outlives calls: the config, the pools and the
+observers. Every wait has an exit (a finished, failed or cancelled future, the
+cancel token, the deadline), and a worker that dies is handled here: lost
+chunks go to fresh workers, and an item that kills a worker again is narrowed
+down alone, never rerun in the caller's own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import time
+import warnings
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from concurrent.futures import BrokenExecutor, CancelledError, Future
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from payoff import planning
+from payoff._pools import Lease, pool_key
+from payoff._source import Source
+from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
+from payoff.observers import CallInfo, find_call_site
+from payoff.reasons import Reason
+from payoff.record import RecordBuilder
+from payoff.strategies import ChunkTask, Strategy, make_strategy
+from payoff.strategies.external import ExternalStrategy, external_workers
+from payoff.strategies.serial import SerialStrategy
+from payoff.worker import CancelToken, ChunkOutcome
+
+if TYPE_CHECKING:
+    from payoff.executor import ParallelExecutor
+
+WAIT_SLICE_SECONDS = 0.2
+"""Longest wait between checks of the cancel token and the deadline."""
+MAX_POOL_RESTARTS = 24
+"""Fresh pools one call may start after crashes before it gives up on the backend."""
+STREAM_SERIAL_CHUNK = 1024
+STOP_GRACE_SECONDS = 0.1
+"""Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
+
+
+class MapRun:
+    """Plans, runs and records one call; iterate :meth:`blocks` for its results in input order."""
+
+    def __init__(self, executor: ParallelExecutor, fn: Callable[[Any], Any], source: Source, *,
+                 chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
+                 progress: bool | None, timeout: float | None, streaming: bool) -> None:
+        self.ex, self.fn, self.source = executor, fn, source
+        self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
+        self.streaming, self.timeout = streaming, timeout
+        self.config = executor.config
+        self.requested = self.config.strategy_name
+        n = source.known_length or 0
+        self.call = CallInfo(executor._next_id(), executor._workload_label(workload), self.requested, granularity,
+                             n, find_call_site(), progress=progress)
+        self.rec = RecordBuilder(self.call.call_id, self.call.workload, self.requested, granularity, n,
+                                 self.call.started_ns, self.call.started_at)
+        self.token = CancelToken(None if timeout is None else time.monotonic() + timeout)
+        self.lease: Lease | None = None
+        self.in_flight: dict[Future[Any], ChunkTask] = {}
+        self.done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+        self.requeued: deque[ChunkTask] = deque()
+        self.isolate: deque[ChunkTask] = deque()
+        self.parts: dict[int, list[ChunkOutcome]] = {}
+        self.sizes: dict[int, int] = {}
+        self.next_index = 0
+        self.next_yield = 0
+        self.crashes: Counter[int] = Counter()
+        self.restarts = 0
+        self.lost: list[ChunkTask] = []
+        self.source_done = False
+        self.stream = False
+
+    # -- the call as a whole ---------------------------------------------------
+
+    def where(self, strategy: str, workers: int) -> None:
+        """Where the call runs from now on: the record and the observers always agree."""
+        self.rec.selected, self.rec.workers = strategy, workers
+        self.call.selected_strategy, self.call.workers = strategy, workers
+
+    def blocks(self) -> Iterator[list[Any]]:
+        """Each chunk's results, in input order; the record is built however the call ends."""
+        obs = self.ex._observers
+        self.ex._begin(self.token)
+        obs.started(self.call)
+        error: BaseException | None = None
+        try:
+            with contextlib.nullcontext() if self.streaming else obs.scope(self.call):
+                self.call.scoped = not self.streaming
+                plan = self._plan()
+                obs.planned(self.call)
+                yield from self._execute(plan)
+        except GeneratorExit:
+            self.token.set()
+            self._abandon()
+            raise
+        except BaseException as exc:
+            error = exc
+            self._abandon(exc)
+            raise
+        finally:
+            self.ex._end(self.token)
+            if self.lease is not None:
+                self.ex._pools.release(self.lease)
+            if self.stream:
+                self.rec.n_items = self.source.taken
+            record = self.rec.build()
+            self.ex._finish(self.call, record, self.fn, error)
+
+    def _plan(self) -> planning.Plan:
+        t0 = time.perf_counter_ns()
+        with self.ex._observers.scope(self.call):
+            plan = self._make_plan()
+        probe_ns = plan.probe.outcome.end_ns - plan.probe.outcome.start_ns if plan.probe.outcome else 0
+        rec = self.rec
+        rec.overhead_ns["planning"] += max(0, time.perf_counter_ns() - t0 - probe_ns)
+        rec.decision, rec.chunk_size, rec.cpu_ratio = plan.decision, plan.chunk_size, plan.probe.cpu_ratio
+        rec.probe_items = plan.probe.n
+        self.where(plan.strategy, plan.workers)
+        if plan.fallback is not None:
+            rec.fall_back(plan.fallback, plan.detail)
+        return plan
+
+    def _make_plan(self) -> planning.Plan:
+        if not self.source.exhausted:
+            try:
+                item_bytes = planning._pickled_size(self.source.first())
+            except IndexError:
+                item_bytes = 0
+            except Exception:
+                item_bytes = 1
+            self.source.read_ahead(item_bytes)
+            self.stream = self.source.known_length is None
+            self.rec.n_items = self.call.n_items = self.source.known_length or 0
+        items = self.source.head
+        prior = self.ex._count_workload(self.call.workload)
+        plan = planning.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
+                                           self.granularity, self.releases_gil, self.ex._pools.warm(), prior))
+        if self.requested == "custom" and plan.strategy == "custom":
+            plan = replace(plan, workers=external_workers(self.config.strategy, plan.workers))
+        return plan
+
+    def _execute(self, plan: planning.Plan) -> Iterator[list[Any]]:
+        probe = plan.probe.outcome
+        if probe is not None:
+            self.ex._observers.chunk(self.call, self.rec.add(probe, "caller", probe.start_ns))
+            if probe.error is not None:
+                raise probe.error
+            self.next_index = self.next_yield = 1
+            if probe.results:
+                yield probe.results
+        self.source.skip(plan.probe.n)
+        if plan.strategy != "serial":
+            self.lease = self._acquire(plan)
+        if self.lease is None:
+            self.where("serial", 1)
+            yield from self._serially(plan)
+            return
+        yield from self._in_parallel(plan.chunk_size)
+
+    # -- serial ---------------------------------------------------------------
+
+    def _serially(self, plan: planning.Plan) -> Iterator[list[Any]]:
+        streaming_source = self.source.known_length is None
+        size = plan.chunk_size if self.streaming else max(1, plan.chunk_size)
+        if streaming_source:
+            size = max(size, STREAM_SERIAL_CHUNK)
+        elif not self.streaming:
+            size = max(1, len(self.source.head))
+        while (part := self.source.take(size)) is not None:
+            lo, items = part
+            outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller")
+            self.next_index += 1
+            self._raise_if_stopped()
+            yield outcome.results
+
+    def _in_caller(self, task: ChunkTask, where: str) -> ChunkOutcome:
+        with self.ex._observers.scope(self.call):
+            outcome: ChunkOutcome = SerialStrategy(1).submit(self.fn, task).result()
+        self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    # -- pools ------------------------------------------------------------------
+
+    def _acquire(self, plan: planning.Plan) -> Lease | None:
+        """A lease on the pool ``plan`` needs; None after an init failure the config lets fall back."""
+        try:
+            lease = self._lease(plan.strategy, plan.workers)
+        except Exception as exc:
+            self.rec.pool_started = self.rec.pool_start_failed = True
+            if not self.config.force_serial_on_failure:
+                raise
+            self.rec.fall_back(Reason.INIT_FAILURE, f"the {plan.strategy} pool failed to start: {exc!r}")
+            return None
+        self.rec.pool_reused = not lease.started
+        self.where(plan.strategy, lease.pool.workers)
+        return lease
+
+    def _lease(self, strategy: str, workers: int) -> Lease:
+        if strategy == "custom":
+            pool: Strategy = ExternalStrategy(self.config.strategy, workers)
+            return Lease(pool)
+        lease = self.ex._pools.lease(pool_key(self.config, strategy, workers),
+                                     lambda: make_strategy(strategy, workers, self.config))
+        if lease.started:
+            self.rec.pool_started = True
+            self.rec.pool_start_seconds += lease.start_seconds
+        return lease
+
+    # -- parallel ---------------------------------------------------------------
+
+    def _in_parallel(self, size: int) -> Iterator[list[Any]]:
+        assert self.lease is not None
+        while True:
+            pool = self.lease.pool
+            try:
+                yield from self._drive(pool, size)
+                return
+            except BrokenExecutor as exc:
+                self._after_break(pool, exc)
+
+    def _drive(self, pool: Strategy, size: int) -> Iterator[list[Any]]:
+        t0 = time.perf_counter_ns()
+        shipped = pool.ship(self.fn)
+        self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
+        limit = pool.workers + max(1, pool.workers // 2)
+        while True:
+            with self.ex._observers.scope(self.call):
+                self._top_up(pool, shipped, size, limit)
+            yield from self._ready_blocks()
+            if not self.in_flight:
+                if self._nothing_left():
+                    return
+                continue
+            self._wait_and_collect(pool)
+
+    def _nothing_left(self) -> bool:
+        return self.source_done and not self.requeued and not self.isolate
+
+    def _top_up(self, pool: Strategy, shipped: Any, size: int, limit: int) -> None:
+        if self.isolate:  # a suspected crash runs alone, so a crash names it
+            if not self.in_flight:
+                self._submit(pool, shipped, self.isolate[0])
+                self.isolate.popleft()
+            return
+        while len(self.in_flight) + self._waiting() < limit:
+            task = self._next_task(size)
+            if task is None:
+                return
+            try:
+                self._submit(pool, shipped, task)
+            except BaseException:
+                self.requeued.appendleft(task)  # a pool that breaks on submit loses no chunk
+                raise
+
+    def _waiting(self) -> int:
+        """Finished chunks held back until an earlier one is done: they count against the in-flight bound."""
+        return sum(1 for i in self.parts if i != self.next_yield)
+
+    def _next_task(self, size: int) -> ChunkTask | None:
+        if self.requeued:
+            return self.requeued.popleft()
+        part = None if self.source_done else self.source.take(size)
+        if part is None:
+            self.source_done = True
+            return None
+        task = ChunkTask(self.next_index, part[0], part[1], self.token)
+        self.sizes[task.index] = len(part[1])
+        self.next_index += 1
+        return task
+
+    def _submit(self, pool: Strategy, shipped: Any, task: ChunkTask) -> None:
+        t0 = time.perf_counter_ns()
+        future = pool.submit(shipped, task)
+        self.rec.overhead_ns["serialization"] += task.encode_ns
+        self.rec.overhead_ns["dispatch"] += time.perf_counter_ns() - t0 - task.encode_ns
+        self.in_flight[future] = task
+        future.add_done_callback(self.done.put)
+
+    def _wait_and_collect(self, pool: Strategy) -> None:
+        """Wait for one future at most a slice, then take in everything finished."""
+        try:
+            first = self.done.get(timeout=self._slice())
+        except queue.Empty:
+            self._raise_if_stopped()
+            return
+        self._raise_if_stopped()
+        finished = [first]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                finished.append(self.done.get_nowait())
+        broken: BrokenExecutor | None = None
+        for future in finished:
+            task = self.in_flight.pop(future, None)
+            if task is None:
+                continue  # a chunk of a pool this call already gave up
+            try:
+                self._collect(pool, future, task)
+            except BrokenExecutor as exc:
+                self._lost(task)
+                broken = exc
+        if broken is not None:
+            raise broken
+
+    def _collect(self, pool: Strategy, future: Future[Any], task: ChunkTask) -> None:
+        if future.cancelled():
+            raise CancelledError("payoff: a chunk was cancelled")
+        raw = future.result()
+        t0 = time.perf_counter_ns()
+        outcome = pool.collect(raw, task)
+        self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
+        where = "caller" if isinstance(pool, SerialStrategy) else "retry" if task.retry else "pool"
+        self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
+        if outcome.error is not None:
+            raise outcome.error
+        self.parts.setdefault(task.index, []).append(outcome)
+
+    def _ready_blocks(self) -> Iterator[list[Any]]:
+        while (parts := self.parts.get(self.next_yield)) is not None:
+            if sum(p.n_done for p in parts) < self.sizes[self.next_yield]:
+                return
+            del self.parts[self.next_yield]
+            self.next_yield += 1
+            if len(parts) == 1:
+                yield parts[0].results
+            else:
+                yield [r for p in sorted(parts, key=lambda p: p.first) for r in p.results]
+
+    # -- failures -----------------------------------------------------------------
+
+    def _lost(self, task: ChunkTask) -> None:
+        self.lost.append(task)
+
+    def _after_break(self, pool: Strategy, exc: BrokenExecutor) -> None:
+        """Recover from a broken pool: finished chunks kept, lost ones to fresh workers or isolation."""
+        lost = self._drain_broken(pool)
+        codes = pool.exit_codes()
+        self.ex._pools.discard(pool)
+        self._raise_if_stopped()
+        if not lost:
+            self._resume_after_submit_failure(pool, exc)
+            return
+        if not self.config.force_serial_on_failure:
+            raise self._crash_error(lost[0], codes, "force_serial_on_failure=False: not rerun", exc)
+        self._triage(lost, codes, exc)
+        self._restart(pool, exc, lost)
+
+    def _drain_broken(self, pool: Strategy) -> list[ChunkTask]:
+        """Every chunk still in flight on a broken pool ends soon: keep what finished, return what was lost."""
+        while self.in_flight:
+            with contextlib.suppress(BrokenExecutor):
+                self._wait_and_collect(pool)
+        lost, self.lost = self.lost, []
+        return sorted(lost, key=lambda t: (t.index, t.first))
+
+    def _triage(self, lost: list[ChunkTask], codes: list[int], exc: BaseException) -> None:
+        """A chunk lost once reruns with the rest; lost again, alone; lost alone, split until one item is left."""
+        alone = len(lost) == 1 and lost[0].alone
+        for task in reversed(lost):
+            task.retry = True
+            self.crashes[task.index] += 1
+            if alone:
+                if len(task.items) == 1:
+                    raise self._crash_error(task, codes, "it crashed a fresh worker again, alone", exc)
+                for half in reversed(_halves(task)):
+                    self.isolate.appendleft(half)
+            elif self.crashes[task.index] >= 2:
+                task.alone = True
+                self.isolate.appendleft(task)
+            else:
+                self.requeued.appendleft(task)
+
+    def _restart(self, pool: Strategy, exc: BrokenExecutor, lost: list[ChunkTask]) -> None:
+        self.restarts += 1
+        if self.restarts > MAX_POOL_RESTARTS or isinstance(pool, ExternalStrategy):
+            why = ("workers kept dying" if self.restarts > MAX_POOL_RESTARTS
+                   else "a user-supplied pool cannot be restarted")
+            raise self._crash_error(lost[0], pool.exit_codes(), why, exc)
+        self._note_retry(f"the {pool.name} pool broke ({exc}); lost chunks were rerun in fresh workers")
+        try:
+            assert self.lease is not None
+            self.ex._pools.release(self.lease)
+            self.lease = self._lease(pool.name, pool.workers)
+        except Exception as start_error:
+            raise self._crash_error(lost[0], [], f"no fresh {pool.name} pool could start ({start_error!r})",
+                                    exc) from start_error
+
+    def _resume_after_submit_failure(self, pool: Strategy, exc: BrokenExecutor) -> None:
+        """Nothing ran on the broken pool: a fresh one of ours, or the caller for a user's pool."""
+        if isinstance(pool, ExternalStrategy):
+            self._note_retry(f"the user's pool broke ({exc}); chunks it never started ran in the caller")
+            self.where("serial", 1)
+            self.lease = Lease(SerialStrategy(1))
+            return
+        self._note_retry(f"the {pool.name} pool broke ({exc}); chunks it never started went to a fresh pool")
+        assert self.lease is not None
+        self.ex._pools.release(self.lease)
+        self.lease = self._lease(pool.name, pool.workers)
+
+    def _note_retry(self, detail: str) -> None:
+        self.rec.recover(Reason.MAP_FAILURE_RETRY, detail)
+
+    def _crash_error(self, task: ChunkTask, codes: list[int], why: str, cause: BaseException) -> WorkerCrashedError:
+        code = _culprit_code(codes)
+        item = task.first if len(task.items) == 1 else None
+        where = f"item {item}" if item is not None else f"items {task.first}..{task.first + len(task.items) - 1}"
+        err = WorkerCrashedError(
+            f"payoff: a worker process died ({describe_exit(code)}) running {where} of the map "
+            f"(chunk {task.index}); {why}. The caller's process never runs an item that crashed a worker.",
+            item_index=item, chunk_index=task.index, exitcode=code, completed=self._completed())
+        err.__cause__ = cause
+        return err
+
+    def _completed(self) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        for parts in self.parts.values():
+            for p in parts:
+                out.update(zip(range(p.first, p.first + p.n_done), p.results, strict=True))
+        return out
+
+    # -- stopping -------------------------------------------------------------------
+
+    def _slice(self) -> float:
+        left = self.token.seconds_left()
+        return WAIT_SLICE_SECONDS if left is None else max(0.0, min(WAIT_SLICE_SECONDS, left))
+
+    def _raise_if_stopped(self) -> None:
+        if self.token.expired():
+            raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
+        if self.token.is_set():
+            raise CancelledError("payoff: the map was cancelled")
+
+    def _abandon(self, exc: BaseException | None = None) -> None:
+        """Stop this call's work: cancel queued chunks, and stop workers that cannot be left running."""
+        self.token.set()
+        for future in self.in_flight:
+            future.cancel()
+        pool = self.lease.pool if self.lease is not None else None
+        stop = isinstance(exc, (CancelledError, TimeoutError)) or (exc is not None and not isinstance(exc, Exception))
+        if pool is not None and self.in_flight and stop and not isinstance(pool, ExternalStrategy):
+            self._stop_workers(pool)
+        self.in_flight.clear()
+
+    def _stop_workers(self, pool: Strategy) -> None:
+        """Processes are killed (the pool is rebuilt); threads cannot be, so say so when one is stuck."""
+        if pool.crosses_processes:
+            self.ex._pools.discard(pool)
+            return
+        futures.wait(list(self.in_flight), timeout=STOP_GRACE_SECONDS)
+        stuck = sum(1 for f in self.in_flight if f.running())
+        if stuck:
+            self.ex._pools.discard(pool)
+            warnings.warn(StuckThreadsWarning(
+                f"payoff: {stuck} thread task(s) of this map still run after it stopped: Python cannot stop "
+                "a thread from outside. They finish in the background and never keep the program from "
+                "exiting; the next map gets a fresh pool."), stacklevel=4)
+
+
+def _halves(task: ChunkTask) -> list[ChunkTask]:
+    mid = len(task.items) // 2
+    parts = [(task.first, task.items[:mid]), (task.first + mid, task.items[mid:])]
+    return [ChunkTask(task.index, lo, items, task.cancel, retry=True, alone=True) for lo, items in parts]
+
+
+def _culprit_code(codes: list[int]) -> int | None:
+    """The dead worker's code: the pool terminates the others with SIGTERM after a crash."""
+    own = [c for c in codes if c != -15]
+    return own[0] if own else (codes[0] if codes else None)

@@ -1,0 +1,203 @@
+"""The executor's pools, keyed by everything that defines one, and leased by the calls using them.
+
+A pool is rebuilt when what defines it changes (strategy, workers,
+initializer and its arguments, start method, cluster address or client), as
+loky's reusable executor does, so a changed config never runs on a pool built
+for another. Calls hold a lease while they use a pool: ``shutdown`` retires a
+pool and closes it when its last call is done, and only the call that saw a
+pool break discards it; the others retry on a fresh one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from payoff.config import ParallelConfig
+from payoff.strategies import Strategy
+
+
+def _same(a: object, b: object) -> bool:
+    """Equality that survives values whose ``==`` is not a bool (arrays) or raises."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+@dataclass(frozen=True, eq=False)
+class PoolKey:
+    """What defines a pool; two keys that are ``same`` can share one."""
+
+    strategy: str
+    workers: int
+    initializer: Any = None
+    initargs: tuple[Any, ...] = ()
+    start_method: str | None = None
+    address: str | None = None
+    target: Any = None
+    """A user's executor or dask Client, compared by identity."""
+
+    def same(self, other: PoolKey) -> bool:
+        return (self.strategy == other.strategy and self.workers == other.workers
+                and self.target is other.target and self.start_method == other.start_method
+                and self.address == other.address and _same(self.initializer, other.initializer)
+                and len(self.initargs) == len(other.initargs)
+                and all(_same(a, b) for a, b in zip(self.initargs, other.initargs, strict=True)))
+
+
+def pool_key(config: ParallelConfig, strategy: str, workers: int) -> PoolKey:
+    """The key of the pool ``config`` describes for ``strategy`` with ``workers``."""
+    target = config.strategy if not isinstance(config.strategy, str) else None
+    return PoolKey(strategy, workers, config.worker_initializer, config.worker_init_args, config.start_method,
+                   config.address if strategy == "dask" else None, target)
+
+
+@dataclass(eq=False)
+class _Entry:
+    pool: Strategy
+    key: PoolKey
+    leases: int = 0
+    retired: bool = False
+    closed: bool = False
+
+
+@dataclass
+class Lease:
+    """A call's hold on a pool; ``started`` is set when this call paid for starting it."""
+
+    pool: Strategy
+    started: bool = False
+    start_seconds: float = 0.0
+    _entry: _Entry | None = field(default=None, repr=False)
+
+
+class PoolRegistry:
+    """At most one current pool per strategy name, plus retired pools still finishing their calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._start_lock = threading.Lock()
+        self._current: dict[str, _Entry] = {}
+        self._retired: list[_Entry] = []
+
+    def lease(self, key: PoolKey, make: Callable[[], Strategy]) -> Lease:
+        """The current pool for ``key``, started now if there is none; raises what a failed start raised."""
+        lease = self._take(key)
+        if lease is not None:
+            return lease
+        with self._start_lock:  # one start at a time: two first calls must not both start a pool
+            lease = self._take(key)
+            if lease is not None:
+                return lease
+            pool = make()
+            t0 = time.perf_counter()
+            try:
+                pool.start()
+            except BaseException:
+                pool.kill()
+                raise
+            seconds = time.perf_counter() - t0
+            entry = _Entry(pool, key, leases=1)
+            with self._lock:
+                old = self._current.get(key.strategy)
+                self._current[key.strategy] = entry
+                to_close = self._retire(old) if old is not None else []
+        _close(to_close)
+        return Lease(pool, True, seconds, entry)
+
+    def _take(self, key: PoolKey) -> Lease | None:
+        with self._lock:
+            entry = self._current.get(key.strategy)
+            if entry is None or entry.pool.broken or not entry.key.same(key):
+                return None
+            entry.leases += 1
+        return Lease(entry.pool, _entry=entry)
+
+    def release(self, lease: Lease) -> None:
+        entry = lease._entry
+        if entry is None:
+            return
+        lease._entry = None
+        with self._lock:
+            entry.leases -= 1
+            to_close = [entry] if entry.retired and entry.leases == 0 and not entry.closed else []
+            for e in to_close:
+                e.closed = True
+            self._retired = [e for e in self._retired if not e.closed]
+            self._idle.notify_all()
+        _close(to_close)
+
+    def discard(self, pool: Strategy) -> None:
+        """The caller saw ``pool`` break (or must stop it now): nobody gets it again, and it is killed."""
+        pool.broken = True
+        with self._lock:
+            entry = self._current.get(pool.name)
+            if entry is not None and entry.pool is pool:
+                del self._current[pool.name]
+                entry.retired = entry.closed = True
+        pool.kill()
+
+    def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False) -> list[_Entry]:
+        """Take every current pool whose key ``keep`` rejects out of service; idle ones close now."""
+        with self._lock:
+            names = [n for n, e in self._current.items() if not keep(e.key)]
+            to_close = [c for n in names for c in self._retire(self._current.pop(n))]
+            waiting = [e for e in self._retired if not e.closed]
+        _close(to_close)
+        return waiting
+
+    def _retire(self, entry: _Entry) -> list[_Entry]:
+        entry.retired = True
+        if entry.leases == 0 and not entry.closed:
+            entry.closed = True
+            return [entry]
+        self._retired.append(entry)
+        return []
+
+    def wait_closed(self, entries: list[_Entry]) -> None:
+        """Block until the calls holding ``entries`` are done, then close those pools politely."""
+        with self._lock:
+            while any(e.leases for e in entries):
+                self._idle.wait(0.2)
+            todo = [e for e in entries if not e.closed]
+            for e in todo:
+                e.closed = True
+            self._retired = [e for e in self._retired if not e.closed]
+        for e in todo:
+            e.pool.shutdown(wait=True)
+
+    def kill_all(self) -> None:
+        """Every pool, current and retired, stopped now (cancel, interpreter exit)."""
+        with self._lock:
+            entries = [*self._current.values(), *self._retired]
+            self._current.clear()
+            self._retired = []
+            for e in entries:
+                e.retired = e.closed = True
+        for e in entries:
+            e.pool.broken = True
+            e.pool.kill()
+
+    def current(self) -> list[Strategy]:
+        with self._lock:
+            return [e.pool for e in self._current.values()]
+
+    def warm(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(n for n, e in self._current.items() if not e.pool.broken)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return any(e.leases for e in (*self._current.values(), *self._retired))
+
+
+def _close(entries: list[_Entry]) -> None:
+    for e in entries:
+        e.pool.shutdown(wait=False)

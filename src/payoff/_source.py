@@ -1,0 +1,96 @@
+"""A call's items: a sequence used as given, or an iterator read only as far as the work has got.
+
+``map`` returns a list, so it may hold its input; ``imap`` over a generator
+must not, or a stream of millions of items (or an endless one under
+``islice``) costs memory a loop would never use. The planner sees a bounded
+look-ahead; the rest is read chunk by chunk as workers free up.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+LOOKAHEAD_ITEMS = 1024
+"""Items read ahead of a stream for planning (fewer when items are large)."""
+LOOKAHEAD_BYTES = 32 * 1024 * 1024
+
+
+class Source:
+    """Hands out consecutive slices of the input, reading an iterator lazily."""
+
+    def __init__(self, items: Iterable[Any], lazy: bool) -> None:
+        self._next = 0
+        self._dropped = False
+        self._iter: Iterator[Any] | None = None
+        if isinstance(items, Sequence):
+            self.head: Sequence[Any] = items
+            self.exhausted = True
+        elif not lazy:
+            self.head = list(items)
+            self.exhausted = True
+        else:
+            self._iter = iter(items)
+            self.head = []
+            self.exhausted = False
+
+    def read_ahead(self, item_bytes: int) -> None:
+        """Fill the look-ahead of a stream: up to LOOKAHEAD_ITEMS, or LOOKAHEAD_BYTES of ``item_bytes`` items."""
+        if self.exhausted or self._iter is None:
+            return
+        want = max(2, min(LOOKAHEAD_ITEMS, LOOKAHEAD_BYTES // max(1, item_bytes)))
+        assert isinstance(self.head, list)
+        self.head.extend(itertools.islice(self._iter, want - len(self.head)))
+        self.exhausted = len(self.head) < want
+
+    def first(self) -> Any:
+        """The first item, read from a stream if needed; raises IndexError when there is none."""
+        if not self.head and self._iter is not None and not self.exhausted:
+            assert isinstance(self.head, list)
+            self.head.extend(itertools.islice(self._iter, 1))
+            self.exhausted = not self.head
+        return self.head[0]
+
+    @property
+    def known_length(self) -> int | None:
+        """The number of items, once the whole input is known to fit the look-ahead (or was a sequence)."""
+        return len(self.head) if self.exhausted and not self._dropped else None
+
+    def skip(self, n: int) -> None:
+        """Items the planner's probe already ran."""
+        self._next = n
+
+    def take(self, size: int) -> tuple[int, Sequence[Any]] | None:
+        """The next ``size`` items and the position of the first, or None at the end."""
+        lo = self._next
+        if lo < len(self.head):
+            hi = min(len(self.head), lo + size)
+            part: Sequence[Any] = self.head[lo:hi] if lo or hi < len(self.head) else self.head
+            if hi == len(self.head) and not self.exhausted:
+                part = list(part) + self._read(size - (hi - lo))
+                self._drop_head()
+        elif self._iter is not None and not self.exhausted:
+            part = self._read(size)
+        else:
+            return None
+        if not part:
+            return None
+        self._next = lo + len(part)
+        return lo, part
+
+    def _read(self, n: int) -> list[Any]:
+        assert self._iter is not None
+        got = list(itertools.islice(self._iter, n))
+        if len(got) < n:
+            self.exhausted = True
+        return got
+
+    def _drop_head(self) -> None:
+        """The look-ahead is handed out: positions continue, the memory goes."""
+        self.head = []
+        self._dropped = True
+
+    @property
+    def taken(self) -> int:
+        return self._next

@@ -1,0 +1,102 @@
+"""The errors a map can raise besides the user's own.
+
+A user's exception from a worker arrives as itself, with the worker's
+formatted traceback as its ``__cause__`` (as ``concurrent.futures`` does), so
+the frames of the user's code are never lost. What cannot be re-created in
+the parent arrives as :class:`RemoteError`. A worker that keeps dying is
+narrowed to the item that kills it and reported as
+:class:`WorkerCrashedError`, never rerun blind in the caller's process.
+"""
+
+from __future__ import annotations
+
+import signal
+from concurrent.futures import BrokenExecutor
+from typing import Any
+
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised in another process; shown as the ``__cause__``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class RemoteError(Exception):
+    """A worker's exception that could not be re-created in the parent (its class does not unpickle).
+
+    It keeps what the original said: the class name, the message and the traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(type_name, message, traceback_text)
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
+
+
+class WorkerCrashedError(BrokenExecutor):
+    """An item killed the worker process running it, again after a rerun in fresh workers.
+
+    ``item_index`` is the position of that item in the input, ``exitcode`` the
+    worker's exit status (negative: the signal that ended it), ``chunk_index``
+    the chunk it was in, and ``completed`` maps input positions to the results
+    that were finished before payoff gave up.
+    """
+
+    def __init__(self, message: str, *, item_index: int | None, chunk_index: int | None,
+                 exitcode: int | None, completed: dict[int, Any]) -> None:
+        super().__init__(message)
+        self.item_index = item_index
+        self.chunk_index = chunk_index
+        self.exitcode = exitcode
+        self.completed = completed
+
+    @property
+    def signal_name(self) -> str | None:
+        """``SIGSEGV`` for a worker killed by signal 11, None for a plain exit."""
+        if self.exitcode is None or self.exitcode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.exitcode).name
+        except ValueError:
+            return f"signal {-self.exitcode}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_crash, (str(self), self.item_index, self.chunk_index, self.exitcode, self.completed))
+
+
+def _rebuild_crash(message: str, item_index: int | None, chunk_index: int | None, exitcode: int | None,
+                   completed: dict[int, Any]) -> WorkerCrashedError:
+    return WorkerCrashedError(message, item_index=item_index, chunk_index=chunk_index, exitcode=exitcode,
+                              completed=completed)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``killed by SIGSEGV`` or ``exit code 3``: how a worker ended, in words."""
+    if exitcode is None:
+        return "an unknown cause"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+class StuckThreadsWarning(RuntimeWarning):
+    """Thread tasks still run after a cancel or timeout: Python cannot stop a thread from outside.
+
+    They finish in the background (daemon threads, so they never keep the
+    interpreter from exiting); the executor replaced the pool and stays usable.
+    """
+
+
+__all__ = ["RemoteError", "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError", "describe_exit"]

@@ -1,0 +1,1 @@
+"""Reliability: hangs, crashes, bad input, hostile files and endpoints (issue 12)."""
