@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import BrokenExecutor, CancelledError, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 

@@ -183,12 +183,18 @@ def test_report_command_errors_name_the_problem(tmp_path: Path, monkeypatch: pyt
     assert main_report([]) == 2
     assert "PAYOFF_RECORDS" in capsys.readouterr().err
     bad = write_lines(tmp_path / "bad.jsonl", a_record_line(), a_record_line(), "garbage")
-    out = tmp_path / "never.html"
-    assert main_report([str(bad), "-o", str(out)]) == 2
+    out = tmp_path / "report.html"
+    assert main_report([str(bad), "-o", str(out)]) == 0, "a bad line is skipped, the good ones reported"
     err = capsys.readouterr().err
-    assert f"{bad}, line 3" in err
+    assert err.startswith(f"payoff report: {bad} line 3: not valid JSON")
     assert "Traceback" not in err
-    assert not out.exists()
+    assert out.read_text(encoding="utf-8").count('<section class="call"') == 2
+    garbage = write_lines(tmp_path / "garbage.jsonl", "garbage", "more garbage")
+    never = tmp_path / "never.html"
+    assert main_report([str(garbage), "-o", str(never)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"payoff report: error: {garbage}: no payoff records (2 bad lines skipped)"
+    assert not never.exists()
 
 
 def run_command(*args: str, env_records: Path | None = None) -> subprocess.CompletedProcess[str]:

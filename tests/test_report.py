@@ -66,8 +66,8 @@ def run(strategy: str, fn: object, items: list[object], **config: object) -> tup
 
 
 def expected_rows(record: MapRecord) -> set[str]:
-    rows = {c.worker for c in record.chunks if c.where == "pool"}
-    if any(c.where in ("caller", "retry") for c in record.chunks):
+    rows = {c.worker for c in record.chunks if c.where in ("pool", "retry")}
+    if any(c.where == "caller" for c in record.chunks):
         rows.add("caller")
     return rows
 
@@ -81,7 +81,8 @@ def assert_timeline_matches(record: MapRecord, html: str) -> SvgCensus:
     by_index = {str(c.index): c for c in record.chunks}
     for index, row in found.chunks:
         chunk = by_index[index]
-        assert row == (chunk.worker if chunk.where == "pool" else "caller"), f"chunk {index} drawn in the wrong row"
+        expected = chunk.worker if chunk.where in ("pool", "retry") else "caller"
+        assert row == expected, f"chunk {index} drawn in the wrong row"
     assert len(found.waits) == sum(c.start_ns > c.submit_ns > 0 for c in record.chunks)
     return found
 
@@ -124,13 +125,14 @@ def test_serial_run_is_one_caller_row() -> None:
     assert found.rows == ["caller"]
 
 
-def test_retry_after_a_dead_worker_goes_on_the_caller_row() -> None:
-    items = [(i, os.getpid()) for i in range(40)]
+def test_retry_after_a_dead_worker_goes_on_the_fresh_workers_rows(tmp_path: Path) -> None:
+    items = [(i, os.getpid(), str(tmp_path / "died")) for i in range(40)]
     with pytest.warns(ParallelFallbackWarning, match="map_failure_retry"):
-        record, _ = run("processes", tasks.die_in_worker, items, max_workers=2, **FORCE)  # type: ignore[arg-type]
+        record, _ = run("processes", tasks.die_once_in_worker, items, max_workers=2, **FORCE)  # type: ignore[arg-type]
     assert record.fallback_reason is not None
     assert record.fallback_reason.value == "map_failure_retry"
-    assert any(c.where == "retry" for c in record.chunks)
+    retried = [c for c in record.chunks if c.where == "retry"]
+    assert retried and all(int(c.worker.split(":")[0]) != os.getpid() for c in retried)
     html = record_html(record)
     assert_timeline_matches(record, html)
     assert "fell back: map_failure_retry" in html

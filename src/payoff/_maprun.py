@@ -442,19 +442,22 @@ class MapRun:
     def _abandon(self, exc: BaseException | None = None) -> None:
         """Stop this call's work: cancel queued chunks, and stop workers that cannot be left running."""
         self.token.set()
-        for future in self.in_flight:
-            future.cancel()
         pool = self.lease.pool if self.lease is not None else None
         stop = isinstance(exc, (CancelledError, TimeoutError)) or (exc is not None and not isinstance(exc, Exception))
         if pool is not None and self.in_flight and stop and not isinstance(pool, ExternalStrategy):
             self._stop_workers(pool)
+        else:
+            for future in self.in_flight:
+                future.cancel()
         self.in_flight.clear()
 
     def _stop_workers(self, pool: Strategy) -> None:
         """Processes are killed (the pool is rebuilt); threads cannot be, so say so when one is stuck."""
         if pool.crosses_processes:
-            self.ex._pools.discard(pool)
+            self.ex._pools.discard(pool)  # its futures fail with the pool; cancelling them races its manager
             return
+        for future in self.in_flight:
+            future.cancel()
         futures.wait(list(self.in_flight), timeout=STOP_GRACE_SECONDS)
         stuck = sum(1 for f in self.in_flight if f.running())
         if stuck:

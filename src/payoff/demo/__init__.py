@@ -154,12 +154,12 @@ def verdict(rows: Sequence[Row]) -> str:
 
 
 def _serve(port: int | None, addr: str) -> Any:
-    from payoff.telemetry.server import DEFAULT_PORT, PORT_ENV, serve_from_env, serve_metrics
+    from payoff.telemetry.server import DEFAULT_PORT, PORT_ENV, serve_from_env, serve_metrics, web_config_from_env
 
     if port is None and os.environ.get(PORT_ENV):
         return serve_from_env()
     try:
-        return serve_metrics(DEFAULT_PORT if port is None else port, addr)
+        return serve_metrics(DEFAULT_PORT if port is None else port, addr, web_config=web_config_from_env())
     except OSError as exc:
         print(f"payoff demo: not serving /metrics ({exc}); pass --metrics-port 0 for a free port", flush=True)
         return None

@@ -43,8 +43,12 @@ class Report:
         printer.text(repr(self) if cycle else str(self))
 
     def to_html(self, path: str | os.PathLike[str]) -> str:
-        """Write the report as one self-contained HTML page; returns the path written."""
-        with open(path, "w", encoding="utf-8") as fh:
+        """Write the report as one self-contained HTML page; returns the path written.
+
+        A lone surrogate in a record's text (possible in a MapRecord built by hand) is written
+        as a visible escape rather than failing the whole page.
+        """
+        with open(path, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(render_html(self.records, title=self.title))
         return os.fspath(path)
 

@@ -2,6 +2,10 @@
 
 For users without Grafana: run with ``PAYOFF_RECORDS=calls.jsonl``, then
 ``payoff report`` writes a page they can open, attach to an issue or mail.
+
+The records file is untrusted input: a bad line is skipped with a one-line
+warning naming the file, line and field, and the good lines are still
+reported. Exit status 2 means no report at all (no file, no good record).
 """
 
 from __future__ import annotations
@@ -10,18 +14,19 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
-from payoff.record import MapRecord
 from payoff.report import render_html, render_text
-from payoff.telemetry.records import ENV_VAR, RecordsFileError, load_records
+from payoff.telemetry.records import ENV_VAR, LineProblem, RecordsRead, read_records
 
 DEFAULT_OUTPUT = "payoff-report.html"
 USAGE_ERROR = 2
+MAX_WARNINGS = 20
+"""Skipped lines named one by one; past this, one line counts the rest (a garbage file must not flood)."""
 
 
 class ReportError(Exception):
-    """A problem the user can fix (missing file, bad line); printed without a traceback."""
+    """A problem the user can fix (missing file, nothing to report); printed without a traceback."""
 
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -50,42 +55,70 @@ def records_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def read(path: str, last: int | None) -> list[MapRecord]:
+def say(message: str, stream: TextIO | None = None) -> None:
+    """Write to stderr (or ``stream``) only what it can encode, the rest as escapes: a report never dies printing."""
+    stream = stream or sys.stderr
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    stream.write(message.encode(encoding, "backslashreplace").decode(encoding))
+
+
+def plural(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def warn_skipped(path: str, problems: Sequence[LineProblem]) -> None:
+    for problem in problems[:MAX_WARNINGS]:
+        say(f"payoff report: {problem}\n")
+    if len(problems) > MAX_WARNINGS:
+        say(f"payoff report: {path}: {plural(len(problems) - MAX_WARNINGS, 'more bad line')} skipped\n")
+
+
+def read(path: str) -> RecordsRead:
+    """The good records of ``path``, skipped lines warned about; ReportError when there is nothing to report."""
     try:
-        records = load_records(path)
+        found = read_records(path)
     except FileNotFoundError:
         raise ReportError(f"records file not found: {path}") from None
     except IsADirectoryError:
         raise ReportError(f"records file is a directory: {path}") from None
-    except RecordsFileError as exc:
-        raise ReportError(str(exc)) from None
     except OSError as exc:
         raise ReportError(f"cannot read records file {path}: {exc.strerror or exc}") from None
-    return records[-last:] if last else records
+    warn_skipped(path, found.problems)
+    if not found.records:
+        skipped = f" ({plural(len(found.problems), 'bad line')} skipped)" if found.problems else ""
+        raise ReportError(f"{path}: no payoff records{skipped}")
+    return found
 
 
 def write(path: str, content: str) -> None:
     try:
-        with open(path, "w", encoding="utf-8") as fh:
+        with open(path, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(content)
     except OSError as exc:
         raise ReportError(f"cannot write report {path}: {exc.strerror or exc}") from None
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """The handler ``payoff report`` dispatches to; usage errors exit 2 with one clear line."""
+    """The handler ``payoff report`` dispatches to.
+
+    Exit 0 when a report was written, even if bad lines were skipped (each
+    warned about on stderr); exit 2 with one ``error:`` line when there is no
+    report to write: no file, no good record, a bad option, an unwritable output.
+    """
     try:
         if args.last is not None and args.last < 1:
             raise ReportError(f"--last must be at least 1, got {args.last}")
-        records = read(records_path(args), args.last)
+        found = read(records_path(args))
+        records = found.records[-args.last:] if args.last else found.records
         if args.text:
-            sys.stdout.write(render_text(records))
+            say(render_text(records), sys.stdout)
             return 0
         write(args.output, render_html(records, title=args.title))
     except ReportError as exc:
-        print(f"payoff report: error: {exc}", file=sys.stderr)
+        say(f"payoff report: error: {exc}\n")
         return USAGE_ERROR
-    print(f"payoff report: wrote {args.output} ({len(records)} calls)")
+    skipped = f", {plural(len(found.problems), 'bad line')} skipped" if found.problems else ""
+    say(f"payoff report: wrote {args.output} ({plural(len(records), 'call')}{skipped})\n", sys.stdout)
     return 0
 
 

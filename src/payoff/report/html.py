@@ -4,6 +4,11 @@ One file a user can open or mail without Grafana, and a fragment a notebook
 can show. Inline CSS scoped under ``.payoff-report`` and inline SVG only: no
 JavaScript and no external resource, so the report renders offline, inside
 sandboxed notebook outputs, and in mail clients that strip scripts.
+
+Records may come from an untrusted file, so every value taken from a record
+goes through ``h`` (HTML-escaped, quotes included) wherever it lands, text or
+attribute, whatever its declared type: a number field is escaped too, since a
+library caller can build a MapRecord holding anything.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ STYLE = """
  box-shadow:0 1px 2px rgba(31,35,40,.06)}
 .payoff-report .call>header{display:flex;align-items:center;gap:10px;flex-wrap:wrap}
 .payoff-report .workload{font-weight:400;color:#57606a;font-size:14px}
+.payoff-report .call-id{font-weight:400;color:#57606a;font-size:12px}
 .payoff-report .when{margin-left:auto;color:#57606a;font-size:12px}
 .payoff-report .badge{display:inline-block;border-radius:999px;padding:2px 10px;font-size:12px;font-weight:600;
  border:1px solid transparent;white-space:nowrap}
@@ -62,6 +68,11 @@ STYLE = """
 .payoff-report a{color:#0969da;text-decoration:none}
 .payoff-report svg.timeline{display:block;border:1px solid #eaeef2;border-radius:6px}
 """
+
+
+def h(value: object) -> str:
+    """Any value as HTML text or attribute content: escaped, quotes included, never trusted as markup."""
+    return escape(str(value), quote=True)
 
 
 def seconds(value: float) -> str:
@@ -141,16 +152,16 @@ def latency_table(record: MapRecord) -> str:
 
 def overhead_table(record: MapRecord) -> str:
     phases = sorted(record.overhead_seconds.items(), key=lambda kv: -kv[1])
-    rows = "".join(f"<tr><td>{escape(k)}</td><td>{seconds(v)}</td></tr>" for k, v in phases)
-    traffic = (f"<tr><td>bytes sent / received</td><td>{record.bytes_sent:,} / {record.bytes_received:,}</td></tr>"
-               if record.bytes_sent or record.bytes_received else "")
+    rows = "".join(f"<tr><td>{h(k)}</td><td>{h(seconds(v))}</td></tr>" for k, v in phases)
+    traffic = (f"<tr><td>bytes sent / received</td><td>{h(f'{record.bytes_sent:,} / {record.bytes_received:,}')}"
+               "</td></tr>" if record.bytes_sent or record.bytes_received else "")
     return f"<table><tr><th>overhead phase</th><th>time</th></tr>{rows}{traffic}</table>"
 
 
 def legend() -> str:
     items = [(f"background:{FILL['pool']}", "compute in a pool worker"),
              (f"background:{FILL['caller']}", "compute in the caller (probe or serial)"),
-             (f"background:{FILL['retry']}", "serial retry"),
+             (f"background:{FILL['retry']}", "rerun in a fresh worker after a crash"),
              (f"background:repeating-linear-gradient(45deg,#9aa5b8 0 2px,{WAIT_BG} 2px 5px)", "queue wait"),
              (f"border:2px solid {ERROR_STROKE};box-sizing:border-box", "chunk with an error")]
     return '<div class="legend">' + "".join(f'<span><i class="sw" style="{s}"></i>{escape(t)}</span>'
@@ -161,13 +172,20 @@ def when(record: MapRecord) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
 
 
-def section(record: MapRecord, anchor: str = "") -> str:
+def heading(record: MapRecord, position: int | None) -> str:
+    """``Call 3 (call_id 1)`` in a report: call ids restart at 1 in every executor, positions do not."""
+    if position is None:
+        return f"Call {h(record.call_id)}"
+    return f'Call {position} <span class="call-id">(call_id {h(record.call_id)})</span>'
+
+
+def section(record: MapRecord, anchor: str = "", position: int | None = None) -> str:
     """One call: verdict, key figures, fallback advice, latency and overhead tables, timeline."""
-    id_attr = f' id="{anchor}"' if anchor else ""
-    errors = f'<span class="badge bad">{record.n_errors} error(s)</span>' if record.n_errors else ""
-    return (f'<section class="call"{id_attr} data-call="{record.call_id}"><header>'
-            f'<h2>Call {record.call_id} <span class="workload">{escape(record.workload)}</span></h2>'
-            f'{badge(record)}{errors}<span class="when">{when(record)}</span></header>'
+    id_attr = f' id="{h(anchor)}"' if anchor else ""
+    errors = f'<span class="badge bad">{h(record.n_errors)} error(s)</span>' if record.n_errors else ""
+    return (f'<section class="call"{id_attr} data-call="{h(record.call_id)}"><header>'
+            f'<h2>{heading(record, position)} <span class="workload">{h(record.workload)}</span></h2>'
+            f'{badge(record)}{errors}<span class="when">{h(when(record))}</span></header>'
             f'<p class="summary">{escape(record.summary())}</p>{facts(record)}{fallback_box(record)}'
             f'<div class="split"><div><h3>Latency</h3>{latency_table(record)}</div>'
             f"<div><h3>Overhead</h3>{overhead_table(record)}</div></div>"
@@ -200,7 +218,7 @@ def body(records: Sequence[MapRecord], title: str) -> str:
     if not records:
         return f"<h1>{escape(title)}</h1><p class=\"sub\">No calls recorded.</p>"
     return (f"<h1>{escape(title)}</h1><p class=\"sub\">{escape(text.aggregate(records))}</p>"
-            f"{overview(records)}{''.join(section(r, f'call-{i}') for i, r in enumerate(records))}")
+            f"{overview(records)}{''.join(section(r, f'call-{i}', i + 1) for i, r in enumerate(records))}")
 
 
 def render_html(records: Sequence[MapRecord], *, title: str = "payoff report", full_page: bool = True) -> str:

@@ -3,6 +3,9 @@
 Everything here reads a :class:`~payoff.record.MapRecord` and nothing else, so
 the text report can never disagree with the metrics, spans or the HTML report.
 Output is ASCII so it survives any terminal, log collector or CI console.
+Strings from a record (workload, strategy names, fallback detail) may come
+from an untrusted records file, so control characters in them are shown as
+escapes: a crafted name cannot send terminal escape sequences or fake a line.
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("wall", ">"), ("speedup", ">"), ("util", ">"), ("queue p50/p95", ">"), ("task p50/p95", ">"),
     ("verdict", "<"),
 )
+
+
+def printable(value: object) -> str:
+    """``value`` as text with every non-printable character (ESC, newline, bidi override) shown as its escape."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def seconds(value: float) -> str:
@@ -48,11 +59,12 @@ def strategy_label(record: MapRecord) -> str:
 
 
 def row(record: MapRecord) -> list[str]:
-    return [
+    cells = [
         str(record.call_id), record.workload, strategy_label(record), str(record.workers), f"{record.n_items:,}",
         str(record.n_chunks), seconds(record.wall_seconds), f"{record.speedup:.2f}x", f"{record.utilization:.0%}",
         pair(record.queue_wait), pair(record.task_time), verdict(record),
     ]
+    return [printable(cell) for cell in cells]
 
 
 def table(records: Sequence[MapRecord]) -> str:
@@ -84,7 +96,7 @@ def details(record: MapRecord) -> list[str]:
         lines.append(f"  advice:   {reason.advice}")
     if record.n_errors:
         lines.append(f"  errors:   {record.n_errors} item(s) raised")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def aggregate(records: Sequence[MapRecord]) -> str:

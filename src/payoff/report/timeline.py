@@ -5,11 +5,14 @@ whether workers sat idle (too few chunks), waited in the queue (dispatch
 overhead), or one straggler held the call up (unbalanced chunks). The SVG uses
 presentation attributes rather than CSS so it renders the same when copied out
 of the report, and carries no script so it is safe in any notebook or mail.
+Every value from the record is escaped where it lands (text, ``<title>`` or
+attribute), numbers included: records may come from an untrusted file.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -34,6 +37,11 @@ INK = "#2b2f36"
 MUTED = "#6b7280"
 
 
+def h(value: object) -> str:
+    """Any value as SVG text or attribute content: escaped, quotes included."""
+    return escape(str(value), quote=True)
+
+
 @dataclass(frozen=True)
 class Scale:
     """Maps monotonic nanoseconds to x pixels, with t0 at the plot's left edge."""
@@ -47,8 +55,8 @@ class Scale:
 
 
 def row_key(chunk: ChunkStats) -> str:
-    """Chunks run in the caller (probe, serial run, retry) share one row whatever thread ran them."""
-    return chunk.worker if chunk.where == "pool" else CALLER
+    """Chunks run in the caller (probe, serial run) share one row; reruns after a crash sit on their worker's."""
+    return chunk.worker if chunk.where in ("pool", "retry") else CALLER
 
 
 def worker_rows(chunks: Sequence[ChunkStats]) -> list[str]:
@@ -104,10 +112,9 @@ def axis(scale: Scale, height: float) -> list[str]:
 
 
 def caller_role(chunks: Sequence[ChunkStats]) -> str:
-    """What the caller did: probed before a pool ran, ran the call serially, and/or retried after a failure."""
+    """What the caller did: probed before a pool ran, or ran the call serially."""
     wheres = {c.where for c in chunks}
-    roles = ["probe" if wheres & {"pool", "retry"} else "serial run"] if "caller" in wheres else []
-    return " + ".join([*roles, "serial retry"] if "retry" in wheres else roles)
+    return ("probe" if wheres & {"pool", "retry"} else "serial run") if "caller" in wheres else ""
 
 
 def row_labels(rows: Sequence[str], chunks: Sequence[ChunkStats]) -> list[tuple[str, str]]:
@@ -141,31 +148,32 @@ def wait_svg(c: ChunkStats, scale: Scale, y: float, hatch: str) -> str:
     if c.submit_ns <= 0 or c.start_ns <= c.submit_ns:
         return ""
     x0, x1 = scale.x(c.submit_ns), scale.x(c.start_ns)
-    return (f'<rect class="wait" data-chunk="{c.index}" x="{x0:.2f}" y="{y + 4:.1f}" width="{max(x1 - x0, 0.5):.2f}" '
-            f'height="{BAR_H - 8}" fill="url(#{hatch})"><title>{chunk_title(c)}</title></rect>')
+    return (f'<rect class="wait" data-chunk="{h(c.index)}" x="{x0:.2f}" y="{y + 4:.1f}" '
+            f'width="{max(x1 - x0, 0.5):.2f}" height="{BAR_H - 8}" fill="url(#{hatch})">'
+            f"<title>{chunk_title(c)}</title></rect>")
 
 
 def compute_svg(c: ChunkStats, scale: Scale, y: float) -> str:
     x0, x1 = scale.x(c.start_ns), scale.x(c.end_ns)
     width = max(x1 - x0, 1.5)
     stroke = f' stroke="{ERROR_STROKE}" stroke-width="2"' if c.n_errors else ' stroke="#ffffff" stroke-width="0.6"'
-    bar = (f'<rect class="chunk" data-chunk="{c.index}" data-where="{escape(c.where)}" x="{x0:.2f}" y="{y:.1f}" '
+    bar = (f'<rect class="chunk" data-chunk="{h(c.index)}" data-where="{h(c.where)}" x="{x0:.2f}" y="{y:.1f}" '
            f'width="{width:.2f}" height="{BAR_H}" rx="2" fill="{FILL.get(c.where, MUTED)}"{stroke}>'
            f"<title>{chunk_title(c)}</title></rect>")
     if width < 8 * len(str(c.index)) + 8:
         return bar
     return bar + (f'<text class="chunk-label" x="{x0 + width / 2:.2f}" y="{y + BAR_H / 2 + 3.5:.1f}" '
-                  f'text-anchor="middle" font-size="10" fill="#ffffff" pointer-events="none">{c.index}</text>')
+                  f'text-anchor="middle" font-size="10" fill="#ffffff" pointer-events="none">{h(c.index)}</text>')
 
 
 def row_svg(key: str, labels: tuple[str, str], chunks: Sequence[ChunkStats], scale: Scale, y: float,
             hatch: str) -> list[str]:
     busy = sum(c.busy_seconds for c in chunks)
-    out = [f'<g class="worker-row" data-worker="{escape(key)}" data-chunks="{len(chunks)}">',
-           f"<title>{escape(key)}: {len(chunks)} chunks, busy {seconds(busy)}</title>"]
+    out = [f'<g class="worker-row" data-worker="{h(key)}" data-chunks="{len(chunks)}">',
+           f"<title>{h(key)}: {len(chunks)} chunks, busy {seconds(busy)}</title>"]
     out.append(f'<text x="8" y="{y + 9:.1f}" font-size="12" font-weight="600" fill="{INK}">'
-               f"{escape(labels[0])}</text>")
-    out.append(f'<text x="8" y="{y + 21:.1f}" font-size="10" fill="{MUTED}">{escape(labels[1])}</text>')
+               f"{h(labels[0])}</text>")
+    out.append(f'<text x="8" y="{y + 21:.1f}" font-size="10" fill="{MUTED}">{h(labels[1])}</text>')
     out.extend(w for w in (wait_svg(c, scale, y, hatch) for c in chunks) if w)  # waits under the bars they precede
     out.extend(compute_svg(c, scale, y) for c in chunks)
     out.append("</g>")
@@ -184,6 +192,11 @@ def bands(n_rows: int) -> list[str]:
             f'fill="#f5f7fa"/>' for i in range(0, n_rows, 2)]
 
 
+def id_token(value: object) -> str:
+    """``value`` reduced to characters safe inside an id and a ``url(#...)`` reference."""
+    return re.sub(r"[^0-9A-Za-z]", "_", str(value).split(".")[0])
+
+
 def timeline_svg(record: MapRecord) -> str:
     """The call's Gantt chart; a short note instead when the call ran no chunk."""
     if not record.chunks:
@@ -191,10 +204,10 @@ def timeline_svg(record: MapRecord) -> str:
     scale = scale_for(record.chunks)
     rows = worker_rows(record.chunks)
     height = TOP + ROW_H * len(rows)
-    pattern_id = f"payoff-hatch-{record.call_id}-{int(record.started_at * 1e6)}"
+    pattern_id = f"payoff-hatch-{id_token(record.call_id)}-{id_token(record.started_at * 1e6)}"
     out = [f'<svg class="timeline" viewBox="0 0 {WIDTH} {height + AXIS_H}" width="100%" role="img" '
            f'font-family="system-ui, -apple-system, Segoe UI, sans-serif" '
-           f'aria-label="task timeline of call {record.call_id}">', hatch_defs(pattern_id),
+           f'aria-label="task timeline of call {h(record.call_id)}">', hatch_defs(pattern_id),
            *bands(len(rows)), *grid(scale, height)]
     for i, (key, labels) in enumerate(zip(rows, row_labels(rows, record.chunks), strict=True)):
         mine = [c for c in record.chunks if row_key(c) == key]

@@ -116,8 +116,8 @@ class PickledPoolStrategy(Strategy):
         """Terminate the workers: a running chunk cannot be interrupted any other way."""
         self._remember_processes()
         procs = [p for p in list((self._seen or {}).values()) if p.exitcode is None]
+        self.shutdown(wait=False)  # first: queued futures are cancelled before the pool sees its workers die
         _signal_all(procs, signal.SIGTERM)
-        self.shutdown(wait=False)
         deadline = time.monotonic() + _KILL_GRACE_SECONDS
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))

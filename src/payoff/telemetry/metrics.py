@@ -265,8 +265,9 @@ class PrometheusMetrics(Observer):
         if st is None:
             return
         series = self._follow(st, _strategy(call.selected_strategy))
-        st.gauge.dec(chunk.n_items)
-        st.left -= chunk.n_items
+        done = min(st.left, chunk.n_items)  # a stream's length is unknown: it was never counted in
+        st.gauge.dec(done)
+        st.left -= done
         series.tasks.inc(chunk.n_items)
         series.busy.inc(chunk.busy_seconds)
         series.cpu.inc(chunk.cpu_seconds)

@@ -1,26 +1,334 @@
 """The ``/metrics`` endpoint.
 
-prometheus_client's own server does the HTTP and the content negotiation:
-a scraper that asks for OpenMetrics gets exemplars (the trace id of a call on
-the map-duration histogram), a plain scraper gets the classic text format.
-It binds 127.0.0.1 unless told otherwise.
+prometheus_client's WSGI app does the content negotiation: a scraper that asks
+for OpenMetrics gets exemplars (the trace id of a call on the map-duration
+histogram), a plain scraper gets the classic text format. Around it payoff adds
+what a network-facing endpoint needs and prometheus_client's own server lacks:
+
+* TLS and HTTP basic auth, configured like any Prometheus exporter (the
+  exporter-toolkit ``web.yml``: ``tls_server_config`` and ``basic_auth_users``
+  with bcrypt hashes), so Prometheus' ``scheme: https`` and ``basic_auth`` work
+  unchanged;
+* only ``/metrics`` answers, every other path is a 404;
+* a warning when the endpoint is reachable beyond this machine without TLS
+  and basic auth.
+
+It binds 127.0.0.1 unless told otherwise. A broken TLS or auth configuration
+never falls back to open HTTP: the endpoint is not served at all.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import importlib
+import ipaddress
+import json
 import logging
 import os
+import re
+import socket
+import ssl
 import threading
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from types import ModuleType
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 log = logging.getLogger("payoff")
 
 PORT_ENV = "PAYOFF_METRICS_PORT"
 ADDR_ENV = "PAYOFF_METRICS_ADDR"
+WEB_CONFIG_ENV = "PAYOFF_METRICS_WEB_CONFIG"
+CERT_FILE_ENV = "PAYOFF_METRICS_CERT_FILE"
+KEY_FILE_ENV = "PAYOFF_METRICS_KEY_FILE"
 DEFAULT_PORT = 9464
+METRICS_PATH = "/metrics"
+EXTRA = "metrics-web"
+REQUEST_TIMEOUT = 30.0
+"""Seconds a connection may take (TLS handshake included) before it is dropped, so a stalled client holds no thread."""
+
+StrPath = str | os.PathLike[str]
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+class MetricsExposureWarning(UserWarning):
+    """``/metrics`` listens beyond loopback without TLS and basic auth; filter this category to accept that."""
+
+
+class MetricsConfigError(ValueError):
+    """The TLS or basic-auth configuration cannot be used; nothing was served."""
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """TLS and basic auth for ``/metrics``: the supported part of exporter-toolkit's web.yml."""
+
+    certfile: str | None = None
+    keyfile: str | None = None
+    basic_auth_users: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
+
+    @property
+    def auth(self) -> bool:
+        return bool(self.basic_auth_users)
+
+
+def _optional_module(name: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or say which extra brings it (a bare ImportError would not)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise MetricsConfigError(f"{purpose} needs the {name!r} package: pip install 'payoff[{EXTRA}]'") from exc
+
+
+def _read_mapping(path: Path) -> Any:
+    """Parse a web config as YAML when PyYAML is there, else as JSON (a JSON file is valid YAML too)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        yaml = importlib.import_module("yaml")
+    except ImportError:
+        try:
+            return json.loads(text) if text.strip() else None
+        except ValueError as exc:
+            raise MetricsConfigError(f"{path}: PyYAML is not installed, so the web config must be JSON "
+                                     f"(or pip install 'payoff[{EXTRA}]'): {exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MetricsConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _only_keys(section: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    """Refuse what payoff does not implement: silently ignoring e.g. ``client_auth_type`` would weaken security."""
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise MetricsConfigError(f"{where}: unsupported setting(s) {unknown}; payoff supports "
+                                 f"tls_server_config.cert_file/key_file and basic_auth_users")
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise MetricsConfigError(f"{where} must be a mapping with string keys, got {type(value).__name__}")
+    return value
+
+
+def load_web_config(path: StrPath) -> WebConfig:
+    """Read an exporter-toolkit style web config; relative file names are relative to the config's folder."""
+    where = Path(path)
+    data = _mapping(_read_mapping(where), str(where))
+    _only_keys(data, ("tls_server_config", "basic_auth_users"), str(where))
+    tls = _mapping(data.get("tls_server_config"), f"{where}: tls_server_config")
+    _only_keys(tls, ("cert_file", "key_file"), f"{where}: tls_server_config")
+    users = _mapping(data.get("basic_auth_users"), f"{where}: basic_auth_users")
+
+    def resolve(name: str) -> str | None:
+        value = tls.get(name)
+        if value is None:
+            return None
+        return str(where.parent / str(value))
+
+    return WebConfig(resolve("cert_file"), resolve("key_file"), {k: str(v) for k, v in users.items()})
+
+
+def _combine(config: WebConfig, certfile: StrPath | None, keyfile: StrPath | None,
+             users: Mapping[str, str] | None) -> WebConfig:
+    """Merge explicit options into a web config; the same setting from two places is an error, not a guess."""
+    if (certfile is not None or keyfile is not None) and (config.certfile or config.keyfile):
+        raise MetricsConfigError("TLS is set both in the web config and as certfile/keyfile; keep one")
+    if users and config.basic_auth_users:
+        raise MetricsConfigError("basic auth users are set both in the web config and as basic_auth_users; keep one")
+    cert = os.fspath(certfile) if certfile is not None else config.certfile
+    key = os.fspath(keyfile) if keyfile is not None else config.keyfile
+    if (cert is None) != (key is None):
+        raise MetricsConfigError(f"TLS needs both a certificate and a key file ({CERT_FILE_ENV} and {KEY_FILE_ENV}, "
+                                 f"or tls_server_config cert_file and key_file); got cert={cert!r}, key={key!r}")
+    return WebConfig(cert, key, dict(users or config.basic_auth_users))
+
+
+def parse_port(raw: str, source: str = PORT_ENV) -> int:
+    """A port from text: ASCII digits only, 0-65535 (``int()`` would take '٣', ' 9464', '+80' or '9_464')."""
+    if _PORT.fullmatch(raw) is None or int(raw) > 65535:
+        raise ValueError(f"{source}={raw!r} is not a port: use ASCII digits 0-65535 (0 picks a free port)")
+    return int(raw)
+
+
+# ---------------------------------------------------------------- the exposure warning
+
+
+def _is_loopback(addr: str) -> bool:
+    """Whether every address ``addr`` stands for is loopback; "" and unresolvable names count as exposed."""
+    if not addr:
+        return False
+    try:
+        infos = socket.getaddrinfo(addr, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return False
+    ips = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    return bool(ips) and all(
+        ip.is_loopback or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+                           and ip.ipv4_mapped.is_loopback) for ip in ips)
+
+
+def exposure_warning(addr: str, *, tls: bool, auth: bool) -> str | None:
+    """The warning binding ``addr`` deserves, or None when it is loopback or has both TLS and basic auth."""
+    if (tls and auth) or _is_loopback(addr):
+        return None
+    missing = []
+    if not tls:
+        missing.append("without TLS (metrics" + (" and passwords" if auth else "") + " travel in clear text)")
+    if not auth:
+        missing.append("without basic auth (anyone who can reach it can read it)")
+    return (f"payoff serves /metrics on {addr or 'every interface'!r}, beyond this machine, "
+            f"{' and '.join(missing)}. Set {WEB_CONFIG_ENV} (tls_server_config, basic_auth_users) or "
+            f"certfile/keyfile/basic_auth_users, or bind 127.0.0.1")
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+class _BasicAuth:
+    """Checks ``Authorization: Basic`` against bcrypt hashes in constant time, like exporter-toolkit.
+
+    An unknown user still costs one bcrypt check (against another user's hash),
+    so response time does not tell which user names exist. Verdicts are cached
+    under a SHA-256 of user, password and hash: bcrypt is slow on purpose and a
+    scraper sends the same credentials every few seconds.
+    """
+
+    _CACHE_LIMIT = 256
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        for user, hashed in users.items():
+            if _BCRYPT_HASH.fullmatch(hashed) is None:
+                raise MetricsConfigError(f"basic_auth_users[{user!r}] is not a bcrypt hash ($2b$...); "
+                                         "store hashes, never passwords")
+        self._bcrypt = _optional_module("bcrypt", "basic auth")
+        self._users = {user: hashed.encode() for user, hashed in users.items()}
+        self._dummy = next(iter(self._users.values()))
+        self._cache: dict[bytes, bool] = {}
+
+    def allows(self, header: str | None) -> bool:
+        credentials = _decode_basic(header)
+        if credentials is None:
+            return False
+        user, password = credentials
+        hashed = self._users.get(user)
+        key = hashlib.sha256(repr((user, password, hashed)).encode()).digest()  # repr: no field-boundary games
+        verdict = self._cache.get(key)
+        if verdict is None:
+            verdict = self._check(password, hashed or self._dummy) and hashed is not None
+            if len(self._cache) >= self._CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = verdict
+        return verdict
+
+    def _check(self, password: bytes, hashed: bytes) -> bool:
+        try:
+            return bool(self._bcrypt.checkpw(password, hashed))
+        except ValueError:  # e.g. a password over bcrypt's 72 bytes
+            return False
+
+
+def _decode_basic(header: str | None) -> tuple[str, bytes] | None:
+    """User and password from a Basic header, or None for anything malformed (which is then a 401, not a 500)."""
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        return (user.decode("utf-8"), password) if sep else None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _reply(start_response: StartResponse, status: str, body: bytes,
+           extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *(extra or [])])
+    return [body]
+
+
+def _guarded(app: WSGIApplication, auth: _BasicAuth | None) -> WSGIApplication:
+    """Authenticate first (so paths do not leak), then serve ``/metrics`` only."""
+
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if auth is not None and not auth.allows(environ.get("HTTP_AUTHORIZATION")):
+            return _reply(start_response, "401 Unauthorized", b"401 Unauthorized\n",
+                          [("WWW-Authenticate", 'Basic realm="payoff /metrics", charset="UTF-8"')])
+        if environ.get("PATH_INFO") != METRICS_PATH:
+            return _reply(start_response, "404 Not Found", b"404 Not Found: payoff serves /metrics only\n")
+        return app(environ, start_response)
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr for every scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib names it so
+        pass
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """Thread per connection; the TLS handshake runs in that thread, so a slow client cannot stall ``accept``."""
+
+    daemon_threads = True
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(REQUEST_TIMEOUT)
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        with self.ssl_context.wrap_socket(request, server_side=True) as tls:
+            super().finish_request(tls, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed handshake or a dropped client is the client's problem: debug log, no traceback on stderr."""
+        log.debug("payoff /metrics: connection from %s failed", client_address, exc_info=True)
+
+
+def _ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise MetricsConfigError(f"cannot load TLS certificate {certfile!r} with key {keyfile!r}: {exc}") from exc
+    return context
+
+
+def _listen(addr: str, port: int, app: WSGIApplication,
+            context: ssl.SSLContext | None) -> tuple[WSGIServer, threading.Thread]:
+    """Bind (IPv4 or IPv6, as ``addr`` needs) and serve on a daemon thread."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(addr or None, port, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+
+    class Server(_Server):
+        address_family = family
+        ssl_context = context
+
+    server = make_server(str(sockaddr[0]), port, app, Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="payoff-metrics", daemon=True)
+    thread.start()
+    return server, thread
 
 
 @dataclass
@@ -30,6 +338,7 @@ class MetricsServer:
     server: WSGIServer
     thread: threading.Thread
     addr: str
+    tls: bool = False
 
     @property
     def port(self) -> int:
@@ -37,7 +346,8 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.addr}:{self.port}/metrics"
+        host = f"[{self.addr}]" if ":" in self.addr else self.addr
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}{METRICS_PATH}"
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -45,34 +355,93 @@ class MetricsServer:
         self.thread.join(5)
 
 
-def serve_metrics(port: int = DEFAULT_PORT, addr: str = "127.0.0.1",
-                  registry: CollectorRegistry | None = None) -> MetricsServer:
-    """Serve payoff's metrics over HTTP; ``port=0`` picks a free port."""
+def serve_metrics(port: int = DEFAULT_PORT, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None,
+                  *, certfile: StrPath | None = None, keyfile: StrPath | None = None,
+                  basic_auth_users: Mapping[str, str] | None = None,
+                  web_config: WebConfig | StrPath | None = None) -> MetricsServer:
+    """Serve payoff's metrics on ``/metrics``; ``port=0`` picks a free port.
+
+    ``certfile``/``keyfile`` turn on HTTPS; ``basic_auth_users`` maps user names
+    to bcrypt hashes (extra ``metrics-web``); ``web_config`` is an exporter-toolkit
+    web.yml path (or a :class:`WebConfig`) giving the same. Configuration errors
+    raise :class:`MetricsConfigError` before anything is bound.
+    """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+    if web_config is None or isinstance(web_config, WebConfig):
+        base = web_config or WebConfig()
+    else:
+        base = load_web_config(web_config)
+    config = _combine(base, certfile, keyfile, basic_auth_users)
+    auth = _BasicAuth(config.basic_auth_users) if config.auth else None
+    context = _ssl_context(config.certfile, config.keyfile) if config.certfile and config.keyfile else None
     if registry is None:
         from payoff.telemetry import metrics_observer
 
         registry = metrics_observer().registry
-    server, thread = start_http_server(port, addr=addr, registry=registry)
-    return MetricsServer(server, thread, addr)
+    message = exposure_warning(addr, tls=config.tls, auth=config.auth)
+    if message is not None:
+        warnings.warn(message, MetricsExposureWarning, stacklevel=2)
+    server, thread = _listen(addr, port, _guarded(make_wsgi_app(registry), auth), context)
+    return MetricsServer(server, thread, addr, tls=context is not None)
+
+
+# ---------------------------------------------------------------- from the environment
+
+
+def web_config_from_env() -> WebConfig:
+    """TLS and basic auth as the environment sets them: ``PAYOFF_METRICS_WEB_CONFIG`` plus cert/key variables."""
+    path = os.environ.get(WEB_CONFIG_ENV)
+    try:
+        base = load_web_config(path) if path else WebConfig()
+    except OSError as exc:
+        raise MetricsConfigError(f"cannot read {path!r}: {exc}") from exc
+    cert, key = os.environ.get(CERT_FILE_ENV) or None, os.environ.get(KEY_FILE_ENV) or None
+    return _combine(base, cert, key, None)
+
+
+def _env_snapshot() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(name) for name in (PORT_ENV, ADDR_ENV, WEB_CONFIG_ENV, CERT_FILE_ENV, KEY_FILE_ENV))
 
 
 _auto: MetricsServer | None = None
+_failed_for: tuple[str | None, ...] | None = None
 _auto_lock = threading.Lock()
 
 
+def _start_from_env(raw_port: str) -> MetricsServer | None:
+    """One attempt; every failure is logged with the variables involved, none escapes into the user's map call."""
+    addr = os.environ.get(ADDR_ENV, "127.0.0.1")
+    try:
+        port = parse_port(raw_port)
+        return serve_metrics(port, addr, web_config=web_config_from_env())
+    except MetricsExposureWarning as exc:  # warnings turned into errors: then refuse to expose
+        log.warning("payoff: not serving /metrics (MetricsExposureWarning is an error here): %s", exc)
+    except MetricsConfigError as exc:
+        log.warning("payoff: not serving /metrics: the TLS/basic-auth settings (%s, %s, %s) are unusable: %s",
+                    WEB_CONFIG_ENV, CERT_FILE_ENV, KEY_FILE_ENV, exc)
+    except ValueError as exc:
+        log.warning("payoff: not serving /metrics: %s", exc)
+    except OSError as exc:
+        log.warning("payoff: not serving /metrics on %s=%r %s=%r: %s", ADDR_ENV, addr, PORT_ENV, raw_port, exc)
+    return None
+
+
 def serve_from_env() -> MetricsServer | None:
-    """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set."""
-    global _auto
+    """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set.
+
+    Runs on every map call, so a configuration that failed is remembered and
+    neither retried nor logged again until the variables change.
+    """
+    global _auto, _failed_for
     raw = os.environ.get(PORT_ENV)
     if not raw:
         return None
     with _auto_lock:
         if _auto is None:
-            try:
-                _auto = serve_metrics(int(raw), os.environ.get(ADDR_ENV, "127.0.0.1"))
-            except (OSError, ValueError) as exc:
-                log.warning("payoff: cannot serve /metrics on %s=%r: %s", PORT_ENV, raw, exc)
+            snapshot = _env_snapshot()
+            if snapshot == _failed_for:
                 return None
+            _auto = _start_from_env(raw)
+            _failed_for = snapshot if _auto is None else None
         return _auto

@@ -1,0 +1,553 @@
+"""The ``/metrics`` endpoint's hardening (issue 12): TLS, basic auth, strict paths, port parsing, exposure warning.
+
+Everything that can be real is: a self-signed certificate made here with
+``cryptography``, servers bound to 127.0.0.1 only, urllib clients that verify
+against that certificate, bcrypt hashes, and (when installed) a real Prometheus
+scraping over TLS with basic auth. The non-loopback warning is checked on
+address strings and with the bind itself stubbed, so no test listens beyond
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import importlib.util
+import ipaddress
+import json
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter
+
+from payoff.telemetry import server as srv
+from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
+from tests.conftest import require, require_tool
+
+USER, PASSWORD = "prom", "s3cret-pass"
+ENV_VARS = ("PAYOFF_METRICS_PORT", "PAYOFF_METRICS_ADDR", "PAYOFF_METRICS_WEB_CONFIG",
+            "PAYOFF_METRICS_CERT_FILE", "PAYOFF_METRICS_KEY_FILE")
+
+
+@dataclass(frozen=True)
+class Pki:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A self-signed certificate for 127.0.0.1 and localhost, made here so the test trusts exactly it."""
+    require(importlib.util.find_spec("cryptography") is not None, "cryptography (in payoff's test extra)")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "payoff test")])
+    now = datetime.datetime.now(datetime.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(ski, critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+            .sign(key, hashes.SHA256()))
+    work = tmp_path_factory.mktemp("pki")
+    (work / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (work / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    return Pki(work / "cert.pem", work / "key.pem")
+
+
+@pytest.fixture(scope="module")
+def users() -> dict[str, str]:
+    """Basic-auth users as in an exporter-toolkit web.yml: name -> bcrypt hash (cost 4 keeps tests quick)."""
+    require(importlib.util.find_spec("bcrypt") is not None, "bcrypt (payoff extra metrics-web)")
+    import bcrypt
+
+    return {USER: bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()}
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry()
+    Counter("payoff_probe", "a series the tests look for", registry=reg).inc(3)
+    return reg
+
+
+@pytest.fixture
+def running() -> Iterator[list[MetricsServer]]:
+    """Servers a test started; each is stopped after the test."""
+    started: list[MetricsServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """A clean slate for ``serve_from_env``: no metrics env vars, no server or failure remembered."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(srv, "_auto", None)
+    monkeypatch.setattr(srv, "_failed_for", None, raising=False)
+    yield monkeypatch
+    if srv._auto is not None:
+        srv._auto.stop()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def fetch(url: str, *, cafile: Path | None = None, auth: tuple[str, str] | None = None,
+          headers: dict[str, str] | None = None) -> Reply:
+    """One real request; HTTP errors come back as a Reply so tests can look at 401s and 404s."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile is not None else None
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+            return Reply(resp.status, dict(resp.headers.items()), resp.read().decode())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, dict(exc.headers.items()), exc.read().decode())
+
+
+def with_path(server: MetricsServer, path: str) -> str:
+    return server.url.removesuffix("/metrics") + path
+
+
+def write_web_config(path: Path, pki: Pki | None, users: dict[str, str] | None) -> Path:
+    """An exporter-toolkit web.yml; cert paths relative to the file, as exporter-toolkit resolves them."""
+    lines = []
+    if pki is not None:
+        lines += ["tls_server_config:", f"  cert_file: {pki.cert.name}", f"  key_file: {pki.key.name}"]
+        for source in (pki.cert, pki.key):
+            if source.parent != path.parent:
+                shutil.copy(source, path.parent / source.name)
+    if users:
+        lines += ["basic_auth_users:", *(f"  {name}: {hashed}" for name, hashed in users.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def payoff_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "payoff" and r.levelno == logging.WARNING]
+
+
+# ---------------------------------------------------------------- TLS and basic auth, over real sockets
+
+
+def test_https_scrape_needs_the_right_credentials(pki: Pki, users: dict[str, str], registry: CollectorRegistry,
+                                                  running: list[MetricsServer]) -> None:
+    server = serve_metrics(0, registry=registry, certfile=pki.cert, keyfile=pki.key, basic_auth_users=users)
+    running.append(server)
+    assert server.url.startswith("https://127.0.0.1:")
+    anonymous = fetch(server.url, cafile=pki.cert)
+    assert anonymous.status == 401
+    assert anonymous.headers.get("WWW-Authenticate", "").startswith("Basic ")
+    assert "payoff_probe" not in anonymous.body
+    assert fetch(server.url, cafile=pki.cert, auth=(USER, "wrong")).status == 401
+    assert fetch(server.url, cafile=pki.cert, auth=("intruder", PASSWORD)).status == 401
+    good = fetch(server.url, cafile=pki.cert, auth=(USER, PASSWORD))
+    assert good.status == 200
+    assert "payoff_probe_total 3.0" in good.body
+
+
+def test_https_is_really_tls_with_the_given_certificate(pki: Pki, registry: CollectorRegistry,
+                                                        running: list[MetricsServer]) -> None:
+    server = serve_metrics(0, registry=registry, certfile=str(pki.cert), keyfile=str(pki.key))
+    running.append(server)
+    assert fetch(server.url, cafile=pki.cert).status == 200
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        fetch(server.url)  # the system's CAs do not vouch for a certificate made in this test
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        fetch(server.url.replace("https://", "http://"))
+
+
+def test_openmetrics_negotiation_still_works_behind_tls_and_auth(pki: Pki, users: dict[str, str],
+                                                                 registry: CollectorRegistry,
+                                                                 running: list[MetricsServer]) -> None:
+    server = serve_metrics(0, registry=registry, certfile=pki.cert, keyfile=pki.key, basic_auth_users=users)
+    running.append(server)
+    om = fetch(server.url, cafile=pki.cert, auth=(USER, PASSWORD),
+               headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert om.body.rstrip().endswith("# EOF")
+    plain = fetch(server.url, cafile=pki.cert, auth=(USER, PASSWORD))
+    assert plain.headers["Content-Type"].startswith("text/plain")
+
+
+def test_basic_auth_is_checked_before_the_path(users: dict[str, str], registry: CollectorRegistry,
+                                               running: list[MetricsServer]) -> None:
+    server = serve_metrics(0, registry=registry, basic_auth_users=users)
+    running.append(server)
+    assert fetch(with_path(server, "/nope")).status == 401
+    assert fetch(with_path(server, "/nope"), auth=(USER, PASSWORD)).status == 404
+
+
+@pytest.mark.parametrize("header", ["Basic", "Basic !!!not-base64!!!", "Bearer abc",
+                                    "Basic " + base64.b64encode(b"no-colon").decode(),
+                                    "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
+                                    "Basic " + base64.b64encode(f"{USER}:{'x' * 100}".encode()).decode()])
+def test_malformed_authorization_headers_are_401_not_500(header: str, users: dict[str, str],
+                                                         registry: CollectorRegistry,
+                                                         running: list[MetricsServer]) -> None:
+    server = serve_metrics(0, registry=registry, basic_auth_users=users)
+    running.append(server)
+    assert fetch(server.url, headers={"Authorization": header}).status == 401
+
+
+def test_htpasswd_style_2y_hashes_are_accepted(users: dict[str, str], registry: CollectorRegistry,
+                                               running: list[MetricsServer]) -> None:
+    """``htpasswd -nBC 10`` writes $2y$ hashes, the form Prometheus' own docs suggest."""
+    server = serve_metrics(0, registry=registry, basic_auth_users={USER: "$2y$" + users[USER][4:]})
+    running.append(server)
+    assert fetch(server.url, auth=(USER, PASSWORD)).status == 200
+    assert fetch(server.url, auth=(USER, "nope")).status == 401
+
+
+# ---------------------------------------------------------------- strict paths
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics/", "/metricsx", "/favicon.ico", "/other", "/metrics/../x"])
+def test_only_the_metrics_path_is_served(path: str, registry: CollectorRegistry,
+                                         running: list[MetricsServer]) -> None:
+    server = serve_metrics(0, registry=registry)
+    running.append(server)
+    reply = fetch(with_path(server, path))
+    assert reply.status == 404, (path, reply.status)
+    assert "payoff_probe" not in reply.body
+
+
+def test_query_strings_on_metrics_are_allowed(registry: CollectorRegistry, running: list[MetricsServer]) -> None:
+    server = serve_metrics(0, registry=registry)
+    running.append(server)
+    reply = fetch(server.url + "?name[]=payoff_probe_total")
+    assert reply.status == 200
+    assert "payoff_probe_total 3.0" in reply.body
+
+
+# ---------------------------------------------------------------- configuration through the environment
+
+
+def test_web_config_file_turns_on_tls_and_auth_from_env(tmp_path: Path, pki: Pki, users: dict[str, str],
+                                                        env: pytest.MonkeyPatch) -> None:
+    config = write_web_config(tmp_path / "web.yml", pki, users)
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    env.setenv("PAYOFF_METRICS_WEB_CONFIG", str(config))
+    server = serve_from_env()
+    assert server is not None
+    assert server.url.startswith("https://127.0.0.1:")
+    assert fetch(server.url, cafile=pki.cert).status == 401
+    assert fetch(server.url, cafile=pki.cert, auth=(USER, PASSWORD)).status == 200
+
+
+def test_cert_and_key_env_vars_turn_on_tls(pki: Pki, env: pytest.MonkeyPatch) -> None:
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    env.setenv("PAYOFF_METRICS_CERT_FILE", str(pki.cert))
+    env.setenv("PAYOFF_METRICS_KEY_FILE", str(pki.key))
+    server = serve_from_env()
+    assert server is not None
+    assert server.url.startswith("https://")
+    assert fetch(server.url, cafile=pki.cert).status == 200
+
+
+def test_web_config_may_be_json_when_pyyaml_is_missing(tmp_path: Path, pki: Pki, users: dict[str, str],
+                                                       registry: CollectorRegistry, running: list[MetricsServer],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    shutil.copy(pki.cert, tmp_path / "c.pem")
+    shutil.copy(pki.key, tmp_path / "k.pem")
+    config = tmp_path / "web.json"
+    config.write_text(json.dumps({"tls_server_config": {"cert_file": "c.pem", "key_file": "k.pem"},
+                                  "basic_auth_users": users}))
+    server = serve_metrics(0, registry=registry, web_config=config)
+    running.append(server)
+    assert fetch(server.url, cafile=pki.cert, auth=(USER, PASSWORD)).status == 200
+    yaml_only = write_web_config(tmp_path / "web.yml", pki, users)
+    with pytest.raises(srv.MetricsConfigError, match=r"payoff\[metrics-web\]"):
+        serve_metrics(0, registry=registry, web_config=yaml_only)
+
+
+@pytest.mark.parametrize("problem", ["missing cert", "cert without key", "unsupported key", "not a mapping",
+                                     "malformed hash", "bad yaml"])
+def test_a_broken_tls_or_auth_config_never_falls_back_to_open_http(problem: str, tmp_path: Path, pki: Pki,
+                                                                   users: dict[str, str],
+                                                                   env: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    config = tmp_path / "web.yml"
+    if problem == "missing cert":
+        config.write_text("tls_server_config:\n  cert_file: nowhere.pem\n  key_file: nowhere.key\n")
+    elif problem == "cert without key":
+        config.write_text(f"tls_server_config:\n  cert_file: {pki.cert}\n")
+    elif problem == "unsupported key":
+        config.write_text(f"tls_server_config:\n  cert_file: {pki.cert}\n  key_file: {pki.key}\n"
+                          "  client_auth_type: RequireAndVerifyClientCert\n")
+    elif problem == "not a mapping":
+        config.write_text("- just\n- a list\n")
+    elif problem == "malformed hash":
+        config.write_text(f"basic_auth_users:\n  {USER}: {PASSWORD}\n")
+    else:
+        config.write_text("tls_server_config: [unclosed\n")
+    env.setenv("PAYOFF_METRICS_WEB_CONFIG", str(config))
+    with caplog.at_level(logging.WARNING, logger="payoff"):
+        assert serve_from_env() is None
+    messages = payoff_warnings(caplog)
+    assert len(messages) == 1, messages
+    assert "PAYOFF_METRICS_WEB_CONFIG" in messages[0]
+    assert "not serving /metrics" in messages[0]
+
+
+def test_cert_env_var_without_key_is_refused(pki: Pki, env: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    env.setenv("PAYOFF_METRICS_CERT_FILE", str(pki.cert))
+    with caplog.at_level(logging.WARNING, logger="payoff"):
+        assert serve_from_env() is None
+    assert any("PAYOFF_METRICS_KEY_FILE" in m for m in payoff_warnings(caplog))
+
+
+def test_a_missing_bcrypt_names_the_extra(users: dict[str, str], registry: CollectorRegistry,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bcrypt", None)
+    with pytest.raises(srv.MetricsConfigError, match=r"pip install 'payoff\[metrics-web\]'"):
+        serve_metrics(0, registry=registry, basic_auth_users=users)
+
+
+# ---------------------------------------------------------------- port parsing
+
+
+ARABIC_INDIC_3, FULLWIDTH_3, DEVANAGARI_9464 = "\u0663", "\uff13", "\u096f\u096a\u096c\u096a"  # int() takes all three
+
+
+@pytest.mark.parametrize("raw", [ARABIC_INDIC_3, FULLWIDTH_3, DEVANAGARI_9464, "9_464", " 9464", "9464 ", "+80", "-1",
+                                 "70000", "000080", "0x10", "1e3", "port"])
+def test_a_bad_port_env_value_is_logged_and_nothing_is_bound(raw: str, env: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    env.setenv("PAYOFF_METRICS_PORT", raw)
+    with caplog.at_level(logging.WARNING, logger="payoff"):
+        server = serve_from_env()
+    assert server is None, f"{raw!r} was accepted as port {server.port if server else None}"
+    messages = payoff_warnings(caplog)
+    assert len(messages) == 1, messages
+    assert "PAYOFF_METRICS_PORT" in messages[0]
+    assert "ASCII digits" in messages[0]
+    assert "0-65535" in messages[0]
+
+
+def test_the_same_bad_env_is_warned_about_once(env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """serve_from_env runs on every map call; a bad value must not log (and retry a bind) each time."""
+    env.setenv("PAYOFF_METRICS_PORT", ARABIC_INDIC_3)
+    with caplog.at_level(logging.WARNING, logger="payoff"):
+        for _ in range(3):
+            assert serve_from_env() is None
+    assert len(payoff_warnings(caplog)) == 1
+
+
+@given(st.text(max_size=8))
+def test_parse_port_accepts_exactly_ascii_decimal_0_to_65535(raw: str) -> None:
+    """At most five ASCII digits (leading zeros allowed), value 0-65535; anything else is a ValueError."""
+    valid = 1 <= len(raw) <= 5 and all(c in "0123456789" for c in raw) and int(raw) <= 65535
+    if valid:
+        assert srv.parse_port(raw) == int(raw)
+    else:
+        with pytest.raises(ValueError, match="ASCII digits"):
+            srv.parse_port(raw)
+
+
+def test_serve_metrics_still_rejects_non_int_ports() -> None:
+    with pytest.raises(ValueError, match="port"):
+        serve_metrics("9464")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="port"):
+        serve_metrics(True)
+
+
+# ---------------------------------------------------------------- the non-loopback warning
+
+
+@pytest.mark.parametrize(("addr", "exposed"), [
+    ("0.0.0.0", True), ("::", True), ("", True), ("192.168.1.10", True), ("10.0.0.7", True), ("2001:db8::1", True),
+    ("127.0.0.1", False), ("127.3.2.1", False), ("::1", False), ("localhost", False), ("::ffff:127.0.0.1", False),
+])
+def test_which_addresses_count_as_exposed(addr: str, exposed: bool) -> None:
+    message = srv.exposure_warning(addr, tls=False, auth=False)
+    assert (message is not None) == exposed, (addr, message)
+    if message is not None:
+        assert "TLS" in message
+        assert "basic auth" in message
+        assert "PAYOFF_METRICS_WEB_CONFIG" in message
+
+
+def test_exposure_warning_names_what_is_missing() -> None:
+    assert srv.exposure_warning("0.0.0.0", tls=True, auth=True) is None
+    tls_only = srv.exposure_warning("0.0.0.0", tls=True, auth=False)
+    auth_only = srv.exposure_warning("0.0.0.0", tls=False, auth=True)
+    assert tls_only is not None
+    assert "basic auth" in tls_only
+    assert auth_only is not None
+    assert "clear text" in auth_only
+
+
+def _refuse_to_bind(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stub the bind so the wiring is tested without listening on every interface."""
+    asked: list[str] = []
+
+    def listen(addr: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(addr)
+        raise OSError("test: not binding beyond 127.0.0.1")
+
+    monkeypatch.setattr(srv, "_listen", listen)
+    return asked
+
+
+def test_serve_metrics_warns_before_binding_every_interface(registry: CollectorRegistry,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = _refuse_to_bind(monkeypatch)
+    with pytest.warns(srv.MetricsExposureWarning, match=r"0\.0\.0\.0"), pytest.raises(OSError, match="test:"):
+        serve_metrics(0, addr="0.0.0.0", registry=registry)
+    assert asked == ["0.0.0.0"]
+
+
+def test_payoff_metrics_addr_all_interfaces_is_not_silent(env: pytest.MonkeyPatch) -> None:
+    asked = _refuse_to_bind(env)
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    env.setenv("PAYOFF_METRICS_ADDR", "0.0.0.0")
+    with pytest.warns(srv.MetricsExposureWarning, match="PAYOFF_METRICS_WEB_CONFIG"):
+        assert serve_from_env() is None
+    assert asked == ["0.0.0.0"]
+
+
+def test_exposure_warning_as_error_refuses_to_bind_and_does_not_raise(env: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """With ``-W error`` the exposure is refused; serve_from_env still must not raise into a map call."""
+    asked = _refuse_to_bind(env)
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    env.setenv("PAYOFF_METRICS_ADDR", "0.0.0.0")
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="payoff"):
+        warnings.simplefilter("error", srv.MetricsExposureWarning)
+        assert serve_from_env() is None
+    assert asked == []
+    assert any("MetricsExposureWarning" in m for m in payoff_warnings(caplog))
+
+
+def test_loopback_binds_quietly(registry: CollectorRegistry, running: list[MetricsServer]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        running.append(serve_metrics(0, addr="127.0.0.1", registry=registry))
+    assert running[0].url.startswith("http://127.0.0.1:")
+
+
+def test_stop_closes_the_socket(registry: CollectorRegistry) -> None:
+    server = serve_metrics(0, registry=registry)
+    assert fetch(server.url).status == 200
+    server.stop()
+    with pytest.raises(urllib.error.URLError):
+        fetch(server.url)
+
+
+# ---------------------------------------------------------------- a real Prometheus over TLS with basic auth
+
+
+def _query(api: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{api}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return list(json.loads(resp.read())["data"]["result"])
+
+
+def _targets(api: str) -> dict[str, dict[str, Any]]:
+    with urllib.request.urlopen(f"{api}/api/v1/targets", timeout=10) as resp:
+        active = json.loads(resp.read())["data"]["activeTargets"]
+    return {t["labels"]["job"]: t for t in active}
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, KeyError, IndexError, ValueError):
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape_job(name: str, port: int, pki: Pki, password: str) -> str:
+    return (f"  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {pki.cert}\n"
+            f"    basic_auth:\n      username: {USER}\n      password: {password}\n"
+            f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n")
+
+
+def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path, pki: Pki, users: dict[str, str],
+                                                            registry: CollectorRegistry,
+                                                            running: list[MetricsServer]) -> None:
+    binary = require_tool("prometheus")
+    server = serve_metrics(0, registry=registry, certfile=pki.cert, keyfile=pki.key, basic_auth_users=users)
+    running.append(server)
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+        + _scrape_job("right", server.port, pki, PASSWORD) + _scrape_job("wrong", server.port, pki, "guess"))
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: urllib.request.urlopen(f"{api}/-/ready", timeout=2).status == 200, "prometheus ready")
+        _wait(lambda: bool(_query(api, 'payoff_probe_total{job="right"}')), "a scrape over TLS with basic auth")
+        assert float(_query(api, 'payoff_probe_total{job="right"}')[0]["value"][1]) == 3.0
+        _wait(lambda: "401" in _targets(api)["wrong"]["lastError"], "the wrong password to be refused")
+        assert _targets(api)["wrong"]["health"] == "down"
+        assert not _query(api, 'payoff_probe_total{job="wrong"}')
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
