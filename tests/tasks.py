@@ -112,3 +112,19 @@ def sleep_long_on_zero(x: int) -> int:
     if x == 0:
         time.sleep(30)
     return x
+
+
+class HoldsALockError(Exception):
+    """An exception carrying state pickle refuses (a lock): it can only travel as text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        import threading
+
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable(x: int) -> int:
+    if x == 3:
+        raise HoldsALockError("the lock holder's message")
+    return x

@@ -343,8 +343,8 @@ class MapRun:
     def _after_break(self, pool: Strategy, exc: BrokenExecutor) -> None:
         """Recover from a broken pool: finished chunks kept, lost ones to fresh workers or isolation."""
         lost = self._drain_broken(pool)
-        codes = pool.exit_codes()
         self.ex._pools.discard(pool)
+        codes = pool.exit_codes()  # after the kill: every worker has been reaped and has its code
         self._raise_if_stopped()
         if not lost:
             self._resume_after_submit_failure(pool, exc)

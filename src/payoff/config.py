@@ -10,10 +10,9 @@ parallel.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, TypeVar
 
 STRATEGY_NAMES: tuple[str, ...] = ("auto", "serial", "threads", "processes", "joblib", "dask")
 _STRATEGY_ALIASES = {"sequential": "serial", "thread": "threads", "process": "processes", "loky": "joblib"}
@@ -94,41 +93,61 @@ class ParallelConfig:
         return start.with_changes(**parse_ce_parallel(text))
 
 
+# -- limits ----------------------------------------------------------------
+
+MAX_WORKERS_PER_CPU = 64
+"""Workers allowed per usable CPU: enough for I/O-bound threads, far below a fork bomb."""
+MAX_COUNT = 2**63 - 1
+"""Upper bound of every other count and of byte sizes: anything larger is a typo, not a setting."""
+MAX_SECONDS = 365 * 24 * 3600
+"""One year: longer seconds settings are typos (``idle_timeout=None`` means never), and
+``threading`` waits refuse timeouts above ~292 years."""
+TOKEN_QUOTE_CHARS = 80
+"""Error messages quote a bad value or ``CE_PARALLEL`` token whole up to this length, else its beginning."""
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity, not the machine's count, on Linux."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def max_workers_limit() -> int:
+    """The largest ``max_workers`` accepted: :data:`MAX_WORKERS_PER_CPU` per usable CPU.
+
+    Read at validation time, so a process whose affinity changes gets the limit of now.
+    """
+    return MAX_WORKERS_PER_CPU * usable_cpus()
+
+
 # -- validation -------------------------------------------------------------
+
+_NONE_MEANS = {"tiny_workload_threshold": "derive it from measured cost", "idle_timeout": "never release the pool"}
 
 
 def _validate(cfg: ParallelConfig) -> None:
     if not isinstance(cfg.enabled, bool):
-        raise ValueError(f"ParallelConfig.enabled must be True or False, got {cfg.enabled!r}")
+        raise ValueError(f"ParallelConfig.enabled must be True or False, got {_shown(cfg.enabled)}")
     _validate_strategy(cfg)
-    for name in ("max_workers", "min_batch_size", "min_instances_for_parallel",
-                 "instance_chunk_size", "feature_chunk_size"):
-        _positive_int_or_none(name, getattr(cfg, name))
-    _nonnegative_number_or_none("tiny_workload_threshold", cfg.tiny_workload_threshold)
-    _nonnegative_number_or_none("idle_timeout", cfg.idle_timeout)
+    for name, check in _FIELD_CHECKS.items():
+        check(name, getattr(cfg, name))
     if cfg.granularity not in GRANULARITIES:
         raise ValueError(
-            f"ParallelConfig.granularity must be one of {', '.join(GRANULARITIES)}; got {cfg.granularity!r}"
-        )
-    if isinstance(cfg.task_size_hint_bytes, bool) or not isinstance(cfg.task_size_hint_bytes, int) \
-            or cfg.task_size_hint_bytes < 1:
-        raise ValueError(
-            f"ParallelConfig.task_size_hint_bytes must be a positive int, got {cfg.task_size_hint_bytes!r}"
+            f"ParallelConfig.granularity must be one of {', '.join(GRANULARITIES)}; got {_shown(cfg.granularity)}"
         )
     if not isinstance(cfg.force_serial_on_failure, bool):
         raise ValueError("ParallelConfig.force_serial_on_failure must be True or False, "
-                         f"got {cfg.force_serial_on_failure!r}")
+                         f"got {_shown(cfg.force_serial_on_failure)}")
     if cfg.worker_initializer is not None and not callable(cfg.worker_initializer):
-        raise ValueError(f"ParallelConfig.worker_initializer must be callable, got {cfg.worker_initializer!r}")
+        raise ValueError(f"ParallelConfig.worker_initializer must be callable, got {_shown(cfg.worker_initializer)}")
     if not isinstance(cfg.worker_init_args, tuple):
-        raise ValueError(f"ParallelConfig.worker_init_args must be a tuple, got {cfg.worker_init_args!r}")
-    if cfg.address is not None and (not isinstance(cfg.address, str) or "://" not in cfg.address):
-        raise ValueError(f"ParallelConfig.address must be None or a scheduler address such as "
-                         f"'tcp://127.0.0.1:8786', got {cfg.address!r}")
+        raise ValueError(f"ParallelConfig.worker_init_args must be a tuple, got {_shown(cfg.worker_init_args)}")
     if cfg.start_method is not None and cfg.start_method not in START_METHODS:
         raise ValueError(
             f"ParallelConfig.start_method must be None or one of {', '.join(START_METHODS)}; "
-            f"got {cfg.start_method!r}"
+            f"got {_shown(cfg.start_method)}"
         )
 
 
@@ -138,7 +157,7 @@ def _validate_strategy(cfg: ParallelConfig) -> None:
         canonical = _STRATEGY_ALIASES.get(value, value)
         if canonical not in STRATEGY_NAMES:
             raise ValueError(
-                f"ParallelConfig.strategy {value!r} is not known; accepted: {', '.join(STRATEGY_NAMES)} "
+                f"ParallelConfig.strategy {_shown(value)} is not known; accepted: {', '.join(STRATEGY_NAMES)} "
                 "(alias 'sequential' for 'serial'), or an object with submit() and shutdown() "
                 "such as a concurrent.futures.Executor"
             )
@@ -146,22 +165,89 @@ def _validate_strategy(cfg: ParallelConfig) -> None:
     elif not is_strategy_object(value):
         raise ValueError(
             f"ParallelConfig.strategy must be a name ({', '.join(STRATEGY_NAMES)}) or an object with "
-            f"submit() and shutdown(); got {value!r}"
+            f"submit() and shutdown(); got {_shown(value)}"
         )
 
 
-def _positive_int_or_none(name: str, value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"ParallelConfig.{name} must be None (automatic) or an int >= 1, got {value!r}")
+def _shown(value: object) -> str:
+    """``repr`` for error messages, short even for absurd input.
+
+    ``repr`` of an int with more than 4300 digits raises ValueError itself, and a
+    30,000-character string would bury the message, so both are abbreviated.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= TOKEN_QUOTE_CHARS else f"{text[:TOKEN_QUOTE_CHARS]}... ({len(text)} characters)"
 
 
-def _nonnegative_number_or_none(name: str, value: object) -> None:
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_workers(name: str, value: object) -> None:
+    """Bounded because each worker may be a process: 100 on 2 cores is a fork storm, not a setting."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"ParallelConfig.{name} must be None or a number of seconds >= 0, got {value!r}")
+    limit = max_workers_limit()
+    if not _is_int(value) or not 1 <= value <= limit:
+        raise ValueError(
+            f"ParallelConfig.{name} must be None (one per usable CPU) or an int from 1 to at most {limit} "
+            f"({MAX_WORKERS_PER_CPU} per usable CPU, {usable_cpus()} usable), got {_shown(value)}"
+        )
+
+
+def _check_count(name: str, value: object) -> None:
+    """Counts may be large (a chunk of a million items is fine) but must fit in 64 bits."""
+    if value is None:
+        return
+    if not _is_int(value) or not 1 <= value <= MAX_COUNT:
+        raise ValueError(
+            f"ParallelConfig.{name} must be None (automatic) or an int >= 1 and at most {MAX_COUNT} (2**63 - 1), "
+            f"got {_shown(value)}"
+        )
+
+
+def _check_bytes(name: str, value: object) -> None:
+    if not _is_int(value) or not 1 <= value <= MAX_COUNT:
+        raise ValueError(
+            f"ParallelConfig.{name} must be a positive int and at most {MAX_COUNT} (2**63 - 1), got {_shown(value)}"
+        )
+
+
+def _check_seconds(name: str, value: object) -> None:
+    """Finite and at most a year: ``inf`` or ``1e300`` crash the idle thread's ``wait(timeout)``.
+
+    The chained comparison rejects NaN and compares huge ints exactly, without converting to float.
+    """
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= MAX_SECONDS:
+        raise ValueError(
+            f"ParallelConfig.{name} must be None ({_NONE_MEANS[name]}) or a finite number of seconds "
+            f"from 0 to at most {MAX_SECONDS} (one year), got {_shown(value)}"
+        )
+
+
+def _check_address(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or "://" not in value):
+        raise ValueError(f"ParallelConfig.{name} must be None or a scheduler address such as "
+                         f"'tcp://127.0.0.1:8786', got {_shown(value)}")
+
+
+_FIELD_CHECKS: dict[str, Callable[[str, object], None]] = {
+    "max_workers": _check_workers,
+    "min_batch_size": _check_count,
+    "min_instances_for_parallel": _check_count,
+    "instance_chunk_size": _check_count,
+    "feature_chunk_size": _check_count,
+    "tiny_workload_threshold": _check_seconds,
+    "idle_timeout": _check_seconds,
+    "task_size_hint_bytes": _check_bytes,
+    "address": _check_address,
+}
+"""Checks of single fields, shared by the constructor and the CE_PARALLEL parser so that a
+bad value in the environment is reported with the token that set it."""
 
 
 # -- CE_PARALLEL ------------------------------------------------------------
@@ -173,44 +259,94 @@ GRAMMAR = (
     "workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
     "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; "
-    "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask). N may be 'auto' for automatic."
+    "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask). N may be 'auto' for automatic. "
+    "Numbers use ASCII digits; workers is at most 64 per usable CPU, other N and BYTES at most 2**63-1, "
+    "SECONDS at most one year."
 )
 
 _KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {}
+
+# Numbers are parsed by hand, not by regex: each check below is one linear pass, so a
+# 40,000-character value costs microseconds (a backtracking regex took a minute), and
+# only ASCII digits count (``int`` and ``float`` also take Arabic-Indic and fullwidth
+# digits, and '1_0').
+
+_MAX_NUMBER_CHARS = 64
+"""A longer decimal is a paste accident; it is refused before ``float`` sees it."""
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _whole_number(text: str, expected: str) -> int:
+    """A count from ASCII digits, bounded by :data:`MAX_COUNT` before ``int`` converts it."""
+    if not _ascii_digits(text):
+        raise ValueError(expected)
+    significant = text.lstrip("0")
+    if len(significant) > len(str(MAX_COUNT)):
+        raise ValueError(f"{expected}; at most {MAX_COUNT}, got a number of {len(significant)} digits")
+    value = int(significant or "0")
+    if value < 1:
+        raise ValueError(expected)
+    return value
 
 
 def _int_or_auto(text: str) -> int | None:
     if text in ("auto", "none"):
         return None
-    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
-        raise ValueError("expected a whole number >= 1 or 'auto'")
-    return int(text)
+    return _whole_number(text, "expected a whole number >= 1 or 'auto'")
 
 
-_DURATION = re.compile(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)(us|ms|s)?")
-_UNITS_PER_SECOND = {"us": 1e6, "ms": 1e3, "s": 1.0, None: 1.0}
+_SECOND_UNITS: tuple[tuple[str, float], ...] = (("us", 1e6), ("ms", 1e3), ("s", 1.0))
+_SECONDS_EXPECTED = "expected seconds such as 0.05, 50ms or 200us"
+
+
+_Scale = TypeVar("_Scale", int, float)
+
+
+def _split_unit(text: str, units: tuple[tuple[str, _Scale], ...], default: _Scale) -> tuple[str, _Scale]:
+    """``("50", 1e3)`` from ``"50ms"``: the first unit that ends the text (list longer suffixes first)."""
+    for suffix, scale in units:
+        if text.endswith(suffix):
+            return text[: -len(suffix)], scale
+    return text, default
+
+
+def _is_decimal(text: str) -> bool:
+    """``DIGITS``, ``DIGITS.DIGITS`` or ``.DIGITS``, then optionally ``e[+-]DIGITS`` (the historical grammar)."""
+    mantissa, e, exponent = text.partition("e")
+    if e and not _ascii_digits(exponent[1:] if exponent[:1] in ("+", "-") else exponent):
+        return False
+    whole, dot, fraction = mantissa.partition(".")
+    if dot:
+        return (not whole or _ascii_digits(whole)) and _ascii_digits(fraction)
+    return _ascii_digits(whole)
 
 
 def _seconds(text: str) -> float:
-    m = _DURATION.fullmatch(text)
-    if not m:
-        raise ValueError("expected seconds such as 0.05, 50ms or 200us")
-    return float(m.group(1)) / _UNITS_PER_SECOND[m.group(2)]
+    number, per_second = _split_unit(text, _SECOND_UNITS, 1.0)
+    if not _is_decimal(number):
+        raise ValueError(_SECONDS_EXPECTED)
+    if len(number) > _MAX_NUMBER_CHARS:
+        raise ValueError(f"{_SECONDS_EXPECTED}, in at most {_MAX_NUMBER_CHARS} characters; "
+                         f"got a number of {len(number)}")
+    return float(number) / per_second
 
 
 def _seconds_or_none(text: str) -> float | None:
     return None if text in ("none", "never", "auto") else _seconds(text)
 
 
-_BYTES = re.compile(r"([0-9]+)(b|kb|kib|mb|mib|gb|gib)?")
-_UNIT_BYTES = {None: 1, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+_BYTE_UNITS: tuple[tuple[str, int], ...] = (
+    ("kib", 2**10), ("mib", 2**20), ("gib", 2**30), ("kb", 10**3), ("mb", 10**6), ("gb", 10**9), ("b", 1),
+)
 
 
 def _bytes(text: str) -> int:
-    m = _BYTES.fullmatch(text)
-    if not m or int(m.group(1)) < 1:
-        raise ValueError("expected a byte count >= 1 such as 1048576, 512KiB or 16MiB")
-    return int(m.group(1)) * _UNIT_BYTES[m.group(2)]
+    number, scale = _split_unit(text, _BYTE_UNITS, 1)
+    count = _whole_number(number, "expected a byte count >= 1 such as 1048576, 512KiB or 16MiB")
+    return count * scale
 
 
 def _switch(text: str) -> bool:
@@ -252,23 +388,34 @@ _KEYS.update({
 def parse_ce_parallel(text: str) -> dict[str, Any]:
     """Parse a ``CE_PARALLEL`` value into ParallelConfig field changes.
 
-    Raises ``ValueError`` naming the offending token and quoting the grammar.
+    Raises ``ValueError`` naming the offending token and quoting the grammar. Every
+    value is checked here as the constructor would check it, so no error from the
+    environment reaches the user without the token that caused it. Linear in
+    ``len(text)``: no regular expressions.
     """
     changes: dict[str, Any] = {}
     for raw in text.split(","):
-        key, eq, value = raw.strip().partition("=")
+        original = raw.strip()
+        key, eq, value = original.partition("=")
         keep_case = key.strip().lower() == "address"
         token = key.strip().lower() + eq + (value.strip() if keep_case else value.strip().lower())
         if not token:
             continue
-        field_name, value = _parse_token(token, raw.strip())
+        field_name, value = _parse_token(token, original)
         if field_name in changes and changes[field_name] != value:
             raise ValueError(f"CE_PARALLEL sets {field_name} twice with different values "
-                             f"(token {raw.strip()!r}). {GRAMMAR}")
+                             f"(token {_quote(original)}). {GRAMMAR}")
         changes[field_name] = value
     if "strategy" in changes and "enabled" not in changes:
         changes["enabled"] = True
     return changes
+
+
+def _quote(token: str) -> str:
+    """The token as ``repr`` shows it, or the beginning of a long one: enough to find it, not 40 kB of it."""
+    if len(token) <= TOKEN_QUOTE_CHARS:
+        return repr(token)
+    return f"{token[:TOKEN_QUOTE_CHARS]!r}... ({len(token)} characters)"
 
 
 def _parse_token(token: str, original: str) -> tuple[str, Any]:
@@ -280,16 +427,19 @@ def _parse_token(token: str, original: str) -> tuple[str, Any]:
         try:
             return "strategy", _choice(STRATEGY_NAMES)(token)
         except ValueError:
-            raise ValueError(f"CE_PARALLEL token {original!r} is not understood. {GRAMMAR}") from None
-    key, _, value = token.partition("=")
-    key, value = key.strip(), value.strip()
+            raise ValueError(f"CE_PARALLEL token {_quote(original)} is not understood. {GRAMMAR}") from None
+    key, _, text = token.partition("=")
+    key, text = key.strip(), text.strip()
     if key not in _KEYS:
-        raise ValueError(f"CE_PARALLEL key {key!r} (token {original!r}) is not known. {GRAMMAR}")
+        raise ValueError(f"CE_PARALLEL key {_quote(key)} (token {_quote(original)}) is not known. {GRAMMAR}")
     field_name, parse = _KEYS[key]
     try:
-        return field_name, parse(value)
+        value = parse(text)
+        if field_name in _FIELD_CHECKS:
+            _FIELD_CHECKS[field_name](field_name, value)
     except ValueError as exc:
-        raise ValueError(f"CE_PARALLEL token {original!r}: {exc}. {GRAMMAR}") from None
+        raise ValueError(f"CE_PARALLEL token {_quote(original)}: {exc}. {GRAMMAR}") from None
+    return field_name, value
 
 
 def config_field_names() -> list[str]:

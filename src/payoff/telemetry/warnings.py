@@ -57,6 +57,9 @@ class FallbackWarnings(Observer):
         reason = record.fallback_reason
         if reason is None or reason is Reason.DISABLED:
             return
+        if reason is Reason.MAP_FAILURE_RETRY and error is not None:
+            return  # the call did not recover: its exception (WorkerCrashedError) says what happened
+
         self.emit(call.site, reason, fallback_message(record), record)
 
     def emit(self, site: CallSite, reason: Reason, text: str, record: MapRecord | None) -> None:

@@ -1,0 +1,75 @@
+"""Empty input, lazy imap over endless and huge iterators (issue 12)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+import payoff
+from payoff import ParallelConfig, ParallelExecutor, Reason
+from tests import tasks
+
+STRATEGIES = ["auto", "serial", "threads", "processes", "joblib"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_empty_input_returns_an_empty_list_with_a_record(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy)) as ex:
+        assert ex.map(abs, []) == []
+        assert list(ex.imap(abs, iter([]))) == []
+        record = ex.last_record
+    assert record is not None
+    assert record.n_items == 0 and record.decision_reason is Reason.EMPTY_INPUT
+    assert record.fallback_reason is None and not record.pool_started
+
+
+def test_module_level_map_of_nothing() -> None:
+    assert payoff.map(abs, []) == []
+
+
+def test_empty_input_under_dask() -> None:
+    pytest.importorskip("distributed")
+    with ParallelExecutor(ParallelConfig(strategy="dask")) as ex:
+        assert ex.map(abs, []) == []
+        assert ex.last_record is not None and not ex.last_record.pool_started, "no cluster for nothing"
+
+
+class Counted:
+    """An iterator that says how far it has been read."""
+
+    def __init__(self, inner: Iterator[int]) -> None:
+        self.inner, self.read = inner, 0
+
+    def __iter__(self) -> Counted:
+        return self
+
+    def __next__(self) -> int:
+        value = next(self.inner)
+        self.read += 1
+        return value
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "auto"])
+def test_imap_over_an_endless_iterator_with_islice(strategy: str) -> None:
+    source = Counted(itertools.count())
+    with ParallelExecutor(ParallelConfig(strategy=strategy, tiny_workload_threshold=0.0)) as ex:
+        got = list(itertools.islice(ex.imap(tasks.square, source), 10))
+        assert got == [x * x for x in range(10)]
+        assert source.read < 50_000, f"imap read {source.read:,} items to give 10"
+        assert ex.map(tasks.square, range(5)) == [x * x for x in range(5)], "the executor is usable after"
+
+
+def test_imap_reads_a_long_stream_lazily_and_records_every_item() -> None:
+    source = Counted(iter(range(200_000)))
+    with ParallelExecutor(ParallelConfig(strategy="processes", tiny_workload_threshold=0.0)) as ex:
+        stream = ex.imap(tasks.square, source, chunksize=500)
+        first = list(itertools.islice(stream, 1000))
+        assert first == [x * x for x in range(1000)]
+        assert source.read < 20_000, f"{source.read:,} items read ahead for 1,000 results"
+        total = sum(1 for _ in stream) + len(first)
+        record = ex.last_record
+    assert total == 200_000
+    assert record is not None and record.n_items == 200_000
+    assert sum(c.n_items for c in record.chunks) == 200_000

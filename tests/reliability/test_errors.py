@@ -1,0 +1,59 @@
+"""A worker's exception arrives as the user wrote it, with the worker's traceback (issue 12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor
+from payoff.errors import RemoteError, RemoteTraceback
+from tests import tasks
+
+FORCE = {"tiny_workload_threshold": 0.0}
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_the_remote_traceback_shows_the_users_frames(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(ValueError, match="deep user failure on 3") as info:
+        ex.map(tasks.user_frame_error, range(10), chunksize=2)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "_deep_user_helper" in cause.text and "user_frame_error" in cause.text
+    assert any("item 3 of the map" in note for note in getattr(info.value, "__notes__", []))
+    assert ex.map(tasks.square, range(8), chunksize=2) == [x * x for x in range(8)], "the pool stays usable"
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_exception_that_cannot_travel_keeps_its_type_and_message(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(RemoteError) as info:
+        ex.map(tasks.raise_unpicklable, range(10), chunksize=2)
+    err = info.value
+    assert err.type_name == "tests.tasks.HoldsALockError"
+    assert err.message == "the lock holder's message"
+    assert "raise_unpicklable" in err.traceback_text
+    assert str(err) == "tests.tasks.HoldsALockError: the lock holder's message"
+    assert any("item 3 of the map" in note for note in getattr(err, "__notes__", []))
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_exception_whose_init_takes_other_arguments_keeps_its_type_and_message(strategy: str) -> None:
+    """Old code: ``TypeError: __init__() missing 1 required positional argument`` replaced it."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises((RemoteError, tasks.TwoArgError)) as info:
+        ex.map(tasks.raise_two_arg, range(10), chunksize=2)
+    err = info.value
+    if isinstance(err, RemoteError):
+        assert err.type_name == "tests.tasks.TwoArgError"
+        assert err.message == "the user's message (code 42)"
+    else:  # a library in the process (tblib, via dask) can teach pickle to rebuild it faithfully
+        assert isinstance(err, tasks.TwoArgError) and err.code == 42, repr(err)
+        assert str(err) == "the user's message (code 42)"
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads"])
+def test_in_process_errors_are_the_users_own_object(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(tasks.TwoArgError) as info:
+        ex.map(tasks.raise_two_arg, range(10), chunksize=2)
+    assert info.value.code == 42

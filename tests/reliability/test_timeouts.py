@@ -1,0 +1,123 @@
+"""``timeout=`` ends a call and leaves no worker behind; workers die with their parent (issue 12)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor
+from payoff.errors import StuckThreadsWarning
+from tests import tasks
+from tests.conftest import alive
+
+ROOT = Path(__file__).resolve().parents[2]
+FORCE = {"tiny_workload_threshold": 0.0}
+
+
+def wait_dead(pids: list[int], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_timeout_kills_the_workers_and_the_next_map_runs(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        ex.map(tasks.square, range(8), chunksize=1)
+        pids = ex.worker_pids()
+        with pytest.raises(TimeoutError, match=r"timeout=0\.5"):
+            ex.map(tasks.sleep_forever, range(4), chunksize=1, timeout=0.5)
+        assert wait_dead(pids), "a worker busy in a timed-out task survived"
+        assert ex.map(tasks.square, range(8), chunksize=1) == [x * x for x in range(8)]
+
+
+def test_timeout_under_threads_warns_honestly_and_keeps_the_executor_usable() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
+        with pytest.raises(TimeoutError), pytest.warns(StuckThreadsWarning, match="cannot stop a thread"):
+            ex.map(tasks.sleep_forever, range(2), chunksize=1, timeout=0.3)
+        assert ex.map(tasks.square, range(8), chunksize=1) == [x * x for x in range(8)]
+        record = ex.last_record
+        assert record is not None and record.workers == 2
+
+
+def test_timeout_in_the_caller_stops_between_items() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex, pytest.raises(TimeoutError):
+        ex.map(tasks.sleep_then_square, range(10_000), timeout=0.2)
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "1", True])
+def test_bad_timeouts_are_refused(bad: object) -> None:
+    with ParallelExecutor() as ex, pytest.raises(ValueError, match="timeout must be"):
+        ex.map(abs, [1], timeout=bad)  # type: ignore[arg-type]
+
+
+STUCK_THREAD_SCRIPT = textwrap.dedent("""
+    import sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, tiny_workload_threshold=0.0))
+    print("ready", flush=True)
+    try:
+        ex.map(tasks.sleep_forever, range(2), chunksize=1)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+""")
+
+
+def test_ctrl_c_ends_a_process_whose_thread_task_is_stuck() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_THREAD_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            pytest.fail("the process did not end after Ctrl-C: a stuck thread kept it alive")
+    assert proc.returncode == 130
+
+
+ORPHAN_SCRIPT = textwrap.dedent("""
+    import sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0.0))
+    ex.map(tasks.square, range(8), chunksize=1)
+    print(" ".join(map(str, ex.worker_pids())), flush=True)
+    ex.map(tasks.sleep_forever, range(4), chunksize=1)
+""")
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_busy_workers_die_with_a_sigkilled_parent(strategy: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, strategy], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        time.sleep(0.5)
+        proc.kill()
+        proc.wait(timeout=10)
+        survived = not wait_dead(pids, 15.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert not survived, "worker processes outlived their SIGKILLed parent"
