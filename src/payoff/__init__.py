@@ -5,6 +5,7 @@ from __future__ import annotations
 from payoff._default import default_executor, map  # noqa: A004 (payoff.map mirrors builtins.map on purpose)
 from payoff._version import __version__
 from payoff.config import ParallelConfig
+from payoff.errors import RemoteError, StuckThreadsWarning, WorkerCrashedError
 from payoff.executor import ParallelExecutor
 from payoff.observers import CallInfo, Observer
 from payoff.reasons import DecisionReason, FallbackReason, Reason
@@ -22,6 +23,9 @@ __all__ = [
     "ParallelExecutor",
     "ParallelFallbackWarning",
     "Reason",
+    "RemoteError",
+    "StuckThreadsWarning",
+    "WorkerCrashedError",
     "__version__",
     "default_executor",
     "map",

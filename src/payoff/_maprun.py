@@ -168,11 +168,11 @@ class MapRun:
     # -- serial ---------------------------------------------------------------
 
     def _serially(self, plan: planning.Plan) -> Iterator[list[Any]]:
-        streaming_source = self.source.known_length is None
-        size = plan.chunk_size if self.streaming else max(1, plan.chunk_size)
-        if streaming_source:
-            size = max(size, STREAM_SERIAL_CHUNK)
-        elif not self.streaming:
+        if self.stream:  # bounded chunks: the input is read as the results are taken
+            size = max(plan.chunk_size, STREAM_SERIAL_CHUNK)
+        elif self.streaming:
+            size = max(1, plan.chunk_size)
+        else:
             size = max(1, len(self.source.head))
         while (part := self.source.take(size)) is not None:
             lo, items = part
@@ -252,23 +252,23 @@ class MapRun:
                 self._submit(pool, shipped, self.isolate[0])
                 self.isolate.popleft()
             return
-        while len(self.in_flight) + self._waiting() < limit:
-            task = self._next_task(size)
-            if task is None:
-                return
-            try:
-                self._submit(pool, shipped, task)
-            except BaseException:
-                self.requeued.appendleft(task)  # a pool that breaks on submit loses no chunk
-                raise
+        while self.requeued and len(self.in_flight) < limit:  # earlier than anything held back: never blocked
+            self._submit_or_keep(pool, shipped, self.requeued.popleft())
+        while len(self.in_flight) + self._waiting() < limit and (task := self._next_task(size)) is not None:
+            self._submit_or_keep(pool, shipped, task)
+
+    def _submit_or_keep(self, pool: Strategy, shipped: Any, task: ChunkTask) -> None:
+        try:
+            self._submit(pool, shipped, task)
+        except BaseException:
+            self.requeued.appendleft(task)  # a pool that breaks on submit loses no chunk
+            raise
 
     def _waiting(self) -> int:
         """Finished chunks held back until an earlier one is done: they count against the in-flight bound."""
         return sum(1 for i in self.parts if i != self.next_yield)
 
     def _next_task(self, size: int) -> ChunkTask | None:
-        if self.requeued:
-            return self.requeued.popleft()
         part = None if self.source_done else self.source.take(size)
         if part is None:
             self.source_done = True
