@@ -163,7 +163,8 @@ class MapRun:
             self.where("serial", 1)
             yield from self._serially(plan)
             return
-        yield from self._in_parallel(plan.chunk_size)
+        # the planner caps a fixed chunk size at the items it saw, which for a stream is only the look-ahead
+        yield from self._in_parallel(self.chunksize if self.stream and self.chunksize else plan.chunk_size)
 
     # -- serial ---------------------------------------------------------------
 

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+import payoff
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
 from payoff.errors import WorkerCrashedError
 from tests import tasks
 
 ROOT = Path(__file__).resolve().parents[2]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
+"""Children import the payoff this test imported (a checkout's src/ or an installed copy) and the tests package."""
 FORCE = {"tiny_workload_threshold": 0.0}
 
 CRASH_SCRIPT = textwrap.dedent("""
@@ -55,7 +58,7 @@ CRASH_SCRIPT = textwrap.dedent("""
 
 def run_crash(strategy: str, fn: str) -> dict[str, object]:
     proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, strategy, fn], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          text=True, timeout=120, env=CHILD_ENV)
     assert proc.returncode == 0, f"the caller died (exit {proc.returncode}): {proc.stderr[-2000:]}"
     result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result

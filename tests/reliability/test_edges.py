@@ -73,3 +73,4 @@ def test_imap_reads_a_long_stream_lazily_and_records_every_item() -> None:
     assert total == 200_000
     assert record is not None and record.n_items == 200_000
     assert sum(c.n_items for c in record.chunks) == 200_000
+    assert max(c.n_items for c in record.chunks) == 500, "the chunksize asked for is the one used"

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
+import payoff
 from payoff import ParallelConfig, ParallelExecutor
 from payoff.errors import StuckThreadsWarning
 from tests import tasks
 from tests.conftest import alive
 
 ROOT = Path(__file__).resolve().parents[2]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
+"""Children import the payoff this test imported (a checkout's src/ or an installed copy) and the tests package."""
 FORCE = {"tiny_workload_threshold": 0.0}
 
 
@@ -76,7 +79,7 @@ STUCK_THREAD_SCRIPT = textwrap.dedent("""
 
 def test_ctrl_c_ends_a_process_whose_thread_task_is_stuck() -> None:
     proc = subprocess.Popen([sys.executable, "-c", STUCK_THREAD_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, env=CHILD_ENV)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(0.5)
@@ -105,7 +108,7 @@ ORPHAN_SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
 def test_busy_workers_die_with_a_sigkilled_parent(strategy: str) -> None:
     proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, strategy], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, env=CHILD_ENV)
     try:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
