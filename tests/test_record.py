@@ -85,3 +85,25 @@ def test_interactivity_is_asked_once_per_stderr_and_again_when_stderr_changes(
     monkeypatch.setattr(sys, "stderr", terminal)
     assert progress.interactive()
     assert (terminal.asked, pipe.asked) == (2, 1)
+
+
+def test_summary_counts_in_words_and_a_serial_run_is_not_called_slower() -> None:
+    from payoff import ParallelConfig, ParallelExecutor
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(abs, [-1])
+        record = ex.last_record
+    assert record is not None
+    line = record.summary()
+    assert "1 item in 1 chunk" in line and "1 chunks" not in line
+    assert "ran serially" in line and "slower" not in line
+
+
+def test_cli_version() -> None:
+    import subprocess
+    import sys
+
+    from payoff import __version__
+
+    out = subprocess.run([sys.executable, "-m", "payoff", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"payoff {__version__}"

@@ -28,6 +28,9 @@ def _metrics_doc(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payoff", description="A parallel executor that proves "
                                      "whether parallelism pays off.")
+    from payoff._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"payoff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run an explanation workload under every strategy and compare")
     demo.add_argument("--quick", action="store_true", help="a small workload that finishes in under a minute")

@@ -231,13 +231,18 @@ class MapRecord:
 
     def summary(self) -> str:
         """One line a person can read: what ran, how fast against serial, and why."""
-        head = f"{self.selected_strategy} x{self.workers}, {self.n_items:,} items in {self.n_chunks} chunks"
-        if self.fallback_reason is not None:
+        items = "1 item" if self.n_items == 1 else f"{self.n_items:,} items"
+        chunks = "1 chunk" if self.n_chunks == 1 else f"{self.n_chunks:,} chunks"
+        head = f"{self.selected_strategy} x{self.workers}, {items} in {chunks}"
+        if self.fallback_reason is not None and self.mode == "serial":
             return (f"{head}: ran serially ({self.fallback_reason.value}), "
                     f"{self.wall_seconds * 1e3:,.1f} ms; {self.fallback_reason.advice}")
+        if self.mode == "serial":
+            return f"{head}: ran serially, {self.wall_seconds * 1e3:,.1f} ms"
         verdict = "faster" if self.speedup >= 1 else "slower"
         factor = self.speedup if self.speedup >= 1 else (1 / self.speedup if self.speedup > 0 else math.inf)
-        return (f"{head}: {factor:.2f}x {verdict} than serial, utilization {self.utilization:.0%}, "
+        recovered = f" after {self.fallback_reason.value}" if self.fallback_reason is not None else ""
+        return (f"{head}: {factor:.2f}x {verdict} than serial{recovered}, utilization {self.utilization:.0%}, "
                 f"queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms")
 
     def _repr_html_(self) -> str:
