@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -39,3 +41,55 @@ def numpy_2ms(x: int) -> float:
 
 def array_sum(a: np.ndarray) -> float:
     return float(a.sum())
+
+
+# -- rows W7-W12 ----------------------------------------------------------------
+
+UNEVEN_CHEAP_ITEMS = 950
+"""Items ``0..949`` of the uneven rows cost ~0.2 ms, items ``950..999`` ~10 ms (50x dearer)."""
+
+
+def py_uneven(x: int) -> int:
+    """~0.2 ms of pure Python for the cheap items, ~10 ms for the dear tail (by item value, so any order works)."""
+    n = 200_000 if x >= UNEVEN_CHEAP_ITEMS else 4000
+    total = 0
+    for i in range(n):
+        total += i ^ x
+    return total
+
+
+def wait_5ms(x: int) -> int:
+    """Mostly waiting: a 5 ms sleep (I/O, a remote call) and ~0.1 ms of CPU."""
+    time.sleep(0.005)
+    total = 0
+    for i in range(2000):
+        total += i ^ x
+    return total
+
+
+class LargeState:
+    """A callable carrying ~5 MiB of state (a lookup table), ~1 ms of pure Python per item.
+
+    Top level and plain-picklable, so every backend can ship it; what each one
+    pays to ship it (once per worker, per chunk, per item) is what the row shows.
+    """
+
+    def __init__(self, n_bytes: int = 5 * 1024 * 1024) -> None:
+        self.table = np.arange(n_bytes // 8, dtype=np.float64)
+
+    def __call__(self, x: int) -> float:
+        total = 0
+        for i in range(20_000):
+            total += i ^ x
+        return total + float(self.table[x % self.table.size])
+
+
+def abs_like(x: int) -> int:
+    """A trivial item: far cheaper than any way of timing it one by one."""
+    return x if x >= 0 else -x
+
+
+def nap(seconds: float) -> float:
+    """Warms a pool: sleeping tasks make every worker start before the timing does."""
+    time.sleep(seconds)
+    return seconds

@@ -44,8 +44,7 @@ def _fresh_warning_memory() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _fresh_planner() -> None:
     """Each test plans from the priors, not from what earlier tests taught the process."""
-    planning.KNOWLEDGE.forget()
-    planning.COSTS.reset()
+    planning.PLANNER.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
-"""The dask strategy against a real LocalCluster on 127.0.0.1."""
+"""The dask strategy against a real LocalCluster on 127.0.0.1, given as a Client or as an address."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
+from payoff.strategies import cluster as clusters
 from payoff.telemetry import FALLBACK_WARNINGS
 from payoff.telemetry.metrics import PrometheusMetrics
 from tests import tasks
@@ -28,14 +30,48 @@ except ImportError:  # pragma: no cover - the [dask] extra is part of the test e
 FORCE = {"tiny_workload_threshold": 0.0}
 
 
+def local_cluster(n_workers: int) -> Any:
+    """A cluster of ``n_workers`` processes with one thread each, on 127.0.0.1, no dashboard.
+
+    The scheduler's HTTP server (health and metrics routes) runs even without a dashboard; it gets a free
+    port on 127.0.0.1 so two clusters in one module do not contend for 8787.
+    """
+    require(LocalCluster is not None, "dask.distributed (extra [dask])")
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                        silence_logs=40)
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    require(Client is not None, "dask.distributed (extra [dask])")
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=40)
+    cluster = local_cluster(2)
     with Client(cluster, set_as_default=False) as c:
         yield c
     cluster.close()
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    """A running two-worker cluster known only by its address, as a user with a remote cluster passes it."""
+    cluster = local_cluster(2)
+    yield cluster.scheduler_address
+    clusters.clear()  # the connections payoff parked for it, before the cluster goes
+    cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cluster_cache() -> Iterator[None]:
+    """Each test asks the scheduler as a new process would; parked connections are closed after it."""
+    clusters.clear()
+    yield
+    clusters.clear()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_results_records_and_metrics_on_a_local_cluster(client: Any) -> None:
@@ -84,9 +120,7 @@ def test_a_killed_worker_still_completes_the_call(client: Any) -> None:
 
 def test_an_unreachable_scheduler_falls_back_within_ten_seconds() -> None:
     require(Client is not None, "dask.distributed (extra [dask])")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = closed_port()
     FALLBACK_WARNINGS.reset()
     t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
@@ -109,3 +143,95 @@ def test_ce_parallel_selects_dask_with_an_address() -> None:
     assert cfg.address == "tcp://Scheduler.Example:8786"
     with pytest.raises(ValueError, match="address"):
         ParallelConfig(strategy="dask", address="scheduler:8786")
+
+
+def test_cluster_facts_count_the_worker_threads_and_are_kept(address: str) -> None:
+    first = clusters.cluster_facts(address)
+    assert (first.address, first.worker_threads, first.n_workers) == (address, 2, 2)
+    assert first.connect_seconds > 0  # an address costs a connect, not a LocalCluster start
+    again = clusters.cluster_facts(address)
+    assert again is first  # answered from the cache: the scheduler was not asked again
+    assert again.measured_at == first.measured_at
+
+
+def test_invalidate_asks_the_scheduler_again_over_the_kept_connection(address: str) -> None:
+    first = clusters.cluster_facts(address)
+    clusters.invalidate(address)
+    again = clusters.cluster_facts(address)
+    assert again is not first
+    assert again.measured_at > first.measured_at
+    assert again.worker_threads == 2
+    assert again.connect_seconds == first.connect_seconds  # asked through the parked client, no new connect
+
+
+def test_a_cluster_that_grew_is_seen_after_invalidate_and_by_the_pool_start() -> None:
+    cluster = local_cluster(2)
+    try:
+        where = cluster.scheduler_address
+        assert clusters.cluster_facts(where).worker_threads == 2
+        cluster.scale(3)
+        with Client(where, set_as_default=False) as watcher:
+            watcher.wait_for_workers(3, timeout=60)
+        assert clusters.cluster_facts(where).worker_threads == 2  # kept: nothing said the cluster changed
+        with ParallelExecutor(ParallelConfig(strategy="dask", address=where, **FORCE)) as ex:
+            assert ex.map(tasks.square, range(40)) == [x * x for x in range(40)]
+            record = ex.last_record
+        assert record is not None and record.selected_strategy == "dask"
+        assert record.workers == 3  # the pool counted 3 workers where 2 were kept, and asked again
+        assert clusters.cluster_facts(where).worker_threads == 3
+        clusters.invalidate(where)
+        assert clusters.cluster_facts(where).n_workers == 3
+    finally:
+        clusters.clear()
+        cluster.close()
+
+
+def test_a_map_on_an_address_uses_the_planning_connection_and_the_cluster_threads(address: str) -> None:
+    config = ParallelConfig(strategy="dask", address=address, **FORCE)
+    facts = clusters.planning_facts(config)
+    assert facts is not None and facts.worker_threads == 2
+    with ParallelExecutor(config) as ex:
+        items = list(range(200))
+        assert ex.map(tasks.spin, items) == [tasks.spin(x) for x in items]
+        record = ex.last_record
+        assert clusters.take_client(address) is None  # the pool took over the connection planning opened
+        assert clusters.cluster_facts(address) is facts  # and its start used the kept facts
+    assert record is not None
+    assert record.selected_strategy == "dask"
+    assert record.workers == facts.worker_threads
+
+
+def test_planning_facts_are_none_without_a_running_cluster() -> None:
+    assert clusters.planning_facts(ParallelConfig()) is None
+    assert clusters.planning_facts(ParallelConfig(strategy="processes")) is None
+    assert clusters.planning_facts(ParallelConfig(strategy="dask")) is None  # a LocalCluster would start
+
+
+def test_planning_facts_of_a_users_client(client: Any) -> None:
+    facts = clusters.planning_facts(ParallelConfig(strategy=client))
+    assert facts is not None
+    assert facts.worker_threads == 2
+    assert facts.connect_seconds == 0.0  # the user's Client is connected already
+    assert facts.address == client.scheduler.address
+
+
+def test_an_unreachable_address_raises_and_is_remembered() -> None:
+    require(Client is not None, "dask.distributed (extra [dask])")
+    where = f"tcp://127.0.0.1:{closed_port()}"
+    with pytest.raises(clusters.ClusterUnreachableError, match="cannot reach the dask scheduler"):
+        clusters.cluster_facts(where)
+    # the pool start right after planning fails at once instead of waiting out a second timeout
+    with pytest.raises(clusters.ClusterUnreachableError, match="remembered"):
+        clusters.cluster_facts(where)
+    assert clusters.planning_facts(ParallelConfig(strategy="dask", address=where)) is None
+
+
+def test_seconds_of_work_on_a_running_cluster_run_on_dask(address: str) -> None:
+    work = functools.partial(tasks.sleep_then_square, seconds=0.005)  # 500 x 5 ms = 2.5 s of work
+    with ParallelExecutor(ParallelConfig(strategy="dask", address=address)) as ex:
+        assert ex.map(work, range(500)) == [x * x for x in range(500)]
+        record = ex.last_record
+    assert record is not None
+    assert record.fallback_reason is None, record.fallback_detail
+    assert record.selected_strategy == "dask"
+    assert record.workers == clusters.cluster_facts(address).worker_threads == 2

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, planning
 from payoff.reasons import fallback_reasons
 from tests import tasks
 from tests.conftest import require
@@ -57,6 +57,27 @@ def _disabled() -> tuple[Any, Any, list[Any]]:
 def _tiny() -> tuple[Any, Any, list[Any]]:
     items = list(range(10))
     record, out = _run(ParallelConfig(strategy="processes"), tasks.square, items)
+    return record, out, [x * x for x in items]
+
+
+def _taught(cost: float, verdicts: dict[str, tuple[float, int]] | None = None) -> None:
+    """Facts stated outright, so the planner decides from them (no probe, no clock)."""
+    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(cost, 1.0, 40, "", None, verdicts=verdicts or {}))
+
+
+@case(Reason.POOL_START_COST)
+def _pool_start_cost() -> tuple[Any, Any, list[Any]]:
+    items = list(range(100))
+    _taught(2e-4)  # 20 ms of work: a warm pool would pay, starting one would not
+    record, out = _run(ParallelConfig(), tasks.square, items)
+    return record, out, [x * x for x in items]
+
+
+@case(Reason.NO_MEASURED_GAIN)
+def _no_measured_gain() -> tuple[Any, Any, list[Any]]:
+    items = list(range(200))
+    _taught(1e-3, {"processes": (0.5, 1000)})  # an earlier auto call measured 0.5x on processes
+    record, out = _run(ParallelConfig(), tasks.square, items)
     return record, out, [x * x for x in items]
 
 

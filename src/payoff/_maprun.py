@@ -29,6 +29,7 @@ from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site
 from payoff.reasons import Reason
 from payoff.record import RecordBuilder
+from payoff.scheduling import GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.serial import SerialStrategy
@@ -77,6 +78,7 @@ class MapRun:
         self.lost: list[ChunkTask] = []
         self.source_done = False
         self.stream = False
+        self.sizer = GuidedChunks(1, 1, 1, None)
 
     # -- the call as a whole ---------------------------------------------------
 
@@ -141,7 +143,7 @@ class MapRun:
             self.rec.n_items = self.call.n_items = self.source.known_length or 0
         items = self.source.head
         prior = self.ex._count_workload(self.call.workload)
-        plan = planning.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
+        plan = self.ex._planner.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
                                            self.granularity, self.releases_gil, self.ex._pools.warm(), prior))
         if self.requested == "custom" and plan.strategy == "custom":
             plan = replace(plan, workers=external_workers(self.config.strategy, plan.workers))
@@ -164,7 +166,10 @@ class MapRun:
             yield from self._serially(plan)
             return
         # the planner caps a fixed chunk size at the items it saw, which for a stream is only the look-ahead
-        yield from self._in_parallel(self.chunksize if self.stream and self.chunksize else plan.chunk_size)
+        size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
+        self.sizer = GuidedChunks(size, size if self.stream else plan.min_chunk, self.rec.workers,
+                                  plan.probe.seconds_per_item)
+        yield from self._in_parallel()
 
     # -- serial ---------------------------------------------------------------
 
@@ -219,24 +224,24 @@ class MapRun:
 
     # -- parallel ---------------------------------------------------------------
 
-    def _in_parallel(self, size: int) -> Iterator[list[Any]]:
+    def _in_parallel(self) -> Iterator[list[Any]]:
         assert self.lease is not None
         while True:
             pool = self.lease.pool
             try:
-                yield from self._drive(pool, size)
+                yield from self._drive(pool)
                 return
             except BrokenExecutor as exc:
                 self._after_break(pool, exc)
 
-    def _drive(self, pool: Strategy, size: int) -> Iterator[list[Any]]:
+    def _drive(self, pool: Strategy) -> Iterator[list[Any]]:
         t0 = time.perf_counter_ns()
         shipped = pool.ship(self.fn)
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         limit = pool.workers + max(1, pool.workers // 2)
         while True:
             with self.ex._observers.scope(self.call):
-                self._top_up(pool, shipped, size, limit)
+                self._top_up(pool, shipped, limit)
             yield from self._ready_blocks()
             if not self.in_flight:
                 if self._nothing_left():
@@ -247,7 +252,7 @@ class MapRun:
     def _nothing_left(self) -> bool:
         return self.source_done and not self.requeued and not self.isolate
 
-    def _top_up(self, pool: Strategy, shipped: Any, size: int, limit: int) -> None:
+    def _top_up(self, pool: Strategy, shipped: Any, limit: int) -> None:
         if self.isolate:  # a suspected crash runs alone, so a crash names it
             if not self.in_flight:
                 self._submit(pool, shipped, self.isolate[0])
@@ -255,7 +260,7 @@ class MapRun:
             return
         while self.requeued and len(self.in_flight) < limit:  # earlier than anything held back: never blocked
             self._submit_or_keep(pool, shipped, self.requeued.popleft())
-        while len(self.in_flight) + self._waiting() < limit and (task := self._next_task(size)) is not None:
+        while len(self.in_flight) + self._waiting() < limit and (task := self._next_task()) is not None:
             self._submit_or_keep(pool, shipped, task)
 
     def _submit_or_keep(self, pool: Strategy, shipped: Any, task: ChunkTask) -> None:
@@ -269,7 +274,9 @@ class MapRun:
         """Finished chunks held back until an earlier one is done: they count against the in-flight bound."""
         return sum(1 for i in self.parts if i != self.next_yield)
 
-    def _next_task(self, size: int) -> ChunkTask | None:
+    def _next_task(self) -> ChunkTask | None:
+        known = self.source.known_length
+        size = self.sizer.next(None if known is None else known - self.source.taken)
         part = None if self.source_done else self.source.take(size)
         if part is None:
             self.source_done = True
@@ -320,9 +327,11 @@ class MapRun:
         outcome = pool.collect(raw, task)
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         where = "caller" if isinstance(pool, SerialStrategy) else "retry" if task.retry else "pool"
-        self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
+        stats = self.rec.add(outcome, where, task.submit_ns)
+        self.ex._observers.chunk(self.call, stats)
         if outcome.error is not None:
             raise outcome.error
+        self.sizer.observe(stats.n_items, stats.busy_seconds)
         self.parts.setdefault(task.index, []).append(outcome)
 
     def _ready_blocks(self) -> Iterator[list[Any]]:

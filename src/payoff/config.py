@@ -63,6 +63,10 @@ class ParallelConfig:
     start_method: str | None = None
     address: str | None = None
     """A dask scheduler address (``tcp://host:8786``) for ``strategy="dask"``; None starts a LocalCluster."""
+    max_waiting_workers: int = 32
+    """Cap on the threads auto runs for work that mostly waits (I/O, sleep, remote calls): such work is
+    limited by waiting, not cores, so auto runs more threads than cores, as many as the measured wait
+    fraction needs, up to this (``ThreadPoolExecutor``'s own default cap is 32)."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -197,6 +201,13 @@ def _check_workers(name: str, value: object) -> None:
         )
 
 
+def _check_waiting_workers(name: str, value: object) -> None:
+    limit = max_workers_limit()
+    if not _is_int(value) or not 1 <= value <= limit:
+        raise ValueError(f"ParallelConfig.{name} must be an int from 1 to at most {limit} "
+                         f"({MAX_WORKERS_PER_CPU} per usable CPU), got {_shown(value)}")
+
+
 def _check_count(name: str, value: object) -> None:
     """Counts may be large (a chunk of a million items is fine) but must fit in 64 bits."""
     if value is None:
@@ -237,6 +248,7 @@ def _check_address(name: str, value: object) -> None:
 
 _FIELD_CHECKS: dict[str, Callable[[str, object], None]] = {
     "max_workers": _check_workers,
+    "max_waiting_workers": _check_waiting_workers,
     "min_batch_size": _check_count,
     "min_instances_for_parallel": _check_count,
     "instance_chunk_size": _check_count,
@@ -256,7 +268,7 @@ GRAMMAR = (
     "CE_PARALLEL is a comma-separated list of tokens: "
     "on|off (also 1,true,yes,enable / 0,false,no,disable); "
     "a strategy: auto|serial|sequential|threads|processes|joblib (or strategy=NAME); "
-    "workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
+    "workers=N; waiting_workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
     "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; "
     "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask). N may be 'auto' for automatic. "
@@ -290,6 +302,10 @@ def _whole_number(text: str, expected: str) -> int:
     if value < 1:
         raise ValueError(expected)
     return value
+
+
+def _whole_count(text: str) -> int:
+    return _whole_number(text, "expected a whole number >= 1")
 
 
 def _int_or_auto(text: str) -> int | None:
@@ -369,6 +385,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
 
 _KEYS.update({
     "workers": ("max_workers", _int_or_auto),
+    "waiting_workers": ("max_waiting_workers", _whole_count),
     "max_workers": ("max_workers", _int_or_auto),
     "min_batch": ("min_batch_size", _int_or_auto),
     "min_instances": ("min_instances_for_parallel", _int_or_auto),

@@ -57,10 +57,12 @@ class ParallelExecutor:
         tracer_provider: object | None = None,
         meter_provider: object | None = None,
         max_records: int = 256,
+        planner: planning.Planner | None = None,
     ) -> None:
         if config is not None and not isinstance(config, ParallelConfig):
             raise TypeError(f"config must be a ParallelConfig or None, got {type(config).__name__}")
         self._pools = PoolRegistry()
+        self._planner = planner if planner is not None else planning.PLANNER
         self.config = config if config is not None else ParallelConfig.from_env()
         if observers is None:
             from payoff.telemetry import default_observers
@@ -279,7 +281,7 @@ class ParallelExecutor:
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
                 error: BaseException | None) -> None:
         self.records.append(record)
-        _learn(record, fn)
+        self._planner.learn(record, fn)
         self._observers.finished(call, record, error)
 
     def _workload_label(self, workload: str) -> str:
@@ -334,27 +336,6 @@ def _still_fits(config: ParallelConfig) -> Callable[[PoolKey], bool]:
         return config.enabled and selectable and key.same(pool_key(config, key.strategy, workers))
 
     return keep
-
-
-def _learn(record: MapRecord, fn: Callable[[Any], Any]) -> None:
-    """Feed measured item cost and backend overheads back into the planner."""
-    if record.n_items and not record.n_errors:
-        planning.KNOWLEDGE.observe(fn, record.serial_estimate_seconds / record.n_items)
-    if record.pool_started and not record.pool_start_failed:
-        planning.COSTS.learn(record.selected_strategy, start=record.pool_start_seconds)
-    if record.mode != "parallel" or record.fallback_reason is not None or record.n_errors:
-        return
-    if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
-        planning.KNOWLEDGE.observe_threads(fn, record.speedup)
-    pool_chunks = [c for c in record.chunks if c.where == "pool"]
-    if not pool_chunks:
-        return
-    # Per-call overhead is the latency of getting work into the pool (and, symmetrically, back out):
-    # submit to the first start. Idle gaps and imbalance inside a big map grow with the map, not the
-    # call, and learning them here would keep every later small call serial (and so never re-measured).
-    first_submit = min(c.submit_ns for c in pool_chunks)
-    latency = max(0, min(c.start_ns for c in pool_chunks) - first_submit) / 1e9
-    planning.COSTS.learn(record.selected_strategy, per_call=2 * latency)
 
 
 def _check_call(fn: object, items: object, chunksize: object, granularity: object, workload: object,

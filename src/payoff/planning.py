@@ -26,6 +26,7 @@ import numpy as np
 
 from payoff.config import ParallelConfig
 from payoff.reasons import Reason
+from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.worker import ChunkOutcome, in_worker, run_chunk
 
@@ -41,6 +42,14 @@ PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
 THREADS_KEEP_SPEEDUP = 1.05
 """Threads chosen for payloads too large for processes stay chosen while a run measures this much gain."""
+WAITING_CPU_RATIO = 0.4
+"""Items whose probe used less CPU than this per second of wall time mostly wait: threads, more than cores."""
+GIL_BOUND_CORES = 0.8
+"""Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
+VERDICT_RETRY = 8
+"""Every this many calls held serial by a verdict, one runs in parallel again to re-measure it."""
+VERDICT_REACH = 4
+"""A call up to this many times the size of one that measured no gain is planned serial without trying."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 
@@ -116,6 +125,10 @@ class Facts:
     cloudpickle_ok: bool | None
     threads_speedup: float | None = None
     """Measured speedup of the last threads run chosen for payloads processes could not take."""
+    verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Per strategy: the speedup an auto-planned parallel call measured, and how many items it had."""
+    held: int = 0
+    """Calls kept serial by a verdict since it was last measured."""
 
 
 def fn_key(fn: Callable[..., Any]) -> Hashable | None:
@@ -163,14 +176,41 @@ class Knowledge:
             while len(self._facts) > self.LIMIT:
                 self._facts.popitem(last=False)
 
-    def observe(self, fn: Callable[..., Any], seconds_per_item: float) -> None:
-        """Correct the remembered cost with what a whole call measured."""
+    def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None) -> None:
+        """Correct the remembered cost (and how much of it is CPU) with what a whole call measured."""
         key = fn_key(fn)
         with self._lock:
             facts = self._facts.get(key) if key is not None else None
-            if facts is not None and seconds_per_item > 0:
-                a = self.SMOOTHING
+            if facts is None:
+                return
+            a = self.SMOOTHING
+            if seconds_per_item > 0:
                 facts.seconds_per_item = (1 - a) * facts.seconds_per_item + a * seconds_per_item
+            if cpu_ratio is not None:
+                facts.cpu_ratio = (1 - a) * facts.cpu_ratio + a * min(1.0, max(0.01, cpu_ratio))
+
+    def hold(self, fn: Callable[..., Any], strategy: str) -> bool:
+        """Count a call kept serial by ``strategy``'s verdict; False (and the verdict forgotten) every
+        ``VERDICT_RETRY``-th time, so a verdict measured on a busy machine is re-measured."""
+        key = fn_key(fn)
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
+            if facts is None:
+                return False
+            facts.held += 1
+            if facts.held < VERDICT_RETRY:
+                return True
+            facts.held = 0
+            facts.verdicts.pop(strategy, None)
+            return False
+
+    def observe_verdict(self, fn: Callable[..., Any], strategy: str, speedup: float, n_items: int) -> None:
+        """What a parallel call of ``fn`` really gained: the next plan of a similar call believes it."""
+        key = fn_key(fn)
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
+            if facts is not None:
+                facts.verdicts[strategy] = (speedup, n_items)
 
     def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
         """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""
@@ -183,6 +223,14 @@ class Knowledge:
     def forget(self) -> None:
         with self._lock:
             self._facts.clear()
+
+    def teach(self, fn: Callable[..., Any], facts: Facts) -> None:
+        """State the facts of ``fn`` outright (tests, or a user who measured it): no probe will run."""
+        key = fn_key(fn)
+        if key is None:
+            raise ValueError(f"cannot remember facts for {fn!r}")
+        with self._lock:
+            self._facts[key] = facts
 
 
 KNOWLEDGE = Knowledge()
@@ -201,6 +249,7 @@ class Probe:
     pickle_error: str = ""
     cloudpickle_ok: bool | None = None
     threads_speedup: float | None = None
+    verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
     known: bool = False
     """True when the cost came from an earlier call instead of running items now."""
 
@@ -222,6 +271,8 @@ class Plan:
     fallback: Reason | None = None
     detail: str = ""
     probe: Probe = field(default_factory=Probe)
+    min_chunk: int = 0
+    """The guided schedule's floor: chunks shrink towards it at the tail (equal to ``chunk_size`` when fixed)."""
 
 
 @dataclass(frozen=True)
@@ -250,36 +301,146 @@ def available_workers(config: ParallelConfig) -> int:
         return os.cpu_count() or 1
 
 
+class Planner:
+    """Everything this process has learned about backends and functions, and the decisions drawn from it.
+
+    ``plan`` is a function of the call and this state: with the facts of a
+    function taught (``knowledge.teach``) no item runs and no clock is read, so
+    decisions can be tested from a table. ``learn`` feeds each finished call's
+    record back, so a plan that did not pay off is not repeated.
+    """
+
+    def __init__(self) -> None:
+        self.costs = CostModel()
+        self.knowledge = Knowledge()
+
+    def reset(self) -> None:
+        self.costs.reset()
+        self.knowledge.forget()
+
+    def plan(self, call: Call) -> Plan:
+        """Decide how to run ``call``; may run its first items (the probe)."""
+        cfg = call.config
+        if not call.items:
+            return Plan("serial", 1, 1, Reason.EMPTY_INPUT)
+        workers = available_workers(cfg)
+        decision = Reason.EXPLICIT_OBJECT if call.requested == "custom" else Reason.EXPLICIT_STRATEGY
+        early = _early_fallback(call, workers)
+        if early is not None:
+            return _serial(call, early[0], early[1], decision)
+        if call.requested == "serial":
+            return _serial(call, None, "", decision)
+        probe = _run_probe(self.knowledge, call, workers)
+        if probe.failed:
+            return _serial(call, None, "the probe item raised", decision, probe)
+        remaining = len(call.items) - probe.n
+        if call.requested == "custom":
+            return self._chunked(call, "custom", workers, probe, remaining, decision)
+        strategy, decision, why = _choose(call, probe)
+        if why is not None:
+            return _serial(call, why[0], why[1], decision, probe)
+        workers = _cluster_workers(call.config, workers) if strategy == "dask" else \
+            _workers_for(call, decision, probe, remaining, workers)
+        fallback = _threshold_fallback(call, probe, remaining) or self._cost_fallback(
+            call, strategy, workers, probe, remaining)
+        if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and _threads_may_pay(call, probe) \
+                and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
+            return self._chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
+        if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY:
+            fallback = _verdict_fallback(strategy, probe, remaining)  # shared memory keeps its own verdict
+            if fallback is not None and not self.knowledge.hold(call.fn, strategy):
+                fallback = None  # held long enough: measure again (one noisy call must not decide forever)
+        if fallback is not None:
+            return _serial(call, fallback[0], fallback[1], decision, probe)
+        return self._chunked(call, strategy, workers, probe, remaining, decision)
+
+    def _chunked(self, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
+                 decision: Reason) -> Plan:
+        chunk = _chunk_size(self.costs, call, strategy, workers, probe.seconds_per_item, remaining)
+        floor = _chunk_floor(self.costs, call, strategy, probe.seconds_per_item, chunk)
+        return Plan(strategy, workers, chunk, decision, None, "", probe, min_chunk=floor)
+
+    def _cost_fallback(self, call: Call, strategy: str, workers: int, probe: Probe,
+                       remaining: int) -> tuple[Reason, str] | None:
+        return _cost_fallback(self.costs, call, strategy, workers, probe, remaining)
+
+    def learn(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
+        """Feed measured item cost, CPU share, backend overheads and the verdict back into the planner."""
+        if record.n_items and not record.n_errors and record.busy_seconds > 0:
+            self.knowledge.observe(fn, record.serial_estimate_seconds / record.n_items, _cpu_share(record))
+        if record.pool_started and not record.pool_start_failed:
+            self.costs.learn(record.selected_strategy, start=record.pool_start_seconds)
+        if record.mode != "parallel" or record.fallback_reason is not None or record.n_errors:
+            return
+        if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
+            self.knowledge.observe_threads(fn, record.speedup)
+        elif record.requested_strategy == "auto":
+            self.knowledge.observe_verdict(fn, record.selected_strategy, record.speedup, record.n_items)
+        pool_chunks = [c for c in record.chunks if c.where == "pool"]
+        if pool_chunks:
+            # Per-call overhead is the latency of getting work into the pool (and, symmetrically, back
+            # out): submit to the first start. Idle gaps and imbalance inside a big map grow with the map,
+            # not the call, and learning them would keep every later small call serial (never re-measured).
+            first_submit = min(c.submit_ns for c in pool_chunks)
+            latency = max(0, min(c.start_ns for c in pool_chunks) - first_submit) / 1e9
+            self.costs.learn(record.selected_strategy, per_call=2 * latency)
+
+
+PLANNER = Planner()
+"""The process's planner: every executor shares what any of them measured."""
+COSTS = PLANNER.costs
+KNOWLEDGE = PLANNER.knowledge
+
+
 def plan(call: Call) -> Plan:
-    """Decide how to run ``call``; may run its first items (the probe)."""
-    cfg = call.config
-    workers = available_workers(cfg)
-    decision = Reason.EXPLICIT_OBJECT if call.requested == "custom" else Reason.EXPLICIT_STRATEGY
-    if not call.items:
-        return Plan("serial", 1, 1, Reason.EMPTY_INPUT)
-    early = _early_fallback(call, workers)
-    if early is not None:
-        return _serial(call, early[0], early[1], decision)
-    if call.requested == "serial":
-        return _serial(call, None, "", decision)
-    probe = _run_probe(call, workers)
-    if probe.failed:
-        return _serial(call, None, "the probe item raised", decision, probe)
-    remaining = len(call.items) - probe.n
-    if call.requested == "custom":
-        return _chunked(call, "custom", workers, probe, remaining, decision)
-    strategy, decision, why = _choose(call, probe)
-    if why is not None:
-        return _serial(call, why[0], why[1], decision, probe)
-    fallback = _threshold_fallback(call, probe, remaining)
-    if fallback is None:
-        fallback = _cost_fallback(call, strategy, workers, probe, remaining)
-    if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and _threads_may_pay(call, probe) \
-            and _cost_fallback(call, "threads", workers, probe, remaining) is None:
-        return _chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
-    if fallback is not None:
-        return _serial(call, fallback[0], fallback[1], decision, probe)
-    return _chunked(call, strategy, workers, probe, remaining, decision)
+    """Decide how to run ``call`` with the process's planner."""
+    return PLANNER.plan(call)
+
+
+def _cpu_share(record: MapRecord) -> float | None:
+    """CPU per second of item time, where wall time is not inflated by waiting for the GIL.
+
+    Threads contend for the GIL, so their busy time overstates a CPU-bound
+    item; only a threads run chosen because the work waits is trusted, and
+    only while its threads together used less than one core (more would mean
+    the GIL, not waiting, set the pace).
+    """
+    if record.busy_seconds <= 0:
+        return None
+    share = record.cpu_seconds / record.busy_seconds
+    if record.selected_strategy != "threads":
+        return share
+    if record.decision_reason is Reason.AUTO_WAITING:
+        return 1.0 if record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds else share
+    return None
+
+
+def _workers_for(call: Call, decision: Reason, probe: Probe, remaining: int, workers: int) -> int:
+    """More threads than cores for work that waits: as many as its measured wait needs, up to the cap."""
+    if decision is not Reason.AUTO_WAITING or call.config.max_workers is not None:
+        return workers
+    wanted = math.ceil(workers / max(probe.cpu_ratio, 0.01))
+    return max(workers, min(call.config.max_waiting_workers, wanted, remaining))
+
+
+def _cluster_workers(config: ParallelConfig, workers: int) -> int:
+    """A running cluster is planned with its own worker threads (asked once, cached), not local cores."""
+    from payoff.strategies.cluster import planning_facts
+
+    facts = planning_facts(config)
+    return facts.worker_threads if facts is not None and facts.worker_threads >= 1 else workers
+
+
+def _verdict_fallback(strategy: str, probe: Probe, remaining: int) -> tuple[Reason, str] | None:
+    """Serial when an earlier auto call of this function measured no gain on ``strategy`` at a similar size."""
+    verdict = probe.verdicts.get(strategy)
+    if verdict is None:
+        return None
+    speedup, n_items = verdict
+    if speedup >= 1.0 or remaining > VERDICT_REACH * n_items:
+        return None
+    return (Reason.NO_MEASURED_GAIN, f"an earlier call of this function on {strategy} with {n_items:,} items "
+            f"measured {speedup:.2f}x against serial; this call has {remaining:,}")
 
 
 def _threads_may_pay(call: Call, probe: Probe) -> bool:
@@ -291,8 +452,8 @@ def _threads_may_pay(call: Call, probe: Probe) -> bool:
 def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
             probe: Probe | None = None) -> Plan:
     probe = probe or Probe()
-    n = len(call.items) - probe.n
-    return Plan("serial", 1, max(1, n), decision, reason, detail, probe)
+    n = max(1, len(call.items) - probe.n)
+    return Plan("serial", 1, n, decision, reason, detail, probe, min_chunk=n)
 
 
 def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
@@ -330,15 +491,26 @@ def _threshold_fallback(call: Call, probe: Probe, remaining: int) -> tuple[Reaso
     return None
 
 
-def _cost_fallback(call: Call, strategy: str, workers: int, probe: Probe,
+def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe,
                    remaining: int) -> tuple[Reason, str] | None:
-    """Serial when the pool cannot beat the loop on the rest of the items."""
+    """Serial when the pool cannot beat the loop on the rest of the items.
+
+    A backend the user named is honoured for all but truly tiny work: its
+    start is paid once (and shown as ``pool_start``), so only its warm fixed
+    cost per call is weighed.
+    """
     cost = probe.seconds_per_item
     if cost is None or call.config.tiny_workload_threshold is not None:
         return None
     serial = cost * remaining
-    oh = COSTS.get(strategy)
-    chunk = _chunk_size(call, strategy, workers, cost, remaining)
+    oh = costs.get(strategy)
+    if call.requested != "auto":
+        fixed = oh.per_call + oh.per_chunk
+        if serial > fixed * PAYOFF_MARGIN * workers / (workers - 1):
+            return None
+        return (Reason.TINY_WORKLOAD, f"{remaining:,} items x {cost * 1e6:,.1f} us = {serial * 1e3:,.3f} ms of "
+                f"work is less than {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call")
+    chunk = _chunk_size(costs, call, strategy, workers, cost, remaining)
     chunks = math.ceil(remaining / chunk)
     start = 0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))
     fn_copies = workers if probe.fn_bytes >= SHIP_ONCE_BYTES else chunks
@@ -352,6 +524,8 @@ def _cost_fallback(call: Call, strategy: str, workers: int, probe: Probe,
                f"{strategy} would need about {parallel * 1e3:,.2f} ms")
     if transfer > compute:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {transfer * 1e3:,.2f} ms of it moving pickled data"
+    if (parallel - start) * PAYOFF_MARGIN < serial:  # a warm pool would have paid: only its start does not
+        return Reason.POOL_START_COST, f"{summary}, {start * 1e3:,.2f} ms of it starting the pool"
     return Reason.TINY_WORKLOAD, summary
 
 
@@ -360,6 +534,8 @@ def _choose(call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reason, str] |
     requested = call.requested
     if requested != "auto":
         return requested, Reason.EXPLICIT_STRATEGY, _payload_problem(call, requested, probe)
+    if probe.seconds_per_item is not None and probe.cpu_ratio < WAITING_CPU_RATIO:
+        return "threads", Reason.AUTO_WAITING, None
     if call.releases_gil:
         return "threads", Reason.AUTO_RELEASES_GIL, None
     problem = _payload_problem(call, "processes", probe)
@@ -400,15 +576,16 @@ def _cloudpickle_ok(call: Call, probe: Probe) -> bool:
     return probe.cloudpickle_ok
 
 
-def _run_probe(call: Call, workers: int) -> Probe:
+def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     """Run the first items in the caller, unless they are known or the user fixed every choice."""
     probe = Probe()
-    known = KNOWLEDGE.get(call.fn)
+    known = knowledge.get(call.fn)
     if known is not None:
         probe.seconds_per_item, probe.cpu_ratio = known.seconds_per_item, known.cpu_ratio
         probe.fn_bytes, probe.pickle_error = known.fn_bytes, known.pickle_error
         probe.cloudpickle_ok, probe.known = known.cloudpickle_ok, True
         probe.threads_speedup = known.threads_speedup
+        probe.verdicts = dict(known.verdicts)
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
     if needs_cost and known is None:
@@ -422,7 +599,7 @@ def _run_probe(call: Call, workers: int) -> Probe:
     if call.requested in ("auto", *CROSSES_PROCESSES):
         _measure_payload(call, probe)
     if known is None:
-        KNOWLEDGE.remember(call.fn, probe)
+        knowledge.remember(call.fn, probe)
     return probe
 
 
@@ -472,23 +649,34 @@ def _pickled_size(obj: Any) -> int:
     return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _chunk_size(call: Call, strategy: str, workers: int, cost: float | None, remaining: int) -> int:
-    fixed = call.chunksize
-    if fixed is None and call.granularity == "instance":
-        fixed = call.config.instance_chunk_size
-    if fixed is None and call.granularity == "feature":
-        fixed = call.config.feature_chunk_size
+def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,
+                remaining: int) -> int:
+    fixed = _fixed_chunk(call)
     if fixed is not None:
         return max(1, min(fixed, remaining))
     balanced = math.ceil(remaining / (workers * CHUNKS_PER_WORKER))
     if cost is not None and cost > 0:
-        per_chunk = COSTS.get(strategy).per_chunk
-        balanced = max(balanced, math.ceil(min(MIN_CHUNK_SECONDS, CHUNK_OVERHEAD_MULTIPLE * per_chunk) / cost))
+        balanced = max(balanced, _work_floor(costs, strategy, cost))
     return max(1, min(balanced, math.ceil(remaining / workers)))
 
 
-def _chunked(call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
-             decision: Reason) -> Plan:
-    cost = probe.seconds_per_item
-    chunk = _chunk_size(call, strategy, workers, cost, remaining)
-    return Plan(strategy, workers, chunk, decision, None, "", probe)
+def _fixed_chunk(call: Call) -> int | None:
+    if call.chunksize is not None:
+        return call.chunksize
+    if call.granularity == "instance":
+        return call.config.instance_chunk_size
+    if call.granularity == "feature":
+        return call.config.feature_chunk_size
+    return None
+
+
+def _work_floor(costs: CostModel, strategy: str, cost: float) -> int:
+    """Items a chunk needs to amortise its strategy's per-chunk overhead."""
+    return math.ceil(min(MIN_CHUNK_SECONDS, CHUNK_OVERHEAD_MULTIPLE * costs.get(strategy).per_chunk) / cost)
+
+
+def _chunk_floor(costs: CostModel, call: Call, strategy: str, cost: float | None, chunk: int) -> int:
+    """The smallest chunk the guided schedule may hand out at the tail; the chunk size itself when fixed."""
+    if _fixed_chunk(call) is not None or cost is None or cost <= 0:
+        return chunk
+    return max(1, min(chunk, _work_floor(costs, strategy, cost)))

@@ -61,6 +61,13 @@ class Reason(StrEnum):
         "only while a run measures a gain (the work releases the GIL)",
         "",
     )
+    AUTO_WAITING = (
+        "auto_waiting",
+        "decision",
+        "the probe measured mostly waiting (I/O, sleep, remote calls: little CPU per second of wall time): "
+        "threads, more of them than cores, as many as the wait fraction needs up to max_waiting_workers",
+        "",
+    )
     AUTO_NEEDS_CLOUDPICKLE = (
         "auto_needs_cloudpickle",
         "decision",
@@ -85,6 +92,18 @@ class Reason(StrEnum):
         "fallback",
         "too little estimated work for parallelism to pay off",
         "this is usually right; set tiny_workload_threshold=0 and min_batch_size=1 to force parallel",
+    )
+    POOL_START_COST = (
+        "pool_start_cost",
+        "fallback",
+        "starting a pool would cost more than parallelism saves on this call (later calls share the start)",
+        "name the strategy (a named backend is started once and kept for every call), or give a call more work",
+    )
+    NO_MEASURED_GAIN = (
+        "no_measured_gain",
+        "fallback",
+        "an earlier call of the same function at a similar size ran in parallel and measured no gain",
+        "this is payoff believing its own measurement; a call several times larger is tried in parallel again",
     )
     GRANULARITY_MISMATCH = (
         "granularity_mismatch",

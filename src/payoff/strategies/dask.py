@@ -6,6 +6,12 @@ local pools. Remote clocks are not trusted across machines: a chunk's
 duration comes from the worker, but where it sits in time is anchored on the
 parent's clock when the result arrives. A function large enough to ship once
 is scattered to every worker and cached there by content hash.
+
+For a running cluster (a Client or an address) the worker count is the
+cluster's worker threads, taken from :mod:`payoff.strategies.cluster`, which
+the planner reads too; a connection opened there to plan is the one this pool
+runs on. What this pool sees of the cluster (a lost worker, another number of
+workers) is reported back there, so the next plan asks the scheduler again.
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ from typing import Any
 
 import cloudpickle
 
-from payoff.strategies import SHIP_ONCE_BYTES
+from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, Strategy, closed_pool
 from payoff.worker import ChunkOutcome, arrived, run_to_bytes
 
-CONNECT_TIMEOUT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
 _cache: dict[str, Callable[[Any], Any]] = {}
 
 
@@ -63,18 +69,42 @@ class DaskStrategy(Strategy):
     def _start(self) -> None:
         from distributed import Client, LocalCluster
 
-        if self.client is None:
-            if self.address:
-                self.client = Client(self.address, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
-            else:
-                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                             host="127.0.0.1", dashboard_address=None, silence_logs=40)
-                self.client = Client(self._cluster, set_as_default=False)
+        facts: cluster.ClusterFacts | None = None
+        if self.client is None and self.address:
+            # raises ClusterUnreachableError, at once when planning has just seen the address fail
+            facts = cluster.cluster_facts(self.address)
+            self.client = cluster.take_client(self.address) or cluster.connect(self.address)[0]
+            cluster.share_client(self.address, self.client)
+        elif self.client is None:
+            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                         host="127.0.0.1", dashboard_address=None, silence_logs=40)
+            self.client = Client(self._cluster, set_as_default=False)
+        else:
+            facts = cluster.cluster_facts(self.client)
         if self.initializer is not None:
             self.client.run(self.initializer, *self.initargs)
-        self.client.run(lambda: None)
-        info = self.client.scheduler_info()
-        self.workers = max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+        seen = len(self.client.run(lambda: None))  # proves every worker is up, and counts them
+        target = self._target()
+        if target is None:
+            threads = cluster.worker_counts(self.client)[0]
+        else:
+            if facts is None or seen != facts.n_workers:  # the cluster changed since it was last asked
+                cluster.invalidate(target)
+                facts = cluster.cluster_facts(target)
+            threads = facts.worker_threads
+        self.workers = max(1, threads)
+
+    def _target(self) -> Any:
+        """What the cluster cache knows this pool's cluster by; None for a LocalCluster of its own."""
+        if self._cluster is not None:
+            return None
+        return self.address if self._owns_client else self.client
+
+    def _lost_worker(self) -> None:
+        """A worker died under a chunk: the cluster changed, so the next plan must ask the scheduler again."""
+        target = self._target()
+        if target is not None:
+            cluster.invalidate(target)
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         blob = bytes(cloudpickle.dumps(fn))
@@ -97,14 +127,14 @@ class DaskStrategy(Strategy):
                                     payload, pure=False)
         local: Future[Any] = Future()
         local.set_running_or_notify_cancel()
-        remote.add_done_callback(lambda f: _relay(f, local))
+        remote.add_done_callback(lambda f: _relay(f, local, lost=self._lost_worker))
         return local
 
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         local: Future[Any] = Future()
         local.set_running_or_notify_cancel()
         self.client.submit(fn, *args, pure=False, **kwargs).add_done_callback(
-            lambda f: _relay(f, local, stamp=False))
+            lambda f: _relay(f, local, stamp=False, lost=self._lost_worker))
         return local
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
@@ -119,17 +149,18 @@ class DaskStrategy(Strategy):
         return arrived(outcome)
 
     def shutdown(self, wait: bool = True) -> None:
-        client, cluster = self.client, self._cluster
+        client, local_cluster = self.client, self._cluster
         self._scattered = {}
         if self._owns_client and client is not None:
             self.client = None
             client.close()
-        if cluster is not None:
+        if local_cluster is not None:
             self._cluster = None
-            cluster.close()
+            local_cluster.close()
 
 
-def _relay(remote: Any, local: Future[Any], stamp: bool = True) -> None:
+def _relay(remote: Any, local: Future[Any], stamp: bool = True,
+           lost: Callable[[], None] | None = None) -> None:
     """Completion callback (a dask thread): pass the result on, stamped with the parent's clock."""
     arrived_ns = time.monotonic_ns()
     try:
@@ -139,5 +170,6 @@ def _relay(remote: Any, local: Future[Any], stamp: bool = True) -> None:
         error = exc
         if type(exc).__name__ in ("KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError"):
             error = DaskWorkerLost(f"{type(exc).__name__}: {exc}")
+            if lost is not None and type(exc).__name__ in ("KilledWorker", "CommClosedError"):
+                lost()
         local.set_exception(error)
-

@@ -7,6 +7,8 @@ from collections import deque
 
 import numpy as np
 
+from payoff.scheduling import guided_sizes
+
 MAX_TASKS_PER_WORKER = 4
 """Without a measured fixed cost, no task is smaller than 1 / (workers x this) of the explain."""
 FIXED_COST_SHARE = 0.05
@@ -24,7 +26,8 @@ def ce_chunk_sizes(
 ) -> list[int]:
     """Instances per CE task, in order, for an explain of ``n_instances`` on ``workers``.
 
-    A fixed ``chunk_size`` wins. Otherwise the split is guided: each task takes
+    A fixed ``chunk_size`` wins. Otherwise the split is guided (the core's
+    :func:`payoff.scheduling.guided_sizes`, the schedule every map uses): each task takes
     ``1 / (2 x workers)`` of the instances still left, so the first tasks are
     large (few fixed costs) and the last ones small (workers finish together
     although CE's per-instance time varies), down to a floor. The floor keeps
@@ -44,13 +47,7 @@ def ce_chunk_sizes(
     if seconds_per_instance and seconds_per_task is not None:
         floor = math.ceil(seconds_per_task / FIXED_COST_SHARE / seconds_per_instance)
     floor = max(1, min(floor, math.ceil(n_instances / (2 * workers))))  # a noisy fit must not cost the balance
-    sizes: list[int] = []
-    left = n_instances
-    while left:
-        size = min(left, max(floor, math.ceil(left / (2 * workers))))
-        sizes.append(size)
-        left -= size
-    return sizes
+    return guided_sizes(n_instances, workers, floor)
 
 
 class CostFit:

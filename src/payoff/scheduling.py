@@ -1,0 +1,61 @@
+"""Guided chunk sizes: large while there is plenty of work, smaller as it runs out.
+
+Equal chunks cut from the cost of the first items leave one worker finishing
+alone when the dear items sit together at the end (sorted by size, say). As in
+OpenMP's ``guided`` schedule, each chunk here takes a share of what is left,
+so the last chunks are small and the workers finish together; a floor keeps
+every chunk worth its dispatch, and the floor follows the per-item time the
+finished chunks measured, so a dear tail is split finer than a cheap head.
+The calibrated-explanations adapter plans its tasks with the same function.
+"""
+
+from __future__ import annotations
+
+import math
+
+SHARE_DIVISOR = 2
+"""Each chunk takes at most 1 / (this x workers) of the items still left."""
+SMOOTHING = 0.5
+
+
+def guided_size(remaining: int, workers: int, floor: int, cap: int) -> int:
+    """The next chunk for ``remaining`` items: a share of them, between ``floor`` and ``cap``."""
+    share = math.ceil(remaining / (SHARE_DIVISOR * max(1, workers)))
+    return max(1, min(remaining, cap, max(floor, share)))
+
+
+def guided_sizes(n_items: int, workers: int, floor: int, cap: int | None = None) -> list[int]:
+    """Every chunk of a call planned up front, in order (a static guided schedule)."""
+    sizes: list[int] = []
+    left = n_items
+    top = n_items if cap is None else cap
+    while left > 0:
+        size = guided_size(left, workers, floor, top)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+class GuidedChunks:
+    """Hands out chunk sizes for one call as its items are taken, learning from the chunks that finished."""
+
+    def __init__(self, size: int, floor: int, workers: int, seconds_per_item: float | None) -> None:
+        self.size, self.floor, self.workers = size, max(1, floor), workers
+        self.fixed = self.floor >= size or seconds_per_item is None or seconds_per_item <= 0
+        self._floor_seconds = self.floor * (seconds_per_item or 0.0)
+        self._per_item = seconds_per_item or 0.0
+
+    def next(self, remaining: int | None) -> int:
+        """The size of the next chunk; ``remaining`` is None for a stream of unknown length."""
+        if self.fixed or remaining is None:
+            return self.size
+        return guided_size(remaining, self.workers, self._current_floor(), self.size)
+
+    def observe(self, n_items: int, busy_seconds: float) -> None:
+        if n_items > 0 and busy_seconds > 0:
+            self._per_item = (1 - SMOOTHING) * self._per_item + SMOOTHING * busy_seconds / n_items
+
+    def _current_floor(self) -> int:
+        if self._per_item <= 0:
+            return self.floor
+        return max(1, min(self.size, math.ceil(self._floor_seconds / self._per_item)))

@@ -1,0 +1,328 @@
+"""What payoff knows about a running dask cluster: asked once, kept, asked again when it may have changed.
+
+To plan for a cluster the planner needs two facts before any pool exists:
+how many worker threads it has (a cluster may have 100 while this machine
+has 2 cores) and what reaching it costs (a connect, not a LocalCluster
+start). Asking is a scheduler round trip and connecting can take seconds, so
+the answer is kept per address or ``Client``. It is asked again when it is
+older than ``MAX_AGE_SECONDS``, or at once after ``invalidate``: the dask
+strategy calls that when a worker is lost or when it sees a number of workers
+other than the one kept here.
+
+A connection opened to ask is not thrown away. It is parked here and the
+dask strategy that starts next takes it over (``take_client``), so the first
+call to an address connects once, not once to plan and once to run. While
+that strategy runs, asking again goes through its connection
+(``share_client``) rather than opening a new one.
+
+An address that does not answer within the connect timeout is remembered for
+``FAILURE_SECONDS``: the pool start that follows planning fails at once, so
+the caller gets its ``init_failure`` fallback after one timeout, not two.
+
+``distributed`` is imported on first use only: ``import payoff`` must not pay
+for it, and this module may be imported by the planner.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+import time
+import weakref
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from payoff.config import ParallelConfig, is_dask_client
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+"""How long a connect may take before the address counts as unreachable."""
+MAX_AGE_SECONDS = 30.0
+"""Kept facts older than this are asked again: clusters scale, and nothing tells the planner."""
+FAILURE_SECONDS = 10.0
+"""How long an unreachable address fails at once instead of waiting out another connect timeout."""
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """What planning needs to know about a running cluster."""
+
+    address: str
+    """The address as configured, or for a ``Client`` the scheduler's address as it reports it."""
+    worker_threads: int
+    """Threads over all workers: how many chunks run at once, so the planner's worker count. May be 0
+    (an adaptive cluster scaled to zero)."""
+    n_workers: int
+    connect_seconds: float
+    """What the last connection to this scheduler cost; 0.0 for a user's ``Client``, which is already connected."""
+    measured_at: float
+    """``time.monotonic()`` when the scheduler answered: how old, and so how trustworthy, the facts are."""
+
+
+class ClusterUnreachableError(ConnectionError):
+    """The dask scheduler could not be reached (or could not answer) within the connect timeout."""
+
+
+@dataclass(eq=False)
+class _Slot:
+    """What is kept for one address or Client."""
+
+    asking: threading.Lock = field(default_factory=threading.Lock)
+    """Held while one thread asks the scheduler: concurrent callers wait for its answer instead of asking too."""
+    facts: ClusterFacts | None = None
+    failure: ClusterUnreachableError | None = None
+    failed_at: float = 0.0
+    connect_seconds: float = 0.0
+    generation: int = 0
+    """Bumped by ``invalidate``: an answer asked for before the cluster changed is returned but not kept."""
+    parked: Any = None
+    """A connected Client nobody owns yet (opened to ask); the next dask strategy takes it over."""
+    shared: weakref.ref[Any] | None = None
+    """A Client someone else owns (the user's, or a running dask strategy's), asked through while it is open."""
+
+
+_lock = threading.Lock()
+"""Guards ``_slots`` and every slot's fields; never held across network I/O."""
+_slots: dict[Hashable, _Slot] = {}
+_exit_hook = False
+
+
+def cluster_facts(target: Any) -> ClusterFacts:
+    """Worker threads and connect cost of the cluster behind ``target`` (a dask ``Client`` or an address).
+
+    Kept facts younger than ``MAX_AGE_SECONDS`` are returned as they are (a lock and a dict lookup).
+    Otherwise the scheduler is asked once, through a connection kept from earlier if there is one, else
+    through a new one whose connect time is measured and which is parked for the dask strategy.
+    Raises ``ClusterUnreachableError`` within ``CONNECT_TIMEOUT_SECONDS`` for an address that does not
+    answer, and at once for ``FAILURE_SECONDS`` after that.
+    """
+    key, address, client = _resolve(target)
+    slot = _slot(key, client)
+    with _lock:
+        known = _known(slot, time.monotonic())
+    if known is not None:
+        return known
+    with slot.asking:
+        with _lock:
+            known = _known(slot, time.monotonic())
+        if known is not None:
+            return known
+        return _ask(slot, address, client)
+
+
+def planning_facts(config: ParallelConfig) -> ClusterFacts | None:
+    """The running cluster ``config`` names, for planning before a pool exists; None when there is none.
+
+    None when the strategy is not dask, or is ``"dask"`` without an address (the pool would start a
+    LocalCluster, whose start the planner's priors describe), or when the cluster cannot be reached:
+    planning never raises for that, the pool start does (at once, the failure is remembered) and the
+    executor turns it into an ``init_failure`` fallback. Otherwise ``cluster_facts`` of the user's
+    Client or the address, with its cost: a lock and a dict lookup while the facts are fresh.
+    """
+    if config.strategy_name != "dask":
+        return None
+    target = config.strategy if not isinstance(config.strategy, str) else config.address
+    if target is None:
+        return None
+    try:
+        return cluster_facts(target)
+    except Exception:  # unreachable, or a user's Client already closed: the pool start reports it
+        return None
+
+
+def invalidate(target: Any) -> None:
+    """Forget the facts about ``target``'s cluster, so the next ``cluster_facts`` asks the scheduler.
+
+    Never waits (it is called from dask's callback threads): an answer being asked for right now is
+    still returned to whoever asked, but not kept.
+    """
+    try:
+        key, _, client = _resolve(target)
+    except TypeError:
+        return
+    with _lock:
+        slot = _slots.get(key)
+        if slot is not None and (client is None or _alive(slot.shared) is client):
+            slot.facts = slot.failure = None
+            slot.generation += 1
+
+
+def take_client(address: str) -> Any | None:
+    """The connection parked by asking about ``address``, now owned (and closed) by the caller; or None."""
+    with _lock:
+        slot = _slots.get(address)
+        client = slot.parked if slot is not None else None
+        if slot is not None:
+            slot.parked = None
+    if client is not None and not _running(client):
+        _close(client)
+        return None
+    return client
+
+
+def share_client(address: str, client: Any) -> None:
+    """Ask about ``address`` through ``client`` (owned by the caller) while it stays open."""
+    with _lock:
+        _slot_locked(address).shared = weakref.ref(client)
+
+
+def connect(address: str) -> tuple[Any, float]:
+    """A new ``Client`` for ``address`` and the seconds connecting took; ``ClusterUnreachableError`` if none."""
+    from distributed import Client
+
+    t0 = time.perf_counter()
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_SECONDS,  # type: ignore[no-untyped-call]
+                        set_as_default=False)
+    except Exception as exc:
+        raise ClusterUnreachableError(
+            f"cannot reach the dask scheduler at {address} within {CONNECT_TIMEOUT_SECONDS:g} s: "
+            f"{type(exc).__name__}: {exc}") from exc
+    return client, time.perf_counter() - t0
+
+
+def worker_counts(client: Any) -> tuple[int, int, str]:
+    """Worker threads, workers and scheduler address, in one round trip to the scheduler.
+
+    Asks for every worker: since 2025 ``scheduler_info()`` may list only the first few, so the
+    cluster-wide totals are preferred when the scheduler sends them.
+    """
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # distributed before the n_workers argument
+        info = client.scheduler_info()
+    workers = info.get("workers") or {}
+    n_workers = info.get("n_workers")
+    threads = info.get("total_threads")
+    if not isinstance(n_workers, int) or n_workers < 0:
+        n_workers = len(workers)
+    if not isinstance(threads, int) or threads < 0:
+        threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
+    return threads, n_workers, str(info.get("address") or "")
+
+
+def clear() -> None:
+    """Forget every cluster and close the connections parked here (tests; interpreter exit)."""
+    with _lock:
+        parked = [s.parked for s in _slots.values() if s.parked is not None]
+        _slots.clear()
+    for client in parked:
+        _close(client)
+
+
+def _resolve(target: Any) -> tuple[Hashable, str, Any]:
+    """The cache key, the address and the user's Client (None for an address) of ``target``."""
+    if isinstance(target, str):
+        return target, target, None
+    if is_dask_client(target):
+        scheduler = getattr(target, "scheduler", None)
+        return ("client", id(target)), str(getattr(scheduler, "address", "") or ""), target
+    raise TypeError(f"expected a dask Client or a scheduler address, got {type(target).__name__}")
+
+
+def _slot(key: Hashable, client: Any) -> _Slot:
+    with _lock:
+        slot = _slot_locked(key)
+        if client is not None and _alive(slot.shared) is not client:  # a new Client, or an id reused
+            slot = _slots[key] = _Slot(shared=weakref.ref(client))
+        return slot
+
+
+def _slot_locked(key: Hashable) -> _Slot:
+    slot = _slots.get(key)
+    if slot is None:
+        for stale in [k for k, s in _slots.items() if isinstance(k, tuple) and _alive(s.shared) is None]:
+            del _slots[stale]  # Clients that are gone: their ids may be reused
+        slot = _slots[key] = _Slot()
+    return slot
+
+
+def _known(slot: _Slot, now: float) -> ClusterFacts | None:
+    """Fresh facts, or the remembered failure raised again; None when the scheduler must be asked."""
+    if slot.facts is not None and now - slot.facts.measured_at < MAX_AGE_SECONDS:
+        return slot.facts
+    if slot.failure is not None and now - slot.failed_at < FAILURE_SECONDS:
+        raise ClusterUnreachableError(
+            f"{slot.failure} (remembered from {now - slot.failed_at:.1f} s ago; not retried for "
+            f"{FAILURE_SECONDS:g} s)") from slot.failure
+    return None
+
+
+def _ask(slot: _Slot, address: str, client: Any) -> ClusterFacts:
+    """Ask the scheduler (the caller holds ``slot.asking``) and keep the answer."""
+    with _lock:
+        generation = slot.generation
+    try:
+        if client is not None:
+            threads, n_workers, reported = _counts_or_unreachable(client, address)
+            seconds = 0.0
+        else:
+            threads, n_workers, reported, seconds = _ask_address(slot, address)
+    except ClusterUnreachableError as exc:
+        with _lock:
+            slot.facts, slot.failure, slot.failed_at = None, exc, time.monotonic()
+        raise
+    facts = ClusterFacts(reported if client is not None and reported else address, threads, n_workers, seconds,
+                         time.monotonic())
+    with _lock:
+        slot.failure = None
+        if slot.generation == generation:
+            slot.facts = facts
+    return facts
+
+
+def _ask_address(slot: _Slot, address: str) -> tuple[int, int, str, float]:
+    """Through a kept connection if one is open and answers; else through a new one, parked afterwards."""
+    with _lock:
+        kept = [c for c in (slot.parked, _alive(slot.shared)) if c is not None]
+        seconds = slot.connect_seconds
+    for client in kept:
+        if _running(client):
+            try:
+                return (*worker_counts(client), seconds)
+            except Exception:  # the connection went bad (scheduler restarted?): connect afresh
+                pass
+    client, seconds = connect(address)
+    try:
+        threads, n_workers, reported = _counts_or_unreachable(client, address)
+    except BaseException:
+        _close(client)
+        raise
+    with _lock:
+        old, slot.parked, slot.connect_seconds = slot.parked, client, seconds
+    if old is not None:
+        _close(old)
+    _close_at_exit()
+    return threads, n_workers, reported, seconds
+
+
+def _counts_or_unreachable(client: Any, address: str) -> tuple[int, int, str]:
+    try:
+        return worker_counts(client)
+    except Exception as exc:
+        raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} did not answer: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+
+
+def _alive(ref: weakref.ref[Any] | None) -> Any:
+    return ref() if ref is not None else None
+
+
+def _running(client: Any) -> bool:
+    return getattr(client, "status", None) == "running"
+
+
+def _close(client: Any) -> None:
+    with contextlib.suppress(Exception):  # a connection whose scheduler is gone may complain; it is closed anyway
+        client.close()
+
+
+def _close_at_exit() -> None:
+    """Close parked connections before distributed's own exit hooks (registered earlier, so run later)."""
+    global _exit_hook
+    with _lock:
+        if _exit_hook:
+            return
+        _exit_hook = True
+    atexit.register(clear)
