@@ -16,7 +16,15 @@ Metric names and labels follow the telemetry contract in DESIGN.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, NotRequired, TypedDict
+
+from payoff.reasons import Reason, decision_reasons, fallback_reasons
+
+
+def _codes(reasons: Iterable[Reason]) -> str:
+    """Reason codes as the dashboard lists them: read from the one enum, so a new code is never missing."""
+    return ", ".join(r.value for r in reasons)
 
 Kind = Literal["stat", "timeseries", "heatmap"]
 
@@ -291,11 +299,11 @@ PANELS: list[PanelSpec] = [
         "section": CALLS,
         "title": "Fallbacks to serial by reason",
         "description": (
-            "Calls per second that asked for parallelism but ran serially, by reason code "
-            "(disabled, tiny_workload, granularity_mismatch, init_failure, map_failure_retry, "
-            "unpicklable, payload_too_large, single_worker, nested). Filtered by workload only: "
-            "fallbacks carry no strategy label. tiny_workload is the library protecting you; "
-            "init_failure, map_failure_retry and unpicklable need fixing."
+            "Calls per second that asked for parallelism but ran serially (or, for map_failure_retry, "
+            f"recovered from a dead worker), by reason code ({_codes(fallback_reasons())}). Filtered by "
+            "workload only: fallbacks carry no strategy label. tiny_workload, pool_start_cost and "
+            "no_measured_gain are the library protecting you; init_failure, map_failure_retry and "
+            "unpicklable need fixing."
         ),
         "kind": "timeseries",
         "unit": "ops",
@@ -310,10 +318,11 @@ PANELS: list[PanelSpec] = [
         "section": CALLS,
         "title": "What auto decided and why",
         "description": (
-            "Decisions per second made by the planner, by chosen strategy and reason code. "
-            "Use it to check that auto picks serial for work too small to split, threads for "
-            "work that releases the GIL and processes/joblib for CPU-bound picklable work. "
-            "Filtered by strategy only: decisions carry no workload label."
+            "Decisions per second made by the planner, by chosen strategy and reason code "
+            f"({_codes(decision_reasons())}). Use it to check that auto picks threads with many "
+            "workers for work that waits (auto_waiting), threads for work that releases the GIL and "
+            "processes/joblib for CPU-bound picklable work. Filtered by strategy only: decisions carry "
+            "no workload label."
         ),
         "kind": "timeseries",
         "unit": "ops",
