@@ -50,6 +50,7 @@ def _fresh_planner() -> None:
 @pytest.fixture(autouse=True)
 def _no_ce_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CE_PARALLEL", raising=False)
+    monkeypatch.delenv("PAYOFF_PARALLEL", raising=False)
 
 
 def children_of(pid: int) -> list[int]:

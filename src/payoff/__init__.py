@@ -12,6 +12,16 @@ from payoff.reasons import DecisionReason, FallbackReason, Reason
 from payoff.record import ChunkStats, MapRecord
 from payoff.telemetry.warnings import ParallelFallbackWarning
 
+
+def __getattr__(name: str) -> object:
+    """``payoff.serve_metrics`` without importing the HTTP server for programs that never serve."""
+    if name == "serve_metrics":
+        from payoff.telemetry.server import serve_metrics
+
+        return serve_metrics
+    raise AttributeError(f"module 'payoff' has no attribute {name!r}")
+
+
 __all__ = [
     "CallInfo",
     "ChunkStats",
@@ -29,4 +39,5 @@ __all__ = [
     "__version__",
     "default_executor",
     "map",
+    "serve_metrics",
 ]

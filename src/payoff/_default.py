@@ -13,7 +13,7 @@ _executor: ParallelExecutor | None = None
 
 
 def default_executor() -> ParallelExecutor:
-    """Created on first use from ``CE_PARALLEL`` as it is then; kept for the process."""
+    """Created on first use from ``PAYOFF_PARALLEL`` (or ``CE_PARALLEL``) as it is then; kept for the process."""
     global _executor
     with _lock:
         if _executor is None:
@@ -21,6 +21,6 @@ def default_executor() -> ParallelExecutor:
         return _executor
 
 
-def map(fn: Callable[[Any], Any], items: Iterable[Any], **kwargs: Any) -> list[Any]:  # noqa: A001
-    """``[fn(x) for x in items]`` on the shared executor; keywords as :meth:`ParallelExecutor.map`."""
-    return default_executor().map(fn, items, **kwargs)
+def map(fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> list[Any]:  # noqa: A001
+    """``list(map(fn, *iterables))`` on the shared executor; keywords as :meth:`ParallelExecutor.map`."""
+    return default_executor().map(fn, *iterables, **kwargs)

@@ -52,10 +52,10 @@ class MapRun:
 
     def __init__(self, executor: ParallelExecutor, fn: Callable[[Any], Any], source: Source, *,
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
-                 progress: bool | None, timeout: float | None, streaming: bool) -> None:
+                 progress: bool | None, timeout: float | None, streaming: bool, ordered: bool = True) -> None:
         self.ex, self.fn, self.source = executor, fn, source
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
-        self.streaming, self.timeout = streaming, timeout
+        self.streaming, self.timeout, self.ordered = streaming, timeout, ordered
         self.config = executor.config
         self.requested = self.config.strategy_name
         n = source.known_length or 0
@@ -123,7 +123,8 @@ class MapRun:
         probe_ns = plan.probe.outcome.end_ns - plan.probe.outcome.start_ns if plan.probe.outcome else 0
         rec = self.rec
         rec.overhead_ns["planning"] += max(0, time.perf_counter_ns() - t0 - probe_ns)
-        rec.decision, rec.chunk_size, rec.cpu_ratio = plan.decision, plan.chunk_size, plan.probe.cpu_ratio
+        rec.decision, rec.chunk_size = plan.decision, plan.chunk_size
+        rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
         self.where(plan.strategy, plan.workers)
         if plan.fallback is not None:
@@ -335,6 +336,9 @@ class MapRun:
         self.parts.setdefault(task.index, []).append(outcome)
 
     def _ready_blocks(self) -> Iterator[list[Any]]:
+        if not self.ordered:
+            yield from self._done_blocks()
+            return
         while (parts := self.parts.get(self.next_yield)) is not None:
             if sum(p.n_done for p in parts) < self.sizes[self.next_yield]:
                 return
@@ -344,6 +348,12 @@ class MapRun:
                 yield parts[0].results
             else:
                 yield [r for p in sorted(parts, key=lambda p: p.first) for r in p.results]
+
+    def _done_blocks(self) -> Iterator[list[Any]]:
+        """Every chunk that is complete, whatever its place: ``imap_unordered``."""
+        for index in [i for i, parts in self.parts.items() if sum(p.n_done for p in parts) >= self.sizes[i]]:
+            parts = sorted(self.parts.pop(index), key=lambda p: p.first)
+            yield [r for p in parts for r in p.results]
 
     # -- failures -----------------------------------------------------------------
 

@@ -24,7 +24,9 @@ Granularity = Literal["instance", "feature", "auto"]
 _ENABLE = frozenset({"1", "true", "on", "yes", "enable", "enabled"})
 _DISABLE = frozenset({"0", "false", "off", "no", "disable", "disabled"})
 
-ENV_VAR = "CE_PARALLEL"
+ENV_VAR = "PAYOFF_PARALLEL"
+ALIAS_ENV_VAR = "CE_PARALLEL"
+"""calibrated-explanations' name for the same setting, with the same grammar: read when PAYOFF_PARALLEL is unset."""
 
 
 def is_strategy_object(value: object) -> bool:
@@ -88,9 +90,16 @@ class ParallelConfig:
         *,
         base: ParallelConfig | None = None,
     ) -> ParallelConfig:
-        """Build a config from ``CE_PARALLEL`` as it is *now* (never cached at import)."""
+        """Build a config from ``PAYOFF_PARALLEL`` (or its alias ``CE_PARALLEL``) as it is *now*.
+
+        Never cached at import. Both set to different values is an error: one of them would be ignored.
+        """
         env = os.environ if environ is None else environ
-        text = env.get(ENV_VAR)
+        text, alias = env.get(ENV_VAR), env.get(ALIAS_ENV_VAR)
+        if text is not None and alias is not None and text.strip() != alias.strip():
+            raise ValueError(f"{ENV_VAR}={_shown(text)} and {ALIAS_ENV_VAR}={_shown(alias)} disagree; set one "
+                             f"({ALIAS_ENV_VAR} is an alias with the same grammar)")
+        text = text if text is not None else alias
         start = base if base is not None else cls()
         if text is None or not text.strip():
             return start

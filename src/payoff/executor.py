@@ -30,7 +30,7 @@ from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
-from payoff.worker import CancelToken
+from payoff.worker import CancelToken, Star
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -51,19 +51,26 @@ class ParallelExecutor:
 
     def __init__(
         self,
-        config: ParallelConfig | None = None,
+        max_workers: int | ParallelConfig | None = None,
+        strategy: object | None = None,
         *,
+        config: ParallelConfig | None = None,
         observers: Sequence[Observer] | None = None,
         tracer_provider: object | None = None,
         meter_provider: object | None = None,
         max_records: int = 256,
         planner: planning.Planner | None = None,
     ) -> None:
-        if config is not None and not isinstance(config, ParallelConfig):
-            raise TypeError(f"config must be a ParallelConfig or None, got {type(config).__name__}")
+        """``ParallelExecutor(4)``, ``ParallelExecutor(max_workers=4, strategy="processes")`` or
+        ``ParallelExecutor(config=ParallelConfig(...))`` (a config as the first argument works too).
+
+        The shortcuts apply on top of ``config`` (or of ``PAYOFF_PARALLEL``/``CE_PARALLEL``).
+        """
+        config = _config_from(max_workers, strategy, config)
         self._pools = PoolRegistry()
         self._planner = planner if planner is not None else planning.PLANNER
-        self.config = config if config is not None else ParallelConfig.from_env()
+        self.config = config
+        self._closed = False
         if observers is None:
             from payoff.telemetry import default_observers
 
@@ -99,9 +106,8 @@ class ParallelExecutor:
 
     def map(
         self,
-        fn: Callable[[Any], Any],
-        items: Iterable[Any],
-        *,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
         chunksize: int | None = None,
         granularity: str | None = None,
         workload: str = "default",
@@ -109,26 +115,31 @@ class ParallelExecutor:
         progress: bool | None = None,
         timeout: float | None = None,
     ) -> list[Any]:
-        """``[fn(x) for x in items]``, in input order, run however pays off best.
+        """``list(map(fn, *iterables))``, in input order, run however pays off best.
 
-        ``granularity`` names the axis the items split (``"instance"`` or
-        ``"feature"``); ``workload`` labels the call in telemetry;
-        ``releases_gil=True`` says ``fn`` spends its time outside the GIL
-        (numpy, I/O), which makes threads the best choice; ``progress`` shows a
-        bar (``None``: only in terminals and notebooks, after half a second);
-        ``timeout`` (seconds, whole call) raises ``TimeoutError`` and stops the
-        call's worker processes.
+        Several iterables give ``fn`` one argument from each, up to the
+        shortest, as the builtin does. ``granularity`` names the axis the
+        items split (``"instance"`` or ``"feature"``); ``workload`` labels the
+        call in telemetry; ``releases_gil=True`` says ``fn`` spends its time
+        outside the GIL (numpy, I/O), which makes threads the best choice;
+        ``progress`` shows a bar (``None``: only in terminals and notebooks,
+        after half a second); ``timeout`` (seconds, whole call) raises
+        ``TimeoutError`` and stops the call's worker processes.
         """
+        fn, items = _spread(fn, iterables)
         out: list[Any] = []
         for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout):
             out.extend(block)
         return out
 
+    def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], **options: Any) -> list[Any]:
+        """``[fn(*args) for args in iterable]``; takes :meth:`map`'s keyword options."""
+        return self.map(Star(fn), iterable, **options)
+
     def imap(
         self,
-        fn: Callable[[Any], Any],
-        items: Iterable[Any],
-        *,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
         chunksize: int | None = None,
         granularity: str | None = None,
         workload: str = "default",
@@ -142,14 +153,28 @@ class ParallelExecutor:
         number of items in flight), so an endless generator works under
         ``itertools.islice``.
         """
+        fn, items = _spread(fn, iterables)
         for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout,
                                streaming=True):
+            yield from block
+
+    def imap_unordered(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
+        """Like :meth:`imap`, but each chunk's results come as soon as that chunk is done, in any order.
+
+        The call's record is as complete as for :meth:`map`.
+        """
+        fn, items = _spread(fn, iterables)
+        for block in self._run(fn, items, options.pop("chunksize", None), options.pop("granularity", None),
+                               options.pop("workload", "default"), options.pop("releases_gil", None),
+                               options.pop("progress", None), options.pop("timeout", None), streaming=True,
+                               ordered=False, **options):
             yield from block
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """One call on the pool, ``concurrent.futures`` style (threads unless a strategy is named)."""
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {fn!r}")
+        self._check_open()
         config = self.config
         name = config.strategy_name
         if not config.enabled or name == "serial":
@@ -181,18 +206,29 @@ class ParallelExecutor:
         return Report(list(self.records), title=title)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Release every pool; the executor stays usable and starts a new pool when needed.
+        """Release every pool and close the executor, as ``concurrent.futures`` does.
 
         Running maps finish on the pools they hold (``wait=True`` waits for
         them); ``cancel_futures=True`` cancels them instead, like :meth:`cancel`.
+        Afterwards ``map`` and ``submit`` raise ``RuntimeError`` until the
+        executor is entered again (``with ex:``), which reopens it.
         """
+        self._closed = True
         if cancel_futures:
             self.cancel()
             return
+        self._release_pools(wait)
+
+    def _release_pools(self, wait: bool) -> None:
         waiting = self._pools.retire()
         if wait:
             self._pools.wait_closed(waiting)
         self._idle_wake.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("cannot schedule new work after shutdown(); enter the executor again "
+                               "(`with ex:`) to reopen it")
 
     def close(self) -> None:
         self.shutdown(wait=True)
@@ -213,6 +249,7 @@ class ParallelExecutor:
     def __enter__(self) -> ParallelExecutor:
         with self._lock:
             self._depth += 1
+            self._closed = False
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -227,12 +264,16 @@ class ParallelExecutor:
 
     def _run(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int | None, granularity: str | None,
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
-             streaming: bool = False) -> Iterator[list[Any]]:
-        """Yields each chunk's results, in input order."""
+             streaming: bool = False, ordered: bool = True, **unknown: Any) -> Iterator[list[Any]]:
+        """Yields each chunk's results, in input order (unless ``ordered=False``)."""
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}; accepted: chunksize, "
+                            "granularity, workload, releases_gil, progress, timeout")
+        self._check_open()
         _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout)
         run = MapRun(self, fn, Source(items, lazy=streaming), chunksize=chunksize, granularity=granularity,
                      workload=workload, releases_gil=releases_gil, progress=progress, timeout=timeout,
-                     streaming=streaming)
+                     streaming=streaming, ordered=ordered)
         yield from run.blocks()
 
     def _record_unmapped(self, n_items: int, reason: Reason, detail: str, workload: str, site: CallSite,
@@ -319,11 +360,43 @@ def _idle_loop(ref: weakref.ReferenceType[ParallelExecutor], wake: threading.Eve
             idle = executor._active == 0 and time.monotonic() - executor._last_used >= timeout
             wait = max(0.05, min(timeout / 4, 60.0))
         if idle:
-            executor.shutdown(wait=False)
+            executor._release_pools(wait=False)
             return
         del executor
         wake.wait(timeout=wait)
         wake.clear()
+
+
+def _spread(fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]) -> tuple[Callable[[Any], Any],
+                                                                                 Iterable[Any]]:
+    """One iterable as given; several zipped (up to the shortest) with ``fn`` called on their elements."""
+    if not iterables:
+        raise TypeError("map() needs at least one iterable of items after the function")
+    if len(iterables) == 1:
+        return fn, iterables[0]
+    for it in iterables:
+        if not isinstance(it, Iterable):
+            raise TypeError(f"map() needs iterables of items, got {type(it).__name__}")
+    return Star(fn), zip(*iterables, strict=False)  # the builtin stops at the shortest
+
+
+def _config_from(max_workers: object, strategy: object, config: object) -> ParallelConfig:
+    if isinstance(max_workers, ParallelConfig):  # the positional config of earlier versions
+        if config is not None:
+            raise TypeError("pass the config once: positionally or as config=, not both")
+        max_workers, config = None, max_workers
+    if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)):
+        raise TypeError("ParallelExecutor's first argument is max_workers (an int) or a ParallelConfig, "
+                        f"got {type(max_workers).__name__}: {max_workers!r}")
+    if config is not None and not isinstance(config, ParallelConfig):
+        raise TypeError(f"config must be a ParallelConfig or None, got {type(config).__name__}")
+    base = config if config is not None else ParallelConfig.from_env()
+    changes: dict[str, object] = {}
+    if max_workers is not None:
+        changes["max_workers"] = max_workers
+    if strategy is not None:
+        changes["strategy"] = strategy
+    return base.with_changes(**changes) if changes else base
 
 
 def _still_fits(config: ParallelConfig) -> Callable[[PoolKey], bool]:

@@ -28,7 +28,7 @@ from payoff.config import ParallelConfig
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
-from payoff.worker import ChunkOutcome, in_worker, run_chunk
+from payoff.worker import ChunkOutcome, Star, in_worker, run_chunk
 
 PROBE_BUDGET_SECONDS = 0.002
 PROBE_MAX_ITEMS = 64
@@ -133,6 +133,9 @@ class Facts:
 
 def fn_key(fn: Callable[..., Any]) -> Hashable | None:
     """A key that survives re-creating the same function (a lambda in a loop, a new partial)."""
+    if isinstance(fn, Star):
+        inner = fn_key(fn.fn)
+        return None if inner is None else ("star", inner)
     if isinstance(fn, functools.partial):
         inner = fn_key(fn.func)
         return None if inner is None else ("partial", inner, len(fn.args), tuple(sorted(fn.keywords)))
@@ -375,7 +378,7 @@ class Planner:
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
             self.knowledge.observe_threads(fn, record.speedup)
         elif record.requested_strategy == "auto":
-            self.knowledge.observe_verdict(fn, record.selected_strategy, record.speedup, record.n_items)
+            self.knowledge.observe_verdict(fn, record.selected_strategy, _warm_speedup(record), record.n_items)
         pool_chunks = [c for c in record.chunks if c.where == "pool"]
         if pool_chunks:
             # Per-call overhead is the latency of getting work into the pool (and, symmetrically, back
@@ -395,6 +398,11 @@ KNOWLEDGE = PLANNER.knowledge
 def plan(call: Call) -> Plan:
     """Decide how to run ``call`` with the process's planner."""
     return PLANNER.plan(call)
+
+
+def _warm_speedup(record: MapRecord) -> float:
+    """The speedup without the pool's start: the next call of the function will find the pool warm."""
+    return record.serial_estimate_seconds / max(1e-9, record.wall_seconds - record.pool_start_seconds)
 
 
 def _cpu_share(record: MapRecord) -> float | None:

@@ -276,7 +276,8 @@ class RecordBuilder:
         self.fallback_detail = ""
         self.workers = 1
         self.chunk_size = max(1, n_items)
-        self.cpu_ratio = 1.0
+        self.cpu_ratio: float | None = None
+        """CPU per second of wall time of an item run alone (the probe, or what earlier calls measured)."""
         self.chunks: list[ChunkStats] = []
         self.pool_started = False
         self.pool_start_failed = False
@@ -312,8 +313,9 @@ class RecordBuilder:
         CPU time does not; the probe, run alone in the caller, tells how much CPU
         an item uses per second of wall time (``cpu_ratio``).
         """
-        if self.cpu_ratio < CPU_BOUND_RATIO:
-            return sum(c.busy_seconds for c in self.chunks)  # waiting work (I/O, sleep) does not contend
+        if self.cpu_ratio is None or self.cpu_ratio < CPU_BOUND_RATIO:
+            # waiting work (I/O, sleep) does not contend; unmeasured work cannot be corrected
+            return sum(c.busy_seconds for c in self.chunks)
         total = 0.0
         for c in self.chunks:
             busy = c.busy_seconds

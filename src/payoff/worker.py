@@ -63,6 +63,26 @@ class ChunkOutcome:
         return len(self.results)
 
 
+class Star:
+    """``fn(*args)`` for an item that is a tuple of arguments: ``starmap``, and ``map`` over several iterables.
+
+    A top-level class rather than a closure, so it pickles to worker processes.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        if not callable(fn):
+            raise TypeError(f"map() needs a callable as fn, got {type(fn).__name__}: {fn!r}")
+        self.fn = fn
+
+    def __call__(self, args: Any) -> Any:
+        return self.fn(*args)
+
+    def __repr__(self) -> str:
+        return f"Star({self.fn!r})"
+
+
 class CancelToken:
     """A flag checked between timing blocks so in-process chunks stop early on cancel or at a deadline."""
 

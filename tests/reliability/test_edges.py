@@ -74,3 +74,42 @@ def test_imap_reads_a_long_stream_lazily_and_records_every_item() -> None:
     assert record is not None and record.n_items == 200_000
     assert sum(c.n_items for c in record.chunks) == 200_000
     assert max(c.n_items for c in record.chunks) == 500, "the chunksize asked for is the one used"
+
+
+def test_map_takes_several_iterables_like_the_builtin() -> None:
+    import operator
+
+    with ParallelExecutor(ParallelConfig(strategy="processes", tiny_workload_threshold=0.0)) as ex:
+        assert ex.map(operator.add, range(5), range(10, 20)) == list(map(operator.add, range(5), range(10, 20)))
+        assert ex.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
+        assert sorted(ex.imap_unordered(tasks.square, range(100), chunksize=7)) == [x * x for x in range(100)]
+        record = ex.last_record
+    assert record is not None and record.n_items == 100 and sum(c.n_items for c in record.chunks) == 100
+    assert payoff.map(operator.mul, [1, 2], [3, 4, 5]) == [3, 8]
+
+
+def test_shutdown_closes_until_entered_again() -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy="threads"))
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.map(abs, [1])
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(abs, 1)
+    with ex:
+        assert ex.map(abs, [-1]) == [1]
+
+
+def test_concurrent_futures_style_constructor() -> None:
+    assert ParallelExecutor(4).config.max_workers == 4
+    ex = ParallelExecutor(max_workers=3, strategy="threads")
+    assert (ex.config.max_workers, ex.config.strategy) == (3, "threads")
+    assert ParallelExecutor(ParallelConfig(strategy="serial")).config.strategy == "serial"
+    with pytest.raises(ValueError, match="max_workers"):
+        ParallelExecutor(0)
+
+
+def test_payoff_parallel_is_the_primary_name_and_ce_parallel_an_alias() -> None:
+    assert ParallelConfig.from_env({"PAYOFF_PARALLEL": "threads"}).strategy == "threads"
+    assert ParallelConfig.from_env({"CE_PARALLEL": "threads"}).strategy == "threads"
+    with pytest.raises(ValueError, match="disagree"):
+        ParallelConfig.from_env({"PAYOFF_PARALLEL": "threads", "CE_PARALLEL": "processes"})

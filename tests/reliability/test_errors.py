@@ -13,14 +13,14 @@ FORCE = {"tiny_workload_threshold": 0.0}
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
 def test_the_remote_traceback_shows_the_users_frames(strategy: str) -> None:
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
-            pytest.raises(ValueError, match="deep user failure on 3") as info:
-        ex.map(tasks.user_frame_error, range(10), chunksize=2)
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        with pytest.raises(ValueError, match="deep user failure on 3") as info:
+            ex.map(tasks.user_frame_error, range(10), chunksize=2)
+        assert ex.map(tasks.square, range(8), chunksize=2) == [x * x for x in range(8)], "the pool stays usable"
     cause = info.value.__cause__
     assert isinstance(cause, RemoteTraceback)
     assert "_deep_user_helper" in cause.text and "user_frame_error" in cause.text
     assert any("item 3 of the map" in note for note in getattr(info.value, "__notes__", []))
-    assert ex.map(tasks.square, range(8), chunksize=2) == [x * x for x in range(8)], "the pool stays usable"
 
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
