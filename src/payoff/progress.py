@@ -7,6 +7,7 @@ Off in non-interactive runs (CI logs, pipes) unless a call asks with
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from payoff.observers import CallInfo, Observer
@@ -30,6 +31,16 @@ def interactive() -> bool:
     return _tty[1]
 
 
+_said: set[str] = set()
+
+
+def _say_once(text: str) -> None:
+    """A bar that was asked for and cannot be drawn says so, once per process, instead of nothing."""
+    if text not in _said:
+        _said.add(text)
+        warnings.warn(text, RuntimeWarning, stacklevel=2)
+
+
 class Progress(Observer):
     """One bar per call that wants one; advanced as chunks finish."""
 
@@ -40,6 +51,8 @@ class Progress(Observer):
         try:
             from tqdm.auto import tqdm
         except ImportError:  # the [progress] extra is not installed
+            if call.progress:
+                _say_once("payoff: progress=True needs tqdm: pip install 'payoff[progress]'")
             return
         bar: Any = tqdm(total=call.n_items, desc=f"{call.workload} [{call.selected_strategy}]", unit="item",
                         leave=False, delay=0.0 if call.progress else SHOW_AFTER_SECONDS, dynamic_ncols=True)

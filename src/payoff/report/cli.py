@@ -29,6 +29,11 @@ class ReportError(Exception):
     """A problem the user can fix (missing file, nothing to report); printed without a traceback."""
 
 
+def _help_text() -> str:
+    """The module docstring as ``--help`` shows it: without reStructuredText's double backquotes."""
+    return (__doc__ or "").replace("``", "")
+
+
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("records", nargs="?", default=None,
                         help=f"records file (JSON lines) written by PAYOFF_RECORDS; default: ${ENV_VAR}")
@@ -44,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_report_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``report`` on the ``payoff`` command's subparsers (``argparse._SubParsersAction``)."""
     parser = subparsers.add_parser("report", help="write a self-contained HTML report from a records file",
-                                   description=__doc__)
+                                   description=_help_text())
     return configure(parser)
 
 
@@ -124,7 +129,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def main_report(argv: Sequence[str] | None = None) -> int:
     """``payoff report`` on its own, for tests and ``python -m payoff.report.cli``."""
-    parser = configure(argparse.ArgumentParser(prog="payoff report", description=__doc__))
+    parser = configure(argparse.ArgumentParser(prog="payoff report", description=_help_text()))
     return run_report(parser.parse_args(argv))
 
 
