@@ -380,7 +380,7 @@ class Planner:
         elif record.requested_strategy == "auto":
             self.knowledge.observe_verdict(fn, record.selected_strategy, _warm_speedup(record), record.n_items)
         pool_chunks = [c for c in record.chunks if c.where == "pool"]
-        if pool_chunks:
+        if pool_chunks and not record.pool_started:  # a new pool's first chunks wait for workers to warm up
             # Per-call overhead is the latency of getting work into the pool (and, symmetrically, back
             # out): submit to the first start. Idle gaps and imbalance inside a big map grow with the map,
             # not the call, and learning them would keep every later small call serial (never re-measured).

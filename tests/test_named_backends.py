@@ -1,0 +1,33 @@
+"""A backend the user names is the backend that runs, cold and warm, for all but truly tiny work (issue 13)."""
+
+from __future__ import annotations
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor, Reason
+from tests import tasks
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])
+def test_a_named_backend_runs_cold_and_warm(strategy: str) -> None:
+    items = list(range(120))  # ~0.1-0.3 s of work: far above any backend's warm fixed cost
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        for temperature in ("cold", "warm"):
+            assert ex.map(tasks.spin, items) == [tasks.spin(x) for x in items]
+            record = ex.last_record
+            assert record is not None
+            assert record.selected_strategy == strategy, f"{temperature}: {record.summary()}"
+            assert record.fallback_reason is None
+            assert record.decision_reason is Reason.EXPLICIT_STRATEGY
+            assert record.pool_started == (temperature == "cold")
+            if temperature == "cold":
+                assert record.overhead_seconds["pool_start"] > 0, "the start is paid once and shown"
+
+
+def test_a_named_backend_still_skips_truly_tiny_work() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="joblib", max_workers=2)) as ex:
+        assert ex.map(abs, [-1, -2, -3]) == [1, 2, 3]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD
+    assert not record.pool_started, "no pool is started for a few microseconds of work"
+    assert "fixed cost" in record.fallback_detail
