@@ -146,7 +146,8 @@ def _payoff(ex: ParallelExecutor, fn: Callable[[Any], Any], workload: str) -> Ru
 
 
 def _loop(fn: Callable[[Any], Any]) -> Run:
-    return lambda items: [fn(x) for x in items]
+    """The plain loop is the builtin ``map``: the fastest loop Python has, and what ``payoff.map`` mirrors."""
+    return lambda items: list(map(fn, items))
 
 
 def _futures(pool: ThreadPoolExecutor | ProcessPoolExecutor, fn: Callable[[Any], Any], chunked: bool) -> Run:
