@@ -228,25 +228,28 @@ def dask_section(data: dict[str, Any]) -> list[str]:
 
 
 def ce_section(data: dict[str, Any]) -> list[str]:
-    command = f"python benchmarks/bench_ce.py --repeat {data['repeat']}"
+    command = data.get("command") or f"python benchmarks/bench_ce.py --repeat {data['repeat']}"
     lines = ["## calibrated-explanations 1.0.2", "", "```bash", command, "```", "", data["markdown"], "",
              "![calibrated-explanations](img/ce.png)", ""]
-    plot_ce(data["rows"])
+    sizes = data.get("sizes") or [data]  # results before bench_ce ran each configuration in a fresh interpreter
+    plot_ce(sizes)
     return lines
 
 
-def plot_ce(rows: dict[str, dict[str, Any]]) -> None:
+def plot_ce(sizes: list[dict[str, Any]]) -> None:
     """Every round of every configuration as a dot, the median as a bar: the noise is part of the result."""
-    names = list(rows)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    ax.barh(range(len(names)), [rows[n]["median_seconds"] for n in names], color="#9ab", label="median")
-    for i, name in enumerate(names):
-        ax.plot(rows[name]["walls"], [i] * len(rows[name]["walls"]), "k.", label="one round" if i == 0 else None)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds per explain_factual of 2,000 instances (lower is better)")
-    ax.set_title("calibrated-explanations 1.0.2 on 2 cores: its own paths and payoff")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(10 * len(sizes) / 1.6, 4.5), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        rows: dict[str, dict[str, Any]] = size["rows"]
+        names = list(rows)
+        ax.barh(range(len(names)), [rows[n]["median_seconds"] for n in names], color="#9ab", label="median")
+        for i, name in enumerate(names):
+            ax.plot(rows[name]["walls"], [i] * len(rows[name]["walls"]), "k.", label="one round" if i == 0 else None)
+        ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [""] * len(names))
+        ax.invert_yaxis()
+        ax.set_xlabel(f"seconds per explain_factual of {size['instances']:,} x {size['features']} (lower is better)")
+        ax.legend(fontsize=8)
+    fig.suptitle("calibrated-explanations 1.0.2 on 2 cores: its own paths and payoff")
     fig.tight_layout()
     fig.savefig(IMG / "ce.png", dpi=110)
     plt.close(fig)

@@ -6,16 +6,21 @@ every comparison is against CE's own serial explanation of the same data.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelFallbackWarning, Reason
+from payoff.observers import CallInfo, Observer
+from payoff.record import ChunkStats
 from tests.conftest import require
+from tests.test_ce_codec import assert_identical
 
 try:
     import calibrated_explanations as ce
@@ -78,6 +83,28 @@ def assert_same(expected: Any, got: Any) -> None:
     for key in a:
         assert a[key].shape == b[key].shape, key
         np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    for want, have in zip(expected.explanations, got.explanations, strict=True):
+        for attr in CHUNK_INDEPENDENT:
+            assert_identical(_field(want, attr), _field(have, attr), sharing=False)  # types and bytes too
+
+
+CHUNK_INDEPENDENT = ("conditions", "feature_weights", "feature_predict", "prediction")
+"""What CE computes the same whichever of its paths runs and however it splits the instances. Its own
+chunked explanations differ from its serial ones in ``rules`` (sampled values), ``binned`` (rule values,
+bin predictions) and the full probabilities (those of the chunk), and its legacy path (its retry after a
+failure) in ``binned`` counts; against CE's own chunked path every field is compared."""
+
+
+def _state(explanation: Any) -> dict[str, Any]:
+    """Everything an explanation holds but its timing and its collection (compared on their own)."""
+    return {k: v for k, v in vars(explanation).items() if k not in ("explain_time", "calibrated_explanations")}
+
+
+def _field(explanation: Any, name: str) -> Any:
+    value = getattr(explanation, name)
+    if name == "prediction":
+        return {k: v for k, v in value.items() if k != "__full_probabilities__"}
+    return value
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -105,6 +132,39 @@ def test_explanations_through_payoff_equal_ce_serial(task: str) -> None:
     assert factual_record is not alternative_record
     assert ex.metrics.maps == 2 and ex.metrics.failures == 0
     assert ex.metrics.submitted == N_TEST + 20  # CE's tasks: one per instance, regrouped by payoff
+
+
+@pytest.mark.parametrize(("task", "call", "kwargs"), [
+    ("classification", "explain_factual", {}), ("classification", "explore_alternatives", {}),
+    ("regression", "explain_factual", {"threshold": np.linspace(-50.0, 50.0, N_TEST)}),
+    ("regression", "explore_alternatives", {}),
+])
+def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, call: str,
+                                                                   kwargs: dict[str, Any]) -> None:
+    """Chunks of 15 both ways: CE's sequential executor and payoff's processes (compact results) agree on all."""
+    from calibrated_explanations.parallel import ParallelConfig as CEConfig
+    from calibrated_explanations.parallel import ParallelExecutor as CEExecutor
+
+    wrapper, x_cal, y_cal, x_test = _wrapper(task)
+    ce_executor = CEExecutor(CEConfig(enabled=True, strategy="sequential", instance_chunk_size=15,
+                                      min_instances_for_parallel=1))
+    wrapper.calibrate(x_cal, y_cal, perf_parallel=ce_executor, factual_plugin=FACTUAL_PLUGIN,
+                      alternative_plugin=ALTERNATIVE_PLUGIN)
+    expected = getattr(wrapper, call)(x_test, **kwargs)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=15, **FORCE))
+    try:
+        got = getattr(wrapper, call)(x_test, **kwargs)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert record is not None and record.mode == "parallel" and record.n_chunks == N_TEST // 15
+    assert len(got.explanations) == len(expected.explanations) == N_TEST
+    for want, have in zip(expected.explanations, got.explanations, strict=True):
+        assert type(have) is type(want) and have.calibrated_explanations is got
+        mine, theirs = _state(have), _state(want)
+        assert list(mine) == list(theirs)
+        for attr in theirs:
+            assert_identical(theirs[attr], mine[attr], sharing=False)
 
 
 def test_probabilistic_regression_with_per_instance_thresholds() -> None:
@@ -332,3 +392,121 @@ def test_chunk_sizes() -> None:
     assert sum(measured) == 2000 and min(measured[:-1]) == 200 and len(measured) == 8
     # a dominant (or badly fitted) fixed cost: still two tasks per worker, for balance
     assert ce_chunk_sizes(2000, 2, seconds_per_instance=0.006, seconds_per_task=2.0) == [500] * 4
+
+
+class GcWatch(Observer):
+    """Records whether the caller's garbage collector is on as each chunk comes back; can raise Ctrl-C there."""
+
+    def __init__(self, interrupt: bool = False) -> None:
+        self.seen: list[bool] = []
+        self.interrupt = interrupt
+
+    def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
+        self.seen.append(gc.isenabled())
+        if self.interrupt:
+            raise KeyboardInterrupt  # as a Ctrl-C while the caller waits for its workers
+
+
+@pytest.fixture
+def gc_state() -> Iterator[None]:
+    """Every test here leaves the collector as it found it, whatever it asserts."""
+    was = gc.isenabled()
+    try:
+        yield
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def _failing_wrapper() -> tuple[Any, np.ndarray]:
+    x_train, y_train, x_cal, y_cal, x_test = _data("classification")
+    model = FailsInWorkers(n_estimators=20, random_state=0, n_jobs=1)
+    model.parent_pid = os.getpid()
+    wrapper = ce.WrapCalibratedExplainer(model)
+    wrapper.fit(x_train, y_train)
+    wrapper.calibrate(x_cal, y_cal)
+    return wrapper, x_test
+
+
+@pytest.mark.usefixtures("gc_state")
+def test_the_collector_is_paused_during_the_explain_and_restored_after_a_failure_inside_it() -> None:
+    wrapper, x_test = _failing_wrapper()
+    expected = wrapper.explain_factual(x_test)
+    watch = GcWatch()
+    ex = enable(wrapper, executor=CEParallelExecutor(
+        ParallelConfig(strategy="processes", max_workers=2, **FORCE), observers=[watch]))
+    gc.enable()
+    try:
+        with pytest.warns(ParallelFallbackWarning, match="silently re-runs"):
+            got = wrapper.explain_factual(x_test)  # fails in the workers; CE re-runs it serially in this process
+        assert gc.isenabled()
+        assert not any(watch.seen)  # paused whenever a chunk came back
+        assert_same(expected, got)
+
+        gc.disable()  # the user's choice: a pause must not end with the collector on
+        with pytest.warns(ParallelFallbackWarning, match="silently re-runs"):
+            wrapper.explain_factual(x_test)
+        assert not gc.isenabled()
+    finally:
+        ex.close()
+
+
+@pytest.mark.usefixtures("gc_state")
+def test_the_collector_is_restored_after_ctrl_c_inside_the_explain() -> None:
+    wrapper, _, _, x_test = _wrapper("classification")
+    watch = GcWatch(interrupt=True)
+    ex = enable(wrapper, executor=CEParallelExecutor(
+        ParallelConfig(strategy="processes", max_workers=2, **FORCE), observers=[watch]))
+    try:
+        for user_enabled in (True, False):
+            (gc.enable if user_enabled else gc.disable)()
+            with pytest.raises(KeyboardInterrupt):
+                wrapper.explain_factual(x_test)
+            assert gc.isenabled() is user_enabled
+        assert watch.seen == [False, False]
+        assert ex.metrics.failures == 2
+    finally:
+        ex.close()
+
+
+@pytest.mark.usefixtures("gc_state")
+def test_the_pause_lasts_until_ce_leaves_the_executor_and_can_be_turned_off() -> None:
+    """CE merges the chunk results after ``map`` returns and before it leaves the executor: still paused."""
+    ex = CEParallelExecutor(ParallelConfig(strategy="threads", **FORCE))
+    gc.enable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ParallelFallbackWarning)  # maps of 1-3 numbers run in one task
+            with ex:
+                assert ex.map(abs, [-1, 2, -3]) == [1, 2, 3]
+                assert not gc.isenabled()
+                ex.map(abs, [-4])  # a second map in the same explain: one pause
+            assert gc.isenabled()
+            ex.map(abs, [-5, 6])  # a map outside an explain restores the collector when it returns
+            assert gc.isenabled()
+            ex.pause_gc = False
+            with ex:
+                ex.map(abs, [-1, 2])
+                assert gc.isenabled()
+    finally:
+        ex.close()
+
+    wrapper, _, _, x_test = _wrapper("classification")
+    watch = GcWatch()
+    ex = enable(wrapper, executor=CEParallelExecutor(
+        ParallelConfig(strategy="processes", max_workers=2, **FORCE), observers=[watch]), pause_gc=False)
+    try:
+        wrapper.explain_factual(x_test)
+    finally:
+        ex.close()
+    assert watch.seen and all(watch.seen)
+
+
+def test_ce_reads_a_cached_config_that_follows_changes() -> None:
+    """CE reads ``executor.config`` once per instance: it is built once per configuration, not per read."""
+    ex = CEParallelExecutor(ParallelConfig(strategy="processes"))
+    first = ex.config
+    assert ex.config is first and ex.active_strategy_name == "processes"
+    ex.use_strategy("threads")
+    assert ex.config is not first and ex.config.strategy == ex.active_strategy_name == "threads"
+    ex.user_config = ex.user_config.with_changes(enabled=False)
+    assert ex.config.enabled is False

@@ -27,11 +27,16 @@ What CE does with an executor, and what this adapter does about it:
   of the items and puts it in the function, which payoff's process
   strategies send once per worker per call instead of once per task.
   Results go back as CE expects: ``(start, CalibratedExplanations)`` pairs.
-  In worker processes each chunk is explained and its results pickled with
+  In worker processes each chunk is explained and its results encoded with
   the garbage collector paused (CE allocates tens of thousands of small
-  objects per chunk; the collections they trigger cost ~10%), and the deep copy of the
-  explainer CE embeds in every chunk result (discarded by CE's merge) stays
-  in the worker.
+  objects per chunk; the collections they trigger cost ~10%), and the deep
+  copies of the explainer CE embeds in every chunk result (discarded by CE's
+  merge) stay in the worker. The explanations travel as columns (``codec``):
+  a few arrays per chunk instead of ~200 objects per instance, rebuilt in the
+  caller by C-level iteration, equal to what pickle would rebuild.
+- The caller's garbage collector is paused from an explain's first ``map``
+  until CE leaves the executor (its merge included) and restored in every
+  case (``gcpause``); ``enable(..., pause_gc=False)`` leaves it alone.
 - CE reads ``config.strategy`` and must never see ``"auto"``: payoff's
   ``auto`` is resolved here (worker processes for this CPU-bound work) and
   the concrete name is reported.
@@ -41,6 +46,7 @@ What CE does with an executor, and what this adapter does about it:
 
 The modules: ``surface`` (what CE reads), ``tasks`` (CE's tasks, regrouped),
 ``chunking`` (task sizes), ``worker`` (what runs in worker processes),
+``codec`` (chunk results as columns), ``gcpause`` (the collector pause),
 ``executor`` (:class:`CEParallelExecutor`) and ``wiring`` (:func:`enable`).
 """
 

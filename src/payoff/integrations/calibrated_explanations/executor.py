@@ -19,6 +19,7 @@ from typing import Any
 from payoff import planning
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
+from payoff.integrations.calibrated_explanations import gcpause
 from payoff.integrations.calibrated_explanations.chunking import CostFit, ce_chunk_sizes
 from payoff.integrations.calibrated_explanations.surface import CEConfig, CEMetrics
 from payoff.integrations.calibrated_explanations.tasks import Task, as_tasks, group_tasks, merge_tasks, shared_explainer
@@ -45,6 +46,8 @@ class _Session:
     started_at: float = field(default_factory=time.time)
     mapped: bool = False
     failed: BaseException | None = None
+    gc_paused: bool = False
+    """This explain paused the collector (at its first ``map``); ``__exit__`` resumes it."""
 
 
 def _user_site() -> CallSite:
@@ -88,6 +91,14 @@ class CEParallelExecutor:
     Pass it as ``perf_parallel=`` or, simpler, let :func:`enable` wire it in.
     ``records`` / ``last_record`` hold one :class:`~payoff.MapRecord` per
     explain that reached ``map``; every payoff telemetry observer sees them.
+
+    ``pause_gc`` (default on): the caller's garbage collector is paused from an
+    explain's first ``map`` until CE leaves the executor, i.e. across the map
+    and CE's merge of the chunk results, and restored in every case (an
+    exception, ``KeyboardInterrupt``, CE's serial retry). Those collections
+    scan the caller's whole heap while both workers need the cores and find
+    nothing to free (see ``gcpause``). ``pause_gc=False`` leaves the caller's
+    collector alone.
     """
 
     def __init__(
@@ -96,6 +107,7 @@ class CEParallelExecutor:
         *,
         workload: str = WORKLOAD,
         observers: Sequence[Observer] | None = None,
+        pause_gc: bool = True,
     ) -> None:
         user = config if config is not None else ParallelConfig.from_env()
         if not isinstance(user, ParallelConfig):
@@ -103,6 +115,8 @@ class CEParallelExecutor:
         self.user_config = user
         """The configuration as given: its instance-level knobs are applied here, in instances."""
         self.workload = workload
+        self.pause_gc = pause_gc
+        """Pause the caller's garbage collector across each explain's map and merge (see the class doc)."""
         strategy = _resolve_strategy(user) if isinstance(user.strategy, str) else user.strategy
         inner = user.with_changes(strategy=strategy, min_batch_size=None, min_instances_for_parallel=None,
                                   tiny_workload_threshold=None, instance_chunk_size=None)
@@ -114,6 +128,7 @@ class CEParallelExecutor:
         self._retrying = False
         self._explainers: list[weakref.ReferenceType[Any]] = []
         self._costs: OrderedDict[int, CostFit] = OrderedDict()
+        self._ce_config: tuple[ParallelConfig, ParallelConfig, CEConfig] | None = None
         self.last_chunk_sizes: list[int] = []
         """Instances per task in the last explain that reached ``map``."""
         self.last_decision = ""
@@ -133,16 +148,21 @@ class CEParallelExecutor:
 
     @property
     def active_strategy_name(self) -> str:
-        return _CE_STRATEGY_NAMES.get(self.strategy, self.strategy)
+        return self.config.strategy
 
     @property
     def config(self) -> CEConfig:
-        user = self.user_config
-        return CEConfig(
-            enabled=user.enabled, strategy=self.active_strategy_name, max_workers=user.max_workers,
-            feature_chunk_size=user.feature_chunk_size, tiny_workload_threshold=user.tiny_workload_threshold,
-            task_size_hint_bytes=user.task_size_hint_bytes, force_serial_on_failure=user.force_serial_on_failure,
-        )
+        """CE's view, rebuilt only when a configuration changed: CE reads it once per instance."""
+        user, inner = self.user_config, self.executor.config
+        cached = self._ce_config
+        if cached is None or cached[0] is not user or cached[1] is not inner:
+            name = inner.strategy_name
+            cached = self._ce_config = (user, inner, CEConfig(
+                enabled=user.enabled, strategy=_CE_STRATEGY_NAMES.get(name, name), max_workers=user.max_workers,
+                feature_chunk_size=user.feature_chunk_size, tiny_workload_threshold=user.tiny_workload_threshold,
+                task_size_hint_bytes=user.task_size_hint_bytes, force_serial_on_failure=user.force_serial_on_failure,
+            ))
+        return cached[2]
 
     @property
     def records(self) -> Sequence[MapRecord]:
@@ -177,6 +197,8 @@ class CEParallelExecutor:
             retrying, self._retrying = self._retrying, False
         if session is None:
             return
+        if session.gc_paused:
+            gcpause.resume()
         if session.mapped and exc_type is not None and issubclass(exc_type, Exception):
             self._ce_retries(session, exc)
         elif not session.mapped and exc_type is None and not retrying and self.user_config.enabled:
@@ -214,6 +236,7 @@ class CEParallelExecutor:
                 session.mapped = True
             self.metrics.maps += 1
             self.metrics.submitted += len(seq)
+        held = self._pause_gc(session)
         try:
             tasks = as_tasks(seq)
             if tasks is None:
@@ -225,23 +248,49 @@ class CEParallelExecutor:
                 self.metrics.failures += 1
                 if session is not None:
                     session.failed = exc
+            self._resume_gc(session, held)
             raise
         finally:
             if self.executor.last_record is not before:
                 self._note(self.executor.last_record)
+        if session is None:
+            self._resume_gc(session, held)
         with self._lock:
             self.metrics.completed += len(seq)
         return out
 
+    def _pause_gc(self, session: _Session | None) -> bool:
+        """Pause the caller's collector for this map (and, in an explain, until CE leaves the executor)."""
+        if not self.pause_gc:
+            return False
+        if session is not None:
+            with self._lock:
+                if session.gc_paused:
+                    return False  # a second map in one explain: already paused
+                session.gc_paused = True
+        gcpause.pause()
+        return True
+
+    def _resume_gc(self, session: _Session | None, held: bool) -> None:
+        """Undo this map's pause now: it failed (CE's merge will not run), or it was not in an explain."""
+        if not held:
+            return
+        if session is not None:
+            with self._lock:
+                if not session.gc_paused:
+                    return
+                session.gc_paused = False
+        gcpause.resume()
+
     def _map_tasks(self, fn: Callable[[Any], Any], tasks: list[Task]) -> list[Any]:
         explainer = shared_explainer(tasks)
-        if explainer is not None:
-            tasks = [(a, b, {k: v for k, v in s.items() if k != "explainer"}) for a, b, s in tasks]
         n = sum(b - a for a, b, _ in tasks)
         fit = self._fit(explainer)
         sizes, why = self._plan(n, fit)
         groups = group_tasks(tasks, sizes)
         items = [[m] if (m := merge_tasks(g)) is not None else g for g in groups]
+        if explainer is not None:  # after merging: one state to copy per chunk, not one per instance
+            items = [[_without_explainer(t) for t in item] for item in items]
         self.last_chunk_sizes, self.last_decision = sizes, why
         task_fn = functools.partial(run_ce_tasks, fn, explainer, os.getpid())
         out: list[Any] = []
@@ -363,6 +412,12 @@ class CEParallelExecutor:
                   "CE_EXPLANATION_PLUGIN* variable, a pyproject setting or fast explanations can force another")
         self.executor._record_unmapped(n or 0, Reason.EXECUTOR_UNUSED, detail, self.workload, _user_site(),
                                        session.started_ns, session.started_at)
+
+
+def _without_explainer(task: Task) -> Task:
+    """The task without the explainer every task carries: payoff sends it once per worker instead."""
+    start, stop, state = task
+    return start, stop, {k: v for k, v in state.items() if k != "explainer"}
 
 
 def plugin_chain(explainer: Any, mode: str) -> str:

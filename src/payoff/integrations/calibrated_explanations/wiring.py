@@ -73,7 +73,7 @@ def _check_picklable(executor: CEParallelExecutor, explainer: Any) -> None:
 
 
 def enable(target: Any, config: ParallelConfig | None = None, *,
-           executor: CEParallelExecutor | None = None) -> CEParallelExecutor:
+           executor: CEParallelExecutor | None = None, pause_gc: bool | None = None) -> CEParallelExecutor:
     """Run ``target``'s explanations on payoff; returns the executor (for its records).
 
     ``target`` is a calibrated ``WrapCalibratedExplainer`` or a
@@ -84,11 +84,19 @@ def enable(target: Any, config: ParallelConfig | None = None, *,
     the factual and alternative explanation plugins become CE's
     instance-parallel ones, without which CE never calls an executor.
     Re-calibrating a wrapper builds a new explainer: call ``enable`` again.
+
+    ``pause_gc`` (default: on for a new executor, unchanged for a given one)
+    pauses your process's garbage collector across each explain's map and CE's
+    merge, restored afterwards even on an error or Ctrl-C: those collections
+    scan your whole heap while the workers need the cores, and free nothing.
+    Pass ``pause_gc=False`` if your process must never have it paused.
     """
     if executor is not None and config is not None:
         raise ValueError("pass either config or executor, not both")
     wrapper, explainer = _explainer_of(target)
     ex = executor if executor is not None else CEParallelExecutor(config)
+    if pause_gc is not None:
+        ex.pause_gc = pause_gc
     if wrapper is not None:
         wrapper.parallel_executor = ex
     explainer.parallel_executor = ex
