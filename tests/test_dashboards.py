@@ -55,9 +55,16 @@ CONTRACT_HISTOGRAMS = {
 }
 
 
+VARIABLES = ("job", "instance", "strategy", "workload")
+SCHEMA_VERSION = 41  # what Grafana 12 writes; the SDK pinned in dashboards/build.py builds it
+
+
 def substitute(expr: str) -> str:
     """Make a dashboard expression plain PromQL, the way Grafana would with 'All' selected."""
-    return expr.replace("$__rate_interval", "1m").replace("$workload", ".*").replace("$strategy", ".*")
+    expr = expr.replace("$__rate_interval", "1m")
+    for name in VARIABLES:
+        expr = expr.replace(f"${name}", ".*")
+    return expr
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +211,7 @@ def test_every_panel_and_target_uses_the_datasource_variable(dashboard: dict[str
         for target in panel["targets"]:
             assert target.get("datasource") == DATASOURCE, f"{panel['title']}/{target['refId']}"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    for name in ("workload", "strategy"):
+    for name in VARIABLES:
         assert variables[name]["datasource"] == DATASOURCE
 
 
@@ -218,17 +225,64 @@ def test_every_panel_has_a_description(dashboard: dict[str, Any]) -> None:
 
 
 def test_template_variables(dashboard: dict[str, Any]) -> None:
-    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(variables) == {"datasource", "workload", "strategy"}
+    listed = dashboard["templating"]["list"]
+    assert [v["name"] for v in listed] == ["datasource", *VARIABLES]
+    variables = {v["name"]: v for v in listed}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("workload", "strategy"):
+    for index, name in enumerate(VARIABLES):
         var = variables[name]
         assert var["type"] == "query"
         assert var["multi"] is True
         assert var["includeAll"] is True
         assert var["allValue"] == ".*"
-        assert re.fullmatch(rf"label_values\(payoff_map_calls_total(\{{[^}}]*\}})?, {name}\)", var["query"])
+        assert var["datasource"] == DATASOURCE
+        # each variable lists its values among the series the variables before it select
+        narrowed = ", ".join(f'{earlier}=~"${earlier}"' for earlier in VARIABLES[:index])
+        metric = f"payoff_map_calls_total{{{narrowed}}}" if narrowed else "payoff_map_calls_total"
+        assert var["query"] == f"label_values({metric}, {name})"
+
+
+def test_every_selector_filters_on_job_and_instance(dashboard: dict[str, Any]) -> None:
+    """No panel sums every scraped process: each metric selector carries the $job and $instance matchers."""
+    for panel in data_panels(dashboard):
+        for target in panel["targets"]:
+            selectors = re.findall(r"\bpayoff_[a-z_]+(\{[^}]*\})?", target["expr"])
+            assert selectors, f"{panel['title']}: no payoff metric in {target['expr']}"
+            for selector in selectors:
+                assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, (
+                    f"{panel['title']}: a selector without $job/$instance: {target['expr']}"
+                )
+
+
+def test_exemplars_only_where_the_metric_has_them(dashboard: dict[str, Any]) -> None:
+    """Exemplars are asked for exactly on the panels that read a metric carrying trace ids."""
+    from payoff.telemetry.metrics import METRICS
+
+    with_exemplars = {d.name for d in METRICS if d.exemplars}
+    assert with_exemplars == {"payoff_map_duration_seconds"}
+    asked = set()
+    for panel in data_panels(dashboard):
+        first = panel["targets"][0]
+        reads = {m.removesuffix("_bucket") for m in re.findall(r"\bpayoff_[a-z_]+", first["expr"])}
+        if first.get("exemplar"):
+            asked.add(panel["title"])
+            assert reads & with_exemplars, f"{panel['title']}: exemplars on a metric without them"
+        else:
+            assert not reads & with_exemplars, f"{panel['title']}: its metric has exemplars, switched off"
+        for target in panel["targets"][1:]:
+            assert not target.get("exemplar"), f"{panel['title']}/{target['refId']}: exemplars twice"
+    assert asked == {"Map call wall time percentiles"}
+
+
+def test_current_dashboard_schema(dashboard: dict[str, Any]) -> None:
+    assert dashboard["schemaVersion"] == SCHEMA_VERSION
+    assert "style" not in dashboard, "a field of old schemas"
+    import grafana_foundation_sdk.models.dashboard as models
+
+    assert models.Dashboard().schema_version == SCHEMA_VERSION, (
+        "the installed grafana-foundation-sdk builds an old schema: install the version dashboards/build.py pins"
+    )
 
 
 def test_dashboard_identity(dashboard: dict[str, Any]) -> None:
@@ -252,7 +306,7 @@ def test_expressions_only_use_contract_metrics(dashboard: dict[str, Any]) -> Non
 def test_expressions_use_grafana_conventions(dashboard: dict[str, Any]) -> None:
     for expr in all_exprs(dashboard):
         # Variables are multi-value: only a regex matcher accepts "a|b" and ".*".
-        for match in re.finditer(r"\$(workload|strategy)\b", expr):
+        for match in re.finditer(r"\$(job|instance|workload|strategy)\b", expr):
             assert expr[: match.start()].endswith('=~"'), f"${match.group(1)} without =~ in: {expr}"
         for window in re.findall(r"\[([^\]]+)\]", expr):
             assert window == "$__rate_interval", f"fixed range [{window}] in: {expr}"

@@ -20,6 +20,9 @@ PROMETHEUS_YML = DEPLOY / "prometheus.yml"
 ALERTS_YML = DEPLOY / "alerts.yml"
 ALERTS_TEST_YML = DEPLOY / "alerts.test.yml"
 PROVISIONING = DEPLOY / "grafana" / "provisioning"
+STACK_DOC = ROOT / "docs" / "stack.md"
+RUNBOOK_BASE = "https://github.com/payoff-dev/payoff/blob/main/docs/stack.md#"
+"""Where every alert's runbook_url points: a heading of docs/stack.md, as the repository renders it."""
 
 EXPECTED_ALERTS = {
     "PayoffParallelNotPayingOff",
@@ -109,6 +112,43 @@ def test_alerts_use_contract_metrics_only() -> None:
     assert 'payoff_pool_starts_total{outcome="failure"}' in text
     for metric in set(re.findall(r"\bpayoff_[a-z_]+", text)):
         assert metric.endswith(("_total", "_bucket")), f"unexpected metric {metric}"
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_links_its_runbook_section_in_the_docs() -> None:
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", STACK_DOC.read_text(encoding="utf-8"), re.MULTILINE)}
+    for name, body in alert_blocks().items():
+        found = re.search(r'^\s+runbook_url:\s*"([^"]+)"\s*$', body, re.MULTILINE)
+        assert found, f"{name}: no runbook_url"
+        url = found.group(1)
+        assert url == RUNBOOK_BASE + name.lower(), f"{name}: runbook_url {url}"
+        assert name.lower() in anchors, f"{name}: docs/stack.md has no heading for its runbook"
+
+
+def test_alerts_keep_job_and_instance() -> None:
+    """Every aggregation keeps the labels that say which process the alert is about."""
+    for name, body in alert_blocks().items():
+        expr = body.split("expr: |", 1)[1].split("\n        for:")[0].split("\n        labels:")[0]
+        groupings = re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr)
+        assert groupings, f"{name}: no aggregation found"
+        for grouping in groupings:
+            labels = {label.strip() for label in grouping.split(",")}
+            assert {"job", "instance"} <= labels, f"{name}: aggregates away job/instance: ({grouping})"
+        assert not re.search(r"\b(sum|max|min|avg|count)\s*\(", expr), f"{name}: an aggregation without by()"
+        assert "$labels.instance" in body, f"{name}: its summary or description does not name the instance"
+
+
+def test_firing_alert_tests_expect_job_and_instance() -> None:
+    text = ALERTS_TEST_YML.read_text(encoding="utf-8")
+    expected = re.findall(r"- exp_labels:\n((?:\s{14}\S.*\n)+)", text)
+    assert expected, "no exp_labels in alerts.test.yml"
+    for block in expected:
+        assert re.search(r"^\s+job:\s*\S", block, re.MULTILINE) and re.search(r"^\s+instance:\s*\S", block,
+                                                                                re.MULTILINE), block
 
 
 # ---------------------------------------------------------------- prometheus.yml content

@@ -32,6 +32,9 @@ from panels import PANELS  # noqa: E402
 
 SIZES = Sizes(instances=600, features=12, feature_rows=8000)
 SCRAPE = "1s"
+JOB = "payoff"
+DEMO_STRATEGIES = ("serial", "threads", "processes", "joblib")
+"""Where the demo round's calls run (``auto`` picks one of them)."""
 
 
 @dataclass
@@ -77,13 +80,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert binary is not None
     work = tmp_path_factory.mktemp("prometheus")
     server = serve_metrics(0)
-    metrics_observer().declare("demo-instance", "demo-feature")
+    # Series exist only for what ran; declaring the demo's pairs creates them at zero before the first
+    # scrape, so rate() also counts each pair's first call (the round runs most pairs once).
+    metrics_observer().declare("demo-instance", "demo-feature", strategies=DEMO_STRATEGIES)
     port = _free_port()
     shutil.copy(ROOT / "deploy" / "alerts.yml", work / "alerts.yml")
     (work / "prometheus.yml").write_text(
         f"global:\n  scrape_interval: {SCRAPE}\n  evaluation_interval: {SCRAPE}\n"
         "rule_files: [alerts.yml]\n"
-        f"scrape_configs:\n  - job_name: payoff\n    static_configs:\n"
+        f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{server.port}']\n")
     proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}",
                              f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
@@ -109,15 +114,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         server.stop()
 
 
-def _concrete(expr: str, window: str = "5m") -> str:
-    return (expr.replace("$__rate_interval", window).replace("$workload", ".*").replace("$strategy", ".*"))
+def _concrete(expr: str, window: str = "5m", job: str = JOB, instance: str = ".*") -> str:
+    """A panel expression as Grafana sends it: the range window and the template variables filled in."""
+    values = {"$__rate_interval": window, "$job": job, "$instance": instance, "$workload": ".*", "$strategy": ".*"}
+    for name, value in values.items():
+        expr = expr.replace(name, value)
+    return expr
 
 
 @pytest.mark.parametrize("panel", PANELS, ids=[p["title"] for p in PANELS])
 def test_every_panel_expression_returns_data(stack: Stack, panel: dict[str, Any]) -> None:
+    instance = _instance(stack)
     for expr in panel["exprs"]:
-        result = query(stack.api, _concrete(expr))
-        assert result, f"panel {panel['title']!r} is empty: {expr}"
+        # Grafana regex-escapes a selected value and PromQL unescapes the string once: 127\\.0\\.0\\.1:port
+        result = query(stack.api, _concrete(expr, job=JOB, instance=re.escape(instance).replace("\\", "\\\\")))
+        assert result, f"panel {panel['title']!r} is empty for job {JOB}, instance {instance}: {expr}"
+        # and the variables really filter: another job selects nothing
+        assert not query(stack.api, _concrete(expr, job="not-payoff")), f"{panel['title']!r} ignores $job"
+
+
+def _instance(stack: Stack) -> str:
+    """The scraped process, as the dashboard's $instance variable lists it."""
+    found = query(stack.api, f'group by (instance) (payoff_map_calls_total{{job="{JOB}"}})')
+    assert len(found) == 1, found
+    return str(found[0]["metric"]["instance"])
 
 
 def _alert_rules() -> list[tuple[str, str]]:
@@ -137,9 +157,12 @@ def _alert_rules() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("name", "expr"), _alert_rules(), ids=[n for n, _ in _alert_rules()])
 def test_every_alert_expression_evaluates_on_real_series(stack: Stack, name: str, expr: str) -> None:
-    query(stack.api, expr)  # parses and evaluates; firing or not depends on the run
+    for sample in query(stack.api, expr):  # parses and evaluates; firing or not depends on the run
+        assert sample["metric"].get("job") == JOB and sample["metric"].get("instance"), (name, sample)
     for metric in set(re.findall(r"\b(payoff_[a-z_]+)", expr)):
         assert query(stack.api, f"count({metric})"), f"{name}: no series for {metric}"
+    groupings = re.findall(r"\bby \(([^)]*)\)", expr)
+    assert groupings and all(g.startswith("job, instance") for g in groupings), f"{name}: drops job/instance"
 
 
 def test_the_alert_rules_loaded_into_prometheus(stack: Stack) -> None:

@@ -14,7 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff.telemetry import serve_metrics
-from payoff.telemetry.metrics import METRICS, WORKLOAD_CAP, PrometheusMetrics
+from payoff.telemetry.metrics import (
+    METRICS,
+    WORKLOAD_CAP,
+    PrometheusMetrics,
+    pair_series_bound,
+    strategy_series_bound,
+)
 from payoff.telemetry.server import MetricsServer
 from payoff.telemetry.tracing import Tracing
 from tests import tasks
@@ -118,13 +124,61 @@ def test_a_call_whose_pool_fails_after_planning_is_counted_where_its_items_ran(
     assert total(values, "payoff_pool_starts_total", strategy="processes", outcome="failure") == 1
 
 
-def test_label_sets_exist_before_the_first_call(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+def payoff_series(text: str) -> list[str]:
+    """Sample lines of payoff metrics in an exposition (every line is one series)."""
+    return [line for line in text.splitlines() if line.startswith("payoff_")]
+
+
+def test_nothing_is_exposed_before_the_first_call(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
     _, server = endpoint
+    assert payoff_series(scrape(server)) == []
+    assert payoff_series(scrape(server, openmetrics=True)) == []
+
+
+def test_a_pair_gets_all_its_series_at_its_first_call_and_no_other_strategy_any(
+        endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    """The Celery lesson, bounded: zero series exist for what a workload ran, nothing for what it did not."""
+    observer, server = endpoint
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), observers=[observer]) as ex:
+        ex.map(tasks.spin, range(100), workload="first")
     values = samples(scrape(server))
-    assert ("payoff_fallbacks_total", (("reason", "nested"), ("workload", "default"))) in values
-    assert ("payoff_map_calls_total", (("mode", "parallel"), ("strategy", "processes"),
-                                       ("workload", "default"))) in values
-    assert ("payoff_pool_starts_total", (("outcome", "failure"), ("strategy", "joblib"))) in values
+    assert ("payoff_task_errors_total", (("strategy", "threads"), ("workload", "first"))) in values
+    assert total(values, "payoff_task_errors_total", strategy="threads", workload="first") == 0
+    assert ("payoff_pool_starts_total", (("outcome", "failure"), ("strategy", "threads"))) in values
+    assert {dict(lab).get("strategy") for (_, lab) in values} - {None} == {"threads"}
+    assert not [key for key in values if key[0] == "payoff_fallbacks_total"]
+
+
+def test_declare_creates_a_pairs_series_before_its_first_call(
+        endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    observer, server = endpoint
+    observer.declare("nightly")
+    assert payoff_series(scrape(server)) == []  # a name alone is only reserved under the cap
+    observer.declare("nightly", strategies=["processes"])
+    values = samples(scrape(server))
+    assert values[("payoff_map_calls_total", (("mode", "parallel"), ("strategy", "processes"),
+                                              ("workload", "nightly")))] == 0
+    assert values[("payoff_queue_wait_seconds_count", (("strategy", "processes"), ("workload", "nightly")))] == 0
+    assert {dict(lab).get("strategy") for (_, lab) in values} - {None} == {"processes"}
+
+
+def test_three_workloads_on_one_strategy_stay_under_150_series(
+        endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    """Issue 14's acceptance line, over real HTTP, in both exposition formats: no zero series, no _created."""
+    observer, server = endpoint
+    with ParallelExecutor(ParallelConfig(strategy="processes", **FORCE), observers=[observer]) as ex:
+        for workload in ("alpha", "beta", "gamma"):
+            ex.map(tasks.spin, range(200), workload=workload)
+            ex.map(tasks.spin, range(200), workload=workload)
+    assert all(r.selected_strategy == "processes" and r.fallback_reason is None for r in ex.records)
+    for openmetrics in (False, True):
+        lines = payoff_series(scrape(server, openmetrics=openmetrics))
+        assert len(lines) < 150, len(lines)
+        assert not [line for line in lines if "_created" in line]
+        assert len(lines) <= 3 * pair_series_bound("processes") + strategy_series_bound("processes")
+    for workload in ("alpha", "beta", "gamma"):
+        mine = [line for line in payoff_series(scrape(server)) if f'workload="{workload}"' in line]
+        assert len(mine) <= pair_series_bound("processes")
 
 
 def test_promtool_accepts_the_exposition(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:

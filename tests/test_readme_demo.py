@@ -1,15 +1,25 @@
-"""The README's first command, run as a new user would: in a fresh clone, with nothing installed there."""
+"""The README's first command, run as a new user would: in a fresh clone, with nothing installed there.
+
+Also the demo's variants: numpy fits the model on the core install (the wheel in a fresh venv is
+tests/test_package.py), and a variant asked for without its extra is one line naming the install.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
 import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from payoff import demo
+from payoff.demo.workload import fit_logistic, make_problem
 from tests.conftest import require, require_tool
+from tests.test_package import checkout_only
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("instances/serial", "instances/processes", "instances/auto", "features/threads", "features/auto")
@@ -25,10 +35,12 @@ def readme_commands() -> list[str]:
 
 def test_readme_starts_with_the_demo_and_the_test_command() -> None:
     assert readme_commands() == ["bash scripts/demo.sh", "bash scripts/test.sh"]
+    checkout_only(".ci/run (what CI runs) is not in the sdist")
     assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1].endswith("bash scripts/test.sh")
 
 
 def test_demo_quick_from_a_fresh_clone(tmp_path: Path) -> None:
+    checkout_only("this test clones the git checkout")
     git = require_tool("git")
     require((ROOT / ".git").exists(), "a git checkout of payoff (the test clones it)")
     clone = tmp_path / "payoff"
@@ -49,3 +61,43 @@ def test_demo_quick_from_a_fresh_clone(tmp_path: Path) -> None:
         assert re.search(rf"^{re.escape(case)}\s+\w+ x\d+\s+\d+\.\d{{3}}", out, re.M), f"no row for {case}:\n{out}"
     assert "verdict (instances): auto chose" in out and "verdict (features): auto chose" in out, out
     assert (clone / ".venv" / "bin" / "payoff").exists()
+
+
+def test_numpy_fits_the_model_scikit_learn_fits() -> None:
+    require(importlib.util.find_spec("sklearn") is not None, "scikit-learn (the [demo] extra)")
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = make_classification(n_samples=1000, n_features=16, n_informative=8, random_state=0)
+    coef, intercept = fit_logistic(x, y.astype(float))
+    model = LogisticRegression(max_iter=1000, tol=1e-10).fit(x, y)
+    np.testing.assert_allclose(coef, model.coef_[0], atol=1e-4)
+    assert intercept == pytest.approx(float(model.intercept_[0]), abs=1e-4)
+
+
+def test_the_core_install_problem_is_the_same_workload() -> None:
+    numpy_problem = make_problem(50, 16, fit="numpy")
+    assert numpy_problem.fitted_with == "numpy"
+    assert numpy_problem.instances.shape == (50, 16) and numpy_problem.background.shape == (48, 16)
+    assert make_problem(50, 16, fit="numpy").coef.tolist() == numpy_problem.coef.tolist(), "not deterministic"
+    with pytest.raises(ValueError, match="fit must be"):
+        make_problem(5, 4, fit="torch")
+
+
+@pytest.mark.parametrize(("flag", "extra"), [("dask", "dask"), ("ce", "ce")])
+def test_a_variant_without_its_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                 flag: str, extra: str) -> None:
+    monkeypatch.setattr(demo, "has_extra", lambda name: name != extra)
+    args = argparse.Namespace(quick=True, loop=False, pause=0.0, dask=False, ce=False, metrics_port=0,
+                              metrics_addr="127.0.0.1")
+    setattr(args, flag, True)
+    assert demo.run_demo(args) == 2
+    captured = capsys.readouterr()
+    assert not captured.out
+    assert captured.err.count("\n") == 1 and captured.err.rstrip().endswith(f"pip install 'payoff[{extra}]'")
+
+
+def test_has_extra_looks_for_the_modules_without_importing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert demo.has_extra("demo") == (importlib.util.find_spec("sklearn") is not None)
+    monkeypatch.setitem(demo.EXTRAS, "nothing", (("no_such_package.sub",), "nothing"))
+    assert demo.has_extra("nothing") is False

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pause", type=float, default=5.0, help="seconds between rounds with --loop")
     demo.add_argument("--dask", action="store_true",
                       help="also run on dask (CE_PARALLEL address=..., or a LocalCluster; extra [dask])")
+    demo.add_argument("--ce", action="store_true",
+                      help="also explain with calibrated-explanations, alone and on payoff (extra [ce])")
     demo.add_argument("--metrics-port", type=int, default=None,
                       help="serve /metrics on this port (default 9464, or $PAYOFF_METRICS_PORT; 0 picks a free one)")
     demo.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
@@ -48,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     from payoff.report.cli import add_report_command
 
     add_report_command(sub)
+    from payoff.stack.cli import add_commands as add_stack_commands
+
+    add_stack_commands(sub)
     return parser
 
 

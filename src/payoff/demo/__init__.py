@@ -3,11 +3,19 @@
 It serves ``/metrics`` while it runs (and exports OTLP when ``OTEL_*`` says
 where), so the dashboards have something true to show, then prints one table
 that answers "did parallel mode pay off?".
+
+The core install is enough: numpy fits the model when scikit-learn is absent.
+The variants switch on with their extras: scikit-learn fits the model when
+``payoff[demo]`` is installed, ``--ce`` adds calibrated-explanations
+(``payoff[ce]``), ``--dask`` adds a dask cluster (``payoff[dask]``), and OTLP
+export needs ``payoff[otlp]``. A variant asked for without its extra gets one
+line naming the ``pip install`` to run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from payoff.config import ParallelConfig
-from payoff.demo.workload import Problem, explain_feature, explain_instance, install, make_problem
+from payoff.demo.workload import Problem, explain_feature, explain_instance, have_sklearn, install, make_problem
 from payoff.executor import ParallelExecutor
 from payoff.record import MapRecord
 from payoff.telemetry.warnings import ParallelFallbackWarning
@@ -41,21 +49,59 @@ class Sizes:
 
 QUICK = Sizes(instances=1500, features=16, feature_rows=20_000)
 FULL = Sizes(instances=6000, features=24, feature_rows=60_000)
+CE_QUICK, CE_FULL = 200, 1000
+"""Instances explained by calibrated-explanations with ``--ce``."""
+
+EXTRAS = {
+    "ce": (("calibrated_explanations", "sklearn"), "calibrated-explanations and scikit-learn"),
+    "dask": (("distributed",), "dask.distributed"),
+    "otlp": (("opentelemetry.exporter.otlp.proto.http",), "the OTLP exporter"),
+    "demo": (("sklearn",), "scikit-learn"),
+}
+"""Extra name -> (modules it provides, what to call them in a message)."""
+
+
+def has_extra(extra: str) -> bool:
+    """Whether the modules of ``payoff[extra]`` (one of :data:`EXTRAS`) are importable."""
+    for module in EXTRAS[extra][0]:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return False
+        except ModuleNotFoundError:  # a missing parent package
+            return False
+    return True
+
+
+def missing_extra(extra: str, what: str) -> str:
+    """The one line for a variant whose extra is not installed."""
+    return f"payoff demo: {what} needs {EXTRAS[extra][1]}: pip install 'payoff[{extra}]'"
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    for flag, extra in (("dask", "dask"), ("ce", "ce")):
+        if getattr(args, flag, False) and not has_extra(extra):
+            print(missing_extra(extra, f"--{flag}"), file=sys.stderr, flush=True)
+            return 2
     server = _serve(args.metrics_port, args.metrics_addr)
     otlp = _otlp_from_env()
     sizes = QUICK if args.quick else FULL
-    print(f"payoff demo: perturbation explanations of a logistic regression; {sizes.instances} instances x "
-          f"{sizes.features} features (instance axis), {sizes.features} features x {sizes.feature_rows} rows "
-          f"(feature axis)", flush=True)
+    fitted = "scikit-learn" if have_sklearn() else "numpy"
+    print(f"payoff demo: perturbation explanations of a logistic regression (fitted with {fitted}); "
+          f"{sizes.instances} instances x {sizes.features} features (instance axis), {sizes.features} features x "
+          f"{sizes.feature_rows} rows (feature axis)", flush=True)
+    if fitted == "numpy":
+        print("scikit-learn is not installed, so numpy fits the model (same workload): "
+              "pip install 'payoff[demo]' for the scikit-learn variant", flush=True)
     if server is not None:
         print(f"serving metrics at {server.url}", flush=True)
     try:
         while True:
             rows = run_round(sizes, progress=None, dask=args.dask)
             print_table(rows)
+            if getattr(args, "ce", False):
+                from payoff.demo.ce import print_ce, run_ce
+
+                print_ce(run_ce(CE_QUICK if args.quick else CE_FULL))
             if not args.loop:
                 return 0
             time.sleep(args.pause)
@@ -77,7 +123,8 @@ def run_round(sizes: Sizes, progress: bool | None = False,
     """
     from payoff.telemetry import metrics_observer
 
-    metrics_observer().declare("demo-instance", "demo-feature")
+    metrics_observer().declare("demo-instance", "demo-feature",
+                               strategies=("serial", "threads", "processes", "joblib"))
     instance_problem = make_problem(sizes.instances, sizes.features)
     feature_problem = make_problem(sizes.feature_rows, sizes.features, seed=1)
     report = on_row or _print_row
@@ -167,6 +214,10 @@ def _serve(port: int | None, addr: str) -> Any:
 
 def _otlp_from_env() -> Any:
     if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    if not has_extra("otlp"):
+        print(missing_extra("otlp", "OTEL_EXPORTER_OTLP_ENDPOINT (OTLP export)") + "; running without OTLP",
+              file=sys.stderr, flush=True)
         return None
     from payoff.telemetry.otlp import configure
 

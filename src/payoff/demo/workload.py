@@ -1,4 +1,8 @@
-"""The demo's explanation workload: perturbation importance of a scikit-learn model.
+"""The demo's explanation workload: perturbation importance of a logistic regression.
+
+The model is fitted with scikit-learn when it is installed (the ``[demo]``
+extra), and otherwise with numpy alone (Newton's method on the same
+L2-penalised loss), so the demo runs on the core install.
 
 Two axes, as in calibrated-explanations: per instance (each feature of one row
 replaced by background values, scored in pure Python: CPU-bound, holds the
@@ -9,6 +13,7 @@ lives in module globals installed once per worker by the initializer.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +29,30 @@ class Problem:
     intercept: float
     background: np.ndarray
     instances: np.ndarray
+    fitted_with: str = "scikit-learn"
 
     @property
     def n_features(self) -> int:
         return int(self.instances.shape[1])
 
 
-def make_problem(n_instances: int, n_features: int, seed: int = 0) -> Problem:
-    """A logistic regression on a synthetic classification task (scikit-learn, the [demo] extra)."""
+def have_sklearn() -> bool:
+    """Whether scikit-learn (the ``[demo]`` extra) is importable."""
+    return importlib.util.find_spec("sklearn") is not None
+
+
+def make_problem(n_instances: int, n_features: int, seed: int = 0, fit: str = "auto") -> Problem:
+    """A logistic regression on a synthetic classification task, trained on 1,000 rows.
+
+    ``fit``: ``"scikit-learn"`` (``make_classification`` and ``LogisticRegression``, the ``[demo]``
+    extra), ``"numpy"`` (core install only) or ``"auto"``: scikit-learn when it is installed.
+    """
+    if fit == "auto":
+        fit = "scikit-learn" if have_sklearn() else "numpy"
+    if fit == "numpy":
+        return _numpy_problem(n_instances, n_features, seed)
+    if fit != "scikit-learn":
+        raise ValueError(f"fit must be 'auto', 'scikit-learn' or 'numpy', not {fit!r}")
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
@@ -39,6 +60,35 @@ def make_problem(n_instances: int, n_features: int, seed: int = 0) -> Problem:
                                n_informative=max(2, n_features // 2), random_state=seed)
     model = LogisticRegression(max_iter=1000).fit(x[:1000], y[:1000])
     return Problem(model.coef_[0].copy(), float(model.intercept_[0]), x[:48].copy(), x[1000:].copy())
+
+
+def _numpy_problem(n_instances: int, n_features: int, seed: int) -> Problem:
+    """Gaussian features, half of them informative, labels from a noisy linear rule; fitted with numpy."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1000 + n_instances, n_features))
+    truth = np.zeros(n_features)
+    informative = max(2, n_features // 2)
+    truth[:informative] = rng.normal(0.0, 1.5, informative)
+    y = (x @ truth + rng.normal(0.0, 1.0, x.shape[0]) > 0).astype(float)
+    coef, intercept = fit_logistic(x[:1000], y[:1000])
+    return Problem(coef, intercept, x[:48].copy(), x[1000:].copy(), fitted_with="numpy")
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0, steps: int = 100) -> tuple[np.ndarray, float]:
+    """L2-penalised logistic regression (scikit-learn's default loss, ``C=c``) by Newton's method."""
+    design = np.hstack([x, np.ones((x.shape[0], 1))])
+    penalty = np.eye(design.shape[1]) / c
+    penalty[-1, -1] = 0.0  # the intercept is not penalised
+    beta = np.zeros(design.shape[1])
+    for _ in range(steps):
+        p = _sigmoid(design @ beta)
+        gradient = design.T @ (p - y) + penalty @ beta
+        hessian = (design * (p * (1.0 - p))[:, None]).T @ design + penalty
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if float(np.max(np.abs(step))) < 1e-10:
+            break
+    return beta[:-1].copy(), float(beta[-1])
 
 
 def install(problem: Problem) -> None:

