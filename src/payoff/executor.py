@@ -127,10 +127,13 @@ class ParallelExecutor:
         ``TimeoutError`` and stops the call's worker processes.
         """
         fn, items = _spread(fn, iterables)
-        out: list[Any] = []
+        out: list[Any] | None = None
         for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout):
-            out.extend(block)
-        return out
+            if out is None:
+                out = block  # the first chunk's own fresh list: a serial call returns it without a copy
+            else:
+                out.extend(block)
+        return [] if out is None else out
 
     def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], **options: Any) -> list[Any]:
         """``[fn(*args) for args in iterable]``; takes :meth:`map`'s keyword options."""

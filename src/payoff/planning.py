@@ -47,7 +47,8 @@ WAITING_CPU_RATIO = 0.4
 GIL_BOUND_CORES = 0.8
 """Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
 VERDICT_RETRY = 8
-"""Every this many calls held serial by a verdict, one runs in parallel again to re-measure it."""
+"""After this many calls held serial by a verdict, one runs in parallel again to re-measure it; the wait
+doubles each time the loss is confirmed (at most 128x), so a function that never gains pays for few probes."""
 VERDICT_REACH = 4
 """A call up to this many times the size of one that measured no gain is planned serial without trying."""
 AMORTIZE_CALLS = 100
@@ -129,6 +130,8 @@ class Facts:
     """Per strategy: the speedup an auto-planned parallel call measured, and how many items it had."""
     held: int = 0
     """Calls kept serial by a verdict since it was last measured."""
+    retries: int = 0
+    """Re-measurements that found no gain again: the wait before the next one doubles with each."""
 
 
 def fn_key(fn: Callable[..., Any]) -> Hashable | None:
@@ -201,9 +204,10 @@ class Knowledge:
             if facts is None:
                 return False
             facts.held += 1
-            if facts.held < VERDICT_RETRY:
+            if facts.held < VERDICT_RETRY << min(facts.retries, 7):
                 return True
             facts.held = 0
+            facts.retries += 1  # each confirmation of the loss doubles the wait before the next try
             facts.verdicts.pop(strategy, None)
             return False
 
@@ -214,6 +218,8 @@ class Knowledge:
             facts = self._facts.get(key) if key is not None else None
             if facts is not None:
                 facts.verdicts[strategy] = (speedup, n_items)
+                if speedup >= 1.0:
+                    facts.retries = 0
 
     def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
         """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""
@@ -379,13 +385,8 @@ class Planner:
             self.knowledge.observe_threads(fn, record.speedup)
         elif record.requested_strategy == "auto":
             self.knowledge.observe_verdict(fn, record.selected_strategy, _warm_speedup(record), record.n_items)
-        pool_chunks = [c for c in record.chunks if c.where == "pool"]
-        if pool_chunks and not record.pool_started:  # a new pool's first chunks wait for workers to warm up
-            # Per-call overhead is the latency of getting work into the pool (and, symmetrically, back
-            # out): submit to the first start. Idle gaps and imbalance inside a big map grow with the map,
-            # not the call, and learning them would keep every later small call serial (never re-measured).
-            first_submit = min(c.submit_ns for c in pool_chunks)
-            latency = max(0, min(c.start_ns for c in pool_chunks) - first_submit) / 1e9
+        latency = _dispatch_latency(record)
+        if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
 
 
@@ -398,6 +399,26 @@ KNOWLEDGE = PLANNER.knowledge
 def plan(call: Call) -> Plan:
     """Decide how to run ``call`` with the process's planner."""
     return PLANNER.plan(call)
+
+
+LIGHT_CHUNK_BYTES = 64 * 1024
+"""Only a first chunk this light measures dispatch: a heavy one measures moving its payload (costed per byte)."""
+
+
+def _dispatch_latency(record: MapRecord) -> float | None:
+    """Seconds from the first submit to the first chunk starting: the per-call cost of reaching the pool.
+
+    Idle gaps and imbalance inside a big map grow with the map, not the call,
+    and a new pool's first chunks wait for its workers to warm up; learning
+    either would keep every later small call serial (and so never re-measured).
+    """
+    pool_chunks = [c for c in record.chunks if c.where == "pool"]
+    if not pool_chunks or record.pool_started:
+        return None
+    first = min(pool_chunks, key=lambda c: c.submit_ns)
+    if first.bytes_sent > LIGHT_CHUNK_BYTES:
+        return None
+    return max(0, min(c.start_ns for c in pool_chunks) - first.submit_ns) / 1e9
 
 
 def _warm_speedup(record: MapRecord) -> float:

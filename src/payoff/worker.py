@@ -19,6 +19,7 @@ import traceback
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from payoff.errors import RemoteError, RemoteTraceback
@@ -156,14 +157,15 @@ def _run_blocks(
     clock = time.perf_counter_ns
     append, extend = results.append, results.extend
     n = len(items)
+    source = iter(items)  # one pass: slicing a list per block would copy every item reference
     lo, block = 0, 1
     last = clock()
     while lo < n:
         hi = min(n, lo + block)
-        if block == 1:
-            append(fn(items[lo]))
+        if hi - lo == 1:
+            append(fn(next(source)))
         else:  # map runs the calls in C; on an error the items before it are already in results
-            extend(map(fn, items[lo:hi]))
+            extend(map(fn, islice(source, hi - lo)))
         now = clock()
         took = now - last
         durations.append(took)
