@@ -339,12 +339,7 @@ class FailsInWorkers(RandomForestClassifier if ce is not None else object):  # t
 
 
 def test_ce_silently_rerunning_serially_after_a_failure_is_warned() -> None:
-    x_train, y_train, x_cal, y_cal, x_test = _data("classification")
-    model = FailsInWorkers(n_estimators=20, random_state=0, n_jobs=1)
-    model.parent_pid = os.getpid()
-    wrapper = ce.WrapCalibratedExplainer(model)
-    wrapper.fit(x_train, y_train)
-    wrapper.calibrate(x_cal, y_cal)
+    wrapper, x_test = _failing_wrapper()
     expected = wrapper.explain_factual(x_test)
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
     try:

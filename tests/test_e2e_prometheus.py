@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -24,7 +22,7 @@ import pytest
 
 from payoff.demo import Row, Sizes, run_round
 from payoff.telemetry import metrics_observer, serve_metrics
-from tests.conftest import require
+from tests.prometheus import query, running_prometheus, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "dashboards"))
@@ -44,73 +42,29 @@ class Stack:
     started: float
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def query(api: str, expr: str, at: float | None = None) -> list[dict[str, Any]]:
-    params = {"query": expr}
-    if at is not None:
-        params["time"] = f"{at:.3f}"
-    url = f"{api}/api/v1/query?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        body = json.loads(resp.read())
-    assert body["status"] == "success", (expr, body)
-    return list(body["data"]["result"])
-
-
-def _wait(predicate: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (OSError, AssertionError, KeyError, IndexError):
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary = shutil.which("prometheus")
-    require(binary is not None, "prometheus (Debian package prometheus)")
-    assert binary is not None
     work = tmp_path_factory.mktemp("prometheus")
     server = serve_metrics(0)
     # Series exist only for what ran; declaring the demo's pairs creates them at zero before the first
     # scrape, so rate() also counts each pair's first call (the round runs most pairs once).
     metrics_observer().declare("demo-instance", "demo-feature", strategies=DEMO_STRATEGIES)
-    port = _free_port()
     shutil.copy(ROOT / "deploy" / "alerts.yml", work / "alerts.yml")
-    (work / "prometheus.yml").write_text(
-        f"global:\n  scrape_interval: {SCRAPE}\n  evaluation_interval: {SCRAPE}\n"
-        "rule_files: [alerts.yml]\n"
-        f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{server.port}']\n")
-    proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    api = f"http://127.0.0.1:{port}"
+    config = (f"global:\n  scrape_interval: {SCRAPE}\n  evaluation_interval: {SCRAPE}\n"
+              "rule_files: [alerts.yml]\n"
+              f"scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n"
+              f"      - targets: ['127.0.0.1:{server.port}']\n")
     try:
-        _wait(lambda: urllib.request.urlopen(f"{api}/-/ready", timeout=2).status == 200, "prometheus ready")
-        _wait(lambda: query(api, 'payoff_map_calls_total{workload="demo-instance"}'), "first scrape")
-        started = time.time()
-        rows = run_round(SIZES, progress=False, on_row=lambda row: None)
-        calls = sum(1 for _ in rows)
-        _wait(lambda: float(query(api, 'sum(payoff_map_calls_total{workload=~"demo-.*"})')[0]["value"][1])
-              >= calls, "the last scrape of the round")
-        time.sleep(2.5)  # a few more scrapes so every rate() window has samples after the last call
-        yield Stack(api, rows, started)
+        with running_prometheus(work, config) as api:
+            wait_until(lambda: query(api, 'payoff_map_calls_total{workload="demo-instance"}'), "first scrape")
+            started = time.time()
+            rows = run_round(SIZES, progress=False, on_row=lambda row: None)
+            calls = sum(1 for _ in rows)
+            wait_until(lambda: float(query(api, 'sum(payoff_map_calls_total{workload=~"demo-.*"})')[0]["value"][1])
+                       >= calls, "the last scrape of the round")
+            time.sleep(2.5)  # a few more scrapes so every rate() window has samples after the last call
+            yield Stack(api, rows, started)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         server.stop()
 
 

@@ -17,16 +17,13 @@ import ipaddress
 import json
 import logging
 import shutil
-import socket
 import ssl
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +35,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from payoff.telemetry import server as srv
 from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
-from tests.conftest import require, require_tool
+from tests.conftest import require
+from tests.prometheus import query, running_prometheus, targets, wait_until
 
 USER, PASSWORD = "prom", "s3cret-pass"
 ENV_VARS = ("PAYOFF_METRICS_PORT", "PAYOFF_METRICS_ADDR", "PAYOFF_METRICS_WEB_CONFIG",
@@ -487,36 +485,6 @@ def test_stop_closes_the_socket(registry: CollectorRegistry) -> None:
 # ---------------------------------------------------------------- a real Prometheus over TLS with basic auth
 
 
-def _query(api: str, expr: str) -> list[dict[str, Any]]:
-    url = f"{api}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return list(json.loads(resp.read())["data"]["result"])
-
-
-def _targets(api: str) -> dict[str, dict[str, Any]]:
-    with urllib.request.urlopen(f"{api}/api/v1/targets", timeout=10) as resp:
-        active = json.loads(resp.read())["data"]["activeTargets"]
-    return {t["labels"]["job"]: t for t in active}
-
-
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (OSError, KeyError, IndexError, ValueError):
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _scrape_job(name: str, port: int, pki: Pki, password: str) -> str:
     return (f"  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {pki.cert}\n"
             f"    basic_auth:\n      username: {USER}\n      password: {password}\n"
@@ -526,28 +494,13 @@ def _scrape_job(name: str, port: int, pki: Pki, password: str) -> str:
 def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path, pki: Pki, users: dict[str, str],
                                                             registry: CollectorRegistry,
                                                             running: list[MetricsServer]) -> None:
-    binary = require_tool("prometheus")
     server = serve_metrics(0, registry=registry, certfile=pki.cert, keyfile=pki.key, basic_auth_users=users)
     running.append(server)
-    (tmp_path / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
-        + _scrape_job("right", server.port, pki, PASSWORD) + _scrape_job("wrong", server.port, pki, "guess"))
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait(lambda: urllib.request.urlopen(f"{api}/-/ready", timeout=2).status == 200, "prometheus ready")
-        _wait(lambda: bool(_query(api, 'payoff_probe_total{job="right"}')), "a scrape over TLS with basic auth")
-        assert float(_query(api, 'payoff_probe_total{job="right"}')[0]["value"][1]) == 3.0
-        _wait(lambda: "401" in _targets(api)["wrong"]["lastError"], "the wrong password to be refused")
-        assert _targets(api)["wrong"]["health"] == "down"
-        assert not _query(api, 'payoff_probe_total{job="wrong"}')
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    config = ("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+              + _scrape_job("right", server.port, pki, PASSWORD) + _scrape_job("wrong", server.port, pki, "guess"))
+    with running_prometheus(tmp_path, config) as api:
+        wait_until(lambda: bool(query(api, 'payoff_probe_total{job="right"}')), "a scrape over TLS with basic auth")
+        assert float(query(api, 'payoff_probe_total{job="right"}')[0]["value"][1]) == 3.0
+        wait_until(lambda: "401" in targets(api)["wrong"]["lastError"], "the wrong password to be refused")
+        assert targets(api)["wrong"]["health"] == "down"
+        assert not query(api, 'payoff_probe_total{job="wrong"}')
