@@ -315,7 +315,7 @@ class MapRun:
             try:
                 self._collect(pool, future, task)
             except BrokenExecutor as exc:
-                self._lost(task)
+                self.lost.append(task)
                 broken = exc
         if broken is not None:
             raise broken
@@ -339,26 +339,26 @@ class MapRun:
         if not self.ordered:
             yield from self._done_blocks()
             return
-        while (parts := self.parts.get(self.next_yield)) is not None:
-            if sum(p.n_done for p in parts) < self.sizes[self.next_yield]:
-                return
-            del self.parts[self.next_yield]
+        while self.next_yield in self.parts and self._complete(self.next_yield):
             self.next_yield += 1
-            if len(parts) == 1:
-                yield parts[0].results
-            else:
-                yield [r for p in sorted(parts, key=lambda p: p.first) for r in p.results]
+            yield self._take_block(self.next_yield - 1)
 
     def _done_blocks(self) -> Iterator[list[Any]]:
         """Every chunk that is complete, whatever its place: ``imap_unordered``."""
-        for index in [i for i, parts in self.parts.items() if sum(p.n_done for p in parts) >= self.sizes[i]]:
-            parts = sorted(self.parts.pop(index), key=lambda p: p.first)
-            yield [r for p in parts for r in p.results]
+        for index in [i for i in self.parts if self._complete(i)]:
+            yield self._take_block(index)
+
+    def _complete(self, index: int) -> bool:
+        """All of the chunk's items are back (a chunk split to isolate a crash comes back in parts)."""
+        return sum(p.n_done for p in self.parts[index]) >= self.sizes[index]
+
+    def _take_block(self, index: int) -> list[Any]:
+        parts = self.parts.pop(index)
+        if len(parts) == 1:
+            return parts[0].results
+        return [r for p in sorted(parts, key=lambda p: p.first) for r in p.results]
 
     # -- failures -----------------------------------------------------------------
-
-    def _lost(self, task: ChunkTask) -> None:
-        self.lost.append(task)
 
     def _after_break(self, pool: Strategy, exc: BrokenExecutor) -> None:
         """Recover from a broken pool: finished chunks kept, lost ones to fresh workers or isolation."""
@@ -407,9 +407,7 @@ class MapRun:
             raise self._crash_error(lost[0], pool.exit_codes(), why, exc)
         self._note_retry(f"the {pool.name} pool broke ({exc}); lost chunks were rerun in fresh workers")
         try:
-            assert self.lease is not None
-            self.ex._pools.release(self.lease)
-            self.lease = self._lease(pool.name, pool.workers)
+            self._fresh_lease(pool)
         except Exception as start_error:
             raise self._crash_error(lost[0], [], f"no fresh {pool.name} pool could start ({start_error!r})",
                                     exc) from start_error
@@ -422,9 +420,13 @@ class MapRun:
             self.lease = Lease(SerialStrategy(1))
             return
         self._note_retry(f"the {pool.name} pool broke ({exc}); chunks it never started went to a fresh pool")
+        self._fresh_lease(pool)
+
+    def _fresh_lease(self, broken: Strategy) -> None:
+        """Give back the lease on the broken pool and take one on a new pool of the same kind."""
         assert self.lease is not None
         self.ex._pools.release(self.lease)
-        self.lease = self._lease(pool.name, pool.workers)
+        self.lease = self._lease(broken.name, broken.workers)
 
     def _note_retry(self, detail: str) -> None:
         self.rec.recover(Reason.MAP_FAILURE_RETRY, detail)
