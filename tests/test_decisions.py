@@ -6,13 +6,16 @@ measured about a function, then asks for a plan.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 
 from payoff import ParallelConfig, Reason
 from payoff.planning import Call, Facts, Planner
+from payoff.worker import _local
 from tests import tasks
 
 
@@ -29,10 +32,39 @@ class Row:
     warm: frozenset[str] = frozenset()
     releases_gil: bool | None = None
     expect_workers: int | None = None
+    item_bytes: int = 0
+    """Items are float64 arrays of this many bytes instead of ints (payload rules)."""
+    pickle_error: str = ""
+    cloudpickle_ok: bool | None = None
+    threads_speedup: float | None = None
+    granularity: str | None = None
+    chunksize: int | None = None
+    nested: bool = False
+    """Plan as if called from inside a payoff worker."""
+    expect_chunk: tuple[int, int] | None = None
+    """(chunk_size, min_chunk) of the plan: the guided schedule's first chunks and its tail floor."""
+    detail_says: str = ""
 
+
+class ForeignPool:
+    """A user's executor object: anything with submit and shutdown is used as given."""
+
+    max_workers = 3
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        raise AssertionError("planning never submits")
+
+    def shutdown(self, wait: bool = True) -> None:
+        return None
+
+
+NOT_PICKLABLE = "cannot pickle for worker processes: PicklingError: a local function"
+TWO = {"max_workers": 2}
 
 ROWS = [
-    Row("cpu-bound work goes to processes", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND, expect_workers=2),
+    # -- auto: what the work is --
+    Row("cpu-bound work goes to processes", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND, expect_workers=2,
+        expect_chunk=(125, 3)),
     Row("trivial items stay serial", 5e-8, 1000, "serial", Reason.TINY_WORKLOAD),
     Row("waiting work gets more threads than cores", 5e-3, 400, "threads", Reason.AUTO_WAITING,
         config={}, cpu_ratio=0.05, expect_workers=32),
@@ -42,14 +74,22 @@ ROWS = [
         config={"max_workers": 3}, cpu_ratio=0.05, expect_workers=3),
     Row("a few waiting items get a thread each, no more", 5e-3, 6, "threads", Reason.AUTO_WAITING,
         config={}, cpu_ratio=0.05, expect_workers=6),
-    Row("a named joblib runs 1.5 s of work on joblib, cold", 3.75e-3, 400, "joblib", Reason.EXPLICIT_STRATEGY,
-        config={"strategy": "joblib", "max_workers": 2}),
-    Row("a named dask runs seconds of work on dask", 5e-3, 500, "dask", Reason.EXPLICIT_STRATEGY,
-        config={"strategy": "dask", "max_workers": 2}),
-    Row("a named backend still skips truly tiny work", 1e-6, 10, "serial", Reason.TINY_WORKLOAD,
-        config={"strategy": "processes", "max_workers": 2}),
+    Row("a GIL-releasing hint gets threads", 1e-3, 1000, "threads", Reason.AUTO_RELEASES_GIL, releases_gil=True),
+    Row("items too large for processes share memory on threads", 1e-3, 400, "threads", Reason.AUTO_SHARED_MEMORY,
+        config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024),
+    Row("large items whose threads run measured no gain stay serial", 1e-3, 400, "serial",
+        Reason.PAYLOAD_TOO_LARGE, config={"max_workers": 2, "task_size_hint_bytes": 1024},
+        item_bytes=32 * 1024, threads_speedup=0.9, detail_says="threads measured 0.90x"),
+    Row("large items whose threads run gained keep threads", 1e-3, 400, "threads", Reason.AUTO_SHARED_MEMORY,
+        config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024, threads_speedup=1.6),
+    Row("a function only cloudpickle can send runs on joblib", 1e-3, 4000, "joblib",
+        Reason.AUTO_NEEDS_CLOUDPICKLE, pickle_error=NOT_PICKLABLE, cloudpickle_ok=True),
+    Row("a function nothing can send stays serial", 1e-3, 1000, "serial", Reason.UNPICKLABLE,
+        pickle_error=NOT_PICKLABLE, cloudpickle_ok=False, detail_says="cloudpickle cannot send it either"),
+    Row("nothing to do", 1e-3, 0, "serial", Reason.EMPTY_INPUT),
+    # -- auto: what earlier calls measured --
     Row("a measured loss is believed at a similar size", 1e-3, 200, "serial", Reason.NO_MEASURED_GAIN,
-        verdicts={"processes": (0.5, 1000)}),
+        verdicts={"processes": (0.5, 1000)}, detail_says="measured 0.50x"),
     Row("a measured loss does not bind a much larger call", 1e-3, 5000, "processes", Reason.AUTO_CPU_BOUND,
         verdicts={"processes": (0.5, 1000)}),
     Row("a measured gain keeps the backend", 1e-3, 200, "processes", Reason.AUTO_CPU_BOUND,
@@ -57,30 +97,99 @@ ROWS = [
     Row("work a warm pool would win but a cold start would not", 2e-4, 100, "serial", Reason.POOL_START_COST),
     Row("the same work on a warm pool", 2e-4, 100, "processes", Reason.AUTO_CPU_BOUND,
         warm=frozenset({"processes"})),
-    Row("a GIL-releasing hint gets threads", 1e-3, 1000, "threads", Reason.AUTO_RELEASES_GIL, releases_gil=True),
-    Row("nothing to do", 1e-3, 0, "serial", Reason.EMPTY_INPUT),
+    # -- named backends --
+    Row("a named joblib runs 1.5 s of work on joblib, cold", 3.75e-3, 400, "joblib", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "joblib", "max_workers": 2}),
+    Row("a named processes backend runs 20 ms of work, cold", 2e-4, 100, "processes", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "processes", "max_workers": 2}),
+    Row("a named threads backend runs CPU-bound work as asked", 1e-3, 1000, "threads", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "threads", "max_workers": 2}),
+    Row("a named dask runs seconds of work on dask", 5e-3, 500, "dask", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "dask", "max_workers": 2}),
+    Row("a named backend still skips truly tiny work", 1e-6, 10, "serial", Reason.TINY_WORKLOAD,
+        config={"strategy": "processes", "max_workers": 2}),
+    Row("a named processes backend cannot send a closure; joblib could", 1e-3, 1000, "serial", Reason.UNPICKLABLE,
+        config={"strategy": "processes", "max_workers": 2}, pickle_error=NOT_PICKLABLE, cloudpickle_ok=True,
+        detail_says="strategy='joblib'"),
+    Row("a named processes backend with items above the size hint", 1e-3, 400, "serial", Reason.PAYLOAD_TOO_LARGE,
+        config={"strategy": "processes", "max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024),
+    Row("a strategy object is used as given", 1e-3, 1000, "custom", Reason.EXPLICIT_OBJECT,
+        config={"strategy": ForeignPool(), "max_workers": 2}),
+    # -- the seed's thresholds and fixed chunking --
+    Row("min_batch_size keeps a small call serial", 1e-2, 100, "serial", Reason.TINY_WORKLOAD,
+        config={"max_workers": 2, "min_batch_size": 500}, detail_says="below the minimum of 500"),
+    Row("tiny_workload_threshold is seconds of estimated work", 1e-3, 400, "serial", Reason.TINY_WORKLOAD,
+        config={"max_workers": 2, "tiny_workload_threshold": 0.5}, detail_says="tiny_workload_threshold=0.5"),
+    Row("tiny_workload_threshold=0 and min_batch_size=1 force parallel", 5e-8, 1000, "processes",
+        Reason.AUTO_CPU_BOUND, config={"max_workers": 2, "tiny_workload_threshold": 0, "min_batch_size": 1}),
+    Row("a fixed chunksize is every chunk's size", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
+        chunksize=7, expect_chunk=(7, 7)),
+    Row("instance granularity takes instance_chunk_size", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
+        config={"max_workers": 2, "instance_chunk_size": 50}, granularity="instance", expect_chunk=(50, 50)),
+    # -- when parallel is not allowed at all --
+    Row("parallelism switched off", 1e-3, 1000, "serial", Reason.DISABLED, config={"enabled": False}),
+    Row("a call on an axis the config does not allow", 1e-3, 1000, "serial", Reason.GRANULARITY_MISMATCH,
+        config={"max_workers": 2, "granularity": "instance"}, granularity="feature"),
+    Row("one worker is no parallelism", 1e-3, 1000, "serial", Reason.SINGLE_WORKER, config={"max_workers": 1}),
+    Row("a map inside a worker runs serially", 1e-3, 1000, "serial", Reason.NESTED, nested=True),
 ]
 
+RUNTIME_ONLY = {Reason.INIT_FAILURE: "tests/test_executor.py, tests/test_dask.py (a pool that cannot start)",
+                Reason.MAP_FAILURE_RETRY: "tests/reliability/test_crashes.py (a pool that broke mid-call)",
+                Reason.EXECUTOR_UNUSED: "tests/test_ce_integration.py (CE's own serial path)"}
+"""Reason codes no plan can give: they are what happened after planning, tested where it happens."""
 
-def plan(row: Row) -> Any:
-    planner = Planner()
-    planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, 40, "", None,
-                                                verdicts=dict(row.verdicts)))
+
+def _items(row: Row) -> list[Any]:
+    if row.item_bytes:
+        return [np.full(row.item_bytes // 8, float(i)) for i in range(row.n_items)]
+    return list(range(row.n_items))
+
+
+def plan(row: Row, planner: Planner | None = None) -> Any:
+    """Plan ``row`` with a fresh planner taught its facts, or with ``planner`` as earlier plans left it."""
+    if planner is None:
+        planner = Planner()
+        teach(planner, row)
     config = ParallelConfig(**row.config)
-    return planner.plan(Call(tasks.square, list(range(row.n_items)), config, config.strategy_name, None, None,
-                             row.releases_gil, row.warm, 0))
+    call = Call(tasks.square, _items(row), config, config.strategy_name, row.chunksize, row.granularity,
+                row.releases_gil, row.warm, 0)
+    if not row.nested:
+        return planner.plan(call)
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        return planner.plan(call)
+    finally:
+        _local.depth -= 1
+
+
+def teach(planner: Planner, row: Row) -> None:
+    planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, 40, row.pickle_error,
+                                                row.cloudpickle_ok, threads_speedup=row.threads_speedup,
+                                                verdicts=dict(row.verdicts)))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
 def test_decision_table(row: Row) -> None:
     got = plan(row)
-    assert got.strategy == row.expect_strategy
+    assert got.strategy == row.expect_strategy, got.detail
     assert (got.fallback or got.decision) is row.expect_reason, got.detail
     if row.expect_workers is not None:
         assert got.workers == row.expect_workers
+    if row.expect_chunk is not None:
+        assert (got.chunk_size, got.min_chunk) == row.expect_chunk
+    if got.strategy == "serial" and row.n_items:
+        assert got.chunk_size == row.n_items, "a serial plan runs every item in one chunk"
+    assert row.detail_says in got.detail
     assert got.probe.outcome is None, "a taught function is never probed"
     if got.fallback is not None:
-        assert "tiny" not in got.detail, "a fallback detail never calls work tiny in words"
+        assert not re.search(r"\btiny\b", got.detail), "a fallback detail never calls work tiny in words"
+
+
+def test_the_table_covers_every_reason_a_plan_can_give() -> None:
+    covered = {row.expect_reason for row in ROWS}
+    assert len(ROWS) >= 25
+    assert set(Reason) - covered == set(RUNTIME_ONLY), "every plan-time reason code needs a row"
 
 
 def test_guided_plans_shrink_to_a_floor_worth_a_chunk() -> None:
@@ -96,3 +205,15 @@ def test_a_verdict_is_re_measured_every_few_calls() -> None:
     call = Call(tasks.square, list(range(200)), config, "auto", None, None, None, frozenset(), 0)
     strategies = [planner.plan(call).strategy for _ in range(8)]
     assert strategies[:7] == ["serial"] * 7 and strategies[7] == "processes"
+
+
+def test_a_threads_loss_is_re_measured_too() -> None:
+    """Threads that measured no gain on large items are tried again, not banned for the process's life."""
+    planner = Planner()
+    row = next(r for r in ROWS if r.name == "large items whose threads run measured no gain stay serial")
+    teach(planner, row)
+    strategies = [plan(row, planner).strategy for _ in range(8)]
+    assert strategies[:7] == ["serial"] * 7 and strategies[7] == "threads"
+    planner.knowledge.observe_threads(tasks.square, 0.9)  # the re-measurement confirms the loss
+    strategies = [plan(row, planner).strategy for _ in range(16)]
+    assert strategies[:15] == ["serial"] * 15 and strategies[15] == "threads", "a confirmed loss waits twice as long"

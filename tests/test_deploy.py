@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 from tests.conftest import require_tool
@@ -21,8 +22,9 @@ ALERTS_YML = DEPLOY / "alerts.yml"
 ALERTS_TEST_YML = DEPLOY / "alerts.test.yml"
 PROVISIONING = DEPLOY / "grafana" / "provisioning"
 STACK_DOC = ROOT / "docs" / "stack.md"
-RUNBOOK_BASE = "https://github.com/payoff-dev/payoff/blob/main/docs/stack.md#"
-"""Where every alert's runbook_url points: a heading of docs/stack.md, as the repository renders it."""
+HOMEPAGE = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Homepage"]
+RUNBOOK_BASE = f"{HOMEPAGE}/blob/main/docs/stack.md#"
+"""Where every alert's runbook_url points: a heading of docs/stack.md, as the project's home renders it."""
 
 EXPECTED_ALERTS = {
     "PayoffParallelNotPayingOff",

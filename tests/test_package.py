@@ -32,42 +32,10 @@ import pytest
 from payoff import __version__, stack
 from payoff.cli import main
 from payoff.stack._wheel import wheel_bytes
-from tests.conftest import require, require_tool
+from tests.conftest import ROOT, SDIST_HEAVY, checkout_only, require, require_tool
 
-ROOT = Path(__file__).resolve().parents[1]
 WHEEL = f"payoff-{__version__}-py3-none-any.whl"
 SDIST = f"payoff-{__version__}.tar.gz"
-SDIST_HEAVY = {
-    "test_ce_integration.py": "calibrated-explanations end to end (~90 s)",
-    "test_ce_codec.py": "calibrated-explanations results through the codec",
-    "test_dask.py": "local dask clusters",
-    "test_e2e_prometheus.py": "a real Prometheus scraping the demo",
-    "test_notebook.py": "a Jupyter kernel",
-    "reliability/test_liveness.py": "stress with many threads",
-    "reliability/test_crashes.py": "crashing child interpreters",
-    "reliability/test_timeouts.py": "killed workers and parents",
-    "reliability/test_config_limits.py": "a 5,000-example fuzz",
-}
-"""Test files the unpacked sdist collects but does not run here: minutes of end-to-end work, run in the checkout."""
-SDIST_TESTS = ["-m", "not slow", *(f"--ignore=tests/{name}" for name in SDIST_HEAVY)]
-"""What the unpacked sdist runs: every test not marked slow, but for :data:`SDIST_HEAVY`."""
-
-
-def outside_checkout() -> bool:
-    """True in an unpacked sdist (PKG-INFO at the root, no .git); a checkout never has PKG-INFO there."""
-    return (ROOT / "PKG-INFO").is_file() and not (ROOT / ".git").exists()
-
-
-def checkout_only(what: str) -> None:
-    """Skip, saying why, when the tests run from an unpacked sdist; never inside a checkout.
-
-    Detection is positive (the sdist's PKG-INFO), so a checkout in CI=true cannot skip through it:
-    there a missing component still goes through ``require`` and fails.
-    """
-    if outside_checkout():
-        pytest.skip(f"outside a checkout (unpacked sdist): {what}")
-
-
 def _sync_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("sync_stack", ROOT / "scripts" / "sync_stack.py")
     assert spec is not None and spec.loader is not None
@@ -325,6 +293,9 @@ def test_wheel_and_sdist_contents(dists: Path) -> None:
     assert not any(n.startswith("tests/") for n in names)
     assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
     assert "Classifier: Programming Language :: Python :: 3.11" in metadata
+    urls = dict(re.findall(r"^Project-URL: ([^,]+), (\S+)$", metadata, re.M))
+    assert {"Homepage", "Documentation", "Issues"} <= set(urls), metadata[:2000]
+    assert all(url.startswith(urls["Homepage"]) for url in urls.values()), "one home for every project URL"
     assert not re.search(r"^License:", metadata, re.M), "the deprecated License field is back"
     assert not re.search(r"^Classifier: License ::", metadata, re.M), "PEP 639: no license classifiers"
     with tarfile.open(dists / SDIST) as tf:
@@ -430,7 +401,8 @@ def test_user_script_with_the_concurrent_futures_api(user: tuple[Path, dict[str,
 def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
     """The sdist's own tests, from the sdist unpacked elsewhere, on its own ``src`` (this venv's tools).
 
-    Every test collects; the fast ones run (:data:`SDIST_TESTS`: not ``slow``, not :data:`SDIST_HEAVY`).
+    Every test collects and every test not marked ``slow`` runs; the end-to-end files of
+    :data:`~tests.conftest.SDIST_HEAVY` skip there, each saying why.
     """
     with tarfile.open(dists / SDIST) as tf:
         tf.extractall(tmp_path, filter="data")
@@ -444,8 +416,10 @@ def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
                      env=env, cwd=unpacked, check=False)
     assert collected.returncode == 0 and re.search(r"^\d+ tests collected", collected.stdout, re.M), \
         f"the sdist's tests do not all collect:\n{collected.stdout[-3000:]}\n{collected.stderr[-2000:]}"
-    done = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SDIST_TESTS], timeout=900,
+    done = _run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "not slow"], timeout=900,
                 env=env, cwd=unpacked, check=False)
     tail = "\n".join(done.stdout.splitlines()[-40:])
     assert done.returncode == 0, f"the sdist's tests failed:\n{tail}\n{done.stderr[-2000:]}"
     assert re.search(r"\d+ passed", tail) and " failed" not in tail and " error" not in tail, tail
+    for name, why in SDIST_HEAVY.items():  # skipped, and saying why: never silently left out
+        assert f"outside a checkout (unpacked sdist): {why}" in done.stdout, f"{name} did not skip with its reason"

@@ -18,8 +18,7 @@ import pytest
 
 from payoff import demo
 from payoff.demo.workload import fit_logistic, make_problem
-from tests.conftest import require, require_tool
-from tests.test_package import checkout_only
+from tests.conftest import checkout_only, require, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("instances/serial", "instances/processes", "instances/auto", "features/threads", "features/auto")

@@ -209,6 +209,8 @@ class Knowledge:
             facts.held = 0
             facts.retries += 1  # each confirmation of the loss doubles the wait before the next try
             facts.verdicts.pop(strategy, None)
+            if strategy == "threads":
+                facts.threads_speedup = None
             return False
 
     def observe_verdict(self, fn: Callable[..., Any], strategy: str, speedup: float, n_items: int) -> None:
@@ -228,6 +230,8 @@ class Knowledge:
             facts = self._facts.get(key) if key is not None else None
             if facts is not None:
                 facts.threads_speedup = speedup
+                if speedup >= THREADS_KEEP_SPEEDUP:
+                    facts.retries = 0
 
     def forget(self) -> None:
         with self._lock:
@@ -241,8 +245,6 @@ class Knowledge:
         with self._lock:
             self._facts[key] = facts
 
-
-KNOWLEDGE = Knowledge()
 
 
 @dataclass
@@ -345,14 +347,14 @@ class Planner:
         remaining = len(call.items) - probe.n
         if call.requested == "custom":
             return self._chunked(call, "custom", workers, probe, remaining, decision)
-        strategy, decision, why = _choose(call, probe)
+        strategy, decision, why = self._choose(call, probe)
         if why is not None:
             return _serial(call, why[0], why[1], decision, probe)
         workers = _cluster_workers(call.config, workers) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
         fallback = _threshold_fallback(call, probe, remaining) or self._cost_fallback(
             call, strategy, workers, probe, remaining)
-        if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and _threads_may_pay(call, probe) \
+        if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and self._threads_may_pay(call, probe) \
                 and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
             return self._chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
         if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY:
@@ -362,6 +364,45 @@ class Planner:
         if fallback is not None:
             return _serial(call, fallback[0], fallback[1], decision, probe)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
+
+    def _choose(self, call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reason, str] | None]:
+        """Pick the backend; the third element is a reason to stay serial instead."""
+        requested = call.requested
+        if requested != "auto":
+            return requested, Reason.EXPLICIT_STRATEGY, _payload_problem(call, requested, probe)
+        if probe.seconds_per_item is not None and probe.cpu_ratio < WAITING_CPU_RATIO:
+            return "threads", Reason.AUTO_WAITING, None
+        if call.releases_gil:
+            return "threads", Reason.AUTO_RELEASES_GIL, None
+        problem = _payload_problem(call, "processes", probe)
+        if problem is None:
+            return "processes", Reason.AUTO_CPU_BOUND, None
+        if problem[0] is Reason.UNPICKLABLE:
+            if _cloudpickle_ok(call, probe):
+                return "joblib", Reason.AUTO_NEEDS_CLOUDPICKLE, _payload_problem(call, "joblib", probe)
+            problem = (problem[0], f"{problem[1]} (cloudpickle cannot send it either)")
+        elif problem[0] is Reason.PAYLOAD_TOO_LARGE:
+            if self._threads_may_pay(call, probe):
+                return "threads", Reason.AUTO_SHARED_MEMORY, None
+            problem = (problem[0], f"{problem[1]}; threads measured {probe.threads_speedup:.2f}x against serial")
+        return "processes", Reason.AUTO_CPU_BOUND, problem
+
+    def _threads_may_pay(self, call: Call, probe: Probe) -> bool:
+        """Under auto, threads for data processes cannot take, unless a run showed the GIL holds them back.
+
+        That verdict is re-measured like any other (every ``VERDICT_RETRY`` held
+        calls, the wait doubling while the loss is confirmed): a run on a busy
+        machine must not ban threads for the life of the process.
+        """
+        if call.requested != "auto":
+            return False
+        speedup = probe.threads_speedup
+        if speedup is None or speedup >= THREADS_KEEP_SPEEDUP:
+            return True
+        if self.knowledge.hold(call.fn, "threads"):
+            return False
+        probe.threads_speedup = None  # held long enough: this call measures threads again
+        return True
 
     def _chunked(self, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
                  decision: Reason) -> Plan:
@@ -472,12 +513,6 @@ def _verdict_fallback(strategy: str, probe: Probe, remaining: int) -> tuple[Reas
             f"measured {speedup:.2f}x against serial; this call has {remaining:,}")
 
 
-def _threads_may_pay(call: Call, probe: Probe) -> bool:
-    """Under auto, threads for data processes cannot take: unless a run showed the GIL holds them back."""
-    speedup = probe.threads_speedup
-    return call.requested == "auto" and (speedup is None or speedup >= THREADS_KEEP_SPEEDUP)
-
-
 def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
             probe: Probe | None = None) -> Plan:
     probe = probe or Probe()
@@ -556,25 +591,6 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     if (parallel - start) * PAYOFF_MARGIN < serial:  # a warm pool would have paid: only its start does not
         return Reason.POOL_START_COST, f"{summary}, {start * 1e3:,.2f} ms of it starting the pool"
     return Reason.TINY_WORKLOAD, summary
-
-
-def _choose(call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reason, str] | None]:
-    """Pick the backend; the third element is a reason to stay serial instead."""
-    requested = call.requested
-    if requested != "auto":
-        return requested, Reason.EXPLICIT_STRATEGY, _payload_problem(call, requested, probe)
-    if probe.seconds_per_item is not None and probe.cpu_ratio < WAITING_CPU_RATIO:
-        return "threads", Reason.AUTO_WAITING, None
-    if call.releases_gil:
-        return "threads", Reason.AUTO_RELEASES_GIL, None
-    problem = _payload_problem(call, "processes", probe)
-    if problem is None:
-        return "processes", Reason.AUTO_CPU_BOUND, None
-    if problem[0] is Reason.UNPICKLABLE and _cloudpickle_ok(call, probe):
-        return "joblib", Reason.AUTO_NEEDS_CLOUDPICKLE, _payload_problem(call, "joblib", probe)
-    if problem[0] is Reason.PAYLOAD_TOO_LARGE and _threads_may_pay(call, probe):
-        return "threads", Reason.AUTO_SHARED_MEMORY, None
-    return "processes", Reason.AUTO_CPU_BOUND, problem
 
 
 def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, str] | None:
