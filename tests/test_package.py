@@ -15,6 +15,7 @@ running its own fast tests.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ import pytest
 
 from payoff import __version__, stack
 from payoff.cli import main
-from payoff.stack._wheel import wheel_bytes
+from payoff.stack._wheel import installed_wheel, wheel_bytes
 from tests.conftest import ROOT, SDIST_HEAVY, checkout_only, require, require_tool
 
 WHEEL = f"payoff-{__version__}-py3-none-any.whl"
@@ -151,7 +152,7 @@ def test_repacked_wheel_is_deterministic_and_recorded() -> None:
     members = {"payoff/__init__.py": b"x = 1\n", "payoff-0.dist-info/WHEEL": b"Wheel-Version: 1.0\n"}
     data = wheel_bytes(members, "payoff-0.dist-info")
     assert data == wheel_bytes(dict(reversed(members.items())), "payoff-0.dist-info")
-    with zipfile.ZipFile(__import__("io").BytesIO(data)) as zf:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
         record = zf.read("payoff-0.dist-info/RECORD").decode().splitlines()
     assert names[-1] == "payoff-0.dist-info/RECORD" and names[0] == "payoff/__init__.py"
@@ -304,6 +305,19 @@ def test_wheel_and_sdist_contents(dists: Path) -> None:
             "tests/reliability/__init__.py", "scripts/sync_stack.py", "deploy/alerts.yml",
             "dashboards/json/payoff-overview.json", "docker-compose.yml", "Dockerfile"} <= members
     assert not any("__pycache__" in m or m.endswith(".pyc") for m in members)
+
+
+@pytest.mark.slow
+def test_the_checkouts_editable_install_repacks_as_the_built_wheel(dists: Path) -> None:
+    """``payoff stack`` from a checkout (an editable install) ships the same package the wheel build makes."""
+    checkout_only("the editable install is the checkout's")
+    name, data = installed_wheel()
+    assert name == WHEEL
+    with zipfile.ZipFile(dists / WHEEL) as built, zipfile.ZipFile(io.BytesIO(data)) as repacked:
+        assert sorted(built.namelist()) == sorted(repacked.namelist())
+        for member in built.namelist():
+            if member.startswith("payoff/") or member.endswith(("/LICENSE", "/entry_points.txt")):
+                assert built.read(member) == repacked.read(member), member
 
 
 @pytest.mark.slow

@@ -3,8 +3,9 @@
 A regular (non-editable) install keeps every file of its wheel: the package,
 and the ``.dist-info`` folder with METADATA, WHEEL and entry points. Zipped
 back with a fresh RECORD they make the wheel that was installed (pure Python,
-so it installs in the container as it did here). An editable install has no
-package files of its own to repack; then there is no wheel.
+so it installs in the container as it did here). An editable install (a
+checkout) keeps only the ``.dist-info``; its package files are the source tree
+it points at, so they are read from there, as a build of that tree would.
 """
 
 from __future__ import annotations
@@ -33,11 +34,8 @@ def wheel_name(version: str) -> str:
 def installed_wheel() -> tuple[str, bytes]:
     """The installed payoff as (``payoff-VERSION-py3-none-any.whl``, its bytes); raises :class:`NoWheel`."""
     dist = metadata.distribution(DISTRIBUTION)
-    direct_url = dist.read_text("direct_url.json")
-    if direct_url and json.loads(direct_url).get("dir_info", {}).get("editable"):
-        raise NoWheel("payoff is an editable install")
-    members: dict[str, bytes] = {}
     dist_info = f"{DISTRIBUTION}-{dist.version}.dist-info"
+    members: dict[str, bytes] = {}
     for file in dist.files or ():
         parts = file.parts
         if not parts or parts[0] == ".." or "__pycache__" in parts or file.suffix == ".pyc":
@@ -50,9 +48,36 @@ def installed_wheel() -> tuple[str, bytes]:
         if not path.is_file():
             raise NoWheel(f"{path} is listed in payoff's RECORD but missing")
         members[file.as_posix()] = path.read_bytes()
+    root = _editable_root(dist)
+    if root is not None:
+        members.update(_source_members(root, dist_info))
     if f"{DISTRIBUTION}/__init__.py" not in members or f"{dist_info}/WHEEL" not in members:
         raise NoWheel("the installed payoff has no package files of its own (not installed from a wheel)")
     return wheel_name(dist.version), wheel_bytes(members, dist_info)
+
+
+def _editable_root(dist: metadata.Distribution) -> Path | None:
+    """The project folder of an editable install, or None for a regular one."""
+    direct_url = dist.read_text("direct_url.json")
+    info = json.loads(direct_url) if direct_url else {}
+    if not info.get("dir_info", {}).get("editable"):
+        return None
+    url = str(info.get("url", ""))
+    if not url.startswith("file://"):
+        raise NoWheel(f"payoff is an editable install of {url or 'an unknown place'}, not of a local folder")
+    return Path(url.removeprefix("file://"))
+
+
+def _source_members(root: Path, dist_info: str) -> dict[str, bytes]:
+    """The package files an editable install runs from, and its license, as the wheel names them."""
+    package = Path(__file__).resolve().parents[1]
+    members = {f"{DISTRIBUTION}/{path.relative_to(package).as_posix()}": path.read_bytes()
+               for path in sorted(package.rglob("*"))
+               if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+    license_file = root / "LICENSE"
+    if license_file.is_file():
+        members[f"{dist_info}/licenses/LICENSE"] = license_file.read_bytes()
+    return members
 
 
 def wheel_bytes(members: dict[str, bytes], dist_info: str) -> bytes:
