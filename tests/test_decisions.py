@@ -44,6 +44,7 @@ class Row:
     expect_chunk: tuple[int, int] | None = None
     """(chunk_size, min_chunk) of the plan: the guided schedule's first chunks and its tail floor."""
     detail_says: str = ""
+    forgone: dict[str, float] = field(default_factory=dict)
 
 
 class ForeignPool:
@@ -97,6 +98,8 @@ ROWS = [
     Row("work a warm pool would win but a cold start would not", 2e-4, 100, "serial", Reason.POOL_START_COST),
     Row("the same work on a warm pool", 2e-4, 100, "processes", Reason.AUTO_CPU_BOUND,
         warm=frozenset({"processes"})),
+    Row("the same work once serial calls forwent a start's worth", 2e-4, 100, "processes", Reason.AUTO_CPU_BOUND,
+        forgone={"processes": 1.0}),
     # -- named backends --
     Row("a named joblib runs 1.5 s of work on joblib, cold", 3.75e-3, 400, "joblib", Reason.EXPLICIT_STRATEGY,
         config={"strategy": "joblib", "max_workers": 2}),
@@ -166,7 +169,7 @@ def plan(row: Row, planner: Planner | None = None) -> Any:
 def teach(planner: Planner, row: Row) -> None:
     planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, 40, row.pickle_error,
                                                 row.cloudpickle_ok, threads_speedup=row.threads_speedup,
-                                                verdicts=dict(row.verdicts)))
+                                                verdicts=dict(row.verdicts), forgone=dict(row.forgone)))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
@@ -217,3 +220,40 @@ def test_a_threads_loss_is_re_measured_too() -> None:
     planner.knowledge.observe_threads(tasks.square, 0.9)  # the re-measurement confirms the loss
     strategies = [plan(row, planner).strategy for _ in range(16)]
     assert strategies[:15] == ["serial"] * 15 and strategies[15] == "threads", "a confirmed loss waits twice as long"
+
+
+def test_a_cold_pool_is_started_once_staying_serial_has_cost_as_much() -> None:
+    """Ski rental: each call kept serial by a cold start adds what a warm pool would have saved."""
+    planner = Planner()
+    row = next(r for r in ROWS if r.name == "work a warm pool would win but a cold start would not")
+    teach(planner, row)
+    start = planner.costs.get("processes").start
+    plans = [plan(row, planner) for _ in range(200)]
+    kept = [p for p in plans if p.strategy == "serial"]
+    assert kept and all(p.fallback is Reason.POOL_START_COST for p in kept)
+    first = plans.index(next(p for p in plans if p.strategy == "processes"))
+    assert plans[first:] == [p for p in plans[first:] if p.strategy == "processes"], "started, it stays chosen"
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None and facts.forgone["processes"] < start <= facts.forgone["processes"] * (first + 1) / first
+    assert "forgone" in kept[-1].detail
+
+
+def test_one_noisy_call_does_not_flip_a_verdict() -> None:
+    """Verdicts are averaged: a 0.8x call after a 1.4x one leaves the backend chosen, a second loss does not."""
+    planner = Planner()
+    row = next(r for r in ROWS if r.name == "a measured gain keeps the backend")
+    teach(planner, row)
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.8, 200)
+    assert plan(row, planner).strategy == "processes"
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.6, 200)
+    got = plan(row, planner)
+    assert (got.strategy, got.fallback) == ("serial", Reason.NO_MEASURED_GAIN)
+
+
+def test_a_re_measured_gain_outweighs_the_loss_it_replaces() -> None:
+    planner = Planner()
+    row = next(r for r in ROWS if r.name == "a measured loss is believed at a similar size")
+    teach(planner, row)
+    assert [plan(row, planner).strategy for _ in range(8)][-1] == "processes"  # the re-measurement
+    planner.knowledge.observe_verdict(tasks.square, "processes", 1.7, 200)
+    assert plan(row, planner).strategy == "processes"

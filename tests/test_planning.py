@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from payoff import planning
+from tests import tasks
 
 
 @pytest.mark.parametrize("obj", [np.zeros(0), np.arange(10.0), np.ones((256, 512)), np.ones((300, 300))[::2, ::3],
@@ -64,3 +65,20 @@ def test_items_too_large_for_processes_go_to_threads_until_a_run_shows_no_gain()
         planning.KNOWLEDGE.observe_threads(column_sum, 1.6)
         assert ex.map(column_sum, items) == expected
         assert ex.last_record is not None and ex.last_record.selected_strategy == "threads"
+
+
+def test_a_call_that_started_its_pool_leaves_no_verdict() -> None:
+    """A new pool's workers are cold (imports, first unpickling): the next call on it is the measurement."""
+    from payoff import ParallelConfig, ParallelExecutor
+
+    config = ParallelConfig(max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        ex.map(tasks.spin, range(40))
+        first = ex.last_record
+        assert first is not None and first.selected_strategy == "processes" and first.pool_started
+        facts = planning.KNOWLEDGE.get(tasks.spin)
+        assert facts is not None and "processes" not in facts.verdicts
+        ex.map(tasks.spin, range(40))
+        second = ex.last_record
+        assert second is not None and second.selected_strategy == "processes" and not second.pool_started
+        assert facts.verdicts["processes"] == (second.speedup, 40)

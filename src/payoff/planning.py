@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -50,6 +50,8 @@ VERDICT_RETRY = 8
 """After this many calls held serial by a verdict, one runs in parallel again to re-measure it; the wait
 doubles each time the loss is confirmed (at most 128x), so a function that never gains pays for few probes."""
 VERDICT_REACH = 4
+VERDICT_SMOOTHING = 0.5
+"""A new measurement's weight in a function's verdict on a strategy; earlier ones keep the rest."""
 """A call up to this many times the size of one that measured no gain is planned serial without trying."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
@@ -132,6 +134,8 @@ class Facts:
     """Calls kept serial by a verdict since it was last measured."""
     retries: int = 0
     """Re-measurements that found no gain again: the wait before the next one doubles with each."""
+    forgone: dict[str, float] = field(default_factory=dict)
+    """Per strategy: seconds calls kept serial only by a cold pool's start would have saved on a warm one."""
 
 
 def fn_key(fn: Callable[..., Any]) -> Hashable | None:
@@ -208,20 +212,39 @@ class Knowledge:
                 return True
             facts.held = 0
             facts.retries += 1  # each confirmation of the loss doubles the wait before the next try
-            facts.verdicts.pop(strategy, None)
             if strategy == "threads":
                 facts.threads_speedup = None
-            return False
+            return False  # the verdict stays: the re-measurement is averaged into it
 
     def observe_verdict(self, fn: Callable[..., Any], strategy: str, speedup: float, n_items: int) -> None:
         """What a parallel call of ``fn`` really gained: the next plan of a similar call believes it."""
         key = fn_key(fn)
         with self._lock:
             facts = self._facts.get(key) if key is not None else None
+            if facts is None:
+                return
+            earlier = facts.verdicts.get(strategy)
+            if earlier is not None:  # one noisy call (a few ms on a busy machine) must not flip the verdict
+                speedup = VERDICT_SMOOTHING * speedup + (1 - VERDICT_SMOOTHING) * earlier[0]
+            facts.verdicts[strategy] = (speedup, n_items)
+            if speedup >= 1.0:
+                facts.retries = 0
+
+    def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:
+        """A call stayed serial because ``strategy``'s pool was cold; a warm one would have saved ``seconds``."""
+        key = fn_key(fn)
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
             if facts is not None:
-                facts.verdicts[strategy] = (speedup, n_items)
-                if speedup >= 1.0:
-                    facts.retries = 0
+                facts.forgone[strategy] = facts.forgone.get(strategy, 0.0) + max(0.0, seconds)
+
+    def started(self, fn: Callable[..., Any], strategy: str) -> None:
+        """A pool of ``strategy`` was started for ``fn``: what waiting for it cost is paid off."""
+        key = fn_key(fn)
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
+            if facts is not None:
+                facts.forgone.pop(strategy, None)
 
     def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
         """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""
@@ -261,6 +284,7 @@ class Probe:
     cloudpickle_ok: bool | None = None
     threads_speedup: float | None = None
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
+    forgone: dict[str, float] = field(default_factory=dict)
     known: bool = False
     """True when the cost came from an earlier call instead of running items now."""
 
@@ -362,6 +386,9 @@ class Planner:
             if fallback is not None and not self.knowledge.hold(call.fn, strategy):
                 fallback = None  # held long enough: measure again (one noisy call must not decide forever)
         if fallback is not None:
+            if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
+                est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
+                self.knowledge.forgo(call.fn, strategy, est.serial - est.warm)
             return _serial(call, fallback[0], fallback[1], decision, probe)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
 
@@ -420,12 +447,13 @@ class Planner:
             self.knowledge.observe(fn, record.serial_estimate_seconds / record.n_items, _cpu_share(record))
         if record.pool_started and not record.pool_start_failed:
             self.costs.learn(record.selected_strategy, start=record.pool_start_seconds)
+            self.knowledge.started(fn, record.selected_strategy)
         if record.mode != "parallel" or record.fallback_reason is not None or record.n_errors:
             return
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
             self.knowledge.observe_threads(fn, record.speedup)
-        elif record.requested_strategy == "auto":
-            self.knowledge.observe_verdict(fn, record.selected_strategy, _warm_speedup(record), record.n_items)
+        elif record.requested_strategy == "auto" and not record.pool_started:  # cold workers are no verdict
+            self.knowledge.observe_verdict(fn, record.selected_strategy, record.speedup, record.n_items)
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
@@ -460,11 +488,6 @@ def _dispatch_latency(record: MapRecord) -> float | None:
     if first.bytes_sent > LIGHT_CHUNK_BYTES:
         return None
     return max(0, min(c.start_ns for c in pool_chunks) - first.submit_ns) / 1e9
-
-
-def _warm_speedup(record: MapRecord) -> float:
-    """The speedup without the pool's start: the next call of the function will find the pool warm."""
-    return record.serial_estimate_seconds / max(1e-9, record.wall_seconds - record.pool_start_seconds)
 
 
 def _cpu_share(record: MapRecord) -> float | None:
@@ -555,41 +578,71 @@ def _threshold_fallback(call: Call, probe: Probe, remaining: int) -> tuple[Reaso
     return None
 
 
-def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe,
-                   remaining: int) -> tuple[Reason, str] | None:
-    """Serial when the pool cannot beat the loop on the rest of the items.
+class Estimate(NamedTuple):
+    """An auto call's parallel cost against serial, in seconds."""
 
-    A backend the user named is honoured for all but truly tiny work: its
-    start is paid once (and shown as ``pool_start``), so only its warm fixed
-    cost per call is weighed.
-    """
-    cost = probe.seconds_per_item
-    if cost is None or call.config.tiny_workload_threshold is not None:
-        return None
-    serial = cost * remaining
+    serial: float
+    start: float
+    """The pool's start as charged to this call: zero when warm, shared by the workload's earlier calls."""
+    warm: float
+    """Everything but the start: per call, compute, per chunk and moving the data."""
+    transfer: float
+    compute: float
+
+    @property
+    def parallel(self) -> float:
+        return self.start + self.warm
+
+
+def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
+              cost: float) -> Estimate:
     oh = costs.get(strategy)
-    if call.requested != "auto":
-        fixed = oh.per_call + oh.per_chunk
-        if serial > fixed * PAYOFF_MARGIN * workers / (workers - 1):
-            return None
-        return (Reason.TINY_WORKLOAD, f"{remaining:,} items x {cost * 1e6:,.1f} us = {serial * 1e3:,.3f} ms of "
-                f"work is less than {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call")
+    serial = cost * remaining
     chunk = _chunk_size(costs, call, strategy, workers, cost, remaining)
     chunks = math.ceil(remaining / chunk)
     start = 0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))
     fn_copies = workers if probe.fn_bytes >= SHIP_ONCE_BYTES else chunks
     transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + fn_copies * probe.fn_bytes)
     compute = max(serial / workers, cost * chunk)
-    parallel = start + oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
-    if parallel * PAYOFF_MARGIN < serial:
+    warm = oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
+    return Estimate(serial, start, warm, transfer, compute)
+
+
+def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe,
+                   remaining: int) -> tuple[Reason, str] | None:
+    """Serial when the pool cannot beat the loop on the rest of the items.
+
+    A backend the user named is honoured for all but truly tiny work: its
+    start is paid once (and shown as ``pool_start``), so only its warm fixed
+    cost per call is weighed. Under auto, a cold pool that only its start keeps
+    out is started once the calls kept serial have forgone as much as the start
+    costs (the ski-rental rule: never more than twice the best choice in
+    hindsight, however many calls follow).
+    """
+    cost = probe.seconds_per_item
+    if cost is None or call.config.tiny_workload_threshold is not None:
+        return None
+    oh = costs.get(strategy)
+    if call.requested != "auto":
+        serial, fixed = cost * remaining, oh.per_call + oh.per_chunk
+        if serial > fixed * PAYOFF_MARGIN * workers / (workers - 1):
+            return None
+        return (Reason.TINY_WORKLOAD, f"{remaining:,} items x {cost * 1e6:,.1f} us = {serial * 1e3:,.3f} ms of "
+                f"work is less than {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call")
+    est = _estimate(costs, call, strategy, workers, probe, remaining, cost)
+    if est.parallel * PAYOFF_MARGIN < est.serial:
         return None
     probed = f" (after {probe.n:,} probed)" if probe.n else ""
-    summary = (f"{remaining:,} items{probed} x {cost * 1e6:,.1f} us = {serial * 1e3:,.2f} ms of work; "
-               f"{strategy} would need about {parallel * 1e3:,.2f} ms")
-    if transfer > compute:
-        return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {transfer * 1e3:,.2f} ms of it moving pickled data"
-    if (parallel - start) * PAYOFF_MARGIN < serial:  # a warm pool would have paid: only its start does not
-        return Reason.POOL_START_COST, f"{summary}, {start * 1e3:,.2f} ms of it starting the pool"
+    summary = (f"{remaining:,} items{probed} x {cost * 1e6:,.1f} us = {est.serial * 1e3:,.2f} ms of work; "
+               f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
+    if est.transfer > est.compute:
+        return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
+    if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
+        forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
+        if forgone >= oh.start:
+            return None
+        return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
+                f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
     return Reason.TINY_WORKLOAD, summary
 
 
@@ -631,6 +684,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
         probe.cloudpickle_ok, probe.known = known.cloudpickle_ok, True
         probe.threads_speedup = known.threads_speedup
         probe.verdicts = dict(known.verdicts)
+        probe.forgone = dict(known.forgone)
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
     if needs_cost and known is None:

@@ -96,7 +96,8 @@ class Reason(StrEnum):
     POOL_START_COST = (
         "pool_start_cost",
         "fallback",
-        "starting a pool would cost more than parallelism saves on this call (later calls share the start)",
+        "starting a pool would cost more than parallelism saves on this call; the pool starts once the calls "
+        "kept serial have forgone as much as its start costs",
         "name the strategy (a named backend is started once and kept for every call), or give a call more work",
     )
     NO_MEASURED_GAIN = (
