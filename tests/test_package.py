@@ -26,13 +26,13 @@ import venv
 import zipfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from payoff import __version__, stack
 from payoff.cli import main
-from payoff.stack._wheel import installed_wheel, wheel_bytes
+from payoff.stack._wheel import NoWheel, _editable_root, installed_wheel, wheel_bytes
 from tests.conftest import ROOT, SDIST_HEAVY, checkout_only, require, require_tool
 
 WHEEL = f"payoff-{__version__}-py3-none-any.whl"
@@ -146,6 +146,24 @@ def test_dashboards_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["dashboards", "export", str(tmp_path), "--force"]) == 0
     assert (tmp_path / name).read_bytes() == stack.dashboard_files()[name]
     assert "wrote the dashboards" in capsys.readouterr().out
+
+
+class _Dist:
+    """Just what ``_editable_root`` reads of an installed distribution."""
+
+    def __init__(self, direct_url: str) -> None:
+        self.direct_url = direct_url
+
+    def read_text(self, name: str) -> str | None:
+        return self.direct_url if name == "direct_url.json" else None
+
+
+def test_an_editable_install_is_found_where_its_file_url_points() -> None:
+    editable = '{"dir_info": {"editable": true}, "url": "file:///home/a%20b/payoff"}'
+    assert _editable_root(cast(Any, _Dist(editable))) == Path("/home/a b/payoff")
+    assert _editable_root(cast(Any, _Dist('{"dir_info": {}, "url": "file:///home/x"}'))) is None
+    with pytest.raises(NoWheel, match="not of a local folder"):
+        _editable_root(cast(Any, _Dist('{"dir_info": {"editable": true}, "url": "https://example.org/p.git"}')))
 
 
 def test_repacked_wheel_is_deterministic_and_recorded() -> None:

@@ -224,10 +224,10 @@ class Knowledge:
             if facts is None:
                 return
             earlier = facts.verdicts.get(strategy)
-            if earlier is not None:  # one noisy call (a few ms on a busy machine) must not flip the verdict
-                speedup = VERDICT_SMOOTHING * speedup + (1 - VERDICT_SMOOTHING) * earlier[0]
-            facts.verdicts[strategy] = (speedup, n_items)
-            if speedup >= 1.0:
+            averaged = speedup if earlier is None else \
+                VERDICT_SMOOTHING * speedup + (1 - VERDICT_SMOOTHING) * earlier[0]  # one noisy call must not flip it
+            facts.verdicts[strategy] = (averaged, n_items)
+            if speedup >= 1.0:  # this call gained: if the verdict is still a loss, the next look comes soon
                 facts.retries = 0
 
     def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:

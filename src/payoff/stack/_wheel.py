@@ -14,6 +14,8 @@ import base64
 import hashlib
 import io
 import json
+import urllib.parse
+import urllib.request
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -62,10 +64,10 @@ def _editable_root(dist: metadata.Distribution) -> Path | None:
     info = json.loads(direct_url) if direct_url else {}
     if not info.get("dir_info", {}).get("editable"):
         return None
-    url = str(info.get("url", ""))
-    if not url.startswith("file://"):
-        raise NoWheel(f"payoff is an editable install of {url or 'an unknown place'}, not of a local folder")
-    return Path(url.removeprefix("file://"))
+    url = urllib.parse.urlsplit(str(info.get("url", "")))
+    if url.scheme != "file":
+        raise NoWheel(f"payoff is an editable install of {url.geturl() or 'an unknown place'}, not of a local folder")
+    return Path(urllib.request.url2pathname(url.path))
 
 
 def _source_members(root: Path, dist_info: str) -> dict[str, bytes]:
