@@ -21,10 +21,6 @@ SDIST_HEAVY = {
     "test_dask.py": "local dask clusters",
     "test_e2e_prometheus.py": "a real Prometheus scraping the demo",
     "test_notebook.py": "a Jupyter kernel",
-    "reliability/test_liveness.py": "stress with many threads",
-    "reliability/test_crashes.py": "crashing child interpreters",
-    "reliability/test_timeouts.py": "killed workers and parents",
-    "reliability/test_config_limits.py": "a 5,000-example fuzz",
 }
 """Test files an unpacked sdist collects but skips, saying why: minutes of end-to-end work, run in the checkout."""
 

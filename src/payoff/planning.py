@@ -50,9 +50,9 @@ VERDICT_RETRY = 8
 """After this many calls held serial by a verdict, one runs in parallel again to re-measure it; the wait
 doubles each time the loss is confirmed (at most 128x), so a function that never gains pays for few probes."""
 VERDICT_REACH = 4
+"""A call up to this many times the size of one that measured no gain is planned serial without trying."""
 VERDICT_SMOOTHING = 0.5
 """A new measurement's weight in a function's verdict on a strategy; earlier ones keep the rest."""
-"""A call up to this many times the size of one that measured no gain is planned serial without trying."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 
