@@ -46,7 +46,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     tests = ROOT / "tests"
     for item in items:
-        why = SDIST_HEAVY.get(item.path.relative_to(tests).as_posix()) if item.path.is_relative_to(tests) else None
+        path = item.path.resolve()  # ROOT is resolved: a symlinked checkout must match too
+        why = SDIST_HEAVY.get(path.relative_to(tests).as_posix()) if path.is_relative_to(tests) else None
         if why is not None:
             item.add_marker(pytest.mark.skip(reason=f"outside a checkout (unpacked sdist): {why}"))
 

@@ -243,11 +243,21 @@ def test_one_noisy_call_does_not_flip_a_verdict() -> None:
     planner = Planner()
     row = next(r for r in ROWS if r.name == "a measured gain keeps the backend")
     teach(planner, row)
-    planner.knowledge.observe_verdict(tasks.square, "processes", 0.8, 200)
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.8, 1000)
     assert plan(row, planner).strategy == "processes"
-    planner.knowledge.observe_verdict(tasks.square, "processes", 0.6, 200)
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.6, 1000)
     got = plan(row, planner)
     assert (got.strategy, got.fallback) == ("serial", Reason.NO_MEASURED_GAIN)
+
+
+def test_a_measurement_at_a_very_different_size_replaces_the_verdict() -> None:
+    """A loss on 100 items says nothing about 5,000: averaging them would keep a gaining size serial."""
+    planner = Planner()
+    row = next(r for r in ROWS if r.name == "a measured loss is believed at a similar size")
+    teach(planner, row)
+    planner.knowledge.observe_verdict(tasks.square, "processes", 1.6, 10_000)
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None and facts.verdicts["processes"] == (1.6, 10_000)
 
 
 def test_a_re_measured_gain_outweighs_the_loss_it_replaces() -> None:
@@ -257,3 +267,16 @@ def test_a_re_measured_gain_outweighs_the_loss_it_replaces() -> None:
     assert [plan(row, planner).strategy for _ in range(8)][-1] == "processes"  # the re-measurement
     planner.knowledge.observe_verdict(tasks.square, "processes", 1.7, 200)
     assert plan(row, planner).strategy == "processes"
+
+
+def test_a_retry_that_measured_nothing_does_not_double_the_wait() -> None:
+    """Only a measured loss confirms a verdict: a let-through call that ran elsewhere leaves the wait as it was."""
+    planner = Planner()
+    row = next(r for r in ROWS if r.name == "a measured loss is believed at a similar size")
+    teach(planner, row)
+    first = [plan(row, planner).strategy for _ in range(8)]
+    second = [plan(row, planner).strategy for _ in range(8)]  # no measurement came back in between
+    assert first == second == ["serial"] * 7 + ["processes"]
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.5, 200)  # the retry confirmed the loss
+    third = [plan(row, planner).strategy for _ in range(16)]
+    assert third == ["serial"] * 15 + ["processes"]

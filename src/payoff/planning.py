@@ -130,10 +130,10 @@ class Facts:
     """Measured speedup of the last threads run chosen for payloads processes could not take."""
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Per strategy: the speedup an auto-planned parallel call measured, and how many items it had."""
-    held: int = 0
-    """Calls kept serial by a verdict since it was last measured."""
-    retries: int = 0
-    """Re-measurements that found no gain again: the wait before the next one doubles with each."""
+    held: dict[str, int] = field(default_factory=dict)
+    """Per strategy: calls kept serial by its verdict since it was last measured."""
+    retries: dict[str, int] = field(default_factory=dict)
+    """Per strategy: re-measurements that confirmed the loss; the wait before the next one doubles with each."""
     forgone: dict[str, float] = field(default_factory=dict)
     """Per strategy: seconds calls kept serial only by a cold pool's start would have saved on a warm one."""
 
@@ -200,35 +200,39 @@ class Knowledge:
                 facts.cpu_ratio = (1 - a) * facts.cpu_ratio + a * min(1.0, max(0.01, cpu_ratio))
 
     def hold(self, fn: Callable[..., Any], strategy: str) -> bool:
-        """Count a call kept serial by ``strategy``'s verdict; False (and the verdict forgotten) every
-        ``VERDICT_RETRY``-th time, so a verdict measured on a busy machine is re-measured."""
+        """Count a call kept serial by ``strategy``'s verdict; False every ``VERDICT_RETRY``-th time (the
+        wait doubling with each confirmed loss), so a verdict formed on a busy machine is re-measured.
+
+        The verdict itself stays until a measurement replaces or corrects it: a
+        call let through that ends up not running on ``strategy`` measures nothing.
+        """
         key = fn_key(fn)
         with self._lock:
             facts = self._facts.get(key) if key is not None else None
             if facts is None:
                 return False
-            facts.held += 1
-            if facts.held < VERDICT_RETRY << min(facts.retries, 7):
+            held = facts.held[strategy] = facts.held.get(strategy, 0) + 1
+            if held < VERDICT_RETRY << min(facts.retries.get(strategy, 0), 7):
                 return True
-            facts.held = 0
-            facts.retries += 1  # each confirmation of the loss doubles the wait before the next try
-            if strategy == "threads":
-                facts.threads_speedup = None
-            return False  # the verdict stays: the re-measurement is averaged into it
+            facts.held[strategy] = 0
+            return False
 
     def observe_verdict(self, fn: Callable[..., Any], strategy: str, speedup: float, n_items: int) -> None:
-        """What a parallel call of ``fn`` really gained: the next plan of a similar call believes it."""
+        """What a parallel call of ``fn`` really gained: the next plan of a similar call believes it.
+
+        A measurement at a size comparable to the verdict's is averaged into it,
+        so one noisy call does not flip it; one at a very different size replaces it.
+        """
         key = fn_key(fn)
         with self._lock:
             facts = self._facts.get(key) if key is not None else None
             if facts is None:
                 return
             earlier = facts.verdicts.get(strategy)
-            averaged = speedup if earlier is None else \
-                VERDICT_SMOOTHING * speedup + (1 - VERDICT_SMOOTHING) * earlier[0]  # one noisy call must not flip it
-            facts.verdicts[strategy] = (averaged, n_items)
-            if speedup >= 1.0:  # this call gained: if the verdict is still a loss, the next look comes soon
-                facts.retries = 0
+            _count_confirmation(facts, strategy, speedup >= 1.0, earlier is not None and earlier[0] < 1.0)
+            if earlier is not None and _comparable(n_items, earlier[1]):
+                speedup = VERDICT_SMOOTHING * speedup + (1 - VERDICT_SMOOTHING) * earlier[0]
+            facts.verdicts[strategy] = (speedup, n_items)
 
     def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:
         """A call stayed serial because ``strategy``'s pool was cold; a warm one would have saved ``seconds``."""
@@ -238,13 +242,16 @@ class Knowledge:
             if facts is not None:
                 facts.forgone[strategy] = facts.forgone.get(strategy, 0.0) + max(0.0, seconds)
 
-    def started(self, fn: Callable[..., Any], strategy: str) -> None:
-        """A pool of ``strategy`` was started for ``fn``: what waiting for it cost is paid off."""
+    def started(self, fn: Callable[..., Any], strategy: str | None) -> None:
+        """A pool of ``strategy`` (None: of any) was started for ``fn``: what waiting for it cost is paid off."""
         key = fn_key(fn)
         with self._lock:
             facts = self._facts.get(key) if key is not None else None
             if facts is not None:
-                facts.forgone.pop(strategy, None)
+                if strategy is None:
+                    facts.forgone.clear()
+                else:
+                    facts.forgone.pop(strategy, None)
 
     def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
         """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""
@@ -252,9 +259,10 @@ class Knowledge:
         with self._lock:
             facts = self._facts.get(key) if key is not None else None
             if facts is not None:
+                earlier = facts.threads_speedup
+                _count_confirmation(facts, "threads", speedup >= THREADS_KEEP_SPEEDUP,
+                                    earlier is not None and earlier < THREADS_KEEP_SPEEDUP)
                 facts.threads_speedup = speedup
-                if speedup >= THREADS_KEEP_SPEEDUP:
-                    facts.retries = 0
 
     def forget(self) -> None:
         with self._lock:
@@ -268,6 +276,17 @@ class Knowledge:
         with self._lock:
             self._facts[key] = facts
 
+
+def _count_confirmation(facts: Facts, strategy: str, gained: bool, was_a_loss: bool) -> None:
+    """A gain resets the wait before the next re-measurement; a loss measured again doubles it."""
+    if gained:
+        facts.retries.pop(strategy, None)
+    elif was_a_loss:
+        facts.retries[strategy] = facts.retries.get(strategy, 0) + 1
+
+
+def _comparable(n_items: int, other: int) -> bool:
+    return max(n_items, other) <= VERDICT_REACH * max(1, min(n_items, other))
 
 
 @dataclass
@@ -376,6 +395,8 @@ class Planner:
             return _serial(call, why[0], why[1], decision, probe)
         workers = _cluster_workers(call.config, workers) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
+        if strategy in call.warm and probe.forgone.get(strategy):
+            self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
         fallback = _threshold_fallback(call, probe, remaining) or self._cost_fallback(
             call, strategy, workers, probe, remaining)
         if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and self._threads_may_pay(call, probe) \
@@ -445,9 +466,11 @@ class Planner:
         """Feed measured item cost, CPU share, backend overheads and the verdict back into the planner."""
         if record.n_items and not record.n_errors and record.busy_seconds > 0:
             self.knowledge.observe(fn, record.serial_estimate_seconds / record.n_items, _cpu_share(record))
-        if record.pool_started and not record.pool_start_failed:
-            self.costs.learn(record.selected_strategy, start=record.pool_start_seconds)
+        if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
+            self.knowledge.started(fn, None)
+        elif record.pool_started:
             self.knowledge.started(fn, record.selected_strategy)
+            self.costs.learn(record.selected_strategy, start=record.pool_start_seconds)
         if record.mode != "parallel" or record.fallback_reason is not None or record.n_errors:
             return
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:

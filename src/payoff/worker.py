@@ -107,8 +107,10 @@ class CancelToken:
 
 BLOCK_TARGET_NS = 250_000
 """One clock read (and one block of bookkeeping) per this much work keeps overhead near 1%."""
-MAX_BLOCK = 1 << 16
-"""Trivial items (tens of ns) fill blocks of thousands: a lower cap made the instrument cost more than the item."""
+MAX_BLOCK = 1 << 14
+"""Trivial items (tens of ns) fill blocks of thousands (4,096 made the instrument cost more than the item);
+a cap, with growth of at most BLOCK_GROWTH per block, bounds how long a block of items that turn dear can run."""
+BLOCK_GROWTH = 8
 
 
 def run_chunk(
@@ -173,7 +175,7 @@ def _run_blocks(
         sizes.append(hi - lo)
         last = now
         per_item = took // (hi - lo) or 1
-        block = max(1, min(MAX_BLOCK, BLOCK_TARGET_NS // per_item))
+        block = max(1, min(MAX_BLOCK, BLOCK_GROWTH * (hi - lo), BLOCK_TARGET_NS // per_item))
         lo = hi
         if cancel is not None and cancel.is_set():
             return

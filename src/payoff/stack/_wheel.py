@@ -65,7 +65,7 @@ def _editable_root(dist: metadata.Distribution) -> Path | None:
     if not info.get("dir_info", {}).get("editable"):
         return None
     url = urllib.parse.urlsplit(str(info.get("url", "")))
-    if url.scheme != "file":
+    if url.scheme != "file" or url.netloc not in ("", "localhost"):
         raise NoWheel(f"payoff is an editable install of {url.geturl() or 'an unknown place'}, not of a local folder")
     return Path(urllib.request.url2pathname(url.path))
 
@@ -73,9 +73,11 @@ def _editable_root(dist: metadata.Distribution) -> Path | None:
 def _source_members(root: Path, dist_info: str) -> dict[str, bytes]:
     """The package files an editable install runs from, and its license, as the wheel names them."""
     package = Path(__file__).resolve().parents[1]
+    if not package.is_relative_to(root.resolve()):
+        raise NoWheel(f"the payoff imported from {package} is not the editable install's source in {root}")
     members = {f"{DISTRIBUTION}/{path.relative_to(package).as_posix()}": path.read_bytes()
                for path in sorted(package.rglob("*"))
-               if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+               if path.is_file() and not _stray(path.relative_to(package))}
     license_file = root / "LICENSE"
     if license_file.is_file():
         members[f"{dist_info}/licenses/LICENSE"] = license_file.read_bytes()
@@ -103,3 +105,9 @@ def wheel_bytes(members: dict[str, bytes], dist_info: str) -> bytes:
             info.external_attr = 0o644 << 16
             zf.writestr(info, entries[name])
     return buffer.getvalue()
+
+
+def _stray(relative: Path) -> bool:
+    """Bytecode, caches and hidden files (editor swap files, .DS_Store): never part of a build."""
+    return "__pycache__" in relative.parts or relative.suffix == ".pyc" or \
+        any(part.startswith(".") for part in relative.parts)
