@@ -10,6 +10,7 @@ as priors and are corrected from every parallel call this process measures.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -18,7 +19,7 @@ import statistics
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -167,6 +168,13 @@ class Knowledge:
         self._lock = threading.Lock()
         self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
 
+    @contextlib.contextmanager
+    def _stored(self, fn: Callable[..., Any]) -> Iterator[Facts | None]:
+        """The facts of ``fn`` (None when unknown), held under the lock for an update."""
+        key = fn_key(fn)
+        with self._lock:
+            yield self._facts.get(key) if key is not None else None
+
     def get(self, fn: Callable[..., Any]) -> Facts | None:
         key = fn_key(fn)
         with self._lock:
@@ -188,9 +196,7 @@ class Knowledge:
 
     def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None) -> None:
         """Correct the remembered cost (and how much of it is CPU) with what a whole call measured."""
-        key = fn_key(fn)
-        with self._lock:
-            facts = self._facts.get(key) if key is not None else None
+        with self._stored(fn) as facts:
             if facts is None:
                 return
             a = self.SMOOTHING
@@ -206,9 +212,7 @@ class Knowledge:
         The verdict itself stays until a measurement replaces or corrects it: a
         call let through that ends up not running on ``strategy`` measures nothing.
         """
-        key = fn_key(fn)
-        with self._lock:
-            facts = self._facts.get(key) if key is not None else None
+        with self._stored(fn) as facts:
             if facts is None:
                 return False
             held = facts.held[strategy] = facts.held.get(strategy, 0) + 1
@@ -223,9 +227,7 @@ class Knowledge:
         A measurement at a size comparable to the verdict's is averaged into it,
         so one noisy call does not flip it; one at a very different size replaces it.
         """
-        key = fn_key(fn)
-        with self._lock:
-            facts = self._facts.get(key) if key is not None else None
+        with self._stored(fn) as facts:
             if facts is None:
                 return
             earlier = facts.verdicts.get(strategy)
@@ -236,17 +238,13 @@ class Knowledge:
 
     def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:
         """A call stayed serial because ``strategy``'s pool was cold; a warm one would have saved ``seconds``."""
-        key = fn_key(fn)
-        with self._lock:
-            facts = self._facts.get(key) if key is not None else None
+        with self._stored(fn) as facts:
             if facts is not None:
                 facts.forgone[strategy] = facts.forgone.get(strategy, 0.0) + max(0.0, seconds)
 
     def started(self, fn: Callable[..., Any], strategy: str | None) -> None:
         """A pool of ``strategy`` (None: of any) was started for ``fn``: what waiting for it cost is paid off."""
-        key = fn_key(fn)
-        with self._lock:
-            facts = self._facts.get(key) if key is not None else None
+        with self._stored(fn) as facts:
             if facts is not None:
                 if strategy is None:
                     facts.forgone.clear()
@@ -255,9 +253,7 @@ class Knowledge:
 
     def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
         """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""
-        key = fn_key(fn)
-        with self._lock:
-            facts = self._facts.get(key) if key is not None else None
+        with self._stored(fn) as facts:
             if facts is not None:
                 earlier = facts.threads_speedup
                 _count_confirmation(facts, "threads", speedup >= THREADS_KEEP_SPEEDUP,
