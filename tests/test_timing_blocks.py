@@ -1,0 +1,53 @@
+"""How a chunk's items are grouped into timing blocks: cheap to measure, honest to read."""
+
+from __future__ import annotations
+
+import time
+
+from payoff.worker import CancelToken, run_chunk
+
+
+def _cheap(x: int) -> int:
+    return -x
+
+
+def _nap(x: int) -> int:
+    time.sleep(0.002)
+    return x
+
+
+def test_trivial_items_run_their_rest_as_one_unbounded_block() -> None:
+    """A bounded block costs cheap items an extra iterator layer each; the rest of such a chunk runs in one."""
+    items = list(range(200_000))
+    outcome = run_chunk(_cheap, items, 0, 0)
+    assert outcome.results == [-x for x in items]
+    assert sum(outcome.block_sizes) == len(items)
+    assert len(outcome.block_sizes) < 20, list(outcome.block_sizes)  # blocks of ~250 us would be hundreds
+    assert outcome.block_sizes[-1] > len(items) // 2
+
+
+def test_items_dearer_than_a_microsecond_keep_short_blocks() -> None:
+    """Each block of 2 ms items holds one item, so per-item percentiles and cancel checks stay fine-grained."""
+    outcome = run_chunk(_nap, list(range(12)), 0, 0)
+    assert list(outcome.block_sizes) == [1] * 12
+
+
+def test_a_cancelled_chunk_of_cheap_items_stops_at_its_next_block() -> None:
+    token = CancelToken()
+    token.set()
+    outcome = run_chunk(_cheap, list(range(1_000_000)), 0, 0, token)
+    assert 0 < outcome.n_done < 1_000_000  # the first block ran, then the token was seen
+
+
+def test_an_error_in_the_tail_block_keeps_the_items_before_it() -> None:
+    def fail_late(x: int) -> int:
+        if x == 150_000:
+            raise ValueError("late")
+        return x
+
+    outcome = run_chunk(fail_late, list(range(200_000)), 0, 0)
+    assert isinstance(outcome.error, ValueError)
+    assert outcome.error_index == 150_000
+    assert outcome.results == list(range(150_000))
+    assert sum(outcome.block_sizes) == 150_000
+
