@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from payoff.worker import CancelToken, run_chunk
+from payoff.worker import BLOCK_GROWTH, CancelToken, run_chunk
 
 
 def _cheap(x: int) -> int:
@@ -24,6 +24,16 @@ def test_trivial_items_run_their_rest_as_one_unbounded_block() -> None:
     assert sum(outcome.block_sizes) == len(items)
     assert len(outcome.block_sizes) < 20, list(outcome.block_sizes)  # blocks of ~250 us would be hundreds
     assert outcome.block_sizes[-1] > len(items) // 2
+
+
+def test_no_block_outgrows_the_items_measured_before_it() -> None:
+    """Items that turn dear can only stretch a block as far as BLOCK_GROWTH times what was already measured."""
+    outcome = run_chunk(_cheap, list(range(1_000_000)), 0, 0)
+    done = 0
+    for size in outcome.block_sizes:
+        assert size <= BLOCK_GROWTH * max(1, done), list(outcome.block_sizes)
+        done += size
+    assert done == 1_000_000
 
 
 def test_items_dearer_than_a_microsecond_keep_short_blocks() -> None:

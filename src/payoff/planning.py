@@ -53,7 +53,11 @@ doubles each time the loss is confirmed (at most 128x), so a function that never
 VERDICT_REACH = 4
 """A call up to this many times the size of one that measured no gain is planned serial without trying."""
 VERDICT_SMOOTHING = 0.5
-"""A new measurement's weight in a function's verdict on a strategy; earlier ones keep the rest."""
+"""A new gain's weight in a function's verdict on a strategy; earlier measurements keep the rest."""
+VERDICT_LOSS_WEIGHT = 0.25
+"""A new loss weighs less: a burst of calls slowed by something else on the machine (a few ms of a stolen
+core) must not hold a gaining function serial, so overturning a 1.4x verdict takes about three losses in
+a row. A held function is re-measured by one call at a time, so a gain there counts fully."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 
@@ -224,8 +228,9 @@ class Knowledge:
     def observe_verdict(self, fn: Callable[..., Any], strategy: str, speedup: float, n_items: int) -> None:
         """What a parallel call of ``fn`` really gained: the next plan of a similar call believes it.
 
-        A measurement at a size comparable to the verdict's is averaged into it,
-        so one noisy call does not flip it; one at a very different size replaces it.
+        A measurement at a size comparable to the verdict's is averaged into it (a
+        loss with less weight), so a few noisy calls do not flip it; one at a very
+        different size replaces it.
         """
         with self._stored(fn) as facts:
             if facts is None:
@@ -233,7 +238,8 @@ class Knowledge:
             earlier = facts.verdicts.get(strategy)
             _count_confirmation(facts, strategy, speedup >= 1.0, earlier is not None and earlier[0] < 1.0)
             if earlier is not None and _comparable(n_items, earlier[1]):
-                speedup = VERDICT_SMOOTHING * speedup + (1 - VERDICT_SMOOTHING) * earlier[0]
+                weight = VERDICT_SMOOTHING if speedup >= 1.0 else VERDICT_LOSS_WEIGHT
+                speedup = weight * speedup + (1 - weight) * earlier[0]
             facts.verdicts[strategy] = (speedup, n_items)
 
     def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:

@@ -117,8 +117,9 @@ BLOCK_GROWTH = 8
 TAIL_ITEM_NS = 1_000
 """Items cheaper than this pay a measurable share (about 2 ns of ~35) for the ``islice`` that bounds a block."""
 TAIL_BLOCK_NS = 50_000_000
-"""So once such items are measured, the rest of a chunk runs as one unbounded ``map`` if it fits in this long:
-cancel and deadline checks wait at most about this, and the rest counts as one timing block."""
+"""So once such items are measured, the rest of a chunk runs as one unbounded ``map`` if it fits in this long
+at their measured cost and is at most BLOCK_GROWTH times the items done: cancel and deadline checks wait
+about this long at most (as any block, longer only if the items turn dearer), and it counts as one block."""
 
 
 def run_chunk(
@@ -186,7 +187,7 @@ def _run_blocks(
         last = now
         per_item = took // (hi - lo) or 1
         block = max(1, min(MAX_BLOCK, BLOCK_GROWTH * (hi - lo), BLOCK_TARGET_NS // per_item))
-        if per_item < TAIL_ITEM_NS and (n - hi) * per_item <= TAIL_BLOCK_NS:
+        if per_item < TAIL_ITEM_NS and n - hi <= BLOCK_GROWTH * hi and (n - hi) * per_item <= TAIL_BLOCK_NS:
             block = n - hi
         lo = hi
         if cancel is not None and cancel.is_set():
