@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from payoff import ParallelConfig, Reason
-from payoff.planning import Call, Facts, Planner
+from payoff.planning import NO_PICKLING, Call, Facts, Pickling, Planner
 from payoff.worker import _local
 from tests import tasks
 
@@ -45,6 +45,7 @@ class Row:
     """(chunk_size, min_chunk) of the plan: the guided schedule's first chunks and its tail floor."""
     detail_says: str = ""
     forgone: dict[str, float] = field(default_factory=dict)
+    pickling: Pickling = NO_PICKLING
 
 
 class ForeignPool:
@@ -67,6 +68,12 @@ ROWS = [
     Row("cpu-bound work goes to processes", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND, expect_workers=2,
         expect_chunk=(125, 3)),
     Row("trivial items stay serial", 5e-8, 1000, "serial", Reason.TINY_WORKLOAD),
+    Row("a million small items stay serial when pickling costs more and threads measured no gain", 2e-7,
+        1_000_000,
+        "serial", Reason.PAYLOAD_TOO_LARGE, pickling=Pickling(parent=1e-7, worker=1e-7), threads_speedup=0.6,
+        detail_says="of it moving pickled data"),
+    Row("the same items with cheap pickling go to processes", 2e-7, 1_000_000, "processes",
+        Reason.AUTO_CPU_BOUND, pickling=Pickling(parent=1e-8, worker=1e-8), warm=frozenset({"processes"})),
     Row("waiting work gets more threads than cores", 5e-3, 400, "threads", Reason.AUTO_WAITING,
         config={}, cpu_ratio=0.05, expect_workers=32),
     Row("the waiting cap is a config field", 5e-3, 400, "threads", Reason.AUTO_WAITING,
@@ -169,7 +176,8 @@ def plan(row: Row, planner: Planner | None = None) -> Any:
 def teach(planner: Planner, row: Row) -> None:
     planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, 40, row.pickle_error,
                                                 row.cloudpickle_ok, threads_speedup=row.threads_speedup,
-                                                verdicts=dict(row.verdicts), forgone=dict(row.forgone)))
+                                                verdicts=dict(row.verdicts), forgone=dict(row.forgone),
+                                                pickling=row.pickling))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from payoff import planning
+from payoff import ParallelExecutor, planning
 from tests import tasks
 
 
@@ -98,3 +98,38 @@ def test_a_pool_that_failed_to_start_is_not_retried_on_every_call() -> None:
         assert facts is not None and facts.forgone == {}
         ex.map(tasks.square, range(100))
         assert ex.last_record is not None and ex.last_record.fallback_reason is Reason.POOL_START_COST
+
+
+def test_a_probe_of_trivial_items_runs_long_enough_to_see_past_its_own_timing() -> None:
+    """Timing a block costs a few hundred ns: 64 items of ~40 ns would read as several times dearer."""
+    items = list(range(100_000))
+    sizes = []
+    for _ in range(3):  # a stall of the machine during the probe may end it early once; not three times
+        outcome, _per_item = planning._timed_prefix(tasks.negate, items, 64, 4096)
+        assert outcome.results == [-x for x in items[: outcome.n_done]]
+        sizes.append(outcome.n_done)
+    assert max(sizes) > 64, sizes
+
+
+def test_dear_items_are_probed_no_further_than_before() -> None:
+    outcome, per_item = planning._timed_prefix(tasks.sleep_then_square, list(range(200)), 64, 4096)
+    assert outcome.n_done <= 64
+    assert per_item >= 0.002  # each item sleeps 2 ms: no estimate of its cost can be lower
+
+
+def test_trivial_items_are_not_sent_to_worker_processes() -> None:
+    """A million ints cost a process pool more to pickle there and back than a loop takes to run them.
+
+    Before: the probe read them as ~0.3 us each (its own timing) and the planner
+    chose processes for the first two calls, at 2.5-4x the loop.
+    """
+    planner = planning.Planner()
+    items = list(range(1_000_000))
+    with ParallelExecutor(planner=planner, observers=[]) as ex:
+        for _ in range(3):
+            assert ex.map(tasks.negate, items) == [-x for x in items]
+        chosen = [r.selected_strategy for r in ex.records]
+    assert "processes" not in chosen, chosen
+    assert chosen[1:] == ["serial", "serial"], chosen
+    facts = planner.knowledge.get(tasks.negate)
+    assert facts is not None and facts.pickling.parent > 0  # measured on the probed items, not assumed

@@ -33,6 +33,10 @@ from payoff.worker import ChunkOutcome, Star, in_worker, run_chunk
 
 PROBE_BUDGET_SECONDS = 0.002
 PROBE_MAX_ITEMS = 64
+PROBE_CHEAP_SECONDS = 0.0002
+PROBE_CHEAP_MAX_ITEMS = 4096
+"""A probe whose items took less than PROBE_CHEAP_SECONDS in all goes on doubling up to this many items:
+timing a block costs a few hundred ns, so 64 items of ~40 ns each would read as several times dearer."""
 MIN_CHUNK_SECONDS = 0.005
 """Chunks need not be larger than this much work to amortise their dispatch."""
 CHUNK_OVERHEAD_MULTIPLE = 20
@@ -122,6 +126,22 @@ class CostModel:
 COSTS = CostModel()
 
 
+class Pickling(NamedTuple):
+    """Per item: the parent pickles the item and unpickles its result; a worker does the reverse.
+
+    For items of a few bytes this per-object cost, not the bytes, is what a
+    process pool pays (a million ints take ~55 ms in the parent, more than
+    ``abs`` on each), so it is measured rather than derived from sizes.
+    """
+
+    parent: float
+    worker: float
+
+
+NO_PICKLING = Pickling(0.0, 0.0)
+"""Unmeasured: threads, or payloads too large to time cheaply (their bytes are costed instead)."""
+
+
 @dataclass
 class Facts:
     """What earlier calls measured about one function."""
@@ -141,6 +161,8 @@ class Facts:
     """Per strategy: re-measurements that confirmed the loss; the wait before the next one doubles with each."""
     forgone: dict[str, float] = field(default_factory=dict)
     """Per strategy: seconds calls kept serial only by a cold pool's start would have saved on a warm one."""
+    pickling: Pickling = NO_PICKLING
+    """Seconds per item the parent and each worker spend pickling, measured on the probed items."""
 
 
 def fn_key(fn: Callable[..., Any]) -> Hashable | None:
@@ -193,7 +215,7 @@ class Knowledge:
             return
         with self._lock:
             self._facts[key] = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes,
-                                     probe.pickle_error, probe.cloudpickle_ok)
+                                     probe.pickle_error, probe.cloudpickle_ok, pickling=probe.pickling)
             self._facts.move_to_end(key)
             while len(self._facts) > self.LIMIT:
                 self._facts.popitem(last=False)
@@ -306,6 +328,7 @@ class Probe:
     threads_speedup: float | None = None
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
     forgone: dict[str, float] = field(default_factory=dict)
+    pickling: Pickling = NO_PICKLING
     known: bool = False
     """True when the cost came from an earlier call instead of running items now."""
 
@@ -628,9 +651,15 @@ def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: 
     start = 0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))
     fn_copies = workers if probe.fn_bytes >= SHIP_ONCE_BYTES else chunks
     transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + fn_copies * probe.fn_bytes)
+    if strategy in CROSSES_PROCESSES:  # the workers' share runs in parallel, the parent's does not
+        transfer += remaining * (probe.pickling.parent + probe.pickling.worker / workers)
     compute = max(serial / workers, cost * chunk)
     warm = oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
     return Estimate(serial, start, warm, transfer, compute)
+
+
+def _per_item(seconds: float) -> str:
+    return f"{seconds * 1e9:,.0f} ns" if seconds < 1e-6 else f"{seconds * 1e6:,.1f} us"
 
 
 def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe,
@@ -652,13 +681,13 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
         serial, fixed = cost * remaining, oh.per_call + oh.per_chunk
         if serial > fixed * PAYOFF_MARGIN * workers / (workers - 1):
             return None
-        return (Reason.TINY_WORKLOAD, f"{remaining:,} items x {cost * 1e6:,.1f} us = {serial * 1e3:,.3f} ms of "
+        return (Reason.TINY_WORKLOAD, f"{remaining:,} items x {_per_item(cost)} = {serial * 1e3:,.3f} ms of "
                 f"work is less than {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call")
     est = _estimate(costs, call, strategy, workers, probe, remaining, cost)
     if est.parallel * PAYOFF_MARGIN < est.serial:
         return None
     probed = f" (after {probe.n:,} probed)" if probe.n else ""
-    summary = (f"{remaining:,} items{probed} x {cost * 1e6:,.1f} us = {est.serial * 1e3:,.2f} ms of work; "
+    summary = (f"{remaining:,} items{probed} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
     if est.transfer > est.compute:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
@@ -710,15 +739,17 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
         probe.threads_speedup = known.threads_speedup
         probe.verdicts = dict(known.verdicts)
         probe.forgone = dict(known.forgone)
+        probe.pickling = known.pickling
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
     if needs_cost and known is None:
-        limit = max(1, min(PROBE_MAX_ITEMS, len(call.items) // (CHUNKS_PER_WORKER * workers) or 1))
-        probe.outcome = _timed_prefix(call.fn, call.items, limit)
+        share = len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
+        probe.outcome, per_item = _timed_prefix(call.fn, call.items, max(1, min(PROBE_MAX_ITEMS, share)),
+                                                max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
         done = probe.outcome.n_done
         if done:
             wall = sum(probe.outcome.durations_ns) / 1e9
-            probe.seconds_per_item = max(wall / done, 1e-9)
+            probe.seconds_per_item = max(per_item, 1e-9)
             probe.cpu_ratio = min(1.0, max(0.05, probe.outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
     if call.requested in ("auto", *CROSSES_PROCESSES):
         _measure_payload(call, probe)
@@ -727,14 +758,25 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     return probe
 
 
-def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int) -> ChunkOutcome:
-    """Run items one by one until the budget is spent; a single chunk of real work."""
+def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int,
+                  cheap_limit: int) -> tuple[ChunkOutcome, float]:
+    """Run doubling steps of items until the budget is spent: a single chunk of real work, and seconds per item.
+
+    The cost per item is the lower of the whole probe's mean and its last
+    (largest) step's: the few hundred ns of timing each block costs only ever
+    inflate a mean, most of all the first steps' blocks of one or two items.
+    """
     deadline = time.perf_counter() + PROBE_BUDGET_SECONDS
     outcome = run_chunk(fn, items[:1], 0, 0)
-    taken = 1
-    while outcome.error is None and taken < limit and time.perf_counter() < deadline:
-        step = min(taken, limit - taken)
+    taken, last = 1, (sum(outcome.durations_ns), 1)
+    while outcome.error is None and time.perf_counter() < deadline:
+        cap = cheap_limit if sum(outcome.durations_ns) < PROBE_CHEAP_SECONDS * 1e9 else limit
+        if taken >= cap:
+            break
+        step = min(taken, cap - taken)
         more = run_chunk(fn, items[taken:taken + step], taken, 0)
+        if more.error is None:
+            last = (sum(more.durations_ns), more.n_done)
         outcome.results.extend(more.results)
         outcome.durations_ns.extend(more.durations_ns)
         outcome.block_sizes.extend(more.block_sizes)
@@ -742,7 +784,8 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int) ->
         outcome.end_ns = more.end_ns
         outcome.error, outcome.error_index = more.error, more.error_index
         taken += step
-    return outcome
+    done = max(1, outcome.n_done)
+    return outcome, min(sum(outcome.durations_ns) / done, last[0] / max(1, last[1])) / 1e9
 
 
 _ARRAY_PICKLE_HEADER = 160
@@ -760,8 +803,30 @@ def _measure_payload(call: Call, probe: Probe) -> None:
         probe.item_bytes = _pickled_size(sample_item)
         if probe.outcome is not None and probe.outcome.results:
             probe.result_bytes = _pickled_size(probe.outcome.results[0])
+            if (probe.item_bytes + probe.result_bytes) * probe.n <= PICKLING_SAMPLE_BYTES:
+                probe.pickling = _time_pickling(call.items[:probe.n], probe.outcome.results)
     except Exception as exc:
         probe.pickle_error = f"cannot pickle for worker processes: {type(exc).__name__}: {exc}"
+
+
+PICKLING_SAMPLE_BYTES = 1 << 20
+"""Probed items and results are pickled once more to time it when they are this small together (~1 ms)."""
+
+
+def _time_pickling(items: Sequence[Any], results: Sequence[Any]) -> Pickling:
+    """Dumps and loads of the probed items and their results, timed apart: the parent and the workers share them."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    sent = pickle.dumps(list(items), protocol=pickle.HIGHEST_PROTOCOL)
+    t1 = clock()
+    pickle.loads(sent)
+    t2 = clock()
+    back = pickle.dumps(list(results), protocol=pickle.HIGHEST_PROTOCOL)
+    t3 = clock()
+    pickle.loads(back)
+    t4 = clock()
+    n = max(1, len(results)) * 1e9
+    return Pickling(parent=((t1 - t0) + (t4 - t3)) / n, worker=((t2 - t1) + (t3 - t2)) / n)
 
 
 def _pickled_size(obj: Any) -> int:
