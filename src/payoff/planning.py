@@ -689,7 +689,7 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     probed = f" (after {probe.n:,} probed)" if probe.n else ""
     summary = (f"{remaining:,} items{probed} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
-    if est.transfer > est.compute:
+    if est.transfer > est.compute and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:  # data alone
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm

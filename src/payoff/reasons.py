@@ -135,9 +135,11 @@ class Reason(StrEnum):
     PAYLOAD_TOO_LARGE = (
         "payload_too_large",
         "fallback",
-        "the pickled payload per task is above task_size_hint_bytes",
+        "moving the data to worker processes and back would cost more than running in parallel saves "
+        "(its bytes, or pickling many tiny objects), or one task's pickled payload is above "
+        "task_size_hint_bytes",
         "send indices instead of data and load shared state once per worker (worker_initializer), "
-        "or raise task_size_hint_bytes",
+        "batch tiny items into larger ones (arrays), or raise task_size_hint_bytes",
     )
     SINGLE_WORKER = (
         "single_worker",
