@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from payoff import ParallelConfig, Reason
-from payoff.planning import NO_PICKLING, Call, Facts, Pickling, Planner
+from payoff.planning import NO_PICKLING, Call, Facts, Pickling, Planner, _pickled_size
 from payoff.worker import _local
 from tests import tasks
 
@@ -70,10 +70,13 @@ ROWS = [
     Row("trivial items stay serial", 5e-8, 1000, "serial", Reason.TINY_WORKLOAD),
     Row("a million small items stay serial when pickling costs more and threads measured no gain", 2e-7,
         1_000_000,
-        "serial", Reason.PAYLOAD_TOO_LARGE, pickling=Pickling(parent=1e-7, worker=1e-7), threads_speedup=0.6,
+        "serial", Reason.PAYLOAD_TOO_LARGE, pickling=Pickling(5e-8, 5e-8, 5e-8, 5e-8), threads_speedup=0.6,
         detail_says="of it moving pickled data"),
+    Row("a warm pool of 8 would pay though pickling outweighs each worker's share: its start is the reason",
+        2e-6, 10_000, "serial", Reason.POOL_START_COST, config={"max_workers": 8},
+        pickling=Pickling(2e-7, 2e-7, 2e-7, 2e-7)),
     Row("the same items with cheap pickling go to processes", 2e-7, 1_000_000, "processes",
-        Reason.AUTO_CPU_BOUND, pickling=Pickling(parent=1e-8, worker=1e-8), warm=frozenset({"processes"})),
+        Reason.AUTO_CPU_BOUND, pickling=Pickling(5e-9, 5e-9, 5e-9, 5e-9), warm=frozenset({"processes"})),
     Row("waiting work gets more threads than cores", 5e-3, 400, "threads", Reason.AUTO_WAITING,
         config={}, cpu_ratio=0.05, expect_workers=32),
     Row("the waiting cap is a config field", 5e-3, 400, "threads", Reason.AUTO_WAITING,
@@ -177,7 +180,13 @@ def teach(planner: Planner, row: Row) -> None:
     planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, 40, row.pickle_error,
                                                 row.cloudpickle_ok, threads_speedup=row.threads_speedup,
                                                 verdicts=dict(row.verdicts), forgone=dict(row.forgone),
-                                                pickling=row.pickling))
+                                                pickling=row.pickling._replace(item_bytes=_item_bytes(row))))
+
+
+def _item_bytes(row: Row) -> int:
+    """What the planner will weigh this row's items at, so the taught pickling is believed, not re-timed."""
+    items = _items(row)
+    return _pickled_size(items[0]) if len(items) else 0
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)

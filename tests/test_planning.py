@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import time
 
 import numpy as np
 import pytest
 
-from payoff import ParallelExecutor, planning
+from payoff import ParallelConfig, ParallelExecutor, planning
 from tests import tasks
 
 
@@ -133,3 +134,34 @@ def test_trivial_items_are_not_sent_to_worker_processes() -> None:
     assert chosen[1:] == ["serial", "serial"], chosen
     facts = planner.knowledge.get(tasks.negate)
     assert facts is not None and facts.pickling.parent > 0  # measured on the probed items, not assumed
+
+
+def _cheap_then_sleepy(x: int) -> int:
+    if x >= 2048:
+        time.sleep(0.001)
+    return x
+
+
+def test_the_probe_stops_at_its_budget_when_items_turn_dear() -> None:
+    """The longer probe of cheap items must not run thousands of dear ones in the caller."""
+    got = planning.Planner().plan(planning.Call(_cheap_then_sleepy, list(range(40_000)), ParallelConfig(max_workers=2),
+                                                "auto", None, None, None, frozenset(), 0))
+    assert got.probe.n < 2048 + 64, got.probe.n
+
+
+def _describe(x: object) -> int:
+    return len(x) if isinstance(x, dict) else int(x)  # type: ignore[call-overload]
+
+
+def test_a_known_function_given_much_smaller_items_times_their_pickling_again() -> None:
+    """Facts from a call over big dicts must not price a later call over ints as if it moved dicts."""
+    planner = planning.Planner()
+    config = ParallelConfig(max_workers=2)
+    dicts = [{str(k): k for k in range(300)} for _ in range(400)]
+    first = planner.plan(planning.Call(_describe, dicts, config, "auto", None, None, None, frozenset(), 0))
+    later = planner.plan(planning.Call(_describe, list(range(40_000)), config, "auto", None, None, None,
+                                       frozenset(), 1))
+    assert later.probe.known
+    assert later.probe.pickling.item_bytes < first.probe.pickling.item_bytes // 100
+    assert later.probe.pickling.items_out < first.probe.pickling.items_out / 10
+    assert later.probe.pickling.results_out == first.probe.pickling.results_out  # no result of this call yet

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
+from typing import overload
 
-from payoff.worker import BLOCK_GROWTH, CancelToken, run_chunk
+from payoff.worker import BLOCK_GROWTH, MAX_BLOCK, CancelToken, ChunkOutcome, run_chunk
 
 
 def _cheap(x: int) -> int:
@@ -61,3 +64,58 @@ def test_an_error_in_the_tail_block_keeps_the_items_before_it() -> None:
     assert outcome.results == list(range(150_000))
     assert sum(outcome.block_sizes) == 150_000
 
+
+
+def test_a_list_that_fn_grows_is_mapped_over_its_length_at_the_call() -> None:
+    """The tail runs the list's own iterator, which would go on into items appended while it runs."""
+    items = list(range(20))
+
+    def visit(x: int) -> int:
+        if len(items) < 1000:
+            items.append(x)
+        return x
+
+    outcome = run_chunk(visit, items, 0, 0)
+    assert outcome.results == list(range(20))
+    assert sum(outcome.block_sizes) == 20
+
+
+class _Squares(Sequence[int]):
+    """A sequence whose ``__getitem__`` never raises IndexError: its iterator never ends, only ``len`` does."""
+
+    def __len__(self) -> int:
+        return 20
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[int]: ...
+    def __getitem__(self, i: int | slice) -> int | Sequence[int]:
+        if isinstance(i, slice):
+            return [x * x for x in range(20)[i]]
+        return i * i
+
+
+def test_a_sequence_is_mapped_over_its_length_not_its_iterator() -> None:
+    done: list[ChunkOutcome] = []
+    thread = threading.Thread(target=lambda: done.append(run_chunk(_cheap, _Squares(), 0, 0)), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "run_chunk followed the iterator past len()"
+    assert done[0].results == [-(x * x) for x in range(20)]
+
+
+def _cheap_then_dear(x: int) -> int:
+    if x < 70_000:
+        return -x
+    total = 0
+    for i in range(400):
+        total += i
+    return total
+
+
+def test_a_deadline_is_checked_in_bounded_blocks_when_cheap_items_turn_dear() -> None:
+    """With a deadline there is no unbounded tail: ~3 s of dear items after 70,000 cheap ones stop early."""
+    outcome = run_chunk(_cheap_then_dear, list(range(500_000)), 0, 0, CancelToken(time.monotonic() + 0.3))
+    assert outcome.n_done < 500_000
+    assert max(outcome.block_sizes) <= MAX_BLOCK

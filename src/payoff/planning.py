@@ -29,7 +29,7 @@ from payoff.config import ParallelConfig
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
-from payoff.worker import ChunkOutcome, Star, in_worker, run_chunk
+from payoff.worker import CancelToken, ChunkOutcome, Star, in_worker, run_chunk
 
 PROBE_BUDGET_SECONDS = 0.002
 PROBE_MAX_ITEMS = 64
@@ -127,18 +127,30 @@ COSTS = CostModel()
 
 
 class Pickling(NamedTuple):
-    """Per item: the parent pickles the item and unpickles its result; a worker does the reverse.
+    """Seconds per item: the parent pickles the item and unpickles its result; a worker does the reverse.
 
     For items of a few bytes this per-object cost, not the bytes, is what a
     process pool pays (a million ints take ~55 ms in the parent, more than
     ``abs`` on each), so it is measured rather than derived from sizes.
     """
 
-    parent: float
-    worker: float
+    items_out: float
+    items_in: float
+    results_out: float
+    results_in: float
+    item_bytes: int = 0
+    """How large the items it was timed on pickled: a call of much larger or smaller items is timed again."""
+
+    @property
+    def parent(self) -> float:
+        return self.items_out + self.results_in
+
+    @property
+    def worker(self) -> float:
+        return self.items_in + self.results_out
 
 
-NO_PICKLING = Pickling(0.0, 0.0)
+NO_PICKLING = Pickling(0.0, 0.0, 0.0, 0.0)
 """Unmeasured: threads, or payloads too large to time cheaply (their bytes are costed instead)."""
 
 
@@ -689,14 +701,14 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     probed = f" (after {probe.n:,} probed)" if probe.n else ""
     summary = (f"{remaining:,} items{probed} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
-    if est.transfer > est.compute and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:  # data alone
-        return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
         if forgone >= oh.start:
             return None
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
                 f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
+    if est.transfer > est.compute and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:  # data alone
+        return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
     return Reason.TINY_WORKLOAD, summary
 
 
@@ -766,16 +778,15 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int,
     (largest) step's: the few hundred ns of timing each block costs only ever
     inflate a mean, most of all the first steps' blocks of one or two items.
     """
-    deadline = time.perf_counter() + PROBE_BUDGET_SECONDS
+    budget = CancelToken(time.monotonic() + PROBE_BUDGET_SECONDS)  # a step of items that turn dear stops too
     outcome = run_chunk(fn, items[:1], 0, 0)
     taken, last = 1, (sum(outcome.durations_ns), 1)
-    while outcome.error is None and time.perf_counter() < deadline:
+    while outcome.error is None and not budget.expired():
         cap = cheap_limit if sum(outcome.durations_ns) < PROBE_CHEAP_SECONDS * 1e9 else limit
         if taken >= cap:
             break
-        step = min(taken, cap - taken)
-        more = run_chunk(fn, items[taken:taken + step], taken, 0)
-        if more.error is None:
+        more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, budget)
+        if more.error is None and more.n_done:
             last = (sum(more.durations_ns), more.n_done)
         outcome.results.extend(more.results)
         outcome.durations_ns.extend(more.durations_ns)
@@ -783,7 +794,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int,
         outcome.cpu_ns += more.cpu_ns
         outcome.end_ns = more.end_ns
         outcome.error, outcome.error_index = more.error, more.error_index
-        taken += step
+        taken += more.n_done
     done = max(1, outcome.n_done)
     return outcome, min(sum(outcome.durations_ns) / done, last[0] / max(1, last[1])) / 1e9
 
@@ -804,7 +815,13 @@ def _measure_payload(call: Call, probe: Probe) -> None:
         if probe.outcome is not None and probe.outcome.results:
             probe.result_bytes = _pickled_size(probe.outcome.results[0])
             if (probe.item_bytes + probe.result_bytes) * probe.n <= PICKLING_SAMPLE_BYTES:
-                probe.pickling = _time_pickling(call.items[:probe.n], probe.outcome.results)
+                timed = _time_pickling(call.items[:probe.n], probe.outcome.results)
+                probe.pickling = timed._replace(item_bytes=probe.item_bytes)
+        elif probe.known and call.items and probe.item_bytes * PROBE_MAX_ITEMS <= PICKLING_SAMPLE_BYTES \
+                and not _comparable(probe.item_bytes, probe.pickling.item_bytes):
+            sample = call.items[:max(1, min(PROBE_MAX_ITEMS, PICKLING_SAMPLE_BYTES // max(1, probe.item_bytes)))]
+            out, back = _time_pickling(sample, [])[:2]  # the results keep their measured cost: none ran yet
+            probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes)
     except Exception as exc:
         probe.pickle_error = f"cannot pickle for worker processes: {type(exc).__name__}: {exc}"
 
@@ -814,17 +831,15 @@ PICKLING_SAMPLE_BYTES = 1 << 20
 
 
 def _time_pickling(items: Sequence[Any], results: Sequence[Any]) -> Pickling:
-    """Dumps and loads of the probed items and their results, timed apart: the parent and the workers share them.
+    """Dumps and loads of the items and of their results, each per item.
 
     Each pickle call has a fixed cost of a few us (framing, the memo) that a
     chunk pays once, not per item: timed on an empty list, it is taken off.
     """
-    items_dumps, items_loads = _dumps_loads(list(items))
-    results_dumps, results_loads = _dumps_loads(list(results))
-    empty_dumps, empty_loads = _dumps_loads([])
-    n = max(1, len(results)) * 1e9
-    return Pickling(parent=max(0, items_dumps + results_loads - empty_dumps - empty_loads) / n,
-                    worker=max(0, items_loads + results_dumps - empty_dumps - empty_loads) / n)
+    empty = _dumps_loads([])
+    per_item = [max(0.0, (took - base) / 1e9 / max(1, len(part)))
+                for part in (items, results) for took, base in zip(_dumps_loads(list(part)), empty, strict=True)]
+    return Pickling(*per_item)  # type: ignore[arg-type]
 
 
 def _dumps_loads(obj: Any) -> tuple[int, int]:

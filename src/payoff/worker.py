@@ -118,8 +118,10 @@ TAIL_ITEM_NS = 1_000
 """Items cheaper than this pay a measurable share (about 2 ns of ~35) for the ``islice`` that bounds a block."""
 TAIL_BLOCK_NS = 50_000_000
 """So once such items are measured, the rest of a chunk runs as one unbounded ``map`` if it fits in this long
-at their measured cost and is at most BLOCK_GROWTH times the items done: cancel and deadline checks wait
-about this long at most (as any block, longer only if the items turn dearer), and it counts as one block."""
+at their measured cost and is at most BLOCK_GROWTH times the items done. A call with a deadline never does:
+items that turn dearer inside such a block would hold its checks back for the whole block."""
+_ENDS_AT_LEN = (list, tuple, range)
+"""Sequences whose own iterator stops at their length (a custom ``__getitem__`` may never raise IndexError)."""
 
 
 def run_chunk(
@@ -170,14 +172,16 @@ def _run_blocks(
     append, extend = results.append, results.extend
     n = len(items)
     source = iter(items)  # one pass: slicing a list per block would copy every item reference
+    tail_ok = type(items) in _ENDS_AT_LEN and (cancel is None or cancel.deadline is None)
     lo, block = 0, 1
     last = clock()
     while lo < n:
         hi = min(n, lo + block)
         if hi - lo == 1:
             append(fn(next(source)))
-        elif hi == n:  # map runs the calls in C; on an error the items before it are already in results
+        elif hi == n and tail_ok:  # map runs the calls in C; on an error the items before it are in results
             extend(map(fn, source))
+            del results[n:]  # a list that fn grew while it ran: the call is over its first n items
         else:
             extend(map(fn, islice(source, hi - lo)))
         now = clock()
@@ -187,7 +191,8 @@ def _run_blocks(
         last = now
         per_item = took // (hi - lo) or 1
         block = max(1, min(MAX_BLOCK, BLOCK_GROWTH * (hi - lo), BLOCK_TARGET_NS // per_item))
-        if per_item < TAIL_ITEM_NS and n - hi <= BLOCK_GROWTH * hi and (n - hi) * per_item <= TAIL_BLOCK_NS:
+        if tail_ok and per_item < TAIL_ITEM_NS and n - hi <= BLOCK_GROWTH * hi \
+                and (n - hi) * per_item <= TAIL_BLOCK_NS:
             block = n - hi
         lo = hi
         if cancel is not None and cancel.is_set():
