@@ -819,8 +819,7 @@ def _measure_payload(call: Call, probe: Probe) -> None:
                 probe.pickling = timed._replace(item_bytes=probe.item_bytes)
         elif probe.known and call.items and probe.item_bytes * PROBE_MAX_ITEMS <= PICKLING_SAMPLE_BYTES \
                 and not _comparable(probe.item_bytes, probe.pickling.item_bytes):
-            sample = call.items[:max(1, min(PROBE_MAX_ITEMS, PICKLING_SAMPLE_BYTES // max(1, probe.item_bytes)))]
-            out, back = _time_pickling(sample, [])[:2]  # the results keep their measured cost: none ran yet
+            out, back = _net_per_item(call.items[:PROBE_MAX_ITEMS], _dumps_loads([]))  # results: none ran yet
             probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes)
     except Exception as exc:
         probe.pickle_error = f"cannot pickle for worker processes: {type(exc).__name__}: {exc}"
@@ -837,9 +836,16 @@ def _time_pickling(items: Sequence[Any], results: Sequence[Any]) -> Pickling:
     chunk pays once, not per item: timed on an empty list, it is taken off.
     """
     empty = _dumps_loads([])
-    per_item = [max(0.0, (took - base) / 1e9 / max(1, len(part)))
-                for part in (items, results) for took, base in zip(_dumps_loads(list(part)), empty, strict=True)]
-    return Pickling(*per_item)  # type: ignore[arg-type]
+    items_out, items_in = _net_per_item(items, empty)
+    results_out, results_in = _net_per_item(results, empty)
+    return Pickling(items_out, items_in, results_out, results_in)
+
+
+def _net_per_item(part: Sequence[Any], empty: tuple[int, int]) -> tuple[float, float]:
+    """Seconds per item to dump and to load ``part`` as one list, less what an empty list takes."""
+    dumps, loads = _dumps_loads(list(part))
+    n = max(1, len(part)) * 1e9
+    return max(0.0, (dumps - empty[0]) / n), max(0.0, (loads - empty[1]) / n)
 
 
 def _dumps_loads(obj: Any) -> tuple[int, int]:
