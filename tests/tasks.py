@@ -133,3 +133,21 @@ def raise_unpicklable(x: int) -> int:
 def negate(x: int) -> int:
     """A trivial item: far cheaper than pickling it to a worker and its result back."""
     return -x
+
+
+DEAR_FROM = 1960
+"""Items from here on of ``cheap_then_dear_tail`` cost ~20 ms; the ones before ~50 us."""
+
+
+def cheap_then_dear_tail(x: int) -> int:
+    """A size-sorted input: cheap CPU work, then a short tail of dear items (waits: any backend overlaps them)."""
+    if x >= DEAR_FROM:
+        time.sleep(0.02)
+        return -x
+    return spin(x, 1000)
+
+
+def slow_at_twenty(x: int) -> int:
+    """One item of a second among 2 ms ones: the chunk holding it finishes long after all the others could."""
+    time.sleep(1.0 if x == 20 else 0.002)
+    return x

@@ -43,6 +43,8 @@ WAIT_SLICE_SECONDS = 0.2
 MAX_POOL_RESTARTS = 24
 """Fresh pools one call may start after crashes before it gives up on the backend."""
 STREAM_SERIAL_CHUNK = 1024
+HELD_CHUNKS_PER_WORKER = 4
+"""Finished chunks of a stream held for order while an earlier one runs, per worker, before reading stops."""
 STOP_GRACE_SECONDS = 0.1
 """Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
 
@@ -272,8 +274,17 @@ class MapRun:
             raise
 
     def _waiting(self) -> int:
-        """Finished chunks held back until an earlier one is done: they count against the in-flight bound."""
-        return sum(1 for i in self.parts if i != self.next_yield)
+        """Finished chunks held for order beyond what a stream may hold: they count against the in-flight bound.
+
+        A list's items and results are in memory anyway, so holding them for
+        order costs nothing, while stopping submissions would idle every worker
+        but the one running the slow chunk. A stream is read only as far as
+        this bound, so one stuck chunk cannot make it read all of its input.
+        """
+        if not self.stream:
+            return 0
+        held = sum(1 for i in self.parts if i != self.next_yield)
+        return max(0, held - HELD_CHUNKS_PER_WORKER * self.rec.workers)
 
     def _next_task(self) -> ChunkTask | None:
         known = self.source.known_length
@@ -282,10 +293,22 @@ class MapRun:
         if part is None:
             self.source_done = True
             return None
-        task = ChunkTask(self.next_index, part[0], part[1], self.token)
+        task = ChunkTask(self.next_index, part[0], part[1], self.token, budget_ns=self.sizer.budget_ns(len(part[1])))
         self.sizes[task.index] = len(part[1])
         self.next_index += 1
         return task
+
+    def _requeue_rest(self, task: ChunkTask, done: int) -> None:
+        """A chunk over its budget handed back its unstarted items: cut them again, first in line."""
+        known = self.source.known_length
+        ahead = 0 if known is None else known - self.source.taken
+        items, first, pieces = task.items[done:], task.first + done, []
+        while items:
+            size = self.sizer.next(len(items) + ahead)
+            pieces.append(ChunkTask(task.index, first, items[:size], self.token, retry=task.retry,
+                                    budget_ns=self.sizer.budget_ns(size)))
+            items, first = items[size:], first + size
+        self.requeued.extendleft(reversed(pieces))
 
     def _submit(self, pool: Strategy, shipped: Any, task: ChunkTask) -> None:
         t0 = time.perf_counter_ns()
@@ -334,6 +357,8 @@ class MapRun:
             raise outcome.error
         self.sizer.observe(stats.n_items, stats.busy_seconds)
         self.parts.setdefault(task.index, []).append(outcome)
+        if outcome.n_done < len(task.items):
+            self._requeue_rest(task, outcome.n_done)
 
     def _ready_blocks(self) -> Iterator[list[Any]]:
         if not self.ordered:

@@ -7,6 +7,13 @@ so the last chunks are small and the workers finish together; a floor keeps
 every chunk worth its dispatch, and the floor follows the per-item time the
 finished chunks measured, so a dear tail is split finer than a cheap head.
 The calibrated-explanations adapter plans its tasks with the same function.
+
+A chunk is cut before its own items are measured, so on a size-sorted input
+the chunks that reach a dear tail were cut for cheap items, and the workers
+that took them finish long after the others. Each chunk therefore gets a
+soft time budget, a few times what it was planned to take: past it, the
+worker hands back the items it has not started and they are cut again from
+what they now measure (work stealing, from the queue's side).
 """
 
 from __future__ import annotations
@@ -16,6 +23,10 @@ import math
 SHARE_DIVISOR = 2
 """Each chunk takes at most 1 / (this x workers) of the items still left."""
 SMOOTHING = 0.5
+BUDGET_FACTOR = 3.0
+"""A chunk may run this many times its planned time before it hands back its unstarted items."""
+MIN_BUDGET_SECONDS = 0.01
+"""Never less: each hand-back costs a dispatch (~0.1-1 ms), so a budget this long keeps the cost near 5%."""
 
 
 def guided_size(remaining: int, workers: int, floor: int, cap: int) -> int:
@@ -50,6 +61,12 @@ class GuidedChunks:
         if self.fixed or remaining is None:
             return self.size
         return guided_size(remaining, self.workers, self._current_floor(), self.size)
+
+    def budget_ns(self, size: int) -> int | None:
+        """How long a chunk of ``size`` may run; None when sizes are fixed (a user's chunksize, a stream)."""
+        if self.fixed or self._per_item <= 0:
+            return None
+        return int(max(MIN_BUDGET_SECONDS, BUDGET_FACTOR * size * self._per_item) * 1e9)
 
     def observe(self, n_items: int, busy_seconds: float) -> None:
         if n_items > 0 and busy_seconds > 0:

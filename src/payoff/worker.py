@@ -130,8 +130,14 @@ def run_chunk(
     first: int,
     index: int,
     cancel: CancelToken | None = None,
+    budget_ns: int | None = None,
 ) -> ChunkOutcome:
-    """Run ``fn`` over ``items``; never raises for a user error (it is returned)."""
+    """Run ``fn`` over ``items``; never raises for a user error (it is returned).
+
+    A chunk given ``budget_ns`` stops at the first timing block that ends past
+    it and returns fewer results than items: it was cut for cheaper items than
+    it met, and the parent cuts the rest again from what they now measure.
+    """
     _local.depth = getattr(_local, "depth", 0) + 1
     results: list[Any] = []
     durations: array[int] = array("q")
@@ -140,7 +146,7 @@ def run_chunk(
     cpu0 = time.thread_time_ns()
     error: BaseException | None = None
     try:
-        _run_blocks(fn, items, results, durations, sizes, cancel)
+        _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns)
     except Exception as exc:
         error = exc
         if len(results) > sum(sizes):  # the failing block's finished items still count as work done
@@ -166,11 +172,13 @@ def _run_blocks(
     durations: array[int],
     sizes: array[int],
     cancel: CancelToken | None,
+    budget_ns: int | None = None,
 ) -> None:
     """Blocks grow while items are cheaper than the target and shrink when they get dearer."""
     clock = time.perf_counter_ns
     append, extend = results.append, results.extend
     n = len(items)
+    stop_at = None if budget_ns is None else clock() + budget_ns
     source = iter(items)  # one pass: slicing a list per block would copy every item reference
     tail_ok = type(items) in _ENDS_AT_LEN and (cancel is None or cancel.deadline is None)
     lo, block = 0, 1
@@ -196,6 +204,8 @@ def _run_blocks(
             block = n - hi
         lo = hi
         if cancel is not None and cancel.is_set():
+            return
+        if stop_at is not None and now >= stop_at:
             return
 
 
@@ -242,14 +252,15 @@ def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
 
 def run_pickled_chunk(payload: bytes) -> bytes:
     """Process entry point: the parent pre-pickles so it can count the bytes exactly."""
-    shipped, items, first, index = pickle.loads(payload)
+    shipped, items, first, index, budget_ns = pickle.loads(payload)
     fn, loaded = _resolve(shipped)
-    return run_to_bytes(fn, items, first, index, loaded)
+    return run_to_bytes(fn, items, first, index, loaded, budget_ns)
 
 
-def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0) -> bytes:
+def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
+                 budget_ns: int | None = None) -> bytes:
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error."""
-    outcome = run_chunk(fn, items, first, index)
+    outcome = run_chunk(fn, items, first, index, budget_ns=budget_ns)
     outcome.fn_bytes_loaded = loaded
     if outcome.error is not None:
         _prepare_for_travel(outcome)

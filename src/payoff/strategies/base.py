@@ -28,6 +28,8 @@ class ChunkTask:
     items: Sequence[Any]
     cancel: CancelToken | None = None
     """Set when the call is cancelled; in-process chunks stop at their next timing block."""
+    budget_ns: int | None = None
+    """How long the chunk may run before it hands back the items it has not started (None: no limit)."""
     submit_ns: int = 0
     bytes_sent: int = 0
     encode_ns: int = 0

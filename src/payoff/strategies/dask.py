@@ -39,7 +39,7 @@ class DaskWorkerLost(BrokenExecutor):
 
 def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
     """Worker side: resolve a scattered function once per worker, then run the chunk like a process pool."""
-    fn, items, first, index = pickle.loads(payload)
+    fn, items, first, index, budget_ns = pickle.loads(payload)
     loaded = 0
     if digest:
         if digest not in _cache:
@@ -48,7 +48,7 @@ def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
             _cache[digest] = pickle.loads(fn_blob)
             loaded = len(fn_blob)
         fn = _cache[digest]
-    return run_to_bytes(fn, items, first, index, loaded)
+    return run_to_bytes(fn, items, first, index, loaded, budget_ns)
 
 
 class DaskStrategy(Strategy):
@@ -120,7 +120,7 @@ class DaskStrategy(Strategy):
             raise closed_pool(self.name)
         shipped = isinstance(fn, tuple) and fn[:1] == ("scattered",)
         digest = fn[1] if shipped else ""
-        payload = cloudpickle.dumps((None if shipped else fn, task.items, task.first, task.index))
+        payload = cloudpickle.dumps((None if shipped else fn, task.items, task.first, task.index, task.budget_ns))
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()
         remote = self.client.submit(run_dask_chunk, self._scattered.get(digest) if shipped else None, digest,

@@ -28,7 +28,8 @@ class ExternalStrategy(Strategy):
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         task.submit_ns = time.monotonic_ns()
-        future: Future[Any] = self.target.submit(run_chunk, fn, task.items, task.first, task.index)
+        future: Future[Any] = self.target.submit(run_chunk, fn, task.items, task.first, task.index, None,
+                                                      task.budget_ns)
         return future
 
     def shutdown(self, wait: bool = True) -> None:

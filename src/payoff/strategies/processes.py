@@ -93,7 +93,7 @@ class PickledPoolStrategy(Strategy):
         if pool is None:
             raise closed_pool(self.name)
         t0 = time.perf_counter_ns()
-        payload = self._dumps((fn, task.items, task.first, task.index))
+        payload = self._dumps((fn, task.items, task.first, task.index, task.budget_ns))
         task.encode_ns = time.perf_counter_ns() - t0
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()

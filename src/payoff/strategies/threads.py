@@ -32,7 +32,8 @@ class ThreadStrategy(Strategy):
             raise closed_pool(self.name)
         ctx = contextvars.copy_context()
         task.submit_ns = time.monotonic_ns()
-        return self._pool.submit(ctx.run, run_chunk, fn, task.items, task.first, task.index, task.cancel)
+        return self._pool.submit(ctx.run, run_chunk, fn, task.items, task.first, task.index, task.cancel,
+                                 task.budget_ns)
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
