@@ -411,7 +411,7 @@ class MapRun:
         """A chunk lost once reruns with the rest; lost again, alone; lost alone, split until one item is left."""
         alone = len(lost) == 1 and lost[0].alone
         for task in reversed(lost):
-            task.retry = True
+            task.retry, task.budget_ns = True, None  # a suspect runs whole, so a crash names it
             self.crashes[task.index] += 1
             if alone:
                 if len(task.items) == 1:
