@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
+import time
 
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor
-from payoff.worker import run_chunk
+from payoff.worker import MAX_BLOCK, run_chunk
 from tests.tasks import DEAR_FROM, cheap_then_dear_tail, slow_at_twenty, spin
 
 N_ITEMS = 2000
@@ -70,3 +72,52 @@ def test_a_slow_chunk_does_not_idle_the_other_workers() -> None:
     rest = [c for c in record.chunks if c.index > slow.index]  # its own handed-back items may come after it
     late = [(c.first_item, c.n_items) for c in rest if c.end_ns > slow.end_ns]
     assert not late, f"{len(late)} chunks after the slow one ended after it: {late}"
+
+
+def _trivial_with_naps_midway(x: int) -> int:
+    if 50_000 <= x < 50_010:
+        time.sleep(0.005)
+    return x
+
+
+def test_a_budget_is_checked_where_trivial_items_would_run_untimed() -> None:
+    """Trivial items run their rest untimed, which must not carry a budgeted chunk through items that turn dear.
+
+    Before, after six bounded blocks the rest ran as one untimed block, naps
+    included: all 100,000 items against a 30 ms budget.
+    """
+    outcome = run_chunk(_trivial_with_naps_midway, list(range(100_000)), 0, 0, budget_ns=30_000_000)
+    assert outcome.error is None
+    assert 50_010 <= outcome.n_done <= 50_000 + MAX_BLOCK, list(outcome.block_sizes)
+    assert outcome.results == list(range(outcome.n_done))
+
+
+def test_imap_over_a_list_holds_a_bounded_number_of_results_behind_a_slow_item() -> None:
+    """``imap`` hands results out as they come, so a stuck item must not make it run the whole list meanwhile.
+
+    ``map`` over a list may run on behind a slow chunk (its results are all kept anyway); ``imap`` keeps
+    only what the caller has not taken, so finished chunks held behind the slow one stop new submissions.
+    """
+    started: list[int] = []
+    release = threading.Event()
+    seen_while_stuck: list[int] = []
+
+    def item(x: int) -> int:
+        started.append(x)
+        if x == 20:
+            release.wait(30)
+        return x
+
+    def unstick() -> None:
+        seen_while_stuck.append(len(started))
+        release.set()
+
+    timer = threading.Timer(1.0, unstick)
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
+        timer.start()
+        try:
+            assert list(ex.imap(item, range(20_000), chunksize=2)) == list(range(20_000))
+        finally:
+            timer.cancel()
+            release.set()
+    assert seen_while_stuck and seen_while_stuck[0] < 200, seen_while_stuck

@@ -274,14 +274,15 @@ class MapRun:
             raise
 
     def _waiting(self) -> int:
-        """Finished chunks held for order beyond what a stream may hold: they count against the in-flight bound.
+        """Finished chunks held for order beyond what the call may hold: they count against the in-flight bound.
 
-        A list's items and results are in memory anyway, so holding them for
-        order costs nothing, while stopping submissions would idle every worker
-        but the one running the slow chunk. A stream is read only as far as
-        this bound, so one stuck chunk cannot make it read all of its input.
+        ``map`` over a list keeps every item and result anyway, so holding them
+        for order costs nothing, while stopping submissions would idle every
+        worker but the one running the slow chunk. ``imap`` hands results out as
+        they come and may read a stream, so one stuck chunk must not make it
+        run, and hold, the rest of its input.
         """
-        if not self.stream:
+        if not (self.stream or self.streaming):
             return 0
         held = sum(1 for i in self.parts if i != self.next_yield)
         return max(0, held - HELD_CHUNKS_PER_WORKER * self.rec.workers)
@@ -410,9 +411,9 @@ class MapRun:
     def _triage(self, lost: list[ChunkTask], codes: list[int], exc: BaseException) -> None:
         """A chunk lost once reruns with the rest; lost again, alone; lost alone, split until one item is left."""
         alone = len(lost) == 1 and lost[0].alone
+        self.crashes.update({task.index for task in lost})  # pieces of one handed-back chunk are lost once
         for task in reversed(lost):
             task.retry, task.budget_ns = True, None  # a suspect runs whole, so a crash names it
-            self.crashes[task.index] += 1
             if alone:
                 if len(task.items) == 1:
                     raise self._crash_error(task, codes, "it crashed a fresh worker again, alone", exc)

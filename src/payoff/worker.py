@@ -118,8 +118,9 @@ TAIL_ITEM_NS = 1_000
 """Items cheaper than this pay a measurable share (about 2 ns of ~35) for the ``islice`` that bounds a block."""
 TAIL_BLOCK_NS = 50_000_000
 """So once such items are measured, the rest of a chunk runs as one unbounded ``map`` if it fits in this long
-at their measured cost and is at most BLOCK_GROWTH times the items done. A call with a deadline never does:
-items that turn dearer inside such a block would hold its checks back for the whole block."""
+at their measured cost and is at most BLOCK_GROWTH times the items done. A call with a deadline never does,
+nor a chunk with a budget: items that turn dearer inside such a block would hold its checks back for the
+whole block."""
 _ENDS_AT_LEN = (list, tuple, range)
 """Sequences whose own iterator stops at their length (a custom ``__getitem__`` may never raise IndexError)."""
 
@@ -180,7 +181,7 @@ def _run_blocks(
     n = len(items)
     stop_at = None if budget_ns is None else clock() + budget_ns
     source = iter(items)  # one pass: slicing a list per block would copy every item reference
-    tail_ok = type(items) in _ENDS_AT_LEN and (cancel is None or cancel.deadline is None)
+    tail_ok = type(items) in _ENDS_AT_LEN and (cancel is None or cancel.deadline is None) and budget_ns is None
     lo, block = 0, 1
     last = clock()
     while lo < n:
