@@ -45,8 +45,15 @@ CRASH_SCRIPT = textwrap.dedent("""
     out["after"] = ex.map(tasks.square, range(6), chunksize=1)
     ex.close()
     def workers():  # the resource trackers are one per parent, exit with it, and run no task
-        return [p for p in children_of(os.getpid())
-                if "resource_tracker" not in open(f"/proc/{p}/cmdline").read()]
+        alive = []
+        for pid in children_of(os.getpid()):
+            try:
+                with open(f"/proc/{pid}/cmdline") as fh:
+                    if "resource_tracker" not in fh.read():
+                        alive.append(pid)
+            except OSError:  # it exited between the listing and the read
+                pass
+        return alive
 
     deadline = time.monotonic() + 10
     while workers() and time.monotonic() < deadline:
