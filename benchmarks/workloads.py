@@ -93,3 +93,24 @@ def nap(seconds: float) -> float:
     """Warms a pool: sleeping tasks make every worker start before the timing does."""
     time.sleep(seconds)
     return seconds
+
+
+NEEDLE_FROM = 9_900
+"""Items ``0..9899`` of the needle shape cost ~50 us, the last 100 ~2.5 ms (50x dearer): a short sorted tail."""
+
+
+def py_needle(x: int) -> int:
+    n = 50_000 if x >= NEEDLE_FROM else 1000
+    total = 0
+    for i in range(n):
+        total += i ^ x
+    return total
+
+
+def py_one_slow(x: int) -> int:
+    """~0.2 ms of pure Python, except item 30: ~150 ms (one slow record early in the input)."""
+    n = 3_000_000 if x == 30 else 4000
+    total = 0
+    for i in range(n):
+        total += i ^ x
+    return total
