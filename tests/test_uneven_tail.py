@@ -76,7 +76,7 @@ def test_a_slow_chunk_does_not_idle_the_other_workers() -> None:
 
 def _trivial_with_naps_midway(x: int) -> int:
     if 50_000 <= x < 50_010:
-        time.sleep(0.005)
+        time.sleep(0.02)
     return x
 
 
@@ -84,9 +84,10 @@ def test_a_budget_is_checked_where_trivial_items_would_run_untimed() -> None:
     """Trivial items run their rest untimed, which must not carry a budgeted chunk through items that turn dear.
 
     Before, after six bounded blocks the rest ran as one untimed block, naps
-    included: all 100,000 items against a 30 ms budget.
+    included: all 100,000 items against a 100 ms budget. The items before the
+    naps take a few ms, the naps 200 ms.
     """
-    outcome = run_chunk(_trivial_with_naps_midway, list(range(100_000)), 0, 0, budget_ns=30_000_000)
+    outcome = run_chunk(_trivial_with_naps_midway, list(range(100_000)), 0, 0, budget_ns=100_000_000)
     assert outcome.error is None
     assert 50_010 <= outcome.n_done <= 50_000 + MAX_BLOCK, list(outcome.block_sizes)
     assert outcome.results == list(range(outcome.n_done))
