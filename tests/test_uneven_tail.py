@@ -41,6 +41,9 @@ def test_a_sorted_dear_tail_is_shared_out_once_it_is_measured(strategy: str) -> 
     assert sum(n for _, n in parts) == N_ITEMS and all(a + n == b for (a, n), (b, _) in itertools.pairwise(parts))
     dear = [max(0, lo + n - max(lo, DEAR_FROM)) for lo, n in parts]
     assert max(dear) <= math.ceil((N_ITEMS - DEAR_FROM) / 4), [d for d in dear if d]
+    indices = {c.index for c in record.chunks}
+    assert len(indices) < record.n_chunks  # some chunks handed items back
+    assert f"in {len(indices):,} chunks ({record.n_chunks:,} pieces)" in record.summary()
 
 
 def test_a_chunk_over_its_budget_hands_back_the_items_it_did_not_start() -> None:

@@ -44,7 +44,7 @@ MAX_POOL_RESTARTS = 24
 """Fresh pools one call may start after crashes before it gives up on the backend."""
 STREAM_SERIAL_CHUNK = 1024
 HELD_CHUNKS_PER_WORKER = 4
-"""Finished chunks of a stream held for order while an earlier one runs, per worker, before reading stops."""
+"""Finished chunks ``imap`` holds for order while an earlier one runs, per worker, before it stops submitting."""
 STOP_GRACE_SECONDS = 0.1
 """Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
 

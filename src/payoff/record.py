@@ -232,7 +232,10 @@ class MapRecord:
     def summary(self) -> str:
         """One line a person can read: what ran, how fast against serial, and why."""
         items = "1 item" if self.n_items == 1 else f"{self.n_items:,} items"
-        chunks = "1 chunk" if self.n_chunks == 1 else f"{self.n_chunks:,} chunks"
+        cut = len({c.index for c in self.chunks})
+        chunks = "1 chunk" if cut == 1 else f"{cut:,} chunks"
+        if cut < self.n_chunks:  # chunks that ran past their budget, or were split to find a crash, came back in pieces
+            chunks += f" ({self.n_chunks:,} pieces)"
         head = f"{self.selected_strategy} x{self.workers}, {items} in {chunks}"
         if self.fallback_reason is not None and self.mode == "serial":
             return (f"{head}: ran serially ({self.fallback_reason.value}), "
