@@ -448,8 +448,8 @@ def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
                      env=env, cwd=unpacked, check=False)
     assert collected.returncode == 0 and re.search(r"^\d+ tests collected", collected.stdout, re.M), \
         f"the sdist's tests do not all collect:\n{collected.stdout[-3000:]}\n{collected.stderr[-2000:]}"
-    done = _run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "not slow"], timeout=900,
-                env=env, cwd=unpacked, check=False)
+    done = _run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-m", "not slow"],
+                timeout=900, env=env, cwd=unpacked, check=False)
     tail = "\n".join(done.stdout.splitlines()[-40:])
     assert done.returncode == 0, f"the sdist's tests failed:\n{tail}\n{done.stderr[-2000:]}"
     summary = done.stdout.strip().splitlines()[-1]  # warnings above it may quote any word
