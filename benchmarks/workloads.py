@@ -14,18 +14,20 @@ def py_2us(x: int) -> int:
     return total
 
 
-def py_50us(x: int) -> int:
+def xor_sum(x: int, n: int) -> int:
+    """The pure-Python rows' work (all but W1): ``n`` rounds of xor, ~50 ns each, holding the GIL."""
     total = 0
-    for i in range(1000):
+    for i in range(n):
         total += i ^ x
     return total
+
+
+def py_50us(x: int) -> int:
+    return xor_sum(x, 1000)
 
 
 def py_5ms(x: int) -> int:
-    total = 0
-    for i in range(100_000):
-        total += i ^ x
-    return total
+    return xor_sum(x, 100_000)
 
 
 _MATS: dict[int, np.ndarray] = {}
@@ -52,19 +54,13 @@ UNEVEN_CHEAP_ITEMS = 950
 def py_uneven(x: int) -> int:
     """~0.2 ms of pure Python for the cheap items, ~10 ms for the dear tail (by item value, so any order works)."""
     n = 200_000 if x >= UNEVEN_CHEAP_ITEMS else 4000
-    total = 0
-    for i in range(n):
-        total += i ^ x
-    return total
+    return xor_sum(x, n)
 
 
 def wait_5ms(x: int) -> int:
     """Mostly waiting: a 5 ms sleep (I/O, a remote call) and ~0.1 ms of CPU."""
     time.sleep(0.005)
-    total = 0
-    for i in range(2000):
-        total += i ^ x
-    return total
+    return xor_sum(x, 2000)
 
 
 class LargeState:
@@ -78,10 +74,7 @@ class LargeState:
         self.table = np.arange(n_bytes // 8, dtype=np.float64)
 
     def __call__(self, x: int) -> float:
-        total = 0
-        for i in range(20_000):
-            total += i ^ x
-        return total + float(self.table[x % self.table.size])
+        return xor_sum(x, 20_000) + float(self.table[x % self.table.size])
 
 
 def abs_like(x: int) -> int:
@@ -101,16 +94,10 @@ NEEDLE_FROM = 9_900
 
 def py_needle(x: int) -> int:
     n = 50_000 if x >= NEEDLE_FROM else 1000
-    total = 0
-    for i in range(n):
-        total += i ^ x
-    return total
+    return xor_sum(x, n)
 
 
 def py_one_slow(x: int) -> int:
     """~0.2 ms of pure Python, except item 30: ~150 ms (one slow record early in the input)."""
     n = 3_000_000 if x == 30 else 4000
-    total = 0
-    for i in range(n):
-        total += i ^ x
-    return total
+    return xor_sum(x, n)

@@ -288,8 +288,7 @@ class MapRun:
         return max(0, held - HELD_CHUNKS_PER_WORKER * self.rec.workers)
 
     def _next_task(self) -> ChunkTask | None:
-        known = self.source.known_length
-        size = self.sizer.next(None if known is None else known - self.source.taken)
+        size = self.sizer.next(self._left_to_take())
         part = None if self.source_done else self.source.take(size)
         if part is None:
             self.source_done = True
@@ -299,10 +298,14 @@ class MapRun:
         self.next_index += 1
         return task
 
+    def _left_to_take(self) -> int | None:
+        """Items the source has not handed out yet; None for a stream of unknown length."""
+        known = self.source.known_length
+        return None if known is None else known - self.source.taken
+
     def _requeue_rest(self, task: ChunkTask, done: int) -> None:
         """A chunk over its budget handed back its unstarted items: cut them again, first in line."""
-        known = self.source.known_length
-        ahead = 0 if known is None else known - self.source.taken
+        ahead = self._left_to_take() or 0
         items, first, pieces = task.items[done:], task.first + done, []
         while items:
             size = self.sizer.next(len(items) + ahead)
