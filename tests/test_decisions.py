@@ -105,11 +105,18 @@ ROWS = [
         verdicts={"processes": (0.5, 1000)}),
     Row("a measured gain keeps the backend", 1e-3, 200, "processes", Reason.AUTO_CPU_BOUND,
         verdicts={"processes": (1.7, 1000)}),
-    Row("work a warm pool would win but a cold start would not", 2e-4, 100, "serial", Reason.POOL_START_COST),
-    Row("the same work on a warm pool", 2e-4, 100, "processes", Reason.AUTO_CPU_BOUND,
+    Row("work a warm pool would win but a cold start would not", 1e-4, 60, "serial", Reason.POOL_START_COST),
+    Row("the same work on a warm pool", 1e-4, 60, "processes", Reason.AUTO_CPU_BOUND,
         warm=frozenset({"processes"})),
-    Row("the same work once serial calls forwent a start's worth", 2e-4, 100, "processes", Reason.AUTO_CPU_BOUND,
+    Row("the same work once serial calls forwent a start's worth", 1e-4, 60, "processes", Reason.AUTO_CPU_BOUND,
         forgone={"processes": 1.0}),
+    Row("a forked pool starts in milliseconds: work that forgoes more starts it at once", 3e-4, 100, "processes",
+        Reason.AUTO_CPU_BOUND, config={"max_workers": 2, "start_method": "fork"}),
+    Row("a spawned pool starts fresh interpreters: work that forgoes less than that waits", 1e-3, 100, "serial",
+        Reason.POOL_START_COST, config={"max_workers": 2, "start_method": "spawn"},
+        detail_says="of the 250.00 ms a start costs"),
+    Row("forkserver workers are fresh interpreters too", 1e-3, 100, "serial", Reason.POOL_START_COST,
+        config={"max_workers": 2, "start_method": "forkserver"}),
     # -- named backends --
     Row("a named joblib runs 1.5 s of work on joblib, cold", 3.75e-3, 400, "joblib", Reason.EXPLICIT_STRATEGY,
         config={"strategy": "joblib", "max_workers": 2}),
@@ -299,3 +306,27 @@ def test_a_retry_that_measured_nothing_does_not_double_the_wait() -> None:
     planner.knowledge.observe_verdict(tasks.square, "processes", 0.5, 200)  # the retry confirmed the loss
     third = [plan(row, planner).strategy for _ in range(16)]
     assert third == ["serial"] * 15 + ["processes"]
+
+
+def test_a_measured_start_replaces_the_prior_for_its_start_method_only() -> None:
+    """The prior is a guess for no machine in particular: one measurement replaces it, later ones are smoothed."""
+    costs = Planner().costs
+    assert costs.get("processes", "spawn").start > 10 * costs.get("processes", "fork").start
+    costs.learn("processes", start=0.08, method="fork")
+    assert costs.get("processes", "fork").start == pytest.approx(0.08)
+    assert costs.get("processes", "spawn", workers=2).start == pytest.approx(0.25), "spawn keeps its own prior"
+    costs.learn("processes", start=0.02, method="fork")
+    assert 0.02 < costs.get("processes", "fork").start < 0.08
+
+
+def test_a_started_pool_teaches_the_start_method_it_used() -> None:
+    from payoff import ParallelExecutor
+
+    planner = Planner()
+    with ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2, start_method="fork"),
+                          planner=planner) as ex:
+        ex.map(tasks.square, range(1000), chunksize=100)
+        record = ex.last_record
+    assert record is not None and record.pool_started
+    assert planner.costs.get("processes", "fork").start == pytest.approx(record.pool_start_seconds)
+    assert planner.costs.get("processes", "spawn").start == pytest.approx(0.25)

@@ -89,15 +89,15 @@ def test_a_pool_that_failed_to_start_is_not_retried_on_every_call() -> None:
     """The wait that earned a start ends with the attempt, failed or not: the next one is earned afresh."""
     from payoff import ParallelConfig, ParallelExecutor, Reason
 
-    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(2e-4, 1.0, 40, "", None, forgone={"processes": 10.0}))
+    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(1e-4, 1.0, 40, "", None, forgone={"processes": 10.0}))
     config = ParallelConfig(max_workers=2, worker_initializer=tasks.failing_initializer)
     with ParallelExecutor(config) as ex:
-        assert ex.map(tasks.square, range(100)) == [x * x for x in range(100)]
+        assert ex.map(tasks.square, range(60)) == [x * x for x in range(60)]
         record = ex.last_record
         assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
         facts = planning.KNOWLEDGE.get(tasks.square)
         assert facts is not None and facts.forgone == {}
-        ex.map(tasks.square, range(100))
+        ex.map(tasks.square, range(60))
         assert ex.last_record is not None and ex.last_record.fallback_reason is Reason.POOL_START_COST
 
 

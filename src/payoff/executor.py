@@ -325,7 +325,7 @@ class ParallelExecutor:
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
                 error: BaseException | None) -> None:
         self.records.append(record)
-        self._planner.learn(record, fn)
+        self._planner.learn(record, fn, self.config)
         self._observers.finished(call, record, error)
 
     def _workload_label(self, workload: str) -> str:

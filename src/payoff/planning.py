@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import multiprocessing
 import os
 import pickle
 import statistics
@@ -78,10 +79,31 @@ class Overheads:
 
 _PRIORS: dict[str, Overheads] = {
     "threads": Overheads(start=0.0005, per_call=0.0001, per_chunk=0.00005, per_byte=0.0),
-    "processes": Overheads(start=0.03, per_call=0.0005, per_chunk=0.00015, per_byte=1.5e-9),
+    "processes": Overheads(start=0.006, per_call=0.0005, per_chunk=0.00015, per_byte=1.5e-9),
     "joblib": Overheads(start=0.5, per_call=0.001, per_chunk=0.0003, per_byte=2e-9),
     "dask": Overheads(start=2.0, per_call=0.005, per_chunk=0.002, per_byte=3e-9),
 }
+
+_PROCESS_START_PRIORS = {"fork": (0.002, 0.002), "forkserver": (0.15, 0.05), "spawn": (0.15, 0.05)}
+"""A process pool's start before one is measured, by start method: (fixed, per worker) seconds. The parent
+forks its workers one by one (2 workers ~6 ms on the 2-core machine); forkserver and spawn start fresh
+interpreters that import payoff and the caller's modules, in parallel where there are cores (~250 ms for 2).
+One prior for all three was 5x too dear for fork and 8x too cheap for spawn."""
+
+
+def start_method(chosen: str | None) -> str:
+    """How process pools start: the config's ``start_method`` when it names one, else the platform's default.
+
+    Read without fixing the default, so a caller may still ``set_start_method`` afterwards.
+    """
+    if chosen is not None:
+        return chosen
+    return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+
+
+def _start_key(strategy: str, method: str | None) -> str:
+    return f"{strategy}/{method}" if strategy == "processes" and method else strategy
+
 
 
 class CostModel:
@@ -90,7 +112,9 @@ class CostModel:
     Per-call overhead is the median of the last ``WINDOW`` measurements (the
     prior counts as one until the window fills): a few calls that met a busy
     machine must not make every later small call serial, because a call kept
-    serial is never measured again.
+    serial is never measured again. A pool's start is learned per backend and
+    start method; the first measured start replaces the prior outright (a
+    guess made for no machine in particular), later ones are smoothed.
     """
 
     SMOOTHING = 0.3
@@ -105,18 +129,34 @@ class CostModel:
         self._costs = {k: Overheads(**vars(v)) for k, v in _PRIORS.items()}
         self._per_call: dict[str, deque[float]] = {k: deque([v.per_call], maxlen=self.WINDOW)
                                                    for k, v in _PRIORS.items()}
+        self._starts: dict[str, float] = {}
 
-    def get(self, strategy: str) -> Overheads:
+    def get(self, strategy: str, method: str | None = None, workers: int = 2) -> Overheads:
+        """``strategy``'s overheads; a process pool's start is the one of ``method`` (None: the platform's)."""
+        if strategy == "processes" and method is None:
+            method = start_method(None)
         with self._lock:
-            return Overheads(**vars(self._costs.get(strategy, _PRIORS["processes"])))
+            costs = Overheads(**vars(self._costs.get(strategy, _PRIORS["processes"])))
+            learned = self._starts.get(_start_key(strategy, method))
+        if learned is not None:
+            costs.start = learned
+        elif strategy == "processes" and method in _PROCESS_START_PRIORS:
+            fixed, per_worker = _PROCESS_START_PRIORS[method]
+            costs.start = fixed + per_worker * workers
+        return costs
 
-    def learn(self, strategy: str, *, start: float | None = None, per_call: float | None = None) -> None:
+    def learn(self, strategy: str, *, start: float | None = None, per_call: float | None = None,
+              method: str | None = None) -> None:
+        if strategy == "processes" and method is None:
+            method = start_method(None)
         with self._lock:
             costs = self._costs.get(strategy)
             if costs is None:
                 return
             if start is not None and start > 0:
-                costs.start = (1 - self.SMOOTHING) * costs.start + self.SMOOTHING * start
+                key = _start_key(strategy, method)
+                known = self._starts.get(key)
+                self._starts[key] = start if known is None else (1 - self.SMOOTHING) * known + self.SMOOTHING * start
             if per_call is not None:
                 window = self._per_call[strategy]
                 window.append(max(0.0, per_call))
@@ -499,15 +539,19 @@ class Planner:
                        remaining: int) -> tuple[Reason, str] | None:
         return _cost_fallback(self.costs, call, strategy, workers, probe, remaining)
 
-    def learn(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
-        """Feed measured item cost, CPU share, backend overheads and the verdict back into the planner."""
+    def learn(self, record: MapRecord, fn: Callable[[Any], Any], config: ParallelConfig | None = None) -> None:
+        """Feed measured item cost, CPU share, backend overheads and the verdict back into the planner.
+
+        ``config`` is the one the call ran with: a process pool's start is learned for its start method.
+        """
         if record.n_items and not record.n_errors and record.busy_seconds > 0:
             self.knowledge.observe(fn, record.serial_estimate_seconds / record.n_items, _cpu_share(record))
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
             self.knowledge.started(fn, None)
         elif record.pool_started:
             self.knowledge.started(fn, record.selected_strategy)
-            self.costs.learn(record.selected_strategy, start=record.pool_start_seconds)
+            self.costs.learn(record.selected_strategy, start=record.pool_start_seconds,
+                             method=start_method(config.start_method if config is not None else None))
         if record.mode != "parallel" or record.fallback_reason is not None or record.n_errors:
             return
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
@@ -656,7 +700,7 @@ class Estimate(NamedTuple):
 
 def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
               cost: float) -> Estimate:
-    oh = costs.get(strategy)
+    oh = costs.get(strategy, start_method(call.config.start_method), workers)
     serial = cost * remaining
     chunk = _chunk_size(costs, call, strategy, workers, cost, remaining)
     chunks = math.ceil(remaining / chunk)
@@ -688,7 +732,7 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     cost = probe.seconds_per_item
     if cost is None or call.config.tiny_workload_threshold is not None:
         return None
-    oh = costs.get(strategy)
+    oh = costs.get(strategy, start_method(call.config.start_method), workers)
     if call.requested != "auto":
         serial, fixed = cost * remaining, oh.per_call + oh.per_chunk
         if serial > fixed * PAYOFF_MARGIN * workers / (workers - 1):
