@@ -67,8 +67,8 @@ def _taught(cost: float, verdicts: dict[str, tuple[float, int]] | None = None) -
 
 @case(Reason.POOL_START_COST)
 def _pool_start_cost() -> tuple[Any, Any, list[Any]]:
-    items = list(range(100))
-    _taught(2e-4)  # 20 ms of work: a warm pool would pay, starting one would not
+    items = list(range(60))
+    _taught(1e-4)  # 6 ms of work: a warm pool would pay, starting one (6 ms, forked) would not
     record, out = _run(ParallelConfig(), tasks.square, items)
     return record, out, [x * x for x in items]
 
