@@ -42,7 +42,10 @@ WAIT_SLICE_SECONDS = 0.2
 """Longest wait between checks of the cancel token and the deadline."""
 MAX_POOL_RESTARTS = 24
 """Fresh pools one call may start after crashes before it gives up on the backend."""
-STREAM_SERIAL_CHUNK = 1024
+SERIAL_CHUNK_SECONDS = 0.01
+MAX_SERIAL_CHUNK = 65_536
+"""A serial ``imap`` chunk's bookkeeping costs ~20 us: 10 ms of work keeps it under 1%, and a result comes
+at least every 10 ms; trivial items stop at this many (a list of their results is held per chunk)."""
 HELD_CHUNKS_PER_WORKER = 4
 """Finished chunks ``imap`` holds for order while an earlier one runs, per worker, before it stops submitting."""
 STOP_GRACE_SECONDS = 0.1
@@ -177,18 +180,23 @@ class MapRun:
     # -- serial ---------------------------------------------------------------
 
     def _serially(self, plan: planning.Plan) -> Iterator[list[Any]]:
-        if self.stream:  # bounded chunks: the input is read as the results are taken
-            size = max(plan.chunk_size, STREAM_SERIAL_CHUNK)
-        elif self.streaming:
-            size = max(1, plan.chunk_size)
-        else:
-            size = max(1, len(self.source.head))
+        """A list in one chunk; ``imap`` and streams in chunks that run no further ahead than asked.
+
+        Those take ``chunksize`` items each when given; otherwise they start at
+        one item and grow (at most doubling) towards SERIAL_CHUNK_SECONDS of
+        measured work, so the first result comes after one item, as from the
+        builtin ``map``, and later chunks keep their bookkeeping negligible.
+        """
+        lazy = self.stream or self.streaming
+        size = (self.chunksize or 1) if lazy else max(1, len(self.source.head))
         while (part := self.source.take(size)) is not None:
             lo, items = part
             outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller")
             self.next_index += 1
             self._raise_if_stopped()
             yield outcome.results
+            if lazy and not self.chunksize:
+                size = _next_serial_size(len(items), outcome)
 
     def _in_caller(self, task: ChunkTask, where: str) -> ChunkOutcome:
         with self.ex._observers.scope(self.call):
@@ -529,3 +537,10 @@ def _culprit_code(codes: list[int]) -> int | None:
     """The dead worker's code: the pool terminates the others with SIGTERM after a crash."""
     own = [c for c in codes if c != -15]
     return own[0] if own else (codes[0] if codes else None)
+
+
+def _next_serial_size(size: int, outcome: ChunkOutcome) -> int:
+    """At most double, towards SERIAL_CHUNK_SECONDS at the cost the last chunk measured."""
+    took = max(1, outcome.end_ns - outcome.start_ns) / 1e9
+    fits = int(SERIAL_CHUNK_SECONDS * max(1, outcome.n_done) / took)
+    return max(1, min(2 * size, MAX_SERIAL_CHUNK, fits))

@@ -15,6 +15,10 @@ from typing import Any
 LOOKAHEAD_ITEMS = 1024
 """Items read ahead of a stream for planning (fewer when items are large)."""
 LOOKAHEAD_BYTES = 32 * 1024 * 1024
+SLICED_AS_GIVEN = (list, tuple, range)
+"""Inputs whose slices are cheap, list-like and picklable. Another Sequence may refuse slices (a deque, a
+reader taking integer indices only) or slice into something a worker process cannot receive (a
+memoryview), so it is read like any iterable."""
 
 
 class Source:
@@ -24,7 +28,7 @@ class Source:
         self._next = 0
         self._dropped = False
         self._iter: Iterator[Any] | None = None
-        if isinstance(items, Sequence):
+        if isinstance(items, SLICED_AS_GIVEN):
             self.head: Sequence[Any] = items
             self.exhausted = True
         elif not lazy:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -113,3 +115,65 @@ def test_payoff_parallel_is_the_primary_name_and_ce_parallel_an_alias() -> None:
     assert ParallelConfig.from_env({"CE_PARALLEL": "threads"}).strategy == "threads"
     with pytest.raises(ValueError, match="disagree"):
         ParallelConfig.from_env({"PAYOFF_PARALLEL": "threads", "CE_PARALLEL": "processes"})
+
+
+class IntIndexOnly(Sequence[int]):
+    """A legal Sequence that takes integer indices only (lazy readers, database cursors)."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: Any) -> Any:
+        if not isinstance(i, int):
+            raise TypeError("integer indices only")
+        if not 0 <= i < 40:
+            raise IndexError(i)
+        return i * 10
+
+
+SEQUENCES = {
+    "deque": lambda: collections.deque(range(50)),
+    "memoryview": lambda: memoryview(bytes(range(80))),
+    "integer-index-only Sequence": IntIndexOnly,
+    "str": lambda: "payoff maps any sequence",
+}
+
+
+@pytest.mark.parametrize("strategy", ["auto", "serial", "threads", "processes"])
+@pytest.mark.parametrize("kind", list(SEQUENCES))
+def test_any_sequence_maps_like_the_builtin(kind: str, strategy: str) -> None:
+    """Slicing is only trusted where it gives a picklable list-like part: other Sequences are read as iterables."""
+    items = SEQUENCES[kind]()
+    with ParallelExecutor(ParallelConfig(strategy=strategy, tiny_workload_threshold=0.0, min_batch_size=1)) as ex:
+        assert ex.map(tasks.identity, items, chunksize=7) == list(map(tasks.identity, items))
+        assert list(ex.imap(tasks.identity, items, chunksize=7)) == list(map(tasks.identity, items))
+
+
+class CountedCalls:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, x: int) -> int:
+        self.calls += 1
+        return x
+
+
+@pytest.mark.parametrize("config", [ParallelConfig(strategy="serial"), ParallelConfig(enabled=False)],
+                         ids=["serial", "disabled"])
+def test_a_serial_imap_runs_no_further_than_its_chunksize_ahead(config: ParallelConfig) -> None:
+    fn = CountedCalls()
+    with ParallelExecutor(config=config) as ex:
+        assert list(itertools.islice(ex.imap(fn, itertools.count(), chunksize=1), 3)) == [0, 1, 2]
+    assert fn.calls == 3, "chunksize=1: one item run per result taken, like the builtin map"
+
+
+@pytest.mark.parametrize("items", [itertools.count(), list(range(5000))], ids=["stream", "list"])
+def test_a_serial_imap_gives_its_first_result_after_one_item(items: Any) -> None:
+    """Without a chunksize, serial imap chunks start at one item and grow with the measured cost."""
+    fn = CountedCalls()
+    with ParallelExecutor(config=ParallelConfig(strategy="serial")) as ex:
+        results = ex.imap(fn, items)
+        assert next(results) == 0
+        assert fn.calls == 1
+        rest = list(itertools.islice(results, 4999))
+    assert rest == list(range(1, 5000))
