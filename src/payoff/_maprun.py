@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import threading
 import time
 import warnings
 from collections import Counter, deque
@@ -84,6 +85,8 @@ class MapRun:
         self.source_done = False
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
+        self.pause_lock = threading.Lock()
+        self.paused = self.detached = False
 
     # -- the call as a whole ---------------------------------------------------
 
@@ -95,7 +98,7 @@ class MapRun:
     def blocks(self) -> Iterator[list[Any]]:
         """Each chunk's results, in input order; the record is built however the call ends."""
         obs = self.ex._observers
-        self.ex._begin(self.token)
+        self.ex._begin(self)
         obs.started(self.call)
         error: BaseException | None = None
         try:
@@ -103,7 +106,10 @@ class MapRun:
                 self.call.scoped = not self.streaming
                 plan = self._plan()
                 obs.planned(self.call)
-                yield from self._execute(plan)
+                for block in self._execute(plan):
+                    self._pause(True)
+                    yield block
+                    self._pause(False)
         except GeneratorExit:
             self.token.set()
             self._abandon()
@@ -113,13 +119,47 @@ class MapRun:
             self._abandon(exc)
             raise
         finally:
-            self.ex._end(self.token)
-            if self.lease is not None:
-                self.ex._pools.release(self.lease)
-            if self.stream:
-                self.rec.n_items = self.source.taken
-            record = self.rec.build()
-            self.ex._finish(self.call, record, self.fn, error)
+            try:
+                if self.lease is not None:
+                    self.ex._pools.release(self.lease)
+                if self.stream:
+                    self.rec.n_items = self.source.taken
+                record = self.rec.build()
+                self.ex._finish(self.call, record, self.fn, error)
+            finally:
+                self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
+
+    def _pause(self, paused: bool) -> None:
+        """``imap`` hands a result to its caller: until resumed, ``shutdown`` may detach the call."""
+        if not self.streaming:
+            return
+        with self.pause_lock:
+            self.paused = paused
+            if not paused and self.detached:
+                raise RuntimeError(f"payoff: the executor was shut down while this {self._kind()} waited for "
+                                   f"its caller to take the next result (after {self.next_yield:,} chunks of "
+                                   "results); its work stopped there. Take all results before shutdown, or "
+                                   "use map()")
+
+    def _kind(self) -> str:
+        return "imap" if self.ordered else "imap_unordered"
+
+    def detach(self) -> bool:
+        """Called by ``shutdown``: a paused ``imap`` lets go of its pool instead of holding shutdown forever.
+
+        Its chunks already queued are cancelled, running ones end with the pool;
+        the call raises ``RuntimeError`` when its caller asks for more.
+        """
+        with self.pause_lock:
+            if not self.paused or self.detached:
+                return False
+            self.detached = True
+        self.token.set()
+        for future in list(self.in_flight):
+            future.cancel()
+        if self.lease is not None:
+            self.ex._pools.release(self.lease)
+        return True
 
     def _plan(self) -> planning.Plan:
         t0 = time.perf_counter_ns()

@@ -86,6 +86,10 @@ class PoolRegistry:
         self._start_lock = threading.Lock()
         self._current: dict[str, _Entry] = {}
         self._retired: list[_Entry] = []
+        self._epoch = 0
+        self.closed = False
+        """Set by the executor's shutdown: a pool whose start was already under way serves its call only."""
+        """Bumped by every retirement: a pool whose start began before one is retired as soon as it is up."""
 
     def lease(self, key: PoolKey, make: Callable[[], Strategy]) -> Lease:
         """The current pool for ``key``, started now if there is none; raises what a failed start raised."""
@@ -96,6 +100,8 @@ class PoolRegistry:
             lease = self._take(key)
             if lease is not None:
                 return lease
+            with self._lock:
+                epoch = self._epoch
             pool = make()
             t0 = time.perf_counter()
             try:
@@ -106,9 +112,14 @@ class PoolRegistry:
             seconds = time.perf_counter() - t0
             entry = _Entry(pool, key, leases=1)
             with self._lock:
-                old = self._current.get(key.strategy)
-                self._current[key.strategy] = entry
-                to_close = self._retire(old) if old is not None else []
+                if self._epoch != epoch or self.closed:  # shut down (or reconfigured) while starting
+                    entry.retired = True
+                    self._retired.append(entry)
+                    to_close = []
+                else:
+                    old = self._current.get(key.strategy)
+                    self._current[key.strategy] = entry
+                    to_close = self._retire(old) if old is not None else []
         _close(to_close)
         return Lease(pool, True, seconds, entry)
 
@@ -120,19 +131,26 @@ class PoolRegistry:
             entry.leases += 1
         return Lease(entry.pool, _entry=entry)
 
-    def release(self, lease: Lease) -> None:
-        entry = lease._entry
-        if entry is None:
-            return
-        lease._entry = None
+    def release(self, lease: Lease, *, in_callback: bool = False) -> None:
+        """Give a lease back (once; later calls do nothing). The last lease on a retired pool closes it.
+
+        ``in_callback``: called from a future's done-callback, which runs on the
+        pool's own thread; closing the pool from there is left to another thread.
+        """
         with self._lock:
+            entry, lease._entry = lease._entry, None
+            if entry is None:
+                return
             entry.leases -= 1
             to_close = [entry] if entry.retired and entry.leases == 0 and not entry.closed else []
             for e in to_close:
                 e.closed = True
             self._retired = [e for e in self._retired if not e.closed]
             self._idle.notify_all()
-        _close(to_close)
+        if to_close and in_callback:
+            threading.Thread(target=_close, args=(to_close,), name="payoff-close", daemon=True).start()
+        else:
+            _close(to_close)
 
     def discard(self, pool: Strategy) -> None:
         """The caller saw ``pool`` break (or must stop it now): nobody gets it again, and it is killed."""
@@ -147,6 +165,7 @@ class PoolRegistry:
     def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False) -> list[_Entry]:
         """Take every current pool whose key ``keep`` rejects out of service; idle ones close now."""
         with self._lock:
+            self._epoch += 1
             names = [n for n, e in self._current.items() if not keep(e.key)]
             to_close = [c for n in names for c in self._retire(self._current.pop(n))]
             waiting = [e for e in self._retired if not e.closed]
@@ -161,12 +180,18 @@ class PoolRegistry:
         self._retired.append(entry)
         return []
 
-    def wait_closed(self, entries: list[_Entry]) -> None:
-        """Block until the calls holding ``entries`` are done, then close those pools politely."""
+    def wait_closed(self) -> None:
+        """Block until a start under way is over and every retired pool's calls are done; close them politely.
+
+        A pool started while this waits was begun before the retirement, so it
+        is retired on arrival and waited for too.
+        """
+        with self._start_lock:
+            pass
         with self._lock:
-            while any(e.leases for e in entries):
+            while any(e.leases for e in self._retired):
                 self._idle.wait(0.2)
-            todo = [e for e in entries if not e.closed]
+            todo = [e for e in self._retired if not e.closed]
             for e in todo:
                 e.closed = True
             self._retired = [e for e in self._retired if not e.closed]

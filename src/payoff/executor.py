@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from payoff import planning
 from payoff._maprun import MapRun
-from payoff._pools import PoolKey, PoolRegistry, pool_key
+from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._source import Source
 from payoff.config import ParallelConfig
 from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
-from payoff.worker import CancelToken, Star
+from payoff.worker import Star
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -81,7 +81,8 @@ class ParallelExecutor:
         self._ids = itertools.count(1)
         self._depth = 0
         self._active = 0
-        self._tokens: set[CancelToken] = set()
+        self._runs: set[MapRun] = set()
+        self._runs_changed = threading.Condition(self._lock)
         self._workload_calls: Counter[str] = Counter()
         self._last_used = time.monotonic()
         self._idle_thread: threading.Thread | None = None
@@ -191,12 +192,25 @@ class ParallelExecutor:
             return config.strategy.submit(fn, *args, **kwargs)  # type: ignore[no-any-return]
         name = "threads" if name == "auto" else name
         workers = planning.available_workers(config)
-        lease = self._pools.lease(pool_key(config, name, workers), lambda: make_strategy(name, workers, config))
+        self._begin()
         try:
-            return lease.pool.submit_call(fn, *args, **kwargs)
-        finally:
-            self._pools.release(lease)
-            self._watch_idle()
+            lease = self._pools.lease(pool_key(config, name, workers),
+                                      lambda: make_strategy(name, workers, config))
+        except BaseException:
+            self._end()
+            raise
+        try:
+            future = lease.pool.submit_call(fn, *args, **kwargs)
+        except BaseException:
+            self._done_submitted(lease)
+            raise
+        future.add_done_callback(lambda _: self._done_submitted(lease, in_callback=True))
+        return future
+
+    def _done_submitted(self, lease: Lease, *, in_callback: bool = False) -> None:
+        """A submitted call holds its pool until it is done, like a map: shutdown waits, the idle timer too."""
+        self._pools.release(lease, in_callback=in_callback)
+        self._end()
 
     @property
     def last_record(self) -> MapRecord | None:
@@ -216,16 +230,39 @@ class ParallelExecutor:
         Afterwards ``map`` and ``submit`` raise ``RuntimeError`` until the
         executor is entered again (``with ex:``), which reopens it.
         """
-        self._closed = True
+        with self._lock:
+            self._closed = self._pools.closed = True
         if cancel_futures:
             self.cancel()
             return
-        self._release_pools(wait)
+        self._detach_paused()
+        self._pools.retire()
+        if wait:
+            self._wait_for_runs()
+            self._pools.wait_closed()
+        self._idle_wake.set()
+
+    def _detach_paused(self) -> None:
+        """An ``imap`` waiting for its caller to take a result is not running: it stops instead of being waited for.
+
+        Its caller may never come back (a ``with`` block left after ``next(it)``), and may be this very thread.
+        """
+        with self._lock:
+            runs = list(self._runs)
+        for run in runs:
+            run.detach()
+
+    def _wait_for_runs(self) -> None:
+        """Every call running now ends, including one still planning or starting its pool."""
+        with self._lock:
+            while any(not run.detached for run in self._runs):
+                self._runs_changed.wait(0.2)
+                self._detach_paused()
 
     def _release_pools(self, wait: bool) -> None:
-        waiting = self._pools.retire()
+        self._pools.retire()
         if wait:
-            self._pools.wait_closed(waiting)
+            self._pools.wait_closed()
         self._idle_wake.set()
 
     def _check_open(self) -> None:
@@ -239,9 +276,9 @@ class ParallelExecutor:
     def cancel(self) -> None:
         """Stop every running call now: they raise ``CancelledError``; worker processes are stopped."""
         with self._lock:
-            tokens = list(self._tokens)
-        for token in tokens:
-            token.set()
+            runs = list(self._runs)
+        for run in runs:
+            run.token.set()
         self._pools.kill_all()
         self._idle_wake.set()
 
@@ -252,7 +289,7 @@ class ParallelExecutor:
     def __enter__(self) -> ParallelExecutor:
         with self._lock:
             self._depth += 1
-            self._closed = False
+            self._closed = self._pools.closed = False
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -310,16 +347,24 @@ class ParallelExecutor:
             self._workload_calls[workload] += 1
             return prior
 
-    def _begin(self, token: CancelToken) -> None:
-        with self._lock:
-            self._active += 1
-            self._tokens.add(token)
+    def _begin(self, run: MapRun | None = None) -> None:
+        """A call (or a ``submit``, with no run) starts: the idle timer leaves the pools alone until it ends.
 
-    def _end(self, token: CancelToken) -> None:
+        Checked and counted under the lock ``shutdown`` closes under, so a call either sees the executor
+        closed or is waited for.
+        """
+        with self._lock:
+            self._check_open()
+            self._active += 1
+            if run is not None:
+                self._runs.add(run)
+
+    def _end(self, run: MapRun | None = None) -> None:
         with self._lock:
             self._active -= 1
-            self._tokens.discard(token)
+            self._runs.discard(run)
             self._last_used = time.monotonic()
+            self._runs_changed.notify_all()
         self._watch_idle()
 
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
