@@ -151,3 +151,30 @@ def slow_at_twenty(x: int) -> int:
     """One item of a second among 2 ms ones: the chunk holding it finishes long after all the others could."""
     time.sleep(1.0 if x == 20 else 0.002)
     return x
+
+
+def spin_ignoring(item: Any) -> int:
+    """CPU work whatever the item is (an int, or a lock no pickler can send): the item only travels."""
+    return spin(0)
+
+
+def spin_with(extra: Any, x: int) -> int:
+    """CPU work on ``x``; ``extra`` is only carried, so ``partial(spin_with, a_lock)`` is a callable that cannot
+    be pickled while ``partial(spin_with, 2)`` can."""
+    return spin(x)
+
+
+def spin_then_lock(x: int) -> Any:
+    """CPU work whose result is a lock: neither pickle nor cloudpickle can send it back from a worker."""
+    import threading
+
+    spin(x)
+    return threading.Lock()
+
+
+def lock_if_negative(x: int) -> Any:
+    """A lock for a negative item, else an int: whether results can be pickled depends on the call's items."""
+    import threading
+
+    spin(x)
+    return threading.Lock() if x < 0 else x

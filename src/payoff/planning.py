@@ -19,6 +19,8 @@ import pickle
 import statistics
 import threading
 import time
+import types
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -194,9 +196,55 @@ NO_PICKLING = Pickling(0.0, 0.0, 0.0, 0.0)
 """Unmeasured: threads, or payloads too large to time cheaply (their bytes are costed instead)."""
 
 
+def _pickled_parts(fn: Callable[..., Any]) -> tuple[Any, ...]:
+    """The objects pickling ``fn`` depends on: a bound method's instance and function (each attribute access
+    makes a new method object), a starmap wrapper's function, else the callable itself."""
+    if isinstance(fn, Star):
+        return _pickled_parts(fn.fn)
+    if isinstance(fn, types.MethodType):
+        return (fn.__self__, fn.__func__)
+    return (fn,)
+
+
+class MeasuredOn:
+    """Weak references to the callable a function's pickling facts were measured on.
+
+    Facts are keyed by source location, so another lambda of the same line or a
+    partial over other arguments shares them; whether it pickles does not. The
+    facts hold only for the very object measured (a weak reference, so a closure
+    and what it captured are not kept alive); any other is pickled again.
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, refs: tuple[weakref.ref[Any], ...]) -> None:
+        self._refs = refs
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any]) -> MeasuredOn | None:
+        """None for a callable without weak references (a ufunc, a slotted instance): it is pickled every call."""
+        try:
+            return cls(tuple(weakref.ref(part) for part in _pickled_parts(fn)))
+        except TypeError:
+            return None
+
+    def holds_for(self, fn: Callable[..., Any]) -> bool:
+        if self._refs[0]() is fn and len(self._refs) == 1:  # the common case, a plain function: ~0.1 us
+            return True
+        parts = _pickled_parts(fn)
+        return len(parts) == len(self._refs) and all(ref() is part for ref, part in zip(self._refs, parts, strict=True))
+
+
 @dataclass
 class Facts:
-    """What earlier calls measured about one function."""
+    """What earlier calls measured about one function.
+
+    ``fn_bytes``, ``pickle_error`` and ``cloudpickle_ok`` describe the function
+    object itself and hold only for the one in ``measured_on``. Whether items
+    pickle is never stored: each call's items are checked. Results are checked
+    only where a probe ran, so a result that did not pickle is remembered in
+    ``result_error`` until a later call's first result is checked and pickles.
+    """
 
     seconds_per_item: float
     cpu_ratio: float
@@ -215,6 +263,13 @@ class Facts:
     """Per strategy: seconds calls kept serial only by a cold pool's start would have saved on a warm one."""
     pickling: Pickling = NO_PICKLING
     """Seconds per item the parent and each worker spend pickling, measured on the probed items."""
+    measured_on: MeasuredOn | None = None
+    """The callable the function's pickling facts were measured on; None: on none still alive (or never)."""
+    result_error: str = ""
+    """Why the last result a probe checked could not be pickled: each later call checks its first result again."""
+
+    def fn_facts_hold_for(self, fn: Callable[..., Any]) -> bool:
+        return self.measured_on is not None and self.measured_on.holds_for(fn)
 
 
 def fn_key(fn: Callable[..., Any]) -> Hashable | None:
@@ -265,12 +320,27 @@ class Knowledge:
         key = fn_key(fn)
         if key is None or probe.seconds_per_item is None:
             return
+        facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
+                      probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error or "",
+                      measured_on=MeasuredOn.of(fn) if probe.fn_checked else None)
         with self._lock:
-            self._facts[key] = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes,
-                                     probe.pickle_error, probe.cloudpickle_ok, pickling=probe.pickling)
+            self._facts[key] = facts
             self._facts.move_to_end(key)
             while len(self._facts) > self.LIMIT:
                 self._facts.popitem(last=False)
+
+    def recheck(self, fn: Callable[..., Any], probe: Probe, fn_measured: bool) -> None:
+        """Store what this call checked afresh: the pickling of ``fn`` when it was not the object measured
+        before (``fn_measured``), and whether its first result pickled when a probe ran one."""
+        measured_on = MeasuredOn.of(fn) if fn_measured else None
+        with self._stored(fn) as facts:
+            if facts is None:
+                return
+            if fn_measured:
+                facts.fn_bytes, facts.pickle_error = probe.fn_bytes, probe.pickle_error
+                facts.cloudpickle_ok, facts.measured_on = probe.cloudpickle_ok, measured_on
+            if probe.result_error is not None:
+                facts.result_error = probe.result_error
 
     def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None) -> None:
         """Correct the remembered cost (and how much of it is CPU) with what a whole call measured."""
@@ -345,10 +415,15 @@ class Knowledge:
             self._facts.clear()
 
     def teach(self, fn: Callable[..., Any], facts: Facts) -> None:
-        """State the facts of ``fn`` outright (tests, or a user who measured it): no probe will run."""
+        """State the facts of ``fn`` outright (tests, or a user who measured it): no probe will run.
+
+        Its pickling facts are believed for this very object, as if measured on it.
+        """
         key = fn_key(fn)
         if key is None:
             raise ValueError(f"cannot remember facts for {fn!r}")
+        if facts.measured_on is None:
+            facts.measured_on = MeasuredOn.of(fn)
         with self._lock:
             self._facts[key] = facts
 
@@ -376,13 +451,30 @@ class Probe:
     result_bytes: int = 0
     fn_bytes: int = 0
     pickle_error: str = ""
+    """Why pickle refuses the function itself."""
     cloudpickle_ok: bool | None = None
+    """Whether cloudpickle can send the function (None: not tried)."""
+    fn_checked: bool = False
+    """The three fields above describe this call's very function object (measured now, or on it before)."""
+    unsendable: list[tuple[str, Any]] = field(default_factory=list)
+    """This call's sampled items or results pickle refused: why, and the object (to try cloudpickle on it)."""
+    payload_cloudpickle_ok: bool | None = None
+    """Whether cloudpickle can send all of ``unsendable`` (None: not tried)."""
+    result_error: str | None = None
+    """Why the first probed result cannot be pickled; "" when it can, None when no result was checked."""
     threads_speedup: float | None = None
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
     forgone: dict[str, float] = field(default_factory=dict)
     pickling: Pickling = NO_PICKLING
     known: bool = False
     """True when the cost came from an earlier call instead of running items now."""
+
+    @property
+    def refused(self) -> str:
+        """All that pickle refused, each naming what it was (the function, an item, a result); "" if none."""
+        if not self.unsendable:
+            return self.pickle_error
+        return "; ".join([self.pickle_error] * bool(self.pickle_error) + [why for why, _ in self.unsendable])
 
     @property
     def n(self) -> int:
@@ -505,8 +597,9 @@ class Planner:
         if problem[0] is Reason.UNPICKLABLE:
             if _cloudpickle_ok(call, probe):
                 return "joblib", Reason.AUTO_NEEDS_CLOUDPICKLE, _payload_problem(call, "joblib", probe)
-            problem = (problem[0], f"{problem[1]} (cloudpickle cannot send it either)")
-        elif problem[0] is Reason.PAYLOAD_TOO_LARGE:
+            problem = (problem[0], problem[1] + CLOUDPICKLE_CANNOT)
+        if problem[0] is Reason.PAYLOAD_TOO_LARGE or probe.payload_cloudpickle_ok is False:
+            # data no process backend can take (too large, or no pickler sends it): threads share it in memory
             if self._threads_may_pay(call, probe):
                 return "threads", Reason.AUTO_SHARED_MEMORY, None
             problem = (problem[0], f"{problem[1]}; threads measured {probe.threads_speedup:.2f}x against serial")
@@ -756,14 +849,19 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     return Reason.TINY_WORKLOAD, summary
 
 
+CLOUDPICKLE_CANNOT = " (cloudpickle cannot send it either)"
+
+
 def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, str] | None:
+    """Why ``strategy`` cannot take this call's function, items or results; None when it can."""
     if strategy not in CROSSES_PROCESSES:
         return None
-    if probe.pickle_error and PICKLER[strategy] == "pickle":
+    refused = probe.refused
+    if refused and PICKLER[strategy] == "pickle":
         hint = " (cloudpickle could send it: strategy='joblib')" if _cloudpickle_ok(call, probe) else ""
-        return Reason.UNPICKLABLE, probe.pickle_error + hint
-    if PICKLER[strategy] == "cloudpickle" and probe.pickle_error and not _cloudpickle_ok(call, probe):
-        return Reason.UNPICKLABLE, probe.pickle_error + " (cloudpickle cannot send it either)"
+        return Reason.UNPICKLABLE, refused + hint
+    if refused and not _cloudpickle_ok(call, probe):
+        return Reason.UNPICKLABLE, refused + CLOUDPICKLE_CANNOT
     per_task = probe.item_bytes + (probe.fn_bytes if probe.fn_bytes < SHIP_ONCE_BYTES else 0)
     limit = call.config.task_size_hint_bytes
     if max(per_task, probe.result_bytes) > limit:
@@ -773,45 +871,74 @@ def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, s
 
 
 def _cloudpickle_ok(call: Call, probe: Probe) -> bool:
-    if probe.cloudpickle_ok is None:
-        import cloudpickle
+    """Whether cloudpickle (joblib, dask) can send all that pickle refused: the function, and this call's
+    sampled items and results. Asked only once pickle refused something, so only then it costs."""
+    if probe.pickle_error and probe.cloudpickle_ok is None:
+        probe.cloudpickle_ok = _cloudpickled_size(call.fn) is not None
+    if probe.unsendable and probe.payload_cloudpickle_ok is None:
+        probe.payload_cloudpickle_ok = all(_cloudpickled_size(obj) is not None for _, obj in probe.unsendable)
+    return (not probe.pickle_error or bool(probe.cloudpickle_ok)) \
+        and (not probe.unsendable or bool(probe.payload_cloudpickle_ok))
 
-        try:
-            cloudpickle.dumps(call.fn)
-            probe.cloudpickle_ok = True
-        except Exception:
-            probe.cloudpickle_ok = False
-    return probe.cloudpickle_ok
+
+def _cloudpickled_size(obj: Any) -> int | None:
+    """Bytes cloudpickle sends ``obj`` in; None when it cannot."""
+    import cloudpickle
+
+    try:
+        return len(cloudpickle.dumps(obj))
+    except Exception:
+        return None
 
 
 def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
-    """Run the first items in the caller, unless they are known or the user fixed every choice."""
+    """Run the first items in the caller, unless they are known or the user fixed every choice.
+
+    A known function runs its first item here only when an earlier call's
+    result could not be pickled: that result is checked again (and kept).
+    """
     probe = Probe()
     known = knowledge.get(call.fn)
+    fn_known = known is not None and known.fn_facts_hold_for(call.fn)
     if known is not None:
-        probe.seconds_per_item, probe.cpu_ratio = known.seconds_per_item, known.cpu_ratio
-        probe.fn_bytes, probe.pickle_error = known.fn_bytes, known.pickle_error
-        probe.cloudpickle_ok, probe.known = known.cloudpickle_ok, True
-        probe.threads_speedup = known.threads_speedup
-        probe.verdicts = dict(known.verdicts)
-        probe.forgone = dict(known.forgone)
-        probe.pickling = known.pickling
+        _recall(probe, known, fn_known)
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
+    sends = call.requested in ("auto", *CROSSES_PROCESSES)
     if needs_cost and known is None:
-        share = len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
-        probe.outcome, per_item = _timed_prefix(call.fn, call.items, max(1, min(PROBE_MAX_ITEMS, share)),
-                                                max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
-        done = probe.outcome.n_done
-        if done:
-            wall = sum(probe.outcome.durations_ns) / 1e9
-            probe.seconds_per_item = max(per_item, 1e-9)
-            probe.cpu_ratio = min(1.0, max(0.05, probe.outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
-    if call.requested in ("auto", *CROSSES_PROCESSES):
+        _probe_cost(call, probe, workers)
+    elif sends and known is not None and known.result_error:
+        probe.outcome, _ = _timed_prefix(call.fn, call.items, 1, 1)
+    if sends:
         _measure_payload(call, probe)
     if known is None:
         knowledge.remember(call.fn, probe)
+    elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
+        knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
+    """What earlier calls measured; the function's pickling only if measured on this very object."""
+    probe.seconds_per_item, probe.cpu_ratio, probe.known = known.seconds_per_item, known.cpu_ratio, True
+    if fn_known:
+        probe.fn_bytes, probe.pickle_error = known.fn_bytes, known.pickle_error
+        probe.cloudpickle_ok, probe.fn_checked = known.cloudpickle_ok, True
+    probe.threads_speedup = known.threads_speedup
+    probe.verdicts = dict(known.verdicts)
+    probe.forgone = dict(known.forgone)
+    probe.pickling = known.pickling
+
+
+def _probe_cost(call: Call, probe: Probe, workers: int) -> None:
+    """Run the first items in the caller to learn what an item costs and how much of it is CPU."""
+    share = len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
+    probe.outcome, per_item = _timed_prefix(call.fn, call.items, max(1, min(PROBE_MAX_ITEMS, share)),
+                                            max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
+    if probe.outcome.n_done:
+        wall = sum(probe.outcome.durations_ns) / 1e9
+        probe.seconds_per_item = max(per_item, 1e-9)
+        probe.cpu_ratio = min(1.0, max(0.05, probe.outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
 
 
 def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int,
@@ -848,25 +975,65 @@ _BYTES_PICKLE_HEADER = 16
 
 
 def _measure_payload(call: Call, probe: Probe) -> None:
-    """Pickled sizes of the function (unless known), one item and one result, with stdlib pickle."""
-    sample_item = call.items[min(probe.n, len(call.items) - 1)]
+    """Pickled sizes of the function (unless measured on this very object), one item and one result, with
+    stdlib pickle, and the pickling time of the probed ones; what pickle refuses is noted, saying what it was.
+
+    Items and results are checked on every call, never remembered as the function's: they are the call's.
+    """
+    if not probe.fn_checked:
+        _measure_fn(call.fn, probe)
+    at = min(probe.n, len(call.items) - 1)
+    probe.item_bytes = _payload_bytes(probe, call.items[at], f"item {at}")
+    results = probe.outcome.results if probe.outcome is not None else []
+    if results:
+        refused = len(probe.unsendable)
+        probe.result_bytes = _payload_bytes(probe, results[0], "the result of item 0")
+        probe.result_error = probe.unsendable[-1][0] if len(probe.unsendable) > refused else ""
+    if probe.unsendable:
+        return
     try:
-        if not probe.known:
-            probe.fn_bytes = len(pickle.dumps(call.fn, protocol=pickle.HIGHEST_PROTOCOL))
-        elif probe.pickle_error:
-            return
-        probe.item_bytes = _pickled_size(sample_item)
-        if probe.outcome is not None and probe.outcome.results:
-            probe.result_bytes = _pickled_size(probe.outcome.results[0])
-            if (probe.item_bytes + probe.result_bytes) * probe.n <= PICKLING_SAMPLE_BYTES:
-                timed = _time_pickling(call.items[:probe.n], probe.outcome.results)
-                probe.pickling = timed._replace(item_bytes=probe.item_bytes)
-        elif probe.known and call.items and probe.item_bytes * PROBE_MAX_ITEMS <= PICKLING_SAMPLE_BYTES \
-                and not _comparable(probe.item_bytes, probe.pickling.item_bytes):
-            out, back = _net_per_item(call.items[:PROBE_MAX_ITEMS], _dumps_loads([]))  # results: none ran yet
-            probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes)
+        _time_payload(call, probe, results)
+    except Exception as exc:  # an item or result past the sampled one
+        timed = call.items[:PROBE_MAX_ITEMS] if probe.known else call.items[:probe.n]
+        probe.unsendable.append((f"an item or result among the first {len(timed):,} {_refusal(exc)}",
+                                 (timed, results)))
+
+
+def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
+    """Pickle the function itself; when pickle refuses it, ask cloudpickle (it is shipped by it then)."""
+    probe.fn_checked, probe.pickle_error, probe.cloudpickle_ok = True, "", None
+    try:
+        probe.fn_bytes = len(pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as exc:
-        probe.pickle_error = f"cannot pickle for worker processes: {type(exc).__name__}: {exc}"
+        probe.pickle_error = f"the function {_refusal(exc)}"
+        size = _cloudpickled_size(fn)
+        probe.fn_bytes, probe.cloudpickle_ok = size or 0, size is not None
+
+
+def _payload_bytes(probe: Probe, obj: Any, what: str) -> int:
+    """Bytes ``obj`` pickles to; 0, with why noted on ``probe``, when pickle refuses it."""
+    try:
+        return _pickled_size(obj)
+    except Exception as exc:
+        probe.unsendable.append((f"{what} {_refusal(exc)}", obj))
+        return 0
+
+
+def _refusal(exc: Exception) -> str:
+    return f"cannot be pickled for worker processes: {type(exc).__name__}: {exc}"
+
+
+def _time_payload(call: Call, probe: Probe, results: Sequence[Any]) -> None:
+    """Time pickling the probed items and results; for a known function given items of another size, the
+    items alone (no result ran yet)."""
+    if not probe.known and results:
+        if (probe.item_bytes + probe.result_bytes) * probe.n <= PICKLING_SAMPLE_BYTES:
+            timed = _time_pickling(call.items[:probe.n], results)
+            probe.pickling = timed._replace(item_bytes=probe.item_bytes)
+    elif probe.known and probe.item_bytes * PROBE_MAX_ITEMS <= PICKLING_SAMPLE_BYTES \
+            and not _comparable(probe.item_bytes, probe.pickling.item_bytes):
+        out, back = _net_per_item(call.items[:PROBE_MAX_ITEMS], _dumps_loads([]))
+        probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes)
 
 
 PICKLING_SAMPLE_BYTES = 1 << 20

@@ -57,8 +57,8 @@ class Reason(StrEnum):
     AUTO_SHARED_MEMORY = (
         "auto_shared_memory",
         "decision",
-        "the items are too large to send to processes; threads share them in memory, and stay chosen "
-        "only while a run measures a gain (the work releases the GIL)",
+        "the items or results are too large to send to processes, or no pickler can send them; threads "
+        "share them in memory, and stay chosen only while a run measures a gain (the work releases the GIL)",
         "",
     )
     AUTO_WAITING = (

@@ -1,0 +1,175 @@
+"""What the planner knows about pickling belongs to the object it pickled, and to the call whose items it saw.
+
+Facts are remembered per function *source location* (so a lambda made in a
+loop is probed once), but whether a callable pickles depends on the very
+object: another lambda of the same line, a partial over a lock. And whether
+an item or a result pickles depends on that call's items, not the function.
+Before: a lambda first run on threads raised ``PicklingError`` on processes,
+a partial over a lock raised ``TypeError``, one call over locks kept every
+later call of the function serial, and auto sent locks to joblib, which
+cannot send them either, and raised.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff.record import MapRecord
+from tests import tasks
+
+EAGER = {"max_workers": 2, "tiny_workload_threshold": 0, "min_batch_size": 1}
+"""Parallel whenever the data allows it: these tests are about what can travel, not about what pays."""
+
+
+@pytest.fixture(autouse=True)
+def _quiet_fallbacks() -> Iterator[None]:
+    """Serial fallbacks are what several tests expect: their warnings are not the subject here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def run(ex: ParallelExecutor, fn: Any, items: list[Any]) -> tuple[list[Any], MapRecord]:
+    out = ex.map(fn, items)
+    record = ex.last_record
+    assert record is not None
+    return out, record
+
+
+def test_a_lambda_first_run_on_threads_is_not_sent_to_processes() -> None:
+    """A threads call pickles nothing: it must not leave the lambda looking picklable."""
+    planner = planning.Planner()
+    heavy = lambda x: tasks.spin(x)  # noqa: E731 - a lambda is the point: pickle cannot send it
+    items = list(range(60))
+    with ParallelExecutor(config=ParallelConfig(strategy="threads", **EAGER), planner=planner) as th, \
+            ParallelExecutor(config=ParallelConfig(strategy="processes", **EAGER), planner=planner) as pr:
+        assert run(th, heavy, items)[1].selected_strategy == "threads"
+        out, record = run(pr, heavy, items)
+    assert out == [tasks.spin(x) for x in items]
+    assert (record.selected_strategy, record.fallback_reason) == ("serial", Reason.UNPICKLABLE)
+    assert "function" in record.fallback_detail, record.fallback_detail
+
+
+def test_a_partial_over_a_lock_is_checked_though_one_over_an_int_pickled() -> None:
+    """Two partials of one function share a source location, not their arguments."""
+    planner = planning.Planner()
+    items = list(range(60))
+    expected = [tasks.spin(x) for x in items]
+    with ParallelExecutor(config=ParallelConfig(strategy="processes", **EAGER), planner=planner) as ex:
+        out, first = run(ex, functools.partial(tasks.spin_with, 2), items)
+        assert out == expected and first.selected_strategy == "processes"
+        out, second = run(ex, functools.partial(tasks.spin_with, threading.Lock()), items)
+        assert out == expected
+        assert (second.selected_strategy, second.fallback_reason) == ("serial", Reason.UNPICKLABLE)
+        assert "function" in second.fallback_detail and "_thread.lock" in second.fallback_detail
+        out, third = run(ex, functools.partial(tasks.spin_with, 3), items)  # and a picklable one again
+        assert out == expected and third.selected_strategy == "processes", third.fallback_detail
+
+
+def test_one_call_over_unpicklable_items_does_not_keep_later_calls_serial() -> None:
+    planner = planning.Planner()
+    with ParallelExecutor(config=ParallelConfig(strategy="processes", **EAGER), planner=planner) as ex:
+        out, locked = run(ex, tasks.spin_ignoring, [threading.Lock() for _ in range(40)])
+        assert out == [tasks.spin(0)] * 40
+        assert (locked.selected_strategy, locked.fallback_reason) == ("serial", Reason.UNPICKLABLE)
+        for _ in range(2):
+            out, plain = run(ex, tasks.spin_ignoring, list(range(40)))
+            assert out == [tasks.spin(0)] * 40
+            assert (plain.selected_strategy, plain.fallback_reason) == ("processes", None), plain.fallback_detail
+    assert "item" in locked.fallback_detail and "_thread.lock" in locked.fallback_detail
+    assert "strategy='joblib'" not in locked.fallback_detail, "cloudpickle cannot send a lock either"
+
+
+def test_a_named_joblib_falls_back_on_items_cloudpickle_cannot_send() -> None:
+    with ParallelExecutor(config=ParallelConfig(strategy="joblib", **EAGER)) as ex:
+        out, record = run(ex, tasks.spin_ignoring, [threading.Lock() for _ in range(40)])
+    assert out == [tasks.spin(0)] * 40
+    assert (record.selected_strategy, record.fallback_reason) == ("serial", Reason.UNPICKLABLE)
+    assert "item" in record.fallback_detail and "cloudpickle cannot send it either" in record.fallback_detail
+
+
+def _on_threads_or_serial(record: MapRecord, what: str) -> None:
+    """Threads share what no pickler can send while a run measures them gaining; else serial, saying what."""
+    if record.selected_strategy == "threads":
+        assert (record.decision_reason, record.fallback_reason) == (Reason.AUTO_SHARED_MEMORY, None)
+    else:
+        assert (record.selected_strategy, record.fallback_reason) == ("serial", Reason.UNPICKLABLE)
+        assert what in record.fallback_detail and "threads measured" in record.fallback_detail
+
+
+def test_auto_does_not_send_unpicklable_results_to_joblib() -> None:
+    """Cloudpickle cannot send a lock back either: auto chose joblib for them and raised."""
+    planner = planning.Planner()
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=planner) as ex:
+        out, first = run(ex, tasks.spin_then_lock, list(range(60)))
+        assert len(out) == 60 and all(isinstance(lock, type(threading.Lock())) for lock in out)
+        assert first.selected_strategy == "threads", first.summary()  # nothing measured threads yet
+        assert first.decision_reason is Reason.AUTO_SHARED_MEMORY
+        for _ in range(2):  # known now: the results are checked again, not forgotten
+            out, later = run(ex, tasks.spin_then_lock, list(range(60)))
+            assert len(out) == 60
+            _on_threads_or_serial(later, "result")
+
+
+def test_auto_does_not_send_unpicklable_items_to_joblib() -> None:
+    planner = planning.Planner()
+    locks = [threading.Lock() for _ in range(60)]
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=planner) as ex:
+        out, record = run(ex, tasks.spin_ignoring, locks)
+        assert out == [tasks.spin(0)] * 60
+        assert (record.selected_strategy, record.decision_reason) == ("threads", Reason.AUTO_SHARED_MEMORY)
+        out, later = run(ex, tasks.spin_ignoring, locks)
+        assert out == [tasks.spin(0)] * 60
+        _on_threads_or_serial(later, "item")
+
+
+def test_results_that_could_not_be_pickled_once_do_not_keep_the_function_off_processes() -> None:
+    planner = planning.Planner()
+    with ParallelExecutor(config=ParallelConfig(strategy="processes", **EAGER), planner=planner) as ex:
+        out, locked = run(ex, tasks.lock_if_negative, list(range(-60, 0)))
+        assert len(out) == 60
+        assert (locked.selected_strategy, locked.fallback_reason) == ("serial", Reason.UNPICKLABLE)
+        assert "result" in locked.fallback_detail, locked.fallback_detail
+        out, plain = run(ex, tasks.lock_if_negative, list(range(60)))
+        assert out == list(range(60))
+        assert (plain.selected_strategy, plain.fallback_reason) == ("processes", None), plain.fallback_detail
+
+
+class CountsPickles:
+    """A callable that counts how often it is pickled: the planner's cost on a repeated call, without a clock."""
+
+    def __init__(self) -> None:
+        self.pickled = 0
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.pickled += 1
+        return (CountsPickles, ())
+
+
+def _plan(planner: planning.Planner, fn: Any) -> planning.Plan:
+    config = ParallelConfig(strategy="processes", max_workers=2)
+    return planner.plan(planning.Call(fn, list(range(1000)), config, "processes", None, None, None,
+                                      frozenset(), 0))
+
+
+def test_the_same_callable_is_pickled_once_a_new_one_again() -> None:
+    """Repeated calls of one function object stay as cheap as before; another object is checked."""
+    planner = planning.Planner()
+    fn = CountsPickles()
+    plans = [_plan(planner, fn) for _ in range(5)]
+    assert not plans[0].probe.known and all(p.probe.known for p in plans[1:])
+    assert fn.pickled == 1
+    other = CountsPickles()
+    _plan(planner, other)
+    _plan(planner, other)
+    assert other.pickled == 1
