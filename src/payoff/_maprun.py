@@ -110,6 +110,7 @@ class MapRun:
                     self._pause(True)
                     yield block
                     self._pause(False)
+                self.source.raise_error()
         except GeneratorExit:
             self.token.set()
             self._abandon()

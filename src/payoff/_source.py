@@ -38,6 +38,9 @@ class Source:
             self._iter = iter(items)
             self.head = []
             self.exhausted = False
+        self._error: Exception | None = None
+        """What the input raised while it was read: raised once the results before it are out, as the
+        builtin ``map`` does, so they are not lost."""
 
     def read_ahead(self, item_bytes: int) -> None:
         """Fill the look-ahead of a stream: up to LOOKAHEAD_ITEMS, or LOOKAHEAD_BYTES of ``item_bytes`` items."""
@@ -45,15 +48,15 @@ class Source:
             return
         want = max(2, min(LOOKAHEAD_ITEMS, LOOKAHEAD_BYTES // max(1, item_bytes)))
         assert isinstance(self.head, list)
-        self.head.extend(itertools.islice(self._iter, want - len(self.head)))
-        self.exhausted = len(self.head) < want
+        self.head.extend(self._read(want - len(self.head)))
 
     def first(self) -> Any:
         """The first item, read from a stream if needed; raises IndexError when there is none."""
         if not self.head and self._iter is not None and not self.exhausted:
             assert isinstance(self.head, list)
-            self.head.extend(itertools.islice(self._iter, 1))
-            self.exhausted = not self.head
+            self.head.extend(self._read(1))
+        if not self.head:
+            self.raise_error()
         return self.head[0]
 
     @property
@@ -77,18 +80,29 @@ class Source:
         elif self._iter is not None and not self.exhausted:
             part = self._read(size)
         else:
-            return None
+            part = []
         if not part:
             return None
         self._next = lo + len(part)
         return lo, part
 
     def _read(self, n: int) -> list[Any]:
+        """Up to ``n`` items; an input that raises ends there, and its error waits for the work to get there."""
         assert self._iter is not None
-        got = list(itertools.islice(self._iter, n))
+        got: list[Any] = []
+        try:
+            got.extend(itertools.islice(self._iter, n))
+        except Exception as exc:
+            self._error = exc
         if len(got) < n:
             self.exhausted = True
         return got
+
+    def raise_error(self) -> None:
+        """At the end of the work: what the input raised while it was read, if anything."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     def _drop_head(self) -> None:
         """The look-ahead is handed out: positions continue, the memory goes."""

@@ -177,3 +177,19 @@ def test_a_serial_imap_gives_its_first_result_after_one_item(items: Any) -> None
         assert fn.calls == 1
         rest = list(itertools.islice(results, 4999))
     assert rest == list(range(1, 5000))
+
+
+def _fails_at_thirty() -> Iterator[int]:
+    yield from range(30)
+    raise ValueError("the input broke at item 30")
+
+
+@pytest.mark.parametrize("strategy", ["auto", "serial", "threads", "processes"])
+def test_imap_gives_the_results_before_an_input_that_fails_then_its_error(strategy: str) -> None:
+    """The builtin map yields what came before the input's error: read-ahead must not swallow those results."""
+    got: list[int] = []
+    with ParallelExecutor(ParallelConfig(strategy=strategy, tiny_workload_threshold=0.0)) as ex:
+        with pytest.raises(ValueError, match="broke at item 30"):
+            got.extend(ex.imap(tasks.square, _fails_at_thirty(), chunksize=4))
+        assert ex.map(tasks.square, range(5)) == [0, 1, 4, 9, 16], "the executor is still usable"
+    assert got == [x * x for x in range(30)]
