@@ -178,3 +178,12 @@ def lock_if_negative(x: int) -> Any:
 
     spin(x)
     return threading.Lock() if x < 0 else x
+
+
+def segfault_on_zero(x: int) -> int:
+    """Crashes the interpreter running it on the very first item: the one a planner would like to measure."""
+    if x == 0:
+        import ctypes
+
+        ctypes.string_at(0)
+    return x * 10

@@ -56,6 +56,7 @@ def _disabled() -> tuple[Any, Any, list[Any]]:
 @case(Reason.TINY_WORKLOAD)
 def _tiny() -> tuple[Any, Any, list[Any]]:
     items = list(range(10))
+    _taught(1e-6)  # measured before: a named process backend never probes an unknown function in the caller
     record, out = _run(ParallelConfig(strategy="processes"), tasks.square, items)
     return record, out, [x * x for x in items]
 
@@ -219,7 +220,7 @@ def test_warnings_appear_once_per_call_site_and_reason_by_default() -> None:
 
 
 def test_warning_filters_still_apply() -> None:
-    ex = ParallelExecutor(ParallelConfig(strategy="processes"))
+    ex = ParallelExecutor(ParallelConfig())
     with warnings.catch_warnings():
         warnings.simplefilter("error", ParallelFallbackWarning)
         with pytest.raises(ParallelFallbackWarning) as info:

@@ -191,7 +191,8 @@ class MapRun:
         items = self.source.head
         prior = self.ex._count_workload(self.call.workload)
         plan = self.ex._planner.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
-                                           self.granularity, self.releases_gil, self.ex._pools.warm(), prior))
+                                           self.granularity, self.releases_gil, self.ex._pools.warm(), prior,
+                                           self.timeout))
         if self.requested == "custom" and plan.strategy == "custom":
             plan = replace(plan, workers=external_workers(self.config.strategy, plan.workers))
         return plan

@@ -342,16 +342,31 @@ class Knowledge:
             if probe.result_error is not None:
                 facts.result_error = probe.result_error
 
-    def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None) -> None:
-        """Correct the remembered cost (and how much of it is CPU) with what a whole call measured."""
+    def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float) -> None:
+        """Facts of a function first measured by a whole call on a pool, with no probe (its pickling unknown)."""
+        key = fn_key(fn)
+        if key is None or seconds_per_item <= 0:
+            return
+        with self._lock:
+            self._facts.setdefault(key, Facts(seconds_per_item, min(1.0, max(0.01, cpu_ratio)), 0, "", None))
+            self._facts.move_to_end(key)
+            while len(self._facts) > self.LIMIT:
+                self._facts.popitem(last=False)
+
+    def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None) -> bool:
+        """Correct the remembered cost (and how much of it is CPU) with what a whole call measured.
+
+        False when nothing is remembered of ``fn`` to correct.
+        """
         with self._stored(fn) as facts:
             if facts is None:
-                return
+                return False
             a = self.SMOOTHING
             if seconds_per_item > 0:
                 facts.seconds_per_item = (1 - a) * facts.seconds_per_item + a * seconds_per_item
             if cpu_ratio is not None:
                 facts.cpu_ratio = (1 - a) * facts.cpu_ratio + a * min(1.0, max(0.01, cpu_ratio))
+        return True
 
     def hold(self, fn: Callable[..., Any], strategy: str) -> bool:
         """Count a call kept serial by ``strategy``'s verdict; False every ``VERDICT_RETRY``-th time (the
@@ -513,6 +528,8 @@ class Call:
     """Strategies whose pool is already running in this executor."""
     prior_calls: int
     """Earlier calls of the same workload on this executor: a pool start is shared by them."""
+    timeout: float | None = None
+    """The call's ``timeout=``: its items must run where they can be stopped."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -638,7 +655,9 @@ class Planner:
         ``config`` is the one the call ran with: a process pool's start is learned for its start method.
         """
         if record.n_items and not record.n_errors and record.busy_seconds > 0:
-            self.knowledge.observe(fn, record.serial_estimate_seconds / record.n_items, _cpu_share(record))
+            per_item, share = record.serial_estimate_seconds / record.n_items, _cpu_share(record)
+            if not self.knowledge.observe(fn, per_item, share):  # no probe ran: the pool measured it first
+                self.knowledge.first_measured(fn, per_item, 1.0 if share is None else share)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
             self.knowledge.started(fn, None)
         elif record.pool_started:
@@ -905,9 +924,9 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
-    if needs_cost and known is None:
+    if needs_cost and known is None and _may_run_items_here(call):
         _probe_cost(call, probe, workers)
-    elif sends and known is not None and known.result_error:
+    elif sends and known is not None and known.result_error and _may_run_items_here(call):
         probe.outcome, _ = _timed_prefix(call.fn, call.items, 1, 1)
     if sends:
         _measure_payload(call, probe)
@@ -916,6 +935,21 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _may_run_items_here(call: Call) -> bool:
+    """Whether the probe may run an unmeasured function's first items in the caller, as a loop would.
+
+    Not under a backend named for its worker processes (an item that crashes
+    there must not take the caller down) unless the user asked for small work
+    to be kept in the caller (``tiny_workload_threshold``), and never in a call
+    with a timeout: nothing could stop an item that hangs here. Such a call
+    starts on its pool with guided chunks, which learn the cost from the first
+    ones back; the next call of the function is planned from it.
+    """
+    if call.timeout is not None:
+        return False
+    return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold)
 
 
 def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:

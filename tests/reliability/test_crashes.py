@@ -112,3 +112,28 @@ def test_force_serial_on_failure_off_raises_at_the_first_crash(tmp_path: Path) -
         ex.map(tasks.die_once_in_worker, items, chunksize=4)
     assert info.value.exitcode == 3
     assert info.value.chunk_index is not None
+
+
+FIRST_ITEM_SCRIPT = textwrap.dedent("""
+    import sys
+    from payoff import ParallelExecutor
+    from payoff.errors import WorkerCrashedError
+    from tests import tasks
+
+    with ParallelExecutor(2, sys.argv[1]) as ex:  # every option at its default: no chunksize, no threshold
+        try:
+            ex.map(tasks.segfault_on_zero, range(300))
+            print("no error")
+        except WorkerCrashedError as exc:
+            print("crashed item", exc.item_index)
+        print("after", ex.map(tasks.square, range(4)))
+""")
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_named_process_backend_never_runs_an_unmeasured_item_in_the_caller(strategy: str) -> None:
+    """The first items of an unknown function used to be probed in the caller: a crash there killed it."""
+    proc = subprocess.run([sys.executable, "-c", FIRST_ITEM_SCRIPT, strategy], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=CHILD_ENV)
+    assert proc.returncode == 0, f"the caller died (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    assert proc.stdout.splitlines() == ["crashed item 0", "after [0, 1, 4, 9]"]

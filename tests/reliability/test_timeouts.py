@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,15 @@ def test_busy_workers_die_with_a_sigkilled_parent(strategy: str) -> None:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
     assert not survived, "worker processes outlived their SIGKILLed parent"
+
+
+@pytest.mark.parametrize("strategy", ["auto", "threads", "processes", "joblib"])
+def test_timeout_holds_when_the_first_item_hangs(strategy: str) -> None:
+    """A call with a timeout never runs unmeasured items in the caller, where nothing could stop them."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        started = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StuckThreadsWarning)
+            with pytest.raises(TimeoutError):
+                ex.map(tasks.sleep_long_on_zero, range(20), timeout=1.0)
+        assert time.monotonic() - started < 15, "the call waited for the 30 s item"
