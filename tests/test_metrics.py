@@ -67,7 +67,8 @@ def test_every_contract_metric_and_label_set_is_exposed_and_consistent(
             ex.map(tasks.spin, range(n), workload="contract")
             ex.map(tasks.spin, range(n), workload="contract")
             records += list(ex.records)
-    with ParallelExecutor(ParallelConfig(strategy="processes"), observers=[observer]) as ex:
+    tiny = ParallelConfig(strategy="processes", tiny_workload_threshold=1.0)  # measured in the caller, then kept there
+    with ParallelExecutor(tiny, observers=[observer]) as ex:
         ex.map(tasks.square, range(3), workload="contract")  # a tiny_workload fallback
         records.append(ex.last_record)
     text = scrape(server)

@@ -37,7 +37,7 @@ def recorded_calls(path: Path) -> list[MapRecord]:
     with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE), observers=[sink]) as ex:
         ex.map(tasks.spin, range(80), workload="spin")
         records.extend(ex.records)
-    with ParallelExecutor(ParallelConfig(strategy="processes"), observers=[sink]) as ex:
+    with ParallelExecutor(ParallelConfig(strategy="processes", tiny_workload_threshold=1.0), observers=[sink]) as ex:
         ex.map(tasks.square, range(5))
         records.extend(ex.records)
     return records

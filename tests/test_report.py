@@ -141,7 +141,7 @@ def test_retry_after_a_dead_worker_goes_on_the_fresh_workers_rows(tmp_path: Path
 
 def test_text_report_shows_verdict_and_fallback_advice() -> None:
     with pytest.warns(ParallelFallbackWarning, match="tiny_workload"):
-        record, _ = run("processes", tasks.square, list(range(5)))
+        record, _ = run("processes", tasks.square, list(range(5)), tiny_workload_threshold=1.0)
     assert record.fallback_reason is not None, "five trivial items are a tiny workload"
     reason = record.fallback_reason
     report = render_text([record])
@@ -177,7 +177,8 @@ def test_text_report_table_has_one_row_per_call_and_an_aggregate() -> None:
 def test_html_report_has_verdict_table_sections_and_no_script() -> None:
     with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex:
         ex.map(tasks.sleep_then_square, range(100))
-    with ParallelExecutor(ParallelConfig(strategy="processes")) as fb, pytest.warns(ParallelFallbackWarning):
+    with ParallelExecutor(ParallelConfig(strategy="processes", tiny_workload_threshold=1.0)) as fb, \
+            pytest.warns(ParallelFallbackWarning):
         fb.map(tasks.square, range(5))
     records = [*ex.records, *fb.records]
     page = render_html(records)

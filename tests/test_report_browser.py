@@ -103,7 +103,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     require(os.path.exists(CHROMIUM), "chromium (Debian package `chromium`) for the browser check")
     with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex:
         ex.map(tasks.sleep_then_square, range(200))
-    with ParallelExecutor(ParallelConfig(strategy="processes")) as fb, pytest.warns(ParallelFallbackWarning):
+    with ParallelExecutor(ParallelConfig(strategy="processes", tiny_workload_threshold=1.0)) as fb, \
+            pytest.warns(ParallelFallbackWarning):
         fb.map(tasks.square, range(5))
     html = Path(Report([*ex.records, *fb.records]).to_html(tmp_path / "report.html"))
     png = tmp_path / "report.png"

@@ -80,7 +80,8 @@ def test_a_single_caller_chunk_needs_no_child_span(spans: tuple[TracerProvider, 
 
 def test_fallback_event_carries_the_reason(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     provider, exporter = spans
-    with ParallelExecutor(ParallelConfig(strategy="processes"), tracer_provider=provider) as ex:
+    config = ParallelConfig(strategy="processes", tiny_workload_threshold=1.0)
+    with ParallelExecutor(config, tracer_provider=provider) as ex:
         ex.map(tasks.square, range(4))
     (map_span,) = _by_name(exporter, SPAN_NAME)
     events = [e for e in map_span.events if e.name == FALLBACK_EVENT]

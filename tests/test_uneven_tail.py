@@ -17,6 +17,7 @@ import time
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor
+from payoff.scheduling import GuidedChunks
 from payoff.worker import MAX_BLOCK, run_chunk
 from tests.tasks import DEAR_FROM, cheap_then_dear_tail, slow_at_twenty, spin
 
@@ -125,3 +126,19 @@ def test_imap_over_a_list_holds_a_bounded_number_of_results_behind_a_slow_item()
             timer.cancel()
             release.set()
     assert seen_while_stuck and seen_while_stuck[0] < 200, seen_while_stuck
+
+
+def test_an_unmeasured_schedule_learns_its_floor_and_budgets_from_the_first_chunks_back() -> None:
+    """No probe ran (a named process backend, a call with a timeout): the schedule is guided all the same."""
+    sizer = GuidedChunks(250, 1, 2, None, floor_seconds=0.003)
+    assert not sizer.fixed
+    assert sizer.budget_ns(250) is None, "no budget before anything is measured"
+    assert sizer.next(2000) == 250
+    sizer.observe(250, 0.025)  # 100 us an item
+    assert sizer.budget_ns(100) == 30_000_000  # 3 x 100 items x 100 us
+    assert sizer.next(40) == 30, "the floor is 3 ms of work at the measured cost"
+
+
+def test_a_user_chunksize_stays_fixed_without_a_measured_cost() -> None:
+    sizer = GuidedChunks(7, 7, 2, None, floor_seconds=0.003)
+    assert sizer.fixed and sizer.next(1000) == 7 and sizer.budget_ns(7) is None

@@ -216,7 +216,7 @@ class MapRun:
         # the planner caps a fixed chunk size at the items it saw, which for a stream is only the look-ahead
         size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
         self.sizer = GuidedChunks(size, size if self.stream else plan.min_chunk, self.rec.workers,
-                                  plan.probe.seconds_per_item)
+                                  plan.probe.seconds_per_item, plan.floor_seconds)
         yield from self._in_parallel()
 
     # -- serial ---------------------------------------------------------------

@@ -511,6 +511,8 @@ class Plan:
     probe: Probe = field(default_factory=Probe)
     min_chunk: int = 0
     """The guided schedule's floor: chunks shrink towards it at the tail (equal to ``chunk_size`` when fixed)."""
+    floor_seconds: float = 0.0
+    """For a cost not yet measured (no probe ran): the work a tail chunk must hold, in items once measured."""
 
 
 @dataclass(frozen=True)
@@ -641,9 +643,12 @@ class Planner:
 
     def _chunked(self, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
                  decision: Reason) -> Plan:
-        chunk = _chunk_size(self.costs, call, strategy, workers, probe.seconds_per_item, remaining)
-        floor = _chunk_floor(self.costs, call, strategy, probe.seconds_per_item, chunk)
-        return Plan(strategy, workers, chunk, decision, None, "", probe, min_chunk=floor)
+        cost = probe.seconds_per_item
+        chunk = _chunk_size(self.costs, call, strategy, workers, cost, remaining)
+        floor = _chunk_floor(self.costs, call, strategy, cost, chunk)
+        unmeasured = cost is None and _fixed_chunk(call) is None
+        return Plan(strategy, workers, chunk, decision, None, "", probe, min_chunk=1 if unmeasured else floor,
+                    floor_seconds=_work_floor_seconds(self.costs, strategy) if unmeasured else 0.0)
 
     def _cost_fallback(self, call: Call, strategy: str, workers: int, probe: Probe,
                        remaining: int) -> tuple[Reason, str] | None:
@@ -1134,7 +1139,11 @@ def _fixed_chunk(call: Call) -> int | None:
 
 def _work_floor(costs: CostModel, strategy: str, cost: float) -> int:
     """Items a chunk needs to amortise its strategy's per-chunk overhead."""
-    return math.ceil(min(MIN_CHUNK_SECONDS, CHUNK_OVERHEAD_MULTIPLE * costs.get(strategy).per_chunk) / cost)
+    return math.ceil(_work_floor_seconds(costs, strategy) / cost)
+
+
+def _work_floor_seconds(costs: CostModel, strategy: str) -> float:
+    return min(MIN_CHUNK_SECONDS, CHUNK_OVERHEAD_MULTIPLE * costs.get(strategy).per_chunk)
 
 
 def _chunk_floor(costs: CostModel, call: Call, strategy: str, cost: float | None, chunk: int) -> int:

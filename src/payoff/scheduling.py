@@ -50,11 +50,15 @@ def guided_sizes(n_items: int, workers: int, floor: int, cap: int | None = None)
 class GuidedChunks:
     """Hands out chunk sizes for one call as its items are taken, learning from the chunks that finished."""
 
-    def __init__(self, size: int, floor: int, workers: int, seconds_per_item: float | None) -> None:
+    def __init__(self, size: int, floor: int, workers: int, seconds_per_item: float | None,
+                 floor_seconds: float = 0.0) -> None:
+        """``floor`` in items for a measured cost; for an unmeasured one (None), ``floor_seconds`` of work,
+        turned into items once the first chunks are back."""
         self.size, self.floor, self.workers = size, max(1, floor), workers
-        self.fixed = self.floor >= size or seconds_per_item is None or seconds_per_item <= 0
-        self._floor_seconds = self.floor * (seconds_per_item or 0.0)
-        self._per_item = seconds_per_item or 0.0
+        measured = seconds_per_item is not None and seconds_per_item > 0
+        self.fixed = self.floor >= size or not (measured or floor_seconds > 0)
+        self._per_item = seconds_per_item if measured and seconds_per_item is not None else 0.0
+        self._floor_seconds = self.floor * self._per_item if measured else floor_seconds
 
     def next(self, remaining: int | None) -> int:
         """The size of the next chunk; ``remaining`` is None for a stream of unknown length."""
@@ -70,7 +74,9 @@ class GuidedChunks:
 
     def observe(self, n_items: int, busy_seconds: float) -> None:
         if n_items > 0 and busy_seconds > 0:
-            self._per_item = (1 - SMOOTHING) * self._per_item + SMOOTHING * busy_seconds / n_items
+            measured = busy_seconds / n_items
+            self._per_item = measured if self._per_item <= 0 else \
+                (1 - SMOOTHING) * self._per_item + SMOOTHING * measured
 
     def _current_floor(self) -> int:
         if self._per_item <= 0:
