@@ -162,19 +162,21 @@ class PoolRegistry:
                 entry.retired = entry.closed = True
         pool.kill()
 
-    def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False) -> list[_Entry]:
-        """Take every current pool whose key ``keep`` rejects out of service; idle ones close now."""
+    def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False, *, close_idle: bool = True
+               ) -> list[_Entry]:
+        """Take every current pool whose key ``keep`` rejects out of service; idle ones close now without
+        waiting, unless ``close_idle`` is False: then :meth:`wait_closed` closes them and joins their workers."""
         with self._lock:
             self._epoch += 1
             names = [n for n, e in self._current.items() if not keep(e.key)]
-            to_close = [c for n in names for c in self._retire(self._current.pop(n))]
+            to_close = [c for n in names for c in self._retire(self._current.pop(n), close_idle)]
             waiting = [e for e in self._retired if not e.closed]
         _close(to_close)
         return waiting
 
-    def _retire(self, entry: _Entry) -> list[_Entry]:
+    def _retire(self, entry: _Entry, close_idle: bool = True) -> list[_Entry]:
         entry.retired = True
-        if entry.leases == 0 and not entry.closed:
+        if close_idle and entry.leases == 0 and not entry.closed:
             entry.closed = True
             return [entry]
         self._retired.append(entry)

@@ -236,10 +236,10 @@ class ParallelExecutor:
             self.cancel()
             return
         self._detach_paused()
-        self._pools.retire()
+        self._pools.retire(close_idle=not wait)
         if wait:
             self._wait_for_runs()
-            self._pools.wait_closed()
+            self._pools.wait_closed()  # joins every worker, the idle pools' too, as concurrent.futures does
         self._idle_wake.set()
 
     def _detach_paused(self) -> None:
