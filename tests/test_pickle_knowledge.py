@@ -172,3 +172,27 @@ def test_the_same_callable_is_pickled_once_a_new_one_again() -> None:
     _plan(planner, other)
     _plan(planner, other)
     assert other.pickled == 1
+
+
+class CarriesAModel(CountsPickles):
+    """A callable whose pickle is large (a model inside), made afresh for each call as closures often are."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.pickled += 1
+        return (_rebuild, (b"m" * 200_000,))
+
+
+def _rebuild(_model: bytes) -> CarriesAModel:
+    return CarriesAModel()
+
+
+def test_a_large_callable_made_afresh_per_call_is_not_pickled_on_every_call() -> None:
+    """Re-checking a new object is cheap for a small callable; a model-sized one trusts what its first measured."""
+    planner = planning.Planner()
+    first = CarriesAModel()
+    _plan(planner, first)
+    assert first.pickled == 1
+    later = [CarriesAModel() for _ in range(3)]
+    for fn in later:
+        _plan(planner, fn)
+    assert [fn.pickled for fn in later] == [0, 0, 0]

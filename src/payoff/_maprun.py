@@ -87,6 +87,9 @@ class MapRun:
         self.sizer = GuidedChunks(1, 1, 1, None)
         self.pause_lock = threading.Lock()
         self.paused = self.detached = False
+        self.paused_by: int | None = None
+        self.thread = threading.get_ident()
+        """The thread the call began in (set again by ``_begin``): shutdown from there cannot wait for it."""
 
     # -- the call as a whole ---------------------------------------------------
 
@@ -99,9 +102,9 @@ class MapRun:
         """Each chunk's results, in input order; the record is built however the call ends."""
         obs = self.ex._observers
         self.ex._begin(self)
-        obs.started(self.call)
         error: BaseException | None = None
         try:
+            obs.started(self.call)
             with contextlib.nullcontext() if self.streaming else obs.scope(self.call):
                 self.call.scoped = not self.streaming
                 plan = self._plan()
@@ -126,7 +129,7 @@ class MapRun:
                 if self.stream:
                     self.rec.n_items = self.source.taken
                 record = self.rec.build()
-                self.ex._finish(self.call, record, self.fn, error)
+                self.ex._finish(self.call, record, self.fn, error, self.config)
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 
@@ -135,7 +138,7 @@ class MapRun:
         if not self.streaming:
             return
         with self.pause_lock:
-            self.paused = paused
+            self.paused, self.paused_by = paused, threading.get_ident()
             if not paused and self.detached:
                 raise RuntimeError(f"payoff: the executor was shut down while this {self._kind()} waited for "
                                    f"its caller to take the next result (after {self.next_yield:,} chunks of "
@@ -146,13 +149,15 @@ class MapRun:
         return "imap" if self.ordered else "imap_unordered"
 
     def detach(self) -> bool:
-        """Called by ``shutdown``: a paused ``imap`` lets go of its pool instead of holding shutdown forever.
+        """Called by ``shutdown(wait=True)``: an ``imap`` paused in the shutting-down thread's own hands lets go
+        of its pool instead of holding that wait forever (nothing else could resume it meanwhile).
 
         Its chunks already queued are cancelled, running ones end with the pool;
-        the call raises ``RuntimeError`` when its caller asks for more.
+        the call raises ``RuntimeError`` when its caller asks for more. An imap
+        paused in another thread is running: shutdown waits for it.
         """
         with self.pause_lock:
-            if not self.paused or self.detached:
+            if not self.paused or self.detached or self.paused_by != threading.get_ident():
                 return False
             self.detached = True
         self.token.set()

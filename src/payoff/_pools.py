@@ -86,7 +86,11 @@ class PoolRegistry:
         self._start_lock = threading.Lock()
         self._current: dict[str, _Entry] = {}
         self._retired: list[_Entry] = []
-        self._epoch = 0
+        self._starting: PoolKey | None = None
+        self._starting_retired = False
+        """A retirement that rejected the pool being started: it serves its call only."""
+        self._joining = 0
+        """Shutdowns waiting to join the retired pools: a pool whose last call ends is left for them to close."""
         self.closed = False
         """Set by the executor's shutdown: a pool whose start was already under way serves its call only."""
         """Bumped by every retirement: a pool whose start began before one is retired as soon as it is up."""
@@ -101,18 +105,21 @@ class PoolRegistry:
             if lease is not None:
                 return lease
             with self._lock:
-                epoch = self._epoch
+                self._starting, self._starting_retired = key, False
             pool = make()
             t0 = time.perf_counter()
             try:
                 pool.start()
             except BaseException:
+                with self._lock:
+                    self._starting = None
                 pool.kill()
                 raise
             seconds = time.perf_counter() - t0
             entry = _Entry(pool, key, leases=1)
             with self._lock:
-                if self._epoch != epoch or self.closed:  # shut down (or reconfigured) while starting
+                self._starting = None
+                if self._starting_retired or self.closed:  # shut down (or reconfigured) while starting
                     entry.retired = True
                     self._retired.append(entry)
                     to_close = []
@@ -142,7 +149,8 @@ class PoolRegistry:
             if entry is None:
                 return
             entry.leases -= 1
-            to_close = [entry] if entry.retired and entry.leases == 0 and not entry.closed else []
+            to_close = [entry] if entry.retired and entry.leases == 0 and not entry.closed \
+                and not self._joining else []
             for e in to_close:
                 e.closed = True
             self._retired = [e for e in self._retired if not e.closed]
@@ -165,9 +173,13 @@ class PoolRegistry:
     def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False, *, close_idle: bool = True
                ) -> list[_Entry]:
         """Take every current pool whose key ``keep`` rejects out of service; idle ones close now without
-        waiting, unless ``close_idle`` is False: then :meth:`wait_closed` closes them and joins their workers."""
+        waiting, unless ``close_idle`` is False: then the caller must call :meth:`wait_closed`, which closes
+        every retired pool, busy ones too once their calls end, and joins their workers."""
         with self._lock:
-            self._epoch += 1
+            if self._starting is not None and not keep(self._starting):
+                self._starting_retired = True
+            if not close_idle:
+                self._joining += 1
             names = [n for n, e in self._current.items() if not keep(e.key)]
             to_close = [c for n in names for c in self._retire(self._current.pop(n), close_idle)]
             waiting = [e for e in self._retired if not e.closed]
@@ -191,8 +203,11 @@ class PoolRegistry:
         with self._start_lock:
             pass
         with self._lock:
-            while any(e.leases for e in self._retired):
-                self._idle.wait(0.2)
+            try:
+                while any(e.leases for e in self._retired):
+                    self._idle.wait(0.2)
+            finally:
+                self._joining = max(0, self._joining - 1)
             todo = [e for e in self._retired if not e.closed]
             for e in todo:
                 e.closed = True

@@ -55,9 +55,7 @@ class Source:
         if not self.head and self._iter is not None and not self.exhausted:
             assert isinstance(self.head, list)
             self.head.extend(self._read(1))
-        if not self.head:
-            self.raise_error()
-        return self.head[0]
+        return self.head[0]  # IndexError when there is none; an input error waits for raise_error()
 
     @property
     def known_length(self) -> int | None:

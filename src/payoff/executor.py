@@ -30,7 +30,7 @@ from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
-from payoff.worker import Star
+from payoff.worker import Star, in_worker
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -200,7 +200,7 @@ class ParallelExecutor:
             self._end()
             raise
         try:
-            future = lease.pool.submit_call(fn, *args, **kwargs)
+            future = lease.pool.submit_call(_Submitted(fn), *args, **kwargs)
         except BaseException:
             self._done_submitted(lease)
             raise
@@ -235,17 +235,28 @@ class ParallelExecutor:
         if cancel_futures:
             self.cancel()
             return
-        self._detach_paused()
+        wait = wait and not self._inside_own_work()
+        if wait:
+            self._detach_paused()
         self._pools.retire(close_idle=not wait)
         if wait:
             self._wait_for_runs()
             self._pools.wait_closed()  # joins every worker, the idle pools' too, as concurrent.futures does
         self._idle_wake.set()
 
-    def _detach_paused(self) -> None:
-        """An ``imap`` waiting for its caller to take a result is not running: it stops instead of being waited for.
+    def _inside_own_work(self) -> bool:
+        """Called from this executor's own work (an item, a submitted task, an observer of a call running in
+        this thread): waiting would wait for the caller itself, so shutdown cannot wait there."""
+        if in_worker() or getattr(_submitted, "depth", 0) > 0:
+            return True
+        me = threading.get_ident()
+        with self._lock:
+            return any(run.thread == me and not run.paused for run in self._runs)
 
-        Its caller may never come back (a ``with`` block left after ``next(it)``), and may be this very thread.
+    def _detach_paused(self) -> None:
+        """An ``imap`` paused in this thread's hands cannot resume while this thread waits: it stops instead.
+
+        Its caller may never come back (a ``with`` block left after ``next(it)``).
         """
         with self._lock:
             runs = list(self._runs)
@@ -257,7 +268,6 @@ class ParallelExecutor:
         with self._lock:
             while any(not run.detached for run in self._runs):
                 self._runs_changed.wait(0.2)
-                self._detach_paused()
 
     def _release_pools(self, wait: bool) -> None:
         self._pools.retire()
@@ -357,6 +367,7 @@ class ParallelExecutor:
             self._check_open()
             self._active += 1
             if run is not None:
+                run.thread = threading.get_ident()
                 self._runs.add(run)
 
     def _end(self, run: MapRun | None = None) -> None:
@@ -368,9 +379,9 @@ class ParallelExecutor:
         self._watch_idle()
 
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
-                error: BaseException | None) -> None:
+                error: BaseException | None, config: ParallelConfig) -> None:
         self.records.append(record)
-        self._planner.learn(record, fn, self.config)
+        self._planner.learn(record, fn, config)
         self._observers.finished(call, record, error)
 
     def _workload_label(self, workload: str) -> str:
@@ -393,6 +404,28 @@ class ParallelExecutor:
                                       name="payoff-idle", daemon=True)
             self._idle_thread = thread
         thread.start()
+
+
+_submitted = threading.local()
+
+
+class _Submitted:
+    """A submitted call, marked while it runs so a ``shutdown`` from inside it does not wait for itself.
+
+    Top level and picklable: process pools run it too (where the mark is harmless).
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _submitted.depth = getattr(_submitted, "depth", 0) + 1
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            _submitted.depth -= 1
 
 
 def _idle_loop(ref: weakref.ReferenceType[ParallelExecutor], wake: threading.Event) -> None:

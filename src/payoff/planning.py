@@ -23,7 +23,7 @@ import types
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -315,6 +315,16 @@ class Knowledge:
             if facts is not None:
                 self._facts.move_to_end(key)
         return facts
+
+    def snapshot(self, fn: Callable[..., Any]) -> Facts | None:
+        """A copy of the facts of ``fn``, taken under the lock: another call may update them meanwhile."""
+        key = fn_key(fn)
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
+            if facts is None:
+                return None
+            self._facts.move_to_end(key)
+            return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone))
 
     def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
         key = fn_key(fn)
@@ -922,8 +932,8 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     result could not be pickled: that result is checked again (and kept).
     """
     probe = Probe()
-    known = knowledge.get(call.fn)
-    fn_known = known is not None and known.fn_facts_hold_for(call.fn)
+    known = knowledge.snapshot(call.fn)
+    fn_known = known is not None and (known.fn_facts_hold_for(call.fn) or _large_and_measured(known))
     if known is not None:
         _recall(probe, known, fn_known)
     needs_cost = call.chunksize is None or call.requested == "auto" \
@@ -931,8 +941,12 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
     if needs_cost and known is None and _may_run_items_here(call):
         _probe_cost(call, probe, workers)
-    elif sends and known is not None and known.result_error and _may_run_items_here(call):
-        probe.outcome, _ = _timed_prefix(call.fn, call.items, 1, 1)
+    elif sends and known is not None and known.result_error:
+        if _may_run_items_here(call):
+            probe.outcome, _ = _timed_prefix(call.fn, call.items, 1, 1)
+        else:  # cannot be checked again here: what was measured stands
+            probe.unsendable.append((known.result_error, None))
+            probe.payload_cloudpickle_ok = False
     if sends:
         _measure_payload(call, probe)
     if known is None:
@@ -940,6 +954,13 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _large_and_measured(known: Facts) -> bool:
+    """A callable that pickles to a model's size is not pickled again for each new object of the same code
+    (a closure or partial made afresh per call): that would cost milliseconds a call. Its first measurement
+    stands; small callables are re-checked, which costs microseconds."""
+    return known.measured_on is not None and known.fn_bytes >= SHIP_ONCE_BYTES
 
 
 def _may_run_items_here(call: Call) -> bool:

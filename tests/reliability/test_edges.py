@@ -193,3 +193,15 @@ def test_imap_gives_the_results_before_an_input_that_fails_then_its_error(strate
             got.extend(ex.imap(tasks.square, _fails_at_thirty(), chunksize=4))
         assert ex.map(tasks.square, range(5)) == [0, 1, 4, 9, 16], "the executor is still usable"
     assert got == [x * x for x in range(30)]
+
+
+def _fails_at_once() -> Iterator[int]:
+    raise ValueError("the input broke before its first item")
+    yield 0  # pragma: no cover
+
+
+@pytest.mark.parametrize("strategy", ["auto", "processes"])
+def test_an_input_that_fails_on_its_first_item_raises_its_error(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy)) as ex, \
+            pytest.raises(ValueError, match="before its first item"):
+        list(ex.imap(tasks.square, _fails_at_once()))

@@ -13,12 +13,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor
 from payoff.observers import CallInfo, Observer
 from tests import tasks
+from tests.conftest import alive
 
 GUARD_SECONDS = 60.0
 
@@ -94,3 +96,92 @@ def test_shutdown_during_a_pool_start_waits_for_the_map_and_leaves_no_pool(strat
     thread.join(GUARD_SECONDS)
     assert results == [[x * x for x in range(60)]]
     assert ex._pools.current() == [] and ex.worker_pids() == [], "a pool outlived the shutdown"
+
+
+def consume_slowly(ex: ParallelExecutor, got: list[int], errors: list[BaseException], first: threading.Event) -> None:
+    try:
+        for value in ex.imap(tasks.sleep_then_square, range(40), chunksize=2):
+            got.append(value)
+            first.set()
+            threading.Event().wait(0.01)  # the caller is busy with each result: the imap is paused meanwhile
+    except BaseException as exc:
+        errors.append(exc)
+        first.set()
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_an_imap_another_thread_is_reading_finishes_through_shutdown(wait: bool) -> None:
+    """Only an imap paused in the shutting-down thread's own hands is detached: another thread's is running."""
+    ex = ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2, tiny_workload_threshold=0.0))
+    got: list[int] = []
+    errors: list[BaseException] = []
+    first = threading.Event()
+    reader = threading.Thread(target=consume_slowly, args=(ex, got, errors, first), daemon=True)
+    reader.start()
+    assert first.wait(GUARD_SECONDS)
+    ex.shutdown(wait=wait)
+    reader.join(GUARD_SECONDS)
+    assert not reader.is_alive()
+    assert errors == [] and got == [x * x for x in range(40)]
+
+
+def test_shutdown_from_a_submitted_task_does_not_wait_for_itself() -> None:
+    ex = ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2))
+    future = ex.submit(ex.shutdown)
+    assert future.exception(timeout=GUARD_SECONDS) is None
+    assert ex.worker_pids() == []
+
+
+class ShutsDownWhenFinished(Observer):
+    def __init__(self) -> None:
+        self.ex: ParallelExecutor | None = None
+
+    def map_finished(self, call: CallInfo, record: object, error: BaseException | None) -> None:
+        assert self.ex is not None
+        self.ex.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads"])
+def test_shutdown_from_an_observer_of_the_call_does_not_wait_for_that_call(strategy: str) -> None:
+    hook = ShutsDownWhenFinished()
+    ex = ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0),
+                          observers=[hook])
+    hook.ex = ex
+    done: list[list[int]] = []
+    thread = threading.Thread(target=lambda: done.append(ex.map(tasks.square, range(20), chunksize=5)), daemon=True)
+    thread.start()
+    thread.join(GUARD_SECONDS)
+    assert not thread.is_alive(), "shutdown waited for the call it was called from"
+    assert done == [[x * x for x in range(20)]]
+
+
+class WarnsOnStart(Observer):
+    def map_started(self, call: CallInfo) -> None:
+        warnings.warn("an observer that warns as the call starts", UserWarning, stacklevel=2)
+
+
+def test_a_call_whose_observer_raises_at_its_start_is_not_waited_for_by_shutdown() -> None:
+    """Observers' warnings reach the caller (so warnings-as-errors works): raised there, the call has ended."""
+    ex = ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2), observers=[WarnsOnStart()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(UserWarning, match="warns as the call starts"):
+            ex.map(tasks.square, range(10))
+    thread = threading.Thread(target=ex.shutdown, daemon=True)
+    thread.start()
+    thread.join(GUARD_SECONDS)
+    assert not thread.is_alive(), "shutdown waited for a call that had already failed"
+
+
+def test_shutdown_with_wait_joins_the_workers_of_a_pool_that_was_busy() -> None:
+    ex = ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0))
+    started = threading.Event()
+    thread = threading.Thread(target=lambda: (started.set(), ex.map(tasks.sleep_then_square, range(60),
+                                                                     chunksize=2)), daemon=True)
+    ex.map(tasks.square, range(4), chunksize=1)
+    pids = ex.worker_pids()
+    thread.start()
+    started.wait(GUARD_SECONDS)
+    ex.shutdown(wait=True)
+    assert pids and not any(alive(pid) for pid in pids), "a worker of the busy pool outlived shutdown(wait=True)"
+    thread.join(GUARD_SECONDS)
