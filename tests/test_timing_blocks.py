@@ -7,7 +7,9 @@ import time
 from collections.abc import Sequence
 from typing import overload
 
-from payoff.worker import BLOCK_GROWTH, MAX_BLOCK, CancelToken, ChunkOutcome, run_chunk
+from payoff import ParallelConfig, ParallelExecutor
+from payoff.worker import BLOCK_GROWTH, MAX_BLOCK, CancelToken, ChunkOutcome, ListTail, run_chunk
+from tests import tasks
 
 
 def _cheap(x: int) -> int:
@@ -123,3 +125,27 @@ def test_a_deadline_is_checked_in_bounded_blocks_when_cheap_items_turn_dear() ->
     outcome = run_chunk(_cheap_then_dear, list(range(500_000)), 0, 0, CancelToken(time.monotonic() + 0.3))
     assert outcome.n_done < 500_000
     assert max(outcome.block_sizes) <= MAX_BLOCK
+
+
+def test_the_rest_of_a_list_after_its_probe_runs_without_a_copy() -> None:
+    """A serial call's items after the probe are a view of the caller's list, run like the list itself."""
+    items = list(range(100_000))
+    rest = ListTail(items, 4096)
+    assert len(rest) == 100_000 - 4096 and rest[0] == 4096 and rest[-1] == 99_999
+    assert list(rest[10:13]) == [4106, 4107, 4108]
+    outcome = run_chunk(abs, rest, 4096, 1)
+    assert outcome.results == items[4096:]
+    assert outcome.block_sizes[-1] > len(rest) // 2, "trivial items still run their rest as one plain map"
+
+
+def test_an_error_after_the_probe_names_its_position_in_the_call() -> None:
+    outcome = run_chunk(tasks.fail_on_seven, ListTail(list(range(20)), 4), 4, 1)
+    assert outcome.error is not None and outcome.error_index == 7 and outcome.results == [4, 5, 6]
+
+
+def test_a_serial_call_after_its_probe_gives_every_result_in_order() -> None:
+    with ParallelExecutor(ParallelConfig()) as ex:
+        out = ex.map(tasks.negate, list(range(20_000)))
+        record = ex.last_record
+    assert out == [-x for x in range(20_000)]
+    assert record is not None and record.selected_strategy == "serial" and record.probe_items > 0

@@ -235,8 +235,8 @@ class MapRun:
         builtin ``map``, and later chunks keep their bookkeeping negligible.
         """
         lazy = self.stream or self.streaming
-        size = (self.chunksize or 1) if lazy else max(1, len(self.source.head))
-        while (part := self.source.take(size)) is not None:
+        size = self.chunksize or 1
+        while (part := self.source.take(size) if lazy else self.source.rest()) is not None:
             lo, items = part
             outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller")
             self.next_index += 1

@@ -12,6 +12,8 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from payoff.worker import ListTail
+
 LOOKAHEAD_ITEMS = 1024
 """Items read ahead of a stream for planning (fewer when items are large)."""
 LOOKAHEAD_BYTES = 32 * 1024 * 1024
@@ -83,6 +85,16 @@ class Source:
             return None
         self._next = lo + len(part)
         return lo, part
+
+    def rest(self) -> tuple[int, Sequence[Any]] | None:
+        """Every item not yet taken of a known input, for a run in the caller: a list's without a copy."""
+        lo, n = self._next, len(self.head)
+        if lo >= n or not self.exhausted or self._dropped:
+            return self.take(max(1, n - lo))
+        self._next = n
+        if lo == 0:
+            return 0, self.head
+        return lo, ListTail(self.head, lo) if isinstance(self.head, list) else self.head[lo:]
 
     def _read(self, n: int) -> list[Any]:
         """Up to ``n`` items; an input that raises ends there, and its error waits for the work to get there."""

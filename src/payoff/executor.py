@@ -132,6 +132,9 @@ class ParallelExecutor:
         for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout):
             if out is None:
                 out = block  # the first chunk's own fresh list: a serial call returns it without a copy
+            elif len(block) > len(out):  # a probe's few results ahead of the rest: move the few, not the rest
+                block[0:0] = out
+                out = block
             else:
                 out.extend(block)
         return [] if out is None else out

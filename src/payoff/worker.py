@@ -20,10 +20,10 @@ import threading
 import time
 import traceback
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, overload
 
 from payoff.errors import RemoteError, RemoteTraceback
 
@@ -121,7 +121,39 @@ TAIL_BLOCK_NS = 50_000_000
 at their measured cost and is at most BLOCK_GROWTH times the items done. A call with a deadline never does,
 nor a chunk with a budget: items that turn dearer inside such a block would hold its checks back for the
 whole block."""
-_ENDS_AT_LEN = (list, tuple, range)
+class ListTail(Sequence[Any]):
+    """Items ``lo..`` of a list, without copying them: a serial call's rest after its probe, run in the caller.
+
+    Slicing a million-item list to drop the probed items cost ~4 ms, as much as a tenth of the work of
+    trivial items. Only ever run in the caller: it is not meant to be pickled.
+    """
+
+    __slots__ = ("_items", "_lo")
+
+    def __init__(self, items: list[Any], lo: int) -> None:
+        self._items, self._lo = items, lo
+
+    def __len__(self) -> int:
+        return max(0, len(self._items) - self._lo)
+
+    def __iter__(self) -> Iterator[Any]:
+        return islice(self._items, self._lo, None)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self._items[self._lo + k] for k in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError("ListTail index out of range")
+        return self._items[self._lo + (i % len(self))]
+
+
+_ENDS_AT_LEN = (list, tuple, range, ListTail)
 """Sequences whose own iterator stops at their length (a custom ``__getitem__`` may never raise IndexError)."""
 
 
