@@ -11,6 +11,7 @@ as priors and are corrected from every parallel call this process measures.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 import multiprocessing
@@ -20,6 +21,7 @@ import statistics
 import threading
 import time
 import types
+import warnings
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -29,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from payoff.config import ParallelConfig
+from payoff.errors import StuckThreadsWarning
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
@@ -541,7 +544,7 @@ class Call:
     prior_calls: int
     """Earlier calls of the same workload on this executor: a pool start is shared by them."""
     timeout: float | None = None
-    """The call's ``timeout=``: its items must run where they can be stopped."""
+    """The call's ``timeout=``: the probe may not keep the caller waiting longer."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -943,7 +946,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
         _probe_cost(call, probe, workers)
     elif sends and known is not None and known.result_error:
         if _may_run_items_here(call):
-            probe.outcome, _ = _timed_prefix(call.fn, call.items, 1, 1)
+            probe.outcome, _ = _bounded(call, 1, 1)
         else:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
@@ -968,13 +971,11 @@ def _may_run_items_here(call: Call) -> bool:
 
     Not under a backend named for its worker processes (an item that crashes
     there must not take the caller down) unless the user asked for small work
-    to be kept in the caller (``tiny_workload_threshold``), and never in a call
-    with a timeout: nothing could stop an item that hangs here. Such a call
-    starts on its pool with guided chunks, which learn the cost from the first
-    ones back; the next call of the function is planned from it.
+    to be kept in the caller (``tiny_workload_threshold``). Such a call starts
+    on its pool with guided chunks, which learn the cost from the first ones
+    back; the next call of the function is planned from it. (Under a timeout
+    the probe runs on a payoff thread the caller waits for no longer than that.)
     """
-    if call.timeout is not None:
-        return False
     return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold)
 
 
@@ -993,12 +994,45 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
 def _probe_cost(call: Call, probe: Probe, workers: int) -> None:
     """Run the first items in the caller to learn what an item costs and how much of it is CPU."""
     share = len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
-    probe.outcome, per_item = _timed_prefix(call.fn, call.items, max(1, min(PROBE_MAX_ITEMS, share)),
-                                            max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
+    probe.outcome, per_item = _bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
+                                       max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
     if probe.outcome.n_done:
         wall = sum(probe.outcome.durations_ns) / 1e9
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = min(1.0, max(0.05, probe.outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
+
+
+def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, float]:
+    """The probe, in the caller; under a timeout on a payoff thread the caller waits for no longer than it.
+
+    An item that hangs there cannot be stopped (no thread can be), but the call raises on time and the
+    thread, a daemon, never keeps the program from exiting.
+    """
+    if call.timeout is None:
+        return _timed_prefix(call.fn, call.items, limit, cheap_limit)
+    box: list[tuple[ChunkOutcome, float]] = []
+    errors: list[BaseException] = []
+    context = contextvars.copy_context()
+
+    def probe() -> None:
+        try:
+            box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit))
+        except BaseException as exc:  # handed to the caller, whatever it is
+            errors.append(exc)
+
+    thread = threading.Thread(target=probe, name="payoff-probe", daemon=True)
+    thread.start()
+    thread.join(call.timeout)
+    if thread.is_alive():
+        warnings.warn(StuckThreadsWarning(
+            "payoff: the item(s) this call ran to measure them still run after its timeout: Python cannot stop "
+            "a thread from outside. It finishes in the background and never keeps the program from exiting."),
+            stacklevel=5)
+        raise TimeoutError(f"payoff: the call did not finish within timeout={call.timeout:g} s (its first "
+                           "items, run to measure them, were still running)")
+    if errors:
+        raise errors[0]
+    return box[0]
 
 
 def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int,

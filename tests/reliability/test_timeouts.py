@@ -137,3 +137,15 @@ def test_timeout_holds_when_the_first_item_hangs(strategy: str) -> None:
             with pytest.raises(TimeoutError):
                 ex.map(tasks.sleep_long_on_zero, range(20), timeout=1.0)
         assert time.monotonic() - started < 15, "the call waited for the 30 s item"
+
+
+def test_a_call_with_a_timeout_still_measures_its_first_items_and_keeps_tiny_work_serial() -> None:
+    """The probe runs on a payoff thread bounded by the timeout, so small work does not start a pool for nothing."""
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert ex.map(tasks.square, range(50), timeout=5.0) == [x * x for x in range(50)]
+        record = ex.last_record
+        assert ex.worker_pids() == []
+    assert record is not None and record.probe_items > 0 and record.selected_strategy == "serial"
+    assert not record.pool_started
