@@ -165,3 +165,14 @@ def test_a_known_function_given_much_smaller_items_times_their_pickling_again() 
     assert later.probe.pickling.item_bytes < first.probe.pickling.item_bytes // 100
     assert later.probe.pickling.items_out < first.probe.pickling.items_out / 10
     assert later.probe.pickling.results_out == first.probe.pickling.results_out  # no result of this call yet
+
+
+def test_each_builtin_and_ufunc_has_its_own_facts() -> None:
+    """Builtins and numpy ufuncs are objects of one type each: keyed by type alone, abs shared len's cost."""
+    import numpy as np
+
+    keys = {planning.fn_key(f) for f in (abs, len, str.upper, np.sqrt, np.exp)}
+    assert len(keys) == 5
+    knowledge = planning.Knowledge()
+    knowledge.teach(abs, planning.Facts(1e-8, 1.0, 40, "", None))
+    assert knowledge.get(len) is None, "a different builtin is probed, not given abs's cost"

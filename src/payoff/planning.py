@@ -288,7 +288,8 @@ def fn_key(fn: Callable[..., Any]) -> Hashable | None:
     if code is not None:
         owner = type(fn.__self__).__qualname__ if hasattr(fn, "__self__") else ""
         return ("code", code.co_filename, code.co_firstlineno, code.co_qualname, owner)
-    return ("object", type(fn).__module__, type(fn).__qualname__)
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)  # a builtin or a ufunc: its own
+    return ("object", type(fn).__module__, type(fn).__qualname__, name if isinstance(name, str) else None)
 
 
 class Knowledge:
