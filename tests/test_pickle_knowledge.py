@@ -25,6 +25,9 @@ from payoff.record import MapRecord
 from tests import tasks
 
 EAGER = {"max_workers": 2, "tiny_workload_threshold": 0, "min_batch_size": 1}
+THREADS_FOR_DATA = (Reason.AUTO_SHARED_MEMORY, Reason.AUTO_WAITING)
+"""Threads for data no process can take; a probe descheduled on a loaded machine reads as waiting work, which
+goes to threads too (seen in the sdist's inner test run, which runs beside the outer suite)."""
 """Parallel whenever the data allows it: these tests are about what can travel, not about what pays."""
 
 
@@ -111,7 +114,7 @@ def test_auto_does_not_send_unpicklable_results_to_joblib() -> None:
         out, first = run(ex, tasks.spin_then_lock, list(range(60)))
         assert len(out) == 60 and all(isinstance(lock, type(threading.Lock())) for lock in out)
         assert first.selected_strategy == "threads", first.summary()  # nothing measured threads yet
-        assert first.decision_reason is Reason.AUTO_SHARED_MEMORY
+        assert first.decision_reason in THREADS_FOR_DATA
         for _ in range(2):  # known now: the results are checked again, not forgotten
             out, later = run(ex, tasks.spin_then_lock, list(range(60)))
             assert len(out) == 60
@@ -124,7 +127,7 @@ def test_auto_does_not_send_unpicklable_items_to_joblib() -> None:
     with ParallelExecutor(config=ParallelConfig(**EAGER), planner=planner) as ex:
         out, record = run(ex, tasks.spin_ignoring, locks)
         assert out == [tasks.spin(0)] * 60
-        assert (record.selected_strategy, record.decision_reason) == ("threads", Reason.AUTO_SHARED_MEMORY)
+        assert record.selected_strategy == "threads" and record.decision_reason in THREADS_FOR_DATA, record.summary()
         out, later = run(ex, tasks.spin_ignoring, locks)
         assert out == [tasks.spin(0)] * 60
         _on_threads_or_serial(later, "item")
