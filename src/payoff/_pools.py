@@ -93,7 +93,6 @@ class PoolRegistry:
         """Shutdowns waiting to join the retired pools: a pool whose last call ends is left for them to close."""
         self.closed = False
         """Set by the executor's shutdown: a pool whose start was already under way serves its call only."""
-        """Bumped by every retirement: a pool whose start began before one is retired as soon as it is up."""
 
     def lease(self, key: PoolKey, make: Callable[[], Strategy]) -> Lease:
         """The current pool for ``key``, started now if there is none; raises what a failed start raised."""
@@ -170,8 +169,7 @@ class PoolRegistry:
                 entry.retired = entry.closed = True
         pool.kill()
 
-    def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False, *, close_idle: bool = True
-               ) -> list[_Entry]:
+    def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False, *, close_idle: bool = True) -> None:
         """Take every current pool whose key ``keep`` rejects out of service; idle ones close now without
         waiting, unless ``close_idle`` is False: then the caller must call :meth:`wait_closed`, which closes
         every retired pool, busy ones too once their calls end, and joins their workers."""
@@ -182,9 +180,7 @@ class PoolRegistry:
                 self._joining += 1
             names = [n for n, e in self._current.items() if not keep(e.key)]
             to_close = [c for n in names for c in self._retire(self._current.pop(n), close_idle)]
-            waiting = [e for e in self._retired if not e.closed]
         _close(to_close)
-        return waiting
 
     def _retire(self, entry: _Entry, close_idle: bool = True) -> list[_Entry]:
         entry.retired = True

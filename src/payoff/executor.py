@@ -272,10 +272,8 @@ class ParallelExecutor:
             while any(not run.detached for run in self._runs):
                 self._runs_changed.wait(0.2)
 
-    def _release_pools(self, wait: bool) -> None:
+    def _release_pools(self) -> None:
         self._pools.retire()
-        if wait:
-            self._pools.wait_closed()
         self._idle_wake.set()
 
     def _check_open(self) -> None:
@@ -444,7 +442,7 @@ def _idle_loop(ref: weakref.ReferenceType[ParallelExecutor], wake: threading.Eve
             idle = executor._active == 0 and time.monotonic() - executor._last_used >= timeout
             wait = max(0.05, min(timeout / 4, 60.0))
         if idle:
-            executor._release_pools(wait=False)
+            executor._release_pools()
             return
         del executor
         wake.wait(timeout=wait)

@@ -110,6 +110,10 @@ def _start_key(strategy: str, method: str | None) -> str:
     return f"{strategy}/{method}" if strategy == "processes" and method else strategy
 
 
+def _process_method(strategy: str, method: str | None) -> str | None:
+    """The start method a process pool's start is priced and learned by (None: not a process pool's)."""
+    return start_method(method) if strategy == "processes" else method
+
 
 class CostModel:
     """Per-process knowledge of backend overheads, corrected by measurement.
@@ -138,8 +142,7 @@ class CostModel:
 
     def get(self, strategy: str, method: str | None = None, workers: int = 2) -> Overheads:
         """``strategy``'s overheads; a process pool's start is the one of ``method`` (None: the platform's)."""
-        if strategy == "processes" and method is None:
-            method = start_method(None)
+        method = _process_method(strategy, method)
         with self._lock:
             costs = Overheads(**vars(self._costs.get(strategy, _PRIORS["processes"])))
             learned = self._starts.get(_start_key(strategy, method))
@@ -152,8 +155,7 @@ class CostModel:
 
     def learn(self, strategy: str, *, start: float | None = None, per_call: float | None = None,
               method: str | None = None) -> None:
-        if strategy == "processes" and method is None:
-            method = start_method(None)
+        method = _process_method(strategy, method)
         with self._lock:
             costs = self._costs.get(strategy)
             if costs is None:
@@ -338,10 +340,7 @@ class Knowledge:
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error or "",
                       measured_on=MeasuredOn.of(fn) if probe.fn_checked else None)
         with self._lock:
-            self._facts[key] = facts
-            self._facts.move_to_end(key)
-            while len(self._facts) > self.LIMIT:
-                self._facts.popitem(last=False)
+            self._store(key, facts)
 
     def recheck(self, fn: Callable[..., Any], probe: Probe, fn_measured: bool) -> None:
         """Store what this call checked afresh: the pickling of ``fn`` when it was not the object measured
@@ -362,10 +361,15 @@ class Knowledge:
         if key is None or seconds_per_item <= 0:
             return
         with self._lock:
-            self._facts.setdefault(key, Facts(seconds_per_item, min(1.0, max(0.01, cpu_ratio)), 0, "", None))
-            self._facts.move_to_end(key)
-            while len(self._facts) > self.LIMIT:
-                self._facts.popitem(last=False)
+            if key not in self._facts:
+                self._store(key, Facts(seconds_per_item, min(1.0, max(0.01, cpu_ratio)), 0, "", None))
+
+    def _store(self, key: Hashable, facts: Facts) -> None:
+        """Under the lock: ``facts`` as the newest entry, the least recently used dropped past LIMIT."""
+        self._facts[key] = facts
+        self._facts.move_to_end(key)
+        while len(self._facts) > self.LIMIT:
+            self._facts.popitem(last=False)
 
     def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None) -> bool:
         """Correct the remembered cost (and how much of it is CPU) with what a whole call measured.

@@ -121,6 +121,8 @@ TAIL_BLOCK_NS = 50_000_000
 at their measured cost and is at most BLOCK_GROWTH times the items done. A call with a deadline never does,
 nor a chunk with a budget: items that turn dearer inside such a block would hold its checks back for the
 whole block."""
+
+
 class ListTail(Sequence[Any]):
     """Items ``lo..`` of a list, without copying them: a serial call's rest after its probe, run in the caller.
 
