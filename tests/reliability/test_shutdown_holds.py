@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -23,12 +24,13 @@ from tests import tasks
 from tests.conftest import alive
 
 GUARD_SECONDS = 60.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_child(code: str) -> subprocess.CompletedProcess[str]:
     """A scenario that may hang runs in its own process, stopped by the guard instead of hanging the suite."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=GUARD_SECONDS, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+                          timeout=GUARD_SECONDS, cwd=ROOT)
 
 
 @pytest.mark.parametrize("strategy", ["threads", "processes"])
