@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import threading
 import time
 import warnings
@@ -581,9 +582,15 @@ def _halves(task: ChunkTask) -> list[ChunkTask]:
 
 
 def _culprit_code(codes: list[int]) -> int | None:
-    """The dead worker's code: the pool terminates the others with SIGTERM after a crash."""
-    own = [c for c in codes if c != -15]
-    return own[0] if own else (codes[0] if codes else None)
+    """The dead worker's code, not a survivor's: after a crash the pool kills the others.
+
+    A process pool sends SIGTERM, loky sends SIGKILL, so those name the crash
+    only when nothing else does (SIGKILL alone is the kernel's OOM killer); a
+    clean exit (an idle worker retiring) never does.
+    """
+    def rank(code: int) -> int:
+        return {-int(signal.SIGKILL): 1, -int(signal.SIGTERM): 2, 0: 3}.get(code, 0)
+    return min(codes, key=rank) if codes else None
 
 
 def _next_serial_size(size: int, outcome: ChunkOutcome) -> int:

@@ -137,3 +137,18 @@ def test_a_named_process_backend_never_runs_an_unmeasured_item_in_the_caller(str
                           text=True, timeout=120, env=CHILD_ENV)
     assert proc.returncode == 0, f"the caller died (exit {proc.returncode}): {proc.stderr[-2000:]}"
     assert proc.stdout.splitlines() == ["crashed item 0", "after [0, 1, 4, 9]"]
+
+
+@pytest.mark.parametrize(("codes", "culprit"), [
+    ([-9, -11], -11),    # loky kills the survivors with SIGKILL; the one that crashed may come second
+    ([-15, -11], -11),   # a process pool terminates the survivors with SIGTERM
+    ([-9, -15, 7], 7),   # an item called os._exit(7)
+    ([-15, -9], -9),     # the kernel's OOM killer: SIGKILL is all there is to name
+    ([0, -11], -11),     # a worker that retired idle earlier exited cleanly
+    ([-15], -15),
+    ([], None),
+])
+def test_the_crash_is_named_by_the_worker_that_died_not_by_those_the_pool_killed_after(
+        codes: list[int], culprit: int | None) -> None:
+    from payoff._maprun import _culprit_code
+    assert _culprit_code(codes) == culprit
