@@ -94,6 +94,7 @@ def matrix_section(data: dict[str, Any]) -> list[str]:
                 measured = secs["loop"] / secs[c]
                 cells.append(f"{measured:.2f}x / {est[c]:.2f}x ({est[c] / measured - 1:+.0%})")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += _paired_lines(data.get("paired", {}))
     lines += _matrix_targets(data)
     plans: dict[str, str] = data.get("auto_plan", {})
     if plans:
@@ -106,6 +107,25 @@ def matrix_section(data: dict[str, Any]) -> list[str]:
                   for row, when in reruns.items()]
     lines += ["", "![executor matrix](img/executor_matrix.png)", ""]
     plot_matrix(seconds, columns, estimates)
+    return lines
+
+
+def _paired_lines(paired: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    if not any(paired.values()):
+        return []
+    columns = sorted({c for per in paired.values() for c in per}, key=lambda c: c != "payoff auto")
+    lines = ["", "The same estimate against a loop moments apart, the instrument the ±10% target is checked with: "
+             "after the matrix, every call runs between two loop calls of the same batch, 3 times, on the "
+             "column's warm executor. The matrix compares cells measured seconds apart in the rotation, which "
+             "on this machine moves a ratio by several percent by itself. `payoff serial` is the control: "
+             "its estimate is right by construction up to payoff's own per-call cost (the part spent after "
+             "the record is built, in observers, is outside `wall_seconds`), so how far it lands off is the "
+             "instrument's noise plus that cost.", "",
+             "| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row, per in paired.items():
+        cells = [f"{per[c]['measured']:.2f}x / {per[c]['estimate']:.2f}x "
+                 f"({per[c]['estimate'] / per[c]['measured'] - 1:+.1%})" if c in per else "-" for c in columns]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines
 
 
