@@ -88,7 +88,7 @@ class MapRun:
         self.sizer = GuidedChunks(1, 1, 1, None)
         self.pause_lock = threading.Lock()
         self.paused = self.detached = False
-        self.paused_by: int | None = None
+        self.paused_by: threading.Thread | None = None
         self.thread = threading.get_ident()
         """The thread the call began in (set again by ``_begin``): shutdown from there cannot wait for it."""
 
@@ -139,7 +139,7 @@ class MapRun:
         if not self.streaming:
             return
         with self.pause_lock:
-            self.paused, self.paused_by = paused, threading.get_ident()
+            self.paused, self.paused_by = paused, threading.current_thread()
             if not paused and self.detached:
                 raise RuntimeError(f"payoff: the executor was shut down while this {self._kind()} waited for "
                                    f"its caller to take the next result (after {self.next_yield:,} chunks of "
@@ -150,15 +150,18 @@ class MapRun:
         return "imap" if self.ordered else "imap_unordered"
 
     def detach(self) -> bool:
-        """Called by ``shutdown(wait=True)``: an ``imap`` paused in the shutting-down thread's own hands lets go
-        of its pool instead of holding that wait forever (nothing else could resume it meanwhile).
+        """Called by ``shutdown(wait=True)``: an ``imap`` paused in the shutting-down thread's own hands, or in
+        the hands of a thread that has ended, lets go of its pool instead of holding that wait forever (nothing
+        could resume it meanwhile).
 
         Its chunks already queued are cancelled, running ones end with the pool;
         the call raises ``RuntimeError`` when its caller asks for more. An imap
-        paused in another thread is running: shutdown waits for it.
+        paused in another live thread is running: shutdown waits for it.
         """
         with self.pause_lock:
-            if not self.paused or self.detached or self.paused_by != threading.get_ident():
+            holder = self.paused_by
+            if not self.paused or self.detached or holder is None \
+                    or (holder is not threading.current_thread() and holder.is_alive()):
                 return False
             self.detached = True
         self.token.set()

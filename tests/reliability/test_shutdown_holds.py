@@ -187,3 +187,30 @@ def test_shutdown_with_wait_joins_the_workers_of_a_pool_that_was_busy() -> None:
     ex.shutdown(wait=True)
     assert pids and not any(alive(pid) for pid in pids), "a worker of the busy pool outlived shutdown(wait=True)"
     thread.join(GUARD_SECONDS)
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_shutdown_does_not_wait_for_an_imap_whose_thread_has_ended(strategy: str) -> None:
+    """A thread took part of an imap and ended, its generator kept: nobody can read it, so nothing to wait for."""
+    child = run_child(f"""
+        import threading
+        from payoff import ParallelExecutor, ParallelConfig
+        from tests import tasks
+        ex = ParallelExecutor(config=ParallelConfig(strategy={strategy!r}, max_workers=2))
+        kept = []
+        def helper():
+            it = ex.imap(tasks.sleep_then_square, range(1000), chunksize=4)
+            print("first", next(it), flush=True)
+            kept.append(it)
+        t = threading.Thread(target=helper)
+        t.start(); t.join()
+        ex.shutdown(wait=True)
+        print("shutdown returned", flush=True)
+        try:
+            list(kept[0])
+        except RuntimeError as exc:
+            print("resumed:", "shut down" in str(exc))
+        print("pids", ex.worker_pids())
+    """)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines() == ["first 0", "shutdown returned", "resumed: True", "pids []"]
