@@ -78,6 +78,9 @@ class MapRun:
         self.isolate: deque[ChunkTask] = deque()
         self.parts: dict[int, list[ChunkOutcome]] = {}
         self.sizes: dict[int, int] = {}
+        self.starts: dict[int, int] = {}
+        self.failed: tuple[int, int, BaseException] | None = None
+        """An ``imap``'s earliest failing chunk, item and error, held until the results before it are out."""
         self.next_index = 0
         self.next_yield = 0
         self.crashes: Counter[int] = Counter()
@@ -211,6 +214,8 @@ class MapRun:
         if probe is not None:
             self.ex._observers.chunk(self.call, self.rec.add(probe, "caller", probe.start_ns))
             if probe.error is not None:
+                if self.streaming and probe.results:
+                    yield probe.results  # an imap hands out what came before the failing item, as map does
                 raise probe.error
             self.next_index = self.next_yield = 1
             if probe.results:
@@ -242,18 +247,24 @@ class MapRun:
         size = self.chunksize or 1
         while (part := self.source.take(size) if lazy else self.source.rest()) is not None:
             lo, items = part
-            outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller")
+            outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller",
+                                      hold=self.streaming)
             self.next_index += 1
+            if outcome.error is not None:  # held for an imap: the results before the failing item come first
+                if outcome.results:
+                    yield outcome.results
+                raise outcome.error
             self._raise_if_stopped()
             yield outcome.results
             if lazy and not self.chunksize:
                 size = _next_serial_size(len(items), outcome)
 
-    def _in_caller(self, task: ChunkTask, where: str) -> ChunkOutcome:
+    def _in_caller(self, task: ChunkTask, where: str, hold: bool = False) -> ChunkOutcome:
+        """The chunk run here; its item's error raised, unless ``hold`` leaves that to the caller."""
         with self.ex._observers.scope(self.call):
             outcome: ChunkOutcome = SerialStrategy(1).submit(self.fn, task).result()
         self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
-        if outcome.error is not None:
+        if outcome.error is not None and not hold:
             raise outcome.error
         return outcome
 
@@ -307,6 +318,8 @@ class MapRun:
             yield from self._ready_blocks()
             if not self.in_flight:
                 if self._nothing_left():
+                    if self.failed is not None:  # only if a piece before the error was lost with no rerun
+                        raise self.failed[2]
                     return
                 continue
             self._wait_and_collect(pool)
@@ -354,6 +367,7 @@ class MapRun:
             return None
         task = ChunkTask(self.next_index, part[0], part[1], self.token, budget_ns=self.sizer.budget_ns(len(part[1])))
         self.sizes[task.index] = len(part[1])
+        self.starts[task.index] = part[0]
         self.next_index += 1
         return task
 
@@ -417,19 +431,52 @@ class MapRun:
         stats = self.rec.add(outcome, where, task.submit_ns)
         self.ex._observers.chunk(self.call, stats)
         if outcome.error is not None:
-            raise outcome.error
+            if not (self.streaming and self.ordered):
+                raise outcome.error
+            self._hold_error(task, outcome)
+            return
         self.sizer.observe(stats.n_items, stats.busy_seconds)
         self.parts.setdefault(task.index, []).append(outcome)
         if outcome.n_done < len(task.items):
             self._requeue_rest(task, outcome.n_done)
 
+    def _hold_error(self, task: ChunkTask, outcome: ChunkOutcome) -> None:
+        """An ``imap``'s failing chunk: its error waits for every result before the item, as ``map``'s would.
+
+        Nothing more is read from the input; chunks already running finish.
+        """
+        at = outcome.error_index if outcome.error_index is not None else task.first + outcome.n_done
+        assert outcome.error is not None
+        if self.failed is None or at < self.failed[1]:
+            self.failed = (task.index, at, outcome.error)
+        self.parts.setdefault(task.index, []).append(outcome)
+        self.source_done = True
+
     def _ready_blocks(self) -> Iterator[list[Any]]:
         if not self.ordered:
             yield from self._done_blocks()
             return
-        while self.next_yield in self.parts and self._complete(self.next_yield):
+        while True:
+            index = self.next_yield
+            if self.failed is not None and index == self.failed[0]:
+                yield from self._up_to_the_error()
+                return
+            if index not in self.parts or not self._complete(index):
+                return
             self.next_yield += 1
-            yield self._take_block(self.next_yield - 1)
+            yield self._take_block(index)
+
+    def _up_to_the_error(self) -> Iterator[list[Any]]:
+        """The failing chunk's results before its failing item, once all are back; then the item's error."""
+        assert self.failed is not None
+        index, at, error = self.failed
+        before = sorted((p for p in self.parts[index] if p.first < at), key=lambda p: p.first)
+        if sum(p.n_done for p in before) < at - self.starts[index]:
+            return  # a piece of the chunk before the error is still running
+        results = [r for p in before for r in p.results][: at - self.starts[index]]
+        if results:
+            yield results
+        raise error
 
     def _done_blocks(self) -> Iterator[list[Any]]:
         """Every chunk that is complete, whatever its place: ``imap_unordered``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor
@@ -57,3 +59,23 @@ def test_in_process_errors_are_the_users_own_object(strategy: str) -> None:
             pytest.raises(tasks.TwoArgError) as info:
         ex.map(tasks.raise_two_arg, range(10), chunksize=2)
     assert info.value.code == 42
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "auto"])
+@pytest.mark.parametrize("chunksize", [None, 3, 5])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_imap_yields_every_result_before_the_failing_item_then_raises(strategy: str, chunksize: int | None,
+                                                                       lazy: bool) -> None:
+    """As the builtin ``map`` and ``concurrent.futures`` do: an item's error comes where the item is."""
+    got: list[int] = []
+
+    def take_all(results: Iterator[int]) -> None:
+        for value in results:
+            got.append(value)
+
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        items = iter(range(20)) if lazy else list(range(20))
+        with pytest.raises(KeyError, match="bad item 7"):
+            take_all(ex.imap(tasks.fail_on_seven, items, chunksize=chunksize))
+        assert ex.map(tasks.square, range(6)) == [x * x for x in range(6)], "the executor stays usable"
+    assert got == list(range(7))
