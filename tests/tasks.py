@@ -187,3 +187,10 @@ def segfault_on_zero(x: int) -> int:
 
         ctypes.string_at(0)
     return x * 10
+
+
+def generator_exit_on_five(x: int) -> int:
+    """An item raising GeneratorExit: payoff's own generators must not take it for their consumer closing them."""
+    if x == 5:
+        raise GeneratorExit("item five")
+    return x

@@ -107,6 +107,7 @@ class MapRun:
         obs = self.ex._observers
         self.ex._begin(self)
         error: BaseException | None = None
+        closed = False
         try:
             obs.started(self.call)
             with contextlib.nullcontext() if self.streaming else obs.scope(self.call):
@@ -115,11 +116,17 @@ class MapRun:
                 obs.planned(self.call)
                 for block in self._execute(plan):
                     self._pause(True)
-                    yield block
+                    try:
+                        yield block
+                    except GeneratorExit:
+                        closed = True  # by its consumer; an item's own GeneratorExit is a failure like any
+                        raise
                     self._pause(False)
                 self.source.raise_error()
-        except GeneratorExit:
+        except GeneratorExit as exc:
             self.token.set()
+            if not closed:
+                error = exc
             self._abandon()
             raise
         except BaseException as exc:

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor
+from payoff import MapRecord, Observer, ParallelConfig, ParallelExecutor
 from payoff.errors import RemoteError, RemoteTraceback
+from payoff.observers import CallInfo
 from tests import tasks
 
 FORCE = {"tiny_workload_threshold": 0.0}
@@ -79,3 +80,20 @@ def test_imap_yields_every_result_before_the_failing_item_then_raises(strategy: 
             take_all(ex.imap(tasks.fail_on_seven, items, chunksize=chunksize))
         assert ex.map(tasks.square, range(6)) == [x * x for x in range(6)], "the executor stays usable"
     assert got == list(range(7))
+
+
+class _Errors(Observer):
+    def __init__(self) -> None:
+        self.seen: list[BaseException | None] = []
+
+    def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
+        self.seen.append(error)
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
+def test_an_item_raising_generator_exit_is_a_failed_call_not_a_closed_one(strategy: str) -> None:
+    spy = _Errors()
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE), observers=[spy]) as ex, \
+            pytest.raises(GeneratorExit, match="item five"):
+        ex.map(tasks.generator_exit_on_five, range(20), chunksize=3)
+    assert len(spy.seen) == 1 and isinstance(spy.seen[0], GeneratorExit), spy.seen
