@@ -187,7 +187,8 @@ def teach(planner: Planner, row: Row) -> None:
     planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, 40, row.pickle_error,
                                                 row.cloudpickle_ok, threads_speedup=row.threads_speedup,
                                                 verdicts=dict(row.verdicts), forgone=dict(row.forgone),
-                                                pickling=row.pickling._replace(item_bytes=_item_bytes(row))))
+                                                pickling=row.pickling._replace(item_bytes=_item_bytes(row)),
+                                                result_error=""))
 
 
 def _item_bytes(row: Row) -> int:
@@ -227,7 +228,8 @@ def test_guided_plans_shrink_to_a_floor_worth_a_chunk() -> None:
 
 def test_a_verdict_is_re_measured_every_few_calls() -> None:
     planner = Planner()
-    planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, verdicts={"processes": (0.5, 1000)}))
+    planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, verdicts={"processes": (0.5, 1000)},
+                                                      result_error=""))
     config = ParallelConfig(max_workers=2)
     call = Call(tasks.square, list(range(200)), config, "auto", None, None, None, frozenset(), 0)
     strategies = [planner.plan(call).strategy for _ in range(8)]

@@ -12,6 +12,7 @@ cannot send them either, and raised.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import warnings
@@ -199,3 +200,19 @@ def test_a_large_callable_made_afresh_per_call_is_not_pickled_on_every_call() ->
     for fn in later:
         _plan(planner, fn)
     assert [fn.pickled for fn in later] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("first", ["threads", "serial", "processes"])
+def test_results_never_checked_by_a_first_call_elsewhere_are_checked_before_auto_sends_them(first: str) -> None:
+    """A first call on threads or serially pickles no result; nor does one on processes that the results
+    failed. Their facts said "results pickle" and auto sent locks to processes on every later call."""
+    planner = planning.Planner()
+    items = list(range(60))
+    with ParallelExecutor(config=ParallelConfig(strategy=first, **EAGER), planner=planner) as elsewhere, \
+            contextlib.suppress(Exception):  # on processes the first call itself cannot bring locks back
+        elsewhere.map(tasks.spin_then_lock, items)
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=planner) as ex:
+        for _ in range(2):
+            out, record = run(ex, tasks.spin_then_lock, items)
+            assert len(out) == 60 and all(isinstance(lock, type(threading.Lock())) for lock in out)
+            _on_threads_or_serial(record, "result")

@@ -89,7 +89,8 @@ def test_a_pool_that_failed_to_start_is_not_retried_on_every_call() -> None:
     """The wait that earned a start ends with the attempt, failed or not: the next one is earned afresh."""
     from payoff import ParallelConfig, ParallelExecutor, Reason
 
-    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(1e-4, 1.0, 40, "", None, forgone={"processes": 10.0}))
+    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(1e-4, 1.0, 40, "", None, forgone={"processes": 10.0},
+                                                                    result_error=""))
     config = ParallelConfig(max_workers=2, worker_initializer=tasks.failing_initializer)
     with ParallelExecutor(config) as ex:
         assert ex.map(tasks.square, range(60)) == [x * x for x in range(60)]
@@ -174,5 +175,5 @@ def test_each_builtin_and_ufunc_has_its_own_facts() -> None:
     keys = {planning.fn_key(f) for f in (abs, len, str.upper, np.sqrt, np.exp)}
     assert len(keys) == 5
     knowledge = planning.Knowledge()
-    knowledge.teach(abs, planning.Facts(1e-8, 1.0, 40, "", None))
+    knowledge.teach(abs, planning.Facts(1e-8, 1.0, 40, "", None, result_error=""))
     assert knowledge.get(len) is None, "a different builtin is probed, not given abs's cost"

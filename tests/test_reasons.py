@@ -63,7 +63,8 @@ def _tiny() -> tuple[Any, Any, list[Any]]:
 
 def _taught(cost: float, verdicts: dict[str, tuple[float, int]] | None = None) -> None:
     """Facts stated outright, so the planner decides from them (no probe, no clock)."""
-    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(cost, 1.0, 40, "", None, verdicts=verdicts or {}))
+    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(cost, 1.0, 40, "", None, verdicts=verdicts or {},
+                                                                     result_error=""))
 
 
 @case(Reason.POOL_START_COST)

@@ -248,7 +248,9 @@ class Facts:
     object itself and hold only for the one in ``measured_on``. Whether items
     pickle is never stored: each call's items are checked. Results are checked
     only where a probe ran, so a result that did not pickle is remembered in
-    ``result_error`` until a later call's first result is checked and pickles.
+    ``result_error`` until a later call's first result is checked and pickles;
+    None until a result was checked at all (a call on threads, serially or one
+    that failed pickles none), so the first call that would send one checks it.
     """
 
     seconds_per_item: float
@@ -270,8 +272,9 @@ class Facts:
     """Seconds per item the parent and each worker spend pickling, measured on the probed items."""
     measured_on: MeasuredOn | None = None
     """The callable the function's pickling facts were measured on; None: on none still alive (or never)."""
-    result_error: str = ""
-    """Why the last result a probe checked could not be pickled: each later call checks its first result again."""
+    result_error: str | None = None
+    """Why the last result a probe checked could not be pickled ("": it pickled; None: none was checked yet).
+    Unless it pickled, each later call that would send results checks its first result again."""
 
     def fn_facts_hold_for(self, fn: Callable[..., Any]) -> bool:
         return self.measured_on is not None and self.measured_on.holds_for(fn)
@@ -337,7 +340,7 @@ class Knowledge:
         if key is None or probe.seconds_per_item is None:
             return
         facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
-                      probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error or "",
+                      probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
                       measured_on=MeasuredOn.of(fn) if probe.fn_checked else None)
         with self._lock:
             self._store(key, facts)
@@ -936,8 +939,8 @@ def _cloudpickled_size(obj: Any) -> int | None:
 def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     """Run the first items in the caller, unless they are known or the user fixed every choice.
 
-    A known function runs its first item here only when an earlier call's
-    result could not be pickled: that result is checked again (and kept).
+    A known function runs its first item here only when no earlier call's
+    result was seen to pickle: that result is checked (and kept).
     """
     probe = Probe()
     known = knowledge.snapshot(call.fn)
@@ -949,10 +952,10 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
     if needs_cost and known is None and _may_run_items_here(call):
         _probe_cost(call, probe, workers)
-    elif sends and known is not None and known.result_error:
+    elif sends and known is not None and known.result_error != "":
         if _may_run_items_here(call):
             probe.outcome, _ = _bounded(call, 1, 1)
-        else:  # cannot be checked again here: what was measured stands
+        elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
     if sends:
