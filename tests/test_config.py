@@ -118,3 +118,22 @@ def test_strategy_objects_and_aliases() -> None:
     with ThreadPoolExecutor(1) as pool:
         assert ParallelConfig(strategy=pool).strategy_name == "custom"
     assert ParallelConfig(strategy="sequential").strategy == "serial"
+
+
+@pytest.mark.parametrize(("primary", "alias", "strategy", "enabled"), [
+    ("", "off", "auto", False),            # an empty variable is unset, as it is alone
+    ("  ", "threads", "threads", True),
+    ("processes", "process", "processes", True),   # one setting spelt two ways
+    ("processes", "strategy=processes", "processes", True),
+])
+def test_the_two_variables_disagree_only_when_they_mean_different_things(primary: str, alias: str, strategy: str,
+                                                                        enabled: bool) -> None:
+    config = ParallelConfig.from_env({"PAYOFF_PARALLEL": primary, "CE_PARALLEL": alias})
+    assert (config.strategy, config.enabled) == (strategy, enabled)
+
+
+def test_a_strategy_class_instead_of_an_instance_is_refused_with_what_to_pass() -> None:
+    with pytest.raises(TypeError, match=r"ThreadPoolExecutor\(\)"):
+        ParallelConfig(strategy=ThreadPoolExecutor)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="instance"):
+        ParallelExecutor(strategy=ThreadPoolExecutor)  # type: ignore[arg-type]

@@ -95,15 +95,18 @@ class ParallelConfig:
         Never cached at import. Both set to different values is an error: one of them would be ignored.
         """
         env = os.environ if environ is None else environ
-        text, alias = env.get(ENV_VAR), env.get(ALIAS_ENV_VAR)
-        if text is not None and alias is not None and text.strip() != alias.strip():
-            raise ValueError(f"{ENV_VAR}={_shown(text)} and {ALIAS_ENV_VAR}={_shown(alias)} disagree; set one "
-                             f"({ALIAS_ENV_VAR} is an alias with the same grammar)")
-        text = text if text is not None else alias
+        text, alias = _set(env.get(ENV_VAR)), _set(env.get(ALIAS_ENV_VAR))
         start = base if base is not None else cls()
-        if text is None or not text.strip():
+        if text is None and alias is None:
             return start
-        return start.with_changes(**parse_ce_parallel(text))
+        changes = parse_ce_parallel(text) if text is not None else {}
+        if alias is not None:
+            meant = parse_ce_parallel(alias)
+            if text is not None and meant != changes:  # one spelt two ways ("process", "strategy=processes") agrees
+                raise ValueError(f"{ENV_VAR}={_shown(text)} and {ALIAS_ENV_VAR}={_shown(alias)} disagree; set "
+                                 f"one ({ALIAS_ENV_VAR} is an alias with the same grammar)")
+            changes = meant
+        return start.with_changes(**changes)
 
 
 # -- limits ----------------------------------------------------------------
@@ -175,11 +178,21 @@ def _validate_strategy(cfg: ParallelConfig) -> None:
                 "such as a concurrent.futures.Executor"
             )
         object.__setattr__(cfg, "strategy", canonical)
+    elif isinstance(value, type):  # its submit and shutdown are unbound functions: calls would fail later, oddly
+        raise TypeError(
+            f"ParallelConfig.strategy got the class {value.__module__}.{value.__qualname__}, not an instance "
+            f"of it; pass one, e.g. {value.__qualname__}(), or a name ({', '.join(STRATEGY_NAMES)})"
+        )
     elif not is_strategy_object(value):
         raise ValueError(
             f"ParallelConfig.strategy must be a name ({', '.join(STRATEGY_NAMES)}) or an object with "
             f"submit() and shutdown(); got {_shown(value)}"
         )
+
+
+def _set(value: str | None) -> str | None:
+    """An environment variable set to blanks is unset, as an empty one is when it stands alone."""
+    return value if value is not None and value.strip() else None
 
 
 def _shown(value: object) -> str:
