@@ -16,7 +16,6 @@ import queue
 import signal
 import threading
 import time
-import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -28,7 +27,7 @@ from payoff import planning
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
-from payoff.observers import CallInfo, find_call_site
+from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
 from payoff.record import RecordBuilder
 from payoff.scheduling import GuidedChunks
@@ -626,10 +625,10 @@ class MapRun:
         stuck = sum(1 for f in self.in_flight if f.running())
         if stuck:
             self.ex._pools.discard(pool)
-            warnings.warn(StuckThreadsWarning(
+            warn_at_call_site(StuckThreadsWarning(
                 f"payoff: {stuck} thread task(s) of this map still run after it stopped: Python cannot stop "
                 "a thread from outside. They finish in the background and never keep the program from "
-                "exiting; the next map gets a fresh pool."), stacklevel=4)
+                "exiting; the next map gets a fresh pool."))
 
 
 def _halves(task: ChunkTask) -> list[ChunkTask]:

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +143,14 @@ def skip_frames_from(*paths: str) -> None:
     integration) makes warnings point at the user's line that called the library, not into it."""
     global _library_dirs
     _library_dirs = tuple(dict.fromkeys((*_library_dirs, *(p for p in paths if p))))
+
+
+def warn_at_call_site(warning: Warning) -> None:
+    """Warn at the user's line, however deep in payoff's generators the cause sits: a fixed ``stacklevel``
+    lands inside payoff, where the default filter shows it once per process for every caller."""
+    site = find_call_site()
+    warnings.warn_explicit(warning, type(warning), site.filename, site.lineno, site.module,
+                           registry=site.registry)
 
 
 def find_call_site() -> CallSite:

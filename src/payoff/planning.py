@@ -21,7 +21,6 @@ import statistics
 import threading
 import time
 import types
-import warnings
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 
 from payoff.config import ParallelConfig
 from payoff.errors import StuckThreadsWarning
+from payoff.observers import warn_at_call_site
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
@@ -1032,10 +1032,9 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
     thread.start()
     thread.join(call.timeout)
     if thread.is_alive():
-        warnings.warn(StuckThreadsWarning(
+        warn_at_call_site(StuckThreadsWarning(
             "payoff: the item(s) this call ran to measure them still run after its timeout: Python cannot stop "
-            "a thread from outside. It finishes in the background and never keeps the program from exiting."),
-            stacklevel=5)
+            "a thread from outside. It finishes in the background and never keeps the program from exiting."))
         raise TimeoutError(f"payoff: the call did not finish within timeout={call.timeout:g} s (its first "
                            "items, run to measure them, were still running)")
     if errors:

@@ -45,8 +45,9 @@ def test_timeout_kills_the_workers_and_the_next_map_runs(strategy: str) -> None:
 
 def test_timeout_under_threads_warns_honestly_and_keeps_the_executor_usable() -> None:
     with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
-        with pytest.raises(TimeoutError), pytest.warns(StuckThreadsWarning, match="cannot stop a thread"):
+        with pytest.raises(TimeoutError), pytest.warns(StuckThreadsWarning, match="cannot stop a thread") as seen:
             ex.map(tasks.sleep_forever, range(2), chunksize=1, timeout=0.3)
+        assert [Path(w.filename).name for w in seen] == [Path(__file__).name], "it points at the user's line"
         assert ex.map(tasks.square, range(8), chunksize=1) == [x * x for x in range(8)]
         record = ex.last_record
         assert record is not None and record.workers == 2
