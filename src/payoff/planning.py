@@ -1021,10 +1021,11 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
     box: list[tuple[ChunkOutcome, float]] = []
     errors: list[BaseException] = []
     context = contextvars.copy_context()
+    deadline = CancelToken(time.monotonic() + call.timeout)
 
     def probe() -> None:
         try:
-            box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit))
+            box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit, deadline))
         except BaseException as exc:  # handed to the caller, whatever it is
             errors.append(exc)
 
@@ -1042,22 +1043,24 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
     return box[0]
 
 
-def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int,
-                  cheap_limit: int) -> tuple[ChunkOutcome, float]:
+def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, cheap_limit: int,
+                  deadline: CancelToken | None = None) -> tuple[ChunkOutcome, float]:
     """Run doubling steps of items until the budget is spent: a single chunk of real work, and seconds per item.
 
     The cost per item is the lower of the whole probe's mean and its last
     (largest) step's: the few hundred ns of timing each block costs only ever
-    inflate a mean, most of all the first steps' blocks of one or two items.
+    inflate a mean, most of all the first steps' blocks of one or two items. The budget is soft (a step stops
+    at the first timing block past it); a call's ``deadline`` is hard (no item starts after it).
     """
-    budget = CancelToken(time.monotonic() + PROBE_BUDGET_SECONDS)  # a step of items that turn dear stops too
+    budget = CancelToken(time.monotonic() + PROBE_BUDGET_SECONDS)
     outcome = run_chunk(fn, items[:1], 0, 0)
     taken, last = 1, (sum(outcome.durations_ns), 1)
     while outcome.error is None and not budget.expired():
         cap = cheap_limit if sum(outcome.durations_ns) < PROBE_CHEAP_SECONDS * 1e9 else limit
         if taken >= cap:
             break
-        more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, budget)
+        left_ns = max(1, int((budget.seconds_left() or 0.0) * 1e9))  # a step of items that turn dear stops too
+        more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns)
         if more.error is None and more.n_done:
             last = (sum(more.durations_ns), more.n_done)
         outcome.results.extend(more.results)

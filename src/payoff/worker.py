@@ -14,6 +14,7 @@ one plain ``map``, as fast as the caller's own loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import threading
@@ -88,12 +89,15 @@ class Star:
 
 
 class CancelToken:
-    """A flag checked between timing blocks so in-process chunks stop early on cancel or at a deadline."""
+    """Stops in-process chunks early: a cancel is seen between timing blocks, a deadline before each item."""
+
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+    """What the deadline is read against; a subclass may read another clock (a test's, which it moves itself)."""
 
     def __init__(self, deadline: float | None = None) -> None:
         self._event = threading.Event()
         self.deadline = deadline
-        """``time.monotonic()`` by which the call must end, or None."""
+        """``clock()`` by which the call must end, or None. Fixed once chunks run: they read it as they start."""
 
     def set(self) -> None:
         self._event.set()
@@ -102,10 +106,10 @@ class CancelToken:
         return self._event.is_set() or self.expired()
 
     def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return self.deadline is not None and self.clock() >= self.deadline
 
     def seconds_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        return None if self.deadline is None else self.deadline - self.clock()
 
 
 BLOCK_TARGET_NS = 250_000
@@ -194,10 +198,16 @@ def run_chunk(
                            durations, sizes, _worker_name())
     if error is not None:
         outcome.error_index = first + len(results)
-        error.add_note(f"payoff: raised by item {outcome.error_index} of the map "
-                       f"(chunk {index}, worker {outcome.worker})")
+        _add_note(error, f"payoff: raised by item {outcome.error_index} of the map "
+                         f"(chunk {index}, worker {outcome.worker})")
         outcome.error = error
     return outcome
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """Best effort: a user's exception whose ``__notes__`` is not a list must still arrive as itself."""
+    with contextlib.suppress(Exception):
+        error.add_note(note)
 
 
 def _run_blocks(
@@ -214,13 +224,16 @@ def _run_blocks(
     append, extend = results.append, results.extend
     n = len(items)
     stop_at = None if budget_ns is None else clock() + budget_ns
-    source = iter(items)  # one pass: slicing a list per block would copy every item reference
-    tail_ok = type(items) in _ENDS_AT_LEN and (cancel is None or cancel.deadline is None) and budget_ns is None
+    source, gate_ns = _source(items, cancel)
+    gated = source is not None
+    if source is None:
+        source = iter(items)  # one pass: slicing a list per block would copy every item reference
+    tail_ok = type(items) in _ENDS_AT_LEN and not gated and budget_ns is None
     lo, block = 0, 1
     last = clock()
     while lo < n:
         hi = min(n, lo + block)
-        if hi - lo == 1:
+        if hi - lo == 1 and not gated:
             append(fn(next(source)))
         elif hi == n and tail_ok:  # map runs the calls in C; on an error the items before it are in results
             extend(map(fn, source))
@@ -228,11 +241,15 @@ def _run_blocks(
         else:
             extend(map(fn, islice(source, hi - lo)))
         now = clock()
-        took = now - last
-        durations.append(took)
-        sizes.append(hi - lo)
+        done = len(results) - lo
+        took = max(done, now - last - done * gate_ns)
         last = now
-        per_item = took // (hi - lo) or 1
+        if done:
+            durations.append(took)
+            sizes.append(done)
+        if done < hi - lo:  # stopped before the block's end: the chunk hands back fewer results
+            return
+        per_item = took // done or 1
         block = max(1, min(MAX_BLOCK, BLOCK_GROWTH * (hi - lo), BLOCK_TARGET_NS // per_item))
         if tail_ok and per_item < TAIL_ITEM_NS and n - hi <= BLOCK_GROWTH * hi \
                 and (n - hi) * per_item <= TAIL_BLOCK_NS:
@@ -242,6 +259,61 @@ def _run_blocks(
             return
         if stop_at is not None and now >= stop_at:
             return
+
+
+def _source(items: Sequence[Any], cancel: CancelToken | None) -> tuple[Iterator[Any] | None, int]:
+    """For a call with a deadline, its items checked against it one by one, and what each check costs.
+
+    Checking only between blocks let a block grown on cheap items run on past
+    the deadline through every dear item in it. The check (a clock read and a
+    generator step, about 60 ns) is left out of the timing, so a call with a
+    timeout measures, plans and records its items at their own cost; calls
+    without a deadline (None here) do not pay it. A cancel is still seen
+    between blocks.
+    """
+    deadline = None if cancel is None else cancel.deadline
+    if cancel is None or deadline is None:
+        return None, 0
+    return _until_deadline(iter(items), cancel.clock, deadline), _gate_cost_ns()
+
+
+_gate_ns: int | None = None
+
+
+def _gate_cost_ns() -> int:
+    """Measured once per process, as the lowest of a few tries: interruptions only ever add to a try."""
+    global _gate_ns
+    if _gate_ns is None:
+        _gate_ns = _measure_gate()
+    return _gate_ns
+
+
+def _measure_gate(n: int = 512, tries: int = 5) -> int:
+    clock, never = time.perf_counter_ns, float("inf")
+
+    def run(gate: bool) -> int:
+        source: Iterator[int] = iter(range(n))
+        if gate:
+            source = _until_deadline(source, time.monotonic, never)
+        out: list[int] = []
+        t0 = clock()
+        out.extend(map(id, islice(source, n)))
+        return clock() - t0
+
+    plain = gated = 1 << 62
+    for _ in range(tries):
+        plain, gated = min(plain, run(False)), min(gated, run(True))
+    return max(0, (gated - plain) // n)
+
+
+def _until_deadline(source: Iterator[Any], clock: Callable[[], float], deadline: float) -> Iterator[Any]:
+    """The items that start before the deadline: one that started runs to its end, none starts after it."""
+    while clock() < deadline:
+        try:
+            item = next(source)
+        except StopIteration:
+            return
+        yield item
 
 
 def _worker_name() -> str:
@@ -285,55 +357,98 @@ def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
     return loaded, len(blob)
 
 
-def run_pickled_chunk(payload: bytes) -> bytes:
-    """Process entry point: the parent pre-pickles so it can count the bytes exactly."""
+def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
+    """Process entry point: the parent pre-pickles so it can count the bytes exactly.
+
+    The outcome goes back with the backend's own pickler: a function that only
+    cloudpickle could send returns objects of classes only it can send back
+    (a dataclass or exception defined in the user's script).
+    """
     shipped, items, first, index, budget_ns = pickle.loads(payload)
     fn, loaded = _resolve(shipped)
-    return run_to_bytes(fn, items, first, index, loaded, budget_ns)
+    return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler)
+
+
+def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
+    if pickler == "cloudpickle":
+        import cloudpickle  # only workers of a cloudpickle backend pay for its import
+
+        return lambda obj: bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    return lambda obj: pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
-                 budget_ns: int | None = None) -> bytes:
-    """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error."""
+                 budget_ns: int | None = None, *, pickler: str = "pickle") -> bytes:
+    """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error.
+
+    The parent reads either pickler's output with ``pickle.loads``. When the
+    results before a user's error cannot travel, the error still does: it is
+    what the call raises, and those results would be dropped anyway.
+    """
+    dumps = _dumps_for(pickler)
     outcome = run_chunk(fn, items, first, index, budget_ns=budget_ns)
     outcome.fn_bytes_loaded = loaded
     if outcome.error is not None:
-        _prepare_for_travel(outcome)
+        _prepare_for_travel(outcome, dumps)
     try:
-        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps(outcome)
     except Exception as exc:  # an unpicklable result
         outcome.results = []
-        outcome.error = RuntimeError(
-            f"payoff: chunk {index} finished but its results cannot be pickled back to the parent: {exc!r}"
-        )
-        outcome.error_index = first
-        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        if outcome.error is None:
+            outcome.error = RuntimeError(
+                f"payoff: chunk {index} finished but its results cannot be pickled back to the parent: {exc!r}"
+            )
+            outcome.error_index = first
+        return dumps(outcome)
 
 
-def _prepare_for_travel(outcome: ChunkOutcome) -> None:
+def _prepare_for_travel(outcome: ChunkOutcome, dumps: Callable[[Any], bytes]) -> None:
     """Keep the traceback as text, and swap an exception the parent could not rebuild for a RemoteError.
 
     Pickling an exception only stores its class and ``args``; a class whose
     ``__init__`` takes other arguments fails when the parent unpickles it, which
-    would lose the whole chunk and the user's message with it.
+    would lose the whole chunk and the user's message with it. Nothing the
+    exception does (a ``__str__`` that raises, odd notes) may replace it.
     """
     error = outcome.error
     assert error is not None
-    outcome.error_traceback = "".join(traceback.format_exception(error))
+    outcome.error_traceback = _format(error)
     try:
-        pickle.loads(pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL))
+        pickle.loads(dumps(error))
     except Exception:
-        remote = RemoteError(f"{type(error).__module__}.{type(error).__qualname__}", str(error),
+        remote = RemoteError(f"{type(error).__module__}.{type(error).__qualname__}", _safe_str(error),
                              outcome.error_traceback)
-        for note in getattr(error, "__notes__", ()):
+        for note in _notes(error):
             remote.add_note(note)
         outcome.error = remote
+
+
+def _format(error: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(error))
+    except Exception:
+        return f"{type(error).__qualname__}: {_safe_str(error)}\n"
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception as exc:
+        return f"<str() of the exception raised {type(exc).__qualname__}>"
+
+
+def _notes(error: BaseException) -> list[str]:
+    try:
+        return [note for note in error.__notes__ if isinstance(note, str)]
+    except Exception:  # no notes, or not a sequence of them
+        return []
 
 
 def arrived(outcome: ChunkOutcome) -> ChunkOutcome:
     """Parent side: the worker's traceback becomes the error's cause, as ``concurrent.futures`` does."""
     if outcome.error is not None and outcome.error_traceback:
-        outcome.error.__cause__ = RemoteTraceback(outcome.error_traceback)
+        with contextlib.suppress(Exception):  # a user's class that refuses the attribute still arrives
+            outcome.error.__cause__ = RemoteTraceback(outcome.error_traceback)
     return outcome
 
 

@@ -48,7 +48,7 @@ def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
             _cache[digest] = pickle.loads(fn_blob)
             loaded = len(fn_blob)
         fn = _cache[digest]
-    return run_to_bytes(fn, items, first, index, loaded, budget_ns)
+    return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler="cloudpickle")
 
 
 class DaskStrategy(Strategy):

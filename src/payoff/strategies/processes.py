@@ -17,9 +17,10 @@ import signal
 import tempfile
 import threading
 import time
+import weakref
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from payoff.strategies import SHIP_ONCE_BYTES
@@ -31,36 +32,75 @@ _KEEP_SHIPPED = 8
 
 
 class PickledPoolStrategy(Strategy):
-    """Shared machinery of the process-based pools."""
+    """Shared machinery of the process-based pools.
+
+    A shipped function's file is needed until the last chunk that names it
+    has run: a worker loads it when the chunk starts, which for a queued chunk
+    is long after its call shipped it. So each file counts its holders (the
+    call's :class:`ShippedFn` while the call lives, and every submitted chunk
+    until it is done), and only files nobody holds are pruned, oldest first,
+    beyond the _KEEP_SHIPPED most recently used ones.
+    """
 
     crosses_processes = True
     _ship_dir: str | None = None
     _seen: dict[int, Any] | None = None
+
+    def __init__(self, workers: int, initializer: Callable[..., object] | None = None,
+                 initargs: tuple[Any, ...] = (), start_method: str | None = None) -> None:
+        super().__init__(workers, initializer, initargs, start_method)
+        self._ship_lock = threading.RLock()  # re-entrant: a ShippedFn's finalizer may run inside a held section
+        self._shipped: dict[str, str] = {}
+        """Digest to path of the files on disk, least recently shipped first."""
+        self._holders: Counter[str] = Counter()
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         blob = self._dumps(fn)
         if len(blob) < SHIP_ONCE_BYTES:
             return fn
         digest = hashlib.sha256(blob).hexdigest()[:32]
-        if self._ship_dir is None:
+        with self._ship_lock:
+            path = self._shipped.pop(digest, None)
+            if path is None or not os.path.exists(path):  # a temp cleaner may have taken it
+                path = self._write_shipped(digest, blob)
+            self._shipped[digest] = path
+            self._hold(digest)
+            self._prune_shipped()
+        shipped = ShippedFn(digest, path, len(blob))
+        weakref.finalize(shipped, self._release, digest)
+        return shipped
+
+    def _write_shipped(self, digest: str, blob: bytes) -> str:
+        if self._ship_dir is None or not os.path.isdir(self._ship_dir):
             self._ship_dir = tempfile.mkdtemp(prefix="payoff-ship-")
         path = os.path.join(self._ship_dir, digest + ".pkl")
-        if not os.path.exists(path):
-            tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(blob)
-            os.replace(tmp, path)
-            self._prune_shipped()
-        return ShippedFn(digest, path, len(blob))
+        tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+        return path
+
+    def _hold(self, digest: str) -> None:
+        with self._ship_lock:
+            self._holders[digest] += 1
+
+    def _release(self, digest: str) -> None:
+        with self._ship_lock:
+            self._holders[digest] -= 1
+            if self._holders[digest] <= 0:
+                del self._holders[digest]
 
     def _prune_shipped(self) -> None:
-        assert self._ship_dir is not None
-        files = sorted(Path(self._ship_dir).glob("*.pkl"), key=lambda p: p.stat().st_mtime)
-        for old in files[:-_KEEP_SHIPPED]:
-            old.unlink(missing_ok=True)
+        extra = len(self._shipped) - _KEEP_SHIPPED
+        idle = [digest for digest in self._shipped if not self._holders.get(digest)]
+        for digest in idle[:max(0, extra)]:
+            with contextlib.suppress(OSError):
+                os.unlink(self._shipped.pop(digest))
 
     def _remove_shipped(self) -> None:
-        ship_dir, self._ship_dir = self._ship_dir, None
+        with self._ship_lock:
+            ship_dir, self._ship_dir = self._ship_dir, None
+            self._shipped.clear()
         if ship_dir is not None:
             shutil.rmtree(ship_dir, ignore_errors=True)
 
@@ -97,8 +137,23 @@ class PickledPoolStrategy(Strategy):
         task.encode_ns = time.perf_counter_ns() - t0
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()
-        future = pool.submit(run_pickled_chunk, payload)
+        future = self._submit_payload(pool, fn, payload)
         self._remember_processes()
+        return future
+
+    def _submit_payload(self, pool: Any, fn: Any, payload: bytes) -> Future[Any]:
+        """A chunk naming a shipped file holds it until the chunk is done, however its call ended."""
+        if not isinstance(fn, ShippedFn):
+            future: Future[Any] = pool.submit(run_pickled_chunk, payload, self.pickler)
+            return future
+        digest = fn.digest
+        self._hold(digest)
+        try:
+            future = pool.submit(run_pickled_chunk, payload, self.pickler)
+        except BaseException:
+            self._release(digest)
+            raise
+        future.add_done_callback(lambda _: self._release(digest))
         return future
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:

@@ -1,0 +1,339 @@
+"""Faults in the worker side of a chunk: what travels back, shipped functions, deadlines, odd exceptions."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import payoff
+from payoff import ParallelConfig, ParallelExecutor
+from payoff.errors import RemoteError
+from payoff.strategies.base import ChunkTask
+from payoff.strategies.processes import ProcessStrategy
+from payoff.worker import CancelToken, ShippedFn, run_chunk
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
+FORCE = {"tiny_workload_threshold": 0.0}
+MODEL_BYTES = 100_000
+"""Over SHIP_ONCE_BYTES: a function holding this much is left in a file for the workers."""
+
+
+# -- 1. the cloudpickle backend sends back what only cloudpickle can -------------------------------
+
+MAIN_CLASSES_SCRIPT = textwrap.dedent("""
+    import json, sys, threading
+    from dataclasses import dataclass
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.errors import RemoteError
+
+    @dataclass
+    class Point:
+        x: int
+        y: int
+
+    class MyError(ValueError):
+        pass
+
+    class LockedError(Exception):
+        def __init__(self, msg):
+            super().__init__(msg)
+            self.lock = threading.Lock()
+
+    def fail(x):
+        if x == 3:
+            raise MyError("bad item 3")
+        return x
+
+    def fail_locked(x):
+        if x == 3:
+            raise LockedError("holds a lock")
+        return x
+
+    out = {}
+    config = ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0.0)
+    with ParallelExecutor(config) as ex:
+        try:
+            points = ex.map(lambda i: Point(i, i * i), range(40), chunksize=5)
+            out["points"] = all(type(p) is Point for p in points) and points == [Point(i, i * i) for i in range(40)]
+            out["bytes_received"] = ex.last_record.bytes_received
+        except Exception as exc:
+            out["points"] = f"{type(exc).__name__}: {exc}"
+        try:
+            ex.map(fail, range(8), chunksize=2)
+        except MyError as exc:
+            out["error"] = ["MyError", type(exc) is MyError, str(exc)]
+        except Exception as exc:
+            out["error"] = [type(exc).__name__, False, str(exc)]
+        try:
+            ex.map(fail_locked, range(8), chunksize=2)
+        except RemoteError as exc:
+            out["locked"] = ["RemoteError", exc.type_name, exc.message]
+        except Exception as exc:
+            out["locked"] = [type(exc).__name__, "", str(exc)]
+    print(json.dumps(out), flush=True)
+""")
+
+
+def run_main_classes(strategy: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", MAIN_CLASSES_SCRIPT, strategy], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180, env=CHILD_ENV)
+    assert proc.returncode == 0, f"the child failed (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_joblib_sends_back_results_and_errors_of_classes_defined_in_main() -> None:
+    """Old code: the worker pickled outcomes with stdlib pickle, which cannot name a ``__main__`` class there."""
+    out = run_main_classes("joblib")
+    assert out["points"] is True, out["points"]
+    assert out["bytes_received"] > 0
+    assert out["error"] == ["MyError", True, "bad item 3"]
+    assert out["locked"] == ["RemoteError", "__main__.LockedError", "holds a lock"]
+
+
+def test_processes_still_raise_a_main_exception_as_itself() -> None:
+    out = run_main_classes("processes")
+    assert out["error"] == ["MyError", True, "bad item 3"]
+    assert out["locked"] == ["RemoteError", "__main__.LockedError", "holds a lock"]
+
+
+# -- 2. a shipped function stays on disk while a chunk needs it ------------------------------------
+
+
+def read_model(model: bytes, x: int) -> int:
+    return model[0] + x
+
+
+def wait_for_file(model: bytes, path: str, x: int) -> int:
+    """Holds its worker until ``path`` exists, so the chunks behind it stay queued."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return model[0] + x
+
+
+def big(k: int) -> bytes:
+    return bytes([k]) * MODEL_BYTES
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_many_threads_with_their_own_large_functions_all_get_right_results(strategy: str) -> None:
+    """Old code kept the 8 newest shipped files and deleted ones queued chunks still had to load."""
+    users, rounds = 12, 4
+    failures: list[str] = []
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+
+        def user(k: int) -> None:
+            fn = functools.partial(read_model, big(k))
+            for _ in range(rounds):
+                try:
+                    if ex.map(fn, range(60), chunksize=3) != [k + x for x in range(60)]:
+                        failures.append(f"user {k}: wrong results")
+                except Exception as exc:
+                    failures.append(f"user {k}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=user, args=(k,)) for k in range(users)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads), "a user thread hung"
+    assert failures == []
+
+
+def test_a_queued_chunk_keeps_its_shipped_file_after_newer_ones_are_shipped(tmp_path: Path) -> None:
+    release = str(tmp_path / "go")
+    pool = ProcessStrategy(1)
+    pool.start()
+    try:
+        blocker = pool.ship(functools.partial(wait_for_file, big(1), release))
+        queued = pool.ship(functools.partial(read_model, big(2)))
+        assert isinstance(queued, ShippedFn)
+        running = pool.submit(blocker, ChunkTask(0, 0, [0]))
+        tasks = [ChunkTask(1, 0, [5])]
+        waiting = pool.submit(queued, tasks[0])
+        path = queued.path
+        del queued, blocker  # the call is over: only the chunk in flight still needs the file
+        gc.collect()
+        for k in range(3, 14):
+            pool.ship(functools.partial(read_model, big(k)))
+        assert os.path.exists(path), "a queued chunk's shipped function was deleted"
+        Path(release).touch()
+        assert pool.collect(running.result(60), ChunkTask(0, 0, [0])).results == [1]
+        outcome = pool.collect(waiting.result(60), tasks[0])
+        assert outcome.error is None, outcome.error
+        assert outcome.results == [7]
+    finally:
+        Path(release).touch()
+        pool.shutdown()
+
+
+# -- 3. a deadline stops a chunk in the caller before the next item, not after a block ------------
+
+
+class SteppedClock(CancelToken):
+    """A token whose clock stands still until the test moves it past the deadline."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+        super().__init__(deadline=self.now + 3600)
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_a_chunk_starts_no_item_after_its_deadline() -> None:
+    """Old code checked only between blocks, grown 8-fold on cheap items: a block ran on past the deadline."""
+    token = SteppedClock()
+    started: list[int] = []
+    k = 20
+
+    def item(i: int) -> int:
+        started.append(i)
+        if i == k:
+            token.now += 7200  # the deadline passes while this item runs
+        return i * 2
+
+    outcome = run_chunk(item, list(range(500)), 0, 0, token)
+    after = [i for i in started if i > k]
+    assert len(after) <= 1, f"{len(after)} items started after the deadline"
+    assert outcome.error is None
+    assert outcome.results == [i * 2 for i in range(outcome.n_done)]
+    assert sum(outcome.block_sizes) == outcome.n_done == len(started)
+    assert len(outcome.durations_ns) == len(outcome.block_sizes)
+
+
+def test_a_chunk_past_its_deadline_before_it_starts_runs_nothing() -> None:
+    token = SteppedClock()
+    token.now += 7200
+    outcome = run_chunk(lambda i: i, list(range(50)), 0, 0, token)
+    assert outcome.results == [] and sum(outcome.block_sizes) == 0 and outcome.error is None
+
+
+def test_a_chunk_without_a_deadline_runs_every_item() -> None:
+    outcome = run_chunk(lambda i: i + 1, list(range(5000)), 0, 0, CancelToken())
+    assert outcome.results == [i + 1 for i in range(5000)]
+    assert sum(outcome.block_sizes) == 5000
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "auto"])
+def test_a_timeout_in_the_caller_or_threads_runs_at_most_one_item_past_it(strategy: str) -> None:
+    """Cheap items grow the blocks, then one item outlasts the timeout: no item may start after it ends."""
+    timeout, workers, slow = 0.5, 2, 300
+    ended: list[float] = []
+    starts: list[float] = []
+
+    def item(i: int) -> int:
+        starts.append(time.monotonic())
+        if i == slow:
+            time.sleep(timeout + 0.5)
+            ended.append(time.monotonic())
+        return i
+
+    with warnings.catch_warnings(), ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=workers)) as ex:
+        warnings.simplefilter("ignore")  # a stuck thread warns; that is test_timeouts' business
+        with pytest.raises(TimeoutError):
+            ex.map(item, range(5000), timeout=timeout)
+    _settle(starts, ended)
+    assert ended, "the slow item never ran"
+    late = sum(1 for s in starts if s > ended[0])
+    assert late <= workers, f"{late} items started after the deadline had passed"
+
+
+def _settle(starts: list[float], ended: list[float]) -> None:
+    """A thread the timeout left behind may still be running items: wait until it has stopped starting them."""
+    limit = time.monotonic() + 30
+    while not ended and time.monotonic() < limit:
+        time.sleep(0.05)
+    seen = -1
+    while seen != len(starts) and time.monotonic() < limit:
+        seen = len(starts)
+        time.sleep(0.3)
+
+
+# -- 4. the user's exception always arrives, however odd ------------------------------------------
+
+
+class NotesTupleError(Exception):
+    pass
+
+
+class StrBrokenUnpicklableError(Exception):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def __str__(self) -> str:
+        raise RuntimeError("str broken")
+
+
+def raise_notes_tuple(x: int) -> int:
+    if x == 3:
+        error = NotesTupleError("n")
+        error.__notes__ = ("the user's own note",)  # type: ignore[assignment]
+        raise error
+    return x
+
+
+def raise_str_broken(x: int) -> int:
+    if x == 3:
+        raise StrBrokenUnpicklableError()
+    return x
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "joblib"])
+def test_an_exception_whose_notes_are_a_tuple_arrives_as_itself(strategy: str) -> None:
+    """Old code: ``TypeError: Cannot add note: __notes__ is not a list`` replaced it."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(NotesTupleError) as info:
+        ex.map(raise_notes_tuple, range(8), chunksize=2)
+    assert "the user's own note" in info.value.__notes__
+    assert str(info.value) == "n"
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads"])
+def test_an_exception_whose_str_raises_arrives_as_itself_in_process(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(StrBrokenUnpicklableError):
+        ex.map(raise_str_broken, range(8), chunksize=2)
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_unpicklable_exception_whose_str_raises_arrives_as_a_remote_error_naming_it(strategy: str) -> None:
+    """Old code: ``RuntimeError: str broken`` from building the RemoteError replaced it."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(RemoteError) as info:
+        ex.map(raise_str_broken, range(8), chunksize=2)
+    err = info.value
+    assert err.type_name.endswith("test_worker_faults.StrBrokenUnpicklableError")
+    assert "raise_str_broken" in err.traceback_text
+    assert err.type_name in str(err)
+    assert any("item 3 of the map" in note for note in getattr(err, "__notes__", []))
+
+
+def lock_then_fail(x: int) -> object:
+    """Items 0-2 return what pickle refuses, item 3 raises; the chunk after it is plain."""
+    if x == 3:
+        raise ValueError(f"the user's error on {x}")
+    return threading.Lock() if x < 3 else x
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_the_users_error_arrives_when_the_results_before_it_cannot_travel(strategy: str) -> None:
+    """Old code: ``RuntimeError: ... results cannot be pickled back`` replaced the error the call was raising."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(ValueError, match="the user's error on 3"):
+        ex.map(lock_then_fail, range(8), chunksize=4)
