@@ -6,16 +6,21 @@ loky's reusable executor does, so a changed config never runs on a pool built
 for another. Calls hold a lease while they use a pool: ``shutdown`` retires a
 pool and closes it when its last call is done, and only the call that saw a
 pool break discards it; the others retry on a fresh one.
+
+A pool is stopped only by the process that started it: a child made by
+``os.fork`` inherits the registry, but the pool's workers are its parent's.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from payoff import _exit
 from payoff.config import ParallelConfig
 from payoff.strategies import Strategy
 
@@ -65,6 +70,12 @@ class _Entry:
     leases: int = 0
     retired: bool = False
     closed: bool = False
+    pid: int = field(default_factory=os.getpid)
+    """The process that started the pool: the only one that may stop it."""
+
+    @property
+    def ours(self) -> bool:
+        return self.pid == os.getpid()
 
 
 @dataclass
@@ -115,6 +126,7 @@ class PoolRegistry:
                 pool.kill()
                 raise
             seconds = time.perf_counter() - t0
+            _exit.stay_first()  # a backend's own exit hook may have been registered by this start
             entry = _Entry(pool, key, leases=1)
             with self._lock:
                 self._starting = None
@@ -167,7 +179,10 @@ class PoolRegistry:
             if entry is not None and entry.pool is pool:
                 del self._current[pool.name]
                 entry.retired = entry.closed = True
-        pool.kill()
+            foreign = (entry is not None and entry.pool is pool and not entry.ours) \
+                or any(e.pool is pool and not e.ours for e in self._retired)
+        if not foreign:
+            pool.kill()
 
     def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False, *, close_idle: bool = True) -> None:
         """Take every current pool whose key ``keep`` rejects out of service; idle ones close now without
@@ -209,7 +224,8 @@ class PoolRegistry:
                 e.closed = True
             self._retired = [e for e in self._retired if not e.closed]
         for e in todo:
-            e.pool.shutdown(wait=True)
+            if e.ours:
+                e.pool.shutdown(wait=True)
 
     def kill_all(self) -> None:
         """Every pool, current and retired, stopped now (cancel, interpreter exit)."""
@@ -220,8 +236,9 @@ class PoolRegistry:
             for e in entries:
                 e.retired = e.closed = True
         for e in entries:
-            e.pool.broken = True
-            e.pool.kill()
+            if e.ours:
+                e.pool.broken = True
+                e.pool.kill()
 
     def current(self) -> list[Strategy]:
         with self._lock:
@@ -238,4 +255,5 @@ class PoolRegistry:
 
 def _close(entries: list[_Entry]) -> None:
     for e in entries:
-        e.pool.shutdown(wait=False)
+        if e.ours:
+            e.pool.shutdown(wait=False)

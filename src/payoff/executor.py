@@ -8,7 +8,6 @@ per call is the defect that makes parallel modes slower than a loop.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import math
@@ -21,7 +20,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from payoff import planning
+from payoff import _exit, _forks, planning
 from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._source import Source
@@ -87,6 +86,7 @@ class ParallelExecutor:
         self._last_used = time.monotonic()
         self._idle_thread: threading.Thread | None = None
         self._idle_wake = threading.Event()
+        self._dropped = _on_drop(self)
         _live.add(self)
 
     # -- public surface ------------------------------------------------------
@@ -185,12 +185,7 @@ class ParallelExecutor:
         config = self.config
         name = config.strategy_name
         if not config.enabled or name == "serial":
-            future: Future[Any] = Future()
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except Exception as exc:
-                future.set_exception(exc)
-            return future
+            return _run_now(fn, args, kwargs)
         if name == "custom":
             return config.strategy.submit(fn, *args, **kwargs)  # type: ignore[no-any-return]
         name = "threads" if name == "auto" else name
@@ -309,7 +304,8 @@ class ParallelExecutor:
             self._depth -= 1
             outermost = self._depth == 0
         if outermost:
-            self.shutdown(wait=exc_type is None, cancel_futures=exc_type is not None)
+            stop = exc_type is not None and not issubclass(exc_type, Exception)  # Ctrl-C, SystemExit
+            self.shutdown(wait=not stop, cancel_futures=stop)
 
     # -- one call ------------------------------------------------------------
 
@@ -373,7 +369,7 @@ class ParallelExecutor:
 
     def _end(self, run: MapRun | None = None) -> None:
         with self._lock:
-            self._active -= 1
+            self._active = max(0, self._active - 1)  # a call begun before a fork ends in the child uncounted
             self._runs.discard(run)
             self._last_used = time.monotonic()
             self._runs_changed.notify_all()
@@ -392,6 +388,27 @@ class ParallelExecutor:
                 return workload
         return "other"
 
+    # -- a forked child ------------------------------------------------------------
+
+    def _forget_parent(self) -> None:
+        """In a child made by ``os.fork``: the pools, their threads and the calls running were the parent's.
+
+        The pools are left untouched (their workers are the parent's); locks are
+        new, since another parent thread may have held one at the fork.
+        """
+        _forks.keep(self._pools)
+        closed = self._pools.closed
+        self._pools = PoolRegistry()
+        self._pools.closed = closed
+        self._lock = threading.RLock()
+        self._runs_changed = threading.Condition(self._lock)
+        self._active = 0
+        self._runs = set()
+        self._idle_thread = None
+        self._idle_wake = threading.Event()
+        self._dropped.detach()
+        self._dropped = _on_drop(self)
+
     # -- idle timeout ----------------------------------------------------------
 
     def _watch_idle(self) -> None:
@@ -408,6 +425,40 @@ class ParallelExecutor:
 
 
 _submitted = threading.local()
+
+
+def _run_now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+    """A serial ``submit``: whatever ``fn`` raises goes to the future, as a pool's worker would deliver it,
+    except Ctrl-C, which belongs to the caller's own thread."""
+    future: Future[Any] = Future()
+    try:
+        result = fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+    return future
+
+
+def _on_drop(executor: ParallelExecutor) -> weakref.finalize[[PoolRegistry, threading.Event], ParallelExecutor]:
+    """Close ``executor``'s pools when nobody holds it any more, as ``concurrent.futures`` does.
+
+    Its worker threads wait on their queues forever otherwise, and its idle timer for up
+    to a minute. The finalizer holds the pools, never the executor; at interpreter exit
+    the exit hooks stop the pools instead.
+    """
+    dropped = weakref.finalize(executor, _close_dropped, executor._pools, executor._idle_wake)
+    dropped.atexit = False
+    return dropped
+
+
+def _close_dropped(pools: PoolRegistry, idle_wake: threading.Event) -> None:
+    """Without waiting: nothing is queued there (a pending submit or a running call holds the executor)."""
+    pools.closed = True
+    pools.retire()
+    idle_wake.set()  # the idle timer sees its executor gone and ends
 
 
 class _Submitted:
@@ -515,11 +566,25 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
         raise ValueError(f"timeout must be None or a finite number of seconds > 0, got {timeout!r}")
 
 
-@atexit.register
 def _close_all() -> None:
+    """At program end (and Ctrl-C) the pools stop now: queued work is cancelled, worker processes end."""
     for executor in list(_live):
         with contextlib.suppress(Exception):
             executor.cancel()
+
+
+def _forget_parent_pools() -> None:
+    """Every executor a forked child inherits starts afresh there; see :mod:`payoff._forks`."""
+    global _live
+    executors = list(_live)
+    _live = weakref.WeakSet(executors)  # the parent may have been iterating it at the fork
+    for executor in executors:
+        with contextlib.suppress(Exception):
+            executor._forget_parent()
+
+
+_exit.at_exit(_close_all)
+_forks.in_child(_forget_parent_pools)
 
 
 __all__ = ["ParallelExecutor"]

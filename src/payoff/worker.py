@@ -452,11 +452,15 @@ def arrived(outcome: ChunkOutcome) -> ChunkOutcome:
     return outcome
 
 
-def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...]) -> None:
-    """Runs once per worker process: marks it as a worker, watches the parent, then the user's initializer."""
+def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...], parent: int | None = None) -> None:
+    """Runs once per worker process: marks it as a worker, watches the parent, then the user's initializer.
+
+    ``parent`` is the pid of the process that made the pool: one that died
+    while this worker was still starting left it adopted already.
+    """
     global _in_worker_process
     _in_worker_process = True
-    _watch_parent(os.getppid())
+    _watch_parent(os.getppid() if parent is None else parent)
     if user_init is not None:
         user_init(*args)
 
@@ -472,6 +476,9 @@ def _watch_parent(parent: int) -> None:
     the thread that forked the worker, which may be a short-lived user thread,
     so a daemon thread polls the parent id instead.
     """
+
+    if os.getppid() != parent:
+        os._exit(70)
 
     def watch() -> None:
         while os.getppid() == parent:

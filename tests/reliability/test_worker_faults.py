@@ -337,3 +337,19 @@ def test_the_users_error_arrives_when_the_results_before_it_cannot_travel(strate
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
             pytest.raises(ValueError, match="the user's error on 3"):
         ex.map(lock_then_fail, range(8), chunksize=4)
+
+
+def test_a_worker_whose_parent_died_before_it_started_exits_at_once() -> None:
+    """Its watcher took the parent id at start; a parent already gone left id 1 there, which never changes.
+
+    Found when a forked child ran a joblib map and ended with ``os._exit``: a loky
+    worker still starting was orphaned and polled its queue forever.
+    """
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_parent = int(gone.stdout)
+    code = f"from payoff.worker import init_process; init_process(None, (), {dead_parent}); import time; " \
+           "time.sleep(30); print('still running')"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
+                           env=CHILD_ENV)
+    assert child.returncode == 70 and "still running" not in child.stdout, (child.returncode, child.stderr[-800:])

@@ -7,6 +7,7 @@ lambdas, closures and notebook functions work here, unlike ``processes``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import cloudpickle
@@ -27,7 +28,8 @@ class JoblibStrategy(PickledPoolStrategy):
 
     def _start(self) -> None:
         self._pool = LokyPool(max_workers=self.workers, timeout=IDLE_WORKER_TIMEOUT_SECONDS,
-                              initializer=init_process, initargs=(self.initializer, self.initargs))
+                              initializer=init_process,
+                              initargs=(self.initializer, self.initargs, os.getpid()))
         self._warm_up()
 
     def shutdown(self, wait: bool = True) -> None:

@@ -195,9 +195,10 @@ class ProcessStrategy(PickledPoolStrategy):
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.start_method)
+        parent = None if ctx.get_start_method() == "forkserver" else os.getpid()  # the forkserver forks those
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                          initializer=init_process,
-                                         initargs=(self.initializer, self.initargs))
+                                         initargs=(self.initializer, self.initargs, parent))
         self._warm_up()
 
     def shutdown(self, wait: bool = True) -> None:

@@ -1,0 +1,294 @@
+"""What payoff owes a forked child, a dropped executor, a ``with`` left by an error, and the end of the program.
+
+Found by an adversarial run of the public API: a child forked after the parent
+used a pool hung in its first ``map``, and a child that merely exited killed
+the parent's workers; an executor dropped without ``shutdown`` kept its
+threads forever; an error leaving ``with`` cancelled submitted work; a serial
+``submit`` raised ``SystemExit`` out of ``submit`` itself; and a program ending
+with submitted work queued on processes waited for all of it, even after
+Ctrl-C. Anything that could hang or kill pytest runs in a child interpreter
+under a generous guard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+import payoff
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
+from tests.conftest import alive
+
+GUARD_SECONDS = 60.0
+ROOT = Path(__file__).resolve().parents[2]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
+"""Children import the payoff this test imported (a checkout's src/ or an installed copy) and the tests package."""
+
+
+def run_child(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A scenario that may hang runs in its own process, stopped by the guard instead of hanging the suite."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          timeout=GUARD_SECONDS, cwd=ROOT, env={**CHILD_ENV, **(env or {})})
+
+
+def last_json(child: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert child.returncode == 0, f"exit {child.returncode}: {child.stderr[-3000:]}"
+    out: dict[str, object] = json.loads(child.stdout.strip().splitlines()[-1])
+    return out
+
+
+# -- os.fork -----------------------------------------------------------------
+
+FORK_THEN_MAP = """
+    import json, os, sys, time
+    import payoff
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    force = dict(max_workers=2, tiny_workload_threshold=0.0)
+    threads = ParallelExecutor(config=ParallelConfig(strategy="threads", **force))
+    procs = ParallelExecutor(config=ParallelConfig(strategy="processes", **force))
+    want = [x * x for x in range(200)]
+    parent = {"default": payoff.map(tasks.square, range(200)) == want,
+              "threads": threads.map(tasks.square, range(200)) == want,
+              "processes": procs.map(tasks.square, range(200)) == want,
+              "selected": payoff._default.default_executor().last_record.selected_strategy}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        got = {"default": payoff.map(tasks.square, range(200)) == want,
+               "threads": threads.map(tasks.square, range(200)) == want,
+               "processes": procs.map(tasks.square, range(200)) == want}
+        threads.shutdown()
+        procs.shutdown()
+        os.write(write, json.dumps(got).encode())
+        os._exit(0)
+    os.close(write)
+    deadline, reaped = time.monotonic() + 20, False
+    while not reaped and time.monotonic() < deadline:
+        reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
+        time.sleep(0.05)
+    if not reaped:  # hung: the guard
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    child = json.loads(os.read(read, 4096) or b'"hung"')
+    ok_after = procs.map(tasks.square, range(200)) == want and threads.map(tasks.square, range(200)) == want
+    print(json.dumps({"parent": parent, "child": child, "parent_after": ok_after}))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes", "joblib"])
+def test_a_forked_child_maps_on_executors_the_parent_used(strategy: str) -> None:
+    out = last_json(run_child(FORK_THEN_MAP, env={"PAYOFF_PARALLEL": f"{strategy},workers=2,tiny=0"}))
+    assert out["parent"] == {"default": True, "threads": True, "processes": True, "selected": strategy}
+    assert out["child"] == {"default": True, "threads": True, "processes": True}, "the child hung or got wrong results"
+    assert out["parent_after"] is True
+
+
+FORK_THEN_EXIT = """
+    import json, os, sys, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+    from tests.conftest import alive
+
+    ex = ParallelExecutor(config=ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0.0))
+    ex.map(tasks.square, range(100))
+    before = ex.worker_pids()
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)  # a daemonizing step or a subprocess helper: atexit handlers run
+    _, status = os.waitpid(pid, 0)
+    time.sleep(0.3)
+    alive_after = [alive(p) for p in before]
+    result = ex.map(tasks.square, range(100))
+    rec = ex.last_record
+    print(json.dumps({"before": before, "child_status": status, "alive": alive_after,
+                      "ok": result == [x * x for x in range(100)], "reused": rec.pool_reused,
+                      "fallback": rec.fallback_reason, "after": ex.worker_pids()}))
+    ex.shutdown()
+"""
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_forked_child_exiting_leaves_the_parents_workers_alone(strategy: str) -> None:
+    child = run_child(FORK_THEN_EXIT, strategy)
+    out = last_json(child)
+    assert len(out["before"]) == 2  # type: ignore[arg-type]
+    assert out["child_status"] == 0
+    assert out["alive"] == [True, True], "the child's exit killed the parent's workers"
+    assert out["ok"] is True and out["reused"] is True and out["fallback"] is None
+    assert out["after"] == out["before"]
+    assert "can only join a child process" not in child.stderr, child.stderr[-2000:]
+
+
+# -- dropped executors ---------------------------------------------------------
+
+DROPPED = """
+    import gc, json, os, sys, threading, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+    from tests.conftest import children_of
+
+    def workers():
+        out = []
+        for pid in children_of(os.getpid()):
+            try:
+                with open(f"/proc/{pid}/cmdline") as fh:
+                    if "resource_tracker" not in fh.read():
+                        out.append(pid)
+            except OSError:
+                pass
+        return out
+
+    def use_and_drop(strategy):
+        ex = ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=4, tiny_workload_threshold=0.0))
+        return ex.map(tasks.square, range(40))
+
+    start = threading.active_count()
+    for _ in range(30):
+        assert use_and_drop("threads") == [x * x for x in range(40)]
+    for _ in range(3):
+        assert use_and_drop("processes") == [x * x for x in range(40)]
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while (threading.active_count() > start + 2 or workers()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        gc.collect()
+    print(json.dumps({"start": start, "threads": threading.active_count(), "workers": workers()}))
+"""
+
+
+def test_dropped_executors_stop_their_threads_and_processes() -> None:
+    out = last_json(run_child(DROPPED))
+    assert out["threads"] < out["start"] + 10, out  # type: ignore[operator]
+    assert out["workers"] == [], out
+
+
+# -- leaving `with` --------------------------------------------------------------
+
+
+def submit_then_raise(config: ParallelConfig, error: BaseException, n: int) -> list[Future[int]]:
+    """``n`` tasks of 0.3 s submitted inside ``with``, whose body then raises ``error``."""
+    futures: list[Future[int]] = []
+    try:
+        with ParallelExecutor(config=config) as ex:
+            futures.extend(ex.submit(tasks.sleep_then_square, 7, 0.3) for _ in range(n))
+            raise error
+    except type(error):
+        pass
+    else:
+        pytest.fail(f"{error!r} did not leave the with block")
+    return futures
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes", "auto"])
+def test_an_error_leaving_with_waits_for_submitted_work(strategy: str) -> None:
+    [future] = submit_then_raise(ParallelConfig(strategy=strategy, max_workers=2), ValueError("body failed"), 1)
+    assert future.done() and not future.cancelled()
+    assert future.result(timeout=0) == 49
+
+
+def test_ctrl_c_leaving_with_cancels_queued_work() -> None:
+    futures = submit_then_raise(ParallelConfig(strategy="threads", max_workers=1), KeyboardInterrupt(), 5)
+    assert futures[-1].cancelled(), "Ctrl-C must not wait for queued work"
+
+
+# -- serial submit -----------------------------------------------------------------
+
+
+def _exit_three() -> None:
+    raise SystemExit(3)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("config", [ParallelConfig(strategy="serial"), ParallelConfig(enabled=False)])
+def test_serial_submit_delivers_system_exit_through_the_future(config: ParallelConfig) -> None:
+    ex = ParallelExecutor(config=config)
+    future = ex.submit(_exit_three)
+    with pytest.raises(SystemExit) as caught:
+        future.result()
+    assert caught.value.code == 3
+    with pytest.raises(KeyboardInterrupt):
+        ex.submit(_interrupt)  # Ctrl-C in the caller's own thread stays Ctrl-C
+    ex.shutdown()
+
+
+# -- program exit --------------------------------------------------------------
+
+EXIT_WITH_QUEUED = """
+    import json, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(config=ParallelConfig(strategy=sys.argv[1], max_workers=2))
+    futures = [ex.submit(tasks.sleep_then_square, i, 1.0) for i in range(400)]  # 200 s of queued work
+    print(json.dumps({"first": futures[0].result(), "pids": ex.worker_pids()}), flush=True)
+    if sys.argv[2] == "interrupt":
+        print("READY", flush=True)
+        futures[-1].result()
+"""
+
+
+def _gone(pids: list[int]) -> bool:
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes", "joblib"])
+def test_the_program_ends_without_running_queued_submitted_work(strategy: str) -> None:
+    child = run_child(EXIT_WITH_QUEUED, strategy, "end")  # on the old code: 200 s, past the guard
+    out = last_json(child)
+    assert out["first"] == 0
+    assert _gone(out["pids"]), "worker processes outlived their program"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_ctrl_c_ends_a_program_with_queued_submitted_work(strategy: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(EXIT_WITH_QUEUED), strategy, "interrupt"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=CHILD_ENV)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "READY"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=GUARD_SECONDS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGINT, err[-2000:]
+    assert "KeyboardInterrupt" in err
+    assert _gone(first["pids"]), "worker processes outlived their program"
+
+
+def test_a_registry_never_stops_a_pool_another_process_started() -> None:
+    """Belt and braces behind the fork hook: whatever path reaches an inherited pool (cancel, exit, a finalizer),
+    only the process that started it may stop it."""
+    from payoff._pools import PoolRegistry, pool_key
+    from payoff.strategies import make_strategy
+
+    config = ParallelConfig(strategy="threads", max_workers=2)
+    registry = PoolRegistry()
+    lease = registry.lease(pool_key(config, "threads", 2), lambda: make_strategy("threads", 2, config))
+    assert lease._entry is not None
+    lease._entry.pid = -1  # as a forked child sees it
+    registry.release(lease)
+    registry.kill_all()
+    assert not lease.pool.broken and lease.pool.submit_call(tasks.square, 3).result(timeout=10) == 9
+    lease.pool.shutdown()
