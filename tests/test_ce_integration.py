@@ -327,6 +327,25 @@ def test_enter_is_idempotent_and_exit_keeps_the_pool() -> None:
     assert ex.executor.worker_pids() == []
 
 
+def test_close_stops_the_pool_and_the_next_explain_starts_it_again() -> None:
+    """``close`` promised a restart on the next explain; payoff's map raised there and CE re-ran serially."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+    try:
+        wrapper.explain_factual(x_test)
+        ex.close()
+        assert ex.executor.worker_pids() == []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ParallelFallbackWarning)
+            wrapper.explain_factual(x_test)
+        record = ex.last_record
+        assert record is not None and record.selected_strategy == "processes" and record.pool_started
+        assert ex.metrics.snapshot()["failures"] == 0
+    finally:
+        ex.close()
+    assert ex.executor.worker_pids() == []
+
+
 class FailsInWorkers(RandomForestClassifier if ce is not None else object):  # type: ignore[misc]
     """A real forest whose predictions fail in worker processes only: CE's serial retry then succeeds."""
 

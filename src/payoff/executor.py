@@ -262,14 +262,25 @@ class ParallelExecutor:
             run.detach()
 
     def _wait_for_runs(self) -> None:
-        """Every call running now ends, including one still planning or starting its pool."""
-        with self._lock:
-            while any(not run.detached for run in self._runs):
+        """Every call running now ends, including one still planning or starting its pool.
+
+        An ``imap`` whose reader thread ends meanwhile without finishing it is let go then.
+        """
+        while True:
+            with self._lock:
+                if all(run.detached for run in self._runs):
+                    return
                 self._runs_changed.wait(0.2)
+            self._detach_paused()
 
     def _release_pools(self) -> None:
         self._pools.retire()
         self._idle_wake.set()
+
+    def _reopen(self) -> None:
+        """After a ``shutdown``: the next call starts pools again (what entering ``with`` does, uncounted)."""
+        with self._lock:
+            self._closed = self._pools.closed = False
 
     def _check_open(self) -> None:
         if self._closed:

@@ -214,3 +214,33 @@ def test_shutdown_does_not_wait_for_an_imap_whose_thread_has_ended(strategy: str
     """)
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.splitlines() == ["first 0", "shutdown returned", "resumed: True", "pids []"]
+
+
+def test_shutdown_waiting_for_an_imap_stops_waiting_when_its_thread_ends() -> None:
+    """The reader was alive when shutdown began, so shutdown waited; then it ended without finishing."""
+    child = run_child("""
+        import threading, time
+        from payoff import ParallelExecutor, ParallelConfig
+        from tests import tasks
+        ex = ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2))
+        kept, go = [], threading.Event()
+        def reader():
+            it = ex.imap(tasks.sleep_then_square, range(1000), chunksize=4)
+            next(it)
+            kept.append(it)
+            go.wait()
+        t = threading.Thread(target=reader)
+        t.start()
+        while not kept:
+            time.sleep(0.01)
+        stopper = threading.Thread(target=ex.shutdown, kwargs={"wait": True})
+        stopper.start()
+        time.sleep(0.5)
+        print("waiting while the reader lives:", stopper.is_alive(), flush=True)
+        go.set()
+        t.join()
+        stopper.join(20)
+        print("returned after it ended:", not stopper.is_alive(), flush=True)
+    """)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines() == ["waiting while the reader lives: True", "returned after it ended: True"]

@@ -205,8 +205,10 @@ class CEParallelExecutor:
             self._not_called(session)
 
     def close(self) -> None:
-        """Stop the worker pool (it restarts on the next explain)."""
+        """Stop the worker pool (it restarts on the next explain): the executor stays open, as CE's
+        explainer keeps it and has no way to enter it again."""
         self.executor.close()
+        self.executor._reopen()
 
     shutdown = close
 
