@@ -58,7 +58,10 @@ class MapRun:
 
     def __init__(self, executor: ParallelExecutor, fn: Callable[[Any], Any], source: Source, *,
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
-                 progress: bool | None, timeout: float | None, streaming: bool, ordered: bool = True) -> None:
+                 progress: bool | None, timeout: float | None, streaming: bool, ordered: bool = True,
+                 deadline: float | None = None) -> None:
+        """``deadline``: the call's timeout as a ``time.monotonic()`` instant, when it began before this run
+        (reading a ``map``'s input counts); by default the timeout starts now."""
         self.ex, self.fn, self.source = executor, fn, source
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
         self.streaming, self.timeout, self.ordered = streaming, timeout, ordered
@@ -69,7 +72,9 @@ class MapRun:
                              n, find_call_site(), progress=progress)
         self.rec = RecordBuilder(self.call.call_id, self.call.workload, self.requested, granularity, n,
                                  self.call.started_ns, self.call.started_at)
-        self.token = CancelToken(None if timeout is None else time.monotonic() + timeout)
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
+        self.token = CancelToken(deadline)
         self.lease: Lease | None = None
         self.in_flight: dict[Future[Any], ChunkTask] = {}
         self.done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()

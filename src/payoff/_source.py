@@ -9,6 +9,7 @@ look-ahead; the rest is read chunk by chunk as workers free up.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -23,18 +24,40 @@ reader taking integer indices only) or slice into something a worker process can
 memoryview), so it is read like any iterable."""
 
 
+def _until(items: Iterator[Any], deadline: float) -> Iterator[Any]:
+    """The items read before the deadline."""
+    while time.monotonic() < deadline:
+        try:
+            yield next(items)
+        except StopIteration:
+            return
+
+
+def _read_all_by(items: Iterator[Any], deadline: float) -> list[Any]:
+    """A ``map``'s whole input, read under its timeout: an iterator yielding slowly raises on time."""
+    got: list[Any] = []
+    for item in items:
+        got.append(item)
+        if time.monotonic() >= deadline:
+            raise TimeoutError("payoff: the call did not finish within its timeout: its input was still being "
+                               f"read after {len(got):,} items (an iterator that yields slowly counts)")
+    return got
+
+
 class Source:
     """Hands out consecutive slices of the input, reading an iterator lazily."""
 
-    def __init__(self, items: Iterable[Any], lazy: bool) -> None:
+    def __init__(self, items: Iterable[Any], lazy: bool, deadline: float | None = None) -> None:
+        """``deadline`` (``time.monotonic()``), a call's timeout: no item is read after it."""
         self._next = 0
+        self._deadline = deadline
         self._dropped = False
         self._iter: Iterator[Any] | None = None
         if isinstance(items, SLICED_AS_GIVEN):
             self.head: Sequence[Any] = items
             self.exhausted = True
         elif not lazy:
-            self.head = list(items)
+            self.head = list(items) if deadline is None else _read_all_by(iter(items), deadline)
             self.exhausted = True
         else:
             self._iter = iter(items)
@@ -101,7 +124,12 @@ class Source:
         assert self._iter is not None
         got: list[Any] = []
         try:
-            got.extend(itertools.islice(self._iter, n))
+            if self._deadline is None:
+                got.extend(itertools.islice(self._iter, n))
+            else:  # a slow input stops at the deadline; the call then raises TimeoutError at its next check
+                got.extend(itertools.islice(_until(self._iter, self._deadline), n))
+                if len(got) < n and time.monotonic() >= self._deadline:
+                    return got
         except Exception as exc:
             self._error = exc
         if len(got) < n:

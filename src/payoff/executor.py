@@ -329,9 +329,10 @@ class ParallelExecutor:
                             "granularity, workload, releases_gil, progress, timeout")
         self._check_open()
         _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout)
-        run = MapRun(self, fn, Source(items, lazy=streaming), chunksize=chunksize, granularity=granularity,
-                     workload=workload, releases_gil=releases_gil, progress=progress, timeout=timeout,
-                     streaming=streaming, ordered=ordered)
+        deadline = None if timeout is None else time.monotonic() + timeout  # reading the input counts
+        run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
+                     granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
+                     timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline)
         yield from run.blocks()
 
     def _record_unmapped(self, n_items: int, reason: Reason, detail: str, workload: str, site: CallSite,

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,21 @@ def test_a_call_with_a_timeout_still_measures_its_first_items_and_keeps_tiny_wor
         assert ex.worker_pids() == []
     assert record is not None and record.probe_items > 0 and record.selected_strategy == "serial"
     assert not record.pool_started
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "auto"])
+@pytest.mark.parametrize("method", ["map", "imap"])
+def test_a_timeout_bounds_the_reading_of_a_slow_input(strategy: str, method: str) -> None:
+    """``map`` read a whole generator before its deadline was set: one yielding an item every 0.3 s ran on
+    past timeout=0.5 to its end and returned, with no TimeoutError."""
+    read: list[int] = []
+
+    def slow_input() -> Iterator[int]:
+        for i in range(10):
+            read.append(i)
+            time.sleep(0.3)
+            yield i
+
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex, pytest.raises(TimeoutError):
+        list(getattr(ex, method)(abs, slow_input(), timeout=0.5))
+    assert len(read) < 10, "the input was read to its end past the deadline"
