@@ -87,8 +87,8 @@ def test_a_segfaulting_item_is_named_and_the_caller_survives(strategy: str) -> N
 
 def test_an_item_calling_os_exit_is_named_with_its_exit_code() -> None:
     out = run_crash("processes", "exit_on_five")
-    assert out["error"] == "WorkerCrashedError" and out["item"] == 5 and out["exitcode"] == 7
-    assert "exit code 7" in str(out["message"])
+    assert (out["error"], out["item"], out["exitcode"]) == ("WorkerCrashedError", 5, 7), out
+    assert "exit code 7" in str(out["message"]), out
 
 
 def test_a_crash_that_does_not_recur_is_recovered_in_fresh_workers(tmp_path: Path) -> None:
