@@ -92,10 +92,13 @@ ALWAYS_MEASURED = ("payoff auto", "loop")
 
 PAIRED_COLUMNS = ("payoff auto", "payoff serial")
 PAIRED_REPEATS = 3
-"""The estimate check's own pass, after the matrix: every call of these columns runs between two loop calls of
-the same batch, so the speedup the estimate is held to is measured against a loop run moments apart, not one
-measured seconds earlier in the rotation. ``payoff serial`` is the control: its estimate is right by
-construction up to payoff's own per-call cost, so how far it lands off is the instrument's noise."""
+"""A second instrument for the estimate, after the matrix: every call of these columns runs between two loop
+calls of the same batch, so the speedup is measured against a loop run moments apart, not one measured
+seconds earlier in the rotation. ``payoff serial`` is the control: its estimate is right by construction up
+to payoff's own per-call cost, so how far it lands off is the instrument's noise. It is reported beside the
+±10% target, which stays on the matrix's own comparison: on long single calls (W3, W4, W7 in the run of
+2026-11-30) the paired pass read the estimate further off than the matrix did, for a reason not measured
+yet, so neither instrument is the finer one everywhere."""
 
 
 @dataclass
@@ -401,11 +404,9 @@ def check_targets(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             named = {c: e / (loop / secs[c]) for c, e in estimates.items() if c != "payoff auto" and c in secs}
             worst = max(named, key=lambda c: abs(named[c] - 1), default=None)
             detail = f"MapRecord.speedup {estimates['payoff auto']:.2f}x, measured {measured:.2f}x"
-            if paired:  # the paired pass is the finer instrument; the matrix's own comparison stays in the detail
-                ratio = paired["estimate"] / paired["measured"]
-                detail = (f"paired with the loop: MapRecord.speedup {paired['estimate']:.2f}x, measured "
-                          f"{paired['measured']:.2f}x; in the matrix {estimates['payoff auto']:.2f}x against "
-                          f"{measured:.2f}x ({estimates['payoff auto'] / measured - 1:+.1%})")
+            if paired:  # a second instrument, with biases of its own: reported beside the target, not as it
+                detail += (f"; paired with the loop {paired['estimate']:.2f}x against {paired['measured']:.2f}x "
+                           f"({paired['estimate'] / paired['measured'] - 1:+.1%})")
             if worst is not None:
                 inside = sum(abs(r - 1) <= ESTIMATE_TOLERANCE for r in named.values())
                 detail += (f"; named strategies {inside}/{len(named)} within, worst {worst} "

@@ -114,10 +114,12 @@ def _paired_lines(paired: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     if not any(paired.values()):
         return []
     columns = sorted({c for per in paired.values() for c in per}, key=lambda c: c != "payoff auto")
-    lines = ["", "The same estimate against a loop moments apart, the instrument the ±10% target is checked with: "
-             "after the matrix, every call runs between two loop calls of the same batch, 3 times, on the "
-             "column's warm executor. The matrix compares cells measured seconds apart in the rotation, which "
-             "on this machine moves a ratio by several percent by itself. `payoff serial` is the control: "
+    lines = ["", "The same estimate against a loop moments apart, a second instrument (the ±10% target below "
+             "stays on the matrix's comparison): after the matrix, every call runs between two loop calls of "
+             "the same batch, 3 times, on the column's warm executor. The matrix compares cells measured seconds "
+             "apart in the rotation, which on this machine moves a ratio by several percent by itself; on long "
+             "single calls the paired pass reads the estimate further off than the matrix does, for a reason "
+             "not measured yet. `payoff serial` is the control: "
              "its estimate is right by construction up to payoff's own per-call cost (the part spent after "
              "the record is built, in observers, is outside `wall_seconds`), so how far it lands off is the "
              "instrument's noise plus that cost.", "",
