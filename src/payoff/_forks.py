@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import weakref
 from collections.abc import Callable
+from types import TracebackType
+from typing import Any
 
 _inherited: list[object] = []
 """The parent's pools, kept referenced in the child: nothing there ever finalizes or closes them."""
@@ -46,3 +50,47 @@ def _forget_parent_processes() -> None:
 
 
 in_child(_forget_parent_processes)
+
+
+class Lock:
+    """A lock that a child made by ``os.fork`` gets afresh, unlocked.
+
+    A parent thread inside payoff's bookkeeping at the fork (a planner
+    update, a metrics batch) holds its lock in the child forever: that thread
+    does not exist there, so the child's first map would wait for it. The
+    child has one thread, so nothing it could wait for is lost.
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_reentrant")
+
+    def __init__(self, reentrant: bool = False) -> None:
+        self._reentrant = reentrant
+        self._lock: Any = threading.RLock() if reentrant else threading.Lock()
+        _locks.add(self)
+
+    def _renew(self) -> None:
+        self._lock = threading.RLock() if self._reentrant else threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return bool(self._lock.acquire(blocking, timeout))
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return bool(self._lock.__enter__())
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._lock.__exit__(exc_type, exc, tb)
+
+
+_locks: weakref.WeakSet[Lock] = weakref.WeakSet()
+
+
+def _renew_locks() -> None:
+    for lock in list(_locks):
+        lock._renew()
+
+
+in_child(_renew_locks)

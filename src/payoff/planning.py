@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from payoff import _forks
 from payoff.config import ParallelConfig
 from payoff.errors import StuckThreadsWarning
 from payoff.observers import warn_at_call_site
@@ -130,7 +131,7 @@ class CostModel:
     WINDOW = 9
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _forks.Lock()
         self.reset()
 
     def reset(self) -> None:
@@ -307,7 +308,7 @@ class Knowledge:
     SMOOTHING = 0.3
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _forks.Lock()
         self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
 
     @contextlib.contextmanager

@@ -292,3 +292,45 @@ def test_a_registry_never_stops_a_pool_another_process_started() -> None:
     registry.kill_all()
     assert not lease.pool.broken and lease.pool.submit_call(tasks.square, 3).result(timeout=10) == 9
     lease.pool.shutdown()
+
+
+FORK_WHILE_LOCKS_ARE_HELD = """
+    import json, os, threading, time
+    import payoff
+    from payoff import planning, telemetry
+    from tests import tasks
+
+    payoff.map(tasks.square, range(50))  # the default executor, its observers and the planner exist
+    held, go = threading.Event(), threading.Event()
+    def hold():  # another thread of the parent is in the middle of payoff's bookkeeping at the fork
+        metrics = telemetry.metrics_observer()
+        with planning.PLANNER.knowledge._lock, planning.PLANNER.costs._lock, telemetry._lock, \\
+                telemetry.FALLBACK_WARNINGS._lock, metrics._store._lock, metrics.updates._lock:
+            held.set()
+            go.wait()
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ok = payoff.map(tasks.negate, range(50)) == [-x for x in range(50)]
+        os.write(write, json.dumps(ok).encode())
+        os._exit(0)
+    os.close(write)
+    deadline, reaped = time.monotonic() + 20, False
+    while not reaped and time.monotonic() < deadline:
+        reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
+        time.sleep(0.05)
+    if not reaped:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    go.set()
+    holder.join()
+    print(json.dumps({"child": json.loads(os.read(read, 100) or b'"hung"')}))
+"""
+
+
+def test_a_child_forked_while_another_thread_holds_payoffs_locks_still_maps() -> None:
+    out = last_json(run_child(FORK_WHILE_LOCKS_ARE_HELD))
+    assert out["child"] is True, "the child deadlocked on a lock held by a parent thread at the fork"

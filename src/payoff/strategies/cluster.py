@@ -34,6 +34,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from payoff import _forks
 from payoff.config import ParallelConfig, is_dask_client
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -82,7 +83,7 @@ class _Slot:
     """A Client someone else owns (the user's, or a running dask strategy's), asked through while it is open."""
 
 
-_lock = threading.Lock()
+_lock = _forks.Lock()
 """Guards ``_slots`` and every slot's fields; never held across network I/O."""
 _slots: dict[Hashable, _Slot] = {}
 _exit_hook = False

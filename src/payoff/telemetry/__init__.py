@@ -8,13 +8,13 @@ someone serves or registers it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from payoff import _forks
 from payoff.observers import Observer
 from payoff.progress import Progress
 from payoff.telemetry.metrics import PrometheusMetrics
@@ -23,7 +23,7 @@ from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
 from payoff.telemetry.tracing import Tracing
 from payoff.telemetry.warnings import FallbackWarnings, ParallelFallbackWarning
 
-_lock = threading.RLock()
+_lock = _forks.Lock(reentrant=True)
 _extra: list[Observer] = []
 _metrics: PrometheusMetrics | None = None
 _tracing = Tracing()

@@ -12,7 +12,6 @@ of jumping when it ends.
 from __future__ import annotations
 
 import bisect
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
+from payoff import _forks
 from payoff.reasons import Reason
 from payoff.telemetry.updates import (
     ADD,
@@ -130,7 +130,7 @@ class _Store(Collector):
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _forks.Lock()
         self._values: dict[str, dict[Labels, float]] = {d.name: {} for d in METRICS if d.kind != "histogram"}
         self._hists: dict[str, dict[Labels, list[float]]] = {d.name: {} for d in METRICS if d.kind == "histogram"}
         self._bounds: dict[str, tuple[float, ...]] = {d.name: d.buckets for d in METRICS if d.kind == "histogram"}

@@ -20,11 +20,11 @@ import logging
 import math
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NamedTuple
 
+from payoff import _forks
 from payoff.observers import CallInfo, Observer
 from payoff.reasons import Reason
 from payoff.record import ChunkStats, MapRecord
@@ -34,7 +34,7 @@ FORMAT = "payoff.records/1"
 """Written in every line so a future layout can be told apart from this one."""
 
 log = logging.getLogger("payoff")
-_WRITE_LOCK = threading.Lock()
+_WRITE_LOCK = _forks.Lock()
 """One lock for every RecordsFile: lines from two executors sharing a path never interleave."""
 
 _OPEN_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -43,6 +43,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from payoff import _forks
+
 log = logging.getLogger("payoff")
 
 PORT_ENV = "PAYOFF_METRICS_PORT"
@@ -406,7 +408,7 @@ def _env_snapshot() -> tuple[str | None, ...]:
 
 _auto: MetricsServer | None = None
 _failed_for: tuple[str | None, ...] | None = None
-_auto_lock = threading.Lock()
+_auto_lock = _forks.Lock()
 
 
 def _start_from_env(raw_port: str) -> MetricsServer | None:

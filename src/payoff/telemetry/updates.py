@@ -26,11 +26,11 @@ exporters fed the same events agree to the last bit.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from payoff import _forks
 from payoff.observers import CallInfo, Observer
 from payoff.record import ChunkStats, MapRecord
 
@@ -123,7 +123,7 @@ class MetricUpdates:
 
     def __init__(self, workload_cap: int = WORKLOAD_CAP) -> None:
         self._cap = workload_cap
-        self._lock = threading.Lock()
+        self._lock = _forks.Lock()
         self._workloads: set[str] = set()
         self._pairs: set[tuple[str, str]] = set()
         self._strategies: set[str] = set()

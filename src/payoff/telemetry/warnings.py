@@ -9,9 +9,9 @@ says "default", by (module, reason) for "module" and by reason for "once".
 
 from __future__ import annotations
 
-import threading
 import warnings
 
+from payoff import _forks
 from payoff.observers import CallInfo, CallSite, Observer
 from payoff.reasons import Reason
 from payoff.record import MapRecord
@@ -51,7 +51,7 @@ class FallbackWarnings(Observer):
 
     def __init__(self) -> None:
         self._seen: set[tuple[object, ...]] = set()
-        self._lock = threading.Lock()
+        self._lock = _forks.Lock()
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
         reason = record.fallback_reason

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import os
 import sys
-import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from payoff import planning
+from payoff import _forks, planning
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
 from payoff.integrations.calibrated_explanations import gcpause
@@ -123,7 +122,7 @@ class CEParallelExecutor:
         self.executor = ParallelExecutor(inner, observers=observers)
         """The payoff executor that runs CE's tasks (its items are chunks of instances)."""
         self.metrics = CEMetrics(max_workers=self._workers())
-        self._lock = threading.RLock()
+        self._lock = _forks.Lock(reentrant=True)
         self._session: _Session | None = None
         self._retrying = False
         self._explainers: list[weakref.ReferenceType[Any]] = []

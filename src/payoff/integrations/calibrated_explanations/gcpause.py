@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import threading
 from collections.abc import Iterator
 
-_lock = threading.Lock()
+from payoff import _forks
+
+_lock = _forks.Lock()
 _depth = 0
 _was_enabled = False
 
