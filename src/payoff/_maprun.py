@@ -58,10 +58,10 @@ class MapRun:
 
     def __init__(self, executor: ParallelExecutor, fn: Callable[[Any], Any], source: Source, *,
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
-                 progress: bool | None, timeout: float | None, streaming: bool, ordered: bool = True,
-                 deadline: float | None = None) -> None:
-        """``deadline``: the call's timeout as a ``time.monotonic()`` instant, when it began before this run
-        (reading a ``map``'s input counts); by default the timeout starts now."""
+                 progress: bool | None, timeout: float | None, deadline: float | None, streaming: bool,
+                 ordered: bool = True) -> None:
+        """``deadline``: ``timeout`` as a ``time.monotonic()`` instant, set by the caller before it read the
+        input (reading a ``map``'s input counts)."""
         self.ex, self.fn, self.source = executor, fn, source
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
         self.streaming, self.timeout, self.ordered = streaming, timeout, ordered
@@ -72,8 +72,6 @@ class MapRun:
                              n, find_call_site(), progress=progress)
         self.rec = RecordBuilder(self.call.call_id, self.call.workload, self.requested, granularity, n,
                                  self.call.started_ns, self.call.started_at)
-        if deadline is None and timeout is not None:
-            deadline = time.monotonic() + timeout
         self.token = CancelToken(deadline)
         self.lease: Lease | None = None
         self.in_flight: dict[Future[Any], ChunkTask] = {}

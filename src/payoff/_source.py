@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from payoff.worker import ListTail
+from payoff.worker import ListTail, until_deadline
 
 LOOKAHEAD_ITEMS = 1024
 """Items read ahead of a stream for planning (fewer when items are large)."""
@@ -22,15 +22,6 @@ SLICED_AS_GIVEN = (list, tuple, range)
 """Inputs whose slices are cheap, list-like and picklable. Another Sequence may refuse slices (a deque, a
 reader taking integer indices only) or slice into something a worker process cannot receive (a
 memoryview), so it is read like any iterable."""
-
-
-def _until(items: Iterator[Any], deadline: float) -> Iterator[Any]:
-    """The items read before the deadline."""
-    while time.monotonic() < deadline:
-        try:
-            yield next(items)
-        except StopIteration:
-            return
 
 
 def _read_all_by(items: Iterator[Any], deadline: float) -> list[Any]:
@@ -127,7 +118,7 @@ class Source:
             if self._deadline is None:
                 got.extend(itertools.islice(self._iter, n))
             else:  # a slow input stops at the deadline; the call then raises TimeoutError at its next check
-                got.extend(itertools.islice(_until(self._iter, self._deadline), n))
+                got.extend(itertools.islice(until_deadline(self._iter, time.monotonic, self._deadline), n))
                 if len(got) < n and time.monotonic() >= self._deadline:
                     return got
         except Exception as exc:

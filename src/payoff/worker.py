@@ -274,7 +274,7 @@ def _source(items: Sequence[Any], cancel: CancelToken | None) -> tuple[Iterator[
     deadline = None if cancel is None else cancel.deadline
     if cancel is None or deadline is None:
         return None, 0
-    return _until_deadline(iter(items), cancel.clock, deadline), _gate_cost_ns()
+    return until_deadline(iter(items), cancel.clock, deadline), _gate_cost_ns()
 
 
 _gate_ns: int | None = None
@@ -294,7 +294,7 @@ def _measure_gate(n: int = 512, tries: int = 5) -> int:
     def run(gate: bool) -> int:
         source: Iterator[int] = iter(range(n))
         if gate:
-            source = _until_deadline(source, time.monotonic, never)
+            source = until_deadline(source, time.monotonic, never)
         out: list[int] = []
         t0 = clock()
         out.extend(map(id, islice(source, n)))
@@ -306,7 +306,7 @@ def _measure_gate(n: int = 512, tries: int = 5) -> int:
     return max(0, (gated - plain) // n)
 
 
-def _until_deadline(source: Iterator[Any], clock: Callable[[], float], deadline: float) -> Iterator[Any]:
+def until_deadline(source: Iterator[Any], clock: Callable[[], float], deadline: float) -> Iterator[Any]:
     """The items that start before the deadline: one that started runs to its end, none starts after it."""
     while clock() < deadline:
         try:
