@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +115,15 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def reap_or_kill(pid: int, seconds: float) -> bool:
+    """Wait for a forked child ``pid`` to end; after ``seconds`` it is taken as hung and killed. True: it ended."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False

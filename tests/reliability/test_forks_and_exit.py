@@ -50,10 +50,11 @@ def last_json(child: subprocess.CompletedProcess[str]) -> dict[str, object]:
 # -- os.fork -----------------------------------------------------------------
 
 FORK_THEN_MAP = """
-    import json, os, sys, time
+    import json, os
     import payoff
     from payoff import ParallelConfig, ParallelExecutor
     from tests import tasks
+    from tests.conftest import reap_or_kill
 
     force = dict(max_workers=2, tiny_workload_threshold=0.0)
     threads = ParallelExecutor(config=ParallelConfig(strategy="threads", **force))
@@ -75,13 +76,7 @@ FORK_THEN_MAP = """
         os.write(write, json.dumps(got).encode())
         os._exit(0)
     os.close(write)
-    deadline, reaped = time.monotonic() + 20, False
-    while not reaped and time.monotonic() < deadline:
-        reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
-        time.sleep(0.05)
-    if not reaped:  # hung: the guard
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
+    reap_or_kill(pid, 20)  # a hung child is killed and reads as "hung"
     child = json.loads(os.read(read, 4096) or b'"hung"')
     ok_after = procs.map(tasks.square, range(200)) == want and threads.map(tasks.square, range(200)) == want
     print(json.dumps({"parent": parent, "child": child, "parent_after": ok_after}))
@@ -295,10 +290,11 @@ def test_a_registry_never_stops_a_pool_another_process_started() -> None:
 
 
 FORK_WHILE_LOCKS_ARE_HELD = """
-    import json, os, threading, time
+    import json, os, threading
     import payoff
     from payoff import planning, telemetry
     from tests import tasks
+    from tests.conftest import reap_or_kill
 
     payoff.map(tasks.square, range(50))  # the default executor, its observers and the planner exist
     held, go = threading.Event(), threading.Event()
@@ -318,13 +314,7 @@ FORK_WHILE_LOCKS_ARE_HELD = """
         os.write(write, json.dumps(ok).encode())
         os._exit(0)
     os.close(write)
-    deadline, reaped = time.monotonic() + 20, False
-    while not reaped and time.monotonic() < deadline:
-        reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
-        time.sleep(0.05)
-    if not reaped:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
+    reap_or_kill(pid, 20)
     go.set()
     holder.join()
     print(json.dumps({"child": json.loads(os.read(read, 100) or b'"hung"')}))
