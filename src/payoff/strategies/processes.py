@@ -171,6 +171,7 @@ class PickledPoolStrategy(Strategy):
         """Terminate the workers: a running chunk cannot be interrupted any other way."""
         self._remember_processes()
         procs = [p for p in list((self._seen or {}).values()) if p.exitcode is None]
+        pool = self._pool
         self.shutdown(wait=False)  # first: queued futures are cancelled before the pool sees its workers die
         _signal_all(procs, signal.SIGTERM)
         deadline = time.monotonic() + _KILL_GRACE_SECONDS
@@ -179,6 +180,19 @@ class PickledPoolStrategy(Strategy):
         _signal_all([p for p in procs if p.exitcode is None], signal.SIGKILL)
         for proc in procs:
             proc.join(0.5)
+        if all(p.exitcode is not None for p in procs):
+            _end_result_pipe(pool)
+
+
+def _end_result_pipe(pool: Any) -> None:
+    """A worker killed while it wrote a result leaves half a message in the pool's result pipe: the stdlib
+    pool's manager thread then reads it forever, and ``concurrent.futures`` joins that thread at interpreter
+    exit (a test run hung there after its last test). With every worker dead, the parent's own copy of the
+    write end is the last: closing it ends the read, the manager sees a broken pool and ends."""
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        with contextlib.suppress(OSError):
+            writer.close()
 
 
 def _signal_all(procs: list[Any], sig: signal.Signals) -> None:
