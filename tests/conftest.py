@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -107,6 +109,45 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             out.append(int(entry))
     return out
+
+
+def describe_stuck(pids: list[int]) -> str:
+    """What a process that should have ended is doing: its state, kernel wait, and Python stacks if gdb can tell.
+
+    For the message of a test that found a process left behind, so a rare failure
+    in CI says where the process waits instead of only that it exists.
+    """
+    out = []
+    for pid in pids:
+        lines = [f"pid {pid}:"]
+        for name in ("cmdline", "wchan", "status"):
+            try:
+                with open(f"/proc/{pid}/{name}", "rb") as fh:
+                    text = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError as e:
+                text = repr(e)
+            lines.append(f"  {name}: {text[:600] if name != 'status' else _status_lines(text)}")
+        lines.append(_gdb_stacks(pid))
+        out.append("\n".join(lines))
+    return "\n".join(out)
+
+
+def _status_lines(text: str) -> str:
+    return "; ".join(line for line in text.splitlines() if line.startswith(("State", "PPid", "Threads", "SigQ")))
+
+
+def _gdb_stacks(pid: int) -> str:
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return "  (no gdb for Python stacks)"
+    helper = Path(sys.executable).resolve().with_name(Path(sys.executable).resolve().name + "-gdb.py")
+    cmd = [gdb, "-p", str(pid), "-batch", "-iex", f"add-auto-load-safe-path {helper}",
+           "-ex", "thread apply all py-bt", "-ex", "thread apply all bt 8"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=25)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"  gdb failed: {e!r}"
+    return "  gdb:\n" + done.stdout[-5000:]
 
 
 def alive(pid: int) -> bool:

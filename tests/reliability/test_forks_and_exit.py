@@ -156,18 +156,26 @@ DROPPED = """
     for _ in range(3):
         assert use_and_drop("processes") == [x * x for x in range(40)]
     gc.collect()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while (threading.active_count() > start + 2 or workers()) and time.monotonic() < deadline:
         time.sleep(0.05)
         gc.collect()
-    print(json.dumps({"start": start, "threads": threading.active_count(), "workers": workers()}))
+    left = workers()
+    stacks = ""
+    if left or threading.active_count() > start + 2:
+        import traceback
+        from tests.conftest import describe_stuck
+        stacks = "\\n".join(f"{t.name}:\\n" + "".join(traceback.format_stack(sys._current_frames()[t.ident]))
+                           for t in threading.enumerate() if t.ident in sys._current_frames())
+        stacks += "\\n" + describe_stuck(left)
+    print(json.dumps({"start": start, "threads": threading.active_count(), "workers": left, "stacks": stacks}))
 """
 
 
 def test_dropped_executors_stop_their_threads_and_processes() -> None:
     out = last_json(run_child(DROPPED))
-    assert out["threads"] < out["start"] + 10, out  # type: ignore[operator]
-    assert out["workers"] == [], out
+    assert out["threads"] < out["start"] + 10, out["stacks"]  # type: ignore[operator]
+    assert out["workers"] == [], out["stacks"]
 
 
 # -- leaving `with` --------------------------------------------------------------
