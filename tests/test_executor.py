@@ -274,6 +274,20 @@ def test_module_level_map_uses_one_shared_executor() -> None:
     assert payoff.default_executor().last_record is not None
 
 
+def test_the_shared_executor_outlives_a_with_block_and_a_shutdown() -> None:
+    """``payoff.map`` is the module's convenience: a user who closed the shared executor (a ``with``
+    around it, or ``shutdown()``) still gets a working ``payoff.map`` afterwards, on the same object."""
+    import payoff
+
+    shared = payoff.default_executor()
+    with payoff.default_executor() as ex:
+        assert ex.map(tasks.square, range(3)) == [0, 1, 4]
+    assert payoff.map(tasks.square, range(4)) == [0, 1, 4, 9]
+    payoff.default_executor().shutdown()
+    assert payoff.map(tasks.square, range(2)) == [0, 1]
+    assert payoff.default_executor() is shared
+
+
 def test_bad_call_arguments_name_the_problem() -> None:
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
         with pytest.raises(TypeError, match="callable"):

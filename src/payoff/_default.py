@@ -13,11 +13,17 @@ _executor: ParallelExecutor | None = None
 
 
 def default_executor() -> ParallelExecutor:
-    """Created on first use from ``PAYOFF_PARALLEL`` (or ``CE_PARALLEL``) as it is then; kept for the process."""
+    """Created on first use from ``PAYOFF_PARALLEL`` (or ``CE_PARALLEL``) as it is then; kept for the process.
+
+    A user who closed it (``with payoff.default_executor():`` or ``shutdown()``) closed
+    it for that block, not for every later ``payoff.map`` of the program: it reopens.
+    """
     global _executor
     with _lock:
         if _executor is None:
             _executor = ParallelExecutor()
+        elif _executor._closed:
+            _executor._reopen()
         return _executor
 
 
