@@ -391,6 +391,10 @@ def test_enable_needs_a_calibrated_explainer() -> None:
         enable(object())
     with pytest.raises(ValueError, match="either config or executor"):
         enable(wrapper, ParallelConfig(), executor=CEParallelExecutor())
+    with pytest.raises(TypeError, match=r"executor must be a CEParallelExecutor.*got object"):
+        enable(wrapper, executor=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"config must be a payoff\.ParallelConfig.*got str"):
+        enable(wrapper, "processes")  # type: ignore[arg-type]
 
 
 def test_chunk_sizes() -> None:

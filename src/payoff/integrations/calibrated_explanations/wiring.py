@@ -93,6 +93,12 @@ def enable(target: Any, config: ParallelConfig | None = None, *,
     """
     if executor is not None and config is not None:
         raise ValueError("pass either config or executor, not both")
+    if executor is not None and not isinstance(executor, CEParallelExecutor):
+        raise TypeError(f"executor must be a CEParallelExecutor (what an earlier enable() returned), "
+                        f"got {type(executor).__name__}; pass config= for a new one")
+    if config is not None and not isinstance(config, ParallelConfig):
+        raise TypeError(f"config must be a payoff.ParallelConfig, got {type(config).__name__}; "
+                        f"ParallelConfig.from_env() reads CE_PARALLEL")
     wrapper, explainer = _explainer_of(target)
     ex = executor if executor is not None else CEParallelExecutor(config)
     if pause_gc is not None:
