@@ -329,8 +329,9 @@ PANELS: list[PanelSpec] = [
         "description": (
             "Decisions per second made by the planner, by chosen strategy and reason code "
             f"({_codes(decision_reasons())}). Use it to check that auto picks threads with many "
-            "workers for work that waits (auto_waiting), threads for work that releases the GIL and "
-            "processes/joblib for CPU-bound picklable work. Filtered by strategy only: decisions carry "
+            "workers for work that waits (auto_waiting), threads for work that releases the GIL, "
+            "processes/joblib for CPU-bound picklable work and for a function that crashed a worker "
+            "process (auto_isolates_crashes). Filtered by strategy only: decisions carry "
             "no workload label."
         ),
         "kind": "timeseries",

@@ -6,6 +6,7 @@ measured about a function, then asks for a plan.
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,10 @@ class Row:
     detail_says: str = ""
     forgone: dict[str, float] = field(default_factory=dict)
     pickling: Pickling = NO_PICKLING
+    measured: bool = True
+    """False: nothing is taught, as for a function no call has measured yet (the cost is then unknown)."""
+    crashed: bool = False
+    """An earlier call of the function crashed a worker process."""
 
 
 class ForeignPool:
@@ -152,6 +157,52 @@ ROWS = [
         config={"max_workers": 2, "granularity": "instance"}, granularity="feature"),
     Row("one worker is no parallelism", 1e-3, 1000, "serial", Reason.SINGLE_WORKER, config={"max_workers": 1}),
     Row("a map inside a worker runs serially", 1e-3, 1000, "serial", Reason.NESTED, nested=True),
+    # -- a named process backend never runs an unmeasured function's items in the caller --
+    Row("an unmeasured function below the user's min_batch_size runs here, as that setting asks", 0, 100,
+        "serial", Reason.TINY_WORKLOAD, config={"strategy": "processes", "max_workers": 2,
+                                                "min_batch_size": 500}, measured=False,
+        detail_says="below the minimum of 500"),
+    Row("an unmeasured function's one item runs here: nothing to split", 0, 1, "serial", Reason.TINY_WORKLOAD,
+        config={"strategy": "processes", "max_workers": 2}, measured=False, detail_says="too few to split"),
+    Row("an unmeasured function with items above the size hint runs on the named pool: costly, still sendable",
+        0, 40, "joblib", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "joblib", "max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024,
+        measured=False),
+    Row("one worker process is still a worker process: an unmeasured function runs on a pool of one", 0, 100,
+        "processes", Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 1},
+        expect_workers=1, measured=False),
+    Row("a measured function with one worker runs in the caller", 1e-3, 1000, "serial", Reason.SINGLE_WORKER,
+        config={"strategy": "processes", "max_workers": 1}),
+    Row("tiny_workload_threshold=0 keeps a measured function on its pool of one", 1e-3, 1000, "processes",
+        Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 1, "tiny_workload_threshold": 0},
+        expect_workers=1),
+    # -- a function that crashed a worker process never runs in the caller again --
+    Row("auto isolates trivial work of a function that crashed a worker", 5e-8, 1000, "processes",
+        Reason.AUTO_ISOLATES_CRASHES, crashed=True),
+    Row("auto isolates waiting work of a function that crashed a worker", 5e-3, 400, "processes",
+        Reason.AUTO_ISOLATES_CRASHES, cpu_ratio=0.05, crashed=True, expect_workers=2),
+    Row("auto isolates a crashed function that measured no gain", 1e-3, 200, "processes",
+        Reason.AUTO_ISOLATES_CRASHES, verdicts={"processes": (0.5, 1000)}, crashed=True),
+    Row("auto sends large items of a crashed function to processes: costly, still sendable", 1e-3, 40, "processes",
+        Reason.AUTO_ISOLATES_CRASHES, config={"max_workers": 2, "task_size_hint_bytes": 1024},
+        item_bytes=32 * 1024, crashed=True),
+    Row("auto isolates a crashed function only cloudpickle can send on joblib", 1e-3, 1000, "joblib",
+        Reason.AUTO_ISOLATES_CRASHES, pickle_error=NOT_PICKLABLE, cloudpickle_ok=True, crashed=True),
+    Row("auto isolates a crashed function on one worker process", 1e-3, 1000, "processes",
+        Reason.AUTO_ISOLATES_CRASHES, config={"max_workers": 1}, expect_workers=1, crashed=True),
+    Row("auto isolates a crashed function not measured yet", 0, 100, "processes", Reason.AUTO_ISOLATES_CRASHES,
+        measured=False, crashed=True),
+    Row("a named backend runs trivial work of a crashed function on its pool", 1e-6, 10, "processes",
+        Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 2}, crashed=True),
+    Row("a named backend runs a crashed function below min_batch_size on its pool", 1e-2, 100, "joblib",
+        Reason.EXPLICIT_STRATEGY, config={"strategy": "joblib", "max_workers": 2, "min_batch_size": 500},
+        crashed=True),
+    Row("a named backend sends large items of a crashed function", 1e-3, 40, "processes", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "processes", "max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024,
+        crashed=True),
+    Row("a named backend runs a crashed function on its one worker", 1e-3, 1000, "processes",
+        Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 1}, expect_workers=1,
+        crashed=True),
 ]
 
 RUNTIME_ONLY = {Reason.INIT_FAILURE: "tests/test_executor.py, tests/test_dask.py (a pool that cannot start)",
@@ -170,7 +221,10 @@ def plan(row: Row, planner: Planner | None = None) -> Any:
     """Plan ``row`` with a fresh planner taught its facts, or with ``planner`` as earlier plans left it."""
     if planner is None:
         planner = Planner()
-        teach(planner, row)
+        if row.measured:
+            teach(planner, row)
+        if row.crashed:
+            planner.knowledge.crashed(tasks.square, "item 7 crashed a worker process (killed by SIGSEGV)")
     config = ParallelConfig(**row.config)
     call = Call(tasks.square, _items(row), config, config.strategy_name, row.chunksize, row.granularity,
                 row.releases_gil, row.warm, 0)
@@ -218,6 +272,51 @@ def test_the_table_covers_every_reason_a_plan_can_give() -> None:
     covered = {row.expect_reason for row in ROWS}
     assert len(ROWS) >= 25
     assert set(Reason) - covered == set(RUNTIME_ONLY), "every plan-time reason code needs a row"
+
+
+def test_plans_that_must_keep_their_items_out_of_the_caller_say_so() -> None:
+    """No serial fallback of the planner's runs such a call in the caller (a pool that cannot start is the
+    executor's ``init_failure``: it falls back only for a function that never crashed a worker process)."""
+    isolated = {row.name for row in ROWS if plan(row).isolated}
+    # an unmeasured function's call below the user's own min_batch_size is the one kept here, as asked
+    assert isolated == {row.name for row in ROWS if row.crashed or (not row.measured
+                                                                      and row.expect_strategy != "serial")}
+
+
+@pytest.mark.parametrize("config", [{"max_workers": 2}, {"strategy": "processes", "max_workers": 2},
+                                    {"strategy": "joblib", "max_workers": 2}], ids=lambda c: c.get("strategy", "auto"))
+def test_a_crashed_function_no_worker_process_can_take_is_refused_not_run_here(config: dict[str, Any]) -> None:
+    """Neither pickler sends it: the caller is the only place left, and it is no place for a function that
+    crashed a worker process. The plan raises before any item runs."""
+    row = Row("", 1e-3, 100, "serial", Reason.UNPICKLABLE, config=config, pickle_error=NOT_PICKLABLE,
+              cloudpickle_ok=False, crashed=True)
+    with pytest.raises(pickle.PicklingError, match=r"crashed a worker process before \(item 7") as info:
+        plan(row)
+    assert "strategy='serial'" in str(info.value), "says how to run it in the caller anyway"
+
+
+def test_a_crash_is_learned_from_the_call_that_raised_it_or_recovered_from_it() -> None:
+    from payoff.errors import WorkerCrashedError
+    from payoff.record import RecordBuilder
+
+    def finished(recovered: bool) -> Any:
+        builder = RecordBuilder(1, "default", "processes", None, 10, 0, 0.0)
+        if recovered:
+            builder.recover(Reason.MAP_FAILURE_RETRY, "the processes pool broke")
+        return builder.build()
+
+    planner = Planner()
+    planner.learn(finished(False), tasks.square, ParallelConfig(), None)
+    planner.learn(finished(False), tasks.negate, ParallelConfig(), ValueError("an item's own error"))
+    assert planner.knowledge.crash_of(tasks.square) is planner.knowledge.crash_of(tasks.negate) is None
+    crash = WorkerCrashedError("died", item_index=5, chunk_index=1, exitcode=-11, completed={})
+    planner.learn(finished(False), tasks.square, ParallelConfig(), crash)
+    assert "item 5" in (planner.knowledge.crash_of(tasks.square) or "")
+    assert "SIGSEGV" in (planner.knowledge.crash_of(tasks.square) or "")
+    planner.learn(finished(True), tasks.negate, ParallelConfig(), None)
+    assert planner.knowledge.crash_of(tasks.negate)
+    planner.reset()
+    assert planner.knowledge.crash_of(tasks.square) is None, "forgotten with the other facts"
 
 
 def test_guided_plans_shrink_to_a_floor_worth_a_chunk() -> None:

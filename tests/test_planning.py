@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import pickle
+import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, planning
+from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff.record import MapRecord, RecordBuilder
 from tests import tasks
 
 
@@ -177,3 +183,133 @@ def test_each_builtin_and_ufunc_has_its_own_facts() -> None:
     knowledge = planning.Knowledge()
     knowledge.teach(abs, planning.Facts(1e-8, 1.0, 40, "", None, result_error=""))
     assert knowledge.get(len) is None, "a different builtin is probed, not given abs's cost"
+
+
+# -- measurements taken among other calls of this process (one executor shared by many threads) -------------------
+
+
+def _finished(started_ns: int, strategy: str, *, speedup: float = 1.0, cpu_share: float = 1.0,
+              per_item: float = 1e-4, n_items: int = 500) -> MapRecord:
+    """A record of an auto call of tasks.spin planned at ``started_ns`` that ends now, as the executor hands it to
+    ``learn`` (its wall time counts from a millisecond before the plan, spent reading its input)."""
+    wall = (time.monotonic_ns() - started_ns) / 1e9 + 0.001
+    serial = per_item * n_items if strategy == "serial" else speedup * wall
+    built = RecordBuilder(1, "default", "auto", None, n_items, started_ns, time.time()).build()
+    return replace(built, selected_strategy=strategy, workers=1 if strategy == "serial" else 2,
+                   decision_reason=Reason.AUTO_CPU_BOUND, wall_seconds=wall, busy_seconds=serial,
+                   cpu_seconds=serial * cpu_share, serial_estimate_seconds=serial)
+
+
+def _spin_call(planner: planning.Planner) -> int:
+    """Plan a call of tasks.spin (taught: no item runs); the instant it began."""
+    started = time.monotonic_ns()
+    planner.plan(planning.Call(tasks.spin, list(range(500)), ParallelConfig(max_workers=2), "auto", None, None,
+                               None, frozenset({"processes"}), 5))
+    return started
+
+
+@pytest.mark.parametrize("crowded", [False, True], ids=["alone", "among-others"])
+def test_what_a_call_measured_among_other_calls_is_not_taken_for_the_function(crowded: bool) -> None:
+    """16 threads sharing one executor: each pool call's wall time is shared with the others (0.1x "against
+    serial"), and a serial call's items wait for the GIL the other threads hold (a CPU-bound function reads as
+    waiting, and dearer). Learned, the first made the function serial (no_measured_gain) and the second sent it
+    to threads (auto_waiting). Calls that ran one after the other still teach all of it."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, planning.Facts(1e-4, 1.0, 40, "", None, result_error=""))
+    pool_call = _spin_call(planner)
+    serial_call = _spin_call(planner) if crowded else None  # the second call starts while the first runs
+    planner.learn(_finished(pool_call, "processes", speedup=0.1), tasks.spin)
+    if serial_call is None:
+        time.sleep(0.005)  # the second call starts after the first ended: nothing of the one in the other's run
+        serial_call = _spin_call(planner)
+    planner.learn(_finished(serial_call, "serial", cpu_share=0.1, per_item=1e-3), tasks.spin)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None
+    if crowded:
+        assert facts.verdicts == {}, "a speedup measured among other calls is no verdict"
+        assert facts.cpu_ratio > planning.WAITING_CPU_RATIO, "GIL waits are not waiting"
+        assert facts.seconds_per_item <= 1e-4, "nor do they make an item dearer"
+    else:
+        assert facts.verdicts["processes"][0] == pytest.approx(0.1)
+        assert facts.cpu_ratio < 1.0 and facts.seconds_per_item > 1e-4
+
+
+def test_a_shared_executor_keeps_cpu_bound_work_on_processes_under_many_threads() -> None:
+    """One auto executor shared by 8 threads, each mapping a CPU-bound function: no call may be sent to threads
+    as waiting work or kept serial by a verdict formed while the calls shared the pool (r19)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
+        ex.map(tasks.spin, range(1000))  # measured alone first: CPU-bound, processes
+        barrier = threading.Barrier(8)
+
+        def job(k: int) -> bool:
+            barrier.wait()
+            return all(ex.map(tasks.spin, range(k, k + 300 + 20 * i)) == [tasks.spin(x) for x in
+                                                                         range(k, k + 300 + 20 * i)]
+                       for i in range(3))
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(job, range(8)))
+        records = list(ex.records)[1:]
+    decisions = {(r.selected_strategy, (r.fallback_reason or r.decision_reason).value) for r in records}
+    assert ("threads", "auto_waiting") not in decisions, decisions
+    assert not any(r.fallback_reason is Reason.NO_MEASURED_GAIN for r in records), decisions
+    facts = planning.KNOWLEDGE.get(tasks.spin)
+    assert facts is not None and facts.cpu_ratio > planning.WAITING_CPU_RATIO
+
+
+def _spin_dear(x: int) -> int:
+    return tasks.spin(x, 20_000)
+
+
+def _probe_beside_hogs(planner: planning.Planner, fn: Callable[[int], Any], hog: Callable[[], None]) -> planning.Plan:
+    """Plan ``fn`` under auto while 7 threads run ``hog`` in a loop, the GIL changing hands every 10 us."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            hog()
+
+    interval = sys.getswitchinterval()
+    hogs = [threading.Thread(target=loop, daemon=True) for _ in range(7)]
+    sys.setswitchinterval(1e-5)  # so that even a 2 ms probe meets the others
+    try:
+        for thread in hogs:
+            thread.start()
+        time.sleep(0.05)
+        return planner.plan(planning.Call(fn, list(range(400)), ParallelConfig(max_workers=2), "auto", None, None,
+                                          None, frozenset(), 0))
+    finally:
+        stop.set()
+        sys.setswitchinterval(interval)
+        for thread in hogs:
+            thread.join()
+
+
+def test_a_probe_that_waited_for_the_gil_other_payoff_calls_held_is_not_waiting_work() -> None:
+    """The probe's thread got a share of the GIL only, because other payoff calls of this process kept a core
+    busy: a low CPU share per second of wall time is not I/O there, and threads would only add to the contention."""
+    shared = ParallelExecutor(ParallelConfig(strategy="serial"))  # plans with the process's planner, as below
+
+    def other_call() -> None:
+        shared.map(tasks.spin, range(20))
+
+    got = _probe_beside_hogs(planning.PLANNER, _spin_dear, other_call)
+    shared.shutdown()
+    assert got.probe.n >= 1
+    assert got.decision is not Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.detail)
+    assert got.probe.cpu_ratio > planning.WAITING_CPU_RATIO
+
+
+def test_waiting_items_beside_a_busy_thread_of_the_program_are_still_waiting_work() -> None:
+    """A busy thread that is not payoff's says nothing about the items: sleeping items stay waiting work
+    (threads), not CPU work priced at their tiny CPU time and kept serial."""
+    got = _probe_beside_hogs(planning.Planner(), _sleep_briefly, lambda: tasks.spin(1, 200))
+    assert got.probe.n >= 1
+    assert got.decision is Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.strategy, got.reason, got.detail)
+
+
+def _sleep_briefly(x: int) -> int:
+    time.sleep(0.002)
+    return x

@@ -119,6 +119,8 @@ def _unpicklable() -> tuple[Any, Any, list[Any]]:
 def _payload() -> tuple[Any, Any, list[Any]]:
     items = [np.full(4096, i, dtype=np.float64) for i in range(12)]
     config = ParallelConfig(strategy="processes", task_size_hint_bytes=1024, **FORCE)
+    # measured: a named process backend sends an unmeasured function's items to its workers whatever their size
+    planning.KNOWLEDGE.teach(tasks.identity, planning.Facts(1e-3, 1.0, 40, "", None, result_error=""))
     record, out = _run(config, tasks.identity, items)
     result, fallbacks = out
     assert all(np.array_equal(a, b) for a, b in zip(result, items, strict=True))

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
+import math
 import sys
+import time
+import warnings
+from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, progress
-from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, Summary, block_items
+from payoff.observers import CallInfo, CallSite
+from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, RecordBuilder, Summary, block_items
+from payoff.telemetry.records import InvalidRecord, record_from_dict, record_line
+from payoff.telemetry.tracing import span_attributes
+from payoff.telemetry.updates import OBSERVE, SPEEDUP, TOUCH, MetricUpdates
 from tests import tasks
 
 
@@ -107,3 +117,122 @@ def test_cli_version() -> None:
 
     out = subprocess.run([sys.executable, "-m", "payoff", "--version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"payoff {__version__}"
+
+
+# -- calls that did not complete (timeout, cancel, error): said so, never judged ----------------------
+
+
+def _builder(n_items: int = 4, strategy: str = "processes", workers: int = 2) -> RecordBuilder:
+    rec = RecordBuilder(1, "w", strategy, None, n_items, time.monotonic_ns(), time.time())
+    rec.selected, rec.workers = strategy, workers
+    return rec
+
+
+def _done_chunk(first: int, n: int, n_errors: int = 0) -> ChunkStats:
+    return ChunkStats(first, first, n, "w1", 0, 1_000, 2_001_000, 2_000_000, (2_000_000,), (n,), 0, 0, "pool",
+                      n_errors)
+
+
+TIMEOUT = TimeoutError("payoff: the map did not finish within timeout=0.2 s")
+
+
+@pytest.mark.parametrize(("error", "outcome", "words"), [
+    (TIMEOUT, "timeout", "timed out after"),
+    (CancelledError("payoff: the map was cancelled"), "cancelled", "cancelled after"),
+    (KeyboardInterrupt(), "cancelled", "cancelled after"),
+    (ValueError("boom"), "error", "failed after"),
+])
+def test_a_call_that_did_not_complete_says_so_and_is_not_judged(error: BaseException, outcome: str,
+                                                                 words: str) -> None:
+    record = _builder().build(error)
+    assert record.outcome == outcome
+    assert not record.completed
+    line = record.summary()
+    assert words in line, line
+    assert "0 of 4 items done" in line, line
+    for judgement in ("inf", "slower", "faster", "x "):
+        assert judgement not in line, line
+    assert not record.pays_off
+    assert math.isfinite(record.speedup) and math.isfinite(record.efficiency)
+
+
+def test_items_done_counts_the_chunks_that_came_back() -> None:
+    rec = _builder(n_items=10)
+    rec.chunks.append(_done_chunk(0, 3))
+    record = rec.build(TIMEOUT)
+    assert record.items_done == 3
+    assert "3 of 10 items done" in record.summary()
+
+
+def test_an_item_that_raised_is_an_error_whatever_its_type() -> None:
+    """fn raising TimeoutError itself is the call's error, not payoff's timeout."""
+    rec = _builder()
+    rec.chunks.append(_done_chunk(0, 1, n_errors=1))
+    assert rec.build(TimeoutError("socket timed out")).outcome == "error"
+
+
+def test_a_call_that_completed_is_ok_and_judged() -> None:
+    rec = _builder(n_items=2)
+    rec.chunks.append(_done_chunk(0, 2))
+    for record in (rec.build(), rec.build(None)):
+        assert record.outcome == "ok" and record.completed and record.items_done == 2
+        assert "than serial" in record.summary()
+
+
+def test_a_parallel_record_with_no_work_never_reads_inf() -> None:
+    """A record with no chunk (read from a file, or built before any came back) has no speedup to show."""
+    record = _builder().build()
+    line = record.summary()
+    assert "inf" not in line and "slower" not in line, line
+    assert not record.pays_off
+
+
+def test_speedup_is_always_finite() -> None:
+    record = _builder().build()
+    for wall, serial in ((0.0, 5.0), (1e-300, 1e308), (5e-324, 1.0)):
+        crafted = dataclasses.replace(record, wall_seconds=wall, serial_estimate_seconds=serial)
+        assert math.isfinite(crafted.speedup), (wall, serial, crafted.speedup)
+        assert math.isfinite(crafted.efficiency)
+        assert "inf" not in crafted.summary()
+
+
+def test_the_outcome_travels_through_the_records_file_and_the_span() -> None:
+    record = _builder().build(TIMEOUT)
+    data = json.loads(record_line(record))
+    assert data["outcome"] == "timeout" and data["completed"] is False and data["items_done"] == 0
+    assert record_from_dict(data) == record
+    older = {k: v for k, v in data.items() if k != "outcome"}  # a line written before outcomes were recorded
+    assert record_from_dict(older).outcome == "ok"
+    with pytest.raises(InvalidRecord, match="outcome"):
+        record_from_dict({**data, "outcome": "exploded"})
+    assert span_attributes(record)["payoff.outcome"] == "timeout"
+
+
+def _speedup_updates(record: MapRecord) -> list[object]:
+    site = CallSite("f.py", 1, "m", {})
+    call = CallInfo(record.call_id, record.workload, record.requested_strategy, None, record.n_items, site)
+    return [u for u in MetricUpdates().finished(call, record) if u[0] == SPEEDUP]
+
+
+def test_the_speedup_histogram_observes_completed_calls_only() -> None:
+    rec = _builder(n_items=2)
+    rec.chunks.append(_done_chunk(0, 2))
+    assert [u[2] for u in _speedup_updates(rec.build())] == [TOUCH, OBSERVE]
+    assert [u[2] for u in _speedup_updates(rec.build(TIMEOUT))] == [TOUCH]
+
+
+@pytest.mark.parametrize("strategy", ["processes", "threads"])
+def test_a_real_timed_out_call_is_recorded_as_timed_out(strategy: str) -> None:
+    """End to end: needs the executor to hand the call's error to ``RecordBuilder.build``."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2), observers=[]) as ex:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # threads: the stuck sleeper is warned about
+            with pytest.raises(TimeoutError):
+                ex.map(tasks.long_task, range(4), chunksize=1, timeout=0.3)
+        record = ex.last_record
+    assert record is not None
+    line = record.summary()
+    assert "inf" not in line and "than serial" not in line, line
+    assert not record.pays_off
+    assert record.outcome == "timeout", "_maprun.MapRun.blocks must call self.rec.build(error)"
+    assert "timed out after" in line and "of 4 items done" in line, line

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from payoff import MapRecord, ParallelConfig, ParallelExecutor, ParallelFallbackWarning
+from payoff.record import RecordBuilder
 from payoff.report import Report, record_html, record_text, render_html, render_text
 from tests import tasks
 from tests.conftest import require
@@ -247,3 +249,40 @@ def test_report_displays_as_html_in_a_real_notebook() -> None:
     assert html.startswith('<div class="payoff-report">')
     assert census(html).sections == 1
     assert "<script" not in html
+
+
+def _timed_out_record() -> MapRecord:
+    """A processes call whose timeout struck before any chunk came back (what the executor records)."""
+    rec = RecordBuilder(7, "slow", "processes", None, 4, time.monotonic_ns(), time.time())
+    rec.selected, rec.workers = "processes", 2
+    return rec.build(TimeoutError("payoff: the map did not finish within timeout=0.2 s"))
+
+
+def test_text_report_does_not_judge_a_call_that_timed_out() -> None:
+    record = _timed_out_record()
+    report = render_text([record])
+    row = report.split("\n\n")[1].splitlines()[2]
+    assert "timed out" in row, row
+    assert "pay off" not in report, "a call that did not complete is neither a gain nor a loss"
+    assert "0.00x" not in row and "infx" not in report
+    assert record.summary() in report
+    assert "1 call, 1 parallel (0 paid off), 0 fell back; 1 did not complete: timeout x1" in report
+
+
+def test_html_report_does_not_judge_a_call_that_timed_out() -> None:
+    record = _timed_out_record()
+    page = render_html([record])
+    assert "pay off" not in page
+    assert "timed out" in page
+    assert 'class="badge bad"' not in page and 'class="fact bad"' not in page and 'class="fact good"' not in page
+    assert "0.00x" not in page and "infx" not in page
+    assert_self_contained(page)
+
+
+def test_a_parallel_call_with_no_measured_work_is_not_judged() -> None:
+    """No chunk came back (a record from before the executor said why): no evidence either way."""
+    rec = RecordBuilder(8, "none", "processes", None, 4, time.monotonic_ns(), time.time())
+    rec.selected, rec.workers = "processes", 2
+    record = rec.build()
+    assert "pay off" not in render_text([record]) and "pay off" not in render_html([record])
+    assert "no work measured" in render_text([record])

@@ -12,6 +12,7 @@ down alone, never rerun in the caller's own process.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import queue
 import signal
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from concurrent.futures import BrokenExecutor, CancelledError, Future
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from payoff import planning
 from payoff._pools import Lease, pool_key
@@ -30,11 +31,11 @@ from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
 from payoff.record import RecordBuilder
-from payoff.scheduling import GuidedChunks
+from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.serial import SerialStrategy
-from payoff.worker import CancelToken, ChunkOutcome
+from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk
 
 if TYPE_CHECKING:
     from payoff.executor import ParallelExecutor
@@ -45,8 +46,8 @@ MAX_POOL_RESTARTS = 24
 """Fresh pools one call may start after crashes before it gives up on the backend."""
 SERIAL_CHUNK_SECONDS = 0.01
 MAX_SERIAL_CHUNK = 65_536
-"""A serial ``imap`` chunk's bookkeeping costs ~20 us: 10 ms of work keeps it under 1%, and a result comes
-at least every 10 ms; trivial items stop at this many (a list of their results is held per chunk)."""
+"""A serial ``imap`` runs its items one per result asked for; its record groups them into chunks of about
+10 ms of work (a chunk's bookkeeping costs ~20 us, under 1% of that), trivial items at most this many."""
 HELD_CHUNKS_PER_WORKER = 4
 """Finished chunks ``imap`` holds for order while an earlier one runs, per worker, before it stops submitting."""
 STOP_GRACE_SECONDS = 0.1
@@ -91,6 +92,8 @@ class MapRun:
         self.source_done = False
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
+        self.streamed: StreamedChunk | None = None
+        """A serial ``imap``'s chunk whose items its consumer is taking now: recorded when it ends or is left."""
         self.pause_lock = threading.Lock()
         self.paused = self.detached = False
         self.paused_by: threading.Thread | None = None
@@ -105,7 +108,11 @@ class MapRun:
         self.call.selected_strategy, self.call.workers = strategy, workers
 
     def blocks(self) -> Iterator[list[Any]]:
-        """Each chunk's results, in input order; the record is built however the call ends."""
+        """Each chunk's results, in input order; the record is built however the call ends.
+
+        A serial ``imap``'s blocks are not lists but :class:`StreamedChunk` runs, which run each item as its
+        result is taken; ``imap`` only iterates its blocks (``map`` never gets one of those).
+        """
         obs = self.ex._observers
         self.ex._begin(self)
         error: BaseException | None = None
@@ -137,11 +144,12 @@ class MapRun:
             raise
         finally:
             try:
+                self._end_streamed()
                 if self.lease is not None:
                     self.ex._pools.release(self.lease)
                 if self.stream:
                     self.rec.n_items = self.source.taken
-                record = self.rec.build()
+                record = self.rec.build(error)
                 self.ex._finish(self.call, record, self.fn, error, self.config)
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
@@ -199,21 +207,20 @@ class MapRun:
         return plan
 
     def _make_plan(self) -> planning.Plan:
-        if not self.source.exhausted:
-            try:
-                item_bytes = planning._pickled_size(self.source.first())
-            except IndexError:
-                item_bytes = 0
-            except Exception:
-                item_bytes = 1
-            self.source.read_ahead(item_bytes)
-            self.stream = self.source.known_length is None
-            self.rec.n_items = self.call.n_items = self.source.known_length or 0
-        items = self.source.head
+        """A stream is planned on what the planner reads of it: its first item, and the items its probe runs,
+        each read just before it runs (an unknown length counts as PLANNED_STREAM_ITEMS)."""
+        lazy = not self.source.exhausted
+        if lazy:
+            with contextlib.suppress(IndexError):  # an empty input: nothing to plan
+                self.source.first()
+        items = self.source.for_planning()
         prior = self.ex._count_workload(self.call.workload)
         plan = self.ex._planner.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
                                            self.granularity, self.releases_gil, self.ex._pools.warm(), prior,
                                            self.timeout))
+        if lazy:
+            self.stream = self.source.known_length is None
+            self.rec.n_items = self.call.n_items = self.source.known_length or 0
         if self.requested == "custom" and plan.strategy == "custom":
             plan = replace(plan, workers=external_workers(self.config.strategy, plan.workers))
         return plan
@@ -236,44 +243,76 @@ class MapRun:
             self.where("serial", 1)
             yield from self._serially(plan)
             return
-        # the planner caps a fixed chunk size at the items it saw, which for a stream is only the look-ahead
+        # the planner caps a fixed chunk size at the items it knows of, for a stream only a planned length
         size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
+        ceiling = IMAP_CHUNK_SECONDS if self.streaming and not self._chunk_chosen() else None
         self.sizer = GuidedChunks(size, size if self.stream else plan.min_chunk, self.rec.workers,
-                                  plan.probe.seconds_per_item, plan.floor_seconds)
+                                  plan.probe.seconds_per_item, plan.floor_seconds, max_seconds=ceiling)
         yield from self._in_parallel()
+
+    def _chunk_chosen(self) -> bool:
+        """The user fixed the chunk size (``chunksize=``, or the config's size for the call's granularity)."""
+        config = self.config
+        return self.chunksize is not None \
+            or (self.granularity == "instance" and config.instance_chunk_size is not None) \
+            or (self.granularity == "feature" and config.feature_chunk_size is not None)
 
     # -- serial ---------------------------------------------------------------
 
     def _serially(self, plan: planning.Plan) -> Iterator[list[Any]]:
-        """A list in one chunk; ``imap`` and streams in chunks that run no further ahead than asked.
-
-        Those take ``chunksize`` items each when given; otherwise they start at
-        one item and grow (at most doubling) towards SERIAL_CHUNK_SECONDS of
-        measured work, so the first result comes after one item, as from the
-        builtin ``map``, and later chunks keep their bookkeeping negligible.
-        """
-        lazy = self.stream or self.streaming
-        size = self.chunksize or 1
-        while (part := self.source.take(size) if lazy else self.source.rest()) is not None:
+        """A ``map`` in one chunk; an ``imap`` one item per result asked for, as the builtin ``map`` runs."""
+        if self.streaming:
+            yield from self._lazily()
+            return
+        while (part := self.source.rest()) is not None:
             lo, items = part
-            outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller",
-                                      hold=self.streaming)
+            outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller")
             self.next_index += 1
-            if outcome.error is not None:  # held for an imap: the results before the failing item come first
-                if outcome.results:
-                    yield outcome.results
-                raise outcome.error
             self._raise_if_stopped()
             yield outcome.results
-            if lazy and not self.chunksize:
-                size = _next_serial_size(len(items), outcome)
 
-    def _in_caller(self, task: ChunkTask, where: str, hold: bool = False) -> ChunkOutcome:
-        """The chunk run here; its item's error raised, unless ``hold`` leaves that to the caller."""
+    def _lazily(self) -> Iterator[list[Any]]:
+        """A serial ``imap``: each item read and run only when its result is asked for.
+
+        No item starts once the call is cancelled or past its deadline; asking
+        for a result then raises (every result asked for before came out). A
+        chunk here is the record's: about SERIAL_CHUNK_SECONDS of items' work.
+        """
+        items = self.source.stream()
+        obs = self.ex._observers
+        while True:
+            context = None
+            if obs._scoped:  # the call's span current for each item, at the cost of one scope a chunk
+                with obs.scope(self.call):
+                    context = contextvars.copy_context()
+            chunk = StreamedChunk(self.fn, items, self.next_index, self.source.taken, self.token,
+                                  int(SERIAL_CHUNK_SECONDS * 1e9), MAX_SERIAL_CHUNK, context)
+            self.streamed = chunk
+            yield cast("list[Any]", chunk)  # iterated by imap, which runs its items as their results are taken
+            self._end_streamed()
+            if chunk.error is not None:
+                raise chunk.error
+            if chunk.ended:
+                return
+            self._raise_if_stopped()
+
+    def _end_streamed(self) -> None:
+        """Record the streamed chunk its consumer finished or left."""
+        chunk, self.streamed = self.streamed, None
+        if chunk is None:
+            return
+        outcome = chunk.outcome()
+        self.source.advance(chunk.count + (chunk.error is not None), chunk.ended, chunk.input_error)
+        self.next_index += 1
+        if outcome.n_done or outcome.error is not None:
+            self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
+
+    def _in_caller(self, task: ChunkTask, where: str) -> ChunkOutcome:
+        """The chunk run here; its item's error raised."""
         with self.ex._observers.scope(self.call):
             outcome: ChunkOutcome = SerialStrategy(1).submit(self.fn, task).result()
         self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
-        if outcome.error is not None and not hold:
+        if outcome.error is not None:
             raise outcome.error
         return outcome
 
@@ -285,7 +324,10 @@ class MapRun:
             lease = self._lease(plan.strategy, plan.workers)
         except Exception as exc:
             self.rec.pool_started = self.rec.pool_start_failed = True
-            if not self.config.force_serial_on_failure:
+            # the call's own timeout struck during the start: its TimeoutError, not a serial run; and a function
+            # that crashed a worker process has no caller to fall back to
+            crashed = plan.probe.crashed is not None
+            if not self.config.force_serial_on_failure or crashed or getattr(exc, "by_call", False):
                 raise
             self.rec.fall_back(Reason.INIT_FAILURE, f"the {plan.strategy} pool failed to start: {exc!r}")
             return None
@@ -322,14 +364,16 @@ class MapRun:
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         limit = pool.workers + max(1, pool.workers // 2)
         while True:
-            with self.ex._observers.scope(self.call):
-                self._top_up(pool, shipped, limit)
+            if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
+                with self.ex._observers.scope(self.call):
+                    self._top_up(pool, shipped, limit)
             yield from self._ready_blocks()
             if not self.in_flight:
                 if self._nothing_left():
                     if self.failed is not None:  # only if a piece before the error was lost with no rerun
                         raise self.failed[2]
                     return
+                self._raise_if_stopped()  # work left that may not start now
                 continue
             self._wait_and_collect(pool)
 
@@ -405,13 +449,19 @@ class MapRun:
         future.add_done_callback(self.done.put)
 
     def _wait_and_collect(self, pool: Strategy) -> None:
-        """Wait for one future at most a slice, then take in everything finished."""
+        """Wait for one future at most a slice, then take in everything finished.
+
+        Past the deadline nothing is waited for, but what has finished is taken
+        in: results already computed are handed out, as ``concurrent.futures``
+        does; only a result still to come raises ``TimeoutError``.
+        """
         try:
             first = self.done.get(timeout=self._slice())
         except queue.Empty:
             self._raise_if_stopped()
             return
-        self._raise_if_stopped()
+        if self.token.is_set() and not self.token.expired():
+            self._raise_if_stopped()  # cancelled: stop now
         finished = [first]
         with contextlib.suppress(queue.Empty):
             while True:
@@ -601,6 +651,9 @@ class MapRun:
 
     def _raise_if_stopped(self) -> None:
         if self.token.expired():
+            if self.streaming:
+                raise TimeoutError(f"payoff: the {self._kind()}'s next result was not ready within timeout="
+                                   f"{self.timeout} s of the call (every result ready by then was handed out)")
             raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
         if self.token.is_set():
             raise CancelledError("payoff: the map was cancelled")
@@ -650,10 +703,3 @@ def _culprit_code(codes: list[int]) -> int | None:
     def rank(code: int) -> int:
         return {-int(signal.SIGKILL): 1, -int(signal.SIGTERM): 2, 0: 3}.get(code, 0)
     return min(codes, key=rank) if codes else None
-
-
-def _next_serial_size(size: int, outcome: ChunkOutcome) -> int:
-    """At most double, towards SERIAL_CHUNK_SECONDS at the cost the last chunk measured."""
-    took = max(1, outcome.end_ns - outcome.start_ns) / 1e9
-    fits = int(SERIAL_CHUNK_SECONDS * max(1, outcome.n_done) / took)
-    return max(1, min(2 * size, MAX_SERIAL_CHUNK, fits))

@@ -17,12 +17,21 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from payoff import _exit
 from payoff.config import ParallelConfig
+from payoff.errors import PoolStartTimeoutError
 from payoff.strategies import Strategy
+from payoff.strategies.base import START_WAIT_SLICE_SECONDS, StartStop
+
+
+class CallStop(StartStop, Protocol):
+    """A start's bound as the executor hands it over: the calling thread's calls, told when it timed out."""
+
+    def start_failed(self, error: PoolStartTimeoutError) -> None: ...
 
 
 def _same(a: object, b: object) -> bool:
@@ -104,13 +113,27 @@ class PoolRegistry:
         """Shutdowns waiting to join the retired pools: a pool whose last call ends is left for them to close."""
         self.closed = False
         """Set by the executor's shutdown: a pool whose start was already under way serves its call only."""
+        self.gentle = False
+        """Set by ``shutdown(cancel_futures=True)`` until the executor reopens: a pool a call discards then
+        (the call was cancelled) keeps its running work, as ``concurrent.futures`` does; its queued work is
+        cancelled and it closes once its last lease is given back."""
+        self.stop_for_caller: Callable[[], CallStop | None] | None = None
+        """What bounds a start for the calling thread (its calls' cancel tokens and deadlines), if anything."""
 
-    def lease(self, key: PoolKey, make: Callable[[], Strategy]) -> Lease:
-        """The current pool for ``key``, started now if there is none; raises what a failed start raised."""
+    def lease(self, key: PoolKey, make: Callable[[], Strategy], stop: CallStop | None = None) -> Lease:
+        """The current pool for ``key``, started now if there is none; raises what a failed start raised.
+
+        ``stop`` (by default what ``stop_for_caller`` finds for the calling thread) bounds the wait for
+        another call's start and this start itself: when it expires a ``PoolStartTimeoutError`` is raised,
+        when it is set a ``CancelledError``, and the half-started pool is killed.
+        """
         lease = self._take(key)
         if lease is not None:
             return lease
-        with self._start_lock:  # one start at a time: two first calls must not both start a pool
+        if stop is None and self.stop_for_caller is not None:
+            stop = self.stop_for_caller()
+        self._enter_start(key, stop)  # one start at a time: two first calls must not both start a pool
+        try:
             lease = self._take(key)
             if lease is not None:
                 return lease
@@ -119,11 +142,13 @@ class PoolRegistry:
             pool = make()
             t0 = time.perf_counter()
             try:
-                pool.start()
-            except BaseException:
+                pool.start(stop)
+            except BaseException as exc:
                 with self._lock:
                     self._starting = None
                 pool.kill()
+                if isinstance(exc, PoolStartTimeoutError) and stop is not None:
+                    stop.start_failed(exc)
                 raise
             seconds = time.perf_counter() - t0
             _exit.stay_first()  # a backend's own exit hook may have been registered by this start
@@ -138,8 +163,32 @@ class PoolRegistry:
                     old = self._current.get(key.strategy)
                     self._current[key.strategy] = entry
                     to_close = self._retire(old) if old is not None else []
+        finally:
+            self._start_lock.release()
         _close(to_close)
         return Lease(pool, True, seconds, entry)
+
+    def _enter_start(self, key: PoolKey, stop: CallStop | None) -> None:
+        """Take the start lock, waiting no longer than the call may (another call's start may be stalled)."""
+        if stop is None:
+            self._start_lock.acquire()  # that start is bounded itself, by START_TIMEOUT_SECONDS at most
+            return
+        began = time.monotonic()
+        while True:
+            left = stop.seconds_left()
+            slice_ = START_WAIT_SLICE_SECONDS if left is None else max(0.0, min(START_WAIT_SLICE_SECONDS, left))
+            if self._start_lock.acquire(timeout=slice_):
+                return
+            if stop.expired():
+                error = PoolStartTimeoutError(
+                    f"payoff: the call's timeout ran out while it waited {time.monotonic() - began:.1f} s for "
+                    f"another call's {key.strategy} pool start, which was still starting (a slow or stalled "
+                    "worker_initializer?)", by_call=True)
+                stop.start_failed(error)
+                raise error
+            if stop.is_set():
+                raise CancelledError(f"payoff: the call was cancelled while it waited for a {key.strategy} "
+                                     "pool start")
 
     def _take(self, key: PoolKey) -> Lease | None:
         with self._lock:
@@ -172,17 +221,37 @@ class PoolRegistry:
             _close(to_close)
 
     def discard(self, pool: Strategy) -> None:
-        """The caller saw ``pool`` break (or must stop it now): nobody gets it again, and it is killed."""
+        """The caller saw ``pool`` break (or must stop it now): nobody gets it again, and it is killed.
+
+        While ``gentle`` (a ``shutdown(cancel_futures=True)``), it is retired instead: its queued work is
+        cancelled and its running work finishes.
+        """
         pool.broken = True
         with self._lock:
+            gentle = self.gentle
             entry = self._current.get(pool.name)
             if entry is not None and entry.pool is pool:
                 del self._current[pool.name]
-                entry.retired = entry.closed = True
+                if gentle:
+                    entry.retired = True
+                    self._retired.append(entry)
+                else:
+                    entry.retired = entry.closed = True
             foreign = (entry is not None and entry.pool is pool and not entry.ours) \
                 or any(e.pool is pool and not e.ours for e in self._retired)
-        if not foreign:
+        if foreign:
+            return
+        if gentle:
+            pool.cancel_queued()
+        else:
             pool.kill()
+
+    def cancel_queued(self) -> None:
+        """Cancel the work no worker has taken yet, on every pool of ours; running work goes on."""
+        with self._lock:
+            entries = [e for e in (*self._current.values(), *self._retired) if e.ours and not e.closed]
+        for e in entries:
+            e.pool.cancel_queued()
 
     def retire(self, keep: Callable[[PoolKey], bool] = lambda key: False, *, close_idle: bool = True) -> None:
         """Take every current pool whose key ``keep`` rejects out of service; idle ones close now without

@@ -2,22 +2,24 @@
 
 ``map`` returns a list, so it may hold its input; ``imap`` over a generator
 must not, or a stream of millions of items (or an endless one under
-``islice``) costs memory a loop would never use. The planner sees a bounded
-look-ahead; the rest is read chunk by chunk as workers free up.
+``islice``) costs memory a loop would never use. The planner sees a stream
+through :class:`_Ahead`, which reads an item only when the planner's probe is
+about to run it; a serial ``imap`` then reads one item per result
+(:meth:`Source.stream`), a parallel one chunk by chunk as workers free up.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 from payoff.worker import ListTail, until_deadline
 
-LOOKAHEAD_ITEMS = 1024
-"""Items read ahead of a stream for planning (fewer when items are large)."""
-LOOKAHEAD_BYTES = 32 * 1024 * 1024
+PLANNED_STREAM_ITEMS = 1024
+"""How many items the planner takes a stream it has not seen the end of to have (none are read for that)."""
 SLICED_AS_GIVEN = (list, tuple, range)
 """Inputs whose slices are cheap, list-like and picklable. Another Sequence may refuse slices (a deque, a
 reader taking integer indices only) or slice into something a worker process cannot receive (a
@@ -58,13 +60,10 @@ class Source:
         """What the input raised while it was read: raised once the results before it are out, as the
         builtin ``map`` does, so they are not lost."""
 
-    def read_ahead(self, item_bytes: int) -> None:
-        """Fill the look-ahead of a stream: up to LOOKAHEAD_ITEMS, or LOOKAHEAD_BYTES of ``item_bytes`` items."""
-        if self.exhausted or self._iter is None:
-            return
-        want = max(2, min(LOOKAHEAD_ITEMS, LOOKAHEAD_BYTES // max(1, item_bytes)))
-        assert isinstance(self.head, list)
-        self.head.extend(self._read(want - len(self.head)))
+    def for_planning(self) -> Sequence[Any]:
+        """What the planner sees: the items themselves, or a stream as far as the planner's probe reads it
+        (nothing, when not even its first item came before the deadline: the call then times out)."""
+        return self.head if self.exhausted or self._iter is None or not self.head else _Ahead(self)
 
     def first(self) -> Any:
         """The first item, read from a stream if needed; raises IndexError when there is none."""
@@ -92,6 +91,8 @@ class Source:
                 part = list(part) + self._read(size - (hi - lo))
                 self._drop_head()
         elif self._iter is not None and not self.exhausted:
+            if self.head:
+                self._drop_head()  # all of it was run (by the probe): the stream goes on past it
             part = self._read(size)
         else:
             part = []
@@ -127,6 +128,26 @@ class Source:
             self.exhausted = True
         return got
 
+    def stream(self) -> Iterator[Any]:
+        """The items not taken yet, each read from the input only when asked for (a serial ``imap``'s).
+
+        Whoever takes them says how many with :meth:`advance`: no item is read
+        here beyond the one asked for, and nothing is held.
+        """
+        rest = itertools.islice(self.head, self._next, None)
+        if self._iter is None or self.exhausted:
+            return rest
+        self._drop_head()  # the islice holds what is left of the look-ahead until it is handed out
+        return itertools.chain(rest, self._iter)
+
+    def advance(self, n: int, ended: bool = False, error: Exception | None = None) -> None:
+        """``n`` items of :meth:`stream` were taken; ``ended``: it ran out, or raised ``error``."""
+        self._next += n
+        if ended:
+            self.exhausted = True
+        if error is not None:
+            self._error = error
+
     def raise_error(self) -> None:
         """At the end of the work: what the input raised while it was read, if anything."""
         error, self._error = self._error, None
@@ -141,3 +162,61 @@ class Source:
     @property
     def taken(self) -> int:
         return self._next
+
+
+class _Ahead(Sequence[Any]):
+    """A stream as the planner sees it: as long as PLANNED_STREAM_ITEMS until its end is known.
+
+    The planner's probe runs the first items in steps, each step a slice that
+    starts where the items run so far end; such a slice reads one item more,
+    so each item is read just before it runs, as in a loop, and an input whose
+    items are valid only until the next read (``itertools.groupby``, a reused
+    buffer) is measured right. The probe reads as many items as it runs
+    (bounded by its budget: a few ms, and at most PROBE_CHEAP_MAX_ITEMS or a
+    share of this length). Any other slice (a sample of the items, to time
+    their pickling) and an integer index read nothing: an item not read yet is
+    stood for by the last one read (the planner only samples sizes). Only the thread
+    that made the call reads the input (a probe run on a payoff thread, under a
+    timeout, runs only on what that thread read), since a reader may belong to
+    its thread (a database cursor).
+    """
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._reader = threading.get_ident()
+
+    def __len__(self) -> int:
+        source = self._source
+        if source.exhausted:
+            return len(source.head)
+        return max(PLANNED_STREAM_ITEMS, len(source.head) + 1)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        head = self._source.head
+        assert isinstance(head, list)
+        if isinstance(i, slice):
+            start, stop, _ = i.indices(len(self))
+            if start == len(head) < stop:  # the probe's next step: the item it is about to run
+                self._read_one()
+            return self._source.head[i]
+        if not head:
+            raise IndexError("the stream is empty")
+        if i < 0:
+            i += len(self)
+        return head[max(0, min(i, len(head) - 1))]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._source.head))
+
+    def _read_one(self) -> None:
+        source = self._source
+        if source.exhausted or threading.get_ident() != self._reader:
+            return
+        assert isinstance(source.head, list)
+        source.head.extend(source._read(1))

@@ -1,10 +1,54 @@
-"""The ``payoff`` command line."""
+"""The ``payoff`` command line.
+
+A mistake the user can fix (a bad value, a path that cannot be written) is one
+line on stderr naming the value and what is accepted, and exit status 2, as
+``argparse`` itself and ``payoff report`` do: never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
+
+USAGE_ERROR = 2
+DEFAULT_METRICS_ADDR = "127.0.0.1"
+_WRITES_INTO_DIR = {
+    "stack": "DIR must be a directory payoff can create or write into",
+    "dashboards": "DIR must be a directory payoff can create or write into",
+}
+"""What each subcommand that writes files needs from its path, for the one-line error."""
+
+
+class UsageError(Exception):
+    """A problem with the command line or the paths it names; ``main`` prints it in one line and exits 2."""
+
+
+def _port(text: str) -> int:
+    """``--metrics-port``: ASCII digits 0-65535, as ``PAYOFF_METRICS_PORT`` (``int()`` takes '٣' or '-5')."""
+    from payoff.telemetry.server import parse_port
+
+    try:
+        return parse_port(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use ASCII digits 0-65535 (0 picks a free one)"
+                                         ) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _addr(text: str) -> str:
+    """An empty or blank ``--metrics-addr`` (``--metrics-addr "$UNSET"``) is the default, never every interface."""
+    return text if text.strip() else DEFAULT_METRICS_ADDR
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -18,8 +62,12 @@ def _metrics_doc(args: argparse.Namespace) -> int:
 
     text = metrics_reference_markdown()
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write -o {args.output}: {exc.strerror or exc}; give a file in an existing, "
+                             "writable directory, or leave out -o for standard output") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -35,14 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run an explanation workload under every strategy and compare")
     demo.add_argument("--quick", action="store_true", help="a small workload that finishes in under a minute")
     demo.add_argument("--loop", action="store_true", help="keep producing traffic (for the dashboards)")
-    demo.add_argument("--pause", type=float, default=5.0, help="seconds between rounds with --loop")
+    demo.add_argument("--pause", type=_seconds, default=5.0, help="seconds between rounds with --loop")
     demo.add_argument("--dask", action="store_true",
                       help="also run on dask (CE_PARALLEL address=..., or a LocalCluster; extra [dask])")
     demo.add_argument("--ce", action="store_true",
                       help="also explain with calibrated-explanations, alone and on payoff (extra [ce])")
-    demo.add_argument("--metrics-port", type=int, default=None,
+    demo.add_argument("--metrics-port", type=_port, default=None,
                       help="serve /metrics on this port (default 9464, or $PAYOFF_METRICS_PORT; 0 picks a free one)")
-    demo.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics (default 127.0.0.1)")
+    demo.add_argument("--metrics-addr", type=_addr, default=DEFAULT_METRICS_ADDR,
+                      help=f"address for /metrics (default {DEFAULT_METRICS_ADDR}; empty means the default)")
     demo.set_defaults(handler=_demo)
     doc = sub.add_parser("metrics-doc", help="write the metrics reference (docs/metrics.md) from the code")
     doc.add_argument("-o", "--output", help="file to write (default: standard output)")
@@ -59,7 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = args.handler
-    return int(handler(args))
+    try:
+        return int(handler(args))
+    except UsageError as exc:
+        message = str(exc)
+    except OSError as exc:
+        if exc.filename is None:  # not a path the user gave (a socket, a pipe): a real failure, shown as such
+            raise
+        hint = _WRITES_INTO_DIR.get(args.command)
+        problem = f"{exc.filename}: {exc.strerror or exc}"
+        message = f"cannot write {problem}; {hint}" if hint else problem
+    command = " ".join(filter(None, (args.command, getattr(args, "dashboards_command", None))))
+    print(f"payoff {command}: error: {message}", file=sys.stderr, flush=True)
+    return USAGE_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -91,6 +91,26 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+class PoolStartTimeoutError(TimeoutError):
+    """A pool did not finish starting in time: its workers (usually the ``worker_initializer``) had not all
+    answered when the call's timeout ran out, or after ``payoff.strategies.base.START_TIMEOUT_SECONDS``.
+
+    The half-started pool has been stopped (worker processes killed); the next call starts a fresh one.
+    ``by_call`` is True when the call's own timeout ended the wait.
+    """
+
+    def __init__(self, message: str, *, by_call: bool = False) -> None:
+        super().__init__(message)
+        self.by_call = by_call
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_start_timeout, (str(self), self.by_call))
+
+
+def _rebuild_start_timeout(message: str, by_call: bool) -> PoolStartTimeoutError:
+    return PoolStartTimeoutError(message, by_call=by_call)
+
+
 class StuckThreadsWarning(RuntimeWarning):
     """Thread tasks still run after a cancel or timeout: Python cannot stop a thread from outside.
 
@@ -99,4 +119,5 @@ class StuckThreadsWarning(RuntimeWarning):
     """
 
 
-__all__ = ["RemoteError", "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError", "describe_exit"]
+__all__ = ["PoolStartTimeoutError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError",
+           "describe_exit"]

@@ -25,6 +25,7 @@ from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._source import Source
 from payoff.config import ParallelConfig
+from payoff.errors import PoolStartTimeoutError
 from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
@@ -67,6 +68,9 @@ class ParallelExecutor:
         """
         config = _config_from(max_workers, strategy, config)
         self._pools = PoolRegistry()
+        self._start_timeouts: weakref.WeakKeyDictionary[MapRun, PoolStartTimeoutError] = weakref.WeakKeyDictionary()
+        """Calls whose own timeout ran out while their pool was starting: their ``TimeoutError`` says so."""
+        self._pools.stop_for_caller = _caller_stop(weakref.ref(self))
         self._planner = planner if planner is not None else planning.PLANNER
         self.config = config
         self._closed = False
@@ -223,24 +227,38 @@ class ParallelExecutor:
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release every pool and close the executor, as ``concurrent.futures`` does.
 
-        Running maps finish on the pools they hold (``wait=True`` waits for
-        them); ``cancel_futures=True`` cancels them instead, like :meth:`cancel`.
-        Afterwards ``map`` and ``submit`` raise ``RuntimeError`` until the
-        executor is entered again (``with ex:``), which reopens it.
+        Running maps and submitted calls finish on the pools they hold
+        (``wait=True`` waits for them). ``cancel_futures=True`` cancels what
+        no worker has started yet, as ``concurrent.futures`` does: queued
+        submitted calls end cancelled, running maps raise ``CancelledError``,
+        and work already running finishes (``wait=True`` waits for it); to
+        stop running work too, call :meth:`cancel`. Afterwards ``map`` and
+        ``submit`` raise ``RuntimeError`` until the executor is entered again
+        (``with ex:``), which reopens it.
         """
         with self._lock:
             self._closed = self._pools.closed = True
-        if cancel_futures:
-            self.cancel()
-            return
+            if cancel_futures:
+                self._pools.gentle = True  # a pool a cancelled map gives up keeps its running work
         wait = wait and not self._inside_own_work()
         if wait:
             self._detach_paused()
-        self._pools.retire(close_idle=not wait)
+        self._pools.retire(close_idle=not wait)  # first: a pool given up below is then waited for and joined
+        if cancel_futures:
+            self._cancel_queued()
         if wait:
             self._wait_for_runs()
             self._pools.wait_closed()  # joins every worker, the idle pools' too, as concurrent.futures does
         self._idle_wake.set()
+
+    def _cancel_queued(self) -> None:
+        """``cancel_futures``: running maps stop submitting and raise ``CancelledError``; the work queued on
+        every pool, theirs and submitted calls', is cancelled; what workers have started goes on."""
+        with self._lock:
+            runs = list(self._runs)
+        for run in runs:
+            run.token.set()
+        self._pools.cancel_queued()
 
     def _inside_own_work(self) -> bool:
         """Called from this executor's own work (an item, a submitted task, an observer of a call running in
@@ -280,7 +298,7 @@ class ParallelExecutor:
     def _reopen(self) -> None:
         """After a ``shutdown``: the next call starts pools again (what entering ``with`` does, uncounted)."""
         with self._lock:
-            self._closed = self._pools.closed = False
+            self._closed = self._pools.closed = self._pools.gentle = False
 
     def _check_open(self) -> None:
         if self._closed:
@@ -306,7 +324,7 @@ class ParallelExecutor:
     def __enter__(self) -> ParallelExecutor:
         with self._lock:
             self._depth += 1
-            self._closed = self._pools.closed = False
+            self._closed = self._pools.closed = self._pools.gentle = False
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -314,9 +332,14 @@ class ParallelExecutor:
         with self._lock:
             self._depth -= 1
             outermost = self._depth == 0
-        if outermost:
-            stop = exc_type is not None and not issubclass(exc_type, Exception)  # Ctrl-C, SystemExit
-            self.shutdown(wait=not stop, cancel_futures=stop)
+        if not outermost:
+            return
+        if exc_type is not None and not issubclass(exc_type, Exception):  # Ctrl-C, SystemExit: stop now
+            with self._lock:
+                self._closed = self._pools.closed = True
+            self.cancel()
+            return
+        self.shutdown(wait=True)
 
     # -- one call ------------------------------------------------------------
 
@@ -333,7 +356,21 @@ class ParallelExecutor:
         run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
                      granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
                      timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline)
-        yield from run.blocks()
+        try:
+            yield from run.blocks()
+        except TimeoutError as exc:
+            start = self._start_timeouts.pop(run, None)
+            if start is None or exc is start:
+                raise
+            detail = str(start).removeprefix("payoff: ")  # the deadline passed while the pool was starting
+            raise PoolStartTimeoutError(f"{exc}: {detail}", by_call=True) from start
+
+    def _caller_stop(self) -> _CallStop | None:
+        """What bounds a pool start in this thread: the calls running here (not an ``imap`` paused here)."""
+        me = threading.get_ident()
+        with self._lock:
+            runs = [run for run in self._runs if run.thread == me and not run.paused]
+        return _CallStop(self, runs) if runs else None
 
     def _record_unmapped(self, n_items: int, reason: Reason, detail: str, workload: str, site: CallSite,
                          started_ns: int, started_at: float) -> MapRecord:
@@ -390,7 +427,7 @@ class ParallelExecutor:
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
                 error: BaseException | None, config: ParallelConfig) -> None:
         self.records.append(record)
-        self._planner.learn(record, fn, config)
+        self._planner.learn(record, fn, config, error)  # a WorkerCrashedError keeps fn out of the caller from now on
         self._observers.finished(call, record, error)
 
     def _workload_label(self, workload: str) -> str:
@@ -412,6 +449,7 @@ class ParallelExecutor:
         closed = self._pools.closed
         self._pools = PoolRegistry()
         self._pools.closed = closed
+        self._pools.stop_for_caller = _caller_stop(weakref.ref(self))
         self._lock = threading.RLock()
         self._runs_changed = threading.Condition(self._lock)
         self._active = 0
@@ -484,12 +522,46 @@ class _Submitted:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # positional-only: ``submit(f, self=1)`` works
         _submitted.depth = getattr(_submitted, "depth", 0) + 1
         try:
             return self.fn(*args, **kwargs)
         finally:
             _submitted.depth -= 1
+
+
+class _CallStop:
+    """The calls running in one thread, as a bound on a pool start they wait for: set when any of them is
+    cancelled, expired at the earliest deadline among them."""
+
+    __slots__ = ("_executor", "_runs")
+
+    def __init__(self, executor: ParallelExecutor, runs: list[MapRun]) -> None:
+        self._executor = executor
+        self._runs = runs
+
+    def is_set(self) -> bool:
+        return any(run.token.is_set() for run in self._runs)
+
+    def expired(self) -> bool:
+        return any(run.token.expired() for run in self._runs)
+
+    def seconds_left(self) -> float | None:
+        left = [s for run in self._runs if (s := run.token.seconds_left()) is not None]
+        return min(left) if left else None
+
+    def start_failed(self, error: PoolStartTimeoutError) -> None:
+        for run in self._runs:
+            if run.token.expired():
+                self._executor._start_timeouts[run] = error
+
+
+def _caller_stop(ref: weakref.ReferenceType[ParallelExecutor]) -> Callable[[], _CallStop | None]:
+    """The registry's way to the executor's running calls, without keeping the executor alive."""
+    def find() -> _CallStop | None:
+        executor = ref()
+        return None if executor is None else executor._caller_stop()
+    return find
 
 
 def _idle_loop(ref: weakref.ReferenceType[ParallelExecutor], wake: threading.Event) -> None:

@@ -31,8 +31,8 @@ import numpy as np
 
 from payoff import _forks
 from payoff.config import ParallelConfig
-from payoff.errors import StuckThreadsWarning
-from payoff.observers import warn_at_call_site
+from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
+from payoff.observers import find_call_site, warn_at_call_site
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
@@ -71,6 +71,11 @@ core) must not hold a gaining function serial, so overturning a 1.4x verdict tak
 a row. A held function is re-measured by one call at a time, so a gain there counts fully."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
+CALL_EVENTS = 4096
+OTHERS_WINDOW_SECONDS = 1.0
+"""A probe counts as among other calls when another call of this process started or ended this recently."""
+"""Starts and ends of this process's calls the planner remembers, to tell a call that ran alone from one that
+shared the process (its GIL, its pools) with others."""
 
 
 @dataclass
@@ -301,7 +306,9 @@ def fn_key(fn: Callable[..., Any]) -> Hashable | None:
 class Knowledge:
     """A bounded memory of per-function facts, so a function is probed once, not on every call.
 
-    ``get`` hands out the stored object itself: treat it as read-only.
+    ``get`` hands out the stored object itself: treat it as read-only. Which
+    functions crashed a worker process is kept beside the facts, under the same
+    key: a function can crash before anything about it was measured.
     """
 
     LIMIT = 512
@@ -310,6 +317,7 @@ class Knowledge:
     def __init__(self) -> None:
         self._lock = _forks.Lock()
         self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
+        self._crashes: OrderedDict[Hashable, str] = OrderedDict()
 
     @contextlib.contextmanager
     def _stored(self, fn: Callable[..., Any]) -> Iterator[Facts | None]:
@@ -447,9 +455,32 @@ class Knowledge:
                                     earlier is not None and earlier < THREADS_KEEP_SPEEDUP)
                 facts.threads_speedup = speedup
 
+    def crashed(self, fn: Callable[..., Any], detail: str) -> None:
+        """``fn`` crashed a worker process (``detail`` says how): from now on it runs only in worker processes.
+
+        Kept for the life of the process (or until ``forget``), like the facts:
+        a crash that a retry recovered may recur, and the caller is the one
+        process payoff cannot restart.
+        """
+        key = fn_key(fn)
+        if key is None:
+            return
+        with self._lock:
+            self._crashes[key] = detail
+            self._crashes.move_to_end(key)
+            while len(self._crashes) > self.LIMIT:
+                self._crashes.popitem(last=False)
+
+    def crash_of(self, fn: Callable[..., Any]) -> str | None:
+        """How ``fn`` crashed a worker process in an earlier call; None if it never did."""
+        key = fn_key(fn)
+        with self._lock:
+            return self._crashes.get(key) if key is not None else None
+
     def forget(self) -> None:
         with self._lock:
             self._facts.clear()
+            self._crashes.clear()
 
     def teach(self, fn: Callable[..., Any], facts: Facts) -> None:
         """State the facts of ``fn`` outright (tests, or a user who measured it): no probe will run.
@@ -505,6 +536,8 @@ class Probe:
     pickling: Pickling = NO_PICKLING
     known: bool = False
     """True when the cost came from an earlier call instead of running items now."""
+    crashed: str | None = None
+    """How the function crashed a worker process in an earlier call; None if it never did."""
 
     @property
     def refused(self) -> str:
@@ -535,6 +568,9 @@ class Plan:
     """The guided schedule's floor: chunks shrink towards it at the tail (equal to ``chunk_size`` when fixed)."""
     floor_seconds: float = 0.0
     """For a cost not yet measured (no probe ran): the work a tail chunk must hold, in items once measured."""
+    isolated: bool = False
+    """No item of this call may run in the caller: a function not measured yet under a backend named for its worker
+    processes, or one that crashed a worker process. A pool that cannot start must then raise, not fall back."""
 
 
 @dataclass(frozen=True)
@@ -569,42 +605,84 @@ class Planner:
     """Everything this process has learned about backends and functions, and the decisions drawn from it.
 
     ``plan`` is a function of the call and this state: with the facts of a
-    function taught (``knowledge.teach``) no item runs and no clock is read, so
-    decisions can be tested from a table. ``learn`` feeds each finished call's
-    record back, so a plan that did not pay off is not repeated.
+    function taught (``knowledge.teach``) no item runs and no clock is read for
+    the decision, so decisions can be tested from a table. ``learn`` feeds each
+    finished call's record back, so a plan that did not pay off is not repeated;
+    what a call measured while other calls of this process ran is partly theirs,
+    and only what holds regardless is learned from it (see ``learn``).
     """
 
     def __init__(self) -> None:
         self.costs = CostModel()
         self.knowledge = Knowledge()
+        self._events_lock = _forks.Lock()
+        self._events: deque[int] = deque(maxlen=CALL_EVENTS)
 
     def reset(self) -> None:
         self.costs.reset()
         self.knowledge.forget()
+        with self._events_lock:
+            self._events.clear()
+
+    def _event(self) -> None:
+        """A call starts (``plan``) or ends (``learn``) now."""
+        with self._events_lock:
+            self._events.append(time.monotonic_ns())
+
+    def _among_others(self, wall_seconds: float) -> bool:
+        """Whether another call of this process started or ended while the call ending now ran.
+
+        Its own start is one event in that window; any second one is another
+        call's. Two calls that overlap both see it: the later one's start falls in
+        the earlier one's run, the earlier one's end in the later one's. (A call
+        that starts before this one and ends after it, with no other call
+        starting or ending meanwhile, is not seen: an approximation that needs
+        no pairing of starts with ends, so a plan with no ``learn`` leaks nothing.)
+        """
+        since = time.monotonic_ns() - int(wall_seconds * 1e9)
+        seen = 0
+        with self._events_lock:
+            for at in reversed(self._events):
+                if at < since:
+                    break
+                seen += 1
+                if seen >= 2:
+                    return True
+        return False
 
     def plan(self, call: Call) -> Plan:
         """Decide how to run ``call``; may run its first items (the probe)."""
+        self._event()
         cfg = call.config
         if not call.items:
             return Plan("serial", 1, 1, Reason.EMPTY_INPUT)
-        workers = available_workers(cfg)
+        workers = local = available_workers(cfg)
         decision = Reason.EXPLICIT_OBJECT if call.requested == "custom" else Reason.EXPLICIT_STRATEGY
         early = _early_fallback(call, workers)
-        if early is not None:
+        if early is not None and not (early[0] is Reason.SINGLE_WORKER and self._may_need_a_worker(call)):
             return _serial(call, early[0], early[1], decision)
         if call.requested == "serial":
             return _serial(call, None, "", decision)
-        probe = _run_probe(self.knowledge, call, workers)
+        probe = _run_probe(self.knowledge, call, workers, self._among_others(OTHERS_WINDOW_SECONDS))
         if probe.failed:
             return _serial(call, None, "the probe item raised", decision, probe)
         remaining = len(call.items) - probe.n
         if call.requested == "custom":
             return self._chunked(call, "custom", workers, probe, remaining, decision)
         strategy, decision, why = self._choose(call, probe)
-        if why is not None:
+        isolate = _stays_in_workers(call, probe)
+        if why is not None and not (isolate and why[0] is Reason.PAYLOAD_TOO_LARGE):  # large is costly, not unsendable
+            _refuse_the_caller(call, probe, strategy, why)
             return _serial(call, why[0], why[1], decision, probe)
         workers = _cluster_workers(call.config, workers) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
+        if isolate:  # the serial fallbacks below would run its items here: they are for measured functions
+            floor = None if probe.crashed is not None else _floor_fallback(call) or _too_few(call, remaining)
+            if floor is not None:  # the user's own minimum for parallel, or nothing to split: it runs here
+                return _serial(call, floor[0], floor[1], decision, probe)
+            return replace(self._chunked(call, strategy, workers, probe, remaining, decision), isolated=True)
+        if local < 2 and cfg.tiny_workload_threshold != 0:  # a named process backend, measured: the caller is faster
+            return _serial(call, Reason.SINGLE_WORKER, f"{local} worker available", decision, probe)
         if strategy in call.warm and probe.forgone.get(strategy):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
         fallback = _threshold_fallback(call, probe, remaining) or self._cost_fallback(
@@ -623,11 +701,20 @@ class Planner:
             return _serial(call, fallback[0], fallback[1], decision, probe)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
 
+    def _may_need_a_worker(self, call: Call) -> bool:
+        """Whether one worker still means a pool of one worker process rather than the caller: under a backend
+        named for its worker processes (decided after the probe, by what is measured), or for a function that
+        crashed a worker process."""
+        return call.requested in CROSSES_PROCESSES \
+            or (call.requested == "auto" and self.knowledge.crash_of(call.fn) is not None)
+
     def _choose(self, call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reason, str] | None]:
         """Pick the backend; the third element is a reason to stay serial instead."""
         requested = call.requested
         if requested != "auto":
             return requested, Reason.EXPLICIT_STRATEGY, _payload_problem(call, requested, probe)
+        if probe.crashed is not None:
+            return _isolating_choice(call, probe)
         if probe.seconds_per_item is not None and probe.cpu_ratio < WAITING_CPU_RATIO:
             return "threads", Reason.AUTO_WAITING, None
         if call.releases_gil:
@@ -676,12 +763,22 @@ class Planner:
                        remaining: int) -> tuple[Reason, str] | None:
         return _cost_fallback(self.costs, call, strategy, workers, probe, remaining)
 
-    def learn(self, record: MapRecord, fn: Callable[[Any], Any], config: ParallelConfig | None = None) -> None:
+    def learn(self, record: MapRecord, fn: Callable[[Any], Any], config: ParallelConfig | None = None,
+              error: BaseException | None = None) -> None:
         """Feed measured item cost, CPU share, backend overheads and the verdict back into the planner.
 
         ``config`` is the one the call ran with: a process pool's start is learned for its start method.
+        ``error`` is what the call raised: a ``WorkerCrashedError`` (or a crash the call recovered from, its
+        record's ``map_failure_retry``) marks ``fn`` as one that crashes worker processes.
         """
-        if record.n_items and not record.n_errors and record.busy_seconds > 0:
+        crash = _crash_of(record, error)
+        if crash is not None:
+            self.knowledge.crashed(fn, crash)
+        crowded = self._among_others(record.wall_seconds)
+        self._event()
+        in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
+        measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
+        if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
             per_item, share = record.serial_estimate_seconds / record.n_items, _cpu_share(record)
             if not self.knowledge.observe(fn, per_item, share):  # no probe ran: the pool measured it first
                 self.knowledge.first_measured(fn, per_item, 1.0 if share is None else share)
@@ -691,7 +788,9 @@ class Planner:
             self.knowledge.started(fn, record.selected_strategy)
             self.costs.learn(record.selected_strategy, start=record.pool_start_seconds,
                              method=start_method(config.start_method if config is not None else None))
-        if record.mode != "parallel" or record.fallback_reason is not None or record.n_errors:
+        if not measured_all or record.mode != "parallel" or record.fallback_reason is not None:
+            return
+        if crowded:  # its wall time and its pool's queue were shared with the other calls: no verdict, no latency
             return
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
             self.knowledge.observe_threads(fn, record.speedup)
@@ -802,7 +901,8 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     return None
 
 
-def _threshold_fallback(call: Call, probe: Probe, remaining: int) -> tuple[Reason, str] | None:
+def _floor_fallback(call: Call) -> tuple[Reason, str] | None:
+    """The configuration's own minimum for parallel (``min_batch_size``, ``min_instances_for_parallel``)."""
     cfg = call.config
     n = len(call.items)
     floor = cfg.min_batch_size
@@ -810,8 +910,22 @@ def _threshold_fallback(call: Call, probe: Probe, remaining: int) -> tuple[Reaso
         floor = max(floor or 0, cfg.min_instances_for_parallel)
     if floor is not None and n < floor:
         return Reason.TINY_WORKLOAD, f"{n} items is below the minimum of {floor} for parallel"
-    if remaining < 2 and cfg.tiny_workload_threshold != 0:
+    return None
+
+
+def _too_few(call: Call, remaining: int) -> tuple[Reason, str] | None:
+    """One item left: nothing to split across workers (unless ``tiny_workload_threshold=0`` forces a pool)."""
+    n = len(call.items)
+    if remaining < 2 and call.config.tiny_workload_threshold != 0:
         return Reason.TINY_WORKLOAD, f"{n} item{'s' if n != 1 else ''} is too few to split across workers"
+    return None
+
+
+def _threshold_fallback(call: Call, probe: Probe, remaining: int) -> tuple[Reason, str] | None:
+    cfg = call.config
+    floor = _floor_fallback(call) or _too_few(call, remaining)
+    if floor is not None:
+        return floor
     cost = probe.seconds_per_item
     if cfg.tiny_workload_threshold is not None and cost is not None:
         work = cost * remaining
@@ -874,7 +988,7 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     oh = costs.get(strategy, start_method(call.config.start_method), workers)
     if call.requested != "auto":
         serial, fixed = cost * remaining, oh.per_call + oh.per_chunk
-        if serial > fixed * PAYOFF_MARGIN * workers / (workers - 1):
+        if serial > fixed * PAYOFF_MARGIN * workers / max(1, workers - 1):
             return None
         return (Reason.TINY_WORKLOAD, f"{remaining:,} items x {_per_item(cost)} = {serial * 1e3:,.3f} ms of "
                 f"work is less than {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call")
@@ -937,13 +1051,13 @@ def _cloudpickled_size(obj: Any) -> int | None:
         return None
 
 
-def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
+def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = False) -> Probe:
     """Run the first items in the caller, unless they are known or the user fixed every choice.
 
     A known function runs its first item here only when no earlier call's
     result was seen to pickle: that result is checked (and kept).
     """
-    probe = Probe()
+    probe = Probe(crashed=knowledge.crash_of(call.fn))
     known = knowledge.snapshot(call.fn)
     fn_known = known is not None and (known.fn_facts_hold_for(call.fn) or _large_and_measured(known))
     if known is not None:
@@ -951,10 +1065,11 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int) -> Probe:
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
-    if needs_cost and known is None and _may_run_items_here(call):
-        _probe_cost(call, probe, workers)
+    here = _may_run_items_here(call, probe.crashed is not None)
+    if needs_cost and known is None and here:
+        _probe_cost(call, probe, workers, crowded)
     elif sends and known is not None and known.result_error != "":
-        if _may_run_items_here(call):
+        if here:
             probe.outcome, _ = _bounded(call, 1, 1)
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
@@ -975,17 +1090,88 @@ def _large_and_measured(known: Facts) -> bool:
     return known.measured_on is not None and known.fn_bytes >= SHIP_ONCE_BYTES
 
 
-def _may_run_items_here(call: Call) -> bool:
+def _may_run_items_here(call: Call, crashed: bool = False) -> bool:
     """Whether the probe may run an unmeasured function's first items in the caller, as a loop would.
 
-    Not under a backend named for its worker processes (an item that crashes
-    there must not take the caller down) unless the user asked for small work
-    to be kept in the caller (``tiny_workload_threshold``). Such a call starts
-    on its pool with guided chunks, which learn the cost from the first ones
-    back; the next call of the function is planned from it. (Under a timeout
-    the probe runs on a payoff thread the caller waits for no longer than that.)
+    Never for a function that crashed a worker process. Not under a backend
+    named for its worker processes (an item that crashes there must not take
+    the caller down) unless the user asked for small work to be kept in the
+    caller (``tiny_workload_threshold``). Such a call starts on its pool with
+    guided chunks, which learn the cost from the first ones back; the next call
+    of the function is planned from it. (Under a timeout the probe runs on a
+    payoff thread the caller waits for no longer than that.)
     """
+    if crashed:
+        return False
     return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold)
+
+
+def _stays_in_workers(call: Call, probe: Probe) -> bool:
+    """Whether no item of this call may run in the caller, so no serial fallback applies.
+
+    A function that crashed a worker process, under a process backend the
+    user named or under auto (which then chooses one); and under a named one,
+    a function not measured yet (no probe ran: nothing is known but that the
+    user asked for worker processes). A payload too large for the size hint is
+    still sent: it is costly, not unsendable. One that no pickler can send is
+    the one case left (see ``_refuse_the_caller``).
+    """
+    if probe.crashed is not None:
+        return call.requested == "auto" or call.requested in CROSSES_PROCESSES
+    return call.requested in CROSSES_PROCESSES and probe.seconds_per_item is None
+
+
+def _isolating_choice(call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reason, str] | None]:
+    """Auto for a function that crashed a worker process: a process backend whatever the work."""
+    problem = _payload_problem(call, "processes", probe)
+    if problem is None or problem[0] is not Reason.UNPICKLABLE:
+        return "processes", Reason.AUTO_ISOLATES_CRASHES, None
+    if _cloudpickle_ok(call, probe):
+        return "joblib", Reason.AUTO_ISOLATES_CRASHES, None
+    return "processes", Reason.AUTO_ISOLATES_CRASHES, (Reason.UNPICKLABLE, problem[1] + CLOUDPICKLE_CANNOT)
+
+
+def _refuse_the_caller(call: Call, probe: Probe, strategy: str, why: tuple[Reason, str]) -> None:
+    """Raise before any item runs where running this call's items in the caller is not acceptable.
+
+    A function that crashed a worker process and cannot be sent to one: a
+    ``pickle.PicklingError`` (the caller is the one process payoff cannot
+    restart; ``strategy='serial'`` runs it there when the user says so). Under
+    a backend named for its worker processes, a call nothing can send falls back
+    to the caller with an ``unpicklable`` warning, which the observers emit once
+    the call is done; where a warnings filter makes that warning an error (the
+    documented isolation switch), it is raised now, so that nothing runs.
+    """
+    reason, detail = why
+    if reason is not Reason.UNPICKLABLE or call.requested not in ("auto", *CROSSES_PROCESSES):
+        return
+    if probe.crashed is not None:
+        raise pickle.PicklingError(
+            f"payoff: this function crashed a worker process before ({probe.crashed}), so its items run only in "
+            f"worker processes, never in this one; this call cannot be sent to {strategy}: {detail}. Nothing "
+            "ran. Make the function, items and results picklable, or name strategy='serial' to run them in "
+            "this process anyway")
+    if call.requested == "auto":
+        return
+    from payoff.telemetry.warnings import ParallelFallbackWarning, _action
+
+    site = find_call_site()
+    text = (f"payoff: the items of this call would run serially in this process instead of {call.requested} "
+            f"({reason.value}): {detail}. Nothing ran: a warnings filter makes ParallelFallbackWarning an error "
+            f"here. {reason.advice_sentence}")
+    if _action(text, ParallelFallbackWarning, site.module, site.lineno) == "error":
+        raise ParallelFallbackWarning(text, reason)
+
+
+def _crash_of(record: MapRecord, error: BaseException | None) -> str | None:
+    """How a call's worker process died, in words: the ``WorkerCrashedError`` it raised, or a crash it recovered
+    from by rerunning chunks (``map_failure_retry``); None when no worker died."""
+    if isinstance(error, WorkerCrashedError):
+        where = f"item {error.item_index}" if error.item_index is not None else "a chunk"
+        return f"{where} crashed a worker process ({describe_exit(error.exitcode)}) in call {record.call_id}"
+    if record.fallback_reason is Reason.MAP_FAILURE_RETRY:
+        return f"a worker process died in call {record.call_id}; a retry recovered its chunks"
+    return None
 
 
 def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
@@ -1000,15 +1186,31 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.pickling = known.pickling
 
 
-def _probe_cost(call: Call, probe: Probe, workers: int) -> None:
-    """Run the first items in the caller to learn what an item costs and how much of it is CPU."""
+def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -> None:
+    """Run the first items in the caller to learn what an item costs and how much of it is CPU.
+
+    Little CPU per second of wall time means the items wait (I/O, sleep),
+    unless other payoff calls of this process ran around it (``crowded``) and
+    the process as a whole kept a core busy meanwhile: then the probe's thread
+    waited for the GIL the other threads held (many threads sharing one
+    executor), its items are CPU work, and what they cost alone is their CPU
+    time. Without other payoff calls a busy thread of the program's own says
+    nothing about these items, which may really wait (I/O beside a busy thread).
+    """
     share = len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
+    process_ns, clock_ns = time.process_time_ns(), time.perf_counter_ns()
     probe.outcome, per_item = _bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                        max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
-    if probe.outcome.n_done:
-        wall = sum(probe.outcome.durations_ns) / 1e9
+    outcome = probe.outcome
+    process_ns = time.process_time_ns() - process_ns  # this thread's and the others': about one core when GIL-bound
+    clock_ns = time.perf_counter_ns() - clock_ns
+    if outcome.n_done:
+        wall = sum(outcome.durations_ns) / 1e9
         probe.seconds_per_item = max(per_item, 1e-9)
-        probe.cpu_ratio = min(1.0, max(0.05, probe.outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
+        probe.cpu_ratio = min(1.0, max(0.05, outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
+        if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and process_ns >= GIL_BOUND_CORES * clock_ns:
+            probe.cpu_ratio = 1.0
+            probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
 
 
 def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, float]:

@@ -74,6 +74,14 @@ class Reason(StrEnum):
         "CPU-bound work whose function only cloudpickle can send: the joblib (loky) pool runs it",
         "",
     )
+    AUTO_ISOLATES_CRASHES = (
+        "auto_isolates_crashes",
+        "decision",
+        "the function crashed a worker process before (a WorkerCrashedError, or a crash a retry recovered): "
+        "it runs only in worker processes (processes, or joblib when only cloudpickle sends it), whatever "
+        "the work, and is never measured or run in the caller",
+        "",
+    )
     EMPTY_INPUT = (
         "empty_input",
         "decision",

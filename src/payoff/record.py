@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
@@ -21,6 +22,27 @@ CPU_BOUND_RATIO = 0.5
 """Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
 PAYS_OFF_MARGIN = 1.05
 """A call "pays off" when its estimated speedup beats serial by at least 5%."""
+OUTCOMES = ("ok", "error", "timeout", "cancelled")
+"""How a call ended (``MapRecord.outcome``): it returned its results, an item or payoff raised,
+its ``timeout=`` struck, or it was stopped (``cancel()``, Ctrl-C, ``shutdown``)."""
+_ENDED = {"error": "failed", "timeout": "timed out", "cancelled": "cancelled"}
+
+
+def outcome_of(error: BaseException | None, n_errors: int = 0) -> str:
+    """The ``outcome`` of a call that ended with ``error`` (None: it completed).
+
+    An item that raised makes the call an ``error`` whatever the exception's
+    type: ``fn`` raising ``TimeoutError`` itself is not the call's ``timeout=``.
+    """
+    if error is None:
+        return "ok"
+    if n_errors:
+        return "error"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, CancelledError | KeyboardInterrupt | SystemExit | GeneratorExit):
+        return "cancelled"
+    return "error"
 
 
 _T = TypeVar("_T")
@@ -186,6 +208,8 @@ class MapRecord:
     started_at: float
     """Unix time of the call's start, for reports and logs."""
     chunks: tuple[ChunkStats, ...] = field(repr=False)
+    outcome: str = "ok"
+    """How the call ended, one of ``OUTCOMES``; a call that is not ``ok`` is never judged against serial."""
 
     @_memo
     def queue_wait(self) -> Summary:
@@ -207,9 +231,26 @@ class MapRecord:
         return self.workers * self.wall_seconds
 
     @property
+    def completed(self) -> bool:
+        """Whether the call returned its results (``outcome == "ok"``)."""
+        return self.outcome == "ok"
+
+    @property
+    def items_done(self) -> int:
+        """Items whose chunks came back: all of them when the call completed, fewer when it did not."""
+        return min(self.n_items, sum(c.n_items for c in self.chunks))
+
+    @property
     def speedup(self) -> float:
-        """Estimated serial time of the same work over the measured wall time."""
-        return self.serial_estimate_seconds / self.wall_seconds if self.wall_seconds > 0 else 1.0
+        """Estimated serial time of the same work over the measured wall time; always finite.
+
+        1.0 (no evidence either way) when the wall time is zero or the ratio is
+        not a finite number (a record built or read with extreme values).
+        """
+        if not self.wall_seconds > 0:
+            return 1.0
+        ratio = self.serial_estimate_seconds / self.wall_seconds
+        return ratio if math.isfinite(ratio) else 1.0
 
     @property
     def efficiency(self) -> float:
@@ -226,8 +267,8 @@ class MapRecord:
 
     @property
     def pays_off(self) -> bool:
-        """Did running this call in parallel beat serial by a real margin?"""
-        return self.mode == "parallel" and self.speedup >= PAYS_OFF_MARGIN
+        """Did running this call in parallel beat serial by a real margin? Never for a call that did not complete."""
+        return self.mode == "parallel" and self.completed and self.speedup >= PAYS_OFF_MARGIN
 
     def summary(self) -> str:
         """One line a person can read: what ran, how fast against serial, and why."""
@@ -237,16 +278,30 @@ class MapRecord:
         if cut < self.n_chunks:  # chunks that ran past their budget, or were split to find a crash, came back in pieces
             chunks += f" ({self.n_chunks:,} pieces)"
         head = f"{self.selected_strategy} x{self.workers}, {items} in {chunks}"
+        if not self.completed:
+            return f"{head}: {self._ending()}"
         if self.fallback_reason is not None and self.mode == "serial":
             return (f"{head}: ran serially ({self.fallback_reason.value}), "
                     f"{self.wall_seconds * 1e3:,.1f} ms; {self.fallback_reason.advice}")
         if self.mode == "serial":
             return f"{head}: ran serially, {self.wall_seconds * 1e3:,.1f} ms"
-        verdict = "faster" if self.speedup >= 1 else "slower"
-        factor = self.speedup if self.speedup >= 1 else (1 / self.speedup if self.speedup > 0 else math.inf)
         recovered = f" after {self.fallback_reason.value}" if self.fallback_reason is not None else ""
+        if self.speedup <= 0:  # no chunk measured any work: nothing to compare with serial
+            return f"{head}: no work measured, so no speedup against serial{recovered}"
+        verdict = "faster" if self.speedup >= 1 else "slower"
+        factor = self.speedup if self.speedup >= 1 else 1 / self.speedup
         return (f"{head}: {factor:.2f}x {verdict} than serial{recovered}, utilization {self.utilization:.0%}, "
                 f"queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms")
+
+    def _ending(self) -> str:
+        """How a call that did not complete ended: ``timed out after 0.20 s, 1 of 4 items done``."""
+        ended = _ENDED.get(self.outcome, f"ended ({self.outcome})")
+        text = f"{ended} after {self.wall_seconds:,.2f} s, {self.items_done:,} of {self.n_items:,} items done"
+        if self.n_errors:
+            text += ", 1 item raised" if self.n_errors == 1 else f", {self.n_errors:,} items raised"
+        if self.fallback_reason is not None and self.mode == "serial":
+            text += f"; ran serially ({self.fallback_reason.value})"
+        return text
 
     def _repr_html_(self) -> str:
         """Notebooks show the verdict, the numbers and the task timeline."""
@@ -259,7 +314,8 @@ class MapRecord:
         data = asdict(self)
         data["decision_reason"] = self.decision_reason.value
         data["fallback_reason"] = self.fallback_reason.value if self.fallback_reason else None
-        for name in ("capacity_seconds", "speedup", "efficiency", "utilization", "mode", "pays_off"):
+        for name in ("capacity_seconds", "speedup", "efficiency", "utilization", "mode", "pays_off", "completed",
+                     "items_done"):
             data[name] = getattr(self, name)
         data["queue_wait"], data["task_time"] = asdict(self.queue_wait), asdict(self.task_time)
         return data
@@ -325,9 +381,11 @@ class RecordBuilder:
             total += busy if c.where != "pool" else min(busy, c.cpu_seconds / self.cpu_ratio)
         return total
 
-    def build(self) -> MapRecord:
+    def build(self, error: BaseException | None = None) -> MapRecord:
+        """Freeze the call's record; ``error`` is what the call raised (None: it returned its results)."""
         wall = max(1, time.monotonic_ns() - self.started_ns) / 1e9
         chunks = tuple(sorted(self.chunks, key=lambda c: c.first_item))
+        n_errors = sum(c.n_errors for c in chunks)
         overhead = {k: v / 1e9 for k, v in self.overhead_ns.items()}
         overhead["pool_start"] = self.pool_start_seconds
         return MapRecord(
@@ -342,5 +400,5 @@ class RecordBuilder:
             cpu_seconds=sum(c.cpu_seconds for c in chunks),
             serial_estimate_seconds=self._serial_estimate(), overhead_seconds=overhead,
             bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
-            n_errors=sum(c.n_errors for c in chunks), started_at=self.started_at, chunks=chunks,
+            n_errors=n_errors, started_at=self.started_at, chunks=chunks, outcome=outcome_of(error, n_errors),
         )

@@ -14,6 +14,12 @@ that took them finish long after the others. Each chunk therefore gets a
 soft time budget, a few times what it was planned to take: past it, the
 worker hands back the items it has not started and they are cut again from
 what they now measure (work stealing, from the queue's side).
+
+An ``imap`` hands results out as they come, so its chunks also have a ceiling
+in work (``max_seconds``): with slow items a chunk sized for throughput would
+hold the first result back for seconds, and an ``imap`` its consumer left
+would keep its workers busy as long. Until a chunk of such a schedule has come
+back, chunks hold one item each.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ BUDGET_FACTOR = 3.0
 """A chunk may run this many times its planned time before it hands back its unstarted items."""
 MIN_BUDGET_SECONDS = 0.01
 """Never less: each hand-back costs a dispatch (~0.1-1 ms), so a budget this long keeps the cost near 5%."""
+IMAP_CHUNK_SECONDS = 0.1
+"""An ``imap`` chunk holds at most this much measured work (at least one item): its first results come after
+about this long however slow the items, and an abandoned ``imap`` leaves at most this much per chunk running.
+A dispatch costs ~0.1-1 ms, so the ceiling costs at most about 1% where it applies."""
 
 
 def guided_size(remaining: int, workers: int, floor: int, cap: int) -> int:
@@ -51,10 +61,12 @@ class GuidedChunks:
     """Hands out chunk sizes for one call as its items are taken, learning from the chunks that finished."""
 
     def __init__(self, size: int, floor: int, workers: int, seconds_per_item: float | None,
-                 floor_seconds: float = 0.0) -> None:
+                 floor_seconds: float = 0.0, max_seconds: float | None = None) -> None:
         """``floor`` in items for a measured cost; for an unmeasured one (None), ``floor_seconds`` of work,
-        turned into items once the first chunks are back."""
+        turned into items once the first chunks are back. ``max_seconds``: the most work a chunk may hold
+        (an ``imap``'s; None: no ceiling), one item while the cost is unmeasured."""
         self.size, self.floor, self.workers = size, max(1, floor), workers
+        self.max_seconds = max_seconds
         measured = seconds_per_item is not None and seconds_per_item > 0
         self.fixed = self.floor >= size or not (measured or floor_seconds > 0)
         self._per_item = seconds_per_item if measured and seconds_per_item is not None else 0.0
@@ -62,9 +74,14 @@ class GuidedChunks:
 
     def next(self, remaining: int | None) -> int:
         """The size of the next chunk; ``remaining`` is None for a stream of unknown length."""
-        if self.fixed or remaining is None:
-            return self.size
-        return guided_size(remaining, self.workers, self._current_floor(), self.size)
+        size = self.size if self.fixed or remaining is None else \
+            guided_size(remaining, self.workers, self._current_floor(), self.size)
+        return size if self.max_seconds is None else self._capped(size, self.max_seconds)
+
+    def _capped(self, size: int, max_seconds: float) -> int:
+        if self._per_item <= 0:
+            return 1
+        return max(1, min(size, int(max_seconds / self._per_item)))
 
     def budget_ns(self, size: int) -> int | None:
         """How long a chunk of ``size`` may run; None when sizes are fixed (a user's chunksize, a stream)."""

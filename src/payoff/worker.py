@@ -15,13 +15,14 @@ one plain ``map``, as fast as the caller's own loop.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import pickle
 import threading
 import time
 import traceback
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, overload
@@ -32,9 +33,13 @@ _local = threading.local()
 _in_worker_process = False
 
 
+_ITEM_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("payoff_item_depth", default=0)
+"""Set once in the context a serial ``imap``'s items run in: a per-item thread-local set cost more than the item."""
+
+
 def in_worker() -> bool:
     """True inside a payoff chunk (any backend) or a payoff worker process."""
-    return _in_worker_process or getattr(_local, "depth", 0) > 0
+    return _in_worker_process or getattr(_local, "depth", 0) > 0 or _ITEM_DEPTH.get() > 0
 
 
 @dataclass
@@ -187,7 +192,7 @@ def run_chunk(
     try:
         _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns)
     except Exception as exc:
-        error = exc
+        error = item_error(exc)
         if len(results) > sum(sizes):  # the failing block's finished items still count as work done
             sizes.append(len(results) - sum(sizes))
             durations.append(0)
@@ -202,6 +207,34 @@ def run_chunk(
                          f"(chunk {index}, worker {outcome.worker})")
         outcome.error = error
     return outcome
+
+
+class _StoppedEarly(Exception):
+    """A block's ``map`` ended before its items did: ``fn`` raised StopIteration, which ``map`` takes for the
+    end of its input (the exception itself is gone by then)."""
+
+
+STOP_ITERATION_MESSAGE = ("fn raised StopIteration (a next() on an exhausted iterator, most likely): payoff "
+                          "raises it as this item's error, since taken for the end of the input it would "
+                          "silently drop this item's result and the rest")
+
+
+def item_error(exc: BaseException) -> BaseException:
+    """What an item's exception is raised as: itself, except StopIteration, which becomes a RuntimeError.
+
+    A StopIteration let through ends whatever loop runs ``fn``: the builtin ``map``
+    stops there, a generator turns it into "generator raised StopIteration", so
+    results would go missing or shift. As in a generator (PEP 479), it is a
+    RuntimeError, caused by the StopIteration when payoff caught it itself (a
+    ``map`` over a block of items swallows it before anyone can).
+    """
+    if isinstance(exc, StopIteration):
+        error = RuntimeError(STOP_ITERATION_MESSAGE)
+        error.__cause__ = exc
+        return error
+    if isinstance(exc, _StoppedEarly):
+        return RuntimeError(STOP_ITERATION_MESSAGE)
+    return exc
 
 
 def _add_note(error: BaseException, note: str) -> None:
@@ -247,8 +280,10 @@ def _run_blocks(
         if done:
             durations.append(took)
             sizes.append(done)
-        if done < hi - lo:  # stopped before the block's end: the chunk hands back fewer results
-            return
+        if done < hi - lo:  # stopped before the block's end: the deadline, or fn raised StopIteration
+            if gated and cancel is not None and cancel.expired():
+                return  # the chunk hands back fewer results
+            raise _StoppedEarly
         per_item = took // done or 1
         block = max(1, min(MAX_BLOCK, BLOCK_GROWTH * (hi - lo), BLOCK_TARGET_NS // per_item))
         if tail_ok and per_item < TAIL_ITEM_NS and n - hi <= BLOCK_GROWTH * hi \
@@ -318,6 +353,135 @@ def until_deadline(source: Iterator[Any], clock: Callable[[], float], deadline: 
 
 def _worker_name() -> str:
     return f"{os.getpid()}:{threading.get_ident()}"
+
+
+# -- a serial imap: items run as their results are asked for -------------------------------------------------
+
+CPU_SAMPLE_NS = 100_000
+"""A streamed item reads the thread's CPU clock around itself only after an item at least this dear took its
+turn (a read costs up to ~0.7 us); cheaper items count their wall time as CPU (run in the caller, a cheap
+item is almost always computing)."""
+
+
+@dataclass
+class StreamedOutcome(ChunkOutcome):
+    """A streamed chunk's outcome: its results went to the caller one by one, so only their count is kept."""
+
+    count: int = 0
+
+    @property
+    def n_done(self) -> int:
+        return self.count
+
+
+class StreamedChunk:
+    """Items run in the caller one at a time, each result handed out before the next item is read.
+
+    A serial ``imap`` is the builtin ``map`` with a record: iterating this runs
+    ``fn`` on the next item only when the consumer asks for the next result, so
+    an input whose items are valid only until the next read (``itertools.groupby``,
+    a reused buffer), or that waits for a result before it yields the next item,
+    works as it does with ``map``. Each item is timed alone (the consumer's time
+    between results is not the chunk's work), and the times are summed into
+    timing blocks of about BLOCK_TARGET_NS. Iteration ends after ``max_items``
+    items or ``max_ns`` of work, at the end of the input (``ended``; what the
+    input raised in ``input_error``), at an item's error (kept in ``error``, for
+    the caller to raise once iteration ended), or once ``cancel`` is set or its
+    deadline passed: no item starts after that.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], items: Iterator[Any], index: int, first: int,
+                 cancel: CancelToken | None, max_ns: int, max_items: int,
+                 context: contextvars.Context | None = None) -> None:
+        """``context``: where each item runs (a copy of the caller's with the call's span current, so the
+        item's own spans nest under it, as on a thread); None: a copy of the caller's own. Items run in a copy
+        so that marking them as inside payoff (a map in ``fn`` is nested) costs one set a chunk, not two an item."""
+        self.fn, self.items, self.index, self.first = fn, items, index, first
+        self.cancel, self.max_ns, self.max_items, self.context = cancel, max_ns, max_items, context
+        self.count = 0
+        self.error: BaseException | None = None
+        self.input_error: Exception | None = None
+        self.ended = False
+        self.start_ns = time.monotonic_ns()
+        self.work_ns = self.cpu_ns = 0
+        self.durations: array[int] = array("q")
+        self.sizes: array[int] = array("q")
+        self._run: Generator[Any, None, None] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._run is None:
+            self._run = self._items()
+        return self._run
+
+    def _items(self) -> Generator[Any, None, None]:
+        fn, items, local = self.fn, self.items, _local
+        context = contextvars.copy_context() if self.context is None else self.context
+        context.run(_ITEM_DEPTH.set, getattr(local, "depth", 0) + 1)  # a map inside fn is nested; none outside
+        run_in = context.run
+        cancel = self.cancel
+        cancelled = None if cancel is None else cancel._event.is_set
+        deadline, now = (None, time.monotonic) if cancel is None else (cancel.deadline, cancel.clock)
+        clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+        durations, sizes, max_items, max_ns = self.durations, self.sizes, self.max_items, self.max_ns
+        count = work = cpu = block_ns = block_n = 0
+        last = CPU_SAMPLE_NS  # the first item reads the CPU clock
+        self.start_ns = time.monotonic_ns()
+        try:
+            while count < max_items and work < max_ns:
+                if cancelled is not None and (cancelled() or (deadline is not None and now() >= deadline)):
+                    return
+                try:
+                    item = next(items)
+                except StopIteration:
+                    self.ended = True
+                    return
+                except Exception as exc:  # the input's own error: raised once the results before it are out
+                    self.ended, self.input_error = True, exc
+                    return
+                c0 = cpu_clock() if last >= CPU_SAMPLE_NS else 0
+                t0 = clock()
+                try:
+                    result = run_in(fn, item)
+                except BaseException as exc:  # whatever it is, the caller raises it once this run has ended
+                    self._fail(exc, count)
+                    return
+                last = clock() - t0 or 1
+                cpu += cpu_clock() - c0 if c0 else last
+                work += last
+                count += 1
+                block_ns += last
+                block_n += 1
+                if block_ns >= BLOCK_TARGET_NS:
+                    durations.append(block_ns)
+                    sizes.append(block_n)
+                    block_ns = block_n = 0
+                yield result
+        finally:
+            if block_n:
+                durations.append(block_ns)
+                sizes.append(block_n)
+            self.count, self.work_ns, self.cpu_ns = count, work, cpu
+
+    def _fail(self, exc: BaseException, done: int) -> None:
+        error = item_error(exc)
+        if isinstance(error, Exception):  # Ctrl-C, SystemExit and the like go on as they came
+            _add_note(error, f"payoff: raised by item {self.first + done} of the map "
+                             f"(chunk {self.index}, worker {_worker_name()})")
+        self.error = error
+
+    def outcome(self) -> StreamedOutcome:
+        """What ran, for the record; a run its consumer left midway is closed first.
+
+        Its busy span is its items' time: it starts at the first item and lasts as long as they took.
+        """
+        if self._run is not None:
+            with contextlib.suppress(ValueError):  # running: only possible from inside fn itself
+                self._run.close()
+        out = StreamedOutcome(self.index, self.first, [], self.start_ns, self.start_ns + self.work_ns, self.cpu_ns,
+                              self.durations, self.sizes, _worker_name(), count=self.count)
+        if self.error is not None:
+            out.error, out.error_index = self.error, self.first + self.count
+        return out
 
 
 # -- process side -----------------------------------------------------------

@@ -11,12 +11,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 
 import payoff
-from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, planning
 from payoff.errors import WorkerCrashedError
 from tests import tasks
 
@@ -152,3 +153,191 @@ def test_the_crash_is_named_by_the_worker_that_died_not_by_those_the_pool_killed
         codes: list[int], culprit: int | None) -> None:
     from payoff._maprun import _culprit_code
     assert _culprit_code(codes) == culprit
+
+
+# -- a named process backend keeps an unmeasured function out of the caller, whatever would make it serial ------
+
+
+def segfault_always(item: object) -> int:
+    """Crashes the interpreter running it, whatever the item (a large payload, say)."""
+    import ctypes
+
+    ctypes.string_at(0)
+    return 0
+
+
+def segfault_on_fifty(x: int) -> int:
+    """Crashes the interpreter running it on item 50: past what a probe measures, in a map of 200."""
+    if x == 50:
+        import ctypes
+
+        ctypes.string_at(0)
+    return x * 10
+
+
+UNMEASURED_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.errors import WorkerCrashedError
+    from tests import tasks
+    from tests.reliability.test_crashes import segfault_always
+
+    strategy, scenario = sys.argv[1], sys.argv[2]
+    fn, items, options, config = tasks.segfault_on_five, list(range(10)), {}, {"max_workers": 2}
+    if scenario == "large_item":  # above the 16 MiB task_size_hint_bytes: costly to send, still sendable
+        fn, items = segfault_always, [b"x" * (17 << 20)] * 2
+    elif scenario == "one_worker":
+        config = {"max_workers": 1}
+    elif scenario == "one_cpu":  # no max_workers: the CPUs this process may use decide
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        config = {}
+    out = {}
+    with ParallelExecutor(ParallelConfig(strategy=strategy, **config)) as ex:
+        try:
+            ex.map(fn, items, **options)
+            out["error"] = None
+        except WorkerCrashedError as exc:
+            out.update(error=type(exc).__name__, item=exc.item_index, signal=exc.signal_name)
+        out["after"] = ex.map(tasks.square, range(4), **options)
+        record = ex.last_record
+        fallback = record.fallback_reason
+        out["record"] = [record.selected_strategy, record.workers, fallback and fallback.value]
+    print(json.dumps(out), flush=True)
+""")
+
+
+def run_child(script: str, *args: str) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=CHILD_ENV)
+    assert proc.returncode == 0, f"the caller died (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+@pytest.mark.parametrize("scenario", ["large_item", "one_worker", "one_cpu"])
+def test_an_unmeasured_function_runs_in_a_worker_whatever_would_keep_a_measured_one_serial(
+        strategy: str, scenario: str) -> None:
+    """Each of these ran the first call's items in the caller (payload_too_large, single_worker,
+    tiny_workload), so a segfaulting item killed it: the user named a process backend, so it runs there."""
+    out = run_child(UNMEASURED_SCRIPT, strategy, scenario)
+    assert out["error"] == "WorkerCrashedError", out
+    assert out["signal"] == "SIGSEGV", out
+    assert out["after"] == [0, 1, 4, 9], out
+    if scenario in ("one_worker", "one_cpu"):  # a pool of one worker process, and the record says so
+        assert out["record"] == [strategy, 1, None], out
+
+
+# -- a function that crashed a worker never runs in the caller again ---------------------------------------------
+
+AGAIN_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.errors import WorkerCrashedError
+    from tests.reliability.test_crashes import segfault_on_fifty
+
+    first, second = sys.argv[1], sys.argv[2]
+    out = []
+    for strategy in (first, second):  # two executors: what a crash taught is the process's, like every fact
+        with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+            try:
+                ex.map(segfault_on_fifty, range(200))
+                out.append(None)
+            except WorkerCrashedError as exc:
+                out.append(exc.item_index)
+            record = ex.last_record
+            out.append([record.selected_strategy, record.decision_reason.value,
+                        record.fallback_reason and record.fallback_reason.value, record.probe_items])
+    print(json.dumps({"calls": out}), flush=True)
+""")
+
+
+@pytest.mark.parametrize(("first", "second", "decision"), [
+    ("processes", "processes", "explicit_strategy"),  # planned tiny_workload, serial, the second time
+    ("joblib", "joblib", "explicit_strategy"),
+    ("processes", "auto", "auto_isolates_crashes"),  # auto would measure it in the caller, then stay serial
+])
+def test_a_function_that_crashed_a_worker_never_runs_in_the_caller_again(first: str, second: str,
+                                                                        decision: str) -> None:
+    out = run_child(AGAIN_SCRIPT, first, second)
+    calls = out["calls"]
+    assert isinstance(calls, list)
+    assert calls[0] == 50, out
+    assert calls[2] == 50, f"the second call did not crash a worker again: {out}"
+    strategy, reason, _, probed = calls[3]
+    assert strategy in ("processes", "joblib") and reason == decision and probed == 0, out
+
+
+def test_a_crash_that_was_recovered_keeps_the_function_out_of_the_caller(tmp_path: Path) -> None:
+    """A worker died once (map_failure_retry): small calls of that function, which a measured function would
+    run in the caller (tiny_workload, or a probe under auto), stay in worker processes."""
+    parent = os.getpid()
+    items = [(i, parent, str(tmp_path / "died")) for i in range(40)]
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex, \
+            pytest.warns(ParallelFallbackWarning, match="recovered on processes"):
+        ex.map(tasks.die_once_in_worker, items, chunksize=4)
+    assert ex.last_record is not None and ex.last_record.fallback_reason is Reason.MAP_FAILURE_RETRY
+    for config in (ParallelConfig(strategy="processes", max_workers=2), ParallelConfig(max_workers=2),
+                   ParallelConfig(strategy="processes", max_workers=2, min_batch_size=100)):
+        with ParallelExecutor(config) as ex:
+            assert ex.map(tasks.die_once_in_worker, items[:3]) == [0, 10, 20]
+        record = ex.last_record
+        assert record is not None
+        assert record.selected_strategy == "processes", record.summary()
+        assert record.fallback_reason is None
+        assert not [c for c in record.chunks if c.where == "caller"], "an item ran in the caller"
+        if config.strategy_name == "auto":
+            assert record.decision_reason is Reason.AUTO_ISOLATES_CRASHES
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "auto"])
+def test_a_function_that_crashed_a_worker_and_cannot_be_sent_is_not_run_in_the_caller(strategy: str) -> None:
+    """Nothing can take its items to a worker process, and the caller is no place for them: a clear error,
+    before any item runs. Naming strategy='serial' runs them in the caller, as asked."""
+    import pickle
+    import threading
+
+    ran: list[object] = []
+
+    def note(item: object) -> int:
+        ran.append(item)
+        return 1
+
+    planning.KNOWLEDGE.crashed(note, "item 3 crashed a worker process (killed by SIGSEGV)")
+    config = ParallelConfig(max_workers=2) if strategy == "auto" else ParallelConfig(strategy=strategy, max_workers=2)
+    with ParallelExecutor(config) as ex, pytest.raises(pickle.PicklingError, match="crashed a worker process"):
+        ex.map(note, [threading.Lock() for _ in range(3)])
+    assert ran == [], "an item ran in the caller"
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        assert ex.map(note, [threading.Lock() for _ in range(3)]) == [1, 1, 1]
+
+
+# -- the isolation switch: an "error" filter on the fallback warning stops the call before any item runs ---------
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_error_filter_stops_an_unpicklable_call_before_any_item_runs(strategy: str) -> None:
+    import threading
+
+    ran: list[object] = []
+
+    def note(item: object) -> int:
+        ran.append(item)
+        return 1
+
+    items = [threading.Lock() for _ in range(3)]  # no pickler can send a lock
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ParallelFallbackWarning)
+            with pytest.raises(ParallelFallbackWarning, match=r"\(unpicklable\)") as info:
+                ex.map(note, items)
+        assert ran == [], "items ran in the caller before the error"
+        assert info.value.reason is Reason.UNPICKLABLE
+        assert "Nothing ran" in str(info.value)
+        with warnings.catch_warnings(record=True) as caught:  # without the error filter: a warning, after
+            warnings.simplefilter("always", ParallelFallbackWarning)
+            assert ex.map(note, items) == [1, 1, 1]
+    assert len(ran) == 3
+    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    assert len(fallbacks) == 1, "warned once, with the record"
+    assert fallbacks[0].message.record is not None  # type: ignore[union-attr]

@@ -16,9 +16,12 @@ import importlib.util
 import ipaddress
 import json
 import logging
+import os
 import shutil
+import socket
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,8 +36,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
 
+from payoff import ParallelConfig, ParallelExecutor
 from payoff.telemetry import server as srv
 from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
+from tests import tasks
 from tests.conftest import require
 from tests.prometheus import query, running_prometheus, targets, wait_until
 
@@ -480,6 +485,124 @@ def test_stop_closes_the_socket(registry: CollectorRegistry) -> None:
     server.stop()
     with pytest.raises(urllib.error.URLError):
         fetch(server.url)
+
+
+def _refused(port: int) -> bool:
+    """Whether a connect to 127.0.0.1:``port`` is refused (nothing listens) rather than accepted or left hanging."""
+    with socket.socket() as probe:
+        probe.settimeout(10)
+        try:
+            probe.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+        return False
+
+
+def test_stop_releases_the_port_while_forked_pool_workers_live(registry: CollectorRegistry) -> None:
+    """Workers forked while the endpoint ran must not keep its listening socket once stop() closed it."""
+    server = serve_metrics(0, registry=registry)
+    port = server.port
+    config = ParallelConfig(strategy="processes", max_workers=2, start_method="fork", tiny_workload_threshold=0.0)
+    with ParallelExecutor(config, observers=[]) as ex:
+        assert ex.map(tasks.square, range(64)) == [x * x for x in range(64)]
+        assert ex.worker_pids(), "the pool's workers must be alive for this test"
+        server.stop()
+        assert _refused(port), "a worker process still holds the stopped endpoint's listening socket"
+        again = serve_metrics(port, registry=registry)  # EADDRINUSE while a worker holds the old socket
+        try:
+            assert fetch(again.url).status == 200
+        finally:
+            again.stop()
+
+
+def test_the_listening_socket_is_not_inherited_by_exec(registry: CollectorRegistry,
+                                                       running: list[MetricsServer]) -> None:
+    server = serve_metrics(0, registry=registry)
+    running.append(server)
+    assert server.server.socket.get_inheritable() is False
+
+
+def _wait_child(pid: int, seconds: float = 30.0) -> int | None:
+    """A forked child's exit code, or None when it hung (then it is killed)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_child_neither_holds_nor_claims_the_parents_endpoint(env: pytest.MonkeyPatch) -> None:
+    """In a child made by os.fork the parent's endpoint is closed; stop() there returns, and the child
+    does not report the parent's server as its own."""
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    server = serve_from_env()
+    assert server is not None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            closed = server.server.socket.fileno() == -1
+            server.stop()  # must not wait for a serving thread that only exists in the parent
+            claimed = serve_from_env() is not None
+            os.write(write_end, f"{closed} {claimed}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        assert _wait_child(pid) == 0, "the child hung or failed in stop()"
+        closed, claimed = fh.read().decode().split()
+    assert closed == "True", "the child kept the parent's listening socket open"
+    assert claimed == "False", "serve_from_env in the child returned the parent's server"
+    assert fetch(server.url).status == 200, "the parent's endpoint must still serve"
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+def test_a_blank_payoff_metrics_addr_means_the_default_loopback(blank: str, env: pytest.MonkeyPatch) -> None:
+    """``PAYOFF_METRICS_ADDR=`` (as an env file leaves it) is unset, not "every interface"."""
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    env.setenv("PAYOFF_METRICS_ADDR", blank)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", srv.MetricsExposureWarning)  # so a failing run never listens beyond loopback
+        server = serve_from_env()
+    assert server is not None
+    assert server.server.server_address[0] == "127.0.0.1"
+    assert server.url.startswith("http://127.0.0.1:")
+    assert fetch(server.url).status == 200
+
+
+def test_a_blank_port_is_unset_and_blank_tls_files_never_serve_open_http(pki: Pki, env: pytest.MonkeyPatch,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    env.setenv("PAYOFF_METRICS_PORT", "  ")
+    with caplog.at_level(logging.WARNING, logger="payoff"):
+        assert serve_from_env() is None
+    assert payoff_warnings(caplog) == []
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    env.setenv("PAYOFF_METRICS_CERT_FILE", str(pki.cert))
+    env.setenv("PAYOFF_METRICS_KEY_FILE", " ")
+    with caplog.at_level(logging.WARNING, logger="payoff"):
+        assert serve_from_env() is None, "a blank key next to a certificate must not fall back to plain HTTP"
+    assert any("PAYOFF_METRICS_KEY_FILE" in m for m in payoff_warnings(caplog))
+
+
+def test_url_of_an_all_interfaces_bind_names_a_real_host() -> None:
+    """``serve_metrics(addr="")`` binds every interface; its url must not read ``http://:PORT``."""
+
+    class Bound:
+        server_port = 9464
+        server_address = ("0.0.0.0", 9464)
+
+    url = MetricsServer(Bound(), None, "").url  # type: ignore[arg-type]
+    assert url == "http://0.0.0.0:9464/metrics"
 
 
 # ---------------------------------------------------------------- a real Prometheus over TLS with basic auth

@@ -81,10 +81,10 @@ def seconds(value: float) -> str:
 
 
 def tone(record: MapRecord) -> str:
-    """Colour says the verdict at a glance: green pays off, red does not, amber fell back."""
-    if record.fallback_reason is not None:
+    """Colour says the verdict at a glance: green pays off, red does not, amber fell back or did not complete."""
+    if not record.completed or record.fallback_reason is not None:
         return "warn"
-    if record.mode == "serial":
+    if record.mode == "serial" or record.speedup <= 0:
         return "neutral"
     return "good" if record.pays_off else "bad"
 
@@ -115,10 +115,16 @@ def chunks_note(record: MapRecord) -> str:
     return f"{record.n_chunks} chunk{plural} of ~{record.chunk_size:,}"
 
 
+def speedup_fact(record: MapRecord) -> str:
+    if not record.completed:
+        return fact("speedup (est.)", "-", f"the call {text.verdict(record)}: no verdict")
+    return fact("speedup (est.)", f"{record.speedup:.2f}x", f"efficiency {record.efficiency:.0%}", tone(record))
+
+
 def facts(record: MapRecord) -> str:
     strategy = text.strategy_label(record)
     cards = [
-        fact("speedup (est.)", f"{record.speedup:.2f}x", f"efficiency {record.efficiency:.0%}", tone(record)),
+        speedup_fact(record),
         fact("utilization", f"{record.utilization:.0%}", f"busy {seconds(record.busy_seconds)}"),
         fact("wall time", seconds(record.wall_seconds), f"serial est. {seconds(record.serial_estimate_seconds)}"),
         fact("strategy", strategy.replace("->", ARROW), record.decision_reason.value),

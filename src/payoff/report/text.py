@@ -43,13 +43,26 @@ def pair(summary: Summary) -> str:
     return f"{seconds(summary.p50)} / {seconds(summary.p95)}" if summary.count else "-"
 
 
+ENDED = {"timeout": "timed out", "cancelled": "cancelled", "error": "failed"}
+"""The verdict cell of a call that did not complete, by ``MapRecord.outcome``: no judgement of its speed."""
+
+
 def verdict(record: MapRecord) -> str:
     """The short verdict a table cell has room for; ``record.summary()`` is the long one."""
+    if not record.completed:
+        return ENDED.get(record.outcome, "did not complete")
     if record.fallback_reason is not None:
         return f"fell back: {record.fallback_reason.value}"
     if record.mode == "serial":
         return "serial"
+    if record.speedup <= 0:  # no chunk measured any work: nothing to judge
+        return "no work measured"
     return "pays off" if record.pays_off else "does not pay off"
+
+
+def speedup(record: MapRecord) -> str:
+    """The speedup cell: none for a call that did not complete (its work and wall time are not the call's)."""
+    return f"{record.speedup:.2f}x" if record.completed else "-"
 
 
 def strategy_label(record: MapRecord) -> str:
@@ -61,7 +74,7 @@ def strategy_label(record: MapRecord) -> str:
 def row(record: MapRecord) -> list[str]:
     cells = [
         str(record.call_id), record.workload, strategy_label(record), str(record.workers), f"{record.n_items:,}",
-        str(record.n_chunks), seconds(record.wall_seconds), f"{record.speedup:.2f}x", f"{record.utilization:.0%}",
+        str(record.n_chunks), seconds(record.wall_seconds), speedup(record), f"{record.utilization:.0%}",
         pair(record.queue_wait), pair(record.task_time), verdict(record),
     ]
     return [printable(cell) for cell in cells]
@@ -100,7 +113,7 @@ def details(record: MapRecord) -> list[str]:
 
 
 def aggregate(records: Sequence[MapRecord]) -> str:
-    """One line over all calls: how many ran parallel, paid off, and why the rest fell back."""
+    """One line over all calls: how many ran parallel, paid off, why the rest fell back, and which did not complete."""
     parallel = sum(r.mode == "parallel" for r in records)
     paid = sum(r.pays_off for r in records)
     reasons = Counter(r.fallback_reason.value for r in records if r.fallback_reason is not None)
@@ -108,6 +121,9 @@ def aggregate(records: Sequence[MapRecord]) -> str:
     line = f"{calls}, {parallel} parallel ({paid} paid off), {sum(reasons.values())} fell back"
     if reasons:
         line += ": " + ", ".join(f"{code} x{n}" for code, n in reasons.most_common())
+    ended = Counter(r.outcome for r in records if not r.completed)
+    if ended:
+        line += f"; {sum(ended.values())} did not complete: " + ", ".join(f"{k} x{n}" for k, n in ended.most_common())
     return line
 
 

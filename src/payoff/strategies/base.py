@@ -12,11 +12,31 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, Executor, Future
+from concurrent import futures
+from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from payoff.errors import PoolStartTimeoutError
 from payoff.worker import CancelToken, ChunkOutcome
+
+START_TIMEOUT_SECONDS = 300.0
+"""Longest a pool start may take when no call timeout bounds it: process start-up plus the
+``worker_initializer`` on every worker. A start still waiting then is stopped and fails (the call falls back
+with ``init_failure``, naming the initializer) instead of hanging forever. Read at each start, so setting
+``payoff.strategies.base.START_TIMEOUT_SECONDS`` applies to the next one."""
+START_WAIT_SLICE_SECONDS = 0.2
+"""Longest wait between checks of the calling map's cancel token and deadline during a start."""
+
+
+class StartStop(Protocol):
+    """What a pool start checks while it waits: the cancel token and deadline of the call(s) waiting for it."""
+
+    def is_set(self) -> bool: ...
+
+    def expired(self) -> bool: ...
+
+    def seconds_left(self) -> float | None: ...
 
 
 @dataclass
@@ -61,14 +81,61 @@ class Strategy(ABC):
         self.start_method = start_method
         self.broken = False
 
-    def start(self) -> float:
-        """Create the pool and prove every worker is up; returns seconds spent."""
+    def start(self, stop: StartStop | None = None) -> float:
+        """Create the pool and prove every worker is up; returns seconds spent.
+
+        The wait for the workers ends when ``stop`` expires (``PoolStartTimeoutError``) or is set
+        (``CancelledError``), and after ``START_TIMEOUT_SECONDS`` in any case; the caller then kills the
+        half-started pool.
+        """
         t0 = time.perf_counter()
-        self._start()
+        self._start_stop = stop
+        try:
+            self._start()
+        finally:
+            self._start_stop = None
         return time.perf_counter() - t0
+
+    _start_stop: StartStop | None = None
 
     @abstractmethod
     def _start(self) -> None: ...
+
+    def _await_ready(self, pings: Sequence[Future[Any]]) -> None:
+        """Wait for every worker's first answer, as bounded as :meth:`start` says; a failed one raises."""
+        stop = self._start_stop
+        began = time.monotonic()
+        limit = began + START_TIMEOUT_SECONDS
+        pending: set[Future[Any]] = set(pings)
+        while pending:
+            left = stop.seconds_left() if stop is not None else None
+            slice_ = min(START_WAIT_SLICE_SECONDS, max(0.0, limit - time.monotonic()),
+                         START_WAIT_SLICE_SECONDS if left is None else max(0.0, left))
+            done, pending = futures.wait(pending, timeout=slice_, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                future.result()  # a worker whose initializer raised breaks the pool: that error is the answer
+            if not pending:
+                return
+            waited = time.monotonic() - began
+            if stop is not None and stop.expired():
+                raise PoolStartTimeoutError(self._still_starting(len(pending), waited, "the call's timeout ran "
+                                                                 "out"), by_call=True)
+            if stop is not None and stop.is_set():
+                raise CancelledError(f"payoff: the call was cancelled while its {self.name} pool was starting")
+            if time.monotonic() >= limit:
+                raise PoolStartTimeoutError(self._still_starting(
+                    len(pending), waited, f"START_TIMEOUT_SECONDS={START_TIMEOUT_SECONDS:g} ran out"))
+
+    def _still_starting(self, pending: int, waited: float, why: str) -> str:
+        what = (f"its worker_initializer {describe_callable(self.initializer)} had not returned"
+                if self.initializer is not None else "its workers had not come up")
+        return (f"payoff: the {self.name} pool was still starting after {waited:.1f} s ({why}): {what} on "
+                f"{pending} of {self.workers} workers. The half-started pool was stopped; the next call starts "
+                "a fresh one")
+
+    def cancel_queued(self) -> None:
+        """Cancel the work queued on this pool that no worker has taken yet; running work goes on."""
+        return None
 
     @abstractmethod
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]: ...
@@ -105,6 +172,15 @@ class Strategy(ABC):
     def running_tasks(self) -> int:
         """Tasks still executing in threads that nothing can stop (threads only)."""
         return 0
+
+
+def describe_callable(fn: object) -> str:
+    """``module.qualname`` of a function (its repr for anything else), for messages."""
+    name = getattr(fn, "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    if isinstance(name, str):
+        return f"{module}.{name}" if isinstance(module, str) else name
+    return repr(fn)
 
 
 class PoolClosedError(BrokenExecutor):

@@ -62,6 +62,10 @@ class DaemonThreadPool(Executor):
                 if thread is not threading.current_thread():
                     thread.join()
 
+    def cancel_queued(self) -> None:
+        """Cancel every task no thread has taken yet (``shutdown(cancel_futures=True)`` without the shutdown)."""
+        self._drain(lambda f: f.cancel())
+
     def _work(self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
         if initializer is not None:
             try:

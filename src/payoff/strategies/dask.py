@@ -16,6 +16,7 @@ workers) is reported back there, so the next plan asks the scheduler again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import time
@@ -30,6 +31,9 @@ from payoff.strategies.base import ChunkTask, Strategy, closed_pool
 from payoff.worker import ChunkOutcome, arrived, run_to_bytes
 
 CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
+_CLIENT_SUBMIT_NAMES = frozenset({"self", "func", "key", "workers", "resources", "retries", "priority",
+                                  "fifo_timeout", "allow_other_workers", "actor", "actors", "pure"})
+"""``Client.submit``'s own parameters: a submitted call's keyword of one of these names travels bound."""
 _cache: dict[str, Callable[[Any], Any]] = {}
 
 
@@ -131,6 +135,10 @@ class DaskStrategy(Strategy):
         return local
 
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self.client is None:
+            raise closed_pool(self.name)
+        if kwargs.keys() & _CLIENT_SUBMIT_NAMES:  # the user's own keywords, not Client.submit's options
+            fn, kwargs = functools.partial(fn, **kwargs), {}
         local: Future[Any] = Future()
         local.set_running_or_notify_cancel()
         self.client.submit(fn, *args, pure=False, **kwargs).add_done_callback(

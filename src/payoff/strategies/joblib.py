@@ -7,12 +7,16 @@ lambdas, closures and notebook functions work here, unlike ``processes``.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import cloudpickle
 from joblib.externals.loky import ProcessPoolExecutor as LokyPool
 
+from payoff.strategies.base import closed_pool
 from payoff.strategies.processes import PickledPoolStrategy
 from payoff.worker import init_process
 
@@ -32,8 +36,21 @@ class JoblibStrategy(PickledPoolStrategy):
                               initargs=(self.initializer, self.initargs, os.getpid()))
         self._warm_up()
 
+    def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """loky's ``submit(fn, *args, **kwargs)`` takes ``fn`` by keyword too: keywords travel bound."""
+        if self._pool is None:
+            raise closed_pool(self.name)
+        return self._pool.submit(functools.partial(fn, **kwargs) if kwargs else fn, *args)
+
     def shutdown(self, wait: bool = True) -> None:
+        """Queued work is cancelled, running work ends as it would (``kill`` stops the workers itself).
+
+        Never loky's ``kill_workers=True``: its manager thread then drops every pending item while their
+        work ids are still queued, and dies on the first one it meets (``KeyError`` on stderr, the
+        pool's queues and semaphores left behind).
+        """
         pool, self._pool = self._pool, None
         if isinstance(pool, LokyPool):
-            pool.shutdown(wait=wait, kill_workers=not wait)
+            self._cancel_queued_of(pool)
+            pool.shutdown(wait=wait, kill_workers=False)
         self._remove_shipped()

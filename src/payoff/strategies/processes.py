@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import multiprocessing
 import os
 import pickle
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
+import types
 import weakref
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from payoff.strategies import SHIP_ONCE_BYTES
@@ -55,7 +59,10 @@ class PickledPoolStrategy(Strategy):
         self._holders: Counter[str] = Counter()
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
-        blob = self._dumps(fn)
+        return self._ship_blob(fn, self._dumps(fn))
+
+    def _ship_blob(self, fn: Callable[[Any], Any], blob: bytes) -> Any:
+        """``fn`` itself when small; a :class:`ShippedFn` naming a file holding ``blob`` when large."""
         if len(blob) < SHIP_ONCE_BYTES:
             return fn
         digest = hashlib.sha256(blob).hexdigest()[:32]
@@ -109,9 +116,26 @@ class PickledPoolStrategy(Strategy):
 
     def _warm_up(self) -> None:
         assert self._pool is not None
-        for f in [self._pool.submit(ping) for _ in range(self.workers)]:
-            f.result()
+        pings = [self._pool.submit(ping) for _ in range(self.workers)]
+        self._remember_processes()  # a start that times out kills the workers it has
+        self._await_ready(pings)
         self._remember_processes()
+
+    def cancel_queued(self) -> None:
+        """Cancel the work items no worker has taken: what ``shutdown(cancel_futures=True)`` does in
+        ``concurrent.futures`` and loky, without shutting down. Their manager threads drop a cancelled item
+        when they meet it."""
+        self._cancel_queued_of(self._pool)
+
+    @staticmethod
+    def _cancel_queued_of(pool: Any) -> None:
+        items = getattr(pool, "_pending_work_items", None)
+        if not items:
+            return
+        for item in list(items.values()):
+            future = getattr(item, "future", None)
+            if isinstance(future, Future):
+                future.cancel()  # fails, as it should, for one a worker has taken
 
     def _remember_processes(self) -> None:
         """Keep every worker's process object: the pool forgets the dead, but their exit codes name a crash."""
@@ -132,24 +156,28 @@ class PickledPoolStrategy(Strategy):
         pool = self._pool
         if pool is None:
             raise closed_pool(self.name)
+        by_value = isinstance(fn, ByValue)
+        if isinstance(fn, ByValue):
+            fn = fn.fn
         t0 = time.perf_counter_ns()
-        payload = self._dumps((fn, task.items, task.first, task.index, task.budget_ns))
+        dumps = _cloudpickle_dumps if by_value else self._dumps
+        payload = dumps((fn, task.items, task.first, task.index, task.budget_ns))
         task.encode_ns = time.perf_counter_ns() - t0
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()
-        future = self._submit_payload(pool, fn, payload)
+        future = self._submit_payload(pool, fn, payload, "cloudpickle" if by_value else self.pickler)
         self._remember_processes()
         return future
 
-    def _submit_payload(self, pool: Any, fn: Any, payload: bytes) -> Future[Any]:
+    def _submit_payload(self, pool: Any, fn: Any, payload: bytes, pickler: str) -> Future[Any]:
         """A chunk naming a shipped file holds it until the chunk is done, however its call ended."""
         if not isinstance(fn, ShippedFn):
-            future: Future[Any] = pool.submit(run_pickled_chunk, payload, self.pickler)
+            future: Future[Any] = pool.submit(run_pickled_chunk, payload, pickler)
             return future
         digest = fn.digest
         self._hold(digest)
         try:
-            future = pool.submit(run_pickled_chunk, payload, self.pickler)
+            future = pool.submit(run_pickled_chunk, payload, pickler)
         except BaseException:
             self._release(digest)
             raise
@@ -203,12 +231,82 @@ def _signal_all(procs: list[Any], sig: signal.Signals) -> None:
                 os.kill(proc.pid, sig)
 
 
+@dataclass(frozen=True)
+class ByValue:
+    """A call's function (or its :class:`ShippedFn`) that travels by value: chunks and results go through
+    cloudpickle, as on joblib. Never pickled itself: ``submit`` unwraps it."""
+
+    fn: Any
+
+
+def _cloudpickle_dumps(obj: Any) -> bytes:
+    import cloudpickle  # only a call that needs it pays for its import
+
+    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class _MainFinder(pickle.Pickler):
+    """Pickles like ``pickle.dumps`` and notes the first function or class of ``__main__`` the workers
+    cannot find by name."""
+
+    def __init__(self, file: io.BytesIO, known: Callable[[Any], bool]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.known = known
+        self.missing: Any = None
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self.missing is None and isinstance(obj, (types.FunctionType, type)) \
+                and getattr(obj, "__module__", None) == "__main__" and not self.known(obj):
+            self.missing = obj
+        return NotImplemented
+
+
+def _main_snapshot() -> dict[str, weakref.ref[Any]]:
+    """The functions and classes ``__main__`` holds now, which workers forked now inherit by name."""
+    main = sys.modules.get("__main__")
+    out: dict[str, weakref.ref[Any]] = {}
+    for name, obj in list(vars(main).items() if main is not None else ()):
+        if isinstance(obj, (types.FunctionType, type)):
+            with contextlib.suppress(TypeError):
+                out[name] = weakref.ref(obj)
+    return out
+
+
 class ProcessStrategy(PickledPoolStrategy):
+    """Functions travel by reference (``pickle``), except those of ``__main__`` the workers cannot look up
+    by name, which travel by value through cloudpickle: in a notebook or script, a function defined (or
+    defined again with a new body) after the workers forked, and any ``__main__`` function when workers
+    start from a fresh interpreter that has no file to import it from (a notebook, ``python -c``)."""
+
     name = "processes"
     pickler = "pickle"
+    _forked_main: dict[str, weakref.ref[Any]] | None = None
+    """``__main__``'s functions and classes when the (forked) workers started; None: not forked."""
+
+    def ship(self, fn: Callable[[Any], Any]) -> Any:
+        blob = self._dumps(fn)
+        if b"__main__" not in blob or (self._forked_main is None
+                                       and getattr(sys.modules.get("__main__"), "__file__", None)):
+            return self._ship_blob(fn, blob)  # nothing of __main__; or spawned workers import it from its file
+        finder = _MainFinder(io.BytesIO(), self._workers_know)
+        finder.dump(fn)
+        if finder.missing is None:
+            return self._ship_blob(fn, blob)
+        return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
+
+    def _workers_know(self, obj: Any) -> bool:
+        """Whether the workers' ``__main__`` resolves ``obj``'s name to ``obj`` itself."""
+        if self._forked_main is None:
+            return False
+        top = obj.__qualname__.split(".", 1)[0]
+        ref = self._forked_main.get(top)
+        main = sys.modules.get("__main__")
+        return ref is not None and ref() is not None and ref() is getattr(main, top, None)
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.start_method)
+        if ctx.get_start_method() == "fork":
+            self._forked_main = _main_snapshot()
         parent = None if ctx.get_start_method() == "forkserver" else os.getpid()  # the forkserver forks those
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                          initializer=init_process,

@@ -24,8 +24,7 @@ class ThreadStrategy(Strategy):
     def _start(self) -> None:
         pool = DaemonThreadPool(self.workers, "payoff", self.initializer, self.initargs)
         self._pool = pool
-        for f in [pool.submit(ping) for _ in range(self.workers)]:
-            f.result()
+        self._await_ready([pool.submit(ping) for _ in range(self.workers)])
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         if self._pool is None:
@@ -39,6 +38,11 @@ class ThreadStrategy(Strategy):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
+
+    def cancel_queued(self) -> None:
+        pool = self._pool
+        if isinstance(pool, DaemonThreadPool):
+            pool.cancel_queued()
 
     def running_tasks(self) -> int:
         pool = self._pool

@@ -98,7 +98,8 @@ METRICS: tuple[MetricDef, ...] = (
               "Estimated serial time of the same work (busy time, contention removed with CPU time).",
               "Numerator of speedup (serial estimate / wall)."),
     MetricDef("payoff_speedup", "histogram", ("strategy", "workload"),
-              "Estimated speedup of each call against serial; buckets are placed around 1.",
+              "Estimated speedup against serial of each call that completed (one that timed out, was "
+              "cancelled or failed is not observed); buckets are placed around 1.",
               "Did parallel pay off, call by call?", SPEEDUP_BUCKETS),
     MetricDef("payoff_task_cpu_seconds_total", "counter", ("strategy", "workload"),
               "CPU time of the threads running items; cpu / busy well below 1 under threads means "

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, NamedTuple
 from payoff import _forks
 from payoff.observers import CallInfo, Observer
 from payoff.reasons import Reason
-from payoff.record import ChunkStats, MapRecord
+from payoff.record import OUTCOMES, ChunkStats, MapRecord
 
 ENV_VAR = "PAYOFF_RECORDS"
 FORMAT = "payoff.records/1"
@@ -286,8 +286,8 @@ class _Fields:
             raise InvalidRecord(name, f"{name} must be a list of ints >= 0, got {_show(value)}")
         return tuple(_count(v, f"{name}[{i}]") for i, v in enumerate(value))
 
-    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
-        value, name = self.raw(key), self.name(key)
+    def choice(self, key: str, allowed: tuple[str, ...], default: Any = _MISSING) -> str:
+        value, name = self.raw(key, default), self.name(key)
         if value not in allowed:
             raise InvalidRecord(name, f"{name} must be one of {', '.join(map(repr, allowed))}, got {_show(value)}")
         return str(value)
@@ -360,6 +360,7 @@ def record_from_dict(data: object) -> MapRecord:
         overhead_seconds=_overhead(f.raw("overhead_seconds")), bytes_sent=f.count("bytes_sent"),
         bytes_received=f.count("bytes_received"), n_errors=f.count("n_errors"),
         started_at=_unix_time(f.raw("started_at")), chunks=_chunks(f.raw("chunks")),
+        outcome=f.choice("outcome", OUTCOMES, "ok"),  # absent in lines written before outcomes were recorded
     )
 
 

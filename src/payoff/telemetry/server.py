@@ -15,12 +15,18 @@ what a network-facing endpoint needs and prometheus_client's own server lacks:
 
 It binds 127.0.0.1 unless told otherwise. A broken TLS or auth configuration
 never falls back to open HTTP: the endpoint is not served at all.
+
+The listening socket belongs to the process that opened it. A child made by
+``os.fork`` (a ``processes`` pool's worker) closes its copy at once, so that
+``stop()`` really frees the port while workers live on; an exec'd child never
+inherits it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import importlib
 import ipaddress
@@ -32,6 +38,7 @@ import socket
 import ssl
 import threading
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +60,7 @@ WEB_CONFIG_ENV = "PAYOFF_METRICS_WEB_CONFIG"
 CERT_FILE_ENV = "PAYOFF_METRICS_CERT_FILE"
 KEY_FILE_ENV = "PAYOFF_METRICS_KEY_FILE"
 DEFAULT_PORT = 9464
+DEFAULT_ADDR = "127.0.0.1"
 METRICS_PATH = "/metrics"
 EXTRA = "metrics-web"
 REQUEST_TIMEOUT = 30.0
@@ -293,6 +301,14 @@ class _Server(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     ssl_context: ssl.SSLContext | None = None
+    owner_pid = 0
+    """The process serving on this socket; in any other (a forked child) the object is an inert copy."""
+
+    def server_bind(self) -> None:
+        self.socket.set_inheritable(False)  # the default since PEP 446; said here because the port depends on it
+        self.owner_pid = os.getpid()
+        _listening.add(self)
+        super().server_bind()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(REQUEST_TIMEOUT)
@@ -305,6 +321,29 @@ class _Server(ThreadingMixIn, WSGIServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A failed handshake or a dropped client is the client's problem: debug log, no traceback on stderr."""
         log.debug("payoff /metrics: connection from %s failed", client_address, exc_info=True)
+
+
+_listening: weakref.WeakSet[WSGIServer] = weakref.WeakSet()
+"""Every endpoint socket this process opened and has not closed: a forked child closes its copies."""
+
+
+def _close_in_child() -> None:
+    """In a child made by ``os.fork``: the parent's endpoints are not the child's to hold open or to serve.
+
+    A worker holding a copy of the listening socket kept the port bound after the
+    parent's ``stop()``: connections queued there unanswered and a new server got
+    EADDRINUSE until the worker exited. The child also forgets the endpoint
+    started from the environment (it is the parent's, and serving the same port
+    again would only fail), without a warning.
+    """
+    global _auto, _failed_for
+    for server in list(_listening):
+        with contextlib.suppress(OSError):
+            server.socket.close()
+    _listening.clear()
+    if _auto is not None:
+        _auto = None
+        _failed_for = _env_snapshot()
 
 
 def _ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
@@ -348,16 +387,22 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.addr}]" if ":" in self.addr else self.addr
+        addr = self.addr if self.addr.strip() else str(self.server.server_address[0])  # "": every interface
+        host = f"[{addr}]" if ":" in addr else addr
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}{METRICS_PATH}"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        server = self.server
+        if getattr(server, "owner_pid", os.getpid()) != os.getpid():
+            server.server_close()  # a forked child's copy: the serving thread exists in the parent only
+            return
+        server.shutdown()
+        server.server_close()
+        _listening.discard(server)
         self.thread.join(5)
 
 
-def serve_metrics(port: int = DEFAULT_PORT, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None,
+def serve_metrics(port: int = DEFAULT_PORT, addr: str = DEFAULT_ADDR, registry: CollectorRegistry | None = None,
                   *, certfile: StrPath | None = None, keyfile: StrPath | None = None,
                   basic_auth_users: Mapping[str, str] | None = None,
                   web_config: WebConfig | StrPath | None = None) -> MetricsServer:
@@ -411,9 +456,20 @@ _failed_for: tuple[str | None, ...] | None = None
 _auto_lock = _forks.Lock()
 
 
+def addr_from_env() -> str:
+    """``PAYOFF_METRICS_ADDR``, or 127.0.0.1 when it is unset, empty or blank.
+
+    ``PAYOFF_METRICS_ADDR=`` in an env or compose file sets it to "", which a
+    socket binds as every interface: an unset-looking value must not expose
+    the endpoint.
+    """
+    raw = os.environ.get(ADDR_ENV, "")
+    return raw if raw.strip() else DEFAULT_ADDR
+
+
 def _start_from_env(raw_port: str) -> MetricsServer | None:
     """One attempt; every failure is logged with the variables involved, none escapes into the user's map call."""
-    addr = os.environ.get(ADDR_ENV, "127.0.0.1")
+    addr = addr_from_env()
     try:
         port = parse_port(raw_port)
         return serve_metrics(port, addr, web_config=web_config_from_env())
@@ -430,14 +486,14 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
 
 
 def serve_from_env() -> MetricsServer | None:
-    """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set.
+    """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set (and not empty or blank).
 
     Runs on every map call, so a configuration that failed is remembered and
     neither retried nor logged again until the variables change.
     """
     global _auto, _failed_for
     raw = os.environ.get(PORT_ENV)
-    if not raw:
+    if not raw or not raw.strip():  # empty or blank: unset, as an env file leaves it
         return None
     with _auto_lock:
         if _auto is None:
@@ -447,3 +503,6 @@ def serve_from_env() -> MetricsServer | None:
             _auto = _start_from_env(raw)
             _failed_for = snapshot if _auto is None else None
         return _auto
+
+
+_forks.in_child(_close_in_child)

@@ -137,6 +137,8 @@ def span_attributes(record: MapRecord, at_start: bool = True) -> dict[str, Any]:
         "payoff.bytes_sent": record.bytes_sent,
         "payoff.bytes_received": record.bytes_received,
         "payoff.errors": record.n_errors,
+        "payoff.outcome": record.outcome,
+        "payoff.items_done": record.items_done,
     }
 
 

@@ -240,7 +240,8 @@ class MetricUpdates:
         out.append((WALL, pair, ADD, record.wall_seconds, 1, None))
         out.append((SERIAL_ESTIMATE, pair, ADD, record.serial_estimate_seconds, 1, None))
         out.append((MAP_DURATION, pair, OBSERVE, record.wall_seconds, 1, call.state.get("trace_id")))
-        out.append((SPEEDUP, pair, OBSERVE, record.speedup, 1, None))
+        if record.completed:  # a call that timed out, was cancelled or failed is no verdict on parallelism
+            out.append((SPEEDUP, pair, OBSERVE, record.speedup, 1, None))
         for phase, seconds in record.overhead_seconds.items():
             if seconds:
                 out.append((OVERHEAD, (strategy, phase), ADD, seconds, 1, None))

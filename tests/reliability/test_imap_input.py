@@ -1,0 +1,316 @@
+"""How ``imap`` reads its input, hands out results and treats its timeout (faults of round 3).
+
+- A serial ``imap`` (strategy ``serial``, ``enabled=False``, or ``auto`` that chose serial) reads one
+  item per result, as the builtin ``map`` does: it used to read 1,024 items ahead, which broke inputs
+  whose items are valid only until the next one is read (``itertools.groupby``, a reused buffer) and
+  inputs that wait for the previous result before yielding the next item.
+- A parallel ``imap`` reads only what its chunks in flight need.
+- ``fn`` raising ``StopIteration`` is that item's error under every strategy; it used to end a batch
+  of items silently (results dropped and shifted) or surface as "generator raised StopIteration".
+- ``imap`` chunks hold little work when items are slow, so the first results come early and an
+  abandoned ``imap`` leaves little running.
+- ``imap(timeout=)`` delivers every result already computed; only a result not available after the
+  deadline raises ``TimeoutError``, as ``concurrent.futures`` does.
+
+No assertion here is on a duration: they are on what was read, run and handed out, and in what order.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor
+from payoff.scheduling import GuidedChunks
+from payoff.worker import run_chunk
+
+SERIAL_CONFIGS = {
+    "serial": ParallelConfig(strategy="serial"),
+    "disabled": ParallelConfig(enabled=False),
+}
+FORCE = {"tiny_workload_threshold": 0.0, "min_batch_size": 1}
+
+
+class Counted:
+    """An iterator that says how far it has been read."""
+
+    def __init__(self, inner: Iterator[Any]) -> None:
+        self.inner, self.read = inner, 0
+
+    def __iter__(self) -> Counted:
+        return self
+
+    def __next__(self) -> Any:
+        value = next(self.inner)
+        self.read += 1
+        return value
+
+
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+def count_group(key_group: tuple[str, Iterator[str]]) -> tuple[str, int]:
+    key, group = key_group
+    return key, sum(1 for _ in group)
+
+
+def first_of(buffer: list[int]) -> int:
+    return buffer[0]
+
+
+def reused_buffer(n: int) -> Iterator[list[int]]:
+    """Yields the same list each time, refilled: an item is valid only until the next is read."""
+    buffer = [0]
+    for i in range(n):
+        buffer[0] = i
+        yield buffer
+
+
+def stop_at(k: int, x: int) -> int:
+    """Raises StopIteration for item ``k`` (a bare ``next()`` on an exhausted iterator inside fn)."""
+    if x == k:
+        next(iter([]))
+    return x
+
+
+def nap(x: int, seconds: float = 0.06) -> int:
+    time.sleep(seconds)
+    return x
+
+
+def nap_and_log(path: str, x: int) -> int:
+    """Notes in ``path`` that item ``x`` started (one line each, from any process), then naps."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{x}\n".encode())
+    finally:
+        os.close(fd)
+    time.sleep(0.06)
+    return x
+
+
+# -- 1. a serial imap reads one item per result ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 50])
+@pytest.mark.parametrize("name", list(SERIAL_CONFIGS))
+def test_a_serial_imap_reads_one_item_per_result(name: str, chunksize: int | None) -> None:
+    source = Counted(itertools.count())
+    with ParallelExecutor(config=SERIAL_CONFIGS[name]) as ex:
+        it = ex.imap(plus_one, source, chunksize=chunksize)
+        reads = []
+        for _ in range(5):
+            next(it)
+            reads.append(source.read)
+        it.close()
+    assert reads == [1, 2, 3, 4, 5], "like the builtin map: item k is read when result k is asked for"
+
+
+@pytest.mark.parametrize("name", [*SERIAL_CONFIGS, "auto"])
+def test_items_valid_only_until_the_next_read_map_like_the_builtin(name: str) -> None:
+    """itertools.groupby's groups and a reused buffer: each item must run before the next one is read."""
+    data = "aaabbbbccd" * 3
+    config = SERIAL_CONFIGS.get(name, ParallelConfig(strategy="auto"))
+    with ParallelExecutor(config=config) as ex:
+        groups = list(ex.imap(count_group, itertools.groupby(data)))
+        buffers = list(ex.imap(first_of, reused_buffer(10)))
+    assert groups == list(map(count_group, itertools.groupby(data)))
+    assert groups[:4] == [("a", 3), ("b", 4), ("c", 2), ("d", 1)]
+    assert buffers == list(range(10))
+
+
+def feedback(results: list[int], n: int) -> Iterator[int]:
+    """The next item depends on the previous result: reading ahead finds no result and fails loudly."""
+    x = 1
+    for i in range(n):
+        yield x
+        if len(results) != i + 1:
+            raise AssertionError(f"item {i + 1} was read before result {i} was taken")
+        x = results[-1] + 1
+
+
+@pytest.mark.parametrize("name", list(SERIAL_CONFIGS))
+def test_a_serial_imap_serves_an_input_that_waits_for_each_result(name: str) -> None:
+    results: list[int] = []
+    with ParallelExecutor(config=SERIAL_CONFIGS[name]) as ex:
+        for r in ex.imap(plus_one, feedback(results, 6)):
+            results.append(r)
+    assert results == [2, 4, 6, 8, 10, 12]
+
+
+def test_auto_reads_a_bounded_prefix_to_measure_then_one_item_per_result() -> None:
+    """auto measures an unknown function on a few items (read as they run), then a serial run reads lazily."""
+    source = Counted(itertools.count())
+    with ParallelExecutor(config=ParallelConfig(strategy="auto")) as ex:
+        it = ex.imap(plus_one, source)
+        next(it)
+        prefix = source.read
+        assert prefix <= 129, f"{prefix} items read to give the first result"
+        taken = 1 + len(list(itertools.islice(it, prefix + 4)))
+        assert source.read == taken, "past the measured prefix, one item per result"
+        it.close()
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == "serial"
+
+
+def test_a_parallel_imap_reads_only_what_its_chunks_in_flight_need() -> None:
+    """2 workers, chunks of 4: at most 3 chunks in flight and 4 finished ones per worker held for order."""
+    source = Counted(itertools.count())
+    with ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
+        it = ex.imap(plus_one, source, chunksize=4)
+        assert next(it) == 1
+        assert source.read <= 1 + (3 + 4 * 2) * 4, f"{source.read} items read for one result"
+        assert list(itertools.islice(it, 99)) == list(range(2, 101))
+        it.close()
+
+
+# -- 2. fn raising StopIteration is its item's error --------------------------------------------------------
+
+
+def test_a_chunk_reports_stop_iteration_as_the_items_error() -> None:
+    """The builtin map inside a chunk took fn's StopIteration for the end of its items."""
+    outcome = run_chunk(functools.partial(stop_at, 50), list(range(100)), 0, 3)
+    assert outcome.results == list(range(50))
+    assert isinstance(outcome.error, RuntimeError) and outcome.error_index == 50
+    assert any("item 50" in note for note in getattr(outcome.error, "__notes__", []))
+
+
+@pytest.mark.parametrize(("n", "k"), [(10, 5), (2000, 1500)])
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "auto"])
+def test_stop_iteration_from_fn_is_an_error_of_that_item(strategy: str, n: int, k: int) -> None:
+    fn = functools.partial(stop_at, k)
+    with ParallelExecutor(config=ParallelConfig(strategy=strategy, **FORCE)) as ex:
+        with pytest.raises(RuntimeError, match="StopIteration") as raised:
+            ex.map(fn, range(n))
+        assert any(f"item {k} " in note for note in getattr(raised.value, "__notes__", [])), raised.value
+        assert ex.last_record is not None and ex.last_record.n_errors == 1
+        got: list[int] = []
+        with pytest.raises(RuntimeError, match="StopIteration") as raised:
+            got.extend(ex.imap(fn, range(n)))
+        assert any(f"item {k} " in note for note in getattr(raised.value, "__notes__", [])), raised.value
+    assert got == list(range(k)), "every result before the item, in order, none after"
+
+
+# -- 3. slow items: small imap chunks, an abandoned imap stops --------------------------------------------
+
+
+def test_an_imap_schedule_caps_the_work_of_a_chunk() -> None:
+    sizer = GuidedChunks(25, 1, 2, 0.3, max_seconds=0.1)
+    assert sizer.next(200) == 1, "0.3 s items: one a chunk"
+    unmeasured = GuidedChunks(128, 128, 2, None, max_seconds=0.1)
+    assert unmeasured.next(None) == 1, "a cost not yet measured: one item until a chunk is back"
+    unmeasured.observe(1, 0.001)
+    assert unmeasured.next(None) == 100, "1 ms items: 100 a chunk, 0.1 s of work"
+    assert GuidedChunks(7, 7, 2, 0.3).next(None) == 7, "a chunk size the user chose stands"
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_an_imap_of_slow_items_gives_its_first_result_after_a_few_items(strategy: str) -> None:
+    started: list[int] = []
+
+    def note(x: int) -> int:
+        started.append(x)
+        return nap(x)
+
+    fn = note if strategy == "threads" else nap
+    with ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        ex.map(fn, range(4))  # the function is measured: 60 ms an item
+        it = ex.imap(fn, range(60))
+        assert next(it) == 0
+        seen = len(started)
+        it.close()
+        record = ex.records[-1]
+    assert max(c.n_items for c in record.chunks) <= 2, [c.n_items for c in record.chunks]
+    if strategy == "threads":
+        assert seen - 4 <= 8, f"{seen - 4} items started before the first result"
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_an_abandoned_imap_runs_few_of_its_items(strategy: str, tmp_path: Path) -> None:
+    """Cold (unmeasured) processes too: chunks start at one item, and queued ones are cancelled."""
+    log = tmp_path / "started.txt"
+    fn = functools.partial(nap_and_log, str(log))
+    with ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        it = ex.imap(fn, range(200))
+        assert [next(it), next(it)] == [0, 1]  # the second one past any probe: from the pool
+        it.close()
+        assert ex.map(plus_one, range(4)) == [1, 2, 3, 4]
+    ran = log.read_text().split()
+    assert len(ran) <= 12, f"{len(ran)} of 200 items ran for two results taken"
+
+
+# -- 4. imap(timeout=): results already available are delivered ---------------------------------------------
+
+
+def _wait_past(deadline: float) -> None:
+    while time.monotonic() <= deadline:
+        threading.Event().wait(max(0.0, deadline - time.monotonic()) + 0.01)
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_imap_after_its_deadline_delivers_the_results_already_computed(strategy: str) -> None:
+    """Three chunks of two instant items, all in flight at once: done long before the deadline."""
+    timeout = 1.0
+    with ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        ex.map(plus_one, range(4))  # the pool is up
+        started = time.monotonic()
+        it = ex.imap(plus_one, range(6), chunksize=2, timeout=timeout)
+        got = [next(it)]
+        _wait_past(started + timeout)
+        got.extend(it)
+    assert got == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("name", [*SERIAL_CONFIGS, "auto"])
+def test_a_serial_imap_after_its_deadline_raises_for_an_item_not_computed(name: str) -> None:
+    calls: list[int] = []
+
+    def fn(x: int) -> int:
+        calls.append(x)
+        return x + 1
+
+    timeout = 0.5
+    config = SERIAL_CONFIGS.get(name, ParallelConfig(strategy="auto"))
+    with ParallelExecutor(config=config) as ex:
+        started = time.monotonic()
+        it = ex.imap(fn, iter(range(100)), timeout=timeout)
+        got = list(itertools.islice(it, 4))
+        ran_before = len(calls)
+        _wait_past(started + timeout)
+        with pytest.raises(TimeoutError):
+            got.extend(it)
+    assert got[:4] == [1, 2, 3, 4]
+    assert got == [x + 1 for x in range(ran_before)], "every item computed before the deadline is delivered"
+    assert len(calls) == ran_before, "no item starts after the deadline"
+    if name != "auto":
+        assert ran_before == 4, "nothing ran ahead of the results asked for"
+
+
+_INNER = ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE))
+
+
+def _maps_inside(x: int) -> int:
+    """An item that maps again: inside a payoff item, that map is nested and runs serially."""
+    return sum(_INNER.map(abs, [x, -x]))
+
+
+def test_a_map_inside_a_serial_imaps_item_is_nested_and_one_in_the_consumers_loop_is_not() -> None:
+    from payoff import Reason
+
+    inner_reasons, loop_reasons = [], []
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        for out in ex.imap(_maps_inside, range(3)):
+            inner_reasons.append(_INNER.last_record.fallback_reason)
+            _INNER.map(abs, [out, -out])  # the consumer's own code, between two results
+            loop_reasons.append(_INNER.last_record.fallback_reason)
+    assert inner_reasons == [Reason.NESTED] * 3
+    assert Reason.NESTED not in loop_reasons, loop_reasons

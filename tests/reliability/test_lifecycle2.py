@@ -1,0 +1,452 @@
+"""Pool starts, shutdowns and submits as ``concurrent.futures`` users expect them (adversarial run 3).
+
+Found by an adversarial run of the public API:
+
+- a ``worker_initializer`` that stalls held ``map(timeout=2)`` forever (the pool start waited
+  without a bound, and every other call needing a start queued behind it);
+- ``shutdown(wait=True, cancel_futures=True)`` returned at once and killed running submitted work
+  (processes: ``BrokenProcessPool``, joblib: loky's ``ShutdownExecutorError``), where
+  ``concurrent.futures`` cancels only pending futures and lets running ones finish;
+- joblib printed ``Exception in thread ExecutorManagerThread ... KeyError`` after a timeout or a
+  cancel: loky's manager thread met work ids whose items payoff's kill had made it drop;
+- ``submit(f, self=1)`` and, on joblib, ``submit(f, fn=1)`` raised ``TypeError``;
+- a ``__main__`` function defined after the process pool forked (a later notebook cell) failed with
+  ``AttributeError: Can't get attribute``, and one redefined there silently ran its old body.
+
+Anything that could hang runs in a child interpreter under a generous guard.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor
+from tests.reliability.test_forks_and_exit import run_child
+
+
+def child_json(child: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert child.returncode == 0, \
+        f"exit {child.returncode}:\nstdout: {child.stdout[-3000:]}\nstderr: {child.stderr[-3000:]}"
+    out: dict[str, object] = json.loads(child.stdout.strip().splitlines()[-1])
+    return out
+
+
+LEFT_BEHIND = """
+    def left_behind():
+        '''Our child processes still alive, loky's resource tracker aside (it outlives pools by design).'''
+        from tests.conftest import children_of
+        out = []
+        for pid in children_of(os.getpid()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+            except OSError:
+                continue
+            if b"resource_tracker" not in cmd:
+                out.append(pid)
+        return out
+
+    def settle(seconds=10.0):
+        deadline = time.monotonic() + seconds
+        while left_behind() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return left_behind()
+"""
+
+
+# -- 1. a stalled worker initializer ---------------------------------------------------------------
+
+STALLED_START = """
+    import faulthandler, json, os, sys, tempfile, threading, time, warnings
+    warnings.simplefilter("ignore")
+    faulthandler.dump_traceback_later(45, exit=True)
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+    """ + LEFT_BEHIND + """
+    def stall(flag):
+        while os.path.exists(flag):
+            time.sleep(0.05)
+
+    strategy = sys.argv[1]
+    flag = tempfile.mktemp()
+    open(flag, "w").close()
+    ex = ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=stall,
+                                                worker_init_args=(flag,), tiny_workload_threshold=0,
+                                                min_batch_size=1))
+    out = {}
+    t0 = time.monotonic()
+    try:
+        ex.map(tasks.square, range(100), timeout=2)
+        out["first"] = "returned"
+    except TimeoutError as exc:
+        out["first"] = "TimeoutError"
+        out["message"] = str(exc)
+    out["seconds"] = time.monotonic() - t0
+    out["left"] = settle() if strategy != "threads" else []
+    os.unlink(flag)  # the share answers again: the next call starts a pool afresh
+    out["next"] = ex.map(tasks.square, range(100), timeout=30) == [x * x for x in range(100)]
+    out["next_strategy"] = ex.last_record.selected_strategy
+    ex.shutdown()
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])
+def test_a_call_timeout_bounds_a_pool_start_whose_initializer_stalls(strategy: str) -> None:
+    out = child_json(run_child(STALLED_START, strategy))
+    assert out["first"] == "TimeoutError", out
+    assert out["seconds"] < 20, out  # a guard against the hang, not a timing claim
+    message = str(out["message"])
+    assert "starting" in message and "stall" in message, message  # names the start and the initializer
+    assert out["left"] == [], f"half-started workers left behind: {out['left']}"
+    assert out["next"] is True and out["next_strategy"] == strategy, out
+
+
+QUEUED_START = """
+    import faulthandler, json, os, sys, tempfile, threading, time, warnings
+    warnings.simplefilter("ignore")
+    faulthandler.dump_traceback_later(45, exit=True)
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    def stall(flag):
+        while os.path.exists(flag):
+            time.sleep(0.05)
+
+    flag = tempfile.mktemp()
+    open(flag, "w").close()
+    ex = ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2, worker_initializer=stall,
+                                                worker_init_args=(flag,), tiny_workload_threshold=0,
+                                                min_batch_size=1))
+    first = {}
+    def starter():
+        try:
+            first["result"] = ex.map(tasks.square, range(50), timeout=40) == [x * x for x in range(50)]
+        except BaseException as exc:
+            first["result"] = repr(exc)
+    thread = threading.Thread(target=starter)
+    thread.start()
+    time.sleep(0.5)  # the starter holds the pool start
+    out = {}
+    t0 = time.monotonic()
+    try:
+        ex.map(tasks.square, range(50), timeout=1)
+        out["second"] = "returned"
+    except TimeoutError as exc:
+        out["second"] = "TimeoutError"
+        out["message"] = str(exc)
+    out["seconds"] = time.monotonic() - t0
+    os.unlink(flag)
+    thread.join(30)
+    out["first"] = first.get("result")
+    ex.shutdown()
+    print(json.dumps(out))
+"""
+
+
+def test_a_call_waiting_behind_another_calls_pool_start_keeps_its_own_timeout() -> None:
+    out = child_json(run_child(QUEUED_START))
+    assert out["second"] == "TimeoutError", out
+    assert out["seconds"] < 20, out
+    assert "starting" in str(out["message"]), out
+    assert out["first"] is True, out  # the start it waited behind went on and served its own call
+
+
+START_TIMEOUT = """
+    import faulthandler, json, os, sys, tempfile, time, warnings
+    faulthandler.dump_traceback_later(45, exit=True)
+    import payoff.strategies.base
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+    """ + LEFT_BEHIND + """
+    def stall(flag):
+        while os.path.exists(flag):
+            time.sleep(0.05)
+
+    payoff.strategies.base.START_TIMEOUT_SECONDS = 1.0
+    flag = tempfile.mktemp()
+    open(flag, "w").close()
+    ex = ParallelExecutor(config=ParallelConfig(strategy=sys.argv[1], max_workers=2, worker_initializer=stall,
+                                                worker_init_args=(flag,), tiny_workload_threshold=0,
+                                                min_batch_size=1))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = ex.map(tasks.square, range(40))
+    record = ex.last_record
+    out = {"correct": got == [x * x for x in range(40)], "reason": str(record.fallback_reason),
+           "detail": record.fallback_detail, "warned": [str(w.message) for w in seen],
+           "left": settle() if sys.argv[1] != "threads" else []}
+    os.unlink(flag)
+    ex.shutdown()
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["processes", "threads"])
+def test_a_pool_start_without_a_call_timeout_gives_up_after_the_start_timeout(strategy: str) -> None:
+    out = child_json(run_child(START_TIMEOUT, strategy))
+    assert out["correct"] is True, out
+    assert out["reason"] == "init_failure", out
+    detail = str(out["detail"])
+    assert "stall" in detail and "START_TIMEOUT_SECONDS" in detail, detail
+    assert any("init_failure" in w for w in out["warned"]), out  # type: ignore[attr-defined]
+    assert out["left"] == [], out
+
+
+# -- 2. shutdown(wait=True, cancel_futures=True) ------------------------------------------------------
+
+CANCEL_FUTURES = """
+    import faulthandler, json, os, shutil, sys, tempfile, time, warnings
+    warnings.simplefilter("ignore")
+    faulthandler.dump_traceback_later(45, exit=True)
+    from concurrent.futures import ProcessPoolExecutor
+    from payoff import ParallelExecutor
+    from tests import tasks
+
+    def marked(i, folder):
+        open(os.path.join(folder, str(i)), "w").close()
+        time.sleep(0.5)
+        return i
+
+    strategy = sys.argv[1]
+    folder = tempfile.mkdtemp()
+    ex = ProcessPoolExecutor(2) if strategy == "cf" else ParallelExecutor(2, strategy)
+    fs = [ex.submit(marked, i, folder) for i in range(12)]
+    deadline = time.monotonic() + 20
+    while not os.listdir(folder) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ex.shutdown(wait=True, cancel_futures=True)
+    def state(f):
+        if f.cancelled():
+            return "cancelled"
+        if not f.done():
+            return "pending"
+        return "ok" if f.exception() is None else type(f.exception()).__name__
+    states = [state(f) for f in fs]
+    started = sorted(int(n) for n in os.listdir(folder))
+    try:
+        ex.submit(marked, 99, folder)
+        after = "accepted"
+    except RuntimeError:
+        after = "RuntimeError"
+    shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps({"states": states, "started": started, "after": after}))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["cf", "threads", "processes", "joblib"])
+def test_shutdown_with_cancel_futures_cancels_pending_work_and_waits_for_running_work(strategy: str) -> None:
+    child = run_child(CANCEL_FUTURES, strategy)
+    out = child_json(child)
+    states, started = out["states"], out["started"]
+    assert isinstance(states, list) and isinstance(started, list)
+    assert set(states) <= {"ok", "cancelled"}, states  # nothing pending (wait=True waited), nothing failed
+    assert all(states[i] == "ok" for i in started), (states, started)  # what started finished
+    assert "cancelled" in states, states
+    assert out["after"] == "RuntimeError", out
+    assert "Traceback" not in child.stderr, child.stderr
+
+
+MAP_DURING_CANCEL = """
+    import faulthandler, functools, json, os, shutil, sys, tempfile, threading, time, warnings
+    warnings.simplefilter("ignore")
+    faulthandler.dump_traceback_later(45, exit=True)
+    from concurrent.futures import CancelledError
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    def marked(folder):
+        open(os.path.join(folder, "submitted"), "w").close()
+        time.sleep(1.0)
+        return "done"
+
+    strategy = sys.argv[1]
+    folder = tempfile.mkdtemp()
+    ex = ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0,
+                                                min_batch_size=1))
+    future = ex.submit(marked, folder)
+    deadline = time.monotonic() + 20
+    while not os.listdir(folder) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out = {}
+    def mapper():
+        try:
+            ex.map(functools.partial(tasks.sleep_then_square, seconds=0.2), range(40), chunksize=1)
+            out["map"] = "finished"
+        except CancelledError:
+            out["map"] = "CancelledError"
+        except BaseException as exc:
+            out["map"] = repr(exc)
+    thread = threading.Thread(target=mapper)
+    thread.start()
+    time.sleep(0.5)
+    ex.shutdown(wait=True, cancel_futures=True)
+    thread.join(20)
+    out["submitted"] = future.result(5) if not future.cancelled() else "cancelled"
+    shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_shutdown_with_cancel_futures_stops_a_map_without_killing_running_submitted_work(strategy: str) -> None:
+    out = child_json(run_child(MAP_DURING_CANCEL, strategy))
+    assert out["map"] == "CancelledError", out
+    assert out["submitted"] == "done", out
+
+
+# -- 3. loky's manager thread after a timeout or a cancel ---------------------------------------------
+
+JOBLIB_STOPS = """
+    import faulthandler, json, os, sys, time
+    faulthandler.dump_traceback_later(45, exit=True)
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    out = {}
+    with ParallelExecutor(2, "joblib") as ex:
+        try:
+            ex.map(tasks.sleep_forever, range(8), chunksize=1, timeout=0.5)  # starts the pool, times out
+        except TimeoutError:
+            out["timeout"] = True
+        out["next"] = ex.map(tasks.square, range(2000)) == [x * x for x in range(2000)]
+        fs = [ex.submit(tasks.sleep_then_square, i, 0.3) for i in range(10)]
+        time.sleep(0.2)
+        ex.cancel()
+        fs = [ex.submit(tasks.sleep_then_square, i, 0.3) for i in range(10)]
+        time.sleep(0.2)
+    ex2 = ParallelExecutor(2, "joblib")
+    fs = [ex2.submit(tasks.sleep_then_square, i, 0.3) for i in range(10)]
+    time.sleep(0.2)
+    ex2.shutdown(wait=True, cancel_futures=True)
+    time.sleep(0.5)  # give a dying manager thread time to print
+    print(json.dumps(out), flush=True)
+"""
+
+
+def test_joblib_stops_leave_no_manager_thread_traceback_on_stderr() -> None:
+    child = run_child(JOBLIB_STOPS)
+    out = child_json(child)
+    assert out == {"timeout": True, "next": True}, out
+    for bad in ("Exception in thread", "KeyError", "leaked semlock", "Traceback"):
+        assert bad not in child.stderr, child.stderr
+
+
+# -- 4. submit's keyword arguments -----------------------------------------------------------------
+
+
+def keywords(*args: object, **kwargs: object) -> list[object]:
+    return [*args, *sorted(kwargs.items())]
+
+
+@pytest.mark.parametrize("strategy", ["serial", "auto", "threads", "processes", "joblib"])
+def test_submit_passes_any_keyword_argument_through_like_concurrent_futures(strategy: str) -> None:
+    with ParallelExecutor(2, strategy) as ex:
+        future = ex.submit(keywords, 0, self=1, fn=2, args=3, kwargs=4)
+        assert future.result(timeout=30) == [0, ("args", 3), ("fn", 2), ("kwargs", 4), ("self", 1)]
+
+
+def test_submit_keywords_on_dask() -> None:
+    pytest.importorskip("distributed")
+    with ParallelExecutor(2, "dask") as ex:
+        future = ex.submit(keywords, 0, self=1, fn=2, key=3, pure=4)
+        assert future.result(timeout=60) == [0, ("fn", 2), ("key", 3), ("pure", 4), ("self", 1)]
+        assert ex.submit(keywords, x=1).result(timeout=60) == [("x", 1)]
+
+
+def test_submit_keywords_through_a_users_executor() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool, ParallelExecutor(config=ParallelConfig(strategy=pool)) as ex:
+        assert ex.submit(keywords, self=1, fn=2).result(timeout=30) == [("fn", 2), ("self", 1)]
+
+
+# -- 5. a __main__ function defined after the workers forked ------------------------------------------
+
+LATE_MAIN = """
+    import dataclasses, json, os, sys, warnings
+    warnings.simplefilter("ignore")
+    import faulthandler
+    faulthandler.dump_traceback_later(45, exit=True)
+    from payoff import ParallelConfig, ParallelExecutor
+
+    ex = ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0,
+                                                min_batch_size=1, start_method=sys.argv[1]))
+    def first(x):
+        return x + 1
+    out = {"first": ex.map(first, range(50)) == [x + 1 for x in range(50)]}
+
+    def second(x):                      # a later cell: the workers forked before it existed
+        return (x * 3, os.getpid())
+    try:
+        got = ex.map(second, range(50), chunksize=5)
+        out["second"] = [r for r, _ in got] == [x * 3 for x in range(50)]
+        out["in_workers"] = os.getpid() not in {pid for _, pid in got}
+    except Exception as exc:
+        out["second"] = repr(exc)
+
+    def first(x):                       # the first cell run again with a new body
+        return x - 1
+    out["redefined"] = ex.map(first, range(50)) == [x - 1 for x in range(50)]
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+    def make(x):
+        return Point(x)
+    try:
+        points = ex.map(make, range(20), chunksize=5)
+        out["point"] = all(type(p) is Point for p in points) and [p.x for p in points] == list(range(20))
+    except Exception as exc:
+        out["point"] = repr(exc)
+    out["strategy"] = ex.last_record.selected_strategy
+    ex.shutdown()
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_a_main_function_defined_or_redefined_after_the_workers_started_runs_its_current_body(
+        start_method: str) -> None:
+    """Forked workers know ``__main__`` as it was when they started; spawned ones (from ``python -c``, as from
+    a notebook) know nothing of it."""
+    out = child_json(run_child(LATE_MAIN, start_method))
+    assert out == {"first": True, "second": True, "in_workers": True, "redefined": True, "point": True,
+                   "strategy": "processes"}, out
+
+
+LATE_MAIN_AUTO = """
+    import json, warnings
+    warnings.simplefilter("ignore")
+    import faulthandler
+    faulthandler.dump_traceback_later(45, exit=True)
+    import payoff
+
+    def first(x):
+        s = 0
+        for i in range(20_000):
+            s += i * x
+        return s
+
+    out = {"first": payoff.map(first, range(400))[:2] == [0, sum(range(20_000))]}
+
+    def second(x):
+        s = 0
+        for i in range(20_000):
+            s -= i * x
+        return s
+
+    try:
+        out["second"] = payoff.map(second, range(400)) == [-x * sum(range(20_000)) for x in range(400)]
+    except Exception as exc:
+        out["second"] = repr(exc)
+    print(json.dumps(out))
+"""
+
+
+def test_the_notebook_cell_pattern_under_auto() -> None:
+    out = child_json(run_child(LATE_MAIN_AUTO))
+    assert out == {"first": True, "second": True}, out

@@ -1,0 +1,110 @@
+"""Every ``payoff`` subcommand refuses a bad argument or an unwritable path with one line and status 2.
+
+Like ``argparse`` and ``payoff report``: no traceback, the offending value named,
+and what would be accepted instead. Each case runs the real command line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from payoff.cli import build_parser
+
+USAGE_ERROR = 2
+
+
+def payoff(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "payoff", *argv], capture_output=True, text=True, timeout=120)
+
+
+def the_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The one error line, after checking there is exactly one and no traceback."""
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == USAGE_ERROR, (done.returncode, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("payoff"), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    """A regular file: nothing can be created below it."""
+    path = tmp_path / "plain-file"
+    path.write_text("x")
+    return path
+
+
+def test_metrics_doc_to_a_missing_folder(tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "x.md"
+    line = the_error(payoff("metrics-doc", "-o", str(target)))
+    assert str(target) in line and "No such file or directory" in line
+    assert "-o" in line, "says which option was wrong"
+    assert not target.exists()
+
+
+def test_metrics_doc_to_a_directory(tmp_path: Path) -> None:
+    line = the_error(payoff("metrics-doc", "-o", str(tmp_path)))
+    assert str(tmp_path) in line
+
+
+@pytest.mark.parametrize("where", ["/proc/x", "below a file"])
+def test_stack_into_an_unwritable_directory(where: str, a_file: Path) -> None:
+    target = "/proc/x" if where == "/proc/x" else str(a_file / "stack")
+    line = the_error(payoff("stack", target))
+    assert target in line or str(a_file) in line, line
+    assert "directory" in line, "says what DIR must be"
+
+
+@pytest.mark.parametrize("where", ["/proc/x", "below a file"])
+def test_dashboards_export_into_an_unwritable_directory(where: str, a_file: Path) -> None:
+    target = "/proc/x" if where == "/proc/x" else str(a_file / "dash")
+    line = the_error(payoff("dashboards", "export", target))
+    assert target in line or str(a_file) in line, line
+    assert "directory" in line
+
+
+@pytest.mark.parametrize("port", ["99999", "65536"])
+def test_demo_with_a_port_out_of_range(port: str) -> None:
+    line = the_error(payoff("demo", "--quick", "--metrics-port", port))
+    assert "--metrics-port" in line and port in line and "0-65535" in line, line
+
+
+def test_report_already_says_one_line() -> None:
+    line = the_error(payoff("report", "/nonexistent/calls.jsonl"))
+    assert "/nonexistent/calls.jsonl" in line
+
+
+# -- the parser's own checks, in process (a demo that wrongly starts would run for a minute) ---------
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["demo", "--metrics-port", "\u0663"], "ASCII digits"),  # int() reads the Arabic-Indic 3 as port 3
+    (["demo", "--metrics-port", "-5"], "0-65535"),
+    (["demo", "--pause", "-1"], "--pause"),
+    (["demo", "--pause", "nan"], "--pause"),
+    (["demo", "--pause", "inf"], "--pause"),
+])
+def test_demo_arguments_are_checked_before_anything_runs(argv: list[str], words: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)
+    assert stopped.value.code == USAGE_ERROR
+    err = capsys.readouterr().err
+    assert words in err, err
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_metrics_addr_is_the_default_loopback(blank: str) -> None:
+    args = build_parser().parse_args(["demo", "--metrics-addr", blank])
+    assert args.metrics_addr == "127.0.0.1"
+
+
+def test_good_demo_arguments_still_parse() -> None:
+    args = build_parser().parse_args(["demo", "--metrics-port", "0", "--pause", "0.5", "--metrics-addr", "::1"])
+    assert (args.metrics_port, args.pause, args.metrics_addr) == (0, 0.5, "::1")
+    assert build_parser().parse_args(["demo"]).metrics_port is None
