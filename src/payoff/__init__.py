@@ -5,7 +5,7 @@ from __future__ import annotations
 from payoff._default import default_executor, map  # noqa: A004 (payoff.map mirrors builtins.map on purpose)
 from payoff._version import __version__
 from payoff.config import ParallelConfig
-from payoff.errors import RemoteError, StuckThreadsWarning, WorkerCrashedError
+from payoff.errors import RemoteError, StuckThreadsWarning, WorkerCrashedError, WorkerInitError
 from payoff.executor import ParallelExecutor
 from payoff.observers import CallInfo, Observer
 from payoff.reasons import DecisionReason, FallbackReason, Reason
@@ -36,6 +36,7 @@ __all__ = [
     "RemoteError",
     "StuckThreadsWarning",
     "WorkerCrashedError",
+    "WorkerInitError",
     "__version__",
     "default_executor",
     "map",

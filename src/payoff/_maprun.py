@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from payoff import planning
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
-from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
+from payoff.errors import StuckThreadsWarning, WorkerCrashedError, WorkerInitError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
 from payoff.record import RecordBuilder
@@ -329,7 +329,8 @@ class MapRun:
             crashed = plan.probe.crashed is not None
             if not self.config.force_serial_on_failure or crashed or getattr(exc, "by_call", False):
                 raise
-            self.rec.fall_back(Reason.INIT_FAILURE, f"the {plan.strategy} pool failed to start: {exc!r}")
+            why = str(exc).removeprefix("payoff: ") if isinstance(exc, WorkerInitError) else repr(exc)
+            self.rec.fall_back(Reason.INIT_FAILURE, f"the {plan.strategy} pool failed to start: {why}")
             return None
         self.rec.pool_reused = not lease.started
         self.where(plan.strategy, lease.pool.workers)

@@ -111,6 +111,28 @@ def _rebuild_start_timeout(message: str, by_call: bool) -> PoolStartTimeoutError
     return PoolStartTimeoutError(message, by_call=by_call)
 
 
+class WorkerInitError(BrokenExecutor):
+    """A worker's ``worker_initializer`` raised, so its pool could not start.
+
+    The message names the initializer and what it raised; ``__cause__`` is that
+    exception (threads) or its traceback text from the worker (processes, where
+    the pool itself only reports that a worker ended). ``pid`` is the process
+    the initializer ran in. Under ``force_serial_on_failure`` the call runs
+    serially instead, with this message as its ``init_failure`` detail.
+    """
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_init_error, (str(self), self.pid))
+
+
+def _rebuild_init_error(message: str, pid: int | None) -> WorkerInitError:
+    return WorkerInitError(message, pid=pid)
+
+
 class StuckThreadsWarning(RuntimeWarning):
     """Thread tasks still run after a cancel or timeout: Python cannot stop a thread from outside.
 
@@ -120,4 +142,4 @@ class StuckThreadsWarning(RuntimeWarning):
 
 
 __all__ = ["PoolStartTimeoutError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError",
-           "describe_exit"]
+           "WorkerInitError", "describe_exit"]

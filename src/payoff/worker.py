@@ -616,17 +616,57 @@ def arrived(outcome: ChunkOutcome) -> ChunkOutcome:
     return outcome
 
 
-def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...], parent: int | None = None) -> None:
+def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...], parent: int | None = None,
+                 report_dir: str | None = None) -> None:
     """Runs once per worker process: marks it as a worker, watches the parent, then the user's initializer.
 
     ``parent`` is the pid of the process that made the pool: one that died
-    while this worker was still starting left it adopted already.
+    while this worker was still starting left it adopted already. What the
+    initializer raises is also written to ``report_dir``: the pool only tells
+    the parent that a worker ended.
     """
     global _in_worker_process
     _in_worker_process = True
     _watch_parent(os.getppid() if parent is None else parent)
-    if user_init is not None:
+    if user_init is None:
+        return
+    try:
         user_init(*args)
+    except BaseException as exc:
+        if report_dir is not None:
+            _report_init_failure(report_dir, exc)
+        raise
+
+
+INIT_REPORT_PREFIX = "init-"
+
+
+def _report_init_failure(report_dir: str, exc: BaseException) -> None:
+    """First line the exception's repr, then its traceback; written whole or not at all."""
+    path = os.path.join(report_dir, f"{INIT_REPORT_PREFIX}{os.getpid()}")
+    with contextlib.suppress(Exception):
+        text = _safe_repr(exc) + "\n" + _format(exc)
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(path + ".tmp", path)
+
+
+def _safe_repr(exc: BaseException) -> str:
+    try:
+        return repr(exc)
+    except Exception:
+        return f"{type(exc).__qualname__}({_safe_str(exc)!r})"
+
+
+def read_init_failure(report_dir: str) -> tuple[int, str, str] | None:
+    """The first worker's report in ``report_dir``: its pid, the exception's repr and the traceback text."""
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir(report_dir)):
+            if name.startswith(INIT_REPORT_PREFIX) and name[len(INIT_REPORT_PREFIX):].isdigit():
+                with open(os.path.join(report_dir, name), encoding="utf-8") as fh:
+                    first, _, rest = fh.read().partition("\n")
+                return int(name[len(INIT_REPORT_PREFIX):]), first, rest
+    return None
 
 
 PARENT_CHECK_SECONDS = 0.5

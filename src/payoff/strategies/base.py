@@ -17,7 +17,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from payoff.errors import PoolStartTimeoutError
+from payoff.errors import PoolStartTimeoutError, WorkerInitError
 from payoff.worker import CancelToken, ChunkOutcome
 
 START_TIMEOUT_SECONDS = 300.0
@@ -113,7 +113,7 @@ class Strategy(ABC):
                          START_WAIT_SLICE_SECONDS if left is None else max(0.0, left))
             done, pending = futures.wait(pending, timeout=slice_, return_when=futures.FIRST_COMPLETED)
             for future in done:
-                future.result()  # a worker whose initializer raised breaks the pool: that error is the answer
+                self._ready_or_raise(future)
             if not pending:
                 return
             waited = time.monotonic() - began
@@ -125,6 +125,21 @@ class Strategy(ABC):
             if time.monotonic() >= limit:
                 raise PoolStartTimeoutError(self._still_starting(
                     len(pending), waited, f"START_TIMEOUT_SECONDS={START_TIMEOUT_SECONDS:g} ran out"))
+
+    def _ready_or_raise(self, ping: Future[Any]) -> None:
+        """A worker whose initializer raised breaks the pool: the initializer's error is the answer, when
+        the pool can tell it (see :meth:`_init_error`), else the pool's own."""
+        try:
+            ping.result()
+        except Exception as exc:
+            error = self._init_error() if self.initializer is not None else None
+            if error is None:
+                raise
+            raise error from (error.__cause__ or exc)
+
+    def _init_error(self) -> WorkerInitError | None:
+        """What the ``worker_initializer`` raised in a worker of this pool, if the pool learned it."""
+        return None
 
     def _still_starting(self, pending: int, waited: float, why: str) -> str:
         what = (f"its worker_initializer {describe_callable(self.initializer)} had not returned"
@@ -172,6 +187,11 @@ class Strategy(ABC):
     def running_tasks(self) -> int:
         """Tasks still executing in threads that nothing can stop (threads only)."""
         return 0
+
+
+def init_error(initializer: object, raised: str, where: str, pid: int | None) -> WorkerInitError:
+    return WorkerInitError(f"payoff: worker_initializer {describe_callable(initializer)} raised {raised} in "
+                           f"{where}", pid=pid)
 
 
 def describe_callable(fn: object) -> str:

@@ -29,6 +29,8 @@ class DaemonThreadPool(Executor):
         self._closed = False
         self._broken = ""
         self._running = 0
+        self.init_error: BaseException | None = None
+        """What the initializer raised first, in any thread."""
         self._threads = [threading.Thread(target=self._work, args=(initializer, initargs), name=f"{name}-{i}",
                                           daemon=True) for i in range(workers)]
         for thread in self._threads:
@@ -71,6 +73,9 @@ class DaemonThreadPool(Executor):
             try:
                 initializer(*initargs)
             except BaseException as exc:
+                with self._lock:
+                    if self.init_error is None:
+                        self.init_error = exc
                 self._break(f"a thread initializer failed: {exc!r}")
                 return
         while (job := self._jobs.get()) is not None:

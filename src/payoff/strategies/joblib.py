@@ -32,8 +32,7 @@ class JoblibStrategy(PickledPoolStrategy):
 
     def _start(self) -> None:
         self._pool = LokyPool(max_workers=self.workers, timeout=IDLE_WORKER_TIMEOUT_SECONDS,
-                              initializer=init_process,
-                              initargs=(self.initializer, self.initargs, os.getpid()))
+                              initializer=init_process, initargs=self._init_args(os.getpid()))
         self._warm_up()
 
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -53,4 +52,4 @@ class JoblibStrategy(PickledPoolStrategy):
         if isinstance(pool, LokyPool):
             self._cancel_queued_of(pool)
             pool.shutdown(wait=wait, kill_workers=False)
-        self._remove_shipped()
+        self._remove_files()

@@ -27,9 +27,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from payoff.errors import RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
-from payoff.strategies.base import ChunkTask, Strategy, closed_pool
-from payoff.worker import ChunkOutcome, ShippedFn, arrived, init_process, ping, run_pickled_chunk
+from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
+from payoff.worker import ChunkOutcome, ShippedFn, arrived, init_process, ping, read_init_failure, run_pickled_chunk
 
 _KILL_GRACE_SECONDS = 1.0
 _KEEP_SHIPPED = 8
@@ -104,15 +105,35 @@ class PickledPoolStrategy(Strategy):
             with contextlib.suppress(OSError):
                 os.unlink(self._shipped.pop(digest))
 
-    def _remove_shipped(self) -> None:
-        with self._ship_lock:
-            ship_dir, self._ship_dir = self._ship_dir, None
-            self._shipped.clear()
-        if ship_dir is not None:
-            shutil.rmtree(ship_dir, ignore_errors=True)
-
     def _dumps(self, obj: Any) -> bytes:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+    _init_dir: str | None = None
+
+    def _init_args(self, parent: int | None) -> tuple[Any, ...]:
+        """``init_process``'s arguments; a pool with an initializer gets a folder its workers report to."""
+        if self.initializer is not None and self._init_dir is None:
+            self._init_dir = tempfile.mkdtemp(prefix="payoff-init-")
+        return self.initializer, self.initargs, parent, self._init_dir
+
+    def _init_error(self) -> WorkerInitError | None:
+        report = read_init_failure(self._init_dir) if self._init_dir is not None else None
+        if report is None:
+            return None
+        pid, raised, text = report
+        error = init_error(self.initializer, raised, f"worker process {pid}", pid)
+        error.__cause__ = RemoteTraceback(text)
+        return error
+
+    def _remove_files(self) -> None:
+        """The pool's shipped functions and initializer reports: they live as long as the pool."""
+        with self._ship_lock:
+            ship_dir, self._ship_dir = self._ship_dir, None
+            init_dir, self._init_dir = self._init_dir, None
+            self._shipped.clear()
+        for folder in (ship_dir, init_dir):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _warm_up(self) -> None:
         assert self._pool is not None
@@ -309,12 +330,11 @@ class ProcessStrategy(PickledPoolStrategy):
             self._forked_main = _main_snapshot()
         parent = None if ctx.get_start_method() == "forkserver" else os.getpid()  # the forkserver forks those
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                         initializer=init_process,
-                                         initargs=(self.initializer, self.initargs, parent))
+                                         initializer=init_process, initargs=self._init_args(parent))
         self._warm_up()
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
-        self._remove_shipped()
+        self._remove_files()

@@ -8,12 +8,15 @@ user spans nest under it.
 from __future__ import annotations
 
 import contextvars
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
-from payoff.strategies.base import ChunkTask, Strategy, closed_pool
+from payoff.errors import WorkerInitError
+from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
 from payoff.strategies.daemon_threads import DaemonThreadPool
 from payoff.worker import ping, run_chunk
 
@@ -24,7 +27,23 @@ class ThreadStrategy(Strategy):
     def _start(self) -> None:
         pool = DaemonThreadPool(self.workers, "payoff", self.initializer, self.initargs)
         self._pool = pool
-        self._await_ready([pool.submit(ping) for _ in range(self.workers)])
+        try:
+            pings = [pool.submit(ping) for _ in range(self.workers)]
+        except BrokenThreadPool:  # an initializer raised before every ping was queued
+            error = self._init_error()
+            if error is None:
+                raise
+            raise error from error.__cause__
+        self._await_ready(pings)
+
+    def _init_error(self) -> WorkerInitError | None:
+        pool = self._pool
+        raised = pool.init_error if isinstance(pool, DaemonThreadPool) else None
+        if raised is None:
+            return None
+        error = init_error(self.initializer, repr(raised), "a worker thread", os.getpid())
+        error.__cause__ = raised
+        return error
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         if self._pool is None:
