@@ -60,9 +60,9 @@ class MapRun:
     def __init__(self, executor: ParallelExecutor, fn: Callable[[Any], Any], source: Source, *,
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
                  progress: bool | None, timeout: float | None, deadline: float | None, streaming: bool,
-                 ordered: bool = True) -> None:
+                 ordered: bool = True, started_ns: int | None = None) -> None:
         """``deadline``: ``timeout`` as a ``time.monotonic()`` instant, set by the caller before it read the
-        input (reading a ``map``'s input counts)."""
+        input (reading a ``map``'s input counts); ``started_ns`` is when the call began, for its wall time."""
         self.ex, self.fn, self.source = executor, fn, source
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
         self.streaming, self.timeout, self.ordered = streaming, timeout, ordered
@@ -70,7 +70,8 @@ class MapRun:
         self.requested = self.config.strategy_name
         n = source.known_length or 0
         self.call = CallInfo(executor._next_id(), executor._workload_label(workload), self.requested, granularity,
-                             n, find_call_site(), progress=progress)
+                             n, find_call_site(), progress=progress,
+                             started_ns=time.monotonic_ns() if started_ns is None else started_ns)
         self.rec = RecordBuilder(self.call.call_id, self.call.workload, self.requested, granularity, n,
                                  self.call.started_ns, self.call.started_at)
         self.token = CancelToken(deadline)

@@ -347,6 +347,7 @@ class ParallelExecutor:
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
              streaming: bool = False, ordered: bool = True, **unknown: Any) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order (unless ``ordered=False``)."""
+        started_ns = time.monotonic_ns()  # the call's wall time includes checking and reading its input
         if unknown:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}; accepted: chunksize, "
                             "granularity, workload, releases_gil, progress, timeout")
@@ -355,7 +356,7 @@ class ParallelExecutor:
         deadline = None if timeout is None else time.monotonic() + timeout  # reading the input counts
         run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
                      granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
-                     timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline)
+                     timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline, started_ns=started_ns)
         try:
             yield from run.blocks()
         except TimeoutError as exc:

@@ -198,6 +198,8 @@ class MapRecord:
     pool_reused: bool
     probe_items: int
     wall_seconds: float
+    """From the call's entry (argument checks and reading its input included) until its record was built: what
+    follows, the planner's learning and the observers, is outside it (tens of microseconds)."""
     busy_seconds: float
     cpu_seconds: float
     serial_estimate_seconds: float
