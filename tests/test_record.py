@@ -236,3 +236,32 @@ def test_a_real_timed_out_call_is_recorded_as_timed_out(strategy: str) -> None:
     assert not record.pays_off
     assert record.outcome == "timeout", "_maprun.MapRun.blocks must call self.rec.build(error)"
     assert "timed out after" in line and "of 4 items done" in line, line
+
+
+# -- waits for a CPU: part of a pool chunk's wall time, not of what its items cost alone ----------------------
+
+
+def _chunk_with(where: str, busy_ns: int, cpu_ns: int, runq_ns: int) -> ChunkStats:
+    return ChunkStats(0, 0, 10, "w1", 0, 1_000, 1_000 + busy_ns, cpu_ns, (busy_ns,), (10,), 0, 0, where,
+                      runq_ns=runq_ns)
+
+
+@pytest.mark.parametrize(("busy", "cpu", "runq", "own"), [
+    (10_000_000, 6_000_000, 3_000_000, 7_000_000),  # the wait comes off
+    (10_000_000, 9_000_000, 3_000_000, 9_000_000),  # never below the CPU time (the two clocks differ a little)
+    (10_000_000, 1_000_000, 0, 10_000_000),  # no wait measured: the busy time
+    (10_000_000, 1_000_000, 50_000_000, 1_000_000),  # a wait longer than the chunk: clamped
+])
+def test_own_time_is_busy_time_less_the_waits_for_a_cpu(busy: int, cpu: int, runq: int, own: int) -> None:
+    assert _chunk_with("pool", busy, cpu, runq).own_seconds == pytest.approx(own / 1e9)
+
+
+def test_the_serial_estimate_takes_waits_for_a_cpu_off_pool_chunks_only() -> None:
+    rec = _builder(n_items=30)
+    rec.cpu_ratio = 0.05  # waiting work: no GIL correction, only the run queue's
+    rec.chunks = [_chunk_with("pool", 10_000_000, 1_000_000, 4_000_000),
+                  _chunk_with("caller", 10_000_000, 1_000_000, 4_000_000)]  # a loop here would wait too
+    assert rec.build().serial_estimate_seconds == pytest.approx(0.006 + 0.010)
+    rec.cpu_ratio = 1.0  # CPU-bound: the smaller of the own time and CPU time over the probe's ratio
+    rec.chunks = [_chunk_with("pool", 10_000_000, 5_000_000, 2_000_000)]
+    assert rec.build().serial_estimate_seconds == pytest.approx(0.005)

@@ -842,7 +842,8 @@ def _cpu_share(record: MapRecord) -> float | None:
     """
     if record.busy_seconds <= 0:
         return None
-    share = record.cpu_seconds / record.busy_seconds
+    own = sum(c.own_seconds for c in record.chunks) or record.busy_seconds  # waits for a CPU are not the item's
+    share = record.cpu_seconds / own
     if record.selected_strategy != "threads":
         return share
     if record.decision_reason is Reason.AUTO_WAITING:
@@ -1205,7 +1206,7 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -
     process_ns = time.process_time_ns() - process_ns  # this thread's and the others': about one core when GIL-bound
     clock_ns = time.perf_counter_ns() - clock_ns
     if outcome.n_done:
-        wall = sum(outcome.durations_ns) / 1e9
+        wall = max(sum(outcome.durations_ns) - outcome.runq_ns, outcome.cpu_ns) / 1e9  # a wait for a CPU is no wait
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = min(1.0, max(0.05, outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
         if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and process_ns >= GIL_BOUND_CORES * clock_ns:

@@ -91,6 +91,8 @@ class ChunkStats:
     where: str
     """``pool``, ``caller`` (probe or serial run) or ``retry`` (serial rerun after a failure)."""
     n_errors: int = 0
+    runq_ns: int = 0
+    """Of the chunk's busy time, how long its thread waited for a CPU (Linux; 0 where unknown)."""
 
     @property
     def queue_wait_seconds(self) -> float:
@@ -103,6 +105,12 @@ class ChunkStats:
     @property
     def cpu_seconds(self) -> float:
         return self.cpu_ns / 1e9
+
+    @property
+    def own_seconds(self) -> float:
+        """Busy time without the waits for a CPU: what the items took when they had one (at least their CPU)."""
+        busy_ns = max(0, self.end_ns - self.start_ns)
+        return min(busy_ns, max(self.cpu_ns, busy_ns - self.runq_ns)) / 1e9
 
     def item_times(self) -> list[tuple[float, int]]:
         """(seconds per item, how many items) for each timing block."""
@@ -362,25 +370,30 @@ class RecordBuilder:
             submit_ns=submit_ns, start_ns=outcome.start_ns, end_ns=outcome.end_ns, cpu_ns=outcome.cpu_ns,
             durations_ns=tuple(outcome.durations_ns), block_sizes=tuple(outcome.block_sizes),
             bytes_sent=outcome.bytes_sent, bytes_received=outcome.bytes_received, where=where,
-            n_errors=1 if outcome.error is not None else 0,
+            n_errors=1 if outcome.error is not None else 0, runq_ns=getattr(outcome, "runq_ns", 0),
         )
         self.chunks.append(stats)
         return stats
 
     def _serial_estimate(self) -> float:
-        """Busy time, except that pool chunks slowed by contention count their CPU time instead.
+        """Busy time, less what pool chunks spent waiting for a CPU or, when CPU-bound, for the GIL.
 
-        Under GIL contention or oversubscription a chunk's wall time grows but its
-        CPU time does not; the probe, run alone in the caller, tells how much CPU
-        an item uses per second of wall time (``cpu_ratio``).
+        A pool's workers, with the caller, can outnumber the cores: a chunk then
+        waits on the run queue, which a loop alone would not (``own_seconds``).
+        Threads of CPU-bound work wait for the GIL instead, which only their CPU
+        time shows; the probe, run alone in the caller, tells how much CPU an
+        item uses per second of wall time (``cpu_ratio``). Chunks run here are
+        counted whole: a loop here, now, would have met the same machine.
         """
-        if self.cpu_ratio is None or self.cpu_ratio < CPU_BOUND_RATIO:
-            # waiting work (I/O, sleep) does not contend; unmeasured work cannot be corrected
-            return sum(c.busy_seconds for c in self.chunks)
+        ratio = self.cpu_ratio if self.cpu_ratio is not None and self.cpu_ratio >= CPU_BOUND_RATIO else None
         total = 0.0
         for c in self.chunks:
-            busy = c.busy_seconds
-            total += busy if c.where != "pool" else min(busy, c.cpu_seconds / self.cpu_ratio)
+            if c.where != "pool":
+                total += c.busy_seconds
+            elif ratio is None:  # waiting work does not hold the GIL; unmeasured work cannot be corrected for it
+                total += c.own_seconds
+            else:
+                total += min(c.own_seconds, c.cpu_seconds / ratio)
         return total
 
     def build(self, error: BaseException | None = None) -> MapRecord:

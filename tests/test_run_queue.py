@@ -1,0 +1,80 @@
+"""``run_queue_ns``: how long this thread waited, runnable, for a CPU (Linux schedstat).
+
+Two busy processes pinned to one CPU must take turns, so the one measuring
+waited; nothing here asserts how long.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from payoff.worker import run_chunk, run_queue_ns
+
+HAS_SCHEDSTAT = os.path.exists("/proc/thread-self/schedstat")
+
+
+def _spin(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def _pinned_hog(cpu: int, seconds: float) -> None:
+    os.sched_setaffinity(0, {cpu})
+    _spin(seconds)
+
+
+@pytest.fixture
+def one_cpu() -> int:
+    if not HAS_SCHEDSTAT:
+        if os.environ.get("CI") == "true":
+            pytest.fail("/proc/thread-self/schedstat is missing: payoff cannot see waits for a CPU here")
+        pytest.skip("no /proc/thread-self/schedstat on this system")
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
+    yield cpu
+    os.sched_setaffinity(0, before)
+
+
+def test_a_thread_sharing_its_cpu_with_a_busy_process_has_waited(one_cpu: int) -> None:
+    hog = multiprocessing.get_context("fork").Process(target=_pinned_hog, args=(one_cpu, 1.0))
+    hog.start()
+    try:
+        time.sleep(0.05)
+        before = run_queue_ns()
+        _spin(0.3)
+        waited = run_queue_ns() - before
+    finally:
+        hog.join(10)
+    assert waited > 0
+
+
+def test_a_chunk_reports_its_waits_and_a_forked_child_reads_its_own_thread(one_cpu: int) -> None:
+    run_queue_ns()  # the parent's thread's file is now open; a forked child must not read it
+    hog = multiprocessing.get_context("fork").Process(target=_pinned_hog, args=(one_cpu, 1.0))
+    hog.start()
+    try:
+        time.sleep(0.05)
+        outcome = run_chunk(_spin, [0.1, 0.1, 0.1], 0, 0)
+    finally:
+        hog.join(10)
+    assert outcome.error is None and outcome.runq_ns > 0
+    assert outcome.runq_ns <= outcome.end_ns - outcome.start_ns
+
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own main thread, which has waited for nothing yet as far as its file says
+        os.close(reader)
+        os.write(writer, str(run_queue_ns()).encode())
+        os._exit(0)
+    os.close(writer)
+    child = int(os.read(reader, 64) or b"-1")
+    os.close(reader)
+    os.waitpid(pid, 0)
+    parent = run_queue_ns()
+    assert 0 <= child < parent, (child, parent)
