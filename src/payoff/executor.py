@@ -162,23 +162,35 @@ class ParallelExecutor:
 
         An iterator input is read only as far as the work has got (a bounded
         number of items in flight), so an endless generator works under
-        ``itertools.islice``.
+        ``itertools.islice``. Bad arguments raise here, not at the first ``next()``.
         """
-        fn, items = _spread(fn, iterables)
-        for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout,
-                               streaming=True):
-            yield from block
+        return self._stream(fn, iterables, dict(chunksize=chunksize, granularity=granularity, workload=workload,
+                                                releases_gil=releases_gil, progress=progress, timeout=timeout))
 
     def imap_unordered(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
         """Like :meth:`imap`, but each chunk's results come as soon as that chunk is done, in any order.
 
         The call's record is as complete as for :meth:`map`.
         """
+        return self._stream(fn, iterables, options, ordered=False)
+
+    def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], options: dict[str, Any],
+                ordered: bool = True) -> Iterator[Any]:
+        """Checks the call at once, as ``map`` and ``concurrent.futures`` do; the work starts when iterated."""
         fn, items = _spread(fn, iterables)
-        for block in self._run(fn, items, options.pop("chunksize", None), options.pop("granularity", None),
-                               options.pop("workload", "default"), options.pop("releases_gil", None),
-                               options.pop("progress", None), options.pop("timeout", None), streaming=True,
-                               ordered=False, **options):
+        known = {"chunksize": None, "granularity": None, "workload": "default", "releases_gil": None,
+                 "progress": None, "timeout": None}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}; accepted: {', '.join(known)}")
+        args = {**known, **options}
+        self._check_open()
+        _check_call(fn, items, *args.values())
+        return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered))
+
+    @staticmethod
+    def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
+        for block in blocks:
             yield from block
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

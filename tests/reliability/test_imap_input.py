@@ -314,3 +314,35 @@ def test_a_map_inside_a_serial_imaps_item_is_nested_and_one_in_the_consumers_loo
             loop_reasons.append(_INNER.last_record.fallback_reason)
     assert inner_reasons == [Reason.NESTED] * 3
     assert Reason.NESTED not in loop_reasons, loop_reasons
+
+
+# -- bad arguments are refused when imap is called, as map and concurrent.futures do --------------------------
+
+
+def _never_called(x: Any) -> Any:
+    raise AssertionError("no item may run for a call refused at once")
+
+
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+@pytest.mark.parametrize(("args", "options", "error", "words"), [
+    ((5,), {}, TypeError, "iterable"),
+    (([1, 2],), {"chunksize": 0}, ValueError, "chunksize"),
+    (([1, 2],), {"timeout": -1}, ValueError, "timeout"),
+    (([1, 2],), {"granularity": "rows"}, ValueError, "granularity"),
+    (([1, 2],), {"bogus": 1}, TypeError, "bogus"),
+    ((), {}, TypeError, "iterable"),
+])
+def test_imap_refuses_bad_arguments_when_called_not_when_first_iterated(
+        method: str, args: tuple[Any, ...], options: dict[str, Any], error: type[Exception], words: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        with pytest.raises(error, match=words):
+            getattr(ex, method)(_never_called, *args, **options)  # no next(): the call itself raises
+        assert not ex.records, "a refused call leaves no record"
+
+
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_imap_on_a_shut_down_executor_raises_when_called(method: str) -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy="serial"))
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="shut ?down|closed"):
+        getattr(ex, method)(_never_called, [1, 2])
