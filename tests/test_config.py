@@ -41,6 +41,7 @@ from payoff.config import GRAMMAR, parse_ce_parallel
     ("granularity=auto", {"granularity": "auto"}),
     ("idle_timeout=30", {"idle_timeout": 30.0}), ("idle_timeout=none", {"idle_timeout": None}),
     ("start_method=spawn", {"start_method": "spawn"}),
+    ("start_timeout=900", {"pool_start_timeout": 900.0}), ("pool_start_timeout=1500ms", {"pool_start_timeout": 1.5}),
 ])
 def test_every_token_of_the_grammar(text: str, expected: dict[str, object]) -> None:
     assert parse_ce_parallel(text) == expected
@@ -108,6 +109,9 @@ def test_token_soup_parses_or_raises_value_error(text: str) -> None:
     ({"worker_init_args": [1]}, "worker_init_args"),
     ({"start_method": "teleport"}, "start_method"),
     ({"idle_timeout": float("nan")}, "idle_timeout"),
+    ({"pool_start_timeout": 0}, "pool_start_timeout"),
+    ({"pool_start_timeout": None}, "pool_start_timeout"),
+    ({"pool_start_timeout": float("inf")}, "pool_start_timeout"),
 ])
 def test_invalid_config_raises_naming_the_field(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):

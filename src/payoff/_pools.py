@@ -171,7 +171,7 @@ class PoolRegistry:
     def _enter_start(self, key: PoolKey, stop: CallStop | None) -> None:
         """Take the start lock, waiting no longer than the call may (another call's start may be stalled)."""
         if stop is None:
-            self._start_lock.acquire()  # that start is bounded itself, by START_TIMEOUT_SECONDS at most
+            self._start_lock.acquire()  # that start is bounded itself, by its pool_start_timeout at most
             return
         began = time.monotonic()
         while True:

@@ -65,6 +65,11 @@ class ParallelConfig:
     start_method: str | None = None
     address: str | None = None
     """A dask scheduler address (``tcp://host:8786``) for ``strategy="dask"``; None starts a LocalCluster."""
+    pool_start_timeout: float = 300.0
+    """Longest a pool start may take when no call ``timeout=`` bounds it: process start-up plus the
+    ``worker_initializer`` on every worker. A start still waiting then is stopped and the call falls back with
+    ``init_failure`` (or raises ``PoolStartTimeoutError`` without ``force_serial_on_failure``) instead of hanging.
+    Raise it for an initializer that loads a large model; it is not part of the pool's identity."""
     max_waiting_workers: int = 32
     """Cap on the threads auto runs for work that mostly waits (I/O, sleep, remote calls): such work is
     limited by waiting, not cores, so auto runs more threads than cores, as many as the measured wait
@@ -262,6 +267,12 @@ def _check_seconds(name: str, value: object) -> None:
         )
 
 
+def _check_start_timeout(name: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= MAX_SECONDS:
+        raise ValueError(f"ParallelConfig.{name} must be a finite number of seconds above 0 and at most "
+                         f"{MAX_SECONDS} (one year), got {_shown(value)}")
+
+
 def _check_address(name: str, value: object) -> None:
     if value is not None and (not isinstance(value, str) or "://" not in value):
         raise ValueError(f"ParallelConfig.{name} must be None or a scheduler address such as "
@@ -277,6 +288,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, object], None]] = {
     "feature_chunk_size": _check_count,
     "tiny_workload_threshold": _check_seconds,
     "idle_timeout": _check_seconds,
+    "pool_start_timeout": _check_start_timeout,
     "task_size_hint_bytes": _check_bytes,
     "address": _check_address,
 }
@@ -292,7 +304,7 @@ GRAMMAR = (
     "a strategy: auto|serial|sequential|threads|processes|joblib (or strategy=NAME); "
     "workers=N; waiting_workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
-    "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; "
+    "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; start_timeout=SECONDS; "
     "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask). N may be 'auto' for automatic. "
     "Numbers use ASCII digits; workers is at most 64 per usable CPU, other N and BYTES at most 2**63-1, "
     "SECONDS at most one year."
@@ -418,6 +430,8 @@ _KEYS.update({
     "force_serial": ("force_serial_on_failure", _switch),
     "granularity": ("granularity", _choice(GRANULARITIES)),
     "idle_timeout": ("idle_timeout", _seconds_or_none),
+    "start_timeout": ("pool_start_timeout", _seconds),
+    "pool_start_timeout": ("pool_start_timeout", _seconds),
     "strategy": ("strategy", _choice(STRATEGY_NAMES)),
     "start_method": ("start_method", _choice(START_METHODS)),
     "address": ("address", lambda text: text),

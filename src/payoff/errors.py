@@ -93,7 +93,7 @@ def describe_exit(exitcode: int | None) -> str:
 
 class PoolStartTimeoutError(TimeoutError):
     """A pool did not finish starting in time: its workers (usually the ``worker_initializer``) had not all
-    answered when the call's timeout ran out, or after ``payoff.strategies.base.START_TIMEOUT_SECONDS``.
+    answered when the call's timeout ran out, or after ``ParallelConfig.pool_start_timeout``.
 
     The half-started pool has been stopped (worker processes killed); the next call starts a fresh one.
     ``by_call`` is True when the call's own timeout ended the wait.

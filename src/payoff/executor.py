@@ -164,8 +164,9 @@ class ParallelExecutor:
         number of items in flight), so an endless generator works under
         ``itertools.islice``. Bad arguments raise here, not at the first ``next()``.
         """
-        return self._stream(fn, iterables, dict(chunksize=chunksize, granularity=granularity, workload=workload,
-                                                releases_gil=releases_gil, progress=progress, timeout=timeout))
+        options = {"chunksize": chunksize, "granularity": granularity, "workload": workload,
+                   "releases_gil": releases_gil, "progress": progress, "timeout": timeout}
+        return self._stream(fn, iterables, options)
 
     def imap_unordered(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
         """Like :meth:`imap`, but each chunk's results come as soon as that chunk is done, in any order.

@@ -344,5 +344,5 @@ def test_imap_refuses_bad_arguments_when_called_not_when_first_iterated(
 def test_imap_on_a_shut_down_executor_raises_when_called(method: str) -> None:
     ex = ParallelExecutor(ParallelConfig(strategy="serial"))
     ex.shutdown()
-    with pytest.raises(RuntimeError, match="shut ?down|closed"):
+    with pytest.raises(RuntimeError, match=r"shut ?down|closed"):
         getattr(ex, method)(_never_called, [1, 2])

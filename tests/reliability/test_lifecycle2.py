@@ -158,7 +158,6 @@ def test_a_call_waiting_behind_another_calls_pool_start_keeps_its_own_timeout() 
 START_TIMEOUT = """
     import faulthandler, json, os, sys, tempfile, time, warnings
     faulthandler.dump_traceback_later(45, exit=True)
-    import payoff.strategies.base
     from payoff import ParallelConfig, ParallelExecutor
     from tests import tasks
     """ + LEFT_BEHIND + """
@@ -166,12 +165,11 @@ START_TIMEOUT = """
         while os.path.exists(flag):
             time.sleep(0.05)
 
-    payoff.strategies.base.START_TIMEOUT_SECONDS = 1.0
     flag = tempfile.mktemp()
     open(flag, "w").close()
     ex = ParallelExecutor(config=ParallelConfig(strategy=sys.argv[1], max_workers=2, worker_initializer=stall,
                                                 worker_init_args=(flag,), tiny_workload_threshold=0,
-                                                min_batch_size=1))
+                                                min_batch_size=1, pool_start_timeout=1.0))
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         got = ex.map(tasks.square, range(40))
@@ -191,7 +189,7 @@ def test_a_pool_start_without_a_call_timeout_gives_up_after_the_start_timeout(st
     assert out["correct"] is True, out
     assert out["reason"] == "init_failure", out
     detail = str(out["detail"])
-    assert "stall" in detail and "START_TIMEOUT_SECONDS" in detail, detail
+    assert "stall" in detail and "pool_start_timeout=1 s" in detail, detail
     assert any("init_failure" in w for w in out["warned"]), out  # type: ignore[attr-defined]
     assert out["left"] == [], out
 

@@ -37,8 +37,11 @@ def make_strategy(name: str, workers: int, config: ParallelConfig) -> Strategy:
     args = (workers, config.worker_initializer, config.worker_init_args, config.start_method)
     if name == "dask":
         client = config.strategy if not isinstance(config.strategy, str) else None
-        return cls(*args, client=client, address=config.address)  # type: ignore[call-arg]
-    return cls(*args)
+        strategy = cls(*args, client=client, address=config.address)  # type: ignore[call-arg]
+    else:
+        strategy = cls(*args)
+    strategy.start_timeout = config.pool_start_timeout
+    return strategy
 
 
 __all__ = ["CROSSES_PROCESSES", "PICKLER", "SHIP_ONCE_BYTES", "ChunkTask", "Strategy", "make_strategy",

@@ -17,14 +17,10 @@ from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError, WorkerInitError
 from payoff.worker import CancelToken, ChunkOutcome
 
-START_TIMEOUT_SECONDS = 300.0
-"""Longest a pool start may take when no call timeout bounds it: process start-up plus the
-``worker_initializer`` on every worker. A start still waiting then is stopped and fails (the call falls back
-with ``init_failure``, naming the initializer) instead of hanging forever. Read at each start, so setting
-``payoff.strategies.base.START_TIMEOUT_SECONDS`` applies to the next one."""
 START_WAIT_SLICE_SECONDS = 0.2
 """Longest wait between checks of the calling map's cancel token and deadline during a start."""
 
@@ -80,12 +76,14 @@ class Strategy(ABC):
         self.initargs = initargs
         self.start_method = start_method
         self.broken = False
+        self.start_timeout: float = ParallelConfig.pool_start_timeout
+        """``ParallelConfig.pool_start_timeout``: the longest a start waits for its workers without a call timeout."""
 
     def start(self, stop: StartStop | None = None) -> float:
         """Create the pool and prove every worker is up; returns seconds spent.
 
         The wait for the workers ends when ``stop`` expires (``PoolStartTimeoutError``) or is set
-        (``CancelledError``), and after ``START_TIMEOUT_SECONDS`` in any case; the caller then kills the
+        (``CancelledError``), and after ``start_timeout`` in any case; the caller then kills the
         half-started pool.
         """
         t0 = time.perf_counter()
@@ -105,7 +103,7 @@ class Strategy(ABC):
         """Wait for every worker's first answer, as bounded as :meth:`start` says; a failed one raises."""
         stop = self._start_stop
         began = time.monotonic()
-        limit = began + START_TIMEOUT_SECONDS
+        limit = began + self.start_timeout
         pending: set[Future[Any]] = set(pings)
         while pending:
             left = stop.seconds_left() if stop is not None else None
@@ -124,7 +122,7 @@ class Strategy(ABC):
                 raise CancelledError(f"payoff: the call was cancelled while its {self.name} pool was starting")
             if time.monotonic() >= limit:
                 raise PoolStartTimeoutError(self._still_starting(
-                    len(pending), waited, f"START_TIMEOUT_SECONDS={START_TIMEOUT_SECONDS:g} ran out"))
+                    len(pending), waited, f"pool_start_timeout={self.start_timeout:g} s ran out"))
 
     def _ready_or_raise(self, ping: Future[Any]) -> None:
         """A worker whose initializer raised breaks the pool: the initializer's error is the answer, when
