@@ -194,3 +194,18 @@ def generator_exit_on_five(x: int) -> int:
     if x == 5:
         raise GeneratorExit("item five")
     return x
+
+
+_MODEL: dict[str, int] | None = None
+"""Set only by load_model: the documented worker_initializer pattern (load a model once per worker)."""
+
+
+def load_model(scale: int) -> None:
+    global _MODEL
+    _MODEL = {"scale": scale}
+
+
+def predict(x: int) -> int:
+    if _MODEL is None:
+        raise RuntimeError("predict ran where load_model never did")
+    return x * _MODEL["scale"]

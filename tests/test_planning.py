@@ -91,8 +91,10 @@ def test_a_call_that_started_its_pool_leaves_no_verdict() -> None:
         assert facts.verdicts["processes"] == (second.speedup, 40)
 
 
-def test_a_pool_that_failed_to_start_is_not_retried_on_every_call() -> None:
-    """The wait that earned a start ends with the attempt, failed or not: the next one is earned afresh."""
+def test_a_pool_whose_initializer_failed_is_tried_again_not_replaced_by_the_caller() -> None:
+    """The wait that earned a start ends with the attempt, failed or not. With a ``worker_initializer`` the next
+    call may not run its items in the caller instead (``fn`` may need what the initializer sets up), so it tries
+    a fresh pool again rather than staying serial with ``pool_start_cost``."""
     from payoff import ParallelConfig, ParallelExecutor, Reason
 
     planning.KNOWLEDGE.teach(tasks.square, planning.Facts(1e-4, 1.0, 40, "", None, forgone={"processes": 10.0},
@@ -105,7 +107,8 @@ def test_a_pool_that_failed_to_start_is_not_retried_on_every_call() -> None:
         facts = planning.KNOWLEDGE.get(tasks.square)
         assert facts is not None and facts.forgone == {}
         ex.map(tasks.square, range(60))
-        assert ex.last_record is not None and ex.last_record.fallback_reason is Reason.POOL_START_COST
+        again = ex.last_record
+        assert again is not None and again.fallback_reason is Reason.INIT_FAILURE and again.pool_start_failed
 
 
 def test_a_probe_of_trivial_items_runs_long_enough_to_see_past_its_own_timing() -> None:

@@ -242,6 +242,8 @@ class MapRun:
             self.lease = self._acquire(plan)
         if self.lease is None:
             self.where("serial", 1)
+            if self.rec.fallback_reason not in (Reason.INIT_FAILURE, Reason.NESTED):  # failed there; ran in this worker
+                self.ex._initialize_caller(self.config)
             yield from self._serially(plan)
             return
         # the planner caps a fixed chunk size at the items it knows of, for a stream only a planned length

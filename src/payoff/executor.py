@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import threading
 import time
 import weakref
@@ -443,6 +444,26 @@ class ParallelExecutor:
         self.records.append(record)
         self._planner.learn(record, fn, config, error)  # a WorkerCrashedError keeps fn out of the caller from now on
         self._observers.finished(call, record, error)
+
+    def _initialize_caller(self, config: ParallelConfig) -> None:
+        """Run the config's ``worker_initializer`` here once, before items run here: serially, the caller is the
+        worker (``strategy="serial"``, ``enabled=False``, a granularity mismatch), and ``fn`` may need it."""
+        init = config.worker_initializer
+        if init is None:
+            return
+        key = (os.getpid(), init, config.worker_init_args)
+        with self._lock:
+            if self._caller_init is not None and self._caller_init[0] == key[0] \
+                    and self._caller_init[1] is init and self._caller_init[2] is key[2]:
+                return
+            self._caller_init = key  # first: an initializer that maps with this executor does not recurse
+            try:
+                init(*config.worker_init_args)
+            except BaseException:
+                self._caller_init = None
+                raise
+
+    _caller_init: tuple[int, object, object] | None = None
 
     def _workload_label(self, workload: str) -> str:
         with self._lock:

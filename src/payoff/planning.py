@@ -36,6 +36,7 @@ from payoff.observers import find_call_site, warn_at_call_site
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
+from payoff.strategies.base import describe_callable
 from payoff.worker import CancelToken, ChunkOutcome, Star, in_worker, run_chunk
 
 PROBE_BUDGET_SECONDS = 0.002
@@ -677,7 +678,7 @@ class Planner:
         workers = _cluster_workers(call.config, workers) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
         if isolate:  # the serial fallbacks below would run its items here: they are for measured functions
-            floor = None if probe.crashed is not None else _floor_fallback(call) or _too_few(call, remaining)
+            floor = None if _off_the_caller(call, probe) else _floor_fallback(call) or _too_few(call, remaining)
             if floor is not None:  # the user's own minimum for parallel, or nothing to split: it runs here
                 return _serial(call, floor[0], floor[1], decision, probe)
             return replace(self._chunked(call, strategy, workers, probe, remaining, decision), isolated=True)
@@ -703,9 +704,9 @@ class Planner:
 
     def _may_need_a_worker(self, call: Call) -> bool:
         """Whether one worker still means a pool of one worker process rather than the caller: under a backend
-        named for its worker processes (decided after the probe, by what is measured), or for a function that
-        crashed a worker process."""
-        return call.requested in CROSSES_PROCESSES \
+        named for its worker processes (decided after the probe, by what is measured), for a function that
+        crashed a worker process, or for workers that run a ``worker_initializer``."""
+        return call.requested in CROSSES_PROCESSES or _has_initializer(call) \
             or (call.requested == "auto" and self.knowledge.crash_of(call.fn) is not None)
 
     def _choose(self, call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reason, str] | None]:
@@ -1066,7 +1067,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold)
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
-    here = _may_run_items_here(call, probe.crashed is not None)
+    here = _may_run_items_here(call, _off_the_caller(call, probe))
     if needs_cost and known is None and here:
         _probe_cost(call, probe, workers, crowded)
     elif sends and known is not None and known.result_error != "":
@@ -1094,7 +1095,8 @@ def _large_and_measured(known: Facts) -> bool:
 def _may_run_items_here(call: Call, crashed: bool = False) -> bool:
     """Whether the probe may run an unmeasured function's first items in the caller, as a loop would.
 
-    Never for a function that crashed a worker process. Not under a backend
+    Never for a function that crashed a worker process, or whose workers run a
+    ``worker_initializer`` (see :func:`_off_the_caller`). Not under a backend
     named for its worker processes (an item that crashes there must not take
     the caller down) unless the user asked for small work to be kept in the
     caller (``tiny_workload_threshold``). Such a call starts on its pool with
@@ -1105,6 +1107,21 @@ def _may_run_items_here(call: Call, crashed: bool = False) -> bool:
     if crashed:
         return False
     return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold)
+
+
+def _has_initializer(call: Call) -> bool:
+    """The config names a ``worker_initializer`` for a pool that runs it on its workers.
+
+    ``fn`` may depend on what it set up (a model loaded into a global, a
+    connection): an item run in the caller, where it never ran, would fail or,
+    worse, return something else. So such a call's items run only on workers.
+    """
+    return call.config.worker_initializer is not None and call.requested in ("auto", "threads", *CROSSES_PROCESSES)
+
+
+def _off_the_caller(call: Call, probe: Probe) -> bool:
+    """No item of this call may run in the caller, whatever the work: a crash or an initializer forbids it."""
+    return probe.crashed is not None or _has_initializer(call)
 
 
 def _stays_in_workers(call: Call, probe: Probe) -> bool:
@@ -1119,6 +1136,8 @@ def _stays_in_workers(call: Call, probe: Probe) -> bool:
     """
     if probe.crashed is not None:
         return call.requested == "auto" or call.requested in CROSSES_PROCESSES
+    if _has_initializer(call):
+        return True
     return call.requested in CROSSES_PROCESSES and probe.seconds_per_item is None
 
 
@@ -1152,6 +1171,12 @@ def _refuse_the_caller(call: Call, probe: Probe, strategy: str, why: tuple[Reaso
             f"worker processes, never in this one; this call cannot be sent to {strategy}: {detail}. Nothing "
             "ran. Make the function, items and results picklable, or name strategy='serial' to run them in "
             "this process anyway")
+    if _has_initializer(call):
+        raise pickle.PicklingError(
+            f"payoff: this call's workers run worker_initializer {describe_callable(call.config.worker_initializer)},"
+            f" so its items run only on them, never in this process, where it never ran; it cannot be sent to "
+            f"{strategy}: {detail}. Nothing ran. Make the function, items and results picklable, or use "
+            "strategy='threads'")
     if call.requested == "auto":
         return
     from payoff.telemetry.warnings import ParallelFallbackWarning, _action

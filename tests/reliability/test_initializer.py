@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -56,3 +58,41 @@ def test_without_fallback_the_raised_error_carries_the_workers_traceback(strateg
     assert isinstance(error.__cause__, RemoteTraceback), error.__cause__
     assert "def failing_initializer" in str(error.__cause__) or "raise RuntimeError" in str(error.__cause__)
     assert error.pid is not None and error.pid != os.getpid()
+
+
+# -- an item never runs where the initializer did not --------------------------------------------------------
+
+
+@pytest.fixture
+def no_model() -> Iterator[None]:
+    tasks._MODEL = None
+    yield
+    tasks._MODEL = None
+
+
+@pytest.mark.parametrize(("strategy", "extra"), [
+    ("auto", {}), ("threads", {}), ("processes", {}), ("joblib", {}), ("serial", {}),
+    ("processes", {"min_batch_size": 100}), ("auto", {"max_workers": 1}), ("threads", {"max_workers": 1}),
+])
+def test_items_run_only_where_the_initializer_ran(no_model: None, strategy: str, extra: dict[str, Any]) -> None:
+    config = ParallelConfig(strategy=strategy, worker_initializer=tasks.load_model, worker_init_args=(10,), **extra)
+    with ParallelExecutor(config) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        for n in (1000, 5, 1, 300):  # measured first, then small calls the planner would keep in the caller
+            assert ex.map(tasks.predict, range(n)) == [x * 10 for x in range(n)], (n, ex.last_record)
+    if strategy in ("processes", "joblib") or (strategy == "auto" and ex.last_record.selected_strategy != "threads"):
+        assert tasks._MODEL is None, "no item (and no initializer) ran in the caller's process"
+
+
+def test_disabled_runs_the_initializer_once_in_the_caller(no_model: None) -> None:
+    calls: list[int] = []
+
+    def count_and_load(scale: int) -> None:
+        calls.append(scale)
+        tasks.load_model(scale)
+
+    config = ParallelConfig(enabled=False, worker_initializer=count_and_load, worker_init_args=(3,))
+    with ParallelExecutor(config) as ex:
+        assert ex.map(tasks.predict, range(4)) == [0, 3, 6, 9]
+        assert ex.map(tasks.predict, range(4)) == [0, 3, 6, 9]
+    assert calls == [3], "once per executor, not once per call"
