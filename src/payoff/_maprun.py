@@ -118,6 +118,7 @@ class MapRun:
         self.ex._begin(self)
         error: BaseException | None = None
         closed = False
+        left: GeneratorExit | None = None
         try:
             obs.started(self.call)
             with contextlib.nullcontext() if self.streaming else obs.scope(self.call):
@@ -135,7 +136,9 @@ class MapRun:
                 self.source.raise_error()
         except GeneratorExit as exc:
             self.token.set()
-            if not closed:
+            if closed:
+                left = exc
+            else:
                 error = exc
             self._abandon()
             raise
@@ -150,10 +153,16 @@ class MapRun:
                     self.ex._pools.release(self.lease)
                 if self.stream:
                     self.rec.n_items = self.source.taken
+                if left is not None and error is None and not self._all_done():
+                    error = left  # its consumer left before the last result: cancelled, not judged
                 record = self.rec.build(error)
                 self.ex._finish(self.call, record, self.fn, error, self.config)
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
+
+    def _all_done(self) -> bool:
+        """Every item of the input ran (an ``imap`` closed after its last result is a completed call)."""
+        return self.source.exhausted and sum(c.n_items for c in self.rec.chunks) >= self.rec.n_items
 
     def _pause(self, paused: bool) -> None:
         """``imap`` hands a result to its caller: until resumed, ``shutdown`` may detach the call."""

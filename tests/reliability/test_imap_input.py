@@ -346,3 +346,35 @@ def test_imap_on_a_shut_down_executor_raises_when_called(method: str) -> None:
     ex.shutdown()
     with pytest.raises(RuntimeError, match=r"shut ?down|closed"):
         getattr(ex, method)(_never_called, [1, 2])
+
+
+# -- an imap its consumer left is recorded as cancelled, one it read to the end as ok ---------------------------
+
+
+def _sleep_then(seconds: float, x: int) -> int:
+    time.sleep(seconds)
+    return x
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
+def test_an_abandoned_imap_is_recorded_as_cancelled_and_not_judged(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        it = ex.imap(functools.partial(_sleep_then, 0.005), range(400))
+        assert [next(it) for _ in range(5)] == list(range(5))
+        it.close()
+        left = ex.last_record
+        whole = list(ex.imap(functools.partial(_sleep_then, 0.0), range(50)))
+        read = ex.last_record
+    assert left is not None and left.outcome == "cancelled", left
+    assert not left.completed
+    assert whole == list(range(50)) and read is not None and read.outcome == "ok"
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads"])
+def test_an_imap_closed_after_its_last_result_is_ok(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        it = ex.imap(functools.partial(_sleep_then, 0.0), range(20))
+        assert list(itertools.islice(it, 20)) == list(range(20))  # every result, without reaching the end
+        it.close()
+        record = ex.last_record
+    assert record is not None and record.outcome == "ok", record
