@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import queue
 import signal
 import threading
@@ -100,6 +101,7 @@ class MapRun:
         self.paused_by: threading.Thread | None = None
         self.thread = threading.get_ident()
         """The thread the call began in (set again by ``_begin``): shutdown from there cannot wait for it."""
+        self.pid = os.getpid()
 
     # -- the call as a whole ---------------------------------------------------
 
@@ -168,6 +170,10 @@ class MapRun:
         """``imap`` hands a result to its caller: until resumed, ``shutdown`` may detach the call."""
         if not self.streaming:
             return
+        if not paused and self.lease is not None and os.getpid() != self.pid:
+            raise RuntimeError(f"payoff: this {self._kind()} was started in process {self.pid}; a process forked "
+                               "from it cannot continue it: its chunks run on that process's pools. Start a new "
+                               f"{self._kind()} here (the parent can still take the rest)")
         with self.pause_lock:
             self.paused, self.paused_by = paused, threading.current_thread()
             if not paused and self.detached:

@@ -332,3 +332,35 @@ FORK_WHILE_LOCKS_ARE_HELD = """
 def test_a_child_forked_while_another_thread_holds_payoffs_locks_still_maps() -> None:
     out = last_json(run_child(FORK_WHILE_LOCKS_ARE_HELD))
     assert out["child"] is True, "the child deadlocked on a lock held by a parent thread at the fork"
+
+
+# -- an imap paused in the parent and continued in a forked child --------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_a_forked_child_cannot_continue_the_parents_parallel_imap_and_says_so(strategy: str) -> None:
+    """It waited forever for chunks that run on the parent's pools; the parent still takes the rest."""
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        it = ex.imap(tasks.square, range(400), chunksize=10)
+        assert next(it) == 0
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.alarm(30)  # a child that hangs (the fault) ends, and says so by its exit status
+                list(it)
+                said = "no error"
+            except RuntimeError as exc:
+                said = str(exc)
+            except BaseException as exc:  # anything else is reported to the parent as a failure
+                said = repr(exc)
+            os.write(writer, said.encode()[:4000])
+            os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as fh:
+            said = fh.read().decode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, f"the child hung or died: {status}"
+        assert "forked" in said and "cannot continue" in said, said
+        assert list(it) == [x * x for x in range(1, 400)]
