@@ -892,7 +892,7 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     if not cfg.enabled:
         return Reason.DISABLED, "enabled=False"
     if in_worker():
-        return Reason.NESTED, "map called from inside a payoff worker"
+        return Reason.NESTED, "map called from inside an item of another payoff map"
     if call.granularity is not None and cfg.granularity not in ("auto", call.granularity):
         return (Reason.GRANULARITY_MISMATCH,
                 f"the call splits on {call.granularity!r}, the config allows only {cfg.granularity!r}")

@@ -165,7 +165,8 @@ class Reason(StrEnum):
     NESTED = (
         "nested",
         "fallback",
-        "called from inside a payoff worker, where another pool would oversubscribe the cores",
+        "called from inside an item of another payoff map (on its pool or in the caller): nested maps run "
+        "serially, so pools never nest and oversubscribe the cores",
         "parallelise the outer loop only",
     )
 
