@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -97,3 +99,17 @@ def test_an_item_raising_generator_exit_is_a_failed_call_not_a_closed_one(strate
             pytest.raises(GeneratorExit, match="item five"):
         ex.map(tasks.generator_exit_on_five, range(20), chunksize=3)
     assert len(spy.seen) == 1 and isinstance(spy.seen[0], GeneratorExit), spy.seen
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_item_that_cannot_be_pickled_is_named(strategy: str) -> None:
+    """Only some items are unsendable: the pickling error raised while sending them names the item."""
+    items: list[Any] = [threading.Lock() if i == 70 else i for i in range(100)]
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        ex.map(tasks.identity, list(range(20)), chunksize=10)  # measured and sendable: the next call is sent
+        with pytest.raises(Exception, match="pickle") as info:
+            ex.map(tasks.identity, items, chunksize=10)
+        notes = getattr(info.value, "__notes__", [])
+        assert any("item 70 of the map" in note and strategy in note for note in notes), notes
+        assert ex.map(tasks.square, range(5)) == [0, 1, 4, 9, 16], "the executor still works"

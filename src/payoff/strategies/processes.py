@@ -182,7 +182,12 @@ class PickledPoolStrategy(Strategy):
             fn = fn.fn
         t0 = time.perf_counter_ns()
         dumps = _cloudpickle_dumps if by_value else self._dumps
-        payload = dumps((fn, task.items, task.first, task.index, task.budget_ns))
+        try:
+            payload = dumps((fn, task.items, task.first, task.index, task.budget_ns))
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # the user's own exception arrives whatever its notes allow
+                exc.add_note(f"payoff: {_unsendable_part(dumps, fn, task)} cannot be pickled for {self.name}")
+            raise
         task.encode_ns = time.perf_counter_ns() - t0
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()
@@ -231,6 +236,20 @@ class PickledPoolStrategy(Strategy):
             proc.join(0.5)
         if all(p.exitcode is not None for p in procs):
             _end_result_pipe(pool)
+
+
+def _unsendable_part(dumps: Callable[[Any], bytes], fn: Any, task: ChunkTask) -> str:
+    """Which part of a chunk failed to pickle, for the error's note: found only once it failed."""
+    for k, item in enumerate(task.items):
+        try:
+            dumps(item)
+        except Exception:
+            return f"item {task.first + k} of the map (chunk {task.index})"
+    try:
+        dumps(fn)
+    except Exception:
+        return "the function"
+    return f"chunk {task.index} (items {task.first} to {task.first + len(task.items) - 1})"
 
 
 def _end_result_pipe(pool: Any) -> None:
