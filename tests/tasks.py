@@ -79,6 +79,12 @@ def exit_on_five(x: int) -> int:
     return x * 10
 
 
+def exit_zero_on_five(x: int) -> int:
+    if x == 5:
+        os._exit(0)
+    return x * 10
+
+
 class TwoArgError(Exception):
     """An exception whose ``__init__`` does not take its own ``args``: it cannot be unpickled."""
 

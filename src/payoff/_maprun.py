@@ -575,9 +575,10 @@ class MapRun:
 
     def _after_break(self, pool: Strategy, exc: BrokenExecutor) -> None:
         """Recover from a broken pool: finished chunks kept, lost ones to fresh workers or isolation."""
+        first = pool.exit_codes()  # before the pool stops the survivors: the dead worker, most often alone
         lost = self._drain_broken(pool)
         self.ex._pools.discard(pool)
-        codes = pool.exit_codes()  # after the kill: every worker has been reaped and has its code
+        codes = first or pool.exit_codes()  # after the kill: every worker has been reaped and has its code
         self._raise_if_stopped()
         if not lost:
             self._resume_after_submit_failure(pool, exc)
@@ -716,9 +717,10 @@ def _culprit_code(codes: list[int]) -> int | None:
     """The dead worker's code, not a survivor's: after a crash the pool kills the others.
 
     A process pool sends SIGTERM, loky sends SIGKILL, so those name the crash
-    only when nothing else does (SIGKILL alone is the kernel's OOM killer); a
-    clean exit (an idle worker retiring) never does.
+    only when nothing else does (SIGKILL alone is the kernel's OOM killer). A
+    clean exit is an item's ``os._exit(0)``: idle workers that retired are no
+    longer among the codes (see ``_remember_processes``).
     """
     def rank(code: int) -> int:
-        return {-int(signal.SIGKILL): 1, -int(signal.SIGTERM): 2, 0: 3}.get(code, 0)
+        return {0: 1, -int(signal.SIGKILL): 2, -int(signal.SIGTERM): 3}.get(code, 0)
     return min(codes, key=rank) if codes else None

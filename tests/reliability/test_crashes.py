@@ -92,6 +92,15 @@ def test_an_item_calling_os_exit_is_named_with_its_exit_code() -> None:
     assert "exit code 7" in str(out["message"]), out
 
 
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_item_exiting_cleanly_is_named_with_exit_code_0_not_the_signal_that_stopped_the_others(
+        strategy: str) -> None:
+    """The pool stops the surviving workers (SIGTERM, SIGKILL): their codes named the crash before."""
+    out = run_crash(strategy, "exit_zero_on_five")
+    assert (out["error"], out["item"], out["exitcode"]) == ("WorkerCrashedError", 5, 0), out
+    assert "exit code 0" in str(out["message"]), out
+
+
 def test_a_crash_that_does_not_recur_is_recovered_in_fresh_workers(tmp_path: Path) -> None:
     parent = os.getpid()
     items = [(i, parent, str(tmp_path / "died")) for i in range(40)]

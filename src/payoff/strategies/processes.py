@@ -159,11 +159,19 @@ class PickledPoolStrategy(Strategy):
                 future.cancel()  # fails, as it should, for one a worker has taken
 
     def _remember_processes(self) -> None:
-        """Keep every worker's process object: the pool forgets the dead, but their exit codes name a crash."""
+        """Keep every worker's process object: the pool forgets the dead, but their exit codes name a crash.
+
+        One the pool forgot after a clean exit is dropped: loky retires idle
+        workers that way, and such an exit must not name a later crash.
+        """
         if self._seen is None:
             self._seen = {}
-        for pid, proc in list((getattr(self._pool, "_processes", None) or {}).items()):
+        current = dict(getattr(self._pool, "_processes", None) or {})
+        for pid, proc in current.items():
             self._seen.setdefault(pid, proc)
+        for pid, proc in list(self._seen.items()):
+            if pid not in current and proc.exitcode == 0:
+                del self._seen[pid]
 
     def exit_codes(self) -> list[int]:
         codes = []
