@@ -430,6 +430,15 @@ def test_user_script_with_the_concurrent_futures_api(user: tuple[Path, dict[str,
 
 
 @pytest.mark.slow
+def _failures(stdout: str, limit: int = 12_000) -> str:
+    """pytest's FAILURES section (what each failed test asserted), which the summary's tail leaves out."""
+    start = stdout.find("= FAILURES =")
+    if start < 0:
+        return ""
+    end = stdout.find("short test summary info", start)
+    return stdout[start:end if end > 0 else None][:limit]
+
+
 def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
     """The sdist's own tests, from the sdist unpacked elsewhere, on its own ``src`` (this venv's tools).
 
@@ -451,7 +460,7 @@ def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
     done = _run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-m", "not slow"],
                 timeout=900, env=env, cwd=unpacked, check=False)
     tail = "\n".join(done.stdout.splitlines()[-40:])
-    assert done.returncode == 0, f"the sdist's tests failed:\n{tail}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, f"the sdist's tests failed:\n{_failures(done.stdout)}\n{tail}\n{done.stderr[-2000:]}"
     summary = done.stdout.strip().splitlines()[-1]  # warnings above it may quote any word
     assert re.search(r"\d+ passed", summary) and "failed" not in summary and "error" not in summary, tail
     for name, why in SDIST_HEAVY.items():  # skipped, and saying why: never silently left out
