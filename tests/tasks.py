@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -215,3 +216,8 @@ def predict(x: int) -> int:
     if _MODEL is None:
         raise RuntimeError("predict ran where load_model never did")
     return x * _MODEL["scale"]
+
+
+def lock_at_seven(x: int) -> Any:
+    """A result pickle refuses, for item 7 only."""
+    return threading.Lock() if x == 7 else x

@@ -606,13 +606,26 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     try:
         return dumps(outcome)
     except Exception as exc:  # an unpicklable result
-        outcome.results = []
-        if outcome.error is None:
-            outcome.error = RuntimeError(
-                f"payoff: chunk {index} finished but its results cannot be pickled back to the parent: {exc!r}"
-            )
-            outcome.error_index = first
+        if outcome.error is not None:
+            outcome.results = []
+            return dumps(outcome)
+        k, what, why = _first_unpicklable(outcome.results, dumps, exc)
+        outcome.results = outcome.results[:k]  # the items before it are done, as before any item's error
+        outcome.error = RuntimeError(f"payoff: item {first + k} of the map (chunk {index}) returned {what}, which "
+                                     f"cannot be pickled back to the parent: {why!r}")
+        outcome.error_index = first + k
         return dumps(outcome)
+
+
+def _first_unpicklable(results: list[Any], dumps: Callable[[Any], bytes],
+                       exc: Exception) -> tuple[int, str, Exception]:
+    """Which result failed to pickle (looked for only once the chunk's did), what it is, and why."""
+    for k, result in enumerate(results):
+        try:
+            dumps(result)
+        except Exception as err:
+            return k, f"a {type(result).__qualname__}", err
+    return 0, "results", exc
 
 
 def _prepare_for_travel(outcome: ChunkOutcome, dumps: Callable[[Any], bytes]) -> None:

@@ -113,3 +113,17 @@ def test_an_item_that_cannot_be_pickled_is_named(strategy: str) -> None:
         notes = getattr(info.value, "__notes__", [])
         assert any("item 70 of the map" in note and strategy in note for note in notes), notes
         assert ex.map(tasks.square, range(5)) == [0, 1, 4, 9, 16], "the executor still works"
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_result_that_cannot_be_pickled_back_is_named_and_the_results_before_it_arrive(strategy: str) -> None:
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        with pytest.raises(RuntimeError, match=r"item 7 of the map .* returned a lock") as info:
+            ex.map(tasks.lock_at_seven, range(20), chunksize=20)
+        assert "cannot be pickled back" in str(info.value)
+        results = ex.imap(tasks.lock_at_seven, range(20), chunksize=20)
+        got = [next(results) for _ in range(7)]
+        assert got == list(range(7)), "imap hands out the results before it, as for any item's error"
+        with pytest.raises(RuntimeError, match="item 7 of the map"):
+            next(results)
