@@ -429,7 +429,9 @@ def test_user_script_with_the_concurrent_futures_api(user: tuple[Path, dict[str,
     assert done.stdout.strip() == "True", done.stdout + done.stderr
 
 
-@pytest.mark.slow
+SDIST_RELIABILITY_SAMPLE = "tests/reliability/test_crashes.py::test_an_item_calling_os_exit_is_named_with_its_exit_code"
+
+
 def _failures(stdout: str, limit: int = 12_000) -> str:
     """pytest's FAILURES section (what each failed test asserted), which the summary's tail leaves out."""
     start = stdout.find("= FAILURES =")
@@ -439,10 +441,14 @@ def _failures(stdout: str, limit: int = 12_000) -> str:
     return stdout[start:end if end > 0 else None][:limit]
 
 
+@pytest.mark.slow
 def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
     """The sdist's own tests, from the sdist unpacked elsewhere, on its own ``src`` (this venv's tools).
 
-    Every test collects and every test not marked ``slow`` runs; the end-to-end files of
+    Every test collects. Every test not marked ``slow`` runs, except ``tests/reliability``'s, of which
+    one runs (a child interpreter started from the unpacked tree): they read nothing from the tree but
+    the package and ``tests/``, and this run checks the tree, while the checkout's run exercises the
+    same code (running them twice took half of the suite's time). The end-to-end files of
     :data:`~tests.conftest.SDIST_HEAVY` skip there, each saying why.
     """
     with tarfile.open(dists / SDIST) as tf:
@@ -457,8 +463,9 @@ def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
                      env=env, cwd=unpacked, check=False)
     assert collected.returncode == 0 and re.search(r"^\d+ tests collected", collected.stdout, re.M), \
         f"the sdist's tests do not all collect:\n{collected.stdout[-3000:]}\n{collected.stderr[-2000:]}"
-    done = _run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-m", "not slow"],
-                timeout=900, env=env, cwd=unpacked, check=False)
+    files = sorted(str(p.relative_to(unpacked)) for p in (unpacked / "tests").glob("test_*.py"))
+    done = _run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-m", "not slow", *files,
+                 SDIST_RELIABILITY_SAMPLE], timeout=900, env=env, cwd=unpacked, check=False)
     tail = "\n".join(done.stdout.splitlines()[-40:])
     assert done.returncode == 0, f"the sdist's tests failed:\n{_failures(done.stdout)}\n{tail}\n{done.stderr[-2000:]}"
     summary = done.stdout.strip().splitlines()[-1]  # warnings above it may quote any word
