@@ -15,7 +15,6 @@ import contextlib
 import contextvars
 import os
 import queue
-import signal
 import threading
 import time
 from collections import Counter, deque
@@ -714,13 +713,5 @@ def _halves(task: ChunkTask) -> list[ChunkTask]:
 
 
 def _culprit_code(codes: list[int]) -> int | None:
-    """The dead worker's code, not a survivor's: after a crash the pool kills the others.
-
-    A process pool sends SIGTERM, loky sends SIGKILL, so those name the crash
-    only when nothing else does (SIGKILL alone is the kernel's OOM killer). A
-    clean exit is an item's ``os._exit(0)``: idle workers that retired are no
-    longer among the codes (see ``_remember_processes``).
-    """
-    def rank(code: int) -> int:
-        return {0: 1, -int(signal.SIGKILL): 2, -int(signal.SIGTERM): 3}.get(code, 0)
-    return min(codes, key=rank) if codes else None
+    """The dead worker's code, not a survivor's: pools list the likeliest first (``Strategy.exit_codes``)."""
+    return codes[0] if codes else None

@@ -179,7 +179,8 @@ class Strategy(ABC):
         return []
 
     def exit_codes(self) -> list[int]:
-        """Exit codes of this pool's worker processes that have ended (negative: killed by that signal)."""
+        """Exit codes of this pool's worker processes that have ended (negative: killed by that signal), the
+        likeliest crash first."""
         return []
 
     def running_tasks(self) -> int:

@@ -26,6 +26,7 @@ IDLE_WORKER_TIMEOUT_SECONDS = 300
 class JoblibStrategy(PickledPoolStrategy):
     name = "joblib"
     pickler = "cloudpickle"
+    retires_idle_workers = True
 
     def _dumps(self, obj: Any) -> bytes:
         return bytes(cloudpickle.dumps(obj))

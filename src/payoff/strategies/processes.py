@@ -159,27 +159,36 @@ class PickledPoolStrategy(Strategy):
                 future.cancel()  # fails, as it should, for one a worker has taken
 
     def _remember_processes(self) -> None:
-        """Keep every worker's process object: the pool forgets the dead, but their exit codes name a crash.
-
-        One the pool forgot after a clean exit is dropped: loky retires idle
-        workers that way, and such an exit must not name a later crash.
-        """
+        """Keep every worker's process object: the pool forgets the dead, but their exit codes name a crash."""
         if self._seen is None:
             self._seen = {}
-        current = dict(getattr(self._pool, "_processes", None) or {})
-        for pid, proc in current.items():
+        for pid, proc in list((getattr(self._pool, "_processes", None) or {}).items()):
             self._seen.setdefault(pid, proc)
-        for pid, proc in list(self._seen.items()):
-            if pid not in current and proc.exitcode == 0:
-                del self._seen[pid]
+
+    retires_idle_workers: bool = False
+    """Whether the pool ends idle workers with a clean exit (loky does): such an exit then names no crash."""
 
     def exit_codes(self) -> list[int]:
+        """The ended workers' codes, the likeliest crash first.
+
+        After a crash the pool stops the other workers (``concurrent.futures``
+        with SIGTERM, loky with SIGKILL), so those signals name the crash only
+        when nothing else does (SIGKILL alone is the kernel's OOM killer). A
+        clean exit is an item's ``os._exit(0)``, unless this pool retires idle
+        workers that way.
+        """
         codes = []
         for proc in list((self._seen or {}).values()):
             code = proc.exitcode
             if code is not None:
                 codes.append(int(code))
-        return codes
+        return self.likeliest_first(codes)
+
+    @classmethod
+    def likeliest_first(cls, codes: list[int]) -> list[int]:
+        stops = {-int(signal.SIGKILL): 2, -int(signal.SIGTERM): 3}
+        clean = 4 if cls.retires_idle_workers else 1
+        return sorted(codes, key=lambda code: clean if code == 0 else stops.get(code, 0))
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         pool = self._pool
