@@ -59,7 +59,7 @@ LEFT_BEHIND = """
 
 # -- 1. a stalled worker initializer ---------------------------------------------------------------
 
-STALLED_START = """
+STALLING = """
     import faulthandler, json, os, sys, tempfile, threading, time, warnings
     warnings.simplefilter("ignore")
     faulthandler.dump_traceback_later(45, exit=True)
@@ -70,12 +70,20 @@ STALLED_START = """
         while os.path.exists(flag):
             time.sleep(0.05)
 
+    def stalled_executor(strategy, **config):
+        '''An executor whose worker_initializer waits until the returned flag file is removed.'''
+        flag = tempfile.mktemp()
+        open(flag, "w").close()
+        ex = ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=stall,
+                                                    worker_init_args=(flag,), tiny_workload_threshold=0,
+                                                    min_batch_size=1, **config))
+        return ex, flag
+"""
+"""The stalled-start scripts' common beginning: imports, a hang guard, an initializer that stalls on demand."""
+
+STALLED_START = STALLING + """
     strategy = sys.argv[1]
-    flag = tempfile.mktemp()
-    open(flag, "w").close()
-    ex = ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=stall,
-                                                worker_init_args=(flag,), tiny_workload_threshold=0,
-                                                min_batch_size=1))
+    ex, flag = stalled_executor(strategy)
     out = {}
     t0 = time.monotonic()
     try:
@@ -105,22 +113,8 @@ def test_a_call_timeout_bounds_a_pool_start_whose_initializer_stalls(strategy: s
     assert out["next"] is True and out["next_strategy"] == strategy, out
 
 
-QUEUED_START = """
-    import faulthandler, json, os, sys, tempfile, threading, time, warnings
-    warnings.simplefilter("ignore")
-    faulthandler.dump_traceback_later(45, exit=True)
-    from payoff import ParallelConfig, ParallelExecutor
-    from tests import tasks
-
-    def stall(flag):
-        while os.path.exists(flag):
-            time.sleep(0.05)
-
-    flag = tempfile.mktemp()
-    open(flag, "w").close()
-    ex = ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2, worker_initializer=stall,
-                                                worker_init_args=(flag,), tiny_workload_threshold=0,
-                                                min_batch_size=1))
+QUEUED_START = STALLING + """
+    ex, flag = stalled_executor("processes")
     first = {}
     def starter():
         try:
@@ -155,21 +149,8 @@ def test_a_call_waiting_behind_another_calls_pool_start_keeps_its_own_timeout() 
     assert out["first"] is True, out  # the start it waited behind went on and served its own call
 
 
-START_TIMEOUT = """
-    import faulthandler, json, os, sys, tempfile, time, warnings
-    faulthandler.dump_traceback_later(45, exit=True)
-    from payoff import ParallelConfig, ParallelExecutor
-    from tests import tasks
-    """ + LEFT_BEHIND + """
-    def stall(flag):
-        while os.path.exists(flag):
-            time.sleep(0.05)
-
-    flag = tempfile.mktemp()
-    open(flag, "w").close()
-    ex = ParallelExecutor(config=ParallelConfig(strategy=sys.argv[1], max_workers=2, worker_initializer=stall,
-                                                worker_init_args=(flag,), tiny_workload_threshold=0,
-                                                min_batch_size=1, pool_start_timeout=1.0))
+START_TIMEOUT = STALLING + """
+    ex, flag = stalled_executor(sys.argv[1], pool_start_timeout=1.0)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         got = ex.map(tasks.square, range(40))
