@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -221,3 +222,18 @@ def predict(x: int) -> int:
 def lock_at_seven(x: int) -> Any:
     """A result pickle refuses, for item 7 only."""
     return threading.Lock() if x == 7 else x
+
+
+class Counted:
+    """An iterator that says how far it has been read."""
+
+    def __init__(self, inner: Iterator[Any]) -> None:
+        self.inner, self.read = inner, 0
+
+    def __iter__(self) -> Counted:
+        return self
+
+    def __next__(self) -> Any:
+        value = next(self.inner)
+        self.read += 1
+        return value

@@ -12,6 +12,7 @@ import pytest
 import payoff
 from payoff import ParallelConfig, ParallelExecutor, Reason
 from tests import tasks
+from tests.tasks import Counted
 
 STRATEGIES = ["auto", "serial", "threads", "processes", "joblib"]
 
@@ -36,21 +37,6 @@ def test_empty_input_under_dask() -> None:
     with ParallelExecutor(ParallelConfig(strategy="dask")) as ex:
         assert ex.map(abs, []) == []
         assert ex.last_record is not None and not ex.last_record.pool_started, "no cluster for nothing"
-
-
-class Counted:
-    """An iterator that says how far it has been read."""
-
-    def __init__(self, inner: Iterator[int]) -> None:
-        self.inner, self.read = inner, 0
-
-    def __iter__(self) -> Counted:
-        return self
-
-    def __next__(self) -> int:
-        value = next(self.inner)
-        self.read += 1
-        return value
 
 
 @pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "auto"])

@@ -31,27 +31,13 @@ import pytest
 from payoff import ParallelConfig, ParallelExecutor
 from payoff.scheduling import GuidedChunks
 from payoff.worker import run_chunk
+from tests.tasks import Counted
 
 SERIAL_CONFIGS = {
     "serial": ParallelConfig(strategy="serial"),
     "disabled": ParallelConfig(enabled=False),
 }
 FORCE = {"tiny_workload_threshold": 0.0, "min_batch_size": 1}
-
-
-class Counted:
-    """An iterator that says how far it has been read."""
-
-    def __init__(self, inner: Iterator[Any]) -> None:
-        self.inner, self.read = inner, 0
-
-    def __iter__(self) -> Counted:
-        return self
-
-    def __next__(self) -> Any:
-        value = next(self.inner)
-        self.read += 1
-        return value
 
 
 def plus_one(x: int) -> int:
