@@ -359,12 +359,9 @@ class ParallelExecutor:
 
     def _run(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int | None, granularity: str | None,
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
-             streaming: bool = False, ordered: bool = True, **unknown: Any) -> Iterator[list[Any]]:
+             streaming: bool = False, ordered: bool = True) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order (unless ``ordered=False``)."""
         started_ns = time.monotonic_ns()  # the call's wall time includes checking and reading its input
-        if unknown:
-            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}; accepted: chunksize, "
-                            "granularity, workload, releases_gil, progress, timeout")
         self._check_open()
         _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout  # reading the input counts

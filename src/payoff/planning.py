@@ -1092,7 +1092,7 @@ def _large_and_measured(known: Facts) -> bool:
     return known.measured_on is not None and known.fn_bytes >= SHIP_ONCE_BYTES
 
 
-def _may_run_items_here(call: Call, crashed: bool = False) -> bool:
+def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     """Whether the probe may run an unmeasured function's first items in the caller, as a loop would.
 
     Never for a function that crashed a worker process, or whose workers run a
@@ -1104,7 +1104,7 @@ def _may_run_items_here(call: Call, crashed: bool = False) -> bool:
     of the function is planned from it. (Under a timeout the probe runs on a
     payoff thread the caller waits for no longer than that.)
     """
-    if crashed:
+    if off_the_caller:
         return False
     return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold)
 

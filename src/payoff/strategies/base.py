@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError, WorkerInitError
@@ -125,15 +125,16 @@ class Strategy(ABC):
                     len(pending), waited, f"pool_start_timeout={self.start_timeout:g} s ran out"))
 
     def _ready_or_raise(self, ping: Future[Any]) -> None:
-        """A worker whose initializer raised breaks the pool: the initializer's error is the answer, when
-        the pool can tell it (see :meth:`_init_error`), else the pool's own."""
         try:
             ping.result()
         except Exception as exc:
-            error = self._init_error() if self.initializer is not None else None
-            if error is None:
-                raise
-            raise error from (error.__cause__ or exc)
+            self._raise_start_failure(exc)
+
+    def _raise_start_failure(self, exc: Exception) -> NoReturn:
+        """A worker whose initializer raised breaks the pool: the initializer's error is the answer, when
+        the pool can tell it (see :meth:`_init_error`), else the pool's own ``exc``."""
+        error = self._init_error() if self.initializer is not None else None
+        raise exc if error is None else error
 
     def _init_error(self) -> WorkerInitError | None:
         """What the ``worker_initializer`` raised in a worker of this pool, if the pool learned it."""
@@ -188,9 +189,13 @@ class Strategy(ABC):
         return 0
 
 
-def init_error(initializer: object, raised: str, where: str, pid: int | None) -> WorkerInitError:
-    return WorkerInitError(f"payoff: worker_initializer {describe_callable(initializer)} raised {raised} in "
-                           f"{where}", pid=pid)
+def init_error(initializer: object, raised: str, where: str, pid: int | None,
+               cause: BaseException) -> WorkerInitError:
+    """What a pool start raises when its ``worker_initializer`` raised: ``cause`` is that exception or its text."""
+    error = WorkerInitError(f"payoff: worker_initializer {describe_callable(initializer)} raised {raised} in "
+                            f"{where}", pid=pid)
+    error.__cause__ = cause
+    return error
 
 
 def describe_callable(fn: object) -> str:

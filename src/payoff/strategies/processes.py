@@ -121,9 +121,7 @@ class PickledPoolStrategy(Strategy):
         if report is None:
             return None
         pid, raised, text = report
-        error = init_error(self.initializer, raised, f"worker process {pid}", pid)
-        error.__cause__ = RemoteTraceback(text)
-        return error
+        return init_error(self.initializer, raised, f"worker process {pid}", pid, RemoteTraceback(text))
 
     def _remove_files(self) -> None:
         """The pool's shipped functions and initializer reports: they live as long as the pool."""

@@ -29,11 +29,8 @@ class ThreadStrategy(Strategy):
         self._pool = pool
         try:
             pings = [pool.submit(ping) for _ in range(self.workers)]
-        except BrokenThreadPool:  # an initializer raised before every ping was queued
-            error = self._init_error()
-            if error is None:
-                raise
-            raise error from error.__cause__
+        except BrokenThreadPool as exc:  # an initializer raised before every ping was queued
+            self._raise_start_failure(exc)
         self._await_ready(pings)
 
     def _init_error(self) -> WorkerInitError | None:
@@ -41,9 +38,7 @@ class ThreadStrategy(Strategy):
         raised = pool.init_error if isinstance(pool, DaemonThreadPool) else None
         if raised is None:
             return None
-        error = init_error(self.initializer, repr(raised), "a worker thread", os.getpid())
-        error.__cause__ = raised
-        return error
+        return init_error(self.initializer, repr(raised), "a worker thread", os.getpid(), raised)
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         if self._pool is None:
