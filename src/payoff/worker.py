@@ -609,7 +609,9 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
         if outcome.error is not None:
             outcome.results = []
             return dumps(outcome)
-        k, what, why = _first_unpicklable(outcome.results, dumps, exc)
+        found = first_unpicklable(outcome.results, dumps)
+        k, why = found if found is not None else (0, exc)
+        what = f"a {type(outcome.results[k]).__qualname__}" if found is not None else "results"
         outcome.results = outcome.results[:k]  # the items before it are done, as before any item's error
         outcome.error = RuntimeError(f"payoff: item {first + k} of the map (chunk {index}) returned {what}, which "
                                      f"cannot be pickled back to the parent: {why!r}")
@@ -617,15 +619,15 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
         return dumps(outcome)
 
 
-def _first_unpicklable(results: list[Any], dumps: Callable[[Any], bytes],
-                       exc: Exception) -> tuple[int, str, Exception]:
-    """Which result failed to pickle (looked for only once the chunk's did), what it is, and why."""
-    for k, result in enumerate(results):
+def first_unpicklable(values: Sequence[Any], dumps: Callable[[Any], bytes]) -> tuple[int, Exception] | None:
+    """The position of the first value ``dumps`` refuses, and its error; looked for only once a whole batch
+    failed to pickle, to name the item at fault."""
+    for k, value in enumerate(values):
         try:
-            dumps(result)
+            dumps(value)
         except Exception as err:
-            return k, f"a {type(result).__qualname__}", err
-    return 0, "results", exc
+            return k, err
+    return None
 
 
 def _prepare_for_travel(outcome: ChunkOutcome, dumps: Callable[[Any], bytes]) -> None:

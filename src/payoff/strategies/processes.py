@@ -30,7 +30,16 @@ from typing import Any
 from payoff.errors import RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
-from payoff.worker import ChunkOutcome, ShippedFn, arrived, init_process, ping, read_init_failure, run_pickled_chunk
+from payoff.worker import (
+    ChunkOutcome,
+    ShippedFn,
+    arrived,
+    first_unpicklable,
+    init_process,
+    ping,
+    read_init_failure,
+    run_pickled_chunk,
+)
 
 _KILL_GRACE_SECONDS = 1.0
 _KEEP_SHIPPED = 8
@@ -255,14 +264,10 @@ class PickledPoolStrategy(Strategy):
 
 def _unsendable_part(dumps: Callable[[Any], bytes], fn: Any, task: ChunkTask) -> str:
     """Which part of a chunk failed to pickle, for the error's note: found only once it failed."""
-    for k, item in enumerate(task.items):
-        try:
-            dumps(item)
-        except Exception:
-            return f"item {task.first + k} of the map (chunk {task.index})"
-    try:
-        dumps(fn)
-    except Exception:
+    item = first_unpicklable(task.items, dumps)
+    if item is not None:
+        return f"item {task.first + item[0]} of the map (chunk {task.index})"
+    if first_unpicklable([fn], dumps) is not None:
         return "the function"
     return f"chunk {task.index} (items {task.first} to {task.first + len(task.items) - 1})"
 
