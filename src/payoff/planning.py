@@ -1231,7 +1231,7 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -
     process_ns = time.process_time_ns() - process_ns  # this thread's and the others': about one core when GIL-bound
     clock_ns = time.perf_counter_ns() - clock_ns
     if outcome.n_done:
-        wall = max(sum(outcome.durations_ns) - outcome.runq_ns, outcome.cpu_ns) / 1e9  # a wait for a CPU is no wait
+        wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = min(1.0, max(0.05, outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
         if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and process_ns >= GIL_BOUND_CORES * clock_ns:
@@ -1278,12 +1278,13 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
 
     The cost per item is the lower of the whole probe's mean and its last
     (largest) step's: the few hundred ns of timing each block costs only ever
-    inflate a mean, most of all the first steps' blocks of one or two items. The budget is soft (a step stops
+    inflate a mean, most of all the first steps' blocks of one or two items; waits for a CPU are taken off
+    both (see ``_own_ns``). The budget is soft (a step stops
     at the first timing block past it); a call's ``deadline`` is hard (no item starts after it).
     """
     budget = CancelToken(time.monotonic() + PROBE_BUDGET_SECONDS)
     outcome = run_chunk(fn, items[:1], 0, 0)
-    taken, last = 1, (sum(outcome.durations_ns), 1)
+    taken, last = 1, (_own_ns(outcome), 1)
     while outcome.error is None and not budget.expired():
         cap = cheap_limit if sum(outcome.durations_ns) < PROBE_CHEAP_SECONDS * 1e9 else limit
         if taken >= cap:
@@ -1291,16 +1292,23 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
         left_ns = max(1, int((budget.seconds_left() or 0.0) * 1e9))  # a step of items that turn dear stops too
         more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns)
         if more.error is None and more.n_done:
-            last = (sum(more.durations_ns), more.n_done)
+            last = (_own_ns(more), more.n_done)
         outcome.results.extend(more.results)
         outcome.durations_ns.extend(more.durations_ns)
         outcome.block_sizes.extend(more.block_sizes)
         outcome.cpu_ns += more.cpu_ns
+        outcome.runq_ns += more.runq_ns
         outcome.end_ns = more.end_ns
         outcome.error, outcome.error_index = more.error, more.error_index
         taken += more.n_done
     done = max(1, outcome.n_done)
-    return outcome, min(sum(outcome.durations_ns) / done, last[0] / max(1, last[1])) / 1e9
+    return outcome, min(_own_ns(outcome) / done, last[0] / max(1, last[1])) / 1e9
+
+
+def _own_ns(outcome: ChunkOutcome) -> int:
+    """The items' timed work less the waits for a CPU in it, never below their CPU time: a stall of the machine
+    during a short probe is not what its items cost."""
+    return max(sum(outcome.durations_ns) - outcome.runq_ns, outcome.cpu_ns)
 
 
 _ARRAY_PICKLE_HEADER = 160
