@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 
 import payoff
 from payoff import ParallelConfig, ParallelExecutor
+from payoff._scratch import ScratchDir, sweep
 from payoff.errors import RemoteError
 from payoff.strategies.base import ChunkTask
 from payoff.strategies.processes import ProcessStrategy
@@ -353,3 +355,83 @@ def test_a_worker_whose_parent_died_before_it_started_exits_at_once() -> None:
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
                            env=CHILD_ENV)
     assert child.returncode == 70 and "still running" not in child.stdout, (child.returncode, child.stderr[-800:])
+
+
+# -- 9. a killed owner's folders do not stay in the temp folder forever ---------------------------
+
+SHIPPING_SCRIPT = textwrap.dedent("""
+    import functools, glob, json, os, sys, tempfile, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.reliability.test_worker_faults import big, read_model
+
+    ex = ParallelExecutor(ParallelConfig(strategy=sys.argv[1], tiny_workload_threshold=0.0,
+                                         worker_initializer=int))
+    assert ex.map(functools.partial(read_model, big(7)), range(8)) == [7 + x for x in range(8)]
+    print(json.dumps(sorted(glob.glob(os.path.join(tempfile.gettempdir(), "payoff-*")))), flush=True)
+    if sys.argv[2] == "stay":
+        time.sleep(600)
+""")
+
+
+def _child_making_folders(tmp: Path, strategy: str, stay: bool) -> tuple[subprocess.Popen[str], list[str]]:
+    """A child with a pool that shipped a large function and has an initializer: it has both folders."""
+    child = subprocess.Popen([sys.executable, "-c", SHIPPING_SCRIPT, strategy, "stay" if stay else "leave"],
+                             env={**CHILD_ENV, "TMPDIR": str(tmp)}, cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    line = child.stdout.readline()
+    if not line:
+        child.wait(10)
+        pytest.fail(f"the child printed no folders: {child.stderr.read()}")
+    if not stay:
+        child.wait(60)
+    return child, json.loads(line)
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_the_folders_of_a_killed_owner_are_removed_by_the_next_process_that_makes_one(
+        tmp_path: Path, strategy: str) -> None:
+    """SIGKILL (a restarted notebook kernel, the OOM killer) skips every clean-up: a shipped model stayed in
+    the temp folder for good. The next payoff process that makes such a folder removes the dead owner's,
+    never a live owner's (a live one's forked workers, or the owner itself, hold its lock)."""
+    killed, killed_folders = _child_making_folders(tmp_path, strategy, stay=True)
+    alive, both = _child_making_folders(tmp_path, strategy, stay=True)
+    try:
+        alive_folders = sorted(set(both) - set(killed_folders))
+        assert len(killed_folders) == 2 and len(alive_folders) == 2, (killed_folders, both)
+        os.kill(killed.pid, 9)
+        killed.wait(10)
+        deadline = time.monotonic() + 15  # until the killed pool's workers see their parent is gone
+        while True:
+            _, after = _child_making_folders(tmp_path, strategy, stay=False)
+            left = [f for f in killed_folders if f in after]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert not left, f"the killed owner's folders stayed: {left}"
+        assert all(os.path.isdir(f) for f in alive_folders), "a live owner's folder was removed"
+    finally:
+        for child in (killed, alive):
+            if child.poll() is None:
+                child.kill()
+            child.wait(10)
+
+
+def test_a_sweep_removes_only_payoff_folders_whose_lock_is_free(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mine = ScratchDir("payoff-ship-")  # locked by this live process
+    (tmp_path / "payoff-init-abandoned").mkdir()
+    (tmp_path / "payoff-init-abandoned" / ".owner").touch()  # a lock file nobody holds
+    (tmp_path / "payoff-ship-unlocked").mkdir()  # no lock file: being made, or made by an older payoff
+    (tmp_path / "someone-elses").mkdir()
+    (tmp_path / "someone-elses" / ".owner").touch()
+    try:
+        removed = sweep(str(tmp_path))
+        assert removed == [str(tmp_path / "payoff-init-abandoned")]
+        assert mine.exists() and (tmp_path / "payoff-ship-unlocked").is_dir() and (tmp_path / "someone-elses").is_dir()
+    finally:
+        mine.remove()
+    assert not mine.exists()
+    with pytest.raises(ValueError, match="payoff-ship-"):
+        ScratchDir("other-")

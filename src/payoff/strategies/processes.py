@@ -13,10 +13,8 @@ import io
 import multiprocessing
 import os
 import pickle
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -27,6 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from payoff._scratch import ScratchDir
 from payoff.errors import RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
@@ -57,7 +56,7 @@ class PickledPoolStrategy(Strategy):
     """
 
     crosses_processes = True
-    _ship_dir: str | None = None
+    _ship_dir: ScratchDir | None = None
     _seen: dict[int, Any] | None = None
 
     def __init__(self, workers: int, initializer: Callable[..., object] | None = None,
@@ -88,9 +87,11 @@ class PickledPoolStrategy(Strategy):
         return shipped
 
     def _write_shipped(self, digest: str, blob: bytes) -> str:
-        if self._ship_dir is None or not os.path.isdir(self._ship_dir):
-            self._ship_dir = tempfile.mkdtemp(prefix="payoff-ship-")
-        path = os.path.join(self._ship_dir, digest + ".pkl")
+        if self._ship_dir is None or not self._ship_dir.exists():
+            if self._ship_dir is not None:
+                self._ship_dir.remove()  # a temp cleaner took the folder: let go of its lock
+            self._ship_dir = ScratchDir("payoff-ship-")
+        path = os.path.join(self._ship_dir.path, digest + ".pkl")
         tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
         with open(tmp, "wb") as fh:
             fh.write(blob)
@@ -117,16 +118,16 @@ class PickledPoolStrategy(Strategy):
     def _dumps(self, obj: Any) -> bytes:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
-    _init_dir: str | None = None
+    _init_dir: ScratchDir | None = None
 
     def _init_args(self, parent: int | None) -> tuple[Any, ...]:
         """``init_process``'s arguments; a pool with an initializer gets a folder its workers report to."""
         if self.initializer is not None and self._init_dir is None:
-            self._init_dir = tempfile.mkdtemp(prefix="payoff-init-")
-        return self.initializer, self.initargs, parent, self._init_dir
+            self._init_dir = ScratchDir("payoff-init-")
+        return self.initializer, self.initargs, parent, None if self._init_dir is None else self._init_dir.path
 
     def _init_error(self) -> WorkerInitError | None:
-        report = read_init_failure(self._init_dir) if self._init_dir is not None else None
+        report = read_init_failure(self._init_dir.path) if self._init_dir is not None else None
         if report is None:
             return None
         pid, raised, text = report
@@ -140,7 +141,7 @@ class PickledPoolStrategy(Strategy):
             self._shipped.clear()
         for folder in (ship_dir, init_dir):
             if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
+                folder.remove()
 
     def _warm_up(self) -> None:
         assert self._pool is not None
