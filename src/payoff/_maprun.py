@@ -34,6 +34,7 @@ from payoff.record import RecordBuilder
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
+from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
 from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk
 
@@ -344,7 +345,8 @@ class MapRun:
             # the call's own timeout struck during the start: its TimeoutError, not a serial run; and a function
             # that crashed a worker process has no caller to fall back to
             crashed = plan.probe.crashed is not None
-            if not self.config.force_serial_on_failure or crashed or getattr(exc, "by_call", False):
+            if not self.config.force_serial_on_failure or crashed or getattr(exc, "by_call", False) \
+                    or isinstance(exc, ImportingMainError):
                 raise
             why = str(exc).removeprefix("payoff: ") if isinstance(exc, WorkerInitError) else repr(exc)
             self.rec.fall_back(Reason.INIT_FAILURE, f"the {plan.strategy} pool failed to start: {why}")

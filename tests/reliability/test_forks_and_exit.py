@@ -364,3 +364,34 @@ def test_a_forked_child_cannot_continue_the_parents_parallel_imap_and_says_so(st
         assert os.waitstatus_to_exitcode(status) == 0, f"the child hung or died: {status}"
         assert "forked" in said and "cannot continue" in said, said
         assert list(it) == [x * x for x in range(1, 400)]
+
+
+UNGUARDED_SCRIPT = textwrap.dedent("""
+    import os, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import square
+
+    print("body", os.getpid(), flush=True)
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", start_method=sys.argv[1], max_workers=2,
+                                         tiny_workload_threshold=0.0))
+    out = ex.map(square, range(50))
+    assert out == [x * x for x in range(50)]
+    print("mapped", os.getpid(), ex.last_record.selected_strategy, ex.last_record.fallback_detail, flush=True)
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_script_without_a_main_guard_is_not_run_again_in_every_worker(tmp_path: Path, method: str) -> None:
+    """Spawned workers import the script: its map, started again in each of them, fell back to serial as an
+    ``init_failure`` and ran the whole script's work once per worker (and its side effects) before the
+    parent's map ran at all. A worker must refuse, as ``multiprocessing`` does, and the parent say why."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), method], capture_output=True, text=True, cwd=ROOT,
+                          env=CHILD_ENV, timeout=GUARD_SECONDS)
+    mapped = [line for line in done.stdout.splitlines() if line.startswith("mapped")]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(mapped) == 1, done.stdout  # the parent's own map, and no worker's
+    assert mapped[0].split()[1] == next(line.split()[1] for line in done.stdout.splitlines()
+                                    if line.startswith("body"))
+    assert "serial" in mapped[0] and "if __name__ == '__main__':" in mapped[0], mapped[0]

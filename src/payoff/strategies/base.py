@@ -19,6 +19,7 @@ from typing import Any, ClassVar, NoReturn, Protocol
 
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError, WorkerInitError
+from payoff.strategies.main_guard import refuse_while_importing_main
 from payoff.worker import CancelToken, ChunkOutcome
 
 START_WAIT_SLICE_SECONDS = 0.2
@@ -86,6 +87,8 @@ class Strategy(ABC):
         (``CancelledError``), and after ``start_timeout`` in any case; the caller then kills the
         half-started pool.
         """
+        if self.crosses_processes:
+            refuse_while_importing_main(self.name)
         t0 = time.perf_counter()
         self._start_stop = stop
         try:

@@ -21,7 +21,8 @@ import types
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from payoff._scratch import ScratchDir
 from payoff.errors import RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
+from payoff.strategies.main_guard import unguarded_main_hint
 from payoff.worker import (
     ChunkOutcome,
     ShippedFn,
@@ -366,12 +368,19 @@ class ProcessStrategy(PickledPoolStrategy):
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.start_method)
-        if ctx.get_start_method() == "fork":
+        method = ctx.get_start_method()
+        if method == "fork":
             self._forked_main = _main_snapshot()
-        parent = None if ctx.get_start_method() == "forkserver" else os.getpid()  # the forkserver forks those
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                         initializer=init_process, initargs=self._init_args(parent))
-        self._warm_up()
+        parent = None if method == "forkserver" else os.getpid()  # the forkserver forks those
+        try:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                             initializer=init_process, initargs=self._init_args(parent))
+            self._warm_up()
+        except (BrokenExecutor, EOFError, OSError) as exc:
+            hint = unguarded_main_hint(method)
+            if hint is None:
+                raise
+            raise BrokenProcessPool(f"payoff: the {self.name} pool's workers died as they started: {hint}") from exc
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None

@@ -1,0 +1,62 @@
+"""Scripts without an ``if __name__ == '__main__':`` guard, under the ``spawn`` and ``forkserver`` starts.
+
+Such workers import the user's script before they take any work. A script
+whose map is not under the guard maps again in each of them: ``multiprocessing``
+refuses to start processes there, and payoff used to take that refusal for a
+failed start and run the whole script's work serially in every worker (and its
+side effects) before the parent's map could begin. Now a pool start refuses
+for good there, so the worker dies as ``multiprocessing`` means it to, and the
+parent, whose pool then fails to start, says which script lacks the guard.
+"""
+
+from __future__ import annotations
+
+import ast
+import multiprocessing
+import sys
+
+
+class ImportingMainError(RuntimeError):
+    """A process pool asked for while this process imports the main script to become a worker: never a
+    reason to fall back and run the script's work here."""
+
+
+def importing_main() -> bool:
+    """True in a spawned or forkserver worker while it imports the parent's main script."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def refuse_while_importing_main(name: str) -> None:
+    if importing_main():
+        raise ImportingMainError(
+            f"payoff: a {name} pool was asked for while this worker process imports the main script, so the "
+            "script maps at import: put its work under `if __name__ == '__main__':` (spawn and forkserver "
+            "workers import the script)")
+
+
+def unguarded_main_hint(start_method: str) -> str | None:
+    """Why a ``spawn`` or ``forkserver`` pool's workers died at start, when the main script is the reason."""
+    if start_method not in ("spawn", "forkserver"):
+        return None
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or _has_guard(path):
+        return None
+    return (f"{start_method} workers import the main script {path}, which has no "
+            "`if __name__ == '__main__':` guard, so each worker ran the script's own map and was refused. Put "
+            "the script's work under that guard, or use start_method='fork'")
+
+
+def _has_guard(path: str) -> bool:
+    """An unreadable script is given the benefit of the doubt: the hint would be a guess."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), path)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return True
+    return any(isinstance(node, ast.If) and _names_main(node.test) for node in tree.body)
+
+
+def _names_main(test: ast.expr) -> bool:
+    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+    values = {n.value for n in ast.walk(test) if isinstance(n, ast.Constant)}
+    return "__name__" in names and "__main__" in values
