@@ -63,7 +63,12 @@ def _lock(path: str) -> int | None:
         return None
     new = os.path.join(path, _NEW_LOCK_NAME)
     fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:  # a file system without locks (some network mounts): the folder is never swept, as before
+        os.close(fd)
+        os.unlink(new)
+        return None
     os.rename(new, os.path.join(path, _LOCK_NAME))
     return fd
 
