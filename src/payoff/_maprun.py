@@ -36,7 +36,7 @@ from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
-from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk
+from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk, in_worker
 
 if TYPE_CHECKING:
     from payoff.executor import ParallelExecutor
@@ -162,6 +162,12 @@ class MapRun:
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 
+    def _initialized_elsewhere(self) -> bool:
+        """A serial run needs the initializer here, unless the pool's start ran it (and failed), or this is a
+        payoff worker, where it ran (a daemonic worker of another pool never ran it)."""
+        reason = self.rec.fallback_reason
+        return reason is Reason.INIT_FAILURE or (reason is Reason.NESTED and in_worker())
+
     def _all_done(self) -> bool:
         """Every item of the input ran (an ``imap`` closed after its last result is a completed call)."""
         return self.source.exhausted and sum(c.n_items for c in self.rec.chunks) >= self.rec.n_items
@@ -257,7 +263,7 @@ class MapRun:
             self.lease = self._acquire(plan)
         if self.lease is None:
             self.where("serial", 1)
-            if self.rec.fallback_reason not in (Reason.INIT_FAILURE, Reason.NESTED):  # failed there; ran in this worker
+            if not self._initialized_elsewhere():
                 self.ex._initialize_caller(self.config)
             yield from self._serially(plan)
             return

@@ -720,9 +720,11 @@ class Planner:
             return "threads", Reason.AUTO_WAITING, None
         if call.releases_gil:
             return "threads", Reason.AUTO_RELEASES_GIL, None
-        problem = _payload_problem(call, "processes", probe)
+        problem = _no_children() or _payload_problem(call, "processes", probe)
         if problem is None:
             return "processes", Reason.AUTO_CPU_BOUND, None
+        if problem[0] is Reason.NESTED:
+            return "processes", Reason.AUTO_CPU_BOUND, problem
         if problem[0] is Reason.UNPICKLABLE:
             if _cloudpickle_ok(call, probe):
                 return "joblib", Reason.AUTO_NEEDS_CLOUDPICKLE, _payload_problem(call, "joblib", probe)
@@ -893,6 +895,8 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
         return Reason.DISABLED, "enabled=False"
     if in_worker():
         return Reason.NESTED, "map called from inside an item of another payoff map"
+    if _starts_processes(call, call.requested):
+        return _no_children()
     if call.granularity is not None and cfg.granularity not in ("auto", call.granularity):
         return (Reason.GRANULARITY_MISMATCH,
                 f"the call splits on {call.granularity!r}, the config allows only {cfg.granularity!r}")
@@ -901,6 +905,26 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     if workers < 2:
         return Reason.SINGLE_WORKER, f"{workers} worker available"
     return None
+
+
+DAEMONIC_DETAIL = ("this process is a daemonic worker of another pool (a multiprocessing.Pool's, for one), which "
+                   "may not start processes; that pool already has the cores")
+
+
+def _no_children() -> tuple[Reason, str] | None:
+    """A daemonic process may not start processes: the map is nested in another library's pool.
+
+    Trying anyway failed as ``init_failure`` ("daemonic processes are not
+    allowed to have children") on every call, after a pool start.
+    """
+    return (Reason.NESTED, DAEMONIC_DETAIL) if multiprocessing.current_process().daemon else None
+
+
+def _starts_processes(call: Call, strategy: str) -> bool:
+    """Whether ``strategy`` starts processes of this one's (dask only for a LocalCluster of its own)."""
+    if strategy == "dask":
+        return call.config.address is None and isinstance(call.config.strategy, str)
+    return strategy in CROSSES_PROCESSES
 
 
 def _floor_fallback(call: Call) -> tuple[Reason, str] | None:

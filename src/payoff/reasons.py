@@ -165,8 +165,9 @@ class Reason(StrEnum):
     NESTED = (
         "nested",
         "fallback",
-        "called from inside an item of another payoff map (on its pool or in the caller): nested maps run "
-        "serially, so pools never nest and oversubscribe the cores",
+        "called from inside an item of another payoff map (on its pool or in the caller), or, for a process "
+        "backend, in a daemonic worker of another pool (a multiprocessing.Pool's), which may not start "
+        "processes: nested maps run serially, so pools never nest and oversubscribe the cores",
         "parallelise the outer loop only",
     )
 

@@ -395,3 +395,51 @@ def test_a_script_without_a_main_guard_is_not_run_again_in_every_worker(tmp_path
     assert mapped[0].split()[1] == next(line.split()[1] for line in done.stdout.splitlines()
                                     if line.startswith("body"))
     assert "serial" in mapped[0] and "if __name__ == '__main__':" in mapped[0], mapped[0]
+
+
+DAEMON_SCRIPT = textwrap.dedent("""
+    import json, multiprocessing as mp, sys, warnings
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import load_model, predict, square
+
+    def job(strategy):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with ParallelExecutor(ParallelConfig(strategy=strategy, tiny_workload_threshold=0.0)) as ex:
+                out = ex.map(square, range(200))
+                rec = ex.last_record
+        return [out == [x * x for x in range(200)], rec.selected_strategy, str(rec.fallback_reason),
+                rec.fallback_detail, rec.pool_start_failed, [str(w.message) for w in caught]]
+
+    def job_with_initializer(_):
+        with ParallelExecutor(ParallelConfig(strategy="processes", worker_initializer=load_model,
+                                             worker_init_args=(10,))) as ex:
+            return [ex.map(predict, range(5)), str(ex.last_record.fallback_reason)]
+
+    if __name__ == "__main__":
+        with mp.get_context("fork").Pool(1) as pool:
+            got = {s: pool.apply(job, (s,)) for s in sys.argv[1:]}
+            got["initializer"] = pool.apply(job_with_initializer, (0,))
+            print(json.dumps(got))
+""")
+
+
+def test_a_map_inside_a_daemonic_worker_of_another_pool_runs_serially_as_nested_without_trying_a_pool(
+        tmp_path: Path) -> None:
+    """A ``multiprocessing.Pool`` worker is daemonic and may not start processes: payoff tried, failed
+    with "daemonic processes are not allowed to have children" and fell back as ``init_failure``, on every
+    call. It is a nested map (the outer pool has the cores): serial, said so, no failed start. Threads,
+    which a daemon may start, still run when named."""
+    script = tmp_path / "daemon.py"
+    script.write_text(DAEMON_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), "auto", "processes", "joblib", "threads"],
+                          capture_output=True, text=True, cwd=ROOT, env=CHILD_ENV, timeout=GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for strategy in ("auto", "processes", "joblib"):
+        right, selected, reason, detail, start_failed, warned = got[strategy]
+        assert right and selected == "serial" and reason == "nested" and not start_failed, got[strategy]
+        assert "daemonic" in detail and any("nested" in w for w in warned), got[strategy]
+    right, selected, reason, _, start_failed, _ = got["threads"]
+    assert right and selected == "threads" and reason == "None" and not start_failed, got["threads"]
+    assert got["initializer"] == [[10 * x for x in range(5)], "nested"]  # load_model(10) ran there first
