@@ -6,6 +6,7 @@ measured about a function, then asks for a plan.
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class Row:
     chunksize: int | None = None
     nested: bool = False
     """Plan as if called from inside a payoff worker."""
+    daemonic: bool = False
+    """Plan as if in a daemonic worker of another pool (a multiprocessing.Pool's)."""
     expect_chunk: tuple[int, int] | None = None
     """(chunk_size, min_chunk) of the plan: the guided schedule's first chunks and its tail floor."""
     detail_says: str = ""
@@ -157,6 +160,19 @@ ROWS = [
         config={"max_workers": 2, "granularity": "instance"}, granularity="feature"),
     Row("one worker is no parallelism", 1e-3, 1000, "serial", Reason.SINGLE_WORKER, config={"max_workers": 1}),
     Row("a map inside a worker runs serially", 1e-3, 1000, "serial", Reason.NESTED, nested=True),
+    Row("a named process backend on an axis the config does not allow", 1e-3, 1000, "serial",
+        Reason.GRANULARITY_MISMATCH, config={"strategy": "processes", "max_workers": 2, "granularity": "instance"},
+        granularity="feature"),
+    Row("a named process backend with one worker", 1e-3, 1000, "serial", Reason.SINGLE_WORKER,
+        config={"strategy": "processes", "max_workers": 1}),
+    Row("a named process backend in another pool's daemonic worker", 1e-3, 1000, "serial", Reason.NESTED,
+        config={"strategy": "processes", "max_workers": 2}, daemonic=True, detail_says="daemonic"),
+    Row("auto's process choice in another pool's daemonic worker", 1e-3, 1000, "serial", Reason.NESTED,
+        daemonic=True, detail_says="daemonic"),
+    Row("auto's threads for waiting work in another pool's daemonic worker", 10e-3, 100, "threads",
+        Reason.AUTO_WAITING, cpu_ratio=0.01, daemonic=True),
+    Row("named threads in another pool's daemonic worker", 1e-3, 1000, "threads", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "threads", "max_workers": 2}, daemonic=True),
     # -- a named process backend never runs an unmeasured function's items in the caller --
     Row("an unmeasured function below the user's min_batch_size runs here, as that setting asks", 0, 100,
         "serial", Reason.TINY_WORKLOAD, config={"strategy": "processes", "max_workers": 2,
@@ -228,6 +244,13 @@ def plan(row: Row, planner: Planner | None = None) -> Any:
     config = ParallelConfig(**row.config)
     call = Call(tasks.square, _items(row), config, config.strategy_name, row.chunksize, row.granularity,
                 row.releases_gil, row.warm, 0)
+    if row.daemonic:
+        me = multiprocessing.current_process()
+        me.daemon = True
+        try:
+            return planner.plan(call)
+        finally:
+            me.daemon = False
     if not row.nested:
         return planner.plan(call)
     _local.depth = getattr(_local, "depth", 0) + 1

@@ -895,8 +895,9 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
         return Reason.DISABLED, "enabled=False"
     if in_worker():
         return Reason.NESTED, "map called from inside an item of another payoff map"
-    if _starts_processes(call, call.requested):
-        return _no_children()
+    daemonic = _no_children() if _starts_processes(call, call.requested) else None
+    if daemonic is not None:
+        return daemonic
     if call.granularity is not None and cfg.granularity not in ("auto", call.granularity):
         return (Reason.GRANULARITY_MISMATCH,
                 f"the call splits on {call.granularity!r}, the config allows only {cfg.granularity!r}")

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -189,9 +190,9 @@ class PickledPoolStrategy(Strategy):
         """
         codes = []
         for proc in list((self._seen or {}).values()):
-            code = proc.exitcode
+            code = _exit_code(proc)
             if code is not None:
-                codes.append(int(code))
+                codes.append(code)
         return self.likeliest_first(codes)
 
     @classmethod
@@ -284,6 +285,32 @@ def _end_result_pipe(pool: Any) -> None:
     if writer is not None:
         with contextlib.suppress(OSError):
             writer.close()
+
+
+_REAPED_WAIT_SECONDS = 1.0
+
+
+def _exit_code(proc: Any) -> int | None:
+    """A worker's exit code; None while it runs.
+
+    A worker that has ended may not show its code yet: the pool's own thread
+    can be reaping it at that moment (our poll then finds no child to wait for,
+    and its code lands on the process object a moment later). Reading too soon
+    left only the survivors' SIGTERM codes, naming the wrong cause of a crash.
+    """
+    code = proc.exitcode
+    if code is not None:
+        return int(code)
+    try:
+        if not multiprocessing.connection.wait([proc.sentinel], 0):
+            return None  # still running
+    except (OSError, ValueError, AttributeError):
+        return None
+    deadline = time.monotonic() + _REAPED_WAIT_SECONDS
+    while code is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+        code = proc.exitcode
+    return None if code is None else int(code)
 
 
 def _signal_all(procs: list[Any], sig: signal.Signals) -> None:
