@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import os
 import pickle
+import select
 import threading
 import time
 import traceback
@@ -681,7 +682,7 @@ def arrived(outcome: ChunkOutcome) -> ChunkOutcome:
 
 
 def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...], parent: int | None = None,
-                 report_dir: str | None = None) -> None:
+                 report_dir: str | None = None, owner: int | None = None) -> None:
     """Runs once per worker process: marks it as a worker, watches the parent, then the user's initializer.
 
     ``parent`` is the pid of the process that made the pool: one that died
@@ -691,7 +692,7 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
     """
     global _in_worker_process
     _in_worker_process = True
-    _watch_parent(os.getppid() if parent is None else parent)
+    _watch_parent(os.getppid() if parent is None else parent, owner)
     if user_init is None:
         return
     try:
@@ -736,24 +737,50 @@ def read_init_failure(report_dir: str) -> tuple[int, str, str] | None:
 PARENT_CHECK_SECONDS = 0.5
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_parent(parent: int, owner: int | None = None) -> None:
     """End this worker when its parent dies, even in the middle of a task.
 
     A parent killed with SIGKILL runs no clean-up, and a worker busy in a long
     task would otherwise compute for nobody. ``PR_SET_PDEATHSIG`` is tied to
     the thread that forked the worker, which may be a short-lived user thread,
-    so a daemon thread polls the parent id instead.
+    so a daemon thread polls the parent id instead. A forkserver's worker is
+    the forkserver's child, and each of them keeps the forkserver alive, so it
+    also watches ``owner``, the process that made the pool.
     """
-
-    if os.getppid() != parent:
+    owner_gone = _owner_watch(owner)
+    if os.getppid() != parent or owner_gone():
         os._exit(70)
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == parent and not owner_gone():
             time.sleep(PARENT_CHECK_SECONDS)
         os._exit(70)
 
     threading.Thread(target=watch, name="payoff-parent-watch", daemon=True).start()
+
+
+def _owner_watch(owner: int | None) -> Callable[[], bool]:
+    """A check that ``owner`` has ended: its pidfd turns readable at its exit (a zombie counts as ended, and a
+    reused pid cannot fool it); without pidfds, whether the pid still exists."""
+    if owner is None:
+        return lambda: False
+    try:
+        fd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        return lambda: True
+    except (AttributeError, OSError):
+        return lambda: not _pid_exists(owner)
+    return lambda: bool(select.select([fd], [], [], 0)[0])
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def ping() -> int:

@@ -97,21 +97,31 @@ def test_ctrl_c_ends_a_process_whose_thread_task_is_stuck() -> None:
 
 
 ORPHAN_SCRIPT = textwrap.dedent("""
-    import sys
+    import sys, time
     from payoff import ParallelConfig, ParallelExecutor
     from tests import tasks
 
-    ex = ParallelExecutor(ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0.0))
+    strategy, method, busy = sys.argv[1], sys.argv[2] or None, sys.argv[3] == "busy"
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, start_method=method, max_workers=2,
+                                         tiny_workload_threshold=0.0))
     ex.map(tasks.square, range(8), chunksize=1)
     print(" ".join(map(str, ex.worker_pids())), flush=True)
-    ex.map(tasks.sleep_forever, range(4), chunksize=1)
+    if busy:
+        ex.map(tasks.sleep_forever, range(4), chunksize=1)
+    else:
+        time.sleep(600)
 """)
 
 
-@pytest.mark.parametrize("strategy", ["processes", "joblib"])
-def test_busy_workers_die_with_a_sigkilled_parent(strategy: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, strategy], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True, env=CHILD_ENV)
+@pytest.mark.parametrize(("strategy", "method", "state"), [
+    ("processes", "", "busy"), ("joblib", "", "busy"),
+    # forkserver workers are the forkserver's children, and every one of them keeps it alive: the parent's
+    # death changed neither's parent id, so they outlived it, idle or busy
+    ("processes", "forkserver", "busy"), ("processes", "forkserver", "idle"),
+])
+def test_workers_die_with_a_sigkilled_parent(strategy: str, method: str, state: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, strategy, method, state], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, env=CHILD_ENV)
     try:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]

@@ -123,11 +123,12 @@ class PickledPoolStrategy(Strategy):
 
     _init_dir: ScratchDir | None = None
 
-    def _init_args(self, parent: int | None) -> tuple[Any, ...]:
+    def _init_args(self, parent: int | None, owner: int | None = None) -> tuple[Any, ...]:
         """``init_process``'s arguments; a pool with an initializer gets a folder its workers report to."""
         if self.initializer is not None and self._init_dir is None:
             self._init_dir = ScratchDir("payoff-init-")
-        return self.initializer, self.initargs, parent, None if self._init_dir is None else self._init_dir.path
+        return (self.initializer, self.initargs, parent, None if self._init_dir is None else self._init_dir.path,
+                owner)
 
     def _init_error(self) -> WorkerInitError | None:
         report = read_init_failure(self._init_dir.path) if self._init_dir is not None else None
@@ -398,10 +399,11 @@ class ProcessStrategy(PickledPoolStrategy):
         method = ctx.get_start_method()
         if method == "fork":
             self._forked_main = _main_snapshot()
-        parent = None if method == "forkserver" else os.getpid()  # the forkserver forks those
+        forkserver = method == "forkserver"  # the forkserver forks those, and they watch this process too
+        parent, owner = (None, os.getpid()) if forkserver else (os.getpid(), None)
         try:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                             initializer=init_process, initargs=self._init_args(parent))
+                                             initializer=init_process, initargs=self._init_args(parent, owner))
             self._warm_up()
         except (BrokenExecutor, EOFError, OSError) as exc:
             hint = unguarded_main_hint(method)
