@@ -354,6 +354,9 @@ LATE_MAIN = """
 
     ex = ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0,
                                                 min_batch_size=1, start_method=sys.argv[1]))
+    SCALE = 1
+    def scaled(x):                      # reads SCALE as a global, in its body and in a generator inside it
+        return SCALE * x + sum(SCALE for _ in range(1))
     def first(x):
         return x + 1
     out = {"first": ex.map(first, range(50)) == [x + 1 for x in range(50)]}
@@ -381,6 +384,9 @@ LATE_MAIN = """
         out["point"] = all(type(p) is Point for p in points) and [p.x for p in points] == list(range(20))
     except Exception as exc:
         out["point"] = repr(exc)
+    out["scaled"] = ex.map(scaled, range(50)) == [x + 1 for x in range(50)]
+    SCALE = 1000                        # a later cell changes a setting the function reads, and maps again
+    out["rescaled"] = ex.map(scaled, range(50)) == [1000 * x + 1000 for x in range(50)]
     out["strategy"] = ex.last_record.selected_strategy
     ex.shutdown()
     print(json.dumps(out))
@@ -394,7 +400,7 @@ def test_a_main_function_defined_or_redefined_after_the_workers_started_runs_its
     a notebook) know nothing of it."""
     out = child_json(run_child(LATE_MAIN, start_method))
     assert out == {"first": True, "second": True, "in_workers": True, "redefined": True, "point": True,
-                   "strategy": "processes"}, out
+                   "scaled": True, "rescaled": True, "strategy": "processes"}, out
 
 
 LATE_MAIN_AUTO = """

@@ -8,6 +8,7 @@ opaque ``bytes`` (a memcpy, not a second pickling).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import multiprocessing
@@ -363,6 +364,16 @@ def _main_snapshot() -> dict[str, weakref.ref[Any]]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _global_names(code: types.CodeType) -> frozenset[str]:
+    """The global names a function's code (and the code nested in it: lambdas, comprehensions) may read."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return frozenset(names)
+
+
 class ProcessStrategy(PickledPoolStrategy):
     """Functions travel by reference (``pickle``), except those of ``__main__`` the workers cannot look up
     by name, which travel by value through cloudpickle: in a notebook or script, a function defined (or
@@ -373,6 +384,8 @@ class ProcessStrategy(PickledPoolStrategy):
     pickler = "pickle"
     _forked_main: dict[str, weakref.ref[Any]] | None = None
     """``__main__``'s functions and classes when the (forked) workers started; None: not forked."""
+    _forked_globals: dict[str, int] | None = None
+    """The identity of every ``__main__`` global when the workers forked (ids only: nothing kept alive)."""
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         blob = self._dumps(fn)
@@ -386,19 +399,37 @@ class ProcessStrategy(PickledPoolStrategy):
         return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
 
     def _workers_know(self, obj: Any) -> bool:
-        """Whether the workers' ``__main__`` resolves ``obj``'s name to ``obj`` itself."""
+        """Whether the workers' ``__main__`` resolves ``obj``'s name to ``obj`` itself, with the globals it
+        reads bound as they are here."""
         if self._forked_main is None:
             return False
         top = obj.__qualname__.split(".", 1)[0]
         ref = self._forked_main.get(top)
         main = sys.modules.get("__main__")
-        return ref is not None and ref() is not None and ref() is getattr(main, top, None)
+        same = ref is not None and ref() is not None and ref() is getattr(main, top, None)
+        return same and not self._globals_rebound(obj)
+
+    def _globals_rebound(self, obj: Any) -> bool:
+        """A ``__main__`` global the function reads was bound to another object after the workers forked.
+
+        A notebook's "change a setting, run the cell again": the forked workers
+        still hold the old value, so by name the function would compute with it
+        and return wrong results without a word. Rebinding is seen (by object
+        identity); a change inside a mutable object (a dict's item) is not.
+        """
+        seen, main = self._forked_globals, sys.modules.get("__main__")
+        if seen is None or main is None or not isinstance(obj, types.FunctionType):
+            return False
+        now = vars(main)
+        return any(name in now and seen.get(name) != id(now[name]) for name in _global_names(obj.__code__))
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.start_method)
         method = ctx.get_start_method()
         if method == "fork":
             self._forked_main = _main_snapshot()
+            self._forked_globals = {name: id(obj) for name, obj in list(vars(sys.modules["__main__"]).items())} \
+                if "__main__" in sys.modules else None
         forkserver = method == "forkserver"  # the forkserver forks those, and they watch this process too
         parent, owner = (None, os.getpid()) if forkserver else (os.getpid(), None)
         try:
