@@ -357,6 +357,8 @@ LATE_MAIN = """
     SCALE = 1
     def scaled(x):                      # reads SCALE as a global, in its body and in a generator inside it
         return SCALE * x + sum(SCALE for _ in range(1))
+    def v_of(item):                     # known to the workers by name; its items' class will not be
+        return item.v * 2
     def first(x):
         return x + 1
     out = {"first": ex.map(first, range(50)) == [x + 1 for x in range(50)]}
@@ -384,6 +386,13 @@ LATE_MAIN = """
         out["point"] = all(type(p) is Point for p in points) and [p.x for p in points] == list(range(20))
     except Exception as exc:
         out["point"] = repr(exc)
+    @dataclasses.dataclass
+    class Late:                         # a later cell's class, as items of a function the workers know
+        v: int
+    try:
+        out["late_items"] = ex.map(v_of, [Late(i) for i in range(20)], chunksize=5) == [2 * i for i in range(20)]
+    except Exception as exc:
+        out["late_items"] = repr(exc)
     out["scaled"] = ex.map(scaled, range(50)) == [x + 1 for x in range(50)]
     SCALE = 1000                        # a later cell changes a setting the function reads, and maps again
     out["rescaled"] = ex.map(scaled, range(50)) == [1000 * x + 1000 for x in range(50)]
@@ -400,7 +409,7 @@ def test_a_main_function_defined_or_redefined_after_the_workers_started_runs_its
     a notebook) know nothing of it."""
     out = child_json(run_child(LATE_MAIN, start_method))
     assert out == {"first": True, "second": True, "in_workers": True, "redefined": True, "point": True,
-                   "scaled": True, "rescaled": True, "strategy": "processes"}, out
+                   "late_items": True, "scaled": True, "rescaled": True, "strategy": "processes"}, out
 
 
 LATE_MAIN_AUTO = """

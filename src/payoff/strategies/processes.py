@@ -122,6 +122,10 @@ class PickledPoolStrategy(Strategy):
     def _dumps(self, obj: Any) -> bytes:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
+    def _unknown_to_workers(self, items: Any) -> bool:
+        """Whether ``items`` hold a ``__main__`` function or class the workers cannot find by name."""
+        return False
+
     _init_dir: ScratchDir | None = None
 
     def _init_args(self, parent: int | None, owner: int | None = None) -> tuple[Any, ...]:
@@ -214,6 +218,9 @@ class PickledPoolStrategy(Strategy):
         dumps = _cloudpickle_dumps if by_value else self._dumps
         try:
             payload = dumps((fn, task.items, task.first, task.index, task.budget_ns))
+            if not by_value and b"__main__" in payload and self._unknown_to_workers(task.items):
+                by_value, dumps = True, _cloudpickle_dumps  # items of a class the workers cannot look up
+                payload = dumps((fn, task.items, task.first, task.index, task.budget_ns))
         except Exception as exc:
             with contextlib.suppress(Exception):  # the user's own exception arrives whatever its notes allow
                 exc.add_note(f"payoff: {_unsendable_part(dumps, fn, task)} cannot be pickled for {self.name}")
@@ -364,6 +371,26 @@ def _main_snapshot() -> dict[str, weakref.ref[Any]]:
     return out
 
 
+_SAMPLE = 8
+
+
+def _ends(items: Any) -> list[Any]:
+    """The first and last few items: a chunk's items are most often of one kind."""
+    try:
+        return [*items[:_SAMPLE], *items[-_SAMPLE:]]
+    except TypeError:
+        return []
+
+
+def _of_main(item: Any) -> bool:
+    """The item, or a value one level inside it (a tuple, list or dict), is of a ``__main__`` class."""
+    if type(item).__module__ == "__main__":
+        return True
+    inner = list(item.values())[:_SAMPLE] if isinstance(item, dict) else \
+        item[:_SAMPLE] if isinstance(item, (tuple, list)) else ()
+    return any(type(x).__module__ == "__main__" for x in inner)
+
+
 @functools.lru_cache(maxsize=1024)
 def _global_names(code: types.CodeType) -> frozenset[str]:
     """The global names a function's code (and the code nested in it: lambdas, comprehensions) may read."""
@@ -397,6 +424,17 @@ class ProcessStrategy(PickledPoolStrategy):
         if finder.missing is None:
             return self._ship_blob(fn, blob)
         return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
+
+    def _unknown_to_workers(self, items: Any) -> bool:
+        """A later notebook cell's class as the items of a function the workers know: by name, unpickling
+        them in a worker failed with "Can't get attribute 'Point' on <module '__main__'>"."""
+        if self._forked_main is None and getattr(sys.modules.get("__main__"), "__file__", None):
+            return False  # spawned workers import the script, and find its classes there
+        if not any(_of_main(item) for item in _ends(items)):
+            return False  # the common case, checked for its price: a whole second pickling of every chunk
+        finder = _MainFinder(io.BytesIO(), self._workers_know)
+        finder.dump(items)
+        return finder.missing is not None
 
     def _workers_know(self, obj: Any) -> bool:
         """Whether the workers' ``__main__`` resolves ``obj``'s name to ``obj`` itself, with the globals it
