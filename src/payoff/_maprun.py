@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import pickle
 import queue
 import threading
 import time
@@ -92,6 +93,8 @@ class MapRun:
         self.restarts = 0
         self.lost: list[ChunkTask] = []
         self.source_done = False
+        self.shipped: Any = None
+        """The function as the first pool sends it (shipped once the pool is leased)."""
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
         self.streamed: StreamedChunk | None = None
@@ -261,6 +264,8 @@ class MapRun:
         self.source.skip(plan.probe.n)
         if plan.strategy != "serial":
             self.lease = self._acquire(plan)
+        if self.lease is not None:
+            self.shipped = self._ship_or_fall_back(plan, self.lease)
         if self.lease is None:
             self.where("serial", 1)
             if not self._initialized_elsewhere():
@@ -384,10 +389,39 @@ class MapRun:
             except BrokenExecutor as exc:
                 self._after_break(pool, exc)
 
-    def _drive(self, pool: Strategy) -> Iterator[list[Any]]:
+    def _ship_or_fall_back(self, plan: planning.Plan, lease: Lease) -> Any:
+        """The function as the pool will send it; a function only the pool finds it cannot send runs here.
+
+        A ``__main__`` function defined after forked workers started travels by
+        value, and cloudpickle may refuse what it reads (a lock, a connection):
+        the probe, which pickles by name, could not know. Like any unsendable
+        call, it falls back as ``unpicklable`` unless its items must stay off
+        the caller (an initializer, an earlier crash), where the error is raised.
+        """
         t0 = time.perf_counter_ns()
-        shipped = pool.ship(self.fn)
-        self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
+        try:
+            return lease.pool.ship(self.fn)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            if plan.probe.crashed is not None or self.config.worker_initializer is not None \
+                    or not self.config.force_serial_on_failure:
+                exc.add_note(f"payoff: {plan.strategy} sends this __main__ function by value (its workers cannot "
+                             "look it up by name), and cloudpickle cannot pickle it")
+                raise
+            self.ex._pools.release(lease)
+            self.lease = None
+            self.rec.fall_back(Reason.UNPICKLABLE, f"{plan.strategy} sends this __main__ function by value (its "
+                               f"workers cannot look it up by name: defined after they started, or no script "
+                               f"to import), and cloudpickle cannot pickle it: {exc!r}")
+            return None
+        finally:
+            self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
+
+    def _drive(self, pool: Strategy) -> Iterator[list[Any]]:
+        shipped, self.shipped = self.shipped, None
+        if shipped is None:  # a fresh pool after a break ships it again
+            t0 = time.perf_counter_ns()
+            shipped = pool.ship(self.fn)
+            self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         limit = pool.workers + max(1, pool.workers // 2)
         while True:
             if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline

@@ -393,6 +393,17 @@ LATE_MAIN = """
         out["late_items"] = ex.map(v_of, [Late(i) for i in range(20)], chunksize=5) == [2 * i for i in range(20)]
     except Exception as exc:
         out["late_items"] = repr(exc)
+    import threading
+    LOCK = threading.Lock()             # a later cell's function reads a global cloudpickle cannot send
+    def locked(x):
+        with LOCK:
+            return x * 5
+    try:
+        got = ex.map(locked, range(20))
+        out["locked"] = [got == [x * 5 for x in range(20)], ex.last_record.selected_strategy,
+                         str(ex.last_record.fallback_reason)]
+    except Exception as exc:
+        out["locked"] = repr(exc)
     out["scaled"] = ex.map(scaled, range(50)) == [x + 1 for x in range(50)]
     SCALE = 1000                        # a later cell changes a setting the function reads, and maps again
     out["rescaled"] = ex.map(scaled, range(50)) == [1000 * x + 1000 for x in range(50)]
@@ -409,7 +420,8 @@ def test_a_main_function_defined_or_redefined_after_the_workers_started_runs_its
     a notebook) know nothing of it."""
     out = child_json(run_child(LATE_MAIN, start_method))
     assert out == {"first": True, "second": True, "in_workers": True, "redefined": True, "point": True,
-                   "late_items": True, "scaled": True, "rescaled": True, "strategy": "processes"}, out
+                   "late_items": True, "locked": [True, "serial", "unpicklable"], "scaled": True, "rescaled": True,
+                   "strategy": "processes"}, out
 
 
 LATE_MAIN_AUTO = """
