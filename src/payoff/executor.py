@@ -252,6 +252,7 @@ class ParallelExecutor:
         """
         with self._lock:
             self._closed = self._pools.closed = True
+            running = set(self._runs)  # once closed, only a reopen lets more begin: not this shutdown's to wait for
             if cancel_futures:
                 self._pools.gentle = True  # a pool a cancelled map gives up keeps its running work
         wait = wait and not self._inside_own_work()
@@ -261,7 +262,7 @@ class ParallelExecutor:
         if cancel_futures:
             self._cancel_queued()
         if wait:
-            self._wait_for_runs()
+            self._wait_for_runs(running)
             self._pools.wait_closed()  # joins every worker, the idle pools' too, as concurrent.futures does
         self._idle_wake.set()
 
@@ -293,14 +294,17 @@ class ParallelExecutor:
         for run in runs:
             run.detach()
 
-    def _wait_for_runs(self) -> None:
-        """Every call running now ends, including one still planning or starting its pool.
+    def _wait_for_runs(self, running: set[MapRun]) -> None:
+        """Every call of ``running`` ends, including one still planning or starting its pool.
 
-        An ``imap`` whose reader thread ends meanwhile without finishing it is let go then.
+        Calls begun after a reopen (the shared executor of ``payoff.map`` reopens
+        for its next call) are not waited for: other threads mapping all along
+        kept a ``with payoff.default_executor():`` from ever being left. An
+        ``imap`` whose reader thread ends meanwhile without finishing it is let go then.
         """
         while True:
             with self._lock:
-                if all(run.detached for run in self._runs):
+                if all(run.detached or run not in self._runs for run in running):
                     return
                 self._runs_changed.wait(0.2)
             self._detach_paused()

@@ -244,3 +244,38 @@ def test_shutdown_waiting_for_an_imap_stops_waiting_when_its_thread_ends() -> No
     """)
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.splitlines() == ["waiting while the reader lives: True", "returned after it ended: True"]
+
+
+REOPENED_SCRIPT = textwrap.dedent("""
+    import threading, time, warnings
+    warnings.simplefilter("ignore")
+    import payoff
+    from tests.tasks import sleep_then_square
+
+    left = threading.Event()
+    guard = time.monotonic() + 30
+
+    def request_thread():  # a server's request handlers, mapping on the shared executor all along
+        while not left.is_set() and time.monotonic() < guard:
+            payoff.map(sleep_then_square, range(4))
+
+    others = [threading.Thread(target=request_thread) for _ in range(3)]
+    for t in others:
+        t.start()
+    time.sleep(0.3)
+    with payoff.default_executor():
+        payoff.map(sleep_then_square, range(4))
+    left.set()
+    for t in others:
+        t.join()
+    print("left before the guard" if time.monotonic() < guard else "left only once the others stopped")
+""")
+
+
+def test_leaving_with_on_the_shared_executor_waits_only_for_the_calls_running_then() -> None:
+    """``payoff.default_executor()`` reopens for the next ``payoff.map``: shutdown waited for every call,
+    including those other threads started after it began, so while they kept mapping it never returned.
+    As in ``concurrent.futures``, it waits for the work running when it was called."""
+    done = run_child(REOPENED_SCRIPT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "left before the guard", done.stdout
