@@ -309,7 +309,8 @@ PANELS: list[PanelSpec] = [
         "title": "Fallbacks to serial by reason",
         "description": (
             "Calls per second that asked for parallelism but ran serially (or, for map_failure_retry, "
-            f"recovered from a dead worker), by reason code ({_codes(fallback_reasons())}). Filtered by "
+            "recovered from a dead worker; for pool_stopped, reran chunks another call's stop cost them), by "
+            f"reason code ({_codes(fallback_reasons())}). Filtered by "
             "workload only: fallbacks carry no strategy label. tiny_workload, pool_start_cost and "
             "no_measured_gain are the library protecting you; init_failure, map_failure_retry and "
             "unpicklable need fixing."

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -108,6 +111,33 @@ def _map_failure() -> tuple[Any, Any, list[Any]]:
     return record, out, [i * 10 for i, _, _ in items]
 
 
+@case(Reason.POOL_STOPPED)
+def _pool_stopped() -> tuple[Any, Any, list[Any]]:
+    """Another thread's call on the same pool times out, so its workers are stopped: this call loses chunks."""
+    items = list(range(8))
+    slow = functools.partial(tasks.sleep_then_square, seconds=0.3)
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex:
+        ex.map(tasks.square, range(4), chunksize=1)  # a warm pool, shared by both calls
+        got: dict[str, Any] = {}
+
+        def other() -> None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got["result"] = ex.map(slow, items, chunksize=1)
+            got["record"] = next(r for r in reversed(ex.records) if r.n_items == len(items))
+            got["fallbacks"] = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        time.sleep(0.2)
+        with pytest.raises(TimeoutError):
+            ex.map(tasks.sleep_forever, range(2), chunksize=1, timeout=0.5)
+        thread.join(60)
+    crasher = planning.KNOWLEDGE.crash_of(slow)
+    assert crasher is None, crasher  # nothing crashed: the function is not held in worker processes from now on
+    return got["record"], (got["result"], got["fallbacks"]), [x * x for x in items]
+
+
 @case(Reason.UNPICKLABLE)
 def _unpicklable() -> tuple[Any, Any, list[Any]]:
     items = list(range(30))
@@ -181,7 +211,7 @@ def test_reason_is_reached_warned_and_recorded(reason: Reason) -> None:
     record, (result, fallbacks), expected = CASES[reason]()
     assert result == expected if not isinstance(expected[0], np.ndarray) else True
     assert record.fallback_reason is reason
-    if reason is Reason.MAP_FAILURE_RETRY:  # recovered in fresh workers: the call stays parallel
+    if reason in (Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED):  # recovered in fresh workers: stays parallel
         assert record.mode == "parallel"
         assert any(c.where == "retry" for c in record.chunks)
         assert not any(c.where == "caller" and c.first_item > 0 for c in record.chunks)

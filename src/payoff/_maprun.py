@@ -621,6 +621,9 @@ class MapRun:
         self.ex._pools.discard(pool)
         codes = first or pool.exit_codes()  # after the kill: every worker has been reaped and has its code
         self._raise_if_stopped()
+        if pool.stopped_by is not None and not isinstance(pool, ExternalStrategy):
+            self._after_stop(pool, lost)
+            return
         if not lost:
             self._resume_after_submit_failure(pool, exc)
             return
@@ -628,6 +631,20 @@ class MapRun:
             raise self._crash_error(lost[0], codes, "force_serial_on_failure=False: not rerun", exc)
         self._triage(lost, codes, exc)
         self._restart(pool, exc, lost)
+
+    def _after_stop(self, pool: Strategy, lost: list[ChunkTask]) -> None:
+        """Another call stopped the shared pool on purpose: this call's lost chunks rerun as they were, on fresh
+        workers, and nothing is counted against them (no item is suspect: no worker crashed)."""
+        self.restarts += 1
+        if self.restarts > MAX_POOL_RESTARTS:
+            raise RuntimeError(f"payoff: the {pool.name} pool this call ran on was stopped {self.restarts} times "
+                               f"by other calls (last by {pool.stopped_by}); the call gave up")
+        for task in lost:
+            task.retry, task.budget_ns = True, None
+        self.requeued.extendleft(reversed(lost))
+        self.rec.recover(Reason.POOL_STOPPED, f"the {pool.name} pool was stopped by {pool.stopped_by} while this "
+                         f"call ran on it; {len(lost)} lost chunk(s) were rerun in fresh workers")
+        self._fresh_lease(pool)
 
     def _drain_broken(self, pool: Strategy) -> list[ChunkTask]:
         """Every chunk still in flight on a broken pool ends soon: keep what finished, return what was lost."""
@@ -725,6 +742,7 @@ class MapRun:
         pool = self.lease.pool if self.lease is not None else None
         stop = isinstance(exc, (CancelledError, TimeoutError)) or (exc is not None and not isinstance(exc, Exception))
         if pool is not None and self.in_flight and stop and not isinstance(pool, ExternalStrategy):
+            pool.stopped_by = f"call {self.call.call_id}'s {_stop_cause(exc)}"
             self._stop_workers(pool)
         else:
             for future in self.in_flight:
@@ -746,6 +764,16 @@ class MapRun:
                 f"payoff: {stuck} thread task(s) of this map still run after it stopped: Python cannot stop "
                 "a thread from outside. They finish in the background and never keep the program from "
                 "exiting; the next map gets a fresh pool."))
+
+
+def _stop_cause(exc: BaseException | None) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, CancelledError):
+        return "cancel"
+    if isinstance(exc, KeyboardInterrupt):
+        return "Ctrl-C"
+    return type(exc).__name__ if exc is not None else "stop"
 
 
 def _halves(task: ChunkTask) -> list[ChunkTask]:

@@ -162,6 +162,14 @@ class Reason(StrEnum):
         "calibrated-explanations calls map only from its instance_parallel plugins: "
         "payoff.integrations.calibrated_explanations.enable(explainer) selects them",
     )
+    POOL_STOPPED = (
+        "pool_stopped",
+        "fallback",
+        "another call stopped the pool this call shared (that call's timeout, a cancel, Ctrl-C), and the chunks "
+        "this call lost with it were rerun in fresh workers: nothing crashed, the call stays parallel",
+        "give calls that may time out or be cancelled an executor of their own, so stopping them costs the "
+        "others no rerun",
+    )
     NESTED = (
         "nested",
         "fallback",

@@ -77,6 +77,8 @@ class Strategy(ABC):
         self.initargs = initargs
         self.start_method = start_method
         self.broken = False
+        self.stopped_by: str | None = None
+        """Which call stopped this pool on purpose (its timeout, a cancel): the others lost work, not a worker."""
         self.start_timeout: float = ParallelConfig.pool_start_timeout
         """``ParallelConfig.pool_start_timeout``: the longest a start waits for its workers without a call timeout."""
 
