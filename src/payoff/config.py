@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeGuard, TypeVar
 
+import numpy as np
+
 STRATEGY_NAMES: tuple[str, ...] = ("auto", "serial", "threads", "processes", "joblib", "dask")
 _STRATEGY_ALIASES = {"sequential": "serial", "thread": "threads", "process": "processes", "loky": "joblib"}
 GRANULARITIES: tuple[str, ...] = ("instance", "feature", "auto")
@@ -76,6 +78,7 @@ class ParallelConfig:
     fraction needs, up to this (``ThreadPoolExecutor``'s own default cap is 32)."""
 
     def __post_init__(self) -> None:
+        _plain_numbers(self)
         _validate(self)
 
     @property
@@ -210,6 +213,15 @@ def _shown(value: object) -> str:
         return f"an int of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= TOKEN_QUOTE_CHARS else f"{text[:TOKEN_QUOTE_CHARS]}... ({len(text)} characters)"
+
+
+def _plain_numbers(config: ParallelConfig) -> None:
+    """A numpy scalar (``np.int64(4)`` from an array's shape or a grid, ``np.True_``) is taken as the Python
+    number it holds, as the stdlib executors and joblib take it; the config keeps plain ints, floats and bools."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, np.generic) and isinstance(value, (np.integer, np.floating, np.bool_)):
+            object.__setattr__(config, f.name, value.item())
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -309,3 +310,19 @@ def test_fuzzed_ce_parallel_builds_a_config_or_names_the_bad_token(text: str) ->
         assert _names_a_token(message, text), message[:300]
     else:
         assert isinstance(cfg, ParallelConfig)
+
+
+def test_numpy_scalars_are_taken_as_the_numbers_they_hold() -> None:
+    """``max_workers=np.int64(2)`` (from an array's shape, a grid search) was refused as not an int, though
+    the stdlib executors and joblib take it; the config keeps plain Python numbers, so it equals and hashes
+    as the config written with them."""
+    config = ParallelConfig(max_workers=np.int64(2), enabled=np.True_, idle_timeout=np.float64(5),
+                            min_batch_size=np.int32(3))
+    plain = ParallelConfig(max_workers=2, enabled=True, idle_timeout=5.0, min_batch_size=3)
+    assert config == plain and hash(config) == hash(plain)
+    assert [type(v) for v in (config.max_workers, config.enabled, config.idle_timeout, config.min_batch_size)] \
+        == [int, bool, float, int]
+    with pytest.raises(ValueError, match="max_workers"):
+        ParallelConfig(max_workers=np.int64(0))  # still checked as the number it holds
+    with pytest.raises(ValueError, match="max_workers"):
+        ParallelConfig(max_workers=np.float64(2.0))  # a float is no worker count, numpy or not

@@ -443,3 +443,24 @@ def test_a_map_inside_a_daemonic_worker_of_another_pool_runs_serially_as_nested_
     right, selected, reason, _, start_failed, _ = got["threads"]
     assert right and selected == "threads" and reason == "None" and not start_failed, got["threads"]
     assert got["initializer"] == [[10 * x for x in range(5)], "nested"]  # load_model(10) ran there first
+
+
+def test_a_script_piped_into_python_under_spawn_is_named_as_what_workers_cannot_import() -> None:
+    """``python - < script.py``: ``__main__`` is ``<stdin>``, which spawned workers try to run as a file and
+    die; the fallback said only that a process "terminated abruptly" and to check the initializer."""
+    guarded = textwrap.dedent('''
+        import sys
+        from payoff import ParallelConfig, ParallelExecutor
+        from tests.tasks import square
+
+        if __name__ == "__main__":
+            ex = ParallelExecutor(ParallelConfig(strategy="processes", start_method="spawn", max_workers=2,
+                                                 tiny_workload_threshold=0.0))
+            assert ex.map(square, range(20)) == [x * x for x in range(20)]
+            print(ex.last_record.selected_strategy, ex.last_record.fallback_detail, flush=True)
+    ''')
+    done = subprocess.run([sys.executable, "-"], input=guarded, capture_output=True, text=True, cwd=ROOT,
+                          env=CHILD_ENV, timeout=GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("serial") and "'<stdin>'" in done.stdout and "from a file" in done.stdout, \
+        done.stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import multiprocessing
+import os
 import sys
 
 
@@ -39,7 +40,12 @@ def unguarded_main_hint(start_method: str) -> str | None:
     if start_method not in ("spawn", "forkserver"):
         return None
     path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if not path or _has_guard(path):
+    if not path:
+        return None
+    if not os.path.isfile(path):  # python - < script.py: __main__ says <stdin>, which no worker can open
+        return (f"{start_method} workers import the main script, but it is {path!r}, not a file they can "
+                "read (a script piped or typed into python): run it from a file, or use start_method='fork'")
+    if _has_guard(path):
         return None
     return (f"{start_method} workers import the main script {path}, which has no "
             "`if __name__ == '__main__':` guard, so each worker ran the script's own map and was refused. Put "
