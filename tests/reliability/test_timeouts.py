@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -179,3 +180,36 @@ def test_a_timeout_bounds_the_reading_of_a_slow_input(strategy: str, method: str
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex, pytest.raises(TimeoutError):
         list(getattr(ex, method)(abs, slow_input(), timeout=0.5))
     assert len(read) < 10, "the input was read to its end past the deadline"
+
+
+STOPPED_SCRIPT = textwrap.dedent("""
+    import json, os, signal, time, warnings
+    warnings.simplefilter("ignore")
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    def stop_myself(x):
+        os.kill(os.getpid(), signal.SIGSTOP)  # a debugger, or an operator's kill -STOP
+        return x
+
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0))
+    ex.map(tasks.square, range(4), chunksize=1)
+    [pool] = [p for p in ex._pools.current()]
+    try:
+        ex.map(stop_myself, range(2), chunksize=1, timeout=1)
+    except TimeoutError:
+        pass
+    guard = time.monotonic() + 10  # the pool's own thread may be reaping them: their codes land a moment later
+    while any(p.exitcode is None for p in pool._seen.values()) and time.monotonic() < guard:
+        time.sleep(0.01)
+    print(json.dumps(sorted(p.exitcode or 0 for p in pool._seen.values())))
+""")
+
+
+def test_stopped_workers_are_woken_to_die_by_sigterm_after_a_timeout() -> None:
+    """A SIGSTOPped worker cannot act on SIGTERM: the timeout waited out the 1 s grace and then SIGKILLed it,
+    raising a second late. Woken with SIGCONT, it ends by the SIGTERM at once (its exit code says which)."""
+    proc = subprocess.run([sys.executable, "-c", STOPPED_SCRIPT], cwd=ROOT, capture_output=True, text=True,
+                          env=CHILD_ENV, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [-int(signal.SIGTERM)] * 2, proc.stdout

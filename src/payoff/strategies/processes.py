@@ -265,6 +265,7 @@ class PickledPoolStrategy(Strategy):
         pool = self._pool
         self.shutdown(wait=False)  # first: queued futures are cancelled before the pool sees its workers die
         _signal_all(procs, signal.SIGTERM)
+        _signal_all(procs, signal.SIGCONT)  # a stopped worker (a debugger, kill -STOP) acts on SIGTERM only once woken
         deadline = time.monotonic() + _KILL_GRACE_SECONDS
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
