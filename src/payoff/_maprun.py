@@ -398,9 +398,8 @@ class MapRun:
         call, it falls back as ``unpicklable`` unless its items must stay off
         the caller (an initializer, an earlier crash), where the error is raised.
         """
-        t0 = time.perf_counter_ns()
         try:
-            return lease.pool.ship(self.fn)
+            return self._ship(lease.pool)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             if plan.probe.crashed is not None or self.config.worker_initializer is not None \
                     or not self.config.force_serial_on_failure:
@@ -413,15 +412,18 @@ class MapRun:
                                f"workers cannot look it up by name: defined after they started, or no script "
                                f"to import), and cloudpickle cannot pickle it: {exc!r}")
             return None
+
+    def _ship(self, pool: Strategy) -> Any:
+        t0 = time.perf_counter_ns()
+        try:
+            return pool.ship(self.fn)
         finally:
             self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
 
     def _drive(self, pool: Strategy) -> Iterator[list[Any]]:
         shipped, self.shipped = self.shipped, None
         if shipped is None:  # a fresh pool after a break ships it again
-            t0 = time.perf_counter_ns()
-            shipped = pool.ship(self.fn)
-            self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
+            shipped = self._ship(pool)
         limit = pool.workers + max(1, pool.workers // 2)
         while True:
             if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
@@ -621,7 +623,7 @@ class MapRun:
         self.ex._pools.discard(pool)
         codes = first or pool.exit_codes()  # after the kill: every worker has been reaped and has its code
         self._raise_if_stopped()
-        if pool.stopped_by is not None and not isinstance(pool, ExternalStrategy):
+        if pool.stopped_by is not None:  # never a user's pool: _abandon does not stop those
             self._after_stop(pool, lost)
             return
         if not lost:

@@ -220,7 +220,7 @@ def _plain_numbers(config: ParallelConfig) -> None:
     number it holds, as the stdlib executors and joblib take it; the config keeps plain ints, floats and bools."""
     for f in fields(config):
         value = getattr(config, f.name)
-        if isinstance(value, np.generic) and isinstance(value, (np.integer, np.floating, np.bool_)):
+        if isinstance(value, (np.integer, np.floating, np.bool_)):
             object.__setattr__(config, f.name, value.item())
 
 
