@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -15,6 +18,7 @@ import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason, planning
 from payoff.record import MapRecord, RecordBuilder
+from payoff.worker import ChunkOutcome
 from tests import tasks
 
 
@@ -126,6 +130,43 @@ def test_dear_items_are_probed_no_further_than_before() -> None:
     outcome, per_item = planning._timed_prefix(tasks.sleep_then_square, list(range(200)), 64, 4096)
     assert outcome.n_done <= 64
     assert per_item >= 0.002  # each item sleeps 2 ms: no estimate of its cost can be lower
+
+
+def test_a_chunks_own_set_up_is_not_counted_as_its_items_work() -> None:
+    """A thread's first chunk spends ~150 us of CPU opening its clocks; one probed item of 65 ns read as 164 us."""
+    outcome = ChunkOutcome(0, 0, [1], 0, 200_000, 164_000, array("q", [5_000]), array("q", [1]), "t")
+    assert planning._own_ns(outcome) == 5_000
+    waited = replace(outcome, cpu_ns=4_000, runq_ns=190_000)  # a wait for a CPU outside the timed block
+    assert planning._own_ns(waited) == 4_000  # the CPU time stays the floor
+
+
+def test_a_pause_between_probe_steps_does_not_end_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A garbage collection between steps (5 ms in a test process) or a wait for a CPU that other programs
+    held spent the probe's wall-clock budget after one item, whose cold cost then stood for all of them:
+    a million trivial items were sent to processes, at 2-8x the loop. The budget counts the items' time."""
+    real = planning.run_chunk
+
+    def then_pause(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        time.sleep(0.003)  # longer than the whole budget, and outside every item
+        return out
+
+    monkeypatch.setattr(planning, "run_chunk", then_pause)
+    outcome, _per_item = planning._timed_prefix(tasks.negate, list(range(100_000)), 64, 4096)
+    assert outcome.n_done > 64, outcome.n_done
+    assert outcome.results == [-x for x in range(outcome.n_done)]
+
+
+def test_trivial_items_stay_off_processes_while_other_programs_load_every_core() -> None:
+    """The two tests above under real load: with a CPU-bound program per core beside it, the probe ended after
+    one or two items and a million trivial items went to processes (4 runs in 4 after the probe test)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        test_trivial_items_are_not_sent_to_worker_processes()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def test_trivial_items_are_not_sent_to_worker_processes() -> None:

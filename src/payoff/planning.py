@@ -1304,17 +1304,21 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     The cost per item is the lower of the whole probe's mean and its last
     (largest) step's: the few hundred ns of timing each block costs only ever
     inflate a mean, most of all the first steps' blocks of one or two items; waits for a CPU are taken off
-    both (see ``_own_ns``). The budget is soft (a step stops
-    at the first timing block past it); a call's ``deadline`` is hard (no item starts after it).
+    both (see ``_own_ns``). The budget is soft (a step stops at the first timing block past it) and counts
+    the items' own time, not the wall clock: a garbage collection between steps (5 ms of CPU in a test
+    process) or a wait for a CPU while other programs kept the cores busy spent a wall-clock budget after
+    one or two items, whose cold cost (2-4 us) then stood for items of 65 ns. The steps double, so the
+    probe's wall time is the items' plus a dozen steps' bookkeeping. A call's ``deadline`` is hard (no item
+    starts after it).
     """
-    budget = CancelToken(time.monotonic() + PROBE_BUDGET_SECONDS)
+    budget_ns = int(PROBE_BUDGET_SECONDS * 1e9)
     outcome = run_chunk(fn, items[:1], 0, 0)
     taken, last = 1, (_own_ns(outcome), 1)
-    while outcome.error is None and not budget.expired():
+    while outcome.error is None and _own_ns(outcome) < budget_ns:
         cap = cheap_limit if sum(outcome.durations_ns) < PROBE_CHEAP_SECONDS * 1e9 else limit
         if taken >= cap:
             break
-        left_ns = max(1, int((budget.seconds_left() or 0.0) * 1e9))  # a step of items that turn dear stops too
+        left_ns = budget_ns - _own_ns(outcome)  # a step of items that turn dear stops too
         more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns)
         if more.error is None and more.n_done:
             last = (_own_ns(more), more.n_done)
@@ -1331,9 +1335,16 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
 
 
 def _own_ns(outcome: ChunkOutcome) -> int:
-    """The items' timed work less the waits for a CPU in it, never below their CPU time: a stall of the machine
-    during a short probe is not what its items cost."""
-    return max(sum(outcome.durations_ns) - outcome.runq_ns, outcome.cpu_ns)
+    """The items' timed work less the waits for a CPU in it: a stall of the machine during a short probe is not
+    what its items cost.
+
+    The chunk's waits and CPU time span the whole chunk, the timed blocks and what runs around them, so a
+    wait outside the blocks can take off too much: the CPU time is the floor, but only up to the timed
+    work. Beyond that it is the chunk's own set-up (150 us for a thread's first chunk), which made one
+    probed item of 65 ns cost 164 us.
+    """
+    timed = sum(outcome.durations_ns)
+    return max(timed - outcome.runq_ns, min(outcome.cpu_ns, timed))
 
 
 _ARRAY_PICKLE_HEADER = 160
