@@ -157,6 +157,18 @@ def test_a_pause_between_probe_steps_does_not_end_the_probe(monkeypatch: pytest.
     assert outcome.results == [-x for x in range(outcome.n_done)]
 
 
+def test_a_probe_past_its_calls_deadline_ends() -> None:
+    """With the budget on the items' own time, a step that started no item (the deadline had come) spent
+    none of it, and the probe stepped again for ever."""
+    done: list[int] = []
+    expired = planning.CancelToken(time.monotonic() - 1.0)
+    worker = threading.Thread(target=lambda: done.append(
+        planning._timed_prefix(tasks.negate, list(range(100_000)), 64, 4096, expired)[0].n_done), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert done == [1], "the probe did not end"  # its first item starts before any deadline is read
+
+
 def test_trivial_items_stay_off_processes_while_other_programs_load_every_core() -> None:
     """The two tests above under real load: with a CPU-bound program per core beside it, the probe ended after
     one or two items and a million trivial items went to processes (4 runs in 4 after the probe test)."""

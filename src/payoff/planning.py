@@ -1320,7 +1320,9 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
             break
         left_ns = budget_ns - _own_ns(outcome)  # a step of items that turn dear stops too
         more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns)
-        if more.error is None and more.n_done:
+        if not more.n_done and more.error is None:  # the call's deadline came: no item started
+            break
+        if more.error is None:
             last = (_own_ns(more), more.n_done)
         outcome.results.extend(more.results)
         outcome.durations_ns.extend(more.durations_ns)
