@@ -55,6 +55,12 @@ PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
 THREADS_KEEP_SPEEDUP = 1.05
 """Threads chosen for payloads too large for processes stay chosen while a run measures this much gain."""
+THREADS_MIN_ITEM_SECONDS = 10e-6
+"""Items cheaper than this cannot gain on threads, even items that release the GIL: each item hands the GIL
+between the threads, which costs about as much as the item. Two threads against a loop on 2 cores, with
+``zlib.crc32`` (GIL-free above 5 KB): 0.75x at 0.6 us an item, 0.70x at 2.2 us, 0.99x at 8 us, 1.36x at
+31 us, 1.44x at 124 us (``ThreadPoolExecutor(2)``, 8 chunks). On a million trivial items of 65 ns, auto's
+first call tried threads for data processes could not take and ran 1.3x the loop (5x beside a busy program)."""
 WAITING_CPU_RATIO = 0.4
 """Items whose probe used less CPU than this per second of wall time mostly wait: threads, more than cores."""
 GIL_BOUND_CORES = 0.8
@@ -688,9 +694,12 @@ class Planner:
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
         fallback = _threshold_fallback(call, probe, remaining) or self._cost_fallback(
             call, strategy, workers, probe, remaining)
-        if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and self._threads_may_pay(call, probe) \
-                and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
-            return self._chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
+        if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and call.requested == "auto":
+            if self._threads_may_pay(call, probe) \
+                    and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
+                return self._chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
+            if _too_cheap_for_threads(probe):
+                fallback = (fallback[0], fallback[1] + _why_not_threads(probe))
         if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY:
             fallback = _verdict_fallback(strategy, probe, remaining)  # shared memory keeps its own verdict
             if fallback is not None and not self.knowledge.hold(call.fn, strategy):
@@ -733,7 +742,7 @@ class Planner:
             # data no process backend can take (too large, or no pickler sends it): threads share it in memory
             if self._threads_may_pay(call, probe):
                 return "threads", Reason.AUTO_SHARED_MEMORY, None
-            problem = (problem[0], f"{problem[1]}; threads measured {probe.threads_speedup:.2f}x against serial")
+            problem = (problem[0], problem[1] + _why_not_threads(probe))
         return "processes", Reason.AUTO_CPU_BOUND, problem
 
     def _threads_may_pay(self, call: Call, probe: Probe) -> bool:
@@ -743,7 +752,7 @@ class Planner:
         calls, the wait doubling while the loss is confirmed): a run on a busy
         machine must not ban threads for the life of the process.
         """
-        if call.requested != "auto":
+        if call.requested != "auto" or _too_cheap_for_threads(probe):
             return False
         speedup = probe.threads_speedup
         if speedup is None or speedup >= THREADS_KEEP_SPEEDUP:
@@ -992,6 +1001,19 @@ def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: 
     compute = max(serial / workers, cost * chunk)
     warm = oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
     return Estimate(serial, start, warm, transfer, compute)
+
+
+def _too_cheap_for_threads(probe: Probe) -> bool:
+    return probe.seconds_per_item is not None and probe.seconds_per_item < THREADS_MIN_ITEM_SECONDS
+
+
+def _why_not_threads(probe: Probe) -> str:
+    """What keeps data that processes cannot take off threads too, for the fallback's detail."""
+    if probe.threads_speedup is not None:
+        return f"; threads measured {probe.threads_speedup:.2f}x against serial"
+    cost = probe.seconds_per_item or 0.0
+    return (f"; threads cannot gain on items of {_per_item(cost)} either (handing the GIL between threads costs "
+            f"about as much as an item under {_per_item(THREADS_MIN_ITEM_SECONDS)})")
 
 
 def _per_item(seconds: float) -> str:

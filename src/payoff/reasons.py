@@ -58,7 +58,8 @@ class Reason(StrEnum):
         "auto_shared_memory",
         "decision",
         "the items or results are too large to send to processes, or no pickler can send them; threads "
-        "share them in memory, and stay chosen only while a run measures a gain (the work releases the GIL)",
+        "share them in memory (for items of 10 us or more), and stay chosen only while a run measures a gain "
+        "(the work releases the GIL)",
         "",
     )
     AUTO_WAITING = (
