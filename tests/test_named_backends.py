@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
+from payoff.planning import Planner
 from tests import tasks
 
 
@@ -35,3 +36,24 @@ def test_a_named_backend_still_skips_truly_tiny_work() -> None:
     assert first is not None and first.selected_strategy == "joblib" and first.probe_items == 0
     assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD
     assert "fixed cost" in record.fallback_detail
+
+
+@pytest.mark.parametrize("strategy", ["processes", "threads"])
+def test_a_map_queued_behind_submitted_work_teaches_no_per_call_cost(strategy: str) -> None:
+    """A map that waited behind ``submit`` work on its pool learned that wait as the backend's fixed cost per
+    call: ~300 ms against a prior under 1 ms, for the whole process. Every later call of any function on that
+    backend then ran serially as tiny work, 0.3 s of it included, and a call kept serial is never measured
+    again (helper 27, fault 1)."""
+    planner = Planner()
+    prior = planner.costs.get(strategy).per_call
+    config = ParallelConfig(strategy=strategy, max_workers=2)
+    with ParallelExecutor(config, planner=planner, observers=[]) as ex:
+        busy = [ex.submit(tasks.sleep_then_square, i, 0.3) for i in range(2)]  # both workers, 0.3 s
+        assert ex.map(tasks.square, range(2000), chunksize=250) == [x * x for x in range(2000)]
+        assert [f.result() for f in busy] == [0, 1]
+        assert planner.costs.get(strategy).per_call < 10 * prior + 0.005
+        items = list(range(40))
+        assert ex.map(tasks.spin, items, chunksize=5) == [tasks.spin(x) for x in items]  # measured once
+        assert ex.map(tasks.spin, items) == [tasks.spin(x) for x in items]
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == strategy, record.summary()

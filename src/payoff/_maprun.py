@@ -154,6 +154,7 @@ class MapRun:
         finally:
             try:
                 self._end_streamed()
+                shared = self.lease is not None and self.lease.shared()
                 if self.lease is not None:
                     self.ex._pools.release(self.lease)
                 if self.stream:
@@ -161,7 +162,7 @@ class MapRun:
                 if left is not None and error is None and not self._all_done():
                     error = left  # its consumer left before the last result: cancelled, not judged
                 record = self.rec.build(error)
-                self.ex._finish(self.call, record, self.fn, error, self.config)
+                self.ex._finish(self.call, record, self.fn, error, self.config, shared)
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 

@@ -77,6 +77,8 @@ class _Entry:
     pool: Strategy
     key: PoolKey
     leases: int = 0
+    taken: int = 0
+    """Leases ever given on this pool: one taken while a call held its own says the call shared the pool."""
     retired: bool = False
     closed: bool = False
     pid: int = field(default_factory=os.getpid)
@@ -95,6 +97,14 @@ class Lease:
     started: bool = False
     start_seconds: float = 0.0
     _entry: _Entry | None = field(default=None, repr=False)
+    _shared: bool = field(default=False, repr=False)
+    _taken: int = field(default=0, repr=False)
+
+    def shared(self) -> bool:
+        """Whether other work (a ``submit``, another call) held the pool at any time during this lease: its
+        queue and workers were not this call's alone, so its waits say nothing of the pool's own costs."""
+        entry = self._entry
+        return self._shared or (entry is not None and entry.taken != self._taken)
 
 
 class PoolRegistry:
@@ -152,7 +162,7 @@ class PoolRegistry:
                 raise
             seconds = time.perf_counter() - t0
             _exit.stay_first()  # a backend's own exit hook may have been registered by this start
-            entry = _Entry(pool, key, leases=1)
+            entry = _Entry(pool, key, leases=1, taken=1)
             with self._lock:
                 self._starting = None
                 if self._starting_retired or self.closed:  # shut down (or reconfigured) while starting
@@ -166,7 +176,7 @@ class PoolRegistry:
         finally:
             self._start_lock.release()
         _close(to_close)
-        return Lease(pool, True, seconds, entry)
+        return Lease(pool, True, seconds, entry, _taken=1)
 
     def _enter_start(self, key: PoolKey, stop: CallStop | None) -> None:
         """Take the start lock, waiting no longer than the call may (another call's start may be stalled)."""
@@ -196,7 +206,8 @@ class PoolRegistry:
             if entry is None or entry.pool.broken or not entry.key.same(key):
                 return None
             entry.leases += 1
-        return Lease(entry.pool, _entry=entry)
+            entry.taken += 1
+            return Lease(entry.pool, _entry=entry, _shared=entry.leases > 1, _taken=entry.taken)
 
     def release(self, lease: Lease, *, in_callback: bool = False) -> None:
         """Give a lease back (once; later calls do nothing). The last lease on a retired pool closes it.

@@ -180,7 +180,7 @@ class CostModel:
             if per_call is not None:
                 window = self._per_call[strategy]
                 window.append(max(0.0, per_call))
-                costs.per_call = statistics.median(window)
+                costs.per_call = statistics.median_low(window)  # one outlier beside the prior is no majority
 
 
 COSTS = CostModel()
@@ -776,17 +776,19 @@ class Planner:
         return _cost_fallback(self.costs, call, strategy, workers, probe, remaining)
 
     def learn(self, record: MapRecord, fn: Callable[[Any], Any], config: ParallelConfig | None = None,
-              error: BaseException | None = None) -> None:
+              error: BaseException | None = None, *, shared_pool: bool = False) -> None:
         """Feed measured item cost, CPU share, backend overheads and the verdict back into the planner.
 
         ``config`` is the one the call ran with: a process pool's start is learned for its start method.
         ``error`` is what the call raised: a ``WorkerCrashedError`` (or a crash the call recovered from, its
         record's ``map_failure_retry``) marks ``fn`` as one that crashes worker processes.
+        ``shared_pool``: other work (a ``submit``, another call) held the call's pool meanwhile, so its
+        chunks may have queued behind that work, which is no cost of the pool's (as for ``crowded``).
         """
         crash = _crash_of(record, error)
         if crash is not None:
             self.knowledge.crashed(fn, crash)
-        crowded = self._among_others(record.wall_seconds)
+        crowded = shared_pool or self._among_others(record.wall_seconds)
         self._event()
         in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
@@ -1037,10 +1039,12 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     oh = costs.get(strategy, start_method(call.config.start_method), workers)
     if call.requested != "auto":
         serial, fixed = cost * remaining, oh.per_call + oh.per_chunk
-        if serial > fixed * PAYOFF_MARGIN * workers / max(1, workers - 1):
+        pays_from = fixed * PAYOFF_MARGIN * workers / max(1, workers - 1)
+        if serial > pays_from:
             return None
         return (Reason.TINY_WORKLOAD, f"{remaining:,} items x {_per_item(cost)} = {serial * 1e3:,.3f} ms of "
-                f"work is less than {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call")
+                f"work cannot pay for {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call (it pays "
+                f"from about {pays_from * 1e3:,.2f} ms of work on {workers} workers)")
     est = _estimate(costs, call, strategy, workers, probe, remaining, cost)
     if est.parallel * PAYOFF_MARGIN < est.serial:
         return None
