@@ -50,7 +50,8 @@ def run(ex: ParallelExecutor, fn: Any, items: list[Any]) -> tuple[list[Any], Map
 def test_a_lambda_first_run_on_threads_is_not_sent_to_processes() -> None:
     """A threads call pickles nothing: it must not leave the lambda looking picklable."""
     planner = planning.Planner()
-    heavy = lambda x: tasks.spin(x)  # noqa: E731 - a lambda is the point: pickle cannot send it
+    lock = threading.Lock()  # nor can cloudpickle (a bare lambda would travel by value to named processes)
+    heavy = lambda x: tasks.spin(x) if lock else 0  # noqa: E731 - a lambda is the point: pickle cannot send it
     items = list(range(60))
     with ParallelExecutor(config=ParallelConfig(strategy="threads", **EAGER), planner=planner) as th, \
             ParallelExecutor(config=ParallelConfig(strategy="processes", **EAGER), planner=planner) as pr:

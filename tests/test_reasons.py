@@ -141,7 +141,8 @@ def _pool_stopped() -> tuple[Any, Any, list[Any]]:
 @case(Reason.UNPICKLABLE)
 def _unpicklable() -> tuple[Any, Any, list[Any]]:
     items = list(range(30))
-    record, out = _run(ParallelConfig(strategy="processes", **FORCE), lambda x: x - 1, items)
+    lock = threading.Lock()  # neither pickler sends a closure over a lock (a bare lambda travels by value)
+    record, out = _run(ParallelConfig(strategy="processes", **FORCE), lambda x: x - 1 if lock else x, items)
     return record, out, [x - 1 for x in items]
 
 

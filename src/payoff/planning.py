@@ -1070,8 +1070,8 @@ def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, s
     if strategy not in CROSSES_PROCESSES:
         return None
     refused = probe.refused
-    if refused and PICKLER[strategy] == "pickle":
-        hint = " (cloudpickle could send it: strategy='joblib')" if _cloudpickle_ok(call, probe) else ""
+    if refused and PICKLER[strategy] == "pickle" and not _sent_by_value(call, strategy, probe):
+        hint = " (cloudpickle could send it: strategy='joblib')" if _cloudpickle_ok(call, probe) else CLOUDPICKLE_CANNOT
         return Reason.UNPICKLABLE, refused + hint
     if refused and not _cloudpickle_ok(call, probe):
         return Reason.UNPICKLABLE, refused + CLOUDPICKLE_CANNOT
@@ -1081,6 +1081,16 @@ def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, s
         return (Reason.PAYLOAD_TOO_LARGE, f"{max(per_task, probe.result_bytes):,} bytes per task "
                 f"(function + item, or result) is above task_size_hint_bytes={limit:,}")
     return None
+
+
+def _sent_by_value(call: Call, strategy: str, probe: Probe) -> bool:
+    """A function pickle cannot name (a lambda, a closure) that the user sends to the processes backend they
+    named: it travels by value (cloudpickle), like a ``__main__`` function the workers cannot look up, rather
+    than run in the caller, where an item that crashes would take the caller down. Items or results that
+    pickle refuses still fall back (joblib sends those). Under auto such a function goes to joblib
+    (``auto_needs_cloudpickle``)."""
+    return strategy == "processes" and call.requested == "processes" and not probe.unsendable \
+        and _cloudpickle_ok(call, probe)
 
 
 def _cloudpickle_ok(call: Call, probe: Probe) -> bool:

@@ -356,3 +356,35 @@ def test_an_error_filter_stops_an_unpicklable_call_before_any_item_runs(strategy
     fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
     assert len(fallbacks) == 1, "warned once, with the record"
     assert fallbacks[0].message.record is not None  # type: ignore[union-attr]
+
+
+# -- a function only cloudpickle can send, under named processes -------------------------------------------------
+
+LAMBDA_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.errors import WorkerCrashedError
+
+    scale = 3
+    crash = lambda x: os._exit(7) if x == 5 else x  # noqa: E731 - what pickle cannot name
+    out = {}
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2)) as ex:
+        out["closure"] = ex.map(lambda x: x * scale, range(6))
+        record = ex.last_record
+        out["record"] = [record.selected_strategy, record.fallback_reason and record.fallback_reason.value]
+        try:
+            ex.map(crash, range(50))
+            out["error"] = None
+        except WorkerCrashedError as exc:
+            out.update(error=type(exc).__name__, item=exc.item_index)
+    print(json.dumps(out), flush=True)
+""")
+
+
+def test_a_lambda_under_named_processes_runs_in_the_workers_by_value() -> None:
+    """A lambda or closure ran in the caller (``unpicklable``) though cloudpickle could send it, so an item that
+    crashed killed the caller, under a backend named for its worker processes (helper 27, fault 2)."""
+    out = run_child(LAMBDA_SCRIPT)
+    assert out["closure"] == [0, 3, 6, 9, 12, 15], out
+    assert out["record"] == ["processes", None], out
+    assert out["error"] == "WorkerCrashedError" and out["item"] == 5, out

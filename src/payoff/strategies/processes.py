@@ -403,10 +403,11 @@ def _global_names(code: types.CodeType) -> frozenset[str]:
 
 
 class ProcessStrategy(PickledPoolStrategy):
-    """Functions travel by reference (``pickle``), except those of ``__main__`` the workers cannot look up
-    by name, which travel by value through cloudpickle: in a notebook or script, a function defined (or
-    defined again with a new body) after the workers forked, and any ``__main__`` function when workers
-    start from a fresh interpreter that has no file to import it from (a notebook, ``python -c``)."""
+    """Functions travel by reference (``pickle``), except those the workers cannot look up by name, which
+    travel by value through cloudpickle: a lambda or closure, which has no name; and in a notebook or
+    script, a function defined (or defined again with a new body) after the workers forked, and any
+    ``__main__`` function when workers start from a fresh interpreter that has no file to import it from
+    (a notebook, ``python -c``)."""
 
     name = "processes"
     pickler = "pickle"
@@ -416,7 +417,10 @@ class ProcessStrategy(PickledPoolStrategy):
     """The identity of every ``__main__`` global when the workers forked (ids only: nothing kept alive)."""
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
-        blob = self._dumps(fn)
+        try:
+            blob = self._dumps(fn)
+        except (pickle.PicklingError, TypeError, AttributeError):  # a lambda, a closure: no name to send
+            return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
         if b"__main__" not in blob or (self._forked_main is None
                                        and getattr(sys.modules.get("__main__"), "__file__", None)):
             return self._ship_blob(fn, blob)  # nothing of __main__; or spawned workers import it from its file
