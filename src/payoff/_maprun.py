@@ -37,7 +37,7 @@ from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
-from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk, in_worker
+from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk, in_worker, running_on
 
 if TYPE_CHECKING:
     from payoff.executor import ParallelExecutor
@@ -362,6 +362,11 @@ class MapRun:
                 raise
             why = str(exc).removeprefix("payoff: ") if isinstance(exc, WorkerInitError) else repr(exc)
             self.rec.fall_back(Reason.INIT_FAILURE, f"the {plan.strategy} pool failed to start: {why}")
+            return None
+        if running_on(lease.pool):
+            self.ex._pools.release(lease)
+            self.rec.fall_back(Reason.NESTED, f"map called from inside a task submitted to the {plan.strategy} "
+                               "pool it would run on: its chunks would wait behind that task")
             return None
         self.rec.pool_reused = not lease.started
         self.where(plan.strategy, lease.pool.workers)

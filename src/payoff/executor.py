@@ -31,7 +31,7 @@ from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
-from payoff.worker import Star, in_worker
+from payoff.worker import Star, Submitted, in_submitted, in_worker
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -216,7 +216,7 @@ class ParallelExecutor:
             self._end()
             raise
         try:
-            future = lease.pool.submit_call(_Submitted(fn), *args, **kwargs)
+            future = lease.pool.submit_call(Submitted(fn, id(lease.pool)), *args, **kwargs)
         except BaseException:
             self._done_submitted(lease)
             raise
@@ -278,7 +278,7 @@ class ParallelExecutor:
     def _inside_own_work(self) -> bool:
         """Called from this executor's own work (an item, a submitted task, an observer of a call running in
         this thread): waiting would wait for the caller itself, so shutdown cannot wait there."""
-        if in_worker() or getattr(_submitted, "depth", 0) > 0:
+        if in_worker() or in_submitted():
             return True
         me = threading.get_ident()
         with self._lock:
@@ -511,9 +511,6 @@ class ParallelExecutor:
         thread.start()
 
 
-_submitted = threading.local()
-
-
 def _run_now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
     """A serial ``submit``: whatever ``fn`` raises goes to the future, as a pool's worker would deliver it,
     except Ctrl-C, which belongs to the caller's own thread."""
@@ -546,25 +543,6 @@ def _close_dropped(pools: PoolRegistry, idle_wake: threading.Event) -> None:
     pools.closed = True
     pools.retire()
     idle_wake.set()  # the idle timer sees its executor gone and ends
-
-
-class _Submitted:
-    """A submitted call, marked while it runs so a ``shutdown`` from inside it does not wait for itself.
-
-    Top level and picklable: process pools run it too (where the mark is harmless).
-    """
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # positional-only: ``submit(f, self=1)`` works
-        _submitted.depth = getattr(_submitted, "depth", 0) + 1
-        try:
-            return self.fn(*args, **kwargs)
-        finally:
-            _submitted.depth -= 1
 
 
 class _CallStop:

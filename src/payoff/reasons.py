@@ -174,8 +174,9 @@ class Reason(StrEnum):
     NESTED = (
         "nested",
         "fallback",
-        "called from inside an item of another payoff map (on its pool or in the caller), or, for a process "
-        "backend, in a daemonic worker of another pool (a multiprocessing.Pool's), which may not start "
+        "called from inside an item of another payoff map (on its pool or in the caller), from inside a task "
+        "submitted to the pool the map would run on (its chunks would wait behind that task), or, for a "
+        "process backend, in a daemonic worker of another pool (a multiprocessing.Pool's), which may not start "
         "processes: nested maps run serially, so pools never nest and oversubscribe the cores",
         "parallelise the outer loop only",
     )

@@ -43,6 +43,44 @@ def in_worker() -> bool:
     return _in_worker_process or getattr(_local, "depth", 0) > 0 or _ITEM_DEPTH.get() > 0
 
 
+_submitted = threading.local()
+
+
+def in_submitted() -> bool:
+    """True inside a task given to ``ParallelExecutor.submit``."""
+    return getattr(_submitted, "depth", 0) > 0
+
+
+class Submitted:
+    """A submitted call, marked while it runs so a ``shutdown`` from inside it does not wait for itself, and
+    with the pool it runs on, so a map from inside it does not queue its chunks behind it (see
+    :func:`running_on`).
+
+    Top level and picklable: process pools run it too (where the marks are harmless).
+    """
+
+    __slots__ = ("fn", "pool")
+
+    def __init__(self, fn: Callable[..., Any], pool: int) -> None:
+        self.fn, self.pool = fn, pool
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # positional-only: ``submit(f, self=1)`` works
+        _submitted.depth = getattr(_submitted, "depth", 0) + 1
+        pools = _submitted.__dict__.setdefault("pools", [])
+        pools.append(self.pool)
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            _submitted.depth -= 1
+            pools.pop()
+
+
+def running_on(pool: object) -> bool:
+    """Whether this thread runs a task submitted to ``pool``: a map of that task on that very pool would wait
+    for chunks queued behind the task itself (and behind its siblings, which wait alike)."""
+    return id(pool) in getattr(_submitted, "pools", ())
+
+
 @dataclass
 class ChunkOutcome:
     """What a worker sends back for one chunk.

@@ -9,12 +9,12 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, wait
 from typing import Any
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor
+from payoff import ParallelConfig, ParallelExecutor, Reason
 from tests import tasks
 
 FORCE = {"tiny_workload_threshold": 0.0}
@@ -172,3 +172,24 @@ def test_stress_eight_mappers_and_a_ninth_thread_cancelling() -> None:
     in_flight = registry.get_sample_value("payoff_in_flight_tasks", {"strategy": "threads"})
     assert in_flight in (None, 0.0), f"in-flight gauge left at {in_flight}"
     ex.close()
+
+
+def test_a_map_inside_tasks_submitted_to_its_own_threads_pool_ends() -> None:
+    """Each submitted task waited for a map whose chunks queued behind those very tasks, for ever (helper 27,
+    fault 3). A map inside a task submitted to the pool it would run on runs in that task, as ``nested``;
+    on another pool (processes here) it runs there."""
+    ex = ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE))
+    other = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+
+    def task(executor: ParallelExecutor) -> int:
+        return sum(executor.map(tasks.square, range(100), chunksize=10))
+
+    futures = [ex.submit(task, ex) for _ in range(2)]
+    done, _ = wait(futures, timeout=GUARD_SECONDS)
+    assert len(done) == 2, "a map inside a task submitted to its own pool hung"
+    assert [f.result() for f in futures] == [sum(x * x for x in range(100))] * 2
+    assert [(r.selected_strategy, r.fallback_reason) for r in ex.records] == [("serial", Reason.NESTED)] * 2
+    assert ex.submit(task, other).result(timeout=GUARD_SECONDS) == sum(x * x for x in range(100))
+    assert other.last_record is not None and other.last_record.selected_strategy == "processes"
+    ex.shutdown()
+    other.shutdown()
