@@ -237,3 +237,13 @@ class Counted:
         value = next(self.inner)
         self.read += 1
         return value
+
+
+def fail_late_and_early(x: int) -> int:
+    """Item 5 fails after 0.3 s, item 80 at once: the map's first failing item in input order is 5."""
+    if x == 5:
+        time.sleep(0.3)
+        raise ValueError("item 5")
+    if x == 80:
+        raise KeyError("item 80")
+    return x

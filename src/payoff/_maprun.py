@@ -558,7 +558,7 @@ class MapRun:
         stats = self.rec.add(outcome, where, task.submit_ns)
         self.ex._observers.chunk(self.call, stats)
         if outcome.error is not None:
-            if not (self.streaming and self.ordered):
+            if not self.ordered:  # imap_unordered: the first error to come is the first in its order
                 raise outcome.error
             self._hold_error(task, outcome)
             return
@@ -568,7 +568,9 @@ class MapRun:
             self._requeue_rest(task, outcome.n_done)
 
     def _hold_error(self, task: ChunkTask, outcome: ChunkOutcome) -> None:
-        """An ``imap``'s failing chunk: its error waits for every result before the item, as ``map``'s would.
+        """A failing chunk: its error waits for every item before it, as the builtin ``map``'s would, so the
+        error raised is the first failing item's in input order, not the first to fail (an ``imap`` hands out
+        the results before it too).
 
         Nothing more is read from the input; chunks already running finish.
         """
