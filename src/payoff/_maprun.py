@@ -62,10 +62,12 @@ class MapRun:
     def __init__(self, executor: ParallelExecutor, fn: Callable[[Any], Any], source: Source, *,
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
                  progress: bool | None, timeout: float | None, deadline: float | None, streaming: bool,
-                 ordered: bool = True, started_ns: int | None = None) -> None:
+                 ordered: bool = True, started_ns: int | None = None, accepted: bool = False) -> None:
         """``deadline``: ``timeout`` as a ``time.monotonic()`` instant, set by the caller before it read the
-        input (reading a ``map``'s input counts); ``started_ns`` is when the call began, for its wall time."""
+        input (reading a ``map``'s input counts); ``started_ns`` is when the call began, for its wall time;
+        ``accepted``: an ``imap`` accepted while the executor was open, which runs even if it closed since."""
         self.ex, self.fn, self.source = executor, fn, source
+        self.accepted = accepted
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
         self.streaming, self.timeout, self.ordered = streaming, timeout, ordered
         self.config = executor.config

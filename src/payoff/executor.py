@@ -188,7 +188,7 @@ class ParallelExecutor:
         args = {**known, **options}
         self._check_open()
         _check_call(fn, items, *args.values())
-        return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered))
+        return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered, accepted=True))
 
     @staticmethod
     def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
@@ -363,15 +363,22 @@ class ParallelExecutor:
 
     def _run(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int | None, granularity: str | None,
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
-             streaming: bool = False, ordered: bool = True) -> Iterator[list[Any]]:
-        """Yields each chunk's results, in input order (unless ``ordered=False``)."""
+             streaming: bool = False, ordered: bool = True, accepted: bool = False) -> Iterator[list[Any]]:
+        """Yields each chunk's results, in input order (unless ``ordered=False``).
+
+        ``accepted``: an ``imap`` checked (and so accepted) while the executor was open. It runs when first
+        iterated, even after a ``shutdown`` meanwhile, on a pool of its own that closes when the call ends:
+        ``concurrent.futures``' map results stay available after ``with``, and so do these.
+        """
         started_ns = time.monotonic_ns()  # the call's wall time includes checking and reading its input
-        self._check_open()
-        _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout)
+        if not accepted:
+            self._check_open()
+            _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout  # reading the input counts
         run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
                      granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
-                     timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline, started_ns=started_ns)
+                     timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline, started_ns=started_ns,
+                     accepted=accepted)
         try:
             yield from run.blocks()
         except TimeoutError as exc:
@@ -426,7 +433,8 @@ class ParallelExecutor:
         closed or is waited for.
         """
         with self._lock:
-            self._check_open()
+            if run is None or not run.accepted:
+                self._check_open()
             self._active += 1
             if run is not None:
                 run.thread = threading.get_ident()

@@ -133,6 +133,6 @@ def test_a_result_that_cannot_be_pickled_back_is_named_and_the_results_before_it
 def test_map_raises_the_first_failing_item_in_input_order_not_the_first_to_fail(strategy: str) -> None:
     """Item 80 failed at once and item 5 after 0.3 s: map raised item 80's KeyError, where the builtin map, a
     list comprehension and ``concurrent.futures`` raise item 5's ValueError (helper 27, fault 4)."""
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
-        with pytest.raises(ValueError, match="item 5"):
-            ex.map(tasks.fail_late_and_early, range(100), chunksize=10)
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(ValueError, match="item 5"):
+        ex.map(tasks.fail_late_and_early, range(100), chunksize=10)

@@ -31,6 +31,7 @@ import pytest
 from payoff import ParallelConfig, ParallelExecutor
 from payoff.scheduling import GuidedChunks
 from payoff.worker import run_chunk
+from tests import tasks
 from tests.tasks import Counted
 
 SERIAL_CONFIGS = {
@@ -364,3 +365,18 @@ def test_an_imap_closed_after_its_last_result_is_ok(strategy: str) -> None:
         it.close()
         record = ex.last_record
     assert record is not None and record.outcome == "ok", record
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "auto"])
+def test_an_imap_made_inside_with_runs_when_iterated_after_it(strategy: str) -> None:
+    """``with ex: it = ex.imap(...)``, then ``list(it)`` outside: concurrent.futures' map gives every result,
+    payoff's imap raised "cannot schedule new work after shutdown()" though the call was accepted before
+    (helper 27, fault 5). It runs on a pool of its own, closed when it ends."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0)) as ex:
+        results = ex.imap(tasks.square, range(40), chunksize=5)
+        unordered = ex.imap_unordered(tasks.square, range(40), chunksize=5)
+    assert list(results) == [x * x for x in range(40)]
+    assert sorted(unordered) == [x * x for x in range(40)]
+    assert ex.worker_pids() == []
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.imap(tasks.square, range(4))
