@@ -216,3 +216,17 @@ def test_report_command_as_a_process(tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert "missing.jsonl" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_report_command_refuses_to_write_over_its_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``payoff report calls.jsonl -o calls.jsonl`` replaced the records with the page and said "wrote"
+    (helper 27, fault 6); a link to the records file is the same file."""
+    records = tmp_path / "calls.jsonl"
+    recorded_calls(records)
+    before = records.read_bytes()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(records)
+    for out in (records, link):
+        assert main_report([str(records), "-o", str(out)]) == 2
+        assert "is the records file" in capsys.readouterr().err
+    assert records.read_bytes() == before

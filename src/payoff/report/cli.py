@@ -103,6 +103,17 @@ def write(path: str, content: str) -> None:
         raise ReportError(f"cannot write report {path}: {exc.strerror or exc}") from None
 
 
+def _not_the_records(output: str, records: str) -> None:
+    """Writing the page over the records file would lose every record it reports on."""
+    try:
+        same = os.path.samefile(output, records)
+    except OSError:  # one of them does not exist (yet): the read says so, or the page is a new file
+        same = False
+    if same:
+        raise ReportError(f"the output {output} is the records file {records}: the page would replace the "
+                          "records; pass another -o path")
+
+
 def run_report(args: argparse.Namespace) -> int:
     """The handler ``payoff report`` dispatches to.
 
@@ -113,7 +124,10 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         if args.last is not None and args.last < 1:
             raise ReportError(f"--last must be at least 1, got {args.last}")
-        found = read(records_path(args))
+        path = records_path(args)
+        if not args.text:
+            _not_the_records(args.output, path)
+        found = read(path)
         records = found.records[-args.last:] if args.last else found.records
         if args.text:
             say(render_text(records), sys.stdout)
