@@ -37,6 +37,15 @@ def _read_all_by(items: Iterator[Any], deadline: float) -> list[Any]:
     return got
 
 
+def _has_len(items: Sequence[Any]) -> bool:
+    """A ``range`` longer than ``sys.maxsize`` has no ``len()``: it is read as a stream, as the builtin does."""
+    try:
+        len(items)
+    except OverflowError:
+        return False
+    return True
+
+
 class Source:
     """Hands out consecutive slices of the input, reading an iterator lazily."""
 
@@ -46,7 +55,7 @@ class Source:
         self._deadline = deadline
         self._dropped = False
         self._iter: Iterator[Any] | None = None
-        if isinstance(items, SLICED_AS_GIVEN):
+        if isinstance(items, SLICED_AS_GIVEN) and _has_len(items):
             self.head: Sequence[Any] = items
             self.exhausted = True
         elif not lazy:

@@ -380,3 +380,11 @@ def test_an_imap_made_inside_with_runs_when_iterated_after_it(strategy: str) -> 
     assert ex.worker_pids() == []
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.imap(tasks.square, range(4))
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
+def test_an_imap_over_a_range_too_long_for_len_is_read_as_a_stream(strategy: str) -> None:
+    """``range(10**20)`` has no ``len()`` (OverflowError) and raised that, where the builtin ``map`` and
+    payoff's own imap over ``itertools.count()`` give the first results (helper 27, fault 7)."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0)) as ex:
+        assert list(itertools.islice(ex.imap(tasks.square, range(10**20)), 5)) == [0, 1, 4, 9, 16]
