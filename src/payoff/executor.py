@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import numbers
+import operator
 import os
 import threading
 import time
@@ -125,7 +127,8 @@ class ParallelExecutor:
 
         Several iterables give ``fn`` one argument from each, up to the
         shortest, as the builtin does. ``granularity`` names the axis the
-        items split (``"instance"`` or ``"feature"``); ``workload`` labels the
+        items split (``"instance"`` or ``"feature"``; ``"auto"``, like None,
+        names none); ``workload`` labels the
         call in telemetry; ``releases_gil=True`` says ``fn`` spends its time
         outside the GIL (numpy, I/O), which makes threads the best choice;
         ``progress`` shows a bar (``None``: only in terminals and notebooks,
@@ -133,6 +136,7 @@ class ParallelExecutor:
         ``TimeoutError`` and stops the call's worker processes.
         """
         fn, items = _spread(fn, iterables)
+        chunksize, granularity, timeout = _plain_call(chunksize, granularity, timeout)
         out: list[Any] | None = None
         for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout):
             if out is None:
@@ -186,6 +190,8 @@ class ParallelExecutor:
         if unknown:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}; accepted: {', '.join(known)}")
         args = {**known, **options}
+        args["chunksize"], args["granularity"], args["timeout"] = _plain_call(args["chunksize"], args["granularity"],
+                                                                             args["timeout"])
         self._check_open()
         _check_call(fn, items, *args.values())
         return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered, accepted=True))
@@ -651,6 +657,17 @@ def _still_fits(config: ParallelConfig) -> Callable[[PoolKey], bool]:
     return keep
 
 
+def _plain_call(chunksize: Any, granularity: Any, timeout: Any) -> tuple[Any, Any, Any]:
+    """A call's options as ``ParallelConfig`` takes its own: a numpy integer chunk size as the int it holds, a
+    numpy float timeout as a float, and ``granularity="auto"`` (the config's "either axis") as no axis named.
+    What is still not accepted is refused by ``_check_call``, naming what is."""
+    if not isinstance(chunksize, (int, type(None))) and hasattr(type(chunksize), "__index__"):
+        chunksize = operator.index(chunksize)
+    if isinstance(timeout, numbers.Real) and not isinstance(timeout, (bool, int, float)):
+        timeout = float(timeout)
+    return chunksize, None if isinstance(granularity, str) and granularity == "auto" else granularity, timeout
+
+
 def _check_call(fn: object, items: object, chunksize: object, granularity: object, workload: object,
                 releases_gil: object, progress: object, timeout: object) -> None:
     if not callable(fn):
@@ -661,7 +678,7 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
                                   or chunksize < 1):
         raise ValueError(f"chunksize must be None (automatic) or an int >= 1, got {chunksize!r}")
     if granularity not in GRANULARITY_CHOICES:
-        raise ValueError(f"granularity must be None, 'instance' or 'feature', got {granularity!r}")
+        raise ValueError(f"granularity must be None, 'auto', 'instance' or 'feature', got {granularity!r}")
     if not isinstance(workload, str) or not workload:
         raise ValueError(f"workload must be a non-empty str (a telemetry label), got {workload!r}")
     if releases_gil not in (None, True, False):

@@ -191,3 +191,18 @@ def test_an_input_that_fails_on_its_first_item_raises_its_error(strategy: str) -
     with ParallelExecutor(ParallelConfig(strategy=strategy)) as ex, \
             pytest.raises(ValueError, match="before its first item"):
         list(ex.imap(tasks.square, _fails_at_once()))
+
+
+def test_a_calls_options_take_numpy_numbers_and_auto_granularity_as_the_config_does() -> None:
+    """``chunksize=np.int64(4)`` (from an array's shape) and ``granularity="auto"`` were refused by map though
+    ParallelConfig and concurrent.futures take them (helper 27, fault 8)."""
+    import numpy as np
+
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, tiny_workload_threshold=0.0)) as ex:
+        assert ex.map(tasks.square, range(12), chunksize=np.int64(4)) == [x * x for x in range(12)]
+        record = ex.last_record
+        assert record is not None and record.chunk_size == 4 and type(record.chunk_size) is int
+        assert list(ex.imap(tasks.square, range(6), chunksize=np.int32(2))) == [x * x for x in range(6)]
+        assert ex.map(tasks.square, range(6), granularity="auto", timeout=np.float32(30)) == [x * x for x in range(6)]
+        with pytest.raises(ValueError, match="chunksize must be None"):
+            ex.map(tasks.square, range(6), chunksize=np.float64(2.0))
