@@ -103,7 +103,9 @@ def test_worker_death_reruns_unfinished_items_and_next_call_gets_a_fresh_pool(tm
         assert broken is not None
         assert broken.fallback_reason is Reason.MAP_FAILURE_RETRY
         assert any(c.where == "retry" for c in broken.chunks)
-        assert [w.message.reason for w in caught] == [Reason.MAP_FAILURE_RETRY]  # type: ignore[union-attr]
+        # only payoff's own: Python 3.12 adds a DeprecationWarning when the fresh pool forks beside threads
+        assert [w.message.reason for w in caught  # type: ignore[union-attr]
+                if isinstance(w.message, ParallelFallbackWarning)] == [Reason.MAP_FAILURE_RETRY]
 
         assert broken.mode == "parallel", "the lost chunks were rerun in fresh workers, not in the caller"
         assert broken.pool_started
