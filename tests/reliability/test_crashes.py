@@ -388,3 +388,30 @@ def test_a_lambda_under_named_processes_runs_in_the_workers_by_value() -> None:
     assert out["closure"] == [0, 3, 6, 9, 12, 15], out
     assert out["record"] == ["processes", None], out
     assert out["error"] == "WorkerCrashedError" and out["item"] == 5, out
+
+
+# -- a function too large to send with every chunk, where no file can be written -----------------------------------
+
+NO_ROOM_SCRIPT = textwrap.dedent("""
+    import functools, json, resource, signal, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    big = functools.partial(tasks.spin_with, b"x" * (200 << 10))  # ships once, as a file, above 64 KiB
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+    out = {}
+    with ParallelExecutor(ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0.0)) as ex:
+        out["result"] = ex.map(big, range(20)) == [tasks.spin(x) for x in range(20)]
+        record = ex.last_record
+        out["record"] = [record.selected_strategy, record.fallback_reason and record.fallback_reason.value]
+    print(json.dumps(out), flush=True)
+""")
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_large_function_travels_with_its_chunks_when_no_file_can_be_written(strategy: str) -> None:
+    """A function pickling above 64 KiB is written to a file once for the workers; in a full TMPDIR that
+    write raised OSError (ENOSPC) out of the map, where ProcessPoolExecutor runs it (helper 28, fault 2)."""
+    out = run_child(NO_ROOM_SCRIPT, strategy)
+    assert out == {"result": True, "record": [strategy, None]}, out

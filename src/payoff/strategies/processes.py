@@ -75,14 +75,21 @@ class PickledPoolStrategy(Strategy):
         return self._ship_blob(fn, self._dumps(fn))
 
     def _ship_blob(self, fn: Callable[[Any], Any], blob: bytes) -> Any:
-        """``fn`` itself when small; a :class:`ShippedFn` naming a file holding ``blob`` when large."""
+        """``fn`` itself when small; a :class:`ShippedFn` naming a file holding ``blob`` when large.
+
+        The file only saves sending ``fn`` with every chunk: where it cannot be written (a full or
+        read-only temp folder, a file size limit), ``fn`` travels with its chunks, as a stdlib pool sends it.
+        """
         if len(blob) < SHIP_ONCE_BYTES:
             return fn
         digest = hashlib.sha256(blob).hexdigest()[:32]
         with self._ship_lock:
             path = self._shipped.pop(digest, None)
             if path is None or not os.path.exists(path):  # a temp cleaner may have taken it
-                path = self._write_shipped(digest, blob)
+                try:
+                    path = self._write_shipped(digest, blob)
+                except OSError:
+                    return fn
             self._shipped[digest] = path
             self._hold(digest)
             self._prune_shipped()
@@ -97,9 +104,14 @@ class PickledPoolStrategy(Strategy):
             self._ship_dir = ScratchDir("payoff-ship-")
         path = os.path.join(self._ship_dir.path, digest + ".pkl")
         tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(blob)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a part written before the disk filled
+            raise
         return path
 
     def _hold(self, digest: str) -> None:
