@@ -328,6 +328,8 @@ def _exit_code(proc: Any) -> int | None:
             return None  # still running
     except (OSError, ValueError, AttributeError):
         return None
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        return None  # the kernel reaped it (SIGCHLD ignored, as daemons do): no code will ever land
     deadline = time.monotonic() + _REAPED_WAIT_SECONDS
     while code is None and time.monotonic() < deadline:
         time.sleep(0.002)
