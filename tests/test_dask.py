@@ -235,3 +235,33 @@ def test_seconds_of_work_on_a_running_cluster_run_on_dask(address: str) -> None:
     assert record.fallback_reason is None, record.fallback_detail
     assert record.selected_strategy == "dask"
     assert record.workers == clusters.cluster_facts(address).worker_threads == 2
+
+
+def test_an_address_that_accepts_but_never_answers_falls_back() -> None:
+    """A wrong port that accepts and says nothing (or speaks HTTP: the dashboard's 8787 for the scheduler's
+    8786) hung map for ever, timeout= included: ``Client(address, timeout=5)`` does not bound its handshake
+    (helper 28, fault 1). The connect has a deadline of payoff's own."""
+    require(Client is not None, "dask.distributed (extra [dask])")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    accepted: list[Any] = []
+    threading.Thread(target=lambda: [accepted.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
+    address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+    box: list[Any] = []
+
+    def run() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with ParallelExecutor(ParallelConfig(strategy="dask", address=address, **FORCE)) as ex:
+                box.append(ex.map(tasks.square, range(40)))
+                box.append(ex.last_record)
+
+    caller = threading.Thread(target=run, daemon=True)
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), "map hung on an address that never answers"
+    assert box[0] == [x * x for x in range(40)]
+    assert box[1].fallback_reason is Reason.INIT_FAILURE
+    assert "did not answer" in box[1].fallback_detail
+    silent.close()

@@ -168,19 +168,66 @@ def share_client(address: str, client: Any) -> None:
         _slot_locked(address).shared = weakref.ref(client)
 
 
-def connect(address: str) -> tuple[Any, float]:
-    """A new ``Client`` for ``address`` and the seconds connecting took; ``ClusterUnreachableError`` if none."""
-    from distributed import Client
+HANDSHAKE_GRACE_SECONDS = 3.0
+"""Beyond the connect timeout, how long a connection that opened may take to answer as a scheduler."""
 
+
+def connect(address: str) -> tuple[Any, float]:
+    """A new ``Client`` for ``address`` and the seconds connecting took; ``ClusterUnreachableError`` if none.
+
+    ``Client``'s own timeout bounds opening the connection, not the handshake after it: a port that accepts
+    and never answers (or speaks HTTP, as the dashboard's does) held it for ever. So it connects on a
+    thread of its own that the caller waits for no longer than both; a client that comes later is closed.
+    """
     t0 = time.perf_counter()
-    try:
-        client = Client(address, timeout=CONNECT_TIMEOUT_SECONDS,  # type: ignore[no-untyped-call]
-                        set_as_default=False)
-    except Exception as exc:
+    attempt = _Attempt(address)
+    thread = threading.Thread(target=attempt.run, name="payoff-dask-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS)
+    client, error = attempt.outcome()
+    if error is not None:
         raise ClusterUnreachableError(
             f"cannot reach the dask scheduler at {address} within {CONNECT_TIMEOUT_SECONDS:g} s: "
-            f"{type(exc).__name__}: {exc}") from exc
+            f"{type(error).__name__}: {error}") from error
+    if client is None:
+        raise ClusterUnreachableError(
+            f"cannot reach the dask scheduler at {address}: it accepted the connection but did not answer as a "
+            f"dask scheduler within {CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS:g} s (the dashboard's "
+            "port, or another service?)")
     return client, time.perf_counter() - t0
+
+
+class _Attempt:
+    """One ``Client`` being made on its own thread; if its caller has stopped waiting, it closes what it made."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._error: Exception | None = None
+        self._abandoned = False
+
+    def run(self) -> None:
+        from distributed import Client
+
+        try:
+            client = Client(self.address, timeout=CONNECT_TIMEOUT_SECONDS,  # type: ignore[no-untyped-call]
+                            set_as_default=False)
+        except Exception as exc:
+            with self._lock:
+                self._error = exc
+            return
+        with self._lock:
+            late, self._client = self._abandoned, client
+        if late:
+            _close(client)
+
+    def outcome(self) -> tuple[Any, Exception | None]:
+        """The client or the error, if the attempt ended; (None, None) if not, and then it is abandoned."""
+        with self._lock:
+            if self._client is None and self._error is None:
+                self._abandoned = True
+            return self._client, self._error
 
 
 def worker_counts(client: Any) -> tuple[int, int, str]:
