@@ -265,3 +265,31 @@ def test_an_address_that_accepts_but_never_answers_falls_back() -> None:
     assert box[1].fallback_reason is Reason.INIT_FAILURE
     assert "did not answer" in box[1].fallback_detail
     silent.close()
+
+
+def test_a_cluster_closed_during_a_map_is_no_crash_of_the_function() -> None:
+    """The user's LocalCluster closed 1 s into a map: the lost chunks were taken for a worker that an item
+    crashed, the restart failed on the closed client, and the map raised WorkerCrashedError ("an unknown
+    cause"); the function was then marked as one that crashes workers, so later auto calls isolated it on
+    processes, and the same executor's next call raised a bare AttributeError (helper 28, fault 3)."""
+    require(Client is not None, "dask.distributed (extra [dask])")
+    from payoff import planning
+    from payoff.errors import WorkerCrashedError
+
+    cluster = local_cluster(2)
+    user_client = Client(cluster, set_as_default=False)
+    closer = threading.Timer(1.0, cluster.close)
+    nap = functools.partial(tasks.sleep_then_square, seconds=0.05)  # 200 items: 5 s on two workers
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ex = ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE))
+            closer.start()
+            with pytest.raises(RuntimeError, match="cluster") as info:
+                ex.map(nap, range(200))
+            assert not isinstance(info.value, WorkerCrashedError), info.value
+            assert planning.KNOWLEDGE.crash_of(nap) is None
+            ex.shutdown(wait=False)
+    finally:
+        closer.join()
+        user_client.close()

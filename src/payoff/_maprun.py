@@ -689,12 +689,16 @@ class MapRun:
             why = ("workers kept dying" if self.restarts > MAX_POOL_RESTARTS
                    else "a user-supplied pool cannot be restarted")
             raise self._crash_error(lost[0], pool.exit_codes(), why, exc)
-        self._note_retry(f"the {pool.name} pool broke ({exc}); lost chunks were rerun in fresh workers")
         try:
             self._fresh_lease(pool)
         except Exception as start_error:
+            if pool.name == "dask":  # no exit codes there, and no fresh pool: the cluster went, not a worker
+                raise RuntimeError(
+                    f"payoff: the dask cluster this call ran on is gone: its chunks were lost ({exc}) and no fresh "
+                    f"dask pool could start on it ({start_error!r}); no item is suspect") from start_error
             raise self._crash_error(lost[0], [], f"no fresh {pool.name} pool could start ({start_error!r})",
                                     exc) from start_error
+        self._note_retry(f"the {pool.name} pool broke ({exc}); lost chunks were rerun in fresh workers")
 
     def _resume_after_submit_failure(self, pool: Strategy, exc: BrokenExecutor) -> None:
         """Nothing ran on the broken pool: a fresh one of ours, or the caller for a user's pool."""
