@@ -1350,11 +1350,11 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     budget_ns = int(PROBE_BUDGET_SECONDS * 1e9)
     outcome = run_chunk(fn, items[:1], 0, 0)
     taken, last = 1, (_own_ns(outcome), 1)
-    while outcome.error is None and _own_ns(outcome) < budget_ns:
+    while outcome.error is None and (spent_ns := _own_ns(outcome)) < budget_ns:
         cap = cheap_limit if sum(outcome.durations_ns) < PROBE_CHEAP_SECONDS * 1e9 else limit
         if taken >= cap:
             break
-        left_ns = budget_ns - _own_ns(outcome)  # a step of items that turn dear stops too
+        left_ns = budget_ns - spent_ns  # a step of items that turn dear stops too
         more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns)
         if not more.n_done and more.error is None:  # the call's deadline came: no item started
             break

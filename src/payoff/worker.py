@@ -48,7 +48,7 @@ _submitted = threading.local()
 
 def in_submitted() -> bool:
     """True inside a task given to ``ParallelExecutor.submit``."""
-    return getattr(_submitted, "depth", 0) > 0
+    return bool(getattr(_submitted, "pools", ()))
 
 
 class Submitted:
@@ -65,13 +65,11 @@ class Submitted:
         self.fn, self.pool = fn, pool
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # positional-only: ``submit(f, self=1)`` works
-        _submitted.depth = getattr(_submitted, "depth", 0) + 1
-        pools = _submitted.__dict__.setdefault("pools", [])
+        pools = _submitted.__dict__.setdefault("pools", [])  # the submitted tasks this thread is inside
         pools.append(self.pool)
         try:
             return self.fn(*args, **kwargs)
         finally:
-            _submitted.depth -= 1
             pools.pop()
 
 

@@ -63,6 +63,9 @@ class Strategy(ABC):
     crosses_processes: ClassVar[bool] = False
     pickler: ClassVar[str] = ""
     """``pickle`` or ``cloudpickle`` where payloads cross processes."""
+    remote: ClassVar[bool] = False
+    """Workers live on another service (a cluster): a pool that broke and cannot start again means that
+    service is gone, not that an item crashed a worker (whose exit code this process never sees)."""
     _pool: Executor | None = None
 
     def __init__(

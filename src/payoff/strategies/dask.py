@@ -59,6 +59,7 @@ class DaskStrategy(Strategy):
     name = "dask"
     crosses_processes = True
     pickler = "cloudpickle"
+    remote = True
 
     def __init__(self, workers: int, initializer: Callable[..., object] | None = None,
                  initargs: tuple[Any, ...] = (), start_method: str | None = None, *,
