@@ -304,6 +304,25 @@ def test_payoff_warnings_from_inside_ce_point_at_the_users_explain_line() -> Non
     assert {w.filename for w in caught if issubclass(w.category, ParallelFallbackWarning)} == {__file__}
 
 
+def test_a_small_explain_falls_back_with_the_adapters_reason_in_instances() -> None:
+    """The adapter decided "one task" from the instance count: the record and the warning say that, not that
+    the one task it made is "too few to split", and the advice names the knob that would change it."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", min_instances_for_parallel=N_TEST + 1))
+    try:
+        with pytest.warns(ParallelFallbackWarning) as caught:
+            wrapper.explain_factual(x_test)
+    finally:
+        ex.close()
+    record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD
+    assert record.fallback_detail == ex.last_decision
+    assert f"below the minimum of {N_TEST + 1} for parallel" in record.fallback_detail
+    [message] = [str(w.message) for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    assert "too few to split" not in message and ex.last_decision in message
+    assert "min_instances_for_parallel" in message
+
+
 def test_enter_is_idempotent_and_exit_keeps_the_pool() -> None:
     wrapper, _, _, x_test = _wrapper("classification")
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))

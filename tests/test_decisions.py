@@ -54,6 +54,8 @@ class Row:
     """False: nothing is taught, as for a function no call has measured yet (the cost is then unknown)."""
     crashed: bool = False
     """An earlier call of the function crashed a worker process."""
+    serial_because: tuple[Reason, str] | None = None
+    """A library that split the work itself (the CE adapter) already decided it runs serially, and why."""
 
 
 class ForeignPool:
@@ -188,6 +190,10 @@ ROWS = [
         detail_says="below the minimum of 500"),
     Row("an unmeasured function's one item runs here: nothing to split", 0, 1, "serial", Reason.TINY_WORKLOAD,
         config={"strategy": "processes", "max_workers": 2}, measured=False, detail_says="too few to split"),
+    Row("a library's own decision to run its one task here is the record's reason, not 'too few'", 0, 1,
+        "serial", Reason.TINY_WORKLOAD, config={"strategy": "processes", "max_workers": 2}, measured=False,
+        serial_because=(Reason.TINY_WORKLOAD, "60 instances in one task: below the minimum of 61"),
+        detail_says="60 instances in one task"),
     Row("an unmeasured function with items above the size hint runs on the named pool: costly, still sendable",
         0, 40, "joblib", Reason.EXPLICIT_STRATEGY,
         config={"strategy": "joblib", "max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024,
@@ -252,7 +258,7 @@ def plan(row: Row, planner: Planner | None = None) -> Any:
             planner.knowledge.crashed(tasks.square, "item 7 crashed a worker process (killed by SIGSEGV)")
     config = ParallelConfig(**row.config)
     call = Call(tasks.square, _items(row), config, config.strategy_name, row.chunksize, row.granularity,
-                row.releases_gil, row.warm, 0)
+                row.releases_gil, row.warm, 0, serial_because=row.serial_because)
     if row.daemonic:
         me = multiprocessing.current_process()
         me.daemon = True

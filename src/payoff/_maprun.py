@@ -62,12 +62,14 @@ class MapRun:
     def __init__(self, executor: ParallelExecutor, fn: Callable[[Any], Any], source: Source, *,
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
                  progress: bool | None, timeout: float | None, deadline: float | None, streaming: bool,
-                 ordered: bool = True, started_ns: int | None = None, accepted: bool = False) -> None:
+                 ordered: bool = True, started_ns: int | None = None, accepted: bool = False,
+                 serial_because: tuple[Reason, str] | None = None) -> None:
         """``deadline``: ``timeout`` as a ``time.monotonic()`` instant, set by the caller before it read the
         input (reading a ``map``'s input counts); ``started_ns`` is when the call began, for its wall time;
-        ``accepted``: an ``imap`` accepted while the executor was open, which runs even if it closed since."""
+        ``accepted``: an ``imap`` accepted while the executor was open, which runs even if it closed since;
+        ``serial_because``: a library that split the work itself decided it runs here, and why (see ``Call``)."""
         self.ex, self.fn, self.source = executor, fn, source
-        self.accepted = accepted
+        self.accepted, self.serial_because = accepted, serial_because
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
         self.streaming, self.timeout, self.ordered = streaming, timeout, ordered
         self.config = executor.config
@@ -245,7 +247,7 @@ class MapRun:
         prior = self.ex._count_workload(self.call.workload)
         plan = self.ex._planner.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
                                            self.granularity, self.releases_gil, self.ex._pools.warm(), prior,
-                                           self.timeout))
+                                           self.timeout, self.serial_because))
         if lazy:
             self.stream = self.source.known_length is None
             self.rec.n_items = self.call.n_items = self.source.known_length or 0

@@ -181,8 +181,12 @@ class ParallelExecutor:
         return self._stream(fn, iterables, options, ordered=False)
 
     def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], options: dict[str, Any],
-                ordered: bool = True) -> Iterator[Any]:
-        """Checks the call at once, as ``map`` and ``concurrent.futures`` do; the work starts when iterated."""
+                ordered: bool = True, serial_because: tuple[Reason, str] | None = None) -> Iterator[Any]:
+        """Checks the call at once, as ``map`` and ``concurrent.futures`` do; the work starts when iterated.
+
+        ``serial_because``: for a library of this package that split the work itself and decided it runs
+        serially (see ``planning.Call``); the call is recorded as that fallback.
+        """
         fn, items = _spread(fn, iterables)
         known = {"chunksize": None, "granularity": None, "workload": "default", "releases_gil": None,
                  "progress": None, "timeout": None}
@@ -194,7 +198,8 @@ class ParallelExecutor:
                                                                              args["timeout"])
         self._check_open()
         _check_call(fn, items, *args.values())
-        return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered, accepted=True))
+        return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered, accepted=True,
+                                       serial_because=serial_because))
 
     @staticmethod
     def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
@@ -369,7 +374,8 @@ class ParallelExecutor:
 
     def _run(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int | None, granularity: str | None,
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
-             streaming: bool = False, ordered: bool = True, accepted: bool = False) -> Iterator[list[Any]]:
+             streaming: bool = False, ordered: bool = True, accepted: bool = False,
+             serial_because: tuple[Reason, str] | None = None) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order (unless ``ordered=False``).
 
         ``accepted``: an ``imap`` checked (and so accepted) while the executor was open. It runs when first
@@ -384,7 +390,7 @@ class ParallelExecutor:
         run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
                      granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
                      timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline, started_ns=started_ns,
-                     accepted=accepted)
+                     accepted=accepted, serial_because=serial_because)
         try:
             yield from run.blocks()
         except TimeoutError as exc:

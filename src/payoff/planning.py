@@ -597,6 +597,9 @@ class Call:
     """Earlier calls of the same workload on this executor: a pool start is shared by them."""
     timeout: float | None = None
     """The call's ``timeout=``: the probe may not keep the caller waiting longer."""
+    serial_because: tuple[Reason, str] | None = None
+    """A library that split the work into items itself (the CE adapter, in instances) already decided they run
+    serially, and why: its reason is the record's, where the items' own count would only say "too few"."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -670,6 +673,8 @@ class Planner:
             return _serial(call, early[0], early[1], decision)
         if call.requested == "serial":
             return _serial(call, None, "", decision)
+        if call.serial_because is not None:
+            return _serial(call, *call.serial_because, decision)
         probe = _run_probe(self.knowledge, call, workers, self._among_others(OTHERS_WINDOW_SECONDS))
         if probe.failed:
             return _serial(call, None, "the probe item raised", decision, probe)

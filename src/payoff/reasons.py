@@ -100,7 +100,8 @@ class Reason(StrEnum):
         "tiny_workload",
         "fallback",
         "too little estimated work for parallelism to pay off",
-        "this is usually right; set tiny_workload_threshold=0 and min_batch_size=1 to force parallel",
+        "this is usually right; set tiny_workload_threshold=0 and min_batch_size=1 (and, for instance-level "
+        "work, min_instances_for_parallel=1) to force parallel",
     )
     POOL_START_COST = (
         "pool_start_cost",

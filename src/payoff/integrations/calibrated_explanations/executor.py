@@ -295,8 +295,9 @@ class CEParallelExecutor:
         self.last_chunk_sizes, self.last_decision = sizes, why
         task_fn = functools.partial(run_ce_tasks, fn, explainer, os.getpid())
         out: list[Any] = []
-        for block in self.executor.imap(task_fn, items, chunksize=1, granularity="instance",
-                                        workload=self.workload):
+        options = {"chunksize": 1, "granularity": "instance", "workload": self.workload}
+        alone = (Reason.TINY_WORKLOAD, why) if len(items) < 2 else None  # the executor would only see "1 item"
+        for block in self.executor._stream(task_fn, (items,), options, serial_because=alone):
             out.extend(decode_results(block))
         self._learn(fit, self.executor.last_record, items)
         return out
