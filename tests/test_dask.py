@@ -293,3 +293,29 @@ def test_a_cluster_closed_during_a_map_is_no_crash_of_the_function() -> None:
     finally:
         closer.join()
         user_client.close()
+
+
+def test_a_timeout_kills_the_worker_processes_of_its_own_local_cluster() -> None:
+    """A LocalCluster payoff started is its pool: its worker processes are listed, and a timeout kills them
+    as it kills a process pool's, instead of closing the cluster politely (a nanny gives a busy worker 5 s)."""
+    require(LocalCluster is not None, "dask.distributed (extra [dask])")
+    ex = ParallelExecutor(ParallelConfig(strategy="dask", max_workers=2, **FORCE))
+    try:
+        ran_on = set(ex.map(tasks.pid_of, range(8)))
+        pids = ex.worker_pids()
+        assert sorted(pids) == sorted(ran_on) and len(pids) == 2
+        with pytest.raises(TimeoutError):
+            ex.map(tasks.sleep_forever, range(4), timeout=1)
+        assert not [pid for pid in pids if _alive(pid)]
+        assert ex.map(tasks.square, range(4)) == [0, 1, 4, 9]  # a fresh cluster for the next call
+    finally:
+        ex.shutdown()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a worker process of a cluster this test's executor started)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -16,9 +16,12 @@ workers) is reported back there, so the next plan asks the scheduler again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
 import pickle
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Future
@@ -156,6 +159,19 @@ class DaskStrategy(Strategy):
         outcome.bytes_received = len(data)
         outcome.bytes_sent = task.bytes_sent + outcome.fn_bytes_loaded
         return arrived(outcome)
+
+    def process_ids(self) -> list[int]:
+        """The worker processes of a LocalCluster of its own (a user's cluster's are not this pool's)."""
+        nannies = list(self._cluster.workers.values()) if self._cluster is not None else []
+        return [pid for nanny in nannies if (pid := getattr(nanny, "pid", None))]
+
+    def kill(self) -> None:
+        """Its own cluster's workers are killed first, as a process pool's are: a polite close waits for busy
+        ones (a nanny gives each 5 s). A user's cluster only loses this pool's client, which cancels its work."""
+        for pid in self.process_ids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.shutdown(wait=False)
 
     def shutdown(self, wait: bool = True) -> None:
         client, local_cluster = self.client, self._cluster
