@@ -319,3 +319,34 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_timeout_on_a_users_cluster_cancels_what_the_call_queued_there() -> None:
+    """A user's cluster is not payoff's to kill: its workers stay, and the call's queued chunks are cancelled
+    (a running one ends when its item returns: dask cannot stop it)."""
+    cluster = local_cluster(2)
+    client = Client(cluster, set_as_default=False)
+    pids = list(client.run(os.getpid).values())
+    ex = ParallelExecutor(ParallelConfig(strategy=client, max_workers=2, **FORCE))
+    try:
+        with pytest.raises(TimeoutError):
+            ex.map(tasks.sleep_forever, range(8), chunksize=1, timeout=1)
+        left = _queued_on(client, seconds=10)
+        assert left == 0, f"{left} chunks of the timed-out call still queued on the user's cluster"
+        assert sorted(client.run(os.getpid).values()) == sorted(pids)  # the user's workers stay
+    finally:
+        ex.shutdown()
+        for pid in pids:  # the two workers sleeping in an item: processes of the cluster this test started
+            os.kill(pid, signal.SIGKILL)
+        client.close()
+        cluster.close()
+
+
+def _queued_on(client: Any, seconds: float) -> int:
+    """Tasks the scheduler still has assigned, once that number reaches 0 or ``seconds`` pass (cancel is async)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        n = sum(len(v) for v in client.processing().values())
+        if n == 0 or time.monotonic() > deadline:
+            return n
+        time.sleep(0.1)

@@ -22,6 +22,7 @@ import hashlib
 import os
 import pickle
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Future
@@ -73,6 +74,9 @@ class DaskStrategy(Strategy):
         self._owns_client = client is None
         self._cluster: Any = None
         self._scattered: dict[str, Any] = {}
+        self._remote: set[Any] = set()
+        """This pool's dask futures not yet done: what ``kill`` cancels on a cluster that is not its own."""
+        self._remote_lock = threading.Lock()
 
     def _start(self) -> None:
         from distributed import Client, LocalCluster
@@ -133,9 +137,21 @@ class DaskStrategy(Strategy):
         task.submit_ns = time.monotonic_ns()
         remote = self.client.submit(run_dask_chunk, self._scattered.get(digest) if shipped else None, digest,
                                     payload, pure=False)
+        return self._track(remote, stamp=True)
+
+    def _track(self, remote: Any, stamp: bool) -> Future[Any]:
+        """A local future for ``remote``, which stays known until it is done."""
         local: Future[Any] = Future()
         local.set_running_or_notify_cancel()
-        remote.add_done_callback(lambda f: _relay(f, local, lost=self._lost_worker))
+        with self._remote_lock:
+            self._remote.add(remote)
+
+        def done(f: Any) -> None:
+            with self._remote_lock:
+                self._remote.discard(f)
+            _relay(f, local, stamp=stamp, lost=self._lost_worker)
+
+        remote.add_done_callback(done)
         return local
 
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -143,11 +159,7 @@ class DaskStrategy(Strategy):
             raise closed_pool(self.name)
         if kwargs.keys() & _CLIENT_SUBMIT_NAMES:  # the user's own keywords, not Client.submit's options
             fn, kwargs = functools.partial(fn, **kwargs), {}
-        local: Future[Any] = Future()
-        local.set_running_or_notify_cancel()
-        self.client.submit(fn, *args, pure=False, **kwargs).add_done_callback(
-            lambda f: _relay(f, local, stamp=False, lost=self._lost_worker))
-        return local
+        return self._track(self.client.submit(fn, *args, pure=False, **kwargs), stamp=False)
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
         data, arrived_ns = raw
@@ -167,10 +179,16 @@ class DaskStrategy(Strategy):
 
     def kill(self) -> None:
         """Its own cluster's workers are killed first, as a process pool's are: a polite close waits for busy
-        ones (a nanny gives each 5 s). A user's cluster only loses this pool's client, which cancels its work."""
+        ones (a nanny gives each 5 s). On a user's cluster this pool's work is cancelled: what is queued
+        never runs; what runs ends when its item returns (dask cannot stop a running task), and the workers stay."""
         for pid in self.process_ids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        with self._remote_lock:
+            remote, self._remote = list(self._remote), set()
+        if remote and self._cluster is None and self.client is not None:
+            with contextlib.suppress(Exception):  # a client already closing: its futures go with it
+                self.client.cancel(remote)
         self.shutdown(wait=False)
 
     def shutdown(self, wait: bool = True) -> None:
