@@ -630,7 +630,7 @@ class MapRun:
 
     def _after_break(self, pool: Strategy, exc: BrokenExecutor) -> None:
         """Recover from a broken pool: finished chunks kept, lost ones to fresh workers or isolation."""
-        first = pool.exit_codes()  # before the pool stops the survivors: the dead worker, most often alone
+        first = pool.exit_codes(exc)  # before the pool stops the survivors: the dead worker, most often alone
         lost = self._drain_broken(pool)
         self.ex._pools.discard(pool)
         codes = first or pool.exit_codes()  # after the kill: every worker has been reaped and has its code
@@ -690,7 +690,7 @@ class MapRun:
         if self.restarts > MAX_POOL_RESTARTS or isinstance(pool, ExternalStrategy):
             why = ("workers kept dying" if self.restarts > MAX_POOL_RESTARTS
                    else "a user-supplied pool cannot be restarted")
-            raise self._crash_error(lost[0], pool.exit_codes(), why, exc)
+            raise self._crash_error(lost[0], pool.exit_codes(exc), why, exc)
         try:
             self._fresh_lease(pool)
         except Exception as start_error:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ import pytest
 import payoff
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, planning
 from payoff.errors import WorkerCrashedError
+from payoff.strategies import make_strategy
 from tests import tasks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -415,3 +419,22 @@ def test_a_large_function_travels_with_its_chunks_when_no_file_can_be_written(st
     write raised OSError (ENOSPC) out of the map, where ProcessPoolExecutor runs it (helper 28, fault 2)."""
     out = run_child(NO_ROOM_SCRIPT, strategy)
     assert out == {"result": True, "record": [strategy, None]}, out
+
+
+def test_loky_names_the_code_it_saw_at_the_crash_not_the_kills_that_followed() -> None:
+    """loky kills the surviving workers (SIGKILL) as soon as one dies, often before payoff looks: by then
+    both codes are there, and a clean exit ranks below a kill on a pool that retires idle workers. The
+    error loky raised lists only the code it saw at the crash, so that is the code named."""
+    pool = make_strategy("joblib", 2, ParallelConfig(strategy="joblib", max_workers=2))
+    pool.start()
+    try:
+        crashing = pool.submit_call(tasks.exit_zero_on_five, 5)
+        with pytest.raises(BrokenExecutor) as info:
+            crashing.result(timeout=60)
+        deadline = time.monotonic() + 30
+        while len(pool.exit_codes()) < 2 and time.monotonic() < deadline:  # the survivor killed and reaped
+            time.sleep(0.05)
+        assert sorted(pool.exit_codes()) == [-int(signal.SIGKILL), 0], "the race's setting: both codes known"
+        assert pool.exit_codes(info.value)[0] == 0
+    finally:
+        pool.kill()

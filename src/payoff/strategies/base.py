@@ -187,9 +187,9 @@ class Strategy(ABC):
         """Worker process ids (empty for in-process backends)."""
         return []
 
-    def exit_codes(self) -> list[int]:
+    def exit_codes(self, broke: BaseException | None = None) -> list[int]:
         """Exit codes of this pool's worker processes that have ended (negative: killed by that signal), the
-        likeliest crash first."""
+        likeliest crash first; ``broke``, the error the pool broke with, may tell which one crashed."""
         return []
 
     def running_tasks(self) -> int:

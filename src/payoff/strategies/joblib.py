@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import cloudpickle
 from joblib.externals.loky import ProcessPoolExecutor as LokyPool
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from payoff.strategies.base import closed_pool
 from payoff.strategies.processes import PickledPoolStrategy
@@ -27,6 +29,13 @@ class JoblibStrategy(PickledPoolStrategy):
     name = "joblib"
     pickler = "cloudpickle"
     retires_idle_workers = True
+
+    def exit_codes(self, broke: BaseException | None = None) -> list[int]:
+        """The codes loky saw when it found a worker dead come first: it kills the others (SIGKILL) at once,
+        often before payoff looks, and a clean exit, which may be an idle worker's retirement, ranks below a
+        kill. loky's ``TerminatedWorkerError`` lists only the codes of the workers already dead then."""
+        at_the_crash = _codes_at_the_crash(broke)
+        return self.likeliest_first(at_the_crash) if at_the_crash else super().exit_codes()
 
     def _dumps(self, obj: Any) -> bytes:
         return bytes(cloudpickle.dumps(obj))
@@ -54,3 +63,12 @@ class JoblibStrategy(PickledPoolStrategy):
             self._cancel_queued_of(pool)
             pool.shutdown(wait=wait, kill_workers=False)
         self._remove_files()
+
+
+_LOKY_CODES = re.compile(r"exit codes of the workers are \{([^}]*)\}")
+
+
+def _codes_at_the_crash(broke: BaseException | None) -> list[int]:
+    """The exit codes in loky's crash message (``{EXIT(0), SIGKILL(-9)}``); none if it has no such list."""
+    found = _LOKY_CODES.search(str(broke)) if isinstance(broke, TerminatedWorkerError) else None
+    return [int(code) for code in re.findall(r"\((-?\d+)\)", found.group(1))] if found else []

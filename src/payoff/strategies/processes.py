@@ -197,7 +197,7 @@ class PickledPoolStrategy(Strategy):
     retires_idle_workers: bool = False
     """Whether the pool ends idle workers with a clean exit (loky does): such an exit then names no crash."""
 
-    def exit_codes(self) -> list[int]:
+    def exit_codes(self, broke: BaseException | None = None) -> list[int]:
         """The ended workers' codes, the likeliest crash first.
 
         After a crash the pool stops the other workers (``concurrent.futures``
