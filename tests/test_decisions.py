@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, Reason
+from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff.planning import NO_PICKLING, Call, Facts, Pickling, Planner, _pickled_size
 from payoff.worker import _local
 from tests import tasks
@@ -54,6 +54,8 @@ class Row:
     """False: nothing is taught, as for a function no call has measured yet (the cost is then unknown)."""
     crashed: bool = False
     """An earlier call of the function crashed a worker process."""
+    expect_decision: Reason | None = None
+    """The plan's decision, where a fallback is the row's reason (what the record's decision_reason says)."""
     serial_because: tuple[Reason, str] | None = None
     """A library that split the work itself (the CE adapter) already decided it runs serially, and why."""
 
@@ -165,10 +167,12 @@ ROWS = [
     Row("instance granularity takes instance_chunk_size", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
         config={"max_workers": 2, "instance_chunk_size": 50}, granularity="instance", expect_chunk=(50, 50)),
     # -- when parallel is not allowed at all --
-    Row("parallelism switched off", 1e-3, 1000, "serial", Reason.DISABLED, config={"enabled": False}),
+    Row("parallelism switched off", 1e-3, 1000, "serial", Reason.DISABLED, config={"enabled": False},
+        expect_decision=Reason.AUTO_UNDECIDED),
     Row("a call on an axis the config does not allow", 1e-3, 1000, "serial", Reason.GRANULARITY_MISMATCH,
         config={"max_workers": 2, "granularity": "instance"}, granularity="feature"),
-    Row("one worker is no parallelism", 1e-3, 1000, "serial", Reason.SINGLE_WORKER, config={"max_workers": 1}),
+    Row("one worker is no parallelism: auto chose no backend", 1e-3, 1000, "serial", Reason.SINGLE_WORKER,
+        config={"max_workers": 1}, expect_decision=Reason.AUTO_UNDECIDED),
     Row("a map inside a worker runs serially", 1e-3, 1000, "serial", Reason.NESTED, nested=True),
     Row("a named process backend on an axis the config does not allow", 1e-3, 1000, "serial",
         Reason.GRANULARITY_MISMATCH, config={"strategy": "processes", "max_workers": 2, "granularity": "instance"},
@@ -294,6 +298,8 @@ def test_decision_table(row: Row) -> None:
     got = plan(row)
     assert got.strategy == row.expect_strategy, got.detail
     assert (got.fallback or got.decision) is row.expect_reason, got.detail
+    if row.expect_decision is not None:
+        assert got.decision is row.expect_decision
     if row.expect_workers is not None:
         assert got.workers == row.expect_workers
     if row.expect_chunk is not None:
@@ -307,7 +313,7 @@ def test_decision_table(row: Row) -> None:
 
 
 def test_the_table_covers_every_reason_a_plan_can_give() -> None:
-    covered = {row.expect_reason for row in ROWS}
+    covered = {row.expect_reason for row in ROWS} | {row.expect_decision for row in ROWS if row.expect_decision}
     assert len(ROWS) >= 25
     assert set(Reason) - covered == set(RUNTIME_ONLY), "every plan-time reason code needs a row"
 
@@ -469,3 +475,15 @@ def test_a_started_pool_teaches_the_start_method_it_used() -> None:
     assert record is not None and record.pool_started
     assert planner.costs.get("processes", "fork").start == pytest.approx(record.pool_start_seconds)
     assert planner.costs.get("processes", "spawn").start == pytest.approx(0.25)
+
+
+def test_an_auto_call_whose_probe_item_raised_records_auto_undecided() -> None:
+    ex = ParallelExecutor(ParallelConfig())
+    try:
+        with pytest.raises(KeyError, match="bad item 7"):
+            ex.map(tasks.fail_on_seven, [7, *range(100)])
+    finally:
+        ex.shutdown()
+    record = ex.last_record
+    assert record is not None and record.selected_strategy == "serial"
+    assert record.decision_reason is Reason.AUTO_UNDECIDED

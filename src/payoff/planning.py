@@ -33,7 +33,7 @@ from payoff import _forks
 from payoff.config import ParallelConfig
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site
-from payoff.reasons import Reason
+from payoff.reasons import Reason, initial_decision
 from payoff.record import MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
@@ -667,7 +667,7 @@ class Planner:
         if not call.items:
             return Plan("serial", 1, 1, Reason.EMPTY_INPUT)
         workers = local = available_workers(cfg)
-        decision = Reason.EXPLICIT_OBJECT if call.requested == "custom" else Reason.EXPLICIT_STRATEGY
+        decision = initial_decision(call.requested)
         early = _early_fallback(call, workers)
         if early is not None and not (early[0] is Reason.SINGLE_WORKER and self._may_need_a_worker(call)):
             return _serial(call, early[0], early[1], decision)

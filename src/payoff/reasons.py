@@ -83,6 +83,13 @@ class Reason(StrEnum):
         "the work, and is never measured or run in the caller",
         "",
     )
+    AUTO_UNDECIDED = (
+        "auto_undecided",
+        "decision",
+        "auto settled the call before choosing a backend: parallelism was off, one worker was available, the "
+        "call was nested, or its first item raised while auto measured it; the fallback reason, if any, says which",
+        "",
+    )
     EMPTY_INPUT = (
         "empty_input",
         "decision",
@@ -208,3 +215,10 @@ def fallback_reasons() -> list[Reason]:
 
 def decision_reasons() -> list[Reason]:
     return [r for r in Reason if not r.is_fallback]
+
+
+def initial_decision(requested: str) -> Reason:
+    """The decision a call records until a backend is chosen: auto's own, or the one the user named."""
+    if requested == "auto":
+        return Reason.AUTO_UNDECIDED
+    return Reason.EXPLICIT_OBJECT if requested == "custom" else Reason.EXPLICIT_STRATEGY

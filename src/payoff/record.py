@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
-from payoff.reasons import Reason
+from payoff.reasons import Reason, initial_decision
 
 CPU_BOUND_RATIO = 0.5
 """Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
@@ -340,7 +340,7 @@ class RecordBuilder:
         self.granularity, self.n_items = granularity, n_items
         self.started_ns, self.started_at = started_ns, started_at
         self.selected = "serial"
-        self.decision: Reason = Reason.EXPLICIT_STRATEGY
+        self.decision: Reason = initial_decision(requested)
         self.fallback_reason: Reason | None = None
         self.fallback_detail = ""
         self.workers = 1
