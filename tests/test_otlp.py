@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+import payoff
 from payoff import ParallelConfig, ParallelExecutor
 from payoff.telemetry import configure
 from payoff.telemetry.otlp import OTLPSetup
@@ -59,6 +65,21 @@ class Receiver:
                 req = ExportMetricsServiceRequest.FromString(body)
                 names |= {m.name for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
         return names
+
+    def points(self, metric: str, workload: str) -> float:
+        """The sum of ``metric``'s data points for ``workload`` over every export received."""
+        total = 0.0
+        for path, body in self.requests:
+            if path != "/v1/metrics":
+                continue
+            req = ExportMetricsServiceRequest.FromString(body)
+            for m in (m for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics):
+                if m.name == metric:
+                    for p in m.sum.data_points:
+                        attrs = {a.key: a.value.string_value for a in p.attributes}
+                        if attrs.get("workload") == workload:
+                            total += p.as_int or p.as_double
+        return total
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -117,3 +138,51 @@ def test_an_unreachable_collector_never_breaks_a_map() -> None:
                 assert ex.last_record.fallback_reason is None
     finally:
         setup.shutdown()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
+
+GLOBAL_SCRIPT = textwrap.dedent("""
+    import sys
+    import payoff
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.telemetry import configure
+    from tests import tasks
+
+    endpoint = sys.argv[1]
+    payoff.map(abs, range(3))  # the shared executor exists before configure, as after any early call
+    early = ParallelExecutor(ParallelConfig(strategy="threads", tiny_workload_threshold=0.0))
+    setup = configure(otlp_endpoint=endpoint, service_name="order", export_interval_seconds=60)
+    assert configure(otlp_endpoint=endpoint, service_name="order", export_interval_seconds=60) is setup
+    try:
+        configure(otlp_endpoint="http://127.0.0.1:9", service_name="order")
+    except RuntimeError as exc:
+        print("refused:", exc)
+    early.map(tasks.spin, range(40), workload="early-executor")
+    payoff.map(tasks.spin, range(40), workload="shared-executor")
+    late = ParallelExecutor(ParallelConfig(strategy="threads", tiny_workload_threshold=0.0))
+    late.map(tasks.spin, range(40), workload="late-executor")
+""")
+
+
+def test_configure_reaches_executors_made_before_it_once_and_refuses_a_second_endpoint(receiver: Receiver) -> None:
+    """Metrics follow configure() into executors that already exist (the shared one of payoff.map above
+    all); a re-run configure cell is harmless, and one for another endpoint says why it cannot apply."""
+    proc = subprocess.run([sys.executable, "-c", GLOBAL_SCRIPT, receiver.endpoint], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused:" in proc.stdout and "http://127.0.0.1:9" in proc.stdout, proc.stdout
+    for workload in ("early-executor", "shared-executor", "late-executor"):
+        assert receiver.points("payoff_map_calls", workload) == 1, workload  # once: one meter provider exports
+    names = {a.value.string_value for s in receiver.spans() for a in s.attributes  # type: ignore[attr-defined]
+             if a.key == "payoff.workload"}
+    assert {"early-executor", "shared-executor", "late-executor"} <= names
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"])
+def test_a_protocol_other_than_http_protobuf_is_refused_not_ignored(variable: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(variable, "grpc")
+    with pytest.raises(ValueError, match=rf"http/protobuf.*{variable}='grpc'"):
+        configure(otlp_endpoint="http://127.0.0.1:4318", set_global=False)

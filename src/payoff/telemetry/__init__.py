@@ -8,20 +8,25 @@ someone serves or registers it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from payoff import _forks
-from payoff.observers import Observer
+from payoff.observers import CallInfo, Observer, Observers
 from payoff.progress import Progress
 from payoff.telemetry.metrics import PrometheusMetrics
 from payoff.telemetry.records import records_observer_from_env
 from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
 from payoff.telemetry.tracing import Tracing
 from payoff.telemetry.warnings import FallbackWarnings, ParallelFallbackWarning
+
+if TYPE_CHECKING:
+    from payoff.record import ChunkStats, MapRecord
 
 _lock = _forks.Lock(reentrant=True)
 _extra: list[Observer] = []
@@ -61,8 +66,53 @@ def register_in_default_registry() -> None:
             _forwarded = True
 
 
+class _Added(Observer):
+    """The observers added with ``add_default_observer``, as they are when each call starts.
+
+    Executors hold this one observer instead of a copy of the list: one made
+    before ``configure()`` (the shared executor of ``payoff.map``, say) exports
+    through the providers it set up from its next call on, and a call sees the
+    same observers from its start to its end. Each is isolated as the
+    executor's own are (one that raises is logged once and ignored).
+    """
+
+    _key = "payoff.added"
+
+    def __init__(self) -> None:
+        self._fan = Observers([])
+
+    def _of(self, call: CallInfo) -> Observers:
+        fan: Observers | None = call.state.get(self._key)
+        if fan is None:
+            with _lock:
+                if self._fan.items != _extra:
+                    self._fan = Observers(_extra)
+                fan = call.state[self._key] = self._fan
+        return fan
+
+    def map_started(self, call: CallInfo) -> None:
+        self._of(call).started(call)
+
+    def map_planned(self, call: CallInfo) -> None:
+        self._of(call).planned(call)
+
+    @contextlib.contextmanager
+    def scope(self, call: CallInfo) -> Iterator[None]:
+        with self._of(call).scope(call):
+            yield
+
+    def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
+        self._of(call).chunk(call, chunk)
+
+    def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
+        self._of(call).finished(call, record, error)
+
+
+_ADDED = _Added()
+
+
 def add_default_observer(observer: Observer) -> None:
-    """Attach ``observer`` to every executor created from now on."""
+    """Attach ``observer`` to every executor that uses the default observers, from its next call on."""
     with _lock:
         if observer not in _extra:
             _extra.append(observer)
@@ -90,8 +140,7 @@ def default_observers(tracer_provider: object | None = None, meter_provider: obj
     records = records_observer_from_env()
     if records is not None:
         observers.append(records)
-    with _lock:
-        return [*observers, *_extra, FALLBACK_WARNINGS]
+    return [*observers, _ADDED, FALLBACK_WARNINGS]
 
 
 def configure(*args: object, **kwargs: object) -> object:

@@ -2,13 +2,16 @@
 
 The standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_SERVICE_NAME``, headers, timeouts) work as everywhere else; arguments
-given here win over them. Export runs in background threads: an unreachable
-collector costs log lines, never a slower or failed map.
+given here win over them. The protocol is HTTP with protobuf: a
+``OTEL_EXPORTER_OTLP_PROTOCOL`` asking for another one is refused, not ignored.
+Export runs in background threads: an unreachable collector costs log lines,
+never a slower or failed map.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
@@ -17,6 +20,10 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+_lock = threading.Lock()
+_global: tuple[tuple[object, ...], OTLPSetup] | None = None
+"""The arguments and providers of the ``configure`` call that set the global providers."""
 
 
 @dataclass
@@ -43,7 +50,52 @@ def configure(
     timeout_seconds: float | None = None,
     set_global: bool = True,
 ) -> OTLPSetup:
-    """Create SDK providers exporting OTLP/HTTP to ``otlp_endpoint`` (e.g. ``http://127.0.0.1:4318``)."""
+    """Create SDK providers exporting OTLP/HTTP to ``otlp_endpoint`` (e.g. ``http://127.0.0.1:4318``).
+
+    With ``set_global`` (the default) they become OpenTelemetry's global providers and every executor using
+    the default observers exports through them from its next call on. OpenTelemetry sets those once per
+    process: calling this again with the same arguments (a re-run notebook cell) returns the same setup;
+    with others it raises ``RuntimeError`` instead of exporting twice or to the first endpoint only.
+    """
+    global _global
+    _check_protocol(traces, metrics_too)
+    given = (otlp_endpoint, service_name, traces, metrics_too, export_interval_seconds, timeout_seconds)
+    if set_global:
+        with _lock:
+            if _global is None:
+                _global = given, _create(*given, set_global=True)
+            elif _global[0] != given:
+                raise RuntimeError(
+                    f"payoff.telemetry.configure() already set this process's OpenTelemetry providers "
+                    f"({_shown(_global[0])}); OpenTelemetry sets them once per process, so {_shown(given)} "
+                    f"cannot apply. Restart the process (or kernel) to change them, or pass set_global=False "
+                    f"and give the providers to ParallelExecutor(tracer_provider=..., meter_provider=...)")
+            return _global[1]
+    return _create(*given, set_global=False)
+
+
+def _check_protocol(traces: bool, metrics_too: bool) -> None:
+    """The exporters here speak OTLP/HTTP with protobuf: a variable asking for another protocol is refused."""
+    names = ["OTEL_EXPORTER_OTLP_PROTOCOL"]
+    names += ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] if traces else []
+    names += ["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"] if metrics_too else []
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value and value != "http/protobuf":
+            raise ValueError(
+                f"payoff.telemetry.configure() exports OTLP over HTTP with protobuf (http/protobuf), but "
+                f"{name}={value!r} asks for another protocol. Unset it and point the endpoint at the "
+                f"collector's HTTP port (4318), or set up OpenTelemetry's providers yourself with the exporter "
+                f"you need: payoff's spans and metrics go through whatever providers are set")
+
+
+def _shown(given: tuple[object, ...]) -> str:
+    names = ("otlp_endpoint", "service_name", "traces", "metrics_too", "export_interval_seconds", "timeout_seconds")
+    return ", ".join(f"{n}={v!r}" for n, v in zip(names, given, strict=True))
+
+
+def _create(otlp_endpoint: str | None, service_name: str | None, traces: bool, metrics_too: bool,
+            export_interval_seconds: float, timeout_seconds: float | None, *, set_global: bool) -> OTLPSetup:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
