@@ -323,6 +323,23 @@ def test_a_small_explain_falls_back_with_the_adapters_reason_in_instances() -> N
     assert "min_instances_for_parallel" in message
 
 
+def test_a_disabled_explain_is_recorded_as_disabled_without_a_warning() -> None:
+    """enabled=False (CE_PARALLEL=off): CE explains in the caller and never maps; the documented
+    ``executor.last_record.summary()`` still has a record to read, with reason ``disabled``."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(enabled=False))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ParallelFallbackWarning)
+            wrapper.explain_factual(x_test)
+    finally:
+        ex.close()
+    record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.DISABLED
+    assert record.n_items == N_TEST and record.mode == "serial"
+    assert "disabled" in record.summary()
+
+
 def test_enter_is_idempotent_and_exit_keeps_the_pool() -> None:
     wrapper, _, _, x_test = _wrapper("classification")
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))

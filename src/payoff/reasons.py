@@ -101,7 +101,7 @@ class Reason(StrEnum):
         "disabled",
         "fallback",
         "parallelism is switched off (CE_PARALLEL=off or enabled=False)",
-        "set enabled=True or CE_PARALLEL=on to run in parallel",
+        "set enabled=True, or CE_PARALLEL to a strategy (CE_PARALLEL=processes), to run in parallel",
     )
     TINY_WORKLOAD = (
         "tiny_workload",

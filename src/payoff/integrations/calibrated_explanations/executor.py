@@ -200,7 +200,7 @@ class CEParallelExecutor:
             gcpause.resume()
         if session.mapped and exc_type is not None and issubclass(exc_type, Exception):
             self._ce_retries(session, exc)
-        elif not session.mapped and exc_type is None and not retrying and self.user_config.enabled:
+        elif not session.mapped and exc_type is None and not retrying:
             self._not_called(session)
 
     def close(self) -> None:
@@ -394,6 +394,7 @@ class CEParallelExecutor:
                   f"{Reason.MAP_FAILURE_RETRY.advice_sentence}")
 
     def _not_called(self, session: _Session) -> None:
+        """CE entered the executor and explained without a map: recorded (``disabled`` when it was asked to)."""
         explained = [e for e in self._bound()
                      if id(getattr(e, "latest_explanation", None)) != session.latest.get(id(e), -1)]
         n: int | None = None
@@ -405,8 +406,15 @@ class CEParallelExecutor:
             mode = str(getattr(explainer, "last_explanation_mode", "") or "")
             chain = plugin_chain(explainer, mode)
             detail = f"; its {mode or 'explanation'} plugin is {chain!r}" if chain else ""
+            if not self.user_config.enabled:  # as asked: recorded as any disabled call, without a warning
+                self.executor._record_unmapped(n, Reason.DISABLED, "enabled=False: CE explained every instance in "
+                                               "this process", self.workload, _user_site(), session.started_ns,
+                                               session.started_at)
+                return
             if n < 2:
                 return  # nothing to split: CE runs a single instance inline, rightly
+        if not self.user_config.enabled:
+            return
         with self._lock:
             self.metrics.fallbacks += 1
         detail = (f"calibrated-explanations entered the payoff executor but never called map{detail}; "
