@@ -19,7 +19,7 @@ import time
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -218,24 +218,38 @@ class ParallelExecutor:
         if name == "custom":
             return config.strategy.submit(fn, *args, **kwargs)  # type: ignore[no-any-return]
         name = "threads" if name == "auto" else name
+        try:
+            return self._submit_on_pool(config, name, fn, args, kwargs)
+        except BrokenExecutor:  # the pool broke since its last call: replaced once, as a map's is
+            return self._submit_on_pool(config, name, fn, args, kwargs)
+
+    def _submit_on_pool(self, config: ParallelConfig, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Future[Any]:
         workers = planning.available_workers(config)
         self._begin()
         try:
-            lease = self._pools.lease(pool_key(config, name, workers),
-                                      lambda: make_strategy(name, workers, config))
+            lease = self._pools.lease(pool_key(config, name, workers), lambda: make_strategy(name, workers, config))
         except BaseException:
             self._end()
             raise
         try:
             future = lease.pool.submit_call(Submitted(fn, id(lease.pool)), *args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, BrokenExecutor):
+                lease.pool.broken = True
             self._done_submitted(lease)
             raise
-        future.add_done_callback(lambda _: self._done_submitted(lease, in_callback=True))
+        future.add_done_callback(lambda f: self._done_submitted(lease, f, in_callback=True))
         return future
 
-    def _done_submitted(self, lease: Lease, *, in_callback: bool = False) -> None:
-        """A submitted call holds its pool until it is done, like a map: shutdown waits, the idle timer too."""
+    def _done_submitted(self, lease: Lease, future: Future[Any] | None = None, *, in_callback: bool = False) -> None:
+        """A submitted call holds its pool until it is done, like a map: shutdown waits, the idle timer too.
+
+        A call that broke its pool (its worker died) fails alone: the next call, submitted or mapped, gets
+        fresh workers and nothing is learned against its function.
+        """
+        if future is not None and not future.cancelled() and isinstance(future.exception(), BrokenExecutor):
+            lease.pool.broken = True
         self._pools.release(lease, in_callback=in_callback)
         self._end()
 

@@ -619,6 +619,38 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler)
 
 
+def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
+    """Process entry point of a submitted call: its outcome travels as bytes, as a chunk's does.
+
+    An exception the parent could not rebuild arrives as a ``RemoteError`` (the
+    pool's own result thread would break the pool on it), and so does a result
+    that cannot be pickled.
+    """
+    shipped, args, kwargs = pickle.loads(payload)
+    fn, _ = _resolve(shipped)
+    dumps = _dumps_for(pickler)
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as exc:
+        return dumps((False, *_travelling(exc, dumps)))
+    try:
+        return dumps((True, result, ""))
+    except Exception as exc:
+        _add_note(exc, f"payoff: the result of the submitted call ({type(result).__qualname__}) cannot be "
+                       f"pickled to return it")
+        return dumps((False, *_travelling(exc, dumps)))
+
+
+def call_outcome(raw: bytes) -> tuple[bool, Any]:
+    """Parent side of :func:`run_pickled_call`: ``(True, result)``, or ``(False, error)`` with the worker's
+    traceback as the error's cause, as ``concurrent.futures`` gives it."""
+    ok, value, traceback_text = pickle.loads(raw)
+    if not ok and traceback_text:
+        with contextlib.suppress(Exception):  # a user's class that refuses the attribute still arrives
+            value.__cause__ = RemoteTraceback(traceback_text)
+    return ok, value
+
+
 def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
     if pickler == "cloudpickle":
         import cloudpickle  # only workers of a cloudpickle backend pay for its import
@@ -675,17 +707,22 @@ def _prepare_for_travel(outcome: ChunkOutcome, dumps: Callable[[Any], bytes]) ->
     would lose the whole chunk and the user's message with it. Nothing the
     exception does (a ``__str__`` that raises, odd notes) may replace it.
     """
-    error = outcome.error
-    assert error is not None
-    outcome.error_traceback = _format(error)
+    assert outcome.error is not None
+    outcome.error, outcome.error_traceback = _travelling(outcome.error, dumps)
+
+
+def _travelling(error: BaseException, dumps: Callable[[Any], bytes]) -> tuple[BaseException, str]:
+    """``error`` as it can travel to the parent (a ``RemoteError`` where it could not be rebuilt there), and
+    its traceback as text."""
+    text = _format(error)
     try:
         pickle.loads(dumps(error))
     except Exception:
-        remote = RemoteError(f"{type(error).__module__}.{type(error).__qualname__}", _safe_str(error),
-                             outcome.error_traceback)
+        remote = RemoteError(f"{type(error).__module__}.{type(error).__qualname__}", _safe_str(error), text)
         for note in _notes(error):
             remote.add_note(note)
-        outcome.error = remote
+        return remote, text
+    return error, text
 
 
 def _format(error: BaseException) -> str:

@@ -55,7 +55,7 @@ class DaemonThreadPool(Executor):
         with self._lock:
             already, self._closed = self._closed, True
         if cancel_futures:
-            self._drain(lambda f: f.cancel())
+            self._drain(_cancel)
         if not already:
             for _ in self._threads:
                 self._jobs.put(None)
@@ -66,7 +66,7 @@ class DaemonThreadPool(Executor):
 
     def cancel_queued(self) -> None:
         """Cancel every task no thread has taken yet (``shutdown(cancel_futures=True)`` without the shutdown)."""
-        self._drain(lambda f: f.cancel())
+        self._drain(_cancel)
 
     def _work(self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
         if initializer is not None:
@@ -113,3 +113,10 @@ class DaemonThreadPool(Executor):
                 self._jobs.put(None)
                 return
             settle(job[0])
+
+
+def _cancel(future: Future[Any]) -> None:
+    """Cancelled and notified: ``concurrent.futures.wait`` and ``as_completed`` count only a notified
+    cancel as done (``Future.cancel`` alone leaves them waiting for ever)."""
+    if future.cancel():
+        future.set_running_or_notify_cancel()

@@ -7,18 +7,14 @@ lambdas, closures and notebook functions work here, unlike ``processes``.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import cloudpickle
 from joblib.externals.loky import ProcessPoolExecutor as LokyPool
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-from payoff.strategies.base import closed_pool
 from payoff.strategies.processes import PickledPoolStrategy
 from payoff.worker import init_process
 
@@ -44,12 +40,6 @@ class JoblibStrategy(PickledPoolStrategy):
         self._pool = LokyPool(max_workers=self.workers, timeout=IDLE_WORKER_TIMEOUT_SECONDS,
                               initializer=init_process, initargs=self._init_args(os.getpid()))
         self._warm_up()
-
-    def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """loky's ``submit(fn, *args, **kwargs)`` takes ``fn`` by keyword too: keywords travel bound."""
-        if self._pool is None:
-            raise closed_pool(self.name)
-        return self._pool.submit(functools.partial(fn, **kwargs) if kwargs else fn, *args)
 
     def shutdown(self, wait: bool = True) -> None:
         """Queued work is cancelled, running work ends as it would (``kill`` stops the workers itself).

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from payoff._scratch import ScratchDir
 from payoff.errors import RemoteTraceback, WorkerInitError
@@ -37,10 +37,12 @@ from payoff.worker import (
     ChunkOutcome,
     ShippedFn,
     arrived,
+    call_outcome,
     first_unpicklable,
     init_process,
     ping,
     read_init_failure,
+    run_pickled_call,
     run_pickled_chunk,
 )
 
@@ -220,6 +222,23 @@ class PickledPoolStrategy(Strategy):
         return sorted(codes, key=lambda code: clean if code == 0 else stops.get(code, 0))
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
+        sent = self._send(fn, (task.items, task.first, task.index, task.budget_ns), run_pickled_chunk,
+                          lambda dumps, fn: _unsendable_part(dumps, fn, task))
+        task.encode_ns, task.bytes_sent, task.submit_ns = sent.encode_ns, sent.n_bytes, sent.submit_ns
+        return sent.future
+
+    def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """A submitted call travels as a map's chunk does (the function shipped as a map ships it, by value
+        when the workers' ``__main__`` does not hold it as it is now), and its outcome comes back as bytes:
+        an exception the parent cannot rebuild arrives as a ``RemoteError`` instead of breaking the pool."""
+        sent = self._send(self.ship(fn), (args, kwargs), run_pickled_call, lambda dumps, fn: _unsendable_call(
+            dumps, fn, args, kwargs))
+        return _call_outcome(sent.future)
+
+    def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
+              describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
+        """Pickle ``(fn, *body)`` and submit it to ``entry``; ``body[0]`` holds the data that may be of classes
+        defined in ``__main__``, and ``describe`` names the part that failed to pickle."""
         pool = self._pool
         if pool is None:
             raise closed_pool(self.name)
@@ -229,30 +248,30 @@ class PickledPoolStrategy(Strategy):
         t0 = time.perf_counter_ns()
         dumps = _cloudpickle_dumps if by_value else self._dumps
         try:
-            payload = dumps((fn, task.items, task.first, task.index, task.budget_ns))
-            if not by_value and b"__main__" in payload and self._unknown_to_workers(task.items):
-                by_value, dumps = True, _cloudpickle_dumps  # items of a class the workers cannot look up
-                payload = dumps((fn, task.items, task.first, task.index, task.budget_ns))
+            payload = dumps((fn, *body))
+            if not by_value and b"__main__" in payload and self._unknown_to_workers(body[0]):
+                by_value, dumps = True, _cloudpickle_dumps  # data of a class the workers cannot look up
+                payload = dumps((fn, *body))
         except Exception as exc:
             with contextlib.suppress(Exception):  # the user's own exception arrives whatever its notes allow
-                exc.add_note(f"payoff: {_unsendable_part(dumps, fn, task)} cannot be pickled for {self.name}")
+                exc.add_note(f"payoff: {describe(dumps, fn)} cannot be pickled for {self.name}")
             raise
-        task.encode_ns = time.perf_counter_ns() - t0
-        task.bytes_sent = len(payload)
-        task.submit_ns = time.monotonic_ns()
-        future = self._submit_payload(pool, fn, payload, "cloudpickle" if by_value else self.pickler)
+        encode_ns = time.perf_counter_ns() - t0
+        submit_ns = time.monotonic_ns()
+        future = self._submit_payload(pool, fn, payload, "cloudpickle" if by_value else self.pickler, entry)
         self._remember_processes()
-        return future
+        return _Sent(future, len(payload), encode_ns, submit_ns)
 
-    def _submit_payload(self, pool: Any, fn: Any, payload: bytes, pickler: str) -> Future[Any]:
+    def _submit_payload(self, pool: Any, fn: Any, payload: bytes, pickler: str,
+                        entry: Callable[[bytes, str], bytes]) -> Future[Any]:
         """A chunk naming a shipped file holds it until the chunk is done, however its call ended."""
         if not isinstance(fn, ShippedFn):
-            future: Future[Any] = pool.submit(run_pickled_chunk, payload, pickler)
+            future: Future[Any] = pool.submit(entry, payload, pickler)
             return future
         digest = fn.digest
         self._hold(digest)
         try:
-            future = pool.submit(run_pickled_chunk, payload, pickler)
+            future = pool.submit(entry, payload, pickler)
         except BaseException:
             self._release(digest)
             raise
@@ -286,6 +305,64 @@ class PickledPoolStrategy(Strategy):
             proc.join(0.5)
         if all(p.exitcode is not None for p in procs):
             _end_result_pipe(pool)
+
+
+class _Sent(NamedTuple):
+    future: Future[Any]
+    n_bytes: int
+    encode_ns: int
+    submit_ns: int
+
+
+def _unsendable_call(dumps: Callable[[Any], bytes], fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Which part of a submitted call failed to pickle, for the error's note."""
+    if first_unpicklable([fn], dumps) is not None:
+        return "the submitted function"
+    return "the submitted call's arguments"
+
+
+def _call_outcome(remote: Future[Any]) -> Future[Any]:
+    """The submitted call's own result or exception, read from the bytes its worker sent back.
+
+    Cancelling it cancels the call where the pool still can; a cancel from the pool (``shutdown`` with
+    ``cancel_futures``, a kill) ends it cancelled and notified, so ``wait`` and ``as_completed`` see it done.
+    """
+    local = _Relayed(remote)
+
+    def done(f: Future[Any]) -> None:
+        if f.cancelled():
+            local.cancel()
+            local.set_running_or_notify_cancel()
+            return
+        error = f.exception()
+        if error is not None:
+            local.set_running_or_notify_cancel()
+            local.set_exception(error)
+            return
+        try:
+            ok, value = call_outcome(f.result())
+        except BaseException as exc:
+            local.set_running_or_notify_cancel()
+            local.set_exception(exc)
+            return
+        local.set_running_or_notify_cancel()
+        local.set_result(value) if ok else local.set_exception(value)
+
+    remote.add_done_callback(done)
+    return local
+
+
+class _Relayed(Future[Any]):
+    """A future whose ``cancel`` reaches the pool's own future (a call not started yet does not run)."""
+
+    def __init__(self, remote: Future[Any]) -> None:
+        super().__init__()
+        self._remote = remote
+
+    def cancel(self) -> bool:
+        if not self._remote.cancel() and not self._remote.cancelled():
+            return False
+        return super().cancel()
 
 
 def _unsendable_part(dumps: Callable[[Any], bytes], fn: Any, task: ChunkTask) -> str:

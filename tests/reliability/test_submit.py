@@ -1,0 +1,96 @@
+"""``submit`` keeps the promises ``map`` keeps: a crash or an odd exception fails its own future only, the
+pool is replaced for the next call, functions defined late in ``__main__`` run as they are now, and a
+cancelled future counts as done for ``wait`` and ``as_completed``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import BrokenExecutor, as_completed, wait
+from pathlib import Path
+
+import pytest
+
+import payoff
+from payoff import ParallelConfig, ParallelExecutor, planning
+from payoff.errors import RemoteError
+from tests import tasks
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
+PROCESS_BACKENDS = ["processes", "joblib"]
+
+
+@pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
+def test_a_submitted_call_that_kills_its_worker_fails_alone_and_the_next_call_gets_fresh_workers(
+        strategy: str) -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0))
+    try:
+        with pytest.raises(BrokenExecutor):
+            ex.submit(tasks.exit_on_five, 5).result(timeout=60)
+        assert [ex.submit(tasks.square, x).result(timeout=60) for x in range(3)] == [0, 1, 4]
+        assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
+        record = ex.last_record
+        assert record is not None and record.fallback_reason is None, record.fallback_detail
+        assert planning.PLANNER.knowledge.crash_of(tasks.square) is None, "an innocent function was blamed"
+    finally:
+        ex.shutdown()
+
+
+@pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
+def test_a_submitted_exception_the_parent_cannot_rebuild_arrives_as_remote_error(strategy: str) -> None:
+    """As from ``map``: the exception's class and message arrive, and the pool is not broken by it."""
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
+    try:
+        error = ex.submit(tasks.raise_two_arg, 3).exception(timeout=60)
+        if isinstance(error, RemoteError):
+            assert error.type_name == "tests.tasks.TwoArgError" and "the user's message" in error.message
+        else:  # a library in the process (tblib, via dask) can teach pickle to rebuild it faithfully
+            assert isinstance(error, tasks.TwoArgError) and error.code == 42, repr(error)
+        pids = ex.worker_pids()
+        assert ex.submit(tasks.square, 4).result(timeout=60) == 16
+        assert ex.worker_pids() == pids, "the pool was replaced: the exception broke it"
+    finally:
+        ex.shutdown()
+
+
+LATE_MAIN = textwrap.dedent("""
+    from payoff import ParallelConfig, ParallelExecutor
+    SCALE = 10
+    def scaled(x):
+        return x * SCALE
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0))
+    print("before", ex.map(scaled, [1]), ex.submit(scaled, 1).result(timeout=60))
+    SCALE = 1000  # a later notebook cell
+    def later(x):  # defined after the workers started
+        return -x
+    print("after", ex.map(scaled, [1]), ex.submit(scaled, 1).result(timeout=60), ex.submit(later, 5).result(timeout=60))
+    ex.shutdown()
+""")
+
+
+def test_submit_runs_main_functions_as_they_are_now_like_map() -> None:
+    proc = subprocess.run([sys.executable, "-c", LATE_MAIN], cwd=ROOT, env=CHILD_ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "before [10] 10" in proc.stdout and "after [1000] 1000 -5" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("stop", ["cancel", "shutdown(cancel_futures=True)"])
+@pytest.mark.parametrize("strategy", ["threads", "processes", "joblib"])
+def test_cancelled_submitted_calls_count_as_done_for_wait_and_as_completed(strategy: str, stop: str) -> None:
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
+    futures = [ex.submit(tasks.sleep_then_square, x, 0.5) for x in range(8)]
+    if stop == "cancel":
+        ex.cancel()
+    else:
+        ex.shutdown(wait=False, cancel_futures=True)
+    try:
+        done, not_done = wait(futures, timeout=60)
+        assert not not_done, f"{len(not_done)} futures never reported done: {[f._state for f in not_done]}"
+        assert len(list(as_completed(futures, timeout=60))) == len(futures)
+        assert any(f.cancelled() for f in futures), "nothing was cancelled: the test did not test"
+    finally:
+        ex.shutdown()
