@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
-from payoff.planning import NO_PICKLING, Call, Facts, Pickling, Planner, _pickled_size
+from payoff.planning import CLOUDPICKLE_CANNOT, NO_PICKLING, Call, Facts, Pickling, Planner, _pickled_size
 from payoff.worker import _local
 from tests import tasks
 
@@ -310,6 +310,7 @@ def test_decision_table(row: Row) -> None:
     assert got.probe.outcome is None, "a taught function is never probed"
     if got.fallback is not None:
         assert not re.search(r"\btiny\b", got.detail), "a fallback detail never calls work tiny in words"
+    assert got.detail.count(CLOUDPICKLE_CANNOT) <= 1, "a detail says a thing once"
 
 
 def test_the_table_covers_every_reason_a_plan_can_give() -> None:

@@ -742,7 +742,7 @@ class Planner:
         if problem[0] is Reason.UNPICKLABLE:
             if _cloudpickle_ok(call, probe):
                 return "joblib", Reason.AUTO_NEEDS_CLOUDPICKLE, _payload_problem(call, "joblib", probe)
-            problem = (problem[0], problem[1] + CLOUDPICKLE_CANNOT)
+            problem = (problem[0], _cannot_either(problem[1]))
         if problem[0] is Reason.PAYLOAD_TOO_LARGE or probe.payload_cloudpickle_ok is False:
             # data no process backend can take (too large, or no pickler sends it): threads share it in memory
             if self._threads_may_pay(call, probe):
@@ -1070,6 +1070,11 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
 CLOUDPICKLE_CANNOT = " (cloudpickle cannot send it either)"
 
 
+def _cannot_either(detail: str) -> str:
+    """``detail`` saying that cloudpickle cannot send it either (once: pickle's refusal may already say so)."""
+    return detail if detail.endswith(CLOUDPICKLE_CANNOT) else detail + CLOUDPICKLE_CANNOT
+
+
 def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, str] | None:
     """Why ``strategy`` cannot take this call's function, items or results; None when it can."""
     if strategy not in CROSSES_PROCESSES:
@@ -1214,7 +1219,7 @@ def _isolating_choice(call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reas
         return "processes", Reason.AUTO_ISOLATES_CRASHES, None
     if _cloudpickle_ok(call, probe):
         return "joblib", Reason.AUTO_ISOLATES_CRASHES, None
-    return "processes", Reason.AUTO_ISOLATES_CRASHES, (Reason.UNPICKLABLE, problem[1] + CLOUDPICKLE_CANNOT)
+    return "processes", Reason.AUTO_ISOLATES_CRASHES, (Reason.UNPICKLABLE, _cannot_either(problem[1]))
 
 
 def _refuse_the_caller(call: Call, probe: Probe, strategy: str, why: tuple[Reason, str]) -> None:
