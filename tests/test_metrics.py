@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -161,6 +163,19 @@ def test_declare_creates_a_pairs_series_before_its_first_call(
                                               ("workload", "nightly")))] == 0
     assert values[("payoff_queue_wait_seconds_count", (("strategy", "processes"), ("workload", "nightly")))] == 0
     assert {dict(lab).get("strategy") for (_, lab) in values} - {None} == {"processes"}
+
+
+@pytest.mark.parametrize(("strategies", "error", "says"), [
+    (["proceses"], ValueError, "'proceses' is not a strategy; accepted: serial, threads, processes"),
+    ("processes", TypeError, "strategies=['processes'], not the string"),
+])
+def test_declare_refuses_what_is_not_a_strategy_instead_of_making_custom_series(
+        endpoint: tuple[PrometheusMetrics, MetricsServer], strategies: Any, error: type[Exception],
+        says: str) -> None:
+    observer, server = endpoint
+    with pytest.raises(error, match=re.escape(says)):
+        observer.declare("nightly", strategies=strategies)
+    assert payoff_series(scrape(server)) == []
 
 
 def test_three_workloads_on_one_strategy_stay_under_150_series(

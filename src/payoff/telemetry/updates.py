@@ -284,9 +284,10 @@ class UpdatesObserver(Observer):
         """Keep these workload names under the cap and create their series with ``strategies`` now.
 
         Without strategies only the names are reserved: series appear with a
-        workload's first call on a strategy, all of that pair's at once.
+        workload's first call on a strategy, all of that pair's at once. A name
+        that is not a strategy label is refused: it would create ``custom`` series.
         """
-        self.apply(self.updates.declare(workloads, strategies))
+        self.apply(self.updates.declare(workloads, _strategy_labels(strategies)))
 
     def map_planned(self, call: CallInfo) -> None:
         self.apply(self.updates.planned(call))
@@ -296,3 +297,16 @@ class UpdatesObserver(Observer):
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
         self.apply(self.updates.finished(call, record))
+
+
+def _strategy_labels(strategies: Iterable[str]) -> list[str]:
+    if isinstance(strategies, str):
+        raise TypeError(f"declare(strategies=...) takes a list of strategy names, e.g. strategies=[{strategies!r}], "
+                        f"not the string {strategies!r}")
+    names = list(strategies)
+    wrong = [s for s in names if s not in STRATEGIES]
+    if wrong:
+        raise ValueError(f"declare(strategies=...): {', '.join(map(repr, wrong))} "
+                         f"{'is not a strategy' if len(wrong) == 1 else 'are not strategies'}; "
+                         f"accepted: {', '.join(STRATEGIES)}")
+    return names
