@@ -6,6 +6,7 @@ and what would be accepted instead. Each case runs the real command line.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,18 @@ def test_good_demo_arguments_still_parse() -> None:
     args = build_parser().parse_args(["demo", "--metrics-port", "0", "--pause", "0.5", "--metrics-addr", "::1"])
     assert (args.metrics_port, args.pause, args.metrics_addr) == (0, 0.5, "::1")
     assert build_parser().parse_args(["demo"]).metrics_port is None
+
+
+@pytest.mark.parametrize(("variable", "value", "names"), [
+    ("PAYOFF_METRICS_WEB_CONFIG", "/nonexistent/web.yml", "/nonexistent/web.yml"),
+    ("PAYOFF_METRICS_CERT_FILE", "/etc/hostname", "key"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_PROTOCOL='grpc'"),
+])
+def test_demo_with_a_bad_telemetry_setting_in_the_environment(variable: str, value: str, names: str) -> None:
+    """Settings the demo reads from the environment are the user's input too: one line, before any work."""
+    env = {**os.environ, variable: value, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "payoff", "demo", "--quick", "--metrics-port", "0"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    line = the_error(done)
+    assert names in line and "payoff demo: error:" in line, line
+    assert "perturbation explanations" not in done.stdout, "the demo ran before refusing its settings"

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from payoff.cli import UsageError
 from payoff.config import ParallelConfig
 from payoff.demo.workload import Problem, explain_feature, explain_instance, have_sklearn, install, make_problem
 from payoff.executor import ParallelExecutor
@@ -201,12 +202,22 @@ def verdict(rows: Sequence[Row]) -> str:
 
 
 def _serve(port: int | None, addr: str) -> Any:
-    from payoff.telemetry.server import DEFAULT_PORT, PORT_ENV, serve_from_env, serve_metrics, web_config_from_env
+    """The demo's endpoint; a TLS or auth setting it cannot use is the user's mistake, said in one line."""
+    from payoff.telemetry.server import (
+        DEFAULT_PORT,
+        PORT_ENV,
+        MetricsConfigError,
+        serve_from_env,
+        serve_metrics,
+        web_config_from_env,
+    )
 
     if port is None and os.environ.get(PORT_ENV):
         return serve_from_env()
     try:
         return serve_metrics(DEFAULT_PORT if port is None else port, addr, web_config=web_config_from_env())
+    except MetricsConfigError as exc:
+        raise UsageError(f"the /metrics endpoint's PAYOFF_METRICS_* settings: {exc}") from None
     except OSError as exc:
         print(f"payoff demo: not serving /metrics ({exc}); pass --metrics-port 0 for a free port", flush=True)
         return None
@@ -221,4 +232,7 @@ def _otlp_from_env() -> Any:
         return None
     from payoff.telemetry.otlp import configure
 
-    return configure()
+    try:
+        return configure()
+    except ValueError as exc:
+        raise UsageError(f"OTLP export from the OTEL_* settings: {exc}") from None
