@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from payoff import Reason
 from payoff.demo import Row, Sizes, run_round
 from payoff.telemetry import metrics_observer, serve_metrics
 from tests.prometheus import query, running_prometheus, wait_until
@@ -134,3 +135,9 @@ def test_speedup_panel_agrees_with_the_records(stack: Stack) -> None:
     parallel = [r.record for r in stack.rows if r.record.selected_strategy != "serial"]
     expected = sum(r.serial_estimate_seconds for r in parallel) / sum(r.wall_seconds for r in parallel)
     assert value == pytest.approx(expected, rel=0.10), (panel["title"], value, expected)
+
+
+def test_the_demo_rounds_fallback_rows_fall_back(stack: Stack) -> None:
+    """The round's docstring promises two calls that fall back; the dashboards' fallback panels show them."""
+    reasons = {row.case: row.record.fallback_reason for row in stack.rows if row.case.startswith("fallback:")}
+    assert set(reasons.values()) == {Reason.TINY_WORKLOAD, Reason.GRANULARITY_MISMATCH}, reasons

@@ -145,8 +145,10 @@ def run_round(sizes: Sizes, progress: bool | None = False,
         report(rows[-1])
     with warnings.catch_warnings():
         warnings.simplefilter("always", ParallelFallbackWarning)
-        rows.append(_case("fallback: 3 instances", instance_problem, ParallelConfig(strategy="processes"),
-                          explain_instance, range(3), "instance", None, progress))
+        # auto, with no initializer: a named backend, or workers that must run an initializer, keep the pool
+        # for their work however small (docs/tuning.md)
+        rows.append(_case("fallback: 3 instances", instance_problem, ParallelConfig(),
+                          explain_instance, range(3), "instance", None, progress, initializer=False))
         report(rows[-1])
         rows.append(_case("fallback: feature-only config", instance_problem,
                           ParallelConfig(strategy="processes", granularity="feature"),
@@ -156,9 +158,10 @@ def run_round(sizes: Sizes, progress: bool | None = False,
 
 
 def _case(case: str, problem: Problem, config: ParallelConfig, fn: Callable[[int], Any], items: Sequence[int],
-          granularity: str, releases_gil: bool | None, progress: bool | None) -> Row:
+          granularity: str, releases_gil: bool | None, progress: bool | None, initializer: bool = True) -> Row:
     install(problem)
-    config = config.with_changes(worker_initializer=install, worker_init_args=(problem,))
+    if initializer:
+        config = config.with_changes(worker_initializer=install, worker_init_args=(problem,))
     with ParallelExecutor(config) as ex:
         t0 = time.perf_counter()
         ex.map(fn, items, granularity=granularity, workload=f"demo-{granularity}", releases_gil=releases_gil,
