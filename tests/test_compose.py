@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ def run_compose(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str
 def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What ``payoff stack DIR`` writes (with a placeholder wheel: no build needed to check the config)."""
     wheel = tmp_path_factory.mktemp("wheel") / f"payoff-{__version__}-py3-none-any.whl"
-    wheel.write_bytes(b"placeholder")
+    with zipfile.ZipFile(wheel, "w") as archive:  # a wheel's layout, as far as payoff stack checks it
+        archive.writestr("payoff/__init__.py", "")
+        archive.writestr(f"payoff-{__version__}.dist-info/METADATA", "Name: payoff\n")
     target = tmp_path_factory.mktemp("payoff-stack")
     write_stack(target, wheel=wheel)
     return target

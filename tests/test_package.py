@@ -87,9 +87,12 @@ def test_package_compose_differs_from_the_checkout_only_in_its_header() -> None:
 # -- payoff stack DIR / payoff dashboards export DIR ------------------------------------------------------
 
 def _fake_wheel(tmp_path: Path, name: str = WHEEL) -> Path:
+    """A zip with a wheel's layout (the package and its .dist-info): as far as payoff stack looks."""
     wheel = tmp_path / "dist" / name
     wheel.parent.mkdir(exist_ok=True)
-    wheel.write_bytes(b"a wheel, as far as payoff stack cares")
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("payoff/__init__.py", f"# {name}\n")
+        archive.writestr(f"{name.split('-py3')[0]}.dist-info/METADATA", "Name: payoff\n")
     return wheel
 
 
@@ -134,6 +137,10 @@ def test_stack_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert exc.value.code == 2
     assert main(["stack", str(tmp_path / "s"), "--wheel", str(tmp_path / "nope.whl")]) == 2
     assert "not a payoff-*.whl file" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    (tmp_path / WHEEL).write_text("named like a wheel")
+    assert main(["stack", str(tmp_path / "s"), "--wheel", str(tmp_path / WHEEL)]) == 2
+    assert "not one (a wheel is a zip archive" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 

@@ -243,6 +243,22 @@ def test_each_builtin_and_ufunc_has_its_own_facts() -> None:
     assert knowledge.get(len) is None, "a different builtin is probed, not given abs's cost"
 
 
+def test_functions_made_by_exec_are_told_apart_by_their_code() -> None:
+    """Every exec'd ``def f`` is ``f`` at line 1 of "<string>": a costly one got a cheap one's facts (and
+    could get its crash). The same source exec'd again is still the same function to the planner."""
+    def made(source: str) -> Any:
+        space: dict[str, Any] = {}
+        exec(source, space)
+        return space["f"]
+
+    cheap, costly = made("def f(x):\n    return x"), made("def f(x):\n    return sum(range(x * 1000))")
+    assert planning.fn_key(cheap) != planning.fn_key(costly)
+    assert planning.fn_key(cheap) == planning.fn_key(made("def f(x):\n    return x"))
+    knowledge = planning.Knowledge()
+    knowledge.crashed(cheap, "item 3 crashed a worker process")
+    assert knowledge.crash_of(costly) is None
+
+
 # -- measurements taken among other calls of this process (one executor shared by many threads) -------------------
 
 

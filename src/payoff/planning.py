@@ -305,7 +305,9 @@ def fn_key(fn: Callable[..., Any]) -> Hashable | None:
     code = getattr(target, "__code__", None)
     if code is not None:
         owner = type(fn.__self__).__qualname__ if hasattr(fn, "__self__") else ""
-        return ("code", code.co_filename, code.co_firstlineno, code.co_qualname, owner)
+        # exec'd and generated code shares one pseudo-file ("<string>"): its own code tells it apart
+        body = code if code.co_filename.startswith("<") else None
+        return ("code", code.co_filename, code.co_firstlineno, code.co_qualname, owner, body)
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)  # a builtin or a ufunc: its own
     return ("object", type(fn).__module__, type(fn).__qualname__, name if isinstance(name, str) else None)
 

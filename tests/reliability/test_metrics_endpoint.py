@@ -627,3 +627,30 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(tmp_path: Path, pki:
         wait_until(lambda: "401" in targets(api)["wrong"]["lastError"], "the wrong password to be refused")
         assert targets(api)["wrong"]["health"] == "down"
         assert not query(api, 'payoff_probe_total{job="wrong"}')
+
+
+def test_a_port_this_process_already_serves_is_named_as_such() -> None:
+    """A re-run notebook cell: the error names the port and that this very process holds it."""
+    first = serve_metrics(0, registry=CollectorRegistry())
+    try:
+        with pytest.raises(OSError, match=rf"127\.0\.0\.1:{first.port}: the port is in use by this process's own"):
+            serve_metrics(first.port, registry=CollectorRegistry())
+    finally:
+        first.stop()
+
+
+def test_a_port_another_process_holds_is_named() -> None:
+    with socket.socket() as other:  # stands for another program's listener
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(OSError, match=rf"127\.0\.0\.1:{port}: the port is in use; pass port=0") as info:
+            serve_metrics(port, registry=CollectorRegistry())
+    assert "this process" not in str(info.value)
+
+
+def test_a_basic_auth_user_name_with_a_colon_is_refused() -> None:
+    """Basic auth splits user and password at the first ':': such a user could never log in."""
+    hashed = "$2b$12$" + "a" * 53
+    with pytest.raises(srv.MetricsConfigError, match="'ops:team' contains ':'"):
+        serve_metrics(0, registry=CollectorRegistry(), basic_auth_users={"ops:team": hashed})

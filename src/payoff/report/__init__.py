@@ -33,14 +33,15 @@ class Report:
         return render_text(self.records)
 
     def __repr__(self) -> str:
-        return f"<payoff Report of {len(self.records)} call(s)>"
+        """The text report: a plain ``python`` prompt shows ``ex.report()`` by its repr, as a table."""
+        return str(self)
 
     def _repr_html_(self) -> str:
         return render_html(self.records, title=self.title, full_page=False)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython's terminal shows the text report rather than the repr."""
-        printer.text(repr(self) if cycle else str(self))
+        """IPython's terminal shows the text report too (its pretty printer does not use ``__repr__``)."""
+        printer.text(str(self))
 
     def to_html(self, path: str | os.PathLike[str]) -> str:
         """Write the report as one self-contained HTML page; returns the path written.

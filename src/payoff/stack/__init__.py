@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -88,6 +89,16 @@ def dashboard_files() -> dict[str, bytes]:
     return {name.removeprefix(prefix): data for name, data in packaged_files().items() if name.startswith(prefix)}
 
 
+def _is_wheel(path: Path) -> bool:
+    """A zip archive with payoff's package and its metadata, as pip reads a wheel."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.startswith("payoff/") for n in names) and any(".dist-info/" in n for n in names)
+
+
 def stack_files(wheel: Path | None = None) -> tuple[dict[str, bytes], str]:
     """Everything ``payoff stack`` writes, and a note when no wheel goes into ``wheels/``.
 
@@ -98,6 +109,9 @@ def stack_files(wheel: Path | None = None) -> tuple[dict[str, bytes], str]:
     if wheel is not None:
         if not (wheel.name.startswith(DISTRIBUTION + "-") and wheel.name.endswith(".whl") and wheel.is_file()):
             raise StackError(f"--wheel {wheel}: not a payoff-*.whl file")
+        if not _is_wheel(wheel):  # else docker build fails minutes later, far from the cause
+            raise StackError(f"--wheel {wheel}: named like a payoff wheel but not one (a wheel is a zip archive "
+                             f"holding payoff/ and a .dist-info/ folder); build one with: pip wheel --no-deps .")
         files[f"{WHEELS}/{wheel.name}"] = wheel.read_bytes()
     else:
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import importlib
 import ipaddress
@@ -227,6 +228,9 @@ class _BasicAuth:
 
     def __init__(self, users: Mapping[str, str]) -> None:
         for user, hashed in users.items():
+            if ":" in user:
+                raise MetricsConfigError(f"basic_auth_users: the user name {user!r} contains ':', which Basic auth "
+                                         "uses to split the user from the password: that user could never log in")
             if _BCRYPT_HASH.fullmatch(hashed) is None:
                 raise MetricsConfigError(f"basic_auth_users[{user!r}] is not a bcrypt hash ($2b$...); "
                                          "store hashes, never passwords")
@@ -371,11 +375,26 @@ def _listen(addr: str, port: int, app: WSGIApplication,
         address_family = family
         ssl_context = context
 
-    server = make_server(str(sockaddr[0]), port, app, Server, handler_class=_QuietHandler)
+    try:
+        server = make_server(str(sockaddr[0]), port, app, Server, handler_class=_QuietHandler)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(exc.errno, f"cannot serve /metrics on {addr or '*'}:{port}: the port is in use"
+                                 f"{_used_by_us(port)}; pass port=0 for a free one") from exc
     thread = threading.Thread(target=server.serve_forever, args=(STOP_POLL_SECONDS,), name="payoff-metrics",
                               daemon=True)
     thread.start()
     return server, thread
+
+
+def _used_by_us(port: int) -> str:
+    """Name the endpoint of this process that holds ``port`` (a re-run notebook cell), if one does."""
+    for server in list(_listening):
+        if server.server_address[1] == port and server.socket.fileno() != -1:  # still open: closed ones linger
+            return " by this process's own /metrics endpoint (serve_metrics or PAYOFF_METRICS_PORT): stop() it, or " \
+                   "keep using it"
+    return ""
 
 
 @dataclass
