@@ -186,3 +186,35 @@ def test_a_protocol_other_than_http_protobuf_is_refused_not_ignored(variable: st
     monkeypatch.setenv(variable, "grpc")
     with pytest.raises(ValueError, match=rf"http/protobuf.*{variable}='grpc'"):
         configure(otlp_endpoint="http://127.0.0.1:4318", set_global=False)
+
+
+EXIT_SCRIPT = textwrap.dedent("""
+    import sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.telemetry import configure
+    configure(otlp_endpoint=sys.argv[1], service_name="exit")
+    with ParallelExecutor(ParallelConfig(strategy="threads", tiny_workload_threshold=0.0)) as ex:
+        ex.map(abs, range(100), workload="at-exit")
+    print("work done", flush=True)
+""")
+
+
+def test_the_last_export_at_exit_is_bounded_and_says_what_it_dropped() -> None:
+    """Nothing listening: the SDK's own exit hooks retried for about 12 s; payoff's give the last export
+    EXIT_FLUSH_SECONDS and then say on stderr that what was left was dropped, and where it was going."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, closed], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "work done" in proc.stdout, proc.stderr[-3000:]
+    assert f"did not reach {closed}" in proc.stderr and "dropped" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_the_last_export_at_exit_still_arrives(receiver: Receiver) -> None:
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, receiver.endpoint], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert receiver.points("payoff_map_calls", "at-exit") == 1
+    assert any(a.value.string_value == "at-exit" for s in receiver.spans()  # type: ignore[attr-defined]
+               for a in s.attributes)

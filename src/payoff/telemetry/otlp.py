@@ -5,14 +5,17 @@ The standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 given here win over them. The protocol is HTTP with protobuf: a
 ``OTEL_EXPORTER_OTLP_PROTOCOL`` asking for another one is refused, not ignored.
 Export runs in background threads: an unreachable collector costs log lines,
-never a slower or failed map.
+never a slower or failed map, and at most ``EXIT_FLUSH_SECONDS`` (3 s) at the
+program's end, where the SDK's own exit hooks retried it for about 12 s.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -21,23 +24,46 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+log = logging.getLogger("payoff")
 _lock = threading.Lock()
 _global: tuple[tuple[object, ...], OTLPSetup] | None = None
 """The arguments and providers of the ``configure`` call that set the global providers."""
 
 
+EXIT_FLUSH_SECONDS = 3.0
+"""How long the program's end waits for the last export: the SDK's own exit hooks retry an unreachable
+collector for about 12 s."""
+
+
 @dataclass
 class OTLPSetup:
-    """The providers :func:`configure` made; ``shutdown()`` flushes and stops them."""
+    """The providers :func:`configure` made; ``shutdown()`` flushes and stops them (once)."""
 
     tracer_provider: TracerProvider | None
     meter_provider: MeterProvider | None
+    endpoint: str = ""
+    """Where the exporters send, for messages."""
+    _stopped: bool = field(default=False, repr=False)
 
     def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
+
+    def _at_exit(self) -> None:
+        """The last export, given ``EXIT_FLUSH_SECONDS``; a collector that is down costs no more, and says so."""
+        if self._stopped:
+            return
+        last = threading.Thread(target=self.shutdown, name="payoff-otlp-exit", daemon=True)
+        last.start()
+        last.join(EXIT_FLUSH_SECONDS)
+        if last.is_alive():
+            log.warning("payoff: the last OTLP export did not reach %s within %.0f s of the program's end; what "
+                        "was left is dropped", self.endpoint, EXIT_FLUSH_SECONDS)
 
 
 def configure(
@@ -104,7 +130,7 @@ def _create(otlp_endpoint: str | None, service_name: str | None, traces: bool, m
     base = otlp_endpoint.rstrip("/") if otlp_endpoint else None
     tracer_provider = meter_provider = None
     if traces:
-        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         exporter = OTLPSpanExporter(endpoint=f"{base}/v1/traces" if base else None, timeout=timeout_seconds)
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         if set_global:
@@ -114,11 +140,14 @@ def _create(otlp_endpoint: str | None, service_name: str | None, traces: bool, m
                                              timeout=timeout_seconds)
         reader = PeriodicExportingMetricReader(metric_exporter,
                                                export_interval_millis=export_interval_seconds * 1000)
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
         if set_global:
             metrics.set_meter_provider(meter_provider)
             from payoff.telemetry import add_default_observer
             from payoff.telemetry.otel_metrics import OTelMetrics
 
             add_default_observer(OTelMetrics(meter_provider))
-    return OTLPSetup(tracer_provider, meter_provider)
+    where = base or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
+    setup = OTLPSetup(tracer_provider, meter_provider, where)
+    atexit.register(setup._at_exit)
+    return setup
