@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import time
 import urllib.error
@@ -654,3 +655,17 @@ def test_a_basic_auth_user_name_with_a_colon_is_refused() -> None:
     hashed = "$2b$12$" + "a" * 53
     with pytest.raises(srv.MetricsConfigError, match="'ops:team' contains ':'"):
         serve_metrics(0, registry=CollectorRegistry(), basic_auth_users={"ops:team": hashed})
+
+
+def test_port_0_from_the_environment_can_be_found() -> None:
+    """PAYOFF_METRICS_PORT=0 picks a free port; the endpoint the environment started says which."""
+    code = ("import json, urllib.request, payoff, payoff.telemetry as t\n"
+            "payoff.map(abs, [-1, 2])\n"
+            "port = t.serve_from_env().port\n"
+            "body = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=10).read().decode()\n"
+            "print(port, 'payoff_map_calls_total' in body)\n")
+    env = {**os.environ, "PAYOFF_METRICS_PORT": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    port, found = done.stdout.split()
+    assert int(port) > 0 and found == "True"

@@ -152,4 +152,4 @@ def configure(*args: object, **kwargs: object) -> object:
 
 __all__ = ["FALLBACK_WARNINGS", "MetricsServer", "ParallelFallbackWarning", "add_default_observer", "configure",
            "default_observers", "metrics_observer", "register_in_default_registry", "remove_default_observer",
-           "serve_metrics"]
+           "serve_from_env", "serve_metrics"]
