@@ -291,22 +291,10 @@ def test_entered_but_never_called_is_warned() -> None:
     assert ex.metrics.maps == 1
 
 
-def test_payoff_warnings_from_inside_ce_point_at_the_users_explain_line() -> None:
-    """A small explain runs in one task: the fallback warning names the user's line, not CE's internals."""
-    wrapper, _, _, x_test = _wrapper("classification")
-    ex = enable(wrapper, ParallelConfig(strategy="processes", min_instances_for_parallel=N_TEST + 1))
-    try:
-        with pytest.warns(ParallelFallbackWarning) as caught:
-            wrapper.explain_factual(x_test)
-    finally:
-        ex.close()
-    assert ex.last_decision.startswith(f"{N_TEST} instances in one task")
-    assert {w.filename for w in caught if issubclass(w.category, ParallelFallbackWarning)} == {__file__}
-
-
-def test_a_small_explain_falls_back_with_the_adapters_reason_in_instances() -> None:
-    """The adapter decided "one task" from the instance count: the record and the warning say that, not that
-    the one task it made is "too few to split", and the advice names the knob that would change it."""
+def test_a_small_explain_falls_back_with_the_adapters_reason_at_the_users_line() -> None:
+    """A small explain runs in one task. The adapter decided that from the instance count: the record and the
+    warning say so, not that the one task it made is "too few to split"; the advice names the knob that
+    would change it, and the warning names the user's explain line, not CE's internals."""
     wrapper, _, _, x_test = _wrapper("classification")
     ex = enable(wrapper, ParallelConfig(strategy="processes", min_instances_for_parallel=N_TEST + 1))
     try:
@@ -318,9 +306,11 @@ def test_a_small_explain_falls_back_with_the_adapters_reason_in_instances() -> N
     assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD
     assert record.fallback_detail == ex.last_decision
     assert f"below the minimum of {N_TEST + 1} for parallel" in record.fallback_detail
-    [message] = [str(w.message) for w in caught if issubclass(w.category, ParallelFallbackWarning)]
-    assert "too few to split" not in message and ex.last_decision in message
-    assert "min_instances_for_parallel" in message
+    [warning] = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    assert warning.filename == __file__
+    assert ex.last_decision.startswith(f"{N_TEST} instances in one task")
+    assert "too few to split" not in str(warning.message) and ex.last_decision in str(warning.message)
+    assert "min_instances_for_parallel" in str(warning.message)
 
 
 def test_a_disabled_explain_is_recorded_as_disabled_without_a_warning() -> None:

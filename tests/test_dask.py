@@ -20,7 +20,7 @@ from payoff.strategies import cluster as clusters
 from payoff.telemetry import FALLBACK_WARNINGS
 from payoff.telemetry.metrics import PrometheusMetrics
 from tests import tasks
-from tests.conftest import require
+from tests.conftest import alive, require
 
 try:
     from distributed import Client, LocalCluster
@@ -306,19 +306,10 @@ def test_a_timeout_kills_the_worker_processes_of_its_own_local_cluster() -> None
         assert sorted(pids) == sorted(ran_on) and len(pids) == 2
         with pytest.raises(TimeoutError):
             ex.map(tasks.sleep_forever, range(4), timeout=1)
-        assert not [pid for pid in pids if _alive(pid)]
+        assert not [pid for pid in pids if alive(pid)]
         assert ex.map(tasks.square, range(4)) == [0, 1, 4, 9]  # a fresh cluster for the next call
     finally:
         ex.shutdown()
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a worker process of a cluster this test's executor started)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_timeout_on_a_users_cluster_cancels_what_the_call_queued_there() -> None:
