@@ -231,8 +231,7 @@ class PickledPoolStrategy(Strategy):
         """A submitted call travels as a map's chunk does (the function shipped as a map ships it, by value
         when the workers' ``__main__`` does not hold it as it is now), and its outcome comes back as bytes:
         an exception the parent cannot rebuild arrives as a ``RemoteError`` instead of breaking the pool."""
-        sent = self._send(self.ship(fn), (args, kwargs), run_pickled_call, lambda dumps, fn: _unsendable_call(
-            dumps, fn, args, kwargs))
+        sent = self._send(self.ship(fn), (args, kwargs), run_pickled_call, _unsendable_call)
         return _call_outcome(sent.future)
 
     def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
@@ -314,7 +313,7 @@ class _Sent(NamedTuple):
     submit_ns: int
 
 
-def _unsendable_call(dumps: Callable[[Any], bytes], fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def _unsendable_call(dumps: Callable[[Any], bytes], fn: Any) -> str:
     """Which part of a submitted call failed to pickle, for the error's note."""
     if first_unpicklable([fn], dumps) is not None:
         return "the submitted function"
