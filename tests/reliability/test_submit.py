@@ -4,10 +4,12 @@ cancelled future counts as done for ``wait`` and ``as_completed``."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from concurrent.futures import BrokenExecutor, as_completed, wait
 from pathlib import Path
 
@@ -91,6 +93,33 @@ def test_cancelled_submitted_calls_count_as_done_for_wait_and_as_completed(strat
         not_done = wait(futures, timeout=60).not_done
         assert not not_done, f"{len(not_done)} futures never reported done: {[f._state for f in not_done]}"
         assert len(list(as_completed(futures, timeout=60))) == len(futures)
-        assert any(f.cancelled() for f in futures), "nothing was cancelled: the test did not test"
+        stopped = [f for f in futures if f.cancelled() or f.exception() is not None]  # a kill may break, not cancel
+        assert stopped, "the stop reached no call: the test did not test"
+    finally:
+        ex.shutdown()
+
+
+@pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
+def test_an_argument_that_cannot_be_pickled_fails_the_future_as_concurrent_futures_does(strategy: str) -> None:
+    """The stdlib pool hands the pickling error to the future, not to ``submit``; the note says which part."""
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
+    try:
+        future = ex.submit(tasks.identity, threading.Lock())
+        error = future.exception(timeout=60)
+        assert isinstance(error, TypeError) and "lock" in str(error), repr(error)
+        assert any("the submitted call's arguments cannot be pickled" in n for n in getattr(error, "__notes__", []))
+        assert ex.submit(tasks.square, 5).result(timeout=60) == 25
+    finally:
+        ex.shutdown()
+
+
+@pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
+def test_a_large_submitted_function_travels_once_per_worker_and_runs(strategy: str) -> None:
+    """A function over the ship-once size goes to the workers in a file, as a map's does."""
+    state = bytes(range(256)) * 1024  # 256 KiB of state in the function
+    fn = functools.partial(tasks.spin_with, state)
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
+    try:
+        assert [f.result(timeout=60) for f in [ex.submit(fn, x) for x in range(6)]] == [fn(x) for x in range(6)]
     finally:
         ex.shutdown()

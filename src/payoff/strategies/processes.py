@@ -230,17 +230,40 @@ class PickledPoolStrategy(Strategy):
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """A submitted call travels as a map's chunk does (the function shipped as a map ships it, by value
         when the workers' ``__main__`` does not hold it as it is now), and its outcome comes back as bytes:
-        an exception the parent cannot rebuild arrives as a ``RemoteError`` instead of breaking the pool."""
-        sent = self._send(self.ship(fn), (args, kwargs), run_pickled_call, _unsendable_call)
-        return _call_outcome(sent.future)
-
-    def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
-              describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
-        """Pickle ``(fn, *body)`` and submit it to ``entry``; ``body[0]`` holds the data that may be of classes
-        defined in ``__main__``, and ``describe`` names the part that failed to pickle."""
+        an exception the parent cannot rebuild arrives as a ``RemoteError`` instead of breaking the pool.
+        What cannot be pickled fails the future, as the stdlib pool does, not ``submit``."""
         pool = self._pool
         if pool is None:
             raise closed_pool(self.name)
+        try:
+            shipped = self.ship(fn)
+            payload, pickler, _ = self._encode(shipped, (args, kwargs), _unsendable_call)
+        except Exception as exc:
+            failed: Future[Any] = Future()
+            failed.set_exception(exc)
+            return failed
+        held = shipped.fn if isinstance(shipped, ByValue) else shipped  # a shipped file stays until the call ends
+        future = self._submit_payload(pool, held, payload, pickler, run_pickled_call)
+        self._remember_processes()
+        return _call_outcome(future)
+
+    def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
+              describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
+        """Pickle ``(fn, *body)`` and submit it to ``entry``."""
+        pool = self._pool
+        if pool is None:
+            raise closed_pool(self.name)
+        payload, pickler, encode_ns = self._encode(fn, body, describe)
+        submit_ns = time.monotonic_ns()
+        future = self._submit_payload(pool, fn, payload, pickler, entry)
+        self._remember_processes()
+        return _Sent(future, len(payload), encode_ns, submit_ns)
+
+    def _encode(self, fn: Any, body: tuple[Any, ...],
+                describe: Callable[[Callable[[Any], bytes], Any], str]) -> tuple[bytes, str, int]:
+        """``(fn, *body)`` pickled, the pickler the worker answers with, and the time it took. ``body[0]``
+        holds the data that may be of classes defined in ``__main__``; ``describe`` names the part that failed
+        to pickle, in a note on the error."""
         by_value = isinstance(fn, ByValue)
         if isinstance(fn, ByValue):
             fn = fn.fn
@@ -255,11 +278,7 @@ class PickledPoolStrategy(Strategy):
             with contextlib.suppress(Exception):  # the user's own exception arrives whatever its notes allow
                 exc.add_note(f"payoff: {describe(dumps, fn)} cannot be pickled for {self.name}")
             raise
-        encode_ns = time.perf_counter_ns() - t0
-        submit_ns = time.monotonic_ns()
-        future = self._submit_payload(pool, fn, payload, "cloudpickle" if by_value else self.pickler, entry)
-        self._remember_processes()
-        return _Sent(future, len(payload), encode_ns, submit_ns)
+        return payload, "cloudpickle" if by_value else self.pickler, time.perf_counter_ns() - t0
 
     def _submit_payload(self, pool: Any, fn: Any, payload: bytes, pickler: str,
                         entry: Callable[[bytes, str], bytes]) -> Future[Any]:
