@@ -119,6 +119,9 @@ ROWS = [
     # -- auto: what earlier calls measured --
     Row("a measured loss is believed at a similar size", 1e-3, 200, "serial", Reason.NO_MEASURED_GAIN,
         verdicts={"processes": (0.5, 1000)}, detail_says="measured 0.50x"),
+    Row("tiny_workload_threshold=0 forces parallel over a measured loss too (tuning.md: to measure)", 1e-3, 200,
+        "processes", Reason.AUTO_CPU_BOUND, config={"max_workers": 2, "tiny_workload_threshold": 0},
+        verdicts={"processes": (0.5, 1000)}),
     Row("a measured loss does not bind a much larger call", 1e-3, 5000, "processes", Reason.AUTO_CPU_BOUND,
         verdicts={"processes": (0.5, 1000)}),
     Row("a measured gain keeps the backend", 1e-3, 200, "processes", Reason.AUTO_CPU_BOUND,

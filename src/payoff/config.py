@@ -166,6 +166,11 @@ def _validate(cfg: ParallelConfig) -> None:
                          f"got {_shown(cfg.force_serial_on_failure)}")
     if cfg.worker_initializer is not None and not callable(cfg.worker_initializer):
         raise ValueError(f"ParallelConfig.worker_initializer must be callable, got {_shown(cfg.worker_initializer)}")
+    if cfg.worker_initializer is not None and cfg.strategy_name == "custom":
+        raise ValueError(
+            "ParallelConfig.worker_initializer cannot run on a strategy object: your executor starts its own "
+            "workers, which payoff never sees start. Give the initializer to that executor (for example "
+            "ThreadPoolExecutor(initializer=..., initargs=...)), or name a strategy")
     if not isinstance(cfg.worker_init_args, tuple):
         raise ValueError(f"ParallelConfig.worker_init_args must be a tuple, got {_shown(cfg.worker_init_args)}")
     if cfg.start_method is not None and cfg.start_method not in START_METHODS:

@@ -214,6 +214,7 @@ class ParallelExecutor:
         config = self.config
         name = config.strategy_name
         if not config.enabled or name == "serial":
+            self._initialize_caller(config)  # the caller is the worker, as for a serial map
             return _run_now(fn, args, kwargs)
         if name == "custom":
             return config.strategy.submit(fn, *args, **kwargs)  # type: ignore[no-any-return]

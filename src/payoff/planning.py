@@ -707,7 +707,8 @@ class Planner:
                 return self._chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
             if _too_cheap_for_threads(probe):
                 fallback = (fallback[0], fallback[1] + _why_not_threads(probe))
-        if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY:
+        if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY \
+                and cfg.tiny_workload_threshold != 0:  # forced parallel, to measure: no earlier verdict overrules
             fallback = _verdict_fallback(strategy, probe, remaining)  # shared memory keeps its own verdict
             if fallback is not None and not self.knowledge.hold(call.fn, strategy):
                 fallback = None  # held long enough: measure again (one noisy call must not decide forever)

@@ -96,3 +96,23 @@ def test_disabled_runs_the_initializer_once_in_the_caller(no_model: None) -> Non
         assert ex.map(tasks.predict, range(4)) == [0, 3, 6, 9]
         assert ex.map(tasks.predict, range(4)) == [0, 3, 6, 9]
     assert calls == [3], "once per executor, not once per call"
+
+
+def test_a_strategy_object_with_a_worker_initializer_is_refused() -> None:
+    """A user's executor starts its own workers: payoff cannot run an initializer in them, so it says so
+    instead of running ``fn`` where the initializer never ran."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool, \
+            pytest.raises(ValueError, match=r"worker_initializer.*strategy object.*ThreadPoolExecutor\(initializer="):
+        ParallelConfig(strategy=pool, worker_initializer=tasks.load_model, worker_init_args=(3,))
+
+
+@pytest.mark.parametrize("config", [{"strategy": "serial"}, {"enabled": False}])
+def test_a_serial_submit_runs_the_initializer_first_as_a_serial_map_does(config: dict[str, Any]) -> None:
+    tasks._MODEL = None  # another test's load_model in this process must not stand in for this one's
+    ex = ParallelExecutor(ParallelConfig(worker_initializer=tasks.load_model, worker_init_args=(7,), **config))
+    try:
+        assert ex.submit(tasks.predict, 2).result(timeout=30) == 14
+    finally:
+        ex.shutdown()
