@@ -373,7 +373,8 @@ class MapRun:
                                "pool it would run on: its chunks would wait behind that task")
             return None
         self.rec.pool_reused = not lease.started
-        self.where(plan.strategy, lease.pool.workers)
+        pool = lease.pool  # a cluster is as big as it is now; a larger warm thread pool runs what was planned
+        self.where(plan.strategy, pool.workers if pool.remote else min(plan.workers, pool.workers))
         return lease
 
     def _lease(self, strategy: str, workers: int) -> Lease:
@@ -434,7 +435,8 @@ class MapRun:
         shipped, self.shipped = self.shipped, None
         if shipped is None:  # a fresh pool after a break ships it again
             shipped = self._ship(pool)
-        limit = pool.workers + max(1, pool.workers // 2)
+        workers = min(self.rec.workers, pool.workers)  # a larger warm pool than planned: as planned
+        limit = workers + max(1, workers // 2)
         while True:
             if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
                 with self.ex._observers.scope(self.call):

@@ -46,7 +46,7 @@ def _same(a: object, b: object) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class PoolKey:
-    """What defines a pool; two keys that are ``same`` can share one."""
+    """What defines a pool; a pool serves the calls whose keys it ``serves``."""
 
     strategy: str
     workers: int
@@ -57,8 +57,12 @@ class PoolKey:
     target: Any = None
     """A user's executor or dask Client, compared by identity."""
 
-    def same(self, other: PoolKey) -> bool:
-        return (self.strategy == other.strategy and self.workers == other.workers
+    def serves(self, other: PoolKey) -> bool:
+        """Whether this pool can run a call that asks for ``other``: the same one, or a thread pool with at least
+        the threads it asks for (auto sizes threads per call for waiting work; ``submit`` asks for the cores).
+        The call then keeps to the workers it planned; a process pool matches its count exactly."""
+        enough = self.workers == other.workers or (self.strategy == "threads" and self.workers > other.workers)
+        return (self.strategy == other.strategy and enough
                 and self.target is other.target and self.start_method == other.start_method
                 and self.address == other.address and _same(self.initializer, other.initializer)
                 and len(self.initargs) == len(other.initargs)
@@ -203,7 +207,7 @@ class PoolRegistry:
     def _take(self, key: PoolKey) -> Lease | None:
         with self._lock:
             entry = self._current.get(key.strategy)
-            if entry is None or entry.pool.broken or not entry.key.same(key):
+            if entry is None or entry.pool.broken or not entry.key.serves(key):
                 return None
             entry.leases += 1
             entry.taken += 1

@@ -673,7 +673,7 @@ def _still_fits(config: ParallelConfig) -> Callable[[PoolKey], bool]:
 
     def keep(key: PoolKey) -> bool:
         selectable = name in ("auto", key.strategy) or (name != "serial" and key.strategy == "threads")
-        return config.enabled and selectable and key.same(pool_key(config, key.strategy, workers))
+        return config.enabled and selectable and key.serves(pool_key(config, key.strategy, workers))
 
     return keep
 
