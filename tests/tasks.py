@@ -44,8 +44,11 @@ def fail_on_seven(x: int) -> int:
     return x
 
 
-def failing_initializer() -> None:
-    raise RuntimeError("initializer refuses to start")
+def failing_initializer(caller: int = -1) -> None:
+    """Refuses to start in a worker: a process other than ``caller``, or a pool's thread. In ``caller``'s main
+    thread it runs, as a serial fallback runs it before the items (the default ``caller`` refuses everywhere)."""
+    if os.getpid() != caller or threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("initializer refuses to start")
 
 
 def identity(x: Any) -> Any:
@@ -211,6 +214,12 @@ _MODEL: dict[str, int] | None = None
 def load_model(scale: int) -> None:
     global _MODEL
     _MODEL = {"scale": scale}
+
+
+def slow_load_model(scale: int, seconds: float) -> None:
+    """A model that takes a while to load: a start bounded by a shorter pool_start_timeout never finishes it."""
+    time.sleep(seconds)
+    load_model(scale)
 
 
 def predict(x: int) -> int:

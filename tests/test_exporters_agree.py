@@ -189,7 +189,8 @@ def run_every_path(both: Both, tmp_path: Path) -> list[MapRecord]:
             ex.map(nap, range(3), workload="fallbacks")
             records += ex.records
         config = ParallelConfig(strategy="processes", max_workers=2,
-                                worker_initializer=tasks.failing_initializer, **FORCE)
+                                worker_initializer=tasks.failing_initializer, worker_init_args=(os.getpid(),),
+                                **FORCE)
         with both.executor(config) as ex:
             ex.map(nap, range(30), workload="fallbacks")
             records += ex.records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -109,7 +110,8 @@ def test_every_contract_metric_and_label_set_is_exposed_and_consistent(
 def test_a_call_whose_pool_fails_after_planning_is_counted_where_its_items_ran(
         endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
     observer, server = endpoint
-    config = ParallelConfig(strategy="processes", worker_initializer=tasks.failing_initializer, **FORCE)
+    config = ParallelConfig(strategy="processes", worker_initializer=tasks.failing_initializer,
+                            worker_init_args=(os.getpid(),), **FORCE)
     with ParallelExecutor(config, observers=[observer]) as ex:
         assert ex.map(tasks.square, range(30), workload="late") == [x * x for x in range(30)]
         record = ex.last_record

@@ -105,7 +105,8 @@ def test_a_pool_whose_initializer_failed_is_tried_again_not_replaced_by_the_call
 
     planning.KNOWLEDGE.teach(tasks.square, planning.Facts(1e-4, 1.0, 40, "", None, forgone={"processes": 10.0},
                                                                     result_error=""))
-    config = ParallelConfig(max_workers=2, worker_initializer=tasks.failing_initializer)
+    config = ParallelConfig(max_workers=2, worker_initializer=tasks.failing_initializer,
+                            worker_init_args=(os.getpid(),))
     with ParallelExecutor(config) as ex:
         assert ex.map(tasks.square, range(60)) == [x * x for x in range(60)]
         record = ex.last_record

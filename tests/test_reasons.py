@@ -97,7 +97,8 @@ def _mismatch() -> tuple[Any, Any, list[Any]]:
 @case(Reason.INIT_FAILURE)
 def _init_failure() -> tuple[Any, Any, list[Any]]:
     items = list(range(30))
-    config = ParallelConfig(strategy="processes", worker_initializer=tasks.failing_initializer, **FORCE)
+    config = ParallelConfig(strategy="processes", worker_initializer=tasks.failing_initializer,
+                            worker_init_args=(os.getpid(),), **FORCE)
     record, out = _run(config, tasks.square, items)
     assert record.pool_start_failed
     return record, out, [x * x for x in items]

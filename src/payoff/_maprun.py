@@ -171,10 +171,21 @@ class MapRun:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 
     def _initialized_elsewhere(self) -> bool:
-        """A serial run needs the initializer here, unless the pool's start ran it (and failed), or this is a
-        payoff worker, where it ran (a daemonic worker of another pool never ran it)."""
-        reason = self.rec.fallback_reason
-        return reason is Reason.INIT_FAILURE or (reason is Reason.NESTED and in_worker())
+        """A serial run needs the initializer here, unless this is a payoff worker, where it ran (a daemonic
+        worker of another pool never ran it). A pool that failed to start ran it nowhere that counts here."""
+        return self.rec.fallback_reason is Reason.NESTED and in_worker()
+
+    def _initialize_here(self) -> None:
+        """The initializer in the caller before a serial run; after a pool that failed to start, its failure
+        here too stops the call: no item runs where the initializer did not."""
+        try:
+            self.ex._initialize_caller(self.config)
+        except Exception as exc:
+            if self.rec.fallback_reason is Reason.INIT_FAILURE:
+                with contextlib.suppress(Exception):
+                    exc.add_note(f"payoff: {self.rec.fallback_detail}; the worker_initializer raised here too, "
+                                 "so no item ran (an item never runs where the initializer did not)")
+            raise
 
     def _all_done(self) -> bool:
         """Every item of the input ran (an ``imap`` closed after its last result is a completed call)."""
@@ -274,7 +285,7 @@ class MapRun:
         if self.lease is None:
             self.where("serial", 1)
             if not self._initialized_elsewhere():
-                self.ex._initialize_caller(self.config)
+                self._initialize_here()
             yield from self._serially(plan)
             return
         # the planner caps a fixed chunk size at the items it knows of, for a stream only a planned length

@@ -33,7 +33,8 @@ def _leftover_init_dirs() -> set[str]:
 @pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])
 def test_an_init_failure_names_the_initializers_exception(strategy: str) -> None:
     before = _leftover_init_dirs()
-    config = ParallelConfig(strategy=strategy, worker_initializer=tasks.failing_initializer, **FORCE)
+    config = ParallelConfig(strategy=strategy, worker_initializer=tasks.failing_initializer,
+                            worker_init_args=(os.getpid(),), **FORCE)
     with ParallelExecutor(config) as ex, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = ex.map(tasks.square, range(20))
@@ -116,3 +117,27 @@ def test_a_serial_submit_runs_the_initializer_first_as_a_serial_map_does(config:
         assert ex.submit(tasks.predict, 2).result(timeout=30) == 14
     finally:
         ex.shutdown()
+
+
+@pytest.mark.parametrize("strategy", ["processes", "threads"])
+def test_a_pool_that_could_not_start_falls_back_with_the_initializer_run_here_first(strategy: str) -> None:
+    """A start past pool_start_timeout never finished the initializer anywhere: the serial fallback runs it in
+    the caller before any item, as every serial run does (``fn`` raised TypeError on the missing model)."""
+    tasks._MODEL = None
+    config = ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=tasks.slow_load_model,
+                            worker_init_args=(5, 1.5), pool_start_timeout=0.3)
+    with ParallelExecutor(config) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        assert ex.map(tasks.predict, range(6)) == [x * 5 for x in range(6)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+
+
+def test_an_initializer_that_raises_everywhere_stops_the_call_instead_of_running_items_without_it() -> None:
+    config = ParallelConfig(strategy="processes", worker_initializer=tasks.failing_initializer, **FORCE)
+    with ParallelExecutor(config) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        with pytest.raises(RuntimeError) as info:
+            ex.map(tasks.square, range(20))
+    assert MESSAGE in str(info.value)
+    assert any("raised here too" in note for note in getattr(info.value, "__notes__", [])), info.value
