@@ -29,3 +29,12 @@ def test_a_progress_bar_asked_for_without_tqdm_says_so(monkeypatch: pytest.Monke
         ex.map(abs, range(10), progress=True)
     said = [w for w in caught if "payoff[progress]" in str(w.message)]
     assert len(said) == 1
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads"])
+def test_a_progress_bar_counts_a_stream_of_unknown_length(strategy: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An imap over a generator: tqdm counts without a total (it drew nothing before)."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        assert list(ex.imap(abs, (-x for x in range(300)), progress=True)) == list(range(300))
+    drawn = capsys.readouterr().err
+    assert "default [" in drawn and "item" in drawn, drawn  # a bar (a call this small may run serially)

@@ -260,7 +260,7 @@ class MapRun:
                                            self.granularity, self.releases_gil, self.ex._pools.warm(), prior,
                                            self.timeout, self.serial_because))
         if lazy:
-            self.stream = self.source.known_length is None
+            self.stream = self.call.stream = self.source.known_length is None
             self.rec.n_items = self.call.n_items = self.source.known_length or 0
         if self.requested == "custom" and plan.strategy == "custom":
             plan = replace(plan, workers=external_workers(self.config.strategy, plan.workers))

@@ -55,6 +55,8 @@ class CallInfo:
     workers: int = 1
     progress: bool | None = None
     """The call's ``progress=`` argument: True shows a bar, None decides by interactivity."""
+    stream: bool = False
+    """The input's length is unknown (an iterator read as the work goes): ``n_items`` is 0 until it ends."""
     scoped: bool = False
     """True while the whole call already runs inside the observers' scope (``map``, not ``imap``)."""
     state: dict[str, Any] = field(default_factory=dict)

@@ -46,7 +46,7 @@ class Progress(Observer):
 
     def map_planned(self, call: CallInfo) -> None:
         wanted = call.progress if call.progress is not None else interactive()
-        if not wanted or call.n_items == 0:
+        if not wanted or (call.n_items == 0 and not call.stream):
             return
         try:
             from tqdm.auto import tqdm
@@ -54,8 +54,9 @@ class Progress(Observer):
             if call.progress:
                 _say_once("payoff: progress=True needs tqdm: pip install 'payoff[progress]'")
             return
-        bar: Any = tqdm(total=call.n_items, desc=f"{call.workload} [{call.selected_strategy}]", unit="item",
-                        leave=False, delay=0.0 if call.progress else SHOW_AFTER_SECONDS, dynamic_ncols=True)
+        bar: Any = tqdm(total=None if call.stream else call.n_items, desc=f"{call.workload} [{call.selected_strategy}]",
+                        unit="item", leave=False, delay=0.0 if call.progress else SHOW_AFTER_SECONDS,
+                        dynamic_ncols=True)
         call.state["progress"] = bar
 
     def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
