@@ -33,7 +33,7 @@ from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
-from payoff.worker import Star, Submitted, in_submitted, in_worker
+from payoff.worker import Star, Submitted, in_submitted, in_worker, initialize_here
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -495,7 +495,7 @@ class ParallelExecutor:
                 return
             self._caller_init = key  # first: an initializer that maps with this executor does not recurse
             try:
-                init(*config.worker_init_args)
+                initialize_here(init, config.worker_init_args)
             except BaseException:
                 self._caller_init = None
                 raise

@@ -19,6 +19,7 @@ import contextvars
 import os
 import pickle
 import select
+import sys
 import threading
 import time
 import traceback
@@ -44,6 +45,19 @@ def in_worker() -> bool:
 
 
 _submitted = threading.local()
+
+SET_BY_INITIALIZER: set[str] = set()
+"""``__main__`` globals that a ``worker_initializer`` run in this process (a serial run's) bound: workers that
+ran the initializer themselves hold their own, so these names are no sign that they hold stale ones."""
+
+
+def initialize_here(init: Callable[..., object], args: tuple[Any, ...]) -> None:
+    """Run a ``worker_initializer`` in this process, noting the ``__main__`` globals it binds."""
+    main = sys.modules.get("__main__")
+    before = {name: id(value) for name, value in list(vars(main).items())} if main is not None else {}
+    init(*args)
+    if main is not None:
+        SET_BY_INITIALIZER.update(name for name, value in list(vars(main).items()) if before.get(name) != id(value))
 
 
 def in_submitted() -> bool:

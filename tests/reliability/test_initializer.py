@@ -9,17 +9,25 @@ initializer's own exception back.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+import textwrap
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import payoff
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning
 from payoff.errors import RemoteTraceback, WorkerInitError
 from payoff.reasons import Reason
 from tests import tasks
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
 
 FORCE = {"tiny_workload_threshold": 0.0}
 MESSAGE = "initializer refuses to start"
@@ -141,3 +149,35 @@ def test_an_initializer_that_raises_everywhere_stops_the_call_instead_of_running
             ex.map(tasks.square, range(20))
     assert MESSAGE in str(info.value)
     assert any("raised here too" in note for note in getattr(info.value, "__notes__", [])), info.value
+
+
+REBIND_SCRIPT = textwrap.dedent("""
+    import os, warnings
+    from payoff import ParallelConfig, ParallelExecutor
+    warnings.simplefilter("ignore")
+    MODEL = None
+    def load(tag):
+        global MODEL
+        MODEL = (tag, os.getpid())
+    def loaded_in(x):
+        return MODEL[1]
+    config = ParallelConfig(strategy="processes", max_workers=2, worker_initializer=load, worker_init_args=("m",),
+                            granularity="instance", tiny_workload_threshold=0.0)
+    with ParallelExecutor(config) as ex:
+        first = set(ex.map(loaded_in, range(8), granularity="instance"))
+        ex.map(loaded_in, range(4), granularity="feature")  # a mismatch: serial, the initializer runs here
+        second = set(ex.map(loaded_in, range(8), granularity="instance"))
+    print("parent", os.getpid(), "first", sorted(first), "second", sorted(second))
+""")
+
+
+def test_the_callers_own_run_of_the_initializer_does_not_replace_the_workers_state() -> None:
+    """A serial fallback runs the initializer in the caller, rebinding its ``__main__`` global; the workers,
+    which ran it themselves, keep theirs (before, ``fn`` then travelled by value with the caller's model)."""
+    proc = subprocess.run([sys.executable, "-c", REBIND_SCRIPT], cwd=ROOT, env=CHILD_ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    words = proc.stdout.split()
+    parent = int(words[words.index("parent") + 1])
+    second = proc.stdout.split("second", 1)[1]
+    assert str(parent) not in second, proc.stdout

@@ -151,14 +151,18 @@ def test_a_call_waiting_behind_another_calls_pool_start_keeps_its_own_timeout() 
 
 START_TIMEOUT = STALLING + """
     ex, flag = stalled_executor(sys.argv[1], pool_start_timeout=1.0)
+    # the start gives up at 1 s; the serial fallback then runs the initializer in the caller, where it
+    # stalls too, until the flag goes at 4 s (no item runs where the initializer did not)
+    threading.Timer(4.0, os.unlink, (flag,)).start()
+    t0 = time.monotonic()
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         got = ex.map(tasks.square, range(40))
     record = ex.last_record
     out = {"correct": got == [x * x for x in range(40)], "reason": str(record.fallback_reason),
            "detail": record.fallback_detail, "warned": [str(w.message) for w in seen],
+           "waited_for_the_initializer": time.monotonic() - t0 >= 3.5,
            "left": settle() if sys.argv[1] != "threads" else []}
-    os.unlink(flag)
     ex.shutdown()
     print(json.dumps(out))
 """
@@ -169,6 +173,7 @@ def test_a_pool_start_without_a_call_timeout_gives_up_after_the_start_timeout(st
     out = child_json(run_child(START_TIMEOUT, strategy))
     assert out["correct"] is True, out
     assert out["reason"] == "init_failure", out
+    assert out["waited_for_the_initializer"] is True, out  # the fallback ran it here before any item
     detail = str(out["detail"])
     assert "stall" in detail and "pool_start_timeout=1 s" in detail, detail
     assert any("init_failure" in w for w in out["warned"]), out  # type: ignore[attr-defined]

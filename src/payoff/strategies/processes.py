@@ -34,6 +34,7 @@ from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
 from payoff.strategies.main_guard import unguarded_main_hint
 from payoff.worker import (
+    SET_BY_INITIALIZER,
     ChunkOutcome,
     ShippedFn,
     arrived,
@@ -573,7 +574,9 @@ class ProcessStrategy(PickledPoolStrategy):
         if seen is None or main is None or not isinstance(obj, types.FunctionType):
             return False
         now = vars(main)
-        return any(name in now and seen.get(name) != id(now[name]) for name in _global_names(obj.__code__))
+        own = SET_BY_INITIALIZER if self.initializer is not None else frozenset()  # the workers ran it too
+        return any(name in now and name not in own and seen.get(name) != id(now[name])
+                   for name in _global_names(obj.__code__))
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.start_method)
