@@ -70,6 +70,8 @@ class ParallelExecutor:
         The shortcuts apply on top of ``config`` (or of ``PAYOFF_PARALLEL``/``CE_PARALLEL``).
         """
         config = _config_from(max_workers, strategy, config)
+        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 0:
+            raise ValueError(f"max_records must be an int >= 0 (the records kept in .records), got {max_records!r}")
         self._pools = PoolRegistry()
         self._start_timeouts: weakref.WeakKeyDictionary[MapRun, PoolStartTimeoutError] = weakref.WeakKeyDictionary()
         """Calls whose own timeout ran out while their pool was starting: their ``TimeoutError`` says so."""
@@ -133,7 +135,9 @@ class ParallelExecutor:
         outside the GIL (numpy, I/O), which makes threads the best choice;
         ``progress`` shows a bar (``None``: only in terminals and notebooks,
         after half a second); ``timeout`` (seconds, whole call) raises
-        ``TimeoutError`` and stops the call's worker processes.
+        ``TimeoutError`` and stops the call's worker processes. The whole input is read before the first
+        item runs, as ``concurrent.futures``' ``map`` submits every item first: items valid only until the
+        next read (``itertools.groupby``'s groups) need ``imap`` or a list (docs/reliability.md).
         """
         fn, items = _spread(fn, iterables)
         chunksize, granularity, timeout = _plain_call(chunksize, granularity, timeout)

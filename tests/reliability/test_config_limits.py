@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payoff import ParallelConfig
+from payoff import ParallelConfig, ParallelExecutor
 from payoff import config as config_module
 from payoff.config import GRAMMAR
 
@@ -326,3 +326,9 @@ def test_numpy_scalars_are_taken_as_the_numbers_they_hold() -> None:
         ParallelConfig(max_workers=np.int64(0))  # still checked as the number it holds
     with pytest.raises(ValueError, match="max_workers"):
         ParallelConfig(max_workers=np.float64(2.0))  # a float is no worker count, numpy or not
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "10", True])
+def test_max_records_is_checked_and_named(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"max_records must be an int >= 0"):
+        ParallelExecutor(max_records=bad)  # type: ignore[arg-type]
