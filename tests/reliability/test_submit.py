@@ -44,8 +44,7 @@ def test_a_submitted_call_that_kills_its_worker_fails_alone_and_the_next_call_ge
 @pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
 def test_a_submitted_exception_the_parent_cannot_rebuild_arrives_as_remote_error(strategy: str) -> None:
     """As from ``map``: the exception's class and message arrive, and the pool is not broken by it."""
-    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
-    try:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
         error = ex.submit(tasks.raise_two_arg, 3).exception(timeout=60)
         if isinstance(error, RemoteError):
             assert error.type_name == "tests.tasks.TwoArgError" and "the user's message" in error.message
@@ -54,8 +53,6 @@ def test_a_submitted_exception_the_parent_cannot_rebuild_arrives_as_remote_error
         pids = ex.worker_pids()
         assert ex.submit(tasks.square, 4).result(timeout=60) == 16
         assert ex.worker_pids() == pids, "the pool was replaced: the exception broke it"
-    finally:
-        ex.shutdown()
 
 
 LATE_MAIN = textwrap.dedent("""
@@ -102,15 +99,12 @@ def test_cancelled_submitted_calls_count_as_done_for_wait_and_as_completed(strat
 @pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
 def test_an_argument_that_cannot_be_pickled_fails_the_future_as_concurrent_futures_does(strategy: str) -> None:
     """The stdlib pool hands the pickling error to the future, not to ``submit``; the note says which part."""
-    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
-    try:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
         future = ex.submit(tasks.identity, threading.Lock())
         error = future.exception(timeout=60)
         assert isinstance(error, TypeError) and "lock" in str(error), repr(error)
         assert any("the submitted call's arguments cannot be pickled" in n for n in getattr(error, "__notes__", []))
         assert ex.submit(tasks.square, 5).result(timeout=60) == 25
-    finally:
-        ex.shutdown()
 
 
 @pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
@@ -118,8 +112,5 @@ def test_a_large_submitted_function_travels_once_per_worker_and_runs(strategy: s
     """A function over the ship-once size goes to the workers in a file, as a map's does."""
     state = bytes(range(256)) * 1024  # 256 KiB of state in the function
     fn = functools.partial(tasks.spin_with, state)
-    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
-    try:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
         assert [f.result(timeout=60) for f in [ex.submit(fn, x) for x in range(6)]] == [fn(x) for x in range(6)]
-    finally:
-        ex.shutdown()
