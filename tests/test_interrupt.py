@@ -54,3 +54,22 @@ def test_ctrl_c_returns_within_two_seconds_and_leaves_no_worker() -> None:
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in pids), "a worker process outlived Ctrl-C"
+
+
+def _ctrl_c_at_five(x: int) -> int:
+    if x == 5:
+        raise KeyboardInterrupt  # what Ctrl-C raises inside the item running in the caller
+    return x
+
+
+def test_ctrl_c_in_a_serial_imap_is_recorded_as_cancelled_not_as_an_item_error() -> None:
+    """As for map and on threads: an interrupt stops the call; no item raised an error of its own."""
+    import pytest
+
+    from payoff import ParallelConfig, ParallelExecutor
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        with pytest.raises(KeyboardInterrupt):
+            list(ex.imap(_ctrl_c_at_five, range(20)))
+        record = ex.last_record
+    assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
