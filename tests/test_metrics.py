@@ -229,6 +229,7 @@ def test_ten_thousand_workload_names_stay_bounded(endpoint: tuple[PrometheusMetr
     with ParallelExecutor(ParallelConfig(strategy="serial"), observers=[observer]) as ex:
         for i in range(10_000):
             ex.map(tasks.square, [i], workload=f"w{i}")
+        assert ex.last_record is not None and ex.last_record.workload == "w9999", "records keep the name"
     names = {dict(lab).get("workload") for (n, lab) in samples(scrape(server)) if n == "payoff_map_calls_total"}
     assert len(names) <= WORKLOAD_CAP + 1
     assert "other" in names

@@ -75,7 +75,7 @@ class MapRun:
         self.config = executor.config
         self.requested = self.config.strategy_name
         n = source.known_length or 0
-        self.call = CallInfo(executor._next_id(), executor._workload_label(workload), self.requested, granularity,
+        self.call = CallInfo(executor._next_id(), workload, self.requested, granularity,
                              n, find_call_site(), progress=progress,
                              started_ns=time.monotonic_ns() if started_ns is None else started_ns)
         self.rec = RecordBuilder(self.call.call_id, self.call.workload, self.requested, granularity, n,

@@ -433,7 +433,7 @@ class ParallelExecutor:
         Observers get it like any call, so the warning, the span and the
         fallback counter say what happened; it has no chunks and no speedup.
         """
-        call = CallInfo(self._next_id(), self._workload_label(workload), self.config.strategy_name, None,
+        call = CallInfo(self._next_id(), workload, self.config.strategy_name, None,
                         n_items, site, started_ns=started_ns, started_at=started_at)
         rec = RecordBuilder(call.call_id, call.workload, call.requested_strategy, None, n_items,
                             started_ns, started_at)
@@ -451,10 +451,13 @@ class ParallelExecutor:
             return next(self._ids)
 
     def _count_workload(self, workload: str) -> int:
-        """Earlier calls of ``workload``: a pool start is shared by them."""
+        """Earlier calls of ``workload``: a pool start is shared by them (past MAX_WORKLOAD_LABELS names, the
+        rest are counted together, so the count stays bounded)."""
         with self._lock:
-            prior = self._workload_calls[workload]
-            self._workload_calls[workload] += 1
+            known = self._workload_calls
+            key = workload if workload in known or len(known) < MAX_WORKLOAD_LABELS else "other"
+            prior = known[key]
+            known[key] += 1
             return prior
 
     def _begin(self, run: MapRun | None = None) -> None:
@@ -505,13 +508,6 @@ class ParallelExecutor:
                 raise
 
     _caller_init: tuple[int, object, object] | None = None
-
-    def _workload_label(self, workload: str) -> str:
-        with self._lock:
-            known = self._workload_calls
-            if workload in known or len(known) < MAX_WORKLOAD_LABELS:
-                return workload
-        return "other"
 
     # -- a forked child ------------------------------------------------------------
 

@@ -252,7 +252,8 @@ def metrics_reference_markdown() -> str:
         "Every metric is derived from the `MapRecord` of a call, so metrics, spans, warnings and reports",
         "agree. Labels are bounded: `strategy` is one of " + ", ".join(f"`{s}`" for s in STRATEGIES)
         + f"; `workload` is the name given to `map(..., workload=...)`, capped at {WORKLOAD_CAP} distinct "
-        f"values (then `{OTHER}`); `reason` is a reason code (below).",
+        f"values (then `{OTHER}`; records, spans and the records file keep every name); `reason` is a reason "
+        "code (below).",
         "",
         "| metric | type | labels | what it answers | help |",
         "|---|---|---|---|---|",
