@@ -19,7 +19,10 @@ An ``imap`` hands results out as they come, so its chunks also have a ceiling
 in work (``max_seconds``): with slow items a chunk sized for throughput would
 hold the first result back for seconds, and an ``imap`` its consumer left
 would keep its workers busy as long. Until a chunk of such a schedule has come
-back, chunks hold one item each.
+back, chunks hold one item each. A stream of unknown length starts below the
+ceiling, each worker's first chunk holding 1 / (SHARE_DIVISOR x workers) of it,
+and doubles every wave up to it: a short stream is shared by the workers, a
+long one runs at the ceiling's throughput.
 """
 
 from __future__ import annotations
@@ -71,12 +74,20 @@ class GuidedChunks:
         self.fixed = self.floor >= size or not (measured or floor_seconds > 0)
         self._per_item = seconds_per_item if measured and seconds_per_item is not None else 0.0
         self._floor_seconds = self.floor * self._per_item if measured else floor_seconds
+        self._stream_chunks = 0
 
     def next(self, remaining: int | None) -> int:
         """The size of the next chunk; ``remaining`` is None for a stream of unknown length."""
         size = self.size if self.fixed or remaining is None else \
             guided_size(remaining, self.workers, self._current_floor(), self.size)
-        return size if self.max_seconds is None else self._capped(size, self.max_seconds)
+        if self.max_seconds is None:
+            return size
+        if remaining is not None or self._per_item <= 0:
+            return self._capped(size, self.max_seconds)
+        wave = self._stream_chunks // max(1, self.workers)
+        self._stream_chunks += 1
+        share = min(1.0, 2.0 ** wave / (SHARE_DIVISOR * max(1, self.workers)))
+        return self._capped(size, self.max_seconds * share)
 
     def _capped(self, size: int, max_seconds: float) -> int:
         if self._per_item <= 0:

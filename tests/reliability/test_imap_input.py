@@ -196,8 +196,21 @@ def test_an_imap_schedule_caps_the_work_of_a_chunk() -> None:
     unmeasured = GuidedChunks(128, 128, 2, None, max_seconds=0.1)
     assert unmeasured.next(None) == 1, "a cost not yet measured: one item until a chunk is back"
     unmeasured.observe(1, 0.001)
-    assert unmeasured.next(None) == 100, "1 ms items: 100 a chunk, 0.1 s of work"
+    sizes = [unmeasured.next(None) for _ in range(8)]
+    assert sizes == [25, 25, 50, 50, 100, 100, 100, 100], "1 ms items: a stream's chunks grow to 0.1 s of work"
     assert GuidedChunks(7, 7, 2, 0.3).next(None) == 7, "a chunk size the user chose stands"
+
+
+def test_a_short_stream_is_shared_by_the_workers() -> None:
+    """60 items of 2 ms from a generator: the first chunk was cut for a 1,024-item stream at the 0.1 s
+    ceiling (50 + 10 items: one worker did most); a stream's first wave now holds a share of it."""
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
+        ex.map(tasks.sleep_then_square, range(20), chunksize=1)  # measured once, as a second call is
+        assert list(ex.imap(tasks.sleep_then_square, (x for x in range(60)))) == [x * x for x in range(60)]
+        record = ex.last_record
+    assert record is not None
+    first = record.chunks[0].n_items if record.chunks[0].where == "pool" else record.chunks[1].n_items
+    assert first <= 15, [(c.where, c.n_items) for c in record.chunks]  # a quarter of the ceiling's 50
 
 
 @pytest.mark.parametrize("strategy", ["threads", "processes"])
