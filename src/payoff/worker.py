@@ -659,9 +659,8 @@ def call_outcome(raw: bytes) -> tuple[bool, Any]:
     """Parent side of :func:`run_pickled_call`: ``(True, result)``, or ``(False, error)`` with the worker's
     traceback as the error's cause, as ``concurrent.futures`` gives it."""
     ok, value, traceback_text = pickle.loads(raw)
-    if not ok and traceback_text:
-        with contextlib.suppress(Exception):  # a user's class that refuses the attribute still arrives
-            value.__cause__ = RemoteTraceback(traceback_text)
+    if not ok:
+        _caused_by_worker(value, traceback_text)
     return ok, value
 
 
@@ -762,10 +761,15 @@ def _notes(error: BaseException) -> list[str]:
 
 def arrived(outcome: ChunkOutcome) -> ChunkOutcome:
     """Parent side: the worker's traceback becomes the error's cause, as ``concurrent.futures`` does."""
-    if outcome.error is not None and outcome.error_traceback:
-        with contextlib.suppress(Exception):  # a user's class that refuses the attribute still arrives
-            outcome.error.__cause__ = RemoteTraceback(outcome.error_traceback)
+    if outcome.error is not None:
+        _caused_by_worker(outcome.error, outcome.error_traceback)
     return outcome
+
+
+def _caused_by_worker(error: BaseException, traceback_text: str) -> None:
+    if traceback_text:
+        with contextlib.suppress(Exception):  # a user's class that refuses the attribute still arrives
+            error.__cause__ = RemoteTraceback(traceback_text)
 
 
 def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...], parent: int | None = None,

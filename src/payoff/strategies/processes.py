@@ -243,10 +243,7 @@ class PickledPoolStrategy(Strategy):
             failed: Future[Any] = Future()
             failed.set_exception(exc)
             return failed
-        held = shipped.fn if isinstance(shipped, ByValue) else shipped  # a shipped file stays until the call ends
-        future = self._submit_payload(pool, held, payload, pickler, run_pickled_call)
-        self._remember_processes()
-        return _call_outcome(future)
+        return _call_outcome(self._dispatch(pool, shipped, payload, pickler, run_pickled_call))
 
     def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
               describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
@@ -256,9 +253,14 @@ class PickledPoolStrategy(Strategy):
             raise closed_pool(self.name)
         payload, pickler, encode_ns = self._encode(fn, body, describe)
         submit_ns = time.monotonic_ns()
-        future = self._submit_payload(pool, fn, payload, pickler, entry)
+        return _Sent(self._dispatch(pool, fn, payload, pickler, entry), len(payload), encode_ns, submit_ns)
+
+    def _dispatch(self, pool: Any, fn: Any, payload: bytes, pickler: str,
+                  entry: Callable[[bytes, str], bytes]) -> Future[Any]:
+        """Submit an encoded payload; a shipped file (sent by value or not) stays until its work is done."""
+        future = self._submit_payload(pool, fn.fn if isinstance(fn, ByValue) else fn, payload, pickler, entry)
         self._remember_processes()
-        return _Sent(future, len(payload), encode_ns, submit_ns)
+        return future
 
     def _encode(self, fn: Any, body: tuple[Any, ...],
                 describe: Callable[[Callable[[Any], bytes], Any], str]) -> tuple[bytes, str, int]:
@@ -353,18 +355,12 @@ def _call_outcome(remote: Future[Any]) -> Future[Any]:
             local.cancel()
             local.set_running_or_notify_cancel()
             return
-        error = f.exception()
-        if error is not None:
-            local.set_running_or_notify_cancel()
-            local.set_exception(error)
-            return
-        try:
-            ok, value = call_outcome(f.result())
-        except BaseException as exc:
-            local.set_running_or_notify_cancel()
-            local.set_exception(exc)
-            return
         local.set_running_or_notify_cancel()
+        try:
+            error = f.exception()
+            ok, value = (False, error) if error is not None else call_outcome(f.result())
+        except BaseException as exc:  # bytes the parent could not read
+            ok, value = False, exc
         local.set_result(value) if ok else local.set_exception(value)
 
     remote.add_done_callback(done)
