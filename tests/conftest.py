@@ -19,6 +19,11 @@ from payoff.telemetry.warnings import ParallelFallbackWarning
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parents[1]
 
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # A suite started in the background of a script (`bash scripts/test.sh &`) inherits Ctrl-C ignored, and so would
+    # every program the Ctrl-C tests start and interrupt. A handler of our own is reset to the default in them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 SDIST_HEAVY = {
     "test_ce_integration.py": "calibrated-explanations end to end (~90 s)",
     "test_ce_codec.py": "calibrated-explanations results through the codec",

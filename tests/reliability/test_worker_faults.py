@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from payoff import ParallelConfig, ParallelExecutor
 from payoff._scratch import ScratchDir, sweep
 from payoff.errors import RemoteError
 from payoff.strategies.base import ChunkTask
-from payoff.strategies.processes import ProcessStrategy
+from payoff.strategies.processes import ByValue, ProcessStrategy
 from payoff.worker import CancelToken, ShippedFn, run_chunk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,18 +158,31 @@ def test_many_threads_with_their_own_large_functions_all_get_right_results(strat
     assert failures == []
 
 
-def test_a_queued_chunk_keeps_its_shipped_file_after_newer_ones_are_shipped(tmp_path: Path) -> None:
+def by_name(model: bytes) -> Any:
+    return functools.partial(read_model, model)
+
+
+def by_value(model: bytes) -> Any:
+    return lambda x: read_model(model, x)  # a closure has no name: it travels by value (cloudpickle)
+
+
+@pytest.mark.parametrize("make", [by_name, by_value])
+def test_a_queued_chunk_keeps_its_shipped_file_after_newer_ones_are_shipped(
+        tmp_path: Path, make: Callable[[bytes], Any]) -> None:
     release = str(tmp_path / "go")
     pool = ProcessStrategy(1)
     pool.start()
     try:
         blocker = pool.ship(functools.partial(wait_for_file, big(1), release))
-        queued = pool.ship(functools.partial(read_model, big(2)))
-        assert isinstance(queued, ShippedFn)
+        queued = pool.ship(make(big(2)))
+        shipped = queued.fn if isinstance(queued, ByValue) else queued
+        assert isinstance(shipped, ShippedFn)
+        assert isinstance(queued, ByValue) == (make is by_value)
         running = pool.submit(blocker, ChunkTask(0, 0, [0]))
         tasks = [ChunkTask(1, 0, [5])]
         waiting = pool.submit(queued, tasks[0])
-        path = queued.path
+        path = shipped.path
+        del shipped
         del queued, blocker  # the call is over: only the chunk in flight still needs the file
         gc.collect()
         for k in range(3, 14):
