@@ -7,6 +7,7 @@ tests/test_package.py), and a variant asked for without its extra is one line na
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import re
@@ -100,3 +101,32 @@ def test_has_extra_looks_for_the_modules_without_importing_them(monkeypatch: pyt
     assert demo.has_extra("demo") == (importlib.util.find_spec("sklearn") is not None)
     monkeypatch.setitem(demo.EXTRAS, "nothing", (("no_such_package.sub",), "nothing"))
     assert demo.has_extra("nothing") is False
+
+
+def _rows(serial_wall: float, auto_wall: float, estimate: float) -> list[demo.Row]:
+    """An axis's serial and auto rows: real records, with the walls and the estimate the test sets."""
+    from payoff import ParallelConfig, ParallelExecutor
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(abs, range(10))
+        serial = ex.last_record
+    assert serial is not None
+    auto = dataclasses.replace(serial, selected_strategy="processes", wall_seconds=auto_wall,
+                               serial_estimate_seconds=estimate * auto_wall, workers=2)
+    return [demo.Row(f"{axis}/serial", serial, serial_wall) for axis in ("instances", "features")] + \
+        [demo.Row(f"{axis}/auto", auto, auto_wall) for axis in ("instances", "features")]
+
+
+@pytest.mark.parametrize(("serial_wall", "auto_wall", "estimate", "says"), [
+    (1.2, 0.8, 0.97, "1.50x against the serial run: parallel paid off"),
+    (0.8, 1.0, 1.6, "0.80x against the serial run: serial was the right call"),
+    (1.2, 0.6, 1.9, "2.00x against the serial run: parallel paid off"),
+])
+def test_the_verdict_goes_by_what_the_demo_measured_and_names_a_disagreeing_estimate(
+        serial_wall: float, auto_wall: float, estimate: float, says: str) -> None:
+    """It said "1.54x against serial: serial was the right call" when the record's estimate was 0.97x."""
+    text = demo.verdict(_rows(serial_wall, auto_wall, estimate))
+    assert says in text, text
+    measured = serial_wall / auto_wall
+    disagrees = abs(estimate / measured - 1) > 0.10
+    assert (f"payoff's own estimate for that call was {estimate:.2f}x" in text) == disagrees, text
