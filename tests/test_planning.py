@@ -389,3 +389,30 @@ def test_waiting_items_beside_a_busy_thread_of_the_program_are_still_waiting_wor
 def _sleep_briefly(x: int) -> int:
     time.sleep(0.002)
     return x
+
+
+def _nap(x: int) -> int:
+    time.sleep(0.01)
+    return x
+
+
+def _no_setup() -> None:
+    """An initializer: a named pool with one runs the function with no probe in the caller."""
+
+
+def test_a_function_first_measured_on_named_threads_keeps_its_waiting_share() -> None:
+    """Named threads with an initializer (no probe) taught a sleeping function a CPU share of 1.0: the next
+    call's estimate was its CPU time (0.006x for a 2x call) and auto then sent the function to processes."""
+    config = ParallelConfig(strategy="threads", max_workers=2, worker_initializer=_no_setup)
+    with ParallelExecutor(config) as ex:
+        for _ in range(2):
+            ex.map(_nap, range(20))
+            record = ex.last_record
+            assert record is not None and record.mode == "parallel"
+    facts = planning.PLANNER.knowledge.get(_nap)
+    assert facts is not None and facts.cpu_ratio < 0.5, facts
+    assert record.serial_estimate_seconds > 0.5 * record.busy_seconds, (record.serial_estimate_seconds, record)
+    with ParallelExecutor() as ex:
+        ex.map(_nap, range(40))
+        auto = ex.last_record
+    assert auto is not None and auto.selected_strategy == "threads", auto.summary()

@@ -803,7 +803,7 @@ class Planner:
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
             per_item, share = record.serial_estimate_seconds / record.n_items, _cpu_share(record)
             if not self.knowledge.observe(fn, per_item, share):  # no probe ran: the pool measured it first
-                self.knowledge.first_measured(fn, per_item, 1.0 if share is None else share)
+                self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
             self.knowledge.started(fn, None)
         elif record.pool_started:
@@ -869,8 +869,18 @@ def _cpu_share(record: MapRecord) -> float | None:
     if record.selected_strategy != "threads":
         return share
     if record.decision_reason is Reason.AUTO_WAITING:
-        return 1.0 if record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds else share
+        return _threads_share(record)
     return None
+
+
+def _threads_share(record: MapRecord) -> float:
+    """The best reading threads give of a function nothing else measured: threads that together kept about a
+    core busy were held to it by the GIL (CPU-bound), and otherwise their items waited for what their CPU
+    share says. Only a first guess: a probe or a run on processes corrects it."""
+    if record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds:
+        return 1.0
+    own = sum(c.own_seconds for c in record.chunks) or record.busy_seconds
+    return record.cpu_seconds / own if own > 0 else 1.0
 
 
 def _workers_for(call: Call, decision: Reason, probe: Probe, remaining: int, workers: int) -> int:
