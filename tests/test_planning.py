@@ -416,3 +416,22 @@ def test_a_function_first_measured_on_named_threads_keeps_its_waiting_share() ->
         ex.map(_nap, range(40))
         auto = ex.last_record
     assert auto is not None and auto.selected_strategy == "threads", auto.summary()
+
+
+def _big_result(k: int) -> np.ndarray:
+    return np.full(500_000, k, dtype=np.float64)  # 4 MB to send back from a worker process
+
+
+def test_a_known_function_keeps_its_large_results_in_the_plan() -> None:
+    """A call that recalls the function runs no probe, so its results were taken as 0 bytes: the second call
+    of a function returning 4 MB arrays went to processes as 'auto_cpu_bound ... small payloads' (160 MB back)."""
+    with ParallelExecutor() as ex:
+        plans = []
+        for _ in range(3):
+            ex.map(_big_result, range(40))
+            record = ex.last_record
+            assert record is not None
+            plans.append((record.selected_strategy, record.decision_reason, record.bytes_received))
+    facts = planning.PLANNER.knowledge.get(_big_result)
+    assert facts is not None and facts.result_bytes >= 4_000_000, facts
+    assert all(strategy != "processes" for strategy, _, _ in plans), plans

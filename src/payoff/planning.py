@@ -288,6 +288,9 @@ class Facts:
     result_error: str | None = None
     """Why the last result a probe checked could not be pickled ("": it pickled; None: none was checked yet).
     Unless it pickled, each later call that would send results checks its first result again."""
+    result_bytes: int = 0
+    """Pickled bytes of one result: a probe's first result, then what a process pool's results averaged. A
+    call that recalls the function runs no item here, so without it results would be priced as free."""
 
     def fn_facts_hold_for(self, fn: Callable[..., Any]) -> bool:
         return self.measured_on is not None and self.measured_on.holds_for(fn)
@@ -359,7 +362,7 @@ class Knowledge:
             return
         facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
-                      measured_on=MeasuredOn.of(fn) if probe.fn_checked else None)
+                      result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None)
         with self._lock:
             self._store(key, facts)
 
@@ -375,6 +378,8 @@ class Knowledge:
                 facts.cloudpickle_ok, facts.measured_on = probe.cloudpickle_ok, measured_on
             if probe.result_error is not None:
                 facts.result_error = probe.result_error
+            if probe.outcome is not None and probe.outcome.n_done:
+                facts.result_bytes = probe.result_bytes
 
     def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float) -> None:
         """Facts of a function first measured by a whole call on a pool, with no probe (its pickling unknown)."""
@@ -406,6 +411,12 @@ class Knowledge:
             if cpu_ratio is not None:
                 facts.cpu_ratio = (1 - a) * facts.cpu_ratio + a * min(1.0, max(0.01, cpu_ratio))
         return True
+
+    def observe_results(self, fn: Callable[..., Any], bytes_per_result: int) -> None:
+        """What a process pool's results weighed on the way back, the size the next call is priced with."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.result_bytes = bytes_per_result
 
     def hold(self, fn: Callable[..., Any], strategy: str) -> bool:
         """Count a call kept serial by ``strategy``'s verdict; False every ``VERDICT_RETRY``-th time (the
@@ -804,6 +815,8 @@ class Planner:
             per_item, share = record.serial_estimate_seconds / record.n_items, _cpu_share(record)
             if not self.knowledge.observe(fn, per_item, share):  # no probe ran: the pool measured it first
                 self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share)
+            if not in_process:
+                self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
             self.knowledge.started(fn, None)
         elif record.pool_started:
@@ -1294,6 +1307,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.verdicts = dict(known.verdicts)
     probe.forgone = dict(known.forgone)
     probe.pickling = known.pickling
+    probe.result_bytes = known.result_bytes
 
 
 def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -> None:
