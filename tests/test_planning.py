@@ -435,3 +435,32 @@ def test_a_known_function_keeps_its_large_results_in_the_plan() -> None:
     facts = planning.PLANNER.knowledge.get(_big_result)
     assert facts is not None and facts.result_bytes >= 4_000_000, facts
     assert all(strategy != "processes" for strategy, _, _ in plans), plans
+
+
+def _loop(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def test_a_cost_far_from_the_remembered_one_replaces_it() -> None:
+    """The cost a function had on earlier items was taken for this call's and corrected by smoothing: after
+    40 items of ~1 ms fell back as '40 items x 0.5 us', the next calls crept up on the real cost and stayed
+    serial. The fallback's detail now says its cost is remembered, and one call's measurement replaces it."""
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2)) as ex:
+        for _ in range(4):
+            ex.map(_loop, [10] * 200)  # cheap items teach a cost
+        cheap = planning.PLANNER.knowledge.get(_loop)
+        assert cheap is not None
+        taught = cheap.seconds_per_item
+        ex.map(_loop, [30_000] * 40)  # each item about 1,000x dearer, planned on the remembered cost
+        first = ex.last_record
+        assert first is not None
+        if first.fallback_reason is not None:
+            assert "at the cost earlier calls measured" in first.fallback_detail, first.fallback_detail
+        facts = planning.PLANNER.knowledge.get(_loop)
+        assert facts is not None and facts.seconds_per_item > 100 * taught, (taught, facts.seconds_per_item)
+        ex.map(_loop, [30_000] * 40)
+        record = ex.last_record
+        assert record is not None and record.selected_strategy == "processes", record.summary()

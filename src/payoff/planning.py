@@ -76,6 +76,9 @@ VERDICT_LOSS_WEIGHT = 0.25
 """A new loss weighs less: a burst of calls slowed by something else on the machine (a few ms of a stolen
 core) must not hold a gaining function serial, so overturning a 1.4x verdict takes about three losses in
 a row. A held function is re-measured by one call at a time, so a gain there counts fully."""
+COST_SHIFT = 3.0
+"""A function's item cost measured this many times off the remembered one is a new cost (other arguments,
+other data), not noise: it replaces the remembered cost instead of being smoothed into it."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 CALL_EVENTS = 4096
@@ -407,7 +410,10 @@ class Knowledge:
                 return False
             a = self.SMOOTHING
             if seconds_per_item > 0:
-                facts.seconds_per_item = (1 - a) * facts.seconds_per_item + a * seconds_per_item
+                new = max(seconds_per_item, facts.seconds_per_item) \
+                    > COST_SHIFT * min(seconds_per_item, facts.seconds_per_item)
+                facts.seconds_per_item = seconds_per_item if new else \
+                    (1 - a) * facts.seconds_per_item + a * seconds_per_item
             if cpu_ratio is not None:
                 facts.cpu_ratio = (1 - a) * facts.cpu_ratio + a * min(1.0, max(0.01, cpu_ratio))
         return True
@@ -1073,14 +1079,14 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
         pays_from = fixed * PAYOFF_MARGIN * workers / max(1, workers - 1)
         if serial > pays_from:
             return None
-        return (Reason.TINY_WORKLOAD, f"{remaining:,} items x {_per_item(cost)} = {serial * 1e3:,.3f} ms of "
+        return (Reason.TINY_WORKLOAD, f"{remaining:,} items{_measured_on(probe)} x {_per_item(cost)} = "
+                f"{serial * 1e3:,.3f} ms of "
                 f"work cannot pay for {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call (it pays "
                 f"from about {pays_from * 1e3:,.2f} ms of work on {workers} workers)")
     est = _estimate(costs, call, strategy, workers, probe, remaining, cost)
     if est.parallel * PAYOFF_MARGIN < est.serial:
         return None
-    probed = f" (after {probe.n:,} probed)" if probe.n else ""
-    summary = (f"{remaining:,} items{probed} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
+    summary = (f"{remaining:,} items{_measured_on(probe)} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
@@ -1091,6 +1097,13 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     if est.transfer > est.compute and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:  # data alone
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
     return Reason.TINY_WORKLOAD, summary
+
+
+def _measured_on(probe: Probe) -> str:
+    """Where the per-item cost in a fallback's detail comes from, when not from this call's first items."""
+    if probe.n:
+        return f" (after {probe.n:,} probed)"
+    return " (at the cost earlier calls measured)" if probe.known else ""
 
 
 CLOUDPICKLE_CANNOT = " (cloudpickle cannot send it either)"
