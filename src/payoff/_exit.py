@@ -23,7 +23,8 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 _hooks: list[Callable[[], None]] = []
 _ran_in: int | None = None
@@ -42,6 +43,7 @@ def at_exit(hook: Callable[[], None]) -> None:
 
 def stay_first() -> None:
     """Make payoff's hook the latest ``threading`` exit hook, so it runs before the pools' joins."""
+    _before_child_joins()
     register = getattr(threading, "_register_atexit", None)
     registered = getattr(threading, "_threading_atexits", None)
     if register is None or registered is None or (registered and getattr(registered[-1], "func", None)
@@ -49,6 +51,57 @@ def stay_first() -> None:
         return
     with contextlib.suppress(RuntimeError):  # registration closes once shutdown has begun
         register(_run_early)
+
+
+_finalized_in: int | None = None
+"""The ``multiprocessing`` child that registered :func:`_run_early` among its exit finalizers."""
+FINALIZE_PRIORITY = 100
+"""Above the queues' own exit finalizers (10), which stop a pool's feeder thread: the pools stop first."""
+
+
+def _before_child_joins() -> None:
+    """In a ``multiprocessing`` child, stop the pools before it joins its own children at exit.
+
+    Such a child ends by running its exit finalizers and joining every child
+    process it started, and only then runs ``threading``'s exit hooks: a pool
+    nobody closed (``payoff.map``'s) kept its workers waiting for work, and the
+    child, with its parent's ``join``, waited for ever.
+    """
+    global _finalized_in
+    if _finalized_in == os.getpid():
+        return
+    import multiprocessing
+    from multiprocessing import util
+
+    if multiprocessing.parent_process() is None:
+        return
+    _finalized_in = os.getpid()
+    util.Finalize(None, _stop_in_child, exitpriority=FINALIZE_PRIORITY)
+
+
+_workers: set[int] = set()
+"""Pids of the worker processes payoff's process pools started in this process."""
+LEFTOVER_GRACE_SECONDS = 1.0
+
+
+def note_workers(pids: Iterable[int]) -> None:
+    _workers.update(pids)
+
+
+def _stop_in_child() -> None:
+    """The pools stop; workers of a pool already closed without waiting (its executor dropped) get a moment
+    to leave and are then ended: the child's queues are closing, so the word to leave may never reach them."""
+    import multiprocessing
+
+    _run_early()
+    leftovers = [p for p in multiprocessing.active_children() if p.pid in _workers]
+    deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
+    for proc in leftovers:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in leftovers:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(LEFTOVER_GRACE_SECONDS)
 
 
 def _run_early() -> None:

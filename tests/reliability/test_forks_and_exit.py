@@ -467,3 +467,44 @@ def test_a_script_piped_into_python_under_spawn_is_named_as_what_workers_cannot_
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("serial") and "'<stdin>'" in done.stdout and "from a file" in done.stdout, \
         done.stdout
+
+
+CHILD_PROCESS_SCRIPT = textwrap.dedent("""
+    import multiprocessing as mp, os, sys
+    import payoff
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import square
+
+    def child(strategy):
+        if strategy == "default":  # payoff.map's executor, configured as a user would from the environment
+            os.environ["CE_PARALLEL"] = "processes,tiny=0"
+            ex = payoff.default_executor()
+        else:
+            ex = ParallelExecutor(ParallelConfig(strategy=strategy, tiny_workload_threshold=0.0))
+        assert ex.map(square, range(200)) == [x * x for x in range(200)]
+        print(strategy, ex.last_record.selected_strategy, flush=True)
+
+    if __name__ == "__main__":
+        proc = mp.get_context(sys.argv[2]).Process(target=child, args=(sys.argv[1],))
+        proc.start()
+        proc.join(60)
+        print("exit", proc.exitcode, flush=True)
+        if proc.is_alive():
+            proc.kill()
+""")
+
+
+@pytest.mark.parametrize("strategy", ["default", "processes", "joblib"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_multiprocessing_child_that_mapped_on_a_pool_it_never_closed_exits(
+        tmp_path: Path, strategy: str, method: str) -> None:
+    """A ``multiprocessing.Process`` child joins its own children before ``threading``'s exit hooks run, so
+    payoff's never ran there: the pool's workers waited for work and the child (and the parent's ``join``)
+    hung forever after ``payoff.map`` in it."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD_PROCESS_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), strategy, method], capture_output=True, text=True,
+                          cwd=ROOT, env=CHILD_ENV, timeout=GUARD_SECONDS + 30)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "exit 0" in done.stdout, (done.stdout, done.stderr[-3000:])
+    assert f"{'processes' if strategy == 'default' else strategy}\n" in done.stdout, done.stdout  # it ran on a pool

@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from payoff import _exit
 from payoff._scratch import ScratchDir
 from payoff.errors import RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
@@ -196,6 +197,7 @@ class PickledPoolStrategy(Strategy):
             self._seen = {}
         for pid, proc in list((getattr(self._pool, "_processes", None) or {}).items()):
             self._seen.setdefault(pid, proc)
+        _exit.note_workers(self._seen)
 
     retires_idle_workers: bool = False
     """Whether the pool ends idle workers with a clean exit (loky does): such an exit then names no crash."""
