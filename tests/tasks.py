@@ -256,3 +256,9 @@ def fail_late_and_early(x: int) -> int:
     if x == 80:
         raise KeyError("item 80")
     return x
+
+
+def nap_ms(ms: int) -> int:
+    """Sleeps ``ms`` milliseconds: an item of a chosen cost, on any backend."""
+    time.sleep(ms / 1000)
+    return ms

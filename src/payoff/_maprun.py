@@ -599,6 +599,13 @@ class MapRun:
         self.source_done = True
 
     def _ready_blocks(self) -> Iterator[list[Any]]:
+        """The results ready in input order, a chunk's first ones included while the rest of it still runs.
+
+        A chunk over its time budget hands back its unstarted items, which run
+        later under the same index: waiting for the whole chunk kept results
+        computed long before a deadline from an ``imap``'s caller (the deadline
+        then raised with none of them out).
+        """
         if not self.ordered:
             yield from self._done_blocks()
             return
@@ -607,10 +614,14 @@ class MapRun:
             if self.failed is not None and index == self.failed[0]:
                 yield from self._up_to_the_error()
                 return
-            if index not in self.parts or not self._complete(index):
+            if index not in self.parts:
                 return
+            block = self._take_ready(index)
+            if block:
+                yield block
+            if self.sizes[index]:
+                return  # the rest of the chunk is still to come
             self.next_yield += 1
-            yield self._take_block(index)
 
     def _up_to_the_error(self) -> Iterator[list[Any]]:
         """The failing chunk's results before its failing item, once all are back; then the item's error."""
@@ -625,19 +636,33 @@ class MapRun:
         raise error
 
     def _done_blocks(self) -> Iterator[list[Any]]:
-        """Every chunk that is complete, whatever its place: ``imap_unordered``."""
-        for index in [i for i in self.parts if self._complete(i)]:
-            yield self._take_block(index)
+        """Every chunk's results that are back, whatever its place: ``imap_unordered``."""
+        for index in list(self.parts):
+            block = self._take_ready(index)
+            if block:
+                yield block
 
-    def _complete(self, index: int) -> bool:
-        """All of the chunk's items are back (a chunk split to isolate a crash comes back in parts)."""
-        return sum(p.n_done for p in self.parts[index]) >= self.sizes[index]
+    def _take_ready(self, index: int) -> list[Any]:
+        """The chunk's results from its first not yet taken up to the first still to come (or failed).
 
-    def _take_block(self, index: int) -> list[Any]:
-        parts = self.parts.pop(index)
-        if len(parts) == 1:
-            return parts[0].results
-        return [r for p in sorted(parts, key=lambda p: p.first) for r in p.results]
+        Its pieces (handed back, or split to isolate a crash) come back in any
+        order; those taken leave the chunk, whose start and size move past them:
+        a size of 0 means the chunk is all out.
+        """
+        parts = sorted(self.parts[index], key=lambda p: p.first)
+        at, taken = self.starts[index], 0
+        while taken < len(parts) and parts[taken].first == at and parts[taken].error is None:
+            at += parts[taken].n_done
+            taken += 1
+        if parts[taken:]:
+            self.parts[index] = parts[taken:]
+        else:
+            del self.parts[index]
+        self.sizes[index] -= at - self.starts[index]
+        self.starts[index] = at
+        if taken == 1:
+            return parts[0].results  # a whole chunk's own list: a serial map returns it without a copy
+        return [r for p in parts[:taken] for r in p.results]
 
     # -- failures -----------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import itertools
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor
+from payoff.errors import StuckThreadsWarning
 from payoff.scheduling import GuidedChunks
 from payoff.worker import run_chunk
 from tests import tasks
@@ -268,6 +270,23 @@ def test_imap_after_its_deadline_delivers_the_results_already_computed(strategy:
         _wait_past(started + timeout)
         got.extend(it)
     assert got == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_imap_hands_out_a_chunks_first_results_before_its_handed_back_items_time_out(strategy: str) -> None:
+    """A chunk cut for 5 ms items meets a 300 ms one, goes over its budget after it and hands back the rest (4 s
+    items, as is every other), which run under the same chunk index. The first result was computed long before
+    the deadline; the call waited for the whole chunk and raised with none of its results out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StuckThreadsWarning)  # threads still sleep through their 4 s items
+        with ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+            ex.map(tasks.nap_ms, [5] * 40)  # the pool is up and the function measured as a 5 ms item
+            got: list[int] = []
+            with pytest.raises(TimeoutError):
+                got.extend(ex.imap(tasks.nap_ms, [300] + [4000] * 39, timeout=1.5))
+            record = ex.last_record
+    assert record is not None and record.chunks[0].first_item == 0 and record.chunks[0].n_items == 1
+    assert got == [300], "the result computed before the deadline reached the caller"
 
 
 @pytest.mark.parametrize("name", [*SERIAL_CONFIGS, "auto"])
