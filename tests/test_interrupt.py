@@ -73,3 +73,30 @@ def test_ctrl_c_in_a_serial_imap_is_recorded_as_cancelled_not_as_an_item_error()
             list(ex.imap(_ctrl_c_at_five, range(20)))
         record = ex.last_record
     assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
+
+
+RAISED: list[BaseException] = []
+
+
+def _ctrl_c_object_at_five(x: int) -> int:
+    if x == 5:
+        RAISED.append(KeyboardInterrupt())
+        raise RAISED[-1]
+    return x
+
+
+def test_ctrl_c_in_a_serial_map_records_the_items_that_ran() -> None:
+    """The chunk in the caller was recorded only when it ended normally or an item raised an Exception: Ctrl-C
+    (a KeyboardInterrupt, no Exception) lost it, so the record said 0 items done, 0 chunks and 0 s busy
+    after five items had run, while cancel() in the same place counted them."""
+    import pytest
+
+    from payoff import ParallelConfig, ParallelExecutor
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        with pytest.raises(KeyboardInterrupt) as info:
+            ex.map(_ctrl_c_object_at_five, range(20))
+        record = ex.last_record
+    assert info.value is RAISED[-1] and not getattr(info.value, "__notes__", None), "it reaches the caller unchanged"
+    assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
+    assert (record.items_done, record.n_chunks) == (5, 1), record

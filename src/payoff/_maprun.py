@@ -37,7 +37,7 @@ from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
-from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk, in_worker, running_on
+from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk, in_worker, run_chunk, running_on
 
 if TYPE_CHECKING:
     from payoff.executor import ParallelExecutor
@@ -353,10 +353,15 @@ class MapRun:
             self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
 
     def _in_caller(self, task: ChunkTask, where: str) -> ChunkOutcome:
-        """The chunk run here; its item's error raised."""
+        """The chunk run here; its item's error raised. A Ctrl-C in it goes on as it came, its items that ran
+        recorded first (they were lost from the record, while ``cancel()`` there counted them)."""
+        def count(outcome: ChunkOutcome) -> None:
+            self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
+
+        task.submit_ns = time.monotonic_ns()
         with self.ex._observers.scope(self.call):
-            outcome: ChunkOutcome = SerialStrategy(1).submit(self.fn, task).result()
-        self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
+            outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, on_interrupt=count)
+        count(outcome)
         if outcome.error is not None:
             raise outcome.error
         return outcome

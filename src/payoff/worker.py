@@ -228,12 +228,16 @@ def run_chunk(
     index: int,
     cancel: CancelToken | None = None,
     budget_ns: int | None = None,
+    on_interrupt: Callable[[ChunkOutcome], object] | None = None,
 ) -> ChunkOutcome:
     """Run ``fn`` over ``items``; never raises for a user error (it is returned).
 
     A chunk given ``budget_ns`` stops at the first timing block that ends past
     it and returns fewer results than items: it was cut for cheaper items than
     it met, and the parent cuts the rest again from what they now measure.
+    Ctrl-C, ``SystemExit`` and the like (no ``Exception``) are the caller's, not
+    an item's error: they go on unchanged, and ``on_interrupt`` first gets the
+    items that ran (no error), so a chunk in the caller still counts its work.
     """
     _local.depth = getattr(_local, "depth", 0) + 1
     results: list[Any] = []
@@ -242,13 +246,19 @@ def run_chunk(
     start_ns = time.monotonic_ns()
     cpu0, runq0 = time.thread_time_ns(), run_queue_ns()
     error: BaseException | None = None
+    t0 = time.perf_counter_ns()
     try:
         _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns)
     except Exception as exc:
         error = item_error(exc)
-        if len(results) > sum(sizes):  # the failing block's finished items still count as work done
-            sizes.append(len(results) - sum(sizes))
-            durations.append(0)
+        _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
+    except BaseException:
+        if on_interrupt is not None:
+            _close_last_block(results, durations, sizes, time.perf_counter_ns() - t0 - sum(durations))
+            on_interrupt(ChunkOutcome(index, first, results, start_ns, time.monotonic_ns(),
+                                      time.thread_time_ns() - cpu0, durations, sizes, _worker_name(),
+                                      runq_ns=max(0, run_queue_ns() - runq0)))
+        raise
     finally:
         _local.depth -= 1
     end_ns = time.monotonic_ns()
@@ -260,6 +270,13 @@ def run_chunk(
                          f"(chunk {index}, worker {outcome.worker})")
         outcome.error = error
     return outcome
+
+
+def _close_last_block(results: list[Any], durations: array[int], sizes: array[int], took_ns: int) -> None:
+    """The block a raise cut short: its finished items still count as work done, timed as ``took_ns``."""
+    if len(results) > sum(sizes):
+        sizes.append(len(results) - sum(sizes))
+        durations.append(max(0, took_ns))
 
 
 class _StoppedEarly(Exception):
