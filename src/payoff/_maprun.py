@@ -373,6 +373,7 @@ class MapRun:
         try:
             lease = self._lease(plan.strategy, plan.workers)
         except Exception as exc:
+            self._raise_if_cancelled_during_start(plan, exc)
             self.rec.pool_started = self.rec.pool_start_failed = True
             # the call's own timeout struck during the start: its TimeoutError, not a serial run; and a function
             # that crashed a worker process has no caller to fall back to
@@ -392,6 +393,17 @@ class MapRun:
         pool = lease.pool  # a cluster is as big as it is now; a larger warm thread pool runs what was planned
         self.where(plan.strategy, pool.workers if pool.remote else min(plan.workers, pool.workers))
         return lease
+
+    def _raise_if_cancelled_during_start(self, plan: planning.Plan, exc: Exception) -> None:
+        """A cancel during the start ends the start's wait (``CancelledError``) or the half-started pool (which
+        then fails as it may): the call is cancelled, as at any other time, not a pool that failed to start (an
+        ``init_failure`` fallback ran the initializer and an item in the caller after the cancel, and the pool
+        was counted and learned as failing)."""
+        if not self.token.is_set() or self.token.expired():
+            return
+        if isinstance(exc, CancelledError):
+            raise exc
+        raise CancelledError(f"payoff: the call was cancelled while its {plan.strategy} pool was starting") from exc
 
     def _lease(self, strategy: str, workers: int) -> Lease:
         if strategy == "custom":

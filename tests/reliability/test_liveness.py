@@ -8,13 +8,14 @@ from __future__ import annotations
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import CancelledError, wait
 from typing import Any
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, Reason
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
 from tests import tasks
 
 FORCE = {"tiny_workload_threshold": 0.0}
@@ -72,6 +73,27 @@ def test_cancel_ends_every_running_map_with_cancelled_error(strategy: str) -> No
         assert isinstance(out.error, CancelledError) or out.result == [x * x for x in range(2000)]
     assert any(isinstance(out.error, CancelledError) for _, out in runs)
     assert ex.map(tasks.square, range(20), chunksize=2) == [x * x for x in range(20)], "a map after cancel runs"
+    ex.close()
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes", "joblib"])
+def test_cancel_while_the_pool_starts_ends_the_call_cancelled_not_as_a_failed_start(strategy: str) -> None:
+    """The cancel's CancelledError out of the start was taken for a failed start: the call fell back as
+    init_failure (a warning, the fallback and pool-failure metrics, the knowledge that the pool fails to start),
+    ran the initializer and an item in the caller after the cancel, then raised CancelledError."""
+    config = ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=tasks.slow_load_model,
+                            worker_init_args=(3, 3.0), **FORCE)
+    ex = ParallelExecutor(config)
+    threading.Timer(0.5, ex.cancel).start()  # the workers sleep 3 s in the initializer
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(CancelledError):
+            ex.map(tasks.predict, range(40))
+    record = ex.last_record
+    assert record is not None and record.outcome == "cancelled", record
+    assert (record.fallback_reason, record.pool_start_failed, record.pool_started) == (None, False, False), record
+    assert record.items_done == 0, "no item ran in the caller after the cancel"
+    assert not [w for w in seen if issubclass(w.category, ParallelFallbackWarning)], [str(w.message) for w in seen]
     ex.close()
 
 
