@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal, NotRequired, TypedDict
 
-from payoff.reasons import Reason, decision_reasons, fallback_reasons
+from payoff.reasons import Reason, decision_reasons, fallback_reasons, recovered_reasons
 from payoff.telemetry.metrics import METRICS
 
 
@@ -306,18 +306,21 @@ PANELS: list[PanelSpec] = [
     },
     {
         "section": CALLS,
-        "title": "Fallbacks to serial by reason",
+        "title": "Fallbacks to serial and recoveries by reason",
         "description": (
-            "Calls per second that asked for parallelism but ran serially (or, for map_failure_retry, "
-            "recovered from a dead worker; for pool_stopped, reran chunks another call's stop cost them), by "
-            f"reason code ({_codes(fallback_reasons())}). Filtered by "
-            "workload only: fallbacks carry no strategy label. tiny_workload, pool_start_cost and "
-            "no_measured_gain are the library protecting you; init_failure, map_failure_retry and "
-            "unpicklable need fixing."
+            "Calls per second that asked for parallelism but ran serially, by reason code "
+            f"({_codes([r for r in fallback_reasons() if not r.recovered])}); and, labelled recovered, calls "
+            f"that stayed parallel after rerunning lost chunks in fresh workers ({_codes(recovered_reasons())}: "
+            "a dead worker, or a pool another call's stop cost them). Filtered by workload only: neither "
+            "carries a strategy label. tiny_workload, pool_start_cost and no_measured_gain are the library "
+            "protecting you; init_failure, unpicklable and a recurring map_failure_retry need fixing."
         ),
         "kind": "timeseries",
         "unit": "ops",
-        "exprs": [f"sum by (reason) ({_rate('payoff_fallbacks_total', SEL_WORKLOAD)})"],
+        # One query: a recovery shows as "recovered: <reason>", and the panel has data with fallbacks alone.
+        "exprs": [f"sum by (reason) ({_rate('payoff_fallbacks_total', SEL_WORKLOAD)}) or label_replace("
+                  f"sum by (reason) ({_rate('payoff_recoveries_total', SEL_WORKLOAD)}), "
+                  '"reason", "recovered: $1", "reason", "(.*)")'],
         "legends": ["{{reason}}"],
         "width": 8,
         "height": 8,

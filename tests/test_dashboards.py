@@ -33,6 +33,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 CONTRACT_METRICS = {
     "payoff_map_calls_total",
     "payoff_fallbacks_total",
+    "payoff_recoveries_total",
     "payoff_tasks_total",
     "payoff_task_errors_total",
     "payoff_wall_seconds_total",

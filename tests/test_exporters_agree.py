@@ -223,7 +223,11 @@ def test_both_exporters_hold_the_same_values_after_the_same_calls(both: Both, tm
         assert s[_key("payoff_pool_starts_total", {"strategy": "processes", "outcome": "failure"})] == 1
         assert s[_key("payoff_map_calls_total", {"strategy": "serial", "mode": "serial", "workload": "fallbacks"})] == 2
         assert s[_key("payoff_fallbacks_total", {"reason": "init_failure", "workload": "fallbacks"})] == 1
-        assert s[_key("payoff_fallbacks_total", {"reason": "map_failure_retry", "workload": "default"})] == 1
+        # a call that recovered from a dead worker stayed parallel: a recovery, not a fallback to serial
+        assert s.get(_key("payoff_fallbacks_total", {"reason": "map_failure_retry", "workload": "default"}), 0) == 0
+        assert s[_key("payoff_recoveries_total", {"reason": "map_failure_retry", "workload": "default"})] == 1
+        parallel = {"strategy": "processes", "mode": "parallel", "workload": "default"}
+        assert s[_key("payoff_map_calls_total", parallel)] == 1
         assert s[_key("payoff_task_errors_total", {"strategy": "threads", "workload": "errors"})] == 1
         # the in-flight gauge went up and came down on both sides
         for strategy in ("threads", "processes"):
@@ -268,7 +272,7 @@ def test_every_update_names_a_contract_metric_with_its_labels(tmp_path: Path) ->
     with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), observers=[recorder]) as ex:
         ex.map(nap, range(20))
     seen.extend((m, labels, kind) for m, labels, kind, *_ in MetricUpdates().declare(["w"], ["processes"]))
-    assert {m for m, _, _ in seen} >= {d.name for d in METRICS} - {"payoff_fallbacks_total",
+    assert {m for m, _, _ in seen} >= {d.name for d in METRICS} - {"payoff_fallbacks_total", "payoff_recoveries_total",
                                                                     "payoff_payload_bytes_total"}
     for metric, labels, kind in seen:
         d = METRIC_BY_NAME[metric]

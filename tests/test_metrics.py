@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,7 +62,7 @@ def total(values: Samples, name: str, **labels: str) -> float:
 
 
 def test_every_contract_metric_and_label_set_is_exposed_and_consistent(
-        endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+        endpoint: tuple[PrometheusMetrics, MetricsServer], tmp_path: Path) -> None:
     observer, server = endpoint
     runs = {"threads": 300, "processes": 200}
     records = []
@@ -78,6 +79,8 @@ def test_every_contract_metric_and_label_set_is_exposed_and_consistent(
     values = samples(text)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for d in METRICS:
+        if d.name == "payoff_recoveries_total":
+            continue  # needs a crashed worker: checked at the end, after one
         base = d.name.removesuffix("_total")
         assert base in families, f"{d.name} missing from /metrics"
         assert families[base].type == d.kind
@@ -105,6 +108,21 @@ def test_every_contract_metric_and_label_set_is_exposed_and_consistent(
     assert total(values, "payoff_task_duration_seconds_count", strategy="threads", workload="contract") == 600
     assert total(values, "payoff_queue_wait_seconds_count", strategy="processes", workload="contract") == \
         sum(1 for r in records for c in r.chunks if r.selected_strategy == "processes" and c.where == "pool")
+
+    # A worker dies once and its chunks rerun in fresh workers: the call stays parallel, so it is a recovery,
+    # not a fallback to serial (it was counted as one, against the fallbacks' help text).
+    items = [(i, os.getpid(), str(tmp_path / "died")) for i in range(24)]
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE), observers=[observer]) as ex:
+        ex.map(tasks.die_once_in_worker, items, chunksize=4, workload="crash")
+        crashed = ex.last_record
+    assert crashed is not None and crashed.fallback_reason is Reason.MAP_FAILURE_RETRY and crashed.mode == "parallel"
+    text = scrape(server)
+    values = samples(text)
+    family = {f.name: f for f in text_string_to_metric_families(text)}["payoff_recoveries"]
+    assert family.type == "counter" and {"reason", "workload"} <= set(family.samples[0].labels)
+    assert total(values, "payoff_recoveries_total", reason="map_failure_retry", workload="crash") == 1
+    assert total(values, "payoff_fallbacks_total", workload="crash") == 0
+    assert total(values, "payoff_map_calls_total", strategy="processes", mode="parallel", workload="crash") == 1
 
 
 def test_a_call_whose_pool_fails_after_planning_is_counted_where_its_items_ran(

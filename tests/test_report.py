@@ -137,8 +137,27 @@ def test_retry_after_a_dead_worker_goes_on_the_fresh_workers_rows(tmp_path: Path
     assert retried and all(int(c.worker.split(":")[0]) != os.getpid() for c in retried)
     html = record_html(record)
     assert_timeline_matches(record, html)
-    assert "fell back: map_failure_retry" in html
     assert "What to do:" in html
+
+
+def test_a_call_that_recovered_from_a_dead_worker_is_not_reported_as_a_fallback(tmp_path: Path) -> None:
+    """It stayed parallel (the retry ran in fresh workers): the reports say it recovered, not that it fell back.
+
+    They used to count it among the calls that fell back ("1 parallel (1 paid off), 1 fell back") and give
+    it the verdict "fell back: map_failure_retry" and a "Ran serially" box, though it ran on two workers.
+    """
+    items = [(i, os.getpid(), str(tmp_path / "died")) for i in range(40)]
+    with pytest.warns(ParallelFallbackWarning, match="map_failure_retry"):
+        record, _ = run("processes", tasks.die_once_in_worker, items, max_workers=2, **FORCE)  # type: ignore[arg-type]
+    assert record.fallback_reason is not None and record.fallback_reason.value == "map_failure_retry"
+    assert record.mode == "parallel" and not record.fell_back
+    report = render_text([record])
+    assert ", 0 fell back" in report and "1 recovered: map_failure_retry x1" in report
+    assert "fell back:" not in report and "recovered:" in report
+    assert "after map_failure_retry" in report  # the row's verdict names what it survived
+    html = record_html(record)
+    assert "fell back" not in html and "Ran serially" not in html
+    assert "Recovered: map_failure_retry" in html and "What to do:" in html
 
 
 def test_text_report_shows_verdict_and_fallback_advice() -> None:

@@ -14,7 +14,13 @@ class Reason(StrEnum):
     """Why a ``map`` call ran the way it did.
 
     Members whose ``kind`` is ``"fallback"`` explain why a call that was allowed
-    to run in parallel ran serially; the others explain what the planner chose.
+    to run in parallel ran serially, except the two that are :attr:`recovered`
+    (``map_failure_retry``, ``pool_stopped``): those name a failure the call
+    survived where it ran, by rerunning lost chunks in fresh workers. They sit in
+    ``MapRecord.fallback_reason`` and warn like fallbacks, but the call did not
+    become serial, so metrics and reports count them apart
+    (``payoff_recoveries_total``, ``MapRecord.fell_back``). The others explain
+    what the planner chose.
     """
 
     kind: str
@@ -194,6 +200,16 @@ class Reason(StrEnum):
         return self.kind == "fallback"
 
     @property
+    def recovered(self) -> bool:
+        """A failure the call survived where it ran (its lost chunks rerun in fresh workers), not a move to serial.
+
+        ``RecordBuilder.recover`` records these and leaves the mode alone; every
+        other fallback code comes from ``fall_back``, which makes the call serial.
+        Metrics, reports and warnings read this to tell "recovered" from "fell back".
+        """
+        return self in _RECOVERED
+
+    @property
     def advice_sentence(self) -> str:
         """The advice as it ends a warning: capitalised, with a full stop."""
         return f"{self.advice[:1].upper()}{self.advice[1:]}." if self.advice else ""
@@ -201,6 +217,8 @@ class Reason(StrEnum):
     def __str__(self) -> str:
         return str(self._value_)
 
+
+_RECOVERED = frozenset({Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED})
 
 FallbackReason = Reason
 """Alias kept for readers of DESIGN.md: the fallback codes live in :class:`Reason`."""
@@ -210,7 +228,13 @@ DecisionReason = Reason
 
 
 def fallback_reasons() -> list[Reason]:
+    """Every code a record's ``fallback_reason`` may hold, the :attr:`~Reason.recovered` ones included."""
     return [r for r in Reason if r.is_fallback]
+
+
+def recovered_reasons() -> list[Reason]:
+    """The fallback codes of calls that survived a failure where they ran (``payoff_recoveries_total``)."""
+    return [r for r in Reason if r.recovered]
 
 
 def decision_reasons() -> list[Reason]:

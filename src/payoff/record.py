@@ -276,6 +276,16 @@ class MapRecord:
         return "serial" if self.selected_strategy == "serial" or self.workers <= 1 else "parallel"
 
     @property
+    def fell_back(self) -> bool:
+        """Whether the call was allowed to run in parallel but ran serially (its fallback reason says why).
+
+        False for a call that only :attr:`~payoff.reasons.Reason.recovered` (a dead
+        worker's or a stopped pool's chunks rerun in fresh workers): it stayed where
+        it ran, and is counted as a recovery, not as a fallback to serial.
+        """
+        return self.fallback_reason is not None and not self.fallback_reason.recovered
+
+    @property
     def pays_off(self) -> bool:
         """Did running this call in parallel beat serial by a real margin? Never for a call that did not complete."""
         return self.mode == "parallel" and self.completed and self.speedup >= PAYS_OFF_MARGIN
@@ -290,12 +300,12 @@ class MapRecord:
         head = f"{self.selected_strategy} x{self.workers}, {items} in {chunks}"
         if not self.completed:
             return f"{head}: {self._ending()}"
-        if self.fallback_reason is not None and self.mode == "serial":
+        if self.fell_back and self.fallback_reason is not None:
             return (f"{head}: ran serially ({self.fallback_reason.value}), "
                     f"{self.wall_seconds * 1e3:,.1f} ms; {self.fallback_reason.advice}")
-        if self.mode == "serial":
-            return f"{head}: ran serially, {self.wall_seconds * 1e3:,.1f} ms"
         recovered = f" after {self.fallback_reason.value}" if self.fallback_reason is not None else ""
+        if self.mode == "serial":  # a pool of one worker, which may have recovered from a crash
+            return f"{head}: ran serially, {self.wall_seconds * 1e3:,.1f} ms{recovered}"
         if self.speedup <= 0:  # no chunk measured any work: nothing to compare with serial
             return f"{head}: no work measured, so no speedup against serial{recovered}"
         verdict = "faster" if self.speedup >= 1 else "slower"
@@ -309,7 +319,7 @@ class MapRecord:
         text = f"{ended} after {self.wall_seconds:,.2f} s, {self.items_done:,} of {self.n_items:,} items done"
         if self.n_errors:
             text += ", 1 item raised" if self.n_errors == 1 else f", {self.n_errors:,} items raised"
-        if self.fallback_reason is not None and self.mode == "serial":
+        if self.fell_back and self.fallback_reason is not None:
             text += f"; ran serially ({self.fallback_reason.value})"
         return text
 
@@ -324,8 +334,8 @@ class MapRecord:
         data = asdict(self)
         data["decision_reason"] = self.decision_reason.value
         data["fallback_reason"] = self.fallback_reason.value if self.fallback_reason else None
-        for name in ("capacity_seconds", "speedup", "efficiency", "utilization", "mode", "pays_off", "completed",
-                     "items_done"):
+        for name in ("capacity_seconds", "speedup", "efficiency", "utilization", "mode", "fell_back", "pays_off",
+                     "completed", "items_done"):
             data[name] = getattr(self, name)
         data["queue_wait"], data["task_time"] = asdict(self.queue_wait), asdict(self.task_time)
         return data

@@ -81,8 +81,11 @@ def seconds(value: float) -> str:
 
 
 def tone(record: MapRecord) -> str:
-    """Colour says the verdict at a glance: green pays off, red does not, amber fell back or did not complete."""
-    if not record.completed or record.fallback_reason is not None:
+    """Colour says the verdict at a glance: green pays off, red does not, amber fell back or did not complete.
+
+    A call that recovered (lost chunks rerun in fresh workers) ran where it was planned: coloured by its speedup.
+    """
+    if not record.completed or record.fell_back:
         return "warn"
     if record.mode == "serial" or record.speedup <= 0:
         return "neutral"
@@ -139,7 +142,8 @@ def fallback_box(record: MapRecord) -> str:
     if reason is None:
         return ""
     detail = f"<p>{escape(record.fallback_detail)}</p>" if record.fallback_detail else ""
-    return (f'<div class="fallback"><p><b>Ran serially: {escape(reason.value)}</b> - {escape(reason.meaning)}</p>'
+    title = "Recovered" if reason.recovered else "Ran serially"
+    return (f'<div class="fallback"><p><b>{title}: {escape(reason.value)}</b> - {escape(reason.meaning)}</p>'
             f"{detail}<p><b>What to do:</b> {escape(reason.advice)}</p></div>")
 
 

@@ -51,13 +51,15 @@ def verdict(record: MapRecord) -> str:
     """The short verdict a table cell has room for; ``record.summary()`` is the long one."""
     if not record.completed:
         return ENDED.get(record.outcome, "did not complete")
-    if record.fallback_reason is not None:
+    if record.fell_back and record.fallback_reason is not None:
         return f"fell back: {record.fallback_reason.value}"
+    # A call that recovered (lost chunks rerun in fresh workers) stayed where it ran: judged as such, naming it.
+    after = f" after {record.fallback_reason.value}" if record.fallback_reason is not None else ""
     if record.mode == "serial":
-        return "serial"
+        return f"serial{after}"
     if record.speedup <= 0:  # no chunk measured any work: nothing to judge
-        return "no work measured"
-    return "pays off" if record.pays_off else "does not pay off"
+        return f"no work measured{after}"
+    return ("pays off" if record.pays_off else "does not pay off") + after
 
 
 def speedup(record: MapRecord) -> str:
@@ -103,7 +105,8 @@ def details(record: MapRecord) -> list[str]:
     lines = [f"call {record.call_id}: {record.summary()}", f"  overhead: {overhead(record)}"]
     if record.fallback_reason is not None:
         reason = record.fallback_reason
-        lines.append(f"  fallback: {reason.value} - {reason.meaning}")
+        label = "recovered" if reason.recovered else "fallback"
+        lines.append(f"  {label}: {reason.value} - {reason.meaning}")
         if record.fallback_detail:
             lines.append(f"  detail:   {record.fallback_detail}")
         lines.append(f"  advice:   {reason.advice}")
@@ -113,14 +116,23 @@ def details(record: MapRecord) -> list[str]:
 
 
 def aggregate(records: Sequence[MapRecord]) -> str:
-    """One line over all calls: how many ran parallel, paid off, why the rest fell back, and which did not complete."""
+    """One line over all calls: how many ran parallel, paid off, why the rest fell back, and which did not complete.
+
+    A call that recovered from a dead worker or a stopped pool stayed where it ran: it is counted among the
+    parallel calls and named apart (``1 recovered: map_failure_retry x1``), never among those that fell back.
+    """
     parallel = sum(r.mode == "parallel" for r in records)
     paid = sum(r.pays_off for r in records)
-    reasons = Counter(r.fallback_reason.value for r in records if r.fallback_reason is not None)
+    reasons = Counter(r.fallback_reason.value for r in records if r.fell_back and r.fallback_reason is not None)
+    recovered = Counter(r.fallback_reason.value for r in records
+                        if r.fallback_reason is not None and r.fallback_reason.recovered)
     calls = "1 call" if len(records) == 1 else f"{len(records)} calls"
     line = f"{calls}, {parallel} parallel ({paid} paid off), {sum(reasons.values())} fell back"
     if reasons:
         line += ": " + ", ".join(f"{code} x{n}" for code, n in reasons.most_common())
+    if recovered:
+        line += f", {sum(recovered.values())} recovered: " + ", ".join(
+            f"{code} x{n}" for code, n in recovered.most_common())
     ended = Counter(r.outcome for r in records if not r.completed)
     if ended:
         line += f"; {sum(ended.values())} did not complete: " + ", ".join(f"{k} x{n}" for k, n in ended.most_common())

@@ -74,6 +74,10 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("payoff_fallbacks_total", "counter", ("reason", "workload"),
               "Calls that were allowed to run in parallel but ran serially, by reason code.",
               "Why did parallel runs become serial?"),
+    MetricDef("payoff_recoveries_total", "counter", ("reason", "workload"),
+              "Calls that lost chunks (a dead worker: map_failure_retry; a pool another call stopped: "
+              "pool_stopped) and reran them in fresh workers, staying where they ran, by reason code.",
+              "Did calls survive crashed workers or stopped pools?"),
     MetricDef("payoff_tasks_total", "counter", ("strategy", "workload"),
               "Items processed; advances as chunks finish.", "How much work went through?"),
     MetricDef("payoff_task_errors_total", "counter", ("strategy", "workload"),
@@ -241,7 +245,8 @@ def _exposition_bound() -> int:
 
 def metrics_reference_markdown() -> str:
     """docs/metrics.md, generated from ``METRICS`` (a test fails when the file drifts)."""
-    fallback_codes = sum(1 for r in Reason if r.is_fallback)
+    fallback_codes = sum(1 for r in Reason if r.is_fallback and not r.recovered)
+    recovered_codes = sum(1 for r in Reason if r.recovered)
     serial, pooled = pair_series_bound("serial"), pair_series_bound("processes")
     histogram_cells = ", ".join(f"`{h}` {_histogram_series(h)}" for h in PAIR_HISTOGRAMS)
     lines = [
@@ -289,12 +294,13 @@ def metrics_reference_markdown() -> str:
         f"{len(PAIR_COUNTERS)} counters, {histogram_cells}, `{QUEUE_WAIT}` {_histogram_series(QUEUE_WAIT)} "
         f"| {pooled} |",
         f"| workload | `payoff_fallbacks_total`: one per fallback reason it hit | {fallback_codes} |",
+        f"| workload | `payoff_recoveries_total`: one per recovery reason it hit | {recovered_codes} |",
         "| strategy used | in-flight gauge 1, pool starts (success, failure) and reuses, overhead per phase, "
         "payload bytes per direction, decisions per decision reason "
         f"| {strategy_series_bound('serial')} (`serial`) to {strategy_series_bound('processes')} |",
         "",
         f"So a workload has at most {pooled} series per pool strategy it ran on ({serial} on `serial`), plus",
-        "one per fallback reason it hit: three workloads on one pool strategy have at most "
+        "one per fallback or recovery reason it hit: three workloads on one pool strategy have at most "
         f"{3 * pooled + strategy_series_bound('processes')} series",
         "(about 140 when their calls ran in one mode after one kind of decision). With the workload cap the",
         f"whole exposition has at most {_exposition_bound():,} series however many names callers use.",
@@ -308,9 +314,18 @@ def metrics_reference_markdown() -> str:
         "timing blocks at their per-item mean (items of over ~250 us are timed one by one and agree",
         "exactly), and there is no empty histogram, so a histogram appears with its first observation.",
     ]
-    lines += ["", "## Reason codes", "", "| code | kind | meaning | what to do |", "|---|---|---|---|"]
+    recovered = " and ".join(f"`{r.value}`" for r in Reason if r.recovered)
+    lines += ["", "## Reason codes", "",
+              "A record's `fallback_reason` holds a fallback code. Two of them,",
+              f"{recovered}, name a failure the call survived where it ran, by",
+              "rerunning the chunks it lost in fresh workers: such a call did not become serial",
+              "(`MapRecord.fell_back` is False), so it counts in `payoff_recoveries_total`, not in",
+              "`payoff_fallbacks_total`, and the reports say it recovered; it still warns",
+              "(`ParallelFallbackWarning`).",
+              "", "| code | kind | meaning | what to do |", "|---|---|---|---|"]
     for r in Reason:
-        lines.append(f"| `{r.value}` | {r.kind} | {r.meaning} | {r.advice or '-'} |")
+        kind = "fallback, recovered (stays parallel)" if r.recovered else r.kind
+        lines.append(f"| `{r.value}` | {kind} | {r.meaning} | {r.advice or '-'} |")
     lines += ["", "## Derived ratios", "",
               "- speedup = `rate(payoff_serial_estimate_seconds_total)` / `rate(payoff_wall_seconds_total)`",
               "- utilization = `rate(payoff_busy_seconds_total)` / `rate(payoff_capacity_seconds_total)`",

@@ -54,6 +54,7 @@ Labels = tuple[str, ...]
 # Metric names, as METRICS in payoff.telemetry.metrics defines them (a test checks every update against it).
 MAP_CALLS: Final = "payoff_map_calls_total"
 FALLBACKS: Final = "payoff_fallbacks_total"
+RECOVERIES: Final = "payoff_recoveries_total"
 TASKS: Final = "payoff_tasks_total"
 TASK_ERRORS: Final = "payoff_task_errors_total"
 MAP_DURATION: Final = "payoff_map_duration_seconds"
@@ -232,7 +233,9 @@ class MetricUpdates:
         pair = (strategy, st.workload)
         out.append((MAP_CALLS, (strategy, record.mode, st.workload), ADD, 1.0, 1, None))
         if record.fallback_reason is not None:
-            out.append((FALLBACKS, (record.fallback_reason.value, st.workload), ADD, 1.0, 1, None))
+            # A call that reran lost chunks in fresh workers stayed where it ran: a recovery, not a fallback.
+            fallbacks = RECOVERIES if record.fallback_reason.recovered else FALLBACKS
+            out.append((fallbacks, (record.fallback_reason.value, st.workload), ADD, 1.0, 1, None))
         # The decision names the strategy the call asked for; under auto, the one the plan chose.
         requested = record.requested_strategy
         decided = requested if requested in STRATEGIES else st.planned

@@ -30,7 +30,7 @@ def fallback_message(record: MapRecord) -> str:
     reason = record.fallback_reason
     assert reason is not None
     wanted = record.requested_strategy
-    what = (f"recovered on {record.selected_strategy}" if record.mode == "parallel"
+    what = (f"recovered on {record.selected_strategy}" if not record.fell_back
             else f"ran serially instead of {wanted}")
     return (f"payoff: {record.n_items:,} item{'s' if record.n_items != 1 else ''} of workload "
             f"{record.workload!r} {what} ({reason.value}): "

@@ -362,7 +362,7 @@ class CEParallelExecutor:
             m = self.metrics
             m.worker_utilisation_pct = 100.0 * record.utilization
             m.max_workers = record.workers
-            if record.fallback_reason is not None and record.fallback_reason is not Reason.DISABLED:
+            if record.fell_back and record.fallback_reason is not Reason.DISABLED:  # a recovered call stayed parallel
                 m.fallbacks += 1
             m.last = {"strategy": record.selected_strategy, "chunks": record.n_chunks,
                       "speedup": record.speedup, "wall_seconds": record.wall_seconds,
