@@ -127,3 +127,23 @@ def test_errors_mark_the_span(spans: tuple[TracerProvider, InMemorySpanExporter]
     (map_span,) = _by_name(exporter, SPAN_NAME)
     assert map_span.status.status_code.name == "ERROR"
     assert any(e.name == "exception" for e in map_span.events)
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
+def test_the_map_span_ends_with_the_records_values_for_a_stream(
+        strategy: str, spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """An ``imap`` over a generator learns its length only at the end: the span says 50 items, as the record does.
+
+    ``payoff.items`` was set when the span started (0: the length unknown) and never refreshed, so the span said
+    0 items while the record and ``payoff.items_done`` said 50. Every attribute ends as the record has it.
+    """
+    provider, exporter = spans
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE), tracer_provider=provider) as ex:
+        assert list(ex.imap(tasks.square, (i for i in range(50)), workload="stream")) == [i * i for i in range(50)]
+        record = ex.last_record
+    assert record is not None and record.n_items == 50
+    (map_span,) = _by_name(exporter, SPAN_NAME)
+    attrs = dict(map_span.attributes or {})
+    assert attrs["payoff.items"] == 50
+    expected = span_attributes(record)
+    assert {key: attrs.get(key) for key in expected} == expected

@@ -71,7 +71,8 @@ class Tracing(Observer):
         if span is None:
             return
         if span.is_recording():
-            span.set_attributes(span_attributes(record, at_start=False))
+            # All of them, also those set at the start: a stream's length (payoff.items) is known only now.
+            span.set_attributes(span_attributes(record))
             if record.fallback_reason is not None:
                 span.add_event(FALLBACK_EVENT, {"payoff.fallback_reason": record.fallback_reason.value,
                                                 "payoff.fallback_detail": record.fallback_detail})
@@ -102,19 +103,19 @@ def _epoch_ns(call: CallInfo, monotonic_ns: int) -> int:
     return int(call.started_at * 1e9) + (monotonic_ns - call.started_ns)
 
 
-def span_attributes(record: MapRecord, at_start: bool = True) -> dict[str, Any]:
-    """Every attribute the telemetry contract puts on a ``payoff.map`` span.
+def span_attributes(record: MapRecord) -> dict[str, Any]:
+    """Every attribute the telemetry contract puts on a ``payoff.map`` span, as the finished call's record has it.
 
-    With ``at_start=False``, only those not already set when the span started.
+    ``map_started`` sets the few known when the call starts (a sampler or processor may read them then); the
+    span ends with all of these, so none keeps its start value when the record knows better (``payoff.items``
+    is 0 at the start of an ``imap`` over an iterator, whose length is known only at its end).
     """
     qw, tt = record.queue_wait, record.task_time
-    start = {
+    return {
         "payoff.workload": record.workload,
         "payoff.requested_strategy": record.requested_strategy,
         "payoff.items": record.n_items,
         "payoff.granularity": record.granularity or "none",
-    }
-    return {**(start if at_start else {}),
         "payoff.selected_strategy": record.selected_strategy,
         "payoff.decision_reason": record.decision_reason.value,
         "payoff.fallback_reason": record.fallback_reason.value if record.fallback_reason else "none",
