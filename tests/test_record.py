@@ -6,14 +6,18 @@ import dataclasses
 import io
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 import warnings
 from concurrent.futures import CancelledError
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import payoff
 from payoff import ParallelConfig, ParallelExecutor, progress
 from payoff.observers import CallInfo, CallSite
 from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, RecordBuilder, Summary, block_items
@@ -265,3 +269,13 @@ def test_the_serial_estimate_takes_waits_for_a_cpu_off_pool_chunks_only() -> Non
     rec.cpu_ratio = 1.0  # CPU-bound: the smaller of the own time and CPU time over the probe's ratio
     rec.chunks = [_chunk_with("pool", 10_000_000, 5_000_000, 2_000_000)]
     assert rec.build().serial_estimate_seconds == pytest.approx(0.005)
+
+
+def test_a_program_that_closed_its_stderr_still_maps(tmp_path: Path) -> None:
+    """A service that closes stderr: asking whether it is a terminal raised ValueError out of every map."""
+    script = tmp_path / "closed.py"
+    script.write_text("import sys\nfrom payoff import ParallelExecutor\nsys.stderr.close()\n"
+                      "with ParallelExecutor(2, 'threads') as ex:\n    print(ex.map(abs, range(-3, 0)))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(payoff.__file__).resolve().parents[1])})
+    assert done.returncode == 0 and done.stdout.strip() == "[3, 2, 1]", (done.returncode, done.stdout)

@@ -133,8 +133,9 @@ class Observers:
         key = (type(o), hook)
         if key not in self._complained:
             self._complained.add(key)
-            log.warning("payoff observer %s failed in %s (further failures not logged): %r",
-                        type(o).__name__, hook, exc)
+            with contextlib.suppress(Exception):  # logging's last resort writes to a stderr that may be closed
+                log.warning("payoff observer %s failed in %s (further failures not logged): %r",
+                            type(o).__name__, hook, exc)
 
 
 _library_dirs: tuple[str, ...] = ()

@@ -27,8 +27,16 @@ def interactive() -> bool:
         return True
     stream = sys.stderr
     if _tty[0] is not stream:
-        _tty = (stream, bool(getattr(stream, "isatty", None) and stream.isatty()))
+        _tty = (stream, _isatty(stream))
     return _tty[1]
+
+
+def _isatty(stream: object) -> bool:
+    """A closed or broken stderr (a service that closed it) is no terminal, not a reason for a map to fail."""
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 _said: set[str] = set()
