@@ -508,3 +508,49 @@ def test_a_multiprocessing_child_that_mapped_on_a_pool_it_never_closed_exits(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "exit 0" in done.stdout, (done.stdout, done.stderr[-3000:])
     assert f"{'processes' if strategy == 'default' else strategy}\n" in done.stdout, done.stdout  # it ran on a pool
+
+
+PACKAGE_MAIN = textwrap.dedent("""
+    import multiprocessing as mp, sys
+    from payoff import ParallelConfig, ParallelExecutor
+
+    def work(x):
+        return x * 3
+
+    class Box:
+        def __init__(self, x):
+            self.x = x
+
+    def unbox(box):
+        return box.x
+
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[1], force=True)
+        with ParallelExecutor(ParallelConfig(strategy="processes", tiny_workload_threshold=0.0)) as ex:
+            for _ in range(3):
+                print(ex.map(work, range(50)) == [x * 3 for x in range(50)], flush=True)
+            print(ex.map(unbox, [Box(x) for x in range(50)]) == list(range(50)), flush=True)
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("how", ["package", "zipapp"])
+def test_functions_of_a_packages_main_reach_spawned_workers(tmp_path: Path, method: str, how: str) -> None:
+    """``python -m pkg`` and a zipapp run a ``__main__`` that spawned workers never import (multiprocessing
+    leaves a package's ``__main__`` out), yet it has a ``__file__``: its functions went by name and every
+    call after the first raised "Can't get attribute 'work' on <module '__main__'>"."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(PACKAGE_MAIN)
+    if how == "package":
+        command = [sys.executable, "-m", "pkg", method]
+    else:
+        import zipapp
+
+        zipapp.create_archive(package, tmp_path / "app.pyz")
+        command = [sys.executable, str(tmp_path / "app.pyz"), method]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=GUARD_SECONDS,
+                          env={**CHILD_ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), CHILD_ENV["PYTHONPATH"]])})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True"] * 4, (done.stdout, done.stderr[-3000:])

@@ -35,6 +35,17 @@ def refuse_while_importing_main(name: str) -> None:
             "workers import the script)")
 
 
+def spawned_workers_import_main() -> bool:
+    """Whether a fresh worker interpreter (spawn, forkserver) runs the program's ``__main__`` again, so its
+    functions and classes can travel by name: from its file, or by its module's name (``python -m pkg.mod``);
+    never a package's ``__main__`` (``python -m pkg``) or a zipapp's, which ``multiprocessing`` leaves out."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        return name != "__main__" and not name.endswith(".__main__")
+    return bool(getattr(main, "__file__", None))
+
+
 def unguarded_main_hint(start_method: str) -> str | None:
     """Why a ``spawn`` or ``forkserver`` pool's workers died at start, when the main script is the reason."""
     if start_method not in ("spawn", "forkserver"):

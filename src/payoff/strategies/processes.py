@@ -33,7 +33,7 @@ from payoff._scratch import ScratchDir
 from payoff.errors import RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
-from payoff.strategies.main_guard import unguarded_main_hint
+from payoff.strategies.main_guard import spawned_workers_import_main, unguarded_main_hint
 from payoff.worker import (
     SET_BY_INITIALIZER,
     ChunkOutcome,
@@ -529,8 +529,7 @@ class ProcessStrategy(PickledPoolStrategy):
             blob = self._dumps(fn)
         except (pickle.PicklingError, TypeError, AttributeError):  # a lambda, a closure: no name to send
             return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
-        if b"__main__" not in blob or (self._forked_main is None
-                                       and getattr(sys.modules.get("__main__"), "__file__", None)):
+        if b"__main__" not in blob or (self._forked_main is None and spawned_workers_import_main()):
             return self._ship_blob(fn, blob)  # nothing of __main__; or spawned workers import it from its file
         finder = _MainFinder(io.BytesIO(), self._workers_know)
         finder.dump(fn)
@@ -541,7 +540,7 @@ class ProcessStrategy(PickledPoolStrategy):
     def _unknown_to_workers(self, items: Any) -> bool:
         """A later notebook cell's class as the items of a function the workers know: by name, unpickling
         them in a worker failed with "Can't get attribute 'Point' on <module '__main__'>"."""
-        if self._forked_main is None and getattr(sys.modules.get("__main__"), "__file__", None):
+        if self._forked_main is None and spawned_workers_import_main():
             return False  # spawned workers import the script, and find its classes there
         if not any(_of_main(item) for item in _ends(items)):
             return False  # the common case, checked for its price: a whole second pickling of every chunk
