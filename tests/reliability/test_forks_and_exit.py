@@ -554,3 +554,41 @@ def test_functions_of_a_packages_main_reach_spawned_workers(tmp_path: Path, meth
                           env={**CHILD_ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), CHILD_ENV["PYTHONPATH"]])})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["True"] * 4, (done.stdout, done.stderr[-3000:])
+
+
+LATE_MODULE_SCRIPT = textwrap.dedent("""
+    import importlib.util, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import square
+
+    strategy, how, folder = sys.argv[1:4]
+    with ParallelExecutor(ParallelConfig(strategy=strategy, tiny_workload_threshold=0.0)) as ex:
+        ex.map(square, range(20))  # the pool starts before the module is there
+        if how == "path":  # a notebook's later cell: sys.path.append("../src"); import mymod
+            sys.path.insert(0, folder)
+            import latemod as mod
+        else:
+            spec = importlib.util.spec_from_file_location("latemod", folder + "/latemod.py")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules["latemod"] = mod
+            spec.loader.exec_module(mod)
+        print(ex.map(mod.triple, range(30)) == [3 * x for x in range(30)], ex.last_record.selected_strategy)
+""")
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+@pytest.mark.parametrize("how", ["path", "spec"])
+def test_a_function_of_a_module_the_workers_cannot_import_travels_by_value(
+        tmp_path: Path, strategy: str, how: str) -> None:
+    """A module imported after the pool started from a folder added to ``sys.path`` then, or loaded from its
+    file (``spec_from_file_location``), is not on the workers' path: sending its function by name raised
+    ``ModuleNotFoundError: No module named 'latemod'`` from the worker."""
+    folder = tmp_path / "later"  # not the script's folder, which python puts on sys.path
+    folder.mkdir()
+    (folder / "latemod.py").write_text("def triple(x):\n    return 3 * x\n")
+    script = tmp_path / "late.py"
+    script.write_text(LATE_MODULE_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), strategy, how, str(folder)], capture_output=True,
+                          text=True, cwd=ROOT, env=CHILD_ENV, timeout=GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", strategy], (done.stdout, done.stderr[-3000:])

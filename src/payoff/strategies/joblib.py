@@ -16,6 +16,7 @@ from joblib.externals.loky import ProcessPoolExecutor as LokyPool
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from payoff.strategies.processes import PickledPoolStrategy
+from payoff.strategies.reach import WorkerImports
 from payoff.worker import init_process
 
 IDLE_WORKER_TIMEOUT_SECONDS = 300
@@ -37,6 +38,7 @@ class JoblibStrategy(PickledPoolStrategy):
         return bytes(cloudpickle.dumps(obj))
 
     def _start(self) -> None:
+        self._imports = WorkerImports(forked=False)
         self._pool = LokyPool(max_workers=self.workers, timeout=IDLE_WORKER_TIMEOUT_SECONDS,
                               initializer=init_process, initargs=self._init_args(os.getpid()))
         self._warm_up()

@@ -34,6 +34,7 @@ from payoff.errors import RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
 from payoff.strategies.main_guard import spawned_workers_import_main, unguarded_main_hint
+from payoff.strategies.reach import WorkerImports, send_by_value
 from payoff.worker import (
     SET_BY_INITIALIZER,
     ChunkOutcome,
@@ -75,8 +76,19 @@ class PickledPoolStrategy(Strategy):
         """Digest to path of the files on disk, least recently shipped first."""
         self._holders: Counter[str] = Counter()
 
+    _imports: WorkerImports | None = None
+
     def ship(self, fn: Callable[[Any], Any]) -> Any:
+        self._by_value_if_foreign(fn)
         return self._ship_blob(fn, self._dumps(fn))
+
+    def _by_value_if_foreign(self, fn: Callable[[Any], Any]) -> bool:
+        """Whether ``fn``'s module is out of the workers' reach; if so it travels by value from now on."""
+        module = self._imports.foreign(fn) if self._imports is not None else None
+        if module is None:
+            return False
+        send_by_value(module)
+        return True
 
     def _ship_blob(self, fn: Callable[[Any], Any], blob: bytes) -> Any:
         """``fn`` itself when small; a :class:`ShippedFn` naming a file holding ``blob`` when large.
@@ -525,6 +537,8 @@ class ProcessStrategy(PickledPoolStrategy):
     """The identity of every ``__main__`` global when the workers forked (ids only: nothing kept alive)."""
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
+        if self._by_value_if_foreign(fn):
+            return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
         try:
             blob = self._dumps(fn)
         except (pickle.PicklingError, TypeError, AttributeError):  # a lambda, a closure: no name to send
@@ -578,6 +592,7 @@ class ProcessStrategy(PickledPoolStrategy):
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.start_method)
         method = ctx.get_start_method()
+        self._imports = WorkerImports(forked=method == "fork")
         if method == "fork":
             self._forked_main = _main_snapshot()
             self._forked_globals = {name: id(obj) for name, obj in list(vars(sys.modules["__main__"]).items())} \
