@@ -136,11 +136,13 @@ class MapRun:
                 obs.planned(self.call)
                 for block in self._execute(plan):
                     self._pause(True)
+                    handed = time.monotonic_ns(), getattr(block, "work_ns", 0)
                     try:
                         yield block
                     except GeneratorExit:
                         closed = True  # by its consumer; an item's own GeneratorExit is a failure like any
                         raise
+                    self._count_consumer(block, *handed)
                     self._pause(False)
                 self.source.raise_error()
         except GeneratorExit as exc:
@@ -190,6 +192,12 @@ class MapRun:
     def _all_done(self) -> bool:
         """Every item of the input ran (an ``imap`` closed after its last result is a completed call)."""
         return self.source.exhausted and sum(c.n_items for c in self.rec.chunks) >= self.rec.n_items
+
+    def _count_consumer(self, block: Any, handed_ns: int, work_ns: int) -> None:
+        """An ``imap`` caller's own time with this block: its wait, less the items a serial block ran meanwhile."""
+        if self.streaming:
+            ran_ns = getattr(block, "work_ns", 0) - work_ns
+            self.rec.consumer_ns += max(0, time.monotonic_ns() - handed_ns - ran_ns)
 
     def _pause(self, paused: bool) -> None:
         """``imap`` hands a result to its caller: until resumed, ``shutdown`` may detach the call."""

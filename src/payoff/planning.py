@@ -818,7 +818,7 @@ class Planner:
         in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
-            per_item, share = record.serial_estimate_seconds / record.n_items, _cpu_share(record)
+            per_item, share = record.work_seconds / record.n_items, _cpu_share(record)
             if not self.knowledge.observe(fn, per_item, share):  # no probe ran: the pool measured it first
                 self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share)
             if not in_process:

@@ -211,6 +211,7 @@ class MapRecord:
     busy_seconds: float
     cpu_seconds: float
     serial_estimate_seconds: float
+    """What a loop would take: the items' work, contention removed, and an ``imap`` consumer's own time."""
     overhead_seconds: dict[str, float]
     bytes_sent: int
     bytes_received: int
@@ -220,6 +221,14 @@ class MapRecord:
     chunks: tuple[ChunkStats, ...] = field(repr=False)
     outcome: str = "ok"
     """How the call ended, one of ``OUTCOMES``; a call that is not ``ok`` is never judged against serial."""
+    consumer_seconds: float = 0.0
+    """The time an ``imap``'s caller spent between taking results, on its own work: a loop with the same
+    consumer spends it too, so the serial estimate counts it; the items' own cost leaves it out."""
+
+    @property
+    def work_seconds(self) -> float:
+        """The serial estimate of the items alone, without an ``imap`` consumer's time."""
+        return max(0.0, self.serial_estimate_seconds - self.consumer_seconds)
 
     @_memo
     def queue_wait(self) -> Summary:
@@ -354,6 +363,7 @@ class RecordBuilder:
         self.fallback_reason: Reason | None = None
         self.fallback_detail = ""
         self.workers = 1
+        self.consumer_ns = 0
         self.chunk_size = max(1, n_items)
         self.cpu_ratio: float | None = None
         """CPU per second of wall time of an item run alone (the probe, or what earlier calls measured)."""
@@ -405,7 +415,7 @@ class RecordBuilder:
                 total += c.own_seconds
             else:
                 total += min(c.own_seconds, c.cpu_seconds / ratio)
-        return total
+        return total + self.consumer_ns / 1e9
 
     def build(self, error: BaseException | None = None) -> MapRecord:
         """Freeze the call's record; ``error`` is what the call raised (None: it returned its results)."""
@@ -427,4 +437,5 @@ class RecordBuilder:
             serial_estimate_seconds=self._serial_estimate(), overhead_seconds=overhead,
             bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
             n_errors=n_errors, started_at=self.started_at, chunks=chunks, outcome=outcome_of(error, n_errors),
+            consumer_seconds=self.consumer_ns / 1e9,
         )

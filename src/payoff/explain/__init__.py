@@ -206,7 +206,7 @@ def _measured_cost(executor: ParallelExecutor, workload: str) -> float | None:
     """Seconds per item from this executor's most recent clean call of ``workload``, else an earlier probe."""
     for record in reversed(executor.records):
         if record.workload == workload and record.n_items and not record.n_errors:
-            return record.serial_estimate_seconds / record.n_items
+            return record.work_seconds / record.n_items
     return _probed.get(executor, {}).get(workload)
 
 

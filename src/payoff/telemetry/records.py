@@ -362,6 +362,7 @@ def record_from_dict(data: object) -> MapRecord:
         bytes_received=f.count("bytes_received"), n_errors=f.count("n_errors"),
         started_at=_unix_time(f.raw("started_at")), chunks=_chunks(f.raw("chunks")),
         outcome=f.choice("outcome", OUTCOMES, "ok"),  # absent in lines written before outcomes were recorded
+        consumer_seconds=_number(f.raw("consumer_seconds", 0.0), f.name("consumer_seconds")),
     )
 
 
