@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 import warnings
+from array import array
 from concurrent.futures import CancelledError
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -260,15 +262,18 @@ def test_own_time_is_busy_time_less_the_waits_for_a_cpu(busy: int, cpu: int, run
     assert _chunk_with("pool", busy, cpu, runq).own_seconds == pytest.approx(own / 1e9)
 
 
-def test_the_serial_estimate_takes_waits_for_a_cpu_off_pool_chunks_only() -> None:
+def test_the_serial_estimate_takes_the_pools_own_waits_for_a_cpu_off_pool_chunks_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0})  # two workers on one core: they wait for each other
     rec = _builder(n_items=30)
     rec.cpu_ratio = 0.05  # waiting work: no GIL correction, only the run queue's
-    rec.chunks = [_chunk_with("pool", 10_000_000, 1_000_000, 4_000_000),
+    rec.chunks = [_chunk_with("pool", 10_000_000, 5_000_000, 5_000_000),
+                  _chunk_with("pool", 10_000_000, 5_000_000, 5_000_000),
                   _chunk_with("caller", 10_000_000, 1_000_000, 4_000_000)]  # a loop here would wait too
-    assert rec.build().serial_estimate_seconds == pytest.approx(0.006 + 0.010)
+    assert rec.build().serial_estimate_seconds == pytest.approx(0.005 + 0.005 + 0.010)
     rec.cpu_ratio = 1.0  # CPU-bound: the smaller of the own time and CPU time over the probe's ratio
-    rec.chunks = [_chunk_with("pool", 10_000_000, 5_000_000, 2_000_000)]
-    assert rec.build().serial_estimate_seconds == pytest.approx(0.005)
+    rec.chunks = [_chunk_with("pool", 10_000_000, 5_000_000, 5_000_000)] * 2
+    assert rec.build().serial_estimate_seconds == pytest.approx(0.010)
 
 
 def test_a_program_that_closed_its_stderr_still_maps(tmp_path: Path) -> None:
@@ -279,3 +284,28 @@ def test_a_program_that_closed_its_stderr_still_maps(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(Path(payoff.__file__).resolve().parents[1])})
     assert done.returncode == 0 and done.stdout.strip() == "[3, 2, 1]", (done.returncode, done.stdout)
+
+
+def _pool_chunk(index: int, start_ns: int, busy_s: float, cpu_s: float, runq_s: float) -> Any:
+    from payoff.worker import ChunkOutcome
+
+    outcome = ChunkOutcome(index, index * 10, [0] * 10, start_ns, start_ns + int(busy_s * 1e9), int(cpu_s * 1e9),
+                           array("q", [int(busy_s * 1e9)]), array("q", [10]), f"w{index}")
+    outcome.runq_ns = int(runq_s * 1e9)
+    return outcome
+
+
+@pytest.mark.parametrize(("runq_s", "loop_s"), [
+    (1.0, 3.0),   # two busy programs beside 2 workers on 2 cores: each worker ran half the time; a loop 2/3
+    (0.05, 2.0),  # a quiet machine: the caller's own moments; a loop alone waits for nothing
+])
+def test_a_loop_is_estimated_to_meet_the_other_programs_load_but_not_the_pools_own(
+        runq_s: float, loop_s: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waits for a CPU were all taken off the estimate, those other programs caused too: with two busy
+    programs beside a 2-worker pool the record said 0.93x for a call 1.49x faster than the loop."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
+    rec = RecordBuilder(1, "default", "processes", None, 20, 0, time.time())
+    rec.selected, rec.workers = "processes", 2
+    for k in range(2):
+        rec.add(_pool_chunk(k, 1_000, busy_s=1.0 + runq_s, cpu_s=1.0, runq_s=runq_s), "pool", 0)
+    assert rec._serial_estimate() == pytest.approx(loop_s, rel=0.02)

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
+from payoff.config import usable_cpus
 from payoff.reasons import Reason, initial_decision
 
 CPU_BOUND_RATIO = 0.5
@@ -350,6 +351,10 @@ class MapRecord:
         return data
 
 
+LOCAL_PROCESS_POOLS = frozenset({"processes", "joblib"})
+"""Strategies whose workers are processes of this machine, each with its own CPU time and run-queue wait."""
+
+
 class RecordBuilder:
     """Accumulates one call's measurements while it runs; ``build`` freezes them."""
 
@@ -415,7 +420,28 @@ class RecordBuilder:
                 total += c.own_seconds
             else:
                 total += min(c.own_seconds, c.cpu_seconds / ratio)
-        return total + self.consumer_ns / 1e9
+        return total + self._others_load() + self.consumer_ns / 1e9
+
+    def _others_load(self) -> float:
+        """What other programs' load would have added to a loop: the pool's waits for a CPU, less its own.
+
+        With N runnable threads on C cores each waits ``N/C - 1`` seconds per second of CPU. The pool's
+        workers measured that wait per CPU second (``q``) with, on average, ``W`` of their own runnable;
+        a loop alone in their place would have met the rest, ``N - W + 1`` runnable: a wait of
+        ``q - (W - 1)/C``, nothing once the pool's own workers explain it (a quiet machine). Only for worker
+        processes of this machine: threads also wait for a CPU at each hand-over of the GIL, which is the
+        pool's own cost (a loop has none), and a cluster's workers meet another machine's load.
+        """
+        if self.selected not in LOCAL_PROCESS_POOLS:
+            return 0.0
+        pool = [c for c in self.chunks if c.where == "pool"]
+        cpu_ns, runq_ns = sum(c.cpu_ns for c in pool), sum(c.runq_ns for c in pool)
+        if cpu_ns <= 0 or runq_ns <= 0:
+            return 0.0
+        span_ns = max(c.end_ns for c in pool) - min(c.start_ns for c in pool)
+        runnable = (cpu_ns + runq_ns) / span_ns if span_ns > 0 else 1.0
+        loop_wait = runq_ns / cpu_ns - max(0.0, runnable - 1) / usable_cpus()
+        return max(0.0, loop_wait) * cpu_ns / 1e9
 
     def build(self, error: BaseException | None = None) -> MapRecord:
         """Freeze the call's record; ``error`` is what the call raised (None: it returned its results)."""
