@@ -369,6 +369,7 @@ class RecordBuilder:
         self.fallback_detail = ""
         self.workers = 1
         self.consumer_ns = 0
+        self._process_cpu_ns = time.process_time_ns()
         self.chunk_size = max(1, n_items)
         self.cpu_ratio: float | None = None
         """CPU per second of wall time of an item run alone (the probe, or what earlier calls measured)."""
@@ -428,7 +429,8 @@ class RecordBuilder:
         With N runnable threads on C cores each waits ``N/C - 1`` seconds per second of CPU. The pool's
         workers measured that wait per CPU second (``q``) with, on average, ``W`` of their own runnable;
         a loop alone in their place would have met the rest, ``N - W + 1`` runnable: a wait of
-        ``q - (W - 1)/C``, nothing once the pool's own workers explain it (a quiet machine). Only for worker
+        ``q - (W - 1)/C``, nothing once the pool's own workers explain it (a quiet machine); the caller's
+        process (sending chunks, taking results) counts among them with its CPU time. Only for worker
         processes of this machine: threads also wait for a CPU at each hand-over of the GIL, which is the
         pool's own cost (a loop has none), and a cluster's workers meet another machine's load.
         """
@@ -439,7 +441,8 @@ class RecordBuilder:
         if cpu_ns <= 0 or runq_ns <= 0:
             return 0.0
         span_ns = max(c.end_ns for c in pool) - min(c.start_ns for c in pool)
-        runnable = (cpu_ns + runq_ns) / span_ns if span_ns > 0 else 1.0
+        caller_ns = time.process_time_ns() - self._process_cpu_ns
+        runnable = (cpu_ns + runq_ns + caller_ns) / span_ns if span_ns > 0 else 1.0
         loop_wait = runq_ns / cpu_ns - max(0.0, runnable - 1) / usable_cpus()
         return max(0.0, loop_wait) * cpu_ns / 1e9
 
