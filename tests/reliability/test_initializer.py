@@ -181,3 +181,19 @@ def test_the_callers_own_run_of_the_initializer_does_not_replace_the_workers_sta
     parent = int(words[words.index("parent") + 1])
     second = proc.stdout.split("second", 1)[1]
     assert str(parent) not in second, proc.stdout
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_pool_with_an_initializer_starts_where_no_temporary_folder_can_be_made(
+        no_model: None, strategy: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only or full temp folder: the folder for workers' initializer failure reports could not be made,
+    and the pool never started ('No usable temporary directory found'), where a stdlib pool starts."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker / "tmp"))  # a folder inside a file: never made
+    config = ParallelConfig(strategy=strategy, worker_initializer=tasks.load_model, worker_init_args=(10,), **FORCE)
+    with ParallelExecutor(config) as ex:
+        assert ex.map(tasks.predict, range(50)) == [x * 10 for x in range(50)]
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == strategy and not record.pool_start_failed, \
+        record.fallback_detail

@@ -157,9 +157,14 @@ class PickledPoolStrategy(Strategy):
     _init_dir: ScratchDir | None = None
 
     def _init_args(self, parent: int | None, owner: int | None = None) -> tuple[Any, ...]:
-        """``init_process``'s arguments; a pool with an initializer gets a folder its workers report to."""
+        """``init_process``'s arguments; a pool with an initializer gets a folder its workers report to.
+
+        Where no folder can be made (a read-only or full temp folder), the pool starts without it: a worker
+        whose initializer fails then breaks the pool with less to say, as a stdlib pool's would.
+        """
         if self.initializer is not None and self._init_dir is None:
-            self._init_dir = ScratchDir("payoff-init-")
+            with contextlib.suppress(OSError):
+                self._init_dir = ScratchDir("payoff-init-")
         return (self.initializer, self.initargs, parent, None if self._init_dir is None else self._init_dir.path,
                 owner)
 
