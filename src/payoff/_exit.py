@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 _hooks: list[Callable[[], None]] = []
 _ran_in: int | None = None
@@ -84,8 +84,8 @@ _workers: set[int] = set()
 LEFTOVER_GRACE_SECONDS = 1.0
 
 
-def note_workers(pids: Iterable[int]) -> None:
-    _workers.update(pids)
+def note_worker(pid: int) -> None:
+    _workers.add(pid)
 
 
 def _stop_in_child() -> None:

@@ -15,7 +15,6 @@ import contextvars
 import functools
 import math
 import multiprocessing
-import os
 import pickle
 import statistics
 import threading
@@ -30,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from payoff import _forks
-from payoff.config import ParallelConfig
+from payoff.config import ParallelConfig, usable_cpus
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site
 from payoff.reasons import Reason, initial_decision
@@ -624,10 +623,7 @@ class Call:
 def available_workers(config: ParallelConfig) -> int:
     if config.max_workers is not None:
         return config.max_workers
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return usable_cpus()
 
 
 class Planner:
@@ -883,10 +879,8 @@ def _cpu_share(record: MapRecord) -> float | None:
     """
     if record.busy_seconds <= 0:
         return None
-    own = sum(c.own_seconds for c in record.chunks) or record.busy_seconds  # waits for a CPU are not the item's
-    share = record.cpu_seconds / own
     if record.selected_strategy != "threads":
-        return share
+        return _own_share(record)
     if record.decision_reason is Reason.AUTO_WAITING:
         return _threads_share(record)
     return None
@@ -898,6 +892,11 @@ def _threads_share(record: MapRecord) -> float:
     share says. Only a first guess: a probe or a run on processes corrects it."""
     if record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds:
         return 1.0
+    return _own_share(record)
+
+
+def _own_share(record: MapRecord) -> float:
+    """CPU per second of the items' own time: their waits for a CPU are not the items'."""
     own = sum(c.own_seconds for c in record.chunks) or record.busy_seconds
     return record.cpu_seconds / own if own > 0 else 1.0
 

@@ -246,7 +246,6 @@ def run_chunk(
     start_ns = time.monotonic_ns()
     cpu0, runq0 = time.thread_time_ns(), run_queue_ns()
     error: BaseException | None = None
-    t0 = time.perf_counter_ns()
     try:
         _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns)
     except Exception as exc:
@@ -254,22 +253,25 @@ def run_chunk(
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
     except BaseException:
         if on_interrupt is not None:
-            _close_last_block(results, durations, sizes, time.perf_counter_ns() - t0 - sum(durations))
-            on_interrupt(ChunkOutcome(index, first, results, start_ns, time.monotonic_ns(),
-                                      time.thread_time_ns() - cpu0, durations, sizes, _worker_name(),
-                                      runq_ns=max(0, run_queue_ns() - runq0)))
+            _close_last_block(results, durations, sizes, time.monotonic_ns() - start_ns - sum(durations))
+            on_interrupt(_ended(index, first, results, start_ns, cpu0, runq0, durations, sizes))
         raise
     finally:
         _local.depth -= 1
-    end_ns = time.monotonic_ns()
-    outcome = ChunkOutcome(index, first, results, start_ns, end_ns, time.thread_time_ns() - cpu0,
-                           durations, sizes, _worker_name(), runq_ns=max(0, run_queue_ns() - runq0))
+    outcome = _ended(index, first, results, start_ns, cpu0, runq0, durations, sizes)
     if error is not None:
         outcome.error_index = first + len(results)
         _add_note(error, f"payoff: raised by item {outcome.error_index} of the map "
                          f"(chunk {index}, worker {outcome.worker})")
         outcome.error = error
     return outcome
+
+
+def _ended(index: int, first: int, results: list[Any], start_ns: int, cpu0: int, runq0: int,
+           durations: array[int], sizes: array[int]) -> ChunkOutcome:
+    """The chunk's outcome as it stands now, its thread's CPU time and run-queue wait since it began."""
+    return ChunkOutcome(index, first, results, start_ns, time.monotonic_ns(), time.thread_time_ns() - cpu0,
+                        durations, sizes, _worker_name(), runq_ns=max(0, run_queue_ns() - runq0))
 
 
 def _close_last_block(results: list[Any], durations: array[int], sizes: array[int], took_ns: int) -> None:

@@ -213,8 +213,9 @@ class PickledPoolStrategy(Strategy):
         if self._seen is None:
             self._seen = {}
         for pid, proc in list((getattr(self._pool, "_processes", None) or {}).items()):
-            self._seen.setdefault(pid, proc)
-        _exit.note_workers(self._seen)
+            if pid not in self._seen:
+                self._seen[pid] = proc
+                _exit.note_worker(pid)
 
     retires_idle_workers: bool = False
     """Whether the pool ends idle workers with a clean exit (loky does): such an exit then names no crash."""

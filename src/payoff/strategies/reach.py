@@ -58,6 +58,5 @@ def send_by_value(module: types.ModuleType) -> None:
     """From now on cloudpickle pickles ``module``'s functions and classes by value."""
     import cloudpickle
 
-    with contextlib.suppress(ValueError):  # already registered
-        if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
-            cloudpickle.register_pickle_by_value(module)
+    with contextlib.suppress(ValueError):  # a module gone from sys.modules meanwhile: it goes by name, as before
+        cloudpickle.register_pickle_by_value(module)  # a set: registering again changes nothing

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
 from payoff import _forks
-from payoff.reasons import Reason
+from payoff.reasons import Reason, recovered_reasons
 from payoff.telemetry.updates import (
     ADD,
     OBSERVE,
@@ -246,7 +246,7 @@ def _exposition_bound() -> int:
 def metrics_reference_markdown() -> str:
     """docs/metrics.md, generated from ``METRICS`` (a test fails when the file drifts)."""
     fallback_codes = sum(1 for r in Reason if r.is_fallback and not r.recovered)
-    recovered_codes = sum(1 for r in Reason if r.recovered)
+    recovered_codes = len(recovered_reasons())
     serial, pooled = pair_series_bound("serial"), pair_series_bound("processes")
     histogram_cells = ", ".join(f"`{h}` {_histogram_series(h)}" for h in PAIR_HISTOGRAMS)
     lines = [
@@ -314,7 +314,7 @@ def metrics_reference_markdown() -> str:
         "timing blocks at their per-item mean (items of over ~250 us are timed one by one and agree",
         "exactly), and there is no empty histogram, so a histogram appears with its first observation.",
     ]
-    recovered = " and ".join(f"`{r.value}`" for r in Reason if r.recovered)
+    recovered = " and ".join(f"`{r.value}`" for r in recovered_reasons())
     lines += ["", "## Reason codes", "",
               "A record's `fallback_reason` holds a fallback code. Two of them,",
               f"{recovered}, name a failure the call survived where it ran, by",
