@@ -464,3 +464,71 @@ def test_a_cost_far_from_the_remembered_one_replaces_it() -> None:
         ex.map(_loop, [30_000] * 40)
         record = ex.last_record
         assert record is not None and record.selected_strategy == "processes", record.summary()
+
+
+# -- work that mixes CPU with waiting: one reading of its share must not flip it between backends --------------
+
+
+def _saturated_threads_record(share_taught: float, n_items: int = 300) -> MapRecord:
+    """A threads call planned as waiting work whose threads together kept a core busy: GIL-bound, whether the
+    items are CPU-bound or mix CPU with waiting (six threads of 1 ms CPU and 2 ms sleep do that too)."""
+    built = RecordBuilder(1, "default", "auto", None, n_items, time.monotonic_ns(), time.time()).build()
+    wall = n_items * 1e-3
+    return replace(built, selected_strategy="threads", workers=6, decision_reason=Reason.AUTO_WAITING,
+                   wall_seconds=wall, busy_seconds=6 * wall, cpu_seconds=0.95 * wall,
+                   serial_estimate_seconds=n_items * 1e-3 / share_taught)
+
+
+@pytest.mark.parametrize("measured_on", ["probe", "processes"])
+def test_a_share_measured_in_worker_processes_outlives_a_gil_bound_threads_run(measured_on: str) -> None:
+    """Items of 1 ms CPU and 2 ms sleep flipped between threads and processes on every other call (1.3-1.5x
+    slower than ThreadPoolExecutor()): a threads run that kept a core busy re-taught them a CPU share of 1.0,
+    and the next run on processes taught 0.33 again. A GIL-bound threads run cannot tell CPU-bound items from
+    mixed ones, so it only corrects a share a probe read (a slow first item can make CPU-bound work look
+    waiting); a share measured in worker processes, where nothing holds an item back, stands."""
+    planner = planning.Planner()
+    planner.knowledge.teach(_nap, planning.Facts(3e-3, 0.33, 40, "", None, result_error=""))
+    if measured_on == "processes":
+        built = RecordBuilder(1, "default", "auto", None, 300, time.monotonic_ns(), time.time()).build()
+        on_processes = replace(built, selected_strategy="processes", workers=2, decision_reason=Reason.AUTO_CPU_BOUND,
+                               wall_seconds=0.45, busy_seconds=0.9, cpu_seconds=0.3, serial_estimate_seconds=0.9)
+        planner.learn(on_processes, _nap)
+    for _ in range(3):
+        planner.learn(_saturated_threads_record(0.33), _nap)
+    facts = planner.knowledge.get(_nap)
+    assert facts is not None
+    if measured_on == "processes":
+        assert facts.cpu_ratio == pytest.approx(0.33, abs=0.02), facts
+    else:
+        assert facts.cpu_ratio > planning.WAITING_CPU_RATIO, facts
+
+
+def _spin_then_sleep(x: int) -> int:
+    tasks.spin(x, 20_000)  # about 1 ms of CPU
+    time.sleep(0.002)
+    return x
+
+
+def test_mixed_cpu_and_waiting_items_settle_on_one_backend() -> None:
+    """The same call repeated on one executor: once measured, a function that mixes CPU with waiting keeps one
+    backend, instead of alternating between threads and processes as each run re-taught its CPU share."""
+    with ParallelExecutor() as ex:
+        for _ in range(7):
+            assert ex.map(_spin_then_sleep, range(80)) == list(range(80))
+        records = list(ex.records)
+    chosen = [r.selected_strategy for r in records]
+    assert len(set(chosen[3:])) == 1, chosen
+
+
+def test_threads_of_mixed_items_are_estimated_from_their_cpu_share_not_their_gil_waits() -> None:
+    """Six threads of items with 1 ms CPU and 2 ms sleep: each item's own time (6 ms) holds the waits for the
+    GIL the other threads held; a loop would take 3 ms an item, which its CPU over the share measured alone
+    (1 ms / 0.33) tells. The estimate counted the 6 ms: 5.4x recorded for a 2.8x call."""
+    builder = RecordBuilder(1, "default", "auto", None, 100, time.monotonic_ns(), time.time())
+    builder.selected, builder.cpu_ratio = "threads", 1 / 3
+    ms = 1_000_000
+    for k in range(10):
+        outcome = ChunkOutcome(k, 10 * k, [None] * 10, k * 60 * ms, (k + 1) * 60 * ms, 10 * ms,
+                               array("q", [6 * ms] * 10), array("q", [1] * 10), "worker-1")
+        builder.add(outcome, "pool", k * 60 * ms)
+    assert builder.build().serial_estimate_seconds == pytest.approx(0.3, rel=0.01)

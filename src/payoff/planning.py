@@ -33,7 +33,7 @@ from payoff.config import ParallelConfig, usable_cpus
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site
 from payoff.reasons import Reason, initial_decision
-from payoff.record import MapRecord
+from payoff.record import LOCAL_PROCESS_POOLS, MapRecord
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
 from payoff.worker import CancelToken, ChunkOutcome, Star, in_worker, run_chunk
@@ -64,6 +64,8 @@ WAITING_CPU_RATIO = 0.4
 """Items whose probe used less CPU than this per second of wall time mostly wait: threads, more than cores."""
 GIL_BOUND_CORES = 0.8
 """Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
+SHARE_WITHOUT_GIL = LOCAL_PROCESS_POOLS | {"serial"}
+"""Where a call's items read their CPU share with no other thread of the call holding the GIL."""
 VERDICT_RETRY = 8
 """After this many calls held serial by a verdict, one runs in parallel again to re-measure it; the wait
 doubles each time the loss is confirmed (at most 128x), so a function that never gains pays for few probes."""
@@ -293,6 +295,11 @@ class Facts:
     result_bytes: int = 0
     """Pickled bytes of one result: a probe's first result, then what a process pool's results averaged. A
     call that recalls the function runs no item here, so without it results would be priced as free."""
+    share_without_gil: bool = False
+    """Whether ``cpu_ratio`` was read from a whole call whose items no other thread of it held back (in worker
+    processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
+    that mix CPU with waiting, so their reading only corrects a share a probe took from a few first items
+    (a slow first item can make CPU-bound work look waiting)."""
 
     def fn_facts_hold_for(self, fn: Callable[..., Any]) -> bool:
         return self.measured_on is not None and self.measured_on.holds_for(fn)
@@ -383,14 +390,16 @@ class Knowledge:
             if probe.outcome is not None and probe.outcome.n_done:
                 facts.result_bytes = probe.result_bytes
 
-    def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float) -> None:
+    def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float,
+                       without_gil: bool = False) -> None:
         """Facts of a function first measured by a whole call on a pool, with no probe (its pickling unknown)."""
         key = fn_key(fn)
         if key is None or seconds_per_item <= 0:
             return
         with self._lock:
             if key not in self._facts:
-                self._store(key, Facts(seconds_per_item, min(1.0, max(0.01, cpu_ratio)), 0, "", None))
+                self._store(key, Facts(seconds_per_item, min(1.0, max(0.01, cpu_ratio)), 0, "", None,
+                                       share_without_gil=without_gil))
 
     def _store(self, key: Hashable, facts: Facts) -> None:
         """Under the lock: ``facts`` as the newest entry, the least recently used dropped past LIMIT."""
@@ -399,9 +408,11 @@ class Knowledge:
         while len(self._facts) > self.LIMIT:
             self._facts.popitem(last=False)
 
-    def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None) -> bool:
+    def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None,
+                without_gil: bool = False) -> bool:
         """Correct the remembered cost (and how much of it is CPU) with what a whole call measured.
 
+        A CPU share read ``without_gil`` is not corrected by one read on threads (``Facts.share_without_gil``).
         False when nothing is remembered of ``fn`` to correct.
         """
         with self._stored(fn) as facts:
@@ -413,8 +424,11 @@ class Knowledge:
                     > COST_SHIFT * min(seconds_per_item, facts.seconds_per_item)
                 facts.seconds_per_item = seconds_per_item if new else \
                     (1 - a) * facts.seconds_per_item + a * seconds_per_item
-            if cpu_ratio is not None:
-                facts.cpu_ratio = (1 - a) * facts.cpu_ratio + a * min(1.0, max(0.01, cpu_ratio))
+            if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
+                first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
+                share = min(1.0, max(0.01, cpu_ratio))
+                facts.cpu_ratio = share if first else (1 - a) * facts.cpu_ratio + a * share
+                facts.share_without_gil = without_gil
         return True
 
     def observe_results(self, fn: Callable[..., Any], bytes_per_result: int) -> None:
@@ -815,8 +829,9 @@ class Planner:
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
             per_item, share = record.work_seconds / record.n_items, _cpu_share(record)
-            if not self.knowledge.observe(fn, per_item, share):  # no probe ran: the pool measured it first
-                self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share)
+            own = record.selected_strategy in SHARE_WITHOUT_GIL
+            if not self.knowledge.observe(fn, per_item, share, own):  # no probe ran: the pool measured it first
+                self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share, own)
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call

@@ -18,9 +18,13 @@ import numpy.typing as npt
 
 from payoff.config import usable_cpus
 from payoff.reasons import Reason, initial_decision
+from payoff.worker import run_queue_readable
 
 CPU_BOUND_RATIO = 0.5
 """Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
+GIL_PRICED_RATIO = 0.1
+"""On threads, work with at least this CPU share is priced by its CPU: below it an item's CPU is too small a
+part of its time, and too noisy a reading, to stand for the whole item (and it hardly holds the GIL)."""
 PAYS_OFF_MARGIN = 1.05
 """A call "pays off" when its estimated speedup beats serial by at least 5%."""
 OUTCOMES = ("ok", "error", "timeout", "cancelled")
@@ -403,25 +407,37 @@ class RecordBuilder:
         return stats
 
     def _serial_estimate(self) -> float:
-        """Busy time, less what pool chunks spent waiting for a CPU or, when CPU-bound, for the GIL.
+        """Busy time, less what pool chunks spent waiting for a CPU or, when it uses the CPU, for the GIL.
 
         A pool's workers, with the caller, can outnumber the cores: a chunk then
         waits on the run queue, which a loop alone would not (``own_seconds``).
-        Threads of CPU-bound work wait for the GIL instead, which only their CPU
+        Threads of work that uses the CPU wait for the GIL instead, which only their CPU
         time shows; the probe, run alone in the caller, tells how much CPU an
         item uses per second of wall time (``cpu_ratio``). Chunks run here are
         counted whole: a loop here, now, would have met the same machine.
         """
-        ratio = self.cpu_ratio if self.cpu_ratio is not None and self.cpu_ratio >= CPU_BOUND_RATIO else None
+        ratio = self._pricing_ratio()
         total = 0.0
         for c in self.chunks:
             if c.where != "pool":
                 total += c.busy_seconds
-            elif ratio is None:  # waiting work does not hold the GIL; unmeasured work cannot be corrected for it
+            elif ratio is None:  # work that hardly holds the GIL; unmeasured work cannot be corrected for it
                 total += c.own_seconds
             else:
                 total += min(c.own_seconds, c.cpu_seconds / ratio)
         return total + self._others_load() + self.consumer_ns / 1e9
+
+    def _pricing_ratio(self) -> float | None:
+        """The CPU share that prices a pool chunk by its CPU time, or None to take its own time.
+
+        Threads that mix CPU with waiting also wait for the GIL while others hold it (six threads of 1 ms CPU
+        and 2 ms sleep: 6 ms an item, where a loop takes 3 ms), so their CPU prices them from a lower share
+        than worker processes need, whose own time is already free of waits for a CPU where it can be read.
+        """
+        if self.selected in LOCAL_PROCESS_POOLS and run_queue_readable():
+            return None  # a share learned from threads or a probe could only add its own error
+        floor = GIL_PRICED_RATIO if self.selected == "threads" else CPU_BOUND_RATIO
+        return self.cpu_ratio if self.cpu_ratio is not None and self.cpu_ratio >= floor else None
 
     def _others_load(self) -> float:
         """What other programs' load would have added to a loop: the pool's waits for a CPU, less its own.

@@ -470,6 +470,14 @@ def run_queue_ns() -> int:
     return stat.run_delay_ns()
 
 
+def run_queue_readable() -> bool:
+    """Whether this thread's waits for a CPU can be read here: then a process's chunk times its items without
+    them (``run_queue_ns``), and needs no CPU share to take them off."""
+    run_queue_ns()
+    stat: _Schedstat = _local.schedstat
+    return stat.fd is not None
+
+
 def _worker_name() -> str:
     return f"{os.getpid()}:{threading.get_ident()}"
 
