@@ -150,6 +150,18 @@ DEAR_FROM = 1960
 """Items from here on of ``cheap_then_dear_tail`` cost ~20 ms; the ones before ~50 us."""
 
 
+DEAR_HEAD = 4
+"""Items before this of ``dear_head_then_cheap`` cost ~100 ms; the rest ~50 us."""
+
+
+def dear_head_then_cheap(x: int) -> int:
+    """Largest first, as for longest-processing-time scheduling: a few dear items, then many cheap ones."""
+    if x < DEAR_HEAD:
+        time.sleep(0.1)
+        return -x
+    return spin(x, 1000)
+
+
 def cheap_then_dear_tail(x: int) -> int:
     """A size-sorted input: cheap CPU work, then a short tail of dear items (waits: any backend overlaps them)."""
     if x >= DEAR_FROM:

@@ -19,7 +19,7 @@ import pytest
 from payoff import ParallelConfig, ParallelExecutor
 from payoff.scheduling import GuidedChunks
 from payoff.worker import MAX_BLOCK, run_chunk
-from tests.tasks import DEAR_FROM, cheap_then_dear_tail, slow_at_twenty, spin
+from tests.tasks import DEAR_FROM, DEAR_HEAD, cheap_then_dear_tail, dear_head_then_cheap, slow_at_twenty, spin
 
 N_ITEMS = 2000
 
@@ -45,6 +45,24 @@ def test_a_sorted_dear_tail_is_shared_out_once_it_is_measured(strategy: str) -> 
     indices = {c.index for c in record.chunks}
     assert len(indices) < record.n_chunks  # some chunks handed items back
     assert f"in {len(indices):,} chunks ({record.n_chunks:,} pieces)" in record.summary()
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_dear_items_at_the_head_are_cut_apart(strategy: str) -> None:
+    """Items sorted largest first: the chunks' sizes come from costs measured so far, and the first chunks of a
+    call were cut at full size, so 3 of 4 dear items sat in one chunk (one worker ran them alone while the
+    other ran out of work: 1.4x the loop where joblib got 1.9x). Chunks now start small and double, on the
+    first call (which measured a dear item) and on a later one (which recalls a cheap average cost)."""
+    items = list(range(N_ITEMS))
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        for _ in range(2):
+            assert ex.map(dear_head_then_cheap, items) == [dear_head_then_cheap(x) for x in items[:DEAR_HEAD]] + \
+                [spin(x, 1000) for x in items[DEAR_HEAD:]]
+            record = ex.last_record
+            assert record is not None and record.selected_strategy == strategy
+            pool = [c for c in record.chunks if c.where == "pool"]
+            dear = [max(0, min(c.first_item + c.n_items, DEAR_HEAD) - c.first_item) for c in pool]
+            assert max(dear) <= 2, sorted((c.first_item, c.n_items) for c in pool)[:6]
 
 
 def test_a_chunk_over_its_budget_hands_back_the_items_it_did_not_start() -> None:
@@ -133,7 +151,7 @@ def test_an_unmeasured_schedule_learns_its_floor_and_budgets_from_the_first_chun
     sizer = GuidedChunks(250, 1, 2, None, floor_seconds=0.003)
     assert not sizer.fixed
     assert sizer.budget_ns(250) is None, "no budget before anything is measured"
-    assert sizer.next(2000) == 250
+    assert [sizer.next(2000 - k) for k in range(3)] == [1, 2, 4], "unmeasured, chunks start at one item"
     sizer.observe(250, 0.025)  # 100 us an item
     assert sizer.budget_ns(100) == 30_000_000  # 3 x 100 items x 100 us
     assert sizer.next(40) == 30, "the floor is 3 ms of work at the measured cost"

@@ -543,6 +543,7 @@ class MapRun:
         """A chunk over its budget handed back its unstarted items: cut them again, first in line."""
         ahead = self._left_to_take() or 0
         items, first, pieces = task.items[done:], task.first + done, []
+        self.sizer.restart()
         while items:
             size = self.sizer.next(len(items) + ahead)
             pieces.append(ChunkTask(task.index, first, items[:size], self.token, retry=task.retry,

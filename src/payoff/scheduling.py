@@ -15,6 +15,15 @@ soft time budget, a few times what it was planned to take: past it, the
 worker hands back the items it has not started and they are cut again from
 what they now measure (work stealing, from the queue's side).
 
+A budget is only as good as the cost it was planned from: items sorted
+largest first (as for longest-processing-time scheduling) put the dear ones
+in the first chunks, cut at full size from an average that hides them. So
+the chunks of a call start at the floor (one item while the cost is
+unmeasured) and double up to the guided size, as joblib's batches grow from
+one item: a dear head is spread over the first small chunks, and uniform
+items pay a few more dispatches, each worth the floor's work. Items a chunk
+hands back start small again.
+
 An ``imap`` hands results out as they come, so its chunks also have a ceiling
 in work (``max_seconds``): with slow items a chunk sized for throughput would
 hold the first result back for seconds, and an ``imap`` its consumer left
@@ -75,11 +84,17 @@ class GuidedChunks:
         self._per_item = seconds_per_item if measured and seconds_per_item is not None else 0.0
         self._floor_seconds = self.floor * self._per_item if measured else floor_seconds
         self._stream_chunks = 0
+        self._ramp = 0
+        """Chunks cut since the call started or items were handed back: the next is at most floor x 2^this."""
 
     def next(self, remaining: int | None) -> int:
         """The size of the next chunk; ``remaining`` is None for a stream of unknown length."""
-        size = self.size if self.fixed or remaining is None else \
-            guided_size(remaining, self.workers, self._current_floor(), self.size)
+        if self.fixed or remaining is None:
+            size = self.size
+        else:
+            floor = self._current_floor()
+            size = min(guided_size(remaining, self.workers, floor, self.size), floor << min(self._ramp, 30))
+            self._ramp += 1
         if self.max_seconds is None:
             return size
         if remaining is not None or self._per_item <= 0:
@@ -93,6 +108,10 @@ class GuidedChunks:
         if self._per_item <= 0:
             return 1
         return max(1, min(size, int(max_seconds / self._per_item)))
+
+    def restart(self) -> None:
+        """Items a chunk handed back are those its cost did not foresee: cut them small again."""
+        self._ramp = 0
 
     def budget_ns(self, size: int) -> int | None:
         """How long a chunk of ``size`` may run; None when sizes are fixed (a user's chunksize, a stream)."""
