@@ -251,6 +251,51 @@ def test_records_are_consistent() -> None:
     assert record.cpu_seconds <= record.serial_estimate_seconds <= record.busy_seconds
     assert record.to_dict()["fallback_reason"] is None
     assert "threads x2" in record.summary()
+    assert not record.pool_shared and record.shared_seconds == 0  # alone on its pool: all of it was its capacity
+    assert record.capacity_seconds == record.workers * record.wall_seconds
+
+
+_MET: dict[str, threading.Event] = {}
+"""Per call of the shared-pool test: set when that call's first item runs."""
+
+
+def _meet_then_nap(item: tuple[str, str, int]) -> int:
+    """Each call's first item waits for the other call's first item: both calls are on the pool at once."""
+    mine, other, i = item
+    if i == 0:
+        _MET[mine].set()
+        _MET[other].wait(10)
+    time.sleep(0.03)
+    return i
+
+
+def test_calls_sharing_a_pool_do_not_read_the_other_calls_chunks_as_idle() -> None:
+    """Two threads map at once on one executor (a web server's pattern): the pool's two workers run both calls'
+    chunks all along. Each record counted the whole pool (workers x wall) as its own capacity, so each read
+    about 50% utilization while the pool was full, and the tuning guide's reading of low utilization (too few
+    chunks: a smaller chunksize) was wrong. The other call's worker time is occupied, not idle capacity."""
+    _MET.update(a=threading.Event(), b=threading.Event())
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
+        ex.map(tasks.square, range(4))  # the pool runs before both calls: neither pays for its start
+        start = threading.Barrier(2)
+
+        def call(mine: str, other: str) -> list[int]:
+            start.wait()
+            return ex.map(_meet_then_nap, [(mine, other, i) for i in range(12)], chunksize=1)
+
+        with ThreadPoolExecutor(2) as callers:
+            results = list(callers.map(call, "ab", "ba"))
+        records = list(ex.records)[1:]
+    assert results == [list(range(12))] * 2
+    assert len(records) == 2 and all(r.completed and r.workers == 2 for r in records)
+    for r in records:
+        assert r.pool_shared, r
+        assert 0 < r.shared_seconds < r.workers * r.wall_seconds
+        assert r.capacity_seconds == pytest.approx(r.workers * r.wall_seconds - r.shared_seconds)
+        assert r.to_dict()["pool_shared"] and r.to_dict()["shared_seconds"] == r.shared_seconds
+        # each call alone used about half the pool; with the other's chunks counted as occupied, well over 70%
+        assert r.utilization > 0.7, r.summary()
+        assert "pool shared" in r.summary()
 
 
 def test_records_are_bounded() -> None:

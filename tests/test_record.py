@@ -21,6 +21,7 @@ import pytest
 
 import payoff
 from payoff import ParallelConfig, ParallelExecutor, progress
+from payoff._pools import held_ns
 from payoff.observers import CallInfo, CallSite
 from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, RecordBuilder, Summary, block_items
 from payoff.telemetry.records import InvalidRecord, record_from_dict, record_line
@@ -212,6 +213,33 @@ def test_the_outcome_travels_through_the_records_file_and_the_span() -> None:
     with pytest.raises(InvalidRecord, match="outcome"):
         record_from_dict({**data, "outcome": "exploded"})
     assert span_attributes(record)["payoff.outcome"] == "timeout"
+
+
+def test_other_calls_chunks_take_only_the_workers_they_held_during_the_lease() -> None:
+    """``held_ns`` counts other work's worker time within the lease, at most the call's workers at once, and
+    none of it while a larger pool had workers to spare beyond the call's."""
+    spans = [(0, 100), (50, 150), (60, 70), (500, 600)]
+    # one other chunk, then two (a third beside them takes no more of 2 workers), then one; (500, 600) is later
+    assert held_ns(spans, 0, 200, workers=2, room=0) == 50 + 2 * 50 + 50
+    assert held_ns(spans, 80, 120, workers=2, room=0) == 2 * 20 + 20
+    assert held_ns(spans, 0, 200, workers=2, room=1) == 10 + 2 * 10 + 30  # one spare worker: what ran beyond it
+    assert held_ns(spans, 200, 400, workers=2, room=0) == 0
+    assert held_ns([], 0, 200, workers=2, room=0) == 0
+
+
+def test_a_shared_pool_travels_through_the_records_file() -> None:
+    rec = _builder()
+    rec.chunks.append(_done_chunk(0, 4))
+    rec.share(True, 1_000)
+    record = rec.build()
+    assert record.pool_shared and record.shared_seconds == 1e-6
+    assert record.capacity_seconds == pytest.approx(2 * record.wall_seconds - 1e-6)
+    assert "pool shared" in record.summary() and "pool shared, others held" in record._repr_html_()
+    data = json.loads(record_line(record))
+    assert data["pool_shared"] is True and data["shared_seconds"] == 1e-6
+    assert record_from_dict(data) == record
+    older = {k: v for k, v in data.items() if k not in ("pool_shared", "shared_seconds")}
+    assert not record_from_dict(older).pool_shared and record_from_dict(older).shared_seconds == 0
 
 
 def _speedup_updates(record: MapRecord) -> list[object]:

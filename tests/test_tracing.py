@@ -19,7 +19,7 @@ ATTRIBUTE_TYPES = {
     "payoff.chunk_size": int, "payoff.workers": int, "payoff.speedup": float, "payoff.efficiency": float,
     "payoff.utilization": float, "payoff.queue_wait.p50_seconds": float, "payoff.queue_wait.p95_seconds": float,
     "payoff.task_time.p50_seconds": float, "payoff.task_time.p95_seconds": float,
-    "payoff.pool_start_seconds": float, "payoff.pool_reused": bool, "payoff.workload": str,
+    "payoff.pool_start_seconds": float, "payoff.pool_reused": bool, "payoff.pool_shared": bool, "payoff.workload": str,
     "payoff.pays_off": bool, "payoff.wall_seconds": float, "payoff.serial_estimate_seconds": float,
 }
 

@@ -160,15 +160,14 @@ class MapRun:
         finally:
             try:
                 self._end_streamed()
-                shared = self.lease is not None and self.lease.shared()
                 if self.lease is not None:
-                    self.ex._pools.release(self.lease)
+                    self._release(self.lease)
                 if self.stream:
                     self.rec.n_items = self.source.taken
                 if left is not None and error is None and not self._all_done():
                     error = left  # its consumer left before the last result: cancelled, not judged
                 record = self.rec.build(error)
-                self.ex._finish(self.call, record, self.fn, error, self.config, shared)
+                self.ex._finish(self.call, record, self.fn, error, self.config)
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 
@@ -599,6 +598,8 @@ class MapRun:
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         where = "caller" if isinstance(pool, SerialStrategy) else "retry" if task.retry else "pool"
         stats = self.rec.add(outcome, where, task.submit_ns)
+        if where == "pool" and self.lease is not None:
+            self.lease.ran(stats.start_ns, stats.end_ns)
         self.ex._observers.chunk(self.call, stats)
         if outcome.error is not None:
             if not self.ordered:  # imap_unordered: the first error to come is the first in its order
@@ -779,8 +780,13 @@ class MapRun:
     def _fresh_lease(self, broken: Strategy) -> None:
         """Give back the lease on the broken pool and take one on a new pool of the same kind."""
         assert self.lease is not None
-        self.ex._pools.release(self.lease)
+        self._release(self.lease)
         self.lease = self._lease(broken.name, broken.workers)
+
+    def _release(self, lease: Lease) -> None:
+        """Give back a lease the call ran on, first noting what other work held of its pool meanwhile."""
+        self.rec.share(lease.shared(), lease.held_by_others_ns(self.rec.workers))
+        self.ex._pools.release(lease)
 
     def _note_retry(self, detail: str) -> None:
         self.rec.recover(Reason.MAP_FAILURE_RETRY, detail)

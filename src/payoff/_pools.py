@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -87,10 +87,30 @@ class _Entry:
     closed: bool = False
     pid: int = field(default_factory=os.getpid)
     """The process that started the pool: the only one that may stop it."""
+    holders: dict[int, int] = field(default_factory=dict, repr=False)
+    """The leases held now, by number: when each was taken (monotonic ns)."""
+    spans: list[tuple[int, int, int]] = field(default_factory=list, repr=False)
+    """Chunks that ended while two or more leases were held: (start ns, end ns, lease number)."""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Guards ``holders`` and ``spans``, which chunks of several calls update from their own threads."""
 
     @property
     def ours(self) -> bool:
         return self.pid == os.getpid()
+
+    def hold(self, number: int, pool: Strategy, started: bool = False, seconds: float = 0.0) -> Lease:
+        """Lease number ``number`` on this pool, noted as held: while another is held too, chunks are kept."""
+        lease = Lease(pool, started, seconds, self, _shared=self.leases > 1, _taken=number)
+        with self.lock:
+            self.holders[number] = lease.since_ns
+        return lease
+
+    def let_go(self, number: int) -> None:
+        """A lease ends: spans that ended before every lease still held began are no one's concern now."""
+        with self.lock:
+            self.holders.pop(number, None)
+            oldest = min(self.holders.values(), default=None)
+            self.spans = [] if oldest is None else [s for s in self.spans if s[1] > oldest]
 
 
 @dataclass
@@ -103,12 +123,53 @@ class Lease:
     _entry: _Entry | None = field(default=None, repr=False)
     _shared: bool = field(default=False, repr=False)
     _taken: int = field(default=0, repr=False)
+    since_ns: int = field(default_factory=time.monotonic_ns)
+    """When the lease was taken (monotonic ns, the clock of chunk stamps)."""
 
     def shared(self) -> bool:
         """Whether other work (a ``submit``, another call) held the pool at any time during this lease: its
         queue and workers were not this call's alone, so its waits say nothing of the pool's own costs."""
         entry = self._entry
         return self._shared or (entry is not None and entry.taken != self._taken)
+
+    def ran(self, start_ns: int, end_ns: int) -> None:
+        """A chunk of this lease's call ran on the pool: kept while another lease is held, which may need it."""
+        entry = self._entry
+        if entry is None:
+            return
+        with entry.lock:
+            if len(entry.holders) > 1:
+                entry.spans.append((start_ns, end_ns, self._taken))
+
+    def held_by_others_ns(self, workers: int) -> int:
+        """Worker time of the call's ``workers`` that other calls' chunks held since the lease was taken.
+
+        Counted from the chunks that ended by now: another call's chunk still running is not known to
+        have started (a process worker stamps it when it ends), so that part is left out, never guessed.
+        """
+        entry = self._entry
+        if entry is None:
+            return 0
+        until = time.monotonic_ns()
+        with entry.lock:
+            others = [(start, end) for start, end, number in entry.spans if number != self._taken]
+        return held_ns(others, self.since_ns, until, workers, max(0, self.pool.workers - workers))
+
+
+def held_ns(spans: Sequence[tuple[int, int]], since_ns: int, until_ns: int, workers: int, room: int) -> int:
+    """Worker time of a call's ``workers`` that ``spans`` (other work's chunks) held from ``since_ns`` to ``until_ns``.
+
+    A pool with ``room`` workers beyond the call's (a larger warm thread pool)
+    runs that much other work beside the call without taking any of its workers.
+    """
+    inside = [(max(start, since_ns), min(end, until_ns)) for start, end in spans
+              if start < until_ns and end > since_ns]
+    events = sorted([(start, 1) for start, _ in inside] + [(end, -1) for _, end in inside])
+    held, running, last = 0, 0, since_ns
+    for at, step in events:
+        held += max(0, min(workers, running - room)) * (at - last)
+        running, last = running + step, at
+    return held
 
 
 class PoolRegistry:
@@ -180,7 +241,7 @@ class PoolRegistry:
         finally:
             self._start_lock.release()
         _close(to_close)
-        return Lease(pool, True, seconds, entry, _taken=1)
+        return entry.hold(1, pool, True, seconds)
 
     def _enter_start(self, key: PoolKey, stop: CallStop | None) -> None:
         """Take the start lock, waiting no longer than the call may (another call's start may be stalled)."""
@@ -211,7 +272,7 @@ class PoolRegistry:
                 return None
             entry.leases += 1
             entry.taken += 1
-            return Lease(entry.pool, _entry=entry, _shared=entry.leases > 1, _taken=entry.taken)
+            return entry.hold(entry.taken, entry.pool)
 
     def release(self, lease: Lease, *, in_callback: bool = False) -> None:
         """Give a lease back (once; later calls do nothing). The last lease on a retired pool closes it.
@@ -224,6 +285,7 @@ class PoolRegistry:
             if entry is None:
                 return
             entry.leases -= 1
+            entry.let_go(lease._taken)
             to_close = [entry] if entry.retired and entry.leases == 0 and not entry.closed \
                 and not self._joining else []
             for e in to_close:

@@ -488,10 +488,10 @@ class ParallelExecutor:
         self._watch_idle()
 
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
-                error: BaseException | None, config: ParallelConfig, shared_pool: bool = False) -> None:
+                error: BaseException | None, config: ParallelConfig) -> None:
         self.records.append(record)
         # a WorkerCrashedError keeps fn out of the caller from now on
-        self._planner.learn(record, fn, config, error, shared_pool=shared_pool)
+        self._planner.learn(record, fn, config, error, shared_pool=record.pool_shared)
         self._observers.finished(call, record, error)
 
     def _initialize_caller(self, config: ParallelConfig) -> None:

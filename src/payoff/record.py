@@ -229,6 +229,13 @@ class MapRecord:
     consumer_seconds: float = 0.0
     """The time an ``imap``'s caller spent between taking results, on its own work: a loop with the same
     consumer spends it too, so the serial estimate counts it; the items' own cost leaves it out."""
+    pool_shared: bool = False
+    """Other work (another call, a ``submit``) held the call's pool while the call did: its workers and queue
+    were not the call's alone."""
+    shared_seconds: float = 0.0
+    """Worker time of the call's workers that other calls' chunks held while the call held the pool: not
+    capacity the call left idle, so ``capacity_seconds`` leaves it out (a ``submit`` is not timed, so only
+    ``pool_shared`` says it was there)."""
 
     @property
     def work_seconds(self) -> float:
@@ -252,7 +259,13 @@ class MapRecord:
     # -- derived --------------------------------------------------------
     @property
     def capacity_seconds(self) -> float:
-        return self.workers * self.wall_seconds
+        """Worker time the call had: its workers x its wall time, less what other calls' chunks held.
+
+        Two calls sharing a pool each see it full, half with the other's chunks;
+        counting that half as this call's idle capacity would read a busy pool
+        as half idle and advise smaller chunks, which would only add overhead.
+        """
+        return max(0.0, self.workers * self.wall_seconds - self.shared_seconds)
 
     @property
     def completed(self) -> bool:
@@ -324,8 +337,9 @@ class MapRecord:
             return f"{head}: no work measured, so no speedup against serial{recovered}"
         verdict = "faster" if self.speedup >= 1 else "slower"
         factor = self.speedup if self.speedup >= 1 else 1 / self.speedup
-        return (f"{head}: {factor:.2f}x {verdict} than serial{recovered}, utilization {self.utilization:.0%}, "
-                f"queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms")
+        shared = " (pool shared with other work)" if self.pool_shared else ""
+        return (f"{head}: {factor:.2f}x {verdict} than serial{recovered}, utilization {self.utilization:.0%}"
+                f"{shared}, queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms")
 
     def _ending(self) -> str:
         """How a call that did not complete ended: ``timed out after 0.20 s, 1 of 4 items done``."""
@@ -384,6 +398,13 @@ class RecordBuilder:
         self.pool_reused = False
         self.probe_items = 0
         self.overhead_ns: dict[str, int] = {"planning": 0, "serialization": 0, "dispatch": 0}
+        self.pool_shared = False
+        self.shared_ns = 0
+
+    def share(self, shared: bool, held_ns: int) -> None:
+        """A lease given back: whether other work held its pool meanwhile, and the call's worker time it took."""
+        self.pool_shared = self.pool_shared or shared
+        self.shared_ns += held_ns
 
     def fall_back(self, reason: Reason, detail: str) -> None:
         self.fallback_reason, self.fallback_detail = reason, detail
@@ -482,5 +503,6 @@ class RecordBuilder:
             serial_estimate_seconds=self._serial_estimate(), overhead_seconds=overhead,
             bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
             n_errors=n_errors, started_at=self.started_at, chunks=chunks, outcome=outcome_of(error, n_errors),
-            consumer_seconds=self.consumer_ns / 1e9,
+            consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
+            shared_seconds=self.shared_ns / 1e9,
         )

@@ -113,6 +113,12 @@ def pool_note(record: MapRecord) -> str:
     return "new pool" if record.pool_started else "no pool"
 
 
+def utilization_note(record: MapRecord) -> str:
+    """Busy time; on a shared pool, that its other work's chunks counted as occupied, not as idle capacity."""
+    busy = f"busy {seconds(record.busy_seconds)}"
+    return f"{busy}; pool shared, others held {seconds(record.shared_seconds)}" if record.pool_shared else busy
+
+
 def chunks_note(record: MapRecord) -> str:
     plural = "" if record.n_chunks == 1 else "s"
     return f"{record.n_chunks} chunk{plural} of ~{record.chunk_size:,}"
@@ -128,7 +134,7 @@ def facts(record: MapRecord) -> str:
     strategy = text.strategy_label(record)
     cards = [
         speedup_fact(record),
-        fact("utilization", f"{record.utilization:.0%}", f"busy {seconds(record.busy_seconds)}"),
+        fact("utilization", f"{record.utilization:.0%}", utilization_note(record)),
         fact("wall time", seconds(record.wall_seconds), f"serial est. {seconds(record.serial_estimate_seconds)}"),
         fact("strategy", strategy.replace("->", ARROW), record.decision_reason.value),
         fact("workers", str(record.workers), pool_note(record)),

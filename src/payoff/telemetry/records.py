@@ -266,8 +266,8 @@ class _Fields:
         value = self.raw(key)
         return None if value is None else _text(value, self.name(key))
 
-    def flag(self, key: str) -> bool:
-        value = self.raw(key)
+    def flag(self, key: str, default: Any = _MISSING) -> bool:
+        value = self.raw(key, default)
         if not isinstance(value, bool):
             raise InvalidRecord(self.name(key), f"{self.name(key)} must be true or false, got {_show(value)}")
         return value
@@ -363,6 +363,8 @@ def record_from_dict(data: object) -> MapRecord:
         started_at=_unix_time(f.raw("started_at")), chunks=_chunks(f.raw("chunks")),
         outcome=f.choice("outcome", OUTCOMES, "ok"),  # absent in lines written before outcomes were recorded
         consumer_seconds=_number(f.raw("consumer_seconds", 0.0), f.name("consumer_seconds")),
+        pool_shared=f.flag("pool_shared", False),  # absent in lines written before shared pools were recorded
+        shared_seconds=_number(f.raw("shared_seconds", 0.0), f.name("shared_seconds")),
     )
 
 

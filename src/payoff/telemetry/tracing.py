@@ -135,6 +135,7 @@ def span_attributes(record: MapRecord) -> dict[str, Any]:
         "payoff.task_time.max_seconds": tt.max,
         "payoff.pool_start_seconds": record.pool_start_seconds,
         "payoff.pool_reused": record.pool_reused,
+        "payoff.pool_shared": record.pool_shared,
         "payoff.bytes_sent": record.bytes_sent,
         "payoff.bytes_received": record.bytes_received,
         "payoff.errors": record.n_errors,
