@@ -274,3 +274,17 @@ def nap_ms(ms: int) -> int:
     """Sleeps ``ms`` milliseconds: an item of a chosen cost, on any backend."""
     time.sleep(ms / 1000)
     return ms
+
+
+def meet_then_nap(item: tuple[str, str, str, int]) -> int:
+    """Sleeps 30 ms; item 0 first marks its call's file in a folder and waits (10 s at most) for the other call's:
+    two calls mapping it are both on their pool at once, on any backend."""
+    folder, mine, other, i = item
+    if i == 0:
+        with open(os.path.join(folder, mine), "w"):
+            pass
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(folder, other)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+    time.sleep(0.03)
+    return i

@@ -255,33 +255,19 @@ def test_records_are_consistent() -> None:
     assert record.capacity_seconds == record.workers * record.wall_seconds
 
 
-_MET: dict[str, threading.Event] = {}
-"""Per call of the shared-pool test: set when that call's first item runs."""
-
-
-def _meet_then_nap(item: tuple[str, str, int]) -> int:
-    """Each call's first item waits for the other call's first item: both calls are on the pool at once."""
-    mine, other, i = item
-    if i == 0:
-        _MET[mine].set()
-        _MET[other].wait(10)
-    time.sleep(0.03)
-    return i
-
-
-def test_calls_sharing_a_pool_do_not_read_the_other_calls_chunks_as_idle() -> None:
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_calls_sharing_a_pool_do_not_read_the_other_calls_chunks_as_idle(strategy: str, tmp_path: Path) -> None:
     """Two threads map at once on one executor (a web server's pattern): the pool's two workers run both calls'
     chunks all along. Each record counted the whole pool (workers x wall) as its own capacity, so each read
     about 50% utilization while the pool was full, and the tuning guide's reading of low utilization (too few
     chunks: a smaller chunksize) was wrong. The other call's worker time is occupied, not idle capacity."""
-    _MET.update(a=threading.Event(), b=threading.Event())
-    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
         ex.map(tasks.square, range(4))  # the pool runs before both calls: neither pays for its start
         start = threading.Barrier(2)
 
         def call(mine: str, other: str) -> list[int]:
             start.wait()
-            return ex.map(_meet_then_nap, [(mine, other, i) for i in range(12)], chunksize=1)
+            return ex.map(tasks.meet_then_nap, [(str(tmp_path), mine, other, i) for i in range(12)], chunksize=1)
 
         with ThreadPoolExecutor(2) as callers:
             results = list(callers.map(call, "ab", "ba"))
