@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from payoff import planning
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
-from payoff.errors import StuckThreadsWarning, WorkerCrashedError, WorkerInitError, describe_exit
+from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
 from payoff.record import RecordBuilder
@@ -37,6 +37,7 @@ from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
+from payoff.strategies.start_failure import start_failure_detail
 from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk, in_worker, run_chunk, running_on
 
 if TYPE_CHECKING:
@@ -388,8 +389,7 @@ class MapRun:
             if not self.config.force_serial_on_failure or crashed or getattr(exc, "by_call", False) \
                     or isinstance(exc, ImportingMainError):
                 raise
-            why = str(exc).removeprefix("payoff: ") if isinstance(exc, WorkerInitError) else repr(exc)
-            self.rec.fall_back(Reason.INIT_FAILURE, f"the {plan.strategy} pool failed to start: {why}")
+            self.rec.fall_back(Reason.INIT_FAILURE, start_failure_detail(plan.strategy, exc))
             return None
         if running_on(lease.pool):
             self.ex._pools.release(lease)

@@ -257,13 +257,19 @@ class PoolRegistry:
             if stop.expired():
                 error = PoolStartTimeoutError(
                     f"payoff: the call's timeout ran out while it waited {time.monotonic() - began:.1f} s for "
-                    f"another call's {key.strategy} pool start, which was still starting (a slow or stalled "
-                    "worker_initializer?)", by_call=True)
+                    f"another call's {key.strategy} pool start, which was still starting{self._starting_guess()}",
+                    by_call=True)
                 stop.start_failed(error)
                 raise error
             if stop.is_set():
                 raise CancelledError(f"payoff: the call was cancelled while it waited for a {key.strategy} "
                                      "pool start")
+
+    def _starting_guess(self) -> str:
+        """Why another call's start may be slow: its initializer, if it has one; a guess names nothing else."""
+        starting = self._starting
+        return " (a slow or stalled worker_initializer?)" if starting is not None and starting.initializer \
+            is not None else ""
 
     def _take(self, key: PoolKey) -> Lease | None:
         with self._lock:

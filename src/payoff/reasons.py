@@ -139,7 +139,7 @@ class Reason(StrEnum):
         "init_failure",
         "fallback",
         "the pool or backend could not start",
-        "check worker_initializer and the backend's installation; the cause is in the record",
+        "the record's fallback detail names what stopped the start and what to do about it",
     )
     MAP_FAILURE_RETRY = (
         "map_failure_retry",

@@ -1,0 +1,120 @@
+"""A pool that cannot start for a reason outside the call: the record names that reason.
+
+An ``init_failure`` fallback is right when the interpreter is shutting down (a
+map in an ``atexit`` handler) or the OS refuses the semaphores worker
+processes share (no usable ``/dev/shm``), but a detail or advice that blames a
+``worker_initializer`` the call never had sends the user to the wrong place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import payoff
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
+
+REPORT = textwrap.dedent("""
+    import sys, warnings
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    def run(strategy, initializer):
+        config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0,
+                                worker_initializer=initializer, worker_init_args=(3,) if initializer else ())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with ParallelExecutor(config) as ex:
+                out = ex.map(tasks.square, range(40))
+                record = ex.last_record
+        assert out == [x * x for x in range(40)]
+        print("REASON", record.fallback_reason.value)
+        print("DETAIL", record.fallback_detail)
+        print("SUMMARY", record.summary())
+        for w in caught:
+            print("WARNING", str(w.message).replace("\\n", " "))
+        sys.stdout.flush()
+""")
+
+AT_EXIT = REPORT + textwrap.dedent("""
+    import atexit
+    strategy, initializer = sys.argv[1], (tasks.load_model if sys.argv[2] == "init" else None)
+    if __name__ == "__main__":
+        atexit.register(run, strategy, initializer)
+""")
+
+NO_SHM = REPORT + textwrap.dedent("""
+    if __name__ == "__main__":
+        run(sys.argv[1], None)
+""")
+
+
+def _lines(stdout: str, tag: str) -> list[str]:
+    return [line.removeprefix(tag + " ") for line in stdout.splitlines() if line.startswith(tag + " ")]
+
+
+def _told(stdout: str) -> str:
+    """Everything the user is told about the fallback: detail, summary and warnings."""
+    return "\n".join(_lines(stdout, "DETAIL") + _lines(stdout, "SUMMARY") + _lines(stdout, "WARNING"))
+
+
+@pytest.mark.parametrize(("strategy", "initializer"), [("processes", "none"), ("processes", "init"),
+                                                       ("threads", "none"), ("joblib", "none")])
+def test_a_map_in_an_atexit_handler_says_the_interpreter_is_shutting_down(strategy: str, initializer: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", AT_EXIT, strategy, initializer], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout, "REASON") == ["init_failure"], proc.stdout + proc.stderr
+    told = _told(proc.stdout)
+    assert "shutting down" in _lines(proc.stdout, "DETAIL")[0], told
+    assert "initializer" not in told, told
+
+
+def _no_shm_command() -> list[str] | None:
+    """A shell line that runs a command with a read-only ``/dev/shm`` of its own (root, a mount namespace)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0 or not os.path.isdir("/dev/shm"):
+        return None
+    probe = subprocess.run([unshare, "-m", "sh", "-c", "mount -t tmpfs -o ro tmpfs /dev/shm && touch /dev/shm/x"],
+                           capture_output=True, text=True, timeout=60)
+    if "Read-only" not in probe.stderr:
+        return None
+    return [unshare, "-m", "sh", "-c", 'mount -t tmpfs -o ro tmpfs /dev/shm && exec "$0" "$@"']
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_read_only_dev_shm_is_named_as_the_cause(strategy: str) -> None:
+    prefix = _no_shm_command()
+    if prefix is None:
+        pytest.skip("needs root and unshare to give a child a read-only /dev/shm")
+    proc = subprocess.run([*prefix, sys.executable, "-c", NO_SHM, strategy], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout, "REASON") == ["init_failure"], proc.stdout + proc.stderr
+    told = _told(proc.stdout)
+    assert "/dev/shm" in _lines(proc.stdout, "DETAIL")[0] and "semaphore" in told, told
+    assert "initializer" not in told, told
+
+
+def test_an_error_of_a_closed_pool_or_a_plain_os_error_is_not_given_a_guessed_cause() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from payoff.strategies.start_failure import start_failure_detail
+
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    with pytest.raises(RuntimeError) as closed:
+        pool.submit(print)
+    with pytest.raises(FileNotFoundError) as missing:
+        os.open(os.path.join(ROOT, "no-such-folder", "x"), os.O_RDONLY)
+    for exc in (closed.value, missing.value):
+        detail = start_failure_detail("processes", exc)
+        assert detail == f"the processes pool failed to start: {exc!r}", detail
