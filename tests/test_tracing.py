@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -9,7 +12,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
-from payoff.telemetry.tracing import CHUNK_SPAN_NAME, FALLBACK_EVENT, SPAN_NAME, Tracing, span_attributes
+from payoff.telemetry.tracing import (
+    CHUNK_SPAN_NAME,
+    FALLBACK_EVENT,
+    RECOVERY_EVENT,
+    SPAN_NAME,
+    Tracing,
+    span_attributes,
+)
 from tests import tasks
 
 FORCE = {"tiny_workload_threshold": 0.0}
@@ -88,6 +98,25 @@ def test_fallback_event_carries_the_reason(spans: tuple[TracerProvider, InMemory
     assert len(events) == 1
     assert (events[0].attributes or {})["payoff.fallback_reason"] == Reason.TINY_WORKLOAD.value
     assert (map_span.attributes or {})["payoff.fallback_reason"] == "tiny_workload"
+
+
+def test_a_recovered_call_carries_a_recovery_event_not_a_fallback(
+        tmp_path: Path, spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """A worker dies once and the call reruns its chunks in fresh workers: it stayed parallel, so its span
+    says it recovered, as its record and ``payoff_recoveries_total`` do (it carried a ``payoff.fallback``)."""
+    provider, exporter = spans
+    items = [(i, os.getpid(), str(tmp_path / "died")) for i in range(24)]
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE),
+                          tracer_provider=provider) as ex:
+        assert ex.map(tasks.die_once_in_worker, items, chunksize=4) == [i * 10 for i in range(24)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.MAP_FAILURE_RETRY and not record.fell_back
+    (map_span,) = _by_name(exporter, SPAN_NAME)
+    assert [e.name for e in map_span.events if e.name in (FALLBACK_EVENT, RECOVERY_EVENT)] == [RECOVERY_EVENT]
+    (event,) = [e for e in map_span.events if e.name == RECOVERY_EVENT]
+    attrs = dict(event.attributes or {})
+    assert attrs["payoff.recovery_reason"] == Reason.MAP_FAILURE_RETRY.value
+    assert attrs["payoff.recovery_detail"] == record.fallback_detail != ""
 
 
 @pytest.mark.parametrize("strategy", ["serial", "threads"])

@@ -24,6 +24,10 @@ from payoff.record import ChunkStats, MapRecord
 SPAN_NAME = "payoff.map"
 CHUNK_SPAN_NAME = "payoff.chunk"
 FALLBACK_EVENT = "payoff.fallback"
+"""On a call that ran serially instead of as asked: ``payoff.fallback_reason`` and ``payoff.fallback_detail``."""
+RECOVERY_EVENT = "payoff.recovery"
+"""On a call that survived a failure where it ran (``MapRecord.fell_back`` False, ``payoff_recoveries_total``):
+``payoff.recovery_reason`` and ``payoff.recovery_detail``."""
 
 
 class Tracing(Observer):
@@ -73,9 +77,7 @@ class Tracing(Observer):
         if span.is_recording():
             # All of them, also those set at the start: a stream's length (payoff.items) is known only now.
             span.set_attributes(span_attributes(record))
-            if record.fallback_reason is not None:
-                span.add_event(FALLBACK_EVENT, {"payoff.fallback_reason": record.fallback_reason.value,
-                                                "payoff.fallback_detail": record.fallback_detail})
+            _reason_event(span, record)
             self._chunk_spans(call, record, span)
             if error is not None and not isinstance(error, GeneratorExit):
                 span.record_exception(error)
@@ -96,6 +98,17 @@ class Tracing(Observer):
             if chunk.n_errors:
                 span.set_status(Status(StatusCode.ERROR, "an item raised"))
             span.end(end_time=max(start, _epoch_ns(call, chunk.end_ns)))
+
+
+def _reason_event(span: Span, record: MapRecord) -> None:
+    """A fallback event for a call that fell back, a recovery event for one that recovered: the span tells
+    them apart as the record (``fell_back``) and the metrics (fallbacks against recoveries) do."""
+    reason = record.fallback_reason
+    if reason is None:
+        return
+    kind = "recovery" if reason.recovered else "fallback"
+    span.add_event(RECOVERY_EVENT if reason.recovered else FALLBACK_EVENT,
+                   {f"payoff.{kind}_reason": reason.value, f"payoff.{kind}_detail": record.fallback_detail})
 
 
 def _epoch_ns(call: CallInfo, monotonic_ns: int) -> int:
