@@ -69,6 +69,15 @@ def die_once_in_worker(item: tuple[int, int, str]) -> int:
     return i * 10
 
 
+def stall_after_crash(marker: str, starting: str) -> None:
+    """A worker initializer that stalls only in the fresh workers started after ``die_once_in_worker`` killed one
+    (its marker exists): it writes ``starting`` first, so a test acts while the restart is under way, no timer."""
+    if os.path.exists(marker):
+        with open(starting, "w"):
+            pass
+        time.sleep(60)
+
+
 def segfault_on_five(x: int) -> int:
     """Crashes the interpreter running it on item 5 (a real SIGSEGV, as broken native code would)."""
     if x == 5:

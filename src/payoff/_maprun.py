@@ -759,6 +759,7 @@ class MapRun:
         try:
             self._fresh_lease(pool)
         except Exception as start_error:
+            self._raise_if_stopped()  # a cancel or the deadline ended the start: no item is to blame
             if pool.remote:  # no fresh pool on the service the workers live on: it went, not a worker
                 raise RuntimeError(
                     f"payoff: the {pool.name} cluster this call ran on is gone: its chunks were lost ({exc}) and no "

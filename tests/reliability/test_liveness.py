@@ -5,12 +5,14 @@ Each test guards with a join timeout: on the old code these maps hung forever.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import CancelledError, wait
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,6 +97,45 @@ def test_cancel_while_the_pool_starts_ends_the_call_cancelled_not_as_a_failed_st
     assert record.items_done == 0, "no item ran in the caller after the cancel"
     assert not [w for w in seen if issubclass(w.category, ParallelFallbackWarning)], [str(w.message) for w in seen]
     ex.close()
+
+
+def test_cancel_while_the_pool_restarts_after_a_crash_ends_the_call_cancelled(tmp_path: Path) -> None:
+    """A worker dies, the call starts a fresh pool to rerun its lost chunks, and is cancelled during that start:
+    the start's CancelledError was taken for a pool that could not restart, and the call raised
+    WorkerCrashedError (blaming an item) instead of CancelledError."""
+    marker, starting = tmp_path / "died", tmp_path / "restarting"
+    config = ParallelConfig(strategy="processes", max_workers=2, worker_initializer=tasks.stall_after_crash,
+                            worker_init_args=(str(marker), str(starting)), **FORCE)
+    ex = ParallelExecutor(config)
+
+    def cancel_once_restarting() -> None:
+        while not starting.exists():
+            time.sleep(0.01)
+        ex.cancel()
+
+    canceller = threading.Thread(target=cancel_once_restarting, daemon=True)
+    canceller.start()
+    items = [(i, os.getpid(), str(marker)) for i in range(24)]
+    with pytest.raises(CancelledError):
+        ex.map(tasks.die_once_in_worker, items, chunksize=4)
+    canceller.join(GUARD_SECONDS)
+    record = ex.last_record
+    assert record is not None and record.outcome == "cancelled", record
+    ex.close()
+
+
+def test_a_timeout_while_the_pool_restarts_after_a_crash_is_a_timeout(tmp_path: Path) -> None:
+    """The restart stalls (see above) until the call's timeout runs out: a TimeoutError, not a crash of the
+    lost chunk's items (it raised WorkerCrashedError)."""
+    marker, starting = tmp_path / "died", tmp_path / "restarting"
+    config = ParallelConfig(strategy="processes", max_workers=2, worker_initializer=tasks.stall_after_crash,
+                            worker_init_args=(str(marker), str(starting)), **FORCE)
+    with ParallelExecutor(config) as ex:
+        items = [(i, os.getpid(), str(marker)) for i in range(24)]
+        with pytest.raises(TimeoutError):
+            ex.map(tasks.die_once_in_worker, items, chunksize=4, timeout=5)
+        record = ex.last_record
+    assert record is not None and record.outcome == "timeout", record
 
 
 def test_a_map_started_after_cancel_keeps_its_pool() -> None:
