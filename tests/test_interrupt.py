@@ -100,3 +100,32 @@ def test_ctrl_c_in_a_serial_map_records_the_items_that_ran() -> None:
     assert info.value is RAISED[-1] and not getattr(info.value, "__notes__", None), "it reaches the caller unchanged"
     assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
     assert (record.items_done, record.n_chunks) == (5, 1), record
+
+
+PROBE_THREADS: list[bool] = []
+
+
+def _ctrl_c_at_three_in_the_probe(x: int) -> int:
+    if x == 3:
+        import threading
+
+        PROBE_THREADS.append(threading.current_thread() is threading.main_thread())
+        raise KeyboardInterrupt
+    return x
+
+
+def test_ctrl_c_during_the_probe_records_the_items_it_ran() -> None:
+    """The planner's probe runs a new function's first items in the caller (here 0, 1, 2, then 3 raises Ctrl-C):
+    the probe's outcome reached the record only through a finished plan, so the record said 0 items done."""
+    import pytest
+
+    from payoff import ParallelConfig, ParallelExecutor
+
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
+        with pytest.raises(KeyboardInterrupt):
+            ex.map(_ctrl_c_at_three_in_the_probe, range(2000))
+        record = ex.last_record
+    assert PROBE_THREADS == [True], "item 3 ran in the caller, in the probe"
+    assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
+    assert (record.items_done, record.n_chunks) == (3, 1), record
+    assert record.chunks[0].where == "caller", record.chunks

@@ -266,13 +266,18 @@ class MapRun:
         prior = self.ex._count_workload(self.call.workload)
         plan = self.ex._planner.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
                                            self.granularity, self.releases_gil, self.ex._pools.warm(), prior,
-                                           self.timeout, self.serial_because))
+                                           self.timeout, self.serial_because, self._count_cut_probe))
         if lazy:
             self.stream = self.call.stream = self.source.known_length is None
             self.rec.n_items = self.call.n_items = self.source.known_length or 0
         if self.requested == "custom" and plan.strategy == "custom":
             plan = replace(plan, workers=external_workers(self.config.strategy, plan.workers))
         return plan
+
+    def _count_cut_probe(self, outcome: ChunkOutcome) -> None:
+        """The probe's items that ran before Ctrl-C cut it short: the record counts them, as a serial map's."""
+        if outcome.n_done:
+            self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
 
     def _execute(self, plan: planning.Plan) -> Iterator[list[Any]]:
         probe = plan.probe.outcome

@@ -632,6 +632,9 @@ class Call:
     serial_because: tuple[Reason, str] | None = None
     """A library that split the work into items itself (the CE adapter, in instances) already decided they run
     serially, and why: its reason is the record's, where the items' own count would only say "too few"."""
+    on_interrupt: Callable[[ChunkOutcome], object] | None = None
+    """Gets the items the probe ran in the caller when Ctrl-C (any non-``Exception``) cuts it short: the plan
+    that would carry them to the record never comes."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -1371,7 +1374,7 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
     thread, a daemon, never keeps the program from exiting.
     """
     if call.timeout is None:
-        return _timed_prefix(call.fn, call.items, limit, cheap_limit)
+        return _timed_prefix(call.fn, call.items, limit, cheap_limit, on_interrupt=call.on_interrupt)
     box: list[tuple[ChunkOutcome, float]] = []
     errors: list[BaseException] = []
     context = contextvars.copy_context()
@@ -1398,7 +1401,8 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
 
 
 def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, cheap_limit: int,
-                  deadline: CancelToken | None = None) -> tuple[ChunkOutcome, float]:
+                  deadline: CancelToken | None = None,
+                  on_interrupt: Callable[[ChunkOutcome], object] | None = None) -> tuple[ChunkOutcome, float]:
     """Run doubling steps of items until the budget is spent: a single chunk of real work, and seconds per item.
 
     The cost per item is the lower of the whole probe's mean and its last
@@ -1409,31 +1413,39 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     process) or a wait for a CPU while other programs kept the cores busy spent a wall-clock budget after
     one or two items, whose cold cost (2-4 us) then stood for items of 65 ns. The steps double, so the
     probe's wall time is the items' plus a dozen steps' bookkeeping. A call's ``deadline`` is hard (no item
-    starts after it).
+    starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included.
     """
     budget_ns = int(PROBE_BUDGET_SECONDS * 1e9)
-    outcome = run_chunk(fn, items[:1], 0, 0)
+    outcome = run_chunk(fn, items[:1], 0, 0, on_interrupt=on_interrupt)
+    joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))
     taken, last = 1, (_own_ns(outcome), 1)
     while outcome.error is None and (spent_ns := _own_ns(outcome)) < budget_ns:
         cap = cheap_limit if sum(outcome.durations_ns) < PROBE_CHEAP_SECONDS * 1e9 else limit
         if taken >= cap:
             break
         left_ns = budget_ns - spent_ns  # a step of items that turn dear stops too
-        more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns)
+        more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns,
+                         on_interrupt=joined)
         if not more.n_done and more.error is None:  # the call's deadline came: no item started
             break
         if more.error is None:
             last = (_own_ns(more), more.n_done)
-        outcome.results.extend(more.results)
-        outcome.durations_ns.extend(more.durations_ns)
-        outcome.block_sizes.extend(more.block_sizes)
-        outcome.cpu_ns += more.cpu_ns
-        outcome.runq_ns += more.runq_ns
-        outcome.end_ns = more.end_ns
-        outcome.error, outcome.error_index = more.error, more.error_index
+        _extend(outcome, more)
         taken += more.n_done
     done = max(1, outcome.n_done)
     return outcome, min(_own_ns(outcome) / done, last[0] / max(1, last[1])) / 1e9
+
+
+def _extend(outcome: ChunkOutcome, more: ChunkOutcome) -> ChunkOutcome:
+    """``outcome`` with the probe's next step ``more`` added: one chunk of the call's first items."""
+    outcome.results.extend(more.results)
+    outcome.durations_ns.extend(more.durations_ns)
+    outcome.block_sizes.extend(more.block_sizes)
+    outcome.cpu_ns += more.cpu_ns
+    outcome.runq_ns += more.runq_ns
+    outcome.end_ns = more.end_ns
+    outcome.error, outcome.error_index = more.error, more.error_index
+    return outcome
 
 
 def _own_ns(outcome: ChunkOutcome) -> int:
