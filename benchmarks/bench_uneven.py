@@ -1,8 +1,9 @@
 """Uneven item costs: does every worker stay busy to the end, whatever order the items come in?
 
-Four shapes of pure-Python work on 2 workers, each against the plain loop of
-the same run: W7's cheap items with a 50x dearer tail, sorted and shuffled; a
-short sorted tail (the last 1% of 10,000 items, 50x dearer); and one record
+Five shapes of pure-Python work on 2 workers, each against the plain loop of
+the same run: W7's cheap items with a 50x dearer tail, sorted, shuffled and
+largest first (the dear items at the head, as for longest-processing-time
+scheduling); a short sorted tail (the last 1% of 10,000 items, 50x dearer); and one record
 700x dearer early in the input (the chunk holding it is slow, so the chunks
 after it finish first and wait to be handed out in order). Peers keep one warm
 pool, created before the timing; payoff's pools are started by an untimed call.
@@ -43,6 +44,7 @@ def shapes() -> dict[str, tuple[Callable[[int], int], list[int]]]:
     return {
         "sorted dear tail (W7)": (workloads.py_uneven, list(range(1000))),
         "shuffled dear tail (W8)": (workloads.py_uneven, shuffled),
+        "dear head, largest first": (workloads.py_uneven, list(range(999, -1, -1))),
         "short sorted tail, 100 of 10,000": (workloads.py_needle, list(range(10_000))),
         "one slow record early": (workloads.py_one_slow, list(range(2000))),
     }
