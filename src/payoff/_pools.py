@@ -390,6 +390,7 @@ class PoolRegistry:
         for e in entries:
             if e.ours:
                 e.pool.broken = True
+                e.pool.stopped_by = e.pool.stopped_by or "cancel()"  # a call racing it reruns, blames no item
                 e.pool.kill()
 
     def current(self) -> list[Strategy]:

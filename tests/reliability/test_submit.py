@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from concurrent.futures import BrokenExecutor, as_completed, wait
+from concurrent.futures import BrokenExecutor, CancelledError, as_completed, wait
 from pathlib import Path
 
 import pytest
@@ -114,3 +114,45 @@ def test_a_large_submitted_function_travels_once_per_worker_and_runs(strategy: s
     fn = functools.partial(tasks.spin_with, state)
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
         assert [f.result(timeout=60) for f in [ex.submit(fn, x) for x in range(6)]] == [fn(x) for x in range(6)]
+
+
+def _cancel_before_the_pool_submits(ex: ParallelExecutor) -> None:
+    """The race of a ``submit`` (or a map's chunk) with ``ex.cancel()`` made deterministic: the next submit
+    into the warm stdlib pool first cancels the executor, which kills that very pool, then submits into it."""
+    pool = ex._pools.current()[0]._pool
+    assert pool is not None
+    into = pool.submit
+
+    def racing(*args: object, **kwargs: object) -> object:
+        pool.submit = into  # type: ignore[method-assign]
+        ex.cancel()
+        return into(*args, **kwargs)
+
+    pool.submit = racing  # type: ignore[method-assign]
+
+
+def test_a_submit_racing_cancel_never_raises_the_stdlib_after_shutdown_error() -> None:
+    """The executor was never shut down: a submit that held the pool ``cancel()`` killed runs on a fresh one
+    (it raised ``RuntimeError: cannot schedule new futures after shutdown``)."""
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
+    try:
+        assert ex.submit(tasks.square, 2).result(timeout=60) == 4
+        _cancel_before_the_pool_submits(ex)
+        future = ex.submit(tasks.square, 3)
+        assert future.cancelled() or future.result(timeout=60) == 9
+        assert ex.submit(tasks.square, 4).result(timeout=60) == 16
+    finally:
+        ex.shutdown()
+
+
+def test_a_map_racing_cancel_ends_cancelled_not_with_the_stdlib_after_shutdown_error() -> None:
+    """A map whose chunk went to the pool ``cancel()`` killed ends cancelled (it raised ``RuntimeError``)."""
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0))
+    try:
+        assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+        _cancel_before_the_pool_submits(ex)
+        with pytest.raises(CancelledError):
+            ex.map(tasks.square, range(8))
+        assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+    finally:
+        ex.shutdown()

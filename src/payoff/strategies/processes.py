@@ -307,16 +307,27 @@ class PickledPoolStrategy(Strategy):
                         entry: Callable[[bytes, str], bytes]) -> Future[Any]:
         """A chunk naming a shipped file holds it until the chunk is done, however its call ended."""
         if not isinstance(fn, ShippedFn):
-            future: Future[Any] = pool.submit(entry, payload, pickler)
-            return future
+            return self._into(pool, entry, payload, pickler)
         digest = fn.digest
         self._hold(digest)
         try:
-            future = pool.submit(entry, payload, pickler)
+            future = self._into(pool, entry, payload, pickler)
         except BaseException:
             self._release(digest)
             raise
         future.add_done_callback(lambda _: self._release(digest))
+        return future
+
+    def _into(self, pool: Any, entry: Callable[[bytes, str], bytes], payload: bytes, pickler: str) -> Future[Any]:
+        """``pool.submit``; a pool this strategy let go of meanwhile (``cancel()`` killed it, another call
+        discarded it) raises :class:`PoolClosedError`, on which the caller retries on a fresh pool, never the
+        stdlib's "cannot schedule new futures after shutdown": the executor itself was not shut down."""
+        try:
+            future: Future[Any] = pool.submit(entry, payload, pickler)
+        except RuntimeError as exc:
+            if self._pool is pool or isinstance(exc, BrokenExecutor):
+                raise
+            raise closed_pool(self.name) from exc
         return future
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
