@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, as_completed, wait
 from pathlib import Path
 
@@ -154,5 +156,29 @@ def test_a_map_racing_cancel_ends_cancelled_not_with_the_stdlib_after_shutdown_e
         with pytest.raises(CancelledError):
             ex.map(tasks.square, range(8))
         assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+    finally:
+        ex.shutdown()
+
+
+def _until(condition: Callable[[], bool], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the pool never got that far"
+        time.sleep(0.01)
+
+
+def test_cancel_ends_the_submitted_calls_it_stopped_cancelled_not_broken() -> None:
+    """Calls running or already in the stdlib's call queue when ``cancel()`` kills the workers end cancelled,
+    as the queued ones do: nothing crashed (they ended ``BrokenProcessPool``, "terminated abruptly")."""
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
+    try:
+        futures = [ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(12)]
+        _until(lambda: sum(f._remote.running() for f in futures) >= 2)  # type: ignore[attr-defined]
+        ex.cancel()
+        not_done = wait(futures, timeout=60).not_done
+        assert not not_done
+        outcomes = [f.exception() if not f.cancelled() else "cancelled" for f in futures]
+        assert outcomes == ["cancelled"] * len(futures), outcomes
+        assert ex.submit(tasks.square, 3).result(timeout=60) == 9
     finally:
         ex.shutdown()

@@ -263,7 +263,8 @@ class PickledPoolStrategy(Strategy):
             failed: Future[Any] = Future()
             failed.set_exception(exc)
             return failed
-        return _call_outcome(self._dispatch(pool, shipped, payload, pickler, run_pickled_call))
+        return _call_outcome(self._dispatch(pool, shipped, payload, pickler, run_pickled_call),
+                             lambda: self.stopped_by is not None)
 
     def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
               describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
@@ -373,17 +374,19 @@ def _unsendable_call(dumps: Callable[[Any], bytes], fn: Any) -> str:
     return "the submitted call's arguments"
 
 
-def _call_outcome(remote: Future[Any]) -> Future[Any]:
+def _call_outcome(remote: Future[Any], stopped: Callable[[], bool]) -> Future[Any]:
     """The submitted call's own result or exception, read from the bytes its worker sent back.
 
     Cancelling it cancels the call where the pool still can; a cancel from the pool (``shutdown`` with
     ``cancel_futures``, a kill) ends it cancelled and notified, so ``wait`` and ``as_completed`` see it done.
+    So does the broken pool of workers payoff killed on purpose (``stopped()``: ``cancel()``, another call's
+    timeout): the stdlib fails the calls they ran or had queued as "terminated abruptly", but nothing crashed.
     """
     local = _Relayed(remote)
 
     def done(f: Future[Any]) -> None:
-        if f.cancelled():
-            local.cancel()
+        if f.cancelled() or (isinstance(f.exception(), BrokenExecutor) and stopped()):
+            Future.cancel(local)  # not _Relayed.cancel: the remote one may be done, not cancelled
             local.set_running_or_notify_cancel()
             return
         local.set_running_or_notify_cancel()
