@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -182,3 +183,28 @@ def test_cancel_ends_the_submitted_calls_it_stopped_cancelled_not_broken() -> No
         assert ex.submit(tasks.square, 3).result(timeout=60) == 9
     finally:
         ex.shutdown()
+
+
+def test_a_pool_that_breaks_with_a_cancelled_call_queued_fails_every_other_call_and_cleans_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stdlib manager thread failed every queued future of a broken pool with ``set_exception``, and a
+    cancelled one raised ``InvalidStateError`` there: the thread died with a traceback on stderr, the futures
+    after it never completed, and its queue feeder thread and pipes leaked (a racing ``cancel()`` did that)."""
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
+    try:
+        futures = [ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(10)]
+        _until(lambda: sum(f._remote.running() for f in futures) >= 2)  # type: ignore[attr-defined]
+        assert futures[6].cancel(), "a call no worker took is cancelled"
+        manager = ex._pools.current()[0]._pool._executor_manager_thread  # type: ignore[union-attr]
+        os.kill(ex.worker_pids()[0], signal.SIGKILL)  # a crash: the pool breaks with the cancelled call queued
+        not_done = wait(futures, timeout=30).not_done
+        assert not not_done, f"{len(not_done)} calls never completed"
+        assert manager is not None
+        manager.join(60)
+        assert not manager.is_alive() and not died, died
+        assert all(isinstance(f.exception(), BrokenExecutor) for f in futures if f is not futures[6])
+    finally:
+        ex.cancel()  # a call that never completed would hold its pool's lease: shutdown(wait=True) waited forever
+        ex.shutdown(wait=False)

@@ -329,6 +329,8 @@ class PickledPoolStrategy(Strategy):
             if self._pool is pool or isinstance(exc, BrokenExecutor):
                 raise
             raise closed_pool(self.name) from exc
+        if type(future) is Future:  # the stdlib pool's; loky's own Future subclass is left as it is
+            future.__class__ = _PoolFuture
         return future
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
@@ -358,6 +360,19 @@ class PickledPoolStrategy(Strategy):
             proc.join(0.5)
         if all(p.exitcode is not None for p in procs):
             _end_result_pipe(pool)
+
+
+class _PoolFuture(Future[Any]):
+    """A stdlib pool's future that a broken pool's manager thread may fail after it was cancelled.
+
+    ``terminate_broken`` calls ``set_exception`` on every future still in its pending work items, a
+    cancelled one too (payoff's cancel of a queued call, a racing ``cancel()``): ``InvalidStateError``
+    killed the thread, leaving the later futures never done and its queue feeder thread and pipes leaked.
+    """
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self.cancelled():
+            super().set_exception(exception)
 
 
 class _Sent(NamedTuple):
