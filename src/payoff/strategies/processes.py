@@ -23,7 +23,7 @@ import types
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -371,8 +371,11 @@ class _PoolFuture(Future[Any]):
     """
 
     def set_exception(self, exception: BaseException | None) -> None:
-        if not self.cancelled():
+        try:  # a cancel may land between any check and the set: only the failed set tells
             super().set_exception(exception)
+        except InvalidStateError:
+            if not self.cancelled():
+                raise
 
 
 class _Sent(NamedTuple):
