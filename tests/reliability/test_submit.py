@@ -134,10 +134,11 @@ def _cancel_before_the_pool_submits(ex: ParallelExecutor) -> None:
     pool.submit = racing  # type: ignore[method-assign]
 
 
-def test_a_submit_racing_cancel_never_raises_the_stdlib_after_shutdown_error() -> None:
+@pytest.mark.parametrize("strategy", ["processes", "threads"])
+def test_a_submit_racing_cancel_never_raises_the_stdlib_after_shutdown_error(strategy: str) -> None:
     """The executor was never shut down: a submit that held the pool ``cancel()`` killed runs on a fresh one
     (it raised ``RuntimeError: cannot schedule new futures after shutdown``)."""
-    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
     try:
         assert ex.submit(tasks.square, 2).result(timeout=60) == 4
         _cancel_before_the_pool_submits(ex)
@@ -148,9 +149,10 @@ def test_a_submit_racing_cancel_never_raises_the_stdlib_after_shutdown_error() -
         ex.shutdown()
 
 
-def test_a_map_racing_cancel_ends_cancelled_not_with_the_stdlib_after_shutdown_error() -> None:
+@pytest.mark.parametrize("strategy", ["processes", "threads"])
+def test_a_map_racing_cancel_ends_cancelled_not_with_the_stdlib_after_shutdown_error(strategy: str) -> None:
     """A map whose chunk went to the pool ``cancel()`` killed ends cancelled (it raised ``RuntimeError``)."""
-    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0))
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0))
     try:
         assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
         _cancel_before_the_pool_submits(ex)

@@ -168,9 +168,22 @@ class Strategy(ABC):
 
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """A plain call on the pool, for ``ParallelExecutor.submit``."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise closed_pool(self.name)
-        return self._pool.submit(fn, *args, **kwargs)
+        return self._into(pool, fn, *args, **kwargs)
+
+    def _into(self, pool: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """``pool.submit``; a pool this strategy let go of meanwhile (``cancel()`` stopped it, another call
+        discarded it) raises :class:`PoolClosedError`, on which the caller retries on a fresh pool, never the
+        stdlib's "cannot schedule new futures after shutdown": the executor itself was not shut down."""
+        try:
+            future: Future[Any] = pool.submit(fn, *args, **kwargs)
+        except RuntimeError as exc:
+            if self._pool is pool or isinstance(exc, BrokenExecutor):
+                raise
+            raise closed_pool(self.name) from exc
+        return future
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
         assert isinstance(raw, ChunkOutcome)

@@ -319,16 +319,8 @@ class PickledPoolStrategy(Strategy):
         future.add_done_callback(lambda _: self._release(digest))
         return future
 
-    def _into(self, pool: Any, entry: Callable[[bytes, str], bytes], payload: bytes, pickler: str) -> Future[Any]:
-        """``pool.submit``; a pool this strategy let go of meanwhile (``cancel()`` killed it, another call
-        discarded it) raises :class:`PoolClosedError`, on which the caller retries on a fresh pool, never the
-        stdlib's "cannot schedule new futures after shutdown": the executor itself was not shut down."""
-        try:
-            future: Future[Any] = pool.submit(entry, payload, pickler)
-        except RuntimeError as exc:
-            if self._pool is pool or isinstance(exc, BrokenExecutor):
-                raise
-            raise closed_pool(self.name) from exc
+    def _into(self, pool: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super()._into(pool, fn, *args, **kwargs)
         if type(future) is Future:  # the stdlib pool's; loky's own Future subclass is left as it is
             future.__class__ = _PoolFuture
         return future

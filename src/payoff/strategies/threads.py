@@ -41,12 +41,13 @@ class ThreadStrategy(Strategy):
         return init_error(self.initializer, repr(raised), "a worker thread", os.getpid(), raised)
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise closed_pool(self.name)
         ctx = contextvars.copy_context()
         task.submit_ns = time.monotonic_ns()
-        return self._pool.submit(ctx.run, run_chunk, fn, task.items, task.first, task.index, task.cancel,
-                                 task.budget_ns)
+        return self._into(pool, ctx.run, run_chunk, fn, task.items, task.first, task.index, task.cancel,
+                          task.budget_ns)
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
