@@ -462,20 +462,23 @@ def run_queue_ns() -> int:
     than cores (the caller, other workers, other programs): waiting for a CPU
     is part of a chunk's wall time but not of what its items cost alone.
     """
-    stat: _Schedstat | None = getattr(_local, "schedstat", None)
-    if stat is None or stat.pid != os.getpid():
-        if stat is not None:
-            stat.close()  # the parent's thread's file, inherited by this forked child
-        stat = _local.schedstat = _Schedstat()
-    return stat.run_delay_ns()
+    return _schedstat().run_delay_ns()
 
 
 def run_queue_readable() -> bool:
     """Whether this thread's waits for a CPU can be read here: then a process's chunk times its items without
     them (``run_queue_ns``), and needs no CPU share to take them off."""
-    run_queue_ns()
-    stat: _Schedstat = _local.schedstat
-    return stat.fd is not None
+    return _schedstat().fd is not None
+
+
+def _schedstat() -> _Schedstat:
+    """This thread's schedstat file, opened on first use in this thread of this process."""
+    stat: _Schedstat | None = getattr(_local, "schedstat", None)
+    if stat is None or stat.pid != os.getpid():
+        if stat is not None:
+            stat.close()  # the parent's thread's file, inherited by this forked child
+        stat = _local.schedstat = _Schedstat()
+    return stat
 
 
 def _worker_name() -> str:
