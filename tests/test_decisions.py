@@ -7,6 +7,7 @@ measured about a function, then asks for a plan.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class Row:
     """The plan's decision, where a fallback is the row's reason (what the record's decision_reason says)."""
     serial_because: tuple[Reason, str] | None = None
     """A library that split the work itself (the CE adapter) already decided it runs serially, and why."""
+    cpus: int | None = None
+    """Plan with the planning thread's CPU affinity cut to this many CPUs (a small machine or container)."""
 
 
 class ForeignPool:
@@ -97,6 +100,11 @@ ROWS = [
         config={"max_workers": 3}, cpu_ratio=0.05, expect_workers=3),
     Row("a few waiting items get a thread each, no more", 5e-3, 6, "threads", Reason.AUTO_WAITING,
         config={}, cpu_ratio=0.05, expect_workers=6),
+    Row("waiting work on a one-CPU machine still gets threads: they wait, not compute", 5e-3, 400, "threads",
+        Reason.AUTO_WAITING, config={}, cpu_ratio=0.05, cpus=1, expect_workers=20),
+    Row("CPU-bound work on a one-CPU machine runs here, naming the limit", 1e-3, 1000, "serial",
+        Reason.SINGLE_WORKER, config={}, cpus=1, detail_says="(1 CPU in the CPU affinity)",
+        expect_decision=Reason.AUTO_CPU_BOUND),
     Row("a GIL-releasing hint gets threads", 1e-3, 1000, "threads", Reason.AUTO_RELEASES_GIL, releases_gil=True),
     Row("items too large for processes share memory on threads", 1e-3, 400, "threads", Reason.AUTO_SHARED_MEMORY,
         config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024),
@@ -257,6 +265,17 @@ def _items(row: Row) -> list[Any]:
 
 def plan(row: Row, planner: Planner | None = None) -> Any:
     """Plan ``row`` with a fresh planner taught its facts, or with ``planner`` as earlier plans left it."""
+    if row.cpus is None:
+        return _plan(row, planner)
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(before)[:row.cpus])  # this thread's: the planner reads it, nothing else runs
+    try:
+        return _plan(row, planner)
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _plan(row: Row, planner: Planner | None) -> Any:
     if planner is None:
         planner = Planner()
         if row.measured:

@@ -16,6 +16,8 @@ from typing import Any, Literal, TypeGuard, TypeVar
 
 import numpy as np
 
+from payoff import _cpus
+
 STRATEGY_NAMES: tuple[str, ...] = ("auto", "serial", "threads", "processes", "joblib", "dask")
 _STRATEGY_ALIASES = {"sequential": "serial", "thread": "threads", "process": "processes", "loky": "joblib"}
 GRANULARITIES: tuple[str, ...] = ("instance", "feature", "auto")
@@ -131,7 +133,31 @@ TOKEN_QUOTE_CHARS = 80
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity, not the machine's count, on Linux."""
+    """CPUs a pool can keep busy: the affinity, not the machine's count, and no more than the cgroup CPU quota.
+
+    The quota is re-read every few seconds (``_cpus.QUOTA_TTL_SECONDS``): a container's
+    limit is what its workers get, however many cores the host shows.
+    """
+    return _cpus.cpus_allowed(_affinity(), _cpus.quota_now.get())
+
+
+def cpu_capacity() -> float:
+    """CPU-seconds per second a pool of this process can get: fewer than :func:`usable_cpus` under a fractional
+    quota (1.5 CPUs run two workers at three quarters of a CPU each)."""
+    quota = _cpus.quota_now.get()
+    affinity = _affinity()
+    return float(affinity) if quota is None else max(min(float(affinity), quota), 1e-3)
+
+
+def cpus_described() -> str:
+    """What limits :func:`usable_cpus` now, for the detail of a decision it made."""
+    affinity, quota = _affinity(), _cpus.quota_now.get()
+    if quota is not None and _cpus.cpus_allowed(affinity, quota) < affinity:
+        return f"a cgroup CPU quota of {quota:g} CPU{'' if quota == 1 else 's'}, of {affinity} in the CPU affinity"
+    return f"{affinity} CPU{'' if affinity == 1 else 's'} in the CPU affinity"
+
+
+def _affinity() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

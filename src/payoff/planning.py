@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from payoff import _forks
-from payoff.config import ParallelConfig, usable_cpus
+from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site
 from payoff.reasons import Reason, initial_decision
@@ -725,8 +725,8 @@ class Planner:
             if floor is not None:  # the user's own minimum for parallel, or nothing to split: it runs here
                 return _serial(call, floor[0], floor[1], decision, probe)
             return replace(self._chunked(call, strategy, workers, probe, remaining, decision), isolated=True)
-        if local < 2 and cfg.tiny_workload_threshold != 0:  # a named process backend, measured: the caller is faster
-            return _serial(call, Reason.SINGLE_WORKER, f"{local} worker available", decision, probe)
+        if workers < 2 and cfg.tiny_workload_threshold != 0:  # measured, and no pool to wait in: the caller is faster
+            return _serial(call, Reason.SINGLE_WORKER, _one_worker(cfg, local), decision, probe)
         if strategy in call.warm and probe.forgone.get(strategy):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
         fallback = _threshold_fallback(call, probe, remaining) or self._cost_fallback(
@@ -752,7 +752,10 @@ class Planner:
     def _may_need_a_worker(self, call: Call) -> bool:
         """Whether one worker still means a pool of one worker process rather than the caller: under a backend
         named for its worker processes (decided after the probe, by what is measured), for a function that
-        crashed a worker process, or for workers that run a ``worker_initializer``."""
+        crashed a worker process, or for workers that run a ``worker_initializer``; or, under auto with one
+        CPU, more threads than CPUs for work the probe may find waiting."""
+        if call.requested == "auto" and call.config.max_workers is None:
+            return True
         return call.requested in CROSSES_PROCESSES or _has_initializer(call) \
             or (call.requested == "auto" and self.knowledge.crash_of(call.fn) is not None)
 
@@ -969,8 +972,13 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     if call.requested == "serial" or len(call.items) == 0:
         return None
     if workers < 2:
-        return Reason.SINGLE_WORKER, f"{workers} worker available"
+        return Reason.SINGLE_WORKER, _one_worker(cfg, workers)
     return None
+
+
+def _one_worker(cfg: ParallelConfig, workers: int) -> str:
+    limit = f"max_workers={cfg.max_workers}" if cfg.max_workers is not None else cpus_described()
+    return f"{workers} worker available ({limit})"
 
 
 DAEMONIC_DETAIL = ("this process is a daemonic worker of another pool (a multiprocessing.Pool's, for one), which "
@@ -1054,9 +1062,15 @@ def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: 
     transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + fn_copies * probe.fn_bytes)
     if strategy in CROSSES_PROCESSES:  # the workers' share runs in parallel, the parent's does not
         transfer += remaining * (probe.pickling.parent + probe.pickling.worker / workers)
-    compute = max(serial / workers, cost * chunk)
+    compute = max(serial / _parallelism(strategy, workers), cost * chunk)
     warm = oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
     return Estimate(serial, start, warm, transfer, compute)
+
+
+def _parallelism(strategy: str, workers: int) -> float:
+    """How many items at once a pool computes: worker processes of this machine share its CPUs (its affinity,
+    its cgroup quota), however many there are; threads that wait and a cluster's workers are not bound by them."""
+    return min(float(workers), cpu_capacity()) if strategy in LOCAL_PROCESS_POOLS else float(workers)
 
 
 def _too_cheap_for_threads(probe: Probe) -> bool:

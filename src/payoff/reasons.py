@@ -168,7 +168,8 @@ class Reason(StrEnum):
         "single_worker",
         "fallback",
         "only one worker is available",
-        "raise max_workers; this machine or its CPU affinity allows only one",
+        "raise max_workers; this machine, its CPU affinity or its cgroup CPU quota (a container's CPU limit) "
+        "allows only one",
     )
     EXECUTOR_UNUSED = (
         "executor_unused",
