@@ -237,6 +237,23 @@ def test_seconds_of_work_on_a_running_cluster_run_on_dask(address: str) -> None:
     assert record.workers == clusters.cluster_facts(address).worker_threads == 2
 
 
+def test_a_one_cpu_client_keeps_the_clusters_threads_on_every_call(address: str) -> None:
+    """A laptop or a small pod driving a cluster: its own CPU count is not the cluster's. Before, the second call
+    (the function measured) fell back with single_worker, "1 worker available"."""
+    work = functools.partial(tasks.sleep_then_square, seconds=0.005)
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(before)[:1])  # this thread plans: the one CPU it may run on is what it sees
+    try:
+        with ParallelExecutor(ParallelConfig(strategy="dask", address=address)) as ex:
+            for _ in range(3):
+                assert ex.map(work, range(400)) == [x * x for x in range(400)]
+            records = list(ex.records)
+    finally:
+        os.sched_setaffinity(0, before)
+    assert [(r.selected_strategy, r.workers, r.fallback_reason) for r in records] == [("dask", 2, None)] * 3, \
+        [r.fallback_detail for r in records]
+
+
 def test_an_address_that_accepts_but_never_answers_falls_back() -> None:
     """A wrong port that accepts and says nothing (or speaks HTTP: the dashboard's 8787 for the scheduler's
     8786) hung map for ever, timeout= included: ``Client(address, timeout=5)`` does not bound its handshake
