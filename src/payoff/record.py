@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
-from payoff.config import usable_cpus
+from payoff.config import cpu_capacity
 from payoff.reasons import Reason, initial_decision
 from payoff.worker import run_queue_readable
 
@@ -463,13 +463,14 @@ class RecordBuilder:
     def _others_load(self) -> float:
         """What other programs' load would have added to a loop: the pool's waits for a CPU, less its own.
 
-        With N runnable threads on C cores each waits ``N/C - 1`` seconds per second of CPU. The pool's
-        workers measured that wait per CPU second (``q``) with, on average, ``W`` of their own runnable;
-        a loop alone in their place would have met the rest, ``N - W + 1`` runnable: a wait of
-        ``q - (W - 1)/C``, nothing once the pool's own workers explain it (a quiet machine); the caller's
-        process (sending chunks, taking results) counts among them with its CPU time. Only for worker
-        processes of this machine: threads also wait for a CPU at each hand-over of the GIL, which is the
-        pool's own cost (a loop has none), and a cluster's workers meet another machine's load.
+        With N runnable threads on C CPUs (the cores, or a cgroup quota's worth: a throttled thread waits as
+        a queued one does) each waits ``N/C - 1`` seconds per second of CPU. The pool's workers measured
+        that wait per CPU second (``q``) with, on average, ``W`` of their own runnable; a loop alone in
+        their place would have met the rest, ``N - W + 1`` runnable: a wait of ``q - (W - 1)/C``,
+        nothing once the pool's own workers explain it (a quiet machine); the caller's process (sending
+        chunks, taking results) counts among them with its CPU time. Only for worker processes of this
+        machine: threads also wait for a CPU at each hand-over of the GIL, which is the pool's own cost
+        (a loop has none), and a cluster's workers meet another machine's load.
         """
         if self.selected not in LOCAL_PROCESS_POOLS:
             return 0.0
@@ -480,7 +481,7 @@ class RecordBuilder:
         span_ns = max(c.end_ns for c in pool) - min(c.start_ns for c in pool)
         caller_ns = time.process_time_ns() - self._process_cpu_ns
         runnable = (cpu_ns + runq_ns + caller_ns) / span_ns if span_ns > 0 else 1.0
-        loop_wait = runq_ns / cpu_ns - max(0.0, runnable - 1) / usable_cpus()
+        loop_wait = runq_ns / cpu_ns - max(0.0, runnable - 1) / cpu_capacity()
         return max(0.0, loop_wait) * cpu_ns / 1e9
 
     def build(self, error: BaseException | None = None) -> MapRecord:
