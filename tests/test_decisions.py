@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
+from payoff.config import usable_cpus
 from payoff.planning import CLOUDPICKLE_CANNOT, NO_PICKLING, Call, Facts, Pickling, Planner, _pickled_size
 from payoff.worker import _local
 from tests import tasks
@@ -102,6 +103,12 @@ ROWS = [
         config={}, cpu_ratio=0.05, expect_workers=6),
     Row("waiting work on a one-CPU machine still gets threads: they wait, not compute", 5e-3, 400, "threads",
         Reason.AUTO_WAITING, config={}, cpu_ratio=0.05, cpus=1, expect_workers=20),
+    Row("named threads for waiting work get as many threads as its wait needs, as auto's", 5e-3, 400, "threads",
+        Reason.EXPLICIT_STRATEGY, config={"strategy": "threads"}, cpu_ratio=0.05, expect_workers=32),
+    Row("named threads for waiting work on a one-CPU machine", 5e-3, 400, "threads", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "threads"}, cpu_ratio=0.05, cpus=1, expect_workers=20),
+    Row("named threads for CPU-bound work: one per CPU", 1e-3, 1000, "threads", Reason.EXPLICIT_STRATEGY,
+        config={"strategy": "threads"}, expect_workers=usable_cpus()),
     Row("CPU-bound work on a one-CPU machine runs here, naming the limit", 1e-3, 1000, "serial",
         Reason.SINGLE_WORKER, config={}, cpus=1, detail_says="(1 CPU in the CPU affinity)",
         expect_decision=Reason.AUTO_CPU_BOUND),
