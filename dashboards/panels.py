@@ -79,6 +79,19 @@ def _ratio(num: str, den: str, selector: str, by: str = "") -> str:
     return f"{agg}({_rate(num, selector)}) / {agg}({_rate(den, selector)})"
 
 
+def _utilization(selector: str, by: str = "") -> str:
+    """Busy / (capacity - shared): the worker time the calls had, as ``MapRecord.utilization``.
+
+    Capacity counts workers x wall of each call; on a pool several calls share, the other calls'
+    chunks hold part of it, which is occupied, not idle. Without the shared time, two calls keeping
+    one pool full would each read about 50% and look like too few chunks.
+    """
+    agg = f"sum by ({by}) " if by else "sum "
+    had = f"({agg}({_rate('payoff_capacity_seconds_total', selector)}) - " \
+          f"{agg}({_rate('payoff_shared_seconds_total', selector)}))"
+    return f"{agg}({_rate('payoff_busy_seconds_total', selector)}) / {had}"
+
+
 def _quantiles(metric: str, selector: str) -> list[str]:
     return [
         f"histogram_quantile({q}, sum by (le) ({_rate(metric + '_bucket', selector)}))"
@@ -151,9 +164,11 @@ PANELS: list[PanelSpec] = [
         "title": "Parallel efficiency",
         "description": (
             "Speedup divided by the number of workers: estimated serial seconds / capacity seconds "
-            "(capacity = workers x wall time). 100% would be a perfect linear speedup; "
-            "50% on 4 workers is a 2x speedup. Low efficiency with high utilization means the "
-            "workers are busy with overhead (serialization, contention), not with useful work."
+            "(capacity = workers x wall time of each call, as a record's efficiency). 100% would be a "
+            "perfect linear speedup; 50% on 4 workers is a 2x speedup. Low efficiency with high "
+            "utilization means the workers are busy with overhead (serialization, contention), not "
+            "with useful work, or that concurrent calls share one pool: each call's speedup, and so "
+            "its efficiency, is then about its share of the workers."
         ),
         "kind": "stat",
         "unit": "percentunit",
@@ -168,13 +183,15 @@ PANELS: list[PanelSpec] = [
         "section": HEADLINE,
         "title": "Worker utilization",
         "description": (
-            "Time workers spent inside items divided by the time they were available "
-            "(busy seconds / capacity seconds). Low utilization means workers sat idle: too few "
-            "or unbalanced chunks, slow dispatch, or a caller that cannot feed the pool."
+            "Time workers spent inside items divided by the time they were available: busy seconds / "
+            "(capacity seconds - shared seconds), where shared is what other calls' chunks held of a "
+            "call's workers on a pool several calls use at once (occupied, not idle). Low utilization "
+            "means workers sat idle: too few or unbalanced chunks, slow dispatch, or a caller that "
+            "cannot feed the pool."
         ),
         "kind": "stat",
         "unit": "percentunit",
-        "exprs": [_ratio("payoff_busy_seconds_total", "payoff_capacity_seconds_total", SEL_PAR)],
+        "exprs": [_utilization(SEL_PAR)],
         "legends": ["utilization"],
         "width": 6,
         "height": 5,
@@ -245,7 +262,8 @@ PANELS: list[PanelSpec] = [
         "description": (
             "Estimated serial seconds / capacity seconds per strategy and workload: the speedup "
             "each worker buys. Near 100% is linear scaling; adding workers to a series that is "
-            "already low mostly adds overhead."
+            "already low mostly adds overhead. Calls sharing one pool each read about their share "
+            "of it here (their speedups are); utilization shows whether the pool was full."
         ),
         "kind": "timeseries",
         "unit": "percentunit",
@@ -266,21 +284,16 @@ PANELS: list[PanelSpec] = [
         "section": OVER_TIME,
         "title": "Utilization (busy / capacity)",
         "description": (
-            "Busy seconds / capacity seconds per strategy and workload. These counters advance "
-            "as chunks finish, so the line stays honest during long maps. Utilization is normally "
-            "at or above efficiency; a wide gap between the two means workers are busy but each "
-            "item runs slower than it would serially (GIL, memory bandwidth, oversubscription)."
+            "Busy seconds / (capacity seconds - shared seconds) per strategy and workload: the "
+            "other calls' chunks on a shared pool are occupied time, not idle. Busy and capacity "
+            "advance as chunks finish, so the line stays honest during long maps; the shared time "
+            "is added when a call ends. Utilization is normally at or above efficiency; a wide gap "
+            "between the two means workers are busy but each item runs slower than it would "
+            "serially (GIL, memory bandwidth, oversubscription), or calls share one pool."
         ),
         "kind": "timeseries",
         "unit": "percentunit",
-        "exprs": [
-            _ratio(
-                "payoff_busy_seconds_total",
-                "payoff_capacity_seconds_total",
-                SEL_PAR,
-                by="strategy, workload",
-            )
-        ],
+        "exprs": [_utilization(SEL_PAR, by="strategy, workload")],
         "legends": ["{{strategy}} / {{workload}}"],
         "width": 8,
         "height": 8,

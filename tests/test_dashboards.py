@@ -39,6 +39,7 @@ CONTRACT_METRICS = {
     "payoff_wall_seconds_total",
     "payoff_busy_seconds_total",
     "payoff_capacity_seconds_total",
+    "payoff_shared_seconds_total",
     "payoff_serial_estimate_seconds_total",
     "payoff_task_cpu_seconds_total",
     "payoff_overhead_seconds_total",
@@ -369,7 +370,10 @@ def test_key_expressions_compute_what_they_claim(tmp_path: Path, panels_module: 
         f"payoff_serial_estimate_seconds_total{{{proc}}}": "0+60x20",
         f"payoff_wall_seconds_total{{{proc}}}": "0+120x20",
         f"payoff_capacity_seconds_total{{{proc}}}": "0+240x20",
-        f"payoff_busy_seconds_total{{{proc}}}": "0+180x20",
+        # other calls' chunks held 60 of the 240: occupied, so utilization is 135 / 180 (not 135 / 240);
+        # efficiency, as a record's (speedup / workers), stays serial estimate / capacity
+        f"payoff_shared_seconds_total{{{proc}}}": "0+60x20",
+        f"payoff_busy_seconds_total{{{proc}}}": "0+135x20",
         # serial calls are excluded from the parallel headline numbers
         'payoff_serial_estimate_seconds_total{strategy="serial", workload="w"}': "0+600x20",
         'payoff_wall_seconds_total{strategy="serial", workload="w"}': "0+60x20",
@@ -381,6 +385,8 @@ def test_key_expressions_compute_what_they_claim(tmp_path: Path, panels_module: 
         ("Calls faster than serial", [("{}", 0.25)]),
         ("Parallel efficiency", [("{}", 0.25)]),
         ("Worker utilization", [("{}", 0.75)]),
+        ("Utilization (busy / capacity)", [('{strategy="processes", workload="w"}', 0.75)]),
+        ("Efficiency (speedup / workers)", [('{strategy="processes", workload="w"}', 0.25)]),
         (
             "Overhead by phase (share of wall time)",
             [('{phase="dispatch"}', 0.1), ('{phase="pool_start"}', 0.05)],

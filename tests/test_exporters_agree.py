@@ -38,6 +38,7 @@ from payoff.telemetry.otel_metrics import OTelMetrics
 from payoff.telemetry.server import MetricsServer
 from payoff.telemetry.updates import ADD, OBSERVE, TOUCH, MetricUpdates
 from tests import tasks
+from tests.test_metrics import map_concurrently
 
 FORCE = {"tiny_workload_threshold": 0.0}
 ITEM_SECONDS = 0.0004
@@ -198,6 +199,8 @@ def run_every_path(both: Both, tmp_path: Path) -> list[MapRecord]:
         with both.executor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex:
             assert ex.map(nap_then_die_once, items, chunksize=4) == [i * 10 for i in range(24)]
             records += ex.records
+        with both.executor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
+            records += map_concurrently(ex, tmp_path, "shared")  # two calls on one pool: shared seconds
         with both.executor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex, \
                 pytest.raises(KeyError):
             ex.map(nap_then_fail_on_seven, range(20), workload="errors", chunksize=2)
@@ -229,6 +232,11 @@ def test_both_exporters_hold_the_same_values_after_the_same_calls(both: Both, tm
         parallel = {"strategy": "processes", "mode": "parallel", "workload": "default"}
         assert s[_key("payoff_map_calls_total", parallel)] == 1
         assert s[_key("payoff_task_errors_total", {"strategy": "threads", "workload": "errors"})] == 1
+        # concurrent calls on one pool: the worker time the other call held, as the records have it
+        shared = sum(r.shared_seconds for r in records if r.workload == "shared")
+        assert shared > 0
+        assert s[_key("payoff_shared_seconds_total", {"strategy": "threads", "workload": "shared"})] == \
+            pytest.approx(shared)
         # the in-flight gauge went up and came down on both sides
         for strategy in ("threads", "processes"):
             assert s[_key("payoff_in_flight_tasks", {"strategy": strategy})] == 0

@@ -6,8 +6,10 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from payoff import ParallelConfig, ParallelExecutor, Reason
+from payoff import MapRecord, ParallelConfig, ParallelExecutor, Reason
 from payoff.telemetry import serve_metrics
 from payoff.telemetry.metrics import (
     METRICS,
@@ -145,6 +147,49 @@ def test_a_call_whose_pool_fails_after_planning_is_counted_where_its_items_ran(
         pytest.approx(record.wall_seconds)
     assert total(values, "payoff_in_flight_tasks") == 0
     assert total(values, "payoff_pool_starts_total", strategy="processes", outcome="failure") == 1
+
+
+def map_concurrently(ex: ParallelExecutor, folder: Path, workload: str) -> list[MapRecord]:
+    """Two threads map at once on ``ex`` (a web server's pattern), after a call that starts its pool.
+
+    Each call's first item waits for the other's (``tasks.meet_then_nap``), so both hold the pool together
+    on any backend; the records of all three calls are returned.
+    """
+    ex.map(tasks.sleep_then_square, range(4), workload=workload)  # the pool runs before both: neither pays its start
+    start = threading.Barrier(2)
+
+    def call(mine: str, other: str) -> list[int]:
+        start.wait()
+        return ex.map(tasks.meet_then_nap, [(str(folder), mine, other, i) for i in range(12)], chunksize=1,
+                      workload=workload)
+
+    with ThreadPoolExecutor(2) as callers:
+        assert list(callers.map(call, "ab", "ba")) == [list(range(12))] * 2
+    return list(ex.records)[-3:]
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_utilization_from_the_counters_does_not_read_a_shared_pool_as_idle(
+        endpoint: tuple[PrometheusMetrics, MetricsServer], strategy: str, tmp_path: Path) -> None:
+    """Two calls keep one pool of two workers full. Their records count the other call's chunks as occupied
+    (``shared_seconds``), but ``payoff_capacity_seconds_total`` counts workers x wall per call, so busy /
+    capacity read about 50% and PayoffUtilizationLow advised smaller chunks. ``payoff_shared_seconds_total``
+    carries the records' shared time: busy / (capacity - shared) is the records' own utilization."""
+    observer, server = endpoint
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE), observers=[observer]) as ex:
+        records = map_concurrently(ex, tmp_path, "web")
+    assert sum(r.pool_shared for r in records) == 2, [r.summary() for r in records]
+    values = samples(scrape(server))
+    pair = {"strategy": strategy, "workload": "web"}
+    busy = total(values, "payoff_busy_seconds_total", **pair)
+    capacity = total(values, "payoff_capacity_seconds_total", **pair)
+    shared = total(values, "payoff_shared_seconds_total", **pair)
+    assert shared == pytest.approx(sum(r.shared_seconds for r in records)) and shared > 0
+    assert capacity == pytest.approx(sum(r.workers * r.wall_seconds for r in records))
+    assert busy == pytest.approx(sum(r.busy_seconds for r in records))
+    # what utilization reads from the counters is what the records read together
+    assert busy / (capacity - shared) == pytest.approx(
+        sum(r.busy_seconds for r in records) / sum(r.capacity_seconds for r in records))
 
 
 def payoff_series(text: str) -> list[str]:

@@ -235,7 +235,8 @@ class MapRecord:
     shared_seconds: float = 0.0
     """Worker time of the call's workers that other calls' chunks held while the call held the pool: not
     capacity the call left idle, so ``capacity_seconds`` leaves it out (a ``submit`` is not timed, so only
-    ``pool_shared`` says it was there)."""
+    ``pool_shared`` says it was there). The metrics add it to ``payoff_shared_seconds_total`` when the call
+    ends, for the same reason: their capacity counter advanced as workers x wall while the call ran."""
 
     @property
     def work_seconds(self) -> float:

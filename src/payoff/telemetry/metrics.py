@@ -6,7 +6,8 @@ reference cannot drift from the code. What a call changes is decided in one
 place, :mod:`payoff.telemetry.updates`, for this exporter and the OpenTelemetry
 one alike. Counters that measure work (tasks, busy, capacity, CPU, bytes)
 advance as chunks finish, so ``rate()`` stays honest during a long map instead
-of jumping when it ends.
+of jumping when it ends. The one exception is the shared time of calls that
+shared their pool: it is known only when the call's record is built.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from payoff.telemetry.updates import (
     OTHER,
     PAIR_COUNTERS,
     PAIR_HISTOGRAMS,
+    POOL_PAIR_COUNTERS,
     QUEUE_WAIT,
     STRATEGIES,
     UNPOOLED,
@@ -95,9 +97,16 @@ METRICS: tuple[MetricDef, ...] = (
               "Sum of map wall times.", "Denominator of the speedup ratio."),
     MetricDef("payoff_busy_seconds_total", "counter", ("strategy", "workload"),
               "Time workers spent inside chunks; advances as chunks finish.",
-              "Numerator of utilization (busy / capacity)."),
+              "Numerator of utilization (busy / (capacity - shared))."),
     MetricDef("payoff_capacity_seconds_total", "counter", ("strategy", "workload"),
-              "Workers x wall time; advances as chunks finish.", "Denominator of utilization."),
+              "Workers x wall time of each call; advances as chunks finish. Calls sharing one pool each count "
+              "all of it: payoff_shared_seconds_total is the part other calls' chunks held.",
+              "Denominator of efficiency; of utilization, less the shared time."),
+    MetricDef("payoff_shared_seconds_total", "counter", ("strategy", "workload"),
+              "Worker time of a call's workers that other calls' chunks held during the call (threads mapping "
+              "at once on one executor): in its capacity, but not idle. Added when the call ends "
+              "(MapRecord.shared_seconds); only pool strategies have it.",
+              "Was the pool shared by concurrent calls? Subtracted from capacity for utilization."),
     MetricDef("payoff_serial_estimate_seconds_total", "counter", ("strategy", "workload"),
               "Estimated serial time of the same work (busy time, contention removed with CPU time).",
               "Numerator of speedup (serial estimate / wall)."),
@@ -225,9 +234,11 @@ def pair_series_bound(strategy: str) -> int:
     """At most this many series per (strategy, workload) pair that ran a call (fallback counters aside)."""
     modes = 1 if strategy == "serial" else len(MODES)
     histograms = sum(_histogram_series(h) for h in PAIR_HISTOGRAMS)
+    counters = len(PAIR_COUNTERS)
     if strategy != "serial":
         histograms += _histogram_series(QUEUE_WAIT)
-    return modes + len(PAIR_COUNTERS) + histograms
+        counters += len(POOL_PAIR_COUNTERS)
+    return modes + counters + histograms
 
 
 def strategy_series_bound(strategy: str) -> int:
@@ -291,8 +302,8 @@ def metrics_reference_markdown() -> str:
         f"| workload and strategy `serial` | `payoff_map_calls_total` 1, {len(PAIR_COUNTERS)} counters, "
         f"{histogram_cells} | {serial} |",
         f"| workload and a pool strategy | `payoff_map_calls_total` {len(MODES)} (one per mode), "
-        f"{len(PAIR_COUNTERS)} counters, {histogram_cells}, `{QUEUE_WAIT}` {_histogram_series(QUEUE_WAIT)} "
-        f"| {pooled} |",
+        f"{len(PAIR_COUNTERS)} counters, {histogram_cells}, `{QUEUE_WAIT}` {_histogram_series(QUEUE_WAIT)}, "
+        + ", ".join(f"`{c}` 1" for c in POOL_PAIR_COUNTERS) + f" | {pooled} |",
         f"| workload | `payoff_fallbacks_total`: one per fallback reason it hit | {fallback_codes} |",
         f"| workload | `payoff_recoveries_total`: one per recovery reason it hit | {recovered_codes} |",
         "| strategy used | in-flight gauge 1, pool starts (success, failure) and reuses, overhead per phase, "
@@ -302,7 +313,7 @@ def metrics_reference_markdown() -> str:
         f"So a workload has at most {pooled} series per pool strategy it ran on ({serial} on `serial`), plus",
         "one per fallback or recovery reason it hit: three workloads on one pool strategy have at most "
         f"{3 * pooled + strategy_series_bound('processes')} series",
-        "(about 140 when their calls ran in one mode after one kind of decision). With the workload cap the",
+        "(about 150 when their calls ran in one mode after one kind of decision). With the workload cap the",
         f"whole exposition has at most {_exposition_bound():,} series however many names callers use.",
         "",
         "## The OpenTelemetry exporter",
@@ -328,9 +339,12 @@ def metrics_reference_markdown() -> str:
         lines.append(f"| `{r.value}` | {kind} | {r.meaning} | {r.advice or '-'} |")
     lines += ["", "## Derived ratios", "",
               "- speedup = `rate(payoff_serial_estimate_seconds_total)` / `rate(payoff_wall_seconds_total)`",
-              "- utilization = `rate(payoff_busy_seconds_total)` / `rate(payoff_capacity_seconds_total)`",
+              "- utilization = `rate(payoff_busy_seconds_total)` / (`rate(payoff_capacity_seconds_total)` - "
+              "`rate(payoff_shared_seconds_total)`): the worker time the calls had, less what other calls' "
+              "chunks held of it, as `MapRecord.utilization`; calls keeping a shared pool full read near 100%",
               "- efficiency = `rate(payoff_serial_estimate_seconds_total)` / "
-              "`rate(payoff_capacity_seconds_total)`",
+              "`rate(payoff_capacity_seconds_total)`: speedup per worker, as `MapRecord.efficiency` "
+              "(speedup / workers); calls sharing a pool each read lower, as each one's speedup does",
               "- GIL contention (threads) = `rate(payoff_task_cpu_seconds_total)` / "
               "`rate(payoff_busy_seconds_total)`", ""]
     return "\n".join(lines)

@@ -22,6 +22,12 @@ Every updated value comes from the events, never from a clock read here: the
 capacity of a running call advances to the end stamp of each finished chunk (a
 monotonic stamp in the caller's clock, also for remote workers), so two
 exporters fed the same events agree to the last bit.
+
+Capacity counts workers x wall of every call, also of calls that shared their
+pool with other calls: what other calls' chunks held of a call's workers is
+known only when its record is built, and a counter cannot go back down, so it
+is a counter of its own (``payoff_shared_seconds_total``), added when the call
+ends. Utilization is busy / (capacity - shared), as the record's.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ QUEUE_WAIT: Final = "payoff_queue_wait_seconds"
 WALL: Final = "payoff_wall_seconds_total"
 BUSY: Final = "payoff_busy_seconds_total"
 CAPACITY: Final = "payoff_capacity_seconds_total"
+SHARED: Final = "payoff_shared_seconds_total"
 SERIAL_ESTIMATE: Final = "payoff_serial_estimate_seconds_total"
 SPEEDUP: Final = "payoff_speedup"
 TASK_CPU: Final = "payoff_task_cpu_seconds_total"
@@ -77,6 +84,8 @@ PAIR_COUNTERS: Final = (TASKS, TASK_ERRORS, WALL, BUSY, CAPACITY, SERIAL_ESTIMAT
 """Counters labelled ``(strategy, workload)``, besides ``payoff_map_calls_total`` (which adds ``mode``)."""
 PAIR_HISTOGRAMS: Final = (MAP_DURATION, TASK_DURATION, SPEEDUP)
 """Histograms every pair has; ``payoff_queue_wait_seconds`` only pairs whose strategy runs chunks in a pool."""
+POOL_PAIR_COUNTERS: Final = (SHARED,)
+"""Counters only pairs whose strategy runs chunks in a pool have: a serial call holds no pool to share."""
 
 
 Update = tuple[str, Labels, int, float, int, str | None]
@@ -168,6 +177,8 @@ class MetricUpdates:
             out.append((name, pair, TOUCH, 0.0, 0, None))
         if strategy != "serial":
             out.append((QUEUE_WAIT, pair, TOUCH, 0.0, 0, None))
+            for name in POOL_PAIR_COUNTERS:
+                out.append((name, pair, ADD, 0.0, 1, None))
 
     def declare(self, workloads: Iterable[str], strategies: Iterable[str] = ()) -> list[Update]:
         """Reserve workload names under the cap and, per strategy named, create the pair's series now."""
@@ -231,6 +242,7 @@ class MetricUpdates:
             st.left = 0
         self._advance(out, st, record.workers, call.started_ns + int(record.wall_seconds * 1e9))
         pair = (strategy, st.workload)
+        self._shared(out, pair, record)
         out.append((MAP_CALLS, (strategy, record.mode, st.workload), ADD, 1.0, 1, None))
         if record.fallback_reason is not None:
             # A call that reran lost chunks in fresh workers stayed where it ran: a recovery, not a fallback.
@@ -263,6 +275,17 @@ class MetricUpdates:
         if strategy != st.strategy:
             self._first_use(out, strategy, st.workload, workers)
             st.strategy = strategy
+
+    @staticmethod
+    def _shared(out: list[Update], pair: Labels, record: MapRecord) -> None:
+        """What other calls' chunks held of the call's workers: capacity it had counted but did not have.
+
+        At most its workers x wall, the capacity counted for it, so capacity - shared never goes below
+        zero; nothing for a call that ended serial (no pool, no such series).
+        """
+        if record.shared_seconds > 0 and pair[0] != "serial":
+            held = min(record.shared_seconds, record.workers * record.wall_seconds)
+            out.append((SHARED, pair, ADD, held, 1, None))
 
     @staticmethod
     def _advance(out: list[Update], st: _Call, workers: int, now_ns: int) -> None:
