@@ -297,3 +297,11 @@ def meet_then_nap(item: tuple[str, str, str, int]) -> int:
             time.sleep(0.002)
     time.sleep(0.03)
     return i
+
+
+def exit_once_file_exists(path: str) -> int:
+    """Crash the worker (``os._exit``) only when the test says so, to race the crash with something else."""
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    os._exit(7)
+

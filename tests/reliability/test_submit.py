@@ -5,6 +5,7 @@ cancelled future counts as done for ``wait`` and ``as_completed``."""
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, CancelledError, as_completed, wait
+from concurrent.futures import BrokenExecutor, CancelledError, Future, as_completed, wait
 from pathlib import Path
 
 import pytest
@@ -187,14 +188,15 @@ def test_cancel_ends_the_submitted_calls_it_stopped_cancelled_not_broken() -> No
         ex.shutdown()
 
 
+@pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
 def test_a_pool_that_breaks_with_a_cancelled_call_queued_fails_every_other_call_and_cleans_up(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stdlib manager thread failed every queued future of a broken pool with ``set_exception``, and a
     cancelled one raised ``InvalidStateError`` there: the thread died with a traceback on stderr, the futures
     after it never completed, and its queue feeder thread and pipes leaked (a racing ``cancel()`` did that)."""
     died: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
-    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
     try:
         futures = [ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(10)]
         _until(lambda: sum(f._remote.running() for f in futures) >= 2)  # type: ignore[attr-defined]
@@ -210,3 +212,57 @@ def test_a_pool_that_breaks_with_a_cancelled_call_queued_fails_every_other_call_
     finally:
         ex.cancel()  # a call that never completed would hold its pool's lease: shutdown(wait=True) waited forever
         ex.shutdown(wait=False)
+
+
+def _threads_and_fds() -> tuple[set[threading.Thread], int]:
+    gc.collect()  # a stopped pool's pipes close when its objects go
+    return set(threading.enumerate()), len(os.listdir("/proc/self/fd"))
+
+
+def _leaks(threads: set[threading.Thread], fds: int) -> str:
+    """What is open now that was not before (empty: nothing), waiting a while for stopped pools to end."""
+    deadline = time.monotonic() + 60
+    while True:
+        now, open_fds = _threads_and_fds()
+        if (now <= threads and open_fds <= fds) or time.monotonic() > deadline:
+            return "" if now <= threads and open_fds <= fds else f"threads {now - threads}, fds {open_fds} > {fds}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+@pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
+def test_cancel_racing_a_crash_with_calls_queued_ends_every_call_and_leaks_nothing(
+        strategy: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cancel()`` lands as an item's ``os._exit`` breaks the pool, with a cancelled call and others still
+    queued: every call ends (the cancelled one cancelled, the others cancelled or failed as a broken pool),
+    no pool thread dies of an exception, the next call gets fresh workers, and the pool's threads and pipes
+    are gone after shutdown. The processes strategy once lost its manager thread this way (``_PoolFuture``)."""
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as warm:  # the backend's globals
+        assert warm.submit(tasks.square, 1).result(timeout=60) == 1
+    threads, fds = _threads_and_fds()
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
+    go = tmp_path / "crash"
+    futures: list[Future[int]] = []
+    try:
+        futures += [ex.submit(tasks.exit_once_file_exists, str(go)),
+                    *[ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(8)]]
+        _until(lambda: sum(f._remote.running() for f in futures) >= 2)  # type: ignore[attr-defined]
+        assert futures[5].cancel(), "a call no worker took is cancelled"
+        go.touch()
+        ex.cancel()  # races the crash
+        not_done = wait(futures, timeout=60).not_done
+        assert not not_done, f"{len(not_done)} calls never completed"
+        assert futures[5].cancelled()
+        strays = [f.exception() for f in futures if not f.cancelled()
+                  and not isinstance(f.exception(), BrokenExecutor)]
+        assert not strays, strays
+        assert ex.submit(tasks.square, 3).result(timeout=60) == 9
+    finally:
+        ex.cancel()
+        ex.shutdown(wait=True)
+    futures.clear()  # a done future keeps its pool's process objects (their pipes) as long as it is held
+    leaked = _leaks(threads, fds)
+    assert not leaked, leaked
+    assert not died, died
