@@ -305,3 +305,11 @@ def exit_once_file_exists(path: str) -> int:
         time.sleep(0.005)
     os._exit(7)
 
+
+def square_once_file_exists(item: tuple[str, int]) -> int:
+    """``x * x`` once the test creates the file (60 s at most): work held on its pool until the test says."""
+    path, x = item
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return x * x

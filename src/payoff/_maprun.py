@@ -34,6 +34,7 @@ from payoff.reasons import Reason
 from payoff.record import RecordBuilder
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
+from payoff.strategies.base import closed_pool
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
@@ -596,6 +597,8 @@ class MapRun:
 
     def _collect(self, pool: Strategy, future: Future[Any], task: ChunkTask) -> None:
         if future.cancelled():
+            if pool.stopped_by is not None and not self.token.is_set():  # the kill of another call's stop
+                raise closed_pool(pool.name)  # lost, not cancelled: rerun on fresh workers as pool_stopped
             raise CancelledError("payoff: a chunk was cancelled")
         raw = future.result()
         t0 = time.perf_counter_ns()

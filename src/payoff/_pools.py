@@ -25,7 +25,7 @@ from payoff import _exit
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError
 from payoff.strategies import Strategy
-from payoff.strategies.base import START_WAIT_SLICE_SECONDS, StartStop
+from payoff.strategies.base import CANCEL_ALL, START_WAIT_SLICE_SECONDS, StartStop
 
 
 class CallStop(StartStop, Protocol):
@@ -390,7 +390,7 @@ class PoolRegistry:
         for e in entries:
             if e.ours:
                 e.pool.broken = True
-                e.pool.stopped_by = e.pool.stopped_by or "cancel()"  # a call racing it reruns, blames no item
+                e.pool.stopped_by = e.pool.stopped_by or CANCEL_ALL  # a call racing it reruns, blames no item
                 e.pool.kill()
 
     def current(self) -> list[Strategy]:

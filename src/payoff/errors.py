@@ -91,6 +91,15 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+class PoolStoppedError(BrokenExecutor):
+    """Another call stopped the pool this submitted call ran on (its timeout, Ctrl-C): nothing crashed, and this
+    call was not cancelled, but its work was lost with the pool. ``stopped_by`` names that call."""
+
+    def __init__(self, message: str, *, stopped_by: str) -> None:
+        super().__init__(message)
+        self.stopped_by = stopped_by
+
+
 class PoolStartTimeoutError(TimeoutError):
     """A pool did not finish starting in time: its workers (usually the ``worker_initializer``) had not all
     answered when the call's timeout ran out, or after ``ParallelConfig.pool_start_timeout``.

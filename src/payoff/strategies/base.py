@@ -228,6 +228,10 @@ def describe_callable(fn: object) -> str:
     return repr(fn)
 
 
+CANCEL_ALL = "cancel()"
+"""``Strategy.stopped_by`` of a pool ``ParallelExecutor.cancel()`` stopped: its calls asked to be cancelled."""
+
+
 class PoolClosedError(BrokenExecutor):
     """The pool was shut down or killed while a call still wanted it: the call retries on a fresh pool."""
 

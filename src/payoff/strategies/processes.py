@@ -30,9 +30,9 @@ from typing import Any, NamedTuple
 
 from payoff import _exit
 from payoff._scratch import ScratchDir
-from payoff.errors import RemoteTraceback, WorkerInitError
+from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
-from payoff.strategies.base import ChunkTask, Strategy, closed_pool, init_error
+from payoff.strategies.base import CANCEL_ALL, ChunkTask, Strategy, closed_pool, init_error
 from payoff.strategies.main_guard import spawned_workers_import_main, unguarded_main_hint
 from payoff.strategies.reach import WorkerImports, send_by_value
 from payoff.worker import (
@@ -264,7 +264,7 @@ class PickledPoolStrategy(Strategy):
             failed.set_exception(exc)
             return failed
         return _call_outcome(self._dispatch(pool, shipped, payload, pickler, run_pickled_call),
-                             lambda: self.stopped_by is not None)
+                             lambda: self.stopped_by)
 
     def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
               describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
@@ -384,20 +384,20 @@ def _unsendable_call(dumps: Callable[[Any], bytes], fn: Any) -> str:
     return "the submitted call's arguments"
 
 
-def _call_outcome(remote: Future[Any], stopped: Callable[[], bool]) -> Future[Any]:
+def _call_outcome(remote: Future[Any], stopped: Callable[[], str | None]) -> Future[Any]:
     """The submitted call's own result or exception, read from the bytes its worker sent back.
 
     Cancelling it cancels the call where the pool still can; a cancel from the pool (``shutdown`` with
-    ``cancel_futures``, a kill) ends it cancelled and notified, so ``wait`` and ``as_completed`` see it done.
-    So does the broken pool of workers payoff killed on purpose (``stopped()``: ``cancel()``, another call's
-    timeout): the stdlib fails the calls they ran or had queued as "terminated abruptly", but nothing crashed.
+    ``cancel_futures``, ``ex.cancel()``'s kill) ends it cancelled and notified, so ``wait`` and ``as_completed``
+    see it done. A pool payoff stopped on purpose fails the calls it ran or had queued as "terminated
+    abruptly", but nothing crashed: see :func:`_stopped_outcome`.
     """
     local = _Relayed(remote)
 
     def done(f: Future[Any]) -> None:
-        if f.cancelled() or (isinstance(f.exception(), BrokenExecutor) and stopped()):
-            Future.cancel(local)  # not _Relayed.cancel: the remote one may be done, not cancelled
-            local.set_running_or_notify_cancel()
+        by = stopped() if f.cancelled() or isinstance(f.exception(), BrokenExecutor) else None
+        if f.cancelled() or by is not None:
+            _stopped_outcome(local, by)
             return
         local.set_running_or_notify_cancel()
         try:
@@ -411,15 +411,34 @@ def _call_outcome(remote: Future[Any], stopped: Callable[[], bool]) -> Future[An
     return local
 
 
+def _stopped_outcome(local: _Relayed, by: str | None) -> None:
+    """A call stopped with its pool: cancelled when it was cancelled (its own ``cancel()``, ``ex.cancel()``, a
+    cancelling shutdown); when another call stopped the pool (its timeout, Ctrl-C), this call asked for nothing
+    of the kind, so it fails with :class:`PoolStoppedError` naming that call, not as if it had been cancelled."""
+    if by is None or by == CANCEL_ALL or local.cancelling:
+        Future.cancel(local)  # not _Relayed.cancel: the remote one may be done, not cancelled
+        local.set_running_or_notify_cancel()
+        return
+    local.set_running_or_notify_cancel()
+    local.set_exception(PoolStoppedError(
+        f"payoff: this submitted call's pool was stopped by {by} while the call waited or ran on it (its work was "
+        "lost; nothing crashed and the call was not cancelled): submit it again to run it on fresh workers",
+        stopped_by=by))
+
+
 class _Relayed(Future[Any]):
     """A future whose ``cancel`` reaches the pool's own future (a call not started yet does not run)."""
 
     def __init__(self, remote: Future[Any]) -> None:
         super().__init__()
         self._remote = remote
+        self.cancelling = False
+        """Its own ``cancel()`` is under way: the pool's future it cancels ends this one cancelled."""
 
     def cancel(self) -> bool:
+        self.cancelling = True
         if not self._remote.cancel() and not self._remote.cancelled():
+            self.cancelling = False
             return False
         return super().cancel()
 

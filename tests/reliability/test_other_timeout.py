@@ -1,0 +1,85 @@
+"""A call that shares a pool with a call whose timeout stopped it did not ask to be stopped: a map reruns its
+lost chunks on fresh workers and returns every result; a submitted call ends with an error that says which call
+stopped its pool (never a raw pool error, nor cancelled as if it had been cancelled)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, wait
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
+
+GUARD_SECONDS = 120.0
+pytestmark = [pytest.mark.filterwarnings("ignore::payoff.ParallelFallbackWarning"),  # pool_stopped: expected
+              pytest.mark.filterwarnings("ignore::payoff.errors.StuckThreadsWarning")]  # call A's on threads
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + GUARD_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, "the calls never got that far"
+        time.sleep(0.01)
+
+
+def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, Future[Any]]:
+    out: Future[Any] = Future()
+
+    def body() -> None:
+        try:
+            out.set_result(fn())
+        except BaseException as exc:
+            out.set_exception(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _time_out_a_call_beside(ex: ParallelExecutor, go: Path) -> None:
+    """Call A waits on the shared pool for a file that only comes after its timeout ran out, so it is stopped
+    with work in flight on the pool that the other call uses too."""
+    with pytest.raises(TimeoutError):
+        ex.map(tasks.square_once_file_exists, [(str(go), x) for x in range(4)], chunksize=1, timeout=1.0)
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])
+def test_a_map_sharing_a_pool_another_calls_timeout_stopped_returns_all_its_results(
+        strategy: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0)) as ex:
+        items = [(str(go), x) for x in range(12)]
+        thread, b = _in_thread(lambda: ex.map(tasks.square_once_file_exists, items, chunksize=1))
+        _until(lambda: bool(ex._runs))
+        _time_out_a_call_beside(ex, go)
+        go.touch()
+        assert b.result(timeout=GUARD_SECONDS) == [x * x for x in range(12)]
+        thread.join(GUARD_SECONDS)
+        assert ex.map(tasks.square, range(6)) == [x * x for x in range(6)]
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])
+def test_a_submitted_call_on_a_pool_another_calls_timeout_stopped_says_so(strategy: str, tmp_path: Path) -> None:
+    """It ended cancelled (processes, joblib) though nobody cancelled it; threads cannot be stopped, so there it
+    completes."""
+    go = tmp_path / "go"
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0)) as ex:
+        b = ex.submit(tasks.square_once_file_exists, (str(go), 7))
+        _until(lambda: b._remote.running() if hasattr(b, "_remote") else b.running())
+        _time_out_a_call_beside(ex, go)
+        go.touch()
+        assert not wait([b], timeout=GUARD_SECONDS).not_done
+        assert not b.cancelled(), "a call nobody cancelled ended cancelled"
+        error = b.exception()
+        if error is None:
+            assert b.result() == 49
+        else:  # payoff.errors.PoolStoppedError, not the pool's own error
+            assert strategy != "threads" and type(error).__name__ == "PoolStoppedError", repr(error)
+            assert "timeout" in str(error) and "call " in str(error), str(error)
+        assert ex.submit(tasks.square, 3).result(timeout=GUARD_SECONDS) == 9
