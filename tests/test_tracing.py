@@ -25,7 +25,8 @@ from tests import tasks
 FORCE = {"tiny_workload_threshold": 0.0}
 ATTRIBUTE_TYPES = {
     "payoff.requested_strategy": str, "payoff.selected_strategy": str, "payoff.decision_reason": str,
-    "payoff.fallback_reason": str, "payoff.granularity": str, "payoff.items": int, "payoff.chunks": int,
+    "payoff.fallback_reason": str, "payoff.recovery_reason": str, "payoff.granularity": str, "payoff.items": int,
+    "payoff.chunks": int,
     "payoff.chunk_size": int, "payoff.workers": int, "payoff.speedup": float, "payoff.efficiency": float,
     "payoff.utilization": float, "payoff.queue_wait.p50_seconds": float, "payoff.queue_wait.p95_seconds": float,
     "payoff.task_time.p50_seconds": float, "payoff.task_time.p95_seconds": float,
@@ -98,6 +99,7 @@ def test_fallback_event_carries_the_reason(spans: tuple[TracerProvider, InMemory
     assert len(events) == 1
     assert (events[0].attributes or {})["payoff.fallback_reason"] == Reason.TINY_WORKLOAD.value
     assert (map_span.attributes or {})["payoff.fallback_reason"] == "tiny_workload"
+    assert (map_span.attributes or {})["payoff.recovery_reason"] == "none"
 
 
 def test_a_recovered_call_carries_a_recovery_event_not_a_fallback(
@@ -117,6 +119,9 @@ def test_a_recovered_call_carries_a_recovery_event_not_a_fallback(
     attrs = dict(event.attributes or {})
     assert attrs["payoff.recovery_reason"] == Reason.MAP_FAILURE_RETRY.value
     assert attrs["payoff.recovery_detail"] == record.fallback_detail != ""
+    span_attrs = dict(map_span.attributes or {})  # it carried payoff.fallback_reason=map_failure_retry
+    assert (span_attrs["payoff.fallback_reason"], span_attrs["payoff.recovery_reason"]) == (
+        "none", Reason.MAP_FAILURE_RETRY.value)
 
 
 @pytest.mark.parametrize("strategy", ["serial", "threads"])

@@ -332,7 +332,8 @@ def metrics_reference_markdown() -> str:
               "rerunning the chunks it lost in fresh workers: such a call did not become serial",
               "(`MapRecord.fell_back` is False), so it counts in `payoff_recoveries_total`, not in",
               "`payoff_fallbacks_total`, and the reports say it recovered; it still warns",
-              "(`ParallelFallbackWarning`).",
+              "(`ParallelFallbackWarning`). On its `payoff.map` span the code is the attribute",
+              "`payoff.recovery_reason` (and a `payoff.recovery` event), and `payoff.fallback_reason` is `none`.",
               "", "| code | kind | meaning | what to do |", "|---|---|---|---|"]
     for r in Reason:
         kind = "fallback, recovered (stays parallel)" if r.recovered else r.kind

@@ -131,7 +131,7 @@ def span_attributes(record: MapRecord) -> dict[str, Any]:
         "payoff.granularity": record.granularity or "none",
         "payoff.selected_strategy": record.selected_strategy,
         "payoff.decision_reason": record.decision_reason.value,
-        "payoff.fallback_reason": record.fallback_reason.value if record.fallback_reason else "none",
+        **_reason_attributes(record),
         "payoff.chunks": record.n_chunks,
         "payoff.chunk_size": record.chunk_size,
         "payoff.workers": record.workers,
@@ -155,6 +155,17 @@ def span_attributes(record: MapRecord) -> dict[str, Any]:
         "payoff.outcome": record.outcome,
         "payoff.items_done": record.items_done,
     }
+
+
+def _reason_attributes(record: MapRecord) -> dict[str, str]:
+    """A recovered call (``map_failure_retry``, ``pool_stopped``) stayed parallel: its code is a
+    ``payoff.recovery_reason``, as its span event and ``payoff_recoveries_total`` say, so a query on
+    ``payoff.fallback_reason != none`` finds only the calls that fell back. The record keeps its one
+    ``fallback_reason`` field (the records file's format); each attribute is ``none`` when it does not apply."""
+    reason = record.fallback_reason
+    recovered = reason is not None and reason.recovered
+    return {"payoff.fallback_reason": reason.value if reason is not None and not recovered else "none",
+            "payoff.recovery_reason": reason.value if reason is not None and recovered else "none"}
 
 
 def chunk_attributes(chunk: ChunkStats) -> dict[str, Any]:
