@@ -7,8 +7,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import alive
 
@@ -128,4 +131,40 @@ def test_ctrl_c_during_the_probe_records_the_items_it_ran() -> None:
     assert PROBE_THREADS == [True], "item 3 ran in the caller, in the probe"
     assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
     assert (record.items_done, record.n_chunks) == (3, 1), record
+    assert record.chunks[0].where == "caller", record.chunks
+
+
+CALLER_INTERRUPTED = threading.Event()
+
+
+def _ctrl_c_to_the_caller_at_three(x: int) -> int:
+    """Item 3, run by the probe's thread under ``timeout=``, sends SIGINT to the main thread (the caller) and
+    returns only once the caller has it, so Ctrl-C lands while the probe still runs."""
+    if x == 3:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        CALLER_INTERRUPTED.wait(30)
+    return x
+
+
+def _note_then_interrupt(signum: int, frame: object) -> None:
+    CALLER_INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_a_probe_under_a_timeout_records_the_items_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``timeout=`` the probe runs on a payoff thread and Ctrl-C lands in the caller's ``join``: the record
+    said 0 items done, losing the items the probe had run."""
+    from payoff import ParallelConfig, ParallelExecutor
+
+    CALLER_INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, _note_then_interrupt)
+    try:
+        with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
+            with pytest.raises(KeyboardInterrupt):
+                ex.map(_ctrl_c_to_the_caller_at_three, range(2000), timeout=60)
+            record = ex.last_record
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
+    assert record.items_done >= 4 and record.n_chunks == 1, record  # items 0-3 at least; the thread stops soon
     assert record.chunks[0].where == "caller", record.chunks

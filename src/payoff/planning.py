@@ -1404,16 +1404,23 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
     context = contextvars.copy_context()
     deadline = CancelToken(time.monotonic() + call.timeout)
 
+    finished = threading.Event()  # not Thread.join: one interrupted by Ctrl-C may mark a running thread ended
+
     def probe() -> None:
         try:
             box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit, deadline))
         except BaseException as exc:  # handed to the caller, whatever it is
             errors.append(exc)
+        finally:
+            finished.set()
 
-    thread = threading.Thread(target=probe, name="payoff-probe", daemon=True)
-    thread.start()
-    thread.join(call.timeout)
-    if thread.is_alive():
+    try:  # from the start on: Thread.start waits for the thread, which may be cut short there too
+        threading.Thread(target=probe, name="payoff-probe", daemon=True).start()
+        finished.wait(call.timeout)
+    except BaseException:  # Ctrl-C in the caller: the items the probe thread ran still belong in the record
+        _hand_over_cut_probe(call, finished, deadline, box)
+        raise
+    if not finished.is_set():
         warn_at_call_site(StuckThreadsWarning(
             "payoff: the item(s) this call ran to measure them still run after its timeout: Python cannot stop "
             "a thread from outside. It finishes in the background and never keeps the program from exiting."))
@@ -1422,6 +1429,21 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
     if errors:
         raise errors[0]
     return box[0]
+
+
+PROBE_STOP_GRACE_SECONDS = 0.25
+"""How long Ctrl-C in a caller waits for its probe thread to stop at its next timing block."""
+
+
+def _hand_over_cut_probe(call: Call, finished: threading.Event, deadline: CancelToken,
+                         box: list[tuple[ChunkOutcome, float]]) -> None:
+    """Ctrl-C reached the caller, not the probe's thread: stop that thread at its next timing block (no item
+    starts after) and hand ``on_interrupt`` the items it ran, as a probe cut in the caller does. An item that
+    does not end within the grace cannot be waited for: its probe's items are then not counted."""
+    deadline.set()
+    finished.wait(PROBE_STOP_GRACE_SECONDS)
+    if box and call.on_interrupt is not None:
+        call.on_interrupt(box[0][0])
 
 
 def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, cheap_limit: int,
