@@ -99,6 +99,13 @@ class PoolStoppedError(BrokenExecutor):
         super().__init__(message)
         self.stopped_by = stopped_by
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_stopped, (str(self), self.stopped_by))
+
+
+def _rebuild_stopped(message: str, stopped_by: str) -> PoolStoppedError:
+    return PoolStoppedError(message, stopped_by=stopped_by)
+
 
 class PoolStartTimeoutError(TimeoutError):
     """A pool did not finish starting in time: its workers (usually the ``worker_initializer``) had not all
@@ -150,5 +157,5 @@ class StuckThreadsWarning(RuntimeWarning):
     """
 
 
-__all__ = ["PoolStartTimeoutError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError",
-           "WorkerInitError", "describe_exit"]
+__all__ = ["PoolStartTimeoutError", "PoolStoppedError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning",
+           "WorkerCrashedError", "WorkerInitError", "describe_exit"]
