@@ -141,3 +141,42 @@ def test_a_strategy_class_instead_of_an_instance_is_refused_with_what_to_pass() 
         ParallelConfig(strategy=ThreadPoolExecutor)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="instance"):
         ParallelExecutor(strategy=ThreadPoolExecutor)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    ("tcp://", "no host and port"),
+    ("://", "no scheme"),
+    ("tcp://127.0.0.1", "no port"),
+    ("tcp://127.0.0.1:notaport", "port 'notaport'"),
+    ("tcp://127.0.0.1:0", "port '0'"),
+    ("tcp://127.0.0.1:65536", "port '65536'"),
+    ("tcp://h:1 x", "whitespace"),
+    ("tcp://:8786", "no host"),
+    ("tcp://h:8786/path", "path"),
+    ("tcp://::1:8786", "brackets"),
+    ("file:///etc/passwd", "scheme 'file'"),
+    ("scheduler:8786", "SCHEME://"),
+])
+def test_a_malformed_scheduler_address_is_refused_saying_what_is_wrong(address: str, problem: str) -> None:
+    """Only '://' was checked: each of these was accepted and became an init_failure on every call
+    ("missing port number", "remembered from 0.0 s ago") (helper 45, F8)."""
+    with pytest.raises(ValueError, match=r"ParallelConfig\.address") as info:
+        ParallelConfig(strategy="dask", address=address)
+    assert problem in str(info.value)
+    assert "tcp://127.0.0.1:8786" in str(info.value)  # what is accepted
+    with pytest.raises(ValueError, match="CE_PARALLEL") as env:
+        parse_ce_parallel(f"dask,address={address}")
+    assert problem in str(env.value)
+
+
+@pytest.mark.parametrize("address", ["tls://scheduler:8786", "wss://scheduler:8786"])
+def test_a_tls_address_is_refused_naming_the_client_to_pass(address: str) -> None:
+    with pytest.raises(ValueError, match=r"TLS settings.*strategy=client"):
+        ParallelConfig(strategy="dask", address=address)
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:8786", "tcp://Scheduler.Example:8786", "TCP://h:1",
+                                     "tcp://[::1]:8786", "ucx://10.0.0.1:13337", "ws://h:8786", "tcp://h:65535",
+                                     "inproc://10.0.0.1/1234/1"])
+def test_well_formed_scheduler_addresses_are_accepted(address: str) -> None:
+    assert ParallelConfig(strategy="dask", address=address).address == address

@@ -316,10 +316,64 @@ def _check_start_timeout(name: str, value: object) -> None:
                          f"{MAX_SECONDS} (one year), got {_shown(value)}")
 
 
+ADDRESS_SCHEMES: tuple[str, ...] = ("tcp", "ucx", "ws", "inproc")
+"""Schemes of a dask scheduler address payoff can connect to by itself (``tls``/``wss`` need TLS settings)."""
+_TLS_SCHEMES = ("tls", "wss")
+
+
 def _check_address(name: str, value: object) -> None:
-    if value is not None and (not isinstance(value, str) or "://" not in value):
-        raise ValueError(f"ParallelConfig.{name} must be None or a scheduler address such as "
-                         f"'tcp://127.0.0.1:8786', got {_shown(value)}")
+    """A dask scheduler address payoff can connect to: ``SCHEME://HOST:PORT`` (``inproc://`` takes its own form).
+
+    Only ``"://"`` was checked, so ``"tcp://"``, ``"tcp://host"`` (no port) or ``"file:///etc/passwd"`` were
+    accepted and failed on every call as an ``init_failure`` after a connect attempt.
+    """
+    if value is None:
+        return
+    accepted = (f"must be None or a dask scheduler address SCHEME://HOST:PORT with SCHEME one of "
+                f"{', '.join(ADDRESS_SCHEMES)}, a host, and a port from 1 to 65535, such as 'tcp://127.0.0.1:8786'")
+    if not isinstance(value, str):
+        raise ValueError(f"ParallelConfig.{name} {accepted}; got {_shown(value)}")
+    problem = _address_problem(value)
+    if problem is not None:
+        raise ValueError(f"ParallelConfig.{name} {accepted}; got {_shown(value)}: {problem}")
+
+
+def _address_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as a scheduler address, or None."""
+    if any(ch.isspace() for ch in value):
+        return "it contains whitespace"
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return "no SCHEME:// (tcp://, ...)"
+    scheme = scheme.lower()
+    if scheme in _TLS_SCHEMES:
+        return (f"a {scheme}:// cluster needs TLS settings, which payoff cannot pass with an address: connect "
+                "yourself with distributed.Client(address, security=...) and pass that Client as "
+                "ParallelConfig(strategy=client)")
+    if scheme not in ADDRESS_SCHEMES:
+        return f"scheme {scheme!r} is not one dask connects to" if scheme else "no scheme before ://"
+    if scheme == "inproc":
+        return None if rest else "no address after inproc://"
+    if not rest:
+        return "no host and port after the scheme"
+    if "/" in rest or "?" in rest or "#" in rest or "@" in rest:
+        return "a path, query or user part after the host (only HOST:PORT)"
+    if rest.startswith("["):  # an IPv6 literal: [::1]:8786
+        host, bracket, port_part = rest[1:].partition("]")
+        if not bracket or not port_part.startswith(":"):
+            return "no port (an IPv6 host is written [HOST]:PORT)"
+        port = port_part[1:]
+    else:
+        host, colon, port = rest.rpartition(":")
+        if not colon:
+            return "no port"
+        if ":" in host:
+            return "an IPv6 host must be written in brackets, [HOST]:PORT"
+    if not host:
+        return "no host"
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        return f"port {port!r} is not a number from 1 to 65535"
+    return None
 
 
 _FIELD_CHECKS: dict[str, Callable[[str, object], None]] = {
