@@ -10,6 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
@@ -358,3 +359,45 @@ def _queued_on(client: Any, seconds: float) -> int:
         if n == 0 or time.monotonic() > deadline:
             return n
         time.sleep(0.1)
+
+
+def _silent_address() -> tuple[socket.socket, str]:
+    """A port on 127.0.0.1 that accepts connections and never says a word."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    accepted: list[Any] = []
+    threading.Thread(target=lambda: [accepted.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
+    return silent, f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("where", ["silent", "closed"])
+@pytest.mark.parametrize("stop", ["timeout", "cancel"])
+def test_timeout_and_cancel_end_the_wait_for_a_connect(where: str, stop: str) -> None:
+    """timeout=1 raised after 8 s (a port that never answers) or 5 s (a closed port), and cancel() at 1 s ended
+    the call as late: planning waited out the whole connect without looking at the call's token (helper 45, F2)."""
+    require(Client is not None, "dask.distributed (extra [dask])")
+    silent, address = _silent_address() if where == "silent" else (None, f"tcp://127.0.0.1:{closed_port()}")
+    ex = ParallelExecutor(ParallelConfig(strategy="dask", address=address, **FORCE))
+    box: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ex.map(tasks.square, range(10), **({"timeout": 1.0} if stop == "timeout" else {}))
+        except BaseException as exc:
+            box.append(exc)
+
+    caller = threading.Thread(target=run, daemon=True)
+    caller.start()
+    if stop == "cancel":
+        time.sleep(1.0)
+        ex.cancel()
+    caller.join(3.5)  # the connect alone waits 5 s (closed) or 8 s (silent)
+    try:
+        assert not caller.is_alive(), f"the call waited out the connect after its {stop}"
+        expected = TimeoutError if stop == "timeout" else CancelledError
+        assert len(box) == 1 and isinstance(box[0], expected), box
+    finally:
+        ex.shutdown(wait=False)
+        if silent is not None:
+            silent.close()

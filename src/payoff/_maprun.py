@@ -267,7 +267,8 @@ class MapRun:
         prior = self.ex._count_workload(self.call.workload)
         plan = self.ex._planner.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
                                            self.granularity, self.releases_gil, self.ex._pools.warm(), prior,
-                                           self.timeout, self.serial_because, self._count_cut_probe))
+                                           self.timeout, self.serial_because, self._count_cut_probe,
+                                           self.token))
         if lazy:
             self.stream = self.call.stream = self.source.known_length is None
             self.rec.n_items = self.call.n_items = self.source.known_length or 0

@@ -635,6 +635,8 @@ class Call:
     on_interrupt: Callable[[ChunkOutcome], object] | None = None
     """Gets the items the probe ran in the caller when Ctrl-C (any non-``Exception``) cuts it short: the plan
     that would carry them to the record never comes."""
+    stop: CancelToken | None = None
+    """The call's cancel token and deadline: a wait while planning (a dask connect) ends when they say so."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -718,7 +720,7 @@ class Planner:
         if why is not None and not (isolate and why[0] is Reason.PAYLOAD_TOO_LARGE):  # large is costly, not unsendable
             _refuse_the_caller(call, probe, strategy, why)
             return _serial(call, why[0], why[1], decision, probe)
-        workers = _cluster_workers(call.config, workers) if strategy == "dask" else \
+        workers = _cluster_workers(call.config, workers, call.stop) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
         if isolate:  # the serial fallbacks below would run its items here: they are for measured functions
             floor = None if _off_the_caller(call, probe) else _floor_fallback(call) or _too_few(call, remaining)
@@ -940,11 +942,12 @@ def _waits(probe: Probe) -> bool:
     return probe.seconds_per_item is not None and probe.cpu_ratio < WAITING_CPU_RATIO
 
 
-def _cluster_workers(config: ParallelConfig, workers: int) -> int:
-    """A running cluster is planned with its own worker threads (asked once, cached), not local cores."""
+def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | None = None) -> int:
+    """A running cluster is planned with its own worker threads (asked once, cached), not local cores; a cancel
+    or the call's timeout while payoff connects to ask is raised."""
     from payoff.strategies.cluster import planning_facts
 
-    facts = planning_facts(config)
+    facts = planning_facts(config, stop)
     return facts.worker_threads if facts is not None and facts.worker_threads >= 1 else workers
 
 

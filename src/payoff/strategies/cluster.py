@@ -19,6 +19,12 @@ An address that does not answer within the connect timeout is remembered for
 ``FAILURE_SECONDS``: the pool start that follows planning fails at once, so
 the caller gets its ``init_failure`` fallback after one timeout, not two.
 
+Every wait here (a connect, another thread's question about the same
+address) takes the calling map's stop (its cancel token and deadline) and
+checks it every ``START_WAIT_SLICE_SECONDS``: a cancel ends it with
+``CancelledError``, the call's timeout with ``PoolStartTimeoutError``
+(``by_call``), and neither is remembered as the address failing.
+
 ``distributed`` is imported on first use only: ``import payoff`` must not pay
 for it, and this module may be imported by the planner.
 """
@@ -31,11 +37,14 @@ import threading
 import time
 import weakref
 from collections.abc import Hashable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import Any
 
 from payoff import _forks
 from payoff.config import ParallelConfig, is_dask_client
+from payoff.errors import PoolStartTimeoutError
+from payoff.strategies.base import START_WAIT_SLICE_SECONDS, StartStop
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 """How long a connect may take before the address counts as unreachable."""
@@ -74,6 +83,8 @@ class _Slot:
     facts: ClusterFacts | None = None
     failure: ClusterUnreachableError | None = None
     failed_at: float = 0.0
+    failed_for: int = 0
+    """``id`` of the stop (the call) whose attempt failed: that same call is told the failure, not a memory of it."""
     connect_seconds: float = 0.0
     generation: int = 0
     """Bumped by ``invalidate``: an answer asked for before the cluster changed is returned but not kept."""
@@ -89,37 +100,42 @@ _slots: dict[Hashable, _Slot] = {}
 _exit_hook = False
 
 
-def cluster_facts(target: Any) -> ClusterFacts:
+def cluster_facts(target: Any, stop: StartStop | None = None) -> ClusterFacts:
     """Worker threads and connect cost of the cluster behind ``target`` (a dask ``Client`` or an address).
 
     Kept facts younger than ``MAX_AGE_SECONDS`` are returned as they are (a lock and a dict lookup).
     Otherwise the scheduler is asked once, through a connection kept from earlier if there is one, else
     through a new one whose connect time is measured and which is parked for the dask strategy.
     Raises ``ClusterUnreachableError`` within ``CONNECT_TIMEOUT_SECONDS`` for an address that does not
-    answer, and at once for ``FAILURE_SECONDS`` after that.
+    answer, and at once for ``FAILURE_SECONDS`` after that. ``stop`` (the calling map's cancel token and
+    deadline) ends any wait early: ``CancelledError`` or ``PoolStartTimeoutError``.
     """
     key, address, client = _resolve(target)
     slot = _slot(key, client)
     with _lock:
-        known = _known(slot, time.monotonic())
+        known = _known(slot, time.monotonic(), stop)
     if known is not None:
         return known
-    with slot.asking:
+    _wait_for(lambda seconds: slot.asking.acquire(timeout=seconds), address, stop)
+    try:
         with _lock:
-            known = _known(slot, time.monotonic())
+            known = _known(slot, time.monotonic(), stop)
         if known is not None:
             return known
-        return _ask(slot, address, client)
+        return _ask(slot, address, client, stop)
+    finally:
+        slot.asking.release()
 
 
-def planning_facts(config: ParallelConfig) -> ClusterFacts | None:
+def planning_facts(config: ParallelConfig, stop: StartStop | None = None) -> ClusterFacts | None:
     """The running cluster ``config`` names, for planning before a pool exists; None when there is none.
 
     None when the strategy is not dask, or is ``"dask"`` without an address (the pool would start a
     LocalCluster, whose start the planner's priors describe), or when the cluster cannot be reached:
     planning never raises for that, the pool start does (at once, the failure is remembered) and the
     executor turns it into an ``init_failure`` fallback. Otherwise ``cluster_facts`` of the user's
-    Client or the address, with its cost: a lock and a dict lookup while the facts are fresh.
+    Client or the address, with its cost: a lock and a dict lookup while the facts are fresh. A cancel or
+    the call's timeout during the wait (``stop``) is raised: the call ends there.
     """
     if config.strategy_name != "dask":
         return None
@@ -127,7 +143,9 @@ def planning_facts(config: ParallelConfig) -> ClusterFacts | None:
     if target is None:
         return None
     try:
-        return cluster_facts(target)
+        return cluster_facts(target, stop)
+    except (CancelledError, PoolStartTimeoutError):
+        raise
     except Exception:  # unreachable, or a user's Client already closed: the pool start reports it
         return None
 
@@ -172,18 +190,29 @@ HANDSHAKE_GRACE_SECONDS = 3.0
 """Beyond the connect timeout, how long a connection that opened may take to answer as a scheduler."""
 
 
-def connect(address: str) -> tuple[Any, float]:
+def connect(address: str, stop: StartStop | None = None) -> tuple[Any, float]:
     """A new ``Client`` for ``address`` and the seconds connecting took; ``ClusterUnreachableError`` if none.
 
     ``Client``'s own timeout bounds opening the connection, not the handshake after it: a port that accepts
     and never answers (or speaks HTTP, as the dashboard's does) held it for ever. So it connects on a
     thread of its own that the caller waits for no longer than both; a client that comes later is closed.
+    The wait checks ``stop`` every ``START_WAIT_SLICE_SECONDS`` (see ``_wait_for``).
     """
     t0 = time.perf_counter()
     attempt = _Attempt(address)
     thread = threading.Thread(target=attempt.run, name="payoff-dask-connect", daemon=True)
     thread.start()
-    thread.join(CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS)
+    limit = time.monotonic() + CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS
+
+    def ended(timeout: float) -> bool:
+        thread.join(min(timeout, max(0.0, limit - time.monotonic())))
+        return not thread.is_alive() or time.monotonic() >= limit
+
+    try:
+        _wait_for(ended, address, stop)
+    except BaseException:
+        attempt.outcome()  # abandoned: a client that comes later is closed
+        raise
     client, error = attempt.outcome()
     if error is not None:
         raise ClusterUnreachableError(
@@ -286,18 +315,44 @@ def _slot_locked(key: Hashable) -> _Slot:
     return slot
 
 
-def _known(slot: _Slot, now: float) -> ClusterFacts | None:
-    """Fresh facts, or the remembered failure raised again; None when the scheduler must be asked."""
+def _wait_for(done: Any, address: str, stop: StartStop | None) -> None:
+    """Call ``done(timeout)`` in slices of at most ``START_WAIT_SLICE_SECONDS`` until it returns True, checking
+    ``stop`` between them: the calling map's cancel or timeout ends the wait, as it ends a pool start's."""
+    if stop is None:
+        while not done(3600.0):
+            pass
+        return
+    began = time.monotonic()
+    while True:
+        left = stop.seconds_left()
+        if done(START_WAIT_SLICE_SECONDS if left is None else max(0.0, min(START_WAIT_SLICE_SECONDS, left))):
+            return
+        if stop.expired():
+            raise PoolStartTimeoutError(
+                f"payoff: the call's timeout ran out after {time.monotonic() - began:.1f} s of waiting for the "
+                f"dask scheduler at {address or 'the Client'} to answer", by_call=True)
+        if stop.is_set():
+            raise CancelledError(f"payoff: the call was cancelled while it waited for the dask scheduler at "
+                                 f"{address or 'the Client'}")
+
+
+def _known(slot: _Slot, now: float, stop: StartStop | None = None) -> ClusterFacts | None:
+    """Fresh facts, or the remembered failure raised again; None when the scheduler must be asked.
+
+    The call whose own attempt failed (its pool start after its planning) gets that failure as it was: it is
+    no memory to that call."""
     if slot.facts is not None and now - slot.facts.measured_at < MAX_AGE_SECONDS:
         return slot.facts
     if slot.failure is not None and now - slot.failed_at < FAILURE_SECONDS:
+        if stop is not None and slot.failed_for == id(stop):
+            raise slot.failure
         raise ClusterUnreachableError(
             f"{slot.failure} (remembered from {now - slot.failed_at:.1f} s ago; not retried for "
             f"{FAILURE_SECONDS:g} s)") from slot.failure
     return None
 
 
-def _ask(slot: _Slot, address: str, client: Any) -> ClusterFacts:
+def _ask(slot: _Slot, address: str, client: Any, stop: StartStop | None = None) -> ClusterFacts:
     """Ask the scheduler (the caller holds ``slot.asking``) and keep the answer."""
     with _lock:
         generation = slot.generation
@@ -306,10 +361,11 @@ def _ask(slot: _Slot, address: str, client: Any) -> ClusterFacts:
             threads, n_workers, reported = _counts_or_unreachable(client, address)
             seconds = 0.0
         else:
-            threads, n_workers, reported, seconds = _ask_address(slot, address)
+            threads, n_workers, reported, seconds = _ask_address(slot, address, stop)
     except ClusterUnreachableError as exc:
         with _lock:
             slot.facts, slot.failure, slot.failed_at = None, exc, time.monotonic()
+            slot.failed_for = id(stop) if stop is not None else 0
         raise
     facts = ClusterFacts(reported if client is not None and reported else address, threads, n_workers, seconds,
                          time.monotonic())
@@ -320,7 +376,7 @@ def _ask(slot: _Slot, address: str, client: Any) -> ClusterFacts:
     return facts
 
 
-def _ask_address(slot: _Slot, address: str) -> tuple[int, int, str, float]:
+def _ask_address(slot: _Slot, address: str, stop: StartStop | None = None) -> tuple[int, int, str, float]:
     """Through a kept connection if one is open and answers; else through a new one, parked afterwards."""
     with _lock:
         kept = [c for c in (slot.parked, _alive(slot.shared)) if c is not None]
@@ -331,7 +387,7 @@ def _ask_address(slot: _Slot, address: str) -> tuple[int, int, str, float]:
                 return (*worker_counts(client), seconds)
             except Exception:  # the connection went bad (scheduler restarted?): connect afresh
                 pass
-    client, seconds = connect(address)
+    client, seconds = connect(address, stop)
     try:
         threads, n_workers, reported = _counts_or_unreachable(client, address)
     except BaseException:

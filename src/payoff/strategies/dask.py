@@ -84,8 +84,8 @@ class DaskStrategy(Strategy):
         facts: cluster.ClusterFacts | None = None
         if self.client is None and self.address:
             # raises ClusterUnreachableError, at once when planning has just seen the address fail
-            facts = cluster.cluster_facts(self.address)
-            self.client = cluster.take_client(self.address) or cluster.connect(self.address)[0]
+            facts = cluster.cluster_facts(self.address, self._start_stop)
+            self.client = cluster.take_client(self.address) or cluster.connect(self.address, self._start_stop)[0]
             cluster.share_client(self.address, self.client)
         elif self.client is None:
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
