@@ -401,3 +401,53 @@ def test_timeout_and_cancel_end_the_wait_for_a_connect(where: str, stop: str) ->
         ex.shutdown(wait=False)
         if silent is not None:
             silent.close()
+
+
+def test_a_warm_pool_counts_a_cluster_that_scaled_since_its_start() -> None:
+    """After a scale-up the warm pool kept its start's count for up to 30 s: 3 workers ran chunks while the record
+    said 2, so busy_seconds exceeded capacity_seconds and utilization read 100% (helper 45, F4/F5)."""
+    cluster = local_cluster(2)
+    work = functools.partial(tasks.sleep_then_square, seconds=0.02)
+    try:
+        with ParallelExecutor(ParallelConfig(strategy="dask", address=cluster.scheduler_address, **FORCE)) as ex:
+            assert ex.map(work, range(60)) == [x * x for x in range(60)]
+            assert ex.last_record is not None and ex.last_record.workers == 2
+            cluster.scale(3)
+            with Client(cluster.scheduler_address, set_as_default=False) as watcher:
+                watcher.wait_for_workers(3, timeout=60)
+            assert ex.map(work, range(60)) == [x * x for x in range(60)]
+            record = ex.last_record
+        assert record is not None and record.selected_strategy == "dask" and record.pool_reused
+        ran = {c.worker for c in record.chunks if c.where != "caller"}
+        assert record.workers == 3 >= len(ran), (record.workers, len(ran))
+        assert record.busy_seconds <= record.capacity_seconds
+        assert clusters.cluster_facts(cluster.scheduler_address).worker_threads == 3
+    finally:
+        clusters.clear()
+        cluster.close()
+
+
+def test_a_scheduler_gone_between_calls_falls_back_and_is_remembered() -> None:
+    """A long-lived executor whose scheduler went away between calls: the first call after raised "the dask
+    cluster this call ran on is gone" after ~10 s, and every later one waited out a fresh 5 s connect before
+    falling back (helper 45, F3)."""
+    cluster = local_cluster(2)
+    where = cluster.scheduler_address
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with ParallelExecutor(ParallelConfig(strategy="dask", address=where, **FORCE)) as ex:
+                assert ex.map(tasks.square, range(40)) == [x * x for x in range(40)]
+                cluster.close()
+                time.sleep(0.5)
+                for _ in range(2):
+                    t0 = time.monotonic()
+                    assert ex.map(tasks.square, range(40)) == [x * x for x in range(40)]
+                    record = ex.last_record
+                    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, \
+                        (record.fallback_reason if record else None)
+                    assert "remembered" not in record.fallback_detail or _ > 0
+                    assert time.monotonic() - t0 < 10
+    finally:
+        clusters.clear()
+        cluster.close()

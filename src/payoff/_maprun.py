@@ -35,6 +35,7 @@ from payoff.record import RecordBuilder
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.base import closed_pool
+from payoff.strategies.cluster import ClusterUnreachableError
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
@@ -386,7 +387,7 @@ class MapRun:
     def _acquire(self, plan: planning.Plan) -> Lease | None:
         """A lease on the pool ``plan`` needs; None after an init failure the config lets fall back."""
         try:
-            lease = self._lease(plan.strategy, plan.workers)
+            lease = self._current(self._lease(plan.strategy, plan.workers), plan)
         except Exception as exc:
             self._raise_if_cancelled_during_start(plan, exc)
             self.rec.pool_started = self.rec.pool_start_failed = True
@@ -406,6 +407,23 @@ class MapRun:
         self.rec.pool_reused = not lease.started
         pool = lease.pool  # a cluster is as big as it is now; a larger warm thread pool runs what was planned
         self.where(plan.strategy, pool.workers if pool.remote else min(plan.workers, pool.workers))
+        return lease
+
+    def _current(self, lease: Lease, plan: planning.Plan) -> Lease:
+        """A warm pool on a cluster counts its workers again (``Strategy.refresh``): the cluster may have scaled or
+        lost a worker since its start. One whose scheduler is gone is dropped, and the fresh start that replaces
+        it fails at once (the failure is remembered), so the call falls back as for an unreachable scheduler."""
+        if lease.started or not lease.pool.remote:
+            return lease
+        try:
+            lease.pool.refresh(self.token)
+        except ClusterUnreachableError:
+            lease.pool.broken = True
+            self.ex._pools.release(lease)
+            return self._lease(plan.strategy, plan.workers)
+        except BaseException:
+            self.ex._pools.release(lease)
+            raise
         return lease
 
     def _raise_if_cancelled_during_start(self, plan: planning.Plan, exc: Exception) -> None:

@@ -33,7 +33,7 @@ from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
-from payoff.worker import Star, Submitted, in_submitted, in_worker, initialize_here
+from payoff.worker import CancelToken, Star, Submitted, in_submitted, in_worker, initialize_here
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -594,6 +594,11 @@ class _CallStop:
     def __init__(self, executor: ParallelExecutor, runs: list[MapRun]) -> None:
         self._executor = executor
         self._runs = runs
+
+    @property
+    def tokens(self) -> tuple[CancelToken, ...]:
+        """The calls' own tokens: what their planning waited with (``payoff.strategies.cluster`` tells them apart)."""
+        return tuple(run.token for run in self._runs)
 
     def is_set(self) -> bool:
         return any(run.token.is_set() for run in self._runs)

@@ -492,12 +492,15 @@ class RecordBuilder:
         n_errors = sum(c.n_errors for c in chunks)
         overhead = {k: v / 1e9 for k, v in self.overhead_ns.items()}
         overhead["pool_start"] = self.pool_start_seconds
+        workers = self.workers
+        if self.selected == "dask":  # a cluster that grew during the call: never fewer workers than ran its chunks
+            workers = max(workers, len({c.worker for c in chunks if c.where != "caller"}))
         return MapRecord(
             call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
             selected_strategy=self.selected, decision_reason=self.decision,
             fallback_reason=self.fallback_reason, fallback_detail=self.fallback_detail,
             granularity=self.granularity, n_items=self.n_items, n_chunks=len(chunks),
-            chunk_size=self.chunk_size, workers=self.workers, pool_started=self.pool_started,
+            chunk_size=self.chunk_size, workers=workers, pool_started=self.pool_started,
             pool_start_failed=self.pool_start_failed, pool_start_seconds=self.pool_start_seconds,
             pool_reused=self.pool_reused, probe_items=self.probe_items,
             wall_seconds=wall, busy_seconds=sum(c.busy_seconds for c in chunks),

@@ -155,6 +155,11 @@ class Strategy(ABC):
                 f"{pending} of {self.workers} workers. The half-started pool was stopped; the next call starts "
                 "a fresh one")
 
+    def refresh(self, stop: StartStop | None = None) -> None:
+        """A warm pool about to serve another call: count its workers again where they may have changed (a
+        cluster); raises when its workers are gone for good. Local pools know their count."""
+        return None
+
     def cancel_queued(self) -> None:
         """Cancel the work queued on this pool that no worker has taken yet; running work goes on."""
         return None

@@ -106,6 +106,12 @@ class DaskStrategy(Strategy):
             threads = facts.worker_threads
         self.workers = max(1, threads)
 
+    def refresh(self, stop: Any = None) -> None:
+        """A running cluster's worker threads now (one round trip; it may have scaled or lost a worker)."""
+        target = self._target()
+        if target is not None and self.client is not None:
+            self.workers = max(1, cluster.refresh(self.client, target, stop))
+
     def _target(self) -> Any:
         """What the cluster cache knows this pool's cluster by; None for a LocalCluster of its own."""
         if self._cluster is not None:
