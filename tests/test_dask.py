@@ -451,3 +451,68 @@ def test_a_scheduler_gone_between_calls_falls_back_and_is_remembered() -> None:
     finally:
         clusters.clear()
         cluster.close()
+
+def test_a_cluster_with_no_workers_falls_back_instead_of_waiting_for_ever() -> None:
+    """A scheduler with no worker (none started yet, an adaptive cluster at zero): the map's chunks waited
+    there for ever, with no warning, however long (helper 46, F1). The pool start waits a bounded time for a
+    first worker, then the call falls back with ``init_failure`` saying the cluster has no workers."""
+    cluster = local_cluster(0)
+    box: list[Any] = []
+
+    def run() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with ParallelExecutor(ParallelConfig(strategy="dask", address=cluster.scheduler_address,
+                                                 **FORCE)) as ex:
+                box.append(ex.map(tasks.square, range(10)))
+                box.append(ex.last_record)
+
+    caller = threading.Thread(target=run, daemon=True)
+    try:
+        caller.start()
+        caller.join(90)
+        assert not caller.is_alive(), "map hung on a cluster with no workers"
+        assert box[0] == [x * x for x in range(10)]
+        assert box[1].fallback_reason is Reason.INIT_FAILURE
+        assert "has no workers" in box[1].fallback_detail
+        assert "wait_for_workers" in box[1].fallback_detail  # what a user of an adaptive cluster can do
+    finally:
+        clusters.clear()
+        cluster.close()
+
+
+def test_a_cluster_whose_workers_all_left_during_a_map_ends_the_call() -> None:
+    """Every worker of the user's cluster went mid-map and none came back: the chunks waited on the scheduler
+    for ever (helper 46, F1). After a bounded wait they count as lost; the fresh pool finds no worker either,
+    so the call ends with an error naming the cause, and no crash is held against the function."""
+    from payoff import planning
+    from payoff.errors import WorkerCrashedError
+
+    cluster = local_cluster(2)
+    user_client = Client(cluster, set_as_default=False)
+    nap = functools.partial(tasks.sleep_then_square, seconds=0.04)  # 400 items: 8 s on two workers
+    box: list[Any] = []
+    ex = ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE))
+
+    def run() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                box.append(ex.map(nap, range(400), chunksize=2))
+            except BaseException as exc:  # the test asserts on it
+                box.append(exc)
+
+    caller = threading.Thread(target=run, daemon=True)
+    try:
+        caller.start()
+        time.sleep(1.0)
+        cluster.scale(0)  # the workers leave; no nanny brings them back
+        caller.join(120)
+        assert not caller.is_alive(), "map hung on a cluster whose workers all left"
+        assert isinstance(box[0], RuntimeError) and not isinstance(box[0], WorkerCrashedError), box[0]
+        assert "no workers" in str(box[0])
+        assert planning.KNOWLEDGE.crash_of(nap) is None
+    finally:
+        ex.shutdown(wait=False)
+        user_client.close()
+        cluster.close()

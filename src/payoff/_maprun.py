@@ -789,8 +789,9 @@ class MapRun:
             self._raise_if_stopped()  # a cancel or the deadline ended the start: no item is to blame
             if pool.remote:  # no fresh pool on the service the workers live on: it went, not a worker
                 raise RuntimeError(
-                    f"payoff: the {pool.name} cluster this call ran on is gone: its chunks were lost ({exc}) and no "
-                    f"fresh {pool.name} pool could start on it ({start_error!r}); no item is suspect") from start_error
+                    f"payoff: the {pool.name} cluster this call ran on is gone or has no workers: its chunks were lost "
+                    f"({exc}) and no fresh {pool.name} pool could start on it ({start_error!r}); no item is suspect"
+                ) from start_error
             raise self._crash_error(lost[0], [], f"no fresh {pool.name} pool could start ({start_error!r})",
                                     exc) from start_error
         self._note_retry(f"the {pool.name} pool broke ({exc}); lost chunks were rerun in fresh workers")

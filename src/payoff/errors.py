@@ -127,6 +127,12 @@ def _rebuild_start_timeout(message: str, by_call: bool) -> PoolStartTimeoutError
     return PoolStartTimeoutError(message, by_call=by_call)
 
 
+class ClusterNotReadyError(RuntimeError):
+    """The dask cluster payoff was given cannot take work: it has no workers (none came up within the bounded
+    wait), or the ``Client`` passed as ``strategy`` was closed. The message says which and what to do; a map
+    falls back with it as its ``init_failure`` detail, a ``submit`` raises it."""
+
+
 class WorkerInitError(BrokenExecutor):
     """A worker's ``worker_initializer`` raised, so its pool could not start.
 

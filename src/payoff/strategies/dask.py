@@ -25,11 +25,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, Future
+from concurrent.futures import BrokenExecutor, CancelledError, Future, InvalidStateError
 from typing import Any
 
 import cloudpickle
 
+from payoff.errors import ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, Strategy, closed_pool
 from payoff.worker import ChunkOutcome, arrived, run_to_bytes
@@ -40,9 +41,23 @@ _CLIENT_SUBMIT_NAMES = frozenset({"self", "func", "key", "workers", "resources",
 """``Client.submit``'s own parameters: a submitted call's keyword of one of these names travels bound."""
 _cache: dict[str, Callable[[Any], Any]] = {}
 
+FIRST_WORKER_SECONDS = 10.0
+"""How long a pool start on a cluster with no workers waits for a first one (less if ``pool_start_timeout`` or the
+call's timeout is shorter). A task waits on the scheduler meanwhile, so an adaptive cluster, which starts workers
+for queued work, starts one; after that the start fails and the map falls back (``init_failure``)."""
+NO_WORKERS_SECONDS = 10.0
+"""How long this pool's chunks wait on a cluster that has lost every worker before they count as lost: a
+nanny restarts a worker within that, a cluster whose workers all died does not."""
+WATCH_SECONDS = 1.0
+"""How often, while chunks are out, the scheduler is asked whether the cluster still has workers."""
+
 
 class DaskWorkerLost(BrokenExecutor):
     """A chunk could not finish on the cluster (its workers kept dying, or the scheduler went away)."""
+
+
+def _nothing() -> None:
+    return None
 
 
 def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
@@ -74,9 +89,12 @@ class DaskStrategy(Strategy):
         self._owns_client = client is None
         self._cluster: Any = None
         self._scattered: dict[str, Any] = {}
-        self._remote: set[Any] = set()
-        """This pool's dask futures not yet done: what ``kill`` cancels on a cluster that is not its own."""
+        self._remote: dict[Any, Future[Any]] = {}
+        """This pool's dask futures not yet done, with the local futures they feed: what ``kill`` cancels on a
+        cluster that is not its own, and what fails when the cluster has no workers left."""
         self._remote_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        """Watches for a cluster with no workers while chunks are out (see ``_watch``); None when none runs."""
 
     def _start(self) -> None:
         from distributed import Client, LocalCluster
@@ -93,9 +111,11 @@ class DaskStrategy(Strategy):
             self.client = Client(self._cluster, set_as_default=False)
         else:
             facts = cluster.cluster_facts(self.client)
+        if not self.client.run(_nothing):  # no worker answered: the cluster has none (yet)
+            self._await_first_worker()
         if self.initializer is not None:
             self.client.run(self.initializer, *self.initargs)
-        seen = len(self.client.run(lambda: None))  # proves every worker is up, and counts them
+        seen = len(self.client.run(_nothing))  # proves every worker is up, and counts them
         target = self._target()
         if target is None:
             threads = cluster.worker_counts(self.client)[0]
@@ -111,6 +131,47 @@ class DaskStrategy(Strategy):
         target = self._target()
         if target is not None and self.client is not None:
             self.workers = max(1, cluster.refresh(self.client, target, stop))
+
+    def _await_first_worker(self) -> None:
+        """Wait, bounded, for a first worker of a cluster that has none; ``ClusterNotReadyError`` if none comes.
+
+        A task waits on the scheduler meanwhile: an adaptive cluster starts workers for queued work, not for
+        a client that only waits. Without this the chunks waited there for ever (helper 46, F1).
+        """
+        stop = self._start_stop
+        limit = min(FIRST_WORKER_SECONDS, self.start_timeout)
+        began = time.monotonic()
+        ping = self.client.submit(_nothing, pure=False)
+        try:
+            while not ping.done():
+                if stop is not None and stop.expired():
+                    raise PoolStartTimeoutError(
+                        f"payoff: the {self.name} cluster at {self._where()} had no workers when the call's timeout "
+                        f"ran out ({time.monotonic() - began:.1f} s)", by_call=True)
+                if stop is not None and stop.is_set():
+                    raise CancelledError(f"payoff: the call was cancelled while its {self.name} pool was starting")
+                if time.monotonic() - began >= limit:
+                    target = self._target()
+                    if target is not None:
+                        cluster.invalidate(target)
+                    raise ClusterNotReadyError(
+                        f"payoff: the {self.name} cluster at {self._where()} has no workers: none came up within "
+                        f"{limit:g} s of a task waiting for one. Start workers for it; an adaptive cluster, which "
+                        "starts them on demand, may need longer than payoff waits: call client.wait_for_workers(1) "
+                        "(or scale the cluster) before mapping")
+                time.sleep(0.05)
+            ping.result()
+        finally:
+            if not ping.done():
+                with contextlib.suppress(Exception):
+                    ping.cancel()
+
+    def _where(self) -> str:
+        """The scheduler's address, for messages."""
+        if self.address:
+            return self.address
+        scheduler = getattr(self.client, "scheduler", None)
+        return str(getattr(scheduler, "address", "") or "?")
 
     def _target(self) -> Any:
         """What the cluster cache knows this pool's cluster by; None for a LocalCluster of its own."""
@@ -150,15 +211,64 @@ class DaskStrategy(Strategy):
         local: Future[Any] = Future()
         local.set_running_or_notify_cancel()
         with self._remote_lock:
-            self._remote.add(remote)
+            self._remote[remote] = local
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="payoff-dask-watch", daemon=True)
+                self._watcher.start()
 
         def done(f: Any) -> None:
             with self._remote_lock:
-                self._remote.discard(f)
-            _relay(f, local, stamp=stamp, lost=self._lost_worker)
+                self._remote.pop(f, None)
+            if not local.done():  # not failed already by ``_watch``
+                _relay(f, local, stamp=stamp, lost=self._lost_worker)
 
         remote.add_done_callback(done)
         return local
+
+    def _watch(self) -> None:
+        """While this pool has work out, ask the scheduler every ``WATCH_SECONDS`` whether the cluster still has
+        workers; after ``NO_WORKERS_SECONDS`` with none, that work fails as lost (``DaskWorkerLost``).
+
+        dask keeps work for a cluster without workers queued until one comes, so a cluster whose workers all
+        died (no nanny to restart them) held a map for ever (helper 46, F1). Lost work is handled as a lost
+        worker's: the map reruns it on a fresh pool, whose start waits for a first worker (``_start``), and
+        a cluster that has none then ends the call with an error that names no item.
+        """
+        empty_since: float | None = None
+        while True:
+            time.sleep(WATCH_SECONDS)
+            with self._remote_lock:
+                client = self.client
+                if not self._remote or client is None:
+                    self._watcher = None
+                    return
+            try:
+                workers: int | None = len(client.nthreads())
+            except Exception:  # a client closing, a scheduler gone: the work's own futures say so
+                workers = None
+            if workers != 0:
+                empty_since = None
+                continue
+            now = time.monotonic()
+            empty_since = empty_since if empty_since is not None else now
+            if now - empty_since >= NO_WORKERS_SECONDS:
+                self._fail_all(f"the {self.name} cluster at {self._where()} has had no workers for "
+                               f"{now - empty_since:.0f} s while this work waited for one (its workers died or "
+                               "left, and none came back)")
+                empty_since = None
+
+    def _fail_all(self, why: str) -> None:
+        """Fail every local future of this pool's work still out with ``DaskWorkerLost(why)``, and cancel it."""
+        with self._remote_lock:
+            pending, self._remote = self._remote, {}
+            client = self.client
+        for local in pending.values():
+            with contextlib.suppress(InvalidStateError):
+                local.set_exception(DaskWorkerLost(why))
+        if pending and client is not None:
+            with contextlib.suppress(Exception):
+                client.cancel(list(pending))
+        self._lost_worker()
 
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if self.client is None:
@@ -191,7 +301,7 @@ class DaskStrategy(Strategy):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with self._remote_lock:
-            remote, self._remote = list(self._remote), set()
+            remote, self._remote = list(self._remote), {}
         if remote and self._cluster is None and self.client is not None:
             with contextlib.suppress(Exception):  # a client already closing: its futures go with it
                 self.client.cancel(remote)
@@ -214,11 +324,14 @@ def _relay(remote: Any, local: Future[Any], stamp: bool = True,
     arrived_ns = time.monotonic_ns()
     try:
         result = remote.result()
-        local.set_result((result, arrived_ns) if stamp else result)
     except BaseException as exc:
         error = exc
         if type(exc).__name__ in ("KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError"):
             error = DaskWorkerLost(f"{type(exc).__name__}: {exc}")
             if lost is not None and type(exc).__name__ in ("KilledWorker", "CommClosedError"):
                 lost()
-        local.set_exception(error)
+        with contextlib.suppress(InvalidStateError):  # failed already: the cluster had no workers
+            local.set_exception(error)
+        return
+    with contextlib.suppress(InvalidStateError):
+        local.set_result((result, arrived_ns) if stamp else result)

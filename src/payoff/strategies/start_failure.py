@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
-from payoff.errors import WorkerInitError
+from payoff.errors import ClusterNotReadyError, WorkerInitError
 
 SHUTDOWN_MESSAGES = ("interpreter shutdown", "atexit after shutdown")
 """What the stdlib raises when a thread, pool or exit hook is started as the interpreter shuts down."""
@@ -30,7 +30,7 @@ def start_failure_detail(name: str, exc: BaseException) -> str:
         return (f"the {name} pool could not start: the OS refused the semaphores its worker processes share "
                 f"({refused!r}), so /dev/shm is missing, read-only, full or not writable here; give the process "
                 "a writable /dev/shm (a container's --shm-size or a tmpfs mount), or use strategy='threads'")
-    why = str(exc).removeprefix("payoff: ") if isinstance(exc, WorkerInitError) else repr(exc)
+    why = str(exc).removeprefix("payoff: ") if isinstance(exc, (WorkerInitError, ClusterNotReadyError)) else repr(exc)
     return f"the {name} pool failed to start: {why}"
 
 
