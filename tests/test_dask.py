@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -514,5 +515,41 @@ def test_a_cluster_whose_workers_all_left_during_a_map_ends_the_call() -> None:
         assert planning.KNOWLEDGE.crash_of(nap) is None
     finally:
         ex.shutdown(wait=False)
+        user_client.close()
+        cluster.close()
+
+
+def test_workers_restarted_between_calls_lose_the_scattered_function_not_a_crash() -> None:
+    """A function over 64 KiB pickled is scattered to the workers once. Both workers restarted (their nanny)
+    between two calls, taking its copies with them: the next call's chunks were cancelled for "lost
+    dependencies", counted as a lost worker and rerun (map_failure_retry), and the function was marked as one
+    that crashes workers, so auto isolated it on processes from then on (helper 46, F6). The lost copy is the
+    cluster's loss: it is scattered again, the call has no fallback reason and no crash is held against it."""
+    from payoff import planning
+
+    cluster = local_cluster(2)
+    user_client = Client(cluster, set_as_default=False)
+    big = functools.partial(tasks.spin_with, list(range(40_000)))  # ~240 kB pickled: scattered, not sent
+    expected = [tasks.spin(x) for x in range(100)]
+    try:
+        with ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE)) as ex:
+            assert ex.map(big, range(100)) == expected
+            old = set(user_client.run(os.getpid).values())
+            for pid in old:  # worker processes of the cluster this test started; their nannies restart them
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(Exception):
+                    new = set(user_client.run(os.getpid).values())
+                    if len(new) == 2 and not new & old:
+                        break
+                assert time.monotonic() < deadline, "the nannies did not restart the workers"
+                time.sleep(0.2)
+            assert ex.map(big, range(100)) == expected
+            record = ex.last_record
+        assert record is not None and record.selected_strategy == "dask"
+        assert record.fallback_reason is None, record.fallback_detail
+        assert planning.KNOWLEDGE.crash_of(big) is None
+    finally:
         user_client.close()
         cluster.close()

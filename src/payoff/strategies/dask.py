@@ -89,6 +89,10 @@ class DaskStrategy(Strategy):
         self._owns_client = client is None
         self._cluster: Any = None
         self._scattered: dict[str, Any] = {}
+        self._blobs: dict[str, bytes] = {}
+        """The pickled function behind ``_scattered``: sent again when the workers lost their copies."""
+        self._ship_lock = threading.Lock()
+        self._closed = False
         self._remote: dict[Any, Future[Any]] = {}
         """This pool's dask futures not yet done, with the local futures they feed: what ``kill`` cancels on a
         cluster that is not its own, and what fails when the cluster has no workers left."""
@@ -190,9 +194,24 @@ class DaskStrategy(Strategy):
         if len(blob) < SHIP_ONCE_BYTES:
             return fn
         digest = hashlib.sha256(blob).hexdigest()[:32]
-        if digest not in self._scattered:
-            self._scattered = {digest: self.client.scatter(blob, broadcast=True, hash=False)}
+        with self._ship_lock:
+            self._blobs = {digest: blob}
+        self._scattered_fn(digest)
         return ("scattered", digest, len(blob))
+
+    def _scattered_fn(self, digest: str, lost: Any = None) -> Any:
+        """The scattered copy of the function ``digest`` names, scattered (again) when there is none, or when the
+        one kept was lost (``lost``, or its status says so): workers that restarted, and the cluster forgot it."""
+        with self._ship_lock:
+            kept = self._scattered.get(digest)
+            if kept is not None and kept is not lost and getattr(kept, "status", "finished") == "finished":
+                return kept
+            client = self.client
+            if client is None:
+                raise closed_pool(self.name)
+            kept = client.scatter(self._blobs[digest], broadcast=True, hash=False, timeout=NO_WORKERS_SECONDS)
+            self._scattered = {digest: kept}
+            return kept
 
     def submit(self, fn: Any, task: ChunkTask) -> Future[Any]:
         if self.client is None:
@@ -202,14 +221,20 @@ class DaskStrategy(Strategy):
         payload = cloudpickle.dumps((None if shipped else fn, task.items, task.first, task.index, task.budget_ns))
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()
-        remote = self.client.submit(run_dask_chunk, self._scattered.get(digest) if shipped else None, digest,
-                                    payload, pure=False)
-        return self._track(remote, stamp=True)
+        scattered = self._scattered.get(digest) if shipped else None
+        remote = self.client.submit(run_dask_chunk, scattered, digest, payload, pure=False)
+        return self._track(remote, stamp=True, again=(digest, payload, scattered) if shipped else None)
 
-    def _track(self, remote: Any, stamp: bool) -> Future[Any]:
-        """A local future for ``remote``, which stays known until it is done."""
-        local: Future[Any] = Future()
-        local.set_running_or_notify_cancel()
+    def _track(self, remote: Any, stamp: bool, again: tuple[str, bytes, Any] | None = None,
+               local: Future[Any] | None = None) -> Future[Any]:
+        """A local future for ``remote``, which stays known until it is done.
+
+        ``again``, a chunk's function digest, payload and scattered copy when its function was scattered, sends
+        it once more if the cluster lost that copy under it (see ``_send_again``).
+        """
+        if local is None:
+            local = Future()
+            local.set_running_or_notify_cancel()
         with self._remote_lock:
             self._remote[remote] = local
             if self._watcher is None:
@@ -219,11 +244,38 @@ class DaskStrategy(Strategy):
         def done(f: Any) -> None:
             with self._remote_lock:
                 self._remote.pop(f, None)
-            if not local.done():  # not failed already by ``_watch``
-                _relay(f, local, stamp=stamp, lost=self._lost_worker)
+            if local.done():  # failed already by ``_watch``
+                return
+            if again is not None and _lost_dependency(f):
+                threading.Thread(target=self._send_again, args=(again, local), name="payoff-dask-resend",
+                                 daemon=True).start()
+                return
+            _relay(f, local, stamp=stamp, lost=self._lost_worker)
 
         remote.add_done_callback(done)
         return local
+
+    def _send_again(self, again: tuple[str, bytes, Any], local: Future[Any]) -> None:
+        """A chunk dask cancelled because its function's scattered copy was lost: scatter it again and resend.
+
+        That loss is the cluster's (its workers restarted and took their copies with them), not something the
+        function did: counted as a lost worker, it was rerun as ``map_failure_retry`` and the function was
+        marked as one that crashes workers (helper 46, F6). Resent once; a chunk that loses it again is lost.
+        """
+        digest, payload, lost = again
+        try:
+            scattered = self._scattered_fn(digest, lost=lost)
+            with self._remote_lock:
+                client = None if self._closed else self.client
+            if client is None:
+                raise closed_pool(self.name)
+            remote = client.submit(run_dask_chunk, scattered, digest, payload, pure=False)
+        except Exception as exc:
+            with contextlib.suppress(InvalidStateError):
+                local.set_exception(DaskWorkerLost(f"the {self.name} cluster lost the function's scattered copy, "
+                                                   f"and sending it again failed: {exc!r}"))
+            return
+        self._track(remote, stamp=True, local=local)
 
     def _watch(self) -> None:
         """While this pool has work out, ask the scheduler every ``WATCH_SECONDS`` whether the cluster still has
@@ -308,14 +360,27 @@ class DaskStrategy(Strategy):
         self.shutdown(wait=False)
 
     def shutdown(self, wait: bool = True) -> None:
+        with self._remote_lock:
+            self._closed = True
         client, local_cluster = self.client, self._cluster
-        self._scattered = {}
+        self._scattered, self._blobs = {}, {}
         if self._owns_client and client is not None:
             self.client = None
             client.close()
         if local_cluster is not None:
             self._cluster = None
             local_cluster.close()
+
+
+def _lost_dependency(remote: Any) -> bool:
+    """Whether dask cancelled ``remote`` because something it depends on (the scattered function) was lost."""
+    if getattr(remote, "status", None) != "cancelled":
+        return False
+    try:
+        remote.result()  # cancelled: at once
+    except Exception as exc:
+        return "lost dependencies" in str(exc)
+    return False
 
 
 def _relay(remote: Any, local: Future[Any], stamp: bool = True,
