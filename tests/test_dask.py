@@ -553,3 +553,32 @@ def test_workers_restarted_between_calls_lose_the_scattered_function_not_a_crash
     finally:
         user_client.close()
         cluster.close()
+
+
+def test_a_client_its_user_closed_is_named_by_old_and_new_executors() -> None:
+    """The user closed the Client they passed as strategy. An executor made before raised distributed's raw
+    ClosedClientError on every later map and submit; a new one fell back with the detail "RuntimeError('IOLoop
+    is closed')" (helper 46, F7). Both now fall back saying the Client was closed, and submit raises that."""
+    from payoff.errors import ClusterNotReadyError
+
+    cluster = local_cluster(1)
+    user_client = Client(cluster, set_as_default=False)
+    old = ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE))
+    try:
+        assert old.map(tasks.square, range(10)) == [x * x for x in range(10)]
+        user_client.close()
+        new = ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE))
+        for ex in (old, new, old):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+            record = ex.last_record
+            assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+            assert "Client passed as strategy was closed" in record.fallback_detail, record.fallback_detail
+            with pytest.raises(ClusterNotReadyError, match="Client passed as strategy was closed"):
+                ex.submit(tasks.square, 3)
+        new.shutdown()
+    finally:
+        old.shutdown()
+        user_client.close()
+        cluster.close()

@@ -100,9 +100,34 @@ class DaskStrategy(Strategy):
         self._watcher: threading.Thread | None = None
         """Watches for a cluster with no workers while chunks are out (see ``_watch``); None when none runs."""
 
+    @property
+    def broken(self) -> bool:
+        """Broken as any pool, or given a Client its user has closed since: the next lease starts afresh, and
+        that start says the Client was closed (``_start``)."""
+        return self._broken or self._given_client_closed()
+
+    @broken.setter
+    def broken(self, value: bool) -> None:
+        self._broken = value
+
+    _broken = False
+
+    def _given_client_closed(self) -> bool:
+        return not self._owns_client and getattr(self.client, "status", None) in ("closing", "closed")
+
+    def _refuse_closed_client(self) -> None:
+        """A Client passed as ``strategy`` that its user closed runs nothing again: say so, in payoff's words (the
+        raw ``ClosedClientError`` came from every later map and submit, or "IOLoop is closed" from a new start)."""
+        if self._given_client_closed():
+            raise ClusterNotReadyError(
+                f"payoff: the dask Client passed as strategy was closed (its status is {self.client.status!r}); "
+                "payoff never closes a Client it is given, so its owner did: pass an open Client, or "
+                "strategy='dask' with address= to let payoff connect")
+
     def _start(self) -> None:
         from distributed import Client, LocalCluster
 
+        self._refuse_closed_client()
         facts: cluster.ClusterFacts | None = None
         if self.client is None and self.address:
             # raises ClusterUnreachableError, at once when planning has just seen the address fail
@@ -190,6 +215,7 @@ class DaskStrategy(Strategy):
             cluster.invalidate(target)
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
+        self._refuse_closed_client()
         blob = bytes(cloudpickle.dumps(fn))
         if len(blob) < SHIP_ONCE_BYTES:
             return fn
@@ -216,6 +242,7 @@ class DaskStrategy(Strategy):
     def submit(self, fn: Any, task: ChunkTask) -> Future[Any]:
         if self.client is None:
             raise closed_pool(self.name)
+        self._refuse_closed_client()
         shipped = isinstance(fn, tuple) and fn[:1] == ("scattered",)
         digest = fn[1] if shipped else ""
         payload = cloudpickle.dumps((None if shipped else fn, task.items, task.first, task.index, task.budget_ns))
@@ -325,6 +352,7 @@ class DaskStrategy(Strategy):
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if self.client is None:
             raise closed_pool(self.name)
+        self._refuse_closed_client()
         if kwargs.keys() & _CLIENT_SUBMIT_NAMES:  # the user's own keywords, not Client.submit's options
             fn, kwargs = functools.partial(fn, **kwargs), {}
         return self._track(self.client.submit(fn, *args, pure=False, **kwargs), stamp=False)
