@@ -24,6 +24,7 @@ import pickle
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Future, InvalidStateError
 from typing import Any
@@ -54,6 +55,30 @@ WATCH_SECONDS = 1.0
 
 class DaskWorkerLost(BrokenExecutor):
     """A chunk could not finish on the cluster (its workers kept dying, or the scheduler went away)."""
+
+
+_LARGE_GRAPH_MESSAGE = r"Sending large graph of size "
+_LARGE_GRAPH_MODULE = r"distributed\.client\Z"
+
+
+def quiet_large_graph_warning() -> None:
+    """Keep dask's "Sending large graph of size ... Consider loading the data with Dask directly" from payoff's users.
+
+    payoff sends each chunk's items pickled inside its task, so large items trip it once per chunk, and its
+    advice is for code that builds dask graphs, which theirs does not; the bytes a call moved are in its
+    record (``bytes_sent``), and under ``auto`` items too large to ship are payoff's own ``payload_too_large``.
+    ``warnings.catch_warnings`` is not thread-safe, so this is one process-wide filter, as precise as a filter
+    can be: that message from ``distributed.client`` only. Added again (at a pool start) when a
+    ``catch_warnings`` block that was open when it was first added took it away on exit.
+    """
+    for action, message, category, module, _ in warnings.filters:
+        if action == "ignore" and category is UserWarning and getattr(message, "pattern", None) == \
+                _LARGE_GRAPH_MESSAGE and getattr(module, "pattern", None) == _LARGE_GRAPH_MODULE:
+            return
+    warnings.filterwarnings("ignore", message=_LARGE_GRAPH_MESSAGE, category=UserWarning, module=_LARGE_GRAPH_MODULE)
+
+
+quiet_large_graph_warning()
 
 
 def _nothing() -> None:
@@ -128,6 +153,7 @@ class DaskStrategy(Strategy):
         from distributed import Client, LocalCluster
 
         self._refuse_closed_client()
+        quiet_large_graph_warning()
         facts: cluster.ClusterFacts | None = None
         if self.client is None and self.address:
             # raises ClusterUnreachableError, at once when planning has just seen the address fail
