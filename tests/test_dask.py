@@ -600,3 +600,21 @@ def test_large_items_do_not_bring_dasks_large_graph_warning(client: Any) -> None
     assert any("not dask's" in t for t in texts), texts  # the filter is dask's message from dask's module only
     assert record is not None and record.selected_strategy == "dask"
     assert record.bytes_sent > 2 * 11 * 2**20
+
+
+def test_an_adaptive_cluster_at_zero_starts_a_worker_for_the_map() -> None:
+    """An adaptive cluster scaled to zero starts workers for queued work: the pool start's wait for a first
+    worker queues a task, so the map runs on the cluster instead of falling back (helper 46, F1)."""
+    cluster = local_cluster(0)
+    cluster.adapt(minimum=0, maximum=2, interval="200ms")
+    user_client = Client(cluster, set_as_default=False)
+    try:
+        with ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE)) as ex:
+            assert ex.map(tasks.square, range(50)) == [x * x for x in range(50)]
+            record = ex.last_record
+        assert record is not None and record.selected_strategy == "dask"
+        assert record.fallback_reason is None, record.fallback_detail
+        assert record.workers >= 1
+    finally:
+        user_client.close()
+        cluster.close()
