@@ -11,6 +11,7 @@ from payoff import errors
 
 CASES = [
     errors.WorkerCrashedError("item 3 crashed", item_index=3, chunk_index=1, exitcode=-11, completed={0: 1}),
+    errors.ClusterNotReadyError("the dask cluster at tcp://127.0.0.1:8786 has no workers"),
     errors.PoolStoppedError("stopped by another call", stopped_by="call 7 (timeout=2.0)"),
     errors.PoolStartTimeoutError("start took too long", by_call=True),
     errors.WorkerInitError("initializer raised", pid=1234),

@@ -163,5 +163,5 @@ class StuckThreadsWarning(RuntimeWarning):
     """
 
 
-__all__ = ["PoolStartTimeoutError", "PoolStoppedError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning",
-           "WorkerCrashedError", "WorkerInitError", "describe_exit"]
+__all__ = ["ClusterNotReadyError", "PoolStartTimeoutError", "PoolStoppedError", "RemoteError", "RemoteTraceback",
+           "StuckThreadsWarning", "WorkerCrashedError", "WorkerInitError", "describe_exit"]
