@@ -41,16 +41,27 @@ def at_exit(hook: Callable[[], None]) -> None:
     stay_first()
 
 
+_entry: object = None
+"""The entry ``threading._register_atexit`` made for :func:`_run_early`: a ``functools.partial`` up to Python
+3.12, a lambda from 3.13 on, so it is known by identity, not by its ``func``."""
+
+
 def stay_first() -> None:
     """Make payoff's hook the latest ``threading`` exit hook, so it runs before the pools' joins."""
+    global _entry
     _before_child_joins()
     register = getattr(threading, "_register_atexit", None)
     registered = getattr(threading, "_threading_atexits", None)
-    if register is None or registered is None or (registered and getattr(registered[-1], "func", None)
-                                                  is _run_early):
+    if register is None or registered is None or (registered and _ours(registered[-1])):
         return
     with contextlib.suppress(RuntimeError):  # registration closes once shutdown has begun
         register(_run_early)
+        if registered:
+            _entry = registered[-1]
+
+
+def _ours(entry: object) -> bool:
+    return entry is _entry or getattr(entry, "func", None) is _run_early
 
 
 _finalized_in: int | None = None

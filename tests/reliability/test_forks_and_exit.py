@@ -592,3 +592,26 @@ def test_a_function_of_a_module_the_workers_cannot_import_travels_by_value(
                           text=True, cwd=ROOT, env=CHILD_ENV, timeout=GUARD_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["True", strategy], (done.stdout, done.stderr[-3000:])
+
+
+def test_pool_starts_keep_payoffs_exit_hook_latest_without_adding_it_again() -> None:
+    """Python 3.13 wraps a ``threading`` exit hook in a lambda, not a ``functools.partial``: a check of the
+    latest hook's ``func`` never matched there, and every pool start appended another copy of payoff's hook."""
+    import threading
+
+    from payoff import _exit
+
+    hooks: list[object] = threading._threading_atexits  # type: ignore[attr-defined]
+
+    def one_pool_start() -> None:
+        with ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2,
+                                                    tiny_workload_threshold=0.0)) as ex:
+            ex.map(tasks.square, range(20))  # starts a pool: the start calls stay_first
+
+    one_pool_start()  # a first start may import concurrent.futures.thread, whose own hook payoff then follows
+    _exit.stay_first()
+    before = len(hooks)
+    for _ in range(3):
+        one_pool_start()
+        _exit.stay_first()
+    assert len(hooks) == before
