@@ -44,8 +44,11 @@ class OTLPSetup:
     endpoint: str = ""
     """Where the exporters send, for messages."""
     _stopped: bool = field(default=False, repr=False)
+    _exit_wake: threading.Event = field(default_factory=threading.Event, repr=False)
+    _exit_thread: threading.Thread | None = field(default=None, repr=False)
 
     def shutdown(self) -> None:
+        self._exit_wake.set()  # the waiting exit thread ends
         if self._stopped:
             return
         self._stopped = True
@@ -54,12 +57,31 @@ class OTLPSetup:
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
 
+    def _ready_for_exit(self) -> None:
+        """Start now the thread that makes the last export: Python 3.12 starts no thread once the program is
+        ending (``RuntimeError: can't create new thread at interpreter shutdown``), not even in an exit hook."""
+        thread = threading.Thread(target=self._last_export, name="payoff-otlp-exit", daemon=True)
+        thread.start()
+        self._exit_thread = thread
+
+    def _last_export(self) -> None:
+        self._exit_wake.wait()
+        self.shutdown()
+
     def _at_exit(self) -> None:
         """The last export, given ``EXIT_FLUSH_SECONDS``; a collector that is down costs no more, and says so."""
         if self._stopped:
             return
-        last = threading.Thread(target=self.shutdown, name="payoff-otlp-exit", daemon=True)
-        last.start()
+        last = self._exit_thread
+        if last is not None and last.is_alive():
+            self._exit_wake.set()
+        else:  # a child made by os.fork: the parent's exit thread is not in it
+            last = threading.Thread(target=self.shutdown, name="payoff-otlp-exit", daemon=True)
+            try:
+                last.start()
+            except RuntimeError:  # Python 3.12 at interpreter shutdown: unbounded, but nothing is dropped
+                self.shutdown()
+                return
         last.join(EXIT_FLUSH_SECONDS)
         if last.is_alive():
             log.warning("payoff: the last OTLP export did not reach %s within %.0f s of the program's end; what "
@@ -149,5 +171,6 @@ def _create(otlp_endpoint: str | None, service_name: str | None, traces: bool, m
             add_default_observer(OTelMetrics(meter_provider))
     where = base or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
     setup = OTLPSetup(tracer_provider, meter_provider, where)
+    setup._ready_for_exit()
     atexit.register(setup._at_exit)
     return setup
