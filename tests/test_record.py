@@ -323,6 +323,22 @@ def _pool_chunk(index: int, start_ns: int, busy_s: float, cpu_s: float, runq_s: 
     return outcome
 
 
+def test_the_serial_estimate_of_chunks_that_waited_for_nothing_is_their_busy_time_to_the_last_bit() -> None:
+    """From Python 3.12 ``sum()`` compensates float rounding: the estimate, added up in a plain loop, came out an
+    ulp above the busy time it can never exceed for these chunks (0.14113615200000001 > 0.141136152), and
+    test_records_are_consistent failed on 3.13 with ``assert 0.12787836000000002 <= 0.12787836``."""
+    from payoff.worker import ChunkOutcome
+
+    rec = _builder(40, "threads")
+    start = 1_000
+    for k, busy_ns in enumerate([19_034_063, 77_397_250, 9_470_054, 35_234_785]):
+        rec.add(ChunkOutcome(k, k * 10, [0] * 10, start, start + busy_ns, 1_000, array("q", [busy_ns]),
+                             array("q", [10]), f"w{k}"), "pool", 0)
+        start += busy_ns
+    record = rec.build()
+    assert record.serial_estimate_seconds == record.busy_seconds
+
+
 @pytest.mark.parametrize(("runq_s", "loop_s"), [
     (1.0, 3.0),   # two busy programs beside 2 workers on 2 cores: each worker ran half the time; a loop 2/3
     (0.05, 2.0),  # a quiet machine: the caller's own moments; a loop alone waits for nothing
