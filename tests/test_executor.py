@@ -237,12 +237,12 @@ def test_records_are_consistent() -> None:
     assert isinstance(record, MapRecord)
     assert record.busy_seconds <= record.capacity_seconds + 1e-9
     assert 0 < record.utilization <= 1
-    assert record.workers == 2
+    assert record.workers > 2, "items that sleep get threads for their wait, named threads as auto's"
     assert record.n_chunks == len(record.chunks)
     assert record.task_time.count == 60
     assert record.task_time.p50 >= 0.0015
     assert record.speedup > 0
-    assert record.efficiency == pytest.approx(record.speedup / 2)
+    assert record.efficiency == pytest.approx(record.speedup / record.workers)
     # sleeping items use almost no CPU, so no GIL correction applies: the estimate is the busy time less the
     # waits for a CPU (Linux schedstat) of the pool's chunks (never below their CPU time); a probe run in the
     # caller counts whole, as a loop there would have met the same machine
@@ -250,7 +250,7 @@ def test_records_are_consistent() -> None:
     assert record.serial_estimate_seconds == pytest.approx(own)
     assert record.cpu_seconds <= record.serial_estimate_seconds <= record.busy_seconds
     assert record.to_dict()["fallback_reason"] is None
-    assert "threads x2" in record.summary()
+    assert f"threads x{record.workers}," in record.summary()
     assert not record.pool_shared and record.shared_seconds == 0  # alone on its pool: all of it was its capacity
     assert record.capacity_seconds == record.workers * record.wall_seconds
 
