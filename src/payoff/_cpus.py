@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -62,12 +63,8 @@ quota_now: Final = _QuotaCache()
 
 def _cgroup_lines(proc: Path) -> list[tuple[str, str, str]]:
     """``(hierarchy id, controllers, path)`` for each line of ``/proc/<pid>/cgroup``."""
-    try:
-        text = (proc / "cgroup").read_text()
-    except OSError:
-        return []
     lines = []
-    for line in text.splitlines():
+    for line in _read(proc / "cgroup").splitlines():
         parts = line.split(":", 2)
         if len(parts) == 3:
             lines.append((parts[0], parts[1], parts[2]))
@@ -76,12 +73,8 @@ def _cgroup_lines(proc: Path) -> list[tuple[str, str, str]]:
 
 def _mounts(proc: Path, wanted: str) -> list[_Mount]:
     """Cgroup mounts: of type ``cgroup2`` for ``wanted == ""``, else v1 mounts whose options name ``wanted``."""
-    try:
-        text = (proc / "mountinfo").read_text()
-    except OSError:
-        return []
     found = []
-    for line in text.splitlines():
+    for line in _read(proc / "mountinfo").splitlines():
         head, sep, tail = line.partition(" - ")
         fields, after = head.split(), tail.split()
         if not sep or len(fields) < 5 or len(after) < 3:
@@ -91,6 +84,14 @@ def _mounts(proc: Path, wanted: str) -> list[_Mount]:
         ):
             found.append(_Mount(_unescape(fields[3]), Path(_unescape(fields[4]))))
     return found
+
+
+def _read(path: Path) -> str:
+    """A kernel file's text; empty where it is missing or unreadable (no cgroup, another OS)."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _unescape(field: str) -> str:
@@ -110,11 +111,20 @@ def _directories(mount: _Mount, cgroup_path: str) -> list[Path]:
 
 
 def _v2_quota(proc: Path) -> float | None:
-    paths = [path for hid, _, path in _cgroup_lines(proc) if hid == "0"]
+    return _hierarchy_quota(proc, "", lambda hid, _: hid == "0", _v2_limit)
+
+
+def _v1_quota(proc: Path) -> float | None:
+    return _hierarchy_quota(proc, "cpu", lambda _, controllers: "cpu" in controllers.split(","), _v1_limit)
+
+
+def _hierarchy_quota(proc: Path, controller: str, belongs: Callable[[str, str], bool],
+                     limit: Callable[[Path], float | None]) -> float | None:
+    """The tightest limit on the path of this process's cgroup in one hierarchy (v2: ``controller`` "")."""
+    paths = [path for hid, controllers, path in _cgroup_lines(proc) if belongs(hid, controllers)]
     if not paths:
         return None
-    limits = [_v2_limit(d) for m in _mounts(proc, "") for d in _directories(m, paths[0])]
-    return _tightest(limits)
+    return _tightest([limit(d) for m in _mounts(proc, controller) for d in _directories(m, paths[0])])
 
 
 def _v2_limit(directory: Path) -> float | None:
@@ -124,14 +134,6 @@ def _v2_limit(directory: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return _ratio(quota, period)
-
-
-def _v1_quota(proc: Path) -> float | None:
-    paths = [path for _, controllers, path in _cgroup_lines(proc) if "cpu" in controllers.split(",")]
-    if not paths:
-        return None
-    limits = [_v1_limit(d) for m in _mounts(proc, "cpu") for d in _directories(m, paths[0])]
-    return _tightest(limits)
 
 
 def _v1_limit(directory: Path) -> float | None:
