@@ -34,8 +34,7 @@ from payoff.reasons import Reason
 from payoff.record import RecordBuilder
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
-from payoff.strategies.base import closed_pool
-from payoff.strategies.cluster import ClusterUnreachableError
+from payoff.strategies.base import PoolClosedError, closed_pool
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
@@ -417,7 +416,7 @@ class MapRun:
             return lease
         try:
             lease.pool.refresh(self.token)
-        except ClusterUnreachableError:
+        except PoolClosedError:
             lease.pool.broken = True
             self.ex._pools.release(lease)
             return self._lease(plan.strategy, plan.workers)

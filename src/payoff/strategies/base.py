@@ -157,7 +157,7 @@ class Strategy(ABC):
 
     def refresh(self, stop: StartStop | None = None) -> None:
         """A warm pool about to serve another call: count its workers again where they may have changed (a
-        cluster); raises when its workers are gone for good. Local pools know their count."""
+        cluster); raises PoolClosedError when its workers are gone for good. Local pools know their count."""
         return None
 
     def cancel_queued(self) -> None:

@@ -33,7 +33,7 @@ import cloudpickle
 
 from payoff.errors import ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
-from payoff.strategies.base import ChunkTask, Strategy, closed_pool
+from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
 from payoff.worker import ChunkOutcome, arrived, run_to_bytes
 
 CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
@@ -182,10 +182,17 @@ class DaskStrategy(Strategy):
         self.workers = max(1, threads)
 
     def refresh(self, stop: Any = None) -> None:
-        """A running cluster's worker threads now (one round trip; it may have scaled or lost a worker)."""
+        """A running cluster's worker threads now (one round trip; it may have scaled or lost a worker).
+
+        A scheduler that is gone makes this pool a closed one (``PoolClosedError``): the call takes a fresh
+        pool, whose start fails at once on the failure remembered here, and falls back.
+        """
         target = self._target()
         if target is not None and self.client is not None:
-            self.workers = max(1, cluster.refresh(self.client, target, stop))
+            try:
+                self.workers = max(1, cluster.refresh(self.client, target, stop))
+            except cluster.ClusterUnreachableError as exc:
+                raise PoolClosedError(f"the {self.name} pool's scheduler is gone: {exc}") from exc
 
     def _await_first_worker(self) -> None:
         """Wait, bounded, for a first worker of a cluster that has none; ``ClusterNotReadyError`` if none comes.
