@@ -352,4 +352,4 @@ def test_a_loop_is_estimated_to_meet_the_other_programs_load_but_not_the_pools_o
     rec.selected, rec.workers = "processes", 2
     for k in range(2):
         rec.add(_pool_chunk(k, 1_000, busy_s=1.0 + runq_s, cpu_s=1.0, runq_s=runq_s), "pool", 0)
-    assert rec._serial_estimate() == pytest.approx(loop_s, rel=0.02)
+    assert rec._serial_estimate(rec.chunks) == pytest.approx(loop_s, rel=0.02)

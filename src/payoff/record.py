@@ -428,7 +428,7 @@ class RecordBuilder:
         self.chunks.append(stats)
         return stats
 
-    def _serial_estimate(self) -> float:
+    def _serial_estimate(self, chunks: Sequence[ChunkStats]) -> float:
         """Busy time, less what pool chunks spent waiting for a CPU or, when it uses the CPU, for the GIL.
 
         A pool's workers, with the caller, can outnumber the cores: a chunk then
@@ -447,9 +447,9 @@ class RecordBuilder:
                 return c.own_seconds
             return min(c.own_seconds, c.cpu_seconds / ratio)
 
-        # sum() over the chunks in the order build() sums their busy time: from Python 3.12 sum() compensates
+        # sum() over ``chunks``, in the order build() sums their busy time: from Python 3.12 sum() compensates
         # float rounding, and a plain loop came out an ulp above the busy time it can never exceed
-        total = sum(priced(c) for c in sorted(self.chunks, key=lambda c: c.first_item))
+        total = sum(priced(c) for c in chunks)
         return total + self._others_load() + self.consumer_ns / 1e9
 
     def _pricing_ratio(self) -> float | None:
@@ -508,7 +508,7 @@ class RecordBuilder:
             pool_reused=self.pool_reused, probe_items=self.probe_items,
             wall_seconds=wall, busy_seconds=sum(c.busy_seconds for c in chunks),
             cpu_seconds=sum(c.cpu_seconds for c in chunks),
-            serial_estimate_seconds=self._serial_estimate(), overhead_seconds=overhead,
+            serial_estimate_seconds=self._serial_estimate(chunks), overhead_seconds=overhead,
             bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
             n_errors=n_errors, started_at=self.started_at, chunks=chunks, outcome=outcome_of(error, n_errors),
             consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
