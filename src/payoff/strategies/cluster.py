@@ -39,7 +39,7 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,14 +205,8 @@ def connect(address: str, stop: StartStop | None = None) -> tuple[Any, float]:
     attempt = _Attempt(address)
     thread = threading.Thread(target=attempt.run, name="payoff-dask-connect", daemon=True)
     thread.start()
-    limit = time.monotonic() + CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS
-
-    def ended(timeout: float) -> bool:
-        thread.join(min(timeout, max(0.0, limit - time.monotonic())))
-        return not thread.is_alive() or time.monotonic() >= limit
-
     try:
-        _wait_for(ended, address, stop)
+        _wait_for(_joined(thread, CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS), address, stop)
     except BaseException:
         attempt.outcome()  # abandoned: a client that comes later is closed
         raise
@@ -307,13 +301,7 @@ def refresh(client: Any, target: Any, stop: StartStop | None = None) -> int:
                                           f"connection is {getattr(client, 'status', None)!r}")
         thread = threading.Thread(target=ask, name="payoff-dask-refresh", daemon=True)
         thread.start()
-        limit = time.monotonic() + CONNECT_TIMEOUT_SECONDS
-
-        def ended(timeout: float) -> bool:
-            thread.join(min(timeout, max(0.0, limit - time.monotonic())))
-            return not thread.is_alive() or time.monotonic() >= limit
-
-        _wait_for(ended, address, stop)
+        _wait_for(_joined(thread, CONNECT_TIMEOUT_SECONDS), address, stop)
         answer = box[0] if box else TimeoutError(f"no answer within {CONNECT_TIMEOUT_SECONDS:g} s")
         if isinstance(answer, Exception) or not _running(client):
             raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} did not answer: "
@@ -368,7 +356,7 @@ def _slot_locked(key: Hashable) -> _Slot:
     return slot
 
 
-def _wait_for(done: Any, address: str, stop: StartStop | None) -> None:
+def _wait_for(done: Callable[[float], bool], address: str, stop: StartStop | None) -> None:
     """Call ``done(timeout)`` in slices of at most ``START_WAIT_SLICE_SECONDS`` until it returns True, checking
     ``stop`` between them: the calling map's cancel or timeout ends the wait, as it ends a pool start's."""
     if stop is None:
@@ -387,6 +375,17 @@ def _wait_for(done: Any, address: str, stop: StartStop | None) -> None:
         if stop.is_set():
             raise CancelledError(f"payoff: the call was cancelled while it waited for the dask scheduler at "
                                  f"{address or 'the Client'}")
+
+
+def _joined(thread: threading.Thread, seconds: float) -> Callable[[float], bool]:
+    """A ``done`` for :func:`_wait_for`: ``thread`` ended, or ``seconds`` from now have passed."""
+    limit = time.monotonic() + seconds
+
+    def ended(timeout: float) -> bool:
+        thread.join(min(timeout, max(0.0, limit - time.monotonic())))
+        return not thread.is_alive() or time.monotonic() >= limit
+
+    return ended
 
 
 def _calls(stop: StartStop | None) -> frozenset[int]:
