@@ -261,29 +261,31 @@ def test_an_address_that_accepts_but_never_answers_falls_back() -> None:
     8786) hung map for ever, timeout= included: ``Client(address, timeout=5)`` does not bound its handshake
     (helper 28, fault 1). The connect has a deadline of payoff's own."""
     require(Client is not None, "dask.distributed (extra [dask])")
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    accepted: list[Any] = []
-    threading.Thread(target=lambda: [accepted.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
-    address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+    silent, address = _silent_address()
+    results, record = _map_in_a_thread(address, 40, 60, "map hung on an address that never answers")
+    assert results == [x * x for x in range(40)]
+    assert record.fallback_reason is Reason.INIT_FAILURE
+    assert "did not answer" in record.fallback_detail
+    silent.close()
+
+
+def _map_in_a_thread(address: str, n: int, seconds: float, hung: str) -> tuple[list[Any], Any]:
+    """``square`` over ``range(n)`` on the cluster at ``address``, in a thread of its own: a map that hangs fails
+    the test with ``hung`` after ``seconds`` instead of holding the suite. Its results and record."""
     box: list[Any] = []
 
     def run() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with ParallelExecutor(ParallelConfig(strategy="dask", address=address, **FORCE)) as ex:
-                box.append(ex.map(tasks.square, range(40)))
+                box.append(ex.map(tasks.square, range(n)))
                 box.append(ex.last_record)
 
     caller = threading.Thread(target=run, daemon=True)
     caller.start()
-    caller.join(60)
-    assert not caller.is_alive(), "map hung on an address that never answers"
-    assert box[0] == [x * x for x in range(40)]
-    assert box[1].fallback_reason is Reason.INIT_FAILURE
-    assert "did not answer" in box[1].fallback_detail
-    silent.close()
+    caller.join(seconds)
+    assert not caller.is_alive(), hung
+    return box[0], box[1]
 
 
 def test_a_cluster_closed_during_a_map_is_no_crash_of_the_function() -> None:
@@ -458,25 +460,12 @@ def test_a_cluster_with_no_workers_falls_back_instead_of_waiting_for_ever() -> N
     there for ever, with no warning, however long (helper 46, F1). The pool start waits a bounded time for a
     first worker, then the call falls back with ``init_failure`` saying the cluster has no workers."""
     cluster = local_cluster(0)
-    box: list[Any] = []
-
-    def run() -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with ParallelExecutor(ParallelConfig(strategy="dask", address=cluster.scheduler_address,
-                                                 **FORCE)) as ex:
-                box.append(ex.map(tasks.square, range(10)))
-                box.append(ex.last_record)
-
-    caller = threading.Thread(target=run, daemon=True)
     try:
-        caller.start()
-        caller.join(90)
-        assert not caller.is_alive(), "map hung on a cluster with no workers"
-        assert box[0] == [x * x for x in range(10)]
-        assert box[1].fallback_reason is Reason.INIT_FAILURE
-        assert "has no workers" in box[1].fallback_detail
-        assert "wait_for_workers" in box[1].fallback_detail  # what a user of an adaptive cluster can do
+        results, record = _map_in_a_thread(cluster.scheduler_address, 10, 90, "map hung on a cluster with no workers")
+        assert results == [x * x for x in range(10)]
+        assert record.fallback_reason is Reason.INIT_FAILURE
+        assert "has no workers" in record.fallback_detail
+        assert "wait_for_workers" in record.fallback_detail  # what a user of an adaptive cluster can do
     finally:
         clusters.clear()
         cluster.close()
