@@ -510,6 +510,64 @@ def test_a_multiprocessing_child_that_mapped_on_a_pool_it_never_closed_exits(
     assert f"{'processes' if strategy == 'default' else strategy}\n" in done.stdout, done.stdout  # it ran on a pool
 
 
+MANAGERS_AT_EXIT = textwrap.dedent("""
+    import multiprocessing as mp, os, sys, threading
+    import concurrent.futures.process as stdlib_pool
+    from joblib.externals.loky import process_executor as loky_pool
+    import payoff
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import square
+
+    def managers(who, pid):
+        if os.getpid() == pid:  # forked workers inherit the hook
+            alive = [t.name for mod in (stdlib_pool, loky_pool) for t in list(mod._threads_wakeups) if t.is_alive()]
+            print(who, "managers alive:", alive, flush=True)
+
+    def run(strategy):
+        if strategy == "default":
+            os.environ["CE_PARALLEL"] = "processes,tiny=0"
+            ex = payoff.default_executor()
+        else:
+            ex = ParallelExecutor(ParallelConfig(strategy=strategy, tiny_workload_threshold=0.0))
+        assert ex.map(square, range(200)) == [x * x for x in range(200)]
+        print("ran on", ex.last_record.selected_strategy, flush=True)
+        return ex
+
+    def child(strategy):
+        from multiprocessing import util
+        util.Finalize(None, managers, args=("child", os.getpid()), exitpriority=99)  # right after payoff's (100)
+        run(strategy)
+
+    if __name__ == "__main__":
+        strategy, where = sys.argv[1], sys.argv[2]
+        if where == "main":
+            threading._register_atexit(managers, "main", os.getpid())  # after payoff's, before the stdlib's
+            kept = run(strategy)
+        else:
+            proc = mp.get_context(where).Process(target=child, args=(strategy,))
+            proc.start()
+            proc.join(60)
+            print("exit", proc.exitcode, flush=True)
+""")
+
+
+@pytest.mark.parametrize("where", ["main", "spawn", "fork"])
+def test_the_pools_stopped_at_exit_have_no_manager_thread_left_when_the_stdlib_hook_runs(
+        tmp_path: Path, where: str) -> None:
+    """payoff stops its pools at exit before the standard library's own exit hook, which wakes each pool's
+    manager thread by writing to a pipe that thread closes as it ends, unlocked on Python 3.11 (loky's hook
+    takes the pool's lock): a manager still ending then made a ``multiprocessing`` child exit 1 with
+    ``EBADF`` (seen once in CI). So the pools payoff stopped must have no manager thread left by then."""
+    script = tmp_path / "managers.py"
+    script.write_text(MANAGERS_AT_EXIT)
+    done = subprocess.run([sys.executable, str(script), "default", where], capture_output=True, text=True,
+                          cwd=ROOT, env=CHILD_ENV, timeout=GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    who = "main" if where == "main" else "child"
+    assert "ran on processes\n" in done.stdout, done.stdout
+    assert f"{who} managers alive: []\n" in done.stdout, (done.stdout, done.stderr[-3000:])
+
+
 PACKAGE_MAIN = textwrap.dedent("""
     import multiprocessing as mp, sys
     from payoff import ParallelConfig, ParallelExecutor

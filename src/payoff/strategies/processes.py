@@ -340,7 +340,7 @@ class PickledPoolStrategy(Strategy):
         """Terminate the workers: a running chunk cannot be interrupted any other way."""
         self._remember_processes()
         procs = [p for p in list((self._seen or {}).values()) if p.exitcode is None]
-        pool = self._pool
+        pipe, manager = _internals(self._pool)  # the pool's shutdown forgets them
         self.shutdown(wait=False)  # first: queued futures are cancelled before the pool sees its workers die
         _signal_all(procs, signal.SIGTERM)
         _signal_all(procs, signal.SIGCONT)  # a stopped worker (a debugger, kill -STOP) acts on SIGTERM only once woken
@@ -350,8 +350,10 @@ class PickledPoolStrategy(Strategy):
         _signal_all([p for p in procs if p.exitcode is None], signal.SIGKILL)
         for proc in procs:
             proc.join(0.5)
-        if all(p.exitcode is not None for p in procs):
-            _end_result_pipe(pool)
+        if all(_ended(p) for p in procs):
+            _end_result_pipe(pipe)
+        if isinstance(manager, threading.Thread) and manager is not threading.current_thread():
+            manager.join(_KILL_GRACE_SECONDS)  # see _internals
 
 
 class _PoolFuture(Future[Any]):
@@ -453,18 +455,39 @@ def _unsendable_part(dumps: Callable[[Any], bytes], fn: Any, task: ChunkTask) ->
     return f"chunk {task.index} (items {task.first} to {task.first + len(task.items) - 1})"
 
 
-def _end_result_pipe(pool: Any) -> None:
+def _internals(pool: Any) -> tuple[Any, Any]:
+    """The write end of a pool's result pipe and its manager thread, which :meth:`PickledPoolStrategy.kill` ends.
+
+    The manager closes its wake-up pipe as it ends, and the standard library's
+    exit hook writes to that pipe unlocked (Python 3.11): a manager still
+    closing it then failed a program's exit with ``EBADF``. ``kill`` waits for
+    the thread, bounded, so a stopped pool's manager has ended before that hook.
+    """
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    return writer, getattr(pool, "_executor_manager_thread", None)
+
+
+def _end_result_pipe(writer: Any) -> None:
     """A worker killed while it wrote a result leaves half a message in the pool's result pipe: the stdlib
     pool's manager thread then reads it forever, and ``concurrent.futures`` joins that thread at interpreter
     exit (a test run hung there after its last test). With every worker dead, the parent's own copy of the
     write end is the last: closing it ends the read, the manager sees a broken pool and ends."""
-    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
     if writer is not None:
         with contextlib.suppress(OSError):
             writer.close()
 
 
 _REAPED_WAIT_SECONDS = 1.0
+
+
+def _ended(proc: Any) -> bool:
+    """Whether a worker has ended, even while the pool's own thread is still reaping it (see :func:`_exit_code`)."""
+    if proc.exitcode is not None:
+        return True
+    try:
+        return bool(multiprocessing.connection.wait([proc.sentinel], 0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _exit_code(proc: Any) -> int | None:
@@ -478,10 +501,7 @@ def _exit_code(proc: Any) -> int | None:
     code = proc.exitcode
     if code is not None:
         return int(code)
-    try:
-        if not multiprocessing.connection.wait([proc.sentinel], 0):
-            return None  # still running
-    except (OSError, ValueError, AttributeError):
+    if not _ended(proc):
         return None
     if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
         return None  # the kernel reaped it (SIGCHLD ignored, as daemons do): no code will ever land
