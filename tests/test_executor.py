@@ -344,6 +344,35 @@ def test_the_shared_executor_outlives_a_with_block_and_a_shutdown() -> None:
     assert payoff.default_executor() is shared
 
 
+def test_payoff_map_follows_the_environment_when_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook sets ``CE_PARALLEL`` in a cell after a first ``payoff.map``: the shared executor kept the
+    value it was made with, so ``CE_PARALLEL=off`` went on running on processes without a word, while a new
+    ``ParallelExecutor()`` in the same cell saw it. An executor the user holds keeps its own config."""
+    import payoff
+
+    monkeypatch.delenv("PAYOFF_PARALLEL", raising=False)
+    monkeypatch.setenv("CE_PARALLEL", "processes,tiny=0")
+    assert payoff.map(tasks.square, range(40)) == [x * x for x in range(40)]
+    held = payoff.default_executor()
+    assert held.last_record is not None and held.last_record.selected_strategy == "processes"
+
+    monkeypatch.setenv("CE_PARALLEL", "off")
+    assert payoff.map(tasks.square, range(40)) == [x * x for x in range(40)]
+    record = payoff.default_executor().last_record
+    assert record is not None and record.selected_strategy == "serial"
+    assert record.fallback_reason is Reason.DISABLED
+    assert held.map(tasks.square, range(40)) == [x * x for x in range(40)]  # still usable, as configured
+    assert held.last_record is not None and held.last_record.selected_strategy == "processes"
+    held.shutdown()
+
+    monkeypatch.setenv("CE_PARALLEL", "processes,workers=many")
+    with pytest.raises(ValueError, match="CE_PARALLEL"):
+        payoff.map(tasks.square, range(3))
+    monkeypatch.setenv("CE_PARALLEL", "serial")
+    assert payoff.map(tasks.square, range(3)) == [0, 1, 4]
+    assert payoff.default_executor().config.strategy == "serial"
+
+
 def test_bad_call_arguments_name_the_problem() -> None:
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
         with pytest.raises(TypeError, match="callable"):
