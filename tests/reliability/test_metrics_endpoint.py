@@ -640,6 +640,29 @@ def test_a_port_this_process_already_serves_is_named_as_such() -> None:
         first.stop()
 
 
+def test_a_rerun_cell_asking_for_the_same_endpoint_gets_the_running_one() -> None:
+    """Re-running ``srv = serve_metrics(9464)`` raised, skipping the rest of the cell, and the first handle
+    was then the only way to stop it. The same port, address, registry and security give the endpoint
+    this process already serves; anything else asked of that port is still refused, naming it."""
+    registry = CollectorRegistry()
+    first = serve_metrics(0, registry=registry)
+    try:
+        again = serve_metrics(first.port, registry=registry)
+        assert again is first
+        with urllib.request.urlopen(first.url, timeout=5) as answer:
+            assert answer.status == 200
+        with pytest.raises(OSError, match=r"own /metrics endpoint \(serve_metrics or PAYOFF_METRICS_PORT\) "
+                                          r"with other settings"):
+            serve_metrics(first.port, registry=CollectorRegistry())
+    finally:
+        first.stop()
+    replaced = serve_metrics(first.port, registry=registry)  # stopped: the port is free to serve anew
+    try:
+        assert replaced is not first
+    finally:
+        replaced.stop()
+
+
 def test_a_port_another_process_holds_is_named() -> None:
     with socket.socket() as other:  # stands for another program's listener
         other.bind(("127.0.0.1", 0))

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -392,8 +392,8 @@ def _used_by_us(port: int) -> str:
     """Name the endpoint of this process that holds ``port`` (a re-run notebook cell), if one does."""
     for server in list(_listening):
         if server.server_address[1] == port and server.socket.fileno() != -1:  # still open: closed ones linger
-            return " by this process's own /metrics endpoint (serve_metrics or PAYOFF_METRICS_PORT): stop() it, or " \
-                   "keep using it"
+            return " by this process's own /metrics endpoint (serve_metrics or PAYOFF_METRICS_PORT) with other " \
+                   "settings: stop() it, or keep using it"
     return ""
 
 
@@ -405,6 +405,8 @@ class MetricsServer:
     thread: threading.Thread
     addr: str
     tls: bool = False
+    asked: tuple[object, ...] = field(default=(), repr=False, compare=False)
+    """What :func:`serve_metrics` was asked for (address, registry, security): the same again gets this one."""
 
     @property
     def port(self) -> int:
@@ -451,11 +453,26 @@ def serve_metrics(port: int = DEFAULT_PORT, addr: str = DEFAULT_ADDR, registry: 
         from payoff.telemetry import metrics_observer
 
         registry = metrics_observer().registry
+    asked = (addr, registry, config)
+    running = _serving(port)
+    if running is not None and running.asked == asked:
+        return running  # a re-run notebook cell: the endpoint it started the first time
     message = exposure_warning(addr, tls=config.tls, auth=config.auth)
     if message is not None:
         warnings.warn(message, MetricsExposureWarning, stacklevel=2)
     server, thread = _listen(addr, port, _guarded(make_wsgi_app(registry), auth), context)
-    return MetricsServer(server, thread, addr, tls=context is not None)
+    endpoint = MetricsServer(server, thread, addr, tls=context is not None, asked=asked)
+    server.payoff_endpoint = endpoint  # type: ignore[attr-defined]
+    return endpoint
+
+
+def _serving(port: int) -> MetricsServer | None:
+    """The endpoint this process serves on ``port`` (never for ``port=0``, which asks for a new one)."""
+    for server in list(_listening) if port else ():
+        endpoint = getattr(server, "payoff_endpoint", None)
+        if server.server_address[1] == port and server.socket.fileno() != -1 and endpoint is not None:
+            return cast(MetricsServer, endpoint)
+    return None
 
 
 # ---------------------------------------------------------------- from the environment
