@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 _hooks: list[Callable[[], None]] = []
@@ -90,13 +91,14 @@ def _before_child_joins() -> None:
     util.Finalize(None, _stop_in_child, exitpriority=FINALIZE_PRIORITY)
 
 
-_workers: set[int] = set()
-"""Pids of the worker processes payoff's process pools started in this process."""
+_workers: weakref.WeakSet[object] = weakref.WeakSet()
+"""The worker process objects payoff's pools started in this process: objects, not pids, since an ended
+worker's pid may be the user's own process by the time the program ends."""
 LEFTOVER_GRACE_SECONDS = 1.0
 
 
-def note_worker(pid: int) -> None:
-    _workers.add(pid)
+def note_worker(process: object) -> None:
+    _workers.add(process)
 
 
 def _stop_in_child() -> None:
@@ -105,7 +107,7 @@ def _stop_in_child() -> None:
     import multiprocessing
 
     _run_early()
-    leftovers = [p for p in multiprocessing.active_children() if p.pid in _workers]
+    leftovers = [p for p in multiprocessing.active_children() if p in _workers]
     deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
     for proc in leftovers:
         proc.join(max(0.0, deadline - time.monotonic()))

@@ -568,6 +568,57 @@ def test_the_pools_stopped_at_exit_have_no_manager_thread_left_when_the_stdlib_h
     assert f"{who} managers alive: []\n" in done.stdout, (done.stdout, done.stderr[-3000:])
 
 
+PID_REUSE_SCRIPT = textwrap.dedent("""
+    import multiprocessing as mp, os, sys, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import square
+
+    def sleeper(path):
+        time.sleep(3.0)  # longer than payoff's grace for leftover workers
+        with open(path, "w") as out:
+            out.write("done")
+
+    def child(path):
+        with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=1, tiny_workload_threshold=0.0)) as ex:
+            ex.map(square, range(20))
+            pid = ex.worker_pids()[0]
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for _ in range(50):  # the next process this child starts takes the ended worker's pid
+            with open("/proc/sys/kernel/ns_last_pid", "w") as last:
+                last.write(str(pid - 1))
+            mine = mp.get_context("fork").Process(target=sleeper, args=(path,))
+            mine.start()
+            if mine.pid == pid:
+                break
+            mine.join()
+        print("reused", mine.pid == pid, flush=True)
+
+    if __name__ == "__main__":
+        proc = mp.get_context("fork").Process(target=child, args=(sys.argv[1],))
+        proc.start()
+        proc.join(30)
+        print("exit", proc.exitcode, "finished", os.path.exists(sys.argv[1]), flush=True)
+""")
+
+
+def test_a_childs_own_process_that_took_an_ended_workers_pid_is_not_stopped_at_its_exit(tmp_path: Path) -> None:
+    """A ``multiprocessing`` child stops its pools' leftover workers at exit, found by pid among its children:
+    a pid of a worker that had ended long before, taken again by the user's own process, got that process
+    terminated. The kernel is made to hand the pid out again (``ns_last_pid``, root only)."""
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs root to choose the next pid (/proc/sys/kernel/ns_last_pid)")
+    script, marker = tmp_path / "reuse.py", tmp_path / "finished"
+    script.write_text(PID_REUSE_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(marker)], capture_output=True, text=True,
+                          cwd=ROOT, env=CHILD_ENV, timeout=GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if "reused True" not in done.stdout:
+        pytest.skip(f"the kernel did not hand the pid out again (other programs forking): {done.stdout!r}")
+    assert "exit 0 finished True" in done.stdout, (done.stdout, done.stderr[-3000:])
+
+
 PACKAGE_MAIN = textwrap.dedent("""
     import multiprocessing as mp, sys
     from payoff import ParallelConfig, ParallelExecutor

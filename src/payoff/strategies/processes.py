@@ -215,7 +215,7 @@ class PickledPoolStrategy(Strategy):
         for pid, proc in list((getattr(self._pool, "_processes", None) or {}).items()):
             if pid not in self._seen:
                 self._seen[pid] = proc
-                _exit.note_worker(pid)
+                _exit.note_worker(proc)
 
     retires_idle_workers: bool = False
     """Whether the pool ends idle workers with a clean exit (loky does): such an exit then names no crash."""
