@@ -373,6 +373,38 @@ def test_payoff_map_follows_the_environment_when_it_changes(monkeypatch: pytest.
     assert payoff.default_executor().config.strategy == "serial"
 
 
+def test_last_record_is_the_calling_threads_own_call() -> None:
+    """A service maps from several request threads on one executor: a request that logged something between
+    its ``map`` and reading ``last_record`` got another request's record (2.5% of reads, helper 48). Each
+    thread reads its own latest call; a thread that made none reads the executor's latest."""
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        mapped, other_done = threading.Event(), threading.Event()
+        seen: list[str] = []
+
+        def request() -> None:
+            ex.map(tasks.square, range(3), workload="mine")
+            mapped.set()
+            other_done.wait(30)
+            record = ex.last_record
+            seen.append(record.workload if record is not None else "none")
+
+        thread = threading.Thread(target=request)
+        thread.start()
+        assert mapped.wait(30)
+        ex.map(tasks.square, range(4), workload="other")
+        other_done.set()
+        thread.join(30)
+        assert seen == ["mine"]
+        record = ex.last_record
+        assert record is not None and record.workload == "other"
+        assert [r.workload for r in ex.records] == ["mine", "other"]
+        newest: list[str] = []
+        reader = threading.Thread(target=lambda: newest.append(getattr(ex.last_record, "workload", "none")))
+        reader.start()
+        reader.join(30)
+        assert newest == ["other"]
+
+
 def test_bad_call_arguments_name_the_problem() -> None:
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
         with pytest.raises(TypeError, match="callable"):

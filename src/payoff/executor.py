@@ -85,6 +85,7 @@ class ParallelExecutor:
             observers = default_observers(tracer_provider, meter_provider)
         self._observers = Observers(observers)
         self.records: deque[MapRecord] = deque(maxlen=max_records)
+        self._mine = threading.local()
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._depth = 0
@@ -265,7 +266,19 @@ class ParallelExecutor:
 
     @property
     def last_record(self) -> MapRecord | None:
+        """The calling thread's latest map call on this executor; from a thread that made none, the latest.
+
+        Request threads sharing one executor each read their own call: the executor's latest could be
+        another request's by the time a thread looks.
+        """
+        mine: MapRecord | None = getattr(self._mine, "record", None)
+        if mine is not None:
+            return mine
         return self.records[-1] if self.records else None
+
+    def _keep(self, record: MapRecord) -> None:
+        self.records.append(record)
+        self._mine.record = record
 
     def report(self, title: str = "payoff report") -> Report:
         """The kept records as a report: HTML in notebooks, a table in terminals, ``to_html(path)``."""
@@ -445,7 +458,7 @@ class ParallelExecutor:
         rec.fall_back(reason, detail)
         self._observers.started(call)
         record = rec.build()
-        self.records.append(record)
+        self._keep(record)
         self._observers.finished(call, record, None)
         return record
 
@@ -489,7 +502,7 @@ class ParallelExecutor:
 
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
                 error: BaseException | None, config: ParallelConfig) -> None:
-        self.records.append(record)
+        self._keep(record)
         # a WorkerCrashedError keeps fn out of the caller from now on
         self._planner.learn(record, fn, config, error, shared_pool=record.pool_shared)
         self._observers.finished(call, record, error)
