@@ -23,9 +23,11 @@ from typing import Any, Protocol
 
 from payoff import _exit
 from payoff.config import ParallelConfig
-from payoff.errors import PoolStartTimeoutError
+from payoff.errors import ModuleReloadedWarning, PoolStartTimeoutError
+from payoff.observers import warn_at_call_site
 from payoff.strategies import Strategy
 from payoff.strategies.base import CANCEL_ALL, START_WAIT_SLICE_SECONDS, StartStop
+from payoff.strategies.reloads import first_told
 
 
 class CallStop(StartStop, Protocol):
@@ -202,6 +204,7 @@ class PoolRegistry:
         another call's start and this start itself: when it expires a ``PoolStartTimeoutError`` is raised,
         when it is set a ``CancelledError``, and the half-started pool is killed.
         """
+        self._retire_outdated(key.strategy)
         lease = self._take(key)
         if lease is not None:
             return lease
@@ -242,6 +245,26 @@ class PoolRegistry:
             self._start_lock.release()
         _close(to_close)
         return entry.hold(1, pool, True, seconds)
+
+    def _retire_outdated(self, strategy: str) -> None:
+        """Retire the current ``strategy`` pool if a module of the user's was reloaded since its workers
+        started: they hold the old code, and a function of it (or calling into it) travels by name, so the
+        call would return the old code's results. Its calls under way finish on it; the next start is this
+        call's, and its record shows it as ``pool_start`` overhead."""
+        with self._lock:
+            entry = self._current.get(strategy)
+            if entry is None or not entry.ours or entry.pool.broken:
+                return
+            reloads = entry.pool.outdated()
+            if not reloads:
+                return
+            del self._current[strategy]
+            to_close = self._retire(entry)
+        _close(to_close)  # first: a warnings filter set to "error" raises from the warning
+        for module in first_told(reloads):
+            warn_at_call_site(ModuleReloadedWarning(
+                f"payoff: {module} was reloaded after the pool's workers started: starting fresh workers so "
+                "they run the new code"))
 
     def _enter_start(self, key: PoolKey, stop: CallStop | None) -> None:
         """Take the start lock, waiting no longer than the call may (another call's start may be stalled)."""

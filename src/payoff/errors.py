@@ -163,5 +163,13 @@ class StuckThreadsWarning(RuntimeWarning):
     """
 
 
-__all__ = ["ClusterNotReadyError", "PoolStartTimeoutError", "PoolStoppedError", "RemoteError", "RemoteTraceback",
-           "StuckThreadsWarning", "WorkerCrashedError", "WorkerInitError", "describe_exit"]
+class ModuleReloadedWarning(UserWarning):
+    """A module of the user's was reloaded (``importlib.reload``, IPython's autoreload) after a process pool's
+    workers started: they hold the old code, so the pool was replaced by fresh workers before the call.
+
+    Said once per reload; the call's record shows the fresh pool's start as its ``pool_start`` overhead.
+    """
+
+
+__all__ = ["ClusterNotReadyError", "ModuleReloadedWarning", "PoolStartTimeoutError", "PoolStoppedError", "RemoteError",
+           "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError", "WorkerInitError", "describe_exit"]

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NoReturn, Protocol
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError, WorkerInitError
 from payoff.strategies.main_guard import refuse_while_importing_main
+from payoff.strategies.reloads import Reload
 from payoff.worker import CancelToken, ChunkOutcome
 
 START_WAIT_SLICE_SECONDS = 0.2
@@ -159,6 +160,11 @@ class Strategy(ABC):
         """A warm pool about to serve another call: count its workers again where they may have changed (a
         cluster); raises PoolClosedError when its workers are gone for good. Local pools know their count."""
         return None
+
+    def outdated(self) -> list[Reload]:
+        """The user's modules changed in this process (reloaded) since the workers got them; see
+        :mod:`payoff.strategies.reloads`. Workers that share the caller's memory (threads) never hold old code."""
+        return []
 
     def cancel_queued(self) -> None:
         """Cancel the work queued on this pool that no worker has taken yet; running work goes on."""

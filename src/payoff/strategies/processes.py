@@ -32,9 +32,10 @@ from payoff import _exit
 from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
-from payoff.strategies.base import CANCEL_ALL, ChunkTask, Strategy, closed_pool, init_error
+from payoff.strategies.base import CANCEL_ALL, ChunkTask, StartStop, Strategy, closed_pool, init_error
 from payoff.strategies.main_guard import spawned_workers_import_main, unguarded_main_hint
 from payoff.strategies.reach import WorkerImports, send_by_value
+from payoff.strategies.reloads import CodeWatch, Reload
 from payoff.worker import (
     SET_BY_INITIALIZER,
     ChunkOutcome,
@@ -77,6 +78,14 @@ class PickledPoolStrategy(Strategy):
         self._holders: Counter[str] = Counter()
 
     _imports: WorkerImports | None = None
+    _code: CodeWatch | None = None
+
+    def start(self, stop: StartStop | None = None) -> float:
+        self._code = CodeWatch()  # before the workers start: what they import is no older than this
+        return super().start(stop)
+
+    def outdated(self) -> list[Reload]:
+        return self._code.changed() if self._code is not None else []
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         self._by_value_if_foreign(fn)

@@ -1,0 +1,165 @@
+"""Whether the user's code in this process changed since a pool's workers got it: a reload.
+
+A function of an importable module travels to process workers by name, and
+each worker holds the module as it imported it (a forked one: as the parent
+had it at the fork). After ``importlib.reload(mylib)``, or IPython's
+autoreload, the parent runs the new code and warm workers the old: a map
+returned the old results while a loop returned the new, without a word. The
+same goes for a function that only calls into the reloaded module. A pool
+whose workers may hold old code is replaced (see ``PoolRegistry.lease``).
+
+Two marks of a reload, both cheap enough to check before every call on a
+process pool:
+
+- a module executed again (``importlib.reload``, autoreload's
+  ``superreload``, ``del sys.modules[name]`` and a new import) gets a new
+  ``__spec__`` object, compared by identity;
+- IPython 9's ``%autoreload 2`` patches the code of the module's functions in
+  place (its "deduperreload") and leaves ``__spec__`` alone, so the code
+  object of every function defined in the module (and in its classes) is
+  compared too, all at once in C.
+
+Only the user's own modules are watched: not the standard library, not
+site-packages (an editable install's source folder is the user's), not payoff.
+They are noted when the pool starts and, for modules imported later, when a
+call first finds them (found by the size of ``sys.modules`` changing): the
+workers import those by name from the same file, so a first import is no
+reload. A module changed in place another way (a global reassigned from
+outside, ``mylib.SCALE = 2``) is not seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+import site
+import sys
+import sysconfig
+import types
+import weakref
+from typing import Any, NamedTuple
+
+_code_of = operator.attrgetter("__code__")
+
+
+class Reload(NamedTuple):
+    """A module that changed, and what marks this change (its new spec or a new code object) to tell it once."""
+
+    module: str
+    mark: Any
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """Folders of code that is not the user's: the standard library and every site-packages."""
+    paths = sysconfig.get_paths()
+    dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    with contextlib.suppress(AttributeError):  # an old virtualenv's site module has neither
+        dirs |= {*site.getsitepackages(), site.getusersitepackages()}
+    out = set()
+    for d in dirs:
+        if d:
+            out |= {os.path.join(d, ""), os.path.join(os.path.realpath(d), "")}
+    return tuple(sorted(out))
+
+
+_LIBRARIES = _library_dirs()
+_PACKAGE_FOLDERS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+
+
+def users_module(name: str, module: Any) -> bool:
+    """Whether ``module`` is the user's own Python source, which a user may edit and reload."""
+    if name == "__main__" or name == "payoff" or name.startswith("payoff."):
+        return False  # __main__: see ProcessStrategy; payoff's own code is not the user's
+    spec = getattr(module, "__spec__", None)
+    origin = getattr(spec, "origin", None) if spec is not None else getattr(module, "__file__", None)
+    if not isinstance(origin, str) or not origin.endswith(".py") or not os.path.isabs(origin):
+        return False  # built-in, frozen, an extension module (which no reload runs again), a namespace package
+    return not origin.startswith(_LIBRARIES) and not any(part in origin for part in _PACKAGE_FOLDERS)
+
+
+def _functions(module: types.ModuleType) -> list[types.FunctionType]:
+    """The functions ``module`` defines, and its classes' methods (one level): what autoreload patches."""
+    name = module.__name__
+    out: list[types.FunctionType] = []
+    for obj in list(vars(module).values()):
+        if getattr(obj, "__module__", None) != name:
+            continue  # imported from elsewhere: watched with its own module, if it is the user's
+        if isinstance(obj, types.FunctionType):
+            out.append(obj)
+            wrapped = getattr(obj, "__wrapped__", None)  # a functools.wraps decorator's wrapper
+            if isinstance(wrapped, types.FunctionType):
+                out.append(wrapped)
+        elif isinstance(obj, type):
+            for member in list(vars(obj).values()):
+                if isinstance(member, (staticmethod, classmethod)):
+                    member = member.__func__
+                parts = (member.fget, member.fset, member.fdel) if isinstance(member, property) else (member,)
+                out.extend(p for p in parts if isinstance(p, types.FunctionType))
+    return out
+
+
+class CodeWatch:
+    """The user's modules and their functions' code as a pool's workers got them.
+
+    Not thread-safe by itself: the pool registry checks it under its lock.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._count = -1
+        self._specs: dict[str, Any] = {}
+        """Module name to its ``__spec__`` when first seen."""
+        self._functions: list[types.FunctionType] = []
+        self._codes: list[types.CodeType] = []
+        """Each function's code when first seen (the functions are held: their code is what is watched)."""
+        self._owners: list[str] = []
+        self.note_new()
+
+    def note_new(self) -> None:
+        """Note the user's modules not seen before, as they are now."""
+        modules = dict(sys.modules)  # another thread may import meanwhile
+        self._count = len(modules)
+        for name in modules.keys() - self._seen:
+            self._seen.add(name)
+            module = modules[name]
+            if not users_module(name, module):
+                continue
+            self._specs[name] = getattr(module, "__spec__", None)
+            if isinstance(module, types.ModuleType):
+                for fn in _functions(module):
+                    self._functions.append(fn)
+                    self._codes.append(fn.__code__)
+                    self._owners.append(name)
+
+    def changed(self) -> list[Reload]:
+        """The user's modules reloaded, or whose functions' code was replaced, since they were noted."""
+        if len(sys.modules) != self._count:
+            self.note_new()
+        modules = sys.modules
+        found: dict[str, Any] = {}
+        for name, spec in self._specs.items():
+            module = modules.get(name)
+            if module is not None and getattr(module, "__spec__", None) is not spec:
+                found[name] = module.__spec__
+        if list(map(_code_of, self._functions)) != self._codes:  # equal code is the same code: no change
+            for fn, code, owner in zip(self._functions, self._codes, self._owners, strict=True):
+                if fn.__code__ != code:
+                    found.setdefault(owner, fn.__code__)
+        return [Reload(name, mark) for name, mark in found.items()]
+
+
+_told: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+"""Marks of the changes told of, by identity (a spec is not hashable)."""
+
+
+def first_told(reloads: list[Reload]) -> list[str]:
+    """The modules of ``reloads`` whose change nobody was told of yet (two pools replaced for one reload: once)."""
+    out = []
+    for reload in reloads:
+        if _told.get(id(reload.mark)) is reload.mark:
+            continue
+        with contextlib.suppress(TypeError):  # a mark with no weak reference (a reload that left no spec)
+            _told[id(reload.mark)] = reload.mark
+        out.append(reload.module)
+    return out
