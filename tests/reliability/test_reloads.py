@@ -275,3 +275,20 @@ def test_ipython_autoreload_in_a_real_kernel(modules: Modules, strategy: str, st
         "before": True, "reloaded": True, "started": True, "patched": True, "started_again": True, "in_place": True,
         "as_a_loop": True, "shared": True}
     assert stderr.count(f"payoff: {name} was reloaded after the pool's workers started") == 2, stderr
+
+
+def test_only_the_users_own_modules_are_watched(modules: Modules) -> None:
+    """The standard library, site-packages and payoff are nobody's edits; a folder of the user's source is."""
+    import email.mime.text
+
+    import numpy
+
+    import tests.tasks
+    from payoff.strategies.reloads import users_module
+
+    mine = modules.new("def f(x):\n    return x\n")
+    assert users_module(mine.__name__, mine)
+    assert users_module("tests.tasks", tests.tasks)  # a checkout's folder, as an editable install's
+    for name, module in [("json", __import__("json")), ("email.mime.text", email.mime.text), ("numpy", numpy),
+                         ("payoff", payoff), ("sys", sys), ("__main__", sys.modules["__main__"])]:
+        assert not users_module(name, module), name

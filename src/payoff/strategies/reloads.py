@@ -80,23 +80,28 @@ def users_module(name: str, module: Any) -> bool:
 
 def _functions(module: types.ModuleType) -> list[types.FunctionType]:
     """The functions ``module`` defines, and its classes' methods (one level): what autoreload patches."""
-    name = module.__name__
     out: list[types.FunctionType] = []
     for obj in list(vars(module).values()):
-        if getattr(obj, "__module__", None) != name:
-            continue  # imported from elsewhere: watched with its own module, if it is the user's
-        if isinstance(obj, types.FunctionType):
-            out.append(obj)
-            wrapped = getattr(obj, "__wrapped__", None)  # a functools.wraps decorator's wrapper
-            if isinstance(wrapped, types.FunctionType):
-                out.append(wrapped)
-        elif isinstance(obj, type):
-            for member in list(vars(obj).values()):
-                if isinstance(member, (staticmethod, classmethod)):
-                    member = member.__func__
-                parts = (member.fget, member.fset, member.fdel) if isinstance(member, property) else (member,)
-                out.extend(p for p in parts if isinstance(p, types.FunctionType))
+        try:
+            out.extend(_defined(obj, module.__name__))
+        except Exception:  # an object whose attributes raise (a lazy proxy): it has no code of the module's
+            continue
     return out
+
+
+def _defined(obj: Any, name: str) -> list[types.FunctionType]:
+    if getattr(obj, "__module__", None) != name:
+        return []  # imported from elsewhere: watched with its own module, if it is the user's
+    if isinstance(obj, type):
+        out: list[types.FunctionType] = []
+        for member in list(vars(obj).values()):
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            parts = (member.fget, member.fset, member.fdel) if isinstance(member, property) else (member,)
+            out.extend(p for p in parts if isinstance(p, types.FunctionType))
+        return out
+    wrapped = getattr(obj, "__wrapped__", None)  # a decorator's wrapper (functools.wraps, lru_cache)
+    return [f for f in (obj, wrapped) if isinstance(f, types.FunctionType)]
 
 
 class CodeWatch:
