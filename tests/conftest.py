@@ -30,6 +30,7 @@ SDIST_HEAVY = {
     "test_dask.py": "local dask clusters",
     "test_e2e_prometheus.py": "a real Prometheus scraping the demo",
     "test_notebook.py": "a Jupyter kernel",
+    "test_progress.py": "Jupyter kernels and a terminal",
 }
 """Test files an unpacked sdist collects but skips, saying why: minutes of end-to-end work, run in the checkout."""
 

@@ -21,7 +21,7 @@ def test_report_help_has_no_rst_markup() -> None:
 def test_a_progress_bar_asked_for_without_tqdm_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     import payoff.progress
 
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if the [progress] extra were not installed
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if the [progress] extra were not installed
     monkeypatch.setattr(payoff.progress, "_said", set())
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -135,7 +135,7 @@ class ParallelExecutor:
         call in telemetry; ``releases_gil=True`` says ``fn`` spends its time
         outside the GIL (numpy, I/O), which makes threads the best choice;
         ``progress`` shows a bar (``None``: only in terminals and notebooks,
-        after half a second); ``timeout`` (seconds, whole call) raises
+        once the call has run half a second; shorter calls make none); ``timeout`` (seconds, whole call) raises
         ``TimeoutError`` and stops the call's worker processes. The whole input is read before the first
         item runs, as ``concurrent.futures``' ``map`` submits every item first: items valid only until the
         next read (``itertools.groupby``'s groups) need ``imap`` or a list (docs/reliability.md).

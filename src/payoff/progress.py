@@ -1,13 +1,23 @@
 """Progress bars for long maps (tqdm: a widget in notebooks, text in terminals).
 
 Off in non-interactive runs (CI logs, pipes) unless a call asks with
-``progress=True``; tqdm's ``delay`` keeps short calls from flashing a bar.
+``progress=True``. A bar costs nothing until it is shown: a call makes its
+tqdm bar (in a notebook, some ten widgets sent to the frontend and saved in
+the notebook) only at its first progress update past ``SHOW_AFTER_SECONDS``,
+so the many short calls of a loop make none. tqdm's own ``delay`` only
+defers drawing: it builds every widget at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
+import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from payoff.observers import CallInfo, Observer
@@ -49,30 +59,154 @@ def _say_once(text: str) -> None:
         warnings.warn(text, RuntimeWarning, stacklevel=2)
 
 
+class _Bar:
+    """A call's bar before and after it is shown: the items done so far, and the tqdm bar once made."""
+
+    __slots__ = ("done", "show_at_ns", "tqdm")
+
+    def __init__(self, show_at_ns: int) -> None:
+        self.show_at_ns = show_at_ns
+        self.done = 0
+        self.tqdm: Any = None
+
+
+_NEVER = 2**63
+
+
 class Progress(Observer):
-    """One bar per call that wants one; advanced as chunks finish."""
+    """One bar per call that wants one and lasts; advanced as chunks finish, closed however the call ends."""
 
     def map_planned(self, call: CallInfo) -> None:
         wanted = call.progress if call.progress is not None else interactive()
         if not wanted or (call.n_items == 0 and not call.stream):
             return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # the [progress] extra is not installed
-            if call.progress:
-                _say_once("payoff: progress=True needs tqdm: pip install 'payoff[progress]'")
-            return
-        bar: Any = tqdm(total=None if call.stream else call.n_items, desc=f"{call.workload} [{call.selected_strategy}]",
-                        unit="item", leave=False, delay=0.0 if call.progress else SHOW_AFTER_SECONDS,
-                        dynamic_ncols=True)
-        call.state["progress"] = bar
+        delay_ns = 0 if call.progress else int(SHOW_AFTER_SECONDS * 1e9)
+        bar = call.state["progress"] = _Bar(call.started_ns + delay_ns)
+        if call.progress:  # asked for: shown now, or said now that it cannot be
+            _show(call, bar)
 
     def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
         bar = call.state.get("progress")
-        if bar is not None:
-            bar.update(chunk.n_items)
+        if bar is None:
+            return
+        bar.done += chunk.n_items
+        if bar.tqdm is not None:
+            bar.tqdm.update(chunk.n_items)
+        elif time.monotonic_ns() >= bar.show_at_ns:
+            _show(call, bar)
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
         bar = call.state.pop("progress", None)
-        if bar is not None:
-            bar.close()
+        if bar is not None and bar.tqdm is not None:
+            _close(bar.tqdm)
+
+
+def _show(call: CallInfo, bar: _Bar) -> None:
+    """Make the call's tqdm bar, counting from the call's start: its elapsed time and rate are the call's."""
+    bar.show_at_ns = _NEVER  # made once: a bar that cannot be made is not tried again at every chunk
+    cls = _bar_class(asked=bool(call.progress))
+    if cls is None:
+        return
+    with _whole():
+        made: Any = cls(total=None if call.stream else call.n_items, unit="item", leave=False,
+                        desc=f"{call.workload} [{call.selected_strategy}]", dynamic_ncols=True,
+                        delay=1e-9)  # drawn below, on the call's clock
+        bar.tqdm = made
+    made.start_t = made.last_print_t = call.started_at
+    if bar.done:
+        made.update(bar.done)
+    else:
+        made.refresh()
+        made.last_print_t = time.time()  # drawn: closing clears it
+
+
+def _bar_class(asked: bool) -> Any:
+    """tqdm's widget bar in a notebook that can show widgets, its text bar elsewhere; None without tqdm.
+
+    Chosen here rather than by ``tqdm.auto``, which warns "IProgress not found" in a kernel without
+    ipywidgets: a bar nobody asked for falls back to text without a word.
+    """
+    try:
+        import tqdm
+    except ImportError:  # the [progress] extra is not installed
+        if asked:
+            _say_once("payoff: progress=True needs tqdm: pip install 'payoff[progress]'")
+        return None
+    if _widgets_shown():
+        from tqdm import notebook  # imports whether ipywidgets is there or not: IProgress None if not
+
+        if getattr(notebook, "IProgress", None) is not None:
+            return notebook.tqdm
+    return tqdm.tqdm
+
+
+def _widgets_shown() -> bool:
+    """A Jupyter kernel whose frontend draws widgets (as ``tqdm.autonotebook`` tells: not qtconsole or Spyder)."""
+    if "ipykernel.zmqshell" not in sys.modules:
+        return False
+    if any(k == "QT_API" or k.startswith("SPYDER") for k in os.environ):
+        return False
+    ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = type(ipython()).__name__.lower() if ipython is not None else ""
+    return "qt" not in shell and "spyder" not in shell
+
+
+def _close(bar: Any) -> None:
+    """Close the bar and, in a notebook, every widget it made.
+
+    tqdm's notebook bar closes only its outer box, and none at all when the call
+    ended early (an error, Ctrl-C): it turns red and stays. Its texts, bar,
+    layouts and styles would stay open in the kernel and saved in the notebook.
+    """
+    box = getattr(bar, "container", None)
+    if box is None:
+        bar.close()  # text: clears its line
+        return
+    import tqdm
+
+    with _whole():
+        try:
+            tqdm.tqdm.close(bar)  # the text bar's close: unregisters the bar, draws nothing
+        finally:
+            _close_widgets(box)
+
+
+@contextlib.contextmanager
+def _whole() -> Iterator[None]:
+    """Ctrl-C waits until a notebook bar is whole or gone: cut short inside tqdm or ipywidgets, it would
+    leave widgets that nothing closes. The interrupt is raised again right after (main thread only, where
+    Python delivers it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler not set from Python: left alone
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
+
+
+def _close_widgets(box: Any) -> None:
+    """Close ``box`` first (its view leaves the page at once), then every widget reachable from it."""
+    from ipywidgets import Widget
+
+    found: list[Any] = []
+    todo, seen = [box], set()
+    while todo:
+        widget = todo.pop()
+        if id(widget) in seen:
+            continue
+        seen.add(id(widget))
+        found.append(widget)
+        for name in widget.keys:
+            value = getattr(widget, name, None)
+            todo.extend(v for v in (value if isinstance(value, (tuple, list)) else (value,)) if isinstance(v, Widget))
+    for widget in found:
+        widget.close()

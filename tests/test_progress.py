@@ -1,0 +1,234 @@
+"""Progress bars in a real Jupyter kernel (jupyter_client + ipykernel + ipywidgets + tqdm) and a real terminal.
+
+A bar costs nothing until shown: the short calls of a loop make no tqdm bar
+and no widget (each used to leave ten widgets in the kernel and the saved
+notebook). A bar that was shown is closed, with every widget it made, however
+its call ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import queue
+import struct
+import subprocess
+import sys
+import termios
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import payoff
+from tests.conftest import require
+
+SRC = str(Path(payoff.__file__).resolve().parents[1])
+
+SETUP = """
+import sys, time
+import ipywidgets
+from payoff import ParallelConfig, ParallelExecutor
+def tiny(x): return x
+def slow(x):
+    time.sleep(0.05)
+    return x
+def fails_late(x):
+    time.sleep(0.05)
+    if x == 20:
+        raise ValueError("item 20")
+    return x
+def widgets(): return len(ipywidgets.Widget.widgets)
+ex = ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2))
+"""
+
+BLOCK_IPYWIDGETS = """
+import sys
+class _NoIpywidgets:
+    '''As if ipywidgets were not installed: its import fails as a missing package's does.'''
+    def find_spec(self, name, path=None, target=None):
+        if name == "ipywidgets" or name.startswith("ipywidgets."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+assert "ipywidgets" not in sys.modules
+sys.meta_path.insert(0, _NoIpywidgets())
+"""
+
+
+@dataclass
+class Cell:
+    """What one cell sent: its streams, its error, and the widget comms opened and closed meanwhile."""
+
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+    opened: set[str] = field(default_factory=set)
+    closed: set[str] = field(default_factory=set)
+
+
+class Kernel:
+    def __init__(self) -> None:
+        from jupyter_client import KernelManager
+
+        env = dict(os.environ, PYTHONPATH=SRC)
+        for name in ("PAYOFF_PARALLEL", "CE_PARALLEL"):
+            env.pop(name, None)
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def run(self, code: str, interrupt_when_shown: bool = False, timeout: float = 120) -> Cell:
+        """Run a cell to its end; ``interrupt_when_shown``: interrupt the kernel once a widget comes up."""
+        msg_id = self.kc.execute(textwrap.dedent(code))
+        cell, interrupted, end = Cell(), False, time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.1)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                setattr(cell, content["name"], getattr(cell, content["name"]) + content["text"])
+            elif kind == "error":
+                cell.error = f"{content['ename']}: {content['evalue']}"
+            elif kind == "comm_open":
+                cell.opened.add(content["comm_id"])
+                if interrupt_when_shown and not interrupted:
+                    interrupted = True
+                    self.km.interrupt_kernel()
+            elif kind == "comm_close":
+                cell.closed.add(content["comm_id"])
+            elif kind == "status" and content["execution_state"] == "idle":
+                return cell
+        raise AssertionError(f"cell did not end in {timeout} s: {code}")
+
+    def value(self, expr: str) -> Any:
+        cell = self.run(f"print(repr({expr}))")
+        assert cell.error is None, cell.error
+        return eval(cell.stdout.strip())
+
+    def stop(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def _kernel(*cells: str) -> Iterator[Kernel]:
+    for module in ("jupyter_client", "ipykernel", "ipywidgets", "tqdm"):
+        try:
+            __import__(module)
+        except ImportError:
+            require(False, f"{module} (extras [notebook] and [progress]) for a real kernel")
+    kernel = Kernel()
+    try:
+        for code in cells:
+            cell = kernel.run(code)
+            assert cell.error is None, cell.error
+        yield kernel
+    finally:
+        kernel.stop()
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    yield from _kernel(SETUP)
+
+
+def test_short_calls_in_a_kernel_make_no_bar_and_no_widget(kernel: Kernel) -> None:
+    """200 calls of a loop: each used to build a tqdm notebook bar (ten widgets, comms to the frontend)."""
+    before = kernel.value("widgets()")
+    cell = kernel.run("for i in range(200): ex.map(tiny, range(20))")
+    assert cell.error is None, cell.error
+    assert not cell.opened, f"{len(cell.opened)} widget comms opened by 200 short calls"
+    assert kernel.value("widgets()") == before
+    assert kernel.value("'tqdm' in sys.modules") is False  # no bar was made: tqdm was not even imported
+
+
+@pytest.mark.parametrize("ending", ["success", "error", "timeout"])
+def test_a_long_call_shows_a_bar_and_closes_every_widget_it_made(kernel: Kernel, ending: str) -> None:
+    """Past the delay a widget bar comes up; when the call ends, all its widgets close (tqdm closed only its
+    outer box on success, and none after an error: the bar stayed, red)."""
+    before = kernel.value("widgets()")
+    code = {"success": "r = ex.map(slow, range(40))",  # at least 1 s with 2 threads: past the 0.5 s delay
+            "error": "r = ex.map(fails_late, range(40))",  # item 20 raises after ~0.5 s of sleeps
+            "timeout": "r = ex.map(slow, range(400), timeout=1.0)"}[ending]
+    cell = kernel.run(code)
+    assert (cell.error is None) == (ending == "success"), cell.error
+    assert cell.opened, "no bar was shown"
+    assert cell.opened <= cell.closed, f"{len(cell.opened - cell.closed)} of {len(cell.opened)} widgets left open"
+    assert kernel.value("widgets()") == before
+
+
+def test_an_interrupted_call_closes_its_bar(kernel: Kernel) -> None:
+    """Ctrl-C (the kernel's interrupt) in a long map: its bar used to stay on the page, frozen."""
+    before = kernel.value("widgets()")
+    cell = kernel.run("r = ex.map(slow, range(400))", interrupt_when_shown=True)
+    assert cell.error is not None and cell.error.startswith("KeyboardInterrupt"), cell.error
+    assert cell.opened <= cell.closed, f"{len(cell.opened - cell.closed)} of {len(cell.opened)} widgets left open"
+    assert kernel.value("widgets()") == before
+
+
+def test_a_kernel_without_ipywidgets_draws_a_text_bar_without_tqdms_warning() -> None:
+    """tqdm.auto warned "IProgress not found" to a user who never asked for a bar."""
+    for kernel in _kernel(BLOCK_IPYWIDGETS, SETUP.replace("import ipywidgets\n", "")):
+        cell = kernel.run("r = ex.map(slow, range(40))\nr = ex.map(slow, range(40), progress=True)")
+        assert cell.error is None, cell.error
+        assert "IProgress" not in cell.stdout + cell.stderr, cell.stderr
+        assert "default [" in cell.stderr and "item" in cell.stderr, cell.stderr  # the text bar
+        assert not cell.opened
+        assert kernel.value("'ipywidgets' in sys.modules") is False
+
+
+def test_short_calls_in_a_terminal_make_no_bar() -> None:
+    """A terminal on stderr: many short calls make no tqdm bar (tqdm is not even imported); a long one draws."""
+    code = textwrap.dedent("""
+        import sys, time
+        from payoff import ParallelConfig, ParallelExecutor
+        from payoff.progress import interactive
+        assert interactive()
+        ex = ParallelExecutor(ParallelConfig(strategy="serial"))
+        for i in range(200):
+            ex.map(abs, range(20))
+        print("tqdm imported:", "tqdm" in sys.modules, flush=True)
+        ex.map(time.sleep, [0.05] * 20)
+        print("tqdm imported:", "tqdm" in sys.modules, flush=True)
+    """)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new terminal is 0 wide
+    env = dict(os.environ, PYTHONPATH=SRC)
+    for name in ("PAYOFF_PARALLEL", "CE_PARALLEL"):
+        env.pop(name, None)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(leader, chunks), daemon=True)
+    reader.start()  # read as it is written: a terminal's unread output is lost once its writer is gone
+    try:
+        out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=follower, text=True,
+                             env=env, timeout=120)
+    finally:
+        os.close(follower)
+        reader.join(10)
+        os.close(leader)
+    drawn = b"".join(chunks).decode(errors="replace")
+    assert out.returncode == 0, drawn
+    assert out.stdout.split("\n")[:2] == ["tqdm imported: False", "tqdm imported: True"], out.stdout
+    assert "default [serial]" in drawn, drawn
+
+
+def _read_all(fd: int, chunks: list[bytes]) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the terminal's other end is closed
+            return
+        if not data:
+            return
+        chunks.append(data)
