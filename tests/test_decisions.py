@@ -62,6 +62,10 @@ class Row:
     """A library that split the work itself (the CE adapter) already decided it runs serially, and why."""
     cpus: int | None = None
     """Plan with the planning thread's CPU affinity cut to this many CPUs (a small machine or container)."""
+    measured_items: int | None = None
+    """How many items the taught cost rests on (None: stated outright, sound)."""
+    expect_probed: bool = False
+    """The plan runs the call's first items to measure them again (a taught cost that is not sound)."""
 
 
 class ForeignPool:
@@ -132,6 +136,17 @@ ROWS = [
         pickle_error=NOT_PICKLABLE, cloudpickle_ok=False, detail_says="cloudpickle cannot send it either"),
     Row("nothing to do", 1e-3, 0, "serial", Reason.EMPTY_INPUT),
     # -- auto: what earlier calls measured --
+    Row("a cost one cold item measured is measured again by a call of thousands (a 10-item call read 7 us an "
+        "item for items of 150 ns, and 5,000 of them went to warm processes)", 7e-6, 5000, "serial",
+        Reason.TINY_WORKLOAD, warm=frozenset({"processes"}), measured_items=1, expect_probed=True),
+    Row("a cost ten items measured is measured again by a call that can probe more", 7e-6, 5000, "serial",
+        Reason.TINY_WORKLOAD, warm=frozenset({"processes"}), measured_items=10, expect_probed=True),
+    Row("a sound cost is believed without measuring again", 7e-6, 5000, "processes", Reason.AUTO_CPU_BOUND,
+        warm=frozenset({"processes"}), measured_items=5000),
+    Row("a cost of a few items that each took long is sound", 3e-3, 200, "processes", Reason.AUTO_CPU_BOUND,
+        measured_items=1),
+    Row("a call too small to probe more items keeps the cost a few measured", 7e-6, 10, "serial",
+        Reason.TINY_WORKLOAD, measured_items=1),
     Row("a measured loss is believed at a similar size", 1e-3, 200, "serial", Reason.NO_MEASURED_GAIN,
         verdicts={"processes": (0.5, 1000)}, detail_says="measured 0.50x"),
     Row("tiny_workload_threshold=0 forces parallel over a measured loss too (tuning.md: to measure)", 1e-3, 200,
@@ -314,6 +329,10 @@ def teach(planner: Planner, row: Row) -> None:
                                                 verdicts=dict(row.verdicts), forgone=dict(row.forgone),
                                                 pickling=row.pickling._replace(item_bytes=_item_bytes(row)),
                                                 result_error=""))
+    if row.measured_items is not None:
+        facts = planner.knowledge.get(tasks.square)
+        assert facts is not None
+        facts.measured_items = row.measured_items
 
 
 def _item_bytes(row: Row) -> int:
@@ -334,9 +353,9 @@ def test_decision_table(row: Row) -> None:
     if row.expect_chunk is not None:
         assert (got.chunk_size, got.min_chunk) == row.expect_chunk
     if got.strategy == "serial" and row.n_items:
-        assert got.chunk_size == row.n_items, "a serial plan runs every item in one chunk"
+        assert got.chunk_size == row.n_items - got.probe.n, "a serial plan runs every item in one chunk"
     assert row.detail_says in got.detail
-    assert got.probe.outcome is None, "a taught function is never probed"
+    assert (got.probe.outcome is not None) == row.expect_probed, "a function taught a sound cost is never probed"
     if got.fallback is not None:
         assert not re.search(r"\btiny\b", got.detail), "a fallback detail never calls work tiny in words"
     assert got.detail.count(CLOUDPICKLE_CANNOT) <= 1, "a detail says a thing once"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from array import array
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason, planning
-from payoff.record import MapRecord, RecordBuilder
+from payoff.record import OVERTURNED, OVERTURNED_ADVICE, MapRecord, RecordBuilder
+from payoff.report.text import details
+from payoff.telemetry.warnings import ParallelFallbackWarning
 from payoff.worker import ChunkOutcome
 from tests import tasks
 
@@ -225,6 +228,9 @@ def test_a_known_function_given_much_smaller_items_times_their_pickling_again() 
     config = ParallelConfig(max_workers=2)
     dicts = [{str(k): k for k in range(300)} for _ in range(400)]
     first = planner.plan(planning.Call(_describe, dicts, config, "auto", None, None, None, frozenset(), 0))
+    facts = planner.knowledge.get(_describe)
+    assert facts is not None
+    facts.measured_items = planning.SOUND_ITEMS  # as after a whole call: the cost is not probed again
     later = planner.plan(planning.Call(_describe, list(range(40_000)), config, "auto", None, None, None,
                                        frozenset(), 1))
     assert later.probe.known
@@ -532,3 +538,91 @@ def test_threads_of_mixed_items_are_estimated_from_their_cpu_share_not_their_gil
                                array("q", [6 * ms] * 10), array("q", [1] * 10), "worker-1")
         builder.add(outcome, "pool", k * 60 * ms)
     assert builder.build().serial_estimate_seconds == pytest.approx(0.3, rel=0.01)
+
+
+# -- a cost a few items measured, and a cost that changed under the same function ------------------------------
+
+
+def test_a_quick_call_of_a_few_items_does_not_decide_for_a_large_one() -> None:
+    """``payoff.map(f, range(10))`` probed one cold item (1.4 us for items of 150 ns) and its whole call read 7 us
+    an item (the set-up of its chunks counted as the items' work); the next call, 5,000 items, believed it and
+    went to worker processes: 30-120 ms against 0.35 ms for a loop, 9 of 9 fresh processes."""
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        ex.map(tasks.identity, range(10))
+        assert ex.map(tasks.identity, range(5000)) == list(range(5000))
+        record = ex.last_record
+    assert record is not None
+    assert record.probe_items > 1, "a cost resting on a few items is measured again by a call that can probe more"
+    assert record.selected_strategy == "serial", record.fallback_detail
+
+
+def _caller_record(n_items: int, busy_ns: int, timed_ns: int) -> MapRecord:
+    """A serial call of ``n_items`` run in the caller as one chunk: busy for ``busy_ns``, its items timed at
+    ``timed_ns`` (the rest is the chunk's own set-up)."""
+    builder = RecordBuilder(1, "default", "auto", None, n_items, time.monotonic_ns(), time.time())
+    outcome = ChunkOutcome(0, 0, [None] * n_items, 0, busy_ns, busy_ns, array("q", [timed_ns]),
+                           array("q", [n_items]), "caller")
+    builder.add(outcome, "caller", 0)
+    builder.fall_back(Reason.TINY_WORKLOAD, "too little work")
+    return builder.build()
+
+
+def test_the_set_up_of_a_chunk_run_here_is_not_learned_as_the_items_cost() -> None:
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.identity, planning.Facts(1.4e-6, 1.0, 40, "", None, result_error="",
+                                                           measured_items=1))
+    planner.learn(_caller_record(10, 70_000, 1_500), tasks.identity)  # 70 us busy, 1.5 us of items
+    facts = planner.knowledge.get(tasks.identity)
+    assert facts is not None and facts.seconds_per_item == pytest.approx(1.5e-7), facts
+
+
+def test_a_reading_of_a_few_items_nudges_a_sound_cost_but_never_replaces_it() -> None:
+    knowledge = planning.Knowledge()
+    knowledge.teach(tasks.identity, planning.Facts(1.5e-7, 1.0, 40, "", None, measured_items=5000))
+    knowledge.observe(tasks.identity, 7e-6, 1.0, n_items=10)  # 47x off, but 70 us of 10 items
+    facts = knowledge.get(tasks.identity)
+    assert facts is not None and facts.seconds_per_item < 2 * 1.5e-7 and facts.sound, facts
+    knowledge.observe(tasks.identity, 7e-6, 1.0, n_items=100)  # 0.7 ms of 100 items: the cost changed
+    assert facts.seconds_per_item == 7e-6 and facts.measured_items == 100, facts
+
+
+def test_a_cost_a_few_items_measured_gives_way_to_one_measured_on_more() -> None:
+    knowledge = planning.Knowledge()
+    knowledge.teach(tasks.identity, planning.Facts(1.4e-6, 1.0, 40, "", None, measured_items=1))
+    knowledge.observe(tasks.identity, 1.6e-7, 1.0, n_items=9)  # 2.6x: smoothed in were both sound
+    facts = knowledge.get(tasks.identity)
+    assert facts is not None and facts.seconds_per_item == 1.6e-7 and facts.measured_items == 9, facts
+
+
+def test_a_serial_fallback_whose_items_overturned_the_estimate_says_what_they_measured() -> None:
+    """The function kept its planning key but its items became 1,000x dearer (a wrapper whose inner function
+    was redefined, a global it reads, a callable instance or partial with other arguments): the first call
+    after ran serially as ``tiny_workload`` and its warning said "300 items ... = 0.19 ms of work" for a call
+    that ran 250 ms. The record and the warning now say what the call measured, and no "usually right"."""
+    planning.PLANNER.knowledge.teach(tasks.spin, planning.Facts(1e-8, 1.0, 40, "", None, result_error=""))
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ex.map(tasks.spin, range(30)) == [tasks.spin(x) for x in range(30)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD, record
+    detail = record.fallback_detail
+    assert detail.startswith(OVERTURNED) and "This call measured" in detail and "30 items (" in detail, detail
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    assert detail in message and "usually right" not in message and OVERTURNED_ADVICE[1:] in message, message
+    assert OVERTURNED_ADVICE in record.summary() and OVERTURNED_ADVICE in "\n".join(details(record))
+    facts = planning.PLANNER.knowledge.get(tasks.spin)
+    assert facts is not None and facts.seconds_per_item > 100 * 1e-8, "the next call is planned from that"
+
+
+def test_an_estimate_the_items_confirmed_is_left_as_it_was_planned() -> None:
+    planning.PLANNER.knowledge.teach(tasks.identity, planning.Facts(1e-3, 1.0, 40, "", None, result_error=""))
+    builder = RecordBuilder(1, "default", "auto", None, 10, time.monotonic_ns(), time.time())
+    builder.planned_cost = 1e-3
+    ms = 1_000_000
+    builder.add(ChunkOutcome(0, 0, [None] * 10, 0, 11 * ms, 11 * ms, array("q", [10 * ms]), array("q", [10]),
+                             "caller"), "caller", 0)
+    builder.fall_back(Reason.TINY_WORKLOAD, "10 items x 1.0 ms = 10 ms of work")
+    assert builder.build().fallback_detail == "10 items x 1.0 ms = 10 ms of work"
+    builder.planned_cost = 1e-5  # the same items planned at 100x less
+    assert builder.build().fallback_detail.startswith(OVERTURNED)

@@ -251,6 +251,7 @@ class MapRun:
         rec.decision, rec.chunk_size = plan.decision, plan.chunk_size
         rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
+        rec.planned_cost = plan.probe.seconds_per_item
         self.where(plan.strategy, plan.workers)
         if plan.fallback is not None:
             rec.fall_back(plan.fallback, plan.detail)

@@ -33,7 +33,7 @@ from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_c
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site
 from payoff.reasons import Reason, initial_decision
-from payoff.record import LOCAL_PROCESS_POOLS, MapRecord
+from payoff.record import ESTIMATE_OVERTURNED, LOCAL_PROCESS_POOLS, MapRecord, items_seconds
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
 from payoff.worker import CancelToken, ChunkOutcome, Star, in_worker, run_chunk
@@ -77,9 +77,15 @@ VERDICT_LOSS_WEIGHT = 0.25
 """A new loss weighs less: a burst of calls slowed by something else on the machine (a few ms of a stolen
 core) must not hold a gaining function serial, so overturning a 1.4x verdict takes about three losses in
 a row. A held function is re-measured by one call at a time, so a gain there counts fully."""
-COST_SHIFT = 3.0
+COST_SHIFT = ESTIMATE_OVERTURNED
 """A function's item cost measured this many times off the remembered one is a new cost (other arguments,
 other data), not noise: it replaces the remembered cost instead of being smoothed into it."""
+SOUND_ITEMS = PROBE_MAX_ITEMS
+SOUND_SECONDS = PROBE_CHEAP_SECONDS
+"""A cost read from at least SOUND_ITEMS items, or SOUND_SECONDS of their work, is sound; one read from fewer
+(the single item a 10-item call's probe may run, a tiny call) is not: a cold first item (1-2 us where a warm
+one takes 150 ns) and the timing of a block or two decide it. Such a reading never replaces a sound cost, and
+a call that can probe more items than a cost that is not sound rests on measures them again."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 CALL_EVENTS = 4096
@@ -300,9 +306,20 @@ class Facts:
     processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
     that mix CPU with waiting, so their reading only corrects a share a probe took from a few first items
     (a slow first item can make CPU-bound work look waiting)."""
+    measured_items: int = SOUND_ITEMS
+    """How many items ``seconds_per_item`` rests on: a probe's, then the calls' that corrected it (see
+    ``SOUND_ITEMS``). Facts stated outright (``teach``) count as sound."""
+
+    @property
+    def sound(self) -> bool:
+        return _sound(self.measured_items, self.seconds_per_item)
 
     def fn_facts_hold_for(self, fn: Callable[..., Any]) -> bool:
         return self.measured_on is not None and self.measured_on.holds_for(fn)
+
+
+def _sound(n_items: int, seconds_per_item: float) -> bool:
+    return n_items >= SOUND_ITEMS or n_items * seconds_per_item >= SOUND_SECONDS
 
 
 def fn_key(fn: Callable[..., Any]) -> Hashable | None:
@@ -371,7 +388,8 @@ class Knowledge:
             return
         facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
-                      result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None)
+                      result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
+                      measured_items=probe.n)
         with self._lock:
             self._store(key, facts)
 
@@ -391,7 +409,7 @@ class Knowledge:
                 facts.result_bytes = probe.result_bytes
 
     def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float,
-                       without_gil: bool = False) -> None:
+                       without_gil: bool = False, n_items: int = SOUND_ITEMS) -> None:
         """Facts of a function first measured by a whole call on a pool, with no probe (its pickling unknown)."""
         key = fn_key(fn)
         if key is None or seconds_per_item <= 0:
@@ -399,7 +417,7 @@ class Knowledge:
         with self._lock:
             if key not in self._facts:
                 self._store(key, Facts(seconds_per_item, min(1.0, max(0.01, cpu_ratio)), 0, "", None,
-                                       share_without_gil=without_gil))
+                                       share_without_gil=without_gil, measured_items=n_items))
 
     def _store(self, key: Hashable, facts: Facts) -> None:
         """Under the lock: ``facts`` as the newest entry, the least recently used dropped past LIMIT."""
@@ -409,8 +427,8 @@ class Knowledge:
             self._facts.popitem(last=False)
 
     def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None,
-                without_gil: bool = False) -> bool:
-        """Correct the remembered cost (and how much of it is CPU) with what a whole call measured.
+                without_gil: bool = False, n_items: int = SOUND_ITEMS) -> bool:
+        """Correct the remembered cost (and how much of it is CPU) with what a whole call of ``n_items`` measured.
 
         A CPU share read ``without_gil`` is not corrected by one read on threads (``Facts.share_without_gil``).
         False when nothing is remembered of ``fn`` to correct.
@@ -420,10 +438,7 @@ class Knowledge:
                 return False
             a = self.SMOOTHING
             if seconds_per_item > 0:
-                new = max(seconds_per_item, facts.seconds_per_item) \
-                    > COST_SHIFT * min(seconds_per_item, facts.seconds_per_item)
-                facts.seconds_per_item = seconds_per_item if new else \
-                    (1 - a) * facts.seconds_per_item + a * seconds_per_item
+                _correct_cost(facts, seconds_per_item, n_items, a)
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
                 share = min(1.0, max(0.01, cpu_ratio))
@@ -533,6 +548,28 @@ class Knowledge:
             facts.measured_on = MeasuredOn.of(fn)
         with self._lock:
             self._facts[key] = facts
+
+
+def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: float) -> None:
+    """A call's reading of the cost per item, weighed by what it and the remembered cost rest on.
+
+    A sound reading many times off a cost is a new cost (``COST_SHIFT``), as is any reading that rests on more
+    items than a cost that is not sound; near it, it is smoothed in. A reading that is not sound against a
+    sound cost only nudges it, by its share of their items: a 10-item call, where each item's timing block and
+    a cold first item weigh as much as the items, once read 7 us an item for 150 ns items, and the next call
+    of 5,000 items went to worker processes (30-120 ms against 0.35 ms for a loop).
+    """
+    known, known_n = facts.seconds_per_item, facts.measured_items
+    if not _sound(n_items, seconds_per_item) and facts.sound:
+        share = min(weight, n_items / (n_items + known_n))
+        facts.seconds_per_item = (1 - share) * known + share * seconds_per_item
+        return
+    shifted = max(seconds_per_item, known) > COST_SHIFT * min(seconds_per_item, known)
+    if (shifted and _sound(n_items, seconds_per_item)) or (not facts.sound and n_items >= known_n):
+        facts.seconds_per_item, facts.measured_items = seconds_per_item, n_items
+        return
+    facts.seconds_per_item = (1 - weight) * known + weight * seconds_per_item
+    facts.measured_items = max(known_n, n_items)
 
 
 def _count_confirmation(facts: Facts, strategy: str, gained: bool, was_a_loss: bool) -> None:
@@ -836,10 +873,11 @@ class Planner:
         in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
-            per_item, share = record.work_seconds / record.n_items, _cpu_share(record)
-            own = record.selected_strategy in SHARE_WITHOUT_GIL
-            if not self.knowledge.observe(fn, per_item, share, own):  # no probe ran: the pool measured it first
-                self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share, own)
+            per_item, share = items_seconds(record) / record.n_items, _cpu_share(record)
+            own, n = record.selected_strategy in SHARE_WITHOUT_GIL, record.n_items
+            if not self.knowledge.observe(fn, per_item, share, own, n):  # no probe ran: the pool measured it first
+                self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share,
+                                              own, n)
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
@@ -1222,8 +1260,9 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         or bool(call.config.tiny_workload_threshold)
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
     here = _may_run_items_here(call, _off_the_caller(call, probe))
-    if needs_cost and known is None and here:
+    if needs_cost and here and (known is None or _measures_more(call, workers, known)):
         _probe_cost(call, probe, workers, crowded)
+        probe.known = False
     elif sends and known is not None and known.result_error != "":
         if here:
             probe.outcome, _ = _bounded(call, 1, 1)
@@ -1237,6 +1276,20 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _measures_more(call: Call, workers: int, known: Facts) -> bool:
+    """Whether this call's probe can run more items than a cost that is not sound rests on (see ``SOUND_ITEMS``).
+
+    It runs them anyway (its results are kept): measured again, the cost of a few cold items does not decide
+    for a call of thousands. Once sound, a cost is not probed again.
+    """
+    return not known.sound and min(PROBE_MAX_ITEMS, _probe_share(call, workers)) > known.measured_items
+
+
+def _probe_share(call: Call, workers: int) -> int:
+    """The most items a probe runs: its share of a balanced schedule, so a small call still splits."""
+    return len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
 
 
 def _large_and_measured(known: Facts) -> bool:
@@ -1378,7 +1431,7 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -
     time. Without other payoff calls a busy thread of the program's own says
     nothing about these items, which may really wait (I/O beside a busy thread).
     """
-    share = len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
+    share = _probe_share(call, workers)
     process_ns, clock_ns = time.process_time_ns(), time.perf_counter_ns()
     probe.outcome, per_item = _bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                        max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))

@@ -76,6 +76,14 @@ class _memo(Generic[_T]):
         return value
 
 
+ESTIMATE_OVERTURNED = 3.0
+"""Items measured this many times off the cost a plan estimated them at overturn the estimate: a fallback's detail
+then says what the call measured, and the planner takes the measured cost as a new one."""
+OVERTURN_MIN_SECONDS = 0.0002
+"""...and only when the work measured and the work estimated differ by this much: below it, the timing of a few
+items is not precise enough to overturn anything."""
+
+
 @dataclass(frozen=True)
 class ChunkStats:
     """One chunk as the worker saw it; stamps are monotonic nanoseconds."""
@@ -330,7 +338,7 @@ class MapRecord:
             return f"{head}: {self._ending()}"
         if self.fell_back and self.fallback_reason is not None:
             return (f"{head}: ran serially ({self.fallback_reason.value}), "
-                    f"{self.wall_seconds * 1e3:,.1f} ms; {self.fallback_reason.advice}")
+                    f"{self.wall_seconds * 1e3:,.1f} ms; {advice_of(self)}")
         recovered = f" after {self.fallback_reason.value}" if self.fallback_reason is not None else ""
         if self.mode == "serial":  # a pool of one worker, which may have recovered from a crash
             return f"{head}: ran serially, {self.wall_seconds * 1e3:,.1f} ms{recovered}"
@@ -370,6 +378,49 @@ class MapRecord:
         return data
 
 
+OVERTURNED = "planned on an estimate this call's items overturned: "
+"""How a fallback's detail begins when the call's items measured far off the estimate it was planned on: its
+reason's advice (tiny work "is usually right") is then not the call's."""
+OVERTURNED_ADVICE = ("nothing to do: the cost it was planned at came from earlier calls of a function whose items now "
+                     "cost otherwise (other arguments, or a function or global it calls redefined)")
+
+
+def advice_of(record: MapRecord) -> str:
+    """What to do about a call's fallback: its reason's advice, unless the call's items overturned the estimate."""
+    if record.fallback_reason is None:
+        return ""
+    return OVERTURNED_ADVICE if record.fallback_detail.startswith(OVERTURNED) else record.fallback_reason.advice
+
+
+ESTIMATED = frozenset({Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.PAYLOAD_TOO_LARGE})
+"""Fallbacks a plan decides from the estimated cost of the items (their details state it)."""
+
+
+def _each(seconds: float) -> str:
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:,.0f} ns"
+    return f"{seconds * 1e6:,.1f} us" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
+
+
+def items_seconds(record: MapRecord) -> float:
+    """What the items cost themselves: the serial estimate, with each chunk run in the caller taken at its items'
+    timed work less their waits for a CPU (as the probe reads it), not at its busy time.
+
+    A chunk's busy time holds reading its thread's CPU time and run-queue wait
+    (20-50 us for the first chunk of a process), which a loop never pays: a call
+    of 10 items of 150 ns read as 7 us an item. A pool's chunks are sized to
+    make theirs small, and their pricing is the record's.
+    """
+    here = [c for c in record.chunks if c.where == "caller"]
+    return max(0.0, record.work_seconds - sum(c.busy_seconds - own_work_seconds(c) for c in here))
+
+
+def own_work_seconds(chunk: ChunkStats) -> float:
+    """The chunk's timed items less their waits for a CPU, at least their CPU time (up to the timed work)."""
+    timed = sum(chunk.durations_ns)
+    return min(chunk.busy_seconds, max(timed - chunk.runq_ns, min(chunk.cpu_ns, timed)) / 1e9)
+
+
 LOCAL_PROCESS_POOLS = frozenset({"processes", "joblib"})
 """Strategies whose workers are processes of this machine, each with its own CPU time and run-queue wait."""
 
@@ -401,6 +452,8 @@ class RecordBuilder:
         self.overhead_ns: dict[str, int] = {"planning": 0, "serialization": 0, "dispatch": 0}
         self.pool_shared = False
         self.shared_ns = 0
+        self.planned_cost: float | None = None
+        """Seconds per item the plan estimated the items after the probe at (None: no cost was known)."""
 
     def share(self, shared: bool, held_ns: int) -> None:
         """A lease given back: whether other work held its pool meanwhile, and the call's worker time it took."""
@@ -488,6 +541,29 @@ class RecordBuilder:
         loop_wait = runq_ns / cpu_ns - max(0.0, runnable - 1) / cpu_capacity()
         return max(0.0, loop_wait) * cpu_ns / 1e9
 
+    def _measured_detail(self, chunks: Sequence[ChunkStats]) -> str:
+        """The fallback's detail; where this call's items overturned the estimate it was planned on, saying so
+        and what they measured, so that no warning states the stale estimate as the size of the work.
+
+        A function whose cost changed under the same planning key (a wrapper whose inner function was
+        redefined, a global it reads, a callable instance or partial with other arguments) ran 300 items of
+        0.8 ms serially as "0.19 ms of work"; the next call is planned from what this one measured.
+        """
+        detail, cost = self.fallback_detail, self.planned_cost
+        if cost is None or self.fallback_reason not in ESTIMATED or self.selected != "serial":
+            return detail
+        rest = [c for c in chunks if c.where == "caller" and c.first_item >= self.probe_items]
+        n = sum(c.n_items for c in rest)
+        measured, planned = sum(own_work_seconds(c) for c in rest), cost * n
+        if not n or measured <= 0 or abs(measured - planned) < OVERTURN_MIN_SECONDS \
+                or max(measured, planned) < ESTIMATE_OVERTURNED * min(measured, planned):
+            return detail
+        ratio = measured / planned if planned > 0 else math.inf
+        off = f"{ratio:,.0f}x the estimate" if ratio >= 1 else f"1/{1 / ratio:,.0f} of the estimate"
+        return (f"{OVERTURNED}{detail}. This call measured "
+                f"{measured * 1e3:,.2f} ms of work in those {n:,} items ({_each(measured / n)} an item, {off}): "
+                "the next call is planned from that")
+
     def build(self, error: BaseException | None = None) -> MapRecord:
         """Freeze the call's record; ``error`` is what the call raised (None: it returned its results)."""
         wall = max(1, time.monotonic_ns() - self.started_ns) / 1e9
@@ -501,7 +577,7 @@ class RecordBuilder:
         return MapRecord(
             call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
             selected_strategy=self.selected, decision_reason=self.decision,
-            fallback_reason=self.fallback_reason, fallback_detail=self.fallback_detail,
+            fallback_reason=self.fallback_reason, fallback_detail=self._measured_detail(chunks),
             granularity=self.granularity, n_items=self.n_items, n_chunks=len(chunks),
             chunk_size=self.chunk_size, workers=workers, pool_started=self.pool_started,
             pool_start_failed=self.pool_start_failed, pool_start_seconds=self.pool_start_seconds,

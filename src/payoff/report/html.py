@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from html import escape
 
-from payoff.record import MapRecord, Summary
+from payoff.record import MapRecord, Summary, advice_of
 from payoff.report import text
 from payoff.report.timeline import ERROR_STROKE, FILL, WAIT_BG, timeline_svg
 
@@ -150,7 +150,7 @@ def fallback_box(record: MapRecord) -> str:
     detail = f"<p>{escape(record.fallback_detail)}</p>" if record.fallback_detail else ""
     title = "Recovered" if reason.recovered else "Ran serially"
     return (f'<div class="fallback"><p><b>{title}: {escape(reason.value)}</b> - {escape(reason.meaning)}</p>'
-            f"{detail}<p><b>What to do:</b> {escape(reason.advice)}</p></div>")
+            f"{detail}<p><b>What to do:</b> {escape(advice_of(record))}</p></div>")
 
 
 def summary_rows(name: str, summary: Summary) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from payoff.record import MapRecord, Summary
+from payoff.record import MapRecord, Summary, advice_of
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("call", ">"), ("workload", "<"), ("strategy", "<"), ("workers", ">"), ("items", ">"), ("chunks", ">"),
@@ -109,7 +109,7 @@ def details(record: MapRecord) -> list[str]:
         lines.append(f"  {label}: {reason.value} - {reason.meaning}")
         if record.fallback_detail:
             lines.append(f"  detail:   {record.fallback_detail}")
-        lines.append(f"  advice:   {reason.advice}")
+        lines.append(f"  advice:   {advice_of(record)}")
     if record.n_errors:
         lines.append(f"  errors:   {record.n_errors} item(s) raised")
     return [printable(line) for line in lines]

@@ -14,7 +14,7 @@ import warnings
 from payoff import _forks
 from payoff.observers import CallInfo, CallSite, Observer
 from payoff.reasons import Reason
-from payoff.record import MapRecord
+from payoff.record import MapRecord, advice_of
 
 
 class ParallelFallbackWarning(UserWarning):
@@ -32,9 +32,10 @@ def fallback_message(record: MapRecord) -> str:
     wanted = record.requested_strategy
     what = (f"recovered on {record.selected_strategy}" if not record.fell_back
             else f"ran serially instead of {wanted}")
+    advice = advice_of(record)
     return (f"payoff: {record.n_items:,} item{'s' if record.n_items != 1 else ''} of workload "
             f"{record.workload!r} {what} ({reason.value}): "
-            f"{record.fallback_detail or reason.meaning}. {reason.advice_sentence}")
+            f"{record.fallback_detail or reason.meaning}. {advice[:1].upper()}{advice[1:]}{'.' * bool(advice)}")
 
 
 def _action(text: str, category: type[Warning], module: str, lineno: int) -> str:
