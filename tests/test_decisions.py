@@ -10,7 +10,8 @@ import multiprocessing
 import os
 import pickle
 import re
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff.config import usable_cpus
-from payoff.planning import CLOUDPICKLE_CANNOT, NO_PICKLING, Call, Facts, Pickling, Planner, _pickled_size
+from payoff.planning import CLOUDPICKLE_CANNOT, NO_PICKLING, Call, Facts, Pickling, Planner, Probe, _pickled_size
 from payoff.worker import _local
 from tests import tasks
 
@@ -47,6 +48,8 @@ class Row:
     """Plan as if called from inside a payoff worker."""
     daemonic: bool = False
     """Plan as if in a daemonic worker of another pool (a multiprocessing.Pool's)."""
+    outer_pool: int = 0
+    """Plan in a task of a real ``ProcessPoolExecutor`` of this many workers (fork), not daemonic."""
     expect_chunk: tuple[int, int] | None = None
     """(chunk_size, min_chunk) of the plan: the guided schedule's first chunks and its tail floor."""
     detail_says: str = ""
@@ -220,6 +223,15 @@ ROWS = [
         Reason.AUTO_WAITING, cpu_ratio=0.01, daemonic=True),
     Row("named threads in another pool's daemonic worker", 1e-3, 1000, "threads", Reason.EXPLICIT_STRATEGY,
         config={"strategy": "threads", "max_workers": 2}, daemonic=True),
+    Row("auto's process choice in a worker of a ProcessPoolExecutor that fills the CPUs", 1e-3, 1000, "serial",
+        Reason.NESTED, cpus=2, outer_pool=2, detail_says="concurrent.futures process pool with 2 worker processes"),
+    Row("a named process backend in a worker of a ProcessPoolExecutor that fills the CPUs", 1e-3, 1000, "serial",
+        Reason.NESTED, config={"strategy": "processes", "max_workers": 2}, cpus=2, outer_pool=2,
+        detail_says="oversubscribe"),
+    Row("auto's threads for waiting work in a worker of a ProcessPoolExecutor", 10e-3, 100, "threads",
+        Reason.AUTO_WAITING, cpu_ratio=0.01, cpus=2, outer_pool=2),
+    Row("a worker of a one-worker ProcessPoolExecutor on 2 CPUs has both", 1e-3, 1000, "processes",
+        Reason.AUTO_CPU_BOUND, config={}, cpus=2, outer_pool=1, expect_workers=2),
     # -- a named process backend never runs an unmeasured function's items in the caller --
     Row("an unmeasured function below the user's min_batch_size runs here, as that setting asks", 0, 100,
         "serial", Reason.TINY_WORKLOAD, config={"strategy": "processes", "max_workers": 2,
@@ -298,6 +310,10 @@ def plan(row: Row, planner: Planner | None = None) -> Any:
 
 
 def _plan(row: Row, planner: Planner | None) -> Any:
+    if row.outer_pool:  # a real pool's worker, planning with a planner of its own
+        assert planner is None, "a row planned in an outer pool's worker starts from a fresh planner"
+        with ProcessPoolExecutor(row.outer_pool, mp_context=multiprocessing.get_context("fork")) as pool:
+            return pool.submit(_plan_in_outer_pool, row.name).result()
     if planner is None:
         planner = Planner()
         if row.measured:
@@ -321,6 +337,14 @@ def _plan(row: Row, planner: Planner | None) -> Any:
         return planner.plan(call)
     finally:
         _local.depth -= 1
+
+
+def _plan_in_outer_pool(name: str) -> Any:
+    """The row's plan in a worker of the outer pool, without its probe (measured nowhere: a taught row)."""
+    row = next(row for row in ROWS if row.name == name)
+    got = _plan(replace(row, outer_pool=0), None)
+    assert got.probe.outcome is None
+    return replace(got, probe=Probe())
 
 
 def teach(planner: Planner, row: Row) -> None:

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from payoff import _forks
+from payoff._outer_pools import outer_pool
 from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site
@@ -759,6 +760,8 @@ class Planner:
             return _serial(call, why[0], why[1], decision, probe)
         workers = _cluster_workers(call.config, workers, call.stop) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
+        if _starts_processes(call, strategy):  # inside another pool's worker: its share of the CPUs
+            workers = _process_workers_left(workers)
         if isolate:  # the serial fallbacks below would run its items here: they are for measured functions
             floor = None if _off_the_caller(call, probe) else _floor_fallback(call) or _too_few(call, remaining)
             if floor is not None:  # the user's own minimum for parallel, or nothing to split: it runs here
@@ -1034,15 +1037,31 @@ def _one_worker(cfg: ParallelConfig, workers: int) -> str:
 
 DAEMONIC_DETAIL = ("this process is a daemonic worker of another pool (a multiprocessing.Pool's, for one), which "
                    "may not start processes; that pool already has the cores")
+OUTER_POOL_DETAIL = ": they fill the cores, and a process pool started here would oversubscribe them"
 
 
 def _no_children() -> tuple[Reason, str] | None:
-    """A daemonic process may not start processes: the map is nested in another library's pool.
+    """The map is nested in another library's process pool, which has the cores: no processes of its own.
 
-    Trying anyway failed as ``init_failure`` ("daemonic processes are not
-    allowed to have children") on every call, after a pool start.
+    A daemonic process may not start processes: trying anyway failed as
+    ``init_failure`` ("daemonic processes are not allowed to have children") on
+    every call, after a pool start. A worker of a ``ProcessPoolExecutor`` or a
+    joblib pool may, but its siblings take the other cores: a pool of its own
+    ran 4 CPU-bound processes on 2 cores (see ``_outer_pools``). Asked only when
+    a call would start processes.
     """
-    return (Reason.NESTED, DAEMONIC_DETAIL) if multiprocessing.current_process().daemon else None
+    if multiprocessing.current_process().daemon:
+        return Reason.NESTED, DAEMONIC_DETAIL
+    outer = outer_pool()
+    if outer is not None and outer.cpus_left(usable_cpus()) < 2:
+        return Reason.NESTED, outer.described(cpus_described()) + OUTER_POOL_DETAIL
+    return None
+
+
+def _process_workers_left(workers: int) -> int:
+    """At most this worker's share of the CPUs when it is a worker of another library's process pool."""
+    outer = outer_pool()
+    return workers if outer is None else min(workers, outer.cpus_left(usable_cpus()))
 
 
 def _starts_processes(call: Call, strategy: str) -> bool:

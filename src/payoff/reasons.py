@@ -191,8 +191,10 @@ class Reason(StrEnum):
         "fallback",
         "called from inside an item of another payoff map (on its pool or in the caller), from inside a task "
         "submitted to the pool the map would run on (its chunks would wait behind that task), or, for a "
-        "process backend, in a daemonic worker of another pool (a multiprocessing.Pool's), which may not start "
-        "processes: nested maps run serially, so pools never nest and oversubscribe the cores",
+        "process backend, in a worker of another library's process pool: a daemonic one (a "
+        "multiprocessing.Pool's), which may not start processes, or one of a ProcessPoolExecutor, joblib (loky) "
+        "or mpire pool whose workers leave it less than 2 CPUs; a worker left more starts at most that many "
+        "processes. Nested maps run serially, so pools never nest and oversubscribe the cores",
         "parallelise the outer loop only",
     )
 
