@@ -10,6 +10,8 @@ user's own ``multiprocessing.Process`` is no pool worker and keeps its pool.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import payoff
+from payoff._outer_pools import _children, _children_by_scan, count_siblings
 from payoff.config import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,3 +131,28 @@ def test_a_worker_of_a_pool_smaller_than_the_cpus_takes_its_share(runs: dict[str
         right, selected, _, reason, _, workers, started = got[strategy]
         assert right and selected == "processes" and reason == "None" and started, got[strategy]
         assert workers == runs["cpus"]
+
+
+def test_a_parents_children_read_from_its_threads_and_from_every_process_agree() -> None:
+    """The pool's workers as ``/proc`` lists them (each thread's ``children``, or on a kernel without those,
+    every process's parent), and the count of those running this program: the test's own children."""
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Event()
+    kids = [ctx.Process(target=done.wait, args=(30,)) for _ in range(2)]
+    for kid in kids:
+        kid.start()
+    try:
+        proc = Path("/proc")
+        if not (proc / str(os.getpid()) / "task").is_dir():
+            pytest.skip("no /proc")
+        mine = {kid.pid for kid in kids}
+        by_threads, by_scan = _children(os.getpid(), proc), _children_by_scan(os.getpid(), proc)
+        assert by_threads is not None and by_scan is not None
+        assert mine <= by_threads and mine <= by_scan
+        count = count_siblings(kids[0].pid, os.getpid())  # type: ignore[arg-type]
+        assert count is not None and count >= 2  # both, and any other worker of this program the test made
+        assert count_siblings(os.getpid(), 1 if os.getppid() != 1 else 2) is None  # not a child of that one
+    finally:
+        done.set()
+        for kid in kids:
+            kid.join()
