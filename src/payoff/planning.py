@@ -80,20 +80,25 @@ core) must not hold a gaining function serial, so overturning a 1.4x verdict tak
 a row. A held function is re-measured by one call at a time, so a gain there counts fully."""
 COST_SHIFT = ESTIMATE_OVERTURNED
 """A function's item cost measured this many times off the remembered one is a new cost (other arguments,
-other data), not noise: it replaces the remembered cost instead of being smoothed into it."""
+other data), not noise: it replaces the remembered cost instead of being smoothed into it, and the verdicts
+measured at the old cost no longer apply."""
 SOUND_ITEMS = PROBE_MAX_ITEMS
 SOUND_SECONDS = PROBE_CHEAP_SECONDS
 """A cost read from at least SOUND_ITEMS items, or SOUND_SECONDS of their work, is sound; one read from fewer
 (the single item a 10-item call's probe may run, a tiny call) is not: a cold first item (1-2 us where a warm
 one takes 150 ns) and the timing of a block or two decide it. Such a reading never replaces a sound cost, and
 a call that can probe more items than a cost that is not sound rests on measures them again."""
+UNSTEADY_SHIFTS = 2
+"""A workload whose cost shifted this often in its last ``COST_HISTORY`` measured calls has no one cost (a
+partial or lambda per request over other arguments, all keyed by one code location): each call probes again."""
+COST_HISTORY = 8
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 CALL_EVENTS = 4096
-OTHERS_WINDOW_SECONDS = 1.0
-"""A probe counts as among other calls when another call of this process started or ended this recently."""
 """Starts and ends of this process's calls the planner remembers, to tell a call that ran alone from one that
 shared the process (its GIL, its pools) with others."""
+OTHERS_WINDOW_SECONDS = 1.0
+"""A probe counts as among other calls when another call of this process started or ended this recently."""
 
 
 @dataclass
@@ -302,6 +307,8 @@ class Facts:
     result_bytes: int = 0
     """Pickled bytes of one result: a probe's first result, then what a process pool's results averaged. A
     call that recalls the function runs no item here, so without it results would be priced as free."""
+    shifts: int = 0
+    """The last ``COST_HISTORY`` measured calls, one bit each (newest lowest): set when its cost shifted."""
     share_without_gil: bool = False
     """Whether ``cpu_ratio`` was read from a whole call whose items no other thread of it held back (in worker
     processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
@@ -439,7 +446,13 @@ class Knowledge:
                 return False
             a = self.SMOOTHING
             if seconds_per_item > 0:
-                _correct_cost(facts, seconds_per_item, n_items, a)
+                new = _correct_cost(facts, seconds_per_item, n_items, a)
+                facts.shifts = ((facts.shifts << 1) | new) & ((1 << COST_HISTORY) - 1)
+                if new:  # a gain or loss measured on items of another cost says nothing of these
+                    facts.verdicts.clear()
+                    facts.held.clear()
+                    facts.retries.clear()
+                    facts.threads_speedup = None
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
                 share = min(1.0, max(0.01, cpu_ratio))
@@ -551,8 +564,8 @@ class Knowledge:
             self._facts[key] = facts
 
 
-def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: float) -> None:
-    """A call's reading of the cost per item, weighed by what it and the remembered cost rest on.
+def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: float) -> bool:
+    """A call's reading of the cost per item, weighed by what it and the remembered cost rest on; True for a new cost.
 
     A sound reading many times off a cost is a new cost (``COST_SHIFT``), as is any reading that rests on more
     items than a cost that is not sound; near it, it is smoothed in. A reading that is not sound against a
@@ -564,13 +577,14 @@ def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: f
     if not _sound(n_items, seconds_per_item) and facts.sound:
         share = min(weight, n_items / (n_items + known_n))
         facts.seconds_per_item = (1 - share) * known + share * seconds_per_item
-        return
+        return False
     shifted = max(seconds_per_item, known) > COST_SHIFT * min(seconds_per_item, known)
     if (shifted and _sound(n_items, seconds_per_item)) or (not facts.sound and n_items >= known_n):
         facts.seconds_per_item, facts.measured_items = seconds_per_item, n_items
-        return
+        return shifted
     facts.seconds_per_item = (1 - weight) * known + weight * seconds_per_item
     facts.measured_items = max(known_n, n_items)
+    return False
 
 
 def _count_confirmation(facts: Facts, strategy: str, gained: bool, was_a_loss: bool) -> None:
@@ -883,6 +897,8 @@ class Planner:
                                               own, n)
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
+        elif measured_all and record.busy_seconds > 0:
+            self._learn_beyond_crowding(record, fn)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
             self.knowledge.started(fn, None)
         elif record.pool_started:
@@ -900,6 +916,26 @@ class Planner:
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
+
+
+    def _learn_beyond_crowding(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
+        """A new item cost from a call that ran in this process among other calls: one crowding cannot explain.
+
+        Sharing the GIL makes an item's wall time a few times longer, never its
+        CPU time, and never makes it shorter: CPU time per item ``COST_SHIFT``
+        times dearer than the remembered cost, or wall time per item that many
+        times cheaper, is the items' own. Without this, a function learned alone
+        at 1 us an item that turned 1,000x dearer while other threads kept mapping
+        stayed serial on its old cost for good: its calls ran among others.
+        """
+        known = self.knowledge.get(fn)
+        if known is None:
+            return
+        wall, cpu = record.work_seconds / record.n_items, record.cpu_seconds / record.n_items
+        if min(cpu, wall) > COST_SHIFT * known.seconds_per_item:
+            self.knowledge.observe(fn, min(cpu, wall))
+        elif 0 < wall * COST_SHIFT < known.seconds_per_item:
+            self.knowledge.observe(fn, wall)
 
 
 PLANNER = Planner()
@@ -1279,7 +1315,8 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         or bool(call.config.tiny_workload_threshold)
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
     here = _may_run_items_here(call, _off_the_caller(call, probe))
-    if needs_cost and here and (known is None or _measures_more(call, workers, known)):
+    if needs_cost and here and (known is None or _measures_more(call, workers, known)
+                                                    or _unsteady(known)):
         _probe_cost(call, probe, workers, crowded)
         probe.known = False
     elif sends and known is not None and known.result_error != "":
@@ -1309,6 +1346,11 @@ def _measures_more(call: Call, workers: int, known: Facts) -> bool:
 def _probe_share(call: Call, workers: int) -> int:
     """The most items a probe runs: its share of a balanced schedule, so a small call still splits."""
     return len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
+
+
+def _unsteady(known: Facts) -> bool:
+    """Whether the remembered cost keeps shifting, so that no call may be planned on the one before's."""
+    return known.shifts.bit_count() >= UNSTEADY_SHIFTS
 
 
 def _large_and_measured(known: Facts) -> bool:

@@ -86,7 +86,9 @@ class Reason(StrEnum):
         "decision",
         "the function crashed a worker process before (a WorkerCrashedError, or a crash a retry recovered): "
         "it runs only in worker processes (processes, or joblib when only cloudpickle sends it), whatever "
-        "the work, and is never measured or run in the caller",
+        "the work, and is never measured or run in the caller, for the life of the process (a crash there would "
+        "take the caller down, and no number of calls without one proves it cannot recur); lambdas and "
+        "partials of the same source line share this; payoff.planning.PLANNER.reset() forgets it",
         "",
     )
     AUTO_UNDECIDED = (
