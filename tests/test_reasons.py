@@ -242,6 +242,16 @@ def test_reason_codes_have_meaning_and_advice() -> None:
         assert str(reason) == reason.value
 
 
+def test_a_function_held_in_worker_processes_is_told_why_for_how_long_and_how_to_reset() -> None:
+    """Tiny calls of a function that once crashed a worker ran on processes 200 of 200 times (0.93 ms against
+    0.01 ms for a loop), lambdas of its line too, and nothing said this never wears off or how to undo it. It
+    must not wear off (a crash in the caller takes the caller down): the decision's meaning says so."""
+    meaning = Reason.AUTO_ISOLATES_CRASHES.meaning
+    for says in ("for the life of the process", "take the caller down", "same source line",
+                 "PLANNER.reset()"):
+        assert says in meaning, (says, meaning)
+
+
 def test_warnings_appear_once_per_call_site_and_reason_by_default() -> None:
     ex = ParallelExecutor(ParallelConfig(strategy="processes"))
     with warnings.catch_warnings(record=True) as caught:
