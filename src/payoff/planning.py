@@ -92,6 +92,7 @@ UNSTEADY_SHIFTS = 2
 """A workload whose cost shifted this often in its last ``COST_HISTORY`` measured calls has no one cost (a
 partial or lambda per request over other arguments, all keyed by one code location): each call probes again."""
 COST_HISTORY = 8
+"""How many of a function's last measured calls ``Facts.shifts`` remembers."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 CALL_EVENTS = 4096
@@ -916,7 +917,6 @@ class Planner:
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
-
 
     def _learn_beyond_crowding(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
         """A new item cost from a call that ran in this process among other calls: one crowding cannot explain.
