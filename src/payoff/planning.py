@@ -447,9 +447,10 @@ class Knowledge:
                 return False
             a = self.SMOOTHING
             if seconds_per_item > 0:
-                new = _correct_cost(facts, seconds_per_item, n_items, a)
-                facts.shifts = ((facts.shifts << 1) | new) & ((1 << COST_HISTORY) - 1)
-                if new:  # a gain or loss measured on items of another cost says nothing of these
+                shifted = max(seconds_per_item, facts.seconds_per_item) \
+                    > COST_SHIFT * min(seconds_per_item, facts.seconds_per_item)
+                facts.shifts = ((facts.shifts << 1) | shifted) & ((1 << COST_HISTORY) - 1)  # adopted or not
+                if _correct_cost(facts, seconds_per_item, n_items, a):  # verdicts at the old cost say nothing
                     facts.verdicts.clear()
                     facts.held.clear()
                     facts.retries.clear()
