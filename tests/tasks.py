@@ -313,3 +313,14 @@ def square_once_file_exists(item: tuple[str, int]) -> int:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.005)
     return x * x
+
+
+HANG_RELEASE = threading.Event()
+"""Ends ``hang_on_zero``'s wait in this process (a test's probe threads); in a worker process nothing sets it."""
+
+
+def hang_on_zero(x: int, **_options: object) -> int:
+    """The first item hangs (until HANG_RELEASE, 30 s at most); options tell partials apart as functions."""
+    if x == 0:
+        HANG_RELEASE.wait(30)
+    return x

@@ -227,7 +227,8 @@ def test_a_known_function_given_much_smaller_items_times_their_pickling_again() 
     planner = planning.Planner()
     config = ParallelConfig(max_workers=2)
     dicts = [{str(k): k for k in range(300)} for _ in range(400)]
-    first = planner.plan(planning.Call(_describe, dicts, config, "auto", None, None, None, frozenset(), 0))
+    first = planner.plan(planning.Call(_describe, dicts, replace(config, tiny_workload_threshold=0), "auto", None,
+                                       None, None, frozenset(), 0))  # parallel: its payload is measured
     facts = planner.knowledge.get(_describe)
     assert facts is not None
     facts.measured_items = planning.SOUND_ITEMS  # as after a whole call: the cost is not probed again
@@ -454,6 +455,37 @@ def test_a_probe_that_waited_for_the_gil_other_payoff_calls_held_is_not_waiting_
     assert got.probe.n >= 1
     assert got.decision is not Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.detail)
     assert got.probe.cpu_ratio > planning.WAITING_CPU_RATIO
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_a_probe_that_waited_for_the_gil_is_not_waiting_work_when_the_process_gets_less_than_a_core() -> None:
+    """The test above with this process and four busy programs on one CPU: the process gets about a fifth of
+    a core, so it never kept 0.8 of one busy, and CPU-bound items probed beside other calls read as waiting
+    work (threads, 5-32 of them, at 0.1x the loop: 58 of 8,767 calls of a loaded soak). The other threads'
+    waits for the CPU, while they held the GIL, are what kept the probe's thread off it."""
+    cpu = min(os.sched_getaffinity(0))
+    pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", pin]) for _ in range(4)]
+    before = os.sched_getaffinity(0)
+    shared = ParallelExecutor(ParallelConfig(strategy="serial"))
+
+    def other_call() -> None:
+        shared.map(tasks.spin, range(20))
+
+    try:
+        os.sched_setaffinity(0, {cpu})  # this thread, and the threads it starts
+        plans = []
+        for _ in range(6):  # a probe that met no GIL wait reads right either way: one in three did not, before
+            planning.PLANNER.knowledge.forget()
+            plans.append(_probe_beside_hogs(planning.PLANNER, _spin_dear, other_call))
+    finally:
+        os.sched_setaffinity(0, before)
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+        shared.shutdown()
+    assert all(got.probe.n >= 1 for got in plans)
+    assert [(got.decision, got.probe.cpu_ratio) for got in plans if got.decision is Reason.AUTO_WAITING] == []
 
 
 def test_waiting_items_beside_a_busy_thread_of_the_program_are_still_waiting_work() -> None:

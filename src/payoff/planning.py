@@ -15,6 +15,7 @@ import contextvars
 import functools
 import math
 import multiprocessing
+import os
 import pickle
 import statistics
 import threading
@@ -719,6 +720,8 @@ class Planner:
     def reset(self) -> None:
         self.costs.reset()
         self.knowledge.forget()
+        with _STUCK_LOCK:  # they still run, but no longer hold the next calls off threads
+            _STUCK_PROBES.clear()
         with self._events_lock:
             self._events.clear()
 
@@ -763,7 +766,11 @@ class Planner:
             return _serial(call, None, "", decision)
         if call.serial_because is not None:
             return _serial(call, *call.serial_because, decision)
-        probe = _run_probe(self.knowledge, call, workers, self._among_others(OTHERS_WINDOW_SECONDS))
+        try:
+            probe = _run_probe(self.knowledge, call, workers, self._among_others(OTHERS_WINDOW_SECONDS), self.costs)
+        except ProbeOutlivedTimeout as exc:
+            self.knowledge.crashed(call.fn, exc.detail)  # its next calls run where payoff can stop an item
+            raise
         if probe.failed:
             return _serial(call, None, "the probe item raised", decision, probe)
         remaining = len(call.items) - probe.n
@@ -1301,13 +1308,14 @@ def _cloudpickled_size(obj: Any) -> int | None:
         return None
 
 
-def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = False) -> Probe:
+def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = False,
+               costs: CostModel | None = None) -> Probe:
     """Run the first items in the caller, unless they are known or the user fixed every choice.
 
     A known function runs its first item here only when no earlier call's
     result was seen to pickle: that result is checked (and kept).
     """
-    probe = Probe(crashed=knowledge.crash_of(call.fn))
+    probe = Probe(crashed=knowledge.crash_of(call.fn) or _stuck_probes(call))
     known = knowledge.snapshot(call.fn)
     fn_known = known is not None and (known.fn_facts_hold_for(call.fn) or _large_and_measured(known))
     if known is not None:
@@ -1326,6 +1334,8 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
+    if sends and costs is not None and _surely_serial(costs, call, probe):
+        return probe  # nothing pickled, nothing to store: facts without it would price a larger call as moving none
     if sends:
         _measure_payload(call, probe)
     if known is None:
@@ -1352,6 +1362,24 @@ def _probe_share(call: Call, workers: int) -> int:
 def _unsteady(known: Facts) -> bool:
     """Whether the remembered cost keeps shifting, so that no call may be planned on the one before's."""
     return known.shifts.bit_count() >= UNSTEADY_SHIFTS
+
+
+def _surely_serial(costs: CostModel, call: Call, probe: Probe) -> bool:
+    """An auto call whose measured work stays serial whatever its payload: too few items, under the user's
+    threshold, or less work than the cheapest pool's fixed cost per call. Its function, items and results
+    are then not pickled to size them: a function exec'd per request (no ``__module__``) costs pickle and
+    cloudpickle a scan of every module, ~2 ms, for a call whose items take microseconds."""
+    cost, cfg = probe.seconds_per_item, call.config
+    if call.requested != "auto" or cost is None or cfg.tiny_workload_threshold == 0:
+        return False
+    remaining = len(call.items) - probe.n
+    if _floor_fallback(call) or _too_few(call, remaining):
+        return True
+    if cfg.tiny_workload_threshold is not None:
+        return cost * remaining < cfg.tiny_workload_threshold
+    method = start_method(cfg.start_method)
+    fixed = min(oh.per_call + oh.per_chunk for oh in (costs.get(s, method) for s in ("threads", "processes", "joblib")))
+    return fixed * PAYOFF_MARGIN >= cost * remaining  # any pool's estimate: at least this, plus the moving
 
 
 def _large_and_measured(known: Facts) -> bool:
@@ -1436,8 +1464,8 @@ def _refuse_the_caller(call: Call, probe: Probe, strategy: str, why: tuple[Reaso
         return
     if probe.crashed is not None:
         raise pickle.PicklingError(
-            f"payoff: this function crashed a worker process before ({probe.crashed}), so its items run only in "
-            f"worker processes, never in this one; this call cannot be sent to {strategy}: {detail}. Nothing "
+            f"payoff: this function crashed a worker process or hung before ({probe.crashed}), so its items run "
+            f"only in worker processes, never in this one; this call cannot be sent to {strategy}: {detail}. Nothing "
             "ran. Make the function, items and results picklable, or name strategy='serial' to run them in "
             "this process anyway")
     if _has_initializer(call):
@@ -1494,6 +1522,7 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -
     nothing about these items, which may really wait (I/O beside a busy thread).
     """
     share = _probe_share(call, workers)
+    busy_ns = _threads_busy_ns() if crowded else None
     process_ns, clock_ns = time.process_time_ns(), time.perf_counter_ns()
     probe.outcome, per_item = _bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                        max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
@@ -1504,9 +1533,43 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = min(1.0, max(0.05, outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
-        if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and process_ns >= GIL_BOUND_CORES * clock_ns:
+        if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and _held_by_others(outcome, busy_ns, process_ns, clock_ns):
             probe.cpu_ratio = 1.0
             probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
+
+
+def _held_by_others(outcome: ChunkOutcome, busy_ns: int | None, process_ns: int, clock_ns: int) -> bool:
+    """Whether the probe's thread, while neither on a CPU nor waiting for one, could have been waiting for the
+    GIL: the process's other threads ran or waited for a CPU (holding the GIL meanwhile) about as long.
+
+    Their waits for a CPU count: on a loaded machine or under a CPU quota the process gets less than a core,
+    and the old test (the process kept 0.8 of a core busy) read CPU-bound items probed beside other calls as
+    waiting work, then ran them on 5-32 threads at 0.1x. Without schedstat only the others' CPU time counts.
+    """
+    blocked = clock_ns - outcome.cpu_ns - outcome.runq_ns
+    now = _threads_busy_ns() if busy_ns is not None else None
+    if busy_ns is not None and now is not None:
+        others = now - busy_ns - outcome.cpu_ns - outcome.runq_ns
+    else:
+        others = process_ns - outcome.cpu_ns
+    return others >= GIL_BOUND_CORES * blocked
+
+
+def _threads_busy_ns() -> int | None:
+    """CPU time and waits for a CPU of all this process's threads (Linux schedstat), in ns; None elsewhere."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
+                on_cpu, waited = stat.read().split()[:2]
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            continue
+        total += int(on_cpu) + int(waited)
+    return total
 
 
 def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, float]:
@@ -1532,21 +1595,54 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
         finally:
             finished.set()
 
+    thread = threading.Thread(target=probe, name="payoff-probe", daemon=True)
     try:  # from the start on: Thread.start waits for the thread, which may be cut short there too
-        threading.Thread(target=probe, name="payoff-probe", daemon=True).start()
+        thread.start()
         finished.wait(call.timeout)
     except BaseException:  # Ctrl-C in the caller: the items the probe thread ran still belong in the record
         _hand_over_cut_probe(call, finished, deadline, box)
         raise
     if not finished.is_set():
+        with _STUCK_LOCK:
+            _STUCK_PROBES.append(thread)
         warn_at_call_site(StuckThreadsWarning(
             "payoff: the item(s) this call ran to measure them still run after its timeout: Python cannot stop "
-            "a thread from outside. It finishes in the background and never keeps the program from exiting."))
-        raise TimeoutError(f"payoff: the call did not finish within timeout={call.timeout:g} s (its first "
-                           "items, run to measure them, were still running)")
+            "a thread from outside. It finishes in the background and never keeps the program from exiting. "
+            "This function's next calls run in worker processes, which payoff stops on a timeout."))
+        raise ProbeOutlivedTimeout(
+            f"payoff: the call did not finish within timeout={call.timeout:g} s (its first items, run to "
+            "measure them, were still running)",
+            detail=f"its first items, measured on a payoff thread, still ran after timeout={call.timeout:g} s")
     if errors:
         raise errors[0]
     return box[0]
+
+
+class ProbeOutlivedTimeout(TimeoutError):
+    """A call's timeout struck while its probe thread still ran an item, which may hang for good."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+STUCK_PROBES_LIMIT = 4
+"""Probe threads still running past their calls' timeouts beyond which no call with a timeout probes on a
+thread: its items run in worker processes, which a timeout stops, so hung items leave no more threads."""
+_STUCK_PROBES: list[threading.Thread] = []
+_STUCK_LOCK = _forks.Lock()
+
+
+def _stuck_probes(call: Call) -> str | None:
+    """Why a call with a timeout may not probe on a thread: too many earlier probes still hang; None if it may."""
+    if call.timeout is None:
+        return None
+    with _STUCK_LOCK:
+        _STUCK_PROBES[:] = [t for t in _STUCK_PROBES if t.is_alive()]
+        stuck = len(_STUCK_PROBES)
+    if stuck < STUCK_PROBES_LIMIT:
+        return None
+    return f"{stuck} probe threads of earlier calls still run past their timeouts"
 
 
 PROBE_STOP_GRACE_SECONDS = 0.25

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import payoff
-from payoff import ParallelConfig, ParallelExecutor
+from payoff import ParallelConfig, ParallelExecutor, Reason, planning
 from payoff.errors import StuckThreadsWarning
 from tests import tasks
 from tests.conftest import alive
@@ -213,3 +215,47 @@ def test_stopped_workers_are_woken_to_die_by_sigterm_after_a_timeout() -> None:
                           env=CHILD_ENV, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [-int(signal.SIGTERM)] * 2, proc.stdout
+
+
+def _probe_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "payoff-probe" and t.is_alive())
+
+
+@pytest.fixture
+def _release_hung_items() -> Iterator[None]:
+    tasks.HANG_RELEASE.clear()
+    try:
+        yield
+    finally:
+        tasks.HANG_RELEASE.set()
+
+
+@pytest.mark.usefixtures("_release_hung_items")
+def test_a_workload_whose_probe_hung_past_its_timeout_leaves_no_more_threads() -> None:
+    """A request that makes its function afresh (a partial, a lambda) and whose first item hangs: each call
+    probed on a new payoff thread again and left it stuck (14 -> 44 threads over 40 requests). Once a probe
+    outlived its call's timeout, the workload's next calls run in worker processes, which a timeout stops."""
+    before = _probe_threads()
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for _ in range(4):
+            with pytest.raises(TimeoutError):
+                ex.map(functools.partial(tasks.hang_on_zero), range(10), timeout=0.3)
+        record = ex.last_record
+    assert _probe_threads() - before == 1
+    assert sum(isinstance(w.message, StuckThreadsWarning) for w in seen) == 1
+    assert record is not None and record.selected_strategy == "processes", record.summary()
+    assert record.decision_reason is Reason.AUTO_ISOLATES_CRASHES
+
+
+@pytest.mark.usefixtures("_release_hung_items")
+def test_stuck_probe_threads_are_bounded_across_functions() -> None:
+    """Each function's first hung probe is one stuck thread; past STUCK_PROBES_LIMIT of them no call with a
+    timeout probes on a thread, whatever its function."""
+    before = _probe_threads()
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(planning.STUCK_PROBES_LIMIT + 2):  # each partial's keyword makes another function
+            with pytest.raises(TimeoutError):
+                ex.map(functools.partial(tasks.hang_on_zero, **{f"option{i}": i}), range(10), timeout=0.3)
+    assert _probe_threads() - before <= planning.STUCK_PROBES_LIMIT
