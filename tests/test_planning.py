@@ -388,6 +388,27 @@ def test_a_workload_whose_cost_keeps_flipping_is_probed_on_each_call() -> None:
     assert planned(cheap).fallback is Reason.TINY_WORKLOAD
 
 
+def test_a_losing_waiting_verdict_whose_items_ran_on_a_cpu_is_not_repeated_among_other_calls() -> None:
+    """A probe that met GIL or CPU waits read CPU work as waiting: auto_waiting put it on threads, which ran at
+    0.2x with the items on a CPU all their busy time. Measured among other calls, nothing was learned and
+    every later call went to threads again; now the next call is not auto_waiting."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, planning.Facts(5e-3, 0.1, 40, "", None, result_error=""))
+
+    def call() -> tuple[int, planning.Plan]:
+        started = time.monotonic_ns()
+        return started, planner.plan(planning.Call(tasks.spin, list(range(400)), ParallelConfig(max_workers=2),
+                                                   "auto", None, None, None, frozenset({"threads"}), 5))
+
+    started, first = call()
+    call()  # another call of the process starts meanwhile: the first's measurement is crowded
+    assert first.decision is Reason.AUTO_WAITING
+    record = replace(_finished(started, "threads", speedup=0.2, cpu_share=1.0), decision_reason=Reason.AUTO_WAITING)
+    planner.learn(record, tasks.spin)
+    _, later = call()
+    assert later.decision is not Reason.AUTO_WAITING, (later.strategy, later.probe.cpu_ratio)
+
+
 def test_a_shared_executor_keeps_cpu_bound_work_on_processes_under_many_threads() -> None:
     """One auto executor shared by 8 threads, each mapping a CPU-bound function: no call may be sent to threads
     as waiting work or kept serial by a verdict formed while the calls shared the pool (r19)."""

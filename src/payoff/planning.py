@@ -526,6 +526,13 @@ class Knowledge:
                                     earlier is not None and earlier < THREADS_KEEP_SPEEDUP)
                 facts.threads_speedup = speedup
 
+    def not_waiting(self, fn: Callable[..., Any]) -> None:
+        """Threads chosen for waiting work lost, their items on a CPU all their time: the probe misread CPU
+        work (it met GIL or CPU waits), and one correction, not a few smoothed ones, ends the thread runs."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.cpu_ratio = 1.0
+
     def crashed(self, fn: Callable[..., Any], detail: str) -> None:
         """``fn`` crashed a worker process (``detail`` says how): from now on it runs only in worker processes.
 
@@ -896,6 +903,9 @@ class Planner:
             self.knowledge.crashed(fn, crash)
         crowded = shared_pool or self._among_others(record.wall_seconds)
         self._event()
+        if record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads" \
+                and record.speedup < 1.0 and record.cpu_seconds >= GIL_BOUND_CORES * record.busy_seconds > 0:
+            self.knowledge.not_waiting(fn)  # its items ran on a CPU all their time: never waiting, crowded or not
         in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
