@@ -324,3 +324,31 @@ def hang_on_zero(x: int, **_options: object) -> int:
     if x == 0:
         HANG_RELEASE.wait(30)
     return x
+
+
+def joblib_inside(x: int) -> int:
+    """An item that runs ``joblib.Parallel`` itself (a scikit-learn ``n_jobs=-1`` fit does)."""
+    import joblib
+
+    return x + sum(joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(8)))
+
+
+def payoff_inside(x: int) -> int:
+    """An item that maps with a payoff process pool of its own."""
+    from payoff import ParallelConfig, ParallelExecutor
+
+    with ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2)) as ex:
+        return x + sum(ex.map(square, range(8)))
+
+
+def native_threads(_: object) -> dict[str, Any]:
+    """What a worker's loaded native libraries run (threadpoolctl) and the thread variables it sees."""
+    import numpy as np
+    import threadpoolctl
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # OpenBLAS is loaded and used, not just imported
+    return {"pid": os.getpid(),
+            "libs": {lib["internal_api"]: lib["num_threads"] for lib in threadpoolctl.threadpool_info()},
+            "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                            "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                                                            "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}}

@@ -42,6 +42,8 @@ from payoff.config import GRAMMAR, parse_ce_parallel
     ("idle_timeout=30", {"idle_timeout": 30.0}), ("idle_timeout=none", {"idle_timeout": None}),
     ("start_method=spawn", {"start_method": "spawn"}),
     ("start_timeout=900", {"pool_start_timeout": 900.0}), ("pool_start_timeout=1500ms", {"pool_start_timeout": 1.5}),
+    ("inner_threads=1", {"inner_threads": 1}), ("inner_threads=auto", {"inner_threads": None}),
+    ("inner_threads=off", {"inner_threads": 0}), ("inner_threads=0", {"inner_threads": 0}),
 ])
 def test_every_token_of_the_grammar(text: str, expected: dict[str, object]) -> None:
     assert parse_ce_parallel(text) == expected
@@ -68,6 +70,8 @@ def test_environment_is_read_when_the_config_is_built(monkeypatch: pytest.Monkey
     ("turbo", "'turbo'"), ("workers=0", "'workers=0'"), ("workers=two", "'workers=two'"),
     ("colour=blue", "'colour'"), ("tiny=soon", "'tiny=soon'"), ("granularity=row", "'granularity=row'"),
     ("on,off", "enabled"), ("task_bytes=0", "'task_bytes=0'"), ("force_serial=maybe", "'force_serial=maybe'"),
+    ("inner_threads=-1", "'inner_threads=-1'"), ("inner_threads=many", "'inner_threads=many'"),
+    ("inner_threads=100000", "'inner_threads=100000'"),
 ])
 def test_bad_tokens_raise_naming_the_token_and_the_grammar(text: str, named: str) -> None:
     with pytest.raises(ValueError, match="CE_PARALLEL") as info:
@@ -112,6 +116,10 @@ def test_token_soup_parses_or_raises_value_error(text: str) -> None:
     ({"pool_start_timeout": 0}, "pool_start_timeout"),
     ({"pool_start_timeout": None}, "pool_start_timeout"),
     ({"pool_start_timeout": float("inf")}, "pool_start_timeout"),
+    ({"inner_threads": -1}, "inner_threads"),
+    ({"inner_threads": 1.5}, "inner_threads"),
+    ({"inner_threads": True}, "inner_threads"),
+    ({"inner_threads": 10**6}, "inner_threads"),
 ])
 def test_invalid_config_raises_naming_the_field(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):

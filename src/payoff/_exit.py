@@ -142,3 +142,29 @@ def _run() -> None:
     for hook in _hooks:
         with contextlib.suppress(Exception):
             hook()
+
+
+_LOKY_REUSABLE = ("joblib.externals.loky.reusable_executor", "loky.reusable_executor")
+
+
+def stop_loky_before_joins() -> None:
+    """In a payoff worker, stop loky's reusable executor (``joblib.Parallel``'s) before the worker joins its
+    children at exit.
+
+    A worker whose items ran ``joblib.Parallel`` started loky workers, which wait
+    for more work for joblib's idle timeout (300 s). loky stops them from a
+    ``threading`` exit hook, but a ``multiprocessing`` child joins its children
+    first (see :func:`_before_child_joins`): the worker's exit, and with it the
+    pool's ``shutdown``, waited those five minutes.
+    """
+    from multiprocessing import util
+
+    util.Finalize(None, _stop_loky, exitpriority=FINALIZE_PRIORITY)
+
+
+def _stop_loky() -> None:
+    for name in _LOKY_REUSABLE:
+        executor = getattr(sys.modules.get(name), "_executor", None)
+        if executor is not None:
+            with contextlib.suppress(Exception):
+                executor.shutdown(wait=True)

@@ -29,6 +29,22 @@ def in_child(hook: Callable[[], None]) -> None:
         os.register_at_fork(after_in_child=hook)
 
 
+_forked = False
+
+
+def _note_forked() -> None:
+    global _forked
+    _forked = True
+
+
+in_child(_note_forked)
+
+
+def forked() -> bool:
+    """Whether this process began as an ``os.fork`` of one that had payoff imported: its module state is a copy."""
+    return _forked
+
+
 def keep(parent_owned: object) -> None:
     """Hold something of the parent's for the child's whole life, so that nothing in the child closes it."""
     _inherited.append(parent_owned)
@@ -94,3 +110,50 @@ def _renew_locks() -> None:
 
 
 in_child(_renew_locks)
+
+
+_LOKY_PACKAGES = ("joblib.externals.loky", "loky")
+"""joblib's vendored loky and the standalone package: each keeps its own reusable executor."""
+
+
+def forget_inherited_loky() -> None:
+    """Let ``joblib.Parallel`` in a forked payoff worker start its own executor instead of the parent's copy.
+
+    loky keeps one reusable executor per process in module globals. A fork copies
+    that object but not its manager thread or its worker processes, so joblib in
+    the child reuses it (same arguments, not marked broken or shut down) and
+    queues work nobody will ever take: the call never returns. In the child the
+    executor is forgotten, kept referenced so nothing here closes what is the
+    parent's, and the locks a parent thread may have held at the fork are new:
+    ``_executor_lock`` (held while the parent resolved or resized its executor)
+    and ``_global_shutdown_lock`` (held while it joined a manager thread). Both are
+    only ever held by a loky thread of this process, and this worker has no other
+    thread yet, so a fresh lock loses nothing. ``_threads_wakeups`` names the
+    parent's manager threads, which do not run here: loky's exit handler would
+    wake them under their executors' locks, so it is emptied (``multiprocessing``
+    does so in its own children already). joblib's note of the last executor's
+    arguments goes too: with no executor it decides nothing.
+
+    Called by payoff's worker start-up only, never for every fork of the program.
+    """
+    for package in _LOKY_PACKAGES:
+        reusable = _module_state(package + ".reusable_executor")
+        if "_executor" in reusable:
+            if reusable["_executor"] is not None:
+                keep(reusable["_executor"])
+            reusable.update(_executor=None, _executor_kwargs=None, _executor_lock=threading.RLock())
+        executor = _module_state(package + ".process_executor")
+        if "_global_shutdown_lock" in executor:
+            executor["_global_shutdown_lock"] = threading.Lock()
+            wakeups = executor.get("_threads_wakeups")
+            if isinstance(wakeups, weakref.WeakKeyDictionary):
+                wakeups.clear()
+    memmapping = _module_state("joblib.executor")
+    if "_executor_args" in memmapping:
+        memmapping["_executor_args"] = None
+
+
+def _module_state(name: str) -> dict[str, Any]:
+    """A loaded module's globals; empty for one not loaded (then nothing of it was inherited)."""
+    module = sys.modules.get(name)
+    return vars(module) if module is not None else {}

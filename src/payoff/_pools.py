@@ -58,6 +58,8 @@ class PoolKey:
     address: str | None = None
     target: Any = None
     """A user's executor or dask Client, compared by identity."""
+    inner_threads: int | None = None
+    """``ParallelConfig.inner_threads`` of a process pool: its workers applied it when they started."""
 
     def serves(self, other: PoolKey) -> bool:
         """Whether this pool can run a call that asks for ``other``: the same one, or a thread pool with at least
@@ -66,7 +68,8 @@ class PoolKey:
         enough = self.workers == other.workers or (self.strategy == "threads" and self.workers > other.workers)
         return (self.strategy == other.strategy and enough
                 and self.target is other.target and self.start_method == other.start_method
-                and self.address == other.address and _same(self.initializer, other.initializer)
+                and self.address == other.address and self.inner_threads == other.inner_threads
+                and _same(self.initializer, other.initializer)
                 and len(self.initargs) == len(other.initargs)
                 and all(_same(a, b) for a, b in zip(self.initargs, other.initargs, strict=True)))
 
@@ -75,7 +78,8 @@ def pool_key(config: ParallelConfig, strategy: str, workers: int) -> PoolKey:
     """The key of the pool ``config`` describes for ``strategy`` with ``workers``."""
     target = config.strategy if not isinstance(config.strategy, str) else None
     return PoolKey(strategy, workers, config.worker_initializer, config.worker_init_args, config.start_method,
-                   config.address if strategy == "dask" else None, target)
+                   config.address if strategy == "dask" else None, target,
+                   config.inner_threads if strategy in ("processes", "joblib") else None)
 
 
 @dataclass(eq=False)

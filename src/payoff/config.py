@@ -79,6 +79,13 @@ class ParallelConfig:
     limited by waiting, not cores, so auto runs more threads than cores, as many as the measured wait
     fraction needs, up to this (``ThreadPoolExecutor``'s own default cap is 32)."""
 
+    inner_threads: int | None = None
+    """Threads each process worker's native libraries (OpenBLAS, MKL, BLIS, OpenMP, numexpr) may run.
+    None: the CPU capacity divided by the workers, at least 1, as loky does under ``joblib.Parallel``, leaving
+    alone a library whose variable (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ...) the user set. A number:
+    that many, over those variables too. 0: leave the libraries as they are. Threads and dask workers are not
+    limited. Part of a pool's identity."""
+
     def __post_init__(self) -> None:
         _plain_numbers(self)
         _validate(self)
@@ -310,6 +317,21 @@ def _check_seconds(name: str, value: object) -> None:
         )
 
 
+MAX_INNER_THREADS_PER_CPU = 4
+"""Native threads allowed per usable CPU in one worker: more is oversubscription on purpose, or a typo."""
+
+
+def _check_inner_threads(name: str, value: object) -> None:
+    if value is None:
+        return
+    limit = MAX_INNER_THREADS_PER_CPU * usable_cpus()
+    if not _is_int(value) or not 0 <= value <= limit:
+        raise ValueError(
+            f"ParallelConfig.{name} must be None (CPU capacity // workers), 0 (leave native thread pools alone) "
+            f"or an int from 1 to at most {limit} ({MAX_INNER_THREADS_PER_CPU} per usable CPU), got {_shown(value)}"
+        )
+
+
 def _check_start_timeout(name: str, value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= MAX_SECONDS:
         raise ValueError(f"ParallelConfig.{name} must be a finite number of seconds above 0 and at most "
@@ -388,6 +410,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, object], None]] = {
     "pool_start_timeout": _check_start_timeout,
     "task_size_hint_bytes": _check_bytes,
     "address": _check_address,
+    "inner_threads": _check_inner_threads,
 }
 """Checks of single fields, shared by the constructor and the CE_PARALLEL parser so that a
 bad value in the environment is reported with the token that set it."""
@@ -402,7 +425,8 @@ GRAMMAR = (
     "workers=N; waiting_workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
     "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; start_timeout=SECONDS; "
-    "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask). N may be 'auto' for automatic. "
+    "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask); "
+    "inner_threads=N|auto|off (native BLAS/OpenMP threads per process worker). N may be 'auto' for automatic. "
     "Numbers use ASCII digits; workers is at most 64 per usable CPU, other N and BYTES at most 2**63-1, "
     "SECONDS at most one year."
 )
@@ -437,6 +461,12 @@ def _whole_number(text: str, expected: str) -> int:
 
 def _whole_count(text: str) -> int:
     return _whole_number(text, "expected a whole number >= 1")
+
+
+def _threads(text: str) -> int | None:
+    if text in ("off", "0"):
+        return 0
+    return _int_or_auto(text)
 
 
 def _int_or_auto(text: str) -> int | None:
@@ -532,6 +562,7 @@ _KEYS.update({
     "strategy": ("strategy", _choice(STRATEGY_NAMES)),
     "start_method": ("start_method", _choice(START_METHODS)),
     "address": ("address", lambda text: text),
+    "inner_threads": ("inner_threads", _threads),
 })
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, overload
 
+from payoff import _exit, _forks
+from payoff._native_threads import limit_here
 from payoff.errors import RemoteError, RemoteTraceback
 
 _local = threading.local()
@@ -803,16 +805,26 @@ def _caused_by_worker(error: BaseException, traceback_text: str) -> None:
 
 
 def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...], parent: int | None = None,
-                 report_dir: str | None = None, owner: int | None = None) -> None:
-    """Runs once per worker process: marks it as a worker, watches the parent, then the user's initializer.
+                 report_dir: str | None = None, owner: int | None = None,
+                 native_threads: tuple[int, bool] | None = None) -> None:
+    """Runs once per worker process: marks it as a worker, limits native threads, watches the parent, then the
+    user's initializer.
 
     ``parent`` is the pid of the process that made the pool: one that died
     while this worker was still starting left it adopted already. What the
     initializer raises is also written to ``report_dir``: the pool only tells
-    the parent that a worker ended.
+    the parent that a worker ended. ``native_threads`` is what
+    :func:`payoff._native_threads.per_worker` decided for the pool. A forked
+    worker first drops the parent's copy of loky's executor, while it is still
+    the only thread here, so ``joblib.Parallel`` in its items starts its own.
     """
     global _in_worker_process
     _in_worker_process = True
+    if _forks.forked():
+        _forks.forget_inherited_loky()
+    _exit.stop_loky_before_joins()
+    if native_threads is not None:
+        limit_here(*native_threads)
     _watch_parent(os.getppid() if parent is None else parent, owner)
     if user_init is None:
         return

@@ -41,6 +41,7 @@ def make_strategy(name: str, workers: int, config: ParallelConfig) -> Strategy:
     else:
         strategy = cls(*args)
     strategy.start_timeout = config.pool_start_timeout
+    strategy.inner_threads = config.inner_threads
     return strategy
 
 

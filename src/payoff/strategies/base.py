@@ -85,6 +85,8 @@ class Strategy(ABC):
         """Which call stopped this pool on purpose (its timeout, a cancel): the others lost work, not a worker."""
         self.start_timeout: float = ParallelConfig.pool_start_timeout
         """``ParallelConfig.pool_start_timeout``: the longest a start waits for its workers without a call timeout."""
+        self.inner_threads: int | None = None
+        """``ParallelConfig.inner_threads``: the native threads (BLAS, OpenMP) a process worker may run."""
 
     def start(self, stop: StartStop | None = None) -> float:
         """Create the pool and prove every worker is up; returns seconds spent.

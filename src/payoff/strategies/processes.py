@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from payoff import _exit
+from payoff._native_threads import per_worker
 from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
@@ -166,7 +167,8 @@ class PickledPoolStrategy(Strategy):
     _init_dir: ScratchDir | None = None
 
     def _init_args(self, parent: int | None, owner: int | None = None) -> tuple[Any, ...]:
-        """``init_process``'s arguments; a pool with an initializer gets a folder its workers report to.
+        """``init_process``'s arguments; a pool with an initializer gets a folder its workers report to, and every
+        pool its workers' native thread limit (decided now, from the CPU capacity of now).
 
         Where no folder can be made (a read-only or full temp folder), the pool starts without it: a worker
         whose initializer fails then breaks the pool with less to say, as a stdlib pool's would.
@@ -175,7 +177,7 @@ class PickledPoolStrategy(Strategy):
             with contextlib.suppress(OSError):
                 self._init_dir = ScratchDir("payoff-init-")
         return (self.initializer, self.initargs, parent, None if self._init_dir is None else self._init_dir.path,
-                owner)
+                owner, per_worker(self.inner_threads, self.workers))
 
     def _init_error(self) -> WorkerInitError | None:
         report = read_init_failure(self._init_dir.path) if self._init_dir is not None else None

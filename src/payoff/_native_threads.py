@@ -1,0 +1,61 @@
+"""How many threads the native libraries in a process worker (BLAS, OpenMP) may run.
+
+OpenBLAS, MKL, BLIS and OpenMP each start a thread per core for one call. In
+a pool of process workers every worker does, so two workers on two cores run
+four busy threads that take turns: a BLAS-heavy map ran ten times slower than
+a loop, and each worker's timing included the waits for its helper threads, so
+the record still claimed a gain. Like loky under ``joblib.Parallel``, each
+worker gets ``capacity // workers`` threads (at least one): the limits go to
+the libraries already loaded (``threadpoolctl``, which a forked worker needs:
+its libraries read their settings in the parent) and into the worker's
+environment for those loaded later. A variable the user set in the environment
+stays theirs unless ``ParallelConfig.inner_threads`` names a number.
+"""
+
+from __future__ import annotations
+
+import os
+
+USER_SETS: dict[str, tuple[str, ...]] = {
+    "OMP_NUM_THREADS": ("OMP_NUM_THREADS",),
+    "OPENBLAS_NUM_THREADS": ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"),
+    "MKL_NUM_THREADS": ("MKL_NUM_THREADS", "OMP_NUM_THREADS"),
+    "BLIS_NUM_THREADS": ("BLIS_NUM_THREADS", "OMP_NUM_THREADS"),
+    "VECLIB_MAXIMUM_THREADS": ("VECLIB_MAXIMUM_THREADS",),
+    "NUMEXPR_NUM_THREADS": ("NUMEXPR_NUM_THREADS", "OMP_NUM_THREADS"),
+}
+"""Each variable payoff sets in a worker, and those that, set by the user, leave it to them: OpenBLAS, MKL,
+BLIS and numexpr fall back to ``OMP_NUM_THREADS``, so a user's ``OMP_NUM_THREADS=4`` is their setting too."""
+
+_LIBRARY_VARIABLE = {"openblas": "OPENBLAS_NUM_THREADS", "mkl": "MKL_NUM_THREADS", "blis": "BLIS_NUM_THREADS",
+                     "openmp": "OMP_NUM_THREADS"}
+"""threadpoolctl's ``internal_api`` of a loaded library, and the variable it reads; others go by OpenMP's."""
+
+
+def per_worker(inner_threads: int | None, workers: int) -> tuple[int, bool] | None:
+    """The threads each of ``workers`` workers' native libraries may run, and whether that is the user's number
+    (which then overrides their environment variables); None to leave the libraries alone (``inner_threads=0``)."""
+    if inner_threads is None:
+        from payoff.config import cpu_capacity  # not at import: workers import this module, and config numpy
+
+        return max(1, int(cpu_capacity() // max(1, workers))), False
+    return (inner_threads, True) if inner_threads > 0 else None
+
+
+def _users(name: str, environ: dict[str, str]) -> bool:
+    return any(environ.get(var, "").strip() for var in USER_SETS.get(name, ("OMP_NUM_THREADS",)))
+
+
+def limit_here(threads: int, forced: bool) -> None:
+    """In a worker: set the variables the user left unset (all of them if ``forced``), then limit the loaded
+    libraries whose variables those are. Runs before the user's ``worker_initializer``, which may change it."""
+    user = dict(os.environ)
+    for name in USER_SETS:
+        if forced or not _users(name, user):
+            os.environ[name] = str(threads)
+    from threadpoolctl import ThreadpoolController  # here: a worker that never limits never pays its import
+
+    for lib in ThreadpoolController().lib_controllers:
+        variable = _LIBRARY_VARIABLE.get(lib.internal_api, "OMP_NUM_THREADS")
+        if forced or not _users(variable, user):
+            lib.set_num_threads(threads)
