@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
 from payoff.strategies import cluster as clusters
+from payoff.strategies import dask as dask_strategy
 from payoff.telemetry import FALLBACK_WARNINGS
 from payoff.telemetry.metrics import PrometheusMetrics
 from tests import tasks
@@ -455,10 +456,12 @@ def test_a_scheduler_gone_between_calls_falls_back_and_is_remembered() -> None:
         clusters.clear()
         cluster.close()
 
-def test_a_cluster_with_no_workers_falls_back_instead_of_waiting_for_ever() -> None:
+def test_a_cluster_with_no_workers_falls_back_instead_of_waiting_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
     """A scheduler with no worker (none started yet, an adaptive cluster at zero): the map's chunks waited
     there for ever, with no warning, however long (helper 46, F1). The pool start waits a bounded time for a
-    first worker, then the call falls back with ``init_failure`` saying the cluster has no workers."""
+    first worker (10 s; 2 s here, to keep the suite short), then the call falls back with ``init_failure``
+    saying the cluster has no workers."""
+    monkeypatch.setattr(dask_strategy, "FIRST_WORKER_SECONDS", 2.0)
     cluster = local_cluster(0)
     try:
         results, record = _map_in_a_thread(cluster.scheduler_address, 10, 90, "map hung on a cluster with no workers")
@@ -471,10 +474,13 @@ def test_a_cluster_with_no_workers_falls_back_instead_of_waiting_for_ever() -> N
         cluster.close()
 
 
-def test_a_cluster_whose_workers_all_left_during_a_map_ends_the_call() -> None:
+def test_a_cluster_whose_workers_all_left_during_a_map_ends_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every worker of the user's cluster went mid-map and none came back: the chunks waited on the scheduler
     for ever (helper 46, F1). After a bounded wait they count as lost; the fresh pool finds no worker either,
-    so the call ends with an error naming the cause, and no crash is held against the function."""
+    so the call ends with an error naming the cause, and no crash is held against the function. Both waits
+    (10 s each) are 2 s here, to keep the suite short."""
+    monkeypatch.setattr(dask_strategy, "NO_WORKERS_SECONDS", 2.0)
+    monkeypatch.setattr(dask_strategy, "FIRST_WORKER_SECONDS", 2.0)
     from payoff import planning
     from payoff.errors import WorkerCrashedError
 

@@ -449,13 +449,19 @@ def _failures(stdout: str, limit: int = 12_000) -> str:
 
 
 @pytest.mark.slow
+def _reads_the_tree(test_file: Path) -> bool:
+    """Whether a test file reads the tree beyond the package and ``tests/`` (docs, dashboards, deploy, the
+    README, or runs children from it): it names the tree's root or its own path."""
+    return re.search(r"\bROOT\b|Path\(__file__\)", test_file.read_text()) is not None
+
+
 def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
     """The sdist's own tests, from the sdist unpacked elsewhere, on its own ``src`` (this venv's tools).
 
-    Every test collects. Every test not marked ``slow`` runs, except ``tests/reliability``'s, of which
-    one runs (a child interpreter started from the unpacked tree): they read nothing from the tree but
-    the package and ``tests/``, and this run checks the tree, while the checkout's run exercises the
-    same code (running them twice took half of the suite's time). The end-to-end files of
+    Every test collects. The files that read the tree beyond the package and ``tests/`` run (tests not
+    marked ``slow``), and one of ``tests/reliability`` (a child interpreter started from the unpacked
+    tree): the others read nothing the checkout's run does not, and exercise the same code there
+    (running every file twice took half of the suite's time, then a sixth). The end-to-end files of
     :data:`~tests.conftest.SDIST_HEAVY` skip there, each saying why.
     """
     with tarfile.open(dists / SDIST) as tf:
@@ -470,7 +476,9 @@ def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
                      env=env, cwd=unpacked, check=False)
     assert collected.returncode == 0 and re.search(r"^\d+ tests collected", collected.stdout, re.M), \
         f"the sdist's tests do not all collect:\n{collected.stdout[-3000:]}\n{collected.stderr[-2000:]}"
-    files = sorted(str(p.relative_to(unpacked)) for p in (unpacked / "tests").glob("test_*.py"))
+    files = sorted(str(p.relative_to(unpacked)) for p in (unpacked / "tests").glob("test_*.py")
+                   if _reads_the_tree(p) or p.name in SDIST_HEAVY)  # the heavy ones to see them skip
+    assert "tests/test_docs.py" in files and "tests/test_planning.py" not in files, files
     done = _run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-m", "not slow", *files,
                  SDIST_RELIABILITY_SAMPLE], timeout=900, env=env, cwd=unpacked, check=False)
     tail = "\n".join(done.stdout.splitlines()[-40:])
