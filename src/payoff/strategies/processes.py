@@ -474,7 +474,8 @@ def _internals(pool: Any) -> tuple[Any, Any]:
     closing it then failed a program's exit with ``EBADF``. ``kill`` waits for
     the thread, bounded, so a stopped pool's manager has ended before that hook.
     """
-    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    stdlib = isinstance(pool, ProcessPoolExecutor)  # loky's manager reads its pipe its own way: left as it was
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None) if stdlib else None
     return writer, getattr(pool, "_executor_manager_thread", None)
 
 
