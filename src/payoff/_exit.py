@@ -27,6 +27,8 @@ import time
 import weakref
 from collections.abc import Callable
 
+from payoff._forks import LOKY_PACKAGES
+
 _hooks: list[Callable[[], None]] = []
 _ran_in: int | None = None
 """The process that ran the hooks: a forked child inherits the flag but must run its own."""
@@ -144,9 +146,6 @@ def _run() -> None:
             hook()
 
 
-_LOKY_REUSABLE = ("joblib.externals.loky.reusable_executor", "loky.reusable_executor")
-
-
 def stop_loky_before_joins() -> None:
     """In a payoff worker, stop loky's reusable executor (``joblib.Parallel``'s) before the worker joins its
     children at exit.
@@ -163,8 +162,8 @@ def stop_loky_before_joins() -> None:
 
 
 def _stop_loky() -> None:
-    for name in _LOKY_REUSABLE:
-        executor = getattr(sys.modules.get(name), "_executor", None)
+    for package in LOKY_PACKAGES:
+        executor = getattr(sys.modules.get(package + ".reusable_executor"), "_executor", None)
         if executor is not None:
             with contextlib.suppress(Exception):
                 executor.shutdown(wait=True)

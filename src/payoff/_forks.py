@@ -112,7 +112,7 @@ def _renew_locks() -> None:
 in_child(_renew_locks)
 
 
-_LOKY_PACKAGES = ("joblib.externals.loky", "loky")
+LOKY_PACKAGES = ("joblib.externals.loky", "loky")
 """joblib's vendored loky and the standalone package: each keeps its own reusable executor."""
 
 
@@ -136,7 +136,7 @@ def forget_inherited_loky() -> None:
 
     Called by payoff's worker start-up only, never for every fork of the program.
     """
-    for package in _LOKY_PACKAGES:
+    for package in LOKY_PACKAGES:
         reusable = _module_state(package + ".reusable_executor")
         if "_executor" in reusable:
             if reusable["_executor"] is not None:

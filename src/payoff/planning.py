@@ -447,15 +447,11 @@ class Knowledge:
             if facts is None:
                 return False
             a = self.SMOOTHING
-            if seconds_per_item > 0:
-                shifted = max(seconds_per_item, facts.seconds_per_item) \
-                    > COST_SHIFT * min(seconds_per_item, facts.seconds_per_item)
-                facts.shifts = ((facts.shifts << 1) | shifted) & ((1 << COST_HISTORY) - 1)  # adopted or not
-                if _correct_cost(facts, seconds_per_item, n_items, a):  # verdicts at the old cost say nothing
-                    facts.verdicts.clear()
-                    facts.held.clear()
-                    facts.retries.clear()
-                    facts.threads_speedup = None
+            if seconds_per_item > 0 and _correct_cost(facts, seconds_per_item, n_items, a):
+                facts.verdicts.clear()  # a gain or loss measured at the old cost says nothing of these items
+                facts.held.clear()
+                facts.retries.clear()
+                facts.threads_speedup = None
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
                 share = min(1.0, max(0.01, cpu_ratio))
@@ -584,11 +580,12 @@ def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: f
     of 5,000 items went to worker processes (30-120 ms against 0.35 ms for a loop).
     """
     known, known_n = facts.seconds_per_item, facts.measured_items
+    shifted = max(seconds_per_item, known) > COST_SHIFT * min(seconds_per_item, known)
+    facts.shifts = ((facts.shifts << 1) | shifted) & ((1 << COST_HISTORY) - 1)  # adopted or not: see _unsteady
     if not _sound(n_items, seconds_per_item) and facts.sound:
         share = min(weight, n_items / (n_items + known_n))
         facts.seconds_per_item = (1 - share) * known + share * seconds_per_item
         return False
-    shifted = max(seconds_per_item, known) > COST_SHIFT * min(seconds_per_item, known)
     if (shifted and _sound(n_items, seconds_per_item)) or (not facts.sound and n_items >= known_n):
         facts.seconds_per_item, facts.measured_items = seconds_per_item, n_items
         return shifted
