@@ -36,6 +36,7 @@ from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site
 from payoff.reasons import Reason, initial_decision
 from payoff.record import ESTIMATE_OVERTURNED, LOCAL_PROCESS_POOLS, MapRecord, items_seconds
+from payoff.scheduling import even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
 from payoff.worker import CancelToken, ChunkOutcome, Star, in_worker, run_chunk
@@ -1842,7 +1843,11 @@ def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost:
         return max(1, min(fixed, remaining))
     balanced = math.ceil(remaining / (workers * CHUNKS_PER_WORKER))
     if cost is not None and cost > 0:
-        balanced = max(balanced, _work_floor(costs, strategy, cost))
+        floor = _work_floor(costs, strategy, cost)
+        even = even_chunks(remaining, workers, floor) if floor >= balanced else None
+        if even is not None:  # the floor would set the size: equal chunks, no runt (as the schedule cuts them)
+            return math.ceil(remaining / even)
+        balanced = max(balanced, floor)
     return max(1, min(balanced, math.ceil(remaining / workers)))
 
 

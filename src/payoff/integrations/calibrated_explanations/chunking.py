@@ -44,10 +44,11 @@ def ce_chunk_sizes(
     if workers <= 1:
         return [n_instances]
     floor = math.ceil(n_instances / (workers * MAX_TASKS_PER_WORKER))
-    if seconds_per_instance and seconds_per_task is not None:
-        floor = math.ceil(seconds_per_task / FIXED_COST_SHARE / seconds_per_instance)
+    measured = bool(seconds_per_instance and seconds_per_task is not None)
+    if measured:
+        floor = math.ceil(seconds_per_task / FIXED_COST_SHARE / seconds_per_instance)  # type: ignore[operator]
     floor = max(1, min(floor, math.ceil(n_instances / (2 * workers))))  # a noisy fit must not cost the balance
-    return guided_sizes(n_instances, workers, floor)
+    return guided_sizes(n_instances, workers, floor, even_start=measured)
 
 
 class CostFit:
