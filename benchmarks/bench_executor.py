@@ -46,6 +46,7 @@ import math
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -483,7 +484,23 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\nwrote {args.out}")
+    if not args.rows and not args.quick and args.out == RESULTS / "executor_matrix.json":
+        note_run(data["targets"])
     return 0  # a measurement, not a test: the verdict is in the output and the file
+
+
+HISTORY = RESULTS / "matrix_history.json"
+"""Every full recorded run's verdict: one run is one draw of this machine's noise, the history shows the spread."""
+
+
+def note_run(targets: dict[str, dict[str, Any]]) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent, check=False).stdout.strip()
+    runs = json.loads(HISTORY.read_text()) if HISTORY.exists() else []
+    runs.append({"date": time.strftime("%Y-%m-%d %H:%M"), "commit": commit or "?",
+                 "met": sum(t["ok"] for t in targets.values()), "total": len(targets),
+                 "missed": [f"{t['row'].split()[0]} {t['target']}" for t in targets.values() if not t["ok"]]})
+    HISTORY.write_text(json.dumps(runs, indent=2) + "\n")
 
 
 def _row_order(names: dict[str, Any]) -> list[str]:

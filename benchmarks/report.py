@@ -96,6 +96,7 @@ def matrix_section(data: dict[str, Any]) -> list[str]:
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += _paired_lines(data.get("paired", {}))
     lines += _matrix_targets(data)
+    lines += _history_lines()
     plans: dict[str, str] = data.get("auto_plan", {})
     if plans:
         lines += ["", "What `payoff auto` did on its last call of each row:", ""]
@@ -128,6 +129,26 @@ def _paired_lines(paired: dict[str, dict[str, dict[str, float]]]) -> list[str]:
         cells = [f"{per[c]['measured']:.2f}x / {per[c]['estimate']:.2f}x "
                  f"({per[c]['estimate'] / per[c]['measured'] - 1:+.1%})" if c in per else "-" for c in columns]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _history_lines() -> list[str]:
+    path = RESULTS / "matrix_history.json"
+    if not path.exists():
+        return []
+    runs: list[dict[str, Any]] = json.loads(path.read_text())
+    lines = ["", "Every full run, as recorded (`benchmarks/results/matrix_history.json`; each full run of "
+             "`bench_executor.py` adds its line). One run is one draw of this machine's noise: on short rows the "
+             "same code moves between met and missed from run to run. Within a run it moves too: on 2026-12-01 "
+             "the same 50-item chunk of W6 (2 workers, no other load) took 2.4 ms of CPU time in one call and "
+             "3.4 ms in another moments later, on both workers at once (`MapRecord.chunks[i].cpu_ns` over 200 "
+             "calls), while two processes spinning alone showed none against one (the fastest of 10 spins "
+             "each); so cells measured seconds apart, as the matrix's are, differ by up to a third on rows "
+             "whose calls last milliseconds.",
+             "", "| recorded | commit | targets met | missed |", "|---|---|---|---|"]
+    for run in runs[-8:]:
+        missed = ", ".join(run.get("missed") or []) or "-"
+        lines.append(f"| {run['date']} | {run['commit']} | {run['met']} of {run['total']} | {missed} |")
     return lines
 
 
