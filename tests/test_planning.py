@@ -751,3 +751,32 @@ def test_an_estimate_the_items_confirmed_is_left_as_it_was_planned() -> None:
     assert builder.build().fallback_detail == "10 items x 1.0 ms = 10 ms of work"
     builder.planned_cost = 1e-5  # the same items planned at 100x less
     assert builder.build().fallback_detail.startswith(OVERTURNED)
+
+
+def test_threads_that_saturate_the_gil_by_their_number_do_not_make_waiting_items_cpu_bound() -> None:
+    """400 items of a 5 ms sleep (0.1 ms of CPU) on 32 threads, while other programs loaded both cores: the
+    threads' CPU time together reached 0.8 of the call's wall time, which reads as GIL-bound (share 1.0).
+    Blended into the remembered share of 0.02, the next call ran 7 threads instead of 32 (9.5x the loop
+    instead of 22x) and recorded 1.0x. Items that hold the GIL for a few percent of their time do not become
+    CPU-bound; 32 of them at once only keep the GIL busy."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, planning.Facts(5.2e-3, 0.02, 40, "", None, result_error=""))
+    config = ParallelConfig()
+
+    def planned() -> planning.Plan:
+        return planner.plan(planning.Call(tasks.spin, list(range(400)), config, "auto", None, None, None,
+                                          frozenset({"threads"}), 5))
+
+    started, first = time.monotonic_ns(), planned()
+    assert first.decision is Reason.AUTO_WAITING and first.workers == config.max_waiting_workers
+    time.sleep(0.005)
+    busy = 400 * 6.5e-3
+    record = replace(_finished(started, "threads", speedup=26.0, per_item=6.5e-3, n_items=400),
+                     decision_reason=Reason.AUTO_WAITING, workers=first.workers)
+    record = replace(record, cpu_seconds=0.85 * record.wall_seconds, busy_seconds=busy)
+    assert record.cpu_seconds >= planning.GIL_BOUND_CORES * record.wall_seconds
+    planner.learn(record, tasks.spin)
+    later = planned()
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.cpu_ratio < planning.WAITING_CPU_RATIO / 4, facts.cpu_ratio
+    assert later.decision is Reason.AUTO_WAITING and later.workers == config.max_waiting_workers, later.workers
