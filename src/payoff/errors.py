@@ -171,5 +171,17 @@ class ModuleReloadedWarning(UserWarning):
     """
 
 
-__all__ = ["ClusterNotReadyError", "ModuleReloadedWarning", "PoolStartTimeoutError", "PoolStoppedError", "RemoteError",
-           "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError", "WorkerInitError", "describe_exit"]
+class EventLoopBlockedWarning(RuntimeWarning):
+    """A ``map`` ran straight in a coroutine (or a callback) of a running asyncio event loop, so no other task
+    of that loop ran until it returned: a service's other requests waited for it.
+
+    Said once per call site, when the call held the loop longer than the loop's ``slow_callback_duration``
+    (asyncio's own bar for a slow step, 0.1 s unless set); never for a notebook cell, which runs inside the
+    kernel's loop and is meant to block. ``await asyncio.to_thread(ex.map, fn, items)`` runs the map in a thread
+    and leaves the loop free (docs/quickstart.md, "From asyncio code").
+    """
+
+
+__all__ = ["ClusterNotReadyError", "EventLoopBlockedWarning", "ModuleReloadedWarning", "PoolStartTimeoutError",
+           "PoolStoppedError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError",
+           "WorkerInitError", "describe_exit"]

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from payoff import _exit, _forks, planning
+from payoff._event_loop import blocking_loop, warn_if_held
 from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._source import Source
@@ -140,6 +141,8 @@ class ParallelExecutor:
         item runs, as ``concurrent.futures``' ``map`` submits every item first: items valid only until the
         next read (``itertools.groupby``'s groups) need ``imap`` or a list (docs/reliability.md).
         """
+        loop = blocking_loop()
+        started = time.monotonic()
         fn, items = _spread(fn, iterables)
         chunksize, granularity, timeout = _plain_call(chunksize, granularity, timeout)
         out: list[Any] | None = None
@@ -151,7 +154,10 @@ class ParallelExecutor:
                 out = block
             else:
                 out.extend(block)
-        return [] if out is None else out
+        out = [] if out is None else out
+        if loop is not None and not in_worker():  # a map in an item of a serial map: the outer call is said
+            warn_if_held(loop, started, len(out))
+        return out
 
     def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], **options: Any) -> list[Any]:
         """``[fn(*args) for args in iterable]``; takes :meth:`map`'s keyword options."""

@@ -156,6 +156,16 @@ def warn_at_call_site(warning: Warning) -> None:
                            registry=site.registry)
 
 
+def warning_action(text: str, category: type[Warning], module: str, lineno: int) -> str:
+    """The action the warnings filters prescribe, matched as ``warnings`` itself does: for a warning whose text
+    varies (a count, a duration) but which is said once per call site, where the stdlib would key on the text."""
+    for action, msg, cat, mod, ln in warnings.filters:
+        if ((msg is None or msg.match(text)) and issubclass(category, cat)
+                and (mod is None or mod.match(module)) and (ln == 0 or lineno == ln)):
+            return str(action)
+    return str(getattr(warnings, "defaultaction", "default"))
+
+
 def find_call_site() -> CallSite:
     """The first frame outside payoff, registered libraries and contextlib: the user's line, for warnings."""
     prefixes = (_PACKAGE_DIR, _CONTEXTLIB, *_library_dirs)

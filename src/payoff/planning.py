@@ -33,7 +33,7 @@ from payoff import _forks
 from payoff._outer_pools import outer_pool
 from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
-from payoff.observers import find_call_site, warn_at_call_site
+from payoff.observers import find_call_site, warn_at_call_site, warning_action
 from payoff.reasons import Reason, initial_decision
 from payoff.record import ESTIMATE_OVERTURNED, GIL_PRICED_RATIO, LOCAL_PROCESS_POOLS, MapRecord, items_seconds
 from payoff.scheduling import even_chunks
@@ -1491,13 +1491,13 @@ def _refuse_the_caller(call: Call, probe: Probe, strategy: str, why: tuple[Reaso
             "strategy='threads'")
     if call.requested == "auto":
         return
-    from payoff.telemetry.warnings import ParallelFallbackWarning, _action
+    from payoff.telemetry.warnings import ParallelFallbackWarning
 
     site = find_call_site()
     text = (f"payoff: the items of this call would run serially in this process instead of {call.requested} "
             f"({reason.value}): {detail}. Nothing ran: a warnings filter makes ParallelFallbackWarning an error "
             f"here. {reason.advice_sentence}")
-    if _action(text, ParallelFallbackWarning, site.module, site.lineno) == "error":
+    if warning_action(text, ParallelFallbackWarning, site.module, site.lineno) == "error":
         raise ParallelFallbackWarning(text, reason)
 
 

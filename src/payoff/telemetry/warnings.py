@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 
 from payoff import _forks
-from payoff.observers import CallInfo, CallSite, Observer
+from payoff.observers import CallInfo, CallSite, Observer, warning_action
 from payoff.reasons import Reason
 from payoff.record import MapRecord, advice_of
 
@@ -38,15 +38,6 @@ def fallback_message(record: MapRecord) -> str:
             f"{record.fallback_detail or reason.meaning}. {advice[:1].upper()}{advice[1:]}{'.' * bool(advice)}")
 
 
-def _action(text: str, category: type[Warning], module: str, lineno: int) -> str:
-    """The action the warnings filters prescribe, matched as ``warnings`` itself does."""
-    for action, msg, cat, mod, ln in warnings.filters:
-        if ((msg is None or msg.match(text)) and issubclass(category, cat)
-                and (mod is None or mod.match(module)) and (ln == 0 or lineno == ln)):
-            return str(action)
-    return str(getattr(warnings, "defaultaction", "default"))
-
-
 class FallbackWarnings(Observer):
     """Warns at the user's call site whenever a call fell back to serial."""
 
@@ -64,7 +55,7 @@ class FallbackWarnings(Observer):
         self.emit(call.site, reason, fallback_message(record), record)
 
     def emit(self, site: CallSite, reason: Reason, text: str, record: MapRecord | None) -> None:
-        action = _action(text, ParallelFallbackWarning, site.module, site.lineno)
+        action = warning_action(text, ParallelFallbackWarning, site.module, site.lineno)
         if action == "ignore":
             return
         key: tuple[object, ...] | None = {

@@ -1,0 +1,71 @@
+"""A blocking ``map`` called straight on a running asyncio event loop: said once per call site.
+
+In a service (FastAPI, aiohttp) every request is a task of one loop. A ``map``
+called in a handler's coroutine holds that loop for the whole call, so the
+other requests wait, with nothing in the record to say why: the call itself ran
+as well as it would anywhere. ``await asyncio.to_thread(ex.map, ...)`` is the
+way; a map run like that has no loop in its thread and is not looked at again.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from typing import Any
+
+from payoff import _forks
+from payoff.errors import EventLoopBlockedWarning
+from payoff.observers import find_call_site, warning_action
+
+_KERNELS = ("ipykernel", "IPython")
+"""A notebook cell runs inside the kernel's loop (in its ``shell_main`` task): a cell that maps is meant to block."""
+
+_seen: set[tuple[object, ...]] = set()
+_lock = _forks.Lock()
+
+
+def blocking_loop() -> Any | None:
+    """The asyncio loop this thread runs now and a map here would hold, if any.
+
+    asyncio is not imported for a program that never imported it: no loop runs then.
+    """
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return None
+    loop = aio.events._get_running_loop()
+    if loop is None or _in_kernel_cell(aio, loop):
+        return None
+    return loop
+
+
+def _in_kernel_cell(aio: Any, loop: Any) -> bool:
+    task = aio.current_task(loop)
+    if task is None:
+        return _KERNELS[0] in sys.modules  # an older kernel runs cells from a callback, not a task
+    frame = getattr(task.get_coro(), "cr_frame", None)
+    name = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
+    return name.split(".")[0] in _KERNELS
+
+
+def warn_if_held(loop: Any, started: float, n_items: int) -> None:
+    """Warn at the caller's line when the call held the loop past its own bar for a slow step."""
+    held = time.monotonic() - started
+    bar = float(getattr(loop, "slow_callback_duration", 0.1))
+    if held <= bar:
+        return
+    site = find_call_site()
+    text = (f"payoff: a map of {n_items:,} item{'s' if n_items != 1 else ''} blocked the running asyncio event "
+            f"loop for {held:.2f} s (its slow_callback_duration is {bar:g} s): no other task of the loop ran "
+            "meanwhile. In a coroutine, run it in a thread: `await asyncio.to_thread(ex.map, fn, items)`")
+    action = warning_action(text, EventLoopBlockedWarning, site.module, site.lineno)
+    key = {"default": (site.filename, site.lineno), "module": (site.module,), "once": ()}.get(action)
+    if action == "ignore":
+        return
+    if key is not None:  # the duration varies from call to call: the stdlib's registry, keyed on the text, would not
+        with _lock:
+            if key in _seen:
+                return
+            _seen.add(key)
+    warnings.warn_explicit(EventLoopBlockedWarning(text), EventLoopBlockedWarning, site.filename, site.lineno,
+                           site.module, registry={})

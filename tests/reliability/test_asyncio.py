@@ -1,0 +1,144 @@
+"""payoff from asyncio code: a service's handlers, an async pipeline, a notebook.
+
+A ``map`` is a blocking call. Called straight from a coroutine it holds the
+event loop for the whole call, and every other task (the service's other
+requests) waits: that is said once per call site. The documented way,
+``await asyncio.to_thread(ex.map, fn, items)``, runs it in a thread of the
+loop and is neither warned about nor treated as nested. A notebook cell runs
+inside the kernel's event loop, where a blocking cell is the normal case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from typing import Any
+
+import pytest
+
+from payoff import ParallelExecutor
+from payoff.errors import EventLoopBlockedWarning
+from tests.conftest import require
+
+NAP = 0.06
+
+
+def nap(x: int) -> int:
+    """Four of these on two threads take two naps at least: past asyncio's 0.1 s slow-callback bar, however
+    idle or busy the machine is."""
+    time.sleep(NAP)
+    return x * 2
+
+
+def _blocked(caught: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    return [w for w in caught if issubclass(w.category, EventLoopBlockedWarning)]
+
+
+def test_a_map_called_in_a_coroutine_warns_once_at_its_own_line() -> None:
+    """A ``map`` straight in a coroutine starved the loop's other tasks without a word."""
+    ex = ParallelExecutor(strategy="threads", max_workers=2)
+
+    async def main() -> list[int]:
+        lines = []
+        for _ in range(3):
+            lines.append(_line() + 1)
+            ex.map(nap, range(4))
+        return lines
+
+    with ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        lines = asyncio.run(main())
+    blocked = _blocked(caught)
+    assert len(blocked) == 1, [str(w.message) for w in caught]
+    assert (blocked[0].filename, blocked[0].lineno) == (__file__, lines[0])
+    text = str(blocked[0].message)
+    assert "blocked the running asyncio event loop" in text and "asyncio.to_thread" in text, text
+
+
+def _line() -> int:
+    import sys
+
+    return sys._getframe(1).f_lineno
+
+
+def test_a_map_run_in_a_thread_of_the_loop_is_not_warned_nor_nested() -> None:
+    ex = ParallelExecutor(strategy="threads", max_workers=2)
+
+    async def main() -> tuple[list[int], Any, list[int], Any]:
+        def job() -> tuple[list[int], Any]:
+            return ex.map(nap, range(4)), ex.last_record  # the record of this thread's call, read in it
+        by_thread = await asyncio.to_thread(job)
+        by_executor = await asyncio.get_running_loop().run_in_executor(None, job)
+        return (*by_thread, *by_executor)
+
+    with ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, record, second, other = asyncio.run(main())
+    assert first == second == [0, 2, 4, 6]
+    assert not _blocked(caught), [str(w.message) for w in caught]
+    for rec in (record, other):
+        assert rec.selected_strategy == "threads" and rec.fallback_reason is None, rec.summary()
+
+
+def test_the_loops_own_slow_callback_bar_decides() -> None:
+    """asyncio's ``slow_callback_duration`` (0.1 s unless set) is the bar: a loop that allows more is not warned."""
+    ex = ParallelExecutor(strategy="threads", max_workers=2)
+
+    async def main() -> None:
+        asyncio.get_running_loop().slow_callback_duration = 3600
+        ex.map(nap, range(4))
+
+    with ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+    assert not _blocked(caught), [str(w.message) for w in caught]
+
+
+def test_a_notebook_cell_is_not_warned() -> None:
+    """A cell runs inside ipykernel's event loop: a cell that maps is meant to block, so nothing is said."""
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+    except ImportError:
+        require(False, "nbclient and nbformat (extra [notebook])")
+        raise
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import asyncio, warnings, time\n"
+        "warnings.simplefilter('always')\n"
+        "from payoff import ParallelExecutor\n"
+        "def nap(x):\n"
+        "    time.sleep(0.06)\n"
+        "    return x\n"
+        "asyncio.get_running_loop()  # the cell runs in the kernel's loop: this test is about that case\n"
+        "with ParallelExecutor(strategy='threads', max_workers=2) as ex:\n"
+        "    print(ex.map(nap, range(4)))\n")]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    assert not [o for o in outputs if o.output_type == "error"], outputs
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "[0, 1, 2, 3]" in text and "EventLoopBlockedWarning" not in text, text
+
+
+@pytest.mark.parametrize("strategy", ["processes", "auto"])
+def test_concurrent_handlers_share_one_pool_and_read_their_own_records(strategy: str) -> None:
+    """Twelve handlers mapping at once through ``to_thread``: right results, one pool, each its own record."""
+    from tests.tasks import spin
+
+    ex = ParallelExecutor(strategy=strategy, max_workers=2)
+
+    async def handler(i: int) -> Any:
+        def job() -> tuple[list[int], Any]:
+            return ex.map(spin, range(i * 100, i * 100 + 40 + i), workload=f"req{i}"), ex.last_record
+        results, record = await asyncio.to_thread(job)
+        assert results == [spin(x) for x in range(i * 100, i * 100 + 40 + i)]
+        assert (record.workload, record.n_items) == (f"req{i}", 40 + i)
+        return record
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(handler(i) for i in range(12))))
+
+    with ex:
+        records = asyncio.run(main())
+    assert sum(r.pool_started for r in records) <= 1, [r.summary() for r in records]
