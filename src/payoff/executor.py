@@ -9,6 +9,7 @@ per call is the defect that makes parallel modes slower than a loop.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import numbers
@@ -722,6 +723,7 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
                 releases_gil: object, progress: object, timeout: object) -> None:
     if not callable(fn):
         raise TypeError(f"map() needs a callable as fn, got {type(fn).__name__}: {fn!r}")
+    _check_not_async(fn.fn if isinstance(fn, Star) else fn)
     if not isinstance(items, Iterable):
         raise TypeError(f"map() needs an iterable of items, got {type(items).__name__}")
     if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int)
@@ -738,6 +740,18 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not 0 < timeout < math.inf):
         raise ValueError(f"timeout must be None or a finite number of seconds > 0, got {timeout!r}")
+
+
+def _check_not_async(fn: object) -> None:
+    """An ``async def`` function called in a worker only makes a coroutine, and none of its body runs: the call
+    returned a list of never-awaited coroutines, recorded as a ``tiny_workload`` fallback whose advice was to
+    force parallelism. Refused before anything runs."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        raise TypeError(
+            f"map() runs plain functions; {name} is a coroutine function (async def): calling it only makes a "
+            "coroutine, none of its body would run. Run async I/O on the event loop (asyncio.gather); from a "
+            "coroutine, run CPU-bound plain functions as `await asyncio.to_thread(ex.map, fn, items)`")
 
 
 def _close_all() -> None:

@@ -142,3 +142,24 @@ def test_concurrent_handlers_share_one_pool_and_read_their_own_records(strategy:
     with ex:
         records = asyncio.run(main())
     assert sum(r.pool_started for r in records) <= 1, [r.summary() for r in records]
+
+
+async def fetch(x: int) -> int:
+    await asyncio.sleep(0)
+    return x
+
+
+@pytest.mark.parametrize("call", ["map", "map2", "starmap", "imap", "imap_unordered"])
+def test_an_async_function_is_refused_before_anything_runs(call: str) -> None:
+    """``ex.map(fetch, urls)`` with an ``async def fetch`` returned coroutines that never ran, recorded as a
+    tiny_workload fallback whose advice was to force parallelism (auto, threads, processes alike)."""
+    ex = ParallelExecutor(strategy="threads", max_workers=2)
+    calls = {"map": lambda: ex.map(fetch, range(50)), "map2": lambda: ex.map(fetch, range(5), range(5)),
+             "starmap": lambda: ex.starmap(fetch, [(1,), (2,)]), "imap": lambda: ex.imap(fetch, range(5)),
+             "imap_unordered": lambda: ex.imap_unordered(fetch, range(5))}
+    with ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TypeError, match=r"coroutine function \(async def\).*asyncio\.gather"):
+            calls[call]()
+    assert ex.last_record is None
+    assert not [w for w in caught if "never awaited" in str(w.message)], [str(w.message) for w in caught]
