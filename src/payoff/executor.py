@@ -276,7 +276,9 @@ class ParallelExecutor:
         """The calling thread's latest map call on this executor; from a thread that made none, the latest.
 
         Request threads sharing one executor each read their own call: the executor's latest could be
-        another request's by the time a thread looks.
+        another request's by the time a thread looks. A coroutine that awaited ``asyncio.to_thread(ex.map, ...)``
+        runs in the loop's thread, not the one that mapped: read the record in that thread (docs/quickstart.md,
+        "From asyncio code").
         """
         mine: MapRecord | None = getattr(self._mine, "record", None)
         if mine is not None:
