@@ -157,3 +157,32 @@ def _module_state(name: str) -> dict[str, Any]:
     """A loaded module's globals; empty for one not loaded (then nothing of it was inherited)."""
     module = sys.modules.get(name)
     return vars(module) if module is not None else {}
+
+
+def forget_unfinished_imports() -> None:
+    """Let a forked payoff worker import afresh a module another parent thread was importing at the fork.
+
+    While a module's code runs, the importing thread holds that module's import
+    lock and the half-made module sits in ``sys.modules``. A fork copies both
+    but not the thread: every later import of the module in the child waits
+    for a lock nobody will release, so an item that imports it (or a function
+    of it, unpickled by name) hangs its worker for good; Python resets only its
+    global import lock after a fork. Here, still the worker's only thread, the
+    half-made module and its lock are dropped, so the next import runs the
+    module's code again, as a spawned worker would. An import of this thread's
+    own (the pool started from a module's import) is left alone: it goes on.
+    """
+    bootstrap = sys.modules.get("importlib._bootstrap")
+    locks = getattr(bootstrap, "_module_locks", None)
+    if not isinstance(locks, dict):
+        return
+    me = threading.get_ident()
+    for name, ref in list(locks.items()):
+        lock = ref() if callable(ref) else None
+        owner = getattr(lock, "owner", None)
+        if owner is None or owner == me:
+            continue
+        locks.pop(name, None)
+        module = sys.modules.get(name)
+        if getattr(getattr(module, "__spec__", None), "_initializing", False):
+            del sys.modules[name]

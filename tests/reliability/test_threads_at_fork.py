@@ -1,0 +1,66 @@
+"""A payoff process pool forked while another thread of the caller was importing a module.
+
+Found by an adversarial run: a program whose other thread was running a
+module's import (a lazy import in a telemetry or server thread) when payoff
+forked its workers left each worker with that module half-made and its import
+lock held by a thread the worker does not have. An item importing the module
+waited forever: ``timeout=`` was the only way out (``TimeoutError``, every run
+with fork; forkserver and spawn workers, and joblib's, start fresh and never
+hung). Each scenario runs in a child interpreter under a guard, with a map
+timeout below it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.test_forks_and_exit import last_json, run_child
+
+HALF_IMPORTED = """
+import builtins, os
+gate = getattr(builtins, "_payoff_test_gate", None)
+if gate is not None and gate[0] == os.getpid():  # only the caller's thread stops here; workers run straight through
+    gate[1].set()
+    gate[2].wait(30)
+VALUE = 7
+"""
+
+ITEMS = """
+def item(x):
+    import half_imported
+    return x + half_imported.VALUE
+"""
+
+SCENARIO = """
+    import builtins, json, os, sys, threading
+    sys.path.insert(0, sys.argv[2])
+    from payoff import ParallelConfig, ParallelExecutor
+    import items
+
+    entered, release = threading.Event(), threading.Event()
+    builtins._payoff_test_gate = (os.getpid(), entered, release)
+    importer = threading.Thread(target=lambda: __import__("half_imported"))
+    importer.start()
+    entered.wait(30)  # the import is under way in that thread: its module lock is held
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0,
+                            start_method=sys.argv[1])
+    try:
+        with ParallelExecutor(config=config) as ex:
+            out = ex.map(items.item, range(6), timeout=20)
+    finally:
+        release.set()
+        importer.join()
+    print(json.dumps({"out": out, "strategy": ex.last_record.selected_strategy}))
+"""
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_workers_import_a_module_another_thread_was_importing_at_the_fork(start_method: str,
+                                                                           tmp_path: Path) -> None:
+    (tmp_path / "half_imported.py").write_text(HALF_IMPORTED)
+    (tmp_path / "items.py").write_text(ITEMS)
+    result = last_json(run_child(SCENARIO, start_method, str(tmp_path)))
+    assert result == {"out": [x + 7 for x in range(6)], "strategy": "processes"}, json.dumps(result)
