@@ -186,3 +186,33 @@ def forget_unfinished_imports() -> None:
         module = sys.modules.get(name)
         if getattr(getattr(module, "__spec__", None), "_initializing", False):
             del sys.modules[name]
+
+
+_MACHINERY = ("concurrent.futures", "multiprocessing")
+"""The modules whose own threads (pool managers, queue feeders) a forked worker never waits for."""
+
+
+def threads_beside() -> tuple[str, ...]:
+    """The names of the threads, other than this one, whose locks a child forked now inherits held.
+
+    payoff's own threads are left out (its locks are renewed in a child), and so
+    are the standard library's pool machinery threads, whose locks a worker never
+    takes. What is left is the program's: a lock one of them holds at the fork
+    is held in the child for good, since its holder does not exist there.
+    """
+    me = threading.current_thread()
+    return tuple(t.name for t in threading.enumerate()
+                 if t is not me and not t.name.startswith("payoff") and t.name != "QueueFeederThread"
+                 and not type(t).__module__.startswith(_MACHINERY))
+
+
+def held_at_fork_hint(threads: tuple[str, ...]) -> str:
+    """What to tell a user whose forked workers did not answer in time, when other threads ran at the fork."""
+    if not threads:
+        return ""
+    shown = ", ".join(repr(name) for name in threads[:5]) + (f" and {len(threads) - 5} more" if len(threads) > 5
+                                                              else "")
+    return (f". Its workers were forked while other threads of this program ran ({shown}): a lock one of them "
+            "held at that moment stays held in every worker, so an item or initializer that takes it waits for "
+            "good; ParallelConfig(start_method='forkserver') (CE_PARALLEL=start_method=forkserver) starts workers "
+            "that inherit no such lock")

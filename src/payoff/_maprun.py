@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from payoff import planning
+from payoff._forks import held_at_fork_hint
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
@@ -846,10 +847,11 @@ class MapRun:
 
     def _raise_if_stopped(self) -> None:
         if self.token.expired():
+            hint = held_at_fork_hint(self.lease.pool.forked_beside) if self.lease is not None else ""
             if self.streaming:
                 raise TimeoutError(f"payoff: the {self._kind()}'s next result was not ready within timeout="
-                                   f"{self.timeout} s of the call (every result ready by then was handed out)")
-            raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
+                                   f"{self.timeout} s of the call (every result ready by then was handed out){hint}")
+            raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s{hint}")
         if self.token.is_set():
             raise CancelledError("payoff: the map was cancelled")
 

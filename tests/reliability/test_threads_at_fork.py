@@ -6,8 +6,12 @@ forked its workers left each worker with that module half-made and its import
 lock held by a thread the worker does not have. An item importing the module
 waited forever: ``timeout=`` was the only way out (``TimeoutError``, every run
 with fork; forkserver and spawn workers, and joblib's, start fresh and never
-hung). Each scenario runs in a child interpreter under a guard, with a map
-timeout below it.
+hung). And a lock of the program's own that another thread held at the fork
+is held in every forked worker for good: nothing can tell whose it is, so an
+item or initializer taking it waits until ``timeout=`` or ``pool_start_timeout``,
+whose messages named neither the threads nor the fix (a forkserver start);
+they do now. Each scenario runs in a child interpreter under a guard, with a
+map timeout below it.
 """
 
 from __future__ import annotations
@@ -64,3 +68,55 @@ def test_workers_import_a_module_another_thread_was_importing_at_the_fork(start_
     (tmp_path / "items.py").write_text(ITEMS)
     result = last_json(run_child(SCENARIO, start_method, str(tmp_path)))
     assert result == {"out": [x + 7 for x in range(6)], "strategy": "processes"}, json.dumps(result)
+
+
+HELD_LOCK = """
+import threading
+LOCK = threading.Lock()
+
+def item(x):
+    with LOCK:
+        return x
+
+def init():
+    with LOCK:
+        pass
+"""
+
+HELD_SCENARIO = """
+    import json, sys, threading
+    sys.path.insert(0, sys.argv[2])
+    from payoff import ParallelConfig, ParallelExecutor
+    import held_lock
+
+    taken, release = threading.Event(), threading.Event()
+    def hold():
+        with held_lock.LOCK:
+            taken.set()
+            release.wait(30)
+    holder = threading.Thread(target=hold, name="cache-refresher")
+    holder.start()
+    taken.wait(30)
+    init = held_lock.init if sys.argv[1] == "initializer" else None
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0, start_method="fork",
+                            worker_initializer=init)
+    try:
+        with ParallelExecutor(config=config) as ex:
+            try:
+                ex.map(held_lock.item, range(4), timeout=2)
+                said = "returned"
+            except TimeoutError as exc:
+                said = str(exc)
+    finally:
+        release.set()
+        holder.join()
+    print(json.dumps({"said": said}))
+"""
+
+
+@pytest.mark.parametrize("where", ["item", "initializer"])
+def test_a_lock_held_at_the_fork_is_named_when_the_workers_do_not_answer(where: str, tmp_path: Path) -> None:
+    (tmp_path / "held_lock.py").write_text(HELD_LOCK)
+    said = str(last_json(run_child(HELD_SCENARIO, where, str(tmp_path)))["said"])
+    assert ("did not finish within timeout=2" if where == "item" else "init had not returned") in said, said
+    assert "'cache-refresher'" in said and "start_method='forkserver'" in said, said

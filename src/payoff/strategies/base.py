@@ -17,6 +17,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, Protocol
 
+from payoff._forks import held_at_fork_hint
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError, WorkerInitError
 from payoff.strategies.main_guard import refuse_while_importing_main
@@ -87,6 +88,8 @@ class Strategy(ABC):
         """``ParallelConfig.pool_start_timeout``: the longest a start waits for its workers without a call timeout."""
         self.inner_threads: int | None = None
         """``ParallelConfig.inner_threads``: the native threads (BLAS, OpenMP) a process worker may run."""
+        self.forked_beside: tuple[str, ...] = ()
+        """The program's other threads when this pool's workers were forked (none for other start methods)."""
 
     def start(self, stop: StartStop | None = None) -> float:
         """Create the pool and prove every worker is up; returns seconds spent.
@@ -155,8 +158,8 @@ class Strategy(ABC):
         what = (f"its worker_initializer {describe_callable(self.initializer)} had not returned"
                 if self.initializer is not None else "its workers had not come up")
         return (f"payoff: the {self.name} pool was still starting after {waited:.1f} s ({why}): {what} on "
-                f"{pending} of {self.workers} workers. The half-started pool was stopped; the next call starts "
-                "a fresh one")
+                f"{pending} of {self.workers} workers{held_at_fork_hint(self.forked_beside)}. The half-started "
+                "pool was stopped; the next call starts a fresh one")
 
     def refresh(self, stop: StartStop | None = None) -> None:
         """A warm pool about to serve another call: count its workers again where they may have changed (a

@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from payoff import _exit
+from payoff import _exit, _forks
 from payoff._native_threads import per_worker
 from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
@@ -675,6 +675,7 @@ class ProcessStrategy(PickledPoolStrategy):
         method = ctx.get_start_method()
         self._imports = WorkerImports(forked=method == "fork")
         if method == "fork":
+            self.forked_beside = _forks.threads_beside()
             self._forked_main = _main_snapshot()
             self._forked_globals = {name: id(obj) for name, obj in list(vars(sys.modules["__main__"]).items())} \
                 if "__main__" in sys.modules else None
