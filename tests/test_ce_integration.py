@@ -167,21 +167,18 @@ def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, c
             assert_identical(theirs[attr], mine[attr], sharing=False)
 
 
-def test_probabilistic_regression_with_per_instance_thresholds() -> None:
-    """Sliced per-instance thresholds are rejoined exactly when payoff regroups CE's tasks."""
+def test_probabilistic_regression_with_one_threshold_for_every_instance() -> None:
+    """A scalar threshold goes to every regrouped task whole. (Per-instance thresholds, sliced with CE's tasks
+    and rejoined, are compared field by field in the test above.)"""
     wrapper, _, _, x_test = _wrapper("regression")
-    threshold = np.linspace(-50.0, 50.0, N_TEST)
-    expected = wrapper.explain_factual(x_test, threshold=threshold)
-    expected_scalar = wrapper.explain_factual(x_test, threshold=0.0)
+    expected = wrapper.explain_factual(x_test, threshold=0.0)
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
     try:
-        got = wrapper.explain_factual(x_test, threshold=threshold)
+        got = wrapper.explain_factual(x_test, threshold=0.0)
         record = ex.last_record
-        got_scalar = wrapper.explain_factual(x_test, threshold=0.0)
     finally:
         ex.close()
     assert_same(expected, got)
-    assert_same(expected_scalar, got_scalar)
     assert record is not None and record.mode == "parallel"
 
 

@@ -299,7 +299,7 @@ _ce_parallel_text = st.one_of(
 
 
 @pytest.mark.timeout(180)
-@settings(max_examples=5000, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2500, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(_ce_parallel_text)
 def test_fuzzed_ce_parallel_builds_a_config_or_names_the_bad_token(text: str) -> None:
     try:
