@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from typing import Any
 
-from payoff import _forks
 from payoff.errors import EventLoopBlockedWarning
-from payoff.observers import find_call_site, warning_action
+from payoff.observers import SiteWarnings, find_call_site
 
 _KERNELS = ("ipykernel", "IPython")
 """A notebook cell runs inside the kernel's loop (in its ``shell_main`` task): a cell that maps is meant to block."""
 
-_seen: set[tuple[object, ...]] = set()
-_lock = _forks.Lock()
+_shown = SiteWarnings()
 
 
 def blocking_loop() -> Any | None:
@@ -54,18 +51,7 @@ def warn_if_held(loop: Any, started: float, n_items: int) -> None:
     bar = float(getattr(loop, "slow_callback_duration", 0.1))
     if held <= bar:
         return
-    site = find_call_site()
     text = (f"payoff: a map of {n_items:,} item{'s' if n_items != 1 else ''} blocked the running asyncio event "
             f"loop for {held:.2f} s (its slow_callback_duration is {bar:g} s): no other task of the loop ran "
             "meanwhile. In a coroutine, run it in a thread: `await asyncio.to_thread(ex.map, fn, items)`")
-    action = warning_action(text, EventLoopBlockedWarning, site.module, site.lineno)
-    key = {"default": (site.filename, site.lineno), "module": (site.module,), "once": ()}.get(action)
-    if action == "ignore":
-        return
-    if key is not None:  # the duration varies from call to call: the stdlib's registry, keyed on the text, would not
-        with _lock:
-            if key in _seen:
-                return
-            _seen.add(key)
-    warnings.warn_explicit(EventLoopBlockedWarning(text), EventLoopBlockedWarning, site.filename, site.lineno,
-                           site.module, registry={})
+    _shown.warn(find_call_site(), EventLoopBlockedWarning(text))

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from payoff import _forks
 from payoff.record import ChunkStats, MapRecord
 
 log = logging.getLogger("payoff")
@@ -164,6 +165,38 @@ def warning_action(text: str, category: type[Warning], module: str, lineno: int)
                 and (mod is None or mod.match(module)) and (ln == 0 or lineno == ln)):
             return str(action)
     return str(getattr(warnings, "defaultaction", "default"))
+
+
+class SiteWarnings:
+    """Warnings said once per call site (as the filters' action scopes it), though their text varies.
+
+    The standard library keys "shown once" on the text, so a count or a
+    duration in it would show the warning again on every call.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[object, ...]] = set()
+        self._lock = _forks.Lock()
+
+    def warn(self, site: CallSite, warning: Warning, tag: tuple[object, ...] = ()) -> None:
+        """Warn ``warning`` at ``site`` unless the filters ignore it or it was shown in their scope; ``tag`` tells
+        warnings of one category apart (a fallback's reason)."""
+        category = type(warning)
+        action = warning_action(str(warning), category, site.module, site.lineno)
+        if action == "ignore":
+            return
+        key = {"default": (site.filename, site.lineno, *tag), "module": (site.module, *tag),
+               "once": tag}.get(action)
+        if key is not None:
+            with self._lock:
+                if key in self._seen:
+                    return
+                self._seen.add(key)
+        warnings.warn_explicit(warning, category, site.filename, site.lineno, site.module, registry={})
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seen.clear()
 
 
 def find_call_site() -> CallSite:

@@ -9,10 +9,7 @@ says "default", by (module, reason) for "module" and by reason for "once".
 
 from __future__ import annotations
 
-import warnings
-
-from payoff import _forks
-from payoff.observers import CallInfo, CallSite, Observer, warning_action
+from payoff.observers import CallInfo, CallSite, Observer, SiteWarnings
 from payoff.reasons import Reason
 from payoff.record import MapRecord, advice_of
 
@@ -42,8 +39,7 @@ class FallbackWarnings(Observer):
     """Warns at the user's call site whenever a call fell back to serial."""
 
     def __init__(self) -> None:
-        self._seen: set[tuple[object, ...]] = set()
-        self._lock = _forks.Lock()
+        self._shown = SiteWarnings()
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
         reason = record.fallback_reason
@@ -55,23 +51,8 @@ class FallbackWarnings(Observer):
         self.emit(call.site, reason, fallback_message(record), record)
 
     def emit(self, site: CallSite, reason: Reason, text: str, record: MapRecord | None) -> None:
-        action = warning_action(text, ParallelFallbackWarning, site.module, site.lineno)
-        if action == "ignore":
-            return
-        key: tuple[object, ...] | None = {
-            "default": (site.filename, site.lineno, reason),
-            "module": (site.module, reason),
-            "once": (reason,),
-        }.get(action)
-        if key is not None:
-            with self._lock:
-                if key in self._seen:
-                    return
-                self._seen.add(key)
-        warnings.warn_explicit(ParallelFallbackWarning(text, reason, record), ParallelFallbackWarning,
-                               site.filename, site.lineno, site.module, registry={})
+        self._shown.warn(site, ParallelFallbackWarning(text, reason, record), (reason,))
 
     def reset(self) -> None:
         """Forget what was shown (tests and long-lived notebooks)."""
-        with self._lock:
-            self._seen.clear()
+        self._shown.reset()
