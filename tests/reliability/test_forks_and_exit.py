@@ -312,7 +312,7 @@ FORK_WHILE_LOCKS_ARE_HELD = """
     def hold():  # another thread of the parent is in the middle of payoff's bookkeeping at the fork
         metrics = telemetry.metrics_observer()
         with planning.PLANNER.knowledge._lock, planning.PLANNER.costs._lock, telemetry._lock, \\
-                telemetry.FALLBACK_WARNINGS._lock, metrics._store._lock, metrics.updates._lock:
+                telemetry.FALLBACK_WARNINGS._shown._lock, metrics._store._lock, metrics.updates._lock:
             held.set()
             go.wait()
     holder = threading.Thread(target=hold)
