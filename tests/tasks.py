@@ -352,3 +352,10 @@ def native_threads(_: object) -> dict[str, Any]:
             "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                             "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                                                             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}}
+
+
+def threads_outside_python(_: object) -> int:
+    """Threads of this process that Python did not start (a native library's: OpenBLAS's thread server)."""
+    import threading
+
+    return len(os.listdir("/proc/self/task")) - threading.active_count()

@@ -92,3 +92,34 @@ def test_inner_threads_is_part_of_the_pools_identity() -> None:
     limited, free = ParallelConfig(inner_threads=1), ParallelConfig(inner_threads=0)
     assert not pool_key(limited, "processes", 2).serves(pool_key(free, "processes", 2))
     assert pool_key(limited, "threads", 2).serves(pool_key(free, "threads", 2))  # threads are not limited
+
+
+IDLE = """
+    import json, sys
+    import numpy as np  # OpenBLAS loaded with 2 threads: the parent's thread server is running
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    np.ones((256, 256)) @ np.ones((256, 256))
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0,
+                            inner_threads=int(sys.argv[1]))
+    with ParallelExecutor(config=config) as ex:
+        outside = ex.map(tasks.threads_outside_python, range(4))
+        limits = ex.map(tasks.native_threads, range(4))
+    print(json.dumps({"outside": outside, "openblas": [s["libs"].get("openblas") for s in limits]}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts a process's threads in /proc")
+@pytest.mark.parametrize("inner", [1, 2])
+def test_limiting_openblas_in_a_worker_starts_no_thread_server_until_a_blas_call_needs_it(inner: int) -> None:
+    """Setting a forked worker's OpenBLAS threads started its thread server (the fork had stopped it), whose
+    thread then spun for ~0.1 s of a core waiting for work: 120 ms of CPU per worker after every pool start,
+    which slowed the calls right after it (a 5 ms call took 12-20 ms, and the planner learned a loss from it).
+    The limit now leaves the server stopped, as the fork left it; OpenBLAS starts it at a call that uses it."""
+    env = {k: v for k, v in CHILD_ENV.items() if k not in VARIABLES} | {"OPENBLAS_NUM_THREADS": "2"}
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(IDLE), str(inner)], capture_output=True,
+                           text=True, timeout=GUARD_SECONDS, cwd=ROOT, env=env)
+    got = last_json(child)
+    assert got["outside"] == [0, 0, 0, 0], got  # no native thread in a worker that made no BLAS call
+    assert got["openblas"] == [inner] * 4, got  # and the limit holds

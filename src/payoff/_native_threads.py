@@ -15,6 +15,7 @@ stays theirs unless ``ParallelConfig.inner_threads`` names a number.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 USER_SETS: dict[str, tuple[str, ...]] = {
     "OMP_NUM_THREADS": ("OMP_NUM_THREADS",),
@@ -59,3 +60,25 @@ def limit_here(threads: int, forced: bool) -> None:
         variable = _LIBRARY_VARIABLE.get(lib.internal_api, "OMP_NUM_THREADS")
         if forced or not _users(variable, user):
             lib.set_num_threads(threads)
+            if lib.internal_api == "openblas":
+                _stop_thread_server(lib.dynlib)
+
+
+_OPENBLAS_AFFIXES = (("", ""), ("scipy_", ""), ("", "64_"), ("scipy_", "64_"), ("", "_64"), ("scipy_", "_64"))
+
+
+def _stop_thread_server(dynlib: Any) -> None:
+    """Stop the thread server that setting OpenBLAS's threads started, as the fork had left it.
+
+    A forked worker's OpenBLAS has no threads (its fork handler stopped them in
+    the parent's copy), and ``openblas_set_num_threads`` starts them again, even
+    for one: each then spins for about 0.1 s waiting for work, 120 ms of a core
+    per worker after every pool start, in a worker that may never call BLAS.
+    Stopped, they are started by the first call that uses them, as after a fork.
+    A build without the symbol keeps its threads.
+    """
+    for prefix, suffix in _OPENBLAS_AFFIXES:
+        stop = getattr(dynlib, f"{prefix}blas_thread_shutdown_{suffix}", None)
+        if stop is not None:
+            stop()
+            return
