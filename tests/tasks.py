@@ -333,6 +333,24 @@ def joblib_inside(x: int) -> int:
     return x + sum(joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(8)))
 
 
+def joblib_then_sleep(folder: str) -> int:
+    """Runs ``joblib.Parallel``, writes this worker's child processes (loky's workers and resource trackers) to
+    ``folder`` (a file named by this worker's pid), then sleeps until the map is stopped."""
+    import joblib
+
+    joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(8))
+    pids = []  # loky's workers and its resource trackers
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as children:
+            pids += [int(pid) for pid in children.read().split()]
+    path = os.path.join(folder, str(os.getpid()))
+    with open(path + ".tmp", "w") as fh:
+        fh.write(" ".join(map(str, pids)))
+    os.replace(path + ".tmp", path)
+    time.sleep(60)
+    return len(pids)
+
+
 def payoff_inside(x: int) -> int:
     """An item that maps with a payoff process pool of its own."""
     from payoff import ParallelConfig, ParallelExecutor

@@ -6,8 +6,10 @@ an item queued its tasks on that copy and the map never returned (timeout=60
 ran out; 1 s when the caller had not used joblib). And the loky workers joblib
 started in a payoff worker kept it from exiting for joblib's idle timeout
 (300 s), so the pool's ``shutdown`` (a ``with`` block's end) waited that long.
-Each scenario runs in a child interpreter under a guard, with a map timeout
-below it.
+And a worker stopped in the middle of an item (a cancel, a call's timeout) left
+the loky workers its items' ``joblib.Parallel`` had started running without it,
+adopted by init, for joblib's idle timeout. Each scenario runs in a child
+interpreter under a guard, with a map timeout below it.
 """
 
 from __future__ import annotations
@@ -51,3 +53,59 @@ def test_joblib_or_payoff_inside_a_worker_after_the_caller_used_them(strategy: s
                                                                      inner: str, warm: str) -> None:
     result = last_json(run_child(SCENARIO, strategy, start_method, inner, warm))
     assert result == {"out": WANT, "strategy": strategy}, json.dumps(result)
+
+
+STOPPED_MID_ITEM = """
+    import json, os, sys, tempfile, threading, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    strategy, start_method = sys.argv[1:3]
+    folder = tempfile.mkdtemp()
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0,
+                            start_method=None if start_method == "default" else start_method)
+    ex = ParallelExecutor(config=config)
+
+    def cancel_once_joblib_ran():
+        deadline = time.monotonic() + 40
+        while not os.listdir(folder) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the other worker's item too, most often
+        ex.cancel()
+
+    threading.Thread(target=cancel_once_joblib_ran, daemon=True).start()
+    try:
+        ex.map(tasks.joblib_then_sleep, [folder] * 2, chunksize=1, timeout=45)
+        raised = None
+    except BaseException as exc:
+        raised = type(exc).__name__
+    inner = [int(p) for name in os.listdir(folder) if not name.endswith(".tmp")
+             for p in open(os.path.join(folder, name)).read().split()]
+
+    def running(pid):  # a zombie adopted by an init that does not reap counts as ended
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 5
+    while any(running(p) for p in inner) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in inner if running(p)]
+    for pid in left:  # not to leave them to the rest of the suite
+        os.kill(pid, 9)
+    ex.shutdown()
+    print(json.dumps({"raised": raised, "inner": len(inner) > 0, "left": left}))
+"""
+
+
+@pytest.mark.parametrize(("strategy", "start_method"), [
+    ("processes", "fork"),
+    ("processes", "forkserver"),
+    ("joblib", "default"),
+])
+def test_a_worker_stopped_mid_item_takes_the_loky_workers_of_its_items_with_it(strategy: str,
+                                                                               start_method: str) -> None:
+    result = last_json(run_child(STOPPED_MID_ITEM, strategy, start_method))
+    assert result == {"raised": "CancelledError", "inner": True, "left": []}, json.dumps(result)

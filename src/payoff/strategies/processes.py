@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from payoff import _exit, _forks
 from payoff._native_threads import per_worker
+from payoff._process_tree import descendants, signal_alive
 from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
@@ -348,17 +349,23 @@ class PickledPoolStrategy(Strategy):
         return [p.pid for p in list(procs.values()) if p.pid is not None]
 
     def kill(self) -> None:
-        """Terminate the workers: a running chunk cannot be interrupted any other way."""
+        """Terminate the workers, and the processes they started (``joblib.Parallel``'s loky workers, an item's
+        subprocess): a running chunk cannot be interrupted any other way, and what it started would otherwise
+        run on, adopted by init, for nobody (see :mod:`payoff._process_tree`)."""
         self._remember_processes()
         procs = [p for p in list((self._seen or {}).values()) if p.exitcode is None]
         pipe, manager = _internals(self._pool)  # the pool's shutdown forgets them
         self.shutdown(wait=False)  # first: queued futures are cancelled before the pool sees its workers die
+        started = descendants(p.pid for p in procs if p.pid is not None)  # now: a dead worker's are init's
         _signal_all(procs, signal.SIGTERM)
+        signal_alive(started, signal.SIGTERM)
         _signal_all(procs, signal.SIGCONT)  # a stopped worker (a debugger, kill -STOP) acts on SIGTERM only once woken
+        signal_alive(started, signal.SIGCONT)
         deadline = time.monotonic() + _KILL_GRACE_SECONDS
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
         _signal_all([p for p in procs if p.exitcode is None], signal.SIGKILL)
+        signal_alive(started, signal.SIGKILL)
         for proc in procs:
             proc.join(0.5)
         if all(_ended(p) for p in procs):

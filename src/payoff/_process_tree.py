@@ -1,0 +1,63 @@
+"""The processes a worker started, so that a worker payoff kills does not leave them running without it.
+
+An item that runs ``joblib.Parallel`` (a scikit-learn ``n_jobs=-1`` fit or
+predict) starts loky workers under the payoff worker. A worker that ends
+normally stops them (``_exit.stop_loky_before_joins``), but one killed in the
+middle of an item (a cancel, a call's timeout) had no say: its loky workers
+were adopted by init and waited for joblib's idle timeout (300 s), each a
+Python process with the items' libraries loaded, and any task already queued to
+them kept a core busy for nobody. loky ends its own workers' process trees when
+it terminates them (``kill_process_tree``); payoff does the same when it kills.
+
+Resource trackers and forkservers are left to end by themselves: they ignore
+SIGTERM, and leave on their own once the processes that hold their pipe are
+gone, removing what those leaked (a tracker killed instead would leave it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+from payoff._outer_pools import HELPERS, _children, _cmdline
+
+_PROC = Path("/proc")
+
+
+def descendants(pids: Iterable[int], proc: Path = _PROC) -> list[tuple[int, str]]:
+    """Every process below ``pids`` but helpers, with its start time (to tell it from a later process given its
+    pid); none where ``/proc`` cannot tell."""
+    found: list[tuple[int, str]] = []
+    todo = list(pids)
+    seen = set(todo)
+    while todo:
+        for child in sorted(_children(todo.pop(), proc) or ()):
+            if child in seen:
+                continue
+            seen.add(child)
+            started = _start_time(child, proc)
+            if started is None or any(marker in _cmdline(child, proc) for marker in HELPERS):
+                continue
+            found.append((child, started))
+            todo.append(child)
+    return found
+
+
+def signal_alive(processes: Iterable[tuple[int, str]], sig: signal.Signals, proc: Path = _PROC) -> None:
+    """Send ``sig`` to those of ``processes`` that still run (the same process: its start time unchanged)."""
+    for pid, started in processes:
+        if _start_time(pid, proc) == started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def _start_time(pid: int, proc: Path) -> str | None:
+    """Field 22 of ``stat`` (clock ticks after boot); None for a process gone or a zombie."""
+    try:
+        fields = (proc / str(pid) / "stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
