@@ -360,7 +360,9 @@ def payoff_inside(x: int) -> int:
 
 
 def native_threads(_: object) -> dict[str, Any]:
-    """What a worker's loaded native libraries run (threadpoolctl) and the thread variables it sees."""
+    """What a worker's loaded native libraries run (threadpoolctl), the thread variables it sees, and the CPUs
+    ``joblib.Parallel(n_jobs=-1)`` would use there."""
+    import joblib
     import numpy as np
     import threadpoolctl
 
@@ -369,7 +371,9 @@ def native_threads(_: object) -> dict[str, Any]:
             "libs": {lib["internal_api"]: lib["num_threads"] for lib in threadpoolctl.threadpool_info()},
             "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                             "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                                                            "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}}
+                                                            "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+                                                            "LOKY_MAX_CPU_COUNT")},
+            "joblib_cpus": joblib.cpu_count()}
 
 
 def threads_outside_python(_: object) -> int:

@@ -28,7 +28,7 @@ SCENARIO = """
     from tests import tasks
 
     strategy, start_method, inner = sys.argv[1:4]
-    threads_env = lambda: {k: v for k, v in os.environ.items() if "THREADS" in k}  # noqa: E731
+    threads_env = lambda: {k: v for k, v in os.environ.items() if "THREADS" in k or k.startswith("LOKY")}  # noqa: E731
     before = threads_env()  # all of them: joblib's import sets KMP_INIT_AT_FORK, as it always did
     config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0,
                             start_method=None if start_method == "default" else start_method,
@@ -37,11 +37,12 @@ SCENARIO = """
         seen = ex.map(tasks.native_threads, range(4))
     print(json.dumps({"workers": [{k: v for k, v in s.items() if k != "pid"} for s in seen],
                       "auto": max(1, int(cpu_capacity() // 2)), "caller_env_kept": threads_env() == before,
-                      "caller_openblas": tasks.native_threads(0)["libs"].get("openblas")}))
+                      "caller_openblas": tasks.native_threads(0)["libs"].get("openblas"),
+                      "caller_joblib_cpus": tasks.native_threads(0)["joblib_cpus"]}))
 """
 
 VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "GOTO_NUM_THREADS")
+             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "GOTO_NUM_THREADS", "LOKY_MAX_CPU_COUNT")
 
 
 def scenario(strategy: str, start_method: str, inner: str, **user: str) -> dict[str, Any]:
@@ -83,6 +84,22 @@ def test_inner_threads_names_the_number_or_turns_the_limit_off() -> None:
     for worker in off["workers"]:
         assert worker["libs"]["openblas"] == off["caller_openblas"], worker
         assert set(worker["env"].values()) == {None}, worker
+
+
+@pytest.mark.parametrize(("strategy", "start_method"), [("processes", "default"), ("joblib", "default")])
+def test_joblib_n_jobs_minus_one_in_a_worker_takes_its_share_of_the_cpus(strategy: str, start_method: str) -> None:
+    """``joblib.Parallel(n_jobs=-1)`` in an item (a scikit-learn ``n_jobs=-1`` predict) started a loky pool of
+    one process per core in every worker (4 CPU-bound processes for 2 workers on 2 cores, a pool start each):
+    a forest's predict ran 2.9x, small joblib tasks 37x slower than with the worker's share (``LOKY_MAX_CPU_COUNT``,
+    which loky reads at every call, as the libraries above read theirs)."""
+    got = scenario(strategy, start_method, "auto")
+    assert got["caller_env_kept"]
+    for worker in got["workers"]:
+        assert worker["joblib_cpus"] == got["auto"], worker
+    users = scenario("processes", "default", "auto", LOKY_MAX_CPU_COUNT="2")  # the user's setting stays theirs
+    assert all(worker["joblib_cpus"] == users["caller_joblib_cpus"] for worker in users["workers"]), users
+    forced = scenario("processes", "default", "1", LOKY_MAX_CPU_COUNT="2")
+    assert all(worker["joblib_cpus"] == 1 for worker in forced["workers"]), forced
 
 
 def test_inner_threads_is_part_of_the_pools_identity() -> None:

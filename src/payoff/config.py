@@ -80,11 +80,12 @@ class ParallelConfig:
     fraction needs, up to this (``ThreadPoolExecutor``'s own default cap is 32)."""
 
     inner_threads: int | None = None
-    """Threads each process worker's native libraries (OpenBLAS, MKL, BLIS, OpenMP, numexpr) may run.
+    """Threads each process worker's native libraries (OpenBLAS, MKL, BLIS, OpenMP, numexpr) may run, and the
+    CPUs ``joblib.Parallel(n_jobs=-1)`` counts there (``LOKY_MAX_CPU_COUNT``).
     None: the CPU capacity divided by the workers, at least 1, as loky does under ``joblib.Parallel``, leaving
-    alone a library whose variable (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ...) the user set. A number:
-    that many, over those variables too. 0: leave the libraries as they are. Threads and dask workers are not
-    limited. Part of a pool's identity."""
+    alone a library whose variable (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``LOKY_MAX_CPU_COUNT``, ...)
+    the user set. A number: that many, over those variables too. 0: leave the libraries as they are. Threads
+    and dask workers are not limited. Part of a pool's identity."""
 
     def __post_init__(self) -> None:
         _plain_numbers(self)
@@ -426,7 +427,8 @@ GRAMMAR = (
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
     "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; start_timeout=SECONDS; "
     "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask); "
-    "inner_threads=N|auto|off (native BLAS/OpenMP threads per process worker). N may be 'auto' for automatic. "
+    "inner_threads=N|auto|off (native BLAS/OpenMP threads, and joblib's n_jobs=-1, per process worker). "
+    "N may be 'auto' for automatic. "
     "Numbers use ASCII digits; workers is at most 64 per usable CPU, other N and BYTES at most 2**63-1, "
     "SECONDS at most one year."
 )
