@@ -322,6 +322,26 @@ def test_submit_leaves_no_record_and_the_docs_say_so(strategy: str) -> None:
         assert "`submit` is not recorded" in text
 
 
+def test_a_long_submitted_task_keeps_no_chunks_of_the_maps_beside_it() -> None:
+    """A service that keeps a task submitted for hours (a watcher, a queue reader) maps beside it for days.
+
+    The pool kept every chunk that ended while two leases were held, for the oldest lease still held to
+    count what others held of its workers; a submit was such a lease though it never asks. Every chunk of
+    every later map was kept while the task ran (3 per call here, 15,000 after 5,000 calls), and each call's
+    record scanned them all: 4 ms per call became 14 ms. Now a submit's lease keeps nothing for itself.
+    """
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=3, **FORCE)) as ex:
+        gate = threading.Event()
+        running = ex.submit(gate.wait, 60)
+        for _ in range(20):
+            assert ex.map(tasks.square, range(30), chunksize=10) == [x * x for x in range(30)]
+        entry = ex._pools._current["threads"]
+        kept = len(entry.spans)
+        gate.set()
+        assert running.result() is True
+    assert kept == 0
+
+
 def test_module_level_map_uses_one_shared_executor() -> None:
     import payoff
 

@@ -104,11 +104,15 @@ class _Entry:
     def ours(self) -> bool:
         return self.pid == os.getpid()
 
-    def hold(self, number: int, pool: Strategy, started: bool = False, seconds: float = 0.0) -> Lease:
-        """Lease number ``number`` on this pool, noted as held: while another is held too, chunks are kept."""
+    def hold(self, number: int, pool: Strategy, started: bool = False, seconds: float = 0.0,
+             watch: bool = True) -> Lease:
+        """Lease number ``number`` on this pool; one that ``watch``es (a map's) is noted as held: while another
+        is held too, chunks are kept for it. A ``submit`` watches nothing: it never asks what others held, and
+        kept in ``holders`` for its whole run (a task that runs for hours) it kept every later chunk."""
         lease = Lease(pool, started, seconds, self, _shared=self.leases > 1, _taken=number)
-        with self.lock:
-            self.holders[number] = lease.since_ns
+        if watch:
+            with self.lock:
+                self.holders[number] = lease.since_ns
         return lease
 
     def let_go(self, number: int) -> None:
@@ -201,22 +205,26 @@ class PoolRegistry:
         self.stop_for_caller: Callable[[], CallStop | None] | None = None
         """What bounds a start for the calling thread (its calls' cancel tokens and deadlines), if anything."""
 
-    def lease(self, key: PoolKey, make: Callable[[], Strategy], stop: CallStop | None = None) -> Lease:
+    def lease(self, key: PoolKey, make: Callable[[], Strategy], stop: CallStop | None = None, *,
+              watch: bool = True) -> Lease:
         """The current pool for ``key``, started now if there is none; raises what a failed start raised.
+
+        ``watch=False`` for a lease that never asks ``held_by_others_ns`` (a ``submit``): no chunks are kept
+        for it.
 
         ``stop`` (by default what ``stop_for_caller`` finds for the calling thread) bounds the wait for
         another call's start and this start itself: when it expires a ``PoolStartTimeoutError`` is raised,
         when it is set a ``CancelledError``, and the half-started pool is killed.
         """
         self._retire_outdated(key.strategy)
-        lease = self._take(key)
+        lease = self._take(key, watch)
         if lease is not None:
             return lease
         if stop is None and self.stop_for_caller is not None:
             stop = self.stop_for_caller()
         self._enter_start(key, stop)  # one start at a time: two first calls must not both start a pool
         try:
-            lease = self._take(key)
+            lease = self._take(key, watch)
             if lease is not None:
                 return lease
             with self._lock:
@@ -248,7 +256,7 @@ class PoolRegistry:
         finally:
             self._start_lock.release()
         _close(to_close)
-        return entry.hold(1, pool, True, seconds)
+        return entry.hold(1, pool, True, seconds, watch)
 
     def _retire_outdated(self, strategy: str) -> None:
         """Retire the current ``strategy`` pool if a module of the user's was reloaded since its workers
@@ -298,14 +306,14 @@ class PoolRegistry:
         return " (a slow or stalled worker_initializer?)" if starting is not None and starting.initializer \
             is not None else ""
 
-    def _take(self, key: PoolKey) -> Lease | None:
+    def _take(self, key: PoolKey, watch: bool = True) -> Lease | None:
         with self._lock:
             entry = self._current.get(key.strategy)
             if entry is None or entry.pool.broken or not entry.key.serves(key):
                 return None
             entry.leases += 1
             entry.taken += 1
-            return entry.hold(entry.taken, entry.pool)
+            return entry.hold(entry.taken, entry.pool, watch=watch)
 
     def release(self, lease: Lease, *, in_callback: bool = False) -> None:
         """Give a lease back (once; later calls do nothing). The last lease on a retired pool closes it.

@@ -246,7 +246,8 @@ class ParallelExecutor:
         workers = planning.available_workers(config)
         self._begin()
         try:
-            lease = self._pools.lease(pool_key(config, name, workers), lambda: make_strategy(name, workers, config))
+            lease = self._pools.lease(pool_key(config, name, workers), lambda: make_strategy(name, workers, config),
+                                     watch=False)
         except BaseException:
             self._end()
             raise
