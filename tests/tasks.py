@@ -381,3 +381,13 @@ def threads_outside_python(_: object) -> int:
     import threading
 
     return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+
+SAME_ERROR = ValueError("the same object every time")
+"""One exception object raised again and again, as a module-level sentinel is."""
+
+
+def raise_the_same_error(x: int) -> int:
+    if x == 3:
+        raise SAME_ERROR
+    return x

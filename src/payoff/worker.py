@@ -263,7 +263,7 @@ def run_chunk(
     outcome = _ended(index, first, results, start_ns, cpu0, runq0, durations, sizes)
     if error is not None:
         outcome.error_index = first + len(results)
-        _add_note(error, f"payoff: raised by item {outcome.error_index} of the map "
+        _add_note(error, f"{RAISED_BY}{outcome.error_index} of the map "
                          f"(chunk {index}, worker {outcome.worker})")
         outcome.error = error
     return outcome
@@ -311,9 +311,19 @@ def item_error(exc: BaseException) -> BaseException:
     return exc
 
 
+RAISED_BY = "payoff: raised by item "
+
+
 def _add_note(error: BaseException, note: str) -> None:
-    """Best effort: a user's exception whose ``__notes__`` is not a list must still arrive as itself."""
+    """Best effort: a user's exception whose ``__notes__`` is not a list must still arrive as itself.
+
+    An object raised again (a module-level sentinel, on every call of a service) keeps only its latest
+    "raised by item" note: one per raise grew its ``__notes__`` for the life of the process.
+    """
     with contextlib.suppress(Exception):
+        notes = getattr(error, "__notes__", None)
+        if note.startswith(RAISED_BY) and isinstance(notes, list):
+            notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(RAISED_BY))]
         error.add_note(note)
 
 
@@ -597,7 +607,7 @@ class StreamedChunk:
     def _fail(self, exc: BaseException, done: int) -> None:
         error = item_error(exc)
         if isinstance(error, Exception):  # Ctrl-C, SystemExit and the like go on as they came
-            _add_note(error, f"payoff: raised by item {self.first + done} of the map "
+            _add_note(error, f"{RAISED_BY}{self.first + done} of the map "
                              f"(chunk {self.index}, worker {_worker_name()})")
         self.error = error
 

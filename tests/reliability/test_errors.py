@@ -136,3 +136,23 @@ def test_map_raises_the_first_failing_item_in_input_order_not_the_first_to_fail(
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
             pytest.raises(ValueError, match="item 5"):
         ex.map(tasks.fail_late_and_early, range(100), chunksize=10)
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
+def test_an_exception_object_raised_again_carries_one_payoff_note(strategy: str) -> None:
+    """A service raising one exception object on many calls (a module-level sentinel) gave it one more
+    'raised by item' note per call: its ``__notes__`` grew for the life of the process (in the process
+    workers too, where the object lives). The note names the latest raise only; the user's own notes stay."""
+    tasks.SAME_ERROR.add_note("the user's own note")
+    try:
+        with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+            for _ in range(5):
+                with pytest.raises(ValueError, match="the same object") as info:
+                    ex.map(tasks.raise_the_same_error, range(8), chunksize=2)
+        notes = list(getattr(info.value, "__notes__", []))
+        assert [n for n in notes if n.startswith("payoff: raised by item")] == \
+            [n for n in notes if "item 3 of the map" in n], notes
+        assert len([n for n in notes if n.startswith("payoff: raised by item")]) == 1, notes
+        assert "the user's own note" in notes
+    finally:
+        tasks.SAME_ERROR.__notes__ = []
