@@ -391,3 +391,20 @@ def raise_the_same_error(x: int) -> int:
     if x == 3:
         raise SAME_ERROR
     return x
+
+
+def spin_in_two_children(_: object) -> int:
+    """CPU work done in two child processes while this thread waits for them (as joblib.Parallel's items)."""
+    import subprocess
+    import sys
+
+    code = "import time\nend = time.process_time() + 0.04\nwhile time.process_time() < end: pass"
+    children = [subprocess.Popen([sys.executable, "-S", "-c", code]) for _ in range(2)]
+    return sum(child.wait() for child in children)
+
+
+def wait_for_a_child(_: object) -> int:
+    """Waiting work that starts a child which only sleeps: its little CPU must not make the item CPU-bound."""
+    import subprocess
+
+    return subprocess.call(["sleep", "0.05"])

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from payoff import _forks
+from payoff import _delegated_cpu, _forks
 from payoff._outer_pools import outer_pool
 from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
@@ -320,6 +320,9 @@ class Facts:
     measured_items: int = SOUND_ITEMS
     """How many items ``seconds_per_item`` rests on: a probe's, then the calls' that corrected it (see
     ``SOUND_ITEMS``). Facts stated outright (``teach``) count as sound."""
+    delegates: bool = False
+    """Whether a probe saw the items compute mostly outside their own thread (other processes, native threads):
+    a run's record reads only the threads that ran the items, so it does not correct ``cpu_ratio`` then."""
 
     @property
     def sound(self) -> bool:
@@ -400,7 +403,7 @@ class Knowledge:
         facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
                       result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
-                      measured_items=probe.n)
+                      measured_items=probe.n, delegates=probe.delegates)
         with self._lock:
             self._store(key, facts)
 
@@ -637,6 +640,8 @@ class Probe:
     """True when the cost came from an earlier call instead of running items now."""
     crashed: str | None = None
     """How the function crashed a worker process in an earlier call; None if it never did."""
+    delegates: bool = False
+    """The probed items' CPU ran mostly outside their thread (see :mod:`payoff._delegated_cpu`)."""
 
     @property
     def refused(self) -> str:
@@ -909,7 +914,8 @@ class Planner:
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
             known = self.knowledge.get(fn)
             per_item = items_seconds(record) / record.n_items
-            share = _cpu_share(record, None if known is None else known.cpu_ratio)
+            share = None if known is not None and known.delegates else \
+                _cpu_share(record, None if known is None else known.cpu_ratio)
             own, n = record.selected_strategy in SHARE_WITHOUT_GIL, record.n_items
             if not self.knowledge.observe(fn, per_item, share, own, n):  # no probe ran: the pool measured it first
                 self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share,
@@ -1538,6 +1544,8 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -
     """
     share = _probe_share(call, workers)
     busy_ns = _threads_busy_ns() if crowded else None
+    # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
+    elsewhere = None if crowded or call.timeout is not None else _delegated_cpu.snapshot()
     process_ns, clock_ns = time.process_time_ns(), time.perf_counter_ns()
     probe.outcome, per_item = _bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                        max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
@@ -1548,9 +1556,20 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = min(1.0, max(0.05, outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
+        if elsewhere is not None and probe.cpu_ratio < WAITING_CPU_RATIO:
+            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere), wall)
         if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and _held_by_others(outcome, busy_ns, process_ns, clock_ns):
             probe.cpu_ratio = 1.0
             probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
+
+
+def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wall: float) -> None:
+    """Items that looked like waiting work but kept other processes or native threads computing meanwhile
+    (``joblib.Parallel``, a scikit-learn ``n_jobs=-1`` model, BLAS threads) are CPU work: that CPU counts."""
+    if elsewhere_ns <= 0 or wall <= 0:
+        return
+    probe.cpu_ratio = min(1.0, max(0.05, (outcome.cpu_ns + elsewhere_ns) / 1e9 / wall))
+    probe.delegates = probe.cpu_ratio >= WAITING_CPU_RATIO and elsewhere_ns >= outcome.cpu_ns
 
 
 def _held_by_others(outcome: ChunkOutcome, busy_ns: int | None, process_ns: int, clock_ns: int) -> bool:

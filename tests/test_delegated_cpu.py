@@ -1,0 +1,66 @@
+"""Items that compute outside their own thread are CPU work, not waiting work (helper 59's finding).
+
+An item calling a scikit-learn ``n_jobs=-1`` model or ``joblib.Parallel`` waits
+for loky processes that do its computing; its own thread's clock shows almost
+no CPU, and auto ran such items on 24-32 threads (``auto_waiting``) at 2.5x the
+time processes took, its record claiming 21-25x for a real 1.2-1.5x. Real child
+processes do the computing here; no timing is asserted, only how the probe
+classified what it measured.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor
+from payoff.reasons import Reason
+from tests import tasks
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads CPU time in /proc")
+
+
+def _decision(fn: object, n: int = 8) -> Reason:
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
+        ex.map(fn, range(n))  # type: ignore[arg-type]
+        record = ex.last_record
+    assert record is not None
+    return record.decision_reason
+
+
+def test_items_whose_children_compute_are_cpu_work_not_waiting_work() -> None:
+    assert _decision(tasks.spin_in_two_children) is Reason.AUTO_CPU_BOUND
+
+
+def test_items_waiting_on_a_child_that_sleeps_are_still_waiting_work() -> None:
+    assert _decision(tasks.wait_for_a_child) is Reason.AUTO_WAITING
+
+
+def test_a_busy_python_thread_of_the_program_does_not_make_waiting_items_cpu_work() -> None:
+    """The program's own Python threads are not the items' (I/O beside a busy thread is still I/O)."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(10_000))
+
+    spinner = threading.Thread(target=busy, daemon=True)
+    spinner.start()
+    try:
+        assert _decision(tasks.sleep_then_square, 8) is Reason.AUTO_WAITING
+    finally:
+        stop.set()
+        spinner.join()
+
+
+def test_a_delegating_functions_cpu_share_is_not_lowered_by_the_records_of_its_runs() -> None:
+    """A run's record reads only the threads that ran the items: it cannot see the children's CPU."""
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
+        decisions = []
+        for _ in range(6):
+            ex.map(tasks.spin_in_two_children, range(8))
+            assert ex.last_record is not None
+            decisions.append(ex.last_record.decision_reason)
+    assert decisions == [Reason.AUTO_CPU_BOUND] * 6, decisions
