@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -48,6 +50,36 @@ def checkout_only(what: str) -> None:
     """
     if outside_checkout():
         pytest.skip(f"outside a checkout (unpacked sdist): {what}")
+
+
+HARD_LIMIT_SECONDS = 420
+"""A test still running this long after it began is past pytest-timeout's 300 s (pyproject) by minutes."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where the watchdog below writes: the terminal's stderr as it was before pytest captured it."""
+    capture = getattr(config.pluginmanager.getplugin("capturemanager"), "_global_capturing", None)
+    saved = getattr(getattr(capture, "err", None), "targetfd_save", None)
+    config.stash[_WATCHDOG_OUT] = os.fdopen(os.dup(saved if isinstance(saved, int) else 2), "w")
+
+
+_WATCHDOG_OUT = pytest.StashKey[TextIO]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A hang pytest-timeout's alarm cannot end ends the run, with every thread's stack printed.
+
+    The alarm interrupts the test's main thread once; a clean-up that then waits for the hung work (a
+    ``with ThreadPoolExecutor`` joining its threads) hangs for good, and CI ran into its 90-minute limit with
+    no word of where. Past ``HARD_LIMIT_SECONDS`` Python's faulthandler (a C thread, GIL or not) prints
+    every thread's stack to the terminal and exits.
+    """
+    faulthandler.dump_traceback_later(HARD_LIMIT_SECONDS, exit=True, file=item.config.stash[_WATCHDOG_OUT])
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
