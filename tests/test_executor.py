@@ -460,7 +460,9 @@ def test_a_large_function_travels_once_per_worker_not_once_per_chunk() -> None:
         ex.map(fn, list(range(300)), chunksize=10)
         second = ex.last_record
         assert second is not None
-        assert second.bytes_sent < 30 * 4096
+        # once per worker over both calls: a worker that ran none of the first call's chunks (one worker can take
+        # them all on a loaded machine) loads it in the second
+        assert first.bytes_sent + second.bytes_sent <= first.workers * table.nbytes + 60 * 4096
 
 
 def test_a_failing_observer_is_logged_once_and_never_breaks_a_map(caplog: pytest.LogCaptureFixture) -> None:
