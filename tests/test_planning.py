@@ -21,7 +21,7 @@ from payoff import ParallelConfig, ParallelExecutor, Reason, planning
 from payoff.record import OVERTURNED, OVERTURNED_ADVICE, MapRecord, RecordBuilder
 from payoff.report.text import details
 from payoff.telemetry.warnings import ParallelFallbackWarning
-from payoff.worker import ChunkOutcome
+from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 from tests import tasks
 
 
@@ -144,6 +144,26 @@ def test_a_chunks_own_set_up_is_not_counted_as_its_items_work() -> None:
     assert planning._own_ns(outcome) == 5_000
     waited = replace(outcome, cpu_ns=4_000, runq_ns=190_000)  # a wait for a CPU outside the timed block
     assert planning._own_ns(waited) == 4_000  # the CPU time stays the floor
+
+
+@pytest.mark.parametrize(("blocked", "ratio"), [(0, 1.0), (2, 0.2), (None, 0.2)])
+def test_a_probe_whose_thread_never_gave_up_its_cpu_did_not_wait(blocked: int | None, ratio: float) -> None:
+    """Two items of a CPU-bound function read 0.4 ms of CPU in 2 ms of their own wall time: on a virtual machine
+    whose host lent the CPU elsewhere (steal time) neither the thread's CPU clock nor its run-queue wait
+    moves, and the probe read waiting work (``auto_waiting``: a second pool, of threads, beside the
+    processes twelve request handlers shared). A thread that never blocked (no voluntary context switch)
+    did not wait; without that count the clocks stand."""
+    outcome = ChunkOutcome(0, 0, [1, 2], 0, 2_000_000, 400_000, array("q", [1_000_000, 1_000_000]),
+                           array("q", [1, 1]), "t", blocked=blocked)
+    assert planning._cpu_ratio(outcome) == pytest.approx(ratio)
+
+
+def test_a_thread_that_sleeps_counts_its_waits_and_one_that_computes_does_not() -> None:
+    """What the probe's reading above rests on, read on this machine (Linux: ``RUSAGE_THREAD``)."""
+    slept = run_chunk(time.sleep, [0.001] * 3, 0, 0)
+    assert slept.blocked is not None and slept.blocked >= 3
+    computed = run_chunk(tasks.spin, range(20), 0, 0)
+    assert computed.blocked is not None and computed.blocked <= 1  # at most one: a page of the heap read in
 
 
 def test_a_pause_between_probe_steps_does_not_end_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,12 +305,35 @@ def _finished(started_ns: int, strategy: str, *, speedup: float = 1.0, cpu_share
                    cpu_seconds=serial * cpu_share, serial_estimate_seconds=serial)
 
 
-def _spin_call(planner: planning.Planner) -> int:
+def _spin_call(planner: planning.Planner, stop: CancelToken | None = None) -> int:
     """Plan a call of tasks.spin (taught: no item runs); the instant it began."""
     started = time.monotonic_ns()
     planner.plan(planning.Call(tasks.spin, list(range(500)), ParallelConfig(max_workers=2), "auto", None, None,
-                               None, frozenset({"processes"}), 5))
+                               None, frozenset({"processes"}), 5, stop=stop))
     return started
+
+
+def test_a_call_that_began_before_this_one_and_still_runs_is_beside_it() -> None:
+    """Twelve request handlers on one executor: a serial call ended while another call, planned before it,
+    still ran. No other call started or ended within its run, so the planner took it for a call alone, and
+    its items' waits for the GIL the other held were learned as waiting work (``auto_waiting``: a second
+    pool, of threads, beside the processes; 1 in ~30 runs of the asyncio handlers test). A call planned and
+    not yet learned from runs now; once it has ended, a call alone teaches again."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, planning.Facts(1e-4, 1.0, 40, "", None, result_error=""))
+    earlier = CancelToken()
+    began = _spin_call(planner, earlier)
+    time.sleep(0.01)  # before this call's run, by more than its wall time
+    mine = CancelToken()
+    planner.learn(_finished(_spin_call(planner, mine), "serial", cpu_share=0.1), tasks.spin, stop=mine)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.cpu_ratio == 1.0, "GIL waits beside a running call are not waiting"
+    planner.learn(_finished(began, "processes"), tasks.spin, stop=earlier)
+    time.sleep(0.01)
+    alone = CancelToken()
+    planner.learn(_finished(_spin_call(planner, alone), "serial", cpu_share=0.1), tasks.spin, stop=alone)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.cpu_ratio < 1.0
 
 
 @pytest.mark.parametrize("crowded", [False, True], ids=["alone", "among-others"])
@@ -473,6 +516,49 @@ def test_a_probe_that_waited_for_the_gil_other_payoff_calls_held_is_not_waiting_
 
     got = _probe_beside_hogs(planning.PLANNER, _spin_dear, other_call)
     shared.shutdown()
+    assert got.probe.n >= 1
+    assert got.decision is not Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.detail)
+    assert got.probe.cpu_ratio > planning.WAITING_CPU_RATIO
+
+
+_PROBE_STARTED = threading.Event()
+
+
+def _spin_dear_then_say_so(x: int) -> int:
+    _PROBE_STARTED.set()
+    return _spin_dear(x)
+
+
+def test_a_probe_that_other_payoff_calls_joined_while_it_ran_is_not_waiting_work() -> None:
+    """Twelve request handlers mapping one CPU-bound function at once: the first to plan began its probe with
+    no other call around, the others' calls came while it ran and held the GIL, and its low CPU share per
+    second of wall time read as waiting work (``auto_waiting``: a second pool, of threads, beside the
+    processes; 1 in ~15 runs of the asyncio handlers test, and in CI). Calls that join during the probe
+    count as calls around it."""
+    shared = ParallelExecutor(ParallelConfig(strategy="serial"))
+    stop, interval = threading.Event(), sys.getswitchinterval()
+
+    def other_calls() -> None:
+        _PROBE_STARTED.wait(30)
+        while not stop.is_set():
+            shared.map(tasks.spin, range(20))
+
+    _PROBE_STARTED.clear()
+    joiners = [threading.Thread(target=other_calls, daemon=True) for _ in range(7)]
+    sys.setswitchinterval(1e-5)  # so that even a short probe meets the others
+    try:
+        for thread in joiners:
+            thread.start()
+        got = planning.PLANNER.plan(planning.Call(_spin_dear_then_say_so, list(range(400)),
+                                                  ParallelConfig(max_workers=2), "auto", None, None, None,
+                                                  frozenset(), 0))
+    finally:
+        stop.set()
+        _PROBE_STARTED.set()
+        sys.setswitchinterval(interval)
+        for thread in joiners:
+            thread.join()
+        shared.shutdown()
     assert got.probe.n >= 1
     assert got.decision is not Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.detail)
     assert got.probe.cpu_ratio > planning.WAITING_CPU_RATIO

@@ -170,7 +170,7 @@ class MapRun:
                 if left is not None and error is None and not self._all_done():
                     error = left  # its consumer left before the last result: cancelled, not judged
                 record = self.rec.build(error)
-                self.ex._finish(self.call, record, self.fn, error, self.config)
+                self.ex._finish(self.call, record, self.fn, error, self.config, self.token)
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 

@@ -710,6 +710,16 @@ def available_workers(config: ParallelConfig) -> int:
     return usable_cpus()
 
 
+def _forget_open_calls() -> None:
+    """A forked child runs none of its parent's calls: those still open there never end in it."""
+    for planner in list(_PLANNERS):
+        planner._open = weakref.WeakKeyDictionary()
+
+
+_PLANNERS: weakref.WeakSet[Planner] = weakref.WeakSet()
+_forks.in_child(_forget_open_calls)
+
+
 class Planner:
     """Everything this process has learned about backends and functions, and the decisions drawn from it.
 
@@ -726,6 +736,9 @@ class Planner:
         self.knowledge = Knowledge()
         self._events_lock = _forks.Lock()
         self._events: deque[int] = deque(maxlen=CALL_EVENTS)
+        self._open: weakref.WeakKeyDictionary[CancelToken, int] = weakref.WeakKeyDictionary()
+        """Calls planned and not yet learned from, by their cancel token (a call's own, dropped with it)."""
+        _PLANNERS.add(self)
 
     def reset(self) -> None:
         self.costs.reset()
@@ -734,11 +747,21 @@ class Planner:
             _STUCK_PROBES.clear()
         with self._events_lock:
             self._events.clear()
+            self._open.clear()
 
-    def _event(self) -> None:
-        """A call starts (``plan``) or ends (``learn``) now."""
+    def _event(self, stop: CancelToken | None = None, *, ends: bool = False) -> None:
+        """A call starts (``plan``) or ends (``learn``) now; ``stop`` names it among the calls still open."""
         with self._events_lock:
             self._events.append(time.monotonic_ns())
+            if stop is not None and ends:
+                self._open.pop(stop, None)
+            elif stop is not None:
+                self._open[stop] = self._events[-1]
+
+    def _others_open(self, stop: CancelToken | None) -> bool:
+        """Whether a call other than ``stop``'s is planned and not yet learned from: it runs now."""
+        with self._events_lock:
+            return any(token is not stop for token in self._open)
 
     def _among_others(self, wall_seconds: float) -> bool:
         """Whether another call of this process started or ended while the call ending now ran.
@@ -747,8 +770,8 @@ class Planner:
         call's. Two calls that overlap both see it: the later one's start falls in
         the earlier one's run, the earlier one's end in the later one's. (A call
         that starts before this one and ends after it, with no other call
-        starting or ending meanwhile, is not seen: an approximation that needs
-        no pairing of starts with ends, so a plan with no ``learn`` leaks nothing.)
+        starting or ending meanwhile, is not seen here: calls that name
+        themselves (their cancel token) are, by ``_others_open``.)
         """
         since = time.monotonic_ns() - int(wall_seconds * 1e9)
         seen = 0
@@ -761,9 +784,15 @@ class Planner:
                     return True
         return False
 
+    def _others_since(self, start_ns: int) -> bool:
+        """Whether another call of this process started or ended since ``start_ns`` (``time.monotonic_ns``): a
+        probe that began alone may have shared the GIL with calls that came during it."""
+        with self._events_lock:
+            return bool(self._events) and self._events[-1] >= start_ns
+
     def plan(self, call: Call) -> Plan:
         """Decide how to run ``call``; may run its first items (the probe)."""
-        self._event()
+        self._event(call.stop)
         cfg = call.config
         if not call.items:
             return Plan("serial", 1, 1, Reason.EMPTY_INPUT)
@@ -777,7 +806,8 @@ class Planner:
         if call.serial_because is not None:
             return _serial(call, *call.serial_because, decision)
         try:
-            probe = _run_probe(self.knowledge, call, workers, self._among_others(OTHERS_WINDOW_SECONDS), self.costs)
+            crowded = self._among_others(OTHERS_WINDOW_SECONDS) or self._others_open(call.stop)
+            probe = _run_probe(self.knowledge, call, workers, crowded, self.costs, self._others_since)
         except ProbeOutlivedTimeout as exc:
             self.knowledge.crashed(call.fn, exc.detail)  # its next calls run where payoff can stop an item
             raise
@@ -892,7 +922,8 @@ class Planner:
         return _cost_fallback(self.costs, call, strategy, workers, probe, remaining)
 
     def learn(self, record: MapRecord, fn: Callable[[Any], Any], config: ParallelConfig | None = None,
-              error: BaseException | None = None, *, shared_pool: bool = False) -> None:
+              error: BaseException | None = None, *, shared_pool: bool = False,
+              stop: CancelToken | None = None) -> None:
         """Feed measured item cost, CPU share, backend overheads and the verdict back into the planner.
 
         ``config`` is the one the call ran with: a process pool's start is learned for its start method.
@@ -900,12 +931,14 @@ class Planner:
         record's ``map_failure_retry``) marks ``fn`` as one that crashes worker processes.
         ``shared_pool``: other work (a ``submit``, another call) held the call's pool meanwhile, so its
         chunks may have queued behind that work, which is no cost of the pool's (as for ``crowded``).
+        ``stop``: the call's cancel token, as given to ``plan`` in its ``Call``: a call still open that began
+        before this one counts as beside it too.
         """
         crash = _crash_of(record, error)
         if crash is not None:
             self.knowledge.crashed(fn, crash)
-        crowded = shared_pool or self._among_others(record.wall_seconds)
-        self._event()
+        crowded = shared_pool or self._among_others(record.wall_seconds) or self._others_open(stop)
+        self._event(stop, ends=True)
         if record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads" \
                 and record.speedup < 1.0 and record.cpu_seconds >= GIL_BOUND_CORES * record.busy_seconds > 0:
             self.knowledge.not_waiting(fn)  # its items ran on a CPU all their time: never waiting, crowded or not
@@ -1330,7 +1363,7 @@ def _cloudpickled_size(obj: Any) -> int | None:
 
 
 def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = False,
-               costs: CostModel | None = None) -> Probe:
+               costs: CostModel | None = None, others_since: Callable[[int], bool] | None = None) -> Probe:
     """Run the first items in the caller, unless they are known or the user fixed every choice.
 
     A known function runs its first item here only when no earlier call's
@@ -1347,7 +1380,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     here = _may_run_items_here(call, _off_the_caller(call, probe))
     if needs_cost and here and (known is None or _measures_more(call, workers, known)
                                                     or _unsteady(known)):
-        _probe_cost(call, probe, workers, crowded)
+        _probe_cost(call, probe, workers, crowded, others_since)
         probe.known = False
     elif sends and known is not None and known.result_error != "":
         if here:
@@ -1531,36 +1564,48 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.result_bytes = known.result_bytes
 
 
-def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False) -> None:
+def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
+                others_since: Callable[[int], bool] | None = None) -> None:
     """Run the first items in the caller to learn what an item costs and how much of it is CPU.
 
     Little CPU per second of wall time means the items wait (I/O, sleep),
-    unless other payoff calls of this process ran around it (``crowded``) and
-    the process as a whole kept a core busy meanwhile: then the probe's thread
-    waited for the GIL the other threads held (many threads sharing one
-    executor), its items are CPU work, and what they cost alone is their CPU
-    time. Without other payoff calls a busy thread of the program's own says
-    nothing about these items, which may really wait (I/O beside a busy thread).
+    unless other payoff calls of this process ran around it (``crowded``, or
+    calls that came while it ran: ``others_since``) and the process's other
+    threads kept a core busy meanwhile: then the probe's thread waited for the
+    GIL they held (many threads sharing one executor), its items are CPU work,
+    and what they cost alone is their CPU time. Without other payoff calls a
+    busy thread of the program's own says nothing about these items, which may
+    really wait (I/O beside a busy thread).
     """
     share = _probe_share(call, workers)
-    busy_ns = _threads_busy_ns() if crowded else None
+    busy = _threads_busy()
     # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
     elsewhere = None if crowded or call.timeout is not None else _delegated_cpu.snapshot()
-    process_ns, clock_ns = time.process_time_ns(), time.perf_counter_ns()
+    start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
     probe.outcome, per_item = _bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                        max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
     outcome = probe.outcome
     process_ns = time.process_time_ns() - process_ns  # this thread's and the others': about one core when GIL-bound
     clock_ns = time.perf_counter_ns() - clock_ns
+    crowded = crowded or (others_since is not None and others_since(start_ns))
     if outcome.n_done:
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
-        probe.cpu_ratio = min(1.0, max(0.05, outcome.cpu_ns / 1e9 / wall)) if wall > 0 else 1.0
-        if elsewhere is not None and probe.cpu_ratio < WAITING_CPU_RATIO:
+        probe.cpu_ratio = _cpu_ratio(outcome)
+        if elsewhere is not None and not crowded and probe.cpu_ratio < WAITING_CPU_RATIO:
             _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere), wall)
-        if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and _held_by_others(outcome, busy_ns, process_ns, clock_ns):
+        if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and _held_by_others(outcome, busy, process_ns, clock_ns):
             probe.cpu_ratio = 1.0
             probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
+
+
+def _cpu_ratio(outcome: ChunkOutcome) -> float:
+    """The items' CPU time per second of their own wall time (waits for a CPU taken off); 1.0 for a thread that
+    never gave up its CPU, which cannot have waited: the time its clocks lack was the machine's (steal)."""
+    wall = _own_ns(outcome)
+    if wall <= 0 or outcome.blocked == 0:
+        return 1.0
+    return min(1.0, max(0.05, outcome.cpu_ns / wall))
 
 
 def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wall: float) -> None:
@@ -1572,38 +1617,40 @@ def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wal
     probe.delegates = probe.cpu_ratio >= WAITING_CPU_RATIO and elsewhere_ns >= outcome.cpu_ns
 
 
-def _held_by_others(outcome: ChunkOutcome, busy_ns: int | None, process_ns: int, clock_ns: int) -> bool:
+def _held_by_others(outcome: ChunkOutcome, busy: dict[int, int] | None, process_ns: int, clock_ns: int) -> bool:
     """Whether the probe's thread, while neither on a CPU nor waiting for one, could have been waiting for the
     GIL: the process's other threads ran or waited for a CPU (holding the GIL meanwhile) about as long.
 
     Their waits for a CPU count: on a loaded machine or under a CPU quota the process gets less than a core,
     and the old test (the process kept 0.8 of a core busy) read CPU-bound items probed beside other calls as
-    waiting work, then ran them on 5-32 threads at 0.1x. Without schedstat only the others' CPU time counts.
+    waiting work, then ran them on 5-32 threads at 0.1x. Each thread counts its own growth (a thread that
+    ended meanwhile took its whole life's time out of a sum of all). Without schedstat only the others' CPU
+    time counts.
     """
     blocked = clock_ns - outcome.cpu_ns - outcome.runq_ns
-    now = _threads_busy_ns() if busy_ns is not None else None
-    if busy_ns is not None and now is not None:
-        others = now - busy_ns - outcome.cpu_ns - outcome.runq_ns
+    now = _threads_busy() if busy is not None else None
+    if busy is not None and now is not None:
+        others = sum(ns - busy.get(tid, 0) for tid, ns in now.items()) - outcome.cpu_ns - outcome.runq_ns
     else:
         others = process_ns - outcome.cpu_ns
     return others >= GIL_BOUND_CORES * blocked
 
 
-def _threads_busy_ns() -> int | None:
-    """CPU time and waits for a CPU of all this process's threads (Linux schedstat), in ns; None elsewhere."""
+def _threads_busy() -> dict[int, int] | None:
+    """CPU time and waits for a CPU of each of this process's threads (Linux schedstat), in ns; None elsewhere."""
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
         return None
-    total = 0
+    busy = {}
     for tid in tids:
         try:
             with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
                 on_cpu, waited = stat.read().split()[:2]
         except (OSError, ValueError):  # a thread that ended meanwhile
             continue
-        total += int(on_cpu) + int(waited)
-    return total
+        busy[int(tid)] = int(on_cpu) + int(waited)
+    return busy
 
 
 def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, float]:
@@ -1737,6 +1784,7 @@ def _extend(outcome: ChunkOutcome, more: ChunkOutcome) -> ChunkOutcome:
     outcome.block_sizes.extend(more.block_sizes)
     outcome.cpu_ns += more.cpu_ns
     outcome.runq_ns += more.runq_ns
+    outcome.blocked = None if outcome.blocked is None or more.blocked is None else outcome.blocked + more.blocked
     outcome.end_ns = more.end_ns
     outcome.error, outcome.error_index = more.error, more.error_index
     return outcome
