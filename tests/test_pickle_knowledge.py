@@ -264,3 +264,16 @@ def test_a_function_not_pickled_while_tiny_is_pickled_once_its_call_can_go_paral
                                      frozenset(), 0))
     assert big.probe.fn_checked and big.probe.pickle_error, big.probe
     assert (big.strategy, big.decision) == ("joblib", Reason.AUTO_NEEDS_CLOUDPICKLE), big
+
+
+def test_a_tiny_call_of_a_known_function_runs_in_one_piece() -> None:
+    """A known function whose results were never checked for pickling (its calls stayed serial) had its first
+    item run apart on every tiny call, to check a result no pool would receive: two chunks, and their
+    bookkeeping, for each of a service's small calls (~25% of payoff's cost per 20-item call)."""
+    planner = planning.Planner()
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planner) as ex:
+        for _ in range(3):
+            assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD, record.summary()
+    assert record.n_chunks == 1, record.summary()

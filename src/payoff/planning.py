@@ -1383,7 +1383,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         _probe_cost(call, probe, workers, crowded, others_since)
         probe.known = False
     elif sends and known is not None and known.result_error != "":
-        if here:
+        if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
             probe.outcome, _ = _bounded(call, 1, 1)
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
