@@ -104,7 +104,7 @@ OTHERS_WINDOW_SECONDS = 1.0
 """A probe counts as among other calls when another call of this process started or ended this recently."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Overheads:
     """What one backend costs besides the work, in seconds (and seconds per byte)."""
 
@@ -167,22 +167,32 @@ class CostModel:
 
     def reset(self) -> None:
         """Back to the priors (tests, or after the machine's load changed a lot)."""
-        self._costs = {k: Overheads(**vars(v)) for k, v in _PRIORS.items()}
-        self._per_call: dict[str, deque[float]] = {k: deque([v.per_call], maxlen=self.WINDOW)
-                                                   for k, v in _PRIORS.items()}
-        self._starts: dict[str, float] = {}
+        with self._lock:
+            self._costs = dict(_PRIORS)
+            self._per_call: dict[str, deque[float]] = {k: deque([v.per_call], maxlen=self.WINDOW)
+                                                       for k, v in _PRIORS.items()}
+            self._starts: dict[str, float] = {}
+            self._answers: dict[tuple[str, str | None, int], Overheads] = {}
 
     def get(self, strategy: str, method: str | None = None, workers: int = 2) -> Overheads:
-        """``strategy``'s overheads; a process pool's start is the one of ``method`` (None: the platform's)."""
+        """``strategy``'s overheads; a process pool's start is the one of ``method`` (None: the platform's).
+
+        Answers are kept until the next ``learn``: a plan asks about nine times, and a small call's plan
+        is most of what payoff adds to it."""
         method = _process_method(strategy, method)
+        key = (strategy, method, workers)
         with self._lock:
-            costs = Overheads(**vars(self._costs.get(strategy, _PRIORS["processes"])))
+            known = self._answers.get(key)
+            if known is not None:
+                return known
+            costs = self._costs.get(strategy, _PRIORS["processes"])
             learned = self._starts.get(_start_key(strategy, method))
-        if learned is not None:
-            costs.start = learned
-        elif strategy == "processes" and method in _PROCESS_START_PRIORS:
-            fixed, per_worker = _PROCESS_START_PRIORS[method]
-            costs.start = fixed + per_worker * workers
+            if learned is not None:
+                costs = replace(costs, start=learned)
+            elif strategy == "processes" and method in _PROCESS_START_PRIORS:
+                fixed, per_worker = _PROCESS_START_PRIORS[method]
+                costs = replace(costs, start=fixed + per_worker * workers)
+            self._answers[key] = costs
         return costs
 
     def learn(self, strategy: str, *, start: float | None = None, per_call: float | None = None,
@@ -199,7 +209,9 @@ class CostModel:
             if per_call is not None:
                 window = self._per_call[strategy]
                 window.append(max(0.0, per_call))
-                costs.per_call = statistics.median_low(window)  # one outlier beside the prior is no majority
+                # one outlier beside the prior is no majority
+                self._costs[strategy] = replace(costs, per_call=statistics.median_low(window))
+            self._answers.clear()
 
 
 COSTS = CostModel()
