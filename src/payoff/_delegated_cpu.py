@@ -1,9 +1,10 @@
 """CPU an item's work used outside the thread that ran it: a native library's threads, processes it started.
 
-An item that calls ``model.predict`` of a scikit-learn model fitted with
-``n_jobs=-1``, or ``joblib.Parallel`` itself, computes in loky worker
-processes while its own thread waits for them; BLAS on a machine of many cores
-computes mostly in OpenBLAS's threads. Read by its own thread's clock such an
+An item that calls ``predict`` of a scikit-learn forest fitted with
+``n_jobs=-1`` computes in the joblib thread pool the predict starts, one that
+calls ``joblib.Parallel`` itself in loky worker processes, while its own
+thread waits for them; BLAS on a machine of many cores computes mostly in
+OpenBLAS's threads. Read by its own thread's clock such an
 item uses almost no CPU, and the probe took it for waiting work: auto ran it on
 24-32 threads at 2.5x the time of processes, and the record claimed 21-25x for
 a real 1.2-1.5x. Counted here: the process's CPU but that of the thread that
