@@ -7,6 +7,7 @@ import functools
 import os
 import signal
 import socket
+import statistics
 import threading
 import time
 import warnings
@@ -613,3 +614,19 @@ def test_an_adaptive_cluster_at_zero_starts_a_worker_for_the_map() -> None:
     finally:
         user_client.close()
         cluster.close()
+
+
+def test_a_cluster_teaches_its_own_per_chunk_cost(address: str) -> None:
+    """Issue 13: per-chunk overhead is learned from the cluster, not left at the 2 ms prior: each call's gaps
+    between a worker's chunks (one waiting for it) go into the planner's window for dask."""
+    from payoff import planning
+
+    planner = planning.Planner()
+    prior = planner.costs.get("dask").per_chunk
+    with ParallelExecutor(ParallelConfig(strategy="dask", address=address, **FORCE), planner=planner) as ex:
+        for _ in range(4):
+            assert ex.map(tasks.spin, range(120), chunksize=5) == [tasks.spin(x) for x in range(120)]
+        records = list(ex.records)
+    gaps = [g for r in records if (g := planning._handover_latency(r)) is not None]
+    assert gaps, [r.summary() for r in records]
+    assert planner.costs.get("dask").per_chunk == statistics.median_low([prior, *gaps])

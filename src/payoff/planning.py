@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import itertools
 import math
 import multiprocessing
 import os
@@ -35,7 +36,14 @@ from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_c
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site, warning_action
 from payoff.reasons import Reason, initial_decision
-from payoff.record import ESTIMATE_OVERTURNED, GIL_PRICED_RATIO, LOCAL_PROCESS_POOLS, MapRecord, items_seconds
+from payoff.record import (
+    ESTIMATE_OVERTURNED,
+    GIL_PRICED_RATIO,
+    LOCAL_PROCESS_POOLS,
+    ChunkStats,
+    MapRecord,
+    items_seconds,
+)
 from payoff.scheduling import even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
@@ -150,9 +158,9 @@ def _process_method(strategy: str, method: str | None) -> str | None:
 class CostModel:
     """Per-process knowledge of backend overheads, corrected by measurement.
 
-    Per-call overhead is the median of the last ``WINDOW`` measurements (the
-    prior counts as one until the window fills): a few calls that met a busy
-    machine must not make every later small call serial, because a call kept
+    Per-call and per-chunk overheads are each the median of the last
+    ``WINDOW`` measurements (the prior counts as one until the window fills):
+    a few calls that met a busy machine must not make every later small call serial, because a call kept
     serial is never measured again. A pool's start is learned per backend and
     start method; the first measured start replaces the prior outright (a
     guess made for no machine in particular), later ones are smoothed.
@@ -171,6 +179,8 @@ class CostModel:
             self._costs = dict(_PRIORS)
             self._per_call: dict[str, deque[float]] = {k: deque([v.per_call], maxlen=self.WINDOW)
                                                        for k, v in _PRIORS.items()}
+            self._per_chunk: dict[str, deque[float]] = {k: deque([v.per_chunk], maxlen=self.WINDOW)
+                                                        for k, v in _PRIORS.items()}
             self._starts: dict[str, float] = {}
             self._answers: dict[tuple[str, str | None, int], Overheads] = {}
 
@@ -196,7 +206,7 @@ class CostModel:
         return costs
 
     def learn(self, strategy: str, *, start: float | None = None, per_call: float | None = None,
-              method: str | None = None) -> None:
+              per_chunk: float | None = None, method: str | None = None) -> None:
         method = _process_method(strategy, method)
         with self._lock:
             costs = self._costs.get(strategy)
@@ -210,7 +220,11 @@ class CostModel:
                 window = self._per_call[strategy]
                 window.append(max(0.0, per_call))
                 # one outlier beside the prior is no majority
-                self._costs[strategy] = replace(costs, per_call=statistics.median_low(window))
+                self._costs[strategy] = costs = replace(costs, per_call=statistics.median_low(window))
+            if per_chunk is not None:
+                window = self._per_chunk[strategy]
+                window.append(max(0.0, per_chunk))
+                self._costs[strategy] = replace(costs, per_chunk=statistics.median_low(window))
             self._answers.clear()
 
 
@@ -986,6 +1000,9 @@ class Planner:
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
+        handover = _handover_latency(record)
+        if handover is not None:
+            self.costs.learn(record.selected_strategy, per_chunk=handover)
 
     def _learn_beyond_crowding(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
         """A new item cost from a call that ran in this process among other calls: one crowding cannot explain.
@@ -1036,6 +1053,27 @@ def _dispatch_latency(record: MapRecord) -> float | None:
     if first.bytes_sent > LIGHT_CHUNK_BYTES:
         return None
     return max(0, min(c.start_ns for c in pool_chunks) - first.submit_ns) / 1e9
+
+
+def _handover_latency(record: MapRecord) -> float | None:
+    """Seconds a worker stood idle between two chunks of the call while the second one waited for it: what
+    each chunk costs the pool beyond its items (the result's way back, the next chunk's way out). The
+    median of such gaps; None when no chunk waited for a worker that had just finished one.
+
+    A gap after which a heavy chunk came is moving its payload (costed per byte); a new pool's workers
+    are still warming up. The prior (0.15 ms for processes) was a guess: on a 2-core machine whose
+    workers keep both cores busy the parent's threads wait for a CPU to pass chunks on (0.3-0.8 ms).
+    """
+    if record.pool_started or record.selected_strategy not in CROSSES_PROCESSES:
+        return None  # on threads a gap is as likely a wait for the GIL the other threads' items held
+    by_worker: dict[str, list[ChunkStats]] = {}
+    for c in record.chunks:
+        if c.where == "pool":
+            by_worker.setdefault(c.worker, []).append(c)
+    gaps = [b.start_ns - a.end_ns for chunks in by_worker.values()
+            for a, b in itertools.pairwise(sorted(chunks, key=lambda c: c.start_ns))
+            if b.submit_ns <= a.end_ns <= b.start_ns and b.bytes_sent <= LIGHT_CHUNK_BYTES]
+    return statistics.median(gaps) / 1e9 if gaps else None
 
 
 def _cpu_share(record: MapRecord, known_share: float | None = None) -> float | None:
