@@ -389,6 +389,23 @@ def test_a_call_that_began_before_this_one_and_still_runs_is_beside_it() -> None
     assert facts is not None and facts.cpu_ratio < 1.0
 
 
+def test_a_call_left_open_long_ago_no_longer_counts_as_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An imap its consumer left (a ``break``, the iterator kept in a notebook) is never learned from until it
+    is collected: past the horizon it no longer makes every call that ends look crowded, which would stop the
+    planner learning anything (verdicts, latencies, shares) for the rest of the session."""
+    monkeypatch.setattr(planning, "OPEN_CALL_HORIZON_SECONDS", 0.05)
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, planning.Facts(1e-4, 1.0, 40, "", None, result_error=""))
+    left = CancelToken()
+    _spin_call(planner, left)  # planned, never ended
+    time.sleep(0.1)
+    mine = CancelToken()
+    planner.learn(_finished(_spin_call(planner, mine), "serial", cpu_share=0.1), tasks.spin, stop=mine)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.cpu_ratio < 1.0, "a call alone teaches its share"
+    del left  # held, so still open, until here
+
+
 @pytest.mark.parametrize("crowded", [False, True], ids=["alone", "among-others"])
 def test_what_a_call_measured_among_other_calls_is_not_taken_for_the_function(crowded: bool) -> None:
     """16 threads sharing one executor: each pool call's wall time is shared with the others (0.1x "against

@@ -108,6 +108,8 @@ AMORTIZE_CALLS = 100
 CALL_EVENTS = 4096
 """Starts and ends of this process's calls the planner remembers, to tell a call that ran alone from one that
 shared the process (its GIL, its pools) with others."""
+OPEN_CALL_HORIZON_SECONDS = 60.0
+"""A call planned this long ago and not ended no longer counts as running beside the calls that end now."""
 OTHERS_WINDOW_SECONDS = 1.0
 """A probe counts as among other calls when another call of this process started or ended this recently."""
 
@@ -785,9 +787,12 @@ class Planner:
                 self._open[stop] = self._events[-1]
 
     def _others_open(self, stop: CancelToken | None) -> bool:
-        """Whether a call other than ``stop``'s is planned and not yet learned from: it runs now."""
+        """Whether a call other than ``stop``'s, planned in the last ``OPEN_CALL_HORIZON_SECONDS``, is not yet
+        learned from: it runs now. An ``imap`` its consumer left paused (a ``break``, its iterator kept)
+        stays open until collected, and must not mark every later call as crowded for good."""
+        since = time.monotonic_ns() - int(OPEN_CALL_HORIZON_SECONDS * 1e9)
         with self._events_lock:
-            return any(token is not stop for token in self._open)
+            return any(token is not stop and at >= since for token, at in self._open.items())
 
     def _among_others(self, wall_seconds: float) -> bool:
         """Whether another call of this process started or ended while the call ending now ran.
