@@ -85,6 +85,12 @@ class Observer:
         return None
 
 
+def _overrides(observer: object, hook: str) -> bool:
+    """Whether ``observer``'s ``hook`` is anything but :class:`Observer`'s no-op (set on the instance counts)."""
+    bound = getattr(observer, hook, None)
+    return getattr(bound, "__func__", bound) is not getattr(Observer, hook)
+
+
 class Observers:
     """Fans hooks out to observers, isolating their failures."""
 
@@ -92,7 +98,7 @@ class Observers:
         self.items = list(observers)
         self._scoped = [o for o in self.items if type(o).scope is not Observer.scope]
         self._complained: set[tuple[type[Any], str]] = set()
-        self._hooked = {hook: [o for o in self.items if getattr(type(o), hook, None) is not getattr(Observer, hook)]
+        self._hooked = {hook: [o for o in self.items if _overrides(o, hook)]
                         for hook in ("map_started", "map_planned", "chunk_finished", "map_finished")}
         """Per hook, the observers that override it: a call fans out about 20 hooks, half of them no-ops."""
 
