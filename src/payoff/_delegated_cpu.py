@@ -80,26 +80,33 @@ def since(before: Snapshot) -> int:
 
 
 def _thread_ns(tid: int) -> int | None:
-    try:
-        return int((_PROC / "self" / "task" / str(tid) / "schedstat").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    times = _schedstat(_PROC / "self" / "task" / str(tid))
+    return None if times is None else times[0]
 
 
 def _process_ns(pid: int) -> int | None:
     """CPU time of all the process's threads, in ns (``schedstat``: ``stat``'s clock ticks of 10 ms cannot tell
     the 12 ms an item's loky workers computed from nothing)."""
+    times = thread_times(pid)
+    return None if times is None else sum(on_cpu for on_cpu, _ in times.values())
+
+
+def thread_times(pid: int | str = "self") -> dict[int, tuple[int, int]] | None:
+    """Each thread of process ``pid``: its CPU time and its waits for a CPU so far (Linux schedstat), in ns;
+    None where ``/proc`` cannot tell. A thread that ends while it is read is left out."""
     try:
         tids = os.listdir(_PROC / str(pid) / "task")
     except OSError:
         return None
-    total = 0
-    for tid in tids:
-        try:
-            total += int((_PROC / str(pid) / "task" / tid / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):  # a thread that ended meanwhile
-            continue
-    return total
+    return {int(tid): t for tid in tids if (t := _schedstat(_PROC / str(pid) / "task" / tid)) is not None}
+
+
+def _schedstat(task: Path) -> tuple[int, int] | None:
+    try:
+        on_cpu, waited = (task / "schedstat").read_bytes().split()[:2]
+        return int(on_cpu), int(waited)
+    except (OSError, ValueError):
+        return None
 
 
 def _reaped_ns() -> int:

@@ -16,7 +16,6 @@ import functools
 import itertools
 import math
 import multiprocessing
-import os
 import pickle
 import statistics
 import threading
@@ -1693,19 +1692,8 @@ def _held_by_others(outcome: ChunkOutcome, busy: dict[int, int] | None, process_
 
 def _threads_busy() -> dict[int, int] | None:
     """CPU time and waits for a CPU of each of this process's threads (Linux schedstat), in ns; None elsewhere."""
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return None
-    busy = {}
-    for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
-                on_cpu, waited = stat.read().split()[:2]
-        except (OSError, ValueError):  # a thread that ended meanwhile
-            continue
-        busy[int(tid)] = int(on_cpu) + int(waited)
-    return busy
+    times = _delegated_cpu.thread_times()
+    return None if times is None else {tid: on_cpu + waited for tid, (on_cpu, waited) in times.items()}
 
 
 def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, float]:
