@@ -224,9 +224,23 @@ UNMEASURED_SCRIPT = textwrap.dedent("""
 """)
 
 
+STACKS_ON_SIGUSR1 = "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+"""Put before a child's script: a child that outlives its timeout prints every thread's stack before it is killed
+(one hung once in CI, killed with no word of where it waited)."""
+
+
 def run_child(script: str, *args: str) -> dict[str, object]:
-    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=CHILD_ENV)
+    child = subprocess.Popen([sys.executable, "-c", STACKS_ON_SIGUSR1 + script, *args], cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CHILD_ENV)
+    try:
+        stdout, stderr = child.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        child.kill()
+        _, stderr = child.communicate()
+        pytest.fail(f"the caller did not finish within 120 s; its threads then:\n{stderr[-6000:]}")
+    proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     assert proc.returncode == 0, f"the caller died (exit {proc.returncode}): {proc.stderr[-2000:]}"
     result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
