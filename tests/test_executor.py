@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from payoff import MapRecord, ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
+from payoff.record import own_work_seconds
 from tests import tasks
 from tests.conftest import alive, children_of
 
@@ -243,10 +244,10 @@ def test_records_are_consistent() -> None:
     assert record.task_time.p50 >= 0.0015
     assert record.speedup > 0
     assert record.efficiency == pytest.approx(record.speedup / record.workers)
-    # sleeping items use almost no CPU, so no GIL correction applies: the estimate is the busy time less the
-    # waits for a CPU (Linux schedstat) of the pool's chunks (never below their CPU time); a probe run in the
+    # sleeping items use almost no CPU, so no GIL correction applies: the estimate is the pool chunks' timed
+    # items less their waits for a CPU (Linux schedstat; never below their CPU time); a probe run in the
     # caller counts whole, as a loop there would have met the same machine
-    own = sum(c.own_seconds if c.where == "pool" else c.busy_seconds for c in record.chunks)
+    own = sum(own_work_seconds(c) if c.where == "pool" else c.busy_seconds for c in record.chunks)
     assert record.serial_estimate_seconds == pytest.approx(own)
     assert record.cpu_seconds <= record.serial_estimate_seconds <= record.busy_seconds
     assert record.to_dict()["fallback_reason"] is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, Reason
+from payoff import ParallelConfig, ParallelExecutor, Reason, planning
 from payoff.planning import Planner
 from tests import tasks
 
@@ -34,7 +34,9 @@ def test_a_named_backend_still_skips_truly_tiny_work() -> None:
         assert ex.map(tasks.negate, [4, 5, 6]) == [-4, -5, -6]
         record = ex.last_record
     assert first is not None and first.selected_strategy == "joblib" and first.probe_items == 0
-    assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD
+    known = planning.PLANNER.knowledge.get(tasks.negate)
+    assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD, (
+        record.decision_reason, first.chunks, known)
     assert "fixed cost" in record.fallback_detail
 
 

@@ -23,7 +23,7 @@ import payoff
 from payoff import ParallelConfig, ParallelExecutor, progress
 from payoff._pools import held_ns
 from payoff.observers import CallInfo, CallSite
-from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, RecordBuilder, Summary, block_items
+from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, RecordBuilder, Summary, block_items, items_seconds
 from payoff.telemetry.records import InvalidRecord, record_from_dict, record_line
 from payoff.telemetry.tracing import span_attributes
 from payoff.telemetry.updates import OBSERVE, SPEEDUP, TOUCH, MetricUpdates
@@ -302,6 +302,21 @@ def test_the_serial_estimate_takes_the_pools_own_waits_for_a_cpu_off_pool_chunks
     rec.cpu_ratio = 1.0  # CPU-bound: the smaller of the own time and CPU time over the probe's ratio
     rec.chunks = [_chunk_with("pool", 10_000_000, 5_000_000, 5_000_000)] * 2
     assert rec.build().serial_estimate_seconds == pytest.approx(0.010)
+
+
+def test_a_pool_chunk_is_priced_at_its_timed_items_not_at_a_stall_around_them() -> None:
+    """A joblib worker stalled 5 ms around a chunk of one 4 us item (its thread blocked, neither computing nor
+    waiting for a CPU): the chunk's busy time priced the item, the planner learned 1.2 ms an item for a 3 us
+    function, and a named backend ran three such items on its pool as seconds-worth of work."""
+    rec = _builder(n_items=3, strategy="joblib")
+    stalled = ChunkStats(0, 0, 1, "w1", 0, 1_000, 1_000 + 5_000_000, 70_000, (4_000,), (1,), 0, 0, "pool")
+    quick = [ChunkStats(k, k, 1, "w1", 0, 1_000, 1_000 + 20_000, 15_000, (3_000,), (1,), 0, 0, "pool")
+             for k in (1, 2)]
+    rec.chunks = [stalled, *quick]
+    record = rec.build()
+    assert record.busy_seconds == pytest.approx(0.00504)
+    assert record.serial_estimate_seconds == pytest.approx(10e-6)
+    assert items_seconds(record) == pytest.approx(10e-6)
 
 
 def test_a_program_that_closed_its_stderr_still_maps(tmp_path: Path) -> None:

@@ -484,12 +484,15 @@ class RecordBuilder:
     def _serial_estimate(self, chunks: Sequence[ChunkStats]) -> float:
         """Busy time, less what pool chunks spent waiting for a CPU or, when it uses the CPU, for the GIL.
 
-        A pool's workers, with the caller, can outnumber the cores: a chunk then
-        waits on the run queue, which a loop alone would not (``own_seconds``).
-        Threads of work that uses the CPU wait for the GIL instead, which only their CPU
-        time shows; the probe, run alone in the caller, tells how much CPU an
-        item uses per second of wall time (``cpu_ratio``). Chunks run here are
-        counted whole: a loop here, now, would have met the same machine.
+        A pool chunk is priced at its timed items (``own_work_seconds``): around
+        them a worker reads its clocks and may block (a /proc read, a page fault),
+        which a loop never pays; one such 5 ms stall priced three 2 us items at
+        1.7 ms each. Its workers, with the caller, can outnumber the cores: a chunk
+        then waits on the run queue, which a loop alone would not. Threads of work
+        that uses the CPU wait for the GIL instead, which only their CPU time
+        shows; the probe, run alone in the caller, tells how much CPU an item uses
+        per second of wall time (``cpu_ratio``). Chunks run here are counted
+        whole: a loop here, now, would have met the same machine.
         """
         ratio = self._pricing_ratio()
 
@@ -497,8 +500,8 @@ class RecordBuilder:
             if c.where != "pool":
                 return c.busy_seconds
             if ratio is None:  # work that hardly holds the GIL; unmeasured work cannot be corrected for it
-                return c.own_seconds
-            return min(c.own_seconds, c.cpu_seconds / ratio)
+                return own_work_seconds(c)
+            return min(own_work_seconds(c), c.cpu_seconds / ratio)
 
         # sum() over ``chunks``, in the order build() sums their busy time: from Python 3.12 sum() compensates
         # float rounding, and a plain loop came out an ulp above the busy time it can never exceed
