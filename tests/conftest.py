@@ -6,7 +6,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +133,13 @@ def _fresh_planner() -> None:
 def _no_ce_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CE_PARALLEL", raising=False)
     monkeypatch.delenv("PAYOFF_PARALLEL", raising=False)
+
+
+def thread_stacks() -> str:
+    """Every thread's stack in this process, for the message of a test that found a call hung."""
+    frames = sys._current_frames()
+    return "\n".join(f"--- {t.name}:\n" + "".join(traceback.format_stack(frames[t.ident]))
+                     for t in threading.enumerate() if t.ident in frames)
 
 
 def children_of(pid: int) -> list[int]:

@@ -24,7 +24,7 @@ from payoff.strategies import dask as dask_strategy
 from payoff.telemetry import FALLBACK_WARNINGS
 from payoff.telemetry.metrics import PrometheusMetrics
 from tests import tasks
-from tests.conftest import alive, require
+from tests.conftest import alive, require, thread_stacks
 
 try:
     from distributed import Client, LocalCluster
@@ -505,7 +505,7 @@ def test_a_cluster_whose_workers_all_left_during_a_map_ends_the_call(monkeypatch
         time.sleep(1.0)
         cluster.scale(0)  # the workers leave; no nanny brings them back
         caller.join(120)
-        assert not caller.is_alive(), "map hung on a cluster whose workers all left"
+        assert not caller.is_alive(), f"map hung on a cluster whose workers all left:\n{thread_stacks()}"
         assert isinstance(box[0], RuntimeError) and not isinstance(box[0], WorkerCrashedError), box[0]
         assert "no workers" in str(box[0])
         assert planning.KNOWLEDGE.crash_of(nap) is None
