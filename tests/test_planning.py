@@ -665,6 +665,42 @@ def test_a_probe_that_waited_for_the_gil_is_not_waiting_work_when_the_process_ge
     assert [(got.decision, got.probe.cpu_ratio) for got in plans if got.decision is Reason.AUTO_WAITING] == []
 
 
+@pytest.mark.parametrize(("before", "now", "held_us"), [
+    ({2: (100, 1_000)}, {1: (0, 9_000_000), 2: (40_100, 2_001_000)}, 40 + 320),  # woke from a wait, under load
+    ({2: (0, 0)}, {2: (1_600_000, 6_400_000)}, 8_000),  # a GIL holder given a fifth of a core: all of it
+    ({2: (0, 0)}, {2: (1_000_000, 20_000_000)}, 1_000 + 8_000),  # a ninth of a core at most
+    ({}, {3: (500_000, 0)}, 500),  # a thread that began meanwhile: its whole life
+    ({1: (0, 0)}, {1: (5_000_000, 9_000_000)}, 0),  # the caller's own thread (1) is never another
+])
+def test_the_gil_others_held_counts_a_threads_wait_for_a_cpu_only_beside_its_cpu_time(
+        before: dict[int, tuple[int, int]], now: dict[int, tuple[int, int]], held_us: int) -> None:
+    """Two busy programs on a 2-core machine, auto over 2 ms sleeps right after a call of 32 threads: the pool's
+    idle threads woke and waited for a CPU 20-60x as long as they ran, without the GIL; summed whole, their
+    waits read the sleeping item's probe as a GIL wait, and the call ran on processes as CPU work (1 in 5
+    runs of test_auto_calls_of_changing_sizes_and_submits_share_one_thread_pool beside two busy programs)."""
+    assert planning._gil_holding_ns(before, now, me=1) == held_us * 1_000
+
+
+def test_sleeping_items_after_a_call_of_many_threads_stay_waiting_work_beside_busy_programs() -> None:
+    """The scenario above, for real: both cores busy with other programs, calls of a 2 ms sleep on one executor."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    chosen = []
+    try:
+        for _ in range(4):
+            planning.PLANNER.reset()
+            with ParallelExecutor(ParallelConfig(tiny_workload_threshold=0.0)) as ex, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for n in (100, 10, 100, 7):
+                    ex.map(tasks.sleep_then_square, range(n))
+                    chosen.append((ex.last_record.selected_strategy, ex.last_record.decision_reason))
+                    ex.submit(tasks.square, 3).result(timeout=30)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert {c for c in chosen if c[0] != "threads"} == set(), chosen
+
+
 def test_waiting_items_beside_a_busy_thread_of_the_program_are_still_waiting_work() -> None:
     """A busy thread that is not payoff's says nothing about the items: sleeping items stay waiting work
     (threads), not CPU work priced at their tiny CPU time and kept serial."""

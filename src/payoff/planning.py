@@ -74,6 +74,9 @@ WAITING_CPU_RATIO = 0.4
 """Items whose probe used less CPU than this per second of wall time mostly wait: threads, more than cores."""
 GIL_BOUND_CORES = 0.8
 """Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
+GIL_WAIT_PER_CPU = 8
+"""A thread's wait for a CPU counts as holding the GIL up to this many times its CPU time: a GIL holder on a
+process that gets a ninth of a core (eight busy programs per core) waits eight times as long as it runs."""
 SHARE_WITHOUT_GIL = LOCAL_PROCESS_POOLS | {"serial"}
 """Where a call's items read their CPU share with no other thread of the call holding the GIL."""
 VERDICT_RETRY = 8
@@ -1632,15 +1635,17 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     really wait (I/O beside a busy thread).
     """
     share = _probe_share(call, workers)
-    busy = _threads_busy()
     # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
     elsewhere = None if crowded or call.timeout is not None else _delegated_cpu.snapshot()
+    busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
     start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
     probe.outcome, per_item = _bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                        max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
     outcome = probe.outcome
     process_ns = time.process_time_ns() - process_ns  # this thread's and the others': about one core when GIL-bound
     clock_ns = time.perf_counter_ns() - clock_ns
+    waited = outcome.n_done > 0 and _cpu_ratio(outcome) < WAITING_CPU_RATIO
+    others = _others_busy(busy, outcome, here=call.timeout is None) if waited else None
     crowded = crowded or (others_since is not None and others_since(start_ns))
     if outcome.n_done:
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
@@ -1648,7 +1653,7 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         probe.cpu_ratio = _cpu_ratio(outcome)
         if elsewhere is not None and not crowded and probe.cpu_ratio < WAITING_CPU_RATIO:
             _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere), wall)
-        if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and _held_by_others(outcome, busy, process_ns, clock_ns):
+        if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and _held_by_others(outcome, others, process_ns, clock_ns):
             probe.cpu_ratio = 1.0
             probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
 
@@ -1671,29 +1676,48 @@ def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wal
     probe.delegates = probe.cpu_ratio >= WAITING_CPU_RATIO and elsewhere_ns >= outcome.cpu_ns
 
 
-def _held_by_others(outcome: ChunkOutcome, busy: dict[int, int] | None, process_ns: int, clock_ns: int) -> bool:
+def _held_by_others(outcome: ChunkOutcome, others: int | None, process_ns: int, clock_ns: int) -> bool:
     """Whether the probe's thread, while neither on a CPU nor waiting for one, could have been waiting for the
-    GIL: the process's other threads ran or waited for a CPU (holding the GIL meanwhile) about as long.
+    GIL: the process's other threads ran or waited for a CPU (holding the GIL meanwhile) about as long
+    (``others``, from ``_others_busy``).
 
     Their waits for a CPU count: on a loaded machine or under a CPU quota the process gets less than a core,
     and the old test (the process kept 0.8 of a core busy) read CPU-bound items probed beside other calls as
-    waiting work, then ran them on 5-32 threads at 0.1x. Each thread counts its own growth (a thread that
-    ended meanwhile took its whole life's time out of a sum of all). Without schedstat only the others' CPU
-    time counts.
+    waiting work, then ran them on 5-32 threads at 0.1x. Without schedstat only the others' CPU time counts.
     """
     blocked = clock_ns - outcome.cpu_ns - outcome.runq_ns
-    now = _threads_busy() if busy is not None else None
-    if busy is not None and now is not None:
-        others = sum(ns - busy.get(tid, 0) for tid, ns in now.items()) - outcome.cpu_ns - outcome.runq_ns
-    else:
+    if others is None:
         others = process_ns - outcome.cpu_ns
     return others >= GIL_BOUND_CORES * blocked
 
 
-def _threads_busy() -> dict[int, int] | None:
-    """CPU time and waits for a CPU of each of this process's threads (Linux schedstat), in ns; None elsewhere."""
-    times = _delegated_cpu.thread_times()
-    return None if times is None else {tid: on_cpu + waited for tid, (on_cpu, waited) in times.items()}
+def _others_busy(before: dict[int, tuple[int, int]] | None, outcome: ChunkOutcome, here: bool) -> int | None:
+    """How long the process's other threads held the GIL at most since ``before`` (``thread_times``): their
+    CPU time and their waits for a CPU, each thread's wait up to ``GIL_WAIT_PER_CPU`` times its CPU time.
+
+    A thread that holds the GIL on a process that gets a fifth of a core alternates running and waiting for
+    it; one that woke from a sleep or a lock waits for a CPU without the GIL and has next to no CPU time to
+    show (idle pool threads under two busy programs: 20-60x more wait than CPU), and summed whole their
+    waits read a sleeping item's probe as a GIL wait. Each thread counts its own growth (a thread that
+    ended meanwhile took its whole life's time out of a sum of all). The caller's thread is never another:
+    beside the probe it read /proc for every thread (9 ms around a 2 ms probe on a loaded machine). A probe
+    run on a thread of its own (under a timeout) is not in ``before``: its chunk's own time comes off.
+    """
+    now = _delegated_cpu.thread_times() if before is not None else None
+    if before is None or now is None:
+        return None
+    grown = _gil_holding_ns(before, now, threading.get_native_id())
+    return grown if here else grown - outcome.cpu_ns - min(outcome.runq_ns, GIL_WAIT_PER_CPU * outcome.cpu_ns)
+
+
+def _gil_holding_ns(before: dict[int, tuple[int, int]], now: dict[int, tuple[int, int]], me: int) -> int:
+    """The most the threads other than ``me`` can have held the GIL between two ``thread_times`` readings."""
+    grown = 0
+    for tid, (cpu, waited) in now.items():
+        cpu0, waited0 = before.get(tid, (0, 0))
+        if tid != me:
+            grown += cpu - cpu0 + min(waited - waited0, GIL_WAIT_PER_CPU * (cpu - cpu0))
+    return grown
 
 
 def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, float]:

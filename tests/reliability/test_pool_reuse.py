@@ -48,7 +48,9 @@ def test_auto_calls_of_changing_sizes_and_submits_share_one_thread_pool() -> Non
             assert ex.map(tasks.sleep_then_square, range(n)) == [x * x for x in range(n)]
             records.append(ex.last_record)
             assert ex.submit(tasks.square, 3).result(timeout=30) == 9
-        assert all(r is not None and r.selected_strategy == "threads" for r in records), records
+        assert all(r is not None and r.selected_strategy == "threads" for r in records), [
+            (r.selected_strategy, r.decision_reason, r.fallback_reason, r.fallback_detail, r.workers) for r in records
+            if r is not None]
         workers = [r.workers for r in records]  # type: ignore[union-attr]
         started = [r.pool_started for r in records]  # type: ignore[union-attr]
         assert started[0] and not started[1] and workers[1] < workers[0]
