@@ -23,9 +23,9 @@ fi
 stamp="$ROOT/.venv/.payoff-installed-$EXTRAS"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  # --no-compile: Python compiles what is imported on first use; compiling every installed file up front
-  # (scipy, scikit-learn, jupyter) took a third of a fresh demo install (23 s -> 16 s here)
-  "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile -e "$ROOT[$EXTRAS]"
+  # compiled at install (pip's default), not left to first imports: with PYTHONDONTWRITEBYTECODE set, as
+  # on CI machines, every interpreter the tests start would compile what it imports again (+130 s a run)
+  "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$EXTRAS]"
   touch "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
