@@ -11,7 +11,7 @@ import statistics
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from typing import Any
 
@@ -513,6 +513,57 @@ def test_a_cluster_whose_workers_all_left_during_a_map_ends_the_call(monkeypatch
         ex.shutdown(wait=False)
         user_client.close()
         cluster.close()
+
+
+def test_a_finished_chunk_whose_worker_left_before_its_result_was_fetched_ends_the_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hang of the test above, made certain: a chunk finished, and its worker left before payoff fetched
+    the result. dask then waits to recompute it, on a cluster with no worker left; payoff's completion
+    callback waited in that fetch for ever, and, having forgotten the chunk, the watch for a cluster without
+    workers could not fail it. (dask runs every future's callbacks on one thread of its own: a callback of
+    the user's holds that thread here, so that the worker leaves between the chunk's end and the fetch.)"""
+    monkeypatch.setattr(dask_strategy, "NO_WORKERS_SECONDS", 2.0)
+    monkeypatch.setattr(dask_strategy, "FIRST_WORKER_SECONDS", 2.0)
+    cluster = local_cluster(1)
+    user_client = Client(cluster, set_as_default=False)
+    ex = ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE))
+    gate, box = threading.Event(), []
+    caller = threading.Thread(target=lambda: box.append(_map_or_error(ex, 2)), daemon=True)
+    try:
+        assert ex.map(tasks.square, range(4), chunksize=1) == [0, 1, 4, 9]  # the pool and its function are there
+        holder = user_client.submit(tasks.square, 5, pure=False)
+        holder.add_done_callback(lambda _: gate.wait(60))
+        holder.result(timeout=30)
+        caller.start()
+        _until(lambda: sum(str(k).startswith("run_dask_chunk") for keys in user_client.has_what().values()
+                           for k in keys) >= 2, "the two chunks to finish on the worker")
+        cluster.scale(0)
+        _until(lambda: not user_client.nthreads(), "the worker to leave")
+        gate.set()
+        caller.join(60)
+        assert not caller.is_alive(), f"map hung on a chunk whose result was lost:\n{thread_stacks()}"
+        assert isinstance(box[0], RuntimeError) and "no workers" in str(box[0]), box
+    finally:
+        gate.set()
+        ex.shutdown(wait=False)
+        user_client.close()
+        cluster.close()
+
+
+def _map_or_error(ex: ParallelExecutor, n: int) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return ex.map(tasks.square, range(n), chunksize=1)
+        except BaseException as exc:  # the test asserts on it
+            return exc
+
+
+def _until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds:g} s for {what}"
+        time.sleep(0.02)
 
 
 def test_workers_restarted_between_calls_lose_the_scattered_function_not_a_crash() -> None:

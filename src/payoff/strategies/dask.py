@@ -302,15 +302,20 @@ class DaskStrategy(Strategy):
                 self._watcher.start()
 
         def done(f: Any) -> None:
-            with self._remote_lock:
-                self._remote.pop(f, None)
-            if local.done():  # failed already by ``_watch``
-                return
-            if again is not None and _lost_dependency(f):
-                threading.Thread(target=self._send_again, args=(again, local), name="payoff-dask-resend",
-                                 daemon=True).start()
-                return
-            _relay(f, local, stamp=stamp, lost=self._lost_worker)
+            # known until relayed: fetching the result can wait for ever, on a finished chunk whose worker
+            # left before its data was gathered (dask waits to recompute it, on a cluster with no worker
+            # left), and only ``_watch`` can then fail and cancel it, which ends that wait
+            try:
+                if local.done():  # failed already by ``_watch``
+                    return
+                if again is not None and _lost_dependency(f):
+                    threading.Thread(target=self._send_again, args=(again, local), name="payoff-dask-resend",
+                                     daemon=True).start()
+                    return
+                _relay(f, local, stamp=stamp, lost=self._lost_worker)
+            finally:
+                with self._remote_lock:
+                    self._remote.pop(f, None)
 
         remote.add_done_callback(done)
         return local
