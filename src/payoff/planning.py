@@ -1644,16 +1644,17 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     outcome = probe.outcome
     process_ns = time.process_time_ns() - process_ns  # this thread's and the others': about one core when GIL-bound
     clock_ns = time.perf_counter_ns() - clock_ns
-    waited = outcome.n_done > 0 and _cpu_ratio(outcome) < WAITING_CPU_RATIO
-    others = _others_busy(busy, outcome, here=call.timeout is None) if waited else None
     crowded = crowded or (others_since is not None and others_since(start_ns))
     if outcome.n_done:
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = _cpu_ratio(outcome)
-        if elsewhere is not None and not crowded and probe.cpu_ratio < WAITING_CPU_RATIO:
+        if probe.cpu_ratio >= WAITING_CPU_RATIO:
+            return
+        if elsewhere is not None and not crowded:
             _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere), wall)
-        if crowded and probe.cpu_ratio < WAITING_CPU_RATIO and _held_by_others(outcome, others, process_ns, clock_ns):
+        elif crowded and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None),
+                                         process_ns, clock_ns):
             probe.cpu_ratio = 1.0
             probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
 

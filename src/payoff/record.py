@@ -408,8 +408,8 @@ def items_seconds(record: MapRecord) -> float:
 
     A chunk's busy time holds reading its thread's CPU time and run-queue wait
     (20-50 us for the first chunk of a process), which a loop never pays: a call
-    of 10 items of 150 ns read as 7 us an item. A pool's chunks are sized to
-    make theirs small, and their pricing is the record's.
+    of 10 items of 150 ns read as 7 us an item. The estimate prices a pool's
+    chunks at their timed items already (``_serial_estimate``).
     """
     here = [c for c in record.chunks if c.where == "caller"]
     return max(0.0, record.work_seconds - sum(c.busy_seconds - own_work_seconds(c) for c in here))
