@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -133,6 +133,14 @@ def _fresh_planner() -> None:
 def _no_ce_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CE_PARALLEL", raising=False)
     monkeypatch.delenv("PAYOFF_PARALLEL", raising=False)
+
+
+def until(condition: Callable[[], object], what: str, seconds: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` was awaited once ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds:g} s for {what}"
+        time.sleep(0.01)
 
 
 def thread_stacks() -> str:

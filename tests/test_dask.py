@@ -11,7 +11,7 @@ import statistics
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from typing import Any
 
@@ -24,7 +24,7 @@ from payoff.strategies import dask as dask_strategy
 from payoff.telemetry import FALLBACK_WARNINGS
 from payoff.telemetry.metrics import PrometheusMetrics
 from tests import tasks
-from tests.conftest import alive, require, thread_stacks
+from tests.conftest import alive, require, thread_stacks, until
 
 try:
     from distributed import Client, LocalCluster
@@ -535,10 +535,10 @@ def test_a_finished_chunk_whose_worker_left_before_its_result_was_fetched_ends_t
         holder.add_done_callback(lambda _: gate.wait(60))
         holder.result(timeout=30)
         caller.start()
-        _until(lambda: sum(str(k).startswith("run_dask_chunk") for keys in user_client.has_what().values()
-                           for k in keys) >= 2, "the two chunks to finish on the worker")
+        until(lambda: sum(str(k).startswith("run_dask_chunk") for keys in user_client.has_what().values()
+                          for k in keys) >= 2, "the two chunks to finish on the worker", 30)
         cluster.scale(0)
-        _until(lambda: not user_client.nthreads(), "the worker to leave")
+        until(lambda: not user_client.nthreads(), "the worker to leave", 30)
         gate.set()
         caller.join(60)
         assert not caller.is_alive(), f"map hung on a chunk whose result was lost:\n{thread_stacks()}"
@@ -557,13 +557,6 @@ def _map_or_error(ex: ParallelExecutor, n: int) -> Any:
             return ex.map(tasks.square, range(n), chunksize=1)
         except BaseException as exc:  # the test asserts on it
             return exc
-
-
-def _until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {seconds:g} s for {what}"
-        time.sleep(0.02)
 
 
 def test_workers_restarted_between_calls_lose_the_scattered_function_not_a_crash() -> None:

@@ -5,7 +5,6 @@ stopped its pool (never a raw pool error, nor cancelled as if it had been cancel
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from pathlib import Path
@@ -15,17 +14,11 @@ import pytest
 
 from payoff import ParallelConfig, ParallelExecutor
 from tests import tasks
+from tests.conftest import until
 
 GUARD_SECONDS = 120.0
 pytestmark = [pytest.mark.filterwarnings("ignore::payoff.ParallelFallbackWarning"),  # pool_stopped: expected
               pytest.mark.filterwarnings("ignore::payoff.errors.StuckThreadsWarning")]  # call A's on threads
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + GUARD_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, "the calls never got that far"
-        time.sleep(0.01)
 
 
 def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, Future[Any]]:
@@ -56,7 +49,7 @@ def test_a_map_sharing_a_pool_another_calls_timeout_stopped_returns_all_its_resu
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0)) as ex:
         items = [(str(go), x) for x in range(12)]
         thread, b = _in_thread(lambda: ex.map(tasks.square_once_file_exists, items, chunksize=1))
-        _until(lambda: bool(ex._runs))
+        until(lambda: bool(ex._runs), "the call to start", GUARD_SECONDS)
         _time_out_a_call_beside(ex, go)
         go.touch()
         assert b.result(timeout=GUARD_SECONDS) == [x * x for x in range(12)]
@@ -71,7 +64,8 @@ def test_a_submitted_call_on_a_pool_another_calls_timeout_stopped_says_so(strate
     go = tmp_path / "go"
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0)) as ex:
         b = ex.submit(tasks.square_once_file_exists, (str(go), 7))
-        _until(lambda: b._remote.running() if hasattr(b, "_remote") else b.running())
+        until(lambda: b._remote.running() if hasattr(b, "_remote") else b.running(), "call B to run",
+              GUARD_SECONDS)
         _time_out_a_call_beside(ex, go)
         go.touch()
         assert not wait([b], timeout=GUARD_SECONDS).not_done

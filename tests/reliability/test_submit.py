@@ -13,7 +13,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Future, as_completed, wait
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import payoff
 from payoff import ParallelConfig, ParallelExecutor, planning
 from payoff.errors import RemoteError
 from tests import tasks
+from tests.conftest import until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
@@ -164,20 +164,13 @@ def test_a_map_racing_cancel_ends_cancelled_not_with_the_stdlib_after_shutdown_e
         ex.shutdown()
 
 
-def _until(condition: Callable[[], bool], seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the pool never got that far"
-        time.sleep(0.01)
-
-
 def test_cancel_ends_the_submitted_calls_it_stopped_cancelled_not_broken() -> None:
     """Calls running or already in the stdlib's call queue when ``cancel()`` kills the workers end cancelled,
     as the queued ones do: nothing crashed (they ended ``BrokenProcessPool``, "terminated abruptly")."""
     ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
     try:
         futures = [ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(12)]
-        _until(lambda: sum(f._remote.running() for f in futures) >= 2)  # type: ignore[attr-defined]
+        until(lambda: sum(f._remote.running() for f in futures) >= 2, "two running calls")  # type: ignore[attr-defined]
         ex.cancel()
         not_done = wait(futures, timeout=60).not_done
         assert not not_done
@@ -199,7 +192,7 @@ def test_a_pool_that_breaks_with_a_cancelled_call_queued_fails_every_other_call_
     ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
     try:
         futures = [ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(10)]
-        _until(lambda: sum(f._remote.running() for f in futures) >= 2)  # type: ignore[attr-defined]
+        until(lambda: sum(f._remote.running() for f in futures) >= 2, "two running calls")  # type: ignore[attr-defined]
         assert futures[6].cancel(), "a call no worker took is cancelled"
         manager = ex._pools.current()[0]._pool._executor_manager_thread  # type: ignore[union-attr]
         os.kill(ex.worker_pids()[0], signal.SIGKILL)  # a crash: the pool breaks with the cancelled call queued
@@ -248,7 +241,7 @@ def test_cancel_racing_a_crash_with_calls_queued_ends_every_call_and_leaks_nothi
     try:
         futures += [ex.submit(tasks.exit_once_file_exists, str(go)),
                     *[ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(8)]]
-        _until(lambda: sum(f._remote.running() for f in futures) >= 2)  # type: ignore[attr-defined]
+        until(lambda: sum(f._remote.running() for f in futures) >= 2, "two running calls")  # type: ignore[attr-defined]
         # calls marked running with 2 workers: up to 7 under loky (its queue of 5 refills as workers take calls
         # while the test still submits: futures[5] was taken once), 5 under the standard library
         assert futures[-1].cancel(), "a call no worker took is cancelled"
