@@ -31,6 +31,7 @@ import numpy as np
 
 from payoff import _delegated_cpu, _forks
 from payoff._outer_pools import outer_pool
+from payoff._source import reads_for_a_probe
 from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site, warning_action
@@ -1736,6 +1737,8 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
 
     finished = threading.Event()  # not Thread.join: one interrupted by Ctrl-C may mark a running thread ended
 
+    reads = reads_for_a_probe(call.items)
+
     def probe() -> None:
         try:
             box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit, deadline))
@@ -1743,11 +1746,15 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
             errors.append(exc)
         finally:
             finished.set()
+            if reads is not None:
+                reads.close()
 
     thread = threading.Thread(target=probe, name="payoff-probe", daemon=True)
     try:  # from the start on: Thread.start waits for the thread, which may be cut short there too
         thread.start()
-        finished.wait(call.timeout)
+        if reads is not None:
+            reads.serve(call.timeout)
+        finished.wait(max(0.0, deadline.seconds_left() or 0.0))
     except BaseException:  # Ctrl-C in the caller: the items the probe thread ran still belong in the record
         _hand_over_cut_probe(call, finished, deadline, box)
         raise
@@ -1827,9 +1834,9 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     budget_ns = int(PROBE_BUDGET_SECONDS * 1e9)
     outcome = run_chunk(fn, items[:1], 0, 0, on_interrupt=on_interrupt)
     joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))
-    taken, last = 1, (_own_ns(outcome), 1)
+    taken, steps = 1, [(_own_ns(outcome), 1)]
     while outcome.error is None and (spent_ns := _own_ns(outcome)) < budget_ns:
-        cap = cheap_limit if sum(outcome.durations_ns) < PROBE_CHEAP_SECONDS * 1e9 else limit
+        cap = cheap_limit if _typical_ns(outcome, steps[-2:]) * taken < PROBE_CHEAP_SECONDS * 1e9 else limit
         if taken >= cap:
             break
         left_ns = budget_ns - spent_ns  # a step of items that turn dear stops too
@@ -1837,12 +1844,34 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
                          on_interrupt=joined)
         if not more.n_done and more.error is None:  # the call's deadline came: no item started
             break
-        if more.error is None:
-            last = (_own_ns(more), more.n_done)
+        if more.error is None and more.n_done:
+            steps.append((_own_ns(more), more.n_done))
         _extend(outcome, more)
         taken += more.n_done
-    done = max(1, outcome.n_done)
-    return outcome, min(_own_ns(outcome) / done, last[0] / max(1, last[1])) / 1e9
+    return outcome, _typical_ns(outcome, [_later_half(steps)]) / 1e9
+
+
+def _later_half(steps: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The last steps that hold at least half of the probe's items, as one: its last step, when the steps
+    double; a stream's probe runs one item a step (each read just before it runs)."""
+    half, ns, n = sum(n for _, n in steps) / 2, 0, 0
+    for step_ns, step_n in reversed(steps):
+        ns, n = ns + step_ns, n + step_n
+        if n >= half:
+            break
+    return ns, max(1, n)
+
+
+def _typical_ns(outcome: ChunkOutcome, steps: Sequence[tuple[int, int]]) -> float:
+    """Nanoseconds an item: the lowest of the probe's mean and of the given steps' (own ns, items) means.
+
+    Timing only ever adds: a cold first item, a step's bookkeeping, a stall inside one step (a garbage
+    collection, the hypervisor taking the CPU: neither shows as a wait) inflate the mean, and a stall inflates
+    the step it falls in. Whether the items are cheap enough to go on probing asks the last two steps, so that a
+    stall in either leaves the other to answer; the cost the call is planned at asks only the later half of the
+    items (a smaller share, alone, would read the cheap side of items of uneven cost).
+    """
+    return min([_own_ns(outcome) / max(1, outcome.n_done), *(ns / n for ns, n in steps)])
 
 
 def _extend(outcome: ChunkOutcome, more: ChunkOutcome) -> ChunkOutcome:

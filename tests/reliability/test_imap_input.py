@@ -104,14 +104,16 @@ def test_a_serial_imap_reads_one_item_per_result(name: str, chunksize: int | Non
     assert reads == [1, 2, 3, 4, 5], "like the builtin map: item k is read when result k is asked for"
 
 
+@pytest.mark.parametrize("timeout", [None, 30.0])
 @pytest.mark.parametrize("name", [*SERIAL_CONFIGS, "auto"])
-def test_items_valid_only_until_the_next_read_map_like_the_builtin(name: str) -> None:
-    """itertools.groupby's groups and a reused buffer: each item must run before the next one is read."""
+def test_items_valid_only_until_the_next_read_map_like_the_builtin(name: str, timeout: float | None) -> None:
+    """itertools.groupby's groups and a reused buffer: each item must run before the next one is read (under a
+    timeout too, where auto's probe runs its items on a payoff thread and the caller reads them for it)."""
     data = "aaabbbbccd" * 3
     config = SERIAL_CONFIGS.get(name, ParallelConfig(strategy="auto"))
     with ParallelExecutor(config=config) as ex:
-        groups = list(ex.imap(count_group, itertools.groupby(data)))
-        buffers = list(ex.imap(first_of, reused_buffer(10)))
+        groups = list(ex.imap(count_group, itertools.groupby(data), timeout=timeout))
+        buffers = list(ex.imap(first_of, reused_buffer(10), timeout=timeout))
     assert groups == list(map(count_group, itertools.groupby(data)))
     assert groups[:4] == [("a", 3), ("b", 4), ("c", 2), ("d", 1)]
     assert buffers == list(range(10))
@@ -313,6 +315,46 @@ def test_a_serial_imap_after_its_deadline_raises_for_an_item_not_computed(name: 
     assert len(calls) == ran_before, "no item starts after the deadline"
     if name != "auto":
         assert ran_before == 4, "nothing ran ahead of the results asked for"
+
+
+class _ReadBy:
+    """A stream of trivial items that notes which thread read each one."""
+
+    def __init__(self, n: int) -> None:
+        self.readers: list[int] = []
+        self._items = iter(range(n))
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        item = next(self._items)
+        self.readers.append(threading.get_ident())
+        return item
+
+
+def _cold_first(x: int) -> int:
+    """A trivial item whose first call costs 50 us (imports, caches warmed): one reading of it is no cost."""
+    if x == 0:
+        end = time.perf_counter() + 50e-6
+        while time.perf_counter() < end:
+            pass
+    return x + 1
+
+
+def test_auto_under_a_timeout_probes_a_stream_on_more_than_its_first_item_read_by_the_caller() -> None:
+    """Under a timeout the probe runs on a payoff thread, and only the caller reads the input: the probe ran
+    the one item read before it, and 100 trivial items were planned as 1,024 at that cold item's cost
+    (7-50 us): a process pool started for 0.05 ms of work (in a full run, its start then outlived a 0.5 s
+    timeout). The caller now reads, one at a time, the items the probe runs."""
+    stream = _ReadBy(100)
+    with ParallelExecutor(config=ParallelConfig(strategy="auto")) as ex:
+        got = list(ex.imap(_cold_first, stream, timeout=30))
+        record = ex.last_record
+    assert got == [x + 1 for x in range(100)]
+    assert record is not None and record.probe_items > 1, "the probe measured more than the first item"
+    assert set(stream.readers) == {threading.get_ident()}, "only the caller's thread read the input"
+    assert (record.selected_strategy, record.pool_started) == ("serial", False), record.fallback_detail
 
 
 _INNER = ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE))
