@@ -408,3 +408,18 @@ def wait_for_a_child(_: object) -> int:
     import subprocess
 
     return subprocess.call(["sleep", "0.05"])
+
+
+
+def checked_add(x: int, y: int) -> int:
+    """``x + y``, with a ValueError at x == 1234: an error of a star call."""
+    if x == 1234:
+        raise ValueError("x is 1234")
+    return x + y
+
+
+def stopping_add(x: int, y: int) -> int:
+    """``x + y``, with a StopIteration at x == 900, which would end a ``starmap`` silently."""
+    if x == 900:
+        raise StopIteration
+    return x + y

@@ -76,6 +76,32 @@ def test_map_takes_several_iterables_like_the_builtin() -> None:
     assert payoff.map(operator.mul, [1, 2], [3, 4, 5]) == [3, 8]
 
 
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
+@pytest.mark.parametrize(("fn", "n", "error", "at"), [
+    (tasks.checked_add, 1200, None, None), (tasks.checked_add, 1400, ValueError, 1234),
+    (tasks.stopping_add, 1000, RuntimeError, 900)])
+def test_star_calls_in_blocks_of_many_items_behave_as_fn_called_on_each(
+        strategy: str, fn: Any, n: int, error: type[Exception] | None, at: int | None) -> None:
+    """``starmap`` and ``map`` over several iterables run blocks of thousands of items through ``starmap`` in C,
+    not a Python call per item: the results, an item's error and the item it names are those of one call each
+    (StopIteration from fn included, which would end a ``starmap`` silently)."""
+    from payoff.worker import RAISED_BY
+
+    pairs = [(i, 2 * i) for i in range(n)]
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0,
+                                         min_batch_size=1)) as ex:
+        for call in (lambda: ex.starmap(fn, pairs), lambda: ex.map(fn, range(n), range(0, 2 * n, 2))):
+            if error is None:
+                assert call() == [3 * i for i in range(n)]
+                continue
+            with pytest.raises(error) as caught:
+                call()
+            assert any(note.startswith(f"{RAISED_BY}{at} of the map") for note in caught.value.__notes__)
+    with ParallelExecutor(ParallelConfig(strategy=strategy)) as ex, \
+            pytest.raises(TypeError, match="positional argument"):
+        ex.starmap(tasks.checked_add, [(1, 2)] * 50 + [(1, 2, 3)])
+
+
 def test_shutdown_closes_until_entered_again() -> None:
     ex = ParallelExecutor(ParallelConfig(strategy="threads"))
     ex.shutdown()
