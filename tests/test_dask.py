@@ -100,6 +100,14 @@ def test_results_records_and_metrics_on_a_local_cluster(client: Any) -> None:
                                              {"strategy": "dask", "mode": "parallel", "workload": "dask"}) == 2
 
 
+def test_a_map_over_several_sequences_runs_on_the_cluster_as_columns(client: Any) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=client, **FORCE)) as ex:
+        got = ex.map(tasks.spin_with, [None] * 150, list(range(200)))
+        record = ex.last_record
+    assert got == [tasks.spin(x) for x in range(150)]
+    assert record is not None and record.selected_strategy == "dask" and record.n_chunks > 2
+
+
 def test_a_killed_worker_still_completes_the_call(client: Any) -> None:
     pids = list(client.run(os.getpid).values())
     assert len(pids) == 2

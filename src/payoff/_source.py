@@ -14,13 +14,13 @@ import itertools
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, overload
+from typing import Any, TypeGuard, overload
 
-from payoff.worker import ListTail, until_deadline
+from payoff.worker import ListTail, Zipped, until_deadline
 
 PLANNED_STREAM_ITEMS = 1024
 """How many items the planner takes a stream it has not seen the end of to have (none are read for that)."""
-SLICED_AS_GIVEN = (list, tuple, range)
+SLICED_AS_GIVEN = (list, tuple, range, Zipped)
 """Inputs whose slices are cheap, list-like and picklable. Another Sequence may refuse slices (a deque, a
 reader taking integer indices only) or slice into something a worker process cannot receive (a
 memoryview), so it is read like any iterable."""
@@ -35,6 +35,11 @@ def _read_all_by(items: Iterator[Any], deadline: float) -> list[Any]:
             raise TimeoutError("payoff: the call did not finish within its timeout: its input was still being "
                                f"read after {len(got):,} items (an iterator that yields slowly counts)")
     return got
+
+
+def sliced_as_given(items: object) -> TypeGuard[Sequence[Any]]:
+    """Whether an input is used as given (sliced into chunks), not read as a stream."""
+    return isinstance(items, SLICED_AS_GIVEN) and _has_len(items)
 
 
 def _has_len(items: Sequence[Any]) -> bool:
@@ -55,7 +60,7 @@ class Source:
         self._deadline = deadline
         self._dropped = False
         self._iter: Iterator[Any] | None = None
-        if isinstance(items, SLICED_AS_GIVEN) and _has_len(items):
+        if sliced_as_given(items):
             self.head: Sequence[Any] = items
             self.exhausted = True
         elif not lazy:

@@ -22,20 +22,20 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from payoff import _exit, _forks, planning
 from payoff._event_loop import blocking_loop, warn_if_held
 from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
-from payoff._source import Source
+from payoff._source import Source, sliced_as_given
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError
 from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
-from payoff.worker import CancelToken, Star, Submitted, in_submitted, in_worker, initialize_here
+from payoff.worker import CancelToken, Star, Submitted, Zipped, in_submitted, in_worker, initialize_here
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -677,6 +677,8 @@ def _spread(fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]) -> tup
     for it in iterables:
         if not isinstance(it, Iterable):
             raise TypeError(f"map() needs iterables of items, got {type(it).__name__}")
+    if all(sliced_as_given(it) for it in iterables):
+        return Star(fn), Zipped(cast("tuple[Sequence[Any], ...]", iterables))  # no tuple list built
     return Star(fn), zip(*iterables, strict=False)  # the builtin stops at the shortest
 
 

@@ -224,7 +224,46 @@ class ListTail(Sequence[Any]):
         return self._items[self._lo + (i % len(self))]
 
 
-_ENDS_AT_LEN = (list, tuple, range, ListTail)
+class Zipped(Sequence[tuple[Any, ...]]):
+    """``zip(*sequences)`` as a sequence: ``map(fn, xs, ys)``'s items, without a tuple made for each up front.
+
+    A list of 200,000 argument tuples took 11-37 ms to build (the tuples set off garbage collections), two
+    to five times the loop it stood in for. A slice is another ``Zipped`` (of the sequences' slices), which
+    pickles as those: a chunk sent to a process carries the columns, not a tuple per item.
+    """
+
+    __slots__ = ("_columns", "_n")
+
+    def __init__(self, columns: Sequence[Sequence[Any]]) -> None:
+        self._columns = tuple(columns)
+        self._n = min(len(c) for c in self._columns)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return zip(*self._columns, strict=False)  # stops at the shortest, as the builtin map does
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[Any, ...]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Zipped: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[Any, ...] | Zipped:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(self._n)
+            return Zipped([c[start:stop:step] for c in self._columns])
+        if not -self._n <= i < self._n:
+            raise IndexError("Zipped index out of range")
+        i %= self._n
+        return tuple(c[i] for c in self._columns)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Zipped, ([c[:self._n] if len(c) > self._n else c for c in self._columns],)
+
+
+_ENDS_AT_LEN = (list, tuple, range, ListTail, Zipped)
 """Sequences whose own iterator stops at their length (a custom ``__getitem__`` may never raise IndexError)."""
 
 

@@ -102,6 +102,42 @@ def test_star_calls_in_blocks_of_many_items_behave_as_fn_called_on_each(
         ex.starmap(tasks.checked_add, [(1, 2)] * 50 + [(1, 2, 3)])
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_map_over_several_sequences_stops_at_the_shortest_and_sends_columns(strategy: str) -> None:
+    """Sequences are zipped lazily (no list of argument tuples is built): results as the builtin's, the shortest
+    deciding the length, for a list, a tuple and a range together, in chunks of every backend."""
+    import operator
+
+    xs, ys, zs = list(range(3000)), tuple(range(0, 5000, 2)), range(7, 100_000)
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0,
+                                         min_batch_size=1)) as ex:
+        got = ex.map(_add3, xs, ys, zs)
+        record = ex.last_record
+        assert ex.map(operator.sub, [5, 6], range(10)) == [5, 5]
+    assert got == list(map(_add3, xs, ys, zs)) and len(got) == 2500
+    assert record is not None and record.n_items == 2500 and sum(c.n_items for c in record.chunks) == 2500
+
+
+def _add3(x: int, y: int, z: int) -> int:
+    return x + y * z
+
+
+def test_zipped_sequences_slice_index_and_pickle_as_their_columns() -> None:
+    import pickle
+
+    from payoff.worker import Zipped
+
+    z = Zipped([list(range(10)), "abcdefgh", range(100, 200)])
+    assert len(z) == 8 and list(z) == list(zip(range(10), "abcdefgh", range(100, 200), strict=False))
+    assert z[0] == (0, "a", 100) and z[-1] == (7, "h", 107)
+    assert list(z[2:5]) == [(2, "c", 102), (3, "d", 103), (4, "e", 104)] and len(z[6:50]) == 2
+    with pytest.raises(IndexError):
+        z[8]
+    back = pickle.loads(pickle.dumps(z[2:4]))
+    assert list(back) == [(2, "c", 102), (3, "d", 103)]
+    assert len(pickle.dumps(z[2:4])) < len(pickle.dumps(z)) < 400, "a slice carries its columns' slices only"
+
+
 def test_shutdown_closes_until_entered_again() -> None:
     ex = ParallelExecutor(ParallelConfig(strategy="threads"))
     ex.shutdown()
