@@ -560,12 +560,15 @@ def _worker_name() -> str:
 
 # -- a serial imap: items run as their results are asked for -------------------------------------------------
 
-SAMPLED_BLOCK_NS = 8_000
+SAMPLED_BLOCK_NS = 64_000
 """A serial imap times the first item of each block alone (two clock reads and its bookkeeping, ~0.3 us), and
-runs the rest through ``map`` untimed, each counted at the timed one's cost: blocks of about this much work,
-so trivial items pay about 4% for their timing instead of 15 times their own cost. Items of this or more
-are each timed."""
+runs the rest through ``map`` untimed, each counted at the timed one's cost: blocks of about this much work
+(at most SAMPLED_MAX items), so trivial items pay for their timing once a block instead of 15 times their own
+cost each."""
 SAMPLED_MAX = 256
+SAMPLED_MIN = 8
+"""Setting up an untimed block (a generator and the iterators of its ``map``) costs about as much as timing
+a few items: items dearer than SAMPLED_BLOCK_NS / SAMPLED_MIN (8 us) are each timed instead."""
 
 CPU_SAMPLE_NS = 100_000
 """A streamed item reads the thread's CPU clock around itself only after an item at least this dear took its
@@ -677,7 +680,7 @@ class StreamedChunk:
                 work, cpu, block_ns, block_n = work + last, cpu + item_cpu, block_ns + last, block_n + 1
                 yield result
                 untimed = min(SAMPLED_MAX - 1, SAMPLED_BLOCK_NS // last, max_items - self._count)
-                n = (yield from self._untimed(run_in, untimed, deadline, now)) if untimed > 0 else 0
+                n = (yield from self._untimed(run_in, untimed, deadline, now)) if untimed >= SAMPLED_MIN else 0
                 work, cpu, block_ns, block_n = work + last * n, cpu + item_cpu * n, block_ns + last * n, block_n + n
                 if block_ns >= BLOCK_TARGET_NS:
                     durations.append(block_ns)
