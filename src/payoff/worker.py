@@ -612,11 +612,12 @@ class StreamedChunk:
     works as it does with ``map``. The consumer's time between results is not
     the chunk's work, so an item is timed alone: the first of each block, the
     rest of which (items cheap enough: SAMPLED_BLOCK_NS) run untimed and count
-    at its cost. The times are summed into timing blocks of about BLOCK_TARGET_NS. Iteration ends after ``max_items``
-    items or ``max_ns`` of work, at the end of the input (``ended``; what the
-    input raised in ``input_error``), at an item's error (kept in ``error``, for
-    the caller to raise once iteration ended), or once ``cancel`` is set or its
-    deadline passed: no item starts after that.
+    at its cost. The times are summed into timing blocks of about
+    BLOCK_TARGET_NS. Iteration ends after ``max_items`` items or ``max_ns`` of
+    work, at the end of the input (``ended``; what the input raised in
+    ``input_error``), at an item's error (kept in ``error``, for the caller to
+    raise once iteration ended), or once ``cancel`` is set or its deadline
+    passed: no item starts after that.
     """
 
     def __init__(self, fn: Callable[[Any], Any], items: Iterator[Any], index: int, first: int,
