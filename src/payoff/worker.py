@@ -703,23 +703,25 @@ class StreamedChunk:
         """Up to ``n`` items after a timed one, run by ``map`` with no clock read: how many ran.
 
         Each is still read only when its result is asked for. Items that ran before an error count; what
-        raised is told apart by how many items were read: one more than ran, ``fn`` (StopIteration from
-        ``fn`` looks like the input's end to ``map``), as many, the input.
+        raised is told apart by where: at the ``yield``, the consumer's (it closed the results or threw into
+        them); else by how many items were read: one more than ran, ``fn`` (StopIteration from ``fn`` looks
+        like the input's end to ``map``), as many, the input.
         """
         source: Iterator[Any] = self.items if deadline is None else until_deadline(self.items, now, deadline)
         reads = count()
         counted = map(_first, zip(islice(source, n), reads, strict=False))
-        done = 0
+        done, handing = 0, False
         try:
             for result in map(run_in, repeat(self.fn), counted):
                 done += 1
+                handing = True
                 yield result
-        except GeneratorExit:
-            self._count += done
-            self._left_after = done
-            raise
+                handing = False
         except BaseException as exc:
             self._count += done
+            if handing:
+                self._left_after = done
+                raise
             if next(reads) > done:
                 self._fail(exc, self._count)
             elif isinstance(exc, Exception):

@@ -118,3 +118,18 @@ def test_a_stream_that_ends_anywhere_in_a_block_gives_all_its_results(n: int) ->
         record = ex.last_record
     assert got == [x * 2 for x in range(n)]
     assert record is not None and sum(c.n_items for c in record.chunks) == n and record.outcome == "ok"
+
+
+@pytest.mark.parametrize("p", [1, 3, 41])
+def test_an_exception_thrown_into_the_results_inside_a_block_is_the_consumers_not_the_inputs(p: int) -> None:
+    """``throw()`` into an imap's results (a consumer giving up with an error of its own) inside an untimed
+    block was taken for an error of the input: the record read ``error`` instead of the consumer's leaving."""
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        it = ex.imap(_doubled, _stream(N))
+        got = [next(it) for _ in range(p)]
+        with pytest.raises(KeyError, match="the consumer's own"):
+            it.throw(KeyError("the consumer's own"))
+        record = ex.last_record
+    assert got == [x * 2 for x in range(p)]
+    assert record is not None and record.outcome == "cancelled", record.outcome
+    assert sum(c.n_items for c in record.chunks) == p
