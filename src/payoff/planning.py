@@ -1836,7 +1836,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))
     taken, steps = 1, [(_own_ns(outcome), 1)]
     while outcome.error is None and (spent_ns := _own_ns(outcome)) < budget_ns:
-        cap = cheap_limit if _typical_ns(outcome, steps[-2:]) * taken < PROBE_CHEAP_SECONDS * 1e9 else limit
+        cap = cheap_limit if _typical_ns(spent_ns, taken, steps[-2:]) * taken < PROBE_CHEAP_SECONDS * 1e9 else limit
         if taken >= cap:
             break
         left_ns = budget_ns - spent_ns  # a step of items that turn dear stops too
@@ -1848,7 +1848,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
             steps.append((_own_ns(more), more.n_done))
         _extend(outcome, more)
         taken += more.n_done
-    return outcome, _typical_ns(outcome, [_later_half(steps)]) / 1e9
+    return outcome, _typical_ns(_own_ns(outcome), outcome.n_done, [_later_half(steps)]) / 1e9
 
 
 def _later_half(steps: Sequence[tuple[int, int]]) -> tuple[int, int]:
@@ -1862,8 +1862,9 @@ def _later_half(steps: Sequence[tuple[int, int]]) -> tuple[int, int]:
     return ns, max(1, n)
 
 
-def _typical_ns(outcome: ChunkOutcome, steps: Sequence[tuple[int, int]]) -> float:
-    """Nanoseconds an item: the lowest of the probe's mean and of the given steps' (own ns, items) means.
+def _typical_ns(own_ns: int, n: int, steps: Sequence[tuple[int, int]]) -> float:
+    """Nanoseconds an item: the lowest of the probe's mean (``own_ns`` over its ``n`` items) and of the given
+    steps' (own ns, items) means.
 
     Timing only ever adds: a cold first item, a step's bookkeeping, a stall inside one step (a garbage
     collection, the hypervisor taking the CPU: neither shows as a wait) inflate the mean, and a stall inflates
@@ -1871,7 +1872,7 @@ def _typical_ns(outcome: ChunkOutcome, steps: Sequence[tuple[int, int]]) -> floa
     stall in either leaves the other to answer; the cost the call is planned at asks only the later half of the
     items (a smaller share, alone, would read the cheap side of items of uneven cost).
     """
-    return min([_own_ns(outcome) / max(1, outcome.n_done), *(ns / n for ns, n in steps)])
+    return min([own_ns / max(1, n), *(step_ns / step_n for step_ns, step_n in steps)])
 
 
 def _extend(outcome: ChunkOutcome, more: ChunkOutcome) -> ChunkOutcome:
