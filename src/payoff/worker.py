@@ -629,6 +629,8 @@ class StreamedChunk:
         self.fn, self.items, self.index, self.first = fn, items, index, first
         self.cancel, self.max_ns, self.max_items, self.context = cancel, max_ns, max_items, context
         self.count = 0
+        self._left_after = 0
+        """Untimed items of the block the consumer left (closed or threw into the results) that it took."""
         self.error: BaseException | None = None
         self.input_error: Exception | None = None
         self.ended = False
@@ -653,11 +655,11 @@ class StreamedChunk:
         deadline, now = (None, time.monotonic) if cancel is None else (cancel.deadline, cancel.clock)
         clock, cpu_clock, read_ns = time.perf_counter_ns, time.thread_time_ns, _clock_read_ns()
         durations, sizes, max_items, max_ns = self.durations, self.sizes, self.max_items, self.max_ns
-        self._count = self._left_after = work = cpu = block_ns = block_n = item_cpu = 0
+        self.count = self._left_after = work = cpu = block_ns = block_n = item_cpu = 0
         last = CPU_SAMPLE_NS  # the first item reads the CPU clock
         self.start_ns = time.monotonic_ns()
         try:
-            while self._count < max_items and work < max_ns:
+            while self.count < max_items and work < max_ns:
                 if cancelled is not None and (cancelled() or (deadline is not None and now() >= deadline)):
                     return
                 try:
@@ -673,14 +675,14 @@ class StreamedChunk:
                 try:
                     result = run_in(fn, item)
                 except BaseException as exc:  # whatever it is, the caller raises it once this run has ended
-                    self._fail(exc, self._count)
+                    self._fail(exc, self.count)
                     return
                 last = max(1, clock() - t0 - read_ns)
                 item_cpu = cpu_clock() - c0 if c0 else last
-                self._count += 1
+                self.count += 1
                 work, cpu, block_ns, block_n = work + last, cpu + item_cpu, block_ns + last, block_n + 1
                 yield result
-                untimed = min(SAMPLED_MAX - 1, SAMPLED_BLOCK_NS // last, max_items - self._count)
+                untimed = min(SAMPLED_MAX - 1, SAMPLED_BLOCK_NS // last, max_items - self.count)
                 n = (yield from self._untimed(run_in, untimed, deadline, now)) if untimed >= SAMPLED_MIN else 0
                 work, cpu, block_ns, block_n = work + last * n, cpu + item_cpu * n, block_ns + last * n, block_n + n
                 if block_ns >= BLOCK_TARGET_NS:
@@ -696,7 +698,7 @@ class StreamedChunk:
             if block_n:
                 durations.append(block_ns)
                 sizes.append(block_n)
-            self.count, self.work_ns, self.cpu_ns = self._count, work, cpu
+            self.work_ns, self.cpu_ns = work, cpu
 
     def _untimed(self, run_in: Callable[..., Any], n: int, deadline: float | None,
                  now: Callable[[], float]) -> Generator[Any, None, int]:
@@ -718,21 +720,21 @@ class StreamedChunk:
                 yield result
                 handing = False
         except BaseException as exc:
-            self._count += done
+            self.count += done
             if handing:
                 self._left_after = done
                 raise
             if next(reads) > done:
-                self._fail(exc, self._count)
+                self._fail(exc, self.count)
             elif isinstance(exc, Exception):
                 self.ended, self.input_error = True, exc
             else:
                 raise
             return done
-        self._count += done
+        self.count += done
         if done < n:
             if next(reads) > done:
-                self._fail(_StoppedEarly(), self._count)
+                self._fail(_StoppedEarly(), self.count)
             elif deadline is None or now() < deadline:
                 self.ended = True
         return done
