@@ -4,7 +4,8 @@ With items this cheap (``abs``, ``operator.add``: tens of ns) ``auto`` stays ser
 what payoff adds to a loop: the probe, the record and its observers, and the per-item machinery of the shape
 (``imap`` hands out each result as it is asked for; several iterables are zipped into argument tuples). Every
 cell is the lowest of ``--repeat`` runs, the two columns taking turns; the ratio is payoff's time over the
-builtin's in the same run.
+builtin's in the same run, and beside the speedup measured against the builtin is the one payoff reported
+for its last run (``MapRecord.speedup``).
 
     python benchmarks/bench_call_shapes.py                  # 200,000 items, 9 repeats (~40 s)
     python benchmarks/bench_call_shapes.py --items 1000000  # the W12 size
@@ -13,6 +14,7 @@ builtin's in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import operator
@@ -23,15 +25,36 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import workloads
 from payoff import ParallelConfig, ParallelExecutor
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _best(run: Callable[[], object], times: list[float]) -> None:
+def _timed(run: Callable[[], object]) -> float:
     started = time.perf_counter()
     run()
-    times.append(time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def _paired(builtin: Callable[[], object], payoff: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """The lowest of ``repeat`` runs of each, the two taking turns."""
+    times = [(_timed(builtin), _timed(payoff)) for _ in range(repeat)]
+    return min(t[0] for t in times), min(t[1] for t in times)
+
+
+def _row(ex: ParallelExecutor, builtin_seconds: float, payoff_seconds: float) -> dict[str, Any]:
+    """Both times, what auto ran and payoff's own speedup (``MapRecord.speedup``) of its last run."""
+    record = ex.last_record
+    return {"builtin_seconds": builtin_seconds, "payoff_seconds": payoff_seconds,
+            "ran": "-" if record is None else record.selected_strategy,
+            "reported_speedup": None if record is None else record.speedup}
+
+
+def _print(name: str, row: dict[str, Any]) -> None:
+    loop, ours, reported = row["builtin_seconds"], row["payoff_seconds"], row["reported_speedup"]
+    print(f"| {name} | {loop * 1e3:.2f} | {ours * 1e3:.2f} | {ours / loop:.2f}x | {loop / ours:.2f}x | "
+          f"{'-' if reported is None else f'{reported:.2f}x'} | {row['ran']} |", flush=True)
 
 
 def _shapes(ex: ParallelExecutor, n: int) -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
@@ -50,35 +73,21 @@ def _shapes(ex: ParallelExecutor, n: int) -> list[tuple[str, Callable[[], object
     ]
 
 
-def _python_work(loops: int) -> Callable[[int], int]:
-    def work(x: int) -> int:
-        total = 0
-        for i in range(loops):
-            total += i ^ x
-        return total
-    return work
-
-
-ITEM_COSTS = (("~1 us", 25), ("~3 us", 80), ("~10 us", 280), ("~30 us", 900))
-"""A serial ``imap`` by item cost: pure Python loops of these many steps (about 40 ns a step here)."""
+ITEM_COSTS = (("~1 us", 20), ("~3 us", 60), ("~10 us", 200), ("~30 us", 600))
+"""A serial ``imap`` by item cost: ``workloads.xor_sum`` of these many rounds (about 50 ns a round)."""
 
 
 def _imap_by_cost(repeat: int, items_seconds: float = 0.15) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
-        for name, loops in ITEM_COSTS:
-            fn = _python_work(loops)
-            n = max(1000, int(items_seconds / (loops * 40e-9)))
+        for name, rounds in ITEM_COSTS:
+            fn = functools.partial(workloads.xor_sum, n=rounds)
+            n = max(1000, int(items_seconds / (rounds * 50e-9)))
             xs = list(range(n))
-            loop_times: list[float] = []
-            payoff_times: list[float] = []
-            for _ in range(repeat):
-                _best(lambda: sum(1 for _ in map(fn, xs)), loop_times)  # noqa: B023  # run within the loop
-                _best(lambda: sum(1 for _ in ex.imap(fn, xs)), payoff_times)  # noqa: B023
-            loop, ours = min(loop_times), min(payoff_times)
-            rows.append({"item": name, "items": n, "builtin_seconds": loop, "payoff_seconds": ours})
-            print(f"| serial imap, items of {name} ({n:,}) | {loop * 1e3:.2f} | {ours * 1e3:.2f} | "
-                  f"{ours / loop:.2f}x | serial |", flush=True)
+            row = _row(ex, *_paired(lambda: sum(1 for _ in map(fn, xs)),  # noqa: B023  # run within the loop
+                                    lambda: sum(1 for _ in ex.imap(fn, xs)), repeat))  # noqa: B023
+            rows.append({"item": name, "items": n, **row})
+            _print(f"serial imap, items of {name} ({n:,})", row)
     return rows
 
 
@@ -90,20 +99,14 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # auto's fallback warnings: each row is serial on purpose
     rows: list[dict[str, Any]] = []
-    print(f"| shape ({args.items:,} trivial items) | builtin (ms) | payoff auto (ms) | ratio | auto ran |")
-    print("|---|---|---|---|---|")
+    print(f"| shape ({args.items:,} trivial items) | builtin (ms) | payoff (ms) | payoff / builtin | "
+          "speedup measured | speedup payoff reported | ran |")
+    print("|---|---|---|---|---|---|---|")
     with ParallelExecutor(ParallelConfig(strategy="auto")) as ex:
         for name, builtin, payoff in _shapes(ex, args.items):
-            loop_times: list[float] = []
-            payoff_times: list[float] = []
-            for _ in range(args.repeat):
-                _best(builtin, loop_times)
-                _best(payoff, payoff_times)
-            record = ex.last_record
-            ran = "-" if record is None else record.selected_strategy
-            loop, ours = min(loop_times), min(payoff_times)
-            rows.append({"shape": name, "builtin_seconds": loop, "payoff_seconds": ours, "ran": ran})
-            print(f"| {name} | {loop * 1e3:.2f} | {ours * 1e3:.2f} | {ours / loop:.2f}x | {ran} |", flush=True)
+            row = _row(ex, *_paired(builtin, payoff, args.repeat))
+            rows.append({"shape": name, **row})
+            _print(name, row)
     by_cost = _imap_by_cost(args.repeat)
     args.out.write_text(json.dumps({"items": args.items, "repeat": args.repeat, "python": platform.python_version(),
                                     "rows": rows, "imap_by_cost": by_cost}, indent=2) + "\n")
