@@ -423,3 +423,11 @@ def stopping_add(x: int, y: int) -> int:
     if x == 900:
         raise StopIteration
     return x + y
+
+
+def stream_breaking_at(n: int, at: int | None = None) -> Iterator[int]:
+    """``range(n)`` as a generator whose item ``at`` is never made: the input raises LookupError there."""
+    for i in range(n):
+        if i == at:
+            raise LookupError(f"the input broke at {i}")
+        yield i

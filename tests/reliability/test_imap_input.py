@@ -357,13 +357,6 @@ def test_auto_under_a_timeout_probes_a_stream_on_more_than_its_first_item_read_b
     assert (record.selected_strategy, record.pool_started) == ("serial", False), record.fallback_detail
 
 
-def _breaks_at(n: int, at: int) -> Iterator[int]:
-    for i in range(n):
-        if i == at:
-            raise LookupError(f"the input broke at {i}")
-        yield i
-
-
 @pytest.mark.parametrize(("n", "at"), [(3, None), (40, None), (40, 2), (40, 12), (40, 30)])
 def test_a_stream_read_for_a_probe_thread_ends_or_breaks_as_the_builtins_map_does(n: int, at: int | None) -> None:
     """The caller reads the items a probe on a payoff thread runs (under a timeout): a stream that ends or raises
@@ -372,7 +365,7 @@ def test_a_stream_read_for_a_probe_thread_ends_or_breaks_as_the_builtins_map_doe
     raised: list[str] = []
     with ParallelExecutor(config=ParallelConfig(strategy="auto")) as ex:
         try:
-            got.extend(ex.imap(plus_one, _breaks_at(n, -1 if at is None else at), timeout=30))
+            got.extend(ex.imap(plus_one, tasks.stream_breaking_at(n, at), timeout=30))
         except LookupError as exc:
             raised.append(str(exc))
     assert raised == ([] if at is None else [f"the input broke at {at}"])

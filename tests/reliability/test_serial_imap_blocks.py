@@ -17,17 +17,11 @@ import pytest
 
 from payoff import ParallelConfig, ParallelExecutor
 from payoff.worker import RAISED_BY, STOP_ITERATION_MESSAGE
+from tests.tasks import stream_breaking_at
 
 N = 1000
 POSITIONS = [0, 1, 2, 40, 700]
 """The timed first item, the first untimed ones, and items deep in later blocks."""
-
-
-def _stream(n: int, raise_at: int | None = None) -> Iterator[int]:
-    for i in range(n):
-        if i == raise_at:
-            raise LookupError(f"input broke at {i}")
-        yield i
 
 
 def test_a_serial_imap_of_trivial_items_reads_the_clock_for_few_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,7 +35,7 @@ def test_a_serial_imap_of_trivial_items_reads_the_clock_for_few_of_them(monkeypa
 
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
         monkeypatch.setattr(time, "perf_counter_ns", counted)
-        got = list(ex.imap(abs, _stream(20_000)))
+        got = list(ex.imap(abs, stream_breaking_at(20_000)))
         monkeypatch.undo()
         record = ex.last_record
     assert got == list(range(20_000))
@@ -85,11 +79,11 @@ def test_what_raised_inside_a_block_comes_out_after_the_results_before_it(kind: 
     fn = {"fn_raises": _fails_at(p), "fn_stops": _stops_at(p), "input_raises": _doubled}[kind]
     got: list[int] = []
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
-        error = _taken_until_it_raises(ex.imap(fn, _stream(N, p if kind == "input_raises" else None)), got)
+        error = _taken_until_it_raises(ex.imap(fn, stream_breaking_at(N, p if kind == "input_raises" else None)), got)
         record = ex.last_record
     assert got == [x * 2 for x in range(p)], "every result before the error, and none after"
     if kind == "input_raises":
-        assert isinstance(error, LookupError) and str(error) == f"input broke at {p}"
+        assert isinstance(error, LookupError) and str(error) == f"the input broke at {p}"
     else:
         assert isinstance(error, ValueError if kind == "fn_raises" else RuntimeError)
         assert kind == "fn_raises" or str(error) == STOP_ITERATION_MESSAGE
@@ -99,7 +93,7 @@ def test_what_raised_inside_a_block_comes_out_after_the_results_before_it(kind: 
 
 @pytest.mark.parametrize("p", [1, 2, 3, 41, 701])
 def test_a_consumer_that_leaves_inside_a_block_has_the_items_it_took_recorded(p: int) -> None:
-    stream = _stream(N)
+    stream = stream_breaking_at(N)
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
         it = ex.imap(_doubled, stream)
         got = [next(it) for _ in range(p)]
@@ -114,7 +108,7 @@ def test_a_consumer_that_leaves_inside_a_block_has_the_items_it_took_recorded(p:
 @pytest.mark.parametrize("n", [0, 1, 2, 255, 256, 257, 5000])
 def test_a_stream_that_ends_anywhere_in_a_block_gives_all_its_results(n: int) -> None:
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
-        got = list(ex.imap(_doubled, _stream(n)))
+        got = list(ex.imap(_doubled, stream_breaking_at(n)))
         record = ex.last_record
     assert got == [x * 2 for x in range(n)]
     assert record is not None and sum(c.n_items for c in record.chunks) == n and record.outcome == "ok"
@@ -125,7 +119,7 @@ def test_an_exception_thrown_into_the_results_inside_a_block_is_the_consumers_no
     """``throw()`` into an imap's results (a consumer giving up with an error of its own) inside an untimed
     block was taken for an error of the input: the record read ``error`` instead of the consumer's leaving."""
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
-        it = ex.imap(_doubled, _stream(N))
+        it = ex.imap(_doubled, stream_breaking_at(N))
         got = [next(it) for _ in range(p)]
         with pytest.raises(KeyError, match="the consumer's own"):
             it.throw(KeyError("the consumer's own"))
