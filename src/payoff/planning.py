@@ -25,7 +25,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -843,7 +843,8 @@ class Planner:
             crowded = self._among_others(OTHERS_WINDOW_SECONDS) or self._others_open(call.stop)
             probe = _run_probe(self.knowledge, call, workers, crowded, self.costs, self._others_since)
         except ProbeOutlivedTimeout as exc:
-            self.knowledge.crashed(call.fn, exc.detail)  # its next calls run where payoff can stop an item
+            if exc.hung:  # its next calls run where payoff can stop an item
+                self.knowledge.crashed(call.fn, exc.detail)
             raise
         if probe.failed:
             return _serial(call, None, "the probe item raised", decision, probe)
@@ -1733,7 +1734,8 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
     box: list[tuple[ChunkOutcome, float]] = []
     errors: list[BaseException] = []
     context = contextvars.copy_context()
-    deadline = CancelToken(time.monotonic() + call.timeout)
+    given = _time_left(call)
+    deadline = CancelToken(time.monotonic() + given)
 
     finished = threading.Event()  # not Thread.join: one interrupted by Ctrl-C may mark a running thread ended
 
@@ -1753,33 +1755,56 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
     try:  # from the start on: Thread.start waits for the thread, which may be cut short there too
         thread.start()
         if reads is not None:
-            reads.serve(call.timeout)
+            reads.serve(given)
         finished.wait(max(0.0, deadline.seconds_left() or 0.0))
     except BaseException:  # Ctrl-C in the caller: the items the probe thread ran still belong in the record
         _hand_over_cut_probe(call, finished, deadline, box)
         raise
     if not finished.is_set():
-        with _STUCK_LOCK:
-            _STUCK_PROBES.append(thread)
-        warn_at_call_site(StuckThreadsWarning(
-            "payoff: the item(s) this call ran to measure them still run after its timeout: Python cannot stop "
-            "a thread from outside. It finishes in the background and never keeps the program from exiting. "
-            "This function's next calls run in worker processes, which payoff stops on a timeout."))
-        raise ProbeOutlivedTimeout(
-            f"payoff: the call did not finish within timeout={call.timeout:g} s (its first items, run to "
-            "measure them, were still running)",
-            detail=f"its first items, measured on a payoff thread, still ran after timeout={call.timeout:g} s")
+        _outlived(call, thread, hung=given >= HUNG_SHARE * call.timeout)
     if errors:
         raise errors[0]
     return box[0]
 
 
+def _time_left(call: Call) -> float:
+    """What is left of the call's timeout: it counts from the call, and reading a stream's first item (or a
+    wait behind another call) may have spent most of it before the probe starts."""
+    assert call.timeout is not None
+    left = call.stop.seconds_left() if call.stop is not None else None
+    return max(0.0, min(call.timeout, call.timeout if left is None else left))
+
+
+HUNG_SHARE = 0.5
+"""A probe still running at its call's deadline after at least this share of the call's timeout is taken for
+one whose items hang: its function's next calls run in worker processes. One that had less (the rest went on
+reading the input) only ran late, and is planned as before; stuck threads stay bounded by STUCK_PROBES_LIMIT."""
+
+
+def _outlived(call: Call, thread: threading.Thread, *, hung: bool) -> NoReturn:
+    """The call's deadline came while its probe's thread ran an item: leave the thread (no thread can be
+    stopped from outside) and raise the call's timeout."""
+    with _STUCK_LOCK:
+        _STUCK_PROBES.append(thread)
+    then = " This function's next calls run in worker processes, which payoff stops on a timeout." if hung else ""
+    warn_at_call_site(StuckThreadsWarning(
+        "payoff: the item(s) this call ran to measure them still run after its timeout: Python cannot stop "
+        f"a thread from outside. It finishes in the background and never keeps the program from exiting.{then}"))
+    raise ProbeOutlivedTimeout(
+        f"payoff: the call did not finish within timeout={call.timeout:g} s (its first items, run to "
+        "measure them, were still running)",
+        detail=f"its first items, measured on a payoff thread, still ran after timeout={call.timeout:g} s",
+        hung=hung)
+
+
 class ProbeOutlivedTimeout(TimeoutError):
     """A call's timeout struck while its probe thread still ran an item, which may hang for good."""
 
-    def __init__(self, message: str, detail: str) -> None:
+    def __init__(self, message: str, detail: str, *, hung: bool) -> None:
         super().__init__(message)
         self.detail = detail
+        self.hung = hung
+        """Whether the item had most of the timeout (it may hang for good), not just what was left of it."""
 
 
 STUCK_PROBES_LIMIT = 4

@@ -85,8 +85,8 @@ class Reason(StrEnum):
         "auto_isolates_crashes",
         "decision",
         "the function crashed a worker process before (a WorkerCrashedError, or a crash a retry recovered), "
-        "or its first items, measured on a payoff thread, still ran after a call's timeout (a hung item no "
-        "thread can stop; or too many such probe threads hang already): "
+        "or its first items, measured on a payoff thread, still ran after a call's timeout having had at least "
+        "half of it (a hung item no thread can stop; or too many such probe threads hang already): "
         "it runs only in worker processes (processes, or joblib when only cloudpickle sends it), whatever "
         "the work, and is never measured or run in the caller, for the life of the process (a crash there would "
         "take the caller down, and no number of calls without one proves it cannot recur); lambdas and "

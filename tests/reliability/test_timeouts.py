@@ -259,3 +259,34 @@ def test_stuck_probe_threads_are_bounded_across_functions() -> None:
             with pytest.raises(TimeoutError):
                 ex.map(functools.partial(tasks.hang_on_zero, **{f"option{i}": i}), range(10), timeout=0.3)
     assert _probe_threads() - before <= planning.STUCK_PROBES_LIMIT
+
+
+@pytest.mark.usefixtures("_release_hung_items")
+def test_a_probe_started_late_in_its_calls_timeout_ends_with_the_call_and_is_not_taken_for_a_hang() -> None:
+    """The caller waited for its probe's thread the whole ``timeout`` from the probe's start, not what was left
+    of the call's: over an input whose first read took 0.8 of timeout=1.0, item 0 (still running at the
+    deadline, ending 0.4 s past it) held the call until it ended, and its result was handed out after the
+    deadline. And an item that had only what the read left of the timeout is not one known to hang: its
+    function's next call is planned as any other, not sent to worker processes to isolate a hang."""
+    def slow_first_read() -> Iterator[int]:
+        time.sleep(0.8)
+        yield from range(6)
+
+    got: list[int] = []
+    release = threading.Timer(1.4, tasks.HANG_RELEASE.set)
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
+        release.start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", StuckThreadsWarning)
+                results = ex.imap(tasks.hang_on_zero, slow_first_read(), timeout=1.0)
+                with pytest.raises(TimeoutError):
+                    got.extend(results)  # keeps what came before the raise
+            raised_while_item_0_ran = not tasks.HANG_RELEASE.is_set()
+        finally:
+            release.cancel()
+            tasks.HANG_RELEASE.set()
+        assert got == [] and raised_while_item_0_ran, "the call ended when its probe's item did, past its deadline"
+        assert ex.map(tasks.hang_on_zero, range(1, 200)) == list(range(1, 200))
+        record = ex.last_record
+    assert record is not None and record.decision_reason is not Reason.AUTO_ISOLATES_CRASHES, record.summary()
