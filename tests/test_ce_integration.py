@@ -134,31 +134,35 @@ def test_explanations_through_payoff_equal_ce_serial(task: str) -> None:
     assert ex.metrics.submitted == N_TEST + 20  # CE's tasks: one per instance, regrouped by payoff
 
 
-@pytest.mark.parametrize(("task", "call", "kwargs"), [
-    ("classification", "explain_factual", {}), ("classification", "explore_alternatives", {}),
-    ("regression", "explain_factual", {"threshold": np.linspace(-50.0, 50.0, N_TEST)}),
-    ("regression", "explore_alternatives", {}),
+@pytest.mark.parametrize(("task", "call", "thresholds"), [
+    ("classification", "explain_factual", False), ("classification", "explore_alternatives", False),
+    ("regression", "explain_factual", True), ("regression", "explore_alternatives", False),
 ])
-def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, call: str,
-                                                                   kwargs: dict[str, Any]) -> None:
-    """Chunks of 15 both ways: CE's sequential executor and payoff's processes (compact results) agree on all."""
+def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, call: str, thresholds: bool) -> None:
+    """Chunks of 15 both ways: CE's sequential executor and payoff's processes (compact results) agree on all.
+
+    Per-instance thresholds (probabilistic regression, 0.2 s an instance in CE itself) on 30 instances in
+    chunks of 10: still several chunks, each with its own slice of the thresholds."""
     from calibrated_explanations.parallel import ParallelConfig as CEConfig
     from calibrated_explanations.parallel import ParallelExecutor as CEExecutor
 
     wrapper, x_cal, y_cal, x_test = _wrapper(task)
-    ce_executor = CEExecutor(CEConfig(enabled=True, strategy="sequential", instance_chunk_size=15,
+    n, chunk = (30, 10) if thresholds else (N_TEST, 15)
+    x_test = x_test[:n]
+    kwargs = {"threshold": np.linspace(-50.0, 50.0, n)} if thresholds else {}
+    ce_executor = CEExecutor(CEConfig(enabled=True, strategy="sequential", instance_chunk_size=chunk,
                                       min_instances_for_parallel=1))
     wrapper.calibrate(x_cal, y_cal, perf_parallel=ce_executor, factual_plugin=FACTUAL_PLUGIN,
                       alternative_plugin=ALTERNATIVE_PLUGIN)
     expected = getattr(wrapper, call)(x_test, **kwargs)
-    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=15, **FORCE))
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=chunk, **FORCE))
     try:
         got = getattr(wrapper, call)(x_test, **kwargs)
         record = ex.last_record
     finally:
         ex.close()
-    assert record is not None and record.mode == "parallel" and record.n_chunks == N_TEST // 15
-    assert len(got.explanations) == len(expected.explanations) == N_TEST
+    assert record is not None and record.mode == "parallel" and record.n_chunks == n // chunk
+    assert len(got.explanations) == len(expected.explanations) == n
     for want, have in zip(expected.explanations, got.explanations, strict=True):
         assert type(have) is type(want) and have.calibrated_explanations is got
         mine, theirs = _state(have), _state(want)

@@ -47,6 +47,25 @@ def _sync_script() -> ModuleType:
 
 # -- the package data ---------------------------------------------------------------------------------
 
+def test_a_worker_process_imports_only_what_runs_its_chunks() -> None:
+    """loky's workers, spawned and forkserver ones and dask's import ``payoff.worker`` to run chunks. The
+    package's ``__init__`` loaded the executor, telemetry, numpy and OpenTelemetry with it (0.3 s of every such
+    worker's start); its public names now load when first used, and each still resolves."""
+    import payoff
+
+    heavy = ("payoff.executor", "payoff.planning", "payoff.telemetry", "numpy", "opentelemetry", "prometheus_client")
+    code = f"import sys, payoff.worker; print([m for m in {heavy!r} if m in sys.modules])"
+    env = {**os.environ, "PYTHONPATH": str(Path(payoff.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr[-2000:])
+    assert set(payoff.__all__) <= set(dir(payoff))
+    for name in payoff.__all__:
+        assert getattr(payoff, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'ParallelPool'"):
+        payoff.ParallelPool  # noqa: B018
+
+
 def test_packaged_stack_is_what_the_sync_script_writes() -> None:
     sync = _sync_script()
     assert sync.drift() == [], "src/payoff/stack/files drifted from its sources: run python scripts/sync_stack.py"

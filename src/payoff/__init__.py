@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
-from payoff._default import default_executor, map  # noqa: A004 (payoff.map mirrors builtins.map on purpose)
+import importlib
+from typing import TYPE_CHECKING
+
 from payoff._version import __version__
-from payoff.config import ParallelConfig
-from payoff.errors import RemoteError, StuckThreadsWarning, WorkerCrashedError, WorkerInitError
-from payoff.executor import ParallelExecutor
-from payoff.observers import CallInfo, Observer
-from payoff.reasons import DecisionReason, FallbackReason, Reason
-from payoff.record import ChunkStats, MapRecord
-from payoff.telemetry.warnings import ParallelFallbackWarning
+
+if TYPE_CHECKING:
+    from payoff._default import default_executor, map  # noqa: A004 (payoff.map mirrors builtins.map on purpose)
+    from payoff.config import ParallelConfig
+    from payoff.errors import RemoteError, StuckThreadsWarning, WorkerCrashedError, WorkerInitError
+    from payoff.executor import ParallelExecutor
+    from payoff.observers import CallInfo, Observer
+    from payoff.reasons import DecisionReason, FallbackReason, Reason
+    from payoff.record import ChunkStats, MapRecord
+    from payoff.telemetry.server import serve_metrics
+    from payoff.telemetry.warnings import ParallelFallbackWarning
+
+_WHERE = {
+    "default_executor": "payoff._default", "map": "payoff._default",
+    "ParallelConfig": "payoff.config",
+    "RemoteError": "payoff.errors", "StuckThreadsWarning": "payoff.errors",
+    "WorkerCrashedError": "payoff.errors", "WorkerInitError": "payoff.errors",
+    "ParallelExecutor": "payoff.executor",
+    "CallInfo": "payoff.observers", "Observer": "payoff.observers",
+    "DecisionReason": "payoff.reasons", "FallbackReason": "payoff.reasons", "Reason": "payoff.reasons",
+    "ChunkStats": "payoff.record", "MapRecord": "payoff.record",
+    "serve_metrics": "payoff.telemetry.server",
+    "ParallelFallbackWarning": "payoff.telemetry.warnings",
+}
+"""Where each public name lives. They load on first use: a worker process (loky's, a spawned or forkserver
+one, a dask worker) imports ``payoff.worker`` to run its chunks, and the executor, telemetry, numpy and
+OpenTelemetry it would otherwise load with the package (0.3 s) delayed every worker's start."""
 
 
 def __getattr__(name: str) -> object:
-    """``payoff.serve_metrics`` without importing the HTTP server for programs that never serve."""
-    if name == "serve_metrics":
-        from payoff.telemetry.server import serve_metrics
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'payoff' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
 
-        return serve_metrics
-    raise AttributeError(f"module 'payoff' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
 
 
 __all__ = [
