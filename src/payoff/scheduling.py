@@ -135,9 +135,10 @@ class GuidedChunks:
             return size
         if remaining is not None or self._per_item <= 0:
             return self._capped(size, self.max_seconds)
-        wave = self._stream_chunks // max(1, self.workers)
-        self._stream_chunks += 1
-        share = min(1.0, 2.0 ** wave / (SHARE_DIVISOR * max(1, self.workers)))
+        workers = max(1, self.workers)
+        share = min(1.0, 2.0 ** (self._stream_chunks // workers) / (SHARE_DIVISOR * workers))
+        if share < 1.0:  # the waves stop counting once chunks hold the whole ceiling: a stream may be endless
+            self._stream_chunks += 1
         return self._capped(size, self.max_seconds * share)
 
     def _guided(self, remaining: int) -> int:

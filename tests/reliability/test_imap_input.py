@@ -206,6 +206,16 @@ def test_an_imap_schedule_caps_the_work_of_a_chunk() -> None:
     assert GuidedChunks(7, 7, 2, 0.3).next(None) == 7, "a chunk size the user chose stands"
 
 
+def test_an_endless_stream_is_cut_for_as_long_as_it_runs() -> None:
+    """A stream's chunks grow by one doubling per wave of chunks: past 1,024 waves (2,048 chunks on 2 workers,
+    15 s of an endless ``imap`` of 10 us items on processes) the doubling overflowed a float and the call
+    died with ``OverflowError`` in the middle of the stream."""
+    sizer = GuidedChunks(128, 128, 2, None, max_seconds=0.1)
+    sizer.observe(1, 0.001)
+    sizes = [sizer.next(None) for _ in range(5_000)]
+    assert sizes[-1] == 100 and set(sizes[10:]) == {100}, "1 ms items: chunks of 0.1 s of work from then on"
+
+
 def test_a_short_stream_is_shared_by_the_workers() -> None:
     """60 items of 2 ms from a generator: the first chunk was cut for a 1,024-item stream at the 0.1 s
     ceiling (50 + 10 items: one worker did most); a stream's first wave now holds a share of it."""
