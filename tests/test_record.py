@@ -21,12 +21,14 @@ import pytest
 
 import payoff
 from payoff import ParallelConfig, ParallelExecutor, progress
+from payoff import record as record_module
 from payoff._pools import held_ns
 from payoff.observers import CallInfo, CallSite
 from payoff.record import VECTORISE_FROM, ChunkStats, MapRecord, RecordBuilder, Summary, block_items, items_seconds
 from payoff.telemetry.records import InvalidRecord, record_from_dict, record_line
 from payoff.telemetry.tracing import span_attributes
 from payoff.telemetry.updates import OBSERVE, SPEEDUP, TOUCH, MetricUpdates
+from payoff.worker import ChunkOutcome
 from tests import tasks
 
 
@@ -368,3 +370,57 @@ def test_a_loop_is_estimated_to_meet_the_other_programs_load_but_not_the_pools_o
     for k in range(2):
         rec.add(_pool_chunk(k, 1_000, busy_s=1.0 + runq_s, cpu_s=1.0, runq_s=runq_s), "pool", 0)
     assert rec._serial_estimate(rec.chunks) == pytest.approx(loop_s, rel=0.02)
+
+
+def _outcome_of(stats: ChunkStats) -> ChunkOutcome:
+    """What a worker hands ``RecordBuilder.add`` for a chunk that measured ``stats``."""
+    return ChunkOutcome(stats.index, stats.first_item, [None] * stats.n_items, stats.start_ns, stats.end_ns,
+                        stats.cpu_ns, array("q", stats.durations_ns), array("q", stats.block_sizes), stats.worker,
+                        error=ValueError("an item") if stats.n_errors else None, bytes_received=stats.bytes_received,
+                        bytes_sent=stats.bytes_sent, runq_ns=stats.runq_ns)
+
+
+def test_a_record_of_endless_chunks_stays_bounded_and_keeps_its_sums() -> None:
+    """An endless imap cuts a chunk every few ms; its record kept every chunk's stats (0.2-0.6 MB a second of
+    a busy stream). Past FOLD_AT the older half folds in pairs of one worker: every sum stays exact."""
+    rng = np.random.default_rng(7)
+    rec = _builder(n_items=0)
+    added: list[ChunkStats] = []
+    first = 0
+    for index in range(10 * record_module.FOLD_AT):
+        blocks = int(rng.integers(1, 40))
+        durations = tuple(int(d) for d in rng.integers(1_000, 90_000, size=blocks))
+        sizes = tuple(int(k) for k in rng.integers(1, 30, size=blocks))
+        start = 10_000 * index + 1_000
+        stats = ChunkStats(index, first, sum(sizes), f"w{index % 3}", start - 500, start, start + sum(durations) + 700,
+                           sum(durations) // 2, durations, sizes, 100 + index, 50, "pool", int(index % 97 == 0),
+                           runq_ns=index % 5)
+        first += stats.n_items
+        added.append(stats)
+        rec.add(_outcome_of(stats), "pool", stats.submit_ns)
+    rec.n_items = first
+    record = rec.build(None)
+    assert len(record.chunks) <= record_module.FOLD_AT
+    assert record.n_chunks == len(added) and sum(c.pieces for c in record.chunks) == len(added)
+    for attr in ("n_items", "cpu_ns", "bytes_sent", "bytes_received", "n_errors", "runq_ns"):
+        assert sum(getattr(c, attr) for c in record.chunks) == sum(getattr(c, attr) for c in added), attr
+    assert sum(c.end_ns - c.start_ns for c in record.chunks) == sum(c.end_ns - c.start_ns for c in added)
+    assert sum(sum(c.durations_ns) for c in record.chunks) == sum(sum(c.durations_ns) for c in added)
+    assert record.task_time.count == record.items_done == first
+    assert all(len(c.durations_ns) == len(c.block_sizes) <= 40 for c in record.chunks)
+    assert {c.worker for c in record.chunks} == {"w0", "w1", "w2"}
+    assert [c.index for c in record.chunks[-record_module.FOLD_AT // 4:]] == \
+        [c.index for c in added[-record_module.FOLD_AT // 4:]], "the newest chunks stay whole"
+    assert f"in {len(added):,} chunks" in record.summary()
+    line = record_line(record)  # and the records file carries what it folded
+    assert record_from_dict(json.loads(line)).n_chunks == len(added)
+
+
+def test_an_endless_imap_keeps_a_bounded_record() -> None:
+    """A real imap of 3,000 one-item chunks on threads: its record keeps at most FOLD_AT chunk stats."""
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, tiny_workload_threshold=0.0)) as ex:
+        total = sum(ex.imap(tasks.square, iter(range(3_000)), chunksize=1))
+        record = ex.last_record
+    assert total == sum(x * x for x in range(3_000))
+    assert record is not None and record.items_done == 3_000 and record.n_chunks == 3_000
+    assert len(record.chunks) <= record_module.FOLD_AT

@@ -674,7 +674,7 @@ class MapRun:
             block = self._take_ready(index)
             if block:
                 yield block
-            if self.sizes[index]:
+            if index in self.sizes:
                 return  # the rest of the chunk is still to come
             self.next_yield += 1
 
@@ -702,7 +702,7 @@ class MapRun:
 
         Its pieces (handed back, or split to isolate a crash) come back in any
         order; those taken leave the chunk, whose start and size move past them:
-        a size of 0 means the chunk is all out.
+        a chunk all out leaves ``sizes`` and ``starts``.
         """
         parts = sorted(self.parts[index], key=lambda p: p.first)
         at, taken = self.starts[index], 0
@@ -715,6 +715,8 @@ class MapRun:
             del self.parts[index]
         self.sizes[index] -= at - self.starts[index]
         self.starts[index] = at
+        if not self.sizes[index]:  # all out: an endless imap cuts chunks for as long as it runs
+            del self.sizes[index], self.starts[index]
         if taken == 1:
             return parts[0].results  # a whole chunk's own list: a serial map returns it without a copy
         return [r for p in parts[:taken] for r in p.results]

@@ -1078,7 +1078,7 @@ def _handover_latency(record: MapRecord) -> float | None:
         return None  # on threads a gap is as likely a wait for the GIL the other threads' items held
     by_worker: dict[str, list[ChunkStats]] = {}
     for c in record.chunks:
-        if c.where == "pool":
+        if c.where == "pool" and c.pieces == 1:  # a folded one has no end of its own to measure a gap from
             by_worker.setdefault(c.worker, []).append(c)
     gaps = [b.start_ns - a.end_ns for chunks in by_worker.values()
             for a, b in itertools.pairwise(sorted(chunks, key=lambda c: c.start_ns))

@@ -106,6 +106,10 @@ class ChunkStats:
     n_errors: int = 0
     runq_ns: int = 0
     """Of the chunk's busy time, how long its thread waited for a CPU (Linux; 0 where unknown)."""
+    pieces: int = 1
+    """How many chunk pieces (``MapRecord.n_chunks`` counts them) this stands for: past ``FOLD_AT`` of them, a
+    call's older pieces are folded together (see ``RecordBuilder``). A folded one keeps the sums (items, busy,
+    CPU, bytes, errors, waits) and its first piece's submit and start; its timing blocks are coarser."""
 
     @property
     def queue_wait_seconds(self) -> float:
@@ -329,7 +333,8 @@ class MapRecord:
     def summary(self) -> str:
         """One line a person can read: what ran, how fast against serial, and why."""
         items = "1 item" if self.n_items == 1 else f"{self.n_items:,} items"
-        cut = len({c.index for c in self.chunks})
+        folded = any(c.pieces > 1 for c in self.chunks)
+        cut = self.n_chunks if folded else len({c.index for c in self.chunks})
         chunks = "1 chunk" if cut == 1 else f"{cut:,} chunks"
         if cut < self.n_chunks:  # chunks that ran past their budget, or were split to find a crash, came back in pieces
             chunks += f" ({self.n_chunks:,} pieces)"
@@ -415,6 +420,52 @@ def items_seconds(record: MapRecord) -> float:
     return max(0.0, record.work_seconds - sum(c.busy_seconds - own_work_seconds(c) for c in here))
 
 
+FOLD_AT = 1_024
+"""Chunk stats a call's record keeps before it folds the older half of them in pairs: an endless ``imap`` cuts a
+chunk every few milliseconds, and its record (kept for the whole call, then with the executor's records) grew by
+0.2-0.6 MB a second. The newer half stays whole, for what is read from single chunks (hand-over gaps)."""
+FOLDED_BLOCKS = 16
+"""Timing blocks a folded chunk keeps: pairs of neighbouring blocks are summed until no more are left."""
+
+
+def fold_older_half(chunks: list[ChunkStats]) -> list[ChunkStats]:
+    """The older half of ``chunks`` (in the order they came) folded in pairs that ran in the same place on the
+    same worker, then the newer half as it was."""
+    older, newer = chunks[:len(chunks) // 2], chunks[len(chunks) // 2:]
+    waiting: dict[tuple[str, str], ChunkStats] = {}
+    folded: list[ChunkStats] = []
+    for c in older:
+        key = (c.where, c.worker)
+        first = waiting.pop(key, None)
+        if first is None:
+            waiting[key] = c
+        else:
+            folded.append(_folded(first, c))
+    folded.extend(waiting.values())
+    folded.sort(key=lambda c: c.start_ns)
+    return folded + newer
+
+
+def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
+    """``a`` and ``b`` (same worker and place) as one: busy time is their sum, counted from ``a``'s start."""
+    busy_ns = max(0, a.end_ns - a.start_ns) + max(0, b.end_ns - b.start_ns)
+    durations, sizes = _coarser(a.durations_ns + b.durations_ns, a.block_sizes + b.block_sizes)
+    return ChunkStats(
+        index=min(a.index, b.index), first_item=min(a.first_item, b.first_item), n_items=a.n_items + b.n_items,
+        worker=a.worker, submit_ns=a.submit_ns, start_ns=a.start_ns, end_ns=a.start_ns + busy_ns,
+        cpu_ns=a.cpu_ns + b.cpu_ns, durations_ns=durations, block_sizes=sizes,
+        bytes_sent=a.bytes_sent + b.bytes_sent, bytes_received=a.bytes_received + b.bytes_received, where=a.where,
+        n_errors=a.n_errors + b.n_errors, runq_ns=a.runq_ns + b.runq_ns, pieces=a.pieces + b.pieces)
+
+
+def _coarser(durations: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    while len(durations) > FOLDED_BLOCKS:
+        odd = len(durations) % 2
+        durations = tuple(map(sum, zip(durations[::2], durations[1::2], strict=False))) + durations[-1:] * odd
+        sizes = tuple(map(sum, zip(sizes[::2], sizes[1::2], strict=False))) + sizes[-1:] * odd
+    return durations, sizes
+
+
 def own_work_seconds(chunk: ChunkStats) -> float:
     """The chunk's timed items less their waits for a CPU, at least their CPU time (up to the timed work)."""
     timed = sum(chunk.durations_ns)
@@ -479,6 +530,8 @@ class RecordBuilder:
             runq_ns=getattr(outcome, "runq_ns", 0),
         )
         self.chunks.append(stats)
+        if len(self.chunks) > FOLD_AT:
+            self.chunks = fold_older_half(self.chunks)
         return stats
 
     def _serial_estimate(self, chunks: Sequence[ChunkStats]) -> float:
@@ -581,7 +634,7 @@ class RecordBuilder:
             call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
             selected_strategy=self.selected, decision_reason=self.decision,
             fallback_reason=self.fallback_reason, fallback_detail=self._measured_detail(chunks),
-            granularity=self.granularity, n_items=self.n_items, n_chunks=len(chunks),
+            granularity=self.granularity, n_items=self.n_items, n_chunks=sum(c.pieces for c in chunks),
             chunk_size=self.chunk_size, workers=workers, pool_started=self.pool_started,
             pool_start_failed=self.pool_start_failed, pool_start_seconds=self.pool_start_seconds,
             pool_reused=self.pool_reused, probe_items=self.probe_items,

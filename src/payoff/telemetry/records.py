@@ -307,8 +307,11 @@ def chunk_from_dict(data: object, label: str = "chunk") -> ChunkStats:
         end_ns=f.count("end_ns"), cpu_ns=f.count("cpu_ns"), durations_ns=f.counts("durations_ns"),
         block_sizes=f.counts("block_sizes"), bytes_sent=f.count("bytes_sent"),
         bytes_received=f.count("bytes_received"), where=f.choice("where", WHERES), n_errors=f.count("n_errors", 0),
-        runq_ns=f.count("runq_ns", 0),
+        runq_ns=f.count("runq_ns", 0), pieces=f.count("pieces", 1),
     )
+    if chunk.pieces < 1:
+        raise InvalidRecord(f.name("pieces"), f"{f.name('pieces')} must be at least 1 (the pieces a chunk stands "
+                                              f"for), got {chunk.pieces}")
     if len(chunk.durations_ns) != len(chunk.block_sizes):  # item_times pairs them up
         raise InvalidRecord(f.name("block_sizes"), f"{f.name('block_sizes')} must hold one size per duration, got "
                                                    f"{len(chunk.block_sizes)} for {len(chunk.durations_ns)}")
