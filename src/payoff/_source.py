@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeGuard, overload
+from typing import Any, TypeGuard, cast, overload
 
 from payoff.worker import ListTail, Zipped, until_deadline
 
@@ -23,7 +23,9 @@ PLANNED_STREAM_ITEMS = 1024
 SLICED_AS_GIVEN = (list, tuple, range, Zipped)
 """Inputs whose slices are cheap, list-like and picklable. Another Sequence may refuse slices (a deque, a
 reader taking integer indices only) or slice into something a worker process cannot receive (a
-memoryview), so it is read like any iterable."""
+memoryview), so it is read like any iterable. So is a subclass of these: its own ``__iter__``,
+``__getitem__`` or ``__len__`` (a list iterated newest first, one formatting what it indexes) is what
+``map`` over it reads, and slicing it would go around them."""
 
 
 def _read_all_by(items: Iterator[Any], deadline: float) -> list[Any]:
@@ -39,7 +41,7 @@ def _read_all_by(items: Iterator[Any], deadline: float) -> list[Any]:
 
 def sliced_as_given(items: object) -> TypeGuard[Sequence[Any]]:
     """Whether an input is used as given (sliced into chunks), not read as a stream."""
-    return isinstance(items, SLICED_AS_GIVEN) and _has_len(items)
+    return type(items) in SLICED_AS_GIVEN and _has_len(cast(Sequence[Any], items))
 
 
 def _has_len(items: Sequence[Any]) -> bool:

@@ -179,7 +179,31 @@ class IntIndexOnly(Sequence[int]):
         return i * 10
 
 
+class NewestFirst(list[int]):
+    """A list iterated newest first: ``map`` over it reads its ``__iter__``, not its slices."""
+
+    def __iter__(self) -> Iterator[int]:
+        return reversed(list(list.__iter__(self)))
+
+
+class Labelled(list[int]):
+    """A list whose integer indexing formats the item (and whose slices would be strings)."""
+
+    def __getitem__(self, i: Any) -> Any:
+        return f"<{list.__getitem__(self, i)}>"
+
+
+class ShortLen(tuple[int, ...]):
+    """A tuple whose ``len()`` disagrees with what iterating it gives: the builtin ``map`` never asks ``len``."""
+
+    def __len__(self) -> int:
+        return 2
+
+
 SEQUENCES = {
+    "list iterated newest first": lambda: NewestFirst(range(50)),
+    "list formatting what it indexes": lambda: Labelled(range(50)),
+    "tuple with a len shorter than its items": lambda: ShortLen(range(30)),
     "deque": lambda: collections.deque(range(50)),
     "memoryview": lambda: memoryview(bytes(range(80))),
     "integer-index-only Sequence": IntIndexOnly,
