@@ -257,6 +257,17 @@ def test_the_speedup_histogram_observes_completed_calls_only() -> None:
     assert [u[2] for u in _speedup_updates(rec.build(TIMEOUT))] == [TOUCH]
 
 
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "auto"])
+def test_a_call_with_no_items_is_no_verdict(strategy: str) -> None:
+    """An empty input read speedup 0.0 (the lowest bucket of the histogram, "0.00x" in reports): no item ran,
+    so there is no evidence either way, and the speedup histogram leaves it out."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy)) as ex:
+        assert ex.map(tasks.square, []) == []
+        record = ex.last_record
+    assert record is not None and record.completed and record.speedup == 1.0
+    assert [u[2] for u in _speedup_updates(record)] == [TOUCH]
+
+
 @pytest.mark.parametrize("strategy", ["processes", "threads"])
 def test_a_real_timed_out_call_is_recorded_as_timed_out(strategy: str) -> None:
     """End to end: needs the executor to hand the call's error to ``RecordBuilder.build``."""
