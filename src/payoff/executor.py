@@ -743,8 +743,10 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None, True or False, got {progress!r}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not 0 < timeout < math.inf):
-        raise ValueError(f"timeout must be None or a finite number of seconds > 0, got {timeout!r}")
+                                or not -math.inf < timeout < math.inf):
+        raise ValueError(f"timeout must be None or a finite number of seconds, got {timeout!r}")
+    if timeout is not None and timeout <= 0:  # a deadline already past (``deadline - time.monotonic()``)
+        raise TimeoutError(f"payoff: timeout={timeout:g} s had run out before the call started; no item ran")
 
 
 def _check_not_async(fn: object) -> None:

@@ -62,10 +62,23 @@ def test_timeout_in_the_caller_stops_between_items() -> None:
         ex.map(tasks.sleep_then_square, range(10_000), timeout=0.2)
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "1", True])
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan"), "1", True])
 def test_bad_timeouts_are_refused(bad: object) -> None:
     with ParallelExecutor() as ex, pytest.raises(ValueError, match="timeout must be"):
         ex.map(abs, [1], timeout=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spent", [0, 0.0, -1, -0.25])
+@pytest.mark.parametrize("method", ["map", "imap", "imap_unordered", "starmap"])
+def test_a_timeout_already_run_out_raises_timeout_error_as_concurrent_futures_does(spent: float,
+                                                                                    method: str) -> None:
+    """``deadline - time.monotonic()`` passed as the timeout reaches 0 or below once the deadline is past:
+    ``concurrent.futures`` raises ``TimeoutError`` then, where payoff raised ``ValueError``."""
+    ran: list[int] = []
+    args = [(1,)] if method == "starmap" else [1]
+    with ParallelExecutor() as ex, pytest.raises(TimeoutError, match="had run out before the call started"):
+        list(getattr(ex, method)(ran.append, args, timeout=spent))
+    assert ran == [], "no item runs on a timeout already spent"
 
 
 STUCK_THREAD_SCRIPT = textwrap.dedent("""
