@@ -160,9 +160,21 @@ class ParallelExecutor:
             warn_if_held(loop, started, len(out))
         return out
 
-    def starmap(self, fn: Callable[..., Any], iterable: Iterable[Iterable[Any]], **options: Any) -> list[Any]:
+    def starmap(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        chunksize: int | None = None,
+        granularity: str | None = None,
+        workload: str = "default",
+        releases_gil: bool | None = None,
+        progress: bool | None = None,
+        timeout: float | None = None,
+    ) -> list[Any]:
         """``[fn(*args) for args in iterable]``; takes :meth:`map`'s keyword options."""
-        return self.map(Star(fn), iterable, **options)
+        return self.map(Star(fn), iterable, chunksize=chunksize, granularity=granularity, workload=workload,
+                        releases_gil=releases_gil, progress=progress, timeout=timeout)
 
     def imap(
         self,

@@ -292,3 +292,9 @@ def test_a_calls_options_take_numpy_numbers_and_auto_granularity_as_the_config_d
         assert ex.map(tasks.square, range(6), granularity="auto", timeout=np.float32(30)) == [x * x for x in range(6)]
         with pytest.raises(ValueError, match="chunksize must be None"):
             ex.map(tasks.square, range(6), chunksize=np.float64(2.0))
+
+
+def test_a_bad_keyword_to_starmap_is_blamed_on_starmap() -> None:
+    """starmap passed its keywords on to map, whose name the TypeError then gave."""
+    with ParallelExecutor() as ex, pytest.raises(TypeError, match=r"starmap\(\) got an unexpected keyword"):
+        ex.starmap(pow, [(2, 3)], bogus=1)  # type: ignore[call-arg]
