@@ -376,12 +376,51 @@ class MapRun:
             self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
 
         task.submit_ns = time.monotonic_ns()
-        with self.ex._observers.scope(self.call):
-            outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, on_interrupt=count)
+        if self._bounded_here():
+            outcome = self._on_a_thread(task)
+        else:
+            with self.ex._observers.scope(self.call):
+                outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, on_interrupt=count)
         count(outcome)
         if outcome.error is not None:
             raise outcome.error
         return outcome
+
+    def _bounded_here(self) -> bool:
+        """Items that run in the caller under a timeout the user did not ask to run there (a call too small for
+        the pool it named, or auto's) run on a payoff thread: in the caller the deadline is only read between
+        items, and one that hung held ``map(..., timeout=1)`` for as long as it hung. A call asked to run
+        serially (``strategy="serial"``, parallelism switched off) runs in the caller, as asked."""
+        return self.timeout is not None and self.requested != "serial" and self.config.enabled
+
+    def _on_a_thread(self, task: ChunkTask) -> ChunkOutcome:
+        """The chunk run on a payoff thread the caller waits for no longer than the call's time left; its
+        items start only before the deadline, so on time the thread stops at its next item, and an item that
+        hangs leaves it stuck (no thread can be stopped from outside), as a hung probe does."""
+        box: list[ChunkOutcome] = []
+        finished = threading.Event()
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            try:
+                with self.ex._observers.scope(self.call):
+                    box.append(run_chunk(self.fn, task.items, task.first, task.index, task.cancel))
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=context.run, args=(run,), name="payoff-serial", daemon=True)
+        given = max(0.0, self.token.seconds_left() or 0.0)
+        try:
+            thread.start()
+            finished.wait(given)
+        except BaseException:  # Ctrl-C in the caller: the thread starts no item after it
+            self.token.set()
+            raise
+        if not finished.is_set():
+            self.ex._planner.outlived(self.fn, thread, self.timeout or 0.0, given)
+            self._raise_if_stopped()
+            raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
+        return box[0]
 
     # -- pools ------------------------------------------------------------------
 

@@ -825,6 +825,21 @@ class Planner:
         with self._events_lock:
             return bool(self._events) and self._events[-1] >= start_ns
 
+    def outlived(self, fn: Callable[..., Any], thread: threading.Thread, timeout: float, given: float) -> None:
+        """A call's items run on a payoff thread (under its timeout) still ran at its deadline, ``given`` seconds
+        after the thread started: the thread is left, counted among the stuck ones, and a function whose items
+        had at least HUNG_SHARE of the timeout runs only in worker processes from now on, so a request that
+        hangs for good leaves no more threads."""
+        with _STUCK_LOCK:
+            _STUCK_PROBES.append(thread)
+        hung = given >= HUNG_SHARE * timeout
+        if hung:
+            self.knowledge.crashed(fn, f"its items, run on a payoff thread, still ran after timeout={timeout:g} s")
+        then = " This function's next calls run in worker processes, which payoff stops on a timeout." if hung else ""
+        warn_at_call_site(StuckThreadsWarning(
+            "payoff: an item of this call still runs after its timeout: Python cannot stop a thread from outside. "
+            f"It finishes in the background and never keeps the program from exiting.{then}"))
+
     def plan(self, call: Call) -> Plan:
         """Decide how to run ``call``; may run its first items (the probe)."""
         self._event(call.stop)

@@ -297,7 +297,7 @@ class MapRecord:
         1.0 (no evidence either way) when no item ran (an empty input), the wall time is zero or the ratio is
         not a finite number (a record built or read with extreme values).
         """
-        if not self.wall_seconds > 0 or not self.chunks:
+        if not self.wall_seconds > 0 or not self.n_items:
             return 1.0
         ratio = self.serial_estimate_seconds / self.wall_seconds
         return ratio if math.isfinite(ratio) else 1.0

@@ -303,3 +303,28 @@ def test_a_probe_started_late_in_its_calls_timeout_ends_with_the_call_and_is_not
         assert ex.map(tasks.hang_on_zero, range(1, 200)) == list(range(1, 200))
         record = ex.last_record
     assert record is not None and record.decision_reason is not Reason.AUTO_ISOLATES_CRASHES, record.summary()
+
+
+@pytest.mark.usefixtures("_release_hung_items")
+@pytest.mark.parametrize("strategy", ["auto", "threads", "processes"])
+def test_an_item_hung_in_a_serial_fallback_does_not_hold_the_caller_past_the_timeout(strategy: str) -> None:
+    """A call measured too small for a pool ran its items in the caller, where the deadline is only checked
+    between items: one that hung held ``map(..., timeout=1)`` until it returned (4 s, or for ever), where
+    ``ThreadPoolExecutor.map`` raises at 1 s. Under a timeout those items run on a payoff thread the caller
+    waits for no longer than the time left."""
+    release = threading.Timer(8.0, tasks.HANG_RELEASE.set)
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        ex.map(tasks.hang_on_zero, range(1, 4))  # measured: the next call is planned from its cost, unprobed
+        release.start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with pytest.raises(TimeoutError):
+                    ex.map(tasks.hang_on_zero, range(8), timeout=1.0)
+            raised_while_the_item_hung = not tasks.HANG_RELEASE.is_set()
+        finally:
+            release.cancel()
+            tasks.HANG_RELEASE.set()
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == "serial", record.summary()
+    assert raised_while_the_item_hung, "the caller waited for the hung item"

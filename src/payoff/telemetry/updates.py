@@ -255,7 +255,7 @@ class MetricUpdates:
         out.append((WALL, pair, ADD, record.wall_seconds, 1, None))
         out.append((SERIAL_ESTIMATE, pair, ADD, record.serial_estimate_seconds, 1, None))
         out.append((MAP_DURATION, pair, OBSERVE, record.wall_seconds, 1, call.state.get("trace_id")))
-        if record.completed and record.chunks:  # one that timed out, was cancelled, failed or had no items: no verdict
+        if record.completed and record.n_items:  # one that timed out, was cancelled, failed or had no items: no verdict
             out.append((SPEEDUP, pair, OBSERVE, record.speedup, 1, None))
         for phase, seconds in record.overhead_seconds.items():
             if seconds:
