@@ -431,6 +431,7 @@ class MapRun:
         except Exception as exc:
             self._raise_if_cancelled_during_start(plan, exc)
             self.rec.pool_started = self.rec.pool_start_failed = True
+            self.rec.pool_starts += 1
             # the call's own timeout struck during the start: its TimeoutError, not a serial run; and a function
             # that crashed a worker process has no caller to fall back to
             crashed = plan.probe.crashed is not None
@@ -485,6 +486,7 @@ class MapRun:
                                      lambda: make_strategy(strategy, workers, self.config))
         if lease.started:
             self.rec.pool_started = True
+            self.rec.pool_starts += 1
             self.rec.pool_start_seconds += lease.start_seconds
         return lease
 

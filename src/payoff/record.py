@@ -249,6 +249,9 @@ class MapRecord:
     capacity the call left idle, so ``capacity_seconds`` leaves it out (a ``submit`` is not timed, so only
     ``pool_shared`` says it was there). The metrics add it to ``payoff_shared_seconds_total`` when the call
     ends, for the same reason: their capacity counter advanced as workers x wall while the call ran."""
+    pool_starts: int = 0
+    """Pools the call started, a failed start included: a restart after a worker died counts again, where
+    ``pool_started`` only says there was one."""
 
     @property
     def work_seconds(self) -> float:
@@ -496,6 +499,7 @@ class RecordBuilder:
         """CPU per second of wall time of an item run alone (the probe, or what earlier calls measured)."""
         self.chunks: list[ChunkStats] = []
         self.pool_started = False
+        self.pool_starts = 0
         self.pool_start_failed = False
         self.pool_start_seconds = 0.0
         self.pool_reused = False
@@ -644,5 +648,5 @@ class RecordBuilder:
             bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
             n_errors=n_errors, started_at=self.started_at, chunks=chunks, outcome=outcome_of(error, n_errors),
             consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
-            shared_seconds=self.shared_ns / 1e9,
+            shared_seconds=self.shared_ns / 1e9, pool_starts=self.pool_starts,
         )

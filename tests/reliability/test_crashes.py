@@ -18,11 +18,14 @@ from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 import payoff
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, planning
 from payoff.errors import WorkerCrashedError
 from payoff.strategies import make_strategy
+from payoff.telemetry.metrics import PrometheusMetrics
+from payoff.telemetry.records import parse_line, record_line
 from tests import tasks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +119,25 @@ def test_a_crash_that_does_not_recur_is_recovered_in_fresh_workers(tmp_path: Pat
     assert record.mode == "parallel"
     rerun = [c for c in record.chunks if c.where == "retry"]
     assert rerun and all(int(c.worker.split(":")[0]) != parent for c in rerun), "reruns ran in workers"
+
+
+def test_a_restart_after_a_crash_counts_as_a_pool_start(tmp_path: Path) -> None:
+    """The call that started the pool restarted it after a worker died: four worker processes, and
+    ``payoff_pool_starts_total`` said 1 (the record only said there was a start)."""
+    metrics = PrometheusMetrics(CollectorRegistry())
+    parent = os.getpid()
+    items = [(i, parent, str(tmp_path / "died")) for i in range(40)]
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE), observers=[metrics]) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        assert ex.map(tasks.die_once_in_worker, items, chunksize=4) == [i * 10 for i in range(40)]
+    record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.MAP_FAILURE_RETRY
+    assert record.pool_started and record.pool_starts == 2
+    assert metrics.registry.get_sample_value("payoff_pool_starts_total",
+                                             {"strategy": "processes", "outcome": "success"}) == 2
+    assert json.loads(record_line(record))["pool_starts"] == 2
+    assert parse_line(record_line(record)).pool_starts == 2
 
 
 def test_force_serial_on_failure_off_raises_at_the_first_crash(tmp_path: Path) -> None:

@@ -368,6 +368,7 @@ def record_from_dict(data: object) -> MapRecord:
         consumer_seconds=_number(f.raw("consumer_seconds", 0.0), f.name("consumer_seconds")),
         pool_shared=f.flag("pool_shared", False),  # absent in lines written before shared pools were recorded
         shared_seconds=_number(f.raw("shared_seconds", 0.0), f.name("shared_seconds")),
+        pool_starts=f.count("pool_starts", 0),  # absent in lines written before restarts were counted
     )
 
 

@@ -261,9 +261,12 @@ class MetricUpdates:
             if seconds:
                 out.append((OVERHEAD, (strategy, phase), ADD, seconds, 1, None))
         # Pool starts and reuses belong to the pool the plan asked for, also when it failed to start.
-        if record.pool_started:
-            outcome = "failure" if record.pool_start_failed else "success"
-            out.append((POOL_STARTS, (st.planned, outcome), ADD, 1.0, 1, None))
+        starts = max(record.pool_starts, int(record.pool_started))  # a restart after a crash starts another
+        failed = int(record.pool_start_failed)
+        if starts > failed:
+            out.append((POOL_STARTS, (st.planned, "success"), ADD, float(starts - failed), 1, None))
+        if failed:
+            out.append((POOL_STARTS, (st.planned, "failure"), ADD, 1.0, 1, None))
         if record.pool_reused:
             out.append((POOL_REUSES, (st.planned,), ADD, 1.0, 1, None))
         return out
