@@ -398,6 +398,7 @@ class MapRun:
         items start only before the deadline, so on time the thread stops at its next item, and an item that
         hangs leaves it stuck (no thread can be stopped from outside), as a hung probe does."""
         box: list[ChunkOutcome] = []
+        errors: list[BaseException] = []
         finished = threading.Event()
         context = contextvars.copy_context()
 
@@ -405,6 +406,8 @@ class MapRun:
             try:
                 with self.ex._observers.scope(self.call):
                     box.append(run_chunk(self.fn, task.items, task.first, task.index, task.cancel))
+            except BaseException as exc:  # an item's SystemExit, say: the caller's, as if it ran there
+                errors.append(exc)
             finally:
                 finished.set()
 
@@ -420,6 +423,8 @@ class MapRun:
             self.ex._planner.outlived(self.fn, thread, self.timeout or 0.0, given)
             self._raise_if_stopped()
             raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
+        if errors:
+            raise errors[0]
         return box[0]
 
     # -- pools ------------------------------------------------------------------

@@ -24,6 +24,7 @@ the same cores.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -141,7 +142,28 @@ def _main_thread_frame() -> FrameType | None:
     main = threading.main_thread()
     if threading.current_thread() is main:
         return sys._getframe()
-    return sys._current_frames().get(main.ident) if main.ident is not None else None
+    return _current_frames().get(main.ident) if main.ident is not None else None
+
+
+_FRAMES_LOCK = _forks.Lock()
+
+
+def _current_frames() -> dict[int, FrameType]:
+    """``sys._current_frames()`` with the garbage collector held off.
+
+    Before Python 3.12 it holds the interpreter's thread-list lock while it makes its dict and frame objects;
+    a collection they set off that frees a ``threading.local`` takes that lock again, and the process hangs
+    for good (CPython gh-106883): a call planned on a request thread froze a whole test run. One thread at a
+    time, so that none turns the collector back on while another is inside.
+    """
+    with _FRAMES_LOCK:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            if enabled:
+                gc.enable()
 
 
 class _Siblings:

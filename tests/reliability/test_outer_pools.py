@@ -156,3 +156,37 @@ def test_a_parents_children_read_from_its_threads_and_from_every_process_agree()
         done.set()
         for kid in kids:
             kid.join()
+
+
+FRAMES_UNDER_COLLECTION = textwrap.dedent("""
+    import concurrent.futures.process, gc, threading  # a pool module imported: the planner walks the main stack
+    from payoff._outer_pools import outer_pool
+
+    class Holder:
+        pass
+
+    def request() -> None:
+        gc.set_threshold(1)  # a collection at every allocation: what the run met by chance, every time
+        for _ in range(200):
+            h = Holder(); h.local = threading.local(); h.me = h; del h  # garbage only a collection frees
+            assert outer_pool() is None  # what the planner asks before a call starts processes
+        gc.set_threshold(700, 10, 10)
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join()
+    print("done", flush=True)
+""")
+
+
+def test_a_map_on_a_request_thread_never_hangs_in_a_collection() -> None:
+    """A map on a thread other than the main one reads the main thread's stack (``sys._current_frames``) to
+    see whether this process is a pool's worker. Before Python 3.12 a garbage collection inside that read
+    that frees a ``threading.local`` takes the same lock again: the whole process hung for good (a full test
+    run froze in a test of many threads mapping)."""
+    try:
+        done = subprocess.run([sys.executable, "-c", FRAMES_UNDER_COLLECTION], cwd=ROOT, env=CHILD_ENV, timeout=60,
+                              capture_output=True, text=True, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the map on a request thread hung in a garbage collection")
+    assert done.returncode == 0 and done.stdout.split() == ["done"], done.stderr[-2000:]

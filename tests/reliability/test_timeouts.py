@@ -328,3 +328,23 @@ def test_an_item_hung_in_a_serial_fallback_does_not_hold_the_caller_past_the_tim
         record = ex.last_record
     assert record is not None and record.selected_strategy == "serial", record.summary()
     assert raised_while_the_item_hung, "the caller waited for the hung item"
+
+
+def _exits_on_three(x: int) -> int:
+    if x == 3:
+        raise SystemExit(f"item {x} asked the program to exit")
+    return x
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_an_item_raising_system_exit_in_a_serial_fallback_raises_it_in_the_caller(timeout: float | None) -> None:
+    """Under a timeout the serial items run on a payoff thread, where a SystemExit only ends the thread: the
+    caller must get it as it does when the items run in it (it got an IndexError: no outcome came back)."""
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
+        ex.map(_exits_on_three, range(3))  # measured: the next call is small enough to run serially
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(SystemExit, match="item 3 asked"):
+                ex.map(_exits_on_three, range(8), timeout=timeout)
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == "serial", record.summary()
