@@ -364,7 +364,8 @@ def test_auto_under_a_timeout_probes_a_stream_on_more_than_its_first_item_read_b
     assert got == [x + 1 for x in range(100)]
     assert record is not None and record.probe_items > 1, "the probe measured more than the first item"
     assert set(stream.readers) == {threading.get_ident()}, "only the caller's thread read the input"
-    assert (record.selected_strategy, record.pool_started) == ("serial", False), record.fallback_detail
+    assert (record.selected_strategy, record.pool_started) == ("serial", False), \
+        (record.planned_cost, record.probe_items, record.chunks[0], record.summary())
 
 
 @pytest.mark.parametrize(("n", "at"), [(3, None), (40, None), (40, 2), (40, 12), (40, 30)])
@@ -414,7 +415,7 @@ def _never_called(x: Any) -> Any:
 @pytest.mark.parametrize(("args", "options", "error", "words"), [
     ((5,), {}, TypeError, "iterable"),
     (([1, 2],), {"chunksize": 0}, ValueError, "chunksize"),
-    (([1, 2],), {"timeout": -1}, ValueError, "timeout"),
+    (([1, 2],), {"timeout": float("nan")}, ValueError, "timeout"),
     (([1, 2],), {"granularity": "rows"}, ValueError, "granularity"),
     (([1, 2],), {"bogus": 1}, TypeError, "bogus"),
     ((), {}, TypeError, "iterable"),
