@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import pickle
 import queue
@@ -29,6 +30,7 @@ from payoff import planning
 from payoff._forks import held_at_fork_hint
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
+from payoff._spare_threads import run_on_a_spare_thread
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
@@ -411,16 +413,15 @@ class MapRun:
             finally:
                 finished.set()
 
-        thread = threading.Thread(target=context.run, args=(run,), name="payoff-serial", daemon=True)
         given = max(0.0, self.token.seconds_left() or 0.0)
         try:
-            thread.start()
+            run_on_a_spare_thread(functools.partial(context.run, run))
             finished.wait(given)
         except BaseException:  # Ctrl-C in the caller: the thread starts no item after it
             self.token.set()
             raise
         if not finished.is_set():
-            self.ex._planner.outlived(self.fn, thread, self.timeout or 0.0, given)
+            self.ex._planner.outlived(self.fn, lambda: not finished.is_set(), self.timeout or 0.0, given)
             self._raise_if_stopped()
             raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
         if errors:

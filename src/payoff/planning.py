@@ -825,13 +825,13 @@ class Planner:
         with self._events_lock:
             return bool(self._events) and self._events[-1] >= start_ns
 
-    def outlived(self, fn: Callable[..., Any], thread: threading.Thread, timeout: float, given: float) -> None:
+    def outlived(self, fn: Callable[..., Any], running: Callable[[], bool], timeout: float, given: float) -> None:
         """A call's items run on a payoff thread (under its timeout) still ran at its deadline, ``given`` seconds
-        after the thread started: the thread is left, counted among the stuck ones, and a function whose items
-        had at least HUNG_SHARE of the timeout runs only in worker processes from now on, so a request that
-        hangs for good leaves no more threads."""
+        after they started: their thread is left (``running`` says while it still runs them), counted among the
+        stuck ones, and a function whose items had at least HUNG_SHARE of the timeout runs only in worker
+        processes from now on, so a request that hangs for good leaves no more threads."""
         with _STUCK_LOCK:
-            _STUCK_PROBES.append(thread)
+            _STUCK_PROBES.append(running)
         hung = given >= HUNG_SHARE * timeout
         if hung:
             self.knowledge.crashed(fn, f"its items, run on a payoff thread, still ran after timeout={timeout:g} s")
@@ -1801,7 +1801,7 @@ def _outlived(call: Call, thread: threading.Thread, *, hung: bool) -> NoReturn:
     """The call's deadline came while its probe's thread ran an item: leave the thread (no thread can be
     stopped from outside) and raise the call's timeout."""
     with _STUCK_LOCK:
-        _STUCK_PROBES.append(thread)
+        _STUCK_PROBES.append(thread.is_alive)
     then = " This function's next calls run in worker processes, which payoff stops on a timeout." if hung else ""
     warn_at_call_site(StuckThreadsWarning(
         "payoff: the item(s) this call ran to measure them still run after its timeout: Python cannot stop "
@@ -1826,7 +1826,8 @@ class ProbeOutlivedTimeout(TimeoutError):
 STUCK_PROBES_LIMIT = 4
 """Probe threads still running past their calls' timeouts beyond which no call with a timeout probes on a
 thread: its items run in worker processes, which a timeout stops, so hung items leave no more threads."""
-_STUCK_PROBES: list[threading.Thread] = []
+_STUCK_PROBES: list[Callable[[], bool]] = []
+"""Whether each stuck probe (or serial run under a timeout) still runs its item."""
 _STUCK_LOCK = _forks.Lock()
 
 
@@ -1835,7 +1836,7 @@ def _stuck_probes(call: Call) -> str | None:
     if call.timeout is None:
         return None
     with _STUCK_LOCK:
-        _STUCK_PROBES[:] = [t for t in _STUCK_PROBES if t.is_alive()]
+        _STUCK_PROBES[:] = [running for running in _STUCK_PROBES if running()]
         stuck = len(_STUCK_PROBES)
     if stuck < STUCK_PROBES_LIMIT:
         return None

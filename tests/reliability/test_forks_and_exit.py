@@ -724,3 +724,31 @@ def test_pool_starts_keep_payoffs_exit_hook_latest_without_adding_it_again() -> 
         one_pool_start()
         _exit.stay_first()
     assert len(hooks) == before
+
+
+SPARE_AFTER_FORK = """
+import os, warnings
+warnings.simplefilter("ignore")
+from payoff import ParallelExecutor
+
+with ParallelExecutor() as ex:
+    ex.map(abs, range(-5, 0))  # measured: the next calls are small enough to run serially
+    assert ex.map(abs, range(-5, 0), timeout=5) == [5, 4, 3, 2, 1]  # on a kept payoff thread
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = ex.map(abs, range(-5, 0), timeout=5) == [5, 4, 3, 2, 1]
+        except BaseException as exc:
+            print("child:", repr(exc), flush=True)
+            ok = False
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def test_a_forked_child_runs_serial_items_under_a_timeout_on_threads_of_its_own() -> None:
+    """Serial items under a timeout run on payoff threads kept between calls; a forked child has none of its
+    parent's threads, so it must not hand its items to one (they would never run, and the call time out)."""
+    done = run_child(SPARE_AFTER_FORK)
+    assert done.returncode == 0 and "child exit 0" in done.stdout, (done.stdout, done.stderr[-2000:])
