@@ -913,7 +913,7 @@ def test_a_quick_call_of_a_few_items_does_not_decide_for_a_large_one() -> None:
         record = ex.last_record
     assert record is not None
     assert record.probe_items > 1, "a cost resting on a few items is measured again by a call that can probe more"
-    assert record.selected_strategy == "serial", record.fallback_detail
+    assert record.selected_strategy == "serial", (record.summary(), record.planned_cost, record.chunks[0])
 
 
 def _caller_record(n_items: int, busy_ns: int, timed_ns: int) -> MapRecord:

@@ -596,6 +596,8 @@ class RecordBuilder:
         cpu_ns, runq_ns = sum(c.cpu_ns for c in pool), sum(c.runq_ns for c in pool)
         if cpu_ns <= 0 or runq_ns <= 0:
             return 0.0
+        if self.selected == "threads" and cpu_ns < CPU_BOUND_RATIO * sum(c.own_seconds for c in pool) * 1e9:
+            return 0.0  # items that mostly wait: their threads' waits at each wake-up are the pool's own
         span_ns = max(c.end_ns for c in pool) - min(c.start_ns for c in pool)
         caller_ns = time.process_time_ns() - self._process_cpu_ns
         if self.selected == "threads":  # the process's CPU time holds its pool threads' too
