@@ -826,19 +826,11 @@ class Planner:
             return bool(self._events) and self._events[-1] >= start_ns
 
     def outlived(self, fn: Callable[..., Any], running: Callable[[], bool], timeout: float, given: float) -> None:
-        """A call's items run on a payoff thread (under its timeout) still ran at its deadline, ``given`` seconds
-        after they started: their thread is left (``running`` says while it still runs them), counted among the
-        stuck ones, and a function whose items had at least HUNG_SHARE of the timeout runs only in worker
-        processes from now on, so a request that hangs for good leaves no more threads."""
-        with _STUCK_LOCK:
-            _STUCK_PROBES.append(running)
-        hung = given >= HUNG_SHARE * timeout
-        if hung:
+        """A call's serial items on a payoff thread still ran at its deadline (see ``_left_running``): a function
+        whose items had at least HUNG_SHARE of the timeout runs only in worker processes from now on, so a
+        request that hangs for good leaves no more threads."""
+        if _left_running(running, timeout, given, "an item of this call still runs"):
             self.knowledge.crashed(fn, f"its items, run on a payoff thread, still ran after timeout={timeout:g} s")
-        then = " This function's next calls run in worker processes, which payoff stops on a timeout." if hung else ""
-        warn_at_call_site(StuckThreadsWarning(
-            "payoff: an item of this call still runs after its timeout: Python cannot stop a thread from outside. "
-            f"It finishes in the background and never keeps the program from exiting.{then}"))
 
     def plan(self, call: Call) -> Plan:
         """Decide how to run ``call``; may run its first items (the probe)."""
@@ -1777,7 +1769,8 @@ def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, fl
         _hand_over_cut_probe(call, finished, deadline, box)
         raise
     if not finished.is_set():
-        _outlived(call, thread, hung=given >= HUNG_SHARE * call.timeout)
+        _outlived(call, _left_running(thread.is_alive, call.timeout, given,
+                                      "the item(s) this call ran to measure them still run"))
     if errors:
         raise errors[0]
     return box[0]
@@ -1797,15 +1790,23 @@ one whose items hang: its function's next calls run in worker processes. One tha
 reading the input) only ran late, and is planned as before; stuck threads stay bounded by STUCK_PROBES_LIMIT."""
 
 
-def _outlived(call: Call, thread: threading.Thread, *, hung: bool) -> NoReturn:
-    """The call's deadline came while its probe's thread ran an item: leave the thread (no thread can be
-    stopped from outside) and raise the call's timeout."""
+def _left_running(running: Callable[[], bool], timeout: float, given: float, what: str) -> bool:
+    """Items on a payoff thread (a probe, or a serial run under a timeout) still ran at their call's deadline,
+    ``given`` seconds after they started: their thread is left (none can be stopped from outside) and counted
+    among the stuck ones while ``running()``, and the caller is warned. Whether they had at least HUNG_SHARE of
+    the timeout: their function is then taken for one that hangs, and runs only in worker processes."""
     with _STUCK_LOCK:
-        _STUCK_PROBES.append(thread.is_alive)
+        _STUCK_PROBES.append(running)
+    hung = given >= HUNG_SHARE * timeout
     then = " This function's next calls run in worker processes, which payoff stops on a timeout." if hung else ""
     warn_at_call_site(StuckThreadsWarning(
-        "payoff: the item(s) this call ran to measure them still run after its timeout: Python cannot stop "
-        f"a thread from outside. It finishes in the background and never keeps the program from exiting.{then}"))
+        f"payoff: {what} after its timeout: Python cannot stop a thread from outside. It finishes in the "
+        f"background and never keeps the program from exiting.{then}"))
+    return hung
+
+
+def _outlived(call: Call, hung: bool) -> NoReturn:
+    """The call's deadline came while its probe's thread ran an item: raise the call's timeout."""
     raise ProbeOutlivedTimeout(
         f"payoff: the call did not finish within timeout={call.timeout:g} s (its first items, run to "
         "measure them, were still running)",
