@@ -69,6 +69,8 @@ class Row:
     """How many items the taught cost rests on (None: stated outright, sound)."""
     expect_probed: bool = False
     """The plan runs the call's first items to measure them again (a taught cost that is not sound)."""
+    waited: bool | None = None
+    """The side of the waiting line auto last planned the function on, from a share read without the GIL."""
 
 
 class ForeignPool:
@@ -102,6 +104,16 @@ ROWS = [
         Reason.AUTO_CPU_BOUND, pickling=Pickling(5e-9, 5e-9, 5e-9, 5e-9), warm=frozenset({"processes"})),
     Row("waiting work gets more threads than cores", 5e-3, 400, "threads", Reason.AUTO_WAITING,
         config={}, cpu_ratio=0.05, expect_workers=32),
+    Row("items that hold the GIL for 45% of their time gain more from threads than from 2 processes", 5e-3, 400,
+        "threads", Reason.AUTO_WAITING, config={}, cpus=2, cpu_ratio=0.45, expect_workers=5),
+    Row("the same items go to processes on 8 CPUs, where the GIL would let threads run 2.2 at once", 5e-3, 400,
+        "processes", Reason.AUTO_CPU_BOUND, config={"max_workers": 8}, cpu_ratio=0.45, expect_workers=8),
+    Row("a share just past the line keeps items on processes they were last planned on", 5e-3, 400,
+        "processes", Reason.AUTO_CPU_BOUND, cpu_ratio=0.45, waited=False),
+    Row("and keeps items on threads they were last planned on", 5e-3, 400, "threads", Reason.AUTO_WAITING,
+        config={}, cpus=2, cpu_ratio=0.55, waited=True, expect_workers=4),
+    Row("a share well past the line moves them", 5e-3, 400, "processes", Reason.AUTO_CPU_BOUND, cpu_ratio=0.65,
+        waited=True),
     Row("the waiting cap is a config field", 5e-3, 400, "threads", Reason.AUTO_WAITING,
         config={"max_waiting_workers": 8}, cpu_ratio=0.05, expect_workers=8),
     Row("an explicit max_workers wins over the wait fraction", 5e-3, 400, "threads", Reason.AUTO_WAITING,
@@ -352,7 +364,8 @@ def teach(planner: Planner, row: Row) -> None:
                                                 row.cloudpickle_ok, threads_speedup=row.threads_speedup,
                                                 verdicts=dict(row.verdicts), forgone=dict(row.forgone),
                                                 pickling=row.pickling._replace(item_bytes=_item_bytes(row)),
-                                                result_error=""))
+                                                result_error="", share_without_gil=row.waited is not None,
+                                                waited=row.waited))
     if row.measured_items is not None:
         facts = planner.knowledge.get(tasks.square)
         assert facts is not None

@@ -468,7 +468,7 @@ def test_what_a_call_measured_among_other_calls_is_not_taken_for_the_function(cr
     assert facts is not None
     if crowded:
         assert facts.verdicts == {}, "a speedup measured among other calls is no verdict"
-        assert facts.cpu_ratio > planning.WAITING_CPU_RATIO, "GIL waits are not waiting"
+        assert facts.cpu_ratio > planning.waiting_line(2), "GIL waits are not waiting"
         assert facts.seconds_per_item <= 1e-4, "nor do they make an item dearer"
     else:
         assert facts.verdicts["processes"][0] == pytest.approx(0.1)
@@ -587,7 +587,7 @@ def test_a_shared_executor_keeps_cpu_bound_work_on_processes_under_many_threads(
     # no_measured_gain may still come from a call whose overlap the planner cannot see (one that started before
     # another and ended after it, nothing else starting or ending between: the documented approximation)
     facts = planning.KNOWLEDGE.get(tasks.spin)
-    assert facts is not None and facts.cpu_ratio > planning.WAITING_CPU_RATIO
+    assert facts is not None and facts.cpu_ratio > planning.waiting_line(2)
 
 
 def _spin_dear(x: int) -> int:
@@ -630,7 +630,7 @@ def test_a_probe_that_waited_for_the_gil_other_payoff_calls_held_is_not_waiting_
     shared.shutdown()
     assert got.probe.n >= 1
     assert got.decision is not Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.detail)
-    assert got.probe.cpu_ratio > planning.WAITING_CPU_RATIO
+    assert got.probe.cpu_ratio > planning.waiting_line(2)
 
 
 _PROBE_STARTED = threading.Event()
@@ -673,7 +673,7 @@ def test_a_probe_that_other_payoff_calls_joined_while_it_ran_is_not_waiting_work
         shared.shutdown()
     assert got.probe.n >= 1
     assert got.decision is not Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.detail)
-    assert got.probe.cpu_ratio > planning.WAITING_CPU_RATIO
+    assert got.probe.cpu_ratio > planning.waiting_line(2)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
@@ -865,7 +865,7 @@ def test_a_share_measured_in_worker_processes_outlives_a_gil_bound_threads_run(m
     if measured_on == "processes":
         assert facts.cpu_ratio == pytest.approx(0.33, abs=0.02), facts
     else:
-        assert facts.cpu_ratio > planning.WAITING_CPU_RATIO, facts
+        assert facts.cpu_ratio > planning.waiting_line(2), facts
 
 
 def _spin_then_sleep(x: int) -> int:
@@ -1012,5 +1012,5 @@ def test_threads_that_saturate_the_gil_by_their_number_do_not_make_waiting_items
     planner.learn(record, tasks.spin)
     later = planned()
     facts = planner.knowledge.get(tasks.spin)
-    assert facts is not None and facts.cpu_ratio < planning.WAITING_CPU_RATIO / 4, facts.cpu_ratio
+    assert facts is not None and facts.cpu_ratio < planning.waiting_line(2) / 4, facts.cpu_ratio
     assert later.decision is Reason.AUTO_WAITING and later.workers == config.max_waiting_workers, later.workers

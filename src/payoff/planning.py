@@ -72,8 +72,13 @@ between the threads, which costs about as much as the item. Two threads against 
 ``zlib.crc32`` (GIL-free above 5 KB): 0.75x at 0.6 us an item, 0.70x at 2.2 us, 0.99x at 8 us, 1.36x at
 31 us, 1.44x at 124 us (``ThreadPoolExecutor(2)``, 8 chunks). On a million trivial items of 65 ns, auto's
 first call tried threads for data processes could not take and ran 1.3x the loop (5x beside a busy program)."""
-WAITING_CPU_RATIO = 0.4
-"""Items whose probe used less CPU than this per second of wall time mostly wait: threads, more than cores."""
+WAITING_CPU_RATIO = 0.8
+"""On one CPU, items that use less CPU than this per second of their time mostly wait: threads beside each
+other keep them going. With more CPUs the line is lower (``waiting_line``)."""
+WAITING_BAND = 0.2
+"""A function keeps the side of the waiting line it last ran on until its share moves this far past it: a share
+read near the line (1.6 ms of CPU and 2 ms of sleep read 0.37-0.56 a call) flipped between threads and
+processes, each flip starting the other pool."""
 GIL_BOUND_CORES = 0.8
 """Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
 GIL_WAIT_PER_CPU = 8
@@ -355,6 +360,9 @@ class Facts:
     delegates: bool = False
     """Whether a probe saw the items compute mostly outside their own thread (other processes, native threads):
     a run's record reads only the threads that ran the items, so it does not correct ``cpu_ratio`` then."""
+    waited: bool | None = None
+    """The side of the waiting line auto last planned the function on from a share read without the GIL (True:
+    threads for waiting work; None: none yet), kept until its share moves ``WAITING_BAND`` past the line."""
 
     @property
     def sound(self) -> bool:
@@ -565,6 +573,16 @@ class Knowledge:
             if facts is not None:
                 facts.cpu_ratio = 1.0
 
+    def sided(self, fn: Callable[..., Any], waiting: bool) -> None:
+        """Auto planned ``fn`` as waiting work (threads) or not: near the line, its next plans keep that side.
+
+        Only a side taken on a share read without the GIL: a probe's few first items, or threads that kept a
+        core busy (read as CPU-bound), may have put it on the wrong one, which the band would then keep.
+        """
+        with self._stored(fn) as facts:
+            if facts is not None and facts.share_without_gil:
+                facts.waited = waiting
+
     def crashed(self, fn: Callable[..., Any], detail: str) -> None:
         """``fn`` crashed a worker process (``detail`` says how): from now on it runs only in worker processes.
 
@@ -674,6 +692,8 @@ class Probe:
     """How the function crashed a worker process in an earlier call; None if it never did."""
     delegates: bool = False
     """The probed items' CPU ran mostly outside their thread (see :mod:`payoff._delegated_cpu`)."""
+    waited: bool | None = None
+    """The side of the waiting line the function was last planned on (``Facts.waited``)."""
 
     @property
     def refused(self) -> str:
@@ -859,7 +879,9 @@ class Planner:
         remaining = len(call.items) - probe.n
         if call.requested == "custom":
             return self._chunked(call, "custom", workers, probe, remaining, decision)
-        strategy, decision, why = self._choose(call, probe)
+        strategy, decision, why = self._choose(call, probe, workers)
+        if decision in (Reason.AUTO_WAITING, Reason.AUTO_CPU_BOUND):
+            self.knowledge.sided(call.fn, decision is Reason.AUTO_WAITING)
         isolate = _stays_in_workers(call, probe)
         if why is not None and not (isolate and why[0] is Reason.PAYLOAD_TOO_LARGE):  # large is costly, not unsendable
             _refuse_the_caller(call, probe, strategy, why)
@@ -907,14 +929,14 @@ class Planner:
         return call.requested in CROSSES_PROCESSES or _has_initializer(call) \
             or (call.requested == "auto" and self.knowledge.crash_of(call.fn) is not None)
 
-    def _choose(self, call: Call, probe: Probe) -> tuple[str, Reason, tuple[Reason, str] | None]:
-        """Pick the backend; the third element is a reason to stay serial instead."""
+    def _choose(self, call: Call, probe: Probe, workers: int) -> tuple[str, Reason, tuple[Reason, str] | None]:
+        """Pick the backend for ``workers`` local workers; the third element is a reason to stay serial instead."""
         requested = call.requested
         if requested != "auto":
             return requested, Reason.EXPLICIT_STRATEGY, _payload_problem(call, requested, probe)
         if probe.crashed is not None:
             return _isolating_choice(call, probe)
-        if _waits(probe):
+        if _waits(probe, workers):
             return "threads", Reason.AUTO_WAITING, None
         if call.releases_gil:
             return "threads", Reason.AUTO_RELEASES_GIL, None
@@ -1136,16 +1158,33 @@ def _workers_for(call: Call, decision: Reason, probe: Probe, remaining: int, wor
     Named threads too: a user who asks for threads mostly has waiting work, and one thread per CPU ran
     400 items of a 5 ms sleep at a third of ``ThreadPoolExecutor()``'s speed.
     """
-    named_waiting = call.requested == "threads" and _waits(probe)
+    named_waiting = call.requested == "threads" and _waits(probe, workers)
     if not (decision is Reason.AUTO_WAITING or named_waiting) or call.config.max_workers is not None:
         return workers
     wanted = math.ceil(workers / max(probe.cpu_ratio, 0.01))
     return max(workers, min(call.config.max_waiting_workers, wanted, remaining))
 
 
-def _waits(probe: Probe) -> bool:
+def waiting_line(workers: int) -> float:
+    """The CPU share below which threads beat ``workers`` worker processes.
+
+    The GIL lets threads run about one item's CPU at a time, so threads finish
+    at most 1/share items in an item's time, processes ``workers``: items of
+    1.6 ms CPU and 2 ms sleep (share 0.43) ran 3.1x a loop on
+    ``ThreadPoolExecutor()`` and 2.4x on ``ProcessPoolExecutor(2)``; on 8 CPUs
+    the same items gain more from 8 processes than from any number of threads.
+    """
+    return min(WAITING_CPU_RATIO, 1.0 / max(1, workers))
+
+
+def _waits(probe: Probe, workers: int) -> bool:
     """The measured items mostly wait (I/O, sleep, a lock): threads beyond the CPUs keep them going."""
-    return probe.seconds_per_item is not None and probe.cpu_ratio < WAITING_CPU_RATIO
+    if probe.seconds_per_item is None:
+        return False
+    line = waiting_line(workers)
+    if probe.waited is not None:
+        line *= 1 + WAITING_BAND if probe.waited else 1 - WAITING_BAND
+    return probe.cpu_ratio < line
 
 
 def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | None = None) -> int:
@@ -1629,6 +1668,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.forgone = dict(known.forgone)
     probe.pickling = known.pickling
     probe.result_bytes = known.result_bytes
+    probe.waited = known.waited
 
 
 def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
@@ -1659,10 +1699,11 @@ def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = _cpu_ratio(outcome)
-        if probe.cpu_ratio >= WAITING_CPU_RATIO:
+        line = waiting_line(workers) * (1 + WAITING_BAND)
+        if probe.cpu_ratio >= line:
             return
         if elsewhere is not None and not crowded:
-            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere), wall)
+            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere), wall, line)
         elif crowded and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None),
                                          process_ns, clock_ns):
             probe.cpu_ratio = 1.0
@@ -1678,13 +1719,13 @@ def _cpu_ratio(outcome: ChunkOutcome) -> float:
     return min(1.0, max(0.05, outcome.cpu_ns / wall))
 
 
-def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wall: float) -> None:
+def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wall: float, line: float) -> None:
     """Items that looked like waiting work but kept other processes or native threads computing meanwhile
     (``joblib.Parallel``, a scikit-learn ``n_jobs=-1`` model, BLAS threads) are CPU work: that CPU counts."""
     if elsewhere_ns <= 0 or wall <= 0:
         return
     probe.cpu_ratio = min(1.0, max(0.05, (outcome.cpu_ns + elsewhere_ns) / 1e9 / wall))
-    probe.delegates = probe.cpu_ratio >= WAITING_CPU_RATIO and elsewhere_ns >= outcome.cpu_ns
+    probe.delegates = probe.cpu_ratio >= line and elsewhere_ns >= outcome.cpu_ns
 
 
 def _held_by_others(outcome: ChunkOutcome, others: int | None, process_ns: int, clock_ns: int) -> bool:
