@@ -8,6 +8,7 @@ Rows (sized for the 2-core machine):
     W4  GIL-releasing numpy ~2 ms x 1,000   W10 a callable carrying 5 MiB of state, ~1 ms x 400
     W5  1 MiB arrays, cheap function x 500  W11 100 calls whose sizes cycle 10, 100, 1,000 x ~50 us
     W6  200 calls of 100 items of ~50 us    W12 1,000,000 trivial items (abs-like), 6 calls
+                                            W13 mixed: ~1 ms of CPU, then a 2 ms sleep x 300
 
 Columns: payoff (auto and each named strategy) and its peers: the plain loop,
 ``ThreadPoolExecutor()`` (default workers), ``ThreadPoolExecutor(cores)``,
@@ -143,6 +144,7 @@ ROWS: dict[str, Callable[[bool], Row]] = {
     "W11": lambda q: Row("W11 100 calls of 10/100/1000 x 50us", workloads.py_50us, _mixed(30 if q else 100)),
     "W12": lambda q: Row("W12 trivial 1M x 6 calls", workloads.abs_like, [list(range(1_000_000))] * 6,
                          per_call=True),
+    "W13": lambda q: Row("W13 mixed 1ms CPU+2ms sleep x 300", workloads.mixed_1ms_2ms, [list(range(300))]),
 }
 """Built only when selected: W5 alone holds 500 MiB."""
 

@@ -63,6 +63,16 @@ def wait_5ms(x: int) -> int:
     return xor_sum(x, 2000)
 
 
+def mixed_1ms_2ms(x: int) -> int:
+    """Half-waiting: ~1 ms of pure Python, then a 2 ms sleep (a remote call that also parses its answer).
+
+    Its CPU share (~0.35) is below 1/cores on 2 cores: threads, more than cores, beat one process per core.
+    """
+    total = xor_sum(x, 20_000)
+    time.sleep(0.002)
+    return total
+
+
 class LargeState:
     """A callable carrying ~5 MiB of state (a lookup table), ~1 ms of pure Python per item.
 
