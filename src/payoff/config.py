@@ -10,11 +10,10 @@ parallel.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeGuard, TypeVar
-
-import numpy as np
 
 from payoff import _cpus
 
@@ -257,6 +256,9 @@ def _shown(value: object) -> str:
 def _plain_numbers(config: ParallelConfig) -> None:
     """A numpy scalar (``np.int64(4)`` from an array's shape or a grid, ``np.True_``) is taken as the Python
     number it holds, as the stdlib executors and joblib take it; the config keeps plain ints, floats and bools."""
+    np = sys.modules.get("numpy")  # not imported yet: no value can be one of its scalars
+    if np is None:
+        return
     for f in fields(config):
         value = getattr(config, f.name)
         if isinstance(value, (np.integer, np.floating, np.bool_)):

@@ -19,6 +19,7 @@ import math
 import multiprocessing
 import pickle
 import statistics
+import sys
 import threading
 import time
 import types
@@ -27,8 +28,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, NoReturn
-
-import numpy as np
 
 from payoff import _delegated_cpu, _forks
 from payoff._outer_pools import outer_pool
@@ -2126,7 +2125,8 @@ def _dumps_loads(obj: Any) -> tuple[int, int]:
 
 def _pickled_size(obj: Any) -> int:
     """Bytes ``obj`` pickles to; buffers are sized without copying them (a 1 MiB array pickles in ~1 ms)."""
-    if type(obj) is np.ndarray and not obj.dtype.hasobject:
+    np = sys.modules.get("numpy")  # not imported yet: no item can be an array
+    if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
         return int(obj.nbytes) + _ARRAY_PICKLE_HEADER
     if type(obj) in (bytes, bytearray):
         return len(obj) + _BYTES_PICKLE_HEADER

@@ -11,14 +11,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import asdict, dataclass, field
-from typing import Any, Generic, TypeVar, overload
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from payoff.config import cpu_capacity
 from payoff.reasons import Reason, initial_decision
 from payoff.worker import run_queue_readable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 CPU_BOUND_RATIO = 0.5
 """Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
@@ -137,6 +138,8 @@ class ChunkStats:
 def block_items(durations_ns: Sequence[int] | npt.NDArray[np.int64],
                 sizes: Sequence[int] | npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """Per-item seconds and item counts of timing blocks, empty blocks dropped."""
+    import numpy as np  # only for records of many timing blocks: a worker or a small script never loads it
+
     weights = np.asarray(sizes, dtype=np.int64)
     keep = weights > 0
     return np.asarray(durations_ns, dtype=np.float64)[keep] / 1e9 / weights[keep], weights[keep]
@@ -172,6 +175,8 @@ class Summary:
     @classmethod
     def of_blocks(cls, values: npt.NDArray[np.float64], weights: npt.NDArray[np.int64]) -> Summary:
         """``weighted`` for many blocks at once: equal results, without a Python loop per block."""
+        import numpy as np
+
         if not values.size:
             return _EMPTY
         order = np.lexsort((weights, values))
@@ -268,6 +273,8 @@ class MapRecord:
         """Per-item time (block averages where items were timed in blocks)."""
         if sum(len(c.block_sizes) for c in self.chunks) < VECTORISE_FROM:
             return Summary.weighted([p for c in self.chunks for p in c.item_times()])
+        import numpy as np
+
         durations = np.concatenate([np.asarray(c.durations_ns, dtype=np.int64) for c in self.chunks])
         sizes = np.concatenate([np.asarray(c.block_sizes, dtype=np.int64) for c in self.chunks])
         return Summary.of_blocks(*block_items(durations, sizes))
