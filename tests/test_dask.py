@@ -227,8 +227,9 @@ def test_planning_facts_of_a_users_client(client: Any) -> None:
     assert facts.address == client.scheduler.address
 
 
-def test_an_unreachable_address_raises_and_is_remembered() -> None:
+def test_an_unreachable_address_raises_and_is_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     require(Client is not None, "dask.distributed (extra [dask])")
+    monkeypatch.setattr(clusters, "CONNECT_TIMEOUT_SECONDS", 1.0)  # the default's bound: the test above
     where = f"tcp://127.0.0.1:{closed_port()}"
     with pytest.raises(clusters.ClusterUnreachableError, match="cannot reach the dask scheduler"):
         clusters.cluster_facts(where)
@@ -266,11 +267,14 @@ def test_a_one_cpu_client_keeps_the_clusters_threads_on_every_call(address: str)
         [r.fallback_detail for r in records]
 
 
-def test_an_address_that_accepts_but_never_answers_falls_back() -> None:
+def test_an_address_that_accepts_but_never_answers_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wrong port that accepts and says nothing (or speaks HTTP: the dashboard's 8787 for the scheduler's
     8786) hung map for ever, timeout= included: ``Client(address, timeout=5)`` does not bound its handshake
-    (helper 28, fault 1). The connect has a deadline of payoff's own."""
+    (helper 28, fault 1). The connect has a deadline of payoff's own (shortened here: the default's 5 s + 3 s
+    grace is the same code waiting longer)."""
     require(Client is not None, "dask.distributed (extra [dask])")
+    monkeypatch.setattr(clusters, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(clusters, "HANDSHAKE_GRACE_SECONDS", 1.0)
     silent, address = _silent_address()
     results, record = _map_in_a_thread(address, 40, 60, "map hung on an address that never answers")
     assert results == [x * x for x in range(40)]
