@@ -7,7 +7,7 @@ cell is the lowest of ``--repeat`` runs, the two columns taking turns; the ratio
 builtin's in the same run, and beside the speedup measured against the builtin is the one payoff reported
 for its last run (``MapRecord.speedup``).
 
-    python benchmarks/bench_call_shapes.py                  # 200,000 items, 9 repeats (~40 s)
+    python benchmarks/bench_call_shapes.py                  # 200,000 items, 9 repeats (~1 minute)
     python benchmarks/bench_call_shapes.py --items 1000000  # the W12 size
 """
 
@@ -91,6 +91,33 @@ def _imap_by_cost(repeat: int, items_seconds: float = 0.15) -> list[dict[str, An
     return rows
 
 
+SMALL_CALLS = (20, 100, 500)
+"""Calls of this many items of ~20 us (400 rounds of ``xor_sum``): 0.4, 2 and 10 ms of work a call."""
+
+
+def _small_calls(repeat: int, calls: int = 200) -> list[dict[str, Any]]:
+    """What a call costs beyond its items: ``calls`` calls of one size on one warm ``auto`` executor against
+    the builtin ``map`` over the same items, with the record's own planning time and serial estimate."""
+    fn = functools.partial(workloads.xor_sum, n=400)
+    rows: list[dict[str, Any]] = []
+    with ParallelExecutor(ParallelConfig(strategy="auto")) as ex:
+        for size in SMALL_CALLS:
+            xs = list(range(size))
+            for _ in range(20):  # measured and warm: what a long-running program's calls meet
+                ex.map(fn, xs)
+            loop, ours = _paired(lambda: [list(map(fn, xs)) for _ in range(calls)],  # noqa: B023
+                                 lambda: [ex.map(fn, xs) for _ in range(calls)], repeat)  # noqa: B023
+            record = ex.last_record
+            assert record is not None
+            row = {"items": size, "calls": calls, **_row(ex, loop, ours),
+                   "per_call_us": (ours - loop) / calls * 1e6,
+                   "planning_us": record.overhead_seconds.get("planning", 0.0) * 1e6}
+            rows.append(row)
+            print(f"| {calls} calls of {size} items of ~20 us | {loop * 1e3:.1f} | {ours * 1e3:.1f} | "
+                  f"{ours / loop:.2f}x | {row['per_call_us']:.0f} us a call | ran {row['ran']} |", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=200_000)
@@ -108,8 +135,9 @@ def main() -> None:
             rows.append({"shape": name, **row})
             _print(name, row)
     by_cost = _imap_by_cost(args.repeat)
+    small = _small_calls(max(3, args.repeat // 3))
     args.out.write_text(json.dumps({"items": args.items, "repeat": args.repeat, "python": platform.python_version(),
-                                    "rows": rows, "imap_by_cost": by_cost}, indent=2) + "\n")
+                                    "rows": rows, "imap_by_cost": by_cost, "small_calls": small}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
