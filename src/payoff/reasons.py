@@ -71,8 +71,9 @@ class Reason(StrEnum):
     AUTO_WAITING = (
         "auto_waiting",
         "decision",
-        "the probe measured mostly waiting (I/O, sleep, remote calls: little CPU per second of wall time): "
-        "threads, more of them than cores, as many as the wait fraction needs up to max_waiting_workers",
+        "the items mostly wait (I/O, sleep, remote calls): their CPU share is below 1/cores, where threads (which "
+        "the GIL lets run one item's CPU at a time) beat one process per core: threads, more of them than cores, "
+        "as many as the wait fraction needs up to max_waiting_workers",
         "",
     )
     AUTO_NEEDS_CLOUDPICKLE = (
