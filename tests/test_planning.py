@@ -1014,3 +1014,23 @@ def test_threads_that_saturate_the_gil_by_their_number_do_not_make_waiting_items
     facts = planner.knowledge.get(tasks.spin)
     assert facts is not None and facts.cpu_ratio < planning.waiting_line(2) / 4, facts.cpu_ratio
     assert later.decision is Reason.AUTO_WAITING and later.workers == config.max_waiting_workers, later.workers
+
+
+def test_threads_runs_of_items_that_mostly_wait_do_not_lower_their_cpu_share() -> None:
+    """400 items of 0.5 ms CPU and a 5 ms sleep on 22-32 threads: each item's own time holds its waits for the
+    GIL the other threads held, so a run read a CPU share of 0.04 for items of 0.09. Smoothed in call after
+    call, the share fell from the probe's 0.08 to 0.04, the cost per item (CPU over that share) rose from 6.7
+    to 13.4 ms, and the records read 18-24x for calls 9.6x the loop. A GIL-bound run's reading only says the
+    share is at least that much."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, planning.Facts(5.5e-3, 0.08, 40, "", None, result_error=""))
+    for _ in range(6):
+        started = time.monotonic_ns()
+        record = replace(_finished(started, "threads", speedup=9.0, per_item=5.5e-3, n_items=400),
+                         decision_reason=Reason.AUTO_WAITING, workers=32)
+        record = replace(record, cpu_seconds=400 * 0.45e-3, busy_seconds=400 * 11e-3)  # own share 0.04
+        assert record.cpu_seconds < planning.GIL_BOUND_CORES * record.wall_seconds
+        planner.learn(record, tasks.spin)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.cpu_ratio == pytest.approx(0.08, abs=0.005), facts.cpu_ratio
+    assert facts.seconds_per_item < 7e-3, facts.seconds_per_item
