@@ -1034,3 +1034,50 @@ def test_threads_runs_of_items_that_mostly_wait_do_not_lower_their_cpu_share() -
     facts = planner.knowledge.get(tasks.spin)
     assert facts is not None and facts.cpu_ratio == pytest.approx(0.08, abs=0.005), facts.cpu_ratio
     assert facts.seconds_per_item < 7e-3, facts.seconds_per_item
+
+
+def test_a_share_read_without_the_gil_far_from_the_remembered_one_replaces_it() -> None:
+    """Items of 1 ms of CPU whose service got slower (0 -> 5 ms of sleep): processes read 0.17, and smoothed
+    from 0.76 the share took four calls at 2.6x ``ThreadPoolExecutor()``'s time to reach threads (helper run,
+    shift.py 1 200 0,5). A reading near the remembered share is still smoothed in."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, planning.Facts(1e-3, 0.76, 40, "", None, result_error="",
+                                                       share_without_gil=True))
+    planner.learn(_finished(time.monotonic_ns(), "processes", speedup=1.9, cpu_share=0.6, per_item=1e-3), tasks.spin)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and 0.6 < facts.cpu_ratio < 0.76, facts.cpu_ratio  # noise: smoothed
+    planner.learn(_finished(time.monotonic_ns(), "processes", speedup=1.9, cpu_share=0.17, per_item=6e-3),
+                  tasks.spin)
+    assert facts.cpu_ratio == pytest.approx(0.17), facts.cpu_ratio
+
+
+def _spin_briefly(x: int) -> int:
+    return tasks.spin(x, 4000)
+
+
+def test_a_function_on_threads_as_waiting_work_has_its_share_read_alone_again() -> None:
+    """A function measured as waiting work (share 0.2, read on processes) whose sleep went away: on threads, the
+    GIL paces CPU-bound items as it paces waiting ones, so no run could tell, and it stayed on threads at a
+    loop's speed while its records read 2-3x (helper run, shift.py 1 200 5,0 10). Every RESHARE_EVERY calls
+    on threads its first items run alone, read the share again, and the call is planned on that."""
+    planner = planning.Planner()
+    planner.knowledge.teach(_spin_briefly, planning.Facts(1e-3, 0.2, 40, "", None, result_error="",
+                                                         share_without_gil=True, waited=True))
+    config = ParallelConfig(max_workers=2)
+
+    def planned() -> planning.Plan:
+        return planner.plan(planning.Call(_spin_briefly, list(range(400)), config, "auto", None, None, None,
+                                          frozenset({"threads", "processes"}), 5))
+
+    for _ in range(planning.RESHARE_EVERY):
+        started, plan = time.monotonic_ns(), planned()
+        assert plan.strategy == "threads" and plan.probe.n == 0, plan
+        time.sleep(0.002)
+        record = replace(_finished(started, "threads", speedup=2.5, cpu_share=0.4, per_item=1e-3, n_items=400),
+                         decision_reason=Reason.AUTO_WAITING, workers=plan.workers)
+        planner.learn(record, _spin_briefly)
+    again = planned()
+    assert again.probe.n > 0, "the share was not read again"
+    assert again.strategy == "processes" and again.decision is Reason.AUTO_CPU_BOUND, again
+    facts = planner.knowledge.get(_spin_briefly)
+    assert facts is not None and facts.cpu_ratio > 0.8 and facts.threads_calls == 0, facts

@@ -109,6 +109,14 @@ a call that can probe more items than a cost that is not sound rests on measures
 UNSTEADY_SHIFTS = 2
 """A workload whose cost shifted this often in its last ``COST_HISTORY`` measured calls has no one cost (a
 partial or lambda per request over other arguments, all keyed by one code location): each call probes again."""
+SHARE_SHIFT = 2.0
+"""A CPU share read without the GIL this many times off the remembered one replaces it instead of being smoothed
+in: items whose service got slower (0 -> 5 ms of sleep on 1 ms of CPU) read 0.17 on processes, and smoothed
+from 0.76 it took four calls at 2.6x ``ThreadPoolExecutor()``'s time to reach threads."""
+RESHARE_EVERY = 8
+"""A function on threads as waiting work has its first items run alone again every this many calls: threads
+cannot tell its CPU share (the GIL paces items that wait and items that compute alike), so a function whose
+waits went away stayed on threads at a loop's speed while its records read 2-3x."""
 COST_HISTORY = 8
 """How many of a function's last measured calls ``Facts.shifts`` remembers."""
 AMORTIZE_CALLS = 100
@@ -362,6 +370,8 @@ class Facts:
     waited: bool | None = None
     """The side of the waiting line auto last planned the function on from a share read without the GIL (True:
     threads for waiting work; None: none yet), kept until its share moves ``WAITING_BAND`` past the line."""
+    threads_calls: int = 0
+    """Calls run on threads as waiting work since the share was last read without the GIL (``RESHARE_EVERY``)."""
 
     @property
     def sound(self) -> bool:
@@ -496,10 +506,13 @@ class Knowledge:
                 facts.retries.clear()
                 facts.threads_speedup = None
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
-                first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
                 share = min(1.0, max(0.01, cpu_ratio))
-                facts.cpu_ratio = share if first else (1 - a) * facts.cpu_ratio + a * share
+                first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
+                shifted = without_gil and max(share, facts.cpu_ratio) > SHARE_SHIFT * min(share, facts.cpu_ratio)
+                facts.cpu_ratio = share if first or shifted else (1 - a) * facts.cpu_ratio + a * share
                 facts.share_without_gil = without_gil
+            if without_gil:
+                facts.threads_calls = 0
         return True
 
     def observe_results(self, fn: Callable[..., Any], bytes_per_result: int) -> None:
@@ -581,6 +594,12 @@ class Knowledge:
         with self._stored(fn) as facts:
             if facts is not None and facts.share_without_gil:
                 facts.waited = waiting
+
+    def ran_waiting_on_threads(self, fn: Callable[..., Any]) -> None:
+        """One more call on threads as waiting work, whose run cannot read the share (``RESHARE_EVERY``)."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.threads_calls += 1
 
     def crashed(self, fn: Callable[..., Any], detail: str) -> None:
         """``fn`` crashed a worker process (``detail`` says how): from now on it runs only in worker processes.
@@ -1003,9 +1022,12 @@ class Planner:
             self.knowledge.crashed(fn, crash)
         crowded = shared_pool or self._among_others(record.wall_seconds) or self._others_open(stop)
         self._event(stop, ends=True)
-        if record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads" \
-                and record.speedup < 1.0 and record.cpu_seconds >= GIL_BOUND_CORES * record.busy_seconds > 0:
+        waiting_on_threads = record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads"
+        if waiting_on_threads and record.speedup < 1.0 \
+                and record.cpu_seconds >= GIL_BOUND_CORES * record.busy_seconds > 0:
             self.knowledge.not_waiting(fn)  # its items ran on a CPU all their time: never waiting, crowded or not
+        if waiting_on_threads:
+            self.knowledge.ran_waiting_on_threads(fn)
         in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
@@ -1487,10 +1509,13 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         or bool(call.config.tiny_workload_threshold)
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
     here = _may_run_items_here(call, _off_the_caller(call, probe))
+    reshare = known is not None and _share_due(call, known)
     if needs_cost and here and (known is None or _measures_more(call, workers, known)
-                                                    or _unsteady(known)):
+                                                    or _unsteady(known) or reshare):
         _probe_cost(call, probe, workers, crowded, others_since)
         probe.known = False
+        if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
+            knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
     elif sends and known is not None and known.result_error != "":
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
             probe.outcome, _ = _bounded(call, 1, 1)
@@ -1515,6 +1540,12 @@ def _measures_more(call: Call, workers: int, known: Facts) -> bool:
     for a call of thousands. Once sound, a cost is not probed again.
     """
     return not known.sound and min(PROBE_MAX_ITEMS, _probe_share(call, workers)) > known.measured_items
+
+
+def _share_due(call: Call, known: Facts) -> bool:
+    """An auto call of a function that ran ``RESHARE_EVERY`` calls on threads as waiting work: its first items
+    run alone to read its CPU share again (the items may have stopped waiting)."""
+    return call.requested == "auto" and known.threads_calls >= RESHARE_EVERY
 
 
 def _probe_share(call: Call, workers: int) -> int:
