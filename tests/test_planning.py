@@ -1081,3 +1081,34 @@ def test_a_function_on_threads_as_waiting_work_has_its_share_read_alone_again() 
     assert again.strategy == "processes" and again.decision is Reason.AUTO_CPU_BOUND, again
     facts = planner.knowledge.get(_spin_briefly)
     assert facts is not None and facts.cpu_ratio > 0.8 and facts.threads_calls == 0, facts
+
+
+def _nap_briefly(x: int) -> int:
+    time.sleep(0.002)
+    return x
+
+
+def test_threads_that_fill_the_gil_send_the_next_call_to_read_the_share_alone_not_to_processes() -> None:
+    """Waiting items on enough threads keep the GIL busy, which reads like CPU-bound items: blended in as a
+    share of 1.0, the next call went to processes at 2-5x the threads' time before a run there read the share
+    again (helper runs: t10 t5 p2 t12 ...). The next call now runs its first items alone and plans on that."""
+    planner = planning.Planner()
+    planner.knowledge.teach(_nap_briefly, planning.Facts(2.1e-3, 0.3, 40, "", None, result_error=""))
+    config = ParallelConfig(max_workers=2)
+
+    def planned() -> planning.Plan:
+        return planner.plan(planning.Call(_nap_briefly, list(range(400)), config, "auto", None, None, None,
+                                          frozenset({"threads", "processes"}), 5))
+
+    started, first = time.monotonic_ns(), planned()
+    assert first.strategy == "threads" and first.probe.n == 0, first
+    time.sleep(0.002)
+    record = replace(_finished(started, "threads", speedup=5.0, per_item=2.1e-3, n_items=400),
+                     decision_reason=Reason.AUTO_WAITING, workers=first.workers)
+    record = replace(record, cpu_seconds=0.9 * record.wall_seconds, busy_seconds=400 * 4e-3)
+    planner.learn(record, _nap_briefly)
+    time.sleep(planning.OTHERS_WINDOW_SECONDS)  # a call right after another's end reads other threads' CPU as GIL
+    again = planned()
+    assert again.probe.n > 0 and again.strategy == "threads", (again.probe.cpu_ratio, again.probe.outcome)
+    facts = planner.knowledge.get(_nap_briefly)
+    assert facts is not None and facts.share_without_gil and facts.cpu_ratio < planning.waiting_line(2), facts

@@ -601,6 +601,14 @@ class Knowledge:
             if facts is not None:
                 facts.threads_calls += 1
 
+    def reshare(self, fn: Callable[..., Any]) -> None:
+        """The next auto call of ``fn`` reads its CPU share alone (its first items run in the caller): a run on
+        threads that kept the GIL busy cannot tell items that wait from items that compute. Until then the share
+        it read (1.0 for such a run, smoothed in) stands, so a call that cannot run items here still moves."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.threads_calls = max(facts.threads_calls, RESHARE_EVERY)
+
     def crashed(self, fn: Callable[..., Any], detail: str) -> None:
         """``fn`` crashed a worker process (``detail`` says how): from now on it runs only in worker processes.
 
@@ -1039,6 +1047,9 @@ class Planner:
             if not self.knowledge.observe(fn, per_item, share, own, n):  # no probe ran: the pool measured it first
                 self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share,
                                               own, n)
+            elif waiting_on_threads and known is not None and not known.share_without_gil \
+                    and record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds:
+                self.knowledge.reshare(fn)  # CPU-bound, or enough waiting threads to fill the GIL: read it alone
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
         elif measured_all and record.busy_seconds > 0:
