@@ -1047,9 +1047,8 @@ class Planner:
             if not self.knowledge.observe(fn, per_item, share, own, n):  # no probe ran: the pool measured it first
                 self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share,
                                               own, n)
-            elif waiting_on_threads and known is not None and not known.share_without_gil \
-                    and record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds:
-                self.knowledge.reshare(fn)  # CPU-bound, or enough waiting threads to fill the GIL: read it alone
+            elif waiting_on_threads and _misread_as_cpu_bound(record, known):
+                self.knowledge.reshare(fn)
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
         elif measured_all and record.busy_seconds > 0:
@@ -1171,6 +1170,14 @@ def _cpu_share(record: MapRecord, known_share: float | None = None) -> float | N
             return max(known_share, _own_share(record))
         return _threads_share(record)
     return None
+
+
+def _misread_as_cpu_bound(record: MapRecord, known: Facts | None) -> bool:
+    """Threads kept the GIL busy, which a share read only by a probe takes as CPU-bound items (1.0, smoothed in):
+    enough threads of waiting items fill it too, so the next call reads the share alone. Below
+    ``GIL_PRICED_RATIO`` such a run is read as waiting anyway (see ``_cpu_share``)."""
+    return known is not None and not known.share_without_gil and known.cpu_ratio >= GIL_PRICED_RATIO \
+        and record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds
 
 
 def _threads_share(record: MapRecord) -> float:
