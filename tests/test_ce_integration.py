@@ -141,13 +141,13 @@ def test_explanations_through_payoff_equal_ce_serial(task: str) -> None:
 def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, call: str, thresholds: bool) -> None:
     """Chunks of 15 both ways: CE's sequential executor and payoff's processes (compact results) agree on all.
 
-    Per-instance thresholds (probabilistic regression, 0.2 s an instance in CE itself) on 30 instances in
-    chunks of 10: still several chunks, each with its own slice of the thresholds."""
+    Per-instance thresholds (probabilistic regression, 0.2 s an instance in CE itself) on 20 instances in
+    chunks of 5: still several chunks, each with its own slice of the thresholds."""
     from calibrated_explanations.parallel import ParallelConfig as CEConfig
     from calibrated_explanations.parallel import ParallelExecutor as CEExecutor
 
     wrapper, x_cal, y_cal, x_test = _wrapper(task)
-    n, chunk = (30, 10) if thresholds else (N_TEST, 15)
+    n, chunk = (20, 5) if thresholds else (N_TEST, 15)
     x_test = x_test[:n]
     kwargs = {"threshold": np.linspace(-50.0, 50.0, n)} if thresholds else {}
     ce_executor = CEExecutor(CEConfig(enabled=True, strategy="sequential", instance_chunk_size=chunk,
