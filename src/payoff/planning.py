@@ -906,7 +906,8 @@ class Planner:
         if call.requested == "custom":
             return self._chunked(call, "custom", workers, probe, remaining, decision)
         strategy, decision, why = self._choose(call, probe, workers)
-        if decision in (Reason.AUTO_WAITING, Reason.AUTO_CPU_BOUND):
+        if decision in (Reason.AUTO_WAITING, Reason.AUTO_CPU_BOUND) \
+                and probe.waited is not (decision is Reason.AUTO_WAITING):  # unchanged: no write, no lock
             self.knowledge.sided(call.fn, decision is Reason.AUTO_WAITING)
         isolate = _stays_in_workers(call, probe)
         if why is not None and not (isolate and why[0] is Reason.PAYLOAD_TOO_LARGE):  # large is costly, not unsendable
@@ -1177,16 +1178,19 @@ def _misread_as_cpu_bound(record: MapRecord, known: Facts | None) -> bool:
     enough threads of waiting items fill it too, so the next call reads the share alone. Below
     ``GIL_PRICED_RATIO`` such a run is read as waiting anyway (see ``_cpu_share``)."""
     return known is not None and not known.share_without_gil and known.cpu_ratio >= GIL_PRICED_RATIO \
-        and record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds
+        and _gil_filled(record)
+
+
+def _gil_filled(record: MapRecord) -> bool:
+    """The call's threads together kept about a core busy: the GIL set their pace."""
+    return record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds
 
 
 def _threads_share(record: MapRecord) -> float:
     """The best reading threads give of a function nothing else measured: threads that together kept about a
     core busy were held to it by the GIL (CPU-bound), and otherwise their items waited for what their CPU
     share says. Only a first guess: a probe or a run on processes corrects it."""
-    if record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds:
-        return 1.0
-    return _own_share(record)
+    return 1.0 if _gil_filled(record) else _own_share(record)
 
 
 def _own_share(record: MapRecord) -> float:
