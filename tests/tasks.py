@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -431,3 +432,10 @@ def stream_breaking_at(n: int, at: int | None = None) -> Iterator[int]:
         if i == at:
             raise LookupError(f"the input broke at {i}")
         yield i
+
+
+def mark_started(item: tuple[str, int]) -> int:
+    """Leave ``<folder>/<x>`` behind, so the caller sees which items have started, in any process."""
+    folder, x = item
+    Path(folder, str(x)).touch()
+    return x

@@ -512,3 +512,37 @@ def test_observers_get_the_hooks_they_override_on_the_class_or_the_instance() ->
     with ParallelExecutor(ParallelConfig(strategy="serial"), observers=[Finishes(), plain]) as ex:
         ex.map(tasks.square, range(3))
     assert seen == ["started", "finished"]
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_a_slow_chunk_observer_does_not_hold_up_the_next_chunks(strategy: str, tmp_path: Path) -> None:
+    """The chunks a finished one frees room for are sent before its observers run: an observer that exports
+    over a network, or payoff's own metrics of every timing block, must not leave the workers waiting.
+
+    The first chunk's observer waits for an item past the first batch of chunks sent to start; had it run
+    before the refill, no such item could start and it would give up after 20 s.
+    """
+    from payoff import Observer
+    from payoff._maprun import in_flight_limit
+
+    first_batch = in_flight_limit(2)  # chunks of one item: items 0 .. first_batch - 1 are sent at the start
+    seen: list[bool] = []
+
+    def later_item_started() -> bool:
+        return any(int(p.name) >= first_batch for p in tmp_path.iterdir())
+
+    class Slow(Observer):
+        def chunk_finished(self, call: object, chunk: object) -> None:
+            if not seen:
+                deadline = time.monotonic() + 20
+                while not later_item_started() and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                seen.append(later_item_started())
+
+    items = [(str(tmp_path), x) for x in range(first_batch + 6)]
+    config = ParallelConfig(strategy=strategy, max_workers=2, **FORCE)
+    with ParallelExecutor(config, observers=[Slow()]) as ex:
+        assert ex.map(tasks.mark_started, items, chunksize=1) == list(range(len(items)))
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == strategy and record.n_chunks == len(items)
+    assert seen == [True], "the first chunk's observer ran before the next chunk was sent"

@@ -34,7 +34,7 @@ from payoff._spare_threads import run_on_a_spare_thread
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
-from payoff.record import RecordBuilder
+from payoff.record import ChunkStats, RecordBuilder
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.base import PoolClosedError, closed_pool
@@ -59,6 +59,18 @@ HELD_CHUNKS_PER_WORKER = 4
 """Finished chunks ``imap`` holds for order while an earlier one runs, per worker, before it stops submitting."""
 STOP_GRACE_SECONDS = 0.1
 """Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
+
+
+def in_flight_limit(workers: int) -> int:
+    """Chunks a call keeps sent: each worker's running one, one queued behind it, and one more.
+
+    A worker that finishes takes its next chunk at once only if one is queued;
+    the parent refills after a hop through three threads (result, caller,
+    feeder), which on 2 busy cores took 1-6 ms: with one queued chunk for two
+    workers, 1,000 items of 50 us left each worker 4-5 ms idle in a 37 ms call,
+    and calls of that size ran 3% faster with two.
+    """
+    return 2 * workers + 1
 
 
 class MapRun:
@@ -88,6 +100,8 @@ class MapRun:
         self.token = CancelToken(deadline)
         self.lease: Lease | None = None
         self.in_flight: dict[Future[Any], ChunkTask] = {}
+        self.collected: list[ChunkStats] = []
+        """Chunks taken in whose observers have not run yet (see ``_observe_collected``)."""
         self.done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self.requeued: deque[ChunkTask] = deque()
         self.isolate: deque[ChunkTask] = deque()
@@ -544,11 +558,14 @@ class MapRun:
         if shipped is None:  # a fresh pool after a break ships it again
             shipped = self._ship(pool)
         workers = min(self.rec.workers, pool.workers)  # a larger warm pool than planned: as planned
-        limit = workers + max(1, workers // 2)
+        limit = in_flight_limit(workers)
         while True:
-            if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
-                with self.ex._observers.scope(self.call):
-                    self._top_up(pool, shipped, limit)
+            try:
+                if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
+                    with self.ex._observers.scope(self.call):
+                        self._top_up(pool, shipped, limit)
+            finally:
+                self._observe_collected()
             yield from self._ready_blocks()
             if not self.in_flight:
                 if self._nothing_left():
@@ -650,17 +667,34 @@ class MapRun:
             while True:
                 finished.append(self.done.get_nowait())
         broken: BrokenExecutor | None = None
-        for future in finished:
-            task = self.in_flight.pop(future, None)
-            if task is None:
-                continue  # a chunk of a pool this call already gave up
-            try:
-                self._collect(pool, future, task)
-            except BrokenExecutor as exc:
-                self.lost.append(task)
-                broken = exc
+        try:
+            for future in finished:
+                task = self.in_flight.pop(future, None)
+                if task is None:
+                    continue  # a chunk of a pool this call already gave up
+                try:
+                    self._collect(pool, future, task)
+                except BrokenExecutor as exc:
+                    self.lost.append(task)
+                    broken = exc
+        except BaseException:
+            self._observe_collected()
+            raise
         if broken is not None:
+            self._observe_collected()
             raise broken
+
+    def _observe_collected(self) -> None:
+        """The observers' turn for the chunks collected since the last: after the next chunks were sent.
+
+        Observing a chunk (metrics of every timing block) took the parent
+        ~0.3 ms while the worker that returned it waited for its next chunk:
+        on 2 cores, 10,000 items of 50 us ran 6% slower with the default
+        observers than without, before the chunks went out first.
+        """
+        collected, self.collected = self.collected, []
+        for stats in collected:
+            self.ex._observers.chunk(self.call, stats)
 
     def _collect(self, pool: Strategy, future: Future[Any], task: ChunkTask) -> None:
         if future.cancelled():
@@ -675,7 +709,7 @@ class MapRun:
         stats = self.rec.add(outcome, where, task.submit_ns)
         if where == "pool" and self.lease is not None:
             self.lease.ran(stats.start_ns, stats.end_ns)
-        self.ex._observers.chunk(self.call, stats)
+        self.collected.append(stats)
         if outcome.error is not None:
             if not self.ordered:  # imap_unordered: the first error to come is the first in its order
                 raise outcome.error
@@ -807,6 +841,7 @@ class MapRun:
         while self.in_flight:
             with contextlib.suppress(BrokenExecutor):
                 self._wait_and_collect(pool)
+        self._observe_collected()
         lost, self.lost = self.lost, []
         return sorted(lost, key=lambda t: (t.index, t.first))
 
