@@ -254,35 +254,81 @@ def measure(row: Row, repeat: int, columns: tuple[str, ...]) -> RowResult:
     skipped: set[str] = set()
     with ExitStack() as stack:
         runs, executors = open_columns(row, stack, columns)
+        run = _Runner(row, runs, executors, expected)
+
+        def keep(column: str, rep: int, times: list[float], recs: list[MapRecord]) -> None:
+            calls[column].append(times)
+            if column in executors:
+                records[column].append(recs)
+            if rep == 0 and column not in ALWAYS_MEASURED and _hopeless(column, times, calls["loop"], row):
+                skipped.add(column)
+
         for rep in range(repeat):
             shift = rep % len(order)
-            for column in order[shift:] + order[:shift]:
-                if column in skipped:
-                    continue
-                times, recs = [], []
-                ex = executors.get(column)
-                for i, batch in enumerate(row.batches):
-                    before = ex.last_record if ex is not None else None
-                    t0 = time.perf_counter()
-                    out = runs[column](batch)
-                    times.append(time.perf_counter() - t0)
-                    if out != expected[id(batch)]:
-                        raise AssertionError(f"{column} returned wrong results on {row.name}, call {i + 1}")
-                    if ex is not None and ex.last_record is not None and ex.last_record is not before:
-                        recs.append(ex.last_record)
-                    if row.per_call and rep == 0 and ex is None and _hopeless(column, times, calls["loop"], row):
-                        break  # its pool was warm before the first call: that call rules it out
-                calls[column].append(times)
-                if ex is not None:
-                    records[column].append(recs)
-                if rep == 0 and column not in ALWAYS_MEASURED and _hopeless(column, times, calls["loop"], row):
-                    skipped.add(column)
+            rotated = [c for c in order[shift:] + order[:shift] if c not in skipped]
+            if _interleaved(row):
+                times, recs = run.call_by_call(rotated)
+                for column in rotated:
+                    keep(column, rep, times[column], recs[column])
+                continue
+            for column in rotated:  # the loop goes first in the first repeat: its time rules columns out
+                keep(column, rep, *run.whole_row(column, rep, calls["loop"]))
         auto = executors.get("payoff auto")
         plan = auto.last_record.summary() if auto is not None and auto.last_record is not None else ""
         paired = {c: measure_paired(row, executors[c]) for c in PAIRED_COLUMNS if c in executors}
     result = summarise(row, calls, records, plan, repeat)
     result.paired = paired
     return result
+
+
+def _interleaved(row: Row) -> bool:
+    """Rows of many calls take turns call by call: on this machine a CPU's speed drifts by tens of percent
+    within a minute, and a column that ran its 200 calls in a block met a speed of its own (a W6 re-run put
+    ``payoff serial`` at 1.40x the loop, against 0.92x by its own record)."""
+    return len(row.batches) > 1 and not row.per_call
+
+
+@dataclass
+class _Runner:
+    """Times one column's calls of a row, checking every result against the loop's."""
+
+    row: Row
+    runs: dict[str, Callable[[list[Any]], Any]]
+    executors: dict[str, ParallelExecutor]
+    expected: dict[int, list[Any]]
+
+    def one(self, column: str, i: int, batch: list[Any], recs: list[MapRecord]) -> float:
+        ex = self.executors.get(column)
+        before = ex.last_record if ex is not None else None
+        t0 = time.perf_counter()
+        out = self.runs[column](batch)
+        took = time.perf_counter() - t0
+        if out != self.expected[id(batch)]:
+            raise AssertionError(f"{column} returned wrong results on {self.row.name}, call {i + 1}")
+        if ex is not None and ex.last_record is not None and ex.last_record is not before:
+            recs.append(ex.last_record)
+        return took
+
+    def whole_row(self, column: str, rep: int, loop: list[list[float]]) -> tuple[list[float], list[MapRecord]]:
+        """All of the row's calls on one column in a row."""
+        times: list[float] = []
+        recs: list[MapRecord] = []
+        for i, batch in enumerate(self.row.batches):
+            times.append(self.one(column, i, batch, recs))
+            if self.row.per_call and rep == 0 and column not in self.executors and _hopeless(column, times, loop,
+                                                                                             self.row):
+                break  # its pool was warm before the first call: that call rules it out
+        return times, recs
+
+    def call_by_call(self, columns: list[str]) -> tuple[dict[str, list[float]], dict[str, list[MapRecord]]]:
+        """Each call on every column before the next call, the column that goes first rotating."""
+        times: dict[str, list[float]] = {c: [] for c in columns}
+        recs: dict[str, list[MapRecord]] = {c: [] for c in columns}
+        for i, batch in enumerate(self.row.batches):
+            shift = i % len(columns)
+            for column in columns[shift:] + columns[:shift]:
+                times[column].append(self.one(column, i, batch, recs[column]))
+        return times, recs
 
 
 def measure_paired(row: Row, ex: ParallelExecutor) -> dict[str, float]:
@@ -505,7 +551,7 @@ def main() -> int:
     speeds = cpu_speeds()
     fresh: dict[str, dict[str, Any]] = {k: {} for k in ("seconds", "estimates", "first_call", "first_estimates",
                                                          "measured_repeats", "auto_plan", "calls", "paired",
-                                                         "cpu_seconds")}
+                                                         "cpu_seconds", "interleaved")}
     for key in wanted:
         row = ROWS[key](args.quick)
         result = measure(row, repeat, COLUMNS)
@@ -515,6 +561,7 @@ def main() -> int:
         fresh["calls"][row.name] = len(row.batches)
         fresh["auto_plan"][row.name] = result.auto_plan
         fresh["paired"][row.name] = result.paired
+        fresh["interleaved"][row.name] = _interleaved(row)
         after = cpu_speeds()
         fresh["cpu_seconds"][row.name] = {c: (speeds.get(c, t) + t) / 2 for c, t in after.items()}
         speeds = after

@@ -65,8 +65,9 @@ def matrix_section(data: dict[str, Any]) -> list[str]:
         f"others {cores} (the cores); `ProcessPoolExecutor chunked` uses `chunksize = ceil(n / (4 * workers))`; "
         "joblib is one `Parallel` object per backend inside a `with` block; mpire is "
         "`WorkerPool(keep_alive=True).map`. payoff columns keep one executor per column for the row (their "
-        "first call pays their pool start). A row of several calls is timed over all its calls; the trivial "
-        "row's cell is the median of calls 2-6, its first call is the row below it.",
+        "first call pays their pool start). A row of several calls is timed over all its calls"
+        f"{_interleaved_note(data)}; the trivial row's cell is the median of calls 2-6, its first call is the row "
+        "below it.",
         "",
         "| row | calls | " + " | ".join(columns) + " |",
         "|---|---|" + "---|" * len(columns),
@@ -195,6 +196,14 @@ def _matrix_targets(data: dict[str, Any]) -> list[str]:
     met = sum(t["ok"] for t in targets.values())
     lines += ["", f"{met} of {len(targets)} targets met."]
     return lines
+
+
+def _interleaved_note(data: dict[str, Any]) -> str:
+    rows = [name.split()[0] for name, yes in data.get("interleaved", {}).items() if yes]
+    if not rows:
+        return ""
+    return (f" ({', '.join(rows)} took turns call by call: each call ran on every column before the next call, "
+            "so that a drift in the machine's speed met every column alike)")
 
 
 def _cpu_speed_note(data: dict[str, Any]) -> str:
