@@ -439,3 +439,14 @@ def mark_started(item: tuple[str, int]) -> int:
     folder, x = item
     Path(folder, str(x)).touch()
     return x
+
+
+def dear_nap(x: int) -> int:
+    """A dear waiting item (0.15 s): two of them are worth two threads."""
+    time.sleep(0.15)
+    return x
+
+
+def dear_spin(x: int) -> int:
+    """A dear CPU item (~0.25 s of pure Python): two of them are worth two processes."""
+    return spin(x, 5_000_000)

@@ -1112,3 +1112,20 @@ def test_threads_that_fill_the_gil_send_the_next_call_to_read_the_share_alone_no
     assert again.probe.n > 0 and again.strategy == "threads", (again.probe.cpu_ratio, again.probe.outcome)
     facts = planner.knowledge.get(_nap_briefly)
     assert facts is not None and facts.share_without_gil and facts.cpu_ratio < planning.waiting_line(2), facts
+
+
+@pytest.mark.parametrize(("fn", "backend"), [(tasks.dear_nap, "threads"), (tasks.dear_spin, "processes")])
+def test_a_call_of_two_dear_items_runs_both_on_a_pool_from_its_second_call(fn: Callable[[int], int],
+                                                                             backend: str) -> None:
+    """The first call probes one item here and keeps the other (one item is too few to split). Nothing was
+    remembered of a call kept serial, so every later call was a first call and ran serially too: two items of
+    0.47 s took 0.95 s on every call where a pool of two takes half. Measured once, the next call sends both."""
+    with ParallelExecutor() as ex:
+        serially = ex.map(fn, [1, 2])
+        first = ex.last_record
+        assert first is not None and first.selected_strategy == "serial", first.summary()
+        assert first.fallback_reason is Reason.TINY_WORKLOAD and first.probe_items == 1, first.summary()
+        assert ex.map(fn, [1, 2]) == serially
+        second = ex.last_record
+    assert second is not None and second.selected_strategy == backend, second.summary()
+    assert second.probe_items == 0 and second.n_chunks == 2 and second.workers >= 2, second.summary()

@@ -100,6 +100,9 @@ COST_SHIFT = ESTIMATE_OVERTURNED
 """A function's item cost measured this many times off the remembered one is a new cost (other arguments,
 other data), not noise: it replaces the remembered cost instead of being smoothed into it, and the verdicts
 measured at the old cost no longer apply."""
+SIZE_SERIAL_CALLS_FROM = 0.05
+"""Seconds of measured work from which an auto call kept serial still pickles its function, an item and a result
+to size them and remembers what it measured (see ``_worth_sizing``)."""
 SOUND_ITEMS = PROBE_MAX_ITEMS
 SOUND_SECONDS = PROBE_CHEAP_SECONDS
 """A cost read from at least SOUND_ITEMS items, or SOUND_SECONDS of their work, is sound; one read from fewer
@@ -1544,7 +1547,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
-    if sends and costs is not None and _surely_serial(costs, call, probe):
+    if sends and costs is not None and _surely_serial(costs, call, probe) and not _worth_sizing(call, probe):
         return probe  # nothing pickled, nothing to store: facts without it would price a larger call as moving none
     if sends:
         _measure_payload(call, probe)
@@ -1553,6 +1556,14 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _worth_sizing(call: Call, probe: Probe) -> bool:
+    """Whether a call kept serial is dear enough to size its payload anyway (at most ~2 ms), so that the next
+    call knows its function: two items of 0.47 s ran serially on every call (one probed, one left, too few to
+    split), each call a first call, where sized once the next runs both on the pool in half the time."""
+    cost = probe.seconds_per_item
+    return cost is not None and cost * len(call.items) >= SIZE_SERIAL_CALLS_FROM
 
 
 def _measures_more(call: Call, workers: int, known: Facts) -> bool:
