@@ -78,3 +78,40 @@ def test_a_chunk_reports_its_waits_and_a_forked_child_reads_its_own_thread(one_c
     os.waitpid(pid, 0)
     parent = run_queue_ns()
     assert 0 <= child < parent, (child, parent)
+
+
+def _spin_own(seconds: float) -> None:
+    """Spin for ``seconds`` of this thread's CPU time, however long others hold the CPU meanwhile."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_an_imap_consumers_waits_for_a_cpu_are_not_counted_as_its_time(one_cpu: int) -> None:
+    """A loop's consumer has the machine to itself; an ``imap``'s shares it with the pool (here with a busy
+    process on its one CPU): its waits for a CPU are not its own time, which the record adds to the loop's
+    estimate (a consumer sharing 2 cores with 2 busy workers was counted 316-484 ms for the 190-270 ms it took
+    in the loop). It still counts what it ran."""
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    hog = multiprocessing.get_context("fork").Process(target=_pinned_hog, args=(one_cpu, 5.0))
+    hog.start()
+    own = waited = 0
+    try:
+        time.sleep(0.05)
+        config = ParallelConfig(strategy="threads", max_workers=2, tiny_workload_threshold=0)
+        with ParallelExecutor(config) as ex:
+            for _ in ex.imap(tasks.square, range(300)):
+                t0, q0 = time.monotonic_ns(), run_queue_ns()
+                _spin_own(0.002)
+                own, waited = own + time.monotonic_ns() - t0, waited + run_queue_ns() - q0
+            record = ex.last_record
+    finally:
+        hog.terminate()
+        hog.join(10)
+    assert record is not None and record.selected_strategy == "threads"
+    assert waited > own / 5, (own, waited)  # the busy process made the consumer wait
+    counted = record.consumer_seconds * 1e9
+    assert counted < own - waited / 2, (counted, own, waited)  # its waits are not its time
+    assert counted > (own - waited) * 0.8, (counted, own, waited)  # what it ran is

@@ -245,7 +245,9 @@ class MapRecord:
     """How the call ended, one of ``OUTCOMES``; a call that is not ``ok`` is never judged against serial."""
     consumer_seconds: float = 0.0
     """The time an ``imap``'s caller spent between taking results, on its own work: a loop with the same
-    consumer spends it too, so the serial estimate counts it; the items' own cost leaves it out."""
+    consumer spends it too, so the serial estimate counts it; the items' own cost leaves it out. Where Linux
+    tells them, the caller's waits for a CPU meanwhile are not counted: a loop's consumer would not share the
+    cores with the pool."""
     pool_shared: bool = False
     """Other work (another call, a ``submit``) held the call's pool while the call did: its workers and queue
     were not the call's alone."""
