@@ -263,6 +263,9 @@ class ParallelExecutor:
         except BaseException:
             self._end()
             raise
+        if lease.pool.is_own_thread():  # an item or submitted task of this pool: it would wait behind itself
+            self._done_submitted(lease)
+            return _run_now(fn, args, kwargs)
         try:
             future = lease.pool.submit_call(Submitted(fn, id(lease.pool)), *args, **kwargs)
         except BaseException as exc:

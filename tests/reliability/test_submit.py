@@ -261,3 +261,30 @@ def test_cancel_racing_a_crash_with_calls_queued_ends_every_call_and_leaks_nothi
     leaked = _leaks(threads, fds)
     assert not leaked, leaked
     assert not died, died
+
+
+_NESTED: dict[str, ParallelExecutor] = {}
+
+
+def _submit_to_own_executor(x: int) -> int:
+    """An item (or submitted task) that submits to the executor running it and waits for the result."""
+    return _NESTED["ex"].submit(tasks.square, x).result(timeout=30)
+
+
+@pytest.mark.parametrize("strategy", ["threads", "auto"])
+@pytest.mark.parametrize("outer", ["map", "submit"])
+def test_a_submit_from_the_pools_own_work_runs_there_instead_of_waiting_behind_itself(strategy: str,
+                                                                                      outer: str) -> None:
+    """Every thread of the pool ran an item that submitted to the same pool and waited: each waited for work
+    queued behind itself, for ever (a 20 s timeout killed it, 3 of 3 runs). Such a submit runs in the thread
+    that asked, as a serial ``submit`` does; the future it returns is done."""
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0)
+    with ParallelExecutor(config) as ex:
+        _NESTED["ex"] = ex
+        if outer == "map":
+            got = ex.map(_submit_to_own_executor, range(8), timeout=60)
+        else:
+            got = [f.result(timeout=60) for f in [ex.submit(_submit_to_own_executor, x) for x in range(8)]]
+        assert ex.submit(tasks.square, 9).result(timeout=30) == 81  # from outside: on the pool as before
+    _NESTED.clear()
+    assert got == [x * x for x in range(8)]

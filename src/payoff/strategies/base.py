@@ -225,6 +225,11 @@ class Strategy(ABC):
         """Tasks still executing in threads that nothing can stop (threads only)."""
         return 0
 
+    def is_own_thread(self) -> bool:
+        """Whether the calling thread is one of this pool's workers (threads only): work it queued here and
+        waited for could wait behind itself."""
+        return False
+
 
 def init_error(initializer: object, raised: str, where: str, pid: int | None,
                cause: BaseException) -> WorkerInitError:

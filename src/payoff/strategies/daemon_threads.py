@@ -41,6 +41,10 @@ class DaemonThreadPool(Executor):
         """Tasks executing right now (they go on after ``shutdown``; nothing can stop them)."""
         return self._running
 
+    def owns(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is one of this pool's workers."""
+        return thread in self._threads
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
             if self._broken:

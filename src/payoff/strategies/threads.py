@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -62,3 +63,7 @@ class ThreadStrategy(Strategy):
     def running_tasks(self) -> int:
         pool = self._pool
         return pool.running if isinstance(pool, DaemonThreadPool) else 0
+
+    def is_own_thread(self) -> bool:
+        pool = self._pool
+        return isinstance(pool, DaemonThreadPool) and pool.owns(threading.current_thread())
