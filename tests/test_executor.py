@@ -546,3 +546,18 @@ def test_a_slow_chunk_observer_does_not_hold_up_the_next_chunks(strategy: str, t
         record = ex.last_record
     assert record is not None and record.selected_strategy == strategy and record.n_chunks == len(items)
     assert seen == [True], "the first chunk's observer ran before the next chunk was sent"
+
+
+@pytest.mark.parametrize("observers", [5, "abc", [5], [object()], "the class itself"])
+def test_a_wrong_observers_argument_says_what_it_takes(observers: object) -> None:
+    """``observers=5`` raised ``'int' object is not iterable`` and ``[5]`` ``type object 'int' has no attribute
+    'scope'``: neither named the argument nor what it accepts, as every other argument's error does."""
+    from payoff import Observer as Base
+
+    if observers == "the class itself":
+        observers = Base  # not an instance
+    with pytest.raises(TypeError, match=r"observers= takes a list of payoff\.Observer instances") as raised:
+        ParallelExecutor(ParallelConfig(strategy="serial"), observers=observers)  # type: ignore[arg-type]
+    assert repr(observers if not isinstance(observers, list) else observers[0]) in str(raised.value)
+    with ParallelExecutor(ParallelConfig(strategy="serial"), observers=(o for o in [Base()])) as ex:
+        assert ex.map(tasks.square, range(3)) == [0, 1, 4]  # any iterable of observers will do

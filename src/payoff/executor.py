@@ -85,7 +85,7 @@ class ParallelExecutor:
             from payoff.telemetry import default_observers
 
             observers = default_observers(tracer_provider, meter_provider)
-        self._observers = Observers(observers)
+        self._observers = Observers(_checked_observers(observers))
         self.records: deque[MapRecord] = deque(maxlen=max_records)
         self._mine = threading.local()
         self._lock = threading.RLock()
@@ -587,6 +587,20 @@ class ParallelExecutor:
                                       name="payoff-idle", daemon=True)
             self._idle_thread = thread
         thread.start()
+
+
+def _checked_observers(observers: object) -> list[Observer]:
+    """``observers=`` as a list, or an error that says what it takes: ``int`` is not iterable, or ``type object
+    'str' has no attribute 'scope'``, named neither the argument nor what it accepts."""
+    accepted = ("observers= takes a list of payoff.Observer instances (subclass payoff.Observer and override "
+                "the hooks you need), [] for none, or None for the default telemetry")
+    if isinstance(observers, (str, bytes, Observer)) or not isinstance(observers, Iterable):
+        raise TypeError(f"{accepted}; got {observers!r}")
+    items = list(observers)
+    wrong = [o for o in items if not isinstance(o, Observer)]
+    if wrong:
+        raise TypeError(f"{accepted}; got {wrong[0]!r} (a {type(wrong[0]).__name__}) in the list")
+    return items
 
 
 def _run_now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
