@@ -132,6 +132,18 @@ def test_strategy_objects_and_aliases() -> None:
     assert ParallelConfig(strategy="sequential").strategy == "serial"
 
 
+@pytest.mark.parametrize(("given", "strategy"), [("Threads", "threads"), (" PROCESSES ", "processes"),
+                                                 ("Thread", "threads"), ("Loky", "joblib")])
+def test_a_strategy_name_means_in_code_what_it_means_in_ce_parallel(given: str, strategy: str) -> None:
+    """``CE_PARALLEL=Threads`` worked and ``ParallelConfig(strategy="Threads")`` was refused, by a message that
+    left out the aliases that do work (``thread``, ``process``, ``loky``)."""
+    assert ParallelConfig(strategy=given).strategy == strategy
+    assert ParallelConfig.from_env({"CE_PARALLEL": given}).strategy == strategy
+    with pytest.raises(ValueError, match=r"aliases .*'thread' for 'threads'.*'process' for 'processes'") as raised:
+        ParallelConfig(strategy="thraeds")
+    assert "'thraeds' is not known" in str(raised.value)
+
+
 @pytest.mark.parametrize(("primary", "alias", "strategy", "enabled"), [
     ("", "off", "auto", False),            # an empty variable is unset, as it is alone
     ("  ", "threads", "threads", True),

@@ -216,11 +216,13 @@ def _validate(cfg: ParallelConfig) -> None:
 def _validate_strategy(cfg: ParallelConfig) -> None:
     value = cfg.strategy
     if isinstance(value, str):
-        canonical = _STRATEGY_ALIASES.get(value, value)
+        text = value.strip().lower()  # as CE_PARALLEL reads it: "Threads" works in both or in neither
+        canonical = _STRATEGY_ALIASES.get(text, text)
         if canonical not in STRATEGY_NAMES:
+            aliases = ", ".join(f"'{a}' for '{c}'" for a, c in _STRATEGY_ALIASES.items())
             raise ValueError(
                 f"ParallelConfig.strategy {_shown(value)} is not known; accepted: {', '.join(STRATEGY_NAMES)} "
-                "(alias 'sequential' for 'serial'), or an object with submit() and shutdown() "
+                f"(aliases {aliases}), or an object with submit() and shutdown() "
                 "such as a concurrent.futures.Executor"
             )
         object.__setattr__(cfg, "strategy", canonical)
