@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -450,3 +451,10 @@ def dear_nap(x: int) -> int:
 def dear_spin(x: int) -> int:
     """A dear CPU item (~0.25 s of pure Python): two of them are worth two processes."""
     return spin(x, 5_000_000)
+
+
+def sys_exit_on_five(x: int) -> int:
+    """An item that asks to end the program (a command-line helper reused as a library function)."""
+    if x == 5:
+        sys.exit(3)
+    return x * 10

@@ -297,7 +297,10 @@ def run_chunk(
     except Exception as exc:
         error = item_error(exc)
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):  # the item's own request to end the program, as in a loop: named too
+            _add_note(exc, f"{RAISED_BY}{first + len(results)} of the map (chunk {index}, worker {_worker_name()}): "
+                           f"sys.exit({exc.code!r}) ends the caller's program as it would end a loop")
         if on_interrupt is not None:
             _close_last_block(results, durations, sizes, time.monotonic_ns() - start_ns - sum(durations))
             on_interrupt(_ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes))

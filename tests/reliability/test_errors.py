@@ -156,3 +156,15 @@ def test_an_exception_object_raised_again_carries_one_payoff_note(strategy: str)
         assert "the user's own note" in notes
     finally:
         tasks.SAME_ERROR.__notes__ = []
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "joblib"])
+def test_an_item_that_calls_sys_exit_is_named_and_ends_the_program_as_in_a_loop(strategy: str) -> None:
+    """``sys.exit(3)`` in item 5 goes on to the caller, as it would from a loop (and from ``concurrent.futures``),
+    but it came without payoff's note naming the item that raised it, which every ``Exception`` gets."""
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0)
+    with ParallelExecutor(config) as ex, pytest.raises(SystemExit) as raised:
+        ex.map(tasks.sys_exit_on_five, range(20))
+    assert raised.value.code == 3
+    notes = getattr(raised.value, "__notes__", [])
+    assert any(n.startswith("payoff: raised by item 5 of the map") and "sys.exit(3)" in n for n in notes), notes
