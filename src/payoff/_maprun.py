@@ -343,6 +343,9 @@ class MapRun:
 
     def _serially(self, plan: planning.Plan) -> Iterator[list[Any]]:
         """A ``map`` in one chunk; an ``imap`` one item per result asked for, as the builtin ``map`` runs."""
+        if self.streaming and self._bounded_here():
+            yield from self._bounded_stream()
+            return
         if self.streaming:
             yield from self._lazily()
             return
@@ -352,6 +355,35 @@ class MapRun:
             self.next_index += 1
             self._raise_if_stopped()
             yield outcome.results
+
+    def _bounded_stream(self) -> Iterator[list[Any]]:
+        """A serial ``imap`` under a timeout whose user did not ask for serial: its items in small, growing
+        chunks on a payoff thread, each waited for no longer than the time left, as a ``map``'s are. Run in
+        the consumer's thread, one hung item held ``next()`` for as long as it hung (20 s past ``timeout=1``
+        on a named ``processes`` backend that found the call too small for its pool). Only as many items are
+        read ahead of the consumer as the chunk holds (one, then twice as many while a chunk stays short)."""
+        size = 1
+        while (part := self.source.take(size)) is not None:
+            lo, items = part
+            done: list[Any] = []
+            try:
+                outcome = self._on_a_thread(ChunkTask(self.next_index, lo, items, self.token), done)
+            except TimeoutError:
+                if done:
+                    yield list(done)  # every result computed before the deadline is handed out
+                raise
+            self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
+            self.next_index += 1
+            if outcome.error is not None:
+                if outcome.results:
+                    yield outcome.results
+                raise outcome.error
+            self._raise_if_stopped()
+            yield outcome.results
+            if outcome.end_ns - outcome.start_ns < SERIAL_CHUNK_SECONDS * 1e9 / 2:
+                size = min(2 * size, MAX_SERIAL_CHUNK)
+        if not self.source.exhausted:  # no item is read past the deadline: the input did not end, the time did
+            self._raise_if_stopped()
 
     def _lazily(self) -> Iterator[list[Any]]:
         """A serial ``imap``: each item read and run only when its result is asked for.
@@ -413,7 +445,7 @@ class MapRun:
         serially (``strategy="serial"``, parallelism switched off) runs in the caller, as asked."""
         return self.timeout is not None and self.requested != "serial" and self.config.enabled
 
-    def _on_a_thread(self, task: ChunkTask) -> ChunkOutcome:
+    def _on_a_thread(self, task: ChunkTask, results: list[Any] | None = None) -> ChunkOutcome:
         """The chunk run on a payoff thread the caller waits for no longer than the call's time left; its
         items start only before the deadline, so on time the thread stops at its next item, and an item that
         hangs leaves it stuck (no thread can be stopped from outside), as a hung probe does."""
@@ -425,7 +457,8 @@ class MapRun:
         def run() -> None:
             try:
                 with self.ex._observers.scope(self.call):
-                    box.append(run_chunk(self.fn, task.items, task.first, task.index, task.cancel))
+                    box.append(run_chunk(self.fn, task.items, task.first, task.index, task.cancel,
+                                         results=results))
             except BaseException as exc:  # an item's SystemExit, say: the caller's, as if it ran there
                 errors.append(exc)
             finally:

@@ -275,6 +275,7 @@ def run_chunk(
     cancel: CancelToken | None = None,
     budget_ns: int | None = None,
     on_interrupt: Callable[[ChunkOutcome], object] | None = None,
+    results: list[Any] | None = None,
 ) -> ChunkOutcome:
     """Run ``fn`` over ``items``; never raises for a user error (it is returned).
 
@@ -284,9 +285,11 @@ def run_chunk(
     Ctrl-C, ``SystemExit`` and the like (no ``Exception``) are the caller's, not
     an item's error: they go on unchanged, and ``on_interrupt`` first gets the
     items that ran (no error), so a chunk in the caller still counts its work.
+    ``results``, given, receives each result as it is computed: a caller that stopped waiting for the chunk
+    can still hand out those computed before its deadline.
     """
     _local.depth = getattr(_local, "depth", 0) + 1
-    results: list[Any] = []
+    results = [] if results is None else results
     durations: array[int] = array("q")
     sizes: array[int] = array("q")
     start_ns = time.monotonic_ns()

@@ -154,13 +154,16 @@ def test_auto_reads_a_bounded_prefix_to_measure_then_one_item_per_result() -> No
 
 
 def test_a_parallel_imap_reads_only_what_its_chunks_in_flight_need() -> None:
-    """2 workers, chunks of 4: the chunk whose results are handed out, at most 3 in flight and 4 finished ones
-    per worker held for order (the bound counted the first chunk as one item, and a loaded machine read 48)."""
+    """2 workers, chunks of 4: the chunk whose results are handed out, at most ``in_flight_limit(2)`` in flight
+    and 4 finished ones per worker held for order (the bound counted the first chunk as one item, and a loaded
+    machine read 48)."""
+    from payoff._maprun import in_flight_limit
+
     source = Counted(itertools.count())
     with ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
         it = ex.imap(plus_one, source, chunksize=4)
         assert next(it) == 1
-        assert source.read <= (1 + 3 + 4 * 2) * 4, f"{source.read} items read for one result"
+        assert source.read <= (1 + in_flight_limit(2) + 4 * 2) * 4, f"{source.read} items read for one result"
         assert list(itertools.islice(it, 99)) == list(range(2, 101))
         it.close()
 
@@ -509,3 +512,36 @@ def test_an_imap_consumers_own_time_is_in_the_loop_it_is_compared_with(strategy:
     facts = planning.PLANNER.knowledge.get(functools.partial(tasks.sleep_then_square, seconds=0.002))
     if facts is not None:
         assert facts.seconds_per_item < 0.004, facts
+
+
+_HUNG = {"release": threading.Event(), "hanging": threading.Event()}
+
+
+def _hangs_on_five(x: int) -> int:
+    """Item 5 hangs until the test releases it (30 s at most); the others are instant."""
+    if x == 5:
+        _HUNG["hanging"].set()
+        _HUNG["release"].wait(30)
+        _HUNG["hanging"].clear()
+    return x
+
+
+@pytest.mark.parametrize("kind", ["imap", "imap_unordered"])
+def test_an_imap_a_named_pool_found_too_small_still_keeps_its_timeout(kind: str) -> None:
+    """A named ``processes`` backend that finds a call too small for its pool runs it here, serially; an ``imap``
+    ran it in its consumer's thread, where one hung item held ``next()`` for as long as it hung (20 s past
+    ``timeout=1``). Its items now run on a payoff thread the consumer waits for no longer than the time left."""
+    _HUNG["release"].clear()
+    try:
+        with ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2)) as ex:
+            assert ex.map(_hangs_on_five, [0, 1, 2, 3]) == [0, 1, 2, 3]  # measured: instant items
+            got: list[int] = []
+            with pytest.raises(TimeoutError):
+                got.extend(getattr(ex, kind)(_hangs_on_five, range(10), timeout=1.0))
+            still_hanging = _HUNG["hanging"].is_set()
+            record = ex.last_record
+    finally:
+        _HUNG["release"].set()
+    assert still_hanging, "the TimeoutError came only after the hung item ended"
+    assert record is not None and record.selected_strategy == "serial" and record.outcome == "timeout"
+    assert sorted(got) == [0, 1, 2, 3, 4], "every result computed before the deadline is handed out"
