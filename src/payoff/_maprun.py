@@ -372,14 +372,14 @@ class MapRun:
                 if done:
                     yield list(done)  # every result computed before the deadline is handed out
                 raise
-            self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
+            if outcome.n_done or outcome.error is not None:
+                self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
             self.next_index += 1
+            if outcome.results:  # those of a chunk the deadline cut short too
+                yield outcome.results
             if outcome.error is not None:
-                if outcome.results:
-                    yield outcome.results
                 raise outcome.error
             self._raise_if_stopped()
-            yield outcome.results
             if outcome.end_ns - outcome.start_ns < SERIAL_CHUNK_SECONDS * 1e9 / 2:
                 size = min(2 * size, MAX_SERIAL_CHUNK)
         if not self.source.exhausted:  # no item is read past the deadline: the input did not end, the time did
