@@ -279,8 +279,9 @@ class ParallelExecutor:
     def _done_submitted(self, lease: Lease, future: Future[Any] | None = None, *, in_callback: bool = False) -> None:
         """A submitted call holds its pool until it is done, like a map: shutdown waits, the idle timer too.
 
-        A call that broke its pool (its worker died) fails alone: the next call, submitted or mapped, gets
-        fresh workers and nothing is learned against its function.
+        A call that broke its pool (its worker died) fails, with the calls queued on that pool with it (as in
+        ``concurrent.futures``: which call killed the worker is not known); the next call, submitted or
+        mapped, gets fresh workers and nothing is learned against its function.
         """
         if future is not None and not future.cancelled() and isinstance(future.exception(), BrokenExecutor):
             lease.pool.broken = True
