@@ -738,7 +738,12 @@ class MapRun:
             if pool.stopped_by is not None and not self.token.is_set():  # the kill of another call's stop
                 raise closed_pool(pool.name)  # lost, not cancelled: rerun on fresh workers as pool_stopped
             raise CancelledError("payoff: a chunk was cancelled")
-        raw = future.result()
+        try:
+            raw = future.result()
+        except SystemExit as exc:  # an item's sys.exit(), from a worker process
+            if exc.code is None and exc.args:  # unpickled as tblib does (dask.distributed installs it on import)
+                exc.code = cast("int | str | None", exc.args[0] if len(exc.args) == 1 else exc.args)
+            raise
         t0 = time.perf_counter_ns()
         outcome = pool.collect(raw, task)
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0

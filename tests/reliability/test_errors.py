@@ -161,7 +161,11 @@ def test_an_exception_object_raised_again_carries_one_payoff_note(strategy: str)
 @pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "joblib"])
 def test_an_item_that_calls_sys_exit_is_named_and_ends_the_program_as_in_a_loop(strategy: str) -> None:
     """``sys.exit(3)`` in item 5 goes on to the caller, as it would from a loop (and from ``concurrent.futures``),
-    but it came without payoff's note naming the item that raised it, which every ``Exception`` gets."""
+    but it came without payoff's note naming the item that raised it, which every ``Exception`` gets. Its exit
+    status survives the trip from a worker process even where ``dask.distributed`` was imported (it installs
+    tblib's exception pickling, which rebuilt ``SystemExit(3)`` with ``code`` None: the program exited 0)."""
+    import distributed  # noqa: F401  # what a program that used payoff's dask strategy has done
+
     config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0)
     with ParallelExecutor(config) as ex, pytest.raises(SystemExit) as raised:
         ex.map(tasks.sys_exit_on_five, range(20))
