@@ -155,7 +155,8 @@ class MapRun:
                 obs.planned(self.call)
                 for block in self._execute(plan):
                     self._pause(True)
-                    handed = time.monotonic_ns(), getattr(block, "work_ns", 0), run_queue_ns()
+                    handed = time.monotonic_ns(), getattr(block, "work_ns", 0), \
+                        run_queue_ns() if self.streaming else 0  # only an imap's consumer is counted
                     try:
                         yield block
                     except GeneratorExit:
@@ -714,12 +715,11 @@ class MapRun:
                 except BrokenExecutor as exc:
                     self.lost.append(task)
                     broken = exc
-        except BaseException:
+            if broken is not None:
+                raise broken
+        except BaseException:  # the call goes another way: what was collected is observed now
             self._observe_collected()
             raise
-        if broken is not None:
-            self._observe_collected()
-            raise broken
 
     def _observe_collected(self) -> None:
         """The observers' turn for the chunks collected since the last: after the next chunks were sent.
