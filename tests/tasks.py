@@ -458,3 +458,14 @@ def sys_exit_on_five(x: int) -> int:
     if x == 5:
         sys.exit(3)
     return x * 10
+
+
+def spin_first_then_sleep(x: int) -> int:
+    """Item 0 holds the CPU 3 ms before it sleeps 2 ms, the others only sleep: the probe's CPU share (item 0's,
+    ~0.6) is not the rest's (~0.02)."""
+    if x == 0:
+        end = time.process_time() + 0.003
+        while time.process_time() < end:
+            pass
+    time.sleep(0.002)
+    return x

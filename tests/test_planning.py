@@ -890,7 +890,7 @@ def test_threads_of_mixed_items_are_estimated_from_their_cpu_share_not_their_gil
     GIL the other threads held; a loop would take 3 ms an item, which its CPU over the share measured alone
     (1 ms / 0.33) tells. The estimate counted the 6 ms: 5.4x recorded for a 2.8x call."""
     builder = RecordBuilder(1, "default", "auto", None, 100, time.monotonic_ns(), time.time())
-    builder.selected, builder.cpu_ratio = "threads", 1 / 3
+    builder.selected, builder.workers, builder.cpu_ratio = "threads", 6, 1 / 3
     ms = 1_000_000
     for k in range(10):
         outcome = ChunkOutcome(k, 10 * k, [None] * 10, k * 60 * ms, (k + 1) * 60 * ms, 10 * ms,

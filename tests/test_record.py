@@ -407,6 +407,29 @@ def test_threads_of_waiting_items_add_no_other_load_for_their_wake_ups(monkeypat
     assert rec._serial_estimate(rec.chunks) == pytest.approx(sum(own_work_seconds(c) for c in rec.chunks))
 
 
+def test_threads_of_items_that_wait_more_than_the_probes_are_not_priced_below_their_waits() -> None:
+    """The probe's CPU share priced every threads chunk by its CPU, and the items after a probe of 3 ms CPU and
+    2 ms sleep only slept: 39 sleeps of 2 ms were priced at 8-12 ms, 0.15x recorded for a call faster than the
+    loop (and on a loaded machine a probe of a plain 2 ms sleep read a share of 0.12 and priced 40 of them at
+    33 ms). A thread waits for the GIL only while another holds it: that bounds what its CPU can take off."""
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
+        ex.map(tasks.spin_first_then_sleep, range(40))
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == "threads", record
+    assert record.serial_estimate_seconds >= 0.5 * 39 * 0.002, record
+
+
+def test_the_gil_can_hold_a_thread_back_only_while_another_thread_holds_it() -> None:
+    """The floor under a threads chunk's price: its own time less every CPU second the other threads had."""
+    rec = _builder(n_items=20, strategy="threads")
+    rec.cpu_ratio = 0.5  # a probe's share; these chunks used far less CPU for their time
+    rec.chunks = [_chunk_with("pool", 10_000_000, 200_000, 0) for _ in range(2)]
+    estimate = rec.build().serial_estimate_seconds
+    others = max(0, time.process_time_ns() - rec._process_cpu_ns - 400_000) / 1e9  # this test's thread
+    assert 0.020 - 0.0004 - 2 * others <= estimate <= 0.020, (estimate, others)
+    assert estimate > 2 * 0.0002 / 0.5, "still priced by the probe's share"
+
+
 def _outcome_of(stats: ChunkStats) -> ChunkOutcome:
     """What a worker hands ``RecordBuilder.add`` for a chunk that measured ``stats``."""
     return ChunkOutcome(stats.index, stats.first_item, [None] * stats.n_items, stats.start_ns, stats.end_ns,

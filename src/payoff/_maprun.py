@@ -504,6 +504,7 @@ class MapRun:
                                "pool it would run on: its chunks would wait behind that task")
             return None
         self.rec.pool_reused = not lease.started
+        self.rec.pool_leased()
         pool = lease.pool  # a cluster is as big as it is now; a larger warm thread pool runs what was planned
         self.where(plan.strategy, pool.workers if pool.remote else min(plan.workers, pool.workers))
         return lease
