@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 from payoff._process_tree import descendants, signal_alive
 
@@ -35,3 +37,29 @@ def test_descendants_finds_grandchildren_and_leaves_helpers_and_reused_pids_alon
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         child.wait(10)
+
+
+def _fake_process(proc: Path, pid: int, parent: int, started: str, cmdline: bytes) -> None:
+    """A process as ``/proc`` shows it: its ``stat`` (state, parent, start time in field 22) and command line."""
+    (proc / str(pid) / "task" / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "task" / str(pid) / "children").write_text("")
+    rest = ["S", str(parent)] + ["0"] * 17 + [started]
+    (proc / str(pid) / "stat").write_text(f"{pid} (python) {' '.join(rest)}\n")
+    (proc / str(pid) / "cmdline").write_bytes(cmdline)
+
+
+def test_a_helper_caught_in_the_middle_of_its_exec_is_still_a_helper(tmp_path: Path) -> None:
+    """A process in the middle of ``exec`` has an empty command line for a moment after ``Popen`` returned: a
+    resource tracker read then was no helper and was counted among the processes to stop (a run of the test
+    above on two test processes found the tracker it had just started). Its arguments come a moment later."""
+    _fake_process(tmp_path, 100, 1, "5", b"python\0worker\0")
+    (tmp_path / "100" / "task" / "100" / "children").write_text("101 102")
+    _fake_process(tmp_path, 101, 100, "7", b"")
+    _fake_process(tmp_path, 102, 100, "7", b"sleep\x0030\0")
+    later = threading.Timer(0.002, (tmp_path / "101" / "cmdline").write_bytes,
+                            [b"python\0-c\0from multiprocessing.resource_tracker import main\0"])
+    later.start()
+    try:
+        assert dict(descendants([100], tmp_path)) == {102: "7"}
+    finally:
+        later.join()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,11 +40,28 @@ def descendants(pids: Iterable[int], proc: Path = _PROC) -> list[tuple[int, str]
                 continue
             seen.add(child)
             started = _start_time(child, proc)
-            if started is None or any(marker in _cmdline(child, proc) for marker in HELPERS):
+            if started is None or any(marker in _settled_cmdline(child, proc) for marker in HELPERS):
                 continue
             found.append((child, started))
             todo.append(child)
     return found
+
+
+CMDLINE_SETTLE_SECONDS = 0.05
+"""How long a live process's empty command line is read again: a process in the middle of ``exec``."""
+
+
+def _settled_cmdline(pid: int, proc: Path) -> bytes:
+    """The command line of ``pid``, read again while it is empty and the process lives.
+
+    ``subprocess.Popen`` returns once the new program's ``exec`` closed its pipe, before the kernel has
+    written that program's arguments: a resource tracker just started read as an empty command line, no
+    helper, and was counted among the processes to stop (seen with two test processes sharing 2 cores).
+    """
+    deadline = time.monotonic() + CMDLINE_SETTLE_SECONDS
+    while not (line := _cmdline(pid, proc)) and time.monotonic() < deadline and _start_time(pid, proc):
+        time.sleep(0.001)
+    return line
 
 
 def signal_alive(processes: Iterable[tuple[int, str]], sig: signal.Signals, proc: Path = _PROC) -> None:
