@@ -469,3 +469,20 @@ def spin_first_then_sleep(x: int) -> int:
             pass
     time.sleep(0.002)
     return x
+
+
+class ArrayHolder:
+    """A callable's state as a model's is: a large array, which its method reads (and may write)."""
+
+    def __init__(self, n: int) -> None:
+        import numpy as np
+
+        self.values = np.arange(n, dtype=np.float64)
+
+    def at(self, i: int) -> float:
+        return float(self.values[i])
+
+    def bump(self, i: int) -> float:
+        """Writes to its own array, as a worker's copy may: it must arrive writable."""
+        self.values[i] += 1.0
+        return float(self.values[i])

@@ -140,4 +140,8 @@ def test_speedup_panel_agrees_with_the_records(stack: Stack) -> None:
 def test_the_demo_rounds_fallback_rows_fall_back(stack: Stack) -> None:
     """The round's docstring promises two calls that fall back; the dashboards' fallback panels show them."""
     reasons = {row.case: row.record.fallback_reason for row in stack.rows if row.case.startswith("fallback:")}
-    assert set(reasons.values()) == {Reason.TINY_WORKLOAD, Reason.GRANULARITY_MISMATCH}, reasons
+    assert reasons.keys() == {"fallback: 3 instances", "fallback: feature-only config"}, reasons
+    assert reasons["fallback: feature-only config"] is Reason.GRANULARITY_MISMATCH, reasons
+    # too small for a pool: too small for even a warm one, or only for one that must start first (on a machine
+    # busy enough that the 3 instances' measured work came to more than a warm pool's per-call cost)
+    assert reasons["fallback: 3 instances"] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST), reasons

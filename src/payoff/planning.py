@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, NoReturn
 
 from payoff import _delegated_cpu, _forks
+from payoff import _out_of_band as out_of_band
 from payoff._outer_pools import outer_pool
 from payoff._source import reads_for_a_probe
 from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
@@ -1513,7 +1514,7 @@ def _cloudpickled_size(obj: Any) -> int | None:
     import cloudpickle
 
     try:
-        return len(cloudpickle.dumps(obj))
+        return out_of_band.dumps(obj, cloudpickle.dumps).size
     except Exception:
         return None
 
@@ -2126,7 +2127,7 @@ def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
     """Pickle the function itself; when pickle refuses it, ask cloudpickle (it is shipped by it then)."""
     probe.fn_checked, probe.pickle_error, probe.cloudpickle_ok = True, "", None
     try:
-        probe.fn_bytes = len(pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL))
+        probe.fn_bytes = out_of_band.dumps(fn, pickle.dumps).size  # a model's arrays sized where they lie
     except Exception as exc:
         probe.pickle_error = f"the function {_refusal(exc)}"
         size = _cloudpickled_size(fn)

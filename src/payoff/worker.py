@@ -32,6 +32,7 @@ from operator import itemgetter
 from typing import Any, overload
 
 from payoff import _exit, _forks
+from payoff import _out_of_band as out_of_band
 from payoff._native_threads import limit_here
 from payoff.errors import RemoteError, RemoteTraceback
 
@@ -795,13 +796,11 @@ def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
     cached = _fn_cache.get(fn.digest)
     if cached is not None:
         return cached, 0
-    with open(fn.path, "rb") as fh:
-        blob = fh.read()
-    loaded: Callable[[Any], Any] = pickle.loads(blob)
+    loaded, size = out_of_band.load(fn.path)
     if len(_fn_cache) >= _FN_CACHE_SIZE:
         _fn_cache.pop(next(iter(_fn_cache)))
     _fn_cache[fn.digest] = loaded
-    return loaded, len(blob)
+    return loaded, size
 
 
 def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:

@@ -15,6 +15,7 @@ import cloudpickle
 from joblib.externals.loky import ProcessPoolExecutor as LokyPool
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
+from payoff import _out_of_band as out_of_band
 from payoff.strategies.processes import PickledPoolStrategy
 from payoff.strategies.reach import WorkerImports
 from payoff.worker import init_process
@@ -36,6 +37,9 @@ class JoblibStrategy(PickledPoolStrategy):
 
     def _dumps(self, obj: Any) -> bytes:
         return bytes(cloudpickle.dumps(obj))
+
+    def _dumps_fn(self, fn: Any) -> out_of_band.OutOfBand:
+        return out_of_band.dumps(fn, cloudpickle.dumps)
 
     def _start(self) -> None:
         self._imports = WorkerImports(forked=False)

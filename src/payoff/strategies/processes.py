@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import multiprocessing
 import multiprocessing.connection
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from payoff import _exit, _forks
+from payoff import _out_of_band as out_of_band
 from payoff._native_threads import per_worker
 from payoff._process_tree import descendants, signal_alive
 from payoff._scratch import ScratchDir
@@ -91,7 +91,7 @@ class PickledPoolStrategy(Strategy):
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         self._by_value_if_foreign(fn)
-        return self._ship_blob(fn, self._dumps(fn))
+        return self._ship_blob(fn, self._dumps_fn(fn))
 
     def _by_value_if_foreign(self, fn: Callable[[Any], Any]) -> bool:
         """Whether ``fn``'s module is out of the workers' reach; if so it travels by value from now on."""
@@ -101,15 +101,15 @@ class PickledPoolStrategy(Strategy):
         send_by_value(module)
         return True
 
-    def _ship_blob(self, fn: Callable[[Any], Any], blob: bytes) -> Any:
+    def _ship_blob(self, fn: Callable[[Any], Any], blob: out_of_band.OutOfBand) -> Any:
         """``fn`` itself when small; a :class:`ShippedFn` naming a file holding ``blob`` when large.
 
         The file only saves sending ``fn`` with every chunk: where it cannot be written (a full or
         read-only temp folder, a file size limit), ``fn`` travels with its chunks, as a stdlib pool sends it.
         """
-        if len(blob) < SHIP_ONCE_BYTES:
+        if blob.size < SHIP_ONCE_BYTES:
             return fn
-        digest = hashlib.sha256(blob).hexdigest()[:32]
+        digest = blob.digest()
         with self._ship_lock:
             path = self._shipped.pop(digest, None)
             if path is None or not os.path.exists(path):  # a temp cleaner may have taken it
@@ -120,11 +120,11 @@ class PickledPoolStrategy(Strategy):
             self._shipped[digest] = path
             self._hold(digest)
             self._prune_shipped()
-        shipped = ShippedFn(digest, path, len(blob))
+        shipped = ShippedFn(digest, path, blob.size)
         weakref.finalize(shipped, self._release, digest)
         return shipped
 
-    def _write_shipped(self, digest: str, blob: bytes) -> str:
+    def _write_shipped(self, digest: str, blob: out_of_band.OutOfBand) -> str:
         if self._ship_dir is None or not self._ship_dir.exists():
             if self._ship_dir is not None:
                 self._ship_dir.remove()  # a temp cleaner took the folder: let go of its lock
@@ -133,7 +133,7 @@ class PickledPoolStrategy(Strategy):
         tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             with open(tmp, "wb") as fh:
-                fh.write(blob)
+                blob.write_to(fh)
             os.replace(tmp, path)
         except OSError:
             with contextlib.suppress(OSError):
@@ -160,6 +160,10 @@ class PickledPoolStrategy(Strategy):
 
     def _dumps(self, obj: Any) -> bytes:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _dumps_fn(self, fn: Any) -> out_of_band.OutOfBand:
+        """The function as ``_dumps`` pickles it, its large buffers (a model's arrays) left where they are."""
+        return out_of_band.dumps(fn, pickle.dumps)
 
     def _unknown_to_workers(self, items: Any) -> bool:
         """Whether ``items`` hold a ``__main__`` function or class the workers cannot find by name."""
@@ -553,12 +557,18 @@ def _cloudpickle_dumps(obj: Any) -> bytes:
     return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
+def _cloudpickle_fn(fn: Any) -> out_of_band.OutOfBand:
+    import cloudpickle
+
+    return out_of_band.dumps(fn, cloudpickle.dumps)
+
+
 class _MainFinder(pickle.Pickler):
     """Pickles like ``pickle.dumps`` and notes the first function or class of ``__main__`` the workers
-    cannot find by name."""
+    cannot find by name. Large buffers (arrays) are left out: only names matter here."""
 
     def __init__(self, file: io.BytesIO, known: Callable[[Any], bool]) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        super().__init__(file, protocol=5, buffer_callback=lambda _: None)
         self.known = known
         self.missing: Any = None
 
@@ -626,18 +636,18 @@ class ProcessStrategy(PickledPoolStrategy):
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         if self._by_value_if_foreign(fn):
-            return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
+            return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
         try:
-            blob = self._dumps(fn)
+            blob = self._dumps_fn(fn)
         except (pickle.PicklingError, TypeError, AttributeError):  # a lambda, a closure: no name to send
-            return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
-        if b"__main__" not in blob or (self._forked_main is None and spawned_workers_import_main()):
+            return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
+        if not blob.holds(b"__main__") or (self._forked_main is None and spawned_workers_import_main()):
             return self._ship_blob(fn, blob)  # nothing of __main__; or spawned workers import it from its file
         finder = _MainFinder(io.BytesIO(), self._workers_know)
         finder.dump(fn)
         if finder.missing is None:
             return self._ship_blob(fn, blob)
-        return ByValue(self._ship_blob(fn, _cloudpickle_dumps(fn)))
+        return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
 
     def _unknown_to_workers(self, items: Any) -> bool:
         """A later notebook cell's class as the items of a function the workers know: by name, unpickling
