@@ -15,7 +15,7 @@ from tests import tasks
 N = 2 * 1024 * 1024  # 16 MiB of float64: far over SHIP_ONCE_BYTES
 
 
-@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "dask"])
 def test_a_new_version_of_a_functions_array_reaches_the_workers_and_arrives_writable(strategy: str) -> None:
     """The shipped file's hash covers the arrays, which the stream only refers to: a changed array is a new
     version (a hash of the stream alone would have left the workers on the old one). Arrays come back

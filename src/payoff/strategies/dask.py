@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import pickle
 import signal
@@ -31,6 +30,7 @@ from typing import Any
 
 import cloudpickle
 
+from payoff import _out_of_band as out_of_band
 from payoff.errors import ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
@@ -249,14 +249,15 @@ class DaskStrategy(Strategy):
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         self._refuse_closed_client()
-        blob = bytes(cloudpickle.dumps(fn))
-        if len(blob) < SHIP_ONCE_BYTES:
+        dumped = out_of_band.dumps(fn, cloudpickle.dumps)  # a version the workers hold costs no copy of it
+        if dumped.size < SHIP_ONCE_BYTES:
             return fn
-        digest = hashlib.sha256(blob).hexdigest()[:32]
+        digest = dumped.digest()
         with self._ship_lock:
-            self._blobs = {digest: blob}
+            if digest not in self._blobs:
+                self._blobs = {digest: bytes(cloudpickle.dumps(fn))}
         self._scattered_fn(digest)
-        return ("scattered", digest, len(blob))
+        return ("scattered", digest, dumped.size)
 
     def _scattered_fn(self, digest: str, lost: Any = None) -> Any:
         """The scattered copy of the function ``digest`` names, scattered (again) when there is none, or when the
