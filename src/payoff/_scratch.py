@@ -26,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: folders are removed by their owner only
     fcntl = None  # type: ignore[assignment]
 
-PREFIXES = ("payoff-ship-", "payoff-init-")
+PREFIXES = ("payoff-ship-", "payoff-init-", "payoff-marks-")
 _LOCK_NAME = ".owner"
 _NEW_LOCK_NAME = ".owner-new"
 

@@ -31,6 +31,7 @@ from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, overload
 
+from payoff import _crash_marks as crash_marks
 from payoff import _exit, _forks
 from payoff import _out_of_band as out_of_band
 from payoff._native_threads import limit_here
@@ -277,6 +278,7 @@ def run_chunk(
     budget_ns: int | None = None,
     on_interrupt: Callable[[ChunkOutcome], object] | None = None,
     results: list[Any] | None = None,
+    mark_in: str | None = None,
 ) -> ChunkOutcome:
     """Run ``fn`` over ``items``; never raises for a user error (it is returned).
 
@@ -287,8 +289,10 @@ def run_chunk(
     an item's error: they go on unchanged, and ``on_interrupt`` first gets the
     items that ran (no error), so a chunk in the caller still counts its work.
     ``results``, given, receives each result as it is computed: a caller that stopped waiting for the chunk
-    can still hand out those computed before its deadline.
+    can still hand out those computed before its deadline. ``mark_in`` (a rerun after a crash, in a worker
+    process) names the folder where each item's index is marked before it runs (``payoff._crash_marks``).
     """
+    mark = None if mark_in is None else crash_marks.marker(mark_in)
     _local.depth = getattr(_local, "depth", 0) + 1
     results = [] if results is None else results
     durations: array[int] = array("q")
@@ -297,7 +301,7 @@ def run_chunk(
     cpu0, runq0, waits0 = time.thread_time_ns(), run_queue_ns(), voluntary_waits()
     error: BaseException | None = None
     try:
-        _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns)
+        _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first))
     except Exception as exc:
         error = item_error(exc)
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
@@ -311,6 +315,8 @@ def run_chunk(
         raise
     finally:
         _local.depth -= 1
+        if mark is not None:
+            mark[0] = crash_marks.NOWHERE
     outcome = _ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes)
     if error is not None:
         outcome.error_index = first + len(results)
@@ -390,8 +396,10 @@ def _run_blocks(
     sizes: array[int],
     cancel: CancelToken | None,
     budget_ns: int | None = None,
+    marking: tuple[memoryview | None, int] = (None, 0),
 ) -> None:
-    """Blocks grow while items are cheaper than the target and shrink when they get dearer."""
+    """Blocks grow while items are cheaper than the target and shrink when they get dearer; a marked chunk
+    runs item by item, each item's index (``marking``: the mark and the chunk's first index) set first."""
     clock = time.perf_counter_ns
     append, extend = results.append, results.extend
     n = len(items)
@@ -403,8 +411,11 @@ def _run_blocks(
     tail_ok = type(items) in _ENDS_AT_LEN and not gated and budget_ns is None
     calls, each = (starmap, fn.fn) if type(fn) is Star else (map, fn)  # Star's call in Python cost ~100 ns an item
     lo, block = 0, 1
+    mark, base = marking
     last = clock()
     while lo < n:
+        if mark is not None:
+            block, mark[0] = 1, base + lo
         hi = min(n, lo + block)
         if hi - lo == 1 and not gated:
             append(fn(next(source)))
@@ -810,9 +821,9 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     cloudpickle could send returns objects of classes only it can send back
     (a dataclass or exception defined in the user's script).
     """
-    shipped, items, first, index, budget_ns = pickle.loads(payload)
+    shipped, items, first, index, budget_ns, mark_in = pickle.loads(payload)
     fn, loaded = _resolve(shipped)
-    return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler)
+    return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in)
 
 
 def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
@@ -855,7 +866,7 @@ def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
 
 
 def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
-                 budget_ns: int | None = None, *, pickler: str = "pickle") -> bytes:
+                 budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: str | None = None) -> bytes:
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error.
 
     The parent reads either pickler's output with ``pickle.loads``. When the
@@ -863,7 +874,7 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     what the call raises, and those results would be dropped anyway.
     """
     dumps = _dumps_for(pickler)
-    outcome = run_chunk(fn, items, first, index, budget_ns=budget_ns)
+    outcome = run_chunk(fn, items, first, index, budget_ns=budget_ns, mark_in=mark_in)
     outcome.fn_bytes_loaded = loaded
     if outcome.error is not None:
         _prepare_for_travel(outcome, dumps)

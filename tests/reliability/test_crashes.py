@@ -93,6 +93,20 @@ def test_a_segfaulting_item_is_named_and_the_caller_survives(strategy: str) -> N
     assert out["children"] == [], "a worker process outlived the executor"
 
 
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_crash_deep_in_a_chunk_is_named_on_its_third_crash_not_after_halving_the_chunk(strategy: str) -> None:
+    """The reruns after a crash mark each item in a file that outlives their worker: the item a dead worker
+    stood on runs alone next and is named when it crashes that fresh worker too. Found by halving, item 50
+    of 200 took eight pool starts (5-6 s on joblib, whose workers are fresh interpreters)."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        with pytest.raises(WorkerCrashedError) as info:
+            ex.map(segfault_on_fifty, range(200))
+        record = ex.last_record
+        assert ex.map(tasks.square, range(4)) == [0, 1, 4, 9], "the executor works after the crash"
+    assert info.value.item_index == 50 and info.value.exitcode == -signal.SIGSEGV, info.value
+    assert record is not None and record.pool_starts <= 3, f"{record.pool_starts} pool starts to name the item"
+
+
 def test_an_item_calling_os_exit_is_named_with_its_exit_code() -> None:
     out = run_crash("processes", "exit_on_five")
     assert (out["error"], out["item"], out["exitcode"]) == ("WorkerCrashedError", 5, 7), out

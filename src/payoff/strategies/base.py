@@ -216,6 +216,10 @@ class Strategy(ABC):
         """Worker process ids (empty for in-process backends)."""
         return []
 
+    def where_the_dead_stood(self) -> list[int]:
+        """The items this pool's dead workers were running, where reruns marked them (``payoff._crash_marks``)."""
+        return []
+
     def exit_codes(self, broke: BaseException | None = None) -> list[int]:
         """Exit codes of this pool's worker processes that have ended (negative: killed by that signal), the
         likeliest crash first; ``broke``, the error the pool broke with, may tell which one crashed."""

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 from payoff import _exit, _forks
 from payoff import _out_of_band as out_of_band
+from payoff._crash_marks import CrashMarks
 from payoff._native_threads import per_worker
 from payoff._process_tree import descendants, signal_alive
 from payoff._scratch import ScratchDir
@@ -191,13 +192,31 @@ class PickledPoolStrategy(Strategy):
         pid, raised, text = report
         return init_error(self.initializer, raised, f"worker process {pid}", pid, RemoteTraceback(text))
 
+    _marks: CrashMarks | None = None
+
+    def _marks_for(self, task: ChunkTask) -> str | None:
+        """Where a chunk rerun after a crash marks each item it runs; None for a first run (or no folder)."""
+        if not task.retry:
+            return None
+        with self._ship_lock:
+            if self._marks is None or not os.path.isdir(self._marks.path):
+                with contextlib.suppress(OSError):
+                    self._marks = CrashMarks()
+            return None if self._marks is None else self._marks.path
+
+    def where_the_dead_stood(self) -> list[int]:
+        with self._ship_lock:
+            marks = self._marks
+        return [] if marks is None else marks.where_the_dead_stood()
+
     def _remove_files(self) -> None:
-        """The pool's shipped functions and initializer reports: they live as long as the pool."""
+        """The pool's shipped functions, initializer reports and crash marks: they live as long as the pool."""
         with self._ship_lock:
             ship_dir, self._ship_dir = self._ship_dir, None
             init_dir, self._init_dir = self._init_dir, None
+            marks, self._marks = self._marks, None
             self._shipped.clear()
-        for folder in (ship_dir, init_dir):
+        for folder in (ship_dir, init_dir, marks):
             if folder is not None:
                 folder.remove()
 
@@ -259,8 +278,8 @@ class PickledPoolStrategy(Strategy):
         return sorted(codes, key=lambda code: clean if code == 0 else stops.get(code, 0))
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
-        sent = self._send(fn, (task.items, task.first, task.index, task.budget_ns), run_pickled_chunk,
-                          lambda dumps, fn: _unsendable_part(dumps, fn, task))
+        body = (task.items, task.first, task.index, task.budget_ns, self._marks_for(task))
+        sent = self._send(fn, body, run_pickled_chunk, lambda dumps, fn: _unsendable_part(dumps, fn, task))
         task.encode_ns, task.bytes_sent, task.submit_ns = sent.encode_ns, sent.n_bytes, sent.submit_ns
         return sent.future
 

@@ -1,0 +1,78 @@
+"""Where a worker process was when it died: the item each rerun chunk is running, left in a shared file.
+
+A pool tells its parent only that a worker died. Finding which item killed it took halving the lost
+chunks, a fresh pool per crash: eight crashes for a segfault in a map of 200, 5 s on joblib, whose
+workers start as fresh interpreters. A chunk rerun after a crash now writes each item's index to an
+8-byte file of its worker's, mapped in memory (a store, no system call), before it runs the item; the
+file outlives the worker, so the parent reads where each dead worker stood, and the item found runs
+alone next: a crash then names it. First runs never mark (they time blocks of items, not each item).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from pathlib import Path
+
+from payoff._scratch import ScratchDir
+
+PREFIX = "at-"
+NOWHERE = -1
+
+_mine: tuple[str, int, memoryview] | None = None
+
+
+def marker(folder: str) -> memoryview:
+    """This worker's mark in ``folder`` (one int64), made on its first marked chunk there."""
+    global _mine
+    pid = os.getpid()
+    if _mine is None or _mine[0] != folder or _mine[1] != pid:  # a fork of a worker marks a file of its own
+        fd = os.open(os.path.join(folder, f"{PREFIX}{pid}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, 8)
+            mapped = mmap.mmap(fd, 8)
+        finally:
+            os.close(fd)
+        _mine = (folder, pid, memoryview(mapped).cast("q"))
+    view = _mine[2]
+    view[0] = NOWHERE
+    return view
+
+
+class CrashMarks:
+    """The parent's side: a folder of marks for one pool's workers."""
+
+    def __init__(self) -> None:
+        self._dir = ScratchDir("payoff-marks-")
+
+    @property
+    def path(self) -> str:
+        return self._dir.path
+
+    def where_the_dead_stood(self) -> list[int]:
+        """Item indices dead workers were running (each mark read once); live workers' marks are left."""
+        found = []
+        for entry in Path(self.path).glob(f"{PREFIX}*"):
+            pid = int(entry.name[len(PREFIX):]) if entry.name[len(PREFIX):].isdigit() else None
+            if pid is None or _alive(pid):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                at = int.from_bytes(entry.read_bytes()[:8], "little", signed=True)
+                if at != NOWHERE:
+                    found.append(at)
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        return sorted(found)
+
+    def remove(self) -> None:
+        self._dir.remove()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
