@@ -23,17 +23,21 @@ NOWHERE = -1
 _mine: tuple[str, int, memoryview] | None = None
 
 
-def marker(folder: str) -> memoryview:
-    """This worker's mark in ``folder`` (one int64), made on its first marked chunk there."""
+def marker(folder: str) -> memoryview | None:
+    """This worker's mark in ``folder`` (one int64), made on its first marked chunk there; None where the
+    file cannot be made (the pool's folder gone, a full disk): the chunk runs unmarked."""
     global _mine
     pid = os.getpid()
     if _mine is None or _mine[0] != folder or _mine[1] != pid:  # a fork of a worker marks a file of its own
-        fd = os.open(os.path.join(folder, f"{PREFIX}{pid}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            os.ftruncate(fd, 8)
-            mapped = mmap.mmap(fd, 8)
-        finally:
-            os.close(fd)
+            fd = os.open(os.path.join(folder, f"{PREFIX}{pid}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, 8)
+                mapped = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            return None
         _mine = (folder, pid, memoryview(mapped).cast("q"))
     view = _mine[2]
     view[0] = NOWHERE
