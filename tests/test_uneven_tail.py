@@ -9,6 +9,7 @@ again from what they now measure.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import threading
@@ -16,10 +17,20 @@ import time
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor
+from payoff import ParallelConfig, ParallelExecutor, planning
+from payoff.record import ChunkStats, hidden_dear_seconds
 from payoff.scheduling import GuidedChunks, guided_sizes
 from payoff.worker import MAX_BLOCK, run_chunk
-from tests.tasks import DEAR_FROM, DEAR_HEAD, cheap_then_dear_tail, dear_head_then_cheap, slow_at_twenty, spin
+from tests.tasks import (
+    DEAR_FROM,
+    DEAR_HEAD,
+    NAPS_FROM,
+    cheap_then_dear_tail,
+    dear_head_then_cheap,
+    naps_after_free_items,
+    slow_at_twenty,
+    spin,
+)
 
 N_ITEMS = 2000
 
@@ -63,6 +74,40 @@ def test_dear_items_at_the_head_are_cut_apart(strategy: str) -> None:
             pool = [c for c in record.chunks if c.where == "pool"]
             dear = [max(0, min(c.first_item + c.n_items, DEAR_HEAD) - c.first_item) for c in pool]
             assert max(dear) <= 2, sorted((c.first_item, c.n_items) for c in pool)[:6]
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_a_dear_tail_hidden_in_a_block_of_free_items_is_checked_item_by_item_from_the_next_call(
+        strategy: str) -> None:
+    """A chunk checks its budget between timing blocks, and blocks grow hundreds of items long on free items:
+    the last block held all 10 naps of a sorted input (208 ms on one worker while the other sat idle, 0.73-0.84x
+    the loop, and the next calls went serial on that verdict). A call that found such a block has the next
+    one's chunks check their budget before each item, and the naps are handed back and shared out."""
+    items = list(range(N_ITEMS))
+    expected = [x if x < NAPS_FROM else -x for x in items]
+    most: list[int] = []
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0)  # free items: a pool
+    with ParallelExecutor(config) as ex:
+        for _ in range(2):
+            assert ex.map(naps_after_free_items, items) == expected
+            record = ex.last_record
+            assert record is not None and record.selected_strategy == strategy
+            most.append(max(max(0, c.first_item + c.n_items - max(c.first_item, NAPS_FROM)) for c in record.chunks))
+    assert most[1] <= 3 < most[0], most
+    facts = planning.PLANNER.knowledge.get(naps_after_free_items)  # the first nap still ends a grown block
+    assert facts is not None and facts.hidden_dear >= 0.01, facts
+
+
+def test_blocks_that_met_dear_items_are_told_from_a_block_that_waited_for_a_cpu() -> None:
+    free = (300, 2_400, 19_200)  # ns: blocks of 1, 8 and 64 items of 0.3 us
+    dear = ChunkStats(0, 0, 95, "w1", 0, 0, 208_000_000, 208_000_000, (*free, 208_000_000), (1, 8, 64, 22), 0, 0,
+                      "pool")
+    assert hidden_dear_seconds([dear]) == pytest.approx(0.208)
+    waited = dataclasses.replace(dear, runq_ns=150_000_000)  # the block's time was a wait for a CPU
+    short = dataclasses.replace(dear, durations_ns=(*free, 5_000_000))  # too short to matter
+    in_caller = dataclasses.replace(dear, where="caller")  # no budget: a serial run's tail is no loss
+    even = dataclasses.replace(dear, durations_ns=(*free, 6_600))
+    assert [hidden_dear_seconds([c]) for c in (waited, short, in_caller, even)] == [0.0] * 4
 
 
 def test_a_chunk_over_its_budget_hands_back_the_items_it_did_not_start() -> None:

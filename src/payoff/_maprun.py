@@ -120,6 +120,7 @@ class MapRun:
         """The function as the first pool sends it (shipped once the pool is leased)."""
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
+        self.check_each = False
         self.streamed: StreamedChunk | None = None
         """A serial ``imap``'s chunk whose items its consumer is taking now: recorded when it ends or is left."""
         self.pause_lock = threading.Lock()
@@ -329,6 +330,7 @@ class MapRun:
         # the planner caps a fixed chunk size at the items it knows of, for a stream only a planned length
         size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
         ceiling = IMAP_CHUNK_SECONDS if self.streaming and not self._chunk_chosen() else None
+        self.check_each = plan.check_each
         self.sizer = GuidedChunks(size, size if self.stream else plan.min_chunk, self.rec.workers,
                                   plan.probe.seconds_per_item, plan.floor_seconds, max_seconds=ceiling)
         yield from self._in_parallel()
@@ -659,7 +661,8 @@ class MapRun:
         if part is None:
             self.source_done = True
             return None
-        task = ChunkTask(self.next_index, part[0], part[1], self.token, budget_ns=self.sizer.budget_ns(len(part[1])))
+        task = ChunkTask(self.next_index, part[0], part[1], self.token, budget_ns=self.sizer.budget_ns(len(part[1])),
+                         check_each=self.check_each)
         self.sizes[task.index] = len(part[1])
         self.starts[task.index] = part[0]
         self.next_index += 1
@@ -678,7 +681,7 @@ class MapRun:
         while items:
             size = self.sizer.next(len(items) + ahead)
             pieces.append(ChunkTask(task.index, first, items[:size], self.token, retry=task.retry,
-                                    budget_ns=self.sizer.budget_ns(size)))
+                                    budget_ns=self.sizer.budget_ns(size), check_each=self.check_each))
             items, first = items[size:], first + size
         self.requeued.extendleft(reversed(pieces))
 

@@ -43,13 +43,16 @@ from payoff.record import (
     LOCAL_PROCESS_POOLS,
     ChunkStats,
     MapRecord,
+    hidden_dear_seconds,
     items_seconds,
 )
 from payoff.scheduling import even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
-from payoff.worker import CancelToken, ChunkOutcome, Star, in_worker, run_chunk
+from payoff.worker import CancelToken, ChunkOutcome, Star, gate_cost_ns, in_worker, run_chunk
 
+CHECK_EACH_PAYS = 5
+"""Dear items hidden among cheap ones must have cost this many times what checking each item costs."""
 PROBE_BUDGET_SECONDS = 0.002
 PROBE_MAX_ITEMS = 64
 PROBE_CHEAP_SECONDS = 0.0002
@@ -360,6 +363,8 @@ class Facts:
     call that recalls the function runs no item here, so without it results would be priced as free."""
     shifts: int = 0
     """The last ``COST_HISTORY`` measured calls, one bit each (newest lowest): set when its cost shifted."""
+    hidden_dear: float = 0.0
+    """Seconds the last pool call ran in blocks grown on cheap items that met dear ones (``hidden_dear_seconds``)."""
     share_without_gil: bool = False
     """Whether ``cpu_ratio`` was read from a whole call whose items no other thread of it held back (in worker
     processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
@@ -518,6 +523,11 @@ class Knowledge:
             if without_gil:
                 facts.threads_calls = 0
         return True
+
+    def observe_hidden_dear(self, fn: Callable[..., Any], seconds: float) -> None:
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.hidden_dear = seconds
 
     def observe_results(self, fn: Callable[..., Any], bytes_per_result: int) -> None:
         """What a process pool's results weighed on the way back, the size the next call is priced with."""
@@ -757,6 +767,9 @@ class Plan:
     isolated: bool = False
     """No item of this call may run in the caller: a function not measured yet under a backend named for its worker
     processes, or one that crashed a worker process. A pool that cannot start must then raise, not fall back."""
+    check_each: bool = False
+    """Chunks check their budget before each item: the function's earlier call hid dear items among cheap ones
+    in blocks that ran past their chunk's budget (``Facts.hidden_dear``)."""
 
 
 @dataclass(frozen=True)
@@ -1011,7 +1024,16 @@ class Planner:
         floor = _chunk_floor(self.costs, call, strategy, cost, chunk)
         unmeasured = cost is None and _fixed_chunk(call) is None
         return Plan(strategy, workers, chunk, decision, None, "", probe, min_chunk=1 if unmeasured else floor,
-                    floor_seconds=_work_floor_seconds(self.costs, strategy) if unmeasured else 0.0)
+                    floor_seconds=_work_floor_seconds(self.costs, strategy) if unmeasured else 0.0,
+                    check_each=self._check_each(call, remaining))
+
+    def _check_each(self, call: Call, remaining: int) -> bool:
+        """Whether chunks check their budget before each item: when dear items hidden among cheap ones cost
+        the last call more than ``CHECK_EACH_PAYS`` times what the checks would cost this one (60-110 ns an
+        item, measured: a timing hiccup read as dear items costs little, and a cheap function of many items
+        is never checked for one)."""
+        known = self.knowledge.get(call.fn)
+        return known is not None and known.hidden_dear > CHECK_EACH_PAYS * remaining * gate_cost_ns() / 1e9
 
     def _cost_fallback(self, call: Call, strategy: str, workers: int, probe: Probe,
                        remaining: int) -> tuple[Reason, str] | None:
@@ -1056,6 +1078,8 @@ class Planner:
                 self.knowledge.reshare(fn)
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
+            if record.mode == "parallel":
+                self.knowledge.observe_hidden_dear(fn, hidden_dear_seconds(record.chunks))
         elif measured_all and record.busy_seconds > 0:
             self._learn_beyond_crowding(record, fn)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call

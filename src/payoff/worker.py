@@ -279,6 +279,7 @@ def run_chunk(
     on_interrupt: Callable[[ChunkOutcome], object] | None = None,
     results: list[Any] | None = None,
     mark_in: str | None = None,
+    check_each: bool = False,
 ) -> ChunkOutcome:
     """Run ``fn`` over ``items``; never raises for a user error (it is returned).
 
@@ -291,6 +292,7 @@ def run_chunk(
     ``results``, given, receives each result as it is computed: a caller that stopped waiting for the chunk
     can still hand out those computed before its deadline. ``mark_in`` (a rerun after a crash, in a worker
     process) names the folder where each item's index is marked before it runs (``payoff._crash_marks``).
+    ``check_each``: the budget is checked before each item, not only between blocks (``Plan.check_each``).
     """
     mark = None if mark_in is None else crash_marks.marker(mark_in)
     _local.depth = getattr(_local, "depth", 0) + 1
@@ -301,7 +303,7 @@ def run_chunk(
     cpu0, runq0, waits0 = time.thread_time_ns(), run_queue_ns(), voluntary_waits()
     error: BaseException | None = None
     try:
-        _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first))
+        _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first), check_each)
     except Exception as exc:
         error = item_error(exc)
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
@@ -397,6 +399,7 @@ def _run_blocks(
     cancel: CancelToken | None,
     budget_ns: int | None = None,
     marking: tuple[memoryview | None, int] = (None, 0),
+    check_each: bool = False,
 ) -> None:
     """Blocks grow while items are cheaper than the target and shrink when they get dearer; a marked chunk
     runs item by item, each item's index (``marking``: the mark and the chunk's first index) set first."""
@@ -404,7 +407,7 @@ def _run_blocks(
     append, extend = results.append, results.extend
     n = len(items)
     stop_at = None if budget_ns is None else clock() + budget_ns
-    source, gate_ns = _source(items, cancel)
+    source, gate_ns, gate_passed = _source(items, cancel, budget_ns if check_each else None)
     gated = source is not None
     if source is None:
         source = iter(items)  # one pass: slicing a list per block would copy every item reference
@@ -431,8 +434,8 @@ def _run_blocks(
         if done:
             durations.append(took)
             sizes.append(done)
-        if done < hi - lo:  # stopped before the block's end: the deadline, or fn raised StopIteration
-            if gated and cancel is not None and cancel.expired():
+        if done < hi - lo:  # stopped before the block's end: the deadline or budget, or fn raised StopIteration
+            if gated and gate_passed():
                 return  # the chunk hands back fewer results
             raise _StoppedEarly
         per_item = took // done or 1
@@ -447,26 +450,38 @@ def _run_blocks(
             return
 
 
-def _source(items: Sequence[Any], cancel: CancelToken | None) -> tuple[Iterator[Any] | None, int]:
-    """For a call with a deadline, its items checked against it one by one, and what each check costs.
+def _source(items: Sequence[Any], cancel: CancelToken | None,
+            budget_ns: int | None = None) -> tuple[Iterator[Any] | None, int, Callable[[], bool]]:
+    """For a call with a deadline, or a chunk whose budget is checked item by item, its items checked against
+    the sooner one by one; what each check costs; and whether that time has passed.
 
     Checking only between blocks let a block grown on cheap items run on past
-    the deadline through every dear item in it. The check (a clock read and a
-    generator step, about 60 ns) is left out of the timing, so a call with a
-    timeout measures, plans and records its items at their own cost; calls
-    without a deadline (None here) do not pay it. A cancel is still seen
-    between blocks.
+    the deadline through every dear item in it, and a chunk cut for cheap items
+    run a sorted input's dear tail alone while the other workers sat idle. The
+    check (a clock read and a generator step, 60-110 ns) is left out of the
+    timing, so such chunks measure, plan and record their items at their own
+    cost; chunks with neither (None here) do not pay it. A cancel is still
+    seen between blocks.
     """
+    clock = time.monotonic if cancel is None else cancel.clock
     deadline = None if cancel is None else cancel.deadline
-    if cancel is None or deadline is None:
-        return None, 0
-    return until_deadline(iter(items), cancel.clock, deadline), _gate_cost_ns()
+    if budget_ns is not None:
+        ends = clock() + budget_ns / 1e9
+        deadline = ends if deadline is None else min(deadline, ends)
+    if deadline is None:
+        return None, 0, _never
+    until = deadline
+    return until_deadline(iter(items), clock, until), gate_cost_ns(), lambda: clock() >= until
+
+
+def _never() -> bool:
+    return False
 
 
 _gate_ns: int | None = None
 
 
-def _gate_cost_ns() -> int:
+def gate_cost_ns() -> int:
     """Measured once per process, as the lowest of a few tries: interruptions only ever add to a try."""
     global _gate_ns
     if _gate_ns is None:
@@ -821,9 +836,10 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     cloudpickle could send returns objects of classes only it can send back
     (a dataclass or exception defined in the user's script).
     """
-    shipped, items, first, index, budget_ns, mark_in = pickle.loads(payload)
+    shipped, items, first, index, budget_ns, mark_in, check_each = pickle.loads(payload)
     fn, loaded = _resolve(shipped)
-    return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in)
+    return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
+                        check_each=check_each)
 
 
 def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
@@ -866,7 +882,8 @@ def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
 
 
 def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
-                 budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: str | None = None) -> bytes:
+                 budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: str | None = None,
+                 check_each: bool = False) -> bytes:
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error.
 
     The parent reads either pickler's output with ``pickle.loads``. When the
@@ -874,7 +891,7 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     what the call raises, and those results would be dropped anyway.
     """
     dumps = _dumps_for(pickler)
-    outcome = run_chunk(fn, items, first, index, budget_ns=budget_ns, mark_in=mark_in)
+    outcome = run_chunk(fn, items, first, index, budget_ns=budget_ns, mark_in=mark_in, check_each=check_each)
     outcome.fn_bytes_loaded = loaded
     if outcome.error is not None:
         _prepare_for_travel(outcome, dumps)

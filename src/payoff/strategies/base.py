@@ -56,6 +56,8 @@ class ChunkTask:
     """Rerun after its pool broke."""
     alone: bool = False
     """Suspected of crashing a worker: runs with nothing else in flight, so a crash names it."""
+    check_each: bool = False
+    """Its budget is checked before each item (``Plan.check_each``), not only between timing blocks."""
 
 
 class Strategy(ABC):

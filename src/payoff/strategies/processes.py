@@ -278,7 +278,7 @@ class PickledPoolStrategy(Strategy):
         return sorted(codes, key=lambda code: clean if code == 0 else stops.get(code, 0))
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
-        body = (task.items, task.first, task.index, task.budget_ns, self._marks_for(task))
+        body = (task.items, task.first, task.index, task.budget_ns, self._marks_for(task), task.check_each)
         sent = self._send(fn, body, run_pickled_chunk, lambda dumps, fn: _unsendable_part(dumps, fn, task))
         task.encode_ns, task.bytes_sent, task.submit_ns = sent.encode_ns, sent.n_bytes, sent.submit_ns
         return sent.future

@@ -48,7 +48,7 @@ class ThreadStrategy(Strategy):
         ctx = contextvars.copy_context()
         task.submit_ns = time.monotonic_ns()
         return self._into(pool, ctx.run, run_chunk, fn, task.items, task.first, task.index, task.cancel,
-                          task.budget_ns)
+                          task.budget_ns, check_each=task.check_each)
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
