@@ -71,6 +71,10 @@ class Row:
     """The plan runs the call's first items to measure them again (a taught cost that is not sound)."""
     waited: bool | None = None
     """The side of the waiting line auto last planned the function on, from a share read without the GIL."""
+    hidden_dear: float = 0.0
+    """Seconds the function's last pool call ran in blocks of cheap items that met dear ones."""
+    expect_check_each: bool = False
+    """The plan's chunks check their budget before each item."""
 
 
 class ForeignPool:
@@ -93,6 +97,10 @@ ROWS = [
     Row("cpu-bound work goes to processes", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND, expect_workers=2,
         expect_chunk=(125, 3)),
     Row("trivial items stay serial", 5e-8, 1000, "serial", Reason.TINY_WORKLOAD),
+    Row("dear items an earlier call hid among cheap ones: each item checks the chunk's budget", 1e-4, 2000,
+        "processes", Reason.AUTO_CPU_BOUND, hidden_dear=0.2, expect_check_each=True),
+    Row("a hidden 12 ms among 100,000 items: checking each would cost more than it found", 5e-5, 100_000,
+        "processes", Reason.AUTO_CPU_BOUND, hidden_dear=0.012),
     Row("a million small items stay serial when pickling costs more and threads measured no gain", 2e-7,
         1_000_000,
         "serial", Reason.PAYLOAD_TOO_LARGE, pickling=Pickling(5e-8, 5e-8, 5e-8, 5e-8), threads_speedup=0.6,
@@ -367,7 +375,7 @@ def teach(planner: Planner, row: Row) -> None:
                                                 verdicts=dict(row.verdicts), forgone=dict(row.forgone),
                                                 pickling=row.pickling._replace(item_bytes=_item_bytes(row)),
                                                 result_error="", share_without_gil=row.waited is not None,
-                                                waited=row.waited))
+                                                waited=row.waited, hidden_dear=row.hidden_dear))
     if row.measured_items is not None:
         facts = planner.knowledge.get(tasks.square)
         assert facts is not None
@@ -391,6 +399,7 @@ def test_decision_table(row: Row) -> None:
         assert got.workers == row.expect_workers
     if row.expect_chunk is not None:
         assert (got.chunk_size, got.min_chunk) == row.expect_chunk
+    assert got.check_each == row.expect_check_each
     if got.strategy == "serial" and row.n_items:
         assert got.chunk_size == row.n_items - got.probe.n, "a serial plan runs every item in one chunk"
     assert row.detail_says in got.detail

@@ -1033,7 +1033,8 @@ class Planner:
         item, measured: a timing hiccup read as dear items costs little, and a cheap function of many items
         is never checked for one)."""
         known = self.knowledge.get(call.fn)
-        return known is not None and known.hidden_dear > CHECK_EACH_PAYS * remaining * gate_cost_ns() / 1e9
+        return known is not None and known.hidden_dear > 0 \
+            and known.hidden_dear > CHECK_EACH_PAYS * remaining * gate_cost_ns() / 1e9
 
     def _cost_fallback(self, call: Call, strategy: str, workers: int, probe: Probe,
                        remaining: int) -> tuple[Reason, str] | None:
