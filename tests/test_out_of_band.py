@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import tracemalloc
 from pathlib import Path
+from typing import Any, SupportsIndex
 
 import numpy as np
 import pytest
@@ -61,6 +63,7 @@ def test_the_file_holds_the_stream_and_each_buffer_and_names_itself(tmp_path: Pa
     assert size == path.stat().st_size
     assert loaded.keys() == arrays.keys() and all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
     assert loaded["b"].flags.writeable
+    assert all(a.flags.aligned for a in loaded.values()), "slices of one buffer for the file were misaligned"
     before = dumped.digest()
     assert out_of_band.dumps(arrays, pickle_dumps).digest() == before
     arrays["b"][3, 3] = 0.0
@@ -74,3 +77,29 @@ def pickle_dumps(obj: object, **kwargs: object) -> bytes:
     import pickle
 
     return pickle.dumps(obj, **kwargs)  # type: ignore[arg-type]
+
+
+class Blob:
+    """Not numpy: pickles its bytes as a ``PickleBuffer`` and expects ``bytes`` back, as from an in-band pickle."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        if int(protocol) >= 5:
+            return type(self)._rebuild, (pickle.PickleBuffer(self.data),)
+        return type(self), (self.data,)
+
+    @classmethod
+    def _rebuild(cls, data: bytes) -> Blob:
+        return cls(data.decode().encode())  # a memoryview has no decode()
+
+
+def test_a_picklebuffer_of_another_class_stays_in_band_and_gets_the_bytes_it_expects(tmp_path: Path) -> None:
+    dumped = out_of_band.dumps({"blob": Blob(b"hello" * 100_000), "array": np.ones(1000)}, pickle_dumps)
+    assert len(dumped.buffers) == 1, "only the array goes out of band"
+    path = tmp_path / "fn.pkl"
+    with open(path, "wb") as fh:
+        dumped.write_to(fh)
+    loaded, _ = out_of_band.load(str(path))
+    assert loaded["blob"].data == b"hello" * 100_000 and np.array_equal(loaded["array"], np.ones(1000))

@@ -10,8 +10,8 @@ stream keeps the rest, and the buffers are hashed and written from the objects' 
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -55,35 +55,45 @@ class OutOfBand:
 
 
 def dumps(obj: Any, dump: Callable[..., bytes]) -> OutOfBand:
-    """``obj`` pickled by ``dump`` (``pickle.dumps`` or ``cloudpickle.dumps``) with its buffers left out."""
-    found: list[pickle.PickleBuffer] = []
-    stream = dump(obj, protocol=5, buffer_callback=found.append)
-    try:
-        views = tuple(b.raw() for b in found)
-    except BufferError:  # a buffer that is not contiguous cannot be read as bytes: pickle it in band
-        return OutOfBand(bytes(dump(obj, protocol=5)))
-    return OutOfBand(bytes(stream), views)
+    """``obj`` pickled by ``dump`` (``pickle.dumps`` or ``cloudpickle.dumps``) with its arrays' buffers left out.
+
+    Only numpy's arrays go out of band: they come back as arrays over the buffer they are given, as from an
+    in-band pickle. Another class's ``PickleBuffer`` stays in band, where its rebuild gets the ``bytes`` or
+    ``bytearray`` it expects (out of band it would get a ``memoryview``).
+    """
+    found: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        np = sys.modules.get("numpy")
+        if np is None or not isinstance(memoryview(buffer).obj, np.ndarray):
+            return True  # pickled in band
+        try:
+            found.append(buffer.raw())
+        except BufferError:  # not contiguous: cannot be read as bytes
+            return True
+        return False
+
+    stream = dump(obj, protocol=5, buffer_callback=out_of_band)
+    return OutOfBand(bytes(stream), tuple(found))
 
 
 def load(path: str) -> tuple[Any, int]:
     """The object written by :meth:`OutOfBand.write_to`, and the bytes read for it.
 
-    The buffers are read into one writable ``bytearray`` and handed to ``pickle.loads`` as they lie: an array
-    comes back writable, as from an in-band pickle, without a second copy.
+    Each buffer is read into a ``bytearray`` of its own, handed to ``pickle.loads`` as it lies: an array
+    comes back writable (unless it was pickled read-only) and aligned, as from an in-band pickle, without a
+    second copy. (Slices of one buffer for the whole file were misaligned: a matmul on them ran 1.7x slower.)
     """
     with open(path, "rb") as fh:
-        data = bytearray(os.fstat(fh.fileno()).st_size)
-        fh.readinto(data)
-    view = memoryview(data)
-    if view[:len(MAGIC)] != MAGIC:
-        raise ValueError(f"payoff: {path} is not a function file this version of payoff wrote")
-    at = len(MAGIC)
-    count = int.from_bytes(view[at:at + _LENGTH], "little")
-    at += _LENGTH
-    lengths = [int.from_bytes(view[at + k * _LENGTH:at + (k + 1) * _LENGTH], "little") for k in range(count)]
-    at += count * _LENGTH
-    parts = []
-    for length in lengths:
-        parts.append(view[at:at + length])
-        at += length
-    return pickle.loads(parts[0], buffers=parts[1:]), len(data)
+        head = fh.read(len(MAGIC) + _LENGTH)
+        if head[:len(MAGIC)] != MAGIC:
+            raise ValueError(f"payoff: {path} is not a function file this version of payoff wrote")
+        count = int.from_bytes(head[len(MAGIC):], "little")
+        sizes = fh.read(count * _LENGTH)
+        parts = []
+        for k in range(count):
+            part = bytearray(int.from_bytes(sizes[k * _LENGTH:(k + 1) * _LENGTH], "little"))
+            if fh.readinto(part) != len(part):
+                raise ValueError(f"payoff: {path} ends before its last part: it was cut short")
+            parts.append(part)
+    return pickle.loads(parts[0], buffers=parts[1:]), len(head) + len(sizes) + sum(len(p) for p in parts)
