@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from payoff import ParallelConfig
 from payoff import _crash_marks as crash_marks
+from payoff.strategies import make_strategy
+from payoff.strategies.base import ChunkTask
 
 SRC = str(Path(crash_marks.__file__).resolve().parents[1])
 
 
-def _worker(folder: str, at: int, then: str) -> subprocess.Popen[str]:
-    """A process that marks ``at`` in ``folder`` as a worker running that item would, then ``then``."""
-    code = (f"from payoff import _crash_marks as m\nmark = m.marker({folder!r})\nmark[0] = {at}\n"
+CALL, OTHER_CALL = 1001, 1002
+
+
+def _worker(folder: str, at: int, then: str, call: int = CALL) -> subprocess.Popen[str]:
+    """A process that marks ``at`` of ``call`` in ``folder`` as a worker running that item would, then ``then``."""
+    code = (f"from payoff import _crash_marks as m\nmark = m.marker({folder!r}, {call})\nmark[0] = {at}\n"
             f"print('marked', flush=True)\n{then}\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": SRC})
@@ -22,17 +29,22 @@ def _worker(folder: str, at: int, then: str) -> subprocess.Popen[str]:
     return proc
 
 
-def test_the_dead_workers_marks_are_read_once_and_the_living_ones_left() -> None:
+def test_only_the_dead_workers_marks_of_the_asking_call_are_read() -> None:
+    """Two calls sharing a pool both lose chunks when it breaks: each reads its own items, and both can read
+    them (the first reader took every mark, the other call's items too, and could read an item twice)."""
     marks = crash_marks.CrashMarks()
     living = None
     try:
         crashed = _worker(marks.path, 50, "import ctypes; ctypes.string_at(0)")
         finished = _worker(marks.path, crash_marks.NOWHERE, "")  # ended between chunks: no item to blame
+        killed_too = _worker(marks.path, 9, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)", OTHER_CALL)
+        again = _worker(marks.path, 50, "import os; os._exit(3)")  # two dead workers on one item: named once
+        assert again.wait(30) == 3
         living = _worker(marks.path, 7, "import time; time.sleep(120)")
-        assert crashed.wait(30) != 0 and finished.wait(30) == 0
-        assert marks.where_the_dead_stood() == [50]
-        assert marks.where_the_dead_stood() == [], "a dead worker's mark was read twice"
-        assert (Path(marks.path) / f"{crash_marks.PREFIX}{living.pid}").exists()
+        assert crashed.wait(30) != 0 and finished.wait(30) == 0 and killed_too.wait(30) != 0
+        assert marks.where_the_dead_stood(CALL) == [50]
+        assert marks.where_the_dead_stood(OTHER_CALL) == [9]
+        assert marks.where_the_dead_stood(CALL) == [50], "the marks are read, not taken"
     finally:
         if living is not None:
             living.kill()
@@ -42,4 +54,20 @@ def test_the_dead_workers_marks_are_read_once_and_the_living_ones_left() -> None
 
 
 def test_a_worker_whose_folder_is_gone_runs_unmarked(tmp_path: Path) -> None:
-    assert crash_marks.marker(str(tmp_path / "gone")) is None
+    assert crash_marks.marker(str(tmp_path / "gone"), CALL) is None
+
+
+def test_a_marks_folder_a_temp_cleaner_took_is_made_again_and_its_lock_let_go() -> None:
+    pool = make_strategy("processes", 1, ParallelConfig(strategy="processes"))  # never started: its folder only
+    task = ChunkTask(0, 0, [1], retry=True)
+    first = pool._marks_for(task)  # type: ignore[attr-defined]
+    assert first is not None and first[1] == id(task.cancel)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    shutil.rmtree(first[0])
+    second = pool._marks_for(task)  # type: ignore[attr-defined]
+    try:
+        assert second is not None and second[0] != first[0] and os.path.isdir(second[0])
+        assert len(os.listdir("/proc/self/fd")) == open_fds, "the lost folder's lock is still open"
+    finally:
+        pool._remove_files()  # type: ignore[attr-defined]
+    assert not os.path.exists(second[0])

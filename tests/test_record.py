@@ -422,12 +422,16 @@ def test_threads_of_items_that_wait_more_than_the_probes_are_not_priced_below_th
 def test_the_gil_can_hold_a_thread_back_only_while_another_thread_holds_it() -> None:
     """The floor under a threads chunk's price: its own time less every CPU second the other threads had."""
     rec = _builder(n_items=20, strategy="threads")
-    rec.cpu_ratio = 0.5  # a probe's share; these chunks used far less CPU for their time
-    rec.chunks = [_chunk_with("pool", 10_000_000, 200_000, 0) for _ in range(2)]
+    rec.cpu_ratio, rec.planned_cost = 0.5, 0.002  # a probe's item: 1 ms of CPU in 2 ms
+    rec.chunks = [_chunk_with("pool", 10_000_000, 200_000, 0) for _ in range(2)]  # 20 us of CPU an item
     estimate = rec.build().serial_estimate_seconds
     others = max(0, time.process_time_ns() - rec._process_cpu_ns - 400_000) / 1e9  # this test's thread
     assert 0.020 - 0.0004 - 2 * others <= estimate <= 0.020, (estimate, others)
     assert estimate > 2 * 0.0002 / 0.5, "still priced by the probe's share"
+    # items like the probe's (1 ms of CPU each) are priced by its share, however long the GIL held them: a
+    # thread that holds the GIL while it waits (ctypes.PyDLL) holds the others back without a CPU
+    rec.chunks = [_chunk_with("pool", 40_000_000, 10_000_000, 0) for _ in range(2)]
+    assert rec.build().serial_estimate_seconds == pytest.approx(2 * 0.010 / 0.5)
 
 
 def _outcome_of(stats: ChunkStats) -> ChunkOutcome:

@@ -19,28 +19,30 @@ from payoff._scratch import ScratchDir
 
 PREFIX = "at-"
 NOWHERE = -1
+_SIZE = 16
+"""Two int64: the item the worker runs (``NOWHERE`` between chunks), and the call whose chunk it is."""
 
 _mine: tuple[str, int, memoryview] | None = None
 
 
-def marker(folder: str) -> memoryview | None:
-    """This worker's mark in ``folder`` (one int64), made on its first marked chunk there; None where the
-    file cannot be made (the pool's folder gone, a full disk): the chunk runs unmarked."""
+def marker(folder: str, call: int) -> memoryview | None:
+    """This worker's mark in ``folder``, set for a chunk of ``call``; made on its first marked chunk there.
+    None where the file cannot be made (the pool's folder gone, a full disk): the chunk runs unmarked."""
     global _mine
     pid = os.getpid()
     if _mine is None or _mine[0] != folder or _mine[1] != pid:  # a fork of a worker marks a file of its own
         try:
             fd = os.open(os.path.join(folder, f"{PREFIX}{pid}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                os.ftruncate(fd, 8)
-                mapped = mmap.mmap(fd, 8)
+                os.ftruncate(fd, _SIZE)
+                mapped = mmap.mmap(fd, _SIZE)
             finally:
                 os.close(fd)
         except (OSError, ValueError):
             return None
         _mine = (folder, pid, memoryview(mapped).cast("q"))
     view = _mine[2]
-    view[0] = NOWHERE
+    view[0], view[1] = NOWHERE, call
     return view
 
 
@@ -54,19 +56,19 @@ class CrashMarks:
     def path(self) -> str:
         return self._dir.path
 
-    def where_the_dead_stood(self) -> list[int]:
-        """Item indices dead workers were running (each mark read once); live workers' marks are left."""
-        found = []
+    def where_the_dead_stood(self, call: int) -> list[int]:
+        """Item indices of ``call`` that dead workers were running; live workers' marks, and other calls'
+        (a pool shared by two calls breaks for both), are left out."""
+        found = set()
         for entry in Path(self.path).glob(f"{PREFIX}*"):
             pid = int(entry.name[len(PREFIX):]) if entry.name[len(PREFIX):].isdigit() else None
             if pid is None or _alive(pid):
                 continue
-            with contextlib.suppress(OSError, ValueError):
-                at = int.from_bytes(entry.read_bytes()[:8], "little", signed=True)
-                if at != NOWHERE:
-                    found.append(at)
             with contextlib.suppress(OSError):
-                entry.unlink()
+                mark = entry.read_bytes()
+                at = int.from_bytes(mark[:8], "little", signed=True)
+                if at != NOWHERE and int.from_bytes(mark[8:_SIZE], "little", signed=True) == call:
+                    found.add(at)
         return sorted(found)
 
     def remove(self) -> None:

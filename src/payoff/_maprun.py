@@ -331,8 +331,12 @@ class MapRun:
         size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
         ceiling = IMAP_CHUNK_SECONDS if self.streaming and not self._chunk_chosen() else None
         self.check_each = plan.check_each
-        self.sizer = GuidedChunks(size, size if self.stream else plan.min_chunk, self.rec.workers,
-                                  plan.probe.seconds_per_item, plan.floor_seconds, max_seconds=ceiling)
+        floor = size if self.stream else plan.min_chunk
+        if self.check_each and not self.stream and not self._chunk_chosen():
+            floor = 1  # a guided schedule, however few chunks: the dear items handed back are cut small again
+        self.sizer = GuidedChunks(size, floor, self.rec.workers, plan.probe.seconds_per_item, plan.floor_seconds,
+                                  max_seconds=ceiling)
+        self.sizer.budget_item = plan.budget_item
         yield from self._in_parallel()
 
     def _chunk_chosen(self) -> bool:
@@ -857,7 +861,7 @@ class MapRun:
         """Recover from a broken pool: finished chunks kept, lost ones to fresh workers or isolation."""
         first = pool.exit_codes(exc)  # before the pool stops the survivors: the dead worker, most often alone
         lost = self._drain_broken(pool)
-        stood = pool.where_the_dead_stood()  # before the survivors are stopped too
+        stood = pool.where_the_dead_stood(id(self.token))  # before the survivors are stopped too
         self.ex._pools.discard(pool)
         codes = first or pool.exit_codes()  # after the kill: every worker has been reaped and has its code
         self._raise_if_stopped()

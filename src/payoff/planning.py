@@ -45,6 +45,7 @@ from payoff.record import (
     MapRecord,
     hidden_dear_seconds,
     items_seconds,
+    typical_item_seconds,
 )
 from payoff.scheduling import even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
@@ -365,6 +366,8 @@ class Facts:
     """The last ``COST_HISTORY`` measured calls, one bit each (newest lowest): set when its cost shifted."""
     hidden_dear: float = 0.0
     """Seconds the last pool call ran in blocks grown on cheap items that met dear ones (``hidden_dear_seconds``)."""
+    typical_item: float = 0.0
+    """What most items of that call cost (``typical_item_seconds``): what chunk budgets are cut for then."""
     share_without_gil: bool = False
     """Whether ``cpu_ratio`` was read from a whole call whose items no other thread of it held back (in worker
     processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
@@ -524,10 +527,10 @@ class Knowledge:
                 facts.threads_calls = 0
         return True
 
-    def observe_hidden_dear(self, fn: Callable[..., Any], seconds: float) -> None:
+    def observe_hidden_dear(self, fn: Callable[..., Any], seconds: float, typical: float) -> None:
         with self._stored(fn) as facts:
             if facts is not None:
-                facts.hidden_dear = seconds
+                facts.hidden_dear, facts.typical_item = seconds, typical
 
     def observe_results(self, fn: Callable[..., Any], bytes_per_result: int) -> None:
         """What a process pool's results weighed on the way back, the size the next call is priced with."""
@@ -770,6 +773,8 @@ class Plan:
     check_each: bool = False
     """Chunks check their budget before each item: the function's earlier call hid dear items among cheap ones
     in blocks that ran past their chunk's budget (``Facts.hidden_dear``)."""
+    budget_item: float | None = None
+    """With ``check_each``: the typical item's seconds, which chunk budgets are cut for (not the mean)."""
 
 
 @dataclass(frozen=True)
@@ -1025,9 +1030,16 @@ class Planner:
         unmeasured = cost is None and _fixed_chunk(call) is None
         return Plan(strategy, workers, chunk, decision, None, "", probe, min_chunk=1 if unmeasured else floor,
                     floor_seconds=_work_floor_seconds(self.costs, strategy) if unmeasured else 0.0,
-                    check_each=self._check_each(call, remaining))
+                    **self._check_each(call, remaining))
 
-    def _check_each(self, call: Call, remaining: int) -> bool:
+    def _check_each(self, call: Call, remaining: int) -> dict[str, Any]:
+        """``check_each`` (see :meth:`_checks_pay`), and then the typical item a chunk's budget is cut for."""
+        if not self._checks_pay(call, remaining):
+            return {}
+        known = self.knowledge.get(call.fn)
+        return {"check_each": True, "budget_item": known.typical_item if known is not None else None}
+
+    def _checks_pay(self, call: Call, remaining: int) -> bool:
         """Whether chunks check their budget before each item: when dear items hidden among cheap ones cost
         the last call more than ``CHECK_EACH_PAYS`` times what the checks would cost this one (60-110 ns an
         item, measured: a timing hiccup read as dear items costs little, and a cheap function of many items
@@ -1080,7 +1092,8 @@ class Planner:
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
             if record.mode == "parallel":
-                self.knowledge.observe_hidden_dear(fn, hidden_dear_seconds(record.chunks))
+                hidden = hidden_dear_seconds(record.chunks)
+                self.knowledge.observe_hidden_dear(fn, hidden, typical_item_seconds(record.chunks) if hidden else 0.0)
         elif measured_all and record.busy_seconds > 0:
             self._learn_beyond_crowding(record, fn)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call

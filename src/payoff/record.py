@@ -485,29 +485,37 @@ def own_work_seconds(chunk: ChunkStats) -> float:
 
 
 HIDDEN_DEAR_FACTOR = 20
-"""A block of items this many times dearer an item than its chunk's typical block hid dear items among cheap."""
+"""A block of items this many times dearer an item than the call's typical item holds dear items among cheap."""
 HIDDEN_DEAR_SECONDS = 0.01
 """...if it also ran at least this long (a chunk's least budget): shorter ones cost a worker too little to see."""
 
 
 def hidden_dear_seconds(chunks: Sequence[ChunkStats]) -> float:
-    """Seconds pool chunks spent in blocks grown on cheap items that met dear ones.
+    """Seconds pool chunks spent on timing blocks of items dear against the call's typical item.
 
     A chunk checks its budget between timing blocks, and blocks grow while items are cheap: a sorted input's
     dear tail (10 items of 18 ms after 1,990 of 0.3 us) ran as one block, 208 ms on one worker while the other
-    sat idle. A chunk whose waits for a CPU explain the block is no such case.
+    sat idle. Dear items that were cut apart count too (a call that checked each item still had them). A
+    chunk whose waits for a CPU explain the block is no such case.
     """
+    typical = typical_item_seconds(chunks) * 1e9
+    if typical <= 0:
+        return 0.0
     total = 0
     for c in chunks:
-        if c.where == "caller" or len(c.block_sizes) < 2:
+        if c.where == "caller":
             continue
-        per_item = sorted(d / n for d, n in zip(c.durations_ns, c.block_sizes, strict=False) if n)
-        typical = per_item[len(per_item) // 2]
         for d, n in zip(c.durations_ns, c.block_sizes, strict=False):
-            if n > 1 and d >= HIDDEN_DEAR_SECONDS * 1e9 and d > HIDDEN_DEAR_FACTOR * typical * n \
-                    and 2 * c.runq_ns < d:
+            if n and d >= HIDDEN_DEAR_SECONDS * 1e9 and d > HIDDEN_DEAR_FACTOR * typical * n and 2 * c.runq_ns < d:
                 total += d
     return total / 1e9
+
+
+def typical_item_seconds(chunks: Sequence[ChunkStats]) -> float:
+    """The median per-item time of the pool chunks' timing blocks: what most items cost, the dear few aside."""
+    per_item = sorted(d / n for c in chunks if c.where != "caller"
+                      for d, n in zip(c.durations_ns, c.block_sizes, strict=False) if n)
+    return per_item[len(per_item) // 2] / 1e9 if per_item else 0.0
 
 
 LOCAL_PROCESS_POOLS = frozenset({"processes", "joblib"})
@@ -604,9 +612,23 @@ class RecordBuilder:
         # sum() over ``chunks``, in the order build() sums their busy time: from Python 3.12 sum() compensates
         # float rounding, and a plain loop came out an ulp above the busy time it can never exceed
         total = sum(priced(c) for c in chunks)
-        if ratio is not None and self.selected == "threads":
+        if ratio is not None and self.selected == "threads" and self._items_unlike_the_probe(ratio, chunks):
             total = max(total, self._least_gil_free_time(chunks))
         return total + self._others_load() + self.consumer_ns / 1e9
+
+    def _items_unlike_the_probe(self, ratio: float, chunks: Sequence[ChunkStats]) -> bool:
+        """Whether the pool's items used under half the CPU an item of the probe (or the learned cost) did.
+
+        Items like the probe's are priced right by its share, however long the GIL held them back; and the
+        floor below would overstate them where the GIL is held by a thread that waits without a CPU (a
+        ``ctypes.PyDLL`` call, a C extension that blocks without releasing it: 4 threads of 0.5 ms CPU and
+        2 ms such a wait recorded 1.7-1.9x for 0.95x).
+        """
+        pool = [c for c in chunks if c.where == "pool"]
+        n = sum(c.n_items for c in pool)
+        if self.planned_cost is None or not n:
+            return False
+        return sum(c.cpu_ns for c in pool) / 1e9 / n < 0.5 * ratio * self.planned_cost
 
     def _least_gil_free_time(self, chunks: Sequence[ChunkStats]) -> float:
         """The pool's own time less the most its threads can have waited for the GIL: a floor under the price.

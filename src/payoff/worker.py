@@ -278,7 +278,7 @@ def run_chunk(
     budget_ns: int | None = None,
     on_interrupt: Callable[[ChunkOutcome], object] | None = None,
     results: list[Any] | None = None,
-    mark_in: str | None = None,
+    mark_in: tuple[str, int] | None = None,
     check_each: bool = False,
 ) -> ChunkOutcome:
     """Run ``fn`` over ``items``; never raises for a user error (it is returned).
@@ -291,10 +291,11 @@ def run_chunk(
     items that ran (no error), so a chunk in the caller still counts its work.
     ``results``, given, receives each result as it is computed: a caller that stopped waiting for the chunk
     can still hand out those computed before its deadline. ``mark_in`` (a rerun after a crash, in a worker
-    process) names the folder where each item's index is marked before it runs (``payoff._crash_marks``).
+    process) names the folder where each item's index is marked before it runs, and the call it is of
+    (``payoff._crash_marks``).
     ``check_each``: the budget is checked before each item, not only between blocks (``Plan.check_each``).
     """
-    mark = None if mark_in is None else crash_marks.marker(mark_in)
+    mark = None if mark_in is None else crash_marks.marker(*mark_in)
     _local.depth = getattr(_local, "depth", 0) + 1
     results = [] if results is None else results
     durations: array[int] = array("q")
@@ -882,7 +883,7 @@ def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
 
 
 def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
-                 budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: str | None = None,
+                 budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: tuple[str, int] | None = None,
                  check_each: bool = False) -> bytes:
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error.
 

@@ -218,8 +218,9 @@ class Strategy(ABC):
         """Worker process ids (empty for in-process backends)."""
         return []
 
-    def where_the_dead_stood(self) -> list[int]:
-        """The items this pool's dead workers were running, where reruns marked them (``payoff._crash_marks``)."""
+    def where_the_dead_stood(self, call: int) -> list[int]:
+        """The items of ``call`` (its cancel token's id) this pool's dead workers were running, where reruns
+        marked them (``payoff._crash_marks``)."""
         return []
 
     def exit_codes(self, broke: BaseException | None = None) -> list[int]:

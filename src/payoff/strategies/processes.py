@@ -194,20 +194,24 @@ class PickledPoolStrategy(Strategy):
 
     _marks: CrashMarks | None = None
 
-    def _marks_for(self, task: ChunkTask) -> str | None:
-        """Where a chunk rerun after a crash marks each item it runs; None for a first run (or no folder)."""
+    def _marks_for(self, task: ChunkTask) -> tuple[str, int] | None:
+        """Where a chunk rerun after a crash marks each item it runs, and its call (its cancel token's id, the
+        call's own while it runs); None for a first run (or no folder)."""
         if not task.retry:
             return None
         with self._ship_lock:
             if self._marks is None or not os.path.isdir(self._marks.path):
+                if self._marks is not None:
+                    self._marks.remove()  # a temp cleaner took the folder: let go of its lock
+                    self._marks = None
                 with contextlib.suppress(OSError):
                     self._marks = CrashMarks()
-            return None if self._marks is None else self._marks.path
+            return None if self._marks is None else (self._marks.path, id(task.cancel))
 
-    def where_the_dead_stood(self) -> list[int]:
+    def where_the_dead_stood(self, call: int) -> list[int]:
         with self._ship_lock:
             marks = self._marks
-        return [] if marks is None else marks.where_the_dead_stood()
+        return [] if marks is None else marks.where_the_dead_stood(call)
 
     def _remove_files(self) -> None:
         """The pool's shipped functions, initializer reports and crash marks: they live as long as the pool."""
