@@ -18,7 +18,7 @@ import time
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, planning
-from payoff.record import ChunkStats, hidden_dear_seconds
+from payoff.record import ChunkStats, dear_items_together, hidden_dear_seconds
 from payoff.scheduling import GuidedChunks, guided_sizes
 from payoff.worker import MAX_BLOCK, run_chunk
 from tests.tasks import (
@@ -108,6 +108,25 @@ def test_blocks_that_met_dear_items_are_told_from_a_block_that_waited_for_a_cpu(
     in_caller = dataclasses.replace(dear, where="caller")  # no budget: a serial run's tail is no loss
     even = dataclasses.replace(dear, durations_ns=(*free, 6_600))
     assert [hidden_dear_seconds([c]) for c in (waited, short, in_caller, even)] == [0.0] * 4
+
+
+def _one_block_chunk(first: int, n: int, ns: int) -> ChunkStats:
+    return ChunkStats(0, first, n, "w1", 0, 0, ns, ns, (ns,), (n,), 0, 0, "pool")
+
+
+def test_budgets_follow_the_typical_item_only_where_the_dear_items_sit_together() -> None:
+    """Chunks cut for the mean item meet a sorted tail's dear items all at once, so budgets are cut for the
+    typical item then; scattered dear items spread over chunks much as the mean assumes, and typical budgets
+    there cut 1,000 shuffled items of W8 into 85-91 pieces where 21 chunks ran as fast."""
+    cheap = [_one_block_chunk(k * 10, 10, 2_000_000) for k in range(95)]  # 0.2 ms items
+    tail = [_one_block_chunk(950 + k, 1, 10_000_000) for k in range(50)]  # 10 ms items, one after another
+    scattered = [_one_block_chunk(k * 20, 1, 10_000_000) for k in range(50)]
+    assert dear_items_together([*cheap, *tail], 1000)
+    assert not dear_items_together([*cheap, *scattered], 1000)
+    one = _one_block_chunk(500, 2, 10_200_000)  # one dear item beside a cheap one: says nothing of the others
+    assert hidden_dear_seconds([*cheap, one]) > 0 and not dear_items_together([*cheap, one], 1000)
+    many = _one_block_chunk(990, 10, 200_000_000)  # ten dear items in one block
+    assert dear_items_together([*cheap, many], 1000)
 
 
 def test_a_chunk_over_its_budget_hands_back_the_items_it_did_not_start() -> None:

@@ -332,8 +332,8 @@ class MapRun:
         ceiling = IMAP_CHUNK_SECONDS if self.streaming and not self._chunk_chosen() else None
         self.check_each = plan.check_each
         floor = size if self.stream else plan.min_chunk
-        if self.check_each and not self.stream and not self._chunk_chosen():
-            floor = 1  # a guided schedule, however few chunks: the dear items handed back are cut small again
+        if plan.budget_item and not self.stream and not self._chunk_chosen():
+            floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart
         self.sizer = GuidedChunks(size, floor, self.rec.workers, plan.probe.seconds_per_item, plan.floor_seconds,
                                   max_seconds=ceiling)
         self.sizer.budget_item = plan.budget_item

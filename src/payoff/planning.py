@@ -43,6 +43,7 @@ from payoff.record import (
     LOCAL_PROCESS_POOLS,
     ChunkStats,
     MapRecord,
+    dear_items_together,
     hidden_dear_seconds,
     items_seconds,
     typical_item_seconds,
@@ -367,7 +368,8 @@ class Facts:
     hidden_dear: float = 0.0
     """Seconds the last pool call ran in blocks grown on cheap items that met dear ones (``hidden_dear_seconds``)."""
     typical_item: float = 0.0
-    """What most items of that call cost (``typical_item_seconds``): what chunk budgets are cut for then."""
+    """What most items of that call cost (``typical_item_seconds``): what chunk budgets are cut for when its dear
+    items sat together (``dear_items_together``; 0: they were scattered, budgets follow the mean)."""
     share_without_gil: bool = False
     """Whether ``cpu_ratio`` was read from a whole call whose items no other thread of it held back (in worker
     processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
@@ -1036,7 +1038,7 @@ class Planner:
         """``check_each`` (see :meth:`_checks_pay`), and then the typical item a chunk's budget is cut for."""
         if not self._checks_pay(call, remaining):
             return {}
-        known = self.knowledge.get(call.fn)
+        known = self.knowledge.get(call.fn)  # a typical item of 0.0 (dear items scattered): budgets follow the mean
         return {"check_each": True, "budget_item": known.typical_item if known is not None else None}
 
     def _checks_pay(self, call: Call, remaining: int) -> bool:
@@ -1093,7 +1095,8 @@ class Planner:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
             if record.mode == "parallel":
                 hidden = hidden_dear_seconds(record.chunks)
-                self.knowledge.observe_hidden_dear(fn, hidden, typical_item_seconds(record.chunks) if hidden else 0.0)
+                together = hidden and dear_items_together(record.chunks, record.n_items)
+                self.knowledge.observe_hidden_dear(fn, hidden, typical_item_seconds(record.chunks) if together else 0.0)
         elif measured_all and record.busy_seconds > 0:
             self._learn_beyond_crowding(record, fn)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call

@@ -498,17 +498,40 @@ def hidden_dear_seconds(chunks: Sequence[ChunkStats]) -> float:
     sat idle. Dear items that were cut apart count too (a call that checked each item still had them). A
     chunk whose waits for a CPU explain the block is no such case.
     """
+    return sum(d for _, d, _ in _dear_blocks(chunks)) / 1e9
+
+
+DEAR_TOGETHER = 0.25
+"""Dear items within this share of a call's input sit together (a sorted input's head or tail)."""
+
+
+def dear_items_together(chunks: Sequence[ChunkStats], n_items: int) -> bool:
+    """Whether the call's dear items lie together, within ``DEAR_TOGETHER`` of its input: then a chunk cut for
+    the mean item meets them all at once, where scattered ones spread over chunks much as the mean assumes. One
+    dear block is evidence of that only if it held two dear items' time (one dear item says nothing of where
+    the others are)."""
+    blocks = _dear_blocks(chunks)
+    if len(blocks) == 1:
+        return blocks[0][1] >= 2 * HIDDEN_DEAR_SECONDS * 1e9 and blocks[0][2] > 1
+    where = [at for at, _, _ in blocks]
+    return bool(where) and n_items > 0 and max(where) - min(where) <= DEAR_TOGETHER * n_items
+
+
+def _dear_blocks(chunks: Sequence[ChunkStats]) -> list[tuple[int, int, int]]:
+    """(first item, nanoseconds, items) of each pool timing block dear against the call's typical item."""
     typical = typical_item_seconds(chunks) * 1e9
+    found: list[tuple[int, int, int]] = []
     if typical <= 0:
-        return 0.0
-    total = 0
+        return found
     for c in chunks:
         if c.where == "caller":
             continue
+        at = c.first_item
         for d, n in zip(c.durations_ns, c.block_sizes, strict=False):
             if n and d >= HIDDEN_DEAR_SECONDS * 1e9 and d > HIDDEN_DEAR_FACTOR * typical * n and 2 * c.runq_ns < d:
-                total += d
-    return total / 1e9
+                found.append((at, d, n))
+            at += n
+    return found
 
 
 def typical_item_seconds(chunks: Sequence[ChunkStats]) -> float:
