@@ -18,7 +18,7 @@ import time
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, planning
-from payoff.record import ChunkStats, dear_items_together, hidden_dear_seconds
+from payoff.record import ChunkStats, dear_items
 from payoff.scheduling import GuidedChunks, guided_sizes
 from payoff.worker import MAX_BLOCK, run_chunk
 from tests.tasks import (
@@ -102,12 +102,12 @@ def test_blocks_that_met_dear_items_are_told_from_a_block_that_waited_for_a_cpu(
     free = (300, 2_400, 19_200)  # ns: blocks of 1, 8 and 64 items of 0.3 us
     dear = ChunkStats(0, 0, 95, "w1", 0, 0, 208_000_000, 208_000_000, (*free, 208_000_000), (1, 8, 64, 22), 0, 0,
                       "pool")
-    assert hidden_dear_seconds([dear]) == pytest.approx(0.208)
+    assert dear_items([dear], 95).seconds == pytest.approx(0.208)
     waited = dataclasses.replace(dear, runq_ns=150_000_000)  # the block's time was a wait for a CPU
     short = dataclasses.replace(dear, durations_ns=(*free, 5_000_000))  # too short to matter
     in_caller = dataclasses.replace(dear, where="caller")  # no budget: a serial run's tail is no loss
     even = dataclasses.replace(dear, durations_ns=(*free, 6_600))
-    assert [hidden_dear_seconds([c]) for c in (waited, short, in_caller, even)] == [0.0] * 4
+    assert [dear_items([c], 95).seconds for c in (waited, short, in_caller, even)] == [0.0] * 4
 
 
 def _one_block_chunk(first: int, n: int, ns: int) -> ChunkStats:
@@ -121,12 +121,12 @@ def test_budgets_follow_the_typical_item_only_where_the_dear_items_sit_together(
     cheap = [_one_block_chunk(k * 10, 10, 2_000_000) for k in range(95)]  # 0.2 ms items
     tail = [_one_block_chunk(950 + k, 1, 10_000_000) for k in range(50)]  # 10 ms items, one after another
     scattered = [_one_block_chunk(k * 20, 1, 10_000_000) for k in range(50)]
-    assert dear_items_together([*cheap, *tail], 1000)
-    assert not dear_items_together([*cheap, *scattered], 1000)
+    assert dear_items([*cheap, *tail], 1000).typical > 0
+    assert dear_items([*cheap, *scattered], 1000).typical == 0.0
     one = _one_block_chunk(500, 2, 10_200_000)  # one dear item beside a cheap one: says nothing of the others
-    assert hidden_dear_seconds([*cheap, one]) > 0 and not dear_items_together([*cheap, one], 1000)
+    assert dear_items([*cheap, one], 1000).seconds > 0 and dear_items([*cheap, one], 1000).typical == 0.0
     many = _one_block_chunk(990, 10, 200_000_000)  # ten dear items in one block
-    assert dear_items_together([*cheap, many], 1000)
+    assert dear_items([*cheap, many], 1000).typical > 0
 
 
 def test_a_chunk_over_its_budget_hands_back_the_items_it_did_not_start() -> None:

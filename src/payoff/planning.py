@@ -42,11 +42,10 @@ from payoff.record import (
     GIL_PRICED_RATIO,
     LOCAL_PROCESS_POOLS,
     ChunkStats,
+    DearItems,
     MapRecord,
-    dear_items_together,
-    hidden_dear_seconds,
+    dear_items,
     items_seconds,
-    typical_item_seconds,
 )
 from payoff.scheduling import even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
@@ -366,10 +365,10 @@ class Facts:
     shifts: int = 0
     """The last ``COST_HISTORY`` measured calls, one bit each (newest lowest): set when its cost shifted."""
     hidden_dear: float = 0.0
-    """Seconds the last pool call ran in blocks grown on cheap items that met dear ones (``hidden_dear_seconds``)."""
+    """Seconds the last pool call ran on timing blocks of dear items among cheap ones (``DearItems.seconds``)."""
     typical_item: float = 0.0
-    """What most items of that call cost (``typical_item_seconds``): what chunk budgets are cut for when its dear
-    items sat together (``dear_items_together``; 0: they were scattered, budgets follow the mean)."""
+    """What most items of that call cost where its dear items sat together: what chunk budgets are cut for then
+    (``DearItems.typical``; 0: they were scattered, budgets follow the mean)."""
     share_without_gil: bool = False
     """Whether ``cpu_ratio`` was read from a whole call whose items no other thread of it held back (in worker
     processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
@@ -529,10 +528,10 @@ class Knowledge:
                 facts.threads_calls = 0
         return True
 
-    def observe_hidden_dear(self, fn: Callable[..., Any], seconds: float, typical: float) -> None:
+    def observe_hidden_dear(self, fn: Callable[..., Any], dear: DearItems) -> None:
         with self._stored(fn) as facts:
             if facts is not None:
-                facts.hidden_dear, facts.typical_item = seconds, typical
+                facts.hidden_dear, facts.typical_item = dear
 
     def observe_results(self, fn: Callable[..., Any], bytes_per_result: int) -> None:
         """What a process pool's results weighed on the way back, the size the next call is priced with."""
@@ -1035,20 +1034,18 @@ class Planner:
                     **self._check_each(call, remaining))
 
     def _check_each(self, call: Call, remaining: int) -> dict[str, Any]:
-        """``check_each`` (see :meth:`_checks_pay`), and then the typical item a chunk's budget is cut for."""
-        if not self._checks_pay(call, remaining):
-            return {}
-        known = self.knowledge.get(call.fn)  # a typical item of 0.0 (dear items scattered): budgets follow the mean
-        return {"check_each": True, "budget_item": known.typical_item if known is not None else None}
+        """``check_each`` and the typical item chunk budgets are cut for (0.0, scattered dear items: the mean).
 
-    def _checks_pay(self, call: Call, remaining: int) -> bool:
-        """Whether chunks check their budget before each item: when dear items hidden among cheap ones cost
-        the last call more than ``CHECK_EACH_PAYS`` times what the checks would cost this one (60-110 ns an
-        item, measured: a timing hiccup read as dear items costs little, and a cheap function of many items
-        is never checked for one)."""
+        Chunks check their budget before each item when dear items among cheap ones cost the last call more
+        than ``CHECK_EACH_PAYS`` times what the checks would cost this one (60-110 ns an item, measured: a
+        timing hiccup read as dear items costs little, and a cheap function of many items is never checked
+        for one).
+        """
         known = self.knowledge.get(call.fn)
-        return known is not None and known.hidden_dear > 0 \
-            and known.hidden_dear > CHECK_EACH_PAYS * remaining * gate_cost_ns() / 1e9
+        if known is None or not known.hidden_dear \
+                or known.hidden_dear <= CHECK_EACH_PAYS * remaining * gate_cost_ns() / 1e9:  # measured only then
+            return {}
+        return {"check_each": True, "budget_item": known.typical_item}
 
     def _cost_fallback(self, call: Call, strategy: str, workers: int, probe: Probe,
                        remaining: int) -> tuple[Reason, str] | None:
@@ -1094,9 +1091,7 @@ class Planner:
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
             if record.mode == "parallel":
-                hidden = hidden_dear_seconds(record.chunks)
-                together = hidden and dear_items_together(record.chunks, record.n_items)
-                self.knowledge.observe_hidden_dear(fn, hidden, typical_item_seconds(record.chunks) if together else 0.0)
+                self.knowledge.observe_hidden_dear(fn, dear_items(record.chunks, record.n_items))
         elif measured_all and record.busy_seconds > 0:
             self._learn_beyond_crowding(record, fn)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call

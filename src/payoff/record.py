@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, overload
 
 from payoff.config import cpu_capacity
 from payoff.reasons import Reason, initial_decision
@@ -490,55 +490,53 @@ HIDDEN_DEAR_SECONDS = 0.01
 """...if it also ran at least this long (a chunk's least budget): shorter ones cost a worker too little to see."""
 
 
-def hidden_dear_seconds(chunks: Sequence[ChunkStats]) -> float:
-    """Seconds pool chunks spent on timing blocks of items dear against the call's typical item.
-
-    A chunk checks its budget between timing blocks, and blocks grow while items are cheap: a sorted input's
-    dear tail (10 items of 18 ms after 1,990 of 0.3 us) ran as one block, 208 ms on one worker while the other
-    sat idle. Dear items that were cut apart count too (a call that checked each item still had them). A
-    chunk whose waits for a CPU explain the block is no such case.
-    """
-    return sum(d for _, d, _ in _dear_blocks(chunks)) / 1e9
-
-
 DEAR_TOGETHER = 0.25
 """Dear items within this share of a call's input sit together (a sorted input's head or tail)."""
 
 
-def dear_items_together(chunks: Sequence[ChunkStats], n_items: int) -> bool:
-    """Whether the call's dear items lie together, within ``DEAR_TOGETHER`` of its input: then a chunk cut for
-    the mean item meets them all at once, where scattered ones spread over chunks much as the mean assumes. One
-    dear block is evidence of that only if it held two dear items' time (one dear item says nothing of where
-    the others are)."""
-    blocks = _dear_blocks(chunks)
-    if len(blocks) == 1:
-        return blocks[0][1] >= 2 * HIDDEN_DEAR_SECONDS * 1e9 and blocks[0][2] > 1
-    where = [at for at, _, _ in blocks]
-    return bool(where) and n_items > 0 and max(where) - min(where) <= DEAR_TOGETHER * n_items
+class DearItems(NamedTuple):
+    """What a call's timing blocks tell of items dear against its typical item."""
+
+    seconds: float
+    """Seconds pool chunks spent on timing blocks of such items."""
+    typical: float
+    """The typical item's seconds where those items sat together; 0.0 where they were scattered (or none)."""
 
 
-def _dear_blocks(chunks: Sequence[ChunkStats]) -> list[tuple[int, int, int]]:
-    """(first item, nanoseconds, items) of each pool timing block dear against the call's typical item."""
-    typical = typical_item_seconds(chunks) * 1e9
-    found: list[tuple[int, int, int]] = []
+def dear_items(chunks: Sequence[ChunkStats], n_items: int) -> DearItems:
+    """The dear items among a call's cheap ones, read from its pool chunks' timing blocks.
+
+    A chunk checks its budget between timing blocks, and blocks grow while items are cheap: a sorted input's
+    dear tail (10 items of 18 ms after 1,990 of 0.3 us) ran as one block, 208 ms on one worker while the other
+    sat idle. Dear items that were cut apart count too (a call that checked each item still had them). A
+    chunk whose waits for a CPU explain the block is no such case. They sit together within
+    ``DEAR_TOGETHER`` of the input: then a chunk cut for the mean item meets them all at once, where scattered
+    ones spread over chunks much as the mean assumes. One dear block is evidence of that only if it held two
+    dear items' time (one dear item says nothing of where the others are).
+    """
+    pool = [c for c in chunks if c.where != "caller"]
+    least = HIDDEN_DEAR_SECONDS * 1e9
+    if not any(d >= least for c in pool for d in c.durations_ns):  # the common case: no block that long
+        return DearItems(0.0, 0.0)
+    per_item = sorted(d / n for c in pool for d, n in zip(c.durations_ns, c.block_sizes, strict=False) if n)
+    typical = per_item[len(per_item) // 2]
     if typical <= 0:
-        return found
-    for c in chunks:
-        if c.where == "caller":
-            continue
+        return DearItems(0.0, 0.0)
+    blocks = []  # (first item, nanoseconds, items)
+    for c in pool:
         at = c.first_item
         for d, n in zip(c.durations_ns, c.block_sizes, strict=False):
-            if n and d >= HIDDEN_DEAR_SECONDS * 1e9 and d > HIDDEN_DEAR_FACTOR * typical * n and 2 * c.runq_ns < d:
-                found.append((at, d, n))
+            if n and d >= least and d > HIDDEN_DEAR_FACTOR * typical * n and 2 * c.runq_ns < d:
+                blocks.append((at, d, n))
             at += n
-    return found
-
-
-def typical_item_seconds(chunks: Sequence[ChunkStats]) -> float:
-    """The median per-item time of the pool chunks' timing blocks: what most items cost, the dear few aside."""
-    per_item = sorted(d / n for c in chunks if c.where != "caller"
-                      for d, n in zip(c.durations_ns, c.block_sizes, strict=False) if n)
-    return per_item[len(per_item) // 2] / 1e9 if per_item else 0.0
+    if not blocks:
+        return DearItems(0.0, 0.0)
+    if len(blocks) == 1:
+        together = blocks[0][1] >= 2 * least and blocks[0][2] > 1
+    else:
+        where = [at for at, _, _ in blocks]
+        together = n_items > 0 and max(where) - min(where) <= DEAR_TOGETHER * n_items
+    return DearItems(sum(d for _, d, _ in blocks) / 1e9, typical / 1e9 if together else 0.0)
 
 
 LOCAL_PROCESS_POOLS = frozenset({"processes", "joblib"})
