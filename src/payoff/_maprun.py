@@ -120,7 +120,6 @@ class MapRun:
         """The function as the first pool sends it (shipped once the pool is leased)."""
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
-        self.check_each = False
         self.streamed: StreamedChunk | None = None
         """A serial ``imap``'s chunk whose items its consumer is taking now: recorded when it ends or is left."""
         self.pause_lock = threading.Lock()
@@ -330,13 +329,11 @@ class MapRun:
         # the planner caps a fixed chunk size at the items it knows of, for a stream only a planned length
         size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
         ceiling = IMAP_CHUNK_SECONDS if self.streaming and not self._chunk_chosen() else None
-        self.check_each = plan.check_each
         floor = size if self.stream else plan.min_chunk
         if plan.budget_item and not self.stream and not self._chunk_chosen():
             floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart
         self.sizer = GuidedChunks(size, floor, self.rec.workers, plan.probe.seconds_per_item, plan.floor_seconds,
-                                  max_seconds=ceiling)
-        self.sizer.budget_item = plan.budget_item
+                                  max_seconds=ceiling, check_each=plan.check_each, budget_item=plan.budget_item)
         yield from self._in_parallel()
 
     def _chunk_chosen(self) -> bool:
@@ -666,7 +663,7 @@ class MapRun:
             self.source_done = True
             return None
         task = ChunkTask(self.next_index, part[0], part[1], self.token, budget_ns=self.sizer.budget_ns(len(part[1])),
-                         check_each=self.check_each)
+                         check_each=self.sizer.check_each)
         self.sizes[task.index] = len(part[1])
         self.starts[task.index] = part[0]
         self.next_index += 1
@@ -685,7 +682,7 @@ class MapRun:
         while items:
             size = self.sizer.next(len(items) + ahead)
             pieces.append(ChunkTask(task.index, first, items[:size], self.token, retry=task.retry,
-                                    budget_ns=self.sizer.budget_ns(size), check_each=self.check_each))
+                                    budget_ns=self.sizer.budget_ns(size), check_each=self.sizer.check_each))
             items, first = items[size:], first + size
         self.requeued.extendleft(reversed(pieces))
 

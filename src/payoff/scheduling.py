@@ -111,12 +111,19 @@ class GuidedChunks:
     """Hands out chunk sizes for one call as its items are taken, learning from the chunks that finished."""
 
     def __init__(self, size: int, floor: int, workers: int, seconds_per_item: float | None,
-                 floor_seconds: float = 0.0, max_seconds: float | None = None) -> None:
+                 floor_seconds: float = 0.0, max_seconds: float | None = None, *, check_each: bool = False,
+                 budget_item: float | None = None) -> None:
         """``floor`` in items for a measured cost; for an unmeasured one (None), ``floor_seconds`` of work,
         turned into items once the first chunks are back. ``max_seconds``: the most work a chunk may hold
-        (an ``imap``'s; None: no ceiling), one item while the cost is unmeasured."""
+        (an ``imap``'s; None: no ceiling), one item while the cost is unmeasured. ``check_each`` and
+        ``budget_item``: the plan's (``Plan.check_each``)."""
         self.size, self.floor, self.workers = size, max(1, floor), workers
         self.max_seconds = max_seconds
+        self.check_each = check_each
+        """Chunks check their budget before each item, not only between timing blocks."""
+        self.budget_item = budget_item
+        """Seconds per item a budget is cut for, instead of the measured mean: a typical item's, for a function
+        whose few dear items the mean spreads over all (a budget of 3 x 1,000 x 100 us held 10 naps whole)."""
         measured = seconds_per_item is not None and seconds_per_item > 0
         self.fixed = self.floor >= size or not (measured or floor_seconds > 0)
         self._per_item = seconds_per_item if measured and seconds_per_item is not None else 0.0
@@ -159,10 +166,6 @@ class GuidedChunks:
     def restart(self) -> None:
         """Items a chunk handed back are those its cost did not foresee: cut them small again."""
         self._ramp, self._even, self._restarted = 0, None, True
-
-    budget_item: float | None = None
-    """Seconds per item a budget is cut for, instead of the measured mean: a typical item's, for a function whose
-    few dear items the mean spreads over all (a budget of 3 x 1,000 x 100 us held 10 naps of 20 ms whole)."""
 
     def budget_ns(self, size: int) -> int | None:
         """How long a chunk of ``size`` may run; None when sizes are fixed (a user's chunksize, a stream)."""
