@@ -31,9 +31,7 @@ from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, overload
 
-from payoff import _crash_marks as crash_marks
 from payoff import _exit, _forks
-from payoff import _out_of_band as out_of_band
 from payoff._native_threads import limit_here
 from payoff.errors import RemoteError, RemoteTraceback
 
@@ -295,7 +293,7 @@ def run_chunk(
     (``payoff._crash_marks``).
     ``check_each``: the budget is checked before each item, not only between blocks (``Plan.check_each``).
     """
-    mark = None if mark_in is None else crash_marks.marker(*mark_in)
+    mark = None if mark_in is None else _marker(mark_in)
     _local.depth = getattr(_local, "depth", 0) + 1
     results = [] if results is None else results
     durations: array[int] = array("q")
@@ -319,7 +317,7 @@ def run_chunk(
     finally:
         _local.depth -= 1
         if mark is not None:
-            mark[0] = crash_marks.NOWHERE
+            _unmark(mark)
     outcome = _ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes)
     if error is not None:
         outcome.error_index = first + len(results)
@@ -327,6 +325,18 @@ def run_chunk(
                          f"(chunk {index}, worker {outcome.worker})")
         outcome.error = error
     return outcome
+
+
+def _marker(mark_in: tuple[str, int]) -> memoryview | None:
+    from payoff import _crash_marks  # only a rerun after a crash pays for its import (8 ms of a worker's start)
+
+    return _crash_marks.marker(*mark_in)
+
+
+def _unmark(mark: memoryview) -> None:
+    from payoff._crash_marks import NOWHERE  # imported by _marker already
+
+    mark[0] = NOWHERE
 
 
 def _ended(index: int, first: int, results: list[Any], start_ns: int, clocks: tuple[int, int, int | None],
@@ -823,7 +833,9 @@ def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
     cached = _fn_cache.get(fn.digest)
     if cached is not None:
         return cached, 0
-    loaded, size = out_of_band.load(fn.path)
+    from payoff import _out_of_band  # only a worker given a large function pays for its import (and hashlib's)
+
+    loaded, size = _out_of_band.load(fn.path)
     if len(_fn_cache) >= _FN_CACHE_SIZE:
         _fn_cache.pop(next(iter(_fn_cache)))
     _fn_cache[fn.digest] = loaded
