@@ -15,6 +15,7 @@ import mmap
 import os
 from pathlib import Path
 
+from payoff._process_tree import running
 from payoff._scratch import ScratchDir
 
 PREFIX = "at-"
@@ -46,15 +47,11 @@ def marker(folder: str, call: int) -> memoryview | None:
     return view
 
 
-class CrashMarks:
+class CrashMarks(ScratchDir):
     """The parent's side: a folder of marks for one pool's workers."""
 
     def __init__(self) -> None:
-        self._dir = ScratchDir("payoff-marks-")
-
-    @property
-    def path(self) -> str:
-        return self._dir.path
+        super().__init__("payoff-marks-")
 
     def where_the_dead_stood(self, call: int) -> list[int]:
         """Item indices of ``call`` that dead workers were running; live workers' marks, and other calls'
@@ -62,7 +59,7 @@ class CrashMarks:
         found = set()
         for entry in Path(self.path).glob(f"{PREFIX}*"):
             pid = int(entry.name[len(PREFIX):]) if entry.name[len(PREFIX):].isdigit() else None
-            if pid is None or _alive(pid):
+            if pid is None or running(pid):
                 continue
             with contextlib.suppress(OSError):
                 mark = entry.read_bytes()
@@ -70,15 +67,3 @@ class CrashMarks:
                 if at != NOWHERE and int.from_bytes(mark[8:_SIZE], "little", signed=True) == call:
                     found.add(at)
         return sorted(found)
-
-    def remove(self) -> None:
-        self._dir.remove()
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie, dead but not yet reaped, is not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")

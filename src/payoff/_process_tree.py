@@ -59,7 +59,7 @@ def _settled_cmdline(pid: int, proc: Path) -> bytes:
     helper, and was counted among the processes to stop (seen with two test processes sharing 2 cores).
     """
     deadline = time.monotonic() + CMDLINE_SETTLE_SECONDS
-    while not (line := _cmdline(pid, proc)) and time.monotonic() < deadline and _start_time(pid, proc):
+    while not (line := _cmdline(pid, proc)) and time.monotonic() < deadline and running(pid, proc):
         time.sleep(0.001)
     return line
 
@@ -70,6 +70,11 @@ def signal_alive(processes: Iterable[tuple[int, str]], sig: signal.Signals, proc
         if _start_time(pid, proc) == started:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
+
+
+def running(pid: int, proc: Path = _PROC) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    return _start_time(pid, proc) is not None
 
 
 def _start_time(pid: int, proc: Path) -> str | None:

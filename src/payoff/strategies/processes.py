@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from payoff import _exit, _forks
 from payoff import _out_of_band as out_of_band
@@ -126,10 +126,7 @@ class PickledPoolStrategy(Strategy):
         return shipped
 
     def _write_shipped(self, digest: str, blob: out_of_band.OutOfBand) -> str:
-        if self._ship_dir is None or not self._ship_dir.exists():
-            if self._ship_dir is not None:
-                self._ship_dir.remove()  # a temp cleaner took the folder: let go of its lock
-            self._ship_dir = ScratchDir("payoff-ship-")
+        self._ship_dir = _renewed(self._ship_dir, lambda: ScratchDir("payoff-ship-"))
         path = os.path.join(self._ship_dir.path, digest + ".pkl")
         tmp = path + f".{os.getpid()}.{threading.get_ident()}.tmp"
         try:
@@ -200,13 +197,11 @@ class PickledPoolStrategy(Strategy):
         if not task.retry:
             return None
         with self._ship_lock:
-            if self._marks is None or not os.path.isdir(self._marks.path):
-                if self._marks is not None:
-                    self._marks.remove()  # a temp cleaner took the folder: let go of its lock
-                    self._marks = None
-                with contextlib.suppress(OSError):
-                    self._marks = CrashMarks()
-            return None if self._marks is None else (self._marks.path, id(task.cancel))
+            try:
+                self._marks = _renewed(self._marks, CrashMarks)
+            except OSError:
+                return None
+            return self._marks.path, id(task.cancel)
 
     def where_the_dead_stood(self, call: int) -> list[int]:
         with self._ship_lock:
@@ -578,6 +573,18 @@ def _cloudpickle_dumps(obj: Any) -> bytes:
     import cloudpickle  # only a call that needs it pays for its import
 
     return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+_Folder = TypeVar("_Folder", bound=ScratchDir)
+
+
+def _renewed(folder: _Folder | None, make: Callable[[], _Folder]) -> _Folder:
+    """``folder``, or a new one where there is none or a temp cleaner took it (letting go of the old lock)."""
+    if folder is not None and folder.exists():
+        return folder
+    if folder is not None:
+        folder.remove()
+    return make()
 
 
 def _cloudpickle_fn(fn: Any) -> out_of_band.OutOfBand:
