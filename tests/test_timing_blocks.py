@@ -150,3 +150,31 @@ def test_a_serial_call_after_its_probe_gives_every_result_in_order() -> None:
         record = ex.last_record
     assert out == [-x for x in range(20_000)]
     assert record is not None and record.selected_strategy == "serial" and record.probe_items > 0
+
+
+def test_an_outcome_travels_whole_with_its_timing_blocks_and_its_error() -> None:
+    """What a worker sends back for a chunk is rebuilt field for field, the timing arrays as arrays, a streamed
+    chunk's count too: the parent records and plans from every one of them."""
+    import pickle
+    from array import array
+    from dataclasses import fields
+
+    from payoff.worker import StreamedOutcome
+
+    def boom(x: int) -> int:
+        if x == 7:
+            raise ValueError("seven")
+        return tasks.spin(x, n=50)
+
+    sent = run_chunk(boom, list(range(10)), 100, 3)
+    sent.error_traceback, sent.fn_bytes_loaded, sent.bytes_sent = "Traceback ...", 12, 34
+    got = pickle.loads(pickle.dumps(sent))
+    assert type(got) is ChunkOutcome and type(got.durations_ns) is array and type(got.block_sizes) is array
+    for f in fields(ChunkOutcome):
+        if f.name != "error":
+            assert getattr(got, f.name) == getattr(sent, f.name), f.name
+    assert got.results == [tasks.spin(x, n=50) for x in range(7)] and sum(got.block_sizes) == 7
+    assert isinstance(got.error, ValueError) and got.error.args == ("seven",) and got.error_index == 107
+    streamed = StreamedOutcome(**{f.name: getattr(sent, f.name) for f in fields(ChunkOutcome)}, count=7)
+    again = pickle.loads(pickle.dumps(streamed))
+    assert type(again) is StreamedOutcome and again.count == 7 and again.durations_ns == sent.durations_ns

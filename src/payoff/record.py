@@ -516,7 +516,7 @@ def dear_items(chunks: Sequence[ChunkStats], n_items: int) -> DearItems:
     """
     pool = [c for c in chunks if c.where != "caller"]
     least = HIDDEN_DEAR_SECONDS * 1e9
-    if not any(d >= least for c in pool for d in c.durations_ns):  # the common case: no block that long
+    if not any(max(c.durations_ns, default=0) >= least for c in pool):  # the common case: no block that long
         return DearItems(0.0, 0.0)
     per_item = sorted(d / n for c in pool for d, n in zip(c.durations_ns, c.block_sizes, strict=False) if n)
     typical = per_item[len(per_item) // 2]

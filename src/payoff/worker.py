@@ -26,7 +26,7 @@ import time
 import traceback
 from array import array
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, overload
@@ -131,6 +131,26 @@ class ChunkOutcome:
     @property
     def n_done(self) -> int:
         return len(self.results)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Its fields in order, the timing arrays as their bytes: the parent loads one of these per chunk, and
+        a dataclass's own pickle (a dict of field names, each array rebuilt through ``copyreg``) took 10 us
+        to load where this takes 3 (100 results and their timing blocks)."""
+        if type(self) is not ChunkOutcome:
+            return super().__reduce__()
+        values = [getattr(self, name) for name in _OUTCOME_FIELDS]
+        values[_DURATIONS], values[_SIZES] = self.durations_ns.tobytes(), self.block_sizes.tobytes()
+        return _outcome_from, tuple(values)
+
+
+def _outcome_from(*values: Any) -> ChunkOutcome:
+    outcome = ChunkOutcome(*values)
+    outcome.durations_ns, outcome.block_sizes = array("q", values[_DURATIONS]), array("q", values[_SIZES])
+    return outcome
+
+
+_OUTCOME_FIELDS = tuple(f.name for f in fields(ChunkOutcome))
+_DURATIONS, _SIZES = _OUTCOME_FIELDS.index("durations_ns"), _OUTCOME_FIELDS.index("block_sizes")
 
 
 class Star:
