@@ -132,7 +132,7 @@ class ChunkOutcome:
     def n_done(self) -> int:
         return len(self.results)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         """Its fields in order, the timing arrays as their bytes: the parent loads one of these per chunk, and
         a dataclass's own pickle (a dict of field names, each array rebuilt through ``copyreg``) took 10 us
         to load where this takes 3 (100 results and their timing blocks)."""
