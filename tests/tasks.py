@@ -498,3 +498,11 @@ def naps_after_free_items(x: int) -> int:
         time.sleep(0.02)
         return -x
     return x
+
+
+def first_exits_once_file_exists(x: int, path: str) -> int:
+    """Item 0 crashes its worker once the test creates ``path``; the others nap 2 ms and return ``x``."""
+    if x == 0:
+        exit_once_file_exists(path)
+    time.sleep(0.002)
+    return x

@@ -15,12 +15,13 @@ import threading
 import time
 from concurrent.futures import BrokenExecutor, CancelledError, Future, as_completed, wait
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import payoff
 from payoff import ParallelConfig, ParallelExecutor, planning
-from payoff.errors import RemoteError
+from payoff.errors import RemoteError, WorkerCrashedError
 from tests import tasks
 from tests.conftest import until
 
@@ -290,3 +291,91 @@ def test_a_submit_from_the_pools_own_work_runs_there_instead_of_waiting_behind_i
         assert ex.submit(tasks.square, 9).result(timeout=30) == 81  # from outside: on the pool as before
     _NESTED.clear()
     assert got == [x * x for x in range(8)]
+
+
+class _LateItems:
+    """Python 3.11's pool marks itself broken outside the lock its ``submit`` holds: a call that passed the
+    "broken?" check just before a worker died is put among the pending calls after the pool failed and cleared
+    them. Armed, this holds the next ``submit`` between that check and its entry until then, as the race lets
+    it be."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import concurrent.futures.process as stdlib_process
+
+        self.armed = threading.Event()
+        self.held = threading.Event()
+        self.pools: list[Any] = []
+        real_item, late = stdlib_process._WorkItem, self
+
+        class LateItem(real_item):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any) -> None:
+                if late.armed.is_set():
+                    late.armed.clear()
+                    late.held.set()
+                    pool = late.pools[0]
+                    until(lambda: bool(pool._broken) and not pool._pending_work_items, "the pool failed its calls")
+                super().__init__(*args)
+
+        monkeypatch.setattr(stdlib_process, "_WorkItem", LateItem)
+
+
+def test_a_call_sent_as_the_pool_broke_ends_instead_of_waiting_for_ever(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The late call's future was never completed (see ``_LateItems``): it must end as lost with the pool."""
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
+    go = tmp_path / "crash"
+    try:
+        assert ex.submit(tasks.square, 2).result(timeout=60) == 4
+        late_items = _LateItems(monkeypatch)
+        late_items.pools.append(ex._pools.current()[0]._pool)  # type: ignore[union-attr]
+        crash = ex.submit(tasks.exit_once_file_exists, str(go))
+        late_items.armed.set()
+        late: list[Future[int]] = []
+        racer = threading.Thread(target=lambda: late.append(ex.submit(tasks.square, 3)))
+        racer.start()
+        until(late_items.held.is_set, "the late call past the pool's check")
+        go.touch()
+        racer.join(60)
+        assert not racer.is_alive() and late, "the late submit itself never returned"
+        assert not wait([crash, *late], timeout=60).not_done, "a call the broken pool took was never completed"
+        assert isinstance(crash.exception(), BrokenExecutor)
+        assert isinstance(late[0].exception(), BrokenExecutor)
+        assert ex.submit(tasks.square, 4).result(timeout=60) == 16
+    finally:
+        ex.cancel()
+        ex.shutdown(wait=False)
+
+
+def test_a_map_whose_chunk_was_sent_as_the_pool_broke_recovers_instead_of_hanging(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI on 2026-12-02: a map's recovery waited for every chunk in flight on the broken pool to end, and the
+    chunk sent as the pool broke (see ``_LateItems``) never did; the map hung for good."""
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0,
+                                         min_batch_size=1))
+    go = tmp_path / "crash"
+    outcome: list[BaseException | list[int]] = []
+    try:
+        assert ex.map(tasks.square, range(4)) == [0, 1, 4, 9]
+        late_items = _LateItems(monkeypatch)
+        late_items.pools.append(ex._pools.current()[0]._pool)  # type: ignore[union-attr]
+
+        def run() -> None:
+            try:
+                outcome.append(ex.map(functools.partial(tasks.first_exits_once_file_exists, path=str(go)),
+                                      range(400), chunksize=1))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        mapper = threading.Thread(target=run)
+        mapper.start()
+        until(lambda: len(late_items.pools[0]._pending_work_items) > 2, "the map under way")
+        late_items.armed.set()
+        until(late_items.held.is_set, "a chunk sent past the pool's check")
+        go.touch()
+        mapper.join(120)
+        assert not mapper.is_alive(), "the map never ended"
+        error = outcome[0]
+        assert isinstance(error, WorkerCrashedError) and error.item_index == 0, error
+    finally:
+        ex.cancel()
+        ex.shutdown(wait=False)

@@ -357,6 +357,7 @@ class PickledPoolStrategy(Strategy):
         future = super()._into(pool, fn, *args, **kwargs)
         if type(future) is Future:  # the stdlib pool's; loky's own Future subclass is left as it is
             future.__class__ = _PoolFuture
+            future._pool = weakref.ref(pool)  # type: ignore[attr-defined]
         return future
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
@@ -402,7 +403,10 @@ class _PoolFuture(Future[Any]):
     ``terminate_broken`` calls ``set_exception`` on every future still in its pending work items, a
     cancelled one too (payoff's cancel of a queued call, a racing ``cancel()``): ``InvalidStateError``
     killed the thread, leaving the later futures never done and its queue feeder thread and pipes leaked.
+    The first one failed as broken sends for :func:`_fail_orphans`.
     """
+
+    _pool: weakref.ref[Any] | None = None
 
     def set_exception(self, exception: BaseException | None) -> None:
         try:  # a cancel may land between any check and the set: only the failed set tells
@@ -410,6 +414,44 @@ class _PoolFuture(Future[Any]):
         except InvalidStateError:
             if not self.cancelled():
                 raise
+        pool = None if self._pool is None else self._pool()
+        if isinstance(exception, BrokenExecutor) and pool is not None:
+            _reap_orphans(pool)
+
+
+_reaped: weakref.WeakSet[Any] = weakref.WeakSet()
+_reaped_lock = threading.Lock()
+
+
+def _reap_orphans(pool: Any) -> None:
+    """Once per broken pool: :func:`_fail_orphans` on a thread of its own, which waits for the pool's manager."""
+    with _reaped_lock:
+        if pool in _reaped:
+            return
+        _reaped.add(pool)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    threading.Thread(target=_fail_orphans, args=(weakref.ref(pool), manager), name="payoff-orphans",
+                     daemon=True).start()
+
+
+def _fail_orphans(pool_ref: weakref.ref[Any], manager: threading.Thread | None) -> None:
+    """Fail what a broken pool left pending once its manager thread has ended: nothing else ever will.
+
+    Python 3.11's ``terminate_broken`` marks the pool broken outside the lock ``submit`` holds, so a call that
+    passed ``submit``'s "broken?" check just before is put among the pending calls after they were failed and
+    cleared (or while they are iterated, which kills the manager thread before it fails the rest): its future
+    was never completed, and a map whose chunk it was waited for it for good.
+    """
+    if manager is not None and manager is not threading.current_thread():
+        manager.join()
+    pool = pool_ref()
+    items = getattr(pool, "_pending_work_items", None) or {}
+    for item in list(items.values()):
+        future = getattr(item, "future", None)
+        if isinstance(future, Future) and not future.done():
+            with contextlib.suppress(InvalidStateError):  # cancelled or ended meanwhile
+                future.set_exception(BrokenProcessPool(
+                    "payoff: the process pool broke as this call was sent (a worker died): it never ran"))
 
 
 class _Sent(NamedTuple):
