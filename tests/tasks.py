@@ -89,6 +89,14 @@ def segfault_on_five(x: int) -> int:
     return x * 10
 
 
+def crash_or_square(x: int, crash: int, seconds: float) -> int:
+    """``x * x`` after a nap; the item ``crash`` ends its worker process instead (``os._exit(7)``)."""
+    time.sleep(seconds)
+    if x == crash:
+        os._exit(7)
+    return x * x
+
+
 def exit_on_five(x: int) -> int:
     if x == 5:
         os._exit(7)

@@ -28,6 +28,7 @@ from payoff import _exit, _forks, planning
 from payoff._event_loop import blocking_loop, warn_if_held
 from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
+from payoff._rescue import Rescue
 from payoff._source import Source, sliced_as_given
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError
@@ -255,38 +256,68 @@ class ParallelExecutor:
 
     def _submit_on_pool(self, config: ParallelConfig, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
                         kwargs: dict[str, Any]) -> Future[Any]:
-        workers = planning.available_workers(config)
+        """The call holds the executor open until its future is done, however many times it is sent: shutdown
+        waits for it, the idle timer too. On a process pool it runs again when a pool another call broke
+        lost it (``payoff._rescue``)."""
         self._begin()
         try:
-            lease = self._pools.lease(pool_key(config, name, workers), lambda: make_strategy(name, workers, config),
-                                     watch=False)
+            lease = self._lease_for_submit(config, name)
+            here = lease.pool.is_own_thread()  # an item or submitted task of this pool: it would wait behind itself
+            if here:
+                self._give_back(lease, False, in_callback=False)
+                future = _run_now(fn, args, kwargs)
+            else:
+                future = self._send_submitted(lease, fn, args, kwargs)
         except BaseException:
             self._end()
             raise
-        if lease.pool.is_own_thread():  # an item or submitted task of this pool: it would wait behind itself
-            self._done_submitted(lease)
-            return _run_now(fn, args, kwargs)
-        try:
-            future = lease.pool.submit_call(Submitted(fn, id(lease.pool)), *args, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, BrokenExecutor):
-                lease.pool.broken = True
-            self._done_submitted(lease)
-            raise
-        future.add_done_callback(lambda f: self._done_submitted(lease, f, in_callback=True))
+        if here:
+            pass
+        elif lease.pool.marks_submits and hasattr(future, "rescue"):
+            rescue = Rescue(lease, relay=(lambda: self._lease_for_submit(config, name),
+                                          lambda at, tag, into: self._send_submitted(at, fn, args, kwargs, tag, into)),
+                            give_back=self._give_back, epoch=self._cancel_count)
+            future.rescue = rescue
+            future.add_done_callback(lambda f: self._done_submitted(rescue.take_lease(), f))
+        else:
+            future.add_done_callback(lambda f: self._done_submitted(lease, f))
+        future.add_done_callback(lambda _: self._end())
         return future
 
-    def _done_submitted(self, lease: Lease, future: Future[Any] | None = None, *, in_callback: bool = False) -> None:
-        """A submitted call holds its pool until it is done, like a map: shutdown waits, the idle timer too.
+    def _lease_for_submit(self, config: ParallelConfig, name: str) -> Lease:
+        workers = planning.available_workers(config)
+        return self._pools.lease(pool_key(config, name, workers), lambda: make_strategy(name, workers, config),
+                                 watch=False)
 
-        A call that broke its pool (its worker died) fails, with the calls queued on that pool with it (as in
-        ``concurrent.futures``: which call killed the worker is not known); the next call, submitted or
-        mapped, gets fresh workers and nothing is learned against its function.
-        """
-        if future is not None and not future.cancelled() and isinstance(future.exception(), BrokenExecutor):
+    def _send_submitted(self, lease: Lease, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                        tag: int | None = None, into: Future[Any] | None = None) -> Future[Any]:
+        """The call sent to the leased pool; a pool found broken on the way is given back broken."""
+        try:
+            return lease.pool.submit_marked(tag, Submitted(fn, id(lease.pool)), args, kwargs, into)
+        except BaseException as exc:
+            if into is None:  # a run again gives its lease back itself
+                self._give_back(lease, isinstance(exc, BrokenExecutor), in_callback=False)
+            raise
+
+    def _give_back(self, lease: Lease, broken: bool, *, in_callback: bool = True) -> None:
+        """A submitted call's lease released (marking its pool broken); ``in_callback``: from a future's
+        done-callback, on the pool's own thread (see ``PoolRegistry.release``)."""
+        if broken:
             lease.pool.broken = True
         self._pools.release(lease, in_callback=in_callback)
-        self._end()
+
+    def _done_submitted(self, lease: Lease | None, future: Future[Any]) -> None:
+        """A sent call gives its pool back when it is done. One that broke its pool (a worker died) marks it
+        broken first: the next call, submitted or mapped, gets fresh workers, and nothing is learned against
+        its function."""
+        if lease is not None:
+            self._give_back(lease, not future.cancelled() and isinstance(future.exception(), BrokenExecutor))
+
+    def _cancel_count(self) -> int:
+        """How many cancels (``cancel()``, ``shutdown(cancel_futures=True)``) the executor has had."""
+        return self._cancels
+
+    _cancels = 0
 
     @property
     def last_record(self) -> MapRecord | None:
@@ -345,6 +376,7 @@ class ParallelExecutor:
         every pool, theirs and submitted calls', is cancelled; what workers have started goes on."""
         with self._lock:
             runs = list(self._runs)
+            self._cancels += 1
         for run in runs:
             run.token.set()
         self._pools.cancel_queued()
@@ -404,6 +436,7 @@ class ParallelExecutor:
         """Stop every running call now: they raise ``CancelledError``; worker processes are stopped."""
         with self._lock:
             runs = list(self._runs)
+            self._cancels += 1
         for run in runs:
             run.token.set()
         self._pools.kill_all()

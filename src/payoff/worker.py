@@ -880,15 +880,22 @@ def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
 
     An exception the parent could not rebuild arrives as a ``RemoteError`` (the
     pool's own result thread would break the pool on it), and so does a result
-    that cannot be pickled.
+    that cannot be pickled. ``mark_in``: the call is marked while it runs, so a
+    crash names it (``payoff._rescue``).
     """
-    shipped, args, kwargs = pickle.loads(payload)
+    shipped, args, kwargs, mark_in = pickle.loads(payload)
     fn, _ = _resolve(shipped)
     dumps = _dumps_for(pickler)
+    mark = None if mark_in is None else _marker(mark_in)
+    if mark is not None:
+        mark[0] = 0
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         return dumps((False, *_travelling(exc, dumps)))
+    finally:
+        if mark is not None:
+            _unmark(mark)
     try:
         return dumps((True, result, ""))
     except Exception as exc:

@@ -30,6 +30,12 @@ CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file
 PROCESS_BACKENDS = ["processes", "joblib"]
 
 
+def _running(future: Future[Any]) -> bool:
+    """Whether the pool took the submitted call (its own future of the call's current run says so)."""
+    remote = getattr(future, "_remote", None)
+    return remote is not None and remote.running()
+
+
 @pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
 def test_a_submitted_call_that_kills_its_worker_fails_alone_and_the_next_call_gets_fresh_workers(
         strategy: str) -> None:
@@ -171,7 +177,7 @@ def test_cancel_ends_the_submitted_calls_it_stopped_cancelled_not_broken() -> No
     ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
     try:
         futures = [ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(12)]
-        until(lambda: sum(f._remote.running() for f in futures) >= 2, "two running calls")  # type: ignore[attr-defined]
+        until(lambda: sum(_running(f) for f in futures) >= 2, "two running calls")
         ex.cancel()
         not_done = wait(futures, timeout=60).not_done
         assert not not_done
@@ -183,28 +189,31 @@ def test_cancel_ends_the_submitted_calls_it_stopped_cancelled_not_broken() -> No
 
 
 @pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
-def test_a_pool_that_breaks_with_a_cancelled_call_queued_fails_every_other_call_and_cleans_up(
+def test_a_pool_that_breaks_with_a_cancelled_call_queued_ends_every_call_and_cleans_up(
         strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stdlib manager thread failed every queued future of a broken pool with ``set_exception``, and a
     cancelled one raised ``InvalidStateError`` there: the thread died with a traceback on stderr, the futures
-    after it never completed, and its queue feeder thread and pipes leaked (a racing ``cancel()`` did that)."""
+    after it never completed, and its queue feeder thread and pipes leaked (a racing ``cancel()`` did that).
+    Every call ends: the cancelled one cancelled, the others, the killed worker's included, run again on
+    fresh workers (a kill from outside: none of them killed it, and on their next run none does)."""
     died: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
     ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
     try:
-        futures = [ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(10)]
-        until(lambda: sum(f._remote.running() for f in futures) >= 2, "two running calls")  # type: ignore[attr-defined]
+        futures = [ex.submit(tasks.sleep_then_square, x, 3.0 if x < 2 else 0.01) for x in range(10)]
+        until(lambda: sum(_running(f) for f in futures) >= 2, "two running calls")
         # the last call: loky marks five of ten running with two workers (its queue holds three more), and a slow
         # machine saw the seventh marked too (CI, twice on 2026-12-02)
         assert futures[-1].cancel(), "a call no worker took is cancelled"
         manager = ex._pools.current()[0]._pool._executor_manager_thread  # type: ignore[union-attr]
-        os.kill(ex.worker_pids()[0], signal.SIGKILL)  # a crash: the pool breaks with the cancelled call queued
-        not_done = wait(futures, timeout=30).not_done
+        pid = ex.worker_pids()[0]
+        os.kill(pid, signal.SIGKILL)  # a crash: the pool breaks with the cancelled call queued
+        not_done = wait(futures, timeout=60).not_done
         assert not not_done, f"{len(not_done)} calls never completed"
         assert manager is not None
         manager.join(60)
         assert not manager.is_alive() and not died, died
-        assert all(isinstance(f.exception(), BrokenExecutor) for f in futures if f is not futures[-1])
+        assert [f.result() for f in futures[:-1]] == [x * x for x in range(9)]  # none of them killed a worker
     finally:
         ex.cancel()  # a call that never completed would hold its pool's lease: shutdown(wait=True) waited forever
         ex.shutdown(wait=False)
@@ -244,7 +253,7 @@ def test_cancel_racing_a_crash_with_calls_queued_ends_every_call_and_leaks_nothi
     try:
         futures += [ex.submit(tasks.exit_once_file_exists, str(go)),
                     *[ex.submit(tasks.sleep_then_square, x, 5.0) for x in range(8)]]
-        until(lambda: sum(f._remote.running() for f in futures) >= 2, "two running calls")  # type: ignore[attr-defined]
+        until(lambda: sum(_running(f) for f in futures) >= 2, "two running calls")
         # calls marked running with 2 workers: up to 7 under loky (its queue of 5 refills as workers take calls
         # while the test still submits: futures[5] was taken once), 5 under the standard library
         assert futures[-1].cancel(), "a call no worker took is cancelled"
@@ -321,7 +330,8 @@ class _LateItems:
 
 def test_a_call_sent_as_the_pool_broke_ends_instead_of_waiting_for_ever(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """The late call's future was never completed (see ``_LateItems``): it must end as lost with the pool."""
+    """The late call's future was never completed (see ``_LateItems``): it must end. Lost with the pool before
+    it ran, it runs again on fresh workers (``payoff._rescue``)."""
     ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
     go = tmp_path / "crash"
     try:
@@ -338,8 +348,8 @@ def test_a_call_sent_as_the_pool_broke_ends_instead_of_waiting_for_ever(tmp_path
         racer.join(60)
         assert not racer.is_alive() and late, "the late submit itself never returned"
         assert not wait([crash, *late], timeout=60).not_done, "a call the broken pool took was never completed"
-        assert isinstance(crash.exception(), BrokenExecutor)
-        assert isinstance(late[0].exception(), BrokenExecutor)
+        assert isinstance(crash.exception(), WorkerCrashedError)  # it broke the pool it ran on again
+        assert late[0].result() == 9  # lost with the pool before it ran: it ran again
         assert ex.submit(tasks.square, 4).result(timeout=60) == 16
     finally:
         ex.cancel()
@@ -379,3 +389,19 @@ def test_a_map_whose_chunk_was_sent_as_the_pool_broke_recovers_instead_of_hangin
     finally:
         ex.cancel()
         ex.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
+def test_calls_lost_with_a_pool_another_call_broke_run_again_and_only_that_call_fails(strategy: str) -> None:
+    """Ten calls, the fourth killing its worker: in ``concurrent.futures`` the six after it fail too and nothing
+    names the fourth. Here the fourth fails as the crash, naming its exit, and the nine others return; leaving
+    ``with`` waits for the calls that run again, as for any submitted call."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        futures = [ex.submit(tasks.crash_or_square, x, 3, 0.05) for x in range(10)]
+    assert all(f.done() for f in futures), "shutdown(wait=True) left calls running again behind"
+    errors = {x: f.exception() for x, f in enumerate(futures) if f.exception() is not None}
+    assert list(errors) == [3], errors
+    crash = errors[3]
+    assert isinstance(crash, WorkerCrashedError) and isinstance(crash, BrokenExecutor)
+    assert crash.exitcode == 7 and "exit code 7" in str(crash), str(crash)
+    assert [f.result() for x, f in enumerate(futures) if x != 3] == [x * x for x in range(10) if x != 3]

@@ -191,6 +191,15 @@ class Strategy(ABC):
             raise closed_pool(self.name)
         return self._into(pool, fn, *args, **kwargs)
 
+    marks_submits = False
+    """Whether a submitted call marks its worker's crash mark while it runs (``payoff._rescue``)."""
+
+    def submit_marked(self, tag: int | None, fn: Callable[..., Any], args: tuple[Any, ...],
+                      kwargs: dict[str, Any], into: Future[Any] | None = None) -> Future[Any]:
+        """``submit_call``, the call marked with ``tag``, ending ``into`` (an earlier run's future), where the
+        pool marks submitted calls (``payoff._rescue``)."""
+        return self.submit_call(fn, *args, **kwargs)
+
     def _into(self, pool: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """``pool.submit``; a pool this strategy let go of meanwhile (``cancel()`` stopped it, another call
         discarded it) raises :class:`PoolClosedError`, on which the caller retries on a fresh pool, never the

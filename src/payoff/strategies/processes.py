@@ -190,18 +190,23 @@ class PickledPoolStrategy(Strategy):
         return init_error(self.initializer, raised, f"worker process {pid}", pid, RemoteTraceback(text))
 
     _marks: CrashMarks | None = None
+    marks_submits = True
 
     def _marks_for(self, task: ChunkTask) -> tuple[str, int] | None:
         """Where a chunk rerun after a crash marks each item it runs, and its call (its cancel token's id, the
         call's own while it runs); None for a first run (or no folder)."""
-        if not task.retry:
+        return self._mark_in(id(task.cancel)) if task.retry else None
+
+    def _mark_in(self, call: int | None) -> tuple[str, int] | None:
+        """The pool's crash-mark folder and ``call``; None for no call (or no folder)."""
+        if call is None:
             return None
         with self._ship_lock:
             try:
                 self._marks = _renewed(self._marks, CrashMarks)
             except OSError:
                 return None
-            return self._marks.path, id(task.cancel)
+            return self._marks.path, call
 
     def where_the_dead_stood(self, call: int) -> list[int]:
         with self._ship_lock:
@@ -283,22 +288,30 @@ class PickledPoolStrategy(Strategy):
         return sent.future
 
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.submit_marked(None, fn, args, kwargs)
+
+    def submit_marked(self, tag: int | None, fn: Callable[..., Any], args: tuple[Any, ...],
+                      kwargs: dict[str, Any], into: Future[Any] | None = None) -> Future[Any]:
         """A submitted call travels as a map's chunk does (the function shipped as a map ships it, by value
         when the workers' ``__main__`` does not hold it as it is now), and its outcome comes back as bytes:
         an exception the parent cannot rebuild arrives as a ``RemoteError`` instead of breaking the pool.
-        What cannot be pickled fails the future, as the stdlib pool does, not ``submit``."""
+        What cannot be pickled fails the future, as the stdlib pool does, not ``submit``. ``tag``: the call
+        marks its worker's crash mark with it while it runs; ``into``: the future of the call's earlier run,
+        which this run ends (``payoff._rescue``)."""
         pool = self._pool
         if pool is None:
             raise closed_pool(self.name)
         try:
             shipped = self.ship(fn)
-            payload, pickler, _ = self._encode(shipped, (args, kwargs), _unsendable_call)
+            payload, pickler, _ = self._encode(shipped, (args, kwargs, self._mark_in(tag)), _unsendable_call)
         except Exception as exc:
+            if into is not None:
+                raise
             failed: Future[Any] = Future()
             failed.set_exception(exc)
             return failed
-        return _call_outcome(self._dispatch(pool, shipped, payload, pickler, run_pickled_call),
-                             lambda: self.stopped_by)
+        remote = self._dispatch(pool, shipped, payload, pickler, run_pickled_call)
+        return _call_outcome(remote, lambda: self.stopped_by, into if isinstance(into, _Relayed) else None)
 
     def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
               describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
@@ -468,28 +481,42 @@ def _unsendable_call(dumps: Callable[[Any], bytes], fn: Any) -> str:
     return "the submitted call's arguments"
 
 
-def _call_outcome(remote: Future[Any], stopped: Callable[[], str | None]) -> Future[Any]:
+def _call_outcome(remote: Future[Any], stopped: Callable[[], str | None], into: _Relayed | None = None) -> Future[Any]:
     """The submitted call's own result or exception, read from the bytes its worker sent back.
 
     Cancelling it cancels the call where the pool still can; a cancel from the pool (``shutdown`` with
     ``cancel_futures``, ``ex.cancel()``'s kill) ends it cancelled and notified, so ``wait`` and ``as_completed``
     see it done. A pool payoff stopped on purpose fails the calls it ran or had queued as "terminated
-    abruptly", but nothing crashed: see :func:`_stopped_outcome`.
+    abruptly", but nothing crashed: see :func:`_stopped_outcome`. A pool that broke hands the call to its
+    ``rescue``, which may run it again (``into``: the future of its earlier run, which this run ends).
     """
-    local = _Relayed(remote)
+    local = _Relayed(remote) if into is None else into.relink(remote)
 
     def done(f: Future[Any]) -> None:
+        try:
+            settle(f)
+        finally:
+            if local._remote is f:  # the pool's future and this one held each other: freed now, not by the GC
+                local._remote = None
+
+    def settle(f: Future[Any]) -> None:
+        if local.done():  # cancelled while it waited to run again: this run's end is nobody's
+            return
         by = stopped() if f.cancelled() or isinstance(f.exception(), BrokenExecutor) else None
         if f.cancelled() or by is not None:
             _stopped_outcome(local, by)
             return
-        local.set_running_or_notify_cancel()
         try:
             error = f.exception()
+            if error is not None and local.rescue is not None:
+                error = local.rescue(local, error)  # None: it runs again
+                if error is None:
+                    return
             ok, value = (False, error) if error is not None else call_outcome(f.result())
         except BaseException as exc:  # bytes the parent could not read
             ok, value = False, exc
-        local.set_result(value) if ok else local.set_exception(value)
+        if local.set_running_or_notify_cancel():
+            local.set_result(value) if ok else local.set_exception(value)
 
     remote.add_done_callback(done)
     return local
@@ -515,13 +542,27 @@ class _Relayed(Future[Any]):
 
     def __init__(self, remote: Future[Any]) -> None:
         super().__init__()
-        self._remote = remote
+        self._remote: Future[Any] | None = remote
+        """The pool's future of the call's current run; None while it waits to run again."""
         self.cancelling = False
         """Its own ``cancel()`` is under way: the pool's future it cancels ends this one cancelled."""
+        self.rescue: Callable[[_Relayed, BaseException], BaseException | None] | None = None
+        """Given the error of a pool that broke under the call: None when it takes the call over (to run it
+        again), else the error the call fails with (``payoff._rescue``)."""
+
+    def relink(self, remote: Future[Any]) -> _Relayed:
+        self._remote = remote
+        return self
 
     def cancel(self) -> bool:
+        remote = self._remote
+        if remote is None:  # waiting to run again: nothing of it runs anywhere
+            if not super().cancel():
+                return False
+            self.set_running_or_notify_cancel()  # done for wait() and as_completed()
+            return True
         self.cancelling = True
-        if not self._remote.cancel() and not self._remote.cancelled():
+        if not remote.cancel() and not remote.cancelled():
             self.cancelling = False
             return False
         return super().cancel()
