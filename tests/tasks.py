@@ -514,3 +514,10 @@ def first_exits_once_file_exists(x: int, path: str) -> int:
         exit_once_file_exists(path)
     time.sleep(0.002)
     return x
+
+
+def count_then_exit(path: str) -> int:
+    """Notes a run in ``path``, then ends with ``sys.exit(3)``."""
+    with open(path, "a") as fh:
+        fh.write("run\n")
+    sys.exit(3)

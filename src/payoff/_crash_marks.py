@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from payoff._process_tree import running
@@ -53,13 +54,13 @@ class CrashMarks(ScratchDir):
     def __init__(self) -> None:
         super().__init__("payoff-marks-")
 
-    def where_the_dead_stood(self, call: int) -> list[int]:
-        """Item indices of ``call`` that dead workers were running; live workers' marks, and other calls'
-        (a pool shared by two calls breaks for both), are left out."""
+    def where_the_dead_stood(self, call: int, spare: Collection[int] = ()) -> list[int]:
+        """Item indices of ``call`` that dead workers were running; live workers' marks, other calls' (a pool
+        shared by two calls breaks for both), and those of the workers ``spare`` names, are left out."""
         found = set()
         for entry in Path(self.path).glob(f"{PREFIX}*"):
             pid = int(entry.name[len(PREFIX):]) if entry.name[len(PREFIX):].isdigit() else None
-            if pid is None or running(pid):
+            if pid is None or pid in spare or running(pid):
                 continue
             with contextlib.suppress(OSError):
                 mark = entry.read_bytes()

@@ -15,14 +15,16 @@ crash, and every other lost call runs again, up to ``MAX_ATTEMPTS`` runs in all.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from typing import Any
 
+from payoff import _forks
 from payoff.errors import WorkerCrashedError, describe_exit
 
 MAX_ATTEMPTS = 3
@@ -36,78 +38,81 @@ class Rescue:
 
     ``lease()`` leases the call's pool (a fresh one: the broken one is marked broken) and ``send(lease, tag,
     future)`` sends the call to it, marked with ``tag`` and ending ``future``; ``give_back(lease, broken)``
-    releases a lease (marking its pool broken); ``epoch`` counts the executor's cancels: a call waiting to run
-    again when one came is cancelled, as a queued call is. The broken pool's lease is held until the next
-    run's is taken, so ``shutdown(wait=True)``, which waits for the pools' leases, waits for the call.
+    releases a lease (marking its pool broken); ``epoch`` counts the executor's cancels: a call lost after
+    one came since its run was sent is not sent again. The broken pool's lease is held until the next run's
+    is taken, so ``shutdown(wait=True)``, which waits for the pools' leases, waits for the call.
     """
 
     def __init__(self, lease: Any, *, relay: tuple[Callable[[], Any], Callable[[Any, int, Future[Any]], object]],
                  give_back: Callable[[Any, bool], None], epoch: Callable[[], int]) -> None:
         self._lease = lease  # not the future: a cycle through every submitted call's future kept the GC busy
         (self._lease_pool, self._send), self._give_back, self._epoch = relay, give_back, epoch
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
+        """Held while a run is sent, and by the future's ``cancel``: a cancel then waits for the send and
+        cancels the new run where its pool still can (a cancel that returned True never lets it run)."""
         self.attempts = 1
         self._tag: int | None = None
+        self._sent_at = epoch()
 
     def take_lease(self) -> Any:
         """The current run's lease, taken (once): whoever takes it gives it back."""
-        with self._lock:
+        with self.lock:
             lease, self._lease = self._lease, None
         return lease
 
     def __call__(self, future: Future[Any], error: BaseException) -> BaseException | None:
         """In the broken pool's manager thread, before it stops the surviving workers: None when the call runs
         again (``future``, its future, then waits for it), else the error it fails with."""
-        with self._lock:
+        if not isinstance(error, BrokenExecutor):  # the call's own error (a SystemExit that reached the pool)
+            return error
+        with self.lock:
             pool = None if self._lease is None else self._lease.pool
-        if pool is None or not pool.marks_submits:
-            return error
-        if self._tag is not None and pool.where_the_dead_stood(self._tag):
-            codes = pool.exit_codes(error)
-            crash = _crashed(codes[0] if codes else None, self.attempts)
-            crash.__cause__ = error
-            return crash
-        if self.attempts >= MAX_ATTEMPTS:
-            return error
-        future._remote = None  # type: ignore[attr-defined]  # waiting to run again: a cancel ends it here
-        pool.broken = True  # its lease is kept until the next run's is taken: a shutdown waits for that run
-        epoch = self._epoch()
-        _rescuer().put(lambda: self._again(future, epoch, error))
+            if pool is None or not pool.marks_submits:
+                return error
+            if self._tag is not None and pool.where_the_dead_stood(self._tag):
+                codes = pool.exit_codes(error)
+                crash = _crashed(codes[0] if codes else None, self.attempts)
+                crash.__cause__ = error
+                return crash
+            if self.attempts >= MAX_ATTEMPTS or self._epoch() != self._sent_at:
+                return error
+            future._remote = None  # type: ignore[attr-defined]  # waiting to run again: a cancel ends it here
+            pool.broken = True  # its lease is kept until the next run's is taken: a shutdown waits for that run
+        _rescuer().put(functools.partial(self._again, future, error))
         return None
 
-    def _again(self, future: Future[Any], epoch: int, lost: BaseException) -> None:
+    def _again(self, future: Future[Any], lost: BaseException) -> None:
         """On the rescue thread: the call sent again, to a fresh pool (the broken one was marked broken)."""
-        if not future.done() and self._epoch() != epoch:
-            future.cancel()
-        if future.done():
-            return
-        self.attempts += 1
-        self._tag = next(_tags)
-        try:
-            lease = self._lease_pool()
-        except BaseException as exc:  # no fresh pool (its start failed): its end gives the broken one back
-            self._fail(future, exc, lost)
-            return
-        with self._lock:
-            broken, self._lease = self._lease, lease
-        if broken is not None:
-            self._give_back(broken, True)
-        if future.done():  # cancelled meanwhile: its end took a lease, or leaves this one to this
-            if self.take_lease() is not None:
-                self._give_back(lease, False)
-            return
-        try:
-            self._send(lease, self._tag, future)
-        except BaseException as exc:
-            if self.take_lease() is not None:
-                self._give_back(lease, False)
-            self._fail(future, exc, lost)
-            return
-        if self._epoch() != epoch:  # a cancel came while it was sent: as for a submit racing it
-            future.cancel()
+        with self.lock:
+            if not future.done() and self._epoch() != self._sent_at:  # cancels since: it waits no more
+                future.cancel()
+            if future.done():
+                return
+            self.attempts += 1
+            self._tag = tag = next(_tags)
+            try:
+                lease = self._lease_pool()
+            except BaseException as exc:  # no fresh pool (its start failed): its end gives the broken one back
+                self._fail(future, exc, lost)
+                return
+            broken, self._lease, self._sent_at = self._lease, lease, self._epoch()
+            if broken is not None:
+                self._give_back(broken, True)
+            try:
+                self._send(lease, tag, future)
+            except BrokenExecutor as broke:  # the fresh pool broke already: lost again before it ran
+                lease.pool.broken = True
+                if self.attempts >= MAX_ATTEMPTS:
+                    self._fail(future, broke, lost)
+                    return
+                future._remote = None  # type: ignore[attr-defined]
+                _rescuer().put(functools.partial(self._again, future, broke))
+            except BaseException as exc:
+                self._fail(future, exc, lost)
 
     @staticmethod
     def _fail(future: Future[Any], error: BaseException, lost: BaseException) -> None:
+        """Ends the call with ``error``; its future's end gives back the lease it holds."""
         error.__cause__ = error.__cause__ or lost
         with contextlib.suppress(RuntimeError):  # cancelled meanwhile
             if future.set_running_or_notify_cancel():
@@ -124,7 +129,7 @@ def _crashed(exitcode: int | None, attempts: int) -> WorkerCrashedError:
 _queue: queue.SimpleQueue[Callable[[], None]] | None = None
 _thread: threading.Thread | None = None
 _pid = 0
-_start_lock = threading.Lock()
+_start_lock = _forks.Lock()
 
 
 def _rescuer() -> queue.SimpleQueue[Callable[[], None]]:

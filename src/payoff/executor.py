@@ -9,6 +9,7 @@ per call is the defect that makes parallel modes slower than a loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import itertools
 import math
@@ -260,6 +261,7 @@ class ParallelExecutor:
         waits for it, the idle timer too. On a process pool it runs again when a pool another call broke
         lost it (``payoff._rescue``)."""
         self._begin()
+        rescue: Rescue | None = None
         try:
             lease = self._lease_for_submit(config, name)
             here = lease.pool.is_own_thread()  # an item or submitted task of this pool: it would wait behind itself
@@ -267,22 +269,28 @@ class ParallelExecutor:
                 self._give_back(lease, False, in_callback=False)
                 future = _run_now(fn, args, kwargs)
             else:
-                future = self._send_submitted(lease, fn, args, kwargs)
+                if lease.pool.marks_submits:
+                    rescue = Rescue(lease, relay=(lambda: self._lease_for_submit(config, name),
+                                                  lambda at, tag, into: self._send_submitted(at, fn, args, kwargs, tag,
+                                                                                             into)),
+                                    give_back=self._give_back, epoch=self._cancel_count)
+                future = self._send_submitted(lease, fn, args, kwargs, rescue=rescue)
         except BaseException:
             self._end()
             raise
         if here:
             pass
-        elif lease.pool.marks_submits and hasattr(future, "rescue"):
-            rescue = Rescue(lease, relay=(lambda: self._lease_for_submit(config, name),
-                                          lambda at, tag, into: self._send_submitted(at, fn, args, kwargs, tag, into)),
-                            give_back=self._give_back, epoch=self._cancel_count)
-            future.rescue = rescue
-            future.add_done_callback(lambda f: self._done_submitted(rescue.take_lease(), f))
+        elif rescue is not None and getattr(future, "rescue", None) is rescue:
+            future.add_done_callback(functools.partial(self._rescued_ended, cast("Rescue", rescue)))
         else:
             future.add_done_callback(lambda f: self._done_submitted(lease, f))
         future.add_done_callback(lambda _: self._end())
         return future
+
+    def _rescued_ended(self, rescue: Rescue, future: Future[Any]) -> None:
+        """Its last run's lease given back; and its rescue let go, which holds its function and arguments."""
+        self._done_submitted(rescue.take_lease(), future)
+        future.rescue = None  # type: ignore[attr-defined]
 
     def _lease_for_submit(self, config: ParallelConfig, name: str) -> Lease:
         workers = planning.available_workers(config)
@@ -290,10 +298,11 @@ class ParallelExecutor:
                                  watch=False)
 
     def _send_submitted(self, lease: Lease, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                        tag: int | None = None, into: Future[Any] | None = None) -> Future[Any]:
+                        tag: int | None = None, into: Future[Any] | None = None,
+                        rescue: Rescue | None = None) -> Future[Any]:
         """The call sent to the leased pool; a pool found broken on the way is given back broken."""
         try:
-            return lease.pool.submit_marked(tag, Submitted(fn, id(lease.pool)), args, kwargs, into)
+            return lease.pool.submit_marked(tag, Submitted(fn, id(lease.pool)), args, kwargs, into, rescue)
         except BaseException as exc:
             if into is None:  # a run again gives its lease back itself
                 self._give_back(lease, isinstance(exc, BrokenExecutor), in_callback=False)

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from concurrent.futures import BrokenExecutor, CancelledError, Future, as_completed, wait
 from pathlib import Path
 from typing import Any
@@ -313,7 +314,10 @@ class _LateItems:
 
         self.armed = threading.Event()
         self.held = threading.Event()
-        self.pools: list[Any] = []
+        self.manager_may_end = threading.Event()
+        """Set by default; cleared, the pool's manager thread waits for it before its last clean-up."""
+        self.manager_may_end.set()
+        self.pools: list[weakref.ref[Any]] = []  # weakly: the pool's end is part of what is tested
         real_item, late = stdlib_process._WorkItem, self
 
         class LateItem(real_item):  # type: ignore[misc, valid-type]
@@ -321,11 +325,30 @@ class _LateItems:
                 if late.armed.is_set():
                     late.armed.clear()
                     late.held.set()
-                    pool = late.pools[0]
-                    until(lambda: bool(pool._broken) and not pool._pending_work_items, "the pool failed its calls")
+                    late.wait_for_the_break()
                 super().__init__(*args)
 
         monkeypatch.setattr(stdlib_process, "_WorkItem", LateItem)
+        real_join = stdlib_process._ExecutorManagerThread.join_executor_internals
+
+        def join_later(manager: Any) -> None:
+            assert late.manager_may_end.wait(60)
+            real_join(manager)
+
+        monkeypatch.setattr(stdlib_process._ExecutorManagerThread, "join_executor_internals", join_later)
+
+    def watch(self, ex: ParallelExecutor) -> None:
+        self.pools.append(weakref.ref(ex._pools.current()[0]._pool))  # type: ignore[union-attr]
+
+    def pending(self) -> int:
+        pool = self.pools[0]()
+        return 0 if pool is None else len(pool._pending_work_items)
+
+    def wait_for_the_break(self) -> None:
+        def failed_its_calls() -> bool:
+            pool = self.pools[0]()
+            return pool is None or (bool(pool._broken) and not pool._pending_work_items)
+        until(failed_its_calls, "the pool failed its calls")
 
 
 def test_a_call_sent_as_the_pool_broke_ends_instead_of_waiting_for_ever(tmp_path: Path,
@@ -337,7 +360,7 @@ def test_a_call_sent_as_the_pool_broke_ends_instead_of_waiting_for_ever(tmp_path
     try:
         assert ex.submit(tasks.square, 2).result(timeout=60) == 4
         late_items = _LateItems(monkeypatch)
-        late_items.pools.append(ex._pools.current()[0]._pool)  # type: ignore[union-attr]
+        late_items.watch(ex)
         crash = ex.submit(tasks.exit_once_file_exists, str(go))
         late_items.armed.set()
         late: list[Future[int]] = []
@@ -367,7 +390,7 @@ def test_a_map_whose_chunk_was_sent_as_the_pool_broke_recovers_instead_of_hangin
     try:
         assert ex.map(tasks.square, range(4)) == [0, 1, 4, 9]
         late_items = _LateItems(monkeypatch)
-        late_items.pools.append(ex._pools.current()[0]._pool)  # type: ignore[union-attr]
+        late_items.watch(ex)
 
         def run() -> None:
             try:
@@ -378,7 +401,7 @@ def test_a_map_whose_chunk_was_sent_as_the_pool_broke_recovers_instead_of_hangin
 
         mapper = threading.Thread(target=run)
         mapper.start()
-        until(lambda: len(late_items.pools[0]._pending_work_items) > 2, "the map under way")
+        until(lambda: late_items.pending() > 2, "the map under way")
         late_items.armed.set()
         until(late_items.held.is_set, "a chunk sent past the pool's check")
         go.touch()
@@ -404,4 +427,63 @@ def test_calls_lost_with_a_pool_another_call_broke_run_again_and_only_that_call_
     crash = errors[3]
     assert isinstance(crash, WorkerCrashedError) and isinstance(crash, BrokenExecutor)
     assert crash.exitcode == 7 and "exit code 7" in str(crash), str(crash)
+    assert "on its run 2" in str(crash), str(crash)  # a first run is unmarked: named on its rerun, with the others
     assert [f.result() for x, f in enumerate(futures) if x != 3] == [x * x for x in range(10) if x != 3]
+
+
+def test_a_call_sent_as_the_pool_broke_ends_when_the_pool_is_let_go_before_its_manager_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The late call of ``_LateItems``, and the broken pool let go (``cancel()`` here; a map's recovery does it
+    too) before its manager thread ended: the pool was freed and what it left pending was never looked at."""
+    import gc
+
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
+    go = tmp_path / "crash"
+    try:
+        assert ex.submit(tasks.square, 2).result(timeout=60) == 4
+        late_items = _LateItems(monkeypatch)
+        late_items.watch(ex)
+        crash = ex.submit(tasks.exit_once_file_exists, str(go))
+        late_items.manager_may_end.clear()
+        late_items.armed.set()
+        late: list[Future[int]] = []
+        racer = threading.Thread(target=lambda: late.append(ex.submit(tasks.square, 3)))
+        racer.start()
+        until(late_items.held.is_set, "the late call past the pool's check")
+        go.touch()
+        racer.join(60)
+        assert not racer.is_alive() and late, "the late submit itself never returned"
+        ex.cancel()  # lets go of the broken pool before its manager thread ends
+        gc.collect()
+        assert late_items.pools[0]() is None, "the test holds the pool: it cannot tell"
+        late_items.manager_may_end.set()
+        assert not wait([crash, *late], timeout=60).not_done, "a call the broken pool took was never completed"
+        assert late[0].cancelled() or isinstance(late[0].exception(), BrokenExecutor)
+    finally:
+        late_items.manager_may_end.set()
+        ex.cancel()
+        ex.shutdown(wait=False)
+
+
+def test_a_submitted_call_ending_in_system_exit_runs_once(tmp_path: Path) -> None:
+    """``sys.exit`` in a submitted call reaches the pool's own future (the worker passes on what is no
+    ``Exception``): the call failed with it, and was not taken for one a broken pool lost (it ran three times
+    on three fresh pools before)."""
+    runs = tmp_path / "runs"
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2)) as ex:
+        future = ex.submit(tasks.count_then_exit, str(runs))
+        assert not wait([future], timeout=60).not_done
+        assert isinstance(future.exception(), SystemExit)
+        assert ex.submit(tasks.square, 5).result(timeout=60) == 25
+    assert runs.read_text().count("run") == 1
+
+
+def test_a_call_waiting_to_run_again_is_cancelled_once_however_often_it_is_asked() -> None:
+    """A call a broken pool lost waits for its next run with no pool future; ``cancel()`` there is the
+    stdlib's: True every time once cancelled (a second cancel raised "Future in unexpected state")."""
+    from payoff.strategies.processes import _Relayed
+
+    waiting = _Relayed(Future())
+    waiting._remote = None
+    assert waiting.cancel() and waiting.cancel() and waiting.cancelled()
+    assert not wait([waiting], timeout=0).not_done

@@ -195,9 +195,9 @@ class Strategy(ABC):
     """Whether a submitted call marks its worker's crash mark while it runs (``payoff._rescue``)."""
 
     def submit_marked(self, tag: int | None, fn: Callable[..., Any], args: tuple[Any, ...],
-                      kwargs: dict[str, Any], into: Future[Any] | None = None) -> Future[Any]:
-        """``submit_call``, the call marked with ``tag``, ending ``into`` (an earlier run's future), where the
-        pool marks submitted calls (``payoff._rescue``)."""
+                      kwargs: dict[str, Any], into: Future[Any] | None = None, rescue: Any = None) -> Future[Any]:
+        """``submit_call``, the call marked with ``tag``, ending ``into`` (an earlier run's future) and taken
+        over by ``rescue`` if its pool breaks, where the pool marks submitted calls (``payoff._rescue``)."""
         return self.submit_call(fn, *args, **kwargs)
 
     def _into(self, pool: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

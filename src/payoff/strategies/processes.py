@@ -23,6 +23,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Future, InvalidStateError, ProcessPoolExecutor
+from concurrent.futures._base import CANCELLED
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
@@ -32,6 +33,7 @@ from payoff import _out_of_band as out_of_band
 from payoff._crash_marks import CrashMarks
 from payoff._native_threads import per_worker
 from payoff._process_tree import descendants, signal_alive
+from payoff._rescue import Rescue
 from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
@@ -209,9 +211,13 @@ class PickledPoolStrategy(Strategy):
             return self._marks.path, call
 
     def where_the_dead_stood(self, call: int) -> list[int]:
+        """Where the workers that died stood, those payoff stopped (:meth:`kill`) left out: a map that saw the
+        pool break kills the survivors while the pool may still be failing its calls one by one."""
         with self._ship_lock:
             marks = self._marks
-        return [] if marks is None else marks.where_the_dead_stood(call)
+        return [] if marks is None else marks.where_the_dead_stood(call, spare=self._killed)
+
+    _killed: frozenset[int] = frozenset()
 
     def _remove_files(self) -> None:
         """The pool's shipped functions, initializer reports and crash marks: they live as long as the pool."""
@@ -291,13 +297,15 @@ class PickledPoolStrategy(Strategy):
         return self.submit_marked(None, fn, args, kwargs)
 
     def submit_marked(self, tag: int | None, fn: Callable[..., Any], args: tuple[Any, ...],
-                      kwargs: dict[str, Any], into: Future[Any] | None = None) -> Future[Any]:
+                      kwargs: dict[str, Any], into: Future[Any] | None = None,
+                      rescue: Rescue | None = None) -> Future[Any]:
         """A submitted call travels as a map's chunk does (the function shipped as a map ships it, by value
         when the workers' ``__main__`` does not hold it as it is now), and its outcome comes back as bytes:
         an exception the parent cannot rebuild arrives as a ``RemoteError`` instead of breaking the pool.
         What cannot be pickled fails the future, as the stdlib pool does, not ``submit``. ``tag``: the call
         marks its worker's crash mark with it while it runs; ``into``: the future of the call's earlier run,
-        which this run ends (``payoff._rescue``)."""
+        which this run ends; ``rescue``: what takes the call over if the pool breaks under it
+        (``payoff._rescue``)."""
         pool = self._pool
         if pool is None:
             raise closed_pool(self.name)
@@ -311,7 +319,7 @@ class PickledPoolStrategy(Strategy):
             failed.set_exception(exc)
             return failed
         remote = self._dispatch(pool, shipped, payload, pickler, run_pickled_call)
-        return _call_outcome(remote, lambda: self.stopped_by, into if isinstance(into, _Relayed) else None)
+        return _call_outcome(remote, lambda: self.stopped_by, into if isinstance(into, _Relayed) else None, rescue)
 
     def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
               describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
@@ -390,6 +398,7 @@ class PickledPoolStrategy(Strategy):
         run on, adopted by init, for nobody (see :mod:`payoff._process_tree`)."""
         self._remember_processes()
         procs = [p for p in list((self._seen or {}).values()) if p.exitcode is None]
+        self._killed = self._killed | {p.pid for p in procs if p.pid is not None}
         pipe, manager = _internals(self._pool)  # the pool's shutdown forgets them
         self.shutdown(wait=False)  # first: queued futures are cancelled before the pool sees its workers die
         started = descendants(p.pid for p in procs if p.pid is not None)  # now: a dead worker's are init's
@@ -433,21 +442,24 @@ class _PoolFuture(Future[Any]):
 
 
 _reaped: weakref.WeakSet[Any] = weakref.WeakSet()
-_reaped_lock = threading.Lock()
+_reaped_lock = _forks.Lock()
 
 
 def _reap_orphans(pool: Any) -> None:
-    """Once per broken pool: :func:`_fail_orphans` on a thread of its own, which waits for the pool's manager."""
+    """Once per broken pool: :func:`_fail_orphans` on a thread of its own, which waits for the pool's manager
+    (the thread failing its calls, most often this one). Its pending calls are held, not the pool: a call that
+    lets go of the pool (a map's recovery, a cancel) frees it at once, and its late call would be lost."""
     with _reaped_lock:
         if pool in _reaped:
             return
         _reaped.add(pool)
     manager = getattr(pool, "_executor_manager_thread", None)
-    threading.Thread(target=_fail_orphans, args=(weakref.ref(pool), manager), name="payoff-orphans",
-                     daemon=True).start()
+    items = getattr(pool, "_pending_work_items", None)
+    with contextlib.suppress(RuntimeError):  # no thread can start (the interpreter exits): the manager goes on
+        threading.Thread(target=_fail_orphans, args=(items, manager), name="payoff-orphans", daemon=True).start()
 
 
-def _fail_orphans(pool_ref: weakref.ref[Any], manager: threading.Thread | None) -> None:
+def _fail_orphans(items: dict[int, Any] | None, manager: threading.Thread | None) -> None:
     """Fail what a broken pool left pending once its manager thread has ended: nothing else ever will.
 
     Python 3.11's ``terminate_broken`` marks the pool broken outside the lock ``submit`` holds, so a call that
@@ -457,9 +469,7 @@ def _fail_orphans(pool_ref: weakref.ref[Any], manager: threading.Thread | None) 
     """
     if manager is not None and manager is not threading.current_thread():
         manager.join()
-    pool = pool_ref()
-    items = getattr(pool, "_pending_work_items", None) or {}
-    for item in list(items.values()):
+    for item in list((items or {}).values()):
         future = getattr(item, "future", None)
         if isinstance(future, Future) and not future.done():
             with contextlib.suppress(InvalidStateError):  # cancelled or ended meanwhile
@@ -481,7 +491,8 @@ def _unsendable_call(dumps: Callable[[Any], bytes], fn: Any) -> str:
     return "the submitted call's arguments"
 
 
-def _call_outcome(remote: Future[Any], stopped: Callable[[], str | None], into: _Relayed | None = None) -> Future[Any]:
+def _call_outcome(remote: Future[Any], stopped: Callable[[], str | None], into: _Relayed | None = None,
+                  rescue: Rescue | None = None) -> Future[Any]:
     """The submitted call's own result or exception, read from the bytes its worker sent back.
 
     Cancelling it cancels the call where the pool still can; a cancel from the pool (``shutdown`` with
@@ -491,6 +502,8 @@ def _call_outcome(remote: Future[Any], stopped: Callable[[], str | None], into: 
     ``rescue``, which may run it again (``into``: the future of its earlier run, which this run ends).
     """
     local = _Relayed(remote) if into is None else into.relink(remote)
+    if rescue is not None:
+        local.rescue = rescue
 
     def done(f: Future[Any]) -> None:
         try:
@@ -546,7 +559,7 @@ class _Relayed(Future[Any]):
         """The pool's future of the call's current run; None while it waits to run again."""
         self.cancelling = False
         """Its own ``cancel()`` is under way: the pool's future it cancels ends this one cancelled."""
-        self.rescue: Callable[[_Relayed, BaseException], BaseException | None] | None = None
+        self.rescue: Rescue | None = None
         """Given the error of a pool that broke under the call: None when it takes the call over (to run it
         again), else the error the call fails with (``payoff._rescue``)."""
 
@@ -555,11 +568,20 @@ class _Relayed(Future[Any]):
         return self
 
     def cancel(self) -> bool:
+        rescue = self.rescue
+        if rescue is None:
+            return self._cancel()
+        with rescue.lock:  # a run being sent again: this waits for it, and cancels it where the pool still can
+            return self._cancel()
+
+    def _cancel(self) -> bool:
         remote = self._remote
-        if remote is None:  # waiting to run again: nothing of it runs anywhere
+        if remote is None:  # waiting to run again (or ended): nothing of it runs anywhere
             if not super().cancel():
                 return False
-            self.set_running_or_notify_cancel()  # done for wait() and as_completed()
+            with self._condition:  # a second cancel finds it notified already
+                if self._state == CANCELLED:
+                    self.set_running_or_notify_cancel()  # done for wait() and as_completed()
             return True
         self.cancelling = True
         if not remote.cancel() and not remote.cancelled():
