@@ -521,3 +521,14 @@ def count_then_exit(path: str) -> int:
     with open(path, "a") as fh:
         fh.write("run\n")
     sys.exit(3)
+
+
+def nap_then_die_once(item: tuple[int, str]) -> int:
+    """Naps 20 ms; item 3 then kills its worker the first time only (``marker`` remembers)."""
+    i, marker = item
+    time.sleep(0.02)
+    if i == 3 and not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        os._exit(3)
+    return i * 10
