@@ -351,28 +351,34 @@ class _LateItems:
         until(failed_its_calls, "the pool failed its calls")
 
 
+def _a_late_call_as_the_pool_breaks(ex: ParallelExecutor, late_items: _LateItems,
+                                    go: Path) -> tuple[Future[int], Future[int]]:
+    """A call that kills its worker once ``go`` exists, and a call held past the pool's "broken?" check until
+    that crash has made the pool fail its calls (``_LateItems``): their futures, once the late submit returned."""
+    assert ex.submit(tasks.square, 2).result(timeout=60) == 4
+    late_items.watch(ex)
+    crash = ex.submit(tasks.exit_once_file_exists, str(go))
+    late_items.armed.set()
+    late: list[Future[int]] = []
+    racer = threading.Thread(target=lambda: late.append(ex.submit(tasks.square, 3)))
+    racer.start()
+    until(late_items.held.is_set, "the late call past the pool's check")
+    go.touch()
+    racer.join(60)
+    assert not racer.is_alive() and late, "the late submit itself never returned"
+    return crash, late[0]
+
+
 def test_a_call_sent_as_the_pool_broke_ends_instead_of_waiting_for_ever(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The late call's future was never completed (see ``_LateItems``): it must end. Lost with the pool before
     it ran, it runs again on fresh workers (``payoff._rescue``)."""
     ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
-    go = tmp_path / "crash"
     try:
-        assert ex.submit(tasks.square, 2).result(timeout=60) == 4
-        late_items = _LateItems(monkeypatch)
-        late_items.watch(ex)
-        crash = ex.submit(tasks.exit_once_file_exists, str(go))
-        late_items.armed.set()
-        late: list[Future[int]] = []
-        racer = threading.Thread(target=lambda: late.append(ex.submit(tasks.square, 3)))
-        racer.start()
-        until(late_items.held.is_set, "the late call past the pool's check")
-        go.touch()
-        racer.join(60)
-        assert not racer.is_alive() and late, "the late submit itself never returned"
-        assert not wait([crash, *late], timeout=60).not_done, "a call the broken pool took was never completed"
+        crash, late = _a_late_call_as_the_pool_breaks(ex, _LateItems(monkeypatch), tmp_path / "crash")
+        assert not wait([crash, late], timeout=60).not_done, "a call the broken pool took was never completed"
         assert isinstance(crash.exception(), WorkerCrashedError)  # it broke the pool it ran on again
-        assert late[0].result() == 9  # lost with the pool before it ran: it ran again
+        assert late.result() == 9  # lost with the pool before it ran: it ran again
         assert ex.submit(tasks.square, 4).result(timeout=60) == 16
     finally:
         ex.cancel()
@@ -438,27 +444,16 @@ def test_a_call_sent_as_the_pool_broke_ends_when_the_pool_is_let_go_before_its_m
     import gc
 
     ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
-    go = tmp_path / "crash"
+    late_items = _LateItems(monkeypatch)
+    late_items.manager_may_end.clear()
     try:
-        assert ex.submit(tasks.square, 2).result(timeout=60) == 4
-        late_items = _LateItems(monkeypatch)
-        late_items.watch(ex)
-        crash = ex.submit(tasks.exit_once_file_exists, str(go))
-        late_items.manager_may_end.clear()
-        late_items.armed.set()
-        late: list[Future[int]] = []
-        racer = threading.Thread(target=lambda: late.append(ex.submit(tasks.square, 3)))
-        racer.start()
-        until(late_items.held.is_set, "the late call past the pool's check")
-        go.touch()
-        racer.join(60)
-        assert not racer.is_alive() and late, "the late submit itself never returned"
+        crash, late = _a_late_call_as_the_pool_breaks(ex, late_items, tmp_path / "crash")
         ex.cancel()  # lets go of the broken pool before its manager thread ends
         gc.collect()
         assert late_items.pools[0]() is None, "the test holds the pool: it cannot tell"
         late_items.manager_may_end.set()
-        assert not wait([crash, *late], timeout=60).not_done, "a call the broken pool took was never completed"
-        assert late[0].cancelled() or isinstance(late[0].exception(), BrokenExecutor)
+        assert not wait([crash, late], timeout=60).not_done, "a call the broken pool took was never completed"
+        assert late.cancelled() or isinstance(late.exception(), BrokenExecutor)
     finally:
         late_items.manager_may_end.set()
         ex.cancel()
