@@ -278,11 +278,9 @@ class ParallelExecutor:
         except BaseException:
             self._end()
             raise
-        if here:
-            pass
-        elif rescue is not None and getattr(future, "rescue", None) is rescue:
+        if rescue is not None and getattr(future, "rescue", None) is rescue:
             future.add_done_callback(functools.partial(self._rescued_ended, cast("Rescue", rescue)))
-        else:
+        elif not here:  # a call run here gave its lease back already
             future.add_done_callback(lambda f: self._done_submitted(lease, f))
         future.add_done_callback(lambda _: self._end())
         return future

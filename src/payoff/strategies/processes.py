@@ -540,8 +540,7 @@ def _stopped_outcome(local: _Relayed, by: str | None) -> None:
     cancelling shutdown); when another call stopped the pool (its timeout, Ctrl-C), this call asked for nothing
     of the kind, so it fails with :class:`PoolStoppedError` naming that call, not as if it had been cancelled."""
     if by is None or by == CANCEL_ALL or local.cancelling:
-        Future.cancel(local)  # not _Relayed.cancel: the remote one may be done, not cancelled
-        local.set_running_or_notify_cancel()
+        local.cancel_here()  # not cancel(): the remote one may be done, not cancelled
         return
     local.set_running_or_notify_cancel()
     local.set_exception(PoolStoppedError(
@@ -563,6 +562,16 @@ class _Relayed(Future[Any]):
         """Given the error of a pool that broke under the call: None when it takes the call over (to run it
         again), else the error the call fails with (``payoff._rescue``)."""
 
+    def cancel_here(self) -> bool:
+        """Cancelled and notified, done for ``wait()`` and ``as_completed()``, with no pool future asked; False
+        when it ended otherwise."""
+        if not Future.cancel(self):
+            return False
+        with self._condition:  # a second cancel finds it notified already
+            if self._state == CANCELLED:
+                self.set_running_or_notify_cancel()
+        return True
+
     def relink(self, remote: Future[Any]) -> _Relayed:
         self._remote = remote
         return self
@@ -577,12 +586,7 @@ class _Relayed(Future[Any]):
     def _cancel(self) -> bool:
         remote = self._remote
         if remote is None:  # waiting to run again (or ended): nothing of it runs anywhere
-            if not super().cancel():
-                return False
-            with self._condition:  # a second cancel finds it notified already
-                if self._state == CANCELLED:
-                    self.set_running_or_notify_cancel()  # done for wait() and as_completed()
-            return True
+            return self.cancel_here()
         self.cancelling = True
         if not remote.cancel() and not remote.cancelled():
             self.cancelling = False
