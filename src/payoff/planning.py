@@ -867,7 +867,7 @@ class Planner:
         with self._events_lock:
             return any(token is not stop and at >= since for token, at in self._open.items())
 
-    def _among_others(self, wall_seconds: float) -> bool:
+    def _among_others(self, wall_seconds: float, stop: CancelToken | None = None) -> bool:
         """Whether another call of this process started or ended while the call ending now ran.
 
         Its own start is one event in that window; any second one is another
@@ -875,9 +875,14 @@ class Planner:
         the earlier one's run, the earlier one's end in the later one's. (A call
         that starts before this one and ends after it, with no other call
         starting or ending meanwhile, is not seen here: calls that name
-        themselves (their cancel token) are, by ``_others_open``.)
+        themselves (their cancel token) are, by ``_others_open``.) A call that
+        names itself is timed from its own start: its wall time, counted back from
+        now, misses that start by however long its thread was held after its
+        record was made (its observers, a busy machine).
         """
-        since = time.monotonic_ns() - int(wall_seconds * 1e9)
+        with self._events_lock:
+            began = self._open.get(stop) if stop is not None else None
+        since = time.monotonic_ns() - int(wall_seconds * 1e9) if began is None else began
         seen = 0
         with self._events_lock:
             for at in reversed(self._events):
@@ -1067,7 +1072,7 @@ class Planner:
         crash = _crash_of(record, error)
         if crash is not None:
             self.knowledge.crashed(fn, crash)
-        crowded = shared_pool or self._among_others(record.wall_seconds) or self._others_open(stop)
+        crowded = shared_pool or self._among_others(record.wall_seconds, stop) or self._others_open(stop)
         self._event(stop, ends=True)
         waiting_on_threads = record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads"
         if waiting_on_threads and record.speedup < 1.0 \

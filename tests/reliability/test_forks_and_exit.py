@@ -244,7 +244,16 @@ EXIT_WITH_QUEUED = """
     futures = [ex.submit(tasks.sleep_then_square, i, 1.0) for i in range(400)]  # 200 s of queued work
     print(json.dumps({"first": futures[0].result(), "pids": ex.worker_pids()}), flush=True)
     if sys.argv[2] == "interrupt":
-        print("READY", flush=True)
+        import threading, time
+
+        def ready():  # once the main thread waits: CPython loses a Ctrl-C landing just before a lock blocks
+            main = threading.main_thread().ident
+            while sys._current_frames()[main].f_code.co_name != "wait":
+                time.sleep(0.01)
+            time.sleep(0.2)
+            print("READY", flush=True)
+
+        threading.Thread(target=ready, daemon=True).start()
         futures[-1].result()
 """
 
