@@ -97,6 +97,8 @@ ROWS = [
     Row("cpu-bound work goes to processes", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND, expect_workers=2,
         expect_chunk=(125, 3)),
     Row("trivial items stay serial", 5e-8, 1000, "serial", Reason.TINY_WORKLOAD),
+    Row("a warm pool a little faster than the loop is not worth its risk, and the detail says so", 1.5e-5, 100,
+        "serial", Reason.TINY_WORKLOAD, warm=frozenset({"processes"}), detail_says="short of the 1.2x a pool"),
     Row("dear items an earlier call hid among cheap ones: each item checks the chunk's budget", 1e-4, 2000,
         "processes", Reason.AUTO_CPU_BOUND, hidden_dear=0.2, expect_check_each=True),
     Row("a hidden 12 ms among 100,000 items: checking each would cost more than it found", 5e-5, 100_000,
