@@ -464,8 +464,9 @@ def _fail_orphans(items: dict[int, Any] | None, manager: threading.Thread | None
 
     Python 3.11's ``terminate_broken`` marks the pool broken outside the lock ``submit`` holds, so a call that
     passed ``submit``'s "broken?" check just before is put among the pending calls after they were failed and
-    cleared (or while they are iterated, which kills the manager thread before it fails the rest): its future
-    was never completed, and a map whose chunk it was waited for it for good.
+    cleared (or while they are iterated, which kills the manager thread before it fails the rest, some of them
+    running on the workers it killed): its future was never completed, and a map whose chunk it was waited for
+    it for good.
     """
     if manager is not None and manager is not threading.current_thread():
         manager.join()
@@ -474,7 +475,8 @@ def _fail_orphans(items: dict[int, Any] | None, manager: threading.Thread | None
         if isinstance(future, Future) and not future.done():
             with contextlib.suppress(InvalidStateError):  # cancelled or ended meanwhile
                 future.set_exception(BrokenProcessPool(
-                    "payoff: the process pool broke as this call was sent (a worker died): it never ran"))
+                    "payoff: the process pool broke (a worker died) as this call was sent or while it ran: "
+                    "its result never came back"))
 
 
 class _Sent(NamedTuple):
