@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
+from payoff._knowledge import NO_PICKLING, Facts, Pickling
 from payoff.config import usable_cpus
-from payoff.planning import CLOUDPICKLE_CANNOT, NO_PICKLING, Call, Facts, Pickling, Planner, Probe, _pickled_size
+from payoff.planning import CLOUDPICKLE_CANNOT, Call, Planner, Probe, _pickled_size
 from payoff.worker import _local
 from tests import tasks
 

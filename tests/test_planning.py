@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff import ParallelConfig, ParallelExecutor, Reason, _costs, _knowledge, planning
 from payoff.record import OVERTURNED, OVERTURNED_ADVICE, ChunkStats, MapRecord, RecordBuilder
 from payoff.report.text import details
 from payoff.telemetry.warnings import ParallelFallbackWarning
@@ -40,7 +40,7 @@ def test_object_arrays_are_really_pickled() -> None:
 
 
 def test_calls_that_met_a_busy_machine_do_not_keep_small_calls_serial() -> None:
-    model = planning.CostModel()
+    model = _costs.CostModel()
     prior = model.get("processes").per_call
     model.learn("processes", per_call=0.05)  # one call met a busy machine
     model.learn("processes", per_call=0.0004)
@@ -77,14 +77,14 @@ def test_what_a_chunk_costs_the_pool_is_learned_from_the_gaps_between_a_workers_
     workers keep both cores busy a worker stood 0.5-1.3 ms idle between chunks while the next one waited in
     the parent (traced on 100-item calls: payoff's 8 chunks took 8-10 ms where the loop took 7.5). Measured
     gaps replace it as per-call latencies do (the median of a window, the prior one vote)."""
-    model = planning.CostModel()
+    model = _costs.CostModel()
     prior = model.get("processes").per_chunk
     handover = planning._handover_latency(_handed_over(0.8))
     assert handover == pytest.approx(0.0008)
     for _ in range(2):
         model.learn("processes", per_chunk=handover)
     assert model.get("processes").per_chunk == pytest.approx(0.0008) and prior < 0.0008
-    assert planning._work_floor_seconds(model, "processes") > planning._work_floor_seconds(planning.CostModel(),
+    assert planning._work_floor_seconds(model, "processes") > planning._work_floor_seconds(_costs.CostModel(),
                                                                                            "processes")
     # moving a heavy payload is costed per byte; a new pool's workers are still warming up
     assert planning._handover_latency(_handed_over(0.8, heavy=True)) is None
@@ -160,7 +160,7 @@ def test_a_pool_whose_initializer_failed_is_tried_again_not_replaced_by_the_call
     a fresh pool again rather than staying serial with ``pool_start_cost``."""
     from payoff import ParallelConfig, ParallelExecutor, Reason
 
-    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(1e-4, 1.0, 40, "", None, forgone={"processes": 10.0},
+    planning.KNOWLEDGE.teach(tasks.square, _knowledge.Facts(1e-4, 1.0, 40, "", None, forgone={"processes": 10.0},
                                                                     result_error=""))
     config = ParallelConfig(max_workers=2, worker_initializer=tasks.failing_initializer,
                             worker_init_args=(os.getpid(),))
@@ -346,7 +346,7 @@ def test_a_known_function_given_much_smaller_items_times_their_pickling_again() 
                                        None, None, frozenset(), 0))  # parallel: its payload is measured
     facts = planner.knowledge.get(_describe)
     assert facts is not None
-    facts.measured_items = planning.SOUND_ITEMS  # as after a whole call: the cost is not probed again
+    facts.measured_items = _knowledge.SOUND_ITEMS  # as after a whole call: the cost is not probed again
     later = planner.plan(planning.Call(_describe, list(range(40_000)), config, "auto", None, None, None,
                                        frozenset(), 1))
     assert later.probe.known
@@ -359,10 +359,10 @@ def test_each_builtin_and_ufunc_has_its_own_facts() -> None:
     """Builtins and numpy ufuncs are objects of one type each: keyed by type alone, abs shared len's cost."""
     import numpy as np
 
-    keys = {planning.fn_key(f) for f in (abs, len, str.upper, np.sqrt, np.exp)}
+    keys = {_knowledge.fn_key(f) for f in (abs, len, str.upper, np.sqrt, np.exp)}
     assert len(keys) == 5
-    knowledge = planning.Knowledge()
-    knowledge.teach(abs, planning.Facts(1e-8, 1.0, 40, "", None, result_error=""))
+    knowledge = _knowledge.Knowledge()
+    knowledge.teach(abs, _knowledge.Facts(1e-8, 1.0, 40, "", None, result_error=""))
     assert knowledge.get(len) is None, "a different builtin is probed, not given abs's cost"
 
 
@@ -375,9 +375,9 @@ def test_functions_made_by_exec_are_told_apart_by_their_code() -> None:
         return space["f"]
 
     cheap, costly = made("def f(x):\n    return x"), made("def f(x):\n    return sum(range(x * 1000))")
-    assert planning.fn_key(cheap) != planning.fn_key(costly)
-    assert planning.fn_key(cheap) == planning.fn_key(made("def f(x):\n    return x"))
-    knowledge = planning.Knowledge()
+    assert _knowledge.fn_key(cheap) != _knowledge.fn_key(costly)
+    assert _knowledge.fn_key(cheap) == _knowledge.fn_key(made("def f(x):\n    return x"))
+    knowledge = _knowledge.Knowledge()
     knowledge.crashed(cheap, "item 3 crashed a worker process")
     assert knowledge.crash_of(costly) is None
 
@@ -415,7 +415,7 @@ def test_a_call_that_began_before_this_one_and_still_runs_is_beside_it() -> None
     pool, of threads, beside the processes; 1 in ~30 runs of the asyncio handlers test). A call planned and
     not yet learned from runs now; once it has ended, a call alone teaches again."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(1e-4, 1.0, 40, "", None, result_error=""))
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(1e-4, 1.0, 40, "", None, result_error=""))
     earlier = CancelToken()
     began = _spin_call(planner, earlier)
     time.sleep(0.01)  # before this call's run, by more than its wall time
@@ -437,7 +437,7 @@ def test_a_call_left_open_long_ago_no_longer_counts_as_running(monkeypatch: pyte
     planner learning anything (verdicts, latencies, shares) for the rest of the session."""
     monkeypatch.setattr(planning, "OPEN_CALL_HORIZON_SECONDS", 0.05)
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(1e-4, 1.0, 40, "", None, result_error=""))
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(1e-4, 1.0, 40, "", None, result_error=""))
     left = CancelToken()
     _spin_call(planner, left)  # planned, never ended
     time.sleep(0.1)
@@ -455,7 +455,7 @@ def test_what_a_call_measured_among_other_calls_is_not_taken_for_the_function(cr
     waiting, and dearer). Learned, the first made the function serial (no_measured_gain) and the second sent it
     to threads (auto_waiting). Calls that ran one after the other still teach all of it."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(1e-4, 1.0, 40, "", None, result_error=""))
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(1e-4, 1.0, 40, "", None, result_error=""))
     pool_call = _spin_call(planner)
     serial_call = _spin_call(planner) if crowded else None  # the second call starts while the first runs
     planner.learn(_finished(pool_call, "processes", speedup=0.1), tasks.spin)
@@ -483,7 +483,7 @@ def test_a_cost_far_beyond_what_crowding_explains_is_learned_among_other_calls(t
     (tiny_workload, '40 items x 1.1 us = 0.04 ms of work' for a 50 ms call) for the whole run. Sharing the GIL
     inflates an item's wall time a few times, never its CPU time, and never makes it cheaper."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(taught, 1.0, 40, "", None, result_error=""))
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(taught, 1.0, 40, "", None, result_error=""))
     token = CancelToken()
     call = _spin_call(planner, token)
     _spin_call(planner)  # another call starts while it runs
@@ -507,7 +507,7 @@ def test_a_verdict_measured_at_another_item_cost_no_longer_applies() -> None:
     items became ~1 ms. The cost was re-learned at once, but the next 59 calls stayed serial (no_measured_gain,
     citing the 0.7x of the cheap items) where a fresh function ran 1.2x faster on processes."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(5e-5, 1.0, 40, "", None, result_error="",
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(5e-5, 1.0, 40, "", None, result_error="",
                                                        verdicts={"processes": (0.7, 50)}, retries={"processes": 5}))
     _learn_alone(planner, tasks.spin, "serial", 1e-3, fallback_reason=Reason.NO_MEASURED_GAIN)
     plan = planner.plan(planning.Call(tasks.spin, list(range(40)), ParallelConfig(max_workers=2), "auto", None,
@@ -530,7 +530,7 @@ def test_a_workload_whose_cost_keeps_flipping_is_probed_on_each_call() -> None:
 
     planner = planning.Planner()
     cheap, dear = functools.partial(_work, n=20), functools.partial(_work, n=20_000)
-    planner.knowledge.teach(cheap, planning.Facts(1e-6, 1.0, 40, "", None, result_error=""))
+    planner.knowledge.teach(cheap, _knowledge.Facts(1e-6, 1.0, 40, "", None, result_error=""))
 
     def planned(fn: Callable[[int], Any]) -> planning.Plan:
         return planner.plan(planning.Call(fn, list(range(40)), ParallelConfig(max_workers=2), "auto", None, None,
@@ -551,7 +551,7 @@ def test_a_losing_waiting_verdict_whose_items_ran_on_a_cpu_is_not_repeated_among
     0.2x with the items on a CPU all their busy time. Measured among other calls, nothing was learned and
     every later call went to threads again; now the next call is not auto_waiting."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(5e-3, 0.1, 40, "", None, result_error=""))
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(5e-3, 0.1, 40, "", None, result_error=""))
 
     def call() -> tuple[int, planning.Plan]:
         started = time.monotonic_ns()
@@ -855,7 +855,7 @@ def test_a_share_measured_in_worker_processes_outlives_a_gil_bound_threads_run(m
     mixed ones, so it only corrects a share a probe read (a slow first item can make CPU-bound work look
     waiting); a share measured in worker processes, where nothing holds an item back, stands."""
     planner = planning.Planner()
-    planner.knowledge.teach(_nap, planning.Facts(3e-3, 0.33, 40, "", None, result_error=""))
+    planner.knowledge.teach(_nap, _knowledge.Facts(3e-3, 0.33, 40, "", None, result_error=""))
     if measured_on == "processes":
         built = RecordBuilder(1, "default", "auto", None, 300, time.monotonic_ns(), time.time()).build()
         on_processes = replace(built, selected_strategy="processes", workers=2, decision_reason=Reason.AUTO_CPU_BOUND,
@@ -932,7 +932,7 @@ def _caller_record(n_items: int, busy_ns: int, timed_ns: int) -> MapRecord:
 
 def test_the_set_up_of_a_chunk_run_here_is_not_learned_as_the_items_cost() -> None:
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.identity, planning.Facts(1.4e-6, 1.0, 40, "", None, result_error="",
+    planner.knowledge.teach(tasks.identity, _knowledge.Facts(1.4e-6, 1.0, 40, "", None, result_error="",
                                                            measured_items=1))
     planner.learn(_caller_record(10, 70_000, 1_500), tasks.identity)  # 70 us busy, 1.5 us of items
     facts = planner.knowledge.get(tasks.identity)
@@ -940,8 +940,8 @@ def test_the_set_up_of_a_chunk_run_here_is_not_learned_as_the_items_cost() -> No
 
 
 def test_a_reading_of_a_few_items_nudges_a_sound_cost_but_never_replaces_it() -> None:
-    knowledge = planning.Knowledge()
-    knowledge.teach(tasks.identity, planning.Facts(1.5e-7, 1.0, 40, "", None, measured_items=5000))
+    knowledge = _knowledge.Knowledge()
+    knowledge.teach(tasks.identity, _knowledge.Facts(1.5e-7, 1.0, 40, "", None, measured_items=5000))
     knowledge.observe(tasks.identity, 7e-6, 1.0, n_items=10)  # 47x off, but 70 us of 10 items
     facts = knowledge.get(tasks.identity)
     assert facts is not None and facts.seconds_per_item < 2 * 1.5e-7 and facts.sound, facts
@@ -950,8 +950,8 @@ def test_a_reading_of_a_few_items_nudges_a_sound_cost_but_never_replaces_it() ->
 
 
 def test_a_cost_a_few_items_measured_gives_way_to_one_measured_on_more() -> None:
-    knowledge = planning.Knowledge()
-    knowledge.teach(tasks.identity, planning.Facts(1.4e-6, 1.0, 40, "", None, measured_items=1))
+    knowledge = _knowledge.Knowledge()
+    knowledge.teach(tasks.identity, _knowledge.Facts(1.4e-6, 1.0, 40, "", None, measured_items=1))
     knowledge.observe(tasks.identity, 1.6e-7, 1.0, n_items=9)  # 2.6x: smoothed in were both sound
     facts = knowledge.get(tasks.identity)
     assert facts is not None and facts.seconds_per_item == 1.6e-7 and facts.measured_items == 9, facts
@@ -962,7 +962,7 @@ def test_a_serial_fallback_whose_items_overturned_the_estimate_says_what_they_me
     was redefined, a global it reads, a callable instance or partial with other arguments): the first call
     after ran serially as ``tiny_workload`` and its warning said "300 items ... = 0.19 ms of work" for a call
     that ran 250 ms. The record and the warning now say what the call measured, and no "usually right"."""
-    planning.PLANNER.knowledge.teach(tasks.spin, planning.Facts(1e-8, 1.0, 40, "", None, result_error=""))
+    planning.PLANNER.knowledge.teach(tasks.spin, _knowledge.Facts(1e-8, 1.0, 40, "", None, result_error=""))
     with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert ex.map(tasks.spin, range(30)) == [tasks.spin(x) for x in range(30)]
@@ -978,7 +978,7 @@ def test_a_serial_fallback_whose_items_overturned_the_estimate_says_what_they_me
 
 
 def test_an_estimate_the_items_confirmed_is_left_as_it_was_planned() -> None:
-    planning.PLANNER.knowledge.teach(tasks.identity, planning.Facts(1e-3, 1.0, 40, "", None, result_error=""))
+    planning.PLANNER.knowledge.teach(tasks.identity, _knowledge.Facts(1e-3, 1.0, 40, "", None, result_error=""))
     builder = RecordBuilder(1, "default", "auto", None, 10, time.monotonic_ns(), time.time())
     builder.planned_cost = 1e-3
     ms = 1_000_000
@@ -997,7 +997,7 @@ def test_threads_that_saturate_the_gil_by_their_number_do_not_make_waiting_items
     instead of 22x) and recorded 1.0x. Items that hold the GIL for a few percent of their time do not become
     CPU-bound; 32 of them at once only keep the GIL busy."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(5.2e-3, 0.02, 40, "", None, result_error=""))
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(5.2e-3, 0.02, 40, "", None, result_error=""))
     config = ParallelConfig()
 
     def planned() -> planning.Plan:
@@ -1026,7 +1026,7 @@ def test_threads_runs_of_items_that_mostly_wait_do_not_lower_their_cpu_share() -
     to 13.4 ms, and the records read 18-24x for calls 9.6x the loop. A GIL-bound run's reading only says the
     share is at least that much."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(5.5e-3, 0.08, 40, "", None, result_error=""))
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(5.5e-3, 0.08, 40, "", None, result_error=""))
     for _ in range(6):
         started = time.monotonic_ns()
         record = replace(_finished(started, "threads", speedup=9.0, per_item=5.5e-3, n_items=400),
@@ -1044,7 +1044,7 @@ def test_a_share_read_without_the_gil_far_from_the_remembered_one_replaces_it() 
     from 0.76 the share took four calls at 2.6x ``ThreadPoolExecutor()``'s time to reach threads (helper run,
     shift.py 1 200 0,5). A reading near the remembered share is still smoothed in."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, planning.Facts(1e-3, 0.76, 40, "", None, result_error="",
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(1e-3, 0.76, 40, "", None, result_error="",
                                                        share_without_gil=True))
     planner.learn(_finished(time.monotonic_ns(), "processes", speedup=1.9, cpu_share=0.6, per_item=1e-3), tasks.spin)
     facts = planner.knowledge.get(tasks.spin)
@@ -1064,7 +1064,7 @@ def test_a_function_on_threads_as_waiting_work_has_its_share_read_alone_again() 
     loop's speed while its records read 2-3x (helper run, shift.py 1 200 5,0 10). Every RESHARE_EVERY calls
     on threads its first items run alone, read the share again, and the call is planned on that."""
     planner = planning.Planner()
-    planner.knowledge.teach(_spin_briefly, planning.Facts(1e-3, 0.2, 40, "", None, result_error="",
+    planner.knowledge.teach(_spin_briefly, _knowledge.Facts(1e-3, 0.2, 40, "", None, result_error="",
                                                          share_without_gil=True, waited=True))
     config = ParallelConfig(max_workers=2)
 
@@ -1072,7 +1072,7 @@ def test_a_function_on_threads_as_waiting_work_has_its_share_read_alone_again() 
         return planner.plan(planning.Call(_spin_briefly, list(range(400)), config, "auto", None, None, None,
                                           frozenset({"threads", "processes"}), 5))
 
-    for _ in range(planning.RESHARE_EVERY):
+    for _ in range(_knowledge.RESHARE_EVERY):
         started, plan = time.monotonic_ns(), planned()
         assert plan.strategy == "threads" and plan.probe.n == 0, plan
         time.sleep(0.002)
@@ -1096,7 +1096,7 @@ def test_threads_that_fill_the_gil_send_the_next_call_to_read_the_share_alone_no
     share of 1.0, the next call went to processes at 2-5x the threads' time before a run there read the share
     again (helper runs: t10 t5 p2 t12 ...). The next call now runs its first items alone and plans on that."""
     planner = planning.Planner()
-    planner.knowledge.teach(_nap_briefly, planning.Facts(2.1e-3, 0.3, 40, "", None, result_error=""))
+    planner.knowledge.teach(_nap_briefly, _knowledge.Facts(2.1e-3, 0.3, 40, "", None, result_error=""))
     config = ParallelConfig(max_workers=2)
 
     def planned() -> planning.Plan:

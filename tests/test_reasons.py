@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, planning
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, _knowledge, planning
 from payoff.reasons import fallback_reasons
 from tests import tasks
 from tests.conftest import require
@@ -66,7 +66,7 @@ def _tiny() -> tuple[Any, Any, list[Any]]:
 
 def _taught(cost: float, verdicts: dict[str, tuple[float, int]] | None = None) -> None:
     """Facts stated outright, so the planner decides from them (no probe, no clock)."""
-    planning.KNOWLEDGE.teach(tasks.square, planning.Facts(cost, 1.0, 40, "", None, verdicts=verdicts or {},
+    planning.KNOWLEDGE.teach(tasks.square, _knowledge.Facts(cost, 1.0, 40, "", None, verdicts=verdicts or {},
                                                                      result_error=""))
 
 
@@ -152,7 +152,7 @@ def _payload() -> tuple[Any, Any, list[Any]]:
     items = [np.full(4096, i, dtype=np.float64) for i in range(12)]
     config = ParallelConfig(strategy="processes", task_size_hint_bytes=1024, **FORCE)
     # measured: a named process backend sends an unmeasured function's items to its workers whatever their size
-    planning.KNOWLEDGE.teach(tasks.identity, planning.Facts(1e-3, 1.0, 40, "", None, result_error=""))
+    planning.KNOWLEDGE.teach(tasks.identity, _knowledge.Facts(1e-3, 1.0, 40, "", None, result_error=""))
     record, out = _run(config, tasks.identity, items)
     result, fallbacks = out
     assert all(np.array_equal(a, b) for a, b in zip(result, items, strict=True))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import gc
 import itertools
 import math
@@ -22,15 +21,28 @@ import statistics
 import sys
 import threading
 import time
-import types
 import weakref
-from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, NoReturn
 
 from payoff import _delegated_cpu, _forks
 from payoff import _out_of_band as out_of_band
+from payoff._costs import CostModel, start_method
+from payoff._knowledge import (
+    COST_SHIFT,
+    NO_PICKLING,
+    RESHARE_EVERY,
+    SOUND_ITEMS,
+    SOUND_SECONDS,
+    THREADS_KEEP_SPEEDUP,
+    VERDICT_REACH,
+    Facts,
+    Knowledge,
+    Pickling,
+    _comparable,
+)
 from payoff._outer_pools import outer_pool
 from payoff._source import reads_for_a_probe
 from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
@@ -38,11 +50,9 @@ from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warn_at_call_site, warning_action
 from payoff.reasons import Reason, initial_decision
 from payoff.record import (
-    ESTIMATE_OVERTURNED,
     GIL_PRICED_RATIO,
     LOCAL_PROCESS_POOLS,
     ChunkStats,
-    DearItems,
     MapRecord,
     dear_items,
     items_seconds,
@@ -50,13 +60,14 @@ from payoff.record import (
 from payoff.scheduling import even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
-from payoff.worker import CancelToken, ChunkOutcome, Star, gate_cost_ns, in_worker, run_chunk
+from payoff.worker import CancelToken, ChunkOutcome, gate_cost_ns, in_worker, run_chunk
 
 CHECK_EACH_PAYS = 5
 """Dear items hidden among cheap ones must have cost this many times what checking each item costs."""
 PROBE_BUDGET_SECONDS = 0.002
-PROBE_MAX_ITEMS = 64
-PROBE_CHEAP_SECONDS = 0.0002
+PROBE_MAX_ITEMS = SOUND_ITEMS
+"""A probe runs at most as many items as a sound cost needs (``SOUND_ITEMS``)."""
+PROBE_CHEAP_SECONDS = SOUND_SECONDS
 PROBE_CHEAP_MAX_ITEMS = 4096
 """A probe whose items took less than PROBE_CHEAP_SECONDS in all goes on doubling up to this many items:
 timing a block costs a few hundred ns, so 64 items of ~40 ns each would read as several times dearer."""
@@ -68,8 +79,6 @@ small call (a 5 ms map on warm processes) still splits across the workers instea
 CHUNKS_PER_WORKER = 4
 PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
-THREADS_KEEP_SPEEDUP = 1.05
-"""Threads chosen for payloads too large for processes stay chosen while a run measures this much gain."""
 THREADS_MIN_ITEM_SECONDS = 10e-6
 """Items cheaper than this cannot gain on threads, even items that release the GIL: each item hands the GIL
 between the threads, which costs about as much as the item. Two threads against a loop on 2 cores, with
@@ -90,43 +99,12 @@ GIL_WAIT_PER_CPU = 8
 process that gets a ninth of a core (eight busy programs per core) waits eight times as long as it runs."""
 SHARE_WITHOUT_GIL = LOCAL_PROCESS_POOLS | {"serial"}
 """Where a call's items read their CPU share with no other thread of the call holding the GIL."""
-VERDICT_RETRY = 8
-"""After this many calls held serial by a verdict, one runs in parallel again to re-measure it; the wait
-doubles each time the loss is confirmed (at most 128x), so a function that never gains pays for few probes."""
-VERDICT_REACH = 4
-"""A call up to this many times the size of one that measured no gain is planned serial without trying."""
-VERDICT_SMOOTHING = 0.5
-"""A new gain's weight in a function's verdict on a strategy; earlier measurements keep the rest."""
-VERDICT_LOSS_WEIGHT = 0.25
-"""A new loss weighs less: a burst of calls slowed by something else on the machine (a few ms of a stolen
-core) must not hold a gaining function serial, so overturning a 1.4x verdict takes about three losses in
-a row. A held function is re-measured by one call at a time, so a gain there counts fully."""
-COST_SHIFT = ESTIMATE_OVERTURNED
-"""A function's item cost measured this many times off the remembered one is a new cost (other arguments,
-other data), not noise: it replaces the remembered cost instead of being smoothed into it, and the verdicts
-measured at the old cost no longer apply."""
 SIZE_SERIAL_CALLS_FROM = 0.05
 """Seconds of measured work from which an auto call kept serial still pickles its function, an item and a result
 to size them and remembers what it measured (see ``_worth_sizing``)."""
-SOUND_ITEMS = PROBE_MAX_ITEMS
-SOUND_SECONDS = PROBE_CHEAP_SECONDS
-"""A cost read from at least SOUND_ITEMS items, or SOUND_SECONDS of their work, is sound; one read from fewer
-(the single item a 10-item call's probe may run, a tiny call) is not: a cold first item (1-2 us where a warm
-one takes 150 ns) and the timing of a block or two decide it. Such a reading never replaces a sound cost, and
-a call that can probe more items than a cost that is not sound rests on measures them again."""
 UNSTEADY_SHIFTS = 2
 """A workload whose cost shifted this often in its last ``COST_HISTORY`` measured calls has no one cost (a
 partial or lambda per request over other arguments, all keyed by one code location): each call probes again."""
-SHARE_SHIFT = 2.0
-"""A CPU share read without the GIL this many times off the remembered one replaces it instead of being smoothed
-in: items whose service got slower (0 -> 5 ms of sleep on 1 ms of CPU) read 0.17 on processes, and smoothed
-from 0.76 it took four calls at 2.6x ``ThreadPoolExecutor()``'s time to reach threads."""
-RESHARE_EVERY = 8
-"""A function on threads as waiting work has its first items run alone again every this many calls: threads
-cannot tell its CPU share (the GIL paces items that wait and items that compute alike), so a function whose
-waits went away stayed on threads at a loop's speed while its records read 2-3x."""
-COST_HISTORY = 8
-"""How many of a function's last measured calls ``Facts.shifts`` remembers."""
 AMORTIZE_CALLS = 100
 """A pool outlives the call that starts it: a workload seen N times before shares the start over N + 1."""
 CALL_EVENTS = 4096
@@ -137,571 +115,6 @@ OPEN_CALL_HORIZON_SECONDS = 60.0
 OTHERS_WINDOW_SECONDS = 1.0
 """A probe counts as among other calls when another call of this process started or ended this recently."""
 
-
-@dataclass(frozen=True)
-class Overheads:
-    """What one backend costs besides the work, in seconds (and seconds per byte)."""
-
-    start: float
-    per_call: float
-    per_chunk: float
-    per_byte: float
-
-
-_PRIORS: dict[str, Overheads] = {
-    "threads": Overheads(start=0.0005, per_call=0.0001, per_chunk=0.00005, per_byte=0.0),
-    "processes": Overheads(start=0.006, per_call=0.0005, per_chunk=0.00015, per_byte=1.5e-9),
-    "joblib": Overheads(start=0.5, per_call=0.001, per_chunk=0.0003, per_byte=2e-9),
-    "dask": Overheads(start=2.0, per_call=0.005, per_chunk=0.002, per_byte=3e-9),
-}
-
-_PROCESS_START_PRIORS = {"fork": (0.002, 0.002), "forkserver": (0.15, 0.05), "spawn": (0.15, 0.05)}
-"""A process pool's start before one is measured, by start method: (fixed, per worker) seconds. The parent
-forks its workers one by one (2 workers ~6 ms on the 2-core machine); forkserver and spawn start fresh
-interpreters that import payoff and the caller's modules, in parallel where there are cores (~250 ms for 2).
-One prior for all three was 5x too dear for fork and 8x too cheap for spawn."""
-
-
-def start_method(chosen: str | None) -> str:
-    """How process pools start: the config's ``start_method`` when it names one, else the platform's default.
-
-    Read without fixing the default, so a caller may still ``set_start_method`` afterwards.
-    """
-    if chosen is not None:
-        return chosen
-    return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
-
-
-def _start_key(strategy: str, method: str | None) -> str:
-    return f"{strategy}/{method}" if strategy == "processes" and method else strategy
-
-
-def _process_method(strategy: str, method: str | None) -> str | None:
-    """The start method a process pool's start is priced and learned by (None: not a process pool's)."""
-    return start_method(method) if strategy == "processes" else method
-
-
-class CostModel:
-    """Per-process knowledge of backend overheads, corrected by measurement.
-
-    Per-call and per-chunk overheads are each the median of the last
-    ``WINDOW`` measurements (the prior counts as one until the window fills):
-    a few calls that met a busy machine must not make every later small call serial, because a call kept
-    serial is never measured again. A pool's start is learned per backend and
-    start method; the first measured start replaces the prior outright (a
-    guess made for no machine in particular), later ones are smoothed.
-    """
-
-    SMOOTHING = 0.3
-    WINDOW = 9
-
-    def __init__(self) -> None:
-        self._lock = _forks.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        """Back to the priors (tests, or after the machine's load changed a lot)."""
-        with self._lock:
-            self._costs = dict(_PRIORS)
-            self._per_call: dict[str, deque[float]] = {k: deque([v.per_call], maxlen=self.WINDOW)
-                                                       for k, v in _PRIORS.items()}
-            self._per_chunk: dict[str, deque[float]] = {k: deque([v.per_chunk], maxlen=self.WINDOW)
-                                                        for k, v in _PRIORS.items()}
-            self._starts: dict[str, float] = {}
-            self._answers: dict[tuple[str, str | None, int], Overheads] = {}
-
-    def get(self, strategy: str, method: str | None = None, workers: int = 2) -> Overheads:
-        """``strategy``'s overheads; a process pool's start is the one of ``method`` (None: the platform's).
-
-        Answers are kept until the next ``learn``: a plan asks about nine times, and a small call's plan
-        is most of what payoff adds to it."""
-        method = _process_method(strategy, method)
-        key = (strategy, method, workers)
-        with self._lock:
-            known = self._answers.get(key)
-            if known is not None:
-                return known
-            costs = self._costs.get(strategy, _PRIORS["processes"])
-            learned = self._starts.get(_start_key(strategy, method))
-            if learned is not None:
-                costs = replace(costs, start=learned)
-            elif strategy == "processes" and method in _PROCESS_START_PRIORS:
-                fixed, per_worker = _PROCESS_START_PRIORS[method]
-                costs = replace(costs, start=fixed + per_worker * workers)
-            self._answers[key] = costs
-        return costs
-
-    def learn(self, strategy: str, *, start: float | None = None, per_call: float | None = None,
-              per_chunk: float | None = None, method: str | None = None) -> None:
-        method = _process_method(strategy, method)
-        with self._lock:
-            costs = self._costs.get(strategy)
-            if costs is None:
-                return
-            if start is not None and start > 0:
-                key = _start_key(strategy, method)
-                known = self._starts.get(key)
-                self._starts[key] = start if known is None else (1 - self.SMOOTHING) * known + self.SMOOTHING * start
-            if per_call is not None:
-                window = self._per_call[strategy]
-                window.append(max(0.0, per_call))
-                # one outlier beside the prior is no majority
-                self._costs[strategy] = costs = replace(costs, per_call=statistics.median_low(window))
-            if per_chunk is not None:
-                window = self._per_chunk[strategy]
-                window.append(max(0.0, per_chunk))
-                self._costs[strategy] = replace(costs, per_chunk=statistics.median_low(window))
-            self._answers.clear()
-
-
-COSTS = CostModel()
-
-
-class Pickling(NamedTuple):
-    """Seconds per item: the parent pickles the item and unpickles its result; a worker does the reverse.
-
-    For items of a few bytes this per-object cost, not the bytes, is what a
-    process pool pays (a million ints take ~55 ms in the parent, more than
-    ``abs`` on each), so it is measured rather than derived from sizes.
-    """
-
-    items_out: float
-    items_in: float
-    results_out: float
-    results_in: float
-    item_bytes: int = 0
-    """How large the items it was timed on pickled: a call of much larger or smaller items is timed again."""
-
-    @property
-    def parent(self) -> float:
-        return self.items_out + self.results_in
-
-    @property
-    def worker(self) -> float:
-        return self.items_in + self.results_out
-
-
-NO_PICKLING = Pickling(0.0, 0.0, 0.0, 0.0)
-"""Unmeasured: threads, or payloads too large to time cheaply (their bytes are costed instead)."""
-
-
-def _pickled_parts(fn: Callable[..., Any]) -> tuple[Any, ...]:
-    """The objects pickling ``fn`` depends on: a bound method's instance and function (each attribute access
-    makes a new method object), a starmap wrapper's function, else the callable itself."""
-    if isinstance(fn, Star):
-        return _pickled_parts(fn.fn)
-    if isinstance(fn, types.MethodType):
-        return (fn.__self__, fn.__func__)
-    return (fn,)
-
-
-class MeasuredOn:
-    """Weak references to the callable a function's pickling facts were measured on.
-
-    Facts are keyed by source location, so another lambda of the same line or a
-    partial over other arguments shares them; whether it pickles does not. The
-    facts hold only for the very object measured (a weak reference, so a closure
-    and what it captured are not kept alive); any other is pickled again.
-    """
-
-    __slots__ = ("_refs",)
-
-    def __init__(self, refs: tuple[weakref.ref[Any], ...]) -> None:
-        self._refs = refs
-
-    @classmethod
-    def of(cls, fn: Callable[..., Any]) -> MeasuredOn | None:
-        """None for a callable without weak references (a ufunc, a slotted instance): it is pickled every call."""
-        try:
-            return cls(tuple(weakref.ref(part) for part in _pickled_parts(fn)))
-        except TypeError:
-            return None
-
-    def holds_for(self, fn: Callable[..., Any]) -> bool:
-        if self._refs[0]() is fn and len(self._refs) == 1:  # the common case, a plain function: ~0.1 us
-            return True
-        parts = _pickled_parts(fn)
-        return len(parts) == len(self._refs) and all(ref() is part for ref, part in zip(self._refs, parts, strict=True))
-
-
-@dataclass
-class Facts:
-    """What earlier calls measured about one function.
-
-    ``fn_bytes``, ``pickle_error`` and ``cloudpickle_ok`` describe the function
-    object itself and hold only for the one in ``measured_on``. Whether items
-    pickle is never stored: each call's items are checked. Results are checked
-    only where a probe ran, so a result that did not pickle is remembered in
-    ``result_error`` until a later call's first result is checked and pickles;
-    None until a result was checked at all (a call on threads, serially or one
-    that failed pickles none), so the first call that would send one checks it.
-    """
-
-    seconds_per_item: float
-    cpu_ratio: float
-    fn_bytes: int
-    pickle_error: str
-    cloudpickle_ok: bool | None
-    threads_speedup: float | None = None
-    """Measured speedup of the last threads run chosen for payloads processes could not take."""
-    verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """Per strategy: the speedup an auto-planned parallel call measured, and how many items it had."""
-    held: dict[str, int] = field(default_factory=dict)
-    """Per strategy: calls kept serial by its verdict since it was last measured."""
-    retries: dict[str, int] = field(default_factory=dict)
-    """Per strategy: re-measurements that confirmed the loss; the wait before the next one doubles with each."""
-    forgone: dict[str, float] = field(default_factory=dict)
-    """Per strategy: seconds calls kept serial only by a cold pool's start would have saved on a warm one."""
-    pickling: Pickling = NO_PICKLING
-    """Seconds per item the parent and each worker spend pickling, measured on the probed items."""
-    measured_on: MeasuredOn | None = None
-    """The callable the function's pickling facts were measured on; None: on none still alive (or never)."""
-    result_error: str | None = None
-    """Why the last result a probe checked could not be pickled ("": it pickled; None: none was checked yet).
-    Unless it pickled, each later call that would send results checks its first result again."""
-    result_bytes: int = 0
-    """Pickled bytes of one result: a probe's first result, then what a process pool's results averaged. A
-    call that recalls the function runs no item here, so without it results would be priced as free."""
-    shifts: int = 0
-    """The last ``COST_HISTORY`` measured calls, one bit each (newest lowest): set when its cost shifted."""
-    hidden_dear: float = 0.0
-    """Seconds the last pool call ran on timing blocks of dear items among cheap ones (``DearItems.seconds``)."""
-    typical_item: float = 0.0
-    """What most items of that call cost where its dear items sat together: what chunk budgets are cut for then
-    (``DearItems.typical``; 0: they were scattered, budgets follow the mean)."""
-    share_without_gil: bool = False
-    """Whether ``cpu_ratio`` was read from a whole call whose items no other thread of it held back (in worker
-    processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
-    that mix CPU with waiting, so their reading only corrects a share a probe took from a few first items
-    (a slow first item can make CPU-bound work look waiting)."""
-    measured_items: int = SOUND_ITEMS
-    """How many items ``seconds_per_item`` rests on: a probe's, then the calls' that corrected it (see
-    ``SOUND_ITEMS``). Facts stated outright (``teach``) count as sound."""
-    delegates: bool = False
-    """Whether a probe saw the items compute mostly outside their own thread (other processes, native threads):
-    a run's record reads only the threads that ran the items, so it does not correct ``cpu_ratio`` then."""
-    waited: bool | None = None
-    """The side of the waiting line auto last planned the function on from a share read without the GIL (True:
-    threads for waiting work; None: none yet), kept until its share moves ``WAITING_BAND`` past the line."""
-    threads_calls: int = 0
-    """Calls run on threads as waiting work since the share was last read without the GIL (``RESHARE_EVERY``)."""
-
-    @property
-    def sound(self) -> bool:
-        return _sound(self.measured_items, self.seconds_per_item)
-
-    def fn_facts_hold_for(self, fn: Callable[..., Any]) -> bool:
-        return self.measured_on is not None and self.measured_on.holds_for(fn)
-
-
-def _sound(n_items: int, seconds_per_item: float) -> bool:
-    return n_items >= SOUND_ITEMS or n_items * seconds_per_item >= SOUND_SECONDS
-
-
-def fn_key(fn: Callable[..., Any]) -> Hashable | None:
-    """A key that survives re-creating the same function (a lambda in a loop, a new partial)."""
-    if isinstance(fn, Star):
-        inner = fn_key(fn.fn)
-        return None if inner is None else ("star", inner)
-    if isinstance(fn, functools.partial):
-        inner = fn_key(fn.func)
-        return None if inner is None else ("partial", inner, len(fn.args), tuple(sorted(fn.keywords)))
-    target = getattr(fn, "__func__", fn)
-    code = getattr(target, "__code__", None)
-    if code is not None:
-        owner = type(fn.__self__).__qualname__ if hasattr(fn, "__self__") else ""
-        # exec'd and generated code shares one pseudo-file ("<string>"): its own code tells it apart
-        body = code if code.co_filename.startswith("<") else None
-        return ("code", code.co_filename, code.co_firstlineno, code.co_qualname, owner, body)
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)  # a builtin or a ufunc: its own
-    return ("object", type(fn).__module__, type(fn).__qualname__, name if isinstance(name, str) else None)
-
-
-class Knowledge:
-    """A bounded memory of per-function facts, so a function is probed once, not on every call.
-
-    ``get`` hands out the stored object itself: treat it as read-only. Which
-    functions crashed a worker process is kept beside the facts, under the same
-    key: a function can crash before anything about it was measured.
-    """
-
-    LIMIT = 512
-    SMOOTHING = 0.3
-
-    def __init__(self) -> None:
-        self._lock = _forks.Lock()
-        self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
-        self._crashes: OrderedDict[Hashable, str] = OrderedDict()
-
-    @contextlib.contextmanager
-    def _stored(self, fn: Callable[..., Any]) -> Iterator[Facts | None]:
-        """The facts of ``fn`` (None when unknown), held under the lock for an update."""
-        key = fn_key(fn)
-        with self._lock:
-            yield self._facts.get(key) if key is not None else None
-
-    def get(self, fn: Callable[..., Any]) -> Facts | None:
-        key = fn_key(fn)
-        with self._lock:
-            facts = self._facts.get(key) if key is not None else None
-            if facts is not None:
-                self._facts.move_to_end(key)
-        return facts
-
-    def snapshot(self, fn: Callable[..., Any]) -> Facts | None:
-        """A copy of the facts of ``fn``, taken under the lock: another call may update them meanwhile."""
-        key = fn_key(fn)
-        with self._lock:
-            facts = self._facts.get(key) if key is not None else None
-            if facts is None:
-                return None
-            self._facts.move_to_end(key)
-            return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone))
-
-    def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
-        key = fn_key(fn)
-        if key is None or probe.seconds_per_item is None:
-            return
-        facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
-                      probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
-                      result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
-                      measured_items=probe.n, delegates=probe.delegates)
-        with self._lock:
-            self._store(key, facts)
-
-    def recheck(self, fn: Callable[..., Any], probe: Probe, fn_measured: bool) -> None:
-        """Store what this call checked afresh: the pickling of ``fn`` when it was not the object measured
-        before (``fn_measured``), and whether its first result pickled when a probe ran one."""
-        measured_on = MeasuredOn.of(fn) if fn_measured else None
-        with self._stored(fn) as facts:
-            if facts is None:
-                return
-            if fn_measured:
-                facts.fn_bytes, facts.pickle_error = probe.fn_bytes, probe.pickle_error
-                facts.cloudpickle_ok, facts.measured_on = probe.cloudpickle_ok, measured_on
-            if probe.result_error is not None:
-                facts.result_error = probe.result_error
-            if probe.outcome is not None and probe.outcome.n_done:
-                facts.result_bytes = probe.result_bytes
-
-    def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float,
-                       without_gil: bool = False, n_items: int = SOUND_ITEMS) -> None:
-        """Facts of a function first measured by a whole call on a pool, with no probe (its pickling unknown)."""
-        key = fn_key(fn)
-        if key is None or seconds_per_item <= 0:
-            return
-        with self._lock:
-            if key not in self._facts:
-                self._store(key, Facts(seconds_per_item, min(1.0, max(0.01, cpu_ratio)), 0, "", None,
-                                       share_without_gil=without_gil, measured_items=n_items))
-
-    def _store(self, key: Hashable, facts: Facts) -> None:
-        """Under the lock: ``facts`` as the newest entry, the least recently used dropped past LIMIT."""
-        self._facts[key] = facts
-        self._facts.move_to_end(key)
-        while len(self._facts) > self.LIMIT:
-            self._facts.popitem(last=False)
-
-    def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None,
-                without_gil: bool = False, n_items: int = SOUND_ITEMS) -> bool:
-        """Correct the remembered cost (and how much of it is CPU) with what a whole call of ``n_items`` measured.
-
-        A CPU share read ``without_gil`` is not corrected by one read on threads (``Facts.share_without_gil``).
-        False when nothing is remembered of ``fn`` to correct.
-        """
-        with self._stored(fn) as facts:
-            if facts is None:
-                return False
-            a = self.SMOOTHING
-            if seconds_per_item > 0 and _correct_cost(facts, seconds_per_item, n_items, a):
-                facts.verdicts.clear()  # a gain or loss measured at the old cost says nothing of these items
-                facts.held.clear()
-                facts.retries.clear()
-                facts.threads_speedup = None
-            if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
-                share = min(1.0, max(0.01, cpu_ratio))
-                first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
-                shifted = without_gil and max(share, facts.cpu_ratio) > SHARE_SHIFT * min(share, facts.cpu_ratio)
-                facts.cpu_ratio = share if first or shifted else (1 - a) * facts.cpu_ratio + a * share
-                facts.share_without_gil = without_gil
-            if without_gil:
-                facts.threads_calls = 0
-        return True
-
-    def observe_hidden_dear(self, fn: Callable[..., Any], dear: DearItems) -> None:
-        with self._stored(fn) as facts:
-            if facts is not None:
-                facts.hidden_dear, facts.typical_item = dear
-
-    def observe_results(self, fn: Callable[..., Any], bytes_per_result: int) -> None:
-        """What a process pool's results weighed on the way back, the size the next call is priced with."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                facts.result_bytes = bytes_per_result
-
-    def hold(self, fn: Callable[..., Any], strategy: str) -> bool:
-        """Count a call kept serial by ``strategy``'s verdict; False every ``VERDICT_RETRY``-th time (the
-        wait doubling with each confirmed loss), so a verdict formed on a busy machine is re-measured.
-
-        The verdict itself stays until a measurement replaces or corrects it: a
-        call let through that ends up not running on ``strategy`` measures nothing.
-        """
-        with self._stored(fn) as facts:
-            if facts is None:
-                return False
-            held = facts.held[strategy] = facts.held.get(strategy, 0) + 1
-            if held < VERDICT_RETRY << min(facts.retries.get(strategy, 0), 7):
-                return True
-            facts.held[strategy] = 0
-            return False
-
-    def observe_verdict(self, fn: Callable[..., Any], strategy: str, speedup: float, n_items: int) -> None:
-        """What a parallel call of ``fn`` really gained: the next plan of a similar call believes it.
-
-        A measurement at a size comparable to the verdict's is averaged into it (a
-        loss with less weight), so a few noisy calls do not flip it; one at a very
-        different size replaces it.
-        """
-        with self._stored(fn) as facts:
-            if facts is None:
-                return
-            earlier = facts.verdicts.get(strategy)
-            _count_confirmation(facts, strategy, speedup >= 1.0, earlier is not None and earlier[0] < 1.0)
-            if earlier is not None and _comparable(n_items, earlier[1]):
-                weight = VERDICT_SMOOTHING if speedup >= 1.0 else VERDICT_LOSS_WEIGHT
-                speedup = weight * speedup + (1 - weight) * earlier[0]
-            facts.verdicts[strategy] = (speedup, n_items)
-
-    def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:
-        """A call stayed serial because ``strategy``'s pool was cold; a warm one would have saved ``seconds``."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                facts.forgone[strategy] = facts.forgone.get(strategy, 0.0) + max(0.0, seconds)
-
-    def started(self, fn: Callable[..., Any], strategy: str | None) -> None:
-        """A pool of ``strategy`` (None: of any) was started for ``fn``: what waiting for it cost is paid off."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                if strategy is None:
-                    facts.forgone.clear()
-                else:
-                    facts.forgone.pop(strategy, None)
-
-    def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
-        """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                earlier = facts.threads_speedup
-                _count_confirmation(facts, "threads", speedup >= THREADS_KEEP_SPEEDUP,
-                                    earlier is not None and earlier < THREADS_KEEP_SPEEDUP)
-                facts.threads_speedup = speedup
-
-    def not_waiting(self, fn: Callable[..., Any]) -> None:
-        """Threads chosen for waiting work lost, their items on a CPU all their time: the probe misread CPU
-        work (it met GIL or CPU waits), and one correction, not a few smoothed ones, ends the thread runs."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                facts.cpu_ratio = 1.0
-
-    def sided(self, fn: Callable[..., Any], waiting: bool) -> None:
-        """Auto planned ``fn`` as waiting work (threads) or not: near the line, its next plans keep that side.
-
-        Only a side taken on a share read without the GIL: a probe's few first items, or threads that kept a
-        core busy (read as CPU-bound), may have put it on the wrong one, which the band would then keep.
-        """
-        with self._stored(fn) as facts:
-            if facts is not None and facts.share_without_gil:
-                facts.waited = waiting
-
-    def ran_waiting_on_threads(self, fn: Callable[..., Any]) -> None:
-        """One more call on threads as waiting work, whose run cannot read the share (``RESHARE_EVERY``)."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                facts.threads_calls += 1
-
-    def reshare(self, fn: Callable[..., Any]) -> None:
-        """The next auto call of ``fn`` reads its CPU share alone (its first items run in the caller): a run on
-        threads that kept the GIL busy cannot tell items that wait from items that compute. Until then the share
-        it read (1.0 for such a run, smoothed in) stands, so a call that cannot run items here still moves."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                facts.threads_calls = max(facts.threads_calls, RESHARE_EVERY)
-
-    def crashed(self, fn: Callable[..., Any], detail: str) -> None:
-        """``fn`` crashed a worker process (``detail`` says how): from now on it runs only in worker processes.
-
-        Kept for the life of the process (or until ``forget``), like the facts:
-        a crash that a retry recovered may recur, and the caller is the one
-        process payoff cannot restart.
-        """
-        key = fn_key(fn)
-        if key is None:
-            return
-        with self._lock:
-            self._crashes[key] = detail
-            self._crashes.move_to_end(key)
-            while len(self._crashes) > self.LIMIT:
-                self._crashes.popitem(last=False)
-
-    def crash_of(self, fn: Callable[..., Any]) -> str | None:
-        """How ``fn`` crashed a worker process in an earlier call; None if it never did."""
-        key = fn_key(fn)
-        with self._lock:
-            return self._crashes.get(key) if key is not None else None
-
-    def forget(self) -> None:
-        with self._lock:
-            self._facts.clear()
-            self._crashes.clear()
-
-    def teach(self, fn: Callable[..., Any], facts: Facts) -> None:
-        """State the facts of ``fn`` outright (tests, or a user who measured it): no probe will run.
-
-        Its pickling facts are believed for this very object, as if measured on it.
-        """
-        key = fn_key(fn)
-        if key is None:
-            raise ValueError(f"cannot remember facts for {fn!r}")
-        if facts.measured_on is None:
-            facts.measured_on = MeasuredOn.of(fn)
-        with self._lock:
-            self._facts[key] = facts
-
-
-def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: float) -> bool:
-    """A call's reading of the cost per item, weighed by what it and the remembered cost rest on; True for a new cost.
-
-    A sound reading many times off a cost is a new cost (``COST_SHIFT``), as is any reading that rests on more
-    items than a cost that is not sound; near it, it is smoothed in. A reading that is not sound against a
-    sound cost only nudges it, by its share of their items: a 10-item call, where each item's timing block and
-    a cold first item weigh as much as the items, once read 7 us an item for 150 ns items, and the next call
-    of 5,000 items went to worker processes (30-120 ms against 0.35 ms for a loop).
-    """
-    known, known_n = facts.seconds_per_item, facts.measured_items
-    shifted = max(seconds_per_item, known) > COST_SHIFT * min(seconds_per_item, known)
-    facts.shifts = ((facts.shifts << 1) | shifted) & ((1 << COST_HISTORY) - 1)  # adopted or not: see _unsteady
-    if not _sound(n_items, seconds_per_item) and facts.sound:
-        share = min(weight, n_items / (n_items + known_n))
-        facts.seconds_per_item = (1 - share) * known + share * seconds_per_item
-        return False
-    if (shifted and _sound(n_items, seconds_per_item)) or (not facts.sound and n_items >= known_n):
-        facts.seconds_per_item, facts.measured_items = seconds_per_item, n_items
-        return shifted
-    facts.seconds_per_item = (1 - weight) * known + weight * seconds_per_item
-    facts.measured_items = max(known_n, n_items)
-    return False
-
-
-def _count_confirmation(facts: Facts, strategy: str, gained: bool, was_a_loss: bool) -> None:
-    """A gain resets the wait before the next re-measurement; a loss measured again doubles it."""
-    if gained:
-        facts.retries.pop(strategy, None)
-    elif was_a_loss:
-        facts.retries[strategy] = facts.retries.get(strategy, 0) + 1
-
-
-def _comparable(n_items: int, other: int) -> bool:
-    return max(n_items, other) <= VERDICT_REACH * max(1, min(n_items, other))
 
 
 @dataclass
