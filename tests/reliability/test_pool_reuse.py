@@ -5,7 +5,7 @@ on every new thread)."""
 
 from __future__ import annotations
 
-from payoff import ParallelConfig, ParallelExecutor
+from payoff import ParallelConfig, ParallelExecutor, planning
 from payoff._pools import PoolRegistry, pool_key
 from payoff.strategies import make_strategy
 from tests import tasks
@@ -40,8 +40,10 @@ def test_process_pools_still_match_their_worker_count_exactly() -> None:
 
 def test_auto_calls_of_changing_sizes_and_submits_share_one_thread_pool() -> None:
     """Waiting work: auto runs as many threads as a call's items and wait need, so each size asked for
-    another count; the first pool serves every later call and submit."""
-    ex = ParallelExecutor(ParallelConfig(tiny_workload_threshold=0.0))
+    another count; the first pool serves every later call and submit. Its own planner: what the process's
+    planner learned from other tests' calls of the function, and their calls that ended just before, are not
+    this test's (once in a full run its first call went to processes on them)."""
+    ex = ParallelExecutor(ParallelConfig(tiny_workload_threshold=0.0), planner=planning.Planner())
     try:
         records = []
         for n in (100, 10, 100, 7):
