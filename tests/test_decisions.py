@@ -19,8 +19,9 @@ import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff._knowledge import NO_PICKLING, Facts, Pickling
+from payoff._probe import Probe
 from payoff.config import usable_cpus
-from payoff.planning import CLOUDPICKLE_CANNOT, Call, Planner, Probe, _pickled_size
+from payoff.planning import CLOUDPICKLE_CANNOT, Call, Planner, _pickled_size
 from payoff.worker import _local
 from tests import tasks
 

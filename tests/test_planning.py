@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, Reason, _costs, _knowledge, planning
+from payoff import ParallelConfig, ParallelExecutor, Reason, _costs, _knowledge, _probe, planning
 from payoff.record import OVERTURNED, OVERTURNED_ADVICE, ChunkStats, MapRecord, RecordBuilder
 from payoff.report.text import details
 from payoff.telemetry.warnings import ParallelFallbackWarning
@@ -180,14 +180,14 @@ def test_a_probe_of_trivial_items_runs_long_enough_to_see_past_its_own_timing() 
     items = list(range(100_000))
     sizes = []
     for _ in range(3):  # a stall of the machine during the probe may end it early once; not three times
-        outcome, _per_item = planning._timed_prefix(tasks.negate, items, 64, 4096)
+        outcome, _per_item = _probe._timed_prefix(tasks.negate, items, 64, 4096)
         assert outcome.results == [-x for x in items[: outcome.n_done]]
         sizes.append(outcome.n_done)
     assert max(sizes) > 64, sizes
 
 
 def test_dear_items_are_probed_no_further_than_before() -> None:
-    outcome, per_item = planning._timed_prefix(tasks.sleep_then_square, list(range(200)), 64, 4096)
+    outcome, per_item = _probe._timed_prefix(tasks.sleep_then_square, list(range(200)), 64, 4096)
     assert outcome.n_done <= 64
     assert per_item >= 0.002  # each item sleeps 2 ms: no estimate of its cost can be lower
 
@@ -195,9 +195,9 @@ def test_dear_items_are_probed_no_further_than_before() -> None:
 def test_a_chunks_own_set_up_is_not_counted_as_its_items_work() -> None:
     """A thread's first chunk spends ~150 us of CPU opening its clocks; one probed item of 65 ns read as 164 us."""
     outcome = ChunkOutcome(0, 0, [1], 0, 200_000, 164_000, array("q", [5_000]), array("q", [1]), "t")
-    assert planning._own_ns(outcome) == 5_000
+    assert _probe._own_ns(outcome) == 5_000
     waited = replace(outcome, cpu_ns=4_000, runq_ns=190_000)  # a wait for a CPU outside the timed block
-    assert planning._own_ns(waited) == 4_000  # the CPU time stays the floor
+    assert _probe._own_ns(waited) == 4_000  # the CPU time stays the floor
 
 
 @pytest.mark.parametrize(("blocked", "ratio"), [(0, 1.0), (2, 0.2), (None, 0.2)])
@@ -209,7 +209,7 @@ def test_a_probe_whose_thread_never_gave_up_its_cpu_did_not_wait(blocked: int | 
     did not wait; without that count the clocks stand."""
     outcome = ChunkOutcome(0, 0, [1, 2], 0, 2_000_000, 400_000, array("q", [1_000_000, 1_000_000]),
                            array("q", [1, 1]), "t", blocked=blocked)
-    assert planning._cpu_ratio(outcome) == pytest.approx(ratio)
+    assert _probe._cpu_ratio(outcome) == pytest.approx(ratio)
 
 
 def test_a_thread_that_sleeps_counts_its_waits_and_one_that_computes_does_not() -> None:
@@ -224,15 +224,15 @@ def test_a_pause_between_probe_steps_does_not_end_the_probe(monkeypatch: pytest.
     """A garbage collection between steps (5 ms in a test process) or a wait for a CPU that other programs
     held spent the probe's wall-clock budget after one item, whose cold cost then stood for all of them:
     a million trivial items were sent to processes, at 2-8x the loop. The budget counts the items' time."""
-    real = planning.run_chunk
+    real = _probe.run_chunk
 
     def then_pause(*args: Any, **kwargs: Any) -> Any:
         out = real(*args, **kwargs)
         time.sleep(0.003)  # longer than the whole budget, and outside every item
         return out
 
-    monkeypatch.setattr(planning, "run_chunk", then_pause)
-    outcome, _per_item = planning._timed_prefix(tasks.negate, list(range(100_000)), 64, 4096)
+    monkeypatch.setattr(_probe, "run_chunk", then_pause)
+    outcome, _per_item = _probe._timed_prefix(tasks.negate, list(range(100_000)), 64, 4096)
     assert outcome.n_done > 64, outcome.n_done
     assert outcome.results == [-x for x in range(outcome.n_done)]
 
@@ -254,7 +254,7 @@ def test_a_stall_inside_one_probe_step_neither_ends_the_probe_nor_prices_the_ite
     """A 0.6 ms stall inside one step (a collection of a large heap, in a full test run) put the probe's trivial
     items over the cheap mark (0.2 ms for all of them): it stopped at 64 items, and a stall in its last step
     stood for every item. A stall sits in one step: the typical cost is what the other steps agree on."""
-    outcome, per_item = planning._timed_prefix(_stalls_once(at, 0.0006), list(range(100_000)), 64, 4096)
+    outcome, per_item = _probe._timed_prefix(_stalls_once(at, 0.0006), list(range(100_000)), 64, 4096)
     assert outcome.n_done > 64, outcome.n_done
     assert outcome.results == [-x for x in range(outcome.n_done)]
     assert per_item < 20e-6, f"{per_item * 1e6:.1f} us an item for items of well under 1 us"
@@ -271,7 +271,7 @@ def test_a_garbage_collection_inside_the_first_probed_item_does_not_price_the_it
             gc.collect()
         return -x
 
-    outcome, per_item = planning._timed_prefix(collects_on_zero, list(range(100_000)), 64, 4096)
+    outcome, per_item = _probe._timed_prefix(collects_on_zero, list(range(100_000)), 64, 4096)
     assert len(heap) == 400_000
     assert outcome.n_done > 64, outcome.n_done
     assert outcome.results == [-x for x in range(outcome.n_done)]
@@ -284,7 +284,7 @@ def test_a_probe_past_its_calls_deadline_ends() -> None:
     done: list[int] = []
     expired = planning.CancelToken(time.monotonic() - 1.0)
     worker = threading.Thread(target=lambda: done.append(
-        planning._timed_prefix(tasks.negate, list(range(100_000)), 64, 4096, expired)[0].n_done), daemon=True)
+        _probe._timed_prefix(tasks.negate, list(range(100_000)), 64, 4096, expired)[0].n_done), daemon=True)
     worker.start()
     worker.join(30)
     assert done == [1], "the probe did not end"  # its first item starts before any deadline is read
@@ -468,7 +468,7 @@ def test_what_a_call_measured_among_other_calls_is_not_taken_for_the_function(cr
     assert facts is not None
     if crowded:
         assert facts.verdicts == {}, "a speedup measured among other calls is no verdict"
-        assert facts.cpu_ratio > planning.waiting_line(2), "GIL waits are not waiting"
+        assert facts.cpu_ratio > _probe.waiting_line(2), "GIL waits are not waiting"
         assert facts.seconds_per_item <= 1e-4, "nor do they make an item dearer"
     else:
         assert facts.verdicts["processes"][0] == pytest.approx(0.1)
@@ -590,7 +590,7 @@ def test_a_shared_executor_keeps_cpu_bound_work_on_processes_under_many_threads(
     # no_measured_gain may still come from a call whose overlap the planner cannot see (one that started before
     # another and ended after it, nothing else starting or ending between: the documented approximation)
     facts = planning.KNOWLEDGE.get(tasks.spin)
-    assert facts is not None and facts.cpu_ratio > planning.waiting_line(2)
+    assert facts is not None and facts.cpu_ratio > _probe.waiting_line(2)
 
 
 def _spin_dear(x: int) -> int:
@@ -633,7 +633,7 @@ def test_a_probe_that_waited_for_the_gil_other_payoff_calls_held_is_not_waiting_
     shared.shutdown()
     assert got.probe.n >= 1
     assert got.decision is not Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.detail)
-    assert got.probe.cpu_ratio > planning.waiting_line(2)
+    assert got.probe.cpu_ratio > _probe.waiting_line(2)
 
 
 _PROBE_STARTED = threading.Event()
@@ -676,7 +676,7 @@ def test_a_probe_that_other_payoff_calls_joined_while_it_ran_is_not_waiting_work
         shared.shutdown()
     assert got.probe.n >= 1
     assert got.decision is not Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.detail)
-    assert got.probe.cpu_ratio > planning.waiting_line(2)
+    assert got.probe.cpu_ratio > _probe.waiting_line(2)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
@@ -723,7 +723,7 @@ def test_the_gil_others_held_counts_a_threads_wait_for_a_cpu_only_beside_its_cpu
     idle threads woke and waited for a CPU 20-60x as long as they ran, without the GIL; summed whole, their
     waits read the sleeping item's probe as a GIL wait, and the call ran on processes as CPU work (1 in 5
     runs of test_auto_calls_of_changing_sizes_and_submits_share_one_thread_pool beside two busy programs)."""
-    assert planning._gil_holding_ns(before, now, me=1) == held_us * 1_000
+    assert _probe._gil_holding_ns(before, now, me=1) == held_us * 1_000
 
 
 def test_sleeping_items_after_a_call_of_many_threads_stay_waiting_work_beside_busy_programs() -> None:
@@ -868,7 +868,7 @@ def test_a_share_measured_in_worker_processes_outlives_a_gil_bound_threads_run(m
     if measured_on == "processes":
         assert facts.cpu_ratio == pytest.approx(0.33, abs=0.02), facts
     else:
-        assert facts.cpu_ratio > planning.waiting_line(2), facts
+        assert facts.cpu_ratio > _probe.waiting_line(2), facts
 
 
 def _spin_then_sleep(x: int) -> int:
@@ -1011,11 +1011,11 @@ def test_threads_that_saturate_the_gil_by_their_number_do_not_make_waiting_items
     record = replace(_finished(started, "threads", speedup=26.0, per_item=6.5e-3, n_items=400),
                      decision_reason=Reason.AUTO_WAITING, workers=first.workers)
     record = replace(record, cpu_seconds=0.85 * record.wall_seconds, busy_seconds=busy)
-    assert record.cpu_seconds >= planning.GIL_BOUND_CORES * record.wall_seconds
+    assert record.cpu_seconds >= _probe.GIL_BOUND_CORES * record.wall_seconds
     planner.learn(record, tasks.spin)
     later = planned()
     facts = planner.knowledge.get(tasks.spin)
-    assert facts is not None and facts.cpu_ratio < planning.waiting_line(2) / 4, facts.cpu_ratio
+    assert facts is not None and facts.cpu_ratio < _probe.waiting_line(2) / 4, facts.cpu_ratio
     assert later.decision is Reason.AUTO_WAITING and later.workers == config.max_waiting_workers, later.workers
 
 
@@ -1032,7 +1032,7 @@ def test_threads_runs_of_items_that_mostly_wait_do_not_lower_their_cpu_share() -
         record = replace(_finished(started, "threads", speedup=9.0, per_item=5.5e-3, n_items=400),
                          decision_reason=Reason.AUTO_WAITING, workers=32)
         record = replace(record, cpu_seconds=400 * 0.45e-3, busy_seconds=400 * 11e-3)  # own share 0.04
-        assert record.cpu_seconds < planning.GIL_BOUND_CORES * record.wall_seconds
+        assert record.cpu_seconds < _probe.GIL_BOUND_CORES * record.wall_seconds
         planner.learn(record, tasks.spin)
     facts = planner.knowledge.get(tasks.spin)
     assert facts is not None and facts.cpu_ratio == pytest.approx(0.08, abs=0.005), facts.cpu_ratio
@@ -1114,7 +1114,7 @@ def test_threads_that_fill_the_gil_send_the_next_call_to_read_the_share_alone_no
     again = planned()
     assert again.probe.n > 0 and again.strategy == "threads", (again.probe.cpu_ratio, again.probe.outcome)
     facts = planner.knowledge.get(_nap_briefly)
-    assert facts is not None and facts.share_without_gil and facts.cpu_ratio < planning.waiting_line(2), facts
+    assert facts is not None and facts.share_without_gil and facts.cpu_ratio < _probe.waiting_line(2), facts
 
 
 @pytest.mark.parametrize(("fn", "backend"), [(tasks.dear_nap, "threads"), (tasks.dear_spin, "processes")])

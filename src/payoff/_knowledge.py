@@ -22,7 +22,7 @@ from payoff.record import ESTIMATE_OVERTURNED, DearItems
 from payoff.worker import Star
 
 if TYPE_CHECKING:
-    from payoff.planning import Probe
+    from payoff._probe import Probe
 
 THREADS_KEEP_SPEEDUP = 1.05
 """Threads chosen for payloads too large for processes stay chosen while a run measures this much gain."""

@@ -10,32 +10,25 @@ as priors and are corrected from every parallel call this process measures.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import gc
 import itertools
 import math
 import multiprocessing
 import pickle
 import statistics
 import sys
-import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
-from payoff import _delegated_cpu, _forks
+from payoff import _forks
 from payoff import _out_of_band as out_of_band
 from payoff._costs import CostModel, start_method
 from payoff._knowledge import (
     COST_SHIFT,
-    NO_PICKLING,
     RESHARE_EVERY,
-    SOUND_ITEMS,
-    SOUND_SECONDS,
     THREADS_KEEP_SPEEDUP,
     VERDICT_REACH,
     Facts,
@@ -44,10 +37,23 @@ from payoff._knowledge import (
     _comparable,
 )
 from payoff._outer_pools import outer_pool
-from payoff._source import reads_for_a_probe
+from payoff._probe import (
+    GIL_BOUND_CORES,
+    PROBE_MAX_ITEMS,
+    WAITING_BAND,
+    Probe,
+    ProbeOutlivedTimeout,
+    bounded,
+    forget_stuck_probes,
+    left_running,
+    probe_cost,
+    probe_share,
+    stuck_probes,
+    waiting_line,
+)
 from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
-from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
-from payoff.observers import find_call_site, warn_at_call_site, warning_action
+from payoff.errors import WorkerCrashedError, describe_exit
+from payoff.observers import find_call_site, warning_action
 from payoff.reasons import Reason, initial_decision
 from payoff.record import (
     GIL_PRICED_RATIO,
@@ -57,26 +63,18 @@ from payoff.record import (
     dear_items,
     items_seconds,
 )
-from payoff.scheduling import even_chunks
+from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
-from payoff.worker import CancelToken, ChunkOutcome, gate_cost_ns, in_worker, run_chunk
+from payoff.worker import CancelToken, ChunkOutcome, gate_cost_ns, in_worker
 
 CHECK_EACH_PAYS = 5
 """Dear items hidden among cheap ones must have cost this many times what checking each item costs."""
-PROBE_BUDGET_SECONDS = 0.002
-PROBE_MAX_ITEMS = SOUND_ITEMS
-"""A probe runs at most as many items as a sound cost needs (``SOUND_ITEMS``)."""
-PROBE_CHEAP_SECONDS = SOUND_SECONDS
-PROBE_CHEAP_MAX_ITEMS = 4096
-"""A probe whose items took less than PROBE_CHEAP_SECONDS in all goes on doubling up to this many items:
-timing a block costs a few hundred ns, so 64 items of ~40 ns each would read as several times dearer."""
 MIN_CHUNK_SECONDS = 0.005
 """Chunks need not be larger than this much work to amortise their dispatch."""
 CHUNK_OVERHEAD_MULTIPLE = 20
 """A chunk holds at least this many times its strategy's per-chunk overhead of work (overhead <= 5%), so a
 small call (a 5 ms map on warm processes) still splits across the workers instead of running as one chunk."""
-CHUNKS_PER_WORKER = 4
 PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
 THREADS_MIN_ITEM_SECONDS = 10e-6
@@ -85,18 +83,6 @@ between the threads, which costs about as much as the item. Two threads against 
 ``zlib.crc32`` (GIL-free above 5 KB): 0.75x at 0.6 us an item, 0.70x at 2.2 us, 0.99x at 8 us, 1.36x at
 31 us, 1.44x at 124 us (``ThreadPoolExecutor(2)``, 8 chunks). On a million trivial items of 65 ns, auto's
 first call tried threads for data processes could not take and ran 1.3x the loop (5x beside a busy program)."""
-WAITING_CPU_RATIO = 0.8
-"""On one CPU, items that use less CPU than this per second of their time mostly wait: threads beside each
-other keep them going. With more CPUs the line is lower (``waiting_line``)."""
-WAITING_BAND = 0.2
-"""A function keeps the side of the waiting line it last ran on until its share moves this far past it: a share
-read near the line (1.6 ms of CPU and 2 ms of sleep read 0.37-0.56 a call) flipped between threads and
-processes, each flip starting the other pool."""
-GIL_BOUND_CORES = 0.8
-"""Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
-GIL_WAIT_PER_CPU = 8
-"""A thread's wait for a CPU counts as holding the GIL up to this many times its CPU time: a GIL holder on a
-process that gets a ninth of a core (eight busy programs per core) waits eight times as long as it runs."""
 SHARE_WITHOUT_GIL = LOCAL_PROCESS_POOLS | {"serial"}
 """Where a call's items read their CPU share with no other thread of the call holding the GIL."""
 SIZE_SERIAL_CALLS_FROM = 0.05
@@ -114,58 +100,6 @@ OPEN_CALL_HORIZON_SECONDS = 60.0
 """A call planned this long ago and not ended no longer counts as running beside the calls that end now."""
 OTHERS_WINDOW_SECONDS = 1.0
 """A probe counts as among other calls when another call of this process started or ended this recently."""
-
-
-
-@dataclass
-class Probe:
-    """What running the first items in the caller taught us."""
-
-    outcome: ChunkOutcome | None = None
-    seconds_per_item: float | None = None
-    cpu_ratio: float = 1.0
-    item_bytes: int = 0
-    result_bytes: int = 0
-    fn_bytes: int = 0
-    pickle_error: str = ""
-    """Why pickle refuses the function itself."""
-    cloudpickle_ok: bool | None = None
-    """Whether cloudpickle can send the function (None: not tried)."""
-    fn_checked: bool = False
-    """The three fields above describe this call's very function object (measured now, or on it before)."""
-    unsendable: list[tuple[str, Any]] = field(default_factory=list)
-    """This call's sampled items or results pickle refused: why, and the object (to try cloudpickle on it)."""
-    payload_cloudpickle_ok: bool | None = None
-    """Whether cloudpickle can send all of ``unsendable`` (None: not tried)."""
-    result_error: str | None = None
-    """Why the first probed result cannot be pickled; "" when it can, None when no result was checked."""
-    threads_speedup: float | None = None
-    verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
-    forgone: dict[str, float] = field(default_factory=dict)
-    pickling: Pickling = NO_PICKLING
-    known: bool = False
-    """True when the cost came from an earlier call instead of running items now."""
-    crashed: str | None = None
-    """How the function crashed a worker process in an earlier call; None if it never did."""
-    delegates: bool = False
-    """The probed items' CPU ran mostly outside their thread (see :mod:`payoff._delegated_cpu`)."""
-    waited: bool | None = None
-    """The side of the waiting line the function was last planned on (``Facts.waited``)."""
-
-    @property
-    def refused(self) -> str:
-        """All that pickle refused, each naming what it was (the function, an item, a result); "" if none."""
-        if not self.unsendable:
-            return self.pickle_error
-        return "; ".join([self.pickle_error] * bool(self.pickle_error) + [why for why, _ in self.unsendable])
-
-    @property
-    def n(self) -> int:
-        return 0 if self.outcome is None else self.outcome.n_done
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome is not None and self.outcome.error is not None
 
 
 @dataclass(frozen=True)
@@ -257,8 +191,7 @@ class Planner:
     def reset(self) -> None:
         self.costs.reset()
         self.knowledge.forget()
-        with _STUCK_LOCK:  # they still run, but no longer hold the next calls off threads
-            _STUCK_PROBES.clear()
+        forget_stuck_probes()
         with self._events_lock:
             self._events.clear()
             self._open.clear()
@@ -313,10 +246,10 @@ class Planner:
             return bool(self._events) and self._events[-1] >= start_ns
 
     def outlived(self, fn: Callable[..., Any], running: Callable[[], bool], timeout: float, given: float) -> None:
-        """A call's serial items on a payoff thread still ran at its deadline (see ``_left_running``): a function
+        """A call's serial items on a payoff thread still ran at its deadline (see ``left_running``): a function
         whose items had at least HUNG_SHARE of the timeout runs only in worker processes from now on, so a
         request that hangs for good leaves no more threads."""
-        if _left_running(running, timeout, given, "an item of this call still runs"):
+        if left_running(running, timeout, given, "an item of this call still runs"):
             self.knowledge.crashed(fn, f"its items, run on a payoff thread, still ran after timeout={timeout:g} s")
 
     def plan(self, call: Call) -> Plan:
@@ -670,18 +603,6 @@ def _workers_for(call: Call, decision: Reason, probe: Probe, remaining: int, wor
     return max(workers, min(call.config.max_waiting_workers, wanted, remaining))
 
 
-def waiting_line(workers: int) -> float:
-    """The CPU share below which threads beat ``workers`` worker processes.
-
-    The GIL lets threads run about one item's CPU at a time, so threads finish
-    at most 1/share items in an item's time, processes ``workers``: items of
-    1.6 ms CPU and 2 ms sleep (share 0.43) ran 3.1x a loop on
-    ``ThreadPoolExecutor()`` and 2.4x on ``ProcessPoolExecutor(2)``; on 8 CPUs
-    the same items gain more from 8 processes than from any number of threads.
-    """
-    return min(WAITING_CPU_RATIO, 1.0 / max(1, workers))
-
-
 def _waits(probe: Probe, workers: int) -> bool:
     """The measured items mostly wait (I/O, sleep, a lock): threads beyond the CPUs keep them going."""
     if probe.seconds_per_item is None:
@@ -982,7 +903,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     A known function runs its first item here only when no earlier call's
     result was seen to pickle: that result is checked (and kept).
     """
-    probe = Probe(crashed=knowledge.crash_of(call.fn) or _stuck_probes(call))
+    probe = Probe(crashed=knowledge.crash_of(call.fn) or stuck_probes(call))
     known = knowledge.snapshot(call.fn)
     fn_known = known is not None and (known.fn_facts_hold_for(call.fn) or _large_and_measured(known))
     if known is not None:
@@ -994,13 +915,13 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     reshare = known is not None and _share_due(call, known)
     if needs_cost and here and (known is None or _measures_more(call, workers, known)
                                                     or _unsteady(known) or reshare):
-        _probe_cost(call, probe, workers, crowded, others_since)
+        probe_cost(call, probe, workers, crowded, others_since)
         probe.known = False
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
     elif sends and known is not None and known.result_error != "":
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
-            probe.outcome, _ = _bounded(call, 1, 1)
+            probe.outcome, _ = bounded(call, 1, 1)
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
@@ -1029,18 +950,13 @@ def _measures_more(call: Call, workers: int, known: Facts) -> bool:
     It runs them anyway (its results are kept): measured again, the cost of a few cold items does not decide
     for a call of thousands. Once sound, a cost is not probed again.
     """
-    return not known.sound and min(PROBE_MAX_ITEMS, _probe_share(call, workers)) > known.measured_items
+    return not known.sound and min(PROBE_MAX_ITEMS, probe_share(call, workers)) > known.measured_items
 
 
 def _share_due(call: Call, known: Facts) -> bool:
     """An auto call of a function that ran ``RESHARE_EVERY`` calls on threads as waiting work: its first items
     run alone to read its CPU share again (the items may have stopped waiting)."""
     return call.requested == "auto" and known.threads_calls >= RESHARE_EVERY
-
-
-def _probe_share(call: Call, workers: int) -> int:
-    """The most items a probe runs: its share of a balanced schedule, so a small call still splits."""
-    return len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
 
 
 def _unsteady(known: Facts) -> bool:
@@ -1193,361 +1109,6 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.pickling = known.pickling
     probe.result_bytes = known.result_bytes
     probe.waited = known.waited
-
-
-def _probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
-                others_since: Callable[[int], bool] | None = None) -> None:
-    """Run the first items in the caller to learn what an item costs and how much of it is CPU.
-
-    Little CPU per second of wall time means the items wait (I/O, sleep),
-    unless other payoff calls of this process ran around it (``crowded``, or
-    calls that came while it ran: ``others_since``) and the process's other
-    threads kept a core busy meanwhile: then the probe's thread waited for the
-    GIL they held (many threads sharing one executor), its items are CPU work,
-    and what they cost alone is their CPU time. Without other payoff calls a
-    busy thread of the program's own says nothing about these items, which may
-    really wait (I/O beside a busy thread).
-    """
-    share = _probe_share(call, workers)
-    # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
-    elsewhere = None if crowded or call.timeout is not None else _delegated_cpu.snapshot()
-    busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
-    start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
-    probe.outcome, per_item = _bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
-                                       max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
-    outcome = probe.outcome
-    process_ns = time.process_time_ns() - process_ns  # this thread's and the others': about one core when GIL-bound
-    clock_ns = time.perf_counter_ns() - clock_ns
-    crowded = crowded or (others_since is not None and others_since(start_ns))
-    if outcome.n_done:
-        wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
-        probe.seconds_per_item = max(per_item, 1e-9)
-        probe.cpu_ratio = _cpu_ratio(outcome)
-        line = waiting_line(workers) * (1 + WAITING_BAND)
-        if probe.cpu_ratio >= line:
-            return
-        if elsewhere is not None and not crowded:
-            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere), wall, line)
-        elif crowded and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None),
-                                         process_ns, clock_ns):
-            probe.cpu_ratio = 1.0
-            probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
-
-
-def _cpu_ratio(outcome: ChunkOutcome) -> float:
-    """The items' CPU time per second of their own wall time (waits for a CPU taken off); 1.0 for a thread that
-    never gave up its CPU, which cannot have waited: the time its clocks lack was the machine's (steal)."""
-    wall = _own_ns(outcome)
-    if wall <= 0 or outcome.blocked == 0:
-        return 1.0
-    return min(1.0, max(0.05, outcome.cpu_ns / wall))
-
-
-def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wall: float, line: float) -> None:
-    """Items that looked like waiting work but kept other processes or native threads computing meanwhile
-    (``joblib.Parallel``, a scikit-learn ``n_jobs=-1`` model, BLAS threads) are CPU work: that CPU counts."""
-    if elsewhere_ns <= 0 or wall <= 0:
-        return
-    probe.cpu_ratio = min(1.0, max(0.05, (outcome.cpu_ns + elsewhere_ns) / 1e9 / wall))
-    probe.delegates = probe.cpu_ratio >= line and elsewhere_ns >= outcome.cpu_ns
-
-
-def _held_by_others(outcome: ChunkOutcome, others: int | None, process_ns: int, clock_ns: int) -> bool:
-    """Whether the probe's thread, while neither on a CPU nor waiting for one, could have been waiting for the
-    GIL: the process's other threads ran or waited for a CPU (holding the GIL meanwhile) about as long
-    (``others``, from ``_others_busy``).
-
-    Their waits for a CPU count: on a loaded machine or under a CPU quota the process gets less than a core,
-    and the old test (the process kept 0.8 of a core busy) read CPU-bound items probed beside other calls as
-    waiting work, then ran them on 5-32 threads at 0.1x. Without schedstat only the others' CPU time counts.
-    """
-    blocked = clock_ns - outcome.cpu_ns - outcome.runq_ns
-    if others is None:
-        others = process_ns - outcome.cpu_ns
-    return others >= GIL_BOUND_CORES * blocked
-
-
-def _others_busy(before: dict[int, tuple[int, int]] | None, outcome: ChunkOutcome, here: bool) -> int | None:
-    """How long the process's other threads held the GIL at most since ``before`` (``thread_times``): their
-    CPU time and their waits for a CPU, each thread's wait up to ``GIL_WAIT_PER_CPU`` times its CPU time.
-
-    A thread that holds the GIL on a process that gets a fifth of a core alternates running and waiting for
-    it; one that woke from a sleep or a lock waits for a CPU without the GIL and has next to no CPU time to
-    show (idle pool threads under two busy programs: 20-60x more wait than CPU), and summed whole their
-    waits read a sleeping item's probe as a GIL wait. Each thread counts its own growth (a thread that
-    ended meanwhile took its whole life's time out of a sum of all). The caller's thread is never another:
-    beside the probe it read /proc for every thread (9 ms around a 2 ms probe on a loaded machine). A probe
-    run on a thread of its own (under a timeout) is not in ``before``: its chunk's own time comes off.
-    """
-    now = _delegated_cpu.thread_times() if before is not None else None
-    if before is None or now is None:
-        return None
-    grown = _gil_holding_ns(before, now, threading.get_native_id())
-    return grown if here else grown - outcome.cpu_ns - min(outcome.runq_ns, GIL_WAIT_PER_CPU * outcome.cpu_ns)
-
-
-def _gil_holding_ns(before: dict[int, tuple[int, int]], now: dict[int, tuple[int, int]], me: int) -> int:
-    """The most the threads other than ``me`` can have held the GIL between two ``thread_times`` readings."""
-    grown = 0
-    for tid, (cpu, waited) in now.items():
-        cpu0, waited0 = before.get(tid, (0, 0))
-        if tid != me:
-            grown += cpu - cpu0 + min(waited - waited0, GIL_WAIT_PER_CPU * (cpu - cpu0))
-    return grown
-
-
-def _bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, float]:
-    """The probe, in the caller; under a timeout on a payoff thread the caller waits for no longer than it.
-
-    An item that hangs there cannot be stopped (no thread can be), but the call raises on time and the
-    thread, a daemon, never keeps the program from exiting.
-    """
-    if call.timeout is None:
-        return _timed_prefix(call.fn, call.items, limit, cheap_limit, on_interrupt=call.on_interrupt)
-    box: list[tuple[ChunkOutcome, float]] = []
-    errors: list[BaseException] = []
-    context = contextvars.copy_context()
-    given = _time_left(call)
-    deadline = CancelToken(time.monotonic() + given)
-
-    finished = threading.Event()  # not Thread.join: one interrupted by Ctrl-C may mark a running thread ended
-
-    reads = reads_for_a_probe(call.items)
-
-    def probe() -> None:
-        try:
-            box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit, deadline))
-        except BaseException as exc:  # handed to the caller, whatever it is
-            errors.append(exc)
-        finally:
-            finished.set()
-            if reads is not None:
-                reads.close()
-
-    thread = threading.Thread(target=probe, name="payoff-probe", daemon=True)
-    try:  # from the start on: Thread.start waits for the thread, which may be cut short there too
-        thread.start()
-        if reads is not None:
-            reads.serve(given)
-        finished.wait(max(0.0, deadline.seconds_left() or 0.0))
-    except BaseException:  # Ctrl-C in the caller: the items the probe thread ran still belong in the record
-        _hand_over_cut_probe(call, finished, deadline, box)
-        raise
-    if not finished.is_set():
-        _outlived(call, _left_running(thread.is_alive, call.timeout, given,
-                                      "the item(s) this call ran to measure them still run"))
-    if errors:
-        raise errors[0]
-    return box[0]
-
-
-def _time_left(call: Call) -> float:
-    """What is left of the call's timeout: it counts from the call, and reading a stream's first item (or a
-    wait behind another call) may have spent most of it before the probe starts."""
-    assert call.timeout is not None
-    left = call.stop.seconds_left() if call.stop is not None else None
-    return max(0.0, min(call.timeout, call.timeout if left is None else left))
-
-
-HUNG_SHARE = 0.5
-"""A probe still running at its call's deadline after at least this share of the call's timeout is taken for
-one whose items hang: its function's next calls run in worker processes. One that had less (the rest went on
-reading the input) only ran late, and is planned as before; stuck threads stay bounded by STUCK_PROBES_LIMIT."""
-
-
-def _left_running(running: Callable[[], bool], timeout: float, given: float, what: str) -> bool:
-    """Items on a payoff thread (a probe, or a serial run under a timeout) still ran at their call's deadline,
-    ``given`` seconds after they started: their thread is left (none can be stopped from outside) and counted
-    among the stuck ones while ``running()``, and the caller is warned. Whether they had at least HUNG_SHARE of
-    the timeout: their function is then taken for one that hangs, and runs only in worker processes."""
-    with _STUCK_LOCK:
-        _STUCK_PROBES.append(running)
-    hung = given >= HUNG_SHARE * timeout
-    then = " This function's next calls run in worker processes, which payoff stops on a timeout." if hung else ""
-    warn_at_call_site(StuckThreadsWarning(
-        f"payoff: {what} after its timeout: Python cannot stop a thread from outside. It finishes in the "
-        f"background and never keeps the program from exiting.{then}"))
-    return hung
-
-
-def _outlived(call: Call, hung: bool) -> NoReturn:
-    """The call's deadline came while its probe's thread ran an item: raise the call's timeout."""
-    raise ProbeOutlivedTimeout(
-        f"payoff: the call did not finish within timeout={call.timeout:g} s (its first items, run to "
-        "measure them, were still running)",
-        detail=f"its first items, measured on a payoff thread, still ran after timeout={call.timeout:g} s",
-        hung=hung)
-
-
-class ProbeOutlivedTimeout(TimeoutError):
-    """A call's timeout struck while its probe thread still ran an item, which may hang for good."""
-
-    def __init__(self, message: str, detail: str, *, hung: bool) -> None:
-        super().__init__(message)
-        self.detail = detail
-        self.hung = hung
-        """Whether the item had most of the timeout (it may hang for good), not just what was left of it."""
-
-
-STUCK_PROBES_LIMIT = 4
-"""Probe threads still running past their calls' timeouts beyond which no call with a timeout probes on a
-thread: its items run in worker processes, which a timeout stops, so hung items leave no more threads."""
-_STUCK_PROBES: list[Callable[[], bool]] = []
-"""Whether each stuck probe (or serial run under a timeout) still runs its item."""
-_STUCK_LOCK = _forks.Lock()
-
-
-def _stuck_probes(call: Call) -> str | None:
-    """Why a call with a timeout may not probe on a thread: too many earlier probes still hang; None if it may."""
-    if call.timeout is None:
-        return None
-    with _STUCK_LOCK:
-        _STUCK_PROBES[:] = [running for running in _STUCK_PROBES if running()]
-        stuck = len(_STUCK_PROBES)
-    if stuck < STUCK_PROBES_LIMIT:
-        return None
-    return f"{stuck} probe threads of earlier calls still run past their timeouts"
-
-
-PROBE_STOP_GRACE_SECONDS = 0.25
-"""How long Ctrl-C in a caller waits for its probe thread to stop at its next timing block."""
-
-
-def _hand_over_cut_probe(call: Call, finished: threading.Event, deadline: CancelToken,
-                         box: list[tuple[ChunkOutcome, float]]) -> None:
-    """Ctrl-C reached the caller, not the probe's thread: stop that thread at its next timing block (no item
-    starts after) and hand ``on_interrupt`` the items it ran, as a probe cut in the caller does. An item that
-    does not end within the grace cannot be waited for: its probe's items are then not counted."""
-    deadline.set()
-    finished.wait(PROBE_STOP_GRACE_SECONDS)
-    if box and call.on_interrupt is not None:
-        call.on_interrupt(box[0][0])
-
-
-def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, cheap_limit: int,
-                  deadline: CancelToken | None = None,
-                  on_interrupt: Callable[[ChunkOutcome], object] | None = None) -> tuple[ChunkOutcome, float]:
-    """Run doubling steps of items until the budget is spent: a single chunk of real work, and seconds per item.
-
-    The cost per item is the lower of the whole probe's mean and its last
-    (largest) step's: the few hundred ns of timing each block costs only ever
-    inflate a mean, most of all the first steps' blocks of one or two items; waits for a CPU are taken off
-    both (see ``_own_ns``). The budget is soft (a step stops at the first timing block past it) and counts
-    the items' own time, not the wall clock: a garbage collection between steps (5 ms of CPU in a test
-    process) or a wait for a CPU while other programs kept the cores busy spent a wall-clock budget after
-    one or two items, whose cold cost (2-4 us) then stood for items of 65 ns. The steps double, so the
-    probe's wall time is the items' plus a dozen steps' bookkeeping. A call's ``deadline`` is hard (no item
-    starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included.
-    """
-    budget_ns = int(PROBE_BUDGET_SECONDS * 1e9)
-    with _GcPauses() as collected:
-        outcome = run_chunk(fn, items[:1], 0, 0, on_interrupt=on_interrupt)
-        joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))
-        taken, steps = 1, [(_items_ns(outcome, collected.ns), 1)]
-        while outcome.error is None and (spent_ns := _items_ns(outcome, collected.ns)) < budget_ns:
-            cap = cheap_limit if _typical_ns(spent_ns, taken, steps[-2:]) * taken < PROBE_CHEAP_SECONDS * 1e9 \
-                else limit
-            if taken >= cap:
-                break
-            left_ns, before_ns = budget_ns - spent_ns, collected.ns  # a step of items that turn dear stops too
-            more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns,
-                             on_interrupt=joined)
-            if not more.n_done and more.error is None:  # the call's deadline came: no item started
-                break
-            if more.error is None and more.n_done:
-                steps.append((_items_ns(more, collected.ns - before_ns), more.n_done))
-            _extend(outcome, more)
-            taken += more.n_done
-    return outcome, _typical_ns(_items_ns(outcome, collected.ns), outcome.n_done, [_later_half(steps)]) / 1e9
-
-
-class _GcPauses:
-    """Full garbage collections on the probing thread while it probes, in ns.
-
-    A full collection walks the program's whole heap (6.8 ms of CPU in a test process, with no wait of any kind
-    to show it) and runs inside whichever item allocated last: in the probe's first item it spent the whole
-    budget, and that one item stood for all. Its time is the heap's, not the items'. The young generations'
-    collections stay in: they grow with what the items allocate. Collections another thread runs are not
-    counted: this thread may not have been in an item then.
-    """
-
-    def __init__(self) -> None:
-        self.ns = 0
-        self._started_ns = 0
-        self._thread = threading.get_ident()
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if info.get("generation") != 2 or threading.get_ident() != self._thread:
-            return
-        if phase == "start":
-            self._started_ns = time.perf_counter_ns()
-        elif self._started_ns:
-            self.ns += time.perf_counter_ns() - self._started_ns
-            self._started_ns = 0
-
-    def __enter__(self) -> _GcPauses:
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        with contextlib.suppress(ValueError):
-            gc.callbacks.remove(self)
-
-
-def _items_ns(outcome: ChunkOutcome, collected_ns: int) -> int:
-    """The probed items' own time: their timed work less the waits for a CPU and the garbage collections in it
-    (at least 1 ns an item)."""
-    return max(outcome.n_done, _own_ns(outcome) - collected_ns)
-
-
-def _later_half(steps: Sequence[tuple[int, int]]) -> tuple[int, int]:
-    """The last steps that hold at least half of the probe's items, as one: its last step, when the steps
-    double; a stream's probe runs one item a step (each read just before it runs)."""
-    half, ns, n = sum(n for _, n in steps) / 2, 0, 0
-    for step_ns, step_n in reversed(steps):
-        ns, n = ns + step_ns, n + step_n
-        if n >= half:
-            break
-    return ns, max(1, n)
-
-
-def _typical_ns(own_ns: int, n: int, steps: Sequence[tuple[int, int]]) -> float:
-    """Nanoseconds an item: the lowest of the probe's mean (``own_ns`` over its ``n`` items) and of the given
-    steps' (own ns, items) means.
-
-    Timing only ever adds: a cold first item, a step's bookkeeping, a stall inside one step (a garbage
-    collection, the hypervisor taking the CPU: neither shows as a wait) inflate the mean, and a stall inflates
-    the step it falls in. Whether the items are cheap enough to go on probing asks the last two steps, so that a
-    stall in either leaves the other to answer; the cost the call is planned at asks only the later half of the
-    items (a smaller share, alone, would read the cheap side of items of uneven cost).
-    """
-    return min([own_ns / max(1, n), *(step_ns / step_n for step_ns, step_n in steps)])
-
-
-def _extend(outcome: ChunkOutcome, more: ChunkOutcome) -> ChunkOutcome:
-    """``outcome`` with the probe's next step ``more`` added: one chunk of the call's first items."""
-    outcome.results.extend(more.results)
-    outcome.durations_ns.extend(more.durations_ns)
-    outcome.block_sizes.extend(more.block_sizes)
-    outcome.cpu_ns += more.cpu_ns
-    outcome.runq_ns += more.runq_ns
-    outcome.blocked = None if outcome.blocked is None or more.blocked is None else outcome.blocked + more.blocked
-    outcome.end_ns = more.end_ns
-    outcome.error, outcome.error_index = more.error, more.error_index
-    return outcome
-
-
-def _own_ns(outcome: ChunkOutcome) -> int:
-    """The items' timed work less the waits for a CPU in it: a stall of the machine during a short probe is not
-    what its items cost.
-
-    The chunk's waits and CPU time span the whole chunk, the timed blocks and what runs around them, so a
-    wait outside the blocks can take off too much: the CPU time is the floor, but only up to the timed
-    work. Beyond that it is the chunk's own set-up (150 us for a thread's first chunk), which made one
-    probed item of 65 ns cost 164 us.
-    """
-    timed = sum(outcome.durations_ns)
-    return max(timed - outcome.runq_ns, min(outcome.cpu_ns, timed))
 
 
 _ARRAY_PICKLE_HEADER = 160

@@ -51,6 +51,9 @@ about this long however slow the items, and an abandoned ``imap`` leaves at most
 A dispatch costs ~0.1-1 ms, so the ceiling costs at most about 1% where it applies."""
 
 
+CHUNKS_PER_WORKER = 4
+"""A balanced schedule gives each worker about this many chunks: enough to even out a slow one, few enough
+to keep dispatch cheap."""
 EVEN_FLOORS_PER_WORKER = 4
 """A call of at most this many floors of work per worker is cut into equal chunks up front."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import payoff
-from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff import ParallelConfig, ParallelExecutor, Reason, _probe
 from payoff.errors import StuckThreadsWarning
 from tests import tasks
 from tests.conftest import alive
@@ -268,10 +268,10 @@ def test_stuck_probe_threads_are_bounded_across_functions() -> None:
     before = _probe_threads()
     with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for i in range(planning.STUCK_PROBES_LIMIT + 2):  # each partial's keyword makes another function
+        for i in range(_probe.STUCK_PROBES_LIMIT + 2):  # each partial's keyword makes another function
             with pytest.raises(TimeoutError):
                 ex.map(functools.partial(tasks.hang_on_zero, **{f"option{i}": i}), range(10), timeout=0.3)
-    assert _probe_threads() - before <= planning.STUCK_PROBES_LIMIT
+    assert _probe_threads() - before <= _probe.STUCK_PROBES_LIMIT
 
 
 @pytest.mark.usefixtures("_release_hung_items")
