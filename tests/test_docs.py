@@ -42,3 +42,14 @@ def test_design_contract_metrics_all_exist() -> None:
     assert table
     for line in table:
         assert line.split("`")[1] in names
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """A module added without a line in docs/architecture.md leaves contributors a room without a door."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    package = ROOT / "src" / "payoff"
+    modules = [f"{p.name}" for p in package.glob("*.py") if p.name != "__init__.py"]
+    folders = [f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()]
+    missing = [name for name in modules + folders if f"`{name}" not in text]
+    assert not missing, f"docs/architecture.md does not name {missing}"
+
