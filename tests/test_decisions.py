@@ -19,9 +19,10 @@ import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff._knowledge import NO_PICKLING, Facts, Pickling
+from payoff._payload import pickled_size
 from payoff._probe import Probe
 from payoff.config import usable_cpus
-from payoff.planning import CLOUDPICKLE_CANNOT, Call, Planner, _pickled_size
+from payoff.planning import CLOUDPICKLE_CANNOT, Call, Planner
 from payoff.worker import _local
 from tests import tasks
 
@@ -389,7 +390,7 @@ def teach(planner: Planner, row: Row) -> None:
 def _item_bytes(row: Row) -> int:
     """What the planner will weigh this row's items at, so the taught pickling is believed, not re-timed."""
     items = _items(row)
-    return _pickled_size(items[0]) if len(items) else 0
+    return pickled_size(items[0]) if len(items) else 0
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)

@@ -78,8 +78,8 @@ def test_a_script_that_maps_without_numpy_never_loads_it() -> None:
             "    assert ex.last_record.task_time.count == 600\n"
             "print('numpy' in sys.modules)\n"
             "import numpy as np\n"
-            "from payoff.planning import _pickled_size\n"
-            "assert _pickled_size(np.zeros(1 << 20, dtype=np.uint8)) < 1.01 * (1 << 20)\n"
+            "from payoff._payload import pickled_size\n"
+            "assert pickled_size(np.zeros(1 << 20, dtype=np.uint8)) < 1.01 * (1 << 20)\n"
             "assert ParallelConfig(max_workers=np.int64(2)).max_workers.__class__ is int\n")
     env = {**os.environ, "PYTHONPATH": str(Path(payoff.__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=60,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, Reason, _costs, _knowledge, _probe, planning
+from payoff import ParallelConfig, ParallelExecutor, Reason, _costs, _knowledge, _payload, _probe, planning
 from payoff.record import OVERTURNED, OVERTURNED_ADVICE, ChunkStats, MapRecord, RecordBuilder
 from payoff.report.text import details
 from payoff.telemetry.warnings import ParallelFallbackWarning
@@ -31,12 +31,12 @@ from tests import tasks
                                  b"", b"x" * 100_000, bytearray(5000), {"a": [1, 2, 3]}],
                          ids=lambda o: type(o).__name__)
 def test_payload_sizes_are_estimated_without_pickling_buffers_within_a_few_hundred_bytes(obj: object) -> None:
-    assert abs(planning._pickled_size(obj) - len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))) <= 200
+    assert abs(_payload.pickled_size(obj) - len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))) <= 200
 
 
 def test_object_arrays_are_really_pickled() -> None:
     arr = np.array([{"x": "y" * 1000}] * 10, dtype=object)
-    assert planning._pickled_size(arr) == len(pickle.dumps(arr, protocol=pickle.HIGHEST_PROTOCOL))
+    assert _payload.pickled_size(arr) == len(pickle.dumps(arr, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def test_calls_that_met_a_busy_machine_do_not_keep_small_calls_serial() -> None:

@@ -15,7 +15,6 @@ import math
 import multiprocessing
 import pickle
 import statistics
-import sys
 import time
 import weakref
 from collections import deque
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from payoff import _forks
-from payoff import _out_of_band as out_of_band
 from payoff._costs import CostModel, start_method
 from payoff._knowledge import (
     COST_SHIFT,
@@ -33,10 +31,9 @@ from payoff._knowledge import (
     VERDICT_REACH,
     Facts,
     Knowledge,
-    Pickling,
-    _comparable,
 )
 from payoff._outer_pools import outer_pool
+from payoff._payload import cloudpickled_size, measure_payload
 from payoff._probe import (
     GIL_BOUND_CORES,
     PROBE_MAX_ITEMS,
@@ -879,21 +876,11 @@ def _cloudpickle_ok(call: Call, probe: Probe) -> bool:
     """Whether cloudpickle (joblib, dask) can send all that pickle refused: the function, and this call's
     sampled items and results. Asked only once pickle refused something, so only then it costs."""
     if probe.pickle_error and probe.cloudpickle_ok is None:
-        probe.cloudpickle_ok = _cloudpickled_size(call.fn) is not None
+        probe.cloudpickle_ok = cloudpickled_size(call.fn) is not None
     if probe.unsendable and probe.payload_cloudpickle_ok is None:
-        probe.payload_cloudpickle_ok = all(_cloudpickled_size(obj) is not None for _, obj in probe.unsendable)
+        probe.payload_cloudpickle_ok = all(cloudpickled_size(obj) is not None for _, obj in probe.unsendable)
     return (not probe.pickle_error or bool(probe.cloudpickle_ok)) \
         and (not probe.unsendable or bool(probe.payload_cloudpickle_ok))
-
-
-def _cloudpickled_size(obj: Any) -> int | None:
-    """Bytes cloudpickle sends ``obj`` in; None when it cannot."""
-    import cloudpickle
-
-    try:
-        return out_of_band.dumps(obj, cloudpickle.dumps).size
-    except Exception:
-        return None
 
 
 def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = False,
@@ -928,7 +915,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     if sends and costs is not None and _surely_serial(costs, call, probe) and not _worth_sizing(call, probe):
         return probe  # nothing pickled, nothing to store: facts without it would price a larger call as moving none
     if sends:
-        _measure_payload(call, probe)
+        measure_payload(call, probe)
     if known is None:
         knowledge.remember(call.fn, probe)
     elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
@@ -1109,114 +1096,6 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.pickling = known.pickling
     probe.result_bytes = known.result_bytes
     probe.waited = known.waited
-
-
-_ARRAY_PICKLE_HEADER = 160
-_BYTES_PICKLE_HEADER = 16
-
-
-def _measure_payload(call: Call, probe: Probe) -> None:
-    """Pickled sizes of the function (unless measured on this very object), one item and one result, with
-    stdlib pickle, and the pickling time of the probed ones; what pickle refuses is noted, saying what it was.
-
-    Items and results are checked on every call, never remembered as the function's: they are the call's.
-    """
-    if not probe.fn_checked:
-        _measure_fn(call.fn, probe)
-    at = min(probe.n, len(call.items) - 1)
-    probe.item_bytes = _payload_bytes(probe, call.items[at], f"item {at}")
-    results = probe.outcome.results if probe.outcome is not None else []
-    if results:
-        refused = len(probe.unsendable)
-        probe.result_bytes = _payload_bytes(probe, results[0], "the result of item 0")
-        probe.result_error = probe.unsendable[-1][0] if len(probe.unsendable) > refused else ""
-    if probe.unsendable:
-        return
-    try:
-        _time_payload(call, probe, results)
-    except Exception as exc:  # an item or result past the sampled one
-        timed = call.items[:PROBE_MAX_ITEMS] if probe.known else call.items[:probe.n]
-        probe.unsendable.append((f"an item or result among the first {len(timed):,} {_refusal(exc)}",
-                                 (timed, results)))
-
-
-def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
-    """Pickle the function itself; when pickle refuses it, ask cloudpickle (it is shipped by it then)."""
-    probe.fn_checked, probe.pickle_error, probe.cloudpickle_ok = True, "", None
-    try:
-        probe.fn_bytes = out_of_band.dumps(fn, pickle.dumps).size  # a model's arrays sized where they lie
-    except Exception as exc:
-        probe.pickle_error = f"the function {_refusal(exc)}"
-        size = _cloudpickled_size(fn)
-        probe.fn_bytes, probe.cloudpickle_ok = size or 0, size is not None
-
-
-def _payload_bytes(probe: Probe, obj: Any, what: str) -> int:
-    """Bytes ``obj`` pickles to; 0, with why noted on ``probe``, when pickle refuses it."""
-    try:
-        return _pickled_size(obj)
-    except Exception as exc:
-        probe.unsendable.append((f"{what} {_refusal(exc)}", obj))
-        return 0
-
-
-def _refusal(exc: Exception) -> str:
-    return f"cannot be pickled for worker processes: {type(exc).__name__}: {exc}"
-
-
-def _time_payload(call: Call, probe: Probe, results: Sequence[Any]) -> None:
-    """Time pickling the probed items and results; for a known function given items of another size, the
-    items alone (no result ran yet)."""
-    if not probe.known and results:
-        if (probe.item_bytes + probe.result_bytes) * probe.n <= PICKLING_SAMPLE_BYTES:
-            timed = _time_pickling(call.items[:probe.n], results)
-            probe.pickling = timed._replace(item_bytes=probe.item_bytes)
-    elif probe.known and probe.item_bytes * PROBE_MAX_ITEMS <= PICKLING_SAMPLE_BYTES \
-            and not _comparable(probe.item_bytes, probe.pickling.item_bytes):
-        out, back = _net_per_item(call.items[:PROBE_MAX_ITEMS], _dumps_loads([]))
-        probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes)
-
-
-PICKLING_SAMPLE_BYTES = 1 << 20
-"""Probed items and results are pickled once more to time it when they are this small together (~1 ms)."""
-
-
-def _time_pickling(items: Sequence[Any], results: Sequence[Any]) -> Pickling:
-    """Dumps and loads of the items and of their results, each per item.
-
-    Each pickle call has a fixed cost of a few us (framing, the memo) that a
-    chunk pays once, not per item: timed on an empty list, it is taken off.
-    """
-    empty = _dumps_loads([])
-    items_out, items_in = _net_per_item(items, empty)
-    results_out, results_in = _net_per_item(results, empty)
-    return Pickling(items_out, items_in, results_out, results_in)
-
-
-def _net_per_item(part: Sequence[Any], empty: tuple[int, int]) -> tuple[float, float]:
-    """Seconds per item to dump and to load ``part`` as one list, less what an empty list takes."""
-    dumps, loads = _dumps_loads(list(part))
-    n = max(1, len(part)) * 1e9
-    return max(0.0, (dumps - empty[0]) / n), max(0.0, (loads - empty[1]) / n)
-
-
-def _dumps_loads(obj: Any) -> tuple[int, int]:
-    clock = time.perf_counter_ns
-    t0 = clock()
-    blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    t1 = clock()
-    pickle.loads(blob)
-    return t1 - t0, clock() - t1
-
-
-def _pickled_size(obj: Any) -> int:
-    """Bytes ``obj`` pickles to; buffers are sized without copying them (a 1 MiB array pickles in ~1 ms)."""
-    np = sys.modules.get("numpy")  # not imported yet: no item can be an array
-    if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
-        return int(obj.nbytes) + _ARRAY_PICKLE_HEADER
-    if type(obj) in (bytes, bytearray):
-        return len(obj) + _BYTES_PICKLE_HEADER
-    return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,

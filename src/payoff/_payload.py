@@ -1,0 +1,137 @@
+"""What a call's function, items and results cost to send to worker processes: bytes, and time to pickle.
+
+Sizes come from pickling a sample (large buffers out of band, never copied);
+for items of a few bytes the per-object pickling time, not the bytes, is what
+a process pool pays, so it is timed. What pickle refuses is recorded with what
+refused it, for the fallback's detail.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from payoff import _out_of_band as out_of_band
+from payoff._knowledge import Pickling, _comparable
+from payoff._probe import PROBE_MAX_ITEMS, Probe
+
+if TYPE_CHECKING:
+    from payoff.planning import Call
+
+_ARRAY_PICKLE_HEADER = 160
+_BYTES_PICKLE_HEADER = 16
+PICKLING_SAMPLE_BYTES = 1 << 20
+"""Probed items and results are pickled once more to time it when they are this small together (~1 ms)."""
+
+
+def cloudpickled_size(obj: Any) -> int | None:
+    """Bytes cloudpickle sends ``obj`` in; None when it cannot."""
+    import cloudpickle
+
+    try:
+        return out_of_band.dumps(obj, cloudpickle.dumps).size
+    except Exception:
+        return None
+
+
+def measure_payload(call: Call, probe: Probe) -> None:
+    """Pickled sizes of the function (unless measured on this very object), one item and one result, with
+    stdlib pickle, and the pickling time of the probed ones; what pickle refuses is noted, saying what it was.
+
+    Items and results are checked on every call, never remembered as the function's: they are the call's.
+    """
+    if not probe.fn_checked:
+        _measure_fn(call.fn, probe)
+    at = min(probe.n, len(call.items) - 1)
+    probe.item_bytes = _payload_bytes(probe, call.items[at], f"item {at}")
+    results = probe.outcome.results if probe.outcome is not None else []
+    if results:
+        refused = len(probe.unsendable)
+        probe.result_bytes = _payload_bytes(probe, results[0], "the result of item 0")
+        probe.result_error = probe.unsendable[-1][0] if len(probe.unsendable) > refused else ""
+    if probe.unsendable:
+        return
+    try:
+        _time_payload(call, probe, results)
+    except Exception as exc:  # an item or result past the sampled one
+        timed = call.items[:PROBE_MAX_ITEMS] if probe.known else call.items[:probe.n]
+        probe.unsendable.append((f"an item or result among the first {len(timed):,} {_refusal(exc)}",
+                                 (timed, results)))
+
+
+def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
+    """Pickle the function itself; when pickle refuses it, ask cloudpickle (it is shipped by it then)."""
+    probe.fn_checked, probe.pickle_error, probe.cloudpickle_ok = True, "", None
+    try:
+        probe.fn_bytes = out_of_band.dumps(fn, pickle.dumps).size  # a model's arrays sized where they lie
+    except Exception as exc:
+        probe.pickle_error = f"the function {_refusal(exc)}"
+        size = cloudpickled_size(fn)
+        probe.fn_bytes, probe.cloudpickle_ok = size or 0, size is not None
+
+
+def _payload_bytes(probe: Probe, obj: Any, what: str) -> int:
+    """Bytes ``obj`` pickles to; 0, with why noted on ``probe``, when pickle refuses it."""
+    try:
+        return pickled_size(obj)
+    except Exception as exc:
+        probe.unsendable.append((f"{what} {_refusal(exc)}", obj))
+        return 0
+
+
+def _refusal(exc: Exception) -> str:
+    return f"cannot be pickled for worker processes: {type(exc).__name__}: {exc}"
+
+
+def _time_payload(call: Call, probe: Probe, results: Sequence[Any]) -> None:
+    """Time pickling the probed items and results; for a known function given items of another size, the
+    items alone (no result ran yet)."""
+    if not probe.known and results:
+        if (probe.item_bytes + probe.result_bytes) * probe.n <= PICKLING_SAMPLE_BYTES:
+            timed = _time_pickling(call.items[:probe.n], results)
+            probe.pickling = timed._replace(item_bytes=probe.item_bytes)
+    elif probe.known and probe.item_bytes * PROBE_MAX_ITEMS <= PICKLING_SAMPLE_BYTES \
+            and not _comparable(probe.item_bytes, probe.pickling.item_bytes):
+        out, back = _net_per_item(call.items[:PROBE_MAX_ITEMS], _dumps_loads([]))
+        probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes)
+
+
+def _time_pickling(items: Sequence[Any], results: Sequence[Any]) -> Pickling:
+    """Dumps and loads of the items and of their results, each per item.
+
+    Each pickle call has a fixed cost of a few us (framing, the memo) that a
+    chunk pays once, not per item: timed on an empty list, it is taken off.
+    """
+    empty = _dumps_loads([])
+    items_out, items_in = _net_per_item(items, empty)
+    results_out, results_in = _net_per_item(results, empty)
+    return Pickling(items_out, items_in, results_out, results_in)
+
+
+def _net_per_item(part: Sequence[Any], empty: tuple[int, int]) -> tuple[float, float]:
+    """Seconds per item to dump and to load ``part`` as one list, less what an empty list takes."""
+    dumps, loads = _dumps_loads(list(part))
+    n = max(1, len(part)) * 1e9
+    return max(0.0, (dumps - empty[0]) / n), max(0.0, (loads - empty[1]) / n)
+
+
+def _dumps_loads(obj: Any) -> tuple[int, int]:
+    clock = time.perf_counter_ns
+    t0 = clock()
+    blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    t1 = clock()
+    pickle.loads(blob)
+    return t1 - t0, clock() - t1
+
+
+def pickled_size(obj: Any) -> int:
+    """Bytes ``obj`` pickles to; buffers are sized without copying them (a 1 MiB array pickles in ~1 ms)."""
+    np = sys.modules.get("numpy")  # not imported yet: no item can be an array
+    if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
+        return int(obj.nbytes) + _ARRAY_PICKLE_HEADER
+    if type(obj) in (bytes, bytearray):
+        return len(obj) + _BYTES_PICKLE_HEADER
+    return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
