@@ -22,6 +22,11 @@ def spin(x: int, n: int = 2000) -> int:
     return total
 
 
+def grows(x: int) -> int:
+    """Item ``x`` costs ~x squared: nearly free at the head of the input, ~0.3 ms at x = 1000 (pairwise work)."""
+    return spin(x, x * x // 40)
+
+
 def sleep_then_square(x: int, seconds: float = 0.002) -> int:
     time.sleep(seconds)
     return x * x

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import BrokenExecutor, CancelledError, Future
 from dataclasses import replace
@@ -128,6 +128,7 @@ class MapRun:
         self.thread = threading.get_ident()
         """The thread the call began in (set again by ``_begin``): shutdown from there cannot wait for it."""
         self.pid = os.getpid()
+        self.prior: int | None = None
 
     # -- the call as a whole ---------------------------------------------------
 
@@ -279,6 +280,19 @@ class MapRun:
             rec.fall_back(plan.fallback, plan.detail)
         return plan
 
+    def _call_for(self, items: Sequence[Any],
+                  cut_probe: Callable[[ChunkOutcome], None] | None = None) -> planning.Call:
+        """What the planner is asked about this call, for ``items``: all of them, or the rest of a serial run."""
+        return planning.Call(self.fn, items, self.config, self.requested, self.chunksize, self.granularity,
+                             self.releases_gil, self.ex._pools.warm(), self._prior_calls(), self.timeout,
+                             self.serial_because, cut_probe, self.token)
+
+    def _prior_calls(self) -> int:
+        """Earlier calls of this call's workload, counted once for the call however often it is planned."""
+        if self.prior is None:
+            self.prior = self.ex._count_workload(self.call.workload)
+        return self.prior
+
     def _make_plan(self) -> planning.Plan:
         """A stream is planned on what the planner reads of it: its first item, and the items its probe runs,
         each read just before it runs (an unknown length counts as PLANNED_STREAM_ITEMS)."""
@@ -286,12 +300,7 @@ class MapRun:
         if lazy:
             with contextlib.suppress(IndexError):  # an empty input: nothing to plan
                 self.source.first()
-        items = self.source.for_planning()
-        prior = self.ex._count_workload(self.call.workload)
-        plan = self.ex._planner.plan(planning.Call(self.fn, items, self.config, self.requested, self.chunksize,
-                                           self.granularity, self.releases_gil, self.ex._pools.warm(), prior,
-                                           self.timeout, self.serial_because, self._count_cut_probe,
-                                           self.token))
+        plan = self.ex._planner.plan(self._call_for(self.source.for_planning(), self._count_cut_probe))
         if lazy:
             self.stream = self.call.stream = self.source.known_length is None
             self.rec.n_items = self.call.n_items = self.source.known_length or 0
@@ -316,6 +325,11 @@ class MapRun:
             if probe.results:
                 yield probe.results
         self.source.skip(plan.probe.n)
+        if plan.outgrow is not None and self._may_outgrow():
+            again = yield from self._serial_until_outgrown(plan)
+            if again is None:
+                return
+            plan = again
         if plan.strategy != "serial":
             self.lease = self._acquire(plan)
         if self.lease is not None:
@@ -335,6 +349,41 @@ class MapRun:
         self.sizer = GuidedChunks(size, floor, self.rec.workers, plan.probe.seconds_per_item, plan.floor_seconds,
                                   max_seconds=ceiling, check_each=plan.check_each, budget_item=plan.budget_item)
         yield from self._in_parallel()
+
+    def _may_outgrow(self) -> bool:
+        """A ``map`` of a known input, run here with no deadline: its serial run can stop to be planned again."""
+        return not self.streaming and self.source.known_length is not None and not self._bounded_here()
+
+    def _serial_until_outgrown(self, plan: planning.Plan) -> Generator[list[Any], None, planning.Plan | None]:
+        """A serial plan its first items' cost made runs here until it has taken several times that estimate
+        (``Plan.outgrow``); the rest is then planned again at what its later items cost. Returns the plan for
+        the rest (itself without the cut when it stays serial), or None once every item ran."""
+        assert plan.outgrow is not None
+        self.where("serial", 1)
+        if not self._initialized_elsewhere():
+            self._initialize_here()
+        part = self.source.rest()
+        if part is None:
+            return None
+        lo, items = part
+        outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller",
+                                  budget_ns=int(plan.outgrow.after_seconds * 1e9))
+        self.next_index += 1
+        self.next_yield = self.next_index
+        self._raise_if_stopped()
+        done = outcome.n_done  # read first: the caller may take the yielded results list as its own
+        yield outcome.results
+        if done >= len(items):
+            return None
+        self.source.skip(lo + done)
+        rest = self.source.for_planning()[lo + done:]
+        again = self.ex._planner.outgrown(self._call_for(rest), plan, outcome)
+        if again is None:
+            return replace(plan, outgrow=None)
+        self.rec.decision, self.rec.chunk_size = again.decision, again.chunk_size
+        self.rec.fallback_reason, self.rec.fallback_detail = None, ""
+        self.where(again.strategy, again.workers)
+        return again
 
     def _chunk_chosen(self) -> bool:
         """The user fixed the chunk size (``chunksize=``, or the config's size for the call's granularity)."""
@@ -425,7 +474,7 @@ class MapRun:
         if outcome.n_done or outcome.error is not None:
             self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
 
-    def _in_caller(self, task: ChunkTask, where: str) -> ChunkOutcome:
+    def _in_caller(self, task: ChunkTask, where: str, budget_ns: int | None = None) -> ChunkOutcome:
         """The chunk run here; its item's error raised. A Ctrl-C in it goes on as it came, its items that ran
         recorded first (they were lost from the record, while ``cancel()`` there counted them)."""
         def count(outcome: ChunkOutcome) -> None:
@@ -436,7 +485,8 @@ class MapRun:
             outcome = self._on_a_thread(task)
         else:
             with self.ex._observers.scope(self.call):
-                outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, on_interrupt=count)
+                outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, budget_ns,
+                                    on_interrupt=count)
         count(outcome)
         if outcome.error is not None:
             raise outcome.error

@@ -375,7 +375,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
                 steps.append((_items_ns(more, collected.ns - before_ns), more.n_done))
             _extend(outcome, more)
             taken += more.n_done
-    return outcome, _typical_ns(_items_ns(outcome, collected.ns), outcome.n_done, [_later_half(steps)]) / 1e9
+    return outcome, _typical_ns(_items_ns(outcome, collected.ns), outcome.n_done, [later_half(steps)]) / 1e9
 
 
 class _GcPauses:
@@ -417,7 +417,7 @@ def _items_ns(outcome: ChunkOutcome, collected_ns: int) -> int:
     return max(outcome.n_done, _own_ns(outcome) - collected_ns)
 
 
-def _later_half(steps: Sequence[tuple[int, int]]) -> tuple[int, int]:
+def later_half(steps: Sequence[tuple[int, int]]) -> tuple[int, int]:
     """The last steps that hold at least half of the probe's items, as one: its last step, when the steps
     double; a stream's probe runs one item a step (each read just before it runs)."""
     half, ns, n = sum(n for _, n in steps) / 2, 0, 0

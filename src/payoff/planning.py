@@ -42,6 +42,7 @@ from payoff._probe import (
     ProbeOutlivedTimeout,
     bounded,
     forget_stuck_probes,
+    later_half,
     left_running,
     probe_cost,
     probe_share,
@@ -97,6 +98,12 @@ OPEN_CALL_HORIZON_SECONDS = 60.0
 """A call planned this long ago and not ended no longer counts as running beside the calls that end now."""
 OTHERS_WINDOW_SECONDS = 1.0
 """A probe counts as among other calls when another call of this process started or ended this recently."""
+OUTGROW_FACTOR = 4.0
+"""A call auto planned serial on what its first items cost is planned again once its run here has taken this
+many times that estimate: its items grew dearer along the input (a cheap head, sizes sorted ascending), and
+the first items, all a probe can read, had priced the whole call as tiny (0.3 s of work run serially)."""
+OUTGROW_MIN_SECONDS = 0.02
+"""...and at least this long: a serial call whose work stays under it never pays for a second plan."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,16 @@ class Plan:
     in blocks that ran past their chunk's budget (``Facts.hidden_dear``)."""
     budget_item: float | None = None
     """With ``check_each``: the typical item's seconds, which chunk budgets are cut for (not the mean)."""
+    outgrow: Outgrow | None = None
+    """A serial plan made on its first items' cost: where the rest may go once its run here outgrows that."""
+
+
+class Outgrow(NamedTuple):
+    """The pool a serial plan's rest may move to, and after how many seconds of its run in the caller."""
+
+    strategy: str
+    workers: int
+    after_seconds: float
 
 
 @dataclass(frozen=True)
@@ -297,8 +314,8 @@ class Planner:
             return _serial(call, Reason.SINGLE_WORKER, _one_worker(cfg, local), decision, probe)
         if strategy in call.warm and probe.forgone.get(strategy):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
-        fallback = _threshold_fallback(call, probe, remaining) or self._cost_fallback(
-            call, strategy, workers, probe, remaining)
+        threshold = _threshold_fallback(call, probe, remaining)
+        fallback = threshold or self._cost_fallback(call, strategy, workers, probe, remaining)
         if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and call.requested == "auto":
             if self._threads_may_pay(call, probe) \
                     and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
@@ -314,8 +331,23 @@ class Planner:
             if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
                 est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
                 self.knowledge.forgo(call.fn, strategy, est.serial - est.warm)
-            return _serial(call, fallback[0], fallback[1], decision, probe)
+            grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None \
+                and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST) else None
+            return replace(_serial(call, fallback[0], fallback[1], decision, probe), outgrow=grow)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
+
+    def outgrown(self, call: Call, plan: Plan, outcome: ChunkOutcome) -> Plan | None:
+        """The rest of a serial run (``call``'s items) cut once it outgrew its first items' estimate
+        (``Plan.outgrow``), planned again at what the run's later items cost; None: it stays serial."""
+        grow = plan.outgrow
+        steps = [(ns, k) for ns, k in zip(outcome.durations_ns, outcome.block_sizes, strict=True) if k]
+        if grow is None or not steps or not call.items:
+            return None
+        ns, n = later_half(steps)
+        probe = replace(plan.probe, outcome=None, seconds_per_item=max(ns / n / 1e9, 1e-9), known=True)
+        if self._cost_fallback(call, grow.strategy, grow.workers, probe, len(call.items)) is not None:
+            return None
+        return self._chunked(call, grow.strategy, grow.workers, probe, len(call.items), Reason.AUTO_OUTGREW_ESTIMATE)
 
     def _may_need_a_worker(self, call: Call) -> bool:
         """Whether one worker still means a pool of one worker process rather than the caller: under a backend
@@ -451,6 +483,8 @@ class Planner:
         if not measured_all or record.mode != "parallel" or record.fallback_reason is not None:
             return
         if crowded:  # its wall time and its pool's queue were shared with the other calls: no verdict, no latency
+            return
+        if record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE:  # its head ran here: its speedup is not the pool's
             return
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
             self.knowledge.observe_threads(fn, record.speedup)
@@ -636,6 +670,16 @@ def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
     probe = probe or Probe()
     n = max(1, len(call.items) - probe.n)
     return Plan("serial", 1, n, decision, reason, detail, probe, min_chunk=n)
+
+
+def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: int) -> Outgrow | None:
+    """Where an auto call kept serial on the cost its own first items read may move once its run outgrows that
+    (``OUTGROW_FACTOR``). A cost earlier calls measured stands: they ran all their items."""
+    cost = probe.seconds_per_item
+    if call.requested != "auto" or call.timeout is not None or probe.known or not probe.n or cost is None \
+            or remaining < 2:
+        return None
+    return Outgrow(strategy, workers, max(OUTGROW_MIN_SECONDS, OUTGROW_FACTOR * cost * remaining))
 
 
 def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:

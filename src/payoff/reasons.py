@@ -76,6 +76,14 @@ class Reason(StrEnum):
         "as many as the wait fraction needs up to max_waiting_workers",
         "",
     )
+    AUTO_OUTGREW_ESTIMATE = (
+        "auto_outgrew_estimate",
+        "decision",
+        "planned serial on what its first items cost, the call ran past several times that estimate in the "
+        "caller (items that grow dearer along the input, a cheap head): the rest was planned again at what its "
+        "later items cost and ran on the pool",
+        "",
+    )
     AUTO_NEEDS_CLOUDPICKLE = (
         "auto_needs_cloudpickle",
         "decision",

@@ -1,0 +1,111 @@
+"""A call auto planned serial on its first items' cost, whose later items cost far more (issue 13, uneven costs).
+
+The probe can read only the first items: under a cheap head (sizes sorted
+ascending, a triangular loop) it priced 0.3 s of work as tiny and the whole
+first call ran serially. The serial run now stops once it has taken several
+times the estimate, and the rest is planned again at what its later items cost.
+"""
+
+from __future__ import annotations
+
+import warnings
+from array import array
+
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff._knowledge import Facts
+from payoff._probe import Probe
+from payoff.worker import ChunkOutcome
+from tests import tasks
+
+
+def _ran_here(block_ns: list[int], block_items: int) -> ChunkOutcome:
+    """A serial run cut at its budget: its timing blocks, each of ``block_items`` items."""
+    n = len(block_ns) * block_items
+    return ChunkOutcome(index=0, first=0, results=list(range(n)), error=None, worker="caller", start_ns=0,
+                        end_ns=sum(block_ns), cpu_ns=sum(block_ns), durations_ns=array("q", block_ns),
+                        block_sizes=array("q", [block_items] * len(block_ns)))
+
+
+def _serial_plan(planner: planning.Planner, n_items: int) -> tuple[planning.Call, planning.Plan]:
+    """A call of ``n_items`` whose probe read its first items at 1 us each: auto keeps it serial."""
+    planner.knowledge.teach(tasks.grows, Facts(1e-6, 1.0, 40, "", None, result_error=""))
+    call = planning.Call(tasks.grows, list(range(n_items)), ParallelConfig(max_workers=2), "auto", None, None,
+                         None, frozenset({"processes"}), 5)
+    probe = Probe(seconds_per_item=1e-6, cpu_ratio=1.0, outcome=_ran_here([64_000], 64))
+    return call, planning.Plan("serial", 1, n_items - 64, Reason.AUTO_CPU_BOUND, Reason.TINY_WORKLOAD, "", probe,
+                               outgrow=planning.Outgrow("processes", 2, 0.02))
+
+
+@pytest.mark.parametrize(("later_ns", "expect"), [(2_000_000, "processes"), (1_000, None)],
+                         ids=["later items dear: the rest goes to the pool", "still cheap: the rest stays here"])
+def test_the_rest_of_an_outgrown_serial_run_is_planned_at_its_later_items_cost(later_ns: int,
+                                                                               expect: str | None) -> None:
+    """No item runs and no clock is read: the run's blocks say what its later items cost."""
+    planner = planning.Planner()
+    call, plan = _serial_plan(planner, 400)
+    ran = _ran_here([1_000] * 5 + [later_ns] * 5, 1)  # cheap first, then each item ``later_ns``
+    again = planner.outgrown(replace_items(call, 390), plan, ran)
+    if expect is None:
+        assert again is None
+        return
+    assert again is not None and again.strategy == expect and again.workers == 2
+    assert again.decision is Reason.AUTO_OUTGREW_ESTIMATE and again.fallback is None
+    assert again.probe.seconds_per_item == pytest.approx(later_ns / 1e9)
+    assert again.chunk_size < 390, "the rest is split across the workers"
+
+
+def replace_items(call: planning.Call, n: int) -> planning.Call:
+    from dataclasses import replace
+
+    return replace(call, items=call.items[-n:])
+
+
+def test_a_serial_plan_may_outgrow_only_on_a_cost_its_own_first_items_read() -> None:
+    """A cost earlier calls measured ran all their items: their plan stands. So does the user's own threshold."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.grows, Facts(1e-6, 1.0, 40, "", None, result_error=""))
+    known = planner.plan(planning.Call(tasks.grows, list(range(400)), ParallelConfig(max_workers=2), "auto",
+                                       None, None, None, frozenset({"processes"}), 5))
+    assert known.strategy == "serial" and known.fallback is Reason.TINY_WORKLOAD
+    assert known.outgrow is None
+
+
+def test_a_first_call_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool() -> None:
+    """1,000 items from ~0 to ~0.3 ms (~0.2 s in all): the first call's probe reads only the cheap head."""
+    items = list(range(1000))
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error")  # the call did not fall back: no fallback warning
+        assert ex.map(tasks.grows, items) == [tasks.grows(x) for x in items]
+        record = ex.last_record
+    assert record is not None and record.completed
+    assert record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, (record.decision_reason, record.fallback_detail)
+    assert record.selected_strategy == "processes" and record.fallback_reason is None and record.mode == "parallel"
+    where = {c.where for c in record.chunks}
+    assert where == {"caller", "pool"}, where
+    assert sum(c.n_items for c in record.chunks) == len(items)
+    assert sorted(c.first_item for c in record.chunks) == [c.first_item for c in sorted(record.chunks,
+                                                                                      key=lambda c: c.first_item)]
+
+
+def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> None:
+    """Its head ran here, its rest on the pool: the speedup it measured is not the pool's, so no later call is
+    held serial (or sent parallel) on it; the cost of all its items is learned, so the next call is planned
+    on it from the start."""
+    planner = planning.Planner()
+    items = list(range(1000))
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planner) as ex:
+        ex.map(tasks.grows, items)
+        first = ex.last_record
+        facts = planner.knowledge.get(tasks.grows)
+        assert facts is not None and not facts.verdicts
+        assert first is not None
+        probed = min(first.chunks, key=lambda c: c.first_item)  # the head the first plan was made on
+        assert facts.seconds_per_item > 10 * sum(probed.durations_ns) / 1e9 / probed.n_items
+        ex.map(tasks.grows, items)
+        second = ex.last_record
+    assert first is not None and first.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE
+    assert second is not None and second.decision_reason is Reason.AUTO_CPU_BOUND
+    assert second.selected_strategy == "processes" and {c.where for c in second.chunks} == {"pool"}
