@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from array import array
+from dataclasses import replace
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_the_rest_of_an_outgrown_serial_run_is_planned_at_its_later_items_cost(l
     planner = planning.Planner()
     call, plan = _serial_plan(planner, 400)
     ran = _ran_here([1_000] * 5 + [later_ns] * 5, 1)  # cheap first, then each item ``later_ns``
-    again = planner.outgrown(replace_items(call, 390), plan, ran)
+    again = planner.outgrown(replace(call, items=call.items[-390:]), plan, ran)
     if expect is None:
         assert again is None
         return
@@ -54,12 +55,6 @@ def test_the_rest_of_an_outgrown_serial_run_is_planned_at_its_later_items_cost(l
     assert again.decision is Reason.AUTO_OUTGREW_ESTIMATE and again.fallback is None
     assert again.probe.seconds_per_item == pytest.approx(later_ns / 1e9)
     assert again.chunk_size < 390, "the rest is split across the workers"
-
-
-def replace_items(call: planning.Call, n: int) -> planning.Call:
-    from dataclasses import replace
-
-    return replace(call, items=call.items[-n:])
 
 
 def test_a_serial_plan_may_outgrow_only_on_a_cost_its_own_first_items_read() -> None:
@@ -85,9 +80,12 @@ def test_a_first_call_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool() -
     assert record.selected_strategy == "processes" and record.fallback_reason is None and record.mode == "parallel"
     where = {c.where for c in record.chunks}
     assert where == {"caller", "pool"}, where
-    assert sum(c.n_items for c in record.chunks) == len(items)
-    assert sorted(c.first_item for c in record.chunks) == [c.first_item for c in sorted(record.chunks,
-                                                                                      key=lambda c: c.first_item)]
+    chunks = sorted(record.chunks, key=lambda c: c.first_item)
+    assert [c.first_item for c in chunks] == [0] + [c.first_item + c.n_items for c in chunks[:-1]], \
+        "the chunks cover the input once, without a gap"
+    assert chunks[-1].first_item + chunks[-1].n_items == len(items)
+    assert max(c.first_item for c in chunks if c.where == "caller") \
+        < min(c.first_item for c in chunks if c.where == "pool"), "the head ran here, the rest on the pool"
 
 
 def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> None:

@@ -240,11 +240,10 @@ class Planner:
         now, misses that start by however long its thread was held after its
         record was made (its observers, a busy machine).
         """
-        with self._events_lock:
-            began = self._open.get(stop) if stop is not None else None
-        since = time.monotonic_ns() - int(wall_seconds * 1e9) if began is None else began
         seen = 0
         with self._events_lock:
+            began = self._open.get(stop) if stop is not None else None
+            since = time.monotonic_ns() - int(wall_seconds * 1e9) if began is None else began
             for at in reversed(self._events):
                 if at < since:
                     break
