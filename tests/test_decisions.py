@@ -75,6 +75,8 @@ class Row:
     waited: bool | None = None
     """The side of the waiting line auto last planned the function on, from a share read without the GIL."""
     hidden_dear: float = 0.0
+    gil_threads: float | None = None
+    """Threads an earlier run of its waiting items kept busy, with headroom (``Facts.gil_threads``)."""
     """Seconds the function's last pool call ran in blocks of cheap items that met dear ones."""
     expect_check_each: bool = False
     """The plan's chunks check their budget before each item."""
@@ -127,6 +129,16 @@ ROWS = [
         config={}, cpus=2, cpu_ratio=0.55, waited=True, expect_workers=4),
     Row("a share well past the line moves them", 5e-3, 400, "processes", Reason.AUTO_CPU_BOUND, cpu_ratio=0.65,
         waited=True),
+    Row("waiting work runs as many threads as an earlier run kept busy, with headroom, not a longer GIL queue",
+        5e-3, 400, "threads", Reason.AUTO_WAITING, config={}, cpus=2, cpu_ratio=0.05, gil_threads=15.2,
+        expect_workers=16),
+    Row("but never more than its share asks for", 5e-3, 400, "threads", Reason.AUTO_WAITING, config={},
+        cpus=2, cpu_ratio=0.2, gil_threads=40.0, expect_workers=10),
+    Row("nor fewer than the cores", 5e-3, 400, "threads", Reason.AUTO_WAITING, config={}, cpus=2, cpu_ratio=0.05,
+        gil_threads=1.2, expect_workers=2),
+    Row("named threads for waiting work take the learned count too", 5e-3, 400, "threads",
+        Reason.EXPLICIT_STRATEGY, config={"strategy": "threads"}, cpus=2, cpu_ratio=0.05, gil_threads=15.2,
+        expect_workers=16),
     Row("the waiting cap is a config field", 5e-3, 400, "threads", Reason.AUTO_WAITING,
         config={"max_waiting_workers": 8}, cpu_ratio=0.05, expect_workers=8),
     Row("an explicit max_workers wins over the wait fraction", 5e-3, 400, "threads", Reason.AUTO_WAITING,
@@ -382,7 +394,8 @@ def teach(planner: Planner, row: Row) -> None:
                                                 verdicts=dict(row.verdicts), forgone=dict(row.forgone),
                                                 pickling=row.pickling._replace(item_bytes=_item_bytes(row)),
                                                 result_error="", share_without_gil=row.waited is not None,
-                                                waited=row.waited, hidden_dear=row.hidden_dear))
+                                                waited=row.waited, hidden_dear=row.hidden_dear,
+                                                gil_threads=row.gil_threads))
     if row.measured_items is not None:
         facts = planner.knowledge.get(tasks.square)
         assert facts is not None

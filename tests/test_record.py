@@ -439,7 +439,7 @@ def _outcome_of(stats: ChunkStats) -> ChunkOutcome:
     return ChunkOutcome(stats.index, stats.first_item, [None] * stats.n_items, stats.start_ns, stats.end_ns,
                         stats.cpu_ns, array("q", stats.durations_ns), array("q", stats.block_sizes), stats.worker,
                         error=ValueError("an item") if stats.n_errors else None, bytes_received=stats.bytes_received,
-                        bytes_sent=stats.bytes_sent, runq_ns=stats.runq_ns)
+                        bytes_sent=stats.bytes_sent, runq_ns=stats.runq_ns, blocked=stats.blocked)
 
 
 def test_a_record_of_endless_chunks_stays_bounded_and_keeps_its_sums() -> None:
@@ -456,7 +456,7 @@ def test_a_record_of_endless_chunks_stays_bounded_and_keeps_its_sums() -> None:
         start = 10_000 * index + 1_000
         stats = ChunkStats(index, first, sum(sizes), f"w{index % 3}", start - 500, start, start + sum(durations) + 700,
                            sum(durations) // 2, durations, sizes, 100 + index, 50, "pool", int(index % 97 == 0),
-                           runq_ns=index % 5)
+                           runq_ns=index % 5, blocked=index % 7)
         first += stats.n_items
         added.append(stats)
         rec.add(_outcome_of(stats), "pool", stats.submit_ns)
@@ -464,7 +464,7 @@ def test_a_record_of_endless_chunks_stays_bounded_and_keeps_its_sums() -> None:
     record = rec.build(None)
     assert len(record.chunks) <= record_module.FOLD_AT
     assert record.n_chunks == len(added) and sum(c.pieces for c in record.chunks) == len(added)
-    for attr in ("n_items", "cpu_ns", "bytes_sent", "bytes_received", "n_errors", "runq_ns"):
+    for attr in ("n_items", "cpu_ns", "bytes_sent", "bytes_received", "n_errors", "runq_ns", "blocked"):
         assert sum(getattr(c, attr) for c in record.chunks) == sum(getattr(c, attr) for c in added), attr
     assert sum(c.end_ns - c.start_ns for c in record.chunks) == sum(c.end_ns - c.start_ns for c in added)
     assert sum(sum(c.durations_ns) for c in record.chunks) == sum(sum(c.durations_ns) for c in added)

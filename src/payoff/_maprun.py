@@ -26,7 +26,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
-from payoff import planning
+from payoff import _gil_wait, planning
 from payoff._forks import held_at_fork_hint
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
@@ -34,7 +34,7 @@ from payoff._spare_threads import run_on_a_spare_thread
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
-from payoff.record import ChunkStats, RecordBuilder
+from payoff.record import ChunkStats, RecordBuilder, waits_mostly
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.base import PoolClosedError, closed_pool
@@ -99,6 +99,8 @@ class MapRun:
                                  self.call.started_ns, self.call.started_at)
         self.token = CancelToken(deadline)
         self.lease: Lease | None = None
+        self.gil_watch: int | None = None
+        """When the call began to watch the GIL's queue (``payoff._gil_wait``), while it does."""
         self.in_flight: dict[Future[Any], ChunkTask] = {}
         self.collected: list[ChunkStats] = []
         """Chunks taken in whose observers have not run yet (see ``_observe_collected``)."""
@@ -183,6 +185,7 @@ class MapRun:
                 self._end_streamed()
                 if self.lease is not None:
                     self._release(self.lease)
+                self._stop_watching()
                 if self.stream:
                     self.rec.n_items = self.source.taken
                 if left is not None and error is None and not self._all_done():
@@ -560,7 +563,16 @@ class MapRun:
         self.rec.pool_leased()
         pool = lease.pool  # a cluster is as big as it is now; a larger warm thread pool runs what was planned
         self.where(plan.strategy, pool.workers if pool.remote else min(plan.workers, pool.workers))
+        if plan.strategy == "threads" and waits_mostly(self.rec.cpu_ratio) and self.gil_watch is None:
+            self.gil_watch = _gil_wait.watch()  # None where it cannot be sampled
         return lease
+
+    def _stop_watching(self) -> None:
+        """The GIL's queue as the call's threads met it, into the record; the sampler stops if no call watches."""
+        if self.gil_watch is not None:
+            _gil_wait.unwatch()
+            self.rec.gil_waits = _gil_wait.since(self.gil_watch, time.perf_counter_ns())
+            self.gil_watch = None
 
     def _current(self, lease: Lease, plan: planning.Plan) -> Lease:
         """A warm pool on a cluster counts its workers again (``Strategy.refresh``): the cluster may have scaled or

@@ -96,6 +96,8 @@ class Probe:
     """The probed items' CPU ran mostly outside their thread (see :mod:`payoff._delegated_cpu`)."""
     waited: bool | None = None
     """The side of the waiting line the function was last planned on (``Facts.waited``)."""
+    gil_threads: float | None = None
+    """Threads earlier runs of its waiting items kept busy, with headroom (``Facts.gil_threads``)."""
 
     @property
     def refused(self) -> str:

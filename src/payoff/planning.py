@@ -454,6 +454,8 @@ class Planner:
             self.knowledge.not_waiting(fn)  # its items ran on a CPU all their time: never waiting, crowded or not
         if waiting_on_threads:
             self.knowledge.ran_waiting_on_threads(fn)
+        if _gil_queue_measured(record) and not crowded:
+            self.knowledge.observe_gil_threads(fn, record.speedup)
         in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
@@ -620,6 +622,14 @@ def _own_share(record: MapRecord) -> float:
     return record.cpu_seconds / own if own > 0 else 1.0
 
 
+def _gil_queue_measured(record: MapRecord) -> bool:
+    """A whole call of waiting items on more threads than cores, its items priced without their waits for the
+    GIL: its speedup is how many threads kept busy with their own work (``Knowledge.observe_gil_threads``)."""
+    return record.selected_strategy == "threads" and record.gil_priced and record.mode == "parallel" \
+        and record.completed and not record.n_errors and record.fallback_reason is None \
+        and record.workers > cpu_capacity()
+
+
 def _workers_for(call: Call, decision: Reason, probe: Probe, remaining: int, workers: int) -> int:
     """More threads than cores for work that waits: as many as its measured wait needs, up to the cap.
 
@@ -630,6 +640,8 @@ def _workers_for(call: Call, decision: Reason, probe: Probe, remaining: int, wor
     if not (decision is Reason.AUTO_WAITING or named_waiting) or call.config.max_workers is not None:
         return workers
     wanted = math.ceil(workers / max(probe.cpu_ratio, 0.01))
+    if probe.gil_threads is not None:  # as many as an earlier run kept busy, not a longer queue for the GIL
+        wanted = min(wanted, math.ceil(probe.gil_threads))
     return max(workers, min(call.config.max_waiting_workers, wanted, remaining))
 
 
@@ -1139,6 +1151,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.pickling = known.pickling
     probe.result_bytes = known.result_bytes
     probe.waited = known.waited
+    probe.gil_threads = known.gil_threads
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,

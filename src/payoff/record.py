@@ -21,8 +21,13 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from payoff._gil_wait import GilWaits
+
 CPU_BOUND_RATIO = 0.5
 """Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
+WAITING_PRICED_RATIO = 0.2
+"""On threads, work below this CPU share has its measured waits for the GIL taken off (``payoff._gil_wait``);
+a share read from a few items of a 1 ms sleep spread 0.06-0.12."""
 GIL_PRICED_RATIO = 0.1
 """On threads, work with at least this CPU share is priced by its CPU: below it an item's CPU is too small a
 part of its time, and too noisy a reading, to stand for the whole item (and it hardly holds the GIL)."""
@@ -107,6 +112,8 @@ class ChunkStats:
     n_errors: int = 0
     runq_ns: int = 0
     """Of the chunk's busy time, how long its thread waited for a CPU (Linux; 0 where unknown)."""
+    blocked: int | None = None
+    """How often the chunk's thread gave up its CPU to wait (voluntary context switches); None where unknown."""
     pieces: int = 1
     """How many chunk pieces (``MapRecord.n_chunks`` counts them) this stands for: past ``FOLD_AT`` of them, a
     call's older pieces are folded together (see ``RecordBuilder``). A folded one keeps the sums (items, busy,
@@ -256,6 +263,9 @@ class MapRecord:
     capacity the call left idle, so ``capacity_seconds`` leaves it out (a ``submit`` is not timed, so only
     ``pool_shared`` says it was there). The metrics add it to ``payoff_shared_seconds_total`` when the call
     ends, for the same reason: their capacity counter advanced as workers x wall while the call ran."""
+    gil_priced: bool = False
+    """Its items, waiting work on threads, were priced without the waits for the GIL a thread of payoff's own
+    met beside them (``payoff._gil_wait``): the serial estimate is their work, not the queue more threads make."""
     pool_starts: int = 0
     """Pools the call started, a failed start included: a restart after a worker died counts again, where
     ``pool_started`` only says there was one."""
@@ -467,7 +477,8 @@ def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
         worker=a.worker, submit_ns=a.submit_ns, start_ns=a.start_ns, end_ns=a.start_ns + busy_ns,
         cpu_ns=a.cpu_ns + b.cpu_ns, durations_ns=durations, block_sizes=sizes,
         bytes_sent=a.bytes_sent + b.bytes_sent, bytes_received=a.bytes_received + b.bytes_received, where=a.where,
-        n_errors=a.n_errors + b.n_errors, runq_ns=a.runq_ns + b.runq_ns, pieces=a.pieces + b.pieces)
+        n_errors=a.n_errors + b.n_errors, runq_ns=a.runq_ns + b.runq_ns, pieces=a.pieces + b.pieces,
+        blocked=None if a.blocked is None or b.blocked is None else a.blocked + b.blocked)
 
 
 def _coarser(durations: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -476,6 +487,25 @@ def _coarser(durations: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[
         durations = tuple(map(sum, zip(durations[::2], durations[1::2], strict=False))) + durations[-1:] * odd
         sizes = tuple(map(sum, zip(sizes[::2], sizes[1::2], strict=False))) + sizes[-1:] * odd
     return durations, sizes
+
+
+def waits_mostly(cpu_ratio: float | None) -> bool:
+    """Whether items of this measured CPU share (alone: the probe, or earlier calls) mostly wait: on threads,
+    their returns from a wait, each queueing for the GIL, are what holds them back."""
+    return cpu_ratio is not None and cpu_ratio < WAITING_PRICED_RATIO
+
+
+def _without_gil_waits(chunk: ChunkStats, waits: GilWaits) -> float:
+    """A chunk's own work less its returns from a wait times the GIL queue each met (at least its CPU time).
+
+    Its returns are its voluntary waits over the sampler's per wake-up; where a thread's count cannot be read,
+    one per item (the shape of such work: one call that waits).
+    """
+    if chunk.where != "pool":
+        return chunk.busy_seconds
+    own = own_work_seconds(chunk)
+    returns = chunk.n_items if chunk.blocked is None else waits.waits_in(chunk.blocked)
+    return max(min(own, chunk.cpu_seconds), own - returns * waits.wait_ns / 1e9)
 
 
 def own_work_seconds(chunk: ChunkStats) -> float:
@@ -561,6 +591,8 @@ class RecordBuilder:
         self._pool_cpu_ns: int | None = None
         """The process's CPU time when the call's pool was leased: what its threads ran beside starts there."""
         self.chunk_size = max(1, n_items)
+        self.gil_waits: GilWaits | None = None
+        """The GIL queue a thread back from a wait met while the call ran, where it was sampled."""
         self.cpu_ratio: float | None = None
         """CPU per second of wall time of an item run alone (the probe, or what earlier calls measured)."""
         self.chunks: list[ChunkStats] = []
@@ -601,7 +633,7 @@ class RecordBuilder:
             durations_ns=tuple(outcome.durations_ns), block_sizes=tuple(outcome.block_sizes),
             bytes_sent=outcome.bytes_sent, bytes_received=outcome.bytes_received, where=where,
             n_errors=1 if isinstance(outcome.error, Exception) else 0,  # Ctrl-C stops the call: no item's error
-            runq_ns=getattr(outcome, "runq_ns", 0),
+            runq_ns=getattr(outcome, "runq_ns", 0), blocked=getattr(outcome, "blocked", None),
         )
         self.chunks.append(stats)
         if len(self.chunks) > FOLD_AT:
@@ -621,6 +653,9 @@ class RecordBuilder:
         per second of wall time (``cpu_ratio``). Chunks run here are counted
         whole: a loop here, now, would have met the same machine.
         """
+        waits = self._gil_waits_measured()
+        if waits is not None:
+            return sum(_without_gil_waits(c, waits) for c in chunks) + self._others_load() + self.consumer_ns / 1e9
         ratio = self._pricing_ratio()
 
         def priced(c: ChunkStats) -> float:
@@ -636,6 +671,16 @@ class RecordBuilder:
         if ratio is not None and self.selected == "threads" and self._items_unlike_the_probe(ratio, chunks):
             total = max(total, self._least_gil_free_time(chunks))
         return total + self._others_load() + self.consumer_ns / 1e9
+
+    def _gil_waits_measured(self) -> GilWaits | None:
+        """The sampled GIL queue, for threads of items that mostly wait (``payoff._gil_wait``); None otherwise.
+
+        Items of a larger CPU share keep being priced by it: their waits for the GIL are not only at the
+        returns from a wait the sampler stands for, but wherever another thread's CPU work holds it.
+        """
+        if self.selected != "threads" or self.gil_waits is None or not waits_mostly(self.cpu_ratio):
+            return None
+        return self.gil_waits
 
     def _items_unlike_the_probe(self, ratio: float, chunks: Sequence[ChunkStats]) -> bool:
         """Whether the pool's items used under half the CPU an item of the probe (or the learned cost) did.
@@ -758,4 +803,5 @@ class RecordBuilder:
             n_errors=n_errors, started_at=self.started_at, chunks=chunks, outcome=outcome_of(error, n_errors),
             consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
             shared_seconds=self.shared_ns / 1e9, pool_starts=self.pool_starts,
+            gil_priced=self._gil_waits_measured() is not None,
         )

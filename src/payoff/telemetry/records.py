@@ -308,6 +308,7 @@ def chunk_from_dict(data: object, label: str = "chunk") -> ChunkStats:
         block_sizes=f.counts("block_sizes"), bytes_sent=f.count("bytes_sent"),
         bytes_received=f.count("bytes_received"), where=f.choice("where", WHERES), n_errors=f.count("n_errors", 0),
         runq_ns=f.count("runq_ns", 0), pieces=f.count("pieces", 1),
+        blocked=None if f.raw("blocked", None) is None else f.count("blocked"),  # absent: unknown, or older lines
     )
     if chunk.pieces < 1:
         raise InvalidRecord(f.name("pieces"), f"{f.name('pieces')} must be at least 1 (the pieces a chunk stands "
@@ -369,6 +370,7 @@ def record_from_dict(data: object) -> MapRecord:
         pool_shared=f.flag("pool_shared", False),  # absent in lines written before shared pools were recorded
         shared_seconds=_number(f.raw("shared_seconds", 0.0), f.name("shared_seconds")),
         pool_starts=f.count("pool_starts", 0),  # absent in lines written before restarts were counted
+        gil_priced=f.flag("gil_priced", False),  # absent in lines written before GIL waits were sampled
     )
 
 

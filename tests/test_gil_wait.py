@@ -1,0 +1,116 @@
+"""Threads of waiting work priced without the GIL's queue: the sampler that measures it, and the pricing.
+
+32 threads of a 1 ms sleep timed each item at 1.8 ms where a loop takes 1.1 ms, and the record claimed 24x
+for a real 13x; items of ten 0.2 ms sleeps, their CPU share read at 0.12 by the probe, were priced by it at
+half their cost (2.0x recorded for 3.8x).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from payoff import ParallelExecutor, Reason, _gil_wait, planning
+from payoff._gil_wait import GilWaits
+from payoff.record import ChunkStats, RecordBuilder, own_work_seconds
+from tests import tasks
+
+pytestmark = pytest.mark.skipif(not _gil_wait._COUNTED, reason="no per-thread voluntary waits on this platform")
+
+
+def _hold_the_gil(seconds: float) -> None:
+    """Pure Python: the GIL changes hands only when the switch interval asks another thread's turn."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(200))
+
+
+def test_the_sampler_reads_the_queue_a_thread_holding_the_gil_makes() -> None:
+    start = _gil_wait.watch()
+    assert start is not None
+    try:
+        time.sleep(0.06)  # this thread waits: the GIL is free at the sampler's wake-ups
+        middle = time.perf_counter_ns()
+        quiet = _gil_wait.since(start, middle)
+        _hold_the_gil(0.2)
+        held = _gil_wait.since(middle, time.perf_counter_ns())
+    finally:
+        _gil_wait.unwatch()
+    assert quiet is not None and held is not None, (quiet, held)
+    assert held.switches_per_wake > quiet.switches_per_wake, (quiet, held)  # it queued for the GIL, blocking
+    assert held.wait_ns > quiet.wait_ns, (quiet, held)
+
+
+def test_the_sampler_stops_when_no_call_watches() -> None:
+    start = _gil_wait.watch()
+    assert start is not None
+    time.sleep(0.02)
+    _gil_wait.unwatch()
+    time.sleep(0.01)  # a sleep under way when the last call stopped watching still ends
+    count = len(_gil_wait._SAMPLER._samples)
+    time.sleep(0.05)
+    assert len(_gil_wait._SAMPLER._samples) == count
+
+
+def test_a_window_of_too_few_wake_ups_tells_nothing() -> None:
+    now = time.perf_counter_ns()
+    assert _gil_wait.since(now, now) is None
+
+
+def _threads_builder(cpu_ratio: float | None, waits: GilWaits | None) -> RecordBuilder:
+    rec = RecordBuilder(1, "w", "threads", None, 20, time.monotonic_ns(), time.time())
+    rec.selected, rec.workers, rec.cpu_ratio, rec.gil_waits = "threads", 16, cpu_ratio, waits
+    return rec
+
+
+def _sleeping_chunk(index: int, blocked: int | None, busy_ns: int = 30_000_000, cpu_ns: int = 1_000_000) -> ChunkStats:
+    return ChunkStats(index, 10 * index, 10, f"w{index}", 0, 1_000, 1_000 + busy_ns, cpu_ns, (busy_ns,), (10,),
+                      0, 0, "pool", blocked=blocked)
+
+
+def test_threads_of_waiting_items_are_priced_without_the_gil_queue_they_met(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
+    waits = GilWaits(samples=40, wait_ns=200_000, switches_per_wake=2.0)
+    rec = _threads_builder(0.05, waits)
+    # 40 waits given up each: over the sampler's 2 a wake-up, 20 returns from a wait, 0.2 ms of queue each
+    rec.chunks = [_sleeping_chunk(0, 40), _sleeping_chunk(1, 40)]
+    record = rec.build()
+    assert record.gil_priced
+    assert record.serial_estimate_seconds == pytest.approx(2 * (0.030 - 20 * 0.0002))
+    # where a thread's count is unknown: one return an item
+    rec.chunks = [_sleeping_chunk(0, None)]
+    assert rec.build().serial_estimate_seconds == pytest.approx(0.030 - 10 * 0.0002)
+    # never below the chunk's CPU time
+    rec.chunks = [_sleeping_chunk(0, 4_000)]
+    assert rec.build().serial_estimate_seconds == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize(("cpu_ratio", "waits"), [
+    (0.35, GilWaits(40, 200_000, 2.0)),  # a third of CPU: priced by its share, as the GIL holds it back anywhere
+    (None, GilWaits(40, 200_000, 2.0)),  # a share never measured alone: CPU-bound items would read as waiting
+    (0.05, None),  # nothing sampled (a call too short for it)
+])
+def test_other_threads_runs_keep_their_pricing(cpu_ratio: float | None, waits: GilWaits | None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
+    rec = _threads_builder(cpu_ratio, waits)
+    rec.chunks = [_sleeping_chunk(0, 40)]
+    record = rec.build()
+    assert not record.gil_priced
+    assert record.serial_estimate_seconds != pytest.approx(0.030 - 20 * 0.0002)
+
+
+def test_a_map_of_waiting_items_on_many_threads_samples_the_gil_and_records_each_chunks_waits() -> None:
+    with ParallelExecutor(planner=planning.Planner()) as ex:
+        ex.map(tasks.sleep_then_square, range(400))
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == "threads", record
+    assert record.workers > 2 and record.decision_reason is Reason.AUTO_WAITING, record
+    pool = [c for c in record.chunks if c.where == "pool"]
+    assert pool and all(c.blocked is not None and c.blocked >= c.n_items for c in pool), pool  # a sleep an item
+    assert record.gil_priced, record  # 0.8 s of sleeps: tens of the sampler's wake-ups
+    assert record.serial_estimate_seconds <= sum(own_work_seconds(c) for c in record.chunks) + 1e-9
+    assert not _gil_wait._SAMPLER._watchers, "the call stopped watching"
