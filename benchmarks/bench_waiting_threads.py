@@ -1,14 +1,14 @@
-"""Why W9's estimate misses: an item's own time grows with the number of threads that wait beside it.
+"""Waiting items on many threads: the speedup measured against the loop, and the one the record reports.
 
-W9's items sleep 5 ms and then compute ~0.1 ms of pure Python. Run on N
-threads, each item's wall time (``MapRecord.chunks[i].durations_ns``) is its
-sleep, its CPU and, after the sleep, the wait for the GIL while the other
-threads' items hold it. ``MapRecord.speedup`` sums the items' own times as the
-loop's estimate, so whatever the wait for the GIL adds to them, it adds to the
-estimate. This measures that, thread count by thread count, against the plain
-loop of the same run: the item's mean time, the speedup measured and the one
-the record reports. Python 3.11 has no clock for a thread's wait for the GIL,
-which is what would take it out.
+Each item's wall time on N threads is its own work and, after each of its
+waits, its wait for the GIL while the other threads' items hold it. Python
+3.11 has no clock for that wait; payoff samples it with a thread of its own
+(``payoff._gil_wait``) and takes it off the loop's estimate. For four shapes
+of waiting work, on warm ``threads`` executors of several sizes and on
+``auto`` (its calls after the first, whose thread count follows what the last
+call kept busy), each call beside a loop: the item's mean time, the speedup
+measured and the one ``MapRecord.speedup`` reports, and
+``ThreadPoolExecutor()``'s speed as the reference a user would reach for.
 
     python benchmarks/bench_waiting_threads.py [--repeat 5]
 """
@@ -21,6 +21,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,34 +32,42 @@ from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ITEMS = list(range(400))
-THREADS = (2, 4, 8, 16, 32)
+THREADS = (4, 8, 16, 32)
+SHAPES: dict[str, Callable[[int], int]] = {
+    "W9: 5 ms sleep, 0.1 ms CPU": workloads.wait_5ms,
+    "1 ms sleep": workloads.sleep_1ms,
+    "1 ms sleep, 0.1 ms CPU": workloads.sleep_1ms_then_compute,
+    "ten 0.2 ms sleeps": workloads.ten_short_waits,
+}
 
 
-def _loop() -> float:
+def _timed(run: Callable[[], object]) -> float:
     start = time.perf_counter()
-    for x in ITEMS:
-        workloads.wait_5ms(x)
+    run()
     return time.perf_counter() - start
 
 
-def _on_threads(threads: int, repeat: int) -> dict[str, float]:
-    """The median call (by wall time) of ``repeat`` on a warm executor of ``threads`` threads, beside its loop."""
+def _calls(fn: Callable[[int], int], config: ParallelConfig, repeat: int) -> dict[str, Any]:
+    """The median call (by measured speedup) of ``repeat`` on a warm executor, each beside a loop."""
     calls = []
-    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=threads)) as ex:
-        ex.map(workloads.wait_5ms, ITEMS)
+    with ParallelExecutor(config) as ex, ThreadPoolExecutor() as peer:
+        ex.map(fn, ITEMS)
+        list(peer.map(fn, ITEMS))
         for _ in range(repeat):
-            loop = _loop()
-            start = time.perf_counter()
-            ex.map(workloads.wait_5ms, ITEMS)
-            wall = time.perf_counter() - start
+            loop = _timed(lambda: [fn(x) for x in ITEMS])
+            wall = _timed(lambda: ex.map(fn, ITEMS))
             record = ex.last_record
             assert record is not None
+            peer_wall = _timed(lambda: list(peer.map(fn, ITEMS)))
             durations = [d for chunk in record.chunks for d in chunk.durations_ns]
             calls.append({"loop_seconds": loop, "wall_seconds": wall, "measured": loop / wall,
                           "reported": record.speedup, "item_ms": statistics.mean(durations) / 1e6,
-                          "loop_item_ms": loop / len(ITEMS) * 1e3})
+                          "loop_item_ms": loop / len(ITEMS) * 1e3, "threads": record.workers,
+                          "gil_priced": record.gil_priced, "peer": loop / peer_wall})
     calls.sort(key=lambda c: c["measured"])
-    return calls[len(calls) // 2]
+    middle = calls[len(calls) // 2]
+    middle["off"] = [c["reported"] / c["measured"] - 1 for c in calls]
+    return middle
 
 
 def main() -> int:
@@ -65,15 +75,19 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     warnings.simplefilter("ignore", ParallelFallbackWarning)
-    rows: dict[str, Any] = {}
-    for threads in THREADS:
-        row = rows[str(threads)] = _on_threads(threads, args.repeat)
-        print(f"{threads:2d} threads: item {row['item_ms']:.3f} ms (loop's {row['loop_item_ms']:.3f}); measured "
-              f"{row['measured']:.2f}x, MapRecord {row['reported']:.2f}x "
-              f"({row['reported'] / row['measured'] - 1:+.1%})")
+    shapes: dict[str, Any] = {}
+    for shape, fn in SHAPES.items():
+        rows = shapes[shape] = {}
+        configs = {str(n): ParallelConfig(strategy="threads", max_workers=n) for n in THREADS}
+        for name, config in {**configs, "auto": ParallelConfig()}.items():
+            row = rows[name] = _calls(fn, config, args.repeat)
+            print(f"{shape:26s} {name:>4s} (x{row['threads']:2d}): item {row['item_ms']:.3f} ms (loop's "
+                  f"{row['loop_item_ms']:.3f}); measured {row['measured']:.2f}x, MapRecord {row['reported']:.2f}x "
+                  f"({row['reported'] / row['measured'] - 1:+.1%}); ThreadPoolExecutor() {row['peer']:.2f}x",
+                  flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "waiting_threads.json"
-    out.write_text(json.dumps({"repeat": args.repeat, "items": len(ITEMS), "threads": rows}, indent=2))
+    out.write_text(json.dumps({"repeat": args.repeat, "items": len(ITEMS), "shapes": shapes}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -63,6 +63,25 @@ def wait_5ms(x: int) -> int:
     return xor_sum(x, 2000)
 
 
+def sleep_1ms(x: int) -> int:
+    """Only waiting, and briefly: the GIL's queue behind 30 threads is the size of the wait itself."""
+    time.sleep(0.001)
+    return x
+
+
+def sleep_1ms_then_compute(x: int) -> int:
+    """A 1 ms wait and ~0.1 ms of pure Python: a share near 0.1, where a few items' CPU reads noisily."""
+    time.sleep(0.001)
+    return xor_sum(x, 2000)
+
+
+def ten_short_waits(x: int) -> int:
+    """Ten 0.2 ms waits (a chatty protocol): ten returns an item, each queueing for the GIL."""
+    for _ in range(10):
+        time.sleep(0.0002)
+    return x
+
+
 def mixed_1ms_2ms(x: int) -> int:
     """Half-waiting: ~1 ms of pure Python, then a 2 ms sleep (a remote call that also parses its answer).
 
