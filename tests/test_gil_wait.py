@@ -54,6 +54,22 @@ def test_the_sampler_stops_when_no_call_watches() -> None:
     assert len(_gil_wait._SAMPLER._samples) == count
 
 
+def test_the_samplers_thread_ends_when_no_call_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_gil_wait, "IDLE_SECONDS", 0.05)
+    assert _gil_wait.watch() is not None
+    thread = _gil_wait._SAMPLER._thread
+    assert thread is not None and thread.is_alive()
+    _gil_wait.unwatch()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert _gil_wait.watch() is not None  # the next call starts another
+    try:
+        again = _gil_wait._SAMPLER._thread
+        assert again is not None and again is not thread and again.is_alive()
+    finally:
+        _gil_wait.unwatch()
+
+
 def test_a_window_of_too_few_wake_ups_tells_nothing() -> None:
     now = time.perf_counter_ns()
     assert _gil_wait.since(now, now) is None

@@ -14,8 +14,9 @@ how often it gave up its CPU for it (once for the sleep, and once for each
 wait for the GIL that blocked). A chunk's items gave up theirs ``blocked``
 times: divided by the sampler's count per wake-up, that is how many times
 they came back from a wait, each of which cost the sampler's mean lateness.
-The sampler runs only while a call watches it: it holds the GIL about
-10 us a wake-up, one wake-up a millisecond or so.
+The sampler runs only while a call watches it (its thread ends a second
+after the last): it holds the GIL about 10 us a wake-up, one wake-up a
+millisecond or so.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ MIN_FREE = 3
 """Wake-ups of a window that found the GIL free, enough to tell the timer's own lateness in it."""
 QUIET_SMOOTHING = 0.05
 """Weight of each free wake-up in the lateness kept for windows with too few of their own."""
+IDLE_SECONDS = 1.0
+"""The sampler ends after this long without a call watching; the next call starts another."""
 KEEP_SAMPLES = 4_096
 """Wake-ups kept for the calls that watch (about four seconds of them)."""
 _COUNTED = hasattr(resource, "RUSAGE_THREAD")
@@ -106,8 +109,11 @@ class _Sampler:
         sleep_ns = int(SAMPLE_SLEEP_SECONDS * 1e9)
         while True:
             with self._lock:
-                while not self._watchers:
-                    self._wake.wait()
+                if not self._watchers:
+                    self._wake.wait(IDLE_SECONDS)
+                    if not self._watchers:  # no thread of payoff's outlives the calls that need it by long
+                        self._thread = None
+                        return
             before, switches = time.perf_counter_ns(), _switches()
             time.sleep(SAMPLE_SLEEP_SECONDS)
             after = time.perf_counter_ns()
