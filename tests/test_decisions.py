@@ -75,9 +75,9 @@ class Row:
     waited: bool | None = None
     """The side of the waiting line auto last planned the function on, from a share read without the GIL."""
     hidden_dear: float = 0.0
-    gil_threads: float | None = None
-    """Threads an earlier run of its waiting items kept busy, with headroom (``Facts.gil_threads``)."""
     """Seconds the function's last pool call ran in blocks of cheap items that met dear ones."""
+    gil_threads: float | None = None
+    """Threads earlier runs of its waiting items kept busy, with headroom (``Facts.gil_threads``)."""
     expect_check_each: bool = False
     """The plan's chunks check their budget before each item."""
 

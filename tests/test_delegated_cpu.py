@@ -10,12 +10,15 @@ classified what it measured.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor
+from payoff import ParallelConfig, ParallelExecutor, _delegated_cpu
 from payoff.reasons import Reason
 from tests import tasks
 
@@ -64,3 +67,34 @@ def test_a_delegating_functions_cpu_share_is_not_lowered_by_the_records_of_its_r
             assert ex.last_record is not None
             decisions.append(ex.last_record.decision_reason)
     assert decisions == [Reason.AUTO_CPU_BOUND] * 6, decisions
+
+
+def _zombie_that_computed(seconds: float) -> subprocess.Popen[bytes]:
+    """A child that used ``seconds`` of CPU and ended, not yet waited for (a pool's worker that exited)."""
+    child = subprocess.Popen([sys.executable, "-c", f"import time\nend = time.process_time() + {seconds}\n"
+                              "while time.process_time() < end: pass"])
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never ended"
+        time.sleep(0.01)
+    return child
+
+
+def test_a_child_that_ended_before_the_probe_and_is_reaped_during_it_is_not_the_items_work() -> None:
+    """An earlier executor's worker processes that ended before a probe, reaped while it ran (a pool's shutdown
+    finishing in the background): their whole CPU time arrived in the process's count of reaped children
+    and was taken for the items', and a probe of 2 ms sleeps read a CPU share of 1.0. In the suite, a test's
+    auto calls of a sleeping function went to processes four calls in a row (twice in a full run)."""
+    child = _zombie_that_computed(0.3)
+    before = _delegated_cpu.snapshot()
+    assert before is not None
+    child.wait()  # reaped now, as a pool's thread would
+    assert _delegated_cpu.since(before) < 50_000_000
+
+
+def test_a_child_the_items_started_and_waited_for_still_counts() -> None:
+    before = _delegated_cpu.snapshot()
+    assert before is not None
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                    "while time.process_time() < end: pass"], check=True)
+    assert _delegated_cpu.since(before) >= 200_000_000

@@ -7,13 +7,18 @@ half their cost (2.0x recorded for 3.8x).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import threading
 import time
+from typing import Any
 
 import pytest
 
-from payoff import ParallelExecutor, Reason, _gil_wait, planning
+from payoff import ParallelConfig, ParallelExecutor, Reason, _gil_wait, planning
 from payoff._gil_wait import GilWaits
+from payoff._knowledge import Facts
 from payoff.record import ChunkStats, RecordBuilder, own_work_seconds
 from tests import tasks
 
@@ -43,17 +48,6 @@ def test_the_sampler_reads_the_queue_a_thread_holding_the_gil_makes() -> None:
     assert held.wait_ns > quiet.wait_ns, (quiet, held)
 
 
-def test_the_sampler_stops_when_no_call_watches() -> None:
-    start = _gil_wait.watch()
-    assert start is not None
-    time.sleep(0.02)
-    _gil_wait.unwatch()
-    time.sleep(0.01)  # a sleep under way when the last call stopped watching still ends
-    count = len(_gil_wait._SAMPLER._samples)
-    time.sleep(0.05)
-    assert len(_gil_wait._SAMPLER._samples) == count
-
-
 def test_the_samplers_thread_ends_when_no_call_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_gil_wait, "IDLE_SECONDS", 0.05)
     assert _gil_wait.watch() is not None
@@ -62,17 +56,15 @@ def test_the_samplers_thread_ends_when_no_call_needs_it(monkeypatch: pytest.Monk
     _gil_wait.unwatch()
     thread.join(timeout=30)
     assert not thread.is_alive()
+    count = len(_gil_wait._SAMPLER._samples)  # nothing samples now
+    time.sleep(0.02)
+    assert len(_gil_wait._SAMPLER._samples) == count
     assert _gil_wait.watch() is not None  # the next call starts another
     try:
         again = _gil_wait._SAMPLER._thread
         assert again is not None and again is not thread and again.is_alive()
     finally:
         _gil_wait.unwatch()
-
-
-def test_a_window_of_too_few_wake_ups_tells_nothing() -> None:
-    now = time.perf_counter_ns()
-    assert _gil_wait.since(now, now) is None
 
 
 def _threads_builder(cpu_ratio: float | None, waits: GilWaits | None) -> RecordBuilder:
@@ -112,21 +104,81 @@ def test_threads_of_waiting_items_are_priced_without_the_gil_queue_they_met(
 def test_other_threads_runs_keep_their_pricing(cpu_ratio: float | None, waits: GilWaits | None,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
-    rec = _threads_builder(cpu_ratio, waits)
-    rec.chunks = [_sleeping_chunk(0, 40)]
+    rec, unsampled = _threads_builder(cpu_ratio, waits), _threads_builder(cpu_ratio, None)
+    rec.chunks = unsampled.chunks = [_sleeping_chunk(0, 40)]
     record = rec.build()
     assert not record.gil_priced
-    assert record.serial_estimate_seconds != pytest.approx(0.030 - 20 * 0.0002)
+    assert record.serial_estimate_seconds == unsampled.build().serial_estimate_seconds
 
 
 def test_a_map_of_waiting_items_on_many_threads_samples_the_gil_and_records_each_chunks_waits() -> None:
     with ParallelExecutor(planner=planning.Planner()) as ex:
-        ex.map(tasks.sleep_then_square, range(400))
+        ex.map(functools.partial(tasks.sleep_then_square, seconds=0.005), range(600))  # a share far under 0.2
         record = ex.last_record
     assert record is not None and record.selected_strategy == "threads", record
     assert record.workers > 2 and record.decision_reason is Reason.AUTO_WAITING, record
     pool = [c for c in record.chunks if c.where == "pool"]
     assert pool and all(c.blocked is not None and c.blocked >= c.n_items for c in pool), pool  # a sleep an item
-    assert record.gil_priced, record  # 0.8 s of sleeps: tens of the sampler's wake-ups
+    assert record.gil_priced, record  # 3 s of sleeps on at most 32 threads: tens of the sampler's wake-ups
     assert record.serial_estimate_seconds <= sum(own_work_seconds(c) for c in record.chunks) + 1e-9
     assert not _gil_wait._SAMPLER._watchers, "the call stopped watching"
+
+
+def test_a_sampler_that_cannot_start_leaves_the_call_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sampling is optional: a process out of threads still runs the call, priced as before, and lets its pool
+    go; the sampler's count of watchers stays balanced."""
+    real_start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name == "payoff-gil-sampler":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    monkeypatch.setattr(_gil_wait._SAMPLER, "_thread", None)
+    with ParallelExecutor(planner=planning.Planner()) as ex:
+        results = ex.map(functools.partial(tasks.sleep_then_square, seconds=0.002), range(200))
+        record = ex.last_record
+        assert results == [x * x for x in range(200)]
+        assert record is not None and record.selected_strategy == "threads" and not record.gil_priced, record
+        assert not ex._pools.busy(), "the call let its pool go"
+    assert not _gil_wait._SAMPLER._watchers
+
+
+def test_a_call_whose_pool_release_raises_still_stops_watching(monkeypatch: pytest.MonkeyPatch) -> None:
+    from payoff import _maprun
+
+    real_release = _maprun.MapRun._release
+
+    def broken(self: _maprun.MapRun, lease: Any) -> None:
+        real_release(self, lease)  # the pool is let go (the executor's shutdown waits for it), then it raises
+        raise RuntimeError("a release that failed")
+
+    monkeypatch.setattr(_maprun.MapRun, "_release", broken)
+    with ParallelExecutor(planner=planning.Planner()) as ex, pytest.raises(RuntimeError, match="release"):
+        ex.map(functools.partial(tasks.sleep_then_square, seconds=0.002), range(200))
+    assert not _gil_wait._SAMPLER._watchers
+
+
+@pytest.mark.parametrize(("config", "workers", "teaches"), [
+    (ParallelConfig(), 16, True),
+    (ParallelConfig(), 2, True),  # on just the cores: a count learned low grows back
+    (ParallelConfig(max_workers=16), 16, False),  # the user's count: its speedup cannot pass it
+])
+def test_which_threads_runs_teach_the_thread_count(config: ParallelConfig, workers: int, teaches: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
+    rec = _threads_builder(0.05, GilWaits(samples=40, wait_ns=100_000, switches_per_wake=2.0))
+    rec.workers = workers
+    rec.chunks = [_sleeping_chunk(0, 20), _sleeping_chunk(1, 20)]
+    built = rec.build()
+    record = dataclasses.replace(built, wall_seconds=built.serial_estimate_seconds / 1.8,
+                                 decision_reason=Reason.AUTO_WAITING, requested_strategy="auto")
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.square, Facts(built.serial_estimate_seconds / 20, 0.05, 40, "", None))
+    planner.learn(record, tasks.square, config)
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None
+    assert (facts.gil_threads is not None) is teaches, facts
+    if teaches:
+        assert facts.gil_threads == pytest.approx(1.5 * 1.8)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from payoff._outer_pools import _children
 from payoff._process_tree import descendants
 
 _PROC = Path("/proc")
@@ -41,6 +42,9 @@ class Snapshot:
     clock_ns: int
     python: dict[int, int] = field(default_factory=dict)
     processes: dict[tuple[int, str], int] = field(default_factory=dict)
+    children: frozenset[int] = frozenset()
+    """Every child process, ended ones not yet waited for and helpers included: one of them reaped later
+    brings CPU time this snapshot never measured."""
 
 
 def snapshot() -> Snapshot | None:
@@ -52,7 +56,7 @@ def snapshot() -> Snapshot | None:
               if t.native_id is not None and t.native_id != own and (ns := _thread_ns(t.native_id)) is not None}
     processes = {p: ns for p in descendants([os.getpid()]) if (ns := _process_ns(p[0])) is not None}
     return Snapshot(time.process_time_ns(), time.thread_time_ns(), _reaped_ns(), time.perf_counter_ns(), python,
-                    processes)
+                    processes, frozenset(_children(os.getpid(), _PROC) or ()))
 
 
 def since(before: Snapshot) -> int:
@@ -64,7 +68,9 @@ def since(before: Snapshot) -> int:
     one, and busy threads grow between the reads by more than the items' share could be told from. Outside
     it: the descendants started meanwhile, and the children reaped meanwhile (less what they had used before).
     Descendants that ran before are the program's as likely as the items' (a busy subprocess of its own, a
-    dask cluster, or the loky workers of an earlier ``n_jobs=-1`` fit): they are not counted.
+    dask cluster, or the loky workers of an earlier ``n_jobs=-1`` fit): they are not counted. Nor are the
+    children reaped meanwhile when one of them had ended before, or was a helper: the count of reaped CPU
+    cannot be split, and an earlier pool's workers, reaped while a probe of 2 ms sleeps ran, made it read 1.0.
     """
     after = snapshot()
     if after is None:
@@ -75,7 +81,9 @@ def since(before: Snapshot) -> int:
         in_process = 0
     outside = sum(ns for p, ns in after.processes.items() if p not in before.processes)
     gone = sum(ns for p, ns in before.processes.items() if p not in after.processes)
-    outside += max(0, after.reaped_ns - before.reaped_ns - gone)
+    measured = {pid for pid, _ in before.processes}
+    if before.children - after.children <= measured:  # else a child that ended before, reaped meanwhile
+        outside += max(0, after.reaped_ns - before.reaped_ns - gone)
     return max(0, in_process) + max(0, outside)
 
 

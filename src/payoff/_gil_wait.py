@@ -9,7 +9,8 @@ and too noisy a reading to price it by (the same items, probed twice, read
 0.06 and 0.12, and were priced at 0.5x and 2x their cost).
 
 So a thread of payoff's own does what such an item does: it sleeps a fixed
-time, over and over, and reads how much later than alone it came back, and
+time, over and over, and reads how much later than alone it came back (less
+its waits for a CPU, which a chunk's own time leaves out already), and
 how often it gave up its CPU for it (once for the sleep, and once for each
 wait for the GIL that blocked). A chunk's items gave up theirs ``blocked``
 times: divided by the sampler's count per wake-up, that is how many times
@@ -28,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from payoff._forks import in_child
+from payoff.worker import run_queue_ns
 
 SAMPLE_SLEEP_SECONDS = 0.001
 """The sampler's sleep: short enough for tens of samples in a call of 50 ms, long enough to hold the GIL
@@ -79,10 +81,11 @@ class _Sampler:
         if not _COUNTED:
             return None
         with self._lock:
-            self._watchers += 1
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="payoff-gil-sampler", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="payoff-gil-sampler", daemon=True)
+                thread.start()  # may raise (no thread left): counted as watching only once it runs
+                self._thread = thread
+            self._watchers += 1
             self._wake.notify()
         return time.perf_counter_ns()
 
@@ -114,10 +117,10 @@ class _Sampler:
                     if not self._watchers:  # no thread of payoff's outlives the calls that need it by long
                         self._thread = None
                         return
-            before, switches = time.perf_counter_ns(), _switches()
+            before, switches, queued = time.perf_counter_ns(), _switches(), run_queue_ns()
             time.sleep(SAMPLE_SLEEP_SECONDS)
             after = time.perf_counter_ns()
-            late = max(0, after - before - sleep_ns)
+            late = max(0, after - before - sleep_ns - (run_queue_ns() - queued))
             switched = _switches() - switches
             with self._lock:
                 self._samples.append((after, late, switched))

@@ -191,8 +191,8 @@ class Facts:
     threads_calls: int = 0
     """Calls run on threads as waiting work since the share was last read without the GIL (``RESHARE_EVERY``)."""
     gil_threads: float | None = None
-    """Threads the last run of its waiting items on more threads than cores kept busy with their own work (its
-    speedup, their waits for the GIL taken off), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
+    """Threads its runs of waiting items on threads kept busy with their own work (their speedups, waits for the
+    GIL taken off; smoothed), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
 
     @property
     def sound(self) -> bool:

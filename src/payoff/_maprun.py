@@ -182,10 +182,10 @@ class MapRun:
             raise
         finally:
             try:
+                self._stop_watching()
                 self._end_streamed()
                 if self.lease is not None:
                     self._release(self.lease)
-                self._stop_watching()
                 if self.stream:
                     self.rec.n_items = self.source.taken
                 if left is not None and error is None and not self._all_done():
@@ -563,8 +563,10 @@ class MapRun:
         self.rec.pool_leased()
         pool = lease.pool  # a cluster is as big as it is now; a larger warm thread pool runs what was planned
         self.where(plan.strategy, pool.workers if pool.remote else min(plan.workers, pool.workers))
-        if plan.strategy == "threads" and waits_mostly(self.rec.cpu_ratio) and self.gil_watch is None:
-            self.gil_watch = _gil_wait.watch()  # None where it cannot be sampled
+        if plan.strategy == "threads" and waits_mostly(self.rec.cpu_ratio) and self.gil_watch is None \
+                and not self.streaming:  # an imap's window would hold its consumer's pauses, and last as long
+            with contextlib.suppress(RuntimeError):  # no thread left to sample with: priced as before
+                self.gil_watch = _gil_wait.watch()  # None where it cannot be sampled
         return lease
 
     def _stop_watching(self) -> None:

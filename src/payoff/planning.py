@@ -60,6 +60,7 @@ from payoff.record import (
     MapRecord,
     dear_items,
     items_seconds,
+    waits_mostly,
 )
 from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
@@ -454,8 +455,6 @@ class Planner:
             self.knowledge.not_waiting(fn)  # its items ran on a CPU all their time: never waiting, crowded or not
         if waiting_on_threads:
             self.knowledge.ran_waiting_on_threads(fn)
-        if _gil_queue_measured(record) and not crowded:
-            self.knowledge.observe_gil_threads(fn, record.speedup)
         in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
         if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
@@ -475,6 +474,8 @@ class Planner:
                 self.knowledge.observe_hidden_dear(fn, dear_items(record.chunks, record.n_items))
         elif measured_all and record.busy_seconds > 0:
             self._learn_beyond_crowding(record, fn)
+        if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
+            self.knowledge.observe_gil_threads(fn, record.speedup)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
             self.knowledge.started(fn, None)
         elif record.pool_started:
@@ -622,12 +623,15 @@ def _own_share(record: MapRecord) -> float:
     return record.cpu_seconds / own if own > 0 else 1.0
 
 
-def _gil_queue_measured(record: MapRecord) -> bool:
-    """A whole call of waiting items on more threads than cores, its items priced without their waits for the
-    GIL: its speedup is how many threads kept busy with their own work (``Knowledge.observe_gil_threads``)."""
+def _gil_queue_measured(record: MapRecord, config: ParallelConfig | None) -> bool:
+    """A whole call of waiting items on threads as many as the cores or more, sized by payoff (no
+    ``max_workers``: a speedup cannot pass the workers it was given), its items priced without their waits for
+    the GIL: its speedup says about how many threads kept busy with their own work rather than queueing
+    (``Knowledge.observe_gil_threads``; the planning and probe time in its wall time make it a little less).
+    A call on just the cores teaches too, so a count learned low grows back."""
     return record.selected_strategy == "threads" and record.gil_priced and record.mode == "parallel" \
         and record.completed and not record.n_errors and record.fallback_reason is None \
-        and record.workers > cpu_capacity()
+        and record.workers >= max(2.0, cpu_capacity()) and (config is None or config.max_workers is None)
 
 
 def _workers_for(call: Call, decision: Reason, probe: Probe, remaining: int, workers: int) -> int:
@@ -640,7 +644,7 @@ def _workers_for(call: Call, decision: Reason, probe: Probe, remaining: int, wor
     if not (decision is Reason.AUTO_WAITING or named_waiting) or call.config.max_workers is not None:
         return workers
     wanted = math.ceil(workers / max(probe.cpu_ratio, 0.01))
-    if probe.gil_threads is not None:  # as many as an earlier run kept busy, not a longer queue for the GIL
+    if probe.gil_threads is not None and waits_mostly(probe.cpu_ratio):  # not a longer queue for the GIL
         wanted = min(wanted, math.ceil(probe.gil_threads))
     return max(workers, min(call.config.max_waiting_workers, wanted, remaining))
 
