@@ -537,3 +537,12 @@ def nap_then_die_once(item: tuple[int, str]) -> int:
             pass
         os._exit(3)
     return i * 10
+
+
+def sleep_then_collect(x: int) -> int:
+    """A 2 ms wait, then a collection of whatever heap the process holds (as an allocation can set one off)."""
+    import gc
+
+    time.sleep(0.002)
+    gc.collect()
+    return x
