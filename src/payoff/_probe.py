@@ -165,7 +165,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         if probe.cpu_ratio >= line:
             return
         if elsewhere is not None and not crowded:
-            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere), wall, line)
+            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere) - collections.cpu_ns, wall, line)
         elif crowded and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None),
                                          process_ns, clock_ns):
             probe.cpu_ratio = 1.0
