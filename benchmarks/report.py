@@ -331,7 +331,8 @@ def waiting_threads_section(data: dict[str, Any]) -> list[str]:
              "of payoff's own samples it while the call runs, and the record takes it off the loop's estimate "
              "(`MapRecord.gil_priced`; docs/tuning.md). Before, the record summed the items' own times, waits "
              "included: W9 on 32 threads read +37.6% (21.05x measured, 28.97x recorded), auto on 1 ms sleeps "
-             "+60-96%, on ten 0.2 ms sleeps +78-91%. `ThreadPoolExecutor()` is the reference a user reaches for.",
+             "+60-96%, on ten 0.2 ms sleeps +78-91%. `ThreadPoolExecutor()` is the reference a user reaches for. "
+             "One run is one draw of this machine's noise: docs/tuning.md gives a quiet draw and a noisy one.",
              "", "| shape | threads | item's mean time | loop's item | measured speedup | MapRecord.speedup | "
              "estimate off | each call | ThreadPoolExecutor() |", "|---|---|---|---|---|---|---|---|---|"]
     for shape, rows in data["shapes"].items():
