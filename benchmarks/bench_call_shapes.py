@@ -14,11 +14,13 @@ for its last run (``MapRecord.speedup``).
 from __future__ import annotations
 
 import argparse
+import fractions
 import functools
 import itertools
 import json
 import operator
 import platform
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -118,6 +120,56 @@ def _small_calls(repeat: int, calls: int = 200) -> list[dict[str, Any]]:
     return rows
 
 
+def _stdlib_snippet() -> None:
+    """The control: a few stdlib calls, about as much code as one payoff call runs, none of it payoff's."""
+    text = json.dumps({"a": [1, 2, 3, {"b": "c" * 10}] * 20, "x": 1.5})
+    json.loads(text)
+    statistics.median([3, 1, 2, 5, 4])
+    fractions.Fraction(3, 7) + fractions.Fraction(1, 3)
+
+
+BETWEEN: tuple[tuple[str, Callable[[], object]], ...] = (
+    ("nothing (back to back)", lambda: None),
+    ("5 ms of other pure Python", lambda: workloads.xor_sum(0, 100_000)),
+    ("a 5 ms sleep", lambda: time.sleep(0.005)),
+)
+"""What runs between two calls; only the call itself is timed."""
+
+
+def _cold_calls(calls: int = 150) -> list[dict[str, Any]]:
+    """One call's cost by what ran before it: the median of ``calls`` calls, each timed alone.
+
+    A call's bookkeeping (plan, record, observers) runs its code once per call, so unlike the items it is
+    never hot in the CPU's caches; the stdlib snippet beside it shows what this machine does to any code
+    run after a pause, payoff's or not.
+    """
+    xs = list(range(100))
+    serial, auto = ParallelExecutor(ParallelConfig(strategy="serial")), ParallelExecutor(ParallelConfig())
+    subjects: list[tuple[str, Callable[[], object]]] = [
+        ("builtin map, 100 items of abs", lambda: list(map(abs, xs))),
+        ("stdlib snippet (json, statistics, fractions)", _stdlib_snippet),
+        ("payoff serial, 100 items of abs", lambda: serial.map(abs, xs)),
+        ("payoff auto, 100 items of abs", lambda: auto.map(abs, xs)),
+    ]
+    rows: list[dict[str, Any]] = []
+    try:
+        for _, run in subjects:
+            for _ in range(20):
+                run()
+        for between_name, between in BETWEEN:
+            for name, run in subjects:
+                times = []
+                for _ in range(calls):
+                    between()
+                    times.append(_timed(run))
+                rows.append({"between": between_name, "subject": name, "median_us": statistics.median(times) * 1e6})
+                print(f"| {between_name} | {name} | {rows[-1]['median_us']:.0f} us |", flush=True)
+    finally:
+        serial.shutdown()
+        auto.shutdown()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=200_000)
@@ -136,8 +188,10 @@ def main() -> None:
             _print(name, row)
     by_cost = _imap_by_cost(args.repeat)
     small = _small_calls(max(3, args.repeat // 3))
+    cold = _cold_calls()
     args.out.write_text(json.dumps({"items": args.items, "repeat": args.repeat, "python": platform.python_version(),
-                                    "rows": rows, "imap_by_cost": by_cost, "small_calls": small}, indent=2) + "\n")
+                                    "rows": rows, "imap_by_cost": by_cost, "small_calls": small,
+                                    "cold_calls": cold}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

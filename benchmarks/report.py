@@ -471,7 +471,7 @@ def call_shapes_section(data: dict[str, Any]) -> list[str]:
               "call's, its block's: 0.1-0.3 us an item), and a serial one times the first item of each block of "
               "about 64 us of work alone and runs the rest through `map` untimed (items of 8 us or more are each "
               "timed). Before, every item was timed: 12x the builtin on trivial items, 1.7x on 1 us items.", ""]
-    return lines + _small_calls_lines(data.get("small_calls", []))
+    return lines + _small_calls_lines(data.get("small_calls", [])) + _cold_calls_lines(data.get("cold_calls", []))
 
 
 def _small_calls_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -496,6 +496,29 @@ def _small_calls_lines(rows: list[dict[str, Any]]) -> list[str]:
             "this machine two workers' identical 250-item chunks took 4.0 and 7.2 ms (10.9 ms of CPU against 9.4 "
             "ms in the loop), so the call tied the loop while its record, which prices the items at their time in "
             "the workers, read more.", ""]
+
+
+def _cold_calls_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One call's cost by what ran before it: why calls of a few ms pay more than the table above says."""
+    if not rows:
+        return []
+    betweens = list(dict.fromkeys(r["between"] for r in rows))
+    subjects = list(dict.fromkeys(r["subject"] for r in rows))
+    cell = {(r["between"], r["subject"]): r["median_us"] for r in rows}
+    lines = ["One call by what ran before it (the median of 150 calls, each timed alone, the pause not timed):", "",
+             "| call | " + " | ".join(betweens) + " | after 5 ms of work / back to back |",
+             "|---|" + "---|" * (len(betweens) + 1)]
+    for subject in subjects:
+        times = [cell[(b, subject)] for b in betweens]
+        lines.append(f"| {subject} | " + " | ".join(f"{t:.0f} us" for t in times) + f" | {times[1] / times[0]:.1f}x |")
+    return [*lines, "", "On this machine any code run after a pause of a few milliseconds, of work or of sleep, runs "
+            "several times slower than the same code run back to back: the stdlib snippet, none of it payoff's, "
+            "and even the builtin `map` of 100 items. A loop's items run hot, each like the one before; a call's "
+            "plan, record and observers run once per call, so calls spaced out by their own items' work always "
+            "meet them cold. That is the per-call cost calls of ~5 ms of work pay (the matrix's W6, 200 calls of "
+            "100 items of 50 us: 12-20% of each call on serial, more on auto, whose plan runs more code): the "
+            "matrix's 1.05x-the-loop target for W6 asks for at most ~0.3 ms a call, and payoff's cold call costs "
+            "about three times that here. Fewer, larger calls are the way around it.", ""]
 
 
 def main() -> int:
