@@ -546,3 +546,7 @@ def sleep_then_collect(x: int) -> int:
     time.sleep(0.002)
     gc.collect()
     return x
+
+
+def thread_name(_: Any) -> str:
+    return threading.current_thread().name

@@ -1042,12 +1042,14 @@ def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     ``worker_initializer`` (see :func:`_off_the_caller`). Not under a backend
     named for its worker processes (an item that crashes there must not take
     the caller down) unless the user asked for small work to be kept in the
-    caller (``tiny_workload_threshold``). Such a call starts on its pool with
+    caller (``tiny_workload_threshold``). Never on a pool the user handed over:
+    they chose it for what its workers are (an initializer ran there, or they
+    keep a crashing item away from the caller). Such a call starts on its pool with
     guided chunks, which learn the cost from the first ones back; the next call
     of the function is planned from it. (Under a timeout the probe runs on a
     payoff thread the caller waits for no longer than that.)
     """
-    if off_the_caller:
+    if off_the_caller or call.requested == "custom":
         return False
     return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold)
 
