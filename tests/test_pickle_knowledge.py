@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, planning
 from payoff.record import MapRecord
 from tests import tasks
 
@@ -277,3 +277,28 @@ def test_a_tiny_call_of_a_known_function_runs_in_one_piece() -> None:
         record = ex.last_record
     assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD, record.summary()
     assert record.n_chunks == 1, record.summary()
+
+
+class _HoldsALock:
+    """Defined at module top level; its instance holds what no pickler sends."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def add_one(self, x: int) -> int:
+        return x + 1
+
+
+@pytest.mark.parametrize("strategy", ["joblib", "processes"])
+def test_a_bound_method_whose_instance_cannot_be_sent_is_named_and_joblib_is_not_advised(strategy: str) -> None:
+    """The method is at module top level: its instance's lock refuses, and cloudpickle (joblib's) refuses it too,
+    so neither "define it at top level" nor "use joblib" would help the user."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy), planner=planning.Planner()) as ex:
+        with pytest.warns(ParallelFallbackWarning, match="unpicklable") as caught:
+            results = ex.map(_HoldsALock().add_one, range(50))
+        record = ex.last_record
+    assert results == list(range(1, 51))
+    assert record is not None and record.fallback_reason is Reason.UNPICKLABLE
+    assert "bound method _HoldsALock.add_one" in record.fallback_detail
+    text = " ".join(str(w.message) for w in caught)
+    assert "_HoldsALock instance" in text and "strategy='joblib'" not in text and "worker_initializer" in text

@@ -8,6 +8,7 @@ refused it, for the fallback's detail.
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import sys
 import time
@@ -68,7 +69,7 @@ def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
     try:
         probe.fn_bytes = out_of_band.dumps(fn, pickle.dumps).size  # a model's arrays sized where they lie
     except Exception as exc:
-        probe.pickle_error = f"the function {_refusal(exc)}"
+        probe.pickle_error = f"{_the_function(fn)} {_refusal(exc)}"
         size = cloudpickled_size(fn)
         probe.fn_bytes, probe.cloudpickle_ok = size or 0, size is not None
 
@@ -80,6 +81,16 @@ def _payload_bytes(probe: Probe, obj: Any, what: str) -> int:
     except Exception as exc:
         probe.unsendable.append((f"{what} {_refusal(exc)}", obj))
         return 0
+
+
+def _the_function(fn: Any) -> str:
+    """A bound method travels with its instance, whose state is most often what refuses (a lock, a connection,
+    an executor it holds): the detail says so, since the method itself may be defined at module top level."""
+    owner = getattr(fn, "__self__", None)
+    if owner is None or isinstance(owner, type) or inspect.ismodule(owner) or inspect.isbuiltin(fn):
+        return "the function"
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"the function (bound method {name}, sent with its {type(owner).__name__} instance and all it holds)"
 
 
 def _refusal(exc: Exception) -> str:

@@ -737,6 +737,11 @@ def _idle_loop(ref: weakref.ReferenceType[ParallelExecutor], wake: threading.Eve
         wake.clear()
 
 
+def _iterable(obj: object) -> bool:
+    """What ``iter()`` takes: ``__iter__``, or the old sequence protocol (``__getitem__`` from 0 to an IndexError)."""
+    return isinstance(obj, Iterable) or (hasattr(type(obj), "__getitem__") and not isinstance(obj, type))
+
+
 def _spread(fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]) -> tuple[Callable[[Any], Any],
                                                                                  Iterable[Any]]:
     """One iterable as given; several zipped (up to the shortest) with ``fn`` called on their elements."""
@@ -745,7 +750,7 @@ def _spread(fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]) -> tup
     if len(iterables) == 1:
         return fn, iterables[0]
     for it in iterables:
-        if not isinstance(it, Iterable):
+        if not _iterable(it):
             raise TypeError(f"map() needs iterables of items, got {type(it).__name__}")
     if all(sliced_as_given(it) for it in iterables):
         return Star(fn), Zipped(cast("tuple[Sequence[Any], ...]", iterables))  # no tuple list built
@@ -799,7 +804,7 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
     if not callable(fn):
         raise TypeError(f"map() needs a callable as fn, got {type(fn).__name__}: {fn!r}")
     _check_not_async(fn.fn if isinstance(fn, Star) else fn)
-    if not isinstance(items, Iterable):
+    if not _iterable(items):
         raise TypeError(f"map() needs an iterable of items, got {type(items).__name__}")
     if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int)
                                   or chunksize < 1):

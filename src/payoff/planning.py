@@ -54,6 +54,7 @@ from payoff.errors import WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warning_action
 from payoff.reasons import Reason, initial_decision
 from payoff.record import (
+    CLOUDPICKLE_CANNOT,
     GIL_PRICED_RATIO,
     LOCAL_PROCESS_POOLS,
     ChunkStats,
@@ -893,9 +894,6 @@ def _measured_on(probe: Probe) -> str:
     if probe.n:
         return f" (after {probe.n:,} probed)"
     return " (at the cost earlier calls measured)" if probe.known else ""
-
-
-CLOUDPICKLE_CANNOT = " (cloudpickle cannot send it either)"
 
 
 def _cannot_either(detail: str) -> str:

@@ -415,11 +415,23 @@ OVERTURNED_ADVICE = ("nothing to do: the cost it was planned at came from earlie
                      "cost otherwise (other arguments, or a function or global it calls redefined)")
 
 
+CLOUDPICKLE_CANNOT = " (cloudpickle cannot send it either)"
+"""How an unpicklable fallback's detail ends when no pickler payoff has can send it: then joblib is no advice."""
+UNSENDABLE_ADVICE = ("keep locks, open files, connections and executors out of what the function carries (a bound "
+                     "method carries its instance), its items and its results: create them in each worker "
+                     "(worker_initializer), or use strategy='threads', which sends nothing")
+
+
 def advice_of(record: MapRecord) -> str:
-    """What to do about a call's fallback: its reason's advice, unless the call's items overturned the estimate."""
+    """What to do about a call's fallback: its reason's advice, unless the call's items overturned the estimate
+    or no pickler can send what refused (cloudpickle, joblib's, was tried)."""
     if record.fallback_reason is None:
         return ""
-    return OVERTURNED_ADVICE if record.fallback_detail.startswith(OVERTURNED) else record.fallback_reason.advice
+    if record.fallback_detail.startswith(OVERTURNED):
+        return OVERTURNED_ADVICE
+    if record.fallback_reason is Reason.UNPICKLABLE and CLOUDPICKLE_CANNOT in record.fallback_detail:
+        return UNSENDABLE_ADVICE
+    return record.fallback_reason.advice
 
 
 ESTIMATED = frozenset({Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.PAYLOAD_TOO_LARGE})

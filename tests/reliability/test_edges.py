@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import operator
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -298,3 +299,22 @@ def test_a_bad_keyword_to_starmap_is_blamed_on_starmap() -> None:
     """starmap passed its keywords on to map, whose name the TypeError then gave."""
     with ParallelExecutor() as ex, pytest.raises(TypeError, match=r"starmap\(\) got an unexpected keyword"):
         ex.starmap(pow, [(2, 3)], bogus=1)  # type: ignore[call-arg]
+
+
+class _OldStyleSequence:
+    """Only ``__getitem__`` raising IndexError at the end: the sequence protocol ``iter()`` and ``map`` accept."""
+
+    def __getitem__(self, i: int) -> int:
+        if i >= 6:
+            raise IndexError(i)
+        return i * 10
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "auto"])
+def test_an_old_style_sequence_is_read_as_the_builtin_reads_it(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, tiny_workload_threshold=0.0)) as ex:
+        assert ex.map(abs, _OldStyleSequence()) == list(map(abs, _OldStyleSequence()))
+        assert list(ex.imap(abs, _OldStyleSequence())) == list(map(abs, _OldStyleSequence()))
+        assert ex.map(operator.add, _OldStyleSequence(), range(3)) == [0, 11, 22]
+    with pytest.raises(TypeError, match="iterable of items, got int"):
+        payoff.map(abs, 5)
