@@ -37,6 +37,7 @@ from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
+from payoff.strategies.start_failure import interpreter_shutting_down
 from payoff.worker import CancelToken, Star, Submitted, Zipped, in_submitted, in_worker, initialize_here
 
 if TYPE_CHECKING:
@@ -251,9 +252,15 @@ class ParallelExecutor:
             return config.strategy.submit(fn, *args, **kwargs)  # type: ignore[no-any-return]
         name = "threads" if name == "auto" else name
         try:
-            return self._submit_on_pool(config, name, fn, args, kwargs)
-        except BrokenExecutor:  # the pool broke since its last call: replaced once, as a map's is
-            return self._submit_on_pool(config, name, fn, args, kwargs)
+            try:
+                return self._submit_on_pool(config, name, fn, args, kwargs)
+            except BrokenExecutor:  # the pool broke since its last call: replaced once, as a map's is
+                return self._submit_on_pool(config, name, fn, args, kwargs)
+        except RuntimeError as exc:
+            if not interpreter_shutting_down(exc):
+                raise
+        self._initialize_caller(config)  # at exit no pool starts or takes work: it runs here, as a map there does
+        return _run_now(fn, args, kwargs)
 
     def _submit_on_pool(self, config: ParallelConfig, name: str, fn: Callable[..., Any], args: tuple[Any, ...],
                         kwargs: dict[str, Any]) -> Future[Any]:

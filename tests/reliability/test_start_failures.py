@@ -78,6 +78,36 @@ def test_a_map_in_an_atexit_handler_says_the_interpreter_is_shutting_down(strate
     assert "initializer" not in told, told
 
 
+SUBMIT_AT_EXIT = textwrap.dedent("""
+    import atexit, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    strategy, warm = sys.argv[1], sys.argv[2] == "warm"
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=tasks.load_model,
+                                         worker_init_args=(3,)))
+
+    def at_exit():
+        print("SUBMIT", ex.submit(tasks.predict, 5).result(timeout=60))
+        sys.stdout.flush()
+
+    if __name__ == "__main__":
+        if warm:
+            print("WARM", ex.submit(tasks.predict, 1).result(timeout=60))
+        atexit.register(at_exit)
+""")
+
+
+@pytest.mark.parametrize(("strategy", "warm"), [("threads", "cold"), ("processes", "cold"), ("processes", "warm"),
+                                                ("auto", "cold")])
+def test_a_submit_in_an_atexit_handler_runs_in_the_caller_as_a_map_there_does(strategy: str, warm: str) -> None:
+    """No pool may start (or take work) then: the call runs here, after the worker initializer, as a serial map."""
+    proc = subprocess.run([sys.executable, "-c", SUBMIT_AT_EXIT, strategy, warm], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout, "SUBMIT") == ["15"], proc.stdout + proc.stderr
+
+
 def _no_shm_command() -> list[str] | None:
     """A shell line that runs a command with a read-only ``/dev/shm`` of its own (root, a mount namespace)."""
     unshare = shutil.which("unshare")

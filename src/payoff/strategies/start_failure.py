@@ -19,9 +19,14 @@ SHUTDOWN_MESSAGES = ("interpreter shutdown", "atexit after shutdown")
 """What the stdlib raises when a thread, pool or exit hook is started as the interpreter shuts down."""
 
 
+def interpreter_shutting_down(exc: BaseException) -> bool:
+    """Whether ``exc`` is the stdlib refusing a thread, pool or task because the interpreter is shutting down."""
+    return sys.is_finalizing() or any(_shutdown_error(e) for e in _chain(exc))
+
+
 def start_failure_detail(name: str, exc: BaseException) -> str:
     """The ``init_failure`` detail of a ``name`` pool whose start raised ``exc``."""
-    if sys.is_finalizing() or any(_shutdown_error(e) for e in _chain(exc)):
+    if interpreter_shutting_down(exc):
         return (f"the {name} pool could not start because the interpreter is shutting down (a map in an atexit "
                 f"handler or at exit), when no new thread or process may start ({exc!r}); run parallel work "
                 "before the program exits")
