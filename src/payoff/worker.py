@@ -327,9 +327,7 @@ def run_chunk(
         error = item_error(exc)
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
     except BaseException as exc:
-        if isinstance(exc, SystemExit):  # the item's own request to end the program, as in a loop: named too
-            _add_note(exc, f"{RAISED_BY}{first + len(results)} of the map (chunk {index}, worker {_worker_name()}): "
-                           f"sys.exit({exc.code!r}) ends the caller's program as it would end a loop")
+        _note_exit(exc, first + len(results), index)
         if on_interrupt is not None:
             _close_last_block(results, durations, sizes, time.monotonic_ns() - start_ns - sum(durations))
             on_interrupt(_ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes))
@@ -345,6 +343,13 @@ def run_chunk(
                          f"(chunk {index}, worker {outcome.worker})")
         outcome.error = error
     return outcome
+
+
+def _note_exit(exc: BaseException, item: int, chunk: int) -> None:
+    """An item's own request to end the program goes on as in a loop, named like any item's error."""
+    if isinstance(exc, SystemExit):
+        _add_note(exc, f"{RAISED_BY}{item} of the map (chunk {chunk}, worker {_worker_name()}): "
+                       f"sys.exit({exc.code!r}) ends the caller's program as it would end a loop")
 
 
 def _marker(mark_in: tuple[str, int]) -> memoryview | None:
@@ -805,9 +810,10 @@ class StreamedChunk:
 
     def _fail(self, exc: BaseException, done: int) -> None:
         error = item_error(exc)
-        if isinstance(error, Exception):  # Ctrl-C, SystemExit and the like go on as they came
+        if isinstance(error, Exception):  # Ctrl-C and the like go on as they came; SystemExit named as below
             _add_note(error, f"{RAISED_BY}{self.first + done} of the map "
                              f"(chunk {self.index}, worker {_worker_name()})")
+        _note_exit(error, self.first + done, self.index)
         self.error = error
 
     def outcome(self) -> StreamedOutcome:

@@ -167,8 +167,10 @@ def test_an_item_that_calls_sys_exit_is_named_and_ends_the_program_as_in_a_loop(
     import distributed  # noqa: F401  # what a program that used payoff's dask strategy has done
 
     config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0)
-    with ParallelExecutor(config) as ex, pytest.raises(SystemExit) as raised:
-        ex.map(tasks.sys_exit_on_five, range(20))
-    assert raised.value.code == 3
-    notes = getattr(raised.value, "__notes__", [])
-    assert any(n.startswith("payoff: raised by item 5 of the map") and "sys.exit(3)" in n for n in notes), notes
+    for method in ("map", "imap"):  # a serial imap's items run as their results are taken: it had no note
+        with ParallelExecutor(config) as ex, pytest.raises(SystemExit) as raised:
+            list(getattr(ex, method)(tasks.sys_exit_on_five, range(20)))
+        assert raised.value.code == 3
+        notes = getattr(raised.value, "__notes__", [])
+        assert any(n.startswith("payoff: raised by item 5 of the map") and "sys.exit(3)" in n for n in notes), \
+            (method, notes)
