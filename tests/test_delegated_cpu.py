@@ -113,9 +113,12 @@ def test_a_garbage_collection_of_the_programs_heap_in_the_probe_is_not_the_items
         "heap = [[i] for i in range(400_000)]  # a program's objects: each collection walks them (several ms)\n"
         "with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:\n"
         "    ex.map(tasks.sleep_then_collect, range(40))\n"
-        "    print(ex.last_record.decision_reason.value)\n")
+        "    print(ex.last_record.selected_strategy, ex.last_record.decision_reason.value)\n")
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == Reason.AUTO_WAITING.value, done.stdout
+    strategy, decision = done.stdout.split()[-2:]
+    # under load the probe's first items may plan the call serial; the rest is then planned again, on threads
+    assert strategy == "threads" and decision in (Reason.AUTO_WAITING.value, Reason.AUTO_OUTGREW_ESTIMATE.value), \
+        done.stdout

