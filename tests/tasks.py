@@ -550,3 +550,8 @@ def sleep_then_collect(x: int) -> int:
 
 def thread_name(_: Any) -> str:
     return threading.current_thread().name
+
+
+def spin_rounds(n: int) -> int:
+    """An item whose cost is its argument: ~50 ns a round, so the same function is cheap or dear by its items."""
+    return spin(0, n)

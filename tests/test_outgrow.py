@@ -57,14 +57,41 @@ def test_the_rest_of_an_outgrown_serial_run_is_planned_at_its_later_items_cost(l
     assert again.chunk_size < 390, "the rest is split across the workers"
 
 
-def test_a_serial_plan_may_outgrow_only_on_a_cost_its_own_first_items_read() -> None:
-    """A cost earlier calls measured ran all their items: their plan stands. So does the user's own threshold."""
+def test_a_serial_plan_on_a_cost_earlier_calls_measured_may_outgrow_it_too() -> None:
+    """Earlier calls ran all their items, but at their own arguments: this call's may cost far more. Its run
+    here is cut once it took OUTGROW_FACTOR times the estimate (at least OUTGROW_MIN_SECONDS). The user's own
+    threshold stands: a call under it stays serial, however long its run; and so do trivial items."""
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.grows, Facts(1e-6, 1.0, 40, "", None, result_error=""))
-    known = planner.plan(planning.Call(tasks.grows, list(range(400)), ParallelConfig(max_workers=2), "auto",
+    planner.knowledge.teach(tasks.grows, Facts(2e-6, 1.0, 40, "", None, result_error=""))
+    known = planner.plan(planning.Call(tasks.grows, list(range(100)), ParallelConfig(max_workers=2), "auto",
                                        None, None, None, frozenset({"processes"}), 5))
     assert known.strategy == "serial" and known.fallback is Reason.TINY_WORKLOAD
-    assert known.outgrow is None
+    assert known.outgrow == planning.Outgrow("processes", 2, planning.OUTGROW_MIN_SECONDS)
+    held = planner.plan(planning.Call(tasks.grows, list(range(100)),
+                                      ParallelConfig(max_workers=2, tiny_workload_threshold=0.5), "auto",
+                                      None, None, None, frozenset({"processes"}), 5))
+    assert held.strategy == "serial" and held.outgrow is None
+    trivial = planning.Planner()  # a budget bounds every block; trivial items keep their unbounded rest
+    trivial.knowledge.teach(tasks.grows, Facts(1e-7, 1.0, 40, "", None, result_error=""))
+    assert trivial.plan(planning.Call(tasks.grows, list(range(100)), ParallelConfig(max_workers=2), "auto",
+                                      None, None, None, frozenset({"processes"}), 5)).outgrow is None
+
+
+def test_a_named_backend_runs_the_rest_of_a_call_whose_items_cost_more_than_earlier_calls_did() -> None:
+    """Items of ~10 us taught the function's cost; 4 items of ~50 ms were then planned tiny and ran here whole
+    (0.27 s where the named pool takes 0.15 s, in a user's trial). Now the first runs here, the rest on the pool,
+    and the call stays the user's named backend."""
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2), planner=planning.Planner()) as ex:
+        for _ in range(3):
+            ex.map(tasks.spin_rounds, [200] * 400)
+        dear = [1_000_000] * 4
+        assert ex.map(tasks.spin_rounds, dear) == [tasks.spin(0, 1_000_000)] * 4
+        record = ex.last_record
+    assert record is not None and record.completed
+    assert record.selected_strategy == "processes" and record.fallback_reason is None, record.fallback_detail
+    assert record.decision_reason is Reason.EXPLICIT_STRATEGY
+    assert {c.where for c in record.chunks} == {"caller", "pool"}
+    assert sum(c.n_items for c in record.chunks if c.where == "pool") >= 2
 
 
 def test_a_first_call_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool() -> None:

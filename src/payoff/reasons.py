@@ -79,9 +79,9 @@ class Reason(StrEnum):
     AUTO_OUTGREW_ESTIMATE = (
         "auto_outgrew_estimate",
         "decision",
-        "planned serial on what its first items cost, the call ran past several times that estimate in the "
-        "caller (items that grow dearer along the input, a cheap head): the rest was planned again at what its "
-        "later items cost and ran on the pool",
+        "planned serial on what its first items cost (or earlier calls' items), the call ran past several times "
+        "that estimate in the caller (items that grow dearer along the input, a cheap head; other arguments): the "
+        "rest was planned again at what its later items cost and ran on the pool",
         "",
     )
     AUTO_NEEDS_CLOUDPICKLE = (
