@@ -160,12 +160,12 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     if outcome.n_done:
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
-        probe.cpu_ratio = _cpu_ratio(outcome, collections.cpu_ns)
+        probe.cpu_ratio = _cpu_ratio(outcome, collections.ns)
         line = waiting_line(workers) * (1 + WAITING_BAND)
         if probe.cpu_ratio >= line:
             return
         if elsewhere is not None and not crowded:
-            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere) - collections.cpu_ns, wall, line)
+            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere) - collections.ns, wall, line)
         elif crowded and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None),
                                          process_ns, clock_ns):
             probe.cpu_ratio = 1.0
@@ -183,27 +183,33 @@ def _cpu_ratio(outcome: ChunkOutcome, collecting_ns: int = 0) -> float:
 
 
 class _Collections:
-    """CPU this thread spends on garbage collections while it is entered (``gc.callbacks``).
+    """Garbage collections this thread runs while it is entered (``gc.callbacks``), in ns of ``clock``.
 
     A collection walks the whole program's heap, set off by whatever allocation
-    crossed the threshold: in the test suite a probe of one 2 ms sleep read
-    1.7-2.9 ms of CPU (a share of 0.8-1.0) whenever one fell there, and auto
-    sent sleeping items to processes, whose heaps are the items' only. A probe
-    under a timeout runs on another thread: its collections are not counted.
+    crossed the threshold; its time is the heap's, not the items'. Counted by
+    CPU (``time.thread_time_ns``, every generation): in the test suite a probe
+    of one 2 ms sleep read 1.7-2.9 ms of CPU (a share of 0.8-1.0) whenever one
+    fell there, and auto sent sleeping items to processes, whose heaps are the
+    items' only. Counted by wall time (``full_only``: the young generations grow
+    with what the items allocate and stay in): a full collection (6.8 ms of CPU in
+    a test process, with no wait to show it) in the probe's first item spent the
+    whole budget, and that one item stood for all. Collections another thread
+    runs are not counted (a probe under a timeout runs on another thread).
     """
 
-    def __init__(self) -> None:
-        self.cpu_ns = 0
+    def __init__(self, clock: Callable[[], int] = time.thread_time_ns, full_only: bool = False) -> None:
+        self.ns = 0
+        self._clock, self._full_only = clock, full_only
         self._thread = threading.get_ident()
         self._started: int | None = None
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if threading.get_ident() != self._thread:
+        if threading.get_ident() != self._thread or (self._full_only and info.get("generation") != 2):
             return
         if phase == "start":
-            self._started = time.thread_time_ns()
+            self._started = self._clock()
         elif self._started is not None:
-            self.cpu_ns += time.thread_time_ns() - self._started
+            self.ns += self._clock() - self._started
             self._started = None
 
     def __enter__(self) -> _Collections:
@@ -394,7 +400,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included.
     """
     budget_ns = int(PROBE_BUDGET_SECONDS * 1e9)
-    with _GcPauses() as collected:
+    with _Collections(time.perf_counter_ns, full_only=True) as collected:
         outcome = run_chunk(fn, items[:1], 0, 0, on_interrupt=on_interrupt)
         joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))
         taken, steps = 1, [(_items_ns(outcome, collected.ns), 1)]
@@ -413,39 +419,6 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
             _extend(outcome, more)
             taken += more.n_done
     return outcome, _typical_ns(_items_ns(outcome, collected.ns), outcome.n_done, [later_half(steps)]) / 1e9
-
-
-class _GcPauses:
-    """Full garbage collections on the probing thread while it probes, in ns.
-
-    A full collection walks the program's whole heap (6.8 ms of CPU in a test process, with no wait of any kind
-    to show it) and runs inside whichever item allocated last: in the probe's first item it spent the whole
-    budget, and that one item stood for all. Its time is the heap's, not the items'. The young generations'
-    collections stay in: they grow with what the items allocate. Collections another thread runs are not
-    counted: this thread may not have been in an item then.
-    """
-
-    def __init__(self) -> None:
-        self.ns = 0
-        self._started_ns = 0
-        self._thread = threading.get_ident()
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if info.get("generation") != 2 or threading.get_ident() != self._thread:
-            return
-        if phase == "start":
-            self._started_ns = time.perf_counter_ns()
-        elif self._started_ns:
-            self.ns += time.perf_counter_ns() - self._started_ns
-            self._started_ns = 0
-
-    def __enter__(self) -> _GcPauses:
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        with contextlib.suppress(ValueError):
-            gc.callbacks.remove(self)
 
 
 def _items_ns(outcome: ChunkOutcome, collected_ns: int) -> int:
