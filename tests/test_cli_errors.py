@@ -124,3 +124,50 @@ def test_demo_with_a_bad_telemetry_setting_in_the_environment(variable: str, val
     line = the_error(done)
     assert names in line and "payoff demo: error:" in line, line
     assert "perturbation explanations" not in done.stdout, "the demo ran before refusing its settings"
+
+
+# -- standard output that cannot take the output ------------------------------------------------------------
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Path:
+    """A records file of a few real calls, as PAYOFF_RECORDS writes it."""
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.telemetry.records import record_line
+
+    path = tmp_path / "calls.jsonl"
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        lines = []
+        for n in (10, 20, 30):
+            ex.map(abs, range(n))
+            assert ex.last_record is not None
+            lines.append(record_line(ex.last_record))
+    path.write_text("".join(line if line.endswith("\n") else line + "\n" for line in lines))
+    return path
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("command", ["metrics-doc", "report --text RECORDS"])
+def test_a_full_standard_output_is_one_error_line(command: str, records: Path) -> None:
+    """``> /dev/full`` stands for a full disk: the text cannot be written, and the user is told so, not shown a
+    traceback (``-o`` to such a place already said so in one line)."""
+    argv = [str(records) if word == "RECORDS" else word for word in command.split()]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "payoff", *argv], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    line = the_error(done)
+    assert "standard output" in line and "No space left" in line, line
+
+
+@pytest.mark.parametrize("command", ["metrics-doc", "report --text RECORDS", "demo --quick --metrics-port 0"])
+def test_a_reader_that_leaves_early_ends_the_command_quietly(command: str, records: Path) -> None:
+    """``payoff demo | head -2``: the reader closed the pipe; the command ends as ``yes | head`` does (status
+    141, as if by SIGPIPE), without a BrokenPipeError traceback."""
+    argv = [str(records) if word == "RECORDS" else word for word in command.split()]
+    proc = subprocess.Popen([sys.executable, "-m", "payoff", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the command wrote anything: its first write meets a closed pipe
+    _, err = proc.communicate(timeout=180)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141, (proc.returncode, err)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import select
 import sys
 from collections.abc import Sequence
 
 USAGE_ERROR = 2
+READER_LEFT = 141
+"""A command whose reader left early (``payoff demo | head``): 128 + SIGPIPE, what ``yes | head`` ends with."""
 DEFAULT_METRICS_ADDR = "127.0.0.1"
 _WRITES_INTO_DIR = {
     "stack": "DIR must be a directory payoff can create or write into",
@@ -69,8 +73,39 @@ def _metrics_doc(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write -o {args.output}: {exc.strerror or exc}; give a file in an existing, "
                              "writable directory, or leave out -o for standard output") from None
     else:
-        sys.stdout.write(text)
+        write_out(text)
     return 0
+
+
+def write_out(text: str) -> None:
+    """Standard output now, flushed: one that cannot take it (a full disk) is the user's to fix, told in a line."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise UsageError(f"cannot write standard output: {exc.strerror or exc}; redirect it where there is room, "
+                         "or give -o FILE") from None
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe its reader closed (``poll`` reports an error on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fd (a replaced sys.stdout), or no poll on this platform
+        return False
+
+
+def _silence_stdout() -> None:
+    """What is still buffered for the gone reader goes nowhere, instead of failing again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = args.handler
     try:
         return int(handler(args))
+    except BrokenPipeError:
+        if not _stdout_gone():  # another pipe of the command's (a socket, a worker's): a real failure
+            raise
+        _silence_stdout()
+        return READER_LEFT
     except UsageError as exc:
         message = str(exc)
     except OSError as exc:

@@ -67,6 +67,18 @@ def say(message: str, stream: TextIO | None = None) -> None:
     stream.write(message.encode(encoding, "backslashreplace").decode(encoding))
 
 
+def _to_stdout(text: str) -> None:
+    """The text report, flushed now: a standard output that cannot take it (a full disk) is one error line."""
+    try:
+        say(text, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # its reader left: ``payoff``'s main ends quietly
+    except OSError as exc:
+        raise ReportError(f"cannot write standard output: {exc.strerror or exc}; redirect it where there is "
+                          "room, or leave out --text to write an HTML page with -o") from None
+
+
 def plural(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
@@ -130,7 +142,7 @@ def run_report(args: argparse.Namespace) -> int:
         found = read(path)
         records = found.records[-args.last:] if args.last else found.records
         if args.text:
-            say(render_text(records), sys.stdout)
+            _to_stdout(render_text(records))
             return 0
         write(args.output, render_html(records, title=args.title))
     except ReportError as exc:
