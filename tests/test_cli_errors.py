@@ -171,3 +171,22 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(command: str, recor
     _, err = proc.communicate(timeout=180)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert proc.returncode == 141, (proc.returncode, err)
+
+
+def test_the_demo_names_the_setting_its_endpoint_could_not_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """A taken port: --metrics-port 0 helps. An address not of this machine (TEST-NET-1, nothing is sent): the
+    port was never the problem, and the demo said "pass --metrics-port 0" for it too."""
+    import socket
+
+    from payoff.demo import _serve
+    from payoff.telemetry.server import MetricsExposureWarning
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert _serve(taken.getsockname()[1], "127.0.0.1") is None
+    assert "--metrics-port 0" in capsys.readouterr().out
+    with pytest.warns(MetricsExposureWarning, match="about to serve"):  # warned before the bind, as it must be
+        assert _serve(0, "192.0.2.1") is None
+    told = capsys.readouterr().out
+    assert "--metrics-addr '192.0.2.1'" in told and "--metrics-port 0" not in told, told

@@ -455,9 +455,11 @@ def test_payoff_metrics_addr_all_interfaces_is_not_silent(env: pytest.MonkeyPatc
     asked = _refuse_to_bind(env)
     env.setenv("PAYOFF_METRICS_PORT", "0")
     env.setenv("PAYOFF_METRICS_ADDR", "0.0.0.0")
-    with pytest.warns(srv.MetricsExposureWarning, match="PAYOFF_METRICS_WEB_CONFIG"):
+    with pytest.warns(srv.MetricsExposureWarning, match="PAYOFF_METRICS_WEB_CONFIG") as caught:
         assert serve_from_env() is None
     assert asked == ["0.0.0.0"]
+    assert [w.filename for w in caught] == [__file__], "at the line that asked, not inside payoff's server"
+    assert "about to serve" in str(caught[0].message), "warned before the bind, which may still fail"
 
 
 def test_exposure_warning_as_error_refuses_to_bind_and_does_not_raise(env: pytest.MonkeyPatch,

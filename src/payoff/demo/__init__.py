@@ -15,8 +15,10 @@ line naming the ``pip install`` to run.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import os
+import socket
 import sys
 import time
 import warnings
@@ -232,7 +234,7 @@ def _serve(port: int | None, addr: str) -> Any:
     except MetricsConfigError as exc:
         raise UsageError(f"the /metrics endpoint's PAYOFF_METRICS_* settings: {exc}") from None
     except OSError as exc:
-        print(f"payoff demo: not serving /metrics ({exc}); pass --metrics-port 0 for a free port", flush=True)
+        print(f"payoff demo: not serving /metrics ({exc}); {_endpoint_hint(exc, port, addr)}", flush=True)
         return None
 
 
@@ -249,3 +251,12 @@ def _otlp_from_env() -> Any:
         return configure()
     except ValueError as exc:
         raise UsageError(f"OTLP export from the OTEL_* settings: {exc}") from None
+
+
+def _endpoint_hint(exc: OSError, port: int | None, addr: str) -> str:
+    """What to change: the port when it is taken, the address when it is not this machine's (or not a name)."""
+    if exc.errno == errno.EADDRINUSE and port != 0:
+        return "pass --metrics-port 0 for a free port"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"--metrics-addr {addr!r} is not an address of this machine; leave it out for 127.0.0.1"
+    return "the demo runs without it"

@@ -38,7 +38,6 @@ import re
 import socket
 import ssl
 import threading
-import warnings
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from payoff import _forks
+from payoff.observers import warn_at_call_site
 
 log = logging.getLogger("payoff")
 
@@ -207,7 +207,8 @@ def exposure_warning(addr: str, *, tls: bool, auth: bool) -> str | None:
         missing.append("without TLS (metrics" + (" and passwords" if auth else "") + " travel in clear text)")
     if not auth:
         missing.append("without basic auth (anyone who can reach it can read it)")
-    return (f"payoff serves /metrics on {addr or 'every interface'!r}, beyond this machine, "
+    return (f"payoff is about to serve /metrics on {addr or 'every interface'!r} (warned before the bind, which "
+            f"may still fail), beyond this machine, "
             f"{' and '.join(missing)}. Set {WEB_CONFIG_ENV} (tls_server_config, basic_auth_users) or "
             f"certfile/keyfile/basic_auth_users, or bind 127.0.0.1")
 
@@ -458,8 +459,8 @@ def serve_metrics(port: int = DEFAULT_PORT, addr: str = DEFAULT_ADDR, registry: 
     if running is not None and running.asked == asked:
         return running  # a re-run notebook cell: the endpoint it started the first time
     message = exposure_warning(addr, tls=config.tls, auth=config.auth)
-    if message is not None:
-        warnings.warn(message, MetricsExposureWarning, stacklevel=2)
+    if message is not None:  # before the bind: with the warning made an error, nothing is ever exposed
+        warn_at_call_site(MetricsExposureWarning(message))
     server, thread = _listen(addr, port, _guarded(make_wsgi_app(registry), auth), context)
     endpoint = MetricsServer(server, thread, addr, tls=context is not None, asked=asked)
     server.payoff_endpoint = endpoint  # type: ignore[attr-defined]
