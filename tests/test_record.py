@@ -486,3 +486,22 @@ def test_an_endless_imap_keeps_a_bounded_record() -> None:
     assert total == sum(x * x for x in range(3_000))
     assert record is not None and record.items_done == 3_000 and record.n_chunks == 3_000
     assert len(record.chunks) <= record_module.FOLD_AT
+
+
+def test_a_chunk_that_came_back_in_pieces_is_one_chunk_wherever_the_record_is_read() -> None:
+    """Chunk 1 ran past its budget and handed back its rest, which ran as a piece of the same index: the text
+    report's column said "3 chunks" beside a summary of "2 chunks (3 pieces)", the HTML page "3 chunks"."""
+    from payoff.report import render_html, render_text
+
+    rec = _builder(n_items=30)
+    for index, first, n in ((0, 0, 10), (1, 10, 5), (1, 15, 15)):
+        start = 1_000 + 10_000 * first
+        stats = ChunkStats(index, first, n, "w1", start - 100, start, start + 5_000, 4_000, (5_000,), (n,), 0, 0,
+                           "pool", 0)
+        rec.add(_outcome_of(stats), "pool", stats.submit_ns)
+    record = rec.build(None)
+    assert (record.chunks_cut, record.n_chunks) == (2, 3)
+    assert "in 2 chunks (3 pieces)" in record.summary()
+    row = next(line for line in render_text([record]).splitlines() if line.lstrip().startswith("1 "))
+    assert row.split()[5] == "2", row
+    assert "2 chunks of ~" in render_html([record]) and "(3 pieces)" in render_html([record])

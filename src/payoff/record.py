@@ -355,11 +355,18 @@ class MapRecord:
         """Did running this call in parallel beat serial by a real margin? Never for a call that did not complete."""
         return self.mode == "parallel" and self.completed and self.speedup >= PAYS_OFF_MARGIN
 
+    @property
+    def chunks_cut(self) -> int:
+        """Chunks the call was cut into; ``n_chunks`` counts the pieces they came back in (a chunk past its budget
+        hands back the items it did not start). Past ``FOLD_AT`` the pieces are folded: then they are all it knows."""
+        if any(c.pieces > 1 for c in self.chunks):
+            return self.n_chunks
+        return len({c.index for c in self.chunks})
+
     def summary(self) -> str:
         """One line a person can read: what ran, how fast against serial, and why."""
         items = "1 item" if self.n_items == 1 else f"{self.n_items:,} items"
-        folded = any(c.pieces > 1 for c in self.chunks)
-        cut = self.n_chunks if folded else len({c.index for c in self.chunks})
+        cut = self.chunks_cut
         chunks = "1 chunk" if cut == 1 else f"{cut:,} chunks"
         if cut < self.n_chunks:  # chunks that ran past their budget, or were split to find a crash, came back in pieces
             chunks += f" ({self.n_chunks:,} pieces)"

@@ -120,8 +120,9 @@ def utilization_note(record: MapRecord) -> str:
 
 
 def chunks_note(record: MapRecord) -> str:
-    plural = "" if record.n_chunks == 1 else "s"
-    return f"{record.n_chunks} chunk{plural} of ~{record.chunk_size:,}"
+    cut = record.chunks_cut
+    pieces = f" ({record.n_chunks:,} pieces)" if record.n_chunks > cut else ""
+    return f"{cut:,} chunk{'' if cut == 1 else 's'} of ~{record.chunk_size:,}{pieces}"
 
 
 def speedup_fact(record: MapRecord) -> str:

@@ -76,7 +76,7 @@ def strategy_label(record: MapRecord) -> str:
 def row(record: MapRecord) -> list[str]:
     cells = [
         str(record.call_id), record.workload, strategy_label(record), str(record.workers), f"{record.n_items:,}",
-        str(record.n_chunks), seconds(record.wall_seconds), speedup(record), f"{record.utilization:.0%}",
+        str(record.chunks_cut), seconds(record.wall_seconds), speedup(record), f"{record.utilization:.0%}",
         pair(record.queue_wait), pair(record.task_time), verdict(record),
     ]
     return [printable(cell) for cell in cells]
