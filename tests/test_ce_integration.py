@@ -555,3 +555,16 @@ def test_ce_reads_a_cached_config_that_follows_changes() -> None:
     assert ex.config is not first and ex.config.strategy == ex.active_strategy_name == "threads"
     ex.user_config = ex.user_config.with_changes(enabled=False)
     assert ex.config.enabled is False
+
+
+def test_the_executor_reports_its_explains_as_the_docs_say() -> None:
+    """docs/calibrated-explanations.md: "``executor.report()`` renders them"; it raised AttributeError."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+    try:
+        wrapper.explain_factual(x_test[:20])
+        report = ex.report()
+    finally:
+        ex.close()
+    assert list(report.records) == list(ex.records) and len(ex.records) >= 1
+    assert "calibrated-explanations" in str(report) and "<svg" in report._repr_html_()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from payoff import _forks, planning
 from payoff.config import ParallelConfig
@@ -32,6 +32,9 @@ ALTERNATIVE_PLUGIN = "core.explanation.alternative.instance_parallel"
 WORKLOAD = "calibrated-explanations"
 MIN_PARALLEL_SECONDS = 0.25
 """Below this much estimated work an explain runs in one task in the caller (once its cost is known)."""
+
+if TYPE_CHECKING:
+    from payoff.report import Report
 
 
 _CE_STRATEGY_NAMES = {"serial": "sequential"}
@@ -170,6 +173,10 @@ class CEParallelExecutor:
     @property
     def last_record(self) -> MapRecord | None:
         return self.executor.last_record
+
+    def report(self, title: str = "payoff report") -> Report:
+        """The explains' records as a report: HTML with a timeline in a notebook, a table in a terminal."""
+        return self.executor.report(title)
 
     def calibrate_kwargs(self) -> dict[str, Any]:
         """Keywords for ``wrapper.calibrate(x, y, **ex.calibrate_kwargs())`` (or ``CalibratedExplainer``)."""
