@@ -156,6 +156,22 @@ def test_the_two_variables_disagree_only_when_they_mean_different_things(primary
     assert (config.strategy, config.enabled) == (strategy, enabled)
 
 
+@pytest.mark.parametrize("primary", ["processes,waiting_workers=4", "waiting_workers=4"])
+def test_ce_keys_in_ce_parallel_and_payoffs_own_in_payoff_parallel_add_up(primary: str) -> None:
+    """docs/calibrated-explanations.md advises both; ``enable()`` raised "disagree; set one" for them."""
+    config = ParallelConfig.from_env({"PAYOFF_PARALLEL": primary, "CE_PARALLEL": "processes,workers=2"})
+    assert (config.strategy, config.max_workers, config.max_waiting_workers) == ("processes", 2, 4)
+
+
+@pytest.mark.parametrize(("primary", "alias", "key"), [
+    ("threads", "processes", "strategy"), ("workers=3", "processes,workers=2", "max_workers"),
+    ("processes", "off", "enabled"),
+])
+def test_a_setting_the_two_variables_give_differently_is_refused_by_name(primary: str, alias: str, key: str) -> None:
+    with pytest.raises(ValueError, match=f"disagree on {key}"):
+        ParallelConfig.from_env({"PAYOFF_PARALLEL": primary, "CE_PARALLEL": alias})
+
+
 def test_a_strategy_class_instead_of_an_instance_is_refused_with_what_to_pass() -> None:
     with pytest.raises(TypeError, match=r"ThreadPoolExecutor\(\)"):
         ParallelConfig(strategy=ThreadPoolExecutor)  # type: ignore[arg-type]

@@ -107,22 +107,26 @@ class ParallelConfig:
         *,
         base: ParallelConfig | None = None,
     ) -> ParallelConfig:
-        """Build a config from ``PAYOFF_PARALLEL`` (or its alias ``CE_PARALLEL``) as it is *now*.
+        """Build a config from ``PAYOFF_PARALLEL`` and ``CE_PARALLEL`` (same grammar) as they are *now*.
 
-        Never cached at import. Both set to different values is an error: one of them would be ignored.
+        Never cached at import. Both may be set, as docs/calibrated-explanations.md advises (CE's keys in
+        ``CE_PARALLEL``, which CE reads too; payoff's own in ``PAYOFF_PARALLEL``): their settings add up. A
+        setting both give different values is an error: one of them would be ignored.
         """
         env = os.environ if environ is None else environ
         text, alias = _set(env.get(ENV_VAR)), _set(env.get(ALIAS_ENV_VAR))
         start = base if base is not None else cls()
         if text is None and alias is None:
             return start
-        changes = parse_ce_parallel(text) if text is not None else {}
-        if alias is not None:
-            meant = parse_ce_parallel(alias)
-            if text is not None and meant != changes:  # one spelt two ways ("process", "strategy=processes") agrees
-                raise ValueError(f"{ENV_VAR}={_shown(text)} and {ALIAS_ENV_VAR}={_shown(alias)} disagree; set "
-                                 f"one ({ALIAS_ENV_VAR} is an alias with the same grammar)")
-            changes = meant
+        changes = parse_ce_parallel(alias) if alias is not None else {}
+        if text is not None:
+            own = parse_ce_parallel(text)
+            clash = sorted(k for k in own.keys() & changes.keys() if own[k] != changes[k])
+            if clash:  # one spelt two ways ("process", "strategy=processes") agrees
+                raise ValueError(f"{ENV_VAR}={_shown(text)} and {ALIAS_ENV_VAR}={_shown(alias or '')} disagree on "
+                                 f"{', '.join(clash)}; give each setting once (CE's keys in {ALIAS_ENV_VAR}, "
+                                 f"payoff's own in {ENV_VAR})")
+            changes |= own
         return start.with_changes(**changes)
 
 
