@@ -568,3 +568,21 @@ def test_the_executor_reports_its_explains_as_the_docs_say() -> None:
         ex.close()
     assert list(report.records) == list(ex.records) and len(ex.records) >= 1
     assert "calibrated-explanations" in str(report) and "<svg" in report._repr_html_()
+
+
+def test_a_fallback_is_warned_once_per_line_despite_crepes_blanket_always_filter() -> None:
+    """crepes, which CE imports, runs ``warnings.simplefilter("always", UserWarning)``: every explain of a loop
+    said the same fallback again (3 of 3 in a user's trial), where the docs promise once per call site."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter("always", UserWarning)  # what crepes' import does
+        ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, min_batch_size=1000))
+        try:
+            for _ in range(3):
+                wrapper.explain_factual(x_test[:4])
+        finally:
+            ex.close()
+    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    assert len(fallbacks) == 1, [str(w.message)[:120] for w in fallbacks]
+    assert all(ex.records[i].fallback_reason is not None for i in range(len(ex.records)))

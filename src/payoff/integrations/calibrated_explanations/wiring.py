@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from typing import Any
 
 from payoff.config import ParallelConfig
@@ -109,4 +110,28 @@ def enable(target: Any, config: ParallelConfig | None = None, *,
     select_parallel_plugins(explainer)
     ex.bind(explainer)
     _check_picklable(ex, explainer)
+    _keep_fallback_warnings_once_per_site()
     return ex
+
+
+_BLANKET_ALWAYS = ("always", None, UserWarning, None, 0)
+"""The filter ``crepes`` (which CE imports) installs at import: every UserWarning shown every time."""
+
+
+def _keep_fallback_warnings_once_per_site() -> None:
+    """payoff's fallback warnings are said once per call site and reason; crepes' blanket filter, set for its
+    own warnings, made each explain of a notebook loop say it again. Where that filter is the first to match
+    payoff's category, a filter for the category goes just before it: filters the user set later stay first,
+    and one the user set before crepes' import was already shadowed by it."""
+    from payoff.telemetry.warnings import ParallelFallbackWarning
+
+    for i, entry in enumerate(warnings.filters):
+        if not issubclass(ParallelFallbackWarning, entry[2]):
+            continue
+        if entry == _BLANKET_ALWAYS:
+            filters: list[Any] = warnings.filters  # type: ignore[assignment]  # a list at runtime, typed Sequence
+            filters.insert(i, ("default", None, ParallelFallbackWarning, None, 0))
+            mutated = getattr(warnings, "_filters_mutated", None)  # the stdlib's own cache reset, as it calls it
+            if mutated is not None:
+                mutated()
+        return
