@@ -586,3 +586,18 @@ def test_a_fallback_is_warned_once_per_line_despite_crepes_blanket_always_filter
     fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
     assert len(fallbacks) == 1, [str(w.message)[:120] for w in fallbacks]
     assert all(ex.records[i].fallback_reason is not None for i in range(len(ex.records)))
+
+
+def test_a_wrapper_calibrated_again_after_enable_is_named_as_the_cause() -> None:
+    """Calibrating again builds a new explainer, which enable() never saw: the warning said "0 items" and named
+    no plugin, nothing of the re-calibration (a user's trial)."""
+    wrapper, x_cal, y_cal, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+    try:
+        wrapper.calibrate(x_cal, y_cal)  # the wrapper keeps the executor; the new explainer is not enabled
+        with pytest.warns(ParallelFallbackWarning, match="never called map") as caught:
+            wrapper.explain_factual(x_test)
+    finally:
+        ex.close()
+    text = " ".join(str(w.message) for w in caught if isinstance(w.message, ParallelFallbackWarning))
+    assert "call enable(wrapper, executor=...) again after calibrate" in text, text

@@ -424,9 +424,15 @@ class CEParallelExecutor:
             return
         with self._lock:
             self.metrics.fallbacks += 1
-        detail = (f"calibrated-explanations entered the payoff executor but never called map{detail}; "
-                  "only its instance_parallel plugins use an executor (enable() selects them), and a "
-                  "CE_EXPLANATION_PLUGIN* variable, a pyproject setting or fast explanations can force another")
+        if not explained:  # an explainer enable() was never given: most often a wrapper's, re-calibrated since
+            detail = ("calibrated-explanations entered the payoff executor from an explainer enable() was not given "
+                      "(how many instances it explained is unknown), and never called map: calibrating a wrapper "
+                      "again builds a new explainer with CE's sequential plugins; call enable(wrapper, "
+                      "executor=...) again after calibrate")
+        else:
+            detail = (f"calibrated-explanations entered the payoff executor but never called map{detail}; "
+                      "only its instance_parallel plugins use an executor (enable() selects them), and a "
+                      "CE_EXPLANATION_PLUGIN* variable, a pyproject setting or fast explanations can force another")
         self.executor._record_unmapped(n or 0, Reason.EXECUTOR_UNUSED, detail, self.workload, _user_site(),
                                        session.started_ns, session.started_at)
 
