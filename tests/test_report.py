@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from payoff import MapRecord, ParallelConfig, ParallelExecutor, ParallelFallbackWarning
-from payoff.record import RecordBuilder
+from payoff.record import RecordBuilder, advice_of
 from payoff.report import Report, record_html, record_text, render_html, render_text
 from tests import tasks
 from tests.conftest import require
@@ -168,7 +168,9 @@ def test_text_report_shows_verdict_and_fallback_advice() -> None:
     report = render_text([record])
     assert record.summary() in report
     assert f"fallback: {reason.value} - {reason.meaning}" in report
-    assert f"advice:   {reason.advice}" in report
+    # the record's own advice: the reason's, or, where its items took 3x the cost earlier tests taught
+    # (a stalled CI host), that the estimate was overturned
+    assert f"advice:   {advice_of(record)}" in report
     assert f"1 call, 0 parallel (0 paid off), 1 fell back: {reason.value} x1" in report
     assert "<" not in report, "plain text, no markup"
     assert report.isascii()
