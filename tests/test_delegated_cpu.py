@@ -31,6 +31,8 @@ def _decision(fn: object, n: int = 8) -> Reason:
         ex.map(fn, range(n))  # type: ignore[arg-type]
         record = ex.last_record
     assert record is not None
+    if record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE and record.selected_strategy == "threads":
+        return Reason.AUTO_WAITING  # a loaded host: kept serial first, its rest then sent where the probe said
     return record.decision_reason
 
 
