@@ -27,14 +27,14 @@ from payoff.observers import CallSite, Observer, find_call_site, skip_frames_fro
 from payoff.reasons import Reason
 from payoff.record import MapRecord
 
+if TYPE_CHECKING:
+    from payoff.report import Report
+
 FACTUAL_PLUGIN = "core.explanation.factual.instance_parallel"
 ALTERNATIVE_PLUGIN = "core.explanation.alternative.instance_parallel"
 WORKLOAD = "calibrated-explanations"
 MIN_PARALLEL_SECONDS = 0.25
 """Below this much estimated work an explain runs in one task in the caller (once its cost is known)."""
-
-if TYPE_CHECKING:
-    from payoff.report import Report
 
 
 _CE_STRATEGY_NAMES = {"serial": "sequential"}
