@@ -73,20 +73,23 @@ def _metrics_doc(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write -o {args.output}: {exc.strerror or exc}; give a file in an existing, "
                              "writable directory, or leave out -o for standard output") from None
     else:
-        write_out(text)
+        problem = write_stdout(text)
+        if problem is not None:
+            raise UsageError(f"{problem}; redirect it where there is room, or give -o FILE")
     return 0
 
 
-def write_out(text: str) -> None:
-    """Standard output now, flushed: one that cannot take it (a full disk) is the user's to fix, told in a line."""
+def write_stdout(text: str) -> str | None:
+    """Standard output now, flushed; what stopped it (a full disk) in words for the command's one error line, or
+    None. A reader that left (BrokenPipeError) goes on to :func:`main`, which ends quietly."""
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise UsageError(f"cannot write standard output: {exc.strerror or exc}; redirect it where there is room, "
-                         "or give -o FILE") from None
+        return f"cannot write standard output: {exc.strerror or exc}"
+    return None
 
 
 def _stdout_gone() -> bool:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from payoff.cli import write_stdout
 from payoff.report import render_html, render_text
 from payoff.telemetry.records import ENV_VAR, LineProblem, RecordsRead, read_records
 
@@ -63,20 +64,20 @@ def records_path(args: argparse.Namespace) -> str:
 def say(message: str, stream: TextIO | None = None) -> None:
     """Write to stderr (or ``stream``) only what it can encode, the rest as escapes: a report never dies printing."""
     stream = stream or sys.stderr
+    stream.write(_encodable(message, stream))
+
+
+def _encodable(message: str, stream: TextIO) -> str:
     encoding = getattr(stream, "encoding", None) or "utf-8"
-    stream.write(message.encode(encoding, "backslashreplace").decode(encoding))
+    return message.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def _to_stdout(text: str) -> None:
     """The text report, flushed now: a standard output that cannot take it (a full disk) is one error line."""
-    try:
-        say(text, sys.stdout)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise  # its reader left: ``payoff``'s main ends quietly
-    except OSError as exc:
-        raise ReportError(f"cannot write standard output: {exc.strerror or exc}; redirect it where there is "
-                          "room, or leave out --text to write an HTML page with -o") from None
+    problem = write_stdout(_encodable(text, sys.stdout))
+    if problem is not None:
+        raise ReportError(f"{problem}; redirect it where there is room, or leave out --text to write an HTML page "
+                          "with -o")
 
 
 def plural(n: int, what: str) -> str:
