@@ -36,6 +36,7 @@ from payoff.integrations.calibrated_explanations import (
     ce_chunk_sizes,
     enable,
 )
+from payoff.integrations.calibrated_explanations import executor as ce_executor_module
 
 FORCE: dict[str, Any] = {"tiny_workload_threshold": 0.0}
 """Parallel whatever it costs: these tests check results and reporting, not the planner."""
@@ -193,7 +194,10 @@ def test_the_explainer_travels_once_per_worker_not_once_per_task() -> None:
     try:
         wrapper.explain_factual(x_test)
         first = ex.last_record
-        wrapper.explain_factual(x_test)  # the first explain completes the explainer's state (its discretizer)
+        # the first two explains complete the explainer's state (its discretizer; the first ran its first
+        # task in this process, to measure the cost, and CE completes the rest of it at the next explain)
+        wrapper.explain_factual(x_test)
+        wrapper.explain_factual(x_test)
         wrapper.explain_factual(x_test)
         third = ex.last_record
     finally:
@@ -601,3 +605,111 @@ def test_a_wrapper_calibrated_again_after_enable_is_named_as_the_cause() -> None
         ex.close()
     text = " ".join(str(w.message) for w in caught if isinstance(w.message, ParallelFallbackWarning))
     assert "call enable(wrapper, executor=...) again after calibrate" in text, text
+
+
+# -- an explain whose cost is not known yet --------------------------------------------------------------------
+
+
+@pytest.fixture
+def ce_task_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Instances of each call of CE's task function in this process (CE looks it up at every explain)."""
+    from calibrated_explanations.core.explain import parallel_instance
+
+    calls: list[int] = []
+    real = parallel_instance._instance_parallel_task
+
+    def counted(task: Any) -> Any:
+        calls.append(task[1] - task[0])
+        return real(task)
+
+    monkeypatch.setattr(parallel_instance, "_instance_parallel_task", counted)
+    return calls
+
+
+def test_a_first_explain_below_the_threshold_is_measured_here_and_starts_no_worker(ce_task_calls: list[int]) -> None:
+    """Its cost is measured on its first task in this process; the rest, too little work, follows as one task
+    (CE's fixed cost paid twice, not once per planned task), and no worker process starts."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    expected = wrapper.explain_factual(x_test)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e6))
+    try:
+        got = wrapper.explain_factual(x_test)
+        record, pids = ex.last_record, ex.executor.worker_pids()
+    finally:
+        ex.close()
+    assert_same(expected, got)
+    assert record is not None and record.selected_strategy == "serial"
+    assert record.fallback_reason is Reason.TINY_WORKLOAD and "the first" in record.fallback_detail
+    assert pids == [] and all(c.where == "caller" for c in record.chunks)
+    assert len(ce_task_calls) == 2 and sum(ce_task_calls) == N_TEST and ce_task_calls[0] < N_TEST // 2
+    assert "in one task there" in ex.last_decision
+
+
+def test_a_first_explain_above_the_threshold_sends_the_rest_to_the_workers() -> None:
+    wrapper, _, _, x_test = _wrapper("regression")
+    expected = wrapper.explain_factual(x_test)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-9))
+    try:
+        got = wrapper.explain_factual(x_test)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert_same(expected, got)
+    assert record is not None and record.selected_strategy == "processes" and not record.fell_back
+    assert [c.where for c in record.chunks][:1] == ["caller"]
+    assert {c.where for c in record.chunks[1:]} == {"pool"} and len(record.chunks) >= 3
+
+
+def test_under_auto_a_pool_not_running_starts_once_explains_kept_here_forgo_its_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the core's ``pool_start_cost``: each explain kept here adds what the workers would have saved."""
+    monkeypatch.setattr(ce_executor_module, "COLD_POOL_SECONDS", 0.25)
+    ex = CEParallelExecutor(ParallelConfig(strategy="auto", max_workers=2))
+    try:
+        said = [ex._start_to_pay(0.2, 2) for _ in range(3)]  # each would save 0.1 s
+    finally:
+        ex.close()
+    assert "would save ~0.100 s on 2 workers, less than starting them (~0.25 s)" in said[0]
+    assert said[1] and said[2] == ""
+    named = CEParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
+    try:
+        assert named._start_to_pay(0.2, 2) == ""  # a backend the user named starts when asked
+    finally:
+        named.close()
+
+
+def test_a_first_explain_under_auto_is_kept_here_while_the_start_would_cost_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ce_executor_module, "COLD_POOL_SECONDS", 1e6)
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="auto", max_workers=2, tiny_workload_threshold=1e-9))
+    try:
+        wrapper.explain_factual(x_test)
+        first = ex.last_record
+        wrapper.explain_factual(x_test)  # its cost is known now: planned in one task, for the same reason
+        second, pids = ex.last_record, ex.executor.worker_pids()
+    finally:
+        ex.close()
+    assert first is not None and first.fallback_reason is Reason.POOL_START_COST
+    assert "less than starting them" in first.fallback_detail
+    assert second is not None and second.fallback_reason is Reason.POOL_START_COST and pids == []
+
+
+class _Explainer:
+    def __init__(self) -> None:
+        self.state = [1, 2]
+
+
+def test_a_worker_shares_its_explainer_as_the_snapshot_only_while_it_runs_tasks() -> None:
+    import copy
+
+    from payoff.integrations.calibrated_explanations.worker import _snapshot_shared
+
+    explainer = _Explainer()
+    with _snapshot_shared(explainer):
+        assert copy.deepcopy(explainer) is explainer
+    assert copy.deepcopy(explainer) is not explainer and "__deepcopy__" not in vars(explainer)
+    with pytest.raises(ValueError, match="a task failed"), _snapshot_shared(explainer):
+        raise ValueError("a task failed")
+    assert "__deepcopy__" not in vars(explainer)
+    pickle.dumps(explainer)

@@ -22,7 +22,7 @@ from payoff._knowledge import NO_PICKLING, Facts, Pickling
 from payoff._payload import pickled_size
 from payoff._probe import Probe
 from payoff.config import usable_cpus
-from payoff.planning import CLOUDPICKLE_CANNOT, Call, Planner
+from payoff.planning import CLOUDPICKLE_CANNOT, Call, Decide, Planner
 from payoff.worker import _local
 from tests import tasks
 
@@ -64,8 +64,9 @@ class Row:
     """An earlier call of the function crashed a worker process."""
     expect_decision: Reason | None = None
     """The plan's decision, where a fallback is the row's reason (what the record's decision_reason says)."""
-    serial_because: tuple[Reason, str] | None = None
-    """A library that split the work itself (the CE adapter) already decided it runs serially, and why."""
+    serial_because: tuple[Reason, str] | Decide | None = None
+    """A library that split the work itself (the CE adapter) already decided it runs serially, and why, or
+    decides once its first item ran in the caller."""
     cpus: int | None = None
     """Plan with the planning thread's CPU affinity cut to this many CPUs (a small machine or container)."""
     measured_items: int | None = None
@@ -92,6 +93,12 @@ class ForeignPool:
 
     def shutdown(self, wait: bool = True) -> None:
         return None
+
+
+def _keeps_the_rest(probe: Probe) -> tuple[Reason, str]:
+    """A library's decision after its first item: the probe it is given ran exactly that item."""
+    assert probe.outcome is not None and probe.n == 1 and probe.outcome.results == [tasks.square(0)]
+    return Reason.TINY_WORKLOAD, f"{probe.n} of 10 items ran here"
 
 
 NOT_PICKLABLE = "cannot pickle for worker processes: PicklingError: a local function"
@@ -282,6 +289,13 @@ ROWS = [
         "serial", Reason.TINY_WORKLOAD, config={"strategy": "processes", "max_workers": 2}, measured=False,
         serial_because=(Reason.TINY_WORKLOAD, "60 instances in one task: below the minimum of 61"),
         detail_says="60 instances in one task"),
+    Row("a library that decides after its first item has it run here, under a named process backend too, "
+        "and the rest stays here when it says so", 0, 10, "serial", Reason.TINY_WORKLOAD,
+        config={"strategy": "processes", "max_workers": 2}, measured=False, serial_because=_keeps_the_rest,
+        expect_probed=True, expect_decision=Reason.EXPLICIT_STRATEGY, detail_says="1 of 10 items ran here"),
+    Row("a library that decides after its first item and says nothing sends the rest to the named pool", 0, 10,
+        "processes", Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 2}, measured=False,
+        serial_because=lambda probe: None, expect_probed=True),
     Row("an unmeasured function with items above the size hint runs on the named pool: costly, still sendable",
         0, 40, "joblib", Reason.EXPLICIT_STRATEGY,
         config={"strategy": "joblib", "max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024,
@@ -439,9 +453,11 @@ def test_plans_that_must_keep_their_items_out_of_the_caller_say_so() -> None:
     """No serial fallback of the planner's runs such a call in the caller (a pool that cannot start is the
     executor's ``init_failure``: it falls back only for a function that never crashed a worker process)."""
     isolated = {row.name for row in ROWS if plan(row).isolated}
-    # an unmeasured function's call below the user's own min_batch_size is the one kept here, as asked
+    # an unmeasured function's call below the user's own min_batch_size is the one kept here, as asked; a
+    # library that decides after its first item had that item run here
     assert isolated == {row.name for row in ROWS if row.crashed or (not row.measured
-                                                                      and row.expect_strategy != "serial")}
+                                                                      and row.expect_strategy != "serial"
+                                                                      and not callable(row.serial_because))}
 
 
 @pytest.mark.parametrize("config", [{"max_workers": 2}, {"strategy": "processes", "max_workers": 2},

@@ -80,11 +80,12 @@ class MapRun:
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
                  progress: bool | None, timeout: float | None, deadline: float | None, streaming: bool,
                  ordered: bool = True, started_ns: int | None = None, accepted: bool = False,
-                 serial_because: tuple[Reason, str] | None = None) -> None:
+                 serial_because: tuple[Reason, str] | planning.Decide | None = None) -> None:
         """``deadline``: ``timeout`` as a ``time.monotonic()`` instant, set by the caller before it read the
         input (reading a ``map``'s input counts); ``started_ns`` is when the call began, for its wall time;
         ``accepted``: an ``imap`` accepted while the executor was open, which runs even if it closed since;
-        ``serial_because``: a library that split the work itself decided it runs here, and why (see ``Call``)."""
+        ``serial_because``: a library that split the work itself decided it runs here, and why, or decides after
+        its first item (see ``Call``)."""
         self.ex, self.fn, self.source = executor, fn, source
         self.accepted, self.serial_because = accepted, serial_because
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
@@ -277,7 +278,8 @@ class MapRun:
         rec.decision, rec.chunk_size = plan.decision, plan.chunk_size
         rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
-        rec.planned_cost = plan.probe.seconds_per_item
+        # a library's items (CE's tasks of many instances) differ in size: the first one's cost is no item's
+        rec.planned_cost = None if callable(self.serial_because) else plan.probe.seconds_per_item
         self.where(plan.strategy, plan.workers)
         if plan.fallback is not None:
             rec.fall_back(plan.fallback, plan.detail)

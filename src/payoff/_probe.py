@@ -28,6 +28,7 @@ from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 
 if TYPE_CHECKING:
     from payoff.planning import Call
+    from payoff.reasons import Reason
 
 PROBE_BUDGET_SECONDS = 0.002
 PROBE_MAX_ITEMS = SOUND_ITEMS
@@ -94,6 +95,8 @@ class Probe:
     """How the function crashed a worker process in an earlier call; None if it never did."""
     delegates: bool = False
     """The probed items' CPU ran mostly outside their thread (see :mod:`payoff._delegated_cpu`)."""
+    decided: tuple[Reason, str] | None = None
+    """Why a library that decides after its first item (``Call.serial_because``) keeps the rest in the caller."""
     waited: bool | None = None
     """The side of the waiting line the function was last planned on (``Facts.waited``)."""
     gil_threads: float | None = None
@@ -128,7 +131,10 @@ def waiting_line(workers: int) -> float:
 
 
 def probe_share(call: Call, workers: int) -> int:
-    """The most items a probe runs: its share of a balanced schedule, so a small call still splits."""
+    """The most items a probe runs: its share of a balanced schedule, so a small call still splits; one for a
+    library that decides after its first item (``Call.serial_because``)."""
+    if callable(call.serial_because):
+        return 1
     return len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
 
 

@@ -208,11 +208,13 @@ class ParallelExecutor:
         return self._stream(fn, iterables, options, ordered=False)
 
     def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], options: dict[str, Any],
-                ordered: bool = True, serial_because: tuple[Reason, str] | None = None) -> Iterator[Any]:
+                ordered: bool = True,
+                serial_because: tuple[Reason, str] | planning.Decide | None = None) -> Iterator[Any]:
         """Checks the call at once, as ``map`` and ``concurrent.futures`` do; the work starts when iterated.
 
         ``serial_because``: for a library of this package that split the work itself and decided it runs
-        serially (see ``planning.Call``); the call is recorded as that fallback.
+        serially (see ``planning.Call``), or decides once its first item ran in the caller; the call is
+        recorded as that fallback.
         """
         fn, items = _spread(fn, iterables)
         known = {"chunksize": None, "granularity": None, "workload": "default", "releases_gil": None,
@@ -485,7 +487,7 @@ class ParallelExecutor:
     def _run(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int | None, granularity: str | None,
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
              streaming: bool = False, ordered: bool = True, accepted: bool = False,
-             serial_because: tuple[Reason, str] | None = None) -> Iterator[list[Any]]:
+             serial_because: tuple[Reason, str] | planning.Decide | None = None) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order (unless ``ordered=False``).
 
         ``accepted``: an ``imap`` checked (and so accepted) while the executor was open. It runs when first

@@ -141,6 +141,11 @@ class Outgrow(NamedTuple):
     after_seconds: float
 
 
+Decide = Callable[[Probe], "tuple[Reason, str] | None"]
+"""A library's decision once its first item ran in the caller (``Probe.outcome``): a reason keeps the rest of
+the call there, None sends it where the call was asked to run."""
+
+
 @dataclass(frozen=True)
 class Call:
     """The facts of one call the planner needs."""
@@ -158,9 +163,11 @@ class Call:
     """Earlier calls of the same workload on this executor: a pool start is shared by them."""
     timeout: float | None = None
     """The call's ``timeout=``: the probe may not keep the caller waiting longer."""
-    serial_because: tuple[Reason, str] | None = None
+    serial_because: tuple[Reason, str] | Decide | None = None
     """A library that split the work into items itself (the CE adapter, in instances) already decided they run
-    serially, and why: its reason is the record's, where the items' own count would only say "too few"."""
+    serially, and why: its reason is the record's, where the items' own count would only say "too few". Or it
+    decides once the first item ran in the caller (a :data:`Decide`): the planner's own rules, made for items of
+    one kind, do not know what the library's items hold."""
     on_interrupt: Callable[[ChunkOutcome], object] | None = None
     """Gets the items the probe ran in the caller when Ctrl-C (any non-``Exception``) cuts it short: the plan
     that would carry them to the record never comes."""
@@ -280,7 +287,7 @@ class Planner:
             return _serial(call, early[0], early[1], decision)
         if call.requested == "serial":
             return _serial(call, None, "", decision)
-        if call.serial_because is not None:
+        if isinstance(call.serial_because, tuple):
             return _serial(call, *call.serial_because, decision)
         try:
             crowded = self._among_others(OTHERS_WINDOW_SECONDS) or self._others_open(call.stop)
@@ -291,6 +298,8 @@ class Planner:
             raise
         if probe.failed:
             return _serial(call, None, "the probe item raised", decision, probe)
+        if probe.decided is not None:
+            return _serial(call, *probe.decided, decision, probe)
         remaining = len(call.items) - probe.n
         if call.requested == "custom":
             return self._chunked(call, "custom", workers, probe, remaining, decision)
@@ -315,6 +324,8 @@ class Planner:
             return _serial(call, Reason.SINGLE_WORKER, _one_worker(cfg, local), decision, probe)
         if strategy in call.warm and probe.forgone.get(strategy):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
+        if callable(call.serial_because):  # the library weighed its own items (of unlike sizes): sent as asked
+            return self._chunked(call, strategy, workers, probe, remaining, decision)
         threshold = _threshold_fallback(call, probe, remaining)
         fallback = threshold or self._cost_fallback(call, strategy, workers, probe, remaining)
         if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and call.requested == "auto":
@@ -956,13 +967,14 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     fn_known = known is not None and (known.fn_facts_hold_for(call.fn) or _large_and_measured(known))
     if known is not None:
         _recall(probe, known, fn_known)
+    asks = callable(call.serial_because)  # a library decides after its first item: it always runs here
     needs_cost = call.chunksize is None or call.requested == "auto" \
-        or bool(call.config.tiny_workload_threshold)
+        or bool(call.config.tiny_workload_threshold) or asks
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
     here = _may_run_items_here(call, _off_the_caller(call, probe))
     reshare = known is not None and _share_due(call, known)
-    if needs_cost and here and (known is None or _measures_more(call, workers, known)
-                                                    or _unsteady(known) or reshare):
+    if needs_cost and here and (asks or known is None or _measures_more(call, workers, known)
+                                or _unsteady(known) or reshare):
         probe_cost(call, probe, workers, crowded, others_since)
         probe.known = False
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
@@ -973,6 +985,11 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
+    decide = call.serial_because
+    if callable(decide) and probe.outcome is not None and probe.outcome.n_done and not probe.failed:
+        probe.decided = decide(probe)
+        if probe.decided is not None:
+            return probe  # the rest stays here: nothing to pickle or size
     if sends and costs is not None and _surely_serial(costs, call, probe) and not _worth_sizing(call, probe):
         return probe  # nothing pickled, nothing to store: facts without it would price a larger call as moving none
     if sends:
@@ -1044,7 +1061,8 @@ def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     ``worker_initializer`` (see :func:`_off_the_caller`). Not under a backend
     named for its worker processes (an item that crashes there must not take
     the caller down) unless the user asked for small work to be kept in the
-    caller (``tiny_workload_threshold``). Never on a pool the user handed over:
+    caller (``tiny_workload_threshold``) or a library decides after its first
+    item (``Call.serial_because``: CE runs its items in the caller too). Never on a pool the user handed over:
     they chose it for what its workers are (an initializer ran there, or they
     keep a crashing item away from the caller). Such a call starts on its pool with
     guided chunks, which learn the cost from the first ones back; the next call
@@ -1053,7 +1071,8 @@ def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     """
     if off_the_caller or call.requested == "custom":
         return False
-    return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold)
+    return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold) \
+        or callable(call.serial_because)
 
 
 def _has_initializer(call: Call) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import sys
 import time
@@ -16,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from payoff import _forks, planning
+from payoff._probe import Probe
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
 from payoff.integrations.calibrated_explanations import gcpause
@@ -26,6 +28,7 @@ from payoff.integrations.calibrated_explanations.worker import decode_results, r
 from payoff.observers import CallSite, Observer, find_call_site, skip_frames_from
 from payoff.reasons import Reason
 from payoff.record import MapRecord
+from payoff.strategies import CROSSES_PROCESSES
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -35,6 +38,10 @@ ALTERNATIVE_PLUGIN = "core.explanation.alternative.instance_parallel"
 WORKLOAD = "calibrated-explanations"
 MIN_PARALLEL_SECONDS = 0.25
 """Below this much estimated work an explain runs in one task in the caller (once its cost is known)."""
+PROBE_INSTANCES = 16
+"""At most this many instances of an explain whose cost is not known yet run first in the caller, to measure it."""
+COLD_POOL_SECONDS = 0.15
+"""What worker processes started for an explain cost it beyond their work, before this executor measured it."""
 
 
 _CE_STRATEGY_NAMES = {"serial": "sequential"}
@@ -131,6 +138,9 @@ class CEParallelExecutor:
         self._explainers: list[weakref.ReferenceType[Any]] = []
         self._costs: OrderedDict[int, CostFit] = OrderedDict()
         self._ce_config: tuple[ParallelConfig, ParallelConfig, CEConfig] | None = None
+        self._cold_start = COLD_POOL_SECONDS
+        self._forgone = 0.0
+        """What explains kept in the caller because the workers were not running would have saved on them."""
         self.last_chunk_sizes: list[int] = []
         """Instances per task in the last explain that reached ``map``."""
         self.last_decision = ""
@@ -294,23 +304,24 @@ class CEParallelExecutor:
         explainer = shared_explainer(tasks)
         n = sum(b - a for a, b, _ in tasks)
         fit = self._fit(explainer)
-        sizes, why = self._plan(n, fit)
+        sizes, why, reason = self._plan(n, fit)
         groups = group_tasks(tasks, sizes)
         items = [[m] if (m := merge_tasks(g)) is not None else g for g in groups]
         if explainer is not None:  # after merging: one state to copy per chunk, not one per instance
             items = [[_without_explainer(t) for t in item] for item in items]
+        decide = self._decider(n, items) if fit.estimate()[0] is None and len(items) > 1 else None
         self.last_chunk_sizes, self.last_decision = sizes, why
         task_fn = functools.partial(run_ce_tasks, fn, explainer, os.getpid())
         out: list[Any] = []
         options = {"chunksize": 1, "granularity": "instance", "workload": self.workload}
-        alone = (Reason.TINY_WORKLOAD, why) if len(items) < 2 else None  # the executor would only see "1 item"
+        alone = (reason, why) if len(items) < 2 else decide  # the executor would only see "1 item"
         for block in self.executor._stream(task_fn, (items,), options, serial_because=alone):
             out.extend(decode_results(block))
         self._learn(fit, self.executor.last_record, items)
         return out
 
-    def _plan(self, n: int, fit: CostFit) -> tuple[list[int], str]:
-        """Instances per task, and why, in instance units."""
+    def _plan(self, n: int, fit: CostFit) -> tuple[list[int], str, Reason]:
+        """Instances per task, and why, in instance units; the reason is the record's, should it run here."""
         user = self.user_config
         workers = self._workers()
         spi, spt = fit.estimate()
@@ -326,14 +337,70 @@ class CEParallelExecutor:
             serial_why = f"~{work:.3f} s of estimated work is below tiny_workload_threshold"
         elif user.tiny_workload_threshold is None and work is not None and work < MIN_PARALLEL_SECONDS:
             serial_why = f"~{work:.3f} s of estimated work is below {MIN_PARALLEL_SECONDS} s"
+        elif work is not None and (start := self._start_to_pay(work, workers)):
+            return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {start}", Reason.POOL_START_COST
         if serial_why:
-            return [max(1, n)], f"{n} instances in one task: {serial_why}"
+            return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD
+        if spi is None and not user.instance_chunk_size:
+            return (*self._probe_split(n, workers), Reason.TINY_WORKLOAD)
         sizes = ce_chunk_sizes(n, workers, chunk_size=user.instance_chunk_size, seconds_per_instance=spi,
                                seconds_per_task=spt)
         source = "instance_chunk_size" if user.instance_chunk_size else (
             "guided, floor from the measured fixed cost" if spt is not None else "guided")
-        shown = ", ".join(map(str, sizes[:6])) + (", ..." if len(sizes) > 6 else "")
-        return sizes, f"{n} instances in {len(sizes)} tasks of {shown} ({source}) on {workers} workers"
+        return (sizes, f"{n} instances in {len(sizes)} tasks of {_shown(sizes)} ({source}) on {workers} workers",
+                Reason.TINY_WORKLOAD)
+
+    @staticmethod
+    def _probe_split(n: int, workers: int) -> tuple[list[int], str]:
+        """An explain of unknown cost: a first task that measures it in the caller, then guided tasks (which,
+        should the first show the rest is too little work to send, run there as one: see ``_decider``)."""
+        k = min(PROBE_INSTANCES, math.ceil(n / (workers + 1)))
+        rest = ce_chunk_sizes(n - k, workers)
+        return [k, *rest], (f"{n} instances: the first {k} in your process to measure their cost, then "
+                            f"{len(rest)} tasks of {_shown(rest)} on {workers} workers")
+
+    def _start_to_pay(self, work: float, workers: int) -> str:
+        """Why ``work`` stays in the caller, under auto, when the worker processes are not running yet ("" when
+        it goes to them): they start once the explains kept here have forgone as much as their start costs,
+        as the core's ``pool_start_cost`` does."""
+        strategy = self.strategy
+        if self.user_config.strategy != "auto" or strategy not in CROSSES_PROCESSES \
+                or strategy in self.executor._pools.warm() or self.user_config.tiny_workload_threshold == 0:
+            return ""
+        saving = work * (1 - 1 / workers)
+        with self._lock:
+            if saving + self._forgone >= self._cold_start:
+                self._forgone = 0.0
+                return ""
+            self._forgone += saving
+        return f"would save ~{saving:.3f} s on {workers} workers, less than starting them (~{self._cold_start:.2f} s)"
+
+    def _decider(self, n: int, items: list[list[Task]]) -> planning.Decide:
+        """What decides, once the first task ran in the caller, where the rest goes: when it stays there,
+        ``items`` past the first become one task (the others empty), as an explain planned serial runs."""
+        first = sum(b - a for a, b, _ in items[0])
+
+        def decide(probe: Probe) -> tuple[Reason, str] | None:
+            assert probe.outcome is not None
+            seconds = max(1, probe.outcome.end_ns - probe.outcome.start_ns) / 1e9
+            why = self._after_first(first, n - first, seconds)
+            if why is not None:
+                self.last_decision = f"{n} instances: the first {first} in your process, then the rest in one " \
+                                     f"task there: {why[1]}"
+                _gather(items[1:])
+            return why
+        return decide
+
+    def _after_first(self, k: int, rest: int, seconds: float) -> tuple[Reason, str] | None:
+        """The first ``k`` instances took ``seconds`` (an upper bound per instance: CE's fixed cost is in it)."""
+        user = self.user_config
+        work = seconds / k * rest
+        head = f"the first {k} instances took {seconds:.3f} s; the other {rest}, ~{work:.3f} s,"
+        threshold = MIN_PARALLEL_SECONDS if user.tiny_workload_threshold is None else user.tiny_workload_threshold
+        if work < threshold:
+            return Reason.TINY_WORKLOAD, f"{head} are below {threshold} s of work"
+        start = self._start_to_pay(work, self._workers())
+        return (Reason.POOL_START_COST, f"{head} {start}") if start else None
 
     def _workers(self) -> int:
         if not self.user_config.enabled or self.executor.config.strategy == "serial":
@@ -435,6 +502,20 @@ class CEParallelExecutor:
                       "CE_EXPLANATION_PLUGIN* variable, a pyproject setting or fast explanations can force another")
         self.executor._record_unmapped(n or 0, Reason.EXECUTOR_UNUSED, detail, self.workload, _user_site(),
                                        session.started_ns, session.started_at)
+
+
+def _gather(items: list[list[Task]]) -> None:
+    """All of ``items``' tasks as one, in the first item (the others emptied), when CE's tasks can be merged."""
+    merged = merge_tasks([t for item in items for t in item])
+    if merged is None:
+        return
+    items[0][:] = [merged]
+    for item in items[1:]:
+        item.clear()
+
+
+def _shown(sizes: list[int]) -> str:
+    return ", ".join(map(str, sizes[:6])) + (", ..." if len(sizes) > 6 else "")
 
 
 def _without_explainer(task: Task) -> Task:
