@@ -713,3 +713,21 @@ def test_a_worker_shares_its_explainer_as_the_snapshot_only_while_it_runs_tasks(
         raise ValueError("a task failed")
     assert "__deepcopy__" not in vars(explainer)
     pickle.dumps(explainer)
+
+
+def test_each_kind_of_explain_learns_its_own_cost() -> None:
+    """Alternatives cost several times a factual explain of the same explainer, and a threshold changes what
+    each instance computes: each kind's first explain measures it again, on its first task in this process."""
+    wrapper, _, _, x_test = _wrapper("regression")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-9))
+    firsts = []
+    try:
+        for explain in (wrapper.explain_factual, wrapper.explain_factual, wrapper.explore_alternatives,
+                        wrapper.explore_alternatives, lambda x: wrapper.explain_factual(x, threshold=0.0)):
+            explain(x_test)
+            record = ex.last_record
+            assert record is not None and record.selected_strategy == "processes"
+            firsts.append(record.chunks[0].where)
+    finally:
+        ex.close()
+    assert firsts == ["caller", "pool", "caller", "pool", "caller"]

@@ -57,6 +57,11 @@ class CostFit:
     def __init__(self) -> None:
         self.points: deque[tuple[int, int, float]] = deque(maxlen=64)
 
+    def copy(self) -> CostFit:
+        twin = CostFit()
+        twin.points.extend(self.points)
+        return twin
+
     def observe(self, tasks: int, instances: int, seconds: float) -> None:
         if instances > 0 and seconds > 0:
             self.points.append((tasks, instances, seconds))

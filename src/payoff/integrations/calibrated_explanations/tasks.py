@@ -32,6 +32,24 @@ def shared_explainer(tasks: Sequence[Task]) -> Any:
     return first
 
 
+def explain_kind(explainer: Any, tasks: Sequence[Task]) -> tuple[str, ...]:
+    """What sets an instance's cost apart between explains of one explainer, as the tasks show it.
+
+    The discretizer CE sets for the kind of explanation (factual: a binary one, alternatives: one of
+    every bin: ~1.5-3x the cost), and a threshold (probabilistic regression: a scalar, or one per
+    instance), Mondrian bins and ignored features, which change what each instance computes.
+    """
+    state = tasks[0][2]
+    explainer = state.get("explainer") if explainer is None else explainer
+    threshold = state.get("threshold_slice")
+    shape = "none" if threshold is None else "scalar" if np.ndim(threshold) == 0 and not isinstance(
+        threshold, (tuple, list)) else "interval" if isinstance(threshold, tuple) else "per-instance"
+    ignored = state.get("features_to_ignore_array")
+    return (type(getattr(explainer, "discretizer", None)).__name__, shape,
+            "bins" if state.get("bins_slice") is not None else "",
+            str(len(ignored)) if ignored is not None and hasattr(ignored, "__len__") else "")
+
+
 def _concat(parts: list[Any]) -> Any:
     """Join per-task slices of one field, or raise ``TypeError`` when they cannot be joined exactly."""
     head = parts[0]
