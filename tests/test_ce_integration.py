@@ -642,7 +642,7 @@ def test_a_first_explain_below_the_threshold_is_measured_here_and_starts_no_work
     assert record.fallback_reason is Reason.TINY_WORKLOAD and "the first" in record.fallback_detail
     assert pids == [] and all(c.where == "caller" for c in record.chunks)
     assert len(ce_task_calls) == 2 and sum(ce_task_calls) == N_TEST and ce_task_calls[0] < N_TEST // 2
-    assert "in one task there" in ex.last_decision
+    assert "in one task there" in ex.last_decision and ex.last_chunk_sizes == ce_task_calls
 
 
 def test_a_first_explain_above_the_threshold_sends_the_rest_to_the_workers() -> None:

@@ -395,7 +395,8 @@ class CEParallelExecutor:
             if why is not None:
                 self.last_decision = f"{n} instances: the first {first} in your process, then the rest in one " \
                                      f"task there: {why[1]}"
-                _gather(items[1:])
+                if _gather(items[1:]):
+                    self.last_chunk_sizes = [first, n - first]
             return why
         return decide
 
@@ -533,14 +534,15 @@ def _points(chunks: Sequence[ChunkStats], items: list[list[Task]]) -> list[tuple
     return out
 
 
-def _gather(items: list[list[Task]]) -> None:
+def _gather(items: list[list[Task]]) -> bool:
     """All of ``items``' tasks as one, in the first item (the others emptied), when CE's tasks can be merged."""
     merged = merge_tasks([t for item in items for t in item])
     if merged is None:
-        return
+        return False
     items[0][:] = [merged]
     for item in items[1:]:
         item.clear()
+    return True
 
 
 def _shown(sizes: list[int]) -> str:
