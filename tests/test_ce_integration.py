@@ -731,3 +731,26 @@ def test_each_kind_of_explain_learns_its_own_cost() -> None:
     finally:
         ex.close()
     assert firsts == ["caller", "pool", "caller", "pool", "caller"]
+
+
+def _ce_chunk(index: int, busy_s: float, where: str) -> ChunkStats:
+    return ChunkStats(index, index, 1, "w", 0, 0, int(busy_s * 1e9), int(busy_s * 1e9), (int(busy_s * 1e9),), (1,),
+                      0, 0, where)
+
+
+def test_the_serial_price_counts_ces_fixed_cost_once_and_the_callers_alone_rate_caps_it() -> None:
+    """Fixed cost 0.05 s a task, 0.01 s an instance: four tasks of 50 instances are 2.2 s busy, CE alone's one task
+    2.05 s. Tasks the caller ran alone, in two sizes, tell CE alone's own rate: busier workers ran slower."""
+    fit = ce_executor_module.CostFit()
+    fit.observe(1, 10, 0.15)
+    fit.observe(1, 40, 0.45)
+    items = [[(k * 50, (k + 1) * 50, {})] for k in range(4)]
+    chunks = [_ce_chunk(k, 0.55, "pool") for k in range(4)]
+    price = CEParallelExecutor._serial_price(fit, items, chunks, 2.2)
+    assert price == pytest.approx(2.05, rel=1e-6)
+    assert fit.alone_seconds(200) is None  # the workers' chunks say nothing of a task run alone
+    fit.observe(1, 10, 0.10, alone=True)
+    assert fit.alone_seconds(200) is None  # one size cannot tell the fixed cost from the rest
+    fit.observe(1, 30, 0.20, alone=True)
+    assert fit.alone_seconds(200) == pytest.approx(0.05 + 0.005 * 200)
+    assert CEParallelExecutor._serial_price(fit, items, chunks, 2.2) == pytest.approx(1.05, rel=1e-6)

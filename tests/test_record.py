@@ -507,13 +507,13 @@ def test_a_chunk_that_came_back_in_pieces_is_one_chunk_wherever_the_record_is_re
     assert "2 chunks of ~" in render_html([record]) and "(3 pieces)" in render_html([record])
 
 
-@pytest.mark.parametrize(("repeated", "loop"), [
-    (0.0, 3.0),  # nothing repeated: the busy time
-    (0.6, 2.4),  # three chunks repeat a setup one loop does once
-    (5.0, 1.5),  # a library that claims more than the work: a loop still does the dearest chunk's
+@pytest.mark.parametrize(("library", "loop"), [
+    (3.5, 3.0),  # a library's estimate above the busy time: the busy time
+    (2.4, 2.4),  # three chunks repeat a setup one loop does once
+    (0.2, 1.5),  # below the work: a loop still does the dearest chunk's
 ])
-def test_a_library_takes_its_items_repeated_fixed_cost_off_the_serial_estimate(
-        repeated: float, loop: float, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_library_may_price_the_loop_lower_than_its_items_busy_time(
+        library: float, loop: float, monkeypatch: pytest.MonkeyPatch) -> None:
     """CE's tasks each deep-copy the explainer and set up, which CE alone does once an explain: counted as work, a
     4-task explain of 200 instances recorded 1.4-1.8x for a measured 0.9-1.1x."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
@@ -521,7 +521,7 @@ def test_a_library_takes_its_items_repeated_fixed_cost_off_the_serial_estimate(
     rec.selected, rec.workers = "processes", 2
     for k, busy in enumerate((1.5, 1.0, 0.5)):
         rec.add(_pool_chunk(k, 1_000, busy_s=busy, cpu_s=busy, runq_s=0.0), "pool", 0)
-    seen: list[int] = []
-    rec.repeated_cost = lambda chunks: (seen.append(len(chunks)), repeated)[1]
+    seen: list[tuple[int, float]] = []
+    rec.serial_price = lambda chunks, busy: (seen.append((len(chunks), busy)), library)[1]
     assert rec._serial_estimate(rec.chunks) == pytest.approx(loop)
-    assert seen == [3]
+    assert seen == [(3, pytest.approx(3.0))]

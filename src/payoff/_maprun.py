@@ -34,7 +34,7 @@ from payoff._spare_threads import run_on_a_spare_thread
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
-from payoff.record import ChunkStats, RecordBuilder, RepeatedCost, waits_mostly
+from payoff.record import ChunkStats, RecordBuilder, SerialPrice, waits_mostly
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.base import PoolClosedError, closed_pool
@@ -81,12 +81,12 @@ class MapRun:
                  progress: bool | None, timeout: float | None, deadline: float | None, streaming: bool,
                  ordered: bool = True, started_ns: int | None = None, accepted: bool = False,
                  serial_because: tuple[Reason, str] | planning.Decide | None = None,
-                 repeated_cost: RepeatedCost | None = None) -> None:
+                 serial_price: SerialPrice | None = None) -> None:
         """``deadline``: ``timeout`` as a ``time.monotonic()`` instant, set by the caller before it read the
         input (reading a ``map``'s input counts); ``started_ns`` is when the call began, for its wall time;
         ``accepted``: an ``imap`` accepted while the executor was open, which runs even if it closed since;
         ``serial_because``: a library that split the work itself decided it runs here, and why, or decides after
-        its first item (see ``Call``); ``repeated_cost``: what its items repeat of one loop's fixed cost."""
+        its first item (see ``Call``); ``serial_price``: its own estimate of one loop over the work."""
         self.ex, self.fn, self.source = executor, fn, source
         self.accepted, self.serial_because = accepted, serial_because
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
@@ -99,7 +99,7 @@ class MapRun:
                              started_ns=time.monotonic_ns() if started_ns is None else started_ns)
         self.rec = RecordBuilder(self.call.call_id, self.call.workload, self.requested, granularity, n,
                                  self.call.started_ns, self.call.started_at)
-        self.rec.repeated_cost = repeated_cost
+        self.rec.serial_price = serial_price
         self.token = CancelToken(deadline)
         self.lease: Lease | None = None
         self.gil_watch: int | None = None

@@ -35,7 +35,7 @@ from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError
 from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
-from payoff.record import MapRecord, RecordBuilder, RepeatedCost
+from payoff.record import MapRecord, RecordBuilder, SerialPrice
 from payoff.strategies import make_strategy
 from payoff.strategies.start_failure import interpreter_shutting_down
 from payoff.worker import CancelToken, Star, Submitted, Zipped, in_submitted, in_worker, initialize_here
@@ -210,13 +210,13 @@ class ParallelExecutor:
     def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], options: dict[str, Any],
                 ordered: bool = True,
                 serial_because: tuple[Reason, str] | planning.Decide | None = None,
-                repeated_cost: RepeatedCost | None = None) -> Iterator[Any]:
+                serial_price: SerialPrice | None = None) -> Iterator[Any]:
         """Checks the call at once, as ``map`` and ``concurrent.futures`` do; the work starts when iterated.
 
         ``serial_because``: for a library of this package that split the work itself and decided it runs
         serially (see ``planning.Call``), or decides once its first item ran in the caller; the call is
-        recorded as that fallback. ``repeated_cost``: what its items repeat of one loop's fixed cost, for
-        the record's serial estimate (``record.RepeatedCost``).
+        recorded as that fallback. ``serial_price``: its own estimate of one loop over the work, for the
+        record (``record.SerialPrice``).
         """
         fn, items = _spread(fn, iterables)
         known = {"chunksize": None, "granularity": None, "workload": "default", "releases_gil": None,
@@ -230,7 +230,7 @@ class ParallelExecutor:
         self._check_open()
         _check_call(fn, items, *args.values())
         return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered, accepted=True,
-                                       serial_because=serial_because, repeated_cost=repeated_cost))
+                                       serial_because=serial_because, serial_price=serial_price))
 
     @staticmethod
     def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
@@ -490,7 +490,7 @@ class ParallelExecutor:
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
              streaming: bool = False, ordered: bool = True, accepted: bool = False,
              serial_because: tuple[Reason, str] | planning.Decide | None = None,
-             repeated_cost: RepeatedCost | None = None) -> Iterator[list[Any]]:
+             serial_price: SerialPrice | None = None) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order (unless ``ordered=False``).
 
         ``accepted``: an ``imap`` checked (and so accepted) while the executor was open. It runs when first
@@ -505,7 +505,7 @@ class ParallelExecutor:
         run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
                      granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
                      timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline, started_ns=started_ns,
-                     accepted=accepted, serial_because=serial_because, repeated_cost=repeated_cost)
+                     accepted=accepted, serial_because=serial_because, serial_price=serial_price)
         try:
             yield from run.blocks()
         except TimeoutError as exc:

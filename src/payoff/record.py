@@ -595,9 +595,10 @@ LOCAL_PROCESS_POOLS = frozenset({"processes", "joblib"})
 """Strategies whose workers are processes of this machine, each with its own CPU time and run-queue wait."""
 
 
-RepeatedCost = Callable[[Sequence[ChunkStats]], float]
-"""Of a call's chunks, the seconds of fixed cost its items each paid that one loop over the same work pays once:
-a library's items (CE's tasks) may each repeat a setup that a serial run does once for all of them."""
+SerialPrice = Callable[[Sequence[ChunkStats], float], float]
+"""A library's own estimate of what one loop over a call's work takes, given its chunks and the record's estimate
+from their busy time: a library's items (CE's tasks) may each repeat a setup a loop does once, and it may have
+timed its items alone. The record keeps the lower of the two, never below the dearest chunk's work."""
 
 
 class RecordBuilder:
@@ -630,8 +631,8 @@ class RecordBuilder:
         self.pool_reused = False
         self.probe_items = 0
         self.overhead_ns: dict[str, int] = {"planning": 0, "serialization": 0, "dispatch": 0}
-        self.repeated_cost: RepeatedCost | None = None
-        """What a library says its items repeat of one loop's fixed cost (see ``RepeatedCost``)."""
+        self.serial_price: SerialPrice | None = None
+        """A library's own estimate of the loop (see ``SerialPrice``)."""
         self.pool_shared = False
         self.shared_ns = 0
         self.planned_cost: float | None = None
@@ -699,8 +700,8 @@ class RecordBuilder:
         total = sum(priced(c) for c in chunks)
         if ratio is not None and self.selected == "threads" and self._items_unlike_the_probe(ratio, chunks):
             total = max(total, self._least_gil_free_time(chunks))
-        if self.repeated_cost is not None and chunks:  # a loop does at least the dearest chunk's work
-            total = max(max(priced(c) for c in chunks), total - max(0.0, self.repeated_cost(chunks)))
+        if self.serial_price is not None and chunks:  # a loop does at least the dearest chunk's work
+            total = max(max(priced(c) for c in chunks), min(total, self.serial_price(chunks, total)))
         return total + self._others_load() + self.consumer_ns / 1e9
 
     def _gil_waits_measured(self) -> GilWaits | None:

@@ -52,19 +52,37 @@ def ce_chunk_sizes(
 
 
 class CostFit:
-    """Seconds of a CE chunk = tasks x fixed cost + instances x cost per instance, fitted from records."""
+    """Seconds of a CE chunk = tasks x fixed cost + instances x cost per instance, fitted from records.
+
+    Chunks that ran in the caller ran alone, as CE does without an executor: they are also kept
+    apart (``alone``), the only measure of what an instance costs without a second busy worker
+    beside it (memory and caches shared, or the GIL: CE on threads spent twice the CPU).
+    """
 
     def __init__(self) -> None:
         self.points: deque[tuple[int, int, float]] = deque(maxlen=64)
+        self.alone: deque[tuple[int, int, float]] = deque(maxlen=16)
 
     def copy(self) -> CostFit:
         twin = CostFit()
         twin.points.extend(self.points)
+        twin.alone.extend(self.alone)
         return twin
 
-    def observe(self, tasks: int, instances: int, seconds: float) -> None:
+    def observe(self, tasks: int, instances: int, seconds: float, alone: bool = False) -> None:
         if instances > 0 and seconds > 0:
             self.points.append((tasks, instances, seconds))
+            if alone:
+                self.alone.append((tasks, instances, seconds))
+
+    def alone_seconds(self, instances: int) -> float | None:
+        """One task of ``instances`` run alone, fitted from the caller's chunks only, once they came in sizes
+        that tell the fixed cost from the cost per instance (None before). The fixed cost fitted from busy
+        workers does not do: taken off one first task of 16 instances, it left CE alone at half its time."""
+        own = CostFit()
+        own.points.extend(self.alone)
+        per, fixed = own.estimate()
+        return None if per is None or fixed is None else fixed + per * instances
 
     def estimate(self) -> tuple[float | None, float | None]:
         """(seconds per instance, fixed seconds per task); the fixed cost needs chunks of different sizes."""

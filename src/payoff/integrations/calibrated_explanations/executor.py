@@ -322,8 +322,8 @@ class CEParallelExecutor:
         out: list[Any] = []
         options = {"chunksize": 1, "granularity": "instance", "workload": self.workload}
         alone = (reason, why) if len(items) < 2 else decide  # the executor would only see "1 item"
-        repeated = functools.partial(self._repeated_cost, fit, items)
-        for block in self.executor._stream(task_fn, (items,), options, serial_because=alone, repeated_cost=repeated):
+        price = functools.partial(self._serial_price, fit, items)
+        for block in self.executor._stream(task_fn, (items,), options, serial_because=alone, serial_price=price):
             out.extend(decode_results(block))
         self._learn(fit, self.executor.last_record, items)
         return out
@@ -437,16 +437,22 @@ class CEParallelExecutor:
             fit.observe(*point)
 
     @staticmethod
-    def _repeated_cost(fit: CostFit, items: list[list[Task]], chunks: Sequence[ChunkStats]) -> float:
-        """CE's fixed cost per task (fitted with this explain's chunks too) for each task beyond the first: CE
-        alone explains in one task and pays it once (a parallel explain of 200 instances in 4 tasks recorded
-        1.4-1.8x for a measured 0.9-1.1x, the three extra fixed costs counted as work a loop would do)."""
+    def _serial_price(fit: CostFit, items: list[list[Task]], chunks: Sequence[ChunkStats], busy: float) -> float:
+        """CE alone's time for the explain, as far as this explain's tasks and earlier ones tell.
+
+        CE alone explains in one task: it pays CE's fixed cost per task (fitted with this explain's chunks
+        too) once, where the busy time has it once a task (an explain of 200 instances in 4 tasks recorded
+        1.4-1.8x for a measured 0.9-1.1x). And where tasks ran alone in the caller, their rate caps the
+        estimate: CE on threads spends about twice the CPU of CE alone (1.1x recorded for 0.54x).
+        """
         trial = fit.copy()
         points = _points(chunks, items)
         for point in points:
             trial.observe(*point)
-        fixed = trial.estimate()[1]
-        return (fixed or 0.0) * max(0, sum(tasks for tasks, _, _ in points) - 1)
+        fixed = trial.estimate()[1] or 0.0
+        estimate = busy - fixed * max(0, sum(p[0] for p in points) - 1)
+        alone = trial.alone_seconds(sum(p[1] for p in points))
+        return estimate if alone is None else min(estimate, alone)
 
     def _note(self, record: MapRecord | None) -> None:
         if record is None:
@@ -523,14 +529,15 @@ class CEParallelExecutor:
                                        session.started_ns, session.started_at)
 
 
-def _points(chunks: Sequence[ChunkStats], items: list[list[Task]]) -> list[tuple[int, int, float]]:
-    """(CE tasks, instances, seconds) of each chunk that ran tasks (an emptied item ran none)."""
+def _points(chunks: Sequence[ChunkStats], items: list[list[Task]]) -> list[tuple[int, int, float, bool]]:
+    """(CE tasks, instances, seconds, ran alone in the caller) of each chunk that ran tasks (an emptied item
+    ran none)."""
     out = []
     for c in chunks:
         groups = items[c.first_item:c.first_item + c.n_items]
         tasks = sum(len(g) for g in groups)
         if tasks:
-            out.append((tasks, sum(t[1] - t[0] for g in groups for t in g), c.busy_seconds))
+            out.append((tasks, sum(t[1] - t[0] for g in groups for t in g), c.busy_seconds, c.where == "caller"))
     return out
 
 
