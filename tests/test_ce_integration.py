@@ -754,3 +754,35 @@ def test_the_serial_price_counts_ces_fixed_cost_once_and_the_callers_alone_rate_
     fit.observe(1, 30, 0.20, alone=True)
     assert fit.alone_seconds(200) == pytest.approx(0.05 + 0.005 * 200)
     assert CEParallelExecutor._serial_price(fit, items, chunks, 2.2) == pytest.approx(1.05, rel=1e-6)
+
+
+def test_a_pool_started_for_an_explain_teaches_what_a_start_costs() -> None:
+    """What the explain lost beyond its work split over the workers replaces half of the prior (0.4 s), so
+    later decisions on a pool that is not running (after close()) weigh this machine's starts."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-9))
+    try:
+        wrapper.explain_factual(x_test)
+        record = ex.last_record
+        learned = ex._cold_start
+        wrapper.explain_factual(x_test)
+        assert ex._cold_start == learned  # a warm pool's explain says nothing of a start
+    finally:
+        ex.close()
+    assert record is not None and record.pool_started and record.workers == 2
+    here = sum(c.busy_seconds for c in record.chunks if c.where == "caller")
+    lost = max(0.0, record.wall_seconds - here - (record.serial_estimate_seconds - here) / 2)
+    assert learned == pytest.approx((ce_executor_module.COLD_POOL_SECONDS + lost) / 2)
+
+
+def test_a_first_explain_too_small_to_split_after_measuring_runs_as_one_task(ce_task_calls: list[int]) -> None:
+    """Two instances: measuring one first leaves one, which no pool could share out; CE's fixed cost once."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-9))
+    try:
+        wrapper.explain_factual(x_test[:2])
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert ce_task_calls == [2] and record is not None and record.fallback_reason is Reason.TINY_WORKLOAD
+    assert "too few to measure some first" in record.fallback_detail
