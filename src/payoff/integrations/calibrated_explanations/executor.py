@@ -48,9 +48,9 @@ MIN_PARALLEL_SECONDS = 0.25
 PROBE_INSTANCES = 16
 """At most this many instances of an explain whose cost is not known yet run first in the caller, to measure it."""
 COLD_POOL_SECONDS = 0.4
-"""What worker processes started for an explain cost it beyond its work split over them, before this executor
-measured it: here a first explain of 300 instances x 10 features (~0.85 s of work) sent to a new pool took
-0.88-0.92 s against CE alone's 0.85 s, and 0.55 s once the pool was warm."""
+"""What worker processes started for an explain cost it beyond its work split over them and the pool's own
+start, before this executor measured it: here a first explain of 300 instances x 10 features (~0.85 s of
+work) sent to a new pool took 0.88-0.92 s against CE alone's 0.85 s, and 0.55 s once the pool was warm."""
 
 
 _CE_STRATEGY_NAMES = {"serial": "sequential"}
@@ -147,7 +147,8 @@ class CEParallelExecutor:
         self._explainers: list[weakref.ReferenceType[Any]] = []
         self._costs: OrderedDict[tuple[int, tuple[str, ...]], CostFit] = OrderedDict()
         self._ce_config: tuple[ParallelConfig, ParallelConfig, CEConfig] | None = None
-        self._cold_start = COLD_POOL_SECONDS
+        self._cold_start: float | None = None
+        """What a start of the workers cost explains beyond their work, once one was measured."""
         self._forgone = 0.0
         """What explains kept in the caller because the workers were not running would have saved on them."""
         self.last_chunk_sizes: list[int] = []
@@ -380,13 +381,22 @@ class CEParallelExecutor:
         if self.user_config.strategy != "auto" or strategy not in CROSSES_PROCESSES \
                 or strategy in self.executor._pools.warm() or self.user_config.tiny_workload_threshold == 0:
             return ""
-        saving = work * (1 - 1 / workers)
+        saving, start = work * (1 - 1 / workers), self._start_price()
         with self._lock:
-            if saving + self._forgone >= self._cold_start:
+            if saving + self._forgone >= start:
                 self._forgone = 0.0
                 return ""
             self._forgone += saving
-        return f"would save ~{saving:.3f} s on {workers} workers, less than starting them (~{self._cold_start:.2f} s)"
+        return f"would save ~{saving:.3f} s on {workers} workers, less than starting them (~{start:.2f} s)"
+
+    def _start_price(self) -> float:
+        """What starting the workers costs an explain beyond their work: measured, or before that the prior
+        for CE plus the core's price of the pool's own start (a fork of ms, fresh interpreters under spawn)."""
+        if self._cold_start is not None:
+            return self._cold_start
+        config = self.executor.config
+        pool = self.executor._planner.costs.get(self.strategy, config.start_method, self._workers())
+        return COLD_POOL_SECONDS + pool.start
 
     def _decider(self, n: int, items: list[list[Task]]) -> planning.Decide:
         """What decides, once the first task ran in the caller, where the rest goes: when it stays there,
@@ -443,8 +453,9 @@ class CEParallelExecutor:
         if record.pool_started and record.selected_strategy in CROSSES_PROCESSES and record.workers > 1:
             here = sum(c.busy_seconds for c in record.chunks if c.where == "caller")
             lost = record.wall_seconds - here - max(0.0, record.serial_estimate_seconds - here) / record.workers
+            price = self._start_price()
             with self._lock:  # what this start cost beyond the work split over the workers
-                self._cold_start = (self._cold_start + max(0.0, lost)) / 2
+                self._cold_start = (price + max(0.0, lost)) / 2
 
     @staticmethod
     def _serial_price(fit: CostFit, items: list[list[Task]], chunks: Sequence[ChunkStats], busy: float) -> float:
