@@ -194,10 +194,7 @@ def test_the_explainer_travels_once_per_worker_not_once_per_task() -> None:
     try:
         wrapper.explain_factual(x_test)
         first = ex.last_record
-        # the first two explains complete the explainer's state (its discretizer; the first ran its first
-        # task in this process, to measure the cost, and CE completes the rest of it at the next explain)
-        wrapper.explain_factual(x_test)
-        wrapper.explain_factual(x_test)
+        wrapper.explain_factual(x_test)  # the first explain completes the explainer's state (its discretizer)
         wrapper.explain_factual(x_test)
         third = ex.last_record
     finally:
@@ -666,11 +663,12 @@ def test_under_auto_a_pool_not_running_starts_once_explains_kept_here_forgo_its_
     monkeypatch.setattr(ce_executor_module, "COLD_POOL_SECONDS", 0.25)
     ex = CEParallelExecutor(ParallelConfig(strategy="auto", max_workers=2))
     try:
-        said = [ex._start_to_pay(0.2, 2) for _ in range(3)]  # each would save 0.1 s
+        start = ex._start_price()  # the prior and the pool's own start, as this platform and process price it
+        said = [ex._start_to_pay(0.9 * start, 2) for _ in range(3)]  # each would save 0.45 of the start
     finally:
         ex.close()
-    start = 0.25 + ex.executor._planner.costs.get("processes", None, 2).start  # the pool's own, on top
-    assert f"would save ~0.100 s on 2 workers, less than starting them (~{start:.2f} s)" in said[0]
+    assert start >= 0.25
+    assert f"would save ~{0.45 * start:.3f} s on 2 workers, less than starting them (~{start:.2f} s)" in said[0]
     assert said[1] and said[2] == ""
     named = CEParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))
     try:
@@ -788,3 +786,30 @@ def test_a_first_explain_too_small_to_split_after_measuring_runs_as_one_task(ce_
         ex.close()
     assert ce_task_calls == [2] and record is not None and record.fallback_reason is Reason.TINY_WORKLOAD
     assert "too few to measure some first" in record.fallback_detail
+
+
+@pytest.mark.parametrize("settings", [{"instance_chunk_size": 30, "tiny_workload_threshold": 1e-9},
+                                      {"tiny_workload_threshold": 0.0}], ids=["chunk size", "forced"])
+def test_a_first_explain_is_not_measured_in_this_process_where_that_decides_nothing(settings: dict[str, Any]) -> None:
+    """Tasks of the user's size (a first one of 30 of 60 instances would run half the explain here), or parallel
+    forced: every task goes to the workers, as before."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **settings))
+    try:
+        wrapper.explain_factual(x_test)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert record is not None and record.selected_strategy == "processes"
+    assert {c.where for c in record.chunks} == {"pool"}
+
+
+def test_a_workers_results_that_still_hold_the_explainer_pickle() -> None:
+    """The shared snapshot is undone before the results are pickled: a result CE may shape otherwise (one
+    ``_lighten`` does not know) pickles its explainer's ``__dict__``, which must not hold the lambda."""
+    from payoff.integrations.calibrated_explanations.worker import decode_results, run_ce_tasks
+
+    explainer = _Explainer()
+    block = run_ce_tasks(lambda task: ("kept", task[2]["explainer"]), explainer, -1, [(0, 1, {})])
+    [(label, copy)] = decode_results(block)
+    assert label == "kept" and copy.state == [1, 2] and "__deepcopy__" not in vars(copy)

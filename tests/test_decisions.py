@@ -101,6 +101,10 @@ def _keeps_the_rest(probe: Probe) -> tuple[Reason, str]:
     return Reason.TINY_WORKLOAD, f"{probe.n} of 10 items ran here"
 
 
+def _raises(probe: Probe) -> tuple[Reason, str]:
+    raise ZeroDivisionError("a library's own fault")
+
+
 NOT_PICKLABLE = "cannot pickle for worker processes: PicklingError: a local function"
 TWO = {"max_workers": 2}
 
@@ -296,6 +300,9 @@ ROWS = [
     Row("a library that decides after its first item and says nothing sends the rest to the named pool", 0, 10,
         "processes", Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 2}, measured=False,
         serial_because=lambda probe: None, expect_probed=True),
+    Row("a library whose decision raises: the rest goes to the named pool, as asked", 0, 10,
+        "processes", Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 2}, measured=False,
+        serial_because=_raises, expect_probed=True),
     Row("an unmeasured function with items above the size hint runs on the named pool: costly, still sendable",
         0, 40, "joblib", Reason.EXPLICIT_STRATEGY,
         config={"strategy": "joblib", "max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024,

@@ -143,7 +143,7 @@ class Outgrow(NamedTuple):
 
 Decide = Callable[[Probe], "tuple[Reason, str] | None"]
 """A library's decision once its first item ran in the caller (``Probe.outcome``): a reason keeps the rest of
-the call there, None sends it where the call was asked to run."""
+the call there, None (or an exception) sends it where the call was asked to run."""
 
 
 @dataclass(frozen=True)
@@ -987,7 +987,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
             probe.payload_cloudpickle_ok = False
     decide = call.serial_because
     if callable(decide) and probe.outcome is not None and probe.outcome.n_done and not probe.failed:
-        probe.decided = decide(probe)
+        probe.decided = _decided(decide, probe)
         if probe.decided is not None:
             return probe  # the rest stays here: nothing to pickle or size
     if sends and costs is not None and _surely_serial(costs, call, probe) and not _worth_sizing(call, probe):
@@ -999,6 +999,15 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _decided(decide: Decide, probe: Probe) -> tuple[Reason, str] | None:
+    """A library's decision; one that raises is none (the call runs as asked): its item already ran here, and
+    the user's map must not fail for how a library weighed it."""
+    try:
+        return decide(probe)
+    except Exception:
+        return None
 
 
 def _worth_sizing(call: Call, probe: Probe) -> bool:

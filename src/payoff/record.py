@@ -598,7 +598,8 @@ LOCAL_PROCESS_POOLS = frozenset({"processes", "joblib"})
 SerialPrice = Callable[[Sequence[ChunkStats], float], float]
 """A library's own estimate of what one loop over a call's work takes, given its chunks and the record's estimate
 from their busy time: a library's items (CE's tasks) may each repeat a setup a loop does once, and it may have
-timed its items alone. The record keeps the lower of the two, never below the dearest chunk's work."""
+timed its items alone. The record keeps the lower of the two, never below the dearest chunk's work (threads of
+items that mostly wait are priced by the GIL queue instead)."""
 
 
 class RecordBuilder:
@@ -700,9 +701,18 @@ class RecordBuilder:
         total = sum(priced(c) for c in chunks)
         if ratio is not None and self.selected == "threads" and self._items_unlike_the_probe(ratio, chunks):
             total = max(total, self._least_gil_free_time(chunks))
-        if self.serial_price is not None and chunks:  # a loop does at least the dearest chunk's work
-            total = max(max(priced(c) for c in chunks), min(total, self.serial_price(chunks, total)))
+        if self.serial_price is not None and chunks:
+            total = self._library_price(chunks, total, max(priced(c) for c in chunks))
         return total + self._others_load() + self.consumer_ns / 1e9
+
+    def _library_price(self, chunks: Sequence[ChunkStats], busy: float, dearest: float) -> float:
+        """The lower of the busy time and the library's price, never below the dearest chunk's work (a loop does
+        it too); a price that raises is none: the record must never be lost to a library's hook."""
+        assert self.serial_price is not None
+        try:
+            return max(dearest, min(busy, self.serial_price(chunks, busy)))
+        except Exception:
+            return busy
 
     def _gil_waits_measured(self) -> GilWaits | None:
         """The sampled GIL queue, for threads of items that mostly wait (``payoff._gil_wait``); None otherwise.

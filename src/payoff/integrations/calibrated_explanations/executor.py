@@ -314,12 +314,12 @@ class CEParallelExecutor:
         explainer = shared_explainer(tasks)
         n = sum(b - a for a, b, _ in tasks)
         fit = self._fit(explainer, tasks)
-        sizes, why, reason = self._plan(n, fit)
+        sizes, why, reason, probing = self._plan(n, fit)
         groups = group_tasks(tasks, sizes)
         items = [[m] if (m := merge_tasks(g)) is not None else g for g in groups]
         if explainer is not None:  # after merging: one state to copy per chunk, not one per instance
             items = [[_without_explainer(t) for t in item] for item in items]
-        decide = self._decider(n, items) if fit.estimate()[0] is None and len(items) > 1 else None
+        decide = self._decider(n, items) if probing and len(items) > 1 else None
         self.last_chunk_sizes, self.last_decision = sizes, why
         task_fn = functools.partial(run_ce_tasks, fn, explainer, os.getpid())
         out: list[Any] = []
@@ -331,8 +331,9 @@ class CEParallelExecutor:
         self._learn(fit, self.executor.last_record, items)
         return out
 
-    def _plan(self, n: int, fit: CostFit) -> tuple[list[int], str, Reason]:
-        """Instances per task, and why, in instance units; the reason is the record's, should it run here."""
+    def _plan(self, n: int, fit: CostFit) -> tuple[list[int], str, Reason, bool]:
+        """Instances per task, and why, in instance units; the reason is the record's, should it run here; and
+        whether the first task measures the cost in the caller before the rest is sent (``_decider``)."""
         user = self.user_config
         workers = self._workers()
         spi, spt = fit.estimate()
@@ -349,20 +350,22 @@ class CEParallelExecutor:
         elif user.tiny_workload_threshold is None and work is not None and work < MIN_PARALLEL_SECONDS:
             serial_why = f"~{work:.3f} s of estimated work is below {MIN_PARALLEL_SECONDS} s"
         elif work is not None and (start := self._start_to_pay(work, workers)):
-            return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {start}", Reason.POOL_START_COST
+            return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {start}", \
+                Reason.POOL_START_COST, False
         if serial_why:
-            return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD
-        if spi is None and not user.instance_chunk_size:
+            return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD, False
+        # measured first only where it decides something: tasks of the user's size, or parallel forced, do not
+        if spi is None and not user.instance_chunk_size and user.tiny_workload_threshold != 0:
             if n - _probe_size(n, workers) < 2:  # the rest could not be split: measuring first only costs a task
                 return [n], f"{n} instances in one task: too few to measure some first and split the rest", \
-                    Reason.TINY_WORKLOAD
-            return (*self._probe_split(n, workers), Reason.TINY_WORKLOAD)
+                    Reason.TINY_WORKLOAD, False
+            return (*self._probe_split(n, workers), Reason.TINY_WORKLOAD, True)
         sizes = ce_chunk_sizes(n, workers, chunk_size=user.instance_chunk_size, seconds_per_instance=spi,
                                seconds_per_task=spt)
         source = "instance_chunk_size" if user.instance_chunk_size else (
             "guided, floor from the measured fixed cost" if spt is not None else "guided")
         return (sizes, f"{n} instances in {len(sizes)} tasks of {_shown(sizes)} ({source}) on {workers} workers",
-                Reason.TINY_WORKLOAD)
+                Reason.TINY_WORKLOAD, False)
 
     @staticmethod
     def _probe_split(n: int, workers: int) -> tuple[list[int], str]:
@@ -408,9 +411,11 @@ class CEParallelExecutor:
             seconds = max(1, probe.outcome.end_ns - probe.outcome.start_ns) / 1e9
             why = self._after_first(first, n - first, seconds)
             if why is not None:
-                self.last_decision = f"{n} instances: the first {first} in your process, then the rest in one " \
-                                     f"task there: {why[1]}"
-                if _gather(items[1:]):
+                gathered = _gather(items[1:])
+                where = "in one task" if gathered else f"in its {len(items) - 1} tasks"
+                self.last_decision = f"{n} instances: the first {first} in your process, then the rest {where} " \
+                                     f"there: {why[1]}"
+                if gathered:
                     self.last_chunk_sizes = [first, n - first]
             return why
         return decide

@@ -56,8 +56,9 @@ def run_ce_tasks(fn: Callable[[Task], Any], explainer: Any, parent_pid: int, tas
     """
     if os.getpid() == parent_pid:
         return [fn(_with(task, explainer)) for task in tasks]
-    with gcpause.paused(), _snapshot_shared(explainer):  # in a worker only: the caller's process is the user's
-        results = [_compact(_lighten(fn(_with(task, explainer)))) for task in tasks]
+    with gcpause.paused():  # in a worker only: the caller's process is the user's, and so is its collector
+        with _snapshot_shared(explainer):
+            results = [_compact(_lighten(fn(_with(task, explainer)))) for task in tasks]
         return _Encoded(pickle.dumps(results, protocol=RESULT_PROTOCOL))
 
 
@@ -70,12 +71,17 @@ def _snapshot_shared(explainer: Any) -> Iterator[None]:
     drops that snapshot and CE's merge in the caller takes its own. The explainer
     is the worker's own unpickled copy, so sharing it changes nothing the caller
     sees. ``copy.deepcopy`` reads ``__deepcopy__`` from the instance first; it is
-    set only for the tasks, so nothing pickles it.
+    set only while the tasks run, not while their results are pickled (a result
+    that still holds the explainer pickles its ``__dict__``).
     """
     if explainer is None or "__deepcopy__" in getattr(explainer, "__dict__", {"__deepcopy__": None}):
         yield
         return
-    explainer.__deepcopy__ = lambda memo: explainer
+    try:
+        explainer.__deepcopy__ = lambda memo: explainer
+    except (AttributeError, TypeError):  # an explainer that refuses attributes: CE copies it, as it would
+        yield
+        return
     try:
         yield
     finally:
