@@ -64,9 +64,10 @@ class Row:
     """An earlier call of the function crashed a worker process."""
     expect_decision: Reason | None = None
     """The plan's decision, where a fallback is the row's reason (what the record's decision_reason says)."""
-    serial_because: tuple[Reason, str] | Decide | None = None
-    """A library that split the work itself (the CE adapter) already decided it runs serially, and why, or
-    decides once its first item ran in the caller."""
+    serial_because: tuple[Reason, str] | None = None
+    """A library that split the work itself (the CE adapter) already decided it runs serially, and why."""
+    decide_after_first: Decide | None = None
+    """Or it decides once its first item ran in the caller."""
     cpus: int | None = None
     """Plan with the planning thread's CPU affinity cut to this many CPUs (a small machine or container)."""
     measured_items: int | None = None
@@ -95,13 +96,13 @@ class ForeignPool:
         return None
 
 
-def _keeps_the_rest(probe: Probe) -> tuple[Reason, str]:
-    """A library's decision after its first item: the probe it is given ran exactly that item."""
-    assert probe.outcome is not None and probe.n == 1 and probe.outcome.results == [tasks.square(0)]
-    return Reason.TINY_WORKLOAD, f"{probe.n} of 10 items ran here"
+def _keeps_the_rest(seconds: float) -> tuple[Reason, str]:
+    """A library's decision after its first item, from what that item took."""
+    assert 0 < seconds < 60
+    return Reason.TINY_WORKLOAD, "1 of 10 items ran here"
 
 
-def _raises(probe: Probe) -> tuple[Reason, str]:
+def _raises(seconds: float) -> tuple[Reason, str]:
     raise ZeroDivisionError("a library's own fault")
 
 
@@ -295,14 +296,14 @@ ROWS = [
         detail_says="60 instances in one task"),
     Row("a library that decides after its first item has it run here, under a named process backend too, "
         "and the rest stays here when it says so", 0, 10, "serial", Reason.TINY_WORKLOAD,
-        config={"strategy": "processes", "max_workers": 2}, measured=False, serial_because=_keeps_the_rest,
+        config={"strategy": "processes", "max_workers": 2}, measured=False, decide_after_first=_keeps_the_rest,
         expect_probed=True, expect_decision=Reason.EXPLICIT_STRATEGY, detail_says="1 of 10 items ran here"),
     Row("a library that decides after its first item and says nothing sends the rest to the named pool", 0, 10,
         "processes", Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 2}, measured=False,
-        serial_because=lambda probe: None, expect_probed=True),
+        decide_after_first=lambda seconds: None, expect_probed=True),
     Row("a library whose decision raises: the rest goes to the named pool, as asked", 0, 10,
         "processes", Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 2}, measured=False,
-        serial_because=_raises, expect_probed=True),
+        decide_after_first=_raises, expect_probed=True),
     Row("an unmeasured function with items above the size hint runs on the named pool: costly, still sendable",
         0, 40, "joblib", Reason.EXPLICIT_STRATEGY,
         config={"strategy": "joblib", "max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024,
@@ -384,7 +385,8 @@ def _plan(row: Row, planner: Planner | None) -> Any:
             planner.knowledge.crashed(tasks.square, "item 7 crashed a worker process (killed by SIGSEGV)")
     config = ParallelConfig(**row.config)
     call = Call(tasks.square, _items(row), config, config.strategy_name, row.chunksize, row.granularity,
-                row.releases_gil, row.warm, 0, serial_because=row.serial_because)
+                row.releases_gil, row.warm, 0, serial_because=row.serial_because,
+                decide_after_first=row.decide_after_first)
     if row.daemonic:
         me = multiprocessing.current_process()
         me.daemon = True
@@ -445,6 +447,8 @@ def test_decision_table(row: Row) -> None:
         assert got.chunk_size == row.n_items - got.probe.n, "a serial plan runs every item in one chunk"
     assert row.detail_says in got.detail
     assert (got.probe.outcome is not None) == row.expect_probed, "a function taught a sound cost is never probed"
+    if row.decide_after_first is not None:
+        assert got.probe.n == 1, "a library that decides after its first item sees that item alone"
     if got.fallback is not None:
         assert not re.search(r"\btiny\b", got.detail), "a fallback detail never calls work tiny in words"
     assert got.detail.count(CLOUDPICKLE_CANNOT) <= 1, "a detail says a thing once"
@@ -464,7 +468,7 @@ def test_plans_that_must_keep_their_items_out_of_the_caller_say_so() -> None:
     # library that decides after its first item had that item run here
     assert isolated == {row.name for row in ROWS if row.crashed or (not row.measured
                                                                       and row.expect_strategy != "serial"
-                                                                      and not callable(row.serial_because))}
+                                                                      and row.decide_after_first is None)}
 
 
 @pytest.mark.parametrize("config", [{"max_workers": 2}, {"strategy": "processes", "max_workers": 2},

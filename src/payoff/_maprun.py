@@ -80,15 +80,17 @@ class MapRun:
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
                  progress: bool | None, timeout: float | None, deadline: float | None, streaming: bool,
                  ordered: bool = True, started_ns: int | None = None, accepted: bool = False,
-                 serial_because: tuple[Reason, str] | planning.Decide | None = None,
+                 serial_because: tuple[Reason, str] | None = None,
+                 decide_after_first: planning.Decide | None = None,
                  serial_price: SerialPrice | None = None) -> None:
         """``deadline``: ``timeout`` as a ``time.monotonic()`` instant, set by the caller before it read the
         input (reading a ``map``'s input counts); ``started_ns`` is when the call began, for its wall time;
         ``accepted``: an ``imap`` accepted while the executor was open, which runs even if it closed since;
-        ``serial_because``: a library that split the work itself decided it runs here, and why, or decides after
-        its first item (see ``Call``); ``serial_price``: its own estimate of one loop over the work."""
+        ``serial_because``: a library that split the work itself decided it runs here, and why;
+        ``decide_after_first``: or it decides after its first item (see ``Call``); ``serial_price``: its own
+        estimate of one loop over the work."""
         self.ex, self.fn, self.source = executor, fn, source
-        self.accepted, self.serial_because = accepted, serial_because
+        self.accepted, self.serial_because, self.decide_after_first = accepted, serial_because, decide_after_first
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
         self.streaming, self.timeout, self.ordered = streaming, timeout, ordered
         self.config = executor.config
@@ -281,7 +283,7 @@ class MapRun:
         rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
         # a library's items (CE's tasks of many instances) differ in size: the first one's cost is no item's
-        rec.planned_cost = None if callable(self.serial_because) else plan.probe.seconds_per_item
+        rec.planned_cost = None if self.decide_after_first is not None else plan.probe.seconds_per_item
         self.where(plan.strategy, plan.workers)
         if plan.fallback is not None:
             rec.fall_back(plan.fallback, plan.detail)
@@ -292,7 +294,7 @@ class MapRun:
         """What the planner is asked about this call, for ``items``: all of them, or the rest of a serial run."""
         return planning.Call(self.fn, items, self.config, self.requested, self.chunksize, self.granularity,
                              self.releases_gil, self.ex._pools.warm(), self._prior_calls(), self.timeout,
-                             self.serial_because, cut_probe, self.token)
+                             self.serial_because, cut_probe, self.token, self.decide_after_first)
 
     def _prior_calls(self) -> int:
         """Earlier calls of this call's workload, counted once for the call however often it is planned."""

@@ -96,7 +96,7 @@ class Probe:
     delegates: bool = False
     """The probed items' CPU ran mostly outside their thread (see :mod:`payoff._delegated_cpu`)."""
     decided: tuple[Reason, str] | None = None
-    """Why a library that decides after its first item (``Call.serial_because``) keeps the rest in the caller."""
+    """Why a library that decides after its first item (``Call.decide_after_first``) keeps the rest here."""
     waited: bool | None = None
     """The side of the waiting line the function was last planned on (``Facts.waited``)."""
     gil_threads: float | None = None
@@ -132,8 +132,8 @@ def waiting_line(workers: int) -> float:
 
 def probe_share(call: Call, workers: int) -> int:
     """The most items a probe runs: its share of a balanced schedule, so a small call still splits; one for a
-    library that decides after its first item (``Call.serial_because``)."""
-    if callable(call.serial_because):
+    library that decides after its first item (``Call.decide_after_first``)."""
+    if call.decide_after_first is not None:
         return 1
     return len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
 

@@ -209,13 +209,14 @@ class ParallelExecutor:
 
     def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], options: dict[str, Any],
                 ordered: bool = True,
-                serial_because: tuple[Reason, str] | planning.Decide | None = None,
+                serial_because: tuple[Reason, str] | None = None,
+                decide_after_first: planning.Decide | None = None,
                 serial_price: SerialPrice | None = None) -> Iterator[Any]:
         """Checks the call at once, as ``map`` and ``concurrent.futures`` do; the work starts when iterated.
 
         ``serial_because``: for a library of this package that split the work itself and decided it runs
-        serially (see ``planning.Call``), or decides once its first item ran in the caller; the call is
-        recorded as that fallback. ``serial_price``: its own estimate of one loop over the work, for the
+        serially (see ``planning.Call``), recorded as that fallback; ``decide_after_first``: or it decides once
+        its first item ran in the caller. ``serial_price``: its own estimate of one loop over the work, for the
         record (``record.SerialPrice``).
         """
         fn, items = _spread(fn, iterables)
@@ -230,7 +231,8 @@ class ParallelExecutor:
         self._check_open()
         _check_call(fn, items, *args.values())
         return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered, accepted=True,
-                                       serial_because=serial_because, serial_price=serial_price))
+                                       serial_because=serial_because, decide_after_first=decide_after_first,
+                                       serial_price=serial_price))
 
     @staticmethod
     def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
@@ -489,7 +491,7 @@ class ParallelExecutor:
     def _run(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int | None, granularity: str | None,
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
              streaming: bool = False, ordered: bool = True, accepted: bool = False,
-             serial_because: tuple[Reason, str] | planning.Decide | None = None,
+             serial_because: tuple[Reason, str] | None = None, decide_after_first: planning.Decide | None = None,
              serial_price: SerialPrice | None = None) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order (unless ``ordered=False``).
 
@@ -505,7 +507,8 @@ class ParallelExecutor:
         run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
                      granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
                      timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline, started_ns=started_ns,
-                     accepted=accepted, serial_because=serial_because, serial_price=serial_price)
+                     accepted=accepted, serial_because=serial_because, decide_after_first=decide_after_first,
+                     serial_price=serial_price)
         try:
             yield from run.blocks()
         except TimeoutError as exc:

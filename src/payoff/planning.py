@@ -141,9 +141,9 @@ class Outgrow(NamedTuple):
     after_seconds: float
 
 
-Decide = Callable[[Probe], "tuple[Reason, str] | None"]
-"""A library's decision once its first item ran in the caller (``Probe.outcome``): a reason keeps the rest of
-the call there, None (or an exception) sends it where the call was asked to run."""
+Decide = Callable[[float], "tuple[Reason, str] | None"]
+"""A library's decision once its first item ran in the caller, from the seconds it took: a reason keeps the
+rest of the call there, None (or an exception) sends it where the call was asked to run."""
 
 
 @dataclass(frozen=True)
@@ -163,16 +163,17 @@ class Call:
     """Earlier calls of the same workload on this executor: a pool start is shared by them."""
     timeout: float | None = None
     """The call's ``timeout=``: the probe may not keep the caller waiting longer."""
-    serial_because: tuple[Reason, str] | Decide | None = None
+    serial_because: tuple[Reason, str] | None = None
     """A library that split the work into items itself (the CE adapter, in instances) already decided they run
-    serially, and why: its reason is the record's, where the items' own count would only say "too few". Or it
-    decides once the first item ran in the caller (a :data:`Decide`): the planner's own rules, made for items of
-    one kind, do not know what the library's items hold."""
+    serially, and why: its reason is the record's, where the items' own count would only say "too few"."""
     on_interrupt: Callable[[ChunkOutcome], object] | None = None
     """Gets the items the probe ran in the caller when Ctrl-C (any non-``Exception``) cuts it short: the plan
     that would carry them to the record never comes."""
     stop: CancelToken | None = None
     """The call's cancel token and deadline: a wait while planning (a dask connect) ends when they say so."""
+    decide_after_first: Decide | None = None
+    """Such a library deciding once the first item ran in the caller (under a named process backend too): the
+    planner's own rules, made for items of one kind, do not know what the library's items hold."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -287,7 +288,7 @@ class Planner:
             return _serial(call, early[0], early[1], decision)
         if call.requested == "serial":
             return _serial(call, None, "", decision)
-        if isinstance(call.serial_because, tuple):
+        if call.serial_because is not None:
             return _serial(call, *call.serial_because, decision)
         try:
             crowded = self._among_others(OTHERS_WINDOW_SECONDS) or self._others_open(call.stop)
@@ -324,7 +325,7 @@ class Planner:
             return _serial(call, Reason.SINGLE_WORKER, _one_worker(cfg, local), decision, probe)
         if strategy in call.warm and probe.forgone.get(strategy):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
-        if callable(call.serial_because):  # the library weighed its own items (of unlike sizes): sent as asked
+        if call.decide_after_first is not None:  # the library weighed its own items (of unlike sizes): as asked
             return self._chunked(call, strategy, workers, probe, remaining, decision)
         threshold = _threshold_fallback(call, probe, remaining)
         fallback = threshold or self._cost_fallback(call, strategy, workers, probe, remaining)
@@ -967,7 +968,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     fn_known = known is not None and (known.fn_facts_hold_for(call.fn) or _large_and_measured(known))
     if known is not None:
         _recall(probe, known, fn_known)
-    asks = callable(call.serial_because)  # a library decides after its first item: it always runs here
+    asks = call.decide_after_first is not None  # a library decides after its first item: it always runs here
     needs_cost = call.chunksize is None or call.requested == "auto" \
         or bool(call.config.tiny_workload_threshold) or asks
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
@@ -985,9 +986,9 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
-    decide = call.serial_because
-    if callable(decide) and probe.outcome is not None and probe.outcome.n_done and not probe.failed:
-        probe.decided = _decided(decide, probe)
+    decide = call.decide_after_first
+    if decide is not None and probe.outcome is not None and probe.outcome.n_done and not probe.failed:
+        probe.decided = _decided(decide, max(1, probe.outcome.end_ns - probe.outcome.start_ns) / 1e9)
         if probe.decided is not None:
             return probe  # the rest stays here: nothing to pickle or size
     if sends and costs is not None and _surely_serial(costs, call, probe) and not _worth_sizing(call, probe):
@@ -1001,11 +1002,11 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     return probe
 
 
-def _decided(decide: Decide, probe: Probe) -> tuple[Reason, str] | None:
+def _decided(decide: Decide, seconds: float) -> tuple[Reason, str] | None:
     """A library's decision; one that raises is none (the call runs as asked): its item already ran here, and
     the user's map must not fail for how a library weighed it."""
     try:
-        return decide(probe)
+        return decide(seconds)
     except Exception:
         return None
 
@@ -1071,7 +1072,7 @@ def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     named for its worker processes (an item that crashes there must not take
     the caller down) unless the user asked for small work to be kept in the
     caller (``tiny_workload_threshold``) or a library decides after its first
-    item (``Call.serial_because``: CE runs its items in the caller too). Never on a pool the user handed over:
+    item (``Call.decide_after_first``: CE runs its items in the caller too). Never on a pool the user handed over:
     they chose it for what its workers are (an initializer ran there, or they
     keep a crashing item away from the caller). Such a call starts on its pool with
     guided chunks, which learn the cost from the first ones back; the next call
@@ -1081,7 +1082,7 @@ def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     if off_the_caller or call.requested == "custom":
         return False
     return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold) \
-        or callable(call.serial_because)
+        or call.decide_after_first is not None
 
 
 def _has_initializer(call: Call) -> bool:

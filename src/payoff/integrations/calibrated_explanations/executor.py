@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from payoff import _forks, planning
-from payoff._probe import Probe
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
 from payoff.integrations.calibrated_explanations import gcpause
@@ -324,9 +323,10 @@ class CEParallelExecutor:
         task_fn = functools.partial(run_ce_tasks, fn, explainer, os.getpid())
         out: list[Any] = []
         options = {"chunksize": 1, "granularity": "instance", "workload": self.workload}
-        alone = (reason, why) if len(items) < 2 else decide  # the executor would only see "1 item"
+        alone = (reason, why) if len(items) < 2 else None  # the executor would only see "1 item"
         price = functools.partial(self._serial_price, fit, items)
-        for block in self.executor._stream(task_fn, (items,), options, serial_because=alone, serial_price=price):
+        for block in self.executor._stream(task_fn, (items,), options, serial_because=alone,
+                                           decide_after_first=decide, serial_price=price):
             out.extend(decode_results(block))
         self._learn(fit, self.executor.last_record, items)
         return out
@@ -406,9 +406,7 @@ class CEParallelExecutor:
         ``items`` past the first become one task (the others empty), as an explain planned serial runs."""
         first = sum(b - a for a, b, _ in items[0])
 
-        def decide(probe: Probe) -> tuple[Reason, str] | None:
-            assert probe.outcome is not None
-            seconds = max(1, probe.outcome.end_ns - probe.outcome.start_ns) / 1e9
+        def decide(seconds: float) -> tuple[Reason, str] | None:
             why = self._after_first(first, n - first, seconds)
             if why is not None:
                 gathered = _gather(items[1:])
