@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -216,3 +217,17 @@ def test_a_tls_address_is_refused_naming_the_client_to_pass(address: str) -> Non
                                      "inproc://10.0.0.1/1234/1"])
 def test_well_formed_scheduler_addresses_are_accepted(address: str) -> None:
     assert ParallelConfig(strategy="dask", address=address).address == address
+
+
+@pytest.mark.parametrize("build", [lambda: ParallelConfig(strategy="threads", address="tcp://127.0.0.1:8786"),
+                                   lambda: ParallelConfig(address="tcp://127.0.0.1:8786"),
+                                   lambda: ParallelConfig.from_env({"CE_PARALLEL": "address=tcp://127.0.0.1:8786"}),
+                                   lambda: ParallelConfig.from_env(
+                                       {"CE_PARALLEL": "processes", "PAYOFF_PARALLEL": "address=tcp://127.0.0.1:8786"})],
+                         ids=["threads", "auto", "CE_PARALLEL without dask", "PAYOFF_PARALLEL beside processes"])
+def test_a_scheduler_address_without_the_dask_strategy_is_refused(build: Any) -> None:
+    """It was dropped without a word: a user who left out ``dask,`` never used the cluster (helper 75, F4)."""
+    assert ParallelConfig.from_env({"CE_PARALLEL": "dask", "PAYOFF_PARALLEL": "address=tcp://127.0.0.1:8786"}).address
+    with pytest.raises(ValueError, match=r"ParallelConfig\.address 'tcp://127\.0\.0\.1:8786' is a dask scheduler's, "
+                                         r"for strategy='dask'.*CE_PARALLEL=dask,address="):
+        build()

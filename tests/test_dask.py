@@ -686,3 +686,24 @@ def test_a_cluster_teaches_its_own_per_chunk_cost(address: str) -> None:
     gaps = [g for r in records if (g := planning._handover_latency(r)) is not None]
     assert gaps, [r.summary() for r in records]
     assert planner.costs.get("dask").per_chunk == statistics.median_low([prior, *gaps])
+
+
+def test_a_cluster_of_one_worker_thread_is_used_and_seen_to_grow() -> None:
+    """A named cluster seen with one worker thread ran every call serially (``single_worker``) until its facts
+    were 30 s old: no pool was taken, so none saw it grow, or go (helper 75, F1)."""
+    cluster = local_cluster(1)
+    work = functools.partial(tasks.sleep_then_square, seconds=0.02)
+    try:
+        with ParallelExecutor(ParallelConfig(strategy="dask", address=cluster.scheduler_address)) as ex:
+            assert ex.map(work, range(40)) == [x * x for x in range(40)]
+            first = ex.last_record
+            cluster.scale(2)
+            with Client(cluster.scheduler_address, set_as_default=False) as watcher:
+                watcher.wait_for_workers(2, timeout=60)
+            assert ex.map(work, range(40)) == [x * x for x in range(40)]
+            second = ex.last_record
+        assert first is not None and first.selected_strategy == "dask" and first.workers == 1, first.fallback_detail
+        assert second is not None and second.selected_strategy == "dask" and second.workers == 2
+    finally:
+        clusters.clear()
+        cluster.close()

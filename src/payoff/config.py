@@ -210,6 +210,11 @@ def _validate(cfg: ParallelConfig) -> None:
             "ThreadPoolExecutor(initializer=..., initargs=...)), or name a strategy")
     if not isinstance(cfg.worker_init_args, tuple):
         raise ValueError(f"ParallelConfig.worker_init_args must be a tuple, got {_shown(cfg.worker_init_args)}")
+    if cfg.address is not None and cfg.strategy_name != "dask":  # silently unused, a cluster would never be used
+        raise ValueError(
+            f"ParallelConfig.address {_shown(cfg.address)} is a dask scheduler's, for strategy='dask'; the strategy "
+            f"is {_shown(cfg.strategy_name)}. Name dask to run on that cluster (CE_PARALLEL=dask,address=...), or "
+            "leave the address out")
     if cfg.start_method is not None and cfg.start_method not in START_METHODS:
         raise ValueError(
             f"ParallelConfig.start_method must be None or one of {', '.join(START_METHODS)}; "

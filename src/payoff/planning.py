@@ -321,7 +321,9 @@ class Planner:
             if floor is not None:  # the user's own minimum for parallel, or nothing to split: it runs here
                 return _serial(call, floor[0], floor[1], decision, probe)
             return replace(self._chunked(call, strategy, workers, probe, remaining, decision), isolated=True)
-        if workers < 2 and cfg.tiny_workload_threshold != 0:  # measured, and no pool to wait in: the caller is faster
+        # measured, and no pool to wait in: the caller is faster; a cluster the user named is used as it is (its
+        # one thread may be a remote machine's, and only a pool on it sees it grow or go)
+        if workers < 2 and cfg.tiny_workload_threshold != 0 and strategy != "dask":
             return _serial(call, Reason.SINGLE_WORKER, _one_worker(cfg, local), decision, probe)
         if strategy in call.warm and probe.forgone.get(strategy):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost

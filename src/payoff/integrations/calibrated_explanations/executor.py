@@ -203,7 +203,8 @@ class CEParallelExecutor:
 
     def use_strategy(self, name: str) -> None:
         """Switch the concrete strategy (``enable`` does when the explainer cannot be pickled)."""
-        self.executor.config = self.executor.config.with_changes(strategy=name)
+        config = self.executor.config
+        self.executor.config = config.with_changes(strategy=name, address=config.address if name == "dask" else None)
 
     # -- lifetime -----------------------------------------------------------------
 
