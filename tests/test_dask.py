@@ -392,7 +392,8 @@ def _silent_address() -> tuple[socket.socket, str]:
 @pytest.mark.parametrize("stop", ["timeout", "cancel"])
 def test_timeout_and_cancel_end_the_wait_for_a_connect(where: str, stop: str) -> None:
     """timeout=1 raised after 8 s (a port that never answers) or 5 s (a closed port), and cancel() at 1 s ended
-    the call as late: planning waited out the whole connect without looking at the call's token (helper 45, F2)."""
+    the call as late: planning waited out the whole connect without looking at the call's token (helper 45, F2).
+    A closed port is refused at once now: that call falls back (``init_failure``) and returns before either."""
     require(Client is not None, "dask.distributed (extra [dask])")
     silent, address = _silent_address() if where == "silent" else (None, f"tcp://127.0.0.1:{closed_port()}")
     ex = ParallelExecutor(ParallelConfig(strategy="dask", address=address, **FORCE))
@@ -412,8 +413,12 @@ def test_timeout_and_cancel_end_the_wait_for_a_connect(where: str, stop: str) ->
     caller.join(3.5)  # the connect alone waits 5 s (closed) or 8 s (silent)
     try:
         assert not caller.is_alive(), f"the call waited out the connect after its {stop}"
-        expected = TimeoutError if stop == "timeout" else CancelledError
-        assert len(box) == 1 and isinstance(box[0], expected), box
+        if where == "closed":
+            assert box == [] and ex.last_record is not None
+            assert ex.last_record.fallback_reason is Reason.INIT_FAILURE
+        else:
+            expected = TimeoutError if stop == "timeout" else CancelledError
+            assert len(box) == 1 and isinstance(box[0], expected), box
     finally:
         ex.shutdown(wait=False)
         if silent is not None:
@@ -707,3 +712,17 @@ def test_a_cluster_of_one_worker_thread_is_used_and_seen_to_grow() -> None:
     finally:
         clusters.clear()
         cluster.close()
+
+
+def test_a_refused_address_fails_at_once_and_leaves_no_thread_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``Client`` that could not connect left its IO loop thread running: one more thread each time the
+    failure memory ran out, for a service whose scheduler is down (helper 75, F2)."""
+    require(Client is not None, "dask.distributed (extra [dask])")
+    monkeypatch.setattr(clusters, "FAILURE_SECONDS", 0.0)  # every attempt connects again
+    where = f"tcp://127.0.0.1:{closed_port()}"
+    before = {t.ident for t in threading.enumerate()}
+    for _ in range(3):
+        with pytest.raises(clusters.ClusterUnreachableError, match="ConnectionRefusedError"):
+            clusters.cluster_facts(where)
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == []
