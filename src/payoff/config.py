@@ -127,6 +127,12 @@ class ParallelConfig:
                                  f"{', '.join(clash)}; give each setting once (CE's keys in {ALIAS_ENV_VAR}, "
                                  f"payoff's own in {ENV_VAR})")
             changes |= own
+        if changes.get("address") is not None \
+                and changes.get("strategy", start.strategy_name) != "dask":
+            name, token = next((n, t.strip()) for n, v in ((ENV_VAR, text), (ALIAS_ENV_VAR, alias)) if v
+                               for t in v.split(",") if t.partition("=")[0].strip().lower() == "address")
+            raise ValueError(f"{name} token {_quote(token)} names a dask scheduler, and no variable names the dask "
+                             f"strategy: write CE_PARALLEL=dask,address=... (or leave the address out). {GRAMMAR}")
         return start.with_changes(**changes)
 
 
