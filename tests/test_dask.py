@@ -726,3 +726,48 @@ def test_a_refused_address_fails_at_once_and_leaves_no_thread_behind(monkeypatch
             clusters.cluster_facts(where)
     left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert left == []
+
+
+def _http_address() -> tuple[socket.socket, str]:
+    """A port on 127.0.0.1 that answers every connection as a web server would (a dashboard's port)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 50)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("kind", ["silent", "http"])
+def test_a_port_that_is_no_scheduler_leaves_no_thread_and_says_what_it_did(kind: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a port that accepts and never answers, each attempt left a connect thread, an IO loop thread and
+    a socket for ever; against an HTTP server the reason quoted dask's MemoryError for a frame of exabytes
+    (helper 75, F2 and F3)."""
+    require(Client is not None, "dask.distributed (extra [dask])")
+    monkeypatch.setattr(clusters, "FAILURE_SECONDS", 0.0)
+    monkeypatch.setattr(clusters, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(clusters, "HANDSHAKE_GRACE_SECONDS", 1.0)
+    server, where = _silent_address() if kind == "silent" else _http_address()
+    before = {t.ident for t in threading.enumerate()}
+    try:
+        for _ in range(2):
+            with pytest.raises(clusters.ClusterUnreachableError) as info:
+                clusters.cluster_facts(where)
+            said = "did not answer as a dask scheduler" if kind == "silent" else "answered as something else"
+            assert said in str(info.value) and "MemoryError" not in str(info.value)
+        deadline = time.monotonic() + 10  # a connect the caller stopped waiting for ends at its own deadline
+        while time.monotonic() < deadline and any(t.ident not in before and t.is_alive()
+                                                  for t in threading.enumerate()):
+            time.sleep(0.05)
+        assert [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()] == []
+    finally:
+        server.close()

@@ -212,16 +212,16 @@ def connect(address: str, stop: StartStop | None = None) -> tuple[Any, float]:
         attempt.outcome()  # abandoned: a client that comes later is closed
         raise
     client, error = attempt.outcome()
+    if client is None and (error is None or isinstance(error, _NotAScheduler)):
+        answer = f"did not answer as a dask scheduler within {CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS:g} s" \
+            if error is None or error.timed_out else "answered as something else than a dask scheduler"
+        raise ClusterUnreachableError(f"cannot reach the dask scheduler at {address}: it accepted the connection "
+                                      f"but {answer} (the dashboard's port, or another service?)")
     if error is not None:
         waited = f" within {CONNECT_TIMEOUT_SECONDS:g} s" if "timed out" in str(error).lower() \
             or isinstance(error, TimeoutError) else ""  # a refusal or an unknown host is told at once
         raise ClusterUnreachableError(
             f"cannot reach the dask scheduler at {address}{waited}: {type(error).__name__}: {error}") from error
-    if client is None:
-        raise ClusterUnreachableError(
-            f"cannot reach the dask scheduler at {address}: it accepted the connection but did not answer as a "
-            f"dask scheduler within {CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS:g} s (the dashboard's "
-            "port, or another service?)")
     return client, time.perf_counter() - t0
 
 
@@ -240,6 +240,7 @@ class _Attempt:
 
         try:
             _listening(self.address)
+            _answers(self.address)
             client = Client(self.address, timeout=CONNECT_TIMEOUT_SECONDS,  # type: ignore[no-untyped-call]
                             set_as_default=False)
         except Exception as exc:
@@ -274,6 +275,39 @@ def _listening(address: str) -> None:
     host, port = parse_host_port(location)
     with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
         pass
+
+
+class _NotAScheduler(Exception):
+    """A port that accepted the connection did not answer dask's handshake in time, or answered otherwise."""
+
+    def __init__(self, timed_out: bool) -> None:
+        super().__init__("no answer in time" if timed_out else "not dask's answer")
+        self.timed_out = timed_out
+
+
+def _answers(address: str) -> None:
+    """Raise ``_NotAScheduler`` unless ``address`` completes dask's handshake within the connect timeout and grace.
+
+    A ``Client`` cannot be stopped during its handshake: against a port that accepts and never answers (or
+    speaks HTTP) its thread, its IO loop thread and the socket stayed for ever, one set each time the failure
+    memory ran out. A bare dask comm, on an event loop of this thread, ends with its deadline and closes.
+    """
+    import asyncio
+
+    from distributed.comm.core import connect as comm_connect
+
+    async def handshake() -> None:
+        comm = await comm_connect(address, timeout=CONNECT_TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
+        await comm.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(handshake(), CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS))
+    except OSError as exc:  # refused or unreachable: told as it is; dask's own handshake deadline is no answer
+        if "handshake" in str(exc).lower():
+            raise _NotAScheduler(True) from exc
+        raise
+    except Exception as exc:  # a dask comm reads an HTTP reply as a frame of exabytes: a MemoryError
+        raise _NotAScheduler(isinstance(exc, TimeoutError) or "timed out" in str(exc).lower()) from exc
 
 
 def worker_counts(client: Any) -> tuple[int, int, str]:
