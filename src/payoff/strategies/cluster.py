@@ -302,6 +302,8 @@ def _answers(address: str) -> None:
 
     try:
         asyncio.run(asyncio.wait_for(handshake(), CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS))
+    except TimeoutError as exc:  # the deadline here (an OSError too, from Python 3.11 on)
+        raise _NotAScheduler(True) from exc
     except OSError as exc:  # refused or unreachable: told as it is; dask's own handshake deadline is no answer
         if "handshake" in str(exc).lower():
             raise _NotAScheduler(True) from exc
