@@ -602,6 +602,15 @@ timed its items alone. The record keeps the lower of the two, never below the de
 items that mostly wait are priced by the GIL queue instead)."""
 
 
+def _library_price(price: SerialPrice, chunks: Sequence[ChunkStats], busy: float, dearest: float) -> float:
+    """The lower of the busy time and the library's price, never below the dearest chunk's work (a loop does it
+    too); a price that raises is none: the record must never be lost to a library's hook."""
+    try:
+        return max(dearest, min(busy, price(chunks, busy)))
+    except Exception:
+        return busy
+
+
 class RecordBuilder:
     """Accumulates one call's measurements while it runs; ``build`` freezes them."""
 
@@ -702,17 +711,8 @@ class RecordBuilder:
         if ratio is not None and self.selected == "threads" and self._items_unlike_the_probe(ratio, chunks):
             total = max(total, self._least_gil_free_time(chunks))
         if self.serial_price is not None and chunks:
-            total = self._library_price(chunks, total, max(priced(c) for c in chunks))
+            total = _library_price(self.serial_price, chunks, total, max(priced(c) for c in chunks))
         return total + self._others_load() + self.consumer_ns / 1e9
-
-    def _library_price(self, chunks: Sequence[ChunkStats], busy: float, dearest: float) -> float:
-        """The lower of the busy time and the library's price, never below the dearest chunk's work (a loop does
-        it too); a price that raises is none: the record must never be lost to a library's hook."""
-        assert self.serial_price is not None
-        try:
-            return max(dearest, min(busy, self.serial_price(chunks, busy)))
-        except Exception:
-            return busy
 
     def _gil_waits_measured(self) -> GilWaits | None:
         """The sampled GIL queue, for threads of items that mostly wait (``payoff._gil_wait``); None otherwise.

@@ -345,16 +345,10 @@ class CEParallelExecutor:
             serial_why = "no parallel workers"
         elif n < max(2, floor):
             serial_why = f"{n} instances is below the minimum of {max(2, floor)} for parallel"
-        elif user.tiny_workload_threshold is not None and user.tiny_workload_threshold > 0 and work is not None \
-                and work < user.tiny_workload_threshold:
-            serial_why = f"~{work:.3f} s of estimated work is below tiny_workload_threshold"
-        elif user.tiny_workload_threshold is None and work is not None and work < MIN_PARALLEL_SECONDS:
-            serial_why = f"~{work:.3f} s of estimated work is below {MIN_PARALLEL_SECONDS} s"
-        elif work is not None and (start := self._start_to_pay(work, workers)):
-            return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {start}", \
-                Reason.POOL_START_COST, False
         if serial_why:
             return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD, False
+        if work is not None and (kept := self._kept_here(work, workers)) is not None:
+            return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {kept[1]}", kept[0], False
         # measured first only where it decides something: tasks of the user's size, or parallel forced, do not
         if spi is None and not user.instance_chunk_size and user.tiny_workload_threshold != 0:
             if n - _probe_size(n, workers) < 2:  # the rest could not be split: measuring first only costs a task
@@ -421,14 +415,24 @@ class CEParallelExecutor:
 
     def _after_first(self, k: int, rest: int, seconds: float) -> tuple[Reason, str] | None:
         """The first ``k`` instances took ``seconds`` (an upper bound per instance: CE's fixed cost is in it)."""
-        user = self.user_config
         work = seconds / k * rest
-        head = f"the first {k} instances took {seconds:.3f} s; the other {rest}, ~{work:.3f} s,"
-        threshold = MIN_PARALLEL_SECONDS if user.tiny_workload_threshold is None else user.tiny_workload_threshold
-        if work < threshold:
-            return Reason.TINY_WORKLOAD, f"{head} are below {threshold} s of work"
-        start = self._start_to_pay(work, self._workers())
-        return (Reason.POOL_START_COST, f"{head} {start}") if start else None
+        kept = self._kept_here(work, self._workers())
+        if kept is None:
+            return None
+        return kept[0], f"the first {k} instances took {seconds:.3f} s; the other {rest}, ~{work:.3f} s of work, " \
+                        f"{kept[1]}"
+
+    def _kept_here(self, work: float, workers: int) -> tuple[Reason, str] | None:
+        """Why ``work`` seconds of instances run in the caller, or None when they go to the workers: below the
+        user's ``tiny_workload_threshold`` (0: never) or, without one, ``MIN_PARALLEL_SECONDS``; or, under auto,
+        workers not running yet whose start the saving would not pay (``_start_to_pay``)."""
+        threshold = self.user_config.tiny_workload_threshold
+        if threshold is None and work < MIN_PARALLEL_SECONDS:
+            return Reason.TINY_WORKLOAD, f"is below {MIN_PARALLEL_SECONDS} s"
+        if threshold is not None and work < threshold:
+            return Reason.TINY_WORKLOAD, f"is below tiny_workload_threshold ({threshold:g} s)"
+        start = self._start_to_pay(work, workers)
+        return (Reason.POOL_START_COST, start) if start else None
 
     def _workers(self) -> int:
         if not self.user_config.enabled or self.executor.config.strategy == "serial":
