@@ -263,9 +263,8 @@ class _Attempt:
 def _listening(address: str) -> None:
     """Raise ``OSError`` at once when nothing listens at a ``tcp://`` address (refused, no such host).
 
-    A ``Client`` that fails to connect leaves its IO loop thread running: a service pointed at a scheduler that
-    is down gained one thread every time the failure memory ran out (10 s), and a refused port waited out the
-    whole connect timeout (5 s) for an answer it already had. A bare socket fails at once and leaves nothing.
+    dask's own connect tries a refused port again until its timeout: the call waited 5 s for an answer it
+    already had. A bare socket fails at once and leaves nothing.
     """
     from distributed.comm.addressing import parse_address, parse_host_port
 
@@ -309,7 +308,7 @@ def _answers(address: str) -> None:
             raise _NotAScheduler(True) from exc
         raise
     except Exception as exc:  # a dask comm reads an HTTP reply as a frame of exabytes: a MemoryError
-        raise _NotAScheduler(isinstance(exc, TimeoutError) or "timed out" in str(exc).lower()) from exc
+        raise _NotAScheduler("timed out" in str(exc).lower()) from exc
 
 
 def worker_counts(client: Any) -> tuple[int, int, str]:
