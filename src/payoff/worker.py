@@ -228,7 +228,9 @@ class ListTail(Sequence[Any]):
         return max(0, len(self._items) - self._lo)
 
     def __iter__(self) -> Iterator[Any]:
-        return islice(self._items, self._lo, None)
+        it = iter(self._items)
+        it.__setstate__(self._lo)  # type: ignore[attr-defined]  # the list's own iterator, started at lo
+        return it
 
     @overload
     def __getitem__(self, i: int) -> Any: ...
