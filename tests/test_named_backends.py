@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff.planning import Planner
 from tests import tasks
 
@@ -27,14 +27,18 @@ def test_a_named_backend_runs_cold_and_warm(strategy: str) -> None:
 
 def test_a_named_backend_still_skips_truly_tiny_work() -> None:
     """Once measured: the first call of a function never runs its items in the caller under a process backend
-    (a crash there would take the caller down), so it runs on the pool the user named and measures them."""
-    with ParallelExecutor(ParallelConfig(strategy="joblib", max_workers=2)) as ex:
+    (a crash there would take the caller down), so it runs on the pool the user named and measures them.
+
+    Its own planner: the process-wide one carries what earlier tests taught it about joblib's fixed cost per
+    call, and one full run in eight ended with a cost that three cold-worker items outweighed."""
+    planner = Planner()
+    with ParallelExecutor(ParallelConfig(strategy="joblib", max_workers=2), planner=planner) as ex:
         assert ex.map(tasks.negate, [1, 2, 3]) == [-1, -2, -3]
         first = ex.last_record
         assert ex.map(tasks.negate, [4, 5, 6]) == [-4, -5, -6]
         record = ex.last_record
     assert first is not None and first.selected_strategy == "joblib" and first.probe_items == 0
-    known = planning.PLANNER.knowledge.get(tasks.negate)
+    known = planner.knowledge.get(tasks.negate)
     assert record is not None and record.fallback_reason is Reason.TINY_WORKLOAD, (
         record.decision_reason, first.chunks, known)
     assert "fixed cost" in record.fallback_detail
