@@ -313,6 +313,7 @@ def test_a_small_explain_falls_back_with_the_adapters_reason_at_the_users_line()
     assert ex.last_decision.startswith(f"{N_TEST} instances in one task")
     assert "too few to split" not in str(warning.message) and ex.last_decision in str(warning.message)
     assert "min_instances_for_parallel" in str(warning.message)
+    assert str(warning.message).startswith(f"payoff: {N_TEST} instances in 1 task of workload ")
 
 
 def test_a_disabled_explain_is_recorded_as_disabled_without_a_warning() -> None:
@@ -630,11 +631,16 @@ def test_a_first_explain_below_the_threshold_is_measured_here_and_starts_no_work
     expected = wrapper.explain_factual(x_test)
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e6))
     try:
-        got = wrapper.explain_factual(x_test)
+        with pytest.warns(ParallelFallbackWarning) as caught:
+            got = wrapper.explain_factual(x_test)
         record, pids = ex.last_record, ex.executor.worker_pids()
     finally:
         ex.close()
     assert_same(expected, got)
+    said = f"{N_TEST} instances in 2 tasks"  # not the planned tasks the rest was gathered from, as "N items"
+    assert record is not None and record.summary().startswith(f"serial x1, {said} (")
+    assert next(str(w.message) for w in caught if w.category is ParallelFallbackWarning).startswith(
+        f"payoff: {said} of workload 'calibrated-explanations' ran serially instead of processes")
     assert record is not None and record.selected_strategy == "serial"
     assert record.fallback_reason is Reason.TINY_WORKLOAD and "the first" in record.fallback_detail
     assert pids == [] and all(c.where == "caller" for c in record.chunks)

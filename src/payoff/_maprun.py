@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from payoff import _gil_wait, planning
 from payoff._forks import held_at_fork_hint
+from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.reasons import Reason
-from payoff.record import ChunkStats, RecordBuilder, SerialPrice, waits_mostly
+from payoff.record import ChunkStats, RecordBuilder, waits_mostly
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.base import PoolClosedError, closed_pool
@@ -80,17 +81,13 @@ class MapRun:
                  chunksize: int | None, granularity: str | None, workload: str, releases_gil: bool | None,
                  progress: bool | None, timeout: float | None, deadline: float | None, streaming: bool,
                  ordered: bool = True, started_ns: int | None = None, accepted: bool = False,
-                 serial_because: tuple[Reason, str] | None = None,
-                 decide_after_first: planning.Decide | None = None,
-                 serial_price: SerialPrice | None = None) -> None:
+                 library: LibraryCall = NO_LIBRARY) -> None:
         """``deadline``: ``timeout`` as a ``time.monotonic()`` instant, set by the caller before it read the
         input (reading a ``map``'s input counts); ``started_ns`` is when the call began, for its wall time;
         ``accepted``: an ``imap`` accepted while the executor was open, which runs even if it closed since;
-        ``serial_because``: a library that split the work itself decided it runs here, and why;
-        ``decide_after_first``: or it decides after its first item (see ``Call``); ``serial_price``: its own
-        estimate of one loop over the work."""
+        ``library``: what a library that split the work into items itself says about them."""
         self.ex, self.fn, self.source = executor, fn, source
-        self.accepted, self.serial_because, self.decide_after_first = accepted, serial_because, decide_after_first
+        self.accepted, self.library = accepted, library
         self.chunksize, self.granularity, self.releases_gil = chunksize, granularity, releases_gil
         self.streaming, self.timeout, self.ordered = streaming, timeout, ordered
         self.config = executor.config
@@ -101,7 +98,7 @@ class MapRun:
                              started_ns=time.monotonic_ns() if started_ns is None else started_ns)
         self.rec = RecordBuilder(self.call.call_id, self.call.workload, self.requested, granularity, n,
                                  self.call.started_ns, self.call.started_at)
-        self.rec.serial_price = serial_price
+        self.rec.serial_price, self.rec.items_said = library.serial_price, library.items_said
         self.token = CancelToken(deadline)
         self.lease: Lease | None = None
         self.gil_watch: int | None = None
@@ -283,7 +280,7 @@ class MapRun:
         rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
         # a library's items (CE's tasks of many instances) differ in size: the first one's cost is no item's
-        rec.planned_cost = None if self.decide_after_first is not None else plan.probe.seconds_per_item
+        rec.planned_cost = None if self.library.decide_after_first is not None else plan.probe.seconds_per_item
         self.where(plan.strategy, plan.workers)
         if plan.fallback is not None:
             rec.fall_back(plan.fallback, plan.detail)
@@ -294,7 +291,8 @@ class MapRun:
         """What the planner is asked about this call, for ``items``: all of them, or the rest of a serial run."""
         return planning.Call(self.fn, items, self.config, self.requested, self.chunksize, self.granularity,
                              self.releases_gil, self.ex._pools.warm(), self._prior_calls(), self.timeout,
-                             self.serial_because, cut_probe, self.token, self.decide_after_first)
+                             self.library.serial_because, cut_probe, self.token,
+                             self.library.decide_after_first)
 
     def _prior_calls(self) -> int:
         """Earlier calls of this call's workload, counted once for the call however often it is planned."""

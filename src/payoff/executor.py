@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from payoff import _exit, _forks, planning
 from payoff._event_loop import blocking_loop, warn_if_held
+from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._rescue import Rescue
@@ -35,7 +36,7 @@ from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError
 from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
-from payoff.record import MapRecord, RecordBuilder, SerialPrice
+from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
 from payoff.strategies.start_failure import interpreter_shutting_down
 from payoff.worker import CancelToken, Star, Submitted, Zipped, in_submitted, in_worker, initialize_here
@@ -208,16 +209,10 @@ class ParallelExecutor:
         return self._stream(fn, iterables, options, ordered=False)
 
     def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], options: dict[str, Any],
-                ordered: bool = True,
-                serial_because: tuple[Reason, str] | None = None,
-                decide_after_first: planning.Decide | None = None,
-                serial_price: SerialPrice | None = None) -> Iterator[Any]:
+                ordered: bool = True, library: LibraryCall = NO_LIBRARY) -> Iterator[Any]:
         """Checks the call at once, as ``map`` and ``concurrent.futures`` do; the work starts when iterated.
 
-        ``serial_because``: for a library of this package that split the work itself and decided it runs
-        serially (see ``planning.Call``), recorded as that fallback; ``decide_after_first``: or it decides once
-        its first item ran in the caller. ``serial_price``: its own estimate of one loop over the work, for the
-        record (``record.SerialPrice``).
+        ``library``: what a library of this package that split the work into items itself says about them.
         """
         fn, items = _spread(fn, iterables)
         known = {"chunksize": None, "granularity": None, "workload": "default", "releases_gil": None,
@@ -231,8 +226,7 @@ class ParallelExecutor:
         self._check_open()
         _check_call(fn, items, *args.values())
         return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered, accepted=True,
-                                       serial_because=serial_because, decide_after_first=decide_after_first,
-                                       serial_price=serial_price))
+                                       library=library))
 
     @staticmethod
     def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
@@ -491,8 +485,7 @@ class ParallelExecutor:
     def _run(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int | None, granularity: str | None,
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
              streaming: bool = False, ordered: bool = True, accepted: bool = False,
-             serial_because: tuple[Reason, str] | None = None, decide_after_first: planning.Decide | None = None,
-             serial_price: SerialPrice | None = None) -> Iterator[list[Any]]:
+             library: LibraryCall = NO_LIBRARY) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order (unless ``ordered=False``).
 
         ``accepted``: an ``imap`` checked (and so accepted) while the executor was open. It runs when first
@@ -507,8 +500,7 @@ class ParallelExecutor:
         run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
                      granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
                      timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline, started_ns=started_ns,
-                     accepted=accepted, serial_because=serial_because, decide_after_first=decide_after_first,
-                     serial_price=serial_price)
+                     accepted=accepted, library=library)
         try:
             yield from run.blocks()
         except TimeoutError as exc:

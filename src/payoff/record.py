@@ -272,6 +272,16 @@ class MapRecord:
     pool_starts: int = 0
     """Pools the call started, a failed start included: a restart after a worker died counts again, where
     ``pool_started`` only says there was one."""
+    items_said: str = ""
+    """The items in the words of a library that split its work into them ("50 instances in 2 tasks"): its
+    items (``n_items``) are its own units, some of which it may have emptied. "": the caller's items."""
+
+    @property
+    def items_text(self) -> str:
+        """How many items the call had, in its caller's words: ``7 items``, or a library's own."""
+        if self.items_said:
+            return self.items_said
+        return "1 item" if self.n_items == 1 else f"{self.n_items:,} items"
 
     @property
     def work_seconds(self) -> float:
@@ -365,12 +375,13 @@ class MapRecord:
 
     def summary(self) -> str:
         """One line a person can read: what ran, how fast against serial, and why."""
-        items = "1 item" if self.n_items == 1 else f"{self.n_items:,} items"
+        items = self.items_text
         cut = self.chunks_cut
         chunks = "1 chunk" if cut == 1 else f"{cut:,} chunks"
         if cut < self.n_chunks:  # chunks that ran past their budget, or were split to find a crash, came back in pieces
             chunks += f" ({self.n_chunks:,} pieces)"
-        head = f"{self.selected_strategy} x{self.workers}, {items} in {chunks}"
+        head = f"{self.selected_strategy} x{self.workers}, " + (f"{items} ({chunks})" if self.items_said
+                                                                else f"{items} in {chunks}")
         if not self.completed:
             return f"{head}: {self._ending()}"
         if self.fell_back and self.fallback_reason is not None:
@@ -643,6 +654,8 @@ class RecordBuilder:
         self.overhead_ns: dict[str, int] = {"planning": 0, "serialization": 0, "dispatch": 0}
         self.serial_price: SerialPrice | None = None
         """A library's own estimate of the loop (see ``SerialPrice``)."""
+        self.items_said: Callable[[], str] | None = None
+        """A library's words for the items (``MapRecord.items_said``), asked when the record is built."""
         self.pool_shared = False
         self.shared_ns = 0
         self.planned_cost: float | None = None
@@ -845,5 +858,14 @@ class RecordBuilder:
             n_errors=n_errors, started_at=self.started_at, chunks=chunks, outcome=outcome_of(error, n_errors),
             consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
             shared_seconds=self.shared_ns / 1e9, pool_starts=self.pool_starts,
-            gil_priced=self._gil_waits_measured() is not None,
+            gil_priced=self._gil_waits_measured() is not None, items_said=self._said(),
         )
+
+    def _said(self) -> str:
+        """A library's words for the items; none when it has none or they fail (the record must not)."""
+        if self.items_said is None:
+            return ""
+        try:
+            return str(self.items_said())
+        except Exception:
+            return ""

@@ -30,7 +30,7 @@ def fallback_message(record: MapRecord) -> str:
     what = (f"recovered on {record.selected_strategy}" if not record.fell_back
             else f"ran serially instead of {wanted}")
     advice = advice_of(record)
-    return (f"payoff: {record.n_items:,} item{'s' if record.n_items != 1 else ''} of workload "
+    return (f"payoff: {record.items_text} of workload "
             f"{record.workload!r} {what} ({reason.value}): "
             f"{record.fallback_detail or reason.meaning}. {advice[:1].upper()}{advice[1:]}{'.' * bool(advice)}")
 

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from payoff import _forks, planning
+from payoff._library import LibraryCall
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
 from payoff.integrations.calibrated_explanations import gcpause
@@ -325,9 +326,9 @@ class CEParallelExecutor:
         out: list[Any] = []
         options = {"chunksize": 1, "granularity": "instance", "workload": self.workload}
         alone = (reason, why) if len(items) < 2 else None  # the executor would only see "1 item"
-        price = functools.partial(self._serial_price, fit, items)
-        for block in self.executor._stream(task_fn, (items,), options, serial_because=alone,
-                                           decide_after_first=decide, serial_price=price):
+        library = LibraryCall(alone, decide, functools.partial(self._serial_price, fit, items),
+                              functools.partial(_said, n, items))
+        for block in self.executor._stream(task_fn, (items,), options, library=library):
             out.extend(decode_results(block))
         self._learn(fit, self.executor.last_record, items)
         return out
@@ -579,6 +580,13 @@ def _gather(items: list[list[Task]]) -> bool:
     for item in items[1:]:
         item.clear()
     return True
+
+
+def _said(n: int, items: list[list[Task]]) -> str:
+    """The call's items as its user knows them: instances, and the tasks that held any (``_gather`` empties
+    the planned tasks whose instances it moved into one)."""
+    tasks = sum(1 for item in items if item)
+    return f"{n:,} instance{'s' * (n != 1)} in {tasks:,} task{'s' * (tasks != 1)}"
 
 
 def _probe_size(n: int, workers: int) -> int:
