@@ -1148,3 +1148,36 @@ def test_a_call_of_two_dear_items_runs_both_on_a_pool_from_its_second_call(fn: C
         second = ex.last_record
     assert second is not None and second.selected_strategy == backend, second.summary()
     assert second.probe_items == 0 and second.n_chunks == 2 and second.workers >= 2, second.summary()
+
+
+@pytest.mark.parametrize(("readings", "alone"), [
+    ([(40e-6, 100)], (40e-6, 100)),
+    ([(40e-6, 100), (50e-6, 100)], (43e-6, 100)),  # smoothed
+    ([(40e-6, 100), (1e-6, 2)], (40e-6, 100)),  # a few cold items do not replace a sound reading
+    ([(1e-6, 2), (40e-6, 100)], (40e-6, 100)),  # a sound reading replaces one that is not
+    ([(40e-6, 100), (400e-6, 100)], (400e-6, 100)),  # a new cost
+    ([(40e-6, 100), (50e-6, 10_000)], (50e-6, 10_000)),  # another size of call
+])
+def test_what_items_cost_alone_is_smoothed_and_replaced_like_a_cost(
+        readings: list[tuple[float, int]], alone: tuple[float, int]) -> None:
+    knowledge = _knowledge.Knowledge()
+    knowledge.teach(tasks.square, _knowledge.Facts(40e-6, 1.0, 0, "", None))
+    for seconds, n in readings:
+        knowledge.observe_alone(tasks.square, seconds, n)
+    facts = knowledge.get(tasks.square)
+    assert facts is not None and facts.alone is not None
+    assert facts.alone[0] == pytest.approx(alone[0]) and facts.alone[1] == alone[1]
+
+
+def test_only_calls_run_wholly_in_the_caller_teach_what_items_cost_alone() -> None:
+    planner = planning.Planner()
+    with ParallelExecutor(ParallelConfig(strategy="serial"), planner=planner, observers=[]) as ex:
+        ex.map(tasks.spin, list(range(200)))
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.alone is not None and facts.alone[1] == 200
+    taught = facts.alone
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2), planner=planner, observers=[]) as ex:
+        ex.map(tasks.spin, list(range(200)), chunksize=50)
+        assert ex.last_record is not None and ex.last_record.mode == "parallel"
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.alone == taught

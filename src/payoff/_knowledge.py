@@ -190,6 +190,10 @@ class Facts:
     threads for waiting work; None: none yet), kept until its share moves ``WAITING_BAND`` past the line."""
     threads_calls: int = 0
     """Calls run on threads as waiting work since the share was last read without the GIL (``RESHARE_EVERY``)."""
+    alone: tuple[float, int] | None = None
+    """Seconds per item, and over how many items, of its last whole calls run in the caller with nothing of
+    theirs beside them (smoothed): what a loop's items cost, where a pool's workers, running beside each other
+    and the caller, ran the same items 10-30% slower on this machine (``MapRecord`` prices the loop by it)."""
     gil_threads: float | None = None
     """Threads its runs of waiting items on threads kept busy with their own work (their speedups, waits for the
     GIL taken off; smoothed), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
@@ -336,6 +340,27 @@ class Knowledge:
             if without_gil:
                 facts.threads_calls = 0
         return True
+
+    def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int) -> None:
+        """A whole call's items ran in the caller alone: what they cost there (``Facts.alone``).
+
+        A reading that is not sound (a few cold items) never replaces one that is; one at a very different
+        size or cost replaces it, as that cost is the one the next calls will meet.
+        """
+        with self._stored(fn) as facts:
+            if facts is None or seconds_per_item <= 0:
+                return
+            earlier = facts.alone
+            if earlier is None or not _sound(earlier[1], earlier[0]):
+                facts.alone = (seconds_per_item, n_items)
+            elif not _sound(n_items, seconds_per_item):
+                return
+            elif _comparable(n_items, earlier[1]) and \
+                    max(seconds_per_item, earlier[0]) <= COST_SHIFT * min(seconds_per_item, earlier[0]):
+                a = self.SMOOTHING
+                facts.alone = ((1 - a) * earlier[0] + a * seconds_per_item, max(n_items, earlier[1]))
+            else:
+                facts.alone = (seconds_per_item, n_items)
 
     def observe_hidden_dear(self, fn: Callable[..., Any], dear: DearItems) -> None:
         with self._stored(fn) as facts:

@@ -280,7 +280,8 @@ class MapRun:
         rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
         # a library's items (CE's tasks of many instances) differ in size: the first one's cost is no item's
-        rec.planned_cost = None if self.library.decide_after_first is not None else plan.probe.seconds_per_item
+        if self.library.decide_after_first is None:
+            rec.planned_cost, rec.alone = plan.probe.seconds_per_item, plan.probe.alone
         self.where(plan.strategy, plan.workers)
         if plan.fallback is not None:
             rec.fall_back(plan.fallback, plan.detail)

@@ -484,6 +484,8 @@ class Planner:
                                               own, n)
             elif waiting_on_threads and _misread_as_cpu_bound(record, known):
                 self.knowledge.reshare(fn)
+            if not crowded and all(c.where == "caller" for c in record.chunks):
+                self.knowledge.observe_alone(fn, per_item, n)
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
             if record.mode == "parallel":
@@ -1191,6 +1193,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.result_bytes = known.result_bytes
     probe.waited = known.waited
     probe.gil_threads = known.gil_threads
+    probe.alone = known.alone
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,
