@@ -1181,3 +1181,28 @@ def test_only_calls_run_wholly_in_the_caller_teach_what_items_cost_alone() -> No
         assert ex.last_record is not None and ex.last_record.mode == "parallel"
     facts = planner.knowledge.get(tasks.spin)
     assert facts is not None and facts.alone == taught
+
+
+def test_an_alone_pace_is_forgotten_when_the_cost_shifts_and_unused_once_calls_ran_elsewhere() -> None:
+    """A pace read before the items got dearer priced the loop of pool calls at it: a real 1.89x recorded as
+    1.41x (review of the change). Calls off the caller age it; a new cost forgets it."""
+    knowledge = _knowledge.Knowledge()
+    knowledge.teach(tasks.square, _knowledge.Facts(40e-6, 1.0, 0, "", None))
+
+    def recalled() -> tuple[float, int] | None:
+        probe = _probe.Probe()
+        facts = knowledge.get(tasks.square)
+        assert facts is not None
+        planning._recall(probe, facts, True)
+        return probe.alone
+
+    knowledge.observe_alone(tasks.square, 40e-6, 100)
+    for _ in range(_knowledge.ALONE_FRESH - 1):
+        knowledge.ran_elsewhere(tasks.square)
+    assert recalled() == pytest.approx((40e-6, 100))
+    knowledge.ran_elsewhere(tasks.square)
+    assert recalled() is None
+    knowledge.observe_alone(tasks.square, 40e-6, 100)
+    assert recalled() == pytest.approx((40e-6, 100))
+    knowledge.observe(tasks.square, 40e-3, n_items=1_000)
+    assert recalled() is None

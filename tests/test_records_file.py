@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,8 @@ from payoff.telemetry.records import (
     RecordsFile,
     RecordsFileError,
     load_records,
+    parse_line,
+    record_from_dict,
     record_line,
     records_observer_from_env,
 )
@@ -62,6 +65,18 @@ def test_round_trip_rebuilds_equal_records(tmp_path: Path) -> None:
         assert got.fallback_reason is want.fallback_reason
     assert loaded[2].fallback_reason is not None
     assert loaded[2].fallback_reason.value == "tiny_workload"
+
+
+def test_a_librarys_words_for_its_items_survive_the_file(tmp_path: Path) -> None:
+    """A calibrated-explanations call's record says "50 instances in 2 tasks"; read back it said "7 items"."""
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(tasks.square, range(7))
+    said = dataclasses.replace(ex.records[-1], items_said="50 instances in 2 tasks")
+    back = parse_line(record_line(said))
+    assert back == said and back.summary().startswith("serial x1, 50 instances in 2 tasks (")
+    old = json.loads(record_line(said))
+    del old["items_said"]  # a line written before libraries said their items
+    assert record_from_dict(old).items_said == ""
 
 
 def test_observer_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

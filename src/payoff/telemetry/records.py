@@ -371,6 +371,7 @@ def record_from_dict(data: object) -> MapRecord:
         shared_seconds=_number(f.raw("shared_seconds", 0.0), f.name("shared_seconds")),
         pool_starts=f.count("pool_starts", 0),  # absent in lines written before restarts were counted
         gil_priced=f.flag("gil_priced", False),  # absent in lines written before GIL waits were sampled
+        items_said=_text(f.raw("items_said", ""), f.name("items_said")),  # absent before libraries said items
     )
 
 
