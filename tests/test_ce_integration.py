@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, ParallelFallbackWarning, Reason, planning
+from payoff import ParallelConfig, ParallelFallbackWarning, Reason
 from payoff.observers import CallInfo, Observer
 from payoff.record import ChunkStats
 from tests.conftest import require
@@ -819,21 +819,3 @@ def test_a_workers_results_that_still_hold_the_explainer_pickle() -> None:
     block = run_ce_tasks(lambda task: ("kept", task[2]["explainer"]), explainer, -1, [(0, 1, {})])
     [(label, copy)] = decode_results(block)
     assert label == "kept" and copy.state == [1, 2] and "__deepcopy__" not in vars(copy)
-
-
-def test_a_librarys_tasks_teach_no_items_pace() -> None:
-    """CE's tasks are of unlike sizes (and some emptied): their mean is no item's pace to price a loop by, and
-    two kinds of explain would share it under one key."""
-    wrapper, _, _, x_test = _wrapper("classification")
-    planner = planning.Planner()
-    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e6))
-    ex.executor._planner = planner
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ParallelFallbackWarning)
-            wrapper.explain_factual(x_test)
-            wrapper.explore_alternatives(x_test)
-    finally:
-        ex.close()
-    assert planner.knowledge._facts, "the explains were learned from"
-    assert all(facts.alone is None for facts in planner.knowledge._facts.values())

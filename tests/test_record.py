@@ -534,22 +534,3 @@ def test_a_library_may_price_the_loop_lower_than_its_items_busy_time(
     rec.serial_price = price
     assert rec._serial_estimate(rec.chunks) == pytest.approx(loop)
     assert seen == [(3, pytest.approx(3.0))]
-
-
-@pytest.mark.parametrize(("alone", "per_item", "loop"), [
-    ((44e-6, 40), 55e-6, 20 * 44e-6),  # the same items, slowed beside each other: a loop runs them alone
-    ((44e-6, 40), 40e-6, 20 * 40e-6),  # faster than alone: their own time
-    ((44e-6, 40), 120e-6, 20 * 120e-6),  # far dearer: other items, whose own time stands
-    ((44e-6, 10_000), 55e-6, 20 * 55e-6),  # measured alone on calls of another size: not this call's pace
-    (None, 55e-6, 20 * 55e-6),  # never run alone: their own time
-])
-def test_a_pool_call_prices_the_loop_at_what_its_items_cost_alone(
-        alone: tuple[float, int] | None, per_item: float, loop: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two warm worker processes ran 100 items of ~44 us at 42 and 55 us an item: priced at that, the records
-    of a call 10% slower than a loop read 1.06x (and so it stayed on the pool that lost)."""
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
-    rec = RecordBuilder(1, "w", "auto", None, 20, 0, time.time())
-    rec.selected, rec.workers, rec.alone = "processes", 2, alone
-    for k in range(2):
-        rec.add(_pool_chunk(k, 1_000, busy_s=10 * per_item, cpu_s=10 * per_item, runq_s=0.0), "pool", 0)
-    assert rec._serial_estimate(rec.chunks) == pytest.approx(loop)

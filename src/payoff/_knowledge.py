@@ -50,10 +50,6 @@ SOUND_SECONDS = 0.0002
 (the single item a 10-item call's probe may run, a tiny call) is not: a cold first item (1-2 us where a warm
 one takes 150 ns) and the timing of a block or two decide it. Such a reading never replaces a sound cost, and
 a call that can probe more items than a cost that is not sound rests on measures them again."""
-ALONE_FRESH = 8
-"""A function's alone pace (``Facts.alone``) prices a pool call's loop only while fewer calls than this ran
-off the caller since it was read: its items' cost may have moved meanwhile, and only a call run wholly in the
-caller reads it again (one that does follows whenever a pool's verdict turns to a loss)."""
 SHARE_SHIFT = 2.0
 """A CPU share read without the GIL this many times off the remembered one replaces it instead of being smoothed
 in: items whose service got slower (0 -> 5 ms of sleep on 1 ms of CPU) read 0.17 on processes, and smoothed
@@ -194,13 +190,6 @@ class Facts:
     threads for waiting work; None: none yet), kept until its share moves ``WAITING_BAND`` past the line."""
     threads_calls: int = 0
     """Calls run on threads as waiting work since the share was last read without the GIL (``RESHARE_EVERY``)."""
-    alone: tuple[float, int] | None = None
-    """Seconds per item, and over how many items, of its last whole calls run in the caller with nothing of
-    theirs beside them (smoothed): what a loop's items cost, where a pool's workers, running beside each other
-    and the caller, ran the same items 10-30% slower on this machine (``MapRecord`` prices the loop by it).
-    Forgotten when the cost shifts, and unused once ``ALONE_FRESH`` calls ran elsewhere since."""
-    calls_since_alone: int = 0
-    """Measured calls of it since the last that ran wholly in the caller."""
     gil_threads: float | None = None
     """Threads its runs of waiting items on threads kept busy with their own work (their speedups, waits for the
     GIL taken off; smoothed), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
@@ -338,7 +327,6 @@ class Knowledge:
                 facts.retries.clear()
                 facts.threads_speedup = None
                 facts.gil_threads = None
-                facts.alone = None
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 share = min(1.0, max(0.01, cpu_ratio))
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
@@ -348,34 +336,6 @@ class Knowledge:
             if without_gil:
                 facts.threads_calls = 0
         return True
-
-    def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int) -> None:
-        """A whole call's items ran in the caller alone: what they cost there (``Facts.alone``).
-
-        A reading that is not sound (a few cold items) never replaces one that is; one at a very different
-        size or cost replaces it, as that cost is the one the next calls will meet.
-        """
-        with self._stored(fn) as facts:
-            if facts is None or seconds_per_item <= 0:
-                return
-            facts.calls_since_alone = 0
-            earlier = facts.alone
-            if earlier is None or not _sound(earlier[1], earlier[0]):
-                facts.alone = (seconds_per_item, n_items)
-            elif not _sound(n_items, seconds_per_item):
-                return
-            elif _comparable(n_items, earlier[1]) and \
-                    max(seconds_per_item, earlier[0]) <= COST_SHIFT * min(seconds_per_item, earlier[0]):
-                a = self.SMOOTHING
-                facts.alone = ((1 - a) * earlier[0] + a * seconds_per_item, max(n_items, earlier[1]))
-            else:
-                facts.alone = (seconds_per_item, n_items)
-
-    def ran_elsewhere(self, fn: Callable[..., Any]) -> None:
-        """A measured call of ``fn`` ran items off the caller: its alone pace ages by one call."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                facts.calls_since_alone += 1
 
     def observe_hidden_dear(self, fn: Callable[..., Any], dear: DearItems) -> None:
         with self._stored(fn) as facts:

@@ -193,8 +193,7 @@ class MapRun:
                 if left is not None and error is None and not self._all_done():
                     error = left  # its consumer left before the last result: cancelled, not judged
                 record = self.rec.build(error)
-                self.ex._finish(self.call, record, self.fn, error, self.config, self.token,
-                                library=self.library is not NO_LIBRARY)
+                self.ex._finish(self.call, record, self.fn, error, self.config, self.token)
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 
@@ -281,10 +280,7 @@ class MapRun:
         rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
         # a library's items (CE's tasks of many instances) differ in size: the first one's cost is no item's
-        if self.library.decide_after_first is None:
-            rec.planned_cost = plan.probe.seconds_per_item
-        if self.library is NO_LIBRARY:  # a library's items (CE's tasks) are of unlike sizes: no pace prices them
-            rec.alone = plan.probe.alone
+        rec.planned_cost = None if self.library.decide_after_first is not None else plan.probe.seconds_per_item
         self.where(plan.strategy, plan.workers)
         if plan.fallback is not None:
             rec.fall_back(plan.fallback, plan.detail)

@@ -95,8 +95,6 @@ class Probe:
     """How the function crashed a worker process in an earlier call; None if it never did."""
     delegates: bool = False
     """The probed items' CPU ran mostly outside their thread (see :mod:`payoff._delegated_cpu`)."""
-    alone: tuple[float, int] | None = None
-    """What earlier whole calls' items cost run in the caller alone, and over how many items (``Facts.alone``)."""
     decided: tuple[Reason, str] | None = None
     """Why a library that decides after its first item (``Call.decide_after_first``) keeps the rest here."""
     waited: bool | None = None

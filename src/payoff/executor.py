@@ -574,11 +574,10 @@ class ParallelExecutor:
         self._watch_idle()
 
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
-                error: BaseException | None, config: ParallelConfig, stop: CancelToken | None = None,
-                library: bool = False) -> None:
+                error: BaseException | None, config: ParallelConfig, stop: CancelToken | None = None) -> None:
         self._keep(record)
         # a WorkerCrashedError keeps fn out of the caller from now on
-        self._planner.learn(record, fn, config, error, shared_pool=record.pool_shared, stop=stop, library=library)
+        self._planner.learn(record, fn, config, error, shared_pool=record.pool_shared, stop=stop)
         self._observers.finished(call, record, error)
 
     def _initialize_caller(self, config: ParallelConfig) -> None:

@@ -25,7 +25,6 @@ from typing import Any, NamedTuple
 from payoff import _forks
 from payoff._costs import CostModel, start_method
 from payoff._knowledge import (
-    ALONE_FRESH,
     COST_SHIFT,
     RESHARE_EVERY,
     THREADS_KEEP_SPEEDUP,
@@ -450,7 +449,7 @@ class Planner:
 
     def learn(self, record: MapRecord, fn: Callable[[Any], Any], config: ParallelConfig | None = None,
               error: BaseException | None = None, *, shared_pool: bool = False,
-              stop: CancelToken | None = None, library: bool = False) -> None:
+              stop: CancelToken | None = None) -> None:
         """Feed measured item cost, CPU share, backend overheads and the verdict back into the planner.
 
         ``config`` is the one the call ran with: a process pool's start is learned for its start method.
@@ -459,8 +458,7 @@ class Planner:
         ``shared_pool``: other work (a ``submit``, another call) held the call's pool meanwhile, so its
         chunks may have queued behind that work, which is no cost of the pool's (as for ``crowded``).
         ``stop``: the call's cancel token, as given to ``plan`` in its ``Call``: a call still open that began
-        before this one counts as beside it too. ``library``: its items were a library's own units of work
-        (``payoff._library``), whose pace prices nothing.
+        before this one counts as beside it too.
         """
         crash = _crash_of(record, error)
         if crash is not None:
@@ -486,8 +484,6 @@ class Planner:
                                               own, n)
             elif waiting_on_threads and _misread_as_cpu_bound(record, known):
                 self.knowledge.reshare(fn)
-            if not library:  # a library's items (CE's tasks) are of unlike sizes: no item's pace
-                self._learn_alone(fn, record, per_item)
             if not in_process:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
             if record.mode == "parallel":
@@ -518,14 +514,6 @@ class Planner:
         handover = _handover_latency(record)
         if handover is not None:
             self.costs.learn(record.selected_strategy, per_chunk=handover)
-
-    def _learn_alone(self, fn: Callable[[Any], Any], record: MapRecord, per_item: float) -> None:
-        """A call run wholly in the caller reads the pace a loop keeps (crowded calls in this process do not get
-        here); any other ages that reading by one call (``Facts.alone``)."""
-        if all(c.where == "caller" for c in record.chunks):
-            self.knowledge.observe_alone(fn, per_item, record.n_items)
-        else:
-            self.knowledge.ran_elsewhere(fn)
 
     def _learn_beyond_crowding(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
         """A new item cost from a call that ran in this process among other calls: one crowding cannot explain.
@@ -1203,7 +1191,6 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.result_bytes = known.result_bytes
     probe.waited = known.waited
     probe.gil_threads = known.gil_threads
-    probe.alone = known.alone if known.calls_since_alone < ALONE_FRESH else None
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,

@@ -622,18 +622,6 @@ def _library_price(price: SerialPrice, chunks: Sequence[ChunkStats], busy: float
         return busy
 
 
-ALONE_BAND = 1.5
-"""A pool's items up to this many times dearer than the same function's items alone in the caller are taken
-for the same items, slowed by running beside each other; dearer ones for other items (see
-``RecordBuilder._slowed_beside_each_other``)."""
-ALONE_REACH = 4
-"""An alone cost read on a call of up to this many times more or fewer items prices a call's loop."""
-
-
-def _like_sized(n: int, other: int) -> bool:
-    return max(n, other) <= ALONE_REACH * max(1, min(n, other))
-
-
 class RecordBuilder:
     """Accumulates one call's measurements while it runs; ``build`` freezes them."""
 
@@ -672,9 +660,6 @@ class RecordBuilder:
         self.shared_ns = 0
         self.planned_cost: float | None = None
         """Seconds per item the plan estimated the items after the probe at (None: no cost was known)."""
-        self.alone: tuple[float, int] | None = None
-        """What the function's items cost in earlier whole calls run alone in the caller, and over how many
-        items (``Facts.alone``): the loop's pace, where a pool's workers run the same items slower."""
 
     def share(self, shared: bool, held_ns: int) -> None:
         """A lease given back: whether other work held its pool meanwhile, and the call's worker time it took."""
@@ -735,31 +720,12 @@ class RecordBuilder:
 
         # sum() over ``chunks``, in the order build() sums their busy time: from Python 3.12 sum() compensates
         # float rounding, and a plain loop came out an ulp above the busy time it can never exceed
-        total = sum(priced(c) for c in chunks) - self._slowed_beside_each_other(chunks, priced)
+        total = sum(priced(c) for c in chunks)
         if ratio is not None and self.selected == "threads" and self._items_unlike_the_probe(ratio, chunks):
             total = max(total, self._least_gil_free_time(chunks))
         if self.serial_price is not None and chunks:
             total = _library_price(self.serial_price, chunks, total, max(priced(c) for c in chunks))
         return total + self._others_load() + self.consumer_ns / 1e9
-
-    def _slowed_beside_each_other(self, chunks: Sequence[ChunkStats], priced: Callable[[ChunkStats], float]) -> float:
-        """Seconds the pool's items took beyond what the same items cost alone in the caller, on earlier whole
-        calls of a like size: a loop runs them at that pace.
-
-        Workers share the machine's cores, caches and memory bandwidth with each
-        other and with the caller, which sends and receives meanwhile: 100 items of
-        50 us took 42 and 55 us an item on two warm worker processes against 44 us
-        in a loop, and records read 1.06x for a measured 0.90x. Items more than
-        ``ALONE_BAND`` times their alone cost are not the same items (other
-        arguments, a dear tail): their own time stands.
-        """
-        pool = [c for c in chunks if c.where == "pool"]
-        n = sum(c.n_items for c in pool)
-        if self.alone is None or not n or not _like_sized(n, self.alone[1]):
-            return 0.0
-        loop = self.alone[0] * n
-        ran = sum(priced(c) for c in pool)
-        return ran - loop if loop < ran <= ALONE_BAND * loop else 0.0
 
     def _gil_waits_measured(self) -> GilWaits | None:
         """The sampled GIL queue, for threads of items that mostly wait (``payoff._gil_wait``); None otherwise.
