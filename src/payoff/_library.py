@@ -19,6 +19,8 @@ from payoff.record import SerialPrice
 
 @dataclass(frozen=True)
 class LibraryCall:
+    """One call's worth of what the library knows; ``NO_LIBRARY`` for a caller's own items, which say nothing."""
+
     serial_because: tuple[Reason, str] | None = None
     """The library decided the work runs in the caller, and why (recorded as that fallback)."""
     decide_after_first: Decide | None = None
