@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from html.parser import HTMLParser
@@ -223,6 +224,17 @@ def test_user_text_is_escaped() -> None:
     for html in (record_html(record), render_html([record])):
         assert "<img" not in html
         assert "&lt;img src=x onerror=alert(1)&gt;&amp;" in html
+
+
+def test_a_librarys_words_for_its_items_are_on_the_items_card_and_in_the_text() -> None:
+    """A CE record's head says "50 instances in 2 tasks"; its card said only "items 7" (the core's tasks)."""
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(tasks.square, range(7))
+    record = ex.last_record
+    assert record is not None
+    said = dataclasses.replace(record, items_said="50 instances in 2 tasks")
+    assert "50 instances in 2 tasks; 1 chunk of ~7" in record_html(said)
+    assert "50 instances in 2 tasks" in record_text(said)
 
 
 def test_report_object_for_notebooks_and_files(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def facts(record: MapRecord) -> str:
         fact("wall time", seconds(record.wall_seconds), f"serial est. {seconds(record.serial_estimate_seconds)}"),
         fact("strategy", strategy.replace("->", ARROW), record.decision_reason.value),
         fact("workers", str(record.workers), pool_note(record)),
-        fact("items", f"{record.n_items:,}", chunks_note(record)),
+        fact("items", f"{record.n_items:,}", "; ".join(filter(None, (record.items_said, chunks_note(record))))),
     ]
     return f'<div class="facts">{"".join(cards)}</div>'
 
