@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from collections.abc import Sequence
 from typing import overload
 
-from payoff import ParallelConfig, ParallelExecutor
-from payoff.worker import BLOCK_GROWTH, MAX_BLOCK, CancelToken, ChunkOutcome, ListTail, run_chunk
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor, worker
+from payoff.worker import (
+    BLOCK_GROWTH,
+    BLOCK_TARGET_NS,
+    FREE_BLOCK_TARGET_NS,
+    MAX_BLOCK,
+    CancelToken,
+    ChunkOutcome,
+    ListTail,
+    run_chunk,
+)
 from tests import tasks
 
 
@@ -49,6 +61,49 @@ def test_items_dearer_than_a_microsecond_keep_short_blocks() -> None:
     """Each block of 2 ms items holds one item, so per-item percentiles and cancel checks stay fine-grained."""
     outcome = run_chunk(_nap, list(range(12)), 0, 0)
     assert list(outcome.block_sizes) == [1] * 12
+
+
+class _ItemClock:
+    """``perf_counter_ns`` for the worker that moves only when an item runs, by that item's cost: block sizes
+    then follow from the rules alone, with no real timing in the test."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def item(self, cost_ns: int) -> types.FunctionType:
+        def run(x: int) -> int:
+            self.now += cost_ns
+            return x
+        return run  # type: ignore[return-value]
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+        fake.perf_counter_ns = lambda: self.now
+        monkeypatch.setattr(worker, "time", fake)
+
+
+@pytest.mark.parametrize("budget_ns", [None, 10**12])
+def test_a_run_without_a_budget_times_cheap_items_in_longer_blocks(monkeypatch: pytest.MonkeyPatch,
+                                                                   budget_ns: int | None) -> None:
+    """A serial run's bookkeeping runs cold after its items' work: it reads the clock per ~1 ms of them. A
+    chunk with a budget stops at the first block past it, so it keeps blocks of ~250 us."""
+    clock = _ItemClock()
+    clock.install(monkeypatch)
+    cost = 50_000
+    outcome = run_chunk(clock.item(cost), list(range(400)), 0, 0, budget_ns=budget_ns)
+    assert outcome.results == list(range(400))
+    target = FREE_BLOCK_TARGET_NS if budget_ns is None else BLOCK_TARGET_NS
+    assert max(outcome.block_sizes) == target // cost, list(outcome.block_sizes)
+
+
+@pytest.mark.parametrize("budget_ns", [None, 10**12])
+def test_items_dearer_than_the_short_target_are_timed_alone_either_way(monkeypatch: pytest.MonkeyPatch,
+                                                                      budget_ns: int | None) -> None:
+    """Per-item histograms of both exporters agree on such items only when each is its own block."""
+    clock = _ItemClock()
+    clock.install(monkeypatch)
+    outcome = run_chunk(clock.item(BLOCK_TARGET_NS + 1), list(range(30)), 0, 0, budget_ns=budget_ns)
+    assert list(outcome.block_sizes) == [1] * 30
 
 
 def test_a_cancelled_chunk_of_cheap_items_stops_at_its_next_block() -> None:
