@@ -264,6 +264,33 @@ def test_warnings_appear_once_per_call_site_and_reason_by_default() -> None:
     assert len({w.lineno for w in messages}) == 2
 
 
+def test_a_fallback_warning_is_written_only_when_it_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop of small calls kept serial wrote each call's warning text (its numbers, its advice) to have it
+    ignored by a filter or by the once-per-line rule; a filter that matches on the text still reads it."""
+    from payoff.telemetry import warnings as payoff_warnings
+
+    written: list[str] = []
+
+    def counted(record: Any) -> str:
+        written.append(record.workload)
+        return real(record)
+
+    real = payoff_warnings.fallback_message
+    monkeypatch.setattr(payoff_warnings, "fallback_message", counted)
+    ex = ParallelExecutor(ParallelConfig())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        ex.map(tasks.square, range(5), workload="ignored")
+        warnings.simplefilter("default", ParallelFallbackWarning)
+        for _ in range(3):
+            ex.map(tasks.square, range(5), workload="shown once")
+        warnings.filterwarnings("ignore", message="payoff: 5 items of workload 'by text'",
+                                category=ParallelFallbackWarning)
+        ex.map(tasks.square, range(5), workload="by text")
+    assert written == ["shown once", "by text"]
+    assert [str(w.message).split("'")[1] for w in caught] == ["shown once"]
+
+
 def test_warning_filters_still_apply() -> None:
     ex = ParallelExecutor(ParallelConfig())
     with warnings.catch_warnings():

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,13 +166,20 @@ def warn_at_call_site(warning: Warning) -> None:
                            registry=site.registry)
 
 
-def warning_action(text: str, category: type[Warning], module: str, lineno: int) -> str:
+def warning_action(text: str | Callable[[], str], category: type[Warning], module: str, lineno: int) -> str:
     """The action the warnings filters prescribe, matched as ``warnings`` itself does: for a warning whose text
-    varies (a count, a duration) but which is said once per call site, where the stdlib would key on the text."""
+    varies (a count, a duration) but which is said once per call site, where the stdlib would key on the text.
+    ``text`` may be a function: it is called only if a filter that matches all else asks for the text."""
+    said: str | None = None
     for action, msg, cat, mod, ln in warnings.filters:
-        if ((msg is None or msg.match(text)) and issubclass(category, cat)
-                and (mod is None or mod.match(module)) and (ln == 0 or lineno == ln)):
-            return str(action)
+        if not (issubclass(category, cat) and (mod is None or mod.match(module)) and (ln == 0 or lineno == ln)):
+            continue
+        if msg is not None:
+            if said is None:
+                said = text if isinstance(text, str) else text()
+            if not msg.match(said):
+                continue
+        return str(action)
     return str(getattr(warnings, "defaultaction", "default"))
 
 
@@ -190,8 +197,20 @@ class SiteWarnings:
     def warn(self, site: CallSite, warning: Warning, tag: tuple[object, ...] = ()) -> None:
         """Warn ``warning`` at ``site`` unless the filters ignore it or it was shown in their scope; ``tag`` tells
         warnings of one category apart (a fallback's reason)."""
-        category = type(warning)
-        action = warning_action(str(warning), category, site.module, site.lineno)
+        self.warn_lazily(site, type(warning), lambda: warning, tag)
+
+    def warn_lazily(self, site: CallSite, category: type[Warning], make: Callable[[], Warning],
+                    tag: tuple[object, ...] = ()) -> None:
+        """:meth:`warn` for a warning made only if it is shown (or a filter matches on its text): a call kept
+        serial in a loop of small calls would otherwise format its text each time, to be ignored."""
+        made: list[Warning] = []
+
+        def warning() -> Warning:
+            if not made:
+                made.append(make())
+            return made[0]
+
+        action = warning_action(lambda: str(warning()), category, site.module, site.lineno)
         if action == "ignore":
             return
         key = {"default": (site.filename, site.lineno, *tag), "module": (site.module, *tag),
@@ -201,7 +220,7 @@ class SiteWarnings:
                 if key in self._seen:
                     return
                 self._seen.add(key)
-        warnings.warn_explicit(warning, category, site.filename, site.lineno, site.module, registry={})
+        warnings.warn_explicit(warning(), category, site.filename, site.lineno, site.module, registry={})
 
     def reset(self) -> None:
         with self._lock:

@@ -48,7 +48,8 @@ class FallbackWarnings(Observer):
         if reason is Reason.MAP_FAILURE_RETRY and error is not None:
             return  # the call did not recover: its exception (WorkerCrashedError) says what happened
 
-        self.emit(call.site, reason, fallback_message(record), record)
+        self._shown.warn_lazily(call.site, ParallelFallbackWarning,
+                                lambda: ParallelFallbackWarning(fallback_message(record), reason, record), (reason,))
 
     def emit(self, site: CallSite, reason: Reason, text: str, record: MapRecord | None) -> None:
         self._shown.warn(site, ParallelFallbackWarning(text, reason, record), (reason,))
