@@ -81,6 +81,18 @@ def test_bad_tokens_raise_naming_the_token_and_the_grammar(text: str, named: str
     assert GRAMMAR in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["processes,workers=0", "bogus", "colour=blue", "threads,processes"])
+def test_a_bad_payoff_parallel_is_named_as_the_variable_the_user_set(monkeypatch: pytest.MonkeyPatch,
+                                                                     text: str) -> None:
+    """The error blamed CE_PARALLEL for a value the user had put in PAYOFF_PARALLEL (and CE_PARALLEL unset)."""
+    monkeypatch.delenv("CE_PARALLEL", raising=False)
+    monkeypatch.setenv("PAYOFF_PARALLEL", text)
+    with pytest.raises(ValueError, match=r"^PAYOFF_PARALLEL ") as info:
+        ParallelExecutor()
+    assert "CE_PARALLEL token" not in str(info.value)
+    assert "dask" in GRAMMAR.split("a strategy:")[1].split(";")[0]
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=60))
 def test_arbitrary_strings_parse_or_raise_value_error(text: str) -> None:

@@ -118,9 +118,9 @@ class ParallelConfig:
         start = base if base is not None else cls()
         if text is None and alias is None:
             return start
-        changes = parse_ce_parallel(alias) if alias is not None else {}
+        changes = parse_ce_parallel(alias, ALIAS_ENV_VAR) if alias is not None else {}
         if text is not None:
-            own = parse_ce_parallel(text)
+            own = parse_ce_parallel(text, ENV_VAR)
             clash = sorted(k for k in own.keys() & changes.keys() if own[k] != changes[k])
             if clash:  # one spelt two ways ("process", "strategy=processes") agrees
                 raise ValueError(f"{ENV_VAR}={_shown(text)} and {ALIAS_ENV_VAR}={_shown(alias or '')} disagree on "
@@ -439,9 +439,9 @@ bad value in the environment is reported with the token that set it."""
 # -- CE_PARALLEL ------------------------------------------------------------
 
 GRAMMAR = (
-    "CE_PARALLEL is a comma-separated list of tokens: "
+    "PAYOFF_PARALLEL and CE_PARALLEL are comma-separated lists of tokens: "
     "on|off (also 1,true,yes,enable / 0,false,no,disable); "
-    "a strategy: auto|serial|sequential|threads|processes|joblib (or strategy=NAME); "
+    "a strategy: auto|serial|sequential|threads|processes|joblib|dask (or strategy=NAME); "
     "workers=N; waiting_workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
     "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; start_timeout=SECONDS; "
@@ -587,10 +587,10 @@ _KEYS.update({
 })
 
 
-def parse_ce_parallel(text: str) -> dict[str, Any]:
-    """Parse a ``CE_PARALLEL`` value into ParallelConfig field changes.
+def parse_ce_parallel(text: str, name: str = ALIAS_ENV_VAR) -> dict[str, Any]:
+    """Parse a ``CE_PARALLEL`` value (or a ``PAYOFF_PARALLEL`` one: ``name``) into ParallelConfig field changes.
 
-    Raises ``ValueError`` naming the offending token and quoting the grammar. Every
+    Raises ``ValueError`` naming the variable and the offending token and quoting the grammar. Every
     value is checked here as the constructor would check it, so no error from the
     environment reaches the user without the token that caused it. Linear in
     ``len(text)``: no regular expressions.
@@ -603,9 +603,9 @@ def parse_ce_parallel(text: str) -> dict[str, Any]:
         token = key.strip().lower() + eq + (value.strip() if keep_case else value.strip().lower())
         if not token:
             continue
-        field_name, value = _parse_token(token, original)
+        field_name, value = _parse_token(token, original, name)
         if field_name in changes and changes[field_name] != value:
-            raise ValueError(f"CE_PARALLEL sets {field_name} twice with different values "
+            raise ValueError(f"{name} sets {field_name} twice with different values "
                              f"(token {_quote(original)}). {GRAMMAR}")
         changes[field_name] = value
     if "strategy" in changes and "enabled" not in changes:
@@ -620,7 +620,7 @@ def _quote(token: str) -> str:
     return f"{token[:TOKEN_QUOTE_CHARS]!r}... ({len(token)} characters)"
 
 
-def _parse_token(token: str, original: str) -> tuple[str, Any]:
+def _parse_token(token: str, original: str, name: str) -> tuple[str, Any]:
     if token in _ENABLE:
         return "enabled", True
     if token in _DISABLE:
@@ -629,18 +629,18 @@ def _parse_token(token: str, original: str) -> tuple[str, Any]:
         try:
             return "strategy", _choice(STRATEGY_NAMES)(token)
         except ValueError:
-            raise ValueError(f"CE_PARALLEL token {_quote(original)} is not understood. {GRAMMAR}") from None
+            raise ValueError(f"{name} token {_quote(original)} is not understood. {GRAMMAR}") from None
     key, _, text = token.partition("=")
     key, text = key.strip(), text.strip()
     if key not in _KEYS:
-        raise ValueError(f"CE_PARALLEL key {_quote(key)} (token {_quote(original)}) is not known. {GRAMMAR}")
+        raise ValueError(f"{name} key {_quote(key)} (token {_quote(original)}) is not known. {GRAMMAR}")
     field_name, parse = _KEYS[key]
     try:
         value = parse(text)
         if field_name in _FIELD_CHECKS:
             _FIELD_CHECKS[field_name](field_name, value)
     except ValueError as exc:
-        raise ValueError(f"CE_PARALLEL token {_quote(original)}: {exc}. {GRAMMAR}") from None
+        raise ValueError(f"{name} token {_quote(original)}: {exc}. {GRAMMAR}") from None
     return field_name, value
 
 
