@@ -330,6 +330,14 @@ def square_once_file_exists(item: tuple[str, int]) -> int:
     return x * x
 
 
+def square_after_saying_started(item: tuple[str, str, int]) -> int:
+    """Creates ``started`` and then waits, as :func:`square_once_file_exists`, for ``release`` (60 s at most)."""
+    started, release, x = item
+    with open(started, "w"):
+        pass
+    return square_once_file_exists((release, x))
+
+
 HANG_RELEASE = threading.Event()
 """Ends ``hang_on_zero``'s wait in this process (a test's probe threads); in a worker process nothing sets it."""
 

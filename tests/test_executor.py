@@ -309,6 +309,26 @@ def test_submit_like_concurrent_futures() -> None:
             future.result()
 
 
+@pytest.mark.parametrize("strategy", ["threads", "processes", "joblib"])
+def test_a_submitted_call_that_runs_says_it_is_running(strategy: str, tmp_path: Path) -> None:
+    """On processes and joblib a call busy in a worker said neither running nor done (``running()`` False, state
+    PENDING) while its ``cancel()`` refused as for a running call: ``concurrent.futures`` says running."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        future = ex.submit(tasks.square_after_saying_started, (str(started), str(release), 6))
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            assert started.exists(), "the submitted call never started"
+            assert future.running() and not future.done()
+            assert not future.cancel()
+        finally:
+            release.touch()
+        assert future.result(timeout=60) == 36
+        assert not future.running() and future.done()
+
+
 @pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
 def test_submit_leaves_no_record_and_the_docs_say_so(strategy: str) -> None:
     """``submit`` is a plain future: no record, no span, no metrics, and the README says so.

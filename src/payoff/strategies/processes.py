@@ -578,6 +578,12 @@ class _Relayed(Future[Any]):
         self._remote = remote
         return self
 
+    def running(self) -> bool:
+        """Running while the pool's future is: this one's own state stays pending until the call ends, so that
+        a call waiting to run again after a broken pool can still be cancelled."""
+        remote = self._remote
+        return super().running() or (remote is not None and remote.running() and not self.done())
+
     def cancel(self) -> bool:
         rescue = self.rescue
         if rescue is None:
