@@ -119,6 +119,12 @@ def _stop_in_child() -> None:
             proc.join(LEFTOVER_GRACE_SECONDS)
 
 
+def program_ending() -> bool:
+    """Whether the program's end has begun: its exit hooks run (``threading``'s, where loky and
+    ``concurrent.futures`` stop their pools) or its main thread has returned."""
+    return bool(getattr(threading, "_SHUTTING_DOWN", False)) or not threading.main_thread().is_alive()
+
+
 def _run_early() -> None:
     if not _others_running():
         _run()

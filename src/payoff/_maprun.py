@@ -27,6 +27,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from payoff import _gil_wait, planning
+from payoff._exit import program_ending
 from payoff._forks import held_at_fork_hint
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._pools import Lease, pool_key
@@ -674,6 +675,13 @@ class MapRun:
                 if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
                     with self.ex._observers.scope(self.call):
                         self._top_up(pool, shipped, limit)
+            except Exception as exc:
+                self._raise_if_stopped()  # a pool stopped by the call's cancel mid-submit
+                if program_ending():  # a backend's own exit hook stopped its pool (loky's)
+                    raise CancelledError(f"payoff: the map was cancelled: the program is ending, and the "
+                                         f"{pool.name} pool was stopped while this map, in another thread, still "
+                                         f"ran ({exc!r})") from exc
+                raise
             finally:
                 self._observe_collected()
             yield from self._ready_blocks()

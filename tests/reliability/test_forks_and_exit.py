@@ -292,6 +292,44 @@ def test_ctrl_c_ends_a_program_with_queued_submitted_work(strategy: str) -> None
     assert _gone(first["pids"]), "worker processes outlived their program"
 
 
+MAP_IN_A_DAEMON_THREAD_AT_EXIT = """
+    import sys, threading, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(config=ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0.0))
+    if sys.argv[2] == "warm":  # else the exit meets the pool while it starts
+        ex.map(tasks.square, range(4))
+
+    def mapping():
+        try:
+            ex.map(tasks.sleep_then_square, range(40), [0.2] * 40)
+        except BaseException as exc:
+            print("RAISED", type(exc).__module__, type(exc).__name__, exc, flush=True)
+            raise
+
+    threading.Thread(target=mapping, daemon=True).start()
+    time.sleep(0.5)
+    print("END", flush=True)
+"""
+
+
+@pytest.mark.parametrize("pool", ["cold", "warm"])
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_map_in_a_daemon_thread_at_exit_ends_cancelled_not_with_the_pools_own_error(strategy: str,
+                                                                                       pool: str) -> None:
+    """The end of the program cancels the map in its daemon thread: on joblib that map died with loky's
+    ``ShutdownExecutorError: cannot schedule new futures after shutdown`` (5 runs of 5), on processes with
+    payoff's ``CancelledError``; the docs promise users never meet the pools' "after shutdown" errors."""
+    for _ in range(3):
+        child = run_child(MAP_IN_A_DAEMON_THREAD_AT_EXIT, strategy, pool)
+        assert "END" in child.stdout, child.stderr[-3000:]
+        raised = [line for line in child.stdout.splitlines() if line.startswith("RAISED")]
+        # the thread may be frozen mid-print as the interpreter ends: a line may stop anywhere
+        types = [line.split(" ")[1:3] for line in raised if len(line.split(" ")) > 3]
+        assert all(t == ["concurrent.futures._base", "CancelledError"] for t in types), (raised, child.stderr[-3000:])
+
+
 def test_a_registry_never_stops_a_pool_another_process_started() -> None:
     """Belt and braces behind the fork hook: whatever path reaches an inherited pool (cancel, exit, a finalizer),
     only the process that started it may stop it."""
