@@ -190,3 +190,21 @@ def test_the_demo_names_the_setting_its_endpoint_could_not_use(capsys: pytest.Ca
         assert _serve(0, "192.0.2.1") is None
     told = capsys.readouterr().out
     assert "--metrics-addr '192.0.2.1'" in told and "--metrics-port 0" not in told, told
+
+
+@pytest.mark.parametrize(("argv", "usage", "words"), [
+    (["demo", "--fast"], "usage: payoff demo", "unrecognized arguments: --fast"),
+    (["stack", "sideways", "dir"], "usage: payoff stack", "up or down"),
+    (["dashboards", "import", "x"], "usage: payoff dashboards", "COMMAND"),
+    (["dashboards"], "usage: payoff dashboards", "COMMAND"),
+    (["dashboards", "export", "x", "--fast"], "usage: payoff dashboards export", "--fast"),
+])
+def test_a_subcommands_error_shows_its_own_usage_and_what_it_takes(argv: list[str], usage: str, words: str) -> None:
+    """``payoff demo --fast`` showed the top-level usage, which lists no demo option; ``payoff stack sideways
+    dir`` said "one directory at most" without saying that only up or down may come first; ``payoff
+    dashboards import`` named an internal ``dashboards_command``."""
+    done = payoff(*argv)
+    line = the_error(done)
+    assert usage in done.stderr, done.stderr
+    assert words in line, line
+    assert "dashboards_command" not in done.stderr, done.stderr

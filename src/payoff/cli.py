@@ -140,11 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     from payoff.stack.cli import add_commands as add_stack_commands
 
     add_stack_commands(sub)
+    _own_parsers(sub)
     return parser
 
 
+def _own_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Each subcommand's arguments are refused by its own parser, whose usage lists them (argparse leaves an
+    unknown one to the top-level parser, whose usage lists only the subcommands)."""
+    for command in sub.choices.values():
+        command.set_defaults(command_parser=command)
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _own_parsers(action)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     handler = args.handler
     try:
         return int(handler(args))

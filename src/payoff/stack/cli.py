@@ -33,7 +33,8 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(handler=_stack, stack_parser=p)
 
     d = sub.add_parser("dashboards", help="the Grafana dashboards shipped with payoff")
-    dsub = d.add_subparsers(dest="dashboards_command", required=True)
+    dsub = d.add_subparsers(dest="dashboards_command", metavar="COMMAND", required=True,
+                            help="export (the only one)")
     e = dsub.add_parser("export", help="write the dashboards JSON into DIR (for a Grafana you already run)")
     e.add_argument("dir", type=Path, metavar="DIR", help="folder for the *.json files (created if missing)")
     e.add_argument("--force", action="store_true", help="overwrite existing files that differ")
@@ -50,7 +51,8 @@ def _stack(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.stack_parser
     action = words.pop(0) if words and words[0] in ("up", "down") else "write"
     if len(words) > 1:
-        parser.error(f"one directory at most, got {' '.join(words)}")
+        parser.error(f"one directory at most, got {' '.join(words)}; before DIR only up or down may come "
+                     "(payoff stack DIR, payoff stack up|down [DIR])")
     if action == "write" and not words:
         parser.error("give a directory: payoff stack DIR (or payoff stack up|down [DIR])")
     target = Path(words[0] if words else stack.DEFAULT_DIR)
