@@ -354,10 +354,13 @@ def run_chunk(
 
 
 def _note_exit(exc: BaseException, item: int, chunk: int) -> None:
-    """An item's own request to end the program goes on as in a loop, named like any item's error."""
+    """An item's own request to end the program goes on as in a loop, named like any item's error; so does an
+    item's GeneratorExit, a failed call like any (Ctrl-C's KeyboardInterrupt is the caller's, not an item's)."""
     if isinstance(exc, SystemExit):
         _add_note(exc, f"{RAISED_BY}{item} of the map (chunk {chunk}, worker {_worker_name()}): "
                        f"sys.exit({exc.code!r}) ends the caller's program as it would end a loop")
+    elif isinstance(exc, GeneratorExit):
+        _add_note(exc, f"{RAISED_BY}{item} of the map (chunk {chunk}, worker {_worker_name()})")
 
 
 def _marker(mark_in: tuple[str, int]) -> memoryview | None:

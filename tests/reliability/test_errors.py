@@ -96,9 +96,11 @@ class _Errors(Observer):
 def test_an_item_raising_generator_exit_is_a_failed_call_not_a_closed_one(strategy: str) -> None:
     spy = _Errors()
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE), observers=[spy]) as ex, \
-            pytest.raises(GeneratorExit, match="item five"):
+            pytest.raises(GeneratorExit, match="item five") as raised:
         ex.map(tasks.generator_exit_on_five, range(20), chunksize=3)
     assert len(spy.seen) == 1 and isinstance(spy.seen[0], GeneratorExit), spy.seen
+    notes = getattr(raised.value, "__notes__", None) or []
+    assert any(note.startswith("payoff: raised by item 5 of the map") for note in notes), notes  # as any item's
 
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
