@@ -341,7 +341,9 @@ def left_running(running: Callable[[], bool], timeout: float, given: float, what
     with _STUCK_LOCK:
         _STUCK_PROBES.append(running)
     hung = given >= HUNG_SHARE * timeout
-    then = " This function's next calls run in worker processes, which payoff stops on a timeout." if hung else ""
+    then = (" Under auto (or a named process backend) this function's next calls run in worker processes, which "
+            "payoff stops on a timeout; under strategy='threads' each call whose item hangs for good leaves one "
+            "more such thread.") if hung else ""
     warn_at_call_site(StuckThreadsWarning(
         f"payoff: {what} after its timeout: Python cannot stop a thread from outside. It finishes in the "
         f"background and never keeps the program from exiting.{then}"))
