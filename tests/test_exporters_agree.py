@@ -36,7 +36,7 @@ from payoff.telemetry import serve_metrics
 from payoff.telemetry.metrics import METRIC_BY_NAME, METRICS, PrometheusMetrics
 from payoff.telemetry.otel_metrics import OTelMetrics
 from payoff.telemetry.server import MetricsServer
-from payoff.telemetry.updates import ADD, OBSERVE, TOUCH, MetricUpdates
+from payoff.telemetry.updates import ADD, OBSERVE, OBSERVE_BLOCKS, TOUCH, MetricUpdates
 from tests import tasks
 from tests.test_metrics import map_concurrently
 
@@ -286,4 +286,4 @@ def test_every_update_names_a_contract_metric_with_its_labels(tmp_path: Path) ->
         d = METRIC_BY_NAME[metric]
         assert len(labels) == len(d.labels), (metric, labels)
         assert (kind == ADD) == (d.kind != "histogram"), (metric, kind)
-        assert kind in (ADD, OBSERVE, TOUCH)
+        assert kind in (ADD, OBSERVE, OBSERVE_BLOCKS, TOUCH)

@@ -36,6 +36,7 @@ from payoff.telemetry.updates import (
     STRATEGIES,
     UNPOOLED,
     WORKLOAD_CAP,
+    Blocks,
     Labels,
     Update,
     UpdatesObserver,
@@ -151,16 +152,17 @@ class _Store(Collector):
         self._exemplars: dict[tuple[str, Labels, int], Exemplar] = {}
 
     def apply(self, updates: Sequence[Update]) -> None:
-        values, hists, bounds = self._values, self._hists, self._bounds
+        values, bounds = self._values, self._bounds
         with self._lock:
             for metric, labels, kind, value, weight, exemplar in updates:
+                if isinstance(value, Blocks):
+                    self._observe_blocks(self._series(metric, labels), bounds[metric], value)
+                    continue
                 if kind == ADD:
                     series = values[metric]
                     series[labels] = series.get(labels, 0.0) + value
                     continue
-                found = hists[metric].get(labels)
-                if found is None:  # bucket counts (the last one is +Inf), then sum and count
-                    found = hists[metric][labels] = [0.0] * (len(bounds[metric]) + 3)
+                found = self._series(metric, labels)
                 if kind == OBSERVE:
                     index = bisect.bisect_left(bounds[metric], value)  # le is inclusive
                     found[index] += weight
@@ -168,6 +170,20 @@ class _Store(Collector):
                     found[-1] += weight
                     if exemplar is not None:
                         self._exemplars[(metric, labels, index)] = Exemplar({"trace_id": exemplar}, value, time.time())
+
+    def _series(self, metric: str, labels: Labels) -> list[float]:
+        """A histogram series: bucket counts (the last one is +Inf), then sum and count."""
+        found = self._hists[metric].get(labels)
+        if found is None:
+            found = self._hists[metric][labels] = [0.0] * (len(self._bounds[metric]) + 3)
+        return found
+
+    @staticmethod
+    def _observe_blocks(found: list[float], bounds: tuple[float, ...], blocks: Blocks) -> None:
+        for seconds, count in blocks.observations():
+            found[bisect.bisect_left(bounds, seconds)] += count
+            found[-2] += seconds * count
+            found[-1] += count
 
     def describe(self) -> Iterator[Metric]:
         for d in METRICS:

@@ -24,7 +24,7 @@ from opentelemetry.metrics import MeterProvider
 
 from payoff._version import __version__
 from payoff.telemetry.metrics import METRICS, MetricDef
-from payoff.telemetry.updates import ADD, OBSERVE, WORKLOAD_CAP, Labels, Update, UpdatesObserver
+from payoff.telemetry.updates import ADD, TOUCH, WORKLOAD_CAP, Blocks, Labels, Update, UpdatesObserver
 
 
 class OTelMetrics(UpdatesObserver):
@@ -39,13 +39,17 @@ class OTelMetrics(UpdatesObserver):
 
     def apply(self, updates: Sequence[Update]) -> None:
         for metric, labels, kind, value, _weight, _exemplar in updates:
-            if kind != ADD and kind != OBSERVE:
-                continue  # TOUCH: OTel has no histogram without a measurement
+            if kind == TOUCH:
+                continue  # OTel has no histogram without a measurement
             key = (metric, labels)
             attrs = self._attrs.get(key)
             if attrs is None:  # one dict per series, reused: the SDK only reads it
                 attrs = self._attrs[key] = dict(zip(self._names[metric], labels, strict=True))
-            if kind == ADD:
+            if isinstance(value, Blocks):
+                record = self._i[metric].record
+                for seconds, _count in value.observations():
+                    record(seconds, attrs)
+            elif kind == ADD:
                 self._i[metric].add(value, attrs)
             else:
                 self._i[metric].record(value, attrs)
