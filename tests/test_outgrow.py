@@ -60,7 +60,8 @@ def test_the_rest_of_an_outgrown_serial_run_is_planned_at_its_later_items_cost(l
 def test_a_serial_plan_on_a_cost_earlier_calls_measured_may_outgrow_it_too() -> None:
     """Earlier calls ran all their items, but at their own arguments: this call's may cost far more. Its run
     here is cut once it took OUTGROW_FACTOR times the estimate (at least OUTGROW_MIN_SECONDS). The user's own
-    threshold stands: a call under it stays serial, however long its run; and so do trivial items."""
+    threshold stands: a call under it stays serial, however long its run. A remembered cost of trivial items
+    may be outgrown too (their run keeps its unbounded rest while that fits the budget)."""
     planner = planning.Planner()
     planner.knowledge.teach(tasks.grows, Facts(2e-6, 1.0, 40, "", None, result_error=""))
     known = planner.plan(planning.Call(tasks.grows, list(range(100)), ParallelConfig(max_workers=2), "auto",
@@ -71,10 +72,27 @@ def test_a_serial_plan_on_a_cost_earlier_calls_measured_may_outgrow_it_too() -> 
                                       ParallelConfig(max_workers=2, tiny_workload_threshold=0.5), "auto",
                                       None, None, None, frozenset({"processes"}), 5))
     assert held.strategy == "serial" and held.outgrow is None
-    trivial = planning.Planner()  # a budget bounds every block; trivial items keep their unbounded rest
+    trivial = planning.Planner()
     trivial.knowledge.teach(tasks.grows, Facts(1e-7, 1.0, 40, "", None, result_error=""))
     assert trivial.plan(planning.Call(tasks.grows, list(range(100)), ParallelConfig(max_workers=2), "auto",
-                                      None, None, None, frozenset({"processes"}), 5)).outgrow is None
+                                      None, None, None, frozenset({"processes"}), 5)).outgrow \
+        == planning.Outgrow("processes", 2, planning.OUTGROW_MIN_SECONDS)
+
+
+def test_a_call_of_dear_items_of_a_function_remembered_as_trivial_moves_to_a_pool() -> None:
+    """A cache that missed: 300 items of ~3 ms after calls of items of 0.1 us. The remembered cost priced the
+    call as tiny and gave its serial run no budget, so it ran every item here (a trial: 0.66 s where a pool
+    took 0.35 s); its run is now cut once it outgrew the estimate and the rest planned at what it measured."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.grows, Facts(1e-7, 1.0, 40, "", None, result_error=""))
+    with warnings.catch_warnings(), ParallelExecutor(ParallelConfig(max_workers=2), planner=planner) as ex:
+        warnings.simplefilter("ignore")
+        items = list(range(3000, 3300))
+        assert ex.map(tasks.grows, items) == [tasks.grows(x) for x in items]
+        record = ex.last_record
+    assert record is not None
+    assert record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, record.summary()
+    assert record.selected_strategy != "serial" and record.fallback_reason is None, record.summary()
 
 
 def test_a_named_backend_runs_the_rest_of_a_call_whose_items_cost_more_than_earlier_calls_did() -> None:

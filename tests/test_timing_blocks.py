@@ -242,3 +242,18 @@ def test_an_outcome_travels_whole_with_its_timing_blocks_and_its_error() -> None
     streamed = StreamedOutcome(**{f.name: getattr(sent, f.name) for f in fields(ChunkOutcome)}, count=7)
     again = pickle.loads(pickle.dumps(streamed))
     assert type(again) is StreamedOutcome and again.count == 7 and again.durations_ns == sent.durations_ns
+
+
+@pytest.mark.parametrize("tail_in_budget", [False, True])
+def test_a_serial_run_that_may_outgrow_keeps_trivial_items_unbounded_rest(tail_in_budget: bool) -> None:
+    """A budget bounds every block (each through ``islice``); a serial run that may outgrow its estimate still
+    runs trivial items' rest as one block when, at their measured cost, it ends well within the budget."""
+    items = list(range(100_000))
+    outcome = run_chunk(_cheap, items, 0, 0, budget_ns=10**12, tail_in_budget=tail_in_budget)
+    assert outcome.results == [-x for x in items]
+    assert (outcome.block_sizes[-1] > len(items) // 2) is tail_in_budget, list(outcome.block_sizes)
+
+
+def test_a_rest_that_would_overrun_the_budget_stays_in_bounded_blocks() -> None:
+    outcome = run_chunk(_cheap, list(range(100_000)), 0, 0, budget_ns=1, tail_in_budget=True)
+    assert outcome.n_done < 100_000  # the first block ended past a budget of 1 ns: the chunk handed back the rest

@@ -375,7 +375,7 @@ class MapRun:
             return None
         lo, items = part
         outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller",
-                                  budget_ns=int(plan.outgrow.after_seconds * 1e9))
+                                  budget_ns=int(plan.outgrow.after_seconds * 1e9), tail_in_budget=True)
         self.next_index += 1
         self.next_yield = self.next_index
         self._raise_if_stopped()
@@ -482,9 +482,11 @@ class MapRun:
         if outcome.n_done or outcome.error is not None:
             self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
 
-    def _in_caller(self, task: ChunkTask, where: str, budget_ns: int | None = None) -> ChunkOutcome:
+    def _in_caller(self, task: ChunkTask, where: str, budget_ns: int | None = None,
+                   tail_in_budget: bool = False) -> ChunkOutcome:
         """The chunk run here; its item's error raised. A Ctrl-C in it goes on as it came, its items that ran
-        recorded first (they were lost from the record, while ``cancel()`` there counted them)."""
+        recorded first (they were lost from the record, while ``cancel()`` there counted them).
+        ``tail_in_budget``: see :func:`payoff.worker.run_chunk`."""
         def count(outcome: ChunkOutcome) -> None:
             self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
 
@@ -494,7 +496,7 @@ class MapRun:
         else:
             with self.ex._observers.scope(self.call):
                 outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, budget_ns,
-                                    on_interrupt=count)
+                                    on_interrupt=count, tail_in_budget=tail_in_budget)
         count(outcome)
         if outcome.error is not None:
             raise outcome.error

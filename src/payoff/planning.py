@@ -66,7 +66,7 @@ from payoff.record import (
 from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
-from payoff.worker import TAIL_ITEM_NS, CancelToken, ChunkOutcome, gate_cost_ns, in_worker
+from payoff.worker import CancelToken, ChunkOutcome, gate_cost_ns, in_worker
 
 CHECK_EACH_PAYS = 5
 """Dear items hidden among cheap ones must have cost this many times what checking each item costs."""
@@ -707,11 +707,12 @@ def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: i
     """Where a call kept serial as tiny may move once its run here outgrows the estimate (``OUTGROW_FACTOR``):
     the cost its own first items read, or the one earlier calls measured. Those ran all their items, but at
     their arguments: a function of 5 us items at ``n=200`` ran 4 items of 70 ms at ``n=2_000_000`` serially
-    on a named ``processes`` (0.27 s, where the pool takes 0.15 s). Not for a remembered cost of trivial items:
-    a run with a budget bounds every block, and their unbounded rest is what keeps a serial call of them at a
-    loop's pace (``payoff.worker.TAIL_ITEM_NS``)."""
+    on a named ``processes`` (0.27 s, where the pool takes 0.15 s). A remembered cost of trivial items too: a
+    cache that missed made 300 items of 2 ms after calls of 0.1 us, and the call ran them all here (0.66 s; a
+    pool took 0.35 s). Their run keeps its unbounded rest while that fits the budget
+    (``run_chunk(tail_in_budget=True)``), which is what keeps a serial call of trivial items at a loop's pace."""
     cost = probe.seconds_per_item
-    if call.timeout is not None or cost is None or remaining < 2 or (probe.known and cost * 1e9 < TAIL_ITEM_NS):
+    if call.timeout is not None or cost is None or remaining < 2:
         return None
     return Outgrow(strategy, workers, max(OUTGROW_MIN_SECONDS, OUTGROW_FACTOR * cost * remaining))
 

@@ -214,8 +214,9 @@ TAIL_ITEM_NS = 1_000
 TAIL_BLOCK_NS = 50_000_000
 """So once such items are measured, the rest of a chunk runs as one unbounded ``map`` if it fits in this long
 at their measured cost and is at most BLOCK_GROWTH times the items done. A call with a deadline never does,
-nor a chunk with a budget: items that turn dearer inside such a block would hold its checks back for the
-whole block."""
+nor a chunk with a budget (items that turn dearer inside such a block would hold its checks back for the
+whole block), except a serial run that may outgrow its estimate, where the rest fits what is left of its budget
+at the measured cost (``run_chunk(tail_in_budget=True)``)."""
 
 
 class ListTail(Sequence[Any]):
@@ -306,6 +307,7 @@ def run_chunk(
     results: list[Any] | None = None,
     mark_in: tuple[str, int] | None = None,
     check_each: bool = False,
+    tail_in_budget: bool = False,
 ) -> ChunkOutcome:
     """Run ``fn`` over ``items``; never raises for a user error (it is returned).
 
@@ -320,6 +322,9 @@ def run_chunk(
     process) names the folder where each item's index is marked before it runs, and the call it is of
     (``payoff._crash_marks``).
     ``check_each``: the budget is checked before each item, not only between blocks (``Plan.check_each``).
+    ``tail_in_budget``: trivial items' rest may still run as one unbounded block (TAIL_BLOCK_NS) under a budget,
+    if at their measured cost it ends within what is left of it: a serial run that may outgrow its estimate
+    (``Plan.outgrow``) keeps a loop's pace on trivial items, and items dear from the start are still checked.
     """
     mark = None if mark_in is None else _marker(mark_in)
     _local.depth = getattr(_local, "depth", 0) + 1
@@ -330,7 +335,8 @@ def run_chunk(
     cpu0, runq0, waits0 = time.thread_time_ns(), run_queue_ns(), voluntary_waits()
     error: BaseException | None = None
     try:
-        _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first), check_each)
+        _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first), check_each,
+                    tail_in_budget)
     except Exception as exc:
         error = item_error(exc)
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
@@ -447,6 +453,7 @@ def _run_blocks(
     budget_ns: int | None = None,
     marking: tuple[memoryview | None, int] = (None, 0),
     check_each: bool = False,
+    tail_in_budget: bool = False,
 ) -> None:
     """Blocks grow while items are cheaper than the target and shrink when they get dearer; a marked chunk
     runs item by item, each item's index (``marking``: the mark and the chunk's first index) set first."""
@@ -458,7 +465,7 @@ def _run_blocks(
     gated = source is not None
     if source is None:
         source = iter(items)  # one pass: slicing a list per block would copy every item reference
-    tail_ok = type(items) in _ENDS_AT_LEN and not gated and budget_ns is None
+    tail_ok = type(items) in _ENDS_AT_LEN and not gated and (budget_ns is None or tail_in_budget)
     calls, each = (starmap, fn.fn) if type(fn) is Star else (map, fn)  # Star's call in Python cost ~100 ns an item
     target = FREE_BLOCK_TARGET_NS if budget_ns is None else BLOCK_TARGET_NS
     lo, block = 0, 1
@@ -490,7 +497,7 @@ def _run_blocks(
         block = 1 if per_item >= BLOCK_TARGET_NS else \
             max(1, min(MAX_BLOCK, BLOCK_GROWTH * (hi - lo), target // per_item))
         if tail_ok and per_item < TAIL_ITEM_NS and n - hi <= BLOCK_GROWTH * hi \
-                and (n - hi) * per_item <= TAIL_BLOCK_NS:
+                and (n - hi) * per_item <= TAIL_BLOCK_NS and (stop_at is None or now + (n - hi) * per_item <= stop_at):
             block = n - hi
         lo = hi
         if cancel is not None and cancel.is_set():
