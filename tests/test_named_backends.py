@@ -30,10 +30,11 @@ def test_a_named_backend_still_skips_truly_tiny_work() -> None:
     (a crash there would take the caller down), so it runs on the pool the user named and measures them.
 
     Its own planner: the process-wide one carries what earlier tests taught it about joblib's fixed cost per
-    call, and one full run in eight ended with a cost that three cold-worker items outweighed."""
+    call. The first call measures 200 items: three items in cold workers (a first call's imports) were once
+    measured dear enough that three more outweighed joblib's fixed cost (1 run in 8, twice)."""
     planner = Planner()
     with ParallelExecutor(ParallelConfig(strategy="joblib", max_workers=2), planner=planner) as ex:
-        assert ex.map(tasks.negate, [1, 2, 3]) == [-1, -2, -3]
+        assert ex.map(tasks.negate, range(200)) == [-x for x in range(200)]
         first = ex.last_record
         assert ex.map(tasks.negate, [4, 5, 6]) == [-4, -5, -6]
         record = ex.last_record
