@@ -152,3 +152,25 @@ def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> N
     assert first is not None and first.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE
     assert second is not None and second.decision_reason is Reason.AUTO_CPU_BOUND
     assert second.selected_strategy == "processes" and {c.where for c in second.chunks} == {"pool"}
+
+
+def test_a_recalled_function_whose_first_item_now_costs_far_less_is_planned_at_this_calls_cost() -> None:
+    """A cache that hits again after calls that missed: its one item run here (to check a result pickles) cost
+    ~1 us where earlier calls measured 3 ms an item, yet the call was planned at 3 ms and sent 60 trivial items
+    to processes (48x slower than serial, a trial). It is planned at what it measured now."""
+    for result_error, checked in ((None, True), ("", False)):
+        planner = planning.Planner()  # results not seen to pickle yet: one item runs here to check one
+        planner.knowledge.teach(tasks.grows, Facts(3e-3, 1.0, 40, "", None, result_error=result_error))
+        plan = planner.plan(planning.Call(tasks.grows, list(range(60)), ParallelConfig(max_workers=2), "auto",
+                                          None, None, None, frozenset({"processes"}), 5))
+        if not checked:  # results known to pickle: planned on its recall, nothing run here
+            assert plan.probe.n == 0 and plan.probe.known and plan.strategy == "processes", plan.detail
+            continue
+        assert plan.probe.n == 1 and not plan.probe.known
+        assert plan.strategy == "serial" and plan.fallback is Reason.TINY_WORKLOAD, (plan.strategy, plan.detail)
+    item = ChunkOutcome(0, 0, [0], 0, 1000, 1000, array("q", [1000]), array("q", [1]), "caller")
+    for seconds, overturned in ((3e-3 / planning.RECALL_OVERTURNED * 2, False), (3e-3 / 100, True)):
+        probe = Probe(seconds_per_item=3e-3, known=True)
+        probe.outcome = item
+        planning._overturn_recall(probe, seconds)
+        assert (probe.seconds_per_item == seconds and not probe.known) is overturned, (seconds, probe)

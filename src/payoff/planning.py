@@ -88,6 +88,13 @@ SHARE_WITHOUT_GIL = LOCAL_PROCESS_POOLS | {"serial"}
 SIZE_SERIAL_CALLS_FROM = 0.05
 """Seconds of measured work from which an auto call kept serial still pickles its function, an item and a result
 to size them and remembers what it measured (see ``_worth_sizing``)."""
+RECALL_OVERTURNED = 10.0
+"""A recalled function runs its first item here while no result of it was seen to pickle; if that item cost under
+a tenth of what earlier calls measured, the call is planned at this call's cost: its arguments differ (a cache
+that hits again after calls that missed: 60 items of 0.1 us went to processes on a remembered 3 ms an item, 48x
+slower than serial). Items that turn out dear after all are caught by the serial run's budget (``_outgrow``).
+Not extended to every call after a cost shift: on an input sorted by cost its first item is the cheapest, and
+a function whose cost keeps shifting is probed in full on every call anyway (``UNSTEADY_SHIFTS``)."""
 UNSTEADY_SHIFTS = 2
 """A workload whose cost shifted this often in its last ``COST_HISTORY`` measured calls has no one cost (a
 partial or lambda per request over other arguments, all keyed by one code location): each call probes again."""
@@ -985,7 +992,8 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
     elif sends and known is not None and known.result_error != "":
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
-            probe.outcome, _ = bounded(call, 1, 1)
+            probe.outcome, seconds = bounded(call, 1, 1)
+            _overturn_recall(probe, seconds)
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
@@ -1003,6 +1011,14 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _overturn_recall(probe: Probe, seconds: float) -> None:
+    """See RECALL_OVERTURNED."""
+    recalled = probe.seconds_per_item
+    if probe.outcome is not None and probe.outcome.n_done and recalled is not None \
+            and seconds * RECALL_OVERTURNED < recalled:
+        probe.seconds_per_item, probe.known = max(seconds, 1e-9), False
 
 
 def _decided(decide: Decide, seconds: float) -> tuple[Reason, str] | None:
