@@ -198,6 +198,26 @@ def test_text_report_table_has_one_row_per_call_and_an_aggregate() -> None:
     assert "overhead: " in record_text(records[0])
 
 
+def test_a_report_of_two_executors_numbers_calls_in_order_in_table_text_and_html() -> None:
+    """Call ids restart in every executor and process: a records file of two processes read 1, 2, 4, 3, 1 in the
+    table while the sections said "Call 3 (call_id 4)". Rows and sections now show one numbering, with the
+    call id beside it where they differ."""
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as first, \
+            ParallelExecutor(ParallelConfig(strategy="serial")) as second:
+        first.map(tasks.square, range(3))
+        first.map(tasks.square, range(4))
+        second.map(tasks.square, range(5))
+    records = [*first.records, *second.records]
+    assert [r.call_id for r in records] == [1, 2, 1]
+    table = render_text(records).split("\n\n")[1].splitlines()[2:]
+    assert [line.split()[0] for line in table] == ["1", "2", "3"]
+    assert "call 3 (call_id 1): " in render_text(records)
+    page = render_html(records)
+    for i in range(3):
+        assert f'<a href="#call-{i}">{i + 1}</a>' in page
+        assert f"Call {i + 1} " in page
+
+
 def test_html_report_has_verdict_table_sections_and_no_script() -> None:
     with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex:
         ex.map(tasks.sleep_then_square, range(100))

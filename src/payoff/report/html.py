@@ -219,7 +219,7 @@ def overview(records: Sequence[MapRecord]) -> str:
     head = "".join(f'<th class="{"left" if a == "<" else ""}">{escape(n)}</th>' for n, a in text.COLUMNS)
     rows = []
     for i, r in enumerate(records):
-        cells = text.row(r)
+        cells = text.row(r, i + 1)  # the position its section's heading shows
         first = f'<td><a href="#call-{i}">{escape(cells[0])}</a></td>'
         middle = "".join(cell(c, a) for c, (_, a) in zip(cells[1:-1], text.COLUMNS[1:-1], strict=True))
         rows.append(f'<tr>{first}{middle}<td class="left">{badge(r, with_speedup=False)}</td></tr>')

@@ -73,17 +73,20 @@ def strategy_label(record: MapRecord) -> str:
     return f"{record.requested_strategy}->{record.selected_strategy}"
 
 
-def row(record: MapRecord) -> list[str]:
+def row(record: MapRecord, position: int | None = None) -> list[str]:
+    """``position``: the call's place in a report of many (call ids restart in every executor and process)."""
     cells = [
-        str(record.call_id), record.workload, strategy_label(record), str(record.workers), f"{record.n_items:,}",
+        str(record.call_id if position is None else position), record.workload, strategy_label(record),
+        str(record.workers), f"{record.n_items:,}",
         str(record.chunks_cut), seconds(record.wall_seconds), speedup(record), f"{record.utilization:.0%}",
         pair(record.queue_wait), pair(record.task_time), verdict(record),
     ]
     return [printable(cell) for cell in cells]
 
 
-def table(records: Sequence[MapRecord]) -> str:
-    rows = [[name for name, _ in COLUMNS], *(row(r) for r in records)]
+def table(records: Sequence[MapRecord], numbered: bool = False) -> str:
+    """``numbered``: the first column counts the calls in order instead of showing each one's call id."""
+    rows = [[name for name, _ in COLUMNS], *(row(r, i + 1 if numbered else None) for i, r in enumerate(records))]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(_cell(cell, width, align) for cell, width, (_, align) in zip(r, widths, COLUMNS, strict=True))
              .rstrip() for r in rows]
@@ -101,8 +104,9 @@ def overhead(record: MapRecord) -> str:
     return ", ".join(f"{name} {seconds(value)}" for name, value in phases) or "-"
 
 
-def details(record: MapRecord) -> list[str]:
-    lines = [f"call {record.call_id}: {record.summary()}", f"  overhead: {overhead(record)}"]
+def details(record: MapRecord, position: int | None = None) -> list[str]:
+    name = f"call {record.call_id}" if position is None else f"call {position} (call_id {record.call_id})"
+    lines = [f"{name}: {record.summary()}", f"  overhead: {overhead(record)}"]
     if record.fallback_reason is not None:
         reason = record.fallback_reason
         label = "recovered" if reason.recovered else "fallback"
@@ -149,7 +153,7 @@ def render_text(records: Sequence[MapRecord]) -> str:
     records = list(records)
     if not records:
         return "payoff report: no calls recorded\n"
-    parts = [f"payoff report: {aggregate(records)}", "", table(records), ""]
-    for record in records:
-        parts.extend(details(record))
+    parts = [f"payoff report: {aggregate(records)}", "", table(records, numbered=True), ""]
+    for i, record in enumerate(records):
+        parts.extend(details(record, i + 1))
     return "\n".join(parts) + "\n"
