@@ -679,7 +679,7 @@ class MapRun:
                         self._top_up(pool, shipped, limit)
             except Exception as exc:
                 self._raise_if_stopped()  # a pool stopped by the call's cancel mid-submit
-                if program_ending():  # a backend's own exit hook stopped its pool (loky's)
+                if program_ending() and isinstance(exc, RuntimeError):  # a backend's exit hook stopped its pool
                     raise CancelledError(f"payoff: the map was cancelled: the program is ending, and the "
                                          f"{pool.name} pool was stopped while this map, in another thread, still "
                                          f"ran ({exc!r})") from exc
