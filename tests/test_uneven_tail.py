@@ -85,14 +85,19 @@ def test_a_dear_tail_hidden_in_a_block_of_free_items_is_checked_item_by_item_fro
     one's chunks check their budget before each item, and the naps are handed back and shared out."""
     items = list(range(N_ITEMS))
     expected = [x if x < NAPS_FROM else -x for x in items]
-    most: list[int] = []
     config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0)  # free items: a pool
-    with ParallelExecutor(config) as ex:
-        for _ in range(2):
-            assert ex.map(naps_after_free_items, items) == expected
-            record = ex.last_record
-            assert record is not None and record.selected_strategy == strategy
-            most.append(max(max(0, c.first_item + c.n_items - max(c.first_item, NAPS_FROM)) for c in record.chunks))
+    for _attempt in range(3):  # on a loaded machine free items read dearer, blocks stay short, and the first
+        planning.PLANNER.reset()  # call may check its naps in time already: nothing to learn from then
+        most: list[int] = []
+        with ParallelExecutor(config) as ex:
+            for _ in range(2):
+                assert ex.map(naps_after_free_items, items) == expected
+                record = ex.last_record
+                assert record is not None and record.selected_strategy == strategy
+                most.append(max(max(0, c.first_item + c.n_items - max(c.first_item, NAPS_FROM))
+                                for c in record.chunks))
+        if most[0] > 3:
+            break
     assert most[1] <= 3 < most[0], most
     facts = planning.PLANNER.knowledge.get(naps_after_free_items)  # the first nap still ends a grown block
     assert facts is not None and facts.hidden_dear >= 0.01, facts
