@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, overload
@@ -142,7 +142,15 @@ class ChunkStats:
 
     def item_times(self) -> list[tuple[float, int]]:
         """(seconds per item, how many items) for each timing block."""
-        return [(ns / 1e9 / k, k) for ns, k in zip(self.durations_ns, self.block_sizes, strict=True) if k]
+        return list(block_times(self.durations_ns, self.block_sizes))
+
+
+def block_times(durations_ns: Sequence[int], sizes: Sequence[int]) -> Iterator[tuple[float, int]]:
+    """(seconds per item, items) of each timing block, empty blocks dropped, made one at a time (a consumer
+    that drops each pair before the next keeps no tuples alive: see ``telemetry.updates.Blocks``)."""
+    for ns, k in zip(durations_ns, sizes, strict=True):
+        if k:
+            yield ns / 1e9 / k, k
 
 
 def block_items(durations_ns: Sequence[int] | npt.NDArray[np.int64],

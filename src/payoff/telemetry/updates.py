@@ -38,7 +38,7 @@ from typing import Final, NamedTuple
 
 from payoff import _forks
 from payoff.observers import CallInfo, Observer
-from payoff.record import ChunkStats, MapRecord
+from payoff.record import ChunkStats, MapRecord, block_times
 
 STRATEGIES: Final = ("serial", "threads", "processes", "joblib", "custom", "dask")
 """The ``strategy`` label's values; any other strategy name is counted as ``custom``."""
@@ -74,9 +74,7 @@ class Blocks(NamedTuple):
 
     def observations(self) -> Iterator[tuple[float, int]]:
         """(seconds per item, items) of each block, made one at a time."""
-        for ns, k in zip(self.durations_ns, self.sizes, strict=True):
-            if k:
-                yield ns / 1e9 / k, k
+        return block_times(self.durations_ns, self.sizes)
 
 Labels = tuple[str, ...]
 
