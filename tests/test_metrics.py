@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
 import shutil
@@ -333,6 +334,37 @@ def test_payoff_metrics_port_starts_the_endpoint_by_itself(tmp_path: object) -> 
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert out.returncode == 0, out.stderr
     assert 'payoff_map_calls_total{mode="serial",strategy="serial",workload="env"} 1.0' in out.stdout
+
+
+def test_telemetry_variables_set_after_the_first_map_are_followed(tmp_path: Path) -> None:
+    """A notebook sets PAYOFF_METRICS_PORT and PAYOFF_RECORDS in a cell after its first ``payoff.map``: the
+    shared executor, made before, served nothing and wrote no record, without a word (read when it was made).
+    Unset again, the records stop."""
+    import os
+    import sys
+
+    port, records = socket_free_port(), tmp_path / "calls.jsonl"
+    script = (
+        "import os, urllib.request, payoff\n"
+        "from tests import tasks\n"
+        "payoff.map(tasks.square, range(5), workload='before')\n"
+        f"os.environ['PAYOFF_METRICS_PORT'] = '{port}'\n"
+        f"os.environ['PAYOFF_RECORDS'] = {str(records)!r}\n"
+        "payoff.map(tasks.square, range(5), workload='after')\n"
+        "ex = payoff.ParallelExecutor(strategy='serial')\n"  # any executor follows, not only the shared one
+        "ex.map(tasks.square, range(3), workload='own')\n"
+        "del os.environ['PAYOFF_RECORDS']\n"
+        "payoff.map(tasks.square, range(5), workload='unset')\n"
+        f"text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=10).read().decode()\n"
+        "print([l for l in text.splitlines() if l.startswith('payoff_map_calls_total') and 'after' in l])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PAYOFF_METRICS_PORT", "PAYOFF_RECORDS")}
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, env=env,
+                         timeout=120, cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr
+    assert 'workload="after"} 1.0' in out.stdout
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert [line["workload"] for line in lines] == ["after", "own"]
 
 
 def socket_free_port() -> int:

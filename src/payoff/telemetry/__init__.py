@@ -9,6 +9,7 @@ someone serves or registers it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,8 @@ from payoff import _forks
 from payoff.observers import CallInfo, Observer, Observers
 from payoff.progress import Progress
 from payoff.telemetry.metrics import PrometheusMetrics
-from payoff.telemetry.records import records_observer_from_env
+from payoff.telemetry.records import ENV_VAR as RECORDS_ENV_VAR
+from payoff.telemetry.records import RecordsFile
 from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
 from payoff.telemetry.tracing import Tracing
 from payoff.telemetry.warnings import FallbackWarnings, ParallelFallbackWarning
@@ -111,6 +113,35 @@ class _Added(Observer):
 _ADDED = _Added()
 
 
+class _FromEnvironment(Observer):
+    """``PAYOFF_METRICS_PORT`` and ``PAYOFF_RECORDS`` as they are when each call starts, not when its executor
+    was made: a notebook sets them in a cell after its first ``payoff.map``, whose shared executor then wrote
+    no record and served nothing, without a word. Reading two variables costs a call ~1 us."""
+
+    _key = "payoff.records"
+
+    def __init__(self) -> None:
+        self._files: dict[str, RecordsFile] = {}  # one per path: each remembers that it failed, to log it once
+
+    def map_started(self, call: CallInfo) -> None:
+        serve_from_env()
+        path = os.environ.get(RECORDS_ENV_VAR, "").strip()
+        if path:
+            sink = self._files.get(path)
+            if sink is None:
+                with _lock:
+                    sink = self._files.setdefault(path, RecordsFile(path))
+            call.state[self._key] = sink
+
+    def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
+        sink: RecordsFile | None = call.state.get(self._key)
+        if sink is not None:
+            sink.map_finished(call, record, error)
+
+
+_FROM_ENVIRONMENT = _FromEnvironment()
+
+
 def add_default_observer(observer: Observer) -> None:
     """Attach ``observer`` to every executor that uses the default observers, from its next call on."""
     with _lock:
@@ -130,17 +161,13 @@ def default_observers(tracer_provider: object | None = None, meter_provider: obj
     ``tracer_provider`` replaces the global OpenTelemetry one for this executor;
     ``meter_provider`` adds OTel metrics next to the Prometheus ones.
     """
-    serve_from_env()
     tracing = _tracing if tracer_provider is None else Tracing(tracer_provider)  # type: ignore[arg-type]
     observers: list[Observer] = [tracing, metrics_observer(), _PROGRESS]
     if meter_provider is not None:
         from payoff.telemetry.otel_metrics import OTelMetrics
 
         observers.append(OTelMetrics(meter_provider))  # type: ignore[arg-type]
-    records = records_observer_from_env()
-    if records is not None:
-        observers.append(records)
-    return [*observers, _ADDED, FALLBACK_WARNINGS]
+    return [*observers, _FROM_ENVIRONMENT, _ADDED, FALLBACK_WARNINGS]
 
 
 def configure(*args: object, **kwargs: object) -> object:

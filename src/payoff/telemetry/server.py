@@ -531,7 +531,7 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
 def serve_from_env() -> MetricsServer | None:
     """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set (and not empty or blank).
 
-    Runs on every map call, so a configuration that failed is remembered and
+    Runs as every map call starts, so a configuration that failed is remembered and
     neither retried nor logged again until the variables change.
     """
     global _auto, _failed_for
