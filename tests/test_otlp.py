@@ -180,6 +180,40 @@ def test_configure_reaches_executors_made_before_it_once_and_refuses_a_second_en
     assert {"early-executor", "shared-executor", "late-executor"} <= names
 
 
+OWN_PROVIDER_SCRIPT = textwrap.dedent("""
+    import sys, threading
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from payoff.telemetry import configure
+
+    if sys.argv[1] == "traces":
+        trace.set_tracer_provider(TracerProvider())
+    else:
+        metrics.set_meter_provider(MeterProvider())
+    threads = threading.active_count()
+    try:
+        configure(otlp_endpoint="http://127.0.0.1:9", traces=sys.argv[1] == "traces")
+    except RuntimeError as exc:
+        print("refused:", exc)
+    assert threading.active_count() == threads, "configure started exporters it then could not use"
+    configure(otlp_endpoint="http://127.0.0.1:9", set_global=False).shutdown()  # providers of its own: fine
+""")
+
+
+@pytest.mark.parametrize("provider", ["traces", "metrics"])
+def test_configure_refuses_to_set_providers_over_the_applications_own(provider: str) -> None:
+    """OpenTelemetry keeps the first global provider and only logs at a second: configure() over an app's own
+    TracerProvider sent payoff's metrics to its endpoint and payoff's spans to the app's provider, silently."""
+    proc = subprocess.run([sys.executable, "-c", OWN_PROVIDER_SCRIPT, provider], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kind = "TracerProvider" if provider == "traces" else "MeterProvider"
+    assert f"refused: payoff.telemetry.configure() sets OpenTelemetry's global providers, but this process " \
+           f"already has a global {kind}" in proc.stdout, proc.stdout
+    assert "set_global=False" in proc.stdout
+
+
 @pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"])
 def test_a_protocol_other_than_http_protobuf_is_refused_not_ignored(variable: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,6 +111,7 @@ def configure(
     if set_global:
         with _lock:
             if _global is None:
+                _refuse_a_set_provider(traces, metrics_too)
                 _global = given, _create(*given, set_global=True)
             elif _global[0] != given:
                 raise RuntimeError(
@@ -120,6 +121,25 @@ def configure(
                     f"and give the providers to ParallelExecutor(tracer_provider=..., meter_provider=...)")
             return _global[1]
     return _create(*given, set_global=False)
+
+
+def _refuse_a_set_provider(traces: bool, metrics_too: bool) -> None:
+    """OpenTelemetry keeps the first global provider and only logs at a second: set over an application's own,
+    payoff's metrics went to configure()'s endpoint and its spans to the application's provider, split without
+    a word, and the returned ``tracer_provider`` never saw a span."""
+    taken = []
+    if traces and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        taken.append(f"TracerProvider ({type(trace.get_tracer_provider()).__name__})")
+    if metrics_too and type(metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider":
+        taken.append(f"MeterProvider ({type(metrics.get_meter_provider()).__name__})")
+    if taken:
+        raise RuntimeError(
+            f"payoff.telemetry.configure() sets OpenTelemetry's global providers, but this process already has "
+            f"a global {' and a global '.join(taken)}, set by the application or a library, and OpenTelemetry "
+            f"keeps the first. payoff's spans already go to the global TracerProvider: add your OTLP exporter "
+            f"to it. For payoff's OTel metrics pass meter_provider= to ParallelExecutor, or call "
+            f"configure(..., set_global=False) and give its providers to ParallelExecutor(tracer_provider=..., "
+            f"meter_provider=...)")
 
 
 def _check_protocol(traces: bool, metrics_too: bool) -> None:
