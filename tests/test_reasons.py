@@ -264,6 +264,22 @@ def test_warnings_appear_once_per_call_site_and_reason_by_default() -> None:
     assert len({w.lineno for w in messages}) == 2
 
 
+def test_a_fallback_warning_shown_before_is_shown_again_once_the_filters_change() -> None:
+    """As the standard library does: "once per call site" is forgotten when the filters change (a fresh
+    ``catch_warnings`` block, a test re-arming warnings, a re-run notebook cell); before, a fallback shown once
+    never came back for that line, where a plain warning did."""
+    ex = ParallelExecutor(ParallelConfig(strategy="processes"))
+    shown = []
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            for _ in range(3):
+                ex.map(tasks.square, range(5))  # one call site, tiny every time
+                warnings.warn("plain", UserWarning, stacklevel=1)
+        shown.append(sorted(w.category.__name__ for w in caught))
+    assert shown == [["ParallelFallbackWarning", "UserWarning"]] * 2
+
+
 def test_a_fallback_warning_is_written_only_when_it_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     """A loop of small calls kept serial wrote each call's warning text (its numbers, its advice) to have it
     ignored by a filter or by the once-per-line rule; a filter that matches on the text still reads it."""

@@ -193,6 +193,8 @@ class SiteWarnings:
     def __init__(self) -> None:
         self._seen: set[tuple[object, ...]] = set()
         self._lock = _forks.Lock()
+        self._filters: list[Any] | None = None
+        self._filters_as_seen: list[Any] = []
 
     def warn(self, site: CallSite, warning: Warning, tag: tuple[object, ...] = ()) -> None:
         """Warn ``warning`` at ``site`` unless the filters ignore it or it was shown in their scope; ``tag`` tells
@@ -217,10 +219,20 @@ class SiteWarnings:
                "once": tag}.get(action)
         if key is not None:
             with self._lock:
+                self._forget_if_filters_changed()
                 if key in self._seen:
                     return
                 self._seen.add(key)
         warnings.warn_explicit(warning(), category, site.filename, site.lineno, site.module, registry={})
+
+    def _forget_if_filters_changed(self) -> None:
+        """As the standard library forgets what it showed when the filters change: a fresh ``catch_warnings``
+        block with ``simplefilter("default")`` (a test, a re-run cell) showed a plain warning again, never a
+        fallback seen before. (It holds the list it saw, so that list's id cannot come back as another's.)"""
+        filters = warnings.filters
+        if filters is not self._filters or filters != self._filters_as_seen:
+            self._seen.clear()
+            self._filters, self._filters_as_seen = filters, list(filters)
 
     def reset(self) -> None:
         with self._lock:
