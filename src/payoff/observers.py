@@ -193,7 +193,7 @@ class SiteWarnings:
     def __init__(self) -> None:
         self._seen: set[tuple[object, ...]] = set()
         self._lock = _forks.Lock()
-        self._filters: list[Any] | None = None
+        self._filters: object = None
         self._filters_as_seen: list[Any] = []
 
     def warn(self, site: CallSite, warning: Warning, tag: tuple[object, ...] = ()) -> None:
