@@ -81,6 +81,7 @@ class PickledPoolStrategy(Strategy):
         self._shipped: dict[str, str] = {}
         """Digest to path of the files on disk, least recently shipped first."""
         self._holders: Counter[str] = Counter()
+        _POOL_STRATEGIES.add(self)
 
     _imports: WorkerImports | None = None
     _code: CodeWatch | None = None
@@ -442,6 +443,25 @@ class _PoolFuture(Future[Any]):
 
 
 _reaped: weakref.WeakSet[Any] = weakref.WeakSet()
+_POOL_STRATEGIES: weakref.WeakSet[PickledPoolStrategy] = weakref.WeakSet()
+
+
+def _disarm_parent_pools() -> None:
+    """In a child made by ``os.fork``: the parent's pools (kept, see ``_forks.keep``) must not call back.
+
+    Each pool's manager thread holds a weak reference to it whose callback wakes that thread when the pool
+    is collected; the thread is the parent's, and at the child's exit the callback met a torn-down
+    ``multiprocessing`` (``AttributeError: 'NoneType' object has no attribute 'util'`` on stderr, on every
+    exit of a child forked after a map on processes or joblib). Dropped first, the reference never calls.
+    """
+    for strategy in list(_POOL_STRATEGIES):
+        thread = getattr(getattr(strategy, "_pool", None), "_executor_manager_thread", None)
+        if thread is not None and hasattr(thread, "executor_reference"):
+            thread.executor_reference = None
+
+
+_forks.in_child(_disarm_parent_pools)
+
 _reaped_lock = _forks.Lock()
 
 
