@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from payoff import ParallelConfig, ParallelExecutor
 from payoff.telemetry import server as srv
@@ -567,6 +568,42 @@ def test_a_forked_child_neither_holds_nor_claims_the_parents_endpoint(env: pytes
     assert closed == "True", "the child kept the parent's listening socket open"
     assert claimed == "False", "serve_from_env in the child returned the parent's server"
     assert fetch(server.url).status == 200, "the parent's endpoint must still serve"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_childs_metrics_count_its_own_calls_only() -> None:
+    """A process's counters start at zero: a child made by os.fork reported the parent's calls before the fork
+    as its own on its own /metrics, so that summing the two targets counted them twice."""
+    from payoff.telemetry.metrics import PrometheusMetrics
+
+    metrics = PrometheusMetrics(CollectorRegistry())
+
+    def calls() -> float:
+        text = generate_latest(metrics.registry).decode()
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "payoff_map_calls_total" and s.labels.get("workload") == "fork-counts")
+
+    with ParallelExecutor(ParallelConfig(strategy="serial"), observers=[metrics]) as ex:
+        for _ in range(3):
+            ex.map(abs, range(5), workload="fork-counts")
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the pipe, never return into pytest
+            code = 1
+            try:
+                os.close(read_end)
+                at_start = calls()
+                ex.map(abs, range(5), workload="fork-counts")
+                os.write(write_end, f"{at_start} {calls()}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as fh:
+            assert _wait_child(pid) == 0, "the child hung or failed"
+            at_start, after = (float(v) for v in fh.read().decode().split())
+    assert (at_start, after) == (0.0, 1.0)
+    assert calls() == 3, "the parent's own count changed"
 
 
 @pytest.mark.parametrize("blank", ["", "   ", "\t"])

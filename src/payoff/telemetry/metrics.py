@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -150,6 +151,15 @@ class _Store(Collector):
         self._hists: dict[str, dict[Labels, list[float]]] = {d.name: {} for d in METRICS if d.kind == "histogram"}
         self._bounds: dict[str, tuple[float, ...]] = {d.name: d.buckets for d in METRICS if d.kind == "histogram"}
         self._exemplars: dict[tuple[str, Labels, int], Exemplar] = {}
+        _STORES.add(self)
+
+    def _forget_parent_counts(self) -> None:
+        """In a child made by ``os.fork``: a process's counters start at zero. With the parent's kept, a child
+        serving its own /metrics reported the parent's calls before the fork as its own, and summing the two
+        targets counted them twice."""
+        for series in (*self._values.values(), *self._hists.values()):
+            series.clear()
+        self._exemplars.clear()
 
     def apply(self, updates: Sequence[Update]) -> None:
         values, bounds = self._values, self._bounds
@@ -209,6 +219,17 @@ class _Store(Collector):
                 for labels, value in values[d.name].items():
                     family.add_metric(list(labels), value)  # type: ignore[attr-defined]
             yield family
+
+
+_STORES: weakref.WeakSet[_Store] = weakref.WeakSet()
+
+
+def _forget_parent_counts() -> None:
+    for store in list(_STORES):
+        store._forget_parent_counts()
+
+
+_forks.in_child(_forget_parent_counts)
 
 
 def _family(d: MetricDef) -> Metric:
