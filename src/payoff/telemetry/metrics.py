@@ -157,8 +157,10 @@ class _Store(Collector):
         """In a child made by ``os.fork``: a process's counters start at zero. With the parent's kept, a child
         serving its own /metrics reported the parent's calls before the fork as its own, and summing the two
         targets counted them twice."""
-        for series in (*self._values.values(), *self._hists.values()):
-            series.clear()
+        for values in self._values.values():
+            values.clear()
+        for hists in self._hists.values():
+            hists.clear()
         self._exemplars.clear()
 
     def apply(self, updates: Sequence[Update]) -> None:
