@@ -561,10 +561,11 @@ class MapRun:
                 raise
             self.rec.fall_back(Reason.INIT_FAILURE, start_failure_detail(plan.strategy, exc))
             return None
-        if running_on(lease.pool):
+        if running_on(lease.pool) or lease.pool.is_own_thread():
             self.ex._pools.release(lease)
-            self.rec.fall_back(Reason.NESTED, f"map called from inside a task submitted to the {plan.strategy} "
-                               "pool it would run on: its chunks would wait behind that task")
+            self.rec.fall_back(Reason.NESTED, f"map called on a thread of the {plan.strategy} pool it would run on "
+                               "(in a task submitted to it, or a done-callback of one): its chunks would wait "
+                               "behind that thread's work")
             return None
         self.rec.pool_reused = not lease.started
         self.rec.pool_leased()

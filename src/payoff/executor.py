@@ -271,7 +271,9 @@ class ParallelExecutor:
         rescue: Rescue | None = None
         try:
             lease = self._lease_for_submit(config, name)
-            here = lease.pool.is_own_thread()  # an item or submitted task of this pool: it would wait behind itself
+            # an item or submitted task of this pool, which may wait for this call: it would wait behind itself
+            # (a done-callback on the pool's thread is neither: its submit queues, so a chain of them does not nest)
+            here = lease.pool.is_own_thread() and (in_worker() or in_submitted())
             if here:
                 self._give_back(lease, False, in_callback=False)
                 future = _run_now(fn, args, kwargs)

@@ -91,6 +91,19 @@ class Submitted:
             pools.pop()
 
 
+@contextlib.contextmanager
+def delivering_for(pool: int) -> Iterator[None]:
+    """Marks a pool's own thread (a process pool's result thread) while it hands a submitted call's outcome to
+    its future, whose done-callbacks run there: to them it is the pool's own work. A ``shutdown`` there waited
+    for the thread it ran on, and a map there for results only that thread could bring (both hung for good)."""
+    pools = _submitted.__dict__.setdefault("pools", [])
+    pools.append(pool)
+    try:
+        yield
+    finally:
+        pools.pop()
+
+
 def running_on(pool: object) -> bool:
     """Whether this thread runs a task submitted to ``pool``: a map of that task on that very pool would wait
     for chunks queued behind the task itself (and behind its siblings, which wait alike)."""

@@ -507,3 +507,76 @@ def test_submitted_calls_and_a_map_sharing_a_pool_a_map_item_broke_all_end_right
         assert not wait(futures, timeout=120).not_done
         assert [f.result() for f in futures] == [x * x for x in range(8)]
     assert marker.exists(), "no worker died: the test did not test"
+
+
+# -- done-callbacks: they run on a pool's own thread -----------------------------------------------------
+
+CALLBACKS = textwrap.dedent("""
+    import json, sys, threading
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    strategy, case = sys.argv[1], sys.argv[2]
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0))
+    out, done = {}, threading.Event()
+    if case == "chain":  # concurrent.futures' "chain tasks with callbacks": each step submits the next
+        steps = []
+
+        def step(future):
+            steps.append(future.result())
+            if steps[-1] < 600:
+                ex.submit(tasks.identity, steps[-1] + 1).add_done_callback(step)
+            else:
+                done.set()
+
+        ex.submit(tasks.identity, 0).add_done_callback(step)
+        out["done"] = done.wait(60)
+        out["steps"] = steps == list(range(601))
+    elif case == "shutdown":  # "stop once the first answer is in"
+        futures = [ex.submit(tasks.sleep_then_square, x, 0.1) for x in range(4)]
+        futures[0].add_done_callback(lambda f: ex.shutdown())
+        out["results"] = [f.result(timeout=30) for f in futures]
+    else:  # a map in a done-callback
+        def mapped(future):
+            out["map"] = ex.map(tasks.square, range(6))
+            out["reason"] = str(ex.last_record.fallback_reason)
+            done.set()
+
+        ex.submit(tasks.square, 1).add_done_callback(mapped)
+        out["done"] = done.wait(60)
+    ex.shutdown()
+    print(json.dumps(out))
+""")
+
+
+def _callbacks(strategy: str, case: str) -> dict[str, Any]:
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", CALLBACKS, strategy, case], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("strategy", ["threads", "auto", "processes"])
+def test_a_chain_of_done_callbacks_each_submitting_the_next_step_runs_to_its_end(strategy: str) -> None:
+    """A done-callback runs on the pool's own thread, where a submit ran inline (to spare a task that waits for
+    its own submit a wait behind itself): each step ran inside the one before, RecursionError after ~490, and
+    the executor's shutdown then hung for good. A callback is no task: its submit queues."""
+    assert _callbacks(strategy, "chain") == {"done": True, "steps": True}
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])
+def test_a_shutdown_from_a_done_callback_returns_and_every_call_completes(strategy: str) -> None:
+    """On a process pool a done-callback runs on its result thread: a shutdown there waited for that very
+    thread, the other calls never completed, and the program never ended (2 of 2 runs)."""
+    assert _callbacks(strategy, "shutdown") == {"results": [0, 1, 4, 9]}
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])
+def test_a_map_in_a_done_callback_runs_where_it_was_called(strategy: str) -> None:
+    """A map in a done-callback of a process pool waited for results only the thread it ran on could bring
+    (it hung for good, as concurrent.futures' process pool does): it runs there, said as nested."""
+    assert _callbacks(strategy, "map") == {"done": True, "map": [x * x for x in range(6)],
+                                           "reason": "nested"}

@@ -47,6 +47,7 @@ from payoff.worker import (
     ShippedFn,
     arrived,
     call_outcome,
+    delivering_for,
     first_unpicklable,
     init_process,
     ping,
@@ -320,7 +321,8 @@ class PickledPoolStrategy(Strategy):
             failed.set_exception(exc)
             return failed
         remote = self._dispatch(pool, shipped, payload, pickler, run_pickled_call)
-        return _call_outcome(remote, lambda: self.stopped_by, into if isinstance(into, _Relayed) else None, rescue)
+        return _call_outcome(remote, lambda: self.stopped_by, into if isinstance(into, _Relayed) else None, rescue,
+                             pool=id(self))
 
     def _send(self, fn: Any, body: tuple[Any, ...], entry: Callable[[bytes, str], bytes],
               describe: Callable[[Callable[[Any], bytes], Any], str]) -> _Sent:
@@ -514,7 +516,7 @@ def _unsendable_call(dumps: Callable[[Any], bytes], fn: Any) -> str:
 
 
 def _call_outcome(remote: Future[Any], stopped: Callable[[], str | None], into: _Relayed | None = None,
-                  rescue: Rescue | None = None) -> Future[Any]:
+                  rescue: Rescue | None = None, pool: int = 0) -> Future[Any]:
     """The submitted call's own result or exception, read from the bytes its worker sent back.
 
     Cancelling it cancels the call where the pool still can; a cancel from the pool (``shutdown`` with
@@ -551,7 +553,8 @@ def _call_outcome(remote: Future[Any], stopped: Callable[[], str | None], into: 
         except BaseException as exc:  # bytes the parent could not read
             ok, value = False, exc
         if local.set_running_or_notify_cancel():
-            local.set_result(value) if ok else local.set_exception(value)
+            with delivering_for(pool):  # its done-callbacks run on this pool's own thread
+                local.set_result(value) if ok else local.set_exception(value)
 
     remote.add_done_callback(done)
     return local
