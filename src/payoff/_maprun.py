@@ -155,6 +155,7 @@ class MapRun:
         left: GeneratorExit | None = None
         try:
             obs.started(self.call)
+            self._raise_if_run_out()
             with contextlib.nullcontext() if self.streaming else obs.scope(self.call):
                 self.call.scoped = not self.streaming
                 plan = self._plan()
@@ -244,6 +245,14 @@ class MapRun:
                                    f"its caller to take the next result (after {self.next_yield:,} chunks of "
                                    "results); its work stopped there. Take all results before shutdown, or "
                                    "use map()")
+
+    def _raise_if_run_out(self) -> None:
+        """An ``imap`` first asked for a result after its deadline (it counts from the call): no item starts.
+        A probe run then on a payoff thread was left running past the deadline, and a serial run handed out
+        its first result."""
+        if self.streaming and self.token.expired():
+            raise TimeoutError(f"payoff: the {self._kind()}'s timeout={self.timeout:g} s, counted from the call, "
+                               "had run out before its first result was asked for; no item ran")
 
     def _kind(self) -> str:
         return "imap" if self.ordered else "imap_unordered"

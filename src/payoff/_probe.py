@@ -292,6 +292,9 @@ def bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, flo
     errors: list[BaseException] = []
     context = contextvars.copy_context()
     given = _time_left(call)
+    if given <= 0:  # reading the input spent it all: a thread started now would run an item past the deadline
+        raise TimeoutError(f"payoff: the call did not finish within timeout={call.timeout:g} s (it ran out "
+                           "before its first item started; no item ran)")
     deadline = CancelToken(time.monotonic() + given)
 
     finished = threading.Event()  # not Thread.join: one interrupted by Ctrl-C may mark a running thread ended

@@ -225,8 +225,10 @@ class ParallelExecutor:
                                                                              args["timeout"])
         self._check_open()
         _check_call(fn, items, *args.values())
+        # the deadline counts from this call, as concurrent.futures' map's does, not from the first next()
+        deadline = None if args["timeout"] is None else time.monotonic() + args["timeout"]
         return self._results(self._run(fn, items, **args, streaming=True, ordered=ordered, accepted=True,
-                                       library=library))
+                                       library=library, deadline=deadline))
 
     @staticmethod
     def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
@@ -487,9 +489,10 @@ class ParallelExecutor:
     def _run(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int | None, granularity: str | None,
              workload: str, releases_gil: bool | None, progress: bool | None, timeout: float | None,
              streaming: bool = False, ordered: bool = True, accepted: bool = False,
-             library: LibraryCall = NO_LIBRARY) -> Iterator[list[Any]]:
+             library: LibraryCall = NO_LIBRARY, deadline: float | None = None) -> Iterator[list[Any]]:
         """Yields each chunk's results, in input order (unless ``ordered=False``).
 
+        ``deadline``: an ``imap``'s, set when it was called (``timeout`` counts from then).
         ``accepted``: an ``imap`` checked (and so accepted) while the executor was open. It runs when first
         iterated, even after a ``shutdown`` meanwhile, on a pool of its own that closes when the call ends:
         ``concurrent.futures``' map results stay available after ``with``, and so do these.
@@ -498,7 +501,8 @@ class ParallelExecutor:
         if not accepted:
             self._check_open()
             _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout  # reading the input counts
+        if deadline is None and timeout is not None:  # reading the input counts
+            deadline = time.monotonic() + timeout
         run = MapRun(self, fn, Source(items, lazy=streaming, deadline=deadline), chunksize=chunksize,
                      granularity=granularity, workload=workload, releases_gil=releases_gil, progress=progress,
                      timeout=timeout, streaming=streaming, ordered=ordered, deadline=deadline, started_ns=started_ns,

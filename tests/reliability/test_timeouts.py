@@ -81,6 +81,38 @@ def test_a_timeout_already_run_out_raises_timeout_error_as_concurrent_futures_do
     assert ran == [], "no item runs on a timeout already spent"
 
 
+@pytest.mark.parametrize("strategy", ["auto", "serial", "threads", "processes"])
+@pytest.mark.parametrize("method", ["imap", "imap_unordered"])
+def test_an_imaps_timeout_counts_from_the_call_not_from_its_first_next(strategy: str, method: str) -> None:
+    """``concurrent.futures``' map and the error's own words ("within timeout= of the call") count from the
+    call; the deadline was set at the first ``next()``, so a consumer that came late got its whole timeout
+    again (1.8 s after the call for ``timeout=1``, 3 of 3 runs). Asked past its deadline, no item runs."""
+    ran: list[int] = []
+    with ParallelExecutor(ParallelConfig(strategy=strategy)) as ex:
+        results = getattr(ex, method)(ran.append, range(5), timeout=0.2)
+        time.sleep(0.3)  # past the deadline before the first next(): no timing is measured, only the order
+        with pytest.raises(TimeoutError):
+            next(results)
+    assert ran == []
+
+
+def _slow_first_item() -> Iterator[int]:
+    time.sleep(0.3)
+    yield from range(5)
+
+
+def test_an_imap_whose_input_spent_the_timeout_runs_no_item_after_it() -> None:
+    """Reading a slow input's first item spent all of ``timeout=0.2``: the probe's thread was still started, with
+    no time left, ran the item after the deadline in the background and warned of a stuck thread that was not."""
+    ran: list[int] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StuckThreadsWarning)
+        with ParallelExecutor() as ex, pytest.raises(TimeoutError, match="no item ran"):
+            list(ex.imap(ran.append, _slow_first_item(), timeout=0.2))
+    time.sleep(0.2)  # an item started in the background would have run by now
+    assert ran == []
+
+
 STUCK_THREAD_SCRIPT = textwrap.dedent("""
     import sys
     from payoff import ParallelConfig, ParallelExecutor
