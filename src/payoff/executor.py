@@ -25,7 +25,7 @@ from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from payoff import _exit, _forks, planning
+from payoff import _exit, _forks, _spare_threads, planning
 from payoff._event_loop import blocking_loop, warn_if_held
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._maprun import MapRun
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 GRANULARITY_CHOICES = (None, "instance", "feature")
 MAX_WORKLOAD_LABELS = 50
+SPARE_JOIN_SECONDS = 1.0
+"""How long ``shutdown(wait=True)`` waits for each idle kept thread it released to end (it ends at once)."""
 
 _live: weakref.WeakSet[ParallelExecutor] = weakref.WeakSet()
 
@@ -387,6 +389,9 @@ class ParallelExecutor:
         if wait:
             self._wait_for_runs(running)
             self._pools.wait_closed()  # joins every worker, the idle pools' too, as concurrent.futures does
+        for thread in _spare_threads.release_idle():  # the threads kept to run callers' items under a timeout
+            if wait:
+                thread.join(SPARE_JOIN_SECONDS)
         self._idle_wake.set()
 
     def _cancel_queued(self) -> None:

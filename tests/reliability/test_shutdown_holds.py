@@ -279,3 +279,32 @@ def test_leaving_with_on_the_shared_executor_waits_only_for_the_calls_running_th
     done = run_child(REOPENED_SCRIPT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "left before the guard", done.stdout
+
+
+def _new_serial_threads(before: set[int]) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "payoff-serial" and t.ident not in before]
+
+
+def test_the_threads_kept_to_run_items_under_a_timeout_end_with_the_executor() -> None:
+    """Items payoff runs serially under a ``timeout=`` run on kept threads; 16 threads mapping at once left 16
+    of them alive after ``with`` for the life of the process, where ``concurrent.futures`` leaves none."""
+    from tests import tasks
+    from tests.conftest import until
+
+    before = {t.ident for t in threading.enumerate()}
+    callers, peak = 6, []
+    with ParallelExecutor() as ex:
+        start = threading.Barrier(callers)
+
+        def caller() -> None:
+            start.wait()
+            assert ex.map(tasks.sleep_then_square, range(10), timeout=30) == [x * x for x in range(10)]
+
+        threads = [threading.Thread(target=caller) for _ in range(callers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        peak.append(len(_new_serial_threads(before)))
+    assert peak[0] >= 1, "the calls ran no item on a kept thread: nothing was tested"
+    until(lambda: not _new_serial_threads(before), "the kept threads to end after shutdown", 10)
