@@ -35,6 +35,7 @@ from payoff.integrations.calibrated_explanations import (
     CEParallelExecutor,
     ce_chunk_sizes,
     enable,
+    merge,
 )
 from payoff.integrations.calibrated_explanations import executor as ce_executor_module
 
@@ -156,6 +157,7 @@ def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, c
     wrapper.calibrate(x_cal, y_cal, perf_parallel=ce_executor, factual_plugin=FACTUAL_PLUGIN,
                       alternative_plugin=ALTERNATIVE_PLUGIN)
     expected = getattr(wrapper, call)(x_test, **kwargs)
+    merge.repair(expected)  # each instance's own row and the call's probabilities, as a serial explain gives
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=chunk, **FORCE))
     try:
         got = getattr(wrapper, call)(x_test, **kwargs)
@@ -170,6 +172,34 @@ def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, c
         assert list(mine) == list(theirs)
         for attr in theirs:
             assert_identical(theirs[attr], mine[attr], sharing=False)
+
+
+@pytest.mark.parametrize("call", ["explain_factual", "explore_alternatives"])
+def test_merged_explanations_hold_their_own_rows_and_the_calls_probabilities_as_serial_ones_do(call: str) -> None:
+    """CE's instance-parallel merge gave every explanation the whole test matrix as its ``x_test`` and its
+    chunk's probabilities: ``add_conjunctions()`` then added no conjunctive rule (140 serially for 7
+    instances) and ``.probabilities`` had a row per instance per chunk (25 for 7). Both as serial now."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    x_test = x_test[:12]
+    expected = getattr(wrapper, call)(x_test)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=4, **FORCE))
+    try:
+        got = getattr(wrapper, call)(x_test)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert record is not None and record.n_chunks == 3
+    for want, have in zip(expected.explanations, got.explanations, strict=True):
+        np.testing.assert_array_equal(have.x_test, want.x_test)
+    if call == "explain_factual":  # CE keeps no probabilities with alternatives
+        assert got.probabilities.shape == expected.probabilities.shape == (12, 2)
+        np.testing.assert_array_equal(got.probabilities, expected.probabilities)
+    assert (got.probabilities is None) == (expected.probabilities is None)
+    expected.add_conjunctions()
+    got.add_conjunctions()
+    conjunctive = [sum(map(bool, e.conjunctive_rules["is_conjunctive"])) for e in expected.explanations]
+    assert sum(conjunctive) > 0, "the serial explanations have no conjunctive rule: nothing was compared"
+    assert [sum(map(bool, e.conjunctive_rules["is_conjunctive"])) for e in got.explanations] == conjunctive
 
 
 def test_probabilistic_regression_with_one_threshold_for_every_instance() -> None:

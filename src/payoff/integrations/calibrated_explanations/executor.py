@@ -20,7 +20,7 @@ from payoff import _forks, planning
 from payoff._library import LibraryCall
 from payoff.config import ParallelConfig
 from payoff.executor import ParallelExecutor
-from payoff.integrations.calibrated_explanations import gcpause
+from payoff.integrations.calibrated_explanations import gcpause, merge
 from payoff.integrations.calibrated_explanations.chunking import CostFit, ce_chunk_sizes
 from payoff.integrations.calibrated_explanations.surface import CEConfig, CEMetrics
 from payoff.integrations.calibrated_explanations.tasks import (
@@ -226,6 +226,8 @@ class CEParallelExecutor:
             return
         if session.gc_paused:
             gcpause.resume()
+        if session.mapped and exc_type is None:
+            self._repair_merged(session)
         if session.mapped and exc_type is not None and issubclass(exc_type, Exception):
             self._ce_retries(session, exc)
         elif not session.mapped and exc_type is None and not retrying:
@@ -508,6 +510,13 @@ class CEParallelExecutor:
 
     def _bound(self) -> list[Any]:
         return [e for e in (r() for r in self._explainers) if e is not None]
+
+    def _repair_merged(self, session: _Session) -> None:
+        """The explanation CE merged from this explain's chunks, given what a serial explain gives (``merge``)."""
+        for explainer in self._bound():
+            latest = getattr(explainer, "latest_explanation", None)
+            if latest is not None and id(latest) != session.latest.get(id(explainer)):
+                merge.repair(latest)
 
     def _latest_ids(self) -> dict[int, int]:
         return {id(e): id(getattr(e, "latest_explanation", None)) for e in self._bound()}

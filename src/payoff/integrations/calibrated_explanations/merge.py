@@ -1,0 +1,59 @@
+"""What CE 1.0.2's instance-parallel merge gets wrong, set right after it.
+
+CE joins the chunks' explanations into one ``CalibratedExplanations`` and then
+gives every explanation the *whole* test matrix as its ``x_test`` (a serial
+explain gives each its own row), and keeps in each the probability matrix of
+its own chunk only (a serial explain gives each the matrix of the whole
+call). So ``add_conjunctions()`` found no conjunctive rule at all (140 for 7
+instances serially), and ``.probabilities`` stacked every chunk's matrix once
+per explanation in it (25 rows for 7 instances). :func:`repair` gives each
+explanation what a serial explain gives it; everything else is CE's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FULL_PROBABILITIES = "__full_probabilities__"
+"""The key under which CE keeps the call's whole probability matrix in each explanation's ``prediction``."""
+
+
+def repair(explained: Any) -> None:
+    """Rows and probabilities as a serial explain leaves them; anything unlike CE 1.0.2's merge is left alone."""
+    items = getattr(explained, "explanations", None)
+    whole: Any = getattr(explained, "x_test", None)
+    if not items or whole is None:
+        return
+    for explanation in items:
+        if id(getattr(explanation, "x_test", None)) == id(whole):  # the merge's whole matrix
+            explanation.x_test = whole[explanation.index]
+    _join_probabilities(explained, items)
+
+
+def _join_probabilities(explained: Any, items: list[Any]) -> None:
+    """Each chunk's explanations share their chunk's matrix (one object): stacked in order, they are the
+    call's, which every explanation then shares, as a serial explain's do."""
+    import numpy as np
+
+    chunks: list[Any] = []
+    for explanation in items:
+        matrix = getattr(explanation, "prediction_probabilities", None)
+        if matrix is None:
+            return  # regression, or not CE's classification payload: nothing to join
+        if not chunks or matrix is not chunks[-1]:
+            chunks.append(matrix)
+    if len(chunks) < 2 or not all(isinstance(m, np.ndarray) and m.ndim == 2 for m in chunks):
+        return
+    whole = np.vstack(chunks)
+    if whole.shape[0] != len(items):
+        return
+    for explanation in items:
+        explanation.prediction_probabilities = whole
+        prediction = getattr(explanation, "prediction", None)
+        full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
+        if isinstance(full, tuple) and full:
+            prediction[FULL_PROBABILITIES] = (whole, *full[1:])  # type: ignore[index]
+        elif full is not None:
+            prediction[FULL_PROBABILITIES] = whole  # type: ignore[index]
+    if hasattr(explained, "_probabilities_cache"):
+        explained._probabilities_cache = None
