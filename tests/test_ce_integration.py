@@ -7,6 +7,7 @@ every comparison is against CE's own serial explanation of the same data.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import pickle
 import warnings
@@ -243,7 +244,7 @@ def test_the_executor_reports_a_concrete_strategy_never_auto() -> None:
     auto = CEParallelExecutor(ParallelConfig(strategy="auto"))
     assert auto.config.strategy == auto.active_strategy_name == "processes"
     assert auto.config.granularity == "instance" and auto.config.worker_initializer is None
-    assert auto.config.instance_chunk_size == 1 and auto.config.min_instances_for_parallel == 2
+    assert auto.config.instance_chunk_size == 1 and auto.config.min_instances_for_parallel == 1
     one = CEParallelExecutor(ParallelConfig(strategy="auto", max_workers=1))
     assert one.config.strategy == one.active_strategy_name == "sequential"
     for name in ("threads", "joblib", "serial"):
@@ -346,21 +347,40 @@ def test_a_small_explain_falls_back_with_the_adapters_reason_at_the_users_line()
     assert str(warning.message).startswith(f"payoff: {N_TEST} instances in 1 task of workload ")
 
 
-def test_a_disabled_explain_is_recorded_as_disabled_without_a_warning() -> None:
-    """enabled=False (CE_PARALLEL=off): CE explains in the caller and never maps; the documented
-    ``executor.last_record.summary()`` still has a record to read, with reason ``disabled``."""
+def test_a_disabled_explain_is_recorded_as_disabled_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """enabled=False (CE_PARALLEL=off): CE explains in the caller; the documented
+    ``executor.last_record.summary()`` still has a record to read, with reason ``disabled``. CE's
+    instance-parallel plugin, told it was disabled, declined and CE ran its legacy path instead (4.4x slower
+    than CE's own default, and a logged warning); told it was enabled, it maps, and payoff runs one task here."""
     wrapper, _, _, x_test = _wrapper("classification")
     ex = enable(wrapper, ParallelConfig(enabled=False))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), caplog.at_level(logging.WARNING):
             warnings.simplefilter("error", ParallelFallbackWarning)
             wrapper.explain_factual(x_test)
     finally:
         ex.close()
     record = ex.last_record
     assert record is not None and record.fallback_reason is Reason.DISABLED
-    assert record.n_items == N_TEST and record.mode == "serial"
+    assert record.items_said == f"{N_TEST} instances in 1 task" and record.mode == "serial"
     assert "disabled" in record.summary()
+    assert [r.getMessage() for r in caplog.records if "legacy" in r.getMessage()] == []
+
+
+def test_a_single_instance_explain_takes_ces_plugin_path_without_a_logged_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """CE was told not to take fewer than 2 instances in parallel: its plugin declined each single-instance
+    explain, and CE logged "Execution plugin unsupported; falling back to legacy sequential execution"."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    expected = wrapper.explain_factual(x_test[:1])
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2))
+    try:
+        with caplog.at_level(logging.WARNING):
+            got = wrapper.explain_factual(x_test[:1])
+    finally:
+        ex.close()
+    assert [r.getMessage() for r in caplog.records if "legacy" in r.getMessage()] == []
+    assert_same(expected, got)
 
 
 def test_enter_is_idempotent_and_exit_keeps_the_pool() -> None:
@@ -585,8 +605,9 @@ def test_ce_reads_a_cached_config_that_follows_changes() -> None:
     assert ex.config is first and ex.active_strategy_name == "processes"
     ex.use_strategy("threads")
     assert ex.config is not first and ex.config.strategy == ex.active_strategy_name == "threads"
+    threads = ex.config
     ex.user_config = ex.user_config.with_changes(enabled=False)
-    assert ex.config.enabled is False
+    assert ex.config is not threads and ex.config.enabled is True  # payoff decides, in map (see CEConfig)
 
 
 def test_the_executor_reports_its_explains_as_the_docs_say() -> None:

@@ -180,7 +180,7 @@ class CEParallelExecutor:
         if cached is None or cached[0] is not user or cached[1] is not inner:
             name = inner.strategy_name
             cached = self._ce_config = (user, inner, CEConfig(
-                enabled=user.enabled, strategy=_CE_STRATEGY_NAMES.get(name, name), max_workers=user.max_workers,
+                enabled=True, strategy=_CE_STRATEGY_NAMES.get(name, name), max_workers=user.max_workers,
                 feature_chunk_size=user.feature_chunk_size, tiny_workload_threshold=user.tiny_workload_threshold,
                 task_size_hint_bytes=user.task_size_hint_bytes, force_serial_on_failure=user.force_serial_on_failure,
             ))
