@@ -449,6 +449,8 @@ def test_ce_silently_rerunning_serially_after_a_failure_is_warned() -> None:
     reasons = [getattr(w.message, "reason", None) for w in caught]
     assert Reason.MAP_FAILURE_RETRY in reasons and Reason.EXECUTOR_UNUSED not in reasons
     assert ex.metrics.failures == 1 and ex.metrics.maps == 1
+    retry = next(str(w.message) for w in caught if getattr(w.message, "reason", None) is Reason.MAP_FAILURE_RETRY)
+    assert "No worker died" in retry and "A worker died" not in retry  # a task raised: no crash advice
 
 
 def test_maps_that_are_not_ce_tasks_pass_through() -> None:

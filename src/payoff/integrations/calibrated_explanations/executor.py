@@ -11,7 +11,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from payoff import _forks, planning
 from payoff._library import LibraryCall
 from payoff.config import ParallelConfig
+from payoff.errors import WorkerCrashedError
 from payoff.executor import ParallelExecutor
 from payoff.integrations.calibrated_explanations import gcpause, merge
 from payoff.integrations.calibrated_explanations.chunking import CostFit, ce_chunk_sizes
@@ -528,8 +529,8 @@ class CEParallelExecutor:
         where = "payoff's map" if session.failed is not None else "calibrated-explanations after payoff's map"
         warn_user(Reason.MAP_FAILURE_RETRY,
                   f"payoff: {where} failed ({type(exc).__name__}: {exc}); calibrated-explanations catches "
-                  "this and silently re-runs the whole explanation serially (its log has the traceback). "
-                  f"{Reason.MAP_FAILURE_RETRY.advice_sentence}")
+                  f"this and silently re-runs the whole explanation serially (its log has the traceback). "
+                  f"{_retry_advice(exc)}")
 
     def _not_called(self, session: _Session) -> None:
         """CE entered the executor and explained without a map: recorded (``disabled`` when it was asked to)."""
@@ -604,6 +605,16 @@ def _probe_size(n: int, workers: int) -> int:
 
 def _shown(sizes: list[int]) -> str:
     return ", ".join(map(str, sizes[:6])) + (", ..." if len(sizes) > 6 else "")
+
+
+def _retry_advice(exc: BaseException | None) -> str:
+    """The core's advice is for a worker that died; an error a task raised (a model that fails in worker
+    processes, say) was told "a worker died (out of memory, os._exit, ...)" though none had."""
+    if isinstance(exc, (BrokenExecutor, WorkerCrashedError)):
+        return Reason.MAP_FAILURE_RETRY.advice_sentence
+    return ("No worker died: an explanation task (or CE's merge) raised it. If it comes from what works only in "
+            "your process (a model that needs this process's state, a resource it opened), the serial re-run "
+            "succeeds and strategy='threads' keeps the explainer here; otherwise the re-run raises it too.")
 
 
 def _without_explainer(task: Task) -> Task:
