@@ -396,6 +396,20 @@ def test_a_loop_is_estimated_to_meet_the_other_programs_load_but_not_the_pools_o
     assert rec._serial_estimate(rec.chunks) == pytest.approx(loop_s, rel=0.02)
 
 
+def test_threads_held_back_by_the_gil_add_no_other_load_for_their_waits_at_its_hand_overs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads of pure-Python work beside one busy program (measured: each thread on a CPU 3/4 of its own
+    time, the rest waiting for the GIL, and 0.4 s of waits for a CPU at its hand-overs): those waits were read
+    as other programs' load a loop would meet, and the record said 1.17-1.25x for calls 0.88-0.95x the loop.
+    A loop of these items beside one busy program on two cores waits for nothing: it costs their CPU time."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
+    rec = RecordBuilder(1, "default", "threads", None, 20, 0, time.time())
+    rec.selected, rec.workers, rec.cpu_ratio = "threads", 2, 1.0
+    for k in range(2):
+        rec.add(_pool_chunk(k, 1_000, busy_s=0.36, cpu_s=0.19, runq_s=0.105), "pool", 0)
+    assert rec._serial_estimate(rec.chunks) == pytest.approx(0.38)
+
+
 def test_threads_of_waiting_items_add_no_other_load_for_their_wake_ups(monkeypatch: pytest.MonkeyPatch) -> None:
     """Items that mostly sleep: each wake-up of a pool thread may wait a moment for a CPU, the pool's own doing
     (a loop's single thread wakes to an idle CPU); read as other programs' load it put 0.5 ms on an estimate of
