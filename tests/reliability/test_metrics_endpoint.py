@@ -27,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -541,6 +541,25 @@ def _wait_child(pid: int, seconds: float = 30.0) -> int | None:
     return None
 
 
+def _in_a_forked_child(report: Callable[[], str]) -> str:
+    """``report()`` run in a child made by ``os.fork``, its text sent back through a pipe; the child never
+    returns into pytest, and one that hangs or fails fails the test."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, report().encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        assert _wait_child(pid) == 0, "the child hung or failed"
+        return fh.read().decode()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
 def test_a_forked_child_neither_holds_nor_claims_the_parents_endpoint(env: pytest.MonkeyPatch) -> None:
     """In a child made by os.fork the parent's endpoint is closed; stop() there returns, and the child
@@ -548,23 +567,13 @@ def test_a_forked_child_neither_holds_nor_claims_the_parents_endpoint(env: pytes
     env.setenv("PAYOFF_METRICS_PORT", "0")
     server = serve_from_env()
     assert server is not None
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            closed = server.server.socket.fileno() == -1
-            server.stop()  # must not wait for a serving thread that only exists in the parent
-            claimed = serve_from_env() is not None
-            os.write(write_end, f"{closed} {claimed}".encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as fh:
-        assert _wait_child(pid) == 0, "the child hung or failed in stop()"
-        closed, claimed = fh.read().decode().split()
+
+    def in_child() -> str:
+        closed = server.server.socket.fileno() == -1
+        server.stop()  # must not wait for a serving thread that only exists in the parent
+        return f"{closed} {serve_from_env() is not None}"
+
+    closed, claimed = _in_a_forked_child(in_child).split()
     assert closed == "True", "the child kept the parent's listening socket open"
     assert claimed == "False", "serve_from_env in the child returned the parent's server"
     assert fetch(server.url).status == 200, "the parent's endpoint must still serve"
@@ -586,22 +595,13 @@ def test_a_forked_childs_metrics_count_its_own_calls_only() -> None:
     with ParallelExecutor(ParallelConfig(strategy="serial"), observers=[metrics]) as ex:
         for _ in range(3):
             ex.map(abs, range(5), workload="fork-counts")
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report through the pipe, never return into pytest
-            code = 1
-            try:
-                os.close(read_end)
-                at_start = calls()
-                ex.map(abs, range(5), workload="fork-counts")
-                os.write(write_end, f"{at_start} {calls()}".encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as fh:
-            assert _wait_child(pid) == 0, "the child hung or failed"
-            at_start, after = (float(v) for v in fh.read().decode().split())
+
+        def in_child() -> str:
+            at_start = calls()
+            ex.map(abs, range(5), workload="fork-counts")
+            return f"{at_start} {calls()}"
+
+        at_start, after = (float(v) for v in _in_a_forked_child(in_child).split())
     assert (at_start, after) == (0.0, 1.0)
     assert calls() == 3, "the parent's own count changed"
 
