@@ -462,6 +462,26 @@ def test_maps_that_are_not_ce_tasks_pass_through() -> None:
         ex.close()
 
 
+def test_enable_called_again_keeps_the_executor_and_its_warm_pool() -> None:
+    """A second ``enable(wrapper)`` (a re-run notebook cell) made a second executor and pool beside the first,
+    which nobody used any more: 4 workers on 2 CPUs until the collector found the first. The same
+    configuration keeps the executor; another makes a new one."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    config = ParallelConfig(strategy="processes", max_workers=2, **FORCE)
+    ex = enable(wrapper, config)
+    try:
+        wrapper.explain_factual(x_test)
+        pids = ex.executor.worker_pids()
+        assert enable(wrapper, config) is ex and enable(wrapper, executor=ex) is ex
+        wrapper.explain_factual(x_test)
+        assert ex.executor.worker_pids() == pids and ex.last_record is not None and ex.last_record.pool_reused
+        other = enable(wrapper, config.with_changes(strategy="threads"))
+        assert other is not ex
+        other.close()
+    finally:
+        ex.close()
+
+
 def test_enable_needs_a_calibrated_explainer() -> None:
     x_train, y_train, *_ = _data("classification")
     wrapper = ce.WrapCalibratedExplainer(RandomForestClassifier(n_estimators=5, random_state=0))

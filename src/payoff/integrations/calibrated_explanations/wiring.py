@@ -101,7 +101,7 @@ def enable(target: Any, config: ParallelConfig | None = None, *,
         raise TypeError(f"config must be a payoff.ParallelConfig, got {type(config).__name__}; "
                         f"ParallelConfig.from_env() reads CE_PARALLEL")
     wrapper, explainer = _explainer_of(target)
-    ex = executor if executor is not None else CEParallelExecutor(config)
+    ex = executor if executor is not None else _current_or_new(explainer, config)
     if pause_gc is not None:
         ex.pause_gc = pause_gc
     if wrapper is not None:
@@ -112,6 +112,17 @@ def enable(target: Any, config: ParallelConfig | None = None, *,
     _check_picklable(ex, explainer)
     _keep_fallback_warnings_once_per_site()
     return ex
+
+
+def _current_or_new(explainer: Any, config: ParallelConfig | None) -> CEParallelExecutor:
+    """The executor an earlier ``enable`` gave this explainer, if it runs the configuration asked for now (its
+    warm pool kept); else a new one. A second ``enable(wrapper)`` made a second pool beside the first, which
+    nobody used any more (4 workers on 2 CPUs until the collector found the first executor)."""
+    current = getattr(explainer, "parallel_executor", None)
+    wanted = config if config is not None else ParallelConfig.from_env()
+    if isinstance(current, CEParallelExecutor) and current.user_config == wanted:
+        return current
+    return CEParallelExecutor(wanted)
 
 
 _BLANKET_ALWAYS = ("always", None, UserWarning, None, 0)
