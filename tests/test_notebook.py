@@ -63,3 +63,28 @@ def test_the_metrics_cell_shows_live_counters(executed: Any) -> None:
     assert "http://127.0.0.1:" in text
     assert 'payoff_map_calls_total{mode="parallel"' in text
     assert 'payoff_fallbacks_total{reason="tiny_workload",workload="tiny"} 1.0' in text
+
+
+def test_a_re_run_cell_shows_its_fallback_warning_again_and_a_loop_in_it_once() -> None:
+    """IPython empties a cell's ``__warningregistry__`` for each run, so a re-run cell shows its warnings
+    again; payoff kept its own memory of the lines it had warned at, and a re-run cell showed the fallback
+    warning only on its first run (1, 0, 0 where a plain UserWarning showed 1, 1, 1)."""
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+    except ImportError:
+        require(False, "nbclient and nbformat (extra [notebook])")
+        raise
+    cells = ["import warnings, payoff\ndef tiny(x):\n    return x + 1",
+             "r = payoff.map(tiny, range(5))",
+             "for _ in range(3):\n    r = payoff.map(tiny, range(5))\nwarnings.warn('plain')"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    shown: list[tuple[int, int]] = []
+    with client.setup_kernel():
+        for index in (0, 1, 1, 1, 2, 2):
+            cell = client.execute_cell(nb.cells[index], index)
+            text = "".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream")
+            if index:
+                shown.append((text.count("ParallelFallbackWarning"), text.count("UserWarning: plain")))
+    assert shown == [(1, 0)] * 3 + [(1, 1)] * 2

@@ -187,11 +187,19 @@ class SiteWarnings:
     """Warnings said once per call site (as the filters' action scopes it), though their text varies.
 
     The standard library keys "shown once" on the text, so a count or a
-    duration in it would show the warning again on every call.
+    duration in it would show the warning again on every call. What was shown
+    at a line or in a module is kept where the standard library keeps it, in
+    that module's ``__warningregistry__``, so whatever empties that registry
+    shows it again as it shows any warning again: IPython does for each run of
+    a cell (a re-run cell showed its ``UserWarning`` each time, its fallback
+    warning only the first time).
     """
 
     def __init__(self) -> None:
-        self._seen: set[tuple[object, ...]] = set()
+        self._seen: dict[tuple[object, ...], bool] = {}
+        """For the "once" action, which the standard library keeps process-wide too."""
+        self._generation = 0
+        """Bumped when the filters change or on ``reset``: the keys of earlier generations no longer match."""
         self._lock = _forks.Lock()
         self._filters: object = None
         self._filters_as_seen: list[Any] = []
@@ -215,14 +223,15 @@ class SiteWarnings:
         action = warning_action(lambda: str(warning()), category, site.module, site.lineno)
         if action == "ignore":
             return
-        key = {"default": (site.filename, site.lineno, *tag), "module": (site.module, *tag),
-               "once": tag}.get(action)
-        if key is not None:
+        if action in ("default", "module", "once"):
             with self._lock:
                 self._forget_if_filters_changed()
-                if key in self._seen:
+                key = (_SHOWN, self._generation, *((site.filename, site.lineno) if action == "default" else
+                                                   (site.module,) if action == "module" else ()), *tag)
+                seen = self._seen if action == "once" else site.registry
+                if key in seen:
                     return
-                self._seen.add(key)
+                seen[key] = True
         warnings.warn_explicit(warning(), category, site.filename, site.lineno, site.module, registry={})
 
     def _forget_if_filters_changed(self) -> None:
@@ -231,12 +240,21 @@ class SiteWarnings:
         fallback seen before. (It holds the list it saw, so that list's id cannot come back as another's.)"""
         filters = warnings.filters
         if filters is not self._filters or filters != self._filters_as_seen:
-            self._seen.clear()
+            self._forget()
             self._filters, self._filters_as_seen = filters, list(filters)
+
+    def _forget(self) -> None:
+        self._seen.clear()
+        self._generation += 1
 
     def reset(self) -> None:
         with self._lock:
-            self._seen.clear()
+            self._forget()
+
+
+_SHOWN = "payoff: shown"
+"""First in the keys payoff puts in a module's ``__warningregistry__``: the standard library's own are (text,
+category, line), and its ``"version"``."""
 
 
 def find_call_site() -> CallSite:
