@@ -223,16 +223,24 @@ class SiteWarnings:
         action = warning_action(lambda: str(warning()), category, site.module, site.lineno)
         if action == "ignore":
             return
-        if action in ("default", "module", "once"):
-            with self._lock:
-                self._forget_if_filters_changed()
-                key = (_SHOWN, self._generation, *((site.filename, site.lineno) if action == "default" else
-                                                   (site.module,) if action == "module" else ()), *tag)
-                seen = self._seen if action == "once" else site.registry
-                if key in seen:
-                    return
+        if action not in ("default", "module", "once"):
+            warnings.warn_explicit(warning(), category, site.filename, site.lineno, site.module, registry={})
+            return
+        with self._lock:
+            self._forget_if_filters_changed()
+            key = (_SHOWN, self._generation, *((site.filename, site.lineno) if action == "default" else
+                                               (site.module,) if action == "module" else ()), *tag)
+            seen: dict[Any, Any] = self._seen if action == "once" else site.registry
+            if key in seen:
+                return
+            seen[key] = True
+        shown: dict[Any, Any] = {}  # the standard library writes the filters' current version in it
+        warnings.warn_explicit(warning(), category, site.filename, site.lineno, site.module, registry=shown)
+        if seen is site.registry and "version" in shown and seen.get("version") != shown["version"]:
+            with self._lock:  # as the standard library brings a registry up to date: else its next warning
+                seen.clear()  # there would, and drop this key with the rest
+                seen["version"] = shown["version"]
                 seen[key] = True
-        warnings.warn_explicit(warning(), category, site.filename, site.lineno, site.module, registry={})
 
     def _forget_if_filters_changed(self) -> None:
         """As the standard library forgets what it showed when the filters change: a fresh ``catch_warnings``
