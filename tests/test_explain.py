@@ -16,6 +16,7 @@ from payoff.explain import (
     explain_features,
     explain_instances,
 )
+from tests.conftest import require
 
 FORCE = {"tiny_workload_threshold": 0.0}
 
@@ -215,3 +216,43 @@ def test_explain_with_a_fixed_granularity_uses_it_without_probing(fixed: str) ->
 def test_explain_rejects_a_bad_granularity() -> None:
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex, pytest.raises(ValueError, match="granularity"):
         explain(ex, instances=[1], features=[1], instance_task=abs, feature_task=abs, granularity="rows")
+
+
+def test_explain_measures_again_when_the_data_changed_shape() -> None:
+    """Costs measured on one call's data were reused for a call on a background 500 times larger (same
+    executor, same workload): it chose the feature axis from the small data's costs and ran 300x slower than
+    the instance axis. An instance's cost grows with the features and the shared data, a feature's with the
+    instances: a change in any of them is measured again (one item of each axis, timed here)."""
+    features = list(range(ROWS.shape[1]))
+    with ParallelExecutor(ParallelConfig(strategy="serial", granularity="auto")) as ex:
+        def probes(rows: list[np.ndarray], shared: object) -> dict[str, int]:
+            _calls.update(instance=0, feature=0)
+            got = explain(ex, instances=rows, features=features, instance_task=counted_row,
+                          feature_task=lambda state, j: counted_column((state, ROWS), j), shared=shared)
+            other = "feature" if got.axis == "instance" else "instance"
+            return {"other axis probed": _calls[other]}
+
+        assert probes(list(ROWS), BACKGROUND) == {"other axis probed": 1}
+        assert probes(list(ROWS), BACKGROUND) == {"other axis probed": 0}  # same data: the records decide
+        assert probes(list(ROWS), BACKGROUND[:500].copy()) == {"other axis probed": 1}  # other shared data
+        assert probes(list(ROWS[:20]), BACKGROUND) == {"other axis probed": 1}  # fewer instances
+
+
+def test_explain_refuses_a_dataframe_and_an_empty_axis_and_names_a_bad_task() -> None:
+    """A DataFrame iterated over its column names (3 results for 20 rows); an empty axis silently ran the
+    other one; a task that was not callable was not named."""
+    import importlib.util
+
+    require(importlib.util.find_spec("pandas") is not None, "pandas (installed with calibrated-explanations)")
+    import pandas
+    frame = pandas.DataFrame(ROWS[:20, :3], columns=["age", "income", "score"])
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        with pytest.raises(TypeError, match=r"instances is a pandas DataFrame.*to_numpy\(\)"):
+            explain_instances(ex, len, frame)
+        with pytest.raises(TypeError, match="pandas DataFrame"):
+            explain(ex, instances=frame, features=[0], instance_task=len, feature_task=len)
+        for instances, features, empty in (([], [0, 1], "instances"), ([1, 2], [], "features")):
+            with pytest.raises(ValueError, match=f"{empty} is empty"):
+                explain(ex, instances=instances, features=features, instance_task=abs, feature_task=abs)
+        with pytest.raises(TypeError, match="feature_task must be callable"):
+            explain(ex, instances=[1], features=[1], instance_task=abs, feature_task="abs")  # type: ignore[arg-type]

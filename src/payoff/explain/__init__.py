@@ -46,10 +46,20 @@ INSTANCE_WORKLOAD = "explain-instances"
 FEATURE_WORKLOAD = "explain-features"
 
 
-def _bind(task: Callable[..., Any], shared: Any) -> Callable[[Any], Any]:
+def _bind(task: Callable[..., Any], shared: Any, name: str = "task") -> Callable[[Any], Any]:
     if not callable(task):
-        raise TypeError(f"task must be callable, got {type(task).__name__}: {task!r}")
+        raise TypeError(f"{name} must be callable, got {type(task).__name__}: {task!r}")
     return task if shared is None else functools.partial(task, shared)
+
+
+def _rows(instances: Any, name: str = "instances") -> Any:
+    """A pandas DataFrame iterates over its column names: ``explain_instances(ex, task, df)`` ran the task on
+    3 names for a frame of 20 rows, and a task that wanted numbers failed on 'age' without naming the frame."""
+    if hasattr(instances, "iterrows") and hasattr(instances, "columns"):
+        raise TypeError(f"{name} is a pandas DataFrame, which iterates over its column names, not its rows; pass "
+                        f"{name}.to_numpy() for rows as arrays, or [row for _, row in {name}.iterrows()] for rows "
+                        "as Series")
+    return instances
 
 
 def explain_instances(
@@ -66,7 +76,7 @@ def explain_instances(
     ``chunk_size`` overrides the config's ``instance_chunk_size``; both ``None``
     means payoff sizes chunks from measured cost. Results are in input order.
     """
-    return executor.map(_bind(task, shared), instances, chunksize=chunk_size, granularity="instance",
+    return executor.map(_bind(task, shared), _rows(instances), chunksize=chunk_size, granularity="instance",
                         workload=workload)
 
 
@@ -200,6 +210,10 @@ class Explained:
 
 _probed: weakref.WeakKeyDictionary[ParallelExecutor, dict[str, float]] = weakref.WeakKeyDictionary()
 """Probe timings per executor, for axes that have no record yet."""
+_shapes: weakref.WeakKeyDictionary[ParallelExecutor, dict[str, tuple[int, int, int]]] = weakref.WeakKeyDictionary()
+"""Per executor and workload, the instances, features and ``shared`` (by id) its costs were measured on: an
+instance's cost grows with the features and the shared data, a feature's with the instances. A second call
+on a background 500 times larger reused the first call's costs and ran the axis 300 times slower."""
 
 
 def _measured_cost(executor: ParallelExecutor, workload: str) -> float | None:
@@ -233,16 +247,24 @@ def explain(
     ``"feature"`` or ``"auto"``. With ``"auto"`` the axis is chosen by
     :func:`choose_granularity` from the shape and the measured cost per item:
     the executor's earlier records of ``{workload}-instances`` /
-    ``{workload}-features`` when there are any, otherwise one instance and one
-    feature timed in the caller (remembered for the next call). The probe
+    ``{workload}-features`` when the last call of ``workload`` had as many
+    instances and features and the same ``shared``, otherwise one instance and
+    one feature timed in the caller (remembered for the next call). A
+    DataFrame is refused (it iterates over its column names), as is an empty
+    axis. The probe
     result of the chosen axis is kept (not recomputed); the other one is the
     price of measuring.
     """
     wanted = executor.config.granularity if granularity is None else granularity
     if wanted not in ("instance", "feature", "auto"):
         raise ValueError(f"granularity must be None, 'instance', 'feature' or 'auto', got {granularity!r}")
-    instances, features = list(instances), list(features)
-    run_instance, run_feature = _bind(instance_task, shared), _bind(feature_task, shared)
+    instances, features = list(_rows(instances)), list(features)
+    for name, given in (("instances", instances), ("features", features)):
+        if not given:
+            raise ValueError(f"explain() needs at least one instance and one feature; {name} is empty (the other "
+                             f"axis would run with nothing to explain)")
+    run_instance = _bind(instance_task, shared, "instance_task")
+    run_feature = _bind(feature_task, shared, "feature_task")
     names = {"instance": f"{workload}-instances", "feature": f"{workload}-features"}
     workers = planning.available_workers(executor.config)
     kept: dict[str, Any] = {}
@@ -250,8 +272,11 @@ def explain(
         axis_fixed: Axis = "instance" if wanted == "instance" else "feature"
         choice = replace(_choose(len(instances), len(features), workers, None, None, how="config"), axis=axis_fixed)
     else:
-        spi = _measured_cost(executor, names["instance"])
-        spf = _measured_cost(executor, names["feature"])
+        shape = (len(instances), len(features), id(shared))
+        same = _shapes.setdefault(executor, {}).get(workload) == shape
+        _shapes[executor][workload] = shape
+        spi = _measured_cost(executor, names["instance"]) if same else None
+        spf = _measured_cost(executor, names["feature"]) if same else None
         if spi is None and instances:
             kept["instance"], spi = _timed(run_instance, instances[0])
             _probed.setdefault(executor, {})[names["instance"]] = spi
