@@ -232,3 +232,21 @@ def _read_all(fd: int, chunks: list[bytes]) -> None:
         if not data:
             return
         chunks.append(data)
+
+
+@pytest.mark.parametrize("config", [{"strategy": "serial"}, {"enabled": False}])
+def test_a_serial_map_with_a_bar_runs_in_pieces_the_bar_can_follow(config: dict[str, Any]) -> None:
+    """A serial map ran as one chunk, so its bar stood at 0% until the end (3 s of work: 0%, then 100%). With
+    a bar it runs in pieces of about 0.2 s of work (here at least 0.6 s: more than one piece); without one, as
+    one chunk, as before."""
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    with ParallelExecutor(ParallelConfig(**config)) as ex:
+        assert ex.map(tasks.nap_ms, [20] * 30, progress=True) == [20] * 30
+        pieces = ex.last_record
+        assert ex.map(tasks.nap_ms, [20] * 30, progress=False) == [20] * 30
+        whole = ex.last_record
+    assert pieces is not None and whole is not None
+    assert pieces.n_chunks >= 2 and whole.n_chunks == 1
+    assert sum(c.n_items for c in pieces.chunks) == 30 and pieces.mode == "serial"

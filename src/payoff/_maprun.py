@@ -35,6 +35,7 @@ from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
 from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
+from payoff.progress import SHOW_AFTER_SECONDS, interactive
 from payoff.reasons import Reason
 from payoff.record import ChunkStats, RecordBuilder, waits_mostly
 from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
@@ -53,6 +54,8 @@ WAIT_SLICE_SECONDS = 0.2
 """Longest wait between checks of the cancel token and the deadline."""
 MAX_POOL_RESTARTS = 24
 """Fresh pools one call may start after crashes before it gives up on the backend."""
+PROGRESS_PIECE_SECONDS = 0.2
+"""How much of a serial map's work runs between updates of its progress bar."""
 SERIAL_CHUNK_SECONDS = 0.01
 MAX_SERIAL_CHUNK = 65_536
 """A serial ``imap`` runs its items one per result asked for; its record groups them into chunks of about
@@ -419,12 +422,26 @@ class MapRun:
         if self.streaming:
             yield from self._lazily()
             return
+        piece_ns = self._progress_piece_ns()
         while (part := self.source.rest()) is not None:
             lo, items = part
-            outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller")
+            outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller", piece_ns)
             self.next_index += 1
             self._raise_if_stopped()
             yield outcome.results
+            if piece_ns is not None and outcome.n_done < len(items):  # the rest, in pieces a bar can follow
+                self.source.skip(lo + outcome.n_done)
+                piece_ns = int(PROGRESS_PIECE_SECONDS * 1e9)
+
+    def _progress_piece_ns(self) -> int | None:
+        """A serial map whose progress may be shown runs in pieces of about PROGRESS_PIECE_SECONDS: in one
+        chunk its bar stood at 0% until the end (3 s of work: 0%, then 100%). The first piece runs as long as
+        a bar is hidden (SHOW_AFTER_SECONDS), so a short call is still one chunk; elsewhere (a script, CI, a
+        pipe) nothing changes."""
+        wanted = self.call.progress if self.call.progress is not None else interactive()
+        if not wanted or self.source.known_length is None:
+            return None
+        return int((PROGRESS_PIECE_SECONDS if self.call.progress else SHOW_AFTER_SECONDS) * 1e9)
 
     def _bounded_stream(self) -> Iterator[list[Any]]:
         """A serial ``imap`` under a timeout whose user did not ask for serial: its items in small, growing
