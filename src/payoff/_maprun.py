@@ -1120,7 +1120,10 @@ class MapRun:
 
     def _raise_if_stopped(self) -> None:
         if self.token.expired():
-            hint = held_at_fork_hint(self.lease.pool.forked_beside) if self.lease is not None else ""
+            # only where no chunk came back from the pool: workers that finished chunks hold no lost lock (a
+            # notebook's kernel threads are always there, and its every slow call was blamed on them)
+            stuck = self.lease is not None and not any(c.where == "pool" for c in self.rec.chunks)
+            hint = held_at_fork_hint(self.lease.pool.forked_beside) if stuck and self.lease is not None else ""
             if self.streaming:
                 raise TimeoutError(f"payoff: the {self._kind()}'s next result was not ready within timeout="
                                    f"{self.timeout} s of the call (every result ready by then was handed out){hint}")
