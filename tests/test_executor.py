@@ -298,6 +298,7 @@ def test_records_are_bounded() -> None:
             ex.map(tasks.square, range(3))
     assert len(ex.records) == 5
     assert [r.call_id for r in ex.records] == list(range(8, 13))
+    assert [r.call_id for r in ex.records[-2:]] == [11, 12] and ex.records[-1].call_id == 12  # slices, as a list
 
 
 def test_submit_like_concurrent_futures() -> None:

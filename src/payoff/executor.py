@@ -92,7 +92,7 @@ class ParallelExecutor:
 
             observers = default_observers(tracer_provider, meter_provider)
         self._observers = Observers(_checked_observers(observers))
-        self.records: deque[MapRecord] = deque(maxlen=max_records)
+        self.records: deque[MapRecord] = _Records(maxlen=max_records)
         self._mine = threading.local()
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -852,6 +852,16 @@ def _check_not_async(fn: object) -> None:
             f"map() runs plain functions; {name} is a coroutine function (async def): calling it only makes a "
             "coroutine, none of its body would run. Run async I/O on the event loop (asyncio.gather); from a "
             "coroutine, run CPU-bound plain functions as `await asyncio.to_thread(ex.map, fn, items)`")
+
+
+class _Records(deque[MapRecord]):
+    """The records an executor keeps: a deque (the oldest drop out) that also slices, as a list does
+    (``ex.records[-5:]`` raised ``TypeError: sequence index must be integer, not 'slice'``)."""
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(self)[index]
+        return super().__getitem__(index)
 
 
 def _close_all() -> None:
