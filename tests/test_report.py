@@ -218,6 +218,23 @@ def test_a_report_of_two_executors_numbers_calls_in_order_in_table_text_and_html
         assert f"Call {i + 1} " in page
 
 
+def test_two_report_fragments_in_one_notebook_link_each_to_its_own_sections() -> None:
+    """Every report used ids ``call-0``, ``call-1``...: two reports shown in one notebook had the same ids, and
+    a link in the second's table jumped to the first's section."""
+    import re
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(tasks.square, range(3))
+        ex.map(tasks.square, range(4))
+    fragments = [render_html(ex.records, full_page=False) for _ in range(2)]
+    ids = [set(re.findall(r' id="([^"]+)"', f)) - set(re.findall(r'id="(payoff-hatch-[^"]+)"', f))
+           for f in fragments]  # a record's hatch pattern is the same drawing in both: one id for it is right
+    links = [set(re.findall(r'href="#([^"]+)"', f)) for f in fragments]
+    for own_ids, own_links in zip(ids, links, strict=True):
+        assert len(own_links) == 2 and own_links <= own_ids  # each table links to its own sections
+    assert not (ids[0] & ids[1]), ids
+
+
 def test_html_report_has_verdict_table_sections_and_no_script() -> None:
     with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex:
         ex.map(tasks.sleep_then_square, range(100))

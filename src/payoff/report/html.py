@@ -13,6 +13,7 @@ library caller can build a MapRecord holding anything.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from html import escape
@@ -214,13 +215,13 @@ def cell(value: str, align: str) -> str:
     return f"<td{css}>{escape(value.replace('->', ARROW))}</td>"
 
 
-def overview(records: Sequence[MapRecord]) -> str:
+def overview(records: Sequence[MapRecord], anchor: str = "call") -> str:
     """The text report's table, with each call linking to its section (call ids repeat across executors)."""
     head = "".join(f'<th class="{"left" if a == "<" else ""}">{escape(n)}</th>' for n, a in text.COLUMNS)
     rows = []
     for i, r in enumerate(records):
         cells = text.row(r, i + 1)  # the position its section's heading shows
-        first = f'<td><a href="#call-{i}">{escape(cells[0])}</a></td>'
+        first = f'<td><a href="#{anchor}-{i}">{escape(cells[0])}</a></td>'
         middle = "".join(cell(c, a) for c, (_, a) in zip(cells[1:-1], text.COLUMNS[1:-1], strict=True))
         rows.append(f'<tr>{first}{middle}<td class="left">{badge(r, with_speedup=False)}</td></tr>')
     return f'<div class="scroll"><table class="overview"><tr>{head}</tr>{"".join(rows)}</table></div>'
@@ -231,19 +232,26 @@ def record_html(record: MapRecord) -> str:
     return f'<div class="payoff-report"><style>{STYLE}</style>{section(record)}</div>'
 
 
-def body(records: Sequence[MapRecord], title: str) -> str:
+def body(records: Sequence[MapRecord], title: str, anchor: str = "call") -> str:
     if not records:
         return f"<h1>{escape(title)}</h1><p class=\"sub\">No calls recorded.</p>"
     return (f"<h1>{escape(title)}</h1><p class=\"sub\">{escape(text.aggregate(records))}</p>"
-            f"{overview(records)}{''.join(section(r, f'call-{i}', i + 1) for i, r in enumerate(records))}")
+            f"{overview(records, anchor)}"
+            f"{''.join(section(r, f'{anchor}-{i}', i + 1) for i, r in enumerate(records))}")
+
+
+_FRAGMENTS = itertools.count(1)
+"""Numbers the fragments of this process: two reports shown in one notebook had the same ids (``call-0``...),
+and a link in the second's table jumped to the first's section."""
 
 
 def render_html(records: Sequence[MapRecord], *, title: str = "payoff report", full_page: bool = True) -> str:
     """The report of many calls: a whole page by default, a fragment for notebooks with ``full_page=False``."""
     records = list(records)
-    fragment = f'<div class="payoff-report"><style>{STYLE}</style>{body(records, title)}</div>'
     if not full_page:
-        return fragment
+        anchor = f"payoff-report-{next(_FRAGMENTS)}-call"
+        return f'<div class="payoff-report"><style>{STYLE}</style>{body(records, title, anchor)}</div>'
+    fragment = f'<div class="payoff-report"><style>{STYLE}</style>{body(records, title)}</div>'
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title></head><body style=\"margin:0;background:#fff\">{fragment}</body></html>\n")
