@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
+from payoff.errors import WorkerCrashedError
 from payoff.strategies import cluster as clusters
 from payoff.strategies import dask as dask_strategy
 from payoff.telemetry import FALLBACK_WARNINGS
@@ -110,6 +111,27 @@ def test_an_items_sys_exit_is_raised_in_the_caller_as_on_a_process_pool(client: 
     assert raised.value.code == 3
     assert any("raised by item 5" in note for note in getattr(raised.value, "__notes__", []))
     assert sorted(client.run(os.getpid).values()) == pids, "a worker died"
+
+
+def test_a_chunk_the_scheduler_saw_kill_every_worker_fails_the_call_without_more_deaths() -> None:
+    """dask's scheduler runs a chunk whose workers die on ``allowed-failures + 1`` workers before it gives up
+    (``KilledWorker``); payoff then narrowed the chunk down, each try of each half costing as many workers
+    again: 20 deaths for one item that called ``os._exit``, and a cluster left with none when a worker stayed
+    down past dask's ``lost-worker-timeout``. The call now fails at once, naming the chunk's items."""
+    cluster = local_cluster(2)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            started = len(client.run(os.getpid))
+            with ParallelExecutor(ParallelConfig(strategy=client, **FORCE)) as ex, \
+                    pytest.raises(WorkerCrashedError, match="scheduler ran it on worker after worker") as raised:
+                ex.map(tasks.exit_on_five, range(12), chunksize=4)
+            assert raised.value.chunk_index is not None and raised.value.item_index is None  # the chunk, 4..7
+            assert "items 4..7" in str(raised.value)
+            until(lambda: len(client.scheduler_info()["workers"]) == started, "the cluster's workers to be back", 30)
+            with ParallelExecutor(ParallelConfig(strategy=client, **FORCE)) as ex:
+                assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
+    finally:
+        cluster.close()
 
 
 def test_a_map_over_several_sequences_runs_on_the_cluster_as_columns(client: Any) -> None:

@@ -33,7 +33,7 @@ from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
-from payoff.errors import StuckThreadsWarning, WorkerCrashedError, describe_exit
+from payoff.errors import ChunkKilledWorkers, StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.progress import SHOW_AFTER_SECONDS, interactive
 from payoff.reasons import Reason
@@ -826,6 +826,7 @@ class MapRun:
                 try:
                     self._collect(pool, future, task)
                 except BrokenExecutor as exc:
+                    task.killed_workers = isinstance(exc, ChunkKilledWorkers)
                     self.lost.append(task)
                     broken = exc
             if broken is not None:
@@ -975,6 +976,11 @@ class MapRun:
             return
         if not self.config.force_serial_on_failure:
             raise self._crash_error(lost[0], codes, "force_serial_on_failure=False: not rerun", exc)
+        confirmed = next((task for task in lost if task.killed_workers), None)
+        if confirmed is not None:  # the pool's scheduler tried it on worker after worker: not narrowed down
+            raise self._crash_error(confirmed, codes, "the cluster's scheduler ran it on worker after worker and "
+                                    "every one died; narrowed down further, each try would cost the cluster as "
+                                    "many workers again", exc)
         self._triage(lost, codes, exc, stood)
         self._restart(pool, exc, lost)
 

@@ -91,6 +91,13 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+class ChunkKilledWorkers(BrokenExecutor):
+    """The pool's own scheduler ran a chunk again and again, and every worker that ran it died (dask's
+    ``KilledWorker``): the chunk is the cause, already confirmed. Narrowed down further, each try of each
+    half cost the cluster that many workers again (20 deaths for one item that called ``os._exit``, which can
+    leave a user's cluster with none), so the call fails with it at once, naming the chunk's items."""
+
+
 class PoolStoppedError(BrokenExecutor):
     """Another call stopped the pool this submitted call ran on (its timeout, Ctrl-C): nothing crashed, and this
     call was not cancelled, but its work was lost with the pool. ``stopped_by`` names that call."""

@@ -58,6 +58,8 @@ class ChunkTask:
     """Suspected of crashing a worker: runs with nothing else in flight, so a crash names it."""
     check_each: bool = False
     """Its budget is checked before each item (``Plan.check_each``), not only between timing blocks."""
+    killed_workers: bool = False
+    """Lost as ``ChunkKilledWorkers`` says: the pool's own scheduler found it kills every worker it runs on."""
 
 
 class Strategy(ABC):

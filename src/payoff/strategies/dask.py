@@ -31,7 +31,7 @@ from typing import Any
 import cloudpickle
 
 from payoff import _out_of_band as out_of_band
-from payoff.errors import ClusterNotReadyError, PoolStartTimeoutError
+from payoff.errors import ChunkKilledWorkers, ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
 from payoff.worker import ChunkOutcome, arrived, run_to_bytes
@@ -55,6 +55,10 @@ WATCH_SECONDS = 1.0
 
 class DaskWorkerLost(BrokenExecutor):
     """A chunk could not finish on the cluster (its workers kept dying, or the scheduler went away)."""
+
+
+class DaskKilledWorkers(DaskWorkerLost, ChunkKilledWorkers):
+    """dask's ``KilledWorker``: the scheduler tried the chunk on ``allowed-failures + 1`` workers and each died."""
 
 
 _LARGE_GRAPH_MESSAGE = r"Sending large graph of size "
@@ -479,7 +483,8 @@ def _relay(remote: Any, local: Future[Any], stamp: bool = True,
     except BaseException as exc:
         error = exc.carried if isinstance(exc, ItemExit) else exc
         if type(exc).__name__ in ("KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError"):
-            error = DaskWorkerLost(f"{type(exc).__name__}: {exc}")
+            lost_as = DaskKilledWorkers if type(exc).__name__ == "KilledWorker" else DaskWorkerLost
+            error = lost_as(f"{type(exc).__name__}: {exc}")
             if lost is not None and type(exc).__name__ in ("KilledWorker", "CommClosedError"):
                 lost()
         with contextlib.suppress(InvalidStateError):  # failed already: the cluster had no workers
