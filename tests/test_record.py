@@ -548,3 +548,24 @@ def test_a_library_may_price_the_loop_lower_than_its_items_busy_time(
     rec.serial_price = price
     assert rec._serial_estimate(rec.chunks) == pytest.approx(loop)
     assert seen == [(3, pytest.approx(3.0))]
+
+
+def _on(worker: str, index: int, start_ms: int, end_ms: int) -> ChunkStats:
+    return ChunkStats(index, index, 1, worker, start_ms * 1_000_000, start_ms * 1_000_000, end_ms * 1_000_000,
+                      0, ((end_ms - start_ms) * 1_000_000,), (1,), 0, 0, "pool")
+
+
+@pytest.mark.parametrize(("chunks", "workers"), [
+    # a worker killed and restarted under a new name: never more than 2 at once (by name alone, 3)
+    ([_on("a", 0, 0, 10), _on("b", 1, 0, 30), _on("a", 2, 11, 20), _on("a2", 3, 1_020, 1_030)], 2),
+    # the cluster's stamps, taken as results arrive, overlap one worker's chunks: still one worker
+    ([_on("a", 0, 0, 12), _on("a", 1, 10, 20), _on("b", 2, 0, 20)], 2),
+    # a worker that joined during the call and ran beside the others: 3
+    ([_on("a", 0, 0, 30), _on("b", 1, 0, 30), _on("c", 2, 10, 20)], 3),
+])
+def test_a_clusters_workers_are_those_that_ran_the_call_at_one_moment(chunks: list[ChunkStats], workers: int) -> None:
+    """A dask call counted every worker name that ran a chunk: a worker restarted after a crash counted twice
+    (``dask x3`` on a cluster of 2 threads, and utilization computed on 3)."""
+    rec = _builder(n_items=len(chunks), strategy="dask", workers=2)
+    rec.chunks = list(chunks)
+    assert rec.build().workers == workers

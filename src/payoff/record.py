@@ -634,6 +634,23 @@ timed its items alone. The record keeps the lower of the two, never below the de
 items that mostly wait are priced by the GIL queue instead)."""
 
 
+def _most_at_once(chunks: Sequence[ChunkStats]) -> int:
+    """The most workers (by name) that were running the call at one moment, each from its first chunk's start to
+    its last chunk's end. Counted by name alone, a worker restarted under a new name counted twice (``dask x3``
+    on a cluster of 2, and utilization on 3); chunk by chunk, the cluster's stamps (taken as results arrive)
+    overlap a worker's consecutive chunks."""
+    spans: dict[str, tuple[int, int]] = {}
+    for c in chunks:
+        lo, hi = spans.get(c.worker, (c.start_ns, c.end_ns))
+        spans[c.worker] = (min(lo, c.start_ns), max(hi, c.end_ns))
+    edges = sorted([(lo, 1) for lo, _ in spans.values()] + [(hi, -1) for _, hi in spans.values()])  # ends first
+    most = running = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
 def _library_price(price: SerialPrice, chunks: Sequence[ChunkStats], busy: float, dearest: float) -> float:
     """The lower of the busy time and the library's price, never below the dearest chunk's work (a loop does it
     too); a price that raises is none: the record must never be lost to a library's hook."""
@@ -863,7 +880,7 @@ class RecordBuilder:
         overhead["pool_start"] = self.pool_start_seconds
         workers = self.workers
         if self.selected == "dask":  # a cluster that grew during the call: never fewer workers than ran its chunks
-            workers = max(workers, len({c.worker for c in chunks if c.where != "caller"}))
+            workers = max(workers, _most_at_once([c for c in chunks if c.where != "caller"]))
         return MapRecord(
             call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
             selected_strategy=self.selected, decision_reason=self.decision,
