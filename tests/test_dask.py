@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,6 +133,20 @@ def test_a_chunk_the_scheduler_saw_kill_every_worker_fails_the_call_without_more
                 assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
     finally:
         cluster.close()
+
+
+def test_a_submitted_call_is_named_on_the_cluster_by_its_function(client: Any, tmp_path: Path) -> None:
+    """payoff's wrapper around a submitted call named its task on the dashboard and in the logs
+    ``<payoff.worker.Submitted object at 0x...>-<uuid>``; dask names its own ``square-<uuid>``."""
+    gate = tmp_path / "gate"
+    with ParallelExecutor(ParallelConfig(strategy=client)) as ex:
+        held = ex.submit(tasks.square_once_file_exists, (str(gate), 3))
+        try:
+            until(lambda: any(str(k).startswith("square_once_file_exists-")
+                              for keys in client.processing().values() for k in keys), "the call's named task", 30)
+        finally:
+            gate.touch()
+        assert held.result(timeout=60) == 9
 
 
 def test_a_map_over_several_sequences_runs_on_the_cluster_as_columns(client: Any) -> None:
@@ -375,7 +390,9 @@ def test_a_timeout_kills_the_worker_processes_of_its_own_local_cluster() -> None
         assert sorted(pids) == sorted(ran_on) and len(pids) == 2
         with pytest.raises(TimeoutError):
             ex.map(tasks.sleep_forever, range(4), timeout=1)
-        assert not [pid for pid in pids if alive(pid)]
+        # killed (SIGKILL) before the call raised; ending takes a killed process a moment, and the cluster's
+        # close, which waited for that, is no longer the caller's to wait for
+        until(lambda: not [pid for pid in pids if alive(pid)], "the killed workers to end", 10)
         assert ex.map(tasks.square, range(4)) == [0, 1, 4, 9]  # a fresh cluster for the next call
     finally:
         ex.shutdown()

@@ -23,6 +23,7 @@ import pickle
 import signal
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Future, InvalidStateError
@@ -418,7 +419,7 @@ class DaskStrategy(Strategy):
         self._refuse_closed_client()
         if kwargs.keys() & _CLIENT_SUBMIT_NAMES:  # the user's own keywords, not Client.submit's options
             fn, kwargs = functools.partial(fn, **kwargs), {}
-        return self._track(self.client.submit(fn, *args, pure=False, **kwargs), stamp=False)
+        return self._track(self.client.submit(fn, *args, pure=False, key=_key_of(fn), **kwargs), stamp=False)
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
         data, arrived_ns = raw
@@ -475,6 +476,14 @@ def _close(client: Any, cluster: Any) -> None:
             client.close()
     if cluster is not None:
         cluster.close()
+
+
+def _key_of(fn: Any) -> str:
+    """A submitted call's task key as dask names its own (``score-<uuid>``): the wrapper payoff puts around a
+    call was named ``<payoff.worker.Submitted object at 0x...>`` on the dashboard and in the logs."""
+    inner = getattr(fn, "fn", fn)
+    inner = getattr(inner, "func", inner)  # a functools.partial
+    return f"{getattr(inner, '__name__', type(inner).__name__)}-{uuid.uuid4().hex}"
 
 
 def _lost_dependency(remote: Any) -> bool:
