@@ -332,6 +332,27 @@ def test_an_address_that_accepts_but_never_answers_falls_back(monkeypatch: pytes
     silent.close()
 
 
+def test_a_small_call_to_a_cluster_that_never_answered_says_so_not_tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function known to be cheap, on an address that accepts and never answers: the call waited out the
+    handshake (8 s) to ask the cluster for its workers, then said ``tiny_workload`` ("cannot pay for dask's fixed
+    cost ... on 2 workers"), naming the scheduler nowhere. It is the cluster that could not be asked."""
+    require(Client is not None, "dask.distributed (extra [dask])")
+    monkeypatch.setattr(clusters, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(clusters, "HANDSHAKE_GRACE_SECONDS", 1.0)
+    ParallelExecutor(ParallelConfig(strategy="serial")).map(tasks.square, range(50))  # measured: cheap
+    silent, address = _silent_address()
+    try:
+        with ParallelExecutor(ParallelConfig(strategy="dask", address=address)) as ex:
+            with pytest.warns(ParallelFallbackWarning):
+                got = ex.map(tasks.square, range(50))
+            record = ex.last_record
+        assert got == [x * x for x in range(50)]
+    finally:
+        silent.close()
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record
+    assert address in record.fallback_detail
+
+
 def _map_in_a_thread(address: str, n: int, seconds: float, hung: str) -> tuple[list[Any], Any]:
     """``square`` over ``range(n)`` on the cluster at ``address``, in a thread of its own: a map that hangs fails
     the test with ``hung`` after ``seconds`` instead of holding the suite. Its results and record."""

@@ -319,7 +319,8 @@ class Planner:
         if why is not None and not (isolate and why[0] is Reason.PAYLOAD_TOO_LARGE):  # large is costly, not unsendable
             _refuse_the_caller(call, probe, strategy, why)
             return _serial(call, why[0], why[1], decision, probe)
-        workers = _cluster_workers(call.config, workers, call.stop) if strategy == "dask" else \
+        unreachable: list[str] = []
+        workers = _cluster_workers(call.config, workers, call.stop, unreachable) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
         if _starts_processes(call, strategy):  # inside another pool's worker: its share of the CPUs
             workers = _process_workers_left(workers)
@@ -349,6 +350,9 @@ class Planner:
             fallback = _verdict_fallback(strategy, probe, remaining)  # shared memory keeps its own verdict
             if fallback is not None and not self.knowledge.hold(call.fn, strategy):
                 fallback = None  # held long enough: measure again (one noisy call must not decide forever)
+        if fallback is not None and unreachable and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST):
+            # a cluster that could not be asked: that is why it runs here (after the wait to connect), not its size
+            return _serial(call, Reason.INIT_FAILURE, unreachable[0], decision, probe)
         if fallback is not None:
             if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
                 est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
@@ -682,12 +686,13 @@ def _waits(probe: Probe, workers: int) -> bool:
     return probe.cpu_ratio < line
 
 
-def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | None = None) -> int:
+def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | None = None,
+                     unreachable: list[str] | None = None) -> int:
     """A running cluster is planned with its own worker threads (asked once, cached), not local cores; a cancel
-    or the call's timeout while payoff connects to ask is raised."""
+    or the call's timeout while payoff connects to ask is raised; ``unreachable`` gets why it could not be."""
     from payoff.strategies.cluster import planning_facts
 
-    facts = planning_facts(config, stop)
+    facts = planning_facts(config, stop, unreachable)
     return facts.worker_threads if facts is not None and facts.worker_threads >= 1 else workers
 
 

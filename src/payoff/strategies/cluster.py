@@ -131,7 +131,8 @@ def cluster_facts(target: Any, stop: StartStop | None = None) -> ClusterFacts:
         slot.asking.release()
 
 
-def planning_facts(config: ParallelConfig, stop: StartStop | None = None) -> ClusterFacts | None:
+def planning_facts(config: ParallelConfig, stop: StartStop | None = None,
+                   unreachable: list[str] | None = None) -> ClusterFacts | None:
     """The running cluster ``config`` names, for planning before a pool exists; None when there is none.
 
     None when the strategy is not dask, or is ``"dask"`` without an address (the pool would start a
@@ -139,7 +140,8 @@ def planning_facts(config: ParallelConfig, stop: StartStop | None = None) -> Clu
     planning never raises for that, the pool start does (at once, the failure is remembered) and the
     executor turns it into an ``init_failure`` fallback. Otherwise ``cluster_facts`` of the user's
     Client or the address, with its cost: a lock and a dict lookup while the facts are fresh. A cancel or
-    the call's timeout during the wait (``stop``) is raised: the call ends there.
+    the call's timeout during the wait (``stop``) is raised: the call ends there. ``unreachable`` gets why a
+    named cluster could not be asked.
     """
     if config.strategy_name != "dask":
         return None
@@ -150,8 +152,15 @@ def planning_facts(config: ParallelConfig, stop: StartStop | None = None) -> Clu
         return cluster_facts(target, stop)
     except (CancelledError, PoolStartTimeoutError):
         raise
-    except Exception:  # unreachable, or a user's Client already closed: the pool start reports it
+    except Exception as exc:  # unreachable, or a user's Client already closed: the pool start reports it
+        if unreachable is not None:
+            unreachable.append(f"the dask cluster at {_shown_target(target)} could not be asked for its workers "
+                               f"while planning: {exc}")
         return None
+
+
+def _shown_target(target: Any) -> str:
+    return target if isinstance(target, str) else f"the Client's scheduler ({getattr(target, 'scheduler', '?')})"
 
 
 def invalidate(target: Any) -> None:
