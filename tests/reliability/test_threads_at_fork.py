@@ -128,19 +128,17 @@ SLOW_SCENARIO = """
     from tests import tasks
 
     stop = threading.Event()
-    beside = threading.Thread(target=stop.wait, args=(30,), name="IOPub")  # as a notebook's kernel runs
+    beside = threading.Thread(target=stop.wait, args=(30,), name="IOPub", daemon=True)  # as a kernel runs
     beside.start()
-    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0, start_method="fork")
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0,
+                                         start_method="fork"))
+    said = "returned"
     try:
-        with ParallelExecutor(config=config) as ex:
-            try:
-                ex.map(tasks.nap_ms, [300] * 20, chunksize=1, timeout=1.5)
-                said = "returned"
-            except TimeoutError as exc:
-                said = str(exc)
-    finally:
-        stop.set()
-        beside.join()
+        ex.map(tasks.nap_ms, [300] * 20, chunksize=1, timeout=1.5)
+    except TimeoutError as exc:
+        said = str(exc)
+    ex.shutdown()
+    stop.set()
     print(json.dumps({"said": said}))
 """
 
