@@ -1128,8 +1128,8 @@ class MapRun:
         if self.token.expired():
             # only where no chunk came back from the pool: workers that finished chunks hold no lost lock (a
             # notebook's kernel threads are always there, and its every slow call was blamed on them)
-            stuck = self.lease is not None and not any(c.where == "pool" for c in self.rec.chunks)
-            hint = held_at_fork_hint(self.lease.pool.forked_beside) if stuck and self.lease is not None else ""
+            hint = "" if self.lease is None or any(c.where == "pool" for c in self.rec.chunks) \
+                else held_at_fork_hint(self.lease.pool.forked_beside)
             if self.streaming:
                 raise TimeoutError(f"payoff: the {self._kind()}'s next result was not ready within timeout="
                                    f"{self.timeout} s of the call (every result ready by then was handed out){hint}")

@@ -9,7 +9,6 @@ someone serves or registers it.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -21,8 +20,7 @@ from payoff import _forks
 from payoff.observers import CallInfo, Observer, Observers
 from payoff.progress import Progress
 from payoff.telemetry.metrics import PrometheusMetrics
-from payoff.telemetry.records import ENV_VAR as RECORDS_ENV_VAR
-from payoff.telemetry.records import RecordsFile
+from payoff.telemetry.records import RecordsFile, records_path_from_env
 from payoff.telemetry.server import MetricsServer, serve_from_env, serve_metrics
 from payoff.telemetry.tracing import Tracing
 from payoff.telemetry.warnings import FallbackWarnings, ParallelFallbackWarning
@@ -125,7 +123,7 @@ class _FromEnvironment(Observer):
 
     def map_started(self, call: CallInfo) -> None:
         serve_from_env()
-        path = os.environ.get(RECORDS_ENV_VAR, "").strip()
+        path = records_path_from_env()
         if path:
             sink = self._files.get(path)
             if sink is None:

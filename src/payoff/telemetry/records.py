@@ -122,9 +122,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def records_path_from_env() -> str:
+    """``$PAYOFF_RECORDS``; "" when it is unset, empty or blank."""
+    return os.environ.get(ENV_VAR, "").strip()
+
+
 def records_observer_from_env() -> RecordsFile | None:
     """A RecordsFile for ``$PAYOFF_RECORDS``, or None when it is unset or empty."""
-    path = os.environ.get(ENV_VAR, "").strip()
+    path = records_path_from_env()
     return RecordsFile(path) if path else None
 
 

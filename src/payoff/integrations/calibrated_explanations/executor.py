@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from payoff import _forks, planning
 from payoff._library import LibraryCall
 from payoff.config import ParallelConfig
-from payoff.errors import WorkerCrashedError
 from payoff.executor import ParallelExecutor
 from payoff.integrations.calibrated_explanations import gcpause, merge
 from payoff.integrations.calibrated_explanations.chunking import CostFit, ce_chunk_sizes
@@ -610,7 +609,7 @@ def _shown(sizes: list[int]) -> str:
 def _retry_advice(exc: BaseException | None) -> str:
     """The core's advice is for a worker that died; an error a task raised (a model that fails in worker
     processes, say) was told "a worker died (out of memory, os._exit, ...)" though none had."""
-    if isinstance(exc, (BrokenExecutor, WorkerCrashedError)):
+    if isinstance(exc, BrokenExecutor):  # WorkerCrashedError among them
         return Reason.MAP_FAILURE_RETRY.advice_sentence
     return ("No worker died: an explanation task (or CE's merge) raised it. If it comes from what works only in "
             "your process (a model that needs this process's state, a resource it opened), the serial re-run "
