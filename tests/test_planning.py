@@ -476,6 +476,49 @@ def test_what_a_call_measured_among_other_calls_is_not_taken_for_the_function(cr
         assert facts.cpu_ratio < 1.0 and facts.seconds_per_item > 1e-4
 
 
+def test_a_workers_wait_outside_its_items_is_not_read_as_waiting_items() -> None:
+    """A fresh worker's first chunk spent 11 ms blocked around its items (0.25 ms of them, all CPU): counted in
+    the items' own time, spin's share read 0.16, and the next call ran threads as for waiting work. The share
+    is the items' CPU per second of their own timed work."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(1e-4, 1.0, 40, "", None, result_error=""))
+    ms = 1_000_000
+    chunks = [replace(_pool_chunk(w, 0.1, 0.5 + 0.5 * k, 0.8 + 0.5 * k), index=2 * k + j, first_item=10 * (2 * k + j),
+                      cpu_ns=int(0.3 * ms), durations_ns=(int(0.25 * ms),))
+              for k in range(3) for j, w in enumerate(("w1", "w2"))]
+    chunks[0] = replace(chunks[0], end_ns=chunks[0].start_ns + int(11.4 * ms), cpu_ns=int(0.36 * ms))
+    began = _spin_call(planner)
+    record = replace(_finished(began, "processes", n_items=60, per_item=2.5e-5), chunks=tuple(chunks),
+                     busy_seconds=sum(c.busy_seconds for c in chunks), cpu_seconds=sum(c.cpu_seconds for c in chunks))
+    planner.learn(record, tasks.spin)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.cpu_ratio > 0.9, facts
+
+
+def test_a_pool_call_whose_head_ran_here_among_other_calls_teaches_no_share() -> None:
+    """Twelve handlers on one executor: a call kept serial outgrew its estimate and sent its rest to the process
+    pool (``auto_outgrew_estimate``), so its record is a processes run whose first chunk ran in the caller,
+    beside the other calls, waiting for the GIL they held. Learned as a process pool's reading, that chunk
+    made spin's share 0.32 and the next call went to threads as waiting work: a second pool (CI, 1 in ~20 runs
+    of the asyncio handlers test under a loaded machine). Its head is in-process work measured among others."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(1e-4, 1.0, 40, "", None, result_error=""))
+    other = CancelToken()
+    _spin_call(planner, other)  # another handler's call, still running
+    mine = CancelToken()
+    began = _spin_call(planner, mine)
+    ms = 1_000_000
+    head = ChunkStats(0, 0, 20, "caller", 0, 0, 30 * ms, 3 * ms, (30 * ms,), (20,), 0, 0, "caller")
+    rest = tuple(replace(_pool_chunk(w, 31, 31.5, 32.5), index=k + 1, first_item=20 + 10 * k)
+                 for k, w in enumerate(("w1", "w2")))
+    record = replace(_finished(began, "processes", cpu_share=0.3, n_items=40),
+                     decision_reason=Reason.AUTO_OUTGREW_ESTIMATE, chunks=(head, *rest))
+    planner.learn(record, tasks.spin, stop=mine)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.cpu_ratio == 1.0, "GIL waits of its head beside other calls are not waiting"
+    assert facts.seconds_per_item <= 1e-4
+    del other
+
 @pytest.mark.parametrize(("taught", "per_item"), [(1e-6, 1e-3), (1e-3, 1e-6)], ids=["dearer", "cheaper"])
 def test_a_cost_far_beyond_what_crowding_explains_is_learned_among_other_calls(taught: float,
                                                                               per_item: float) -> None:

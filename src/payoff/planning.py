@@ -61,6 +61,7 @@ from payoff.record import (
     MapRecord,
     dear_items,
     items_seconds,
+    own_work_seconds,
     waits_mostly,
 )
 from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
@@ -484,12 +485,12 @@ class Planner:
             self.knowledge.ran_waiting_on_threads(fn)
         in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
         measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
-        if measured_all and record.busy_seconds > 0 and not (crowded and in_process):
-            known = self.knowledge.get(fn)
-            per_item = items_seconds(record) / record.n_items
-            share = None if known is not None and known.delegates else \
-                _cpu_share(record, None if known is None else known.cpu_ratio)
-            own, n = record.selected_strategy in SHARE_WITHOUT_GIL, record.n_items
+        known = self.knowledge.get(fn)
+        taught = _taught(record, known, crowded) if measured_all and record.busy_seconds > 0 \
+            and not (crowded and in_process) else None
+        if taught is not None:
+            per_item, share, n = taught
+            own = record.selected_strategy in SHARE_WITHOUT_GIL
             if not self.knowledge.observe(fn, per_item, share, own, n):  # no probe ran: the pool measured it first
                 self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share,
                                               own, n)
@@ -598,6 +599,26 @@ def _handover_latency(record: MapRecord) -> float | None:
     return statistics.median(gaps) / 1e9 if gaps else None
 
 
+def _taught(record: MapRecord, known: Facts | None, crowded: bool) -> tuple[float, float | None, int] | None:
+    """(seconds an item, CPU share, items) a call measured, for ``Knowledge.observe``.
+
+    Among other calls, a pool's call teaches only what its pool's chunks measured: those run in the caller
+    (its probe, the head of a serial run it outgrew) waited for the GIL the other calls held. Twelve handlers
+    on one executor: an outgrown head read spin's share as 0.32, and the next call went to threads as waiting
+    work, a second pool. None: nothing measured off the caller.
+    """
+    share = None if known is not None and known.delegates else \
+        _cpu_share(record, None if known is None else known.cpu_ratio)
+    pool = [c for c in record.chunks if c.where == "pool"]
+    if not crowded or len(pool) == len(record.chunks):
+        return items_seconds(record) / record.n_items, share, record.n_items
+    items = sum(c.n_items for c in pool)
+    timed = sum(sum(c.durations_ns) for c in pool) / 1e9
+    if not items or timed <= 0:
+        return None
+    return timed / items, None if share is None else _chunks_share(pool), items
+
+
 def _cpu_share(record: MapRecord, known_share: float | None = None) -> float | None:
     """CPU per second of item time, where wall time is not inflated by waiting for the GIL.
 
@@ -646,8 +667,18 @@ def _threads_share(record: MapRecord) -> float:
 
 def _own_share(record: MapRecord) -> float:
     """CPU per second of the items' own time: their waits for a CPU are not the items'."""
-    own = sum(c.own_seconds for c in record.chunks) or record.busy_seconds
-    return record.cpu_seconds / own if own > 0 else 1.0
+    return _chunks_share(record.chunks, record.cpu_seconds, record.busy_seconds)
+
+
+def _chunks_share(chunks: Sequence[ChunkStats], cpu_seconds: float | None = None, busy: float = 0.0) -> float:
+    """CPU per second of the chunks' timed items less their waits for a CPU (``own_work_seconds``), at most 1.
+
+    Not per second of the chunks' busy time: a fresh worker's first chunk was blocked 11 ms around 0.25 ms of
+    items (its set-up), and a CPU-bound function read a share of 0.16, then ran on threads as waiting work.
+    """
+    own = sum(own_work_seconds(c) for c in chunks) or busy
+    cpu = sum(c.cpu_ns for c in chunks) / 1e9 if cpu_seconds is None else cpu_seconds
+    return min(1.0, cpu / own) if own > 0 else 1.0
 
 
 def _gil_queue_measured(record: MapRecord, config: ParallelConfig | None) -> bool:
