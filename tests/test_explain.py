@@ -256,3 +256,15 @@ def test_explain_refuses_a_dataframe_and_an_empty_axis_and_names_a_bad_task() ->
                 explain(ex, instances=instances, features=features, instance_task=abs, feature_task=abs)
         with pytest.raises(TypeError, match="feature_task must be callable"):
             explain(ex, instances=[1], features=[1], instance_task=abs, feature_task="abs")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("config", [ParallelConfig(strategy="serial"), ParallelConfig(enabled=False)],
+                         ids=["serial", "disabled"])
+def test_a_choice_for_a_call_kept_serial_counts_one_worker(config: ParallelConfig) -> None:
+    """With the config keeping every call in the caller, ``choice.why`` said "on 2 workers" (the machine's
+    cores): the choice is made for the one worker the call runs on, and says so."""
+    with ParallelExecutor(config) as ex:
+        got = explain(ex, instances=list(ROWS[:8]), features=list(range(6)), instance_task=counted_row_bg,
+                      feature_task=counted_column_bg, granularity="auto")
+    assert got.record is not None and got.record.selected_strategy == "serial"
+    assert got.choice.workers == 1 and "on 1 worker:" in got.choice.why, got.choice.why

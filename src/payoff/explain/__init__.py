@@ -122,7 +122,8 @@ class AxisChoice:
         if self.how == "config":
             return f"the granularity is fixed to {self.axis!r}"
         unit = "s" if self.how == "measured" else " (relative)"
-        return (f"{self.n_instances} instances x {self.n_features} features on {self.workers} workers: "
+        on = f"{self.workers} worker" + "s" * (self.workers != 1)
+        return (f"{self.n_instances} instances x {self.n_features} features on {on}: "
                 f"split per instance ~{self.instance_seconds:.4g}{unit}, "
                 f"split per feature ~{self.feature_seconds:.4g}{unit}")
 
@@ -266,7 +267,8 @@ def explain(
     run_instance = _bind(instance_task, shared, "instance_task")
     run_feature = _bind(feature_task, shared, "feature_task")
     names = {"instance": f"{workload}-instances", "feature": f"{workload}-features"}
-    workers = planning.available_workers(executor.config)
+    cfg = executor.config  # a call the config keeps in the caller runs on one worker, whatever the cores
+    workers = 1 if cfg.strategy == "serial" or not cfg.enabled else planning.available_workers(cfg)
     kept: dict[str, Any] = {}
     if wanted != "auto":
         axis_fixed: Axis = "instance" if wanted == "instance" else "feature"
