@@ -563,3 +563,10 @@ def thread_name(_: Any) -> str:
 def spin_rounds(n: int) -> int:
     """An item whose cost is its argument: ~50 ns a round, so the same function is cheap or dear by its items."""
     return spin(0, n)
+
+
+def stamped_nap(x: int) -> tuple[int, float, float]:
+    """``(x, start, end)`` of a 10 ms sleep, in wall-clock seconds: which items ran at once, across processes."""
+    start = time.time()
+    time.sleep(0.01)
+    return x, start, time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import signal
 import socket
@@ -874,3 +875,16 @@ def test_a_port_that_is_no_scheduler_leaves_no_thread_and_says_what_it_did(kind:
         assert [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()] == []
     finally:
         server.close()
+
+
+def test_max_workers_caps_the_cluster_threads_a_call_uses(address: str) -> None:
+    """A shared cluster of two threads and ``max_workers=1``: the call ran on both (the cap was dropped for the
+    cluster's thread count, silently). Its items now run one at a time, and the record says one worker."""
+    with ParallelExecutor(ParallelConfig(strategy="dask", address=address, max_workers=1, **FORCE)) as ex:
+        out = ex.map(tasks.stamped_nap, range(40))
+        record = ex.last_record
+    assert [x for x, _, _ in out] == list(range(40))
+    spans = sorted((start, end) for _, start, end in out)
+    at_once = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1] - 0.001]
+    assert record is not None and (record.selected_strategy, record.workers) == ("dask", 1), record.summary()
+    assert not at_once, f"{len(at_once)} items started while another ran"

@@ -596,12 +596,20 @@ class MapRun:
         self.rec.pool_reused = not lease.started
         self.rec.pool_leased()
         pool = lease.pool  # a cluster is as big as it is now; a larger warm thread pool runs what was planned
-        self.where(plan.strategy, pool.workers if pool.remote else min(plan.workers, pool.workers))
+        self.where(plan.strategy, self._cluster_share(pool) if pool.remote else min(plan.workers, pool.workers))
         if plan.strategy == "threads" and waits_mostly(self.rec.cpu_ratio) and self.gil_watch is None \
                 and not self.streaming:  # an imap's window would hold its consumer's pauses, and last as long
             with contextlib.suppress(RuntimeError):  # no thread left to sample with: priced as before
                 self.gil_watch = _gil_wait.watch()  # None where it cannot be sampled
         return lease
+
+    def _cluster_share(self, pool: Strategy) -> int:
+        """A cluster's worker threads this call may use: all of them, or ``max_workers`` (a shared cluster)."""
+        cap = self.config.max_workers
+        if cap is None:
+            return pool.workers
+        self.rec.workers_cap = cap  # its chunks, each on a worker of its own, overlap in the cluster's stamps
+        return max(1, min(cap, pool.workers))
 
     def _stop_watching(self) -> None:
         """The GIL's queue as the call's threads met it, into the record; the sampler stops if no call watches."""
@@ -698,7 +706,8 @@ class MapRun:
         if shipped is None:  # a fresh pool after a break ships it again
             shipped = self._ship(pool)
         workers = min(self.rec.workers, pool.workers)  # a larger warm pool than planned: as planned
-        limit = in_flight_limit(workers)
+        # a cluster's scheduler runs every chunk it holds on any free thread: a cap is kept by sending no more
+        limit = workers if pool.remote and self.config.max_workers is not None else in_flight_limit(workers)
         while True:
             try:
                 if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline

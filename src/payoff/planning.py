@@ -724,7 +724,10 @@ def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | N
     from payoff.strategies.cluster import planning_facts
 
     facts = planning_facts(config, stop, unreachable)
-    return facts.worker_threads if facts is not None and facts.worker_threads >= 1 else workers
+    if facts is None or facts.worker_threads < 1:
+        return workers
+    cap = config.max_workers  # a share of a cluster others use too
+    return facts.worker_threads if cap is None else min(cap, facts.worker_threads)
 
 
 def _verdict_fallback(strategy: str, probe: Probe, remaining: int) -> tuple[Reason, str] | None:

@@ -698,6 +698,8 @@ class RecordBuilder:
         self.shared_ns = 0
         self.planned_cost: float | None = None
         """Seconds per item the plan estimated the items after the probe at (None: no cost was known)."""
+        self.workers_cap: int | None = None
+        """The most chunks the call kept out at once on a cluster (``max_workers``): no more ran at once."""
 
     def share(self, shared: bool, held_ns: int) -> None:
         """A lease given back: whether other work held its pool meanwhile, and the call's worker time it took."""
@@ -881,6 +883,7 @@ class RecordBuilder:
         workers = self.workers
         if self.selected == "dask":  # a cluster that grew during the call: never fewer workers than ran its chunks
             workers = max(workers, _most_at_once([c for c in chunks if c.where != "caller"]))
+            workers = workers if self.workers_cap is None else min(workers, self.workers_cap)
         return MapRecord(
             call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
             selected_strategy=self.selected, decision_reason=self.decision,
