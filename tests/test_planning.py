@@ -810,7 +810,7 @@ def test_waiting_items_beside_a_busy_thread_of_the_program_are_still_waiting_wor
     (threads), not CPU work priced at their tiny CPU time and kept serial."""
     got = _probe_beside_hogs(planning.Planner(), _sleep_briefly, lambda: tasks.spin(1, 200))
     assert got.probe.n >= 1
-    assert got.decision is Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.strategy, got.reason, got.detail)
+    assert got.decision is Reason.AUTO_WAITING, (got.probe.cpu_ratio, got.strategy, got.fallback, got.detail)
 
 
 def _sleep_briefly(x: int) -> int:

@@ -391,7 +391,7 @@ class MapRun:
         self.next_index += 1
         self.next_yield = self.next_index
         self._raise_if_stopped()
-        done = outcome.n_done  # read first: the caller may take the yielded results list as its own
+        done = outcome.n_done  # read first: map may put what came before into the list it is handed
         yield outcome.results
         if done >= len(items):
             return None
@@ -428,9 +428,10 @@ class MapRun:
             outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller", piece_ns)
             self.next_index += 1
             self._raise_if_stopped()
+            done = outcome.n_done  # read first: map may put what came before into the list it is handed
             yield outcome.results
-            if piece_ns is not None and outcome.n_done < len(items):  # the rest, in pieces a bar can follow
-                self.source.skip(lo + outcome.n_done)
+            if piece_ns is not None and done < len(items):  # the rest, in pieces a bar can follow
+                self.source.skip(lo + done)
                 piece_ns = int(PROGRESS_PIECE_SECONDS * 1e9)
 
     def _progress_piece_ns(self) -> int | None:
