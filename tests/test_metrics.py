@@ -405,3 +405,20 @@ def test_a_call_of_many_timing_blocks_leaves_the_garbage_collector_no_debt() -> 
             assert out == list(range(n))
             assert len(ex.last_record.chunks[0].block_sizes) >= n // 2  # timed (mostly) item by item
     assert counts[1] - counts[0] < 50, counts  # before: 4x the blocks added ~600 more
+
+
+def test_items_that_raised_count_among_the_items_processed(endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    """``payoff_task_errors_total / payoff_tasks_total`` is the share of items that raised (the dashboard's panel,
+    the PayoffTaskErrorRatioHigh alert): items that raised were left out of the items processed, so a call whose
+    chunks each failed at their first item read 400% (4 errors, 1 item), or +Inf% with none."""
+    observer, server = endpoint
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE), observers=[observer]) as ex:
+        with pytest.raises(KeyError):
+            ex.map(tasks.fail_on_seven, [7] * 8, chunksize=1, workload="failing")
+        record = ex.last_record
+    assert record is not None
+    values = samples(scrape(server))
+    errors = total(values, "payoff_task_errors_total", strategy="threads", workload="failing")
+    processed = total(values, "payoff_tasks_total", strategy="threads", workload="failing")
+    assert 1 <= errors <= processed, (errors, processed)
+    assert processed == sum(c.n_items + c.n_errors for c in record.chunks)

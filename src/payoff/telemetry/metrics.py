@@ -83,7 +83,8 @@ METRICS: tuple[MetricDef, ...] = (
               "pool_stopped) and reran them in fresh workers, staying where they ran, by reason code.",
               "Did calls survive crashed workers or stopped pools?"),
     MetricDef("payoff_tasks_total", "counter", ("strategy", "workload"),
-              "Items processed; advances as chunks finish.", "How much work went through?"),
+              "Items processed, those whose function raised included (so errors over this is their share); "
+              "advances as chunks finish.", "How much work went through?"),
     MetricDef("payoff_task_errors_total", "counter", ("strategy", "workload"),
               "Items whose function raised.", "Are tasks failing?"),
     MetricDef("payoff_map_duration_seconds", "histogram", ("strategy", "workload"),

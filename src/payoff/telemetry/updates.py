@@ -233,7 +233,7 @@ class MetricUpdates:
         if done:
             st.left -= done
             out.append((IN_FLIGHT, (st.planned,), ADD, float(-done), 1, None))
-        out.append((TASKS, pair, ADD, float(chunk.n_items), 1, None))
+        out.append((TASKS, pair, ADD, float(chunk.n_items + chunk.n_errors), 1, None))  # one that raised ran too
         out.append((BUSY, pair, ADD, chunk.busy_seconds, 1, None))
         out.append((TASK_CPU, pair, ADD, chunk.cpu_seconds, 1, None))
         if chunk.n_errors:
