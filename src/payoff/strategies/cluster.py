@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from payoff import _forks
+from payoff._extras import extra_needed
 from payoff.config import ParallelConfig, is_dask_client
 from payoff.errors import PoolStartTimeoutError
 from payoff.strategies.base import START_WAIT_SLICE_SECONDS, StartStop
@@ -245,7 +246,8 @@ class _Attempt:
         self._abandoned = False
 
     def run(self) -> None:
-        from distributed import Client
+        with extra_needed("dask", "a dask cluster"):
+            from distributed import Client
 
         try:
             _listening(self.address)

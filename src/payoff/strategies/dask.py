@@ -32,6 +32,7 @@ from typing import Any
 import cloudpickle
 
 from payoff import _out_of_band as out_of_band
+from payoff._extras import extra_needed
 from payoff.errors import ChunkKilledWorkers, ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
@@ -175,7 +176,8 @@ class DaskStrategy(Strategy):
                 "strategy='dask' with address= to let payoff connect")
 
     def _start(self) -> None:
-        from distributed import Client, LocalCluster
+        with extra_needed("dask", "strategy='dask'"):
+            from distributed import Client, LocalCluster
 
         self._refuse_closed_client()
         quiet_large_graph_warning()

@@ -24,6 +24,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from payoff._extras import extra_needed
+
 log = logging.getLogger("payoff")
 _lock = threading.Lock()
 _global: tuple[tuple[object, ...], OTLPSetup] | None = None
@@ -164,8 +166,9 @@ def _shown(given: tuple[object, ...]) -> str:
 
 def _create(otlp_endpoint: str | None, service_name: str | None, traces: bool, metrics_too: bool,
             export_interval_seconds: float, timeout_seconds: float | None, *, set_global: bool) -> OTLPSetup:
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    with extra_needed("otlp", "payoff.telemetry.configure() (OTLP export)"):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "payoff"
     resource = Resource.create({"service.name": name})

@@ -6,6 +6,7 @@ import pickle
 import warnings
 from typing import Any
 
+from payoff._extras import extra_needed
 from payoff.config import ParallelConfig
 from payoff.integrations.calibrated_explanations.executor import (
     ALTERNATIVE_PLUGIN,
@@ -20,7 +21,8 @@ from payoff.strategies import CROSSES_PROCESSES
 
 def _explainer_of(target: Any) -> tuple[Any, Any]:
     """(wrapper or None, CalibratedExplainer) for a calibrated wrapper or an explainer."""
-    from calibrated_explanations import CalibratedExplainer, WrapCalibratedExplainer
+    with extra_needed("ce", "payoff.integrations.calibrated_explanations.enable()"):
+        from calibrated_explanations import CalibratedExplainer, WrapCalibratedExplainer
 
     if isinstance(target, WrapCalibratedExplainer):
         if not target.calibrated or getattr(target, "explainer", None) is None:
