@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -245,3 +246,28 @@ def test_report_command_refuses_to_write_over_its_records(tmp_path: Path, capsys
         assert main_report([str(records), "-o", str(out)]) == 2
         assert "is the records file" in capsys.readouterr().err
     assert records.read_bytes() == before
+
+
+def test_a_line_keeps_a_bounded_number_of_timing_blocks_per_chunk(tmp_path: Path) -> None:
+    """Items of 0.3 ms or more are timed one by one: a call of 20,000 wrote a line of 225 KB (the quickstart said
+    2-5 KB a call), and a service's file grew by that per call. A line keeps at most ``FILE_BLOCKS`` blocks a
+    chunk, neighbours summed (every item and nanosecond still counted); the percentiles written with it are the
+    whole record's."""
+    from payoff.telemetry.records import FILE_BLOCKS
+
+    path = tmp_path / "calls.jsonl"
+    with ParallelExecutor(ParallelConfig(strategy="serial"), observers=[RecordsFile(path)]) as ex:
+        ex.map(functools.partial(tasks.sleep_then_square, seconds=0.0003), range(1_000))
+        record = ex.last_record
+    assert record is not None and max(len(c.block_sizes) for c in record.chunks) > FILE_BLOCKS
+    line = path.read_text(encoding="utf-8")
+    data = json.loads(line)
+    for written, chunk in zip(data["chunks"], record.chunks, strict=True):
+        assert len(written["block_sizes"]) == len(written["durations_ns"]) <= FILE_BLOCKS
+        assert sum(written["block_sizes"]) == sum(chunk.block_sizes) == chunk.n_items
+        assert sum(written["durations_ns"]) == sum(chunk.durations_ns)
+    assert data["task_time"] == dataclasses.asdict(record.task_time)
+    assert len(line) < 20_000, len(line)
+    loaded = load_records(path)[0]
+    assert (loaded.n_items, loaded.n_chunks, loaded.serial_estimate_seconds) == \
+        (record.n_items, record.n_chunks, record.serial_estimate_seconds)

@@ -504,6 +504,12 @@ FOLDED_BLOCKS = 16
 """Timing blocks a folded chunk keeps: pairs of neighbouring blocks are summed until no more are left."""
 
 
+def coarser_blocks(durations: Sequence[int], sizes: Sequence[int],
+                   most: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A chunk's timing blocks at most ``most`` of them (see ``_coarser``)."""
+    return _coarser(tuple(durations), tuple(sizes), most)
+
+
 def fold_older_half(chunks: list[ChunkStats]) -> list[ChunkStats]:
     """The older half of ``chunks`` (in the order they came) folded in pairs that ran in the same place on the
     same worker, then the newer half as it was."""
@@ -535,8 +541,10 @@ def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
         blocked=None if a.blocked is None or b.blocked is None else a.blocked + b.blocked)
 
 
-def _coarser(durations: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    while len(durations) > FOLDED_BLOCKS:
+def _coarser(durations: tuple[int, ...], sizes: tuple[int, ...],
+             most: int = FOLDED_BLOCKS) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Neighbouring timing blocks summed in pairs until at most ``most`` are left: every item and ns kept."""
+    while len(durations) > most:
         odd = len(durations) % 2
         durations = tuple(map(sum, zip(durations[::2], durations[1::2], strict=False))) + durations[-1:] * odd
         sizes = tuple(map(sum, zip(sizes[::2], sizes[1::2], strict=False))) + sizes[-1:] * odd

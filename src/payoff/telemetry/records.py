@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, NamedTuple
 from payoff import _forks
 from payoff.observers import CallInfo, Observer
 from payoff.reasons import Reason
-from payoff.record import OUTCOMES, ChunkStats, MapRecord
+from payoff.record import OUTCOMES, ChunkStats, MapRecord, coarser_blocks
 
 ENV_VAR = "PAYOFF_RECORDS"
 FORMAT = "payoff.records/1"
@@ -42,6 +42,9 @@ _OPEN_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW"
 """Append only; never through a symlink planted at the path (O_NOFOLLOW), never inherited by a child
 process (O_CLOEXEC), never stuck opening a FIFO nobody reads (O_NONBLOCK fails with ENXIO instead;
 it changes nothing for the regular file this must be)."""
+FILE_BLOCKS = 64
+"""Timing blocks a line keeps per chunk, neighbours summed: items of 0.3 ms or more are timed one by one, and a
+call of 20,000 of them wrote a line of 225 KB. The percentiles the line carries are the whole record's."""
 FILE_MODE = 0o600
 """Records name workloads, worker pids and timings: a new file is readable by its owner only."""
 
@@ -49,6 +52,10 @@ FILE_MODE = 0o600
 def record_line(record: MapRecord) -> str:
     """The record as one JSON line: ``to_dict()`` (derived values included, for readers) plus a format tag."""
     data = {"format": FORMAT, **record.to_dict()}
+    for chunk in data["chunks"]:
+        if len(chunk["durations_ns"]) > FILE_BLOCKS:
+            chunk["durations_ns"], chunk["block_sizes"] = coarser_blocks(chunk["durations_ns"], chunk["block_sizes"],
+                                                                         FILE_BLOCKS)
     return json.dumps(data, separators=(",", ":"), default=str) + "\n"
 
 
