@@ -71,3 +71,28 @@ def test_a_marks_folder_a_temp_cleaner_took_is_made_again_and_its_lock_let_go() 
     finally:
         pool._remove_files()  # type: ignore[attr-defined]
     assert not os.path.exists(second[0])
+
+
+def test_marks_asked_for_after_their_folder_went_are_none() -> None:
+    """A pool stopped by another call's timeout removes its marks folder while a call that ran on it still asks
+    where its dead workers stood: that call failed with a raw ``FileNotFoundError`` (a service trial: 1 innocent
+    call in each of four 40-90 s runs of a request type timing out beside three others). No folder, no marks."""
+    marks = crash_marks.CrashMarks()
+    marks.remove()
+    assert marks.where_the_dead_stood(1) == []
+
+
+def test_a_pool_future_failed_twice_keeps_its_first_failure() -> None:
+    """The stdlib pool's manager fails every pending future as the pool breaks (``terminate_broken``), and
+    payoff's own reaper may have failed one first: ``InvalidStateError`` then killed the manager thread (a
+    traceback on stderr each time), which left its queue feeder thread and pipes behind for good (23 threads
+    and 166 fds after 60 s of timeouts beside other calls, still there after ``shutdown()``)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from payoff.strategies.processes import _PoolFuture
+
+    future: _PoolFuture = _PoolFuture()
+    first = BrokenProcessPool("first")
+    future.set_exception(first)
+    future.set_exception(BrokenProcessPool("second"))
+    assert future.exception() is first

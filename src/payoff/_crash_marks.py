@@ -58,12 +58,16 @@ class CrashMarks(ScratchDir):
         """Item indices of ``call`` that dead workers were running; live workers' marks, other calls' (a pool
         shared by two calls breaks for both), and those of the workers ``spare`` names, are left out."""
         found = set()
-        for entry in Path(self.path).glob(f"{PREFIX}*"):
+        try:  # not Path.glob: between its check that the folder is there and its read, the folder may go
+            entries = [e for e in os.scandir(self.path) if e.name.startswith(PREFIX)]
+        except OSError:  # gone with its pool, which another call stopped: no marks to read
+            return []
+        for entry in entries:
             pid = int(entry.name[len(PREFIX):]) if entry.name[len(PREFIX):].isdigit() else None
             if pid is None or pid in spare or running(pid):
                 continue
             with contextlib.suppress(OSError):
-                mark = entry.read_bytes()
+                mark = Path(entry.path).read_bytes()
                 at = int.from_bytes(mark[:8], "little", signed=True)
                 if at != NOWHERE and int.from_bytes(mark[8:_SIZE], "little", signed=True) == call:
                     found.add(at)

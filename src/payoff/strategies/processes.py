@@ -423,21 +423,24 @@ class PickledPoolStrategy(Strategy):
 
 
 class _PoolFuture(Future[Any]):
-    """A stdlib pool's future that a broken pool's manager thread may fail after it was cancelled.
+    """A stdlib pool's future that a broken pool's manager thread may fail after it was cancelled or failed.
 
     ``terminate_broken`` calls ``set_exception`` on every future still in its pending work items, a
     cancelled one too (payoff's cancel of a queued call, a racing ``cancel()``): ``InvalidStateError``
     killed the thread, leaving the later futures never done and its queue feeder thread and pipes leaked.
-    The first one failed as broken sends for :func:`_fail_orphans`.
+    So did one :func:`_fail_orphans` failed first: it waits for the manager it read off the pool, which a
+    pool stopped by another call's timeout no longer names (a service with one request type timing out:
+    a thread and ~7 fds leaked per stop, still there after ``shutdown()``). The first one failed as broken
+    sends for :func:`_fail_orphans`.
     """
 
     _pool: weakref.ref[Any] | None = None
 
     def set_exception(self, exception: BaseException | None) -> None:
-        try:  # a cancel may land between any check and the set: only the failed set tells
+        try:  # a cancel, or payoff's reaper (``_fail_orphans``), may end it first: only the failed set tells
             super().set_exception(exception)
         except InvalidStateError:
-            if not self.cancelled():
+            if not self.done():
                 raise
         pool = None if self._pool is None else self._pool()
         if isinstance(exception, BrokenExecutor) and pool is not None:
