@@ -631,3 +631,19 @@ def test_an_auto_call_whose_probe_item_raised_records_auto_undecided() -> None:
     record = ex.last_record
     assert record is not None and record.selected_strategy == "serial"
     assert record.decision_reason is Reason.AUTO_UNDECIDED
+
+
+def test_a_verdict_measured_on_far_cheaper_items_keeps_no_dearer_call_serial() -> None:
+    """Calls of 1,000 items of 10 us measured processes at 0.57x; the next call of the same function had 16 items
+    of ~20 ms (2,000x dearer), its first item run here read that, and the call still ran serially as
+    ``no_measured_gain`` ("an earlier call ... measured 0.57x"), 1.4x slower than a pool (5 of 10 rounds in a
+    trial, the two sizes taking turns: a cost that keeps shifting is probed on every call). A cost that shifted
+    this much voids the verdicts measured at the old one, as a finished call's does."""
+    planner = Planner()
+    planner.knowledge.teach(tasks.spin_rounds, Facts(1e-5, 1.0, 40, "", None, verdicts={"processes": (0.57, 1000)},
+                                                     measured_items=100_000, shifts=0b11, result_error=""))
+    got = planner.plan(Call(tasks.spin_rounds, [400_000] * 16, ParallelConfig(max_workers=2), "auto", None, None,
+                            None, frozenset({"processes"}), 5))
+    assert got.probe.n >= 1 and got.probe.seconds_per_item is not None and got.probe.seconds_per_item > 3e-3
+    assert got.fallback is not Reason.NO_MEASURED_GAIN, got.detail
+    assert (got.strategy, got.fallback) == ("processes", None), (got.strategy, got.fallback, got.detail)

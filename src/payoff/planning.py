@@ -1027,12 +1027,14 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
                                 or _unsteady(known) or reshare):
         probe_cost(call, probe, workers, crowded, others_since)
         probe.known = False
+        _void_verdicts_if_shifted(probe, known)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
     elif sends and known is not None and known.result_error != "":
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
             probe.outcome, seconds = bounded(call, 1, 1)
             _overturn_recall(probe, seconds)
+            _void_verdicts_if_shifted(probe, known)
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
@@ -1050,6 +1052,17 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:
+    """Verdicts measured at a cost ``COST_SHIFT`` times off this call's are not this call's (as ``observe`` voids
+    them once a call ends): 1,000 items of 10 us measured processes at 0.57x, and 16 items of 20 ms each, their
+    cost read by this very probe, were kept serial by it, 1.4x slower than a pool."""
+    cost = probe.seconds_per_item
+    if known is None or cost is None or probe.known or not probe.verdicts:
+        return
+    if max(cost, known.seconds_per_item) >= COST_SHIFT * min(cost, known.seconds_per_item):
+        probe.verdicts = {}
 
 
 def _overturn_recall(probe: Probe, seconds: float) -> None:
