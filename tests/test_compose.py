@@ -126,7 +126,29 @@ def test_published_ports_bind_localhost_only(model: dict[str, Any]) -> None:
             if port.get("published"):
                 published += 1
                 assert port.get("host_ip") == "127.0.0.1", f"{name}: port {port} is not bound to 127.0.0.1"
-    assert published, "no published ports at all: Grafana must be reachable on 127.0.0.1:3000"
+    assert published, "no published ports at all: Prometheus must reach the demo app on 127.0.0.1"
+
+
+def test_services_on_the_hosts_network_listen_on_localhost_only(model: dict[str, Any]) -> None:
+    """Prometheus and Grafana run on the host's network (to scrape the user's own process on 127.0.0.1): they
+    publish no port, so each must bind 127.0.0.1 itself, or it would listen on every interface of the host."""
+    on_host = {name for name, s in model["services"].items() if s.get("network_mode") == "host"}
+    assert on_host == {"prometheus", "grafana"}
+    assert "--web.listen-address=127.0.0.1:9090" in model["services"]["prometheus"]["command"]
+    assert model["services"]["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
+    for name in on_host:
+        assert not model["services"][name].get("ports"), f"{name}: ports mean nothing on the host's network"
+
+
+def test_the_stack_scrapes_your_process_on_the_default_port_and_leaves_that_port_free(
+        model: dict[str, Any]) -> None:
+    """A pip user ran `payoff stack up` and served their process's metrics where the docs say (127.0.0.1:9464):
+    the stack scraped only its own demo, whose container held that very port (one of the two could not bind)."""
+    published = {int(p["published"]) for s in model["services"].values() for p in s.get("ports", [])
+                 if p.get("published")}
+    assert 9464 not in published
+    text = (ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8")
+    assert re.search(r"""job_name: my-app\s+static_configs:\s+- targets: \["127\.0\.0\.1:9464"\]""", text), text
 
 
 def test_images_are_pinned(model: dict[str, Any]) -> None:

@@ -158,7 +158,7 @@ def test_firing_alert_tests_expect_job_and_instance() -> None:
 
 def test_prometheus_scrapes_the_demo_app_and_loads_alerts() -> None:
     text = PROMETHEUS_YML.read_text(encoding="utf-8")
-    assert re.search(r"""targets:\s*\[\s*["']app:9464["']\s*\]""", text), "demo app app:9464 is not scraped"
+    assert re.search(r"""targets:\s*\[\s*["']127\.0\.0\.1:9465["']\s*\]""", text), "the demo app is not scraped"
     assert re.search(r"^rule_files:\s*\n\s*-\s*alerts\.yml\s*$", text, re.MULTILINE)
     assert re.search(r"^\s+evaluation_interval:\s*\S+", text, re.MULTILINE)
 
