@@ -311,6 +311,11 @@ class PoolRegistry:
             entry = self._current.get(key.strategy)
             if entry is None or entry.pool.broken or not entry.key.serves(key):
                 return None
+            if entry.leases == 0 and entry.pool.lost_a_worker():
+                # a worker died while no call held the pool: no call's item did it, and none is blamed (the next
+                # call found it broken, and its function was marked as one that crashes workers, for good)
+                entry.pool.broken = True
+                return None
             entry.leases += 1
             entry.taken += 1
             return entry.hold(entry.taken, entry.pool, watch=watch)

@@ -27,6 +27,7 @@ from payoff.strategies import make_strategy
 from payoff.telemetry.metrics import PrometheusMetrics
 from payoff.telemetry.records import parse_line, record_line
 from tests import tasks
+from tests.conftest import alive, until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
@@ -488,3 +489,26 @@ def test_loky_names_the_code_it_saw_at_the_crash_not_the_kills_that_followed() -
         assert pool.exit_codes(info.value)[0] == 0
     finally:
         pool.kill()
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_worker_killed_while_its_pool_is_idle_is_no_crash_of_the_next_call(strategy: str) -> None:
+    """A worker killed from outside between calls (the OOM killer, an operator): the next call found the pool
+    broken, recorded ``map_failure_retry`` and marked its function as one that crashes workers, so every later
+    call of it, however small, went to worker processes (``auto_isolates_crashes``: 2-3x slower, for the life of
+    the process; a service trial, 5 of 5). A pool that lost a worker while no call held it is replaced at the
+    next lease, and nobody is blamed."""
+    planner = planning.Planner()
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0,
+                                         min_batch_size=1), planner=planner) as ex:
+        assert ex.map(tasks.pid_of, range(8), chunksize=1)
+        victim = next(iter(set(ex.map(tasks.pid_of, range(8), chunksize=1))))
+        os.kill(victim, signal.SIGKILL)
+        until(lambda: not alive(victim), "the killed worker to end")
+        pool = ex._pools._current[strategy].pool  # as the next call finds it, once it saw its worker go
+        until(pool.lost_a_worker, "the pool to see its worker gone")
+        assert ex.map(tasks.square, range(40), chunksize=4) == [x * x for x in range(40)]
+        record = ex.last_record
+    assert record is not None
+    assert record.fallback_reason is not Reason.MAP_FAILURE_RETRY, record.fallback_detail
+    assert planner.knowledge.crash_of(tasks.square) is None

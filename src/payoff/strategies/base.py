@@ -95,6 +95,11 @@ class Strategy(ABC):
         self.forked_beside: tuple[str, ...] = ()
         """The program's other threads when this pool's workers were forked (none for other start methods)."""
 
+    def lost_a_worker(self) -> bool:
+        """Whether a worker of this pool has ended other than by the pool's own choice; the caller asks when no
+        call holds the pool, so no call's item killed it (the OOM killer, an operator)."""
+        return False
+
     def start(self, stop: StartStop | None = None) -> float:
         """Create the pool and prove every worker is up; returns seconds spent.
 

@@ -32,7 +32,7 @@ from payoff import _exit, _forks
 from payoff import _out_of_band as out_of_band
 from payoff._crash_marks import CrashMarks
 from payoff._native_threads import per_worker
-from payoff._process_tree import descendants, signal_alive
+from payoff._process_tree import descendants, running, signal_alive
 from payoff._rescue import Rescue
 from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
@@ -266,6 +266,19 @@ class PickledPoolStrategy(Strategy):
 
     retires_idle_workers: bool = False
     """Whether the pool ends idle workers with a clean exit (loky does): such an exit then names no crash."""
+
+    def lost_a_worker(self) -> bool:
+        pool = self._pool
+        if getattr(pool, "_broken", False) or getattr(getattr(pool, "_flags", None), "broken", None):
+            return True  # the stdlib pool's message, loky's error: it saw a worker die (and may have forgotten it)
+        for pid, proc in list((getattr(pool, "_processes", None) or {}).items()):
+            if proc.exitcode is None and running(pid):  # not reaped yet, which the pool may be doing right now
+                continue
+            code = _exit_code(proc)
+            if self.retires_idle_workers and code in (None, 0):
+                continue  # loky ends idle workers itself, cleanly; a kill it sees marks it broken (above)
+            return True
+        return False
 
     def exit_codes(self, broke: BaseException | None = None) -> list[int]:
         """The ended workers' codes, the likeliest crash first.
