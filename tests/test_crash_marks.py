@@ -7,6 +7,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from payoff import ParallelConfig
 from payoff import _crash_marks as crash_marks
@@ -73,13 +76,23 @@ def test_a_marks_folder_a_temp_cleaner_took_is_made_again_and_its_lock_let_go() 
     assert not os.path.exists(second[0])
 
 
-def test_marks_asked_for_after_their_folder_went_are_none() -> None:
+def test_marks_asked_for_as_their_folder_goes_are_none(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pool stopped by another call's timeout removes its marks folder while a call that ran on it still asks
     where its dead workers stood: that call failed with a raw ``FileNotFoundError`` (a service trial: 1 innocent
-    call in each of four 40-90 s runs of a request type timing out beside three others). No folder, no marks."""
+    call in each of four 40-90 s runs of a request type timing out beside three others), the folder gone between
+    the check that it was there and its read. That moment, made here: the read finds it gone. No folder, no
+    marks."""
     marks = crash_marks.CrashMarks()
-    marks.remove()
-    assert marks.where_the_dead_stood(1) == []
+
+    def gone(path: object) -> Any:  # the folder is there for any check before; its read finds it gone
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "scandir", gone)
+            assert marks.where_the_dead_stood(1) == []
+    finally:
+        marks.remove()
 
 
 def test_a_pool_future_failed_twice_keeps_its_first_failure() -> None:

@@ -16,5 +16,6 @@ def extra_needed(extra: str, purpose: str) -> Iterator[None]:
     try:
         yield
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(f"payoff: {purpose} needs the {exc.name!r} package, which payoff's {extra!r} "
-                                  f"extra installs: pip install 'payoff[{extra}]'", name=exc.name) from exc
+        what = f"the {exc.name!r} package" if exc.name else f"a package it could not import ({exc})"
+        raise ModuleNotFoundError(f"payoff: {purpose} needs {what}, which payoff's {extra!r} extra installs: "
+                                  f"pip install 'payoff[{extra}]'", name=exc.name) from exc

@@ -66,6 +66,15 @@ STOP_GRACE_SECONDS = 0.1
 """Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
 
 
+def _ended_with_the_program(message: str) -> BaseException:
+    """What a map stopped by the program's end raises: in a daemon thread ``SystemExit``, which ends the thread
+    silently as the program's end would without payoff (a ``CancelledError`` was printed as "Exception in
+    thread ..." for each request thread, on every stop of a service); elsewhere ``CancelledError``."""
+    if threading.current_thread().daemon:
+        return SystemExit(message)
+    return CancelledError(message)
+
+
 def in_flight_limit(workers: int) -> int:
     """Chunks a call keeps sent: each worker's running one, one queued behind it, and one more.
 
@@ -708,7 +717,8 @@ class MapRun:
             shipped = self._ship(pool)
         workers = min(self.rec.workers, pool.workers)  # a larger warm pool than planned: as planned
         # a cluster's scheduler runs every chunk it holds on any free thread: a cap is kept by sending no more
-        limit = workers if pool.remote and self.config.max_workers is not None else in_flight_limit(workers)
+        capped = pool.remote and self.config.max_workers is not None and self.config.max_workers < pool.workers
+        limit = workers if capped else in_flight_limit(workers)
         while True:
             try:
                 if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
@@ -717,9 +727,9 @@ class MapRun:
             except Exception as exc:
                 self._raise_if_stopped()  # a pool stopped by the call's cancel mid-submit
                 if program_ending() and isinstance(exc, RuntimeError):  # a backend's exit hook stopped its pool
-                    raise CancelledError(f"payoff: the map was cancelled: the program is ending, and the "
-                                         f"{pool.name} pool was stopped while this map, in another thread, still "
-                                         f"ran ({exc!r})") from exc
+                    raise _ended_with_the_program(f"payoff: the map was cancelled: the program is ending, and the "
+                                                  f"{pool.name} pool was stopped while this map, in another thread, "
+                                                  f"still ran ({exc!r})") from exc
                 raise
             finally:
                 self._observe_collected()
@@ -1145,6 +1155,8 @@ class MapRun:
                                    f"{self.timeout} s of the call (every result ready by then was handed out){hint}")
             raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s{hint}")
         if self.token.is_set():
+            if program_ending():
+                raise _ended_with_the_program("payoff: the map was cancelled: the program is ending")
             raise CancelledError("payoff: the map was cancelled")
 
     def _abandon(self, exc: BaseException | None = None) -> None:

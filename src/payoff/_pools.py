@@ -217,6 +217,7 @@ class PoolRegistry:
         when it is set a ``CancelledError``, and the half-started pool is killed.
         """
         self._retire_outdated(key.strategy)
+        self._retire_lost(key.strategy)
         lease = self._take(key, watch)
         if lease is not None:
             return lease
@@ -278,6 +279,20 @@ class PoolRegistry:
                 f"payoff: {module} was reloaded after the pool's workers started: starting fresh workers so "
                 "they run the new code"))
 
+    def _retire_lost(self, strategy: str) -> None:
+        """Retire the current ``strategy`` pool if it lost a worker while no call held it (the OOM killer, an
+        operator): no call's item did it, so none is blamed. Leased as it was, the next call found it broken
+        and its function was marked as one that crashes workers, for good."""
+        with self._lock:
+            entry = self._current.get(strategy)
+            if entry is None or not entry.ours or entry.pool.broken or entry.leases \
+                    or not entry.pool.lost_a_worker():
+                return
+            entry.pool.broken = True
+            del self._current[strategy]
+            to_close = self._retire(entry)
+        _close(to_close)
+
     def _enter_start(self, key: PoolKey, stop: CallStop | None) -> None:
         """Take the start lock, waiting no longer than the call may (another call's start may be stalled)."""
         if stop is None:
@@ -310,11 +325,6 @@ class PoolRegistry:
         with self._lock:
             entry = self._current.get(key.strategy)
             if entry is None or entry.pool.broken or not entry.key.serves(key):
-                return None
-            if entry.leases == 0 and entry.pool.lost_a_worker():
-                # a worker died while no call held the pool: no call's item did it, and none is blamed (the next
-                # call found it broken, and its function was marked as one that crashes workers, for good)
-                entry.pool.broken = True
                 return None
             entry.leases += 1
             entry.taken += 1

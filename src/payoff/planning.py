@@ -609,7 +609,7 @@ def _taught(record: MapRecord, known: Facts | None, crowded: bool) -> tuple[floa
     """
     share = None if known is not None and known.delegates else \
         _cpu_share(record, None if known is None else known.cpu_ratio)
-    pool = [c for c in record.chunks if c.where == "pool"]
+    pool = [c for c in record.chunks if c.where != "caller"]  # a retry ran in fresh workers too
     if not crowded or len(pool) == len(record.chunks):
         return items_seconds(record) / record.n_items, share, record.n_items
     items = sum(c.n_items for c in pool)
@@ -1061,7 +1061,7 @@ def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:
     cost = probe.seconds_per_item
     if known is None or cost is None or probe.known or not probe.verdicts:
         return
-    if max(cost, known.seconds_per_item) >= COST_SHIFT * min(cost, known.seconds_per_item):
+    if max(cost, known.seconds_per_item) > COST_SHIFT * min(cost, known.seconds_per_item):
         probe.verdicts = {}
 
 

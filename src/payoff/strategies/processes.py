@@ -32,7 +32,7 @@ from payoff import _exit, _forks
 from payoff import _out_of_band as out_of_band
 from payoff._crash_marks import CrashMarks
 from payoff._native_threads import per_worker
-from payoff._process_tree import descendants, running, signal_alive
+from payoff._process_tree import descendants, signal_alive
 from payoff._rescue import Rescue
 from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
@@ -268,17 +268,20 @@ class PickledPoolStrategy(Strategy):
     """Whether the pool ends idle workers with a clean exit (loky does): such an exit then names no crash."""
 
     def lost_a_worker(self) -> bool:
+        """One system call, never a wait (it runs as a call leases the pool): the pool's own broken flag, or a
+        worker's sentinel ready (its process has ended, reaped or not)."""
         pool = self._pool
         if getattr(pool, "_broken", False) or getattr(getattr(pool, "_flags", None), "broken", None):
             return True  # the stdlib pool's message, loky's error: it saw a worker die (and may have forgotten it)
-        for pid, proc in list((getattr(pool, "_processes", None) or {}).items()):
-            if proc.exitcode is None and running(pid):  # not reaped yet, which the pool may be doing right now
-                continue
-            code = _exit_code(proc)
-            if self.retires_idle_workers and code in (None, 0):
-                continue  # loky ends idle workers itself, cleanly; a kill it sees marks it broken (above)
-            return True
-        return False
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        try:
+            ended = set(multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0))
+        except (ValueError, OSError):  # a process object closed meanwhile: the pool is being torn down
+            return False
+        if not ended or not self.retires_idle_workers:
+            return bool(ended)
+        # loky ends idle workers itself, cleanly; a kill it has not seen yet shows in the exit code
+        return any(p.exitcode not in (None, 0) for p in procs if p.sentinel in ended)
 
     def exit_codes(self, broke: BaseException | None = None) -> list[int]:
         """The ended workers' codes, the likeliest crash first.
