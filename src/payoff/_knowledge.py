@@ -491,6 +491,12 @@ class Knowledge:
             self._facts[key] = facts
 
 
+def cost_shifted(a: float, b: float) -> bool:
+    """Whether two costs per item are ``COST_SHIFT`` times apart: the items are others, not the same ones timed
+    again, and what was measured at one cost (its verdicts) says nothing of the other."""
+    return max(a, b) > COST_SHIFT * min(a, b)
+
+
 def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: float) -> bool:
     """A call's reading of the cost per item, weighed by what it and the remembered cost rest on; True for a new cost.
 
@@ -501,7 +507,7 @@ def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: f
     of 5,000 items went to worker processes (30-120 ms against 0.35 ms for a loop).
     """
     known, known_n = facts.seconds_per_item, facts.measured_items
-    shifted = max(seconds_per_item, known) > COST_SHIFT * min(seconds_per_item, known)
+    shifted = cost_shifted(seconds_per_item, known)
     facts.shifts = ((facts.shifts << 1) | shifted) & ((1 << COST_HISTORY) - 1)  # adopted or not: see _unsteady
     if not _sound(n_items, seconds_per_item) and facts.sound:
         share = min(weight, n_items / (n_items + known_n))

@@ -31,6 +31,7 @@ from payoff._knowledge import (
     VERDICT_REACH,
     Facts,
     Knowledge,
+    cost_shifted,
 )
 from payoff._outer_pools import outer_pool
 from payoff._payload import cloudpickled_size, measure_payload
@@ -1061,7 +1062,7 @@ def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:
     cost = probe.seconds_per_item
     if known is None or cost is None or probe.known or not probe.verdicts:
         return
-    if max(cost, known.seconds_per_item) > COST_SHIFT * min(cost, known.seconds_per_item):
+    if cost_shifted(cost, known.seconds_per_item):
         probe.verdicts = {}
 
 

@@ -504,12 +504,6 @@ FOLDED_BLOCKS = 16
 """Timing blocks a folded chunk keeps: pairs of neighbouring blocks are summed until no more are left."""
 
 
-def coarser_blocks(durations: Sequence[int], sizes: Sequence[int],
-                   most: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """A chunk's timing blocks at most ``most`` of them (see ``_coarser``)."""
-    return _coarser(tuple(durations), tuple(sizes), most)
-
-
 def fold_older_half(chunks: list[ChunkStats]) -> list[ChunkStats]:
     """The older half of ``chunks`` (in the order they came) folded in pairs that ran in the same place on the
     same worker, then the newer half as it was."""
@@ -531,7 +525,7 @@ def fold_older_half(chunks: list[ChunkStats]) -> list[ChunkStats]:
 def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
     """``a`` and ``b`` (same worker and place) as one: busy time is their sum, counted from ``a``'s start."""
     busy_ns = max(0, a.end_ns - a.start_ns) + max(0, b.end_ns - b.start_ns)
-    durations, sizes = _coarser(a.durations_ns + b.durations_ns, a.block_sizes + b.block_sizes)
+    durations, sizes = coarser_blocks(a.durations_ns + b.durations_ns, a.block_sizes + b.block_sizes)
     return ChunkStats(
         index=min(a.index, b.index), first_item=min(a.first_item, b.first_item), n_items=a.n_items + b.n_items,
         worker=a.worker, submit_ns=a.submit_ns, start_ns=a.start_ns, end_ns=a.start_ns + busy_ns,
@@ -541,9 +535,10 @@ def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
         blocked=None if a.blocked is None or b.blocked is None else a.blocked + b.blocked)
 
 
-def _coarser(durations: tuple[int, ...], sizes: tuple[int, ...],
-             most: int = FOLDED_BLOCKS) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def coarser_blocks(durations: Sequence[int], sizes: Sequence[int],
+                   most: int = FOLDED_BLOCKS) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Neighbouring timing blocks summed in pairs until at most ``most`` are left: every item and ns kept."""
+    durations, sizes = tuple(durations), tuple(sizes)
     while len(durations) > most:
         odd = len(durations) % 2
         durations = tuple(map(sum, zip(durations[::2], durations[1::2], strict=False))) + durations[-1:] * odd
