@@ -75,6 +75,17 @@ def test_demo_with_a_port_out_of_range(port: str) -> None:
     assert "--metrics-port" in line and port in line and "0-65535" in line, line
 
 
+@pytest.mark.parametrize("port", ["abc", "99999"])
+def test_demo_with_a_bad_port_in_the_environment(port: str) -> None:
+    """As ``--metrics-port``: the demo is run to be watched, so a port it cannot serve on stops it before it runs
+    (it ran a minute without metrics). A library map call with the same variable only logs it and runs on."""
+    done = subprocess.run([sys.executable, "-m", "payoff", "demo", "--quick"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PAYOFF_METRICS_PORT": port})
+    line = the_error(done)
+    assert "PAYOFF_METRICS_PORT" in line and port in line and "0-65535" in line, line
+    assert "serving metrics" not in done.stdout, done.stdout
+
+
 def test_report_already_says_one_line() -> None:
     line = the_error(payoff("report", "/nonexistent/calls.jsonl"))
     assert "/nonexistent/calls.jsonl" in line

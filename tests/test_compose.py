@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,33 @@ def test_services_on_the_hosts_network_listen_on_localhost_only(model: dict[str,
     assert model["services"]["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
     for name in on_host:
         assert not model["services"][name].get("ports"), f"{name}: ports mean nothing on the host's network"
+
+
+def test_a_demo_container_is_not_warned_about_the_bind_docker_publishes_on_localhost(model: dict[str, Any]) -> None:
+    """Each demo app binds 0.0.0.0 in its container, published on the host's 127.0.0.1 only: its log said it
+    served /metrics beyond this machine. Its PYTHONWARNINGS, read by Python itself, silences that one warning
+    and no other (the image run alone, ``docker run -p 9464:9464``, is exposed, and warns)."""
+    serving = {name: s for name, s in model["services"].items() if s.get("build") and s.get("ports")}
+    assert "app" in serving
+    assert "0.0.0.0" in DEMO_CMD, "the image's own command binds every interface of its container"
+    for name, service in serving.items():
+        assert {p.get("host_ip") for p in service["ports"]} == {"127.0.0.1"}, name
+        filters = service["environment"]["PYTHONWARNINGS"]
+        assert warned_under(filters, "0.0.0.0") == 0, name
+        assert warned_under(filters, "192.0.2.1") == 1, f"{name}: another address is still warned about"
+
+
+def warned_under(filters: str, addr: str) -> int:
+    """How many warnings a fresh Python with these filters shows for serving on ``addr`` (nothing is bound)."""
+    code = ("import warnings\n"
+            "from payoff.telemetry.server import MetricsExposureWarning, exposure_warning\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            f"    warnings.warn(MetricsExposureWarning(exposure_warning({addr!r}, tls=False, auth=False)))\n"
+            "print(len(seen))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONWARNINGS": filters})
+    assert done.returncode == 0 and "Invalid -W option" not in done.stderr, done.stderr
+    return int(done.stdout)
 
 
 def test_the_stack_scrapes_your_process_on_the_default_port_and_leaves_that_port_free(

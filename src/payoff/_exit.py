@@ -26,6 +26,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from typing import Any
 
 from payoff._forks import LOKY_PACKAGES
 
@@ -123,6 +125,39 @@ def program_ending() -> bool:
     """Whether the program's end has begun: its exit hooks run (``threading``'s, where loky and
     ``concurrent.futures`` stop their pools) or its main thread has returned."""
     return bool(getattr(threading, "_SHUTTING_DOWN", False)) or not threading.main_thread().is_alive()
+
+
+def ended_with_the_program(message: str) -> BaseException:
+    """What a call stopped by the program's end raises: in a daemon thread ``SystemExit``, which ends the thread
+    silently as the program's end would without payoff (a ``CancelledError`` was printed as "Exception in
+    thread ..." for each request thread, on every stop of a service); elsewhere ``CancelledError``."""
+    if threading.current_thread().daemon:
+        return SystemExit(message)
+    return CancelledError(message)
+
+
+_CANCELLED_AT_EXIT = "payoff: the submitted call was cancelled: the program is ending"
+
+
+class QuietAtExit(Future[Any]):
+    """A future the program's end may cancel: a daemon thread waiting for it ends quietly then (see
+    :func:`ended_with_the_program`); the future itself is cancelled as any other, for every other reader."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return super().result(timeout)
+        except CancelledError:
+            if program_ending():
+                raise ended_with_the_program(_CANCELLED_AT_EXIT) from None
+            raise
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except CancelledError:
+            if program_ending():
+                raise ended_with_the_program(_CANCELLED_AT_EXIT) from None
+            raise
 
 
 def _run_early() -> None:

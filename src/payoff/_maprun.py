@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from payoff import _gil_wait, planning
-from payoff._exit import program_ending
+from payoff._exit import ended_with_the_program, program_ending
 from payoff._forks import held_at_fork_hint
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._pools import Lease, pool_key
@@ -64,15 +64,6 @@ HELD_CHUNKS_PER_WORKER = 4
 """Finished chunks ``imap`` holds for order while an earlier one runs, per worker, before it stops submitting."""
 STOP_GRACE_SECONDS = 0.1
 """Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
-
-
-def _ended_with_the_program(message: str) -> BaseException:
-    """What a map stopped by the program's end raises: in a daemon thread ``SystemExit``, which ends the thread
-    silently as the program's end would without payoff (a ``CancelledError`` was printed as "Exception in
-    thread ..." for each request thread, on every stop of a service); elsewhere ``CancelledError``."""
-    if threading.current_thread().daemon:
-        return SystemExit(message)
-    return CancelledError(message)
 
 
 def in_flight_limit(workers: int) -> int:
@@ -727,7 +718,7 @@ class MapRun:
             except Exception as exc:
                 self._raise_if_stopped()  # a pool stopped by the call's cancel mid-submit
                 if program_ending() and isinstance(exc, RuntimeError):  # a backend's exit hook stopped its pool
-                    raise _ended_with_the_program(f"payoff: the map was cancelled: the program is ending, and the "
+                    raise ended_with_the_program(f"payoff: the map was cancelled: the program is ending, and the "
                                                   f"{pool.name} pool was stopped while this map, in another thread, "
                                                   f"still ran ({exc!r})") from exc
                 raise
@@ -1156,7 +1147,7 @@ class MapRun:
             raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s{hint}")
         if self.token.is_set():
             if program_ending():
-                raise _ended_with_the_program("payoff: the map was cancelled: the program is ending")
+                raise ended_with_the_program("payoff: the map was cancelled: the program is ending")
             raise CancelledError("payoff: the map was cancelled")
 
     def _abandon(self, exc: BaseException | None = None) -> None:

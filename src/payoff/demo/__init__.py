@@ -222,12 +222,18 @@ def _serve(port: int | None, addr: str) -> Any:
         DEFAULT_PORT,
         PORT_ENV,
         MetricsConfigError,
+        parse_port,
         serve_from_env,
         serve_metrics,
         web_config_from_env,
     )
 
-    if port is None and os.environ.get(PORT_ENV):
+    raw = os.environ.get(PORT_ENV, "")
+    if port is None and raw.strip():
+        try:  # a map call only logs a bad port and runs on; the demo runs to be watched, as with --metrics-port
+            parse_port(raw)
+        except ValueError as exc:
+            raise UsageError(f"{exc}, or unset it to serve on {DEFAULT_PORT}") from None
         return serve_from_env()
     try:
         return serve_metrics(DEFAULT_PORT if port is None else port, addr, web_config=web_config_from_env())

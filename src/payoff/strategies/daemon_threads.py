@@ -16,6 +16,8 @@ from concurrent.futures import Executor, Future
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
+from payoff._exit import QuietAtExit
+
 _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -51,7 +53,7 @@ class DaemonThreadPool(Executor):
                 raise BrokenThreadPool(self._broken)
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            future: Future[Any] = Future()
+            future: Future[Any] = QuietAtExit()
             self._jobs.put((future, fn, args, kwargs))
         return future
 

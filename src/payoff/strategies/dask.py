@@ -32,6 +32,7 @@ from typing import Any
 import cloudpickle
 
 from payoff import _out_of_band as out_of_band
+from payoff._exit import QuietAtExit
 from payoff._extras import extra_needed
 from payoff.errors import ChunkKilledWorkers, ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
@@ -321,7 +322,7 @@ class DaskStrategy(Strategy):
         it once more if the cluster lost that copy under it (see ``_send_again``).
         """
         if local is None:
-            local = Future()
+            local = QuietAtExit()
             local.set_running_or_notify_cancel()
         with self._remote_lock:
             self._remote[remote] = local

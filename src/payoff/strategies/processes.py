@@ -593,7 +593,7 @@ def _stopped_outcome(local: _Relayed, by: str | None) -> None:
         stopped_by=by))
 
 
-class _Relayed(Future[Any]):
+class _Relayed(_exit.QuietAtExit):
     """A future whose ``cancel`` reaches the pool's own future (a call not started yet does not run)."""
 
     def __init__(self, remote: Future[Any]) -> None:
