@@ -61,6 +61,10 @@ def test_demo_quick_from_a_fresh_clone(tmp_path: Path) -> None:
         assert re.search(rf"^{re.escape(case)}\s+\w+ x\d+\s+\d+\.\d{{3}}", out, re.M), f"no row for {case}:\n{out}"
     assert "verdict (instances): auto chose" in out and "verdict (features): auto chose" in out, out
     assert (clone / ".venv" / "bin" / "payoff").exists()
+    warned = [line for line in done.stderr.splitlines() if "ParallelFallbackWarning" in line]
+    assert warned, "the demo's fallback cases warn"
+    assert all(line.startswith("payoff demo: ParallelFallbackWarning: ") for line in warned), done.stderr
+    assert "sys.exit(main())" not in done.stderr, "a warning named the console script's line as its place"
 
 
 def test_numpy_fits_the_model_scikit_learn_fits() -> None:

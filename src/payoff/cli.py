@@ -8,11 +8,13 @@ line on stderr naming the value and what is accepted, and exit status 2, as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import select
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 USAGE_ERROR = 2
 READER_LEFT = 141
@@ -160,8 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     handler = args.handler
+    command = " ".join(filter(None, (args.command, getattr(args, "dashboards_command", None))))
     try:
-        return int(handler(args))
+        with _warnings_said_by(command):
+            return int(handler(args))
     except BrokenPipeError:
         if not _stdout_gone():  # another pipe of the command's (a socket, a worker's): a real failure
             raise
@@ -175,9 +179,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = _WRITES_INTO_DIR.get(args.command)
         problem = f"{exc.filename}: {exc.strerror or exc}"
         message = f"cannot write {problem}; {hint}" if hint else problem
-    command = " ".join(filter(None, (args.command, getattr(args, "dashboards_command", None))))
     print(f"payoff {command}: error: {message}", file=sys.stderr, flush=True)
     return USAGE_ERROR
+
+
+@contextlib.contextmanager
+def _warnings_said_by(command: str) -> Iterator[None]:
+    """A warning is one line of the command's, as its errors are: the place Python names for it is the console
+    script's ``sys.exit(main())``, which points the user at nothing of theirs."""
+    before = warnings.formatwarning
+
+    def one_line(message: Warning | str, category: type[Warning], *_where: object, **_line: object) -> str:
+        return f"payoff {command}: {category.__name__}: {str(message).removeprefix('payoff: ')}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = before
 
 
 if __name__ == "__main__":  # pragma: no cover
