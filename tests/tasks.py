@@ -570,3 +570,11 @@ def stamped_nap(x: int) -> tuple[int, float, float]:
     start = time.time()
     time.sleep(0.01)
     return x, start, time.time()
+
+
+def draw_after_spin(x: int) -> int:
+    """A draw from numpy's global generator, after ~1 ms of work so that every worker takes items."""
+    import numpy as np
+
+    spin(x, 20_000)
+    return int(np.random.randint(0, 2**62))
