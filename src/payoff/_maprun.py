@@ -66,6 +66,17 @@ STOP_GRACE_SECONDS = 0.1
 """Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
 
 
+class _PoolClosedAtExit(Exception):
+    """A process pool's own exit hook refused the map's next chunk: see :meth:`MapRun._finish_here`."""
+
+
+def _waited_for_at_exit() -> bool:
+    """Whether the program's end waits for this thread to finish: a non-daemon thread other than the main one
+    (``threading`` joins those after the pools' exit hooks have run)."""
+    me = threading.current_thread()
+    return not me.daemon and me is not threading.main_thread()
+
+
 def in_flight_limit(workers: int) -> int:
     """Chunks a call keeps sent: each worker's running one, one queued behind it, and one more.
 
@@ -670,6 +681,21 @@ class MapRun:
                 return
             except BrokenExecutor as exc:
                 self._after_break(pool, exc)
+            except _PoolClosedAtExit as exc:
+                self._finish_here(pool, str(exc))
+
+    def _finish_here(self, pool: Strategy, refused: str) -> None:
+        """The pool's exit hook refused new work while the program waits for this thread: the chunks it took
+        finish there, the rest run here, in the thread the program's end waits for."""
+        while self.in_flight:
+            self._wait_and_collect(pool)
+        assert self.lease is not None
+        self._release(self.lease)
+        self.rec.recover(Reason.POOL_STOPPED, f"the program began to end while this map ran in a thread it waits "
+                         f"for, and the {pool.name} pool's exit hook took no more work ({refused}); the chunks it had "
+                         "not started ran in this thread")
+        self.where("serial", 1)
+        self.lease = Lease(SerialStrategy(1))
 
     def _ship_or_fall_back(self, plan: planning.Plan, lease: Lease) -> Any:
         """The function as the pool will send it; a function only the pool finds it cannot send runs here.
@@ -718,6 +744,8 @@ class MapRun:
             except Exception as exc:
                 self._raise_if_stopped()  # a pool stopped by the call's cancel mid-submit
                 if program_ending() and isinstance(exc, RuntimeError):  # a backend's exit hook stopped its pool
+                    if _waited_for_at_exit():
+                        raise _PoolClosedAtExit(repr(exc)) from exc
                     raise ended_with_the_program(f"payoff: the map was cancelled: the program is ending, and the "
                                                   f"{pool.name} pool was stopped while this map, in another thread, "
                                                   f"still ran ({exc!r})") from exc

@@ -195,9 +195,11 @@ class Reason(StrEnum):
         "pool_stopped",
         "fallback",
         "another call stopped the pool this call shared (that call's timeout, a cancel, Ctrl-C), and the chunks "
-        "this call lost with it were rerun in fresh workers: nothing crashed, the call stays parallel",
+        "this call lost with it were rerun in fresh workers: nothing crashed, the call stays parallel; or the "
+        "program began to end while the call ran in a thread the program waits for, the pool's exit hook took no "
+        "more work, and the chunks it had not started ran in that thread",
         "give calls that may time out or be cancelled an executor of their own, so stopping them costs the "
-        "others no rerun",
+        "others no rerun; at the program's end, join the threads that map before the main thread returns",
     )
     NESTED = (
         "nested",

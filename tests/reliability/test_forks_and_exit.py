@@ -826,6 +826,46 @@ DAEMONS_AT_EXIT = textwrap.dedent("""
 """)
 
 
+THREAD_MAPS_AT_EXIT = textwrap.dedent("""
+    import sys, threading, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    strategy, end = sys.argv[1], sys.argv[2]
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0))
+    ex.map(tasks.spin, range(200), chunksize=20)  # a warm pool
+    inside = threading.Event()
+
+    def job():  # a plain (non-daemon) thread: the program waits for it
+        items = range(3000)
+        inside.set()
+        out = ex.map(tasks.spin, items, chunksize=20)
+        right = out == [tasks.spin(x) for x in items]
+        print(f"thread: {len(out)} results, right={right}, {ex.last_record.fallback_reason}", flush=True)
+
+    threading.Thread(target=job).start()
+    inside.wait()
+    time.sleep(0.2)
+    print("main returns", flush=True)
+    if end == "raise":
+        raise RuntimeError("the main thread failed")
+""")
+
+
+@pytest.mark.parametrize("end", ["return", "raise"])
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "auto"])
+def test_a_map_in_a_thread_the_program_waits_for_finishes_as_the_main_thread_ends(strategy: str, end: str) -> None:
+    """The program's end waits for non-daemon threads, and so does payoff (docs/reliability.md); but the
+    process pools' own exit hooks run before that wait and refuse new work, and the map, which sends its chunks
+    a few at a time, raised CancelledError with its results lost (environments trial, 4 of 4). The chunks the
+    pool no longer takes run in the thread, so the map returns every result."""
+    proc = subprocess.run([sys.executable, "-c", THREAD_MAPS_AT_EXIT, strategy, end], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert "main returns" in proc.stdout, proc.stderr[-3000:]
+    assert "thread: 3000 results, right=True" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert proc.returncode == (1 if end == "raise" else 0), proc.stderr[-3000:]
+
+
 DAEMONS_WAIT_AT_EXIT = textwrap.dedent("""
     import sys, threading, time
     from payoff import ParallelConfig, ParallelExecutor
