@@ -714,6 +714,71 @@ def test_functions_of_a_packages_main_reach_spawned_workers(tmp_path: Path, meth
     assert done.stdout.split() == ["True"] * 4, (done.stdout, done.stderr[-3000:])
 
 
+GUARDED_SCRIPT = textwrap.dedent("""
+    import dataclasses, multiprocessing as mp, sys
+    from payoff import ParallelConfig, ParallelExecutor
+
+    SCALE = 1  # the argparse pattern: a default here, the user's value under the guard
+
+    def scaled(x):
+        return x * SCALE
+
+    def triple(x):
+        return 3 * x
+
+    if __name__ == "__main__":
+        mp.set_start_method(sys.argv[1], force=True)
+        SCALE = 10
+
+        def guarded(x):  # defined under the guard: a spawned worker's __mp_main__ never runs this
+            return x + 1
+
+        @dataclasses.dataclass
+        class Job:
+            n: int
+
+        def size(job):
+            return job.n
+
+        config = ParallelConfig(strategy=sys.argv[2], max_workers=2, tiny_workload_threshold=0.0)
+        with ParallelExecutor(config) as ex:
+            for _ in range(2):
+                print(ex.map(scaled, range(300), chunksize=10) == [10 * x for x in range(300)], flush=True)
+                print(ex.map(guarded, range(300), chunksize=10) == [x + 1 for x in range(300)], flush=True)
+                print(ex.map(size, [Job(n) for n in range(300)], chunksize=10) == list(range(300)), flush=True)
+                print(ex.map(triple, range(300), chunksize=10) == [3 * x for x in range(300)], flush=True)
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("strategy", ["processes", "auto"])
+def test_a_spawned_worker_gets_what_the_script_bound_under_its_guard(tmp_path: Path, method: str,
+                                                                     strategy: str) -> None:
+    """Spawned workers run the script's top level, not its guard. A setting the guard rebinds kept its old value
+    there, so results were wrong without a word (3,000 of 3,000; environments trial); a function or class
+    defined under the guard raised a bare "Can't get attribute 'guarded' on <module '__mp_main__'>". Those
+    travel by value now; a function the top level defines alone still goes by name."""
+    script = tmp_path / "guarded.py"
+    script.write_text(GUARDED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), method, strategy], capture_output=True, text=True,
+                          cwd=tmp_path, env=CHILD_ENV, timeout=GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True"] * 8, (done.stdout, done.stderr[-3000:])
+
+
+def test_what_a_spawned_worker_finds_is_read_from_the_scripts_syntax(tmp_path: Path) -> None:
+    from payoff.strategies.spawned_main import _read
+
+    script = tmp_path / "s.py"
+    script.write_text(GUARDED_SCRIPT + "\ndef later():\n    global LIMIT\n    LIMIT = 3\n")
+    names = _read(str(script), 1)
+    assert names is not None
+    assert {"SCALE", "scaled", "triple", "dataclasses", "mp", "sys", "ParallelExecutor", "later"} <= names.defined
+    assert {"guarded", "Job", "size", "config", "ex"}.isdisjoint(names.defined)
+    assert {"SCALE", "guarded", "Job", "size", "LIMIT"} <= names.rebound
+    assert "triple" not in names.rebound
+
+
 LATE_MODULE_SCRIPT = textwrap.dedent("""
     import importlib.util, sys
     from payoff import ParallelConfig, ParallelExecutor

@@ -70,10 +70,10 @@ def _has_guard(path: str) -> bool:
             tree = ast.parse(fh.read(), path)
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return True
-    return any(isinstance(node, ast.If) and _names_main(node.test) for node in tree.body)
+    return any(isinstance(node, ast.If) and names_main(node.test) for node in tree.body)
 
 
-def _names_main(test: ast.expr) -> bool:
+def names_main(test: ast.expr) -> bool:
     names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
     values = {n.value for n in ast.walk(test) if isinstance(n, ast.Constant)}
     return "__name__" in names and "__main__" in values

@@ -41,6 +41,7 @@ from payoff.strategies.base import CANCEL_ALL, ChunkTask, StartStop, Strategy, c
 from payoff.strategies.main_guard import spawned_workers_import_main, unguarded_main_hint
 from payoff.strategies.reach import WorkerImports, send_by_value
 from payoff.strategies.reloads import CodeWatch, Reload
+from payoff.strategies.spawned_main import spawned_main_names
 from payoff.worker import (
     SET_BY_INITIALIZER,
     ChunkOutcome,
@@ -799,6 +800,16 @@ def _of_main(item: Any) -> bool:
     return any(type(x).__module__ == "__main__" for x in inner)
 
 
+def _spawned_workers_know(obj: Any, top: str) -> bool:
+    """Spawned workers run the script's top level again: they know a name it binds outside its guard, unless
+    the guard (or a ``global`` statement) may have bound it, or a global the function reads, to another object
+    here (:mod:`payoff.strategies.spawned_main`). Without a script to import (a notebook, ``python -c``), none."""
+    names = spawned_main_names() if spawned_workers_import_main() else None
+    if names is None or top not in names.defined or top in names.rebound:
+        return False
+    return not (isinstance(obj, types.FunctionType) and _global_names(obj.__code__) & names.rebound)
+
+
 @functools.lru_cache(maxsize=1024)
 def _global_names(code: types.CodeType) -> frozenset[str]:
     """The global names a function's code (and the code nested in it: lambdas, comprehensions) may read."""
@@ -830,8 +841,8 @@ class ProcessStrategy(PickledPoolStrategy):
             blob = self._dumps_fn(fn)
         except (pickle.PicklingError, TypeError, AttributeError):  # a lambda, a closure: no name to send
             return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
-        if not blob.holds(b"__main__") or (self._forked_main is None and spawned_workers_import_main()):
-            return self._ship_blob(fn, blob)  # nothing of __main__; or spawned workers import it from its file
+        if not blob.holds(b"__main__"):
+            return self._ship_blob(fn, blob)
         finder = _MainFinder(io.BytesIO(), self._workers_know)
         finder.dump(fn)
         if finder.missing is None:
@@ -841,8 +852,6 @@ class ProcessStrategy(PickledPoolStrategy):
     def _unknown_to_workers(self, items: Any) -> bool:
         """A later notebook cell's class as the items of a function the workers know: by name, unpickling
         them in a worker failed with "Can't get attribute 'Point' on <module '__main__'>"."""
-        if self._forked_main is None and spawned_workers_import_main():
-            return False  # spawned workers import the script, and find its classes there
         if not any(_of_main(item) for item in _ends(items)):
             return False  # the common case, checked for its price: a whole second pickling of every chunk
         finder = _MainFinder(io.BytesIO(), self._workers_know)
@@ -852,9 +861,9 @@ class ProcessStrategy(PickledPoolStrategy):
     def _workers_know(self, obj: Any) -> bool:
         """Whether the workers' ``__main__`` resolves ``obj``'s name to ``obj`` itself, with the globals it
         reads bound as they are here."""
-        if self._forked_main is None:
-            return False
         top = obj.__qualname__.split(".", 1)[0]
+        if self._forked_main is None:
+            return _spawned_workers_know(obj, top)
         ref = self._forked_main.get(top)
         main = sys.modules.get("__main__")
         same = ref is not None and ref() is not None and ref() is getattr(main, top, None)
