@@ -19,7 +19,7 @@ import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff._knowledge import NO_PICKLING, Facts, Pickling
-from payoff._payload import pickled_size
+from payoff._payload import cloudpickled_size, pickled_size
 from payoff._probe import Probe
 from payoff.config import usable_cpus
 from payoff.planning import CLOUDPICKLE_CANNOT, Call, Decide, Planner
@@ -68,6 +68,8 @@ class Row:
     """A library that split the work itself (the CE adapter) already decided it runs serially, and why."""
     decide_after_first: Decide | None = None
     """Or it decides once its first item ran in the caller."""
+    local_items: bool = False
+    """Items are of a class defined in a function: pickle refuses them, cloudpickle sends them."""
     cpus: int | None = None
     """Plan with the planning thread's CPU affinity cut to this many CPUs (a small machine or container)."""
     measured_items: int | None = None
@@ -182,8 +184,10 @@ ROWS = [
     Row("cheap arrays processes cannot take are not tried on threads", 2e-6, 400, "serial",
         Reason.PAYLOAD_TOO_LARGE, config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024,
         detail_says="threads cannot gain on items of 2.0 us"),
-    Row("a function only cloudpickle can send runs on joblib", 1e-3, 4000, "joblib",
-        Reason.AUTO_NEEDS_CLOUDPICKLE, pickle_error=NOT_PICKLABLE, cloudpickle_ok=True),
+    Row("a function only cloudpickle can send travels to processes by value", 1e-3, 4000, "processes",
+        Reason.AUTO_CPU_BOUND, pickle_error=NOT_PICKLABLE, cloudpickle_ok=True),
+    Row("items only cloudpickle can send run on joblib", 1e-3, 4000, "joblib", Reason.AUTO_NEEDS_CLOUDPICKLE,
+        local_items=True),
     Row("a function nothing can send stays serial", 1e-3, 1000, "serial", Reason.UNPICKLABLE,
         pickle_error=NOT_PICKLABLE, cloudpickle_ok=False, detail_says="cloudpickle cannot send it either"),
     Row("nothing to do", 1e-3, 0, "serial", Reason.EMPTY_INPUT),
@@ -326,8 +330,10 @@ ROWS = [
     Row("auto sends large items of a crashed function to processes: costly, still sendable", 1e-3, 40, "processes",
         Reason.AUTO_ISOLATES_CRASHES, config={"max_workers": 2, "task_size_hint_bytes": 1024},
         item_bytes=32 * 1024, crashed=True),
-    Row("auto isolates a crashed function only cloudpickle can send on joblib", 1e-3, 1000, "joblib",
-        Reason.AUTO_ISOLATES_CRASHES, pickle_error=NOT_PICKLABLE, cloudpickle_ok=True, crashed=True),
+    Row("auto isolates a crashed function only cloudpickle can send on processes, by value", 1e-3, 1000,
+        "processes", Reason.AUTO_ISOLATES_CRASHES, pickle_error=NOT_PICKLABLE, cloudpickle_ok=True, crashed=True),
+    Row("auto isolates a crashed function whose items only cloudpickle can send on joblib", 1e-3, 1000, "joblib",
+        Reason.AUTO_ISOLATES_CRASHES, local_items=True, crashed=True),
     Row("auto isolates a crashed function on one worker process", 1e-3, 1000, "processes",
         Reason.AUTO_ISOLATES_CRASHES, config={"max_workers": 1}, expect_workers=1, crashed=True),
     Row("auto isolates a crashed function not measured yet", 0, 100, "processes", Reason.AUTO_ISOLATES_CRASHES,
@@ -357,6 +363,11 @@ RUNTIME_ONLY = {Reason.INIT_FAILURE: "tests/test_executor.py, tests/test_dask.py
 def _items(row: Row) -> list[Any]:
     if row.item_bytes:
         return [np.full(row.item_bytes // 8, float(i)) for i in range(row.n_items)]
+    if row.local_items:
+        class Local(int):
+            pass
+
+        return [Local(i) for i in range(row.n_items)]
     return list(range(row.n_items))
 
 
@@ -428,6 +439,8 @@ def teach(planner: Planner, row: Row) -> None:
 def _item_bytes(row: Row) -> int:
     """What the planner will weigh this row's items at, so the taught pickling is believed, not re-timed."""
     items = _items(row)
+    if row.local_items:
+        return int(cloudpickled_size(items[0]) or 0)
     return pickled_size(items[0]) if len(items) else 0
 
 

@@ -263,7 +263,7 @@ def test_a_function_not_pickled_while_tiny_is_pickled_once_its_call_can_go_paral
     big = planner.plan(planning.Call(rule, list(range(1000)), ParallelConfig(**EAGER), "auto", None, None, None,
                                      frozenset(), 0))
     assert big.probe.fn_checked and big.probe.pickle_error, big.probe
-    assert (big.strategy, big.decision) == ("joblib", Reason.AUTO_NEEDS_CLOUDPICKLE), big
+    assert (big.strategy, big.decision) == ("processes", Reason.AUTO_CPU_BOUND), big  # by value
 
 
 def test_a_tiny_call_of_a_known_function_runs_in_one_piece() -> None:

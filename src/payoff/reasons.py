@@ -87,7 +87,8 @@ class Reason(StrEnum):
     AUTO_NEEDS_CLOUDPICKLE = (
         "auto_needs_cloudpickle",
         "decision",
-        "CPU-bound work whose function only cloudpickle can send: the joblib (loky) pool runs it",
+        "CPU-bound work whose items or results only cloudpickle can send: the joblib (loky) pool runs it (a "
+        "function only cloudpickle can send travels to processes by value)",
         "",
     )
     AUTO_ISOLATES_CRASHES = (
@@ -166,7 +167,8 @@ class Reason(StrEnum):
         "unpicklable",
         "fallback",
         "the function, an item or a result cannot be sent to worker processes",
-        "define the function at module top level, or use strategy='joblib' (cloudpickle) or 'threads'",
+        "use strategy='joblib' (cloudpickle) or 'threads', or send only what pickle can name (functions and "
+        "classes defined at a module's top level; `df.itertuples(name=None)` gives plain tuples)",
     )
     PAYLOAD_TOO_LARGE = (
         "payload_too_large",
