@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from payoff._imported import imported
 from payoff.errors import EventLoopBlockedWarning
 from payoff.observers import SiteWarnings, find_call_site
 
@@ -27,7 +28,7 @@ def blocking_loop() -> Any | None:
 
     asyncio is not imported for a program that never imported it: no loop runs then.
     """
-    aio = sys.modules.get("asyncio")
+    aio = imported("asyncio")
     if aio is None:
         return None
     loop = aio.events._get_running_loop()

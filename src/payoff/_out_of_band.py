@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
+
+from payoff._imported import imported
 
 MAGIC = b"payoff-out-of-band-1\n"
 _LENGTH = 8
@@ -64,7 +65,7 @@ def dumps(obj: Any, dump: Callable[..., bytes]) -> OutOfBand:
     found: list[memoryview] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
-        np = sys.modules.get("numpy")
+        np = imported("numpy")
         if np is None or not isinstance(memoryview(buffer).obj, np.ndarray):
             return True  # pickled in band
         try:

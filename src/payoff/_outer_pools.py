@@ -36,6 +36,7 @@ from types import CodeType, FrameType
 from typing import Any, Final
 
 from payoff import _forks
+from payoff._imported import imported
 
 
 def _futures_pool_size(names: dict[str, Any]) -> int | None:
@@ -125,7 +126,7 @@ def _loop_codes() -> dict[CodeType, tuple[str, Callable[[dict[str, Any]], int | 
     for module_name, qualname, name, size_of in WORKER_LOOPS:
         if module_name in _resolved:
             continue
-        module = sys.modules.get(module_name)
+        module = imported(module_name)
         if module is None:
             continue
         _resolved.add(module_name)

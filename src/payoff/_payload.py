@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import inspect
 import pickle
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from payoff import _out_of_band as out_of_band
+from payoff._imported import imported
 from payoff._knowledge import Pickling, _comparable
 from payoff._probe import PROBE_MAX_ITEMS, Probe
 
@@ -140,7 +140,7 @@ def _dumps_loads(obj: Any) -> tuple[int, int]:
 
 def pickled_size(obj: Any) -> int:
     """Bytes ``obj`` pickles to; buffers are sized without copying them (a 1 MiB array pickles in ~1 ms)."""
-    np = sys.modules.get("numpy")  # not imported yet: no item can be an array
+    np = imported("numpy")  # not imported yet: no item can be an array
     if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
         return int(obj.nbytes) + _ARRAY_PICKLE_HEADER
     if type(obj) in (bytes, bytearray):

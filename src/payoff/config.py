@@ -10,12 +10,12 @@ parallel.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeGuard, TypeVar
 
 from payoff import _cpus
+from payoff._imported import imported
 
 STRATEGY_NAMES: tuple[str, ...] = ("auto", "serial", "threads", "processes", "joblib", "dask")
 _STRATEGY_ALIASES = {"sequential": "serial", "thread": "threads", "process": "processes", "loky": "joblib"}
@@ -273,7 +273,7 @@ def _shown(value: object) -> str:
 def _plain_numbers(config: ParallelConfig) -> None:
     """A numpy scalar (``np.int64(4)`` from an array's shape or a grid, ``np.True_``) is taken as the Python
     number it holds, as the stdlib executors and joblib take it; the config keeps plain ints, floats and bools."""
-    np = sys.modules.get("numpy")  # not imported yet: no value can be one of its scalars
+    np = imported("numpy")  # not imported yet: no value can be one of its scalars
     if np is None:
         return
     for f in fields(config):

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from payoff._imported import imported
 from payoff.observers import CallInfo, Observer
 from payoff.record import ChunkStats, MapRecord
 
@@ -146,7 +147,7 @@ def _widgets_shown() -> bool:
         return False
     if any(k == "QT_API" or k.startswith("SPYDER") for k in os.environ):
         return False
-    ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    ipython = getattr(imported("IPython"), "get_ipython", None)
     shell = type(ipython()).__name__.lower() if ipython is not None else ""
     return "qt" not in shell and "spyder" not in shell
 

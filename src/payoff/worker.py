@@ -32,6 +32,7 @@ from operator import itemgetter
 from typing import Any, overload
 
 from payoff import _exit, _forks
+from payoff._imported import imported
 from payoff._native_threads import limit_here
 from payoff.errors import RemoteError, RemoteTraceback
 
@@ -1101,7 +1102,7 @@ def _draw_afresh() -> None:
     workers, a loop): a forked worker starts with the parent's copy, so every worker drew the same bootstrap
     resamples (data-science trial: 115 distinct means of 200). Python's ``random`` is reseeded at a fork by
     Python itself. A user initializer that seeds runs after this, and wins."""
-    numpy_random = sys.modules.get("numpy.random")
+    numpy_random = imported("numpy.random")
     if numpy_random is not None:
         numpy_random.seed()
 

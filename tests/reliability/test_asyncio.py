@@ -11,15 +11,23 @@ inside the kernel's event loop, where a blocking cell is the normal case.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import textwrap
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import payoff
 from payoff import ParallelExecutor
 from payoff.errors import EventLoopBlockedWarning
 from tests.conftest import require
+
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(Path(payoff.__file__).resolve().parents[1])}
 
 NAP = 0.06
 
@@ -163,3 +171,31 @@ def test_an_async_function_is_refused_before_anything_runs(call: str) -> None:
             calls[call]()
     assert ex.last_record is None
     assert not [w for w in caught if "never awaited" in str(w.message)], [str(w.message) for w in caught]
+
+
+HALF_IMPORTED = textwrap.dedent("""
+    import importlib.machinery, sys, types
+
+    for name in sys.argv[1:]:  # what another thread's import still running leaves in sys.modules
+        half = types.ModuleType(name)
+        half.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        half.__spec__._initializing = True
+        sys.modules[name] = half
+
+    from payoff import ParallelConfig, ParallelExecutor
+
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
+        print(ex.map(abs, range(-50, 0)) == list(range(50, 0, -1)), flush=True)
+""")
+
+
+@pytest.mark.parametrize("modules", [["asyncio"], ["numpy"], ["asyncio", "numpy", "pandas", "IPython"]])
+def test_a_map_while_another_thread_still_imports_a_module_it_looks_at(modules: list[str]) -> None:
+    """A request thread's first ``import numpy`` (or a client library's asyncio) while another request maps:
+    the module is in ``sys.modules`` half made, and reading ``numpy.integer`` or ``asyncio.events`` raised
+    "partially initialized module" out of the map (library trial: 9 of 10 and 10 of 10 runs). This sets up
+    that state as CPython's import leaves it, in a fresh interpreter."""
+    done = subprocess.run([sys.executable, "-c", HALF_IMPORTED, *modules], capture_output=True, text=True,
+                          timeout=120, env=CHILD_ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True"], (done.stdout, done.stderr[-3000:])

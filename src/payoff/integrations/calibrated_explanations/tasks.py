@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from payoff._imported import imported
 
 Task = tuple[int, int, dict[str, Any]]
 _SHARED_KEYS = ("low_high_percentiles", "features_to_ignore_array", "config_state")
@@ -63,7 +64,7 @@ def _concat(parts: list[Any]) -> Any:
         return [x for p in parts for x in p]
     if all(type(p) is tuple for p in parts):
         return tuple(x for p in parts for x in p)
-    pandas = sys.modules.get("pandas")
+    pandas = imported("pandas")
     if pandas is not None and isinstance(head, pandas.Series) and all(type(p) is type(head) for p in parts):
         return pandas.concat(parts)
     raise TypeError(f"cannot join slices of type {type(head).__name__}")
