@@ -128,6 +128,21 @@ def test_summary_counts_in_words_and_a_serial_run_is_not_called_slower() -> None
     assert "ran serially" in line and "slower" not in line
 
 
+def test_a_pool_of_one_worker_is_not_said_to_have_run_serially() -> None:
+    """``workers=1`` on processes starts one worker process: its summary said "ran serially", read as "in the
+    calling process", and gave no speedup, though that call ran 0.84x the serial time (library trial)."""
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    config = ParallelConfig(strategy="processes", max_workers=1, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        ex.map(tasks.spin, range(40), chunksize=5)
+        record = ex.last_record
+    assert record is not None and (record.selected_strategy, record.workers) == ("processes", 1), record.summary()
+    line = record.summary()
+    assert "ran serially" not in line and "than serial" in line, line
+
+
 def test_cli_version() -> None:
     import subprocess
     import sys

@@ -410,7 +410,7 @@ class MapRecord:
             return (f"{head}: ran serially ({self.fallback_reason.value}), "
                     f"{self.wall_seconds * 1e3:,.1f} ms; {advice_of(self)}")
         recovered = f" after {self.fallback_reason.value}" if self.fallback_reason is not None else ""
-        if self.mode == "serial":  # a pool of one worker, which may have recovered from a crash
+        if self.selected_strategy == "serial":
             return f"{head}: ran serially, {self.wall_seconds * 1e3:,.1f} ms{recovered}"
         if self.speedup <= 0:  # no chunk measured any work: nothing to compare with serial
             return f"{head}: no work measured, so no speedup against serial{recovered}"

@@ -55,8 +55,8 @@ def verdict(record: MapRecord) -> str:
         return f"fell back: {record.fallback_reason.value}"
     # A call that recovered (lost chunks rerun in fresh workers) stayed where it ran: judged as such, naming it.
     after = f" after {record.fallback_reason.value}" if record.fallback_reason is not None else ""
-    if record.mode == "serial":
-        return f"serial{after}"
+    if record.mode == "serial":  # a pool of one worker process ran its items one at a time, not in the caller
+        return f"{'serial' if record.selected_strategy == 'serial' else 'one worker'}{after}"
     if record.speedup <= 0:  # no chunk measured any work: nothing to judge
         return f"no work measured{after}"
     return ("pays off" if record.pays_off else "does not pay off") + after
