@@ -12,6 +12,7 @@ import warnings
 from array import array
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason, planning
@@ -174,3 +175,22 @@ def test_a_recalled_function_whose_first_item_now_costs_far_less_is_planned_at_t
         probe.outcome = item
         planning._overturn_recall(probe, seconds)
         assert (probe.seconds_per_item == seconds and not probe.known) is overturned, (seconds, probe)
+
+
+def test_a_recalled_function_called_on_arrays_of_another_size_runs_its_first_here_to_check_its_cost() -> None:
+    """A helper first mapped over 8 MB arrays, then over 1 KB ones: its results were known to pickle, so nothing
+    ran here, and 2,000 small arrays were planned at the 25 ms an item the big ones cost and sent to processes at
+    4-9x the loop's time (data-science trial). An array item ``COST_SHIFT`` times off the size the cost was
+    measured on has its first item run here, and the call is planned at what it costs now."""
+    small = [np.ones(128) for _ in range(2000)]
+    for measured_on, rechecked in ((8_000_000, True), (1_100, False), (0, False)):
+        planner = planning.Planner()
+        planner.knowledge.teach(np.sum, Facts(25e-3, 1.0, 40, "", None, result_error="", item_bytes=measured_on))
+        plan = planner.plan(planning.Call(np.sum, small, ParallelConfig(max_workers=2), "auto", None, None, None,
+                                          frozenset({"processes"}), 5))
+        if not rechecked:  # the same size, or no size known: planned on its recall
+            assert plan.probe.n == 0 and plan.probe.known, (measured_on, plan.detail)
+            continue
+        assert plan.probe.n == 1 and not plan.probe.known, plan.detail
+        assert plan.probe.seconds_per_item is not None and plan.probe.seconds_per_item < 25e-3 / 100
+        assert plan.strategy != "processes", plan.detail

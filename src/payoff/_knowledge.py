@@ -164,6 +164,9 @@ class Facts:
     result_error: str | None = None
     """Why the last result a probe checked could not be pickled ("": it pickled; None: none was checked yet).
     Unless it pickled, each later call that would send results checks its first result again."""
+    item_bytes: int = 0
+    """Pickled bytes of the item a probe last ran here and sized (0: none): a call of arrays ``COST_SHIFT`` times
+    larger or smaller has its first item run here again (``planning._items_resized``)."""
     result_bytes: int = 0
     """Pickled bytes of one result: a probe's first result, then what a process pool's results averaged. A
     call that recalls the function runs no item here, so without it results would be priced as free."""
@@ -273,7 +276,7 @@ class Knowledge:
         facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
                       result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
-                      measured_items=probe.n, delegates=probe.delegates)
+                      measured_items=probe.n, delegates=probe.delegates, item_bytes=probe.item_bytes)
         with self._lock:
             self._store(key, facts)
 
@@ -290,7 +293,7 @@ class Knowledge:
             if probe.result_error is not None:
                 facts.result_error = probe.result_error
             if probe.outcome is not None and probe.outcome.n_done:
-                facts.result_bytes = probe.result_bytes
+                facts.result_bytes, facts.item_bytes = probe.result_bytes, probe.item_bytes
 
     def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float,
                        without_gil: bool = False, n_items: int = SOUND_ITEMS) -> None:

@@ -34,7 +34,7 @@ from payoff._knowledge import (
     cost_shifted,
 )
 from payoff._outer_pools import outer_pool
-from payoff._payload import cloudpickled_size, measure_payload
+from payoff._payload import cloudpickled_size, measure_payload, pickled_size
 from payoff._probe import (
     GIL_BOUND_CORES,
     PROBE_MAX_ITEMS,
@@ -1031,7 +1031,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         _void_verdicts_if_shifted(probe, known)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
-    elif sends and known is not None and known.result_error != "":
+    elif sends and known is not None and (known.result_error != "" or _items_resized(call, known)):
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
             probe.outcome, seconds = bounded(call, 1, 1)
             _overturn_recall(probe, seconds)
@@ -1071,6 +1071,21 @@ def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:
         return
     if cost_shifted(cost, known.seconds_per_item):
         probe.verdicts = {}
+
+
+def _items_resized(call: Call, known: Facts) -> bool:
+    """This call's first item is an array (or bytes) ``COST_SHIFT`` times larger or smaller than those the
+    function's cost was measured on: its first item runs here to check it (``_overturn_recall``). A helper first
+    mapped over 8 MB arrays, then over 1 KB ones, was planned at 25 ms an item and sent to processes at 4-9x the
+    loop's time (data-science trial). Sized without pickling: other items are left to the serial run's budget."""
+    was = known.item_bytes
+    if was <= 0 or not call.items:
+        return False
+    first = call.items[0]
+    if not (isinstance(first, (bytes, bytearray)) or type(first).__name__ == "ndarray"):
+        return False
+    now = pickled_size(first)
+    return max(now, was) > COST_SHIFT * min(now, was)
 
 
 def _overturn_recall(probe: Probe, seconds: float) -> None:
