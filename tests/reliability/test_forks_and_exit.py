@@ -508,14 +508,20 @@ def test_a_script_piped_into_python_under_spawn_is_named_as_what_workers_cannot_
         if __name__ == "__main__":
             ex = ParallelExecutor(ParallelConfig(strategy="processes", start_method="spawn", max_workers=2,
                                                  tiny_workload_threshold=0.0))
-            assert ex.map(square, range(20)) == [x * x for x in range(20)]
-            print(ex.last_record.selected_strategy, ex.last_record.fallback_detail, flush=True)
+            for _ in range(3):
+                assert ex.map(square, range(20)) == [x * x for x in range(20)]
+                print(ex.last_record.selected_strategy, ex.last_record.pool_starts, ex.last_record.fallback_detail,
+                      flush=True)
     ''')
     done = subprocess.run([sys.executable, "-"], input=guarded, capture_output=True, text=True, cwd=ROOT,
                           env=CHILD_ENV, timeout=GUARD_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("serial") and "'<stdin>'" in done.stdout and "from a file" in done.stdout, \
-        done.stdout
+    calls = done.stdout.splitlines()
+    assert len(calls) == 3 and all(line.startswith("serial") and "'<stdin>'" in line and "from a file" in line
+                                   for line in calls), done.stdout
+    # a start that cannot succeed while the program runs is not tried again on every call (each try cost
+    # ~0.1-0.25 s and printed two workers' tracebacks: environments trial, 5 of 5 calls)
+    assert done.stderr.count("Traceback") <= 2, done.stderr[-3000:]
 
 
 CHILD_PROCESS_SCRIPT = textwrap.dedent("""
