@@ -83,7 +83,8 @@ class ParallelConfig:
     CPUs ``joblib.Parallel(n_jobs=-1)`` counts there (``LOKY_MAX_CPU_COUNT``).
     None: the CPU capacity divided by the workers, at least 1, as loky does under ``joblib.Parallel``, leaving
     alone a library whose variable (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``LOKY_MAX_CPU_COUNT``, ...)
-    the user set. A number: that many, over those variables too. 0: leave the libraries as they are. Threads
+    the user set to no more than that (a larger one would have every worker oversubscribe the CPUs). A number:
+    that many, over those variables too. 0: leave the libraries as they are. Threads
     and dask workers are not limited. Part of a pool's identity."""
 
     def __post_init__(self) -> None:
