@@ -38,7 +38,7 @@ from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.progress import SHOW_AFTER_SECONDS, interactive
 from payoff.reasons import Reason
 from payoff.record import ChunkStats, RecordBuilder, waits_mostly
-from payoff.scheduling import IMAP_CHUNK_SECONDS, GuidedChunks
+from payoff.scheduling import IMAP_CHUNK_SECONDS, POOL_CHUNK_SECONDS, SHARED_CHUNK_SECONDS, GuidedChunks
 from payoff.strategies import ChunkTask, Strategy, make_strategy
 from payoff.strategies.base import PoolClosedError, closed_pool
 from payoff.strategies.external import ExternalStrategy, external_workers
@@ -802,6 +802,8 @@ class MapRun:
 
     def _next_task(self) -> ChunkTask | None:
         size = self.sizer.next(self._left_to_take())
+        if self.lease is not None:  # a pool others may join, or share now: their chunks queue behind this one's
+            size = self.sizer.within(size, SHARED_CHUNK_SECONDS if self.lease.crowded() else POOL_CHUNK_SECONDS)
         part = None if self.source_done else self.source.take(size)
         if part is None:
             self.source_done = True

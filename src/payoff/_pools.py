@@ -142,6 +142,11 @@ class Lease:
         entry = self._entry
         return self._shared or (entry is not None and entry.taken != self._taken)
 
+    def crowded(self) -> bool:
+        """Whether another call holds a lease on this pool now (its chunks queue with this call's)."""
+        entry = self._entry
+        return entry is not None and len(entry.holders) > 1
+
     def ran(self, start_ns: int, end_ns: int) -> None:
         """A chunk of this lease's call ran on the pool: kept while another lease is held, which may need it."""
         entry = self._entry
