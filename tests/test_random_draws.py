@@ -7,6 +7,8 @@ same numbers, so half the resamples of a bootstrap were repeats (data-science tr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -14,9 +16,17 @@ from payoff import ParallelConfig, ParallelExecutor
 from tests import tasks
 
 
+@pytest.fixture
+def seeded() -> Iterator[None]:
+    """The parent's generator seeded, as a user's script does, and put back afterwards for the other tests."""
+    state = np.random.get_state()
+    np.random.seed(0)
+    yield
+    np.random.set_state(state)
+
+
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
-def test_every_worker_draws_its_own_numbers(strategy: str) -> None:
-    np.random.seed(0)  # the parent's state, which a forked worker copies
+def test_every_worker_draws_its_own_numbers(strategy: str, seeded: None) -> None:
     config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
     with ParallelExecutor(config) as ex:
         draws = ex.map(tasks.draw_after_spin, range(60), chunksize=1)

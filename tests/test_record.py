@@ -461,7 +461,7 @@ def test_with_no_recent_loop_the_caller_measures_one() -> None:
     _loop_waits.forget()
     waited = _loop_waits.recent_or_measured()
     assert waited is not None and waited >= 0
-    assert _loop_waits._cpu >= _loop_waits.SPIN_CPU_SECONDS
+    assert _loop_waits._cpu > 0 and _loop_waits._at > 0  # 12 ms of CPU, or what 30 ms of wall time gave
     _loop_waits.forget()
 
 
@@ -470,7 +470,7 @@ def test_loop_samples_fade_with_their_age() -> None:
     _loop_waits.note(40_000_000, 20_000_000, now=100.0)
     assert _loop_waits.per_cpu_second(now=100.0) == pytest.approx(0.5)
     assert _loop_waits.per_cpu_second(now=100.0 + _loop_waits.HALF_LIFE_SECONDS) == pytest.approx(0.5)
-    assert _loop_waits.per_cpu_second(now=100.0 + 3 * _loop_waits.HALF_LIFE_SECONDS) is None  # 5 ms left
+    assert _loop_waits.per_cpu_second(now=100.0 + 4 * _loop_waits.HALF_LIFE_SECONDS) is None  # 2.5 ms left
     _loop_waits.note(40_000_000, 0, now=100.0 + _loop_waits.HALF_LIFE_SECONDS)  # a quieter loop since
     assert _loop_waits.per_cpu_second(now=100.0 + _loop_waits.HALF_LIFE_SECONDS) == pytest.approx(10 / 60)
     _loop_waits.forget()

@@ -140,22 +140,17 @@ _CANCELLED_AT_EXIT = "payoff: the submitted call was cancelled: the program is e
 
 
 class QuietAtExit(Future[Any]):
-    """A future the program's end may cancel: a daemon thread waiting for it ends quietly then (see
-    :func:`ended_with_the_program`); the future itself is cancelled as any other, for every other reader."""
+    """A future the program's end may cancel: a daemon thread that was waiting in ``result()`` for it ends
+    quietly then (see :func:`ended_with_the_program`); the future itself is cancelled as any other, and a reader
+    of a future already done (a done-callback, on the pool's thread) gets ``CancelledError`` as ever: a
+    ``SystemExit`` there escaped the callbacks' loop and left the other futures un-notified."""
 
     def result(self, timeout: float | None = None) -> Any:
+        waited = not self.done()
         try:
             return super().result(timeout)
         except CancelledError:
-            if program_ending():
-                raise ended_with_the_program(_CANCELLED_AT_EXIT) from None
-            raise
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        try:
-            return super().exception(timeout)
-        except CancelledError:
-            if program_ending():
+            if waited and program_ending():
                 raise ended_with_the_program(_CANCELLED_AT_EXIT) from None
             raise
 

@@ -22,9 +22,12 @@ import time
 from payoff.worker import run_queue_ns, run_queue_readable
 
 HALF_LIFE_SECONDS = 10.0
-MIN_CPU_SECONDS = 0.01
+MIN_CPU_SECONDS = 0.005
 """Less CPU time than this in the recent samples is a few scheduler slices: no measurement."""
 SPIN_CPU_SECONDS = 0.012
+SPIN_WALL_SECONDS = 0.03
+"""A spin stops here however little CPU it got: under 3 busy programs on 2 cores 12 ms of CPU took 32-97 ms,
+all of it the caller's latency (the record's wall time is taken before)."""
 REFRESH_SECONDS = 3.0
 
 _lock = threading.Lock()
@@ -62,9 +65,9 @@ def recent_or_measured() -> float | None:
     recent = per_cpu_second(now)
     if (recent is not None and now - _at < REFRESH_SECONDS) or not run_queue_readable():
         return recent
-    cpu0, runq0 = time.thread_time_ns(), run_queue_ns()
-    end = cpu0 + int(SPIN_CPU_SECONDS * 1e9)
-    while time.thread_time_ns() < end:
+    cpu0, runq0, wall0 = time.thread_time_ns(), run_queue_ns(), time.monotonic()
+    end, wall_end = cpu0 + int(SPIN_CPU_SECONDS * 1e9), wall0 + SPIN_WALL_SECONDS
+    while time.thread_time_ns() < end and time.monotonic() < wall_end:
         pass
     note(time.thread_time_ns() - cpu0, run_queue_ns() - runq0)
     return per_cpu_second()

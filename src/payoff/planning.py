@@ -1059,7 +1059,8 @@ def _one_each(call: Call, workers: int) -> bool:
     """A named backend with no more items than workers: each item is a worker's, none runs here first. A probe
     of the first ran it alone in the caller, and a call of 2 items of 0.3 s on 2 named threads then ran its
     second alone as well, serially, as "too few to split" (data-science trial: 0.6 s for 0.3 s)."""
-    return call.requested != "auto" and call.decide_after_first is None and 0 < len(call.items) <= workers
+    return call.requested != "auto" and call.decide_after_first is None and 0 < len(call.items) <= workers \
+        and call.config.tiny_workload_threshold is None  # a threshold asks for small work to be measured here
 
 
 def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:

@@ -793,17 +793,36 @@ def _ends(items: Any) -> list[Any]:
 
 def _of_main(item: Any) -> bool:
     """The item, or a value one level inside it (a tuple, list or dict), is of a ``__main__`` class."""
-    if type(item).__module__ == "__main__":
-        return True
+    return bool(_main_parts(item))
+
+
+def _main_parts(item: Any) -> list[Any]:
+    """The item and the values one level inside it (a tuple, list or dict) that are of a ``__main__`` class."""
     inner = list(item.values())[:_SAMPLE] if isinstance(item, dict) else \
-        item[:_SAMPLE] if isinstance(item, (tuple, list)) else ()
-    return any(type(x).__module__ == "__main__" for x in inner)
+        item[:_SAMPLE] if isinstance(item, (tuple, list)) else []
+    return [x for x in (item, *inner) if type(x).__module__ == "__main__"]
 
 
-_MAIN_REFUSED: dict[str, str] = {}
-"""Per start method, why its workers died importing the main script (not a file, no guard): the script stays as
-it is while the program runs, so later starts fail at once, saying why, instead of each spawning workers that
-die (~0.1-0.25 s and two workers' tracebacks a call: environments trial, 5 of 5 calls)."""
+def _spawned_know_class(obj: Any) -> bool:
+    """Spawned workers find ``obj``'s class by name: without this, a chunk of a top-level dataclass's rows was
+    pickled twice to find out (60,000 rows: 198-218 ms of serialization a call, against 60-84 ms)."""
+    cls = type(obj)
+    return _spawned_workers_know(cls, cls.__qualname__.split(".", 1)[0])
+
+
+_MAIN_REFUSED: dict[tuple[str, str, int], str] = {}
+"""Per start method and version of the main script, why its workers died importing it (not a file, no guard):
+while the script stays as it is, later starts fail at once, saying why, instead of each spawning workers that
+die (~0.1-0.25 s and two workers' tracebacks a call: environments trial, 5 of 5 calls). A script edited since
+(a guard added, in a session that runs it again) is tried afresh."""
+
+
+def _main_version() -> tuple[str, int]:
+    path = str(getattr(sys.modules.get("__main__"), "__file__", None) or "")
+    try:
+        return path, os.stat(path).st_mtime_ns
+    except OSError:
+        return path, -1
 
 
 def _spawned_workers_know(obj: Any, top: str) -> bool:
@@ -858,8 +877,11 @@ class ProcessStrategy(PickledPoolStrategy):
     def _unknown_to_workers(self, items: Any) -> bool:
         """A later notebook cell's class as the items of a function the workers know: by name, unpickling
         them in a worker failed with "Can't get attribute 'Point' on <module '__main__'>"."""
-        if not any(_of_main(item) for item in _ends(items)):
+        ends = _ends(items)
+        if not any(_of_main(item) for item in ends):
             return False  # the common case, checked for its price: a whole second pickling of every chunk
+        if self._forked_main is None and all(_spawned_know_class(x) for item in ends for x in _main_parts(item)):
+            return False  # spawned workers define these classes as the script's top level does: by name
         finder = _MainFinder(io.BytesIO(), self._workers_know)
         finder.dump(items)
         return finder.missing is not None
@@ -902,7 +924,7 @@ class ProcessStrategy(PickledPoolStrategy):
                 if "__main__" in sys.modules else None
         forkserver = method == "forkserver"  # the forkserver forks those, and they watch this process too
         parent, owner = (None, os.getpid()) if forkserver else (os.getpid(), None)
-        refused = _MAIN_REFUSED.get(method)
+        refused = _MAIN_REFUSED.get((method, *_main_version()))
         if refused is not None:  # the script is what it was: this start would fail as the last one did
             raise BrokenProcessPool(refused)
         try:
@@ -913,7 +935,8 @@ class ProcessStrategy(PickledPoolStrategy):
             hint = unguarded_main_hint(method)
             if hint is None:
                 raise
-            why = _MAIN_REFUSED[method] = f"payoff: the {self.name} pool's workers died as they started: {hint}"
+            why = f"payoff: the {self.name} pool's workers died as they started: {hint}"
+            _MAIN_REFUSED[(method, *_main_version())] = why
             raise BrokenProcessPool(why) from exc
 
     def shutdown(self, wait: bool = True) -> None:

@@ -25,7 +25,9 @@ class MainNames(NamedTuple):
     defined: frozenset[str]
     """Names the script binds at its top level, outside its guard: the worker's ``__mp_main__`` has them."""
     rebound: frozenset[str]
-    """Names the parent may hold another object under: bound under the guard, or declared ``global``."""
+    """Names the parent may hold another object under: those bound under the guard. A ``global`` statement is
+    not counted: the usual one loads a model once per worker (``global _model``), and sent by value for it the
+    function loaded it again on every chunk."""
 
 
 def spawned_main_names() -> MainNames | None:
@@ -48,7 +50,7 @@ def _read(path: str, version: int) -> MainNames | None:
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return None
     defined: set[str] = set()
-    rebound = {name for node in ast.walk(tree) if isinstance(node, ast.Global) for name in node.names}
+    rebound: set[str] = set()
     for statement in tree.body:
         if isinstance(statement, ast.If) and names_main(statement.test):
             rebound |= _bound(statement.body)
