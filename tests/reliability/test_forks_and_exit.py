@@ -919,10 +919,15 @@ DAEMONS_AT_EXIT = textwrap.dedent("""
     ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0))
     inside = threading.Semaphore(0)
 
-    def serve():  # a server's request thread: maps until the program ends
+    def serve():  # a server's request thread: maps, or waits for a submitted call, until the program ends
         while True:
-            inside.release()
-            ex.map(tasks.spin, range(4000), chunksize=50)
+            if sys.argv[2:] == ["submit"]:
+                future = ex.submit(tasks.nap_ms, 5_000)
+                inside.release()
+                future.result()
+            else:
+                inside.release()
+                ex.map(tasks.spin, range(4000), chunksize=50)
 
     for _ in range(3):
         threading.Thread(target=serve, daemon=True).start()
@@ -973,36 +978,12 @@ def test_a_map_in_a_thread_the_program_waits_for_finishes_as_the_main_thread_end
     assert proc.returncode == (1 if end == "raise" else 0), proc.stderr[-3000:]
 
 
-DAEMONS_WAIT_AT_EXIT = textwrap.dedent("""
-    import sys, threading, time
-    from payoff import ParallelConfig, ParallelExecutor
-    from tests import tasks
-
-    strategy = sys.argv[1]
-    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
-    waiting = threading.Semaphore(0)
-
-    def serve():  # a request thread: waits for a submitted call until the program ends
-        while True:
-            future = ex.submit(tasks.nap_ms, 5_000)
-            waiting.release()
-            future.result()
-
-    for _ in range(3):
-        threading.Thread(target=serve, daemon=True).start()
-    for _ in range(3):
-        waiting.acquire()
-    time.sleep(0.3)
-    print("main returns", flush=True)
-""")
-
-
 @pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])
 def test_a_program_ending_while_daemon_threads_wait_for_submitted_calls_ends_quietly(strategy: str) -> None:
     """As for maps: the exit hook cancels the calls still queued or running, and each daemon thread waiting in
     ``result()`` printed "Exception in thread ... CancelledError" (service trial: 3 of 3, processes and joblib).
     There ``result()`` raises ``SystemExit``; the future itself is cancelled as before."""
-    proc = subprocess.run([sys.executable, "-c", DAEMONS_WAIT_AT_EXIT, strategy], cwd=ROOT, env=CHILD_ENV,
+    proc = subprocess.run([sys.executable, "-c", DAEMONS_AT_EXIT, strategy, "submit"], cwd=ROOT, env=CHILD_ENV,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "main returns" in proc.stdout
