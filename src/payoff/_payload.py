@@ -140,9 +140,15 @@ def _dumps_loads(obj: Any) -> tuple[int, int]:
 
 def pickled_size(obj: Any) -> int:
     """Bytes ``obj`` pickles to; buffers are sized without copying them (a 1 MiB array pickles in ~1 ms)."""
+    size = size_of_buffer(obj)
+    return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) if size is None else size
+
+
+def size_of_buffer(obj: Any) -> int | None:
+    """The pickled bytes of a numpy array (not of objects) or of ``bytes``, read without pickling; None for others."""
     np = imported("numpy")  # not imported yet: no item can be an array
     if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
         return int(obj.nbytes) + _ARRAY_PICKLE_HEADER
     if type(obj) in (bytes, bytearray):
         return len(obj) + _BYTES_PICKLE_HEADER
-    return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    return None

@@ -34,7 +34,7 @@ from payoff._knowledge import (
     cost_shifted,
 )
 from payoff._outer_pools import outer_pool
-from payoff._payload import cloudpickled_size, measure_payload, pickled_size
+from payoff._payload import cloudpickled_size, measure_payload, size_of_buffer
 from payoff._probe import (
     GIL_BOUND_CORES,
     PROBE_MAX_ITEMS,
@@ -1080,13 +1080,8 @@ def _items_resized(call: Call, known: Facts) -> bool:
     mapped over 8 MB arrays, then over 1 KB ones, was planned at 25 ms an item and sent to processes at 4-9x the
     loop's time (data-science trial). Sized without pickling: other items are left to the serial run's budget."""
     was = known.item_bytes
-    if was <= 0 or not call.items:
-        return False
-    first = call.items[0]
-    if not (isinstance(first, (bytes, bytearray)) or type(first).__name__ == "ndarray"):
-        return False
-    now = pickled_size(first)
-    return max(now, was) > COST_SHIFT * min(now, was)
+    now = size_of_buffer(call.items[0]) if was > 0 and call.items else None
+    return now is not None and max(now, was) > COST_SHIFT * min(now, was)
 
 
 def _overturn_recall(probe: Probe, seconds: float) -> None:

@@ -41,7 +41,7 @@ from payoff.strategies.base import CANCEL_ALL, ChunkTask, StartStop, Strategy, c
 from payoff.strategies.main_guard import spawned_workers_import_main, unguarded_main_hint
 from payoff.strategies.reach import WorkerImports, send_by_value
 from payoff.strategies.reloads import CodeWatch, Reload
-from payoff.strategies.spawned_main import spawned_main_names
+from payoff.strategies.spawned_main import main_script_version, spawned_main_names
 from payoff.worker import (
     SET_BY_INITIALIZER,
     ChunkOutcome,
@@ -817,17 +817,9 @@ die (~0.1-0.25 s and two workers' tracebacks a call: environments trial, 5 of 5 
 (a guard added, in a session that runs it again) is tried afresh."""
 
 
-def _main_version() -> tuple[str, int]:
-    path = str(getattr(sys.modules.get("__main__"), "__file__", None) or "")
-    try:
-        return path, os.stat(path).st_mtime_ns
-    except OSError:
-        return path, -1
-
-
 def _spawned_workers_know(obj: Any, top: str) -> bool:
     """Spawned workers run the script's top level again: they know a name it binds outside its guard, unless
-    the guard (or a ``global`` statement) may have bound it, or a global the function reads, to another object
+    the guard may have bound it, or a global the function reads, to another object
     here (:mod:`payoff.strategies.spawned_main`). Without a script to import (a notebook, ``python -c``), none."""
     names = spawned_main_names() if spawned_workers_import_main() else None
     if names is None or top not in names.defined or top in names.rebound:
@@ -924,7 +916,7 @@ class ProcessStrategy(PickledPoolStrategy):
                 if "__main__" in sys.modules else None
         forkserver = method == "forkserver"  # the forkserver forks those, and they watch this process too
         parent, owner = (None, os.getpid()) if forkserver else (os.getpid(), None)
-        refused = _MAIN_REFUSED.get((method, *_main_version()))
+        refused = _MAIN_REFUSED.get((method, *main_script_version()))
         if refused is not None:  # the script is what it was: this start would fail as the last one did
             raise BrokenProcessPool(refused)
         try:
@@ -936,7 +928,7 @@ class ProcessStrategy(PickledPoolStrategy):
             if hint is None:
                 raise
             why = f"payoff: the {self.name} pool's workers died as they started: {hint}"
-            _MAIN_REFUSED[(method, *_main_version())] = why
+            _MAIN_REFUSED[(method, *main_script_version())] = why
             raise BrokenProcessPool(why) from exc
 
     def shutdown(self, wait: bool = True) -> None:

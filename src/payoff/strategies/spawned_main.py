@@ -30,16 +30,19 @@ class MainNames(NamedTuple):
     function loaded it again on every chunk."""
 
 
+def main_script_version() -> tuple[str, int]:
+    """The main script's path and modification time: ``("", -1)`` without a script, ``-1`` if it cannot be read."""
+    path = str(getattr(sys.modules.get("__main__"), "__file__", None) or "")
+    try:
+        return path, os.stat(path).st_mtime_ns if path else -1
+    except OSError:
+        return path, -1
+
+
 def spawned_main_names() -> MainNames | None:
     """What the workers' ``__mp_main__`` defines; None when the script cannot be read (then nothing is known)."""
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if not path:
-        return None
-    try:
-        version = os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-    return _read(path, version)
+    path, version = main_script_version()
+    return _read(path, version) if version >= 0 else None
 
 
 @functools.lru_cache(maxsize=8)
