@@ -578,3 +578,17 @@ def draw_after_spin(x: int) -> int:
 
     spin(x, 20_000)
     return int(np.random.randint(0, 2**62))
+
+
+def crash_once_main_returned(item: tuple[str, int, int]) -> int:
+    """``spin(x)``, except item ``crash``: it waits (20 s at most) for the file the main thread writes as it
+    returns, then for a second more, then ends its worker process (``os._exit(7)``): a crash while the
+    program ends."""
+    path, crash, x = item
+    if x == crash:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(1.0)
+        os._exit(7)
+    return spin(x)

@@ -686,9 +686,16 @@ class MapRun:
 
     def _finish_here(self, pool: Strategy, refused: str) -> None:
         """The pool's exit hook refused new work while the program waits for this thread: the chunks it took
-        finish there, the rest run here, in the thread the program's end waits for."""
-        while self.in_flight:
-            self._wait_and_collect(pool)
+        finish there, the rest run here, in the thread the program's end waits for. A worker that dies meanwhile
+        names its item (``WorkerCrashedError``): no fresh pool starts now, and the caller never runs such an item."""
+        try:
+            while self.in_flight:
+                self._wait_and_collect(pool)
+        except BrokenExecutor as exc:
+            lost = self._drain_broken(pool)
+            self._raise_if_stopped()
+            raise self._crash_error(lost[0], pool.exit_codes(exc), "the program was ending, so no fresh pool "
+                                    "could rerun it", exc) from exc
         assert self.lease is not None
         self._release(self.lease)
         self.rec.recover(Reason.POOL_STOPPED, f"the program began to end while this map ran in a thread it waits "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -976,6 +977,53 @@ def test_a_map_in_a_thread_the_program_waits_for_finishes_as_the_main_thread_end
     assert "main returns" in proc.stdout, proc.stderr[-3000:]
     assert "thread: 3000 results, right=True" in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert proc.returncode == (1 if end == "raise" else 0), proc.stderr[-3000:]
+
+
+CRASH_AT_EXIT = textwrap.dedent("""
+    import os, sys, threading, time
+    from payoff import ParallelConfig, ParallelExecutor, WorkerCrashedError
+    from tests import tasks
+
+    strategy, marker = sys.argv[1], sys.argv[2]
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0))
+    ex.map(tasks.spin, range(200), chunksize=20)  # a warm pool
+    inside = threading.Event()
+
+    def job():  # a plain (non-daemon) thread: the program waits for it
+        items = [(marker, 3, x) for x in range(3000)]
+        inside.set()
+        try:
+            ex.map(tasks.crash_once_main_returned, items, chunksize=20)
+        except WorkerCrashedError as exc:
+            print(f"thread: WorkerCrashedError: {exc}", flush=True)
+            print(f"thread: completed {sorted(exc.completed)[:5]}, right="
+                  f"{all(exc.completed[i] == tasks.spin(i) for i in exc.completed)}", flush=True)
+        except BaseException as exc:
+            print(f"thread: {type(exc).__name__}: {exc}", flush=True)
+
+    threading.Thread(target=job).start()
+    inside.wait()
+    time.sleep(0.2)
+    print("main returns", flush=True)
+    open(marker, "w").close()
+""")
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_worker_crash_while_the_program_ends_names_its_item(strategy: str, tmp_path: Path) -> None:
+    """A map in a thread the program waits for finishes its pool's chunks there as the pool's exit hook refuses
+    new ones; a worker that died running one of them surfaced as the pool's own ``BrokenProcessPool``, not as
+    payoff's ``WorkerCrashedError`` naming the item and keeping the results computed (diff review)."""
+    marker = str(tmp_path / "main-returned")
+    proc = subprocess.run([sys.executable, "-c", CRASH_AT_EXIT, strategy, marker], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert "main returns" in proc.stdout, proc.stderr[-3000:]
+    named = re.search(r"thread: WorkerCrashedError: .* running items? (\d+)(?:\.\.(\d+))? of the map", proc.stdout)
+    assert named is not None, proc.stdout + proc.stderr[-3000:]
+    lo, hi = int(named[1]), int(named[2] or named[1])
+    assert lo <= 3 <= hi and hi - lo < 20, proc.stdout  # the chunk that held the item, no other
+    assert "right=True" in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib", "threads"])

@@ -368,15 +368,16 @@ def metrics_reference_markdown() -> str:
     recovered = " and ".join(f"`{r.value}`" for r in recovered_reasons())
     lines += ["", "## Reason codes", "",
               "A record's `fallback_reason` holds a fallback code. Two of them,",
-              f"{recovered}, name a failure the call survived where it ran, by",
-              "rerunning the chunks it lost in fresh workers: such a call did not become serial",
+              f"{recovered}, name a failure the call survived by rerunning the chunks it lost in",
+              "fresh workers (or, for a pool stopped as the program ends, in the calling thread): such a call",
+              "did not fail and was not planned serial",
               "(`MapRecord.fell_back` is False), so it counts in `payoff_recoveries_total`, not in",
               "`payoff_fallbacks_total`, and the reports say it recovered; it still warns",
               "(`ParallelFallbackWarning`). On its `payoff.map` span the code is the attribute",
               "`payoff.recovery_reason` (and a `payoff.recovery` event), and `payoff.fallback_reason` is `none`.",
               "", "| code | kind | meaning | what to do |", "|---|---|---|---|"]
     for r in Reason:
-        kind = "fallback, recovered (stays parallel)" if r.recovered else r.kind
+        kind = "fallback, recovered" if r.recovered else r.kind
         lines.append(f"| `{r.value}` | {kind} | {r.meaning} | {r.advice or '-'} |")
     lines += ["", "## Derived ratios", "",
               "- speedup = `rate(payoff_serial_estimate_seconds_total)` / `rate(payoff_wall_seconds_total)`",
