@@ -592,3 +592,19 @@ def crash_once_main_returned(item: tuple[str, int, int]) -> int:
         time.sleep(1.0)
         os._exit(7)
     return spin(x)
+
+
+def row_score(row: Any) -> float:
+    """A float from an array's row (or element): CPU work in Python on what ``map`` over an array reads."""
+    import numpy as np
+
+    total = 0.0
+    for v in np.ravel(row).tolist():
+        total += v * v
+    return total + spin(0, 200)
+
+
+def row_kind(row: Any) -> tuple[str, tuple[int, ...], bool]:
+    """What an item of an array is: its type, shape and whether it is writable (a view of the input in a loop)."""
+    return type(row).__name__, tuple(getattr(row, "shape", ())), bool(getattr(getattr(row, "flags", None),
+                                                                              "writeable", False))

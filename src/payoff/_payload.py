@@ -18,6 +18,7 @@ from payoff import _out_of_band as out_of_band
 from payoff._imported import imported
 from payoff._knowledge import Pickling, _comparable
 from payoff._probe import PROBE_MAX_ITEMS, Probe
+from payoff.worker import ArrayRows
 
 if TYPE_CHECKING:
     from payoff.planning import Call
@@ -47,7 +48,8 @@ def measure_payload(call: Call, probe: Probe) -> None:
     if not probe.fn_checked:
         _measure_fn(call.fn, probe)
     at = min(probe.n, len(call.items) - 1)
-    probe.item_bytes = _payload_bytes(probe, call.items[at], f"item {at}")
+    shared = call.items.item_bytes if type(call.items) is ArrayRows else None
+    probe.item_bytes = shared if shared is not None else _payload_bytes(probe, call.items[at], f"item {at}")
     results = probe.outcome.results if probe.outcome is not None else []
     if results:
         refused = len(probe.unsendable)
@@ -124,7 +126,7 @@ def _time_pickling(items: Sequence[Any], results: Sequence[Any]) -> Pickling:
 
 def _net_per_item(part: Sequence[Any], empty: tuple[int, int]) -> tuple[float, float]:
     """Seconds per item to dump and to load ``part`` as one list, less what an empty list takes."""
-    dumps, loads = _dumps_loads(list(part))
+    dumps, loads = _dumps_loads(part if type(part) is ArrayRows else list(part))  # as a chunk travels
     n = max(1, len(part)) * 1e9
     return max(0.0, (dumps - empty[0]) / n), max(0.0, (loads - empty[1]) / n)
 
@@ -142,6 +144,14 @@ def pickled_size(obj: Any) -> int:
     """Bytes ``obj`` pickles to; buffers are sized without copying them (a 1 MiB array pickles in ~1 ms)."""
     size = size_of_buffer(obj)
     return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) if size is None else size
+
+
+def first_item_bytes(items: Sequence[Any]) -> int | None:
+    """What the first item adds to a chunk's pickle, when it is sized without pickling: an array's row (or
+    element) as its share of the array's buffer, an array or bytes item as itself; None for others."""
+    if type(items) is ArrayRows:
+        return items.item_bytes
+    return size_of_buffer(items[0]) if items else None
 
 
 def size_of_buffer(obj: Any) -> int | None:

@@ -14,9 +14,10 @@ import itertools
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeGuard, cast, overload
+from typing import Any, cast, overload
 
-from payoff.worker import ListTail, Zipped, until_deadline
+from payoff._imported import imported
+from payoff.worker import ArrayRows, ListTail, Zipped, until_deadline
 
 PLANNED_STREAM_ITEMS = 1024
 """How many items the planner takes a stream it has not seen the end of to have (none are read for that)."""
@@ -39,9 +40,16 @@ def _read_all_by(items: Iterator[Any], deadline: float) -> list[Any]:
     return got
 
 
-def sliced_as_given(items: object) -> TypeGuard[Sequence[Any]]:
-    """Whether an input is used as given (sliced into chunks), not read as a stream."""
-    return type(items) in SLICED_AS_GIVEN and _has_len(cast(Sequence[Any], items))
+def as_given(items: object) -> Sequence[Any] | None:
+    """The input as the sequence payoff slices into chunks, or None when it is read as a stream: a list,
+    tuple or range as it is, a numpy array (not a subclass: its own iteration is what ``map`` reads) as its
+    :class:`~payoff.worker.ArrayRows`."""
+    if type(items) in SLICED_AS_GIVEN:
+        return cast(Sequence[Any], items) if _has_len(cast(Sequence[Any], items)) else None
+    np = imported("numpy")  # not imported yet: the input is no array
+    if np is not None and type(items) is np.ndarray and cast(Any, items).ndim >= 1:
+        return ArrayRows(items)
+    return None
 
 
 def _has_len(items: Sequence[Any]) -> bool:
@@ -62,8 +70,9 @@ class Source:
         self._deadline = deadline
         self._dropped = False
         self._iter: Iterator[Any] | None = None
-        if sliced_as_given(items):
-            self.head: Sequence[Any] = items
+        given = as_given(items)
+        if given is not None:
+            self.head: Sequence[Any] = given
             self.exhausted = True
         elif not lazy:
             self.head = list(items) if deadline is None else _read_all_by(iter(items), deadline)

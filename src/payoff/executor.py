@@ -31,7 +31,7 @@ from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._rescue import Rescue
-from payoff._source import Source, sliced_as_given
+from payoff._source import Source, as_given
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError
 from payoff.observers import CallInfo, CallSite, Observer, Observers
@@ -770,8 +770,9 @@ def _spread(fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]) -> tup
     for it in iterables:
         if not _iterable(it):
             raise TypeError(f"map() needs iterables of items, got {type(it).__name__}")
-    if all(sliced_as_given(it) for it in iterables):
-        return Star(fn), Zipped(cast("tuple[Sequence[Any], ...]", iterables))  # no tuple list built
+    columns = [as_given(it) for it in iterables]
+    if all(c is not None for c in columns):
+        return Star(fn), Zipped(cast("list[Sequence[Any]]", columns))  # no tuple list built
     return Star(fn), zip(*iterables, strict=False)  # the builtin stops at the shortest
 
 

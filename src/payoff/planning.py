@@ -34,7 +34,7 @@ from payoff._knowledge import (
     cost_shifted,
 )
 from payoff._outer_pools import outer_pool
-from payoff._payload import cloudpickled_size, measure_payload, size_of_buffer
+from payoff._payload import cloudpickled_size, first_item_bytes, measure_payload
 from payoff._probe import (
     GIL_BOUND_CORES,
     PROBE_MAX_ITEMS,
@@ -1080,7 +1080,7 @@ def _items_resized(call: Call, known: Facts) -> bool:
     mapped over 8 MB arrays, then over 1 KB ones, was planned at 25 ms an item and sent to processes at 4-9x the
     loop's time (data-science trial). Sized without pickling: other items are left to the serial run's budget."""
     was = known.item_bytes
-    now = size_of_buffer(call.items[0]) if was > 0 and call.items else None
+    now = first_item_bytes(call.items) if was > 0 else None
     return now is not None and max(now, was) > COST_SHIFT * min(now, was)
 
 

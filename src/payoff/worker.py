@@ -306,7 +306,49 @@ class Zipped(Sequence[tuple[Any, ...]]):
         return Zipped, ([c[:self._n] if len(c) > self._n else c for c in self._columns],)
 
 
-_ENDS_AT_LEN = (list, tuple, range, ListTail, Zipped)
+class ArrayRows(Sequence[Any]):
+    """A numpy array's items (its rows, or its scalars when 1-D: what ``map`` over it reads) as a sequence
+    sliced without reading it.
+
+    Read as a list, a 2-D input became one view object per row (2 M rows: +270 MB over a loop), and a chunk
+    of those views pickled row by row: 100,000 rows of 20 floats took 2.9 s to pickle, as one array 0.05 s.
+    A slice is another ``ArrayRows`` of the array's slice (a view), which pickles as that array.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.array)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> ArrayRows: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ArrayRows(self.array[i])
+        return self.array[i]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ArrayRows, (self.array,)
+
+    @property
+    def item_bytes(self) -> int | None:
+        """What one item adds to a chunk's pickle (its share of the array's buffer); None for objects."""
+        if self.array.dtype.hasobject or not len(self.array):
+            return None
+        return int(self.array.nbytes // len(self.array))
+
+
+_ENDS_AT_LEN = (list, tuple, range, ListTail, Zipped, ArrayRows)
 """Sequences whose own iterator stops at their length (a custom ``__getitem__`` may never raise IndexError)."""
 
 
