@@ -608,3 +608,36 @@ def row_kind(row: Any) -> tuple[str, tuple[int, ...], bool]:
     """What an item of an array is: its type, shape and whether it is writable (a view of the input in a loop)."""
     return type(row).__name__, tuple(getattr(row, "shape", ())), bool(getattr(getattr(row, "flags", None),
                                                                               "writeable", False))
+
+
+class Reply(Exception):
+    """An exception returned as a value (a result type), whose ``__init__`` takes two arguments: it pickles,
+    but unpickling it calls ``Reply(*args)`` with its one ``arg`` and fails."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(code)
+        self.detail = detail
+
+
+def reply_on_five(x: int) -> Any:
+    return Reply(x, "bad") if x == 5 else x
+
+
+def _rebuild_token(v: int) -> Token:
+    if v == 13:
+        raise ValueError("cannot rebuild token 13")
+    return Token(v)
+
+
+class Token:
+    """An item that pickles everywhere and unpickles everywhere but for the value 13."""
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_token, (self.v,)
+
+
+def token_value(t: Token) -> int:
+    return t.v

@@ -45,7 +45,16 @@ from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
 from payoff.strategies.start_failure import start_failure_detail
-from payoff.worker import CancelToken, ChunkOutcome, StreamedChunk, in_worker, run_chunk, run_queue_ns, running_on
+from payoff.worker import (
+    UNPICKLING_CHUNK,
+    CancelToken,
+    ChunkOutcome,
+    StreamedChunk,
+    in_worker,
+    run_chunk,
+    run_queue_ns,
+    running_on,
+)
 
 if TYPE_CHECKING:
     from payoff.executor import ParallelExecutor
@@ -906,8 +915,17 @@ class MapRun:
             if exc.code is None and exc.args:  # unpickled as tblib does (dask.distributed installs it on import)
                 exc.code = cast("int | str | None", exc.args[0] if len(exc.args) == 1 else exc.args)
             raise
+        except Exception as exc:
+            if UNPICKLING_CHUNK in getattr(exc, "__notes__", ()):
+                exc.add_note(f"payoff: the chunk held {_items_of(task)} of the map (chunk {task.index})")
+            raise
         t0 = time.perf_counter_ns()
-        outcome = pool.collect(raw, task)
+        try:
+            outcome = pool.collect(raw, task)
+        except Exception as exc:  # the function's error is inside the outcome: this is the caller's unpickling
+            raise pickle.UnpicklingError(
+                f"payoff: the results of {_items_of(task)} of the map (chunk {task.index}) came back but cannot "
+                f"be unpickled in the caller: {type(exc).__name__}: {exc}") from exc
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         where = "caller" if isinstance(pool, SerialStrategy) else "retry" if task.retry else "pool"
         stats = self.rec.add(outcome, where, task.submit_ns)
@@ -1151,7 +1169,7 @@ class MapRun:
     def _crash_error(self, task: ChunkTask, codes: list[int], why: str, cause: BaseException) -> WorkerCrashedError:
         code = _culprit_code(codes)
         item = task.first if len(task.items) == 1 else None
-        where = f"item {item}" if item is not None else f"items {task.first}..{task.first + len(task.items) - 1}"
+        where = _items_of(task)
         err = WorkerCrashedError(
             f"payoff: a worker process died ({describe_exit(code)}) running {where} of the map "
             f"(chunk {task.index}); {why}. The caller's process never runs an item that crashed a worker.",
@@ -1231,6 +1249,10 @@ def _halves(task: ChunkTask) -> list[ChunkTask]:
     mid = len(task.items) // 2
     parts = [(task.first, task.items[:mid]), (task.first + mid, task.items[mid:])]
     return [ChunkTask(task.index, lo, items, task.cancel, retry=True, alone=True) for lo, items in parts]
+
+
+def _items_of(task: ChunkTask) -> str:
+    return f"item {task.first}" if len(task.items) == 1 else f"items {task.first}..{task.first + len(task.items) - 1}"
 
 
 def _culprit_code(codes: list[int]) -> int | None:

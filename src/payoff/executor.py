@@ -20,10 +20,10 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, SupportsIndex, cast
 
 from payoff import _exit, _forks, _spare_threads, planning
 from payoff._event_loop import blocking_loop, warn_if_held
@@ -32,7 +32,7 @@ from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._rescue import Rescue
 from payoff._source import Source, as_given
-from payoff.config import ParallelConfig
+from payoff.config import MAX_SECONDS, ParallelConfig
 from payoff.errors import PoolStartTimeoutError
 from payoff.observers import CallInfo, CallSite, Observer, Observers
 from payoff.reasons import Reason
@@ -246,6 +246,7 @@ class ParallelExecutor:
         """
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {fn!r}")
+        _check_not_async(fn, "submit()")
         self._check_open()
         config = self.config
         name = config.strategy_name
@@ -292,10 +293,10 @@ class ParallelExecutor:
             self._end()
             raise
         if rescue is not None and getattr(future, "rescue", None) is rescue:
-            future.add_done_callback(functools.partial(self._rescued_ended, cast("Rescue", rescue)))
+            future.add_done_callback(_Once(functools.partial(self._rescued_ended, cast("Rescue", rescue))))
         elif not here:  # a call run here gave its lease back already
-            future.add_done_callback(lambda f: self._done_submitted(lease, f))
-        future.add_done_callback(lambda _: self._end())
+            future.add_done_callback(_Once(functools.partial(self._done_submitted, lease)))
+        future.add_done_callback(_Once(lambda _: self._end()))
         return future
 
     def _rescued_ended(self, rescue: Rescue, future: Future[Any]) -> None:
@@ -755,6 +756,14 @@ def _idle_loop(ref: weakref.ReferenceType[ParallelExecutor], wake: threading.Eve
         wake.clear()
 
 
+def _known_empty(items: object) -> bool:
+    """An empty sized input has nothing to wait for, so a spent timeout returns ``[]`` as ``Executor.map`` does."""
+    try:
+        return isinstance(items, Sized) and len(items) == 0
+    except Exception:  # a broken __len__ is the call's to report, not this check's
+        return False
+
+
 def _iterable(obj: object) -> bool:
     """What ``iter()`` takes: ``__iter__``, or the old sequence protocol (``__getitem__`` from 0 to an IndexError)."""
     return isinstance(obj, Iterable) or (hasattr(type(obj), "__getitem__") and not isinstance(obj, type))
@@ -781,6 +790,8 @@ def _config_from(max_workers: object, strategy: object, config: object) -> Paral
         if config is not None:
             raise TypeError("pass the config once: positionally or as config=, not both")
         max_workers, config = None, max_workers
+    if not isinstance(max_workers, (int, type(None))) and hasattr(type(max_workers), "__index__"):  # a numpy integer
+        max_workers = operator.index(cast("SupportsIndex", max_workers))
     if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)):
         raise TypeError("ParallelExecutor's first argument is max_workers (an int) or a ParallelConfig, "
                         f"got {type(max_workers).__name__}: {max_workers!r}")
@@ -832,27 +843,49 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
         raise ValueError(f"granularity must be None, 'auto', 'instance' or 'feature', got {granularity!r}")
     if not isinstance(workload, str) or not workload:
         raise ValueError(f"workload must be a non-empty str (a telemetry label), got {workload!r}")
-    if releases_gil not in (None, True, False):
+    if releases_gil is not None and releases_gil is not True and releases_gil is not False:
         raise ValueError(f"releases_gil must be None, True or False, got {releases_gil!r}")
-    if progress not in (None, True, False):
+    if progress is not None and progress is not True and progress is not False:
         raise ValueError(f"progress must be None, True or False, got {progress!r}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not -math.inf < timeout < math.inf):
-        raise ValueError(f"timeout must be None or a finite number of seconds, got {timeout!r}")
-    if timeout is not None and timeout <= 0:  # a deadline already past (``deadline - time.monotonic()``)
+                                or not -math.inf < timeout <= MAX_SECONDS):
+        raise ValueError(f"timeout must be None or a number of seconds up to {MAX_SECONDS} (one year), "
+                         f"got {timeout!r}")
+    if timeout is not None and timeout <= 0 and not _known_empty(items):  # a deadline already past
         raise TimeoutError(f"payoff: timeout={timeout:g} s had run out before the call started; no item ran")
 
 
-def _check_not_async(fn: object) -> None:
+def _check_not_async(fn: object, caller: str = "map()") -> None:
     """An ``async def`` function called in a worker only makes a coroutine, and none of its body runs: the call
     returned a list of never-awaited coroutines, recorded as a ``tiny_workload`` fallback whose advice was to
-    force parallelism. Refused before anything runs."""
-    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+    force parallelism. Refused before anything runs, also as a callable object's ``async def __call__``."""
+    target = fn if inspect.isroutine(fn) or isinstance(fn, functools.partial) else type(fn).__call__
+    kind = "an async generator function (async def with yield): calling it only makes an async generator" \
+        if inspect.isasyncgenfunction(target) else \
+        "a coroutine function (async def): calling it only makes a coroutine" \
+        if inspect.iscoroutinefunction(target) else None
+    if kind is not None:
         name = getattr(fn, "__qualname__", None) or repr(fn)
         raise TypeError(
-            f"map() runs plain functions; {name} is a coroutine function (async def): calling it only makes a "
-            "coroutine, none of its body would run. Run async I/O on the event loop (asyncio.gather); from a "
-            "coroutine, run CPU-bound plain functions as `await asyncio.to_thread(ex.map, fn, items)`")
+            f"{caller} runs plain functions; {name} is {kind}, none of its body would run. Run async I/O on the "
+            "event loop (asyncio.gather); from a coroutine, run CPU-bound plain functions as "
+            "`await asyncio.to_thread(ex.map, fn, items)`")
+
+
+class _Once:
+    """A future's done-callback that lets go of what it calls once it ran: a future keeps its callbacks for as
+    long as it lives, and those holding the executor kept a dropped executor's pool and worker processes alive
+    for as long as the user kept the future of one ``submit`` (until the idle timeout, 300 s by default)."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[Future[Any]], object]) -> None:
+        self._fn: Callable[[Future[Any]], object] | None = fn
+
+    def __call__(self, future: Future[Any]) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn(future)
 
 
 class _Records(deque[MapRecord]):

@@ -944,6 +944,9 @@ def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
     return loaded, size
 
 
+UNPICKLING_CHUNK = "payoff: a worker could not unpickle the chunk it was sent (an item's pickle failed to load)"
+
+
 def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     """Process entry point: the parent pre-pickles so it can count the bytes exactly.
 
@@ -951,7 +954,11 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     cloudpickle could send returns objects of classes only it can send back
     (a dataclass or exception defined in the user's script).
     """
-    shipped, items, first, index, budget_ns, mark_in, check_each = pickle.loads(payload)
+    try:
+        shipped, items, first, index, budget_ns, mark_in, check_each = pickle.loads(payload)
+    except Exception as exc:  # the pool reports it; the parent names the chunk's items (``UNPICKLING_CHUNK``)
+        _add_note(exc, UNPICKLING_CHUNK)
+        raise
     fn, loaded = _resolve(shipped)
     return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
                         check_each=check_each)

@@ -1,0 +1,143 @@
+"""Input a user rarely means, each found by the bad-input trial: a clear error naming what was wrong, or what
+the builtin ``map`` and ``concurrent.futures`` do; nothing left running."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import os
+import pickle
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
+from tests.conftest import children_of
+
+FORCE = {"tiny_workload_threshold": 0.0}
+
+
+class _AsyncCallable:
+    async def __call__(self, x: int) -> int:
+        return x
+
+
+async def _coroutine_fn(x: int) -> int:
+    return x
+
+
+async def _async_gen_fn(x: int):  # type: ignore[no-untyped-def]
+    yield x
+
+
+def _workers() -> set[int]:
+    """This process's children but the resource trackers multiprocessing and loky start once per process."""
+    out = set()
+    for pid in children_of(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"resource_tracker" in fh.read():
+                    continue
+        except OSError:
+            continue
+        out.add(pid)
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["processes", "threads", "joblib"])
+def test_a_kept_future_does_not_keep_a_dropped_executors_workers(strategy: str) -> None:
+    """A dropped executor stops its pools when collected (as a dropped ``ProcessPoolExecutor`` does), also
+    while a future of its ``submit`` is kept: the future's done-callbacks held the executor, so two worker
+    processes per dropped executor lived on until the future went or the idle timeout (300 s) passed."""
+    before = _workers()
+    threads_before = set(threading.enumerate())
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
+    future = ex.submit(tasks.square, 3)
+    assert future.result() == 9
+    started = _workers() - before
+    threads = {t for t in set(threading.enumerate()) - threads_before if t.name.startswith("payoff")}
+    assert started or threads
+    del ex
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        gc.collect()
+        if not started & _workers() and not any(t.is_alive() for t in threads):
+            break
+        time.sleep(0.05)
+    assert not started & _workers(), "the dropped executor's workers still run"
+    assert not [t.name for t in threads if t.is_alive()], "the dropped executor's threads still run"
+    assert future.result() == 9
+
+
+@pytest.mark.parametrize("fn", [_AsyncCallable(), functools.partial(_coroutine_fn), _async_gen_fn],
+                         ids=["async __call__", "partial of async def", "async generator"])
+def test_async_callables_are_refused_by_map_and_submit(fn: object) -> None:
+    """An object whose ``__call__`` is ``async def`` made a list of never-awaited coroutines (serial, threads,
+    auto); ``submit`` took any async function. Both refuse now, naming what the callable is."""
+    with ParallelExecutor() as ex:
+        with pytest.raises(TypeError, match="async") as mapped:
+            ex.map(fn, [1, 2, 3])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="async") as submitted:
+            ex.submit(fn, 1)  # type: ignore[arg-type]
+    if fn is _async_gen_fn:
+        assert "async generator" in str(mapped.value) and "async generator" in str(submitted.value)
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_a_timeout_beyond_a_year_is_refused_naming_the_limit(strategy: str) -> None:
+    """``timeout=1e10`` passed the check ("a finite number of seconds") and then raised ``OverflowError:
+    timestamp out of range for platform time_t`` from a thread wait; the config's own seconds stop at a year."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, **FORCE)) as ex:
+        with pytest.raises(ValueError, match="timeout") as refused:
+            ex.map(tasks.square, range(10), timeout=1e10)
+        assert "year" in str(refused.value)
+        assert ex.map(tasks.square, range(10), timeout=3e7) == [x * x for x in range(10)]
+
+
+def test_an_empty_input_under_a_spent_timeout_is_an_empty_result() -> None:
+    """``Executor.map([], timeout=0)`` returns nothing to wait for; payoff raised ``TimeoutError``."""
+    with ParallelExecutor() as ex:
+        assert ex.map(tasks.square, [], timeout=0) == []
+        with pytest.raises(TimeoutError):
+            ex.map(tasks.square, [1], timeout=0)
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_result_the_caller_cannot_unpickle_is_not_raised_as_the_functions_error(strategy: str) -> None:
+    """The builtin map returns ``Reply(5, "bad")``; unpickled in the caller it raised ``TypeError: __init__()
+    missing 1 required positional argument`` with no item named, which an ``except TypeError`` around the
+    user's code takes for the function's own error. It is an ``UnpicklingError`` naming the chunk's items."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        with pytest.raises(pickle.UnpicklingError) as caught:
+            ex.map(tasks.reply_on_five, range(8), chunksize=2)
+        assert isinstance(caught.value.__cause__, TypeError)
+        named = re.search(r"items (\d+)\.\.(\d+)", str(caught.value))
+        assert named is not None and int(named[1]) <= 5 <= int(named[2]), str(caught.value)
+        assert ex.map(tasks.square, range(4)) == [0, 1, 4, 9]  # the executor goes on
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_item_a_worker_cannot_unpickle_names_its_chunk(strategy: str) -> None:
+    items = [tasks.Token(i) for i in range(20)]
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(ValueError, match="cannot rebuild token 13") as caught:
+        ex.map(tasks.token_value, items, chunksize=4)
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    named = re.search(r"items (\d+)\.\.(\d+)", notes)
+    assert named is not None and int(named[1]) <= 13 <= int(named[2]), notes
+    assert "unpickl" in notes
+
+
+def test_flags_and_worker_counts_take_what_they_say() -> None:
+    """``releases_gil=1`` was taken as True (``1 in (None, True, False)``); a numpy integer as the executor's
+    max_workers was refused though the config and chunksize take one."""
+    with ParallelExecutor(np.int64(2)) as ex:
+        assert ex.config.max_workers == 2
+        with pytest.raises(ValueError, match="releases_gil"):
+            ex.map(tasks.square, [1], releases_gil=1)
+        with pytest.raises(ValueError, match="progress"):
+            ex.map(tasks.square, [1], progress=0)
