@@ -904,3 +904,33 @@ def test_a_workers_results_that_still_hold_the_explainer_pickle() -> None:
     block = run_ce_tasks(lambda task: ("kept", task[2]["explainer"]), explainer, -1, [(0, 1, {})])
     [(label, copy)] = decode_results(block)
     assert label == "kept" and copy.state == [1, 2] and "__deepcopy__" not in vars(copy)
+
+
+@pytest.mark.parametrize("call", ["explain_factual", "explore_alternatives"])
+def test_multiclass_explanations_read_their_own_probabilities_as_serial_ones_do(call: str) -> None:
+    """CE's narratives (``to_narrative``) take an instance's class probabilities from its row of the full
+    matrix. Alternatives keep that matrix only in ``prediction["__full_probabilities__"]``, which the merge
+    left as the chunk's: instance 9 read row 9 of a 4-row matrix (none: no class named) or another
+    instance's row (the wrong class and runner-up in its narrative)."""
+    from calibrated_explanations.core.narrative_generator import extract_probability_vector
+
+    x, y = make_classification(n_samples=520, n_features=6, n_informative=4, n_classes=3, random_state=1)
+    model = RandomForestClassifier(n_estimators=20, random_state=0, n_jobs=1)
+    wrapper = ce.WrapCalibratedExplainer(model)
+    wrapper.fit(x[:250], y[:250])
+    wrapper.calibrate(x[250:500], y[250:500])
+    x_test = x[500:512]
+    expected = getattr(wrapper, call)(x_test)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=4, **FORCE))
+    try:
+        got = getattr(wrapper, call)(x_test)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert record is not None and record.n_chunks == 3
+    for want, have in zip(expected.explanations, got.explanations, strict=True):
+        wanted = extract_probability_vector(want)
+        assert wanted is not None and wanted.shape == (3,)
+        np.testing.assert_array_equal(extract_probability_vector(have), wanted)
+        full = have.prediction["__full_probabilities__"]
+        assert np.shape(full[0] if isinstance(full, tuple) else full) == (12, 3)

@@ -32,12 +32,14 @@ def repair(explained: Any) -> None:
 
 def _join_probabilities(explained: Any, items: list[Any]) -> None:
     """Each chunk's explanations share their chunk's matrix (one object): stacked in order, they are the
-    call's, which every explanation then shares, as a serial explain's do."""
+    call's, which every explanation then shares, as a serial explain's do. Factual explanations hold it as
+    ``prediction_probabilities`` too; alternatives only in ``prediction``, where CE's narratives read an
+    instance's class probabilities by its index in the call."""
     import numpy as np
 
     chunks: list[Any] = []
     for explanation in items:
-        matrix = getattr(explanation, "prediction_probabilities", None)
+        matrix = _chunk_matrix(explanation)
         if matrix is None:
             return  # regression, or not CE's classification payload: nothing to join
         if not chunks or matrix is not chunks[-1]:
@@ -48,7 +50,8 @@ def _join_probabilities(explained: Any, items: list[Any]) -> None:
     if whole.shape[0] != len(items):
         return
     for explanation in items:
-        explanation.prediction_probabilities = whole
+        if getattr(explanation, "prediction_probabilities", None) is not None:
+            explanation.prediction_probabilities = whole
         prediction = getattr(explanation, "prediction", None)
         full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
         if isinstance(full, tuple) and full:
@@ -57,3 +60,13 @@ def _join_probabilities(explained: Any, items: list[Any]) -> None:
             prediction[FULL_PROBABILITIES] = whole  # type: ignore[index]
     if hasattr(explained, "_probabilities_cache"):
         explained._probabilities_cache = None
+
+
+def _chunk_matrix(explanation: Any) -> Any:
+    """The chunk's probability matrix an explanation holds, wherever CE put it (None if none)."""
+    matrix = getattr(explanation, "prediction_probabilities", None)
+    if matrix is not None:
+        return matrix
+    prediction = getattr(explanation, "prediction", None)
+    full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
+    return full[0] if isinstance(full, tuple) and full else full
