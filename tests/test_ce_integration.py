@@ -354,6 +354,7 @@ def test_a_disabled_explain_is_recorded_as_disabled_without_a_warning(caplog: py
     than CE's own default, and a logged warning); told it was enabled, it maps, and payoff runs one task here."""
     wrapper, _, _, x_test = _wrapper("classification")
     ex = enable(wrapper, ParallelConfig(enabled=False))
+    assert ex.strategy == "serial", "a disabled executor named the strategy it does not run"
     try:
         with warnings.catch_warnings(), caplog.at_level(logging.WARNING):
             warnings.simplefilter("error", ParallelFallbackWarning)

@@ -165,8 +165,9 @@ class CEParallelExecutor:
 
     @property
     def strategy(self) -> str:
-        """The concrete payoff strategy that runs CE's tasks (never ``auto``)."""
-        return self.payoff_config.strategy_name
+        """The concrete payoff strategy that runs CE's tasks (never ``auto``): ``serial`` while disabled."""
+        config = self.payoff_config
+        return config.strategy_name if config.enabled else "serial"
 
     @property
     def active_strategy_name(self) -> str:
