@@ -641,3 +641,7 @@ class Token:
 
 def token_value(t: Token) -> int:
     return t.v
+
+
+def first_element(a: Any) -> float:
+    return float(a[0])

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from payoff import _gil_wait, planning
 from payoff._exit import ended_with_the_program, program_ending
 from payoff._forks import held_at_fork_hint
+from payoff._item_size import item_bytes_in_memory
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._pools import Lease, pool_key
 from payoff._source import Source
@@ -38,8 +39,14 @@ from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.progress import SHOW_AFTER_SECONDS, interactive
 from payoff.reasons import Reason
 from payoff.record import ChunkStats, RecordBuilder, waits_mostly
-from payoff.scheduling import IMAP_CHUNK_SECONDS, POOL_CHUNK_SECONDS, SHARED_CHUNK_SECONDS, GuidedChunks
-from payoff.strategies import ChunkTask, Strategy, make_strategy
+from payoff.scheduling import (
+    IMAP_CHUNK_SECONDS,
+    POOL_CHUNK_SECONDS,
+    SHARED_CHUNK_SECONDS,
+    GuidedChunks,
+    items_within_bytes,
+)
+from payoff.strategies import CROSSES_PROCESSES, ChunkTask, Strategy, make_strategy
 from payoff.strategies.base import PoolClosedError, closed_pool
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
@@ -387,8 +394,18 @@ class MapRun:
         if plan.budget_item and not self.stream and not self._chunk_chosen():
             floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart
         self.sizer = GuidedChunks(size, floor, self.rec.workers, plan.probe.seconds_per_item, plan.floor_seconds,
-                                  max_seconds=ceiling, check_each=plan.check_each, budget_item=plan.budget_item)
+                                  max_seconds=ceiling, check_each=plan.check_each, budget_item=plan.budget_item,
+                                  max_items=None if self._chunk_chosen() else self._items_by_bytes(plan))
         yield from self._in_parallel()
+
+    def _items_by_bytes(self, plan: planning.Plan) -> int | None:
+        """The most items a chunk holds for their bytes (``task_size_hint_bytes``): a stream's chunks are read
+        ahead of the results handed out, and a process pool's chunk is one pickle. A list's chunks run in
+        this process hold nothing more than the list does."""
+        if not (self.stream or plan.strategy in CROSSES_PROCESSES):
+            return None
+        per_item = plan.probe.item_bytes or item_bytes_in_memory(self.source.for_planning())
+        return items_within_bytes(per_item, self.config.task_size_hint_bytes)
 
     def _may_outgrow(self) -> bool:
         """A ``map`` of a known input, run here with no deadline: its serial run can stop to be planned again."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from payoff import _out_of_band as out_of_band
-from payoff._imported import imported
+from payoff._item_size import size_of_buffer
 from payoff._knowledge import Pickling, _comparable
 from payoff._probe import PROBE_MAX_ITEMS, Probe
 from payoff.worker import ArrayRows
@@ -23,8 +23,6 @@ from payoff.worker import ArrayRows
 if TYPE_CHECKING:
     from payoff.planning import Call
 
-_ARRAY_PICKLE_HEADER = 160
-_BYTES_PICKLE_HEADER = 16
 PICKLING_SAMPLE_BYTES = 1 << 20
 """Probed items and results are pickled once more to time it when they are this small together (~1 ms)."""
 
@@ -144,21 +142,3 @@ def pickled_size(obj: Any) -> int:
     """Bytes ``obj`` pickles to; buffers are sized without copying them (a 1 MiB array pickles in ~1 ms)."""
     size = size_of_buffer(obj)
     return len(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)) if size is None else size
-
-
-def first_item_bytes(items: Sequence[Any]) -> int | None:
-    """What the first item adds to a chunk's pickle, when it is sized without pickling: an array's row (or
-    element) as its share of the array's buffer, an array or bytes item as itself; None for others."""
-    if type(items) is ArrayRows:
-        return items.item_bytes
-    return size_of_buffer(items[0]) if items else None
-
-
-def size_of_buffer(obj: Any) -> int | None:
-    """The pickled bytes of a numpy array (not of objects) or of ``bytes``, read without pickling; None for others."""
-    np = imported("numpy")  # not imported yet: no item can be an array
-    if np is not None and type(obj) is np.ndarray and not obj.dtype.hasobject:
-        return int(obj.nbytes) + _ARRAY_PICKLE_HEADER
-    if type(obj) in (bytes, bytearray):
-        return len(obj) + _BYTES_PICKLE_HEADER
-    return None

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from payoff import _delegated_cpu, _forks
+from payoff._item_size import item_bytes_in_memory
 from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pickling
-from payoff._source import reads_for_a_probe
+from payoff._source import is_stream, reads_for_a_probe
 from payoff.errors import StuckThreadsWarning
 from payoff.observers import warn_at_call_site
-from payoff.scheduling import CHUNKS_PER_WORKER
+from payoff.scheduling import CHUNKS_PER_WORKER, items_within_bytes
 from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 
 if TYPE_CHECKING:
@@ -135,7 +136,11 @@ def probe_share(call: Call, workers: int) -> int:
     library that decides after its first item (``Call.decide_after_first``)."""
     if call.decide_after_first is not None:
         return 1
-    return len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
+    share = len(call.items) // (CHUNKS_PER_WORKER * workers) or 1
+    if is_stream(call.items):  # read before its first result: at most a chunk's bytes (``items_within_bytes``)
+        return min(share, items_within_bytes(item_bytes_in_memory(call.items),
+                                             call.config.task_size_hint_bytes) or share)
+    return share
 
 
 def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,

@@ -252,6 +252,11 @@ class _Ahead(Sequence[Any]):
             self._reads.ask()
 
 
+def is_stream(items: Sequence[Any]) -> bool:
+    """Whether the planner sees a stream read as it goes (:class:`_Ahead`), not items held already."""
+    return type(items) is _Ahead
+
+
 READS_FOR_A_PROBE = 16
 """The most items the caller reads for a probe on a payoff thread: each costs a round trip between the two
 threads (~50 us here), which the probe's budget does not count, as it counts only the items' own time."""

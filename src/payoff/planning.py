@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from payoff import _forks
 from payoff._costs import CostModel, start_method
+from payoff._item_size import first_item_bytes
 from payoff._knowledge import (
     COST_SHIFT,
     RESHARE_EVERY,
@@ -34,7 +35,7 @@ from payoff._knowledge import (
     cost_shifted,
 )
 from payoff._outer_pools import outer_pool
-from payoff._payload import cloudpickled_size, first_item_bytes, measure_payload
+from payoff._payload import cloudpickled_size, measure_payload
 from payoff._probe import (
     GIL_BOUND_CORES,
     PROBE_MAX_ITEMS,
