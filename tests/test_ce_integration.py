@@ -935,3 +935,28 @@ def test_multiclass_explanations_read_their_own_probabilities_as_serial_ones_do(
         np.testing.assert_array_equal(extract_probability_vector(have), wanted)
         full = have.prediction["__full_probabilities__"]
         assert np.shape(full[0] if isinstance(full, tuple) else full) == (12, 3)
+
+
+def test_an_explainer_larger_than_a_task_is_sent_once_not_refused_for_the_copies_ce_makes_here() -> None:
+    """CE deep-copies the explainer into every task's result; run in the caller (the first task, measured
+    there) that copy was counted as the result's bytes, so a model above ``task_size_hint_bytes`` (136 MB, CE
+    trial) gave ``payload_too_large``: every explain ran here, as 4-8 tasks each copying the model, 1.4-2.4x
+    slower than plain CE. Results made here are as lean as a worker's, and the explainer is shared there too."""
+    x_train, y_train, x_cal, y_cal, x_test = _data("classification")
+    wrapper = ce.WrapCalibratedExplainer(RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1))
+    wrapper.fit(x_train, y_train)
+    wrapper.calibrate(x_cal, y_cal)
+    limit = len(pickle.dumps(wrapper.explainer, protocol=pickle.HIGHEST_PROTOCOL)) // 2
+    expected = wrapper.explain_factual(x_test)
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-6, task_size_hint_bytes=limit)
+    ex = enable(wrapper, config)  # a threshold above 0: the first task is measured in the caller
+    try:
+        got = wrapper.explain_factual(x_test)
+        record = ex.last_record
+    finally:
+        ex.close()
+    assert record is not None
+    assert record.fallback_reason is not Reason.PAYLOAD_TOO_LARGE, record.fallback_detail
+    assert record.mode == "parallel" and record.selected_strategy == "processes"
+    assert "__deepcopy__" not in vars(wrapper.explainer)
+    assert_same(expected, got)
