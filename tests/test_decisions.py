@@ -85,6 +85,8 @@ class Row:
     """Threads earlier runs of its waiting items kept busy, with headroom (``Facts.gil_threads``)."""
     expect_check_each: bool = False
     """The plan's chunks check their budget before each item."""
+    fn_bytes: int = 40
+    """What the function pickles to (a closure over a large array: hundreds of MB)."""
 
 
 class ForeignPool:
@@ -179,6 +181,12 @@ ROWS = [
         item_bytes=32 * 1024, threads_speedup=0.9, detail_says="threads measured 0.90x"),
     Row("large items whose threads run gained keep threads", 1e-3, 400, "threads", Reason.AUTO_SHARED_MEMORY,
         config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024, threads_speedup=1.6),
+    Row("a function carrying 250 MB costs 2 processes more to receive than they save: its data, not its work "
+        "(2 s of it, labelled tiny_workload before), keeps it off them, and threads share it", 1e-2, 200,
+        "threads", Reason.AUTO_SHARED_MEMORY, fn_bytes=250 << 20),
+    Row("and where threads measured no gain it stays here, saying what moving the data costs", 1e-2, 200,
+        "serial", Reason.PAYLOAD_TOO_LARGE, fn_bytes=250 << 20, threads_speedup=0.9,
+        detail_says="of it moving pickled data"),
     Row("trivial items too dear to send are not tried on threads either", 65e-9, 1_000_000, "serial",
         Reason.PAYLOAD_TOO_LARGE, pickling=Pickling(9e-9, 35e-9, 10e-9, 19e-9),
         detail_says="threads cannot gain on items of 65 ns"),
@@ -427,7 +435,7 @@ def _plan_in_outer_pool(name: str) -> Any:
 
 
 def teach(planner: Planner, row: Row) -> None:
-    planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, 40, row.pickle_error,
+    planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, row.fn_bytes, row.pickle_error,
                                                 row.cloudpickle_ok, threads_speedup=row.threads_speedup,
                                                 verdicts=dict(row.verdicts), forgone=dict(row.forgone),
                                                 pickling=row.pickling._replace(item_bytes=_item_bytes(row)),

@@ -949,7 +949,7 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
             return None
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
                 f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
-    if est.transfer > est.compute and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:  # data alone
+    if est.transfer > 0 and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:  # moving the data tips it
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
     if est.parallel < est.serial:  # faster, but by less than a pool must promise
         summary += f", {est.serial / est.parallel:.2f}x faster: short of the {PAYOFF_MARGIN:g}x a pool must promise"
