@@ -155,6 +155,8 @@ class CEParallelExecutor:
         """Instances per task in the last explain that reached ``map``."""
         self.last_decision = ""
         """How the last explain that reached ``map`` was split, in instances."""
+        self.unsendable = ""
+        """Why no worker process can take the explainer ("" while one can): explains then run in the caller."""
 
     # -- what CE reads ------------------------------------------------------------
 
@@ -351,6 +353,8 @@ class CEParallelExecutor:
             serial_why = f"{n} instances is below the minimum of {max(2, floor)} for parallel"
         if serial_why:
             return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD, False
+        if self.unsendable and self.strategy in CROSSES_PROCESSES:
+            return [n], f"{n} instances in one task here: {self.unsendable}", Reason.UNPICKLABLE, False
         if work is not None and (kept := self._kept_here(work, workers)) is not None:
             return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {kept[1]}", kept[0], False
         # measured first only where it decides something: tasks of the user's size, or parallel forced, do not

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from payoff import _forks
 from payoff.integrations.calibrated_explanations import gcpause
 from payoff.integrations.calibrated_explanations.codec import CompactChunk, decode_chunk, encode_chunk, owners
 from payoff.integrations.calibrated_explanations.tasks import Task
@@ -65,31 +66,59 @@ def run_ce_tasks(fn: Callable[[Task], Any], explainer: Any, parent_pid: int, tas
 
 @contextlib.contextmanager
 def _snapshot_shared(explainer: Any) -> Iterator[None]:
-    """While a worker runs tasks, a deep copy of its explainer is the explainer itself.
+    """While tasks run, a deep copy of their explainer is the explainer itself.
 
     CE snapshots the explainer into every chunk's results (a deep copy: about half
     of a task's fixed cost, 29 of 52 ms with a forest of 100 trees); ``_lighten``
-    drops that snapshot and CE's merge in the caller takes its own. The explainer
-    is the worker's own unpickled copy, so sharing it changes nothing the caller
-    sees. In the caller (an explain's first task, measured there, or a run kept
-    there) it is the user's explainer, which CE only reads: its copy per task
-    cost a 136 MB model's explains 1.4-2.4x plain CE's time (CE trial), and the
-    copy in the task's result was counted as bytes to send (``payload_too_large``). ``copy.deepcopy`` reads ``__deepcopy__`` from the instance first; it is
-    set only while the tasks run, not while their results are pickled (a result
-    that still holds the explainer pickles its ``__dict__``).
+    drops that snapshot and CE's merge in the caller takes its own. In a worker the
+    explainer is its own unpickled copy, so sharing it changes nothing the caller
+    sees. In the caller (an explain's first task, measured there, a run kept there,
+    or threads) it is the user's explainer, which CE only reads: its copy per task
+    cost a 136 MB model's explains 1.4-2.4x plain CE's time (CE trial), and the copy
+    in the task's result was counted as bytes to send (``payload_too_large``).
+    ``copy.deepcopy`` reads ``__deepcopy__`` from the instance first; it is set
+    while any thread runs tasks of the explainer (counted: one thread's end must not
+    take it from another's), not while results are pickled (a result that still
+    holds the explainer pickles its ``__dict__``).
     """
-    if explainer is None or "__deepcopy__" in getattr(explainer, "__dict__", {"__deepcopy__": None}):
-        yield
-        return
-    try:
-        explainer.__deepcopy__ = lambda memo: explainer
-    except (AttributeError, TypeError):  # an explainer that refuses attributes: CE copies it, as it would
-        yield
-        return
+    shared = explainer is not None and _share(explainer)
     try:
         yield
     finally:
-        del explainer.__deepcopy__
+        if shared:
+            _unshare(explainer)
+
+
+_sharing_lock = _forks.Lock()
+_sharing: dict[int, int] = {}
+"""Threads running tasks of each explainer shared (by ``id``), while its ``__deepcopy__`` is set."""
+_forks.in_child(_sharing.clear)  # a forked worker's explainers are its own; the parent's threads are not there
+
+
+def _share(explainer: Any) -> bool:
+    """Set the explainer's ``__deepcopy__`` (or count one more thread under it); False where it cannot be: an
+    explainer with a ``__deepcopy__`` of its own, or refusing attributes, is copied by CE as it would be."""
+    with _sharing_lock:
+        held = _sharing.get(id(explainer), 0)
+        if not held:
+            if "__deepcopy__" in getattr(explainer, "__dict__", {"__deepcopy__": None}):
+                return False
+            try:
+                explainer.__deepcopy__ = lambda memo: explainer
+            except (AttributeError, TypeError):
+                return False
+        _sharing[id(explainer)] = held + 1
+        return True
+
+
+def _unshare(explainer: Any) -> None:
+    with _sharing_lock:
+        held = _sharing.pop(id(explainer)) - 1
+        if held:
+            _sharing[id(explainer)] = held
+        else:
+            with contextlib.suppress(AttributeError):  # taken by its owner meanwhile
+                del explainer.__deepcopy__
 
 
 def _with(task: Task, explainer: Any) -> Task:
