@@ -948,7 +948,8 @@ def test_an_explainer_larger_than_a_task_is_sent_once_not_refused_for_the_copies
     wrapper.calibrate(x_cal, y_cal)
     limit = len(pickle.dumps(wrapper.explainer, protocol=pickle.HIGHEST_PROTOCOL)) // 2
     expected = wrapper.explain_factual(x_test)
-    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-6, task_size_hint_bytes=limit)
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-6,
+                            task_size_hint_bytes=limit)
     ex = enable(wrapper, config)  # a threshold above 0: the first task is measured in the caller
     try:
         got = wrapper.explain_factual(x_test)
