@@ -110,8 +110,10 @@ def test_an_empty_input_under_a_spent_timeout_is_an_empty_result() -> None:
 def test_a_result_the_caller_cannot_unpickle_is_not_raised_as_the_functions_error(strategy: str) -> None:
     """The builtin map returns ``Reply(5, "bad")``; unpickled in the caller it raised ``TypeError: __init__()
     missing 1 required positional argument`` with no item named, which an ``except TypeError`` around the
-    user's code takes for the function's own error. It is an ``UnpicklingError`` naming the chunk's items."""
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+    user's code takes for the function's own error. It is an ``UnpicklingError`` naming the chunk's items.
+    (An initializer keeps every item in the workers: the caller may otherwise run chunks while they start.)"""
+    config = ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=tasks.no_setup, **FORCE)
+    with ParallelExecutor(config) as ex:
         with pytest.raises(pickle.UnpicklingError) as caught:
             ex.map(tasks.reply_on_five, range(8), chunksize=2)
         assert isinstance(caught.value.__cause__, TypeError)
@@ -123,8 +125,8 @@ def test_a_result_the_caller_cannot_unpickle_is_not_raised_as_the_functions_erro
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
 def test_an_item_a_worker_cannot_unpickle_names_its_chunk(strategy: str) -> None:
     items = [tasks.Token(i) for i in range(20)]
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
-            pytest.raises(ValueError, match="cannot rebuild token 13") as caught:
+    config = ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=tasks.no_setup, **FORCE)
+    with ParallelExecutor(config) as ex, pytest.raises(ValueError, match="cannot rebuild token 13") as caught:
         ex.map(tasks.token_value, items, chunksize=4)
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     named = re.search(r"items (\d+)\.\.(\d+)", notes)
