@@ -983,6 +983,9 @@ def test_an_explainer_nothing_can_pickle_is_explained_here_not_on_threads() -> N
     assert record is not None and record.mode == "serial" and record.fallback_reason is Reason.UNPICKLABLE
     assert "cloudpickle" in record.fallback_detail and record.n_items == 1
     assert_same(expected, got)
+    other, _, _, _ = _wrapper("classification")  # a picklable explainer on the same executor: each keeps its own
+    enable(other, executor=ex)
+    assert ex.unsendable(wrapper.explainer) and not ex.unsendable(other.explainer)
     threads = enable(wrapper, ParallelConfig(strategy="threads", max_workers=2, **FORCE))
     try:
         wrapper.explain_factual(x_test)

@@ -82,8 +82,9 @@ PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
 THREADS_MIN_ITEM_SECONDS = 10e-6
 DATA_WEIGHS = 0.25
-"""Moving a call's data to worker processes weighs in a measured loss from this share of their compute on:
-threads, which share it, are tried then (``Planner._shares_instead``)."""
+"""Moving a call's data to worker processes weighs from this share of their compute on: a call it keeps off them
+is ``payload_too_large`` (not ``tiny_workload``), and after a measured loss threads, which share the data, are
+tried (``Planner._shares_instead``)."""
 """Items cheaper than this cannot gain on threads, even items that release the GIL: each item hands the GIL
 between the threads, which costs about as much as the item. Two threads against a loop on 2 cores, with
 ``zlib.crc32`` (GIL-free above 5 KB): 0.75x at 0.6 us an item, 0.70x at 2.2 us, 0.99x at 8 us, 1.36x at
@@ -366,8 +367,8 @@ class Planner:
             if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
                 est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
                 self.knowledge.forgo(call.fn, strategy, est.serial - est.warm)
-            grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None \
-                and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST) else None
+            grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None and fallback[0] in (
+                Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.PAYLOAD_TOO_LARGE) else None
             return replace(_serial(call, fallback[0], fallback[1], decision, probe), outgrow=grow)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
 
@@ -448,10 +449,10 @@ class Planner:
         (``_threads_may_pay``): a loss there keeps the call here too.
         """
         cost = probe.seconds_per_item
-        if strategy not in CROSSES_PROCESSES or cost is None or not self._threads_may_pay(call, probe):
+        if strategy not in CROSSES_PROCESSES or cost is None:
             return False
         est = _estimate(self.costs, call, strategy, workers, probe, remaining, cost)
-        return est.transfer >= DATA_WEIGHS * est.compute \
+        return est.transfer >= DATA_WEIGHS * est.compute and self._threads_may_pay(call, probe) \
             and self._cost_fallback(call, "threads", workers, probe, remaining) is None
 
     def _chunked(self, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
@@ -970,7 +971,7 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
             return None
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
                 f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
-    if est.transfer > 0 and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:  # moving the data tips it
+    if est.transfer >= DATA_WEIGHS * est.compute and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
     if est.parallel < est.serial:  # faster, but by less than a pool must promise
         summary += f", {est.serial / est.parallel:.2f}x faster: short of the {PAYOFF_MARGIN:g}x a pool must promise"

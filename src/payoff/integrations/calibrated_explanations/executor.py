@@ -155,8 +155,8 @@ class CEParallelExecutor:
         """Instances per task in the last explain that reached ``map``."""
         self.last_decision = ""
         """How the last explain that reached ``map`` was split, in instances."""
-        self.unsendable = ""
-        """Why no worker process can take the explainer ("" while one can): explains then run in the caller."""
+        self._unsendable: dict[int, tuple[weakref.ReferenceType[Any], str]] = {}
+        """Per explainer (by id, while it lives): why no worker process can take it; its explains run here."""
 
     # -- what CE reads ------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class CEParallelExecutor:
         explainer = shared_explainer(tasks)
         n = sum(b - a for a, b, _ in tasks)
         fit = self._fit(explainer, tasks)
-        sizes, why, reason, probing = self._plan(n, fit)
+        sizes, why, reason, probing = self._plan(n, fit, self.unsendable(explainer))
         groups = group_tasks(tasks, sizes)
         items = [[m] if (m := merge_tasks(g)) is not None else g for g in groups]
         if explainer is not None:  # after merging: one state to copy per chunk, not one per instance
@@ -338,7 +338,21 @@ class CEParallelExecutor:
         self._learn(fit, self.executor.last_record, items)
         return out
 
-    def _plan(self, n: int, fit: CostFit) -> tuple[list[int], str, Reason, bool]:
+    def unsendable(self, explainer: Any) -> str:
+        """Why no worker process can take ``explainer`` ("" while one can, or unknown); CE 1.0.2's tasks carry
+        it in an ``ExplainerHandle`` (its ``_explainer``)."""
+        explainer = getattr(explainer, "_explainer", explainer)
+        kept = self._unsendable.get(id(explainer))
+        return kept[1] if kept is not None and kept[0]() is explainer else ""
+
+    def mark_unsendable(self, explainer: Any, why: str) -> None:
+        """``enable``'s finding for ``explainer``: ``why`` it cannot be sent, or "" for one that can."""
+        self._unsendable = {k: v for k, v in self._unsendable.items() if v[0]() is not None and k != id(explainer)}
+        if why:
+            with contextlib.suppress(TypeError):  # an explainer that takes no weak reference is checked each enable
+                self._unsendable[id(explainer)] = (weakref.ref(explainer), why)
+
+    def _plan(self, n: int, fit: CostFit, unsendable: str = "") -> tuple[list[int], str, Reason, bool]:
         """Instances per task, and why, in instance units; the reason is the record's, should it run here; and
         whether the first task measures the cost in the caller before the rest is sent (``_decider``)."""
         user = self.user_config
@@ -353,8 +367,8 @@ class CEParallelExecutor:
             serial_why = f"{n} instances is below the minimum of {max(2, floor)} for parallel"
         if serial_why:
             return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD, False
-        if self.unsendable and self.strategy in CROSSES_PROCESSES:
-            return [n], f"{n} instances in one task here: {self.unsendable}", Reason.UNPICKLABLE, False
+        if unsendable and self.strategy in CROSSES_PROCESSES:
+            return [n], f"{n} instances in one task here: {unsendable}", Reason.UNPICKLABLE, False
         if work is not None and (kept := self._kept_here(work, workers)) is not None:
             return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {kept[1]}", kept[0], False
         # measured first only where it decides something: tasks of the user's size, or parallel forced, do not

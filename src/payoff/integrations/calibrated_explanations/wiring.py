@@ -58,7 +58,7 @@ def _check_picklable(executor: CEParallelExecutor, explainer: Any) -> None:
     Not to threads: CE's work holds the GIL most of its time, and an explainer holding a lock explained 300
     instances on two threads in 1.15-1.8x a plain explain's time while the record said 1.04x faster (CE
     trial). A user who wants to try them names ``strategy="threads"``."""
-    executor.unsendable = ""
+    executor.mark_unsendable(explainer, "")
     if executor.strategy not in CROSSES_PROCESSES:
         return
     try:
@@ -71,9 +71,10 @@ def _check_picklable(executor: CEParallelExecutor, explainer: Any) -> None:
 
         cloudpickle.dumps(explainer)
     except Exception:
-        executor.unsendable = f"the explainer cannot be pickled for worker processes ({problem}), by cloudpickle " \
-                              f"either; strategy='threads' runs it on threads"
-        warn_user(Reason.UNPICKLABLE, f"payoff: {executor.unsendable}. calibrated-explanations will run in your "
+        why = f"the explainer cannot be pickled for worker processes ({problem}), by cloudpickle either; " \
+              f"strategy='threads' runs it on threads"
+        executor.mark_unsendable(explainer, why)
+        warn_user(Reason.UNPICKLABLE, f"payoff: {why}. calibrated-explanations will run in your "
                                       f"process, as without payoff: CE's work holds the GIL most of its time.")
         return
     if executor.strategy != "joblib":

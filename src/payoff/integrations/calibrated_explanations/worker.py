@@ -55,9 +55,8 @@ def run_ce_tasks(fn: Callable[[Task], Any], explainer: Any, parent_pid: int, tas
     ``functools.partial(run_ce_tasks, fn, explainer, pid)`` is what payoff ships: the
     explainer travels once per worker, the tasks carry only their slices.
     """
-    if os.getpid() == parent_pid:  # the caller's explainer is shared as a worker's is, results as lean
-        with _snapshot_shared(explainer):
-            return [_lighten(fn(_with(task, explainer))) for task in tasks]
+    if os.getpid() == parent_pid:  # results as lean as a worker's; the user's explainer is left as it is
+        return [_lighten(fn(_with(task, explainer))) for task in tasks]
     with gcpause.paused():  # in a worker only: the caller's process is the user's, and so is its collector
         with _snapshot_shared(explainer):
             results = [_compact(_lighten(fn(_with(task, explainer)))) for task in tasks]
@@ -72,14 +71,11 @@ def _snapshot_shared(explainer: Any) -> Iterator[None]:
     of a task's fixed cost, 29 of 52 ms with a forest of 100 trees); ``_lighten``
     drops that snapshot and CE's merge in the caller takes its own. In a worker the
     explainer is its own unpickled copy, so sharing it changes nothing the caller
-    sees. In the caller (an explain's first task, measured there, a run kept there,
-    or threads) it is the user's explainer, which CE only reads: its copy per task
-    cost a 136 MB model's explains 1.4-2.4x plain CE's time (CE trial), and the copy
-    in the task's result was counted as bytes to send (``payload_too_large``).
-    ``copy.deepcopy`` reads ``__deepcopy__`` from the instance first; it is set
-    while any thread runs tasks of the explainer (counted: one thread's end must not
-    take it from another's), not while results are pickled (a result that still
-    holds the explainer pickles its ``__dict__``).
+    sees. Not in the caller: there it is the user's explainer, which other threads
+    may pickle or copy meanwhile (a lambda ``__deepcopy__`` refuses pickle and makes
+    ``copy.deepcopy`` return the live object). ``copy.deepcopy`` reads ``__deepcopy__``
+    from the instance first; it is set while any thread runs tasks of the explainer
+    (counted: one thread's end must not take it from another's).
     """
     shared = explainer is not None and _share(explainer)
     try:
