@@ -175,13 +175,8 @@ def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, c
             assert_identical(theirs[attr], mine[attr], sharing=False)
 
 
-@pytest.mark.parametrize("call", ["explain_factual", "explore_alternatives"])
-def test_merged_explanations_hold_their_own_rows_and_the_calls_probabilities_as_serial_ones_do(call: str) -> None:
-    """CE's instance-parallel merge gave every explanation the whole test matrix as its ``x_test`` and its
-    chunk's probabilities: ``add_conjunctions()`` then added no conjunctive rule (140 serially for 7
-    instances) and ``.probabilities`` had a row per instance per chunk (25 for 7). Both as serial now."""
-    wrapper, _, _, x_test = _wrapper("classification")
-    x_test = x_test[:12]
+def _serial_and_in_three_chunks(wrapper: Any, call: str, x_test: np.ndarray) -> tuple[Any, Any]:
+    """CE's own serial explanations of 12 instances, then payoff's in chunks of 4 on processes."""
     expected = getattr(wrapper, call)(x_test)
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=4, **FORCE))
     try:
@@ -190,6 +185,17 @@ def test_merged_explanations_hold_their_own_rows_and_the_calls_probabilities_as_
     finally:
         ex.close()
     assert record is not None and record.n_chunks == 3
+    return expected, got
+
+
+@pytest.mark.parametrize("call", ["explain_factual", "explore_alternatives"])
+def test_merged_explanations_hold_their_own_rows_and_the_calls_probabilities_as_serial_ones_do(call: str) -> None:
+    """CE's instance-parallel merge gave every explanation the whole test matrix as its ``x_test`` and its
+    chunk's probabilities: ``add_conjunctions()`` then added no conjunctive rule (140 serially for 7
+    instances) and ``.probabilities`` had a row per instance per chunk (25 for 7). Both as serial now."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    x_test = x_test[:12]
+    expected, got = _serial_and_in_three_chunks(wrapper, call, x_test)
     for want, have in zip(expected.explanations, got.explanations, strict=True):
         np.testing.assert_array_equal(have.x_test, want.x_test)
     if call == "explain_factual":  # CE keeps no probabilities with alternatives
@@ -921,14 +927,7 @@ def test_multiclass_explanations_read_their_own_probabilities_as_serial_ones_do(
     wrapper.fit(x[:250], y[:250])
     wrapper.calibrate(x[250:500], y[250:500])
     x_test = x[500:512]
-    expected = getattr(wrapper, call)(x_test)
-    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=4, **FORCE))
-    try:
-        got = getattr(wrapper, call)(x_test)
-        record = ex.last_record
-    finally:
-        ex.close()
-    assert record is not None and record.n_chunks == 3
+    expected, got = _serial_and_in_three_chunks(wrapper, call, x_test)
     for want, have in zip(expected.explanations, got.explanations, strict=True):
         wanted = extract_probability_vector(want)
         assert wanted is not None and wanted.shape == (3,)
