@@ -367,8 +367,8 @@ class Planner:
             if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
                 est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
                 self.knowledge.forgo(call.fn, strategy, est.serial - est.warm)
-            grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None and fallback[0] in (
-                Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.PAYLOAD_TOO_LARGE) else None
+            grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None \
+                and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST) else None
             return replace(_serial(call, fallback[0], fallback[1], decision, probe), outgrow=grow)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
 
