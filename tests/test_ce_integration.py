@@ -11,7 +11,7 @@ import logging
 import os
 import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -175,15 +175,19 @@ def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, c
             assert_identical(theirs[attr], mine[attr], sharing=False)
 
 
+def _explained(ex: Any, explain: Callable[[], Any]) -> tuple[Any, Any]:
+    """``explain()``'s result and the executor's record of it; the executor closed after, whatever happened."""
+    try:
+        return explain(), ex.last_record
+    finally:
+        ex.close()
+
+
 def _serial_and_in_three_chunks(wrapper: Any, call: str, x_test: np.ndarray) -> tuple[Any, Any]:
     """CE's own serial explanations of 12 instances, then payoff's in chunks of 4 on processes."""
     expected = getattr(wrapper, call)(x_test)
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=4, **FORCE))
-    try:
-        got = getattr(wrapper, call)(x_test)
-        record = ex.last_record
-    finally:
-        ex.close()
+    got, record = _explained(ex, lambda: getattr(wrapper, call)(x_test))
     assert record is not None and record.n_chunks == 3
     return expected, got
 
@@ -893,11 +897,7 @@ def test_a_first_explain_is_not_measured_in_this_process_where_that_decides_noth
     forced: every task goes to the workers, as before."""
     wrapper, _, _, x_test = _wrapper("classification")
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **settings))
-    try:
-        wrapper.explain_factual(x_test)
-        record = ex.last_record
-    finally:
-        ex.close()
+    _, record = _explained(ex, lambda: wrapper.explain_factual(x_test))
     assert record is not None and record.selected_strategy == "processes"
     assert {c.where for c in record.chunks} == {"pool"}
 
@@ -950,11 +950,7 @@ def test_an_explainer_larger_than_a_task_is_sent_once_not_refused_for_the_copies
     config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-6,
                             task_size_hint_bytes=limit)
     ex = enable(wrapper, config)  # a threshold above 0: the first task is measured in the caller
-    try:
-        got = wrapper.explain_factual(x_test)
-        record = ex.last_record
-    finally:
-        ex.close()
+    got, record = _explained(ex, lambda: wrapper.explain_factual(x_test))
     assert record is not None
     assert record.fallback_reason is not Reason.PAYLOAD_TOO_LARGE, record.fallback_detail
     assert record.mode == "parallel" and record.selected_strategy == "processes"
@@ -986,9 +982,5 @@ def test_an_explainer_nothing_can_pickle_is_explained_here_not_on_threads() -> N
     enable(other, executor=ex)
     assert ex.unsendable(wrapper.explainer) and not ex.unsendable(other.explainer)
     threads = enable(wrapper, ParallelConfig(strategy="threads", max_workers=2, **FORCE))
-    try:
-        wrapper.explain_factual(x_test)
-        record = threads.last_record
-    finally:
-        threads.close()
+    _, record = _explained(threads, lambda: wrapper.explain_factual(x_test))
     assert record is not None and record.selected_strategy == "threads" and record.fallback_reason is None

@@ -790,8 +790,7 @@ def _config_from(max_workers: object, strategy: object, config: object) -> Paral
         if config is not None:
             raise TypeError("pass the config once: positionally or as config=, not both")
         max_workers, config = None, max_workers
-    if not isinstance(max_workers, (int, type(None))) and hasattr(type(max_workers), "__index__"):  # a numpy integer
-        max_workers = operator.index(cast("SupportsIndex", max_workers))
+    max_workers = _as_index(max_workers)
     if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)):
         raise TypeError("ParallelExecutor's first argument is max_workers (an int) or a ParallelConfig, "
                         f"got {type(max_workers).__name__}: {max_workers!r}")
@@ -818,12 +817,24 @@ def _still_fits(config: ParallelConfig) -> Callable[[PoolKey], bool]:
     return keep
 
 
+def _as_index(value: Any) -> Any:
+    """A numpy integer (anything with ``__index__`` but an int) as the int it holds; anything else as given,
+    for the caller's check to accept or refuse."""
+    if not isinstance(value, (int, type(None))) and hasattr(type(value), "__index__"):
+        return operator.index(cast("SupportsIndex", value))
+    return value
+
+
+def _is_flag(value: object) -> bool:
+    """None, True or False by identity: ``1 in (None, True, False)`` holds, and ``releases_gil=1`` passed."""
+    return value is None or value is True or value is False
+
+
 def _plain_call(chunksize: Any, granularity: Any, timeout: Any) -> tuple[Any, Any, Any]:
     """A call's options as ``ParallelConfig`` takes its own: a numpy integer chunk size as the int it holds, a
     numpy float timeout as a float, and ``granularity="auto"`` (the config's "either axis") as no axis named.
     What is still not accepted is refused by ``_check_call``, naming what is."""
-    if not isinstance(chunksize, (int, type(None))) and hasattr(type(chunksize), "__index__"):
-        chunksize = operator.index(chunksize)
+    chunksize = _as_index(chunksize)
     if isinstance(timeout, numbers.Real) and not isinstance(timeout, (bool, int, float)):
         timeout = float(timeout)
     return chunksize, None if isinstance(granularity, str) and granularity == "auto" else granularity, timeout
@@ -843,9 +854,9 @@ def _check_call(fn: object, items: object, chunksize: object, granularity: objec
         raise ValueError(f"granularity must be None, 'auto', 'instance' or 'feature', got {granularity!r}")
     if not isinstance(workload, str) or not workload:
         raise ValueError(f"workload must be a non-empty str (a telemetry label), got {workload!r}")
-    if releases_gil is not None and releases_gil is not True and releases_gil is not False:
+    if not _is_flag(releases_gil):
         raise ValueError(f"releases_gil must be None, True or False, got {releases_gil!r}")
-    if progress is not None and progress is not True and progress is not False:
+    if not _is_flag(progress):
         raise ValueError(f"progress must be None, True or False, got {progress!r}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not -math.inf < timeout <= MAX_SECONDS):

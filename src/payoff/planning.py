@@ -81,15 +81,15 @@ small call (a 5 ms map on warm processes) still splits across the workers instea
 PAYOFF_MARGIN = 1.2
 """Parallel must be estimated this many times faster before payoff pays for a pool."""
 THREADS_MIN_ITEM_SECONDS = 10e-6
-DATA_WEIGHS = 0.25
-"""Moving a call's data to worker processes weighs from this share of their compute on: a call it keeps off them
-is ``payload_too_large`` (not ``tiny_workload``), and after a measured loss threads, which share the data, are
-tried (``Planner._shares_instead``)."""
 """Items cheaper than this cannot gain on threads, even items that release the GIL: each item hands the GIL
 between the threads, which costs about as much as the item. Two threads against a loop on 2 cores, with
 ``zlib.crc32`` (GIL-free above 5 KB): 0.75x at 0.6 us an item, 0.70x at 2.2 us, 0.99x at 8 us, 1.36x at
 31 us, 1.44x at 124 us (``ThreadPoolExecutor(2)``, 8 chunks). On a million trivial items of 65 ns, auto's
 first call tried threads for data processes could not take and ran 1.3x the loop (5x beside a busy program)."""
+DATA_WEIGHS = 0.25
+"""Moving a call's data to worker processes weighs from this share of their compute on: a call it keeps off them
+is ``payload_too_large`` (not ``tiny_workload``), and after a measured loss threads, which share the data, are
+tried (``Planner._shares_instead``)."""
 SHARE_WITHOUT_GIL = LOCAL_PROCESS_POOLS | {"serial"}
 """Where a call's items read their CPU share with no other thread of the call holding the GIL."""
 SIZE_SERIAL_CALLS_FROM = 0.05
