@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -621,6 +621,21 @@ class Reply(Exception):
 
 def reply_on_five(x: int) -> Any:
     return Reply(x, "bad") if x == 5 else x
+
+
+def _too_large_here() -> None:
+    raise MemoryError("no room for this result here")
+
+
+class TooLargeHere:
+    """A result that pickles in a worker and, unpickled in the caller, runs out of memory."""
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        return _too_large_here, ()
+
+
+def too_large_on_three(x: int) -> Any:
+    return TooLargeHere() if x == 3 else x
 
 
 def no_setup() -> None:

@@ -108,6 +108,18 @@ def test_an_empty_input_under_a_spent_timeout_is_an_empty_result() -> None:
             ex.map(tasks.square, [1], timeout=0)
 
 
+def test_an_empty_input_under_a_spent_timeout_streams_nothing() -> None:
+    """``imap`` and ``imap_unordered`` over an empty list with ``timeout=0`` raised ``TimeoutError`` at the
+    first ``next()``, where ``map`` returns ``[]``; a spent deadline still stops an input with items."""
+    with ParallelExecutor() as ex:
+        assert list(ex.imap(tasks.square, [], timeout=0)) == []
+        assert list(ex.imap_unordered(tasks.square, (), timeout=0)) == []
+        late = ex.imap(tasks.square, [1, 2], timeout=0.001)
+        time.sleep(0.01)
+        with pytest.raises(TimeoutError, match="had run out"):
+            next(late)
+
+
 CALLER_UNPICKLES = textwrap.dedent("""
     import pickle, sys
     from payoff import ParallelConfig, ParallelExecutor
@@ -131,8 +143,10 @@ def test_a_result_the_caller_cannot_unpickle_is_not_raised_as_the_functions_erro
     """The builtin map returns ``Reply(5, "bad")``; unpickled in the caller it raised ``TypeError: __init__()
     missing 1 required positional argument`` with no item named, which an ``except TypeError`` around the
     user's code takes for the function's own error. It is an ``UnpicklingError`` naming the chunk's items.
-    An initializer keeps every item in the workers; a fresh interpreter, since in a test process that had run
-    other tests the map once returned item 5's chunk from a worker without the error (not yet explained)."""
+    An initializer keeps every item in the workers. A fresh interpreter: importing ``distributed`` (as the dask
+    and CE tests do) runs ``tblib.pickling_support.install()``, which gives every exception class defined by then,
+    ``Reply`` too, a reducer that rebuilds it without ``__init__``; forked workers inherit it and the result
+    round-trips as ``Reply(5)`` with its ``detail``, as it should under that reducer."""
     import payoff
 
     paths = os.pathsep.join([str(os.path.dirname(os.path.dirname(payoff.__file__))), str(ROOT)])
@@ -143,6 +157,20 @@ def test_a_result_the_caller_cannot_unpickle_is_not_raised_as_the_functions_erro
     named = re.search(r"items (\d+)\.\.(\d+)", proc.stdout)
     assert named is not None and int(named[1]) <= 5 <= int(named[2]), proc.stdout
     assert "after: [0, 1, 4, 9]" in proc.stdout  # the executor goes on
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_running_out_of_memory_while_unpickling_results_stays_a_memory_error(strategy: str) -> None:
+    """Every error of taking a chunk's results in became ``UnpicklingError``; running out of memory is not a
+    broken pickle (a user's ``except MemoryError`` retries smaller), so it stays one, with the chunk named."""
+    config = ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=tasks.no_setup, **FORCE)
+    with ParallelExecutor(config) as ex:
+        with pytest.raises(MemoryError, match="no room") as caught:
+            ex.map(tasks.too_large_on_three, range(8), chunksize=2)
+        notes = "\n".join(getattr(caught.value, "__notes__", []))
+        named = re.search(r"items (\d+)\.\.(\d+)", notes)
+        assert named is not None and int(named[1]) <= 3 <= int(named[2]), notes
+        assert ex.map(tasks.square, range(4)) == [0, 1, 4, 9]
 
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])

@@ -279,8 +279,8 @@ class MapRun:
     def _raise_if_run_out(self) -> None:
         """An ``imap`` first asked for a result after its deadline (it counts from the call): no item starts.
         A probe run then on a payoff thread was left running past the deadline, and a serial run handed out
-        its first result."""
-        if self.streaming and self.token.expired():
+        its first result. An input known to be empty has no item to be late for: it ends, as ``map``'s does."""
+        if self.streaming and self.token.expired() and self.source.known_length != 0:
             raise TimeoutError(f"payoff: the {self._kind()}'s timeout={self.timeout:g} s, counted from the call, "
                                "had run out before its first result was asked for; no item ran")
 
@@ -939,10 +939,13 @@ class MapRun:
         t0 = time.perf_counter_ns()
         try:
             outcome = pool.collect(raw, task)
-        except Exception as exc:  # the function's error is inside the outcome: this is the caller's unpickling
+        except pickle.UnpicklingError as exc:
             raise pickle.UnpicklingError(
                 f"payoff: the results of {_items_of(task)} of the map (chunk {task.index}) came back but cannot "
-                f"be unpickled in the caller: {type(exc).__name__}: {exc}") from exc
+                f"be unpickled in the caller: {exc}") from exc.__cause__
+        except MemoryError as exc:
+            exc.add_note(f"payoff: while unpickling the results of {_items_of(task)} of the map (chunk {task.index})")
+            raise
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         where = "caller" if isinstance(pool, SerialStrategy) else "retry" if task.retry else "pool"
         stats = self.rec.add(outcome, where, task.submit_ns)

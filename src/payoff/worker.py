@@ -1098,6 +1098,21 @@ def _notes(error: BaseException) -> list[str]:
         return []
 
 
+def received(data: bytes) -> ChunkOutcome:
+    """Parent side: a chunk's pickled outcome. The function's own error travels inside it, so any error of
+    loading it is the caller's unpickling (a result class whose ``__init__`` its pickle cannot call, a module
+    missing here), raised as ``pickle.UnpicklingError`` with that error as its cause; running out of memory
+    stays what it is."""
+    try:
+        outcome = pickle.loads(data)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise pickle.UnpicklingError(f"{type(exc).__name__}: {exc}") from exc
+    assert isinstance(outcome, ChunkOutcome)
+    return outcome
+
+
 def arrived(outcome: ChunkOutcome) -> ChunkOutcome:
     """Parent side: the worker's traceback becomes the error's cause, as ``concurrent.futures`` does."""
     if outcome.error is not None:

@@ -37,7 +37,7 @@ from payoff._extras import extra_needed
 from payoff.errors import ChunkKilledWorkers, ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
-from payoff.worker import ChunkOutcome, arrived, run_to_bytes
+from payoff.worker import ChunkOutcome, arrived, received, run_to_bytes
 
 CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
 _CLIENT_SUBMIT_NAMES = frozenset({"self", "func", "key", "workers", "resources", "retries", "priority",
@@ -426,8 +426,7 @@ class DaskStrategy(Strategy):
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
         data, arrived_ns = raw
-        outcome = pickle.loads(data)
-        assert isinstance(outcome, ChunkOutcome)
+        outcome = received(data)
         duration = outcome.end_ns - outcome.start_ns
         outcome.end_ns = arrived_ns
         outcome.start_ns = max(task.submit_ns, arrived_ns - duration)

@@ -53,6 +53,7 @@ from payoff.worker import (
     init_process,
     ping,
     read_init_failure,
+    received,
     run_pickled_call,
     run_pickled_chunk,
 )
@@ -402,8 +403,7 @@ class PickledPoolStrategy(Strategy):
         return future
 
     def collect(self, raw: Any, task: ChunkTask) -> ChunkOutcome:
-        outcome = pickle.loads(raw)
-        assert isinstance(outcome, ChunkOutcome)
+        outcome = received(raw)
         outcome.bytes_received = len(raw)
         outcome.bytes_sent = task.bytes_sent + outcome.fn_bytes_loaded
         return arrived(outcome)
