@@ -638,6 +638,20 @@ def too_large_on_three(x: int) -> Any:
     return TooLargeHere() if x == 3 else x
 
 
+def _rebuild_refused() -> None:
+    raise ValueError("this function cannot be rebuilt in a worker")
+
+
+class RefusesRebuild:
+    """A callable that pickles in the caller and fails to unpickle wherever it is sent."""
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        return _rebuild_refused, ()
+
+
 def no_setup() -> None:
     """A worker initializer that does nothing: with one set, no item of the call runs in the caller."""
 

@@ -185,6 +185,15 @@ def test_an_item_a_worker_cannot_unpickle_names_its_chunk(strategy: str) -> None
     assert "unpickl" in notes
 
 
+def test_a_function_a_worker_cannot_unpickle_is_not_blamed_on_the_items() -> None:
+    """The note said an item's pickle failed to load when the function's had: it names both as suspects."""
+    config = ParallelConfig(strategy="processes", max_workers=2, worker_initializer=tasks.no_setup, **FORCE)
+    with ParallelExecutor(config) as ex, pytest.raises(ValueError, match="cannot be rebuilt") as caught:
+        ex.map(tasks.RefusesRebuild(), range(8), chunksize=4)
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "the function or one of the chunk's items" in notes, notes
+
+
 def test_flags_and_worker_counts_take_what_they_say() -> None:
     """``releases_gil=1`` was taken as True (``1 in (None, True, False)``); a numpy integer as the executor's
     max_workers was refused though the config and chunksize take one."""

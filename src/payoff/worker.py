@@ -944,7 +944,8 @@ def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
     return loaded, size
 
 
-UNPICKLING_CHUNK = "payoff: a worker could not unpickle the chunk it was sent (an item's pickle failed to load)"
+UNPICKLING_CHUNK = ("payoff: a worker could not unpickle the chunk it was sent: the function or one of the "
+                    "chunk's items failed to load there")
 
 
 def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
