@@ -594,6 +594,10 @@ def crash_once_main_returned(item: tuple[str, int, int]) -> int:
     return spin(x)
 
 
+def rows_dot(x: Any, y: Any) -> float:
+    return float(x @ y)
+
+
 def row_score(row: Any) -> float:
     """A float from an array's row (or element): CPU work in Python on what ``map`` over an array reads."""
     import numpy as np

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from payoff._imported import imported
-from payoff.worker import ArrayRows
+from payoff.worker import ArrayRows, Zipped
 
 _ARRAY_PICKLE_HEADER = 160
 _BYTES_PICKLE_HEADER = 16
@@ -18,9 +18,12 @@ _BYTES_PICKLE_HEADER = 16
 
 def first_item_bytes(items: Sequence[Any]) -> int | None:
     """What the first item adds to a chunk's pickle, when it is sized without pickling: an array's row (or
-    element) as its share of the array's buffer, an array or bytes item as itself; None for others."""
-    if type(items) is ArrayRows:
-        return items.item_bytes
+    element) as its share of the array's buffer (a row of each, for several arrays zipped), an array or bytes
+    item as itself; None for others."""
+    if isinstance(items, ArrayRows | Zipped):
+        shared = items.item_bytes
+        if shared is not None or isinstance(items, ArrayRows):
+            return shared
     return size_of_buffer(items[0]) if items else None
 
 

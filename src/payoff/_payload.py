@@ -18,7 +18,7 @@ from payoff import _out_of_band as out_of_band
 from payoff._item_size import size_of_buffer
 from payoff._knowledge import Pickling, _comparable
 from payoff._probe import PROBE_MAX_ITEMS, Probe
-from payoff.worker import ArrayRows
+from payoff.worker import ArrayRows, Zipped
 
 if TYPE_CHECKING:
     from payoff.planning import Call
@@ -46,7 +46,7 @@ def measure_payload(call: Call, probe: Probe) -> None:
     if not probe.fn_checked:
         _measure_fn(call.fn, probe)
     at = min(probe.n, len(call.items) - 1)
-    shared = call.items.item_bytes if type(call.items) is ArrayRows else None
+    shared = call.items.item_bytes if isinstance(call.items, ArrayRows | Zipped) else None
     probe.item_bytes = shared if shared is not None else _payload_bytes(probe, call.items[at], f"item {at}")
     results = probe.outcome.results if probe.outcome is not None else []
     if results:
@@ -124,7 +124,7 @@ def _time_pickling(items: Sequence[Any], results: Sequence[Any]) -> Pickling:
 
 def _net_per_item(part: Sequence[Any], empty: tuple[int, int]) -> tuple[float, float]:
     """Seconds per item to dump and to load ``part`` as one list, less what an empty list takes."""
-    dumps, loads = _dumps_loads(part if type(part) is ArrayRows else list(part))  # as a chunk travels
+    dumps, loads = _dumps_loads(part if type(part) in (ArrayRows, Zipped) else list(part))  # as a chunk travels
     n = max(1, len(part)) * 1e9
     return max(0.0, (dumps - empty[0]) / n), max(0.0, (loads - empty[1]) / n)
 

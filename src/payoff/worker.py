@@ -305,6 +305,18 @@ class Zipped(Sequence[tuple[Any, ...]]):
     def __reduce__(self) -> tuple[Any, ...]:
         return Zipped, ([c[:self._n] if len(c) > self._n else c for c in self._columns],)
 
+    @property
+    def item_bytes(self) -> int | None:
+        """What one item adds to a chunk's pickle when every column is an array's rows (a row of each); None
+        otherwise, as only pickling sizes other columns."""
+        total = 0
+        for column in self._columns:
+            share = column.item_bytes if isinstance(column, ArrayRows) else None
+            if share is None:
+                return None
+            total += share
+        return total
+
 
 class ArrayRows(Sequence[Any]):
     """A numpy array's items (its rows, or its scalars when 1-D: what ``map`` over it reads) as a sequence
