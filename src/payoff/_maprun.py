@@ -720,15 +720,28 @@ class MapRun:
         except BrokenExecutor as exc:
             lost = self._drain_broken(pool)
             self._raise_if_stopped()
-            raise self._crash_error(lost[0], pool.exit_codes(exc), "the program was ending, so no fresh pool "
-                                    "could rerun it", exc) from exc
+            if pool.stopped_by is None:
+                raise self._crash_error(lost[0], pool.exit_codes(exc), "the program was ending, so no fresh pool "
+                                        "could rerun it", exc) from exc
+            self._rerun(lost)  # another call's stop killed the workers: no item is suspect
+        self._run_the_rest_here(f"the program began to end while this map ran in a thread it waits for, and the "
+                                f"{pool.name} pool's exit hook took no more work ({refused}); the chunks it had not "
+                                "started ran in this thread")
+
+    def _run_the_rest_here(self, detail: str) -> None:
+        """No pool may start once the program ends: what is left of a map in a thread the end waits for runs in
+        that thread."""
         assert self.lease is not None
         self._release(self.lease)
-        self.rec.recover(Reason.POOL_STOPPED, f"the program began to end while this map ran in a thread it waits "
-                         f"for, and the {pool.name} pool's exit hook took no more work ({refused}); the chunks it had "
-                         "not started ran in this thread")
+        self.rec.recover(Reason.POOL_STOPPED, detail)
         self.where("serial", 1)
         self.lease = Lease(SerialStrategy(1))
+
+    def _rerun(self, lost: list[ChunkTask]) -> None:
+        """Chunks lost with no worker to blame run again first, whole, with nothing counted against them."""
+        for task in lost:
+            task.retry, task.budget_ns = True, None
+        self.requeued.extendleft(reversed(lost))
 
     def _ship_or_fall_back(self, plan: planning.Plan, lease: Lease) -> Any:
         """The function as the pool will send it; a function only the pool finds it cannot send runs here.
@@ -1077,9 +1090,15 @@ class MapRun:
         if self.restarts > MAX_POOL_RESTARTS:
             raise RuntimeError(f"payoff: the {pool.name} pool this call ran on was stopped {self.restarts} times "
                                f"by other calls (last by {pool.stopped_by}); the call gave up")
-        for task in lost:
-            task.retry, task.budget_ns = True, None
-        self.requeued.extendleft(reversed(lost))
+        self._rerun(lost)
+        if program_ending():
+            if not _waited_for_at_exit():
+                raise ended_with_the_program(f"payoff: the map was cancelled: the program is ending, and the "
+                                             f"{pool.name} pool was stopped by {pool.stopped_by}")
+            self._run_the_rest_here(f"the {pool.name} pool was stopped by {pool.stopped_by} while the program was "
+                                    f"ending, when no fresh pool may start; {len(lost)} lost chunk(s) and the rest "
+                                    "ran in this thread, which the program's end waits for")
+            return
         self.rec.recover(Reason.POOL_STOPPED, f"the {pool.name} pool was stopped by {pool.stopped_by} while this "
                          f"call ran on it; {len(lost)} lost chunk(s) were rerun in fresh workers")
         self._fresh_lease(pool)

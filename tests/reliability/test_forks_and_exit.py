@@ -979,6 +979,56 @@ def test_a_map_in_a_thread_the_program_waits_for_finishes_as_the_main_thread_end
     assert proc.returncode == (1 if end == "raise" else 0), proc.stderr[-3000:]
 
 
+STOPPED_AT_EXIT = textwrap.dedent("""
+    import sys, threading, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0))
+    ex.map(tasks.spin, range(200), chunksize=20)  # a warm pool
+    inside = threading.Event()
+
+    def job():  # a plain (non-daemon) thread: the program waits for it
+        items = range(3000)
+        inside.set()
+        try:
+            out = ex.map(tasks.spin, items, chunksize=20)
+            record = ex.last_record
+            print(f"A: {len(out)} results, right={out == [tasks.spin(x) for x in items]}, "
+                  f"{record.fallback_reason}: {record.fallback_detail}", flush=True)
+        except BaseException as exc:
+            print(f"A: {type(exc).__name__}: {exc}", flush=True)
+
+    def stopper():  # its timeout kills the shared workers after the main thread returned
+        inside.wait()
+        time.sleep(0.05)
+        try:
+            ex.map(tasks.nap_ms, [1500] * 4, chunksize=1, timeout=0.8)
+        except TimeoutError:
+            print("B: timed out", flush=True)
+
+    threading.Thread(target=job).start()
+    threading.Thread(target=stopper).start()
+    inside.wait()
+    time.sleep(0.2)
+    print("main returns", flush=True)
+""")
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_pool_another_call_stops_as_the_program_ends_leaves_the_rest_to_the_waited_for_thread(
+        strategy: str) -> None:
+    """Another call's timeout killed the shared workers after the main thread returned; the map in a thread the
+    program waits for then started a fresh pool for its lost chunks, which the pool refused ("cannot schedule new
+    futures after interpreter shutdown"): a ``RuntimeError`` and every result lost (3 of 3, processes and joblib).
+    The lost chunks and the rest run in that thread."""
+    proc = subprocess.run([sys.executable, "-c", STOPPED_AT_EXIT, strategy], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert "main returns" in proc.stdout and "B: timed out" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert "A: 3000 results, right=True, pool_stopped" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 CRASH_AT_EXIT = textwrap.dedent("""
     import os, sys, threading, time
     from payoff import ParallelConfig, ParallelExecutor, WorkerCrashedError
