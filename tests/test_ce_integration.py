@@ -160,11 +160,7 @@ def test_every_field_equals_ces_own_explanations_in_the_same_chunks(task: str, c
     expected = getattr(wrapper, call)(x_test, **kwargs)
     merge.repair(expected)  # each instance's own row and the call's probabilities, as a serial explain gives
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=chunk, **FORCE))
-    try:
-        got = getattr(wrapper, call)(x_test, **kwargs)
-        record = ex.last_record
-    finally:
-        ex.close()
+    got, record = _explained(ex, lambda: getattr(wrapper, call)(x_test, **kwargs))
     assert record is not None and record.mode == "parallel" and record.n_chunks == n // chunk
     assert len(got.explanations) == len(expected.explanations) == n
     for want, have in zip(expected.explanations, got.explanations, strict=True):
@@ -219,11 +215,7 @@ def test_probabilistic_regression_with_one_threshold_for_every_instance() -> Non
     wrapper, _, _, x_test = _wrapper("regression")
     expected = wrapper.explain_factual(x_test, threshold=0.0)
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
-    try:
-        got = wrapper.explain_factual(x_test, threshold=0.0)
-        record = ex.last_record
-    finally:
-        ex.close()
+    got, record = _explained(ex, lambda: wrapper.explain_factual(x_test, threshold=0.0))
     assert_same(expected, got)
     assert record is not None and record.mode == "parallel"
 
@@ -736,11 +728,7 @@ def test_a_first_explain_above_the_threshold_sends_the_rest_to_the_workers() -> 
     wrapper, _, _, x_test = _wrapper("regression")
     expected = wrapper.explain_factual(x_test)
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=1e-9))
-    try:
-        got = wrapper.explain_factual(x_test)
-        record = ex.last_record
-    finally:
-        ex.close()
+    got, record = _explained(ex, lambda: wrapper.explain_factual(x_test))
     assert_same(expected, got)
     assert record is not None and record.selected_strategy == "processes" and not record.fell_back
     assert [c.where for c in record.chunks][:1] == ["caller"]
