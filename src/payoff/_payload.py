@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
 from payoff._item_size import size_of_buffer
 from payoff._knowledge import Pickling, _comparable
@@ -29,10 +30,8 @@ PICKLING_SAMPLE_BYTES = 1 << 20
 
 def cloudpickled_size(obj: Any) -> int | None:
     """Bytes cloudpickle sends ``obj`` in; None when it cannot."""
-    import cloudpickle
-
     try:
-        return out_of_band.dumps(obj, cloudpickle.dumps).size
+        return out_of_band.dumps(obj, by_value.dumps).size
     except Exception:
         return None
 

@@ -1017,9 +1017,9 @@ def call_outcome(raw: bytes) -> tuple[bool, Any]:
 
 def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
     if pickler == "cloudpickle":
-        import cloudpickle  # only workers of a cloudpickle backend pay for its import
+        from payoff import _by_value  # only workers of a cloudpickle backend pay for its (and cloudpickle's) import
 
-        return lambda obj: bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        return _by_value.dumps
     return lambda obj: pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -429,6 +429,49 @@ def test_a_main_function_defined_or_redefined_after_the_workers_started_runs_its
                    "strategy": "processes"}, out
 
 
+CACHED_MAIN = """
+    import functools, json, sys, warnings
+    warnings.simplefilter("ignore")
+    import faulthandler
+    faulthandler.dump_traceback_later(45, exit=True)
+    from payoff import ParallelConfig, ParallelExecutor
+
+    ex = ParallelExecutor(config=ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0,
+                                                min_batch_size=1))
+    @functools.cache
+    def early(x):                       # cached, known to forked workers by name
+        return x + 1
+    out = {"early": ex.map(early, range(50)) == [x + 1 for x in range(50)]}
+
+    @functools.cache
+    def early(x):                       # its cell run again with a new body
+        return x - 1
+    out["early_again"] = ex.map(early, range(50)) == [x - 1 for x in range(50)]
+
+    @functools.lru_cache(maxsize=8, typed=True)
+    def late(x):                        # a later cell: no worker holds the name
+        return x * 3
+    out["late"] = ex.map(late, range(50)) == [x * 3 for x in range(50)]
+
+    @functools.cache
+    def fib(n):                         # calls itself through the cache
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+    out["fib"] = ex.map(fib, range(30)) == [fib(n) for n in range(30)]
+    ex.shutdown()
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "auto"])
+def test_a_cached_main_function_runs_its_current_body_in_workers(strategy: str) -> None:
+    """A ``functools.cache`` function of ``__main__`` pickles by name (its wrapper's own ``__reduce__``): forked
+    workers ran the body they had when they started (50 of 50 results wrong, no warning), one defined later
+    raised ``AttributeError: Can't get attribute``, and joblib's workers, which never ran ``__main__``, failed
+    on the first call (calls-and-callables trial). It travels by value, wrapped again in the worker."""
+    out = child_json(run_child(CACHED_MAIN, strategy))
+    assert out == {"early": True, "early_again": True, "late": True, "fib": True}, out
+
+
 LATE_MAIN_AUTO = """
     import json, warnings
     warnings.simplefilter("ignore")

@@ -29,8 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Future, InvalidStateError
 from typing import Any
 
-import cloudpickle
-
+from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
 from payoff._exit import QuietAtExit
 from payoff._extras import extra_needed
@@ -277,13 +276,13 @@ class DaskStrategy(Strategy):
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
         self._refuse_closed_client()
-        dumped = out_of_band.dumps(fn, cloudpickle.dumps)  # a version the workers hold costs no copy of it
+        dumped = out_of_band.dumps(fn, by_value.dumps)  # a version the workers hold costs no copy of it
         if dumped.size < SHIP_ONCE_BYTES:
             return fn
         digest = dumped.digest()
         with self._ship_lock:
             if digest not in self._blobs:
-                self._blobs = {digest: bytes(cloudpickle.dumps(fn))}
+                self._blobs = {digest: bytes(by_value.dumps(fn))}
         self._scattered_fn(digest)
         return ("scattered", digest, dumped.size)
 
@@ -307,7 +306,7 @@ class DaskStrategy(Strategy):
         self._refuse_closed_client()
         shipped = isinstance(fn, tuple) and fn[:1] == ("scattered",)
         digest = fn[1] if shipped else ""
-        payload = cloudpickle.dumps((None if shipped else fn, task.items, task.first, task.index, task.budget_ns))
+        payload = by_value.dumps((None if shipped else fn, task.items, task.first, task.index, task.budget_ns))
         task.bytes_sent = len(payload)
         task.submit_ns = time.monotonic_ns()
         scattered = self._scattered.get(digest) if shipped else None

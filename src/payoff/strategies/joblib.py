@@ -11,10 +11,10 @@ import os
 import re
 from typing import Any
 
-import cloudpickle
 from joblib.externals.loky import ProcessPoolExecutor as LokyPool
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
+from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
 from payoff.strategies.processes import PickledPoolStrategy
 from payoff.strategies.reach import WorkerImports
@@ -36,10 +36,10 @@ class JoblibStrategy(PickledPoolStrategy):
         return self.likeliest_first(at_the_crash) if at_the_crash else super().exit_codes()
 
     def _dumps(self, obj: Any) -> bytes:
-        return bytes(cloudpickle.dumps(obj))
+        return bytes(by_value.dumps(obj))
 
     def _dumps_fn(self, fn: Any) -> out_of_band.OutOfBand:
-        return out_of_band.dumps(fn, cloudpickle.dumps)
+        return out_of_band.dumps(fn, by_value.dumps)
 
     def _start(self) -> None:
         self._imports = WorkerImports(forked=False)

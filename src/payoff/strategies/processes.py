@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
+from payoff import _by_value as by_value
 from payoff import _exit, _forks
 from payoff import _out_of_band as out_of_band
 from payoff._crash_marks import CrashMarks
@@ -730,9 +731,7 @@ class ByValue:
 
 
 def _cloudpickle_dumps(obj: Any) -> bytes:
-    import cloudpickle  # only a call that needs it pays for its import
-
-    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    return by_value.dumps(obj)  # only a call that needs it pays for cloudpickle's import
 
 
 _Folder = TypeVar("_Folder", bound=ScratchDir)
@@ -748,9 +747,11 @@ def _renewed(folder: _Folder | None, make: Callable[[], _Folder]) -> _Folder:
 
 
 def _cloudpickle_fn(fn: Any) -> out_of_band.OutOfBand:
-    import cloudpickle
+    return out_of_band.dumps(fn, by_value.dumps)
 
-    return out_of_band.dumps(fn, cloudpickle.dumps)
+
+_NAMED = (types.FunctionType, type, by_value.CACHED)
+"""What pickle sends by its name: functions, classes and a cached function's wrapper (``functools.cache``)."""
 
 
 class _MainFinder(pickle.Pickler):
@@ -763,7 +764,7 @@ class _MainFinder(pickle.Pickler):
         self.missing: Any = None
 
     def reducer_override(self, obj: Any) -> Any:
-        if self.missing is None and isinstance(obj, (types.FunctionType, type)) \
+        if self.missing is None and isinstance(obj, _NAMED) \
                 and getattr(obj, "__module__", None) == "__main__" and not self.known(obj):
             self.missing = obj
         return NotImplemented
@@ -774,7 +775,7 @@ def _main_snapshot() -> dict[str, weakref.ref[Any]]:
     main = sys.modules.get("__main__")
     out: dict[str, weakref.ref[Any]] = {}
     for name, obj in list(vars(main).items() if main is not None else ()):
-        if isinstance(obj, (types.FunctionType, type)):
+        if isinstance(obj, _NAMED):
             with contextlib.suppress(TypeError):
                 out[name] = weakref.ref(obj)
     return out
@@ -824,7 +825,14 @@ def _spawned_workers_know(obj: Any, top: str) -> bool:
     names = spawned_main_names() if spawned_workers_import_main() else None
     if names is None or top not in names.defined or top in names.rebound:
         return False
-    return not (isinstance(obj, types.FunctionType) and _global_names(obj.__code__) & names.rebound)
+    code = _code_of(obj)
+    return not (code is not None and _global_names(code) & names.rebound)
+
+
+def _code_of(obj: Any) -> types.CodeType | None:
+    """A function's code, a cached function's too (the function its wrapper holds); None for a class."""
+    fn = obj.__wrapped__ if type(obj) is by_value.CACHED else obj
+    return fn.__code__ if isinstance(fn, types.FunctionType) else None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -897,13 +905,13 @@ class ProcessStrategy(PickledPoolStrategy):
         and return wrong results without a word. Rebinding is seen (by object
         identity); a change inside a mutable object (a dict's item) is not.
         """
-        seen, main = self._forked_globals, sys.modules.get("__main__")
-        if seen is None or main is None or not isinstance(obj, types.FunctionType):
+        seen, main, code = self._forked_globals, sys.modules.get("__main__"), _code_of(obj)
+        if seen is None or main is None or code is None:
             return False
         now = vars(main)
         own = SET_BY_INITIALIZER if self.initializer is not None else frozenset()  # the workers ran it too
         return any(name in now and name not in own and seen.get(name) != id(now[name])
-                   for name in _global_names(obj.__code__))
+                   for name in _global_names(code))
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(self.start_method)

@@ -1,0 +1,52 @@
+"""cloudpickle, with a cached function (``functools.cache``, ``lru_cache``) of ``__main__`` sent by value too.
+
+cloudpickle sends a ``__main__`` function by value, but the cache's wrapper pickles itself by name (its own
+``__reduce__``), so a worker that never ran the cell defining it (joblib's, dask's, a pool forked before it)
+raised ``AttributeError: Can't get attribute``, and one forked before the cell ran again computed with the
+old body, silently. Such a wrapper travels as the function it wraps and is wrapped again in the worker, with
+the same ``maxsize`` and ``typed``; its cache starts empty there, as a worker's cache always does.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import pickle
+from typing import Any
+
+CACHED = type(functools.cache(lambda: None))
+"""The type ``functools.cache`` and ``functools.lru_cache`` wrap a function in."""
+
+
+def dumps(obj: Any, protocol: int | None = None, buffer_callback: Any = None) -> bytes:
+    """``cloudpickle.dumps``, except for ``__main__``'s (and by-value modules') cached functions."""
+    file = io.BytesIO()
+    _pickler()(file, protocol=protocol or pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+    return file.getvalue()
+
+
+def travels_by_value(module: str | None) -> bool:
+    """Whether cloudpickle sends ``module``'s functions by value: ``__main__``, and the modules registered
+    (payoff registers those its workers cannot import, :mod:`payoff.strategies.reach`)."""
+    import cloudpickle
+
+    return module == "__main__" or module in cloudpickle.list_registry_pickle_by_value()
+
+
+def rewrapped(fn: Any, maxsize: int | None, typed: bool) -> Any:
+    """In the worker: the sent function in a cache of its own, as the caller's was."""
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
+
+
+@functools.cache
+def _pickler() -> type:
+    import cloudpickle
+
+    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no type hints
+        def reducer_override(self, obj: Any) -> Any:
+            if type(obj) is CACHED and travels_by_value(getattr(obj, "__module__", None)):
+                settings = obj.cache_parameters()
+                return rewrapped, (obj.__wrapped__, settings["maxsize"], settings["typed"])
+            return super().reducer_override(obj)
+
+    return Pickler
