@@ -274,5 +274,25 @@ def find_call_site() -> CallSite:
     if frame is None:
         return CallSite("<unknown>", 0, "payoff", {})
     globs = frame.f_globals
-    registry = globs.setdefault("__warningregistry__", {})
-    return CallSite(frame.f_code.co_filename, frame.f_lineno, str(globs.get("__name__", "<unknown>")), registry)
+    name = str(globs.get("__name__", "<unknown>"))
+    return CallSite(frame.f_code.co_filename, frame.f_lineno, name, _registry(globs, frame.f_code.co_filename, name))
+
+
+_DETACHED: dict[tuple[str, str], dict[Any, Any]] = {}
+"""Registries of code whose globals are no module's: one per file and module name, for the process's life."""
+
+
+def _registry(globs: dict[str, Any], filename: str, name: str) -> dict[Any, Any]:
+    """Where "shown at this call site" is kept: the module's own ``__warningregistry__``, as the standard library
+    keeps it. A function sent by value (cloudpickle: a lambda, a notebook's function on joblib) gets fresh
+    globals each time a chunk is unpickled, so a nested map's fallback warning showed once per chunk (24
+    times in a worker for 24 chunks); such globals, no module's ``__dict__``, share one registry per file."""
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__dict__", None) is globs:
+        registry: dict[Any, Any] = globs.setdefault("__warningregistry__", {})
+        return registry
+    with _DETACHED_LOCK:
+        return _DETACHED.setdefault((filename, name), {})
+
+
+_DETACHED_LOCK = _forks.Lock()

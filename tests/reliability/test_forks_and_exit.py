@@ -498,6 +498,42 @@ def test_a_map_inside_a_daemonic_worker_of_another_pool_runs_serially_as_nested_
     assert got["initializer"] == [[10 * x for x in range(5)], "nested"]  # load_model(10) ran there first
 
 
+NESTED_BY_VALUE = textwrap.dedent("""
+    import sys
+    import payoff
+    from payoff import ParallelConfig, ParallelExecutor
+
+    def inner(y):
+        return y + 1
+
+    def outer(x):  # sent by value: a __main__ function on joblib, a lambda on processes
+        return sum(payoff.map(inner, range(x)))
+
+    if __name__ == "__main__":
+        strategy, fn = sys.argv[1], outer if sys.argv[2] == "def" else (lambda x: outer(x))
+        with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0)) as ex:
+            got = ex.map(fn, range(200), chunksize=8)
+            print("right", got == [sum(range(1, x + 1)) for x in range(200)], "chunks", ex.last_record.n_chunks)
+""")
+
+
+@pytest.mark.parametrize(("strategy", "fn"), [("joblib", "def"), ("processes", "lambda")])
+def test_a_nested_maps_warning_in_a_function_sent_by_value_shows_once_per_worker(
+        strategy: str, fn: str, tmp_path: Path) -> None:
+    """"Once per call site" was kept in the function's globals, which cloudpickle makes afresh for each chunk
+    it unpickles: a nested map's fallback warning printed once per chunk (24 times for 24 chunks on joblib, 21
+    for a lambda on processes; calls-and-callables and observability trials)."""
+    script = tmp_path / "nested.py"
+    script.write_text(NESTED_BY_VALUE)
+    done = subprocess.run([sys.executable, str(script), strategy, fn], capture_output=True, text=True, cwd=ROOT,
+                          env=CHILD_ENV, timeout=GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "right True" in done.stdout, done.stdout
+    chunks = int(done.stdout.split("chunks")[1])
+    shown = done.stderr.count("ParallelFallbackWarning")
+    assert chunks >= 10 and 1 <= shown <= 2, (chunks, done.stderr[-3000:])  # one a worker at most
+
+
 def test_a_script_piped_into_python_under_spawn_is_named_as_what_workers_cannot_import() -> None:
     """``python - < script.py``: ``__main__`` is ``<stdin>``, which spawned workers try to run as a file and
     die; the fallback said only that a process "terminated abruptly" and to check the initializer."""
