@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import threading
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -149,6 +150,38 @@ def test_a_call_whose_pool_fails_after_planning_is_counted_where_its_items_ran(
         pytest.approx(record.wall_seconds)
     assert total(values, "payoff_in_flight_tasks") == 0
     assert total(values, "payoff_pool_starts_total", strategy="processes", outcome="failure") == 1
+
+
+def test_a_serial_call_that_outgrew_its_estimate_counts_its_pool_where_the_pool_ran(
+        endpoint: tuple[PrometheusMetrics, MetricsServer]) -> None:
+    """A call auto planned serial that moved to a pool once its items cost more (``auto_outgrew_estimate``)
+    counted its pool start and its decision under ``serial``, a strategy that never has a pool (observability
+    trial). Its items count where they ran: its head here, the rest on the pool."""
+    from payoff import planning
+    from payoff._knowledge import Facts
+
+    observer, server = endpoint
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.grows, Facts(1e-7, 1.0, 40, "", None, result_error=""))  # remembered as trivial
+    with warnings.catch_warnings(), ParallelExecutor(ParallelConfig(max_workers=2), planner=planner,
+                                                     observers=[observer]) as ex:
+        warnings.simplefilter("ignore")
+        items = list(range(3000, 3300))
+        assert ex.map(tasks.grows, items, workload="grew") == [tasks.grows(x) for x in items]
+        record = ex.last_record
+    assert record is not None and record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, record.summary()
+    pool = record.selected_strategy
+    assert pool != "serial" and record.pool_started
+    values = samples(scrape(server))
+    assert total(values, "payoff_pool_starts_total", strategy="serial") == 0
+    assert total(values, "payoff_pool_starts_total", strategy=pool, outcome="success") == 1
+    assert total(values, "payoff_decisions_total", strategy=pool, reason="auto_outgrew_estimate") == 1
+    assert total(values, "payoff_decisions_total", strategy="serial") == 0
+    here = sum(c.n_items for c in record.chunks if c.where == "caller")
+    assert total(values, "payoff_tasks_total", strategy="serial", workload="grew") == here
+    assert total(values, "payoff_tasks_total", strategy=pool, workload="grew") == 300 - here
+    assert total(values, "payoff_map_calls_total", strategy=pool, workload="grew") == 1
+    assert total(values, "payoff_in_flight_tasks") == 0
 
 
 def map_concurrently(ex: ParallelExecutor, folder: Path, workload: str) -> list[MapRecord]:

@@ -311,6 +311,12 @@ def metrics_reference_markdown() -> str:
         f"values (then `{OTHER}`; records, spans and the records file keep every name); `reason` is a reason "
         "code (below).",
         "",
+        "A call that moved after planning (a pool that failed to start, a serial run that outgrew its estimate)",
+        "counts its tasks, busy, CPU and capacity where each part ran, and its call, wall time, serial estimate,",
+        "speedup and decision once, under the strategy it ended on; starts and reuses count under the pool it",
+        "asked for. Per strategy, such a call's tasks differ from its record's, which names one strategy; the",
+        "totals agree.",
+        "",
         "| metric | type | labels | what it answers | help |",
         "|---|---|---|---|---|",
     ]
