@@ -252,3 +252,52 @@ def test_the_last_export_at_exit_still_arrives(receiver: Receiver) -> None:
     assert receiver.points("payoff_map_calls", "at-exit") == 1
     assert any(a.value.string_value == "at-exit" for s in receiver.spans()  # type: ignore[attr-defined]
                for a in s.attributes)
+
+
+def test_shutdown_waits_no_longer_than_asked_for_a_collector_that_never_answers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A collector that accepts and never answers: ``shutdown()`` stopped the providers one after the other on
+    the caller's thread, each retrying for the SDK's 10 s (20 s in a service's graceful stop; observability
+    trial). It waits as long as it is given, then says what it dropped."""
+    with socket.socket() as silent:  # listens, never accepts or answers: each request waits its whole timeout
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        setup: OTLPSetup = configure(otlp_endpoint=endpoint, set_global=False,
+                                     export_interval_seconds=60)  # type: ignore[assignment]
+        with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE),
+                              tracer_provider=setup.tracer_provider, meter_provider=setup.meter_provider) as ex:
+            ex.map(abs, range(50), workload="silent")
+        stopping = threading.Thread(target=setup.shutdown, kwargs={"timeout_seconds": 0.5})
+        stopping.start()
+        stopping.join(8.0)  # a bound for a hang, far above what was asked: no speed is measured
+        alive = stopping.is_alive()
+        stopping.join()  # before the socket closes under it
+    assert not alive, "shutdown(timeout_seconds=0.5) was still flushing after 8 s"
+    assert any(f"did not reach {endpoint}" in r.getMessage() and "dropped" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+AFTER_SHUTDOWN_SCRIPT = textwrap.dedent("""
+    import sys
+    from payoff.telemetry import configure
+    setup = configure(otlp_endpoint=sys.argv[1], export_interval_seconds=60)
+    print("trailing slash, same setup:", configure(otlp_endpoint=sys.argv[1] + "/", export_interval_seconds=60)
+          is setup, flush=True)
+    setup.shutdown()
+    try:
+        configure(otlp_endpoint=sys.argv[1], export_interval_seconds=60)
+        print("configured again: nothing would be exported", flush=True)
+    except RuntimeError as exc:
+        print("refused:", exc, flush=True)
+""")
+
+
+def test_configure_after_its_providers_were_shut_down_says_nothing_would_be_exported(receiver: Receiver) -> None:
+    """A re-run cell after ``shutdown()`` got the stopped setup back, and nothing was exported from then on
+    without a word; an endpoint given with a trailing slash was refused as another endpoint."""
+    proc = subprocess.run([sys.executable, "-c", AFTER_SHUTDOWN_SCRIPT, receiver.endpoint], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trailing slash, same setup: True" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "refused:" in proc.stdout and "shut down" in proc.stdout, proc.stdout

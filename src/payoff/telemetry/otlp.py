@@ -36,6 +36,11 @@ EXIT_FLUSH_SECONDS = 3.0
 """How long the program's end waits for the last export: the SDK's own exit hooks retry an unreachable
 collector for about 12 s."""
 
+SHUTDOWN_SECONDS = 5.0
+"""How long ``OTLPSetup.shutdown()`` waits for the last export by default: the SDK's providers, one after the
+other, took 13 s on a refused collector and 20 s on one that accepted and never answered, in a service's
+graceful stop."""
+
 
 @dataclass
 class OTLPSetup:
@@ -49,11 +54,30 @@ class OTLPSetup:
     _exit_wake: threading.Event = field(default_factory=threading.Event, repr=False)
     _exit_thread: threading.Thread | None = field(default=None, repr=False)
 
-    def shutdown(self) -> None:
-        self._exit_wake.set()  # the waiting exit thread ends
-        if self._stopped:
+    def shutdown(self, timeout_seconds: float | None = SHUTDOWN_SECONDS) -> None:
+        """Flush and stop the providers, waiting at most ``timeout_seconds`` (None: as long as the SDK's
+        exporters retry); what a collector did not take by then is dropped, and a warning says so."""
+        claimed = self._claim()
+        self._exit_wake.set()  # the waiting exit thread ends (after the claim: it must not take the flush)
+        if not claimed:
             return
-        self._stopped = True
+        if timeout_seconds is None:
+            self._stop_providers()
+            return
+        stopping = threading.Thread(target=self._stop_providers, name="payoff-otlp-shutdown", daemon=True)
+        stopping.start()
+        stopping.join(timeout_seconds)
+        if stopping.is_alive():
+            log.warning("payoff: the last OTLP export did not reach %s within %g s of shutdown(); what was left "
+                        "is dropped", self.endpoint, timeout_seconds)
+
+    def _claim(self) -> bool:
+        """Whether this caller is the one to stop the providers (once, whoever comes first)."""
+        with _lock:
+            first, self._stopped = not self._stopped, True
+        return first
+
+    def _stop_providers(self) -> None:
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
@@ -68,21 +92,21 @@ class OTLPSetup:
 
     def _last_export(self) -> None:
         self._exit_wake.wait()
-        self.shutdown()
+        if self._claim():
+            self._stop_providers()
 
     def _at_exit(self) -> None:
         """The last export, given ``EXIT_FLUSH_SECONDS``; a collector that is down costs no more, and says so."""
         if self._stopped:
             return
         last = self._exit_thread
-        if last is not None and last.is_alive():
-            self._exit_wake.set()
-        else:  # a child made by os.fork: the parent's exit thread is not in it
-            last = threading.Thread(target=self.shutdown, name="payoff-otlp-exit", daemon=True)
+        self._exit_wake.set()
+        if last is None or not last.is_alive():  # a child made by os.fork: the parent's exit thread is not in it
+            last = threading.Thread(target=self._last_export, name="payoff-otlp-exit", daemon=True)
             try:
                 last.start()
             except RuntimeError:  # Python 3.12 at interpreter shutdown: unbounded, but nothing is dropped
-                self.shutdown()
+                self.shutdown(None)
                 return
         last.join(EXIT_FLUSH_SECONDS)
         if last.is_alive():
@@ -109,7 +133,8 @@ def configure(
     """
     global _global
     _check_protocol(traces, metrics_too)
-    given = (otlp_endpoint, service_name, traces, metrics_too, export_interval_seconds, timeout_seconds)
+    endpoint = otlp_endpoint.rstrip("/") if otlp_endpoint else otlp_endpoint  # "http://h:4318/" is that one too
+    given = (endpoint, service_name, traces, metrics_too, export_interval_seconds, timeout_seconds)
     if set_global:
         with _lock:
             if _global is None:
@@ -121,6 +146,12 @@ def configure(
                     f"({_shown(_global[0])}); OpenTelemetry sets them once per process, so {_shown(given)} "
                     f"cannot apply. Restart the process (or kernel) to change them, or pass set_global=False "
                     f"and give the providers to ParallelExecutor(tracer_provider=..., meter_provider=...)")
+            elif _global[1]._stopped:
+                raise RuntimeError(
+                    "payoff.telemetry.configure() set this process's OpenTelemetry providers and they were shut "
+                    "down since, so nothing would be exported; OpenTelemetry sets them once per process. Restart "
+                    "the process (or kernel), or pass set_global=False and give the new providers to "
+                    "ParallelExecutor(tracer_provider=..., meter_provider=...)")
             return _global[1]
     return _create(*given, set_global=False)
 
