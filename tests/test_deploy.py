@@ -197,3 +197,15 @@ def test_collector_and_tempo_configs_are_present() -> None:
     tempo = (DEPLOY / "tempo.yml").read_text(encoding="utf-8")
     assert re.search(r"^\s+backend:\s*local\s*$", tempo, re.MULTILINE)
     assert re.search(r"^\s+http_listen_port:\s*3200\s*$", tempo, re.MULTILINE)
+
+
+def test_the_fallback_rate_alert_leaves_out_exactly_the_reasons_of_serial_by_choice() -> None:
+    """Its matcher is written in the rule; the codes it leaves out are ``Reason.serial_by_choice`` (a new code
+    of either kind would otherwise count, or stay out of, the alert without anyone deciding it)."""
+    from payoff.reasons import fallback_reasons
+
+    excluded = re.search(r'payoff_fallbacks_total\{reason!~"([^"]+)"\}', alert_blocks()["PayoffFallbackRateHigh"])
+    assert excluded is not None, "the rule no longer excludes reasons by a regular expression"
+    by_choice = {r.value for r in fallback_reasons() if r.serial_by_choice}
+    assert set(excluded[1].split("|")) == by_choice
+    assert not any(r.recovered for r in fallback_reasons() if r.serial_by_choice)

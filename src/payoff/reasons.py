@@ -230,6 +230,15 @@ class Reason(StrEnum):
         return self in _RECOVERED
 
     @property
+    def serial_by_choice(self) -> bool:
+        """Serial because it was the better choice or was asked for (too little work, a pool start or data
+        movement costing more than it saves, a measured loss, a nested call, parallelism switched off), not
+        because something kept the call from a pool that would have paid (a failed start, unpicklable work, a
+        granularity that does not fit, a single CPU). The fallback-rate alert counts only the latter: a
+        service of small calls, each rightly serial, read as 67-100% fallbacks and fired it."""
+        return self in _BY_CHOICE
+
+    @property
     def advice_sentence(self) -> str:
         """The advice as it ends a warning: capitalised, with a full stop."""
         return f"{self.advice[:1].upper()}{self.advice[1:]}." if self.advice else ""
@@ -239,6 +248,8 @@ class Reason(StrEnum):
 
 
 _RECOVERED = frozenset({Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED})
+_BY_CHOICE = frozenset({Reason.DISABLED, Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.NO_MEASURED_GAIN,
+                        Reason.PAYLOAD_TOO_LARGE, Reason.NESTED})
 
 FallbackReason = Reason
 """Alias kept for readers of DESIGN.md: the fallback codes live in :class:`Reason`."""
