@@ -656,6 +656,13 @@ class RefusesRebuild:
         return _rebuild_refused, ()
 
 
+def nested_sum(n: int) -> int:
+    """An item that maps itself (a nested map: it runs serially where the item runs)."""
+    import payoff
+
+    return sum(payoff.map(abs, range(1, n + 1)))
+
+
 def no_setup() -> None:
     """A worker initializer that does nothing: with one set, no item of the call runs in the caller."""
 

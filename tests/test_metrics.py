@@ -369,6 +369,54 @@ def test_payoff_metrics_port_starts_the_endpoint_by_itself(tmp_path: object) -> 
     assert 'payoff_map_calls_total{mode="serial",strategy="serial",workload="env"} 1.0' in out.stdout
 
 
+def test_payoff_metrics_port_zero_says_which_port_it_took() -> None:
+    """``PAYOFF_METRICS_PORT=0`` served on a free port and said nothing, so no scraper could find it."""
+    import os
+    import sys
+
+    script = ("import sys, time, payoff\n"
+              "payoff.map(abs, range(5), workload='zero')\n"
+              "print('mapped', flush=True)\n"
+              "sys.stdin.read()\n")  # serves until the test has scraped
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, "PAYOFF_METRICS_PORT": "0"},
+                          cwd=str(Path(__file__).resolve().parents[1])) as child:
+        try:
+            assert child.stdout is not None and child.stderr is not None
+            assert child.stdout.readline().strip() == "mapped"
+            said = child.stderr.readline()
+            url = re.search(r"serving /metrics at (http://127\.0\.0\.1:\d+/metrics)", said)
+            assert url is not None, said
+            with urllib.request.urlopen(url[1], timeout=10) as resp:
+                assert 'workload="zero"' in resp.read().decode()
+        finally:
+            child.kill()
+
+
+def test_worker_processes_that_inherit_payoff_metrics_port_leave_the_endpoint_to_their_parent() -> None:
+    """Workers started afresh (joblib's) inherit the variable; a nested map in each logged "not serving /metrics
+    ... the port is in use" (observability trial). The parent serves it, and the workers stay quiet."""
+    import os
+    import sys
+
+    port = socket_free_port()
+    script = (
+        "import urllib.request, payoff\n"
+        "from payoff import ParallelConfig, ParallelExecutor\n"
+        "from tests import tasks\n"
+        "with ParallelExecutor(ParallelConfig(strategy='joblib', max_workers=2, tiny_workload_threshold=0)) as ex:\n"
+        "    print('sums', ex.map(tasks.nested_sum, [5] * 16, chunksize=2, workload='outer')[:2])\n"
+        f"text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=10).read().decode()\n"
+        "print('served', 'workload=\"outer\"' in text)\n"
+    )
+    env = {**os.environ, "PAYOFF_METRICS_PORT": str(port)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr
+    assert "sums [15, 15]" in out.stdout and "served True" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "not serving /metrics" not in out.stderr, out.stderr[-3000:]
+
+
 def test_telemetry_variables_set_after_the_first_map_are_followed(tmp_path: Path) -> None:
     """A notebook sets PAYOFF_METRICS_PORT and PAYOFF_RECORDS in a cell after its first ``payoff.map``: the
     shared executor, made before, served nothing and wrote no record, without a word (read when it was made).

@@ -44,6 +44,11 @@ _ITEM_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("payoff_item_d
 """Set once in the context a serial ``imap``'s items run in: a per-item thread-local set cost more than the item."""
 
 
+def in_worker_process() -> bool:
+    """True in a worker process of a payoff pool (processes, joblib), whatever runs in it now."""
+    return _in_worker_process
+
+
 def in_worker() -> bool:
     """True inside a payoff chunk (any backend) or a payoff worker process."""
     return _in_worker_process or getattr(_local, "depth", 0) > 0 or _ITEM_DEPTH.get() > 0

@@ -52,6 +52,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from payoff import _forks
 from payoff.observers import warn_at_call_site
+from payoff.worker import in_worker_process
 
 log = logging.getLogger("payoff")
 
@@ -515,7 +516,10 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
     addr = addr_from_env()
     try:
         port = parse_port(raw_port)
-        return serve_metrics(port, addr, web_config=web_config_from_env())
+        server = serve_metrics(port, addr, web_config=web_config_from_env())
+        if port == 0:  # a free port: nothing else would tell anyone which
+            log.warning("payoff: serving /metrics at %s (%s=0 took a free port)", server.url, PORT_ENV)
+        return server
     except MetricsExposureWarning as exc:  # warnings turned into errors: then refuse to expose
         log.warning("payoff: not serving /metrics (MetricsExposureWarning is an error here): %s", exc)
     except MetricsConfigError as exc:
@@ -532,11 +536,13 @@ def serve_from_env() -> MetricsServer | None:
     """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set (and not empty or blank).
 
     Runs as every map call starts, so a configuration that failed is remembered and
-    neither retried nor logged again until the variables change.
+    neither retried nor logged again until the variables change. Never in a payoff worker process: it
+    inherits the variable, and a nested map there logged "port in use" in every worker started afresh
+    (joblib's, forkserver's); the process that set the variable serves the endpoint.
     """
     global _auto, _failed_for
     raw = os.environ.get(PORT_ENV)
-    if not raw or not raw.strip():  # empty or blank: unset, as an env file leaves it
+    if not raw or not raw.strip() or in_worker_process():  # empty or blank: unset, as an env file leaves it
         return None
     with _auto_lock:
         if _auto is None:
