@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,14 @@ def test_the_architecture_page_names_every_module() -> None:
     missing = [name for name in modules + folders if f"`{name}" not in text]
     assert not missing, f"docs/architecture.md does not name {missing}"
 
+
+
+def test_the_quickstart_names_every_fallback_reason() -> None:
+    """Its list had fallen behind the enum: ``pool_start_cost`` and ``no_measured_gain``, two of the codes a
+    user meets most, were missing (observability trial)."""
+    from payoff.reasons import fallback_reasons
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "quickstart.md").read_text()
+    listed = re.search(r"Reason codes: (.*?)\. The", text, flags=re.DOTALL)
+    assert listed is not None, "the quickstart's list of reason codes moved"
+    assert set(re.findall(r"`([a-z_]+)`", listed[1])) == {r.value for r in fallback_reasons()}
