@@ -663,6 +663,25 @@ def nested_sum(n: int) -> int:
     return sum(payoff.map(abs, range(1, n + 1)))
 
 
+SHARED_ERROR = LookupError("not found")
+"""One exception object raised by several items (a module's sentinel error)."""
+STARTED_17 = threading.Event()
+LATE_17 = threading.Event()
+
+
+def raise_shared(x: int) -> int:
+    """Items 7 and 17 raise the same object: 7 once 17 has started, 17 only when the test lets it (after the
+    map raised 7's)."""
+    if x == 17:
+        STARTED_17.set()
+        LATE_17.wait(30)
+        raise SHARED_ERROR
+    if x == 7:
+        STARTED_17.wait(30)
+        raise SHARED_ERROR
+    return x
+
+
 def no_setup() -> None:
     """A worker initializer that does nothing: with one set, no item of the call runs in the caller."""
 

@@ -203,3 +203,24 @@ def test_flags_and_worker_counts_take_what_they_say() -> None:
             ex.map(tasks.square, [1], releases_gil=1)
         with pytest.raises(ValueError, match="progress"):
             ex.map(tasks.square, [1], progress=0)
+
+
+def test_an_exception_object_several_items_raise_names_the_item_it_was_raised_for() -> None:
+    """On threads each failing chunk wrote its "raised by item" note into the one shared object, so a chunk
+    that failed after the map had raised renamed the item: item 7's error read "raised by item 17"
+    (calls-and-callables trial, 2 of 3 runs)."""
+    tasks.STARTED_17.clear()
+    tasks.LATE_17.clear()
+    tasks.SHARED_ERROR.__notes__ = []
+    config = ParallelConfig(strategy="threads", max_workers=2, worker_initializer=tasks.no_setup, **FORCE)
+    ex = ParallelExecutor(config)
+    try:
+        with pytest.raises(LookupError) as caught:
+            ex.map(tasks.raise_shared, range(30), chunksize=5)
+        assert tasks.STARTED_17.is_set()  # item 17 runs on, and fails after the map raised
+    finally:
+        tasks.LATE_17.set()
+        ex.shutdown(wait=True)
+    assert caught.value is tasks.SHARED_ERROR
+    notes = [n for n in caught.value.__notes__ if n.startswith("payoff: raised by item")]
+    assert len(notes) == 1 and notes[0].startswith("payoff: raised by item 7 "), notes

@@ -58,6 +58,7 @@ from payoff.worker import (
     ChunkOutcome,
     StreamedChunk,
     in_worker,
+    noted,
     run_chunk,
     run_queue_ns,
     running_on,
@@ -143,7 +144,7 @@ class MapRun:
         self.parts: dict[int, list[ChunkOutcome]] = {}
         self.sizes: dict[int, int] = {}
         self.starts: dict[int, int] = {}
-        self.failed: tuple[int, int, BaseException] | None = None
+        self.failed: tuple[int, int, ChunkOutcome] | None = None
         """An ``imap``'s earliest failing chunk, item and error, held until the results before it are out."""
         self.next_index = 0
         self.next_yield = 0
@@ -802,7 +803,7 @@ class MapRun:
             if not self.in_flight:
                 if self._nothing_left():
                     if self.failed is not None:  # only if a piece before the error was lost with no rerun
-                        raise self.failed[2]
+                        raise noted(self.failed[2])
                     return
                 self._raise_if_stopped()  # work left that may not start now
                 continue
@@ -967,7 +968,7 @@ class MapRun:
         self.collected.append(stats)
         if outcome.error is not None:
             if not self.ordered:  # imap_unordered: the first error to come is the first in its order
-                raise outcome.error
+                raise noted(outcome)
             self._hold_error(task, outcome)
             return
         self.sizer.observe(stats.n_items, stats.busy_seconds)
@@ -985,7 +986,7 @@ class MapRun:
         at = outcome.error_index if outcome.error_index is not None else task.first + outcome.n_done
         assert outcome.error is not None
         if self.failed is None or at < self.failed[1]:
-            self.failed = (task.index, at, outcome.error)
+            self.failed = (task.index, at, outcome)
         self.parts.setdefault(task.index, []).append(outcome)
         self.source_done = True
 
@@ -1017,14 +1018,14 @@ class MapRun:
     def _up_to_the_error(self) -> Iterator[list[Any]]:
         """The failing chunk's results before its failing item, once all are back; then the item's error."""
         assert self.failed is not None
-        index, at, error = self.failed
+        index, at, failing = self.failed
         before = sorted((p for p in self.parts[index] if p.first < at), key=lambda p: p.first)
         if sum(p.n_done for p in before) < at - self.starts[index]:
             return  # a piece of the chunk before the error is still running
         results = [r for p in before for r in p.results][: at - self.starts[index]]
         if results:
             yield results
-        raise error
+        raise noted(failing)
 
     def _done_blocks(self) -> Iterator[list[Any]]:
         """Every chunk's results that are back, whatever its place: ``imap_unordered``."""

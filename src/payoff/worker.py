@@ -426,10 +426,20 @@ def run_chunk(
     outcome = _ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes)
     if error is not None:
         outcome.error_index = first + len(results)
-        _add_note(error, f"{RAISED_BY}{outcome.error_index} of the map "
-                         f"(chunk {index}, worker {outcome.worker})")
         outcome.error = error
+        if cancel is None or not cancel.is_set():  # a call that ended will never raise it: its note stays
+            noted(outcome)
     return outcome
+
+
+def noted(outcome: ChunkOutcome) -> BaseException:
+    """The outcome's error, its note naming this outcome's item. Noted in the worker and again by the caller
+    as it raises it: one exception object raised by several items (a module's sentinel error) on threads
+    kept the note of whichever chunk failed last, naming another item than the one raised for."""
+    assert outcome.error is not None
+    _add_note(outcome.error, f"{RAISED_BY}{outcome.error_index} of the map (chunk {outcome.index}, worker "
+                             f"{outcome.worker})")
+    return outcome.error
 
 
 def _note_exit(exc: BaseException, item: int, chunk: int) -> None:
