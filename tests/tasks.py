@@ -682,6 +682,21 @@ def raise_shared(x: int) -> int:
     return x
 
 
+SLOW_RELEASE = threading.Event()
+SLOW_DONE = threading.Event()
+
+
+def slow_once(x: int) -> int:
+    """A service's handler whose item -1 is slow (a backend that answers late), not hung: it ends when the
+    test lets it."""
+    if x < 0:
+        try:
+            SLOW_RELEASE.wait(30)
+        finally:
+            SLOW_DONE.set()
+    return 2 * x
+
+
 def no_setup() -> None:
     """A worker initializer that does nothing: with one set, no item of the call runs in the caller."""
 

@@ -242,7 +242,7 @@ class Knowledge:
     def __init__(self) -> None:
         self._lock = _forks.Lock()
         self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
-        self._crashes: OrderedDict[Hashable, str] = OrderedDict()
+        self._crashes: OrderedDict[Hashable, tuple[str, Callable[[], bool] | None]] = OrderedDict()
 
     @contextlib.contextmanager
     def _stored(self, fn: Callable[..., Any]) -> Iterator[Facts | None]:
@@ -453,18 +453,22 @@ class Knowledge:
             if facts is not None:
                 facts.threads_calls = max(facts.threads_calls, RESHARE_EVERY)
 
-    def crashed(self, fn: Callable[..., Any], detail: str) -> None:
+    def crashed(self, fn: Callable[..., Any], detail: str, hanging: Callable[[], bool] | None = None) -> None:
         """``fn`` crashed a worker process (``detail`` says how): from now on it runs only in worker processes.
 
         Kept for the life of the process (or until ``forget``), like the facts:
         a crash that a retry recovered may recur, and the caller is the one
-        process payoff cannot restart.
+        process payoff cannot restart. An item that outlived its call's timeout
+        on a payoff thread (``hanging`` tells whether it still runs) is kept only
+        while it runs: one that finished was slow, not hung, and one slow request
+        had moved every later call of a service's function to worker processes
+        for good (3x its latency on 1,000 calls).
         """
         key = fn_key(fn)
         if key is None:
             return
         with self._lock:
-            self._crashes[key] = detail
+            self._crashes[key] = (detail, hanging)
             self._crashes.move_to_end(key)
             while len(self._crashes) > self.LIMIT:
                 self._crashes.popitem(last=False)
@@ -472,8 +476,14 @@ class Knowledge:
     def crash_of(self, fn: Callable[..., Any]) -> str | None:
         """How ``fn`` crashed a worker process in an earlier call; None if it never did."""
         key = fn_key(fn)
+        if key is None:
+            return None
         with self._lock:
-            return self._crashes.get(key) if key is not None else None
+            detail, hanging = self._crashes.get(key, (None, None))
+            if hanging is not None and not hanging():
+                del self._crashes[key]
+                return None
+            return detail
 
     def forget(self) -> None:
         with self._lock:

@@ -327,7 +327,7 @@ def bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, flo
         raise
     if not finished.is_set():
         _outlived(call, left_running(thread.is_alive, call.timeout, given,
-                                      "the item(s) this call ran to measure them still run"))
+                                      "the item(s) this call ran to measure them still run"), thread.is_alive)
     if errors:
         raise errors[0]
     return box[0]
@@ -358,22 +358,24 @@ def left_running(running: Callable[[], bool], timeout: float, given: float, what
     return hung
 
 
-def _outlived(call: Call, hung: bool) -> NoReturn:
+def _outlived(call: Call, hung: bool, running: Callable[[], bool]) -> NoReturn:
     """The call's deadline came while its probe's thread ran an item: raise the call's timeout."""
     raise ProbeOutlivedTimeout(
         f"payoff: the call did not finish within timeout={call.timeout:g} s (its first items, run to "
         "measure them, were still running)",
         detail=f"its first items, measured on a payoff thread, still ran after timeout={call.timeout:g} s",
-        hung=hung)
+        hung=hung, running=running)
 
 
 class ProbeOutlivedTimeout(TimeoutError):
     """A call's timeout struck while its probe thread still ran an item, which may hang for good."""
 
-    def __init__(self, message: str, detail: str, *, hung: bool) -> None:
+    def __init__(self, message: str, detail: str, *, hung: bool, running: Callable[[], bool]) -> None:
         super().__init__(message)
         self.detail = detail
         self.hung = hung
+        self.running = running
+        """Whether the item still runs (its thread is alive)."""
         """Whether the item had most of the timeout (it may hang for good), not just what was left of it."""
 
 

@@ -284,10 +284,12 @@ class Planner:
 
     def outlived(self, fn: Callable[..., Any], running: Callable[[], bool], timeout: float, given: float) -> None:
         """A call's serial items on a payoff thread still ran at its deadline (see ``left_running``): a function
-        whose items had at least HUNG_SHARE of the timeout runs only in worker processes from now on, so a
-        request that hangs for good leaves no more threads."""
+        whose items had at least HUNG_SHARE of the timeout runs only in worker processes while that item runs,
+        so a request that hangs for good leaves no more threads (and one that was only slow, once it ends,
+        none)."""
         if left_running(running, timeout, given, "an item of this call still runs"):
-            self.knowledge.crashed(fn, f"its items, run on a payoff thread, still ran after timeout={timeout:g} s")
+            self.knowledge.crashed(fn, f"its items, run on a payoff thread, still ran after timeout={timeout:g} s",
+                                   running)
 
     def plan(self, call: Call) -> Plan:
         """Decide how to run ``call``; may run its first items (the probe)."""
@@ -308,8 +310,8 @@ class Planner:
             crowded = self._among_others(OTHERS_WINDOW_SECONDS) or self._others_open(call.stop)
             probe = _run_probe(self.knowledge, call, workers, crowded, self.costs, self._others_since)
         except ProbeOutlivedTimeout as exc:
-            if exc.hung:  # its next calls run where payoff can stop an item
-                self.knowledge.crashed(call.fn, exc.detail)
+            if exc.hung:  # its next calls run where payoff can stop an item, while that one runs
+                self.knowledge.crashed(call.fn, exc.detail, exc.running)
             raise
         if probe.failed:
             return _serial(call, None, "the probe item raised", decision, probe)

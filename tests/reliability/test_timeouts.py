@@ -199,6 +199,38 @@ def test_timeout_holds_when_the_first_item_hangs(strategy: str) -> None:
         assert time.monotonic() - started < 15, "the call waited for the 30 s item"
 
 
+def test_an_item_that_outlived_its_timeout_isolates_its_function_only_while_it_runs() -> None:
+    """One slow request (an item that ended after its call's timeout) moved every later call of a service's
+    function to worker processes for the life of the process (``auto_isolates_crashes``: 1,000 of 1,000
+    calls, 3x their latency; service trial). While the item runs, later calls run where an item can be
+    stopped; once it ended, they are planned as before."""
+    tasks.SLOW_RELEASE.clear()
+    tasks.SLOW_DONE.clear()
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
+        assert ex.last_record is not None and ex.last_record.selected_strategy == "serial"
+        try:
+            with pytest.raises(TimeoutError):
+                ex.map(tasks.slow_once, [-1, *range(19)], timeout=0.5)
+            assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
+            while_running = ex.last_record
+        finally:
+            tasks.SLOW_RELEASE.set()
+        assert tasks.SLOW_DONE.wait(30)
+        deadline = time.monotonic() + 30  # the rest of its run (19 items of 0.1 us) ends just after it
+        while True:
+            assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
+            after = ex.last_record
+            if after is None or after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert while_running is not None and while_running.decision_reason is Reason.AUTO_ISOLATES_CRASHES
+    assert after is not None and after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES, after.summary()
+    assert after.selected_strategy == "serial"
+
+
 def test_a_call_with_a_timeout_still_measures_its_first_items_and_keeps_tiny_work_serial() -> None:
     """The probe runs on a payoff thread bounded by the timeout, so small work does not start a pool for nothing."""
     with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
