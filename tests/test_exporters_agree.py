@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payoff import MapRecord, ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason
 from payoff.telemetry import serve_metrics
-from payoff.telemetry.metrics import METRIC_BY_NAME, METRICS, PrometheusMetrics
+from payoff.telemetry.metrics import METRIC_BY_NAME, METRICS, WORKLOAD_CAP, PrometheusMetrics
 from payoff.telemetry.otel_metrics import OTelMetrics
 from payoff.telemetry.server import MetricsServer
 from payoff.telemetry.updates import ADD, OBSERVE, OBSERVE_BLOCKS, TOUCH, MetricUpdates
@@ -287,3 +287,19 @@ def test_every_update_names_a_contract_metric_with_its_labels(tmp_path: Path) ->
         assert len(labels) == len(d.labels), (metric, labels)
         assert (kind == ADD) == (d.kind != "histogram"), (metric, kind)
         assert kind in (ADD, OBSERVE, OBSERVE_BLOCKS, TOUCH)
+
+
+def test_executors_made_per_request_with_one_meter_provider_share_its_workload_cap() -> None:
+    """The cap held per executor: a service making an executor per request, each with its own workload name,
+    added series on the provider without bound (7,215 data points after 600 requests; service trial)."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        for i in range(WORKLOAD_CAP + 20):
+            with ParallelExecutor(ParallelConfig(strategy="serial"), meter_provider=provider) as ex:
+                ex.map(abs, [i], workload=f"request-{i}")
+        names = {labels.get("workload") for (metric, pairs) in from_otel(reader).scalars
+                 if metric == "payoff_map_calls_total" for labels in [dict(pairs)]}
+    finally:
+        provider.shutdown()
+    assert len(names) == WORKLOAD_CAP + 1 and "other" in names, len(names)
