@@ -355,6 +355,9 @@ class ParallelExecutor:
         return self.records[-1] if self.records else None
 
     def _keep(self, record: MapRecord) -> None:
+        """The latest record whole; the one before it, now older, as records are kept (``MapRecord.kept``)."""
+        with contextlib.suppress(IndexError):  # another thread's call may keep or drop one meanwhile
+            self.records[-1] = self.records[-1].kept()
         self.records.append(record)
         self._mine.record = record
 

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, overload
 
 from payoff import _loop_waits
@@ -436,6 +436,19 @@ class MapRecord:
 
         return record_html(self)
 
+    def kept(self) -> MapRecord:
+        """This record as an executor keeps it once a newer one came: each chunk's timing blocks summed in
+        neighbouring pairs down to ``KEPT_BLOCKS``, with the percentiles and waits read from all of them.
+
+        Items of 0.3 ms or more are timed one by one, and 256 kept records of calls of 2,000 such items held
+        36 MiB (20,000 items a call: 355 MiB); the records file already folds its lines so.
+        """
+        if all(len(c.block_sizes) <= KEPT_BLOCKS for c in self.chunks):
+            return self
+        lean = replace(self, chunks=tuple(_lean(c) for c in self.chunks))
+        lean.__dict__.update(task_time=self.task_time, queue_wait=self.queue_wait)  # as read from every block
+        return lean
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (reason codes as strings, derived values included)."""
         data = asdict(self)
@@ -497,6 +510,9 @@ def items_seconds(record: MapRecord) -> float:
     return max(0.0, record.work_seconds - sum(c.busy_seconds - own_work_seconds(c) for c in here))
 
 
+KEPT_BLOCKS = 16
+"""Timing blocks a chunk of an executor's older kept records holds (``MapRecord.kept``): with their percentiles
+read from every block, a 2,000-item call of 19 chunks keeps about 20 KiB, not 142."""
 FOLD_AT = 1_024
 """Chunk stats a call's record keeps before it folds the older half of them in pairs: an endless ``imap`` cuts a
 chunk every few milliseconds, and its record (kept for the whole call, then with the executor's records) grew by
@@ -534,6 +550,13 @@ def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
         bytes_sent=a.bytes_sent + b.bytes_sent, bytes_received=a.bytes_received + b.bytes_received, where=a.where,
         n_errors=a.n_errors + b.n_errors, runq_ns=a.runq_ns + b.runq_ns, pieces=a.pieces + b.pieces,
         blocked=None if a.blocked is None or b.blocked is None else a.blocked + b.blocked)
+
+
+def _lean(chunk: ChunkStats) -> ChunkStats:
+    if len(chunk.block_sizes) <= KEPT_BLOCKS:
+        return chunk
+    durations, sizes = coarser_blocks(chunk.durations_ns, chunk.block_sizes, KEPT_BLOCKS)
+    return replace(chunk, durations_ns=durations, block_sizes=sizes)
 
 
 def coarser_blocks(durations: Sequence[int], sizes: Sequence[int],
