@@ -434,6 +434,27 @@ def test_payoff_map_follows_the_environment_when_it_changes(monkeypatch: pytest.
     assert payoff.default_executor().config.strategy == "serial"
 
 
+def test_payoff_map_going_back_to_an_earlier_setting_goes_back_to_its_warm_pool(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service switching ``CE_PARALLEL`` between two values per request made a new shared executor, and
+    started a cold pool, on every switch (300 pool starts in 300 calls; service trial)."""
+    import payoff
+
+    monkeypatch.delenv("PAYOFF_PARALLEL", raising=False)
+    monkeypatch.setenv("CE_PARALLEL", "processes,workers=2,tiny=0")
+    assert payoff.map(tasks.square, range(40)) == [x * x for x in range(40)]
+    first = payoff.default_executor()
+    monkeypatch.setenv("CE_PARALLEL", "threads,workers=2,tiny=0")
+    assert payoff.map(tasks.square, range(40)) == [x * x for x in range(40)]
+    assert payoff.default_executor() is not first
+    monkeypatch.setenv("CE_PARALLEL", "processes,workers=2,tiny=0")
+    assert payoff.map(tasks.square, range(40)) == [x * x for x in range(40)]
+    record = payoff.default_executor().last_record
+    assert payoff.default_executor() is first
+    assert record is not None and record.selected_strategy == "processes"
+    assert record.pool_reused and not record.pool_started
+
+
 def test_last_record_is_the_calling_threads_own_call() -> None:
     """A service maps from several request threads on one executor: a request that logged something between
     its ``map`` and reading ``last_record`` got another request's record (2.5% of reads, helper 48). Each
