@@ -355,10 +355,15 @@ class ParallelExecutor:
         return self.records[-1] if self.records else None
 
     def _keep(self, record: MapRecord) -> None:
-        """The latest record whole; the one before it, now older, as records are kept (``MapRecord.kept``)."""
-        with contextlib.suppress(IndexError):  # another thread's call may keep or drop one meanwhile
-            self.records[-1] = self.records[-1].kept()
-        self.records.append(record)
+        """The latest record whole; the one before it, now older, as records are kept (``MapRecord.kept``).
+        Its lean copy is made outside the lock, and put in only if no other thread's call came meanwhile."""
+        with self._lock:
+            older = self.records[-1] if self.records else None
+        lean = older.kept() if older is not None else None
+        with self._lock:
+            if lean is not None and lean is not older and self.records and self.records[-1] is older:
+                self.records[-1] = lean
+            self.records.append(record)
         self._mine.record = record
 
     def report(self, title: str = "payoff report") -> Report:
