@@ -1191,3 +1191,22 @@ def test_a_call_of_two_dear_items_runs_both_on_a_pool_from_its_second_call(fn: C
         second = ex.last_record
     assert second is not None and second.selected_strategy == backend, second.summary()
     assert second.probe_items == 0 and second.n_chunks == 2 and second.workers >= 2, second.summary()
+
+
+def test_a_crash_mark_outlives_any_timeout_mark_and_a_hung_item_outlives_a_slow_one() -> None:
+    """One mark a function and the latest won: a worker crash was replaced by a concurrent request's timeout
+    mark and forgotten when that slow item ended; an item hanging for good was replaced by one only slow, and
+    the function went back to threads while a thread still hung (review of the session's diff)."""
+    crashes = _knowledge.Knowledge()
+    crashes.crashed(tasks.square, "a worker process died (SIGSEGV) running item 3")
+    crashes.crashed(tasks.square, "its items still ran after timeout=1 s", lambda: False)  # slow, and ended
+    assert crashes.crash_of(tasks.square) == "a worker process died (SIGSEGV) running item 3"
+
+    hangs = _knowledge.Knowledge()
+    slow_ended = threading.Event()
+    hangs.crashed(tasks.square, "item hung", lambda: True)
+    hangs.crashed(tasks.square, "item slow", lambda: not slow_ended.is_set())
+    slow_ended.set()
+    assert hangs.crash_of(tasks.square) is not None  # the hung one still runs
+    hangs.crashed(tasks.grows, "item slow", lambda: not slow_ended.is_set())
+    assert hangs.crash_of(tasks.grows) is None  # every item that outlived a timeout ended: planned as before

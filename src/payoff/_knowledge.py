@@ -242,7 +242,9 @@ class Knowledge:
     def __init__(self) -> None:
         self._lock = _forks.Lock()
         self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
-        self._crashes: OrderedDict[Hashable, tuple[str, Callable[[], bool] | None]] = OrderedDict()
+        self._crashes: OrderedDict[Hashable, tuple[str, tuple[Callable[[], bool], ...]]] = OrderedDict()
+        """A function's mark: how it crashed a worker (no callables: for good), or the items that outlived a
+        timeout, each with whether it still runs."""
 
     @contextlib.contextmanager
     def _stored(self, fn: Callable[..., Any]) -> Iterator[Facts | None]:
@@ -460,27 +462,33 @@ class Knowledge:
         a crash that a retry recovered may recur, and the caller is the one
         process payoff cannot restart. An item that outlived its call's timeout
         on a payoff thread (``hanging`` tells whether it still runs) is kept only
-        while it runs: one that finished was slow, not hung, and one slow request
-        had moved every later call of a service's function to worker processes
-        for good (3x its latency on 1,000 calls).
+        while it, or another such item of ``fn``, runs: one that finished was
+        slow, not hung, and one slow request had moved every later call of a
+        service's function to worker processes for good (3x its latency on 1,000
+        calls). A crash's mark is never replaced by such a one.
         """
         key = fn_key(fn)
         if key is None:
             return
         with self._lock:
-            self._crashes[key] = (detail, hanging)
+            kept = self._crashes.get(key)
+            if hanging is None or kept is None:
+                self._crashes[key] = (detail, () if hanging is None else (hanging,))
+            elif kept[1]:  # items that outlived a timeout: this one joins them (a crash's mark stays as it is)
+                self._crashes[key] = (detail, (*[h for h in kept[1] if h()], hanging))
             self._crashes.move_to_end(key)
             while len(self._crashes) > self.LIMIT:
                 self._crashes.popitem(last=False)
 
     def crash_of(self, fn: Callable[..., Any]) -> str | None:
-        """How ``fn`` crashed a worker process in an earlier call; None if it never did."""
+        """How ``fn`` crashed a worker process in an earlier call, or that an item of it still runs past a
+        timeout; None if neither."""
         key = fn_key(fn)
         if key is None:
             return None
         with self._lock:
-            detail, hanging = self._crashes.get(key, (None, None))
-            if hanging is not None and not hanging():
+            detail, hanging = self._crashes.get(key, (None, ()))
+            if hanging and not any(h() for h in hanging):
                 del self._crashes[key]
                 return None
             return detail
