@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -301,3 +302,32 @@ def test_configure_after_its_providers_were_shut_down_says_nothing_would_be_expo
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trailing slash, same setup: True" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "refused:" in proc.stdout and "shut down" in proc.stdout, proc.stdout
+
+
+def test_shutdown_where_no_thread_may_start_still_makes_the_last_export(receiver: Receiver,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """From Python 3.12 an exit hook cannot start a thread. ``shutdown()`` started one for its bounded wait, so
+    an application's ``atexit.register(setup.shutdown)`` raised after taking the claim, and neither it nor
+    payoff's own hook flushed: the last export was lost (review of the session's diff). It runs on the exit
+    thread the setup started with. Here ``Thread.start`` refuses as 3.12's does at interpreter shutdown."""
+    setup: OTLPSetup = configure(otlp_endpoint=receiver.endpoint, set_global=False,
+                                 export_interval_seconds=60)  # type: ignore[assignment]
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), tracer_provider=setup.tracer_provider,
+                          meter_provider=setup.meter_provider) as ex:
+        ex.map(abs, range(50), workload="last-export")
+
+    start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:  # payoff's threads only: the receiver here serves on threads
+        if self.name.startswith("payoff-"):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with contextlib.suppress(RuntimeError):  # it raised, the claim taken: then nothing was flushed
+        setup.shutdown()
+    setup._at_exit()  # payoff's own exit hook, run after the application's
+    monkeypatch.undo()
+    assert receiver.points("payoff_map_calls", "last-export") == 1
+    assert any(a.value.string_value == "last-export" for s in receiver.spans()  # type: ignore[attr-defined]
+               for a in s.attributes)

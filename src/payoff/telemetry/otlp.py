@@ -51,67 +51,61 @@ class OTLPSetup:
     endpoint: str = ""
     """Where the exporters send, for messages."""
     _stopped: bool = field(default=False, repr=False)
+    """``shutdown()`` was called (or the program's end came): a later ``configure()`` would export nothing."""
+    _flushing: bool = field(default=False, repr=False)
     _exit_wake: threading.Event = field(default_factory=threading.Event, repr=False)
     _exit_thread: threading.Thread | None = field(default=None, repr=False)
 
     def shutdown(self, timeout_seconds: float | None = SHUTDOWN_SECONDS) -> None:
         """Flush and stop the providers, waiting at most ``timeout_seconds`` (None: as long as the SDK's
         exporters retry); what a collector did not take by then is dropped, and a warning says so."""
-        claimed = self._claim()
-        self._exit_wake.set()  # the waiting exit thread ends (after the claim: it must not take the flush)
-        if not claimed:
-            return
-        if timeout_seconds is None:
-            self._stop_providers()
-            return
-        stopping = threading.Thread(target=self._stop_providers, name="payoff-otlp-shutdown", daemon=True)
-        stopping.start()
+        self._finish(timeout_seconds, "of shutdown()")
+
+    def _at_exit(self) -> None:
+        """The last export, given ``EXIT_FLUSH_SECONDS``; a collector that is down costs no more, and says so."""
+        if not self._stopped:
+            self._finish(EXIT_FLUSH_SECONDS, "of the program's end")
+
+    def _finish(self, timeout_seconds: float | None, when: str) -> None:
+        """The export runs on the exit thread started with the setup: Python 3.12 starts no thread once the
+        program is ending (``RuntimeError: can't create new thread at interpreter shutdown``), also in an exit
+        hook of the application's own that calls ``shutdown()``. A child made by ``os.fork`` has no such thread
+        and starts one; where none can start, the providers stop here, unbounded, and nothing is dropped."""
+        with _lock:
+            self._stopped = True
+        stopping = self._exit_thread
+        self._exit_wake.set()
+        if stopping is None or not stopping.is_alive():
+            stopping = threading.Thread(target=self._stop_once, name="payoff-otlp-exit", daemon=True)
+            try:
+                stopping.start()
+            except RuntimeError:
+                self._stop_once()
+                return
         stopping.join(timeout_seconds)
         if stopping.is_alive():
-            log.warning("payoff: the last OTLP export did not reach %s within %g s of shutdown(); what was left "
-                        "is dropped", self.endpoint, timeout_seconds)
+            log.warning("payoff: the last OTLP export did not reach %s within %g s %s; what was left is dropped",
+                        self.endpoint, timeout_seconds, when)
 
-    def _claim(self) -> bool:
-        """Whether this caller is the one to stop the providers (once, whoever comes first)."""
+    def _stop_once(self) -> None:
+        """Flush and stop the providers, once, whichever thread comes first."""
         with _lock:
-            first, self._stopped = not self._stopped, True
-        return first
-
-    def _stop_providers(self) -> None:
-        if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown()
+            first, self._flushing = not self._flushing, True
+        if first:
+            if self.tracer_provider is not None:
+                self.tracer_provider.shutdown()
+            if self.meter_provider is not None:
+                self.meter_provider.shutdown()
 
     def _ready_for_exit(self) -> None:
-        """Start now the thread that makes the last export: Python 3.12 starts no thread once the program is
-        ending (``RuntimeError: can't create new thread at interpreter shutdown``), not even in an exit hook."""
+        """Start now the thread that makes the last export (see ``_finish``)."""
         thread = threading.Thread(target=self._last_export, name="payoff-otlp-exit", daemon=True)
         thread.start()
         self._exit_thread = thread
 
     def _last_export(self) -> None:
         self._exit_wake.wait()
-        if self._claim():
-            self._stop_providers()
-
-    def _at_exit(self) -> None:
-        """The last export, given ``EXIT_FLUSH_SECONDS``; a collector that is down costs no more, and says so."""
-        if self._stopped:
-            return
-        last = self._exit_thread
-        self._exit_wake.set()
-        if last is None or not last.is_alive():  # a child made by os.fork: the parent's exit thread is not in it
-            last = threading.Thread(target=self._last_export, name="payoff-otlp-exit", daemon=True)
-            try:
-                last.start()
-            except RuntimeError:  # Python 3.12 at interpreter shutdown: unbounded, but nothing is dropped
-                self.shutdown(None)
-                return
-        last.join(EXIT_FLUSH_SECONDS)
-        if last.is_alive():
-            log.warning("payoff: the last OTLP export did not reach %s within %.0f s of the program's end; what "
-                        "was left is dropped", self.endpoint, EXIT_FLUSH_SECONDS)
+        self._stop_once()
 
 
 def configure(
