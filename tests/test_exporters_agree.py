@@ -303,3 +303,24 @@ def test_executors_made_per_request_with_one_meter_provider_share_its_workload_c
     finally:
         provider.shutdown()
     assert len(names) == WORKLOAD_CAP + 1 and "other" in names, len(names)
+
+
+def test_an_executor_given_the_provider_configure_added_counts_each_call_once() -> None:
+    """``configure()`` adds its provider's OTel metrics to every executor; one also given that provider (the
+    docs' ``set_global=False`` advice invites it) called a second observer on it, and every call counted twice
+    (review of the session's diff)."""
+    from payoff import telemetry
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    added = telemetry._otel_metrics_for(provider)  # what configure(set_global=True) adds
+    telemetry.add_default_observer(added)
+    try:
+        with ParallelExecutor(ParallelConfig(strategy="serial"), meter_provider=provider) as ex:
+            ex.map(abs, range(4), workload="once")
+        calls = {dict(pairs).get("workload"): value for (metric, pairs), value in from_otel(reader).scalars.items()
+                 if metric == "payoff_map_calls_total"}
+    finally:
+        telemetry.remove_default_observer(added)
+        provider.shutdown()
+    assert calls.get("once") == 1, calls

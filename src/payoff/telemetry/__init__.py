@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -79,15 +79,20 @@ class _Added(Observer):
 
     _key = "payoff.added"
 
-    def __init__(self) -> None:
+    def __init__(self, own: Sequence[Observer] = ()) -> None:
+        self._own = list(own)
+        """The executor's own observers: one added too (``configure()``'s OTel metrics of the provider the
+        executor was given) is not called twice, which counted every call twice."""
+        self._seen: list[Observer] = []
         self._fan = Observers([])
 
     def _of(self, call: CallInfo) -> Observers:
         fan: Observers | None = call.state.get(self._key)
         if fan is None:
             with _lock:
-                if self._fan.items != _extra:
-                    self._fan = Observers(_extra)
+                if self._seen != _extra:
+                    self._seen = list(_extra)
+                    self._fan = Observers([o for o in _extra if not any(o is mine for mine in self._own)])
                 fan = call.state[self._key] = self._fan
         return fan
 
@@ -109,7 +114,6 @@ class _Added(Observer):
         self._of(call).finished(call, record, error)
 
 
-_ADDED = _Added()
 
 
 class _FromEnvironment(Observer):
@@ -164,7 +168,7 @@ def default_observers(tracer_provider: object | None = None, meter_provider: obj
     observers: list[Observer] = [tracing, metrics_observer(), _PROGRESS]
     if meter_provider is not None:
         observers.append(_otel_metrics_for(meter_provider))
-    return [*observers, _FROM_ENVIRONMENT, _ADDED, FALLBACK_WARNINGS]
+    return [*observers, _FROM_ENVIRONMENT, _Added(observers), FALLBACK_WARNINGS]
 
 
 _OTEL_BY_PROVIDER: weakref.WeakKeyDictionary[object, Observer] = weakref.WeakKeyDictionary()

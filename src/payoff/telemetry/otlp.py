@@ -213,10 +213,9 @@ def _create(otlp_endpoint: str | None, service_name: str | None, traces: bool, m
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
         if set_global:
             metrics.set_meter_provider(meter_provider)
-            from payoff.telemetry import add_default_observer
-            from payoff.telemetry.otel_metrics import OTelMetrics
+            from payoff.telemetry import _otel_metrics_for, add_default_observer
 
-            add_default_observer(OTelMetrics(meter_provider))
+            add_default_observer(_otel_metrics_for(meter_provider))
     where = base or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
     setup = OTLPSetup(tracer_provider, meter_provider, where)
     setup._ready_for_exit()
