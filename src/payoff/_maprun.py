@@ -368,7 +368,7 @@ class MapRun:
             if probe.error is not None:
                 if self.streaming and probe.results:
                     yield probe.results  # an imap hands out what came before the failing item, as map does
-                raise probe.error
+                raise noted(probe)
             self.next_index = self.next_yield = 1
             if probe.results:
                 yield probe.results
@@ -504,7 +504,7 @@ class MapRun:
             if outcome.results:  # those of a chunk the deadline cut short too
                 yield outcome.results
             if outcome.error is not None:
-                raise outcome.error
+                raise noted(outcome)
             self._raise_if_stopped()
             if outcome.end_ns - outcome.start_ns < SERIAL_CHUNK_SECONDS * 1e9 / 2:
                 size = min(2 * size, MAX_SERIAL_CHUNK)
@@ -564,7 +564,7 @@ class MapRun:
                                     on_interrupt=count, tail_in_budget=tail_in_budget)
         count(outcome)
         if outcome.error is not None:
-            raise outcome.error
+            raise noted(outcome)
         return outcome
 
     def _bounded_here(self) -> bool:

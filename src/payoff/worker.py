@@ -427,15 +427,14 @@ def run_chunk(
     if error is not None:
         outcome.error_index = first + len(results)
         outcome.error = error
-        if cancel is None or not cancel.is_set():  # a call that ended will never raise it: its note stays
-            noted(outcome)
     return outcome
 
 
 def noted(outcome: ChunkOutcome) -> BaseException:
-    """The outcome's error, its note naming this outcome's item. Noted in the worker and again by the caller
-    as it raises it: one exception object raised by several items (a module's sentinel error) on threads
-    kept the note of whichever chunk failed last, naming another item than the one raised for."""
+    """The outcome's error, its note naming this outcome's item: written by the caller as it raises it, never
+    by the chunk. One exception object raised by several items (a module's sentinel error) is shared by the
+    threads running them: a chunk that noted it as it failed, after the call had raised it or for another
+    call, renamed the item the caller held. It carries the note of its latest raise."""
     assert outcome.error is not None
     _add_note(outcome.error, f"{RAISED_BY}{outcome.error_index} of the map (chunk {outcome.index}, worker "
                              f"{outcome.worker})")

@@ -32,7 +32,7 @@ import pytest
 from payoff import ParallelConfig, ParallelExecutor, planning
 from payoff.errors import StuckThreadsWarning
 from payoff.scheduling import GuidedChunks
-from payoff.worker import run_chunk
+from payoff.worker import noted, run_chunk
 from tests import tasks
 from tests.tasks import Counted
 
@@ -176,7 +176,7 @@ def test_a_chunk_reports_stop_iteration_as_the_items_error() -> None:
     outcome = run_chunk(functools.partial(stop_at, 50), list(range(100)), 0, 3)
     assert outcome.results == list(range(50))
     assert isinstance(outcome.error, RuntimeError) and outcome.error_index == 50
-    assert any("item 50" in note for note in getattr(outcome.error, "__notes__", []))
+    assert any("item 50" in note for note in getattr(noted(outcome), "__notes__", []))  # as the caller raises it
 
 
 @pytest.mark.parametrize(("n", "k"), [(10, 5), (2000, 1500)])
