@@ -374,9 +374,9 @@ class ProbeOutlivedTimeout(TimeoutError):
         super().__init__(message)
         self.detail = detail
         self.hung = hung
+        """Whether the item had most of the timeout (it may hang for good), not just what was left of it."""
         self.running = running
         """Whether the item still runs (its thread is alive)."""
-        """Whether the item had most of the timeout (it may hang for good), not just what was left of it."""
 
 
 def stuck_probes(call: Call) -> str | None:

@@ -98,8 +98,9 @@ class Reason(StrEnum):
         "or its first items, measured on a payoff thread, still ran after a call's timeout having had at least "
         "half of it (a hung item no thread can stop; or too many such probe threads hang already): "
         "it runs only in worker processes (processes, or joblib when only cloudpickle sends it), whatever "
-        "the work, and is never measured or run in the caller, for the life of the process (a crash there would "
-        "take the caller down, and no number of calls without one proves it cannot recur); lambdas and "
+        "the work, and is never measured or run in the caller: after a crash for the life of the process (a "
+        "crash there would take the caller down, and no number of calls without one proves it cannot recur), "
+        "after a timeout while that item still runs (one that ends was slow, not hung); lambdas and "
         "partials of the same source line share this; payoff.planning.PLANNER.reset() forgets it",
         "",
     )
