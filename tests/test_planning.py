@@ -1210,3 +1210,19 @@ def test_a_crash_mark_outlives_any_timeout_mark_and_a_hung_item_outlives_a_slow_
     assert hangs.crash_of(tasks.square) is not None  # the hung one still runs
     hangs.crashed(tasks.grows, "item slow", lambda: not slow_ended.is_set())
     assert hangs.crash_of(tasks.grows) is None  # every item that outlived a timeout ended: planned as before
+
+
+def test_cached_functions_of_one_name_in_two_places_are_remembered_apart() -> None:
+    """A ``functools.cache`` wrapper has no code of its own: every cached ``score`` of every module shared one
+    key, so one's cost and crashes were taken for the other's (review of the session's diff)."""
+    import functools
+
+    def cached_in(filename: str) -> Callable[[int], int]:
+        space: dict[str, Any] = {"functools": functools}
+        exec(compile("@functools.cache\ndef score(x):\n    return x\n", filename, "exec"), space)
+        return space["score"]  # type: ignore[no-any-return]
+
+    here, there = cached_in("/srv/app/features.py"), cached_in("/srv/app/labels.py")
+    assert _knowledge.fn_key(here) != _knowledge.fn_key(there)
+    assert _knowledge.fn_key(here) == _knowledge.fn_key(cached_in("/srv/app/features.py"))  # a cell run again
+    assert _knowledge.fn_key(here) != _knowledge.fn_key(here.__wrapped__)  # cached items cost otherwise

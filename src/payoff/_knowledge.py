@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from payoff import _forks
+from payoff._by_value import CACHED
 from payoff.record import ESTIMATE_OVERTURNED, DearItems
 from payoff.worker import Star
 
@@ -217,6 +218,9 @@ def fn_key(fn: Callable[..., Any]) -> Hashable | None:
     if isinstance(fn, functools.partial):
         inner = fn_key(fn.func)
         return None if inner is None else ("partial", inner, len(fn.args), tuple(sorted(fn.keywords)))
+    if type(fn) is CACHED:  # its wrapper has no code: every cached `score` of every module shared one key
+        inner = fn_key(fn.__wrapped__)
+        return None if inner is None else ("cached", inner)
     target = getattr(fn, "__func__", fn)
     code = getattr(target, "__code__", None)
     if code is not None:
