@@ -453,6 +453,11 @@ def test_payoff_map_going_back_to_an_earlier_setting_goes_back_to_its_warm_pool(
     assert payoff.default_executor() is first
     assert record is not None and record.selected_strategy == "processes"
     assert record.pool_reused and not record.pool_started
+    monkeypatch.setenv("CE_PARALLEL", " Processes, workers=2, tiny=0")  # another spelling of the same setting
+    assert payoff.default_executor() is first
+    for setting in ("threads,workers=2,tiny=0", "processes,workers=2,tiny=0"):  # no warm pools left behind
+        monkeypatch.setenv("CE_PARALLEL", setting)
+        payoff.default_executor().shutdown()  # (a later payoff.map reopens it)
 
 
 def test_last_record_is_the_calling_threads_own_call() -> None:
