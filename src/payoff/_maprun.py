@@ -1092,13 +1092,8 @@ class MapRun:
             raise RuntimeError(f"payoff: the {pool.name} pool this call ran on was stopped {self.restarts} times "
                                f"by other calls (last by {pool.stopped_by}); the call gave up")
         self._rerun(lost)
-        if program_ending():
-            if not _waited_for_at_exit():
-                raise ended_with_the_program(f"payoff: the map was cancelled: the program is ending, and the "
-                                             f"{pool.name} pool was stopped by {pool.stopped_by}")
-            self._run_the_rest_here(f"the {pool.name} pool was stopped by {pool.stopped_by} while the program was "
-                                    f"ending, when no fresh pool may start; {len(lost)} lost chunk(s) and the rest "
-                                    "ran in this thread, which the program's end waits for")
+        if self._here_at_exit(f"the {pool.name} pool was stopped by {pool.stopped_by}",
+                              f"{len(lost)} lost chunk(s) and the rest"):
             return
         self.rec.recover(Reason.POOL_STOPPED, f"the {pool.name} pool was stopped by {pool.stopped_by} while this "
                          f"call ran on it; {len(lost)} lost chunk(s) were rerun in fresh workers")
@@ -1189,8 +1184,22 @@ class MapRun:
             self.where("serial", 1)
             self.lease = Lease(SerialStrategy(1))
             return
+        if self._here_at_exit(f"the {pool.name} pool broke ({exc})", "the chunks it never started"):
+            return
         self._note_retry(f"the {pool.name} pool broke ({exc}); chunks it never started went to a fresh pool")
         self._fresh_lease(pool)
+
+    def _here_at_exit(self, what: str, rest: str) -> bool:
+        """Once the program ends no pool may start ("cannot schedule new futures after interpreter shutdown"):
+        what a fresh pool would have run runs in a thread the program's end waits for; a daemon thread's call
+        ends with the program. False while the program goes on."""
+        if not program_ending():
+            return False
+        if not _waited_for_at_exit():
+            raise ended_with_the_program(f"payoff: the map was cancelled: the program is ending, and {what}")
+        self._run_the_rest_here(f"{what} while the program was ending, when no fresh pool may start; {rest} ran "
+                                "in this thread, which the program's end waits for")
+        return True
 
     def _fresh_lease(self, broken: Strategy) -> None:
         """Give back the lease on the broken pool and take one on a new pool of the same kind."""
