@@ -77,6 +77,10 @@ def test_many_blocks_summarise_exactly_as_one_by_one(blocks: int) -> None:
     fast = Summary.of_blocks(*block_items(chunk.durations_ns, chunk.block_sizes))
     assert (fast.count, fast.p50, fast.p95, fast.max) == (slow.count, slow.p50, slow.p95, slow.max)
     assert fast.mean == pytest.approx(slow.mean, rel=1e-12)
+    lean = Summary.of_timing([chunk, _chunk(np.random.default_rng(blocks + 1), 3)])  # no object per block
+    both = Summary.weighted([*chunk.item_times(), *_chunk(np.random.default_rng(blocks + 1), 3).item_times()])
+    assert (lean.count, lean.p50, lean.p95, lean.max) == (both.count, both.p50, both.p95, both.max)
+    assert lean.mean == pytest.approx(both.mean, rel=1e-12)
 
 
 def test_derived_summaries_are_computed_once_and_match_a_fresh_computation() -> None:
