@@ -13,6 +13,7 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -503,3 +504,27 @@ def test_items_that_raised_count_among_the_items_processed(endpoint: tuple[Prome
     processed = total(values, "payoff_tasks_total", strategy="threads", workload="failing")
     assert 1 <= errors <= processed, (errors, processed)
     assert processed == sum(c.n_items + c.n_errors for c in record.chunks)
+
+
+def test_a_failed_start_of_the_pool_an_outgrown_serial_call_moved_to_counts_under_that_pool() -> None:
+    """Planned serial, outgrew its estimate, moved to processes, whose start then failed (back to serial): no
+    chunk ran on processes, so the failed start and the decision counted under ``serial`` (review of the
+    session's diff). The call names the pool it was to run on (``CallInfo.pool``, set where it moves)."""
+    from payoff.observers import CallInfo, CallSite
+    from payoff.telemetry.updates import DECISIONS, POOL_STARTS, MetricUpdates
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(abs, range(40))
+        ran = ex.last_record
+    assert ran is not None
+    updates = MetricUpdates()
+    call = CallInfo(1, "w", "auto", None, 40, CallSite("x.py", 1, "m", {}), selected_strategy="serial")
+    updates.planned(call)
+    for chunk in ran.chunks:
+        updates.chunk(call, chunk)
+    call.pool = "processes"  # where("processes"), then where("serial") when its start failed
+    record = replace(ran, requested_strategy="auto", selected_strategy="serial", pool_started=True,
+                     decision_reason=Reason.AUTO_OUTGREW_ESTIMATE, fallback_reason=Reason.INIT_FAILURE,
+                     pool_start_failed=True, pool_starts=1)
+    counted = {(u[0], u[1]) for u in updates.finished(call, record) if u[0] in (POOL_STARTS, DECISIONS)}
+    assert counted == {(POOL_STARTS, ("processes", "failure")), (DECISIONS, ("processes", "auto_outgrew_estimate"))}

@@ -172,6 +172,8 @@ class MapRun:
         """Where the call runs from now on: the record and the observers always agree."""
         self.rec.selected, self.rec.workers = strategy, workers
         self.call.selected_strategy, self.call.workers = strategy, workers
+        if strategy != "serial":
+            self.call.pool = strategy
 
     def blocks(self) -> Iterator[list[Any]]:
         """Each chunk's results, in input order; the record is built however the call ends.

@@ -53,6 +53,9 @@ class CallInfo:
     started_at: float = field(default_factory=time.time)
     selected_strategy: str = ""
     """Filled in once the plan is made (and changed on a fallback), for chunk-level observers."""
+    pool: str = ""
+    """The last pool strategy the call was to run on ("" while it asked for none): where its pool starts and
+    failures count, also when none of its chunks ran there (a start that failed)."""
     workers: int = 1
     progress: bool | None = None
     """The call's ``progress=`` argument: True shows a bar, None decides by interactivity."""

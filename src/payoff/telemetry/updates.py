@@ -142,13 +142,6 @@ class _Call:
     """Items counted into the in-flight gauge and not finished yet."""
     mark_ns: int
     """How far the call's capacity counter has advanced (monotonic ns)."""
-    pooled: str = ""
-    """The pool the call asked for last: where its pool starts and reuses count and, under auto, its decision.
-    The planned one, or the one a serial call moved to when it outgrew its estimate; not ``serial`` after a
-    fallback from a pool (its start failed there)."""
-
-    def __post_init__(self) -> None:
-        self.pooled = self.pooled or self.planned
 
 
 class MetricUpdates:
@@ -278,7 +271,8 @@ class MetricUpdates:
             out.append((fallbacks, (record.fallback_reason.value, st.workload), ADD, 1.0, 1, None))
         # The decision names the strategy the call asked for; under auto, the one the plan chose.
         requested = record.requested_strategy
-        decided = requested if requested in STRATEGIES else st.pooled
+        pooled = strategy_label(call.pool) if call.pool else st.planned  # a serial call's moves, a failed start
+        decided = requested if requested in STRATEGIES else pooled
         out.append((DECISIONS, (decided, record.decision_reason.value), ADD, 1.0, 1, None))
         out.append((WALL, pair, ADD, record.wall_seconds, 1, None))
         out.append((SERIAL_ESTIMATE, pair, ADD, record.serial_estimate_seconds, 1, None))
@@ -292,11 +286,11 @@ class MetricUpdates:
         starts = max(record.pool_starts, int(record.pool_started))  # a restart after a crash starts another
         failed = int(record.pool_start_failed)
         if starts > failed:
-            out.append((POOL_STARTS, (st.pooled, "success"), ADD, float(starts - failed), 1, None))
+            out.append((POOL_STARTS, (pooled, "success"), ADD, float(starts - failed), 1, None))
         if failed:
-            out.append((POOL_STARTS, (st.pooled, "failure"), ADD, 1.0, 1, None))
+            out.append((POOL_STARTS, (pooled, "failure"), ADD, 1.0, 1, None))
         if record.pool_reused:
-            out.append((POOL_REUSES, (st.pooled,), ADD, 1.0, 1, None))
+            out.append((POOL_REUSES, (pooled,), ADD, 1.0, 1, None))
         return out
 
     # -- helpers -------------------------------------------------------------------------
@@ -307,8 +301,6 @@ class MetricUpdates:
         if strategy != st.strategy:
             self._first_use(out, strategy, st.workload, workers)
             st.strategy = strategy
-            if strategy != "serial":
-                st.pooled = strategy
 
     @staticmethod
     def _shared(out: list[Update], pair: Labels, record: MapRecord) -> None:
