@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -224,3 +225,28 @@ def test_an_exception_object_several_items_raise_names_the_item_it_was_raised_fo
     assert caught.value is tasks.SHARED_ERROR
     notes = [n for n in caught.value.__notes__ if n.startswith("payoff: raised by item")]
     assert len(notes) == 1 and notes[0].startswith("payoff: raised by item 7 "), notes
+
+
+def test_a_cached_function_of_a_submodule_of_a_package_sent_by_value_travels_by_value_too(
+        tmp_path: pathlib.Path) -> None:
+    """cloudpickle sends the submodules of a package registered by value by value too; a cached function there
+    went by name (only the package's own name was checked) and failed where the package cannot be imported."""
+    (tmp_path / "latepkg").mkdir()
+    (tmp_path / "latepkg" / "__init__.py").write_text("")
+    (tmp_path / "latepkg" / "sub.py").write_text("import functools\n\n@functools.cache\ndef g(x):\n    return x + 1\n")
+    script = textwrap.dedent(f"""
+        import pickle, subprocess, sys
+        import cloudpickle
+        sys.path.insert(0, {str(tmp_path)!r})
+        import latepkg.sub
+        from payoff import _by_value
+        cloudpickle.register_pickle_by_value(latepkg)
+        blob = _by_value.dumps(latepkg.sub.g)
+        sys.path.pop(0)
+        load = "import pickle, sys; print(pickle.loads(sys.stdin.buffer.read())(1))"
+        loaded = subprocess.run([sys.executable, "-c", load], input=blob, capture_output=True)
+        print("got", loaded.stdout.decode().strip(), loaded.stderr.decode().strip().splitlines()[-1:])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "got 2 []" in proc.stdout, proc.stdout

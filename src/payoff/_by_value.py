@@ -4,7 +4,8 @@ cloudpickle sends a ``__main__`` function by value, but the cache's wrapper pick
 ``__reduce__``), so a worker that never ran the cell defining it (joblib's, dask's, a pool forked before it)
 raised ``AttributeError: Can't get attribute``, and one forked before the cell ran again computed with the
 old body, silently. Such a wrapper travels as the function it wraps and is wrapped again in the worker, with
-the same ``maxsize`` and ``typed``; its cache starts empty there, as a worker's cache always does.
+the same ``maxsize`` and ``typed``. Its cache there starts empty with each chunk: the function arrives with
+its chunk, and globals of its own, and a cache kept across chunks could answer with what older globals gave.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ def dumps(obj: Any, protocol: int | None = None, buffer_callback: Any = None) ->
 
 def travels_by_value(module: str | None) -> bool:
     """Whether cloudpickle sends ``module``'s functions by value: ``__main__``, and the modules registered
-    (payoff registers those its workers cannot import, :mod:`payoff.strategies.reach`)."""
+    (payoff registers those its workers cannot import, :mod:`payoff.strategies.reach`), with their submodules,
+    as cloudpickle itself reads its registry."""
     import cloudpickle
 
-    return module == "__main__" or module in cloudpickle.list_registry_pickle_by_value()
+    if module is None:
+        return False
+    registered = cloudpickle.list_registry_pickle_by_value()
+    parts = module.split(".")
+    return module == "__main__" or any(".".join(parts[:n]) in registered for n in range(1, len(parts) + 1))
 
 
 def rewrapped(fn: Any, maxsize: int | None, typed: bool) -> Any:
