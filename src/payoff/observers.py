@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -281,8 +282,11 @@ def find_call_site() -> CallSite:
     return CallSite(frame.f_code.co_filename, frame.f_lineno, name, _registry(globs, frame.f_code.co_filename, name))
 
 
-_DETACHED: dict[tuple[str, str], dict[Any, Any]] = {}
-"""Registries of code whose globals are no module's: one per file and module name, for the process's life."""
+_DETACHED: OrderedDict[tuple[str, str], dict[Any, Any]] = OrderedDict()
+"""Registries of code whose globals are no module's, one per file and module name, the most recently used last."""
+_DETACHED_LIMIT = 256
+"""At most this many: code compiled per request under a name of its own would otherwise add one each time."""
+_DETACHED_LOCK = _forks.Lock()
 
 
 def _registry(globs: dict[str, Any], filename: str, name: str) -> dict[Any, Any]:
@@ -294,8 +298,12 @@ def _registry(globs: dict[str, Any], filename: str, name: str) -> dict[Any, Any]
     if module is not None and getattr(module, "__dict__", None) is globs:
         registry: dict[Any, Any] = globs.setdefault("__warningregistry__", {})
         return registry
+    key = (filename, name)
     with _DETACHED_LOCK:
-        return _DETACHED.setdefault((filename, name), {})
-
-
-_DETACHED_LOCK = _forks.Lock()
+        found = _DETACHED.get(key)
+        if found is None:
+            found = _DETACHED[key] = {}
+            while len(_DETACHED) > _DETACHED_LIMIT:
+                _DETACHED.popitem(last=False)
+        _DETACHED.move_to_end(key)
+        return found
