@@ -394,9 +394,11 @@ def test_payoff_metrics_port_zero_says_which_port_it_took() -> None:
             child.kill()
 
 
-def test_worker_processes_that_inherit_payoff_metrics_port_leave_the_endpoint_to_their_parent() -> None:
-    """Workers started afresh (joblib's) inherit the variable; a nested map in each logged "not serving /metrics
-    ... the port is in use" (observability trial). The parent serves it, and the workers stay quiet."""
+@pytest.mark.parametrize("strategy", ["joblib", "dask"])
+def test_worker_processes_that_inherit_payoff_metrics_port_leave_the_endpoint_to_their_parent(strategy: str) -> None:
+    """Workers started afresh (joblib's, a dask cluster's) inherit the variable; a nested map in each logged
+    "not serving /metrics ... the port is in use" (observability trial, and the review for dask). The parent
+    serves it, and the processes it started stay quiet."""
     import os
     import sys
 
@@ -405,7 +407,8 @@ def test_worker_processes_that_inherit_payoff_metrics_port_leave_the_endpoint_to
         "import urllib.request, payoff\n"
         "from payoff import ParallelConfig, ParallelExecutor\n"
         "from tests import tasks\n"
-        "with ParallelExecutor(ParallelConfig(strategy='joblib', max_workers=2, tiny_workload_threshold=0)) as ex:\n"
+        f"with ParallelExecutor(ParallelConfig(strategy='{strategy}', max_workers=2, tiny_workload_threshold=0))"
+        " as ex:\n"
         "    print('sums', ex.map(tasks.nested_sum, [5] * 16, chunksize=2, workload='outer')[:2])\n"
         f"text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=10).read().decode()\n"
         "print('served', 'workload=\"outer\"' in text)\n"

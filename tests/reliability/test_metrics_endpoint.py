@@ -135,6 +135,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     yield monkeypatch
     if srv._auto is not None:
         srv._auto.stop()
+    os.environ.pop(srv.SERVED_BY_ENV, None)  # set by the endpoint it started: this test's subprocesses inherited it
 
 
 # ---------------------------------------------------------------- helpers

@@ -61,6 +61,9 @@ ADDR_ENV = "PAYOFF_METRICS_ADDR"
 WEB_CONFIG_ENV = "PAYOFF_METRICS_WEB_CONFIG"
 CERT_FILE_ENV = "PAYOFF_METRICS_CERT_FILE"
 KEY_FILE_ENV = "PAYOFF_METRICS_KEY_FILE"
+SERVED_BY_ENV = "PAYOFF_METRICS_SERVED_BY"
+"""Set by the process that started the endpoint from ``PAYOFF_METRICS_PORT`` to its pid: the processes it starts
+(any pool's workers, a dask cluster's, a subprocess) inherit both and leave the endpoint to it."""
 DEFAULT_PORT = 9464
 DEFAULT_ADDR = "127.0.0.1"
 METRICS_PATH = "/metrics"
@@ -517,6 +520,7 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
     try:
         port = parse_port(raw_port)
         server = serve_metrics(port, addr, web_config=web_config_from_env())
+        os.environ[SERVED_BY_ENV] = str(os.getpid())
         if port == 0:  # a free port: nothing else would tell anyone which
             log.warning("payoff: serving /metrics at %s (%s=0 took a free port)", server.url, PORT_ENV)
         return server
@@ -543,6 +547,8 @@ def serve_from_env() -> MetricsServer | None:
     global _auto, _failed_for
     raw = os.environ.get(PORT_ENV)
     if not raw or not raw.strip() or in_worker_process():  # empty or blank: unset, as an env file leaves it
+        return None
+    if os.environ.get(SERVED_BY_ENV, str(os.getpid())) != str(os.getpid()):  # a process the server started
         return None
     with _auto_lock:
         if _auto is None:
