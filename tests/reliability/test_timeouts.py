@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import payoff
-from payoff import ParallelConfig, ParallelExecutor, Reason, _probe
+from payoff import ParallelConfig, ParallelExecutor, Reason, _probe, planning
 from payoff.errors import StuckThreadsWarning
 from tests import tasks
 from tests.conftest import alive
@@ -229,6 +229,34 @@ def test_an_item_that_outlived_its_timeout_isolates_its_function_only_while_it_r
     assert while_running is not None and while_running.decision_reason is Reason.AUTO_ISOLATES_CRASHES
     assert after is not None and after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES, after.summary()
     assert after.selected_strategy == "serial"
+
+
+def test_a_first_item_that_outlived_its_timeout_while_measured_isolates_only_while_it_runs() -> None:
+    """The same for a function never measured, whose first item is measured on a probe thread: the mark lasts
+    while that thread runs the item (review of the session's diff: only the serial run's path was tested)."""
+    tasks.SLOW_RELEASE.clear()
+    tasks.SLOW_DONE.clear()
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with pytest.raises(TimeoutError):
+                ex.map(tasks.slow_once, [-1, *range(19)], timeout=0.5)  # the probe's first item is the slow one
+            assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
+            while_running = ex.last_record
+        finally:
+            tasks.SLOW_RELEASE.set()
+        assert tasks.SLOW_DONE.wait(30)
+        deadline = time.monotonic() + 30  # the probe thread ends just after its item
+        while True:
+            assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
+            after = ex.last_record
+            if after is None or after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert while_running is not None and while_running.decision_reason is Reason.AUTO_ISOLATES_CRASHES
+    assert after is not None and after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES, after.summary()
 
 
 def test_a_call_with_a_timeout_still_measures_its_first_items_and_keeps_tiny_work_serial() -> None:
