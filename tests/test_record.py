@@ -662,14 +662,14 @@ def test_an_executors_older_records_keep_their_percentiles_in_fewer_timing_block
     from payoff.record import KEPT_BLOCKS
 
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
-        ex.map(tasks.nap_ms, [1] * 200)
+        ex.map(tasks.nap_ms, [1] * 300)  # more blocks than a record keeps whole (KEPT_WHOLE_BLOCKS)
         first = ex.last_record
         assert first is not None and max(len(c.block_sizes) for c in first.chunks) > KEPT_BLOCKS
         whole = (first.task_time, first.queue_wait, [(sum(c.durations_ns), sum(c.block_sizes)) for c in first.chunks])
-        ex.map(tasks.nap_ms, [1] * 200)
+        ex.map(tasks.nap_ms, [1] * 300)
         older, latest = ex.records[-2], ex.records[-1]
     assert latest is ex.last_record and max(len(c.block_sizes) for c in latest.chunks) > KEPT_BLOCKS
     assert older.call_id == first.call_id and max(len(c.block_sizes) for c in older.chunks) <= KEPT_BLOCKS
     assert (older.task_time, older.queue_wait,
             [(sum(c.durations_ns), sum(c.block_sizes)) for c in older.chunks]) == whole
-    assert older.speedup == first.speedup and older.n_items == first.n_items == 200
+    assert older.speedup == first.speedup and older.n_items == first.n_items == 300

@@ -216,7 +216,7 @@ class Summary:
             return cls(weights[0], per[0], per[0], per[0], per[0]) if per else _EMPTY
         order = sorted(range(len(per)), key=per.__getitem__)
         total = sum(weights)
-        mean = sum(v * w for v, w in zip(per, weights, strict=True)) / total
+        mean = sum(per[i] * weights[i] for i in order) / total  # in weighted's order: its float sum
 
         def quantile(q: float) -> float:
             rank, seen = max(1, math.ceil(q * total)), 0
@@ -472,7 +472,8 @@ class MapRecord:
         Items of 0.3 ms or more are timed one by one, and 256 kept records of calls of 2,000 such items held
         36 MiB (20,000 items a call: 355 MiB); the records file already folds its lines so.
         """
-        if all(len(c.block_sizes) <= KEPT_BLOCKS for c in self.chunks):
+        if sum(len(c.block_sizes) for c in self.chunks) <= KEPT_WHOLE_BLOCKS \
+                or all(len(c.block_sizes) <= KEPT_BLOCKS for c in self.chunks):
             return self
         lean = replace(self, chunks=tuple(_lean(c) for c in self.chunks))
         lean.__dict__.update(task_time=self.task_time, queue_wait=self.queue_wait)  # as read from every block
@@ -539,6 +540,9 @@ def items_seconds(record: MapRecord) -> float:
     return max(0.0, record.work_seconds - sum(c.busy_seconds - own_work_seconds(c) for c in here))
 
 
+KEPT_WHOLE_BLOCKS = 256
+"""An older kept record of at most this many timing blocks stays whole (about 18 KiB): only larger ones are
+made lean, so a small call's record reads the same however many calls came after it."""
 KEPT_BLOCKS = 16
 """Timing blocks a chunk of an executor's older kept records holds (``MapRecord.kept``): with their percentiles
 read from every block, a 2,000-item call of 19 chunks keeps about 20 KiB, not 142."""
