@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import payoff
-from payoff import ParallelConfig, ParallelExecutor, Reason, _probe, planning
+from payoff import MapRecord, ParallelConfig, ParallelExecutor, Reason, _probe, planning
 from payoff.errors import StuckThreadsWarning
 from tests import tasks
 from tests.conftest import alive
@@ -199,33 +199,38 @@ def test_timeout_holds_when_the_first_item_hangs(strategy: str) -> None:
         assert time.monotonic() - started < 15, "the call waited for the 30 s item"
 
 
+def _isolated_while_the_slow_item_runs(ex: ParallelExecutor) -> tuple[MapRecord | None, MapRecord | None]:
+    """The records of a call made while ``tasks.slow_once``'s item -1 still runs past its call's timeout, and of
+    the first made once it ended (or after 30 s) that is not isolated."""
+    tasks.SLOW_RELEASE.clear()
+    tasks.SLOW_DONE.clear()
+    try:
+        with pytest.raises(TimeoutError):
+            ex.map(tasks.slow_once, [-1, *range(19)], timeout=0.5)
+        assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
+        while_running = ex.last_record
+    finally:
+        tasks.SLOW_RELEASE.set()
+    assert tasks.SLOW_DONE.wait(30)
+    deadline = time.monotonic() + 30  # its thread ends just after it (the rest of its run: items of 0.1 us)
+    while True:
+        assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
+        after = ex.last_record
+        if after is None or after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES or time.monotonic() > deadline:
+            return while_running, after
+        time.sleep(0.05)
+
+
 def test_an_item_that_outlived_its_timeout_isolates_its_function_only_while_it_runs() -> None:
     """One slow request (an item that ended after its call's timeout) moved every later call of a service's
     function to worker processes for the life of the process (``auto_isolates_crashes``: 1,000 of 1,000
     calls, 3x their latency; service trial). While the item runs, later calls run where an item can be
     stopped; once it ended, they are planned as before."""
-    tasks.SLOW_RELEASE.clear()
-    tasks.SLOW_DONE.clear()
     with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
         assert ex.last_record is not None and ex.last_record.selected_strategy == "serial"
-        try:
-            with pytest.raises(TimeoutError):
-                ex.map(tasks.slow_once, [-1, *range(19)], timeout=0.5)
-            assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
-            while_running = ex.last_record
-        finally:
-            tasks.SLOW_RELEASE.set()
-        assert tasks.SLOW_DONE.wait(30)
-        deadline = time.monotonic() + 30  # the rest of its run (19 items of 0.1 us) ends just after it
-        while True:
-            assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
-            after = ex.last_record
-            if after is None or after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES \
-                    or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        while_running, after = _isolated_while_the_slow_item_runs(ex)
     assert while_running is not None and while_running.decision_reason is Reason.AUTO_ISOLATES_CRASHES
     assert after is not None and after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES, after.summary()
     assert after.selected_strategy == "serial"
@@ -234,27 +239,10 @@ def test_an_item_that_outlived_its_timeout_isolates_its_function_only_while_it_r
 def test_a_first_item_that_outlived_its_timeout_while_measured_isolates_only_while_it_runs() -> None:
     """The same for a function never measured, whose first item is measured on a probe thread: the mark lasts
     while that thread runs the item (review of the session's diff: only the serial run's path was tested)."""
-    tasks.SLOW_RELEASE.clear()
-    tasks.SLOW_DONE.clear()
     with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            with pytest.raises(TimeoutError):
-                ex.map(tasks.slow_once, [-1, *range(19)], timeout=0.5)  # the probe's first item is the slow one
-            assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
-            while_running = ex.last_record
-        finally:
-            tasks.SLOW_RELEASE.set()
-        assert tasks.SLOW_DONE.wait(30)
-        deadline = time.monotonic() + 30  # the probe thread ends just after its item
-        while True:
-            assert ex.map(tasks.slow_once, range(20), timeout=5.0) == [2 * x for x in range(20)]
-            after = ex.last_record
-            if after is None or after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES \
-                    or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        while_running, after = _isolated_while_the_slow_item_runs(ex)  # the probe's first item is the slow one
     assert while_running is not None and while_running.decision_reason is Reason.AUTO_ISOLATES_CRASHES
     assert after is not None and after.decision_reason is not Reason.AUTO_ISOLATES_CRASHES, after.summary()
 
