@@ -21,9 +21,7 @@ def first_item_bytes(items: Sequence[Any]) -> int | None:
     element) as its share of the array's buffer (a row of each, for several arrays zipped), an array or bytes
     item as itself; None for others."""
     if isinstance(items, ArrayRows | Zipped):
-        shared = items.item_bytes
-        if shared is not None or isinstance(items, ArrayRows):
-            return shared
+        return items.item_bytes
     return size_of_buffer(items[0]) if items else None
 
 

@@ -454,7 +454,7 @@ class Planner:
         if strategy not in CROSSES_PROCESSES or cost is None:
             return False
         est = _estimate(self.costs, call, strategy, workers, probe, remaining, cost)
-        return est.transfer >= DATA_WEIGHS * est.compute and self._threads_may_pay(call, probe) \
+        return est.data_weighs and self._threads_may_pay(call, probe) \
             and self._cost_fallback(call, "threads", workers, probe, remaining) is None
 
     def _chunked(self, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
@@ -898,6 +898,11 @@ class Estimate(NamedTuple):
     def parallel(self) -> float:
         return self.start + self.warm
 
+    @property
+    def data_weighs(self) -> bool:
+        """Moving the data weighs ``DATA_WEIGHS`` of the compute or more."""
+        return self.transfer >= DATA_WEIGHS * self.compute
+
 
 def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
               cost: float) -> Estimate:
@@ -973,7 +978,7 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
             return None
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
                 f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
-    if est.transfer >= DATA_WEIGHS * est.compute and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
+    if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
     if est.parallel < est.serial:  # faster, but by less than a pool must promise
         summary += f", {est.serial / est.parallel:.2f}x faster: short of the {PAYOFF_MARGIN:g}x a pool must promise"

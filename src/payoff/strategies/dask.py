@@ -282,7 +282,7 @@ class DaskStrategy(Strategy):
         digest = dumped.digest()
         with self._ship_lock:
             if digest not in self._blobs:
-                self._blobs = {digest: bytes(by_value.dumps(fn))}
+                self._blobs = {digest: by_value.dumps(fn)}
         self._scattered_fn(digest)
         return ("scattered", digest, dumped.size)
 

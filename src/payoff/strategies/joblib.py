@@ -36,7 +36,7 @@ class JoblibStrategy(PickledPoolStrategy):
         return self.likeliest_first(at_the_crash) if at_the_crash else super().exit_codes()
 
     def _dumps(self, obj: Any) -> bytes:
-        return bytes(by_value.dumps(obj))
+        return by_value.dumps(obj)
 
     def _dumps_fn(self, fn: Any) -> out_of_band.OutOfBand:
         return out_of_band.dumps(fn, by_value.dumps)

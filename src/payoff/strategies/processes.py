@@ -28,8 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from payoff import _by_value as by_value
-from payoff import _exit, _forks
+from payoff import _by_value, _exit, _forks
 from payoff import _out_of_band as out_of_band
 from payoff._crash_marks import CrashMarks
 from payoff._native_threads import per_worker
@@ -369,11 +368,11 @@ class PickledPoolStrategy(Strategy):
         if isinstance(fn, ByValue):
             fn = fn.fn
         t0 = time.perf_counter_ns()
-        dumps = _cloudpickle_dumps if by_value else self._dumps
+        dumps = _by_value.dumps if by_value else self._dumps
         try:
             payload = dumps((fn, *body))
             if not by_value and b"__main__" in payload and self._unknown_to_workers(body[0]):
-                by_value, dumps = True, _cloudpickle_dumps  # data of a class the workers cannot look up
+                by_value, dumps = True, _by_value.dumps  # data of a class the workers cannot look up
                 payload = dumps((fn, *body))
         except Exception as exc:
             with contextlib.suppress(Exception):  # the user's own exception arrives whatever its notes allow
@@ -730,10 +729,6 @@ class ByValue:
     fn: Any
 
 
-def _cloudpickle_dumps(obj: Any) -> bytes:
-    return by_value.dumps(obj)  # only a call that needs it pays for cloudpickle's import
-
-
 _Folder = TypeVar("_Folder", bound=ScratchDir)
 
 
@@ -747,10 +742,10 @@ def _renewed(folder: _Folder | None, make: Callable[[], _Folder]) -> _Folder:
 
 
 def _cloudpickle_fn(fn: Any) -> out_of_band.OutOfBand:
-    return out_of_band.dumps(fn, by_value.dumps)
+    return out_of_band.dumps(fn, _by_value.dumps)
 
 
-_NAMED = (types.FunctionType, type, by_value.CACHED)
+_NAMED = (types.FunctionType, type, _by_value.CACHED)
 """What pickle sends by its name: functions, classes and a cached function's wrapper (``functools.cache``)."""
 
 
@@ -831,7 +826,7 @@ def _spawned_workers_know(obj: Any, top: str) -> bool:
 
 def _code_of(obj: Any) -> types.CodeType | None:
     """A function's code, a cached function's too (the function its wrapper holds); None for a class."""
-    fn = obj.__wrapped__ if type(obj) is by_value.CACHED else obj
+    fn = obj.__wrapped__ if type(obj) is _by_value.CACHED else obj
     return fn.__code__ if isinstance(fn, types.FunctionType) else None
 
 

@@ -540,9 +540,9 @@ def serve_from_env() -> MetricsServer | None:
     """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set (and not empty or blank).
 
     Runs as every map call starts, so a configuration that failed is remembered and
-    neither retried nor logged again until the variables change. Never in a payoff worker process: it
-    inherits the variable, and a nested map there logged "port in use" in every worker started afresh
-    (joblib's, forkserver's); the process that set the variable serves the endpoint.
+    neither retried nor logged again until the variables change. Never in a process the serving one started
+    (``SERVED_BY_ENV``), nor in a payoff worker process, also where its parent's start failed: each inherits
+    the variable, and a nested map there logged "port in use" in every worker started afresh.
     """
     global _auto, _failed_for
     raw = os.environ.get(PORT_ENV)
