@@ -66,6 +66,12 @@ def pid_of(_: Any) -> int:
     return os.getpid()
 
 
+def pid_after_spin(x: int) -> int:
+    """Where an item of measurable work (~0.3 ms) ran."""
+    spin(x, 5000)
+    return os.getpid()
+
+
 def die_once_in_worker(item: tuple[int, int, str]) -> int:
     """Kills its worker on item 5 the first time only (a marker file remembers): a crash that does not recur."""
     i, parent, marker = item

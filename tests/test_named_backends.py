@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
@@ -23,6 +25,23 @@ def test_a_named_backend_runs_cold_and_warm(strategy: str) -> None:
             assert record.pool_started == (temperature == "cold")
             if temperature == "cold":
                 assert record.overhead_seconds["pool_start"] > 0, "the start is paid once and shown"
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_named_process_backend_with_one_worker_is_a_pool_of_one_on_every_call(strategy: str) -> None:
+    """``ProcessPoolExecutor(1)``'s promise: the items run in a worker process, not in the caller, on the first
+    call and on those after it. Users name a process backend with one worker to keep a crashing or leaking
+    library out of their process; a measured function ran in the caller from its second call on."""
+    planner = Planner()
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=1), planner=planner) as ex:
+        for call in ("first", "second", "third"):
+            pids = set(ex.map(tasks.pid_after_spin, range(150)))
+            record = ex.last_record
+            assert record is not None
+            assert os.getpid() not in pids, f"{call} call ran items in the caller: {record.summary()}"
+            assert len(pids) == 1
+            assert record.selected_strategy == strategy and record.workers == 1, f"{call}: {record.summary()}"
+            assert record.fallback_reason is None and record.decision_reason is Reason.EXPLICIT_STRATEGY
 
 
 def test_a_named_backend_still_skips_truly_tiny_work() -> None:

@@ -338,9 +338,11 @@ class Planner:
             if floor is not None:  # the user's own minimum for parallel, or nothing to split: it runs here
                 return _serial(call, floor[0], floor[1], decision, probe)
             return replace(self._chunked(call, strategy, workers, probe, remaining, decision), isolated=True)
-        # measured, and no pool to wait in: the caller is faster; a cluster the user named is used as it is (its
-        # one thread may be a remote machine's, and only a pool on it sees it grow or go)
-        if workers < 2 and cfg.tiny_workload_threshold != 0 and strategy != "dask":
+        # measured, and no pool to wait in: the caller is faster, but a process backend the user named is a pool
+        # of one as ProcessPoolExecutor(1) is (the caller stays out of reach of a crashing or leaking item), and a
+        # named cluster is used as it is (its one thread may be a remote machine's, and only a pool on it sees it
+        # grow or go)
+        if workers < 2 and cfg.tiny_workload_threshold != 0 and call.requested not in CROSSES_PROCESSES:
             return _serial(call, Reason.SINGLE_WORKER, _one_worker(cfg, local), decision, probe)
         if strategy in call.warm and probe.forgone.get(strategy):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
@@ -390,7 +392,7 @@ class Planner:
 
     def _may_need_a_worker(self, call: Call) -> bool:
         """Whether one worker still means a pool of one worker process rather than the caller: under a backend
-        named for its worker processes (decided after the probe, by what is measured), for a function that
+        named for its worker processes (a pool of one, as ``ProcessPoolExecutor(1)``), for a function that
         crashed a worker process, or for workers that run a ``worker_initializer``; or, under auto with one
         CPU, auto's or named threads, more threads than CPUs for work the probe may find waiting."""
         if call.requested in ("auto", "threads") and call.config.max_workers is None:
@@ -966,7 +968,7 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
         return (Reason.TINY_WORKLOAD, f"{remaining:,} items{_measured_on(probe)} x {_per_item(cost)} = "
                 f"{serial * 1e3:,.3f} ms of "
                 f"work cannot pay for {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call (it pays "
-                f"from about {pays_from * 1e3:,.2f} ms of work on {workers} workers)")
+                f"from about {pays_from * 1e3:,.2f} ms of work on {workers} worker{'s' * (workers != 1)})")
     est = _estimate(costs, call, strategy, workers, probe, remaining, cost)
     if est.parallel * PAYOFF_MARGIN < est.serial:
         return None
