@@ -673,3 +673,32 @@ def test_an_executors_older_records_keep_their_percentiles_in_fewer_timing_block
     assert (older.task_time, older.queue_wait,
             [(sum(c.durations_ns), sum(c.block_sizes)) for c in older.chunks]) == whole
     assert older.speedup == first.speedup and older.n_items == first.n_items == 300
+
+
+def test_records_of_calls_that_end_together_are_all_kept_lean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads' calls on one executor ending together both read the same record as the one to lean; the
+    second found the first's new record in its place and kept its own predecessor whole for good, so a service
+    whose requests overlap grew by a whole record at each such meeting. The barrier makes them meet."""
+    import threading
+
+    from payoff.record import MapRecord
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(tasks.nap_ms, [1] * 300)
+        together = threading.Barrier(2, timeout=60)
+        lean_alone = MapRecord.kept
+
+        def lean_together(self: MapRecord) -> MapRecord:
+            together.wait()
+            return lean_alone(self)
+
+        monkeypatch.setattr(MapRecord, "kept", lean_together)
+        calls = [threading.Thread(target=ex.map, args=(tasks.nap_ms, [1] * 300)) for _ in range(2)]
+        for call in calls:
+            call.start()
+        for call in calls:
+            call.join(timeout=120)
+        monkeypatch.undo()
+        records = list(ex.records)
+    assert len(records) == 3 and not together.broken
+    assert [lean_alone(r) is r for r in records] == [True, True, False], "all but the latest are lean"

@@ -355,16 +355,22 @@ class ParallelExecutor:
         return self.records[-1] if self.records else None
 
     def _keep(self, record: MapRecord) -> None:
-        """The latest record whole; the one before it, now older, as records are kept (``MapRecord.kept``).
-        Its lean copy is made outside the lock, and put in only if no other thread's call came meanwhile."""
+        """The latest record whole; the one it follows, now older, as records are kept (``MapRecord.kept``).
+
+        Each call leans the record its own append made older, outside the lock, and puts the lean copy where
+        that record is by then: calls of other threads may have appended theirs meanwhile."""
         with self._lock:
-            older = self.records[-1] if self.records else None
-        lean = older.kept() if older is not None else None
-        with self._lock:
-            if lean is not None and lean is not older and self.records and self.records[-1] is older:
-                self.records[-1] = lean
             self.records.append(record)
+            older = self.records[-2] if len(self.records) > 1 else None
         self._mine.record = record
+        lean = older.kept() if older is not None else None
+        if lean is None or lean is older:
+            return
+        with self._lock:
+            for i in range(len(self.records) - 2, -1, -1):  # near the end, unless it fell out of the deque
+                if self.records[i] is older:
+                    self.records[i] = lean
+                    break
 
     def report(self, title: str = "payoff report") -> Report:
         """The kept records as a report: HTML in notebooks, a table in terminals, ``to_html(path)``."""
