@@ -729,3 +729,25 @@ def token_value(t: Token) -> int:
 
 def first_element(a: Any) -> float:
     return float(a[0])
+
+
+class HoldsItsExecutor:
+    """The pattern of a model or pipeline object that owns its executor and maps its own method: the bound
+    method sends the instance, and with it the executor, to worker processes."""
+
+    def __init__(self, strategy: str) -> None:
+        from payoff import ParallelExecutor
+
+        self.ex = ParallelExecutor(strategy=strategy, max_workers=2)
+        self.scale = 3
+
+    def score(self, x: int) -> tuple[int, int]:
+        spin(x, 5000)
+        return x * self.scale, os.getpid()
+
+    def nested(self, x: int) -> tuple[list[int], str, str]:
+        """A map on the executor the item carries, inside a worker."""
+        squares = self.ex.map(square, [x, x + 1])
+        record = self.ex.last_record
+        assert record is not None and record.fallback_reason is not None
+        return squares, record.selected_strategy, record.fallback_reason.value

@@ -627,3 +627,38 @@ def test_a_wrong_observers_argument_says_what_it_takes(observers: object) -> Non
     assert repr(observers if not isinstance(observers, list) else observers[0]) in str(raised.value)
     with ParallelExecutor(ParallelConfig(strategy="serial"), observers=(o for o in [Base()])) as ex:
         assert ex.map(tasks.square, range(3)) == [0, 1, 4]  # any iterable of observers will do
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib", "auto"])
+def test_an_object_that_holds_its_executor_maps_its_own_method_in_worker_processes(strategy: str) -> None:
+    """``self.ex.map(self.score, xs)`` sends the instance with its executor; the executor did not pickle (its
+    locks), so every call of the pattern ran serially as ``unpicklable``, blaming a '_thread.lock'."""
+    holder = tasks.HoldsItsExecutor(strategy)
+    with holder.ex:
+        for _ in range(2):
+            out = holder.ex.map(holder.score, range(200))
+            record = holder.ex.last_record
+            assert record is not None and record.fallback_reason is None, record.summary()
+            assert [v for v, _ in out] == [3 * x for x in range(200)]
+            assert os.getpid() not in {pid for _, pid in out[record.probe_items:]}, record.summary()
+
+
+def test_an_executor_in_another_process_is_a_fresh_one_of_the_same_config() -> None:
+    """Pickled, it carries its config and nothing of its pools, records or telemetry; a map on that copy inside
+    an item is a nested map (serial). Copied in this process it is itself, as a logger is: the pool lives on
+    across calls, and a library that deep-copies its parameters (scikit-learn's ``clone``) starts no pools."""
+    import copy
+    import pickle
+
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, min_batch_size=3)) as ex:
+        ex.map(tasks.square, range(10))
+        again = pickle.loads(pickle.dumps(ex))
+        assert isinstance(again, ParallelExecutor) and again is not ex
+        assert again.config == ex.config and not again.records
+        assert copy.copy(ex) is ex and copy.deepcopy({"ex": ex})["ex"] is ex
+        holder = tasks.HoldsItsExecutor("processes")
+        with holder.ex:
+            out = holder.ex.map(holder.nested, [1, 5, 9], chunksize=1)
+            assert holder.ex.last_record is not None and holder.ex.last_record.selected_strategy == "processes"
+    again.shutdown()
+    assert out == [([x * x, (x + 1) * (x + 1)], "serial", Reason.NESTED.value) for x in (1, 5, 9)]

@@ -484,6 +484,20 @@ class ParallelExecutor:
         """Process ids of the live worker processes, for diagnostics and tests."""
         return [pid for pool in self._pools.current() for pid in pool.process_ids()]
 
+    def __reduce__(self) -> tuple[Callable[..., ParallelExecutor], tuple[ParallelConfig, int | None]]:
+        """Pickled, it is its config: an object that holds its executor and maps its own method sends itself,
+        executor and all, to the worker processes (it did not pickle, and every such call ran serially). The
+        copy there has no pool, record or planner of this one's; a map on it inside an item is nested."""
+        return _carried, (self.config, self.records.maxlen)
+
+    def __copy__(self) -> ParallelExecutor:
+        """Itself, as a logger is: its pools are meant to live across calls, and a library that copies its
+        parameters (scikit-learn's ``clone`` deep-copies them) would start a pool of its own for each copy."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> ParallelExecutor:
+        return self
+
     def __enter__(self) -> ParallelExecutor:
         with self._lock:
             self._depth += 1
@@ -690,6 +704,11 @@ def _run_now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, An
     else:
         future.set_result(result)
     return future
+
+
+def _carried(config: ParallelConfig, max_records: int | None) -> ParallelExecutor:
+    """A pickled executor, unpickled in another process: a fresh one of the same config."""
+    return ParallelExecutor(config, max_records=max_records if max_records is not None else 256)
 
 
 def _on_drop(executor: ParallelExecutor) -> weakref.finalize[[PoolRegistry, threading.Event], ParallelExecutor]:
