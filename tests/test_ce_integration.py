@@ -485,6 +485,30 @@ def test_enable_called_again_keeps_the_executor_and_its_warm_pool() -> None:
         ex.close()
 
 
+def test_an_enabled_wrapper_still_pickles_and_copies_as_without_payoff() -> None:
+    """Users save a fitted explainer (``pickle``, ``joblib.dump``) and copy it; CE's own executor pickles
+    without its pool, and ``WrapCalibratedExplainer`` keeps its executor in its state. After ``enable`` the
+    wrapper did neither (TypeError: cannot pickle '_thread.RLock'). The saved wrapper explains as the original
+    does; a copy shares the executor and its warm pool."""
+    import copy
+
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, **FORCE))
+    try:
+        expected = wrapper.explain_factual(x_test[:20])
+        saved = pickle.loads(pickle.dumps(wrapper))
+        assert isinstance(saved.parallel_executor, CEParallelExecutor) and saved.parallel_executor is not ex
+        assert saved.parallel_executor.user_config == ex.user_config
+        assert saved.parallel_executor.strategy == ex.strategy
+        assert_same(expected, saved.explain_factual(x_test[:20]))
+        twin = copy.deepcopy(wrapper)
+        assert twin.parallel_executor is ex
+        assert_same(expected, twin.explain_factual(x_test[:20]))
+    finally:
+        ex.close()
+    saved.parallel_executor.close()
+
+
 def test_enable_needs_a_calibrated_explainer() -> None:
     x_train, y_train, *_ = _data("classification")
     wrapper = ce.WrapCalibratedExplainer(RandomForestClassifier(n_estimators=5, random_state=0))

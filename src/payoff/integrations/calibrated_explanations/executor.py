@@ -88,6 +88,15 @@ def _register_ce_frames() -> None:
         _ce_frames_registered = True
 
 
+def _carried(config: ParallelConfig, workload: str, pause_gc: bool, strategy: str) -> CEParallelExecutor:
+    """A pickled executor, unpickled: the strategy ``enable`` chose for its explainer (joblib for one pickle
+    cannot send) is kept."""
+    executor = CEParallelExecutor(config, workload=workload, pause_gc=pause_gc)
+    if executor.payoff_config.strategy_name != strategy:
+        executor.use_strategy(strategy)
+    return executor
+
+
 def warn_user(reason: Reason, text: str) -> None:
     from payoff.telemetry import FALLBACK_WARNINGS
 
@@ -211,6 +220,18 @@ class CEParallelExecutor:
         self.executor.config = config.with_changes(strategy=name, address=config.address if name == "dask" else None)
 
     # -- lifetime -----------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Callable[..., CEParallelExecutor], tuple[ParallelConfig, str, bool, str]]:
+        """Pickled (a saved ``WrapCalibratedExplainer`` keeps its executor, as CE's own pickles without its
+        pool), a fresh executor of the same settings and strategy: no pool, records or learned costs."""
+        return _carried, (self.user_config, self.workload, self.pause_gc, self.payoff_config.strategy_name)
+
+    def __copy__(self) -> CEParallelExecutor:
+        """Itself, as :class:`~payoff.ParallelExecutor` is: a copied explainer shares the warm pool."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> CEParallelExecutor:
+        return self
 
     def __enter__(self) -> CEParallelExecutor:
         """Idempotent: CE enters three times per explain and leaves twice."""
