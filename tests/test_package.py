@@ -66,6 +66,26 @@ def test_a_worker_process_imports_only_what_runs_its_chunks() -> None:
         payoff.ParallelPool  # noqa: B018
 
 
+def test_the_documented_submodules_are_reached_from_import_payoff_alone() -> None:
+    """The docs write ``payoff.observers.skip_frames_from(...)`` for a library's import time and
+    ``payoff.telemetry.serve_metrics``: after a bare ``import payoff`` (which loads no submodule) they raised
+    AttributeError: module 'payoff' has no attribute 'observers'. Each public submodule loads on first use."""
+    import payoff
+
+    code = ("import sys, payoff\n"
+            "assert 'payoff.observers' not in sys.modules\n"
+            "payoff.observers.skip_frames_from('/nowhere')\n"
+            "print(payoff.telemetry.serve_metrics.__name__, payoff.planning.PLANNER is not None,\n"
+            "      payoff.config.ParallelConfig is payoff.ParallelConfig, payoff.errors.WorkerCrashedError.__name__)\n"
+            "try:\n    payoff._maprun\nexcept AttributeError as e:\n    print(e)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(payoff.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["serve_metrics True True WorkerCrashedError",
+                                        "module 'payoff' has no attribute '_maprun'"]
+
+
 def test_a_script_that_maps_without_numpy_never_loads_it() -> None:
     """numpy took 50-85 ms of every program's start (a third of a small script's) only to tell numpy scalars
     and arrays apart and to summarise large records: a program that never imported it has none of those (a

@@ -34,8 +34,17 @@ _WHERE = {
 one, a dask worker) imports ``payoff.worker`` to run its chunks, and the executor, telemetry, numpy and
 OpenTelemetry it would otherwise load with the package (0.3 s) delayed every worker's start."""
 
+_SUBMODULES = frozenset({"cli", "config", "demo", "errors", "executor", "explain", "integrations", "observers",
+                         "planning", "progress", "reasons", "record", "report", "scheduling", "stack", "strategies",
+                         "telemetry", "worker"})
+"""Public submodules, loaded on first use as the names are: the docs write ``payoff.telemetry.serve_metrics``
+and ``payoff.observers.skip_frames_from(...)`` (at a library's import time), which a bare ``import payoff``
+did not reach."""
+
 
 def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"payoff.{name}")  # the import binds it in this module's globals
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(f"module 'payoff' has no attribute {name!r}")
@@ -45,7 +54,7 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})
+    return sorted({*globals(), *_WHERE, *_SUBMODULES})
 
 
 __all__ = [
