@@ -751,3 +751,14 @@ class HoldsItsExecutor:
         record = self.ex.last_record
         assert record is not None and record.fallback_reason is not None
         return squares, record.selected_strategy, record.fallback_reason.value
+
+
+def tiny_map_under_error_filter(x: int) -> list[int]:
+    """A task of the user's own pool, run under ``-W error``: payoff's fallback warning raises out of it."""
+    import warnings
+
+    from payoff import ParallelExecutor
+
+    warnings.simplefilter("error")
+    with ParallelExecutor() as ex:
+        return ex.map(square, range(x))

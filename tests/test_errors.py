@@ -1,23 +1,78 @@
-"""payoff's own exceptions survive pickling with their fields: they cross processes (a test runner's workers,
-a multiprocessing result, a logging queue) like any exception a user catches."""
+"""payoff's own exceptions and warnings survive pickling with their fields: they cross processes (a test
+runner's workers, a multiprocessing result, a logging queue) like any exception a user catches. A warning a
+``-W error`` filter raised in a task of the user's own pool that did not unpickle killed that pool's result
+thread (``multiprocessing.Pool.map`` hung) or broke the pool for every task (interop trial)."""
 
 from __future__ import annotations
 
+import importlib
 import pickle
+import pkgutil
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from payoff import errors
+import payoff
+from payoff import ParallelConfig, ParallelExecutor, Reason, errors
+from payoff._probe import ProbeOutlivedTimeout
+from payoff.cli import UsageError
+from payoff.report.cli import ReportError
+from payoff.stack import FilesExist, StackError
+from payoff.stack._wheel import NoWheel
+from payoff.strategies.base import PoolClosedError
+from payoff.strategies.cluster import ClusterUnreachableError
+from payoff.strategies.dask import DaskKilledWorkers, DaskWorkerLost, ItemExit
+from payoff.strategies.main_guard import ImportingMainError
+from payoff.telemetry.records import InvalidRecord, LineProblem, RecordsFileError
+from payoff.telemetry.server import MetricsConfigError, MetricsExposureWarning
+from payoff.telemetry.warnings import ParallelFallbackWarning
 
-CASES = [
+
+def _record() -> payoff.MapRecord:
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(abs, range(5))
+        assert ex.last_record is not None
+        return ex.last_record
+
+
+CASES: list[BaseException] = [
     errors.WorkerCrashedError("item 3 crashed", item_index=3, chunk_index=1, exitcode=-11, completed={0: 1}),
+    errors.ChunkKilledWorkers("chunk 2 killed its workers"),
     errors.ClusterNotReadyError("the dask cluster at tcp://127.0.0.1:8786 has no workers"),
     errors.PoolStoppedError("stopped by another call", stopped_by="call 7 (timeout=2.0)"),
     errors.PoolStartTimeoutError("start took too long", by_call=True),
     errors.WorkerInitError("initializer raised", pid=1234),
     errors.RemoteError("LocalOnlyError", "boom", "Traceback (most recent call last): ..."),
     errors.RemoteTraceback("Traceback (most recent call last): ..."),
+    errors.StuckThreadsWarning("2 thread tasks still run"),
+    errors.ModuleReloadedWarning("mymodule was reloaded"),
+    errors.EventLoopBlockedWarning("the loop was held 0.4 s"),
+    ParallelFallbackWarning("payoff: 5 items ran serially", Reason.TINY_WORKLOAD, _record()),
+    ParallelFallbackWarning("payoff: an explain ran serially", Reason.UNPICKLABLE),
+    ProbeOutlivedTimeout("payoff: the call did not finish within timeout=1 s", detail="its first items still ran",
+                         hung=True, running=lambda: True),
+    InvalidRecord("n_items", "n_items must be an int >= 0, got 'x'"),
+    RecordsFileError(LineProblem("records.jsonl", 3, "n_items must be an int >= 0, got 'x'", "n_items")),
+    MetricsExposureWarning("/metrics listens on 0.0.0.0 without TLS"),
+    MetricsConfigError("the certificate file is missing"),
+    UsageError("unknown command 'x'"),
+    ReportError("no records in records.jsonl"),
+    StackError("the folder is not a stack"),
+    FilesExist(Path("/tmp/stack"), ["docker-compose.yml", "prometheus.yml"]),
+    NoWheel("no wheel of payoff to copy"),
+    PoolClosedError("the processes pool is closed"),
+    ClusterUnreachableError("tcp://127.0.0.1:1 did not answer within 10 s"),
+    ImportingMainError("a pool asked for while importing the main script"),
+    DaskWorkerLost("the scheduler went away"),
+    DaskKilledWorkers("chunk 1 killed 4 workers"),
+    ItemExit(SystemExit(4)),
 ]
+
+
+def _fields(error: BaseException) -> dict[str, Any]:
+    """What must come back equal: the attributes but a probe's liveness check, which is of its own process."""
+    return {k: (repr(v) if isinstance(v, BaseException) else v) for k, v in vars(error).items() if k != "running"}
 
 
 @pytest.mark.parametrize("error", CASES, ids=lambda e: type(e).__name__)
@@ -25,11 +80,38 @@ def test_an_error_round_trips_through_pickle_with_its_fields(error: BaseExceptio
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is type(error)
     assert str(back) == str(error)
-    assert vars(back) == vars(error)
+    assert _fields(back) == _fields(error)
 
 
-def test_every_public_error_is_covered() -> None:
-    public = {name for name in errors.__all__ if isinstance(getattr(errors, name), type)
-              and issubclass(getattr(errors, name), Exception) and not issubclass(getattr(errors, name), Warning)}
-    assert public <= {type(e).__name__ for e in CASES}
+def test_a_probe_timeout_in_another_process_says_its_item_no_longer_runs_there() -> None:
+    back = pickle.loads(pickle.dumps(CASES[13]))
+    assert isinstance(back, ProbeOutlivedTimeout) and isinstance(back, TimeoutError) and back.running() is False
+
+
+def test_a_fallback_warning_raised_in_a_task_of_the_users_own_pool_reaches_them() -> None:
+    """Under ``-W error`` every payoff map inside a task of a ``ProcessPoolExecutor`` raises its fallback
+    warning (such a map is nested, so serial): it did not unpickle, and the pool broke for every task."""
+    import concurrent.futures
+    import multiprocessing
+
+    from tests import tasks
+
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(tasks.tiny_map_under_error_filter, n) for n in (5, 6)]
+        errors_seen = [f.exception(timeout=60) for f in futures]
+    assert all(isinstance(e, ParallelFallbackWarning) and e.reason is Reason.NESTED for e in errors_seen), errors_seen
+    assert [e.record.n_items for e in errors_seen if isinstance(e, ParallelFallbackWarning) and e.record] == [5, 6]
+
+
+def test_every_exception_and_warning_payoff_defines_is_covered() -> None:
+    """Every public class of the package's modules (private ones never leave payoff's own code)."""
+    defined: set[type[BaseException]] = set()
+    for module in pkgutil.walk_packages(payoff.__path__, "payoff."):
+        if module.name.startswith(("payoff.demo", "payoff.__main__")):
+            continue
+        for value in vars(importlib.import_module(module.name)).values():
+            if isinstance(value, type) and issubclass(value, BaseException) and value.__module__.startswith("payoff") \
+                    and not value.__name__.startswith("_"):
+                defined.add(value)
+    assert {c.__qualname__ for c in defined} <= {type(e).__qualname__ for e in CASES}
     assert "PoolStoppedError" in errors.__all__

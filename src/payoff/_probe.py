@@ -378,6 +378,19 @@ class ProbeOutlivedTimeout(TimeoutError):
         self.running = running
         """Whether the item still runs (its thread is alive)."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Raised in a task of the user's own process pool, it travels as the ``TimeoutError`` it is; its item
+        runs in that process, so in another one it reads as no longer running."""
+        return (_outlived_elsewhere, (str(self), self.detail, self.hung))
+
+
+def _outlived_elsewhere(message: str, detail: str, hung: bool) -> ProbeOutlivedTimeout:
+    return ProbeOutlivedTimeout(message, detail, hung=hung, running=_not_here)
+
+
+def _not_here() -> bool:
+    return False
+
 
 def stuck_probes(call: Call) -> str | None:
     """Why a call with a timeout may not probe on a thread: too many earlier probes still hang; None if it may."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from payoff._version import __version__
 from payoff.stack._wheel import DISTRIBUTION, NoWheel, installed_wheel
@@ -43,9 +44,13 @@ class FilesExist(StackError):
     """Writing would overwrite files that differ (pass ``force=True``)."""
 
     def __init__(self, target: Path, conflicts: Sequence[str]) -> None:
+        self.target = target
         self.conflicts = list(conflicts)
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         super().__init__(f"{target / conflicts[0]} exists and differs{more}; pass --force to overwrite")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.target, self.conflicts))
 
 
 @dataclass

@@ -169,6 +169,9 @@ class InvalidRecord(ValueError):
         super().__init__(message)
         self.field = field
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, str(self)))
+
 
 @dataclass(frozen=True)
 class LineProblem:
@@ -191,6 +194,9 @@ class RecordsFileError(ValueError):
     def __init__(self, problem: LineProblem) -> None:
         super().__init__(f"{problem.path}, line {problem.lineno}: not a payoff record: {problem.message}")
         self.problem = problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problem,))
 
 
 class RecordsRead(NamedTuple):

@@ -9,6 +9,8 @@ says "default", by (module, reason) for "module" and by reason for "once".
 
 from __future__ import annotations
 
+from typing import Any
+
 from payoff.observers import CallInfo, CallSite, Observer, SiteWarnings
 from payoff.reasons import Reason
 from payoff.record import MapRecord, advice_of
@@ -21,6 +23,11 @@ class ParallelFallbackWarning(UserWarning):
         super().__init__(message)
         self.reason = reason
         self.record = record
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Raised by a ``-W error`` filter in a task of the user's own process pool, it travels back to their
+        process: one that did not unpickle hung ``multiprocessing.Pool.map`` (its result thread died)."""
+        return (type(self), (str(self), self.reason, self.record))
 
 
 def fallback_message(record: MapRecord) -> str:
