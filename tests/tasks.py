@@ -762,3 +762,11 @@ def tiny_map_under_error_filter(x: int) -> list[int]:
     warnings.simplefilter("error")
     with ParallelExecutor() as ex:
         return ex.map(square, range(x))
+
+
+def nap_then_write(item: tuple[str, int]) -> int:
+    """A submitted task whose only result is a file: ``folder/i`` after a 50 ms nap."""
+    folder, i = item
+    time.sleep(0.05)
+    Path(folder, str(i)).write_text(str(i))
+    return i

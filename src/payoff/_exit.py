@@ -121,6 +121,12 @@ def _stop_in_child() -> None:
             proc.join(LEFTOVER_GRACE_SECONDS)
 
 
+def interrupted() -> bool:
+    """Whether the program ends on a Ctrl-C it did not handle: then nothing more is waited for."""
+    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    return isinstance(last, KeyboardInterrupt)
+
+
 def program_ending() -> bool:
     """Whether the program's end has begun: its exit hooks run (``threading``'s, where loky and
     ``concurrent.futures`` stop their pools) or its main thread has returned."""

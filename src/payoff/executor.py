@@ -21,7 +21,7 @@ import time
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from concurrent.futures import BrokenExecutor, Future
+from concurrent.futures import BrokenExecutor, Future, wait
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, SupportsIndex, cast
 
@@ -100,6 +100,8 @@ class ParallelExecutor:
         self._active = 0
         self._runs: set[MapRun] = set()
         self._runs_changed = threading.Condition(self._lock)
+        self._submitted: set[Future[Any]] = set()
+        """Submitted calls not done yet: the program's end waits for them, as ``concurrent.futures`` does."""
         self._workload_calls: Counter[str] = Counter()
         self._last_used = time.monotonic()
         self._idle_thread: threading.Thread | None = None
@@ -292,6 +294,9 @@ class ParallelExecutor:
         except BaseException:
             self._end()
             raise
+        if not here:
+            self._submitted.add(future)
+            future.add_done_callback(self._submitted.discard)
         if rescue is not None and getattr(future, "rescue", None) is rescue:
             future.add_done_callback(_Once(functools.partial(self._rescued_ended, cast("Rescue", rescue))))
         elif not here:  # a call run here gave its lease back already
@@ -657,6 +662,7 @@ class ParallelExecutor:
         self._runs_changed = threading.Condition(self._lock)
         self._active = 0
         self._runs = set()
+        self._submitted = set()
         self._idle_thread = None
         self._idle_wake = threading.Event()
         self._dropped.detach()
@@ -943,8 +949,16 @@ class _Records(deque[MapRecord]):
 
 
 def _close_all() -> None:
-    """At program end (and Ctrl-C) the pools stop now: queued work is cancelled, worker processes end."""
-    for executor in list(_live):
+    """At the program's end its submitted calls finish first, as ``concurrent.futures``' do: a script that
+    submitted its work and ended lost what had not run, silently. After Ctrl-C (or one during that wait) they do
+    not. Then the pools stop: what still runs is cancelled (a map in a daemon thread, a call submitted since),
+    and worker processes end."""
+    executors = list(_live)
+    with contextlib.suppress(KeyboardInterrupt):
+        if not _exit.interrupted():
+            for executor in executors:
+                wait(list(executor._submitted))
+    for executor in executors:
         with contextlib.suppress(Exception):
             executor.cancel()
 
