@@ -702,3 +702,16 @@ def test_records_of_calls_that_end_together_are_all_kept_lean(monkeypatch: pytes
         records = list(ex.records)
     assert len(records) == 3 and not together.broken
     assert [lean_alone(r) is r for r in records] == [True, True, False], "all but the latest are lean"
+
+
+def test_records_hash_as_the_calls_they_record() -> None:
+    """A frozen record could not be hashed (its overhead dict): no set of records, no dict keyed by one."""
+    from payoff.telemetry.records import record_from_dict
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(abs, range(10))
+        ex.map(abs, range(20))
+        first, second = ex.records
+    again = record_from_dict(json.loads(json.dumps(first.to_dict())))
+    assert again == first and hash(again) == hash(first)
+    assert len({first, second, again}) == 2

@@ -270,6 +270,11 @@ def _quantile(ordered: Sequence[tuple[float, int]], total: int, q: float) -> flo
 class MapRecord:
     """The facts of one call and the verdict derived from them."""
 
+    def __hash__(self) -> int:
+        """By the call it records (equal records are of one call): the generated hash read every field, and its
+        ``overhead_seconds`` dict made ``hash(record)`` and a set of records raise ``TypeError``."""
+        return hash((self.call_id, self.workload, self.started_at, self.n_items))
+
     call_id: int
     workload: str
     requested_strategy: str
