@@ -770,3 +770,26 @@ def nap_then_write(item: tuple[str, int]) -> int:
     time.sleep(0.05)
     Path(folder, str(i)).write_text(str(i))
     return i
+
+
+def note_pid_in(folder: str) -> None:
+    """A worker_initializer that leaves one file per run in ``folder``, named by its process and run."""
+    Path(folder, f"{os.getpid()}-{time.monotonic_ns()}").touch()
+
+
+class HoldsItsInitializedExecutor(HoldsItsExecutor):
+    """As :class:`HoldsItsExecutor`, with a worker_initializer that notes each run."""
+
+    def __init__(self, folder: str) -> None:
+        from payoff import ParallelConfig, ParallelExecutor
+
+        self.ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, worker_initializer=note_pid_in,
+                                                  worker_init_args=(folder,)))
+        self.scale = 1
+
+    def nested_empty_then_submitted(self, x: int) -> tuple[int, int, list[int], int]:
+        """A map over nothing and a submitted call on the executor the item carries, inside a worker."""
+        import multiprocessing
+
+        nothing = self.ex.map(square, [])
+        return os.getpid(), self.ex.submit(os.getpid).result(), nothing, len(multiprocessing.active_children())

@@ -509,6 +509,32 @@ def test_an_enabled_wrapper_still_pickles_and_copies_as_without_payoff() -> None
     saved.parallel_executor.close()
 
 
+def test_a_saved_executor_decides_auto_again_on_the_machine_that_loads_it(tmp_path: Any) -> None:
+    """``auto`` resolves to processes or serial by the CPUs there are: a copy saved on one CPU stayed serial on
+    two (and one saved on two forced processes on one). What ``enable`` switched to goes with it."""
+    import subprocess
+    import sys
+
+    saved = tmp_path / "executor.pkl"
+    code = ("import os, pickle, sys\nos.sched_setaffinity(0, {0})\n"
+            "from payoff import ParallelConfig\n"
+            "from payoff.integrations.calibrated_explanations import CEParallelExecutor\n"
+            "ex = CEParallelExecutor(ParallelConfig())\n"
+            "switched = CEParallelExecutor(ParallelConfig(strategy='processes'))\n"
+            "switched.use_strategy('joblib')\n"
+            "print(ex.strategy)\n"
+            "open(sys.argv[1], 'wb').write(pickle.dumps((ex, switched)))\n")
+    child = subprocess.run([sys.executable, "-c", code, str(saved)], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "CE_PARALLEL": "", "PAYOFF_PARALLEL": ""}, check=False)
+    assert child.returncode == 0 and child.stdout.strip() == "serial", child.stderr[-2000:]
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("this process has one CPU: nothing to decide again")
+    ex, switched = pickle.loads(saved.read_bytes())
+    assert ex.strategy == "processes" and switched.strategy == "joblib"
+    ex.close()
+    switched.close()
+
+
 def test_enable_needs_a_calibrated_explainer() -> None:
     x_train, y_train, *_ = _data("classification")
     wrapper = ce.WrapCalibratedExplainer(RandomForestClassifier(n_estimators=5, random_state=0))

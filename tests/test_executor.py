@@ -662,3 +662,16 @@ def test_an_executor_in_another_process_is_a_fresh_one_of_the_same_config() -> N
             assert holder.ex.last_record is not None and holder.ex.last_record.selected_strategy == "processes"
     again.shutdown()
     assert out == [([x * x, (x + 1) * (x + 1)], "serial", Reason.NESTED.value) for x in (1, 5, 9)]
+
+
+def test_the_executor_an_item_carries_runs_its_work_in_that_worker(tmp_path: Path) -> None:
+    """In a worker, the carried executor's ``submit`` started a process pool of its own in every worker (4
+    grandchildren under 2 workers), where its ``map`` runs nested, in place; and a map over nothing ran the
+    worker_initializer there a second time (review of the carried executor)."""
+    holder = tasks.HoldsItsInitializedExecutor(str(tmp_path))
+    with holder.ex:
+        out = holder.ex.map(holder.nested_empty_then_submitted, range(6), chunksize=1)
+    assert all(pid == submitted and nothing == [] and children == 0 for pid, submitted, nothing, children in out), out
+    runs = [p.name.split("-")[0] for p in tmp_path.iterdir()]
+    assert len(runs) == len(set(runs)), f"the initializer ran more than once in a worker: {runs}"
+    assert set(runs) >= {str(pid) for pid, *_ in out}

@@ -54,7 +54,8 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE, *_SUBMODULES})
+    """The public names; not the submodules, which introspection (``inspect.getmembers``) would all import."""
+    return sorted({*globals(), *_WHERE})
 
 
 __all__ = [

@@ -122,9 +122,18 @@ def _stop_in_child() -> None:
 
 
 def interrupted() -> bool:
-    """Whether the program ends on a Ctrl-C it did not handle: then nothing more is waited for."""
+    """Whether the program ends on a Ctrl-C it did not handle: then nothing more is waited for. An interactive
+    session (the REPL, IPython) keeps the last error it showed, a Ctrl-C of long ago: there it tells nothing."""
+    if hasattr(sys, "ps1") or sys.flags.interactive or "IPython" in sys.modules:
+        return False
     last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     return isinstance(last, KeyboardInterrupt)
+
+
+def say(text: str) -> None:
+    """One line to stderr at the program's end, which may have closed it."""
+    with contextlib.suppress(Exception):
+        print(text, file=sys.stderr, flush=True)
 
 
 def program_ending() -> bool:

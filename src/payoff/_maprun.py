@@ -234,8 +234,10 @@ class MapRun:
 
     def _initialized_elsewhere(self) -> bool:
         """A serial run needs the initializer here, unless this is a payoff worker, where it ran (a daemonic
-        worker of another pool never ran it). A pool that failed to start ran it nowhere that counts here."""
-        return self.rec.fallback_reason is Reason.NESTED and in_worker()
+        worker of another pool never ran it), or no item runs (an empty input: the initializer ran a second
+        time in a worker whose item mapped over nothing). A pool that failed to start ran it nowhere that counts
+        here."""
+        return (self.rec.fallback_reason is Reason.NESTED and in_worker()) or self.rec.decision is Reason.EMPTY_INPUT
 
     def _initialize_here(self) -> None:
         """The initializer in the caller before a serial run; after a pool that failed to start, its failure

@@ -39,7 +39,16 @@ from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
 from payoff.strategies.start_failure import interpreter_shutting_down
-from payoff.worker import CancelToken, Star, Submitted, Zipped, in_submitted, in_worker, initialize_here
+from payoff.worker import (
+    CancelToken,
+    Star,
+    Submitted,
+    Zipped,
+    in_submitted,
+    in_worker,
+    in_worker_process,
+    initialize_here,
+)
 
 if TYPE_CHECKING:
     from payoff.report import Report
@@ -258,6 +267,8 @@ class ParallelExecutor:
         if name == "custom":
             return config.strategy.submit(fn, *args, **kwargs)  # type: ignore[no-any-return]
         name = "threads" if name == "auto" else name
+        if in_worker_process():  # as a map there is nested: a pool of its own in every worker oversubscribes
+            return _run_now(fn, args, kwargs)
         try:
             try:
                 return self._submit_on_pool(config, name, fn, args, kwargs)
@@ -420,6 +431,7 @@ class ParallelExecutor:
         with self._lock:
             runs = list(self._runs)
             self._cancels += 1
+        self._submitted.clear()
         for run in runs:
             run.token.set()
         self._pools.cancel_queued()
@@ -480,6 +492,7 @@ class ParallelExecutor:
         with self._lock:
             runs = list(self._runs)
             self._cancels += 1
+        self._submitted.clear()  # given up on: the program's end does not wait for a thread task still running
         for run in runs:
             run.token.set()
         self._pools.kill_all()
@@ -713,7 +726,8 @@ def _run_now(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, An
 
 
 def _carried(config: ParallelConfig, max_records: int | None) -> ParallelExecutor:
-    """A pickled executor, unpickled in another process: a fresh one of the same config."""
+    """A pickled executor, unpickled in another process: a fresh one of the same config (saved objects that
+    hold an executor name this function: keep its name)."""
     return ParallelExecutor(config, max_records=max_records if max_records is not None else 256)
 
 
@@ -950,17 +964,32 @@ class _Records(deque[MapRecord]):
 
 def _close_all() -> None:
     """At the program's end its submitted calls finish first, as ``concurrent.futures``' do: a script that
-    submitted its work and ended lost what had not run, silently. After Ctrl-C (or one during that wait) they do
-    not. Then the pools stop: what still runs is cancelled (a map in a daemon thread, a call submitted since),
-    and worker processes end."""
+    submitted its work and ended lost what had not run, silently. After Ctrl-C they do not. Then the pools
+    stop: what still runs is cancelled (a map in a daemon thread, a call submitted since), and worker processes
+    end."""
     executors = list(_live)
-    with contextlib.suppress(KeyboardInterrupt):
-        if not _exit.interrupted():
-            for executor in executors:
-                wait(list(executor._submitted))
+    if not _exit.interrupted():
+        _finish_submitted([f for executor in executors for f in list(executor._submitted)])
     for executor in executors:
         with contextlib.suppress(Exception):
             executor.cancel()
+
+
+EXIT_NOTICE_SECONDS = 2.0
+"""How long the program's end waits for submitted calls before it says that it waits, and how to stop it."""
+
+
+def _finish_submitted(pending: list[Future[Any]]) -> None:
+    """Wait for ``pending``, saying so on stderr past ``EXIT_NOTICE_SECONDS`` (a program that does not end is
+    no mystery then); a Ctrl-C during the wait stops it, and says how many calls it cancelled."""
+    try:
+        _, left = wait(pending, timeout=EXIT_NOTICE_SECONDS)
+        if left:
+            _exit.say(f"payoff: the program waits for {len(left)} submitted call(s) to finish, as "
+                      f"concurrent.futures does; Ctrl-C cancels them")
+            wait(left)
+    except KeyboardInterrupt:
+        _exit.say(f"payoff: Ctrl-C: {sum(not f.done() for f in pending)} submitted call(s) cancelled unfinished")
 
 
 def _forget_parent_pools() -> None:

@@ -289,6 +289,66 @@ def test_the_programs_end_runs_the_submitted_work_first(strategy: str, tmp_path:
     assert _gone(out["pids"]), "worker processes outlived their program"  # type: ignore[arg-type]
 
 
+GIVE_UP_AND_END = """
+    import sys, time
+    from payoff import ParallelConfig, ParallelExecutor
+
+    ex = ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2))
+    future = ex.submit(time.sleep, 30)
+    try:
+        future.result(timeout=0.3)
+    except TimeoutError:
+        if sys.argv[1] == "cancel":
+            ex.cancel()
+        else:
+            ex.shutdown(wait=False, cancel_futures=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["cancel", "shutdown"])
+def test_the_programs_end_does_not_wait_for_a_call_given_up_on(how: str) -> None:
+    """A thread task cannot be stopped, so a cancelled one still ran, and the end waited 20 s for it."""
+    started = time.monotonic()
+    child = run_child(GIVE_UP_AND_END, how)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert time.monotonic() - started < 20, "the program waited for a call it had cancelled"
+
+
+def test_ctrl_c_during_the_wait_for_submitted_work_ends_the_program_and_says_so() -> None:
+    """The end waits for the calls submitted (saying so after 2 s); Ctrl-C then cancelled them with exit
+    status 0 and not a word, the very loss the wait is there to prevent."""
+    code = textwrap.dedent(EXIT_WITH_QUEUED).replace('if sys.argv[2] == "interrupt":', "if False:")
+    proc = subprocess.Popen([sys.executable, "-c", code, "processes", "end"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=CHILD_ENV)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(proc.stdout.readline())
+        notice = proc.stderr.readline()
+        assert "the program waits for" in notice and "Ctrl-C cancels them" in notice, notice
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=GUARD_SECONDS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert re.search(r"payoff: Ctrl-C: \d+ submitted call\(s\) cancelled unfinished", err), err[-2000:]
+    assert _gone(first["pids"]), "worker processes outlived their program"
+
+
+def test_an_old_ctrl_c_in_an_interactive_session_does_not_cancel_its_submitted_work(tmp_path: Path) -> None:
+    """The REPL keeps the last error it showed: a Ctrl-C at one prompt read as the program's end by Ctrl-C
+    at a later normal exit, and its submitted calls were cancelled (0 of 10 written)."""
+    lines = ["raise KeyboardInterrupt",
+             "from payoff import ParallelConfig, ParallelExecutor",
+             "from tests import tasks",
+             "ex = ParallelExecutor(ParallelConfig(strategy='processes', max_workers=2))",
+             f"fs = [ex.submit(tasks.nap_then_write, ({str(tmp_path)!r}, i)) for i in range(10)]", ""]
+    child = subprocess.run([sys.executable, "-i", "-q"], input="\n".join(lines), capture_output=True, text=True,
+                           timeout=GUARD_SECONDS, cwd=ROOT, env=CHILD_ENV)
+    assert "KeyboardInterrupt" in child.stderr
+    assert sorted(int(p.name) for p in tmp_path.iterdir()) == list(range(10)), child.stderr[-2000:]
+
+
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
 def test_ctrl_c_ends_a_program_with_queued_submitted_work(strategy: str) -> None:
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(EXIT_WITH_QUEUED), strategy, "interrupt"],

@@ -88,12 +88,12 @@ def _register_ce_frames() -> None:
         _ce_frames_registered = True
 
 
-def _carried(config: ParallelConfig, workload: str, pause_gc: bool, strategy: str) -> CEParallelExecutor:
-    """A pickled executor, unpickled: the strategy ``enable`` chose for its explainer (joblib for one pickle
-    cannot send) is kept."""
+def _carried(config: ParallelConfig, workload: str, pause_gc: bool, switched: str | None) -> CEParallelExecutor:
+    """A pickled executor, unpickled (saved explainers name this function: keep its name): the strategy
+    ``enable`` switched to for its explainer (joblib for one pickle cannot send) is kept."""
     executor = CEParallelExecutor(config, workload=workload, pause_gc=pause_gc)
-    if executor.payoff_config.strategy_name != strategy:
-        executor.use_strategy(strategy)
+    if switched is not None:
+        executor.use_strategy(switched)
     return executor
 
 
@@ -164,6 +164,8 @@ class CEParallelExecutor:
         """Instances per task in the last explain that reached ``map``."""
         self.last_decision = ""
         """How the last explain that reached ``map`` was split, in instances."""
+        self._switched: str | None = None
+        """The strategy :meth:`use_strategy` switched to, if any: it goes with a pickled copy."""
         self._unsendable: dict[int, tuple[weakref.ReferenceType[Any], str]] = {}
         """Per explainer (by id, while it lives): why no worker process can take it; its explains run here."""
 
@@ -218,13 +220,15 @@ class CEParallelExecutor:
         """Switch the concrete strategy (``enable`` does when the explainer cannot be pickled)."""
         config = self.executor.config
         self.executor.config = config.with_changes(strategy=name, address=config.address if name == "dask" else None)
+        self._switched = name
 
     # -- lifetime -----------------------------------------------------------------
 
-    def __reduce__(self) -> tuple[Callable[..., CEParallelExecutor], tuple[ParallelConfig, str, bool, str]]:
+    def __reduce__(self) -> tuple[Callable[..., CEParallelExecutor], tuple[ParallelConfig, str, bool, str | None]]:
         """Pickled (a saved ``WrapCalibratedExplainer`` keeps its executor, as CE's own pickles without its
-        pool), a fresh executor of the same settings and strategy: no pool, records or learned costs."""
-        return _carried, (self.user_config, self.workload, self.pause_gc, self.payoff_config.strategy_name)
+        pool), a fresh executor of the same settings: no pool, records or learned costs. The strategy ``enable``
+        switched to goes with it; one resolved from ``auto`` is resolved again on the machine that loads it."""
+        return _carried, (self.user_config, self.workload, self.pause_gc, self._switched)
 
     def __copy__(self) -> CEParallelExecutor:
         """Itself, as :class:`~payoff.ParallelExecutor` is: a copied explainer shares the warm pool."""
