@@ -498,12 +498,14 @@ UNGUARDED_SCRIPT = textwrap.dedent("""
     from payoff import ParallelConfig, ParallelExecutor
     from tests.tasks import square
 
-    print("body", os.getpid(), flush=True)
+    sys.stdout.write(f"body {os.getpid()}\\n")  # one write a line: a worker still starting may print beside
+    sys.stdout.flush()                        # the parent, and print() writes its end apart (PYTHONUNBUFFERED)
     ex = ParallelExecutor(ParallelConfig(strategy="processes", start_method=sys.argv[1], max_workers=2,
                                          tiny_workload_threshold=0.0))
     out = ex.map(square, range(50))
     assert out == [x * x for x in range(50)]
-    print("mapped", os.getpid(), ex.last_record.selected_strategy, ex.last_record.fallback_detail, flush=True)
+    sys.stdout.write(f"mapped {os.getpid()} {ex.last_record.selected_strategy} {ex.last_record.fallback_detail}\\n")
+    sys.stdout.flush()
 """)
 
 
