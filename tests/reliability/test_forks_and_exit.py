@@ -20,8 +20,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -289,6 +291,29 @@ def test_the_programs_end_runs_the_submitted_work_first(strategy: str, tmp_path:
     assert _gone(out["pids"]), "worker processes outlived their program"  # type: ignore[arg-type]
 
 
+def _interrupted(code: str, args: list[str],
+                 ready: Callable[[subprocess.Popen[str]], None]) -> tuple[dict[str, Any], str, int | None]:
+    """Run ``code``, read the JSON line it prints first, wait until ``ready`` has seen what it waits for, then
+    Ctrl-C: that line, the child's stderr and its exit status."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=CHILD_ENV)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        ready(proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=GUARD_SECONDS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return first, err, proc.returncode
+
+
+def _said_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+
+
 GIVE_UP_AND_END = """
     import sys, time
     from payoff import ParallelConfig, ParallelExecutor
@@ -317,20 +342,13 @@ def test_the_programs_end_does_not_wait_for_a_call_given_up_on(how: str) -> None
 def test_ctrl_c_during_the_wait_for_submitted_work_ends_the_program_and_says_so() -> None:
     """The end waits for the calls submitted (saying so after 2 s); Ctrl-C then cancelled them with exit
     status 0 and not a word, the very loss the wait is there to prevent."""
-    code = textwrap.dedent(EXIT_WITH_QUEUED).replace('if sys.argv[2] == "interrupt":', "if False:")
-    proc = subprocess.Popen([sys.executable, "-c", code, "processes", "end"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=CHILD_ENV)
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        first = json.loads(proc.stdout.readline())
+    def told_it_waits(proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
         notice = proc.stderr.readline()
         assert "the program waits for" in notice and "Ctrl-C cancels them" in notice, notice
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=GUARD_SECONDS)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+
+    code = textwrap.dedent(EXIT_WITH_QUEUED).replace('if sys.argv[2] == "interrupt":', "if False:")
+    first, err, _ = _interrupted(code, ["processes", "end"], told_it_waits)
     assert re.search(r"payoff: Ctrl-C: \d+ submitted call\(s\) cancelled unfinished", err), err[-2000:]
     assert _gone(first["pids"]), "worker processes outlived their program"
 
@@ -351,19 +369,8 @@ def test_an_old_ctrl_c_in_an_interactive_session_does_not_cancel_its_submitted_w
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
 def test_ctrl_c_ends_a_program_with_queued_submitted_work(strategy: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(EXIT_WITH_QUEUED), strategy, "interrupt"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=CHILD_ENV)
-    try:
-        assert proc.stdout is not None
-        first = json.loads(proc.stdout.readline())
-        assert proc.stdout.readline().strip() == "READY"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=GUARD_SECONDS)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == -signal.SIGINT, err[-2000:]
+    first, err, status = _interrupted(textwrap.dedent(EXIT_WITH_QUEUED), [strategy, "interrupt"], _said_ready)
+    assert status == -signal.SIGINT, err[-2000:]
     assert "KeyboardInterrupt" in err
     assert _gone(first["pids"]), "worker processes outlived their program"
 
