@@ -168,3 +168,40 @@ def test_ctrl_c_during_a_probe_under_a_timeout_records_the_items_it_ran(monkeypa
     assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
     assert record.items_done >= 4 and record.n_chunks == 1, record  # items 0-3 at least; the thread stops soon
     assert record.chunks[0].where == "caller", record.chunks
+
+
+STARTED_AFTER: list[int] = []
+
+
+def _ctrl_c_to_the_caller_at_eight_then_spin(x: int) -> int:
+    """Items before 8 are trivial (the probe's timing blocks grow on them); item 8 sends the caller Ctrl-C,
+    then works on for 0.3 s; every later item notes that it started."""
+    if x > 8:
+        STARTED_AFTER.append(x)
+    elif x == 8:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        CALLER_INTERRUPTED.wait(30)
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            pass
+    return x
+
+
+def test_no_item_starts_on_a_payoff_thread_after_ctrl_c() -> None:
+    """Under ``timeout=`` the call's first items run on a payoff thread, which the caller's Ctrl-C only tells
+    to stop: the deadline was checked before each item, the stop only between timing blocks, and a block grown
+    on cheap items ran its dear items after the interrupt (in a notebook, item 9 started a second after it and
+    ran its full 2 s in the background, notebook trial)."""
+    from payoff import ParallelConfig, ParallelExecutor
+
+    CALLER_INTERRUPTED.clear()
+    STARTED_AFTER.clear()
+    previous = signal.signal(signal.SIGINT, _note_then_interrupt)
+    try:
+        with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
+            with pytest.raises(KeyboardInterrupt):
+                ex.map(_ctrl_c_to_the_caller_at_eight_then_spin, range(16), timeout=60)
+            time.sleep(0.8)  # item 8 has ended on the thread by now
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert STARTED_AFTER == [], f"items started after Ctrl-C: {STARTED_AFTER}"
