@@ -193,5 +193,5 @@ def test_a_recalled_function_called_on_arrays_of_another_size_runs_its_first_her
             continue
         assert plan.probe.n == 1 and not plan.probe.known, plan.detail
         # planned at what the item cost here (where it goes then depends on that cost: a loaded CI machine read
-        # it at up to ~100 us, and sent 2,000 such items to processes, rightly)
-        assert plan.probe.seconds_per_item is not None and plan.probe.seconds_per_item < 25e-3 / 100
+        # this one cold item at up to ~260 us, and sent 2,000 such items to processes, rightly)
+        assert plan.probe.seconds_per_item is not None and plan.probe.seconds_per_item < 25e-3 / 20
