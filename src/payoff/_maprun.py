@@ -32,6 +32,7 @@ from payoff._forks import held_at_fork_hint
 from payoff._item_size import item_bytes_in_memory
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._pools import Lease, pool_key
+from payoff._probe import PROBE_STOP_GRACE_SECONDS
 from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
 from payoff.errors import ChunkKilledWorkers, StuckThreadsWarning, WorkerCrashedError, describe_exit
@@ -561,7 +562,7 @@ class MapRun:
 
         task.submit_ns = time.monotonic_ns()
         if self._bounded_here():
-            outcome = self._on_a_thread(task)
+            outcome = self._on_a_thread(task, on_interrupt=count)
         else:
             with self.ex._observers.scope(self.call):
                 outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, budget_ns,
@@ -578,10 +579,13 @@ class MapRun:
         serially (``strategy="serial"``, parallelism switched off) runs in the caller, as asked."""
         return self.timeout is not None and self.requested != "serial" and self.config.enabled
 
-    def _on_a_thread(self, task: ChunkTask, results: list[Any] | None = None) -> ChunkOutcome:
+    def _on_a_thread(self, task: ChunkTask, results: list[Any] | None = None,
+                     on_interrupt: Callable[[ChunkOutcome], object] | None = None) -> ChunkOutcome:
         """The chunk run on a payoff thread the caller waits for no longer than the call's time left; its
         items start only before the deadline, so on time the thread stops at its next item, and an item that
-        hangs leaves it stuck (no thread can be stopped from outside), as a hung probe does."""
+        hangs leaves it stuck (no thread can be stopped from outside), as a hung probe does. A Ctrl-C in the
+        caller stops it before its next item, and ``on_interrupt`` gets the items it ran if its item ends
+        within the probe's grace, as a probe's do (they were lost from the record: "1 of 12" for 8)."""
         box: list[ChunkOutcome] = []
         errors: list[BaseException] = []
         finished = threading.Event()
@@ -603,6 +607,8 @@ class MapRun:
             finished.wait(given)
         except BaseException:  # Ctrl-C in the caller: the thread starts no item after it
             self.token.set()
+            if on_interrupt is not None and finished.wait(PROBE_STOP_GRACE_SECONDS) and box:
+                on_interrupt(box[0])
             raise
         if not finished.is_set():
             self.ex._planner.outlived(self.fn, lambda: not finished.is_set(), self.timeout or 0.0, given)
