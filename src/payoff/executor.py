@@ -388,11 +388,16 @@ class ParallelExecutor:
                     self.records[i] = lean
                     break
 
-    def report(self, title: str = "payoff report") -> Report:
-        """The kept records as a report: HTML in notebooks, a table in terminals, ``to_html(path)``."""
+    def report(self, title: str = "payoff report", *, last: int | None = None) -> Report:
+        """The kept records as a report: HTML in notebooks, a table in terminals, ``to_html(path)``. ``last``:
+        only the last so many calls, as ``payoff report --last N`` (a notebook cell showing all 256 kept records
+        holds ~3.4 MB of HTML)."""
         from payoff.report import Report
 
-        return Report(list(self.records), title=title)
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
+            raise ValueError(f"last must be an int >= 1 (the calls to show) or None (all), got {last!r}")
+        records = list(self.records)
+        return Report(records[-last:] if last else records, title=title)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release every pool and close the executor, as ``concurrent.futures`` does.

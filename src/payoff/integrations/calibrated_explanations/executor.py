@@ -208,9 +208,10 @@ class CEParallelExecutor:
     def last_record(self) -> MapRecord | None:
         return self.executor.last_record
 
-    def report(self, title: str = "payoff report") -> Report:
-        """The explains' records as a report: HTML with a timeline in a notebook, a table in a terminal."""
-        return self.executor.report(title)
+    def report(self, title: str = "payoff report", *, last: int | None = None) -> Report:
+        """The explains' records as a report: HTML with a timeline in a notebook, a table in a terminal;
+        ``last``: only the last so many explains."""
+        return self.executor.report(title, last=last)
 
     def calibrate_kwargs(self) -> dict[str, Any]:
         """Keywords for ``wrapper.calibrate(x, y, **ex.calibrate_kwargs())`` (or ``CalibratedExplainer``)."""
