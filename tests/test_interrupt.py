@@ -9,11 +9,16 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import alive
+
+if TYPE_CHECKING:
+    from payoff import MapRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,11 +197,9 @@ def _ctrl_c_to_the_caller_at_eight(x: int) -> int:
     return _ctrl_c_to_the_caller_at_eight_then_spin(x, 0.02)
 
 
-def test_no_item_starts_on_a_payoff_thread_after_ctrl_c() -> None:
-    """Under ``timeout=`` the call's first items run on a payoff thread, which the caller's Ctrl-C only tells
-    to stop: the deadline was checked before each item, the stop only between timing blocks, and a block grown
-    on cheap items ran its dear items after the interrupt (in a notebook, item 9 started a second after it and
-    ran its full 2 s in the background, notebook trial)."""
+def _ctrl_c_during_a_map_under_a_timeout(fn: Callable[[int], int], linger: float = 0.0) -> MapRecord | None:
+    """``fn`` over 16 items with ``timeout=`` (auto keeps them serial, on a payoff thread), Ctrl-C reaching the
+    caller from item 8; waits ``linger`` seconds after, and returns the call's record."""
     from payoff import ParallelConfig, ParallelExecutor
 
     CALLER_INTERRUPTED.clear()
@@ -205,27 +208,25 @@ def test_no_item_starts_on_a_payoff_thread_after_ctrl_c() -> None:
     try:
         with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
             with pytest.raises(KeyboardInterrupt):
-                ex.map(_ctrl_c_to_the_caller_at_eight_then_spin, range(16), timeout=60)
-            time.sleep(0.8)  # item 8 has ended on the thread by now
+                ex.map(fn, range(16), timeout=60)
+            time.sleep(linger)
+            return ex.last_record
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_no_item_starts_on_a_payoff_thread_after_ctrl_c() -> None:
+    """Under ``timeout=`` the call's first items run on a payoff thread, which the caller's Ctrl-C only tells
+    to stop: the deadline was checked before each item, the stop only between timing blocks, and a block grown
+    on cheap items ran its dear items after the interrupt (in a notebook, item 9 started a second after it and
+    ran its full 2 s in the background, notebook trial)."""
+    _ctrl_c_during_a_map_under_a_timeout(_ctrl_c_to_the_caller_at_eight_then_spin, linger=0.8)  # item 8 ends
     assert STARTED_AFTER == [], f"items started after Ctrl-C: {STARTED_AFTER}"
 
 
 def test_ctrl_c_in_a_serial_run_on_a_payoff_thread_records_the_items_it_ran() -> None:
     """A call kept serial under ``timeout=`` runs its items on a payoff thread; the caller's Ctrl-C recorded
     only the probe's items (2 of the 9 that had run; the notebook trial's record said "1 of 12" for 8)."""
-    from payoff import ParallelConfig, ParallelExecutor
-
-    CALLER_INTERRUPTED.clear()
-    STARTED_AFTER.clear()
-    previous = signal.signal(signal.SIGINT, _note_then_interrupt)
-    try:
-        with ParallelExecutor(ParallelConfig(max_workers=2)) as ex:
-            with pytest.raises(KeyboardInterrupt):
-                ex.map(_ctrl_c_to_the_caller_at_eight, range(16), timeout=60)
-            record = ex.last_record
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    record = _ctrl_c_during_a_map_under_a_timeout(_ctrl_c_to_the_caller_at_eight)
     assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
     assert record.items_done == 9, (record.items_done, [(c.n_items, c.where) for c in record.chunks])
