@@ -274,8 +274,8 @@ class ParallelExecutor:
                 return self._submit_on_pool(config, name, fn, args, kwargs)
             except BrokenExecutor:  # the pool broke since its last call: replaced once, as a map's is
                 return self._submit_on_pool(config, name, fn, args, kwargs)
-        except RuntimeError as exc:
-            if not interpreter_shutting_down(exc):
+        except RuntimeError as exc:  # at the program's end its pools stop (a daemon thread's submit may meet one)
+            if not (interpreter_shutting_down(exc) or _exit.program_ending()):
                 raise
         self._initialize_caller(config)  # at exit no pool starts or takes work: it runs here, as a map there does
         return _run_now(fn, args, kwargs)
