@@ -433,13 +433,18 @@ class ParallelExecutor:
     def _cancel_queued(self) -> None:
         """``cancel_futures``: running maps stop submitting and raise ``CancelledError``; the work queued on
         every pool, theirs and submitted calls', is cancelled; what workers have started goes on."""
+        self._stop_calls()
+        self._pools.cancel_queued()
+
+    def _stop_calls(self) -> None:
+        """Every running map told to stop, and the submitted calls given up on: the program's end does not wait
+        for them (a thread task still running cannot be stopped)."""
         with self._lock:
             runs = list(self._runs)
             self._cancels += 1
         self._submitted.clear()
         for run in runs:
             run.token.set()
-        self._pools.cancel_queued()
 
     def _inside_own_work(self) -> bool:
         """Called from this executor's own work (an item, a submitted task, an observer of a call running in
@@ -494,12 +499,7 @@ class ParallelExecutor:
 
     def cancel(self) -> None:
         """Stop every running call now: they raise ``CancelledError``; worker processes are stopped."""
-        with self._lock:
-            runs = list(self._runs)
-            self._cancels += 1
-        self._submitted.clear()  # given up on: the program's end does not wait for a thread task still running
-        for run in runs:
-            run.token.set()
+        self._stop_calls()
         self._pools.kill_all()
         self._idle_wake.set()
 

@@ -656,7 +656,8 @@ def _measure_gate(stopped: bool, n: int = 512, tries: int = 5) -> int:
 def until_deadline(source: Iterator[Any], clock: Callable[[], float], deadline: float,
                    stopped: Callable[[], bool] | None = None) -> Iterator[Any]:
     """The items that start before the deadline (and before ``stopped()``: a cancel, Ctrl-C told to the thread
-    that runs a call's items): one that started runs to its end, none starts after it."""
+    that runs a call's items): one that started runs to its end, none starts after it. Two loops, so a gate
+    with no cancel to read calls nothing more per item."""
     if stopped is None:
         while clock() < deadline:
             try:
