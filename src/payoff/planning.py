@@ -547,7 +547,9 @@ class Planner:
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
             self.knowledge.observe_threads(fn, record.speedup)
         elif record.requested_strategy == "auto" and not record.pool_started:  # cold workers are no verdict
-            self.knowledge.observe_verdict(fn, record.selected_strategy, record.speedup, record.n_items)
+            speedup = _warm_speedup(record)
+            if speedup is not None:
+                self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
@@ -586,6 +588,28 @@ def plan(call: Call) -> Plan:
     return PLANNER.plan(call)
 
 
+def _warm_speedup(record: MapRecord) -> float | None:
+    """The call's speedup on warm workers: its wall time less each worker's share of what they loaded once
+    (``ChunkStats.warmup_ns``: an import while unpickling the function). After ``import sklearn`` a call's workers
+    imported it too (4.08 s against a 1.2-1.5 s loop), and that one loss held every later call serial, 10-35%
+    slower than the pool. None when the warm-up was about all the call's time: nothing left to judge by.
+
+    Workers take chunks as they come free, so one that loads while the others run costs the call about its
+    share of the workers' time, the mean rather than the longest."""
+    warmup = sum(c.warmup_ns for c in record.chunks) / 1e9
+    if not warmup:
+        return record.speedup
+    wall = record.wall_seconds - warmup / max(1, record.workers)
+    if wall < WARM_WALL_LEFT * record.wall_seconds:
+        return None
+    return record.serial_estimate_seconds / wall
+
+
+WARM_WALL_LEFT = 0.02
+"""Less of a call's wall time than this left beside its workers' warm-up judges nothing: the clock reads of the
+warm-up and of the call are not one measurement, and a wall time of almost nothing divides into any speedup."""
+
+
 LIGHT_CHUNK_BYTES = 64 * 1024
 """Only a first chunk this light measures dispatch: a heavy one measures moving its payload (costed per byte)."""
 
@@ -603,7 +627,7 @@ def _dispatch_latency(record: MapRecord) -> float | None:
     first = min(pool_chunks, key=lambda c: c.submit_ns)
     if first.bytes_sent > LIGHT_CHUNK_BYTES:
         return None
-    return max(0, min(c.start_ns for c in pool_chunks) - first.submit_ns) / 1e9
+    return max(0, min(c.start_ns - c.warmup_ns for c in pool_chunks) - first.submit_ns) / 1e9
 
 
 def _handover_latency(record: MapRecord) -> float | None:
@@ -621,7 +645,7 @@ def _handover_latency(record: MapRecord) -> float | None:
     for c in record.chunks:
         if c.where == "pool" and c.pieces == 1:  # a folded one has no end of its own to measure a gap from
             by_worker.setdefault(c.worker, []).append(c)
-    gaps = [b.start_ns - a.end_ns for chunks in by_worker.values()
+    gaps = [b.start_ns - b.warmup_ns - a.end_ns for chunks in by_worker.values()
             for a, b in itertools.pairwise(sorted(chunks, key=lambda c: c.start_ns))
             if b.submit_ns <= a.end_ns <= b.start_ns and b.bytes_sent <= LIGHT_CHUNK_BYTES]
     return statistics.median(gaps) / 1e9 if gaps else None

@@ -46,6 +46,8 @@ GIL_PRICED_RATIO = 0.1
 raises their share, never lowers it (``planning._cpu_share``)."""
 PAYS_OFF_MARGIN = 1.05
 """A call "pays off" when its estimated speedup beats serial by at least 5%."""
+WARMUP_SAID = 0.05
+"""The summary names the workers' one-time loads once they held this share of the call's worker time."""
 OUTCOMES = ("ok", "error", "timeout", "cancelled")
 """How a call ended (``MapRecord.outcome``): it returned its results, an item or payoff raised,
 its ``timeout=`` struck, or it was stopped (``cancel()``, Ctrl-C, ``shutdown``)."""
@@ -131,6 +133,9 @@ class ChunkStats:
     """How many chunk pieces (``MapRecord.n_chunks`` counts them) this stands for: past ``FOLD_AT`` of them, a
     call's older pieces are folded together (see ``RecordBuilder``). A folded one keeps the sums (items, busy,
     CPU, bytes, errors, waits) and its first piece's submit and start; its timing blocks are coarser."""
+    warmup_ns: int = 0
+    """Of the chunk's queue wait, how long its worker spent loading what it needed once (modules, a shipped
+    function): a cost the next call on warm workers does not pay (``worker_warmup``)."""
 
     @property
     def queue_wait_seconds(self) -> float:
@@ -452,7 +457,16 @@ class MapRecord:
         factor = self.speedup if self.speedup >= 1 else 1 / self.speedup
         shared = " (pool shared with other work)" if self.pool_shared else ""
         return (f"{head}: {factor:.2f}x {verdict} than serial{recovered}, utilization {self.utilization:.0%}"
-                f"{shared}, queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms")
+                f"{shared}, queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms{self._warmup_said()}")
+
+    def _warmup_said(self) -> str:
+        """The workers' one-time loads, when they took a noticeable part of the call (a slow first call after
+        ``import sklearn`` is not what the next ones will be)."""
+        warmup = self.overhead_seconds.get("worker_warmup", 0.0)
+        if warmup < WARMUP_SAID * self.workers * self.wall_seconds:
+            return ""
+        return (f"; its workers first loaded what the function needed ({warmup:,.2f} worker-seconds of imports "
+                "or a large function), which warm workers do not pay again")
 
     def _ending(self) -> str:
         """How a call that did not complete ended: ``timed out after 0.20 s, 1 of 4 items done``."""
@@ -588,7 +602,8 @@ def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
         cpu_ns=a.cpu_ns + b.cpu_ns, durations_ns=durations, block_sizes=sizes,
         bytes_sent=a.bytes_sent + b.bytes_sent, bytes_received=a.bytes_received + b.bytes_received, where=a.where,
         n_errors=a.n_errors + b.n_errors, runq_ns=a.runq_ns + b.runq_ns, pieces=a.pieces + b.pieces,
-        blocked=None if a.blocked is None or b.blocked is None else a.blocked + b.blocked)
+        blocked=None if a.blocked is None or b.blocked is None else a.blocked + b.blocked,
+        warmup_ns=a.warmup_ns + b.warmup_ns)
 
 
 def _lean(chunk: ChunkStats) -> ChunkStats:
@@ -797,6 +812,7 @@ class RecordBuilder:
             bytes_sent=outcome.bytes_sent, bytes_received=outcome.bytes_received, where=where,
             n_errors=1 if isinstance(outcome.error, Exception) else 0,  # Ctrl-C stops the call: no item's error
             runq_ns=getattr(outcome, "runq_ns", 0), blocked=getattr(outcome, "blocked", None),
+            warmup_ns=getattr(outcome, "warmup_ns", 0),
         )
         self.chunks.append(stats)
         if where == "caller" and (self.selected == "serial" or stats.first_item < self.probe_items) \
@@ -964,6 +980,9 @@ class RecordBuilder:
         n_errors = sum(c.n_errors for c in chunks)
         overhead = {k: v / 1e9 for k, v in self.overhead_ns.items()}
         overhead["pool_start"] = self.pool_start_seconds
+        warmup = sum(c.warmup_ns for c in chunks)
+        if warmup:  # a phase only calls whose workers loaded something have: most never do
+            overhead["worker_warmup"] = warmup / 1e9
         workers = self.workers
         if self.selected == "dask":  # a cluster that grew during the call: never fewer workers than ran its chunks
             workers = max(workers, _most_at_once([c for c in chunks if c.where != "caller"]))

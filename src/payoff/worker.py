@@ -146,6 +146,9 @@ class ChunkOutcome:
     blocked: int | None = None
     """How often the chunk's thread gave up its CPU to wait (a sleep, I/O, a lock, the GIL) while it ran: its
     voluntary context switches; None where they cannot be read (see :func:`voluntary_waits`)."""
+    warmup_ns: int = 0
+    """How long the worker took, before the chunk's first item, to load what it needed once: modules the
+    function's or items' unpickling imported, a shipped function read from its file (0 when it had them)."""
 
     @property
     def n_done(self) -> int:
@@ -1000,14 +1003,25 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     cloudpickle could send returns objects of classes only it can send back
     (a dataclass or exception defined in the user's script).
     """
+    began, modules = time.monotonic_ns(), len(sys.modules)
     try:
         shipped, items, first, index, budget_ns, mark_in, check_each = pickle.loads(payload)
     except Exception as exc:  # the pool reports it; the parent names the chunk's items (``UNPICKLING_CHUNK``)
         _add_note(exc, UNPICKLING_CHUNK)
         raise
     fn, loaded = _resolve(shipped)
+    warmup = warmup_since(began, modules, loaded)
     return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
-                        check_each=check_each)
+                        check_each=check_each, warmup_ns=warmup)
+
+
+def warmup_since(began_ns: int, modules: int, loaded: int) -> int:
+    """The time since ``began_ns`` when loading a chunk imported modules (there were ``modules``) or read a
+    shipped function (``loaded`` bytes): a worker's one-time cost, which the next chunk does not pay, so no
+    verdict on parallelism may count it. 0 otherwise: unpickling the items is every call's cost."""
+    if not loaded and len(sys.modules) <= modules:
+        return 0
+    return time.monotonic_ns() - began_ns
 
 
 def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
@@ -1058,7 +1072,7 @@ def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
 
 def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
                  budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: tuple[str, int] | None = None,
-                 check_each: bool = False) -> bytes:
+                 check_each: bool = False, warmup_ns: int = 0) -> bytes:
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error.
 
     The parent reads either pickler's output with ``pickle.loads``. When the
@@ -1067,7 +1081,7 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     """
     dumps = _dumps_for(pickler)
     outcome = run_chunk(fn, items, first, index, budget_ns=budget_ns, mark_in=mark_in, check_each=check_each)
-    outcome.fn_bytes_loaded = loaded
+    outcome.fn_bytes_loaded, outcome.warmup_ns = loaded, warmup_ns
     if outcome.error is not None:
         _prepare_for_travel(outcome, dumps)
     try:

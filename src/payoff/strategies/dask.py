@@ -21,6 +21,7 @@ import functools
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -36,7 +37,7 @@ from payoff._extras import extra_needed
 from payoff.errors import ChunkKilledWorkers, ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
-from payoff.worker import ChunkOutcome, arrived, received, run_to_bytes
+from payoff.worker import ChunkOutcome, arrived, received, run_to_bytes, warmup_since
 
 CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
 _CLIENT_SUBMIT_NAMES = frozenset({"self", "func", "key", "workers", "resources", "retries", "priority",
@@ -108,6 +109,7 @@ class ItemExit(Exception):
 
 def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
     """Worker side: resolve a scattered function once per worker, then run the chunk like a process pool."""
+    began, modules = time.monotonic_ns(), len(sys.modules)
     fn, items, first, index, budget_ns = pickle.loads(payload)
     loaded = 0
     if digest:
@@ -118,7 +120,8 @@ def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
             loaded = len(fn_blob)
         fn = _cache[digest]
     try:
-        return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler="cloudpickle")
+        return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler="cloudpickle",
+                            warmup_ns=warmup_since(began, modules, loaded))
     except Exception:
         raise
     except BaseException as exc:  # an item's sys.exit(): the caller's to raise, as a process pool's worker sends it

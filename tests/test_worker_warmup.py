@@ -1,0 +1,151 @@
+"""What a worker loads once for a function (the modules its unpickling imports, a shipped function read from its
+file) is a one-time cost: shown as the record's ``worker_warmup`` overhead, and never the verdict on parallelism."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from payoff import Reason
+from payoff._knowledge import Facts
+from payoff.planning import Planner
+from payoff.record import ChunkStats, MapRecord, RecordBuilder
+from payoff.telemetry.records import parse_line, record_line
+from payoff.worker import received, run_pickled_chunk
+from tests import tasks
+from tests.reliability.test_forks_and_exit import CHILD_ENV, ROOT
+
+SLOW_MODULE = '''
+import time
+
+time.sleep({seconds})  # a large library's import: scikit-learn takes 1-2 s here
+
+from tests.tasks import spin
+
+
+def work(x):
+    return spin(x, 20_000)
+'''
+
+
+def _slow_module(folder: Path, seconds: float) -> str:
+    name = f"payoff_slow_import_{uuid.uuid4().hex[:8]}"
+    (folder / f"{name}.py").write_text(SLOW_MODULE.format(seconds=seconds))
+    return name
+
+
+PROGRAM = """
+import functools, importlib, json, sys
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
+
+ex = ParallelExecutor(ParallelConfig(max_workers=2))
+ex.map(functools.partial(tasks.spin, n=50_000), range(300))  # ~1 s of work: it starts the pool
+assert ex.last_record.pool_started, ex.last_record.summary()
+module = importlib.import_module(sys.argv[1])  # after the workers started: they import it for the first call
+items = list(range(200))
+calls = []
+for _ in range(2):
+    assert ex.map(module.work, items) == [module.work(x) for x in items]
+    r = ex.last_record
+    calls.append({"strategy": r.selected_strategy, "mode": r.mode, "pool_started": r.pool_started,
+                  "fallback": r.fallback_reason and r.fallback_reason.value, "summary": r.summary(),
+                  "warmup": r.overhead_seconds.get("worker_warmup", 0.0),
+                  "chunk_warmups": [c.warmup_ns for c in r.chunks if c.warmup_ns]})
+print(json.dumps(calls))
+"""
+
+
+def test_a_one_time_import_in_the_workers_is_no_verdict_against_parallel(tmp_path: Path) -> None:
+    """The notebook trial: after ``import sklearn`` the first call's workers imported it while loading the
+    function (4.08 s against a 1.2-1.5 s loop, a speedup of 0.32), and every later call of that size ran serially
+    as ``no_measured_gain``, 10-35% slower than the warm pool. The import is paid once per worker, as a pool's
+    start is: the next call runs on the pool, and the record names the warm-up."""
+    name = _slow_module(tmp_path, 1.5)
+    path = os.pathsep.join([str(tmp_path), CHILD_ENV["PYTHONPATH"]])
+    child = subprocess.run([sys.executable, "-c", PROGRAM, name], capture_output=True, text=True, timeout=120,
+                           cwd=ROOT, env={**CHILD_ENV, "PYTHONPATH": path})
+    assert child.returncode == 0, child.stderr[-3000:]
+    first, second = json.loads(child.stdout.strip().splitlines()[-1])
+    assert first["strategy"] == "processes" and not first["pool_started"], first["summary"]
+    assert first["warmup"] > 0 and len(first["chunk_warmups"]) >= 1, first
+    assert second["fallback"] is None and second["mode"] == "parallel", second
+    assert second["warmup"] == 0 and not second["chunk_warmups"], "its workers had the module already"
+
+
+def test_a_chunk_whose_loading_imported_a_module_says_how_long_it_took(tmp_path: Path) -> None:
+    """In the worker's own terms: the first chunk that needs a module pays for its import, the next one does
+    not. Run here, in a process that has not imported the module yet, as a worker that has not."""
+    name = _slow_module(tmp_path, 0.01)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        function = importlib.import_module(name).work
+        payload = pickle.dumps((function, [1, 2], 0, 0, None, None, False))
+        sys.modules.pop(name)  # as a worker that has not imported the module yet
+        first = received(run_pickled_chunk(payload))
+        second = received(run_pickled_chunk(payload))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+    assert first.results == second.results == [function(1), function(2)]
+    assert first.warmup_ns >= 10_000_000, "the import slept 10 ms"
+    assert second.warmup_ns == 0
+
+
+def _warmed(warmup_s: float, wall_s: float, serial_s: float) -> MapRecord:
+    """An auto call on a warm pool of 2 processes: two chunks, each worker loading for ``warmup_s`` first."""
+    started = time.monotonic_ns()
+    ns = int(1e9)
+    chunks = tuple(ChunkStats(index=i, first_item=100 * i, n_items=100, worker=f"w{i}", submit_ns=started,
+                              start_ns=started + int(warmup_s * ns), end_ns=started + int(wall_s * ns),
+                              cpu_ns=int(serial_s / 2 * ns), durations_ns=(int(serial_s / 2 * ns),),
+                              block_sizes=(100,), bytes_sent=100, bytes_received=100, where="pool",
+                              warmup_ns=int(warmup_s * ns)) for i in range(2))
+    built = RecordBuilder(1, "default", "auto", None, 200, started, time.time()).build()
+    return replace(built, selected_strategy="processes", workers=2, decision_reason=Reason.AUTO_CPU_BOUND,
+                   wall_seconds=wall_s, busy_seconds=serial_s, cpu_seconds=serial_s, serial_estimate_seconds=serial_s,
+                   chunks=chunks, overhead_seconds={"pool_start": 0.0, "worker_warmup": 2 * warmup_s})
+
+
+def _verdict_after(record: MapRecord) -> tuple[float, int] | None:
+    planner = Planner()
+    planner.knowledge.teach(tasks.spin, Facts(2e-3, 1.0, 200, "", None, result_error=""))
+    planner.learn(record, tasks.spin)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None
+    return facts.verdicts.get("processes")
+
+
+def test_the_verdict_is_the_speedup_the_warm_workers_had() -> None:
+    """0.4 s of items in 1.7 s, 1.5 s of it each worker's import: warm, the call took 0.2 s (2x), not 0.24x."""
+    verdict = _verdict_after(_warmed(1.5, 1.7, 0.4))
+    assert verdict is not None and verdict[0] == pytest.approx(2.0), verdict
+
+
+def test_a_loss_the_warm_up_does_not_explain_stays_a_loss() -> None:
+    """0.1 s of workers' loads do not excuse 0.4 s of items in 1.7 s: 0.25x without them, held serial next."""
+    verdict = _verdict_after(_warmed(0.1, 1.7, 0.4))
+    assert verdict is not None and verdict[0] < 0.3, verdict
+
+
+def test_a_call_that_was_all_warm_up_judges_nothing() -> None:
+    """Loads as long as the call leave no wall time to divide into: no verdict, the next call measures."""
+    assert _verdict_after(_warmed(1.7, 1.7, 0.4)) is None
+
+
+def test_a_warm_up_survives_the_records_file() -> None:
+    record = _warmed(1.5, 1.7, 0.4)
+    back = parse_line(record_line(record))
+    assert [c.warmup_ns for c in back.chunks] == [1_500_000_000, 1_500_000_000]
+    assert back.overhead_seconds["worker_warmup"] == pytest.approx(3.0)
+    assert "3.00 worker-seconds" in back.summary(), back.summary()
