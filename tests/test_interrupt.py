@@ -176,16 +176,21 @@ def test_ctrl_c_during_a_probe_under_a_timeout_records_the_items_it_ran(monkeypa
 
 
 STARTED_AFTER: list[int] = []
+CALL_STOPPED = threading.Event()
+"""Set once the caller, handling its Ctrl-C, has told the call's thread to stop (``CancelToken.set``)."""
 
 
 def _ctrl_c_to_the_caller_at_eight_then_spin(x: int, spin: float = 0.3) -> int:
     """Items before 8 are trivial (the probe's timing blocks grow on them); item 8 sends the caller Ctrl-C,
-    then works on for ``spin`` seconds; every later item notes that it started."""
+    waits until the caller has stopped the call, then works on for ``spin`` seconds; every later item notes
+    that it started. Item 8 once waited only for the signal and then 20 ms: the clean-clone CI, under the
+    suite's load, took longer than that to reach the stop, and items 9-15 rightly ran before it."""
     if x > 8:
         STARTED_AFTER.append(x)
     elif x == 8:
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
         CALLER_INTERRUPTED.wait(30)
+        CALL_STOPPED.wait(30)
         end = time.perf_counter() + spin
         while time.perf_counter() < end:
             pass
@@ -197,13 +202,21 @@ def _ctrl_c_to_the_caller_at_eight(x: int) -> int:
     return _ctrl_c_to_the_caller_at_eight_then_spin(x, 0.02)
 
 
-def _ctrl_c_during_a_map_under_a_timeout(fn: Callable[[int], int], linger: float = 0.0) -> MapRecord | None:
+def _ctrl_c_during_a_map_under_a_timeout(fn: Callable[[int], int], monkeypatch: pytest.MonkeyPatch,
+                                        linger: float = 0.0) -> MapRecord | None:
     """``fn`` over 16 items with ``timeout=``, kept serial (so on a payoff thread) whatever the machine's load
     makes of their cost, Ctrl-C reaching the caller from item 8; waits ``linger`` seconds after, and returns
     the call's record (the assertion on what it recorded says which path the call took)."""
     from payoff import ParallelConfig, ParallelExecutor
+    from payoff.worker import CancelToken
 
+    def stop(token: CancelToken, stop_call: Callable[[CancelToken], None] = CancelToken.set) -> None:
+        stop_call(token)
+        CALL_STOPPED.set()
+
+    monkeypatch.setattr(CancelToken, "set", stop)
     CALLER_INTERRUPTED.clear()
+    CALL_STOPPED.clear()
     STARTED_AFTER.clear()
     previous = signal.signal(signal.SIGINT, _note_then_interrupt)
     try:
@@ -216,19 +229,19 @@ def _ctrl_c_during_a_map_under_a_timeout(fn: Callable[[int], int], linger: float
         signal.signal(signal.SIGINT, previous)
 
 
-def test_no_item_starts_on_a_payoff_thread_after_ctrl_c() -> None:
+def test_no_item_starts_on_a_payoff_thread_after_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``timeout=`` the call's first items run on a payoff thread, which the caller's Ctrl-C only tells
     to stop: the deadline was checked before each item, the stop only between timing blocks, and a block grown
     on cheap items ran its dear items after the interrupt (in a notebook, item 9 started a second after it and
     ran its full 2 s in the background, notebook trial)."""
-    record = _ctrl_c_during_a_map_under_a_timeout(_ctrl_c_to_the_caller_at_eight_then_spin, linger=0.8)
+    record = _ctrl_c_during_a_map_under_a_timeout(_ctrl_c_to_the_caller_at_eight_then_spin, monkeypatch, 0.8)
     assert STARTED_AFTER == [], f"items started after Ctrl-C: {STARTED_AFTER}"
     assert record is not None and record.selected_strategy == "serial", record
 
 
-def test_ctrl_c_in_a_serial_run_on_a_payoff_thread_records_the_items_it_ran() -> None:
+def test_ctrl_c_in_a_serial_run_on_a_payoff_thread_records_the_items_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
     """A call kept serial under ``timeout=`` runs its items on a payoff thread; the caller's Ctrl-C recorded
     only the probe's items (2 of the 9 that had run; the notebook trial's record said "1 of 12" for 8)."""
-    record = _ctrl_c_during_a_map_under_a_timeout(_ctrl_c_to_the_caller_at_eight)
+    record = _ctrl_c_during_a_map_under_a_timeout(_ctrl_c_to_the_caller_at_eight, monkeypatch)
     assert record is not None and record.outcome == "cancelled" and record.n_errors == 0, record
     assert record.items_done == 9, (record.items_done, [(c.n_items, c.where) for c in record.chunks])
