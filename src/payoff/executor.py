@@ -32,6 +32,7 @@ from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._rescue import Rescue
 from payoff._source import Source, as_given
+from payoff._tracebacks import shown_from_the_function
 from payoff.config import MAX_SECONDS, ParallelConfig
 from payoff.errors import PoolStartTimeoutError
 from payoff.observers import CallInfo, CallSite, Observer, Observers
@@ -164,14 +165,17 @@ class ParallelExecutor:
         fn, items = _spread(fn, iterables)
         chunksize, granularity, timeout = _plain_call(chunksize, granularity, timeout)
         out: list[Any] | None = None
-        for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout):
-            if out is None:
-                out = block  # the first chunk's own fresh list: a serial call returns it without a copy
-            elif len(block) > len(out):  # a probe's few results ahead of the rest: move the few, not the rest
-                block[0:0] = out
-                out = block
-            else:
-                out.extend(block)
+        try:
+            for block in self._run(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout):
+                if out is None:
+                    out = block  # the first chunk's own fresh list: a serial call returns it without a copy
+                elif len(block) > len(out):  # a probe's few results ahead of the rest: move the few, not the rest
+                    block[0:0] = out
+                    out = block
+                else:
+                    out.extend(block)
+        except BaseException as exc:  # the same error, raised on from here (a loop's traceback: see _tracebacks)
+            raise shown_from_the_function(exc)  # noqa: B904
         out = [] if out is None else out
         if loop is not None and not in_worker():  # a map in an item of a serial map: the outer call is said
             warn_if_held(loop, started, len(out))
@@ -245,8 +249,11 @@ class ParallelExecutor:
 
     @staticmethod
     def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
-        for block in blocks:
-            yield from block
+        try:
+            for block in blocks:
+                yield from block
+        except BaseException as exc:  # the same error, raised on from here (a loop's traceback: see _tracebacks)
+            raise shown_from_the_function(exc)  # noqa: B904
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """One call on the pool, ``concurrent.futures`` style (threads unless a strategy is named).

@@ -34,6 +34,7 @@ from typing import Any, overload
 from payoff import _exit, _forks
 from payoff._imported import imported
 from payoff._native_threads import limit_here
+from payoff._tracebacks import RAISED_BY, from_the_function
 from payoff.errors import RemoteError, RemoteTraceback
 
 _local = threading.local()
@@ -515,8 +516,6 @@ def item_error(exc: BaseException) -> BaseException:
         return RuntimeError(STOP_ITERATION_MESSAGE)
     return exc
 
-
-RAISED_BY = "payoff: raised by item "
 
 
 def _add_note(error: BaseException, note: str) -> None:
@@ -1138,8 +1137,9 @@ def _travelling(error: BaseException, dumps: Callable[[Any], bytes]) -> tuple[Ba
 
 
 def _format(error: BaseException) -> str:
+    """The traceback from the function's frames: the worker's own (the chunk runner) say nothing of the item."""
     try:
-        return "".join(traceback.format_exception(error))
+        return "".join(traceback.format_exception(type(error), error, from_the_function(error.__traceback__)))
     except Exception:
         return f"{type(error).__qualname__}: {_safe_str(error)}\n"
 

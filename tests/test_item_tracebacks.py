@@ -1,0 +1,60 @@
+"""An item's error reads as a loop's would: the caller's line, the ``map`` it called, then the function's own
+frames, with none of payoff's machinery between them (8-10 frames of it before; notebook trial)."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import pytest
+
+import payoff
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
+
+PAYOFF = str(Path(payoff.__file__).resolve().parent)
+FORCE = {"tiny_workload_threshold": 0, "min_batch_size": 1}
+
+
+def _frames(error: BaseException) -> list[traceback.FrameSummary]:
+    return list(traceback.extract_tb(error.__traceback__))
+
+
+def _payoff_frames(frames: list[traceback.FrameSummary]) -> list[str]:
+    return [f"{Path(f.filename).name}:{f.name}" for f in frames if f.filename.startswith(PAYOFF)]
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes", "joblib"])
+def test_an_items_error_shows_the_callers_line_map_and_the_function(strategy: str) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(KeyError, match="bad item 7") as caught:
+        ex.map(tasks.fail_on_seven, range(20))
+    frames = _frames(caught.value)
+    assert _payoff_frames(frames) == ["executor.py:map"], traceback.format_exception(caught.value)
+    here = [f.name for f in frames]
+    assert here[0] == "test_an_items_error_shows_the_callers_line_map_and_the_function"
+    crossed = strategy in ("processes", "joblib")
+    if crossed:  # the function's frames are the worker's: in the cause, as concurrent.futures gives them
+        remote = str(caught.value.__cause__)
+        assert "fail_on_seven" in remote and "worker.py" not in remote, remote
+    else:
+        assert here[-1] == "fail_on_seven", here
+    assert any("raised by item 7" in note for note in caught.value.__notes__)
+
+
+def test_imap_shows_the_loop_over_it_and_the_function() -> None:
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex, \
+            pytest.raises(KeyError, match="bad item 7") as caught:
+        for _ in ex.imap(tasks.fail_on_seven, range(20)):
+            pass
+    frames = _frames(caught.value)
+    assert [f.name for f in frames][-1] == "fail_on_seven"
+    assert len(_payoff_frames(frames)) == 1, _payoff_frames(frames)
+
+
+def test_payoffs_own_errors_keep_every_frame() -> None:
+    """Not an item's error: where payoff raised it is what a bug report needs."""
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, **FORCE)) as ex, \
+            pytest.raises(payoff.WorkerCrashedError) as caught:
+        ex.map(tasks.segfault_on_five, range(10))
+    assert len(_payoff_frames(_frames(caught.value))) > 1
