@@ -21,7 +21,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent import futures
 from concurrent.futures import BrokenExecutor, CancelledError, Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +34,7 @@ from payoff._pools import Lease, pool_key
 from payoff._probe import PROBE_STOP_GRACE_SECONDS
 from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
+from payoff._waiting import all_done
 from payoff.errors import ChunkKilledWorkers, StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.progress import SHOW_AFTER_SECONDS, interactive
@@ -1284,7 +1284,7 @@ class MapRun:
             return
         for future in self.in_flight:
             future.cancel()
-        futures.wait(list(self.in_flight), timeout=STOP_GRACE_SECONDS)
+        all_done(self.in_flight).wait(STOP_GRACE_SECONDS)  # a second Ctrl-C leaves no future's lock taken
         stuck = sum(1 for f in self.in_flight if f.running())
         if stuck:
             self.ex._pools.discard(pool)

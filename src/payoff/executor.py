@@ -21,11 +21,11 @@ import time
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from concurrent.futures import BrokenExecutor, Future, wait
+from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, SupportsIndex, cast
 
-from payoff import _exit, _forks, _spare_threads, planning
+from payoff import _exit, _forks, _spare_threads, _waiting, planning
 from payoff._event_loop import blocking_loop, warn_if_held
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._maprun import MapRun
@@ -989,17 +989,22 @@ def _close_all() -> None:
 
 EXIT_NOTICE_SECONDS = 2.0
 """How long the program's end waits for submitted calls before it says that it waits, and how to stop it."""
+EXIT_WAIT_SLICE_SECONDS = 0.25
+"""The end's wait for submitted calls wakes this often. CPython runs a signal's handler when the waiting
+thread wakes: a Ctrl-C that lands between the notice and the lock's blocking wait was lost until a second one
+(1 of 25 runs beside three busy loops hung 20 s, then for good)."""
 
 
 def _finish_submitted(pending: list[Future[Any]]) -> None:
     """Wait for ``pending``, saying so on stderr past ``EXIT_NOTICE_SECONDS`` (a program that does not end is
     no mystery then); a Ctrl-C during the wait stops it, and says how many calls it cancelled."""
     try:
-        _, left = wait(pending, timeout=EXIT_NOTICE_SECONDS)
-        if left:
-            _exit.say(f"payoff: the program waits for {len(left)} submitted call(s) to finish, as "
-                      f"concurrent.futures does; Ctrl-C cancels them")
-            wait(left)
+        all_done = _waiting.all_done(pending)
+        if not all_done.wait(EXIT_NOTICE_SECONDS):
+            _exit.say(f"payoff: the program waits for {sum(not f.done() for f in pending)} submitted call(s) to "
+                      f"finish, as concurrent.futures does; Ctrl-C cancels them")
+        while not all_done.wait(EXIT_WAIT_SLICE_SECONDS):
+            pass
     except KeyboardInterrupt:
         _exit.say(f"payoff: Ctrl-C: {sum(not f.done() for f in pending)} submitted call(s) cancelled unfinished")
 

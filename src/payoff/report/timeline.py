@@ -32,6 +32,8 @@ CALLER = "caller"
 FILL = {"pool": "#2f6fdb", "caller": "#7c5cc4", "retry": "#e08a1e"}
 ERROR_STROKE = "#c62828"
 WAIT_BG = "#e7ebf2"
+WARMUP_FILL = "#d9a441"
+"""A worker's one-time loads before a chunk's first item: amber, apart from the wait it is part of."""
 GRID = "#e3e6eb"
 INK = "#2b2f36"
 MUTED = "#6b7280"
@@ -137,6 +139,8 @@ def chunk_title(c: ChunkStats) -> str:
     text = (f"chunk {c.index} ({c.where}): items {c.first_item}-{last} ({c.n_items})\n"
             f"queue wait {seconds(c.queue_wait_seconds)}, compute {seconds(c.busy_seconds)}, "
             f"cpu {seconds(c.cpu_seconds)}\nworker {c.worker}")
+    if c.warmup_ns:
+        text += f"\nof the wait, worker warm-up {seconds(c.warmup_ns / 1e9)} (one-time loads: imports, a function)"
     if c.bytes_sent or c.bytes_received:
         text += f"\nsent {c.bytes_sent:,} B, received {c.bytes_received:,} B"
     if c.n_errors:
@@ -150,6 +154,16 @@ def wait_svg(c: ChunkStats, scale: Scale, y: float, hatch: str) -> str:
     x0, x1 = scale.x(c.submit_ns), scale.x(c.start_ns)
     return (f'<rect class="wait" data-chunk="{h(c.index)}" x="{x0:.2f}" y="{y + 4:.1f}" '
             f'width="{max(x1 - x0, 0.5):.2f}" height="{BAR_H - 8}" fill="url(#{hatch})">'
+            f"<title>{chunk_title(c)}</title></rect>")
+
+
+def warmup_svg(c: ChunkStats, scale: Scale, y: float) -> str:
+    """The end of a chunk's wait its worker spent loading what it needed once (``ChunkStats.warmup_ns``)."""
+    if not c.warmup_ns or c.start_ns <= 0:
+        return ""
+    x0, x1 = scale.x(max(c.submit_ns, c.start_ns - c.warmup_ns)), scale.x(c.start_ns)
+    return (f'<rect class="warmup" data-chunk="{h(c.index)}" x="{x0:.2f}" y="{y + 4:.1f}" '
+            f'width="{max(x1 - x0, 0.5):.2f}" height="{BAR_H - 8}" fill="{WARMUP_FILL}">'
             f"<title>{chunk_title(c)}</title></rect>")
 
 
@@ -175,6 +189,7 @@ def row_svg(key: str, labels: tuple[str, str], chunks: Sequence[ChunkStats], sca
                f"{h(labels[0])}</text>")
     out.append(f'<text x="8" y="{y + 21:.1f}" font-size="10" fill="{MUTED}">{h(labels[1])}</text>')
     out.extend(w for w in (wait_svg(c, scale, y, hatch) for c in chunks) if w)  # waits under the bars they precede
+    out.extend(w for w in (warmup_svg(c, scale, y) for c in chunks) if w)
     out.extend(compute_svg(c, scale, y) for c in chunks)
     out.append("</g>")
     return out

@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, Protocol
 
 from payoff._forks import held_at_fork_hint
+from payoff._waiting import first_done
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError, WorkerInitError
 from payoff.strategies.main_guard import refuse_while_importing_main
@@ -132,7 +132,7 @@ class Strategy(ABC):
             left = stop.seconds_left() if stop is not None else None
             slice_ = min(START_WAIT_SLICE_SECONDS, max(0.0, limit - time.monotonic()),
                          START_WAIT_SLICE_SECONDS if left is None else max(0.0, left))
-            done, pending = futures.wait(pending, timeout=slice_, return_when=futures.FIRST_COMPLETED)
+            done, pending = first_done(pending, slice_)  # a Ctrl-C leaves no ping's lock taken
             for future in done:
                 self._ready_or_raise(future)
             if not pending:

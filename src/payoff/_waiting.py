@@ -1,0 +1,46 @@
+"""Waits on futures that a Ctrl-C leaves as they were.
+
+``concurrent.futures.wait`` takes every future's lock in turn, outside a ``with``. A Ctrl-C that lands while it
+blocks on one of them (the pool's thread holds it while it settles that future) leaves the locks it took held
+for good; the pool's thread then waits for one of them forever, and so does whatever joins that thread: a
+shutdown, the program's exit (5 of 40 exits interrupted beside three busy loops hung). These take a future's
+lock only inside ``add_done_callback`` and ``done``, each within a ``with``, one lock at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from concurrent.futures import Future
+from typing import Any
+
+
+def all_done(futures: Collection[Future[Any]]) -> threading.Event:
+    """An event set once every one of ``futures`` is done; wait on it in slices, so a Ctrl-C is seen (CPython
+    runs a signal's handler when the waiting thread wakes: one landing just before a lock blocks waited for
+    the next signal)."""
+    event, lock, left = threading.Event(), threading.Lock(), [len(futures)]
+
+    def one_done(_: Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0] <= 0:
+                event.set()
+
+    if not futures:
+        event.set()
+    for future in futures:
+        future.add_done_callback(one_done)
+    return event
+
+
+def first_done(pending: Collection[Future[Any]], timeout: float) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    """``concurrent.futures.wait(pending, timeout, FIRST_COMPLETED)``: (done, not done)."""
+    done = {f for f in pending if f.done()}
+    if not done:
+        event = threading.Event()
+        for future in pending:
+            future.add_done_callback(lambda _: event.set())
+        event.wait(timeout)
+        done = {f for f in pending if f.done()}
+    return done, {f for f in pending if f not in done}
