@@ -294,13 +294,16 @@ def test_calls_sharing_a_pool_do_not_read_the_other_calls_chunks_as_idle(strateg
         records = list(ex.records)[1:]
     assert results == [list(range(12))] * 2
     assert len(records) == 2 and all(r.completed and r.workers == 2 for r in records)
-    for r in records:
+    for r, other in zip(records, records[::-1], strict=True):
         assert r.pool_shared, r
         assert 0 < r.shared_seconds < r.workers * r.wall_seconds
         assert r.capacity_seconds == pytest.approx(r.workers * r.wall_seconds - r.shared_seconds)
         assert r.to_dict()["pool_shared"] and r.to_dict()["shared_seconds"] == r.shared_seconds
-        # each call alone used about half the pool; with the other's chunks counted as occupied, well over 70%
-        assert r.utilization > 0.7, r.summary()
+        # each call alone used about half the pool: the other's chunks, run beside it all along, are occupied
+        # time (not a utilization bound: the sdist's run of this test, beside the suite, read 66% for one call
+        # of 12 naps, its gaps between chunks idle for both calls)
+        assert r.shared_seconds >= 0.6 * other.busy_seconds, (r.shared_seconds, other.busy_seconds, r.summary())
+        assert r.utilization > 1.3 * r.busy_seconds / (r.workers * r.wall_seconds), r.summary()
         assert "pool shared" in r.summary()
 
 

@@ -34,7 +34,7 @@ from payoff._pools import Lease, pool_key
 from payoff._probe import PROBE_STOP_GRACE_SECONDS
 from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
-from payoff._waiting import all_done
+from payoff._waiting import all_done, wait_in_slices
 from payoff.errors import ChunkKilledWorkers, StuckThreadsWarning, WorkerCrashedError, describe_exit
 from payoff.observers import CallInfo, find_call_site, warn_at_call_site
 from payoff.progress import SHOW_AFTER_SECONDS, interactive
@@ -604,7 +604,7 @@ class MapRun:
         given = max(0.0, self.token.seconds_left() or 0.0)
         try:
             run_on_a_spare_thread(functools.partial(context.run, run))
-            finished.wait(given)
+            wait_in_slices(finished, given, WAIT_SLICE_SECONDS)
         except BaseException:  # Ctrl-C in the caller: the thread starts no item after it
             self.token.set()
             if on_interrupt is not None and finished.wait(PROBE_STOP_GRACE_SECONDS) and box:

@@ -10,6 +10,7 @@ lock only inside ``add_done_callback`` and ``done``, each within a ``with``, one
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection
 from concurrent.futures import Future
 from typing import Any
@@ -32,6 +33,16 @@ def all_done(futures: Collection[Future[Any]]) -> threading.Event:
     for future in futures:
         future.add_done_callback(one_done)
     return event
+
+
+def wait_in_slices(event: threading.Event, seconds: float, slice_seconds: float = 0.25) -> bool:
+    """``event.wait(seconds)``, waking every ``slice_seconds``: CPython runs a signal's handler only when the
+    waiting thread wakes, and a Ctrl-C that landed just before the wait blocked waited for the next signal."""
+    deadline = time.monotonic() + seconds
+    while not event.wait(max(0.0, min(slice_seconds, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            return False
+    return True
 
 
 def first_done(pending: Collection[Future[Any]], timeout: float) -> tuple[set[Future[Any]], set[Future[Any]]]:

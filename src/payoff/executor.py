@@ -1003,8 +1003,7 @@ def _finish_submitted(pending: list[Future[Any]]) -> None:
         if not all_done.wait(EXIT_NOTICE_SECONDS):
             _exit.say(f"payoff: the program waits for {sum(not f.done() for f in pending)} submitted call(s) to "
                       f"finish, as concurrent.futures does; Ctrl-C cancels them")
-        while not all_done.wait(EXIT_WAIT_SLICE_SECONDS):
-            pass
+        _waiting.wait_in_slices(all_done, math.inf, EXIT_WAIT_SLICE_SECONDS)
     except KeyboardInterrupt:
         _exit.say(f"payoff: Ctrl-C: {sum(not f.done() for f in pending)} submitted call(s) cancelled unfinished")
 
