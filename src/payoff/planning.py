@@ -51,7 +51,7 @@ from payoff._probe import (
     stuck_probes,
     waiting_line,
 )
-from payoff.config import ParallelConfig, cpu_capacity, cpus_described, usable_cpus
+from payoff.config import ParallelConfig, cpu_capacity, cpus_described, max_workers_limit, usable_cpus
 from payoff.errors import WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warning_action
 from payoff.reasons import Reason, initial_decision
@@ -69,6 +69,7 @@ from payoff.record import (
 from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
+from payoff.strategies.joblib_config import asked_n_jobs
 from payoff.worker import CancelToken, ChunkOutcome, gate_cost_ns, in_worker
 
 CHECK_EACH_PAYS = 5
@@ -191,9 +192,14 @@ class Call:
 
 
 def available_workers(config: ParallelConfig) -> int:
+    """``max_workers``; else, for ``strategy="joblib"``, what a ``joblib.parallel_config(n_jobs=...)`` around
+    the call asks (as joblib's own ``Parallel`` would use); else the usable CPUs."""
     if config.max_workers is not None:
         return config.max_workers
-    return usable_cpus()
+    cpus = usable_cpus()
+    if config.strategy_name == "joblib":  # as many as max_workers may be: 64 per CPU
+        return min(asked_n_jobs(cpus) or cpus, max_workers_limit())
+    return cpus
 
 
 def _forget_open_calls() -> None:
