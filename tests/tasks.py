@@ -793,3 +793,31 @@ class HoldsItsInitializedExecutor(HoldsItsExecutor):
 
         nothing = self.ex.map(square, [])
         return os.getpid(), self.ex.submit(os.getpid).result(), nothing, len(multiprocessing.active_children())
+
+
+class NotesRaise(Exception):
+    """An exception reading its attributes from its payload: ``__notes__`` too, which it lacks (a KeyError)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self.args[0][name]
+
+
+def raise_notes_raise_on_three(x: int) -> int:
+    if x == 3:
+        raise NotesRaise({"code": 42})
+    return x
+
+
+class Model:
+    """A fitted model sent as the function: ~400 KB (shipped once per worker and version), 5 ms to load."""
+
+    def __init__(self, seed: int) -> None:
+        self.weights = bytes(range(256)) * 1600
+        self.seed = seed
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        time.sleep(0.005)  # rebuilding an index on load
+
+    def __call__(self, x: int) -> int:
+        return spin(x) + self.weights[x % 256] + self.seed

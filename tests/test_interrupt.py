@@ -313,6 +313,6 @@ def test_ctrl_c_during_the_exits_wait_for_submitted_calls_leaves_no_futures_lock
 
 def test_ctrl_c_during_a_pools_start_leaves_no_pings_lock_taken() -> None:
     """The same wait, for the workers' first answers while a pool starts: a Ctrl-C then is a user's."""
-    from payoff._waiting import first_done
+    from payoff._waiting import woken_by
 
-    assert _ctrl_c_while_one_future_is_busy(lambda futures: first_done(futures, 5.0)) == []
+    assert _ctrl_c_while_one_future_is_busy(lambda futures: woken_by(futures).wait(5.0)) == []

@@ -3,6 +3,7 @@ frames, with none of payoff's machinery between them (8-10 frames of it before; 
 
 from __future__ import annotations
 
+import functools
 import traceback
 from pathlib import Path
 
@@ -58,3 +59,31 @@ def test_payoffs_own_errors_keep_every_frame() -> None:
             pytest.raises(payoff.WorkerCrashedError) as caught:
         ex.map(tasks.segfault_on_five, range(10))
     assert len(_payoff_frames(_frames(caught.value))) > 1
+
+
+@pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
+def test_an_error_whose_notes_cannot_be_read_is_raised_as_itself(strategy: str) -> None:
+    """An exception reading attributes from its payload raised ``KeyError('__notes__')`` where payoff looked for
+    its note, and that replaced the item's error (review of the change)."""
+    # across processes it may not unpickle (its __getattr__ answers pickle's lookups): then a RemoteError
+    # naming it, as for any exception the parent cannot rebuild; never the KeyError
+    # (caught by hand: pytest's own report reads __notes__ too, and fails on it)
+    raised = (tasks.NotesRaise, payoff.RemoteError) if strategy == "processes" else (tasks.NotesRaise,)
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        for call in (ex.map, lambda *args: list(ex.imap(*args))):
+            came: BaseException | None = None
+            try:
+                call(tasks.raise_notes_raise_on_three, range(10))
+            except BaseException as exc:
+                came = exc
+            assert isinstance(came, raised), f"{type(came).__name__}: {came and came.args!r} came out"
+            assert "42" in str(came.args)
+
+
+def test_payoffs_own_error_passes_map_once() -> None:
+    """Re-raised with ``raise error``, payoff's own error showed the ``map`` frame twice."""
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex, \
+            pytest.raises(TimeoutError) as caught:
+        ex.map(functools.partial(tasks.sleep_then_square, seconds=1.0), range(4), timeout=0.1)
+    names = [f"{Path(f.filename).name}:{f.name}" for f in _frames(caught.value)]
+    assert names.count("executor.py:map") == 1, names

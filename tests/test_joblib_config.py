@@ -43,3 +43,10 @@ def test_a_joblib_context_does_not_size_other_strategies() -> None:
         ex.map(tasks.spin, range(40))
         record = ex.last_record
     assert record is not None and record.workers == usable_cpus(), record
+
+
+def test_a_numpy_integer_n_jobs_counts() -> None:
+    import numpy as np
+
+    with parallel_config(n_jobs=np.int64(1)):
+        assert _workers(ParallelConfig(strategy="joblib", **FORCE)) == (1, 1)

@@ -31,13 +31,18 @@ def from_the_function(tb: TracebackType | None) -> TracebackType | None:
 
 def an_items(error: BaseException) -> bool:
     """Whether ``error`` was raised by an item of a map (payoff noted which), not by payoff."""
-    notes = getattr(error, "__notes__", ())
-    return isinstance(notes, list) and any(isinstance(note, str) and note.startswith(RAISED_BY) for note in notes)
+    try:  # an exception's own __getattr__ or __notes__ property may raise anything: then it is not told apart
+        notes = getattr(error, "__notes__", ())
+        return isinstance(notes, list) and any(isinstance(n, str) and n.startswith(RAISED_BY) for n in notes)
+    except Exception:
+        return False
 
 
-def shown_from_the_function(error: BaseException) -> BaseException:
-    """``error``, an item's, its traceback cut to the function's frames (raising it again adds the frame that
-    does, and the caller's); any other error as it is."""
-    if an_items(error):
-        error.__traceback__ = from_the_function(error.__traceback__)
-    return error
+def show_from_the_function(error: BaseException) -> bool:
+    """Cut an item's ``error``'s traceback to the function's frames, for the frame that raises it again to
+    head (then the caller's); False, and ``error`` untouched, for any other error, which that frame re-raises
+    as it is (a bare ``raise``: ``raise error`` would add that frame a second time)."""
+    if not an_items(error):
+        return False
+    error.__traceback__ = from_the_function(error.__traceback__)
+    return True

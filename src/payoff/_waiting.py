@@ -45,13 +45,11 @@ def wait_in_slices(event: threading.Event, seconds: float, slice_seconds: float 
     return True
 
 
-def first_done(pending: Collection[Future[Any]], timeout: float) -> tuple[set[Future[Any]], set[Future[Any]]]:
-    """``concurrent.futures.wait(pending, timeout, FIRST_COMPLETED)``: (done, not done)."""
-    done = {f for f in pending if f.done()}
-    if not done:
-        event = threading.Event()
-        for future in pending:
-            future.add_done_callback(lambda _: event.set())
-        event.wait(timeout)
-        done = {f for f in pending if f.done()}
-    return done, {f for f in pending if f not in done}
+def woken_by(futures: Collection[Future[Any]]) -> threading.Event:
+    """An event set whenever one of ``futures`` is done (``concurrent.futures.wait``'s ``FIRST_COMPLETED``):
+    wait on it, ``clear`` it, then see which are done; a future done after that sets it again. Its callbacks
+    are added once, not on every slice of a long wait (a worker slow to start gathered 1,500)."""
+    event = threading.Event()
+    for future in futures:
+        future.add_done_callback(lambda _: event.set())
+    return event

@@ -32,7 +32,7 @@ from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._rescue import Rescue
 from payoff._source import Source, as_given
-from payoff._tracebacks import shown_from_the_function
+from payoff._tracebacks import show_from_the_function
 from payoff.config import MAX_SECONDS, ParallelConfig
 from payoff.errors import PoolStartTimeoutError
 from payoff.observers import CallInfo, CallSite, Observer, Observers
@@ -174,8 +174,10 @@ class ParallelExecutor:
                     out = block
                 else:
                     out.extend(block)
-        except BaseException as exc:  # the same error, raised on from here (a loop's traceback: see _tracebacks)
-            raise shown_from_the_function(exc)  # noqa: B904
+        except BaseException as exc:  # an item's error from here on: a loop's traceback (see _tracebacks)
+            if show_from_the_function(exc):
+                raise exc
+            raise
         out = [] if out is None else out
         if loop is not None and not in_worker():  # a map in an item of a serial map: the outer call is said
             warn_if_held(loop, started, len(out))
@@ -252,8 +254,10 @@ class ParallelExecutor:
         try:
             for block in blocks:
                 yield from block
-        except BaseException as exc:  # the same error, raised on from here (a loop's traceback: see _tracebacks)
-            raise shown_from_the_function(exc)  # noqa: B904
+        except BaseException as exc:  # an item's error from here on: a loop's traceback (see _tracebacks)
+            if show_from_the_function(exc):
+                raise exc
+            raise
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """One call on the pool, ``concurrent.futures`` style (threads unless a strategy is named).

@@ -595,17 +595,17 @@ def plan(call: Call) -> Plan:
 
 
 def _warm_speedup(record: MapRecord) -> float | None:
-    """The call's speedup on warm workers: its wall time less each worker's share of what they loaded once
+    """The call's speedup on warm workers: its wall time less each worker's share of what they imported once
     (``ChunkStats.warmup_ns``: an import while unpickling the function). After ``import sklearn`` a call's workers
     imported it too (4.08 s against a 1.2-1.5 s loop), and that one loss held every later call serial, 10-35%
     slower than the pool. None when the warm-up was about all the call's time: nothing left to judge by.
 
     Workers take chunks as they come free, so one that loads while the others run costs the call about its
     share of the workers' time, the mean rather than the longest."""
-    warmup = sum(c.warmup_ns for c in record.chunks) / 1e9
+    warmup = record.overhead_seconds.get("worker_warmup", 0.0)  # each worker's share
     if not warmup:
         return record.speedup
-    wall = record.wall_seconds - warmup / max(1, record.workers)
+    wall = record.wall_seconds - warmup
     if wall < WARM_WALL_LEFT * record.wall_seconds:
         return None
     return record.serial_estimate_seconds / wall

@@ -47,7 +47,7 @@ raises their share, never lowers it (``planning._cpu_share``)."""
 PAYS_OFF_MARGIN = 1.05
 """A call "pays off" when its estimated speedup beats serial by at least 5%."""
 WARMUP_SAID = 0.05
-"""The summary names the workers' one-time loads once they held this share of the call's worker time."""
+"""The summary names the workers' one-time imports once they took this share of the call's wall time."""
 OUTCOMES = ("ok", "error", "timeout", "cancelled")
 """How a call ended (``MapRecord.outcome``): it returned its results, an item or payoff raised,
 its ``timeout=`` struck, or it was stopped (``cancel()``, Ctrl-C, ``shutdown``)."""
@@ -463,10 +463,10 @@ class MapRecord:
         """The workers' one-time loads, when they took a noticeable part of the call (a slow first call after
         ``import sklearn`` is not what the next ones will be)."""
         warmup = self.overhead_seconds.get("worker_warmup", 0.0)
-        if warmup < WARMUP_SAID * self.workers * self.wall_seconds:
+        if warmup < WARMUP_SAID * self.wall_seconds:
             return ""
-        return (f"; its workers first loaded what the function needed ({warmup:,.2f} worker-seconds of imports "
-                "or a large function), which warm workers do not pay again")
+        return (f"; its workers first imported what the function needed (about {warmup:,.2f} s each), "
+                "which warm workers do not again")
 
     def _ending(self) -> str:
         """How a call that did not complete ended: ``timed out after 0.20 s, 1 of 4 items done``."""
@@ -603,7 +603,7 @@ def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
         bytes_sent=a.bytes_sent + b.bytes_sent, bytes_received=a.bytes_received + b.bytes_received, where=a.where,
         n_errors=a.n_errors + b.n_errors, runq_ns=a.runq_ns + b.runq_ns, pieces=a.pieces + b.pieces,
         blocked=None if a.blocked is None or b.blocked is None else a.blocked + b.blocked,
-        warmup_ns=a.warmup_ns + b.warmup_ns)
+        warmup_ns=min(a.warmup_ns + b.warmup_ns, max(0, a.start_ns - a.submit_ns)))  # part of its wait: a's
 
 
 def _lean(chunk: ChunkStats) -> ChunkStats:
@@ -980,13 +980,13 @@ class RecordBuilder:
         n_errors = sum(c.n_errors for c in chunks)
         overhead = {k: v / 1e9 for k, v in self.overhead_ns.items()}
         overhead["pool_start"] = self.pool_start_seconds
-        warmup = sum(c.warmup_ns for c in chunks)
-        if warmup:  # a phase only calls whose workers loaded something have: most never do
-            overhead["worker_warmup"] = warmup / 1e9
         workers = self.workers
         if self.selected == "dask":  # a cluster that grew during the call: never fewer workers than ran its chunks
             workers = max(workers, _most_at_once([c for c in chunks if c.where != "caller"]))
             workers = workers if self.workers_cap is None else min(workers, self.workers_cap)
+        warmup = sum(c.warmup_ns for c in chunks)
+        if warmup:  # a phase only calls whose workers imported something have: most never do
+            overhead["worker_warmup"] = warmup / 1e9 / max(1, workers)  # per worker: beside the wall-time phases
         return MapRecord(
             call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
             selected_strategy=self.selected, decision_reason=self.decision,

@@ -1009,16 +1009,16 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
         _add_note(exc, UNPICKLING_CHUNK)
         raise
     fn, loaded = _resolve(shipped)
-    warmup = warmup_since(began, modules, loaded)
     return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
-                        check_each=check_each, warmup_ns=warmup)
+                        check_each=check_each, warmup_ns=warmup_since(began, modules))
 
 
-def warmup_since(began_ns: int, modules: int, loaded: int) -> int:
-    """The time since ``began_ns`` when loading a chunk imported modules (there were ``modules``) or read a
-    shipped function (``loaded`` bytes): a worker's one-time cost, which the next chunk does not pay, so no
-    verdict on parallelism may count it. 0 otherwise: unpickling the items is every call's cost."""
-    if not loaded and len(sys.modules) <= modules:
+def warmup_since(began_ns: int, modules: int) -> int:
+    """The time since ``began_ns`` when loading a chunk imported modules (there were ``modules``): a worker's
+    one-time cost, which no later chunk pays, so no verdict on parallelism may count it. 0 otherwise. Not a
+    shipped function's load: a function new on each call (a model refit each round) or one of more than the
+    workers keep is loaded again, and a call that pays it each time is judged with it."""
+    if len(sys.modules) <= modules:
         return 0
     return time.monotonic_ns() - began_ns
 

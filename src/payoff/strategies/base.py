@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, Protocol
 
 from payoff._forks import held_at_fork_hint
-from payoff._waiting import first_done
+from payoff._waiting import woken_by
 from payoff.config import ParallelConfig
 from payoff.errors import PoolStartTimeoutError, WorkerInitError
 from payoff.strategies.main_guard import refuse_while_importing_main
@@ -128,11 +128,14 @@ class Strategy(ABC):
         began = time.monotonic()
         limit = began + self.start_timeout
         pending: set[Future[Any]] = set(pings)
+        answered = woken_by(pending)  # a Ctrl-C leaves no ping's lock taken, as concurrent.futures.wait may
         while pending:
             left = stop.seconds_left() if stop is not None else None
-            slice_ = min(START_WAIT_SLICE_SECONDS, max(0.0, limit - time.monotonic()),
-                         START_WAIT_SLICE_SECONDS if left is None else max(0.0, left))
-            done, pending = first_done(pending, slice_)  # a Ctrl-C leaves no ping's lock taken
+            answered.wait(min(START_WAIT_SLICE_SECONDS, max(0.0, limit - time.monotonic()),
+                              START_WAIT_SLICE_SECONDS if left is None else max(0.0, left)))
+            answered.clear()
+            done = {f for f in pending if f.done()}
+            pending -= done
             for future in done:
                 self._ready_or_raise(future)
             if not pending:

@@ -121,7 +121,7 @@ def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
         fn = _cache[digest]
     try:
         return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler="cloudpickle",
-                            warmup_ns=warmup_since(began, modules, loaded))
+                            warmup_ns=warmup_since(began, modules))
     except Exception:
         raise
     except BaseException as exc:  # an item's sys.exit(): the caller's to raise, as a process pool's worker sends it

@@ -7,6 +7,7 @@ imported ``joblib.parallel`` set no such context.
 
 from __future__ import annotations
 
+import numbers
 import sys
 
 
@@ -21,6 +22,7 @@ def asked_n_jobs(cpus: int) -> int | None:
         _, n_jobs = get_active()
     except Exception:  # a joblib whose context cannot be read: payoff's own count
         return None
-    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
-        return None
-    return n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)
+    if not isinstance(n_jobs, numbers.Integral) or isinstance(n_jobs, bool) or n_jobs == 0:
+        return None  # numpy's integers are Integral: a count read from an array is one
+    n = int(n_jobs)
+    return n if n > 0 else max(1, cpus + 1 + n)
