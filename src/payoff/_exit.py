@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -154,20 +155,36 @@ def ended_with_the_program(message: str) -> BaseException:
 _CANCELLED_AT_EXIT = "payoff: the submitted call was cancelled: the program is ending"
 
 
+_in_callback = threading.local()
+"""``active`` while a done-callback of a :class:`QuietAtExit` future runs on this thread."""
+
+
 class QuietAtExit(Future[Any]):
-    """A future the program's end may cancel: a daemon thread that was waiting in ``result()`` for it ends
-    quietly then (see :func:`ended_with_the_program`); the future itself is cancelled as any other, and a reader
-    of a future already done (a done-callback, on the pool's thread) gets ``CancelledError`` as ever: a
-    ``SystemExit`` there escaped the callbacks' loop and left the other futures un-notified."""
+    """A future the program's end may cancel: a daemon thread that asks its ``result()`` then ends quietly (see
+    :func:`ended_with_the_program`), whether it was waiting already or asked just after the cancel (a request
+    thread that submitted while the end stopped the pools); the future itself is cancelled as any other. A
+    done-callback reading it (on the pool's thread) gets ``CancelledError`` as ever: a ``SystemExit`` there
+    escaped the callbacks' loop and left the other futures un-notified."""
 
     def result(self, timeout: float | None = None) -> Any:
-        waited = not self.done()
         try:
             return super().result(timeout)
         except CancelledError:
-            if waited and program_ending():
+            if program_ending() and not getattr(_in_callback, "active", False):
                 raise ended_with_the_program(_CANCELLED_AT_EXIT) from None
             raise
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        super().add_done_callback(functools.partial(_as_callback, fn))
+
+
+def _as_callback(fn: Callable[[Future[Any]], object], future: Future[Any]) -> None:
+    outer = getattr(_in_callback, "active", False)
+    _in_callback.active = True
+    try:
+        fn(future)
+    finally:
+        _in_callback.active = outer
 
 
 def _run_early() -> None:

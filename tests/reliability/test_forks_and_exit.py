@@ -1207,6 +1207,35 @@ def test_a_program_ending_while_daemon_threads_wait_for_submitted_calls_ends_qui
     assert "Traceback" not in proc.stderr and "Exception in thread" not in proc.stderr, proc.stderr[-3000:]
 
 
+LATE_READER_AT_EXIT = textwrap.dedent("""
+    import threading, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff._exit import QuietAtExit, program_ending
+
+    ex = ParallelExecutor(ParallelConfig(strategy="threads", max_workers=1))
+    ex.submit(time.sleep, 0.6)  # the program's end waits for it; meanwhile a request thread reads a cancelled call
+    cancelled = QuietAtExit()
+    cancelled.cancel()
+
+    def late_reader():
+        while not program_ending():
+            time.sleep(0.01)
+        cancelled.result()
+
+    threading.Thread(target=late_reader, daemon=True).start()
+    print("main returns", flush=True)
+""")
+
+
+def test_a_daemon_thread_asking_for_a_call_the_end_cancelled_ends_quietly() -> None:
+    """Only a thread already waiting in ``result()`` ended quietly: one that asked just after the end cancelled
+    its call (a request thread that had just submitted) printed "Exception in thread ... CancelledError"
+    (test_a_program_ending_while_daemon_threads_wait_for_submitted_calls_ends_quietly[joblib], in the suite)."""
+    proc = run_child(LATE_READER_AT_EXIT)
+    assert proc.returncode == 0 and "main returns" in proc.stdout, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Exception in thread" not in proc.stderr, proc.stderr[-3000:]
+
+
 CALLBACKS_AT_EXIT = textwrap.dedent("""
     import atexit, sys, threading, time
     from payoff import ParallelConfig, ParallelExecutor
