@@ -821,3 +821,18 @@ class Model:
 
     def __call__(self, x: int) -> int:
         return spin(x) + self.weights[x % 256] + self.seed
+
+
+class SlowToLoad:
+    """An item that takes 20 ms to unpickle (a large array rebuilt, say): every call's cost, never a warm-up."""
+
+    def __init__(self) -> None:
+        self.size = 1  # a state to set: pickle calls no __setstate__ for an empty one
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        time.sleep(0.02)
+
+
+def its_type(item: object) -> str:
+    return type(item).__name__

@@ -10,7 +10,9 @@ import pickle
 import re
 import subprocess
 import sys
+import threading
 import time
+import types
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +31,9 @@ from tests.reliability.test_forks_and_exit import CHILD_ENV, ROOT
 FORCE_PARALLEL = {"tiny_workload_threshold": 0, "min_batch_size": 1}
 
 SLOW_MODULE = '''
+import threading
 import time
+import types
 
 time.sleep({seconds})  # a large library's import: scikit-learn takes 1-2 s here
 
@@ -183,6 +187,41 @@ def test_a_function_loaded_again_on_every_call_is_no_warm_up() -> None:
             record = ex.last_record
             assert record is not None
             assert "worker_warmup" not in record.overhead_seconds, (seed, record.overhead_seconds)
+
+
+def test_only_the_imports_of_a_chunks_load_are_its_warm_up(tmp_path: Path) -> None:
+    """The whole load was timed once the module table grew: the items' unpickling (every call's cost) counted
+    as a one-time warm-up, and so did a load during which another thread of the worker imported (review)."""
+    name = _slow_module(tmp_path, 0.01)
+    sys.path.insert(0, str(tmp_path))
+    stop = threading.Event()
+
+    def imports() -> None:  # another thread of the worker: a lazy loader, a monitor
+        i = 0
+        while not stop.is_set():
+            sys.modules[f"payoff_test_lazy_{i}"] = types.ModuleType(f"payoff_test_lazy_{i}")
+            i += 1
+            time.sleep(0.001)
+
+    items = [tasks.SlowToLoad() for _ in range(5)]  # 100 ms to unpickle
+    other = threading.Thread(target=imports)
+    try:
+        function = importlib.import_module(name).work
+        first = pickle.dumps((function, items, 0, 0, None, None, False))
+        sys.modules.pop(name)  # as a worker that has not imported the module yet
+        imported = received(run_pickled_chunk(first)).warmup_ns
+        other.start()
+        beside = received(run_pickled_chunk(pickle.dumps((tasks.its_type, items, 0, 0, None, None, False))))
+    finally:
+        stop.set()
+        if other.is_alive():
+            other.join()
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+        for lazy in [m for m in sys.modules if m.startswith("payoff_test_lazy_")]:
+            del sys.modules[lazy]
+    assert 10_000_000 <= imported < 90_000_000, "the import's 10 ms, not the items' 100 ms"
+    assert beside.results == ["SlowToLoad"] * 5 and beside.warmup_ns == 0
 
 
 def test_a_folded_chunks_warm_up_is_part_of_its_wait() -> None:

@@ -32,6 +32,7 @@ from operator import itemgetter
 from typing import Any, overload
 
 from payoff import _exit, _forks
+from payoff._import_clock import ImportClock
 from payoff._imported import imported
 from payoff._native_threads import limit_here
 from payoff._tracebacks import RAISED_BY, from_the_function
@@ -1002,22 +1003,23 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     cloudpickle could send returns objects of classes only it can send back
     (a dataclass or exception defined in the user's script).
     """
-    began, modules = time.monotonic_ns(), len(sys.modules)
-    try:
-        shipped, items, first, index, budget_ns, mark_in, check_each = pickle.loads(payload)
-    except Exception as exc:  # the pool reports it; the parent names the chunk's items (``UNPICKLING_CHUNK``)
-        _add_note(exc, UNPICKLING_CHUNK)
-        raise
-    fn, loaded = _resolve(shipped)
+    with ImportClock() as imports:
+        try:
+            shipped, items, first, index, budget_ns, mark_in, check_each = pickle.loads(payload)
+        except Exception as exc:  # the pool reports it; the parent names the chunk's items (``UNPICKLING_CHUNK``)
+            _add_note(exc, UNPICKLING_CHUNK)
+            raise
+        fn, loaded = _resolve(shipped)
     return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
-                        check_each=check_each, warmup_ns=warmup_since(began, modules))
+                        check_each=check_each, warmup_ns=imports.ns)
 
 
 def warmup_since(began_ns: int, modules: int) -> int:
     """The time since ``began_ns`` when loading a chunk imported modules (there were ``modules``): a worker's
     one-time cost, which no later chunk pays, so no verdict on parallelism may count it. 0 otherwise. Not a
     shipped function's load: a function new on each call (a model refit each round) or one of more than the
-    workers keep is loaded again, and a call that pays it each time is judged with it."""
+    workers keep is loaded again, and a call that pays it each time is judged with it. For a dask worker,
+    whose threads load chunks at once (``ImportClock`` times a process worker's own imports)."""
     if len(sys.modules) <= modules:
         return 0
     return time.monotonic_ns() - began_ns
