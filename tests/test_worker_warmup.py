@@ -1,5 +1,6 @@
-"""What a worker loads once for a function (the modules its unpickling imports, a shipped function read from its
-file) is a one-time cost: shown as the record's ``worker_warmup`` overhead, and never the verdict on parallelism."""
+"""What a worker imports once for a function (the modules its unpickling imports the first time) is a one-time
+cost: shown as the record's ``worker_warmup`` overhead, and never the verdict on parallelism; a function loaded
+again on every call is no such cost."""
 
 from __future__ import annotations
 

@@ -134,8 +134,8 @@ class ChunkStats:
     call's older pieces are folded together (see ``RecordBuilder``). A folded one keeps the sums (items, busy,
     CPU, bytes, errors, waits) and its first piece's submit and start; its timing blocks are coarser."""
     warmup_ns: int = 0
-    """Of the chunk's queue wait, how long its worker spent loading what it needed once (modules, a shipped
-    function): a cost the next call on warm workers does not pay (``worker_warmup``)."""
+    """Of the chunk's queue wait, how long its worker spent importing what the function or items needed, the
+    first time it met them: a cost the next call on warm workers does not pay (``worker_warmup``)."""
 
     @property
     def queue_wait_seconds(self) -> float:
@@ -460,7 +460,7 @@ class MapRecord:
                 f"{shared}, queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms{self._warmup_said()}")
 
     def _warmup_said(self) -> str:
-        """The workers' one-time loads, when they took a noticeable part of the call (a slow first call after
+        """The workers' one-time imports, when they took a noticeable part of the call (a slow first call after
         ``import sklearn`` is not what the next ones will be)."""
         warmup = self.overhead_seconds.get("worker_warmup", 0.0)
         if warmup < WARMUP_SAID * self.wall_seconds:

@@ -149,8 +149,8 @@ class ChunkOutcome:
     """How often the chunk's thread gave up its CPU to wait (a sleep, I/O, a lock, the GIL) while it ran: its
     voluntary context switches; None where they cannot be read (see :func:`voluntary_waits`)."""
     warmup_ns: int = 0
-    """How long the worker took, before the chunk's first item, to load what it needed once: modules the
-    function's or items' unpickling imported, a shipped function read from its file (0 when it had them)."""
+    """Of loading the chunk, before its first item, how long the worker spent importing modules (the first
+    time it met the function's or items' modules; 0 when it had them): see ``payoff._import_clock``."""
 
     @property
     def n_done(self) -> int:
@@ -1012,17 +1012,6 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
         fn, loaded = _resolve(shipped)
     return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
                         check_each=check_each, warmup_ns=imports.ns)
-
-
-def warmup_since(began_ns: int, modules: int) -> int:
-    """The time since ``began_ns`` when loading a chunk imported modules (there were ``modules``): a worker's
-    one-time cost, which no later chunk pays, so no verdict on parallelism may count it. 0 otherwise. Not a
-    shipped function's load: a function new on each call (a model refit each round) or one of more than the
-    workers keep is loaded again, and a call that pays it each time is judged with it. For a dask worker,
-    whose threads load chunks at once (``ImportClock`` times a process worker's own imports)."""
-    if len(sys.modules) <= modules:
-        return 0
-    return time.monotonic_ns() - began_ns
 
 
 def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:

@@ -181,7 +181,7 @@ def legend() -> str:
              (f"background:{FILL['caller']}", "compute in the caller (probe or serial)"),
              (f"background:{FILL['retry']}", "rerun in a fresh worker after a crash"),
              (f"background:repeating-linear-gradient(45deg,#9aa5b8 0 2px,{WAIT_BG} 2px 5px)", "queue wait"),
-             (f"background:{WARMUP_FILL}", "worker warm-up (one-time loads)"),
+             (f"background:{WARMUP_FILL}", "worker warm-up (one-time imports)"),
              (f"border:2px solid {ERROR_STROKE};box-sizing:border-box", "chunk with an error")]
     return '<div class="legend">' + "".join(f'<span><i class="sw" style="{s}"></i>{escape(t)}</span>'
                                              for s, t in items) + "</div>"

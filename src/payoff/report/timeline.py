@@ -33,7 +33,7 @@ FILL = {"pool": "#2f6fdb", "caller": "#7c5cc4", "retry": "#e08a1e"}
 ERROR_STROKE = "#c62828"
 WAIT_BG = "#e7ebf2"
 WARMUP_FILL = "#d9a441"
-"""A worker's one-time loads before a chunk's first item: amber, apart from the wait it is part of."""
+"""A worker's one-time imports before a chunk's first item: amber, apart from the wait it is part of."""
 GRID = "#e3e6eb"
 INK = "#2b2f36"
 MUTED = "#6b7280"
@@ -140,7 +140,7 @@ def chunk_title(c: ChunkStats) -> str:
             f"queue wait {seconds(c.queue_wait_seconds)}, compute {seconds(c.busy_seconds)}, "
             f"cpu {seconds(c.cpu_seconds)}\nworker {c.worker}")
     if c.warmup_ns:
-        text += f"\nof the wait, worker warm-up {seconds(c.warmup_ns / 1e9)} (one-time loads: imports, a function)"
+        text += f"\nof the wait, worker warm-up {seconds(c.warmup_ns / 1e9)} (one-time imports)"
     if c.bytes_sent or c.bytes_received:
         text += f"\nsent {c.bytes_sent:,} B, received {c.bytes_received:,} B"
     if c.n_errors:
@@ -158,7 +158,7 @@ def wait_svg(c: ChunkStats, scale: Scale, y: float, hatch: str) -> str:
 
 
 def warmup_svg(c: ChunkStats, scale: Scale, y: float) -> str:
-    """The end of a chunk's wait its worker spent loading what it needed once (``ChunkStats.warmup_ns``)."""
+    """The end of a chunk's wait its worker spent importing what it needed once (``ChunkStats.warmup_ns``)."""
     if not c.warmup_ns or c.start_ns <= 0:
         return ""
     x0, x1 = scale.x(max(c.submit_ns, c.start_ns - c.warmup_ns)), scale.x(c.start_ns)

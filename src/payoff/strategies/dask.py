@@ -34,10 +34,11 @@ from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
 from payoff._exit import QuietAtExit
 from payoff._extras import extra_needed
+from payoff._import_clock import warmup_since
 from payoff.errors import ChunkKilledWorkers, ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
-from payoff.worker import ChunkOutcome, arrived, received, run_to_bytes, warmup_since
+from payoff.worker import ChunkOutcome, arrived, received, run_to_bytes
 
 CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
 _CLIENT_SUBMIT_NAMES = frozenset({"self", "func", "key", "workers", "resources", "retries", "priority",

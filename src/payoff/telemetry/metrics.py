@@ -122,7 +122,7 @@ METRICS: tuple[MetricDef, ...] = (
               "GIL contention or waiting.", "Is the GIL in the way?"),
     MetricDef("payoff_overhead_seconds_total", "counter", ("strategy", "phase"),
               "Time spent outside user code: planning, pool start, (de)serialization, dispatch, and "
-              "workers' one-time loads (worker_warmup).",
+              "workers' one-time imports (worker_warmup).",
               "Where does the parallel overhead go?"),
     MetricDef("payoff_payload_bytes_total", "counter", ("strategy", "direction"),
               "Pickled bytes crossing process boundaries.", "Is data movement eating the gain?"),
