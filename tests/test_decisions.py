@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from joblib import parallel_config
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff._knowledge import NO_PICKLING, Facts, Pickling
@@ -87,6 +88,8 @@ class Row:
     """The plan's chunks check their budget before each item."""
     fn_bytes: int = 40
     """What the function pickles to (a closure over a large array: hundreds of MB)."""
+    n_jobs: int | None = None
+    """Plan inside ``joblib.parallel_config(n_jobs=...)``."""
 
 
 class ForeignPool:
@@ -290,6 +293,11 @@ ROWS = [
         Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 1}, expect_workers=1),
     Row("named threads with one worker run in the caller", 1e-3, 1000, "serial", Reason.SINGLE_WORKER,
         config={"strategy": "threads", "max_workers": 1}),
+    Row("named joblib inside a joblib context of one job runs in the caller, as joblib's Parallel does", 1e-3,
+        1000, "serial", Reason.SINGLE_WORKER, config={"strategy": "joblib"}, n_jobs=1,
+        detail_says="joblib's own Parallel then runs in the caller"),
+    Row("named joblib inside a joblib context of three jobs has three workers", 1e-3, 1000, "joblib",
+        Reason.EXPLICIT_STRATEGY, config={"strategy": "joblib"}, n_jobs=3, expect_workers=3),
     Row("a named process backend in another pool's daemonic worker", 1e-3, 1000, "serial", Reason.NESTED,
         config={"strategy": "processes", "max_workers": 2}, daemonic=True, detail_says="daemonic"),
     Row("auto's process choice in another pool's daemonic worker", 1e-3, 1000, "serial", Reason.NESTED,
@@ -395,6 +403,9 @@ def _items(row: Row) -> list[Any]:
 
 def plan(row: Row, planner: Planner | None = None) -> Any:
     """Plan ``row`` with a fresh planner taught its facts, or with ``planner`` as earlier plans left it."""
+    if row.n_jobs is not None:
+        with parallel_config(n_jobs=row.n_jobs):
+            return plan(replace(row, n_jobs=None), planner)
     if row.cpus is None:
         return _plan(row, planner)
     before = os.sched_getaffinity(0)

@@ -398,13 +398,15 @@ class Planner:
 
     def _may_need_a_worker(self, call: Call) -> bool:
         """Whether one worker still means a pool of one worker process rather than the caller: under a backend
-        named for its worker processes (a pool of one, as ``ProcessPoolExecutor(1)``), for a function that
+        named for its worker processes (a pool of one, as ``ProcessPoolExecutor(1)``; not ``joblib`` inside a
+        ``parallel_config`` of one job, which joblib runs in the caller: see ``_joblib_asks_one``), for a function that
         crashed a worker process, or for workers that run a ``worker_initializer``; or, under auto with one
         CPU, auto's or named threads, more threads than CPUs for work the probe may find waiting."""
         if call.requested in ("auto", "threads") and call.config.max_workers is None:
             return True
-        return call.requested in CROSSES_PROCESSES or _has_initializer(call) \
-            or (call.requested == "auto" and self.knowledge.crash_of(call.fn) is not None)
+        crashed = self.knowledge.crash_of(call.fn) is not None
+        named_pool = call.requested in CROSSES_PROCESSES and (crashed or not _joblib_asks_one(call.config))
+        return named_pool or _has_initializer(call) or (call.requested == "auto" and crashed)
 
     def _choose(self, call: Call, probe: Probe, workers: int) -> tuple[str, Reason, tuple[Reason, str] | None]:
         """Pick the backend for ``workers`` local workers; the third element is a reason to stay serial instead."""
@@ -840,7 +842,17 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     return None
 
 
+def _joblib_asks_one(cfg: ParallelConfig) -> bool:
+    """``strategy="joblib"`` inside a ``joblib.parallel_config`` whose ``n_jobs`` leaves one worker (``1``, or
+    ``-2`` on 2 CPUs): how a joblib user turns parallelism off, to debug or to profile. joblib's own ``Parallel``
+    then runs in the caller; a pool of one worker process was slower than a loop, out of a debugger's reach."""
+    return cfg.max_workers is None and cfg.strategy_name == "joblib" and asked_n_jobs(usable_cpus()) == 1
+
+
 def _one_worker(cfg: ParallelConfig, workers: int) -> str:
+    if _joblib_asks_one(cfg):
+        return ("the joblib.parallel_config(n_jobs=...) around the call leaves 1 worker, and joblib's own Parallel "
+                "then runs in the caller, as this call did (max_workers= sets a pool's size instead)")
     limit = f"max_workers={cfg.max_workers}" if cfg.max_workers is not None else cpus_described()
     return f"{workers} worker available ({limit})"
 

@@ -184,8 +184,9 @@ class Reason(StrEnum):
         "single_worker",
         "fallback",
         "only one worker is available",
-        "raise max_workers (workers=) if you set it to 1; otherwise this machine, its CPU affinity or its cgroup "
-        "CPU quota (a container's CPU limit) allows only one",
+        "raise max_workers (workers=) if you set it to 1, or the n_jobs of a joblib.parallel_config around a "
+        "strategy=\"joblib\" call; otherwise this machine, its CPU affinity or its cgroup CPU quota (a container's "
+        "CPU limit) allows only one",
     )
     EXECUTOR_UNUSED = (
         "executor_unused",
