@@ -296,6 +296,8 @@ ROWS = [
     Row("named joblib inside a joblib context of one job runs in the caller, as joblib's Parallel does", 1e-3,
         1000, "serial", Reason.SINGLE_WORKER, config={"strategy": "joblib"}, n_jobs=1,
         detail_says="joblib's own Parallel then runs in the caller"),
+    Row("named joblib inside a joblib context of one job keeps a crashing function in a worker", 1e-3, 1000,
+        "joblib", Reason.EXPLICIT_STRATEGY, config={"strategy": "joblib"}, n_jobs=1, crashed=True, expect_workers=1),
     Row("named joblib inside a joblib context of three jobs has three workers", 1e-3, 1000, "joblib",
         Reason.EXPLICIT_STRATEGY, config={"strategy": "joblib"}, n_jobs=3, expect_workers=3),
     Row("a named process backend in another pool's daemonic worker", 1e-3, 1000, "serial", Reason.NESTED,
