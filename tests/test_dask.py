@@ -179,6 +179,20 @@ def test_a_killed_worker_still_completes_the_call(client: Any) -> None:
     record = out.pop()
     assert out == [x * x for x in items]
     assert record.fallback_reason in (None, Reason.MAP_FAILURE_RETRY)
+    # The module's cluster is shared: it is left as found, the killed worker replaced by its nanny. Two workers
+    # listed is not that: the scheduler lists the killed one until it sees it gone, then one worker until the
+    # replacement registers, and a test run next on this cluster (test_planning_facts_of_a_users_client) was
+    # told 1 worker thread: true of the cluster then, not a stale cache (each test starts with it cleared).
+    until(lambda: _replaced(client, pids[0], 2), "the killed worker's replacement", 60)
+
+
+def _replaced(client: Any, killed: int, n_workers: int) -> bool:
+    """``n_workers`` workers answer, none of them the process ``killed``; False while the scheduler still lists
+    a dead worker (``client.run`` fails to reach it)."""
+    with contextlib.suppress(Exception):
+        now = set(client.run(os.getpid).values())
+        return len(now) == n_workers and killed not in now
+    return False
 
 
 def test_an_unreachable_scheduler_falls_back_within_ten_seconds() -> None:
