@@ -836,3 +836,35 @@ class SlowToLoad:
 
 def its_type(item: object) -> str:
     return type(item).__name__
+
+
+class ItemBaseError(BaseException):
+    """A user's exception outside ``Exception`` (as a framework's control-flow signal may be)."""
+
+
+def fail_slowly_at_two_exit_at_six(item: tuple[int, str]) -> int:
+    """Item 2 fails after 0.3 s with a ValueError; item 6 at once with a ``kind`` outside ``Exception``."""
+    x, kind = item
+    if x == 2:
+        time.sleep(0.3)
+        raise ValueError("item 2 failed first in input order", x)
+    if x == 6:
+        raise {"generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit}[kind](f"item {x}")
+    return x
+
+
+def slow_then_exit_at_six(item: tuple[int, str]) -> int:
+    """Items 0-4 take 50 ms each; item 6 raises a ``kind`` outside ``Exception``."""
+    x, kind = item
+    if x < 5:
+        time.sleep(0.05)
+    if x == 6:
+        raise {"generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit}[kind](f"item {x}")
+    return x
+
+
+def fail_at_two(x: int) -> int:
+    if x == 2:
+        raise ValueError("fn failed at item", x)
+    return x
+

@@ -116,6 +116,18 @@ def test_an_items_sys_exit_is_raised_in_the_caller_as_on_a_process_pool(client: 
     assert sorted(client.run(os.getpid).values()) == pids, "a worker died"
 
 
+def test_an_items_exception_outside_exception_keeps_input_order_on_a_cluster(client: Any) -> None:
+    """A dask worker's chunk whose item raised GeneratorExit was lost whole (fuzz trial): ``map`` raised it
+    before item 2's earlier ValueError, and ``imap`` handed out none of the results before it."""
+    with ParallelExecutor(ParallelConfig(strategy=client, **FORCE)) as ex:
+        with pytest.raises(ValueError, match="item 2 failed first"):
+            ex.map(tasks.fail_slowly_at_two_exit_at_six, [(x, "generator_exit") for x in range(10)], chunksize=5)
+        got: list[int] = []
+        with pytest.raises(GeneratorExit):
+            got.extend(ex.imap(tasks.slow_then_exit_at_six, [(x, "generator_exit") for x in range(10)], chunksize=5))
+    assert got == [0, 1, 2, 3, 4, 5]
+
+
 def test_a_chunk_the_scheduler_saw_kill_every_worker_fails_the_call_without_more_deaths() -> None:
     """dask's scheduler runs a chunk whose workers die on ``allowed-failures + 1`` workers before it gives up
     (``KilledWorker``); payoff then narrowed the chunk down, each try of each half costing as many workers

@@ -29,15 +29,14 @@ memoryview), so it is read like any iterable. So is a subclass of these: its own
 ``map`` over it reads, and slicing it would go around them."""
 
 
-def _read_all_by(items: Iterator[Any], deadline: float) -> list[Any]:
-    """A ``map``'s whole input, read under its timeout: an iterator yielding slowly raises on time."""
-    got: list[Any] = []
+def _read_all_by(items: Iterator[Any], got: list[Any], deadline: float) -> bool:
+    """A ``map``'s whole input into ``got``, read under its timeout: False when an iterator yielding slowly
+    was still being read at the deadline."""
     for item in items:
         got.append(item)
         if time.monotonic() >= deadline:
-            raise TimeoutError("payoff: the call did not finish within its timeout: its input was still being "
-                               f"read after {len(got):,} items (an iterator that yields slowly counts)")
-    return got
+            return False
+    return True
 
 
 def as_given(items: object) -> Sequence[Any] | None:
@@ -70,20 +69,38 @@ class Source:
         self._deadline = deadline
         self._dropped = False
         self._iter: Iterator[Any] | None = None
+        self._error: Exception | None = None
+        """What the input raised while it was read: raised once the items before it have run and their
+        results are out, as the builtin ``map`` does: an item's error before it is the one raised."""
         given = as_given(items)
         if given is not None:
             self.head: Sequence[Any] = given
             self.exhausted = True
         elif not lazy:
-            self.head = list(items) if deadline is None else _read_all_by(iter(items), deadline)
+            self.head = self._read_all(iter(items), deadline)
             self.exhausted = True
         else:
             self._iter = iter(items)
             self.head = []
             self.exhausted = False
-        self._error: Exception | None = None
-        """What the input raised while it was read: raised once the results before it are out, as the
-        builtin ``map`` does, so they are not lost."""
+
+    def _read_all(self, items: Iterator[Any], deadline: float | None) -> list[Any]:
+        """A ``map``'s whole input, read first as ``concurrent.futures`` reads it; an error the input raises
+        waits, as a stream's does (``_read``): raised at once, it went before an earlier item's own error
+        and none of the items before it ran (fuzz trial)."""
+        got: list[Any] = []
+        on_time = True
+        try:
+            if deadline is None:
+                got.extend(items)
+            else:
+                on_time = _read_all_by(items, got, deadline)
+        except Exception as exc:
+            self._error = exc
+        if not on_time:
+            raise TimeoutError("payoff: the call did not finish within its timeout: its input was still being "
+                               f"read after {len(got):,} items (an iterator that yields slowly counts)")
+        return got
 
     def for_planning(self) -> Sequence[Any]:
         """What the planner sees: the items themselves, or a stream as far as the planner's probe reads it

@@ -158,7 +158,8 @@ class ParallelExecutor:
         once the call has run half a second; shorter calls make none); ``timeout`` (seconds, whole call) raises
         ``TimeoutError`` and stops the call's worker processes. The whole input is read before the first
         item runs, as ``concurrent.futures``' ``map`` submits every item first: items valid only until the
-        next read (``itertools.groupby``'s groups) need ``imap`` or a list (docs/reliability.md).
+        next read (``itertools.groupby``'s groups) need ``imap`` or a list (docs/reliability.md). An error the
+        input raises is raised after the items before it ran, as the builtin's: one of theirs goes first.
         """
         loop = blocking_loop()
         started = time.monotonic()

@@ -29,7 +29,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from itertools import count, islice, repeat, starmap
 from operator import itemgetter
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from payoff import _exit, _forks
 from payoff._import_clock import ImportClock
@@ -423,6 +423,11 @@ def run_chunk(
         error = item_error(exc)
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
     except BaseException as exc:
+        if on_interrupt is None and not isinstance(exc, KeyboardInterrupt):  # see _off_the_caller
+            error = exc
+            _close_last_block(results, durations, sizes, 0)
+            return _failed(_ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes),
+                           error)
         _note_exit(exc, first + len(results), index)
         if on_interrupt is not None:
             _close_last_block(results, durations, sizes, time.monotonic_ns() - start_ns - sum(durations))
@@ -433,9 +438,21 @@ def run_chunk(
         if mark is not None:
             _unmark(mark)
     outcome = _ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes)
-    if error is not None:
-        outcome.error_index = first + len(results)
-        outcome.error = error
+    return outcome if error is None else _failed(outcome, error)
+
+
+def _failed(outcome: ChunkOutcome, error: BaseException) -> ChunkOutcome:
+    """The chunk's outcome with the error of the item after its results.
+
+    Off the caller (``run_chunk`` given no ``on_interrupt``: a pool's worker
+    or a payoff thread), an item's ``GeneratorExit``, ``sys.exit()`` or own
+    ``BaseException`` is such an error too, raised by the caller in input order
+    as any item's: let through, it failed the whole chunk, so a later item's
+    went before an earlier item's error and the results before it were lost
+    (fuzz trial). Ctrl-C is never an item's.
+    """
+    outcome.error_index = outcome.first + len(outcome.results)
+    outcome.error = error
     return outcome
 
 
@@ -445,19 +462,22 @@ def noted(outcome: ChunkOutcome) -> BaseException:
     threads running them: a chunk that noted it as it failed, after the call had raised it or for another
     call, renamed the item the caller held. It carries the note of its latest raise."""
     assert outcome.error is not None
-    _add_note(outcome.error, f"{RAISED_BY}{outcome.error_index} of the map (chunk {outcome.index}, worker "
-                             f"{outcome.worker})")
+    _add_note(outcome.error, _raised_by(outcome.error, outcome.error_index, outcome.index, outcome.worker))
     return outcome.error
+
+
+def _raised_by(exc: BaseException, item: int | None, chunk: int, worker: str) -> str:
+    note = f"{RAISED_BY}{item} of the map (chunk {chunk}, worker {worker})"
+    if isinstance(exc, SystemExit):
+        return f"{note}: sys.exit({exc.code!r}) ends the caller's program as it would end a loop"
+    return note
 
 
 def _note_exit(exc: BaseException, item: int, chunk: int) -> None:
     """An item's own request to end the program goes on as in a loop, named like any item's error; so does an
     item's GeneratorExit, a failed call like any (Ctrl-C's KeyboardInterrupt is the caller's, not an item's)."""
-    if isinstance(exc, SystemExit):
-        _add_note(exc, f"{RAISED_BY}{item} of the map (chunk {chunk}, worker {_worker_name()}): "
-                       f"sys.exit({exc.code!r}) ends the caller's program as it would end a loop")
-    elif isinstance(exc, GeneratorExit):
-        _add_note(exc, f"{RAISED_BY}{item} of the map (chunk {chunk}, worker {_worker_name()})")
+    if isinstance(exc, SystemExit | GeneratorExit):
+        _add_note(exc, _raised_by(exc, item, chunk, _worker_name()))
 
 
 def _marker(mark_in: tuple[str, int]) -> memoryview | None:
@@ -1172,6 +1192,8 @@ def arrived(outcome: ChunkOutcome) -> ChunkOutcome:
 
 
 def _caused_by_worker(error: BaseException, traceback_text: str) -> None:
+    if isinstance(error, SystemExit) and error.code is None and error.args:  # as tblib rebuilds it (dask imported)
+        error.code = cast("int | str | None", error.args[0] if len(error.args) == 1 else error.args)
     if traceback_text:
         with contextlib.suppress(Exception):  # a user's class that refuses the attribute still arrives
             error.__cause__ = RemoteTraceback(traceback_text)

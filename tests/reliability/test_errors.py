@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -176,3 +176,63 @@ def test_an_item_that_calls_sys_exit_is_named_and_ends_the_program_as_in_a_loop(
         notes = getattr(raised.value, "__notes__", [])
         assert any(n.startswith("payoff: raised by item 5 of the map") and "sys.exit(3)" in n for n in notes), \
             (method, notes)
+
+
+OUTSIDE_EXCEPTION = ["generator_exit", "base", "sys_exit"]
+PARALLEL = ["threads", "processes", "joblib"]
+
+
+@pytest.mark.parametrize("kind", OUTSIDE_EXCEPTION)
+@pytest.mark.parametrize("strategy", PARALLEL)
+def test_an_earlier_items_error_wins_over_a_later_items_exception_outside_exception(strategy: str,
+                                                                                    kind: str) -> None:
+    """Item 6 raising GeneratorExit, ``sys.exit()`` or a user's ``BaseException`` at once, item 2 a ValueError
+    after 0.3 s: the builtin map raises item 2's (it never reaches item 6). payoff raised item 6's on every
+    pool (fuzz trial): that exception went around the chunk's per-item handling and failed its whole chunk."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(ValueError, match="item 2 failed first"):
+        ex.map(tasks.fail_slowly_at_two_exit_at_six, [(x, kind) for x in range(10)], chunksize=5)
+
+
+@pytest.mark.parametrize("kind", OUTSIDE_EXCEPTION)
+@pytest.mark.parametrize("strategy", PARALLEL)
+def test_imap_hands_out_every_result_before_an_items_exception_outside_exception(strategy: str,
+                                                                                  kind: str) -> None:
+    """The builtin hands out items 0-5, then raises item 6's exception; payoff's pools handed out none of them,
+    or items 0-4 (item 5, in item 6's chunk, was lost with it). Its note names item 6, as any item's error."""
+    expected = {"generator_exit": GeneratorExit, "base": tasks.ItemBaseError, "sys_exit": SystemExit}[kind]
+    got: list[int] = []
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(expected) as raised:
+        got.extend(ex.imap(tasks.slow_then_exit_at_six, [(x, kind) for x in range(10)], chunksize=5))
+    assert got == [0, 1, 2, 3, 4, 5]
+    notes = getattr(raised.value, "__notes__", None) or []
+    assert any(note.startswith("payoff: raised by item 6 of the map") for note in notes), notes
+
+
+@pytest.mark.parametrize("api", ["map", "starmap", "imap"])
+@pytest.mark.parametrize("strategy", ["serial", *PARALLEL, "auto"])
+def test_an_items_error_before_the_inputs_own_error_is_the_one_raised(strategy: str, api: str) -> None:
+    """``list(map(fn, gen))`` where ``fn`` fails at item 2 and the input raises at item 5 raises ``fn``'s error:
+    the loop never reads item 5. payoff's ``map`` and ``starmap`` read the whole input first (as
+    ``concurrent.futures`` does) and raised the input's error before any item ran (fuzz trial)."""
+    calls: dict[str, Callable[[ParallelExecutor], object]] = {
+        "map": lambda ex: ex.map(tasks.fail_at_two, tasks.stream_breaking_at(10, 5)),
+        "starmap": lambda ex: ex.starmap(tasks.fail_at_two, ((x,) for x in tasks.stream_breaking_at(10, 5))),
+        "imap": lambda ex: list(ex.imap(tasks.fail_at_two, tasks.stream_breaking_at(10, 5))),
+    }
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(ValueError, match="fn failed at item"):
+        calls[api](ex)
+
+
+@pytest.mark.parametrize("strategy", ["serial", *PARALLEL, "auto"])
+def test_an_input_that_raises_partway_runs_the_items_before_it_then_raises(strategy: str) -> None:
+    """As the builtin: the items read before the input's error run (their side effects happen), then its
+    error is raised, under a timeout too (the input is then read under it)."""
+    for timeout in (None, 60.0):
+        with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+                pytest.raises(LookupError, match="the input broke at 5"):
+            ex.map(tasks.square, tasks.stream_breaking_at(10, 5), timeout=timeout)
+        record = ex.last_record
+        assert record is not None and record.n_items == 5 and record.items_done == 5, record
