@@ -977,9 +977,7 @@ class MapRun:
             self.lease.ran(stats.start_ns, stats.end_ns)
         self.collected.append(stats)
         if outcome.error is not None:
-            if not self.ordered:  # imap_unordered: the first error to come is the first in its order
-                raise noted(outcome)
-            self._hold_error(task, outcome)
+            self._hold_error(task, outcome)  # unordered too: the results its chunk had before it go out first
             return
         self.sizer.observe(stats.n_items, stats.busy_seconds)
         self.parts.setdefault(task.index, []).append(outcome)
@@ -1010,6 +1008,8 @@ class MapRun:
         """
         if not self.ordered:
             yield from self._done_blocks()
+            if self.failed is not None:  # the first error to come is the first in its order
+                yield from self._up_to_the_error()
             return
         while True:
             index = self.next_yield
@@ -1040,6 +1040,8 @@ class MapRun:
     def _done_blocks(self) -> Iterator[list[Any]]:
         """Every chunk's results that are back, whatever its place: ``imap_unordered``."""
         for index in list(self.parts):
+            if self.failed is not None and index == self.failed[0]:
+                continue  # its results before the error go out with it
             block = self._take_ready(index)
             if block:
                 yield block

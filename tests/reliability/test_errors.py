@@ -236,3 +236,14 @@ def test_an_input_that_raises_partway_runs_the_items_before_it_then_raises(strat
             ex.map(tasks.square, tasks.stream_breaking_at(10, 5), timeout=timeout)
         record = ex.last_record
         assert record is not None and record.n_items == 5 and record.items_done == 5, record
+
+
+@pytest.mark.parametrize("strategy", ["serial", *PARALLEL])
+def test_imap_unordered_hands_out_the_failing_chunks_results_before_its_error(strategy: str) -> None:
+    """Items 0 and 1 ran before item 2 failed in the same chunk: serial and threads handed them out, process
+    pools dropped them with the chunk (fuzz trial). Unordered, other chunks' results may come before or not."""
+    got: list[int] = []
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(ValueError, match="fn failed at item"):
+        got.extend(ex.imap_unordered(tasks.fail_at_two, range(10), chunksize=5))
+    assert {0, 1} <= set(got) and 2 not in got, got
