@@ -868,3 +868,20 @@ def fail_at_two(x: int) -> int:
         raise ValueError("fn failed at item", x)
     return x
 
+
+
+def raise_at_zero_else_nap(item: tuple[int, str]) -> int:
+    """Item 0 raises a ``kind`` at once; the others take 0.3 s, so they still run (or wait) when it does."""
+    x, kind = item
+    if x == 0:
+        raise {"generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit,
+               "timeout": TimeoutError}[kind]("item 0")
+    time.sleep(0.3)
+    return x
+
+
+def raise_at_three(item: tuple[int, str]) -> int:
+    x, kind = item
+    if x == 3:
+        raise {"generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit}[kind]("item 3")
+    return x

@@ -163,6 +163,22 @@ def test_errors_mark_the_span(spans: tuple[TracerProvider, InMemorySpanExporter]
     assert any(e.name == "exception" for e in map_span.events)
 
 
+def test_an_items_generator_exit_marks_the_span_a_consumers_close_does_not(
+        spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """An item raising GeneratorExit is a failed call (its record says ``error``); the span said nothing of it,
+    as if its consumer had closed an ``imap`` (review)."""
+    provider, exporter = spans
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), observers=[Tracing(provider)]) as ex:
+        with pytest.raises(GeneratorExit):
+            ex.map(tasks.generator_exit_on_five, range(20))
+        results = ex.imap(tasks.square, range(20))
+        next(results)
+        results.close()
+    failed, closed = sorted(_by_name(exporter, SPAN_NAME), key=lambda span: span.start_time or 0)
+    assert failed.status.status_code.name == "ERROR"
+    assert closed.status.status_code.name == "UNSET"
+
+
 @pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])
 def test_the_map_span_ends_with_the_records_values_for_a_stream(
         strategy: str, spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:

@@ -137,6 +137,8 @@ class MapRun:
         self.gil_watch: int | None = None
         """When the call began to watch the GIL's queue (``payoff._gil_wait``), while it does."""
         self.in_flight: dict[Future[Any], ChunkTask] = {}
+        self.item_error: BaseException | None = None
+        """The item's exception this call raised, if it did: one outside ``Exception`` is no stop (``_abandon``)."""
         self.collected: list[ChunkStats] = []
         """Chunks taken in whose observers have not run yet (see ``_observe_collected``)."""
         self.done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
@@ -373,7 +375,7 @@ class MapRun:
             if probe.error is not None:
                 if self.streaming and probe.results:
                     yield probe.results  # an imap hands out what came before the failing item, as map does
-                raise noted(probe)
+                raise self._items_error(probe)
             self.next_index = self.next_yield = 1
             if probe.results:
                 yield probe.results
@@ -509,7 +511,7 @@ class MapRun:
             if outcome.results:  # those of a chunk the deadline cut short too
                 yield outcome.results
             if outcome.error is not None:
-                raise noted(outcome)
+                raise self._items_error(outcome)
             self._raise_if_stopped()
             if outcome.end_ns - outcome.start_ns < SERIAL_CHUNK_SECONDS * 1e9 / 2:
                 size = min(2 * size, MAX_SERIAL_CHUNK)
@@ -536,6 +538,7 @@ class MapRun:
             yield cast("list[Any]", chunk)  # iterated by imap, which runs its items as their results are taken
             self._end_streamed()
             if chunk.error is not None:
+                self.item_error = chunk.error
                 raise chunk.error
             if chunk.ended:
                 return
@@ -569,7 +572,7 @@ class MapRun:
                                     on_interrupt=count, tail_in_budget=tail_in_budget)
         count(outcome)
         if outcome.error is not None:
-            raise noted(outcome)
+            raise self._items_error(outcome)
         return outcome
 
     def _bounded_here(self) -> bool:
@@ -596,7 +599,7 @@ class MapRun:
                 with self.ex._observers.scope(self.call):
                     box.append(run_chunk(self.fn, task.items, task.first, task.index, task.cancel,
                                          results=results))
-            except BaseException as exc:  # an item's SystemExit, say: the caller's, as if it ran there
+            except BaseException as exc:  # a Ctrl-C the item raised itself: the caller's, as if it ran there
                 errors.append(exc)
             finally:
                 finished.set()
@@ -813,7 +816,7 @@ class MapRun:
             if not self.in_flight:
                 if self._nothing_left():
                     if self.failed is not None:  # only if a piece before the error was lost with no rerun
-                        raise noted(self.failed[2])
+                        raise self._items_error(self.failed[2])
                     return
                 self._raise_if_stopped()  # work left that may not start now
                 continue
@@ -952,10 +955,6 @@ class MapRun:
             raise CancelledError("payoff: a chunk was cancelled")
         try:
             raw = future.result()
-        except SystemExit as exc:  # an item's sys.exit(), from a worker process
-            if exc.code is None and exc.args:  # unpickled as tblib does (dask.distributed installs it on import)
-                exc.code = cast("int | str | None", exc.args[0] if len(exc.args) == 1 else exc.args)
-            raise
         except Exception as exc:
             if UNPICKLING_CHUNK in getattr(exc, "__notes__", ()):
                 exc.add_note(f"payoff: the chunk held {_items_of(task)} of the map (chunk {task.index})")
@@ -1035,7 +1034,7 @@ class MapRun:
         results = [r for p in before for r in p.results][: at - self.starts[index]]
         if results:
             yield results
-        raise noted(failing)
+        raise self._items_error(failing)
 
     def _done_blocks(self) -> Iterator[list[Any]]:
         """Every chunk's results that are back, whatever its place: ``imap_unordered``."""
@@ -1266,11 +1265,21 @@ class MapRun:
                 raise ended_with_the_program("payoff: the map was cancelled: the program is ending")
             raise CancelledError("payoff: the map was cancelled")
 
+    def _items_error(self, outcome: ChunkOutcome) -> BaseException:
+        """The outcome's item's error, noted, to be raised; kept as this call's item error."""
+        self.item_error = noted(outcome)
+        return self.item_error
+
     def _abandon(self, exc: BaseException | None = None) -> None:
-        """Stop this call's work: cancel queued chunks, and stop workers that cannot be left running."""
+        """Stop this call's work: cancel queued chunks, and stop workers that cannot be left running.
+
+        An item's own error is no stop, whatever its class: an item's ``sys.exit()`` or a user's
+        ``BaseException`` (pytest's ``fail``) killed the process pool another call shared, as Ctrl-C does.
+        """
         self.token.set()
         pool = self.lease.pool if self.lease is not None else None
-        stop = isinstance(exc, (CancelledError, TimeoutError)) or (exc is not None and not isinstance(exc, Exception))
+        outside = exc is not None and not isinstance(exc, Exception)  # Ctrl-C, the program's end
+        stop = exc is not self.item_error and (isinstance(exc, CancelledError | TimeoutError) or outside)
         if pool is not None and self.in_flight and stop and not isinstance(pool, ExternalStrategy):
             pool.stopped_by = f"call {self.call.call_id}'s {_stop_cause(exc)}"
             self._stop_workers(pool)

@@ -810,7 +810,7 @@ class RecordBuilder:
             submit_ns=submit_ns, start_ns=outcome.start_ns, end_ns=outcome.end_ns, cpu_ns=outcome.cpu_ns,
             durations_ns=tuple(outcome.durations_ns), block_sizes=tuple(outcome.block_sizes),
             bytes_sent=outcome.bytes_sent, bytes_received=outcome.bytes_received, where=where,
-            n_errors=1 if isinstance(outcome.error, Exception) else 0,  # Ctrl-C stops the call: no item's error
+            n_errors=int(outcome.error is not None and not isinstance(outcome.error, KeyboardInterrupt)),  # Ctrl-C
             runq_ns=getattr(outcome, "runq_ns", 0), blocked=getattr(outcome, "blocked", None),
             warmup_ns=getattr(outcome, "warmup_ns", 0),
         )

@@ -396,9 +396,10 @@ def run_chunk(
     A chunk given ``budget_ns`` stops at the first timing block that ends past
     it and returns fewer results than items: it was cut for cheaper items than
     it met, and the parent cuts the rest again from what they now measure.
-    Ctrl-C, ``SystemExit`` and the like (no ``Exception``) are the caller's, not
-    an item's error: they go on unchanged, and ``on_interrupt`` first gets the
-    items that ran (no error), so a chunk in the caller still counts its work.
+    Ctrl-C is the caller's, not an item's error: it goes on unchanged, and
+    ``on_interrupt`` first gets the items that ran (no error), so a chunk in the
+    caller still counts its work. Any other exception an item raises, outside
+    ``Exception`` too (``sys.exit()``), is that item's error (see ``_failed``).
     ``results``, given, receives each result as it is computed: a caller that stopped waiting for the chunk
     can still hand out those computed before its deadline. ``mark_in`` (a rerun after a crash, in a worker
     process) names the folder where each item's index is marked before it runs, and the call it is of
@@ -419,20 +420,14 @@ def run_chunk(
     try:
         _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first), check_each,
                     tail_in_budget)
-    except Exception as exc:
-        error = item_error(exc)
-        _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
-    except BaseException as exc:
-        if on_interrupt is None and not isinstance(exc, KeyboardInterrupt):  # see _off_the_caller
-            error = exc
-            _close_last_block(results, durations, sizes, 0)
-            return _failed(_ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes),
-                           error)
-        _note_exit(exc, first + len(results), index)
+    except KeyboardInterrupt:
         if on_interrupt is not None:
             _close_last_block(results, durations, sizes, time.monotonic_ns() - start_ns - sum(durations))
             on_interrupt(_ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes))
         raise
+    except BaseException as exc:  # see _failed
+        error = item_error(exc)
+        _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
     finally:
         _local.depth -= 1
         if mark is not None:
@@ -444,12 +439,11 @@ def run_chunk(
 def _failed(outcome: ChunkOutcome, error: BaseException) -> ChunkOutcome:
     """The chunk's outcome with the error of the item after its results.
 
-    Off the caller (``run_chunk`` given no ``on_interrupt``: a pool's worker
-    or a payoff thread), an item's ``GeneratorExit``, ``sys.exit()`` or own
+    An item's ``GeneratorExit``, ``sys.exit()`` or a user's own
     ``BaseException`` is such an error too, raised by the caller in input order
-    as any item's: let through, it failed the whole chunk, so a later item's
-    went before an earlier item's error and the results before it were lost
-    (fuzz trial). Ctrl-C is never an item's.
+    and named as any item's: let through a pool's worker, it failed the whole
+    chunk, so a later item's went before an earlier item's error and the
+    results before it were lost (fuzz trial). Ctrl-C is never an item's.
     """
     outcome.error_index = outcome.first + len(outcome.results)
     outcome.error = error
@@ -473,11 +467,6 @@ def _raised_by(exc: BaseException, item: int | None, chunk: int, worker: str) ->
     return note
 
 
-def _note_exit(exc: BaseException, item: int, chunk: int) -> None:
-    """An item's own request to end the program goes on as in a loop, named like any item's error; so does an
-    item's GeneratorExit, a failed call like any (Ctrl-C's KeyboardInterrupt is the caller's, not an item's)."""
-    if isinstance(exc, SystemExit | GeneratorExit):
-        _add_note(exc, _raised_by(exc, item, chunk, _worker_name()))
 
 
 def _marker(mark_in: tuple[str, int]) -> memoryview | None:
@@ -954,10 +943,8 @@ class StreamedChunk:
 
     def _fail(self, exc: BaseException, done: int) -> None:
         error = item_error(exc)
-        if isinstance(error, Exception):  # Ctrl-C and the like go on as they came; SystemExit named as below
-            _add_note(error, f"{RAISED_BY}{self.first + done} of the map "
-                             f"(chunk {self.index}, worker {_worker_name()})")
-        _note_exit(error, self.first + done, self.index)
+        if not isinstance(error, KeyboardInterrupt):  # Ctrl-C goes on as it came
+            _add_note(error, _raised_by(error, self.first + done, self.index, _worker_name()))
         self.error = error
 
     def outcome(self) -> StreamedOutcome:

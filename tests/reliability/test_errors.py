@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from payoff import MapRecord, Observer, ParallelConfig, ParallelExecutor
-from payoff.errors import RemoteError, RemoteTraceback
+from payoff.errors import RemoteError, RemoteTraceback, StuckThreadsWarning
 from payoff.observers import CallInfo
 from tests import tasks
 
@@ -247,3 +248,42 @@ def test_imap_unordered_hands_out_the_failing_chunks_results_before_its_error(st
             pytest.raises(ValueError, match="fn failed at item"):
         got.extend(ex.imap_unordered(tasks.fail_at_two, range(10), chunksize=5))
     assert {0, 1} <= set(got) and 2 not in got, got
+
+
+@pytest.mark.parametrize("kind", OUTSIDE_EXCEPTION)
+@pytest.mark.parametrize("strategy", ["serial", *PARALLEL])
+def test_an_items_exception_outside_exception_is_a_failed_item_in_the_record_and_named(strategy: str,
+                                                                                        kind: str) -> None:
+    """The record counted an item's GeneratorExit or ``sys.exit()`` as a cancelled call with no item error, and
+    a user's BaseException as an error with none (review): each is that item's error, as its note says, on the
+    caller as on a pool (the caller's note named only the first two)."""
+    expected = {"generator_exit": GeneratorExit, "base": tasks.ItemBaseError, "sys_exit": SystemExit}[kind]
+    for method in ("map", "imap"):
+        with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+                pytest.raises(expected) as raised:
+            list(getattr(ex, method)(tasks.raise_at_three, [(x, kind) for x in range(8)], chunksize=4))
+        record = ex.last_record
+        assert record is not None and record.outcome == "error", (method, record.outcome, record.summary())
+        assert sum(c.n_errors for c in record.chunks) == 1, (method, record.chunks)
+        notes = getattr(raised.value, "__notes__", None) or []
+        assert any(note.startswith("payoff: raised by item 3 of the map") for note in notes), (method, notes)
+
+
+@pytest.mark.parametrize("kind", ["base", "sys_exit", "timeout"])
+@pytest.mark.parametrize("strategy", PARALLEL)
+def test_an_items_own_exception_does_not_stop_the_pool_as_ctrl_c_does(strategy: str, kind: str) -> None:
+    """An item's user BaseException (pytest's ``fail``), ``sys.exit()`` or its own TimeoutError, raised while
+    other items ran, killed the process pool (a call sharing it lost its chunks: ``pool_stopped``) or left
+    thread tasks behind as stuck, as Ctrl-C or the call's ``timeout=`` do (review)."""
+    expected = {"base": tasks.ItemBaseError, "sys_exit": SystemExit, "timeout": TimeoutError}[kind]
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
+        assert ex.map(tasks.square, range(8), chunksize=1) == [x * x for x in range(8)]
+        before = ex.worker_pids()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", StuckThreadsWarning)
+            with pytest.raises(expected):
+                ex.map(tasks.raise_at_zero_else_nap, [(x, kind) for x in range(6)], chunksize=1)
+        assert ex.map(tasks.square, range(8), chunksize=1) == [x * x for x in range(8)]
+        record = ex.last_record
+        assert record is not None and not record.pool_started, record.summary()
+        assert ex.worker_pids() == before

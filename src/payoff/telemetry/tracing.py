@@ -79,7 +79,8 @@ class Tracing(Observer):
             span.set_attributes(span_attributes(record))
             _reason_event(span, record)
             self._chunk_spans(call, record, span)
-            if error is not None and not isinstance(error, GeneratorExit):
+            closed = isinstance(error, GeneratorExit) and record.outcome != "error"  # by its consumer, not an item
+            if error is not None and not closed:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end(end_time=_epoch_ns(call, call.started_ns + int(record.wall_seconds * 1e9)))
