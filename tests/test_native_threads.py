@@ -136,7 +136,12 @@ IDLE = """
     with ParallelExecutor(config=config) as ex:
         outside = ex.map(tasks.threads_outside_python, range(4))
         limits = ex.map(tasks.native_threads, range(4))
-    print(json.dumps({"outside": outside, "openblas": [s["libs"].get("openblas") for s in limits]}))
+    from threadpoolctl import ThreadpoolController
+    from payoff._native_threads import _OPENBLAS_AFFIXES
+    stoppable = any(hasattr(lib.dynlib, f"{p}blas_thread_shutdown_{s}") for p, s in _OPENBLAS_AFFIXES
+                    for lib in ThreadpoolController().lib_controllers if lib.internal_api == "openblas")
+    print(json.dumps({"outside": outside, "openblas": [s["libs"].get("openblas") for s in limits],
+                      "stoppable": stoppable}))
 """
 
 
@@ -151,5 +156,7 @@ def test_limiting_openblas_in_a_worker_starts_no_thread_server_until_a_blas_call
     child = subprocess.run([sys.executable, "-c", textwrap.dedent(IDLE), str(inner)], capture_output=True,
                            text=True, timeout=GUARD_SECONDS, cwd=ROOT, env=env)
     got = last_json(child)
+    assert got["openblas"] == [inner] * 4, got  # the limit holds
+    if inner < 2 and not got["stoppable"]:  # below the parent's 2, only that symbol stops the server the set started
+        pytest.skip("this OpenBLAS exports no blas_thread_shutdown_ (numpy 2.5's scipy-openblas 0.3.34 hides it)")
     assert got["outside"] == [0, 0, 0, 0], got  # no native thread in a worker that made no BLAS call
-    assert got["openblas"] == [inner] * 4, got  # and the limit holds

@@ -85,6 +85,8 @@ def limit_here(threads: int, forced: bool) -> None:
     for lib in ThreadpoolController().lib_controllers:
         variable = _LIBRARY_VARIABLE.get(lib.internal_api, "OMP_NUM_THREADS")
         if _within(threads, forced, _users(variable, user)) is not None:
+            if lib.internal_api == "openblas" and lib.num_threads == threads:
+                continue  # a set starts the thread server (even for the same number), which some builds cannot stop
             lib.set_num_threads(threads)
             if lib.internal_api == "openblas":
                 _stop_thread_server(lib.dynlib)

@@ -701,7 +701,10 @@ class ParallelExecutor:
     # -- idle timeout ----------------------------------------------------------
 
     def _watch_idle(self) -> None:
-        if self.config.idle_timeout is None or not self._pools.current():
+        # not once the program ends: its exit hooks stop the pools, and Python 3.12.0-3.12.1 refuse any new
+        # thread from then on ("can't create new thread at interpreter shutdown"), which replaced the call's
+        # own outcome (a map's SystemExit at exit) or was printed from a submitted call's done-callback
+        if self.config.idle_timeout is None or not self._pools.current() or _exit.program_ending():
             return
         with self._lock:
             if self._idle_thread is not None and self._idle_thread.is_alive():
@@ -710,7 +713,12 @@ class ParallelExecutor:
             thread = threading.Thread(target=_idle_loop, args=(weakref.ref(self), self._idle_wake),
                                       name="payoff-idle", daemon=True)
             self._idle_thread = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # the interpreter's end began between the check and the start: nothing to watch
+            with self._lock:
+                if self._idle_thread is thread:
+                    self._idle_thread = None
 
 
 def _checked_observers(observers: object) -> list[Observer]:
