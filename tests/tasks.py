@@ -842,6 +842,12 @@ class ItemBaseError(BaseException):
     """A user's exception outside ``Exception`` (as a framework's control-flow signal may be)."""
 
 
+OUTSIDE_EXCEPTION: dict[str, type[BaseException]] = {
+    "generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit, "timeout": TimeoutError}
+"""Exceptions an item may raise that a pool's worker must not take for its own end (``TimeoutError``: an item's
+own, not the call's ``timeout=``), by the name the tests give them."""
+
+
 def fail_slowly_at_two_exit_at_six(item: tuple[int, str]) -> int:
     """Item 2 fails after 0.3 s with a ValueError; item 6 at once with a ``kind`` outside ``Exception``."""
     x, kind = item
@@ -849,7 +855,7 @@ def fail_slowly_at_two_exit_at_six(item: tuple[int, str]) -> int:
         time.sleep(0.3)
         raise ValueError("item 2 failed first in input order", x)
     if x == 6:
-        raise {"generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit}[kind](f"item {x}")
+        raise OUTSIDE_EXCEPTION[kind](f"item {x}")
     return x
 
 
@@ -859,7 +865,7 @@ def slow_then_exit_at_six(item: tuple[int, str]) -> int:
     if x < 5:
         time.sleep(0.05)
     if x == 6:
-        raise {"generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit}[kind](f"item {x}")
+        raise OUTSIDE_EXCEPTION[kind](f"item {x}")
     return x
 
 
@@ -874,8 +880,7 @@ def raise_at_zero_else_nap(item: tuple[int, str]) -> int:
     """Item 0 raises a ``kind`` at once; the others take 0.3 s, so they still run (or wait) when it does."""
     x, kind = item
     if x == 0:
-        raise {"generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit,
-               "timeout": TimeoutError}[kind]("item 0")
+        raise OUTSIDE_EXCEPTION[kind]("item 0")
     time.sleep(0.3)
     return x
 
@@ -883,5 +888,5 @@ def raise_at_zero_else_nap(item: tuple[int, str]) -> int:
 def raise_at_three(item: tuple[int, str]) -> int:
     x, kind = item
     if x == 3:
-        raise {"generator_exit": GeneratorExit, "base": ItemBaseError, "sys_exit": SystemExit}[kind]("item 3")
+        raise OUTSIDE_EXCEPTION[kind]("item 3")
     return x

@@ -179,11 +179,11 @@ def test_an_item_that_calls_sys_exit_is_named_and_ends_the_program_as_in_a_loop(
             (method, notes)
 
 
-OUTSIDE_EXCEPTION = ["generator_exit", "base", "sys_exit"]
+KINDS = ["generator_exit", "base", "sys_exit"]
 PARALLEL = ["threads", "processes", "joblib"]
 
 
-@pytest.mark.parametrize("kind", OUTSIDE_EXCEPTION)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("strategy", PARALLEL)
 def test_an_earlier_items_error_wins_over_a_later_items_exception_outside_exception(strategy: str,
                                                                                     kind: str) -> None:
@@ -195,13 +195,13 @@ def test_an_earlier_items_error_wins_over_a_later_items_exception_outside_except
         ex.map(tasks.fail_slowly_at_two_exit_at_six, [(x, kind) for x in range(10)], chunksize=5)
 
 
-@pytest.mark.parametrize("kind", OUTSIDE_EXCEPTION)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("strategy", PARALLEL)
 def test_imap_hands_out_every_result_before_an_items_exception_outside_exception(strategy: str,
                                                                                   kind: str) -> None:
     """The builtin hands out items 0-5, then raises item 6's exception; payoff's pools handed out none of them,
     or items 0-4 (item 5, in item 6's chunk, was lost with it). Its note names item 6, as any item's error."""
-    expected = {"generator_exit": GeneratorExit, "base": tasks.ItemBaseError, "sys_exit": SystemExit}[kind]
+    expected = tasks.OUTSIDE_EXCEPTION[kind]
     got: list[int] = []
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
             pytest.raises(expected) as raised:
@@ -250,14 +250,14 @@ def test_imap_unordered_hands_out_the_failing_chunks_results_before_its_error(st
     assert {0, 1} <= set(got) and 2 not in got, got
 
 
-@pytest.mark.parametrize("kind", OUTSIDE_EXCEPTION)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("strategy", ["serial", *PARALLEL])
 def test_an_items_exception_outside_exception_is_a_failed_item_in_the_record_and_named(strategy: str,
                                                                                         kind: str) -> None:
     """The record counted an item's GeneratorExit or ``sys.exit()`` as a cancelled call with no item error, and
     a user's BaseException as an error with none (review): each is that item's error, as its note says, on the
     caller as on a pool (the caller's note named only the first two)."""
-    expected = {"generator_exit": GeneratorExit, "base": tasks.ItemBaseError, "sys_exit": SystemExit}[kind]
+    expected = tasks.OUTSIDE_EXCEPTION[kind]
     for method in ("map", "imap"):
         with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
                 pytest.raises(expected) as raised:
@@ -275,7 +275,7 @@ def test_an_items_own_exception_does_not_stop_the_pool_as_ctrl_c_does(strategy: 
     """An item's user BaseException (pytest's ``fail``), ``sys.exit()`` or its own TimeoutError, raised while
     other items ran, killed the process pool (a call sharing it lost its chunks: ``pool_stopped``) or left
     thread tasks behind as stuck, as Ctrl-C or the call's ``timeout=`` do (review)."""
-    expected = {"base": tasks.ItemBaseError, "sys_exit": SystemExit, "timeout": TimeoutError}[kind]
+    expected = tasks.OUTSIDE_EXCEPTION[kind]
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex:
         assert ex.map(tasks.square, range(8), chunksize=1) == [x * x for x in range(8)]
         before = ex.worker_pids()
