@@ -207,6 +207,7 @@ class MapRun:
                         raise
                     self._count_consumer(block, *handed)
                     self._pause(False)
+                self.rec.input_failed = self.source.failed
                 self.source.raise_error()
         except GeneratorExit as exc:
             self.token.set()

@@ -190,6 +190,11 @@ class Source:
         if error is not None:
             self._error = error
 
+    @property
+    def failed(self) -> bool:
+        """Whether the input raised while it was read (``raise_error`` raises it)."""
+        return self._error is not None
+
     def raise_error(self) -> None:
         """At the end of the work: what the input raised while it was read, if anything."""
         error, self._error = self._error, None

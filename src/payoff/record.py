@@ -54,15 +54,16 @@ its ``timeout=`` struck, or it was stopped (``cancel()``, Ctrl-C, ``shutdown``).
 _ENDED = {"error": "failed", "timeout": "timed out", "cancelled": "cancelled"}
 
 
-def outcome_of(error: BaseException | None, n_errors: int = 0) -> str:
+def outcome_of(error: BaseException | None, n_errors: int = 0, input_failed: bool = False) -> str:
     """The ``outcome`` of a call that ended with ``error`` (None: it completed).
 
     An item that raised makes the call an ``error`` whatever the exception's
-    type: ``fn`` raising ``TimeoutError`` itself is not the call's ``timeout=``.
+    type: ``fn`` raising ``TimeoutError`` itself is not the call's ``timeout=``;
+    nor is an input raising its own (``input_failed``: a socket read that timed out).
     """
     if error is None:
         return "ok"
-    if n_errors:
+    if n_errors or input_failed:
         return "error"
     if isinstance(error, TimeoutError):
         return "timeout"
@@ -757,6 +758,8 @@ class RecordBuilder:
         self.decision: Reason = initial_decision(requested)
         self.fallback_reason: Reason | None = None
         self.fallback_detail = ""
+        self.input_failed = False
+        """The call raised what its input raised while it was read."""
         self.workers = 1
         self.consumer_ns = 0
         self._process_cpu_ns = time.process_time_ns()
@@ -999,7 +1002,8 @@ class RecordBuilder:
             cpu_seconds=sum(c.cpu_seconds for c in chunks),
             serial_estimate_seconds=self._serial_estimate(chunks), overhead_seconds=overhead,
             bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
-            n_errors=n_errors, started_at=self.started_at, chunks=chunks, outcome=outcome_of(error, n_errors),
+            n_errors=n_errors, started_at=self.started_at, chunks=chunks,
+            outcome=outcome_of(error, n_errors, self.input_failed),
             consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
             shared_seconds=self.shared_ns / 1e9, pool_starts=self.pool_starts,
             gil_priced=self._gil_waits_measured() is not None, items_said=self._said(),

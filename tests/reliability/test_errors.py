@@ -287,3 +287,21 @@ def test_an_items_own_exception_does_not_stop_the_pool_as_ctrl_c_does(strategy: 
         record = ex.last_record
         assert record is not None and not record.pool_started, record.summary()
         assert ex.worker_pids() == before
+
+
+def _input_timing_out(n: int) -> Iterator[int]:
+    """A stream whose source times out after ``n`` items (a socket read, a queue's ``get(timeout=...)``)."""
+    yield from range(n)
+    raise TimeoutError("the source timed out")
+
+
+@pytest.mark.parametrize("method", ["map", "imap"])
+def test_an_inputs_own_timeout_is_the_calls_error_not_its_timeout(method: str) -> None:
+    """An input raising its own TimeoutError, with no ``timeout=``: the record said the call "timed out",
+    feeding the timeout counters, for an error of the input (review). The error goes on as it came."""
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex, \
+            pytest.raises(TimeoutError, match="the source timed out"):
+        list(getattr(ex, method)(tasks.square, _input_timing_out(50)))
+    record = ex.last_record
+    assert record is not None and record.outcome == "error", (record.outcome, record.summary())
+    assert record.items_done == 50
