@@ -191,7 +191,9 @@ class Star:
         self.fn = fn
 
     def __call__(self, args: Any) -> Any:
-        return self.fn(*args)
+        # an item that is no tuple is made one first, as itertools.starmap makes it (a serial run's): its error
+        # then reads as there ("'int' object is not iterable"), not as the unpacking's ("add() argument after *")
+        return self.fn(*(args if type(args) is tuple else tuple(args)))
 
     def __repr__(self) -> str:
         return f"Star({self.fn!r})"

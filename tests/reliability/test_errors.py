@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -305,3 +307,16 @@ def test_an_inputs_own_timeout_is_the_calls_error_not_its_timeout(method: str) -
     record = ex.last_record
     assert record is not None and record.outcome == "error", (record.outcome, record.summary())
     assert record.items_done == 50
+
+
+@pytest.mark.parametrize("strategy", ["serial", *PARALLEL])
+def test_starmap_over_an_item_that_is_no_argument_tuple_raises_as_itertools_starmap(strategy: str) -> None:
+    """A serial starmap said "'int' object is not iterable", as ``itertools.starmap``; the pools said "add()
+    argument after * must be an iterable, not int" (fuzz trial): one message whatever the backend."""
+    items: list[Any] = [(0, 1), (1, 2), 5, (2, 3)]
+    with pytest.raises(TypeError) as builtin:
+        list(itertools.starmap(operator.add, items))
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(TypeError) as raised:
+        ex.starmap(operator.add, items, chunksize=1)
+    assert str(raised.value) == str(builtin.value)
