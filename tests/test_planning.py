@@ -457,14 +457,17 @@ def test_what_a_call_measured_among_other_calls_is_not_taken_for_the_function(cr
     to threads (auto_waiting). Calls that ran one after the other still teach all of it."""
     planner = planning.Planner()
     planner.knowledge.teach(tasks.spin, _knowledge.Facts(1e-4, 1.0, 40, "", None, result_error=""))
-    pool_call = _spin_call(planner)
-    serial_call = _spin_call(planner) if crowded else None  # the second call starts while the first runs
-    planner.learn(_finished(pool_call, "processes", speedup=0.1), tasks.spin)
+    # each call names itself, as the executor's do: told apart by their wall times alone, a stall of a
+    # millisecond between a record's making and its learning (CI, once) hid the first call's end from the second
+    first, second = CancelToken(), CancelToken()
+    pool_call = _spin_call(planner, first)
+    serial_call = _spin_call(planner, second) if crowded else None  # the second call starts while the first runs
+    planner.learn(_finished(pool_call, "processes", speedup=0.1), tasks.spin, stop=first)
     if serial_call is None:
         time.sleep(0.005)  # the second call starts after the first ended: nothing of the one in the other's run
-        serial_call = _spin_call(planner)
+        serial_call = _spin_call(planner, second)
     # 2.5x dearer: within what the GIL waits of 16 threads explain (a new cost would also void the verdict)
-    planner.learn(_finished(serial_call, "serial", cpu_share=0.1, per_item=2.5e-4), tasks.spin)
+    planner.learn(_finished(serial_call, "serial", cpu_share=0.1, per_item=2.5e-4), tasks.spin, stop=second)
     facts = planner.knowledge.get(tasks.spin)
     assert facts is not None
     if crowded:
