@@ -813,7 +813,8 @@ class RecordBuilder:
             submit_ns=submit_ns, start_ns=outcome.start_ns, end_ns=outcome.end_ns, cpu_ns=outcome.cpu_ns,
             durations_ns=tuple(outcome.durations_ns), block_sizes=tuple(outcome.block_sizes),
             bytes_sent=outcome.bytes_sent, bytes_received=outcome.bytes_received, where=where,
-            n_errors=int(outcome.error is not None and not isinstance(outcome.error, KeyboardInterrupt)),  # Ctrl-C
+            # any exception of an item is its error, sys.exit() too; Ctrl-C is the caller's
+            n_errors=int(outcome.error is not None and not isinstance(outcome.error, KeyboardInterrupt)),
             runq_ns=getattr(outcome, "runq_ns", 0), blocked=getattr(outcome, "blocked", None),
             warmup_ns=getattr(outcome, "warmup_ns", 0),
         )

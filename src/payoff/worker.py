@@ -463,12 +463,11 @@ def noted(outcome: ChunkOutcome) -> BaseException:
 
 
 def _raised_by(exc: BaseException, item: int | None, chunk: int, worker: str) -> str:
+    """The note naming the item that raised ``exc``; an item's ``sys.exit()`` says it ends the caller's program."""
     note = f"{RAISED_BY}{item} of the map (chunk {chunk}, worker {worker})"
     if isinstance(exc, SystemExit):
         return f"{note}: sys.exit({exc.code!r}) ends the caller's program as it would end a loop"
     return note
-
-
 
 
 def _marker(mark_in: tuple[str, int]) -> memoryview | None:

@@ -94,13 +94,14 @@ def _nothing() -> None:
 
 
 class ItemExit(Exception):
-    """An item's ``SystemExit`` (or other exception that is no ``Exception``), carried out of a dask worker.
+    """A ``KeyboardInterrupt`` an item raised itself, carried out of a dask worker.
 
-    A process pool's worker sends it back as any error and the caller raises it, named ("sys.exit(4) ends
-    the caller's program as it would end a loop"). A dask worker let it end the worker: payoff took it for a
-    crash, narrowed it down by running its chunk's halves again (~16 worker deaths) and raised
-    ``WorkerCrashedError`` ("an unknown cause") after ~37 s. Carried as an ``Exception``, it is unwrapped in
-    the caller (``_relay``) and raised there as it was.
+    Every other exception of an item, ``sys.exit()`` included, travels in its chunk's outcome
+    (``worker.run_chunk``). Let out of the task, such an exception ended the dask worker: payoff took it for
+    a crash, narrowed it down by running its chunk's halves again (~16 worker deaths) and raised
+    ``WorkerCrashedError`` ("an unknown cause") after ~37 s (an item's ``sys.exit()``, before it travelled
+    in the outcome). Carried as an ``Exception``, it is unwrapped in the caller (``_relay``) and raised there
+    as it was.
     """
 
     def __init__(self, carried: BaseException) -> None:
@@ -125,7 +126,7 @@ def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
                             warmup_ns=warmup_since(began, modules))
     except Exception:
         raise
-    except BaseException as exc:  # an item's sys.exit(): the caller's to raise, as a process pool's worker sends it
+    except BaseException as exc:  # an item's own Ctrl-C: the caller's to raise, as a process pool's worker sends it
         raise ItemExit(exc) from None
 
 
