@@ -325,8 +325,16 @@ def test_a_serial_imap_after_its_deadline_raises_for_an_item_not_computed(name: 
         _wait_past(started + timeout)
         with pytest.raises(TimeoutError):
             got.extend(it)
-    assert got[:4] == [1, 2, 3, 4]
-    assert got == [x + 1 for x in range(ran_before)], "every item computed before the deadline is delivered"
+        record = ex.last_record
+    assert record is not None
+    assert got == [x + 1 for x in range(len(got))], "the results before the deadline, in order, each once"
+    assert len(got) >= max(4, ran_before), "every item computed before the deadline is delivered"
+    if record.selected_strategy != "serial":
+        # auto sent the rest to a pool (beside another suite, at load 7: processes), whose items ``calls`` does not
+        # see and which computes ahead of the caller: the test's premise, a serial imap, does not hold
+        assert name == "auto", record.selected_strategy
+        return
+    assert len(got) == ran_before, "every item computed before the deadline, and only those, is delivered"
     assert len(calls) == ran_before, "no item starts after the deadline"
     if name != "auto":
         assert ran_before == 4, "nothing ran ahead of the results asked for"
