@@ -36,7 +36,7 @@ from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
 from payoff._waiting import all_done, wait_in_slices
 from payoff.errors import ChunkKilledWorkers, StuckThreadsWarning, WorkerCrashedError, describe_exit
-from payoff.observers import CallInfo, find_call_site, warn_at_call_site
+from payoff.observers import CallInfo, find_call_site, warn_before_raising
 from payoff.progress import SHOW_AFTER_SECONDS, interactive
 from payoff.reasons import Reason
 from payoff.record import ChunkStats, RecordBuilder, waits_mostly
@@ -615,9 +615,14 @@ class MapRun:
                 on_interrupt(box[0])
             raise
         if not finished.is_set():
-            self.ex._planner.outlived(self.fn, lambda: not finished.is_set(), self.timeout or 0.0, given)
-            self._raise_if_stopped()
-            raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
+            note = self.ex._planner.outlived(self.fn, lambda: not finished.is_set(), self.timeout or 0.0, given)
+            try:
+                self._raise_if_stopped()
+                raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
+            except (TimeoutError, CancelledError) as exc:
+                if note is not None:
+                    exc.add_note(note)
+                raise
         if errors:
             raise errors[0]
         return box[0]
@@ -1291,14 +1296,15 @@ class MapRun:
         stop = exc is not self.item_error and (isinstance(exc, CancelledError | TimeoutError) or outside)
         if pool is not None and self.in_flight and stop and not isinstance(pool, ExternalStrategy):
             pool.stopped_by = f"call {self.call.call_id}'s {_stop_cause(exc)}"
-            self._stop_workers(pool)
+            self._stop_workers(pool, exc)
         else:
             for future in self.in_flight:
                 future.cancel()
         self.in_flight.clear()
 
-    def _stop_workers(self, pool: Strategy) -> None:
-        """Processes are killed (the pool is rebuilt); threads cannot be, so say so when one is stuck."""
+    def _stop_workers(self, pool: Strategy, exc: BaseException | None) -> None:
+        """Processes are killed (the pool is rebuilt); threads cannot be, so say so when one is stuck (beside
+        ``exc``, the call's own error, which the warning must not replace)."""
         if pool.crosses_processes:
             self.ex._pools.discard(pool)  # its futures fail with the pool; cancelling them races its manager
             return
@@ -1308,10 +1314,12 @@ class MapRun:
         stuck = sum(1 for f in self.in_flight if f.running())
         if stuck:
             self.ex._pools.discard(pool)
-            warn_at_call_site(StuckThreadsWarning(
+            note = warn_before_raising(StuckThreadsWarning(
                 f"payoff: {stuck} thread task(s) of this map still run after it stopped: Python cannot stop "
                 "a thread from outside. They finish in the background and never keep the program from "
                 "exiting; the next map gets a fresh pool."))
+            if note is not None and exc is not None:
+                exc.add_note(note)
 
 
 def _stop_cause(exc: BaseException | None) -> str:

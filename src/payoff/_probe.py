@@ -23,7 +23,7 @@ from payoff._item_size import item_bytes_in_memory
 from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pickling
 from payoff._source import is_stream, reads_for_a_probe
 from payoff.errors import StuckThreadsWarning
-from payoff.observers import warn_at_call_site
+from payoff.observers import warn_before_raising
 from payoff.scheduling import CHUNKS_PER_WORKER, items_within_bytes
 from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 
@@ -341,30 +341,35 @@ def _time_left(call: Call) -> float:
     return max(0.0, min(call.timeout, call.timeout if left is None else left))
 
 
-def left_running(running: Callable[[], bool], timeout: float, given: float, what: str) -> bool:
+def left_running(running: Callable[[], bool], timeout: float, given: float, what: str) -> tuple[bool, str | None]:
     """Items on a payoff thread (a probe, or a serial run under a timeout) still ran at their call's deadline,
     ``given`` seconds after they started: their thread is left (none can be stopped from outside) and counted
     among the stuck ones while ``running()``, and the caller is warned. Whether they had at least HUNG_SHARE of
-    the timeout: their function is then taken for one that hangs, and runs only in worker processes."""
+    the timeout: their function is then taken for one that hangs, and runs only in worker processes. With it,
+    the warning's text where the filters made it an error, for a note on the call's ``TimeoutError``."""
     with _STUCK_LOCK:
         _STUCK_PROBES.append(running)
     hung = given >= HUNG_SHARE * timeout
     then = (" Under auto (or a named process backend) this function's next calls run in worker processes, which "
             "payoff stops on a timeout; under strategy='threads' each call whose item hangs for good leaves one "
             "more such thread.") if hung else ""
-    warn_at_call_site(StuckThreadsWarning(
+    note = warn_before_raising(StuckThreadsWarning(
         f"payoff: {what} after its timeout: Python cannot stop a thread from outside. It finishes in the "
         f"background and never keeps the program from exiting.{then}"))
-    return hung
+    return hung, note
 
 
-def _outlived(call: Call, hung: bool, running: Callable[[], bool]) -> NoReturn:
+def _outlived(call: Call, left: tuple[bool, str | None], running: Callable[[], bool]) -> NoReturn:
     """The call's deadline came while its probe's thread ran an item: raise the call's timeout."""
-    raise ProbeOutlivedTimeout(
+    hung, note = left
+    error = ProbeOutlivedTimeout(
         f"payoff: the call did not finish within timeout={call.timeout:g} s (its first items, run to "
         "measure them, were still running)",
         detail=f"its first items, measured on a payoff thread, still ran after timeout={call.timeout:g} s",
         hung=hung, running=running)
+    if note is not None:
+        error.add_note(note)
+    raise error
 
 
 class ProbeOutlivedTimeout(TimeoutError):

@@ -170,6 +170,23 @@ def warn_at_call_site(warning: Warning) -> None:
                            registry=site.registry)
 
 
+def warn_before_raising(warning: Warning) -> str | None:
+    """``warn_at_call_site`` for a warning about a call that raises its own error next (a ``TimeoutError``, a
+    ``CancelledError``): where the filters make it an error (``python -W error``, pytest's ``filterwarnings =
+    error``) it would replace that error, which the caller's ``except`` names. Its text is returned then, for a
+    note on the call's error; None once it was said as a warning."""
+    try:
+        warn_at_call_site(warning)
+    except Warning as raised:
+        return as_note(raised)
+    return None
+
+
+def as_note(raised: Warning) -> str:
+    """A warning the filters raised, as a note on the error the call raises instead (``add_note``)."""
+    return f"{type(raised).__name__} (an error by the warnings filters): {raised}"
+
+
 def warning_action(text: str | Callable[[], str], category: type[Warning], module: str, lineno: int) -> str:
     """The action the warnings filters prescribe, matched as ``warnings`` itself does: for a warning whose text
     varies (a count, a duration) but which is said once per call site, where the stdlib would key on the text.

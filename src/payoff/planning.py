@@ -288,14 +288,17 @@ class Planner:
         with self._events_lock:
             return bool(self._events) and self._events[-1] >= start_ns
 
-    def outlived(self, fn: Callable[..., Any], running: Callable[[], bool], timeout: float, given: float) -> None:
+    def outlived(self, fn: Callable[..., Any], running: Callable[[], bool], timeout: float,
+                 given: float) -> str | None:
         """A call's serial items on a payoff thread still ran at its deadline (see ``left_running``): a function
         whose items had at least HUNG_SHARE of the timeout runs only in worker processes while that item runs,
         so a request that hangs for good leaves no more threads (and one that was only slow, once it ends,
-        none)."""
-        if left_running(running, timeout, given, "an item of this call still runs"):
+        none). Returns the warning's note for the call's ``TimeoutError`` where the filters made it an error."""
+        hung, note = left_running(running, timeout, given, "an item of this call still runs")
+        if hung:
             self.knowledge.crashed(fn, f"its items, run on a payoff thread, still ran after timeout={timeout:g} s",
                                    running)
+        return note
 
     def plan(self, call: Call) -> Plan:
         """Decide how to run ``call``; may run its first items (the probe)."""

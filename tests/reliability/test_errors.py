@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from payoff import MapRecord, Observer, ParallelConfig, ParallelExecutor
+from payoff import MapRecord, Observer, ParallelConfig, ParallelExecutor, planning
 from payoff.errors import RemoteError, RemoteTraceback, StuckThreadsWarning
 from payoff.observers import CallInfo
 from tests import tasks
@@ -320,3 +320,16 @@ def test_starmap_over_an_item_that_is_no_argument_tuple_raises_as_itertools_star
             pytest.raises(TypeError) as raised:
         ex.starmap(operator.add, items, chunksize=1)
     assert str(raised.value) == str(builtin.value)
+
+
+def test_an_items_error_is_not_replaced_by_a_fallback_warning_made_an_error() -> None:
+    """Under ``python -W error`` a call that fell back (one item, too few for the pool named) and whose item
+    raised ended with the ParallelFallbackWarning, not the item's ValueError the caller's ``except`` names (the
+    pip-user trial's fault 2, on the fallback side). The warning rides on the item's error as a note."""
+    with ParallelExecutor(ParallelConfig(strategy="processes"), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="fn failed at item") as raised:
+            ex.map(tasks.fail_at_two, [2])
+    notes = getattr(raised.value, "__notes__", [])
+    assert any("ParallelFallbackWarning" in note and "tiny_workload" in note for note in notes), notes

@@ -428,3 +428,47 @@ def test_an_item_raising_system_exit_in_a_serial_fallback_raises_it_in_the_calle
                 ex.map(_exits_on_three, range(8), timeout=timeout)
         record = ex.last_record
     assert record is not None and record.selected_strategy == "serial", record.summary()
+
+
+WARNINGS_AS_ERRORS_CASES = {
+    "threads pool": (ParallelConfig(strategy="threads", max_workers=2), [5] * 4 + [1500] + [5] * 4),
+    "auto's probe": (ParallelConfig(strategy="auto"), [1500] + [5] * 8),
+    "one item, too few for the pool named": (ParallelConfig(strategy="processes"), [1500]),
+}
+
+
+@pytest.mark.parametrize("case", WARNINGS_AS_ERRORS_CASES)
+def test_a_timeout_stays_a_timeout_error_when_warnings_are_errors(case: str) -> None:
+    """Under ``python -W error`` (pytest's ``filterwarnings = error``) the StuckThreadsWarning said about the
+    items left running replaced the call's TimeoutError, and ``except TimeoutError`` missed it (pip-user trial,
+    fault 2). The call raises its TimeoutError; the warning's text is a note on it."""
+    config, items = WARNINGS_AS_ERRORS_CASES[case]
+    with ParallelExecutor(config, planner=planning.Planner()) as ex, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TimeoutError) as raised:
+            ex.map(tasks.nap_ms, items, timeout=0.4)
+    assert any("StuckThreadsWarning" in note for note in getattr(raised.value, "__notes__", [])), raised.value
+
+
+def test_a_cancel_stays_a_cancelled_error_when_warnings_are_errors() -> None:
+    from concurrent.futures import CancelledError
+
+    got: list[BaseException] = []
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
+        ex.map(tasks.nap_ms, [1] * 4)  # a pool already there: a cancel during its start finds no task running
+
+        def call() -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                try:
+                    ex.map(tasks.nap_ms, [3000] * 4)
+                except BaseException as exc:
+                    got.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.3)
+        ex.cancel()
+        caller.join(30)
+    assert len(got) == 1 and isinstance(got[0], CancelledError), got
+    assert any("StuckThreadsWarning" in note for note in getattr(got[0], "__notes__", [])), got[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from payoff.observers import CallInfo, CallSite, Observer, SiteWarnings
+from payoff.observers import CallInfo, CallSite, Observer, SiteWarnings, as_note
 from payoff.reasons import Reason
 from payoff.record import MapRecord, advice_of
 
@@ -55,8 +55,14 @@ class FallbackWarnings(Observer):
         if reason is Reason.MAP_FAILURE_RETRY and error is not None:
             return  # the call did not recover: its exception (WorkerCrashedError) says what happened
 
-        self._shown.warn_lazily(call.site, ParallelFallbackWarning,
-                                lambda: ParallelFallbackWarning(fallback_message(record), reason, record), (reason,))
+        try:
+            self._shown.warn_lazily(call.site, ParallelFallbackWarning,
+                                    lambda: ParallelFallbackWarning(fallback_message(record), reason, record),
+                                    (reason,))
+        except ParallelFallbackWarning as raised:
+            if error is None:
+                raise
+            error.add_note(as_note(raised))  # a filter's "error" must not replace the call's own (its timeout)
 
     def emit(self, site: CallSite, reason: Reason, text: str, record: MapRecord | None) -> None:
         self._shown.warn(site, ParallelFallbackWarning(text, reason, record), (reason,))
