@@ -956,7 +956,8 @@ class MapRun:
 
     def _collect(self, pool: Strategy, future: Future[Any], task: ChunkTask) -> None:
         if future.cancelled():
-            if pool.stopped_by is not None and not self.token.is_set():  # the kill of another call's stop
+            self._raise_if_stopped()  # this call's own deadline or cancel, whoever's kill cancelled the chunk
+            if pool.stopped_by is not None:  # the kill of another call's stop
                 raise closed_pool(pool.name)  # lost, not cancelled: rerun on fresh workers as pool_stopped
             raise CancelledError("payoff: a chunk was cancelled")
         try:

@@ -77,3 +77,60 @@ def test_a_submitted_call_on_a_pool_another_calls_timeout_stopped_says_so(strate
             assert strategy != "threads" and type(error).__name__ == "PoolStoppedError", repr(error)
             assert "timeout" in str(error) and "call " in str(error), str(error)
         assert ex.submit(tasks.square, 3).result(timeout=GUARD_SECONDS) == 9
+
+
+def test_calls_whose_own_timeouts_run_out_beside_each_other_raise_timeout_error_never_cancelled() -> None:
+    """Four threads share a process pool, each call timing out (0.12 s for 6 items of 50 ms on 2 workers): a
+    chunk another call's timeout had killed was read, past this call's own deadline, as cancelled, and 1-9 of
+    ~280 calls in 10 s raised ``CancelledError`` though nobody cancelled anything (soak trial, fault 2; this
+    test's 100 calls rarely meet that moment: the next test takes it apart). Every call returns its results or
+    raises ``TimeoutError``."""
+    from concurrent.futures import CancelledError
+
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2)) as ex:
+        ex.map(tasks.nap_ms, [1, 1])  # the pool started before the clock runs
+
+        def user() -> None:
+            for _ in range(25):
+                try:
+                    got = "ok" if ex.map(tasks.nap_ms, [50] * 6, timeout=0.12) == [50] * 6 else "wrong results"
+                except TimeoutError:
+                    got = "TimeoutError"
+                except CancelledError as exc:
+                    got = f"CancelledError: {exc}"
+                with lock:
+                    outcomes[got] = outcomes.get(got, 0) + 1
+
+        users = [threading.Thread(target=user) for _ in range(4)]
+        for thread in users:
+            thread.start()
+        for thread in users:
+            thread.join(GUARD_SECONDS)
+    assert set(outcomes) <= {"ok", "TimeoutError"}, outcomes
+    assert sum(outcomes.values()) == 100, outcomes
+
+
+def test_a_chunk_another_calls_stop_cancelled_past_this_calls_deadline_is_this_calls_timeout() -> None:
+    """The moment the test above rarely meets, taken apart: a chunk of this call that another call's timeout
+    cancelled (its pool ``stopped_by`` that call), read once this call's own deadline has passed. It was read as
+    a cancel (the token reads "set" past its deadline): ``CancelledError``, where the call's timeout is due."""
+    from concurrent.futures import CancelledError
+    from types import SimpleNamespace
+
+    from payoff import _maprun
+    from payoff.worker import CancelToken
+
+    cancelled: Future[Any] = Future()
+    cancelled.cancel()
+    run = SimpleNamespace(token=CancelToken(deadline=CancelToken.clock() - 1.0), timeout=0.12, streaming=False,
+                          lease=None, rec=SimpleNamespace(chunks=[]))
+    run._raise_if_stopped = lambda: _maprun.MapRun._raise_if_stopped(run)  # type: ignore[arg-type]
+    pool = SimpleNamespace(name="processes", stopped_by="call 7's timeout")
+    with pytest.raises(TimeoutError):
+        _maprun.MapRun._collect(run, pool, cancelled, None)  # type: ignore[arg-type]
+    run.token = CancelToken()
+    run.token.set()
+    with pytest.raises(CancelledError):  # this call's own cancel stays a cancel
+        _maprun.MapRun._collect(run, pool, cancelled, None)  # type: ignore[arg-type]
