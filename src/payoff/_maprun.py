@@ -273,10 +273,8 @@ class MapRun:
         """``imap`` hands a result to its caller: until resumed, ``shutdown`` may detach the call."""
         if not self.streaming:
             return
-        if not paused and self.lease is not None and os.getpid() != self.pid:
-            raise RuntimeError(f"payoff: this {self._kind()} was started in process {self.pid}; a process forked "
-                               "from it cannot continue it: its chunks run on that process's pools. Start a new "
-                               f"{self._kind()} here (the parent can still take the rest)")
+        if not paused and self.lease is not None:
+            self._raise_if_forked()
         with self.pause_lock:
             self.paused, self.paused_by = paused, threading.current_thread()
             if not paused and self.detached:
@@ -284,6 +282,16 @@ class MapRun:
                                    f"its caller to take the next result (after {self.next_yield:,} chunks of "
                                    "results); its work stopped there. Take all results before shutdown, or "
                                    "use map()")
+
+    def _raise_if_forked(self) -> None:
+        """An ``imap`` begun before ``os.fork()`` goes on in the child only while it needs no pool: its chunks run
+        on the parent's pools, and a pool leased in the child was one the child's executor never knew of (it
+        forgets the parent's calls): auto's ``imap``, its first results from its probe, took one there, and the
+        child's ``shutdown`` waited for that lease forever."""
+        if os.getpid() != self.pid:
+            raise RuntimeError(f"payoff: this {self._kind()} was started in process {self.pid}; a process forked "
+                               "from it cannot continue it: its chunks run on that process's pools. Start a new "
+                               f"{self._kind()} here (the parent can still take the rest)")
 
     def _raise_if_run_out(self) -> None:
         """An ``imap`` first asked for a result after its deadline (it counts from the call): no item starts.
@@ -631,6 +639,8 @@ class MapRun:
 
     def _acquire(self, plan: planning.Plan) -> Lease | None:
         """A lease on the pool ``plan`` needs; None after an init failure the config lets fall back."""
+        if self.streaming:
+            self._raise_if_forked()
         try:
             lease = self._current(self._lease(plan.strategy, plan.workers), plan)
         except Exception as exc:

@@ -500,6 +500,42 @@ def test_a_forked_child_cannot_continue_the_parents_parallel_imap_and_says_so(st
         assert list(it) == [x * x for x in range(1, 400)]
 
 
+def test_a_forked_child_cannot_continue_autos_imap_whose_rest_goes_to_a_pool_and_its_shutdown_returns() -> None:
+    """Auto's ``imap`` hands out its first results from its probe, before it leases a pool: forked then, the
+    child took the rest on a pool of its own that its executor never knew of, and its ``shutdown`` waited for
+    that lease forever (soak trial, fault 1: 8 of 8 hung)."""
+    with ParallelExecutor(ParallelConfig(max_workers=2, tiny_workload_threshold=0)) as ex:
+        ex.map(tasks.spin, range(500))
+        payoff.map(tasks.square, range(500))  # measured first, on the shared executor
+        it = ex.imap(tasks.square, range(10_000))
+        assert next(it) == 0
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.alarm(30)  # a child that hangs (the fault) ends, and says so by its exit status
+                try:
+                    next(it)  # one result, then the child is done with it (a paused imap holds its lease)
+                    said = "no error"
+                except RuntimeError as exc:
+                    said = str(exc)
+                ex.shutdown()
+                said += " | shutdown returned"
+            except BaseException as exc:  # anything else is reported to the parent as a failure
+                said = repr(exc)
+            os.write(writer, said.encode()[:4000])
+            os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as fh:
+            said = fh.read().decode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, f"the child hung or died: {status}"
+        assert "cannot continue" in said and said.endswith("shutdown returned"), said
+        assert list(it) == [x * x for x in range(1, 10_000)]
+        record = ex.last_record
+        assert record is not None and record.selected_strategy != "serial", "the premise: its rest ran on a pool"
+
+
 UNGUARDED_SCRIPT = textwrap.dedent("""
     import os, sys
     from payoff import ParallelConfig, ParallelExecutor
