@@ -926,6 +926,8 @@ class MapRun:
         try:
             first = self.done.get(timeout=self._slice())
         except queue.Empty:
+            first = None
+        if first is None:  # outside the except: a timeout raised there came "during handling of" queue.Empty
             self._raise_if_stopped()
             return
         if self.token.is_set() and not self.token.expired():

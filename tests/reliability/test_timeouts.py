@@ -472,3 +472,16 @@ def test_a_cancel_stays_a_cancelled_error_when_warnings_are_errors() -> None:
         caller.join(30)
     assert len(got) == 1 and isinstance(got[0], CancelledError), got
     assert any("StuckThreadsWarning" in note for note in getattr(got[0], "__notes__", [])), got[0]
+
+
+@pytest.mark.parametrize("strategy", ["processes", "threads"])
+def test_a_timeouts_traceback_is_not_chained_onto_payoffs_own_queue_empty(strategy: str) -> None:
+    """The user read "_queue.Empty ... During handling of the above exception, another exception occurred"
+    above every pool call's TimeoutError (pip-user trial, finding 5): payoff's wait for the next chunk, not theirs."""
+    import queue
+
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore", StuckThreadsWarning)
+        with pytest.raises(TimeoutError) as raised:
+            ex.map(tasks.nap_ms, [1500] * 4, timeout=0.3)
+    assert not isinstance(raised.value.__context__, queue.Empty), repr(raised.value.__context__)
