@@ -82,6 +82,10 @@ HELD_CHUNKS_PER_WORKER = 4
 """Finished chunks ``imap`` holds for order while an earlier one runs, per worker, before it stops submitting."""
 STOP_GRACE_SECONDS = 0.1
 """Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
+READER_GRACE_SECONDS = 10.0
+"""``shutdown(wait=True)`` waits this long for an ``imap`` paused in another live thread's hands to be asked for
+its next result; one that is not (a generator a server's request thread keeps) is detached, as one whose reader
+thread ended is. Waited for as long as that, shutdown hung for as long as the thread lived."""
 
 
 class _PoolClosedAtExit(Exception):
@@ -164,6 +168,8 @@ class MapRun:
         self.pause_lock = threading.Lock()
         self.paused = self.detached = False
         self.paused_by: threading.Thread | None = None
+        self.paused_at = 0.0
+        """``time.monotonic()`` when the imap last handed a result to its caller (``_pause``)."""
         self.thread = threading.get_ident()
         """The thread the call began in (set again by ``_begin``): shutdown from there cannot wait for it."""
         self.pid = os.getpid()
@@ -277,6 +283,7 @@ class MapRun:
             self._raise_if_forked()
         with self.pause_lock:
             self.paused, self.paused_by = paused, threading.current_thread()
+            self.paused_at = time.monotonic()
             if not paused and self.detached:
                 raise RuntimeError(f"payoff: the executor was shut down while this {self._kind()} waited for "
                                    f"its caller to take the next result (after {self.next_yield:,} chunks of "
@@ -304,19 +311,24 @@ class MapRun:
     def _kind(self) -> str:
         return "imap" if self.ordered else "imap_unordered"
 
-    def detach(self) -> bool:
+    def detach(self, waiting_since: float | None = None) -> bool:
         """Called by ``shutdown(wait=True)``: an ``imap`` paused in the shutting-down thread's own hands, or in
         the hands of a thread that has ended, lets go of its pool instead of holding that wait forever (nothing
         could resume it meanwhile).
 
         Its chunks already queued are cancelled, running ones end with the pool;
         the call raises ``RuntimeError`` when its caller asks for more. An imap
-        paused in another live thread is running: shutdown waits for it.
+        paused in another live thread is being read: shutdown waits for it,
+        unless it stays paused for READER_GRACE_SECONDS of the wait, which
+        began at ``waiting_since`` (``time.monotonic()``; None: not at all).
         """
         with self.pause_lock:
             holder = self.paused_by
-            if not self.paused or self.detached or holder is None \
-                    or (holder is not threading.current_thread() and holder.is_alive()):
+            if not self.paused or self.detached or holder is None:
+                return False
+            if holder is not threading.current_thread() and holder.is_alive() and (
+                    waiting_since is None
+                    or time.monotonic() - max(waiting_since, self.paused_at) < READER_GRACE_SECONDS):
                 return False
             self.detached = True
         self.token.set()

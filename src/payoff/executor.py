@@ -467,15 +467,16 @@ class ParallelExecutor:
         with self._lock:
             return any(run.thread == me and not run.paused for run in self._runs)
 
-    def _detach_paused(self) -> None:
+    def _detach_paused(self, waiting_since: float | None = None) -> None:
         """An ``imap`` paused in this thread's hands cannot resume while this thread waits: it stops instead.
 
-        Its caller may never come back (a ``with`` block left after ``next(it)``).
+        Its caller may never come back (a ``with`` block left after ``next(it)``); nor may another thread's that
+        asks for no result while the wait (begun at ``waiting_since``) goes on (``READER_GRACE_SECONDS``).
         """
         with self._lock:
             runs = list(self._runs)
         for run in runs:
-            run.detach()
+            run.detach(waiting_since)
 
     def _wait_for_runs(self, running: set[MapRun]) -> None:
         """Every call of ``running`` ends, including one still planning or starting its pool.
@@ -483,14 +484,16 @@ class ParallelExecutor:
         Calls begun after a reopen (the shared executor of ``payoff.map`` reopens
         for its next call) are not waited for: other threads mapping all along
         kept a ``with payoff.default_executor():`` from ever being left. An
-        ``imap`` whose reader thread ends meanwhile without finishing it is let go then.
+        ``imap`` whose reader thread ends meanwhile without finishing it is let go then, and one another
+        thread keeps paused past ``READER_GRACE_SECONDS`` of the wait.
         """
+        since = time.monotonic()
         while True:
             with self._lock:
                 if all(run.detached or run not in self._runs for run in running):
                     return
                 self._runs_changed.wait(0.2)
-            self._detach_paused()
+            self._detach_paused(since)
 
     def _release_pools(self) -> None:
         self._pools.retire()

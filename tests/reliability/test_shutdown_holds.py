@@ -246,6 +246,46 @@ def test_shutdown_waiting_for_an_imap_stops_waiting_when_its_thread_ends() -> No
     assert child.stdout.splitlines() == ["waiting while the reader lives: True", "returned after it ended: True"]
 
 
+@pytest.mark.parametrize("strategy", ["threads", "processes", "auto"])
+def test_shutdown_lets_go_of_an_imap_another_live_thread_keeps_paused(strategy: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's request thread keeps a generator paused and lives on: shutdown waited for it as long as the
+    thread lived (soak trial, fault 3: 30 s and still waiting; ``concurrent.futures`` returns). It waits
+    ``READER_GRACE_SECONDS`` for the next result to be asked for, then detaches the imap, whose reader gets the
+    RuntimeError that says so when it comes back."""
+    from payoff import _maprun
+
+    monkeypatch.setattr(_maprun, "READER_GRACE_SECONDS", 0.5, raising=False)
+    ex = ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0))
+    resumed: list[BaseException | None] = []
+    go, took = threading.Event(), threading.Event()
+
+    def request_thread() -> None:
+        it = ex.imap(tasks.square, range(100_000), chunksize=100)
+        next(it)
+        took.set()
+        go.wait(GUARD_SECONDS)
+        try:
+            for _ in it:  # the rest of the chunk handed over comes first
+                pass
+            resumed.append(None)
+        except RuntimeError as exc:
+            resumed.append(exc)
+
+    thread = threading.Thread(target=request_thread, daemon=True)
+    thread.start()
+    assert took.wait(GUARD_SECONDS)
+    stopper = threading.Thread(target=ex.shutdown, kwargs={"wait": True}, daemon=True)
+    stopper.start()
+    stopper.join(GUARD_SECONDS)
+    hung = stopper.is_alive()
+    go.set()
+    thread.join(GUARD_SECONDS)
+    assert not hung, "shutdown waited for the paused imap as long as its thread lived"
+    assert len(resumed) == 1 and isinstance(resumed[0], RuntimeError) and "shut down" in str(resumed[0]), resumed
+    assert ex._pools.current() == [] and ex.worker_pids() == [], "a pool outlived the shutdown"
+
+
 REOPENED_SCRIPT = textwrap.dedent("""
     import threading, time, warnings
     warnings.simplefilter("ignore")
