@@ -569,6 +569,21 @@ def test_a_script_without_a_main_guard_is_not_run_again_in_every_worker(tmp_path
     assert "serial" in mapped[0] and "if __name__ == '__main__':" in mapped[0], mapped[0]
 
 
+def test_a_script_without_a_main_guard_on_dask_says_so_in_its_fallback(tmp_path: Path) -> None:
+    """A LocalCluster's nannies spawn their workers, which import the script: its start failed, and the fallback
+    said only "RuntimeError('Nanny failed to start.')" where processes name the script and the missing guard
+    (pip-user trial, finding 3)."""
+    pytest.importorskip("distributed")
+    script = tmp_path / "unguarded_dask.py"
+    script.write_text(UNGUARDED_SCRIPT.replace('strategy="processes", start_method=sys.argv[1]', 'strategy="dask"'))
+    done = subprocess.run([sys.executable, str(script), "dask"], capture_output=True, text=True, cwd=ROOT,
+                          env=CHILD_ENV, timeout=GUARD_SECONDS)
+    mapped = [line for line in done.stdout.splitlines() if line.startswith("mapped")]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(mapped) == 1, done.stdout  # the parent's own map, and no worker's
+    assert "serial" in mapped[0] and "if __name__ == '__main__':" in mapped[0], mapped[0]
+
+
 DAEMON_SCRIPT = textwrap.dedent("""
     import json, multiprocessing as mp, sys, warnings
     from payoff import ParallelConfig, ParallelExecutor

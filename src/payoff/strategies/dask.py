@@ -38,6 +38,8 @@ from payoff._import_clock import warmup_since
 from payoff.errors import ChunkKilledWorkers, ClusterNotReadyError, PoolStartTimeoutError
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
+from payoff.strategies.main_guard import REFUSED, unguarded_main_hint
+from payoff.strategies.spawned_main import main_script_version
 from payoff.worker import ChunkOutcome, arrived, received, run_to_bytes
 
 CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
@@ -193,8 +195,7 @@ class DaskStrategy(Strategy):
             self.client = cluster.take_client(self.address) or cluster.connect(self.address, self._start_stop)[0]
             cluster.share_client(self.address, self.client)
         elif self.client is None:
-            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                         host="127.0.0.1", dashboard_address=None, silence_logs=40)
+            self._cluster = self._local_cluster(LocalCluster)
             self.client = Client(self._cluster, set_as_default=False)
         else:
             facts = cluster.cluster_facts(self.client)
@@ -212,6 +213,27 @@ class DaskStrategy(Strategy):
                 facts = cluster.cluster_facts(target)
             threads = facts.worker_threads
         self.workers = max(1, threads)
+
+    def _local_cluster(self, make: Callable[..., Any]) -> Any:
+        """A LocalCluster of worker processes its nannies start as ``distributed.worker.multiprocessing-method``
+        says (spawn): they import the main script, and one that maps at import, unguarded, failed the start
+        as "Nanny failed to start." with nothing about the script. That start fails at once while the script
+        stays as it is, as a process pool's does (``main_guard.REFUSED``)."""
+        import dask
+
+        method = str(dask.config.get("distributed.worker.multiprocessing-method", "spawn"))
+        key = (f"dask {method}", *main_script_version())
+        if key in REFUSED:
+            raise RuntimeError(REFUSED[key])
+        try:
+            return make(n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None, silence_logs=40)
+        except Exception as exc:
+            hint = unguarded_main_hint(method)
+            if hint is None:
+                raise
+            REFUSED[key] = f"payoff: the {self.name} LocalCluster's workers died as they started: {hint}"
+            raise RuntimeError(REFUSED[key]) from exc
 
     def refresh(self, stop: Any = None) -> None:
         """A running cluster's worker threads now (one round trip; it may have scaled or lost a worker).

@@ -16,6 +16,13 @@ import multiprocessing
 import os
 import sys
 
+REFUSED: dict[tuple[str, str, int], str] = {}
+"""Per pool kind and start method, and version of the main script, why its workers died importing it (not a
+file, no guard): while the script stays as it is, later starts fail at once, saying why, instead of each
+spawning workers that die (~0.1-0.25 s and two workers' tracebacks a call: environments trial, 5 of 5 calls; a
+dask LocalCluster's ~1.7 s). A script edited since (a guard added, in a session that runs it again) is tried
+afresh."""
+
 
 class ImportingMainError(RuntimeError):
     """A process pool asked for while this process imports the main script to become a worker: never a

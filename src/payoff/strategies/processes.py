@@ -38,7 +38,7 @@ from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import CANCEL_ALL, ChunkTask, StartStop, Strategy, closed_pool, init_error
-from payoff.strategies.main_guard import spawned_workers_import_main, unguarded_main_hint
+from payoff.strategies.main_guard import REFUSED, spawned_workers_import_main, unguarded_main_hint
 from payoff.strategies.reach import WorkerImports, send_by_value
 from payoff.strategies.reloads import CodeWatch, Reload
 from payoff.strategies.spawned_main import main_script_version, spawned_main_names
@@ -806,13 +806,6 @@ def _spawned_know_class(obj: Any) -> bool:
     return _spawned_workers_know(cls, cls.__qualname__.split(".", 1)[0])
 
 
-_MAIN_REFUSED: dict[tuple[str, str, int], str] = {}
-"""Per start method and version of the main script, why its workers died importing it (not a file, no guard):
-while the script stays as it is, later starts fail at once, saying why, instead of each spawning workers that
-die (~0.1-0.25 s and two workers' tracebacks a call: environments trial, 5 of 5 calls). A script edited since
-(a guard added, in a session that runs it again) is tried afresh."""
-
-
 def _spawned_workers_know(obj: Any, top: str) -> bool:
     """Spawned workers run the script's top level again: they know a name it binds outside its guard, unless
     the guard may have bound it, or a global the function reads, to another object
@@ -919,7 +912,7 @@ class ProcessStrategy(PickledPoolStrategy):
                 if "__main__" in sys.modules else None
         forkserver = method == "forkserver"  # the forkserver forks those, and they watch this process too
         parent, owner = (None, os.getpid()) if forkserver else (os.getpid(), None)
-        refused = _MAIN_REFUSED.get((method, *main_script_version()))
+        refused = REFUSED.get((method, *main_script_version()))
         if refused is not None:  # the script is what it was: this start would fail as the last one did
             raise BrokenProcessPool(refused)
         try:
@@ -931,7 +924,7 @@ class ProcessStrategy(PickledPoolStrategy):
             if hint is None:
                 raise
             why = f"payoff: the {self.name} pool's workers died as they started: {hint}"
-            _MAIN_REFUSED[(method, *main_script_version())] = why
+            REFUSED[(method, *main_script_version())] = why
             raise BrokenProcessPool(why) from exc
 
     def shutdown(self, wait: bool = True) -> None:
