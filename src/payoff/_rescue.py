@@ -27,8 +27,13 @@ from typing import Any
 from payoff import _forks
 from payoff.errors import WorkerCrashedError, describe_exit
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 4
 """Runs of one submitted call, the first included, before a crash it had no part in fails it too."""
+STOOD_ON_TO_BLAME = 2
+"""Marked runs of a call a dead worker stood on before the call is named as the crash: a worker killed from
+outside (the OOM killer, an operator) stands on whatever it ran, and a second such kill, 0.6 s after a first
+whose lost calls all ran again marked, failed an innocent call as having killed its worker (4 of 4). A call
+that crashes its worker does so on every run: it is named on its third (its first is unmarked)."""
 
 _tags = itertools.count(1)  # a map's chunks mark with an object's address: never this small
 
@@ -51,6 +56,7 @@ class Rescue:
         """Held while a run is sent, and by the future's ``cancel``: a cancel then waits for the send and
         cancels the new run where its pool still can (a cancel that returned True never lets it run)."""
         self.attempts = 1
+        self._stood_on = 0
         self._tag: int | None = None
         self._sent_at = epoch()
 
@@ -70,10 +76,12 @@ class Rescue:
             if pool is None or not pool.marks_submits:
                 return error
             if self._tag is not None and pool.where_the_dead_stood(self._tag):
-                codes = pool.exit_codes(error)
-                crash = _crashed(codes[0] if codes else None, self.attempts)
-                crash.__cause__ = error
-                return crash
+                self._stood_on += 1
+                if self._stood_on >= STOOD_ON_TO_BLAME:
+                    codes = pool.exit_codes(error)
+                    crash = _crashed(codes[0] if codes else None, self.attempts)
+                    crash.__cause__ = error
+                    return crash
             if self.attempts >= MAX_ATTEMPTS or self._epoch() != self._sent_at:
                 return error
             future._remote = None  # type: ignore[attr-defined]  # waiting to run again: a cancel ends it here
