@@ -331,3 +331,17 @@ def test_shutdown_where_no_thread_may_start_still_makes_the_last_export(receiver
     assert receiver.points("payoff_map_calls", "last-export") == 1
     assert any(a.value.string_value == "last-export" for s in receiver.spans()  # type: ignore[attr-defined]
                for a in s.attributes)
+
+
+def test_the_lazy_configure_shows_the_parameters_of_the_one_it_calls() -> None:
+    """``help(payoff.telemetry.configure)`` showed ``(*args, **kwargs)`` (pip-user trial): the lazy wrapper
+    spells out the parameters of ``payoff.telemetry.otlp.configure``, in order, with their defaults."""
+    import inspect
+
+    import payoff.telemetry
+    from payoff.telemetry import otlp
+
+    def shown(fn: object) -> list[tuple[str, object, object]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]  # type: ignore[arg-type]
+
+    assert shown(payoff.telemetry.configure) == shown(otlp.configure)

@@ -28,6 +28,7 @@ from payoff.telemetry.warnings import FallbackWarnings, ParallelFallbackWarning
 
 if TYPE_CHECKING:
     from payoff.record import ChunkStats, MapRecord
+    from payoff.telemetry.otlp import OTLPSetup
 
 _lock = _forks.Lock(reentrant=True)
 _extra: list[Observer] = []
@@ -187,11 +188,18 @@ def _otel_metrics_for(meter_provider: object) -> Observer:
         return observer
 
 
-def configure(*args: object, **kwargs: object) -> object:
-    """Set up OpenTelemetry SDK providers with OTLP export; see :func:`payoff.telemetry.otlp.configure`."""
+def configure(otlp_endpoint: str | None = None, service_name: str | None = None, *, traces: bool = True,
+              metrics_too: bool = True, export_interval_seconds: float = 10.0, timeout_seconds: float | None = None,
+              set_global: bool = True) -> OTLPSetup:
+    """Set up OpenTelemetry SDK providers with OTLP export; see :func:`payoff.telemetry.otlp.configure`.
+
+    Its parameters spelled out here, not passed on as ``*args, **kwargs``: ``help()`` and an IDE showed none.
+    The SDK and exporter are imported only when called."""
     from payoff.telemetry.otlp import configure as _configure
 
-    return _configure(*args, **kwargs)  # type: ignore[arg-type]
+    return _configure(otlp_endpoint, service_name, traces=traces, metrics_too=metrics_too,
+                      export_interval_seconds=export_interval_seconds, timeout_seconds=timeout_seconds,
+                      set_global=set_global)
 
 
 __all__ = ["FALLBACK_WARNINGS", "MetricsServer", "ParallelFallbackWarning", "add_default_observer", "configure",
