@@ -1220,16 +1220,18 @@ class MapRun:
         self._note_retry(f"the {pool.name} pool broke ({exc}); lost chunks were rerun in fresh workers")
 
     def _resume_after_submit_failure(self, pool: Strategy, exc: BrokenExecutor) -> None:
-        """Nothing ran on the broken pool: a fresh one of ours, or the caller for a user's pool, unless this
-        function crashed a worker process before (most often it broke this very pool in its last call)."""
+        """Nothing ran on the broken pool: a fresh one of ours; for a user's pool of threads, the caller (its
+        items ran in this process anyway). A user's process pool broke when one of its workers died, most often
+        of an item of the call before (this function's, or one it wraps: a ``partial``, a lambda): run in the
+        caller, that item ended the caller's process (pip-user trial)."""
+        if isinstance(pool, ExternalStrategy) and not pool.in_this_process:
+            raise WorkerCrashedError(
+                f"payoff: the user-supplied pool is broken ({exc}): a worker process of it died, and payoff "
+                "cannot restart a pool it does not own. Nothing of this call ran; its items never run in the "
+                "caller's process instead, where an item that killed a worker would end it. Hand over a fresh "
+                "pool, or name strategy='processes' (payoff restarts its own pools).",
+                item_index=None, chunk_index=None, exitcode=None, completed=self._completed()) from exc
         if isinstance(pool, ExternalStrategy):
-            crash = self.ex._planner.knowledge.crash_of(self.fn)
-            if crash is not None:
-                raise WorkerCrashedError(
-                    f"payoff: the user-supplied pool is broken ({exc}) and cannot be restarted, and this function "
-                    f"crashed a worker process before ({crash}): its items never run in the caller's process. "
-                    "Hand over a fresh pool, or name strategy='processes' (payoff restarts its own pools).",
-                    item_index=None, chunk_index=None, exitcode=None, completed=self._completed()) from exc
             self._note_retry(f"the user's pool broke ({exc}); chunks it never started ran in the caller")
             self.where("serial", 1)
             self.lease = Lease(SerialStrategy(1))

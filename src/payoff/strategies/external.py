@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from payoff.strategies.base import ChunkTask, Strategy
@@ -22,6 +22,13 @@ class ExternalStrategy(Strategy):
     def __init__(self, target: Any, workers: int) -> None:
         super().__init__(workers)
         self.target = target
+
+    @property
+    def in_this_process(self) -> bool:
+        """Whether its workers are threads of this process: only a ``ThreadPoolExecutor`` is known to be. Any
+        other (a process pool, loky's, a cluster's client) is taken for one whose items a crash would let out
+        of the caller's process if they ran there."""
+        return isinstance(self.target, ThreadPoolExecutor)
 
     def _start(self) -> None:
         return None
