@@ -83,9 +83,10 @@ HELD_CHUNKS_PER_WORKER = 4
 STOP_GRACE_SECONDS = 0.1
 """Thread chunks stop at their next timing block once cancelled; those still running after this are stuck."""
 READER_GRACE_SECONDS = 10.0
-"""``shutdown(wait=True)`` waits this long for an ``imap`` paused in another live thread's hands to be asked for
-its next result; one that is not (a generator a server's request thread keeps) is detached, as one whose reader
-thread ended is. Waited for as long as that, shutdown hung for as long as the thread lived."""
+"""After this long waiting for an ``imap`` paused in another live thread's hands, ``shutdown(wait=True)`` says
+so, naming the thread: it waits for as long as that thread keeps the imap unfinished (a generator a server's
+request thread holds on to), and waited silently. It is not let go: a reader that is only slow (an upload per
+result) would lose the results computed for it."""
 
 
 class _PoolClosedAtExit(Exception):
@@ -308,27 +309,31 @@ class MapRun:
             raise TimeoutError(f"payoff: the {self._kind()}'s timeout={self.timeout:g} s, counted from the call, "
                                "had run out before its first result was asked for; no item ran")
 
+    def kept_paused_by(self, seconds: float) -> threading.Thread | None:
+        """The live thread other than this one that has held this ``imap`` paused for ``seconds`` or more."""
+        with self.pause_lock:
+            holder = self.paused_by
+            if not self.paused or self.detached or holder is None or holder is threading.current_thread() \
+                    or not holder.is_alive() or time.monotonic() - self.paused_at < seconds:
+                return None
+            return holder
+
     def _kind(self) -> str:
         return "imap" if self.ordered else "imap_unordered"
 
-    def detach(self, waiting_since: float | None = None) -> bool:
+    def detach(self) -> bool:
         """Called by ``shutdown(wait=True)``: an ``imap`` paused in the shutting-down thread's own hands, or in
         the hands of a thread that has ended, lets go of its pool instead of holding that wait forever (nothing
         could resume it meanwhile).
 
         Its chunks already queued are cancelled, running ones end with the pool;
         the call raises ``RuntimeError`` when its caller asks for more. An imap
-        paused in another live thread is being read: shutdown waits for it,
-        unless it stays paused for READER_GRACE_SECONDS of the wait, which
-        began at ``waiting_since`` (``time.monotonic()``; None: not at all).
+        paused in another live thread is being read: shutdown waits for it.
         """
         with self.pause_lock:
             holder = self.paused_by
-            if not self.paused or self.detached or holder is None:
-                return False
-            if holder is not threading.current_thread() and holder.is_alive() and (
-                    waiting_since is None
-                    or time.monotonic() - max(waiting_since, self.paused_at) < READER_GRACE_SECONDS):
+            if not self.paused or self.detached or holder is None \
+                    or (holder is not threading.current_thread() and holder.is_alive()):
                 return False
             self.detached = True
         self.token.set()

@@ -25,7 +25,7 @@ from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, SupportsIndex, cast
 
-from payoff import _exit, _forks, _spare_threads, _waiting, planning
+from payoff import _exit, _forks, _maprun, _spare_threads, _waiting, planning
 from payoff._event_loop import blocking_loop, warn_if_held
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._maprun import MapRun
@@ -35,7 +35,7 @@ from payoff._source import Source, as_given
 from payoff._tracebacks import show_from_the_function
 from payoff.config import MAX_SECONDS, ParallelConfig
 from payoff.errors import PoolStartTimeoutError
-from payoff.observers import CallInfo, CallSite, Observer, Observers
+from payoff.observers import CallInfo, CallSite, Observer, Observers, warn_at_call_site
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
@@ -467,16 +467,15 @@ class ParallelExecutor:
         with self._lock:
             return any(run.thread == me and not run.paused for run in self._runs)
 
-    def _detach_paused(self, waiting_since: float | None = None) -> None:
+    def _detach_paused(self) -> None:
         """An ``imap`` paused in this thread's hands cannot resume while this thread waits: it stops instead.
 
-        Its caller may never come back (a ``with`` block left after ``next(it)``); nor may another thread's that
-        asks for no result while the wait (begun at ``waiting_since``) goes on (``READER_GRACE_SECONDS``).
+        Its caller may never come back (a ``with`` block left after ``next(it)``).
         """
         with self._lock:
             runs = list(self._runs)
         for run in runs:
-            run.detach(waiting_since)
+            run.detach()
 
     def _wait_for_runs(self, running: set[MapRun]) -> None:
         """Every call of ``running`` ends, including one still planning or starting its pool.
@@ -484,16 +483,30 @@ class ParallelExecutor:
         Calls begun after a reopen (the shared executor of ``payoff.map`` reopens
         for its next call) are not waited for: other threads mapping all along
         kept a ``with payoff.default_executor():`` from ever being left. An
-        ``imap`` whose reader thread ends meanwhile without finishing it is let go then, and one another
-        thread keeps paused past ``READER_GRACE_SECONDS`` of the wait.
+        ``imap`` whose reader thread ends meanwhile without finishing it is let go then; one another live
+        thread keeps paused is waited for, and named in a warning after ``READER_GRACE_SECONDS``.
         """
-        since = time.monotonic()
+        since, said = time.monotonic(), False
         while True:
             with self._lock:
                 if all(run.detached or run not in self._runs for run in running):
                     return
                 self._runs_changed.wait(0.2)
-            self._detach_paused(since)
+            self._detach_paused()
+            if not said and time.monotonic() - since >= _maprun.READER_GRACE_SECONDS:
+                said = self._say_kept_paused(running)
+
+    def _say_kept_paused(self, running: set[MapRun]) -> bool:
+        """Warn that shutdown waits for ``imap`` calls other live threads keep paused, naming them; whether any."""
+        grace = _maprun.READER_GRACE_SECONDS
+        holders = sorted({t.name for run in running if (t := run.kept_paused_by(grace)) is not None})
+        if not holders:
+            return False
+        warn_at_call_site(RuntimeWarning(
+            f"payoff: shutdown(wait=True) has waited {grace:g} s for an imap that thread(s) {', '.join(holders)} "
+            "keep paused, and waits for as long as they keep it unfinished: take its results or close() it in "
+            "that thread, or shut down with wait=False (it then finishes on its retired pool)"))
+        return True
 
     def _release_pools(self) -> None:
         self._pools.retire()
