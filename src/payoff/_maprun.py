@@ -749,13 +749,18 @@ class MapRun:
         assert self.lease is not None
         while True:
             pool = self.lease.pool
+            broken: BrokenExecutor | None = None
             try:
                 yield from self._drive(pool)
                 return
             except BrokenExecutor as exc:
-                self._after_break(pool, exc)
+                broken = exc
             except _PoolClosedAtExit as exc:
                 self._finish_here(pool, str(exc))
+                continue
+            # out of the except clause: what the recovery raises (the call's timeout as a fresh pool starts) came
+            # "during handling of" the pool's own error, which is payoff's, not the user's
+            self._after_break(pool, broken)
 
     def _finish_here(self, pool: Strategy, refused: str) -> None:
         """The pool's exit hook refused new work while the program waits for this thread: the chunks it took
@@ -1302,14 +1307,17 @@ class MapRun:
             # notebook's kernel threads are always there, and its every slow call was blamed on them)
             hint = "" if self.lease is None or any(c.where == "pool" for c in self.rec.chunks) \
                 else held_at_fork_hint(self.lease.pool.forked_beside)
+            # "from None" here and below: raised while payoff handles its own exceptions (a pool that broke or
+            # closed as another call's timeout stopped it), which are no part of the user's traceback
             if self.streaming:
                 raise TimeoutError(f"payoff: the {self._kind()}'s next result was not ready within timeout="
-                                   f"{self.timeout} s of the call (every result ready by then was handed out){hint}")
-            raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s{hint}")
+                                   f"{self.timeout} s of the call (every result ready by then was handed "
+                                   f"out){hint}") from None
+            raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s{hint}") from None
         if self.token.is_set():
             if program_ending():
-                raise ended_with_the_program("payoff: the map was cancelled: the program is ending")
-            raise CancelledError("payoff: the map was cancelled")
+                raise ended_with_the_program("payoff: the map was cancelled: the program is ending") from None
+            raise CancelledError("payoff: the map was cancelled") from None
 
     def _items_error(self, outcome: ChunkOutcome) -> BaseException:
         """The outcome's item's error, noted, to be raised; kept as this call's item error."""
