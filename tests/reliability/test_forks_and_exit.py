@@ -584,6 +584,36 @@ def test_a_script_without_a_main_guard_on_dask_says_so_in_its_fallback(tmp_path:
     assert "serial" in mapped[0] and "if __name__ == '__main__':" in mapped[0], mapped[0]
 
 
+PORT_IN_USE_SCRIPT = textwrap.dedent("""
+    import errno
+    from payoff.strategies.dask import DaskStrategy
+    from payoff.strategies.main_guard import REFUSED
+
+    def in_use(**_):
+        raise OSError(errno.EADDRINUSE, "Address already in use")
+
+    for attempt in (1, 2):  # no guard in this script: only a start its workers failed is the guard's fault
+        try:
+            DaskStrategy(2)._local_cluster(in_use)
+        except Exception as exc:
+            print(attempt, type(exc).__name__, exc)
+    print("refusals kept:", len(REFUSED))
+""")
+
+
+def test_a_dask_start_that_failed_for_another_reason_is_not_blamed_on_a_missing_main_guard(tmp_path: Path) -> None:
+    """Any failed LocalCluster start of an unguarded script was taken for the guard's fault and kept as such
+    (the review of 3e14ec5: a port in use became "no guard", and every later start failed at once)."""
+    pytest.importorskip("distributed")
+    script = tmp_path / "port_in_use.py"
+    script.write_text(PORT_IN_USE_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=CHILD_ENV,
+                          timeout=GUARD_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["1 OSError [Errno 98] Address already in use",
+                                        "2 OSError [Errno 98] Address already in use", "refusals kept: 0"], done.stdout
+
+
 DAEMON_SCRIPT = textwrap.dedent("""
     import json, multiprocessing as mp, sys, warnings
     from payoff import ParallelConfig, ParallelExecutor

@@ -485,3 +485,26 @@ def test_a_timeouts_traceback_is_not_chained_onto_payoffs_own_queue_empty(strate
         with pytest.raises(TimeoutError) as raised:
             ex.map(tasks.nap_ms, [1500] * 4, timeout=0.3)
     assert not isinstance(raised.value.__context__, queue.Empty), repr(raised.value.__context__)
+
+
+CLOSED_EARLY_SCRIPT = textwrap.dedent("""
+    import warnings
+    from payoff import ParallelConfig, ParallelExecutor, planning
+    from tests import tasks
+
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=1), planner=planning.Planner()) as ex:
+        warnings.simplefilter("error")
+        it = ex.imap(tasks.square, range(3))  # one worker: single_worker, a fallback warning at the call's end
+        next(it)
+        it.close()
+""")
+
+
+def test_an_imap_closed_early_under_warnings_as_errors_still_shows_its_fallback_warning() -> None:
+    """The consumer's close is no error of the call's: a fallback warning made an error became a note on its
+    GeneratorExit, which nobody reads, where the default filter shows it (the review of abf52a7). It is raised
+    there, as before, and Python reports it as ignored in the generator."""
+    done = subprocess.run([sys.executable, "-c", CLOSED_EARLY_SCRIPT], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env=CHILD_ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ParallelFallbackWarning" in done.stderr and "single_worker" in done.stderr, done.stderr[-3000:]

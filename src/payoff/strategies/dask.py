@@ -228,7 +228,7 @@ class DaskStrategy(Strategy):
         try:
             return make(n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                         dashboard_address=None, silence_logs=40)
-        except Exception as exc:
+        except RuntimeError as exc:  # "Nanny failed to start." (a port in use, an OSError, is no script's fault)
             hint = unguarded_main_hint(method)
             if hint is None:
                 raise

@@ -60,7 +60,7 @@ class FallbackWarnings(Observer):
                                     lambda: ParallelFallbackWarning(fallback_message(record), reason, record),
                                     (reason,))
         except ParallelFallbackWarning as raised:
-            if error is None:
+            if error is None or isinstance(error, GeneratorExit):  # an imap closed early: nobody reads its notes
                 raise
             error.add_note(as_note(raised))  # a filter's "error" must not replace the call's own (its timeout)
 
