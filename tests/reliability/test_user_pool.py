@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -101,3 +101,22 @@ def test_a_function_that_broke_the_users_pool_never_runs_in_the_caller_on_its_ne
     second = [line for line in proc.stdout.splitlines() if line.startswith("attempt 2 raised:")]
     assert second and "is broken" in second[0] and "fresh pool" in second[0], proc.stdout
     assert "cause BrokenProcessPool" in proc.stdout, proc.stdout
+
+
+def _refuse() -> None:
+    raise RuntimeError("this pool's initializer fails")
+
+
+def test_a_users_thread_pool_that_broke_has_the_call_run_in_the_caller() -> None:
+    """A thread pool's items run in this process anyway: one already broken (its initializer failed in the call
+    before, which raised) leaves the next call's chunks to the caller, recorded as a recovery, where a process
+    pool's next call raises."""
+    with ThreadPoolExecutor(2, initializer=_refuse) as pool, \
+            ParallelExecutor(strategy=pool, planner=planning.Planner()) as ex:
+        with pytest.raises(BrokenExecutor):
+            ex.map(tasks.square, range(20))
+        with pytest.warns(payoff.ParallelFallbackWarning):
+            assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is not None
+    assert record.fallback_reason.value == "map_failure_retry" and "ran in the caller" in record.fallback_detail
