@@ -1022,3 +1022,33 @@ def test_an_explainer_nothing_can_pickle_is_explained_here_not_on_threads() -> N
     threads = enable(wrapper, ParallelConfig(strategy="threads", max_workers=2, **FORCE))
     _, record = _explained(threads, lambda: wrapper.explain_factual(x_test))
     assert record is not None and record.selected_strategy == "threads" and record.fallback_reason is None
+
+
+def test_two_threads_explaining_through_one_wrapper_each_get_a_merge_set_right() -> None:
+    """Two threads explained through one enabled wrapper at once: they shared the executor's one explain session,
+    and the second to end left CE's raw merge (the whole test matrix as every explanation's row, 642 rows of
+    probabilities for 60 instances: the CE trial, 2 of 2 runs)."""
+    import threading
+
+    wrapper, _, _, x_test = _wrapper("classification")
+    parts = [x_test[:30], x_test[30:]]
+    expected = [wrapper.explain_factual(part) for part in parts]
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=5, **FORCE))
+    got: dict[int, Any] = {}
+
+    def explain(k: int) -> None:
+        got[k] = wrapper.explain_factual(parts[k])
+
+    try:
+        threads = [threading.Thread(target=explain, args=(k,)) for k in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+    finally:
+        ex.close()
+    assert sorted(got) == [0, 1], "an explain did not finish"
+    for k in range(2):
+        assert got[k].probabilities.shape == expected[k].probabilities.shape == (30, 2), k
+        for want, have in zip(expected[k].explanations, got[k].explanations, strict=True):
+            np.testing.assert_array_equal(have.x_test, want.x_test)

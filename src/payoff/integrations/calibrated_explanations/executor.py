@@ -7,6 +7,7 @@ import functools
 import math
 import os
 import sys
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -151,7 +152,10 @@ class CEParallelExecutor:
         """The payoff executor that runs CE's tasks (its items are chunks of instances)."""
         self.metrics = CEMetrics(max_workers=self._workers())
         self._lock = _forks.Lock(reentrant=True)
-        self._session: _Session | None = None
+        self._sessions: dict[int, _Session] = {}
+        """Each thread's explain under way, by ``threading.get_ident()``: two threads explaining through one
+        enabled wrapper at once shared one, and the second to end found it gone and left its merge unrepaired
+        (its probabilities 642 rows for 60 instances: the CE trial)."""
         self._retrying = False
         self._explainers: list[weakref.ReferenceType[Any]] = []
         self._costs: OrderedDict[tuple[int, tuple[str, ...]], CostFit] = OrderedDict()
@@ -241,15 +245,15 @@ class CEParallelExecutor:
     def __enter__(self) -> CEParallelExecutor:
         """Idempotent: CE enters three times per explain and leaves twice."""
         with self._lock:
-            if self._session is None:
-                self._session = _Session(self._latest_ids())
+            if threading.get_ident() not in self._sessions:
+                self._sessions[threading.get_ident()] = _Session(self._latest_ids())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         """Never closes the pool (CE's inner exit comes before its outer one); reports what CE hides."""
         with self._lock:
-            session, self._session = self._session, None
+            session = self._sessions.pop(threading.get_ident(), None)
             retrying, self._retrying = self._retrying, False
         if session is None:
             return
@@ -291,7 +295,7 @@ class CEParallelExecutor:
         seq = list(items)
         before = self.executor.last_record
         with self._lock:
-            session = self._session
+            session = self._sessions.get(threading.get_ident())
             if session is not None:
                 session.mapped = True
             self.metrics.maps += 1
