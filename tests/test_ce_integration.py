@@ -1052,3 +1052,24 @@ def test_two_threads_explaining_through_one_wrapper_each_get_a_merge_set_right()
         assert got[k].probabilities.shape == expected[k].probabilities.shape == (30, 2), k
         for want, have in zip(expected[k].explanations, got[k].explanations, strict=True):
             np.testing.assert_array_equal(have.x_test, want.x_test)
+
+
+def test_a_multiclass_merge_joins_the_predicted_classes_with_the_probabilities() -> None:
+    """For more than two classes CE keeps ``(probabilities, predicted classes)`` under the full-probabilities key:
+    the probabilities were joined across tasks, the classes stayed the first task's (16 for 60 instances: the CE
+    trial's fault 5)."""
+    x, y = make_classification(n_samples=560, n_features=6, n_informative=3, n_redundant=0, n_classes=3,
+                               n_clusters_per_class=1, random_state=0)
+    wrapper = ce.WrapCalibratedExplainer(RandomForestClassifier(n_estimators=20, random_state=0, n_jobs=1))
+    wrapper.fit(x[:300], y[:300])
+    wrapper.calibrate(x[300:500], y[300:500])
+    x_test = x[500:530]
+    expected = wrapper.explain_factual(x_test)
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=10, **FORCE))
+    got, record = _explained(ex, lambda: wrapper.explain_factual(x_test))
+    assert record is not None and record.n_chunks == 3
+    want_full = expected.explanations[25].prediction["__full_probabilities__"]
+    have_full = got.explanations[25].prediction["__full_probabilities__"]
+    assert isinstance(want_full, tuple) and len(want_full) == len(have_full) == 2, "not CE's multiclass payload"
+    for want, have in zip(want_full, have_full, strict=True):
+        np.testing.assert_array_equal(have, want)

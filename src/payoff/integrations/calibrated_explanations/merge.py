@@ -38,24 +38,27 @@ def _join_probabilities(explained: Any, items: list[Any]) -> None:
     import numpy as np
 
     chunks: list[Any] = []
+    rests: list[tuple[Any, ...]] = []  # what else each chunk's tuple holds (multiclass: its predicted classes)
     for explanation in items:
         matrix = _chunk_matrix(explanation)
         if matrix is None:
             return  # regression, or not CE's classification payload: nothing to join
         if not chunks or matrix is not chunks[-1]:
             chunks.append(matrix)
+            rests.append(_rest_of_full(explanation))
     if len(chunks) < 2 or not all(isinstance(m, np.ndarray) and m.ndim == 2 for m in chunks):
         return
     whole = np.vstack(chunks)
     if whole.shape[0] != len(items):
         return
+    rest = _joined_rest(rests, chunks)
     for explanation in items:
         if getattr(explanation, "prediction_probabilities", None) is not None:
             explanation.prediction_probabilities = whole
         prediction = getattr(explanation, "prediction", None)
         full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
         if isinstance(full, tuple) and full:
-            prediction[FULL_PROBABILITIES] = (whole, *full[1:])  # type: ignore[index]
+            prediction[FULL_PROBABILITIES] = (whole, *(full[1:] if rest is None else rest))  # type: ignore[index]
         elif full is not None:
             prediction[FULL_PROBABILITIES] = whole  # type: ignore[index]
     if hasattr(explained, "_probabilities_cache"):
@@ -70,3 +73,27 @@ def _chunk_matrix(explanation: Any) -> Any:
     prediction = getattr(explanation, "prediction", None)
     full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
     return full[0] if isinstance(full, tuple) and full else full
+
+
+def _rest_of_full(explanation: Any) -> tuple[Any, ...]:
+    prediction = getattr(explanation, "prediction", None)
+    full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
+    return tuple(full[1:]) if isinstance(full, tuple) else ()
+
+
+def _joined_rest(rests: list[tuple[Any, ...]], chunks: list[Any]) -> tuple[Any, ...] | None:
+    """The rest of the chunks' tuples joined as their matrices are, where each part has a row per instance of
+    its chunk (multiclass: the predicted classes, which stayed the first chunk's: 16 for 60 instances, the CE
+    trial); None where they are not such parts, and each explanation keeps its own."""
+    import numpy as np
+
+    if not rests or any(len(r) != len(rests[0]) for r in rests) or not rests[0]:
+        return None
+    joined = []
+    for k in range(len(rests[0])):
+        parts = [r[k] for r in rests]
+        if not all(isinstance(p, np.ndarray) and p.ndim >= 1 and len(p) == len(m)
+                   for p, m in zip(parts, chunks, strict=True)):
+            return None
+        joined.append(np.concatenate(parts))
+    return tuple(joined)
