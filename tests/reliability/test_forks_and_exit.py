@@ -471,6 +471,27 @@ def test_a_child_forked_while_another_thread_holds_payoffs_locks_still_maps() ->
 # -- an imap paused in the parent and continued in a forked child --------------------------------------------
 
 
+def _in_a_forked_child(body: Callable[[], str]) -> str:
+    """What ``body`` says, run in a forked child; one that hangs (the faults here) ends by its alarm, and the
+    parent fails on its exit status; anything ``body`` raises is said as its repr."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.alarm(30)
+            said = body()
+        except BaseException as exc:  # anything else is reported to the parent as a failure
+            said = repr(exc)
+        os.write(writer, said.encode()[:4000])
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as fh:
+        said = fh.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the child hung or died: {status}"
+    return said
+
+
 @pytest.mark.parametrize("strategy", ["threads", "processes"])
 def test_a_forked_child_cannot_continue_the_parents_parallel_imap_and_says_so(strategy: str) -> None:
     """It waited forever for chunks that run on the parent's pools; the parent still takes the rest."""
@@ -478,24 +499,15 @@ def test_a_forked_child_cannot_continue_the_parents_parallel_imap_and_says_so(st
     with ParallelExecutor(config) as ex:
         it = ex.imap(tasks.square, range(400), chunksize=10)
         assert next(it) == 0
-        reader, writer = os.pipe()
-        pid = os.fork()
-        if pid == 0:
+
+        def take_the_rest() -> str:
             try:
-                signal.alarm(30)  # a child that hangs (the fault) ends, and says so by its exit status
                 list(it)
-                said = "no error"
+                return "no error"
             except RuntimeError as exc:
-                said = str(exc)
-            except BaseException as exc:  # anything else is reported to the parent as a failure
-                said = repr(exc)
-            os.write(writer, said.encode()[:4000])
-            os._exit(0)
-        os.close(writer)
-        with os.fdopen(reader, "rb") as fh:
-            said = fh.read().decode()
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, f"the child hung or died: {status}"
+                return str(exc)
+
+        said = _in_a_forked_child(take_the_rest)
         assert "forked" in said and "cannot continue" in said, said
         assert list(it) == [x * x for x in range(1, 400)]
 
@@ -509,27 +521,17 @@ def test_a_forked_child_cannot_continue_autos_imap_whose_rest_goes_to_a_pool_and
         payoff.map(tasks.square, range(500))  # measured first, on the shared executor
         it = ex.imap(tasks.square, range(10_000))
         assert next(it) == 0
-        reader, writer = os.pipe()
-        pid = os.fork()
-        if pid == 0:
+
+        def take_one_then_shut_down() -> str:
             try:
-                signal.alarm(30)  # a child that hangs (the fault) ends, and says so by its exit status
-                try:
-                    next(it)  # one result, then the child is done with it (a paused imap holds its lease)
-                    said = "no error"
-                except RuntimeError as exc:
-                    said = str(exc)
-                ex.shutdown()
-                said += " | shutdown returned"
-            except BaseException as exc:  # anything else is reported to the parent as a failure
-                said = repr(exc)
-            os.write(writer, said.encode()[:4000])
-            os._exit(0)
-        os.close(writer)
-        with os.fdopen(reader, "rb") as fh:
-            said = fh.read().decode()
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, f"the child hung or died: {status}"
+                next(it)  # one result, then the child is done with it (a paused imap holds its lease)
+                said = "no error"
+            except RuntimeError as exc:
+                said = str(exc)
+            ex.shutdown()
+            return said + " | shutdown returned"
+
+        said = _in_a_forked_child(take_one_then_shut_down)
         assert "cannot continue" in said and said.endswith("shutdown returned"), said
         assert list(it) == [x * x for x in range(1, 10_000)]
         record = ex.last_record
