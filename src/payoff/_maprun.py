@@ -1230,22 +1230,17 @@ class MapRun:
         self._note_retry(f"the {pool.name} pool broke ({exc}); lost chunks were rerun in fresh workers")
 
     def _resume_after_submit_failure(self, pool: Strategy, exc: BrokenExecutor) -> None:
-        """Nothing ran on the broken pool: a fresh one of ours; for a user's pool of threads, the caller (its
-        items ran in this process anyway). A user's process pool broke when one of its workers died, most often
-        of an item of the call before (this function's, or one it wraps: a ``partial``, a lambda): run in the
-        caller, that item ended the caller's process (pip-user trial)."""
-        if isinstance(pool, ExternalStrategy) and not pool.in_this_process:
-            raise WorkerCrashedError(
-                f"payoff: the user-supplied pool is broken ({exc}): a worker process of it died, and payoff "
-                "cannot restart a pool it does not own. Nothing of this call ran; its items never run in the "
-                "caller's process instead, where an item that killed a worker would end it. Hand over a fresh "
-                "pool, or name strategy='processes' (payoff restarts its own pools).",
-                item_index=None, chunk_index=None, exitcode=None, completed=self._completed()) from exc
+        """Nothing ran on the broken pool: a fresh one of ours; a user's pool cannot be restarted, so the call
+        raises. Run in the caller, a call on a user's process pool broken by an item of the call before (its
+        function's, or one it wraps: a ``partial``) ended the caller's process (pip-user trial); a thread pool
+        breaks only when its initializer failed, and its items ran where that never ran (the second review).
+        A plain ``BrokenExecutor``: nothing of this call crashed, and its function is not marked for it."""
         if isinstance(pool, ExternalStrategy):
-            self._note_retry(f"the user's pool broke ({exc}); chunks it never started ran in the caller")
-            self.where("serial", 1)
-            self.lease = Lease(SerialStrategy(1))
-            return
+            raise BrokenExecutor(
+                f"payoff: the user-supplied pool is broken ({exc}) and payoff cannot restart a pool it does not "
+                "own; nothing of this call ran (its items never run in the caller's process instead: an item "
+                "that killed a worker would end it, and a pool's initializer never ran there). Hand over a "
+                "fresh pool, or name a strategy (payoff restarts its own pools).") from exc
         if self._here_at_exit(f"the {pool.name} pool broke ({exc})", "the chunks it never started"):
             return
         self._note_retry(f"the {pool.name} pool broke ({exc}); chunks it never started went to a fresh pool")

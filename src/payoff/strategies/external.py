@@ -7,7 +7,6 @@ user: payoff never shuts it down.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -23,16 +22,6 @@ class ExternalStrategy(Strategy):
     def __init__(self, target: Any, workers: int) -> None:
         super().__init__(workers)
         self.target = target
-
-    @property
-    def in_this_process(self) -> bool:
-        """Whether its workers are threads of this process: only a ``ThreadPoolExecutor`` is known to be. Any
-        other (a process pool, loky's, a cluster's client) is taken for one whose items a crash would let out
-        of the caller's process if they ran there. ``concurrent.futures`` imports its thread module on first
-        use, which registers its exit hook: imported with payoff, it changed what a map in an ``atexit``
-        handler meets (``test_start_failures``); a pool of it exists only once it is imported."""
-        thread = sys.modules.get("concurrent.futures.thread")  # not imported here: see below
-        return thread is not None and isinstance(self.target, thread.ThreadPoolExecutor)
 
     def _start(self) -> None:
         return None
