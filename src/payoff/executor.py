@@ -12,6 +12,7 @@ import contextlib
 import functools
 import inspect
 import itertools
+import logging
 import math
 import numbers
 import operator
@@ -502,10 +503,14 @@ class ParallelExecutor:
         holders = sorted({t.name for run in running if (t := run.kept_paused_by(grace)) is not None})
         if not holders:
             return False
-        warn_at_call_site(RuntimeWarning(
-            f"payoff: shutdown(wait=True) has waited {grace:g} s for an imap that thread(s) {', '.join(holders)} "
-            "keep paused, and waits for as long as they keep it unfinished: take its results or close() it in "
-            "that thread, or shut down with wait=False (it then finishes on its retired pool)"))
+        try:
+            warn_at_call_site(RuntimeWarning(
+                f"payoff: shutdown(wait=True) has waited {grace:g} s for an imap that thread(s) "
+                f"{', '.join(holders)} keep paused, and waits for as long as they keep it unfinished: take its "
+                "results or close() it in that thread, or shut down with wait=False (it then finishes on its "
+                "retired pool)"))
+        except Warning as raised:  # -W error: raised out of here, it cut the shutdown short and left its pools
+            logging.getLogger("payoff").warning("%s", raised)
         return True
 
     def _release_pools(self) -> None:
