@@ -228,8 +228,8 @@ class DaskStrategy(Strategy):
         try:
             return make(n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                         dashboard_address=None, silence_logs=40)
-        except RuntimeError as exc:  # "Nanny failed to start." (a port in use, an OSError, is no script's fault)
-            hint = unguarded_main_hint(method)
+        except RuntimeError as exc:
+            hint = unguarded_main_hint(method) if _nanny_failed(exc) else None
             if hint is None:
                 raise
             REFUSED[key] = f"payoff: the {self.name} LocalCluster's workers died as they started: {hint}"
@@ -542,3 +542,17 @@ def _relay(remote: Any, local: Future[Any], stamp: bool = True,
         return
     with contextlib.suppress(InvalidStateError):
         local.set_result((result, arrived_ns) if stamp else result)
+
+
+def _nanny_failed(exc: BaseException) -> bool:
+    """Whether a LocalCluster's start failed because a nanny's worker died starting ("Nanny failed to start."),
+    as one importing an unguarded script does. distributed wraps every start failure in a RuntimeError ("Cluster
+    failed to start: Scheduler failed to start." for a port in use): only the nanny's is the script's."""
+    seen: set[int] = set()
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        if "Nanny failed to start" in str(at):
+            return True
+        seen.add(id(at))
+        at = at.__cause__ or at.__context__
+    return False
