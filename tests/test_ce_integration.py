@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import pickle
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -1028,12 +1029,19 @@ def test_two_threads_explaining_through_one_wrapper_each_get_a_merge_set_right()
     """Two threads explained through one enabled wrapper at once: they shared the executor's one explain session,
     and the second to end left CE's raw merge (the whole test matrix as every explanation's row, 642 rows of
     probabilities for 60 instances: the CE trial, 2 of 2 runs)."""
-    import threading
-
     wrapper, _, _, x_test = _wrapper("classification")
     parts = [x_test[:30], x_test[30:]]
     expected = [wrapper.explain_factual(part) for part in parts]
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, instance_chunk_size=5, **FORCE))
+    # both explains merged (the explainer's latest_explanation set twice) before either repairs: a schedule the
+    # OS may pick at any time, where each repaired the explainer's latest, one of them twice (the second review)
+    barrier, repair = threading.Barrier(2, timeout=120), ex._repair_merged
+
+    def repair_once_both_merged(session: Any) -> None:
+        barrier.wait()
+        repair(session)
+
+    ex._repair_merged = repair_once_both_merged  # type: ignore[method-assign]
     got: dict[int, Any] = {}
 
     def explain(k: int) -> None:

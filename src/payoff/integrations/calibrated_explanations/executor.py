@@ -67,6 +67,9 @@ class _Session:
     failed: BaseException | None = None
     gc_paused: bool = False
     """This explain paused the collector (at its first ``map``); ``__exit__`` resumes it."""
+    produced: Any = None
+    """An explanation this explain's ``map`` returned: CE's merge points it to the collection it joins it into,
+    which is this explain's, where the explainer's ``latest_explanation`` may already be another thread's."""
 
 
 def _user_site() -> CallSite:
@@ -156,7 +159,8 @@ class CEParallelExecutor:
         """Each thread's explain under way, by ``threading.get_ident()``: two threads explaining through one
         enabled wrapper at once shared one, and the second to end found it gone and left its merge unrepaired
         (its probabilities 642 rows for 60 instances: the CE trial)."""
-        self._retrying = False
+        self._retrying: set[int] = set()
+        """Threads whose explain CE is re-running serially after payoff's map failed (``_ce_retries``)."""
         self._explainers: list[weakref.ReferenceType[Any]] = []
         self._costs: OrderedDict[tuple[int, tuple[str, ...]], CostFit] = OrderedDict()
         self._ce_config: tuple[ParallelConfig, ParallelConfig, CEConfig] | None = None
@@ -254,7 +258,8 @@ class CEParallelExecutor:
         """Never closes the pool (CE's inner exit comes before its outer one); reports what CE hides."""
         with self._lock:
             session = self._sessions.pop(threading.get_ident(), None)
-            retrying, self._retrying = self._retrying, False
+            retrying = threading.get_ident() in self._retrying
+            self._retrying.discard(threading.get_ident())
         if session is None:
             return
         if session.gc_paused:
@@ -307,6 +312,8 @@ class CEParallelExecutor:
                 out = self.executor.map(fn, seq, chunksize=chunksize, workload=self.workload)
             else:
                 out = self._map_tasks(fn, tasks)
+                if session is not None:
+                    session.produced = _first_explanation(out)
         except BaseException as exc:
             with self._lock:
                 self.metrics.failures += 1
@@ -561,7 +568,15 @@ class CEParallelExecutor:
         return [e for e in (r() for r in self._explainers) if e is not None]
 
     def _repair_merged(self, session: _Session) -> None:
-        """The explanation CE merged from this explain's chunks, given what a serial explain gives (``merge``)."""
+        """The explanation CE merged from this explain's chunks, given what a serial explain gives (``merge``).
+
+        Found from an explanation its ``map`` returned: two threads explaining on one explainer both found the
+        explainer's ``latest_explanation``, the one set last, and the other's merge stayed CE's (the second
+        review: 1-2 runs of 20 on threads). The latest explanation is the way only where none came back."""
+        merged = _merged_into(session.produced)
+        if merged is not None:
+            merge.repair(merged)
+            return
         for explainer in self._bound():
             latest = getattr(explainer, "latest_explanation", None)
             if latest is not None and id(latest) != session.latest.get(id(explainer)):
@@ -572,7 +587,7 @@ class CEParallelExecutor:
 
     def _ce_retries(self, session: _Session, exc: BaseException | None) -> None:
         with self._lock:
-            self._retrying = True
+            self._retrying.add(threading.get_ident())
             self.metrics.fallbacks += 1
         where = "payoff's map" if session.failed is not None else "calibrated-explanations after payoff's map"
         warn_user(Reason.MAP_FAILURE_RETRY,
@@ -676,3 +691,19 @@ def plugin_chain(explainer: Any, mode: str) -> str:
         chain = explainer.plugin_manager.explanation_plugin_fallbacks.get(mode) or ()
         return str(chain[0]) if chain else ""
     return ""
+
+
+def _first_explanation(results: list[Any]) -> Any:
+    """An explanation of CE's ``(start, CalibratedExplanations)`` task results; None if there is none."""
+    for pair in results:
+        items = getattr(pair[1], "explanations", None) if isinstance(pair, tuple) and len(pair) == 2 else None
+        if items:
+            return items[0]
+    return None
+
+
+def _merged_into(explanation: Any) -> Any:
+    """The collection CE's merge put ``explanation`` in (it sets each one's ``calibrated_explanations``)."""
+    merged = getattr(explanation, "calibrated_explanations", None)
+    items = getattr(merged, "explanations", None)
+    return merged if items and any(e is explanation for e in items) else None
