@@ -133,14 +133,19 @@ class BreaksOnThirdSubmit(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
-def test_a_pool_that_breaks_on_submit_loses_no_chunk() -> None:
+def test_a_user_pool_that_breaks_on_submit_fails_the_call_and_runs_nothing_in_the_caller() -> None:
+    """Its chunks not yet sent ran in the caller (``map_failure_retry``) until the pip-user trial: a user's
+    process pool broken by a crashing item then ended the caller's process, and a thread pool breaks only when
+    its initializer failed, which never ran in the caller. payoff cannot restart a pool it does not own."""
     pool = BreaksOnThirdSubmit()
     try:
-        with ParallelExecutor(ParallelConfig(strategy=pool, **FORCE)) as ex, pytest.warns(ParallelFallbackWarning):
-            assert ex.map(tasks.square, range(40), chunksize=4) == [x * x for x in range(40)]
-        record = ex.last_record
-        assert record is not None and record.fallback_reason is Reason.MAP_FAILURE_RETRY
-        assert sum(c.n_items for c in record.chunks) == 40
+        with ParallelExecutor(ParallelConfig(strategy=pool, **FORCE)) as ex:
+            with pytest.raises(BrokenExecutor, match="user-supplied pool is broken") as raised:
+                ex.map(tasks.square, range(40), chunksize=4)
+            record = ex.last_record
+        assert isinstance(raised.value.__cause__, BrokenExecutor)
+        assert record is not None and record.outcome == "error"
+        assert [c for c in record.chunks if c.where != "pool"] == [], "a chunk ran in the caller"
     finally:
         pool.shutdown()
 
