@@ -1016,6 +1016,7 @@ def test_an_explainer_nothing_can_pickle_is_explained_here_not_on_threads() -> N
         ex.close()
     assert record is not None and record.mode == "serial" and record.fallback_reason is Reason.UNPICKLABLE
     assert "cloudpickle" in record.fallback_detail and record.n_items == 1
+    assert "joblib" not in record.summary(), "advised joblib, which was just shown unable to send it (CE trial)"
     assert_same(expected, got)
     other, _, _, _ = _wrapper("classification")  # a picklable explainer on the same executor: each keeps its own
     enable(other, executor=ex)

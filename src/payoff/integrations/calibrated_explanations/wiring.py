@@ -16,6 +16,7 @@ from payoff.integrations.calibrated_explanations.executor import (
     warn_user,
 )
 from payoff.reasons import Reason
+from payoff.record import CLOUDPICKLE_CANNOT
 from payoff.strategies import CROSSES_PROCESSES
 
 
@@ -71,8 +72,8 @@ def _check_picklable(executor: CEParallelExecutor, explainer: Any) -> None:
 
         cloudpickle.dumps(explainer)
     except Exception:
-        why = f"the explainer cannot be pickled for worker processes ({problem}), by cloudpickle either; " \
-              f"strategy='threads' runs it on threads"
+        why = f"the explainer cannot be pickled for worker processes ({problem}){CLOUDPICKLE_CANNOT}; " \
+              f"strategy='threads' runs it on threads"  # the marker: its advice is then not joblib's
         executor.mark_unsendable(explainer, why)
         warn_user(Reason.UNPICKLABLE, f"payoff: {why}. calibrated-explanations will run in your "
                                       f"process, as without payoff: CE's work holds the GIL most of its time.")
