@@ -36,7 +36,7 @@ from payoff._source import Source, as_given
 from payoff._tracebacks import show_from_the_function
 from payoff.config import MAX_SECONDS, ParallelConfig
 from payoff.errors import PoolStartTimeoutError
-from payoff.observers import CallInfo, CallSite, Observer, Observers, warn_at_call_site
+from payoff.observers import CallInfo, CallSite, Observer, Observers, warn_before_raising
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
@@ -503,14 +503,12 @@ class ParallelExecutor:
         holders = sorted({t.name for run in running if (t := run.kept_paused_by(grace)) is not None})
         if not holders:
             return False
-        try:
-            warn_at_call_site(RuntimeWarning(
-                f"payoff: shutdown(wait=True) has waited {grace:g} s for an imap that thread(s) "
-                f"{', '.join(holders)} keep paused, and waits for as long as they keep it unfinished: take its "
-                "results or close() it in that thread, or shut down with wait=False (it then finishes on its "
-                "retired pool)"))
-        except Warning as raised:  # -W error: raised out of here, it cut the shutdown short and left its pools
-            logging.getLogger("payoff").warning("%s", raised)
+        note = warn_before_raising(RuntimeWarning(
+            f"payoff: shutdown(wait=True) has waited {grace:g} s for an imap that thread(s) {', '.join(holders)} "
+            "keep paused, and waits for as long as they keep it unfinished: take its results or close() it in "
+            "that thread, or shut down with wait=False (it then finishes on its retired pool)"))
+        if note is not None:  # -W error: raised out of here, it cut the shutdown short and left its pools
+            logging.getLogger("payoff").warning("%s", note)
         return True
 
     def _release_pools(self) -> None:

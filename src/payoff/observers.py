@@ -172,9 +172,10 @@ def warn_at_call_site(warning: Warning) -> None:
 
 def warn_before_raising(warning: Warning) -> str | None:
     """``warn_at_call_site`` for a warning about a call that raises its own error next (a ``TimeoutError``, a
-    ``CancelledError``): where the filters make it an error (``python -W error``, pytest's ``filterwarnings =
-    error``) it would replace that error, which the caller's ``except`` names. Its text is returned then, for a
-    note on the call's error; None once it was said as a warning."""
+    ``CancelledError``), or about a wait that must go on (``shutdown``): where the filters make it an error
+    (``python -W error``, pytest's ``filterwarnings = error``) it would replace that error, which the caller's
+    ``except`` names, or cut the wait short. Its text is returned then, for a note on the call's error (or a
+    log line); None once it was said as a warning."""
     try:
         warn_at_call_site(warning)
     except Warning as raised:

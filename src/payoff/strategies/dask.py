@@ -40,6 +40,7 @@ from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
 from payoff.strategies.main_guard import REFUSED, unguarded_main_hint
 from payoff.strategies.spawned_main import main_script_version
+from payoff.strategies.start_failure import error_chain
 from payoff.worker import ChunkOutcome, arrived, received, run_to_bytes
 
 CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
@@ -548,11 +549,4 @@ def _nanny_failed(exc: BaseException) -> bool:
     """Whether a LocalCluster's start failed because a nanny's worker died starting ("Nanny failed to start."),
     as one importing an unguarded script does. distributed wraps every start failure in a RuntimeError ("Cluster
     failed to start: Scheduler failed to start." for a port in use): only the nanny's is the script's."""
-    seen: set[int] = set()
-    at: BaseException | None = exc
-    while at is not None and id(at) not in seen:
-        if "Nanny failed to start" in str(at):
-            return True
-        seen.add(id(at))
-        at = at.__cause__ or at.__context__
-    return False
+    return any("Nanny failed to start" in str(e) for e in error_chain(exc))

@@ -21,7 +21,7 @@ SHUTDOWN_MESSAGES = ("interpreter shutdown", "atexit after shutdown")
 
 def interpreter_shutting_down(exc: BaseException) -> bool:
     """Whether ``exc`` is the stdlib refusing a thread, pool or task because the interpreter is shutting down."""
-    return sys.is_finalizing() or any(_shutdown_error(e) for e in _chain(exc))
+    return sys.is_finalizing() or any(_shutdown_error(e) for e in error_chain(exc))
 
 
 def start_failure_detail(name: str, exc: BaseException) -> str:
@@ -30,7 +30,7 @@ def start_failure_detail(name: str, exc: BaseException) -> str:
         return (f"the {name} pool could not start because the interpreter is shutting down (a map in an atexit "
                 f"handler or at exit), when no new thread or process may start ({exc!r}); run parallel work "
                 "before the program exits")
-    refused = next((e for e in _chain(exc) if _semaphore_refused(e)), None)
+    refused = next((e for e in error_chain(exc) if _semaphore_refused(e)), None)
     if refused is not None:
         return (f"the {name} pool could not start: the OS refused the semaphores its worker processes share "
                 f"({refused!r}), so /dev/shm is missing, read-only, full or not writable here; give the process "
@@ -39,7 +39,7 @@ def start_failure_detail(name: str, exc: BaseException) -> str:
     return f"the {name} pool failed to start: {why}"
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and what caused it: a backend may wrap the stdlib's error in its own."""
     seen: set[int] = set()
     current: BaseException | None = exc

@@ -55,12 +55,11 @@ def _join_probabilities(explained: Any, items: list[Any]) -> None:
     for explanation in items:
         if getattr(explanation, "prediction_probabilities", None) is not None:
             explanation.prediction_probabilities = whole
-        prediction = getattr(explanation, "prediction", None)
-        full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
+        full = _full(explanation)
         if isinstance(full, tuple) and full:
-            prediction[FULL_PROBABILITIES] = (whole, *(full[1:] if rest is None else rest))  # type: ignore[index]
+            explanation.prediction[FULL_PROBABILITIES] = (whole, *(full[1:] if rest is None else rest))
         elif full is not None:
-            prediction[FULL_PROBABILITIES] = whole  # type: ignore[index]
+            explanation.prediction[FULL_PROBABILITIES] = whole
     if hasattr(explained, "_probabilities_cache"):
         explained._probabilities_cache = None
 
@@ -70,14 +69,18 @@ def _chunk_matrix(explanation: Any) -> Any:
     matrix = getattr(explanation, "prediction_probabilities", None)
     if matrix is not None:
         return matrix
-    prediction = getattr(explanation, "prediction", None)
-    full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
+    full = _full(explanation)
     return full[0] if isinstance(full, tuple) and full else full
 
 
-def _rest_of_full(explanation: Any) -> tuple[Any, ...]:
+def _full(explanation: Any) -> Any:
+    """What the explanation's ``prediction`` holds under the full-probabilities key (None if nothing)."""
     prediction = getattr(explanation, "prediction", None)
-    full = prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
+    return prediction.get(FULL_PROBABILITIES) if isinstance(prediction, dict) else None
+
+
+def _rest_of_full(explanation: Any) -> tuple[Any, ...]:
+    full = _full(explanation)
     return tuple(full[1:]) if isinstance(full, tuple) else ()
 
 
