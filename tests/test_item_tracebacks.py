@@ -4,6 +4,8 @@ frames, with none of payoff's machinery between them (8-10 frames of it before; 
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -87,3 +89,39 @@ def test_payoffs_own_error_passes_map_once() -> None:
         ex.map(functools.partial(tasks.sleep_then_square, seconds=1.0), range(4), timeout=0.1)
     names = [f"{Path(f.filename).name}:{f.name}" for f in _frames(caught.value)]
     assert names.count("executor.py:map") == 1, names
+
+
+SENT_BY_VALUE = '''
+import sys
+from payoff import ParallelConfig, ParallelExecutor
+
+
+def check(x):
+    if x == 7:
+        raise ValueError("seven is wrong")
+    return x
+
+
+if __name__ == "__main__":
+    config = ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        try:
+            ex.map(lambda x: check(x) * 2, range(20))
+        except ValueError as error:
+            print(error.__cause__)
+'''
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_function_sent_by_value_names_its_file_and_line(strategy: str, tmp_path: Path) -> None:
+    """A script's function travels by value (cloudpickle), which names its code ``<dynamic-code>``: the
+    worker's traceback named neither the script nor the line's source (pip-user trial)."""
+    script = tmp_path / "by_value_script.py"
+    script.write_text(SENT_BY_VALUE)
+    done = subprocess.run([sys.executable, str(script), strategy], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    remote = done.stdout
+    assert "<dynamic-code>" not in remote, remote
+    assert f'File "{script}", line 8, in check' in remote, remote
+    assert 'raise ValueError("seven is wrong")' in remote, remote
+    assert f'File "{script}", line 16, in <lambda>' in remote, remote

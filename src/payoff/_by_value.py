@@ -6,6 +6,11 @@ raised ``AttributeError: Can't get attribute``, and one forked before the cell r
 old body, silently. Such a wrapper travels as the function it wraps and is wrapped again in the worker, with
 the same ``maxsize`` and ``typed``. Its cache there starts empty with each chunk: the function arrives with
 its chunk, and globals of its own, and a cache kept across chunks could answer with what older globals gave.
+
+cloudpickle also names the code it sends ``<dynamic-code>``, to keep its payload alike wherever the function was
+defined; a worker's traceback then named neither the script nor the line's source. The code keeps its file's
+name here: a payload differs only between functions of different files, and a worker on this machine reads
+the line from the file.
 """
 
 from __future__ import annotations
@@ -13,10 +18,14 @@ from __future__ import annotations
 import functools
 import io
 import pickle
+import types
 from typing import Any
 
 CACHED = type(functools.cache(lambda: None))
 """The type ``functools.cache`` and ``functools.lru_cache`` wrap a function in."""
+
+_ANONYMOUS = "<dynamic-code>"
+"""The file name cloudpickle gives the code it sends (3.1)."""
 
 
 def dumps(obj: Any, protocol: int | None = None, buffer_callback: Any = None) -> bytes:
@@ -53,6 +62,19 @@ def _pickler() -> type:
             if type(obj) is CACHED and travels_by_value(getattr(obj, "__module__", None)):
                 settings = obj.cache_parameters()
                 return rewrapped, (obj.__wrapped__, settings["maxsize"], settings["typed"])
+            reduce = self.dispatch_table.get(types.CodeType) if type(obj) is types.CodeType else None
+            if reduce is not None:
+                return _named(reduce(obj), obj.co_filename)
             return super().reducer_override(obj)
 
     return Pickler
+
+
+def _named(reduced: tuple[Any, tuple[Any, ...]], filename: str) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of a code object with its file's name back; as it was when it names none, or
+    when no argument alone is the name it gives (another cloudpickle)."""
+    make, args = reduced
+    at = [i for i, arg in enumerate(args) if arg == _ANONYMOUS]
+    if len(at) != 1:
+        return reduced
+    return make, (*args[:at[0]], filename, *args[at[0] + 1:])
