@@ -40,7 +40,7 @@ from payoff.observers import CallInfo, CallSite, Observer, Observers, warn_befor
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
 from payoff.strategies import make_strategy
-from payoff.strategies.start_failure import interpreter_shutting_down
+from payoff.strategies.start_failure import interpreter_shutting_down, os_refusal
 from payoff.worker import (
     CancelToken,
     Star,
@@ -334,9 +334,17 @@ class ParallelExecutor:
         future.rescue = None  # type: ignore[attr-defined]
 
     def _lease_for_submit(self, config: ParallelConfig, name: str) -> Lease:
+        """A pool the OS refused to start raises its error, as ``concurrent.futures`` does, with a note of what
+        the OS refused and what to do, as a map's fallback detail says (a bare ``OSError`` said neither)."""
         workers = planning.available_workers(config)
-        return self._pools.lease(pool_key(config, name, workers), lambda: make_strategy(name, workers, config),
-                                 watch=False)
+        try:
+            return self._pools.lease(pool_key(config, name, workers), lambda: make_strategy(name, workers, config),
+                                     watch=False)
+        except Exception as exc:
+            refusal = os_refusal(name, exc)
+            if refusal is not None:
+                exc.add_note(f"payoff: {refusal}")
+            raise
 
     def _send_submitted(self, lease: Lease, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                         tag: int | None = None, into: Future[Any] | None = None,

@@ -56,6 +56,38 @@ NO_SHM = REPORT + textwrap.dedent("""
         run(sys.argv[1], None)
 """)
 
+NO_DESCRIPTORS = REPORT + textwrap.dedent("""
+    import os, resource
+    import concurrent.futures.process, multiprocessing.synchronize, joblib  # imported before the limit
+
+    def fill_but(free):
+        \"\"\"Every file descriptor under a low limit taken but ``free``.\"\"\"
+        opened = len(os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (opened + 16, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        held = []
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        for fd in held[:free]:
+            os.close(fd)
+        return held[free:]
+
+    if __name__ == "__main__":
+        strategy = sys.argv[1]
+        held = fill_but(3)
+        run(strategy, None)
+        with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+            try:
+                ex.submit(tasks.square, 3).result()
+            except OSError as error:
+                for note in getattr(error, "__notes__", []):
+                    print("NOTE", note)
+            else:
+                print("NOTE none: the submit ran")
+""")
+
 
 def _lines(stdout: str, tag: str) -> list[str]:
     return [line.removeprefix(tag + " ") for line in stdout.splitlines() if line.startswith(tag + " ")]
@@ -148,3 +180,39 @@ def test_an_error_of_a_closed_pool_or_a_plain_os_error_is_not_given_a_guessed_ca
     for exc in (closed.value, missing.value):
         detail = start_failure_detail("processes", exc)
         assert detail == f"the processes pool failed to start: {exc!r}", detail
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_no_file_descriptor_left_is_named_as_the_cause(strategy: str) -> None:
+    """An ``EMFILE`` where a semaphore is made was told as a missing ``/dev/shm``, and a ``submit`` raised the
+    bare ``OSError`` (soak trial, ``ulimit -n 40``)."""
+    proc = subprocess.run([sys.executable, "-c", NO_DESCRIPTORS, strategy], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout, "REASON") == ["init_failure"], proc.stdout + proc.stderr
+    detail = _lines(proc.stdout, "DETAIL")[0]
+    assert "no file descriptor left" in detail and "ulimit -n" in detail, detail
+    assert "/dev/shm" not in _told(proc.stdout), _told(proc.stdout)
+    if strategy == "processes":
+        notes = _lines(proc.stdout, "NOTE")
+        assert any("no file descriptor left" in note for note in notes), proc.stdout + proc.stderr
+
+
+def test_a_refused_new_process_is_told_apart_from_other_eagains() -> None:
+    """Root here is not held to ``ulimit -u``, so the fork's refusal is raised where multiprocessing forks."""
+    import errno
+
+    from payoff.strategies.start_failure import start_failure_detail
+
+    def raised_in(filename: str) -> OSError:
+        code = compile("raise BlockingIOError(errno.EAGAIN, 'Resource temporarily unavailable')", filename, "exec")
+        try:
+            exec(code, {"errno": errno})
+        except OSError as exc:
+            return exc
+        raise AssertionError("nothing raised")
+
+    forked = start_failure_detail("processes", raised_in("/usr/lib/python3.11/multiprocessing/popen_fork.py"))
+    assert "refused a new process" in forked and "ulimit -u" in forked, forked
+    elsewhere = raised_in("/tmp/socket_reader.py")
+    assert start_failure_detail("processes", elsewhere) == f"the processes pool failed to start: {elsewhere!r}"

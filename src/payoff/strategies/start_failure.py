@@ -4,14 +4,18 @@ A start fails for reasons of the call (a ``worker_initializer`` that raised)
 and for reasons of the process or machine, which no setting of the call fixes:
 the interpreter is shutting down (a map in an ``atexit`` handler, where no new
 thread or process may start), or the OS refuses the semaphores that worker
-processes share (``/dev/shm`` missing, read-only, full or not writable). The
-backends report the latter only as a bare ``RuntimeError`` or ``OSError``.
+processes share (``/dev/shm`` missing, read-only, full or not writable), the
+file descriptors a worker's pipes take (``ulimit -n``), or a new process
+(``ulimit -u``, a container's pids limit, memory). The backends report these
+only as a bare ``RuntimeError`` or ``OSError``; an ``EMFILE`` where a semaphore
+is made is the descriptors', not ``/dev/shm``'s.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from payoff.errors import ClusterNotReadyError, WorkerInitError
 
@@ -30,13 +34,43 @@ def start_failure_detail(name: str, exc: BaseException) -> str:
         return (f"the {name} pool could not start because the interpreter is shutting down (a map in an atexit "
                 f"handler or at exit), when no new thread or process may start ({exc!r}); run parallel work "
                 "before the program exits")
-    refused = next((e for e in error_chain(exc) if _semaphore_refused(e)), None)
+    known = os_refusal(name, exc)
+    if known is not None:
+        return known
+    why = str(exc).removeprefix("payoff: ") if isinstance(exc, (WorkerInitError, ClusterNotReadyError)) else repr(exc)
+    return f"the {name} pool failed to start: {why}"
+
+
+def os_refusal(name: str, exc: BaseException) -> str | None:
+    """What the OS refused a ``name`` pool's start (``exc``) and what to do about it; None when ``exc`` is not
+    one of the refusals told apart here."""
+    chain = list(error_chain(exc))
+    out = next((e for e in chain if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE)), None)
+    if out is not None:
+        return _no_descriptors(name, out)
+    forked = next((e for e in chain if _process_refused(e)), None)
+    if forked is not None:
+        return (f"the {name} pool could not start: the OS refused a new process ({forked!r}): the limit of "
+                "processes per user (ulimit -u) or of the container (its pids limit), or memory, is reached; "
+                "raise the limit, end processes the program keeps, use fewer workers (max_workers), or use "
+                "strategy='threads'")
+    refused = next((e for e in chain if _semaphore_refused(e)), None)
     if refused is not None:
         return (f"the {name} pool could not start: the OS refused the semaphores its worker processes share "
                 f"({refused!r}), so /dev/shm is missing, read-only, full or not writable here; give the process "
                 "a writable /dev/shm (a container's --shm-size or a tmpfs mount), or use strategy='threads'")
-    why = str(exc).removeprefix("payoff: ") if isinstance(exc, (WorkerInitError, ClusterNotReadyError)) else repr(exc)
-    return f"the {name} pool failed to start: {why}"
+    return None
+
+
+def _no_descriptors(name: str, exc: OSError) -> str:
+    if exc.errno == errno.ENFILE:
+        return (f"the {name} pool could not start: the system's table of open files is full ({exc!r}); close "
+                "files here or in other programs, raise the system's limit (fs.file-max), or use "
+                "strategy='threads'")
+    return (f"the {name} pool could not start: this process has no file descriptor left ({exc!r}; its limit, "
+            f"ulimit -n, is {_descriptor_limit()}), and each worker process takes a few (pipes, a semaphore); "
+            "raise the limit (ulimit -n, or resource.setrlimit(resource.RLIMIT_NOFILE, ...)), close files the "
+            "program keeps open, use fewer workers (max_workers), or use strategy='threads'")
 
 
 def error_chain(exc: BaseException) -> Iterator[BaseException]:
@@ -53,16 +87,33 @@ def _shutdown_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(text in str(exc) for text in SHUTDOWN_MESSAGES)
 
 
+def _descriptor_limit() -> str:
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return "unknown"
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return "no limit" if soft == resource.RLIM_INFINITY else f"{soft:,}"
+
+
+def _process_refused(exc: BaseException) -> bool:
+    """An ``EAGAIN`` or ``ENOMEM`` where multiprocessing (or loky) forks or spawns a worker process."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.ENOMEM) \
+        and _raised_in(exc, lambda filename: "popen_" in filename.rsplit("/", 1)[-1])
+
+
+def _raised_in(exc: BaseException, where: Callable[[str], bool]) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if where(tb.tb_frame.f_code.co_filename):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _semaphore_refused(exc: BaseException) -> bool:
     """An ``OSError`` raised where multiprocessing (or loky) makes a semaphore, or a Python built without
     ``sem_open``: the OS gave no named semaphore, which lives in ``/dev/shm`` on Linux."""
     if isinstance(exc, ImportError):
         return "sem_open" in str(exc)
-    if not isinstance(exc, OSError):
-        return False
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith("synchronize.py"):
-            return True
-        tb = tb.tb_next
-    return False
+    return isinstance(exc, OSError) and _raised_in(exc, lambda filename: filename.endswith("synchronize.py"))
