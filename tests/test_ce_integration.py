@@ -321,10 +321,14 @@ def test_entered_but_never_called_is_warned() -> None:
             warnings.simplefilter("error", ParallelFallbackWarning)
             wrapper.explain_factual(x_test[:1])
             assert ex.metrics.maps == 0
+            one = ex.last_record  # recorded all the same: last_record showed the explain before it
             wrapper.explain_factual(x_test)
     finally:
         ex.close()
     assert ex.metrics.maps == 1
+    assert one is not None and one is not record and one.n_items == 1 and one.mode == "serial", one
+    assert one.fallback_reason is Reason.TINY_WORKLOAD and "single instance" in one.fallback_detail, one
+    assert "several in one call" in one.summary() and "tiny_workload_threshold" not in one.summary(), one.summary()
 
 
 def test_a_small_explain_falls_back_with_the_adapters_reason_at_the_users_line() -> None:

@@ -620,8 +620,9 @@ class ParallelExecutor:
         return _CallStop(self, runs) if runs else None
 
     def _record_unmapped(self, n_items: int, reason: Reason, detail: str, workload: str, site: CallSite,
-                         started_ns: int, started_at: float) -> MapRecord:
-        """Record work a library did itself instead of calling ``map`` (a fallback no map call can see).
+                         started_ns: int, started_at: float, said: str = "") -> MapRecord:
+        """Record work a library did itself instead of calling ``map`` (a fallback no map call can see); ``said``:
+        its items in the library's words (``MapRecord.items_said``).
 
         Observers get it like any call, so the warning, the span and the
         fallback counter say what happened; it has no chunks and no speedup.
@@ -631,6 +632,8 @@ class ParallelExecutor:
         rec = RecordBuilder(call.call_id, call.workload, call.requested_strategy, None, n_items,
                             started_ns, started_at)
         rec.fall_back(reason, detail)
+        if said:
+            rec.items_said = lambda: said
         self._observers.started(call)
         record = rec.build()
         self._keep(record)

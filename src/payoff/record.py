@@ -442,8 +442,8 @@ class MapRecord:
         chunks = "1 chunk" if cut == 1 else f"{cut:,} chunks"
         if cut < self.n_chunks:  # chunks that ran past their budget, or were split to find a crash, came back in pieces
             chunks += f" ({self.n_chunks:,} pieces)"
-        head = f"{self.selected_strategy} x{self.workers}, " + (f"{items} ({chunks})" if self.items_said
-                                                                else f"{items} in {chunks}")
+        head = f"{self.selected_strategy} x{self.workers}, " + (
+            items if not self.n_chunks else f"{items} ({chunks})" if self.items_said else f"{items} in {chunks}")
         if not self.completed:
             return f"{head}: {self._ending()}"
         if self.fell_back and self.fallback_reason is not None:
@@ -519,6 +519,12 @@ OVERTURNED_ADVICE = ("nothing to do: the cost it was planned at came from earlie
                      "cost otherwise (other arguments, or a function or global it calls redefined)")
 
 
+RUN_INLINE = "run inline by its library: "
+"""How a fallback's detail begins when the library the executor serves ran the work itself without a map (one
+instance, which calibrated-explanations explains in the caller): no setting of payoff's makes it parallel."""
+RUN_INLINE_ADVICE = "nothing to do for one instance: give the library several in one call to run them in parallel"
+
+
 CLOUDPICKLE_CANNOT = " (cloudpickle cannot send it either)"
 """How an unpicklable fallback's detail ends when no pickler payoff has can send it: then joblib is no advice."""
 UNSENDABLE_ADVICE = ("keep locks, open files, connections and executors out of what the function carries (a bound "
@@ -533,6 +539,8 @@ def advice_of(record: MapRecord) -> str:
         return ""
     if record.fallback_detail.startswith(OVERTURNED):
         return OVERTURNED_ADVICE
+    if record.fallback_detail.startswith(RUN_INLINE):
+        return RUN_INLINE_ADVICE
     if record.fallback_reason is Reason.UNPICKLABLE and CLOUDPICKLE_CANNOT in record.fallback_detail:
         return UNSENDABLE_ADVICE
     return record.fallback_reason.advice

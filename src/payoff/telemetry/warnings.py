@@ -13,7 +13,7 @@ from typing import Any
 
 from payoff.observers import CallInfo, CallSite, Observer, SiteWarnings, as_note
 from payoff.reasons import Reason
-from payoff.record import MapRecord, advice_of
+from payoff.record import RUN_INLINE, MapRecord, advice_of
 
 
 class ParallelFallbackWarning(UserWarning):
@@ -50,8 +50,8 @@ class FallbackWarnings(Observer):
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
         reason = record.fallback_reason
-        if reason is None or reason is Reason.DISABLED:
-            return
+        if reason is None or reason is Reason.DISABLED or record.fallback_detail.startswith(RUN_INLINE):
+            return  # as asked, or what no setting changes (one instance a library explains itself)
         if reason is Reason.MAP_FAILURE_RETRY and error is not None:
             return  # the call did not recover: its exception (WorkerCrashedError) says what happened
 

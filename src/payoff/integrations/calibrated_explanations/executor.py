@@ -35,7 +35,7 @@ from payoff.integrations.calibrated_explanations.tasks import (
 from payoff.integrations.calibrated_explanations.worker import decode_results, run_ce_tasks
 from payoff.observers import CallSite, Observer, find_call_site, skip_frames_from
 from payoff.reasons import Reason
-from payoff.record import ChunkStats, MapRecord
+from payoff.record import RUN_INLINE, ChunkStats, MapRecord
 from payoff.strategies import CROSSES_PROCESSES
 
 if TYPE_CHECKING:
@@ -613,8 +613,10 @@ class CEParallelExecutor:
                                                "this process", self.workload, _user_site(), session.started_ns,
                                                session.started_at)
                 return
+            if n == 1:
+                self._one_instance(session)
             if n < 2:
-                return  # nothing to split: CE runs a single instance inline, rightly
+                return
         if not self.user_config.enabled:
             return
         with self._lock:
@@ -630,6 +632,17 @@ class CEParallelExecutor:
                       "CE_EXPLANATION_PLUGIN* variable, a pyproject setting or fast explanations can force another")
         self.executor._record_unmapped(n or 0, Reason.EXECUTOR_UNUSED, detail, self.workload, _user_site(),
                                        session.started_ns, session.started_at)
+
+
+    def _one_instance(self, session: _Session) -> None:
+        """CE explains a single instance inline, rightly (nothing to split), without a map: recorded as the tiny
+        call it is, or ``last_record`` still showed the explain before it."""
+        with self._lock:
+            self.metrics.fallbacks += 1
+        detail = (f"{RUN_INLINE}calibrated-explanations explains a single instance in this process without calling "
+                  "map (nothing to split)")
+        self.executor._record_unmapped(1, Reason.TINY_WORKLOAD, detail, self.workload, _user_site(),
+                                       session.started_ns, session.started_at, said="1 instance")
 
 
 def _points(chunks: Sequence[ChunkStats], items: list[list[Task]]) -> list[tuple[int, int, float, bool]]:
