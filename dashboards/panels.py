@@ -325,8 +325,8 @@ PANELS: list[PanelSpec] = [
             f"({_codes([r for r in fallback_reasons() if not r.recovered])}); and, labelled recovered, calls "
             f"that stayed parallel after rerunning lost chunks in fresh workers ({_codes(recovered_reasons())}: "
             "a dead worker, or a pool another call's stop cost them). Filtered by workload only: neither "
-            "carries a strategy label. tiny_workload, pool_start_cost and no_measured_gain are the library "
-            "protecting you; init_failure, unpicklable and a recurring map_failure_retry need fixing."
+            "carries a strategy label. tiny_workload, too_few_items, pool_start_cost and no_measured_gain are the "
+            "library protecting you; init_failure, unpicklable and a recurring map_failure_retry need fixing."
         ),
         "kind": "timeseries",
         "unit": "ops",

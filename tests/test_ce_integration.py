@@ -327,7 +327,7 @@ def test_entered_but_never_called_is_warned() -> None:
         ex.close()
     assert ex.metrics.maps == 1
     assert one is not None and one is not record and one.n_items == 1 and one.mode == "serial", one
-    assert one.fallback_reason is Reason.TINY_WORKLOAD and "single instance" in one.fallback_detail, one
+    assert one.fallback_reason is Reason.TOO_FEW_ITEMS and "single instance" in one.fallback_detail, one
     assert "several in one call" in one.summary() and "tiny_workload_threshold" not in one.summary(), one.summary()
 
 
@@ -929,7 +929,7 @@ def test_a_first_explain_too_small_to_split_after_measuring_runs_as_one_task(ce_
         record = ex.last_record
     finally:
         ex.close()
-    assert ce_task_calls == [2] and record is not None and record.fallback_reason is Reason.TINY_WORKLOAD
+    assert ce_task_calls == [2] and record is not None and record.fallback_reason is Reason.TOO_FEW_ITEMS
     assert "too few to measure some first" in record.fallback_detail
 
 
@@ -1086,3 +1086,17 @@ def test_a_multiclass_merge_joins_the_predicted_classes_with_the_probabilities()
     assert isinstance(want_full, tuple) and len(want_full) == len(have_full) == 2, "not CE's multiclass payload"
     for want, have in zip(want_full, have_full, strict=True):
         np.testing.assert_array_equal(have, want)
+
+
+def test_one_worker_is_named_as_the_reason_not_tiny_work() -> None:
+    """``max_workers=1`` kept an explain in one task as ``tiny_workload``, whose advice (force parallel) changes
+    nothing (advice trial)."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=1, **FORCE))
+    try:
+        wrapper.explain_factual(x_test)
+    finally:
+        ex.close()
+    record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.SINGLE_WORKER, record
+    assert "max_workers=1" in record.fallback_detail, record.fallback_detail

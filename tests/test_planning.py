@@ -1189,7 +1189,7 @@ def test_a_call_of_two_dear_items_runs_both_on_a_pool_from_its_second_call(fn: C
         serially = ex.map(fn, [1, 2])
         first = ex.last_record
         assert first is not None and first.selected_strategy == "serial", first.summary()
-        assert first.fallback_reason is Reason.TINY_WORKLOAD and first.probe_items == 1, first.summary()
+        assert first.fallback_reason is Reason.TOO_FEW_ITEMS and first.probe_items == 1, first.summary()
         assert ex.map(fn, [1, 2]) == serially
         second = ex.last_record
     assert second is not None and second.selected_strategy == backend, second.summary()

@@ -64,6 +64,12 @@ def _tiny() -> tuple[Any, Any, list[Any]]:
     return record, out, [x * x for x in items]
 
 
+@case(Reason.TOO_FEW_ITEMS)
+def _too_few() -> tuple[Any, Any, list[Any]]:
+    record, out = _run(ParallelConfig(strategy="processes", max_workers=2), tasks.square, [7])
+    return record, out, [49]
+
+
 def _taught(cost: float, verdicts: dict[str, tuple[float, int]] | None = None) -> None:
     """Facts stated outright, so the planner decides from them (no probe, no clock)."""
     planning.KNOWLEDGE.teach(tasks.square, _knowledge.Facts(cost, 1.0, 40, "", None, verdicts=verdicts or {},

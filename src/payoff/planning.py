@@ -352,7 +352,7 @@ class Planner:
         # named cluster is used as it is (its one thread may be a remote machine's, and only a pool on it sees it
         # grow or go)
         if workers < 2 and cfg.tiny_workload_threshold != 0 and call.requested not in CROSSES_PROCESSES:
-            return _serial(call, Reason.SINGLE_WORKER, _one_worker(cfg, local), decision, probe)
+            return _serial(call, Reason.SINGLE_WORKER, one_worker_said(cfg, local), decision, probe)
         if strategy in call.warm and probe.forgone.get(strategy):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
         if call.decide_after_first is not None:  # the library weighed its own items (of unlike sizes): as asked
@@ -841,7 +841,7 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     if call.requested == "serial" or len(call.items) == 0:
         return None
     if workers < 2:
-        return Reason.SINGLE_WORKER, _one_worker(cfg, workers)
+        return Reason.SINGLE_WORKER, one_worker_said(cfg, workers)
     return None
 
 
@@ -852,7 +852,8 @@ def _joblib_asks_one(cfg: ParallelConfig) -> bool:
     return cfg.max_workers is None and cfg.strategy_name == "joblib" and asked_n_jobs(usable_cpus()) == 1
 
 
-def _one_worker(cfg: ParallelConfig, workers: int) -> str:
+def one_worker_said(cfg: ParallelConfig, workers: int) -> str:
+    """Why ``workers`` is 1, for a ``single_worker`` detail."""
     if _joblib_asks_one(cfg):
         return ("the joblib.parallel_config(n_jobs=...) around the call leaves 1 worker, and joblib's own Parallel "
                 "then runs in the caller, as this call did (max_workers= sets a pool's size instead)")
@@ -909,11 +910,18 @@ def _floor_fallback(call: Call) -> tuple[Reason, str] | None:
 
 
 def _too_few(call: Call, remaining: int) -> tuple[Reason, str] | None:
-    """One item left: nothing to split across workers (unless ``tiny_workload_threshold=0`` forces a pool)."""
+    """One item left: nothing to split across workers (unless ``tiny_workload_threshold=0`` forces a pool). Not
+    tiny work: two items of 0.5 s, the first run here to measure it, were called ``tiny_workload`` (advice
+    trial)."""
     n = len(call.items)
-    if remaining < 2 and call.config.tiny_workload_threshold != 0:
-        return Reason.TINY_WORKLOAD, f"{n} item{'s' if n != 1 else ''} is too few to split across workers"
-    return None
+    if remaining >= 2 or call.config.tiny_workload_threshold == 0:
+        return None
+    if n == 1:
+        return Reason.TOO_FEW_ITEMS, "1 item cannot be split across workers"
+    if not remaining:
+        return Reason.TOO_FEW_ITEMS, f"all {n:,} items ran here to measure the function: none is left to split"
+    return Reason.TOO_FEW_ITEMS, (f"{n:,} items, {n - 1:,} of them run here to measure the function: the one left "
+                                  "cannot be split across workers")
 
 
 def _threshold_fallback(call: Call, probe: Probe, remaining: int) -> tuple[Reason, str] | None:
@@ -1029,6 +1037,9 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
     if est.parallel < est.serial:  # faster, but by less than a pool must promise
         summary += f", {est.serial / est.parallel:.2f}x faster: short of the {PAYOFF_MARGIN:g}x a pool must promise"
+    shared = _parallelism(strategy, workers)
+    if shared < min(workers, PAYOFF_MARGIN):  # not tiny work: the CPUs it would run on (advice trial)
+        return Reason.SINGLE_WORKER, f"{summary}: its {workers} workers would share {cpus_described()}"
     return Reason.TINY_WORKLOAD, summary
 
 

@@ -131,6 +131,14 @@ class Reason(StrEnum):
         "this is usually right; set tiny_workload_threshold=0 and min_batch_size=1 (and, for instance-level "
         "work, min_instances_for_parallel=1) to force parallel",
     )
+    TOO_FEW_ITEMS = (
+        "too_few_items",
+        "fallback",
+        "one item, or one left after the first was run here to measure it: nothing to split across workers, "
+        "however long it takes",
+        "give the call more items than workers (split one large item into parts); a function whose first call "
+        "measured dear items sends every item of its next calls to the pool",
+    )
     POOL_START_COST = (
         "pool_start_cost",
         "fallback",
@@ -233,8 +241,8 @@ class Reason(StrEnum):
 
     @property
     def serial_by_choice(self) -> bool:
-        """Serial because it was the better choice or was asked for (too little work, a pool start or data
-        movement costing more than it saves, a measured loss, a nested call, parallelism switched off), not
+        """Serial because it was the better choice or was asked for (too little work or too few items, a pool start
+        or data movement costing more than it saves, a measured loss, a nested call, parallelism switched off), not
         because something kept the call from a pool that would have paid (a failed start, unpicklable work, a
         granularity that does not fit, a single CPU). The fallback-rate alert counts only the latter: a
         service of small calls, each rightly serial, read as 67-100% fallbacks and fired it."""
@@ -250,8 +258,8 @@ class Reason(StrEnum):
 
 
 _RECOVERED = frozenset({Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED})
-_BY_CHOICE = frozenset({Reason.DISABLED, Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.NO_MEASURED_GAIN,
-                        Reason.PAYLOAD_TOO_LARGE, Reason.NESTED})
+_BY_CHOICE = frozenset({Reason.DISABLED, Reason.TINY_WORKLOAD, Reason.TOO_FEW_ITEMS, Reason.POOL_START_COST,
+                        Reason.NO_MEASURED_GAIN, Reason.PAYLOAD_TOO_LARGE, Reason.NESTED})
 
 FallbackReason = Reason
 """Alias kept for readers of DESIGN.md: the fallback codes live in :class:`Reason`."""

@@ -398,6 +398,9 @@ class CEParallelExecutor:
         work = None if spi is None else spi * n + (spt or 0.0)
         floor = max(user.min_batch_size or 0, user.min_instances_for_parallel or 0)
         serial_why = ""
+        if workers <= 1 and user.enabled and self.executor.config.strategy != "serial":  # not tiny: one worker
+            one = planning.one_worker_said(self.executor.config, workers)
+            return [max(1, n)], f"{n} instances in one task: {one}", Reason.SINGLE_WORKER, False
         if workers <= 1 or not user.enabled:
             serial_why = "no parallel workers"
         elif n < max(2, floor):
@@ -412,7 +415,7 @@ class CEParallelExecutor:
         if spi is None and not user.instance_chunk_size and user.tiny_workload_threshold != 0:
             if n - _probe_size(n, workers) < 2:  # the rest could not be split: measuring first only costs a task
                 return [n], f"{n} instances in one task: too few to measure some first and split the rest", \
-                    Reason.TINY_WORKLOAD, False
+                    Reason.TOO_FEW_ITEMS, False
             return (*self._probe_split(n, workers), Reason.TINY_WORKLOAD, True)
         sizes = ce_chunk_sizes(n, workers, chunk_size=user.instance_chunk_size, seconds_per_instance=spi,
                                seconds_per_task=spt)
@@ -635,13 +638,13 @@ class CEParallelExecutor:
 
 
     def _one_instance(self, session: _Session) -> None:
-        """CE explains a single instance inline, rightly (nothing to split), without a map: recorded as the tiny
-        call it is, or ``last_record`` still showed the explain before it."""
+        """CE explains a single instance inline, rightly (nothing to split), without a map: recorded as the call
+        of one item it is, or ``last_record`` still showed the explain before it."""
         with self._lock:
             self.metrics.fallbacks += 1
         detail = (f"{RUN_INLINE}calibrated-explanations explains a single instance in this process without calling "
                   "map (nothing to split)")
-        self.executor._record_unmapped(1, Reason.TINY_WORKLOAD, detail, self.workload, _user_site(),
+        self.executor._record_unmapped(1, Reason.TOO_FEW_ITEMS, detail, self.workload, _user_site(),
                                        session.started_ns, session.started_at, said="1 instance")
 
 
