@@ -727,6 +727,9 @@ class MapRun:
         was counted and learned as failing)."""
         if not self.token.is_set() or self.token.expired():
             return
+        if program_ending():  # a daemon thread's call ends with the program (SystemExit), as at any other time
+            raise ended_with_the_program(f"payoff: the map was cancelled: the program is ending, and its "
+                                         f"{plan.strategy} pool was still starting") from exc
         if isinstance(exc, CancelledError):
             raise exc
         raise CancelledError(f"payoff: the call was cancelled while its {plan.strategy} pool was starting") from exc
