@@ -151,6 +151,10 @@ def test_a_call_whose_pool_fails_after_planning_is_counted_where_its_items_ran(
         pytest.approx(record.wall_seconds)
     assert total(values, "payoff_in_flight_tasks") == 0
     assert total(values, "payoff_pool_starts_total", strategy="processes", outcome="failure") == 1
+    # the failed start's time is the pool's overhead, as its count is (no phase had it: metrics trial)
+    assert total(values, "payoff_overhead_seconds_total", strategy="processes", phase="pool_start") == \
+        pytest.approx(record.pool_start_seconds) != 0
+    assert total(values, "payoff_overhead_seconds_total", strategy="serial", phase="pool_start") == 0
 
 
 def test_a_serial_call_that_outgrew_its_estimate_counts_its_pool_where_the_pool_ran(

@@ -232,3 +232,13 @@ def test_a_folded_chunks_warm_up_is_part_of_its_wait() -> None:
     a, b = record.chunks
     folded = _folded(a, replace(b, worker=a.worker))
     assert folded.warmup_ns <= folded.start_ns - folded.submit_ns
+
+
+def test_the_series_bounds_count_the_warm_up_phase() -> None:
+    """A record's ``worker_warmup`` is a fifth ``payoff_overhead_seconds_total`` phase, which the documented
+    series bounds left out (metrics trial: ``strategy_series_bound('joblib')`` said 21 where 22 can be)."""
+    from payoff.record import RecordBuilder
+    from payoff.telemetry.metrics import PHASES
+
+    built = RecordBuilder(1, "w", "processes", None, 0, 0, 0.0).build()
+    assert set(_warmed(1.5, 1.7, 0.4).overhead_seconds) | set(built.overhead_seconds) <= set(PHASES)

@@ -658,12 +658,15 @@ class MapRun:
         """A lease on the pool ``plan`` needs; None after an init failure the config lets fall back."""
         if self.streaming:
             self._raise_if_forked()
+        asked = time.perf_counter()
         try:
             lease = self._current(self._lease(plan.strategy, plan.workers), plan)
         except Exception as exc:
             self._raise_if_cancelled_during_start(plan, exc)
             self.rec.pool_started = self.rec.pool_start_failed = True
             self.rec.pool_starts += 1
+            # what the failed start took is overhead too (a quarter of a call's wall time went uncounted)
+            self.rec.pool_start_seconds += time.perf_counter() - asked
             # the call's own timeout struck during the start: its TimeoutError, not a serial run; and a function
             # that crashed a worker process has no caller to fall back to
             crashed = plan.probe.crashed is not None

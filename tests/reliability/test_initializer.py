@@ -52,6 +52,8 @@ def test_an_init_failure_names_the_initializers_exception(strategy: str) -> None
     assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
     assert "RuntimeError" in record.fallback_detail and MESSAGE in record.fallback_detail, record.fallback_detail
     assert "failing_initializer" in record.fallback_detail, record.fallback_detail
+    # the failed start's time is overhead like a start's (no phase had it: metrics trial)
+    assert record.overhead_seconds["pool_start"] == record.pool_start_seconds > 0, record.overhead_seconds
     warned = [str(w.message) for w in caught if issubclass(w.category, ParallelFallbackWarning)]
     assert warned and MESSAGE in warned[0], warned
     deadline = time.monotonic() + 10  # a pool closing in the background removes its folder as it ends

@@ -44,7 +44,9 @@ from payoff.telemetry.updates import (
 )
 
 MODES = ("parallel", "serial")
-PHASES = ("planning", "pool_start", "serialization", "dispatch")
+PHASES = ("planning", "pool_start", "serialization", "dispatch", "worker_warmup")
+"""``payoff_overhead_seconds_total``'s phases: ``MapRecord.overhead_seconds``'s keys (``worker_warmup`` only
+for calls whose workers imported something first: the series bounds left it out, metrics trial)."""
 DIRECTIONS = ("sent", "received")
 OUTCOMES = ("success", "failure")
 
@@ -315,7 +317,8 @@ def metrics_reference_markdown() -> str:
         "A call that moved after planning (a pool that failed to start, a serial run that outgrew its estimate)",
         "counts its tasks, busy, CPU and capacity where each part ran, and its call, wall time, serial estimate",
         "and speedup once, under the strategy it ended on; its decision counts under the strategy it named (under",
-        "auto, the last pool it was to run on), and so do pool starts, failed ones too, and reuses. Per strategy,",
+        "auto, the last pool it was to run on), and so do pool starts, failed ones too, their time (the",
+        "`pool_start` overhead phase), and reuses. Per strategy,",
         "such a call's tasks differ from its record's, which names one strategy; the totals agree.",
         "",
         "| metric | type | labels | what it answers | help |",

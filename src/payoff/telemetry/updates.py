@@ -280,8 +280,8 @@ class MetricUpdates:
         if record.completed and record.n_items:  # one that timed out, was cancelled, failed or had no items: no verdict
             out.append((SPEEDUP, pair, OBSERVE, record.speedup, 1, None))
         for phase, seconds in record.overhead_seconds.items():
-            if seconds:
-                out.append((OVERHEAD, (strategy, phase), ADD, seconds, 1, None))
+            if seconds:  # a start, failed ones too, is the pool's, as its count is
+                out.append((OVERHEAD, (pooled if phase == "pool_start" else strategy, phase), ADD, seconds, 1, None))
         # Pool starts and reuses belong to the pool the call asked for, also when it failed to start.
         starts = max(record.pool_starts, int(record.pool_started))  # a restart after a crash starts another
         failed = int(record.pool_start_failed)
