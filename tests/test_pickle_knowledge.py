@@ -302,3 +302,50 @@ def test_a_bound_method_whose_instance_cannot_be_sent_is_named_and_joblib_is_not
     assert "bound method _HoldsALock.add_one" in record.fallback_detail
     text = " ".join(str(w.message) for w in caught)
     assert "_HoldsALock instance" in text and "strategy='joblib'" not in text and "worker_initializer" in text
+
+
+LATE_FUNCTION = '''
+import sys, threading, warnings
+from payoff import ParallelConfig, ParallelExecutor
+
+LOCK = threading.Lock()
+
+
+def early(x):
+    return x
+
+
+if __name__ == "__main__":
+    ex = ParallelExecutor(ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0))
+    ex.map(early, range(20))  # the workers start (fork): what is defined later is not theirs to look up
+
+    def late(x):
+        with LOCK:
+            return x + 1
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ex.map(late, range(20)) == list(range(1, 21))
+    print("REASON", ex.last_record.fallback_reason.value)
+    print("SUMMARY", ex.last_record.summary())
+    for w in caught:
+        print("WARNING", str(w.message))
+    ex.shutdown()
+'''
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_function_sent_by_value_that_cloudpickle_refuses_is_not_told_to_use_joblib(strategy: str,
+                                                                                     tmp_path: Any) -> None:
+    """The detail said cloudpickle cannot pickle it and the advice then said strategy='joblib' (cloudpickle);
+    under joblib the same fallback said it again (advice trial)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "late.py"
+    script.write_text(LATE_FUNCTION)
+    done = subprocess.run([sys.executable, str(script), strategy], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "REASON unpicklable" in done.stdout, done.stdout
+    told = "\n".join(line for line in done.stdout.splitlines() if line.startswith(("SUMMARY", "WARNING")))
+    assert "strategy='joblib'" not in told and "keep locks" in told, told

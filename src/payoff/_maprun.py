@@ -39,7 +39,7 @@ from payoff.errors import ChunkKilledWorkers, StuckThreadsWarning, WorkerCrashed
 from payoff.observers import CallInfo, find_call_site, warn_before_raising
 from payoff.progress import SHOW_AFTER_SECONDS, interactive
 from payoff.reasons import Reason
-from payoff.record import ChunkStats, RecordBuilder, waits_mostly
+from payoff.record import CLOUDPICKLE_CANNOT, ChunkStats, RecordBuilder, waits_mostly
 from payoff.scheduling import (
     IMAP_CHUNK_SECONDS,
     POOL_CHUNK_SECONDS,
@@ -822,7 +822,7 @@ class MapRun:
             self.lease = None
             self.rec.fall_back(Reason.UNPICKLABLE, f"{plan.strategy} sends this __main__ function by value (its "
                                f"workers cannot look it up by name: defined after they started, or no script "
-                               f"to import), and cloudpickle cannot pickle it: {exc!r}")
+                               f"to import): {exc!r}{CLOUDPICKLE_CANNOT}")  # joblib is no advice then
             return None
 
     def _ship(self, pool: Strategy) -> Any:
