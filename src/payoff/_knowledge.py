@@ -77,6 +77,9 @@ class Pickling(NamedTuple):
     results_in: float
     item_bytes: int = 0
     """How large the items it was timed on pickled: a call of much larger or smaller items is timed again."""
+    item_kind: str = ""
+    """What the items it was timed on were (``item_kind``): a call of other items is timed again, whatever their
+    size (rows of 20 floats as lists of numpy scalars and as an array pickle to alike sizes at 600x the cost)."""
 
     @property
     def parent(self) -> float:
@@ -85,6 +88,15 @@ class Pickling(NamedTuple):
     @property
     def worker(self) -> float:
         return self.items_in + self.results_out
+
+
+def item_kind(item: Any) -> str:
+    """An item's type, and its first element's for a list or tuple: what its pickling cost depends on beside its
+    size."""
+    kind = type(item).__qualname__
+    if type(item) in (list, tuple) and item:
+        kind += f"[{type(item[0]).__qualname__}]"
+    return kind
 
 
 NO_PICKLING = Pickling(0.0, 0.0, 0.0, 0.0)
@@ -288,7 +300,8 @@ class Knowledge:
 
     def recheck(self, fn: Callable[..., Any], probe: Probe, fn_measured: bool) -> None:
         """Store what this call checked afresh: the pickling of ``fn`` when it was not the object measured
-        before (``fn_measured``), and whether its first result pickled when a probe ran one."""
+        before (``fn_measured``), whether its first result pickled when a probe ran one, and the pickling of
+        items of another kind than those measured before."""
         measured_on = MeasuredOn.of(fn) if fn_measured else None
         with self._stored(fn) as facts:
             if facts is None:
@@ -300,6 +313,8 @@ class Knowledge:
                 facts.result_error = probe.result_error
             if probe.outcome is not None and probe.outcome.n_done:
                 facts.result_bytes, facts.item_bytes = probe.result_bytes, probe.item_bytes
+            if probe.pickling.item_kind != facts.pickling.item_kind:  # items of another kind, timed afresh
+                facts.pickling = probe.pickling
 
     def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float,
                        without_gil: bool = False, n_items: int = SOUND_ITEMS) -> None:

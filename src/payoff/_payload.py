@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
 from payoff._item_size import size_of_buffer
-from payoff._knowledge import Pickling, _comparable
+from payoff._knowledge import Pickling, _comparable, item_kind
 from payoff._probe import PROBE_MAX_ITEMS, Probe
 from payoff.worker import ArrayRows, Zipped
 
@@ -99,14 +99,16 @@ def _refusal(exc: Exception) -> str:
 def _time_payload(call: Call, probe: Probe, results: Sequence[Any]) -> None:
     """Time pickling the probed items and results; for a known function given items of another size, the
     items alone (no result ran yet)."""
+    kind = item_kind(call.items[0]) if len(call.items) else ""
     if not probe.known and results:
         if (probe.item_bytes + probe.result_bytes) * probe.n <= PICKLING_SAMPLE_BYTES:
             timed = _time_pickling(call.items[:probe.n], results)
-            probe.pickling = timed._replace(item_bytes=probe.item_bytes)
+            probe.pickling = timed._replace(item_bytes=probe.item_bytes, item_kind=kind)
     elif probe.known and probe.item_bytes * PROBE_MAX_ITEMS <= PICKLING_SAMPLE_BYTES \
-            and not _comparable(probe.item_bytes, probe.pickling.item_bytes):
+            and not (_comparable(probe.item_bytes, probe.pickling.item_bytes) and kind == probe.pickling.item_kind):
         out, back = _net_per_item(call.items[:PROBE_MAX_ITEMS], _dumps_loads([]))
-        probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes)
+        probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes,
+                                                 item_kind=kind)
 
 
 def _time_pickling(items: Sequence[Any], results: Sequence[Any]) -> Pickling:

@@ -1138,7 +1138,8 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         measure_payload(call, probe)
     if known is None:
         knowledge.remember(call.fn, probe)
-    elif sends and (not fn_known or probe.result_error not in (None, known.result_error)):
+    elif sends and (not fn_known or probe.result_error not in (None, known.result_error)
+                    or probe.pickling.item_kind != known.pickling.item_kind):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
 
