@@ -272,6 +272,10 @@ ROWS = [
         config={"max_workers": 2, "min_batch_size": 500}, detail_says="below the minimum of 500"),
     Row("tiny_workload_threshold is seconds of estimated work", 1e-3, 400, "serial", Reason.TINY_WORKLOAD,
         config={"max_workers": 2, "tiny_workload_threshold": 0.5}, detail_says="tiny_workload_threshold=0.5"),
+    Row("a threshold the user set rules on the work, not on moving data: 250 MB a call still stays off processes "
+        "(a 1 ms threshold sent them there, 40x a loop: advice trial)", 1e-2, 200, "serial",
+        Reason.PAYLOAD_TOO_LARGE, config={"max_workers": 2, "tiny_workload_threshold": 0.001}, fn_bytes=250 << 20,
+        threads_speedup=0.9, detail_says="of it moving pickled data"),
     Row("tiny_workload_threshold=0 and min_batch_size=1 force parallel", 5e-8, 1000, "processes",
         Reason.AUTO_CPU_BOUND, config={"max_workers": 2, "tiny_workload_threshold": 0, "min_batch_size": 1}),
     Row("a fixed chunksize is every chunk's size", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,

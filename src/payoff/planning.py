@@ -1004,13 +1004,18 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
 
     A backend the user named is honoured for all but truly tiny work: its
     start is paid once (and shown as ``pool_start``), so only its warm fixed
-    cost per call is weighed. Under auto, a cold pool that only its start keeps
-    out is started once the calls kept serial have forgone as much as the start
-    costs (the ski-rental rule: never more than twice the best choice in
-    hindsight, however many calls follow).
+    cost per call is weighed. A ``tiny_workload_threshold`` the user set rules
+    on the work instead; under auto, data whose moving alone costs more than
+    the pool saves still stays here (a threshold of 1 ms sent 290 MB of
+    arrays to processes, 40x a loop: advice trial). ``0`` forces parallel.
+    Under auto, a cold pool that only its start keeps out is started once the
+    calls kept serial have forgone as much as the start costs (the
+    ski-rental rule: never more than twice the best choice in hindsight,
+    however many calls follow).
     """
     cost = probe.seconds_per_item
-    if cost is None or call.config.tiny_workload_threshold is not None:
+    threshold = call.config.tiny_workload_threshold
+    if cost is None or threshold == 0 or (threshold is not None and call.requested != "auto"):
         return None
     oh = costs.get(strategy, start_method(call.config.start_method), workers)
     if call.requested != "auto":
@@ -1027,6 +1032,10 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
         return None
     summary = (f"{remaining:,} items{_measured_on(probe)} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
+    if threshold is not None:  # the user's threshold rules on how much work a pool is worth, not on moving data
+        moving = est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial
+        return (Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data") \
+            if moving else None
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
         if forgone >= oh.start:
