@@ -328,3 +328,17 @@ def test_warning_filters_still_apply() -> None:
         warnings.simplefilter("ignore", ParallelFallbackWarning)
         ex.map(tasks.square, range(5))
     assert caught == []
+
+
+def test_moving_data_is_not_advised_to_raise_the_size_limit_that_played_no_part() -> None:
+    """``payload_too_large`` has two causes: a task above ``task_size_hint_bytes`` (raising it helps), and data
+    whose moving costs more than the pool saves (the planner's detail then says so: the decision table's rows),
+    where the advice named the limit all the same (advice trial: ``task_size_hint_bytes=2**40`` changed
+    nothing)."""
+    from dataclasses import replace
+
+    limited, _ = CASES[Reason.PAYLOAD_TOO_LARGE]()[:2]
+    assert "task_size_hint_bytes" in limited.fallback_detail and "raise task_size_hint_bytes" in limited.summary()
+    moving = replace(limited, fallback_detail="20 items x 916.1 us = 18.32 ms of work; processes would need about "
+                                              "252.97 ms, 240.01 ms of it moving pickled data")
+    assert "task_size_hint_bytes" not in moving.summary() and "send indices" in moving.summary(), moving.summary()

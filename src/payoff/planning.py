@@ -56,6 +56,7 @@ from payoff.errors import WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warning_action
 from payoff.reasons import Reason, initial_decision
 from payoff.record import (
+    ABOVE_THE_LIMIT,
     CLOUDPICKLE_CANNOT,
     GIL_PRICED_RATIO,
     LOCAL_PROCESS_POOLS,
@@ -1078,7 +1079,7 @@ def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, s
     limit = call.config.task_size_hint_bytes
     if max(per_task, probe.result_bytes) > limit:
         return (Reason.PAYLOAD_TOO_LARGE, f"{max(per_task, probe.result_bytes):,} bytes per task "
-                f"(function + item, or result) is above task_size_hint_bytes={limit:,}")
+                f"(function + item, or result) {ABOVE_THE_LIMIT}{limit:,}")
     return None
 
 

@@ -525,6 +525,13 @@ instance, which calibrated-explanations explains in the caller): no setting of p
 RUN_INLINE_ADVICE = "nothing to do for one instance: give the library several in one call to run them in parallel"
 
 
+ABOVE_THE_LIMIT = "is above task_size_hint_bytes="
+"""In a ``payload_too_large`` detail: a task over the size limit, a measured size, not an estimate of cost."""
+MOVING_ADVICE = ("send indices instead of data and load shared state once per worker (worker_initializer), or batch "
+                 "tiny items into larger ones (arrays)")
+"""``payload_too_large``'s advice when moving the data costs too much, not a task above ``task_size_hint_bytes``."""
+
+
 CLOUDPICKLE_CANNOT = " (cloudpickle cannot send it either)"
 """How an unpicklable fallback's detail ends when no pickler payoff has can send it: then joblib is no advice."""
 UNSENDABLE_ADVICE = ("keep locks, open files, connections and executors out of what the function carries (a bound "
@@ -543,6 +550,8 @@ def advice_of(record: MapRecord) -> str:
         return RUN_INLINE_ADVICE
     if record.fallback_reason is Reason.UNPICKLABLE and CLOUDPICKLE_CANNOT in record.fallback_detail:
         return UNSENDABLE_ADVICE
+    if record.fallback_reason is Reason.PAYLOAD_TOO_LARGE and ABOVE_THE_LIMIT not in record.fallback_detail:
+        return MOVING_ADVICE  # the size limit played no part: raising it changes nothing (advice trial)
     return record.fallback_reason.advice
 
 
@@ -971,7 +980,8 @@ class RecordBuilder:
         0.8 ms serially as "0.19 ms of work"; the next call is planned from what this one measured.
         """
         detail, cost = self.fallback_detail, self.planned_cost
-        if cost is None or self.fallback_reason not in ESTIMATED or self.selected != "serial":
+        if cost is None or self.fallback_reason not in ESTIMATED or self.selected != "serial" \
+                or ABOVE_THE_LIMIT in detail:  # a task over the size limit was measured, not estimated
             return detail
         rest = [c for c in chunks if c.where == "caller" and c.first_item >= self.probe_items]
         n = sum(c.n_items for c in rest)
