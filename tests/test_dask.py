@@ -222,6 +222,7 @@ def test_an_unreachable_scheduler_falls_back_within_ten_seconds() -> None:
     assert record is not None
     assert record.fallback_reason is Reason.INIT_FAILURE
     assert record.pool_start_failed
+    assert "check that its scheduler runs" in record.fallback_detail, record.fallback_detail  # what to do
     reasons = [w.message.reason for w in caught if issubclass(w.category, ParallelFallbackWarning)]
     assert reasons == [Reason.INIT_FAILURE]  # type: ignore[comparison-overlap]
 

@@ -147,6 +147,8 @@ def test_a_pool_that_could_not_start_falls_back_with_the_initializer_run_here_fi
         assert ex.map(tasks.predict, range(6)) == [x * 5 for x in range(6)]
         record = ex.last_record
     assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+    # the advice is "the detail names what to do": here, the setting that gives the start longer (advice trial)
+    assert "raise pool_start_timeout" in record.fallback_detail, record.fallback_detail
 
 
 def test_an_initializer_that_raises_everywhere_stops_the_call_instead_of_running_items_without_it() -> None:

@@ -169,9 +169,13 @@ class Strategy(ABC):
     def _still_starting(self, pending: int, waited: float, why: str) -> str:
         what = (f"its worker_initializer {describe_callable(self.initializer)} had not returned"
                 if self.initializer is not None else "its workers had not come up")
+        held = held_at_fork_hint(self.forked_beside)
+        longer = "" if held or "pool_start_timeout" not in why else (
+            "; if the start needs longer (an initializer loading a large model), raise pool_start_timeout "
+            "(start_timeout= in CE_PARALLEL)")  # the detail promised what to do and said nothing (advice trial)
         return (f"payoff: the {self.name} pool was still starting after {waited:.1f} s ({why}): {what} on "
-                f"{pending} of {self.workers} workers{held_at_fork_hint(self.forked_beside)}. The half-started "
-                "pool was stopped; the next call starts a fresh one")
+                f"{pending} of {self.workers} workers{held}. The half-started pool was stopped; the next call "
+                f"starts a fresh one{longer}")
 
     def refresh(self, stop: StartStop | None = None) -> None:
         """A warm pool about to serve another call: count its workers again where they may have changed (a

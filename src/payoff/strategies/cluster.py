@@ -160,6 +160,11 @@ def planning_facts(config: ParallelConfig, stop: StartStop | None = None,
         return None
 
 
+CHECK_ADDRESS = ("check that its scheduler runs and listens at that address (the `dask scheduler` command prints "
+                 "it), or drop address= for a local cluster of this machine's cores")
+"""What to do about an address no scheduler answers at (an init_failure's detail promises it says)."""
+
+
 def _shown_target(target: Any) -> str:
     return target if isinstance(target, str) else f"the Client's scheduler ({getattr(target, 'scheduler', '?')})"
 
@@ -231,7 +236,8 @@ def connect(address: str, stop: StartStop | None = None) -> tuple[Any, float]:
         waited = f" within {CONNECT_TIMEOUT_SECONDS:g} s" if "timed out" in str(error).lower() \
             or isinstance(error, TimeoutError) else ""  # a refusal or an unknown host is told at once
         raise ClusterUnreachableError(
-            f"cannot reach the dask scheduler at {address}{waited}: {type(error).__name__}: {error}") from error
+            f"cannot reach the dask scheduler at {address}{waited}: {type(error).__name__}: {error}; {CHECK_ADDRESS}"
+        ) from error
     return client, time.perf_counter() - t0
 
 
