@@ -342,3 +342,22 @@ def test_moving_data_is_not_advised_to_raise_the_size_limit_that_played_no_part(
     moving = replace(limited, fallback_detail="20 items x 916.1 us = 18.32 ms of work; processes would need about "
                                               "252.97 ms, 240.01 ms of it moving pickled data")
     assert "task_size_hint_bytes" not in moving.summary() and "send indices" in moving.summary(), moving.summary()
+
+
+def test_a_disabled_call_says_where_it_was_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detail said ``enabled=False`` and the advice "or CE_PARALLEL to a strategy": with PAYOFF_PARALLEL=off
+    that raised (the two variables disagreed), and a config given as it is reads no variable (advice trial)."""
+    monkeypatch.delenv("CE_PARALLEL", raising=False)
+    monkeypatch.setenv("PAYOFF_PARALLEL", "off")
+    with ParallelExecutor() as ex:
+        ex.map(tasks.square, range(10))
+        by_env = ex.last_record
+    monkeypatch.delenv("PAYOFF_PARALLEL")
+    monkeypatch.setenv("CE_PARALLEL", "processes")
+    with ParallelExecutor(ParallelConfig(enabled=False)) as ex:
+        ex.map(tasks.square, range(10))
+        given = ex.last_record
+    assert by_env is not None and by_env.fallback_reason is Reason.DISABLED
+    assert "PAYOFF_PARALLEL=off" in by_env.fallback_detail, by_env.fallback_detail
+    assert given is not None and "the ParallelConfig the executor was given" in given.fallback_detail
+    assert "where the detail says" in by_env.summary() + given.summary()

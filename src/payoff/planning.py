@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
+import os
 import pickle
 import statistics
 import time
@@ -51,7 +52,16 @@ from payoff._probe import (
     stuck_probes,
     waiting_line,
 )
-from payoff.config import ParallelConfig, cpu_capacity, cpus_described, max_workers_limit, usable_cpus
+from payoff.config import (
+    ALIAS_ENV_VAR,
+    ENV_VAR,
+    ParallelConfig,
+    cpu_capacity,
+    cpus_described,
+    max_workers_limit,
+    parse_ce_parallel,
+    usable_cpus,
+)
 from payoff.errors import WorkerCrashedError, describe_exit
 from payoff.observers import find_call_site, warning_action
 from payoff.reasons import Reason, initial_decision
@@ -827,10 +837,28 @@ def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: i
     return Outgrow(strategy, workers, max(OUTGROW_MIN_SECONDS, OUTGROW_FACTOR * cost * remaining))
 
 
+def switched_off_by() -> str:
+    """Where ``enabled=False`` came from, for the ``disabled`` detail: following "or CE_PARALLEL to a strategy"
+    raised (PAYOFF_PARALLEL=off said otherwise) or did nothing (a config given as it is reads no variable)."""
+    said = [f"{name}={value.strip()}" for name in (ENV_VAR, ALIAS_ENV_VAR)
+            if (value := os.environ.get(name)) and _says_off(value, name)]
+    if said:
+        return f"enabled=False, as {' and '.join(said)} says"
+    return (f"enabled=False in the ParallelConfig the executor was given (a config given as it is reads neither "
+            f"{ENV_VAR} nor {ALIAS_ENV_VAR})")
+
+
+def _says_off(text: str, name: str) -> bool:
+    try:
+        return parse_ce_parallel(text, name).get("enabled") is False
+    except ValueError:
+        return False
+
+
 def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     cfg = call.config
     if not cfg.enabled:
-        return Reason.DISABLED, "enabled=False"
+        return Reason.DISABLED, switched_off_by()
     if in_worker():
         return Reason.NESTED, "map called from inside an item of another payoff map"
     daemonic = _no_children() if _starts_processes(call, call.requested) else None

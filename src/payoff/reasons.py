@@ -122,7 +122,8 @@ class Reason(StrEnum):
         "disabled",
         "fallback",
         "parallelism is switched off (CE_PARALLEL=off or enabled=False)",
-        "set enabled=True, or CE_PARALLEL to a strategy (CE_PARALLEL=processes), to run in parallel",
+        "switch it on where the detail says it was switched off: enabled=True in that ParallelConfig, or a "
+        "strategy in that variable (PAYOFF_PARALLEL=processes, CE_PARALLEL=processes)",
     )
     TINY_WORKLOAD = (
         "tiny_workload",

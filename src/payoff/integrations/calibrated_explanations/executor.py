@@ -612,9 +612,9 @@ class CEParallelExecutor:
             chain = plugin_chain(explainer, mode)
             detail = f"; its {mode or 'explanation'} plugin is {chain!r}" if chain else ""
             if not self.user_config.enabled:  # as asked: recorded as any disabled call, without a warning
-                self.executor._record_unmapped(n, Reason.DISABLED, "enabled=False: CE explained every instance in "
-                                               "this process", self.workload, _user_site(), session.started_ns,
-                                               session.started_at)
+                self.executor._record_unmapped(n, Reason.DISABLED, f"{planning.switched_off_by()}: CE explained "
+                                               "every instance in this process", self.workload, _user_site(),
+                                               session.started_ns, session.started_at)
                 return
             if n == 1:
                 self._one_instance(session)
