@@ -45,6 +45,12 @@ from payoff.config import GRAMMAR, parse_ce_parallel
     ("start_timeout=900", {"pool_start_timeout": 900.0}), ("pool_start_timeout=1500ms", {"pool_start_timeout": 1.5}),
     ("inner_threads=1", {"inner_threads": 1}), ("inner_threads=auto", {"inner_threads": None}),
     ("inner_threads=off", {"inner_threads": 0}), ("inner_threads=0", {"inner_threads": 0}),
+    ("waiting_workers=auto", {"max_waiting_workers": 32}),
+    # every setting spelt as its field too: payoff's advice names fields (advice trial)
+    ("tiny_workload_threshold=0,min_batch_size=1", {"tiny_workload_threshold": 0.0, "min_batch_size": 1}),
+    ("task_size_hint_bytes=64MiB", {"task_size_hint_bytes": 64 * 2**20}),
+    ("min_instances_for_parallel=1", {"min_instances_for_parallel": 1}),
+    ("max_waiting_workers=8", {"max_waiting_workers": 8}),
 ])
 def test_every_token_of_the_grammar(text: str, expected: dict[str, object]) -> None:
     assert parse_ce_parallel(text) == expected

@@ -448,7 +448,8 @@ GRAMMAR = (
     "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; start_timeout=SECONDS; "
     "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask); "
     "inner_threads=N|auto|off (native BLAS/OpenMP threads, and joblib's n_jobs=-1, per process worker). "
-    "N may be 'auto' for automatic. "
+    "N may be 'auto' for automatic. Each key may also be spelt as its ParallelConfig field "
+    "(tiny_workload_threshold=, min_batch_size=, task_size_hint_bytes=, ...). "
     "Numbers use ASCII digits; workers is at most 64 per usable CPU, other N and BYTES at most 2**63-1, "
     "SECONDS at most one year."
 )
@@ -483,6 +484,13 @@ def _whole_number(text: str, expected: str) -> int:
 
 def _whole_count(text: str) -> int:
     return _whole_number(text, "expected a whole number >= 1")
+
+
+def _whole_count_or_default(text: str) -> int:
+    """A count whose automatic value is its default (``waiting_workers=auto``: the grammar says N may be auto)."""
+    if text == "auto":
+        return int(ParallelConfig.max_waiting_workers)
+    return _whole_number(text, "expected a whole number >= 1 or 'auto'")
 
 
 def _threads(text: str) -> int | None:
@@ -568,7 +576,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
 
 _KEYS.update({
     "workers": ("max_workers", _int_or_auto),
-    "waiting_workers": ("max_waiting_workers", _whole_count),
+    "waiting_workers": ("max_waiting_workers", _whole_count_or_default),
     "max_workers": ("max_workers", _int_or_auto),
     "min_batch": ("min_batch_size", _int_or_auto),
     "min_instances": ("min_instances_for_parallel", _int_or_auto),
@@ -586,6 +594,9 @@ _KEYS.update({
     "address": ("address", lambda text: text),
     "inner_threads": ("inner_threads", _threads),
 })
+_KEYS.update({entry[0]: entry for entry in list(_KEYS.values()) if entry[0] not in _KEYS})
+"""Each setting is also spelt as its ParallelConfig field: the advice payoff prints names fields
+(``tiny_workload_threshold=0``), and the variables refused them (advice trial)."""
 
 
 def parse_ce_parallel(text: str, name: str = ALIAS_ENV_VAR) -> dict[str, Any]:
