@@ -326,7 +326,9 @@ PANELS: list[PanelSpec] = [
             f"that stayed parallel after rerunning lost chunks in fresh workers ({_codes(recovered_reasons())}: "
             "a dead worker, or a pool another call's stop cost them). Filtered by workload only: neither "
             "carries a strategy label. tiny_workload, too_few_items, pool_start_cost and no_measured_gain are the "
-            "library protecting you; init_failure, unpicklable and a recurring map_failure_retry need fixing."
+            "library protecting you; init_failure, unpicklable and a recurring map_failure_retry need fixing. "
+            "A workload's first call of a reason makes its series, which a rate cannot count: a single "
+            "recovery shows in payoff_recoveries_total's value and in the call's trace, not here."
         ),
         "kind": "timeseries",
         "unit": "ops",
