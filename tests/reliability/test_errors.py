@@ -332,4 +332,4 @@ def test_an_items_error_is_not_replaced_by_a_fallback_warning_made_an_error() ->
         with pytest.raises(ValueError, match="fn failed at item") as raised:
             ex.map(tasks.fail_at_two, [2])
     notes = getattr(raised.value, "__notes__", [])
-    assert any("ParallelFallbackWarning" in note and "tiny_workload" in note for note in notes), notes
+    assert any("ParallelFallbackWarning" in note and "too_few_items" in note for note in notes), notes
