@@ -704,3 +704,36 @@ def test_a_verdict_measured_on_far_cheaper_items_keeps_no_dearer_call_serial() -
     assert got.probe.n >= 1 and got.probe.seconds_per_item is not None and got.probe.seconds_per_item > 3e-3
     assert got.fallback is not Reason.NO_MEASURED_GAIN, got.detail
     assert (got.strategy, got.fallback) == ("processes", None), (got.strategy, got.fallback, got.detail)
+
+
+def test_a_loss_read_while_other_programs_had_the_cores_is_no_verdict() -> None:
+    """Beside two busy programs a service's processes read 0.8-0.9x serial (an estimate that gives serial a whole
+    core, which it would not have had) while they ran 1.6x faster than its serial calls, and 116 of its first
+    150 calls ran serially (service trial). A loss whose workers waited for a CPU a good share of their time
+    is not believed; the same loss read on free cores is, and so is a gain read under load."""
+    from dataclasses import replace as changed
+
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0)) as ex:
+        ex.map(tasks.spin, range(40))
+        ex.map(tasks.spin, range(40))
+        ran = ex.last_record
+    assert ran is not None and ran.selected_strategy == "processes" and not ran.pool_started
+    pool = [c for c in ran.chunks if c.where != "caller"]
+    assert pool, ran.summary()
+    auto = changed(ran, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND, workers=2)
+    lost = changed(auto, wall_seconds=4 * ran.serial_estimate_seconds)  # 0.25x
+    loaded = tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2) if c.where != "caller" else c
+                   for c in lost.chunks)
+    cases = {"free cores": lost, "loaded": changed(lost, chunks=loaded),
+             "gain, loaded": changed(auto, chunks=loaded, wall_seconds=ran.serial_estimate_seconds / 1.5)}
+    verdicts = {}
+    for name, record in cases.items():
+        planner = Planner()
+        planner.knowledge.teach(tasks.spin, Facts(1e-3, 1.0, 40, "", None, result_error=""))
+        planner.learn(record, tasks.spin, ParallelConfig())
+        facts = planner.knowledge.get(tasks.spin)
+        assert facts is not None
+        verdicts[name] = facts.verdicts.get("processes")
+    assert verdicts["free cores"] is not None and verdicts["free cores"][0] < 1.0, verdicts
+    assert verdicts["loaded"] is None, verdicts
+    assert verdicts["gain, loaded"] is not None and verdicts["gain, loaded"][0] > 1.0, verdicts
