@@ -1229,3 +1229,36 @@ def test_cached_functions_of_one_name_in_two_places_are_remembered_apart() -> No
     assert _knowledge.fn_key(here) != _knowledge.fn_key(there)
     assert _knowledge.fn_key(here) == _knowledge.fn_key(cached_in("/srv/app/features.py"))  # a cell run again
     assert _knowledge.fn_key(here) != _knowledge.fn_key(here.__wrapped__)  # cached items cost otherwise
+
+
+def test_a_share_read_again_beside_other_calls_does_not_turn_waiting_items_into_cpu_work() -> None:
+    """Every ``RESHARE_EVERY`` calls on threads the first items run alone again; beside a service's other
+    requests (a thread holding the GIL, another call open) their sleep read as waits for the GIL, the share as
+    1.0 and the cost as the items' CPU time (microseconds): planned serial, then moved to processes, 15% of a
+    sleeping endpoint's calls at 5-10x the latency of threads (service trial). A function known to wait keeps
+    its share against such an ambiguous reading."""
+
+    planner = planning.Planner()
+    planner.knowledge.teach(_nap_briefly, _knowledge.Facts(2.1e-3, 0.02, 40, "", None, result_error="",
+                                                           share_without_gil=True, waited=True,
+                                                           threads_calls=_knowledge.RESHARE_EVERY))
+    other = CancelToken()
+    planner._event(other)  # another request's call, open
+    stop = threading.Event()
+
+    def hold_the_gil() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinner = threading.Thread(target=hold_the_gil, daemon=True)
+    spinner.start()
+    try:
+        got = planner.plan(planning.Call(_nap_briefly, list(range(400)), ParallelConfig(max_workers=2), "auto",
+                                         None, None, None, frozenset({"threads", "processes"}), 5))
+    finally:
+        stop.set()
+        spinner.join()
+    assert got.probe.n > 0, "the share was read again"
+    assert got.strategy == "threads" and got.decision is Reason.AUTO_WAITING, (got.strategy, got.detail)
+    facts = planner.knowledge.get(_nap_briefly)
+    assert facts is not None and facts.cpu_ratio < _probe.waiting_line(2), facts

@@ -144,7 +144,7 @@ def probe_share(call: Call, workers: int) -> int:
 
 
 def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
-                others_since: Callable[[int], bool] | None = None) -> None:
+                others_since: Callable[[int], bool] | None = None, known_waiting: bool = False) -> None:
     """Run the first items in the caller to learn what an item costs and how much of it is CPU.
 
     Little CPU per second of wall time means the items wait (I/O, sleep),
@@ -154,7 +154,12 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     GIL they held (many threads sharing one executor), its items are CPU work,
     and what they cost alone is their CPU time. Without other payoff calls a
     busy thread of the program's own says nothing about these items, which may
-    really wait (I/O beside a busy thread).
+    really wait (I/O beside a busy thread). Read so beside other calls, a CPU share is ambiguous: it does not
+    overturn a function known to wait (``known_waiting``: a share read alone before, checked again every
+    ``RESHARE_EVERY`` calls on threads). Each such check among a service's other requests turned sleeping
+    items into CPU work of microseconds, planned serial, then moved to processes: 15% of a sleeping
+    endpoint's calls at 5-10x the latency of threads (service trial). A function that turned CPU-bound is
+    told by a reading alone, or by its threads run (``Planner.learn``'s ``not_waiting``).
     """
     share = probe_share(call, workers)
     # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
@@ -177,8 +182,9 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
             return
         if elsewhere is not None and not crowded:
             _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere) - collections.ns, wall, line)
-        elif crowded and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None),
-                                         process_ns, clock_ns):
+        elif crowded and not known_waiting \
+                and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None), process_ns,
+                                    clock_ns):
             probe.cpu_ratio = 1.0
             probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
 

@@ -1168,7 +1168,8 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     reshare = known is not None and _share_due(call, known)
     if needs_cost and here and (asks or known is None or _measures_more(call, workers, known)
                                 or _unsteady(known) or reshare):
-        probe_cost(call, probe, workers, crowded, others_since)
+        probe_cost(call, probe, workers, crowded, others_since,
+                   known_waiting=known is not None and known.waited is True)
         probe.known = False
         _void_verdicts_if_shifted(probe, known)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
