@@ -124,3 +124,26 @@ def test_a_garbage_collection_of_the_programs_heap_in_the_probe_is_not_the_items
     # under load the probe's first items may plan the call serial; the rest is then planned again, on threads
     assert strategy == "threads" and decision in (Reason.AUTO_WAITING.value, Reason.AUTO_OUTGREW_ESTIMATE.value), \
         done.stdout
+
+
+@pytest.mark.parametrize(("name", "counts"), [("payoff-7", False), ("Thread-sklearn-predict", True)])
+def test_a_payoff_pool_thread_started_during_the_probe_is_not_the_items_work(name: str, counts: bool) -> None:
+    """Another request's first call started payoff's threads while a sleeping function's probe ran: their CPU was
+    taken for the items' (as a scikit-learn predict's pool's is), the function for CPU work done elsewhere, and
+    99.6% of its calls went to processes at 10x the latency of threads (service trial). A thread the items
+    start still counts."""
+    import threading
+
+    def spin() -> None:
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+
+    before = _delegated_cpu.snapshot()
+    assert before is not None
+    thread = threading.Thread(target=spin, name=name)
+    thread.start()
+    time.sleep(0.05)  # read while it runs: an ended thread leaves the process's count only
+    seen = _delegated_cpu.since(before)
+    thread.join()
+    assert (seen >= 20_000_000) is counts, seen

@@ -45,6 +45,8 @@ class Snapshot:
     children: frozenset[int] = frozenset()
     """Every child process, ended ones not yet waited for and helpers included: one of them reaped later
     brings CPU time this snapshot never measured."""
+    ours: frozenset[int] = frozenset()
+    """The threads among ``python`` that are payoff's own (named ``payoff``...): another call's pool."""
 
 
 def snapshot() -> Snapshot | None:
@@ -52,11 +54,12 @@ def snapshot() -> Snapshot | None:
     if not (_PROC / "self" / "task").is_dir():
         return None
     own = threading.get_native_id()
-    python = {t.native_id: ns for t in threading.enumerate()
-              if t.native_id is not None and t.native_id != own and (ns := _thread_ns(t.native_id)) is not None}
+    threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None and t.native_id != own}
+    python = {tid: ns for tid in threads if (ns := _thread_ns(tid)) is not None}
+    ours = frozenset(tid for tid, name in threads.items() if name.startswith("payoff"))
     processes = {p: ns for p in descendants([os.getpid()]) if (ns := _process_ns(p[0])) is not None}
     return Snapshot(time.process_time_ns(), time.thread_time_ns(), _reaped_ns(), time.perf_counter_ns(), python,
-                    processes, frozenset(_children(os.getpid(), _PROC) or ()))
+                    processes, frozenset(_children(os.getpid(), _PROC) or ()), ours)
 
 
 def since(before: Snapshot) -> int:
@@ -76,7 +79,10 @@ def since(before: Snapshot) -> int:
     if after is None:
         return 0
     program = sum(after.python[tid] - ns for tid, ns in before.python.items() if tid in after.python)
-    in_process = after.process_ns - before.process_ns - (after.own_ns - before.own_ns) - program
+    # payoff's own threads started meanwhile are another call's pool, not the items' (service trial: a sleeping
+    # function probed while another request's first call started its threads read as CPU work, for good)
+    pools = sum(after.python[tid] for tid in after.ours - before.python.keys() if tid in after.python)
+    in_process = after.process_ns - before.process_ns - (after.own_ns - before.own_ns) - program - pools
     if program > PROGRAM_BUSY * (after.clock_ns - before.clock_ns):
         in_process = 0
     outside = sum(ns for p, ns in after.processes.items() if p not in before.processes)

@@ -25,6 +25,7 @@ from payoff._source import is_stream, reads_for_a_probe
 from payoff.errors import StuckThreadsWarning
 from payoff.observers import warn_before_raising
 from payoff.scheduling import CHUNKS_PER_WORKER, items_within_bytes
+from payoff.strategies.base import process_starts
 from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     share = probe_share(call, workers)
     # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
     elsewhere = None if crowded or call.timeout is not None else _delegated_cpu.snapshot()
+    starts = process_starts()
     busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
     start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
     with _Collections() as collections:
@@ -180,7 +182,8 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         line = waiting_line(workers) * (1 + WAITING_BAND)
         if probe.cpu_ratio >= line:
             return
-        if elsewhere is not None and not crowded:
+        if elsewhere is not None and not crowded and starts[0] == starts[1] == process_starts()[1]:
+            # no payoff process pool started meanwhile: the processes started then are the items'
             _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere) - collections.ns, wall, line)
         elif crowded and not known_waiting \
                 and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None), process_ns,

@@ -62,6 +62,16 @@ class ChunkTask:
     """Lost as ``ChunkKilledWorkers`` says: the pool's own scheduler found it kills every worker it runs on."""
 
 
+_PROCESS_STARTS = [0, 0]
+"""Starts of payoff's process pools begun and ended in this process (``process_starts``)."""
+
+
+def process_starts() -> tuple[int, int]:
+    """Starts of payoff's own process pools begun and ended so far: a probe that runs while one starts cannot
+    tell those new workers' CPU from processes its items started (``_probe._count_delegated``)."""
+    return _PROCESS_STARTS[0], _PROCESS_STARTS[1]
+
+
 class Strategy(ABC):
     """A pool of workers of one kind."""
 
@@ -111,10 +121,12 @@ class Strategy(ABC):
             refuse_while_importing_main(self.name)
         t0 = time.perf_counter()
         self._start_stop = stop
+        _PROCESS_STARTS[0] += self.crosses_processes
         try:
             self._start()
         finally:
             self._start_stop = None
+            _PROCESS_STARTS[1] += self.crosses_processes
         return time.perf_counter() - t0
 
     _start_stop: StartStop | None = None
