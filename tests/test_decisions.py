@@ -276,6 +276,9 @@ ROWS = [
         "(a 1 ms threshold sent them there, 40x a loop: advice trial)", 1e-2, 200, "serial",
         Reason.PAYLOAD_TOO_LARGE, config={"max_workers": 2, "tiny_workload_threshold": 0.001}, fn_bytes=250 << 20,
         threads_speedup=0.9, detail_says="of it moving pickled data"),
+    Row("and a threshold does not keep data off a pool its moving leaves paying (review: a start alone in the "
+        "way was called payload_too_large)", 5e-4, 100, "processes", Reason.AUTO_CPU_BOUND,
+        config={"max_workers": 2, "tiny_workload_threshold": 1e-6}, item_bytes=100_000, threads_speedup=0.9),
     Row("tiny_workload_threshold=0 and min_batch_size=1 force parallel", 5e-8, 1000, "processes",
         Reason.AUTO_CPU_BOUND, config={"max_workers": 2, "tiny_workload_threshold": 0, "min_batch_size": 1}),
     Row("a fixed chunksize is every chunk's size", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,

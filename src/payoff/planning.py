@@ -858,8 +858,9 @@ def switched_off_by() -> str:
     raised (PAYOFF_PARALLEL=off said otherwise) or did nothing (a config given as it is reads no variable)."""
     said = [f"{name}={value.strip()}" for name in (ENV_VAR, ALIAS_ENV_VAR)
             if (value := os.environ.get(name)) and _says_off(value, name)]
-    if said:
-        return f"enabled=False, as {' and '.join(said)} says"
+    if said:  # which of the two it was, the executor's config cannot tell (review): both are named
+        return (f"enabled=False: {' and '.join(said)} is set, which switches off an executor made without a "
+                "ParallelConfig; one given a config reads no variable, and its enabled=False did")
     return (f"enabled=False in the ParallelConfig the executor was given (a config given as it is reads neither "
             f"{ENV_VAR} nor {ALIAS_ENV_VAR})")
 
@@ -1078,7 +1079,8 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     summary = (f"{remaining:,} items{_measured_on(probe)} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
     if threshold is not None:  # the user's threshold rules on how much work a pool is worth, not on moving data
-        moving = est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial
+        moving = est.warm * PAYOFF_MARGIN >= est.serial and est.data_weighs \
+            and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial  # not a start alone in the way (review)
         return (Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data") \
             if moving else None
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way

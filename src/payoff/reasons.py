@@ -122,8 +122,9 @@ class Reason(StrEnum):
         "disabled",
         "fallback",
         "parallelism is switched off (CE_PARALLEL=off or enabled=False)",
-        "switch it on where the detail says it was switched off: enabled=True in that ParallelConfig, or a "
-        "strategy in that variable (PAYOFF_PARALLEL=processes, CE_PARALLEL=processes)",
+        "switch it on where the detail says it was switched off: enabled=True in the ParallelConfig given, or, for "
+        "an executor made without one, a strategy in that variable (PAYOFF_PARALLEL=processes, "
+        "CE_PARALLEL=processes)",
     )
     TINY_WORKLOAD = (
         "tiny_workload",

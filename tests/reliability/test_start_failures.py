@@ -216,3 +216,18 @@ def test_a_refused_new_process_is_told_apart_from_other_eagains() -> None:
     assert "refused a new process" in forked and "ulimit -u" in forked, forked
     elsewhere = raised_in("/tmp/socket_reader.py")
     assert start_failure_detail("processes", elsewhere) == f"the processes pool failed to start: {elsewhere!r}"
+
+
+def test_an_initializers_own_emfile_is_its_error_not_the_pools_descriptors() -> None:
+    """Any EMFILE in the chain was told as the pool's own want of descriptors, even a worker_initializer's
+    error on a threads pool, with the advice to use the threads it ran on (review of the day's diff)."""
+    import errno
+
+    from payoff.errors import WorkerInitError
+    from payoff.strategies.start_failure import start_failure_detail
+
+    own = OSError(errno.EMFILE, "Too many open files", "/data/model.bin")
+    wrapped = WorkerInitError("payoff: worker_initializer tests.init raised OSError(24) in a worker thread")
+    wrapped.__cause__ = own
+    detail = start_failure_detail("threads", wrapped)
+    assert "worker_initializer" in detail and "no file descriptor left" not in detail, detail

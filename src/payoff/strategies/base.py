@@ -184,7 +184,7 @@ class Strategy(ABC):
         held = held_at_fork_hint(self.forked_beside)
         longer = "" if held or "pool_start_timeout" not in why else (
             "; if the start needs longer (an initializer loading a large model), raise pool_start_timeout "
-            "(start_timeout= in CE_PARALLEL)")  # the detail promised what to do and said nothing (advice trial)
+            "(start_timeout= in PAYOFF_PARALLEL)")  # the detail promised what to do and said nothing (advice trial)
         return (f"payoff: the {self.name} pool was still starting after {waited:.1f} s ({why}): {what} on "
                 f"{pending} of {self.workers} workers{held}. The half-started pool was stopped; the next call "
                 f"starts a fresh one{longer}")

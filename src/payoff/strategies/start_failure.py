@@ -45,6 +45,8 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
     """What the OS refused a ``name`` pool's start (``exc``) and what to do about it; None when ``exc`` is not
     one of the refusals told apart here."""
     chain = list(error_chain(exc))
+    if any(isinstance(e, WorkerInitError) for e in chain):
+        return None  # the user's initializer raised it: its own error, named as such (review)
     out = next((e for e in chain if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE)), None)
     if out is not None:
         return _no_descriptors(name, out)
