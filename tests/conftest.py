@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import shutil
@@ -133,6 +134,24 @@ def _fresh_planner() -> None:
 def _no_ce_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CE_PARALLEL", raising=False)
     monkeypatch.delenv("PAYOFF_PARALLEL", raising=False)
+
+
+@contextlib.contextmanager
+def a_busy_python_thread() -> Iterator[None]:
+    """A thread of the program's own that holds the GIL while the block runs (a service's other request)."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(10_000))
+
+    spinner = threading.Thread(target=busy, daemon=True)
+    spinner.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        spinner.join()
 
 
 def until(condition: Callable[[], object], what: str, seconds: float = 60.0) -> None:

@@ -22,6 +22,7 @@ import pytest
 from payoff import ParallelConfig, ParallelExecutor, _delegated_cpu
 from payoff.reasons import Reason
 from tests import tasks
+from tests.conftest import a_busy_python_thread
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads CPU time in /proc")
 
@@ -46,19 +47,8 @@ def test_items_waiting_on_a_child_that_sleeps_are_still_waiting_work() -> None:
 
 def test_a_busy_python_thread_of_the_program_does_not_make_waiting_items_cpu_work() -> None:
     """The program's own Python threads are not the items' (I/O beside a busy thread is still I/O)."""
-    stop = threading.Event()
-
-    def busy() -> None:
-        while not stop.is_set():
-            sum(range(10_000))
-
-    spinner = threading.Thread(target=busy, daemon=True)
-    spinner.start()
-    try:
+    with a_busy_python_thread():
         assert _decision(tasks.sleep_then_square, 8) is Reason.AUTO_WAITING
-    finally:
-        stop.set()
-        spinner.join()
 
 
 def test_a_delegating_functions_cpu_share_is_not_lowered_by_the_records_of_its_runs() -> None:
@@ -132,7 +122,6 @@ def test_a_payoff_pool_thread_started_during_the_probe_is_not_the_items_work(nam
     taken for the items' (as a scikit-learn predict's pool's is), the function for CPU work done elsewhere, and
     99.6% of its calls went to processes at 10x the latency of threads (service trial). A thread the items
     start still counts."""
-    import threading
 
     def spin() -> None:
         end = time.thread_time() + 0.3

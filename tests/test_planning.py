@@ -26,6 +26,7 @@ from payoff.report.text import details
 from payoff.telemetry.warnings import ParallelFallbackWarning
 from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 from tests import tasks
+from tests.conftest import a_busy_python_thread
 
 
 @pytest.mark.parametrize("obj", [np.zeros(0), np.arange(10.0), np.ones((256, 512)), np.ones((300, 300))[::2, ::3],
@@ -152,7 +153,10 @@ def test_a_call_that_started_its_pool_leaves_no_verdict() -> None:
         ex.map(tasks.spin, range(40))
         second = ex.last_record
         assert second is not None and second.selected_strategy == "processes" and not second.pool_started
-        assert facts.verdicts["processes"] == (second.speedup, 40)
+        if second.speedup < 1.0 and planning._under_outside_load(second):  # a loss beside other programs: none
+            assert "processes" not in facts.verdicts, facts.verdicts
+        else:
+            assert facts.verdicts["processes"] == (second.speedup, 40)
 
 
 def test_a_pool_whose_initializer_failed_is_tried_again_not_replaced_by_the_caller() -> None:
@@ -1244,20 +1248,9 @@ def test_a_share_read_again_beside_other_calls_does_not_turn_waiting_items_into_
                                                            threads_calls=_knowledge.RESHARE_EVERY))
     other = CancelToken()
     planner._event(other)  # another request's call, open
-    stop = threading.Event()
-
-    def hold_the_gil() -> None:
-        while not stop.is_set():
-            sum(range(1000))
-
-    spinner = threading.Thread(target=hold_the_gil, daemon=True)
-    spinner.start()
-    try:
+    with a_busy_python_thread():
         got = planner.plan(planning.Call(_nap_briefly, list(range(400)), ParallelConfig(max_workers=2), "auto",
                                          None, None, None, frozenset({"threads", "processes"}), 5))
-    finally:
-        stop.set()
-        spinner.join()
     assert got.probe.n > 0, "the share was read again"
     assert got.strategy == "threads" and got.decision is Reason.AUTO_WAITING, (got.strategy, got.detail)
     facts = planner.knowledge.get(_nap_briefly)
