@@ -123,16 +123,20 @@ def test_a_payoff_pool_thread_started_during_the_probe_is_not_the_items_work(nam
     99.6% of its calls went to processes at 10x the latency of threads (service trial). A thread the items
     start still counts."""
 
+    stop = threading.Event()
+
     def spin() -> None:
-        end = time.thread_time() + 0.3
-        while time.thread_time() < end:
+        while not stop.is_set():
             pass
 
     before = _delegated_cpu.snapshot()
     assert before is not None
     thread = threading.Thread(target=spin, name=name)
     thread.start()
-    time.sleep(0.05)  # read while it runs: an ended thread leaves the process's count only
+    time.sleep(0.4)  # read while it runs: an ended thread leaves the process's count only
     seen = _delegated_cpu.since(before)
+    stop.set()
     thread.join()
-    assert (seen >= 20_000_000) is counts, seen
+    # ~0.3 s of the spin's CPU (the GIL shared with this sleeping thread) against the rest of the process's
+    # noise (threads of earlier tests' pools ending: up to ~40 ms seen in the suite)
+    assert seen >= 200_000_000 if counts else seen < 150_000_000, seen
