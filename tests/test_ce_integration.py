@@ -1100,3 +1100,16 @@ def test_one_worker_is_named_as_the_reason_not_tiny_work() -> None:
     record = ex.last_record
     assert record is not None and record.fallback_reason is Reason.SINGLE_WORKER, record
     assert "max_workers=1" in record.fallback_detail, record.fallback_detail
+
+
+def test_one_instance_under_a_serial_strategy_is_recorded_as_asked_not_as_a_fallback() -> None:
+    """``strategy="serial"`` asks for the caller: a one-instance explain there is no fallback (review)."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    ex = enable(wrapper, ParallelConfig(strategy="serial"))
+    try:
+        wrapper.explain_factual(x_test[:1])
+    finally:
+        ex.close()
+    record = ex.last_record
+    assert record is not None and record.n_items == 1 and record.selected_strategy == "serial", record
+    assert record.fallback_reason is None and ex.metrics.fallbacks == 0, record

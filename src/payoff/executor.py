@@ -619,10 +619,11 @@ class ParallelExecutor:
             runs = [run for run in self._runs if run.thread == me and not run.paused]
         return _CallStop(self, runs) if runs else None
 
-    def _record_unmapped(self, n_items: int, reason: Reason, detail: str, workload: str, site: CallSite,
+    def _record_unmapped(self, n_items: int, reason: Reason | None, detail: str, workload: str, site: CallSite,
                          started_ns: int, started_at: float, said: str = "") -> MapRecord:
-        """Record work a library did itself instead of calling ``map`` (a fallback no map call can see); ``said``:
-        its items in the library's words (``MapRecord.items_said``).
+        """Record work a library did itself instead of calling ``map`` (a fallback no map call can see; None: no
+        fallback, the serial run that was asked for); ``said``: its items in the library's words
+        (``MapRecord.items_said``).
 
         Observers get it like any call, so the warning, the span and the
         fallback counter say what happened; it has no chunks and no speedup.
@@ -631,7 +632,8 @@ class ParallelExecutor:
                         n_items, site, started_ns=started_ns, started_at=started_at)
         rec = RecordBuilder(call.call_id, call.workload, call.requested_strategy, None, n_items,
                             started_ns, started_at)
-        rec.fall_back(reason, detail)
+        if reason is not None:
+            rec.fall_back(reason, detail)
         if said:
             rec.items_said = lambda: said
         self._observers.started(call)

@@ -640,12 +640,14 @@ class CEParallelExecutor:
     def _one_instance(self, session: _Session) -> None:
         """CE explains a single instance inline, rightly (nothing to split), without a map: recorded as the call
         of one item it is, or ``last_record`` still showed the explain before it."""
-        with self._lock:
-            self.metrics.fallbacks += 1
+        asked = self.executor.config.strategy_name == "serial"  # as asked: no fallback (review)
+        if not asked:
+            with self._lock:
+                self.metrics.fallbacks += 1
         detail = (f"{RUN_INLINE}calibrated-explanations explains a single instance in this process without calling "
                   "map (nothing to split)")
-        self.executor._record_unmapped(1, Reason.TOO_FEW_ITEMS, detail, self.workload, _user_site(),
-                                       session.started_ns, session.started_at, said="1 instance")
+        self.executor._record_unmapped(1, None if asked else Reason.TOO_FEW_ITEMS, detail, self.workload,
+                                       _user_site(), session.started_ns, session.started_at, said="1 instance")
 
 
 def _points(chunks: Sequence[ChunkStats], items: list[list[Task]]) -> list[tuple[int, int, float, bool]]:
