@@ -601,6 +601,7 @@ def test_a_scheduler_gone_between_calls_falls_back_and_is_remembered() -> None:
                     assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, \
                         (record.fallback_reason if record else None)
                     assert "remembered" not in record.fallback_detail or _ > 0
+                    assert "check that its scheduler runs" in record.fallback_detail, record.fallback_detail
                     assert time.monotonic() - t0 < 10
     finally:
         clusters.clear()

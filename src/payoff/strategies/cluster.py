@@ -370,14 +370,15 @@ def refresh(client: Any, target: Any, stop: StartStop | None = None) -> int:
     try:
         if not _running(client):
             raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} is gone: the "
-                                          f"connection is {getattr(client, 'status', None)!r}")
+                                          f"connection is {getattr(client, 'status', None)!r}; {CHECK_ADDRESS}")
         thread = threading.Thread(target=ask, name="payoff-dask-refresh", daemon=True)
         thread.start()
         _wait_for(_joined(thread, CONNECT_TIMEOUT_SECONDS), address, stop)
         answer = box[0] if box else TimeoutError(f"no answer within {CONNECT_TIMEOUT_SECONDS:g} s")
         if isinstance(answer, Exception) or not _running(client):
             raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} did not answer: "
-                                          f"{answer if isinstance(answer, Exception) else 'connection lost'}")
+                                          f"{answer if isinstance(answer, Exception) else 'connection lost'}; "
+                                          f"{CHECK_ADDRESS}")
     except ClusterUnreachableError as exc:
         with _lock:
             slot.facts, slot.failure, slot.failed_at = None, exc, time.monotonic()
@@ -538,7 +539,7 @@ def _counts_or_unreachable(client: Any, address: str) -> tuple[int, int, str]:
         return worker_counts(client)
     except Exception as exc:
         raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} did not answer: "
-                                      f"{type(exc).__name__}: {exc}") from exc
+                                      f"{type(exc).__name__}: {exc}; {CHECK_ADDRESS}") from exc
 
 
 def _alive(ref: weakref.ref[Any] | None) -> Any:
