@@ -385,6 +385,9 @@ class MapRun:
         if lazy:
             self.stream = self.call.stream = self.source.known_length is None
             self.rec.n_items = self.call.n_items = self.source.known_length or 0
+            if self.stream:
+                source = self.source
+                self.call.read = lambda: source.taken
         if self.requested == "custom" and plan.strategy == "custom":
             plan = replace(plan, workers=external_workers(self.config.strategy, plan.workers))
         return plan

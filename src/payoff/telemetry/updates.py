@@ -142,6 +142,8 @@ class _Call:
     """Items counted into the in-flight gauge and not finished yet."""
     mark_ns: int
     """How far the call's capacity counter has advanced (monotonic ns)."""
+    read: int = 0
+    """A stream's items counted in so far (``CallInfo.read``)."""
 
 
 class MetricUpdates:
@@ -229,7 +231,13 @@ class MetricUpdates:
         out: list[Update] = []
         self._follow(out, st, strategy_label(call.selected_strategy), call.workers)
         pair = (st.strategy, st.workload)
-        done = min(st.left, chunk.n_items)  # a stream's length is unknown: it was never counted in
+        if call.read is not None:  # a stream: its items count in as they are read (it read 0 while it ran)
+            grew = call.read() - st.read
+            if grew > 0:
+                st.read += grew
+                st.left += grew
+                out.append((IN_FLIGHT, (st.planned,), ADD, float(grew), 1, None))
+        done = min(st.left, chunk.n_items)
         if done:
             st.left -= done
             out.append((IN_FLIGHT, (st.planned,), ADD, float(-done), 1, None))
