@@ -116,12 +116,15 @@ def test_a_garbage_collection_of_the_programs_heap_in_the_probe_is_not_the_items
         done.stdout
 
 
-@pytest.mark.parametrize(("name", "counts"), [("payoff-7", False), ("Thread-sklearn-predict", True)])
-def test_a_payoff_pool_thread_started_during_the_probe_is_not_the_items_work(name: str, counts: bool) -> None:
+@pytest.mark.parametrize(("name", "own", "counts"), [("payoff-7", True, False), ("Thread-sklearn-predict", False, True),
+                                                     ("payoff-calc", False, True)])
+def test_a_payoff_pool_thread_started_during_the_probe_is_not_the_items_work(name: str, own: bool,
+                                                                            counts: bool) -> None:
     """Another request's first call started payoff's threads while a sleeping function's probe ran: their CPU was
     taken for the items' (as a scikit-learn predict's pool's is), the function for CPU work done elsewhere, and
     99.6% of its calls went to processes at 10x the latency of threads (service trial). A thread the items
-    start still counts."""
+    start still counts, whatever its name (a user's pool named "payoff...": review)."""
+    from payoff._own_threads import mark_own
 
     stop = threading.Event()
 
@@ -132,6 +135,8 @@ def test_a_payoff_pool_thread_started_during_the_probe_is_not_the_items_work(nam
     before = _delegated_cpu.snapshot()
     assert before is not None
     thread = threading.Thread(target=spin, name=name)
+    if own:
+        mark_own(thread)
     thread.start()
     time.sleep(0.4)  # read while it runs: an ended thread leaves the process's count only
     seen = _delegated_cpu.since(before)

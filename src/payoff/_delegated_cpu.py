@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from payoff._outer_pools import _children
+from payoff._own_threads import is_own
 from payoff._process_tree import descendants
 
 _PROC = Path("/proc")
@@ -46,7 +47,7 @@ class Snapshot:
     """Every child process, ended ones not yet waited for and helpers included: one of them reaped later
     brings CPU time this snapshot never measured."""
     ours: frozenset[int] = frozenset()
-    """The threads among ``python`` that are payoff's own (named ``payoff``...): another call's pool."""
+    """The threads among ``python`` that are payoff's own pools' (``daemon_threads.is_own``): another call's."""
 
 
 def snapshot() -> Snapshot | None:
@@ -54,9 +55,9 @@ def snapshot() -> Snapshot | None:
     if not (_PROC / "self" / "task").is_dir():
         return None
     own = threading.get_native_id()
-    threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None and t.native_id != own}
+    threads = {t.native_id: t for t in threading.enumerate() if t.native_id is not None and t.native_id != own}
     python = {tid: ns for tid in threads if (ns := _thread_ns(tid)) is not None}
-    ours = frozenset(tid for tid, name in threads.items() if name.startswith("payoff"))
+    ours = frozenset(tid for tid, thread in threads.items() if is_own(thread))
     processes = {p: ns for p in descendants([os.getpid()]) if (ns := _process_ns(p[0])) is not None}
     return Snapshot(time.process_time_ns(), time.thread_time_ns(), _reaped_ns(), time.perf_counter_ns(), python,
                     processes, frozenset(_children(os.getpid(), _PROC) or ()), ours)

@@ -214,5 +214,5 @@ def held_at_fork_hint(threads: tuple[str, ...]) -> str:
                                                               else "")
     return (f". Its workers were forked while other threads of this program ran ({shown}): a lock one of them "
             "held at that moment stays held in every worker, so an item or initializer that takes it waits for "
-            "good; ParallelConfig(start_method='forkserver') (CE_PARALLEL=start_method=forkserver) starts workers "
+            "good; ParallelConfig(start_method='forkserver') (PAYOFF_PARALLEL=start_method=forkserver) starts workers "
             "that inherit no such lock")

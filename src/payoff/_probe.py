@@ -182,7 +182,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         line = waiting_line(workers) * (1 + WAITING_BAND)
         if probe.cpu_ratio >= line:
             return
-        if elsewhere is not None and not crowded and starts[0] == starts[1] == process_starts()[1]:
+        if elsewhere is not None and not crowded and starts[0] == starts[1] and process_starts() == starts:
             # no payoff process pool started meanwhile: the processes started then are the items'
             _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere) - collections.ns, wall, line)
         elif crowded and not known_waiting \

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 from payoff import _forks
+from payoff._own_threads import mark_own
 
 _IDLE: list[_Spare] = []
 _LOCK = _forks.Lock()
@@ -51,7 +52,7 @@ def release_idle() -> list[threading.Thread]:
 class _Spare:
     def __init__(self) -> None:
         self.jobs: queue.SimpleQueue[tuple[Callable[[], object], int] | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._serve, name="payoff-serial", daemon=True)
+        self.thread = mark_own(threading.Thread(target=self._serve, name="payoff-serial", daemon=True))
         self.thread.start()
 
     def _serve(self) -> None:

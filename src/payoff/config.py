@@ -133,7 +133,7 @@ class ParallelConfig:
             name, token = next((n, t.strip()) for n, v in ((ENV_VAR, text), (ALIAS_ENV_VAR, alias)) if v
                                for t in v.split(",") if t.partition("=")[0].strip().lower() == "address")
             raise ValueError(f"{name} token {_quote(token)} names a dask scheduler, and no variable names the dask "
-                             f"strategy: write CE_PARALLEL=dask,address=... (or leave the address out). {GRAMMAR}")
+                             f"strategy: write PAYOFF_PARALLEL=dask,address=... (or leave the address out). {GRAMMAR}")
         return start.with_changes(**changes)
 
 
@@ -220,7 +220,7 @@ def _validate(cfg: ParallelConfig) -> None:
     if cfg.address is not None and cfg.strategy_name != "dask":  # silently unused, a cluster would never be used
         raise ValueError(
             f"ParallelConfig.address {_shown(cfg.address)} is a dask scheduler's, for strategy='dask'; the strategy "
-            f"is {_shown(cfg.strategy_name)}. Name dask to run on that cluster (CE_PARALLEL=dask,address=...), or "
+            f"is {_shown(cfg.strategy_name)}. Name dask to run on that cluster (PAYOFF_PARALLEL=dask,address=...), or "
             "leave the address out")
     if cfg.start_method is not None and cfg.start_method not in START_METHODS:
         raise ValueError(

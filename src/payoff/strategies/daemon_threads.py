@@ -17,6 +17,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
 from payoff._exit import QuietAtExit
+from payoff._own_threads import mark_own
 
 _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -36,6 +37,7 @@ class DaemonThreadPool(Executor):
         self._threads = [threading.Thread(target=self._work, args=(initializer, initargs), name=f"{name}-{i}",
                                           daemon=True) for i in range(workers)]
         for thread in self._threads:
+            mark_own(thread)
             thread.start()
 
     @property
