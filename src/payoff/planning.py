@@ -1078,19 +1078,16 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
         return None
     summary = (f"{remaining:,} items{_measured_on(probe)} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
-    if threshold is not None:  # the user's threshold rules on how much work a pool is worth, not on moving data
-        moving = est.warm * PAYOFF_MARGIN >= est.serial and est.data_weighs \
-            and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial  # not a start alone in the way (review)
-        return (Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data") \
-            if moving else None
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
-        if forgone >= oh.start:
+        if threshold is not None or forgone >= oh.start:  # a user's threshold rules on the start too
             return None
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
                 f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
+    if threshold is not None:  # the user's threshold rules on how much work a pool is worth, not on moving data
+        return None
     if est.parallel < est.serial:  # faster, but by less than a pool must promise
         summary += f", {est.serial / est.parallel:.2f}x faster: short of the {PAYOFF_MARGIN:g}x a pool must promise"
     shared = _parallelism(strategy, workers)
