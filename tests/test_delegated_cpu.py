@@ -124,7 +124,7 @@ def test_a_payoff_pool_thread_started_during_the_probe_is_not_the_items_work(nam
     taken for the items' (as a scikit-learn predict's pool's is), the function for CPU work done elsewhere, and
     99.6% of its calls went to processes at 10x the latency of threads (service trial). A thread the items
     start still counts, whatever its name (a user's pool named "payoff...": review)."""
-    from payoff._own_threads import mark_own
+    from payoff._own_pools import mark_own
 
     stop = threading.Event()
 

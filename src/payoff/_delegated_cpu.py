@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from payoff._outer_pools import _children
-from payoff._own_threads import is_own
+from payoff._own_pools import is_own
 from payoff._process_tree import descendants
 
 _PROC = Path("/proc")
@@ -47,7 +47,7 @@ class Snapshot:
     """Every child process, ended ones not yet waited for and helpers included: one of them reaped later
     brings CPU time this snapshot never measured."""
     ours: frozenset[int] = frozenset()
-    """The threads among ``python`` that are payoff's own pools' (``daemon_threads.is_own``): another call's."""
+    """The threads among ``python`` that are payoff's own pools' (``_own_pools.is_own``): another call's."""
 
 
 def snapshot() -> Snapshot | None:

@@ -18,14 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from payoff import _delegated_cpu, _forks
+from payoff import _delegated_cpu, _forks, _own_pools
 from payoff._item_size import item_bytes_in_memory
 from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pickling
 from payoff._source import is_stream, reads_for_a_probe
 from payoff.errors import StuckThreadsWarning
 from payoff.observers import warn_before_raising
 from payoff.scheduling import CHUNKS_PER_WORKER, items_within_bytes
-from payoff.strategies.base import process_starts
 from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 
 if TYPE_CHECKING:
@@ -165,7 +164,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     share = probe_share(call, workers)
     # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
     elsewhere = None if crowded or call.timeout is not None else _delegated_cpu.snapshot()
-    starts = process_starts()
+    starts = _own_pools.process_starts()
     busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
     start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
     with _Collections() as collections:
@@ -182,7 +181,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         line = waiting_line(workers) * (1 + WAITING_BAND)
         if probe.cpu_ratio >= line:
             return
-        if elsewhere is not None and not crowded and starts[0] == starts[1] and process_starts() == starts:
+        if elsewhere is not None and not crowded and _own_pools.none_started_since(starts):
             # no payoff process pool started meanwhile: the processes started then are the items'
             _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere) - collections.ns, wall, line)
         elif crowded and not known_waiting \

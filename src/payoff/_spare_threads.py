@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 
 from payoff import _forks
-from payoff._own_threads import mark_own
+from payoff._own_pools import mark_own
 
 _IDLE: list[_Spare] = []
 _LOCK = _forks.Lock()

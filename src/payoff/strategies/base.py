@@ -16,6 +16,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, Protocol
 
+from payoff import _own_pools
 from payoff._forks import held_at_fork_hint
 from payoff._waiting import woken_by
 from payoff.config import ParallelConfig
@@ -60,16 +61,6 @@ class ChunkTask:
     """Its budget is checked before each item (``Plan.check_each``), not only between timing blocks."""
     killed_workers: bool = False
     """Lost as ``ChunkKilledWorkers`` says: the pool's own scheduler found it kills every worker it runs on."""
-
-
-_PROCESS_STARTS = [0, 0]
-"""Starts of payoff's process pools begun and ended in this process (``process_starts``)."""
-
-
-def process_starts() -> tuple[int, int]:
-    """Starts of payoff's own process pools begun and ended so far: a probe that runs while one starts cannot
-    tell those new workers' CPU from processes its items started (``_probe._count_delegated``)."""
-    return _PROCESS_STARTS[0], _PROCESS_STARTS[1]
 
 
 class Strategy(ABC):
@@ -121,12 +112,11 @@ class Strategy(ABC):
             refuse_while_importing_main(self.name)
         t0 = time.perf_counter()
         self._start_stop = stop
-        _PROCESS_STARTS[0] += self.crosses_processes
         try:
-            self._start()
+            with _own_pools.starting(self.crosses_processes):
+                self._start()
         finally:
             self._start_stop = None
-            _PROCESS_STARTS[1] += self.crosses_processes
         return time.perf_counter() - t0
 
     _start_stop: StartStop | None = None

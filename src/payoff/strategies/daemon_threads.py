@@ -17,7 +17,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
 from payoff._exit import QuietAtExit
-from payoff._own_threads import mark_own
+from payoff._own_pools import mark_own
 
 _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
