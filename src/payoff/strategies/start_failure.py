@@ -14,6 +14,7 @@ is made is the descriptors', not ``/dev/shm``'s.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -101,7 +102,7 @@ def _descriptor_limit() -> str:
 def _process_refused(exc: BaseException) -> bool:
     """An ``EAGAIN`` or ``ENOMEM`` where multiprocessing (or loky) forks or spawns a worker process."""
     return isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.ENOMEM) \
-        and _raised_in(exc, lambda filename: "popen_" in filename.rsplit("/", 1)[-1])
+        and _raised_in(exc, lambda filename: "popen_" in os.path.basename(filename))
 
 
 def _raised_in(exc: BaseException, where: Callable[[str], bool]) -> bool:
