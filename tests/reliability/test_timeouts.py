@@ -57,6 +57,19 @@ def test_timeout_under_threads_warns_honestly_and_keeps_the_executor_usable() ->
         assert record is not None and record.workers == 2
 
 
+def test_a_timeout_on_threads_counts_the_items_its_stopped_chunks_ran() -> None:
+    """Thread chunks stop at their next item once the call times out; the items they ran are work done (the
+    record read "0 of 200 items done" with about 50 run, and utilization and speedup read nothing)."""
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2, **FORCE)) as ex:
+        with pytest.raises(TimeoutError):
+            ex.map(tasks.nap_ms, [20] * 200, chunksize=100, timeout=1.0)
+        record = ex.last_record
+        assert record is not None and record.outcome == "timeout"
+        assert 0 < record.items_done < 200, record.summary()
+        assert record.items_done == sum(c.n_items for c in record.chunks)
+        assert {c.where for c in record.chunks} == {"pool"}
+
+
 def test_timeout_in_the_caller_stops_between_items() -> None:
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex, pytest.raises(TimeoutError):
         ex.map(tasks.sleep_then_square, range(10_000), timeout=0.2)
