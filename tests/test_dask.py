@@ -429,6 +429,38 @@ def test_a_cluster_closed_during_a_map_is_no_crash_of_the_function() -> None:
         user_client.close()
 
 
+def test_a_users_client_that_lost_its_scheduler_during_a_map_ends_the_call_without_waiting_for_its_reconnect(
+) -> None:
+    """The scheduler of a Client passed as strategy went away 1 s into a map: dask cancelled the chunks at once,
+    and payoff's fresh start on that Client waited out dask's 30 s reconnect before the call raised; the next
+    call then blamed the Client's owner for closing it (trial 43, dask F1). The call ends as an address's does,
+    and the fallback after it says the scheduler was lost."""
+    require(Client is not None, "dask.distributed (extra [dask])")
+    cluster = local_cluster(2)
+    user_client = Client(cluster.scheduler_address, set_as_default=False)
+    closer = threading.Timer(1.0, cluster.close)
+    nap = functools.partial(tasks.sleep_then_square, seconds=0.05)  # 200 items: 5 s on two workers
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ex = ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE))
+            assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+            closer.start()
+            t0 = time.monotonic()
+            with pytest.raises(RuntimeError, match="cluster"):
+                ex.map(nap, range(200))
+            assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+            assert time.monotonic() - t0 < 20, "a call waited for the Client's 30 s reconnect"
+            record = ex.last_record
+            assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+            assert "lost its scheduler" in record.fallback_detail, record.fallback_detail
+            assert "so its owner did" not in record.fallback_detail and "address=" not in record.fallback_detail
+            ex.shutdown(wait=False)
+    finally:
+        closer.join()
+        user_client.close(timeout=5)
+
+
 def test_a_timeout_kills_the_worker_processes_of_its_own_local_cluster() -> None:
     """A LocalCluster payoff started is its pool: its worker processes are listed, and a timeout kills them
     as it kills a process pool's, instead of closing the cluster politely (a nanny gives a busy worker 5 s)."""
@@ -606,6 +638,35 @@ def test_a_scheduler_gone_between_calls_falls_back_and_is_remembered() -> None:
     finally:
         clusters.clear()
         cluster.close()
+
+def test_a_users_clients_scheduler_gone_between_calls_falls_back_with_advice_for_a_client() -> None:
+    """A Client passed as strategy whose scheduler went away between calls: the fallback's detail said "drop
+    address=" (none was given) and "remembered from 0.0 s ago" on the call whose own attempt failed (trial 43,
+    dask F5)."""
+    require(Client is not None, "dask.distributed (extra [dask])")
+    cluster = local_cluster(2)
+    user_client = Client(cluster.scheduler_address, set_as_default=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE)) as ex:
+                assert ex.map(tasks.square, range(40)) == [x * x for x in range(40)]
+                cluster.close()
+                until(lambda: user_client.status != "running", "the Client to see its scheduler gone", 10)
+                t0 = time.monotonic()
+                for _ in range(2):
+                    assert ex.map(tasks.square, range(40)) == [x * x for x in range(40)]
+                    record = ex.last_record
+                    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+                    assert "address=" not in record.fallback_detail, record.fallback_detail
+                    assert "Client's scheduler runs" in record.fallback_detail, record.fallback_detail
+                    assert "remembered" not in record.fallback_detail or _ > 0, record.fallback_detail
+                assert time.monotonic() - t0 < 20, "a call waited for the Client's 30 s reconnect"
+    finally:
+        clusters.clear()
+        user_client.close(timeout=5)
+        cluster.close()
+
 
 def test_a_cluster_with_no_workers_falls_back_instead_of_waiting_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
     """A scheduler with no worker (none started yet, an adaptive cluster at zero): the map's chunks waited

@@ -163,6 +163,13 @@ def planning_facts(config: ParallelConfig, stop: StartStop | None = None,
 CHECK_ADDRESS = ("check that its scheduler runs and listens at that address (the `dask scheduler` command prints "
                  "it), or drop address= for a local cluster of this machine's cores")
 """What to do about an address no scheduler answers at (an init_failure's detail promises it says)."""
+CHECK_CLIENT = ("check that the Client's scheduler runs (`client.scheduler.address` names it), or pass a Client "
+                "connected to a running one")
+"""The same for a Client passed as ``strategy``: its user gave no address to check or drop."""
+
+
+def _check(user_client: Any) -> str:
+    return CHECK_ADDRESS if user_client is None else CHECK_CLIENT
 
 
 def _shown_target(target: Any) -> str:
@@ -370,7 +377,7 @@ def refresh(client: Any, target: Any, stop: StartStop | None = None) -> int:
     try:
         if not _running(client):
             raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} is gone: the "
-                                          f"connection is {getattr(client, 'status', None)!r}; {CHECK_ADDRESS}")
+                                          f"connection is {getattr(client, 'status', None)!r}; {_check(user_client)}")
         thread = threading.Thread(target=ask, name="payoff-dask-refresh", daemon=True)
         thread.start()
         _wait_for(_joined(thread, CONNECT_TIMEOUT_SECONDS), address, stop)
@@ -378,7 +385,7 @@ def refresh(client: Any, target: Any, stop: StartStop | None = None) -> int:
         if isinstance(answer, Exception) or not _running(client):
             raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} did not answer: "
                                           f"{answer if isinstance(answer, Exception) else 'connection lost'}; "
-                                          f"{CHECK_ADDRESS}")
+                                          f"{_check(user_client)}")
     except ClusterUnreachableError as exc:
         with _lock:
             slot.facts, slot.failure, slot.failed_at = None, exc, time.monotonic()
@@ -491,7 +498,7 @@ def _ask(slot: _Slot, address: str, client: Any, stop: StartStop | None = None) 
         generation = slot.generation
     try:
         if client is not None:
-            threads, n_workers, reported = _counts_or_unreachable(client, address)
+            threads, n_workers, reported = _counts_or_unreachable(client, address, CHECK_CLIENT)
             seconds = 0.0
         else:
             threads, n_workers, reported, seconds = _ask_address(slot, address, stop)
@@ -522,7 +529,7 @@ def _ask_address(slot: _Slot, address: str, stop: StartStop | None = None) -> tu
                 pass
     client, seconds = connect(address, stop)
     try:
-        threads, n_workers, reported = _counts_or_unreachable(client, address)
+        threads, n_workers, reported = _counts_or_unreachable(client, address, CHECK_ADDRESS)
     except BaseException:
         _close(client)
         raise
@@ -534,12 +541,16 @@ def _ask_address(slot: _Slot, address: str, stop: StartStop | None = None) -> tu
     return threads, n_workers, reported, seconds
 
 
-def _counts_or_unreachable(client: Any, address: str) -> tuple[int, int, str]:
+def _counts_or_unreachable(client: Any, address: str, advice: str) -> tuple[int, int, str]:
+    """A user's Client that lost its scheduler is not asked: it would wait out its reconnect (30 s by default)."""
+    if advice is CHECK_CLIENT and getattr(client, "status", None) == "connecting":
+        raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} is gone: the Client's "
+                                      f"connection is 'connecting' (dask is trying to reconnect); {advice}")
     try:
         return worker_counts(client)
     except Exception as exc:
         raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} did not answer: "
-                                      f"{type(exc).__name__}: {exc}; {CHECK_ADDRESS}") from exc
+                                      f"{type(exc).__name__}: {exc}; {advice}") from exc
 
 
 def _alive(ref: weakref.ref[Any] | None) -> Any:
