@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import statistics
+import sys
 import threading
 import time
 import warnings
@@ -161,6 +162,29 @@ def test_a_submitted_call_is_named_on_the_cluster_by_its_function(client: Any, t
         finally:
             gate.touch()
         assert held.result(timeout=60) == 9
+
+
+def test_a_function_the_workers_cannot_import_says_so_and_how_to_send_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The function lives in a module beside the caller's script that the cluster's workers cannot import: the
+    call raised a bare ``ModuleNotFoundError``, read as the user's own code failing (trial 43, dask F4)."""
+    cluster = local_cluster(1)  # started before the module's folder is on this process's path: not on the workers'
+    user_client = Client(cluster, set_as_default=False)
+    (tmp_path / "beside_the_script.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import beside_the_script  # type: ignore[import-not-found]
+
+    try:
+        with ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE)) as ex, \
+                pytest.raises(ModuleNotFoundError) as info:
+            ex.map(beside_the_script.double, range(20))
+        notes = "\n".join(getattr(info.value, "__notes__", ()))
+        assert "cannot import 'beside_the_script'" in notes, notes
+        assert "client.upload_file('beside_the_script.py')" in notes and "register_pickle_by_value" in notes, notes
+    finally:
+        sys.modules.pop("beside_the_script", None)
+        user_client.close()
+        cluster.close()
 
 
 def test_a_map_over_several_sequences_runs_on_the_cluster_as_columns(client: Any) -> None:

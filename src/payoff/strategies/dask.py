@@ -115,15 +115,19 @@ class ItemExit(Exception):
 def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
     """Worker side: resolve a scattered function once per worker, then run the chunk like a process pool."""
     began, modules = time.monotonic_ns(), len(sys.modules)
-    fn, items, first, index, budget_ns = pickle.loads(payload)
-    loaded = 0
-    if digest:
-        if digest not in _cache:
-            assert fn_blob is not None
-            _cache.clear()
-            _cache[digest] = pickle.loads(fn_blob)
-            loaded = len(fn_blob)
-        fn = _cache[digest]
+    try:
+        fn, items, first, index, budget_ns = pickle.loads(payload)
+        loaded = 0
+        if digest:
+            if digest not in _cache:
+                assert fn_blob is not None
+                _cache.clear()
+                _cache[digest] = pickle.loads(fn_blob)
+                loaded = len(fn_blob)
+            fn = _cache[digest]
+    except ModuleNotFoundError as exc:
+        exc.add_note(unimportable_here(exc))
+        raise
     try:
         return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler="cloudpickle",
                             warmup_ns=warmup_since(began, modules))
@@ -131,6 +135,25 @@ def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
         raise
     except BaseException as exc:  # an item's own Ctrl-C: the caller's to raise, as a process pool's worker sends it
         raise ItemExit(exc) from None
+
+
+def unimportable_here(exc: ModuleNotFoundError) -> str:
+    """What a dask worker that cannot import the function's (or an item's) module says: a bare
+    ``ModuleNotFoundError`` read as the user's own code failing (trial 43, dask F4)."""
+    module = exc.name or "?"
+    return (f"payoff: raised on the dask worker {_worker_address()} while loading the map's function and items, "
+            f"before any item ran: the workers cannot import {module!r}, which this process can. Install it where "
+            f"the workers run, send it with client.upload_file('{module.split('.')[0]}.py') (a single file), or "
+            f"have it shipped by value with cloudpickle.register_pickle_by_value({module.split('.')[0]})")
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return "(unknown)"
 
 
 class DaskStrategy(Strategy):
