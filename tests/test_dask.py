@@ -991,6 +991,34 @@ def test_a_port_that_is_no_scheduler_leaves_no_thread_and_says_what_it_did(kind:
         server.close()
 
 
+def test_a_workers_address_given_for_the_schedulers_says_so_and_leaves_no_client_behind() -> None:
+    """``address=`` a dask worker's (workers print their address too): the fallback quoted ``TypeError:
+    Worker.identity() got an unexpected keyword argument 'n_workers'`` and the Client made for it stayed open,
+    its IO loop thread alive after the executor closed (trial 43, dask F3)."""
+    cluster = local_cluster(1)
+    user_client = Client(cluster, set_as_default=False)
+    worker = next(iter(user_client.scheduler_info()["workers"]))
+    before = {t.ident for t in threading.enumerate()}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with ParallelExecutor(ParallelConfig(strategy="dask", address=worker, **FORCE)) as ex:
+                assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+                record = ex.last_record
+        assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+        assert "answered as a dask Worker, not a scheduler" in record.fallback_detail, record.fallback_detail
+        assert cluster.scheduler_address in record.fallback_detail and "TypeError" not in record.fallback_detail
+        clusters.clear()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(t.ident not in before and t.is_alive() and
+                                                  not t.name.startswith("payoff-idle") for t in threading.enumerate()):
+            time.sleep(0.05)
+        assert [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()] == []
+    finally:
+        user_client.close()
+        cluster.close()
+
+
 def test_max_workers_caps_the_cluster_threads_a_call_uses(address: str) -> None:
     """A shared cluster of two threads and ``max_workers=1``: the call ran on both (the cap was dropped for the
     cluster's thread count, silently). Its items now run one at a time, and the record says one worker."""

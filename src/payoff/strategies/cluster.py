@@ -234,6 +234,8 @@ def connect(address: str, stop: StartStop | None = None) -> tuple[Any, float]:
         attempt.outcome()  # abandoned: a client that comes later is closed
         raise
     client, error = attempt.outcome()
+    if isinstance(error, _NotAScheduler) and error.answer:
+        raise ClusterUnreachableError(f"cannot reach the dask scheduler at {address}: it {error.answer}")
     if client is None and (error is None or isinstance(error, _NotAScheduler)):
         answer = f"did not answer as a dask scheduler within {CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS:g} s" \
             if error is None or error.timed_out else "answered as something else than a dask scheduler"
@@ -303,9 +305,11 @@ def _listening(address: str) -> None:
 class _NotAScheduler(Exception):
     """A port that accepted the connection did not answer dask's handshake in time, or answered otherwise."""
 
-    def __init__(self, timed_out: bool) -> None:
-        super().__init__("no answer in time" if timed_out else "not dask's answer")
+    def __init__(self, timed_out: bool, answer: str = "") -> None:
+        super().__init__("no answer in time" if timed_out else answer or "not dask's answer")
         self.timed_out = timed_out
+        self.answer = answer
+        """What it answered as, when it spoke dask: a worker's port is a likely mix-up (workers print theirs too)."""
 
 
 def _answers(address: str) -> None:
@@ -319,12 +323,16 @@ def _answers(address: str) -> None:
 
     from distributed.comm.core import connect as comm_connect
 
-    async def handshake() -> None:
+    async def handshake() -> Any:
         comm = await comm_connect(address, timeout=CONNECT_TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
-        await comm.close()
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            await comm.close()
 
     try:
-        asyncio.run(asyncio.wait_for(handshake(), CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS))
+        identity = asyncio.run(asyncio.wait_for(handshake(), CONNECT_TIMEOUT_SECONDS + HANDSHAKE_GRACE_SECONDS))
     except TimeoutError as exc:  # the deadline here (an OSError too, from Python 3.11 on)
         raise _NotAScheduler(True) from exc
     except OSError as exc:  # refused or unreachable: told as it is; dask's own handshake deadline is no answer
@@ -333,6 +341,11 @@ def _answers(address: str) -> None:
         raise
     except Exception as exc:  # a dask comm reads an HTTP reply as a frame of exabytes: a MemoryError
         raise _NotAScheduler("timed out" in str(exc).lower()) from exc
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind is not None and kind != "Scheduler":  # a Client made here would fail (a worker's identity() takes no
+        scheduler = identity.get("scheduler")     # n_workers) and leave its IO loop thread behind (trial 43, F3)
+        where = f": its scheduler is at {scheduler}, pass that address" if isinstance(scheduler, str) else ""
+        raise _NotAScheduler(False, f"answered as a dask {kind}, not a scheduler{where}")
 
 
 def worker_counts(client: Any) -> tuple[int, int, str]:
