@@ -222,6 +222,35 @@ def test_a_killed_worker_still_completes_the_call(client: Any) -> None:
     until(lambda: _replaced(client, pids[0], 2), "the killed worker's replacement", 60)
 
 
+def test_a_worker_killed_under_a_map_that_dask_reran_unseen_is_in_the_record() -> None:
+    """A worker SIGKILLed 1 s into a 3 s map: dask reran its tasks on the other worker without a word to payoff,
+    and the record said nothing of it (no ``map_failure_retry``, no detail: trial 43, dask F2). Nothing is held
+    against the function: the loss was the cluster's."""
+    from payoff import planning
+
+    cluster = local_cluster(2)
+    user_client = Client(cluster, set_as_default=False)
+    victim = next(iter(user_client.run(os.getpid).values()))
+    nap = functools.partial(tasks.sleep_then_square, seconds=0.05)  # 120 items: 3 s on two workers
+    killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))  # a worker process this test started
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE)) as ex:
+                killer.start()
+                assert ex.map(nap, range(120), chunksize=4) == [x * x for x in range(120)]
+                record = ex.last_record
+        assert record is not None and record.fallback_reason is Reason.MAP_FAILURE_RETRY, \
+            (record.fallback_reason if record else None)
+        assert "left the cluster during the call" in record.fallback_detail \
+            or "pool broke" in record.fallback_detail, record.fallback_detail  # unseen, or seen by payoff itself
+        assert planning.KNOWLEDGE.crash_of(nap) is None
+    finally:
+        killer.join()
+        user_client.close()
+        cluster.close()
+
+
 def _replaced(client: Any, killed: int, n_workers: int) -> bool:
     """``n_workers`` workers answer, none of them the process ``killed``; False while the scheduler still lists
     a dead worker (``client.run`` fails to reach it)."""

@@ -843,6 +843,7 @@ class MapRun:
         # a cluster's scheduler runs every chunk it holds on any free thread: a cap is kept by sending no more
         capped = pool.remote and self.config.max_workers is not None and self.config.max_workers < pool.workers
         limit = workers if capped else in_flight_limit(workers)
+        began_ns = time.monotonic_ns()
         while True:
             try:
                 if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
@@ -864,10 +865,16 @@ class MapRun:
                 if self._nothing_left():
                     if self.failed is not None:  # only if a piece before the error was lost with no rerun
                         raise self._items_error(self.failed[2])
+                    self._note_departures(pool, began_ns)
                     return
                 self._raise_if_stopped()  # work left that may not start now
                 continue
             self._wait_and_collect(pool)
+
+    def _note_departures(self, pool: Strategy, began_ns: int) -> None:
+        """Workers of a cluster that left under the call, which its scheduler reran unseen: a recovery too."""
+        if self.rec.fallback_reason is None and (detail := pool.departed_since(began_ns)) is not None:
+            self._note_retry(detail)
 
     def _nothing_left(self) -> bool:
         return self.source_done and not self.requeued and not self.isolate

@@ -1404,7 +1404,9 @@ def _crash_of(record: MapRecord, error: BaseException | None) -> str | None:
     if isinstance(error, WorkerCrashedError):
         where = f"item {error.item_index}" if error.item_index is not None else "a chunk"
         return f"{where} crashed a worker process ({describe_exit(error.exitcode)}) in call {record.call_id}"
-    if record.fallback_reason is Reason.MAP_FAILURE_RETRY:
+    # a cluster's recovered loss is no evidence against the function: a worker killed or retired from outside, a
+    # machine gone; an item that kills its dask worker each time ends as KilledWorker, a WorkerCrashedError above
+    if record.fallback_reason is Reason.MAP_FAILURE_RETRY and record.selected_strategy != "dask":
         return f"a worker process died in call {record.call_id}; a retry recovered its chunks"
     return None
 

@@ -179,6 +179,11 @@ class Strategy(ABC):
                 f"{pending} of {self.workers} workers{held}. The half-started pool was stopped; the next call "
                 f"starts a fresh one{longer}")
 
+    def departed_since(self, since_ns: int) -> str | None:
+        """Workers that left a cluster since ``since_ns`` (``time.monotonic_ns``) and whose work its scheduler reran
+        unseen, in words; None when none did, or the backend tells of each loss itself (a broken pool)."""
+        return None
+
     def refresh(self, stop: StartStop | None = None) -> None:
         """A warm pool about to serve another call: count its workers again where they may have changed (a
         cluster); raises PoolClosedError when its workers are gone for good. Local pools know their count."""

@@ -57,7 +57,8 @@ NO_WORKERS_SECONDS = 10.0
 """How long this pool's chunks wait on a cluster that has lost every worker before they count as lost: a
 nanny restarts a worker within that, a cluster whose workers all died does not."""
 WATCH_SECONDS = 1.0
-"""How often, while chunks are out, the scheduler is asked whether the cluster still has workers."""
+"""How often, while chunks are out, the scheduler is asked which workers the cluster has."""
+DEPARTURES_KEPT = 16
 
 
 class DaskWorkerLost(BrokenExecutor):
@@ -179,6 +180,8 @@ class DaskStrategy(Strategy):
         """This pool's dask futures not yet done, with the local futures they feed: what ``kill`` cancels on a
         cluster that is not its own, and what fails when the cluster has no workers left."""
         self._remote_lock = threading.Lock()
+        self._departed: list[tuple[int, list[str], int]] = []
+        """Workers seen to leave while work was out: when (``monotonic_ns``), their addresses, their threads."""
         self._watcher: threading.Thread | None = None
         """Watches for a cluster with no workers while chunks are out (see ``_watch``); None when none runs."""
 
@@ -443,17 +446,17 @@ class DaskStrategy(Strategy):
         a cluster that has none then ends the call with an error that names no item.
         """
         empty_since: float | None = None
+        members = self._members()
         while True:
             time.sleep(WATCH_SECONDS)
             with self._remote_lock:
-                client = self.client
-                if not self._remote or client is None:
+                if not self._remote or self.client is None:
                     self._watcher = None
                     return
-            try:
-                workers: int | None = len(client.nthreads())
-            except Exception:  # a client closing, a scheduler gone: the work's own futures say so
-                workers = None
+            now_members = self._members()
+            self._note_departures(members, now_members)
+            members = now_members if now_members is not None else members
+            workers = None if now_members is None else len(now_members)
             if workers != 0:
                 empty_since = None
                 continue
@@ -464,6 +467,39 @@ class DaskStrategy(Strategy):
                                f"{now - empty_since:.0f} s while this work waited for one (its workers died or "
                                "left, and none came back)")
                 empty_since = None
+
+    def _members(self) -> dict[str, int] | None:
+        """The cluster's workers now, each with its threads; None when the scheduler cannot be asked (a client
+        closing, a scheduler gone: the work's own futures say so)."""
+        client = self.client
+        try:
+            return {str(k): int(v) for k, v in client.nthreads().items()} if client is not None else None
+        except Exception:
+            return None
+
+    def _note_departures(self, before: dict[str, int] | None, now: dict[str, int] | None) -> None:
+        """Workers that left while this pool's work was out (killed, a machine gone, retired): dask reruns what
+        they held on the others without a word to payoff, so the call's record said nothing of it (trial 43,
+        dask F2). Kept, with when it was seen, for the calls then running (``departed_since``)."""
+        if before is None or now is None:
+            return
+        gone = sorted(before.keys() - now.keys())
+        if gone:
+            with self._remote_lock:
+                self._departed.append((time.monotonic_ns(), gone, sum(before[w] for w in gone)))
+                del self._departed[:-DEPARTURES_KEPT]
+
+    def departed_since(self, since_ns: int) -> str | None:
+        with self._remote_lock:
+            seen = [(gone, threads) for at, gone, threads in self._departed if at >= since_ns]
+        if not seen:
+            return None
+        names = [w for gone, _ in seen for w in gone]
+        threads = sum(t for _, t in seen)
+        return (f"{len(names)} dask worker(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}; "
+                f"{threads} thread(s)) left the cluster during the call (killed, a machine gone, or retired): dask "
+                "reran what they held on the others. The record's workers and utilization count the threads the "
+                "call began with")
 
     def _fail_all(self, why: str) -> None:
         """Fail every local future of this pool's work still out with ``DaskWorkerLost(why)``, and cancel it."""
