@@ -255,3 +255,17 @@ def test_a_scheduler_address_without_the_dask_strategy_is_refused(build: Any, sa
     assert ParallelConfig.from_env({"CE_PARALLEL": "dask", "PAYOFF_PARALLEL": "address=tcp://127.0.0.1:8786"}).address
     with pytest.raises(ValueError, match=says + r".*PAYOFF_PARALLEL=dask,address="):
         build()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: ParallelConfig(strategy="threads", inner_threads=1),
+    lambda: ParallelConfig.from_env({"CE_PARALLEL": "threads,inner_threads=1"}),
+], ids=["config", "CE_PARALLEL"])
+def test_inner_threads_on_named_threads_is_refused_saying_what_limits_them(build: Any) -> None:
+    """Worker threads share the caller's native libraries, which ``inner_threads`` never touched: items still ran
+    2 OpenBLAS threads each, with no word (trial 43, sklearn F2), where an unused ``address`` is refused."""
+    with pytest.raises(ValueError, match=r"inner_threads=1 limits .* worker process.*strategy is 'threads'.*"
+                                         r"OPENBLAS_NUM_THREADS=1.*threadpool_limits\(1\)"):
+        build()
+    assert ParallelConfig(strategy="threads", inner_threads=0).inner_threads == 0  # "off" is what threads do
+    assert ParallelConfig(inner_threads=1).inner_threads == 1  # auto: for the processes it may choose

@@ -47,6 +47,8 @@ class Row:
     pickle_error: str = ""
     cloudpickle_ok: bool | None = None
     threads_speedup: float | None = None
+    cores: float = 1.0
+    """CPUs an item keeps busy at once, its native threads' included (``Probe.cores``)."""
     granularity: str | None = None
     chunksize: int | None = None
     nested: bool = False
@@ -182,6 +184,16 @@ ROWS = [
     Row("large items whose threads run measured no gain stay serial", 1e-3, 400, "serial",
         Reason.PAYLOAD_TOO_LARGE, config={"max_workers": 2, "task_size_hint_bytes": 1024},
         item_bytes=32 * 1024, threads_speedup=0.9, detail_says="threads measured 0.90x"),
+    Row("large items each computing on both CPUs in its native threads (BLAS) stay here: 2 threads would ask for "
+        "4 (0.34-0.58x the loop, trial 43)", 1e-3, 400, "serial", Reason.PAYLOAD_TOO_LARGE,
+        config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024, cores=2.0, cpus=2,
+        detail_says="each item already keeps 2.0 CPUs busy in its native threads"),
+    Row("a function carrying 250 MB whose items compute on both CPUs in BLAS threads stays here too", 1e-2, 200,
+        "serial", Reason.PAYLOAD_TOO_LARGE, fn_bytes=250 << 20, cores=1.8, cpus=2,
+        detail_says="so 2 threads would ask for 3.6 of 2"),
+    Row("items of one CPU and some native help still share memory on threads", 1e-3, 400, "threads",
+        Reason.AUTO_SHARED_MEMORY, config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024,
+        cores=1.4, cpus=2),
     Row("large items whose threads run gained keep threads", 1e-3, 400, "threads", Reason.AUTO_SHARED_MEMORY,
         config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024, threads_speedup=1.6),
     Row("a function carrying 250 MB costs 2 processes more to receive than they save: its data, not its work "
@@ -476,7 +488,7 @@ def teach(planner: Planner, row: Row) -> None:
                                                 pickling=row.pickling._replace(item_bytes=_item_bytes(row)),
                                                 result_error="", share_without_gil=row.waited is not None,
                                                 waited=row.waited, hidden_dear=row.hidden_dear,
-                                                gil_threads=row.gil_threads))
+                                                gil_threads=row.gil_threads, cores=row.cores))
     if row.measured_items is not None:
         facts = planner.knowledge.get(tasks.square)
         assert facts is not None

@@ -201,6 +201,8 @@ class Facts:
     delegates: bool = False
     """Whether a probe saw the items compute mostly outside their own thread (other processes, native threads):
     a run's record reads only the threads that ran the items, so it does not correct ``cpu_ratio`` then."""
+    cores: float = 1.0
+    """CPUs a probed item kept busy at once (``Probe.cores``)."""
     waited: bool | None = None
     """The side of the waiting line auto last planned the function on from a share read without the GIL (True:
     threads for waiting work; None: none yet), kept until its share moves ``WAITING_BAND`` past the line."""
@@ -294,7 +296,8 @@ class Knowledge:
         facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
                       result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
-                      measured_items=probe.n, delegates=probe.delegates, item_bytes=probe.item_bytes)
+                      measured_items=probe.n, delegates=probe.delegates, item_bytes=probe.item_bytes,
+                      cores=probe.cores)
         with self._lock:
             self._store(key, facts)
 

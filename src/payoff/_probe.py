@@ -64,6 +64,11 @@ PROBE_STOP_GRACE_SECONDS = 0.25
 """How long Ctrl-C in a caller waits for its probe thread to stop at its next timing block."""
 
 
+CORES_MIN_SECONDS = 2e-3
+"""A probe shorter than this reads no ``cores``: reading the other threads' clocks costs ~0.1 ms of CPU, which
+a probe of 0.3 ms (ten single-threaded numpy sorts) read as 1.23 CPUs busy."""
+
+
 @dataclass
 class Probe:
     """What running the first items in the caller taught us."""
@@ -96,6 +101,9 @@ class Probe:
     """How the function crashed a worker process in an earlier call; None if it never did."""
     delegates: bool = False
     """The probed items' CPU ran mostly outside their thread (see :mod:`payoff._delegated_cpu`)."""
+    cores: float = 1.0
+    """CPUs the probed items kept busy at once, their native threads' (BLAS, OpenMP) and child processes'
+    included: above one, worker threads share those libraries' threads (``threads_oversubscribe``)."""
     decided: tuple[Reason, str] | None = None
     """Why a library that decides after its first item (``Call.decide_after_first``) keeps the rest here."""
     waited: bool | None = None
@@ -179,11 +187,15 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = _cpu_ratio(outcome, collections.ns)
         line = waiting_line(workers) * (1 + WAITING_BAND)
+        # no payoff process pool started meanwhile: the processes started then are the items'
+        others_ns = _delegated_cpu.since(elsewhere) - collections.ns \
+            if elsewhere is not None and not crowded and _own_pools.none_started_since(starts) else None
+        if others_ns is not None and wall >= CORES_MIN_SECONDS:
+            probe.cores = max(0.0, outcome.cpu_ns + others_ns) / 1e9 / wall
         if probe.cpu_ratio >= line:
             return
-        if elsewhere is not None and not crowded and _own_pools.none_started_since(starts):
-            # no payoff process pool started meanwhile: the processes started then are the items'
-            _count_delegated(probe, outcome, _delegated_cpu.since(elsewhere) - collections.ns, wall, line)
+        if others_ns is not None:
+            _count_delegated(probe, outcome, others_ns, wall, line)
         elif crowded and not known_waiting \
                 and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None), process_ns,
                                     clock_ns):

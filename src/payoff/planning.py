@@ -95,6 +95,10 @@ PAYOFF_MARGIN = 1.2
 OUTSIDE_LOAD_RUNQ = 0.25
 """Worker processes that waited for a CPU this share of their busy time met other programs on the cores (alone,
 two workers on 2 CPUs wait 3-7%; beside one busy loop about half, beside two 52-86%)."""
+ITEM_SPREADS_CORES = 1.5
+"""CPUs an item keeps busy at once (``Probe.cores``) from which its native threads compute beside it."""
+OVERSUBSCRIBED = 1.25
+"""Threads asking for this many times the CPUs there are, with their items' native threads, run slower than a loop."""
 THREADS_MIN_ITEM_SECONDS = 10e-6
 """Items cheaper than this cannot gain on threads, even items that release the GIL: each item hands the GIL
 between the threads, which costs about as much as the item. Two threads against a loop on 2 cores, with
@@ -374,11 +378,11 @@ class Planner:
         threshold = _threshold_fallback(call, probe, remaining)
         fallback = threshold or self._cost_fallback(call, strategy, workers, probe, remaining)
         if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and call.requested == "auto":
-            if self._threads_may_pay(call, probe) \
+            if self._threads_may_pay(call, probe, workers) \
                     and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
                 return self._chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
-            if _too_cheap_for_threads(probe):
-                fallback = (fallback[0], fallback[1] + _why_not_threads(probe))
+            if _too_cheap_for_threads(probe) or threads_oversubscribe(probe, workers):
+                fallback = (fallback[0], fallback[1] + _why_not_threads(probe, workers))
         if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY \
                 and cfg.tiny_workload_threshold != 0:  # forced parallel, to measure: no earlier verdict overrules
             fallback = _verdict_fallback(strategy, probe, remaining)  # shared memory keeps its own verdict
@@ -447,19 +451,20 @@ class Planner:
             problem = (problem[0], _cannot_either(problem[1]))
         if problem[0] is Reason.PAYLOAD_TOO_LARGE or probe.payload_cloudpickle_ok is False:
             # data no process backend can take (too large, or no pickler sends it): threads share it in memory
-            if self._threads_may_pay(call, probe):
+            if self._threads_may_pay(call, probe, workers):
                 return "threads", Reason.AUTO_SHARED_MEMORY, None
-            problem = (problem[0], problem[1] + _why_not_threads(probe))
+            problem = (problem[0], problem[1] + _why_not_threads(probe, workers))
         return "processes", Reason.AUTO_CPU_BOUND, problem
 
-    def _threads_may_pay(self, call: Call, probe: Probe) -> bool:
-        """Under auto, threads for data processes cannot take, unless a run showed the GIL holds them back.
+    def _threads_may_pay(self, call: Call, probe: Probe, workers: int) -> bool:
+        """Under auto, threads for data processes cannot take, unless a run showed the GIL holds them back, or
+        the items' native threads already keep the CPUs busy (``threads_oversubscribe``).
 
         That verdict is re-measured like any other (every ``VERDICT_RETRY`` held
         calls, the wait doubling while the loss is confirmed): a run on a busy
         machine must not ban threads for the life of the process.
         """
-        if call.requested != "auto" or _too_cheap_for_threads(probe):
+        if call.requested != "auto" or _too_cheap_for_threads(probe) or threads_oversubscribe(probe, workers):
             return False
         speedup = probe.threads_speedup
         if speedup is None or speedup >= THREADS_KEEP_SPEEDUP:
@@ -481,7 +486,7 @@ class Planner:
         if strategy not in CROSSES_PROCESSES or cost is None:
             return False
         est = _estimate(self.costs, call, strategy, workers, probe, remaining, cost)
-        return est.data_weighs and self._threads_may_pay(call, probe) \
+        return est.data_weighs and self._threads_may_pay(call, probe, workers) \
             and self._cost_fallback(call, "threads", workers, probe, remaining) is None
 
     def _chunked(self, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
@@ -1031,8 +1036,21 @@ def _too_cheap_for_threads(probe: Probe) -> bool:
     return probe.seconds_per_item is not None and probe.seconds_per_item < THREADS_MIN_ITEM_SECONDS
 
 
-def _why_not_threads(probe: Probe) -> str:
+def threads_oversubscribe(probe: Probe, workers: int) -> bool:
+    """Whether ``workers`` threads running these items would ask for more CPUs than there are, each item already
+    computing on several in its native libraries' threads (BLAS, OpenMP), which payoff cannot limit in this
+    process while other threads may call them (threadpoolctl's limits are not safe then). Worker processes get
+    their share of native threads (``payoff._native_threads``); threads all share the caller's: a matmul item
+    on 2 threads x 2 OpenBLAS threads on 2 CPUs ran 0.34-0.58x the loop's speed (trial 43, sklearn F1)."""
+    return probe.cores >= ITEM_SPREADS_CORES and probe.cores * workers > OVERSUBSCRIBED * cpu_capacity()
+
+
+def _why_not_threads(probe: Probe, workers: int) -> str:
     """What keeps data that processes cannot take off threads too, for the fallback's detail."""
+    if threads_oversubscribe(probe, workers):
+        return (f"; threads would not gain either: each item already keeps {probe.cores:.1f} CPUs busy in its "
+                f"native threads (BLAS, OpenMP), so {workers} threads would ask for {probe.cores * workers:.1f} of "
+                f"{cpu_capacity():g}")
     if probe.threads_speedup is not None:
         return f"; threads measured {probe.threads_speedup:.2f}x against serial"
     cost = probe.seconds_per_item or 0.0
@@ -1414,6 +1432,7 @@ def _crash_of(record: MapRecord, error: BaseException | None) -> str | None:
 def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     """What earlier calls measured; the function's pickling only if measured on this very object."""
     probe.seconds_per_item, probe.cpu_ratio, probe.known = known.seconds_per_item, known.cpu_ratio, True
+    probe.cores = known.cores
     if fn_known:
         probe.fn_bytes, probe.pickle_error = known.fn_bytes, known.pickle_error
         probe.cloudpickle_ok, probe.fn_checked = known.cloudpickle_ok, True
