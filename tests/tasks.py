@@ -890,3 +890,9 @@ def raise_at_three(item: tuple[int, str]) -> int:
     if x == 3:
         raise OUTSIDE_EXCEPTION[kind]("item 3")
     return x
+
+
+def spin_beside(data: object, x: int) -> int:
+    """``spin`` carrying ``data`` it never reads: a ``partial`` over a large array, the usual way to hand data
+    to per-fold or bootstrap items."""
+    return spin(x, 20_000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -111,6 +112,24 @@ def test_a_real_pool_teaches_its_per_chunk_cost() -> None:
 def sorted_sum(a: np.ndarray) -> float:
     """About 0.1 ms on 4,096 random floats: dear enough for threads to gain (a sum alone, 2 us, is not)."""
     return float(np.sort(a).sum())
+
+
+def test_a_function_carrying_most_of_the_data_is_told_to_load_it_once_per_worker() -> None:
+    """A 40 MB ``partial`` over int items: the fallback told "send indices instead of data" to items that were
+    indices already (trial 43, sklearn observation 3). It now names the function's bytes and what to do."""
+    from payoff import ParallelExecutor, Reason
+    from payoff.record import advice_of
+
+    fn = functools.partial(tasks.spin_beside, np.zeros(5_000_000))
+    with ParallelExecutor() as ex:
+        ex.map(fn, range(40))
+        planning.KNOWLEDGE.observe_threads(fn, 0.9)  # threads measured no gain: the data stays off them too
+        with pytest.warns(UserWarning, match="the function carries 40.0 MB"):
+            ex.map(fn, range(40))
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.PAYLOAD_TOO_LARGE, record.summary()
+    assert "module-level global the function reads" in advice_of(record)
+    assert "send indices" not in advice_of(record)
 
 
 def test_items_too_large_for_processes_go_to_threads_until_a_run_shows_no_gain() -> None:

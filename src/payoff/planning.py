@@ -68,6 +68,7 @@ from payoff.reasons import Reason, initial_decision
 from payoff.record import (
     ABOVE_THE_LIMIT,
     CLOUDPICKLE_CANNOT,
+    FUNCTION_CARRIES,
     GIL_PRICED_RATIO,
     LOCAL_PROCESS_POOLS,
     ChunkStats,
@@ -1058,6 +1059,15 @@ def _why_not_threads(probe: Probe, workers: int) -> str:
             f"about as much as an item under {_per_item(THREADS_MIN_ITEM_SECONDS)})")
 
 
+def _carried(probe: Probe, remaining: int, workers: int) -> str:
+    """Where the function, not the items, is most of the data moved: saying so, since the advice differs (its
+    items were indices already, and "send indices instead of data" was all a 50 MB ``partial`` was told)."""
+    carried = probe.fn_bytes * (workers if probe.fn_bytes >= SHIP_ONCE_BYTES else 1)
+    if carried <= remaining * (probe.item_bytes + probe.result_bytes):
+        return ""
+    return f" ({FUNCTION_CARRIES}{probe.fn_bytes / 1e6:,.1f} MB pickled, the most of it)"
+
+
 def _per_item(seconds: float) -> str:
     return f"{seconds * 1e9:,.0f} ns" if seconds < 1e-6 else f"{seconds * 1e6:,.1f} us"
 
@@ -1103,7 +1113,8 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
                 f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
-        return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data"
+        return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data" \
+            + _carried(probe, remaining, workers)
     if threshold is not None:  # the user's threshold rules on how much work a pool is worth, not on moving data
         return None
     if est.parallel < est.serial:  # faster, but by less than a pool must promise

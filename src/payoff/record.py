@@ -530,6 +530,11 @@ ABOVE_THE_LIMIT = "is above task_size_hint_bytes="
 MOVING_ADVICE = ("send indices instead of data and load shared state once per worker (worker_initializer), or batch "
                  "tiny items into larger ones (arrays)")
 """``payload_too_large``'s advice when moving the data costs too much, not a task above ``task_size_hint_bytes``."""
+FUNCTION_CARRIES = "the function carries "
+"""In a ``payload_too_large`` detail: the function (a ``partial``'s, closure's or bound method's data), not the
+items, is most of what would move."""
+CARRIED_ADVICE = ("load the data the function carries once per worker instead: a worker_initializer that sets a "
+                  "module-level global the function reads (the items stay as they are)")
 
 
 CLOUDPICKLE_CANNOT = " (cloudpickle cannot send it either)"
@@ -550,6 +555,8 @@ def advice_of(record: MapRecord) -> str:
         return RUN_INLINE_ADVICE
     if record.fallback_reason is Reason.UNPICKLABLE and CLOUDPICKLE_CANNOT in record.fallback_detail:
         return UNSENDABLE_ADVICE
+    if record.fallback_reason is Reason.PAYLOAD_TOO_LARGE and FUNCTION_CARRIES in record.fallback_detail:
+        return CARRIED_ADVICE
     if record.fallback_reason is Reason.PAYLOAD_TOO_LARGE and ABOVE_THE_LIMIT not in record.fallback_detail:
         return MOVING_ADVICE  # the size limit played no part: raising it changes nothing (advice trial)
     return record.fallback_reason.advice
