@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -148,6 +149,28 @@ def test_a_pool_that_could_not_start_falls_back_with_the_initializer_run_here_fi
         record = ex.last_record
     assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
     # the advice is "the detail names what to do": here, the setting that gives the start longer (advice trial)
+    assert "raise pool_start_timeout" in record.fallback_detail, record.fallback_detail
+
+
+def test_a_slow_initializer_forked_beside_a_thread_is_told_of_both_the_lock_and_the_timeout() -> None:
+    """A thread alive at the fork (tqdm's monitor, left by an earlier progress bar) took the advice to raise
+    pool_start_timeout away, leaving only the lock hint, for an initializer that was only slow: a suite run
+    failed on it whenever such a thread outlived its test."""
+    tasks._MODEL = None
+    done = threading.Event()
+    beside = threading.Thread(target=done.wait, name="beside-the-fork", daemon=True)
+    beside.start()
+    config = ParallelConfig(strategy="processes", max_workers=2, worker_initializer=tasks.slow_load_model,
+                            worker_init_args=(5, 1.5), pool_start_timeout=0.3, start_method="fork")
+    try:
+        with ParallelExecutor(config) as ex, warnings.catch_warnings():
+            warnings.simplefilter("ignore", ParallelFallbackWarning)
+            assert ex.map(tasks.predict, range(6)) == [x * 5 for x in range(6)]
+            record = ex.last_record
+    finally:
+        done.set()
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+    assert "'beside-the-fork'" in record.fallback_detail, record.fallback_detail
     assert "raise pool_start_timeout" in record.fallback_detail, record.fallback_detail
 
 

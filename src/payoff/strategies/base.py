@@ -172,9 +172,11 @@ class Strategy(ABC):
         what = (f"its worker_initializer {describe_callable(self.initializer)} had not returned"
                 if self.initializer is not None else "its workers had not come up")
         held = held_at_fork_hint(self.forked_beside)
-        longer = "" if held or "pool_start_timeout" not in why else (
+        # the detail promised what to do and said nothing (advice trial); beside a lock hint too: a thread alive
+        # at the fork (tqdm's monitor) is no proof of a held lock, and a slow initializer was told only of locks
+        longer = "" if "pool_start_timeout" not in why else (
             "; if the start needs longer (an initializer loading a large model), raise pool_start_timeout "
-            "(start_timeout= in PAYOFF_PARALLEL)")  # the detail promised what to do and said nothing (advice trial)
+            "(start_timeout= in PAYOFF_PARALLEL)")
         return (f"payoff: the {self.name} pool was still starting after {waited:.1f} s ({why}): {what} on "
                 f"{pending} of {self.workers} workers{held}. The half-started pool was stopped; the next call "
                 f"starts a fresh one{longer}")
