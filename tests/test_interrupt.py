@@ -66,6 +66,80 @@ def test_ctrl_c_returns_within_two_seconds_and_leaves_no_worker() -> None:
     assert not any(alive(p) for p in pids), "a worker process outlived Ctrl-C"
 
 
+GROUP_SCRIPT = textwrap.dedent("""
+    import sys, threading, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0))
+    ex.map(tasks.square, range(8))
+    before = sorted(ex.worker_pids())
+    box = []
+    background = threading.Thread(target=lambda: box.append(ex.map(tasks.nap_ms, [50] * 40, chunksize=1)))
+    background.start()
+    print("ready", flush=True)
+    try:
+        time.sleep(30)  # a kernel's idle main thread, or another cell's work: the stop button interrupts it
+    except KeyboardInterrupt:
+        print("main interrupted", flush=True)
+    background.join(60)
+    print("background", box == [[50] * 40], ex.last_record.outcome, ex.last_record.fallback_reason, flush=True)
+    ex.map(tasks.square, range(8))
+    print("warm pool kept", sorted(ex.worker_pids()) == before and not ex.last_record.pool_started, flush=True)
+    ex.shutdown()
+""")
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_ctrl_c_sent_to_the_whole_group_interrupts_the_main_thread_not_a_map_elsewhere(strategy: str) -> None:
+    """A terminal's Ctrl-C and a Jupyter kernel's stop button send SIGINT to the whole process group, the
+    workers included: a map running in another thread raised KeyboardInterrupt and lost its results, and an idle
+    warm pool's workers died, so the next call started a fresh pool (its initializer again), on every stop
+    (trial 43, notebook F1 and F2). Only the caller's thread is interrupted; the workers carry on."""
+    proc = subprocess.Popen([sys.executable, "-c", GROUP_SCRIPT, strategy], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # the group of the process this test started, as a terminal does
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "main interrupted" in out, out
+    assert "background True ok None" in out, out
+    assert "warm pool kept True" in out, out
+    assert proc.returncode == 0, out
+
+
+def test_ctrl_c_sent_to_the_whole_group_still_ends_the_callers_map_at_once_and_leaves_no_worker() -> None:
+    """Workers carry on through the group's SIGINT; the caller's own map still ends within two seconds and stops
+    them, as when only the caller is signalled."""
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=10)
+        elapsed = time.monotonic() - t0
+        rest = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and "interrupted" in rest, rest
+    assert elapsed < 2.0, f"Ctrl-C took {elapsed:.2f} s"
+    deadline = time.monotonic() + 2
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids), "a worker process outlived Ctrl-C"
+
+
 def _ctrl_c_at_five(x: int) -> int:
     if x == 5:
         raise KeyboardInterrupt  # what Ctrl-C raises inside the item running in the caller

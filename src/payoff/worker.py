@@ -20,6 +20,7 @@ import os
 import pickle
 import resource
 import select
+import signal
 import sys
 import threading
 import time
@@ -1208,6 +1209,7 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
         _forks.forget_inherited_loky()
         _forks.forget_unfinished_imports()
     _draw_afresh()
+    _deaf_to_the_groups_ctrl_c()
     _exit.stop_loky_before_joins()
     if native_threads is not None:
         limit_here(*native_threads)
@@ -1220,6 +1222,20 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
         if report_dir is not None:
             _report_init_failure(report_dir, exc)
         raise
+
+
+def _deaf_to_the_groups_ctrl_c() -> None:
+    """Ctrl-C is the caller's. A terminal's, and a Jupyter kernel's stop button, send SIGINT to the whole process
+    group, workers included: each raised KeyboardInterrupt and died, so a map running in another thread of the
+    caller lost its results, and every idle warm pool was lost (its initializer ran again), on every stop pressed
+    (notebook trial). The caller's own map, interrupted, stops its workers itself. A handler that does nothing,
+    not ``SIG_IGN``: a handler is reset by ``exec``, so programs an item runs still get Ctrl-C as usual."""
+    with contextlib.suppress(ValueError):  # not the main thread: no signal to take
+        signal.signal(signal.SIGINT, _not_ours)
+
+
+def _not_ours(signum: int, frame: object) -> None:
+    return None
 
 
 def _draw_afresh() -> None:
