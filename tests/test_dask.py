@@ -31,9 +31,9 @@ from tests import tasks
 from tests.conftest import alive, require, thread_stacks, until
 
 try:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 except ImportError:  # pragma: no cover - the [dask] extra is part of the test extras
-    Client = LocalCluster = None
+    Client = LocalCluster = Nanny = Scheduler = SpecCluster = None
 
 FORCE = {"tiny_workload_threshold": 0.0}
 
@@ -180,7 +180,7 @@ def test_a_function_the_workers_cannot_import_says_so_and_how_to_send_it(tmp_pat
             ex.map(beside_the_script.double, range(20))
         notes = "\n".join(getattr(info.value, "__notes__", ()))
         assert "cannot import 'beside_the_script'" in notes, notes
-        assert "client.upload_file('beside_the_script.py')" in notes and "register_pickle_by_value" in notes, notes
+        assert "client.upload_file(" in notes and "register_pickle_by_value(beside_the_script)" in notes, notes
     finally:
         sys.modules.pop("beside_the_script", None)
         user_client.close()
@@ -1045,6 +1045,28 @@ def test_a_workers_address_given_for_the_schedulers_says_so_and_leaves_no_client
         assert [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()] == []
     finally:
         user_client.close()
+        cluster.close()
+
+
+class _CompanyScheduler(Scheduler if Scheduler is not None else object):  # type: ignore[misc]
+    """A scheduler of a company's own (or a SpecCluster's): its identity names this class, not "Scheduler"."""
+
+
+def test_a_scheduler_of_a_subclass_is_a_scheduler() -> None:
+    """The identity handshake that tells a worker's port from the scheduler's refused a scheduler whose class is a
+    subclass of dask's ("answered as a dask _CompanyScheduler, not a scheduler": the review)."""
+    require(SpecCluster is not None, "dask.distributed (extra [dask])")
+    cluster = SpecCluster(scheduler={"cls": _CompanyScheduler,
+                                     "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}},
+                          workers={0: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1"}}},
+                          silence_logs=40)
+    try:
+        with ParallelExecutor(ParallelConfig(strategy="dask", address=cluster.scheduler_address, **FORCE)) as ex:
+            assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+            record = ex.last_record
+        assert record is not None and record.selected_strategy == "dask", record.fallback_detail
+    finally:
+        clusters.clear()
         cluster.close()
 
 

@@ -22,6 +22,7 @@ from payoff import _delegated_cpu, _forks, _own_pools
 from payoff._item_size import item_bytes_in_memory
 from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pickling
 from payoff._source import is_stream, reads_for_a_probe
+from payoff.config import cpu_capacity
 from payoff.errors import StuckThreadsWarning
 from payoff.observers import warn_before_raising
 from payoff.scheduling import CHUNKS_PER_WORKER, items_within_bytes
@@ -190,8 +191,9 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         # no payoff process pool started meanwhile: the processes started then are the items'
         others_ns = _delegated_cpu.since(elsewhere) - collections.ns \
             if elsewhere is not None and not crowded and _own_pools.none_started_since(starts) else None
-        if others_ns is not None and wall >= CORES_MIN_SECONDS:
-            probe.cores = max(0.0, outcome.cpu_ns + others_ns) / 1e9 / wall
+        elapsed = (outcome.end_ns - outcome.start_ns) / 1e9  # waits for a CPU included: the native threads' are
+        if others_ns is not None and elapsed >= CORES_MIN_SECONDS:
+            probe.cores = min(cpu_capacity(), max(0.0, outcome.cpu_ns + others_ns) / 1e9 / elapsed)
         if probe.cpu_ratio >= line:
             return
         if others_ns is not None:

@@ -10,6 +10,7 @@ parallel.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeGuard, TypeVar
@@ -222,13 +223,14 @@ def _validate(cfg: ParallelConfig) -> None:
             f"ParallelConfig.address {_shown(cfg.address)} is a dask scheduler's, for strategy='dask'; the strategy "
             f"is {_shown(cfg.strategy_name)}. Name dask to run on that cluster (PAYOFF_PARALLEL=dask,address=...), or "
             "leave the address out")
-    if cfg.inner_threads and cfg.strategy_name == "threads":  # silently unused: worker threads share the caller's
-        raise ValueError(
-            f"ParallelConfig.inner_threads={cfg.inner_threads} limits the native threads (BLAS, OpenMP) of each "
-            "worker process (strategy 'processes', 'joblib', or auto's processes); the strategy is 'threads', whose "
-            "workers share this process's libraries, and payoff does not change their threads while other threads "
-            "may call them. Set OPENBLAS_NUM_THREADS=1 (or OMP_NUM_THREADS=1) before numpy is imported, wrap the "
-            "map in threadpoolctl.threadpool_limits(1), or name processes")
+    if cfg.inner_threads and cfg.strategy_name == "threads":  # unused: worker threads share the caller's libraries
+        warnings.warn(
+            f"payoff: ParallelConfig.inner_threads={cfg.inner_threads} has no effect with strategy='threads': it "
+            "limits the native threads (BLAS, OpenMP) of each worker process (processes, joblib, auto's "
+            "processes), and worker threads share this process's libraries, whose threads payoff does not "
+            "change (other threads may be calling them). Set OPENBLAS_NUM_THREADS=1 (or OMP_NUM_THREADS=1) "
+            "before numpy is imported, or name processes; threadpoolctl.threadpool_limits(1) around the map "
+            "works if no other thread of yours calls BLAS meanwhile", UserWarning, stacklevel=4)
     if cfg.start_method is not None and cfg.start_method not in START_METHODS:
         raise ValueError(
             f"ParallelConfig.start_method must be None or one of {', '.join(START_METHODS)}; "

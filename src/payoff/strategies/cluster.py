@@ -302,6 +302,11 @@ def _listening(address: str) -> None:
         pass
 
 
+NOT_SCHEDULERS = frozenset({"Worker", "Nanny"})
+"""What a dask server's identity says it is, when it is no scheduler; a subclass of ``Scheduler`` (a company's own,
+a ``SpecCluster``'s) names its own class and is one (review)."""
+
+
 class _NotAScheduler(Exception):
     """A port that accepted the connection did not answer dask's handshake in time, or answered otherwise."""
 
@@ -342,7 +347,7 @@ def _answers(address: str) -> None:
     except Exception as exc:  # a dask comm reads an HTTP reply as a frame of exabytes: a MemoryError
         raise _NotAScheduler("timed out" in str(exc).lower()) from exc
     kind = identity.get("type") if isinstance(identity, dict) else None
-    if kind is not None and kind != "Scheduler":  # a Client made here would fail (a worker's identity() takes no
+    if kind in NOT_SCHEDULERS:  # a Client made here would fail (a worker's identity() takes no
         scheduler = identity.get("scheduler")     # n_workers) and leave its IO loop thread behind (trial 43, F3)
         where = f": its scheduler is at {scheduler}, pass that address" if isinstance(scheduler, str) else ""
         raise _NotAScheduler(False, f"answered as a dask {kind}, not a scheduler{where}")

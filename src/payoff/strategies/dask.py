@@ -140,12 +140,16 @@ def run_dask_chunk(fn_blob: bytes | None, digest: str, payload: bytes) -> bytes:
 
 def unimportable_here(exc: ModuleNotFoundError) -> str:
     """What a dask worker that cannot import the function's (or an item's) module says: a bare
-    ``ModuleNotFoundError`` read as the user's own code failing (trial 43, dask F4)."""
-    module = exc.name or "?"
+    ``ModuleNotFoundError`` read as the user's own code failing (trial 43, dask F4). The ways to send it differ for
+    a package someone publishes (install it) and a module of the user's own (upload it, or pickle by value)."""
+    top = (exc.name or "").split(".")[0]
+    what = repr(exc.name) if exc.name else "a module"
+    own = "" if not top else (
+        f"; if it is a module of your own, send it: client.upload_file(...) with its .py file (a package as a "
+        f".zip of its folder), or cloudpickle.register_pickle_by_value({top}) in this process to ship the functions "
+        "you map by value")
     return (f"payoff: raised on the dask worker {_worker_address()} while loading the map's function and items, "
-            f"before any item ran: the workers cannot import {module!r}, which this process can. Install it where "
-            f"the workers run, send it with client.upload_file('{module.split('.')[0]}.py') (a single file), or "
-            f"have it shipped by value with cloudpickle.register_pickle_by_value({module.split('.')[0]})")
+            f"before any item ran: the workers cannot import {what}. Install it where the workers run{own}")
 
 
 def _worker_address() -> str:
