@@ -242,11 +242,51 @@ def test_a_worker_killed_under_a_map_that_dask_reran_unseen_is_in_the_record() -
                 record = ex.last_record
         assert record is not None and record.fallback_reason is Reason.MAP_FAILURE_RETRY, \
             (record.fallback_reason if record else None)
-        assert "left the cluster during the call" in record.fallback_detail \
+        assert "left the cluster while running this call's chunks" in record.fallback_detail \
             or "pool broke" in record.fallback_detail, record.fallback_detail  # unseen, or seen by payoff itself
         assert planning.KNOWLEDGE.crash_of(nap) is None
     finally:
         killer.join()
+        user_client.close()
+        cluster.close()
+
+
+def test_workers_that_left_holding_none_of_a_calls_chunks_are_on_no_calls_record() -> None:
+    """An idle worker retired, and another killed, while a call's one chunk ran elsewhere: the retirement put
+    map_failure_retry ("dask reran what they held") on that call, and the kill, seen by the once-a-second watch
+    only after the next call began, went on that next call, which lost nothing (the review)."""
+    cluster = local_cluster(3)
+    user_client = Client(cluster, set_as_default=False)
+    pids = user_client.run(os.getpid)
+    stopped: list[str] = []
+
+    def stop_two_idle_workers() -> None:
+        time.sleep(0.8)
+        busy = {w for w, keys in user_client.processing().items() if keys}
+        idle = [w for w in pids if w not in busy]
+        user_client.retire_workers(idle[:1])
+        time.sleep(0.4)
+        os.kill(pids[idle[1]], signal.SIGKILL)  # a worker process of the cluster this test started
+        stopped.extend(idle[:2])
+
+    stopper = threading.Thread(target=stop_two_idle_workers)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE)) as ex:
+                ex.map(tasks.square, range(4))
+                stopper.start()
+                assert ex.map(functools.partial(tasks.sleep_then_square, seconds=2.0), [3], chunksize=1) == [9]
+                first = ex.last_record
+                assert ex.map(functools.partial(tasks.sleep_then_square, seconds=0.25), range(12),
+                              chunksize=1) == [x * x for x in range(12)]
+                second = ex.last_record
+        assert len(stopped) == 2
+        for record in (first, second):
+            assert record is not None and record.fallback_reason is None, record.fallback_detail if record else None
+    finally:
+        if stopper.ident is not None:
+            stopper.join()
         user_client.close()
         cluster.close()
 

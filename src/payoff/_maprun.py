@@ -145,6 +145,8 @@ class MapRun:
         self.item_error: BaseException | None = None
         """The item's exception this call raised, if it did: one outside ``Exception`` is no stop (``_abandon``)."""
         self.collected: list[ChunkStats] = []
+        self.sent: list[Future[Any]] = []
+        """The futures of chunks sent to a cluster: what ``Strategy.departed_for`` is asked about."""
         """Chunks taken in whose observers have not run yet (see ``_observe_collected``)."""
         self.done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self.requeued: deque[ChunkTask] = deque()
@@ -843,7 +845,6 @@ class MapRun:
         # a cluster's scheduler runs every chunk it holds on any free thread: a cap is kept by sending no more
         capped = pool.remote and self.config.max_workers is not None and self.config.max_workers < pool.workers
         limit = workers if capped else in_flight_limit(workers)
-        began_ns = time.monotonic_ns()
         while True:
             try:
                 if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
@@ -865,15 +866,15 @@ class MapRun:
                 if self._nothing_left():
                     if self.failed is not None:  # only if a piece before the error was lost with no rerun
                         raise self._items_error(self.failed[2])
-                    self._note_departures(pool, began_ns)
+                    self._note_departures(pool)
                     return
                 self._raise_if_stopped()  # work left that may not start now
                 continue
             self._wait_and_collect(pool)
 
-    def _note_departures(self, pool: Strategy, began_ns: int) -> None:
-        """Workers of a cluster that left under the call, which its scheduler reran unseen: a recovery too."""
-        if self.rec.fallback_reason is None and (detail := pool.departed_since(began_ns)) is not None:
+    def _note_departures(self, pool: Strategy) -> None:
+        """Workers of a cluster that left holding the call's chunks, which its scheduler reran unseen: a recovery."""
+        if self.sent and self.rec.fallback_reason is None and (detail := pool.departed_for(self.sent)) is not None:
             self._note_retry(detail)
 
     def _nothing_left(self) -> bool:
@@ -952,6 +953,8 @@ class MapRun:
         self.rec.overhead_ns["serialization"] += task.encode_ns
         self.rec.overhead_ns["dispatch"] += time.perf_counter_ns() - t0 - task.encode_ns
         self.in_flight[future] = task
+        if pool.remote:
+            self.sent.append(future)
         future.add_done_callback(self.done.put)
 
     def _wait_and_collect(self, pool: Strategy) -> None:

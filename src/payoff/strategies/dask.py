@@ -26,7 +26,8 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Collection
 from concurrent.futures import BrokenExecutor, CancelledError, Future, InvalidStateError
 from typing import Any
 
@@ -184,8 +185,9 @@ class DaskStrategy(Strategy):
         """This pool's dask futures not yet done, with the local futures they feed: what ``kill`` cancels on a
         cluster that is not its own, and what fails when the cluster has no workers left."""
         self._remote_lock = threading.Lock()
-        self._departed: list[tuple[int, list[str], int]] = []
-        """Workers seen to leave while work was out: when (``monotonic_ns``), their addresses, their threads."""
+        self._departed: list[tuple[str, int, tuple[weakref.ref[Future[Any]], ...]]] = []
+        """Workers seen to leave while holding this pool's work: each one's address, its threads, and the local
+        futures of the work it held when last asked (``_note_departures``), weakly: a call's own keeps them."""
         self._watcher: threading.Thread | None = None
         """Watches for a cluster with no workers while chunks are out (see ``_watch``); None when none runs."""
 
@@ -450,7 +452,7 @@ class DaskStrategy(Strategy):
         a cluster that has none then ends the call with an error that names no item.
         """
         empty_since: float | None = None
-        members = self._members()
+        members, held = self._members(), self._held()
         while True:
             time.sleep(WATCH_SECONDS)
             with self._remote_lock:
@@ -458,8 +460,9 @@ class DaskStrategy(Strategy):
                     self._watcher = None
                     return
             now_members = self._members()
-            self._note_departures(members, now_members)
-            members = now_members if now_members is not None else members
+            self._note_departures(members, now_members, held)
+            if now_members is not None:
+                members, held = now_members, self._held()
             workers = None if now_members is None else len(now_members)
             if workers != 0:
                 empty_since = None
@@ -481,29 +484,48 @@ class DaskStrategy(Strategy):
         except Exception:
             return None
 
-    def _note_departures(self, before: dict[str, int] | None, now: dict[str, int] | None) -> None:
-        """Workers that left while this pool's work was out (killed, a machine gone, retired): dask reruns what
-        they held on the others without a word to payoff, so the call's record said nothing of it (trial 43,
-        dask F2). Kept, with when it was seen, for the calls then running (``departed_since``)."""
+    def _held(self) -> dict[str, tuple[weakref.ref[Future[Any]], ...]]:
+        """Which worker holds which of this pool's work now (running or queued there): its local futures, by
+        worker address; empty when the scheduler cannot be asked."""
+        client = self.client
+        try:
+            processing = client.processing() if client is not None else {}
+        except Exception:
+            return {}
+        with self._remote_lock:
+            ours = {str(remote.key): local for remote, local in self._remote.items()}
+        held = {str(w): tuple(weakref.ref(ours[str(k)]) for k in keys if str(k) in ours)
+                for w, keys in processing.items()}
+        return {w: refs for w, refs in held.items() if refs}
+
+    def _note_departures(self, before: dict[str, int] | None, now: dict[str, int] | None,
+                         held: dict[str, tuple[weakref.ref[Future[Any]], ...]]) -> None:
+        """Workers that left while holding this pool's work (killed, a machine gone, retired): dask reruns that
+        work on the others without a word to payoff, so the call's record said nothing of it (trial 43, dask F2).
+        Kept with the work each held, so only the calls that work was of are told (``departed_for``): one kept
+        by the time it was seen went on a call begun after the loss, and an idle worker retired went on every
+        call then running (review)."""
         if before is None or now is None:
             return
-        gone = sorted(before.keys() - now.keys())
+        gone = [(w, before[w], held[w]) for w in sorted(before.keys() - now.keys()) if held.get(w)]
         if gone:
             with self._remote_lock:
-                self._departed.append((time.monotonic_ns(), gone, sum(before[w] for w in gone)))
+                self._departed.extend(gone)
                 del self._departed[:-DEPARTURES_KEPT]
 
-    def departed_since(self, since_ns: int) -> str | None:
+    def departed_for(self, futures: Collection[Future[Any]]) -> str | None:
+        ids = {id(f) for f in futures}  # alive, so no other object has their ids; a dead referent is no call's now
         with self._remote_lock:
-            seen = [(gone, threads) for at, gone, threads in self._departed if at >= since_ns]
+            seen = [(w, threads) for w, threads, held in self._departed
+                    if any((f := ref()) is not None and id(f) in ids for ref in held)]
         if not seen:
             return None
-        names = [w for gone, _ in seen for w in gone]
+        names = [w for w, _ in seen]
         threads = sum(t for _, t in seen)
         return (f"{len(names)} dask worker(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}; "
-                f"{threads} thread(s)) left the cluster during the call (killed, a machine gone, or retired): dask "
-                "reran what they held on the others. The record's workers and utilization count the threads the "
-                "call began with")
+                f"{threads} thread(s)) left the cluster while running this call's chunks (killed, a machine gone, "
+                "or retired): dask reran them on the others. The record's workers and utilization count the "
+                "threads the call began with")
 
     def _fail_all(self, why: str) -> None:
         """Fail every local future of this pool's work still out with ``DaskWorkerLost(why)``, and cancel it."""
