@@ -132,6 +132,28 @@ def test_a_function_carrying_most_of_the_data_is_told_to_load_it_once_per_worker
     assert "send indices" not in advice_of(record)
 
 
+def test_a_cores_reading_that_keeps_a_function_off_threads_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reading of the CPUs an item keeps busy, taken on a busy machine, kept the function off threads for the
+    life of the process: no later probe read it again (the review). Every ``VERDICT_RETRY``-th auto call of a
+    function kept off threads so now probes it again, and the new reading replaces the old; one taken beside
+    other calls (here, the one before, within ``OTHERS_WINDOW_SECONDS``) is not read, and the next call tries."""
+    from payoff._knowledge import VERDICT_RETRY
+
+    fn = functools.partial(tasks.spin_beside, np.zeros(5_000_000))  # 40 MB: too large for processes
+    with ParallelExecutor() as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        ex.map(fn, range(40))
+        planning.KNOWLEDGE.observe_cores(fn, 2.0, spread=False)  # as a reading beside busy programs could be
+        for _ in range(VERDICT_RETRY + 1):
+            ex.map(fn, range(40))
+        facts = planning.KNOWLEDGE.get(fn)
+        assert facts is not None and facts.cores == 2.0, "read among other calls: not taken"
+        monkeypatch.setattr(planning, "OTHERS_WINDOW_SECONDS", 0.0)  # the calls before are no longer near
+        ex.map(fn, range(40))
+        facts = planning.KNOWLEDGE.get(fn)
+    assert facts is not None and facts.cores < planning.ITEM_SPREADS_CORES, facts  # pure Python: one CPU
+
+
 def test_items_too_large_for_processes_go_to_threads_until_a_run_shows_no_gain() -> None:
     from payoff import ParallelConfig, ParallelExecutor, Reason
 

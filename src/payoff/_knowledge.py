@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 THREADS_KEEP_SPEEDUP = 1.05
 """Threads chosen for payloads too large for processes stay chosen while a run measures this much gain."""
+CORES = "cores"
+"""What ``hold`` counts for a function kept off threads by the CPUs its items keep busy (``Facts.cores``)."""
 VERDICT_RETRY = 8
 """After this many calls held serial by a verdict, one runs in parallel again to re-measure it; the wait
 doubles each time the loss is confirmed (at most 128x), so a function that never gains pays for few probes."""
@@ -390,6 +392,25 @@ class Knowledge:
                 return True
             facts.held[strategy] = 0
             return False
+
+    def retry_next(self, fn: Callable[..., Any], strategy: str) -> None:
+        """The re-measure ``hold`` let through measured nothing: the next call is let through instead."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.held[strategy] = VERDICT_RETRY << min(facts.retries.get(strategy, 0), 7)
+
+    def observe_cores(self, fn: Callable[..., Any], cores: float, spread: bool) -> None:
+        """A probe run again to read the CPUs an item keeps busy: its reading replaces the kept one, so one taken
+        on a busy machine is no ban for the life of the process (the review); ``spread`` (still too many for
+        threads) doubles the wait before the next, as a confirmed loss does a verdict's."""
+        with self._stored(fn) as facts:
+            if facts is None:
+                return
+            facts.cores = cores
+            if spread:
+                facts.retries[CORES] = facts.retries.get(CORES, 0) + 1
+            else:
+                facts.retries.pop(CORES, None)
 
     def observe_verdict(self, fn: Callable[..., Any], strategy: str, speedup: float, n_items: int) -> None:
         """What a parallel call of ``fn`` really gained: the next plan of a similar call believes it.

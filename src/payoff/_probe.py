@@ -65,9 +65,9 @@ PROBE_STOP_GRACE_SECONDS = 0.25
 """How long Ctrl-C in a caller waits for its probe thread to stop at its next timing block."""
 
 
-CORES_MIN_SECONDS = 2e-3
+CORES_MIN_SECONDS = 1e-3
 """A probe shorter than this reads no ``cores``: reading the other threads' clocks costs ~0.1 ms of CPU, which
-a probe of 0.3 ms (ten single-threaded numpy sorts) read as 1.23 CPUs busy."""
+a probe of 0.3 ms (ten single-threaded numpy sorts) read as 1.23 CPUs busy; over 1 ms it adds under 0.1."""
 
 
 @dataclass
@@ -105,6 +105,8 @@ class Probe:
     cores: float = 1.0
     """CPUs the probed items kept busy at once, their native threads' (BLAS, OpenMP) and child processes'
     included: above one, worker threads share those libraries' threads (``threads_oversubscribe``)."""
+    cores_read: bool = False
+    """Whether this call's probe read ``cores`` (an uncrowded probe of ``CORES_MIN_SECONDS`` or more)."""
     decided: tuple[Reason, str] | None = None
     """Why a library that decides after its first item (``Call.decide_after_first``) keeps the rest here."""
     waited: bool | None = None
@@ -194,6 +196,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         elapsed = (outcome.end_ns - outcome.start_ns) / 1e9  # waits for a CPU included: the native threads' are
         if others_ns is not None and elapsed >= CORES_MIN_SECONDS:
             probe.cores = min(cpu_capacity(), max(0.0, outcome.cpu_ns + others_ns) / 1e9 / elapsed)
+            probe.cores_read = True
         if probe.cpu_ratio >= line:
             return
         if others_ns is not None:

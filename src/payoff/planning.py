@@ -27,6 +27,7 @@ from payoff import _forks
 from payoff._costs import CostModel, start_method
 from payoff._item_size import first_item_bytes
 from payoff._knowledge import (
+    CORES,
     COST_SHIFT,
     RESHARE_EVERY,
     THREADS_KEEP_SPEEDUP,
@@ -1194,12 +1195,17 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     sends = call.requested in ("auto", *CROSSES_PROCESSES)
     here = _may_run_items_here(call, _off_the_caller(call, probe)) and not _one_each(call, workers)
     reshare = known is not None and _share_due(call, known)
+    recore = known is not None and _cores_due(knowledge, call, known)
     if needs_cost and here and (asks or known is None or _measures_more(call, workers, known)
-                                or _unsteady(known) or reshare):
+                                or _unsteady(known) or reshare or recore):
         probe_cost(call, probe, workers, crowded, others_since,
                    known_waiting=known is not None and known.waited is True)
         probe.known = False
         _void_verdicts_if_shifted(probe, known)
+        if known is not None and probe.cores_read:
+            knowledge.observe_cores(call.fn, probe.cores, probe.cores >= ITEM_SPREADS_CORES)
+        elif recore:  # read beside other calls, whose pools' CPU would count: the next call reads them
+            knowledge.retry_next(call.fn, CORES)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
     elif sends and known is not None and (known.result_error != "" or _items_resized(call, known)):
@@ -1294,6 +1300,12 @@ def _share_due(call: Call, known: Facts) -> bool:
     """An auto call of a function that ran ``RESHARE_EVERY`` calls on threads as waiting work: its first items
     run alone to read its CPU share again (the items may have stopped waiting)."""
     return call.requested == "auto" and known.threads_calls >= RESHARE_EVERY
+
+
+def _cores_due(knowledge: Knowledge, call: Call, known: Facts) -> bool:
+    """An auto call of a function kept off threads by the CPUs its items keep busy, every ``VERDICT_RETRY``-th
+    (the wait doubling while readings confirm it): its first items run alone to read them again."""
+    return call.requested == "auto" and known.cores >= ITEM_SPREADS_CORES and not knowledge.hold(call.fn, CORES)
 
 
 def _unsteady(known: Facts) -> bool:
