@@ -1030,7 +1030,7 @@ class MapRun:
             exc.add_note(f"payoff: while unpickling the results of {_items_of(task)} of the map (chunk {task.index})")
             raise
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
-        where = "caller" if isinstance(pool, SerialStrategy) else "retry" if task.retry else "pool"
+        where = _where(pool, task)
         stats = self._count(outcome, where, task)
         if outcome.error is not None:
             self._hold_error(task, outcome)  # unordered too: the results its chunk had before it go out first
@@ -1391,8 +1391,13 @@ class MapRun:
                 continue
             outcome = pool.collect(future.result(), task)
             if outcome.error is None and outcome.n_done:
-                self._count(outcome, "pool", task)
+                self._count(outcome, _where(pool, task), task)
         self._observe_collected()
+
+
+def _where(pool: Strategy, task: ChunkTask) -> str:
+    """Where a chunk ran, as its record says: in the caller, a rerun in fresh workers, or the pool."""
+    return "caller" if isinstance(pool, SerialStrategy) else "retry" if task.retry else "pool"
 
 
 def _stop_cause(exc: BaseException | None) -> str:

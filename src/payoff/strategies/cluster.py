@@ -302,6 +302,10 @@ def _listening(address: str) -> None:
         pass
 
 
+def _refused_n_workers(answer: Any) -> bool:
+    return isinstance(answer, dict) and answer.get("status") == "uncaught-error" and "n_workers" in str(answer)
+
+
 NOT_SCHEDULERS = frozenset({"Worker", "Nanny"})
 """What a dask server's identity says it is, when it is no scheduler; a subclass of ``Scheduler`` (a company's own,
 a ``SpecCluster``'s) names its own class and is one (review)."""
@@ -330,9 +334,13 @@ def _answers(address: str) -> None:
 
     async def handshake() -> Any:
         comm = await comm_connect(address, timeout=CONNECT_TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
-        try:
-            await comm.write({"op": "identity", "reply": True})
-            return await comm.read()
+        try:  # n_workers=0: a scheduler's identity lists every worker otherwise (megabytes on a large cluster)
+            await comm.write({"op": "identity", "n_workers": 0, "reply": True})
+            answer = await comm.read()
+            if _refused_n_workers(answer):  # a worker's or an older scheduler's identity takes no arguments
+                await comm.write({"op": "identity", "reply": True})
+                answer = await comm.read()
+            return answer
         finally:
             await comm.close()
 
@@ -347,8 +355,11 @@ def _answers(address: str) -> None:
     except Exception as exc:  # a dask comm reads an HTTP reply as a frame of exabytes: a MemoryError
         raise _NotAScheduler("timed out" in str(exc).lower()) from exc
     kind = identity.get("type") if isinstance(identity, dict) else None
-    if kind in NOT_SCHEDULERS:  # a Client made here would fail (a worker's identity() takes no
-        scheduler = identity.get("scheduler")     # n_workers) and leave its IO loop thread behind (trial 43, F3)
+    # a Client made here would fail (a worker's identity() takes no n_workers) and leave its IO loop thread
+    # behind (trial 43, F3); a server that names its scheduler and lists no workers is a worker of a class of its own
+    if kind in NOT_SCHEDULERS or (isinstance(identity, dict) and isinstance(identity.get("scheduler"), str)
+                                  and "n_workers" not in identity and "workers" not in identity):
+        scheduler = identity.get("scheduler")
         where = f": its scheduler is at {scheduler}, pass that address" if isinstance(scheduler, str) else ""
         raise _NotAScheduler(False, f"answered as a dask {kind}, not a scheduler{where}")
 
