@@ -499,27 +499,35 @@ def test_a_cluster_closed_during_a_map_is_no_crash_of_the_function() -> None:
     crashed, the restart failed on the closed client, and the map raised WorkerCrashedError ("an unknown
     cause"); the function was then marked as one that crashes workers, so later auto calls isolated it on
     processes, and the same executor's next call raised a bare AttributeError (helper 28, fault 3)."""
-    require(Client is not None, "dask.distributed (extra [dask])")
     from payoff import planning
     from payoff.errors import WorkerCrashedError
 
+    with _closed_in_a_second(by_address=False) as (ex, closer, nap):
+        closer.start()
+        with pytest.raises(RuntimeError, match="cluster") as info:
+            ex.map(nap, range(200))
+        assert not isinstance(info.value, WorkerCrashedError), info.value
+        assert planning.KNOWLEDGE.crash_of(nap) is None
+
+
+@contextlib.contextmanager
+def _closed_in_a_second(by_address: bool) -> Iterator[tuple[ParallelExecutor, threading.Timer, Any]]:
+    """An executor on a user's Client of a 2-worker cluster, a timer that closes the cluster (not started), and
+    items of 50 ms (200 of them: 5 s on two workers); the Client is made from the cluster or from its address."""
+    require(Client is not None, "dask.distributed (extra [dask])")
     cluster = local_cluster(2)
-    user_client = Client(cluster, set_as_default=False)
+    user_client = Client(cluster.scheduler_address if by_address else cluster, set_as_default=False)
     closer = threading.Timer(1.0, cluster.close)
-    nap = functools.partial(tasks.sleep_then_square, seconds=0.05)  # 200 items: 5 s on two workers
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ex = ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE))
-            closer.start()
-            with pytest.raises(RuntimeError, match="cluster") as info:
-                ex.map(nap, range(200))
-            assert not isinstance(info.value, WorkerCrashedError), info.value
-            assert planning.KNOWLEDGE.crash_of(nap) is None
+            yield ex, closer, functools.partial(tasks.sleep_then_square, seconds=0.05)
             ex.shutdown(wait=False)
     finally:
-        closer.join()
-        user_client.close()
+        if closer.ident is not None:
+            closer.join()
+        user_client.close(timeout=5)
 
 
 def test_a_users_client_that_lost_its_scheduler_during_a_map_ends_the_call_without_waiting_for_its_reconnect(
@@ -528,30 +536,18 @@ def test_a_users_client_that_lost_its_scheduler_during_a_map_ends_the_call_witho
     and payoff's fresh start on that Client waited out dask's 30 s reconnect before the call raised; the next
     call then blamed the Client's owner for closing it (trial 43, dask F1). The call ends as an address's does,
     and the fallback after it says the scheduler was lost."""
-    require(Client is not None, "dask.distributed (extra [dask])")
-    cluster = local_cluster(2)
-    user_client = Client(cluster.scheduler_address, set_as_default=False)
-    closer = threading.Timer(1.0, cluster.close)
-    nap = functools.partial(tasks.sleep_then_square, seconds=0.05)  # 200 items: 5 s on two workers
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ex = ParallelExecutor(ParallelConfig(strategy=user_client, **FORCE))
-            assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
-            closer.start()
-            t0 = time.monotonic()
-            with pytest.raises(RuntimeError, match="cluster"):
-                ex.map(nap, range(200))
-            assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
-            assert time.monotonic() - t0 < 20, "a call waited for the Client's 30 s reconnect"
-            record = ex.last_record
-            assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
-            assert "lost its scheduler" in record.fallback_detail, record.fallback_detail
-            assert "so its owner did" not in record.fallback_detail and "address=" not in record.fallback_detail
-            ex.shutdown(wait=False)
-    finally:
-        closer.join()
-        user_client.close(timeout=5)
+    with _closed_in_a_second(by_address=True) as (ex, closer, nap):
+        assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+        closer.start()
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="cluster"):
+            ex.map(nap, range(200))
+        assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+        assert time.monotonic() - t0 < 20, "a call waited for the Client's 30 s reconnect"
+        record = ex.last_record
+        assert record is not None and record.fallback_reason is Reason.INIT_FAILURE
+        assert "lost its scheduler" in record.fallback_detail, record.fallback_detail
+        assert "so its owner did" not in record.fallback_detail and "address=" not in record.fallback_detail
 
 
 def test_a_timeout_kills_the_worker_processes_of_its_own_local_cluster() -> None:
