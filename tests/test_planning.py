@@ -154,6 +154,26 @@ def test_a_cores_reading_that_keeps_a_function_off_threads_is_read_again(monkeyp
     assert facts is not None and facts.cores < planning.ITEM_SPREADS_CORES, facts  # pure Python: one CPU
 
 
+def test_a_calls_first_sending_of_a_large_function_is_no_verdict_on_its_speed() -> None:
+    """The first call of a 20 MB closure on a warm pool sends it to each worker once (40 MB, 150-240 ms); at
+    0.88-0.94x the loop, that one-off cost became the function's verdict, and its next calls ran on threads,
+    then serially (no_measured_gain), where warm calls ran 1.75x (start-method trial, 4 of 15 runs)."""
+    fn = functools.partial(tasks.spin_beside, np.zeros(2_500_000))
+    with ParallelExecutor() as ex:
+        for _ in range(2):
+            ex.map(functools.partial(tasks.spin, n=20_000), range(1000))  # a warm process pool under auto
+        assert ex.last_record is not None and ex.last_record.selected_strategy == "processes"
+        ex.map(fn, range(1000))
+        first = ex.last_record
+        assert first is not None and first.selected_strategy == "processes", first.summary()
+        assert first.fn_shipped
+        facts = planning.KNOWLEDGE.get(fn)
+        assert facts is not None and "processes" not in facts.verdicts, facts.verdicts
+        ex.map(fn, range(1000))
+        second = ex.last_record
+    assert second is not None and not second.fn_shipped
+
+
 def test_items_too_large_for_processes_go_to_threads_until_a_run_shows_no_gain() -> None:
     from payoff import ParallelConfig, ParallelExecutor, Reason
 

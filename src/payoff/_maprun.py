@@ -831,11 +831,12 @@ class MapRun:
             return None
 
     def _ship(self, pool: Strategy) -> Any:
-        t0 = time.perf_counter_ns()
+        t0, written = time.perf_counter_ns(), pool.versions_written
         try:
             return pool.ship(self.fn)
         finally:
             self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
+            self.rec.fn_shipped |= pool.versions_written > written
 
     def _drive(self, pool: Strategy) -> Iterator[list[Any]]:
         shipped, self.shipped = self.shipped, None

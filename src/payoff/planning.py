@@ -578,7 +578,9 @@ class Planner:
             return
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
             self.knowledge.observe_threads(fn, record.speedup)
-        elif record.requested_strategy == "auto" and not record.pool_started:  # cold workers are no verdict
+        elif record.requested_strategy == "auto" and not record.pool_started and not record.fn_shipped:
+            # cold workers are no verdict, nor workers sent a large function's new version (forkserver trial: a
+            # 20 MB closure's first call, 0.9x, held the next calls serial, where warm calls ran 1.75x)
             speedup = _warm_speedup(record)
             if speedup is not None and not (speedup < 1.0 and _under_outside_load(record)):
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)

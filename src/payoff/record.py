@@ -336,6 +336,10 @@ class MapRecord:
     items_said: str = ""
     """The items in the words of a library that split its work into them ("50 instances in 2 tasks"): its
     items (``n_items``) are its own units, some of which it may have emptied. "": the caller's items."""
+    fn_shipped: bool = False
+    """The call sent its pool's workers a version of a large function they did not have (written once for them
+    to load; ``docs/tuning.md``, "Large shared state"): a cost its next calls on that pool do not pay, so, as
+    a pool's start, it judges nothing of the function's speed there."""
 
     @property
     def items_text(self) -> str:
@@ -800,6 +804,7 @@ class RecordBuilder:
         self.pool_start_failed = False
         self.pool_start_seconds = 0.0
         self.pool_reused = False
+        self.fn_shipped = False
         self.probe_items = 0
         self.overhead_ns: dict[str, int] = {"planning": 0, "serialization": 0, "dispatch": 0}
         self.serial_price: SerialPrice | None = None
@@ -1033,6 +1038,7 @@ class RecordBuilder:
             consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
             shared_seconds=self.shared_ns / 1e9, pool_starts=self.pool_starts,
             gil_priced=self._gil_waits_measured() is not None, items_said=self._said(),
+            fn_shipped=self.fn_shipped,
         )
 
     def _said(self) -> str:

@@ -91,6 +91,9 @@ class Strategy(ABC):
         """Which call stopped this pool on purpose (its timeout, a cancel): the others lost work, not a worker."""
         self.start_timeout: float = ParallelConfig.pool_start_timeout
         """``ParallelConfig.pool_start_timeout``: the longest a start waits for its workers without a call timeout."""
+        self.versions_written = 0
+        """Versions of a large function this pool sent its workers for the first time (``ship``): a call that
+        sent one paid a one-off cost its next calls do not (``MapRecord.fn_shipped``)."""
         self.inner_threads: int | None = None
         """``ParallelConfig.inner_threads``: the native threads (BLAS, OpenMP) a process worker may run."""
         self.forked_beside: tuple[str, ...] = ()

@@ -370,6 +370,7 @@ class DaskStrategy(Strategy):
                 raise closed_pool(self.name)
             kept = client.scatter(self._blobs[digest], broadcast=True, hash=False, timeout=NO_WORKERS_SECONDS)
             self._scattered = {digest: kept}
+            self.versions_written += 1
             return kept
 
     def submit(self, fn: Any, task: ChunkTask) -> Future[Any]:

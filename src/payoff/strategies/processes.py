@@ -124,6 +124,7 @@ class PickledPoolStrategy(Strategy):
                     path = self._write_shipped(digest, blob)
                 except OSError:
                     return fn
+                self.versions_written += 1
             self._shipped[digest] = path
             self._hold(digest)
             self._prune_shipped()
