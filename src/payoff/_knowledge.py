@@ -393,12 +393,6 @@ class Knowledge:
             facts.held[strategy] = 0
             return False
 
-    def retry_next(self, fn: Callable[..., Any], strategy: str) -> None:
-        """The re-measure ``hold`` let through measured nothing: the next call is let through instead."""
-        with self._stored(fn) as facts:
-            if facts is not None:
-                facts.held[strategy] = VERDICT_RETRY << min(facts.retries.get(strategy, 0), 7)
-
     def observe_cores(self, fn: Callable[..., Any], cores: float, spread: bool) -> None:
         """A probe run again to read the CPUs an item keeps busy: its reading replaces the kept one, so one taken
         on a busy machine is no ban for the life of the process (the review); ``spread`` (still too many for

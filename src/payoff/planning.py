@@ -1204,10 +1204,9 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
                    known_waiting=known is not None and known.waited is True)
         probe.known = False
         _void_verdicts_if_shifted(probe, known)
-        if known is not None and probe.cores_read:
+        if known is not None and probe.cores_read:  # one read beside other calls is a try all the same: a
+            # loop's calls are all beside the one before, and each re-read the next (+11% a call, for good)
             knowledge.observe_cores(call.fn, probe.cores, probe.cores >= ITEM_SPREADS_CORES)
-        elif recore:  # read beside other calls, whose pools' CPU would count: the next call reads them
-            knowledge.retry_next(call.fn, CORES)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
     elif sends and known is not None and (known.result_error != "" or _items_resized(call, known)):
@@ -1307,7 +1306,8 @@ def _share_due(call: Call, known: Facts) -> bool:
 def _cores_due(knowledge: Knowledge, call: Call, known: Facts) -> bool:
     """An auto call of a function kept off threads by the CPUs its items keep busy, every ``VERDICT_RETRY``-th
     (the wait doubling while readings confirm it): its first items run alone to read them again."""
-    return call.requested == "auto" and known.cores >= ITEM_SPREADS_CORES and not knowledge.hold(call.fn, CORES)
+    return call.requested == "auto" and call.timeout is None and known.cores >= ITEM_SPREADS_CORES \
+        and not knowledge.hold(call.fn, CORES)  # a probe under a timeout runs on a thread and reads none
 
 
 def _unsteady(known: Facts) -> bool:

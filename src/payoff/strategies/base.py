@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, Protocol
@@ -184,10 +184,10 @@ class Strategy(ABC):
                 f"{pending} of {self.workers} workers{held}. The half-started pool was stopped; the next call "
                 f"starts a fresh one{longer}")
 
-    def departed_for(self, futures: Collection[Future[Any]]) -> str | None:
-        """Workers that left a cluster holding the work of ``futures`` (a call's, as ``submit`` returned them),
-        which its scheduler reran unseen, in words; None when none did, or the backend tells of each loss itself
-        (a broken pool)."""
+    def departed_for(self, call: int) -> str | None:
+        """Workers that left a cluster holding work of the call ``call`` (the ``payoff_call`` its chunks' futures
+        carry), which its scheduler reran unseen, in words; None when none did, or the backend tells of each
+        loss itself (a broken pool)."""
         return None
 
     def refresh(self, stop: StartStop | None = None) -> None:

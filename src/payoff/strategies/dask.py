@@ -26,8 +26,7 @@ import threading
 import time
 import uuid
 import warnings
-import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Future, InvalidStateError
 from typing import Any
 
@@ -185,9 +184,9 @@ class DaskStrategy(Strategy):
         """This pool's dask futures not yet done, with the local futures they feed: what ``kill`` cancels on a
         cluster that is not its own, and what fails when the cluster has no workers left."""
         self._remote_lock = threading.Lock()
-        self._departed: list[tuple[str, int, tuple[weakref.ref[Future[Any]], ...]]] = []
-        """Workers seen to leave while holding this pool's work: each one's address, its threads, and the local
-        futures of the work it held when last asked (``_note_departures``), weakly: a call's own keeps them."""
+        self._departed: list[tuple[str, int, frozenset[int]]] = []
+        """Workers seen to leave while holding this pool's work: each one's address, its threads, and the calls
+        whose work it held when last asked (``_note_departures``)."""
         self._watcher: threading.Thread | None = None
         """Watches for a cluster with no workers while chunks are out (see ``_watch``); None when none runs."""
 
@@ -485,22 +484,22 @@ class DaskStrategy(Strategy):
         except Exception:
             return None
 
-    def _held(self) -> dict[str, tuple[weakref.ref[Future[Any]], ...]]:
-        """Which worker holds which of this pool's work now (running or queued there): its local futures, by
-        worker address; empty when the scheduler cannot be asked."""
+    def _held(self) -> dict[str, frozenset[int]]:
+        """Which worker holds work of which calls now (running or queued there): the calls (``payoff_call`` of
+        their futures), by worker address; empty when the scheduler cannot be asked."""
         client = self.client
         try:
             processing = client.processing() if client is not None else {}
         except Exception:
             return {}
         with self._remote_lock:
-            ours = {str(remote.key): local for remote, local in self._remote.items()}
-        held = {str(w): tuple(weakref.ref(ours[str(k)]) for k in keys if str(k) in ours)
-                for w, keys in processing.items()}
-        return {w: refs for w, refs in held.items() if refs}
+            ours = {str(remote.key): call for remote, local in self._remote.items()
+                    if (call := getattr(local, "payoff_call", None)) is not None}
+        held = {str(w): frozenset(ours[str(k)] for k in keys if str(k) in ours) for w, keys in processing.items()}
+        return {w: calls for w, calls in held.items() if calls}
 
     def _note_departures(self, before: dict[str, int] | None, now: dict[str, int] | None,
-                         held: dict[str, tuple[weakref.ref[Future[Any]], ...]]) -> None:
+                         held: dict[str, frozenset[int]]) -> None:
         """Workers that left while holding this pool's work (killed, a machine gone, retired): dask reruns that
         work on the others without a word to payoff, so the call's record said nothing of it (trial 43, dask F2).
         Kept with the work each held, so only the calls that work was of are told (``departed_for``): one kept
@@ -514,11 +513,9 @@ class DaskStrategy(Strategy):
                 self._departed.extend(gone)
                 del self._departed[:-DEPARTURES_KEPT]
 
-    def departed_for(self, futures: Collection[Future[Any]]) -> str | None:
-        ids = {id(f) for f in futures}  # alive, so no other object has their ids; a dead referent is no call's now
+    def departed_for(self, call: int) -> str | None:
         with self._remote_lock:
-            seen = [(w, threads) for w, threads, held in self._departed
-                    if any((f := ref()) is not None and id(f) in ids for ref in held)]
+            seen = [(w, threads) for w, threads, held in self._departed if call in held]
         if not seen:
             return None
         names = [w for w, _ in seen]
