@@ -140,6 +140,45 @@ def test_ctrl_c_sent_to_the_whole_group_still_ends_the_callers_map_at_once_and_l
     assert not any(alive(p) for p in pids), "a worker process outlived Ctrl-C"
 
 
+EXIT_WAITS_SCRIPT = textwrap.dedent("""
+    import threading, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0))
+    ex.map(tasks.square, range(8))
+    print(" ".join(map(str, ex.worker_pids())), flush=True)
+    threading.Thread(target=lambda: ex.map(tasks.long_task, range(4), chunksize=1)).start()  # the exit waits for it
+    time.sleep(60)
+""")
+
+
+def test_a_second_ctrl_c_to_the_group_still_ends_a_program_whose_exit_waits_for_its_workers() -> None:
+    """Workers take no action on one Ctrl-C to the group; a second one within seconds is meant for them: a
+    program whose exit waited for a map in a thread (Python's rule for non-daemon threads) hung for good on the
+    second press, its workers carrying on (second review)."""
+    proc = subprocess.Popen([sys.executable, "-c", EXIT_WAITS_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # the group of the process this test started, as a terminal does
+        time.sleep(1.0)
+        assert proc.poll() is None, "one Ctrl-C waits for the thread's map, as Python does"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids), "a worker outlived the second Ctrl-C"
+
+
 def _ctrl_c_at_five(x: int) -> int:
     if x == 5:
         raise KeyboardInterrupt  # what Ctrl-C raises inside the item running in the caller

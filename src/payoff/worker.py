@@ -1232,10 +1232,20 @@ def _deaf_to_the_groups_ctrl_c() -> None:
     not ``SIG_IGN``: a handler is reset by ``exec``, so programs an item runs still get Ctrl-C as usual."""
     with contextlib.suppress(ValueError):  # not the main thread: no signal to take
         signal.signal(signal.SIGINT, _not_ours)
+        signal.siginterrupt(signal.SIGINT, False)  # a C call in an item carries on (a read() failed with EINTR)
+
+
+AGAIN_SECONDS = 5.0
+"""A second Ctrl-C this soon after one is meant for the workers too: a program whose exit waits for them (a map
+in a thread it waits for) stopped on the second press before, and hung for good when they took none."""
+_interrupts: list[float] = []
 
 
 def _not_ours(signum: int, frame: object) -> None:
-    return None
+    now = time.monotonic()
+    _interrupts[:] = [t for t in _interrupts if now - t < AGAIN_SECONDS] + [now]
+    if len(_interrupts) >= 2:
+        raise KeyboardInterrupt
 
 
 def _draw_afresh() -> None:
