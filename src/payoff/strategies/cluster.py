@@ -116,6 +116,11 @@ def cluster_facts(target: Any, stop: StartStop | None = None) -> ClusterFacts:
     deadline) ends any wait early: ``CancelledError`` or ``PoolStartTimeoutError``.
     """
     key, address, client = _resolve(target)
+    if client is not None and getattr(client, "status", None) == "connecting":
+        # a user's Client that lost its scheduler, asked, waits out its reconnect (30 s by default), and kept facts
+        # would send a pool start to wait in it: a call stalled 30 s where an address's fails at once (trial 43, F1)
+        raise ClusterUnreachableError(f"the dask Client passed as strategy lost its scheduler at {address or '?'} "
+                                      f"(its status is 'connecting': dask is trying to reconnect); {CHECK_CLIENT}")
     slot = _slot(key, client)
     with _lock:
         known = _known(slot, time.monotonic(), stop)
@@ -571,10 +576,6 @@ def _ask_address(slot: _Slot, address: str, stop: StartStop | None = None) -> tu
 
 
 def _counts_or_unreachable(client: Any, address: str, advice: str) -> tuple[int, int, str]:
-    """A user's Client that lost its scheduler is not asked: it would wait out its reconnect (30 s by default)."""
-    if advice is CHECK_CLIENT and getattr(client, "status", None) == "connecting":
-        raise ClusterUnreachableError(f"the dask scheduler at {address or 'the Client'} is gone: the Client's "
-                                      f"connection is 'connecting' (dask is trying to reconnect); {advice}")
     try:
         return worker_counts(client)
     except Exception as exc:

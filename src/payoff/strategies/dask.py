@@ -215,22 +215,11 @@ class DaskStrategy(Strategy):
                 "Client it is given): pass a Client connected to a running scheduler, or strategy='dask' with "
                 "address= to let payoff connect")
 
-    def _refuse_disconnected_client(self) -> None:
-        """A Client passed as ``strategy`` that lost its scheduler tries to reconnect for its own timeout (30 s by
-        default) before it closes: a pool start on it waited that out, where an address's fails at once (trial
-        43, dask F1). Lost work was already cancelled by dask, so nothing is gained by waiting."""
-        status = getattr(self.client, "status", None)
-        if not self._owns_client and status == "connecting":
-            raise cluster.ClusterUnreachableError(
-                f"payoff: the dask Client passed as strategy lost its scheduler at {self._where()} (its status is "
-                f"'connecting': dask is trying to reconnect); {cluster.CHECK_CLIENT}")
-
     def _start(self) -> None:
         with extra_needed("dask", "strategy='dask'"):
             from distributed import Client, LocalCluster
 
         self._refuse_closed_client()
-        self._refuse_disconnected_client()
         quiet_large_graph_warning()
         facts: cluster.ClusterFacts | None = None
         if self.client is None and self.address:
