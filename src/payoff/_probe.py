@@ -190,10 +190,12 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         probe.seconds_per_item = max(per_item, 1e-9)
         probe.cpu_ratio = _cpu_ratio(outcome, collections.ns)
         line = waiting_line(workers) * (1 + WAITING_BAND)
-        # no payoff process pool started meanwhile: the processes started then are the items'
-        others_ns = _delegated_cpu.since(elsewhere) - collections.ns \
-            if elsewhere is not None and not crowded and _own_pools.none_started_since(starts) else None
         elapsed = (outcome.end_ns - outcome.start_ns) / 1e9  # waits for a CPU included: the native threads' are
+        # read (/proc) only where a reading is used; no payoff process pool started meanwhile: the processes
+        # started then are the items'
+        others_ns = _delegated_cpu.since(elsewhere) - collections.ns \
+            if elsewhere is not None and not crowded and _own_pools.none_started_since(starts) \
+            and (elapsed >= CORES_MIN_SECONDS or probe.cpu_ratio < line) else None
         if others_ns is not None and elapsed >= CORES_MIN_SECONDS:
             probe.cores = min(cpu_capacity(), max(0.0, outcome.cpu_ns + others_ns) / 1e9 / elapsed)
             probe.cores_read = True
