@@ -146,10 +146,10 @@ class MapRun:
         self.item_error: BaseException | None = None
         """The item's exception this call raised, if it did: one outside ``Exception`` is no stop (``_abandon``)."""
         self.collected: list[ChunkStats] = []
+        """Chunks taken in whose observers have not run yet (see ``_observe_collected``)."""
         self.token_id = next(_CALL_TOKENS)
         """This call among every call of the process, for a cluster's record of lost work (``departed_for``)."""
         self.sent_remote = False
-        """Chunks taken in whose observers have not run yet (see ``_observe_collected``)."""
         self.done: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         self.requeued: deque[ChunkTask] = deque()
         self.isolate: deque[ChunkTask] = deque()
@@ -1385,7 +1385,6 @@ class MapRun:
                 "exiting; the next map gets a fresh pool."))
             if note is not None and exc is not None:
                 exc.add_note(note)
-
 
     def _count_stopped_chunks(self, pool: Strategy) -> None:
         """Thread chunks that stopped at their next item once the call stopped: the items they ran count in its

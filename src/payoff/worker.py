@@ -1228,8 +1228,9 @@ def _deaf_to_the_groups_ctrl_c() -> None:
     """Ctrl-C is the caller's. A terminal's, and a Jupyter kernel's stop button, send SIGINT to the whole process
     group, workers included: each raised KeyboardInterrupt and died, so a map running in another thread of the
     caller lost its results, and every idle warm pool was lost (its initializer ran again), on every stop pressed
-    (notebook trial). The caller's own map, interrupted, stops its workers itself. A handler that does nothing,
-    not ``SIG_IGN``: a handler is reset by ``exec``, so programs an item runs still get Ctrl-C as usual."""
+    (notebook trial). The caller's own map, interrupted, stops its workers itself. A handler that returns (on a
+    second press, raises: ``AGAIN_SECONDS``), not ``SIG_IGN``: a handler is reset by ``exec``, so programs an item
+    runs still get Ctrl-C as usual."""
     with contextlib.suppress(ValueError):  # not the main thread: no signal to take
         signal.signal(signal.SIGINT, _not_ours)
         signal.siginterrupt(signal.SIGINT, False)  # a C call in an item carries on (a read() failed with EINTR)
