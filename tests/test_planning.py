@@ -1320,3 +1320,17 @@ def test_a_share_read_again_beside_other_calls_does_not_turn_waiting_items_into_
     assert got.strategy == "threads" and got.decision is Reason.AUTO_WAITING, (got.strategy, got.detail)
     facts = planner.knowledge.get(_nap_briefly)
     assert facts is not None and facts.cpu_ratio < _probe.waiting_line(2), facts
+
+
+def test_the_function_carries_as_many_copies_as_the_estimate_moves() -> None:
+    """A function under ``SHIP_ONCE_BYTES`` goes with every chunk, and the estimate costs it so; the detail that
+    names the function as most of the data counted one copy, so a 60 KB ``partial`` over 8 chunks of 1 KB items
+    was told "send indices" while its 480 KB outweighed the items' 400 KB (review 43, D5)."""
+    from payoff._probe import Probe
+    from payoff.planning import SHIP_ONCE_BYTES, Estimate
+
+    probe = Probe(seconds_per_item=1e-4, item_bytes=1024, fn_bytes=60_000)
+    assert probe.fn_bytes < SHIP_ONCE_BYTES
+    chunked = Estimate(0.04, 0.0, 0.05, 0.03, 0.02, fn_copies=8)
+    assert "the function carries 0.1 MB" in planning._carried(probe, chunked, 400)
+    assert planning._carried(probe, chunked._replace(fn_copies=1), 400) == ""

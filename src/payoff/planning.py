@@ -1003,6 +1003,8 @@ class Estimate(NamedTuple):
     """Everything but the start: per call, compute, per chunk and moving the data."""
     transfer: float
     compute: float
+    fn_copies: int = 1
+    """Copies of the function the call moves: one per worker once it ships apart, else one per chunk."""
 
     @property
     def parallel(self) -> float:
@@ -1027,7 +1029,7 @@ def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: 
         transfer += remaining * (probe.pickling.parent + probe.pickling.worker / workers)
     compute = max(serial / _parallelism(strategy, workers), cost * chunk)
     warm = oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
-    return Estimate(serial, start, warm, transfer, compute)
+    return Estimate(serial, start, warm, transfer, compute, fn_copies)
 
 
 def _parallelism(strategy: str, workers: int) -> float:
@@ -1062,10 +1064,10 @@ def _why_not_threads(probe: Probe, workers: int) -> str:
             f"about as much as an item under {_per_item(THREADS_MIN_ITEM_SECONDS)})")
 
 
-def _carried(probe: Probe, remaining: int, workers: int) -> str:
+def _carried(probe: Probe, est: Estimate, remaining: int) -> str:
     """Where the function, not the items, is most of the data moved: saying so, since the advice differs (its
     items were indices already, and "send indices instead of data" was all a 50 MB ``partial`` was told)."""
-    carried = probe.fn_bytes * (workers if probe.fn_bytes >= SHIP_ONCE_BYTES else 1)
+    carried = probe.fn_bytes * est.fn_copies
     if carried <= remaining * (probe.item_bytes + probe.result_bytes):
         return ""
     return f" ({FUNCTION_CARRIES}{probe.fn_bytes / 1e6:,.1f} MB pickled, the most of it)"
@@ -1117,7 +1119,7 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
                 f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data" \
-            + _carried(probe, remaining, workers)
+            + _carried(probe, est, remaining)
     if threshold is not None:  # the user's threshold rules on how much work a pool is worth, not on moving data
         return None
     if est.parallel < est.serial:  # faster, but by less than a pool must promise
