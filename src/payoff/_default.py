@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 from payoff import _forks
 from payoff.config import ALIAS_ENV_VAR, ENV_VAR, ParallelConfig
-from payoff.executor import ParallelExecutor
+from payoff.executor import MapOptions, ParallelExecutor
+
+_R = TypeVar("_R")
 
 _lock = _forks.Lock()
 _executors: OrderedDict[ParallelConfig, ParallelExecutor] = OrderedDict()
@@ -52,6 +54,6 @@ def default_executor() -> ParallelExecutor:
         return executor
 
 
-def map(fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> list[Any]:  # noqa: A001
+def map(fn: Callable[..., _R], *iterables: Iterable[Any], **kwargs: Unpack[MapOptions]) -> list[_R]:  # noqa: A001
     """``list(map(fn, *iterables))`` on the shared executor; keywords as :meth:`ParallelExecutor.map`."""
     return default_executor().map(fn, *iterables, **kwargs)

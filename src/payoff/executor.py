@@ -21,10 +21,10 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, SupportsIndex, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, SupportsIndex, TypedDict, TypeVar, Unpack, cast
 
 from payoff import _exit, _forks, _maprun, _spare_threads, _waiting, planning
 from payoff._event_loop import blocking_loop, warn_if_held
@@ -54,6 +54,21 @@ from payoff.worker import (
 
 if TYPE_CHECKING:
     from payoff.report import Report
+
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
+
+
+class MapOptions(TypedDict, total=False):
+    """The keyword options every map call takes (:meth:`ParallelExecutor.map`), for a type checker to check."""
+
+    chunksize: int | None
+    granularity: str | None
+    workload: str
+    releases_gil: bool | None
+    progress: bool | None
+    timeout: float | None
+
 
 GRANULARITY_CHOICES = (None, "instance", "feature")
 MAX_WORKLOAD_LABELS = 50
@@ -138,7 +153,7 @@ class ParallelExecutor:
 
     def map(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., _R],
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         granularity: str | None = None,
@@ -146,7 +161,7 @@ class ParallelExecutor:
         releases_gil: bool | None = None,
         progress: bool | None = None,
         timeout: float | None = None,
-    ) -> list[Any]:
+    ) -> list[_R]:
         """``list(map(fn, *iterables))``, in input order, run however pays off best.
 
         Several iterables give ``fn`` one argument from each, up to the
@@ -187,7 +202,7 @@ class ParallelExecutor:
 
     def starmap(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., _R],
         iterable: Iterable[Iterable[Any]],
         *,
         chunksize: int | None = None,
@@ -196,14 +211,14 @@ class ParallelExecutor:
         releases_gil: bool | None = None,
         progress: bool | None = None,
         timeout: float | None = None,
-    ) -> list[Any]:
+    ) -> list[_R]:
         """``[fn(*args) for args in iterable]``; takes :meth:`map`'s keyword options."""
         return self.map(Star(fn), iterable, chunksize=chunksize, granularity=granularity, workload=workload,
                         releases_gil=releases_gil, progress=progress, timeout=timeout)
 
     def imap(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., _R],
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         granularity: str | None = None,
@@ -211,7 +226,7 @@ class ParallelExecutor:
         releases_gil: bool | None = None,
         progress: bool | None = None,
         timeout: float | None = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[_R]:
         """Like :meth:`map`, but yields results in order as soon as they are ready.
 
         An iterator input is read only as far as the work has got (a bounded
@@ -222,14 +237,15 @@ class ParallelExecutor:
                    "releases_gil": releases_gil, "progress": progress, "timeout": timeout}
         return self._stream(fn, iterables, options)
 
-    def imap_unordered(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> Iterator[Any]:
+    def imap_unordered(self, fn: Callable[..., _R], *iterables: Iterable[Any],
+                       **options: Unpack[MapOptions]) -> Iterator[_R]:
         """Like :meth:`imap`, but each chunk's results come as soon as that chunk is done, in any order.
 
         The call's record is as complete as for :meth:`map`.
         """
         return self._stream(fn, iterables, options, ordered=False)
 
-    def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], options: dict[str, Any],
+    def _stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], options: Mapping[str, Any],
                 ordered: bool = True, library: LibraryCall = NO_LIBRARY) -> Iterator[Any]:
         """Checks the call at once, as ``map`` and ``concurrent.futures`` do; the work starts when iterated.
 
@@ -261,7 +277,7 @@ class ParallelExecutor:
                 raise exc
             raise
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_R]:
         """One call on the pool, ``concurrent.futures`` style (threads unless a strategy is named).
 
         Not recorded: no ``MapRecord``, span or metrics, and nothing is learned from it. One call has no
@@ -560,7 +576,7 @@ class ParallelExecutor:
     def __deepcopy__(self, memo: dict[int, object]) -> ParallelExecutor:
         return self
 
-    def __enter__(self) -> ParallelExecutor:
+    def __enter__(self) -> Self:
         with self._lock:
             self._depth += 1
             self._closed = self._pools.closed = self._pools.gentle = False
