@@ -586,6 +586,45 @@ def test_a_script_without_a_main_guard_on_dask_says_so_in_its_fallback(tmp_path:
     assert "serial" in mapped[0] and "if __name__ == '__main__':" in mapped[0], mapped[0]
 
 
+
+A_GUARD_ELSEWHERE = UNGUARDED_SCRIPT.replace(
+    "from tests.tasks import square\n",
+    "from tests.tasks import square\n\nif __name__ == '__main__':  # a guard, but not around the map\n"
+    "    sys.stdout.write('guarded part ran\\n')\n")
+START_METHOD_AT_IMPORT = textwrap.dedent("""
+    import multiprocessing, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import square
+
+    multiprocessing.set_start_method(sys.argv[1])  # at import: every spawned worker runs it again, and dies
+
+    if __name__ == "__main__":
+        ex = ParallelExecutor(ParallelConfig(strategy="processes", start_method=sys.argv[1], max_workers=2,
+                                             tiny_workload_threshold=0.0))
+        assert ex.map(square, range(50)) == [x * x for x in range(50)]
+        sys.stdout.write(f"mapped {ex.last_record.selected_strategy} {ex.last_record.fallback_detail}\\n")
+""")
+
+
+@pytest.mark.parametrize(("script", "says"), [
+    (A_GUARD_ELSEWHERE, r"line 13, which led to this map, is at its top level, not under its `if __name__ =="),
+    (START_METHOD_AT_IMPORT, r"run its code outside `if __name__ == '__main__':`.*set_start_method"),
+], ids=["a guard elsewhere", "set_start_method at import"])
+def test_workers_that_died_importing_the_script_are_told_where(tmp_path: Path, script: str, says: str) -> None:
+    """Any top-level ``if __name__ == '__main__':`` counted as the script's guard, wherever its map was: a script
+    whose guard held only ``set_start_method`` and whose map ran at import got a bare ``BrokenProcessPool``; a
+    guarded map beside a ``set_start_method`` at import (every spawned worker dies: "context has already been
+    set") got that too, or "each worker ran the script's own map", which none had (trial 44, scripts F1, F2)."""
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    done = subprocess.run([sys.executable, str(path), "spawn"], capture_output=True, text=True, cwd=ROOT,
+                          env=CHILD_ENV, timeout=GUARD_SECONDS)
+    mapped = [line for line in done.stdout.splitlines() if line.startswith("mapped")]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(mapped) == 1 and "serial" in mapped[0], done.stdout
+    assert re.search(says, mapped[0]) and str(path) in mapped[0], mapped[0]
+    assert "ran the script's own map" not in mapped[0], mapped[0]
+
 PORT_IN_USE_SCRIPT = textwrap.dedent("""
     import errno
     from payoff.strategies.dask import DaskStrategy

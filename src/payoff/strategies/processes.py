@@ -38,7 +38,7 @@ from payoff._scratch import ScratchDir
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import CANCEL_ALL, ChunkTask, StartStop, Strategy, closed_pool, init_error
-from payoff.strategies.main_guard import REFUSED, spawned_workers_import_main, unguarded_main_hint
+from payoff.strategies.main_guard import REFUSED, main_import_hint, spawned_workers_import_main, unguarded_main_hint
 from payoff.strategies.reach import WorkerImports, send_by_value
 from payoff.strategies.reloads import CodeWatch, Reload
 from payoff.strategies.spawned_main import main_script_version, spawned_main_names
@@ -923,6 +923,8 @@ class ProcessStrategy(PickledPoolStrategy):
         except (BrokenExecutor, EOFError, OSError) as exc:
             hint = unguarded_main_hint(method)
             if hint is None:
+                if isinstance(exc, BrokenExecutor) and (maybe := main_import_hint(method)):
+                    raise BrokenProcessPool(f"{exc} {maybe}") from exc
                 raise
             why = f"payoff: the {self.name} pool's workers died as they started: {hint}"
             REFUSED[(method, *main_script_version())] = why
