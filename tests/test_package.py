@@ -183,6 +183,20 @@ def test_stack_writes_refuses_and_forces(tmp_path: Path, capsys: pytest.CaptureF
     assert rules.read_bytes() == expected["deploy/alerts.yml"]
 
 
+def test_the_run_it_hint_pastes_into_a_shell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder with a space (or a quote) in its name: the hint pasted gave "one directory at most" (pip-user
+    trial 44, F5). Its words, as a shell splits them, are the command that brings that stack up."""
+    import shlex
+
+    target = tmp_path / "it's my stack"
+    assert main(["stack", str(target), "--wheel", str(_fake_wheel(tmp_path))]) == 0
+    hint = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("run it: "))
+    command = hint.removeprefix("run it: ").split("   (or: ")[0]
+    assert shlex.split(command) == ["payoff", "stack", "up", str(target)], hint
+    other = hint.split("   (or: ")[1].removesuffix(")")
+    assert shlex.split(other)[:2] == ["cd", str(target)], hint
+
+
 def test_stack_refuses_a_second_payoff_wheel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "stack"
     assert main(["stack", str(target), "--wheel", str(_fake_wheel(tmp_path, "payoff-0.0.1-py3-none-any.whl"))]) == 0
@@ -200,6 +214,9 @@ def test_stack_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert exc.value.code == 2
     assert main(["stack", str(tmp_path / "s"), "--wheel", str(tmp_path / "nope.whl")]) == 2
     assert "not a payoff-*.whl file" in capsys.readouterr().err
+    assert main(["stack", str(tmp_path / "s"), "--wheel", str(tmp_path / "gone" / WHEEL)]) == 2
+    err = capsys.readouterr().err  # named like one: what is wrong is that there is none (pip-user trial 44, F1)
+    assert "no such file" in err and "not a payoff" not in err, err
     assert not (tmp_path / "s").exists()
     (tmp_path / WHEEL).write_text("named like a wheel")
     assert main(["stack", str(tmp_path / "s"), "--wheel", str(tmp_path / WHEEL)]) == 2

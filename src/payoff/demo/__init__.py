@@ -221,6 +221,7 @@ def _serve(port: int | None, addr: str) -> Any:
     from payoff.telemetry.server import (
         DEFAULT_PORT,
         PORT_ENV,
+        PORT_ZERO_ADVICE,
         MetricsConfigError,
         parse_port,
         serve_from_env,
@@ -240,7 +241,8 @@ def _serve(port: int | None, addr: str) -> Any:
     except MetricsConfigError as exc:
         raise UsageError(f"the /metrics endpoint's PAYOFF_METRICS_* settings: {exc}") from None
     except OSError as exc:
-        print(f"payoff demo: not serving /metrics ({exc}); {_endpoint_hint(exc, port, addr)}", flush=True)
+        said = str(exc).replace(PORT_ZERO_ADVICE, "")
+        print(f"payoff demo: not serving /metrics ({said}); {_endpoint_hint(exc, port, addr)}", flush=True)
         return None
 
 

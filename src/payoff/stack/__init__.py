@@ -112,8 +112,10 @@ def stack_files(wheel: Path | None = None) -> tuple[dict[str, bytes], str]:
     files = {**packaged_files(), **template_files()}
     note = ""
     if wheel is not None:
-        if not (wheel.name.startswith(DISTRIBUTION + "-") and wheel.name.endswith(".whl") and wheel.is_file()):
+        if not (wheel.name.startswith(DISTRIBUTION + "-") and wheel.name.endswith(".whl")):
             raise StackError(f"--wheel {wheel}: not a payoff-*.whl file")
+        if not wheel.is_file():
+            raise StackError(f"--wheel {wheel}: no such file (build one with: pip wheel --no-deps .)")
         if not _is_wheel(wheel):  # else docker build fails minutes later, far from the cause
             raise StackError(f"--wheel {wheel}: named like a payoff wheel but not one (a wheel is a zip archive "
                              f"holding payoff/ and a .dist-info/ folder); build one with: pip wheel --no-deps .")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ def _stack(args: argparse.Namespace) -> int:
         if action == "write":
             done = stack.write_stack(target, force=args.force, wheel=args.wheel)
             _report(done, "the demo stack")
-            print(f"run it: payoff stack up {target}   (or: cd {target} && docker compose up -d --build)")
+            there = shlex.quote(str(target))
+            print(f"run it: payoff stack up {there}   (or: cd {there} && docker compose up -d --build)")
             return 0
         if action == "up":
             code, written = stack.up(target, force=args.force, wheel=args.wheel)

@@ -370,6 +370,10 @@ STOP_POLL_SECONDS = 0.05
 (a select in C and a flag check 20 times a second cost the process nothing it could measure)."""
 
 
+PORT_ZERO_ADVICE = "; pass port=0 for a free one"
+"""Said to a caller of the Python API; a command line says its own flag instead."""
+
+
 def _listen(addr: str, port: int, app: WSGIApplication,
             context: ssl.SSLContext | None) -> tuple[WSGIServer, threading.Thread]:
     """Bind (IPv4 or IPv6, as ``addr`` needs) and serve on a daemon thread."""
@@ -386,7 +390,7 @@ def _listen(addr: str, port: int, app: WSGIApplication,
         if exc.errno != errno.EADDRINUSE:
             raise
         raise OSError(exc.errno, f"cannot serve /metrics on {addr or '*'}:{port}: the port is in use"
-                                 f"{_used_by_us(port)}; pass port=0 for a free one") from exc
+                                 f"{_used_by_us(port)}{PORT_ZERO_ADVICE}") from exc
     thread = threading.Thread(target=server.serve_forever, args=(STOP_POLL_SECONDS,), name="payoff-metrics",
                               daemon=True)
     thread.start()
