@@ -72,3 +72,24 @@ def test_a_chunksize_given_is_kept_whatever_its_bytes() -> None:
         assert list(ex.imap(tasks.first_element, iter(items), chunksize=6)) == [float(i) for i in range(12)]
         record = ex.last_record
     assert record is not None and record.n_chunks == 2
+
+
+def quarter_mib(i: int) -> np.ndarray:
+    """A small item whose result is large: an array of ``ITEM_BYTES``."""
+    return np.full(ITEM_BYTES // 8, float(i))
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes", "joblib"])
+def test_a_chunk_of_small_items_with_large_results_holds_at_most_the_task_bytes(strategy: str) -> None:
+    """A chunk's results are held as its items are (one pickle back from a process, and an ``imap`` holds them
+    until handed out): chunks were bounded by the items' bytes only, so int items with 2 MiB results made
+    chunks of about 250 results, 1.5 GiB at the peak against 20 MiB for a loop (memory trial 44, F4)."""
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0,
+                            task_size_hint_bytes=PER_CHUNK * ITEM_BYTES + 4096)
+    with ParallelExecutor(config) as ex:
+        got = [float(a[0]) for a in ex.imap(quarter_mib, iter(range(N)))]
+        record = ex.last_record
+    assert got == [float(i) for i in range(N)]
+    assert record is not None and record.selected_strategy == strategy
+    sent = [c.n_items for c in record.chunks if c.where != "caller"]  # a probe here runs for its time, not bytes
+    assert len(sent) >= (N - record.probe_items) // PER_CHUNK and max(sent) <= PER_CHUNK, sent

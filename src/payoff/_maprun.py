@@ -168,6 +168,8 @@ class MapRun:
         """The function as the first pool sends it (shipped once the pool is leased)."""
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
+        self._bound_bytes = False
+        """Chunks are cut to hold ``task_size_hint_bytes`` of items and results as they come back."""
         self.streamed: StreamedChunk | None = None
         """A serial ``imap``'s chunk whose items its consumer is taking now: recorded when it ends or is left."""
         self.pause_lock = threading.Lock()
@@ -436,17 +438,19 @@ class MapRun:
             floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart
         self.sizer = GuidedChunks(size, floor, self.rec.workers, plan.probe.seconds_per_item, plan.floor_seconds,
                                   max_seconds=ceiling, check_each=plan.check_each, budget_item=plan.budget_item,
-                                  max_items=None if self._chunk_chosen() else self._items_by_bytes(plan))
+                                  max_items=None if self._chunk_chosen() else self._items_by_bytes(plan),
+                                  unsized=self.stream and not self._chunk_chosen() and not plan.probe.result_bytes)
+        self._bound_bytes = not self._chunk_chosen() and (self.stream or plan.strategy in CROSSES_PROCESSES)
         yield from self._in_parallel()
 
     def _items_by_bytes(self, plan: planning.Plan) -> int | None:
-        """The most items a chunk holds for their bytes (``task_size_hint_bytes``): a stream's chunks are read
-        ahead of the results handed out, and a process pool's chunk is one pickle. A list's chunks run in
-        this process hold nothing more than the list does."""
+        """The most items a chunk holds for their bytes and their results' (``task_size_hint_bytes``): a stream's
+        chunks are read ahead of the results handed out, and a process pool's chunk is one pickle each way. A
+        list's chunks run in this process hold nothing more than the list and the results do."""
         if not (self.stream or plan.strategy in CROSSES_PROCESSES):
             return None
         per_item = plan.probe.item_bytes or item_bytes_in_memory(self.source.for_planning())
-        return items_within_bytes(per_item, self.config.task_size_hint_bytes)
+        return items_within_bytes((per_item or 0) + plan.probe.result_bytes, self.config.task_size_hint_bytes)
 
     def _may_outgrow(self) -> bool:
         """A ``map`` of a known input, run here with no deadline: its serial run can stop to be planned again."""
@@ -1041,6 +1045,9 @@ class MapRun:
             self._hold_error(task, outcome)  # unordered too: the results its chunk had before it go out first
             return
         self.sizer.observe(stats.n_items, stats.busy_seconds)
+        if self._bound_bytes:
+            self.sizer.observe_bytes(stats.n_items, _round_trip_bytes(stats, outcome),
+                                     self.config.task_size_hint_bytes)
         self.parts.setdefault(task.index, []).append(outcome)
         if outcome.n_done < len(task.items):
             self._requeue_rest(task, outcome.n_done)
@@ -1401,6 +1408,15 @@ class MapRun:
 
 _CALL_TOKENS = itertools.count(1)
 
+
+
+def _round_trip_bytes(stats: ChunkStats, outcome: ChunkOutcome) -> int:
+    """A chunk's items' and results' bytes: as pickled, where they crossed to a process; else the results' in
+    memory, read off the first (an array, bytes) as the planner reads items."""
+    if stats.bytes_sent or stats.bytes_received:
+        return stats.bytes_sent + stats.bytes_received
+    first = item_bytes_in_memory(outcome.results[:1])
+    return 0 if first is None else first * len(outcome.results)
 
 def _where(pool: Strategy, task: ChunkTask) -> str:
     """Where a chunk ran, as its record says: in the caller, a rerun in fresh workers, or the pool."""

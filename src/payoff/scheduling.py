@@ -136,14 +136,16 @@ class GuidedChunks:
 
     def __init__(self, size: int, floor: int, workers: int, seconds_per_item: float | None,
                  floor_seconds: float = 0.0, max_seconds: float | None = None, *, check_each: bool = False,
-                 budget_item: float | None = None, max_items: int | None = None) -> None:
+                 budget_item: float | None = None, max_items: int | None = None, unsized: bool = False) -> None:
         """``floor`` in items for a measured cost; for an unmeasured one (None), ``floor_seconds`` of work,
         turned into items once the first chunks are back. ``max_seconds``: the most work a chunk may hold
         (an ``imap``'s; None: no ceiling), one item while the cost is unmeasured. ``check_each`` and
         ``budget_item``: the plan's (``Plan.check_each``). ``max_items``: the most items a chunk may hold
-        whatever their cost (their bytes: :func:`items_within_bytes`)."""
+        whatever their cost (their bytes: :func:`items_within_bytes`). ``unsized``: a stream's results whose
+        bytes no one measured yet: chunks hold one item until a chunk's have come back (``observe_bytes``)."""
         self.size, self.floor, self.workers = size, max(1, floor), workers
         self.max_items = max_items
+        self.unsized = unsized
         self.max_seconds = max_seconds
         self.check_each = check_each
         """Chunks check their budget before each item, not only between timing blocks."""
@@ -164,6 +166,8 @@ class GuidedChunks:
     def next(self, remaining: int | None) -> int:
         """The size of the next chunk; ``remaining`` is None for a stream of unknown length."""
         size = self._next_size(remaining)
+        if self.unsized:
+            return 1
         return size if self.max_items is None else max(1, min(size, self.max_items))
 
     def _next_size(self, remaining: int | None) -> int:
@@ -207,6 +211,16 @@ class GuidedChunks:
         if self.fixed or per_item <= 0:
             return None
         return int(max(MIN_BUDGET_SECONDS, BUDGET_FACTOR * size * per_item) * 1e9)
+
+    def observe_bytes(self, n_items: int, nbytes: int, limit: int) -> None:
+        """Chunks hold at most ``limit`` bytes of items and results, as measured on chunks that came back: a
+        stream's first chunks hold one item each, and results the plan could not size (small items, large
+        results: 2 MiB arrays made chunks of 250 results, 1.5 GiB at the peak, memory trial 44) are read there."""
+        self.unsized = False
+        if n_items > 0 and nbytes > 0:
+            most = items_within_bytes(math.ceil(nbytes / n_items), limit)
+            if most is not None:
+                self.max_items = most if self.max_items is None else min(self.max_items, most)
 
     def observe(self, n_items: int, busy_seconds: float) -> None:
         if n_items > 0 and busy_seconds > 0:
