@@ -904,3 +904,13 @@ def spin_beside(data: object, x: int) -> int:
     """``spin`` carrying ``data`` it never reads: a ``partial`` over a large array, the usual way to hand data
     to per-fold or bootstrap items."""
     return spin(x, 20_000)
+
+
+def limit_address_space(extra: int) -> None:
+    """A worker initializer: this process may map ``extra`` bytes more than it has (``RLIMIT_AS``), as under
+    ``ulimit -v`` or a container's limit."""
+    import resource
+
+    with open("/proc/self/status") as fh:
+        kib = next(int(line.split()[1]) for line in fh if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (kib * 1024 + extra, resource.getrlimit(resource.RLIMIT_AS)[1]))

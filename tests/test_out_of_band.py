@@ -141,3 +141,37 @@ def test_large_buffers_are_mapped_writable_and_aligned_and_a_cut_file_is_named(t
         fh.truncate(fh.tell() - 4096)
     with pytest.raises(ValueError, match="cut short"):
         out_of_band.load(str(tmp_path / "cut.pkl"))
+
+
+def test_a_worker_out_of_memory_loading_the_function_says_so() -> None:
+    """Under a memory limit a worker failed to load a 1 GiB shipped function with a bare ``MemoryError`` (no
+    message, no note) where items' errors name the item (memory trial 44, F2). The caller survives, and the
+    executor runs a small function after it."""
+    holder = tasks.ArrayHolder(8 * N)  # 128 MiB, with 64 MiB more the workers may map
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0,
+                            worker_initializer=tasks.limit_address_space, worker_init_args=(64 << 20,))
+    with ParallelExecutor(config) as ex:
+        with pytest.raises((MemoryError, OSError)) as caught:
+            ex.map(holder.at, range(4), chunksize=1)
+        assert ex.map(tasks.square, range(4), chunksize=1) == [0, 1, 4, 9]
+    notes = " ".join(getattr(caught.value, "__notes__", []))
+    assert "ran out of memory loading the function shipped to it (134.2 MB" in notes, notes
+    assert "worker_initializer" in notes
+
+
+def test_a_worker_keeps_old_versions_of_a_large_function_only_within_a_bound(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    """Four versions of a 256 MiB function were kept in each worker whatever they weighed (trial 44, F3)."""
+    from payoff import worker
+
+    monkeypatch.setattr(worker, "_fn_cache", {})
+    monkeypatch.setattr(worker, "_FN_CACHE_BYTES", 3 * 8 * (1 << 20))
+    shipped = []
+    for k in range(4):
+        path = tmp_path / f"v{k}.pkl"
+        with open(path, "wb") as fh:
+            out_of_band.dumps(np.full(1 << 20, float(k)), pickle_dumps).write_to(fh)  # 8 MiB each
+        shipped.append(worker.ShippedFn(f"v{k}", str(path), path.stat().st_size))
+        assert worker._resolve(shipped[-1])[0][0] == float(k)
+    assert list(worker._fn_cache) == ["v2", "v3"], "two of 8 MiB and more fit in 24 MiB, not three"
+    assert worker._resolve(shipped[3])[1] == 0, "the newest is kept"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import pickle
 import resource
@@ -982,7 +983,11 @@ class ShippedFn:
 
 
 _FN_CACHE_SIZE = 4
-_fn_cache: dict[str, Callable[[Any], Any]] = {}
+_FN_CACHE_BYTES = 256 << 20
+"""Versions of large functions a worker keeps: at most 4, and older ones only while all weigh this much or
+less (a 256 MiB array made anew each call grew every worker by 768 MiB of versions no call would use again:
+memory trial 44, F3). The newest is kept whatever it weighs."""
+_fn_cache: dict[str, tuple[Callable[[Any], Any], int]] = {}
 
 
 def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
@@ -991,13 +996,22 @@ def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
         return fn, 0
     cached = _fn_cache.get(fn.digest)
     if cached is not None:
-        return cached, 0
+        return cached[0], 0
     from payoff import _out_of_band  # only a worker given a large function pays for its import (and hashlib's)
 
-    loaded, size = _out_of_band.load(fn.path)
-    if len(_fn_cache) >= _FN_CACHE_SIZE:
+    try:
+        loaded, size = _out_of_band.load(fn.path)
+    except (MemoryError, OSError) as exc:
+        if isinstance(exc, MemoryError) or exc.errno == errno.ENOMEM:
+            exc.add_note(f"payoff: this worker ran out of memory loading the function shipped to it "
+                         f"({fn.size / 1e6:,.1f} MB pickled, arrays and all); state this large belongs in "
+                         "worker_initializer (a global the workers set once, or inherit when forked), or on "
+                         "threads, which share it")
+        raise
+    _fn_cache[fn.digest] = (loaded, size)
+    while len(_fn_cache) > 1 and (len(_fn_cache) > _FN_CACHE_SIZE
+                                  or sum(kept for _, kept in _fn_cache.values()) > _FN_CACHE_BYTES):
         _fn_cache.pop(next(iter(_fn_cache)))
-    _fn_cache[fn.digest] = loaded
     return loaded, size
 
 
