@@ -505,7 +505,14 @@ def test_an_enabled_wrapper_still_pickles_and_copies_as_without_payoff() -> None
         assert isinstance(saved.parallel_executor, CEParallelExecutor) and saved.parallel_executor is not ex
         assert saved.parallel_executor.user_config == ex.user_config
         assert saved.parallel_executor.strategy == ex.strategy
+        # CE drops its explainer's executor when pickled: the loaded explainer ran CE's instance-parallel
+        # plugins without payoff, unrecorded, and with CE's merge (every explanation held the whole test
+        # matrix, and add_conjunctions found none: CE trial 44, F4)
+        assert saved.explainer.parallel_executor is saved.parallel_executor
         assert_same(expected, saved.explain_factual(x_test[:20]))
+        assert saved.parallel_executor.last_record is not None, "the loaded copy's explain did not reach payoff"
+        again = pickle.loads(pickle.dumps(saved))
+        assert again.explainer.parallel_executor is again.parallel_executor, "a loaded copy saved again"
         twin = copy.deepcopy(wrapper)
         assert twin.parallel_executor is ex
         assert_same(expected, twin.explain_factual(x_test[:20]))

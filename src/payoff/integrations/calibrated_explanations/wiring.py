@@ -8,6 +8,7 @@ from typing import Any
 
 from payoff._extras import extra_needed
 from payoff.config import ParallelConfig
+from payoff.integrations.calibrated_explanations import saved
 from payoff.integrations.calibrated_explanations.executor import (
     ALTERNATIVE_PLUGIN,
     FACTUAL_PLUGIN,
@@ -118,6 +119,7 @@ def enable(target: Any, config: ParallelConfig | None = None, *,
         ex.pause_gc = pause_gc
     if wrapper is not None:
         wrapper.parallel_executor = ex
+        saved.keep(wrapper)
     explainer.parallel_executor = ex
     select_parallel_plugins(explainer)
     ex.bind(explainer)
