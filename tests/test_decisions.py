@@ -411,6 +411,8 @@ RUNTIME_ONLY = {Reason.INIT_FAILURE: "tests/test_executor.py, tests/test_dask.py
                 Reason.MAP_FAILURE_RETRY: "tests/reliability/test_crashes.py (a pool that broke mid-call)",
                 Reason.POOL_STOPPED: "tests/test_reasons.py (another call stopped the shared pool mid-call)",
                 Reason.EXECUTOR_UNUSED: "tests/test_ce_integration.py (CE's own serial path)",
+                Reason.THREAD_UNSAFE: "tests/test_reasons.py (the CE adapter's plan: a threshold per instance on "
+                                      "threads)",
                 Reason.AUTO_OUTGREW_ESTIMATE: "tests/test_outgrow.py (the rest of a serial run that outgrew its "
                                               "first items' estimate, planned from that run's timing blocks)"}
 """Reason codes no plan can give: they are what happened after planning, tested where it happens."""

@@ -210,6 +210,34 @@ def _unused() -> tuple[Any, Any, list[Any]]:
     return ex.last_record, ([len(explained.explanations)], fallbacks), [10]
 
 
+@case(Reason.THREAD_UNSAFE)
+def _thread_unsafe() -> tuple[Any, Any, list[Any]]:
+    """Only a library's tasks can be known unsafe on threads: CE's with one threshold per instance."""
+    try:
+        import calibrated_explanations as ce
+        from sklearn.ensemble import RandomForestRegressor
+    except ImportError:
+        require(False, "calibrated-explanations with scikit-learn (the [ce] extra)")
+    from payoff.integrations.calibrated_explanations import enable
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 4))
+    y = x[:, 0] * 10 + x[:, 1]
+    wrapper = ce.WrapCalibratedExplainer(RandomForestRegressor(n_estimators=5, random_state=0))
+    wrapper.fit(x[:80], y[:80])
+    wrapper.calibrate(x[80:150], y[80:150])
+    thresholds = list(np.linspace(-5.0, 5.0, 10))
+    expected = wrapper.explain_factual(x[150:], threshold=thresholds)
+    ex = enable(wrapper, ParallelConfig(strategy="threads", max_workers=2, **FORCE))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explained = wrapper.explain_factual(x[150:], threshold=thresholds)
+    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    weights = [e.feature_weights["predict"].tolist() for e in explained.explanations]
+    return ex.last_record, (weights, fallbacks), [e.feature_weights["predict"].tolist()
+                                                  for e in expected.explanations]
+
+
 def test_every_fallback_reason_has_a_case() -> None:
     assert set(CASES) == set(fallback_reasons())
 

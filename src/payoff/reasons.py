@@ -205,6 +205,14 @@ class Reason(StrEnum):
         "calibrated-explanations calls map only from its instance_parallel plugins: "
         "payoff.integrations.calibrated_explanations.enable(explainer) selects them",
     )
+    THREAD_UNSAFE = (
+        "thread_unsafe",
+        "fallback",
+        "a library's tasks are known to give wrong results run beside each other on threads (calibrated-"
+        "explanations 1.0.2 with one threshold per instance: its tasks share one explainer), so they ran one "
+        "after another in the caller",
+        "name strategy='processes' (or leave auto): each worker process has its own copy of the explainer",
+    )
     POOL_STOPPED = (
         "pool_stopped",
         "fallback",

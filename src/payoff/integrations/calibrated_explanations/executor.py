@@ -357,7 +357,8 @@ class CEParallelExecutor:
         explainer = shared_explainer(tasks)
         n = sum(b - a for a, b, _ in tasks)
         fit = self._fit(explainer, tasks)
-        sizes, why, reason, probing = self._plan(n, fit, self.unsendable(explainer))
+        sizes, why, reason, probing = self._plan(n, fit, self.unsendable(explainer),
+                                                 explain_kind(explainer, tasks)[1] == "per-instance")
         groups = group_tasks(tasks, sizes)
         items = [[m] if (m := merge_tasks(g)) is not None else g for g in groups]
         if explainer is not None:  # after merging: one state to copy per chunk, not one per instance
@@ -389,9 +390,14 @@ class CEParallelExecutor:
             with contextlib.suppress(TypeError):  # an explainer that takes no weak reference is checked each enable
                 self._unsendable[id(explainer)] = (weakref.ref(explainer), why)
 
-    def _plan(self, n: int, fit: CostFit, unsendable: str = "") -> tuple[list[int], str, Reason, bool]:
+    def _plan(self, n: int, fit: CostFit, unsendable: str = "", per_instance: bool = False,
+              ) -> tuple[list[int], str, Reason, bool]:
         """Instances per task, and why, in instance units; the reason is the record's, should it run here; and
-        whether the first task measures the cost in the caller before the rest is sent (``_decider``)."""
+        whether the first task measures the cost in the caller before the rest is sent (``_decider``).
+
+        ``per_instance``: one threshold per instance (probabilistic regression given a list), whose tasks CE
+        1.0.2 cannot run beside each other on one explainer: on threads 1-12 of 12 explanations differed from
+        a serial explain's, from run to run (CE trial 44, F2)."""
         user = self.user_config
         workers = self._workers()
         spi, spt = fit.estimate()
@@ -409,6 +415,10 @@ class CEParallelExecutor:
             return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD, False
         if unsendable and self.strategy in CROSSES_PROCESSES:
             return [n], f"{n} instances in one task here: {unsendable}", Reason.UNPICKLABLE, False
+        if per_instance and self.strategy == "threads":
+            return [n], (f"{n} instances in one task here: calibrated-explanations' tasks with one threshold per "
+                         f"instance share one explainer and give wrong results beside each other on threads"), \
+                Reason.THREAD_UNSAFE, False
         if work is not None and (kept := self._kept_here(work, workers)) is not None:
             return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {kept[1]}", kept[0], False
         # measured first only where it decides something: tasks of the user's size, or parallel forced, do not
