@@ -283,6 +283,10 @@ def test_a_feature_granularity_config_falls_back_visibly_and_auto_follows_the_ca
     assert record.fallback_reason is Reason.GRANULARITY_MISMATCH and record.mode == "serial"
     assert any(getattr(w.message, "reason", None) is Reason.GRANULARITY_MISMATCH for w in caught)
     assert ex.metrics.fallbacks == 1
+    # the explain's own account agrees, and it runs as one task, as any explain kept here does (it said "7 tasks
+    # ... on 2 workers" and ran 8 tasks in the caller: CE trial 44, F1)
+    assert "granularity" in ex.last_decision and "workers" not in ex.last_decision, ex.last_decision
+    assert ex.last_chunk_sizes == [len(x_test)] and record.n_chunks == 1, record.summary()
 
     ex = enable(wrapper, ParallelConfig(strategy="processes", max_workers=2, granularity="auto", **FORCE))
     try:

@@ -413,6 +413,9 @@ class CEParallelExecutor:
             serial_why = f"{n} instances is below the minimum of {max(2, floor)} for parallel"
         if serial_why:
             return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD, False
+        if user.granularity == "feature":  # the executor runs CE's instance tasks here: say so, as one task
+            return [n], (f"{n} instances in one task: granularity='feature' allows no split by instance, the "
+                         "only one calibrated-explanations makes"), Reason.GRANULARITY_MISMATCH, False
         if unsendable and self.strategy in CROSSES_PROCESSES:
             return [n], f"{n} instances in one task here: {unsendable}", Reason.UNPICKLABLE, False
         if per_instance and self.strategy == "threads":
