@@ -1334,3 +1334,33 @@ def test_the_function_carries_as_many_copies_as_the_estimate_moves() -> None:
     chunked = Estimate(0.04, 0.0, 0.05, 0.03, 0.02, fn_copies=8)
     assert "the function carries 0.1 MB" in planning._carried(probe, chunked, 400)
     assert planning._carried(probe, chunked._replace(fn_copies=1), 400) == ""
+
+
+def _crowded_serial_record(n_items: int, per_item: float) -> MapRecord:
+    """A serial call of ``n_items`` whose items took ``per_item`` of CPU and wall time each."""
+    built = RecordBuilder(1, "default", "auto", None, n_items, time.monotonic_ns(), time.time()).build()
+    total = n_items * per_item
+    return replace(built, selected_strategy="serial", workers=1, decision_reason=Reason.AUTO_CPU_BOUND,
+                   fallback_reason=Reason.TINY_WORKLOAD, wall_seconds=total, busy_seconds=total, cpu_seconds=total,
+                   serial_estimate_seconds=total)
+
+
+def test_a_crowded_call_of_trivial_items_teaches_no_new_cost_from_a_few_microseconds() -> None:
+    """Beside another call still open (an imap its consumer left), a 200-item map of 80 ns items read 3-25x its
+    cost: a few GIL handovers, some microseconds of CPU in all, are 3x of 16 us of items. Each such reading
+    counted as the cost shifting, and a function that keeps shifting is probed on every call: 7-50x slower calls
+    in a threaded service, each probe reading /proc for its ~200 threads (soak trial 44, F1). A shift read among
+    other calls must be dear in absolute terms too; an item turned 1,000x dearer still is."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.square, _knowledge.Facts(8e-8, 1.0, 40, "", None, result_error="",
+                                                          measured_items=200))
+    open_call = CancelToken()  # another call planned and not ended: every call now is crowded
+    with planner._events_lock:
+        planner._open[open_call] = time.monotonic_ns()
+    for _ in range(4):
+        planner.learn(_crowded_serial_record(200, 8e-7), tasks.square)  # 10x, 144 us more in all
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None and facts.seconds_per_item == pytest.approx(8e-8) and not planning._unsteady(facts)
+    planner.learn(_crowded_serial_record(200, 8e-5), tasks.square)  # 1,000x: 16 ms of items
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None and facts.seconds_per_item == pytest.approx(8e-5)

@@ -133,6 +133,9 @@ CALL_EVENTS = 4096
 shared the process (its GIL, its pools) with others."""
 OPEN_CALL_HORIZON_SECONDS = 60.0
 """A call planned this long ago and not ended no longer counts as running beside the calls that end now."""
+CROWDED_SHIFT_SECONDS = 1e-3
+"""A call among others teaches a dearer cost only when its items took this much longer in all than the remembered
+cost says (``Planner._learn_beyond_crowding``)."""
 OTHERS_WINDOW_SECONDS = 1.0
 """A probe counts as among other calls when another call of this process started or ended this recently."""
 OUTGROW_FACTOR = 4.0
@@ -600,13 +603,18 @@ class Planner:
         times cheaper, is the items' own. Without this, a function learned alone
         at 1 us an item that turned 1,000x dearer while other threads kept mapping
         stayed serial on its old cost for good: its calls ran among others.
+        A shift of a few microseconds in all is no such sign: a GIL handover costs the thread that
+        takes it CPU too, and beside another call still open, 200 items of 80 ns read 3-25x their cost, which
+        marked the function's cost unsteady and had every later call probe it again (soak trial 44).
         """
         known = self.knowledge.get(fn)
         if known is None:
             return
         wall, cpu = record.work_seconds / record.n_items, record.cpu_seconds / record.n_items
-        if min(cpu, wall) > COST_SHIFT * known.seconds_per_item:
-            self.knowledge.observe(fn, min(cpu, wall))
+        dearer = min(cpu, wall)
+        if dearer > COST_SHIFT * known.seconds_per_item \
+                and (dearer - known.seconds_per_item) * record.n_items >= CROWDED_SHIFT_SECONDS:
+            self.knowledge.observe(fn, dearer)
         elif 0 < wall * COST_SHIFT < known.seconds_per_item:
             self.knowledge.observe(fn, wall)
 
