@@ -170,6 +170,8 @@ class MapRun:
         self.sizer = GuidedChunks(1, 1, 1, None)
         self._bound_bytes = False
         """Chunks are cut to hold ``task_size_hint_bytes`` of items and results as they come back."""
+        self._item_bytes = 0
+        """An item's bytes as the plan knew them (0: not known), for ``_bound_bytes``."""
         self.streamed: StreamedChunk | None = None
         """A serial ``imap``'s chunk whose items its consumer is taking now: recorded when it ends or is left."""
         self.pause_lock = threading.Lock()
@@ -449,8 +451,8 @@ class MapRun:
         list's chunks run in this process hold nothing more than the list and the results do."""
         if not (self.stream or plan.strategy in CROSSES_PROCESSES):
             return None
-        per_item = plan.probe.item_bytes or item_bytes_in_memory(self.source.for_planning())
-        return items_within_bytes((per_item or 0) + plan.probe.result_bytes, self.config.task_size_hint_bytes)
+        self._item_bytes = plan.probe.item_bytes or item_bytes_in_memory(self.source.for_planning()) or 0
+        return items_within_bytes(self._item_bytes + plan.probe.result_bytes, self.config.task_size_hint_bytes)
 
     def _may_outgrow(self) -> bool:
         """A ``map`` of a known input, run here with no deadline: its serial run can stop to be planned again."""
@@ -1046,7 +1048,7 @@ class MapRun:
             return
         self.sizer.observe(stats.n_items, stats.busy_seconds)
         if self._bound_bytes:
-            self.sizer.observe_bytes(stats.n_items, _round_trip_bytes(stats, outcome),
+            self.sizer.observe_bytes(stats.n_items, self._item_bytes * stats.n_items + _result_bytes(stats, outcome),
                                      self.config.task_size_hint_bytes)
         self.parts.setdefault(task.index, []).append(outcome)
         if outcome.n_done < len(task.items):
@@ -1410,11 +1412,13 @@ _CALL_TOKENS = itertools.count(1)
 
 
 
-def _round_trip_bytes(stats: ChunkStats, outcome: ChunkOutcome) -> int:
-    """A chunk's items' and results' bytes: as pickled, where they crossed to a process; else the results' in
-    memory, read off the first (an array, bytes) as the planner reads items."""
-    if stats.bytes_sent or stats.bytes_received:
-        return stats.bytes_sent + stats.bytes_received
+def _result_bytes(stats: ChunkStats, outcome: ChunkOutcome) -> int:
+    """A chunk's results' bytes: as pickled, where they came back from a process; else in memory, read off the
+    first (an array, bytes) as the planner reads items. Not what went out: that holds the function, sent with
+    the chunk or loaded by its worker (a 64 MiB function read as one item's bytes cut every later chunk to one
+    item: 41 s for a 0.33 s map), and the items' bytes are the plan's."""
+    if stats.bytes_received:
+        return stats.bytes_received
     first = item_bytes_in_memory(outcome.results[:1])
     return 0 if first is None else first * len(outcome.results)
 
