@@ -6,14 +6,14 @@ already held that version: 113-133 ms a call for a bound method of a 64 MiB obje
 Protocol 5 hands such buffers (numpy's contiguous arrays, ``PickleBuffer``) to a callback instead: the
 stream keeps the rest, and the buffers are hashed and written from the objects' own memory.
 
-In the file each large buffer starts on a page, so a worker maps it (copy-on-write) instead of reading it into
-memory of its own: the workers of a pool share one copy in the page cache, as joblib's memory-mapped arrays do.
+A worker maps the file (copy-on-write) instead of reading it into memory of its own: the workers of a pool
+share one copy in the page cache, as joblib's memory-mapped arrays do. One mapping a file, each buffer on a
+64-byte boundary of it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import mmap
 import pickle
 from collections.abc import Callable, Sequence
@@ -24,10 +24,9 @@ from payoff._imported import imported
 
 MAGIC = b"payoff-out-of-band-2\n"
 _LENGTH = 8
-ALIGN = max(mmap.ALLOCATIONGRANULARITY, 4096)
-"""Where each buffer after the stream starts in the file: a multiple of this, as ``mmap`` offsets must be."""
-MAP_FROM_BYTES = 1 << 20
-"""Buffers this large are mapped from the file; smaller ones are read (a mapping costs a few system calls)."""
+ALIGN = 64
+"""Where each buffer after the stream starts in the file: a multiple of this (a cache line), so an array over it
+is aligned as numpy's own allocations are."""
 
 
 @dataclass(frozen=True)
@@ -94,43 +93,36 @@ def dumps(obj: Any, dump: Callable[..., bytes]) -> OutOfBand:
 
 
 def load(path: str) -> tuple[Any, int]:
-    """The object written by :meth:`OutOfBand.write_to`, and the bytes read for it.
+    """The object written by :meth:`OutOfBand.write_to`, and the bytes of its file.
 
-    A buffer of ``MAP_FROM_BYTES`` or more is mapped from the file copy-on-write: an array over it is aligned
-    (it starts on a page) and writable (unless it was pickled read-only), as from an in-band pickle, and the
-    pages a worker only reads stay the page cache's, shared with the pool's other workers. A smaller one is
-    read into a ``bytearray`` of its own. (Slices of one buffer for the whole file were misaligned: a matmul
-    on them ran 1.7x slower.) A mapping outlives the file's removal.
+    The file is mapped copy-on-write, once: an array over a buffer is aligned and writable (unless it was
+    pickled read-only), as from an in-band pickle, and the pages a worker only reads stay the page cache's,
+    shared with the pool's other workers. (Slices of one buffer read whole were misaligned, before buffers
+    were placed on boundaries: a matmul on them ran 1.7x slower.) A mapping per buffer held a descriptor
+    each (``mmap`` duplicates it before Python 3.13): 80 arrays took 80. The mapping outlives the file's
+    removal. Where a file cannot be mapped, it is read.
     """
     with open(path, "rb") as fh:
-        head = fh.read(len(MAGIC) + 2 * _LENGTH)
-        if head[:len(MAGIC)] != MAGIC:
-            raise ValueError(f"payoff: {path} is not a function file this version of payoff wrote")
-        align = int.from_bytes(head[len(MAGIC):len(MAGIC) + _LENGTH], "little")
-        count = int.from_bytes(head[len(MAGIC) + _LENGTH:], "little")
-        raw = fh.read(count * _LENGTH)
-        sizes = [int.from_bytes(raw[k * _LENGTH:(k + 1) * _LENGTH], "little") for k in range(count)]
-        at = len(head) + len(raw)
-        parts: list[bytearray | memoryview] = []
-        for k, size in enumerate(sizes):
-            if k:
-                at = _aligned(at, align)
-            parts.append(_part(fh, path, at, size, mapped=k > 0 and size >= MAP_FROM_BYTES))
-            at += size
-    return pickle.loads(parts[0], buffers=parts[1:]), at
-
-
-def _part(fh: io.BufferedReader, path: str, at: int, size: int, *, mapped: bool) -> bytearray | memoryview:
-    if mapped:
         try:
-            return memoryview(mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY, offset=at))
-        except ValueError as exc:  # the file is shorter than its header says
-            raise ValueError(f"payoff: {path} ends before its last part: it was cut short") from exc
-    part = bytearray(size)
-    fh.seek(at)
-    if fh.readinto(part) != size:
-        raise ValueError(f"payoff: {path} ends before its last part: it was cut short")
-    return part
+            whole = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY))
+        except (OSError, ValueError):  # a file system without mmap; an empty file
+            whole = memoryview(bytearray(fh.read()))
+    head = len(MAGIC) + 2 * _LENGTH
+    if bytes(whole[:len(MAGIC)]) != MAGIC:
+        raise ValueError(f"payoff: {path} is not a function file this version of payoff wrote")
+    align = int.from_bytes(whole[len(MAGIC):len(MAGIC) + _LENGTH], "little")
+    count = int.from_bytes(whole[len(MAGIC) + _LENGTH:head], "little")
+    at = head + count * _LENGTH
+    sizes = [int.from_bytes(whole[head + k * _LENGTH:head + (k + 1) * _LENGTH], "little") for k in range(count)]
+    parts = []
+    for k, size in enumerate(sizes):
+        if k:
+            at = _aligned(at, align)
+        if at + size > len(whole):
+            raise ValueError(f"payoff: {path} ends before its last part: it was cut short")
+        parts.append(whole[at:at + size])
+        at += size
+    return pickle.loads(parts[0], buffers=parts[1:]), len(whole)
 
 
 def _aligned(at: int, align: int) -> int:

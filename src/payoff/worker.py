@@ -994,8 +994,9 @@ def _resolve(fn: Any) -> tuple[Callable[[Any], Any], int]:
     """The callable itself, and how many bytes this worker had to load for it."""
     if not isinstance(fn, ShippedFn):
         return fn, 0
-    cached = _fn_cache.get(fn.digest)
+    cached = _fn_cache.pop(fn.digest, None)
     if cached is not None:
+        _fn_cache[fn.digest] = cached  # the most recently used last: two functions used in turn both stay
         return cached[0], 0
     from payoff import _out_of_band  # only a worker given a large function pays for its import (and hashlib's)
 
