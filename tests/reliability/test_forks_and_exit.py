@@ -625,6 +625,36 @@ def test_workers_that_died_importing_the_script_are_told_where(tmp_path: Path, s
     assert re.search(says, mapped[0]) and str(path) in mapped[0], mapped[0]
     assert "ran the script's own map" not in mapped[0], mapped[0]
 
+
+KILLED_AT_START = textwrap.dedent("""
+    import os, signal, sys
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import square
+
+    def killed():  # a worker, as the OOM killer would (the caller runs it too, for a serial fallback)
+        import multiprocessing
+        if multiprocessing.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if __name__ == "__main__":
+        ex = ParallelExecutor(ParallelConfig(strategy="processes", start_method="spawn", max_workers=2,
+                                             tiny_workload_threshold=0.0, worker_initializer=killed))
+        assert ex.map(square, range(50)) == [x * x for x in range(50)]
+        sys.stdout.write(f"mapped {ex.last_record.selected_strategy} {ex.last_record.fallback_detail}\\n")
+""")
+
+
+def test_workers_killed_as_they_start_are_not_blamed_on_the_script(tmp_path: Path) -> None:
+    """A guarded script whose spawned workers a signal killed (the OOM killer) was told to look at its code
+    outside the guard and at tracebacks none had written (the review of trial 44's fixes, F5)."""
+    path = tmp_path / "script.py"
+    path.write_text(KILLED_AT_START)
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=ROOT, env=CHILD_ENV,
+                          timeout=GUARD_SECONDS)
+    mapped = [line for line in done.stdout.splitlines() if line.startswith("mapped")]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(mapped) == 1 and "serial" in mapped[0] and "outside `if __name__" not in mapped[0], done.stdout
+
 PORT_IN_USE_SCRIPT = textwrap.dedent("""
     import errno
     from payoff.strategies.dask import DaskStrategy

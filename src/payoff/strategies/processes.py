@@ -923,12 +923,18 @@ class ProcessStrategy(PickledPoolStrategy):
         except (BrokenExecutor, EOFError, OSError) as exc:
             hint = unguarded_main_hint(method)
             if hint is None:
-                if isinstance(exc, BrokenExecutor) and (maybe := main_import_hint(method)):
+                if isinstance(exc, BrokenExecutor) and self._a_worker_raised() and (maybe := main_import_hint(method)):
                     raise BrokenProcessPool(f"{exc} {maybe}") from exc
                 raise
             why = f"payoff: the {self.name} pool's workers died as they started: {hint}"
             REFUSED[(method, *main_script_version())] = why
             raise BrokenProcessPool(why) from exc
+
+    def _a_worker_raised(self) -> bool:
+        """Whether a worker of the pool that failed to start exited with status 1, a Python exception's (importing
+        the main script, say), not killed by a signal (the OOM killer), about which its code has nothing to say."""
+        procs = getattr(self._pool, "_processes", None) or {}
+        return any(p.exitcode == 1 for p in list(procs.values()))
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
