@@ -1445,3 +1445,25 @@ def test_a_program_ending_while_daemon_threads_map_ends_quietly(strategy: str) -
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "main returns" in proc.stdout
     assert "Traceback" not in proc.stderr and "Exception in thread" not in proc.stderr, proc.stderr[-3000:]
+
+
+SETS_ITS_START_METHOD_LATER = textwrap.dedent("""
+    import multiprocessing
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests.tasks import square
+
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0)) as ex:
+        assert ex.map(square, range(20)) == [x * x for x in range(20)]
+    multiprocessing.set_start_method("spawn")  # the program's own choice, for its own processes, made later
+    print("set", multiprocessing.get_start_method())
+""")
+
+
+def test_a_process_pool_leaves_the_programs_start_method_unset(tmp_path: Path) -> None:
+    """The first pool fixed multiprocessing's global start method (``get_context(None)`` does), so a program that
+    set its own afterwards failed with "context has already been set" (host trial 44, F1)."""
+    path = tmp_path / "script.py"
+    path.write_text(SETS_ITS_START_METHOD_LATER)
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=ROOT, env=CHILD_ENV,
+                          timeout=GUARD_SECONDS)
+    assert done.returncode == 0 and done.stdout.strip() == "set spawn", done.stderr[-3000:]

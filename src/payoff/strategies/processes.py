@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from payoff import _by_value, _exit, _forks
 from payoff import _out_of_band as out_of_band
+from payoff._costs import start_method
 from payoff._crash_marks import CrashMarks
 from payoff._native_threads import per_worker
 from payoff._process_tree import descendants, signal_alive
@@ -903,7 +904,7 @@ class ProcessStrategy(PickledPoolStrategy):
                    for name in _global_names(code))
 
     def _start(self) -> None:
-        ctx = multiprocessing.get_context(self.start_method)
+        ctx = multiprocessing.get_context(start_method(self.start_method))  # named: the program's default stays unset
         method = ctx.get_start_method()
         self._imports = WorkerImports(forked=method == "fork")
         if method == "fork":
