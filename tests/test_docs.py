@@ -65,3 +65,14 @@ def test_the_quickstart_names_every_fallback_reason() -> None:
     listed = re.search(r"Reason codes: (.*?)\. The", text, flags=re.DOTALL)
     assert listed is not None, "the quickstart's list of reason codes moved"
     assert set(re.findall(r"`([a-z_]+)`", listed[1])) == {r.value for r in fallback_reasons()}
+
+
+def test_the_tuning_guide_says_what_every_reason_code_means_for_you() -> None:
+    """Six codes, among them ``thread_unsafe`` and ``pool_stopped``, had no word in the tuning guide's table of
+    what a record says and what to do (the issue 13 audit, trial 44)."""
+    from payoff.reasons import Reason
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "tuning.md").read_text()
+    cells = re.findall(r"^\| ((?:fallback|decision) [^|]*)\|", text, flags=re.MULTILINE)
+    rows = {code for cell in cells for code in re.findall(r"`([a-z_]+)`", cell)}
+    assert {r.value for r in Reason} - rows == set()
