@@ -425,6 +425,36 @@ def test_worker_processes_that_inherit_payoff_metrics_port_leave_the_endpoint_to
     assert "not serving /metrics" not in out.stderr, out.stderr[-3000:]
 
 
+def test_a_program_started_with_a_port_of_its_own_serves_it() -> None:
+    """The serving process marks its environment so the processes it starts, which inherit its port, stay
+    quiet; a separate payoff program a host launched with a port of its own inherited the mark too, and served
+    nothing, without a word (host trial 44, F3). Inheriting the same settings is what marks a process."""
+    import os
+    import sys
+
+    parent_port, child_port = socket_free_port(), socket_free_port()
+    child = (
+        "import urllib.request, payoff\n"
+        "from tests import tasks\n"
+        "payoff.map(tasks.square, range(5), workload='child')\n"
+        f"text = urllib.request.urlopen('http://127.0.0.1:{child_port}/metrics', timeout=10).read().decode()\n"
+        "print('child served', 'workload=\"child\"' in text)\n"
+    )
+    script = (
+        "import os, subprocess, sys, payoff\n"
+        "from tests import tasks\n"
+        "payoff.map(tasks.square, range(5))\n"
+        f"env = {{**os.environ, 'PAYOFF_METRICS_PORT': '{child_port}'}}\n"
+        f"done = subprocess.run([sys.executable, '-c', {child!r}], env=env, capture_output=True, text=True)\n"
+        "print(done.stdout, done.stderr[-2000:])\n"
+    )
+    env = {**os.environ, "PAYOFF_METRICS_PORT": str(parent_port)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr
+    assert "child served True" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
 def test_telemetry_variables_set_after_the_first_map_are_followed(tmp_path: Path) -> None:
     """A notebook sets PAYOFF_METRICS_PORT and PAYOFF_RECORDS in a cell after its first ``payoff.map``: the
     shared executor, made before, served nothing and wrote no record, without a word (read when it was made).

@@ -524,7 +524,7 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
     try:
         port = parse_port(raw_port)
         server = serve_metrics(port, addr, web_config=web_config_from_env())
-        os.environ[SERVED_BY_ENV] = str(os.getpid())
+        os.environ[SERVED_BY_ENV] = _served_mark(str(os.getpid()))
         if port == 0:  # a free port: nothing else would tell anyone which
             log.warning("payoff: serving /metrics at %s (%s=0 took a free port)", server.url, PORT_ENV)
         return server
@@ -540,6 +540,22 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
     return None
 
 
+def _served_mark(pid: str) -> str:
+    """``SERVED_BY_ENV``'s value: the serving pid and the settings it serves, as its children inherit them."""
+    return f"{pid} {os.environ.get(PORT_ENV, '').strip()} {addr_from_env()}"
+
+
+def _inherited_mark() -> bool:
+    """Whether this process inherited the variables of one that serves them: a process given a port or address
+    of its own (a separate program a host starts) serves it; one that inherited a mark alone stayed quiet (a
+    pid, as the mark was before it named the settings)."""
+    mark = os.environ.get(SERVED_BY_ENV, "")
+    pid, _, settings = mark.partition(" ")
+    if not pid or pid == str(os.getpid()):
+        return False
+    return not settings or mark == _served_mark(pid)
+
+
 def serve_from_env() -> MetricsServer | None:
     """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set (and not empty or blank).
 
@@ -552,7 +568,7 @@ def serve_from_env() -> MetricsServer | None:
     raw = os.environ.get(PORT_ENV)
     if not raw or not raw.strip() or in_worker_process():  # empty or blank: unset, as an env file leaves it
         return None
-    if os.environ.get(SERVED_BY_ENV, str(os.getpid())) != str(os.getpid()):  # a process the server started
+    if _inherited_mark():  # a process the server started, with the settings it serves
         return None
     with _auto_lock:
         if _auto is None:
