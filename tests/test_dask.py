@@ -1117,3 +1117,25 @@ def test_max_workers_caps_the_cluster_threads_a_call_uses(address: str) -> None:
     at_once = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1] - 0.001]
     assert record is not None and (record.selected_strategy, record.workers) == ("dask", 1), record.summary()
     assert not at_once, f"{len(at_once)} items started while another ran"
+
+
+def test_a_local_cluster_of_payoffs_own_leaves_the_programs_environment_as_it_was(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """distributed's nannies put their workers' variables into the starting process's ``os.environ``
+    (``OPENBLAS_NUM_THREADS=1``, ``PYTHONHASHSEED=6640``...) and leave them: the program's own subprocesses then
+    ran with one BLAS thread and a fixed hash seed, after the cluster was gone too (host trial 44, F2)."""
+    import os
+
+    names = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+             "PYTHONHASHSEED")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the program's own, kept
+    with ParallelExecutor(ParallelConfig(strategy="dask", max_workers=2, tiny_workload_threshold=0)) as ex:
+        assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
+        record = ex.last_record
+        during = {name: os.environ.get(name) for name in names}
+    assert record is not None and record.selected_strategy == "dask", record.summary()
+    after = {name: os.environ.get(name) for name in names}
+    want = dict.fromkeys(names) | {"OMP_NUM_THREADS": "3"}
+    assert during == want and after == want, (during, after)

@@ -175,6 +175,8 @@ class DaskStrategy(Strategy):
         self.address = address
         self._owns_client = client is None
         self._cluster: Any = None
+        self._environ: dict[str, str | None] = {}
+        """What the variables a LocalCluster's nannies set were before it started (``_nanny_environ``)."""
         self._scattered: dict[str, Any] = {}
         self._blobs: dict[str, bytes] = {}
         """The pickled function behind ``_scattered``: sent again when the workers lost their copies."""
@@ -228,7 +230,11 @@ class DaskStrategy(Strategy):
             self.client = cluster.take_client(self.address) or cluster.connect(self.address, self._start_stop)[0]
             cluster.share_client(self.address, self.client)
         elif self.client is None:
-            self._cluster = self._local_cluster(LocalCluster)
+            self._environ = _nanny_environ()
+            try:
+                self._cluster = self._local_cluster(LocalCluster)
+            finally:
+                _restore(self._environ)
             self.client = Client(self._cluster, set_as_default=False)
         else:
             facts = cluster.cluster_facts(self.client, self._start_stop)
@@ -574,20 +580,42 @@ class DaskStrategy(Strategy):
         else:
             client = None
         self._cluster = None
+        environ, self._environ = self._environ, {}
         if wait:
-            _close(client, local_cluster)
+            _close(client, local_cluster, environ)
         elif client is not None or local_cluster is not None:  # a timeout's kill: its caller returns on time
-            threading.Thread(target=_close, args=(client, local_cluster), name="payoff-dask-close",
+            threading.Thread(target=_close, args=(client, local_cluster, environ), name="payoff-dask-close",
                              daemon=True).start()
 
 
-def _close(client: Any, cluster: Any) -> None:
+def _close(client: Any, cluster: Any, environ: dict[str, str | None]) -> None:
     """A client and LocalCluster of payoff's own, closed: the cluster's close waits for its scheduler and nannies
-    (1-2 s), which a call's timeout must not (``map(timeout=1)`` returned after 2.0-2.9 s in 6 of 14 runs)."""
+    (1-2 s), which a call's timeout must not (``map(timeout=1)`` returned after 2.0-2.9 s in 6 of 14 runs).
+    A nanny that restarted a worker meanwhile set its variables again: they go back to ``environ``."""
     if client is not None:
         client.close()
     if cluster is not None:
         cluster.close()
+    _restore(environ)
+
+
+def _nanny_environ() -> dict[str, str | None]:
+    """The variables distributed's nannies set in the process that starts them, before each worker they start
+    (``distributed.nanny.pre-spawn-environ``, ``PYTHONHASHSEED``), as they are now. distributed leaves them set
+    (``os.environ.update``): the program's own subprocesses then ran with one BLAS thread and a fixed hash seed,
+    after the cluster was gone too (host trial 44)."""
+    import dask
+
+    names = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), "PYTHONHASHSEED"}
+    return {name: os.environ.get(name) for name in names}
+
+
+def _restore(environ: dict[str, str | None]) -> None:
+    for name, value in environ.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _key_of(fn: Any) -> str:
