@@ -82,6 +82,16 @@ class Receiver:
                             total += p.as_int or p.as_double
         return total
 
+    def metric_senders(self) -> set[str]:
+        """The ``service.instance.id`` of every resource that sent metrics (one per exporting process)."""
+        ids = set()
+        for path, body in self.requests:
+            if path == "/v1/metrics":
+                req = ExportMetricsServiceRequest.FromString(body)
+                ids |= {a.value.string_value for rm in req.resource_metrics for a in rm.resource.attributes
+                        if a.key == "service.instance.id"}
+        return ids
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -345,3 +355,30 @@ def test_the_lazy_configure_shows_the_parameters_of_the_one_it_calls() -> None:
         return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]  # type: ignore[arg-type]
 
     assert shown(payoff.telemetry.configure) == shown(otlp.configure)
+
+
+FORKED_POOL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.telemetry import configure
+    from tests import tasks
+
+    setup = configure(otlp_endpoint=sys.argv[1], service_name="payoff-fork-test", export_interval_seconds=0.5)
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, start_method="fork",
+                                         tiny_workload_threshold=0.0)) as ex:
+        for _ in range(3):
+            ex.map(tasks.square, range(20), workload="forked")
+        time.sleep(2.5)  # the workers live on: several export intervals pass
+    setup.shutdown()
+""")
+
+
+def test_forked_pool_workers_export_no_copies_of_the_parents_metrics(receiver: Receiver) -> None:
+    """The SDK restarts its metric reader in a forked child with a new ``service.instance.id``: each worker of a
+    ``processes`` pool exported the parent's counts as they were at the fork, every interval, as one more
+    instance of the service (6 calls summed as 16; host/pre-fork trial 44, F5). Workers record nothing of their
+    own: only the process that configured exports."""
+    proc = subprocess.run([sys.executable, "-c", FORKED_POOL_SCRIPT, receiver.endpoint], cwd=ROOT,
+                          env=CHILD_ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(receiver.metric_senders()) == 1, receiver.metric_senders()

@@ -16,10 +16,11 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -106,6 +107,23 @@ class OTLPSetup:
     def _last_export(self) -> None:
         self._exit_wake.wait()
         self._stop_once()
+
+
+def _parent_only(exporter: type[Any]) -> type[Any]:
+    """``exporter``, silent in payoff's worker processes. The SDK starts its metric reader again in a forked
+    child, under a new ``service.instance.id``: each worker of a ``processes`` pool exported the parent's counts
+    as they were at the fork, every interval, as one more instance of the service (6 calls summed as 16:
+    pre-fork trial 44). Workers record no metrics of their own; their parent exports what they did."""
+
+    class ParentOnly(exporter):  # type: ignore[misc]
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            from payoff.worker import in_worker_process
+
+            if in_worker_process():
+                return MetricExportResult.SUCCESS
+            return super().export(metrics_data, timeout_millis, **kwargs)
+
+    return ParentOnly
 
 
 def configure(
@@ -206,8 +224,8 @@ def _create(otlp_endpoint: str | None, service_name: str | None, traces: bool, m
         if set_global:
             trace.set_tracer_provider(tracer_provider)
     if metrics_too:
-        metric_exporter = OTLPMetricExporter(endpoint=f"{base}/v1/metrics" if base else None,
-                                             timeout=timeout_seconds)
+        metric_exporter = _parent_only(OTLPMetricExporter)(endpoint=f"{base}/v1/metrics" if base else None,
+                                                           timeout=timeout_seconds)
         reader = PeriodicExportingMetricReader(metric_exporter,
                                                export_interval_millis=export_interval_seconds * 1000)
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
