@@ -455,6 +455,47 @@ def test_a_program_started_with_a_port_of_its_own_serves_it() -> None:
     assert "child served True" in out.stdout, out.stdout + out.stderr[-2000:]
 
 
+def test_the_workers_of_a_pre_fork_server_each_serve_a_port_of_a_range() -> None:
+    """Under gunicorn every worker inherits one PAYOFF_METRICS_PORT: the first to map took it, the others logged
+    "port in use" and served nothing (a third of the traffic scraped); with preload_app the master took it and
+    every worker stayed quiet for good (pre-fork trial 44, F1, F2). A range gives each process the first port
+    of it no other holds: the parent, and the children it forks, each serve their own calls."""
+    import os
+    import sys
+
+    first = socket_free_port()
+    span = f"{first}-{first + 7}"
+    script = (
+        "import os, sys, urllib.request, payoff\n"
+        "from tests import tasks\n"
+        "payoff.map(tasks.square, range(5), workload='master')\n"  # preload_app: the master maps first
+        "children = []\n"
+        "for k in range(3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        payoff.map(tasks.square, range(5), workload=f'worker{k}')\n"
+        "        import time; time.sleep(3)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "import time; time.sleep(1.5)\n"
+        "seen = {}\n"
+        f"for port in range({first}, {first + 8}):\n"
+        "    try:\n"
+        "        text = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5).read().decode()\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    names = ('master', 'worker0', 'worker1', 'worker2')\n"
+        "    seen[port] = sorted(w for w in names if f'workload=\"{w}\"' in text)\n"
+        "print('seen', sorted(seen.values()))\n"
+        "for pid in children: os.waitpid(pid, 0)\n"
+    )
+    env = {**os.environ, "PAYOFF_METRICS_PORT": span}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "seen [['master'], ['worker0'], ['worker1'], ['worker2']]" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
 def test_telemetry_variables_set_after_the_first_map_are_followed(tmp_path: Path) -> None:
     """A notebook sets PAYOFF_METRICS_PORT and PAYOFF_RECORDS in a cell after its first ``payoff.map``: the
     shared executor, made before, served nothing and wrote no record, without a word (read when it was made).

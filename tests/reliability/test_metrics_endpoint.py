@@ -380,6 +380,17 @@ def test_a_bad_port_env_value_is_logged_and_nothing_is_bound(raw: str, env: pyte
     assert "0-65535" in messages[0]
 
 
+@pytest.mark.parametrize("raw", ["9470-9464", "0-5", "9464-70000", "9464-", "9464-9_470", "a-b", "9464--9470"])
+def test_a_bad_port_range_is_logged_and_nothing_is_bound(raw: str, env: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    env.setenv("PAYOFF_METRICS_PORT", raw)
+    with caplog.at_level(logging.WARNING, logger="payoff"):
+        server = serve_from_env()
+    assert server is None, f"{raw!r} was accepted as port {server.port if server else None}"
+    messages = payoff_warnings(caplog)
+    assert len(messages) == 1 and "is not a port range: use first-last" in messages[0], messages
+
+
 def test_the_same_bad_env_is_warned_about_once(env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """serve_from_env runs on every map call; a bad value must not log (and retry a bind) each time."""
     env.setenv("PAYOFF_METRICS_PORT", ARABIC_INDIC_3)

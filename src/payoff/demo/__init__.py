@@ -223,7 +223,7 @@ def _serve(port: int | None, addr: str) -> Any:
         PORT_ENV,
         PORT_ZERO_ADVICE,
         MetricsConfigError,
-        parse_port,
+        parse_ports,
         serve_from_env,
         serve_metrics,
         web_config_from_env,
@@ -232,7 +232,7 @@ def _serve(port: int | None, addr: str) -> Any:
     raw = os.environ.get(PORT_ENV, "")
     if port is None and raw.strip():
         try:  # a map call only logs a bad port and runs on; the demo runs to be watched, as with --metrics-port
-            parse_port(raw)
+            parse_ports(raw)
         except ValueError as exc:
             raise UsageError(f"{exc}, or unset it to serve on {DEFAULT_PORT}") from None
         return serve_from_env()

@@ -178,6 +178,18 @@ def _combine(config: WebConfig, certfile: StrPath | None, keyfile: StrPath | Non
     return WebConfig(cert, key, dict(users or config.basic_auth_users))
 
 
+def parse_ports(raw: str, source: str = PORT_ENV) -> range:
+    """A port, or a range ``first-last`` of them (each process of a pre-fork server takes one of its own)."""
+    first, dash, last = raw.partition("-")
+    if not (dash and first):  # "-1" is a negative port, not a range
+        port = parse_port(raw, source)
+        return range(port, port + 1)
+    if _PORT.fullmatch(first) is None or _PORT.fullmatch(last) is None or not 0 < int(first) <= int(last) <= 65535:
+        raise ValueError(f"{source}={raw!r} is not a port range: use first-last, ASCII digits, 1-65535, first no "
+                         "greater than last (or one port, 0 for a free one)")
+    return range(int(first), int(last) + 1)
+
+
 def parse_port(raw: str, source: str = PORT_ENV) -> int:
     """A port from text: ASCII digits only, 0-65535 (``int()`` would take '٣', ' 9464', '+80' or '9_464')."""
     if _PORT.fullmatch(raw) is None or int(raw) > 65535:
@@ -352,7 +364,7 @@ def _close_in_child() -> None:
     _listening.clear()
     if _auto is not None:
         _auto = None
-        _failed_for = _env_snapshot()
+        _failed_for = None if "-" in os.environ.get(PORT_ENV, "") else _env_snapshot()  # a range: one port each
 
 
 def _ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
@@ -522,10 +534,10 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
     """One attempt; every failure is logged with the variables involved, none escapes into the user's map call."""
     addr = addr_from_env()
     try:
-        port = parse_port(raw_port)
-        server = serve_metrics(port, addr, web_config=web_config_from_env())
+        ports = parse_ports(raw_port)
+        server = _serve_one_of(ports, addr)
         os.environ[SERVED_BY_ENV] = _served_mark(str(os.getpid()))
-        if port == 0:  # a free port: nothing else would tell anyone which
+        if ports[0] == 0:  # a free port: nothing else would tell anyone which
             log.warning("payoff: serving /metrics at %s (%s=0 took a free port)", server.url, PORT_ENV)
         return server
     except MetricsExposureWarning as exc:  # warnings turned into errors: then refuse to expose
@@ -540,6 +552,24 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
     return None
 
 
+def _serve_one_of(ports: range, addr: str) -> MetricsServer:
+    """The first port of ``ports`` no other process holds: one each for a pre-fork server's workers, which all
+    inherit one variable (with one port, the first worker to map took it and the others served nothing)."""
+    for port in ports[:-1]:
+        try:
+            return serve_metrics(port, addr, web_config=web_config_from_env())
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    try:
+        return serve_metrics(ports[-1], addr, web_config=web_config_from_env())
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or len(ports) == 1:
+            raise
+        raise OSError(exc.errno, f"cannot serve /metrics on {addr}: every port of {ports[0]}-{ports[-1]} is in "
+                                 "use; give a range with a port for each process") from exc
+
+
 def _served_mark(pid: str) -> str:
     """``SERVED_BY_ENV``'s value: the serving pid and the settings it serves, as its children inherit them."""
     return f"{pid} {os.environ.get(PORT_ENV, '').strip()} {addr_from_env()}"
@@ -551,7 +581,7 @@ def _inherited_mark() -> bool:
     pid, as the mark was before it named the settings)."""
     mark = os.environ.get(SERVED_BY_ENV, "")
     pid, _, settings = mark.partition(" ")
-    if not pid or pid == str(os.getpid()):
+    if not pid or pid == str(os.getpid()) or "-" in os.environ.get(PORT_ENV, ""):  # a range: one port each
         return False
     return not settings or mark == _served_mark(pid)
 
