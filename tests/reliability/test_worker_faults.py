@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 
 import payoff
-from payoff import ParallelConfig, ParallelExecutor
+from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff._scratch import ScratchDir, sweep
 from payoff.errors import RemoteError
 from payoff.strategies.base import ChunkTask
 from payoff.strategies.processes import ByValue, ProcessStrategy
 from payoff.worker import CancelToken, ShippedFn, run_chunk
+from tests import tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(payoff.__file__).resolve().parents[1]), str(ROOT)])}
@@ -471,3 +472,32 @@ def test_a_dead_worker_the_kernel_reaped_is_not_waited_for(monkeypatch: pytest.M
         assert polls == [], "waited for a code the kernel had already discarded"
     finally:
         signal.signal(signal.SIGCHLD, previous)
+
+
+def test_a_pool_whose_manager_thread_died_at_start_fails_at_once_saying_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a tight ``ulimit -u`` (which counts threads) the stdlib pool's manager thread died ("can't start new
+    thread") and the start waited out pool_start_timeout (300 s) for pings nobody would answer, then advised
+    raising the timeout (hostile trial 44, F1). The dead thread is seen at once."""
+    from concurrent.futures import process
+
+    def cannot_start(self: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(process._ExecutorManagerThread, "run", cannot_start)
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, pool_start_timeout=20)
+    with ParallelExecutor(config) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record.summary()
+    assert "manager thread" in record.fallback_detail and "ulimit -u" in record.fallback_detail, \
+        record.fallback_detail
+    assert "raise pool_start_timeout" not in record.fallback_detail
+
+
+def test_a_thread_that_could_not_start_is_told_as_the_process_limit() -> None:
+    """The same limit, met where the pool's start raises it itself."""
+    from payoff.strategies.start_failure import os_refusal
+
+    told = os_refusal("processes", RuntimeError("can't start new thread"))
+    assert told is not None and "ulimit -u" in told and "counts threads" in told

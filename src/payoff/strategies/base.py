@@ -145,6 +145,9 @@ class Strategy(ABC):
                 self._ready_or_raise(future)
             if not pending:
                 return
+            broken = self._start_broken()
+            if broken is not None:
+                raise broken
             waited = time.monotonic() - began
             if stop is not None and stop.expired():
                 raise PoolStartTimeoutError(self._still_starting(len(pending), waited, "the call's timeout ran "
@@ -154,6 +157,10 @@ class Strategy(ABC):
             if time.monotonic() >= limit:
                 raise PoolStartTimeoutError(self._still_starting(
                     len(pending), waited, f"pool_start_timeout={self.start_timeout:g} s ran out"))
+
+    def _start_broken(self) -> BaseException | None:
+        """Why the start can no longer finish, seen while workers have not answered yet; None while it can."""
+        return None
 
     def _ready_or_raise(self, ping: Future[Any]) -> None:
         try:

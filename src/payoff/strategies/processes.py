@@ -931,6 +931,18 @@ class ProcessStrategy(PickledPoolStrategy):
             REFUSED[(method, *main_script_version())] = why
             raise BrokenProcessPool(why) from exc
 
+    def _start_broken(self) -> BaseException | None:
+        """The stdlib pool's manager thread, which hands the workers their pings, ended with them unanswered:
+        it died of an exception, as "can't start new thread" under a tight ``ulimit -u``, which counts threads,
+        and the start waited out pool_start_timeout (300 s) for answers nobody would give (hostile trial 44)."""
+        manager = getattr(self._pool, "_executor_manager_thread", None)
+        if manager is None or manager.is_alive():
+            return None
+        return BrokenProcessPool(
+            f"the {self.name} pool's manager thread ended before its workers answered: a thread it needed could "
+            "not start, as under the limit of processes per user (ulimit -u, which counts threads too) or a "
+            "container's pids limit; raise the limit, use fewer workers (max_workers), or use strategy='threads'")
+
     def _a_worker_raised(self) -> bool:
         """Whether a worker of the pool that failed to start exited with status 1, a Python exception's (importing
         the main script, say), not killed by a signal (the OOM killer), about which its code has nothing to say."""

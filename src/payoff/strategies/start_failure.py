@@ -57,6 +57,11 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
                 "processes per user (ulimit -u) or of the container (its pids limit), or memory, is reached; "
                 "raise the limit, end processes the program keeps, use fewer workers (max_workers), or use "
                 "strategy='threads'")
+    thread = next((e for e in chain if isinstance(e, RuntimeError) and "can't start new thread" in str(e)), None)
+    if thread is not None:
+        return (f"the {name} pool could not start: a thread it needs could not start ({thread!r}): the limit of "
+                "processes per user (ulimit -u), which counts threads too, or the container's pids limit, is "
+                "reached; raise the limit, use fewer workers (max_workers), or use strategy='threads'")
     refused = next((e for e in chain if _semaphore_refused(e)), None)
     if refused is not None:
         return (f"the {name} pool could not start: the OS refused the semaphores its worker processes share "
