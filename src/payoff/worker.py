@@ -1327,7 +1327,10 @@ def _watch_parent(parent: int, owner: int | None = None) -> None:
             time.sleep(PARENT_CHECK_SECONDS)
         os._exit(70)
 
-    threading.Thread(target=watch, name="payoff-parent-watch", daemon=True).start()
+    # "can't start new thread" (ulimit -u counts threads): a worker unwatched, not a dead one whose pool broke
+    # mid-call and blamed an item for the crash (hostile trial 44)
+    with contextlib.suppress(RuntimeError):
+        threading.Thread(target=watch, name="payoff-parent-watch", daemon=True).start()
 
 
 def _owner_watch(owner: int | None) -> Callable[[], bool]:

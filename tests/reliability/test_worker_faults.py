@@ -501,3 +501,19 @@ def test_a_thread_that_could_not_start_is_told_as_the_process_limit() -> None:
 
     told = os_refusal("processes", RuntimeError("can't start new thread"))
     assert told is not None and "ulimit -u" in told and "counts threads" in told
+
+
+def test_a_worker_that_cannot_start_its_parent_watch_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a tight ``ulimit -u`` a worker's initializer could not start the thread that watches its parent, the
+    worker died, and the pool broke mid-call: the call raised WorkerCrashedError naming an innocent item, and the
+    function was held for a crasher for the life of the process (hostile trial 44, F2). It runs unwatched."""
+    import os
+    import threading
+
+    from payoff import worker
+
+    def cannot_start(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", cannot_start)
+    worker._watch_parent(os.getppid())  # returns: nothing to watch with, nothing to die of
