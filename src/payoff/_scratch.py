@@ -19,7 +19,8 @@ import os
 import shutil
 import stat
 import tempfile
-import threading
+
+from payoff import _forks
 
 try:
     import fcntl
@@ -31,7 +32,7 @@ _LOCK_NAME = ".owner"
 _NEW_LOCK_NAME = ".owner-new"
 
 _swept = False
-_sweep_lock = threading.Lock()
+_sweep_lock = _forks.Lock()
 
 
 class ScratchDir:
@@ -73,8 +74,19 @@ def _lock(path: str) -> int | None:
     return fd
 
 
+def _unswept() -> None:
+    """In a forked child: a worker of a pre-fork server lives on and makes folders while its siblings are killed
+    and leave theirs, which it then sweeps once (with ``preload_app`` every worker had the master's sweep
+    behind it, and a killed worker's folders stayed for good: pre-fork trial 44)."""
+    global _swept
+    _swept = False
+
+
+_forks.in_child(_unswept)
+
+
 def _sweep_once() -> None:
-    """Once per process (a forked child has its parent's sweep behind it)."""
+    """Once per process."""
     global _swept
     with _sweep_lock:
         if _swept or fcntl is None:
