@@ -503,6 +503,17 @@ def test_a_thread_that_could_not_start_is_told_as_the_process_limit() -> None:
     assert told is not None and "ulimit -u" in told and "counts threads" in told
 
 
+def test_a_file_size_limit_is_told_as_such_not_as_a_missing_dev_shm() -> None:
+    """Under ``ulimit -f 0`` making the pool's semaphores fails with EFBIG, which was told as /dev/shm missing
+    or read-only (hostile trial 44, F6)."""
+    import errno
+
+    from payoff.strategies.start_failure import os_refusal
+
+    told = os_refusal("processes", OSError(errno.EFBIG, "File too large"))
+    assert told is not None and "ulimit -f" in told and "/dev/shm" not in told
+
+
 def test_a_worker_that_cannot_start_its_parent_watch_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a tight ``ulimit -u`` a worker's initializer could not start the thread that watches its parent, the
     worker died, and the pool broke mid-call: the call raised WorkerCrashedError naming an innocent item, and the

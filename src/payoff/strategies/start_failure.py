@@ -62,6 +62,11 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
         return (f"the {name} pool could not start: a thread it needs could not start ({thread!r}): the limit of "
                 "processes per user (ulimit -u), which counts threads too, or the container's pids limit, is "
                 "reached; raise the limit, use fewer workers (max_workers), or use strategy='threads'")
+    too_large = next((e for e in chain if isinstance(e, OSError) and e.errno == errno.EFBIG), None)
+    if too_large is not None:
+        return (f"the {name} pool could not start: the OS refused to write a file it needs ({too_large!r}): the "
+                "limit on the size of files this process writes (ulimit -f) is reached; raise it, or use "
+                "strategy='threads'")
     refused = next((e for e in chain if _semaphore_refused(e)), None)
     if refused is not None:
         return (f"the {name} pool could not start: the OS refused the semaphores its worker processes share "
