@@ -946,8 +946,8 @@ class ProcessStrategy(PickledPoolStrategy):
     def _a_worker_raised(self) -> bool:
         """Whether a worker of the pool that failed to start exited with status 1, a Python exception's (importing
         the main script, say), not killed by a signal (the OOM killer), about which its code has nothing to say."""
-        procs = getattr(self._pool, "_processes", None) or {}
-        return any(p.exitcode == 1 for p in list(procs.values()))
+        self._remember_processes()  # the pool forgets the dead ones as it breaks: those seen at its start stay
+        return any(p.exitcode == 1 for p in list((self._seen or {}).values()))
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
