@@ -514,6 +514,18 @@ class ArrayHolder:
         self.values[i] += 1.0
         return float(self.values[i])
 
+    def backing(self, _: int) -> tuple[str, int]:
+        """What holds the array's memory in this process: the path of the file it is mapped from, or "" for
+        memory of the process's own (``/proc/self/maps``); and this process's id."""
+        address = self.values.ctypes.data
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                span, _, _, _, inode, *path = line.split()
+                lo, hi = (int(x, 16) for x in span.split("-"))
+                if lo <= address < hi:
+                    return (path[0] if path and inode != "0" else ""), os.getpid()
+        return "", os.getpid()
+
     def private_after_reading(self, _: int) -> tuple[float, int, int]:
         """Reads the whole array, then says how much memory this process holds as its own (``Private_Dirty``
         of ``/proc/self/smaps_rollup``, bytes): pages of a file mapped and read are not, a copy's are."""
