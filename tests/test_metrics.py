@@ -398,13 +398,24 @@ def test_payoff_metrics_port_zero_says_which_port_it_took() -> None:
             child.kill()
 
 
+def _run_with_port(script: str, port: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a fresh interpreter from the checkout, with PAYOFF_METRICS_PORT set to ``port``; it must
+    exit 0."""
+    import os
+    import sys
+
+    env = {**os.environ, "PAYOFF_METRICS_PORT": port}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 @pytest.mark.parametrize("strategy", ["joblib", "dask"])
 def test_worker_processes_that_inherit_payoff_metrics_port_leave_the_endpoint_to_their_parent(strategy: str) -> None:
     """Workers started afresh (joblib's, a dask cluster's) inherit the variable; a nested map in each logged
     "not serving /metrics ... the port is in use" (observability trial, and the review for dask). The parent
     serves it, and the processes it started stay quiet."""
-    import os
-    import sys
 
     port = socket_free_port()
     script = (
@@ -417,10 +428,7 @@ def test_worker_processes_that_inherit_payoff_metrics_port_leave_the_endpoint_to
         f"text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=10).read().decode()\n"
         "print('served', 'workload=\"outer\"' in text)\n"
     )
-    env = {**os.environ, "PAYOFF_METRICS_PORT": str(port)}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
-                         cwd=str(Path(__file__).resolve().parents[1]))
-    assert out.returncode == 0, out.stderr
+    out = _run_with_port(script, str(port))
     assert "sums [15, 15]" in out.stdout and "served True" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "not serving /metrics" not in out.stderr, out.stderr[-3000:]
 
@@ -429,8 +437,6 @@ def test_a_program_started_with_a_port_of_its_own_serves_it() -> None:
     """The serving process marks its environment so the processes it starts, which inherit its port, stay
     quiet; a separate payoff program a host launched with a port of its own inherited the mark too, and served
     nothing, without a word (host trial 44, F3). Inheriting the same settings is what marks a process."""
-    import os
-    import sys
 
     parent_port, child_port = socket_free_port(), socket_free_port()
     child = (
@@ -448,10 +454,7 @@ def test_a_program_started_with_a_port_of_its_own_serves_it() -> None:
         f"done = subprocess.run([sys.executable, '-c', {child!r}], env=env, capture_output=True, text=True)\n"
         "print(done.stdout, done.stderr[-2000:])\n"
     )
-    env = {**os.environ, "PAYOFF_METRICS_PORT": str(parent_port)}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
-                         cwd=str(Path(__file__).resolve().parents[1]))
-    assert out.returncode == 0, out.stderr
+    out = _run_with_port(script, str(parent_port))
     assert "child served True" in out.stdout, out.stdout + out.stderr[-2000:]
 
 
@@ -460,8 +463,6 @@ def test_the_workers_of_a_pre_fork_server_each_serve_a_port_of_a_range() -> None
     "port in use" and served nothing (a third of the traffic scraped); with preload_app the master took it and
     every worker stayed quiet for good (pre-fork trial 44, F1, F2). A range gives each process the first port
     of it no other holds: the parent, and the children it forks, each serve their own calls."""
-    import os
-    import sys
 
     first = socket_free_port()
     span = f"{first}-{first + 7}"
@@ -489,10 +490,7 @@ def test_the_workers_of_a_pre_fork_server_each_serve_a_port_of_a_range() -> None
         "print('seen', sorted(seen.values()))\n"
         "for pid in children: os.waitpid(pid, 0)\n"
     )
-    env = {**os.environ, "PAYOFF_METRICS_PORT": span}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
-                         cwd=str(Path(__file__).resolve().parents[1]))
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_with_port(script, span)
     assert "seen [['master'], ['worker0'], ['worker1'], ['worker2']]" in out.stdout, out.stdout + out.stderr[-3000:]
 
 

@@ -185,54 +185,54 @@ def _nested_case() -> tuple[Any, Any, list[Any]]:
     return inner_records[0], (result, fallbacks), [_nested(x) for x in items]
 
 
+def _fitted_wrapper(regression: bool) -> tuple[Any, tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """A calibrated-explanations wrapper fitted on a small random set, its calibration set, and 10 rows to
+    explain."""
+    try:
+        import calibrated_explanations as ce
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    except ImportError:
+        require(False, "calibrated-explanations with scikit-learn (the [ce] extra)")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 4))
+    y = x[:, 0] * 10 + x[:, 1] if regression else (x[:, 0] + x[:, 1] > 0).astype(int)
+    model = (RandomForestRegressor if regression else RandomForestClassifier)(n_estimators=5, random_state=0)
+    wrapper = ce.WrapCalibratedExplainer(model)
+    wrapper.fit(x[:80], y[:80])
+    return wrapper, (x[80:150], y[80:150]), x[150:]
+
+
+def _explained(wrapper: Any, x: np.ndarray, **kwargs: Any) -> tuple[Any, list[Any]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explained = wrapper.explain_factual(x, **kwargs)
+    return explained, [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+
+
 @case(Reason.EXECUTOR_UNUSED)
 def _unused() -> tuple[Any, Any, list[Any]]:
     """Only a library can enter the executor and then not map: calibrated-explanations' default plugin."""
-    try:
-        import calibrated_explanations as ce
-        from sklearn.ensemble import RandomForestClassifier
-    except ImportError:
-        require(False, "calibrated-explanations with scikit-learn (the [ce] extra)")
     from payoff.integrations.calibrated_explanations import CEParallelExecutor
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(160, 4))
-    y = (x[:, 0] + x[:, 1] > 0).astype(int)
-    wrapper = ce.WrapCalibratedExplainer(RandomForestClassifier(n_estimators=5, random_state=0))
-    wrapper.fit(x[:80], y[:80])
+    wrapper, cal, x = _fitted_wrapper(regression=False)
     ex = CEParallelExecutor(ParallelConfig(strategy="processes", **FORCE))
-    wrapper.calibrate(x[80:150], y[80:150], perf_parallel=ex)
+    wrapper.calibrate(*cal, perf_parallel=ex)
     ex.bind(wrapper.explainer)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        explained = wrapper.explain_factual(x[150:])
-    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    explained, fallbacks = _explained(wrapper, x)
     return ex.last_record, ([len(explained.explanations)], fallbacks), [10]
 
 
 @case(Reason.THREAD_UNSAFE)
 def _thread_unsafe() -> tuple[Any, Any, list[Any]]:
     """Only a library's tasks can be known unsafe on threads: CE's with one threshold per instance."""
-    try:
-        import calibrated_explanations as ce
-        from sklearn.ensemble import RandomForestRegressor
-    except ImportError:
-        require(False, "calibrated-explanations with scikit-learn (the [ce] extra)")
     from payoff.integrations.calibrated_explanations import enable
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(160, 4))
-    y = x[:, 0] * 10 + x[:, 1]
-    wrapper = ce.WrapCalibratedExplainer(RandomForestRegressor(n_estimators=5, random_state=0))
-    wrapper.fit(x[:80], y[:80])
-    wrapper.calibrate(x[80:150], y[80:150])
+    wrapper, cal, x = _fitted_wrapper(regression=True)
+    wrapper.calibrate(*cal)
     thresholds = list(np.linspace(-5.0, 5.0, 10))
-    expected = wrapper.explain_factual(x[150:], threshold=thresholds)
+    expected = wrapper.explain_factual(x, threshold=thresholds)
     ex = enable(wrapper, ParallelConfig(strategy="threads", max_workers=2, **FORCE))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        explained = wrapper.explain_factual(x[150:], threshold=thresholds)
-    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    explained, fallbacks = _explained(wrapper, x, threshold=thresholds)
     weights = [e.feature_weights["predict"].tolist() for e in explained.explanations]
     return ex.last_record, (weights, fallbacks), [e.feature_weights["predict"].tolist()
                                                   for e in expected.explanations]
