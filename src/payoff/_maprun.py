@@ -438,19 +438,18 @@ class MapRun:
         floor = size if self.stream else plan.min_chunk
         if plan.budget_item and not self.stream and not self._chunk_chosen():
             floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart
+        chosen = self._chunk_chosen()
+        # a stream's chunks are read ahead of the results handed out, and a process pool's chunk is one pickle
+        # each way; a list's chunks run in this process hold nothing more than the list and the results do
+        self._bound_bytes = not chosen and (self.stream or plan.strategy in CROSSES_PROCESSES)
         self.sizer = GuidedChunks(size, floor, self.rec.workers, plan.probe.seconds_per_item, plan.floor_seconds,
                                   max_seconds=ceiling, check_each=plan.check_each, budget_item=plan.budget_item,
-                                  max_items=None if self._chunk_chosen() else self._items_by_bytes(plan),
-                                  unsized=self.stream and not self._chunk_chosen() and not plan.probe.result_bytes)
-        self._bound_bytes = not self._chunk_chosen() and (self.stream or plan.strategy in CROSSES_PROCESSES)
+                                  max_items=self._items_by_bytes(plan) if self._bound_bytes else None,
+                                  unsized=self.stream and not chosen and not plan.probe.result_bytes)
         yield from self._in_parallel()
 
     def _items_by_bytes(self, plan: planning.Plan) -> int | None:
-        """The most items a chunk holds for their bytes and their results' (``task_size_hint_bytes``): a stream's
-        chunks are read ahead of the results handed out, and a process pool's chunk is one pickle each way. A
-        list's chunks run in this process hold nothing more than the list and the results do."""
-        if not (self.stream or plan.strategy in CROSSES_PROCESSES):
-            return None
+        """The most items a chunk holds for their bytes and their results' (``task_size_hint_bytes``)."""
         self._item_bytes = plan.probe.item_bytes or item_bytes_in_memory(self.source.for_planning()) or 0
         return items_within_bytes(self._item_bytes + plan.probe.result_bytes, self.config.task_size_hint_bytes)
 
@@ -1411,7 +1410,6 @@ class MapRun:
 _CALL_TOKENS = itertools.count(1)
 
 
-
 def _result_bytes(stats: ChunkStats, outcome: ChunkOutcome) -> int:
     """A chunk's results' bytes: as pickled, where they came back from a process; else in memory, read off the
     first (an array, bytes) as the planner reads items. Not what went out: that holds the function, sent with
@@ -1421,6 +1419,7 @@ def _result_bytes(stats: ChunkStats, outcome: ChunkOutcome) -> int:
         return stats.bytes_received
     first = item_bytes_in_memory(outcome.results[:1])
     return 0 if first is None else first * len(outcome.results)
+
 
 def _where(pool: Strategy, task: ChunkTask) -> str:
     """Where a chunk ran, as its record says: in the caller, a rerun in fresh workers, or the pool."""
