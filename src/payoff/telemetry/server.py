@@ -364,7 +364,7 @@ def _close_in_child() -> None:
     _listening.clear()
     if _auto is not None:
         _auto = None
-        _failed_for = None if "-" in os.environ.get(PORT_ENV, "") else _env_snapshot()  # a range: one port each
+        _failed_for = None if _one_port_each() else _env_snapshot()
 
 
 def _ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
@@ -570,6 +570,13 @@ def _serve_one_of(ports: range, addr: str) -> MetricsServer:
                                  "use; give a range with a port for each process") from exc
 
 
+def _one_port_each() -> bool:
+    """``PAYOFF_METRICS_PORT`` names a range: every process serves a port of it, forked children and the
+    processes the serving one starts too."""
+    first, dash, _ = os.environ.get(PORT_ENV, "").partition("-")
+    return bool(dash and first)
+
+
 def _served_mark(pid: str) -> str:
     """``SERVED_BY_ENV``'s value: the serving pid and the settings it serves, as its children inherit them."""
     return f"{pid} {os.environ.get(PORT_ENV, '').strip()} {addr_from_env()}"
@@ -581,7 +588,7 @@ def _inherited_mark() -> bool:
     pid, as the mark was before it named the settings)."""
     mark = os.environ.get(SERVED_BY_ENV, "")
     pid, _, settings = mark.partition(" ")
-    if not pid or pid == str(os.getpid()) or "-" in os.environ.get(PORT_ENV, ""):  # a range: one port each
+    if not pid or pid == str(os.getpid()) or _one_port_each():
         return False
     return not settings or mark == _served_mark(pid)
 
