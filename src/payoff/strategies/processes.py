@@ -947,7 +947,7 @@ class ProcessStrategy(PickledPoolStrategy):
         """Whether a worker of the pool that failed to start exited with status 1, a Python exception's (importing
         the main script, say), not killed by a signal (the OOM killer), about which its code has nothing to say."""
         self._remember_processes()  # the pool forgets the dead ones as it breaks: those seen at its start stay
-        return any(p.exitcode == 1 for p in list((self._seen or {}).values()))
+        return any(_exit_code(p) == 1 for p in list((self._seen or {}).values()))  # it may be being reaped
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
