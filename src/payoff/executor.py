@@ -883,11 +883,22 @@ def _idle_loop(ref: weakref.ReferenceType[ParallelExecutor], wake: threading.Eve
 
 
 def _known_empty(items: object) -> bool:
-    """An empty sized input has nothing to wait for, so a spent timeout returns ``[]`` as ``Executor.map`` does."""
+    """An empty input has nothing to wait for, so a spent timeout returns ``[]`` as ``Executor.map`` does.
+
+    An input of no length is read for its first item: an empty generator raised "no item ran" where an empty
+    list returned ``[]``. The item read is lost only to a call that raises for want of time anyway (as
+    ``Executor.map`` takes all of them before its timeout strikes); an error reading it is raised as reading
+    the input raises it.
+    """
+    if not isinstance(items, Sized):
+        return next(iter(items), _NONE) is _NONE  # type: ignore[call-overload]  # its error is the call's
     try:
-        return isinstance(items, Sized) and len(items) == 0
+        return len(items) == 0
     except Exception:  # a broken __len__ is the call's to report, not this check's
         return False
+
+
+_NONE = object()
 
 
 def _iterable(obj: object) -> bool:

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -521,3 +522,19 @@ def test_an_imap_closed_early_under_warnings_as_errors_still_shows_its_fallback_
                           timeout=120, env=CHILD_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ParallelFallbackWarning" in done.stderr and "single_worker" in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("strategy", ["auto", "serial", "threads"])
+@pytest.mark.parametrize("make", [list, iter, lambda xs: (x for x in xs)], ids=["list", "iterator", "generator"])
+def test_a_spent_timeout_on_empty_input_returns_nothing_whatever_the_iterable(strategy: str, make: Any) -> None:
+    """An empty list with ``timeout=0`` returned ``[]`` (nothing to wait for, as ``Executor.map`` does), while an
+    empty iterator or generator raised ``TimeoutError`` "no item ran": the check ran before the input was read.
+    Non-empty input with a spent timeout still raises, and nothing past its first item is taken from it."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy)) as ex:
+        assert ex.map(tasks.square, make([]), timeout=0) == []
+        assert ex.map(tasks.square, make([]), timeout=-1.0) == []
+        rest = iter(range(5))
+        with pytest.raises(TimeoutError, match="no item ran"):
+            ex.map(tasks.square, rest if make is iter else make(range(5)), timeout=0)
+        if make is iter:
+            assert list(rest) == [1, 2, 3, 4]
