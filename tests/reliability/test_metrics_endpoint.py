@@ -736,3 +736,31 @@ def test_port_0_from_the_environment_can_be_found() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     port, found = done.stdout.split()
     assert int(port) > 0 and found == "True"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_child_of_a_single_port_endpoint_says_its_metrics_go_unserved(
+        env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A pre-fork server whose master mapped before the fork (gunicorn's ``preload_app``) with one port: the master
+    served it and every worker's calls went unserved, silently (pre-fork trial). The child's first map now logs
+    once why, and what to set instead; a range of ports stays quiet (each process serves one of its own)."""
+    env.setenv("PAYOFF_METRICS_PORT", "0")
+    server = serve_from_env()
+    assert server is not None
+
+    def in_child() -> str:
+        seen: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+        logging.getLogger("payoff").addHandler(handler)
+        logging.getLogger("payoff").setLevel(logging.WARNING)
+        with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+            ex.map(abs, range(3))
+            ex.map(abs, range(3))
+        return json.dumps(seen)
+
+    said = [m for m in json.loads(_in_a_forked_child(in_child)) if "/metrics" in m]
+    assert len(said) == 1, said
+    assert str(os.getpid()) in said[0] and str(server.port) in said[0], said[0]
+    assert "not served" in said[0] and "PAYOFF_METRICS_PORT" in said[0] and "range" in said[0], said[0]
+    assert fetch(server.url).status == 200, "the parent's endpoint must still serve"

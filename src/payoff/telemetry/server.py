@@ -357,12 +357,14 @@ def _close_in_child() -> None:
     started from the environment (it is the parent's, and serving the same port
     again would only fail), without a warning.
     """
-    global _auto, _failed_for
+    global _auto, _failed_for, _unserved
     for server in list(_listening):
         with contextlib.suppress(OSError):
             server.socket.close()
     _listening.clear()
     if _auto is not None:
+        if not _one_port_each():
+            _unserved = (os.getppid(), _auto.port)
         _auto = None
         _failed_for = None if _one_port_each() else _env_snapshot()
 
@@ -593,6 +595,26 @@ def _inherited_mark() -> bool:
     return not settings or mark == _served_mark(pid)
 
 
+_unserved: tuple[int, int] | None = None
+"""In a child forked from the process serving the one port the environment names: that process's pid and port,
+until the child's first map says that its own calls go unserved."""
+
+
+def _say_unserved() -> None:
+    """Once, in a forked child of a single-port endpoint: the master of a pre-fork server that mapped before the
+    fork (gunicorn's ``preload_app``) served the port, and every worker's calls went unserved without a word."""
+    global _unserved
+    with _auto_lock:
+        unserved, _unserved = _unserved, None
+    if unserved is None:
+        return
+    pid, port = unserved
+    log.warning("payoff: this process (pid %d) was forked from pid %d, which serves /metrics on port %d; the calls "
+                "of this process are not served (each process counts its own): give %s a range of ports, one for "
+                "each process (e.g. %s=%d-%d), and each process serves one of its own", os.getpid(), pid, port,
+                PORT_ENV, PORT_ENV, port, port + 8)
+
+
 def serve_from_env() -> MetricsServer | None:
     """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set (and not empty or blank).
 
@@ -605,6 +627,8 @@ def serve_from_env() -> MetricsServer | None:
     raw = os.environ.get(PORT_ENV)
     if not raw or not raw.strip() or in_worker_process():  # empty or blank: unset, as an env file leaves it
         return None
+    if _unserved is not None:
+        _say_unserved()
     if _inherited_mark():  # a process the server started, with the settings it serves
         return None
     with _auto_lock:
