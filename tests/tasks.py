@@ -931,3 +931,14 @@ def limit_address_space(extra: int) -> None:
 def add_to_first(a: Any, i: int) -> float:
     """``a[0] + i``: a function that carries ``a`` (in a ``partial``) and does almost nothing with it."""
     return float(a[0] + i)
+
+
+def note_then_raise_at_five(item: tuple[int, str]) -> int:
+    """Writes a file named for the item into the folder ``item[1]`` as it starts; item 5 raises, the others take
+    10 ms: the files tell which items ran, and when, after the map had raised."""
+    x, folder = item
+    Path(folder, str(x)).touch()
+    if x == 5:
+        raise ValueError("item 5 failed")
+    time.sleep(0.01)
+    return x

@@ -34,6 +34,7 @@ from operator import itemgetter
 from typing import Any, cast, overload
 
 from payoff import _exit, _forks
+from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
 from payoff._native_threads import limit_here
@@ -215,9 +216,18 @@ class CancelToken:
         """Whether :meth:`set` was called, the deadline aside: read before each item where the deadline is."""
         self.deadline = deadline
         """``clock()`` by which the call must end, or None. Fixed once chunks run: they read it as they start."""
+        self._hooks: list[Callable[[], object]] = []
 
     def set(self) -> None:
         self._event.set()
+        for hook in list(self._hooks):
+            hook()
+
+    def when_set(self, hook: Callable[[], object]) -> None:
+        """Run ``hook`` when the call stops (now, if it has): a process pool tells its workers so."""
+        self._hooks.append(hook)
+        if self._event.is_set():
+            hook()
 
     def is_set(self) -> bool:
         return self._event.is_set() or self.expired()
@@ -227,6 +237,19 @@ class CancelToken:
 
     def seconds_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - self.clock()
+
+
+class SharedStop(CancelToken):
+    """A chunk's stop in a worker process: its call's slot in the pool's file of stopped calls
+    (``payoff._stop_marks``), where the parent's token cannot be read. No deadline: at a call's deadline the
+    parent kills its workers."""
+
+    def __init__(self, stopped: Callable[[], bool]) -> None:
+        super().__init__()
+        self.cancelled = stopped
+
+    def is_set(self) -> bool:
+        return self.cancelled()
 
 
 BLOCK_TARGET_NS = 250_000
@@ -1029,13 +1052,17 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     """
     with ImportClock() as imports:
         try:
-            shipped, items, first, index, budget_ns, mark_in, check_each = pickle.loads(payload)
+            shipped, items, first, index, budget_ns, mark_in, check_each, stop_in = pickle.loads(payload)
         except Exception as exc:  # the pool reports it; the parent names the chunk's items (``UNPICKLING_CHUNK``)
             _add_note(exc, UNPICKLING_CHUNK)
             raise
+        stopped = None if stop_in is None else stop_marks.reader(*stop_in)
+        if stopped is not None and stopped():
+            items = items[:0]  # its call ended while it was queued: it hands every item back unrun
         fn, loaded = _resolve(shipped)
     return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
-                        check_each=check_each, warmup_ns=imports.ns)
+                        check_each=check_each, warmup_ns=imports.ns,
+                        cancel=None if stopped is None else SharedStop(stopped))
 
 
 def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
@@ -1086,7 +1113,7 @@ def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
 
 def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
                  budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: tuple[str, int] | None = None,
-                 check_each: bool = False, warmup_ns: int = 0) -> bytes:
+                 check_each: bool = False, warmup_ns: int = 0, cancel: CancelToken | None = None) -> bytes:
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error.
 
     The parent reads either pickler's output with ``pickle.loads``. When the
@@ -1094,7 +1121,8 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     what the call raises, and those results would be dropped anyway.
     """
     dumps = _dumps_for(pickler)
-    outcome = run_chunk(fn, items, first, index, budget_ns=budget_ns, mark_in=mark_in, check_each=check_each)
+    outcome = run_chunk(fn, items, first, index, cancel, budget_ns=budget_ns, mark_in=mark_in,
+                        check_each=check_each)
     outcome.fn_bytes_loaded, outcome.warmup_ns = loaded, warmup_ns
     if outcome.error is not None:
         _prepare_for_travel(outcome, dumps)

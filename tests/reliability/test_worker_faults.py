@@ -390,7 +390,8 @@ SHIPPING_SCRIPT = textwrap.dedent("""
 
 
 def _child_making_folders(tmp: Path, strategy: str, stay: bool) -> tuple[subprocess.Popen[str], list[str]]:
-    """A child with a pool that shipped a large function and has an initializer: it has both folders."""
+    """A child with a pool that shipped a large function and has an initializer: it has all three folders (the
+    shipped function's, the initializer's, and the crash marks' that holds its file of stopped calls)."""
     child = subprocess.Popen([sys.executable, "-c", SHIPPING_SCRIPT, strategy, "stay" if stay else "leave"],
                              env={**CHILD_ENV, "TMPDIR": str(tmp)}, cwd=ROOT, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -414,7 +415,7 @@ def test_the_folders_of_a_killed_owner_are_removed_by_the_next_process_that_make
     alive, both = _child_making_folders(tmp_path, strategy, stay=True)
     try:
         alive_folders = sorted(set(both) - set(killed_folders))
-        assert len(killed_folders) == 2 and len(alive_folders) == 2, (killed_folders, both)
+        assert len(killed_folders) == 3 and len(alive_folders) == 3, (killed_folders, both)
         os.kill(killed.pid, 9)
         killed.wait(10)
         deadline = time.monotonic() + 15  # until the killed pool's workers see their parent is gone

@@ -36,6 +36,7 @@ from payoff._native_threads import per_worker
 from payoff._process_tree import descendants, signal_alive
 from payoff._rescue import Rescue
 from payoff._scratch import ScratchDir
+from payoff._stop_marks import StopMarks
 from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
 from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import CANCEL_ALL, ChunkTask, StartStop, Strategy, closed_pool, init_error
@@ -45,6 +46,7 @@ from payoff.strategies.reloads import CodeWatch, Reload
 from payoff.strategies.spawned_main import main_script_version, spawned_main_names
 from payoff.worker import (
     SET_BY_INITIALIZER,
+    CancelToken,
     ChunkOutcome,
     ShippedFn,
     arrived,
@@ -85,6 +87,8 @@ class PickledPoolStrategy(Strategy):
         self._shipped: dict[str, str] = {}
         """Digest to path of the files on disk, least recently shipped first."""
         self._holders: Counter[str] = Counter()
+        self._stop_keys: weakref.WeakKeyDictionary[CancelToken, tuple[StopMarks, int]] = weakref.WeakKeyDictionary()
+        """Each call's key in the pool's file of stopped calls (``_stop_for``)."""
         _POOL_STRATEGIES.add(self)
 
     _imports: WorkerImports | None = None
@@ -198,12 +202,33 @@ class PickledPoolStrategy(Strategy):
         return init_error(self.initializer, raised, f"worker process {pid}", pid, RemoteTraceback(text))
 
     _marks: CrashMarks | None = None
+    _stops: StopMarks | None = None
     marks_submits = True
 
     def _marks_for(self, task: ChunkTask) -> tuple[str, int] | None:
         """Where a chunk rerun after a crash marks each item it runs, and its call (its cancel token's id, the
         call's own while it runs); None for a first run (or no folder)."""
         return self._mark_in(id(task.cancel)) if task.retry else None
+
+    def _stop_for(self, task: ChunkTask) -> tuple[str, int] | None:
+        """Where the chunk's worker reads whether its call stopped: the pool's file of stopped calls and the call's
+        key there, given once per call (its token writes the key when set); None without a token or a folder."""
+        token = task.cancel
+        if token is None:
+            return None
+        with self._ship_lock:
+            try:
+                self._marks = _renewed(self._marks, CrashMarks)
+                if self._stops is None or self._stops.folder != self._marks.path:
+                    self._stops = StopMarks(self._marks.path)
+            except OSError:
+                return None
+            stops = self._stops
+            known = self._stop_keys.get(token)
+            if known is None or known[0] is not stops:
+                known = self._stop_keys[token] = (stops, stops.key())
+                token.when_set(functools.partial(stops.stop, known[1]))
+        return stops.path, known[1]
 
     def _mark_in(self, call: int | None) -> tuple[str, int] | None:
         """The pool's crash-mark folder and ``call``; None for no call (or no folder)."""
@@ -310,7 +335,8 @@ class PickledPoolStrategy(Strategy):
         return sorted(codes, key=lambda code: clean if code == 0 else stops.get(code, 0))
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
-        body = (task.items, task.first, task.index, task.budget_ns, self._marks_for(task), task.check_each)
+        body = (task.items, task.first, task.index, task.budget_ns, self._marks_for(task), task.check_each,
+                self._stop_for(task))
         sent = self._send(fn, body, run_pickled_chunk, lambda dumps, fn: _unsendable_part(dumps, fn, task))
         task.encode_ns, task.bytes_sent, task.submit_ns = sent.encode_ns, sent.n_bytes, sent.submit_ns
         return sent.future
