@@ -689,11 +689,14 @@ def _internals(pool: Any) -> tuple[Any, Any]:
     The manager closes its wake-up pipe as it ends, and the standard library's
     exit hook writes to that pipe unlocked (Python 3.11): a manager still
     closing it then failed a program's exit with ``EBADF``. ``kill`` waits for
-    the thread, bounded, so a stopped pool's manager has ended before that hook.
+    the thread, bounded, so a stopped pool's manager has ended before that hook. Not loky's, whose exit hook
+    wakes its managers under their pools' shutdown locks and joins them itself: waiting for it held a call's
+    ``timeout=`` on joblib up to 0.1 s past its deadline (telemetry trial).
     """
-    stdlib = isinstance(pool, ProcessPoolExecutor)  # loky's manager reads its pipe its own way: left as it was
-    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None) if stdlib else None
-    return writer, getattr(pool, "_executor_manager_thread", None)
+    if not isinstance(pool, ProcessPoolExecutor):  # loky's manager reads its pipe its own way: left as it was
+        return None, None
+    return getattr(getattr(pool, "_result_queue", None), "_writer", None), getattr(pool, "_executor_manager_thread",
+                                                                                   None)
 
 
 def _end_result_pipe(writer: Any) -> None:
