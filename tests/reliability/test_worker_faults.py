@@ -549,3 +549,36 @@ def test_a_forked_child_sweeps_the_folders_left_since_its_parents_sweep(tmp_path
         os._exit(0 if not _scratch._swept else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the child had its parent's sweep behind it"
+
+
+HALF_WRITTEN = textwrap.dedent("""
+    import os, sys, time
+    from payoff.strategies.joblib import JoblibStrategy
+    from payoff.strategies.processes import ProcessStrategy
+
+    pool = (JoblibStrategy if sys.argv[1] == "joblib" else ProcessStrategy)(2)
+    pool.start()
+    manager = pool._pool._executor_manager_thread
+    writer = pool._pool._result_queue._writer
+    os.write(writer.fileno(), (1 << 20).to_bytes(4, "big", signed=True) + b"half")  # a 1 MiB message, begun
+    time.sleep(0.2)  # the manager reads it now
+    reading = manager.is_alive()
+    pool.kill()
+    manager.join(20)
+    print(reading, manager.is_alive(), flush=True)
+""")
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_pool_killed_while_a_worker_wrote_a_result_lets_its_manager_thread_end(strategy: str) -> None:
+    """A worker killed halfway through writing a result (a Ctrl-C or ``timeout=`` killing a pool of short items)
+    leaves half a message in the pool's result pipe: loky's manager thread then read it forever, and loky's exit
+    hook joined that thread, so the program never exited after ``main`` returned (3 of 6 runs of a joblib map
+    interrupted by Ctrl-C: interrupts trial). Half a message is written here as such a worker leaves it."""
+    try:
+        done = subprocess.run([sys.executable, "-c", HALF_WRITTEN, strategy], capture_output=True, text=True,
+                              cwd=ROOT, env=CHILD_ENV, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the program never exited: its exit waited for the pool's manager thread")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "False"], (done.stdout, done.stderr[-3000:])

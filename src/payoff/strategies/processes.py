@@ -691,19 +691,19 @@ def _internals(pool: Any) -> tuple[Any, Any]:
     closing it then failed a program's exit with ``EBADF``. ``kill`` waits for
     the thread, bounded, so a stopped pool's manager has ended before that hook. Not loky's, whose exit hook
     wakes its managers under their pools' shutdown locks and joins them itself: waiting for it held a call's
-    ``timeout=`` on joblib up to 0.1 s past its deadline (telemetry trial).
+    ``timeout=`` on joblib up to 0.1 s past its deadline (telemetry trial). Its result pipe is ended as the
+    stdlib's is: that exit hook joins a manager reading half a result forever.
     """
-    if not isinstance(pool, ProcessPoolExecutor):  # loky's manager reads its pipe its own way: left as it was
-        return None, None
-    return getattr(getattr(pool, "_result_queue", None), "_writer", None), getattr(pool, "_executor_manager_thread",
-                                                                                   None)
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    return writer, getattr(pool, "_executor_manager_thread", None) if isinstance(pool, ProcessPoolExecutor) else None
 
 
 def _end_result_pipe(writer: Any) -> None:
-    """A worker killed while it wrote a result leaves half a message in the pool's result pipe: the stdlib
-    pool's manager thread then reads it forever, and ``concurrent.futures`` joins that thread at interpreter
-    exit (a test run hung there after its last test). With every worker dead, the parent's own copy of the
-    write end is the last: closing it ends the read, the manager sees a broken pool and ends."""
+    """A worker killed while it wrote a result leaves half a message in the pool's result pipe: the pool's
+    manager thread then reads it forever, and ``concurrent.futures`` (or loky) joins that thread at interpreter
+    exit (a test run hung there after its last test; a joblib map stopped by Ctrl-C, 3 runs of 6). With every
+    worker dead, the parent's own copy of the write end is the last: closing it ends the read, the manager sees
+    a broken pool and ends."""
     if writer is not None:
         with contextlib.suppress(OSError):
             writer.close()
