@@ -50,6 +50,7 @@ from payoff.worker import (
     in_worker,
     in_worker_process,
     initialize_here,
+    running_calls,
 )
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ class ParallelExecutor:
         args = {**known, **options}
         args["chunksize"], args["granularity"], args["timeout"] = _plain_call(args["chunksize"], args["granularity"],
                                                                              args["timeout"])
-        self._check_open()
+        self._check_open(nested_ok=True)
         _check_call(fn, items, *args.values())
         # the deadline counts from this call, as concurrent.futures' map's does, not from the first next()
         deadline = None if args["timeout"] is None else time.monotonic() + args["timeout"]
@@ -544,10 +545,20 @@ class ParallelExecutor:
         with self._lock:
             self._closed = self._pools.closed = self._pools.gentle = False
 
-    def _check_open(self) -> None:
-        if self._closed:
+    def _check_open(self, nested_ok: bool = False) -> None:
+        if self._closed and not (nested_ok and self._inside_a_running_call()):
             raise RuntimeError("cannot schedule new work after shutdown(); enter the executor again "
                                "(`with ex:`) to reopen it")
+
+    def _inside_a_running_call(self) -> bool:
+        """Whether this code runs in an item of one of this executor's running calls: a map there is part of that
+        call, which ``shutdown`` lets finish (an object mapping its own method, whose items map again on its
+        executor: a shutdown from another thread failed the running call, 12 of 12: interrupts trial)."""
+        tokens = running_calls()
+        if not tokens:
+            return False
+        with self._lock:
+            return any(t is run.token for run in self._runs for t in tokens)
 
     def close(self) -> None:
         self.shutdown(wait=True)
@@ -611,7 +622,7 @@ class ParallelExecutor:
         """
         started_ns = time.monotonic_ns()  # the call's wall time includes checking and reading its input
         if not accepted:
-            self._check_open()
+            self._check_open(nested_ok=True)
             _check_call(fn, items, chunksize, granularity, workload, releases_gil, progress, timeout)
         if deadline is None and timeout is not None:  # reading the input counts
             deadline = time.monotonic() + timeout
@@ -682,7 +693,7 @@ class ParallelExecutor:
         """
         with self._lock:
             if run is None or not run.accepted:
-                self._check_open()
+                self._check_open(nested_ok=run is not None)
             self._active += 1
             if run is not None:
                 run.thread = threading.get_ident()

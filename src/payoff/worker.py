@@ -46,6 +46,14 @@ _in_worker_process = False
 
 
 _ITEM_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("payoff_item_depth", default=0)
+_RUNNING: contextvars.ContextVar[tuple[object, ...]] = contextvars.ContextVar("payoff_running_calls", default=())
+"""The tokens of the calls whose chunks run here, outermost first: a map from one of their items is part of
+that call (``running_calls``)."""
+
+
+def running_calls() -> tuple[object, ...]:
+    """The cancel tokens of the in-process calls whose items this code runs inside."""
+    return _RUNNING.get()
 """Set once in the context a serial ``imap``'s items run in: a per-item thread-local set cost more than the item."""
 
 
@@ -444,6 +452,7 @@ def run_chunk(
     start_ns = time.monotonic_ns()
     cpu0, runq0, waits0 = time.thread_time_ns(), run_queue_ns(), voluntary_waits()
     error: BaseException | None = None
+    running = None if cancel is None else _RUNNING.set((*_RUNNING.get(), cancel))
     try:
         _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first), check_each,
                     tail_in_budget)
@@ -457,6 +466,8 @@ def run_chunk(
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
     finally:
         _local.depth -= 1
+        if running is not None:
+            _RUNNING.reset(running)
         if mark is not None:
             _unmark(mark)
     outcome = _ended(index, first, results, start_ns, (cpu0, runq0, waits0), durations, sizes)

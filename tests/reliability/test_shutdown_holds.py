@@ -13,8 +13,10 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -357,3 +359,45 @@ def test_the_threads_kept_to_run_items_under_a_timeout_end_with_the_executor() -
         peak.append(len(_new_serial_threads(before)))
     assert peak[0] >= 1, "the calls ran no item on a kept thread: nothing was tested"
     until(lambda: not _new_serial_threads(before), "the kept threads to end after shutdown", 10)
+
+
+class _MapsItsOwnMethod:
+    """An object that owns its executor and maps its own method, whose items map again on the same executor."""
+
+    def __init__(self, strategy: str) -> None:
+        self.ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0))
+        self.inner_started = threading.Event()
+        self.shut = threading.Event()
+
+    def score_one(self, i: int) -> int:
+        self.inner_started.set()
+        if i >= 2:
+            self.shut.wait(30)  # the later items map after shutdown() was called
+        return sum(self.ex.map(tasks.square, range(5)))
+
+
+@pytest.mark.parametrize("strategy", ["threads", "auto", "serial"])
+@pytest.mark.parametrize("wait", [True, False])
+def test_shutdown_lets_a_running_calls_nested_maps_finish(strategy: str, wait: bool) -> None:
+    """``shutdown()`` from another thread while a call ran whose items map on the same executor: the items' maps
+    raised "cannot schedule new work after shutdown()" and the running call failed, though shutdown lets running
+    calls finish (interrupts trial: 12 of 12 on threads and auto). A map from an item of a running call is part of
+    that call; a new call, and a map from another thread, are still refused."""
+    model = _MapsItsOwnMethod(strategy)
+    results: list[Any] = []
+    outer = threading.Thread(target=lambda: results.append(model.ex.map(model.score_one, range(6), chunksize=1)))
+    outer.start()
+    assert model.inner_started.wait(30)
+    stopper = threading.Thread(target=model.ex.shutdown, kwargs={"wait": wait})
+    stopper.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not model.ex._closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            model.ex.map(tasks.square, range(3))  # not part of the running call
+    finally:
+        model.shut.set()
+        outer.join(60)
+        stopper.join(60)
+    assert results == [[30] * 6]
