@@ -1139,3 +1139,54 @@ def test_a_local_cluster_of_payoffs_own_leaves_the_programs_environment_as_it_wa
     after = {name: os.environ.get(name) for name in names}
     want = dict.fromkeys(names) | {"OMP_NUM_THREADS": "3"}
     assert during == want and after == want, (during, after)
+
+
+DASK_THEN_FORK = """
+import os, signal, sys, warnings, logging
+warnings.simplefilter("ignore")
+logging.disable(logging.CRITICAL)
+from payoff import ParallelConfig, ParallelExecutor
+from tests.tasks import square
+
+if __name__ == "__main__":
+    ex = ParallelExecutor(ParallelConfig(strategy="dask", tiny_workload_threshold=0.0))
+    assert ex.map(square, range(20)) == [x * x for x in range(20)]
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)  # a hang ends the child, the test reads no line
+        mine = ParallelExecutor(ParallelConfig(strategy="dask", tiny_workload_threshold=0.0)) \\
+            if sys.argv[1] == "fresh" else ex
+        ok = mine.map(square, range(20)) == [x * x for x in range(20)]
+        record = mine.last_record
+        sys.stdout.write(f"child {ok} {record.selected_strategy} {record.fallback_reason} {record.fallback_detail}\\n")
+        sys.stdout.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert ex.map(square, range(20)) == [x * x for x in range(20)]
+    sys.stdout.write("parent ok\\n")
+    ex.shutdown()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+@pytest.mark.parametrize("executor", ["inherited", "fresh"])
+def test_a_dask_map_in_a_forked_child_says_why_it_runs_serially_instead_of_hanging(executor: str,
+                                                                                  tmp_path: Path) -> None:
+    """A program that used dask and then forked: the child's dask map waited forever (distributed's event loop
+    and offload threads are the parent's and do not exist in the child; interrupts trial, 4 of 4). It runs
+    serially there, saying why, and the parent's cluster still serves."""
+    import subprocess
+
+    require(Client is not None, "dask.distributed (extra [dask])")
+    script = tmp_path / "dask_then_fork.py"
+    script.write_text(DASK_THEN_FORK)
+    done = subprocess.run([sys.executable, str(script), executor], capture_output=True, text=True, timeout=240,
+                          cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")
+                               + os.pathsep + str(Path(__file__).resolve().parents[1])})
+    lines = done.stdout.splitlines()
+    child = [line for line in lines if line.startswith("child")]
+    assert child, f"the child's map never returned: {done.stdout!r} {done.stderr[-2000:]}"
+    assert child[0].startswith("child True serial init_failure"), child[0]
+    assert "fork" in child[0], child[0]
+    assert "parent ok" in lines, (done.stdout, done.stderr[-2000:])

@@ -40,6 +40,28 @@ def _note_forked() -> None:
 in_child(_note_forked)
 
 
+_distributed_at_fork: tuple[str, ...] = ()
+
+
+def _note_distributed_threads() -> None:
+    """Before a fork: the threads of dask's ``distributed`` that run now (its event loop, its offload and
+    callback pools), which the child will not have. Kept for the child's own children too."""
+    global _distributed_at_fork
+    if "distributed" in sys.modules and not _distributed_at_fork:
+        _distributed_at_fork = tuple(t.name for t in threading.enumerate()
+                                     if t.name == "IO loop" or t.name.startswith("Dask-"))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_note_distributed_threads)
+
+
+def distributed_inherited() -> tuple[str, ...]:
+    """In a process forked from one where ``distributed`` ran: the names of its threads there. Its client,
+    event loop and thread pools are copies whose threads do not exist here: a dask call waits forever."""
+    return _distributed_at_fork if _forked else ()
+
+
 def forked() -> bool:
     """Whether this process began as an ``os.fork`` of one that had payoff imported: its module state is a copy."""
     return _forked

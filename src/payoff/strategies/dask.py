@@ -31,6 +31,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Future, InvalidSt
 from typing import Any
 
 from payoff import _by_value as by_value
+from payoff import _forks
 from payoff import _out_of_band as out_of_band
 from payoff._exit import QuietAtExit
 from payoff._extras import extra_needed
@@ -218,6 +219,7 @@ class DaskStrategy(Strategy):
                 "address= to let payoff connect")
 
     def _start(self) -> None:
+        _refuse_forked()
         with extra_needed("dask", "strategy='dask'"):
             from distributed import Client, LocalCluster
 
@@ -597,6 +599,18 @@ def _close(client: Any, cluster: Any, environ: dict[str, str | None]) -> None:
     if cluster is not None:
         cluster.close()
     _restore(environ)
+
+
+def _refuse_forked() -> None:
+    """A process forked from one that ran ``distributed`` cannot use it: its dask map waited forever
+    (interrupts trial: a program that used dask, then forked; 4 of 4). Its start fails at once instead."""
+    threads = _forks.distributed_inherited()
+    if threads:
+        raise RuntimeError(
+            f"payoff: this process was forked (os.fork) from one where dask's distributed ran (its threads "
+            f"{', '.join(repr(t) for t in threads[:3])}): its event loop and thread pools are copies whose threads "
+            "do not exist here, and a dask call would wait forever. Use strategy='processes' or 'threads' here, or "
+            "start this process with multiprocessing's 'spawn' or 'forkserver' method instead of fork")
 
 
 def _nanny_environ() -> dict[str, str | None]:
