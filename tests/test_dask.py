@@ -1190,3 +1190,55 @@ def test_a_dask_map_in_a_forked_child_says_why_it_runs_serially_instead_of_hangi
     assert child[0].startswith("child True serial init_failure"), child[0]
     assert "fork" in child[0], child[0]
     assert "parent ok" in lines, (done.stdout, done.stderr[-2000:])
+
+
+GROUP_CTRL_C = """
+import os, sys, time, warnings, logging
+warnings.simplefilter("ignore")
+logging.disable(logging.CRITICAL)
+from payoff import ParallelConfig, ParallelExecutor
+
+if __name__ == "__main__":
+    ex = ParallelExecutor(ParallelConfig(strategy="dask", tiny_workload_threshold=0.0))
+    ex.map(abs, range(50))
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        sys.stdout.write("interrupted\\n")
+    ok = ex.map(abs, range(-50, 50)) == [abs(x) for x in range(-50, 50)]
+    record = ex.last_record
+    sys.stdout.write(f"next {ok} {record.selected_strategy} {record.fallback_reason}\\n")
+    sys.stdout.flush()
+    ex.shutdown()
+"""
+
+
+def test_a_terminals_ctrl_c_leaves_a_warm_local_cluster_warm(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (and a Jupyter kernel's stop button) sends SIGINT to the whole process group: the dask
+    LocalCluster's nannies and workers died of it, and the next map waited 12-13 s for a cluster with no workers,
+    then reran as ``map_failure_retry`` (interrupts trial, 6 of 6). Process and joblib workers already leave a
+    group's Ctrl-C to the caller; the cluster payoff started does too."""
+    import subprocess
+
+    require(Client is not None, "dask.distributed (extra [dask])")
+    script = tmp_path / "group_ctrl_c.py"
+    script.write_text(GROUP_CTRL_C)
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, cwd=root, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": str(root / "src") + os.pathsep + str(root)})
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # the cluster idles
+        os.killpg(child.pid, signal.SIGINT)  # the child's own new session: its group only
+        out, _ = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    lines = out.splitlines()
+    assert lines[:1] == ["interrupted"], out
+    assert lines[1:2] == ["next True dask None"], out

@@ -1263,7 +1263,7 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
         _forks.forget_inherited_loky()
         _forks.forget_unfinished_imports()
     _draw_afresh()
-    _deaf_to_the_groups_ctrl_c()
+    deaf_to_the_groups_ctrl_c()
     _exit.stop_loky_before_joins()
     if native_threads is not None:
         limit_here(*native_threads)
@@ -1278,7 +1278,7 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
         raise
 
 
-def _deaf_to_the_groups_ctrl_c() -> None:
+def deaf_to_the_groups_ctrl_c() -> None:
     """Ctrl-C is the caller's. A terminal's, and a Jupyter kernel's stop button, send SIGINT to the whole process
     group, workers included: each raised KeyboardInterrupt and died, so a map running in another thread of the
     caller lost its results, and every idle warm pool was lost (its initializer ran again), on every stop pressed

@@ -42,7 +42,7 @@ from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_
 from payoff.strategies.main_guard import REFUSED, unguarded_main_hint
 from payoff.strategies.spawned_main import main_script_version
 from payoff.strategies.start_failure import error_chain
-from payoff.worker import ChunkOutcome, arrived, received, run_to_bytes
+from payoff.worker import ChunkOutcome, arrived, deaf_to_the_groups_ctrl_c, received, run_to_bytes
 
 CONNECT_TIMEOUT_SECONDS = cluster.CONNECT_TIMEOUT_SECONDS
 _CLIENT_SUBMIT_NAMES = frozenset({"self", "func", "key", "workers", "resources", "retries", "priority",
@@ -242,6 +242,8 @@ class DaskStrategy(Strategy):
             facts = cluster.cluster_facts(self.client, self._start_stop)
         if not self.client.run(_nothing):  # no worker answered: the cluster has none (yet)
             self._await_first_worker()
+        if self._cluster is not None:
+            self._deaf_to_the_groups_ctrl_c()
         if self.initializer is not None:
             self.client.run(self.initializer, *self.initargs)
         seen = len(self.client.run(_nothing))  # proves every worker is up, and counts them
@@ -254,6 +256,16 @@ class DaskStrategy(Strategy):
                 facts = cluster.cluster_facts(target)
             threads = facts.worker_threads
         self.workers = max(1, threads)
+
+    def _deaf_to_the_groups_ctrl_c(self) -> None:
+        """The LocalCluster payoff started leaves a group's Ctrl-C to the caller, as process workers do: a
+        terminal's (or a Jupyter stop button's) SIGINT to the whole group killed its nannies and workers, and the
+        next map waited 12-13 s for a cluster with none, then reran as ``map_failure_retry`` (interrupts trial).
+        A cluster or Client of the user's is left as it is."""
+        assert self.client is not None
+        with contextlib.suppress(Exception):  # best effort: a cluster that cannot take it still works
+            self.client.run(deaf_to_the_groups_ctrl_c, nanny=True)
+            self.client.run(deaf_to_the_groups_ctrl_c)
 
     def _local_cluster(self, make: Callable[..., Any]) -> Any:
         """A LocalCluster of worker processes its nannies start as ``distributed.worker.multiprocessing-method``
