@@ -1242,3 +1242,55 @@ def test_a_terminals_ctrl_c_leaves_a_warm_local_cluster_warm(tmp_path: Path) -> 
     lines = out.splitlines()
     assert lines[:1] == ["interrupted"], out
     assert lines[1:2] == ["next True dask None"], out
+
+
+IMPORT_INTERRUPTED = """
+import sys, warnings, logging
+warnings.simplefilter("ignore")
+logging.disable(logging.CRITICAL)
+from payoff import ParallelConfig, ParallelExecutor
+
+
+class CtrlCDuringImport:
+    \"\"\"Ctrl-C lands while distributed imports its worker module: once, as a user's press would.\"\"\"
+    pressed = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "distributed.worker" and not CtrlCDuringImport.pressed:
+            CtrlCDuringImport.pressed = True
+            raise KeyboardInterrupt
+        return None
+
+
+if __name__ == "__main__":
+    sys.meta_path.insert(0, CtrlCDuringImport())
+    ex = ParallelExecutor(ParallelConfig(strategy="dask", tiny_workload_threshold=0.0))
+    try:
+        ex.map(abs, range(20))
+        sys.stdout.write("first map not interrupted\\n")
+    except KeyboardInterrupt:
+        sys.stdout.write("interrupted\\n")
+    for mine in (ex, ParallelExecutor(ParallelConfig(strategy="dask", tiny_workload_threshold=0.0))):
+        ok = mine.map(abs, range(-10, 10)) == [abs(x) for x in range(-10, 10)]
+        record = mine.last_record
+        sys.stdout.write(f"next {ok} {record.selected_strategy} {record.fallback_reason} {record.fallback_detail}\\n")
+        mine.shutdown()
+"""
+
+
+def test_a_ctrl_c_while_dask_imports_leaves_dask_usable(tmp_path: Path) -> None:
+    """A Ctrl-C early in the first dask map, while ``distributed`` was being imported, left it half-imported:
+    every later dask map of the process failed ("module 'distributed' has no attribute 'utils'") and ran
+    serially, on that executor and on new ones (interrupts trial, 2 of 3 delays). The modules an interrupted
+    import added are dropped, so the next call imports them afresh."""
+    import subprocess
+
+    require(Client is not None, "dask.distributed (extra [dask])")
+    script = tmp_path / "import_interrupted.py"
+    script.write_text(IMPORT_INTERRUPTED)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root / "src") + os.pathsep + str(root)})
+    lines = done.stdout.splitlines()
+    assert lines[:1] == ["interrupted"], (done.stdout, done.stderr[-2000:])
+    assert [line.split()[:4] for line in lines[1:]] == [["next", "True", "dask", "None"]] * 2, done.stdout

@@ -105,7 +105,7 @@ def test_a_chunk_whose_loading_imported_a_module_says_how_long_it_took(tmp_path:
     sys.path.insert(0, str(tmp_path))
     try:
         function = importlib.import_module(name).work
-        payload = pickle.dumps((function, [1, 2], 0, 0, None, None, False))
+        payload = pickle.dumps((function, [1, 2], 0, 0, None, None, False, None))
         sys.modules.pop(name)  # as a worker that has not imported the module yet
         first = received(run_pickled_chunk(payload))
         second = received(run_pickled_chunk(payload))
@@ -208,11 +208,11 @@ def test_only_the_imports_of_a_chunks_load_are_its_warm_up(tmp_path: Path) -> No
     other = threading.Thread(target=imports)
     try:
         function = importlib.import_module(name).work
-        first = pickle.dumps((function, items, 0, 0, None, None, False))
+        first = pickle.dumps((function, items, 0, 0, None, None, False, None))
         sys.modules.pop(name)  # as a worker that has not imported the module yet
         imported = received(run_pickled_chunk(first)).warmup_ns
         other.start()
-        beside = received(run_pickled_chunk(pickle.dumps((tasks.its_type, items, 0, 0, None, None, False))))
+        beside = received(run_pickled_chunk(pickle.dumps((tasks.its_type, items, 0, 0, None, None, False, None))))
     finally:
         stop.set()
         if other.is_alive():
