@@ -555,10 +555,10 @@ class ParallelExecutor:
         call, which ``shutdown`` lets finish (an object mapping its own method, whose items map again on its
         executor: a shutdown from another thread failed the running call, 12 of 12: interrupts trial)."""
         tokens = running_calls()
-        if not tokens:
-            return False
-        with self._lock:
-            return any(t is run.token for run in self._runs for t in tokens)
+        me = threading.get_ident()
+        with self._lock:  # a pool's chunk carries its call's token; an item in the caller (a probe) runs in its thread
+            return any(t is run.token for run in self._runs for t in tokens) \
+                or (in_worker() and any(run.thread == me and not run.paused for run in self._runs))
 
     def close(self) -> None:
         self.shutdown(wait=True)

@@ -46,6 +46,7 @@ _in_worker_process = False
 
 
 _ITEM_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("payoff_item_depth", default=0)
+"""Set once in the context a serial ``imap``'s items run in: a per-item thread-local set cost more than the item."""
 _RUNNING: contextvars.ContextVar[tuple[object, ...]] = contextvars.ContextVar("payoff_running_calls", default=())
 """The tokens of the calls whose chunks run here, outermost first: a map from one of their items is part of
 that call (``running_calls``)."""
@@ -54,7 +55,6 @@ that call (``running_calls``)."""
 def running_calls() -> tuple[object, ...]:
     """The cancel tokens of the in-process calls whose items this code runs inside."""
     return _RUNNING.get()
-"""Set once in the context a serial ``imap``'s items run in: a per-item thread-local set cost more than the item."""
 
 
 def in_worker_process() -> bool:

@@ -371,21 +371,23 @@ class _MapsItsOwnMethod:
 
     def score_one(self, i: int) -> int:
         self.inner_started.set()
-        if i >= 2:
-            self.shut.wait(30)  # the later items map after shutdown() was called
+        self.shut.wait(30)  # every item maps after shutdown() was called, the first (a probe's, in the caller) too
         return sum(self.ex.map(tasks.square, range(5)))
 
 
 @pytest.mark.parametrize("strategy", ["threads", "auto", "serial"])
 @pytest.mark.parametrize("wait", [True, False])
-def test_shutdown_lets_a_running_calls_nested_maps_finish(strategy: str, wait: bool) -> None:
+@pytest.mark.parametrize("chunksize", [1, None])
+def test_shutdown_lets_a_running_calls_nested_maps_finish(strategy: str, wait: bool, chunksize: int | None) -> None:
     """``shutdown()`` from another thread while a call ran whose items map on the same executor: the items' maps
     raised "cannot schedule new work after shutdown()" and the running call failed, though shutdown lets running
     calls finish (interrupts trial: 12 of 12 on threads and auto). A map from an item of a running call is part of
-    that call; a new call, and a map from another thread, are still refused."""
+    that call; a new call, and a map from another thread, are still refused. With no chunk size the first items
+    run in the caller's thread, as the probe (review: those still failed)."""
     model = _MapsItsOwnMethod(strategy)
     results: list[Any] = []
-    outer = threading.Thread(target=lambda: results.append(model.ex.map(model.score_one, range(6), chunksize=1)))
+    outer = threading.Thread(target=lambda: results.append(model.ex.map(model.score_one, range(6),
+                                                                        chunksize=chunksize)))
     outer.start()
     assert model.inner_started.wait(30)
     stopper = threading.Thread(target=model.ex.shutdown, kwargs={"wait": wait})

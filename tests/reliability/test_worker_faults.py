@@ -582,3 +582,20 @@ def test_a_pool_killed_while_a_worker_wrote_a_result_lets_its_manager_thread_end
         pytest.fail("the program never exited: its exit waited for the pool's manager thread")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["True", "False"], (done.stdout, done.stderr[-3000:])
+
+
+def test_a_chunk_sent_to_a_stopped_process_pool_leaves_no_folder_behind() -> None:
+    """A call that shared a pool another call's timeout had just stopped sent its next chunk after the stop: the
+    pool's folder for its workers' marks was made again (a held lock, a mapped file), and nothing removed it
+    until the next process swept (review). The send fails as before, and makes nothing."""
+    from payoff.strategies.base import ChunkTask
+    from payoff.strategies.processes import ProcessStrategy
+    from payoff.worker import CancelToken
+
+    pool = ProcessStrategy(2)
+    pool.start()
+    assert pool.submit(tasks.square, ChunkTask(0, 0, [1, 2], CancelToken())).result(60) is not None
+    pool.shutdown(wait=True)
+    with pytest.raises(Exception, match=r"shut down|closed|stopped"):
+        pool.submit(tasks.square, ChunkTask(1, 2, [3], CancelToken()))
+    assert pool._marks is None, pool._marks.path

@@ -259,13 +259,12 @@ class DaskStrategy(Strategy):
 
     def _deaf_to_the_groups_ctrl_c(self) -> None:
         """The LocalCluster payoff started leaves a group's Ctrl-C to the caller, as process workers do: a
-        terminal's (or a Jupyter stop button's) SIGINT to the whole group killed its nannies and workers, and the
+        terminal's (or a Jupyter stop button's) SIGINT to the whole group killed its workers, and the
         next map waited 12-13 s for a cluster with none, then reran as ``map_failure_retry`` (interrupts trial).
         A cluster or Client of the user's is left as it is."""
         assert self.client is not None
         with contextlib.suppress(Exception):  # best effort: a cluster that cannot take it still works
-            self.client.run(deaf_to_the_groups_ctrl_c, nanny=True)
-            self.client.run(deaf_to_the_groups_ctrl_c)
+            self.client.run(deaf_to_the_groups_ctrl_c)  # its nannies run in this process, on its loop's thread
 
     def _local_cluster(self, make: Callable[..., Any]) -> Any:
         """A LocalCluster of worker processes its nannies start as ``distributed.worker.multiprocessing-method``

@@ -214,7 +214,7 @@ class PickledPoolStrategy(Strategy):
         """Where the chunk's worker reads whether its call stopped: the pool's file of stopped calls and the call's
         key there, given once per call (its token writes the key when set); None without a token or a folder."""
         token = task.cancel
-        if token is None:
+        if token is None or self._pool is None:  # a closed pool: its send fails, and no folder is made again
             return None
         with self._ship_lock:
             try:
@@ -448,6 +448,7 @@ class PickledPoolStrategy(Strategy):
         procs = [p for p in list((self._seen or {}).values()) if p.exitcode is None]
         self._killed = self._killed | {p.pid for p in procs if p.pid is not None}
         pipe, manager = _internals(self._pool)  # the pool's shutdown forgets them
+        stdlib = isinstance(self._pool, ProcessPoolExecutor)
         self.shutdown(wait=False)  # first: queued futures are cancelled before the pool sees its workers die
         started = descendants(p.pid for p in procs if p.pid is not None)  # now: a dead worker's are init's
         _signal_all(procs, signal.SIGTERM)
@@ -462,8 +463,11 @@ class PickledPoolStrategy(Strategy):
         for proc in procs:
             proc.join(0.5)
         if all(_ended(p) for p in procs):
-            _end_result_pipe(pipe)
-        if isinstance(manager, threading.Thread) and manager is not threading.current_thread():
+            if stdlib:
+                _end_result_pipe(pipe)
+            elif isinstance(manager, threading.Thread):
+                _unstick_later(manager, pipe)
+        if stdlib and isinstance(manager, threading.Thread) and manager is not threading.current_thread():
             manager.join(_KILL_GRACE_SECONDS)  # see _internals
 
 
@@ -691,11 +695,25 @@ def _internals(pool: Any) -> tuple[Any, Any]:
     closing it then failed a program's exit with ``EBADF``. ``kill`` waits for
     the thread, bounded, so a stopped pool's manager has ended before that hook. Not loky's, whose exit hook
     wakes its managers under their pools' shutdown locks and joins them itself: waiting for it held a call's
-    ``timeout=`` on joblib up to 0.1 s past its deadline (telemetry trial). Its result pipe is ended as the
-    stdlib's is: that exit hook joins a manager reading half a result forever.
+    ``timeout=`` on joblib up to 0.1 s past its deadline (telemetry trial). Its result pipe is ended later,
+    and only under a manager still reading it (``_unstick_later``).
     """
-    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
-    return writer, getattr(pool, "_executor_manager_thread", None) if isinstance(pool, ProcessPoolExecutor) else None
+    return getattr(getattr(pool, "_result_queue", None), "_writer", None), getattr(pool, "_executor_manager_thread",
+                                                                                   None)
+
+
+def _unstick_later(manager: threading.Thread, writer: Any) -> None:
+    """loky's manager ends by itself once its workers are dead, closing its result pipe as it goes: closed here
+    at the same moment, the pipe's descriptor was closed twice and the manager died of EBADF, its clean-up
+    skipped (2 kills in 60: review). One reading half a result a killed worker left reads forever, and loky's
+    exit hook joins it: the program never exited (interrupts trial). So a thread of its own waits for the
+    manager as a kill's grace allows, and ends the pipe only under a manager still reading it."""
+    def unstick() -> None:
+        manager.join(_KILL_GRACE_SECONDS)
+        if manager.is_alive():
+            _end_result_pipe(writer)
+
+    threading.Thread(target=unstick, name="payoff-unstick", daemon=True).start()
 
 
 def _end_result_pipe(writer: Any) -> None:
