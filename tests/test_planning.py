@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import itertools
 import json
 import os
 import pickle
@@ -938,7 +939,7 @@ def test_a_known_function_keeps_its_large_results_in_the_plan() -> None:
     # probe priced the results, and never kept, since its 160 MB back were measured
     strategies = [strategy for strategy, _, _ in plans]
     assert strategies[0] != "processes", plans
-    assert not any(a == b == "processes" for a, b in zip(strategies, strategies[1:])), plans
+    assert not any(a == b == "processes" for a, b in itertools.pairwise(strategies)), plans
 
 
 def _loop(n: int) -> int:
