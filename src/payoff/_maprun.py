@@ -434,11 +434,11 @@ class MapRun:
             return
         # the planner caps a fixed chunk size at the items it knows of, for a stream only a planned length
         size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
-        ceiling = IMAP_CHUNK_SECONDS if self.streaming and not self._chunk_chosen() else None
-        floor = size if self.stream else plan.min_chunk
-        if plan.budget_item and not self.stream and not self._chunk_chosen():
-            floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart
         chosen = self._chunk_chosen()
+        ceiling = IMAP_CHUNK_SECONDS if self.streaming and not chosen else None
+        floor = size if self.stream else plan.min_chunk
+        if plan.budget_item and not self.stream and not chosen:
+            floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart
         # a stream's chunks are read ahead of the results handed out, and a process pool's chunk is one pickle
         # each way; a list's chunks run in this process hold nothing more than the list and the results do
         self._bound_bytes = not chosen and (self.stream or plan.strategy in CROSSES_PROCESSES)

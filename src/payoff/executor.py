@@ -487,8 +487,10 @@ class ParallelExecutor:
     def _inside_own_work(self) -> bool:
         """Called from this executor's own work (an item, a submitted task, an observer of a call running in
         this thread): waiting would wait for the caller itself, so shutdown cannot wait there."""
-        if in_worker() or in_submitted():
-            return True
+        return in_worker() or in_submitted() or self._running_here()
+
+    def _running_here(self) -> bool:
+        """Whether one of this executor's calls runs in this thread now (not an ``imap`` paused here)."""
         me = threading.get_ident()
         with self._lock:
             return any(run.thread == me and not run.paused for run in self._runs)
@@ -555,10 +557,8 @@ class ParallelExecutor:
         call, which ``shutdown`` lets finish (an object mapping its own method, whose items map again on its
         executor: a shutdown from another thread failed the running call, 12 of 12: interrupts trial)."""
         tokens = running_calls()
-        me = threading.get_ident()
         with self._lock:  # a pool's chunk carries its call's token; an item in the caller (a probe) runs in its thread
-            return any(t is run.token for run in self._runs for t in tokens) \
-                or (in_worker() and any(run.thread == me and not run.paused for run in self._runs))
+            return any(t is run.token for run in self._runs for t in tokens) or (in_worker() and self._running_here())
 
     def close(self) -> None:
         self.shutdown(wait=True)

@@ -217,12 +217,14 @@ class PickledPoolStrategy(Strategy):
         if token is None or self._pool is None:  # a closed pool: its send fails, and no folder is made again
             return None
         with self._ship_lock:
-            try:
-                self._marks = _renewed(self._marks, CrashMarks)
-                if self._stops is None or self._stops.folder != self._marks.path:
-                    self._stops = StopMarks(self._marks.path)
-            except OSError:
+            marks = self._marks_folder()
+            if marks is None:
                 return None
+            if self._stops is None or self._stops.folder != marks.path:
+                try:
+                    self._stops = StopMarks(marks.path)
+                except OSError:
+                    return None
             stops = self._stops
             known = self._stop_keys.get(token)
             if known is None or known[0] is not stops:
@@ -235,11 +237,17 @@ class PickledPoolStrategy(Strategy):
         if call is None:
             return None
         with self._ship_lock:
-            try:
-                self._marks = _renewed(self._marks, CrashMarks)
-            except OSError:
-                return None
-            return self._marks.path, call
+            marks = self._marks_folder()
+            return None if marks is None else (marks.path, call)
+
+    def _marks_folder(self) -> CrashMarks | None:
+        """The pool's crash-mark folder, made again where a temp cleaner took it; None where none can be made.
+        Called under ``_ship_lock``."""
+        try:
+            self._marks = _renewed(self._marks, CrashMarks)
+        except OSError:
+            return None
+        return self._marks
 
     def where_the_dead_stood(self, call: int) -> list[int]:
         """Where the workers that died stood, those payoff stopped (:meth:`kill`) left out: a map that saw the

@@ -363,10 +363,11 @@ def _close_in_child() -> None:
             server.socket.close()
     _listening.clear()
     if _auto is not None:
-        if not _one_port_each():
+        one_each = _one_port_each()
+        if not one_each:
             _unserved = (os.getppid(), _auto.port)
         _auto = None
-        _failed_for = None if _one_port_each() else _env_snapshot()
+        _failed_for = None if one_each else _env_snapshot()
 
 
 def _ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
