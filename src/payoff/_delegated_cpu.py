@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from payoff import _procfs
 from payoff._outer_pools import _children
 from payoff._own_pools import is_own
 from payoff._process_tree import descendants
@@ -95,7 +96,7 @@ def since(before: Snapshot) -> int:
 
 
 def _thread_ns(tid: int) -> int | None:
-    times = _schedstat(_PROC / "self" / "task" / str(tid))
+    times = _schedstat(f"{_PROC}/self/task/{tid}")
     return None if times is None else times[0]
 
 
@@ -110,15 +111,15 @@ def thread_times(pid: int | str = "self") -> dict[int, tuple[int, int]] | None:
     """Each thread of process ``pid``: its CPU time and its waits for a CPU so far (Linux schedstat), in ns;
     None where ``/proc`` cannot tell. A thread that ends while it is read is left out."""
     try:
-        tids = os.listdir(_PROC / str(pid) / "task")
+        tids = os.listdir(f"{_PROC}/{pid}/task")
     except OSError:
         return None
-    return {int(tid): t for tid in tids if (t := _schedstat(_PROC / str(pid) / "task" / tid)) is not None}
+    return {int(tid): t for tid in tids if (t := _schedstat(f"{_PROC}/{pid}/task/{tid}")) is not None}
 
 
-def _schedstat(task: Path) -> tuple[int, int] | None:
+def _schedstat(task: str) -> tuple[int, int] | None:
     try:
-        on_cpu, waited = (task / "schedstat").read_bytes().split()[:2]
+        on_cpu, waited = _procfs.read(f"{task}/schedstat").split()[:2]
         return int(on_cpu), int(waited)
     except (OSError, ValueError):
         return None

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any, Final
 
-from payoff import _forks
+from payoff import _forks, _procfs
 from payoff._imported import imported
 
 
@@ -213,13 +213,13 @@ def _children(parent: int, proc: Path) -> set[int] | None:
     """The children of ``parent``: each thread's ``children`` file, or, on a kernel without them, every
     process's parent (``/proc/<pid>/stat``)."""
     try:
-        tasks = os.listdir(proc / str(parent) / "task")
+        tasks = os.listdir(f"{proc}/{parent}/task")
     except OSError:
         return None
     children: set[int] = set()
     for tid in tasks:
         try:
-            text = (proc / str(parent) / "task" / tid / "children").read_text()
+            text = _procfs.read(f"{proc}/{parent}/task/{tid}/children")
         except FileNotFoundError:
             return _children_by_scan(parent, proc)
         except OSError:
@@ -238,7 +238,7 @@ def _children_by_scan(parent: int, proc: Path) -> set[int] | None:
         if not entry.isdigit():
             continue
         try:
-            stat = (proc / entry / "stat").read_text()
+            stat = _procfs.read_text(f"{proc}/{entry}/stat")
         except OSError:
             continue
         fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
@@ -256,6 +256,6 @@ def _exe(pid: int, proc: Path) -> str | None:
 
 def _cmdline(pid: int, proc: Path) -> bytes:
     try:
-        return (proc / str(pid) / "cmdline").read_bytes()
+        return _procfs.read(f"{proc}/{pid}/cmdline")
     except OSError:
         return b""

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from payoff import _procfs
 from payoff._outer_pools import HELPERS, _children, _cmdline
 
 _PROC = Path("/proc")
@@ -80,7 +81,7 @@ def running(pid: int, proc: Path = _PROC) -> bool:
 def _start_time(pid: int, proc: Path) -> str | None:
     """Field 22 of ``stat`` (clock ticks after boot); None for a process gone or a zombie."""
     try:
-        fields = (proc / str(pid) / "stat").read_text().rpartition(")")[2].split()
+        fields = _procfs.read_text(f"{proc}/{pid}/stat").rpartition(")")[2].split()
     except OSError:
         return None
     return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
