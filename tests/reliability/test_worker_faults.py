@@ -475,6 +475,44 @@ def test_a_dead_worker_the_kernel_reaped_is_not_waited_for(monkeypatch: pytest.M
         signal.signal(signal.SIGCHLD, previous)
 
 
+def _exit_once_set(go: Any, code: int) -> None:
+    go.wait(10)
+    os._exit(code)
+
+
+def test_dead_workers_whose_codes_never_land_share_one_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program's own SIGCHLD handler (or any ``waitpid(-1)``) reaps the pool's workers: their codes never land
+    on the process objects. Reading the codes of a broken pool waited out the reaping grace once per dead
+    worker (3 workers: 3 s); all of them now share one. The clock is a fake one that only sleeping moves."""
+    import multiprocessing.connection
+
+    from payoff.strategies import processes
+
+    context = multiprocessing.get_context("fork")
+    go = context.Event()
+    procs = [context.Process(target=_exit_once_set, args=(go, 3)) for _ in range(3)]
+    for proc in procs:  # none ends before the last starts: a start reaps the ended ones (multiprocessing)
+        proc.start()
+    go.set()
+    for proc in procs:
+        multiprocessing.connection.wait([proc.sentinel], 10)
+        os.waitpid(proc.pid, 0)  # reaped by someone else: the object never learns the code
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(processes.time, "sleep", sleep)
+    monkeypatch.setattr(processes.time, "monotonic", lambda: now[0])
+    pool = processes.ProcessStrategy(3)
+    pool._seen = {proc.pid: proc for proc in procs if proc.pid is not None}  # the workers it saw start
+    assert pool.exit_codes() == []
+    assert slept, "ended workers were not given the grace to be reaped"
+    assert sum(slept) <= processes._REAPED_WAIT_SECONDS + 0.01, sum(slept)
+
+
 def test_a_pool_whose_manager_thread_died_at_start_fails_at_once_saying_why(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a tight ``ulimit -u`` (which counts threads) the stdlib pool's manager thread died ("can't start new
     thread") and the start waited out pool_start_timeout (300 s) for pings nobody would answer, then advised

@@ -329,12 +329,8 @@ class PickledPoolStrategy(Strategy):
         clean exit is an item's ``os._exit(0)``, unless this pool retires idle
         workers that way.
         """
-        codes = []
-        for proc in list((self._seen or {}).values()):
-            code = _exit_code(proc)
-            if code is not None:
-                codes.append(code)
-        return self.likeliest_first(codes)
+        codes = _exit_codes(list((self._seen or {}).values()))
+        return self.likeliest_first([code for code in codes if code is not None])
 
     @classmethod
     def likeliest_first(cls, codes: list[int]) -> list[int]:
@@ -749,25 +745,33 @@ def _ended(proc: Any) -> bool:
 
 
 def _exit_code(proc: Any) -> int | None:
-    """A worker's exit code; None while it runs.
+    """A worker's exit code; None while it runs (see :func:`_exit_codes`)."""
+    return _exit_codes([proc])[0]
+
+
+def _exit_codes(procs: list[Any]) -> list[int | None]:
+    """The workers' exit codes, in order; None for one that runs.
 
     A worker that has ended may not show its code yet: the pool's own thread
     can be reaping it at that moment (our poll then finds no child to wait for,
     and its code lands on the process object a moment later). Reading too soon
     left only the survivors' SIGTERM codes, naming the wrong cause of a crash.
+    All of them wait out one ``_REAPED_WAIT_SECONDS``: a code that never lands
+    (a program's own SIGCHLD handler reaped the worker) cost that wait once per
+    dead worker before.
     """
-    code = proc.exitcode
-    if code is not None:
-        return int(code)
-    if not _ended(proc):
-        return None
-    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
-        return None  # the kernel reaped it (SIGCHLD ignored, as daemons do): no code will ever land
+    codes: list[int | None] = [None if (code := proc.exitcode) is None else int(code) for proc in procs]
+    if all(code is not None for code in codes) or signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        return codes  # SIGCHLD ignored (as daemons do): the kernel reaped them, no code will ever land
+    waiting = [i for i, proc in enumerate(procs) if codes[i] is None and _ended(proc)]
     deadline = time.monotonic() + _REAPED_WAIT_SECONDS
-    while code is None and time.monotonic() < deadline:
+    while waiting and time.monotonic() < deadline:
         time.sleep(0.002)
-        code = proc.exitcode
-    return None if code is None else int(code)
+        for i in list(waiting):
+            if (code := procs[i].exitcode) is not None:
+                codes[i] = int(code)
+                waiting.remove(i)
+    return codes
 
 
 def _signal_all(procs: list[Any], sig: signal.Signals) -> None:
@@ -1002,7 +1006,7 @@ class ProcessStrategy(PickledPoolStrategy):
         """Whether a worker of the pool that failed to start exited with status 1, a Python exception's (importing
         the main script, say), not killed by a signal (the OOM killer), about which its code has nothing to say."""
         self._remember_processes()  # the pool forgets the dead ones as it breaks: those seen at its start stay
-        return any(_exit_code(p) == 1 for p in list((self._seen or {}).values()))  # it may be being reaped
+        return 1 in _exit_codes(list((self._seen or {}).values()))  # one may be being reaped
 
     def shutdown(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
