@@ -942,3 +942,8 @@ def note_then_raise_at_five(item: tuple[int, str]) -> int:
         raise ValueError("item 5 failed")
     time.sleep(0.01)
     return x
+
+
+def raise_outside_exception(kind: str) -> int:
+    """Raises the ``OUTSIDE_EXCEPTION`` (or ``KeyboardInterrupt``) named ``kind``, as a submitted call's own."""
+    raise (KeyboardInterrupt if kind == "keyboard_interrupt" else OUTSIDE_EXCEPTION[kind])(kind)

@@ -164,6 +164,20 @@ def test_a_submitted_call_is_named_on_the_cluster_by_its_function(client: Any, t
         assert held.result(timeout=60) == 9
 
 
+@pytest.mark.parametrize("kind", ["sys_exit", "keyboard_interrupt", "base", "generator_exit"])
+def test_a_submitted_calls_own_exit_comes_back_and_leaves_the_workers_alive(client: Any, kind: str) -> None:
+    """A submitted call's ``sys.exit()`` (or another exception outside ``Exception``) ended its dask worker, and
+    dask ran it again on the next until four had died: ``KilledWorker`` after ~9 s, the cluster's workers
+    restarted, where ``map`` raised ``SystemExit`` at once (interrupts trial). It comes back as it was raised."""
+    before = set(client.scheduler_info()["workers"])
+    with ParallelExecutor(ParallelConfig(strategy=client)) as ex:
+        error = ex.submit(tasks.raise_outside_exception, kind).exception(timeout=60)
+        assert ex.submit(tasks.square, 7).result(timeout=60) == 49
+    expected = KeyboardInterrupt if kind == "keyboard_interrupt" else tasks.OUTSIDE_EXCEPTION[kind]
+    assert type(error) is expected and str(error) == kind, repr(error)
+    assert set(client.scheduler_info()["workers"]) == before, "a worker died of the call's own exit"
+
+
 def test_a_function_the_workers_cannot_import_says_so_and_how_to_send_it(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The function lives in a module beside the caller's script that the cluster's workers cannot import: the
