@@ -534,6 +534,70 @@ def test_a_pool_whose_manager_thread_died_at_start_fails_at_once_saying_why(monk
     assert "raise pool_start_timeout" not in record.fallback_detail
 
 
+def _manager_class(strategy: str) -> type:
+    if strategy == "processes":
+        from concurrent.futures import process
+
+        return process._ExecutorManagerThread
+    from joblib.externals.loky import process_executor
+
+    return process_executor._ExecutorManagerThread
+
+
+def test_a_joblib_pool_whose_manager_thread_died_at_start_fails_at_once_saying_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """loky's manager thread dies the same way under a tight ``ulimit -u``, and a joblib start waited out
+    pool_start_timeout (300 s) on each call that met the limit, advising to raise it (constrained trial: 5 runs
+    of 10 at ``ulimit -u 7``). The dead thread is seen at once, as the processes backend's."""
+    def cannot_start(self: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_manager_class("joblib"), "run", cannot_start)
+    config = ParallelConfig(strategy="joblib", max_workers=2, tiny_workload_threshold=0, pool_start_timeout=20)
+    with ParallelExecutor(config) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record.summary()
+    assert "manager thread" in record.fallback_detail and "ulimit -u" in record.fallback_detail, \
+        record.fallback_detail
+    assert "raise pool_start_timeout" not in record.fallback_detail
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_manager_thread_the_os_refused_to_start_is_the_error_a_submit_raises(
+        monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+    """The pool's manager thread never started ("can't start new thread", ``ulimit -u 3``): stopping the pool
+    joined it, and a submit raised ``RuntimeError: cannot join thread before it is started``, which reads as a
+    payoff bug (constrained trial, 2 of 2); on joblib, payoff's ``payoff-unstick`` thread died of the same. A
+    submit raises the OS's refusal with payoff's note, as documented; a map falls back saying so."""
+    def refused(self: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_manager_class(strategy), "start", refused)
+    died: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, pool_start_timeout=20)
+    with ParallelExecutor(config) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="can't start new thread") as info:
+            ex.submit(tasks.square, 3).result(timeout=60)
+        assert any("ulimit -u" in note for note in getattr(info.value, "__notes__", ())), info.value
+        assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record.summary()
+    assert "ulimit -u" in record.fallback_detail, record.fallback_detail
+    assert not died, died
+
+
+def test_a_threads_pool_the_os_refused_is_not_sent_to_threads() -> None:
+    """The advice names the limits in force and, for a threads pool, the alternative that needs no thread."""
+    from payoff.strategies.start_failure import os_refusal
+
+    told = os_refusal("threads", RuntimeError("can't start new thread"))
+    assert told is not None and "strategy='serial'" in told and "strategy='threads'" not in told, told
+
+
 def test_a_thread_that_could_not_start_is_told_as_the_process_limit() -> None:
     """The same limit, met where the pool's start raises it itself."""
     from payoff.strategies.start_failure import os_refusal

@@ -44,6 +44,7 @@ from payoff.strategies.main_guard import REFUSED, main_import_hint, spawned_work
 from payoff.strategies.reach import WorkerImports, send_by_value
 from payoff.strategies.reloads import CodeWatch, Reload
 from payoff.strategies.spawned_main import main_script_version, spawned_main_names
+from payoff.strategies.start_failure import thread_refused
 from payoff.worker import (
     SET_BY_INITIALIZER,
     CancelToken,
@@ -320,6 +321,17 @@ class PickledPoolStrategy(Strategy):
         # loky ends idle workers itself, cleanly; a kill it has not seen yet shows in the exit code
         return any(p.exitcode not in (None, 0) for p in procs if p.sentinel in ended)
 
+    def _start_broken(self) -> BaseException | None:
+        """The pool's manager thread, which hands the workers their pings, ended with them unanswered: it died of
+        an exception, as "can't start new thread" under a tight ``ulimit -u``, which counts threads, and the start
+        waited out pool_start_timeout (300 s) for answers nobody would give (hostile trial 44 on processes;
+        constrained trial on joblib, whose loky manager dies the same way, 5 runs of 10 at ``ulimit -u 7``)."""
+        manager = getattr(self._pool, "_executor_manager_thread", None)
+        if not isinstance(manager, threading.Thread) or manager.is_alive():
+            return None
+        return BrokenProcessPool(f"the {self.name} pool's manager thread ended before its workers answered: "
+                                 + thread_refused(self.name))
+
     def exit_codes(self, broke: BaseException | None = None) -> list[int]:
         """The ended workers' codes, the likeliest crash first.
 
@@ -466,12 +478,14 @@ class PickledPoolStrategy(Strategy):
         signal_alive(started, signal.SIGKILL)
         for proc in procs:
             proc.join(0.5)
+        if not isinstance(manager, threading.Thread) or manager.ident is None:
+            manager = None  # it never started (a thread the OS refused): nothing reads the pipe, nothing to join
         if all(_ended(p) for p in procs):
             if stdlib:
                 _end_result_pipe(pipe)
-            elif isinstance(manager, threading.Thread):
+            elif manager is not None:
                 _unstick_later(manager, pipe)
-        if stdlib and isinstance(manager, threading.Thread) and manager is not threading.current_thread():
+        if stdlib and manager is not None and manager is not threading.current_thread():
             manager.join(_KILL_GRACE_SECONDS)  # see _internals
 
 
@@ -546,7 +560,7 @@ def _fail_orphans(items: dict[int, Any] | None, manager: threading.Thread | None
     running on the workers it killed): its future was never completed, and a map whose chunk it was waited for
     it for good.
     """
-    if manager is not None and manager is not threading.current_thread():
+    if manager is not None and manager.ident is not None and manager is not threading.current_thread():
         manager.join()
     for item in list((items or {}).values()):
         future = getattr(item, "future", None)
@@ -717,7 +731,10 @@ def _unstick_later(manager: threading.Thread, writer: Any) -> None:
         if manager.is_alive():
             _end_result_pipe(writer)
 
-    threading.Thread(target=unstick, name="payoff-unstick", daemon=True).start()
+    try:
+        threading.Thread(target=unstick, name="payoff-unstick", daemon=True).start()
+    except RuntimeError:  # no thread to spare (the limit that may have broken the pool): the wait is the kill's
+        unstick()
 
 
 def _end_result_pipe(writer: Any) -> None:
@@ -989,18 +1006,6 @@ class ProcessStrategy(PickledPoolStrategy):
             why = f"payoff: the {self.name} pool's workers died as they started: {hint}"
             REFUSED[(method, *main_script_version())] = why
             raise BrokenProcessPool(why) from exc
-
-    def _start_broken(self) -> BaseException | None:
-        """The stdlib pool's manager thread, which hands the workers their pings, ended with them unanswered:
-        it died of an exception, as "can't start new thread" under a tight ``ulimit -u``, which counts threads,
-        and the start waited out pool_start_timeout (300 s) for answers nobody would give (hostile trial 44)."""
-        manager = getattr(self._pool, "_executor_manager_thread", None)
-        if manager is None or manager.is_alive():
-            return None
-        return BrokenProcessPool(
-            f"the {self.name} pool's manager thread ended before its workers answered: a thread it needed could "
-            "not start, as under the limit of processes per user (ulimit -u, which counts threads too) or a "
-            "container's pids limit; raise the limit, use fewer workers (max_workers), or use strategy='threads'")
 
     def _a_worker_raised(self) -> bool:
         """Whether a worker of the pool that failed to start exited with status 1, a Python exception's (importing

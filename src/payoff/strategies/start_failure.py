@@ -59,9 +59,8 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
                 "strategy='threads'")
     thread = next((e for e in chain if isinstance(e, RuntimeError) and "can't start new thread" in str(e)), None)
     if thread is not None:
-        return (f"the {name} pool could not start: a thread it needs could not start ({thread!r}): the limit of "
-                "processes per user (ulimit -u), which counts threads too, or the container's pids limit, is "
-                "reached; raise the limit, use fewer workers (max_workers), or use strategy='threads'")
+        return f"the {name} pool could not start: a thread it needs could not start ({thread!r}): " \
+            + thread_refused(name)
     too_large = next((e for e in chain if isinstance(e, OSError) and e.errno == errno.EFBIG), None)
     if too_large is not None:
         return (f"the {name} pool could not start: the OS refused to write a file it needs ({too_large!r}): the "
@@ -73,6 +72,32 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
                 f"({refused!r}), so /dev/shm is missing, read-only, full or not writable here; give the process "
                 "a writable /dev/shm (a container's --shm-size or a tmpfs mount), or use strategy='threads'")
     return None
+
+
+def thread_refused(name: str) -> str:
+    """Which limits refuse a ``name`` pool's threads, as they stand in this process, and what to do.
+
+    The limit of processes per user counts threads; so does a container's pids limit; and under an address space
+    limit (``ulimit -v``) each thread's stack takes its share (8 MB by default), which ran out first at 200 MB
+    (constrained trial). A threads pool is not sent to threads.
+    """
+    limits = [f"the limit of processes per user (ulimit -u{_limit('RLIMIT_NPROC', 1)}), which counts threads too",
+              "the container's pids limit"]
+    space = _limit("RLIMIT_AS", 1 << 20, " MB")
+    if space:
+        limits.append(f"the address space (ulimit -v{space}), of which each thread's stack takes its share")
+    instead = "strategy='serial'" if name == "threads" else "strategy='threads'"
+    return f"{', or '.join(limits)}, is reached; raise the limit, use fewer workers (max_workers), or use {instead}"
+
+
+def _limit(which: str, unit: int, suffix: str = "") -> str:
+    """``: now N`` for a finite soft limit (in ``unit``), else nothing."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return ""
+    soft = resource.getrlimit(getattr(resource, which))[0]
+    return "" if soft == resource.RLIM_INFINITY else f": now {soft // unit:,}{suffix}"
 
 
 def _no_descriptors(name: str, exc: OSError) -> str:
