@@ -231,3 +231,50 @@ def test_an_initializers_own_emfile_is_its_error_not_the_pools_descriptors() -> 
     wrapped.__cause__ = own
     detail = start_failure_detail("threads", wrapped)
     assert "worker_initializer" in detail and "no file descriptor left" not in detail, detail
+
+
+FORKSERVER = REPORT.replace("tiny_workload_threshold=0.0,", "tiny_workload_threshold=0.0, start_method='forkserver',") \
+    + textwrap.dedent("""
+    if __name__ == "__main__":
+        run("processes", None)
+""")
+
+
+@pytest.mark.parametrize("where", ["long", "unwritable"])
+def test_a_temporary_directory_the_forkserver_cannot_use_is_named_with_what_to_do(where: str,
+                                                                                 tmp_path: Path) -> None:
+    """A forkserver start fell back right, but its detail was only ``OSError('AF_UNIX path too long')`` under a
+    200-character TMPDIR, or ``No usable temporary directory found`` in a container whose /tmp is read-only;
+    the warning promised the detail would say what to do (constrained trial). It now names TMPDIR."""
+    if where == "long":
+        tmp = tmp_path
+        while len(str(tmp)) < 200:
+            tmp = tmp / "abcdefghij"
+        tmp.mkdir(parents=True)
+        env = {**CHILD_ENV, "TMPDIR": str(tmp)}
+    else:  # every candidate tempfile tries is unusable: TMPDIR missing, no /tmp, /var/tmp or /usr/tmp to write to
+        env = {**CHILD_ENV, "TMPDIR": str(tmp_path / "missing")}
+        prefix = _read_only_tmp_command()
+        if prefix is None:
+            pytest.skip("no private mount namespace here to make /tmp and /var/tmp read-only (needs unshare -m)")
+    command = [sys.executable, "-c", FORKSERVER]
+    # tempfile's last candidate is the working directory: /proc, which takes no file
+    proc = subprocess.run(command if where == "long" else [*prefix, *command], cwd=ROOT if where == "long" else "/proc",
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout, "REASON") == ["init_failure"], proc.stdout + proc.stderr
+    detail = _lines(proc.stdout, "DETAIL")[0]
+    assert "TMPDIR" in detail, detail
+    assert ("107 bytes" in detail) if where == "long" else ("writable temporary directory" in detail), detail
+
+
+def _read_only_tmp_command() -> list[str] | None:
+    """A prefix that runs a command with /tmp and /var/tmp read-only, as a container with a read-only root has
+    them, in a mount namespace of its own (root, ``unshare``); None where that cannot be made."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        return None
+    script = "mount -o bind,ro /tmp /tmp && mount -o bind,ro /var/tmp /var/tmp && exec \"$@\""
+    probe = subprocess.run([unshare, "-m", "sh", "-c", script + " && true", "sh", "true"], capture_output=True,
+                           timeout=30)
+    return [unshare, "-m", "sh", "-c", script, "sh"] if probe.returncode == 0 else None

@@ -61,6 +61,18 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
     if thread is not None:
         return f"the {name} pool could not start: a thread it needs could not start ({thread!r}): " \
             + thread_refused(name)
+    socket = next((e for e in chain if isinstance(e, OSError) and "AF_UNIX path too long" in str(e)), None)
+    if socket is not None:
+        return (f"the {name} pool could not start: the socket its forkserver listens on is made in the temporary "
+                f"directory, whose path is too long for one ({socket!r}; TMPDIR is {_tmpdir()}, and a socket's "
+                "whole path may have at most 107 bytes); set TMPDIR to a short directory (/tmp), or use "
+                "start_method='spawn'")
+    no_temp = next((e for e in chain if isinstance(e, FileNotFoundError) and "No usable temporary directory" in str(e)),
+                   None)
+    if no_temp is not None:
+        return (f"the {name} pool could not start: it needs a writable temporary directory and found none "
+                f"({no_temp!r}; TMPDIR is {_tmpdir()}); point TMPDIR at a writable directory (a tmpfs mount in a "
+                "container with a read-only root), or use strategy='threads'")
     too_large = next((e for e in chain if isinstance(e, OSError) and e.errno == errno.EFBIG), None)
     if too_large is not None:
         return (f"the {name} pool could not start: the OS refused to write a file it needs ({too_large!r}): the "
@@ -88,6 +100,11 @@ def thread_refused(name: str) -> str:
         limits.append(f"the address space (ulimit -v{space}), of which each thread's stack takes its share")
     instead = "strategy='serial'" if name == "threads" else "strategy='threads'"
     return f"{', or '.join(limits)}, is reached; raise the limit, use fewer workers (max_workers), or use {instead}"
+
+
+def _tmpdir() -> str:
+    value = os.environ.get("TMPDIR")
+    return "not set" if value is None else f"{value!r} ({len(value.encode())} bytes)"
 
 
 def _limit(which: str, unit: int, suffix: str = "") -> str:
