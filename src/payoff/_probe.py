@@ -202,7 +202,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         if probe.cpu_ratio >= line:
             return
         if others_ns is not None:
-            _count_delegated(probe, outcome, others_ns, wall, line)
+            _count_delegated(probe, outcome, others_ns, wall, workers)
         elif crowded and not known_waiting \
                 and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None), process_ns,
                                     clock_ns):
@@ -259,13 +259,18 @@ class _Collections:
             gc.callbacks.remove(self)
 
 
-def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wall: float, line: float) -> None:
+def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wall: float, workers: int) -> None:
     """Items that looked like waiting work but kept other processes or native threads computing meanwhile
-    (``joblib.Parallel``, a scikit-learn ``n_jobs=-1`` model, BLAS threads) are CPU work: that CPU counts."""
+    (``joblib.Parallel``, a scikit-learn ``n_jobs=-1`` model, BLAS threads) are CPU work: that CPU counts.
+
+    They delegate from the line the planner decides by (``waiting_line``): marked only above its band, a share
+    read between the two (children that waited for a CPU beside one busy program) went to processes unmarked,
+    and that run's record, which sees only its own threads' CPU, taught a share of 0.01: every later call went
+    to threads as waiting work (flaky-test hunt: 2 runs of 15 beside one busy loop)."""
     if elsewhere_ns <= 0 or wall <= 0:
         return
     probe.cpu_ratio = min(1.0, max(0.05, (outcome.cpu_ns + elsewhere_ns) / 1e9 / wall))
-    probe.delegates = probe.cpu_ratio >= line and elsewhere_ns >= outcome.cpu_ns
+    probe.delegates = probe.cpu_ratio >= waiting_line(workers) and elsewhere_ns >= outcome.cpu_ns
 
 
 def _held_by_others(outcome: ChunkOutcome, others: int | None, process_ns: int, clock_ns: int) -> bool:
