@@ -8,6 +8,7 @@ processes share (no usable ``/dev/shm``), but a detail or advice that blames a
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -278,3 +279,45 @@ def _read_only_tmp_command() -> list[str] | None:
     probe = subprocess.run([unshare, "-m", "sh", "-c", script + " && true", "sh", "true"], capture_output=True,
                            timeout=30)
     return [unshare, "-m", "sh", "-c", script, "sh"] if probe.returncode == 0 else None
+
+
+def test_workers_that_died_starting_near_the_process_limit_are_put_down_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``ulimit -u 8`` a joblib pool's workers died importing (each starts threads), and the detail passed on
+    loky's guess, "a segmentation fault ... or excessive memory usage", while ``submit`` raised it bare
+    (constrained trial, 3 of 3). Near the limit the detail says so; away from it no cause is guessed."""
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    from payoff.strategies import start_failure
+
+    died = TerminatedWorkerError("A worker process managed by the executor was unexpectedly terminated. This could "
+                                 "be caused by a segmentation fault ... The exit codes of the workers are "
+                                 "{UNKNOWN(255), UNKNOWN(255)}")
+    monkeypatch.setattr(start_failure, "_tasks_near_limit", lambda: (7, 8))
+    told = start_failure.os_refusal("joblib", died)
+    assert told is not None and "ulimit -u" in told and "7 processes and threads of the 8" in told, told
+    monkeypatch.setattr(start_failure, "_tasks_near_limit", lambda: None)
+    assert start_failure.os_refusal("joblib", died) is None
+
+
+NEAR_LIMIT = textwrap.dedent("""
+    import os, resource, sys
+    from payoff.strategies import start_failure  # imported while the interpreter's files are readable
+    os.setgid(65534)
+    os.setuid(65534)  # a user the limit binds (root is not held to it)
+    tasks = start_failure._tasks_near_limit()
+    print("UNLIMITED", tasks)
+    resource.setrlimit(resource.RLIMIT_NPROC, (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_NPROC)[1]))
+    print("LIMITED", start_failure._tasks_near_limit())
+""")
+
+
+def test_the_tasks_near_the_process_limit_are_read_for_a_user_it_binds() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user, whom ulimit -u binds")
+    proc = subprocess.run([sys.executable, "-c", NEAR_LIMIT, "20"], cwd="/", env=CHILD_ENV, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert lines["UNLIMITED"] == "None", proc.stdout  # the limit as root's shell set it: far away, or none
+    tasks, limit = ast.literal_eval(lines["LIMITED"])  # (this user's processes and threads, 20)
+    assert limit == 20 and 1 <= tasks <= 20, proc.stdout

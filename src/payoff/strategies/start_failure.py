@@ -13,10 +13,12 @@ is made is the descriptors', not ``/dev/shm``'s.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import BrokenExecutor
 
 from payoff.errors import ClusterNotReadyError, WorkerInitError
 
@@ -83,7 +85,39 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
         return (f"the {name} pool could not start: the OS refused the semaphores its worker processes share "
                 f"({refused!r}), so /dev/shm is missing, read-only, full or not writable here; give the process "
                 "a writable /dev/shm (a container's --shm-size or a tmpfs mount), or use strategy='threads'")
+    broken = next((e for e in chain if isinstance(e, BrokenExecutor)), None)
+    near = _tasks_near_limit() if broken is not None else None
+    if near is not None:
+        return (f"the {name} pool could not start: its worker processes died as they started ({broken!r}); this "
+                f"user runs {near[0]:,} processes and threads of the {near[1]:,} its limit allows (ulimit -u, which "
+                "counts threads), and a worker whose imports start threads (a BLAS library's) dies when it meets "
+                "it; raise the limit, use fewer workers (max_workers), or use strategy='threads'")
     return None
+
+
+TASK_HEADROOM = 32
+"""Processes and threads short of ``ulimit -u`` at which workers that died as they started are put down to it:
+a pool's workers each start a few threads as they import (loky's and BLAS's), and met the limit of 7-10 there,
+where loky said "a segmentation fault ... or excessive memory usage" (constrained trial)."""
+
+
+def _tasks_near_limit() -> tuple[int, int] | None:
+    """(processes and threads of this user, its ``ulimit -u``) when that limit binds this process and is within
+    ``TASK_HEADROOM`` of them; else None (root is not held to it)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if soft == resource.RLIM_INFINITY or os.geteuid() == 0 or not os.path.isdir("/proc"):
+        return None
+    uid, tasks = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):  # a process that ended meanwhile
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    tasks += len(os.listdir(f"/proc/{entry}/task"))
+    return (tasks, soft) if tasks + TASK_HEADROOM >= soft else None
 
 
 def thread_refused(name: str) -> str:
