@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, _delegated_cpu
+from payoff import ParallelConfig, ParallelExecutor, _delegated_cpu, planning
 from payoff import _probe as probe_module
 from payoff._probe import Probe, _own_ns, probe_cost, waiting_line
 from payoff.planning import Call
@@ -37,6 +37,7 @@ def _decision(fn: object, n: int = 8) -> Reason:
         ex.map(fn, range(n))  # type: ignore[arg-type]
         record = ex.last_record
     assert record is not None
+    print(record.summary(), record.chunks[:1], planning.PLANNER.knowledge.get(fn))  # type: ignore[arg-type]
     if record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE and record.selected_strategy == "threads":
         return Reason.AUTO_WAITING  # a loaded host: kept serial first, its rest then sent where the probe said
     return record.decision_reason
