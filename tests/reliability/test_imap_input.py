@@ -377,8 +377,10 @@ def test_auto_under_a_timeout_probes_a_stream_on_more_than_its_first_item_read_b
     assert got == [x + 1 for x in range(100)]
     assert record is not None and record.probe_items > 1, "the probe measured more than the first item"
     assert set(stream.readers) == {threading.get_ident()}, "only the caller's thread read the input"
-    assert (record.selected_strategy, record.pool_started) == ("serial", False), \
-        (record.probe_items, record.chunks[0], record.summary())
+    # the stream is planned as 1,024 items: at the cold item's cost (50 us) that is processes' work; at the warm
+    # items' (0.1-0.3 us here) it stays serial, or, read dearer beside other programs' load (0.4 us), it is just
+    # threads' (from 0.36 ms of work): a process pool would mean the cold item priced them
+    assert record.selected_strategy in ("serial", "threads"), (record.probe_items, record.chunks[0], record.summary())
 
 
 @pytest.mark.parametrize(("n", "at"), [(3, None), (40, None), (40, 2), (40, 12), (40, 30)])
