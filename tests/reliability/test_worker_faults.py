@@ -513,27 +513,6 @@ def test_dead_workers_whose_codes_never_land_share_one_wait(monkeypatch: pytest.
     assert sum(slept) <= processes._REAPED_WAIT_SECONDS + 0.01, sum(slept)
 
 
-def test_a_pool_whose_manager_thread_died_at_start_fails_at_once_saying_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under a tight ``ulimit -u`` (which counts threads) the stdlib pool's manager thread died ("can't start new
-    thread") and the start waited out pool_start_timeout (300 s) for pings nobody would answer, then advised
-    raising the timeout (hostile trial 44, F1). The dead thread is seen at once."""
-    from concurrent.futures import process
-
-    def cannot_start(self: object) -> None:
-        raise RuntimeError("can't start new thread")
-
-    monkeypatch.setattr(process._ExecutorManagerThread, "run", cannot_start)
-    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, pool_start_timeout=20)
-    with ParallelExecutor(config) as ex, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
-        record = ex.last_record
-    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record.summary()
-    assert "manager thread" in record.fallback_detail and "ulimit -u" in record.fallback_detail, \
-        record.fallback_detail
-    assert "raise pool_start_timeout" not in record.fallback_detail
-
-
 def _manager_class(strategy: str) -> type:
     if strategy == "processes":
         from concurrent.futures import process
@@ -544,16 +523,18 @@ def _manager_class(strategy: str) -> type:
     return process_executor._ExecutorManagerThread
 
 
-def test_a_joblib_pool_whose_manager_thread_died_at_start_fails_at_once_saying_why(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """loky's manager thread dies the same way under a tight ``ulimit -u``, and a joblib start waited out
-    pool_start_timeout (300 s) on each call that met the limit, advising to raise it (constrained trial: 5 runs
-    of 10 at ``ulimit -u 7``). The dead thread is seen at once, as the processes backend's."""
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_pool_whose_manager_thread_died_at_start_fails_at_once_saying_why(monkeypatch: pytest.MonkeyPatch,
+                                                                           strategy: str) -> None:
+    """Under a tight ``ulimit -u`` (which counts threads) the pool's manager thread died ("can't start new
+    thread") and the start waited out pool_start_timeout (300 s) for pings nobody would answer, then advised
+    raising the timeout: the stdlib pool's (hostile trial 44, F1), and loky's under joblib on each call that met
+    the limit (constrained trial: 5 runs of 10 at ``ulimit -u 7``). The dead thread is seen at once."""
     def cannot_start(self: object) -> None:
         raise RuntimeError("can't start new thread")
 
-    monkeypatch.setattr(_manager_class("joblib"), "run", cannot_start)
-    config = ParallelConfig(strategy="joblib", max_workers=2, tiny_workload_threshold=0, pool_start_timeout=20)
+    monkeypatch.setattr(_manager_class(strategy), "run", cannot_start)
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, pool_start_timeout=20)
     with ParallelExecutor(config) as ex, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert ex.map(tasks.square, range(10)) == [x * x for x in range(10)]
