@@ -321,3 +321,17 @@ def test_the_tasks_near_the_process_limit_are_read_for_a_user_it_binds() -> None
     assert lines["UNLIMITED"] == "None", proc.stdout  # the limit as root's shell set it: far away, or none
     tasks, limit = ast.literal_eval(lines["LIMITED"])  # (this user's processes and threads, 20)
     assert limit == 20 and 1 <= tasks <= 20, proc.stdout
+
+
+def test_the_temporary_directory_named_is_the_one_tempfile_uses(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """A program that set ``tempfile.tempdir`` (or a long TEMP or TMP) was told "TMPDIR is not set ... set TMPDIR
+    to a short directory" for a forkserver socket path too long (review): the directory tempfile uses is named."""
+    import tempfile
+
+    from payoff.strategies.start_failure import os_refusal
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("x" * 120)))
+    monkeypatch.delenv("TMPDIR", raising=False)
+    told = os_refusal("processes", OSError("AF_UNIX path too long"))
+    assert told is not None and repr(str(tmp_path / ("x" * 120))) in told and "tempfile.tempdir" in told, told

@@ -571,6 +571,19 @@ def test_a_manager_thread_the_os_refused_to_start_is_the_error_a_submit_raises(
     assert not died, died
 
 
+def test_a_kill_from_the_pools_own_manager_thread_with_no_thread_to_spare_returns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ending loky's result pipe runs inline when no thread can start; a kill from the manager's own callback
+    (a done-callback cancelling the call) then joined the thread it ran on: 'cannot join current thread' (review)."""
+    from payoff.strategies import processes
+
+    def refused(self: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    processes._unstick_later(threading.current_thread(), None)  # the manager is this thread
+
+
 def test_a_threads_pool_the_os_refused_is_not_sent_to_threads() -> None:
     """The advice names the limits in force and, for a threads pool, the alternative that needs no thread."""
     from payoff.strategies.start_failure import os_refusal

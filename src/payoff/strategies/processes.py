@@ -727,6 +727,8 @@ def _unstick_later(manager: threading.Thread, writer: Any) -> None:
     exit hook joins it: the program never exited (interrupts trial). So a thread of its own waits for the
     manager as a kill's grace allows, and ends the pipe only under a manager still reading it."""
     def unstick() -> None:
+        if manager is threading.current_thread():  # a kill from the manager's own callback: it reads nothing now
+            return
         manager.join(_KILL_GRACE_SECONDS)
         if manager.is_alive():
             _end_result_pipe(writer)

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor
 
@@ -66,15 +67,15 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
     socket = next((e for e in chain if isinstance(e, OSError) and "AF_UNIX path too long" in str(e)), None)
     if socket is not None:
         return (f"the {name} pool could not start: the socket its forkserver listens on is made in the temporary "
-                f"directory, whose path is too long for one ({socket!r}; TMPDIR is {_tmpdir()}, and a socket's "
-                "whole path may have at most 107 bytes); set TMPDIR to a short directory (/tmp), or use "
-                "start_method='spawn'")
+                f"directory, whose path is too long for one ({socket!r}; the temporary directory is {_tmpdir()}, "
+                "and a socket's whole path may have at most 107 bytes); set TMPDIR to a short directory (/tmp; "
+                "or tempfile.tempdir, where the program set it), or use start_method='spawn'")
     no_temp = next((e for e in chain if isinstance(e, FileNotFoundError) and "No usable temporary directory" in str(e)),
                    None)
     if no_temp is not None:
         return (f"the {name} pool could not start: it needs a writable temporary directory and found none "
-                f"({no_temp!r}; TMPDIR is {_tmpdir()}); point TMPDIR at a writable directory (a tmpfs mount in a "
-                "container with a read-only root), or use strategy='threads'")
+                f"({no_temp!r}; TMPDIR is {_variable('TMPDIR')}); point TMPDIR at a writable directory (a tmpfs "
+                "mount in a container with a read-only root), or use strategy='threads'")
     too_large = next((e for e in chain if isinstance(e, OSError) and e.errno == errno.EFBIG), None)
     if too_large is not None:
         return (f"the {name} pool could not start: the OS refused to write a file it needs ({too_large!r}): the "
@@ -137,8 +138,18 @@ def thread_refused(name: str) -> str:
 
 
 def _tmpdir() -> str:
-    value = os.environ.get("TMPDIR")
-    return "not set" if value is None else f"{value!r} ({len(value.encode())} bytes)"
+    """The directory ``tempfile`` makes its files in, which the program may have set itself (``tempfile.tempdir``)
+    or taken from TMPDIR, TEMP or TMP: naming TMPDIR alone blamed a variable that was not the one used."""
+    try:
+        path = tempfile.gettempdir()
+    except OSError:
+        return "none usable"
+    return f"{path!r} ({len(path.encode())} bytes; TMPDIR is {_variable('TMPDIR')})"
+
+
+def _variable(name: str) -> str:
+    value = os.environ.get(name)
+    return "not set" if value is None else repr(value)
 
 
 def _limit(which: str, unit: int, suffix: str = "") -> str:
