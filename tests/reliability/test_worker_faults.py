@@ -469,7 +469,7 @@ def test_a_dead_worker_the_kernel_reaped_is_not_waited_for(monkeypatch: pytest.M
         multiprocessing.connection.wait([proc.sentinel], 10)
         polls: list[float] = []
         monkeypatch.setattr(processes.time, "sleep", polls.append)
-        assert processes._exit_code(proc) is None
+        assert processes._exit_codes([proc]) == [None]
         assert polls == [], "waited for a code the kernel had already discarded"
     finally:
         signal.signal(signal.SIGCHLD, previous)

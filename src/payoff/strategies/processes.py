@@ -754,18 +754,13 @@ _REAPED_WAIT_SECONDS = 1.0
 
 
 def _ended(proc: Any) -> bool:
-    """Whether a worker has ended, even while the pool's own thread is still reaping it (see :func:`_exit_code`)."""
+    """Whether a worker has ended, even while the pool's own thread is still reaping it (see :func:`_exit_codes`)."""
     if proc.exitcode is not None:
         return True
     try:
         return bool(multiprocessing.connection.wait([proc.sentinel], 0))
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _exit_code(proc: Any) -> int | None:
-    """A worker's exit code; None while it runs (see :func:`_exit_codes`)."""
-    return _exit_codes([proc])[0]
 
 
 def _exit_codes(procs: list[Any]) -> list[int | None]:
