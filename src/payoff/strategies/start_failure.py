@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import sys
 import tempfile
@@ -105,12 +106,8 @@ where loky said "a segmentation fault ... or excessive memory usage" (constraine
 def _tasks_near_limit() -> tuple[int, int] | None:
     """(processes and threads of this user, its ``ulimit -u``) when that limit binds this process and is within
     ``TASK_HEADROOM`` of them; else None (root is not held to it)."""
-    try:
-        import resource  # POSIX only
-    except ImportError:
-        return None
-    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
-    if soft == resource.RLIM_INFINITY or os.geteuid() == 0 or not os.path.isdir("/proc"):
+    soft = _soft_limit("RLIMIT_NPROC")
+    if soft is None or soft == math.inf or os.geteuid() == 0 or not os.path.isdir("/proc"):
         return None
     uid, tasks = os.getuid(), 0
     for entry in os.listdir("/proc"):
@@ -118,7 +115,7 @@ def _tasks_near_limit() -> tuple[int, int] | None:
             with contextlib.suppress(OSError):  # a process that ended meanwhile
                 if os.stat(f"/proc/{entry}").st_uid == uid:
                     tasks += len(os.listdir(f"/proc/{entry}/task"))
-    return (tasks, soft) if tasks + TASK_HEADROOM >= soft else None
+    return (tasks, int(soft)) if tasks + TASK_HEADROOM >= soft else None
 
 
 def thread_refused(name: str) -> str:
@@ -154,12 +151,19 @@ def _variable(name: str) -> str:
 
 def _limit(which: str, unit: int, suffix: str = "") -> str:
     """``: now N`` for a finite soft limit (in ``unit``), else nothing."""
+    soft = _soft_limit(which)
+    return "" if soft is None or soft == math.inf else f": now {int(soft) // unit:,}{suffix}"
+
+
+def _soft_limit(which: str) -> float | None:
+    """The soft ``resource`` limit named ``which`` (``RLIMIT_NOFILE``...): ``math.inf`` for none, None where the
+    platform cannot tell (no ``resource`` module)."""
     try:
         import resource  # POSIX only
     except ImportError:
-        return ""
+        return None
     soft = resource.getrlimit(getattr(resource, which))[0]
-    return "" if soft == resource.RLIM_INFINITY else f": now {soft // unit:,}{suffix}"
+    return math.inf if soft == resource.RLIM_INFINITY else soft
 
 
 def _no_descriptors(name: str, exc: OSError) -> str:
@@ -188,12 +192,8 @@ def _shutdown_error(exc: BaseException) -> bool:
 
 
 def _descriptor_limit() -> str:
-    try:
-        import resource  # POSIX only
-    except ImportError:
-        return "unknown"
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return "no limit" if soft == resource.RLIM_INFINITY else f"{soft:,}"
+    soft = _soft_limit("RLIMIT_NOFILE")
+    return "unknown" if soft is None else "no limit" if soft == math.inf else f"{int(soft):,}"
 
 
 def _process_refused(exc: BaseException) -> bool:
