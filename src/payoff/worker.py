@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import functools
 import os
 import pickle
 import resource
@@ -841,41 +842,31 @@ def _clock_read_ns() -> int:
     return _read_ns
 
 
-_run_in_ns: int | None = None
-
-
+@functools.cache
 def _run_in_floor_ns() -> int:
     """What running an item in the call's context (``Context.run``, one per item of a serial ``imap``) adds to
     its timed cost: a loop calls ``fn`` directly. Measured once per process against ``map`` calling a trivial
     function directly, the lowest of a few tries (~30 ns here, more than ``abs`` costs)."""
-    global _run_in_ns
-    if _run_in_ns is None:
-        run, clock, n = contextvars.copy_context().run, time.perf_counter_ns, 512
+    run, clock, n = contextvars.copy_context().run, time.perf_counter_ns, 512
 
-        def took(calls: Iterator[object]) -> int:
-            t0 = clock()
-            for _ in calls:
-                pass
-            return clock() - t0
+    def took(calls: Iterator[object]) -> int:
+        t0 = clock()
+        for _ in calls:
+            pass
+        return clock() - t0
 
-        in_context = min(took(map(run, repeat(id), range(n))) for _ in range(5))
-        direct = min(took(map(id, range(n))) for _ in range(5))
-        _run_in_ns = max(0, (in_context - direct) // n)
-    return _run_in_ns
+    in_context = min(took(map(run, repeat(id), range(n))) for _ in range(5))
+    direct = min(took(map(id, range(n))) for _ in range(5))
+    return max(0, (in_context - direct) // n)
 
 
-_handing_ns: int | None = None
-
-
+@functools.cache
 def _handing_floor_ns() -> int:
     """What the reading of a consumer's time with one result holds that is payoff's: the generators that hand
     the result out (the chunk's, the executor's results') and the clock, measured once per process with a
     consumer that does nothing, the lowest of a few tries (~50 ns here, two to five times a trivial loop's
     own time with a result)."""
-    global _handing_ns
-    if _handing_ns is None:
-        _handing_ns = min(_handing_reading() for _ in range(5))
-    return _handing_ns
+    return min(_handing_reading() for _ in range(5))
 
 
 def _handing_reading(n: int = 512) -> int:
