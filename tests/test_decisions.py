@@ -22,6 +22,7 @@ from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff._knowledge import NO_PICKLING, Facts, Pickling
 from payoff._payload import cloudpickled_size, pickled_size
 from payoff._probe import Probe
+from payoff._side_by_side import Reading, SideBySide
 from payoff.config import usable_cpus
 from payoff.planning import CLOUDPICKLE_CANNOT, Call, Decide, Planner
 from payoff.strategies import CROSSES_PROCESSES
@@ -92,6 +93,10 @@ class Row:
     """What the function pickles to (a closure over a large array: hundreds of MB)."""
     n_jobs: int | None = None
     """Plan inside ``joblib.parallel_config(n_jobs=...)``."""
+    side_by_side: SideBySide | None = None
+    """The function's items timed alone and on its pools (``payoff._side_by_side``)."""
+    expect_contention: float = 1.0
+    """The plan's slowdown side by side, which its record takes off the pool's items' time."""
 
 
 class ForeignPool:
@@ -206,6 +211,31 @@ ROWS = [
         "threads", Reason.AUTO_SHARED_MEMORY, item_bytes=3 << 19, verdicts={"processes": (0.9, 200)}),
     Row("and stay here once threads measured no gain either", 9e-3, 200, "serial", Reason.NO_MEASURED_GAIN,
         item_bytes=3 << 19, verdicts={"processes": (0.9, 200)}, threads_speedup=0.8),
+    # -- auto: a pool's small gain held to the items timed alone (payoff._side_by_side) --
+    Row("a pool call that gained under 1.6x is followed once by a serial call that times its items alone", 1e-3,
+        1000, "serial", Reason.AUTO_SERIAL_CHECK, verdicts={"processes": (1.3, 1000)},
+        side_by_side=SideBySide(on_pool={"processes": Reading(1.1e-3, 1000, 1)}, seq=1)),
+    Row("threads sharing data processes cannot take are checked the same way", 9e-3, 200, "serial",
+        Reason.AUTO_SERIAL_CHECK, item_bytes=3 << 19, verdicts={"processes": (0.9, 200)}, threads_speedup=1.2,
+        side_by_side=SideBySide(on_pool={"threads": Reading(9e-3, 200, 1)}, seq=1)),
+    Row("once checked, the pool runs, its slowdown side by side taken off its items' time", 1e-3, 1000,
+        "processes", Reason.AUTO_CPU_BOUND, verdicts={"processes": (1.2, 1000)}, expect_contention=1.25,
+        side_by_side=SideBySide(Reading(1e-3, 1000, 2), {"processes": Reading(1.25e-3, 1000, 1)},
+                                {"processes": 1.25}, seq=2)),
+    Row("a gain the items' slowdown side by side turned into a loss is held, and the detail says why", 1e-3, 1000,
+        "serial", Reason.NO_MEASURED_GAIN, verdicts={"processes": (0.85, 1000)},
+        side_by_side=SideBySide(Reading(1e-3, 1000, 2), {"processes": Reading(1.5e-3, 1000, 1)},
+                                {"processes": 1.5}, seq=2), detail_says="1.50x slower side by side than alone"),
+    Row("a large gain is not checked: its check would cost most, and no slowdown turns it into a loss", 1e-3, 1000,
+        "processes", Reason.AUTO_CPU_BOUND, verdicts={"processes": (1.8, 1000)},
+        side_by_side=SideBySide(on_pool={"processes": Reading(1.1e-3, 1000, 1)}, seq=1)),
+    Row("nor a call four times the size of the pool's that gained", 1e-3, 5000, "processes", Reason.AUTO_CPU_BOUND,
+        verdicts={"processes": (1.3, 1000)}, side_by_side=SideBySide(on_pool={"processes": Reading(1.1e-3, 1000, 1)},
+                                                                    seq=1)),
+    Row("nor a pool the user named: the call runs where it was asked to", 1e-3, 1000, "processes",
+        Reason.EXPLICIT_STRATEGY, config={"max_workers": 2, "strategy": "processes"},
+        verdicts={"processes": (1.3, 1000)}, side_by_side=SideBySide(on_pool={"processes": Reading(1.1e-3, 1000, 1)},
+                                                                     seq=1)),
     Row("a measured loss of small items whose moving weighs nothing is not tried on threads", 9e-3, 200,
         "serial", Reason.NO_MEASURED_GAIN, verdicts={"processes": (0.9, 200)}),
     Row("trivial items too dear to send are not tried on threads either", 65e-9, 1_000_000, "serial",
@@ -490,7 +520,8 @@ def teach(planner: Planner, row: Row) -> None:
                                                 pickling=row.pickling._replace(item_bytes=_item_bytes(row)),
                                                 result_error="", share_without_gil=row.waited is not None,
                                                 waited=row.waited, hidden_dear=row.hidden_dear,
-                                                gil_threads=row.gil_threads, cores=row.cores))
+                                                gil_threads=row.gil_threads, cores=row.cores,
+                                                side_by_side=row.side_by_side or SideBySide()))
     if row.measured_items is not None:
         facts = planner.knowledge.get(tasks.square)
         assert facts is not None
@@ -517,6 +548,7 @@ def test_decision_table(row: Row) -> None:
     if row.expect_chunk is not None:
         assert (got.chunk_size, got.min_chunk) == row.expect_chunk
     assert got.check_each == row.expect_check_each
+    assert got.contention == row.expect_contention
     if got.strategy == "serial" and row.n_items:
         assert got.chunk_size == row.n_items - got.probe.n, "a serial plan runs every item in one chunk"
     assert row.detail_says in got.detail

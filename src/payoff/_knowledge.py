@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from payoff import _forks
 from payoff._by_value import CACHED
+from payoff._side_by_side import SideBySide
 from payoff.record import ESTIMATE_OVERTURNED, DearItems
 from payoff.worker import Star
 
@@ -210,6 +211,8 @@ class Facts:
     threads for waiting work; None: none yet), kept until its share moves ``WAITING_BAND`` past the line."""
     threads_calls: int = 0
     """Calls run on threads as waiting work since the share was last read without the GIL (``RESHARE_EVERY``)."""
+    side_by_side: SideBySide = field(default_factory=SideBySide)
+    """Its items timed alone and on each local pool, and how much slower side by side (``payoff._side_by_side``)."""
     gil_threads: float | None = None
     """Threads its runs of waiting items on threads kept busy with their own work (their speedups, waits for the
     GIL taken off; smoothed), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
@@ -289,7 +292,8 @@ class Knowledge:
             if facts is None:
                 return None
             self._facts.move_to_end(key)
-            return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone))
+            return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone),
+                           side_by_side=facts.side_by_side.copy())
 
     def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
         key = fn_key(fn)
@@ -356,6 +360,7 @@ class Knowledge:
                 facts.retries.clear()
                 facts.threads_speedup = None
                 facts.gil_threads = None
+                facts.side_by_side = SideBySide()
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 share = min(1.0, max(0.01, cpu_ratio))
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
@@ -422,6 +427,35 @@ class Knowledge:
                 weight = VERDICT_SMOOTHING if speedup >= 1.0 else VERDICT_LOSS_WEIGHT
                 speedup = weight * speedup + (1 - weight) * earlier[0]
             facts.verdicts[strategy] = (speedup, n_items)
+
+    def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int) -> None:
+        """A whole serial call's cost an item, in the caller: a loop's, which the pools' timings are held to."""
+        with self._stored(fn) as facts:
+            if facts is not None and _sound(n_items, seconds_per_item):
+                for strategy, moved in facts.side_by_side.note_alone(seconds_per_item, n_items,
+                                                                     VERDICT_REACH).items():
+                    _correct_verdicts(facts, strategy, moved)
+
+    def observe_on_pool(self, fn: Callable[..., Any], strategy: str, seconds_per_item: float,
+                        n_items: int) -> None:
+        """A local pool's call read its items at ``seconds_per_item`` (no factor taken off)."""
+        with self._stored(fn) as facts:
+            if facts is not None and _sound(n_items, seconds_per_item):
+                moved = facts.side_by_side.note_on_pool(strategy, seconds_per_item, n_items, VERDICT_REACH)
+                if moved is not None:
+                    _correct_verdicts(facts, strategy, moved)
+
+    def check_alone(self, fn: Callable[..., Any], strategy: str, remaining: int) -> bool:
+        """Whether this call runs serially to time the items alone (``SideBySide.check_due``); once per pool."""
+        with self._stored(fn) as facts:
+            if facts is None:
+                return False
+            verdict = facts.verdicts.get(strategy)
+            gain = verdict[0] if verdict is not None else facts.threads_speedup if strategy == "threads" else None
+            if not facts.side_by_side.check_due(strategy, gain, remaining, VERDICT_REACH):
+                return False
+            facts.side_by_side.checked.add(strategy)
+            return True
 
     def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:
         """A call stayed serial because ``strategy``'s pool was cold; a warm one would have saved ``seconds``."""
@@ -577,6 +611,16 @@ def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: f
     facts.seconds_per_item = (1 - weight) * known + weight * seconds_per_item
     facts.measured_items = max(known_n, n_items)
     return False
+
+
+def _correct_verdicts(facts: Facts, strategy: str, moved: float) -> None:
+    """The gains measured on ``strategy`` divided by how far its factor side by side moved: they priced a loop
+    at the pool's items' time."""
+    verdict = facts.verdicts.get(strategy)
+    if verdict is not None:
+        facts.verdicts[strategy] = (verdict[0] / moved, verdict[1])
+    if strategy == "threads" and facts.threads_speedup is not None:
+        facts.threads_speedup /= moved
 
 
 def _count_confirmation(facts: Facts, strategy: str, gained: bool, was_a_loss: bool) -> None:

@@ -362,7 +362,7 @@ class MapRun:
         probe_ns = plan.probe.outcome.end_ns - plan.probe.outcome.start_ns if plan.probe.outcome else 0
         rec = self.rec
         rec.overhead_ns["planning"] += max(0, time.perf_counter_ns() - t0 - probe_ns)
-        rec.decision, rec.chunk_size = plan.decision, plan.chunk_size
+        rec.decision, rec.chunk_size, rec.contention = plan.decision, plan.chunk_size, plan.contention
         rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
         # a library's items (CE's tasks of many instances) differ in size: the first one's cost is no item's
@@ -487,7 +487,8 @@ class MapRun:
         again = self.ex._planner.outgrown(self._call_for(rest), plan, outcome)
         if again is None:
             return replace(plan, outgrow=None)
-        self.rec.decision, self.rec.chunk_size = again.decision, again.chunk_size
+        self.rec.decision, self.rec.chunk_size, self.rec.contention = again.decision, again.chunk_size, \
+            again.contention
         self.rec.fallback_reason, self.rec.fallback_detail = None, ""
         self.where(again.strategy, again.workers)
         return again

@@ -113,6 +113,8 @@ class Probe:
     """The side of the waiting line the function was last planned on (``Facts.waited``)."""
     gil_threads: float | None = None
     """Threads earlier runs of its waiting items kept busy, with headroom (``Facts.gil_threads``)."""
+    factors: dict[str, float] = field(default_factory=dict)
+    """Per local pool: how many times longer its items took than alone (``payoff._side_by_side``)."""
 
     @property
     def refused(self) -> str:

@@ -53,6 +53,7 @@ from payoff._probe import (
     stuck_probes,
     waiting_line,
 )
+from payoff._side_by_side import POOLS as LOCAL_POOLS
 from payoff.config import (
     ALIAS_ENV_VAR,
     ENV_VAR,
@@ -169,6 +170,8 @@ class Plan:
     """With ``check_each``: the typical item's seconds, which chunk budgets are cut for (not the mean)."""
     outgrow: Outgrow | None = None
     """A serial plan made on its first items' cost: where the rest may go once its run here outgrows that."""
+    contention: float = 1.0
+    """How many times longer the function's items took on this pool than alone (``payoff._side_by_side``)."""
 
 
 class Outgrow(NamedTuple):
@@ -385,7 +388,7 @@ class Planner:
         if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and call.requested == "auto":
             if self._threads_may_pay(call, probe, workers) \
                     and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
-                return self._chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
+                return self._pool_or_alone(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
             if _too_cheap_for_threads(probe) or threads_oversubscribe(probe, workers):
                 fallback = (fallback[0], fallback[1] + _why_not_threads(probe, workers))
         if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY \
@@ -398,7 +401,7 @@ class Planner:
             return _serial(call, Reason.INIT_FAILURE, unreachable[0], decision, probe)
         if fallback is not None and fallback[0] is Reason.NO_MEASURED_GAIN \
                 and self._shares_instead(call, strategy, workers, probe, remaining):
-            return self._chunked(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
+            return self._pool_or_alone(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
         if fallback is not None:
             if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
                 est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
@@ -406,7 +409,7 @@ class Planner:
             grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None \
                 and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST) else None
             return replace(_serial(call, fallback[0], fallback[1], decision, probe), outgrow=grow)
-        return self._chunked(call, strategy, workers, probe, remaining, decision)
+        return self._pool_or_alone(call, strategy, workers, probe, remaining, decision)
 
     def outgrown(self, call: Call, plan: Plan, outcome: ChunkOutcome) -> Plan | None:
         """The rest of a serial run (``call``'s items) cut once it outgrew its first items' estimate
@@ -494,6 +497,15 @@ class Planner:
         return est.data_weighs and self._threads_may_pay(call, probe, workers) \
             and self._cost_fallback(call, "threads", workers, probe, remaining) is None
 
+    def _pool_or_alone(self, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
+                       decision: Reason) -> Plan:
+        """The pool's plan or, once for a pool whose gain was small, a serial call that times the items alone
+        (``payoff._side_by_side``): only that tells a loop's time from the pool's items' own, side by side."""
+        if call.requested == "auto" and strategy in LOCAL_POOLS and call.timeout is None \
+                and self.knowledge.check_alone(call.fn, strategy, remaining):
+            return _serial(call, None, "", Reason.AUTO_SERIAL_CHECK, probe)
+        return self._chunked(call, strategy, workers, probe, remaining, decision)
+
     def _chunked(self, call: Call, strategy: str, workers: int, probe: Probe, remaining: int,
                  decision: Reason) -> Plan:
         cost = probe.seconds_per_item
@@ -502,7 +514,7 @@ class Planner:
         unmeasured = cost is None and _fixed_chunk(call) is None
         return Plan(strategy, workers, chunk, decision, None, "", probe, min_chunk=1 if unmeasured else floor,
                     floor_seconds=_work_floor_seconds(self.costs, strategy) if unmeasured else 0.0,
-                    **self._check_each(call, remaining))
+                    contention=probe.factors.get(strategy, 1.0), **self._check_each(call, remaining))
 
     def _check_each(self, call: Call, remaining: int) -> dict[str, Any]:
         """``check_each`` and the typical item chunk budgets are cut for (0.0, scattered dear items: the mean).
@@ -565,6 +577,8 @@ class Planner:
                 self.knowledge.observe_hidden_dear(fn, dear_items(record.chunks, record.n_items))
         elif measured_all and record.busy_seconds > 0:
             self._learn_beyond_crowding(record, fn)
+        if taught is not None and not crowded:
+            self._learn_side_by_side(record, fn, taught[0], taught[2])
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
@@ -593,6 +607,15 @@ class Planner:
         handover = _handover_latency(record)
         if handover is not None:
             self.costs.learn(record.selected_strategy, per_chunk=handover)
+
+    def _learn_side_by_side(self, record: MapRecord, fn: Callable[[Any], Any], per_item: float, n: int) -> None:
+        """A whole serial call times the items alone; a local pool's, side by side (its factor taken off again).
+        A pool's first call whose workers imported on the way is no reading: its items paid the imports."""
+        if record.mode == "serial" and all(c.where == "caller" for c in record.chunks):
+            self.knowledge.observe_alone(fn, per_item, n)
+        elif record.mode == "parallel" and record.fallback_reason is None and record.selected_strategy in LOCAL_POOLS \
+                and not record.overhead_seconds.get("worker_warmup"):
+            self.knowledge.observe_on_pool(fn, record.selected_strategy, per_item * record.contention, n)
 
     def _learn_beyond_crowding(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
         """A new item cost from a call that ran in this process among other calls: one crowding cannot explain.
@@ -845,8 +868,11 @@ def _verdict_fallback(strategy: str, probe: Probe, remaining: int) -> tuple[Reas
     speedup, n_items = verdict
     if speedup >= 1.0 or remaining > VERDICT_REACH * n_items:
         return None
+    slower = probe.factors.get(strategy, 1.0)
+    timed = f" (its items ran {slower:.2f}x slower side by side than alone, a serial call of it showed)" \
+        if slower > 1 else ""
     return (Reason.NO_MEASURED_GAIN, f"an earlier call of this function on {strategy} with {n_items:,} items "
-            f"measured {speedup:.2f}x against serial; this call has {remaining:,}")
+            f"measured {speedup:.2f}x against serial{timed}; this call has {remaining:,}")
 
 
 def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
@@ -1478,6 +1504,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.result_bytes = known.result_bytes
     probe.waited = known.waited
     probe.gil_threads = known.gil_threads
+    probe.factors = dict(known.side_by_side.factors)
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,

@@ -84,6 +84,16 @@ class Reason(StrEnum):
         "rest was planned again at what its later items cost and ran on the pool",
         "",
     )
+    AUTO_SERIAL_CHECK = (
+        "auto_serial_check",
+        "decision",
+        "auto ran the call serially once, on purpose, to time the items alone: an earlier call on a pool of this "
+        "machine measured a gain under 1.6x, and items may run slower side by side than alone (memory bandwidth, "
+        "shared caches, a CPU's boost), which the pool's own timing cannot see. The pool's later calls divide "
+        "their items' time by what the two calls measured (MapRecord.contention), and the verdict that chose the "
+        "pool is corrected with it",
+        "",
+    )
     AUTO_NEEDS_CLOUDPICKLE = (
         "auto_needs_cloudpickle",
         "decision",

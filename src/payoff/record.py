@@ -340,6 +340,11 @@ class MapRecord:
     """The call sent its pool's workers a version of a large function they did not have (written once for them
     to load; ``docs/tuning.md``, "Large shared state"): a cost its next calls on that pool do not pay, so, as
     a pool's start, it judges nothing of the function's speed there."""
+    contention: float = 1.0
+    """How many times longer the function's items took side by side on this pool than alone, as a serial call
+    of it right before or after a pool call of a comparable size measured (1.0: none did, or they agreed within
+    10%). Sharing memory bandwidth, a cache or a CPU's boost slows items that the pool's own timing cannot
+    tell from dearer ones: the serial estimate divides the pool's items' time by it (``payoff._side_by_side``)."""
 
     @property
     def items_text(self) -> str:
@@ -455,14 +460,17 @@ class MapRecord:
                     f"{self.wall_seconds * 1e3:,.1f} ms; {advice_of(self)}")
         recovered = f" after {self.fallback_reason.value}" if self.fallback_reason is not None else ""
         if self.selected_strategy == "serial":
-            return f"{head}: ran serially, {self.wall_seconds * 1e3:,.1f} ms{recovered}"
+            why = " to time its items alone (auto_serial_check)" if self.decision_reason is Reason.AUTO_SERIAL_CHECK \
+                else ""
+            return f"{head}: ran serially{why}, {self.wall_seconds * 1e3:,.1f} ms{recovered}"
         if self.speedup <= 0:  # no chunk measured any work: nothing to compare with serial
             return f"{head}: no work measured, so no speedup against serial{recovered}"
         verdict = "faster" if self.speedup >= 1 else "slower"
         factor = self.speedup if self.speedup >= 1 else 1 / self.speedup
         shared = " (pool shared with other work)" if self.pool_shared else ""
+        slower = f", its items {self.contention:.2f}x slower side by side than alone" if self.contention > 1 else ""
         return (f"{head}: {factor:.2f}x {verdict} than serial{recovered}, utilization {self.utilization:.0%}"
-                f"{shared}, queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms{self._warmup_said()}")
+                f"{shared}, queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms{slower}{self._warmup_said()}")
 
     def _warmup_said(self) -> str:
         """The workers' one-time imports, when they took a noticeable part of the call (a slow first call after
@@ -794,6 +802,8 @@ class RecordBuilder:
         self._pool_cpu_ns: int | None = None
         """The process's CPU time when the call's pool was leased: what its threads ran beside starts there."""
         self.chunk_size = max(1, n_items)
+        self.contention = 1.0
+        """The plan's slowdown side by side for its pool (``MapRecord.contention``), taken off its items' time."""
         self.gil_waits: GilWaits | None = None
         """The GIL queue a thread back from a wait met while the call ran, where it was sampled."""
         self.cpu_ratio: float | None = None
@@ -868,17 +878,18 @@ class RecordBuilder:
         per second of wall time (``cpu_ratio``). Chunks run here are counted
         whole: a loop here, now, would have met the same machine.
         """
-        waits = self._gil_waits_measured()
+        waits, slower = self._gil_waits_measured(), self.contention
         if waits is not None:
-            return sum(_without_gil_waits(c, waits) for c in chunks) + self._others_load() + self.consumer_ns / 1e9
+            return sum(_without_gil_waits(c, waits) / (slower if c.where == "pool" else 1.0) for c in chunks) \
+                + self._others_load() + self.consumer_ns / 1e9
         ratio = self._pricing_ratio()
 
         def priced(c: ChunkStats) -> float:
             if c.where != "pool":
                 return c.busy_seconds
             if ratio is None:  # work that hardly holds the GIL; unmeasured work cannot be corrected for it
-                return own_work_seconds(c)
-            return min(own_work_seconds(c), c.cpu_seconds / ratio)
+                return own_work_seconds(c) / slower
+            return min(own_work_seconds(c), c.cpu_seconds / ratio) / slower
 
         # sum() over ``chunks``, in the order build() sums their busy time: from Python 3.12 sum() compensates
         # float rounding, and a plain loop came out an ulp above the busy time it can never exceed
@@ -928,7 +939,7 @@ class RecordBuilder:
         since_ns = self._process_cpu_ns if self._pool_cpu_ns is None else self._pool_cpu_ns
         others_ns = max(0, time.process_time_ns() - since_ns - pool_cpu_ns)
         held_ns = (self.workers - 1) * (pool_cpu_ns + sum(c.runq_ns for c in pool)) + self.workers * others_ns
-        return max(0.0, sum(own_work_seconds(c) for c in pool) - held_ns / 1e9) + sum(
+        return max(0.0, sum(own_work_seconds(c) for c in pool) - held_ns / 1e9) / self.contention + sum(
             c.busy_seconds for c in chunks if c.where != "pool")
 
     def _pricing_ratio(self) -> float | None:
@@ -1038,7 +1049,7 @@ class RecordBuilder:
             consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
             shared_seconds=self.shared_ns / 1e9, pool_starts=self.pool_starts,
             gil_priced=self._gil_waits_measured() is not None, items_said=self._said(),
-            fn_shipped=self.fn_shipped,
+            fn_shipped=self.fn_shipped, contention=self.contention,
         )
 
     def _said(self) -> str:

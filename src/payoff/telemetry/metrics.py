@@ -113,7 +113,8 @@ METRICS: tuple[MetricDef, ...] = (
               "(MapRecord.shared_seconds); only pool strategies have it.",
               "Was the pool shared by concurrent calls? Subtracted from capacity for utilization."),
     MetricDef("payoff_serial_estimate_seconds_total", "counter", ("strategy", "workload"),
-              "Estimated serial time of the same work (busy time, contention removed with CPU time).",
+              "Estimated serial time of the same work (busy time, contention removed with CPU time, and the "
+              "items' measured slowdown side by side on the pool, MapRecord.contention).",
               "Numerator of speedup (serial estimate / wall)."),
     MetricDef("payoff_speedup", "histogram", ("strategy", "workload"),
               "Estimated speedup against serial of each call that completed (one that timed out, was "

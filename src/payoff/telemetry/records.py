@@ -404,6 +404,7 @@ def _record(f: _Fields) -> MapRecord:
         pool_starts=f.count("pool_starts", 0),  # absent in lines written before restarts were counted
         gil_priced=f.flag("gil_priced", False),  # absent in lines written before GIL waits were sampled
         items_said=_text(f.raw("items_said", ""), f.name("items_said")),  # absent before libraries said items
+        contention=_number(f.raw("contention", 1.0), f.name("contention")),  # absent before it was measured
     )
 
 

@@ -142,6 +142,7 @@ def span_attributes(record: MapRecord) -> dict[str, Any]:
         "payoff.pays_off": record.pays_off,
         "payoff.wall_seconds": record.wall_seconds,
         "payoff.serial_estimate_seconds": record.serial_estimate_seconds,
+        "payoff.contention": record.contention,
         "payoff.queue_wait.p50_seconds": qw.p50,
         "payoff.queue_wait.p95_seconds": qw.p95,
         "payoff.task_time.p50_seconds": tt.p50,

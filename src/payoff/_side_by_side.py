@@ -1,0 +1,107 @@
+"""How much slower a function's items run side by side on a pool of this machine than alone in a loop.
+
+A pool's serial estimate is the sum of its items' own times: what a loop would take if an item cost the same
+beside the others as alone. Items that share what the cores do not each have (memory bandwidth, a shared
+cache, a CPU's boost clock, a hyper-thread's core) run slower side by side, and their sum then overstates a
+loop: 500 sums of 1 MiB arrays on 2 threads read 1.3x for a call 0.85x the loop's speed (matrix row W5). No
+reading inside the pool's call can tell; timing the items alone can. A whole serial call of the function
+(auto runs one on purpose where none ran: ``auto_serial_check``) against its pool's call of a comparable
+size, one right after the other, gives the factor the pool's later records divide their items' time by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+POOLS = frozenset({"threads", "processes", "joblib"})
+"""The pools of this machine: a cluster's workers are other machines', never held to a loop here."""
+CHECK_BELOW = 1.6
+"""Auto times the items alone only where a pool measured a gain under this: there a slowdown side by side can
+turn the gain into a loss, and the serial call costs least (under 0.6 of one call, once)."""
+CHECK_MAX_LOSS_SECONDS = 5.0
+"""Nor where the serial call would cost more than this over the pool's (its estimate at the measured gain)."""
+SHOWS = 1.03
+"""A factor under this is two calls' noise, not a slowdown: the pool's timing stands (1.0 is kept)."""
+MOST = 3.0
+"""The largest factor believed: two calls further apart had other items (other data, other arguments), not the
+same items slowed; a cost that moved by ``COST_SHIFT`` (3x) is a new cost to the planner too."""
+ADJACENT = 1
+"""Readings compared are at most this many of the function's readings apart (1: one right after the other):
+its data may drift from call to call, so a loop's time from long ago says little of the pool's call now."""
+SMOOTHING = 0.5
+"""A new comparison's weight once a factor is known; the earlier ones keep the rest."""
+
+
+@dataclass
+class Reading:
+    seconds_per_item: float
+    n_items: int
+    seq: int
+    """The function's reading count when it was taken (``SideBySide.seq``)."""
+
+
+@dataclass
+class SideBySide:
+    """One function's readings alone and on each local pool, and the factors drawn from them."""
+
+    alone: Reading | None = None
+    """The last whole serial call in the caller: what a loop's items cost."""
+    on_pool: dict[str, Reading] = field(default_factory=dict)
+    """Per local pool: what its last call read an item at, before any factor was taken off."""
+    factors: dict[str, float] = field(default_factory=dict)
+    """Per pool: how many times longer its items took than alone (1.0: the two agreed)."""
+    checked: set[str] = field(default_factory=set)
+    """Pools a serial check was planned for: one each, until the items' cost shifts."""
+    seq: int = 0
+
+    def copy(self) -> SideBySide:
+        return SideBySide(self.alone, dict(self.on_pool), dict(self.factors), set(self.checked), self.seq)
+
+    def factor(self, strategy: str) -> float:
+        return self.factors.get(strategy, 1.0)
+
+    def note_alone(self, seconds_per_item: float, n_items: int, reach: int) -> dict[str, float]:
+        """A serial call's reading; returns, per pool whose factor moved, new factor over old."""
+        self.seq += 1
+        self.alone = Reading(seconds_per_item, n_items, self.seq)
+        moved = {s: self._compare(s, reach) for s in self.on_pool}
+        return {s: r for s, r in moved.items() if r is not None}
+
+    def note_on_pool(self, strategy: str, seconds_per_item: float, n_items: int, reach: int) -> float | None:
+        """A pool call's reading (its factor taken off again); new factor over old if it moved, else None."""
+        self.seq += 1
+        self.on_pool[strategy] = Reading(seconds_per_item, n_items, self.seq)
+        return self._compare(strategy, reach)
+
+    def check_due(self, strategy: str, gain: float | None, remaining: int, reach: int) -> bool:
+        """Whether a call of ``remaining`` items is the one to time alone for ``strategy`` (see CHECK_BELOW)."""
+        pool, alone = self.on_pool.get(strategy), self.alone
+        if gain is None or not 1.0 <= gain < CHECK_BELOW or pool is None or strategy in self.checked \
+                or strategy in self.factors or not _comparable(pool.n_items, remaining, reach):
+            return False
+        if alone is not None and self._adjacent(pool, alone) and _comparable(alone.n_items, pool.n_items, reach):
+            return False  # its factor is being read from those two already
+        serial = pool.seconds_per_item * remaining
+        return serial - serial / gain <= CHECK_MAX_LOSS_SECONDS
+
+    def _compare(self, strategy: str, reach: int) -> float | None:
+        pool, alone = self.on_pool[strategy], self.alone
+        if alone is None or not self._adjacent(pool, alone) or not _comparable(pool.n_items, alone.n_items, reach) \
+                or alone.seconds_per_item <= 0:
+            return None
+        ratio = pool.seconds_per_item / alone.seconds_per_item
+        if ratio > MOST:
+            return None
+        old = self.factors.get(strategy)
+        new = ratio if old is None else SMOOTHING * ratio + (1 - SMOOTHING) * old
+        new = new if new >= SHOWS else 1.0
+        self.factors[strategy] = new
+        return new / (old or 1.0) if new != (old or 1.0) else None
+
+    @staticmethod
+    def _adjacent(a: Reading, b: Reading) -> bool:
+        return abs(a.seq - b.seq) <= ADJACENT
+
+
+def _comparable(n_items: int, other: int, reach: int) -> bool:
+    return max(n_items, other) <= reach * max(1, min(n_items, other))
