@@ -454,7 +454,7 @@ class Knowledge:
             gain = verdict[0] if verdict is not None else facts.threads_speedup if strategy == "threads" else None
             if not facts.side_by_side.check_due(strategy, gain, remaining, VERDICT_REACH):
                 return False
-            facts.side_by_side.checked.add(strategy)
+            facts.side_by_side.checked[strategy] = facts.side_by_side.checked.get(strategy, 0) + 1
             return True
 
     def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:

@@ -20,6 +20,9 @@ CHECK_BELOW = 1.6
 turn the gain into a loss, and the serial call costs least (under 0.6 of one call, once)."""
 CHECK_MAX_LOSS_SECONDS = 5.0
 """Nor where the serial call would cost more than this over the pool's (its estimate at the measured gain)."""
+CHECK_TRIES = 2
+"""Serial checks a pool gets: one that met other programs' load (or ran among other calls) reads nothing, so one
+more is tried; past that, the pool's own timing stands."""
 SHOWS = 1.03
 """A factor under this is two calls' noise, not a slowdown: the pool's timing stands (1.0 is kept)."""
 MOST = 3.0
@@ -50,12 +53,12 @@ class SideBySide:
     """Per local pool: what its last call read an item at, before any factor was taken off."""
     factors: dict[str, float] = field(default_factory=dict)
     """Per pool: how many times longer its items took than alone (1.0: the two agreed)."""
-    checked: set[str] = field(default_factory=set)
-    """Pools a serial check was planned for: one each, until the items' cost shifts."""
+    checked: dict[str, int] = field(default_factory=dict)
+    """Per pool: serial checks planned for it (``CHECK_TRIES``), until the items' cost shifts."""
     seq: int = 0
 
     def copy(self) -> SideBySide:
-        return SideBySide(self.alone, dict(self.on_pool), dict(self.factors), set(self.checked), self.seq)
+        return SideBySide(self.alone, dict(self.on_pool), dict(self.factors), dict(self.checked), self.seq)
 
     def factor(self, strategy: str) -> float:
         return self.factors.get(strategy, 1.0)
@@ -76,8 +79,9 @@ class SideBySide:
     def check_due(self, strategy: str, gain: float | None, remaining: int, reach: int) -> bool:
         """Whether a call of ``remaining`` items is the one to time alone for ``strategy`` (see CHECK_BELOW)."""
         pool, alone = self.on_pool.get(strategy), self.alone
-        if gain is None or not 1.0 <= gain < CHECK_BELOW or pool is None or strategy in self.checked \
-                or strategy in self.factors or not _comparable(pool.n_items, remaining, reach):
+        tried = self.checked.get(strategy, 0) >= CHECK_TRIES
+        if gain is None or not 1.0 <= gain < CHECK_BELOW or pool is None or tried or strategy in self.factors \
+                or not _comparable(pool.n_items, remaining, reach):
             return False
         if alone is not None and self._adjacent(pool, alone) and _comparable(alone.n_items, pool.n_items, reach):
             return False  # its factor is being read from those two already

@@ -610,7 +610,14 @@ class Planner:
 
     def _learn_side_by_side(self, record: MapRecord, fn: Callable[[Any], Any], per_item: float, n: int) -> None:
         """A whole serial call times the items alone; a local pool's, side by side (its factor taken off again).
-        A pool's first call whose workers imported on the way is no reading: its items paid the imports."""
+
+        No reading from a pool's first call whose workers imported on the way (its items paid the imports), from
+        a call whose threads waited for a CPU a good part of their time (a loop's items are read without those
+        waits, a pool's estimate adds what other programs took: ``_others_load``), nor of a library's items
+        (tasks of as many instances as it chose, call by call).
+        """
+        if record.items_said or _met_outside_load(record):
+            return
         if record.mode == "serial" and all(c.where == "caller" for c in record.chunks):
             self.knowledge.observe_alone(fn, per_item, n)
         elif record.mode == "parallel" and record.fallback_reason is None and record.selected_strategy in LOCAL_POOLS \
@@ -664,6 +671,12 @@ def _under_outside_load(record: MapRecord) -> bool:
     busy = sum(c.end_ns - c.start_ns for c in pool)
     return busy > 0 and record.workers <= cpu_capacity() and record.selected_strategy in LOCAL_PROCESS_POOLS \
         and sum(c.runq_ns for c in pool) >= OUTSIDE_LOAD_RUNQ * busy
+
+
+def _met_outside_load(record: MapRecord) -> bool:
+    """Whether the call's chunks, wherever they ran, waited for a CPU ``OUTSIDE_LOAD_RUNQ`` of their busy time."""
+    busy = sum(c.end_ns - c.start_ns for c in record.chunks)
+    return busy > 0 and sum(c.runq_ns for c in record.chunks) >= OUTSIDE_LOAD_RUNQ * busy
 
 
 def _warm_speedup(record: MapRecord) -> float | None:
