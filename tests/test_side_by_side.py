@@ -8,6 +8,8 @@ to them. Matrix row W5 (sums of 1 MiB arrays on 2 threads) recorded 1.30x for a 
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from array import array
 
@@ -16,7 +18,7 @@ import pytest
 from payoff import ParallelConfig, ParallelExecutor, Reason, planning
 from payoff._knowledge import Facts
 from payoff._side_by_side import CHECK_BELOW, CHECK_TRIES, MOST, SHOWS, SMOOTHING, Reading, SideBySide
-from payoff.record import RecordBuilder
+from payoff.record import MapRecord, RecordBuilder
 from payoff.worker import ChunkOutcome
 from tests import tasks
 
@@ -183,3 +185,95 @@ def test_a_call_that_waited_for_a_cpu_teaches_no_reading(runq_share: float) -> N
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None
     assert (facts.side_by_side.alone is None) is bool(runq_share)
+
+
+MS = 1_000_000
+
+
+def _loop_record() -> MapRecord:
+    """100 items of 1 ms run in the caller."""
+    now = time.monotonic_ns()
+    rec = RecordBuilder(1, "w", "auto", None, 100, now - 101 * MS, 0.0)
+    rec.add(ChunkOutcome(0, 0, [0] * 100, now - 100 * MS, now, 100 * MS, array("q", [100 * MS]),
+                         array("q", [100]), "caller"), "caller", 0)
+    return rec.build()
+
+
+def _pool_record(decision: Reason = Reason.AUTO_CPU_BOUND) -> MapRecord:
+    """The same 100 items at 1.25 ms each side by side on 2 worker processes, in 96 ms: it reads 1.30x."""
+    now = time.monotonic_ns()
+    rec = RecordBuilder(2, "w", "auto", None, 100, now - 96 * MS, 0.0)
+    rec.selected, rec.workers, rec.decision = "processes", 2, decision
+    for i in range(2):
+        rec.add(ChunkOutcome(i, i * 50, [0] * 50, now - 95 * MS, now - 95 * MS + 62_500_000, 62_500_000,
+                             array("q", [62_500_000]), array("q", [50]), f"w{i}"), "pool", now - 96 * MS)
+    return rec.build()
+
+
+@pytest.mark.parametrize("order", [("loop", "pool"), ("pool", "loop")])
+def test_the_verdict_is_corrected_whichever_call_came_first(order: tuple[str, str]) -> None:
+    """The review's finding 4: with the loop first, the pool call's own verdict was stored at its raw 1.30x after
+    the factor it completed had corrected the older ones; the other order stored 1.04x."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, result_error=""))
+    for what in order:
+        planner.learn(_loop_record() if what == "loop" else _pool_record(), tasks.square)
+        time.sleep(0.05)  # the second call ends after the first: not beside it
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None
+    assert facts.side_by_side.factor("processes") == pytest.approx(1.25)
+    assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 1.25, rel=0.01)
+
+
+def test_a_call_whose_head_ran_here_before_it_outgrew_its_estimate_is_no_pool_reading() -> None:
+    """Finding 5: its items were read over the head run alone and the rest run side by side."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, result_error=""))
+    planner.learn(_loop_record(), tasks.square)
+    time.sleep(0.05)
+    planner.learn(_pool_record(Reason.AUTO_OUTGREW_ESTIMATE), tasks.square)
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None and not facts.side_by_side.on_pool and not facts.side_by_side.factors
+
+
+def _taught_small_gain(planner: planning.Planner, n: int = 400) -> None:
+    planner.knowledge.teach(tasks.spin, Facts(7e-5, 1.0, 40, "", None, verdicts={"processes": (1.3, n)},
+                                              result_error="", side_by_side=SideBySide(
+                                                  on_pool={"processes": Reading(8e-5, n, 1)}, seq=1)))
+
+
+def test_a_stream_of_no_known_end_is_never_the_check() -> None:
+    """Finding 1: an imap over a generator planned as the check ran all its 20,000 items here (an endless one
+    would never have left the caller)."""
+    planner = planning.Planner()
+    _taught_small_gain(planner, 1000)
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planner, observers=[]) as ex:
+        assert list(ex.imap(tasks.spin, (i for i in range(3000)))) == [tasks.spin(i) for i in range(3000)]
+        record = ex.last_record
+    assert record is not None and record.decision_reason is not Reason.AUTO_SERIAL_CHECK
+
+
+def test_calls_beside_each_other_are_not_checked_and_spend_no_try() -> None:
+    """Finding 2: two calls at once were both planned as the check, both read nothing (crowded), and the two
+    tries were spent: the function was never checked."""
+    planner = planning.Planner()
+    _taught_small_gain(planner)
+    decisions: list[Reason] = []
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planner, observers=[]) as ex:
+        together = threading.Barrier(2)
+
+        def call() -> None:
+            together.wait()
+            record = ex.map(tasks.spin, range(400)) and ex.last_record
+            assert record
+            decisions.append(record.decision_reason)
+
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None
+    assert decisions.count(Reason.AUTO_SERIAL_CHECK) <= 1
+    assert facts.side_by_side.checked.get("processes", 0) < CHECK_TRIES

@@ -445,13 +445,14 @@ class Knowledge:
                 if moved is not None:
                     _correct_verdicts(facts, strategy, moved)
 
-    def check_alone(self, fn: Callable[..., Any], strategy: str, remaining: int) -> bool:
-        """Whether this call runs serially to time the items alone (``SideBySide.check_due``); once per pool."""
+    def check_alone(self, fn: Callable[..., Any], strategy: str, remaining: int, shared: bool = False) -> bool:
+        """Whether this call runs serially to time the items alone (``SideBySide.check_due``); once per pool.
+        ``shared``: threads chosen for data processes cannot take, whose gain is ``threads_speedup``."""
         with self._stored(fn) as facts:
             if facts is None:
                 return False
             verdict = facts.verdicts.get(strategy)
-            gain = verdict[0] if verdict is not None else facts.threads_speedup if strategy == "threads" else None
+            gain = facts.threads_speedup if shared else verdict[0] if verdict is not None else None
             if not facts.side_by_side.check_due(strategy, gain, remaining, VERDICT_REACH):
                 return False
             facts.side_by_side.checked[strategy] = facts.side_by_side.checked.get(strategy, 0) + 1

@@ -26,8 +26,8 @@ more is tried; past that, the pool's own timing stands."""
 SHOWS = 1.03
 """A factor under this is two calls' noise, not a slowdown: the pool's timing stands (1.0 is kept)."""
 MOST = 3.0
-"""The largest factor believed: two calls further apart had other items (other data, other arguments), not the
-same items slowed; a cost that moved by ``COST_SHIFT`` (3x) is a new cost to the planner too."""
+"""The largest factor believed (its inverse the smallest ratio): two calls further apart had other items (other
+data, other arguments), not the same items slowed; a cost that moved by ``COST_SHIFT`` (3x) is a new cost too."""
 ADJACENT = 1
 """Readings compared are at most this many of the function's readings apart (1: one right after the other):
 its data may drift from call to call, so a loop's time from long ago says little of the pool's call now."""
@@ -78,13 +78,11 @@ class SideBySide:
 
     def check_due(self, strategy: str, gain: float | None, remaining: int, reach: int) -> bool:
         """Whether a call of ``remaining`` items is the one to time alone for ``strategy`` (see CHECK_BELOW)."""
-        pool, alone = self.on_pool.get(strategy), self.alone
+        pool = self.on_pool.get(strategy)
         tried = self.checked.get(strategy, 0) >= CHECK_TRIES
         if gain is None or not 1.0 <= gain < CHECK_BELOW or pool is None or tried or strategy in self.factors \
-                or not _comparable(pool.n_items, remaining, reach):
+                or pool.seq != self.seq or not _comparable(pool.n_items, remaining, reach):
             return False
-        if alone is not None and self._adjacent(pool, alone) and _comparable(alone.n_items, pool.n_items, reach):
-            return False  # its factor is being read from those two already
         serial = pool.seconds_per_item * remaining
         return serial - serial / gain <= CHECK_MAX_LOSS_SECONDS
 
@@ -94,7 +92,7 @@ class SideBySide:
                 or alone.seconds_per_item <= 0:
             return None
         ratio = pool.seconds_per_item / alone.seconds_per_item
-        if ratio > MOST:
+        if not 1 / MOST <= ratio <= MOST:
             return None
         old = self.factors.get(strategy)
         new = ratio if old is None else SMOOTHING * ratio + (1 - SMOOTHING) * old

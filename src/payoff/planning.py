@@ -215,6 +215,9 @@ class Call:
     decide_after_first: Decide | None = None
     """Such a library deciding once the first item ran in the caller (under a named process backend too): the
     planner's own rules, made for items of one kind, do not know what the library's items hold."""
+    sized: bool = True
+    """``items`` are all the call's; False: a stream's first ones (an ``imap`` over a generator), whose end no
+    one knows."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -501,8 +504,9 @@ class Planner:
                        decision: Reason) -> Plan:
         """The pool's plan or, once for a pool whose gain was small, a serial call that times the items alone
         (``payoff._side_by_side``): only that tells a loop's time from the pool's items' own, side by side."""
-        if call.requested == "auto" and strategy in LOCAL_POOLS and call.timeout is None \
-                and self.knowledge.check_alone(call.fn, strategy, remaining):
+        if call.requested == "auto" and strategy in LOCAL_POOLS and _may_check(call) \
+                and not self._others_open(call.stop) \
+                and self.knowledge.check_alone(call.fn, strategy, remaining, decision is Reason.AUTO_SHARED_MEMORY):
             return _serial(call, None, "", Reason.AUTO_SERIAL_CHECK, probe)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
 
@@ -594,11 +598,12 @@ class Planner:
         if record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE:  # its head ran here: its speedup is not the pool's
             return
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
-            self.knowledge.observe_threads(fn, record.speedup)
+            self.knowledge.observe_threads(fn, record.speedup * self._refactored(record, fn))
         elif record.requested_strategy == "auto" and not record.pool_started and not record.fn_shipped:
             # cold workers are no verdict, nor workers sent a large function's new version (forkserver trial: a
             # 20 MB closure's first call, 0.9x, held the next calls serial, where warm calls ran 1.75x)
             speedup = _warm_speedup(record)
+            speedup = None if speedup is None else speedup * self._refactored(record, fn)
             if speedup is not None and not (speedup < 1.0 and _under_outside_load(record)):
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
         latency = _dispatch_latency(record)
@@ -616,13 +621,20 @@ class Planner:
         waits, a pool's estimate adds what other programs took: ``_others_load``), nor of a library's items
         (tasks of as many instances as it chose, call by call).
         """
-        if record.items_said or _met_outside_load(record):
+        if record.items_said or record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE or _met_outside_load(record):
             return
         if record.mode == "serial" and all(c.where == "caller" for c in record.chunks):
             self.knowledge.observe_alone(fn, per_item, n)
         elif record.mode == "parallel" and record.fallback_reason is None and record.selected_strategy in LOCAL_POOLS \
                 and not record.overhead_seconds.get("worker_warmup"):
             self.knowledge.observe_on_pool(fn, record.selected_strategy, per_item * record.contention, n)
+
+    def _refactored(self, record: MapRecord, fn: Callable[[Any], Any]) -> float:
+        """What the record's speedup is multiplied by to stand at the factor side by side learned since its plan
+        (this very call's reading may have completed it): the verdicts already held were corrected then."""
+        known = self.knowledge.get(fn)
+        now = 1.0 if known is None else known.side_by_side.factor(record.selected_strategy)
+        return record.contention / now
 
     def _learn_beyond_crowding(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
         """A new item cost from a call that ran in this process among other calls: one crowding cannot explain.
@@ -671,6 +683,13 @@ def _under_outside_load(record: MapRecord) -> bool:
     busy = sum(c.end_ns - c.start_ns for c in pool)
     return busy > 0 and record.workers <= cpu_capacity() and record.selected_strategy in LOCAL_PROCESS_POOLS \
         and sum(c.runq_ns for c in pool) >= OUTSIDE_LOAD_RUNQ * busy
+
+
+def _may_check(call: Call) -> bool:
+    """Whether a serial check may take this call: not one with a ``timeout=`` (payoff cannot stop an item in the
+    caller), a stream of no known end (it could never leave the caller), or forced parallel
+    (``tiny_workload_threshold=0``: the user asked for a pool whatever it costs)."""
+    return call.timeout is None and call.sized and call.config.tiny_workload_threshold != 0
 
 
 def _met_outside_load(record: MapRecord) -> bool:

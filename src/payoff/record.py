@@ -343,7 +343,7 @@ class MapRecord:
     contention: float = 1.0
     """How many times longer the function's items took side by side on this pool than alone, as a serial call
     of it right before or after a pool call of a comparable size measured (1.0: none did, or they agreed within
-    10%). Sharing memory bandwidth, a cache or a CPU's boost slows items that the pool's own timing cannot
+    3%). Sharing memory bandwidth, a cache or a CPU's boost slows items that the pool's own timing cannot
     tell from dearer ones: the serial estimate divides the pool's items' time by it (``payoff._side_by_side``)."""
 
     @property

@@ -236,6 +236,14 @@ def _number(value: object, name: str, high: float = math.inf, what: str = "a fin
     return number
 
 
+def _contention(value: object, name: str) -> float:
+    """A slowdown side by side: 1.0 (none measured) or more."""
+    number = _number(value, name, what="a finite number >= 1")
+    if number < 1.0:
+        raise InvalidRecord(name, f"{name} must be a finite number >= 1, got {_show(value)}")
+    return number
+
+
 def _text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidRecord(name, f"{name} must be a string, got {_show(value)}")
@@ -404,7 +412,7 @@ def _record(f: _Fields) -> MapRecord:
         pool_starts=f.count("pool_starts", 0),  # absent in lines written before restarts were counted
         gil_priced=f.flag("gil_priced", False),  # absent in lines written before GIL waits were sampled
         items_said=_text(f.raw("items_said", ""), f.name("items_said")),  # absent before libraries said items
-        contention=_number(f.raw("contention", 1.0), f.name("contention")),  # absent before it was measured
+        contention=_contention(f.raw("contention", 1.0), f.name("contention")),  # absent before it was measured
     )
 
 
