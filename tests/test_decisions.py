@@ -225,7 +225,7 @@ ROWS = [
     Row("a gain the items' slowdown side by side turned into a loss is held, and the detail says why", 1e-3, 1000,
         "serial", Reason.NO_MEASURED_GAIN, verdicts={"processes": (0.85, 1000)},
         side_by_side=SideBySide(Reading(1e-3, 1000, 2), {"processes": Reading(1.5e-3, 1000, 1)},
-                                {"processes": 1.5}, seq=2), detail_says="1.50x slower side by side than alone"),
+                                {"processes": 1.5}, seq=2), detail_says="took 1.50x their time alone side by side"),
     Row("nor forced parallel: tiny_workload_threshold=0 asks for a pool whatever it costs", 1e-3, 1000,
         "processes", Reason.AUTO_CPU_BOUND, config={"max_workers": 2, "tiny_workload_threshold": 0},
         verdicts={"processes": (1.3, 1000)}, side_by_side=SideBySide(on_pool={"processes": Reading(1.1e-3, 1000, 1)},

@@ -3,7 +3,9 @@
 A pool's serial estimate is the sum of its items' own times: what a loop would take if an item cost the same
 beside the others as alone. Items that share what the cores do not each have (memory bandwidth, a shared
 cache, a CPU's boost clock, a hyper-thread's core) run slower side by side, and their sum then overstates a
-loop: 500 sums of 1 MiB arrays on 2 threads read 1.3x for a call 0.85x the loop's speed (matrix row W5). No
+loop: 500 sums of 1 MiB arrays on 2 threads read 1.3x for a call 0.85x the loop's speed (matrix row W5). Items
+can run faster there too (the same arrays unpickled afresh in a worker process, in its cache, took 0.8 of their
+time alone), and their sum then understates a loop. No
 reading inside the pool's call can tell; timing the items alone can. A whole serial call of the function
 (auto runs one on purpose where none ran: ``auto_serial_check``) against its pool's call of a comparable
 size, one right after the other, gives the factor the pool's later records divide their items' time by.
@@ -24,7 +26,7 @@ CHECK_TRIES = 2
 """Serial checks a pool gets: one that met other programs' load (or ran among other calls) reads nothing, so one
 more is tried; past that, the pool's own timing stands."""
 SHOWS = 1.03
-"""A factor under this is two calls' noise, not a slowdown: the pool's timing stands (1.0 is kept)."""
+"""A factor between 1/SHOWS and SHOWS is two calls' noise: the pool's timing stands (1.0 is kept)."""
 MOST = 3.0
 """The largest factor believed (its inverse the smallest ratio): two calls further apart had other items (other
 data, other arguments), not the same items slowed; a cost that moved by ``COST_SHIFT`` (3x) is a new cost too."""
@@ -52,7 +54,7 @@ class SideBySide:
     on_pool: dict[str, Reading] = field(default_factory=dict)
     """Per local pool: what its last call read an item at, before any factor was taken off."""
     factors: dict[str, float] = field(default_factory=dict)
-    """Per pool: how many times longer its items took than alone (1.0: the two agreed)."""
+    """Per pool: how many times longer its items took than alone (1.0: the two agreed; below: shorter)."""
     checked: dict[str, int] = field(default_factory=dict)
     """Per pool: serial checks planned for it (``CHECK_TRIES``), until the items' cost shifts."""
     seq: int = 0
@@ -96,7 +98,7 @@ class SideBySide:
             return None
         old = self.factors.get(strategy)
         new = ratio if old is None else SMOOTHING * ratio + (1 - SMOOTHING) * old
-        new = new if new >= SHOWS else 1.0
+        new = 1.0 if 1 / SHOWS < new < SHOWS else new
         self.factors[strategy] = new
         return new / (old or 1.0) if new != (old or 1.0) else None
 

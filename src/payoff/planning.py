@@ -901,8 +901,8 @@ def _verdict_fallback(strategy: str, probe: Probe, remaining: int) -> tuple[Reas
     if speedup >= 1.0 or remaining > VERDICT_REACH * n_items:
         return None
     slower = probe.factors.get(strategy, 1.0)
-    timed = f" (its items ran {slower:.2f}x slower side by side than alone, a serial call of it showed)" \
-        if slower > 1 else ""
+    timed = f" (its items took {slower:.2f}x their time alone side by side, a serial call of it showed)" \
+        if slower != 1 else ""
     return (Reason.NO_MEASURED_GAIN, f"an earlier call of this function on {strategy} with {n_items:,} items "
             f"measured {speedup:.2f}x against serial{timed}; this call has {remaining:,}")
 

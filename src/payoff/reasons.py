@@ -89,7 +89,8 @@ class Reason(StrEnum):
         "decision",
         "auto ran the call serially once, on purpose, to time the items alone: an earlier call on a pool of this "
         "machine measured a gain under 1.6x, and items may run slower side by side than alone (memory bandwidth, "
-        "shared caches, a CPU's boost), which the pool's own timing cannot see. The pool's later calls divide "
+        "shared caches, a CPU's boost) or faster (data fresh in a worker's cache), which the pool's own timing "
+        "cannot see. The pool's later calls divide "
         "their items' time by what the two calls measured (MapRecord.contention), and the verdict that chose the "
         "pool is corrected with it",
         "",

@@ -343,8 +343,9 @@ class MapRecord:
     contention: float = 1.0
     """How many times longer the function's items took side by side on this pool than alone, as a serial call
     of it right before or after a pool call of a comparable size measured (1.0: none did, or they agreed within
-    3%). Sharing memory bandwidth, a cache or a CPU's boost slows items that the pool's own timing cannot
-    tell from dearer ones: the serial estimate divides the pool's items' time by it (``payoff._side_by_side``)."""
+    3%; below 1: they took less). Sharing memory bandwidth, a cache or a CPU's boost slows items that the
+    pool's own timing cannot tell from dearer ones (data unpickled afresh in a worker's cache speeds them): the
+    serial estimate divides the pool's items' time by it (``payoff._side_by_side``)."""
 
     @property
     def items_text(self) -> str:
@@ -468,7 +469,8 @@ class MapRecord:
         verdict = "faster" if self.speedup >= 1 else "slower"
         factor = self.speedup if self.speedup >= 1 else 1 / self.speedup
         shared = " (pool shared with other work)" if self.pool_shared else ""
-        slower = f", its items {self.contention:.2f}x slower side by side than alone" if self.contention > 1 else ""
+        slower = "" if self.contention == 1 else \
+            f", its items {self.contention:.2f}x their time alone side by side (a serial call timed them)"
         return (f"{head}: {factor:.2f}x {verdict} than serial{recovered}, utilization {self.utilization:.0%}"
                 f"{shared}, queue wait p50 {self.queue_wait.p50 * 1e3:.1f} ms{slower}{self._warmup_said()}")
 

@@ -237,10 +237,10 @@ def _number(value: object, name: str, high: float = math.inf, what: str = "a fin
 
 
 def _contention(value: object, name: str) -> float:
-    """A slowdown side by side: 1.0 (none measured) or more."""
-    number = _number(value, name, what="a finite number >= 1")
-    if number < 1.0:
-        raise InvalidRecord(name, f"{name} must be a finite number >= 1, got {_show(value)}")
+    """Items' time side by side over their time alone: above 0 (it divides the estimate)."""
+    number = _number(value, name, what="a finite number > 0")
+    if number <= 0:
+        raise InvalidRecord(name, f"{name} must be a finite number > 0, got {_show(value)}")
     return number
 
 
