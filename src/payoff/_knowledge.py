@@ -437,11 +437,12 @@ class Knowledge:
                     _correct_verdicts(facts, strategy, moved)
 
     def observe_on_pool(self, fn: Callable[..., Any], strategy: str, seconds_per_item: float,
-                        n_items: int) -> None:
-        """A local pool's call read its items at ``seconds_per_item`` (no factor taken off)."""
+                        n_items: int, wall_seconds: float = 0.0) -> None:
+        """A local pool's call of ``wall_seconds`` read its items at ``seconds_per_item`` (no factor taken off)."""
         with self._stored(fn) as facts:
             if facts is not None and _sound(n_items, seconds_per_item):
-                moved = facts.side_by_side.note_on_pool(strategy, seconds_per_item, n_items, VERDICT_REACH)
+                moved = facts.side_by_side.note_on_pool(strategy, seconds_per_item, n_items, VERDICT_REACH,
+                                                        wall_seconds)
                 if moved is not None:
                     _correct_verdicts(facts, strategy, moved)
 
@@ -480,6 +481,9 @@ class Knowledge:
                 earlier = facts.threads_speedup
                 _count_confirmation(facts, "threads", speedup >= THREADS_KEEP_SPEEDUP,
                                     earlier is not None and earlier < THREADS_KEEP_SPEEDUP)
+                if earlier is not None and speedup < THREADS_KEEP_SPEEDUP:  # one noisy loss (0.93x) held threads
+                    # off for 7 calls that gained 1.3x (user trial); a gain re-measured after a hold counts fully
+                    speedup = VERDICT_LOSS_WEIGHT * speedup + (1 - VERDICT_LOSS_WEIGHT) * earlier
                 facts.threads_speedup = speedup
 
     def observe_gil_threads(self, fn: Callable[..., Any], busy_threads: float) -> None:

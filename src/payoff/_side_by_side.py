@@ -9,10 +9,16 @@ time alone), and their sum then understates a loop. No
 reading inside the pool's call can tell; timing the items alone can. A whole serial call of the function
 (auto runs one on purpose where none ran: ``auto_serial_check``) against its pool's call of a comparable
 size, one right after the other, gives the factor the pool's later records divide their items' time by.
+
+A user's data may move from call to call: a check call whose items were half as dear as the pool call's before
+it read a factor of 2.15, and held a function serial that gained 1.35-1.5x on threads (user trial). So a factor
+is read from a sandwich only, three readings in a row (pool, alone, pool; or alone, pool, alone): its two pairs
+must agree, and their geometric mean cancels a drift that goes one way at one pace.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 POOLS = frozenset({"threads", "processes", "joblib"})
@@ -37,6 +43,12 @@ that other threads of the program held, which the loop's timing cannot tell from
 ADJACENT = 1
 """Readings compared are at most this many of the function's readings apart (1: one right after the other):
 its data may drift from call to call, so a loop's time from long ago says little of the pool's call now."""
+AGREE = 1.3
+"""The two pairs of a sandwich agree within this ratio, or the items moved between the calls: no factor."""
+CHECK_SHARE = 0.1
+"""A pool's gain of CHECK_BELOW or more is checked too once the serial call would cost at most this share of the
+time the function's calls on that pool took so far: an overstated gain (1.74-1.84x recorded for 1.41-1.60x, user
+trial) is never below the line it is checked by."""
 SMOOTHING = 0.5
 """A new comparison's weight once a factor is known; the earlier ones keep the rest."""
 
@@ -62,9 +74,14 @@ class SideBySide:
     checked: dict[str, int] = field(default_factory=dict)
     """Per pool: serial checks planned for it (``CHECK_TRIES``), until the items' cost shifts."""
     seq: int = 0
+    pairs: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Per pool: the last pair's ratio (pool over alone) and the count of its later reading."""
+    pool_seconds: dict[str, float] = field(default_factory=dict)
+    """Per pool: wall seconds of the function's calls on it so far (``CHECK_SHARE``)."""
 
     def copy(self) -> SideBySide:
-        return SideBySide(self.alone, dict(self.on_pool), dict(self.factors), dict(self.checked), self.seq)
+        return SideBySide(self.alone, dict(self.on_pool), dict(self.factors), dict(self.checked), self.seq,
+                          dict(self.pairs), dict(self.pool_seconds))
 
     def factor(self, strategy: str) -> float:
         return self.factors.get(strategy, 1.0)
@@ -76,8 +93,10 @@ class SideBySide:
         moved = {s: self._compare(s, reach) for s in self.on_pool}
         return {s: r for s, r in moved.items() if r is not None}
 
-    def note_on_pool(self, strategy: str, seconds_per_item: float, n_items: int, reach: int) -> float | None:
+    def note_on_pool(self, strategy: str, seconds_per_item: float, n_items: int, reach: int,
+                     wall_seconds: float = 0.0) -> float | None:
         """A pool call's reading (its factor taken off again); new factor over old if it moved, else None."""
+        self.pool_seconds[strategy] = self.pool_seconds.get(strategy, 0.0) + wall_seconds
         self.seq += 1
         self.on_pool[strategy] = Reading(seconds_per_item, n_items, self.seq)
         return self._compare(strategy, reach)
@@ -86,11 +105,13 @@ class SideBySide:
         """Whether a call of ``remaining`` items is the one to time alone for ``strategy`` (see CHECK_BELOW)."""
         pool = self.on_pool.get(strategy)
         tried = self.checked.get(strategy, 0) >= CHECK_TRIES
-        if gain is None or not 1.0 <= gain < CHECK_BELOW or pool is None or tried or strategy in self.factors \
+        if gain is None or gain < 1.0 or pool is None or tried or strategy in self.factors \
                 or pool.seq != self.seq or not _comparable(pool.n_items, remaining, reach):
             return False
         serial = pool.seconds_per_item * remaining
-        return serial - serial / gain <= CHECK_MAX_LOSS_SECONDS
+        loss = serial - serial / gain
+        return loss <= CHECK_MAX_LOSS_SECONDS and \
+            (gain < CHECK_BELOW or loss <= CHECK_SHARE * self.pool_seconds.get(strategy, 0.0))
 
     def _compare(self, strategy: str, reach: int) -> float | None:
         pool, alone = self.on_pool[strategy], self.alone
@@ -98,6 +119,11 @@ class SideBySide:
                 or alone.seconds_per_item <= 0:
             return None
         ratio = pool.seconds_per_item / alone.seconds_per_item
+        last = self.pairs.get(strategy)
+        self.pairs[strategy] = (ratio, self.seq)
+        if last is None or last[1] != min(pool.seq, alone.seq) or max(ratio, last[0]) > AGREE * min(ratio, last[0]):
+            return None  # no sandwich yet, or the items moved between its calls
+        ratio = math.sqrt(ratio * last[0])
         if not 1 / FASTEST <= ratio <= MOST:
             return None
         old = self.factors.get(strategy)
