@@ -341,9 +341,9 @@ class MapRecord:
     to load; ``docs/tuning.md``, "Large shared state"): a cost its next calls on that pool do not pay, so, as
     a pool's start, it judges nothing of the function's speed there."""
     contention: float = 1.0
-    """How many times longer the function's items took side by side on this pool than alone, as a serial call
-    of it right before or after a pool call of a comparable size measured (1.0: none did, or they agreed within
-    3%; below 1: they took less). Sharing memory bandwidth, a cache or a CPU's boost slows items that the
+    """How many times longer the function's items took side by side on this pool than alone, as three of auto's
+    calls in a row of comparable sizes measured (pool, serial, pool, or the other way; 1.0: none did, or within
+    3% of 1; below 1: they took less). Sharing memory bandwidth, a cache or a CPU's boost slows items that the
     pool's own timing cannot tell from dearer ones (data unpickled afresh in a worker's cache speeds them): the
     serial estimate divides the pool's items' time by it (``payoff._side_by_side``)."""
 
