@@ -233,7 +233,7 @@ def test_the_verdict_is_corrected_whichever_call_came_first(order: tuple[str, ..
     planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, result_error=""))
     for what in order:
         planner.learn(_loop_record() if what == "loop" else _pool_record(), tasks.square)
-        time.sleep(0.05)  # the second call ends after the first: not beside it
+        time.sleep(0.15)  # each call ends after the one before began: not beside it (its wall is 0.1 s)
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None
     assert facts.side_by_side.factor("processes") == pytest.approx(1.25)
@@ -245,7 +245,7 @@ def test_a_call_whose_head_ran_here_before_it_outgrew_its_estimate_is_no_pool_re
     planner = planning.Planner()
     planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, result_error=""))
     planner.learn(_loop_record(), tasks.square)
-    time.sleep(0.05)
+    time.sleep(0.15)
     planner.learn(_pool_record(Reason.AUTO_OUTGREW_ESTIMATE), tasks.square)
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None and not facts.side_by_side.on_pool and not facts.side_by_side.factors
