@@ -88,11 +88,11 @@ class Reason(StrEnum):
         "auto_serial_check",
         "decision",
         "auto ran the call serially once, on purpose, to time the items alone: an earlier call on a pool of this "
-        "machine measured a gain under 1.6x (or its calls there took ten times what this one loses), and items may run slower side by side than alone (memory bandwidth, "
-        "shared caches, a CPU's boost) or faster (data fresh in a worker's cache), which the pool's own timing "
-        "cannot see. The pool's later calls divide "
-        "their items' time by what the two calls measured (MapRecord.contention), and the verdict that chose the "
-        "pool is corrected with it",
+        "machine measured a gain under 1.6x (or its calls there took ten times what this one loses), and items "
+        "may run slower side by side than alone (memory bandwidth, shared caches, a CPU's boost) or faster (data "
+        "fresh in a worker's cache), which the pool's own timing cannot see. With the pool calls before and after "
+        "it, the items' costs give MapRecord.contention, which the pool's later calls divide their items' time by, "
+        "and the verdict that chose the pool is corrected with it",
         "",
     )
     AUTO_NEEDS_CLOUDPICKLE = (
