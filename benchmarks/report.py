@@ -121,9 +121,10 @@ def _paired_lines(paired: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     lines = ["", "The same estimate against a loop moments apart, a second instrument (the ±10% target below "
              "stays on the matrix's comparison): after the matrix, every call runs between two loop calls of "
              "the same batch, 3 times, on the column's warm executor. The matrix compares cells measured seconds "
-             "apart in the rotation, which on this machine moves a ratio by several percent by itself; on long "
-             "single calls the paired pass reads the estimate further off than the matrix does, for a reason "
-             "not measured yet. `payoff serial` is the control: "
+             "apart in the rotation, which on this machine moves a ratio by several percent by itself. `payoff "
+             "auto`'s calls here may hold its one serial check of a function (`auto_serial_check`: once its pool "
+             "calls took ten times what a serial call loses, it times the items alone), which both columns count: "
+             "a row whose matrix cell reads 1.8x can read about 1.4x here. `payoff serial` is the control: "
              "its estimate is right by construction up to payoff's own per-call cost (the part spent after "
              "the record is built, in observers, is outside `wall_seconds`), so how far it lands off is the "
              "instrument's noise plus that cost.", "",
