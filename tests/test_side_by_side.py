@@ -191,12 +191,7 @@ def test_a_call_that_waited_for_a_cpu_teaches_no_reading(runq_share: float) -> N
     beside other programs' load the two readings are not of the same thing."""
     planner = planning.Planner()
     planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None))
-    rec = RecordBuilder(1, "w", "auto", None, 100, 0, 0.0)
-    outcome = ChunkOutcome(0, 0, [0] * 100, 1_000, 1_000 + 100_000_000, 100_000_000, array("q", [100_000_000]),
-                           array("q", [100]), "w0")
-    outcome.runq_ns = int(runq_share * 100_000_000)
-    rec.add(outcome, "caller", 0)
-    planner.learn(rec.build(), tasks.square)
+    planner.learn(_loop_record(runq_share), tasks.square)
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None
     assert (facts.side_by_side.alone is None) is bool(runq_share)
@@ -205,12 +200,14 @@ def test_a_call_that_waited_for_a_cpu_teaches_no_reading(runq_share: float) -> N
 MS = 1_000_000
 
 
-def _loop_record() -> MapRecord:
-    """100 items of 1 ms run in the caller."""
+def _loop_record(runq_share: float = 0.0) -> MapRecord:
+    """100 items of 1 ms run in the caller, which waited for a CPU ``runq_share`` of that time."""
     now = time.monotonic_ns()
     rec = RecordBuilder(1, "w", "auto", None, 100, now - 101 * MS, 0.0)
-    rec.add(ChunkOutcome(0, 0, [0] * 100, now - 100 * MS, now, 100 * MS, array("q", [100 * MS]),
-                         array("q", [100]), "caller"), "caller", 0)
+    outcome = ChunkOutcome(0, 0, [0] * 100, now - 100 * MS, now, 100 * MS, array("q", [100 * MS]),
+                           array("q", [100]), "caller")
+    outcome.runq_ns = int(runq_share * 100 * MS)
+    rec.add(outcome, "caller", 0)
     return rec.build()
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from payoff import _forks
 from payoff._by_value import CACHED
-from payoff._side_by_side import SideBySide
+from payoff._side_by_side import SideBySide, comparable
 from payoff.record import ESTIMATE_OVERTURNED, DearItems
 from payoff.worker import Star
 
@@ -423,7 +423,7 @@ class Knowledge:
                 return
             earlier = facts.verdicts.get(strategy)
             _count_confirmation(facts, strategy, speedup >= 1.0, earlier is not None and earlier[0] < 1.0)
-            if earlier is not None and _comparable(n_items, earlier[1]):
+            if earlier is not None and comparable(n_items, earlier[1], VERDICT_REACH):
                 weight = VERDICT_SMOOTHING if speedup >= 1.0 else VERDICT_LOSS_WEIGHT
                 speedup = weight * speedup + (1 - weight) * earlier[0]
             facts.verdicts[strategy] = (speedup, n_items)
@@ -634,7 +634,3 @@ def _count_confirmation(facts: Facts, strategy: str, gained: bool, was_a_loss: b
         facts.retries.pop(strategy, None)
     elif was_a_loss:
         facts.retries[strategy] = facts.retries.get(strategy, 0) + 1
-
-
-def _comparable(n_items: int, other: int) -> bool:
-    return max(n_items, other) <= VERDICT_REACH * max(1, min(n_items, other))

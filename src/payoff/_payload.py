@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
 from payoff._item_size import size_of_buffer
-from payoff._knowledge import Pickling, _comparable, item_kind
+from payoff._knowledge import VERDICT_REACH, Pickling, item_kind
 from payoff._probe import PROBE_MAX_ITEMS, Probe
+from payoff._side_by_side import comparable
 from payoff.worker import ArrayRows, Zipped
 
 if TYPE_CHECKING:
@@ -105,7 +106,8 @@ def _time_payload(call: Call, probe: Probe, results: Sequence[Any]) -> None:
             timed = _time_pickling(call.items[:probe.n], results)
             probe.pickling = timed._replace(item_bytes=probe.item_bytes, item_kind=kind)
     elif probe.known and probe.item_bytes * PROBE_MAX_ITEMS <= PICKLING_SAMPLE_BYTES \
-            and not (_comparable(probe.item_bytes, probe.pickling.item_bytes) and kind == probe.pickling.item_kind):
+            and not (comparable(probe.item_bytes, probe.pickling.item_bytes, VERDICT_REACH)
+                     and kind == probe.pickling.item_kind):
         out, back = _net_per_item(call.items[:PROBE_MAX_ITEMS], _dumps_loads([]))
         probe.pickling = probe.pickling._replace(items_out=out, items_in=back, item_bytes=probe.item_bytes,
                                                  item_kind=kind)

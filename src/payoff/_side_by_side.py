@@ -106,7 +106,7 @@ class SideBySide:
         pool = self.on_pool.get(strategy)
         tried = self.checked.get(strategy, 0) >= CHECK_TRIES
         if gain is None or gain < 1.0 or pool is None or tried or strategy in self.factors \
-                or pool.seq != self.seq or not _comparable(pool.n_items, remaining, reach):
+                or pool.seq != self.seq or not comparable(pool.n_items, remaining, reach):
             return False
         serial = pool.seconds_per_item * remaining
         loss = serial - serial / gain
@@ -115,7 +115,7 @@ class SideBySide:
 
     def _compare(self, strategy: str, reach: int) -> float | None:
         pool, alone = self.on_pool[strategy], self.alone
-        if alone is None or not self._adjacent(pool, alone) or not _comparable(pool.n_items, alone.n_items, reach) \
+        if alone is None or not self._adjacent(pool, alone) or not comparable(pool.n_items, alone.n_items, reach) \
                 or alone.seconds_per_item <= 0:
             return None
         ratio = pool.seconds_per_item / alone.seconds_per_item
@@ -137,5 +137,6 @@ class SideBySide:
         return abs(a.seq - b.seq) <= ADJACENT
 
 
-def _comparable(n_items: int, other: int, reach: int) -> bool:
+def comparable(n_items: int, other: int, reach: int) -> bool:
+    """Whether two calls' sizes are within ``reach`` times each other (a verdict's reach, ``VERDICT_REACH``)."""
     return max(n_items, other) <= reach * max(1, min(n_items, other))

@@ -682,10 +682,8 @@ def _under_outside_load(record: MapRecord) -> bool:
     beside two busy programs read its processes at 0.8-0.9x serial (they ran 1.6x faster than its serial
     calls), held 116 of its first 150 calls serial, and a re-measure let through after each wait read low as
     well (service trial). A gain read so stands."""
-    pool = [c for c in record.chunks if c.where != "caller"]
-    busy = sum(c.end_ns - c.start_ns for c in pool)
-    return busy > 0 and record.workers <= cpu_capacity() and record.selected_strategy in LOCAL_PROCESS_POOLS \
-        and sum(c.runq_ns for c in pool) >= OUTSIDE_LOAD_RUNQ * busy
+    return record.workers <= cpu_capacity() and record.selected_strategy in LOCAL_PROCESS_POOLS \
+        and _waited_for_a_cpu([c for c in record.chunks if c.where != "caller"])
 
 
 def _may_check(call: Call) -> bool:
@@ -697,8 +695,12 @@ def _may_check(call: Call) -> bool:
 
 def _met_outside_load(record: MapRecord) -> bool:
     """Whether the call's chunks, wherever they ran, waited for a CPU ``OUTSIDE_LOAD_RUNQ`` of their busy time."""
-    busy = sum(c.end_ns - c.start_ns for c in record.chunks)
-    return busy > 0 and sum(c.runq_ns for c in record.chunks) >= OUTSIDE_LOAD_RUNQ * busy
+    return _waited_for_a_cpu(record.chunks)
+
+
+def _waited_for_a_cpu(chunks: Sequence[ChunkStats]) -> bool:
+    busy = sum(c.end_ns - c.start_ns for c in chunks)
+    return busy > 0 and sum(c.runq_ns for c in chunks) >= OUTSIDE_LOAD_RUNQ * busy
 
 
 def _warm_speedup(record: MapRecord) -> float | None:
