@@ -97,6 +97,8 @@ class Row:
     """The function's items timed alone and on its pools (``payoff._side_by_side``)."""
     expect_contention: float = 1.0
     """The plan's slowdown side by side, which its record takes off the pool's items' time."""
+    gil_held: float | None = None
+    """The share of their time a probe saw the items hold the GIL (``payoff._gil_share``; None: never read)."""
 
 
 class ForeignPool:
@@ -184,6 +186,24 @@ ROWS = [
         Reason.SINGLE_WORKER, config={}, cpus=1, detail_says="(1 CPU in the CPU affinity)",
         expect_decision=Reason.AUTO_CPU_BOUND),
     Row("a GIL-releasing hint gets threads", 1e-3, 1000, "threads", Reason.AUTO_RELEASES_GIL, releases_gil=True),
+    Row("CPU-bound items a probe saw hold the GIL little are tried on threads", 1e-3, 1000, "threads",
+        Reason.AUTO_RELEASES_GIL, gil_held=0.1, expect_workers=2),
+    Row("and stay there while threads gain about one per worker", 1e-3, 1000, "threads",
+        Reason.AUTO_RELEASES_GIL, gil_held=0.1, verdicts={"threads": (1.7, 1000)}),
+    Row("threads that gained less than that leave the next call to processes, to be measured too", 1e-3, 1000,
+        "processes", Reason.AUTO_CPU_BOUND, gil_held=0.1, verdicts={"threads": (1.2, 1000)}),
+    Row("with both measured, threads keep the work within reach of the processes' gain", 1e-3, 1000, "threads",
+        Reason.AUTO_RELEASES_GIL, gil_held=0.1, verdicts={"threads": (1.5, 1000), "processes": (1.8, 1000)}),
+    Row("and processes take it where they gained clearly more", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
+        gil_held=0.1, verdicts={"threads": (1.3, 1000), "processes": (1.8, 1000)}),
+    Row("items that held the GIL a third of their time stay on processes", 1e-3, 1000, "processes",
+        Reason.AUTO_CPU_BOUND, gil_held=0.34),
+    Row("a small share of the GIL each is too much for 8 threads", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
+        gil_held=0.1, config={"max_workers": 8}),
+    Row("items too cheap to hand the GIL between threads stay on processes", 5e-6, 1_000_000, "processes",
+        Reason.AUTO_CPU_BOUND, gil_held=0.0, pickling=Pickling(5e-9, 5e-9, 5e-9, 5e-9), warm=frozenset({"processes"})),
+    Row("items whose native threads already fill the CPUs stay on processes", 1e-3, 1000, "processes",
+        Reason.AUTO_CPU_BOUND, gil_held=0.0, cores=2.0),
     Row("items too large for processes share memory on threads", 1e-3, 400, "threads", Reason.AUTO_SHARED_MEMORY,
         config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024),
     Row("large items whose threads run measured no gain stay serial", 1e-3, 400, "serial",
@@ -532,7 +552,8 @@ def teach(planner: Planner, row: Row) -> None:
                                                 result_error="", share_without_gil=row.waited is not None,
                                                 waited=row.waited, hidden_dear=row.hidden_dear,
                                                 gil_threads=row.gil_threads, cores=row.cores,
-                                                side_by_side=row.side_by_side or SideBySide()))
+                                                side_by_side=row.side_by_side or SideBySide(),
+                                                gil_held=row.gil_held))
     if row.measured_items is not None:
         facts = planner.knowledge.get(tasks.square)
         assert facts is not None

@@ -108,6 +108,24 @@ class _Sampler:
             quiet = kept_quiet if kept_quiet is not None else min(late for late, _ in window)
         return GilWaits(n, max(0.0, sum(late for late, _ in window) / n - quiet), sum(s for _, s in window) / n)
 
+    def queued_share(self, start_ns: int, end_ns: int, min_samples: int) -> float | None:
+        """The share of the wake-ups begun and ended within the window that queued for the GIL (gave up their CPU
+        more than once); None for fewer than ``min_samples``. A wake-up begun before the window waited for
+        whatever held the GIL then, not for what ran in it."""
+        sleep_ns = int(SAMPLE_SLEEP_SECONDS * 1e9)
+        if end_ns - start_ns < min_samples * sleep_ns:  # a probe of cheap items: no lock, no walk
+            return None
+        window: list[int] = []
+        with self._lock:
+            for at, late, switches in reversed(self._samples):  # newest first: a window is the last few
+                if at < start_ns:
+                    break
+                if at <= end_ns and at - late - sleep_ns >= start_ns:
+                    window.append(switches)
+        if len(window) < min_samples:
+            return None
+        return sum(1 for switches in window if switches > 1) / len(window)
+
     def _run(self) -> None:
         sleep_ns = int(SAMPLE_SLEEP_SECONDS * 1e9)
         while True:
@@ -138,6 +156,7 @@ _SAMPLER = _Sampler()
 watch = _SAMPLER.watch
 unwatch = _SAMPLER.unwatch
 since = _SAMPLER.since
+queued_share = _SAMPLER.queued_share
 
 
 def _forget_parent_sampler() -> None:

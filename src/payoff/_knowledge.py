@@ -213,6 +213,8 @@ class Facts:
     """Calls run on threads as waiting work since the share was last read without the GIL (``RESHARE_EVERY``)."""
     side_by_side: SideBySide = field(default_factory=SideBySide)
     """Its items timed alone and on each local pool, and how much slower side by side (``payoff._side_by_side``)."""
+    gil_held: float | None = None
+    """The share of their time its items held the GIL, as a probe last read it (``payoff._gil_share``)."""
     gil_threads: float | None = None
     """Threads its runs of waiting items on threads kept busy with their own work (their speedups, waits for the
     GIL taken off; smoothed), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
@@ -303,7 +305,7 @@ class Knowledge:
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
                       result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
                       measured_items=probe.n, delegates=probe.delegates, item_bytes=probe.item_bytes,
-                      cores=probe.cores)
+                      cores=probe.cores, gil_held=probe.gil_held)
         with self._lock:
             self._store(key, facts)
 
@@ -397,6 +399,12 @@ class Knowledge:
                 return True
             facts.held[strategy] = 0
             return False
+
+    def observe_gil(self, fn: Callable[..., Any], held: float) -> None:
+        """A probe's reading of the GIL's share its items held replaces the kept one (``payoff._gil_share``)."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.gil_held = held
 
     def observe_cores(self, fn: Callable[..., Any], cores: float, spread: bool) -> None:
         """A probe run again to read the CPUs an item keeps busy: its reading replaces the kept one, so one taken

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from payoff import _delegated_cpu, _forks, _own_pools
+from payoff import _delegated_cpu, _forks, _gil_share, _own_pools
 from payoff._item_size import item_bytes_in_memory
 from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pickling
 from payoff._source import is_stream, reads_for_a_probe
@@ -115,6 +115,8 @@ class Probe:
     """Threads earlier runs of its waiting items kept busy, with headroom (``Facts.gil_threads``)."""
     factors: dict[str, float] = field(default_factory=dict)
     """Per local pool: how many times longer its items took than alone (``payoff._side_by_side``)."""
+    gil_held: float | None = None
+    """The share of their time the probed items held the GIL (``payoff._gil_share``); None: never read."""
 
     @property
     def refused(self) -> str:
@@ -157,7 +159,8 @@ def probe_share(call: Call, workers: int) -> int:
 
 
 def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
-                others_since: Callable[[int], bool] | None = None, known_waiting: bool = False) -> None:
+                others_since: Callable[[int], bool] | None = None, known_waiting: bool = False,
+                sample_gil: bool = False) -> None:
     """Run the first items in the caller to learn what an item costs and how much of it is CPU.
 
     Little CPU per second of wall time means the items wait (I/O, sleep),
@@ -173,19 +176,23 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     items into CPU work of microseconds, planned serial, then moved to processes: 15% of a sleeping
     endpoint's calls at 5-10x the latency of threads (service trial). A function that turned CPU-bound is
     told by a reading alone, or by its threads run (``Planner.learn``'s ``not_waiting``).
+    ``sample_gil``: the GIL is sampled meanwhile, for the share of it the items held (``payoff._gil_share``).
     """
     share = probe_share(call, workers)
-    # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
-    elsewhere = None if crowded or call.timeout is not None else _delegated_cpu.snapshot()
-    starts = _own_pools.process_starts()
-    busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
-    start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
-    with _Collections() as collections:
-        probe.outcome, per_item = bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
-                                           max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
-    outcome = probe.outcome
-    process_ns = time.process_time_ns() - process_ns  # this thread's and the others': about one core when GIL-bound
-    clock_ns = time.perf_counter_ns() - clock_ns
+    with _gil_share.reading(sample_gil) as gil:  # first: the sampler's thread is the program's, not the items'
+        # other calls' pools would count as the items'; under a timeout the items run on a thread of their own
+        elsewhere = None if crowded or call.timeout is not None else _delegated_cpu.snapshot()
+        starts = _own_pools.process_starts()
+        busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
+        start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
+        with _Collections() as collections, gil.around():
+            probe.outcome, per_item = bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
+                                               max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
+        outcome = probe.outcome
+        process_ns = time.process_time_ns() - process_ns  # this thread's and the others': a core when GIL-bound
+        clock_ns = time.perf_counter_ns() - clock_ns
+    if gil.share is not None:
+        probe.gil_held = gil.share
     crowded = crowded or (others_since is not None and others_since(start_ns))
     if outcome.n_done:
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from payoff import _forks
 from payoff._costs import CostModel, start_method
+from payoff._gil_share import MIN_PROBE_SECONDS, threads_may_beat_processes
 from payoff._item_size import first_item_bytes
 from payoff._knowledge import (
     CORES,
@@ -102,6 +103,10 @@ ITEM_SPREADS_CORES = 1.5
 """CPUs an item keeps busy at once (``Probe.cores``) from which its native threads compute beside it."""
 OVERSUBSCRIBED = 1.25
 """Threads asking for this many times the CPUs there are, with their items' native threads, run slower than a loop."""
+THREADS_MATCH = 0.8
+"""Threads chosen for items that hold the GIL little stay chosen while their measured gain is this share of the
+processes' (or, before processes were measured, of one per worker): they send nothing, so a gain near the
+processes' is the better choice."""
 THREADS_MIN_ITEM_SECONDS = 10e-6
 """Items cheaper than this cannot gain on threads, even items that release the GIL: each item hands the GIL
 between the threads, which costs about as much as the item. Two threads against a loop on 2 cores, with
@@ -359,7 +364,8 @@ class Planner:
         if call.requested == "custom":
             return self._chunked(call, "custom", workers, probe, remaining, decision)
         strategy, decision, why = self._choose(call, probe, workers)
-        if decision in (Reason.AUTO_WAITING, Reason.AUTO_CPU_BOUND) \
+        sides = (Reason.AUTO_WAITING, Reason.AUTO_CPU_BOUND, Reason.AUTO_RELEASES_GIL)
+        if decision in sides and not call.releases_gil \
                 and probe.waited is not (decision is Reason.AUTO_WAITING):  # unchanged: no write, no lock
             self.knowledge.sided(call.fn, decision is Reason.AUTO_WAITING)
         isolate = _stays_in_workers(call, probe)
@@ -453,6 +459,8 @@ class Planner:
             return "threads", Reason.AUTO_RELEASES_GIL, None
         problem = _no_children() or _payload_problem(call, "processes", probe)
         if problem is None:
+            if self._gil_free(probe, workers):
+                return "threads", Reason.AUTO_RELEASES_GIL, None
             return "processes", Reason.AUTO_CPU_BOUND, None
         if problem[0] is Reason.NESTED:
             return "processes", Reason.AUTO_CPU_BOUND, problem
@@ -466,6 +474,23 @@ class Planner:
                 return "threads", Reason.AUTO_SHARED_MEMORY, None
             problem = (problem[0], problem[1] + _why_not_threads(probe, workers))
         return "processes", Reason.AUTO_CPU_BOUND, problem
+
+    @staticmethod
+    def _gil_free(probe: Probe, workers: int) -> bool:
+        """Threads for CPU-bound items a probe saw hold the GIL little (``payoff._gil_share``): they share the
+        items and results processes would pickle, while their measured gain stands beside the processes'.
+
+        Measured on threads alone, the gain must be ``THREADS_MATCH`` of one per worker, else processes run
+        next, to be measured too; with both measured, threads keep the work within ``THREADS_MATCH`` of the
+        processes' gain (no pickling, no copies of the items' data in each worker).
+        """
+        if not threads_may_beat_processes(probe.gil_held, workers) or _too_cheap_for_threads(probe) \
+                or threads_oversubscribe(probe, workers):
+            return False
+        threads, processes = probe.verdicts.get("threads"), probe.verdicts.get("processes")
+        if threads is None:
+            return True
+        return threads[0] >= THREADS_MATCH * (workers if processes is None else processes[0])
 
     def _threads_may_pay(self, call: Call, probe: Probe, workers: int) -> bool:
         """Under auto, threads for data processes cannot take, unless a run showed the GIL holds them back, or
@@ -1274,8 +1299,11 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     if needs_cost and here and (asks or known is None or _measures_more(call, workers, known)
                                 or _unsteady(known) or reshare or recore):
         probe_cost(call, probe, workers, crowded, others_since,
-                   known_waiting=known is not None and known.waited is True)
+                   known_waiting=known is not None and known.waited is True,
+                   sample_gil=_gil_due(call, workers, known))
         probe.known = False
+        if known is not None and probe.gil_held is not None and probe.gil_held != known.gil_held:
+            knowledge.observe_gil(call.fn, probe.gil_held)
         _void_verdicts_if_shifted(probe, known)
         if known is not None and probe.cores_read:  # one read beside other calls is a try all the same: a
             # loop's calls are all beside the one before, and each re-read the next (+11% a call, for good)
@@ -1305,6 +1333,17 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
                     or probe.pickling.item_kind != known.pickling.item_kind):
         knowledge.recheck(call.fn, probe, fn_measured=not fn_known)
     return probe
+
+
+def _gil_due(call: Call, workers: int, known: Facts | None) -> bool:
+    """Whether auto's probe samples the GIL: for a function new to it, or known but never read, whose probe
+    lasts long enough to be read (``payoff._gil_share``); not where threads are hinted or cannot run at once."""
+    if call.requested != "auto" or call.releases_gil is not None or workers < 2:
+        return False
+    if known is None:
+        return True
+    expected = known.seconds_per_item * min(PROBE_MAX_ITEMS, probe_share(call, workers))
+    return known.gil_held is None and expected >= MIN_PROBE_SECONDS
 
 
 def _one_each(call: Call, workers: int) -> bool:
@@ -1542,6 +1581,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.waited = known.waited
     probe.gil_threads = known.gil_threads
     probe.factors = dict(known.side_by_side.factors)
+    probe.gil_held = known.gil_held
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,
