@@ -99,6 +99,8 @@ class Row:
     """The plan's slowdown side by side, which its record takes off the pool's items' time."""
     gil_held: float | None = None
     """The share of their time a probe saw the items hold the GIL (``payoff._gil_share``; None: never read)."""
+    paces: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Wall seconds an item of auto's last warm threads and processes calls took (``Facts.paces``)."""
 
 
 class ForeignPool:
@@ -188,14 +190,15 @@ ROWS = [
     Row("a GIL-releasing hint gets threads", 1e-3, 1000, "threads", Reason.AUTO_RELEASES_GIL, releases_gil=True),
     Row("CPU-bound items a probe saw hold the GIL little are tried on threads", 1e-3, 1000, "threads",
         Reason.AUTO_RELEASES_GIL, gil_held=0.1, expect_workers=2),
-    Row("and stay there while threads gain about one per worker", 1e-3, 1000, "threads",
-        Reason.AUTO_RELEASES_GIL, gil_held=0.1, verdicts={"threads": (1.7, 1000)}),
-    Row("threads that gained less than that leave the next call to processes, to be measured too", 1e-3, 1000,
-        "processes", Reason.AUTO_CPU_BOUND, gil_held=0.1, verdicts={"threads": (1.2, 1000)}),
-    Row("with both measured, threads keep the work within reach of the processes' gain", 1e-3, 1000, "threads",
-        Reason.AUTO_RELEASES_GIL, gil_held=0.1, verdicts={"threads": (1.5, 1000), "processes": (1.8, 1000)}),
-    Row("and processes take it where they gained clearly more", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
-        gil_held=0.1, verdicts={"threads": (1.3, 1000), "processes": (1.8, 1000)}),
+    Row("once threads were measured, processes run a comparable call too", 1e-3, 1000, "processes",
+        Reason.AUTO_CPU_BOUND, gil_held=0.1, paces={"threads": (3e-4, 1000)}),
+    Row("measured at a very different size, processes run again", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
+        gil_held=0.1, paces={"threads": (3e-4, 1000), "processes": (5e-4, 50)}),
+    Row("with both measured, threads keep the work where an item took them about as long", 1e-3, 1000, "threads",
+        Reason.AUTO_RELEASES_GIL, gil_held=0.1, paces={"threads": (5.2e-4, 1000), "processes": (5e-4, 1000)}),
+    Row("and processes take it where an item took them clearly less, whatever threads' verdict said", 1e-3, 1000,
+        "processes", Reason.AUTO_CPU_BOUND, gil_held=0.1, verdicts={"threads": (1.9, 1000), "processes": (1.9, 1000)},
+        paces={"threads": (6e-4, 1000), "processes": (5e-4, 1000)}),
     Row("items that held the GIL a third of their time stay on processes", 1e-3, 1000, "processes",
         Reason.AUTO_CPU_BOUND, gil_held=0.34),
     Row("a small share of the GIL each is too much for 8 threads", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
@@ -553,7 +556,7 @@ def teach(planner: Planner, row: Row) -> None:
                                                 waited=row.waited, hidden_dear=row.hidden_dear,
                                                 gil_threads=row.gil_threads, cores=row.cores,
                                                 side_by_side=row.side_by_side or SideBySide(),
-                                                gil_held=row.gil_held))
+                                                gil_held=row.gil_held, paces=dict(row.paces)))
     if row.measured_items is not None:
         facts = planner.knowledge.get(tasks.square)
         assert facts is not None

@@ -167,6 +167,10 @@ class Facts:
     """Measured speedup of the last threads run chosen for payloads processes could not take."""
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Per strategy: the speedup an auto-planned parallel call measured, and how many items it had."""
+    paces: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """For threads and processes: the wall seconds an item of auto's last warm call there took, and how many
+    items it had. Both are held to one clock, where each verdict is held to its own items' times (threads'
+    items may run slower side by side than a process's, or faster than in the caller): which was faster."""
     held: dict[str, int] = field(default_factory=dict)
     """Per strategy: calls kept serial by its verdict since it was last measured."""
     retries: dict[str, int] = field(default_factory=dict)
@@ -294,7 +298,7 @@ class Knowledge:
             if facts is None:
                 return None
             self._facts.move_to_end(key)
-            return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone),
+            return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone), paces=dict(facts.paces),
                            side_by_side=facts.side_by_side.copy())
 
     def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
@@ -358,6 +362,7 @@ class Knowledge:
             a = self.SMOOTHING
             if seconds_per_item > 0 and _correct_cost(facts, seconds_per_item, n_items, a):
                 facts.verdicts.clear()  # a gain or loss measured at the old cost says nothing of these items
+                facts.paces.clear()
                 facts.held.clear()
                 facts.retries.clear()
                 facts.threads_speedup = None
@@ -435,6 +440,12 @@ class Knowledge:
                 weight = VERDICT_SMOOTHING if speedup >= 1.0 else VERDICT_LOSS_WEIGHT
                 speedup = weight * speedup + (1 - weight) * earlier[0]
             facts.verdicts[strategy] = (speedup, n_items)
+
+    def observe_pace(self, fn: Callable[..., Any], strategy: str, seconds_per_item: float, n_items: int) -> None:
+        """The wall time an item of a warm auto call on ``strategy`` took (``Facts.paces``): the latest stands."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.paces[strategy] = (seconds_per_item, n_items)
 
     def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int) -> None:
         """A whole serial call's cost an item, in the caller: a loop's, which the pools' timings are held to."""

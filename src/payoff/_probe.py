@@ -94,6 +94,8 @@ class Probe:
     """Why the first probed result cannot be pickled; "" when it can, None when no result was checked."""
     threads_speedup: float | None = None
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
+    paces: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Wall seconds an item of auto's last warm threads and processes calls took (``Facts.paces``)."""
     forgone: dict[str, float] = field(default_factory=dict)
     pickling: Pickling = NO_PICKLING
     known: bool = False

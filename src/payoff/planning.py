@@ -55,6 +55,7 @@ from payoff._probe import (
     waiting_line,
 )
 from payoff._side_by_side import POOLS as LOCAL_POOLS
+from payoff._side_by_side import comparable
 from payoff.config import (
     ALIAS_ENV_VAR,
     ENV_VAR,
@@ -103,10 +104,11 @@ ITEM_SPREADS_CORES = 1.5
 """CPUs an item keeps busy at once (``Probe.cores``) from which its native threads compute beside it."""
 OVERSUBSCRIBED = 1.25
 """Threads asking for this many times the CPUs there are, with their items' native threads, run slower than a loop."""
-THREADS_MATCH = 0.8
-"""Threads chosen for items that hold the GIL little stay chosen while their measured gain is this share of the
-processes' (or, before processes were measured, of one per worker): they send nothing, so a gain near the
-processes' is the better choice."""
+PACED = ("threads", "processes")
+"""The strategies whose calls' wall time an item is kept, for ``Planner._gil_free`` to compare."""
+THREADS_MATCH = 0.95
+"""Threads chosen for items that hold the GIL little keep them while an item there takes at most 1/0.95 of the
+wall time it takes on processes: they send nothing and copy no data into workers, so a tie is theirs."""
 THREADS_MIN_ITEM_SECONDS = 10e-6
 """Items cheaper than this cannot gain on threads, even items that release the GIL: each item hands the GIL
 between the threads, which costs about as much as the item. Two threads against a loop on 2 cores, with
@@ -478,19 +480,21 @@ class Planner:
     @staticmethod
     def _gil_free(probe: Probe, workers: int) -> bool:
         """Threads for CPU-bound items a probe saw hold the GIL little (``payoff._gil_share``): they share the
-        items and results processes would pickle, while their measured gain stands beside the processes'.
-
-        Measured on threads alone, the gain must be ``THREADS_MATCH`` of one per worker, else processes run
-        next, to be measured too; with both measured, threads keep the work within ``THREADS_MATCH`` of the
-        processes' gain (no pickling, no copies of the items' data in each worker).
+        items and results processes would pickle. Once threads were measured, processes run a call of a
+        comparable size too, and the faster of the two by the wall clock keeps the work (``Facts.paces``;
+        threads within ``THREADS_MATCH``). Their verdicts cannot tell: each is held to its own items' times,
+        and FFTs of large arrays on threads read 1.90x for a real 1.68x (memory bandwidth), where a numpy
+        bootstrap read 1.8x for a real 3.6x (its large temporaries cost fresh pages in the caller's thread).
         """
         if not threads_may_beat_processes(probe.gil_held, workers) or _too_cheap_for_threads(probe) \
                 or threads_oversubscribe(probe, workers):
             return False
-        threads, processes = probe.verdicts.get("threads"), probe.verdicts.get("processes")
+        threads, processes = probe.paces.get("threads"), probe.paces.get("processes")
         if threads is None:
             return True
-        return threads[0] >= THREADS_MATCH * (workers if processes is None else processes[0])
+        if processes is None or not comparable(threads[1], processes[1], VERDICT_REACH):
+            return False  # processes are measured once beside it
+        return threads[0] * THREADS_MATCH <= processes[0]
 
     def _threads_may_pay(self, call: Call, probe: Probe, workers: int) -> bool:
         """Under auto, threads for data processes cannot take, unless a run showed the GIL holds them back, or
@@ -631,6 +635,9 @@ class Planner:
             speedup = None if speedup is None else speedup * self._refactored(record, fn)
             if speedup is not None and not (speedup < 1.0 and _under_outside_load(record)):
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
+                if record.selected_strategy in PACED and not _met_outside_load(record):
+                    self.knowledge.observe_pace(fn, record.selected_strategy, record.wall_seconds / record.n_items,
+                                                record.n_items)
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
@@ -1362,7 +1369,7 @@ def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:
     if known is None or cost is None or probe.known or not probe.verdicts:
         return
     if cost_shifted(cost, known.seconds_per_item):
-        probe.verdicts = {}
+        probe.verdicts, probe.paces = {}, {}
 
 
 def _items_resized(call: Call, known: Facts) -> bool:
@@ -1575,6 +1582,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
         probe.cloudpickle_ok, probe.fn_checked = known.cloudpickle_ok, True
     probe.threads_speedup = known.threads_speedup
     probe.verdicts = dict(known.verdicts)
+    probe.paces = dict(known.paces)
     probe.forgone = dict(known.forgone)
     probe.pickling = known.pickling
     probe.result_bytes = known.result_bytes

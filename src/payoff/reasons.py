@@ -59,8 +59,8 @@ class Reason(StrEnum):
         "decision",
         "the work releases the GIL: the releases_gil=True hint, or a probe long enough to sample the GIL saw "
         "CPU-bound items hold it little (numpy on large arrays, an FFT, a tree fit); threads share items and "
-        "results that processes would pickle, and stay chosen while their measured gain is 0.8 of the "
-        "processes' (before processes were measured, 0.8 of one per worker)",
+        "results that processes would pickle. Once threads were measured, one comparable call runs on "
+        "processes, and the faster by the wall clock keeps the work (threads within 5%)",
         "",
     )
     AUTO_SHARED_MEMORY = (
