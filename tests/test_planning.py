@@ -265,7 +265,9 @@ def test_a_probe_of_trivial_items_runs_long_enough_to_see_past_its_own_timing() 
 def test_dear_items_are_probed_no_further_than_before() -> None:
     outcome, per_item = _probe._timed_prefix(tasks.sleep_then_square, list(range(200)), 64, 4096)
     assert outcome.n_done <= 64
-    assert per_item >= 0.002  # each item sleeps 2 ms: no estimate of its cost can be lower
+    # each item sleeps 2 ms: its own time is that, less a wait for a CPU after the sleep (read apart, not the
+    # item's: 1.98 ms once in a loaded run), never the 80 us or less of a cheap item probed further
+    assert per_item >= 0.0015
 
 
 def test_a_chunks_own_set_up_is_not_counted_as_its_items_work() -> None:
