@@ -400,7 +400,8 @@ class Planner:
             if self._threads_may_pay(call, probe, workers) \
                     and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
                 return self._pool_or_alone(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
-            if _too_cheap_for_threads(probe) or threads_oversubscribe(probe, workers):
+            if _too_cheap_for_threads(probe) or threads_oversubscribe(probe, workers) \
+                    or probe.threads_speedup is not None:  # held after a loss: the warning says so (trial 47)
                 fallback = (fallback[0], fallback[1] + _why_not_threads(probe, workers))
         if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY \
                 and cfg.tiny_workload_threshold != 0:  # forced parallel, to measure: no earlier verdict overrules
@@ -937,11 +938,15 @@ def _verdict_fallback(strategy: str, probe: Probe, remaining: int) -> tuple[Reas
     speedup, n_items = verdict
     if speedup >= 1.0 or remaining > VERDICT_REACH * n_items:
         return None
-    slower = probe.factors.get(strategy, 1.0)
-    timed = f" (its items took {slower:.2f}x their time alone side by side, a serial call of it showed)" \
-        if slower != 1 else ""
     return (Reason.NO_MEASURED_GAIN, f"an earlier call of this function on {strategy} with {n_items:,} items "
-            f"measured {speedup:.2f}x against serial{timed}; this call has {remaining:,}")
+            f"measured {speedup:.2f}x against serial{_side_by_side_said(probe, strategy)}; this call has "
+            f"{remaining:,}")
+
+
+def _side_by_side_said(probe: Probe, strategy: str) -> str:
+    slower = probe.factors.get(strategy, 1.0)
+    return f" (its items took {slower:.2f}x their time alone side by side, a serial call of it showed)" \
+        if slower != 1 else ""
 
 
 def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
@@ -1161,7 +1166,8 @@ def _why_not_threads(probe: Probe, workers: int) -> str:
                 f"native threads (BLAS, OpenMP), so {workers} threads would ask for {probe.cores * workers:.1f} of "
                 f"{cpu_capacity():g}")
     if probe.threads_speedup is not None:
-        return f"; threads measured {probe.threads_speedup:.2f}x against serial"
+        return (f"; threads, which share the data in memory, measured {probe.threads_speedup:.2f}x against serial"
+                f"{_side_by_side_said(probe, 'threads')} and are held off it for a few calls, then measured again")
     cost = probe.seconds_per_item or 0.0
     return (f"; threads cannot gain on items of {_per_item(cost)} either (handing the GIL between threads costs "
             f"about as much as an item under {_per_item(THREADS_MIN_ITEM_SECONDS)})")
