@@ -242,3 +242,19 @@ def reap_or_kill(pid: int, seconds: float) -> bool:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return False
+
+
+@pytest.fixture
+def sampler_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GIL sampler's thread refuses to start, as in a process out of threads; every other thread starts."""
+    from payoff import _gil_wait
+
+    real_start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name == "payoff-gil-sampler":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    monkeypatch.setattr(_gil_wait._SAMPLER, "_thread", None)

@@ -6,7 +6,6 @@ A numpy bootstrap ran at 179-223 ms on auto's processes where ``ThreadPoolExecut
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -105,17 +104,9 @@ def test_pure_python_items_are_never_read_as_letting_the_gil_go() -> None:
     assert rec.decision_reason is not Reason.AUTO_RELEASES_GIL, rec.summary()
 
 
-def test_a_sampler_that_cannot_start_leaves_the_probe_unread_not_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("sampler_cannot_start")
+def test_a_sampler_that_cannot_start_leaves_the_probe_unread_not_failed() -> None:
     """A process out of threads still plans and runs the call (as before the GIL was read there)."""
-    real_start = threading.Thread.start
-
-    def refuse(self: threading.Thread) -> None:
-        if self.name == "payoff-gil-sampler":
-            raise RuntimeError("can't start new thread")
-        real_start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", refuse)
-    monkeypatch.setattr(_gil_wait._SAMPLER, "_thread", None)
     planner = planning.Planner()
     with ParallelExecutor(planner=planner) as ex:
         assert ex.map(spectrum_peak, range(8)) == [spectrum_peak(i) for i in range(8)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import threading
 import time
 from typing import Any
 
@@ -124,18 +123,10 @@ def test_a_map_of_waiting_items_on_many_threads_samples_the_gil_and_records_each
     assert not _gil_wait._SAMPLER._watchers, "the call stopped watching"
 
 
-def test_a_sampler_that_cannot_start_leaves_the_call_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("sampler_cannot_start")
+def test_a_sampler_that_cannot_start_leaves_the_call_as_it_was() -> None:
     """Sampling is optional: a process out of threads still runs the call, priced as before, and lets its pool
     go; the sampler's count of watchers stays balanced."""
-    real_start = threading.Thread.start
-
-    def refuse(self: threading.Thread) -> None:
-        if self.name == "payoff-gil-sampler":
-            raise RuntimeError("can't start new thread")
-        real_start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", refuse)
-    monkeypatch.setattr(_gil_wait._SAMPLER, "_thread", None)
     with ParallelExecutor(planner=planning.Planner()) as ex:
         results = ex.map(functools.partial(tasks.sleep_then_square, seconds=0.002), range(200))
         record = ex.last_record
