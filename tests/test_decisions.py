@@ -194,6 +194,9 @@ ROWS = [
         Reason.AUTO_CPU_BOUND, gil_held=0.1, paces={"threads": (3e-4, 1000)}),
     Row("measured at a very different size, processes run again", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
         gil_held=0.1, paces={"threads": (3e-4, 1000), "processes": (5e-4, 50)}),
+    Row("a threads pace measured at a very different size is measured again at this one (trial 48: a 512-item "
+        "call's pace left 64-item calls on the slower processes)", 1e-3, 1000, "threads", Reason.AUTO_RELEASES_GIL,
+        gil_held=0.1, paces={"threads": (3e-4, 8000), "processes": (5e-4, 1000)}),
     Row("with both measured, threads keep the work where an item took them about as long", 1e-3, 1000, "threads",
         Reason.AUTO_RELEASES_GIL, gil_held=0.1, paces={"threads": (5.2e-4, 1000), "processes": (5e-4, 1000)}),
     Row("and processes take it where an item took them clearly less, whatever threads' verdict said", 1e-3, 1000,

@@ -462,7 +462,7 @@ class Planner:
             return "threads", Reason.AUTO_RELEASES_GIL, None
         problem = _no_children() or _payload_problem(call, "processes", probe)
         if problem is None:
-            if self._gil_free(probe, workers):
+            if self._gil_free(probe, workers, len(call.items) - probe.n):
                 return "threads", Reason.AUTO_RELEASES_GIL, None
             return "processes", Reason.AUTO_CPU_BOUND, None
         if problem[0] is Reason.NESTED:
@@ -479,22 +479,24 @@ class Planner:
         return "processes", Reason.AUTO_CPU_BOUND, problem
 
     @staticmethod
-    def _gil_free(probe: Probe, workers: int) -> bool:
+    def _gil_free(probe: Probe, workers: int, remaining: int) -> bool:
         """Threads for CPU-bound items a probe saw hold the GIL little (``payoff._gil_share``): they share the
-        items and results processes would pickle. Once threads were measured, processes run a call of a
-        comparable size too, and the faster of the two by the wall clock keeps the work (``Facts.paces``;
-        threads within ``THREADS_MATCH``). Their verdicts cannot tell: each is held to its own items' times,
-        and FFTs of large arrays on threads read 1.90x for a real 1.68x (memory bandwidth), where a numpy
-        bootstrap read 1.8x for a real 3.6x (its large temporaries cost fresh pages in the caller's thread).
+        items and results processes would pickle. Each runs a call of a size comparable to this one's
+        (``VERDICT_REACH``), threads first; then the faster of the two by the wall clock an item keeps the work
+        (``Facts.paces``; threads within ``THREADS_MATCH``). A pace measured at another size is measured again
+        (trial 48: a 512-item call's pace on threads, beside 64-item calls on processes, left those on the
+        slower processes for good). Their verdicts cannot tell: each is held to its own items' times, and FFTs
+        of large arrays on threads read 1.90x for a real 1.68x (memory bandwidth), where a numpy bootstrap read
+        1.8x for a real 3.6x (its large temporaries cost fresh pages in the caller's thread).
         """
         if not threads_may_beat_processes(probe.gil_held, workers) or _too_cheap_for_threads(probe) \
                 or threads_oversubscribe(probe, workers):
             return False
         threads, processes = probe.paces.get("threads"), probe.paces.get("processes")
-        if threads is None:
+        if threads is None or not comparable(threads[1], remaining, VERDICT_REACH):
             return True
-        if processes is None or not comparable(threads[1], processes[1], VERDICT_REACH):
-            return False  # processes are measured once beside it
+        if processes is None or not comparable(processes[1], remaining, VERDICT_REACH):
+            return False
         return threads[0] * THREADS_MATCH <= processes[0]
 
     def _threads_may_pay(self, call: Call, probe: Probe, workers: int) -> bool:
