@@ -19,7 +19,8 @@ import pytest
 from joblib import parallel_config
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
-from payoff._knowledge import NO_PICKLING, Facts, Pickling
+from payoff._gil_share import GIL_UNREAD
+from payoff._knowledge import NO_PICKLING, Facts, Pace, Pickling
 from payoff._payload import cloudpickled_size, pickled_size
 from payoff._probe import Probe
 from payoff._side_by_side import Reading, SideBySide
@@ -97,10 +98,11 @@ class Row:
     """The function's items timed alone and on its pools (``payoff._side_by_side``)."""
     expect_contention: float = 1.0
     """The plan's slowdown side by side, which its record takes off the pool's items' time."""
-    gil_held: float | None = None
-    """The share of their time a probe saw the items hold the GIL (``payoff._gil_share``; None: never read)."""
-    paces: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """Wall seconds an item of auto's last warm threads and processes calls took (``Facts.paces``)."""
+    gil_held: float | None = GIL_UNREAD
+    """The share of their time a probe saw the items hold the GIL (``payoff._gil_share``; None: never read, and
+    a sampled probe is due): read as held, unless a row says otherwise."""
+    paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
+    """Wall seconds an item of auto's last threads and processes calls took (``Facts.paces``)."""
 
 
 class ForeignPool:
@@ -191,17 +193,26 @@ ROWS = [
     Row("CPU-bound items a probe saw hold the GIL little are tried on threads", 1e-3, 1000, "threads",
         Reason.AUTO_RELEASES_GIL, gil_held=0.1, expect_workers=2),
     Row("once threads were measured, processes run a comparable call too", 1e-3, 1000, "processes",
-        Reason.AUTO_CPU_BOUND, gil_held=0.1, paces={"threads": (3e-4, 1000)}),
+        Reason.AUTO_CPU_BOUND, gil_held=0.1, paces={"threads": (Pace(3e-4, 1000, 1e-3),)}),
     Row("measured at a very different size, processes run again", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
-        gil_held=0.1, paces={"threads": (3e-4, 1000), "processes": (5e-4, 50)}),
+        gil_held=0.1, paces={"threads": (Pace(3e-4, 1000, 1e-3),), "processes": (Pace(5e-4, 50, 1e-3),)}),
     Row("a threads pace measured at a very different size is measured again at this one (trial 48: a 512-item "
         "call's pace left 64-item calls on the slower processes)", 1e-3, 1000, "threads", Reason.AUTO_RELEASES_GIL,
-        gil_held=0.1, paces={"threads": (3e-4, 8000), "processes": (5e-4, 1000)}),
+        gil_held=0.1, paces={"threads": (Pace(3e-4, 8000, 1e-3),), "processes": (Pace(5e-4, 1000, 1e-3),)}),
+    Row("paces measured at another cost are not this call's: threads are measured again at it (trial 48: a cost "
+        "moving 10x every call cleared them, and processes were never measured beside threads)", 1e-3, 1000,
+        "threads", Reason.AUTO_RELEASES_GIL, gil_held=0.1,
+        paces={"threads": (Pace(3e-3, 1000, 1e-2),), "processes": (Pace(5e-4, 1000, 1e-3),)}),
+    Row("and the pace of a comparable call is found among those of others", 1e-3, 1000, "processes",
+        Reason.AUTO_CPU_BOUND, gil_held=0.1,
+        paces={"threads": (Pace(6e-4, 1000, 1e-3), Pace(3e-3, 1000, 1e-2)),
+               "processes": (Pace(5e-4, 1000, 1e-3), Pace(4e-3, 1000, 1e-2))}),
     Row("with both measured, threads keep the work where an item took them about as long", 1e-3, 1000, "threads",
-        Reason.AUTO_RELEASES_GIL, gil_held=0.1, paces={"threads": (5.2e-4, 1000), "processes": (5e-4, 1000)}),
+        Reason.AUTO_RELEASES_GIL, gil_held=0.1,
+        paces={"threads": (Pace(5.2e-4, 1000, 1e-3),), "processes": (Pace(5e-4, 1000, 1e-3),)}),
     Row("and processes take it where an item took them clearly less, whatever threads' verdict said", 1e-3, 1000,
         "processes", Reason.AUTO_CPU_BOUND, gil_held=0.1, verdicts={"threads": (1.9, 1000), "processes": (1.9, 1000)},
-        paces={"threads": (6e-4, 1000), "processes": (5e-4, 1000)}),
+        paces={"threads": (Pace(6e-4, 1000, 1e-3),), "processes": (Pace(5e-4, 1000, 1e-3),)}),
     Row("items that held the GIL a third of their time stay on processes", 1e-3, 1000, "processes",
         Reason.AUTO_CPU_BOUND, gil_held=0.34),
     Row("a small share of the GIL each is too much for 8 threads", 1e-3, 1000, "processes", Reason.AUTO_CPU_BOUND,
@@ -664,7 +675,7 @@ def test_guided_plans_shrink_to_a_floor_worth_a_chunk() -> None:
 def test_a_verdict_is_re_measured_every_few_calls() -> None:
     planner = Planner()
     planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, verdicts={"processes": (0.5, 1000)},
-                                                      result_error=""))
+                                                      result_error="", gil_held=GIL_UNREAD))
     config = ParallelConfig(max_workers=2)
     call = Call(tasks.square, list(range(200)), config, "auto", None, None, None, frozenset(), 0)
     strategies = [planner.plan(call).strategy for _ in range(8)]

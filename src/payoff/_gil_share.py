@@ -12,16 +12,18 @@ Python: both keep a core busy.
 The GIL sampler (``payoff._gil_wait``) can. Its thread wakes every
 millisecond and queues for the GIL when another thread holds it: beside pure
 Python it waits the switch interval at each wake-up (5 ms, so few wake-ups
-come, all queued); beside numpy work most find it free. A probe of 30 ms read
-queued shares of 0.03-0.17 on large-array numpy, FFT and tree fits, 0.72-0.77
-on a bootstrap of 500 points (Python between short numpy calls), and 5 wake-ups
-in 30 ms, 3-4 of them queued, on a Python loop. Only a window of enough
-wake-ups is a reading: a short probe, or one whose items hold the GIL, reads
-none, and those items go to processes as before.
+come, all queued); beside numpy work most find it free. Steady readings of
+30 ms: 0.03-0.17 on large-array numpy, FFTs and tree fits, 0.72-0.77 on a
+bootstrap of 500 points (Python between short numpy calls), 5 wake-ups, most
+queued, on a Python loop.
 
-A reading only opens a try: the planner keeps threads while their measured
-gain stands beside the processes' (``planning.Planner._gil_free``), and the
-GIL's share is read again whenever a probe runs long enough.
+It is read on a function's second call, once its cost says the items are CPU
+work worth it, in a probe of ``GIL_PROBE_SECONDS`` (an ordinary probe's 2 ms
+holds two or three wake-ups, too few: such readings sent a GIL-bound
+bootstrap to threads in 3 of 8 runs), and again once its cost shifts. A
+window of too few wake-ups reads as held. A reading only opens a try: threads
+and processes each run a call, and the faster by the wall clock keeps the work
+(``planning.Planner._gil_free``).
 """
 
 from __future__ import annotations
@@ -33,17 +35,20 @@ from contextlib import contextmanager
 
 from payoff import _gil_wait
 
-GIL_DEMAND_FOR_THREADS = 0.4
+GIL_DEMAND_FOR_THREADS = 0.6
 """Threads are tried when the workers together would want the GIL at most this share of the time (the queued
 share times the workers): beyond it items queue for it behind each other, and processes are the surer gain.
-Readings are of a few wake-ups: one queued of four (0.25 on 2 workers) tried threads on items that ran there
-at 1.21x the loop against 1.8x on processes (trial 48), where work that threads sped up read 0.0-0.15."""
-MIN_SAMPLES = 3
-"""Wake-ups a reading needs. A probe is short (3-10 ms for numpy items on a first call), and items that hold
-the GIL let the sampler wake once in 5 ms, so three wake-ups that mostly found it free are already rare
-beside them; a wrong try costs a call or two, which the measured gains then correct."""
-MIN_PROBE_SECONDS = 0.005
-"""A probe expected to last less than this is not sampled: too few wake-ups, for a thread started each time."""
+A numpy bootstrap that 2 threads ran 1.85x faster than one read 0.0-0.27 in sampled probes (trial 48)."""
+GIL_PROBE_SECONDS = 0.012
+"""The budget of a probe that samples the GIL (the items' own time; an ordinary probe's is 2 ms): about ten of
+the sampler's wake-ups where the GIL is mostly free."""
+GIL_UNREAD = 1.0
+"""What a sampled probe of too few wake-ups stores: no sign the items let the GIL go (beside pure Python the
+sampler wakes once in 5 ms), and no reason to read it again at that cost."""
+MIN_SAMPLES = 8
+"""Wake-ups a reading needs: items that hold the GIL let the sampler wake once in 5 ms, so eight that mostly
+found it free do not come beside them. Readings of three or four (a 2 ms probe's) sent a 2,000-point bootstrap,
+GIL-bound, to threads in 3 of 8 runs (trial 48)."""
 
 
 class Reading:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from payoff import _forks
 from payoff._by_value import CACHED
+from payoff._gil_share import GIL_UNREAD
 from payoff._side_by_side import SideBySide, comparable
 from payoff.record import ESTIMATE_OVERTURNED, DearItems
 from payoff.worker import Star
@@ -145,6 +146,32 @@ class MeasuredOn:
         return len(parts) == len(self._refs) and all(ref() is part for ref, part in zip(self._refs, parts, strict=True))
 
 
+class Pace(NamedTuple):
+    """The wall time an item of one call on a pool took, that call's size and its items' cost."""
+
+    seconds: float
+    n_items: int
+    item_cost: float
+
+
+PACES_KEPT = 4
+"""Paces kept per strategy: calls of a few sizes or costs that alternate each keep theirs (trial 48: a cost
+moving 10x every call, its paces cleared at each, never had processes measured beside threads)."""
+
+
+PACE_SMOOTHING = 0.5
+"""Weight of a call's pace against the comparable one kept: one noisy call (FFTs at 476 ms against 440) does
+not hand the work to the other side, whose pace was 5% off."""
+
+
+def pace_for(paces: tuple[Pace, ...], n_items: int, item_cost: float) -> float | None:
+    """The latest pace of a call comparable to one of ``n_items`` at ``item_cost`` (size and cost): None if none."""
+    for pace in reversed(paces):
+        if comparable(pace.n_items, n_items, VERDICT_REACH) and not cost_shifted(pace.item_cost, item_cost):
+            return pace.seconds
+    return None
+
+
 @dataclass
 class Facts:
     """What earlier calls measured about one function.
@@ -167,10 +194,11 @@ class Facts:
     """Measured speedup of the last threads run chosen for payloads processes could not take."""
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Per strategy: the speedup an auto-planned parallel call measured, and how many items it had."""
-    paces: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """For threads and processes: the wall seconds an item of auto's last warm call there took, and how many
-    items it had. Both are held to one clock, where each verdict is held to its own items' times (threads'
-    items may run slower side by side than a process's, or faster than in the caller): which was faster."""
+    paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
+    """For threads and processes: the wall seconds an item of auto's last calls there took, a few calls of
+    other sizes or costs kept beside each other (``pace_for``). Both are held to one clock, where each verdict is
+    held to its own items' times (threads' items may run slower side by side than a process's, or faster than
+    in the caller): which was faster."""
     held: dict[str, int] = field(default_factory=dict)
     """Per strategy: calls kept serial by its verdict since it was last measured."""
     retries: dict[str, int] = field(default_factory=dict)
@@ -362,7 +390,7 @@ class Knowledge:
             a = self.SMOOTHING
             if seconds_per_item > 0 and _correct_cost(facts, seconds_per_item, n_items, a):
                 facts.verdicts.clear()  # a gain or loss measured at the old cost says nothing of these items
-                facts.paces.clear()
+                facts.gil_held = None  # other items: their share of the GIL is read again
                 facts.held.clear()
                 facts.retries.clear()
                 facts.threads_speedup = None
@@ -442,10 +470,18 @@ class Knowledge:
             facts.verdicts[strategy] = (speedup, n_items)
 
     def observe_pace(self, fn: Callable[..., Any], strategy: str, seconds_per_item: float, n_items: int) -> None:
-        """The wall time an item of a warm auto call on ``strategy`` took (``Facts.paces``): the latest stands."""
+        """The wall time an item of an auto call on ``strategy`` took (``Facts.paces``): it replaces the pace of
+        a comparable call, at the function's cost as now learned."""
         with self._stored(fn) as facts:
-            if facts is not None:
-                facts.paces[strategy] = (seconds_per_item, n_items)
+            if facts is None:
+                return
+            cost, kept = facts.seconds_per_item, []
+            for pace in facts.paces.get(strategy, ()):
+                if comparable(pace.n_items, n_items, VERDICT_REACH) and not cost_shifted(pace.item_cost, cost):
+                    seconds_per_item = PACE_SMOOTHING * seconds_per_item + (1 - PACE_SMOOTHING) * pace.seconds
+                else:
+                    kept.append(pace)
+            facts.paces[strategy] = (*kept, Pace(seconds_per_item, n_items, cost))[-PACES_KEPT:]
 
     def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int) -> None:
         """A whole serial call's cost an item, in the caller: a loop's, which the pools' timings are held to."""
@@ -603,6 +639,8 @@ class Knowledge:
             raise ValueError(f"cannot remember facts for {fn!r}")
         if facts.measured_on is None:
             facts.measured_on = MeasuredOn.of(fn)
+        if facts.gil_held is None:  # no probe to sample the GIL in either
+            facts.gil_held = GIL_UNREAD
         with self._lock:
             self._facts[key] = facts
 

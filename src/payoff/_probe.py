@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from payoff import _delegated_cpu, _forks, _gil_share, _own_pools
+from payoff._gil_share import GIL_PROBE_SECONDS
 from payoff._item_size import item_bytes_in_memory
-from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pickling
+from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pace, Pickling
 from payoff._source import is_stream, reads_for_a_probe
 from payoff.config import cpu_capacity
 from payoff.errors import StuckThreadsWarning
@@ -94,8 +95,8 @@ class Probe:
     """Why the first probed result cannot be pickled; "" when it can, None when no result was checked."""
     threads_speedup: float | None = None
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
-    paces: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """Wall seconds an item of auto's last warm threads and processes calls took (``Facts.paces``)."""
+    paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
+    """Wall seconds an item of auto's last threads and processes calls took (``Facts.paces``)."""
     forgone: dict[str, float] = field(default_factory=dict)
     pickling: Pickling = NO_PICKLING
     known: bool = False
@@ -178,7 +179,8 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     items into CPU work of microseconds, planned serial, then moved to processes: 15% of a sleeping
     endpoint's calls at 5-10x the latency of threads (service trial). A function that turned CPU-bound is
     told by a reading alone, or by its threads run (``Planner.learn``'s ``not_waiting``).
-    ``sample_gil``: the GIL is sampled meanwhile, for the share of it the items held (``payoff._gil_share``).
+    ``sample_gil``: the GIL is sampled meanwhile, for the share of it the items held (``payoff._gil_share``),
+    over a longer budget (``GIL_PROBE_SECONDS``): a 2 ms probe holds two or three of the sampler's wake-ups.
     """
     share = probe_share(call, workers)
     with _gil_share.reading(sample_gil) as gil:  # first: the sampler's thread is the program's, not the items'
@@ -189,7 +191,8 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
         with _Collections() as collections, gil.around():
             probe.outcome, per_item = bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
-                                               max(1, min(PROBE_CHEAP_MAX_ITEMS, share)))
+                                               max(1, min(PROBE_CHEAP_MAX_ITEMS, share)),
+                                               GIL_PROBE_SECONDS if sample_gil else PROBE_BUDGET_SECONDS)
         outcome = probe.outcome
         process_ns = time.process_time_ns() - process_ns  # this thread's and the others': a core when GIL-bound
         clock_ns = time.perf_counter_ns() - clock_ns
@@ -328,14 +331,16 @@ def _gil_holding_ns(before: dict[int, tuple[int, int]], now: dict[int, tuple[int
     return grown
 
 
-def bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, float]:
+def bounded(call: Call, limit: int, cheap_limit: int,
+            budget_seconds: float = PROBE_BUDGET_SECONDS) -> tuple[ChunkOutcome, float]:
     """The probe, in the caller; under a timeout on a payoff thread the caller waits for no longer than it.
 
     An item that hangs there cannot be stopped (no thread can be), but the call raises on time and the
     thread, a daemon, never keeps the program from exiting.
     """
     if call.timeout is None:
-        return _timed_prefix(call.fn, call.items, limit, cheap_limit, on_interrupt=call.on_interrupt)
+        return _timed_prefix(call.fn, call.items, limit, cheap_limit, on_interrupt=call.on_interrupt,
+                             budget_seconds=budget_seconds)
     box: list[tuple[ChunkOutcome, float]] = []
     errors: list[BaseException] = []
     context = contextvars.copy_context()
@@ -351,7 +356,8 @@ def bounded(call: Call, limit: int, cheap_limit: int) -> tuple[ChunkOutcome, flo
 
     def probe() -> None:
         try:
-            box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit, deadline))
+            box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit, deadline,
+                                   budget_seconds=budget_seconds))
         except BaseException as exc:  # handed to the caller, whatever it is
             errors.append(exc)
         finally:
@@ -465,7 +471,8 @@ def _hand_over_cut_probe(call: Call, finished: threading.Event, deadline: Cancel
 
 def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, cheap_limit: int,
                   deadline: CancelToken | None = None,
-                  on_interrupt: Callable[[ChunkOutcome], object] | None = None) -> tuple[ChunkOutcome, float]:
+                  on_interrupt: Callable[[ChunkOutcome], object] | None = None,
+                  budget_seconds: float = PROBE_BUDGET_SECONDS) -> tuple[ChunkOutcome, float]:
     """Run doubling steps of items until the budget is spent: a single chunk of real work, and seconds per item.
 
     The cost per item is the lower of the whole probe's mean and its last
@@ -478,7 +485,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     probe's wall time is the items' plus a dozen steps' bookkeeping. A call's ``deadline`` is hard (no item
     starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included.
     """
-    budget_ns = int(PROBE_BUDGET_SECONDS * 1e9)
+    budget_ns = int(budget_seconds * 1e9)
     with _Collections(time.perf_counter_ns, full_only=True) as collected:
         outcome = run_chunk(fn, items[:1], 0, 0, on_interrupt=on_interrupt)
         joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))

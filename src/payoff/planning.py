@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from payoff import _forks
 from payoff._costs import CostModel, start_method
-from payoff._gil_share import MIN_PROBE_SECONDS, threads_may_beat_processes
+from payoff._gil_share import GIL_PROBE_SECONDS, GIL_UNREAD, threads_may_beat_processes
 from payoff._item_size import first_item_bytes
 from payoff._knowledge import (
     CORES,
@@ -36,6 +36,7 @@ from payoff._knowledge import (
     Facts,
     Knowledge,
     cost_shifted,
+    pace_for,
 )
 from payoff._outer_pools import outer_pool
 from payoff._payload import cloudpickled_size, measure_payload
@@ -55,7 +56,6 @@ from payoff._probe import (
     waiting_line,
 )
 from payoff._side_by_side import POOLS as LOCAL_POOLS
-from payoff._side_by_side import comparable
 from payoff.config import (
     ALIAS_ENV_VAR,
     ENV_VAR,
@@ -104,6 +104,9 @@ ITEM_SPREADS_CORES = 1.5
 """CPUs an item keeps busy at once (``Probe.cores``) from which its native threads compute beside it."""
 OVERSUBSCRIBED = 1.25
 """Threads asking for this many times the CPUs there are, with their items' native threads, run slower than a loop."""
+GIL_PROBE_WORK = 10
+"""A call samples the GIL in a longer probe only where its work is this many times that probe's budget: the
+probe's items run in the caller, about half of them time a pool would have saved."""
 PACED = ("threads", "processes")
 """The strategies whose calls' wall time an item is kept, for ``Planner._gil_free`` to compare."""
 THREADS_MATCH = 0.95
@@ -352,8 +355,9 @@ class Planner:
         if call.serial_because is not None:
             return _serial(call, *call.serial_because, decision)
         try:
-            crowded = self._among_others(OTHERS_WINDOW_SECONDS) or self._others_open(call.stop)
-            probe = _run_probe(self.knowledge, call, workers, crowded, self.costs, self._others_since)
+            open_now = self._others_open(call.stop)
+            crowded = open_now or self._among_others(OTHERS_WINDOW_SECONDS)
+            probe = _run_probe(self.knowledge, call, workers, crowded, self.costs, self._others_since, open_now)
         except ProbeOutlivedTimeout as exc:
             if exc.hung:  # its next calls run where payoff can stop an item, while that one runs
                 self.knowledge.crashed(call.fn, exc.detail, exc.running)
@@ -492,12 +496,14 @@ class Planner:
         if not threads_may_beat_processes(probe.gil_held, workers) or _too_cheap_for_threads(probe) \
                 or threads_oversubscribe(probe, workers):
             return False
-        threads, processes = probe.paces.get("threads"), probe.paces.get("processes")
-        if threads is None or not comparable(threads[1], remaining, VERDICT_REACH):
+        cost = probe.seconds_per_item or 0.0
+        threads = pace_for(probe.paces.get("threads", ()), remaining, cost)
+        if threads is None:
             return True
-        if processes is None or not comparable(processes[1], remaining, VERDICT_REACH):
+        processes = pace_for(probe.paces.get("processes", ()), remaining, cost)
+        if processes is None:
             return False
-        return threads[0] * THREADS_MATCH <= processes[0]
+        return threads * THREADS_MATCH <= processes
 
     def _threads_may_pay(self, call: Call, probe: Probe, workers: int) -> bool:
         """Under auto, threads for data processes cannot take, unless a run showed the GIL holds them back, or
@@ -629,6 +635,9 @@ class Planner:
             return
         if record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE:  # its head ran here: its speedup is not the pool's
             return
+        if _paced(record):
+            self.knowledge.observe_pace(fn, record.selected_strategy, record.wall_seconds / record.n_items,
+                                        record.n_items)
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
             self.knowledge.observe_threads(fn, record.speedup * self._refactored(record, fn))
         elif record.requested_strategy == "auto" and not record.pool_started and not record.fn_shipped:
@@ -638,9 +647,6 @@ class Planner:
             speedup = None if speedup is None else speedup * self._refactored(record, fn)
             if speedup is not None and not (speedup < 1.0 and _under_outside_load(record)):
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
-                if record.selected_strategy in PACED and not _met_outside_load(record):
-                    self.knowledge.observe_pace(fn, record.selected_strategy, record.wall_seconds / record.n_items,
-                                                record.n_items)
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
@@ -736,6 +742,15 @@ def _met_outside_load(record: MapRecord) -> bool:
 def _waited_for_a_cpu(chunks: Sequence[ChunkStats]) -> bool:
     busy = sum(c.end_ns - c.start_ns for c in chunks)
     return busy > 0 and sum(c.runq_ns for c in chunks) >= OUTSIDE_LOAD_RUNQ * busy
+
+
+def _paced(record: MapRecord) -> bool:
+    """Whether an auto call's wall time an item is a pace to compare threads and processes by (``Facts.paces``):
+    a cold threads pool's included (it starts in a millisecond: a first call on threads is a reading, and a
+    wrong try costs one call, not two), a process pool's start or a function shipped anew not."""
+    return record.requested_strategy == "auto" and record.selected_strategy in PACED and not record.items_said \
+        and not record.fn_shipped and not (record.pool_started and record.selected_strategy != "threads") \
+        and not _met_outside_load(record)
 
 
 def _warm_speedup(record: MapRecord) -> float | None:
@@ -1293,7 +1308,8 @@ def _cloudpickle_ok(call: Call, probe: Probe) -> bool:
 
 
 def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = False,
-               costs: CostModel | None = None, others_since: Callable[[int], bool] | None = None) -> Probe:
+               costs: CostModel | None = None, others_since: Callable[[int], bool] | None = None,
+               open_now: bool = False) -> Probe:
     """Run the first items in the caller, unless they are known or the user fixed every choice.
 
     A known function runs its first item here only when no earlier call's
@@ -1311,13 +1327,15 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     here = _may_run_items_here(call, _off_the_caller(call, probe)) and not _one_each(call, workers)
     reshare = known is not None and _share_due(call, known)
     recore = known is not None and _cores_due(knowledge, call, known)
+    gil = needs_cost and here and _gil_due(call, workers, known, open_now) \
+        and not (known is not None and _checked_first(call, known))  # the one item's check first, the GIL next call
     if needs_cost and here and (asks or known is None or _measures_more(call, workers, known)
-                                or _unsteady(known) or reshare or recore):
+                                or _unsteady(known) or reshare or recore or gil):
         probe_cost(call, probe, workers, crowded, others_since,
-                   known_waiting=known is not None and known.waited is True,
-                   sample_gil=_gil_due(call, workers, known))
+                   known_waiting=known is not None and known.waited is True, sample_gil=gil)
         probe.known = False
-        if known is not None and probe.gil_held is not None and probe.gil_held != known.gil_held:
+        if gil:  # too few wake-ups in the window: no sign the items let the GIL go, and not read again
+            probe.gil_held = GIL_UNREAD if probe.gil_held is None else probe.gil_held
             knowledge.observe_gil(call.fn, probe.gil_held)
         _void_verdicts_if_shifted(probe, known)
         if known is not None and probe.cores_read:  # one read beside other calls is a try all the same: a
@@ -1325,7 +1343,7 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
             knowledge.observe_cores(call.fn, probe.cores, probe.cores >= ITEM_SPREADS_CORES)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
-    elif sends and known is not None and (known.result_error != "" or _items_resized(call, known)):
+    elif sends and known is not None and _checked_first(call, known):
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
             probe.outcome, seconds = bounded(call, 1, 1)
             _overturn_recall(probe, seconds)
@@ -1350,15 +1368,25 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     return probe
 
 
-def _gil_due(call: Call, workers: int, known: Facts | None) -> bool:
-    """Whether auto's probe samples the GIL: for a function new to it, or known but never read, whose probe
-    lasts long enough to be read (``payoff._gil_share``); not where threads are hinted or cannot run at once."""
-    if call.requested != "auto" or call.releases_gil is not None or workers < 2:
+def _gil_due(call: Call, workers: int, known: Facts | None, open_now: bool) -> bool:
+    """Whether auto's probe samples the GIL, over a longer budget (``payoff._gil_share``): for a function known
+    to be CPU work whose share of the GIL was not read at its cost, in a call whose work is ``GIL_PROBE_WORK``
+    times that probe's. Never on a first call (a function that may be trivial pays no thread and no longer
+    probe: +110 us a first call of 10 items, trial 48), nor beside other calls still open (``open_now``), whose
+    threads hold the GIL too: a call just ended, as a loop's last, holds none.
+    """
+    if call.requested != "auto" or call.releases_gil is not None or workers < 2 or open_now or known is None:
         return False
-    if known is None:
-        return True
-    expected = known.seconds_per_item * min(PROBE_MAX_ITEMS, probe_share(call, workers))
-    return known.gil_held is None and expected >= MIN_PROBE_SECONDS
+    if known.gil_held is not None or known.delegates or known.seconds_per_item < THREADS_MIN_ITEM_SECONDS \
+            or known.cpu_ratio < waiting_line(workers):
+        return False
+    return len(call.items) * known.seconds_per_item >= GIL_PROBE_WORK * GIL_PROBE_SECONDS
+
+
+def _checked_first(call: Call, known: Facts) -> bool:
+    """Whether a known function's call runs one item here first to check its result pickles, or its cost where
+    its items are arrays of another size (``_items_resized``)."""
+    return known.result_error != "" or _items_resized(call, known)
 
 
 def _one_each(call: Call, workers: int) -> bool:
@@ -1377,7 +1405,7 @@ def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:
     if known is None or cost is None or probe.known or not probe.verdicts:
         return
     if cost_shifted(cost, known.seconds_per_item):
-        probe.verdicts, probe.paces = {}, {}
+        probe.verdicts = {}
 
 
 def _items_resized(call: Call, known: Facts) -> bool:
