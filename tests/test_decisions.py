@@ -226,7 +226,7 @@ ROWS = [
     Row("large items whose threads run measured no gain stay serial", 1e-3, 400, "serial",
         Reason.PAYLOAD_TOO_LARGE, config={"max_workers": 2, "task_size_hint_bytes": 1024},
         item_bytes=32 * 1024, threads_speedup=0.9,
-        detail_says="threads, which share the data in memory, measured 0.90x"),
+        detail_says="threads measured 0.90x against serial sharing the data in memory"),
     Row("large items each computing on both CPUs in its native threads (BLAS) stay here: 2 threads would ask for "
         "4 (0.34-0.58x the loop, trial 43)", 1e-3, 400, "serial", Reason.PAYLOAD_TOO_LARGE,
         config={"max_workers": 2, "task_size_hint_bytes": 1024}, item_bytes=32 * 1024, cores=2.0, cpus=2,
@@ -247,7 +247,7 @@ ROWS = [
         detail_says="of it moving pickled data"),
     Row("and says that threads measured no gain and are held (trial 47: seven warnings in a row named only the "
         "data's cost)", 1e-2, 200, "serial", Reason.PAYLOAD_TOO_LARGE, fn_bytes=250 << 20, threads_speedup=0.9,
-        detail_says="measured 0.90x against serial and are held off it for a few calls"),
+        detail_says="threads measured 0.90x against serial sharing the data in memory, and are held off it"),
     Row("arrays processes measured no gain on, their moving a good share of it, are tried on threads", 9e-3, 200,
         "threads", Reason.AUTO_SHARED_MEMORY, item_bytes=3 << 19, verdicts={"processes": (0.9, 200)}),
     Row("and stay here once threads measured no gain either", 9e-3, 200, "serial", Reason.NO_MEASURED_GAIN,

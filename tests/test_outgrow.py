@@ -153,7 +153,9 @@ def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> N
         second = ex.last_record
     assert first is not None and first.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE
     assert second is not None and second.decision_reason is Reason.AUTO_CPU_BOUND
-    assert second.selected_strategy == "processes" and {c.where for c in second.chunks} == {"pool"}
+    assert second.selected_strategy == "processes"
+    here = [c for c in second.chunks if c.where == "caller"]  # at most a probe's share (the GIL read), no head
+    assert len(here) <= 1 and sum(c.n_items for c in here) <= len(items) // 8, here
 
 
 def test_a_recalled_function_whose_first_item_now_costs_far_less_is_planned_at_this_calls_cost() -> None:

@@ -1183,8 +1183,8 @@ def _why_not_threads(probe: Probe, workers: int) -> str:
                 f"native threads (BLAS, OpenMP), so {workers} threads would ask for {probe.cores * workers:.1f} of "
                 f"{cpu_capacity():g}")
     if probe.threads_speedup is not None:
-        return (f"; threads, which share the data in memory, measured {probe.threads_speedup:.2f}x against serial"
-                f"{_side_by_side_said(probe, 'threads')} and are held off it for a few calls, then measured again")
+        return (f"; threads measured {probe.threads_speedup:.2f}x against serial{_side_by_side_said(probe, 'threads')}"
+                " sharing the data in memory, and are held off it for a few calls, then measured again")
     cost = probe.seconds_per_item or 0.0
     return (f"; threads cannot gain on items of {_per_item(cost)} either (handing the GIL between threads costs "
             f"about as much as an item under {_per_item(THREADS_MIN_ITEM_SECONDS)})")
@@ -1329,14 +1329,17 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     recore = known is not None and _cores_due(knowledge, call, known)
     gil = needs_cost and here and _gil_due(call, workers, known, open_now) \
         and not (known is not None and _checked_first(call, known))  # the one item's check first, the GIL next call
-    if needs_cost and here and (asks or known is None or _measures_more(call, workers, known)
-                                or _unsteady(known) or reshare or recore or gil):
+    other = needs_cost and here and (asks or known is None or _measures_more(call, workers, known)
+                                     or _unsteady(known) or reshare or recore)
+    if other or gil:
         probe_cost(call, probe, workers, crowded, others_since,
                    known_waiting=known is not None and known.waited is True, sample_gil=gil)
         probe.known = False
-        if gil:  # too few wake-ups in the window: no sign the items let the GIL go, and not read again
+        if gil and known is not None:  # too few wake-ups in the window: no sign the items let the GIL go
             probe.gil_held = GIL_UNREAD if probe.gil_held is None else probe.gil_held
             knowledge.observe_gil(call.fn, probe.gil_held)
+            if not other:  # probed for the GIL alone: the sound cost stands (a head of cheaper items is no news)
+                probe.seconds_per_item, probe.cpu_ratio, probe.known = known.seconds_per_item, known.cpu_ratio, True
         _void_verdicts_if_shifted(probe, known)
         if known is not None and probe.cores_read:  # one read beside other calls is a try all the same: a
             # loop's calls are all beside the one before, and each re-read the next (+11% a call, for good)
@@ -1373,14 +1376,18 @@ def _gil_due(call: Call, workers: int, known: Facts | None, open_now: bool) -> b
     to be CPU work whose share of the GIL was not read at its cost, in a call whose work is ``GIL_PROBE_WORK``
     times that probe's. Never on a first call (a function that may be trivial pays no thread and no longer
     probe: +110 us a first call of 10 items, trial 48), nor beside other calls still open (``open_now``), whose
-    threads hold the GIL too: a call just ended, as a loop's last, holds none.
+    threads hold the GIL too: a call just ended, as a loop's last, holds none. Nor where the probe's items, a
+    few of its share or one dear one, would be more than a tenth of the call's (2 items of 0.2 s ran one here,
+    the other alone: too few to split).
     """
     if call.requested != "auto" or call.releases_gil is not None or workers < 2 or open_now or known is None:
         return False
     if known.gil_held is not None or known.delegates or known.seconds_per_item < THREADS_MIN_ITEM_SECONDS \
             or known.cpu_ratio < waiting_line(workers):
         return False
-    return len(call.items) * known.seconds_per_item >= GIL_PROBE_WORK * GIL_PROBE_SECONDS
+    share = len(call.items) // (CHUNKS_PER_WORKER * workers)  # the most items a probe runs (``probe_share``)
+    probed = min(share, math.ceil(GIL_PROBE_SECONDS / known.seconds_per_item)) * known.seconds_per_item
+    return share > 0 and GIL_PROBE_WORK * probed <= len(call.items) * known.seconds_per_item
 
 
 def _checked_first(call: Call, known: Facts) -> bool:
