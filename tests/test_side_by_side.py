@@ -16,8 +16,19 @@ from array import array
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason, planning
-from payoff._knowledge import VERDICT_SMOOTHING, Facts
-from payoff._side_by_side import AGREE, CHECK_BELOW, CHECK_TRIES, FASTEST, MOST, SHOWS, SMOOTHING, Reading, SideBySide
+from payoff._knowledge import VERDICT_REACH, VERDICT_SMOOTHING, Facts
+from payoff._side_by_side import (
+    AGREE,
+    CHECK_BELOW,
+    CHECK_TRIES,
+    CHECK_TRIES_IN_ALL,
+    FASTEST,
+    MOST,
+    SHOWS,
+    SMOOTHING,
+    Reading,
+    SideBySide,
+)
 from payoff.record import MapRecord, RecordBuilder
 from payoff.worker import ChunkOutcome
 from tests import tasks
@@ -301,3 +312,17 @@ def test_one_loss_of_threads_on_shared_data_does_not_outweigh_the_gain_before_it
     assert facts.threads_speedup == pytest.approx(0.25 * 0.93 + 0.75 * 1.35)
     planner.knowledge.observe_threads(tasks.square, 1.3)
     assert facts.threads_speedup == 1.3, "a gain measured again counts fully"
+
+
+def test_a_new_cost_starts_the_checks_afresh_but_not_past_four_in_all() -> None:
+    """A cost moving 10x every call reset the count at each, and every other call ran serially as a check
+    (trial 48: 1.67x a warm ProcessPoolExecutor's time over 10 calls)."""
+    sbs = SideBySide()
+    due = []
+    for _ in range(6):  # each round: a pool call at a new cost, then the planner asks for a check
+        sbs = sbs.afresh()
+        sbs.note_on_pool("processes", 1e-3, 1000, VERDICT_REACH, 1.0)
+        due.append(sbs.check_due("processes", 1.3, 1000, VERDICT_REACH))
+        if due[-1]:
+            sbs.note_check("processes")
+    assert due == [True] * CHECK_TRIES_IN_ALL + [False] * (6 - CHECK_TRIES_IN_ALL)

@@ -395,7 +395,7 @@ class Knowledge:
                 facts.retries.clear()
                 facts.threads_speedup = None
                 facts.gil_threads = None
-                facts.side_by_side = SideBySide()
+                facts.side_by_side = facts.side_by_side.afresh()
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 share = min(1.0, max(0.01, cpu_ratio))
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
@@ -501,17 +501,24 @@ class Knowledge:
                 if moved is not None:
                     _correct_verdicts(facts, strategy, moved)
 
-    def check_alone(self, fn: Callable[..., Any], strategy: str, remaining: int, shared: bool = False) -> bool:
+    def check_alone(self, fn: Callable[..., Any], strategy: str, remaining: int, shared: bool = False,
+                    cost: float | None = None) -> bool:
         """Whether this call runs serially to time the items alone (``SideBySide.check_due``); once per pool.
-        ``shared``: threads chosen for data processes cannot take, whose gain is ``threads_speedup``."""
+        ``shared``: threads chosen for data processes cannot take, whose gain is ``threads_speedup``. ``cost``:
+        what this call's items were planned at; a call of items of another cost than the pool's last (a probe
+        read it) could not be compared with that pool call (trial 48: costs alternating 10x were checked every
+        other call)."""
         with self._stored(fn) as facts:
             if facts is None:
+                return False
+            pool = facts.side_by_side.on_pool.get(strategy)
+            if cost is not None and pool is not None and cost_shifted(cost, pool.seconds_per_item):
                 return False
             verdict = facts.verdicts.get(strategy)
             gain = facts.threads_speedup if shared else verdict[0] if verdict is not None else None
             if not facts.side_by_side.check_due(strategy, gain, remaining, VERDICT_REACH):
                 return False
-            facts.side_by_side.checked[strategy] = facts.side_by_side.checked.get(strategy, 0) + 1
+            facts.side_by_side.note_check(strategy)
             return True
 
     def forgo(self, fn: Callable[..., Any], strategy: str, seconds: float) -> None:

@@ -31,6 +31,10 @@ CHECK_MAX_LOSS_SECONDS = 5.0
 CHECK_TRIES = 2
 """Serial checks a pool gets: one that met other programs' load (or ran among other calls) reads nothing, so one
 more is tried; past that, the pool's own timing stands."""
+CHECK_TRIES_IN_ALL = 4
+"""Serial checks per pool for the life of a function, whatever its cost did: a cost moving 10x every call
+started the count afresh at each, and every other call ran serially as a check (trial 48: 1.67x the time of a
+warm ProcessPoolExecutor over 10 calls)."""
 SHOWS = 1.03
 """A factor between 1/SHOWS and SHOWS is two calls' noise: the pool's timing stands (1.0 is kept)."""
 MOST = 3.0
@@ -78,10 +82,20 @@ class SideBySide:
     """Per pool: the last pair's ratio (pool over alone) and the count of its later reading."""
     pool_seconds: dict[str, float] = field(default_factory=dict)
     """Per pool: wall seconds of the function's calls on it so far (``CHECK_SHARE``)."""
+    spent: dict[str, int] = field(default_factory=dict)
+    """Per pool: serial checks planned for it at any cost (``CHECK_TRIES_IN_ALL``); a new cost keeps the count."""
 
     def copy(self) -> SideBySide:
         return SideBySide(self.alone, dict(self.on_pool), dict(self.factors), dict(self.checked), self.seq,
-                          dict(self.pairs), dict(self.pool_seconds))
+                          dict(self.pairs), dict(self.pool_seconds), dict(self.spent))
+
+    def afresh(self) -> SideBySide:
+        """Readings for items of a new cost: nothing of these carries over but the checks spent."""
+        return SideBySide(spent=dict(self.spent))
+
+    def note_check(self, strategy: str) -> None:
+        self.checked[strategy] = self.checked.get(strategy, 0) + 1
+        self.spent[strategy] = self.spent.get(strategy, 0) + 1
 
     def factor(self, strategy: str) -> float:
         return self.factors.get(strategy, 1.0)
@@ -104,7 +118,7 @@ class SideBySide:
     def check_due(self, strategy: str, gain: float | None, remaining: int, reach: int) -> bool:
         """Whether a call of ``remaining`` items is the one to time alone for ``strategy`` (see CHECK_BELOW)."""
         pool = self.on_pool.get(strategy)
-        tried = self.checked.get(strategy, 0) >= CHECK_TRIES
+        tried = self.checked.get(strategy, 0) >= CHECK_TRIES or self.spent.get(strategy, 0) >= CHECK_TRIES_IN_ALL
         if gain is None or gain < 1.0 or pool is None or tried or strategy in self.factors \
                 or pool.seq != self.seq or not comparable(pool.n_items, remaining, reach):
             return False

@@ -544,7 +544,8 @@ class Planner:
         (``payoff._side_by_side``): only that tells a loop's time from the pool's items' own, side by side."""
         if call.requested == "auto" and strategy in LOCAL_POOLS and _may_check(call) \
                 and not self._others_open(call.stop) \
-                and self.knowledge.check_alone(call.fn, strategy, remaining, decision is Reason.AUTO_SHARED_MEMORY):
+                and self.knowledge.check_alone(call.fn, strategy, remaining, decision is Reason.AUTO_SHARED_MEMORY,
+                                               probe.seconds_per_item):
             return _serial(call, None, "", Reason.AUTO_SERIAL_CHECK, probe)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
 
