@@ -19,7 +19,6 @@ import pytest
 from joblib import parallel_config
 
 from payoff import ParallelConfig, ParallelExecutor, Reason
-from payoff._gil_share import GIL_UNREAD
 from payoff._knowledge import NO_PICKLING, Facts, Pace, Pickling
 from payoff._payload import cloudpickled_size, pickled_size
 from payoff._probe import Probe
@@ -98,9 +97,9 @@ class Row:
     """The function's items timed alone and on its pools (``payoff._side_by_side``)."""
     expect_contention: float = 1.0
     """The plan's slowdown side by side, which its record takes off the pool's items' time."""
-    gil_held: float | None = GIL_UNREAD
-    """The share of their time a probe saw the items hold the GIL (``payoff._gil_share``; None: never read, and
-    a sampled probe is due): read as held, unless a row says otherwise."""
+    gil_held: float | None = None
+    """The share of their time a probe saw the items hold the GIL (``payoff._gil_share``; None: taught as read
+    and held, as ``Knowledge.teach`` states facts no probe is to run for)."""
     paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
     """Wall seconds an item of auto's last threads and processes calls took (``Facts.paces``)."""
 
@@ -675,7 +674,7 @@ def test_guided_plans_shrink_to_a_floor_worth_a_chunk() -> None:
 def test_a_verdict_is_re_measured_every_few_calls() -> None:
     planner = Planner()
     planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, verdicts={"processes": (0.5, 1000)},
-                                                      result_error="", gil_held=GIL_UNREAD))
+                                                      result_error=""))
     config = ParallelConfig(max_workers=2)
     call = Call(tasks.square, list(range(200)), config, "auto", None, None, None, frozenset(), 0)
     strategies = [planner.plan(call).strategy for _ in range(8)]

@@ -153,6 +153,10 @@ class Pace(NamedTuple):
     n_items: int
     item_cost: float
 
+    def of_a_call_like(self, n_items: int, item_cost: float) -> bool:
+        """Whether this pace stands for a call of ``n_items`` at ``item_cost``: a comparable size, no shifted cost."""
+        return comparable(self.n_items, n_items, VERDICT_REACH) and not cost_shifted(self.item_cost, item_cost)
+
 
 PACES_KEPT = 4
 """Paces kept per strategy: calls of a few sizes or costs that alternate each keep theirs (trial 48: a cost
@@ -167,7 +171,7 @@ not hand the work to the other side, whose pace was 5% off."""
 def pace_for(paces: tuple[Pace, ...], n_items: int, item_cost: float) -> float | None:
     """The latest pace of a call comparable to one of ``n_items`` at ``item_cost`` (size and cost): None if none."""
     for pace in reversed(paces):
-        if comparable(pace.n_items, n_items, VERDICT_REACH) and not cost_shifted(pace.item_cost, item_cost):
+        if pace.of_a_call_like(n_items, item_cost):
             return pace.seconds
     return None
 
@@ -337,7 +341,7 @@ class Knowledge:
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
                       result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
                       measured_items=probe.n, delegates=probe.delegates, item_bytes=probe.item_bytes,
-                      cores=probe.cores, gil_held=probe.gil_held)
+                      cores=probe.cores)
         with self._lock:
             self._store(key, facts)
 
@@ -477,7 +481,7 @@ class Knowledge:
                 return
             cost, kept = facts.seconds_per_item, []
             for pace in facts.paces.get(strategy, ()):
-                if comparable(pace.n_items, n_items, VERDICT_REACH) and not cost_shifted(pace.item_cost, cost):
+                if pace.of_a_call_like(n_items, cost):
                     seconds_per_item = PACE_SMOOTHING * seconds_per_item + (1 - PACE_SMOOTHING) * pace.seconds
                 else:
                     kept.append(pace)
