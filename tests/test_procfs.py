@@ -26,8 +26,9 @@ def test_a_missing_file_raises_as_path_does_and_leaves_no_descriptor(tmp_path: P
         with pytest.raises(FileNotFoundError):
             _procfs.read(tmp_path / "gone")
         _procfs.read(__file__)
-    if sys.platform.startswith("linux"):
-        assert set(os.listdir("/proc/self/fd")) == before
+    if sys.platform.startswith("linux"):  # one left open is a leak; one an earlier test's pool closed meanwhile
+        # (a pipe finalized in the background: fd 26 in a clean-clone CI run) is not this read's
+        assert not set(os.listdir("/proc/self/fd")) - before
 
 
 def test_text_that_is_not_utf8_is_read_with_replacements(tmp_path: Path) -> None:
