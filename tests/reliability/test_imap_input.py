@@ -522,8 +522,10 @@ def test_an_imap_consumers_own_time_is_in_the_loop_it_is_compared_with(strategy:
     if strategy == "serial":  # the items ran as the consumer asked: the loop, one for one
         assert record.serial_estimate_seconds <= record.wall_seconds, record
     facts = planning.PLANNER.knowledge.get(functools.partial(tasks.sleep_then_square, seconds=0.002))
-    if facts is not None:
-        assert facts.seconds_per_item < 0.004, facts
+    if facts is not None:  # held to the same call's readings: a busy CI machine stretched the 2 ms items to 4.1
+        assert facts.seconds_per_item >= 0.002, facts
+        assert facts.seconds_per_item * 40 <= record.serial_estimate_seconds - record.consumer_seconds / 2, \
+            (facts, record)
 
 
 def test_a_serial_imaps_consumer_slow_on_every_result_is_counted_for_each() -> None:
