@@ -46,7 +46,9 @@ from payoff.config import GRAMMAR, parse_ce_parallel
     ("start_timeout=900", {"pool_start_timeout": 900.0}), ("pool_start_timeout=1500ms", {"pool_start_timeout": 1.5}),
     ("inner_threads=1", {"inner_threads": 1}), ("inner_threads=auto", {"inner_threads": None}),
     ("inner_threads=off", {"inner_threads": 0}), ("inner_threads=0", {"inner_threads": 0}),
-    ("waiting_workers=auto", {"max_waiting_workers": 32}),
+    ("waiting_workers=auto", {"max_waiting_workers": 32}), ("inner_threads=00", {"inner_threads": 0}),
+    # the first field of the tuning table by its own name too, as every other (trial 49, F8)
+    ("enabled=off", {"enabled": False}), ("enabled=on", {"enabled": True}), ("enabled=0", {"enabled": False}),
     # every setting spelt as its field too: payoff's advice names fields (advice trial)
     ("tiny_workload_threshold=0,min_batch_size=1", {"tiny_workload_threshold": 0.0, "min_batch_size": 1}),
     ("task_size_hint_bytes=64MiB", {"task_size_hint_bytes": 64 * 2**20}),
@@ -86,6 +88,15 @@ def test_bad_tokens_raise_naming_the_token_and_the_grammar(text: str, named: str
         parse_ce_parallel(text)
     assert named in str(info.value)
     assert GRAMMAR in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["inner_threads=-1", "inner_threads=many"])
+def test_a_bad_inner_threads_names_every_value_it_takes(text: str) -> None:
+    """The error said "a whole number >= 1 or 'auto'", where 0 and off are taken too (trial 49, F8)."""
+    with pytest.raises(ValueError, match="inner_threads") as info:
+        parse_ce_parallel(text)
+    told = str(info.value).split(". PAYOFF_PARALLEL")[0]
+    assert ">= 0" in told and "'auto'" in told and "'off'" in told, told
 
 
 @pytest.mark.parametrize("text", ["processes,workers=0", "bogus", "colour=blue", "threads,processes"])

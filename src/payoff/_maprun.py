@@ -316,7 +316,10 @@ class MapRun:
     def _raise_if_run_out(self) -> None:
         """An ``imap`` first asked for a result after its deadline (it counts from the call): no item starts.
         A probe run then on a payoff thread was left running past the deadline, and a serial run handed out
-        its first result. An input known to be empty has no item to be late for: it ends, as ``map``'s does."""
+        its first result. An input known to be empty has no item to be late for: it ends, as ``map``'s does.
+        A ``map`` whose input was still being read at its deadline runs none of what it read."""
+        if self.source.late is not None:
+            raise self.source.late
         if self.streaming and self.token.expired() and self.source.known_length != 0:
             raise TimeoutError(f"payoff: the {self._kind()}'s timeout={self.timeout:g} s, counted from the call, "
                                "had run out before its first result was asked for; no item ran")
@@ -413,6 +416,7 @@ class MapRun:
         probe = plan.probe.outcome
         if probe is not None:
             self.ex._observers.chunk(self.call, self.rec.add(probe, "caller", probe.start_ns))
+            self.source.skip(plan.probe.n)  # before its results go out: a consumer may leave while they do
             if probe.error is not None:
                 if self.streaming and probe.results:
                     yield probe.results  # an imap hands out what came before the failing item, as map does
@@ -859,6 +863,8 @@ class MapRun:
         capped = pool.remote and self.config.max_workers is not None and self.config.max_workers < pool.workers
         limit = workers if capped else in_flight_limit(workers)
         while True:
+            if self.source.cut:  # a slow input: what is ready goes out before more of it is read
+                yield from self._ready_blocks()
             try:
                 if not self.token.is_set():  # nothing starts once the call is cancelled or past its deadline
                     with self.ex._observers.scope(self.call):
@@ -904,6 +910,8 @@ class MapRun:
             self._submit_or_keep(pool, shipped, self.requeued.popleft())
         while len(self.in_flight) + self._waiting() < limit and (task := self._next_task()) is not None:
             self._submit_or_keep(pool, shipped, task)
+            if self.source.cut:  # a slow input: the results in flight go out before more of it is read
+                break
 
     def _suspect_in_flight(self) -> bool:
         return bool(self.crashes) and any(task.alone for task in self.in_flight.values())

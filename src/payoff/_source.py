@@ -21,6 +21,14 @@ from payoff.worker import ArrayRows, ListTail, Zipped, until_deadline
 
 PLANNED_STREAM_ITEMS = 1024
 """How many items the planner takes a stream it has not seen the end of to have (none are read for that)."""
+STREAM_FILL_SECONDS = 0.1
+"""A chunk read from a stream holds what its input gave in about this long (one item at least): an input that
+yields slowly (a socket, a queue, a sensor) filled a chunk sized for its items' cost, and a trivial function
+over an item every 50 ms read 517 items, 26 s, before its first result (trial 49). Read in doubling batches
+between clock reads, so a fast input pays a read per batch, and a slow one stops within twice this long."""
+PROBE_READ_SECONDS = 0.01
+"""The planner's probe reads no further item of a stream once reading it took this long: its items' own time
+is what it budgets, and a slow input's waits are no part of that."""
 SLICED_AS_GIVEN = (list, tuple, range, Zipped)
 """Inputs whose slices are cheap, list-like and picklable. Another Sequence may refuse slices (a deque, a
 reader taking integer indices only) or slice into something a worker process cannot receive (a
@@ -67,6 +75,12 @@ class Source:
         """``deadline`` (``time.monotonic()``), a call's timeout: no item is read after it."""
         self._next = 0
         self._deadline = deadline
+        self.read_seconds = 0.0
+        """How long reading a stream took so far (its waits for the input included)."""
+        self.cut = False
+        """Whether the last :meth:`take` of a stream ended at ``STREAM_FILL_SECONDS``, before its size."""
+        self.late: TimeoutError | None = None
+        """A ``map``'s input still being read at its deadline: the call raises this before any item runs."""
         self._dropped = False
         self._iter: Iterator[Any] | None = None
         self._error: Exception | None = None
@@ -97,9 +111,9 @@ class Source:
                 on_time = _read_all_by(items, got, deadline)
         except Exception as exc:
             self._error = exc
-        if not on_time:
-            raise TimeoutError("payoff: the call did not finish within its timeout: its input was still being "
-                               f"read after {len(got):,} items (an iterator that yields slowly counts)")
+        if not on_time:  # raised by the call, which records it: raised here, before it began, it went unrecorded
+            self.late = TimeoutError("payoff: the call did not finish within its timeout: its input was still "
+                                     f"being read after {len(got):,} items (an iterator that yields slowly counts)")
         return got
 
     def for_planning(self) -> Sequence[Any]:
@@ -157,16 +171,20 @@ class Source:
         """Up to ``n`` items; an input that raises ends there, and its error waits for the work to get there."""
         assert self._iter is not None
         got: list[Any] = []
+        start = time.monotonic()
+        self.cut = False
         try:
             if self._deadline is None:
-                got.extend(itertools.islice(self._iter, n))
+                self.cut = _read_for(self._iter, n, got, start)
             else:  # a slow input stops at the deadline; the call then raises TimeoutError at its next check
-                got.extend(itertools.islice(until_deadline(self._iter, time.monotonic, self._deadline), n))
+                self.cut = _read_for(until_deadline(self._iter, time.monotonic, self._deadline), n, got, start)
                 if len(got) < n and time.monotonic() >= self._deadline:
                     return got
         except Exception as exc:
             self._error = exc
-        if len(got) < n:
+        finally:
+            self.read_seconds += time.monotonic() - start
+        if len(got) < n and not self.cut:
             self.exhausted = True
         return got
 
@@ -209,6 +227,22 @@ class Source:
     @property
     def taken(self) -> int:
         return self._next
+
+
+def _read_for(items: Iterator[Any], n: int, got: list[Any], start: float) -> bool:
+    """Up to ``n`` items into ``got``, in doubling batches until ``STREAM_FILL_SECONDS`` after ``start``: True when
+    that time ended the read before ``n`` items (the input may have more)."""
+    batch = 1
+    while len(got) < n:
+        asked = min(batch, n - len(got))
+        before = len(got)
+        got.extend(itertools.islice(items, asked))
+        if len(got) - before < asked:
+            return False
+        if len(got) < n and time.monotonic() - start >= STREAM_FILL_SECONDS:
+            return True
+        batch *= 2
+    return False
 
 
 class _Ahead(Sequence[Any]):
@@ -265,8 +299,8 @@ class _Ahead(Sequence[Any]):
 
     def _read_one(self) -> None:
         source = self._source
-        if source.exhausted:
-            return
+        if source.exhausted or (source.head and source.read_seconds >= PROBE_READ_SECONDS):
+            return  # the probe's step then runs nothing and it ends
         if threading.get_ident() == self._reader:
             assert isinstance(source.head, list)
             source.head.extend(source._read(1))

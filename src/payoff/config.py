@@ -450,7 +450,7 @@ bad value in the environment is reported with the token that set it."""
 
 GRAMMAR = (
     "PAYOFF_PARALLEL and CE_PARALLEL are comma-separated lists of tokens: "
-    "on|off (also 1,true,yes,enable / 0,false,no,disable); "
+    "on|off (also 1,true,yes,enable / 0,false,no,disable, or enabled=on|off); "
     "a strategy: auto|serial|sequential|threads|processes|joblib|dask (or strategy=NAME); "
     "workers=N; waiting_workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
@@ -503,9 +503,11 @@ def _whole_count_or_default(text: str) -> int:
 
 
 def _threads(text: str) -> int | None:
-    if text in ("off", "0"):
+    if text == "off" or (text and not text.strip("0")):
         return 0
-    return _int_or_auto(text)
+    if text in ("auto", "none"):
+        return None
+    return _whole_number(text, "expected a whole number >= 0, 'auto' or 'off'")
 
 
 def _int_or_auto(text: str) -> int | None:
@@ -602,6 +604,7 @@ _KEYS.update({
     "start_method": ("start_method", _choice(START_METHODS)),
     "address": ("address", lambda text: text),
     "inner_threads": ("inner_threads", _threads),
+    "enabled": ("enabled", _switch),
 })
 _KEYS.update({entry[0]: entry for entry in list(_KEYS.values()) if entry[0] not in _KEYS})
 """Each setting is also spelt as its ParallelConfig field: the advice payoff prints names fields

@@ -35,7 +35,7 @@ from payoff._rescue import Rescue
 from payoff._source import Source, as_given
 from payoff._tracebacks import show_from_the_function
 from payoff.config import MAX_SECONDS, ParallelConfig
-from payoff.errors import PoolStartTimeoutError
+from payoff.errors import PoolStartTimeoutError, WorkerCrashedError
 from payoff.observers import CallInfo, CallSite, Observer, Observers, warn_before_raising
 from payoff.reasons import Reason
 from payoff.record import MapRecord, RecordBuilder
@@ -193,6 +193,8 @@ class ParallelExecutor:
                 else:
                     out.extend(block)
         except BaseException as exc:  # an item's error from here on: a loop's traceback (see _tracebacks)
+            if isinstance(exc, WorkerCrashedError) and out:  # handed here in order already: finished all the same
+                exc.completed = {**dict(enumerate(out)), **exc.completed}
             if show_from_the_function(exc):
                 raise exc
             raise

@@ -286,9 +286,13 @@ def test_a_timeout_bounds_the_reading_of_a_slow_input(strategy: str, method: str
             time.sleep(0.3)
             yield i
 
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex, pytest.raises(TimeoutError):
-        list(getattr(ex, method)(abs, slow_input(), timeout=0.5))
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        with pytest.raises(TimeoutError):
+            list(getattr(ex, method)(abs, slow_input(), timeout=0.5))
+        record = ex.last_record
     assert len(read) < 10, "the input was read to its end past the deadline"
+    # a map that timed out reading its input raised before its record began: none was kept (trial 49, F5)
+    assert record is not None and record.outcome == "timeout" and record.n_items == len(read), record
 
 
 STOPPED_SCRIPT = textwrap.dedent("""

@@ -36,6 +36,9 @@ def fallback_message(record: MapRecord) -> str:
     wanted = record.requested_strategy
     what = (f"recovered on {record.selected_strategy}" if not record.fell_back
             else f"ran serially instead of {wanted}")
+    if record.outcome == "cancelled" and record.fell_back:  # an imap left early: its plan's items did not all run
+        what = (f"were planned to run serially instead of {wanted}, and {record.items_done:,} ran before it was "
+                "cancelled")
     advice = advice_of(record)
     return (f"payoff: {record.items_text} of workload "
             f"{record.workload!r} {what} ({reason.value}): "
