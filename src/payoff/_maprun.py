@@ -861,7 +861,7 @@ class MapRun:
         workers = min(self.rec.workers, pool.workers)  # a larger warm pool than planned: as planned
         # a cluster's scheduler runs every chunk it holds on any free thread: a cap is kept by sending no more
         capped = pool.remote and self.config.max_workers is not None and self.config.max_workers < pool.workers
-        limit = workers if capped else in_flight_limit(workers)
+        limit = workers if capped else self._ahead_of_the_consumer() or in_flight_limit(workers)
         while True:
             if self.source.cut:  # a slow input: what is ready goes out before more of it is read
                 yield from self._ready_blocks()
@@ -890,6 +890,16 @@ class MapRun:
                 self._raise_if_stopped()  # work left that may not start now
                 continue
             self._wait_and_collect(pool)
+
+    def _ahead_of_the_consumer(self) -> int | None:
+        """An ``imap`` of a known input under a timeout sends every chunk at once, as ``concurrent.futures``' map
+        submits every item: its work goes on while the consumer works on each result, and a deadline it shares
+        with that map is not spent by the consumer's own time (200 items of 1 ms under ``timeout=1``, each result
+        taking its consumer 10 ms: the stdlib handed out all 200, payoff raised after 179-197; trial 49)."""
+        if not self.streaming or self.token.deadline is None:
+            return None
+        known = self.source.known_length
+        return None if known is None else max(1, known - self.source.taken)
 
     def _note_departures(self, pool: Strategy) -> None:
         """Workers of a cluster that left holding the call's chunks, which its scheduler reran unseen: a recovery."""

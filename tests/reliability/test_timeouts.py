@@ -542,3 +542,20 @@ def test_a_spent_timeout_on_empty_input_returns_nothing_whatever_the_iterable(st
             ex.map(tasks.square, rest if make is iter else make(range(5)), timeout=0)
         if make is iter:
             assert list(rest) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes", "auto"])
+def test_an_imaps_work_goes_on_while_its_slow_consumer_works_on_each_result(strategy: str) -> None:
+    """``concurrent.futures``' map submits every item at once, so its work ends long before a deadline its consumer
+    alone outlasts; payoff's imap sent chunks only as its consumer asked, and raised after 179-197 of 200 results
+    whose work took 0.2 s under timeout=1 (trial 49, F2). 100 items of 2 ms, a consumer of 20 ms a result, and a
+    timeout of 1 s: the work is a tenth of it, the consumer twice."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        ex.map(tasks.square, range(8), chunksize=1)  # a warm pool: its start is no part of the deadline
+        got = []
+        for result in ex.imap(functools.partial(tasks.sleep_then_square, seconds=0.002), range(100), timeout=1.0):
+            time.sleep(0.02)
+            got.append(result)
+        record = ex.last_record
+    assert got == [x * x for x in range(100)]
+    assert record is not None and record.outcome == "ok" and record.consumer_seconds >= 1.0, record
