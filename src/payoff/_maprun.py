@@ -952,10 +952,10 @@ class MapRun:
         now = time.monotonic_ns()
         failing = ChunkOutcome(task.index, task.first, [], now, now, 0, array("q"), array("q"), "caller", error=exc,
                                error_index=task.first + k)
+        self._count(failing, "caller", task)  # the record counts it as an item's error
+        self._hold_error(task, failing)  # first: a pool that breaks on the rest's submit keeps that rest for a rerun
         if k:
             self._submit_or_keep(pool, shipped, replace(task, items=task.items[:k]))
-        self._count(failing, "caller", task)  # the record counts it as an item's error
-        self._hold_error(task, failing)
         return True
 
     def _waiting(self) -> int:
