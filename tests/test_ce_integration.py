@@ -263,7 +263,10 @@ def test_the_executor_reports_a_concrete_strategy_never_auto() -> None:
         record = ex.last_record
     finally:
         ex.close()
-    assert record is not None and record.requested_strategy == "processes" != "auto"
+    # CE reads the concrete backend; the record says what the user asked, and that auto chose it (trial 50: it
+    # said processes and explicit_strategy, and the warning's advice to name the strategy read as done already)
+    assert record is not None and record.requested_strategy == "auto", record
+    assert record.selected_strategy == "processes" and record.decision_reason is Reason.AUTO_CPU_BOUND, record
     assert ex.config.strategy == "processes"
 
 
@@ -317,7 +320,8 @@ def test_entered_but_never_called_is_warned() -> None:
     assert caught[0].filename == __file__  # points at the user's explain line, not into CE
     record = ex.last_record  # and it is a record like any other, so metrics and spans count it
     assert record is not None and record.fallback_reason is Reason.EXECUTOR_UNUSED
-    assert record.n_items == N_TEST and record.n_chunks == 0 and record.mode == "serial"
+    assert record.n_items == N_TEST and record.mode == "serial"
+    assert record.n_chunks == 1 and record.items_done == N_TEST, record  # its items ran here, as a loop
 
     enable(wrapper, executor=ex)  # now the plugins are selected: no warning, and a single instance is fine
     try:
@@ -333,6 +337,8 @@ def test_entered_but_never_called_is_warned() -> None:
     assert one is not None and one is not record and one.n_items == 1 and one.mode == "serial", one
     assert one.fallback_reason is Reason.TOO_FEW_ITEMS and "single instance" in one.fallback_detail, one
     assert "several in one call" in one.summary() and "tiny_workload_threshold" not in one.summary(), one.summary()
+    # the loop it is: it read 0.0x with no item done, and such requests drew the dashboard's speedup to 0 (trial 50)
+    assert one.items_done == 1 and one.serial_estimate_seconds > 0 and 0.5 < one.speedup <= 1.0, one
 
 
 def test_a_small_explain_falls_back_with_the_adapters_reason_at_the_users_line() -> None:

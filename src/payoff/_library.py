@@ -30,6 +30,10 @@ class LibraryCall:
     items_said: Callable[[], str] | None = None
     """The items in its user's words, asked when the record is built (``MapRecord.items_said``): a call of 50
     instances in 7 planned tasks, 2 of which ran, was told as "7 items ran serially"."""
+    asked: str | None = None
+    """The strategy its user asked for, where the library runs another it chose for it (``auto``, which the
+    calibrated-explanations executor runs as processes): the record and telemetry name what the user asked,
+    and a backend the library chose is auto's decision, not a named one (trial 50)."""
 
 
 NO_LIBRARY = LibraryCall()

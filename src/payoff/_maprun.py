@@ -134,10 +134,11 @@ class MapRun:
         self.config = executor.config
         self.requested = self.config.strategy_name
         n = source.known_length or 0
-        self.call = CallInfo(executor._next_id(), workload, self.requested, granularity,
+        asked = library.asked or self.requested  # what the user asked, where a library chose the backend
+        self.call = CallInfo(executor._next_id(), workload, asked, granularity,
                              n, find_call_site(), progress=progress,
                              started_ns=time.monotonic_ns() if started_ns is None else started_ns)
-        self.rec = RecordBuilder(self.call.call_id, self.call.workload, self.requested, granularity, n,
+        self.rec = RecordBuilder(self.call.call_id, self.call.workload, asked, granularity, n,
                                  self.call.started_ns, self.call.started_at)
         self.rec.serial_price, self.rec.items_said = library.serial_price, library.items_said
         self.token = CancelToken(deadline)
@@ -368,6 +369,8 @@ class MapRun:
         rec = self.rec
         rec.overhead_ns["planning"] += max(0, time.perf_counter_ns() - t0 - probe_ns)
         rec.decision, rec.chunk_size, rec.contention = plan.decision, plan.chunk_size, plan.contention
+        if self.library.asked == "auto" and plan.decision is Reason.EXPLICIT_STRATEGY:
+            rec.decision = Reason.AUTO_CPU_BOUND  # the library chose the backend for auto: auto's decision
         rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
         # a library's items (CE's tasks of many instances) differ in size: the first one's cost is no item's

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import weakref
+from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import BrokenExecutor, Future
@@ -43,6 +44,7 @@ from payoff.strategies import make_strategy
 from payoff.strategies.start_failure import interpreter_shutting_down, os_refusal
 from payoff.worker import (
     CancelToken,
+    ChunkOutcome,
     Star,
     Submitted,
     Zipped,
@@ -649,18 +651,24 @@ class ParallelExecutor:
         return _CallStop(self, runs) if runs else None
 
     def _record_unmapped(self, n_items: int, reason: Reason | None, detail: str, workload: str, site: CallSite,
-                         started_ns: int, started_at: float, said: str = "") -> MapRecord:
+                         started_ns: int, started_at: float, said: str = "", asked: str | None = None) -> MapRecord:
         """Record work a library did itself instead of calling ``map`` (a fallback no map call can see; None: no
         fallback, the serial run that was asked for); ``said``: its items in the library's words
-        (``MapRecord.items_said``).
+        (``MapRecord.items_said``); ``asked``: the strategy its user asked for (``LibraryCall.asked``).
 
         Observers get it like any call, so the warning, the span and the
-        fallback counter say what happened; it has no chunks and no speedup.
+        fallback counter say what happened. Its items ran here, serially, in its time: one chunk in the caller,
+        so its record is the loop it was (a one-instance explain read 0.0x with no items done, and a service of
+        such requests drew the dashboard's speedup down to 0: trial 50).
         """
-        call = CallInfo(self._next_id(), workload, self.config.strategy_name, None,
+        call = CallInfo(self._next_id(), workload, asked or self.config.strategy_name, None,
                         n_items, site, started_ns=started_ns, started_at=started_at)
         rec = RecordBuilder(call.call_id, call.workload, call.requested_strategy, None, n_items,
                             started_ns, started_at)
+        if n_items:
+            ended_ns = max(started_ns + 1, time.monotonic_ns())
+            rec.add(ChunkOutcome(0, 0, [None] * n_items, started_ns, ended_ns, 0, array("q", [ended_ns - started_ns]),
+                                 array("q", [n_items]), "caller"), "caller", started_ns)
         if reason is not None:
             rec.fall_back(reason, detail)
         if said:

@@ -370,11 +370,17 @@ class CEParallelExecutor:
         options = {"chunksize": 1, "granularity": "instance", "workload": self.workload}
         alone = (reason, why) if len(items) < 2 else None  # the executor would only see "1 item"
         library = LibraryCall(alone, decide, functools.partial(self._serial_price, fit, items),
-                              functools.partial(_said, n, items))
+                              functools.partial(_said, n, items), self._asked())
         for block in self.executor._stream(task_fn, (items,), options, library=library):
             out.extend(decode_results(block))
         self._learn(fit, self.executor.last_record, items)
         return out
+
+    def _asked(self) -> str | None:
+        """``auto`` where the user left the backend to payoff and this executor chose processes for it."""
+        user = self.user_config.strategy
+        return "auto" if isinstance(user, str) and user == "auto" and self.executor.config.strategy_name != "auto" \
+            else None
 
     def unsendable(self, explainer: Any) -> str:
         """Why no worker process can take ``explainer`` ("" while one can, or unknown); CE 1.0.2's tasks carry
@@ -647,7 +653,7 @@ class CEParallelExecutor:
                       "only its instance_parallel plugins use an executor (enable() selects them), and a "
                       "CE_EXPLANATION_PLUGIN* variable, a pyproject setting or fast explanations can force another")
         self.executor._record_unmapped(n or 0, Reason.EXECUTOR_UNUSED, detail, self.workload, _user_site(),
-                                       session.started_ns, session.started_at)
+                                       session.started_ns, session.started_at, asked=self._asked())
 
 
     def _one_instance(self, session: _Session) -> None:
@@ -660,7 +666,8 @@ class CEParallelExecutor:
         detail = (f"{RUN_INLINE}calibrated-explanations explains a single instance in this process without calling "
                   "map (nothing to split)")
         self.executor._record_unmapped(1, None if asked else Reason.TOO_FEW_ITEMS, detail, self.workload,
-                                       _user_site(), session.started_ns, session.started_at, said="1 instance")
+                                       _user_site(), session.started_ns, session.started_at, said="1 instance",
+                                       asked=self._asked())
 
 
 def _points(chunks: Sequence[ChunkStats], items: list[list[Task]]) -> list[tuple[int, int, float, bool]]:
