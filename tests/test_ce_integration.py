@@ -469,6 +469,12 @@ def test_ce_silently_rerunning_serially_after_a_failure_is_warned() -> None:
     assert ex.metrics.failures == 1 and ex.metrics.maps == 1
     retry = next(str(w.message) for w in caught if getattr(w.message, "reason", None) is Reason.MAP_FAILURE_RETRY)
     assert "No worker died" in retry and "A worker died" not in retry  # a task raised: no crash advice
+    # CE's serial re-run is recorded as the recovery it is: only the failed map was, so record, span and metrics
+    # said the explain failed, and the fallback and recovery counters counted nothing (trial 50)
+    failed, rerun = ex.records[-2:]
+    assert failed.outcome == "error" and failed.mode == "parallel", failed
+    assert rerun.outcome == "ok" and rerun.fallback_reason is Reason.MAP_FAILURE_RETRY, rerun
+    assert rerun.mode == "serial" and rerun.items_done == rerun.n_items == len(x_test), rerun
 
 
 def test_maps_that_are_not_ce_tasks_pass_through() -> None:

@@ -537,6 +537,10 @@ RUN_INLINE = "run inline by its library: "
 """How a fallback's detail begins when the library the executor serves ran the work itself without a map (one
 instance, which calibrated-explanations explains in the caller): no setting of payoff's makes it parallel."""
 RUN_INLINE_ADVICE = "nothing to do for one instance: give the library several in one call to run them in parallel"
+RERUN_BY_LIBRARY = "re-run serially by its library: "
+"""How a recovery's detail begins when the library re-ran the whole call itself after payoff's map failed
+(calibrated-explanations does): its warning came as the map failed, naming what failed."""
+RERUN_ADVICE = "see the warning given as its map failed: it names what failed there and what to do"
 
 
 ABOVE_THE_LIMIT = "is above task_size_hint_bytes="
@@ -567,6 +571,8 @@ def advice_of(record: MapRecord) -> str:
         return OVERTURNED_ADVICE
     if record.fallback_detail.startswith(RUN_INLINE):
         return RUN_INLINE_ADVICE
+    if record.fallback_detail.startswith(RERUN_BY_LIBRARY):
+        return RERUN_ADVICE
     if record.fallback_reason is Reason.UNPICKLABLE and CLOUDPICKLE_CANNOT in record.fallback_detail:
         return UNSENDABLE_ADVICE
     if record.fallback_reason is Reason.PAYLOAD_TOO_LARGE and FUNCTION_CARRIES in record.fallback_detail:

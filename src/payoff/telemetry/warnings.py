@@ -13,7 +13,7 @@ from typing import Any
 
 from payoff.observers import CallInfo, CallSite, Observer, SiteWarnings, as_note
 from payoff.reasons import Reason
-from payoff.record import RUN_INLINE, MapRecord, advice_of
+from payoff.record import RERUN_BY_LIBRARY, RUN_INLINE, MapRecord, advice_of
 
 
 class ParallelFallbackWarning(UserWarning):
@@ -55,6 +55,8 @@ class FallbackWarnings(Observer):
         reason = record.fallback_reason
         if reason is None or reason is Reason.DISABLED or record.fallback_detail.startswith(RUN_INLINE):
             return  # as asked, or what no setting changes (one instance a library explains itself)
+        if record.fallback_detail.startswith(RERUN_BY_LIBRARY):
+            return  # warned as its map failed, with what failed there
         if reason is Reason.MAP_FAILURE_RETRY and error is not None:
             return  # the call did not recover: its exception (WorkerCrashedError) says what happened
 
