@@ -244,9 +244,17 @@ def test_a_worker_killed_under_a_map_that_dask_reran_unseen_is_in_the_record() -
 
     cluster = local_cluster(2)
     user_client = Client(cluster, set_as_default=False)
-    victim = next(iter(user_client.run(os.getpid).values()))
+    address, victim = next(iter(user_client.run(os.getpid).items()))
     nap = functools.partial(tasks.sleep_then_square, seconds=0.05)  # 120 items: 3 s on two workers
-    killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))  # a worker process this test started
+
+    def kill_once_it_runs_the_calls_chunks() -> None:  # not at a fixed 1 s: a busy CI machine began the map later
+        end = time.monotonic() + 60
+        while not user_client.processing().get(address) and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)  # a worker process this test started
+
+    killer = threading.Thread(target=kill_once_it_runs_the_calls_chunks)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
