@@ -619,13 +619,17 @@ class CEParallelExecutor:
                   f"this and silently re-runs the whole explanation serially (its log has the traceback). "
                   f"{_retry_advice(exc)}")
 
+    def _explained_in(self, session: _Session) -> list[Any]:
+        """The bound explainers whose latest explanation is new since ``session`` opened."""
+        return [e for e in self._bound()
+                if id(getattr(e, "latest_explanation", None)) != session.latest.get(id(e), -1)]
+
     def _retried(self, session: _Session) -> None:
         """CE's serial re-run of an explain whose map failed, ended: recorded as the recovery it is. Only the
         failed map was, and record, span and metrics said the explain failed while its user got every
         explanation; the fallback and recovery counters, which the dashboard's panel reads, counted nothing
         (trial 50)."""
-        explained = [e for e in self._bound()
-                     if id(getattr(e, "latest_explanation", None)) != session.latest.get(id(e), -1)]
+        explained = self._explained_in(session)
         latest = getattr(explained[0], "latest_explanation", None) if explained else None
         n = len(getattr(latest, "explanations", None) or ())
         detail = (f"{RERUN_BY_LIBRARY}calibrated-explanations re-ran the whole explain in this process after "
@@ -636,8 +640,7 @@ class CEParallelExecutor:
 
     def _not_called(self, session: _Session) -> None:
         """CE entered the executor and explained without a map: recorded (``disabled`` when it was asked to)."""
-        explained = [e for e in self._bound()
-                     if id(getattr(e, "latest_explanation", None)) != session.latest.get(id(e), -1)]
+        explained = self._explained_in(session)
         n: int | None = None
         detail = ""
         if explained:
