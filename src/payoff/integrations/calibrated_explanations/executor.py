@@ -379,10 +379,10 @@ class CEParallelExecutor:
         return out
 
     def _asked(self) -> str | None:
-        """``auto`` where the user left the backend to payoff and this executor chose processes for it."""
+        """``auto`` where the user left the backend to payoff: this executor runs the one it chose for it (never
+        ``auto``: ``_resolve_strategy``)."""
         user = self.user_config.strategy
-        return "auto" if isinstance(user, str) and user == "auto" and self.executor.config.strategy_name != "auto" \
-            else None
+        return "auto" if isinstance(user, str) and user == "auto" else None
 
     def unsendable(self, explainer: Any) -> str:
         """Why no worker process can take ``explainer`` ("" while one can, or unknown); CE 1.0.2's tasks carry
