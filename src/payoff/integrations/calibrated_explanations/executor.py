@@ -714,10 +714,12 @@ def _gather(items: list[list[Task]]) -> bool:
 
 
 def _said(n: int, items: list[list[Task]]) -> str:
-    """The call's items as its user knows them: instances, and the tasks that held any (``_gather`` empties
-    the planned tasks whose instances it moved into one)."""
+    """The call's items as its user knows them: instances, and the tasks that held any. ``_gather`` empties the
+    planned tasks whose instances it moved into one; the record's ``n_items`` (and the span's and metrics'
+    task counts) still count every planned task, so the text names both (trial 50: "2 tasks" beside 8)."""
     tasks = sum(1 for item in items if item)
-    return f"{n:,} instance{'s' * (n != 1)} in {tasks:,} task{'s' * (tasks != 1)}"
+    said = f"{n:,} instance{'s' * (n != 1)} in {tasks:,} task{'s' * (tasks != 1)}"
+    return said if tasks == len(items) else f"{said}, merged from {len(items):,} planned"
 
 
 def _probe_size(n: int, workers: int) -> int:
