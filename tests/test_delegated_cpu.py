@@ -86,6 +86,34 @@ def test_a_busy_python_thread_of_the_program_does_not_make_waiting_items_cpu_wor
         assert _decision(tasks.sleep_then_square, 8) is Reason.AUTO_WAITING
 
 
+def _blas_threads() -> int:
+    import threadpoolctl
+
+    return max((lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"),
+               default=0)
+
+
+def test_blas_threads_still_spinning_after_the_programs_own_matrix_product_are_not_the_items_work() -> None:
+    """OpenBLAS's threads spin for about 0.1 s after each product, waiting for the next: a product of the
+    program's own just before a call (a model fitted, then its requests fetched) kept a core busy beside a probe
+    of 4 ms sleeps, which read 0.99 of delegated CPU and sent them to processes (found as the planning tests
+    that follow a product ran it in the suite)."""
+    import numpy as np
+
+    if _blas_threads() < 2:
+        message = f"numpy's BLAS runs {_blas_threads()} thread(s) here: no thread is left spinning to test"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    a = np.random.default_rng(0).random((400, 400))
+    decisions = []
+    for _ in range(3):
+        planning.PLANNER.reset()
+        a @ a  # its threads spin on
+        decisions.append(_decision(tasks.sleep_then_square, 8))
+    assert decisions == [Reason.AUTO_WAITING] * 3
+
+
 def test_a_delegating_functions_cpu_share_is_not_lowered_by_the_records_of_its_runs() -> None:
     """A run's record reads only the threads that ran the items: it cannot see the children's CPU. Once planned
     as CPU work, the function stays so (the first plan rests on a ratio load moves: see above). CPU work may

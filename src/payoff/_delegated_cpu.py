@@ -19,6 +19,7 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class Snapshot:
     brings CPU time this snapshot never measured."""
     ours: frozenset[int] = frozenset()
     """The threads among ``python`` that are payoff's own pools' (``_own_pools.is_own``): another call's."""
+    running: dict[int, int] = field(default_factory=dict)
+    """The process's other threads that Python did not start and that ran or waited for a CPU when read,
+    with their CPU so far: busy before the items began, so busy for the program (see ``_running_native``)."""
 
 
 def snapshot() -> Snapshot | None:
@@ -61,16 +65,43 @@ def snapshot() -> Snapshot | None:
     ours = frozenset(tid for tid, thread in threads.items() if is_own(thread))
     processes = {p: ns for p in descendants([os.getpid()]) if (ns := _process_ns(p[0])) is not None}
     return Snapshot(time.process_time_ns(), time.thread_time_ns(), _reaped_ns(), time.perf_counter_ns(), python,
-                    processes, frozenset(_children(os.getpid(), _PROC) or ()), ours)
+                    processes, frozenset(_children(os.getpid(), _PROC) or ()), ours,
+                    _running_native(own, threads.keys()))
+
+
+def _running_native(own: int, python: Collection[int]) -> dict[int, int]:
+    """The native threads (no Python thread's) running or runnable now, by their CPU time so far.
+
+    OpenBLAS's threads spin for about 0.1 s after each matrix product, waiting for the next (OpenMP runtimes
+    do the same): a product of the program's own just before a call kept a core busy beside its probe, and
+    4 ms sleeps read 0.99 of delegated CPU and went to processes. An idle pool's threads sleep; the items'
+    own native work wakes them after this reading.
+    """
+    try:
+        tids = [int(name) for name in os.listdir(_PROC / "self" / "task")]
+    except OSError:
+        return {}
+    running = {}
+    for tid in tids:
+        if tid == own or tid in python:
+            continue
+        try:
+            stat = _procfs.read(f"{_PROC}/self/task/{tid}/stat")
+        except OSError:
+            continue
+        if stat[stat.rindex(b")") + 2:][:1] == b"R" and (ns := _thread_ns(tid)) is not None:
+            running[tid] = ns
+    return running
 
 
 def since(before: Snapshot) -> int:
     """CPU nanoseconds used since ``before`` outside this thread and the program's other Python threads.
 
-    In the process: its CPU time less this thread's and the growth of the Python threads that ran before
-    (threads started meanwhile are the items', such as a scikit-learn predict's pool; those that also ended
-    are still in the process's time), unless those threads were busy themselves: the files are read one by
-    one, and busy threads grow between the reads by more than the items' share could be told from. Outside
+    In the process: its CPU time less this thread's, the growth of the native threads busy before
+    (``Snapshot.running``) and that of the Python threads that ran before (threads started meanwhile are the
+    items', such as a scikit-learn predict's pool; those that also ended are still in the process's time),
+    unless those Python threads were busy themselves: the files are read one by one, and busy threads grow
+    between the reads by more than the items' share could be told from. Outside
     it: the descendants started meanwhile, and the children reaped meanwhile (less what they had used before).
     Descendants that ran before are the program's as likely as the items' (a busy subprocess of its own, a
     dask cluster, or the loky workers of an earlier ``n_jobs=-1`` fit): they are not counted. Nor are the
@@ -84,7 +115,8 @@ def since(before: Snapshot) -> int:
     # payoff's own threads started meanwhile are another call's pool, not the items' (service trial: a sleeping
     # function probed while another request's first call started its threads read as CPU work, for good)
     pools = sum(after.python[tid] for tid in after.ours - before.python.keys() if tid in after.python)
-    in_process = after.process_ns - before.process_ns - (after.own_ns - before.own_ns) - program - pools
+    spinning = sum(ns - before.running[tid] for tid in before.running if (ns := _thread_ns(tid)) is not None)
+    in_process = after.process_ns - before.process_ns - (after.own_ns - before.own_ns) - program - pools - spinning
     if program > PROGRAM_BUSY * (after.clock_ns - before.clock_ns):
         in_process = 0
     outside = sum(ns for p, ns in after.processes.items() if p not in before.processes)
