@@ -947,3 +947,23 @@ def note_then_raise_at_five(item: tuple[int, str]) -> int:
 def raise_outside_exception(kind: str) -> int:
     """Raises the ``OUTSIDE_EXCEPTION`` (or ``KeyboardInterrupt``) named ``kind``, as a submitted call's own."""
     raise (KeyboardInterrupt if kind == "keyboard_interrupt" else OUTSIDE_EXCEPTION[kind])(kind)
+
+
+def work_of_kind(x: int, kind: str) -> int:
+    """Items of one source line whose kind of work is an argument: ``wait`` sleeps 4 ms, ``cpu`` computes
+    ~1.4 ms, ``mixed`` computes ~1.4 ms and sleeps 3 ms."""
+    if kind == "wait":
+        time.sleep(0.004)
+    elif kind == "cpu":
+        spin(x, 40_000)
+    else:
+        spin(x, 40_000)
+        time.sleep(0.003)
+    return x
+
+
+def closure_of_kind(kind: str) -> Callable[[int], int]:
+    """A closure per kind, all of one code object: what a factory of work functions hands out."""
+    def item(x: int) -> int:
+        return work_of_kind(x, kind)
+    return item

@@ -202,7 +202,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     if outcome.n_done:
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
-        probe.cpu_ratio = _cpu_ratio(outcome, collections.ns)
+        probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns)
         line = waiting_line(workers) * (1 + WAITING_BAND)
         elapsed = (outcome.end_ns - outcome.start_ns) / 1e9  # waits for a CPU included: the native threads' are
         # read (/proc) only where a reading is used; no payoff process pool started meanwhile: the processes
@@ -224,7 +224,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
             probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
 
 
-def _cpu_ratio(outcome: ChunkOutcome, collecting_ns: int = 0) -> float:
+def cpu_ratio_of(outcome: ChunkOutcome, collecting_ns: int = 0) -> float:
     """The items' CPU time per second of their own wall time (waits for a CPU taken off); 1.0 for a thread that
     never gave up its CPU, which cannot have waited: the time its clocks lack was the machine's (steal).
     ``collecting_ns``: CPU the thread spent collecting the program's garbage meanwhile, not the items' own."""

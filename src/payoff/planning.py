@@ -31,6 +31,7 @@ from payoff._knowledge import (
     CORES,
     COST_SHIFT,
     RESHARE_EVERY,
+    SHARE_SHIFT,
     THREADS_KEEP_SPEEDUP,
     VERDICT_REACH,
     Facts,
@@ -47,6 +48,7 @@ from payoff._probe import (
     Probe,
     ProbeOutlivedTimeout,
     bounded,
+    cpu_ratio_of,
     forget_stuck_probes,
     later_half,
     left_running,
@@ -134,6 +136,8 @@ that hits again after calls that missed: 60 items of 0.1 us went to processes on
 slower than serial). Items that turn out dear after all are caught by the serial run's budget (``_outgrow``).
 Not extended to every call after a cost shift: on an input sorted by cost its first item is the cheapest, and
 a function whose cost keeps shifting is probed in full on every call anyway (``UNSTEADY_SHIFTS``)."""
+SHARE_SHIFT_FLOOR = 0.1
+"""A share read by one item overturns the recalled one only this far from it too (see ``_overturn_share``)."""
 UNSTEADY_SHIFTS = 2
 """A workload whose cost shifted this often in its last ``COST_HISTORY`` measured calls has no one cost (a
 partial or lambda per request over other arguments, all keyed by one code location): each call probes again."""
@@ -1347,11 +1351,13 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
             knowledge.observe_cores(call.fn, probe.cores, probe.cores >= ITEM_SPREADS_CORES)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
-    elif sends and known is not None and _checked_first(call, known):
+    elif sends and known is not None and (_checked_first(call, known) or _another_object(call, known)):
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
             probe.outcome, seconds = bounded(call, 1, 1)
             _overturn_recall(probe, seconds)
             _void_verdicts_if_shifted(probe, known)
+            if _overturn_share(probe):
+                knowledge.observe(call.fn, probe.seconds_per_item or seconds, probe.cpu_ratio, True, probe.n)
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
@@ -1458,6 +1464,34 @@ def _measures_more(call: Call, workers: int, known: Facts) -> bool:
     for a call of thousands. Once sound, a cost is not probed again.
     """
     return not known.sound and min(PROBE_MAX_ITEMS, probe_share(call, workers)) > known.measured_items
+
+
+def _another_object(call: Call, known: Facts) -> bool:
+    """A callable of the same source as the one measured, but another object (a closure or partial made
+    afresh): its first item runs here, to check the share of CPU it was planned with (``_overturn_share``).
+
+    It may close over other arguments, and so be other work: a CPU-bound closure made by the factory that had
+    made a waiting one ran on 8 threads as waiting work for 7 calls at 0.95x the loop, its records saying
+    2.0-2.7x (trial 51). One item, not a probe: a probe of each fresh partial's 2 ms ran 100 items of 50 us
+    1.3x slower than with the source's facts, 600 calls of them slower than a loop.
+    """
+    return known.measured_on is not None and not known.fn_facts_hold_for(call.fn)
+
+
+def _overturn_share(probe: Probe) -> bool:
+    """Whether the item just run here (``probe.outcome``) read a CPU share that is not the one recalled:
+    ``SHARE_SHIFT`` times off and ``SHARE_SHIFT_FLOOR`` apart (two readings of mostly sleep differ by factors).
+    Then it is other work: planned at that share, with none of the sides, verdicts or paces the source earned."""
+    outcome = probe.outcome
+    if outcome is None or not outcome.n_done or not probe.known:
+        return False
+    share, recalled = cpu_ratio_of(outcome), probe.cpu_ratio
+    if max(share, recalled) <= SHARE_SHIFT * min(share, recalled) or abs(share - recalled) < SHARE_SHIFT_FLOOR:
+        return False
+    probe.cpu_ratio, probe.known, probe.waited = share, False, None
+    probe.verdicts, probe.paces, probe.factors = {}, {}, {}
+    probe.threads_speedup = probe.gil_threads = probe.gil_held = None
+    return True
 
 
 def _share_due(call: Call, known: Facts) -> bool:
