@@ -24,7 +24,7 @@ from payoff._payload import cloudpickled_size, pickled_size
 from payoff._probe import Probe
 from payoff._side_by_side import Reading, SideBySide
 from payoff.config import usable_cpus
-from payoff.planning import CLOUDPICKLE_CANNOT, Call, Decide, Planner
+from payoff.planning import CLOUDPICKLE_CANNOT, LOADED_LOOP_SECONDS, Call, Decide, Planner
 from payoff.strategies import CROSSES_PROCESSES
 from payoff.worker import _local
 from tests import tasks
@@ -839,3 +839,44 @@ def test_a_loss_read_while_other_programs_had_the_cores_is_no_verdict() -> None:
     assert verdicts["free cores"] is not None and verdicts["free cores"][0] < 1.0, verdicts
     assert verdicts["loaded"] is None, verdicts
     assert verdicts["gain, loaded"] is not None and verdicts["gain, loaded"][0] > 1.0, verdicts
+
+
+def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -> None:
+    """1,000 items of 5 us beside two busy programs ran on processes 13 calls of 13, each recorded at
+    0.54-1.0x and discarded as the load's, at 1.36-2.07x the time of a loop timed beside them (trial 51). A
+    serial call that met the load is such a loop: the pool's loss against it is believed, a gain against it
+    (the service's 1.6x) is not made a loss, and one too long ago or of another size says nothing."""
+    from dataclasses import replace as changed
+
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0)) as ex:
+        ex.map(tasks.spin, range(40))
+        ex.map(tasks.spin, range(40))
+        ran = ex.last_record
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(tasks.spin, range(40))
+        alone = ex.last_record
+    assert ran is not None and alone is not None and ran.selected_strategy == "processes" and not ran.pool_started
+    pool = changed(ran, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND, workers=2,
+                   chunks=tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2) if c.where != "caller" else c
+                                for c in ran.chunks))
+    pool = changed(pool, wall_seconds=2 * pool.serial_estimate_seconds)  # 0.5x its items' own time
+    loop = changed(alone, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND,
+                   fallback_reason=Reason.POOL_START_COST,
+                   chunks=tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2) for c in alone.chunks))
+
+    def verdict(loop_wall: float, n_items: int = 40, ago: float = 0.0) -> tuple[float, int] | None:
+        planner = Planner()
+        planner.knowledge.teach(tasks.spin, Facts(1e-3, 1.0, 40, "", None, result_error=""))
+        planner.learn(changed(loop, wall_seconds=loop_wall, n_items=n_items), tasks.spin, ParallelConfig())
+        facts = planner.knowledge.get(tasks.spin)
+        assert facts is not None and facts.loaded_loop is not None
+        facts.loaded_loop = facts.loaded_loop._replace(at=facts.loaded_loop.at - ago)
+        planner.learn(pool, tasks.spin, ParallelConfig())
+        return facts.verdicts.get("processes")
+
+    faster = verdict(pool.wall_seconds / 1.4)
+    assert faster is not None and faster[0] == pytest.approx(1 / 1.4), faster
+    slower = verdict(pool.wall_seconds * 1.6)
+    assert slower is not None and slower[0] == pytest.approx(1.6), slower
+    assert verdict(pool.wall_seconds / 1.4, ago=2 * LOADED_LOOP_SECONDS) is None
+    assert verdict(pool.wall_seconds / 1.4 * 100, n_items=4_000) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 import types
 import weakref
 from collections import OrderedDict
@@ -254,6 +255,9 @@ class Facts:
     gil_threads: float | None = None
     """Threads its runs of waiting items on threads kept busy with their own work (their speedups, waits for the
     GIL taken off; smoothed), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
+    loaded_loop: LoadedLoop | None = None
+    """Its last whole serial auto call in the caller that waited for a CPU as other programs had the cores: what
+    a loop took under such load, which a pool's call under it is held to (``planning._beside_a_loaded_loop``)."""
 
     @property
     def sound(self) -> bool:
@@ -261,6 +265,13 @@ class Facts:
 
     def fn_facts_hold_for(self, fn: Callable[..., Any]) -> bool:
         return self.measured_on is not None and self.measured_on.holds_for(fn)
+
+
+class LoadedLoop(NamedTuple):
+    wall_per_item: float
+    n_items: int
+    at: float
+    """``time.monotonic()`` when it ended: load comes and goes, so an old reading says little of the load now."""
 
 
 def _sound(n_items: int, seconds_per_item: float) -> bool:
@@ -400,6 +411,7 @@ class Knowledge:
                 facts.threads_speedup = None
                 facts.gil_threads = None
                 facts.side_by_side = facts.side_by_side.afresh()
+                facts.loaded_loop = None
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 share = min(1.0, max(0.01, cpu_ratio))
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
@@ -486,6 +498,12 @@ class Knowledge:
                 else:
                     kept.append(pace)
             facts.paces[strategy] = (*kept, Pace(seconds_per_item, n_items, cost))[-PACES_KEPT:]
+
+    def observe_loaded_loop(self, fn: Callable[..., Any], wall_per_item: float, n_items: int) -> None:
+        """A whole serial call in the caller that met other programs' load took ``wall_per_item`` an item."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.loaded_loop = LoadedLoop(wall_per_item, n_items, time.monotonic())
 
     def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int) -> None:
         """A whole serial call's cost an item, in the caller: a loop's, which the pools' timings are held to."""

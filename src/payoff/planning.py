@@ -58,6 +58,7 @@ from payoff._probe import (
     waiting_line,
 )
 from payoff._side_by_side import POOLS as LOCAL_POOLS
+from payoff._side_by_side import comparable
 from payoff.config import (
     ALIAS_ENV_VAR,
     ENV_VAR,
@@ -102,6 +103,9 @@ PAYOFF_MARGIN = 1.2
 OUTSIDE_LOAD_RUNQ = 0.25
 """Worker processes that waited for a CPU this share of their busy time met other programs on the cores (alone,
 two workers on 2 CPUs wait 3-7%; beside one busy loop about half, beside two 52-86%)."""
+LOADED_LOOP_SECONDS = 60.0
+"""A serial call under other programs' load is what a loop takes under load for this long after it
+(``_beside_a_loaded_loop``): busy programs come and go."""
 ITEM_SPREADS_CORES = 1.5
 """CPUs an item keeps busy at once (``Probe.cores``) from which its native threads compute beside it."""
 OVERSUBSCRIBED = 1.25
@@ -626,6 +630,8 @@ class Planner:
             self._learn_beyond_crowding(record, fn)
         if taught is not None and not crowded:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
+        if taught is not None and not crowded and _times_a_loaded_loop(record):
+            self.knowledge.observe_loaded_loop(fn, record.wall_seconds / record.n_items, record.n_items)
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
@@ -650,7 +656,9 @@ class Planner:
             # 20 MB closure's first call, 0.9x, held the next calls serial, where warm calls ran 1.75x)
             speedup = _warm_speedup(record)
             speedup = None if speedup is None else speedup * self._refactored(record, fn)
-            if speedup is not None and not (speedup < 1.0 and _under_outside_load(record)):
+            if speedup is not None and speedup < 1.0 and _under_outside_load(record):
+                speedup = _beside_a_loaded_loop(record, self.knowledge.get(fn))
+            if speedup is not None:
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
         latency = _dispatch_latency(record)
         if latency is not None:
@@ -730,6 +738,30 @@ def _under_outside_load(record: MapRecord) -> bool:
     well (service trial). A gain read so stands."""
     return record.workers <= cpu_capacity() and record.selected_strategy in LOCAL_PROCESS_POOLS \
         and _waited_for_a_cpu([c for c in record.chunks if c.where != "caller"])
+
+
+def _times_a_loaded_loop(record: MapRecord) -> bool:
+    """A whole serial auto call, in the caller, that waited for a CPU (``_met_outside_load``): a loop's wall time
+    under other programs' load, the one thing a pool's call under that load can be held to."""
+    return record.requested_strategy == "auto" and record.mode == "serial" and not record.items_said \
+        and record.decision_reason is not Reason.AUTO_OUTGREW_ESTIMATE \
+        and all(c.where == "caller" for c in record.chunks) and _met_outside_load(record)
+
+
+def _beside_a_loaded_loop(record: MapRecord, known: Facts | None) -> float | None:
+    """A pool's loss under other programs' load, against the function's serial call under such load of about
+    its size, lately (``LOADED_LOOP_SECONDS``): wall time against wall time; None without one (no verdict).
+
+    Its items' own time gives serial a core a loop would not have had (``_under_outside_load``), but not every
+    loss there is the load's: 1,000 items of 5 us beside two busy programs ran on processes 13 calls of 13,
+    each recorded at 0.54-1.0x and each discarded, at 1.36-2.07x the time of a loop timed beside them (trial 51).
+    """
+    loop = None if known is None else known.loaded_loop
+    if loop is None or time.monotonic() - loop.at > LOADED_LOOP_SECONDS \
+            or not comparable(record.n_items, loop.n_items, VERDICT_REACH):
+        return None
+    wall = record.wall_seconds - record.overhead_seconds.get("worker_warmup", 0.0)
+    return loop.wall_per_item * record.n_items / wall if wall > 0 else None
 
 
 def _may_check(call: Call) -> bool:
