@@ -902,14 +902,43 @@ def test_the_serial_price_counts_ces_fixed_cost_once_and_the_callers_alone_rate_
     fit.observe(1, 40, 0.45)
     items = [[(k * 50, (k + 1) * 50, {})] for k in range(4)]
     chunks = [_ce_chunk(k, 0.55, "pool") for k in range(4)]
-    price = CEParallelExecutor._serial_price(fit, items, chunks, 2.2)
+    price = CEParallelExecutor._serial_price(fit, items, (), chunks, 2.2)
     assert price == pytest.approx(2.05, rel=1e-6)
     assert fit.alone_seconds(200) is None  # the workers' chunks say nothing of a task run alone
     fit.observe(1, 10, 0.10, alone=True)
     assert fit.alone_seconds(200) is None  # one size cannot tell the fixed cost from the rest
     fit.observe(1, 30, 0.20, alone=True)
     assert fit.alone_seconds(200) == pytest.approx(0.05 + 0.005 * 200)
-    assert CEParallelExecutor._serial_price(fit, items, chunks, 2.2) == pytest.approx(1.05, rel=1e-6)
+    assert CEParallelExecutor._serial_price(fit, items, (), chunks, 2.2) == pytest.approx(1.05, rel=1e-6)
+
+
+def test_a_first_explain_on_named_threads_times_two_tasks_alone_and_caps_its_serial_price() -> None:
+    """On threads CE's tasks side by side took about twice their time alone, and nothing capped the busy time: a
+    named threads explain recorded 1.03-1.07x with ``pays_off`` for a real 0.65-0.82x (trial 50). Its first
+    item, in the caller, is two tasks of unlike sizes, each timed alone: CE's fixed cost and its cost per
+    instance, alone, cap the serial price."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    expected = wrapper.explain_factual(x_test)
+    ex = enable(wrapper, ParallelConfig(strategy="threads", max_workers=2, tiny_workload_threshold=1e-9))
+    try:
+        got = wrapper.explain_factual(x_test)
+        record = ex.last_record
+        fits = list(ex._costs.values())
+    finally:
+        ex.close()
+    assert_same(expected, got)
+    assert record is not None and record.selected_strategy == "threads" and record.chunks[0].where == "caller"
+    assert len(fits) == 1 and len({n for _, n, _ in fits[0].alone}) == 2, list(fits[0].alone)
+    assert fits[0].alone_seconds(N_TEST) is not None  # what caps the price (see the serial price tests above)
+
+
+def test_tasks_timed_alone_in_the_caller_are_points_of_their_own() -> None:
+    items = [[(0, 4, {}), (4, 16, {})], [(16, 60, {})]]
+    chunks = [_ce_chunk(0, 0.05, "caller"), _ce_chunk(1, 0.4, "pool")]
+    assert ce_executor_module._points(chunks, items, [(4, 0.02), (12, 0.03)]) == [
+        (1, 4, 0.02, True), (1, 12, 0.03, True), (1, 44, 0.4, False)]
+    assert ce_executor_module._points(chunks, items) == [(2, 16, 0.05, True), (1, 44, 0.4, False)]
+    assert ce_executor_module._in_two(16) == [4, 12] and ce_executor_module._in_two(2) == [2]
 
 
 def test_a_fitted_fixed_cost_is_at_most_half_the_cheapest_task_measured() -> None:

@@ -86,11 +86,12 @@ class CostFit:
         workers does not do: taken off one first task of 16 instances, it left CE alone at half its time."""
         own = CostFit()
         own.points.extend(self.alone)
-        per, fixed = own.estimate()
+        per, fixed = own.estimate(cap=1.0)  # a small task alone is mostly its fixed cost (19.5 of 25 ms, 4 instances)
         return None if per is None or fixed is None else fixed + per * instances
 
-    def estimate(self) -> tuple[float | None, float | None]:
-        """(seconds per instance, fixed seconds per task); the fixed cost needs chunks of different sizes."""
+    def estimate(self, cap: float = FIXED_COST_CAP) -> tuple[float | None, float | None]:
+        """(seconds per instance, fixed seconds per task); the fixed cost needs chunks of different sizes, and is
+        at most ``cap`` of the cheapest chunk's time a task."""
         if not self.points:
             return None, None
         t = np.array([p[0] for p in self.points], dtype=float)
@@ -101,7 +102,7 @@ class CostFit:
             a = np.stack([t, n], axis=1)
             (fixed, per), *_ = np.linalg.lstsq(a, s, rcond=None)
             if per > 0 and fixed >= 0:
-                cap = FIXED_COST_CAP * float((s / t).min())
+                cap = cap * float((s / t).min())
                 if fixed > cap:  # an implausible fit: at most the cap, the rest of the time is per instance
                     fixed, per = cap, (s.sum() - cap * t.sum()) / n.sum()
                 return float(per), float(fixed)

@@ -32,7 +32,7 @@ from payoff.integrations.calibrated_explanations.tasks import (
     merge_tasks,
     shared_explainer,
 )
-from payoff.integrations.calibrated_explanations.worker import decode_results, run_ce_tasks
+from payoff.integrations.calibrated_explanations.worker import decode_results, run_ce_tasks, timing_tasks_here
 from payoff.observers import CallSite, Observer, find_call_site, skip_frames_from
 from payoff.reasons import Reason
 from payoff.record import RERUN_BY_LIBRARY, RUN_INLINE, ChunkStats, MapRecord
@@ -363,6 +363,8 @@ class CEParallelExecutor:
                                                  explain_kind(explainer, tasks)[1] == "per-instance")
         groups = group_tasks(tasks, sizes)
         items = [[m] if (m := merge_tasks(g)) is not None else g for g in groups]
+        if probing > 1:  # the first item's tasks, each timed alone (``_in_two``)
+            items[:probing] = [[task for item in items[:probing] for task in item]]
         if explainer is not None:  # after merging: one state to copy per chunk, not one per instance
             items = [[_without_explainer(t) for t in item] for item in items]
         decide = self._decider(n, items) if probing and len(items) > 1 else None
@@ -371,11 +373,12 @@ class CEParallelExecutor:
         out: list[Any] = []
         options = {"chunksize": 1, "granularity": "instance", "workload": self.workload}
         alone = (reason, why) if len(items) < 2 else None  # the executor would only see "1 item"
-        library = LibraryCall(alone, decide, functools.partial(self._serial_price, fit, items),
-                              functools.partial(_said, n, items), self._asked())
-        for block in self.executor._stream(task_fn, (items,), options, library=library):
-            out.extend(decode_results(block))
-        self._learn(fit, self.executor.last_record, items)
+        with timing_tasks_here() as timed:
+            library = LibraryCall(alone, decide, functools.partial(self._serial_price, fit, items, timed),
+                                  functools.partial(_said, n, items), self._asked())
+            for block in self.executor._stream(task_fn, (items,), options, library=library):
+                out.extend(decode_results(block))
+        self._learn(fit, self.executor.last_record, items, timed)
         return out
 
     def _asked(self) -> str | None:
@@ -399,9 +402,10 @@ class CEParallelExecutor:
                 self._unsendable[id(explainer)] = (weakref.ref(explainer), why)
 
     def _plan(self, n: int, fit: CostFit, unsendable: str = "", per_instance: bool = False,
-              ) -> tuple[list[int], str, Reason, bool]:
+              ) -> tuple[list[int], str, Reason, int]:
         """Instances per task, and why, in instance units; the reason is the record's, should it run here; and
-        whether the first task measures the cost in the caller before the rest is sent (``_decider``).
+        how many of the first tasks make the first item, which measures the cost in the caller before the rest
+        is sent (``_decider``; 0: none does).
 
         ``per_instance``: one threshold per instance (probabilistic regression given a list), whose tasks CE
         1.0.2 cannot run beside each other on one explainer: on threads 1-12 of 12 explanations differed from
@@ -414,36 +418,38 @@ class CEParallelExecutor:
         serial_why = ""
         if workers <= 1 and user.enabled and self.executor.config.strategy != "serial":  # not tiny: one worker
             one = planning.one_worker_said(self.executor.config, workers)
-            return [max(1, n)], f"{n} instances in one task: {one}", Reason.SINGLE_WORKER, False
+            return [max(1, n)], f"{n} instances in one task: {one}", Reason.SINGLE_WORKER, 0
         if workers <= 1 or not user.enabled:
             serial_why = "no parallel workers"
         elif n < max(2, floor):
             serial_why = f"{n} instances is below the minimum of {max(2, floor)} for parallel"
         if serial_why:
-            return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD, False
+            return [max(1, n)], f"{n} instances in one task: {serial_why}", Reason.TINY_WORKLOAD, 0
         if user.granularity == "feature":  # the executor runs CE's instance tasks here: say so, as one task
             return [n], (f"{n} instances in one task: granularity='feature' allows no split by instance, the "
-                         "only one calibrated-explanations makes"), Reason.GRANULARITY_MISMATCH, False
+                         "only one calibrated-explanations makes"), Reason.GRANULARITY_MISMATCH, 0
         if unsendable and self.strategy in CROSSES_PROCESSES:
-            return [n], f"{n} instances in one task here: {unsendable}", Reason.UNPICKLABLE, False
+            return [n], f"{n} instances in one task here: {unsendable}", Reason.UNPICKLABLE, 0
         if per_instance and self.strategy == "threads":
             return [n], (f"{n} instances in one task here: calibrated-explanations' tasks with one threshold per "
                          f"instance share one explainer and give wrong results beside each other on threads"), \
-                Reason.THREAD_UNSAFE, False
+                Reason.THREAD_UNSAFE, 0
         if work is not None and (kept := self._kept_here(work, workers)) is not None:
-            return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {kept[1]}", kept[0], False
+            return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {kept[1]}", kept[0], 0
         # measured first only where it decides something: tasks of the user's size, or parallel forced, do not
         if spi is None and not user.instance_chunk_size and user.tiny_workload_threshold != 0:
             if n - _probe_size(n, workers) < 2:  # the rest could not be split: measuring first only costs a task
                 return [n], f"{n} instances in one task: too few to measure some first and split the rest", \
-                    Reason.TOO_FEW_ITEMS, False
-            return (*self._probe_split(n, workers), Reason.TINY_WORKLOAD, True)
+                    Reason.TOO_FEW_ITEMS, 0
+            sizes, why = self._probe_split(n, workers)
+            first = _in_two(sizes[0]) if self.strategy == "threads" else [sizes[0]]
+            return [*first, *sizes[1:]], why, Reason.TINY_WORKLOAD, len(first)
         sizes = ce_chunk_sizes(n, workers, chunk_size=user.instance_chunk_size, seconds_per_instance=spi,
                                seconds_per_task=spt)
         source = "instance_chunk_size" if user.instance_chunk_size else (
             "guided, floor from the measured fixed cost" if spt is not None else "guided")
         return (sizes, f"{n} instances in {len(sizes)} tasks of {_shown(sizes)} ({source}) on {workers} workers",
-                Reason.TINY_WORKLOAD, False)
+                Reason.TINY_WORKLOAD, 0)
 
     @staticmethod
     def _probe_split(n: int, workers: int) -> tuple[list[int], str]:
@@ -536,10 +542,11 @@ class CEParallelExecutor:
             self._costs.move_to_end(key)
             return fit
 
-    def _learn(self, fit: CostFit, record: MapRecord | None, items: list[list[Task]]) -> None:
+    def _learn(self, fit: CostFit, record: MapRecord | None, items: list[list[Task]],
+               timed: Sequence[tuple[int, float]] = ()) -> None:
         if record is None or record.n_errors:
             return
-        for point in _points(record.chunks, items):
+        for point in _points(record.chunks, items, timed):
             fit.observe(*point)
         if record.pool_started and record.selected_strategy in CROSSES_PROCESSES and record.workers > 1:
             here = sum(c.busy_seconds for c in record.chunks if c.where == "caller")
@@ -549,7 +556,8 @@ class CEParallelExecutor:
                 self._cold_start = (price + max(0.0, lost)) / 2
 
     @staticmethod
-    def _serial_price(fit: CostFit, items: list[list[Task]], chunks: Sequence[ChunkStats], busy: float) -> float:
+    def _serial_price(fit: CostFit, items: list[list[Task]], timed: Sequence[tuple[int, float]],
+                      chunks: Sequence[ChunkStats], busy: float) -> float:
         """CE alone's time for the explain, as far as this explain's tasks and earlier ones tell.
 
         CE alone explains in one task: it pays CE's fixed cost per task (fitted with this explain's chunks
@@ -558,7 +566,7 @@ class CEParallelExecutor:
         estimate: CE on threads spends about twice the CPU of CE alone (1.1x recorded for 0.54x).
         """
         trial = fit.copy()
-        points = _points(chunks, items)
+        points = _points(chunks, items, timed)
         for point in points:
             trial.observe(*point)
         fixed = trial.estimate()[1] or 0.0
@@ -690,15 +698,22 @@ class CEParallelExecutor:
                                        asked=self._asked())
 
 
-def _points(chunks: Sequence[ChunkStats], items: list[list[Task]]) -> list[tuple[int, int, float, bool]]:
+def _points(chunks: Sequence[ChunkStats], items: list[list[Task]],
+            timed: Sequence[tuple[int, float]] = ()) -> list[tuple[int, int, float, bool]]:
     """(CE tasks, instances, seconds, ran alone in the caller) of each chunk that ran tasks (an emptied item
-    ran none)."""
-    out = []
+    ran none); a caller's chunk whose tasks were each ``timed`` (in the order they ran) gives one point each."""
+    out: list[tuple[int, int, float, bool]] = []
+    left = list(timed)
     for c in chunks:
         groups = items[c.first_item:c.first_item + c.n_items]
-        tasks = sum(len(g) for g in groups)
-        if tasks:
-            out.append((tasks, sum(t[1] - t[0] for g in groups for t in g), c.busy_seconds, c.where == "caller"))
+        tasks = [t for g in groups for t in g]
+        here = c.where == "caller"
+        if here and len(tasks) > 1 and [n for n, _ in left[:len(tasks)]] == [t[1] - t[0] for t in tasks]:
+            out.extend((1, n, seconds, True) for n, seconds in left[:len(tasks)])
+        elif tasks:
+            out.append((len(tasks), sum(t[1] - t[0] for t in tasks), c.busy_seconds, here))
+        if here:
+            left = left[len(tasks):]
     return out
 
 
@@ -720,6 +735,17 @@ def _said(n: int, items: list[list[Task]]) -> str:
     tasks = sum(1 for item in items if item)
     said = f"{n:,} instance{'s' * (n != 1)} in {tasks:,} task{'s' * (tasks != 1)}"
     return said if tasks == len(items) else f"{said}, merged from {len(items):,} planned"
+
+
+def _in_two(k: int) -> list[int]:
+    """The first item's ``k`` instances as two tasks of unlike sizes, each timed alone in the caller, on named
+    threads: there nothing else tells CE alone's time. Its tasks side by side take about twice their time
+    alone, and a caller's one task cannot tell CE's fixed cost per task from its cost per instance (the pool's
+    tasks of many sizes can, but only as slowed side by side: fitted to them, CE alone read 0.6-0.7 of its
+    time). Recorded 1.03-1.07x with ``pays_off`` for a real 0.65-0.82x (trial 50). It costs one more fixed
+    cost in the caller, once per kind of explain (later explains are planned from the fit)."""
+    small = max(1, k // 4)
+    return [small, k - small] if k - small >= 2 * small else [k]
 
 
 def _probe_size(n: int, workers: int) -> int:

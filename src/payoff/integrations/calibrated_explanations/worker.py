@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,11 +58,36 @@ def run_ce_tasks(fn: Callable[[Task], Any], explainer: Any, parent_pid: int, tas
     explainer travels once per worker, the tasks carry only their slices.
     """
     if os.getpid() == parent_pid:  # results as lean as a worker's; the user's explainer is left as it is
-        return [_lighten(fn(_with(task, explainer))) for task in tasks]
+        timed = getattr(_here, "task_seconds", None)
+        if timed is None:
+            return [_lighten(fn(_with(task, explainer))) for task in tasks]
+        return [_timed(fn, task, explainer, timed) for task in tasks]
     with gcpause.paused():  # in a worker only: the caller's process is the user's, and so is its collector
         with _snapshot_shared(explainer):
             results = [_compact(_lighten(fn(_with(task, explainer)))) for task in tasks]
         return _Encoded(pickle.dumps(results, protocol=RESULT_PROTOCOL))
+
+
+_here = threading.local()
+
+
+@contextlib.contextmanager
+def timing_tasks_here() -> Iterator[list[tuple[int, float]]]:
+    """(instances, seconds) of each task this thread runs meanwhile: tasks alone in the caller, each timed
+    apart (a pool's threads, in this process too, are not this thread)."""
+    timed: list[tuple[int, float]] = []
+    _here.task_seconds = timed
+    try:
+        yield timed
+    finally:
+        del _here.task_seconds
+
+
+def _timed(fn: Callable[[Task], Any], task: Task, explainer: Any, timed: list[tuple[int, float]]) -> Any:
+    start = time.perf_counter()
+    result = _lighten(fn(_with(task, explainer)))
+    timed.append((task[1] - task[0], time.perf_counter() - start))
+    return result
 
 
 @contextlib.contextmanager
