@@ -709,6 +709,45 @@ def test_a_cold_pool_is_started_once_staying_serial_has_cost_as_much() -> None:
     assert "forgone" in kept[-1].detail
 
 
+def test_a_pool_thrown_away_with_its_executor_doubles_what_the_next_start_must_save() -> None:
+    """``with ParallelExecutor() as ex:`` inside a loop started a pool every third or fourth call and closed it
+    at once: 12 calls took 1.8-1.9x a loop's time (trial 51). Each pool closed after the call that started it
+    doubles the savings the next start must cover; one that served more calls ends the doubling."""
+    row = next(r for r in ROWS if r.name == "work a warm pool would win but a cold start would not")
+
+    def calls_to_start(planner: Planner) -> int:
+        teach(planner, row)
+        plans = [plan(row, planner) for _ in range(2_000)]
+        return next(k for k, p in enumerate(plans) if p.strategy == "processes")
+
+    planner = Planner()
+    first = calls_to_start(planner)
+    planner.costs.closed_after("processes", 1)
+    assert planner.costs.rebuy("processes") == 2
+    again = calls_to_start(planner)
+    assert 2 * first - 1 <= again <= 2 * first + 1, (first, again)
+    teach(planner, row)
+    said = plan(row, planner).detail
+    assert "2x its" in said and "shut down with their executor" in said, said
+    planner.costs.closed_after("processes", 5)  # a pool that served its executor's calls
+    assert planner.costs.rebuy("processes") == 1 and calls_to_start(planner) == first
+
+
+def test_an_executor_shut_down_after_the_call_that_started_its_pool_counts_it_thrown_away() -> None:
+    from payoff import planning
+
+    planning.PLANNER.reset()
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0)
+    for _ in range(2):
+        with ParallelExecutor(config) as ex:
+            ex.map(tasks.square, range(4))
+    assert planning.PLANNER.costs.thrown("processes") == 2
+    with ParallelExecutor(config) as ex:
+        for _ in range(3):
+            ex.map(tasks.square, range(4))
+    assert planning.PLANNER.costs.thrown("processes") == 0
+
+
 def test_a_few_noisy_calls_do_not_flip_a_verdict_but_a_run_of_losses_does() -> None:
     """Verdicts are averaged, a loss with less weight: on a 1.7x verdict, three slow calls leave the backend
     chosen (a busy machine), a fourth in a row turns it serial (the function really lost)."""

@@ -452,6 +452,11 @@ class PoolRegistry:
         with self._lock:
             return [e.pool for e in self._current.values()]
 
+    def calls_served(self) -> dict[str, int]:
+        """The calls (maps, submits) each current pool of this process has served, by strategy."""
+        with self._lock:
+            return {n: e.taken for n, e in self._current.items() if e.ours}
+
     def warm(self) -> frozenset[str]:
         with self._lock:
             return frozenset(n for n, e in self._current.items() if not e.pool.broken)

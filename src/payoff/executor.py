@@ -461,6 +461,8 @@ class ParallelExecutor:
         wait = wait and not self._inside_own_work()
         if wait:
             self._detach_paused()
+        for strategy, calls in self._pools.calls_served().items():
+            self._planner.costs.closed_after(strategy, calls)
         self._pools.retire(close_idle=not wait)  # first: a pool given up below is then waited for and joined
         if cancel_futures:
             self._cancel_queued()

@@ -1276,10 +1276,12 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
-        if threshold is not None or forgone >= oh.start:  # a user's threshold rules on the start too
+        rebuy = costs.rebuy(strategy)
+        if threshold is not None or forgone >= oh.start * rebuy:  # a user's threshold rules on the start too
             return None
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
-                f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * 1e3:,.2f} ms a start costs")
+                f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * rebuy * 1e3:,.2f} ms a "
+                f"start costs" + _thrown_said(costs, strategy, oh.start))
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data" \
             + _carried(probe, est, remaining)
@@ -1291,6 +1293,15 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     if shared < min(workers, PAYOFF_MARGIN):  # not tiny work: the CPUs it would run on (advice trial)
         return Reason.SINGLE_WORKER, f"{summary}: its {workers} workers would share {cpus_described()}"
     return Reason.TINY_WORKLOAD, summary
+
+
+def _thrown_said(costs: CostModel, strategy: str, start: float) -> str:
+    thrown = costs.thrown(strategy)
+    if not thrown:
+        return ""
+    pools = "the last pool" if thrown == 1 else f"the last {thrown} pools"
+    return (f" ({1 << thrown}x its {start * 1e3:,.2f} ms: {pools} of {strategy} were shut down with their "
+            "executor after the call that started them; an executor kept open across calls keeps its pool)")
 
 
 def _measured_on(probe: Probe) -> str:
