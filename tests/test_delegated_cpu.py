@@ -114,6 +114,16 @@ def test_blas_threads_still_spinning_after_the_programs_own_matrix_product_are_n
     assert decisions == [Reason.AUTO_WAITING] * 3
 
 
+@pytest.mark.parametrize(("share", "counted_ms"), [(0.02, 1), (0.9, 9), (1.0, 9)])
+def test_threads_spinning_before_the_probe_come_off_only_for_items_that_wait(share: float,
+                                                                             counted_ms: int) -> None:
+    """Items that compute run their BLAS work on the very threads a product just before left spinning: taken
+    off there too, 600x600 products read one CPU busy and went to two threads of two BLAS threads each, on 2
+    CPUs (review; processes before)."""
+    line = waiting_line(2) * 1.2
+    assert probe_module.items_elsewhere_ns(9_000_000, 8_000_000, share, line) == counted_ms * 1_000_000
+
+
 def test_a_delegating_functions_cpu_share_is_not_lowered_by_the_records_of_its_runs() -> None:
     """A run's record reads only the threads that ran the items: it cannot see the children's CPU. Once planned
     as CPU work, the function stays so (the first plan rests on a ratio load moves: see above). CPU work may

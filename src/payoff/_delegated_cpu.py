@@ -69,6 +69,16 @@ def snapshot() -> Snapshot | None:
                     _running_native(own, threads.keys()))
 
 
+def spun_since(before: Snapshot) -> int:
+    """CPU nanoseconds the native threads running when ``before`` was taken (``Snapshot.running``) used since.
+
+    Of items that wait, that is the program's (a BLAS pool spinning on after its product); of items that
+    compute, it may be theirs: BLAS items run on the very threads a product just before left spinning, and
+    taken off there, 600x600 products read one CPU busy and went to two threads of two BLAS threads each
+    (review: processes before)."""
+    return sum(ns - before.running[tid] for tid in before.running if (ns := _thread_ns(tid)) is not None)
+
+
 def _running_native(own: int, python: Collection[int]) -> dict[int, int]:
     """The native threads (no Python thread's) running or runnable now, by their CPU time so far.
 
@@ -97,11 +107,11 @@ def _running_native(own: int, python: Collection[int]) -> dict[int, int]:
 def since(before: Snapshot) -> int:
     """CPU nanoseconds used since ``before`` outside this thread and the program's other Python threads.
 
-    In the process: its CPU time less this thread's, the growth of the native threads busy before
-    (``Snapshot.running``) and that of the Python threads that ran before (threads started meanwhile are the
-    items', such as a scikit-learn predict's pool; those that also ended are still in the process's time),
-    unless those Python threads were busy themselves: the files are read one by one, and busy threads grow
-    between the reads by more than the items' share could be told from. Outside
+    In the process: its CPU time less this thread's and the growth of the Python threads that ran before
+    (threads started meanwhile are the items', such as a scikit-learn predict's pool; those that also ended
+    are still in the process's time), unless those Python threads were busy themselves: the files are read
+    one by one, and busy threads grow between the reads by more than the items' share could be told from
+    (native threads busy before: ``spun_since``). Outside
     it: the descendants started meanwhile, and the children reaped meanwhile (less what they had used before).
     Descendants that ran before are the program's as likely as the items' (a busy subprocess of its own, a
     dask cluster, or the loky workers of an earlier ``n_jobs=-1`` fit): they are not counted. Nor are the
@@ -115,8 +125,7 @@ def since(before: Snapshot) -> int:
     # payoff's own threads started meanwhile are another call's pool, not the items' (service trial: a sleeping
     # function probed while another request's first call started its threads read as CPU work, for good)
     pools = sum(after.python[tid] for tid in after.ours - before.python.keys() if tid in after.python)
-    spinning = sum(ns - before.running[tid] for tid in before.running if (ns := _thread_ns(tid)) is not None)
-    in_process = after.process_ns - before.process_ns - (after.own_ns - before.own_ns) - program - pools - spinning
+    in_process = after.process_ns - before.process_ns - (after.own_ns - before.own_ns) - program - pools
     if program > PROGRAM_BUSY * (after.clock_ns - before.clock_ns):
         in_process = 0
     outside = sum(ns for p, ns in after.processes.items() if p not in before.processes)
