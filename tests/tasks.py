@@ -951,14 +951,29 @@ def raise_outside_exception(kind: str) -> int:
 
 def work_of_kind(x: int, kind: str) -> int:
     """Items of one source line whose kind of work is an argument: ``wait`` sleeps 4 ms, ``cpu`` computes
-    ~1.4 ms, ``mixed`` computes ~1.4 ms and sleeps 3 ms."""
+    ~1.4 ms, ``small_cpu`` ~0.2 ms, ``mixed`` computes ~1.4 ms and sleeps 3 ms, ``set_up_first`` computes ~3 ms
+    in item 0 only (a connection opened) and sleeps 2 ms in each item."""
     if kind == "wait":
         time.sleep(0.004)
     elif kind == "cpu":
         spin(x, 40_000)
+    elif kind == "small_cpu":
+        spin(x, 6_000)
+    elif kind == "set_up_first":
+        if x == 0:
+            spin(x, 90_000)
+        time.sleep(0.002)
     else:
         spin(x, 40_000)
         time.sleep(0.003)
+    return x
+
+
+def burn_cpu(seconds: float, x: int) -> int:
+    """``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        x ^= 1
     return x
 
 

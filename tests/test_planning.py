@@ -1409,15 +1409,17 @@ def test_a_crowded_call_of_trivial_items_teaches_no_new_cost_from_a_few_microsec
     assert facts is not None and facts.seconds_per_item == pytest.approx(8e-5)
 
 
-@pytest.mark.parametrize("made_by", ["closure", "partial"])
-def test_a_cpu_bound_callable_made_where_a_waiting_one_was_is_planned_as_cpu_work(made_by: str) -> None:
+@pytest.mark.parametrize(("made_by", "kind"), [("closure", "cpu"), ("partial", "cpu"), ("closure", "small_cpu")])
+def test_a_cpu_bound_callable_made_where_a_waiting_one_was_is_planned_as_cpu_work(made_by: str, kind: str) -> None:
     """Callables of one source line share what was learned (a closure made afresh per call is one workload), but
     one closing over other arguments may be other work: a CPU-bound closure made by the factory that had made a
     waiting one ran on 8 threads as waiting work for 7 calls, 0.95x the loop, its records saying 2.0-2.7x
-    with ``pays_off`` (trial 51)."""
+    with ``pays_off`` (trial 51). Items 20x cheaper than the waiting ones too: the check of the cost came first
+    and hid the share's (review: 32 threads as waiting work)."""
     def make(kind: str) -> Callable[[int], int]:
-        return tasks.closure_of_kind(kind) if made_by == "closure" else functools.partial(tasks.work_of_kind,
-                                                                                           kind=kind)
+        if made_by == "closure":
+            return tasks.closure_of_kind(kind)
+        return functools.partial(tasks.work_of_kind, kind=kind)
     planning.PLANNER.reset()
     with ParallelExecutor(ParallelConfig(tiny_workload_threshold=0.0)) as ex, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1425,10 +1427,42 @@ def test_a_cpu_bound_callable_made_where_a_waiting_one_was_is_planned_as_cpu_wor
         for _ in range(2):
             ex.map(waiting, range(40))
             assert ex.last_record is not None and ex.last_record.decision_reason is Reason.AUTO_WAITING
-        ex.map(make("cpu"), range(40))
+        ex.map(make(kind), range(40))
         record = ex.last_record
     assert record is not None and record.selected_strategy != "threads", record.summary()
     assert record.decision_reason is not Reason.AUTO_WAITING, record.summary()
+
+
+def test_closures_whose_first_item_sets_up_before_waiting_stay_waiting_work() -> None:
+    """A closure made per request whose first item opens a connection (3 ms of CPU before its 2 ms wait) is the
+    source's work all the same: read on its first item alone, each call went to processes, 0.050 s where
+    threads took 0.009 s (review). The second item decides, and a source whose first items keep misleading is
+    no longer checked."""
+    planning.PLANNER.reset()
+    with ParallelExecutor(ParallelConfig(tiny_workload_threshold=0.0)) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ex.map(tasks.closure_of_kind("wait"), range(40))
+        chosen = []
+        for _ in range(5):
+            ex.map(tasks.closure_of_kind("set_up_first"), range(40))
+            record = ex.last_record
+            assert record is not None
+            chosen.append((record.selected_strategy, record.chunks[0].where, record.chunks[0].n_items))
+    assert [c[0] for c in chosen] == ["threads"] * 5, chosen
+    assert [c for c in chosen[planning.MISLEADING_FIRSTS:] if c[1] == "caller" and c[2] > 1] == [], chosen
+
+
+def test_a_fresh_partial_over_a_few_dear_items_is_not_checked_ahead_of_the_pool() -> None:
+    """``map(partial(fit, X, y), grid)`` of two items of 0.25 s ran its first item here to check it, and the one
+    left ran serially as too few to split: 0.5 s a call where processes took 0.25 s (review)."""
+    planning.PLANNER.reset()
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            ex.map(functools.partial(tasks.burn_cpu, 0.1), range(2))
+        record = ex.last_record
+    assert record is not None and record.fallback_reason is not Reason.TOO_FEW_ITEMS, record.summary()
+    assert all(c.where != "caller" for c in record.chunks), record.chunks
 
 
 def test_a_callable_made_where_a_waiting_one_was_learns_its_own_cpu_share() -> None:

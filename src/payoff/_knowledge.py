@@ -255,6 +255,9 @@ class Facts:
     gil_threads: float | None = None
     """Threads its runs of waiting items on threads kept busy with their own work (their speedups, waits for the
     GIL taken off; smoothed), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
+    misleading_firsts: int = 0
+    """Other objects of its source whose first item read another CPU share and whose second did not
+    (``planning.MISLEADING_FIRSTS``)."""
     loaded_loop: LoadedLoop | None = None
     """Its last whole serial auto call in the caller that waited for a CPU as other programs had the cores: what
     a loop took under such load, which a pool's call under it is held to (``planning._beside_a_loaded_loop``)."""
@@ -498,6 +501,24 @@ class Knowledge:
                 else:
                     kept.append(pace)
             facts.paces[strategy] = (*kept, Pace(seconds_per_item, n_items, cost))[-PACES_KEPT:]
+
+    def other_work(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float) -> None:
+        """Another object of ``fn``'s source, checked here, is other work (``planning._other_work``): its cost
+        and CPU share replace the source's, and nothing measured of the old work stands. Resting on two items,
+        the cost is not sound: the next call of it probes in full."""
+        with self._stored(fn) as facts:
+            if facts is None:
+                return
+            facts.seconds_per_item, facts.cpu_ratio = max(seconds_per_item, 1e-9), min(1.0, max(0.01, cpu_ratio))
+            facts.share_without_gil, facts.measured_items, facts.waited, facts.threads_calls = True, 1, None, 0
+            facts.verdicts, facts.paces, facts.held, facts.retries, facts.forgone = {}, {}, {}, {}, {}
+            facts.gil_held = facts.gil_threads = facts.threads_speedup = None
+            facts.side_by_side, facts.loaded_loop, facts.misleading_firsts = facts.side_by_side.afresh(), None, 0
+
+    def first_item_misled(self, fn: Callable[..., Any]) -> None:
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.misleading_firsts += 1
 
     def observe_loaded_loop(self, fn: Callable[..., Any], wall_per_item: float, n_items: int) -> None:
         """A whole serial call in the caller that met other programs' load took ``wall_per_item`` an item."""

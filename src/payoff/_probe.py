@@ -226,6 +226,27 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
             probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
 
 
+def next_item_here(call: Call, outcome: ChunkOutcome) -> ChunkOutcome | None:
+    """Run the call's item after the ``outcome.n_done`` run here already, added to ``outcome``: its own reading
+    (garbage collections meanwhile taken off its CPU share by ``cpu_ratio_of``), or None where no item may run
+    here unbounded (a ``timeout=``, a stream, none left, an item that raised)."""
+    n = outcome.n_done
+    if call.timeout is not None or not call.sized or outcome.error is not None or n >= len(call.items):
+        return None
+    on_interrupt = call.on_interrupt
+    joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))
+    with _Collections() as collections:
+        more = run_chunk(call.fn, call.items[n:n + 1], n, 0, on_interrupt=joined)
+    _extend(outcome, more)
+    more.cpu_ns = max(0, more.cpu_ns - collections.ns)
+    return more if more.error is None and more.n_done else None
+
+
+def own_seconds(outcome: ChunkOutcome) -> float:
+    """The items' timed work less their waits for a CPU (``_own_ns``), in seconds."""
+    return _own_ns(outcome) / 1e9
+
+
 def items_elsewhere_ns(others_ns: int, spun_ns: int, cpu_ratio: float, line: float) -> int:
     """The CPU outside the items' thread that counts as theirs: for items that wait (a share under ``line``),
     not what native threads already running before them used (``_delegated_cpu.spun_since``); for items that

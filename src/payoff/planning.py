@@ -52,6 +52,8 @@ from payoff._probe import (
     forget_stuck_probes,
     later_half,
     left_running,
+    next_item_here,
+    own_seconds,
     probe_cost,
     probe_share,
     stuck_probes,
@@ -141,7 +143,14 @@ slower than serial). Items that turn out dear after all are caught by the serial
 Not extended to every call after a cost shift: on an input sorted by cost its first item is the cheapest, and
 a function whose cost keeps shifting is probed in full on every call anyway (``UNSTEADY_SHIFTS``)."""
 SHARE_SHIFT_FLOOR = 0.1
-"""A share read by one item overturns the recalled one only this far from it too (see ``_overturn_share``)."""
+"""A share read by the items checked overturns the recalled one only this far from it too (``_other_work``)."""
+MISLEADING_FIRSTS = 2
+"""After this many objects of one source whose first item read another share and the second did not, the
+source's first items are its own kind (a connection set up per closure): its other objects are not checked
+(each check ran two items ahead of the pool, 0.015 s a call where 0.009 s sufficed). Other work found resets it."""
+OTHER_WORK_ITEMS = 8
+"""Items a worker from which another object of a measured source has its first item checked here (see
+``_another_object``): one item run ahead of the pool costs such a call at most an eighth of its time."""
 UNSTEADY_SHIFTS = 2
 """A workload whose cost shifted this often in its last ``COST_HISTORY`` measured calls has no one cost (a
 partial or lambda per request over other arguments, all keyed by one code location): each call probes again."""
@@ -1394,13 +1403,16 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
             knowledge.observe_cores(call.fn, probe.cores, probe.cores >= ITEM_SPREADS_CORES)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
-    elif sends and known is not None and (_checked_first(call, known) or _another_object(call, known)):
+    elif sends and known is not None and (_checked_first(call, known) or _another_object(call, known, workers)):
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
             probe.outcome, seconds = bounded(call, 1, 1)
+            shifted = _other_work(call, probe) if _another_object(call, known, workers) else None
+            if shifted:
+                knowledge.other_work(call.fn, probe.seconds_per_item or seconds, probe.cpu_ratio)
+            elif shifted is not None:
+                knowledge.first_item_misled(call.fn)
             _overturn_recall(probe, seconds)
             _void_verdicts_if_shifted(probe, known)
-            if _overturn_share(probe):
-                knowledge.observe(call.fn, probe.seconds_per_item or seconds, probe.cpu_ratio, True, probe.n)
         elif known.result_error:  # cannot be checked again here: what was measured stands
             probe.unsendable.append((known.result_error, None))
             probe.payload_cloudpickle_ok = False
@@ -1509,32 +1521,45 @@ def _measures_more(call: Call, workers: int, known: Facts) -> bool:
     return not known.sound and min(PROBE_MAX_ITEMS, probe_share(call, workers)) > known.measured_items
 
 
-def _another_object(call: Call, known: Facts) -> bool:
+def _another_object(call: Call, known: Facts, workers: int) -> bool:
     """A callable of the same source as the one measured, but another object (a closure or partial made
-    afresh): its first item runs here, to check the share of CPU it was planned with (``_overturn_share``).
+    afresh), in a call of ``OTHER_WORK_ITEMS`` items a worker or more: its first item runs here, to check the
+    share of CPU it is planned with (``_other_work``).
 
     It may close over other arguments, and so be other work: a CPU-bound closure made by the factory that had
     made a waiting one ran on 8 threads as waiting work for 7 calls at 0.95x the loop, its records saying
     2.0-2.7x (trial 51). One item, not a probe: a probe of each fresh partial's 2 ms ran 100 items of 50 us
-    1.3x slower than with the source's facts, 600 calls of them slower than a loop.
+    1.3x slower than with the source's facts, 600 calls of them slower than a loop. Not in a call of few
+    items: there the item run here leaves too few to split, and ``map(partial(fit, X, y), grid)`` of two
+    items of 0.25 s ran both serially, 0.5 s a call where processes took 0.25 s (review).
     """
-    return known.measured_on is not None and not known.fn_facts_hold_for(call.fn)
+    return known.measured_on is not None and not known.fn_facts_hold_for(call.fn) \
+        and len(call.items) >= OTHER_WORK_ITEMS * workers and known.misleading_firsts < MISLEADING_FIRSTS
 
 
-def _overturn_share(probe: Probe) -> bool:
-    """Whether the item just run here (``probe.outcome``) read a CPU share that is not the one recalled:
-    ``SHARE_SHIFT`` times off and ``SHARE_SHIFT_FLOOR`` apart (two readings of mostly sleep differ by factors).
-    Then it is other work: planned at that share, with none of the sides, verdicts or paces the source earned."""
-    outcome = probe.outcome
-    if outcome is None or not outcome.n_done or not probe.known:
+def _other_work(call: Call, probe: Probe) -> bool | None:
+    """Whether the first item just run here (``probe.outcome``) and the next one both read a CPU share that is
+    not the one recalled: ``SHARE_SHIFT`` times off and ``SHARE_SHIFT_FLOOR`` apart (readings of mostly sleep
+    differ by factors). Then it is other work, planned at the second item's share and cost, with none of the
+    sides, verdicts or paces the source earned. The first alone does not decide: a closure made per request
+    whose first item set up a connection (3 ms of CPU before its 2 ms wait) went to processes on every call,
+    0.050 s where threads took 0.009 s (review). None: the first item read the share recalled; False: the
+    second did (``MISLEADING_FIRSTS``)."""
+    outcome, recalled = probe.outcome, probe.cpu_ratio
+    if outcome is None or not outcome.n_done or not _share_shifted(cpu_ratio_of(outcome), recalled):
+        return None
+    second = next_item_here(call, outcome)
+    if second is None or not _share_shifted(share := cpu_ratio_of(second), recalled):
         return False
-    share, recalled = cpu_ratio_of(outcome), probe.cpu_ratio
-    if max(share, recalled) <= SHARE_SHIFT * min(share, recalled) or abs(share - recalled) < SHARE_SHIFT_FLOOR:
-        return False
-    probe.cpu_ratio, probe.known, probe.waited = share, False, None
-    probe.verdicts, probe.paces, probe.factors = {}, {}, {}
+    probe.cpu_ratio, probe.seconds_per_item = share, max(own_seconds(second), 1e-9)
+    probe.known, probe.waited = False, None
+    probe.verdicts, probe.paces, probe.factors, probe.forgone = {}, {}, {}, {}
     probe.threads_speedup = probe.gil_threads = probe.gil_held = None
     return True
+
+
+def _share_shifted(share: float, recalled: float) -> bool:
+    return max(share, recalled) > SHARE_SHIFT * min(share, recalled) and abs(share - recalled) >= SHARE_SHIFT_FLOOR
 
 
 def _share_due(call: Call, known: Facts) -> bool:
