@@ -791,7 +791,7 @@ def test_a_first_explain_below_the_threshold_is_measured_here_and_starts_no_work
     finally:
         ex.close()
     assert_same(expected, got)
-    planned = record.n_items if record is not None else 0  # the record counts every planned task
+    planned = record.n_items if record is not None else 0  # the record counts every planned task (one a item here)
     said = f"{N_TEST} instances in 2 tasks, merged from {planned} planned"
     assert planned > 2 and record is not None and record.summary().startswith(f"serial x1, {said} (")
     assert next(str(w.message) for w in caught if w.category is ParallelFallbackWarning).startswith(
@@ -930,6 +930,8 @@ def test_a_first_explain_on_named_threads_times_two_tasks_alone_and_caps_its_ser
     assert record is not None and record.selected_strategy == "threads" and record.chunks[0].where == "caller"
     assert len(fits) == 1 and len({n for _, n, _ in fits[0].alone}) == 2, list(fits[0].alone)
     assert fits[0].alone_seconds(N_TEST) is not None  # what caps the price (see the serial price tests above)
+    tasks = record.n_items + 1  # the first item holds two
+    assert record.items_said == f"{N_TEST} instances in {tasks} tasks", record.items_said
 
 
 def test_tasks_timed_alone_in_the_caller_are_points_of_their_own() -> None:

@@ -58,13 +58,6 @@ def _process_method(strategy: str, method: str | None) -> str | None:
     return start_method(method) if strategy == "processes" else method
 
 
-THROWN_CALLS = 1
-"""A pool closed with its executor after at most this many calls was thrown away (``CostModel.rebuy``)."""
-MAX_THROWN = 6
-"""At most 64 times its start: an executor kept open serves many calls again, and its pool's start is then paid
-off by the calls that follow it."""
-
-
 class CostModel:
     """Per-process knowledge of backend overheads, corrected by measurement.
 
@@ -93,7 +86,6 @@ class CostModel:
                                                         for k, v in _PRIORS.items()}
             self._starts: dict[str, float] = {}
             self._answers: dict[tuple[str, str | None, int], Overheads] = {}
-            self._thrown: dict[str, int] = {}
 
     def get(self, strategy: str, method: str | None = None, workers: int = 2) -> Overheads:
         """``strategy``'s overheads; a process pool's start is the one of ``method`` (None: the platform's).
@@ -115,28 +107,6 @@ class CostModel:
                 costs = replace(costs, start=fixed + per_worker * workers)
             self._answers[key] = costs
         return costs
-
-    def closed_after(self, strategy: str, calls: int) -> None:
-        """An executor was shut down with a ``strategy`` pool that had served ``calls`` calls (maps, submits)."""
-        with self._lock:
-            thrown = self._thrown.get(strategy, 0)
-            self._thrown[strategy] = min(MAX_THROWN, thrown + 1) if calls <= THROWN_CALLS else 0
-
-    def rebuy(self, strategy: str) -> int:
-        """How many times its start a pool of ``strategy`` must save before auto starts one: 2 for every pool
-        in a row that an executor closed after the call that started it (``closed_after``).
-
-        The ski-rental start is never worse than twice the best choice in hindsight for one pool; a pool
-        thrown away with its executor is bought again. ``with ParallelExecutor() as ex:`` inside a loop
-        started a pool every third or fourth call and closed it at once: 12 calls took 1.8-1.9x a loop's
-        time (trial 51).
-        """
-        with self._lock:
-            return 1 << self._thrown.get(strategy, 0)
-
-    def thrown(self, strategy: str) -> int:
-        with self._lock:
-            return self._thrown.get(strategy, 0)
 
     def learn(self, strategy: str, *, start: float | None = None, per_call: float | None = None,
               per_chunk: float | None = None, method: str | None = None) -> None:

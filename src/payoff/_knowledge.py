@@ -46,6 +46,10 @@ VERDICT_LOSS_WEIGHT = 0.25
 """A new loss weighs less: a burst of calls slowed by something else on the machine (a few ms of a stolen
 core) must not hold a gaining function serial, so overturning a 1.4x verdict takes about three losses in
 a row. A held function is re-measured by one call at a time, so a gain there counts fully."""
+THROWN_CALLS = 1
+"""A pool closed with its executor after at most this many calls was thrown away (``rebuy``)."""
+MAX_THROWN = 6
+"""At most 64 times its start: an executor kept open serves many calls, and its pool's start is paid off by them."""
 COST_SHIFT = ESTIMATE_OVERTURNED
 """A function's item cost measured this many times off the remembered one is a new cost (other arguments,
 other data), not noise: it replaces the remembered cost instead of being smoothed into it, and the verdicts
@@ -255,6 +259,9 @@ class Facts:
     gil_threads: float | None = None
     """Threads its runs of waiting items on threads kept busy with their own work (their speedups, waits for the
     GIL taken off; smoothed), with headroom: more only queue for the GIL (``GIL_HEADROOM``)."""
+    thrown: dict[str, int] = field(default_factory=dict)
+    """Per strategy: pools in a row that auto started for it and an executor's shutdown then closed after that
+    one call (``Knowledge.pool_closed``)."""
     misleading_firsts: int = 0
     """Other objects of its source whose first item read another CPU share and whose second did not
     (``planning.MISLEADING_FIRSTS``)."""
@@ -268,6 +275,19 @@ class Facts:
 
     def fn_facts_hold_for(self, fn: Callable[..., Any]) -> bool:
         return self.measured_on is not None and self.measured_on.holds_for(fn)
+
+
+def rebuy(thrown: int) -> int:
+    """How many times its start a pool must save before auto starts one, after ``thrown`` pools in a row that
+    an executor closed after the call that started them (``Facts.thrown``): each doubles it.
+
+    The ski-rental start is never worse than twice the best choice in hindsight for one pool; a pool thrown
+    away with its executor is bought again. ``with ParallelExecutor() as ex:`` inside a loop started a pool
+    every third or fourth call and closed it at once: 12 calls took 1.8-1.9x a loop's time (trial 51).
+    Counted per function and for auto's starts only: counted for the process, one-call executors of a named
+    strategy held an unrelated function serial for 81 calls instead of 10 (review).
+    """
+    return 1 << thrown
 
 
 class LoadedLoop(NamedTuple):
@@ -345,7 +365,7 @@ class Knowledge:
                 return None
             self._facts.move_to_end(key)
             return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone), paces=dict(facts.paces),
-                           side_by_side=facts.side_by_side.copy())
+                           side_by_side=facts.side_by_side.copy(), thrown=dict(facts.thrown))
 
     def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
         key = fn_key(fn)
@@ -578,6 +598,14 @@ class Knowledge:
                     facts.forgone.clear()
                 else:
                     facts.forgone.pop(strategy, None)
+
+    def pool_closed(self, fn: Callable[..., Any], strategy: str, calls: int) -> None:
+        """An executor was shut down with the ``strategy`` pool an auto call of ``fn`` started, after ``calls``
+        calls (maps, submits) on it: one that served only that call was thrown away (see ``rebuy``)."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                thrown = facts.thrown.get(strategy, 0)
+                facts.thrown[strategy] = min(MAX_THROWN, thrown + 1) if calls <= THROWN_CALLS else 0
 
     def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
         """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""

@@ -98,6 +98,8 @@ class Probe:
     paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
     """Wall seconds an item of auto's last threads and processes calls took (``Facts.paces``)."""
     forgone: dict[str, float] = field(default_factory=dict)
+    thrown: dict[str, int] = field(default_factory=dict)
+    """``Facts.thrown``: pools started for the function that an executor's shutdown closed after one call."""
     pickling: Pickling = NO_PICKLING
     known: bool = False
     """True when the cost came from an earlier call instead of running items now."""

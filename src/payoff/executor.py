@@ -131,6 +131,8 @@ class ParallelExecutor:
         self._runs_changed = threading.Condition(self._lock)
         self._submitted: set[Future[Any]] = set()
         """Submitted calls not done yet: the program's end waits for them, as ``concurrent.futures`` does."""
+        self._started_for: dict[str, Callable[[Any], Any]] = {}
+        """By strategy: the function whose auto call started the current pool (``Knowledge.pool_closed``)."""
         self._workload_calls: Counter[str] = Counter()
         self._last_used = time.monotonic()
         self._idle_thread: threading.Thread | None = None
@@ -462,7 +464,9 @@ class ParallelExecutor:
         if wait:
             self._detach_paused()
         for strategy, calls in self._pools.calls_served().items():
-            self._planner.costs.closed_after(strategy, calls)
+            started_for = self._started_for.pop(strategy, None)
+            if started_for is not None:
+                self._planner.knowledge.pool_closed(started_for, strategy, calls)
         self._pools.retire(close_idle=not wait)  # first: a pool given up below is then waited for and joined
         if cancel_futures:
             self._cancel_queued()
@@ -722,6 +726,8 @@ class ParallelExecutor:
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
                 error: BaseException | None, config: ParallelConfig, stop: CancelToken | None = None) -> None:
         self._keep(record)
+        if record.pool_started and record.requested_strategy == "auto":  # its shutdown may throw the pool away
+            self._started_for[record.selected_strategy] = fn
         # a WorkerCrashedError keeps fn out of the caller from now on
         self._planner.learn(record, fn, config, error, shared_pool=record.pool_shared, stop=stop)
         self._observers.finished(call, record, error)
@@ -764,6 +770,7 @@ class ParallelExecutor:
         self._active = 0
         self._runs = set()
         self._submitted = set()
+        self._started_for = {}
         self._idle_thread = None
         self._idle_wake = threading.Event()
         self._dropped.detach()

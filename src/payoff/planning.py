@@ -38,6 +38,7 @@ from payoff._knowledge import (
     Knowledge,
     cost_shifted,
     pace_for,
+    rebuy,
 )
 from payoff._outer_pools import outer_pool
 from payoff._payload import cloudpickled_size, measure_payload
@@ -1285,12 +1286,12 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
                f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
-        rebuy = costs.rebuy(strategy)
-        if threshold is not None or forgone >= oh.start * rebuy:  # a user's threshold rules on the start too
+        thrown = probe.thrown.get(strategy, 0)
+        if threshold is not None or forgone >= oh.start * rebuy(thrown):  # a user's threshold rules on the start too
             return None
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
-                f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * rebuy * 1e3:,.2f} ms a "
-                f"start costs" + _thrown_said(costs, strategy, oh.start))
+                f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * rebuy(thrown) * 1e3:,.2f} ms "
+                f"a start costs" + _thrown_said(thrown, strategy, oh.start))
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data" \
             + _carried(probe, est, remaining)
@@ -1304,13 +1305,13 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     return Reason.TINY_WORKLOAD, summary
 
 
-def _thrown_said(costs: CostModel, strategy: str, start: float) -> str:
-    thrown = costs.thrown(strategy)
+def _thrown_said(thrown: int, strategy: str, start: float) -> str:
     if not thrown:
         return ""
-    pools = "the last pool" if thrown == 1 else f"the last {thrown} pools"
-    return (f" ({1 << thrown}x its {start * 1e3:,.2f} ms: {pools} of {strategy} were shut down with their "
-            "executor after the call that started them; an executor kept open across calls keeps its pool)")
+    pools = f"the last {strategy} pool started for it was" if thrown == 1 else \
+        f"the last {thrown} {strategy} pools started for it were"
+    return (f" ({rebuy(thrown)}x its {start * 1e3:,.2f} ms: {pools} shut down with the executor after the call "
+            "that started it; an executor kept open across calls keeps its pool)")
 
 
 def _measured_on(probe: Probe) -> str:
@@ -1730,6 +1731,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.verdicts = dict(known.verdicts)
     probe.paces = dict(known.paces)
     probe.forgone = dict(known.forgone)
+    probe.thrown = dict(known.thrown)
     probe.pickling = known.pickling
     probe.result_bytes = known.result_bytes
     probe.waited = known.waited

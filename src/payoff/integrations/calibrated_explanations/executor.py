@@ -375,7 +375,8 @@ class CEParallelExecutor:
         alone = (reason, why) if len(items) < 2 else None  # the executor would only see "1 item"
         with timing_tasks_here() as timed:
             library = LibraryCall(alone, decide, functools.partial(self._serial_price, fit, items, timed),
-                                  functools.partial(_said, n, items), self._asked())
+                                  functools.partial(_said, n, items, sum(len(item) for item in items)),
+                                  self._asked())
             for block in self.executor._stream(task_fn, (items,), options, library=library):
                 out.extend(decode_results(block))
         self._learn(fit, self.executor.last_record, items, timed)
@@ -728,13 +729,14 @@ def _gather(items: list[list[Task]]) -> bool:
     return True
 
 
-def _said(n: int, items: list[list[Task]]) -> str:
-    """The call's items as its user knows them: instances, and the tasks that held any. ``_gather`` empties the
-    planned tasks whose instances it moved into one; the record's ``n_items`` (and the span's and metrics'
-    task counts) still count every planned task, so the text names both (trial 50: "2 tasks" beside 8)."""
-    tasks = sum(1 for item in items if item)
+def _said(n: int, items: list[list[Task]], planned: int) -> str:
+    """The call's items as its user knows them: instances, and the tasks that ran (an item may hold two: the
+    first on named threads, ``_in_two``). ``_gather`` merges the ``planned`` tasks left after the first into
+    one; the record's ``n_items`` (and the span's and metrics' task counts) count the items as planned, so the
+    text names both (trial 50: "2 tasks" beside 8)."""
+    tasks = sum(len(item) for item in items)
     said = f"{n:,} instance{'s' * (n != 1)} in {tasks:,} task{'s' * (tasks != 1)}"
-    return said if tasks == len(items) else f"{said}, merged from {len(items):,} planned"
+    return said if tasks == planned else f"{said}, merged from {planned:,} planned"
 
 
 def _in_two(k: int) -> list[int]:
