@@ -133,41 +133,10 @@ def test_blas_threads_still_spinning_after_the_programs_own_matrix_product_are_n
     assert sum(r[0] == "auto_waiting" for r in readings) >= 4, readings
 
 
-_RESHARED_AFTER_PRODUCTS = """
-import json, time, warnings
-import numpy as np
-from payoff import ParallelExecutor, planning
-from tests import tasks
-a = np.random.default_rng(0).random((400, 400))
-chosen = []
-with ParallelExecutor() as ex, warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    for _ in range(3 * planning.RESHARE_EVERY + 2):  # each reading beside the spin went wrong in about half the runs
-        a @ a  # its threads spin on
-        ex.map(tasks.sleep_then_square, range(100))
-        chosen.append((ex.last_record.selected_strategy, ex.last_record.probe_items))
-print(json.dumps(chosen))
-"""
-
-
-def test_a_native_thread_spinning_beside_a_probe_among_calls_is_no_gil_holder() -> None:
-    """A probe right after another call (its share read again every ``RESHARE_EVERY`` calls on threads) asks
-    whether the process's other threads held the GIL; an OpenBLAS thread spinning on after the program's own
-    product was counted, and every 8th call of 2 ms sleeps went to processes at 13x the time of threads
-    (trial 52). Native threads never hold the GIL."""
-    if _blas_threads() < 2:
-        message = f"numpy's BLAS runs {_blas_threads()} thread(s) here: no thread is left spinning to test"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    done = subprocess.run([sys.executable, "-c", _RESHARED_AFTER_PRODUCTS], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[1])
-    assert done.returncode == 0, done.stderr
-    chosen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [c for c in chosen if c[0] != "threads"] == [], chosen
-
-
 def test_only_python_threads_are_counted_as_gil_holders() -> None:
+    """A probe beside other calls asks whether the process's other threads held the GIL: an OpenBLAS thread
+    spinning on after the program's own product was counted, and every 8th call of 2 ms sleeps (its share read
+    again) went to processes at 13x the time of threads (trial 52). Native threads never hold the GIL."""
     before, now = {2: (0, 0), 3: (0, 0)}, {2: (1_000_000, 0), 3: (5_000_000, 0)}
     assert probe_module._gil_holding_ns(before, now, 1, python={1, 2}) == 1_000_000
     assert probe_module._gil_holding_ns(before, now, 1) == 6_000_000

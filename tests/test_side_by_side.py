@@ -179,7 +179,10 @@ def test_a_small_gain_is_checked_once_and_the_pool_call_after_it_completes_the_f
     assert (checked.selected_strategy, checked.decision_reason) == ("serial", Reason.AUTO_SERIAL_CHECK)
     assert not checked.fell_back and checked.fallback_reason is None
     assert "to time its items alone" in checked.summary()
-    assert pooled.decision_reason is not Reason.AUTO_SERIAL_CHECK, "one check, not one a call"
+    if pooled.decision_reason is Reason.AUTO_SERIAL_CHECK:  # a check that met other programs reads nothing
+        assert planning._met_outside_load(checked), "one check, not one a call"  # one more is tried (CHECK_TRIES)
+        assert later.decision_reason is not Reason.AUTO_SERIAL_CHECK, "two checks at most"
+        return
     alone, read = after_check.side_by_side.alone, after_pool.side_by_side
     if alone is None or planning._met_outside_load(pooled) or pooled.selected_strategy != "processes":
         return  # beside other programs a reading is not taken: nothing to compare (asserted below otherwise)
