@@ -297,6 +297,18 @@ class LoadedLoop(NamedTuple):
     """``time.monotonic()`` when it ended: load comes and goes, so an old reading says little of the load now."""
 
 
+def _forget_old_items(facts: Facts) -> None:
+    """What was measured of items the function no longer has (a new cost, or other work): a gain or loss
+    measured on them says nothing of these, and their share of the GIL, their waits and their readings side by
+    side are read again."""
+    facts.verdicts.clear()
+    facts.held.clear()
+    facts.retries.clear()
+    facts.gil_held = facts.gil_threads = facts.threads_speedup = None
+    facts.side_by_side = facts.side_by_side.afresh()
+    facts.loaded_loop = None
+
+
 def _sound(n_items: int, seconds_per_item: float) -> bool:
     return n_items >= SOUND_ITEMS or n_items * seconds_per_item >= SOUND_SECONDS
 
@@ -427,14 +439,7 @@ class Knowledge:
                 return False
             a = self.SMOOTHING
             if seconds_per_item > 0 and _correct_cost(facts, seconds_per_item, n_items, a):
-                facts.verdicts.clear()  # a gain or loss measured at the old cost says nothing of these items
-                facts.gil_held = None  # other items: their share of the GIL is read again
-                facts.held.clear()
-                facts.retries.clear()
-                facts.threads_speedup = None
-                facts.gil_threads = None
-                facts.side_by_side = facts.side_by_side.afresh()
-                facts.loaded_loop = None
+                _forget_old_items(facts)
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 share = min(1.0, max(0.01, cpu_ratio))
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
@@ -531,9 +536,8 @@ class Knowledge:
                 return
             facts.seconds_per_item, facts.cpu_ratio = max(seconds_per_item, 1e-9), min(1.0, max(0.01, cpu_ratio))
             facts.share_without_gil, facts.measured_items, facts.waited, facts.threads_calls = True, 1, None, 0
-            facts.verdicts, facts.paces, facts.held, facts.retries, facts.forgone = {}, {}, {}, {}, {}
-            facts.gil_held = facts.gil_threads = facts.threads_speedup = None
-            facts.side_by_side, facts.loaded_loop, facts.misleading_firsts = facts.side_by_side.afresh(), None, 0
+            _forget_old_items(facts)
+            facts.paces, facts.forgone, facts.misleading_firsts = {}, {}, 0
 
     def first_item_misled(self, fn: Callable[..., Any]) -> None:
         with self._stored(fn) as facts:

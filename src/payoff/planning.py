@@ -640,8 +640,8 @@ class Planner:
             self._learn_beyond_crowding(record, fn)
         if taught is not None and not crowded:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
-        if taught is not None and not crowded and _times_a_loaded_loop(record):
-            self.knowledge.observe_loaded_loop(fn, record.wall_seconds / record.n_items, record.n_items)
+            if _times_a_loaded_loop(record):
+                self.knowledge.observe_loaded_loop(fn, record.wall_seconds / record.n_items, record.n_items)
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
@@ -1287,11 +1287,12 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
         thrown = probe.thrown.get(strategy, 0)
-        if threshold is not None or forgone >= oh.start * rebuy(thrown):  # a user's threshold rules on the start too
+        price = oh.start * rebuy(thrown)
+        if threshold is not None or forgone >= price:  # a user's threshold rules on the start too
             return None
         return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
-                f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {oh.start * rebuy(thrown) * 1e3:,.2f} ms "
-                f"a start costs" + _thrown_said(thrown, strategy, oh.start))
+                f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {price * 1e3:,.2f} ms a start costs"
+                + _thrown_said(thrown, strategy, oh.start))
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data" \
             + _carried(probe, est, remaining)
@@ -1404,10 +1405,11 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
             knowledge.observe_cores(call.fn, probe.cores, probe.cores >= ITEM_SPREADS_CORES)
         if reshare and probe.seconds_per_item is not None:  # read alone, as a first call's probe is
             knowledge.observe(call.fn, probe.seconds_per_item, probe.cpu_ratio, True, probe.n)
-    elif sends and known is not None and (_checked_first(call, known) or _another_object(call, known, workers)):
+    elif sends and known is not None and ((another := _another_object(call, known, workers))
+                                          or _checked_first(call, known)):
         if here and not (costs is not None and _surely_serial(costs, call, probe)):  # one that stays serial sends none
             probe.outcome, seconds = bounded(call, 1, 1)
-            shifted = _other_work(call, probe) if _another_object(call, known, workers) else None
+            shifted = _other_work(call, probe) if another else None
             if shifted:
                 knowledge.other_work(call.fn, probe.seconds_per_item or seconds, probe.cpu_ratio)
             elif shifted is not None:
