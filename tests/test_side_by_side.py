@@ -23,7 +23,9 @@ from payoff._side_by_side import (
     CHECK_TRIES,
     CHECK_TRIES_IN_ALL,
     FASTEST,
+    FASTEST_ON_CPU,
     MOST,
+    ON_CPU,
     SHOWS,
     SMOOTHING,
     Reading,
@@ -214,13 +216,14 @@ def test_a_call_that_waited_for_a_cpu_teaches_no_reading(runq_share: float) -> N
 MS = 1_000_000
 
 
-def _loop_record(runq_share: float = 0.0) -> MapRecord:
-    """100 items of 1 ms run in the caller, which waited for a CPU ``runq_share`` of that time."""
-    now = time.monotonic_ns()
-    rec = RecordBuilder(1, "w", "auto", None, 100, now - 101 * MS, 0.0)
-    outcome = ChunkOutcome(0, 0, [0] * 100, now - 100 * MS, now, 100 * MS, array("q", [100 * MS]),
+def _loop_record(runq_share: float = 0.0, item_ms: float = 1.0, cpu_share: float = 1.0) -> MapRecord:
+    """100 items of ``item_ms`` run in the caller, which waited for a CPU ``runq_share`` of that time, and used a
+    CPU ``cpu_share`` of it."""
+    now, span = time.monotonic_ns(), int(100 * item_ms * MS)
+    rec = RecordBuilder(1, "w", "auto", None, 100, now - span - MS, 0.0)
+    outcome = ChunkOutcome(0, 0, [0] * 100, now - span, now, int(cpu_share * span), array("q", [span]),
                            array("q", [100]), "caller")
-    outcome.runq_ns = int(runq_share * 100 * MS)
+    outcome.runq_ns = int(runq_share * span)
     rec.add(outcome, "caller", 0)
     return rec.build()
 
@@ -249,6 +252,47 @@ def test_the_verdict_is_corrected_whichever_call_came_first(order: tuple[str, ..
     assert facts is not None
     assert facts.side_by_side.factor("processes") == pytest.approx(1.25)
     assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 1.25, rel=0.01)
+
+
+def test_a_loop_dearer_than_the_pools_items_counts_only_if_it_never_waited() -> None:
+    """Trial 52 F2: 60 numpy items of large temporaries took 0.20 s as a loop in the main thread (glibc's main
+    arena faulted their pages in afresh, 92,000 faults) and 0.10 s in any other thread. 2 threads ran 3.5x the
+    loop and recorded 1.5x, then under load 1.0x, which held the function serial at 2x ``ThreadPoolExecutor``'s
+    time: the serial check had read the loop at 2x the pool's items, past ``FASTEST``, and was discarded."""
+    on_cpu = SideBySide()
+    on_cpu.note_on_pool("threads", 1e-4, 500, REACH)
+    on_cpu.note_alone(2e-4, 500, REACH, on_cpu=True)
+    assert on_cpu.note_on_pool("threads", 1e-4, 500, REACH) == pytest.approx(0.5)
+    assert on_cpu.factor("threads") == pytest.approx(0.5)
+    assert on_cpu.factor("threads") < 1 / FASTEST
+    waited = SideBySide()  # a loop that waited (for the GIL other threads held) may have waited for what they did not
+    waited.note_on_pool("threads", 1e-4, 500, REACH)
+    waited.note_alone(2e-4, 500, REACH)
+    waited.note_on_pool("threads", 1e-4, 500, REACH)
+    assert not waited.factors
+    beyond = SideBySide()
+    beyond.note_on_pool("threads", 1e-4, 500, REACH)
+    beyond.note_alone(FASTEST_ON_CPU * 1.01e-4, 500, REACH, on_cpu=True)
+    beyond.note_on_pool("threads", 1e-4, 500, REACH)
+    assert not beyond.factors, "other items, not the same ones faster"
+
+
+@pytest.mark.parametrize(("cpu_share", "learned"), [(1.0, True), (ON_CPU - 0.05, False)])
+def test_a_serial_check_on_a_cpu_all_its_time_reads_its_loop_as_it_was(cpu_share: float, learned: bool) -> None:
+    """The planner passes on whether the serial call's items ever waited: its CPU time against their time."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, result_error=""))
+    for record in (_pool_record(), _loop_record(item_ms=2.5, cpu_share=cpu_share), _pool_record()):
+        planner.learn(record, tasks.square)
+        time.sleep(0.3)  # each call ends after the one before began: not beside it (its wall is up to 0.25 s)
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None and facts.side_by_side.alone is not None
+    assert facts.side_by_side.alone.on_cpu is learned
+    if learned:
+        assert facts.side_by_side.factor("processes") == pytest.approx(0.5)
+        assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 0.5, rel=0.01)
+    else:
+        assert "processes" not in facts.side_by_side.factors
 
 
 def test_a_call_whose_head_ran_here_before_it_outgrew_its_estimate_is_no_pool_reading() -> None:

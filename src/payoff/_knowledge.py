@@ -550,12 +550,14 @@ class Knowledge:
             if facts is not None:
                 facts.loaded_loop = LoadedLoop(wall_per_item, n_items, time.monotonic())
 
-    def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int) -> None:
-        """A whole serial call's cost an item, in the caller: a loop's, which the pools' timings are held to."""
+    def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int,
+                      on_cpu: bool = False) -> None:
+        """A whole serial call's cost an item, in the caller: a loop's, which the pools' timings are held to.
+        ``on_cpu``: its items never waited (``payoff._side_by_side.ON_CPU``)."""
         with self._stored(fn) as facts:
             if facts is not None and _sound(n_items, seconds_per_item):
-                for strategy, moved in facts.side_by_side.note_alone(seconds_per_item, n_items,
-                                                                     VERDICT_REACH).items():
+                for strategy, moved in facts.side_by_side.note_alone(seconds_per_item, n_items, VERDICT_REACH,
+                                                                     on_cpu).items():
                     _correct_verdicts(facts, strategy, moved)
 
     def observe_on_pool(self, fn: Callable[..., Any], strategy: str, seconds_per_item: float,

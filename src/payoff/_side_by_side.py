@@ -44,6 +44,16 @@ FASTEST = 1.5
 """The most times faster items are believed to run side by side than alone: data fresh in a worker's cache made
 them 1.25x faster; a loop dearer than this had other items, or waited for what a pool's items did not (the GIL
 that other threads of the program held, which the loop's timing cannot tell from its items' work)."""
+ON_CPU = 0.9
+"""A serial call whose items' CPU time was at least this share of their time never waited (for the GIL, a lock,
+the disk): a loop dearer than the pool's items that ran on a CPU all its time was dearer there. The caller's main
+thread allocates from glibc's main arena, which gives large temporaries back to the system and faults them in
+afresh item after item; a pool's threads keep theirs. 60 numpy items of 400k-element temporaries took 0.20 s as a
+loop in the main thread (92,000 page faults) and 0.10 s in any other one (2,300): threads ran 3.5x the loop and
+recorded 1.5x, and under load 1.0x, which held the function serial (trial 52 F2)."""
+FASTEST_ON_CPU = MOST
+"""The most times faster items are believed to run side by side than a loop of them that never waited
+(``ON_CPU``): as far as they are believed slower."""
 ADJACENT = 1
 """Readings compared are at most this many of the function's readings apart (1: one right after the other):
 its data may drift from call to call, so a loop's time from long ago says little of the pool's call now."""
@@ -63,6 +73,8 @@ class Reading:
     n_items: int
     seq: int
     """The function's reading count when it was taken (``SideBySide.seq``)."""
+    on_cpu: bool = False
+    """A serial call's items ran on a CPU all their time (``ON_CPU``)."""
 
 
 @dataclass
@@ -100,10 +112,11 @@ class SideBySide:
     def factor(self, strategy: str) -> float:
         return self.factors.get(strategy, 1.0)
 
-    def note_alone(self, seconds_per_item: float, n_items: int, reach: int) -> dict[str, float]:
+    def note_alone(self, seconds_per_item: float, n_items: int, reach: int,
+                   on_cpu: bool = False) -> dict[str, float]:
         """A serial call's reading; returns, per pool whose factor moved, new factor over old."""
         self.seq += 1
-        self.alone = Reading(seconds_per_item, n_items, self.seq)
+        self.alone = Reading(seconds_per_item, n_items, self.seq, on_cpu)
         moved = {s: self._compare(s, reach) for s in self.on_pool}
         return {s: r for s, r in moved.items() if r is not None}
 
@@ -138,7 +151,7 @@ class SideBySide:
         if last is None or last[1] != min(pool.seq, alone.seq) or max(ratio, last[0]) > AGREE * min(ratio, last[0]):
             return None  # no sandwich yet, or the items moved between its calls
         ratio = math.sqrt(ratio * last[0])
-        if not 1 / FASTEST <= ratio <= MOST:
+        if not 1 / (FASTEST_ON_CPU if alone.on_cpu else FASTEST) <= ratio <= MOST:
             return None
         old = self.factors.get(strategy)
         new = ratio if old is None else SMOOTHING * ratio + (1 - SMOOTHING) * old

@@ -60,8 +60,8 @@ from payoff._probe import (
     stuck_probes,
     waiting_line,
 )
+from payoff._side_by_side import ON_CPU, comparable
 from payoff._side_by_side import POOLS as LOCAL_POOLS
-from payoff._side_by_side import comparable
 from payoff.config import (
     ALIAS_ENV_VAR,
     ENV_VAR,
@@ -509,7 +509,8 @@ class Planner:
         (trial 48: a 512-item call's pace on threads, beside 64-item calls on processes, left those on the
         slower processes for good). Their verdicts cannot tell: each is held to its own items' times, and FFTs
         of large arrays on threads read 1.90x for a real 1.68x (memory bandwidth), where a numpy bootstrap read
-        1.8x for a real 3.6x (its large temporaries cost fresh pages in the caller's thread).
+        1.8x for a real 3.6x (its large temporaries cost fresh pages in the caller's thread) until a serial check read
+        the loop (``payoff._side_by_side.ON_CPU``).
         """
         if not threads_may_beat_processes(probe.gil_held, workers) or _too_cheap_for_threads(probe) \
                 or threads_oversubscribe(probe, workers):
@@ -690,7 +691,7 @@ class Planner:
                 or record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE or _met_outside_load(record):
             return
         if record.mode == "serial" and all(c.where == "caller" for c in record.chunks):
-            self.knowledge.observe_alone(fn, per_item, n)
+            self.knowledge.observe_alone(fn, per_item, n, record.cpu_seconds >= ON_CPU * record.busy_seconds)
         elif record.mode == "parallel" and record.fallback_reason is None and record.selected_strategy in LOCAL_POOLS \
                 and not record.overhead_seconds.get("worker_warmup"):
             self.knowledge.observe_on_pool(fn, record.selected_strategy, per_item * record.contention, n,
