@@ -22,6 +22,7 @@ from payoff._side_by_side import (
     CHECK_BELOW,
     CHECK_TRIES,
     CHECK_TRIES_IN_ALL,
+    DEARER,
     FASTEST,
     FASTEST_ON_CPU,
     MOST,
@@ -83,7 +84,8 @@ def test_readings_apart_or_of_unlike_sizes_or_far_off_give_no_factor() -> None:
     assert not apart.factors
     assert not _sandwich(2e-4, 1e-4, n_alone=100).factors, "5x the items: not a comparable call"
     assert not _sandwich(MOST * 1.01e-4, 1e-4).factors, "other items, not slowed ones"
-    assert not _sandwich(1e-4, FASTEST * 1.01e-4).factors, "no cache makes items that much faster"
+    assert _sandwich(1e-4, FASTEST * 1.01e-4).factors == {"processes": DEARER}, \
+        "no cache makes items that much faster: the pool's timing stands, and is not checked again"
 
 
 def test_a_factor_within_noise_is_kept_as_none_either_way_and_a_known_one_is_smoothed() -> None:
@@ -190,8 +192,11 @@ def test_a_small_gain_is_checked_once_and_the_pool_call_after_it_completes_the_f
         return  # beside other programs a reading is not taken: nothing to compare (asserted below otherwise)
     first, second = 8e-5 / alone.seconds_per_item, read.on_pool["processes"].seconds_per_item / alone.seconds_per_item
     mean = (first * second) ** 0.5
-    if max(first, second) > AGREE * min(first, second) or not 1 / FASTEST <= mean <= MOST:
+    if max(first, second) > AGREE * min(first, second) or mean > MOST:
         assert "processes" not in read.factors
+        return
+    if mean < 1 / (FASTEST_ON_CPU if alone.on_cpu else FASTEST):
+        assert read.factors["processes"] == DEARER
         return
     assert read.factors["processes"] == pytest.approx(1.0 if 1 / SHOWS < mean < SHOWS else mean)
     assert after_pool.verdicts["processes"][0] == pytest.approx(
@@ -216,11 +221,13 @@ def test_a_call_that_waited_for_a_cpu_teaches_no_reading(runq_share: float) -> N
 MS = 1_000_000
 
 
-def _loop_record(runq_share: float = 0.0, item_ms: float = 1.0, cpu_share: float = 1.0) -> MapRecord:
+def _loop_record(runq_share: float = 0.0, item_ms: float = 1.0, cpu_share: float = 1.0,
+                 decision: Reason = Reason.AUTO_CPU_BOUND) -> MapRecord:
     """100 items of ``item_ms`` run in the caller, which waited for a CPU ``runq_share`` of that time, and used a
     CPU ``cpu_share`` of it."""
     now, span = time.monotonic_ns(), int(100 * item_ms * MS)
     rec = RecordBuilder(1, "w", "auto", None, 100, now - span - MS, 0.0)
+    rec.decision = decision
     outcome = ChunkOutcome(0, 0, [0] * 100, now - span, now, int(cpu_share * span), array("q", [span]),
                            array("q", [100]), "caller")
     outcome.runq_ns = int(runq_share * span)
@@ -251,7 +258,8 @@ def test_the_verdict_is_corrected_whichever_call_came_first(order: tuple[str, ..
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None
     assert facts.side_by_side.factor("processes") == pytest.approx(1.25)
-    assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 1.25, rel=0.01)
+    # the records' wall times end when they are built: a loaded machine made them 1-3% longer (rel=0.01 failed)
+    assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 1.25, rel=0.05)
 
 
 def test_a_loop_dearer_than_the_pools_items_counts_only_if_it_never_waited() -> None:
@@ -269,12 +277,18 @@ def test_a_loop_dearer_than_the_pools_items_counts_only_if_it_never_waited() -> 
     waited.note_on_pool("threads", 1e-4, 500, REACH)
     waited.note_alone(2e-4, 500, REACH)
     waited.note_on_pool("threads", 1e-4, 500, REACH)
-    assert not waited.factors
+    assert waited.factors == {"threads": DEARER}, "its own timing stands"
     beyond = SideBySide()
     beyond.note_on_pool("threads", 1e-4, 500, REACH)
     beyond.note_alone(FASTEST_ON_CPU * 1.01e-4, 500, REACH, on_cpu=True)
     beyond.note_on_pool("threads", 1e-4, 500, REACH)
-    assert not beyond.factors, "other items, not the same ones faster"
+    assert beyond.factors == {"threads": DEARER}, "the pool's own timing stands, unchecked"
+    known = _sandwich(1e-4, 2e-4)
+    known.alone = Reading(2e-4, 500, known.seq, on_cpu=True)  # as if it had been on a CPU: a factor of 0.5
+    known.factors["processes"] = 0.5
+    known.note_alone(4e-4, 500, REACH)
+    known.note_on_pool("processes", 1e-4, 500, REACH)
+    assert known.factors == {"processes": 0.5}, "a loop dearer than believed moves no factor known"
 
 
 @pytest.mark.parametrize(("cpu_share", "learned"), [(1.0, True), (ON_CPU - 0.05, False)])
@@ -290,9 +304,30 @@ def test_a_serial_check_on_a_cpu_all_its_time_reads_its_loop_as_it_was(cpu_share
     assert facts.side_by_side.alone.on_cpu is learned
     if learned:
         assert facts.side_by_side.factor("processes") == pytest.approx(0.5)
-        assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 0.5, rel=0.01)
-    else:
-        assert "processes" not in facts.side_by_side.factors
+        assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 0.5, rel=0.05)  # 1.3 read, and then 2.6
+    else:  # the pool's own timing stands (and is not checked again)
+        assert facts.side_by_side.factors == {"processes": DEARER}
+
+
+@pytest.mark.parametrize(("item_ms", "far"), [(5.0, True), (2.0, False)])
+def test_a_serial_check_far_dearer_than_the_pools_items_ends_the_checks_and_keeps_their_cost(
+        item_ms: float, far: bool) -> None:
+    """Trial 52 F1: a forest's ``n_jobs=-1`` predict took 13 ms an item in the caller and 2.8 ms in a worker. The
+    check's reading was taken as a new cost, which forgot the pool's readings: no sandwich could form, and a
+    check came again at the next chance (0.45 s each, for pool calls of 0.07 s)."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, result_error="", side_by_side=SideBySide(
+        on_pool={"processes": Reading(1e-3, 100, 1)}, seq=1, checked={"processes": 1}, spent={"processes": 1})))
+    planner.learn(_loop_record(item_ms=item_ms, decision=Reason.AUTO_SERIAL_CHECK), tasks.square)
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None
+    if far:
+        assert facts.side_by_side.factors == {"processes": DEARER}, "no more checks: the pool's timing stands"
+        assert facts.seconds_per_item == pytest.approx(1e-3), "the function's cost stays the pool's"
+        assert not facts.side_by_side.check_due("processes", 1.2, 100, REACH)
+    else:  # a reading within the cost shift is one of a sandwich, as before
+        assert not facts.side_by_side.factors and facts.side_by_side.alone is not None
+        assert facts.side_by_side.alone.seconds_per_item == pytest.approx(item_ms / 1e3, rel=0.05)
 
 
 def test_a_call_whose_head_ran_here_before_it_outgrew_its_estimate_is_no_pool_reading() -> None:

@@ -570,6 +570,13 @@ class Knowledge:
                 if moved is not None:
                     _correct_verdicts(facts, strategy, moved)
 
+    def loop_far_dearer(self, fn: Callable[..., Any]) -> None:
+        """A serial check (``auto_serial_check``) read a loop far dearer than the pools' items
+        (``SideBySide.loop_far_dearer``); the function's cost stays the pools'."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.side_by_side.loop_far_dearer()
+
     def check_alone(self, fn: Callable[..., Any], strategy: str, remaining: int, shared: bool = False,
                     cost: float | None = None) -> bool:
         """Whether this call runs serially to time the items alone (``SideBySide.check_due``); once per pool.

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import pickle
 import statistics
+import threading
 import time
 import weakref
 from collections import deque
@@ -166,7 +167,8 @@ CROWDED_SHIFT_SECONDS = 1e-3
 """A call among others teaches a dearer cost only when its items took this much longer in all than the remembered
 cost says (``Planner._learn_beyond_crowding``)."""
 OTHERS_WINDOW_SECONDS = 1.0
-"""A probe counts as among other calls when another call of this process started or ended this recently."""
+"""A probe counts as among other calls when a call of another thread of this process started or ended this
+recently."""
 OUTGROW_FACTOR = 4.0
 """A call auto planned serial on what its first items cost is planned again once its run here has taken this
 many times that estimate: its items grew dearer along the input (a cheap head, sizes sorted ascending), and
@@ -285,6 +287,8 @@ class Planner:
         self.knowledge = Knowledge()
         self._events_lock = _forks.Lock()
         self._events: deque[int] = deque(maxlen=CALL_EVENTS)
+        self._event_threads: deque[int] = deque(maxlen=CALL_EVENTS)
+        """The thread each of ``_events`` came from (``threading.get_ident``)."""
         self._open: weakref.WeakKeyDictionary[CancelToken, int] = weakref.WeakKeyDictionary()
         """Calls planned and not yet learned from, by their cancel token (a call's own, dropped with it)."""
         _PLANNERS.add(self)
@@ -295,12 +299,14 @@ class Planner:
         forget_stuck_probes()
         with self._events_lock:
             self._events.clear()
+            self._event_threads.clear()
             self._open.clear()
 
     def _event(self, stop: CancelToken | None = None, *, ends: bool = False) -> None:
         """A call starts (``plan``) or ends (``learn``) now; ``stop`` names it among the calls still open."""
         with self._events_lock:
             self._events.append(time.monotonic_ns())
+            self._event_threads.append(threading.get_ident())
             if stop is not None and ends:
                 self._open.pop(stop, None)
             elif stop is not None:
@@ -339,6 +345,24 @@ class Planner:
                     return True
         return False
 
+    def _others_lately(self, seconds: float) -> bool:
+        """Whether a call of another thread of this process started or ended in the last ``seconds``.
+
+        A call this thread made before, and that has ended, ran before this one, not beside it. Counted, every
+        call right after another of the same thread read as among others: that turned off the probe's reading
+        of CPU an item delegates to its own pool (a forest's ``n_jobs=-1`` predict went to 15-20 threads as
+        waiting work after its serial check, 1.3x the loop, where processes ran it at 5x; trial 52), and read a
+        program's spinning BLAS thread as a GIL holder.
+        """
+        me, since = threading.get_ident(), time.monotonic_ns() - int(seconds * 1e9)
+        with self._events_lock:
+            for at, thread in zip(reversed(self._events), reversed(self._event_threads), strict=True):
+                if at < since:
+                    break
+                if thread != me:
+                    return True
+        return False
+
     def _others_since(self, start_ns: int) -> bool:
         """Whether another call of this process started or ended since ``start_ns`` (``time.monotonic_ns``): a
         probe that began alone may have shared the GIL with calls that came during it."""
@@ -374,7 +398,7 @@ class Planner:
             return _serial(call, *call.serial_because, decision)
         try:
             open_now = self._others_open(call.stop)
-            crowded = open_now or self._among_others(OTHERS_WINDOW_SECONDS)
+            crowded = open_now or self._others_lately(OTHERS_WINDOW_SECONDS)
             probe = _run_probe(self.knowledge, call, workers, crowded, self.costs, self._others_since, open_now)
         except ProbeOutlivedTimeout as exc:
             if exc.hung:  # its next calls run where payoff can stop an item, while that one runs
@@ -625,6 +649,10 @@ class Planner:
         known = self.knowledge.get(fn)
         taught = _taught(record, known, crowded) if measured_all and record.busy_seconds > 0 \
             and not (crowded and in_process) else None
+        far = taught is not None and _check_far_dearer(record, known, taught[0])
+        if far:
+            self.knowledge.loop_far_dearer(fn)
+            taught = None
         if taught is not None:
             per_item, share, n = taught
             own = record.selected_strategy in SHARE_WITHOUT_GIL
@@ -637,7 +665,7 @@ class Planner:
                 self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
             if record.mode == "parallel":
                 self.knowledge.observe_hidden_dear(fn, dear_items(record.chunks, record.n_items))
-        elif measured_all and record.busy_seconds > 0:
+        elif measured_all and record.busy_seconds > 0 and not far:
             self._learn_beyond_crowding(record, fn)
         if taught is not None and not crowded:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
@@ -749,6 +777,16 @@ def _under_outside_load(record: MapRecord) -> bool:
     well (service trial). A gain read so stands."""
     return record.workers <= cpu_capacity() and record.selected_strategy in LOCAL_PROCESS_POOLS \
         and _waited_for_a_cpu([c for c in record.chunks if c.where != "caller"])
+
+
+def _check_far_dearer(record: MapRecord, known: Facts | None, per_item: float) -> bool:
+    """A serial check whose items cost ``COST_SHIFT`` times what its pools' calls read or more: the same items
+    (a check is planned at the pool's cost), a loop far dearer than the workers' items. A forest's
+    ``n_jobs=-1`` predict took 13 ms an item in the caller (joblib's threads) and 2.8 ms in a worker (one
+    thread). Read as a new cost, it forgot what the pools had read; a check came again and again, each 0.45 s
+    for a pool call of 0.07 s (trial 52 F1)."""
+    return record.decision_reason is Reason.AUTO_SERIAL_CHECK and known is not None \
+        and per_item > COST_SHIFT * known.seconds_per_item
 
 
 def _times_a_loaded_loop(record: MapRecord) -> bool:
