@@ -766,6 +766,30 @@ def test_an_executor_shut_down_after_the_auto_call_that_started_its_pool_counts_
     assert facts.thrown == {"processes": 0}, facts.thrown
 
 
+def test_an_executor_dropped_after_the_auto_call_that_started_its_pool_counts_it_thrown_away() -> None:
+    """``ParallelExecutor().map(...)`` in a loop, never shut down: its pool closed when the executor was collected
+    and was not counted, so auto bought a pool every few calls (6 starts in 24 such calls, against 2 with
+    ``with``; review of session 50). Counted when the next call plans: the finalizer may run inside the
+    knowledge's lock (a collection at any allocation), so it only leaves a note."""
+    import gc
+
+    from payoff import planning
+
+    planning.PLANNER.reset()
+    auto = ParallelConfig(tiny_workload_threshold=0)
+    for _ in range(2):
+        ex = ParallelExecutor(auto)
+        ex.map(tasks.spin, range(40))
+        ran = ex.last_record
+        assert ran is not None and ran.selected_strategy == "processes" and ran.pool_started, ran.summary()
+        del ex, ran
+        gc.collect()
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as other:
+        other.map(tasks.square, range(3))  # any call of the process's planner takes the notes in
+    facts = planning.PLANNER.knowledge.get(tasks.spin)
+    assert facts is not None and facts.thrown == {"processes": 2}, facts.thrown
+
+
 def test_a_few_noisy_calls_do_not_flip_a_verdict_but_a_run_of_losses_does() -> None:
     """Verdicts are averaged, a loss with less weight: on a 1.7x verdict, three slow calls leave the backend
     chosen (a busy machine), a fourth in a row turns it serial (the function really lost)."""

@@ -13,7 +13,7 @@ import functools
 import time
 import types
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -352,6 +352,8 @@ class Knowledge:
         self._crashes: OrderedDict[Hashable, tuple[str, tuple[Callable[[], bool], ...]]] = OrderedDict()
         """A function's mark: how it crashed a worker (no callables: for good), or the items that outlived a
         timeout, each with whether it still runs."""
+        self._closed_later: deque[tuple[Callable[..., Any], str, int]] = deque()
+        """Pools closed with an executor nobody held (``closed_later``), for ``take_notes``."""
 
     @contextlib.contextmanager
     def _stored(self, fn: Callable[..., Any]) -> Iterator[Facts | None]:
@@ -611,6 +613,20 @@ class Knowledge:
                     facts.forgone.clear()
                 else:
                     facts.forgone.pop(strategy, None)
+
+    def closed_later(self, fn: Callable[..., Any], strategy: str, calls: int) -> None:
+        """``pool_closed``, noted for the next ``take_notes``: an executor's finalizer calls it, and a collection
+        may run that inside this object's lock (it is not reentrant). ``deque.append`` takes no lock of ours."""
+        self._closed_later.append((fn, strategy, calls))
+
+    def take_notes(self) -> None:
+        """Count the pools ``closed_later`` noted (``pool_closed``)."""
+        while self._closed_later:
+            try:
+                fn, strategy, calls = self._closed_later.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            self.pool_closed(fn, strategy, calls)
 
     def pool_closed(self, fn: Callable[..., Any], strategy: str, calls: int) -> None:
         """An executor was shut down with the ``strategy`` pool an auto call of ``fn`` started, after ``calls``

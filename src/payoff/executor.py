@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, SupportsIndex, TypedDict
 
 from payoff import _exit, _forks, _maprun, _spare_threads, _waiting, planning
 from payoff._event_loop import blocking_loop, warn_if_held
+from payoff._knowledge import Knowledge
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
@@ -834,20 +835,29 @@ def _carried(config: ParallelConfig, max_records: int | None) -> ParallelExecuto
     return ParallelExecutor(config, max_records=max_records if max_records is not None else 256)
 
 
-def _on_drop(executor: ParallelExecutor) -> weakref.finalize[[PoolRegistry, threading.Event], ParallelExecutor]:
+def _on_drop(executor: ParallelExecutor) -> weakref.finalize[
+        [PoolRegistry, threading.Event, dict[str, Callable[[Any], Any]], Knowledge], ParallelExecutor]:
     """Close ``executor``'s pools when nobody holds it any more, as ``concurrent.futures`` does.
 
     Its worker threads wait on their queues forever otherwise, and its idle timer for up
     to a minute. The finalizer holds the pools, never the executor; at interpreter exit
     the exit hooks stop the pools instead.
     """
-    dropped = weakref.finalize(executor, _close_dropped, executor._pools, executor._idle_wake)
+    dropped = weakref.finalize(executor, _close_dropped, executor._pools, executor._idle_wake,
+                               executor._started_for, executor._planner.knowledge)
     dropped.atexit = False
     return dropped
 
 
-def _close_dropped(pools: PoolRegistry, idle_wake: threading.Event) -> None:
-    """Without waiting: nothing is queued there (a pending submit or a running call holds the executor)."""
+def _close_dropped(pools: PoolRegistry, idle_wake: threading.Event, started_for: dict[str, Callable[[Any], Any]],
+                   knowledge: Knowledge) -> None:
+    """Without waiting: nothing is queued there (a pending submit or a running call holds the executor). A pool
+    an auto call started is counted as ``shutdown`` counts it, when the next call plans (``closed_later``):
+    ``ParallelExecutor().map(...)`` in a loop bought a pool every few calls."""
+    for strategy, calls in pools.calls_served().items():
+        fn = started_for.pop(strategy, None)
+        if fn is not None:
+            knowledge.closed_later(fn, strategy, calls)
     pools.closed = True
     pools.retire()
     idle_wake.set()  # the idle timer sees its executor gone and ends

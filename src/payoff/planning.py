@@ -387,6 +387,7 @@ class Planner:
     def plan(self, call: Call) -> Plan:
         """Decide how to run ``call``; may run its first items (the probe)."""
         self._event(call.stop)
+        self.knowledge.take_notes()
         cfg = call.config
         if not call.items:
             return Plan("serial", 1, 1, Reason.EMPTY_INPUT)
