@@ -572,12 +572,11 @@ class Knowledge:
                 if moved is not None:
                     _correct_verdicts(facts, strategy, moved)
 
-    def loop_far_dearer(self, fn: Callable[..., Any]) -> None:
-        """A serial check (``auto_serial_check``) read a loop far dearer than the pools' items
-        (``SideBySide.loop_far_dearer``); the function's cost stays the pools'."""
+    def far_check(self, fn: Callable[..., Any]) -> None:
+        """A serial check read far off the pool's cost (``SideBySide.note_far``)."""
         with self._stored(fn) as facts:
             if facts is not None:
-                facts.side_by_side.loop_far_dearer()
+                facts.side_by_side.note_far()
 
     def check_alone(self, fn: Callable[..., Any], strategy: str, remaining: int, shared: bool = False,
                     cost: float | None = None) -> bool:

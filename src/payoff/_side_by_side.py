@@ -67,13 +67,6 @@ SMOOTHING = 0.5
 """A new comparison's weight once a factor is known; the earlier ones keep the rest."""
 
 
-DEARER = 1.0
-"""The factor of a pool whose sandwich agreed on a loop dearer than believed (``FASTEST``): the pool's own
-timing stands, and no more serial checks are spent on it. A forest's ``n_jobs=-1`` predict ran 13 ms an item
-in the caller (joblib's threads) and 1.7 ms in a worker (one thread): every check cost 0.45 s to learn nothing,
-twice per cost (trial 52 F1)."""
-
-
 @dataclass
 class Reading:
     seconds_per_item: float
@@ -112,12 +105,10 @@ class SideBySide:
         """Readings for items of a new cost: nothing of these carries over but the checks spent."""
         return SideBySide(spent=dict(self.spent))
 
-    def loop_far_dearer(self) -> None:
-        """A serial check read its items ``COST_SHIFT`` times dearer or more than its pools' last calls did: the
-        pools checked keep their own timing (``DEARER``) and are not checked again. A sandwich cannot form: the
-        check's cost, read as a new cost, would have forgotten the pools' readings, and the next call's theirs."""
-        for strategy in self.checked:
-            self.factors.setdefault(strategy, DEARER)
+    def note_far(self) -> None:
+        """A check that read its items far off the pool's cost (``planning._check_far_dearer``): no reading kept,
+        but one in the count, so the pool's next call, not this one's reading, makes the next check due."""
+        self.seq += 1
 
     def note_check(self, strategy: str) -> None:
         self.checked[strategy] = self.checked.get(strategy, 0) + 1
@@ -165,13 +156,9 @@ class SideBySide:
         if last is None or last[1] != min(pool.seq, alone.seq) or max(ratio, last[0]) > AGREE * min(ratio, last[0]):
             return None  # no sandwich yet, or the items moved between its calls
         ratio = math.sqrt(ratio * last[0])
-        old = self.factors.get(strategy)
-        if ratio > MOST:
+        if not 1 / (FASTEST_ON_CPU if alone.on_cpu else FASTEST) <= ratio <= MOST:
             return None
-        if ratio < 1 / (FASTEST_ON_CPU if alone.on_cpu else FASTEST):
-            if old is not None:
-                return None
-            ratio = 1.0  # a loop dearer than believed: the pool gained at least what its own timing says (DEARER)
+        old = self.factors.get(strategy)
         new = ratio if old is None else SMOOTHING * ratio + (1 - SMOOTHING) * old
         new = 1.0 if 1 / SHOWS < new < SHOWS else new
         self.factors[strategy] = new

@@ -93,7 +93,7 @@ from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
 from payoff.strategies.joblib_config import asked_n_jobs
-from payoff.worker import CancelToken, ChunkOutcome, gate_cost_ns, in_worker
+from payoff.worker import CPU_SAMPLE_NS, CancelToken, ChunkOutcome, gate_cost_ns, in_worker
 
 CHECK_EACH_PAYS = 5
 """Dear items hidden among cheap ones must have cost this many times what checking each item costs."""
@@ -161,6 +161,11 @@ AMORTIZE_CALLS = 100
 CALL_EVENTS = 4096
 """Starts and ends of this process's calls the planner remembers, to tell a call that ran alone from one that
 shared the process (its GIL, its pools) with others."""
+LEFT_RUNNING = -1
+"""``Planner._last_event_of``'s key for the ends of calls that left items running: no thread's ident. A call this
+thread ended with items still running (a ``timeout=``, an item's error) did not end before the next: a
+pure-Python function probed right after a timed-out map on threads read a share of 0.35-0.40 and went to 5-6
+threads as waiting work (review)."""
 CALL_EVENT_THREADS = 256
 """Threads whose last call's time the planner keeps; past this, the older half is forgotten (a thread per
 request comes and goes)."""
@@ -306,12 +311,14 @@ class Planner:
             self._last_event_of.clear()
             self._open.clear()
 
-    def _event(self, stop: CancelToken | None = None, *, ends: bool = False) -> None:
-        """A call starts (``plan``) or ends (``learn``) now; ``stop`` names it among the calls still open."""
+    def _event(self, stop: CancelToken | None = None, *, ends: bool = False, left_running: bool = False) -> None:
+        """A call starts (``plan``) or ends (``learn``) now; ``stop`` names it among the calls still open.
+        ``left_running``: it ended with items still running (a timeout, an item's error: the rest finish in the
+        background), which the next probe of its thread meets as another thread's call."""
         with self._events_lock:
             now = time.monotonic_ns()
             self._events.append(now)
-            self._last_event_of[threading.get_ident()] = now
+            self._last_event_of[LEFT_RUNNING if left_running else threading.get_ident()] = now
             if len(self._last_event_of) > CALL_EVENT_THREADS:
                 self._last_event_of = dict(sorted(self._last_event_of.items(), key=lambda kv: kv[1])[
                     -CALL_EVENT_THREADS // 2:])
@@ -641,7 +648,7 @@ class Planner:
         if crash is not None:
             self.knowledge.crashed(fn, crash)
         crowded = shared_pool or self._among_others(record.wall_seconds, stop) or self._others_open(stop)
-        self._event(stop, ends=True)
+        self._event(stop, ends=True, left_running=error is not None or not record.completed or bool(record.n_errors))
         waiting_on_threads = record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads"
         if waiting_on_threads and record.speedup < 1.0 \
                 and record.cpu_seconds >= GIL_BOUND_CORES * record.busy_seconds > 0:
@@ -654,8 +661,8 @@ class Planner:
         taught = _taught(record, known, crowded) if measured_all and record.busy_seconds > 0 \
             and not (crowded and in_process) else None
         far = taught is not None and _check_far_dearer(record, known, taught[0])
-        if far:
-            self.knowledge.loop_far_dearer(fn)
+        if far:  # no new cost, and no reading: it spent one of the pool's checks (CHECK_TRIES)
+            self.knowledge.far_check(fn)
             taught = None
         if taught is not None:
             per_item, share, n = taught
@@ -723,7 +730,7 @@ class Planner:
                 or record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE or _met_outside_load(record):
             return
         if record.mode == "serial" and all(c.where == "caller" for c in record.chunks):
-            self.knowledge.observe_alone(fn, per_item, n, record.cpu_seconds >= ON_CPU * record.busy_seconds)
+            self.knowledge.observe_alone(fn, per_item, n, _on_cpu(record, per_item))
         elif record.mode == "parallel" and record.fallback_reason is None and record.selected_strategy in LOCAL_POOLS \
                 and not record.overhead_seconds.get("worker_warmup"):
             self.knowledge.observe_on_pool(fn, record.selected_strategy, per_item * record.contention, n,
@@ -783,12 +790,23 @@ def _under_outside_load(record: MapRecord) -> bool:
         and _waited_for_a_cpu([c for c in record.chunks if c.where != "caller"])
 
 
+def _on_cpu(record: MapRecord, per_item: float) -> bool:
+    """Whether a serial call's items ran on a CPU ``ON_CPU`` of their own time (waits for a CPU taken off: a
+    loaded machine is no wait of the items'), read where each item's CPU clock is (items of ``CPU_SAMPLE_NS``
+    or more: a streamed call counts a cheaper item's wall time as its CPU, and a loop of 10 us sleeps read
+    0.95)."""
+    own = items_seconds(record)
+    return per_item * 1e9 >= CPU_SAMPLE_NS and own > 0 and record.cpu_seconds >= ON_CPU * own
+
+
 def _check_far_dearer(record: MapRecord, known: Facts | None, per_item: float) -> bool:
-    """A serial check whose items cost ``COST_SHIFT`` times what its pools' calls read or more: the same items
-    (a check is planned at the pool's cost), a loop far dearer than the workers' items. A forest's
-    ``n_jobs=-1`` predict took 13 ms an item in the caller (joblib's threads) and 2.8 ms in a worker (one
-    thread). Read as a new cost, it forgot what the pools had read; a check came again and again, each 0.45 s
-    for a pool call of 0.07 s (trial 52 F1)."""
+    """A serial check whose items cost ``COST_SHIFT`` times what its pools' calls read or more: a loop far dearer
+    than the workers' items, or this call's data moved (nothing but its own run reads a check's items). A
+    forest's ``n_jobs=-1`` predict took 13 ms an item in the caller (joblib's threads) and 2.8 ms in a worker
+    (one thread). Read as a new cost, it forgot what the pools had read, and with it the checks spent: a
+    check came at every chance, each 0.45 s for a pool call of 0.07 s (trial 52 F1). Not read, it is one of
+    the pool's checks; where the data moved, the next pool call reads the new cost. Nor does it end the checks
+    for good: one call of other data (a review: 10 ms sleeps among 2 ms ones) is not told from a dearer loop."""
     return record.decision_reason is Reason.AUTO_SERIAL_CHECK and known is not None \
         and per_item > COST_SHIFT * known.seconds_per_item
 
