@@ -265,9 +265,12 @@ class Facts:
     misleading_firsts: int = 0
     """Other objects of its source whose first item read another CPU share and whose second did not
     (``planning.MISLEADING_FIRSTS``)."""
-    loaded_loop: LoadedLoop | None = None
-    """Its last whole serial auto call in the caller that waited for a CPU as other programs had the cores: what
-    a loop took under such load, which a pool's call under it is held to (``planning._beside_a_loaded_loop``)."""
+    timed_loop: TimedLoop | None = None
+    """Its last whole serial auto call in the caller: what a loop took lately, which a pool's call under other
+    programs' load is held to (``planning._beside_a_timed_loop``)."""
+    unjudged: int = 0
+    """Losses in a row a pool's calls met under other programs' load with no loop lately to hold them to
+    (``planning.UNJUDGED_LOSSES``)."""
 
     @property
     def sound(self) -> bool:
@@ -290,7 +293,7 @@ def rebuy(thrown: int) -> int:
     return 1 << thrown
 
 
-class LoadedLoop(NamedTuple):
+class TimedLoop(NamedTuple):
     wall_per_item: float
     n_items: int
     at: float
@@ -306,7 +309,7 @@ def _forget_old_items(facts: Facts) -> None:
     facts.retries.clear()
     facts.gil_held = facts.gil_threads = facts.threads_speedup = None
     facts.side_by_side = facts.side_by_side.afresh()
-    facts.loaded_loop = None
+    facts.timed_loop = None
 
 
 def _sound(n_items: int, seconds_per_item: float) -> bool:
@@ -546,11 +549,26 @@ class Knowledge:
             if facts is not None:
                 facts.misleading_firsts += 1
 
-    def observe_loaded_loop(self, fn: Callable[..., Any], wall_per_item: float, n_items: int) -> None:
-        """A whole serial call in the caller that met other programs' load took ``wall_per_item`` an item."""
+    def observe_timed_loop(self, fn: Callable[..., Any], wall_per_item: float, n_items: int) -> None:
+        """A whole serial call in the caller took ``wall_per_item`` an item."""
         with self._stored(fn) as facts:
             if facts is not None:
-                facts.loaded_loop = LoadedLoop(wall_per_item, n_items, time.monotonic())
+                facts.timed_loop = TimedLoop(wall_per_item, n_items, time.monotonic())
+                facts.unjudged = 0
+
+    def loss_unjudged(self, fn: Callable[..., Any]) -> None:
+        """A pool's call lost under other programs' load, and no loop timed lately could judge it."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.unjudged += 1
+
+    def loop_wanted(self, fn: Callable[..., Any], losses: int) -> bool:
+        """Whether ``losses`` losses in a row went unjudged: the count starts again, as this call times a loop."""
+        with self._stored(fn) as facts:
+            if facts is None or facts.unjudged < losses:
+                return False
+            facts.unjudged = 0
+            return True
 
     def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int,
                       on_cpu: bool = False) -> None:
