@@ -1539,3 +1539,19 @@ def test_a_call_of_this_thread_that_left_items_running_is_another_call_to_its_ne
         else:
             ex.map(tasks.nap_ms, [1, 1])
         assert planner._others_lately(planning.OTHERS_WINDOW_SECONDS) is left_running
+
+
+def test_every_warm_auto_call_on_threads_is_what_threads_gain_for_data_processes_cannot_take() -> None:
+    """Trial 53 #3: SHA-256 of 200 blobs of 1 MiB. A first, cold call on threads for data processes cannot take
+    (``auto_shared_memory``) read 0.99x; five threads calls after it (``auto_releases_gil``) read 1.26-1.39x,
+    yet the 0.99x alone was what threads gained, and the next 7 calls ran serially (``payload_too_large``,
+    its warning quoting 0.99x) while thread pools ran 1.3-1.9x the loop."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin, _knowledge.Facts(1e-4, 1.0, 40, "", None, result_error="",
+                                                         threads_speedup=0.99))
+    record = replace(_finished(time.monotonic_ns(), "threads", speedup=1.3), decision_reason=Reason.AUTO_RELEASES_GIL)
+    assert record.speedup == pytest.approx(1.3)
+    planner.learn(record, tasks.spin)
+    facts = planner.knowledge.get(tasks.spin)
+    assert facts is not None and facts.threads_speedup == pytest.approx(record.speedup)
+    assert facts.verdicts["threads"][0] == pytest.approx(record.speedup)
