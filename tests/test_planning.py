@@ -1555,3 +1555,21 @@ def test_every_warm_auto_call_on_threads_is_what_threads_gain_for_data_processes
     facts = planner.knowledge.get(tasks.spin)
     assert facts is not None and facts.threads_speedup == pytest.approx(record.speedup)
     assert facts.verdicts["threads"][0] == pytest.approx(record.speedup)
+
+
+def test_a_stream_kept_serial_says_it_was_weighed_on_its_first_items() -> None:
+    """Trial 53 #4: a 200,000-item ``imap`` over a generator warned "200,000 items ... ran serially ... 1,024
+    items x 6.3 us = 6.46 ms of work": its plan weighed the first items of a stream of no known end, and said
+    so nowhere."""
+    from payoff import ParallelExecutor
+
+    with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert list(ex.imap(tasks.square, (i for i in range(5_000)))) == [i * i for i in range(5_000)]
+        streamed = ex.last_record
+        assert ex.map(tasks.square, list(range(5_000))) == [i * i for i in range(5_000)]
+        listed = ex.last_record
+    assert streamed is not None and listed is not None
+    assert streamed.fallback_reason is not None and streamed.n_items == 5_000, streamed.summary()
+    assert "the stream's first" in streamed.fallback_detail and "a stream of no known end" in streamed.fallback_detail
+    assert listed.fallback_reason is not None and "the stream's" not in listed.fallback_detail, listed.summary()

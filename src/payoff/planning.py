@@ -466,7 +466,7 @@ class Planner:
                 fallback = (fallback[0], fallback[1] + _why_not_threads(probe, workers))
         if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY \
                 and cfg.tiny_workload_threshold != 0:  # forced parallel, to measure: no earlier verdict overrules
-            fallback = _verdict_fallback(strategy, probe, remaining)  # shared memory keeps its own verdict
+            fallback = _verdict_fallback(strategy, probe, remaining, call.sized)  # shared memory keeps its own
             if fallback is not None and not self.knowledge.hold(call.fn, strategy):
                 fallback = None  # held long enough: measure again (one noisy call must not decide forever)
         if fallback is not None and unreachable and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST):
@@ -1068,7 +1068,7 @@ def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | N
     return facts.worker_threads if cap is None else min(cap, facts.worker_threads)
 
 
-def _verdict_fallback(strategy: str, probe: Probe, remaining: int) -> tuple[Reason, str] | None:
+def _verdict_fallback(strategy: str, probe: Probe, remaining: int, sized: bool = True) -> tuple[Reason, str] | None:
     """Serial when an earlier auto call of this function measured no gain on ``strategy`` at a similar size."""
     verdict = probe.verdicts.get(strategy)
     if verdict is None:
@@ -1078,7 +1078,7 @@ def _verdict_fallback(strategy: str, probe: Probe, remaining: int) -> tuple[Reas
         return None
     return (Reason.NO_MEASURED_GAIN, f"an earlier call of this function on {strategy} with {n_items:,} items "
             f"measured {speedup:.2f}x against serial{_side_by_side_said(probe, strategy)}; this call has "
-            f"{remaining:,}")
+            f"{remaining:,}" if sized else f"{_items_of(False, remaining)} were weighed{STREAM_SAID}")
 
 
 def _side_by_side_said(probe: Probe, strategy: str) -> str:
@@ -1326,6 +1326,12 @@ def _per_item(seconds: float) -> str:
 
 def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe,
                    remaining: int) -> tuple[Reason, str] | None:
+    fallback = _weighed_fallback(costs, call, strategy, workers, probe, remaining)
+    return fallback if fallback is None or call.sized else (fallback[0], fallback[1] + STREAM_SAID)
+
+
+def _weighed_fallback(costs: CostModel, call: Call, strategy: str, workers: int, probe: Probe,
+                      remaining: int) -> tuple[Reason, str] | None:
     """Serial when the pool cannot beat the loop on the rest of the items.
 
     A backend the user named is honoured for all but truly tiny work: its
@@ -1349,15 +1355,15 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
         pays_from = fixed * PAYOFF_MARGIN * workers / max(1, workers - 1)
         if serial > pays_from:
             return None
-        return (Reason.TINY_WORKLOAD, f"{remaining:,} items{_measured_on(probe)} x {_per_item(cost)} = "
-                f"{serial * 1e3:,.3f} ms of "
-                f"work cannot pay for {strategy}'s fixed cost of about {fixed * 1e3:,.2f} ms per call (it pays "
-                f"from about {pays_from * 1e3:,.2f} ms of work on {workers} worker{'s' * (workers != 1)})")
+        return (Reason.TINY_WORKLOAD, f"{_items_of(call.sized, remaining)}{_measured_on(probe)} x "
+                f"{_per_item(cost)} = {serial * 1e3:,.3f} ms of work cannot pay for {strategy}'s fixed cost of "
+                f"about {fixed * 1e3:,.2f} ms per call (it pays from about {pays_from * 1e3:,.2f} ms of work on "
+                f"{workers} worker{'s' * (workers != 1)})")
     est = _estimate(costs, call, strategy, workers, probe, remaining, cost)
     if est.parallel * PAYOFF_MARGIN < est.serial:
         return None
-    summary = (f"{remaining:,} items{_measured_on(probe)} x {_per_item(cost)} = {est.serial * 1e3:,.2f} ms of work; "
-               f"{strategy} would need about {est.parallel * 1e3:,.2f} ms")
+    summary = (f"{_items_of(call.sized, remaining)}{_measured_on(probe)} x {_per_item(cost)} = "
+               f"{est.serial * 1e3:,.2f} ms of work; {strategy} would need about {est.parallel * 1e3:,.2f} ms")
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
         thrown = probe.thrown.get(strategy, 0)
@@ -1378,6 +1384,16 @@ def _cost_fallback(costs: CostModel, call: Call, strategy: str, workers: int, pr
     if shared < min(workers, PAYOFF_MARGIN):  # not tiny work: the CPUs it would run on (advice trial)
         return Reason.SINGLE_WORKER, f"{summary}: its {workers} workers would share {cpus_described()}"
     return Reason.TINY_WORKLOAD, summary
+
+
+def _items_of(sized: bool, n: int) -> str:
+    """The items a plan weighed: a stream of no known end is weighed on its first ones, and its whole run stays
+    where they were planned (a 200,000-item ``imap`` over a generator was "1,024 items ... 6.46 ms of work" in
+    a warning that began "200,000 items": trial 53)."""
+    return f"{n:,} items" if sized else f"the stream's first {n:,} items"
+
+
+STREAM_SAID = "; a stream of no known end is planned on its first items, and the rest runs as they do"
 
 
 def _thrown_said(thrown: int, strategy: str, start: float) -> str:
