@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 import types
 import weakref
@@ -270,7 +271,11 @@ class Facts:
     programs' load is held to (``planning._beside_a_timed_loop``)."""
     unjudged: int = 0
     """Losses in a row a pool's calls met under other programs' load with no loop lately to hold them to
-    (``planning.UNJUDGED_LOSSES``)."""
+    (``planning.UNJUDGED_LOSSES``); a verdict ends the row."""
+    unjudged_n: int = 0
+    """The items of the last of those calls: a loop is timed for a call of about that size."""
+    loop_asked_at: float = -math.inf
+    """``time.monotonic()`` when a call was last run serially to time a loop (``loop_wanted``)."""
 
     @property
     def sound(self) -> bool:
@@ -296,6 +301,8 @@ def rebuy(thrown: int) -> int:
 class TimedLoop(NamedTuple):
     wall_per_item: float
     n_items: int
+    item_seconds: float
+    """Its items' own time each: a pool call is held to it only over items of about that cost."""
     at: float
     """``time.monotonic()`` when it ended: load comes and goes, so an old reading says little of the load now."""
 
@@ -355,7 +362,7 @@ class Knowledge:
         self._crashes: OrderedDict[Hashable, tuple[str, tuple[Callable[[], bool], ...]]] = OrderedDict()
         """A function's mark: how it crashed a worker (no callables: for good), or the items that outlived a
         timeout, each with whether it still runs."""
-        self._closed_later: deque[tuple[Callable[..., Any], str, int]] = deque()
+        self._closed_later: deque[tuple[Hashable | None, str, int]] = deque()
         """Pools closed with an executor nobody held (``closed_later``), for ``take_notes``."""
 
     @contextlib.contextmanager
@@ -511,6 +518,7 @@ class Knowledge:
         with self._stored(fn) as facts:
             if facts is None:
                 return
+            facts.unjudged = 0
             earlier = facts.verdicts.get(strategy)
             _count_confirmation(facts, strategy, speedup >= 1.0, earlier is not None and earlier[0] < 1.0)
             if earlier is not None and comparable(n_items, earlier[1], VERDICT_REACH):
@@ -549,25 +557,28 @@ class Knowledge:
             if facts is not None:
                 facts.misleading_firsts += 1
 
-    def observe_timed_loop(self, fn: Callable[..., Any], wall_per_item: float, n_items: int) -> None:
-        """A whole serial call in the caller took ``wall_per_item`` an item."""
+    def observe_timed_loop(self, fn: Callable[..., Any], wall_per_item: float, n_items: int,
+                           item_seconds: float) -> None:
+        """A whole serial call in the caller took ``wall_per_item`` an item, its items ``item_seconds`` each."""
         with self._stored(fn) as facts:
             if facts is not None:
-                facts.timed_loop = TimedLoop(wall_per_item, n_items, time.monotonic())
-                facts.unjudged = 0
+                facts.timed_loop = TimedLoop(wall_per_item, n_items, item_seconds, time.monotonic())
 
-    def loss_unjudged(self, fn: Callable[..., Any]) -> None:
-        """A pool's call lost under other programs' load, and no loop timed lately could judge it."""
+    def loss_unjudged(self, fn: Callable[..., Any], n_items: int) -> None:
+        """A pool's call of ``n_items`` lost under other programs' load, and no loop timed lately could judge it."""
         with self._stored(fn) as facts:
             if facts is not None:
-                facts.unjudged += 1
+                facts.unjudged, facts.unjudged_n = facts.unjudged + 1, n_items
 
-    def loop_wanted(self, fn: Callable[..., Any], losses: int) -> bool:
-        """Whether ``losses`` losses in a row went unjudged: the count starts again, as this call times a loop."""
+    def loop_wanted(self, fn: Callable[..., Any], losses: int, n_items: int, every: float) -> bool:
+        """Whether ``losses`` losses in a row went unjudged, the last at about this call's size, and no loop was
+        timed so in the last ``every`` seconds: this call times one, and the row starts again."""
         with self._stored(fn) as facts:
-            if facts is None or facts.unjudged < losses:
+            now = time.monotonic()
+            if facts is None or facts.unjudged < losses or now - facts.loop_asked_at < every \
+                    or not comparable(n_items, facts.unjudged_n, VERDICT_REACH):
                 return False
-            facts.unjudged = 0
+            facts.unjudged, facts.loop_asked_at = 0, now
             return True
 
     def observe_alone(self, fn: Callable[..., Any], seconds_per_item: float, n_items: int,
@@ -631,35 +642,42 @@ class Knowledge:
                 else:
                     facts.forgone.pop(strategy, None)
 
-    def closed_later(self, fn: Callable[..., Any], strategy: str, calls: int) -> None:
+    def closed_later(self, key: Hashable | None, strategy: str, calls: int) -> None:
         """``pool_closed``, noted for the next ``take_notes``: an executor's finalizer calls it, and a collection
-        may run that inside this object's lock (it is not reentrant). ``deque.append`` takes no lock of ours."""
-        self._closed_later.append((fn, strategy, calls))
+        may run that inside this object's lock (it is not reentrant). ``deque.append`` takes no lock of ours. By
+        the function's key (``fn_key``): a function kept for the finalizer kept a method's instance, and with it
+        an executor that instance held, alive for good (review: 66 threads after three dropped services)."""
+        self._closed_later.append((key, strategy, calls))
 
     def take_notes(self) -> None:
         """Count the pools ``closed_later`` noted (``pool_closed``)."""
         while self._closed_later:
             try:
-                fn, strategy, calls = self._closed_later.popleft()
+                key, strategy, calls = self._closed_later.popleft()
             except IndexError:  # another thread took the last one
                 return
-            self.pool_closed(fn, strategy, calls)
+            self.pool_closed(key, strategy, calls)
 
-    def pool_closed(self, fn: Callable[..., Any], strategy: str, calls: int) -> None:
-        """An executor was shut down with the ``strategy`` pool an auto call of ``fn`` started, after ``calls``
-        calls (maps, submits) on it: one that served only that call was thrown away (see ``rebuy``)."""
-        with self._stored(fn) as facts:
+    def pool_closed(self, key: Hashable | None, strategy: str, calls: int) -> None:
+        """An executor was shut down with the ``strategy`` pool an auto call of the function of ``key``
+        (``fn_key``) started, after ``calls`` calls (maps, submits) on it: one that served only that call was
+        thrown away (see ``rebuy``)."""
+        with self._lock:
+            facts = self._facts.get(key) if key is not None else None
             if facts is not None:
                 thrown = facts.thrown.get(strategy, 0)
                 facts.thrown[strategy] = min(MAX_THROWN, thrown + 1) if calls <= THROWN_CALLS else 0
 
-    def observe_threads(self, fn: Callable[..., Any], speedup: float) -> None:
-        """What threads really gained for ``fn``: the GIL decides, and only a run can tell."""
+    def observe_threads(self, fn: Callable[..., Any], speedup: float, confirms: bool = True) -> None:
+        """What threads really gained for ``fn``: the GIL decides, and only a run can tell. ``confirms``: the
+        call's gain or loss confirms or ends a hold of threads (not where its verdict already counted it: a
+        loss held threads off 4x as long, review)."""
         with self._stored(fn) as facts:
             if facts is not None:
                 earlier = facts.threads_speedup
-                _count_confirmation(facts, "threads", speedup >= THREADS_KEEP_SPEEDUP,
-                                    earlier is not None and earlier < THREADS_KEEP_SPEEDUP)
+                if confirms:
+                    _count_confirmation(facts, "threads", speedup >= THREADS_KEEP_SPEEDUP,
+                                        earlier is not None and earlier < THREADS_KEEP_SPEEDUP)
                 if earlier is not None and speedup < THREADS_KEEP_SPEEDUP:  # one noisy loss (0.93x) held threads
                     # off for 7 calls that gained 1.3x (user trial); a gain re-measured after a hold counts fully
                     speedup = VERDICT_LOSS_WEIGHT * speedup + (1 - VERDICT_LOSS_WEIGHT) * earlier
@@ -752,6 +770,7 @@ class Knowledge:
         with self._lock:
             self._facts.clear()
             self._crashes.clear()
+            self._closed_later.clear()
 
     def teach(self, fn: Callable[..., Any], facts: Facts) -> None:
         """State the facts of ``fn`` outright (tests, or a user who measured it): no probe will run.

@@ -22,14 +22,14 @@ import time
 import weakref
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, SupportsIndex, TypedDict, TypeVar, Unpack, cast
 
 from payoff import _exit, _forks, _maprun, _spare_threads, _waiting, planning
 from payoff._event_loop import blocking_loop, warn_if_held
-from payoff._knowledge import Knowledge
+from payoff._knowledge import Knowledge, fn_key
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._maprun import MapRun
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
@@ -132,8 +132,9 @@ class ParallelExecutor:
         self._runs_changed = threading.Condition(self._lock)
         self._submitted: set[Future[Any]] = set()
         """Submitted calls not done yet: the program's end waits for them, as ``concurrent.futures`` does."""
-        self._started_for: dict[str, Callable[[Any], Any]] = {}
-        """By strategy: the function whose auto call started the current pool (``Knowledge.pool_closed``)."""
+        self._started_for: dict[str, Hashable | None] = {}
+        """By strategy: the key (``fn_key``) of the function whose auto call started the current pool
+        (``Knowledge.pool_closed``): not the function, which may hold what holds this executor."""
         self._workload_calls: Counter[str] = Counter()
         self._last_used = time.monotonic()
         self._idle_thread: threading.Thread | None = None
@@ -465,9 +466,8 @@ class ParallelExecutor:
         if wait:
             self._detach_paused()
         for strategy, calls in self._pools.calls_served().items():
-            started_for = self._started_for.pop(strategy, None)
-            if started_for is not None:
-                self._planner.knowledge.pool_closed(started_for, strategy, calls)
+            if strategy in self._started_for:
+                self._planner.knowledge.pool_closed(self._started_for.pop(strategy), strategy, calls)
         self._pools.retire(close_idle=not wait)  # first: a pool given up below is then waited for and joined
         if cancel_futures:
             self._cancel_queued()
@@ -728,7 +728,7 @@ class ParallelExecutor:
                 error: BaseException | None, config: ParallelConfig, stop: CancelToken | None = None) -> None:
         self._keep(record)
         if record.pool_started and record.requested_strategy == "auto":  # its shutdown may throw the pool away
-            self._started_for[record.selected_strategy] = fn
+            self._started_for[record.selected_strategy] = fn_key(fn)
         # a WorkerCrashedError keeps fn out of the caller from now on
         self._planner.learn(record, fn, config, error, shared_pool=record.pool_shared, stop=stop)
         self._observers.finished(call, record, error)
@@ -836,7 +836,7 @@ def _carried(config: ParallelConfig, max_records: int | None) -> ParallelExecuto
 
 
 def _on_drop(executor: ParallelExecutor) -> weakref.finalize[
-        [PoolRegistry, threading.Event, dict[str, Callable[[Any], Any]], Knowledge], ParallelExecutor]:
+        [PoolRegistry, threading.Event, dict[str, Hashable | None], Knowledge], ParallelExecutor]:
     """Close ``executor``'s pools when nobody holds it any more, as ``concurrent.futures`` does.
 
     Its worker threads wait on their queues forever otherwise, and its idle timer for up
@@ -849,15 +849,14 @@ def _on_drop(executor: ParallelExecutor) -> weakref.finalize[
     return dropped
 
 
-def _close_dropped(pools: PoolRegistry, idle_wake: threading.Event, started_for: dict[str, Callable[[Any], Any]],
+def _close_dropped(pools: PoolRegistry, idle_wake: threading.Event, started_for: dict[str, Hashable | None],
                    knowledge: Knowledge) -> None:
     """Without waiting: nothing is queued there (a pending submit or a running call holds the executor). A pool
     an auto call started is counted as ``shutdown`` counts it, when the next call plans (``closed_later``):
     ``ParallelExecutor().map(...)`` in a loop bought a pool every few calls."""
     for strategy, calls in pools.calls_served().items():
-        fn = started_for.pop(strategy, None)
-        if fn is not None:
-            knowledge.closed_later(fn, strategy, calls)
+        if strategy in started_for:
+            knowledge.closed_later(started_for.pop(strategy), strategy, calls)
     pools.closed = True
     pools.retire()
     idle_wake.set()  # the idle timer sees its executor gone and ends

@@ -61,7 +61,7 @@ from payoff._probe import (
     stuck_probes,
     waiting_line,
 )
-from payoff._side_by_side import ON_CPU, comparable
+from payoff._side_by_side import CHECK_MAX_LOSS_SECONDS, ON_CPU, comparable
 from payoff._side_by_side import POOLS as LOCAL_POOLS
 from payoff.config import (
     ALIAS_ENV_VAR,
@@ -110,6 +110,8 @@ two workers on 2 CPUs wait 3-7%; beside one busy loop about half, beside two 52-
 TIMED_LOOP_SECONDS = 60.0
 """A whole serial call is what a loop takes for this long after it (``_beside_a_timed_loop``): busy programs
 come and go."""
+TIMED_LOOP_ALIKE = 1.5
+"""A pool call is held to a timed loop only where its items' own time each is within this ratio of the loop's."""
 UNJUDGED_LOSSES = 2
 """Losses in a row under other programs' load with no loop timed lately, after which auto's next call on that
 pool runs serially to time one (``auto_serial_check``): 200,000 short texts stayed on processes through 8
@@ -604,7 +606,8 @@ class Planner:
                 and not self._others_open(call.stop) \
                 and (self.knowledge.check_alone(call.fn, strategy, remaining, decision is Reason.AUTO_SHARED_MEMORY,
                                                 probe.seconds_per_item)
-                     or self.knowledge.loop_wanted(call.fn, UNJUDGED_LOSSES)):
+                     or (_loop_worth_timing(probe, remaining, workers)
+                         and self.knowledge.loop_wanted(call.fn, UNJUDGED_LOSSES, remaining, TIMED_LOOP_SECONDS))):
             return _serial(call, None, "", Reason.AUTO_SERIAL_CHECK, probe)
         return self._chunked(call, strategy, workers, probe, remaining, decision)
 
@@ -653,7 +656,7 @@ class Planner:
         if crash is not None:
             self.knowledge.crashed(fn, crash)
         crowded = shared_pool or self._among_others(record.wall_seconds, stop) or self._others_open(stop)
-        self._event(stop, ends=True, left_running=error is not None or not record.completed or bool(record.n_errors))
+        self._event(stop, ends=True, left_running=_left_running(record, error))
         waiting_on_threads = record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads"
         if waiting_on_threads and record.speedup < 1.0 \
                 and record.cpu_seconds >= GIL_BOUND_CORES * record.busy_seconds > 0:
@@ -686,7 +689,8 @@ class Planner:
         if taught is not None and not crowded:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
             if _times_a_loop(record):
-                self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items)
+                self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items,
+                                                  taught[0])
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
@@ -714,13 +718,15 @@ class Planner:
             if speedup is not None and speedup < 1.0 and _under_outside_load(record):
                 speedup = _beside_a_timed_loop(record, self.knowledge.get(fn))
                 if speedup is None:
-                    self.knowledge.loss_unjudged(fn)
+                    self.knowledge.loss_unjudged(fn, record.n_items)
             if speedup is not None:
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
-            if speedup is not None and record.selected_strategy == "threads":
-                # what threads gain, wherever auto chose them: one cold 0.99x for data processes cannot take
-                # outweighed five calls of 1.26-1.39x and held 7 calls of 1 MiB hashes serial (trial 53)
-                self.knowledge.observe_threads(fn, speedup)
+            if speedup is not None and record.selected_strategy == "threads" \
+                    and record.decision_reason is not Reason.AUTO_WAITING:
+                # what threads gain on CPU work, wherever auto chose them: one cold 0.99x for data processes
+                # cannot take outweighed five calls of 1.26-1.39x and held 7 calls of 1 MiB hashes serial (trial
+                # 53); the verdict above counted its confirmation (waiting work on many threads gains otherwise)
+                self.knowledge.observe_threads(fn, speedup, confirms=False)
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
@@ -832,6 +838,21 @@ def _times_a_loop(record: MapRecord) -> bool:
         and all(c.where == "caller" for c in record.chunks)
 
 
+def _left_running(record: MapRecord, error: BaseException | None) -> bool:
+    """Whether a call ended with its items still running in this process: a pool of threads that did not finish
+    (an item's error, a timeout, a stream left early), or items run on a payoff thread under a timeout. Items a
+    serial call ran in the caller, or processes, hold no GIL of the next probe's (review)."""
+    unfinished = error is not None or not record.completed or bool(record.n_errors)
+    return unfinished and (record.selected_strategy == "threads" or isinstance(error, TimeoutError))
+
+
+def _loop_worth_timing(probe: Probe, remaining: int, workers: int) -> bool:
+    """Whether running this call serially to time a loop costs at most ``CHECK_MAX_LOSS_SECONDS`` more than the
+    pool would take at the most its workers could gain."""
+    cost = probe.seconds_per_item
+    return cost is not None and cost * remaining * (1 - 1 / max(1, workers)) <= CHECK_MAX_LOSS_SECONDS
+
+
 def _beside_a_timed_loop(record: MapRecord, known: Facts | None) -> float | None:
     """A pool's loss under other programs' load, against the function's serial call of about its size, lately
     (``TIMED_LOOP_SECONDS``): wall time against wall time; None without one (no verdict).
@@ -842,8 +863,11 @@ def _beside_a_timed_loop(record: MapRecord, known: Facts | None) -> float | None
     """
     loop = None if known is None else known.timed_loop
     if loop is None or time.monotonic() - loop.at > TIMED_LOOP_SECONDS \
-            or not comparable(record.n_items, loop.n_items, VERDICT_REACH):
+            or not comparable(record.n_items, loop.n_items, VERDICT_REACH) or not record.n_items:
         return None
+    items = items_seconds(record) / record.n_items
+    if max(items, loop.item_seconds) > TIMED_LOOP_ALIKE * min(items, loop.item_seconds):
+        return None  # other data: texts 1.7x longer than the loop's read 0.65x for a real 1.50x (review)
     wall = record.wall_seconds - record.overhead_seconds.get("worker_warmup", 0.0)
     return loop.wall_per_item * record.n_items / wall if wall > 0 else None
 
@@ -1077,8 +1101,8 @@ def _verdict_fallback(strategy: str, probe: Probe, remaining: int, sized: bool =
     if speedup >= 1.0 or remaining > VERDICT_REACH * n_items:
         return None
     return (Reason.NO_MEASURED_GAIN, f"an earlier call of this function on {strategy} with {n_items:,} items "
-            f"measured {speedup:.2f}x against serial{_side_by_side_said(probe, strategy)}; this call has "
-            f"{remaining:,}" if sized else f"{_items_of(False, remaining)} were weighed{STREAM_SAID}")
+            f"measured {speedup:.2f}x against serial{_side_by_side_said(probe, strategy)}; "
+            + (f"this call has {remaining:,}" if sized else f"{_items_of(False, remaining)} were weighed{STREAM_SAID}"))
 
 
 def _side_by_side_said(probe: Probe, strategy: str) -> str:
@@ -1390,7 +1414,7 @@ def _items_of(sized: bool, n: int) -> str:
     """The items a plan weighed: a stream of no known end is weighed on its first ones, and its whole run stays
     where they were planned (a 200,000-item ``imap`` over a generator was "1,024 items ... 6.46 ms of work" in
     a warning that began "200,000 items": trial 53)."""
-    return f"{n:,} items" if sized else f"the stream's first {n:,} items"
+    return f"{n:,} items" if sized else f"up to {n:,} items of a stream"
 
 
 STREAM_SAID = "; a stream of no known end is planned on its first items, and the rest runs as they do"
