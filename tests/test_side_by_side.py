@@ -254,8 +254,9 @@ def test_the_verdict_is_corrected_whichever_call_came_first(order: tuple[str, ..
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None
     assert facts.side_by_side.factor("processes") == pytest.approx(1.25)
-    # the records' wall times end when they are built: a loaded machine made them 1-3% longer (rel=0.01 failed)
-    assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 1.25, rel=0.05)
+    # the records' wall times end when they are built: a loaded machine made them 1-5% longer (rel=0.01 and
+    # 0.05 failed in clean-clone CI); uncorrected, the verdict would read 1.3
+    assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 1.25, rel=0.1)
 
 
 def test_a_loop_dearer_than_the_pools_items_counts_only_if_it_never_waited() -> None:
