@@ -465,9 +465,7 @@ class ParallelExecutor:
         wait = wait and not self._inside_own_work()
         if wait:
             self._detach_paused()
-        for strategy, calls in self._pools.calls_served().items():
-            if strategy in self._started_for:
-                self._planner.knowledge.pool_closed(self._started_for.pop(strategy), strategy, calls)
+        _count_closed(self._pools, self._started_for, self._planner.knowledge.pool_closed)
         self._pools.retire(close_idle=not wait)  # first: a pool given up below is then waited for and joined
         if cancel_futures:
             self._cancel_queued()
@@ -849,14 +847,20 @@ def _on_drop(executor: ParallelExecutor) -> weakref.finalize[
     return dropped
 
 
+def _count_closed(pools: PoolRegistry, started_for: dict[str, Hashable | None],
+                  count: Callable[[Hashable | None, str, int], None]) -> None:
+    """Hand ``count`` each current pool an auto call started (its function's key), with the calls it served."""
+    for strategy, calls in pools.calls_served().items():
+        if strategy in started_for:
+            count(started_for.pop(strategy), strategy, calls)
+
+
 def _close_dropped(pools: PoolRegistry, idle_wake: threading.Event, started_for: dict[str, Hashable | None],
                    knowledge: Knowledge) -> None:
     """Without waiting: nothing is queued there (a pending submit or a running call holds the executor). A pool
     an auto call started is counted as ``shutdown`` counts it, when the next call plans (``closed_later``):
     ``ParallelExecutor().map(...)`` in a loop bought a pool every few calls."""
-    for strategy, calls in pools.calls_served().items():
-        if strategy in started_for:
-            knowledge.closed_later(started_for.pop(strategy), strategy, calls)
+    _count_closed(pools, started_for, knowledge.closed_later)
     pools.closed = True
     pools.retire()
     idle_wake.set()  # the idle timer sees its executor gone and ends
