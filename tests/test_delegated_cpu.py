@@ -100,9 +100,10 @@ import json, warnings
 import numpy as np
 from payoff import ParallelConfig, ParallelExecutor, planning
 from tests import tasks
+import sys
 a = np.random.default_rng(0).random((400, 400))
 readings = []
-for _ in range(5):
+for _ in range(int(sys.argv[1])):
     planning.PLANNER.reset()
     a @ a  # its threads spin on
     with ParallelExecutor(ParallelConfig(max_workers=2)) as ex, warnings.catch_warnings():
@@ -114,23 +115,44 @@ print(json.dumps(readings))
 """
 
 
-def test_blas_threads_still_spinning_after_the_programs_own_matrix_product_are_not_the_items_work() -> None:
-    """OpenBLAS's threads spin for about 0.1 s after each product, waiting for the next: a product of the
-    program's own just before a call (a model fitted, then its requests fetched) kept a core busy beside a probe
-    of 2 ms sleeps, which read 0.99 of delegated CPU and went to processes, 5 calls of 5 (found as the planning
-    tests that follow a product ran it in the suite). In a fresh interpreter, so that nothing an earlier test
-    left running computes beside the probe; one call in five may still meet other load (the suite under two
-    workers once read 2 calls of 3 beside such load, with nothing spinning)."""
+def _after_products(calls: int) -> list[list[object]]:
+    """``calls`` readings of ``_AFTER_A_PRODUCT``, in a fresh interpreter: nothing an earlier test left running
+    computes beside the probe there."""
     if _blas_threads() < 2:
         message = f"numpy's BLAS runs {_blas_threads()} thread(s) here: no thread is left spinning to test"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    done = subprocess.run([sys.executable, "-c", _AFTER_A_PRODUCT], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", _AFTER_A_PRODUCT, str(calls)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
-    readings = json.loads(done.stdout.strip().splitlines()[-1])
+    readings: list[list[object]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return readings
+
+
+def test_blas_threads_still_spinning_after_the_programs_own_matrix_product_are_not_the_items_work() -> None:
+    """OpenBLAS's threads spin for about 0.1 s after each product, waiting for the next: a product of the
+    program's own just before a call (a model fitted, then its requests fetched) kept a core busy beside a probe
+    of 2 ms sleeps, which read 0.99 of delegated CPU and went to processes, 5 calls of 5 (found as the planning
+    tests that follow a product ran it in the suite). One call in five may still meet other load (the suite
+    under two workers once read 2 calls of 3 beside such load, with nothing spinning)."""
+    readings = _after_products(5)
     assert sum(r[0] == "auto_waiting" for r in readings) >= 4, readings
+
+
+def test_a_spinning_blas_thread_is_not_the_items_work_when_both_cores_are_busy() -> None:
+    """The spinning thread's clock moves on at the scheduler's tick, 4 ms at a time, or when it is taken off its
+    core, which load makes often: read just after the process's clock, a tick in between counted 4 ms of its
+    spinning as the items' CPU, and 2 ms sleeps read 1.0 of delegated CPU, 10 calls of 40 beside two busy
+    programs (2 calls of 5 in a clean-clone CI's suite). Read on the side that can only leave CPU out."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        readings = _after_products(8)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert [r for r in readings if r[0] != "auto_waiting"] == [], readings
 
 
 def test_only_python_threads_are_counted_as_gil_holders() -> None:
@@ -189,7 +211,7 @@ def test_a_child_that_ended_before_the_probe_and_is_reaped_during_it_is_not_the_
     before = _delegated_cpu.snapshot()
     assert before is not None
     child.wait()  # reaped now, as a pool's thread would
-    assert _delegated_cpu.since(before) < 50_000_000
+    assert _delegated_cpu.since(before).ns < 50_000_000
 
 
 def test_a_child_the_items_started_and_waited_for_still_counts() -> None:
@@ -197,7 +219,7 @@ def test_a_child_the_items_started_and_waited_for_still_counts() -> None:
     assert before is not None
     subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
                     "while time.process_time() < end: pass"], check=True)
-    assert _delegated_cpu.since(before) >= 200_000_000
+    assert _delegated_cpu.since(before).ns >= 200_000_000
 
 
 def test_a_garbage_collection_of_the_programs_heap_in_the_probe_is_not_the_items_cpu() -> None:
@@ -249,7 +271,7 @@ def test_a_payoff_pool_thread_started_during_the_probe_is_not_the_items_work(nam
     # read while it runs (an ended thread leaves the process's count only), once it has used 0.3 s of CPU: a
     # fixed 0.4 s sleep gave it only 0.16 s on a loaded machine (CI, beside other programs)
     assert spun.wait(120), "the spinning thread never got 0.3 s of CPU"
-    seen = _delegated_cpu.since(before)
+    seen = _delegated_cpu.since(before).ns
     stop.set()
     thread.join()
     # 0.3 s or more of the spin's CPU against the rest of the process's noise (threads of earlier tests' pools

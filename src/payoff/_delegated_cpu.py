@@ -22,6 +22,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from payoff import _procfs
 from payoff._outer_pools import _children
@@ -56,20 +57,42 @@ class Snapshot:
 
 
 def snapshot() -> Snapshot | None:
-    """Where CPU is read now; None where ``/proc`` cannot tell (the probe then reads its own thread only)."""
-    if not (_PROC / "self" / "task").is_dir():
-        return None
+    """Where CPU is read now; None where ``/proc`` cannot tell (the probe then reads its own thread only).
+
+    The other threads are read first and the process's clock last, so that CPU they use between the reads is in
+    the process's start and never taken for the items' (``since`` reads the other way round). A thread running
+    on another core has its clock moved on at the scheduler's tick, 4 ms at a time, or when it gives up its
+    core: a BLAS thread spinning on after a product, read just after the process's clock, moved 4 ms in between
+    and under load a probe of 2 ms sleeps read 1.0 of delegated CPU, 1 call in 4 (clean-clone CI).
+    """
+    return _read(process_first=False) if (_PROC / "self" / "task").is_dir() else None
+
+
+def _read(process_first: bool) -> Snapshot:
+    """``snapshot``'s reading, or ``since``'s with the process's clock read first and no running threads."""
+    clocks = (time.process_time_ns(), time.thread_time_ns()) if process_first else None
     own = threading.get_native_id()
     threads = {t.native_id: t for t in threading.enumerate() if t.native_id is not None and t.native_id != own}
     python = {tid: ns for tid in threads if (ns := _thread_ns(tid)) is not None}
     ours = frozenset(tid for tid, thread in threads.items() if is_own(thread))
     processes = {p: ns for p in descendants([os.getpid()]) if (ns := _process_ns(p[0])) is not None}
-    return Snapshot(time.process_time_ns(), time.thread_time_ns(), _reaped_ns(), time.perf_counter_ns(), python,
-                    processes, frozenset(_children(os.getpid(), _PROC) or ()), ours,
-                    _running_native(own, threads.keys()))
+    children = frozenset(_children(os.getpid(), _PROC) or ())
+    running = {} if process_first else _running_native(own, threads.keys())
+    reaped_ns, clock_ns = _reaped_ns(), time.perf_counter_ns()
+    own_ns = time.thread_time_ns() if clocks is None else clocks[1]
+    process_ns = time.process_time_ns() if clocks is None else clocks[0]
+    return Snapshot(process_ns, own_ns, reaped_ns, clock_ns, python, processes, children, ours, running)
 
 
-def spun_since(before: Snapshot) -> int:
+class Elsewhere(NamedTuple):
+    """CPU nanoseconds used outside the items' thread since a snapshot (``since``), and the part of it the
+    native threads already running then used (``spun_ns``)."""
+
+    ns: int
+    spun_ns: int
+
+
+def _spun_ns(before: Snapshot) -> int:
     """CPU nanoseconds the native threads running when ``before`` was taken (``Snapshot.running``) used since.
 
     Of items that wait, that is the program's (a BLAS pool spinning on after its product); of items that
@@ -104,23 +127,24 @@ def _running_native(own: int, python: Collection[int]) -> dict[int, int]:
     return running
 
 
-def since(before: Snapshot) -> int:
+def since(before: Snapshot) -> Elsewhere:
     """CPU nanoseconds used since ``before`` outside this thread and the program's other Python threads.
 
     In the process: its CPU time less this thread's and the growth of the Python threads that ran before
     (threads started meanwhile are the items', such as a scikit-learn predict's pool; those that also ended
     are still in the process's time), unless those Python threads were busy themselves: the files are read
     one by one, and busy threads grow between the reads by more than the items' share could be told from
-    (native threads busy before: ``spun_since``). Outside
+    (native threads busy before: ``Elsewhere.spun_ns``). Outside
     it: the descendants started meanwhile, and the children reaped meanwhile (less what they had used before).
     Descendants that ran before are the program's as likely as the items' (a busy subprocess of its own, a
     dask cluster, or the loky workers of an earlier ``n_jobs=-1`` fit): they are not counted. Nor are the
     children reaped meanwhile when one of them had ended before, or was a helper: the count of reaped CPU
     cannot be split, and an earlier pool's workers, reaped while a probe of 2 ms sleeps ran, made it read 1.0.
     """
-    after = snapshot()
-    if after is None:
-        return 0
+    if not (_PROC / "self" / "task").is_dir():
+        return Elsewhere(0, 0)
+    after = _read(process_first=True)
+    spun = _spun_ns(before)  # after the process's clock: see ``snapshot``
     program = sum(after.python[tid] - ns for tid, ns in before.python.items() if tid in after.python)
     # payoff's own threads started meanwhile are another call's pool, not the items' (service trial: a sleeping
     # function probed while another request's first call started its threads read as CPU work, for good)
@@ -133,7 +157,7 @@ def since(before: Snapshot) -> int:
     measured = {pid for pid, _ in before.processes}
     if before.children - after.children <= measured:  # else a child that ended before, reaped meanwhile
         outside += max(0, after.reaped_ns - before.reaped_ns - gone)
-    return max(0, in_process) + max(0, outside)
+    return Elsewhere(max(0, in_process) + max(0, outside), spun)
 
 
 def _thread_ns(tid: int) -> int | None:

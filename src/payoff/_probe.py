@@ -209,11 +209,11 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         elapsed = (outcome.end_ns - outcome.start_ns) / 1e9  # waits for a CPU included: the native threads' are
         # read (/proc) only where a reading is used; no payoff process pool started meanwhile: the processes
         # started then are the items'
-        others_ns = _delegated_cpu.since(elsewhere) - collections.ns \
+        used = _delegated_cpu.since(elsewhere) \
             if elsewhere is not None and not crowded and _own_pools.none_started_since(starts) \
             and (elapsed >= CORES_MIN_SECONDS or probe.cpu_ratio < line) else None
-        if others_ns is not None and elsewhere is not None:
-            others_ns = items_elsewhere_ns(others_ns, _delegated_cpu.spun_since(elsewhere), probe.cpu_ratio, line)
+        others_ns = None if used is None \
+            else items_elsewhere_ns(used.ns - collections.ns, used.spun_ns, probe.cpu_ratio, line)
         if others_ns is not None and elapsed >= CORES_MIN_SECONDS:
             probe.cores = min(cpu_capacity(), max(0.0, outcome.cpu_ns + others_ns) / 1e9 / elapsed)
             probe.cores_read = True
@@ -251,7 +251,7 @@ def own_seconds(outcome: ChunkOutcome) -> float:
 
 def items_elsewhere_ns(others_ns: int, spun_ns: int, cpu_ratio: float, line: float) -> int:
     """The CPU outside the items' thread that counts as theirs: for items that wait (a share under ``line``),
-    not what native threads already running before them used (``_delegated_cpu.spun_since``); for items that
+    not what native threads already running before them used (``_delegated_cpu.Elsewhere.spun_ns``); for items that
     compute, all of it (their BLAS work runs on the threads a product just before left spinning)."""
     return others_ns - spun_ns if cpu_ratio < line else others_ns
 
