@@ -993,8 +993,8 @@ def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -
     assert verdict(pool.wall_seconds / 1.4, ago=2 * TIMED_LOOP_SECONDS) is None
     assert verdict(pool.wall_seconds / 1.4 * 100, n_items=4_000) is None
     # a loop that met no load is one too: it had the cores the pool's workers waited for (trial 53)
-    loop = changed(loop, chunks=alone.chunks)
-    assert not planning._met_outside_load(loop)
+    loop = changed(loop, chunks=tuple(changed(c, runq_ns=0) for c in alone.chunks))  # as built: the suite's own
+    assert not planning._met_outside_load(loop)  # load can make the real serial call meet some
     unloaded = verdict(pool.wall_seconds / 1.4)
     assert unloaded is not None and unloaded[0] == pytest.approx(1 / 1.4), unloaded
 

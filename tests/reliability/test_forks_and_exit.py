@@ -515,7 +515,9 @@ def test_a_forked_child_cannot_continue_the_parents_parallel_imap_and_says_so(st
 def test_a_forked_child_cannot_continue_autos_imap_whose_rest_goes_to_a_pool_and_its_shutdown_returns() -> None:
     """Auto's ``imap`` hands out its first results from its probe, before it leases a pool: forked then, the
     child took the rest on a pool of its own that its executor never knew of, and its ``shutdown`` waited for
-    that lease forever (soak trial, fault 1: 8 of 8 hung)."""
+    that lease forever (soak trial, fault 1: 8 of 8 hung). On a loaded machine the rest was once planned with
+    no head here: the child's result came from the pool's first block of 5,000, already handed over, and needs
+    no pool; its shutdown must return all the same."""
     with ParallelExecutor(ParallelConfig(max_workers=2, tiny_workload_threshold=0)) as ex:
         ex.map(tasks.spin, range(500))
         payoff.map(tasks.square, range(500))  # measured first, on the shared executor
@@ -532,10 +534,13 @@ def test_a_forked_child_cannot_continue_autos_imap_whose_rest_goes_to_a_pool_and
             return said + " | shutdown returned"
 
         said = _in_a_forked_child(take_one_then_shut_down)
-        assert "cannot continue" in said and said.endswith("shutdown returned"), said
         assert list(it) == [x * x for x in range(1, 10_000)]
         record = ex.last_record
         assert record is not None and record.selected_strategy != "serial", "the premise: its rest ran on a pool"
+        head = record.chunks[0].where == "caller" and record.chunks[0].n_items == 1
+        expected = "cannot continue" if head else "no error"
+        assert expected in said and said.endswith("shutdown returned"), \
+            (said, [(c.n_items, c.where) for c in record.chunks])
 
 
 UNGUARDED_SCRIPT = textwrap.dedent("""
