@@ -971,31 +971,40 @@ def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -
     pool = changed(ran, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND, workers=2,
                    chunks=tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2) if c.where != "caller" else c
                                 for c in ran.chunks))
-    pool = changed(pool, wall_seconds=2 * pool.serial_estimate_seconds)  # 0.5x its items' own time
     loop = changed(alone, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND,
                    fallback_reason=Reason.POOL_START_COST,
                    chunks=tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2) for c in alone.chunks))
 
-    def verdict(loop_wall: float, n_items: int = 40, ago: float = 0.0) -> tuple[float, int] | None:
+    def verdict(speedup: float, n_items: int = 40, ago: float = 0.0) -> tuple[float, int] | None:
+        """The verdict held against ``pool`` with the loop timed ``ago`` s before, ``speedup`` times its wall an item.
+
+        The pool's items made as dear as the loop's, its wall twice their time: under the suite's own load two
+        real calls' items differed by more than TIMED_LOOP_ALIKE (read as other data), the pool's waits in its
+        workers not taken off."""
+        timed = changed(loop, n_items=n_items)
+        alike = planning.items_seconds(timed) / n_items * pool.n_items + pool.consumer_seconds
+        pooled = changed(pool, serial_estimate_seconds=alike, wall_seconds=2 * alike)
         planner = Planner()
         planner.knowledge.teach(tasks.spin, Facts(1e-3, 1.0, 40, "", None, result_error=""))
-        planner.learn(changed(loop, wall_seconds=loop_wall, n_items=n_items), tasks.spin, ParallelConfig())
+        loop_wall = speedup * pooled.wall_seconds * n_items / pool.n_items
+        planner.learn(changed(timed, wall_seconds=loop_wall), tasks.spin, ParallelConfig())
         facts = planner.knowledge.get(tasks.spin)
         assert facts is not None and facts.timed_loop is not None
         facts.timed_loop = facts.timed_loop._replace(at=facts.timed_loop.at - ago)
-        planner.learn(pool, tasks.spin, ParallelConfig())
+        planner.learn(pooled, tasks.spin, ParallelConfig())
         return facts.verdicts.get("processes")
 
-    faster = verdict(pool.wall_seconds / 1.4)
+    faster = verdict(1 / 1.4)
     assert faster is not None and faster[0] == pytest.approx(1 / 1.4), faster
-    slower = verdict(pool.wall_seconds * 1.6)
+    slower = verdict(1.6)
     assert slower is not None and slower[0] == pytest.approx(1.6), slower
-    assert verdict(pool.wall_seconds / 1.4, ago=2 * TIMED_LOOP_SECONDS) is None
-    assert verdict(pool.wall_seconds / 1.4 * 100, n_items=4_000) is None
-    # a loop that met no load is one too: it had the cores the pool's workers waited for (trial 53)
-    loop = changed(loop, chunks=tuple(changed(c, runq_ns=0) for c in alone.chunks))  # as built: the suite's own
-    assert not planning._met_outside_load(loop)  # load can make the real serial call meet some
-    unloaded = verdict(pool.wall_seconds / 1.4)
+    assert verdict(1 / 1.4, ago=2 * TIMED_LOOP_SECONDS) is None
+    assert verdict(1 / 1.4, n_items=4_000) is None
+    # a loop that met no load is one too: it had the cores the pool's workers waited for (trial 53); built so,
+    # as under the suite's own load the real serial call met some
+    loop = changed(loop, chunks=tuple(changed(c, runq_ns=0) for c in alone.chunks))
+    assert not planning._met_outside_load(loop)
+    unloaded = verdict(1 / 1.4)
     assert unloaded is not None and unloaded[0] == pytest.approx(1 / 1.4), unloaded
 
     # two losses in a row with no loop to hold them to: the next call of about their size times one
