@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from array import array
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -132,6 +133,51 @@ def test_a_first_call_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool() -
     assert chunks[-1].first_item + chunks[-1].n_items == len(items)
     assert max(c.first_item for c in chunks if c.where == "caller") \
         < min(c.first_item for c in chunks if c.where == "pool"), "the head ran here, the rest on the pool"
+
+
+@pytest.mark.parametrize("given", ["generator", "list"])
+def test_an_imap_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool(given: str) -> None:
+    """As the map above, for ``imap``: its serial run, one item per result asked for, never stopped to be
+    planned again, and a stream whose first items were cheap ran serially to its end however dear the rest.
+    Every result comes out once, in order, whatever ran where."""
+    items = range(1000)
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error")  # the call did not fall back: no fallback warning
+        source = (x for x in items) if given == "generator" else list(items)
+        assert list(ex.imap(tasks.grows, source)) == [tasks.grows(x) for x in items]
+        record = ex.last_record
+    assert record is not None and record.completed and record.n_items == 1000
+    assert record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, (record.decision_reason, record.fallback_detail)
+    assert record.selected_strategy != "serial" and record.fallback_reason is None and record.mode == "parallel"
+    chunks = sorted(record.chunks, key=lambda c: c.first_item)
+    assert [c.first_item for c in chunks] == [0] + [c.first_item + c.n_items for c in chunks[:-1]], \
+        "the chunks cover the input once, without a gap"
+    assert chunks[-1].first_item + chunks[-1].n_items == 1000
+    assert max(c.first_item for c in chunks if c.where == "caller") \
+        < min(c.first_item for c in chunks if c.where == "pool"), "the head ran here, the rest on the pool"
+
+
+def test_an_imap_of_a_stream_that_stays_cheap_runs_here_to_its_end_once_planned_again() -> None:
+    """Planned again once its run outgrew the estimate, and still cheap: the rest runs here, read lazily as
+    before (an item is read only when its result is asked for), with no pool."""
+    read: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for x in range(1_000_000):
+            read.append(x)
+            yield x
+
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = ex.imap(tasks.square, numbers())
+        taken = [next(results) for _ in range(600_000)]  # past its budget (20 ms of work: ~150,000 squares)
+        assert len(read) == 600_000, "no item is read before its result is asked for"
+        taken += list(results)
+        record = ex.last_record
+    assert taken == [x * x for x in range(1_000_000)]
+    assert record is not None and record.selected_strategy == "serial" and record.pool_starts == 0
 
 
 def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> None:

@@ -177,6 +177,8 @@ class MapRun:
         """An item's bytes as the plan knew them (0: not known), for ``_bound_bytes``."""
         self.streamed: StreamedChunk | None = None
         """A serial ``imap``'s chunk whose items its consumer is taking now: recorded when it ends or is left."""
+        self._sample: list[Any] = []
+        """An item a serial ``imap``'s stream ran, which stands for its rest when that is planned again."""
         self.pause_lock = threading.Lock()
         self.paused = self.detached = False
         self.paused_by: threading.Thread | None = None
@@ -430,8 +432,9 @@ class MapRun:
             if probe.results:
                 yield probe.results
         self.source.skip(plan.probe.n)
-        if plan.outgrow is not None and self._may_outgrow():
-            again = yield from self._serial_until_outgrown(plan)
+        if plan.outgrow is not None and (self._may_outgrow() or self._may_outgrow_lazily()):
+            outgrown = self._serial_until_outgrown(plan) if self._may_outgrow() else self._lazily_until_outgrown(plan)
+            again = yield from outgrown
             if again is None:
                 return
             plan = again
@@ -470,6 +473,40 @@ class MapRun:
         """A ``map`` of a known input, run here with no deadline: its serial run can stop to be planned again."""
         return not self.streaming and self.source.known_length is not None and not self._bounded_here()
 
+    def _may_outgrow_lazily(self) -> bool:
+        """An ``imap`` run here with no deadline: its lazy serial run can stop to be planned again."""
+        return self.streaming and not self._bounded_here()
+
+    def _lazily_until_outgrown(self, plan: planning.Plan) -> Generator[list[Any], None, planning.Plan | None]:
+        """A serial ``imap`` its first items' cost made runs as ``_lazily`` does, one item per result asked for,
+        until its items have taken several times that estimate (``Plan.outgrow``); the rest is then planned again
+        at what its later items cost, as a ``map``'s is (``_serial_until_outgrown``). A stream's first items (a
+        header, short records, answers from a warm cache) priced all of it as tiny, and it ran serially to its
+        end, however dear the rest. Returns the plan for the rest, or None once every item ran (the rest run
+        here, lazily, when it stays serial)."""
+        assert plan.outgrow is not None
+        self.where("serial", 1)
+        if not self._initialized_elsewhere():
+            self._initialize_here()
+        ran = yield from self._lazily(int(plan.outgrow.after_seconds * 1e9))
+        if ran is None:
+            return None
+        rest = self.source.rest_for_planning(self._sample)
+        again = self.ex._planner.outgrown(self._call_for(rest), plan, ran) if rest else None
+        if again is None:
+            yield from self._lazily()
+            return None
+        self.next_yield = self.next_index
+        return self._replanned(again)
+
+    def _replanned(self, again: planning.Plan) -> planning.Plan:
+        """The record follows the plan for the rest of a serial run that outgrew its estimate."""
+        self.rec.decision, self.rec.chunk_size, self.rec.contention = again.decision, again.chunk_size, \
+            again.contention
+        self.rec.fallback_reason, self.rec.fallback_detail = None, ""
+        self.where(again.strategy, again.workers)
+        return again
+
     def _serial_until_outgrown(self, plan: planning.Plan) -> Generator[list[Any], None, planning.Plan | None]:
         """A serial plan its first items' cost made runs here until it has taken several times that estimate
         (``Plan.outgrow``); the rest is then planned again at what its later items cost. Returns the plan for
@@ -496,11 +533,7 @@ class MapRun:
         again = self.ex._planner.outgrown(self._call_for(rest), plan, outcome)
         if again is None:
             return replace(plan, outgrow=None)
-        self.rec.decision, self.rec.chunk_size, self.rec.contention = again.decision, again.chunk_size, \
-            again.contention
-        self.rec.fallback_reason, self.rec.fallback_detail = None, ""
-        self.where(again.strategy, again.workers)
-        return again
+        return self._replanned(again)
 
     def _chunk_chosen(self) -> bool:
         """The user fixed the chunk size (``chunksize=``, or the config's size for the call's granularity)."""
@@ -570,15 +603,18 @@ class MapRun:
         if not self.source.exhausted:  # no item is read past the deadline: the input did not end, the time did
             self._raise_if_stopped()
 
-    def _lazily(self) -> Iterator[list[Any]]:
+    def _lazily(self, outgrow_ns: int | None = None) -> Generator[list[Any], None, ChunkOutcome | None]:
         """A serial ``imap``: each item read and run only when its result is asked for.
 
         No item starts once the call is cancelled or past its deadline; asking
         for a result then raises (every result asked for before came out). A
         chunk here is the record's: about SERIAL_CHUNK_SECONDS of items' work.
+        ``outgrow_ns``: once its items' work reached that, it stops after the chunk and returns their timing
+        blocks (the stream handed back to the source where it stopped); None once every item ran.
         """
         items = self.source.stream()
         obs = self.ex._observers
+        spent: list[ChunkOutcome] = []
         while True:
             context = None
             if obs._scoped:  # the call's span current for each item, at the cost of one scope a chunk
@@ -588,24 +624,31 @@ class MapRun:
                                   int(SERIAL_CHUNK_SECONDS * 1e9), MAX_SERIAL_CHUNK, context)
             self.streamed = chunk
             yield cast("list[Any]", chunk)  # iterated by imap, which runs its items as their results are taken
-            self._end_streamed()
+            outcome = self._end_streamed()
             if chunk.error is not None:
                 self.item_error = chunk.error
                 raise chunk.error
             if chunk.ended:
-                return
+                return None
             self._raise_if_stopped()
+            if outgrow_ns is not None and outcome is not None:
+                spent.append(outcome)
+                if sum(c.end_ns - c.start_ns for c in spent) >= outgrow_ns:
+                    self.source.hand_back(items)
+                    self._sample = chunk.sample
+                    return _timed_together(spent)
 
-    def _end_streamed(self) -> None:
-        """Record the streamed chunk its consumer finished or left."""
+    def _end_streamed(self) -> ChunkOutcome | None:
+        """Record the streamed chunk its consumer finished or left; what it ran, if any."""
         chunk, self.streamed = self.streamed, None
         if chunk is None:
-            return
+            return None
         outcome = chunk.outcome()
         self.source.advance(chunk.count + (chunk.error is not None), chunk.ended, chunk.input_error)
         self.next_index += 1
         if outcome.n_done or outcome.error is not None:
             self.ex._observers.chunk(self.call, self.rec.add(outcome, "caller", outcome.start_ns))
+        return outcome
 
     def _in_caller(self, task: ChunkTask, where: str, budget_ns: int | None = None,
                    tail_in_budget: bool = False) -> ChunkOutcome:
@@ -1459,6 +1502,16 @@ class MapRun:
 
 
 _CALL_TOKENS = itertools.count(1)
+
+
+def _timed_together(ran: Sequence[ChunkOutcome]) -> ChunkOutcome:
+    """The streamed chunks of a serial ``imap`` as one run here, for the planner: their timing blocks in order."""
+    durations, sizes = array("q"), array("q")
+    for outcome in ran:
+        durations.extend(outcome.durations_ns)
+        sizes.extend(outcome.block_sizes)
+    return ChunkOutcome(ran[0].index, ran[0].first, [], ran[0].start_ns, ran[-1].end_ns,
+                        sum(c.cpu_ns for c in ran), durations, sizes, ran[0].worker)
 
 
 def _result_bytes(stats: ChunkStats, outcome: ChunkOutcome) -> int:

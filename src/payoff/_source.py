@@ -200,6 +200,20 @@ class Source:
         self._drop_head()  # the islice holds what is left of the look-ahead until it is handed out
         return itertools.chain(rest, self._iter)
 
+    def hand_back(self, items: Iterator[Any]) -> None:
+        """A serial ``imap`` that stopped partway hands back its :meth:`stream`: the items it did not read are
+        taken from there (what is left of the look-ahead included, which that stream holds)."""
+        if self._iter is not None and not self.exhausted:
+            self._iter = items
+
+    def rest_for_planning(self, sample: list[Any]) -> Sequence[Any]:
+        """The items not taken yet as the planner sees them once a serial ``imap`` stopped partway: a known
+        input's rest; a stream's as PLANNED_STREAM_ITEMS items like ``sample`` (an item that ran: none is read
+        ahead of the consumer, whose input may wait for a result before it yields the next item)."""
+        if self._iter is None or self.exhausted:
+            return self.head[self._next:] if self._next < len(self.head) else []
+        return sample * PLANNED_STREAM_ITEMS
+
     def advance(self, n: int, ended: bool = False, error: Exception | None = None) -> None:
         """``n`` items of :meth:`stream` were taken; ``ended``: it ran out, or raised ``error``."""
         self._next += n

@@ -1411,13 +1411,14 @@ def _weighed_fallback(costs: CostModel, call: Call, strategy: str, workers: int,
 
 
 def _items_of(sized: bool, n: int) -> str:
-    """The items a plan weighed: a stream of no known end is weighed on its first ones, and its whole run stays
-    where they were planned (a 200,000-item ``imap`` over a generator was "1,024 items ... 6.46 ms of work" in
-    a warning that began "200,000 items": trial 53)."""
+    """The items a plan weighed: a stream of no known end is weighed on its first ones (a 200,000-item ``imap``
+    over a generator was "1,024 items ... 6.46 ms of work" in a warning that began "200,000 items": trial 53),
+    and its run stays where they were planned unless it outgrows them (``MapRun._lazily_until_outgrown``)."""
     return f"{n:,} items" if sized else f"up to {n:,} items of a stream"
 
 
-STREAM_SAID = "; a stream of no known end is planned on its first items, and the rest runs as they do"
+STREAM_SAID = ("; a stream of no known end is planned on its first items, and the rest runs as they do unless "
+               "it costs several times as much")
 
 
 def _thrown_said(thrown: int, strategy: str, start: float) -> str:

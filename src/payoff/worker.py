@@ -928,6 +928,9 @@ class StreamedChunk:
         self.durations: array[int] = array("q")
         self.sizes: array[int] = array("q")
         self._run: Generator[Any, None, None] | None = None
+        self.sample: list[Any] = []
+        """The last item timed (none yet: empty): what the planner sizes the rest of a stream by, with no item
+        read ahead of the consumer for it (an input may wait for a result before it yields the next item)."""
 
     def __iter__(self) -> Iterator[Any]:
         if self._run is None:
@@ -960,6 +963,7 @@ class StreamedChunk:
                 except Exception as exc:  # the input's own error: raised once the results before it are out
                     self.ended, self.input_error = True, exc
                     return
+                self.sample[:] = (item,)
                 c0 = cpu_clock() if last >= CPU_SAMPLE_NS else 0
                 t0 = clock()
                 try:
