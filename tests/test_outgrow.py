@@ -8,6 +8,7 @@ times the estimate, and the rest is planned again at what its later items cost.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from array import array
 from collections.abc import Iterator
@@ -178,6 +179,24 @@ def test_an_imap_of_a_stream_that_stays_cheap_runs_here_to_its_end_once_planned_
         record = ex.last_record
     assert taken == [x * x for x in range(1_000_000)]
     assert record is not None and record.selected_strategy == "serial" and record.pool_starts == 0
+
+
+def test_a_stream_that_turns_dear_after_its_first_check_still_moves_to_the_pool() -> None:
+    """Its run is checked again after each doubling of the work it took: 200,000 cheap items passed the first
+    check (and stayed here), then 120 items of ~10 ms came, and ran here too (1.2 s where the pool takes half)."""
+    def rounds() -> Iterator[int]:
+        yield from itertools.repeat(1, 200_000)
+        yield from itertools.repeat(200_000, 120)
+
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = list(ex.imap(tasks.spin_rounds, rounds()))
+        record = ex.last_record
+    assert results == [tasks.spin(0, 1)] * 200_000 + [tasks.spin(0, 200_000)] * 120
+    assert record is not None and record.n_items == 200_120
+    assert record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, (record.decision_reason, record.fallback_detail)
+    assert sum(c.n_items for c in record.chunks if c.where == "pool") >= 60, "the dear rest ran on the pool"
 
 
 def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> None:

@@ -482,22 +482,23 @@ class MapRun:
         until its items have taken several times that estimate (``Plan.outgrow``); the rest is then planned again
         at what its later items cost, as a ``map``'s is (``_serial_until_outgrown``). A stream's first items (a
         header, short records, answers from a warm cache) priced all of it as tiny, and it ran serially to its
-        end, however dear the rest. Returns the plan for the rest, or None once every item ran (the rest run
-        here, lazily, when it stays serial)."""
+        end, however dear the rest. Still cheap, it goes on here and is asked again after twice as much work
+        (its run is endless as like as not). Returns the plan for the rest, or None once every item ran here."""
         assert plan.outgrow is not None
         self.where("serial", 1)
         if not self._initialized_elsewhere():
             self._initialize_here()
-        ran = yield from self._lazily(int(plan.outgrow.after_seconds * 1e9))
-        if ran is None:
-            return None
-        rest = self.source.rest_for_planning(self._sample)
-        again = self.ex._planner.outgrown(self._call_for(rest), plan, ran) if rest else None
-        if again is None:
-            yield from self._lazily()
-            return None
-        self.next_yield = self.next_index
-        return self._replanned(again)
+        budget_ns = int(plan.outgrow.after_seconds * 1e9)
+        while True:
+            ran = yield from self._lazily(budget_ns)
+            if ran is None:
+                return None
+            rest = self.source.rest_for_planning(self._sample)
+            again = self.ex._planner.outgrown(self._call_for(rest), plan, ran) if rest else None
+            if again is not None:
+                self.next_yield = self.next_index
+                return self._replanned(again)
+            budget_ns *= 2  # a stream may turn dear later on: asked again, each plan under 1% of the work between
 
     def _replanned(self, again: planning.Plan) -> planning.Plan:
         """The record follows the plan for the rest of a serial run that outgrew its estimate."""
