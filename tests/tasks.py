@@ -982,3 +982,9 @@ def closure_of_kind(kind: str) -> Callable[[int], int]:
     def item(x: int) -> int:
         return work_of_kind(x, kind)
     return item
+
+
+def grows_carrying(item: tuple[int, bytes]) -> int:
+    """``grows`` of ``item[0]``; ``item[1]`` only travels (a record's payload, empty or megabytes)."""
+    x, payload = item
+    return grows(x) + len(payload)

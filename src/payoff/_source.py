@@ -208,11 +208,13 @@ class Source:
 
     def rest_for_planning(self, sample: list[Any]) -> Sequence[Any]:
         """The items not taken yet as the planner sees them once a serial ``imap`` stopped partway: a known
-        input's rest; a stream's as PLANNED_STREAM_ITEMS items like ``sample`` (an item that ran: none is read
-        ahead of the consumer, whose input may wait for a result before it yields the next item)."""
+        input's rest; a stream's as many items as it gave so far, each like ``sample`` (an item that ran: none is
+        read ahead of the consumer, whose input may wait for a result before it yields the next item). Not
+        PLANNED_STREAM_ITEMS: a stream of 200,000 items was planned as 1,024 more and kept serial, one of 405 sent
+        11 items to a pool it started (review); one that has given n items is as likely as not to give n more."""
         if self._iter is None or self.exhausted:
             return self.head[self._next:] if self._next < len(self.head) else []
-        return sample * PLANNED_STREAM_ITEMS
+        return _Repeated(sample[0], self._next) if sample and self._next else []
 
     def advance(self, n: int, ended: bool = False, error: Exception | None = None) -> None:
         """``n`` items of :meth:`stream` were taken; ``ended``: it ran out, or raised ``error``."""
@@ -257,6 +259,29 @@ def _read_for(items: Iterator[Any], n: int, got: list[Any], start: float) -> boo
             return True
         batch *= 2
     return False
+
+
+class _Repeated(Sequence[Any]):
+    """``n`` items, each ``item``: a stream's rest as the planner sizes it (``Source.rest_for_planning``)."""
+
+    def __init__(self, item: Any, n: int) -> None:
+        self._item, self._n = item, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self._item] * len(range(*i.indices(self._n)))
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._item
 
 
 class _Ahead(Sequence[Any]):

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from payoff import _forks
 from payoff._costs import CostModel, start_method
 from payoff._gil_share import GIL_PROBE_SECONDS, GIL_UNREAD, threads_may_beat_processes
-from payoff._item_size import first_item_bytes
+from payoff._item_size import first_item_bytes, item_bytes_in_memory
 from payoff._knowledge import (
     CORES,
     COST_SHIFT,
@@ -42,7 +42,7 @@ from payoff._knowledge import (
     rebuy,
 )
 from payoff._outer_pools import outer_pool
-from payoff._payload import cloudpickled_size, measure_payload
+from payoff._payload import cloudpickled_size, measure_payload, pickled_size
 from payoff._probe import (
     GIL_BOUND_CORES,
     PROBE_MAX_ITEMS,
@@ -494,7 +494,8 @@ class Planner:
         if grow is None or not steps or not call.items:
             return None
         ns, n = later_half(steps)
-        probe = replace(plan.probe, outcome=None, seconds_per_item=max(ns / n / 1e9, 1e-9), known=True)
+        probe = replace(plan.probe, outcome=None, seconds_per_item=max(ns / n / 1e9, 1e-9), known=True,
+                        item_bytes=_rest_item_bytes(call, plan.probe))
         if self._cost_fallback(call, grow.strategy, grow.workers, probe, len(call.items)) is not None:
             return None
         decision = Reason.AUTO_OUTGREW_ESTIMATE if call.requested == "auto" else plan.decision  # named: as asked
@@ -1116,6 +1117,16 @@ def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
     probe = probe or Probe()
     n = max(1, len(call.items) - probe.n)
     return Plan("serial", 1, n, decision, reason, detail, probe, min_chunk=n)
+
+
+def _rest_item_bytes(call: Call, probe: Probe) -> int:
+    """What an item of the rest of an outgrown serial run adds to a chunk's pickle: its first one's bytes, not the
+    probed items' (a head of empty records before items of 2 MB went to processes at 12-17x the loop's time,
+    priced as moving a few bytes an item: review)."""
+    size = item_bytes_in_memory(call.items)
+    if size is None:
+        size = pickled_size(call.items[0])
+    return probe.item_bytes if size is None else size
 
 
 def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: int) -> Outgrow | None:
