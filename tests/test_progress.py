@@ -272,3 +272,21 @@ def test_a_serial_map_in_pieces_returns_every_item_once_in_order(strategy: str,
         record = ex.last_record
     assert record is not None and record.selected_strategy == "serial"
     assert record.n_chunks >= 3, record.summary()
+
+
+@pytest.mark.parametrize("kind", ["map", "imap"])
+def test_the_bar_of_a_serial_run_that_moved_to_a_pool_says_so(kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its label named the strategy the call began on, and said [serial] to the end of a run whose rest went to
+    the pool (review of the imap outgrow)."""
+    from payoff import ParallelConfig, ParallelExecutor, planning
+    from tests import tasks
+
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex:
+        run = ex.map if kind == "map" else lambda fn, items, **kw: list(ex.imap(fn, items, **kw))
+        assert run(tasks.grows, range(1000), progress=True) == [tasks.grows(x) for x in range(1000)]
+        record = ex.last_record
+    assert record is not None
+    if record.selected_strategy == "serial":
+        pytest.fail(f"the premise: the run moved to a pool ({record.summary()})")
+    shown = capsys.readouterr().err
+    assert f"default [{record.selected_strategy}]" in shown, shown[-2000:]

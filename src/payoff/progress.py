@@ -63,12 +63,14 @@ def _say_once(text: str) -> None:
 class _Bar:
     """A call's bar before and after it is shown: the items done so far, and the tqdm bar once made."""
 
-    __slots__ = ("done", "show_at_ns", "tqdm")
+    __slots__ = ("done", "show_at_ns", "strategy", "tqdm")
 
     def __init__(self, show_at_ns: int) -> None:
         self.show_at_ns = show_at_ns
         self.done = 0
         self.tqdm: Any = None
+        self.strategy = ""
+        """The strategy its label names: a serial run that outgrew its estimate moves on to a pool."""
 
 
 _NEVER = 2**63
@@ -92,6 +94,9 @@ class Progress(Observer):
             return
         bar.done += chunk.n_items
         if bar.tqdm is not None:
+            if bar.strategy != call.selected_strategy:  # it said [serial] to the end of a run moved to a pool
+                bar.strategy = call.selected_strategy
+                bar.tqdm.set_description(_label(call))  # drawn now: once a call
             bar.tqdm.update(chunk.n_items)
         elif time.monotonic_ns() >= bar.show_at_ns:
             _show(call, bar)
@@ -110,15 +115,18 @@ def _show(call: CallInfo, bar: _Bar) -> None:
         return
     with _whole():
         made: Any = cls(total=None if call.stream else call.n_items, unit="item", leave=False,
-                        desc=f"{call.workload} [{call.selected_strategy}]", dynamic_ncols=True,
-                        delay=1e-9)  # drawn below, on the call's clock
-        bar.tqdm = made
+                        desc=_label(call), dynamic_ncols=True, delay=1e-9)  # drawn below, on the call's clock
+        bar.tqdm, bar.strategy = made, call.selected_strategy
     made.start_t = made.last_print_t = call.started_at
     if bar.done:
         made.update(bar.done)
     else:
         made.refresh()
         made.last_print_t = time.time()  # drawn: closing clears it
+
+
+def _label(call: CallInfo) -> str:
+    return f"{call.workload} [{call.selected_strategy}]"
 
 
 def _bar_class(asked: bool) -> Any:
