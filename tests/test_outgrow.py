@@ -218,27 +218,16 @@ def test_the_rest_of_an_outgrown_run_is_priced_at_its_own_items_bytes() -> None:
 def test_a_serial_imap_continued_in_a_forked_child_runs_there_to_its_end() -> None:
     """It goes on in the child while it needs no pool: its run there is never planned again onto one (it
     raised RuntimeError where the parent's run would have moved, review)."""
-    import os
+    from tests.reliability.test_forks_and_exit import _in_a_forked_child
 
     with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = ex.imap(tasks.grows, (x for x in range(1000)))
         first = [next(results) for _ in range(50)]
-        reader, writer = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                said = "ok" if first + list(results) == [tasks.grows(x) for x in range(1000)] else "wrong results"
-            except BaseException as exc:
-                said = repr(exc)
-            os.write(writer, said.encode()[:2000])
-            os._exit(0)
-        os.close(writer)
-        with os.fdopen(reader, "rb") as fh:
-            said = fh.read().decode()
-        os.waitpid(pid, 0)
-        assert first + list(results) == [tasks.grows(x) for x in range(1000)]
+        expected = [tasks.grows(x) for x in range(1000)]
+        said = _in_a_forked_child(lambda: "ok" if first + list(results) == expected else "wrong results")
+        assert first + list(results) == expected
     assert said == "ok", said
 
 
