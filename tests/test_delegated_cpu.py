@@ -77,6 +77,33 @@ def test_a_share_read_between_the_line_and_its_band_is_delegated_cpu(elsewhere_m
     assert probe.delegates is delegates, (probe.cpu_ratio, probe.delegates)
 
 
+def test_a_burst_of_cpu_elsewhere_that_comes_once_does_not_make_waiting_items_cpu_work() -> None:
+    """One reading of CPU outside the items' thread can hold CPU that is no item's: a program thread's last
+    work before it ends (nothing subtracts the growth of a thread gone by the second reading), a scheduler's
+    tick. Here the first item sets such a burst off (8 MB hashed in a thread that then ends, ~15 ms of CPU
+    with the GIL let go) and waits for it; the next items only sleep. The probe read the burst as the items'
+    delegated CPU and planned 2 ms sleeps as CPU work (failed before: a CI run read 2 calls of 5 so)."""
+    import hashlib
+
+    go = threading.Event()
+    stray = threading.Thread(target=lambda: (go.wait(10), hashlib.sha256(bytes(8 << 20)).digest()), daemon=True)
+    stray.start()
+
+    def item(x: int) -> int:
+        if not go.is_set():
+            go.set()
+            stray.join()
+        time.sleep(0.002)
+        return x
+
+    probe = Probe()
+    call = Call(item, list(range(8)), ParallelConfig(max_workers=2), "auto", None, None, None, frozenset(), 0)
+    probe_cost(call, probe, 2)
+    assert probe.outcome is not None and probe.outcome.error is None
+    assert not stray.is_alive()
+    assert not probe.delegates and probe.cpu_ratio < waiting_line(2), (probe.cpu_ratio, probe.outcome.n_done)
+
+
 def test_items_waiting_on_a_child_that_sleeps_are_still_waiting_work() -> None:
     assert _decision(tasks.wait_for_a_child) is Reason.AUTO_WAITING
 
