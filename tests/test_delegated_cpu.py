@@ -80,13 +80,17 @@ def test_a_share_read_between_the_line_and_its_band_is_delegated_cpu(elsewhere_m
 def test_a_burst_of_cpu_elsewhere_that_comes_once_does_not_make_waiting_items_cpu_work() -> None:
     """One reading of CPU outside the items' thread can hold CPU that is no item's: a program thread's last
     work before it ends (nothing subtracts the growth of a thread gone by the second reading), a scheduler's
-    tick. Here the first item sets such a burst off (8 MB hashed in a thread that then ends, ~15 ms of CPU
-    with the GIL let go) and waits for it; the next items only sleep. The probe read the burst as the items'
+    tick. Here the first item sets such a burst off (~8 ms of CPU hashing in a thread that then ends, with the
+    GIL let go) and waits for it; the next items only sleep. The probe read the burst as the items'
     delegated CPU and planned 2 ms sleeps as CPU work (failed before: a CI run read 2 calls of 5 so)."""
     import hashlib
 
+    data = bytes(1 << 20)
+    started = time.thread_time()
+    hashlib.sha256(data).digest()
+    data = bytes(max(1 << 20, int((1 << 20) * 0.008 / max(1e-4, time.thread_time() - started))))  # ~8 ms of CPU
     go = threading.Event()
-    stray = threading.Thread(target=lambda: (go.wait(10), hashlib.sha256(bytes(8 << 20)).digest()), daemon=True)
+    stray = threading.Thread(target=lambda: (go.wait(10), hashlib.sha256(data).digest()), daemon=True)
     stray.start()
 
     def item(x: int) -> int:

@@ -218,7 +218,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         others_ns = None if used is None \
             else items_elsewhere_ns(used.ns - collections.ns, used.spun_ns, probe.cpu_ratio, line)
         if others_ns is not None and probe.cpu_ratio < line:
-            others_ns = _confirmed(call, outcome, others_ns, line)
+            others_ns = _confirmed(call, outcome, others_ns, workers)
             probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns)
             wall, elapsed = _own_ns(outcome) / 1e9, (outcome.end_ns - outcome.start_ns) / 1e9
         if others_ns is not None and elapsed >= CORES_MIN_SECONDS:
@@ -312,7 +312,7 @@ class _Collections:
             gc.callbacks.remove(self)
 
 
-def _confirmed(call: Call, outcome: ChunkOutcome, others_ns: int, line: float) -> int:
+def _confirmed(call: Call, outcome: ChunkOutcome, others_ns: int, workers: int) -> int:
     """``others_ns``, the CPU read outside the items' thread, as a second reading around one more item confirms
     it, where it alone would make waiting items CPU work and an item costs little to run again here.
 
@@ -322,7 +322,7 @@ def _confirmed(call: Call, outcome: ChunkOutcome, others_ns: int, line: float) -
     processes. Items that delegate do so again; a stray burst seldom comes twice. The lower of the two rates
     counts, over both readings' wall time; the item run here is one of the call's, not run again.
     """
-    wall_ns = _own_ns(outcome)
+    wall_ns, line = _own_ns(outcome), waiting_line(workers)  # the line ``_count_delegated`` marks from
     if wall_ns <= 0 or (outcome.cpu_ns + others_ns) / wall_ns < line \
             or wall_ns / max(1, outcome.n_done) > CONFIRM_ITEM_SECONDS * 1e9:
         return others_ns
