@@ -349,3 +349,19 @@ def test_a_function_sent_by_value_that_cloudpickle_refuses_is_not_told_to_use_jo
     assert "REASON unpicklable" in done.stdout, done.stdout
     told = "\n".join(line for line in done.stdout.splitlines() if line.startswith(("SUMMARY", "WARNING")))
     assert "strategy='joblib'" not in told and "keep locks" in told, told
+
+
+@pytest.mark.parametrize("strategy", ["auto", "processes"])
+def test_a_function_cloudpickle_writes_but_cannot_load_back_runs_here_saying_so(strategy: str) -> None:
+    """A ``unittest.mock.Mock`` wrapping a real function, as a test suite passes one, once called: pickle refuses
+    it, cloudpickle writes it, and loading that recurses without end. auto sent it to processes and the call
+    raised ``RecursionError`` from the workers, where the loop ran it (hunt 55; failed before)."""
+    from unittest import mock
+
+    fn = mock.Mock(wraps=tasks.spin_ignoring)
+    fn(0)  # its record of calls is what no longer loads
+    with ParallelExecutor(config=ParallelConfig(strategy=strategy, **EAGER)) as ex:
+        out, record = run(ex, fn, list(range(40)))
+    assert out == [tasks.spin(0)] * 40 and fn.call_count == 41
+    assert (record.selected_strategy, record.fallback_reason) == ("serial", Reason.UNPICKLABLE)
+    assert "does not load back: RecursionError" in record.fallback_detail, record.fallback_detail

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 PICKLING_SAMPLE_BYTES = 1 << 20
 """Probed items and results are pickled once more to time it when they are this small together (~1 ms)."""
+LOAD_CHECK_BYTES = 1 << 20
+"""A function cloudpickle sends by value is loaded back in the caller to check it when it is this small (a
+model's closure of hundreds of MB is not loaded twice)."""
 
 
 def cloudpickled_size(obj: Any) -> int | None:
@@ -70,8 +73,31 @@ def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
         probe.fn_bytes = out_of_band.dumps(fn, pickle.dumps).size  # a model's arrays sized where they lie
     except Exception as exc:
         probe.pickle_error = f"{_the_function(fn)} {_refusal(exc)}"
-        size = cloudpickled_size(fn)
-        probe.fn_bytes, probe.cloudpickle_ok = size or 0, size is not None
+        try:
+            blob = out_of_band.dumps(fn, by_value.dumps)
+        except Exception:
+            probe.fn_bytes, probe.cloudpickle_ok = 0, False
+            return
+        unloaded = _load_refusal(blob)
+        if unloaded:
+            probe.pickle_error += f"; cloudpickle pickles it, but {unloaded}"
+        probe.fn_bytes, probe.cloudpickle_ok = blob.size, not unloaded
+
+
+def _load_refusal(blob: out_of_band.OutOfBand) -> str:
+    """Why what cloudpickle wrote for a function does not load back, as a worker would load it; "" when it does
+    (or is too large to load here twice: ``LOAD_CHECK_BYTES``).
+
+    cloudpickle writes what pickle refuses, and some of it cannot be rebuilt: a ``unittest.mock.Mock`` (one
+    wrapping a real function, as test suites pass) loads into a ``RecursionError``. auto sent such a function to
+    processes, and the call raised there, where the loop ran it."""
+    if blob.size > LOAD_CHECK_BYTES:
+        return ""
+    try:
+        pickle.loads(blob.stream, buffers=blob.buffers)
+    except Exception as exc:  # RecursionError included: the worker met the same
+        return f"what it writes does not load back: {type(exc).__name__}: {str(exc)[:200]}"
+    return ""
 
 
 def _payload_bytes(probe: Probe, obj: Any, what: str) -> int:
