@@ -136,6 +136,25 @@ def test_a_first_call_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool() -
         < min(c.first_item for c in chunks if c.where == "pool"), "the head ran here, the rest on the pool"
 
 
+def test_a_map_whose_trivial_head_ends_in_dear_items_moves_them_to_the_pool() -> None:
+    """2,000 items of ~0.1 us, then 200 of ~3 ms (an input sorted by size, its small ones empty): the run took
+    the rest of its trivial items as one unbounded block, which the dear ones then ran in unchecked (hunt 55:
+    all 0.6 s here); cut at its budget, the first rest priced them at the cut block's mean and stayed here. The
+    budget's timer ends that block, and the run is asked again after twice its work (failed before)."""
+    items = [1] * 2_000 + [60_000] * 200
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ex.map(tasks.spin_rounds, items) == [tasks.spin_rounds(x) for x in items]
+        record = ex.last_record
+    assert record is not None and record.completed
+    assert record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, (record.decision_reason, record.fallback_detail)
+    assert sum(c.n_items for c in record.chunks if c.where == "pool") >= 100, "the dear rest ran on the pool"
+    chunks = sorted(record.chunks, key=lambda c: c.first_item)
+    assert [c.first_item for c in chunks] == [0] + [c.first_item + c.n_items for c in chunks[:-1]], \
+        "the chunks cover the input once, without a gap"
+
+
 @pytest.mark.parametrize("given", ["generator", "list"])
 def test_an_imap_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool(given: str) -> None:
     """As the map above, for ``imap``: its serial run, one item per result asked for, never stopped to be

@@ -34,7 +34,7 @@ from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, cast, overload
 
-from payoff import _exit, _forks
+from payoff import _budget_cut, _exit, _forks
 from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
@@ -273,6 +273,10 @@ MAX_BLOCK = 1 << 14
 """Trivial items (tens of ns) fill blocks of thousands (4,096 made the instrument cost more than the item);
 a cap, with growth of at most BLOCK_GROWTH per block, bounds how long a block of items that turn dear can run."""
 BLOCK_GROWTH = 8
+_CUT = object()
+CUT_WATCH_ITEMS = 1_024
+"""A serial run that may outgrow its estimate has a timer end it at its budget (``payoff._budget_cut``) from its
+first block of this many items on: smaller blocks of items this cheap end within the budget's checks."""
 TAIL_ITEM_NS = 1_000
 """Items cheaper than this pay a measurable share (about 2 ns of ~35) for the ``islice`` that bounds a block."""
 TAIL_BLOCK_NS = 50_000_000
@@ -280,7 +284,8 @@ TAIL_BLOCK_NS = 50_000_000
 at their measured cost and is at most BLOCK_GROWTH times the items done. A call with a deadline never does,
 nor a chunk with a budget (items that turn dearer inside such a block would hold its checks back for the
 whole block), except a serial run that may outgrow its estimate, where the rest fits what is left of its budget
-at the measured cost (``run_chunk(tail_in_budget=True)``)."""
+at the measured cost (``run_chunk(tail_in_budget=True)``); a timer ends that block at the budget if its
+items turn dear inside it (``payoff._budget_cut``)."""
 
 
 class ListTail(Sequence[Any]):
@@ -606,40 +611,50 @@ def _run_blocks(
     target = FREE_BLOCK_TARGET_NS if budget_ns is None else BLOCK_TARGET_NS
     lo, block = 0, 1
     mark, base = marking
+    watch = tail_in_budget and stop_at is not None and type(source) in _budget_cut.STOPPABLE
+    cut: _budget_cut.Cut | None = None
     last = clock()
-    while lo < n:
-        if mark is not None:
-            block, mark[0] = 1, base + lo
-        hi = min(n, lo + block)
-        if hi - lo == 1 and not gated:
-            append(fn(next(source)))
-        elif hi == n and tail_ok:  # map runs the calls in C; on an error the items before it are in results
-            extend(calls(each, source))
-            del results[n:]  # a list that fn grew while it ran: the call is over its first n items
-        else:
-            extend(calls(each, islice(source, hi - lo)))
-        now = clock()
-        done = len(results) - lo
-        took = max(done, now - last - done * gate_ns)
-        last = now
-        if done:
-            durations.append(took)
-            sizes.append(done)
-        if done < hi - lo:  # stopped before the block's end: the deadline or budget, or fn raised StopIteration
-            if gated and gate_passed():
-                return  # the chunk hands back fewer results
-            raise _StoppedEarly
-        per_item = took // done or 1
-        block = 1 if per_item >= BLOCK_TARGET_NS else \
-            max(1, min(MAX_BLOCK, BLOCK_GROWTH * (hi - lo), target // per_item))
-        if tail_ok and per_item < TAIL_ITEM_NS and n - hi <= BLOCK_GROWTH * hi \
-                and (n - hi) * per_item <= TAIL_BLOCK_NS and (stop_at is None or now + (n - hi) * per_item <= stop_at):
-            block = n - hi
-        lo = hi
-        if cancel is not None and cancel.is_set():
-            return
-        if stop_at is not None and now >= stop_at:
-            return
+    try:
+        while lo < n:
+            if mark is not None:
+                block, mark[0] = 1, base + lo
+            hi = min(n, lo + block)
+            if watch and cut is None and hi - lo >= CUT_WATCH_ITEMS and stop_at is not None:
+                cut = _budget_cut.arm(source, stop_at)
+            if hi - lo == 1 and not gated:
+                item = next(source, _CUT)  # ended by the budget's timer between two blocks: none
+                if item is not _CUT:
+                    append(fn(item))
+            elif hi == n and tail_ok:  # map runs the calls in C; on an error the items before it are in results
+                extend(calls(each, source))
+                del results[n:]  # a list that fn grew while it ran: the call is over its first n items
+            else:
+                extend(calls(each, islice(source, hi - lo)))
+            now = clock()
+            done = len(results) - lo
+            took = max(done, now - last - done * gate_ns)
+            last = now
+            if done:
+                durations.append(took)
+                sizes.append(done)
+            if done < hi - lo:  # stopped before the block's end: the deadline or budget, or fn raised StopIteration
+                if (gated and gate_passed()) or (cut is not None and cut.end()):
+                    return  # the chunk hands back fewer results
+                raise _StoppedEarly
+            per_item = took // done or 1
+            block = 1 if per_item >= BLOCK_TARGET_NS else \
+                max(1, min(MAX_BLOCK, BLOCK_GROWTH * (hi - lo), target // per_item))
+            if tail_ok and per_item < TAIL_ITEM_NS and n - hi <= BLOCK_GROWTH * hi and (n - hi) * per_item \
+                    <= TAIL_BLOCK_NS and (stop_at is None or now + (n - hi) * per_item <= stop_at):
+                block = n - hi
+            lo = hi
+            if cancel is not None and cancel.is_set():
+                return
+            if stop_at is not None and now >= stop_at:
+                return
+    finally:
+        if cut is not None:
+            cut.end()
 
 
 def _source(items: Sequence[Any], cancel: CancelToken | None,
