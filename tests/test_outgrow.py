@@ -60,6 +60,22 @@ def test_the_rest_of_an_outgrown_serial_run_is_planned_at_its_later_items_cost(l
     assert again.chunk_size < 390, "the rest is split across the workers"
 
 
+@pytest.mark.parametrize(("later_ns", "expect"), [(500, None), (5_000, "processes")],
+                         ids=["0.5 us: the caller's own handling per item is as dear", "5 us: a pool gains"])
+def test_an_imaps_rest_of_items_timed_one_by_one_under_a_microsecond_stays_here(later_ns: int,
+                                                                                 expect: str | None) -> None:
+    """Timed between its consumer's steps, a square read 175 ns where a pool's loop runs it in 64, and the caller
+    hands every item out whatever runs it: 1,000,000 squares from a generator went to processes at 1.6-1.8x the
+    serial run's time (the stream test below failed 3 runs of 3 before, on a fresh machine)."""
+    planner = planning.Planner()
+    call, plan = _serial_plan(planner, 2_000_000)
+    ran = _ran_here([later_ns] * 10, 1)
+    rest = replace(call, items=call.items[-1_990_000:])
+    assert planner.outgrown(rest, plan, ran) is not None, "a map's rest at this cost goes to the pool"
+    again = planner.outgrown(rest, plan, ran, one_by_one=True)
+    assert (again.strategy if again is not None else None) == expect
+
+
 def test_a_serial_plan_on_a_cost_earlier_calls_measured_may_outgrow_it_too() -> None:
     """Earlier calls ran all their items, but at their own arguments: this call's may cost far more. Its run
     here is cut once it took OUTGROW_FACTOR times the estimate (at least OUTGROW_MIN_SECONDS). The user's own

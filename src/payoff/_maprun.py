@@ -496,7 +496,7 @@ class MapRun:
             if ran is None:
                 return None
             rest, self._sample = self.source.rest_for_planning(self._sample), []
-            again = self.ex._planner.outgrown(self._call_for(rest), plan, ran) if rest else None
+            again = self.ex._planner.outgrown(self._call_for(rest), plan, ran, one_by_one=True) if rest else None
             item_ns = (ran.end_ns - ran.start_ns) / max(1, ran.n_done)
             if again is not None:
                 self.next_yield = self.next_index
