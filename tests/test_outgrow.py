@@ -293,10 +293,12 @@ def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> N
 def test_a_recalled_function_whose_first_item_now_costs_far_less_is_planned_at_this_calls_cost() -> None:
     """A cache that hits again after calls that missed: its one item run here (to check a result pickles) cost
     ~1 us where earlier calls measured 3 ms an item, yet the call was planned at 3 ms and sent 60 trivial items
-    to processes (48x slower than serial, a trial). It is planned at what it measured now."""
+    to processes (48x slower than serial, a trial). It is planned at what it measured now. Recalled here at
+    30 ms: an item of ~1 us timed alone must read under a tenth of the recall, and one clean-clone CI run read
+    it over 0.3 ms (its process descheduled, or cold)."""
     for result_error, checked in ((None, True), ("", False)):
         planner = planning.Planner()  # results not seen to pickle yet: one item runs here to check one
-        planner.knowledge.teach(tasks.grows, Facts(3e-3, 1.0, 40, "", None, result_error=result_error))
+        planner.knowledge.teach(tasks.grows, Facts(3e-2, 1.0, 40, "", None, result_error=result_error))
         plan = planner.plan(planning.Call(tasks.grows, list(range(60)), ParallelConfig(max_workers=2), "auto",
                                           None, None, None, frozenset({"processes"}), 5))
         if not checked:  # results known to pickle: planned on its recall, nothing run here

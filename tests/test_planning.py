@@ -1178,6 +1178,24 @@ def test_a_cost_a_few_items_measured_gives_way_to_one_measured_on_more() -> None
     assert facts is not None and facts.seconds_per_item == 1.6e-7 and facts.measured_items == 9, facts
 
 
+def test_an_estimate_a_calls_own_first_items_made_is_not_blamed_on_earlier_calls() -> None:
+    """The first call of a function, its first 400 items trivial and its last 30 of ~1 ms, kept serial (a
+    ``timeout=`` keeps a serial run whole): its advice said the cost "came from earlier calls" where there were
+    none (hunt 55, F2; failed before). It names the call's own first items."""
+    from payoff.record import OVERTURNED_HEAD_ADVICE, advice_of
+
+    items = [1] * 400 + [20_000] * 30
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ex.map(tasks.spin_rounds, items, timeout=60) == [tasks.spin_rounds(x) for x in items]
+        record = ex.last_record
+    assert record is not None and len(ex.records) == 1
+    assert record.fallback_detail.startswith(OVERTURNED), record.summary()
+    assert advice_of(record) == OVERTURNED_HEAD_ADVICE, advice_of(record)
+    assert "earlier calls" not in advice_of(record)
+
+
 def test_a_serial_fallback_whose_items_overturned_the_estimate_says_what_they_measured() -> None:
     """The function kept its planning key but its items became 1,000x dearer (a wrapper whose inner function
     was redefined, a global it reads, a callable instance or partial with other arguments): the first call

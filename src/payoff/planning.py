@@ -79,6 +79,7 @@ from payoff.reasons import Reason, initial_decision
 from payoff.record import (
     ABOVE_THE_LIMIT,
     CLOUDPICKLE_CANNOT,
+    EARLIER_CALLS_COST,
     FUNCTION_CARRIES,
     GIL_PRICED_RATIO,
     LOCAL_PROCESS_POOLS,
@@ -1454,7 +1455,7 @@ def _measured_on(probe: Probe) -> str:
     """Where the per-item cost in a fallback's detail comes from, when not from this call's first items."""
     if probe.n:
         return f" (after {probe.n:,} probed)"
-    return " (at the cost earlier calls measured)" if probe.known else ""
+    return EARLIER_CALLS_COST if probe.known else ""
 
 
 def _cannot_either(detail: str) -> str:

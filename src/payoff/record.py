@@ -531,6 +531,14 @@ OVERTURNED = "planned on an estimate this call's items overturned: "
 reason's advice (tiny work "is usually right") is then not the call's."""
 OVERTURNED_ADVICE = ("nothing to do: the cost it was planned at came from earlier calls of a function whose items now "
                      "cost otherwise (other arguments, or a function or global it calls redefined)")
+EARLIER_CALLS_COST = " (at the cost earlier calls measured)"
+"""How a fallback's detail says its items were priced at what earlier calls measured, not at this call's first."""
+OVERTURNED_HEAD_ADVICE = ("nothing to do: this call's first items, run to measure the function, cost far less than "
+                          "its later ones (an input sorted by size, a cache warm for the first); the next call is "
+                          "planned on what all of them cost, and a shuffled input lets its first items stand for "
+                          "the rest")
+"""Where the overturned estimate was this call's own: told it came from earlier calls when there were none (hunt
+55, F2)."""
 
 
 RUN_INLINE = "run inline by its library: "
@@ -568,7 +576,7 @@ def advice_of(record: MapRecord) -> str:
     if record.fallback_reason is None:
         return ""
     if record.fallback_detail.startswith(OVERTURNED):
-        return OVERTURNED_ADVICE
+        return OVERTURNED_ADVICE if EARLIER_CALLS_COST in record.fallback_detail else OVERTURNED_HEAD_ADVICE
     if record.fallback_detail.startswith(RUN_INLINE):
         return RUN_INLINE_ADVICE
     if record.fallback_detail.startswith(RERUN_BY_LIBRARY):
