@@ -988,3 +988,11 @@ def grows_carrying(item: tuple[int, bytes]) -> int:
     """``grows`` of ``item[0]``; ``item[1]`` only travels (a record's payload, empty or megabytes)."""
     x, payload = item
     return grows(x) + len(payload)
+
+
+def warn_then_square(x: int) -> int:
+    """Warns, as a library deprecating an argument does, then squares: the warning goes by the caller's filters."""
+    import warnings
+
+    warnings.warn(f"item {x} warns", UserWarning, stacklevel=1)
+    return spin(x, 20_000) * 0 + x * x

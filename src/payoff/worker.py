@@ -34,7 +34,7 @@ from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, cast, overload
 
-from payoff import _budget_cut, _exit, _forks
+from payoff import _budget_cut, _exit, _forks, _warning_filters
 from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
@@ -1154,10 +1154,11 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     """
     with ImportClock() as imports:
         try:
-            shipped, items, first, index, budget_ns, mark_in, check_each, stop_in = pickle.loads(payload)
+            shipped, items, first, index, budget_ns, mark_in, check_each, stop_in, *filters = pickle.loads(payload)
         except Exception as exc:  # the pool reports it; the parent names the chunk's items (``UNPICKLING_CHUNK``)
             _add_note(exc, UNPICKLING_CHUNK)
             raise
+        _warning_filters.adopt(filters[0] if filters else None)  # the caller's, as a loop's items have
         stopped = None if stop_in is None else stop_marks.reader(*stop_in)
         if stopped is not None and stopped():
             items = items[:0]  # its call ended while it was queued: it hands every item back unrun

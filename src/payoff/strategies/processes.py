@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from payoff import _by_value, _exit, _forks
+from payoff import _by_value, _exit, _forks, _warning_filters
 from payoff import _out_of_band as out_of_band
 from payoff._costs import start_method
 from payoff._crash_marks import CrashMarks
@@ -352,7 +352,7 @@ class PickledPoolStrategy(Strategy):
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         body = (task.items, task.first, task.index, task.budget_ns, self._marks_for(task), task.check_each,
-                self._stop_for(task))
+                self._stop_for(task), _warning_filters.shipped())
         sent = self._send(fn, body, run_pickled_chunk, lambda dumps, fn: _unsendable_part(dumps, fn, task))
         task.encode_ns, task.bytes_sent, task.submit_ns = sent.encode_ns, sent.n_bytes, sent.submit_ns
         return sent.future
