@@ -58,3 +58,19 @@ def test_a_warning_the_caller_shows_is_shown() -> None:
     done = _run("joblib", "default", "always")
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("warns") >= 30, done.stderr
+
+
+_SUBMITTED = """
+import warnings
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
+warnings.simplefilter("ignore", UserWarning)
+with ParallelExecutor(ParallelConfig(strategy="joblib", max_workers=2)) as ex:
+    print("result:", ex.submit(tasks.warn_then_square, 7).result(timeout=60))
+"""
+
+
+def test_a_submitted_call_warns_under_the_callers_filters_too() -> None:
+    done = subprocess.run([sys.executable, "-c", _SUBMITTED], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "result: 49" in done.stdout and "warns" not in done.stderr, done.stdout + done.stderr

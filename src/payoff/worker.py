@@ -1176,7 +1176,8 @@ def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
     that cannot be pickled. ``mark_in``: the call is marked while it runs, so a
     crash names it (``payoff._rescue``).
     """
-    shipped, args, kwargs, mark_in = pickle.loads(payload)
+    shipped, args, kwargs, mark_in, *filters = pickle.loads(payload)
+    _warning_filters.adopt(filters[0] if filters else None)
     fn, _ = _resolve(shipped)
     dumps = _dumps_for(pickler)
     mark = None if mark_in is None else _marker(mark_in)

@@ -375,7 +375,8 @@ class PickledPoolStrategy(Strategy):
             raise closed_pool(self.name)
         try:
             shipped = self.ship(fn)
-            payload, pickler, _ = self._encode(shipped, (args, kwargs, self._mark_in(tag)), _unsendable_call)
+            payload, pickler, _ = self._encode(shipped, (args, kwargs, self._mark_in(tag), _warning_filters.shipped()),
+                                              _unsendable_call)
         except Exception as exc:
             if into is not None:
                 raise
