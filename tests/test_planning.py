@@ -125,7 +125,8 @@ def test_a_function_carrying_most_of_the_data_is_told_to_load_it_once_per_worker
     with ParallelExecutor() as ex:
         ex.map(fn, range(40))
         first = ex.last_record
-        planning.KNOWLEDGE.observe_threads(fn, 0.9)  # threads measured no gain: the data stays off them too
+        for _ in range(4):  # threads measured no gain, call after call (one loss is smoothed with the first
+            planning.KNOWLEDGE.observe_threads(fn, 0.9)  # call's gain: 1.22x, then 1.06x, kept threads)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ex.map(fn, range(40))

@@ -26,6 +26,7 @@ from payoff._source import is_stream, reads_for_a_probe
 from payoff.config import cpu_capacity
 from payoff.errors import StuckThreadsWarning
 from payoff.observers import warn_before_raising
+from payoff.record import GIL_BOUND_CORES
 from payoff.scheduling import CHUNKS_PER_WORKER, items_within_bytes
 from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 
@@ -47,8 +48,6 @@ WAITING_BAND = 0.2
 """A function keeps the side of the waiting line it last ran on until its share moves this far past it: a share
 read near the line (1.6 ms of CPU and 2 ms of sleep read 0.37-0.56 a call) flipped between threads and
 processes, each flip starting the other pool."""
-GIL_BOUND_CORES = 0.8
-"""Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
 GIL_WAIT_PER_CPU = 8
 """A thread's wait for a CPU counts as holding the GIL up to this many times its CPU time: a GIL holder on a
 process that gets a ninth of a core (eight busy programs per core) waits eight times as long as it runs."""

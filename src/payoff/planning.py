@@ -44,7 +44,6 @@ from payoff._knowledge import (
 from payoff._outer_pools import outer_pool
 from payoff._payload import cloudpickled_size, measure_payload, pickled_size
 from payoff._probe import (
-    GIL_BOUND_CORES,
     PROBE_MAX_ITEMS,
     WAITING_BAND,
     Probe,
@@ -81,6 +80,7 @@ from payoff.record import (
     CLOUDPICKLE_CANNOT,
     EARLIER_CALLS_COST,
     FUNCTION_CARRIES,
+    GIL_BOUND_CORES,
     GIL_PRICED_RATIO,
     LOCAL_PROCESS_POOLS,
     ChunkStats,
@@ -88,6 +88,7 @@ from payoff.record import (
     dear_items,
     items_seconds,
     own_work_seconds,
+    shares_the_gil,
     waits_mostly,
 )
 from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
@@ -1009,7 +1010,7 @@ def _cpu_share(record: MapRecord, known_share: float | None = None) -> float | N
     """
     if record.busy_seconds <= 0:
         return None
-    if record.selected_strategy != "threads":
+    if not shares_the_gil(record.selected_strategy, record.chunks):
         return _own_share(record)
     if record.decision_reason is Reason.AUTO_WAITING:
         if known_share is not None and known_share < GIL_PRICED_RATIO:

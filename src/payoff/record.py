@@ -7,6 +7,7 @@ reports are all derived from it, so they cannot disagree with each other.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from array import array
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
     from payoff._gil_wait import GilWaits
 
+GIL_BOUND_CORES = 0.8
+"""Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
 CPU_BOUND_RATIO = 0.5
 """Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
 GIL_FREE_RATIO = 0.9
@@ -765,6 +768,18 @@ LOCAL_PROCESS_POOLS = frozenset({"processes", "joblib"})
 """Strategies whose workers are processes of this machine, each with its own CPU time and run-queue wait."""
 
 
+def shares_the_gil(selected: str, chunks: Sequence[ChunkStats]) -> bool:
+    """Whether the call's pool chunks ran on threads of this process, holding the GIL in turn: ``threads``, or a
+    pool of the user's (``strategy=ThreadPoolExecutor(...)``) whose chunks all ran here. Such a pool's own time
+    holds its waits for the GIL: 200 GIL-bound items on a user's ``ThreadPoolExecutor(3)`` took as long as a
+    loop, and the record priced them at their own time, 1.9-2.3x the loop's (hunt 56, F1)."""
+    if selected == "threads":
+        return True
+    here = str(os.getpid())
+    return selected == "custom" and all(c.worker.split(":", 1)[0] == here for c in chunks if c.where == "pool") \
+        and any(c.where == "pool" for c in chunks)
+
+
 SerialPrice = Callable[[Sequence[ChunkStats], float], float]
 """A library's own estimate of what one loop over a call's work takes, given its chunks and the record's estimate
 from their busy time: a library's items (CE's tasks) may each repeat a setup a loop does once, and it may have
@@ -967,8 +982,16 @@ class RecordBuilder:
         """
         if self.selected in LOCAL_PROCESS_POOLS and run_queue_readable():
             return None  # a share learned from threads or a probe could only add its own error
-        floor = WAITING_PRICED_RATIO if self.selected == "threads" else CPU_BOUND_RATIO
+        gil = shares_the_gil(self.selected, self.chunks)
+        if self.cpu_ratio is None and gil and self.selected == "custom" and self._gil_filled():
+            return 1.0  # unmeasured, and the GIL set the pace: CPU-bound, as a first threads call reads it
+        floor = WAITING_PRICED_RATIO if gil else CPU_BOUND_RATIO
         return self.cpu_ratio if self.cpu_ratio is not None and self.cpu_ratio >= floor else None
+
+    def _gil_filled(self) -> bool:
+        """The pool's threads together kept about a core busy (``planning._gil_filled``, on the chunks so far)."""
+        wall = (time.monotonic_ns() - self.started_ns) / 1e9
+        return wall > 0 and sum(c.cpu_seconds for c in self.chunks if c.where == "pool") >= GIL_BOUND_CORES * wall
 
     def _others_load(self) -> float:
         """What other programs' load would have added to a loop: the pool's waits for a CPU, less its own.
