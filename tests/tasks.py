@@ -996,3 +996,10 @@ def warn_then_square(x: int) -> int:
 
     warnings.warn(f"item {x} warns", UserWarning, stacklevel=1)
     return spin(x, 20_000) * 0 + x * x
+
+
+def raise_on_three(x: int) -> int:
+    """Items 0-2 run, item 3 raises ``ValueError``."""
+    if x == 3:
+        raise ValueError("item 3")
+    return x

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import pkgutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from payoff.strategies.main_guard import ImportingMainError
 from payoff.telemetry.records import InvalidRecord, LineProblem, RecordsFileError
 from payoff.telemetry.server import MetricsConfigError, MetricsExposureWarning
 from payoff.telemetry.warnings import ParallelFallbackWarning
+from tests import tasks
 
 
 def _record() -> payoff.MapRecord:
@@ -115,3 +117,23 @@ def test_every_exception_and_warning_payoff_defines_is_covered() -> None:
                 defined.add(value)
     assert {c.__qualname__ for c in defined} <= {type(e).__qualname__ for e in CASES}
     assert "PoolStoppedError" in errors.__all__
+
+
+@pytest.mark.parametrize(("fn", "items", "timeout", "ended"),
+                         [(tasks.raise_on_three, list(range(50)), None, "it failed"),
+                          (tasks.sleep_then_square, list(range(10)), 0.005, "it timed out")],
+                         ids=["raised", "timed out"])
+def test_a_fallback_warning_of_a_call_that_did_not_finish_says_how_many_items_ran(fn: Any, items: list[int],
+                                                                              timeout: float | None,
+                                                                              ended: str) -> None:
+    """A call kept serial that raised (or timed out) after a few items was told as "50 items ... ran serially"
+    (hunt 56, F3; failed before): it says they were planned so, and how many ran before it ended."""
+    with ParallelExecutor(ParallelConfig(max_workers=1)) as ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises((ValueError, TimeoutError)):
+            ex.map(fn, items, timeout=timeout)
+        record = ex.last_record
+    assert record is not None and record.fell_back and record.items_done < len(items), record.summary()
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, payoff.ParallelFallbackWarning)]
+    assert f"were planned to run serially instead of auto, and {record.items_done:,} ran before {ended}" \
+        in message, message

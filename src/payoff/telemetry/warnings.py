@@ -30,15 +30,20 @@ class ParallelFallbackWarning(UserWarning):
         return (type(self), (str(self), self.reason, self.record))
 
 
+_ENDED = {"cancelled": "it was cancelled", "error": "it failed", "timeout": "it timed out"}
+"""How a call that fell back ended, where its items did not all run (``MapRecord.outcome``): "ran serially"
+told 50 items of a call that raised on its first as run (hunt 56, F3)."""
+
+
 def fallback_message(record: MapRecord) -> str:
     reason = record.fallback_reason
     assert reason is not None
     wanted = record.requested_strategy
     what = (f"recovered on {record.selected_strategy}" if not record.fell_back
             else f"ran serially instead of {wanted}")
-    if record.outcome == "cancelled" and record.fell_back:  # an imap left early: its plan's items did not all run
-        what = (f"were planned to run serially instead of {wanted}, and {record.items_done:,} ran before it was "
-                "cancelled")
+    ended = _ENDED.get(record.outcome)
+    if ended is not None and record.fell_back:  # its plan's items did not all run: say how many did
+        what = f"were planned to run serially instead of {wanted}, and {record.items_done:,} ran before {ended}"
     advice = advice_of(record)
     return (f"payoff: {record.items_text} of workload "
             f"{record.workload!r} {what} ({reason.value}): "
