@@ -683,3 +683,41 @@ def test_the_executor_an_item_carries_runs_its_work_in_that_worker(tmp_path: Pat
     runs = [p.name.split("-")[0] for p in tmp_path.iterdir()]
     assert len(runs) == len(set(runs)), f"the initializer ran more than once in a worker: {runs}"
     assert set(runs) >= {str(pid) for pid, *_ in out}
+
+
+def test_an_imap_another_thread_dropped_in_a_cycle_is_not_the_last_record_of_the_thread_that_collected_it() -> None:
+    """Thread A takes one result of an imap and drops it inside a reference cycle; thread B maps, then a garbage
+    collection in B closes A's imap. B's ``last_record`` was A's imap (hunt 56, F2; failed before): B now reads
+    its own call. A had ended, so a new thread could even have A's ident: the call's own thread object decides."""
+    import gc
+    import warnings
+
+    seen: dict[str, object] = {}
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+
+        def thread_a() -> None:
+            results = ex.imap(tasks.square, range(1000), workload="A-imap")
+            next(results)
+            holder: dict[str, object] = {"it": results}
+            holder["self"] = holder  # a request's locals in a cycle
+            del results, holder
+
+        def thread_b() -> None:
+            ex.map(tasks.square, range(50), workload="B-map")
+            gc.collect()
+            record = ex.last_record
+            seen["B"] = None if record is None else (record.workload, record.n_items)
+
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for target in (thread_a, thread_b):
+                thread = threading.Thread(target=target)
+                thread.start()
+                thread.join()
+        finally:
+            if enabled:
+                gc.enable()
+        assert [r.workload for r in ex.records] == ["B-map", "A-imap"], "the imap was closed in B, after B's map"
+    assert seen["B"] == ("B-map", 50)

@@ -186,6 +186,8 @@ class MapRun:
         """``time.monotonic()`` when the imap last handed a result to its caller (``_pause``)."""
         self.thread = threading.get_ident()
         """The thread the call began in (set again by ``_begin``): shutdown from there cannot wait for it."""
+        self.owner = threading.current_thread()
+        """That thread, whose ``last_record`` the call's record becomes (an ident may be a later thread's)."""
         self.pid = os.getpid()
         self.prior: int | None = None
 
@@ -252,7 +254,7 @@ class MapRun:
                 if left is not None and error is None and not self._all_done():
                     error = left  # its consumer left before the last result: cancelled, not judged
                 record = self.rec.build(error)
-                self.ex._finish(self.call, record, self.fn, error, self.config, self.token)
+                self.ex._finish(self.call, record, self.fn, error, self.config, self.token, self.owner)
             finally:
                 self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 

@@ -416,15 +416,18 @@ class ParallelExecutor:
             return mine
         return self.records[-1] if self.records else None
 
-    def _keep(self, record: MapRecord) -> None:
+    def _keep(self, record: MapRecord, owner: threading.Thread | None = None) -> None:
         """The latest record whole; the one it follows, now older, as records are kept (``MapRecord.kept``).
 
         Each call leans the record its own append made older, outside the lock, and puts the lean copy where
-        that record is by then: calls of other threads may have appended theirs meanwhile."""
+        that record is by then: calls of other threads may have appended theirs meanwhile. ``owner``: the thread
+        that made the call, whose ``last_record`` it becomes; another thread ending it (a garbage collection
+        there closed an imap dropped in a reference cycle) read it as its own call's (hunt 56, F2)."""
         with self._lock:
             self.records.append(record)
             older = self.records[-2] if len(self.records) > 1 else None
-        self._mine.record = record
+        if owner is None or owner is threading.current_thread():  # not its ident: a new thread may reuse it
+            self._mine.record = record
         lean = older.kept() if older is not None else None
         if lean is None or lean is older:
             return
@@ -711,7 +714,7 @@ class ParallelExecutor:
                 self._check_open(nested_ok=run is not None)
             self._active += 1
             if run is not None:
-                run.thread = threading.get_ident()
+                run.thread, run.owner = threading.get_ident(), threading.current_thread()
                 self._runs.add(run)
 
     def _end(self, run: MapRun | None = None) -> None:
@@ -723,8 +726,9 @@ class ParallelExecutor:
         self._watch_idle()
 
     def _finish(self, call: CallInfo, record: MapRecord, fn: Callable[[Any], Any],
-                error: BaseException | None, config: ParallelConfig, stop: CancelToken | None = None) -> None:
-        self._keep(record)
+                error: BaseException | None, config: ParallelConfig, stop: CancelToken | None = None,
+                owner: threading.Thread | None = None) -> None:
+        self._keep(record, owner)
         if record.pool_started and record.requested_strategy == "auto":  # its shutdown may throw the pool away
             self._started_for[record.selected_strategy] = fn_key(fn)
         # a WorkerCrashedError keeps fn out of the caller from now on
