@@ -737,6 +737,9 @@ def test_a_users_thread_pool_of_gil_bound_items_is_priced_at_their_cpu_not_their
         own = sum(c.own_seconds for c in pool_chunks)
         assert record.selected_strategy == "custom" and pool_chunks, record.summary()
         caller = sum(c.busy_seconds for c in record.chunks if c.where != "pool")
+        assert record.serial_estimate_seconds <= own + caller + 0.01, record.summary()
+        if cpu < 0.8 * record.wall_seconds:  # the process got less than a core (other programs' load): the
+            continue  # GIL did not set the pace, and its own time is the price, as for named threads
         assert record.serial_estimate_seconds <= 1.3 * cpu + caller + 0.01, (record.serial_estimate_seconds, cpu,
                                                                               own, record.summary())
 

@@ -983,7 +983,7 @@ class RecordBuilder:
         if self.selected in LOCAL_PROCESS_POOLS and run_queue_readable():
             return None  # a share learned from threads or a probe could only add its own error
         gil = shares_the_gil(self.selected, self.chunks)
-        if self.cpu_ratio is None and gil and self.selected == "custom" and self._gil_filled():
+        if self.cpu_ratio is None and gil and self._gil_filled():
             return 1.0  # unmeasured, and the GIL set the pace: CPU-bound, as a first threads call reads it
         floor = WAITING_PRICED_RATIO if gil else CPU_BOUND_RATIO
         return self.cpu_ratio if self.cpu_ratio is not None and self.cpu_ratio >= floor else None

@@ -437,8 +437,12 @@ class CEParallelExecutor:
                 Reason.THREAD_UNSAFE, 0
         if work is not None and (kept := self._kept_here(work, workers)) is not None:
             return [n], f"{n} instances in one task: ~{work:.3f} s of estimated work {kept[1]}", kept[0], 0
-        # measured first only where it decides something: tasks of the user's size, or parallel forced, do not
-        if spi is None and not user.instance_chunk_size and user.tiny_workload_threshold != 0:
+        # measured first only where it decides something: tasks of the user's size, or parallel forced, do not;
+        # but named threads, forced or not, time their first task alone: their pool's CPU prices CE at up to twice
+        # its time alone, and a forced explain measured 0.53x recorded 1.6-1.7x (hunt 57, F1)
+        forced = user.tiny_workload_threshold == 0
+        measured_alone = self.strategy == "threads" and n - _probe_size(n, workers) >= 2
+        if spi is None and not user.instance_chunk_size and (not forced or measured_alone):
             if n - _probe_size(n, workers) < 2:  # the rest could not be split: measuring first only costs a task
                 return [n], f"{n} instances in one task: too few to measure some first and split the rest", \
                     Reason.TOO_FEW_ITEMS, 0
