@@ -73,15 +73,20 @@ def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
         probe.fn_bytes = out_of_band.dumps(fn, pickle.dumps).size  # a model's arrays sized where they lie
     except Exception as exc:
         probe.pickle_error = f"{_the_function(fn)} {_refusal(exc)}"
-        try:
-            blob = out_of_band.dumps(fn, by_value.dumps)
-        except Exception:
-            probe.fn_bytes, probe.cloudpickle_ok = 0, False
-            return
-        unloaded = _load_refusal(blob)
+        size, unloaded = cloudpickled_fn(fn)
         if unloaded:
             probe.pickle_error += f"; cloudpickle pickles it, but {unloaded}"
-        probe.fn_bytes, probe.cloudpickle_ok = blob.size, not unloaded
+        probe.fn_bytes, probe.cloudpickle_ok = size or 0, size is not None and not unloaded
+
+
+def cloudpickled_fn(fn: Callable[..., Any]) -> tuple[int | None, str]:
+    """Bytes cloudpickle sends ``fn`` in (None when it cannot), and why what it writes does not load back ("" when
+    it does: ``_load_refusal``): a function is sendable by cloudpickle only with both."""
+    try:
+        blob = out_of_band.dumps(fn, by_value.dumps)
+    except Exception:
+        return None, ""
+    return blob.size, _load_refusal(blob)
 
 
 def _load_refusal(blob: out_of_band.OutOfBand) -> str:

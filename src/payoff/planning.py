@@ -42,7 +42,7 @@ from payoff._knowledge import (
     rebuy,
 )
 from payoff._outer_pools import outer_pool
-from payoff._payload import cloudpickled_size, measure_payload, pickled_size
+from payoff._payload import cloudpickled_fn, cloudpickled_size, measure_payload, pickled_size
 from payoff._probe import (
     PROBE_MAX_ITEMS,
     WAITING_BAND,
@@ -86,6 +86,7 @@ from payoff.record import (
     ChunkStats,
     MapRecord,
     dear_items,
+    gil_bound,
     items_seconds,
     own_work_seconds,
     shares_the_gil,
@@ -1029,7 +1030,7 @@ def _misread_as_cpu_bound(record: MapRecord, known: Facts | None) -> bool:
 
 def _gil_filled(record: MapRecord) -> bool:
     """The call's threads together kept about a core busy: the GIL set their pace."""
-    return record.cpu_seconds >= GIL_BOUND_CORES * record.wall_seconds
+    return gil_bound(record.cpu_seconds, record.wall_seconds)
 
 
 def _threads_share(record: MapRecord) -> float:
@@ -1496,7 +1497,8 @@ def _cloudpickle_ok(call: Call, probe: Probe) -> bool:
     """Whether cloudpickle (joblib, dask) can send all that pickle refused: the function, and this call's
     sampled items and results. Asked only once pickle refused something, so only then it costs."""
     if probe.pickle_error and probe.cloudpickle_ok is None:
-        probe.cloudpickle_ok = cloudpickled_size(call.fn) is not None
+        size, unloaded = cloudpickled_fn(call.fn)
+        probe.cloudpickle_ok = size is not None and not unloaded
     if probe.unsendable and probe.payload_cloudpickle_ok is None:
         probe.payload_cloudpickle_ok = all(cloudpickled_size(obj) is not None for _, obj in probe.unsendable)
     return (not probe.pickle_error or bool(probe.cloudpickle_ok)) \

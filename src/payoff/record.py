@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 GIL_BOUND_CORES = 0.8
 """Threads that together kept this much of a core busy were paced by the GIL, not by waiting."""
+
+
+def gil_bound(cpu_seconds: float, wall_seconds: float) -> bool:
+    """Whether threads that used ``cpu_seconds`` in ``wall_seconds`` were paced by the GIL (``GIL_BOUND_CORES``)."""
+    return cpu_seconds >= GIL_BOUND_CORES * wall_seconds
 CPU_BOUND_RATIO = 0.5
 """Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
 GIL_FREE_RATIO = 0.9
@@ -989,9 +994,9 @@ class RecordBuilder:
         return self.cpu_ratio if self.cpu_ratio is not None and self.cpu_ratio >= floor else None
 
     def _gil_filled(self) -> bool:
-        """The pool's threads together kept about a core busy (``planning._gil_filled``, on the chunks so far)."""
+        """The pool's threads together kept about a core busy (``gil_bound``, on the chunks so far)."""
         wall = (time.monotonic_ns() - self.started_ns) / 1e9
-        return wall > 0 and sum(c.cpu_seconds for c in self.chunks if c.where == "pool") >= GIL_BOUND_CORES * wall
+        return wall > 0 and gil_bound(sum(c.cpu_seconds for c in self.chunks if c.where == "pool"), wall)
 
     def _others_load(self) -> float:
         """What other programs' load would have added to a loop: the pool's waits for a CPU, less its own.
