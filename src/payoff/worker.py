@@ -1000,9 +1000,10 @@ class StreamedChunk:
                 yield result
                 taken = max(0, clock() - h0 - handing)  # the consumer's, sampled as the items are
                 untimed = min(SAMPLED_MAX - 1, SAMPLED_BLOCK_NS // last, max_items - self.count)
-                until = clock() + max(RESAMPLE_FLOOR_NS, RESAMPLE_FACTOR * untimed * (last + taken))
-                n = (yield from self._untimed(run_in, untimed, deadline, now, until)) \
-                    if untimed >= SAMPLED_MIN else 0
+                n = 0
+                if untimed >= SAMPLED_MIN:  # the clock read for its end only where such a block runs
+                    until = clock() + max(RESAMPLE_FLOOR_NS, RESAMPLE_FACTOR * untimed * (last + taken))
+                    n = yield from self._untimed(run_in, untimed, deadline, now, until)
                 work, cpu, block_ns, block_n = work + last * n, cpu + item_cpu * n, block_ns + last * n, block_n + n
                 consumer += taken * (1 + n)
                 if block_ns >= BLOCK_TARGET_NS:
