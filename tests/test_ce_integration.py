@@ -364,6 +364,29 @@ def test_a_small_explain_falls_back_with_the_adapters_reason_at_the_users_line()
     assert str(warning.message).startswith(f"payoff: {N_TEST} instances in 1 task of workload ")
 
 
+def test_tiny_in_ce_parallel_counts_instances_as_ce_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CE_PARALLEL=processes,tiny=N``: CE keeps an explain of fewer than N instances in the caller; payoff read
+    N as seconds, and an explain of 200 instances under ``tiny=8`` never reached the processes (hunt 57, F2)."""
+    wrapper, _, _, x_test = _wrapper("classification")
+    monkeypatch.setenv("PAYOFF_PARALLEL", "tiny=0")  # payoff's seconds: no explain is too little work for a pool
+    for tiny, stays in ((N_TEST + 1, True), (2, False)):
+        monkeypatch.setenv("CE_PARALLEL", f"processes,workers=2,tiny={tiny}")
+        ex = enable(wrapper)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wrapper.explain_factual(x_test)
+        finally:
+            ex.close()
+        record = ex.last_record
+        assert record is not None
+        if stays:
+            assert record.fallback_reason is Reason.TINY_WORKLOAD, record
+            assert f"below the minimum of {tiny} for parallel" in record.fallback_detail, record.fallback_detail
+        else:
+            assert record.selected_strategy == "processes" and record.fallback_reason is None, record
+
+
 def test_a_disabled_explain_is_recorded_as_disabled_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     """enabled=False (CE_PARALLEL=off): CE explains in the caller; the documented
     ``executor.last_record.summary()`` still has a record to read, with reason ``disabled``. CE's

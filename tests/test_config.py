@@ -60,6 +60,47 @@ def test_every_token_of_the_grammar(text: str, expected: dict[str, object]) -> N
     ParallelConfig().with_changes(**expected)
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("processes,tiny=8", {"strategy": "processes", "enabled": True, "min_batch_size": 8}),
+    ("tiny=8,min_batch=4", {"min_batch_size": 8}),
+    ("min_batch=16,tiny=8", {"min_batch_size": 16}),
+    ("tiny=008", {"min_batch_size": 8}),
+    ("tiny=0", {"tiny_workload_threshold": 0.0}),
+    ("tiny=8s", {"tiny_workload_threshold": 8.0}),
+    ("tiny=0.5", {"tiny_workload_threshold": 0.5}),
+    ("tiny_workload_threshold=8", {"tiny_workload_threshold": 8.0}),
+])
+def test_a_bare_whole_number_tiny_in_ce_parallel_is_ces_count_of_items(text: str, expected: dict[str, object]) -> None:
+    """CE reads ``tiny=8`` in ``CE_PARALLEL`` as 8 work items (the larger of it and ``min_batch``); read as 8
+    seconds, every explain under 8 s of work ran in the caller (hunt 57, F2). A unit, a decimal point or the
+    field's own name are payoff's seconds, which CE refuses anyway; 0 is "nothing is tiny" in both."""
+    assert parse_ce_parallel(text, "CE_PARALLEL") == expected
+    ParallelConfig().with_changes(**expected)
+
+
+def test_tiny_in_payoff_parallel_stays_seconds() -> None:
+    assert parse_ce_parallel("tiny=8", "PAYOFF_PARALLEL") == {"tiny_workload_threshold": 8.0}
+
+
+def test_ces_count_of_items_and_payoffs_seconds_add_up_across_the_two_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_PARALLEL", "processes,tiny=8")
+    monkeypatch.setenv("PAYOFF_PARALLEL", "tiny=50ms")
+    config = ParallelConfig.from_env()
+    assert (config.min_batch_size, config.tiny_workload_threshold) == (8, 0.05)
+
+
+def test_ces_count_of_items_keeps_a_call_of_fewer_items_serial_saying_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_PARALLEL", "threads,workers=2,tiny=8")
+    monkeypatch.delenv("PAYOFF_PARALLEL", raising=False)
+    with ParallelExecutor(ParallelConfig.from_env()) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ex.map(abs, range(-7, 0)) == list(range(7, 0, -1))
+        record = ex.last_record
+        assert record is not None and record.selected_strategy == "serial", record
+        assert "7 items is below the minimum of 8 for parallel" in record.fallback_detail, record.fallback_detail
+
+
 def test_a_full_value_builds_a_config() -> None:
     env = {"CE_PARALLEL": " on , processes, workers=2 ,instance_chunk=200, granularity=instance,,"}
     cfg = ParallelConfig.from_env(env)

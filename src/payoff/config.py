@@ -452,7 +452,8 @@ GRAMMAR = (
     "PAYOFF_PARALLEL and CE_PARALLEL are comma-separated lists of tokens: "
     "on|off (also 1,true,yes,enable / 0,false,no,disable, or enabled=on|off); "
     "a strategy: auto|serial|sequential|threads|processes|joblib|dask (or strategy=NAME); "
-    "workers=N; waiting_workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05 or 50ms); "
+    "workers=N; waiting_workers=N; min_batch=N; min_instances=N; tiny=SECONDS (e.g. 0.05, 50ms or 2s; in CE_PARALLEL "
+    "a bare whole number is CE's count of items, as min_batch=N); "
     "instance_chunk=N; feature_chunk=N; task_bytes=BYTES (e.g. 1048576 or 16MiB); "
     "force_serial=on|off; granularity=instance|feature|auto; idle_timeout=SECONDS|none; start_timeout=SECONDS; "
     "start_method=fork|forkserver|spawn; address=tcp://HOST:PORT (dask); "
@@ -620,6 +621,7 @@ def parse_ce_parallel(text: str, name: str = ALIAS_ENV_VAR) -> dict[str, Any]:
     ``len(text)``: no regular expressions.
     """
     changes: dict[str, Any] = {}
+    ce_tiny_items = 0
     for raw in text.split(","):
         original = raw.strip()
         key, eq, value = original.partition("=")
@@ -627,14 +629,30 @@ def parse_ce_parallel(text: str, name: str = ALIAS_ENV_VAR) -> dict[str, Any]:
         token = key.strip().lower() + eq + (value.strip() if keep_case else value.strip().lower())
         if not token:
             continue
+        if name == ALIAS_ENV_VAR and _ce_count_of_items(token):
+            ce_tiny_items = max(ce_tiny_items, _whole_number(token.partition("=")[2].strip(), ""))
+            continue
         field_name, value = _parse_token(token, original, name)
         if field_name in changes and changes[field_name] != value:
             raise ValueError(f"{name} sets {field_name} twice with different values "
                              f"(token {_quote(original)}). {GRAMMAR}")
         changes[field_name] = value
+    if ce_tiny_items:
+        changes["min_batch_size"] = max(changes.get("min_batch_size") or 0, ce_tiny_items)
     if "strategy" in changes and "enabled" not in changes:
         changes["enabled"] = True
     return changes
+
+
+def _ce_count_of_items(token: str) -> bool:
+    """Whether ``token`` is CE's own ``tiny=N``: a bare whole number N >= 1, which CE compares with the work
+    items of a call (the larger of it and ``min_batch``). payoff's ``tiny`` is seconds; read as such in
+    ``CE_PARALLEL``, CE's ``tiny=8`` kept every explain under 8 s of work in the caller (hunt 57). Seconds
+    are still taken there with a unit or a decimal point (which CE refuses), and 0 is "nothing is tiny" in both."""
+    key, _, text = token.partition("=")
+    text = text.strip()
+    return (key.strip() == "tiny" and _ascii_digits(text) and text.strip("0") != ""
+            and len(text.lstrip("0")) <= len(str(MAX_COUNT)))
 
 
 def _quote(token: str) -> str:
