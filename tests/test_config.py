@@ -78,6 +78,13 @@ def test_a_bare_whole_number_tiny_in_ce_parallel_is_ces_count_of_items(text: str
     ParallelConfig().with_changes(**expected)
 
 
+@pytest.mark.parametrize("text", ["tiny=8,tiny=4", "tiny=8,tiny=0", "tiny=0,tiny=8", "tiny=50ms,tiny=8"])
+def test_tiny_given_twice_in_ce_parallel_is_refused_naming_the_second_token(text: str) -> None:
+    with pytest.raises(ValueError, match="sets tiny twice") as caught:
+        parse_ce_parallel(text, "CE_PARALLEL")
+    assert repr(text.split(",")[1]) in str(caught.value)
+
+
 def test_tiny_in_payoff_parallel_stays_seconds() -> None:
     assert parse_ce_parallel("tiny=8", "PAYOFF_PARALLEL") == {"tiny_workload_threshold": 8.0}
 

@@ -630,9 +630,14 @@ def parse_ce_parallel(text: str, name: str = ALIAS_ENV_VAR) -> dict[str, Any]:
         if not token:
             continue
         if name == ALIAS_ENV_VAR and _ce_count_of_items(token):
-            ce_tiny_items = max(ce_tiny_items, _whole_number(token.partition("=")[2].strip(), ""))
+            items = _whole_number(token.partition("=")[2].strip(), "")
+            if (ce_tiny_items and items != ce_tiny_items) or "tiny_workload_threshold" in changes:
+                raise ValueError(f"{name} sets tiny twice with different values (token {_quote(original)}). {GRAMMAR}")
+            ce_tiny_items = items
             continue
         field_name, value = _parse_token(token, original, name)
+        if field_name == "tiny_workload_threshold" and ce_tiny_items:
+            raise ValueError(f"{name} sets tiny twice with different values (token {_quote(original)}). {GRAMMAR}")
         if field_name in changes and changes[field_name] != value:
             raise ValueError(f"{name} sets {field_name} twice with different values "
                              f"(token {_quote(original)}). {GRAMMAR}")
