@@ -1003,3 +1003,8 @@ def raise_on_three(x: int) -> int:
     if x == 3:
         raise ValueError("item 3")
     return x
+
+
+def pid_and_main_thread(_: object) -> tuple[int, bool]:
+    """Where an item ran: the process, and whether on its main thread (where ``signal.signal`` works)."""
+    return os.getpid(), threading.current_thread() is threading.main_thread()

@@ -467,7 +467,8 @@ class Planner:
         if call.decide_after_first is not None:  # the library weighed its own items (of unlike sizes): as asked
             return self._chunked(call, strategy, workers, probe, remaining, decision)
         threshold = _threshold_fallback(call, probe, remaining)
-        fallback = threshold or self._cost_fallback(call, strategy, workers, probe, remaining)
+        fallback = threshold or (None if _kept_in_workers(call) and call.requested != "auto"
+                                 else self._cost_fallback(call, strategy, workers, probe, remaining))
         if fallback is not None and fallback[0] is Reason.PAYLOAD_TOO_LARGE and call.requested == "auto":
             if self._threads_may_pay(call, probe, workers) \
                     and self._cost_fallback(call, "threads", workers, probe, remaining) is None:
@@ -1262,7 +1263,7 @@ def _too_few(call: Call, remaining: int) -> tuple[Reason, str] | None:
     tiny work: two items of 0.5 s, the first run here to measure it, were called ``tiny_workload`` (advice
     trial)."""
     n = len(call.items)
-    if remaining >= 2 or call.config.tiny_workload_threshold == 0:
+    if remaining >= 2 or _kept_in_workers(call):
         return None
     if n == 1:
         return Reason.TOO_FEW_ITEMS, "1 item cannot be split across workers"
@@ -1272,13 +1273,23 @@ def _too_few(call: Call, remaining: int) -> tuple[Reason, str] | None:
                                   "cannot be split across workers")
 
 
+def _kept_in_workers(call: Call) -> bool:
+    """Whether even a call too small for its pool runs in it: forced (``tiny_workload_threshold=0``), or under a
+    ``timeout=`` on a backend the user named for its worker processes. There the items payoff keeps out of a pool
+    run on a payoff thread (the caller may leave a hung one behind), where ``signal.signal`` and other main-thread
+    APIs raise that a worker's main thread takes (hunt 58: the second call of such a function raised), and a hung
+    item stays stuck for good where a worker is stopped."""
+    return call.config.tiny_workload_threshold == 0 or (call.timeout is not None
+                                                         and call.requested in LOCAL_PROCESS_POOLS)
+
+
 def _threshold_fallback(call: Call, probe: Probe, remaining: int) -> tuple[Reason, str] | None:
     cfg = call.config
     floor = _floor_fallback(call) or _too_few(call, remaining)
     if floor is not None:
         return floor
     cost = probe.seconds_per_item
-    if cfg.tiny_workload_threshold is not None and cost is not None:
+    if cfg.tiny_workload_threshold is not None and cost is not None and not _kept_in_workers(call):
         work = cost * remaining
         if work < cfg.tiny_workload_threshold:
             return (Reason.TINY_WORKLOAD, f"{work * 1e3:.2f} ms of estimated work is below "
