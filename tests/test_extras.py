@@ -52,3 +52,33 @@ def test_a_feature_without_its_extra_names_the_extra(extra: str) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"pip install 'payoff[{extra}]'" in out.stdout, out.stdout + out.stderr[-2000:]
     assert f"'{module}" in out.stdout, out.stdout  # the missing package named
+
+
+def test_an_import_cut_short_drops_the_modules_that_hold_its_half_made_module(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``a`` imports ``b``, which binds the half-made ``a`` (a circular import), then ``a`` is cut short (a
+    Ctrl-C): importlib drops ``a`` but ``b`` kept it, and ``b``'s every use raised "partially initialized
+    module". ``b`` is dropped too, and the package that held it with its other new submodules (``c``: a package
+    imported again lacks, as attributes, the submodules it kept)."""
+    from payoff._extras import imports_undone_if_cut
+
+    package = tmp_path / "cutpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "c.py").write_text("VALUE = 3\n")
+    (package / "b.py").write_text("from . import a, c\n\ndef use():\n    return a.X\n")
+    (package / "a.py").write_text("import sys\nfrom . import b\nif getattr(sys, 'cut_a', False):\n"
+                                  "    raise KeyboardInterrupt('cut')\nX = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "cut_a", True, raising=False)
+    try:
+        with pytest.raises(KeyboardInterrupt), imports_undone_if_cut():
+            import cutpkg.a
+        assert not [name for name in sys.modules if name.startswith("cutpkg")]
+        monkeypatch.setattr(sys, "cut_a", False)
+        import cutpkg.b
+
+        assert cutpkg.b.use() == 1 and cutpkg.c.VALUE == 3
+    finally:
+        for name in [n for n in sys.modules if n == "cutpkg" or n.startswith("cutpkg.")]:
+            del sys.modules[name]

@@ -428,3 +428,51 @@ def test_ctrl_c_during_a_pools_start_leaves_no_pings_lock_taken() -> None:
     from payoff._waiting import woken_by
 
     assert _ctrl_c_while_one_future_is_busy(lambda futures: woken_by(futures).wait(5.0)) == []
+
+
+CUT_IMPORT = textwrap.dedent("""
+    import importlib.abc
+    import sys
+
+    class CtrlCWhile(importlib.abc.MetaPathFinder):
+        fired = False
+
+        def find_spec(self, name, path, target=None):
+            if name == sys.argv[2] and not CtrlCWhile.fired:
+                CtrlCWhile.fired = True
+                raise KeyboardInterrupt(name)
+            return None
+
+    sys.meta_path.insert(0, CtrlCWhile())
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    ex = ParallelExecutor(ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0))
+    try:
+        ex.map(tasks.square, range(10))
+        print("not interrupted")
+    except KeyboardInterrupt:
+        print("interrupted")
+    try:
+        print("submit", ex.submit(tasks.square, 7).result())
+    except Exception as exc:
+        print("submit", type(exc).__name__, exc)
+    print("map", ex.map(tasks.square, range(4)) == [0, 1, 4, 9], ex.last_record.selected_strategy)
+    ex.shutdown()
+""")
+
+
+@pytest.mark.parametrize(("strategy", "cut"), [
+    ("joblib", "joblib.externals.loky.backend.stdlib_py314_resource_tracker"),
+    ("joblib", "joblib.externals.loky.backend.spawn"),
+    ("processes", "concurrent.futures.process"),
+])
+def test_a_ctrl_c_while_a_backend_imports_leaves_no_half_made_module_behind(strategy: str, cut: str) -> None:
+    """A Ctrl-C while loky imported, early in a first joblib map: a module that had bound the half-made
+    ``resource_tracker`` (a circular import) kept it, and the next ``submit`` raised "partially initialized
+    module ... has no attribute '_CLEANUP_FUNCS'" (a map fell back with ``init_failure``; loky alone does the
+    same: hunt 58, F2). The modules an interrupted start imported that hold such a module are dropped too."""
+    done = subprocess.run([sys.executable, "-c", CUT_IMPORT, strategy, cut], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"})
+    assert done.stdout.splitlines() == ["interrupted", "submit 49", f"map True {strategy}"], \
+        (done.stdout, done.stderr[-2000:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 
 
 @contextlib.contextmanager
@@ -22,11 +23,56 @@ def extra_needed(extra: str, purpose: str) -> Iterator[None]:
         raise ModuleNotFoundError(f"payoff: {purpose} needs {what}, which payoff's {extra!r} extra installs: "
                                   f"pip install 'payoff[{extra}]'", name=exc.name) from exc
     except BaseException:
-        _forget_imported_since(before)
+        forget_imported_since(before)
         raise
 
 
-def _forget_imported_since(before: set[str]) -> None:
+@contextlib.contextmanager
+def imports_undone_if_cut() -> Iterator[None]:
+    """What a block imported, forgotten where it was cut short (a Ctrl-C while a pool's start imports its
+    backend): see :func:`forget_imported_since`."""
+    before = set(sys.modules)
+    try:
+        yield
+    except BaseException:
+        forget_imported_since(before)
+        raise
+
+
+def forget_imported_since(before: set[str]) -> None:
+    """The modules imported since ``before`` that an import cut short left unusable, dropped so that the next
+    use imports them afresh: see :func:`_forget_orphans` and :func:`_forget_holders_of_half_made`."""
+    _forget_orphans(before)
+    _forget_holders_of_half_made(before)
+    _forget_orphans(before)  # a package dropped as a holder leaves its submodules orphans
+
+
+def _forget_holders_of_half_made(before: set[str]) -> None:
+    """A module that bound a half-made one in a circular import (loky's ``synchronize`` binds
+    ``resource_tracker`` while that one still imports) keeps it when the import is cut short, and every later
+    use of it raised "partially initialized module ... has no attribute" (hunt 58: a Ctrl-C in a first joblib
+    map broke the next ``submit``). Such holders, and in turn the modules imported since that hold them, are
+    dropped; modules that finished and hold nothing dropped stay."""
+    new = [name for name in set(sys.modules) - before if isinstance(sys.modules.get(name), ModuleType)]
+    dropped = True
+    while dropped:
+        dropped = False
+        for name in new:
+            module = sys.modules.get(name)
+            if module is not None and any(_dropped_module(value) for value in list(vars(module).values())):
+                sys.modules.pop(name, None)
+                dropped = True
+
+
+def _dropped_module(value: object) -> bool:
+    """Whether ``value`` is a module that ``sys.modules`` no longer holds (or holds another copy of)."""
+    if not isinstance(value, ModuleType):
+        return False
+    name = getattr(value, "__name__", None)
+    return isinstance(name, str) and sys.modules.get(name) is not value
+
+
+def _forget_orphans(before: set[str]) -> None:
     """An import cut short (a Ctrl-C while ``distributed`` imported) drops the package whose code was running,
     and keeps the submodules it had finished: imported again, the package lacks them as attributes, and every
     later dask call of the process failed with "module 'distributed' has no attribute 'utils'" (interrupts

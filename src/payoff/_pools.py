@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from payoff import _exit
+from payoff._extras import imports_undone_if_cut
 from payoff.config import ParallelConfig
 from payoff.errors import ModuleReloadedWarning, PoolStartTimeoutError
 from payoff.observers import warn_at_call_site
@@ -235,10 +236,12 @@ class PoolRegistry:
                 return lease
             with self._lock:
                 self._starting, self._starting_retired = key, False
-            pool = make()
+            with imports_undone_if_cut():  # a Ctrl-C while the backend imports leaves no half-made module
+                pool = make()
             t0 = time.perf_counter()
             try:
-                pool.start(stop)
+                with imports_undone_if_cut():
+                    pool.start(stop)
             except BaseException as exc:
                 with self._lock:
                     self._starting = None
