@@ -314,6 +314,24 @@ def test_a_recalled_function_whose_first_item_now_costs_far_less_is_planned_at_t
         assert (probe.seconds_per_item == seconds and not probe.known) is overturned, (seconds, probe)
 
 
+def test_items_a_probe_ran_to_sample_the_gil_overturn_a_recall_ten_times_their_cost() -> None:
+    """A function whose cost follows its arguments: a call of ~5 ms items, then one of 200 items of ~10 us. Its
+    GIL still unread, 25 items ran here to sample it, read the cost 500x lower, and the recall was kept all the
+    same (a head of cheaper items is no news on an input sorted by cost): 2 ms of work went to processes at
+    4x the loop's time (hunt 59, F4). A reading a tenth of the recall or less overturns it, as a checked first
+    item's does; dear items after a cheap head are still caught by the serial run's budget."""
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.grows, Facts(5e-3, 1.0, 40, "", None, result_error=""))
+    known = planner.knowledge.get(tasks.grows)
+    assert known is not None
+    known.gil_held = None  # as a function measured by a first call's probe, which samples no GIL
+    plan = planner.plan(planning.Call(tasks.grows, [1] * 200, ParallelConfig(max_workers=2), "auto",
+                                      None, None, None, frozenset({"processes"}), 5))
+    assert plan.probe.n > 1 and not plan.probe.known, plan.probe
+    assert plan.strategy == "serial", (plan.strategy, plan.detail)
+    assert plan.outgrow is not None, "a serial run on a cheap head still moves dear items to the pool"
+
+
 def test_a_recalled_function_called_on_arrays_of_another_size_runs_its_first_here_to_check_its_cost() -> None:
     """A helper first mapped over 8 MB arrays, then over 1 KB ones: its results were known to pickle, so nothing
     ran here, and 2,000 small arrays were planned at the 25 ms an item the big ones cost and sent to processes at

@@ -1547,7 +1547,8 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
         if gil and known is not None:  # too few wake-ups in the window: no sign the items let the GIL go
             probe.gil_held = GIL_UNREAD if probe.gil_held is None else probe.gil_held
             knowledge.observe_gil(call.fn, probe.gil_held)
-            if not other:  # probed for the GIL alone: the sound cost stands (a head of cheaper items is no news)
+            if not other and not _overturned(probe, known.seconds_per_item):  # probed for the GIL alone: the
+                # sound cost stands (a head of somewhat cheaper items is no news; one a tenth of it or less is)
                 probe.seconds_per_item, probe.cpu_ratio, probe.known = known.seconds_per_item, known.cpu_ratio, True
         _void_verdicts_if_shifted(probe, known)
         if known is not None and probe.cores_read:  # one read beside other calls is a try all the same: a
@@ -1646,6 +1647,11 @@ def _overturn_recall(probe: Probe, seconds: float) -> None:
     if probe.outcome is not None and probe.outcome.n_done and recalled is not None \
             and seconds * RECALL_OVERTURNED < recalled:
         probe.seconds_per_item, probe.known = max(seconds, 1e-9), False
+
+
+def _overturned(probe: Probe, recalled: float) -> bool:
+    """Whether the items a probe just ran cost a tenth of the recall or less (``RECALL_OVERTURNED``)."""
+    return probe.seconds_per_item is not None and probe.seconds_per_item * RECALL_OVERTURNED < recalled
 
 
 def _decided(decide: Decide, seconds: float) -> tuple[Reason, str] | None:
