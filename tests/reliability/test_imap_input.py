@@ -569,12 +569,13 @@ def _hangs_on_five(x: int) -> int:
 
 @pytest.mark.parametrize("kind", ["imap", "imap_unordered"])
 def test_an_imap_a_named_pool_found_too_small_still_keeps_its_timeout(kind: str) -> None:
-    """A named ``processes`` backend that finds a call too small for its pool runs it here, serially; an ``imap``
-    ran it in its consumer's thread, where one hung item held ``next()`` for as long as it hung (20 s past
-    ``timeout=1``). Its items now run on a payoff thread the consumer waits for no longer than the time left."""
+    """A named backend that finds a call too small for its pool runs it here, serially; an ``imap`` ran it in its
+    consumer's thread, where one hung item held ``next()`` for as long as it hung (20 s past ``timeout=1``). Its
+    items now run on a payoff thread the consumer waits for no longer than the time left (named ``threads``;
+    a backend named for its processes keeps such a call in its workers under a timeout, below)."""
     _HUNG["release"].clear()
     try:
-        with ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2)) as ex:
+        with ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2)) as ex:
             assert ex.map(_hangs_on_five, [0, 1, 2, 3]) == [0, 1, 2, 3]  # measured: instant items
             got: list[int] = []
             with pytest.raises(TimeoutError):
@@ -586,6 +587,25 @@ def test_an_imap_a_named_pool_found_too_small_still_keeps_its_timeout(kind: str)
     assert still_hanging, "the TimeoutError came only after the hung item ended"
     assert record is not None and record.selected_strategy == "serial" and record.outcome == "timeout"
     assert sorted(got) == [0, 1, 2, 3, 4], "every result computed before the deadline is handed out"
+
+
+@pytest.mark.parametrize("kind", ["imap", "imap_unordered"])
+def test_an_imap_on_a_named_process_backend_under_a_timeout_runs_even_a_small_call_in_the_workers(
+        kind: str) -> None:
+    """There a hung item is in a worker, which the timeout stops, and not on a payoff thread stuck for good."""
+    _HUNG["release"].clear()  # as the workers start with it (forked), never set in them
+    try:
+        with ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2)) as ex:
+            assert ex.map(_hangs_on_five, [0, 1, 2, 3]) == [0, 1, 2, 3]  # measured: instant items
+            began = time.monotonic()
+            with pytest.raises(TimeoutError):
+                list(getattr(ex, kind)(_hangs_on_five, range(10), timeout=1.0))
+            waited = time.monotonic() - began
+            record = ex.last_record
+    finally:
+        _HUNG["release"].set()
+    assert record is not None and record.selected_strategy == "processes" and record.outcome == "timeout", record
+    assert waited < 25, f"the TimeoutError came after {waited:.0f} s: the caller waited for the item hung 30 s"
 
 
 class SlowStream:
