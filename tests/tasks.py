@@ -1008,3 +1008,9 @@ def raise_on_three(x: int) -> int:
 def pid_and_main_thread(_: object) -> tuple[int, bool]:
     """Where an item ran: the process, and whether on its main thread (where ``signal.signal`` works)."""
     return os.getpid(), threading.current_thread() is threading.main_thread()
+
+
+def import_then_spin(item: tuple[str, int]) -> int:
+    """Imports module ``item[0]`` in its body (as worker functions often do), then spins ``item[1]`` rounds."""
+    __import__(item[0])
+    return spin(0, item[1])

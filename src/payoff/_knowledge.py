@@ -230,6 +230,11 @@ class Facts:
     call that recalls the function runs no item here, so without it results would be priced as free."""
     shifts: int = 0
     """The last ``COST_HISTORY`` measured calls, one bit each (newest lowest): set when its cost shifted."""
+    import_seconds: float = 0.0
+    """What the modules its first probe's items imported took (``Probe.import_seconds``): worker processes that
+    lack them import them again, until the function ran on their pool."""
+    imported_on: frozenset[str] = frozenset()
+    """The process backends whose pool ran the function since then: their workers have its modules."""
     hidden_dear: float = 0.0
     """Seconds the last pool call ran on timing blocks of dear items among cheap ones (``DearItems.seconds``)."""
     typical_item: float = 0.0
@@ -399,7 +404,7 @@ class Knowledge:
                       probe.cloudpickle_ok, pickling=probe.pickling, result_error=probe.result_error,
                       result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
                       measured_items=probe.n, delegates=probe.delegates, item_bytes=probe.item_bytes,
-                      cores=probe.cores)
+                      cores=probe.cores, import_seconds=probe.import_seconds)
         with self._lock:
             self._store(key, facts)
 
@@ -632,6 +637,12 @@ class Knowledge:
         with self._stored(fn) as facts:
             if facts is not None:
                 facts.forgone[strategy] = facts.forgone.get(strategy, 0.0) + max(0.0, seconds)
+
+    def ran_on(self, fn: Callable[..., Any], strategy: str) -> None:
+        """The pool of ``strategy`` ran ``fn``'s items: its workers imported what the function imports."""
+        with self._stored(fn) as facts:
+            if facts is not None and facts.import_seconds and strategy not in facts.imported_on:
+                facts.imported_on = facts.imported_on | {strategy}
 
     def started(self, fn: Callable[..., Any], strategy: str | None) -> None:
         """A pool of ``strategy`` (None: of any) was started for ``fn``: what waiting for it cost is paid off."""

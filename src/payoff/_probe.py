@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from payoff import _delegated_cpu, _forks, _gil_share, _own_pools
 from payoff._gil_share import GIL_PROBE_SECONDS
+from payoff._import_clock import CallerImports, importing
 from payoff._item_size import item_bytes_in_memory
 from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pace, Pickling
 from payoff._source import is_stream, reads_for_a_probe
@@ -124,6 +125,11 @@ class Probe:
     """Per local pool: how many times longer its items took than alone (``payoff._side_by_side``)."""
     gil_held: float | None = None
     """The share of their time the probed items held the GIL (``payoff._gil_share``); None: never read."""
+    import_seconds: float = 0.0
+    """What the modules the probed items imported afresh took to import: this process has them now, worker
+    processes started before (or started without this process's modules) import them again."""
+    imported_on: frozenset[str] = frozenset()
+    """Process backends whose pool ran the function since (``Facts.imported_on``)."""
 
     @property
     def refused(self) -> str:
@@ -193,10 +199,14 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         starts = _own_pools.process_starts()
         busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
         start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
+        imported: list[tuple[int, int]] = []
         with _Collections() as collections, gil.around():
             probe.outcome, per_item = bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                                max(1, min(PROBE_CHEAP_MAX_ITEMS, share)),
-                                               GIL_PROBE_SECONDS if sample_gil else PROBE_BUDGET_SECONDS)
+                                               GIL_PROBE_SECONDS if sample_gil else PROBE_BUDGET_SECONDS, imported)
+        import_ns, import_cpu_ns = sum(ns for ns, _ in imported), sum(cpu for _, cpu in imported)
+        if import_ns:  # made once, by the module: no item's cost or CPU share (a recalled one stays)
+            probe.import_seconds = import_ns / 1e9
         outcome = probe.outcome
         process_ns = time.process_time_ns() - process_ns  # this thread's and the others': a core when GIL-bound
         clock_ns = time.perf_counter_ns() - clock_ns
@@ -206,7 +216,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     if outcome.n_done:
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
-        probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns)
+        probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_cpu_ns, import_ns)
         line = waiting_line(workers) * (1 + WAITING_BAND)
         elapsed = (outcome.end_ns - outcome.start_ns) / 1e9  # waits for a CPU included: the native threads' are
         # read (/proc) only where a reading is used; no payoff process pool started meanwhile: the processes
@@ -218,7 +228,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
             else items_elsewhere_ns(used.ns - collections.ns, used.spun_ns, probe.cpu_ratio, line)
         if others_ns is not None and probe.cpu_ratio < line:
             others_ns = _confirmed(call, outcome, others_ns, workers)
-            probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns)
+            probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_cpu_ns, import_ns)
             wall, elapsed = _own_ns(outcome) / 1e9, (outcome.end_ns - outcome.start_ns) / 1e9
         if others_ns is not None and elapsed >= CORES_MIN_SECONDS:
             probe.cores = min(cpu_capacity(), max(0.0, outcome.cpu_ns + others_ns) / 1e9 / elapsed)
@@ -262,11 +272,12 @@ def items_elsewhere_ns(others_ns: int, spun_ns: int, cpu_ratio: float, line: flo
     return others_ns - spun_ns if cpu_ratio < line else others_ns
 
 
-def cpu_ratio_of(outcome: ChunkOutcome, collecting_ns: int = 0) -> float:
+def cpu_ratio_of(outcome: ChunkOutcome, collecting_ns: int = 0, importing_ns: int = 0) -> float:
     """The items' CPU time per second of their own wall time (waits for a CPU taken off); 1.0 for a thread that
     never gave up its CPU, which cannot have waited: the time its clocks lack was the machine's (steal).
-    ``collecting_ns``: CPU the thread spent collecting the program's garbage meanwhile, not the items' own."""
-    wall = _own_ns(outcome)
+    ``collecting_ns``: CPU the thread spent collecting the program's garbage meanwhile (or importing), not the
+    items' own; ``importing_ns``: wall time of imports the items made, taken off their time too."""
+    wall = _own_ns(outcome) - importing_ns
     if wall <= 0 or outcome.blocked == 0:
         return 1.0
     return min(1.0, max(0.05, max(0, outcome.cpu_ns - collecting_ns) / wall))
@@ -295,6 +306,8 @@ class _Collections:
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if threading.get_ident() != self._thread or (self._full_only and info.get("generation") != 2):
+            return
+        if phase == "start" and importing():  # timed with the import it fell in (``CallerImports``)
             return
         if phase == "start":
             self._started = self._clock()
@@ -402,8 +415,8 @@ def _gil_holding_ns(before: dict[int, tuple[int, int]], now: dict[int, tuple[int
     return grown
 
 
-def bounded(call: Call, limit: int, cheap_limit: int,
-            budget_seconds: float = PROBE_BUDGET_SECONDS) -> tuple[ChunkOutcome, float]:
+def bounded(call: Call, limit: int, cheap_limit: int, budget_seconds: float = PROBE_BUDGET_SECONDS,
+            imported: list[tuple[int, int]] | None = None) -> tuple[ChunkOutcome, float]:
     """The probe, in the caller; under a timeout on a payoff thread the caller waits for no longer than it.
 
     An item that hangs there cannot be stopped (no thread can be), but the call raises on time and the
@@ -411,7 +424,7 @@ def bounded(call: Call, limit: int, cheap_limit: int,
     """
     if call.timeout is None:
         return _timed_prefix(call.fn, call.items, limit, cheap_limit, on_interrupt=call.on_interrupt,
-                             budget_seconds=budget_seconds)
+                             budget_seconds=budget_seconds, imported=imported)
     box: list[tuple[ChunkOutcome, float]] = []
     errors: list[BaseException] = []
     context = contextvars.copy_context()
@@ -428,7 +441,7 @@ def bounded(call: Call, limit: int, cheap_limit: int,
     def probe() -> None:
         try:
             box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit, deadline,
-                                   budget_seconds=budget_seconds))
+                                   budget_seconds=budget_seconds, imported=imported))
         except BaseException as exc:  # handed to the caller, whatever it is
             errors.append(exc)
         finally:
@@ -543,7 +556,8 @@ def _hand_over_cut_probe(call: Call, finished: threading.Event, deadline: Cancel
 def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, cheap_limit: int,
                   deadline: CancelToken | None = None,
                   on_interrupt: Callable[[ChunkOutcome], object] | None = None,
-                  budget_seconds: float = PROBE_BUDGET_SECONDS) -> tuple[ChunkOutcome, float]:
+                  budget_seconds: float = PROBE_BUDGET_SECONDS,
+                  imported: list[tuple[int, int]] | None = None) -> tuple[ChunkOutcome, float]:
     """Run doubling steps of items until the budget is spent: a single chunk of real work, and seconds per item.
 
     The cost per item is the lower of the whole probe's mean and its last
@@ -554,28 +568,36 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     process) or a wait for a CPU while other programs kept the cores busy spent a wall-clock budget after
     one or two items, whose cold cost (2-4 us) then stood for items of 65 ns. The steps double, so the
     probe's wall time is the items' plus a dozen steps' bookkeeping. A call's ``deadline`` is hard (no item
-    starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included.
+    starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included. Imports the
+    items made are no item's cost either (see :class:`~payoff._import_clock.CallerImports`): their time goes
+    to ``imported``.
     """
     budget_ns = int(budget_seconds * 1e9)
-    with _Collections(time.perf_counter_ns, full_only=True) as collected:
+    with _Collections(time.perf_counter_ns, full_only=True) as collected, CallerImports() as imports:
+        def aside() -> int:  # the items' time that is no item's cost: collections, and imports made once
+            return collected.ns + imports.ns
+
         outcome = run_chunk(fn, items[:1], 0, 0, on_interrupt=on_interrupt)
         joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))
-        taken, steps = 1, [(_items_ns(outcome, collected.ns), 1)]
-        while outcome.error is None and (spent_ns := _items_ns(outcome, collected.ns)) < budget_ns:
+        taken, steps = 1, [(_items_ns(outcome, aside()), 1)]
+        while outcome.error is None and (spent_ns := _items_ns(outcome, aside())) < budget_ns:
             cap = cheap_limit if _typical_ns(spent_ns, taken, steps[-2:]) * taken < PROBE_CHEAP_SECONDS * 1e9 \
                 else limit
             if taken >= cap:
                 break
-            left_ns, before_ns = budget_ns - spent_ns, collected.ns  # a step of items that turn dear stops too
+            left_ns, before_ns = budget_ns - spent_ns, aside()  # a step of items that turn dear stops too
             more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns,
                              on_interrupt=joined)
             if not more.n_done and more.error is None:  # the call's deadline came: no item started
                 break
             if more.error is None and more.n_done:
-                steps.append((_items_ns(more, collected.ns - before_ns), more.n_done))
+                steps.append((_items_ns(more, aside() - before_ns), more.n_done))
             _extend(outcome, more)
             taken += more.n_done
-    return outcome, _typical_ns(_items_ns(outcome, collected.ns), outcome.n_done, [later_half(steps)]) / 1e9
+    outcome.imports_ns += imports.ns
+    if imported is not None:
+        imported.append((imports.ns, imports.cpu_ns))
+    return outcome, _typical_ns(_items_ns(outcome, aside()), outcome.n_done, [later_half(steps)]) / 1e9
 
 
 def _items_ns(outcome: ChunkOutcome, collected_ns: int) -> int:

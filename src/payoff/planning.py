@@ -159,6 +159,9 @@ that hits again after calls that missed: 60 items of 0.1 us went to processes on
 slower than serial). Items that turn out dear after all are caught by the serial run's budget (``_outgrow``).
 Not extended to every call after a cost shift: on an input sorted by cost its first item is the cheapest, and
 a function whose cost keeps shifting is probed in full on every call anyway (``UNSTEADY_SHIFTS``)."""
+IMPORTS_SAID = 0.25
+"""A fallback's detail names the workers' imports (``_imports_again``) where they are this share of the pool's
+time or more."""
 SHARE_SHIFT_FLOOR = 0.1
 """A share read by the items checked overturns the recalled one only this far from it too (``_other_work``)."""
 MISLEADING_FIRSTS = 2
@@ -462,7 +465,7 @@ class Planner:
         # grow or go)
         if workers < 2 and cfg.tiny_workload_threshold != 0 and call.requested not in CROSSES_PROCESSES:
             return _serial(call, Reason.SINGLE_WORKER, one_worker_said(cfg, local), decision, probe)
-        if strategy in call.warm and probe.forgone.get(strategy):
+        if strategy in call.warm and probe.forgone.get(strategy) and not _imports_again(call, strategy, probe):
             self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
         if call.decide_after_first is not None:  # the library weighed its own items (of unlike sizes): as asked
             return self._chunked(call, strategy, workers, probe, remaining, decision)
@@ -669,6 +672,8 @@ class Planner:
         crash = _crash_of(record, error)
         if crash is not None:
             self.knowledge.crashed(fn, crash)
+        if record.selected_strategy in CROSSES_PROCESSES and any(c.where != "caller" for c in record.chunks):
+            self.knowledge.ran_on(fn, record.selected_strategy)
         crowded = shared_pool or self._among_others(record.wall_seconds, stop) or self._others_open(stop)
         self._event(stop, ends=True, left_running=_left_running(record, error))
         waiting_on_threads = record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads"
@@ -1326,7 +1331,8 @@ def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: 
     serial = cost * remaining
     chunk = _chunk_size(costs, call, strategy, workers, cost, remaining)
     chunks = math.ceil(remaining / chunk)
-    start = 0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))
+    start = (0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))) \
+        + _imports_again(call, strategy, probe)
     fn_copies = workers if probe.fn_bytes >= SHIP_ONCE_BYTES else chunks
     transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + fn_copies * probe.fn_bytes)
     if strategy in CROSSES_PROCESSES:  # the workers' share runs in parallel, the parent's does not
@@ -1334,6 +1340,19 @@ def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: 
     compute = max(serial / _parallelism(strategy, workers), cost * chunk)
     warm = oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
     return Estimate(serial, start, warm, transfer, compute, fn_copies)
+
+
+def _imports_again(call: Call, strategy: str, probe: Probe) -> float:
+    """What the workers of ``strategy`` spend importing, each at once, the modules the function's first probed
+    items imported here (``Probe.import_seconds``), until it ran on that pool: all but a process pool forked
+    after them, which has them. A one-time cost, as a pool's start is (priced and waited for as one: the
+    ski-rental rule). A function importing sklearn in its body, probed here, was sent to warm processes that
+    each imported it again: its first call 1.7x the loop's time (hunt 59, F1)."""
+    if not probe.import_seconds or strategy not in CROSSES_PROCESSES or strategy in probe.imported_on:
+        return 0.0
+    forked_now = strategy == "processes" and strategy not in call.warm \
+        and start_method(call.config.start_method) == "fork"
+    return 0.0 if forked_now else probe.import_seconds
 
 
 def _parallelism(strategy: str, workers: int) -> float:
@@ -1422,15 +1441,21 @@ def _weighed_fallback(costs: CostModel, call: Call, strategy: str, workers: int,
         return None
     summary = (f"{_items_of(call.sized, remaining)}{_measured_on(probe)} x {_per_item(cost)} = "
                f"{est.serial * 1e3:,.2f} ms of work; {strategy} would need about {est.parallel * 1e3:,.2f} ms")
+    again = _imports_again(call, strategy, probe)
+    if again >= IMPORTS_SAID * est.parallel:
+        summary += (f", {again * 1e3:,.0f} ms of it importing in each worker the modules its first items "
+                    f"imported here (import them before the pool starts, or in a worker_initializer)")
     if est.warm * PAYOFF_MARGIN < est.serial:  # a warm pool would pay: only its start is in the way
         forgone = probe.forgone.get(strategy, 0.0) + est.serial - est.warm
         thrown = probe.thrown.get(strategy, 0)
-        price = oh.start * rebuy(thrown)
+        starting = 0.0 if strategy in call.warm else oh.start * rebuy(thrown)
+        price = starting + again
         if threshold is not None or forgone >= price:  # a user's threshold rules on the start too
             return None
-        return (Reason.POOL_START_COST, f"{summary}, {est.start * 1e3:,.2f} ms of it starting the pool; calls "
-                f"kept serial have forgone {forgone * 1e3:,.2f} ms of the {price * 1e3:,.2f} ms a start costs"
-                + _thrown_said(thrown, strategy, oh.start))
+        started = f", {(est.start - again) * 1e3:,.2f} ms of it starting the pool" if starting else ""
+        return (Reason.POOL_START_COST, f"{summary}{started}; calls kept serial have forgone "
+                f"{forgone * 1e3:,.2f} ms of the {price * 1e3:,.2f} ms a start{' and the imports' * bool(again)} "
+                f"cost{'s' * (not again)}" + _thrown_said(thrown, strategy, oh.start))
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data" \
             + _carried(probe, est, remaining)
@@ -1896,6 +1921,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.gil_threads = known.gil_threads
     probe.factors = dict(known.side_by_side.factors)
     probe.gil_held = known.gil_held
+    probe.import_seconds, probe.imported_on = known.import_seconds, known.imported_on
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,

@@ -145,6 +145,9 @@ class ChunkStats:
     warmup_ns: int = 0
     """Of the chunk's queue wait, how long its worker spent importing what the function or items needed, the
     first time it met them: a cost the next call on warm workers does not pay (``worker_warmup``)."""
+    imports_ns: int = 0
+    """Of its items' timed work, what the imports they made afresh took (items run in the caller to measure
+    them): a loop pays it once, and it is no item's cost (``items_seconds``)."""
 
     @property
     def queue_wait_seconds(self) -> float:
@@ -615,10 +618,13 @@ def items_seconds(record: MapRecord) -> float:
     A chunk's busy time holds reading its thread's CPU time and run-queue wait
     (20-50 us for the first chunk of a process), which a loop never pays: a call
     of 10 items of 150 ns read as 7 us an item. The estimate prices a pool's
-    chunks at their timed items already (``_serial_estimate``).
+    chunks at their timed items already (``_serial_estimate``). Imports the items made here (``imports_ns``)
+    are taken off too: its first probe read 1 s of sklearn's import as an item's cost, and the call taught 3.5 ms
+    an item for 0.7 (hunt 59, F1).
     """
     here = [c for c in record.chunks if c.where == "caller"]
-    return max(0.0, record.work_seconds - sum(c.busy_seconds - own_work_seconds(c) for c in here))
+    imports = sum(c.imports_ns for c in here) / 1e9  # a module's, once: a function importing in its body
+    return max(0.0, record.work_seconds - sum(c.busy_seconds - own_work_seconds(c) for c in here) - imports)
 
 
 KEPT_WHOLE_BLOCKS = 256
@@ -664,7 +670,8 @@ def _folded(a: ChunkStats, b: ChunkStats) -> ChunkStats:
         bytes_sent=a.bytes_sent + b.bytes_sent, bytes_received=a.bytes_received + b.bytes_received, where=a.where,
         n_errors=a.n_errors + b.n_errors, runq_ns=a.runq_ns + b.runq_ns, pieces=a.pieces + b.pieces,
         blocked=None if a.blocked is None or b.blocked is None else a.blocked + b.blocked,
-        warmup_ns=min(a.warmup_ns + b.warmup_ns, max(0, a.start_ns - a.submit_ns)))  # part of its wait: a's
+        warmup_ns=min(a.warmup_ns + b.warmup_ns, max(0, a.start_ns - a.submit_ns)),  # part of its wait: a's
+        imports_ns=a.imports_ns + b.imports_ns)
 
 
 def _lean(chunk: ChunkStats) -> ChunkStats:
@@ -891,7 +898,7 @@ class RecordBuilder:
             # any exception of an item is its error, sys.exit() too; Ctrl-C is the caller's
             n_errors=int(outcome.error is not None and not isinstance(outcome.error, KeyboardInterrupt)),
             runq_ns=getattr(outcome, "runq_ns", 0), blocked=getattr(outcome, "blocked", None),
-            warmup_ns=getattr(outcome, "warmup_ns", 0),
+            warmup_ns=getattr(outcome, "warmup_ns", 0), imports_ns=getattr(outcome, "imports_ns", 0),
         )
         self.chunks.append(stats)
         if where == "caller" and (self.selected == "serial" or stats.first_item < self.probe_items) \

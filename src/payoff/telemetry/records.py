@@ -335,6 +335,7 @@ def chunk_from_dict(data: object, label: str = "chunk") -> ChunkStats:
         block_sizes=f.counts("block_sizes"), bytes_sent=f.count("bytes_sent"),
         bytes_received=f.count("bytes_received"), where=f.choice("where", WHERES), n_errors=f.count("n_errors", 0),
         runq_ns=f.count("runq_ns", 0), pieces=f.count("pieces", 1), warmup_ns=f.count("warmup_ns", 0),
+        imports_ns=f.count("imports_ns", 0),
         blocked=None if f.raw("blocked", None) is None else f.count("blocked"),  # absent: unknown, or older lines
     )
     if chunk.pieces < 1:
