@@ -98,3 +98,32 @@ def test_warm_workers_that_would_import_again_keep_the_call_here_until_waiting_c
     assert planner.plan(_call(name, frozenset(), "spawn")).strategy == "serial", "a spawned one lacks them"
     planner.knowledge.ran_on(tasks.import_then_spin, "processes")
     assert planner.plan(_call(name, frozenset({"processes"}))).strategy == "processes", "its workers have them now"
+
+
+def test_a_child_forked_while_another_thread_probes_keeps_no_wrapper_on_its_imports() -> None:
+    """A worker process forked while a thread of its parent probed would time every import of its life."""
+    import os
+
+    real, entered, leave = builtins.__import__, threading.Event(), threading.Event()
+
+    def probing() -> None:
+        with CallerImports():
+            entered.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=probing)
+    thread.start()
+    entered.wait(10)
+    assert builtins.__import__ is not real
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave at once
+        os.write(write, b"real" if builtins.__import__ is real else b"wrapped")
+        os._exit(0)
+    os.close(write)
+    said = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    leave.set()
+    thread.join()
+    assert said == b"real" and builtins.__import__ is real, said
