@@ -1014,3 +1014,11 @@ def import_then_spin(item: tuple[str, int]) -> int:
     """Imports module ``item[0]`` in its body (as worker functions often do), then spins ``item[1]`` rounds."""
     __import__(item[0])
     return spin(0, item[1])
+
+
+def looks_up_modules(x: int) -> int:
+    """Imports in its body modules loaded long before: each ``import`` is a lookup."""
+    import math
+    from os import path
+
+    return x + int(math.pi) + len(path.sep)

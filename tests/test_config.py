@@ -85,6 +85,19 @@ def test_tiny_given_twice_in_ce_parallel_is_refused_naming_the_second_token(text
     assert repr(text.split(",")[1]) in str(caught.value)
 
 
+def test_ces_count_of_items_and_a_payoff_parallel_min_batch_take_the_larger_as_ce_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_PARALLEL", "tiny=8")
+    for own, expected in (("min_batch=4", 8), ("min_batch=12", 12)):
+        monkeypatch.setenv("PAYOFF_PARALLEL", own)
+        assert ParallelConfig.from_env().min_batch_size == expected
+
+
+def test_a_count_of_items_past_the_limit_is_refused_naming_its_token() -> None:
+    with pytest.raises(ValueError, match="token 'tiny=9999999999999999999'"):
+        parse_ce_parallel("tiny=9999999999999999999", "CE_PARALLEL")
+
+
 def test_tiny_in_payoff_parallel_stays_seconds() -> None:
     assert parse_ce_parallel("tiny=8", "PAYOFF_PARALLEL") == {"tiny_workload_threshold": 8.0}
 

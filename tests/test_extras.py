@@ -82,3 +82,24 @@ def test_an_import_cut_short_drops_the_modules_that_hold_its_half_made_module(
     finally:
         for name in [n for n in sys.modules if n == "cutpkg" or n.startswith("cutpkg.")]:
             del sys.modules[name]
+
+
+def test_an_import_cut_short_keeps_a_finished_module_that_holds_a_module_known_by_another_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_collections_abc`` calls itself ``collections.abc``: read by that name, every finished module holding it
+    (cloudpickle, and with it 39 of joblib's) counted as holding a dropped module and was dropped (review)."""
+    from payoff._extras import imports_undone_if_cut
+
+    (tmp_path / "finished_holder.py").write_text("import _collections_abc\n")
+    (tmp_path / "cut_here.py").write_text("raise KeyboardInterrupt('cut')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    def import_both() -> None:
+        __import__("finished_holder")
+        __import__("cut_here")
+
+    try:
+        with pytest.raises(KeyboardInterrupt), imports_undone_if_cut():
+            import_both()
+        assert "finished_holder" in sys.modules
+    finally:
+        sys.modules.pop("finished_holder", None)

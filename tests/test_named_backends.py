@@ -85,15 +85,19 @@ def test_a_map_queued_behind_submitted_work_teaches_no_per_call_cost(strategy: s
     assert record is not None and record.selected_strategy == strategy, record.summary()
 
 
+@pytest.mark.parametrize("threshold", [None, 0.5])
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
 @pytest.mark.parametrize("n", [4, 1])
-def test_a_named_process_backend_under_a_timeout_runs_small_calls_in_its_workers(strategy: str, n: int) -> None:
+def test_a_named_process_backend_under_a_timeout_runs_small_calls_in_its_workers(
+        strategy: str, n: int, threshold: float | None) -> None:
     """Under ``timeout=`` the items payoff runs outside a pool run on a payoff thread (the caller can leave a hung
     one behind). For a call too small for the backend the user named for its processes that was the wrong
     place: a function calling ``signal.signal`` (main thread only) raised ``ValueError`` from the second call
     on, where ``ProcessPoolExecutor`` ran it in a worker's main thread every time (hunt 58, F1), and a hung
-    item left a thread stuck for good, where a worker is stopped. Such calls run in the workers."""
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+    item left a thread stuck for good, where a worker is stopped. Such calls run in the workers, the first too:
+    a ``tiny_workload_threshold`` ran its first item here to measure it (review)."""
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=threshold)
+    with ParallelExecutor(config) as ex:
         for call in ("first", "second", "third"):
             where = ex.map(tasks.pid_and_main_thread, range(n), timeout=60)
             record = ex.last_record

@@ -59,17 +59,20 @@ def _forget_holders_of_half_made(before: set[str]) -> None:
         dropped = False
         for name in new:
             module = sys.modules.get(name)
-            if module is not None and any(_dropped_module(value) for value in list(vars(module).values())):
+            if module is not None and any(_dropped_since(value, before) for value in list(vars(module).values())):
                 sys.modules.pop(name, None)
                 dropped = True
 
 
-def _dropped_module(value: object) -> bool:
-    """Whether ``value`` is a module that ``sys.modules`` no longer holds (or holds another copy of)."""
+def _dropped_since(value: object, before: set[str]) -> bool:
+    """Whether ``value`` is a module whose import began since ``before`` and that ``sys.modules`` no longer
+    holds: by the name it was imported under (its spec's), not its ``__name__`` (``_collections_abc`` calls
+    itself ``collections.abc``: every finished module holding it was dropped, cloudpickle and joblib's 39 with
+    it, in review)."""
     if not isinstance(value, ModuleType):
         return False
-    name = getattr(value, "__name__", None)
-    return isinstance(name, str) and sys.modules.get(name) is not value
+    name = getattr(getattr(value, "__spec__", None), "name", None)
+    return isinstance(name, str) and name not in before and sys.modules.get(name) is not value
 
 
 def _forget_orphans(before: set[str]) -> None:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import gc
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from payoff import _delegated_cpu, _forks, _gil_share, _import_clock, _own_pools
+from payoff import _delegated_cpu, _forks, _gil_share, _own_pools
 from payoff._gil_share import GIL_PROBE_SECONDS
-from payoff._import_clock import CallerImports, importing
 from payoff._item_size import item_bytes_in_memory
 from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pace, Pickling
 from payoff._source import is_stream, reads_for_a_probe
@@ -29,9 +29,7 @@ from payoff.errors import StuckThreadsWarning
 from payoff.observers import warn_before_raising
 from payoff.record import GIL_BOUND_CORES
 from payoff.scheduling import CHUNKS_PER_WORKER, items_within_bytes
-from payoff.worker import CancelToken, ChunkOutcome, run_chunk, run_queue_ns
-
-_import_clock.waiting_ns = run_queue_ns  # an import's time is read as the items' is: without waits for a CPU
+from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 
 if TYPE_CHECKING:
     from payoff.planning import Call
@@ -201,12 +199,12 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         starts = _own_pools.process_starts()
         busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
         start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
-        imported: list[tuple[int, int]] = []
+        imported: list[int] = []
         with _Collections() as collections, gil.around():
             probe.outcome, per_item = bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                                max(1, min(PROBE_CHEAP_MAX_ITEMS, share)),
                                                GIL_PROBE_SECONDS if sample_gil else PROBE_BUDGET_SECONDS, imported)
-        import_ns, import_cpu_ns = sum(ns for ns, _ in imported), sum(cpu for _, cpu in imported)
+        import_ns = import_cpu_ns = sum(imported)  # an import computes: its time is CPU, taken off both
         if import_ns:  # made once, by the module: no item's cost or CPU share (a recalled one stays)
             probe.import_seconds = import_ns / 1e9
         outcome = probe.outcome
@@ -308,8 +306,6 @@ class _Collections:
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if threading.get_ident() != self._thread or (self._full_only and info.get("generation") != 2):
-            return
-        if phase == "start" and importing():  # timed with the import it fell in (``CallerImports``)
             return
         if phase == "start":
             self._started = self._clock()
@@ -418,7 +414,7 @@ def _gil_holding_ns(before: dict[int, tuple[int, int]], now: dict[int, tuple[int
 
 
 def bounded(call: Call, limit: int, cheap_limit: int, budget_seconds: float = PROBE_BUDGET_SECONDS,
-            imported: list[tuple[int, int]] | None = None) -> tuple[ChunkOutcome, float]:
+            imported: list[int] | None = None) -> tuple[ChunkOutcome, float]:
     """The probe, in the caller; under a timeout on a payoff thread the caller waits for no longer than it.
 
     An item that hangs there cannot be stopped (no thread can be), but the call raises on time and the
@@ -559,7 +555,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
                   deadline: CancelToken | None = None,
                   on_interrupt: Callable[[ChunkOutcome], object] | None = None,
                   budget_seconds: float = PROBE_BUDGET_SECONDS,
-                  imported: list[tuple[int, int]] | None = None) -> tuple[ChunkOutcome, float]:
+                  imported: list[int] | None = None) -> tuple[ChunkOutcome, float]:
     """Run doubling steps of items until the budget is spent: a single chunk of real work, and seconds per item.
 
     The cost per item is the lower of the whole probe's mean and its last
@@ -570,36 +566,47 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     process) or a wait for a CPU while other programs kept the cores busy spent a wall-clock budget after
     one or two items, whose cold cost (2-4 us) then stood for items of 65 ns. The steps double, so the
     probe's wall time is the items' plus a dozen steps' bookkeeping. A call's ``deadline`` is hard (no item
-    starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included. Imports the
-    items made are no item's cost either (see :class:`~payoff._import_clock.CallerImports`): their time goes
-    to ``imported``.
+    starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included.
+    A first item that imported modules afresh (``import sklearn`` in a worker function's body, the usual
+    advice for process pools) paid them: the probe's budget starts after it, and what it took over the items
+    after it is the modules' one-time cost, not an item's (``imported``, ``ChunkOutcome.imports_ns``): its
+    1 s stood for items of 0.7 ms (hunt 59). Read so, not by timing each ``import`` statement: a wrapper of
+    ``builtins.__import__`` made each lookup of a loaded module in an item dearer than the item (review).
     """
     budget_ns = int(budget_seconds * 1e9)
-    with _Collections(time.perf_counter_ns, full_only=True) as collected, CallerImports() as imports:
-        def aside() -> int:  # the items' time that is no item's cost: collections, and imports made once
-            return collected.ns + imports.ns
-
+    with _Collections(time.perf_counter_ns, full_only=True) as collected:
+        modules = len(sys.modules)
         outcome = run_chunk(fn, items[:1], 0, 0, on_interrupt=on_interrupt)
+        first_ns = _items_ns(outcome, collected.ns) if len(sys.modules) > modules else 0  # it imported afresh
+
+        def aside() -> int:  # collections, and a first item that imported: the budget starts after it
+            return collected.ns + first_ns
+
         joined = None if on_interrupt is None else lambda cut: on_interrupt(_extend(outcome, cut))
-        taken, steps = 1, [(_items_ns(outcome, aside()), 1)]
+        taken, steps = 1, [] if first_ns else [(_items_ns(outcome, collected.ns), 1)]
         while outcome.error is None and (spent_ns := _items_ns(outcome, aside())) < budget_ns:
             cap = cheap_limit if _typical_ns(spent_ns, taken, steps[-2:]) * taken < PROBE_CHEAP_SECONDS * 1e9 \
                 else limit
             if taken >= cap:
                 break
-            left_ns, before_ns = budget_ns - spent_ns, aside()  # a step of items that turn dear stops too
+            left_ns, before_ns = budget_ns - spent_ns, collected.ns  # a step of items that turn dear stops too
             more = run_chunk(fn, items[taken:taken + min(taken, cap - taken)], taken, 0, deadline, left_ns,
                              on_interrupt=joined)
             if not more.n_done and more.error is None:  # the call's deadline came: no item started
                 break
             if more.error is None and more.n_done:
-                steps.append((_items_ns(more, aside() - before_ns), more.n_done))
+                steps.append((_items_ns(more, collected.ns - before_ns), more.n_done))
             _extend(outcome, more)
             taken += more.n_done
-    outcome.imports_ns += imports.ns
+    if not steps:  # the first item alone: what it imported stays in its cost, nothing to tell it apart by
+        return outcome, _items_ns(outcome, collected.ns) / outcome.n_done / 1e9 if outcome.n_done else 0.0
+    later_ns, later_n = later_half(steps)
+    imports_ns = max(0, first_ns - later_ns // later_n)
+    outcome.imports_ns = imports_ns
     if imported is not None:
-        imported.append((imports.ns, imports.cpu_ns))
-    return outcome, _typical_ns(_items_ns(outcome, aside()), outcome.n_done, [later_half(steps)]) / 1e9
+        imported.append(imports_ns)
+    own_ns = _items_ns(outcome, collected.ns + imports_ns)
+    return outcome, _typical_ns(own_ns, outcome.n_done, [later_half(steps)]) / 1e9
 
 
 def _items_ns(outcome: ChunkOutcome, collected_ns: int) -> int:

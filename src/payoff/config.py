@@ -123,6 +123,10 @@ class ParallelConfig:
         changes = parse_ce_parallel(alias, ALIAS_ENV_VAR) if alias is not None else {}
         if text is not None:
             own = parse_ce_parallel(text, ENV_VAR)
+            if "min_batch_size" in own and "min_batch_size" in changes and alias is not None \
+                    and ce_tiny_items(alias) == changes["min_batch_size"]:  # CE's tiny: the larger of the two
+                own["min_batch_size"] = changes["min_batch_size"] = max(own["min_batch_size"],
+                                                                        changes["min_batch_size"])
             clash = sorted(k for k in own.keys() & changes.keys() if own[k] != changes[k])
             if clash:  # one spelt two ways ("process", "strategy=processes") agrees
                 raise ValueError(f"{ENV_VAR}={_shown(text)} and {ALIAS_ENV_VAR}={_shown(alias or '')} disagree on "
@@ -630,7 +634,11 @@ def parse_ce_parallel(text: str, name: str = ALIAS_ENV_VAR) -> dict[str, Any]:
         if not token:
             continue
         if name == ALIAS_ENV_VAR and _ce_count_of_items(token):
-            items = _whole_number(token.partition("=")[2].strip(), "")
+            try:
+                items = _whole_number(token.partition("=")[2].strip(), "expected a count of items >= 1")
+                _FIELD_CHECKS["min_batch_size"]("min_batch_size", items)
+            except ValueError as exc:
+                raise ValueError(f"{name} token {_quote(original)}: {exc}. {GRAMMAR}") from None
             if (ce_tiny_items and items != ce_tiny_items) or "tiny_workload_threshold" in changes:
                 raise ValueError(f"{name} sets tiny twice with different values (token {_quote(original)}). {GRAMMAR}")
             ce_tiny_items = items
@@ -656,8 +664,16 @@ def _ce_count_of_items(token: str) -> bool:
     are still taken there with a unit or a decimal point (which CE refuses), and 0 is "nothing is tiny" in both."""
     key, _, text = token.partition("=")
     text = text.strip()
-    return (key.strip() == "tiny" and _ascii_digits(text) and text.strip("0") != ""
-            and len(text.lstrip("0")) <= len(str(MAX_COUNT)))
+    return key.strip() == "tiny" and _ascii_digits(text) and text.strip("0") != ""
+
+
+def ce_tiny_items(text: str) -> int:
+    """CE's ``tiny=N`` count of items in a ``CE_PARALLEL`` value (0: none), as :func:`parse_ce_parallel` folds it
+    into ``min_batch_size``: a ``PAYOFF_PARALLEL`` ``min_batch`` beside it adds up the way CE takes the two,
+    the larger, rather than disagreeing with a setting CE_PARALLEL never wrote."""
+    counts = [int(token.partition("=")[2].strip()) for raw in text.split(",")
+              if _ce_count_of_items(token := raw.strip().lower())]
+    return max(counts, default=0)
 
 
 def _quote(token: str) -> str:

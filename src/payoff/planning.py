@@ -1453,9 +1453,11 @@ def _weighed_fallback(costs: CostModel, call: Call, strategy: str, workers: int,
         if threshold is not None or forgone >= price:  # a user's threshold rules on the start too
             return None
         started = f", {(est.start - again) * 1e3:,.2f} ms of it starting the pool" if starting else ""
+        paid = "a start and the imports cost" if starting and again else "the imports cost" if again \
+            else "a start costs"
         return (Reason.POOL_START_COST, f"{summary}{started}; calls kept serial have forgone "
-                f"{forgone * 1e3:,.2f} ms of the {price * 1e3:,.2f} ms a start{' and the imports' * bool(again)} "
-                f"cost{'s' * (not again)}" + _thrown_said(thrown, strategy, oh.start))
+                f"{forgone * 1e3:,.2f} ms of the {price * 1e3:,.2f} ms {paid}"
+                + _thrown_said(thrown, strategy, oh.start))
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data" \
             + _carried(probe, est, remaining)
@@ -1796,7 +1798,8 @@ def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     ``worker_initializer`` (see :func:`_off_the_caller`). Not under a backend
     named for its worker processes (an item that crashes there must not take
     the caller down) unless the user asked for small work to be kept in the
-    caller (``tiny_workload_threshold``) or a library decides after its first
+    caller (``tiny_workload_threshold``; not under a timeout, where such a call
+    stays in the workers: ``_kept_in_workers``) or a library decides after its first
     item (``Call.decide_after_first``: CE runs its items in the caller too). Never on a pool the user handed over:
     they chose it for what its workers are (an initializer ran there, or they
     keep a crashing item away from the caller). Such a call starts on its pool with
@@ -1806,8 +1809,8 @@ def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     """
     if off_the_caller or call.requested == "custom":
         return False
-    return call.requested not in CROSSES_PROCESSES or bool(call.config.tiny_workload_threshold) \
-        or call.decide_after_first is not None
+    measured_here = bool(call.config.tiny_workload_threshold) and not _kept_in_workers(call)
+    return call.requested not in CROSSES_PROCESSES or measured_here or call.decide_after_first is not None
 
 
 def _has_initializer(call: Call) -> bool:
