@@ -199,15 +199,14 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         starts = _own_pools.process_starts()
         busy = _delegated_cpu.thread_times()  # read next to the probe: the others' time is compared with its window
         start_ns, process_ns, clock_ns = time.monotonic_ns(), time.process_time_ns(), time.perf_counter_ns()
-        imported: list[int] = []
         with _Collections() as collections, gil.around():
             probe.outcome, per_item = bounded(call, max(1, min(PROBE_MAX_ITEMS, share)),
                                                max(1, min(PROBE_CHEAP_MAX_ITEMS, share)),
-                                               GIL_PROBE_SECONDS if sample_gil else PROBE_BUDGET_SECONDS, imported)
-        import_ns = import_cpu_ns = sum(imported)  # an import computes: its time is CPU, taken off both
+                                               GIL_PROBE_SECONDS if sample_gil else PROBE_BUDGET_SECONDS)
+        outcome = probe.outcome
+        import_ns = outcome.imports_ns  # an import computes: its time is CPU, taken off both in the share
         if import_ns:  # made once, by the module: no item's cost or CPU share (a recalled one stays)
             probe.import_seconds = import_ns / 1e9
-        outcome = probe.outcome
         process_ns = time.process_time_ns() - process_ns  # this thread's and the others': a core when GIL-bound
         clock_ns = time.perf_counter_ns() - clock_ns
     if gil.share is not None:
@@ -216,7 +215,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
     if outcome.n_done:
         wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
         probe.seconds_per_item = max(per_item, 1e-9)
-        probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_cpu_ns, import_ns)
+        probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_ns, import_ns)
         line = waiting_line(workers) * (1 + WAITING_BAND)
         elapsed = (outcome.end_ns - outcome.start_ns) / 1e9  # waits for a CPU included: the native threads' are
         # read (/proc) only where a reading is used; no payoff process pool started meanwhile: the processes
@@ -228,7 +227,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
             else items_elsewhere_ns(used.ns - collections.ns, used.spun_ns, probe.cpu_ratio, line)
         if others_ns is not None and probe.cpu_ratio < line:
             others_ns = _confirmed(call, outcome, others_ns, workers)
-            probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_cpu_ns, import_ns)
+            probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_ns, import_ns)
             wall, elapsed = _own_ns(outcome) / 1e9, (outcome.end_ns - outcome.start_ns) / 1e9
         if others_ns is not None and elapsed >= CORES_MIN_SECONDS:
             probe.cores = min(cpu_capacity(), max(0.0, outcome.cpu_ns + others_ns) / 1e9 / elapsed)
@@ -413,8 +412,8 @@ def _gil_holding_ns(before: dict[int, tuple[int, int]], now: dict[int, tuple[int
     return grown
 
 
-def bounded(call: Call, limit: int, cheap_limit: int, budget_seconds: float = PROBE_BUDGET_SECONDS,
-            imported: list[int] | None = None) -> tuple[ChunkOutcome, float]:
+def bounded(call: Call, limit: int, cheap_limit: int,
+            budget_seconds: float = PROBE_BUDGET_SECONDS) -> tuple[ChunkOutcome, float]:
     """The probe, in the caller; under a timeout on a payoff thread the caller waits for no longer than it.
 
     An item that hangs there cannot be stopped (no thread can be), but the call raises on time and the
@@ -422,7 +421,7 @@ def bounded(call: Call, limit: int, cheap_limit: int, budget_seconds: float = PR
     """
     if call.timeout is None:
         return _timed_prefix(call.fn, call.items, limit, cheap_limit, on_interrupt=call.on_interrupt,
-                             budget_seconds=budget_seconds, imported=imported)
+                             budget_seconds=budget_seconds)
     box: list[tuple[ChunkOutcome, float]] = []
     errors: list[BaseException] = []
     context = contextvars.copy_context()
@@ -439,7 +438,7 @@ def bounded(call: Call, limit: int, cheap_limit: int, budget_seconds: float = PR
     def probe() -> None:
         try:
             box.append(context.run(_timed_prefix, call.fn, call.items, limit, cheap_limit, deadline,
-                                   budget_seconds=budget_seconds, imported=imported))
+                                   budget_seconds=budget_seconds))
         except BaseException as exc:  # handed to the caller, whatever it is
             errors.append(exc)
         finally:
@@ -554,8 +553,7 @@ def _hand_over_cut_probe(call: Call, finished: threading.Event, deadline: Cancel
 def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, cheap_limit: int,
                   deadline: CancelToken | None = None,
                   on_interrupt: Callable[[ChunkOutcome], object] | None = None,
-                  budget_seconds: float = PROBE_BUDGET_SECONDS,
-                  imported: list[int] | None = None) -> tuple[ChunkOutcome, float]:
+                  budget_seconds: float = PROBE_BUDGET_SECONDS) -> tuple[ChunkOutcome, float]:
     """Run doubling steps of items until the budget is spent: a single chunk of real work, and seconds per item.
 
     The cost per item is the lower of the whole probe's mean and its last
@@ -569,7 +567,7 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     starts after it). Ctrl-C hands ``on_interrupt`` the steps that ran, the one it cut included.
     A first item that imported modules afresh (``import sklearn`` in a worker function's body, the usual
     advice for process pools) paid them: the probe's budget starts after it, and what it took over the items
-    after it is the modules' one-time cost, not an item's (``imported``, ``ChunkOutcome.imports_ns``): its
+    after it is the modules' one-time cost, not an item's (``ChunkOutcome.imports_ns``): its
     1 s stood for items of 0.7 ms (hunt 59). Read so, not by timing each ``import`` statement: a wrapper of
     ``builtins.__import__`` made each lookup of a loaded module in an item dearer than the item (review).
     """
@@ -600,13 +598,10 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
             taken += more.n_done
     if not steps:  # the first item alone: what it imported stays in its cost, nothing to tell it apart by
         return outcome, _items_ns(outcome, collected.ns) / outcome.n_done / 1e9 if outcome.n_done else 0.0
-    later_ns, later_n = later_half(steps)
-    imports_ns = max(0, first_ns - later_ns // later_n)
-    outcome.imports_ns = imports_ns
-    if imported is not None:
-        imported.append(imports_ns)
-    own_ns = _items_ns(outcome, collected.ns + imports_ns)
-    return outcome, _typical_ns(own_ns, outcome.n_done, [later_half(steps)]) / 1e9
+    later = later_half(steps)
+    outcome.imports_ns = max(0, first_ns - later[0] // later[1])
+    own_ns = _items_ns(outcome, collected.ns + outcome.imports_ns)
+    return outcome, _typical_ns(own_ns, outcome.n_done, [later]) / 1e9
 
 
 def _items_ns(outcome: ChunkOutcome, collected_ns: int) -> int:

@@ -120,11 +120,10 @@ class ParallelConfig:
         start = base if base is not None else cls()
         if text is None and alias is None:
             return start
-        changes = parse_ce_parallel(alias, ALIAS_ENV_VAR) if alias is not None else {}
+        changes, ce_tiny = _parsed(alias, ALIAS_ENV_VAR) if alias is not None else ({}, 0)
         if text is not None:
             own = parse_ce_parallel(text, ENV_VAR)
-            if "min_batch_size" in own and "min_batch_size" in changes and alias is not None \
-                    and ce_tiny_items(alias) == changes["min_batch_size"]:  # CE's tiny: the larger of the two
+            if "min_batch_size" in own and ce_tiny and ce_tiny == changes["min_batch_size"]:  # the larger of two
                 own["min_batch_size"] = changes["min_batch_size"] = max(own["min_batch_size"],
                                                                         changes["min_batch_size"])
             clash = sorted(k for k in own.keys() & changes.keys() if own[k] != changes[k])
@@ -624,6 +623,13 @@ def parse_ce_parallel(text: str, name: str = ALIAS_ENV_VAR) -> dict[str, Any]:
     environment reaches the user without the token that caused it. Linear in
     ``len(text)``: no regular expressions.
     """
+    return _parsed(text, name)[0]
+
+
+def _parsed(text: str, name: str) -> tuple[dict[str, Any], int]:
+    """:func:`parse_ce_parallel`'s changes, and CE's ``tiny=N`` count of items among them (0: none), which they
+    hold as ``min_batch_size``: a ``PAYOFF_PARALLEL`` ``min_batch`` beside it adds up the way CE takes the two,
+    the larger, rather than disagreeing with a setting ``CE_PARALLEL`` never wrote."""
     changes: dict[str, Any] = {}
     ce_tiny_items = 0
     for raw in text.split(","):
@@ -654,7 +660,7 @@ def parse_ce_parallel(text: str, name: str = ALIAS_ENV_VAR) -> dict[str, Any]:
         changes["min_batch_size"] = max(changes.get("min_batch_size") or 0, ce_tiny_items)
     if "strategy" in changes and "enabled" not in changes:
         changes["enabled"] = True
-    return changes
+    return changes, ce_tiny_items
 
 
 def _ce_count_of_items(token: str) -> bool:
@@ -665,15 +671,6 @@ def _ce_count_of_items(token: str) -> bool:
     key, _, text = token.partition("=")
     text = text.strip()
     return key.strip() == "tiny" and _ascii_digits(text) and text.strip("0") != ""
-
-
-def ce_tiny_items(text: str) -> int:
-    """CE's ``tiny=N`` count of items in a ``CE_PARALLEL`` value (0: none), as :func:`parse_ce_parallel` folds it
-    into ``min_batch_size``: a ``PAYOFF_PARALLEL`` ``min_batch`` beside it adds up the way CE takes the two,
-    the larger, rather than disagreeing with a setting CE_PARALLEL never wrote."""
-    counts = [int(token.partition("=")[2].strip()) for raw in text.split(",")
-              if _ce_count_of_items(token := raw.strip().lower())]
-    return max(counts, default=0)
 
 
 def _quote(token: str) -> str:

@@ -1314,6 +1314,8 @@ class Estimate(NamedTuple):
     compute: float
     fn_copies: int = 1
     """Copies of the function the call moves: one per worker once it ships apart, else one per chunk."""
+    imports: float = 0.0
+    """Of the start, the workers' imports of what the function's first items imported here (``_imports_again``)."""
 
     @property
     def parallel(self) -> float:
@@ -1331,15 +1333,15 @@ def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: 
     serial = cost * remaining
     chunk = _chunk_size(costs, call, strategy, workers, cost, remaining)
     chunks = math.ceil(remaining / chunk)
-    start = (0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))) \
-        + _imports_again(call, strategy, probe)
+    imports = _imports_again(call, strategy, probe)
+    start = (0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))) + imports
     fn_copies = workers if probe.fn_bytes >= SHIP_ONCE_BYTES else chunks
     transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + fn_copies * probe.fn_bytes)
     if strategy in CROSSES_PROCESSES:  # the workers' share runs in parallel, the parent's does not
         transfer += remaining * (probe.pickling.parent + probe.pickling.worker / workers)
     compute = max(serial / _parallelism(strategy, workers), cost * chunk)
     warm = oh.per_call + compute + oh.per_chunk * math.ceil(chunks / workers) + transfer
-    return Estimate(serial, start, warm, transfer, compute, fn_copies)
+    return Estimate(serial, start, warm, transfer, compute, fn_copies, imports)
 
 
 def _imports_again(call: Call, strategy: str, probe: Probe) -> float:
@@ -1441,7 +1443,7 @@ def _weighed_fallback(costs: CostModel, call: Call, strategy: str, workers: int,
         return None
     summary = (f"{_items_of(call.sized, remaining)}{_measured_on(probe)} x {_per_item(cost)} = "
                f"{est.serial * 1e3:,.2f} ms of work; {strategy} would need about {est.parallel * 1e3:,.2f} ms")
-    again = _imports_again(call, strategy, probe)
+    again = est.imports
     if again >= IMPORTS_SAID * est.parallel:
         summary += (f", {again * 1e3:,.0f} ms of it importing in each worker the modules its first items "
                     f"imported here (import them before the pool starts, or in a worker_initializer)")

@@ -34,6 +34,8 @@ GIL_BOUND_CORES = 0.8
 def gil_bound(cpu_seconds: float, wall_seconds: float) -> bool:
     """Whether threads that used ``cpu_seconds`` in ``wall_seconds`` were paced by the GIL (``GIL_BOUND_CORES``)."""
     return cpu_seconds >= GIL_BOUND_CORES * wall_seconds
+
+
 CPU_BOUND_RATIO = 0.5
 """Work whose probe used at least this much CPU per second of wall time gets its contention removed."""
 GIL_FREE_RATIO = 0.9

@@ -164,8 +164,8 @@ class ChunkOutcome:
     """Of loading the chunk, before its first item, how long the worker spent importing modules (the first
     time it met the function's or items' modules; 0 when it had them): see ``payoff._import_clock``."""
     imports_ns: int = 0
-    """Of the items' timed work, what imports they made afresh took (read where they ran in the caller to be
-    measured: ``payoff._import_clock.CallerImports``)."""
+    """Of the items' timed work, what imports their first item made afresh took, over the items after it (read
+    where they ran in the caller to be measured: ``payoff._probe._timed_prefix``)."""
 
     @property
     def n_done(self) -> int:
