@@ -27,9 +27,11 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _call(name: str, warm: frozenset[str], method: str = "fork") -> planning.Call:
+def _call(name: str, warm: frozenset[str], method: str = "fork", strategy: str = "auto",
+          pids: frozenset[int] | None = None) -> planning.Call:
     return planning.Call(tasks.import_then_spin, [(name, 6_000)] * 400,
-                         ParallelConfig(max_workers=2, start_method=method), "auto", None, None, None, warm, 0)
+                         ParallelConfig(max_workers=2, start_method=method), strategy, None, None, None, warm, 0,
+                         warm_processes=dict.fromkeys(warm, pids) if pids else {})
 
 
 def test_a_probe_takes_the_imports_its_items_made_off_their_cost(folder: Path) -> None:
@@ -69,3 +71,52 @@ def test_warm_workers_that_would_import_again_keep_the_call_here_until_waiting_c
     assert planner.plan(_call(name, frozenset(), "spawn")).strategy == "serial", "a spawned one lacks them"
     planner.knowledge.ran_on(tasks.import_then_spin, "processes")
     assert planner.plan(_call(name, frozenset({"processes"}))).strategy == "processes", "its workers have them now"
+
+
+def test_workers_other_than_those_that_ran_the_function_import_again(folder: Path) -> None:
+    """Workers that ran the function have its modules; a new executor's spawned pool, a pool restarted, or
+    loky's workers replacing its retired idle ones do not: before, once any pool of the strategy had run it,
+    every later one was priced without the imports (review 60)."""
+    planner = planning.Planner()
+    name = _slow_module(folder)
+    warm = frozenset({"processes"})
+    planner.plan(_call(name, frozenset(), "spawn"))
+    planner.knowledge.ran_on(tasks.import_then_spin, "processes", {101, 102})
+    assert planner.plan(_call(name, warm, "spawn", pids=frozenset({101, 102}))).strategy == "processes"
+    replaced = planner.plan(_call(name, warm, "spawn", pids=frozenset({101, 103})))
+    assert replaced.strategy == "serial" and replaced.fallback is Reason.POOL_START_COST, replaced.detail
+    assert replaced.detail.endswith("ms the imports cost"), replaced.detail
+    cold = planner.plan(_call(name, frozenset(), "spawn"))
+    assert cold.strategy == "serial" and "importing in each worker" in cold.detail, cold.detail
+
+
+def test_a_named_joblib_pool_is_priced_with_the_imports_its_new_workers_make(folder: Path) -> None:
+    """A named backend runs there anyway; its estimate (the record's speedup) holds the imports its workers
+    make: loky's workers are new in each executor and after 300 s idle."""
+    planner = planning.Planner()
+    name = _slow_module(folder)
+    planner.plan(_call(name, frozenset(), "spawn"))  # a named backend's first call runs nothing here
+    planner.knowledge.ran_on(tasks.import_then_spin, "joblib", {101, 102})
+    probe = planner.plan(_call(name, frozenset({"joblib"}), "spawn", "joblib", frozenset({101, 102}))).probe
+    assert probe.import_seconds > 0 and probe.imported_in == {101, 102}, probe
+    for warm, pids, due in ((frozenset({"joblib"}), frozenset({101, 102}), False),
+                            (frozenset({"joblib"}), frozenset({101, 104}), True), (frozenset(), None, True)):
+        call = _call(name, warm, "spawn", "joblib", pids)
+        assert planning._imports_again(call, "joblib", probe) == (probe.import_seconds if due else 0.0), pids
+
+
+def test_a_pool_that_ran_the_function_is_known_by_its_workers(folder: Path) -> None:
+    """The executor tells the planner its warm pools' worker processes, and what it learns of a call names
+    the workers that ran it: the real pool's, not a strategy's name."""
+    from payoff import ParallelExecutor
+
+    name = _slow_module(folder, 0.05)
+    with ParallelExecutor(ParallelConfig(max_workers=2, start_method="fork")) as ex:
+        ex.map(tasks.import_then_spin, [(name, 20_000)] * 200)  # its probe imports; a pool forked then has it
+        record = ex.last_record
+        assert record is not None and record.selected_strategy == "processes", record
+        ran = {int(c.worker.partition(":")[0]) for c in record.chunks if c.where == "pool"}
+        facts = ex._planner.knowledge.get(tasks.import_then_spin)
+        pids = ex._pools.warm_processes().get("processes", frozenset())
+    assert facts is not None and facts.import_seconds > 0, facts
+    assert ran and ran <= facts.imported_in <= pids, (ran, facts.imported_in, pids)

@@ -15,7 +15,7 @@ import time
 import types
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -169,6 +169,11 @@ PACES_KEPT = 4
 moving 10x every call, its paces cleared at each, never had processes measured beside threads)."""
 
 
+IMPORTED_IN_KEPT = 64
+"""Worker processes kept per function as having its modules: those of the pools that ran it last (each new one
+kept, older ones dropped past this many), enough for a pool of as many workers."""
+
+
 PACE_SMOOTHING = 0.5
 """Weight of a call's pace against the comparable one kept: one noisy call (FFTs at 476 ms against 440) does
 not hand the work to the other side, whose pace was 5% off."""
@@ -234,7 +239,10 @@ class Facts:
     """What the modules its first probe's items imported took (``Probe.import_seconds``): worker processes that
     lack them import them again, until the function ran on their pool."""
     imported_on: frozenset[str] = frozenset()
-    """The process backends whose pool ran the function since then: their workers have its modules."""
+    """The process backends whose pool ran the function since then (a cluster's workers have its modules)."""
+    imported_in: frozenset[int] = frozenset()
+    """The worker processes of this machine's pools that ran it since then (the newest ``IMPORTED_IN_KEPT``):
+    a pool started later (a new executor, a restart, loky's retired idle workers replaced) imports again."""
     hidden_dear: float = 0.0
     """Seconds the last pool call ran on timing blocks of dear items among cheap ones (``DearItems.seconds``)."""
     typical_item: float = 0.0
@@ -638,11 +646,16 @@ class Knowledge:
             if facts is not None:
                 facts.forgone[strategy] = facts.forgone.get(strategy, 0.0) + max(0.0, seconds)
 
-    def ran_on(self, fn: Callable[..., Any], strategy: str) -> None:
-        """The pool of ``strategy`` ran ``fn``'s items: its workers imported what the function imports."""
+    def ran_on(self, fn: Callable[..., Any], strategy: str, pids: Iterable[int] = ()) -> None:
+        """The pool of ``strategy`` ran ``fn``'s items, in worker processes ``pids`` where known: they imported
+        what the function imports."""
         with self._stored(fn) as facts:
-            if facts is not None and facts.import_seconds and strategy not in facts.imported_on:
-                facts.imported_on = facts.imported_on | {strategy}
+            if facts is None or not facts.import_seconds:
+                return
+            facts.imported_on = facts.imported_on | {strategy}
+            fresh = [pid for pid in pids if pid not in facts.imported_in]
+            if fresh:
+                facts.imported_in = frozenset([*facts.imported_in, *fresh][-IMPORTED_IN_KEPT:])
 
     def started(self, fn: Callable[..., Any], strategy: str | None) -> None:
         """A pool of ``strategy`` (None: of any) was started for ``fn``: what waiting for it cost is paid off."""

@@ -464,6 +464,12 @@ class PoolRegistry:
         with self._lock:
             return frozenset(n for n, e in self._current.items() if not e.pool.broken)
 
+    def warm_processes(self) -> dict[str, frozenset[int]]:
+        """The worker process ids of each warm pool that has any (``planning.Call.warm_processes``)."""
+        with self._lock:
+            pools = [(n, e.pool) for n, e in self._current.items() if not e.pool.broken]
+        return {n: frozenset(pids) for n, pool in pools if (pids := pool.process_ids())}
+
     def busy(self) -> bool:
         with self._lock:
             return any(e.leases for e in (*self._current.values(), *self._retired))

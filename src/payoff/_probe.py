@@ -130,6 +130,8 @@ class Probe:
     processes started before (or started without this process's modules) import them again."""
     imported_on: frozenset[str] = frozenset()
     """Process backends whose pool ran the function since (``Facts.imported_on``)."""
+    imported_in: frozenset[int] = frozenset()
+    """Worker processes that ran it since (``Facts.imported_in``)."""
 
     @property
     def refused(self) -> str:

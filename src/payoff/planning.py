@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -274,6 +274,8 @@ class Call:
     sized: bool = True
     """``items`` are all the call's; False: a stream's first ones (an ``imap`` over a generator), whose end no
     one knows."""
+    warm_processes: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    """The worker process ids of each warm pool of this machine's processes (``processes``, ``joblib``)."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -673,7 +675,7 @@ class Planner:
         if crash is not None:
             self.knowledge.crashed(fn, crash)
         if record.selected_strategy in CROSSES_PROCESSES and any(c.where != "caller" for c in record.chunks):
-            self.knowledge.ran_on(fn, record.selected_strategy)
+            self.knowledge.ran_on(fn, record.selected_strategy, _worker_processes(record))
         crowded = shared_pool or self._among_others(record.wall_seconds, stop) or self._others_open(stop)
         self._event(stop, ends=True, left_running=_left_running(record, error))
         waiting_on_threads = record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads"
@@ -1350,11 +1352,21 @@ def _imports_again(call: Call, strategy: str, probe: Probe) -> float:
     after them, which has them. A one-time cost, as a pool's start is (priced and waited for as one: the
     ski-rental rule). A function importing sklearn in its body, probed here, was sent to warm processes that
     each imported it again: its first call 1.7x the loop's time (hunt 59, F1)."""
-    if not probe.import_seconds or strategy not in CROSSES_PROCESSES or strategy in probe.imported_on:
+    if not probe.import_seconds or strategy not in CROSSES_PROCESSES:
         return 0.0
-    forked_now = strategy == "processes" and strategy not in call.warm \
-        and start_method(call.config.start_method) == "fork"
-    return 0.0 if forked_now else probe.import_seconds
+    return 0.0 if _have_the_imports(call, strategy, probe) else probe.import_seconds
+
+
+def _have_the_imports(call: Call, strategy: str, probe: Probe) -> bool:
+    """Whether the workers ``strategy`` would run on have the modules: those that ran the function, a process
+    pool forked now; a cluster (its processes unknown here) once it ran there. A new executor's spawned pool,
+    or loky's workers replacing its retired idle ones, lack them (review 60)."""
+    if strategy not in LOCAL_PROCESS_POOLS:
+        return strategy in probe.imported_on
+    if strategy not in call.warm:
+        return strategy == "processes" and start_method(call.config.start_method) == "fork"
+    pids = call.warm_processes.get(strategy)
+    return pids <= probe.imported_in if pids else strategy in probe.imported_on
 
 
 def _parallelism(strategy: str, workers: int) -> float:
@@ -1908,6 +1920,16 @@ def _crash_of(record: MapRecord, error: BaseException | None) -> str | None:
     return None
 
 
+def _worker_processes(record: MapRecord) -> set[int]:
+    """The process ids of the workers that ran the call's chunks (a chunk's ``worker`` is ``pid:thread``)."""
+    pids = set()
+    for chunk in record.chunks:
+        pid = chunk.worker.partition(":")[0] if chunk.where == "pool" else ""
+        if pid.isdigit():
+            pids.add(int(pid))
+    return pids
+
+
 def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     """What earlier calls measured; the function's pickling only if measured on this very object."""
     probe.seconds_per_item, probe.cpu_ratio, probe.known = known.seconds_per_item, known.cpu_ratio, True
@@ -1926,7 +1948,8 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.gil_threads = known.gil_threads
     probe.factors = dict(known.side_by_side.factors)
     probe.gil_held = known.gil_held
-    probe.import_seconds, probe.imported_on = known.import_seconds, known.imported_on
+    probe.import_seconds, probe.imported_on, probe.imported_in = \
+        known.import_seconds, known.imported_on, known.imported_in
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,
