@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from array import array
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from payoff import _probe as probe_module
 from payoff._probe import Probe, _own_ns, probe_cost, waiting_line
 from payoff.planning import Call
 from payoff.reasons import Reason
-from payoff.worker import ChunkOutcome
 from tests import tasks
 from tests.conftest import a_busy_python_thread
 
@@ -71,9 +69,7 @@ def test_a_share_read_between_the_line_and_its_band_is_delegated_cpu(elsewhere_m
     record, which sees only its own threads' CPU, then taught 0.01: the next five calls ran on threads as
     waiting work (flaky-test hunt, 2 of 15 beside one busy loop)."""
     probe = Probe()
-    outcome = ChunkOutcome(0, 0, [0], 0, wall_ms * 1_000_000, 700_000, array("q", [wall_ms * 1_000_000]),
-                           array("q", [1]), "caller", blocked=1)
-    probe_module._count_delegated(probe, outcome, elsewhere_ms * 1_000_000, wall_ms / 1e3, 2)
+    probe_module._count_delegated(probe, 700_000, elsewhere_ms * 1_000_000, wall_ms / 1e3, 2)
     assert probe.delegates is delegates, (probe.cpu_ratio, probe.delegates)
 
 

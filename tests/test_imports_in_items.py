@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 import uuid
 from pathlib import Path
 
 import pytest
 
-from payoff import ParallelConfig, Reason, planning
+from payoff import ParallelConfig, ParallelExecutor, Reason, planning
 from tests import tasks
 
 IMPORT_SECONDS = 0.3
@@ -108,7 +109,6 @@ def test_a_named_joblib_pool_is_priced_with_the_imports_its_new_workers_make(fol
 def test_a_pool_that_ran_the_function_is_known_by_its_workers(folder: Path) -> None:
     """The executor tells the planner its warm pools' worker processes, and what it learns of a call names
     the workers that ran it: the real pool's, not a strategy's name."""
-    from payoff import ParallelExecutor
 
     name = _slow_module(folder, 0.05)
     with ParallelExecutor(ParallelConfig(max_workers=2, start_method="fork")) as ex:
@@ -120,3 +120,37 @@ def test_a_pool_that_ran_the_function_is_known_by_its_workers(folder: Path) -> N
         pids = ex._pools.warm_processes().get("processes", frozenset())
     assert facts is not None and facts.import_seconds > 0, facts
     assert ran and ran <= facts.imported_in <= pids, (ran, facts.imported_in, pids)
+
+
+def test_a_probe_beside_other_calls_holding_the_gil_prices_its_items_without_the_imports(folder: Path) -> None:
+    """Beside other payoff calls that held the GIL, a probe whose share read low is priced by its items' CPU
+    time: that held the import's too, an item of ~5 ms read as ~30 (review 60)."""
+    import sys
+    import threading
+    import time
+
+    shared = ParallelExecutor(ParallelConfig(strategy="serial"))  # plans with the process's planner, as below
+    stop, interval = threading.Event(), sys.getswitchinterval()
+
+    def other_calls() -> None:
+        while not stop.is_set():
+            shared.map(tasks.spin, range(20))
+
+    hogs = [threading.Thread(target=other_calls, daemon=True) for _ in range(7)]
+    sys.setswitchinterval(1e-5)  # so that even a short probe meets the others
+    try:
+        for thread in hogs:
+            thread.start()
+        time.sleep(0.05)
+        got = planning.PLANNER.plan(_call(_slow_module(folder), frozenset()))
+    finally:
+        stop.set()
+        sys.setswitchinterval(interval)
+        for thread in hogs:
+            thread.join()
+        shared.shutdown()
+    probe = got.probe
+    assert probe.import_seconds > 0 and probe.outcome is not None and probe.outcome.n_done >= 2, probe
+    later = [ns / k for ns, k in zip(probe.outcome.durations_ns[1:], probe.outcome.block_sizes[1:], strict=True) if k]
+    assert probe.seconds_per_item is not None and probe.seconds_per_item * 1e9 <= 3 * statistics.median(later), \
+        (probe.seconds_per_item, later, probe.import_seconds)

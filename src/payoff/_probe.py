@@ -206,7 +206,7 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
                                                max(1, min(PROBE_CHEAP_MAX_ITEMS, share)),
                                                GIL_PROBE_SECONDS if sample_gil else PROBE_BUDGET_SECONDS)
         outcome = probe.outcome
-        import_ns = outcome.imports_ns  # an import computes: its time is CPU, taken off both in the share
+        import_ns, import_cpu_ns = outcome.imports_ns, outcome.imports_cpu_ns  # taken off both in the share
         if import_ns:  # made once, by the module: no item's cost or CPU share (a recalled one stays)
             probe.import_seconds = import_ns / 1e9
         process_ns = time.process_time_ns() - process_ns  # this thread's and the others': a core when GIL-bound
@@ -215,9 +215,9 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
         probe.gil_held = gil.share
     crowded = crowded or (others_since is not None and others_since(start_ns))
     if outcome.n_done:
-        wall = _own_ns(outcome) / 1e9  # a wait for a CPU is not the items waiting
+        wall = (_own_ns(outcome) - import_ns) / 1e9  # a wait for a CPU is not the items waiting, nor an import
         probe.seconds_per_item = max(per_item, 1e-9)
-        probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_ns, import_ns)
+        probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_cpu_ns, import_ns)
         line = waiting_line(workers) * (1 + WAITING_BAND)
         elapsed = (outcome.end_ns - outcome.start_ns) / 1e9  # waits for a CPU included: the native threads' are
         # read (/proc) only where a reading is used; no payoff process pool started meanwhile: the processes
@@ -229,20 +229,20 @@ def probe_cost(call: Call, probe: Probe, workers: int, crowded: bool = False,
             else items_elsewhere_ns(used.ns - collections.ns, used.spun_ns, probe.cpu_ratio, line)
         if others_ns is not None and probe.cpu_ratio < line:
             others_ns = _confirmed(call, outcome, others_ns, workers)
-            probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_ns, import_ns)
-            wall, elapsed = _own_ns(outcome) / 1e9, (outcome.end_ns - outcome.start_ns) / 1e9
+            probe.cpu_ratio = cpu_ratio_of(outcome, collections.ns + import_cpu_ns, import_ns)
+            wall, elapsed = (_own_ns(outcome) - import_ns) / 1e9, (outcome.end_ns - outcome.start_ns) / 1e9
         if others_ns is not None and elapsed >= CORES_MIN_SECONDS:
             probe.cores = min(cpu_capacity(), max(0.0, outcome.cpu_ns + others_ns) / 1e9 / elapsed)
             probe.cores_read = True
         if probe.cpu_ratio >= line:
             return
         if others_ns is not None:
-            _count_delegated(probe, outcome, others_ns, wall, workers)
+            _count_delegated(probe, outcome.cpu_ns - import_cpu_ns, others_ns, wall, workers)
         elif crowded and not known_waiting \
                 and _held_by_others(outcome, _others_busy(busy, outcome, here=call.timeout is None), process_ns,
                                     clock_ns):
             probe.cpu_ratio = 1.0
-            probe.seconds_per_item = max(outcome.cpu_ns / outcome.n_done / 1e9, 1e-9)
+            probe.seconds_per_item = max((outcome.cpu_ns - import_cpu_ns) / outcome.n_done / 1e9, 1e-9)
 
 
 def next_item_here(call: Call, outcome: ChunkOutcome) -> ChunkOutcome | None:
@@ -351,7 +351,7 @@ def _confirmed(call: Call, outcome: ChunkOutcome, others_ns: int, workers: int) 
     return int(rate * _own_ns(outcome))
 
 
-def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wall: float, workers: int) -> None:
+def _count_delegated(probe: Probe, cpu_ns: int, elsewhere_ns: int, wall: float, workers: int) -> None:
     """Items that looked like waiting work but kept other processes or native threads computing meanwhile
     (``joblib.Parallel``, a scikit-learn ``n_jobs=-1`` model, BLAS threads) are CPU work: that CPU counts.
 
@@ -361,8 +361,8 @@ def _count_delegated(probe: Probe, outcome: ChunkOutcome, elsewhere_ns: int, wal
     to threads as waiting work (flaky-test hunt: 2 runs of 15 beside one busy loop)."""
     if elsewhere_ns <= 0 or wall <= 0:
         return
-    probe.cpu_ratio = min(1.0, max(0.05, (outcome.cpu_ns + elsewhere_ns) / 1e9 / wall))
-    probe.delegates = probe.cpu_ratio >= waiting_line(workers) and elsewhere_ns >= outcome.cpu_ns
+    probe.cpu_ratio = min(1.0, max(0.05, (cpu_ns + elsewhere_ns) / 1e9 / wall))
+    probe.delegates = probe.cpu_ratio >= waiting_line(workers) and elsewhere_ns >= cpu_ns
 
 
 def _held_by_others(outcome: ChunkOutcome, others: int | None, process_ns: int, clock_ns: int) -> bool:
@@ -577,7 +577,8 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
     with _Collections(time.perf_counter_ns, full_only=True) as collected:
         modules = len(sys.modules)
         outcome = run_chunk(fn, items[:1], 0, 0, on_interrupt=on_interrupt)
-        first_ns = _items_ns(outcome, collected.ns) if len(sys.modules) > modules else 0  # it imported afresh
+        imported = len(sys.modules) > modules  # afresh
+        first_ns, first_cpu_ns = (_items_ns(outcome, collected.ns), outcome.cpu_ns) if imported else (0, 0)
 
         def aside() -> int:  # collections, and a first item that imported: the budget starts after it
             return collected.ns + first_ns
@@ -602,6 +603,9 @@ def _timed_prefix(fn: Callable[[Any], Any], items: Sequence[Any], limit: int, ch
         return outcome, _items_ns(outcome, collected.ns) / outcome.n_done / 1e9 if outcome.n_done else 0.0
     later = later_half(steps)
     outcome.imports_ns = max(0, first_ns - later[0] // later[1])
+    if first_cpu_ns:
+        later_cpu_ns = (outcome.cpu_ns - first_cpu_ns) // max(1, outcome.n_done - 1)
+        outcome.imports_cpu_ns = min(outcome.imports_ns, max(0, first_cpu_ns - later_cpu_ns))
     own_ns = _items_ns(outcome, collected.ns + outcome.imports_ns)
     return outcome, _typical_ns(own_ns, outcome.n_done, [later]) / 1e9
 

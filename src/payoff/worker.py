@@ -166,6 +166,9 @@ class ChunkOutcome:
     imports_ns: int = 0
     """Of the items' timed work, what imports their first item made afresh took, over the items after it (read
     where they ran in the caller to be measured: ``payoff._probe._timed_prefix``)."""
+    imports_cpu_ns: int = 0
+    """Of the items' CPU time, what those imports took: less than ``imports_ns`` where the import waited for
+    the GIL other threads held."""
 
     @property
     def n_done(self) -> int:
