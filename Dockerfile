@@ -19,7 +19,8 @@ WORKDIR /home/payoff
 
 ENV OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318 \
     OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
-    OTEL_SERVICE_NAME=payoff-demo
+    OTEL_SERVICE_NAME=payoff-demo \
+    OTEL_METRICS_EXPORTER=none
 
 EXPOSE 9464
 CMD ["payoff", "demo", "--loop", "--metrics-port", "9464", "--metrics-addr", "0.0.0.0"]

@@ -126,6 +126,8 @@ def test_good_demo_arguments_still_parse() -> None:
     ("PAYOFF_METRICS_WEB_CONFIG", "/nonexistent/web.yml", "/nonexistent/web.yml"),
     ("PAYOFF_METRICS_CERT_FILE", "/etc/hostname", "key"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_PROTOCOL='grpc'"),
+    ("OTEL_METRICS_EXPORTER", "zipkin", "OTEL_METRICS_EXPORTER='zipkin'"),
+    ("OTEL_TRACES_EXPORTER", "otlp,console", "accepted: otlp, none"),
 ])
 def test_demo_with_a_bad_telemetry_setting_in_the_environment(variable: str, value: str, names: str) -> None:
     """Settings the demo reads from the environment are the user's input too: one line, before any work."""
@@ -210,11 +212,16 @@ def test_the_demo_names_the_setting_its_endpoint_could_not_use(capsys: pytest.Ca
     (["dashboards", "import", "x"], "usage: payoff dashboards", "COMMAND"),
     (["dashboards"], "usage: payoff dashboards", "COMMAND"),
     (["dashboards", "export", "x", "--fast"], "usage: payoff dashboards export", "--fast"),
+    (["stack", ""], "usage: payoff stack", "an empty path"),
+    (["stack", "up", " "], "usage: payoff stack", "an empty path"),
+    (["stack", "x", "--wheel", ""], "usage: payoff stack", "--wheel: an empty path"),
+    (["dashboards", "export", ""], "usage: payoff dashboards export", "DIR: an empty path"),
 ])
 def test_a_subcommands_error_shows_its_own_usage_and_what_it_takes(argv: list[str], usage: str, words: str) -> None:
     """``payoff demo --fast`` showed the top-level usage, which lists no demo option; ``payoff stack sideways
     dir`` said "one directory at most" without saying that only up or down may come first; ``payoff
-    dashboards import`` named an internal ``dashboards_command``."""
+    dashboards import`` named an internal ``dashboards_command``. An empty DIR (an unset shell variable) wrote
+    the stack or the dashboards into the current directory (hunt 61)."""
     done = payoff(*argv)
     line = the_error(done)
     assert usage in done.stderr, done.stderr

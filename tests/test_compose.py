@@ -283,3 +283,44 @@ def test_stack_dockerfile_install_step(stack_dir: Path, tmp_path: Path, wheels: 
     want = f"{folder / wheels[0]}[demo,dask]" if wheels else f"payoff[demo,dask]=={__version__}"
     assert calls == [f"pip install {want}", "useradd --create-home --uid 10001 payoff"]
     assert not folder.exists(), "the wheels folder is left in the image"
+
+
+def _image_env(dockerfile: Path) -> dict[str, str]:
+    """The variables the Dockerfile's ``ENV`` instructions set (``KEY=value`` form)."""
+    text = dockerfile.read_text(encoding="utf-8").replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV\s+(.*)$", text, re.MULTILINE):
+        env.update(word.split("=", 1) for word in shlex.split(line) if "=" in word)
+    return env
+
+
+def test_the_app_exports_over_otlp_only_what_the_collector_takes(compose_dir: Path) -> None:
+    """The app ran ``payoff demo`` with metrics exported over OTLP to a collector with a traces pipeline only:
+    every 10 s "Failed to export metrics batch code: 404" in its log (hunt 61). Run as its image and compose
+    file set it up, against a collector of the stack's pipelines, the demo's exports all arrive."""
+    import yaml
+
+    from tests.test_otlp import Receiver
+
+    pipelines = yaml.safe_load((compose_dir / "deploy/otel-collector.yml").read_text())["service"]["pipelines"]
+    taken = {f"/v1/{name.split('/')[0]}" for name in pipelines}
+    services = yaml.safe_load((compose_dir / "docker-compose.yml").read_text())["services"]  # any profile's
+    apps = {name: app for name, app in services.items()  # those that run the demo (the image's CMD or their own)
+            if "build" in app and "demo" in app.get("command", ["demo"])}
+    assert set(apps) == {"app", "app-dask"}, set(apps)
+    otel = [{k: v for k, v in (app.get("environment") or {}).items() if k.startswith("OTEL_")} for app in apps.values()]
+    assert all(set(env) <= {"OTEL_SERVICE_NAME"} for env in otel), otel  # both run as the image's ENV sets up
+    app = apps["app"]
+    env = _image_env(compose_dir / app["build"]["context"] / app["build"].get("dockerfile", "Dockerfile"))
+    assert env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == "http://otel-collector:4318", env
+    receiver = Receiver(taken)
+    try:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+        done = subprocess.run([sys.executable, "-m", "payoff", "demo", "--quick", "--metrics-port", "0"],
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    finally:
+        receiver.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Failed to export" not in done.stderr, done.stderr[-3000:]
+    sent = {path for path, _ in receiver.requests}
+    assert "/v1/traces" in sent and sent <= taken, (sent, taken)

@@ -27,7 +27,10 @@ FORCE = {"tiny_workload_threshold": 0.0}
 
 
 class Receiver:
-    def __init__(self) -> None:
+    """An OTLP/HTTP collector on loopback keeping what it gets; with ``paths``, as an OpenTelemetry Collector
+    with pipelines for those signals only, it answers 404 to the others (kept too)."""
+
+    def __init__(self, paths: set[str] | None = None) -> None:
         self.requests: list[tuple[str, bytes]] = []
         received = self.requests
 
@@ -35,7 +38,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append((self.path, body))
-                self.send_response(200)
+                self.send_response(200 if paths is None or self.path in paths else 404)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
                 self.end_headers()

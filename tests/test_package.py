@@ -313,11 +313,15 @@ def test_stack_up_without_docker_says_what_to_install(tmp_path: Path, monkeypatc
 
 def test_stack_up_and_down_run_docker_compose(tmp_path: Path, fake_docker: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    target = tmp_path / "stack"
+    """The stop hint is a command as a shell splits it (a folder named "my stack" gave two words: hunt 61)."""
+    import shlex
+
+    target = tmp_path / "my stack"
     assert main(["stack", "up", str(target), "--wheel", str(_fake_wheel(tmp_path))]) == 0
     assert (target / "docker-compose.yml").is_file() and (target / "wheels" / WHEEL).is_file()
     out = capsys.readouterr().out
-    assert "http://127.0.0.1:3000" in out and f"payoff stack down {target}" in out
+    stop = out.split("stop it with: ")[1].splitlines()[0]
+    assert "http://127.0.0.1:3000" in out and shlex.split(stop) == ["payoff", "stack", "down", str(target)], out
     compose = f"compose -f {target / 'docker-compose.yml'} --project-directory {target}"
     assert f"{compose} up -d --build" in fake_docker.read_text().splitlines()
     assert main(["stack", "down", str(target), "--volumes"]) == 0

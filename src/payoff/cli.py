@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"payoff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run an explanation workload under every strategy and compare")
+    demo = sub.add_parser("demo", help="run an explanation workload under every strategy and compare",
+                          epilog="With OTEL_EXPORTER_OTLP_ENDPOINT set (extra [otlp]) it exports spans and metrics "
+                                 "over OTLP/HTTP; OTEL_TRACES_EXPORTER=none or OTEL_METRICS_EXPORTER=none "
+                                 "leaves that signal out.")
     demo.add_argument("--quick", action="store_true", help="a small workload that finishes in under a minute")
     demo.add_argument("--loop", action="store_true", help="keep producing traffic (for the dashboards)")
     demo.add_argument("--pause", type=_seconds, default=5.0, help="seconds between rounds with --loop")

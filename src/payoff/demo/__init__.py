@@ -249,6 +249,9 @@ def _serve(port: int | None, addr: str) -> Any:
 def _otlp_from_env() -> Any:
     if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return None
+    traces, metrics = _exports("OTEL_TRACES_EXPORTER", "none"), _exports("OTEL_METRICS_EXPORTER", "none, prometheus")
+    if not (traces or metrics):
+        return None
     if not has_extra("otlp"):
         print(missing_extra("otlp", "OTEL_EXPORTER_OTLP_ENDPOINT (OTLP export)") + "; running without OTLP",
               file=sys.stderr, flush=True)
@@ -256,9 +259,23 @@ def _otlp_from_env() -> Any:
     from payoff.telemetry.otlp import configure
 
     try:
-        return configure()
+        return configure(traces=traces, metrics_too=metrics)
     except ValueError as exc:
         raise UsageError(f"OTLP export from the OTEL_* settings: {exc}") from None
+
+
+def _exports(variable: str, without: str) -> bool:
+    """Whether OpenTelemetry's ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` asks for OTLP (unset: yes).
+    The compose stack's collector takes spans only (Prometheus scrapes ``/metrics``): the app's metrics
+    exports met a 404 every 10 s until its image said ``OTEL_METRICS_EXPORTER=none`` (hunt 61)."""
+    raw = os.environ.get(variable, "")
+    names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
+    off = {name.strip() for name in without.split(",")}
+    if names <= off:
+        return False
+    if names == {"otlp"}:
+        return True
+    raise UsageError(f"{variable}={raw!r}: the demo exports over OTLP or not at all; accepted: otlp, {without}")
 
 
 def _endpoint_hint(exc: OSError, port: int | None, addr: str) -> str:

@@ -28,7 +28,7 @@ def add_commands(sub: Any) -> None:
                        description=STACK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="[up|down] DIR", help="DIR, or up/down and an optional DIR")
     p.add_argument("--force", action="store_true", help="overwrite existing files that differ")
-    p.add_argument("--wheel", type=Path, default=None,
+    p.add_argument("--wheel", type=_given_path, default=None,
                    help="a payoff wheel for the app image (default: the installed payoff, repacked)")
     p.add_argument("--volumes", action="store_true", help="with down: also remove the stack's volumes")
     p.set_defaults(handler=_stack, stack_parser=p)
@@ -37,9 +37,17 @@ def add_commands(sub: Any) -> None:
     dsub = d.add_subparsers(dest="dashboards_command", metavar="COMMAND", required=True,
                             help="export (the only one)")
     e = dsub.add_parser("export", help="write the dashboards JSON into DIR (for a Grafana you already run)")
-    e.add_argument("dir", type=Path, metavar="DIR", help="folder for the *.json files (created if missing)")
+    e.add_argument("dir", type=_given_path, metavar="DIR", help="folder for the *.json files (created if missing)")
     e.add_argument("--force", action="store_true", help="overwrite existing files that differ")
     e.set_defaults(handler=_export)
+
+
+def _given_path(text: str) -> Path:
+    """A path as given, where an empty one is a mistake (an unset shell variable), not the current directory
+    ``Path("")`` makes of it: ``payoff stack "$DIR"`` wrote its 13 files into the current directory (hunt 61)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"an empty path ({text!r}); give a directory, or '.' for the current one")
+    return Path(text)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -56,7 +64,10 @@ def _stack(args: argparse.Namespace) -> int:
                      "(payoff stack DIR, payoff stack up|down [DIR])")
     if action == "write" and not words:
         parser.error("give a directory: payoff stack DIR (or payoff stack up|down [DIR])")
-    target = Path(words[0] if words else stack.DEFAULT_DIR)
+    try:
+        target = _given_path(words[0]) if words else Path(stack.DEFAULT_DIR)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"DIR: {exc}")
     if args.volumes and action != "down":
         parser.error("--volumes goes with down")
     if (args.force or args.wheel is not None) and action == "down":
@@ -73,7 +84,8 @@ def _stack(args: argparse.Namespace) -> int:
             if written is not None:
                 _report(written, "the demo stack")
             if code == 0:
-                print(f"the stack is up: open {stack.GRAFANA_URL}; stop it with: payoff stack down {target}")
+                there = shlex.quote(str(target))
+                print(f"the stack is up: open {stack.GRAFANA_URL}; stop it with: payoff stack down {there}")
             return code
         return stack.down(target, volumes=args.volumes)
     except stack.FilesExist as exc:
