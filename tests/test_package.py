@@ -201,7 +201,8 @@ def test_stack_refuses_a_second_payoff_wheel(tmp_path: Path, capsys: pytest.Capt
     target = tmp_path / "stack"
     assert main(["stack", str(target), "--wheel", str(_fake_wheel(tmp_path, "payoff-0.0.1-py3-none-any.whl"))]) == 0
     assert main(["stack", str(target), "--wheel", str(_fake_wheel(tmp_path))]) == 1
-    assert "payoff-0.0.1-py3-none-any.whl exists" in capsys.readouterr().err
+    err = capsys.readouterr().err  # a stale wheel is replaced by --force, not written over (hunt 61)
+    assert "payoff-0.0.1-py3-none-any.whl is another payoff wheel; pass --force to replace" in err, err
     assert main(["stack", str(target), "--wheel", str(_fake_wheel(tmp_path)), "--force"]) == 0
     assert "removed wheels/payoff-0.0.1-py3-none-any.whl" in capsys.readouterr().out
     assert sorted(p.name for p in (target / "wheels").glob("*.whl")) == [WHEEL]

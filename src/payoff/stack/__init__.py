@@ -43,14 +43,17 @@ class StackError(Exception):
 class FilesExist(StackError):
     """Writing would overwrite files that differ (pass ``force=True``)."""
 
-    def __init__(self, target: Path, conflicts: Sequence[str]) -> None:
+    def __init__(self, target: Path, conflicts: Sequence[str], stale: Sequence[str] = ()) -> None:
         self.target = target
-        self.conflicts = list(conflicts)
+        self.conflicts, self.stale = list(conflicts), list(stale)
+        first = self.conflicts[0]
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-        super().__init__(f"{target / conflicts[0]} exists and differs{more}; pass --force to overwrite")
+        said = "is another payoff wheel" if first in self.stale else "exists and differs"
+        does = "replace" if self.stale else "overwrite"  # a stale wheel goes, it is not written over
+        super().__init__(f"{target / first} {said}{more}; pass --force to {does}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.target, self.conflicts))
+        return (type(self), (self.target, self.conflicts, self.stale))
 
 
 @dataclass
@@ -147,7 +150,7 @@ def write_files(target: Path, files: Mapping[str, bytes], *, force: bool = False
         elif path.exists() or path.is_symlink():
             conflicts.append(name)
     if conflicts and not force:
-        raise FilesExist(target, sorted(conflicts))
+        raise FilesExist(target, sorted(conflicts), stale)
     for name in stale:
         (target / name).unlink()
         done.removed.append(name)
