@@ -199,6 +199,11 @@ def test_report_command_text_and_environment_default(tmp_path: Path, monkeypatch
         assert record.summary() in out
     assert main_report(["--text", "--last", "1"]) == 0
     assert capsys.readouterr().out.startswith("payoff report: 1 call, 0 parallel (0 paid off), 1 fell back")
+    text = tmp_path / "report.txt"  # -o with --text was ignored without a word (hunt 61)
+    assert main_report(["--text", "-o", str(text)]) == 0
+    assert text.read_text(encoding="utf-8") == out and f"wrote {text} (3 calls)" in capsys.readouterr().out
+    assert main_report(["--text", "-o", str(records)]) == 2 and records.read_text().count("\n") == 3
+    assert "is the records file" in capsys.readouterr().err
 
 
 def test_report_command_errors_name_the_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -90,7 +90,8 @@ def run_report(records: Path, *extra: str) -> Outcome:
     html_path = records.with_suffix(".html")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main_report([str(records), "-o", str(html_path), *extra])
+        page = [] if "--text" in extra else ["-o", str(html_path)]  # the text report to standard output
+        status = main_report([str(records), *page, *extra])
     html = html_path.read_text(encoding="utf-8") if html_path.exists() else None
     return Outcome(status, out.getvalue(), err.getvalue(), html)
 

@@ -38,9 +38,9 @@ def _help_text() -> str:
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("records", nargs="?", default=None,
                         help=f"records file (JSON lines) written by PAYOFF_RECORDS; default: ${ENV_VAR}")
-    parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
-                        help=f"HTML file to write (default: {DEFAULT_OUTPUT})")
-    parser.add_argument("--text", action="store_true", help="print the text report instead of writing HTML")
+    parser.add_argument("-o", "--output", default=None,
+                        help=f"file to write (default: {DEFAULT_OUTPUT}; with --text, standard output)")
+    parser.add_argument("--text", action="store_true", help="the text report instead of an HTML page")
     parser.add_argument("--last", type=int, default=None, metavar="N", help="only the last N calls")
     parser.add_argument("--title", default="payoff report", help="title of the HTML page")
     parser.set_defaults(handler=run_report)
@@ -138,19 +138,20 @@ def run_report(args: argparse.Namespace) -> int:
         if args.last is not None and args.last < 1:
             raise ReportError(f"--last must be at least 1, got {args.last}")
         path = records_path(args)
-        if not args.text:
-            _not_the_records(args.output, path)
+        output = args.output or (None if args.text else DEFAULT_OUTPUT)  # --text -o FILE was ignored (hunt 61)
+        if output is not None:
+            _not_the_records(output, path)
         found = read(path)
         records = found.records[-args.last:] if args.last else found.records
-        if args.text:
+        if output is None:
             _to_stdout(render_text(records))
             return 0
-        write(args.output, render_html(records, title=args.title))
+        write(output, render_text(records) if args.text else render_html(records, title=args.title))
     except ReportError as exc:
         say(f"payoff report: error: {exc}\n")
         return USAGE_ERROR
     skipped = f", {plural(len(found.problems), 'bad line')} skipped" if found.problems else ""
-    say(f"payoff report: wrote {args.output} ({plural(len(records), 'call')}{skipped})\n", sys.stdout)
+    say(f"payoff report: wrote {output} ({plural(len(records), 'call')}{skipped})\n", sys.stdout)
     return 0
 
 
