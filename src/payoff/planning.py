@@ -1827,6 +1827,21 @@ def _may_run_items_here(call: Call, off_the_caller: bool = False) -> bool:
     return call.requested not in CROSSES_PROCESSES or measured_here or call.decide_after_first is not None
 
 
+def items_may_run_here(config: ParallelConfig) -> bool:
+    """Whether a helper may run a function's items in the caller to time them, as the probe runs an unmeasured
+    function's (``_may_run_items_here``): not where workers run a ``worker_initializer`` the caller never ran
+    (``explain(auto)`` timed its tasks here and failed on the model the initializer loads: hunt 62), not
+    under a backend named for its worker processes unless small work is kept here, not on a pool of the
+    user's. A config that runs every call here allows it."""
+    requested = config.strategy_name
+    if not config.enabled or requested == "serial":
+        return True
+    if requested == "custom" or (config.worker_initializer is not None
+                                 and requested in ("auto", "threads", *CROSSES_PROCESSES)):
+        return False
+    return requested not in CROSSES_PROCESSES or bool(config.tiny_workload_threshold)
+
+
 def _has_initializer(call: Call) -> bool:
     """The config names a ``worker_initializer`` for a pool that runs it on its workers.
 

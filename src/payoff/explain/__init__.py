@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
+import operator
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+import numpy as np
 
 from payoff import planning
 from payoff.executor import ParallelExecutor
@@ -133,33 +137,53 @@ def _makespan(n: int, workers: int, seconds_per_item: float) -> float:
     return math.ceil(n / workers) * seconds_per_item if n else math.inf
 
 
-def _estimates(n_instances: int, n_features: int, workers: int, spi: float | None,
-               spf: float | None) -> tuple[float, float]:
-    """Makespans per axis. An unknown cost is inferred from the other axis' total (same work, other split)."""
+def _per_item(n_instances: int, n_features: int, spi: float | None,
+              spf: float | None) -> tuple[float | None, float | None]:
+    """Seconds per item of each axis; an unknown one inferred from the other axis' total (same work, other
+    split), both relative (a total of 1) when neither is known."""
     if spi is None and spf is None:
-        total = 1.0
-        spi = total / n_instances if n_instances else None
-        spf = total / n_features if n_features else None
+        spi = 1.0 / n_instances if n_instances else None
+        spf = 1.0 / n_features if n_features else None
     elif spi is None:
         assert spf is not None
         spi = spf * n_features / n_instances if n_instances else None
     elif spf is None:
         spf = spi * n_instances / n_features if n_features else None
+    return spi, spf
+
+
+def _estimates(n_instances: int, n_features: int, workers: int, spi: float | None,
+               spf: float | None) -> tuple[float, float]:
+    """Makespans per axis (see ``_per_item``)."""
+    spi, spf = _per_item(n_instances, n_features, spi, spf)
     inst = _makespan(n_instances, workers, spi) if spi is not None else math.inf
     feat = _makespan(n_features, workers, spf) if spf is not None else math.inf
     return inst, feat
 
 
-def _check_counts(n_instances: object, n_features: object, workers: object) -> None:
+def _check_counts(n_instances: object, n_features: object, workers: object) -> tuple[int, int, int]:
+    """The counts as ints: numpy's integers are counts too (``X.shape[0]``), as ``operator.index`` takes them."""
+    counts = []
     for name, value, low in (("n_instances", n_instances, 0), ("n_features", n_features, 0),
                              ("workers", workers, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        try:
+            count = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            count = None
+        if count is None or isinstance(value, (bool, np.bool_)) or count < low:
+            raise ValueError(f"{name} must be a whole number >= {low} (an int or a numpy integer), got {value!r}")
+        counts.append(count)
+    return counts[0], counts[1], counts[2]
 
 
-def _check_cost(name: str, value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
-        raise ValueError(f"{name} must be None or seconds >= 0, got {value!r}")
+def _check_cost(name: str, value: object) -> float | None:
+    """Seconds as a float: numpy's floats too; never negative, infinite or NaN (an unknown cost is None)."""
+    if value is None:
+        return None
+    seconds = float(value) if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) else -1.0
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"{name} must be None or a finite number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 def choose_granularity(
@@ -185,9 +209,8 @@ def choose_granularity(
 
 def _choose(n_instances: int, n_features: int, workers: int, spi: float | None, spf: float | None,
             how: str | None = None) -> AxisChoice:
-    _check_counts(n_instances, n_features, workers)
-    _check_cost("seconds_per_instance", spi)
-    _check_cost("seconds_per_feature", spf)
+    n_instances, n_features, workers = _check_counts(n_instances, n_features, workers)
+    spi, spf = _check_cost("seconds_per_instance", spi), _check_cost("seconds_per_feature", spf)
     inst, feat = _estimates(n_instances, n_features, workers, spi, spf)
     axis: Axis = "feature" if feat < inst * (1 - 1e-9) else "instance"
     if how is None:
@@ -209,26 +232,136 @@ class Explained:
     """The executor's record of the map call that produced ``results``."""
 
 
-_probed: weakref.WeakKeyDictionary[ParallelExecutor, dict[str, float]] = weakref.WeakKeyDictionary()
-"""Probe timings per executor, for axes that have no record yet."""
-_shapes: weakref.WeakKeyDictionary[ParallelExecutor, dict[str, tuple[int, int, int]]] = weakref.WeakKeyDictionary()
-"""Per executor and workload, the instances, features and ``shared`` (by id) its costs were measured on: an
-instance's cost grows with the features and the shared data, a feature's with the instances. A second call
-on a background 500 times larger reused the first call's costs and ran the axis 300 times slower."""
+@dataclass
+class _Costs:
+    """Seconds per item of each axis, measured on one shape of work: the instances and features counted, the
+    ``shared`` object and the two tasks (a function by its code: a lambda made afresh per call is the same
+    task). An instance's cost grows with the features and the shared data, a feature's with the instances;
+    another task is other work: comparing two explanation methods on one executor reused the first one's
+    costs and ran the second 20x slower than its better axis (hunt 62)."""
+
+    shape: tuple[object, ...]
+    seconds: dict[str, float]
 
 
-def _measured_cost(executor: ParallelExecutor, workload: str) -> float | None:
-    """Seconds per item from this executor's most recent clean call of ``workload``, else an earlier probe."""
-    for record in reversed(executor.records):
-        if record.workload == workload and record.n_items and not record.n_errors:
-            return record.work_seconds / record.n_items
-    return _probed.get(executor, {}).get(workload)
+_costs: weakref.WeakKeyDictionary[ParallelExecutor, dict[str, _Costs]] = weakref.WeakKeyDictionary()
+"""Per executor and workload, what its last ``explain(auto)`` measured."""
 
 
-def _timed(fn: Callable[[Any], Any], item: Any) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    result = fn(item)
-    return result, time.perf_counter() - t0
+def _task_key(task: Callable[..., Any]) -> object:
+    code = getattr(task, "__code__", None)
+    return task if code is None else code
+
+
+def _same_shape(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y or (type(x) is int and x == y) for x, y in zip(a, b, strict=True))
+
+
+def _items(given: Any, name: str) -> Any:
+    """The items as ``map`` gets them: an array stays one (``map``'s fast path: 200,000 rows made a list of
+    rows pickled in 0.8 s against 0.02 s, hunt 62), a stream becomes a list (its first item is timed)."""
+    given = _rows(given, name)
+    if isinstance(given, (Sequence, np.ndarray)):
+        return given
+    return list(given)
+
+
+class _Timed:
+    """``fn(item)`` and the seconds it took where it ran: a top-level class, so it pickles to worker processes."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, item: Any) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        result = self.fn(item)
+        return result, time.perf_counter() - t0
+
+
+def _time_first_items(executor: ParallelExecutor, firsts: dict[str, tuple[Callable[[Any], Any], Any]]
+                      ) -> dict[str, tuple[Any, float]]:
+    """Each axis' first item, run and timed: in the caller where items may run there, else on the executor's
+    workers, side by side (where a ``worker_initializer`` ran: timed in the caller, the tasks failed on the
+    model it loads, hunt 62)."""
+    if planning.items_may_run_here(executor.config):
+        return {axis: _Timed(fn)(item) for axis, (fn, item) in firsts.items()}
+    futures = {axis: executor.submit(_Timed(fn), item) for axis, (fn, item) in firsts.items()}
+    return {axis: future.result() for axis, future in futures.items()}
+
+
+def _floor(config: Any, axis: Axis) -> int:
+    """The fewest items the config lets a call of ``axis`` split (``min_batch_size``,
+    ``min_instances_for_parallel``): below it the call runs serially."""
+    floors = [config.min_batch_size or 0, 2]
+    if axis == "instance":
+        floors.append(config.min_instances_for_parallel or 0)
+    return max(floors)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """How an axis would run: its first item's result kept from timing it (``head``) or not, then a map."""
+
+    axis: Axis
+    head: bool
+    seconds: float
+
+
+def _split(axis: Axis, n: int, cost: float, timed: bool, workers: int, config: Any) -> _Split:
+    """The time an axis of ``n`` items of ``cost`` takes from now: its timed first item kept, the rest mapped,
+    serially where the config's floors keep so few; when only all of them reach the floor, all are mapped
+    (the timed one again): 40 instances under ``min_instances_for_parallel=40`` ran serially as 39 (hunt 62)."""
+    floor = _floor(config, axis)
+    rest = n - 1 if timed else n
+    if workers > 1 and rest >= floor:
+        return _Split(axis, timed, _makespan(rest, workers, cost))
+    if workers > 1 and timed and n >= floor:
+        return _Split(axis, False, _makespan(n, workers, cost))
+    return _Split(axis, timed, rest * cost)
+
+
+def _auto(executor: ParallelExecutor, workload: str, instances: Any, features: Any,
+          tasks: tuple[Callable[[Any], Any], Callable[[Any], Any]], shape: tuple[object, ...],
+          workers: int) -> tuple[AxisChoice, dict[str, Any], _Split]:
+    """The axis to run, chosen from what each costs from now: one item of each timed (its result kept) unless
+    the executor's last call of ``workload`` measured this work."""
+    known = _costs.setdefault(executor, {}).get(workload)
+    seconds = dict(known.seconds) if known is not None and _same_shape(known.shape, shape) else {}
+    firsts = {axis: (fn, items[0]) for axis, fn, items in (("instance", tasks[0], instances),
+                                                           ("feature", tasks[1], features)) if axis not in seconds}
+    timed = _time_first_items(executor, firsts) if firsts else {}
+    kept = {axis: result for axis, (result, _) in timed.items()}
+    seconds.update({axis: took for axis, (_, took) in timed.items()})
+    _costs[executor][workload] = _Costs(shape, seconds)
+    n_i, n_f = len(instances), len(features)
+    choice = _choose(n_i, n_f, workers, seconds.get("instance"), seconds.get("feature"))
+    spi, spf = _per_item(n_i, n_f, seconds.get("instance"), seconds.get("feature"))
+    assert spi is not None and spf is not None  # neither axis is empty
+    splits = [_split("instance", n_i, spi, "instance" in kept, workers, executor.config),
+              _split("feature", n_f, spf, "feature" in kept, workers, executor.config)]
+    best = min(splits, key=lambda split: split.seconds)  # ties: instance, the axis calibrated-explanations takes
+    return replace(choice, axis=best.axis, instance_seconds=splits[0].seconds,
+                   feature_seconds=splits[1].seconds), kept, best
+
+
+def _run(executor: ParallelExecutor, fn: Callable[[Any], Any], items: Any, head: list[Any], axis: Axis,
+         workload: str) -> list[Any]:
+    try:
+        return head + executor.map(fn, items[len(head):], granularity=axis, workload=workload)
+    except BaseException as exc:
+        if head:  # the map numbers its items from the second: the first ran here to be timed
+            exc.add_note(f"payoff.explain: the map's item numbers count from {axis} 1 of explain()'s {axis}s "
+                         f"(its {axis} 0 ran first, alone, to time it): add 1 for the {axis}'s index")
+        raise
+
+
+def _learn(executor: ParallelExecutor, workload: str, axis: Axis) -> None:
+    """The call's measured cost per item of ``axis`` stands for the next call of the same work."""
+    record, known = executor.last_record, _costs.get(executor, {}).get(workload)
+    if known is not None and record is not None and record.n_items and not record.n_errors:
+        known.seconds[axis] = record.work_seconds / record.n_items
 
 
 def explain(
@@ -245,23 +378,24 @@ def explain(
     """Run the explanation on the axis that pays off best.
 
     ``granularity`` (default: the executor's config) is ``"instance"``,
-    ``"feature"`` or ``"auto"``. With ``"auto"`` the axis is chosen by
-    :func:`choose_granularity` from the shape and the measured cost per item:
-    the executor's earlier records of ``{workload}-instances`` /
-    ``{workload}-features`` when the last call of ``workload`` had as many
-    instances and features and the same ``shared``, otherwise one instance and
-    one feature timed in the caller (remembered for the next call). A
-    DataFrame is refused (it iterates over its column names), as is an empty
-    axis. The probe
-    result of the chosen axis is kept (not recomputed); the other one is the
-    price of measuring.
+    ``"feature"`` or ``"auto"``; a config fixed to one axis fixes ``"auto"``
+    to it. With ``"auto"`` the axis is chosen by what each axis takes from
+    now, from the measured cost per item: what the executor's last call of
+    ``workload`` measured on the same work (the same tasks, ``shared`` and
+    counts), otherwise one instance and one feature timed in the caller,
+    whose results are kept (the other one is the price of measuring). Where
+    no item may run in the caller (a ``worker_initializer``, a backend named
+    for its worker processes, a pool of yours) the two are timed on the
+    executor's workers, side by side (``submit``). The config's floors
+    (``min_batch_size``, ``min_instances_for_parallel``) count. A DataFrame is
+    refused (it iterates over its column names), as is an empty axis.
     """
     wanted = executor.config.granularity if granularity is None else granularity
     if wanted not in ("instance", "feature", "auto"):
         raise ValueError(f"granularity must be None, 'instance', 'feature' or 'auto', got {granularity!r}")
-    instances, features = list(_rows(instances)), list(features)
+    instances, features = _items(instances, "instances"), _items(features, "features")
     for name, given in (("instances", instances), ("features", features)):
-        if not given:
+        if not len(given):
             raise ValueError(f"explain() needs at least one instance and one feature; {name} is empty (the other "
                              f"axis would run with nothing to explain)")
     run_instance = _bind(instance_task, shared, "instance_task")
@@ -269,28 +403,24 @@ def explain(
     names = {"instance": f"{workload}-instances", "feature": f"{workload}-features"}
     cfg = executor.config  # a call the config keeps in the caller runs on one worker, whatever the cores
     workers = 1 if cfg.strategy == "serial" or not cfg.enabled else planning.available_workers(cfg)
+    if wanted == "auto" and cfg.granularity != "auto":  # the config allows its axis only (hunt 62)
+        wanted = cfg.granularity
     kept: dict[str, Any] = {}
     if wanted != "auto":
         axis_fixed: Axis = "instance" if wanted == "instance" else "feature"
         choice = replace(_choose(len(instances), len(features), workers, None, None, how="config"), axis=axis_fixed)
+        head = False
     else:
-        shape = (len(instances), len(features), id(shared))
-        same = _shapes.setdefault(executor, {}).get(workload) == shape
-        _shapes[executor][workload] = shape
-        spi = _measured_cost(executor, names["instance"]) if same else None
-        spf = _measured_cost(executor, names["feature"]) if same else None
-        if spi is None and instances:
-            kept["instance"], spi = _timed(run_instance, instances[0])
-            _probed.setdefault(executor, {})[names["instance"]] = spi
-        if spf is None and features:
-            kept["feature"], spf = _timed(run_feature, features[0])
-            _probed.setdefault(executor, {})[names["feature"]] = spf
-        choice = _choose(len(instances), len(features), workers, spi, spf)
+        shape = (len(instances), len(features), shared, _task_key(instance_task), _task_key(feature_task))
+        choice, kept, split = _auto(executor, workload, instances, features, (run_instance, run_feature), shape,
+                                    workers)
+        head = split.head and choice.axis in kept
     axis = choice.axis
     fn, items = (run_instance, instances) if axis == "instance" else (run_feature, features)
-    head = [kept[axis]] if axis in kept else []
-    rest = executor.map(fn, items[len(head):], granularity=axis, workload=names[axis])
-    return Explained(axis, head + rest, choice, executor.last_record)
+    results = _run(executor, fn, items, [kept[axis]] if head else [], axis, names[axis])
+    if wanted == "auto":
+        _learn(executor, workload, axis)
+    return Explained(axis, results, choice, executor.last_record)
 
 
 __all__ = [
