@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from payoff._forks import in_child
+from payoff.strategies.start_failure import thread_refused_error
 from payoff.worker import run_queue_ns
 
 SAMPLE_SLEEP_SECONDS = 0.001
@@ -83,7 +84,12 @@ class _Sampler:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 thread = threading.Thread(target=self._run, name="payoff-gil-sampler", daemon=True)
-                thread.start()  # may raise (no thread left): counted as watching only once it runs
+                try:
+                    thread.start()  # counted as watching only once it runs
+                except RuntimeError as exc:  # no thread left (ulimit -u): nothing is sampled, the call goes on
+                    if thread_refused_error(exc):
+                        return None
+                    raise
                 self._thread = thread
             self._watchers += 1
             self._wake.notify()

@@ -54,7 +54,7 @@ from payoff.strategies.base import PoolClosedError, closed_pool
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
-from payoff.strategies.start_failure import start_failure_detail
+from payoff.strategies.start_failure import start_failure_detail, thread_refused_error
 from payoff.worker import (
     UNPICKLING_CHUNK,
     CancelToken,
@@ -716,7 +716,12 @@ class MapRun:
 
         given = max(0.0, self.token.seconds_left() or 0.0)
         try:
-            run_on_a_spare_thread(functools.partial(context.run, run))
+            try:
+                run_on_a_spare_thread(functools.partial(context.run, run))
+            except RuntimeError as exc:  # no thread left (ulimit -u): here, its items start before the deadline
+                if not thread_refused_error(exc):
+                    raise
+                run()
             wait_in_slices(finished, given, WAIT_SLICE_SECONDS)
         except BaseException:  # Ctrl-C in the caller: the thread starts no item after it
             self.token.set()

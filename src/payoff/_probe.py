@@ -29,6 +29,7 @@ from payoff.errors import StuckThreadsWarning
 from payoff.observers import warn_before_raising
 from payoff.record import GIL_BOUND_CORES
 from payoff.scheduling import CHUNKS_PER_WORKER, items_within_bytes
+from payoff.strategies.start_failure import thread_refused_error
 from payoff.worker import CancelToken, ChunkOutcome, run_chunk
 
 if TYPE_CHECKING:
@@ -450,7 +451,8 @@ def bounded(call: Call, limit: int, cheap_limit: int,
 
     thread = threading.Thread(target=probe, name="payoff-probe", daemon=True)
     try:  # from the start on: Thread.start waits for the thread, which may be cut short there too
-        thread.start()
+        if not _started(thread, reads is None):  # no thread left (ulimit -u): here, items start before the deadline
+            probe()
         if reads is not None:
             reads.serve(given)
         finished.wait(max(0.0, deadline.seconds_left() or 0.0))
@@ -463,6 +465,19 @@ def bounded(call: Call, limit: int, cheap_limit: int,
     if errors:
         raise errors[0]
     return box[0]
+
+
+def _started(thread: threading.Thread, may_run_here: bool) -> bool:
+    """``thread`` started; False where the OS refused it a thread (``ulimit -u``, a container's pids limit)
+    and its work may run in the caller instead: under a timeout that raised "can't start new thread" where
+    a loop, and the same map without one, ran (hunt 60)."""
+    try:
+        thread.start()
+    except RuntimeError as exc:
+        if not (may_run_here and thread_refused_error(exc)):
+            raise
+        return False
+    return True
 
 
 def _time_left(call: Call) -> float:

@@ -1247,10 +1247,19 @@ def _process_workers_left(workers: int) -> int:
 
 
 def _starts_processes(call: Call, strategy: str) -> bool:
+    return starts_processes(call.config, strategy)
+
+
+def starts_processes(config: ParallelConfig, strategy: str) -> bool:
     """Whether ``strategy`` starts processes of this one's (dask only for a LocalCluster of its own)."""
     if strategy == "dask":
-        return call.config.address is None and isinstance(call.config.strategy, str)
+        return config.address is None and isinstance(config.strategy, str)
     return strategy in CROSSES_PROCESSES
+
+
+def may_start_processes() -> bool:
+    """Whether this process may start processes: a daemonic one may not (``_no_children``)."""
+    return not multiprocessing.current_process().daemon
 
 
 def _floor_fallback(call: Call) -> tuple[Reason, str] | None:

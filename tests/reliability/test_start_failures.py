@@ -215,8 +215,29 @@ def test_a_refused_new_process_is_told_apart_from_other_eagains() -> None:
 
     forked = start_failure_detail("processes", raised_in("/usr/lib/python3.11/multiprocessing/popen_fork.py"))
     assert "refused a new process" in forked and "ulimit -u" in forked, forked
+    tracker = start_failure_detail("processes", _tracker_fork_refused())
+    assert "refused a new process" in tracker and "/dev/shm" not in tracker, tracker
     elsewhere = raised_in("/tmp/socket_reader.py")
     assert start_failure_detail("processes", elsewhere) == f"the processes pool failed to start: {elsewhere!r}"
+
+
+def _tracker_fork_refused() -> OSError:
+    """The ``EAGAIN`` a spawned or forkserver pool met at the process limit: multiprocessing forks its resource
+    tracker as the first semaphore is made, so the error passes through ``synchronize.py``, and was told as a
+    missing ``/dev/shm`` (hunt 60)."""
+    import errno
+
+    scope: dict[str, object] = {"errno": errno}
+    exec(compile("def spawnv_passfds(path, args, passfds):\n"
+                 "    raise BlockingIOError(errno.EAGAIN, 'Resource temporarily unavailable')\n",
+                 "/usr/lib/python3.11/multiprocessing/util.py", "exec"), scope)
+    exec(compile("def make_semaphore():\n    spawnv_passfds('python', [], ())\n",
+                 "/usr/lib/python3.11/multiprocessing/synchronize.py", "exec"), scope)
+    try:
+        scope["make_semaphore"]()  # type: ignore[operator]
+    except OSError as exc:
+        return exc
+    raise AssertionError("nothing raised")
 
 
 def test_an_initializers_own_emfile_is_its_error_not_the_pools_descriptors() -> None:

@@ -630,3 +630,32 @@ def test_submitted_calls_survive_two_workers_killed_from_outside(strategy: str) 
         errors = [f.exception(timeout=120) for f in futures]
     assert [e for e in errors if e is not None] == [], errors
     assert [f.result() for f in futures] == [50] * 100
+
+
+def _submit_in_a_daemon(strategy: str, out: Any) -> None:
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        try:
+            submitted: object = ex.submit(tasks.square, 7).result(timeout=60)
+        except BaseException as exc:  # what reached the caller is the finding
+            submitted = repr(exc)
+        mapped = ex.map(tasks.square, range(4))
+        record = ex.last_record
+        out.put((submitted, mapped, None if record is None else record.fallback_reason))
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_submit_in_a_daemonic_process_runs_in_it_as_a_map_there_does(strategy: str) -> None:
+    """In a daemonic process (a ``multiprocessing.Pool``'s worker), which may start no processes, a ``map``
+    ran serially (``nested``) and ``submit`` raised a bare AssertionError from multiprocessing (hunt 60)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_submit_in_a_daemon, args=(strategy, out), daemon=True)
+    child.start()
+    try:
+        submitted, mapped, reason = out.get(timeout=90)
+    finally:
+        child.join(30)
+    assert submitted == 49, submitted
+    assert mapped == [0, 1, 4, 9] and reason is payoff.Reason.NESTED, (mapped, reason)

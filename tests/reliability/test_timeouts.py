@@ -561,3 +561,29 @@ def test_an_imaps_work_goes_on_while_its_slow_consumer_works_on_each_result(stra
         record = ex.last_record
     assert got == [x * x for x in range(100)]
     assert record is not None and record.outcome == "ok" and record.consumer_seconds >= 1.0, record
+
+
+@pytest.mark.parametrize("strategy", ["auto", "threads"])
+def test_a_map_under_a_timeout_with_no_thread_left_runs_in_the_caller(strategy: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the process limit (``ulimit -u``, a container's pids limit) the OS gives no thread: without a
+    timeout the map fell back, with one it raised "can't start new thread" from the thread its probe or
+    serial run waits on (hunt 60). It runs in the caller, its items starting only before the deadline. (Root
+    is not held to the limit, so the refusal is made here: every new payoff thread is refused.)"""
+    from payoff import _spare_threads
+
+    for thread in _spare_threads.release_idle():
+        thread.join(5)
+    real = threading.Thread.start
+
+    def refused(self: threading.Thread) -> None:
+        if self.name.startswith("payoff"):
+            raise RuntimeError("can't start new thread")
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        assert ex.map(tasks.square, range(300), timeout=60) == [x * x for x in range(300)]
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == "serial", record
+    assert all(c.worker.split(":")[1] == str(threading.get_ident()) for c in record.chunks), "ran in the caller"

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor
+from types import CodeType
 
 from payoff.errors import ClusterNotReadyError, WorkerInitError
 
@@ -61,7 +62,7 @@ def os_refusal(name: str, exc: BaseException) -> str | None:
                 "processes per user (ulimit -u) or of the container (its pids limit), or memory, is reached; "
                 "raise the limit, end processes the program keeps, use fewer workers (max_workers), or use "
                 "strategy='threads'")
-    thread = next((e for e in chain if isinstance(e, RuntimeError) and "can't start new thread" in str(e)), None)
+    thread = next((e for e in chain if thread_refused_error(e)), None)
     if thread is not None:
         return f"the {name} pool could not start: a thread it needs could not start ({thread!r}): " \
             + thread_refused(name)
@@ -116,6 +117,11 @@ def _tasks_near_limit() -> tuple[int, int] | None:
                 if os.stat(f"/proc/{entry}").st_uid == uid:
                     tasks += len(os.listdir(f"/proc/{entry}/task"))
     return (tasks, int(soft)) if tasks + TASK_HEADROOM >= soft else None
+
+
+def thread_refused_error(exc: BaseException) -> bool:
+    """The ``RuntimeError`` ``Thread.start`` raises where the OS gives no more threads."""
+    return isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
 
 
 def thread_refused(name: str) -> str:
@@ -196,16 +202,21 @@ def _descriptor_limit() -> str:
     return "unknown" if soft is None else "no limit" if soft == math.inf else f"{int(soft):,}"
 
 
+FORKS = frozenset({"spawnv_passfds", "fork_exec"})
+"""Where multiprocessing forks a helper process, its resource tracker's (and loky's, and the forkserver's):
+an ``EAGAIN`` there, met while making a semaphore, was told as a missing ``/dev/shm`` (hunt 60)."""
+
+
 def _process_refused(exc: BaseException) -> bool:
-    """An ``EAGAIN`` or ``ENOMEM`` where multiprocessing (or loky) forks or spawns a worker process."""
+    """An ``EAGAIN`` or ``ENOMEM`` where multiprocessing (or loky) forks or spawns a worker or helper process."""
     return isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.ENOMEM) \
-        and _raised_in(exc, lambda filename: "popen_" in os.path.basename(filename))
+        and _raised_in(exc, lambda code: "popen_" in os.path.basename(code.co_filename) or code.co_name in FORKS)
 
 
-def _raised_in(exc: BaseException, where: Callable[[str], bool]) -> bool:
+def _raised_in(exc: BaseException, where: Callable[[CodeType], bool]) -> bool:
     tb = exc.__traceback__
     while tb is not None:
-        if where(tb.tb_frame.f_code.co_filename):
+        if where(tb.tb_frame.f_code):
             return True
         tb = tb.tb_next
     return False
@@ -216,4 +227,4 @@ def _semaphore_refused(exc: BaseException) -> bool:
     ``sem_open``: the OS gave no named semaphore, which lives in ``/dev/shm`` on Linux."""
     if isinstance(exc, ImportError):
         return "sem_open" in str(exc)
-    return isinstance(exc, OSError) and _raised_in(exc, lambda filename: filename.endswith("synchronize.py"))
+    return isinstance(exc, OSError) and _raised_in(exc, lambda code: code.co_filename.endswith("synchronize.py"))
