@@ -29,6 +29,13 @@ from payoff.observers import warn_at_call_site
 from payoff.strategies import Strategy
 from payoff.strategies.base import CANCEL_ALL, START_WAIT_SLICE_SECONDS, StartStop
 from payoff.strategies.reloads import first_told
+from payoff.strategies.start_failure import (
+    REFUSED_RETRY_MAX_SECONDS,
+    REFUSED_RETRY_SECONDS,
+    ProcessesRefused,
+    processes_refused,
+    start_failure_detail,
+)
 
 
 class CallStop(StartStop, Protocol):
@@ -195,6 +202,8 @@ class PoolRegistry:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._start_lock = threading.Lock()
+        self._refused: dict[str, tuple[float, float, str]] = {}
+        """Per strategy, a start the OS refused a process: when to try again, the wait, and what it said."""
         self._current: dict[str, _Entry] = {}
         self._retired: list[_Entry] = []
         self._starting: PoolKey | None = None
@@ -234,6 +243,7 @@ class PoolRegistry:
             lease = self._take(key, watch)
             if lease is not None:
                 return lease
+            self._not_refused_lately(key.strategy)
             with self._lock:
                 self._starting, self._starting_retired = key, False
             with imports_undone_if_cut():  # a Ctrl-C while the backend imports leaves no half-made module
@@ -248,7 +258,9 @@ class PoolRegistry:
                 pool.kill()
                 if isinstance(exc, PoolStartTimeoutError) and stop is not None:
                     stop.start_failed(exc)
+                self._note_refusal(key.strategy, exc)
                 raise
+            self._refused.pop(key.strategy, None)
             seconds = time.perf_counter() - t0
             _exit.stay_first()  # a backend's own exit hook may have been registered by this start
             entry = _Entry(pool, key, leases=1, taken=1)
@@ -266,6 +278,19 @@ class PoolRegistry:
             self._start_lock.release()
         _close(to_close)
         return entry.hold(1, pool, True, seconds, watch)
+
+    def _not_refused_lately(self, strategy: str) -> None:
+        """Raises ``ProcessesRefused`` while a start of ``strategy`` the OS refused a process is recent."""
+        refused = self._refused.get(strategy)
+        if refused is not None and time.monotonic() < refused[0]:
+            raise ProcessesRefused(refused[2], refused[1])
+
+    def _note_refusal(self, strategy: str, exc: BaseException) -> None:
+        if not processes_refused(exc):
+            return
+        last = self._refused.get(strategy)
+        wait = REFUSED_RETRY_SECONDS if last is None else min(REFUSED_RETRY_MAX_SECONDS, 2 * last[1])
+        self._refused[strategy] = (time.monotonic() + wait, wait, start_failure_detail(strategy, exc))
 
     def _retire_outdated(self, strategy: str) -> None:
         """Retire the current ``strategy`` pool if a module of the user's was reloaded since its workers

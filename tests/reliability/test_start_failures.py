@@ -356,3 +356,32 @@ def test_the_temporary_directory_named_is_the_one_tempfile_uses(monkeypatch: pyt
     monkeypatch.delenv("TMPDIR", raising=False)
     told = os_refusal("processes", OSError("AF_UNIX path too long"))
     assert told is not None and repr(str(tmp_path / ("x" * 120))) in told and "tempfile.tempdir" in told, told
+
+
+def test_a_start_the_os_refused_a_process_is_not_tried_again_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the process limit every map tried a new pool, and each try left the failed fork's pipes open: a
+    service lost 4 descriptors a call, 6 to 247 in 60 calls, each call a quiet fallback (hunt 60). After a
+    refusal the next calls fall back without trying, for 10 s at first."""
+    import errno
+
+    from payoff import ParallelConfig, ParallelExecutor, Reason
+    from tests import tasks
+
+    tries: list[int] = []
+
+    def refused() -> int:
+        tries.append(1)
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    config = ParallelConfig(strategy="processes", max_workers=2, start_method="fork", tiny_workload_threshold=0)
+    with ParallelExecutor(config) as ex:
+        details = []
+        for _ in range(5):
+            assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
+            record = ex.last_record
+            assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record
+            details.append(record.fallback_detail)
+    assert len(tries) == 1, f"{len(tries)} forks tried"
+    assert "refused a new process" in details[0] and "not tried again" not in details[0], details[0]
+    assert all("refused a new process" in d and "not tried again for 10 s" in d for d in details[1:]), details
