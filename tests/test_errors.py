@@ -25,6 +25,7 @@ from payoff.strategies.base import PoolClosedError
 from payoff.strategies.cluster import ClusterUnreachableError
 from payoff.strategies.dask import DaskKilledWorkers, DaskWorkerLost, ItemExit
 from payoff.strategies.main_guard import ImportingMainError
+from payoff.strategies.start_failure import ProcessesRefused
 from payoff.telemetry.records import InvalidRecord, LineProblem, RecordsFileError
 from payoff.telemetry.server import MetricsConfigError, MetricsExposureWarning
 from payoff.telemetry.warnings import ParallelFallbackWarning
@@ -69,6 +70,7 @@ CASES: list[BaseException] = [
     DaskWorkerLost("the scheduler went away"),
     DaskKilledWorkers("chunk 1 killed 4 workers"),
     ItemExit(SystemExit(4)),
+    ProcessesRefused("the processes pool could not start: the OS refused a new process", 10.0),
 ]
 
 

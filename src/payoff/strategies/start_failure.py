@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import BrokenExecutor
 from types import CodeType
+from typing import Any
 
 from payoff.errors import ClusterNotReadyError, WorkerInitError
 
@@ -43,6 +44,9 @@ class ProcessesRefused(BrokenExecutor):
     def __init__(self, detail: str, seconds: float) -> None:
         super().__init__(detail)
         self.detail, self.seconds = detail, seconds
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.detail, self.seconds))
 
 
 REFUSED_RETRY_SECONDS = 10.0
