@@ -402,3 +402,66 @@ def test_choose_granularity_takes_numpys_numbers_and_refuses_an_infinite_cost() 
         choose_granularity(100, 5, 2, seconds_per_instance=float("inf"))
     with pytest.raises(ValueError, match="whole number"):
         choose_granularity(np.float64(100.0), 5, 2)  # type: ignore[arg-type]
+
+
+# -- review 61 -----------------------------------------------------------------------------------------------
+
+
+class _Explainer:
+    """An explainer of the user's: its method is the task, and it holds the executor."""
+
+    def __init__(self, executor: ParallelExecutor, scale: float) -> None:
+        self.executor, self.scale = executor, scale
+
+    def row(self, row: np.ndarray) -> float:
+        with _calls_lock:
+            _calls["instance"] += 1
+        return float(row.sum()) * self.scale
+
+    def column(self, j: int) -> float:
+        with _calls_lock:
+            _calls["feature"] += 1
+        return float(j) * self.scale
+
+
+def test_explain_auto_keeps_no_user_object_alive_and_tells_two_explainers_apart() -> None:
+    """The cost memo held ``shared`` (a model, background data) for the executor's life, and an explainer
+    that held its executor kept it from ever being collected; two explainers' bound methods counted as one
+    task, so the second reused the first's costs (review 61)."""
+    import gc
+    import weakref
+
+    ex = ParallelExecutor(ParallelConfig(strategy="serial"))
+    background = BACKGROUND.copy()
+    gone = weakref.ref(background)
+    explain(ex, instances=ROWS, features=list(range(6)), instance_task=counted_row,
+            feature_task=lambda bg, j: counted_column((bg, ROWS), j), shared=background, granularity="auto")
+    del background
+    gc.collect()
+    assert gone() is None, "the shared data outlived its last use"
+    first, second = _Explainer(ex, 1.0), _Explainer(ex, 2.0)
+    for explainer, probed in ((first, 1), (first, 0), (second, 1)):
+        _calls.update(instance=0, feature=0)
+        got = explain(ex, instances=ROWS, features=list(range(6)), instance_task=explainer.row,
+                      feature_task=explainer.column, granularity="auto")
+        assert _calls["feature" if got.axis == "instance" else "instance"] == probed, (explainer.scale, _calls)
+    executor = weakref.ref(ex)
+    ex.shutdown()
+    del ex, first, second, explainer, got
+    gc.collect()
+    assert executor() is None, "an explainer holding its executor kept it alive"
+
+
+def test_explain_takes_a_deque_and_times_under_a_serial_config_after_the_initializer() -> None:
+    """A deque (which does not slice) failed every granularity; under ``strategy="serial"`` with a
+    ``worker_initializer`` the tasks were timed before it ran here (review 61)."""
+    import collections
+
+    from tests import tasks
+
+    config = ParallelConfig(strategy="serial", worker_initializer=tasks.load_model, worker_init_args=(3,))
+    with ParallelExecutor(config) as ex:
+        for granularity in ("auto", "instance", "feature"):
+            got = explain(ex, instances=collections.deque(range(10)), features=collections.deque(range(4)),
+                          instance_task=tasks.predict, feature_task=tasks.predict, granularity=granularity)
+            assert got.results == [3 * x for x in range(10 if got.axis == "instance" else 4)], granularity

@@ -204,6 +204,7 @@ def test_report_command_text_and_environment_default(tmp_path: Path, monkeypatch
     assert text.read_text(encoding="utf-8") == out and f"wrote {text} (3 calls)" in capsys.readouterr().out
     assert main_report(["--text", "-o", str(records)]) == 2 and records.read_text().count("\n") == 3
     assert "is the records file" in capsys.readouterr().err
+    assert main_report(["-o", ""]) == 2 and "empty path" in capsys.readouterr().err  # wrote ./payoff-report.html
 
 
 def test_report_command_errors_name_the_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -169,9 +169,9 @@ PACES_KEPT = 4
 moving 10x every call, its paces cleared at each, never had processes measured beside threads)."""
 
 
-IMPORTED_IN_KEPT = 64
-"""Worker processes kept per function as having its modules: those of the pools that ran it last (each new one
-kept, older ones dropped past this many), enough for a pool of as many workers."""
+IMPORTED_IN_KEPT = 4096
+"""Worker processes kept per function as having its modules: the newest this many, far more than a machine's
+pool has (64 charged a pool of more workers the imports on every call: review 61)."""
 
 
 PACE_SMOOTHING = 0.5
@@ -240,8 +240,8 @@ class Facts:
     lack them import them again, until the function ran on their pool."""
     imported_on: frozenset[str] = frozenset()
     """The process backends whose pool ran the function since then (a cluster's workers have its modules)."""
-    imported_in: frozenset[int] = frozenset()
-    """The worker processes of this machine's pools that ran it since then (the newest ``IMPORTED_IN_KEPT``):
+    imported_in: tuple[int, ...] = ()
+    """The worker processes of this machine's pools that ran it since then, oldest first (``IMPORTED_IN_KEPT``):
     a pool started later (a new executor, a restart, loky's retired idle workers replaced) imports again."""
     hidden_dear: float = 0.0
     """Seconds the last pool call ran on timing blocks of dear items among cheap ones (``DearItems.seconds``)."""
@@ -653,9 +653,10 @@ class Knowledge:
             if facts is None or not facts.import_seconds:
                 return
             facts.imported_on = facts.imported_on | {strategy}
-            fresh = [pid for pid in pids if pid not in facts.imported_in]
+            known = set(facts.imported_in)
+            fresh = [pid for pid in dict.fromkeys(pids) if pid not in known]
             if fresh:
-                facts.imported_in = frozenset([*facts.imported_in, *fresh][-IMPORTED_IN_KEPT:])
+                facts.imported_in = (*facts.imported_in, *fresh)[-IMPORTED_IN_KEPT:]
 
     def started(self, fn: Callable[..., Any], strategy: str | None) -> None:
         """A pool of ``strategy`` (None: of any) was started for ``fn``: what waiting for it cost is paid off."""

@@ -54,7 +54,7 @@ from payoff.strategies.base import PoolClosedError, closed_pool
 from payoff.strategies.external import ExternalStrategy, external_workers
 from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.serial import SerialStrategy
-from payoff.strategies.start_failure import start_failure_detail, thread_refused_error
+from payoff.strategies.start_failure import ProcessesRefused, start_failure_detail, thread_refused_error
 from payoff.worker import (
     UNPICKLING_CHUNK,
     CancelToken,
@@ -715,12 +715,14 @@ class MapRun:
                 finished.set()
 
         given = max(0.0, self.token.seconds_left() or 0.0)
+        here = False
         try:
             try:
                 run_on_a_spare_thread(functools.partial(context.run, run))
             except RuntimeError as exc:  # no thread left (ulimit -u): here, its items start before the deadline
                 if not thread_refused_error(exc):
                     raise
+                here = True
                 run()
             wait_in_slices(finished, given, WAIT_SLICE_SECONDS)
         except BaseException:  # Ctrl-C in the caller: the thread starts no item after it
@@ -728,6 +730,11 @@ class MapRun:
             if on_interrupt is not None and finished.wait(PROBE_STOP_GRACE_SECONDS) and box:
                 on_interrupt(box[0])
             raise
+        if here and self.token.expired():  # an item ran past it: the call's timeout holds, as on a thread
+            late = TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
+            late.add_note("payoff: no thread could start (ulimit -u, a pids limit), so its items ran in the "
+                          "caller, which cannot stop one that runs past the deadline")
+            raise late
         if not finished.is_set():
             note = self.ex._planner.outlived(self.fn, lambda: not finished.is_set(), self.timeout or 0.0, given)
             try:
@@ -752,10 +759,11 @@ class MapRun:
             lease = self._current(self._lease(plan.strategy, plan.workers), plan)
         except Exception as exc:
             self._raise_if_cancelled_during_start(plan, exc)
-            self.rec.pool_started = self.rec.pool_start_failed = True
-            self.rec.pool_starts += 1
-            # what the failed start took is overhead too (a quarter of a call's wall time went uncounted)
-            self.rec.pool_start_seconds += time.perf_counter() - asked
+            if not isinstance(exc, ProcessesRefused):  # none was tried: the last one the OS refused is recent
+                self.rec.pool_started = self.rec.pool_start_failed = True
+                self.rec.pool_starts += 1
+                # what the failed start took is overhead too (a quarter of a call's wall time went uncounted)
+                self.rec.pool_start_seconds += time.perf_counter() - asked
             # the call's own timeout struck during the start: its TimeoutError, not a serial run; and a function
             # that crashed a worker process has no caller to fall back to
             crashed = plan.probe.crashed is not None

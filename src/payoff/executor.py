@@ -308,7 +308,8 @@ class ParallelExecutor:
         if in_worker_process():  # as a map there is nested: a pool of its own in every worker oversubscribes
             return _run_now(fn, args, kwargs)
         if planning.starts_processes(config, name) and not planning.may_start_processes():
-            return _run_now(fn, args, kwargs)  # a daemonic process, as a map there is nested: no children
+            self._initialize_caller(config)  # a daemonic process, as a map there is nested: no children
+            return _run_now(fn, args, kwargs)
         try:
             try:
                 return self._submit_on_pool(config, name, fn, args, kwargs)

@@ -1973,7 +1973,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.factors = dict(known.side_by_side.factors)
     probe.gil_held = known.gil_held
     probe.import_seconds, probe.imported_on, probe.imported_in = \
-        known.import_seconds, known.imported_on, known.imported_in
+        known.import_seconds, known.imported_on, frozenset(known.imported_in)
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,

@@ -506,38 +506,49 @@ def test_the_notebook_cell_pattern_under_auto() -> None:
     assert out == {"first": True, "second": True}, out
 
 
-COUNTED_ROWS = """
+
+LATE_INSIDE = """
     import json, sys, warnings
     warnings.simplefilter("ignore")
     from payoff import ParallelConfig, ParallelExecutor
 
-    PICKLED = [0]
-    class Row:                          # a record class of the script's own, defined before the pool starts
+    class Row:                          # known to the workers: defined before they forked
         def __init__(self, v):
             self.v = v
-        def __reduce__(self):
-            PICKLED[0] += 1
-            return (Row, (self.v,))
+    def early(v):
+        return v
     def use(row):
-        return row.v * 2
-    rows = [Row(i) for i in range(400)]
+        if isinstance(row, tuple):
+            return row[1](row[0].v)
+        return type(row.v).__name__ if isinstance(row, Row) else type(row).__name__
+
     ex = ParallelExecutor(config=ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0,
-                                                min_batch_size=1, start_method=sys.argv[1]))
-    counts = []
-    for chunksize in (None, 50, 400):
-        PICKLED[0] = 0
-        assert ex.map(use, rows, chunksize=chunksize) == [2 * i for i in range(400)]
-        counts.append(PICKLED[0])
+                                                min_batch_size=1, start_method="fork"))
+    ex.map(use, [Row(i) for i in range(40)])
+    class Later:                        # a later cell's class and function, inside one item of the middle
+        pass
+    def later(v):
+        return -v
+    out = {}
+    for label, n, make in (("Row(Later()) at 50 of 100", 100, lambda: Row(Later())),
+                           ("Later() at 50 of 100", 100, lambda: Later()),
+                           ("(Row, later) at 3 of 10", 10, lambda: (Row(3), later))):
+        rows = [(Row(i), early) if "later)" in label else Row(i) for i in range(n)]
+        rows[n // 2 if n > 10 else 3] = make()
+        try:
+            got = ex.map(use, rows, chunksize=n)
+            out[label] = got[n // 2 if n > 10 else 3]
+        except Exception as exc:
+            out[label] = repr(exc)[:200]
     ex.shutdown()
-    print(json.dumps({"pickled": counts, "strategy": ex.last_record.selected_strategy}))
+    print(json.dumps(out))
 """
 
 
-def test_rows_of_a_class_the_forked_workers_know_are_pickled_once() -> None:
-    """Under fork, every chunk of a ``__main__`` class's rows was pickled twice, the second time to find
-    classes the workers might not know (60,000 dataclass rows: 137-142 ms of serialization against 63-66 ms
-    for a class in a module, hunt 60): the workers know a class defined before they forked, by name."""
-    out = child_json(run_child(COUNTED_ROWS, "fork"))
-    assert out["strategy"] == "processes", out
-    pickled = out["pickled"]
-    assert isinstance(pickled, list) and all(400 <= n <= 400 * 1.25 for n in pickled), pickled
+def test_a_later_cells_class_inside_one_item_of_the_middle_still_reaches_forked_workers() -> None:
+    """Review 61: a shortcut that checked only a chunk's end items for classes the forked workers lack sent a
+    middle item's later class by name, and the whole map failed ("Can't get attribute 'Later'"). Whatever
+    item holds it, the chunk goes by value."""
+    out = child_json(run_child(LATE_INSIDE))
+    assert out == {"Row(Later()) at 50 of 100": "Later", "Later() at 50 of 100": "Later",
+                   "(Row, later) at 3 of 10": -3}, out

@@ -376,12 +376,16 @@ def test_a_start_the_os_refused_a_process_is_not_tried_again_at_once(monkeypatch
     monkeypatch.setattr(os, "fork", refused)
     config = ParallelConfig(strategy="processes", max_workers=2, start_method="fork", tiny_workload_threshold=0)
     with ParallelExecutor(config) as ex:
-        details = []
+        details, starts = [], []
         for _ in range(5):
             assert ex.map(tasks.square, range(20)) == [x * x for x in range(20)]
             record = ex.last_record
             assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record
             details.append(record.fallback_detail)
+            starts.append(record.pool_starts)
+        with pytest.raises(OSError, match="not tried again"):  # an OSError, as a refused start's (review 61)
+            ex.submit(tasks.square, 3)
     assert len(tries) == 1, f"{len(tries)} forks tried"
+    assert starts == [1, 0, 0, 0, 0], "a start not tried is no failed start"
     assert "refused a new process" in details[0] and "not tried again" not in details[0], details[0]
     assert all("refused a new process" in d and "not tried again for 10 s" in d for d in details[1:]), details

@@ -633,9 +633,11 @@ def test_submitted_calls_survive_two_workers_killed_from_outside(strategy: str) 
 
 
 def _submit_in_a_daemon(strategy: str, out: Any) -> None:
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+    config = ParallelConfig(strategy=strategy, max_workers=2, worker_initializer=tasks.load_model,
+                            worker_init_args=(1,))  # the caller runs it as the worker, as a map there does
+    with ParallelExecutor(config) as ex:
         try:
-            submitted: object = ex.submit(tasks.square, 7).result(timeout=60)
+            submitted: object = ex.submit(tasks.predict, 49).result(timeout=60)
         except BaseException as exc:  # what reached the caller is the finding
             submitted = repr(exc)
         mapped = ex.map(tasks.square, range(4))

@@ -585,5 +585,8 @@ def test_a_map_under_a_timeout_with_no_thread_left_runs_in_the_caller(strategy: 
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
         assert ex.map(tasks.square, range(300), timeout=60) == [x * x for x in range(300)]
         record = ex.last_record
+        slow = functools.partial(tasks.sleep_then_square, seconds=0.3)
+        with pytest.raises(TimeoutError, match="did not finish within timeout"):  # returned late (review 61)
+            ex.map(slow, [1, 2], timeout=0.1)
     assert record is not None and record.selected_strategy == "serial", record
     assert all(c.worker.split(":")[1] == str(threading.get_ident()) for c in record.chunks), "ran in the caller"

@@ -267,15 +267,15 @@ def _otlp_from_env() -> Any:
 def _exports(variable: str, without: str) -> bool:
     """Whether OpenTelemetry's ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` asks for OTLP (unset: yes).
     The compose stack's collector takes spans only (Prometheus scrapes ``/metrics``): the app's metrics
-    exports met a 404 every 10 s until its image said ``OTEL_METRICS_EXPORTER=none`` (hunt 61)."""
+    exports met a 404 every 10 s until its image said ``OTEL_METRICS_EXPORTER=none`` (hunt 61). Exporters
+    the demo has not (``console``, set for a whole environment) are said and left out, never refused."""
     raw = os.environ.get(variable, "")
     names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
-    off = {name.strip() for name in without.split(",")}
-    if names <= off:
-        return False
-    if names == {"otlp"}:
-        return True
-    raise UsageError(f"{variable}={raw!r}: the demo exports over OTLP or not at all; accepted: otlp, {without}")
+    others = names - {"otlp"} - {name.strip() for name in without.split(",")}
+    if others:
+        print(f"payoff demo: {variable}={raw!r}: it exports over OTLP only; {', '.join(sorted(others))} left out",
+              file=sys.stderr, flush=True)
+    return "otlp" in names
 
 
 def _endpoint_hint(exc: OSError, port: int | None, addr: str) -> str:

@@ -248,22 +248,45 @@ _costs: weakref.WeakKeyDictionary[ParallelExecutor, dict[str, _Costs]] = weakref
 """Per executor and workload, what its last ``explain(auto)`` measured."""
 
 
-def _task_key(task: Callable[..., Any]) -> object:
-    code = getattr(task, "__code__", None)
-    return task if code is None else code
+class _Same:
+    """An object told by identity without being kept alive: a model or explainer held here kept its memory,
+    and an executor it referred to was never collected (review 61). Its id, and a weak reference where it
+    takes one (a dead one means the id may be another object's now)."""
+
+    __slots__ = ("ident", "ref")
+
+    def __init__(self, obj: object) -> None:
+        self.ident = id(obj)
+        try:
+            self.ref: weakref.ref[Any] | None = weakref.ref(obj)
+        except TypeError:  # a list, a dict, an int: by id, as before
+            self.ref = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and self.ident == other.ident \
+            and (self.ref is None or self.ref() is not None)
+
+    def __hash__(self) -> int:
+        return self.ident
 
 
-def _same_shape(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    return len(a) == len(b) and all(x is y or (type(x) is int and x == y) for x, y in zip(a, b, strict=True))
+def _task_key(task: Callable[..., Any]) -> tuple[object, ...]:
+    """A function by its code (a lambda made afresh per call is the same task), a bound method by its code and
+    its object (two explainers' methods are two tasks: review 61), anything else by identity."""
+    owner = getattr(task, "__self__", None)
+    code = getattr(getattr(task, "__func__", task), "__code__", None)
+    if code is None:
+        return (_Same(task),)
+    return (code,) if owner is None else (code, _Same(owner))
 
 
 def _items(given: Any, name: str) -> Any:
     """The items as ``map`` gets them: an array stays one (``map``'s fast path: 200,000 rows made a list of
     rows pickled in 0.8 s against 0.02 s, hunt 62), a stream becomes a list (its first item is timed)."""
     given = _rows(given, name)
-    if isinstance(given, (Sequence, np.ndarray)):
+    if isinstance(given, (list, tuple, range, np.ndarray)):
         return given
-    return list(given)
+    return list(given)  # a stream, a deque (which does not slice), a Series: their items, in order
 
 
 class _Timed:
@@ -285,8 +308,9 @@ def _time_first_items(executor: ParallelExecutor, firsts: dict[str, tuple[Callab
     """Each axis' first item, run and timed: in the caller where items may run there, else on the executor's
     workers, side by side (where a ``worker_initializer`` ran: timed in the caller, the tasks failed on the
     model it loads, hunt 62)."""
-    if planning.items_may_run_here(executor.config):
-        return {axis: _Timed(fn)(item) for axis, (fn, item) in firsts.items()}
+    if planning.items_may_run_here(executor.config) and executor.config.worker_initializer is None:
+        return {axis: _Timed(fn)(item) for axis, (fn, item) in firsts.items()}  # a config kept serial: submit
+    # runs them here too, after the initializer (a map there runs it first; review 61)
     futures = {axis: executor.submit(_Timed(fn), item) for axis, (fn, item) in firsts.items()}
     return {axis: future.result() for axis, future in futures.items()}
 
@@ -328,7 +352,7 @@ def _auto(executor: ParallelExecutor, workload: str, instances: Any, features: A
     """The axis to run, chosen from what each costs from now: one item of each timed (its result kept) unless
     the executor's last call of ``workload`` measured this work."""
     known = _costs.setdefault(executor, {}).get(workload)
-    seconds = dict(known.seconds) if known is not None and _same_shape(known.shape, shape) else {}
+    seconds = dict(known.seconds) if known is not None and known.shape == shape else {}
     firsts = {axis: (fn, items[0]) for axis, fn, items in (("instance", tasks[0], instances),
                                                            ("feature", tasks[1], features)) if axis not in seconds}
     timed = _time_first_items(executor, firsts) if firsts else {}
@@ -411,7 +435,7 @@ def explain(
         choice = replace(_choose(len(instances), len(features), workers, None, None, how="config"), axis=axis_fixed)
         head = False
     else:
-        shape = (len(instances), len(features), shared, _task_key(instance_task), _task_key(feature_task))
+        shape = (len(instances), len(features), _Same(shared), _task_key(instance_task), _task_key(feature_task))
         choice, kept, split = _auto(executor, workload, instances, features, (run_instance, run_feature), shape,
                                     workers)
         head = split.head and choice.axis in kept

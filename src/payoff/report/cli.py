@@ -138,6 +138,9 @@ def run_report(args: argparse.Namespace) -> int:
         if args.last is not None and args.last < 1:
             raise ReportError(f"--last must be at least 1, got {args.last}")
         path = records_path(args)
+        if args.output is not None and not args.output.strip():
+            raise ReportError(f"-o {args.output!r} is an empty path; give a file, or leave out -o for "
+                              f"{DEFAULT_OUTPUT} (or, with --text, standard output)")
         output = args.output or (None if args.text else DEFAULT_OUTPUT)  # --text -o FILE was ignored (hunt 61)
         if output is not None:
             _not_the_records(output, path)

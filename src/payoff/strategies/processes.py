@@ -840,13 +840,6 @@ class _MainFinder(pickle.Pickler):
             self.missing = obj
         return NotImplemented
 
-    @classmethod
-    def finds_none(cls, obj: Any, known: Callable[[Any], bool]) -> bool:
-        """Whether pickling ``obj`` meets no ``__main__`` function or class ``known`` rejects."""
-        finder = cls(io.BytesIO(), known)
-        finder.dump(obj)
-        return finder.missing is None
-
 
 def _main_snapshot() -> dict[str, weakref.ref[Any]]:
     """The functions and classes ``__main__`` holds now, which workers forked now inherit by name."""
@@ -880,6 +873,13 @@ def _main_parts(item: Any) -> list[Any]:
     inner = list(item.values())[:_SAMPLE] if isinstance(item, dict) else \
         item[:_SAMPLE] if isinstance(item, (tuple, list)) else []
     return [x for x in (item, *inner) if type(x).__module__ == "__main__"]
+
+
+def _spawned_know_class(obj: Any) -> bool:
+    """Spawned workers find ``obj``'s class by name: without this, a chunk of a top-level dataclass's rows was
+    pickled twice to find out (60,000 rows: 198-218 ms of serialization a call, against 60-84 ms)."""
+    cls = type(obj)
+    return _spawned_workers_know(cls, cls.__qualname__.split(".", 1)[0])
 
 
 def _spawned_workers_know(obj: Any, top: str) -> bool:
@@ -932,23 +932,23 @@ class ProcessStrategy(PickledPoolStrategy):
             return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
         if not blob.holds(b"__main__"):
             return self._ship_blob(fn, blob)
-        if _MainFinder.finds_none(fn, self._workers_know):
+        finder = _MainFinder(io.BytesIO(), self._workers_know)
+        finder.dump(fn)
+        if finder.missing is None:
             return self._ship_blob(fn, blob)
         return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
 
     def _unknown_to_workers(self, items: Any) -> bool:
         """A later notebook cell's class as the items of a function the workers know: by name, unpickling
-        them in a worker failed with "Can't get attribute 'Point' on <module '__main__'>". Found by pickling
-        the chunk a second time, unless the workers know the classes of the first and last items: a chunk of
-        a top-level dataclass's rows was pickled twice (60,000 rows: 198-218 ms of serialization a call,
-        against 60-84 ms), spawned workers first, forked ones too until hunt 60."""
+        them in a worker failed with "Can't get attribute 'Point' on <module '__main__'>"."""
         ends = _ends(items)
         if not any(_of_main(item) for item in ends):
             return False  # the common case, checked for its price: a whole second pickling of every chunk
-        if all(self._workers_know(type(x)) for item in ends for x in _main_parts(item)) \
-                and _MainFinder.finds_none([ends[0], ends[-1]], self._workers_know):
-            return False  # the workers know the sampled items' classes, and what the end ones hold, by name
-        return not _MainFinder.finds_none(items, self._workers_know)
+        if self._forked_main is None and all(_spawned_know_class(x) for item in ends for x in _main_parts(item)):
+            return False  # spawned workers define these classes as the script's top level does: by name
+        finder = _MainFinder(io.BytesIO(), self._workers_know)
+        finder.dump(items)
+        return finder.missing is not None
 
     def _workers_know(self, obj: Any) -> bool:
         """Whether the workers' ``__main__`` resolves ``obj``'s name to ``obj`` itself, with the globals it

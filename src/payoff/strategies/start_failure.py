@@ -35,15 +35,18 @@ def interpreter_shutting_down(exc: BaseException) -> bool:
     return sys.is_finalizing() or any(_shutdown_error(e) for e in error_chain(exc))
 
 
-class ProcessesRefused(BrokenExecutor):
+class ProcessesRefused(BlockingIOError):
     """A pool start not tried: the OS refused the last one a new process (``EAGAIN``, ``ENOMEM``) moments ago.
     Each such try leaves the two pipes of the fork it failed open (CPython's ``popen_fork``): a service at its
     process limit mapping on lost 4 descriptors a call, 6 to 247 in 60 calls, until its own ``open()`` failed
     (hunt 60). Tried again after ``seconds``, doubling while it is refused."""
 
     def __init__(self, detail: str, seconds: float) -> None:
-        super().__init__(detail)
+        super().__init__(errno.EAGAIN, detail)  # what the OS said last time, as a submit raises it (an OSError)
         self.detail, self.seconds = detail, seconds
+
+    def __str__(self) -> str:
+        return f"{self.detail} (not tried again for {self.seconds:g} s: each try costs the program descriptors)"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.detail, self.seconds))
@@ -61,7 +64,7 @@ def processes_refused(exc: BaseException) -> bool:
 def start_failure_detail(name: str, exc: BaseException) -> str:
     """The ``init_failure`` detail of a ``name`` pool whose start raised ``exc``."""
     if isinstance(exc, ProcessesRefused):
-        return f"{exc.detail} (not tried again for {exc.seconds:g} s: each try costs the program descriptors)"
+        return str(exc)
     if interpreter_shutting_down(exc):
         return (f"the {name} pool could not start because the interpreter is shutting down (a map in an atexit "
                 f"handler or at exit), when no new thread or process may start ({exc!r}); run parallel work "
