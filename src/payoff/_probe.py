@@ -451,14 +451,17 @@ def bounded(call: Call, limit: int, cheap_limit: int,
 
     thread = threading.Thread(target=probe, name="payoff-probe", daemon=True)
     try:  # from the start on: Thread.start waits for the thread, which may be cut short there too
-        if not _started(thread, reads is None):  # no thread left (ulimit -u): here, items start before the deadline
-            probe()
-        if reads is not None:
-            reads.serve(given)
-        finished.wait(max(0.0, deadline.seconds_left() or 0.0))
+        started = _started(thread, reads is None)
+        if started:
+            if reads is not None:
+                reads.serve(given)
+            finished.wait(max(0.0, deadline.seconds_left() or 0.0))
     except BaseException:  # Ctrl-C in the caller: the items the probe thread ran still belong in the record
         _hand_over_cut_probe(call, finished, deadline, box)
         raise
+    if not started:  # no thread left (ulimit -u): here, its items starting before the deadline; a Ctrl-C hands
+        return _timed_prefix(call.fn, call.items, limit, cheap_limit, deadline,  # them over, as in the caller
+                             on_interrupt=call.on_interrupt, budget_seconds=budget_seconds)
     if not finished.is_set():
         _outlived(call, left_running(thread.is_alive, call.timeout, given,
                                       "the item(s) this call ran to measure them still run"), thread.is_alive)
