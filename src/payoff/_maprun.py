@@ -1149,9 +1149,6 @@ class MapRun:
             raw = future.result()
         except Exception as exc:
             if UNPICKLING_CHUNK in getattr(exc, "__notes__", ()):
-                if pool.recheck_names(exc):  # no item of it ran: again, checked whole
-                    self._requeue_rest(task, 0)
-                    return
                 exc.add_note(f"payoff: the chunk held {_items_of(task)} of the map (chunk {task.index})")
             raise
         t0 = time.perf_counter_ns()

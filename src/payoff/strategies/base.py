@@ -280,11 +280,6 @@ class Strategy(ABC):
         waited for could wait behind itself."""
         return False
 
-    def recheck_names(self, failed: BaseException) -> bool:
-        """Whether a chunk whose loading in a worker ``failed`` goes again, its names checked first (a process
-        pool that sent items by their class names unchecked: see ``ProcessStrategy``)."""
-        return False
-
 
 def init_error(initializer: object, raised: str, where: str, pid: int | None,
                cause: BaseException) -> WorkerInitError:

@@ -176,9 +176,8 @@ class PickledPoolStrategy(Strategy):
         """The function as ``_dumps`` pickles it, its large buffers (a model's arrays) left where they are."""
         return out_of_band.dumps(fn, pickle.dumps)
 
-    def _unknown_to_workers(self, items: Any, chunk: bool = False) -> bool:
-        """Whether ``items`` (a map's ``chunk`` of them, or a call's arguments) hold a ``__main__`` function or
-        class the workers cannot find by name."""
+    def _unknown_to_workers(self, items: Any) -> bool:
+        """Whether ``items`` hold a ``__main__`` function or class the workers cannot find by name."""
         return False
 
     _init_dir: ScratchDir | None = None
@@ -394,7 +393,7 @@ class PickledPoolStrategy(Strategy):
         pool = self._pool
         if pool is None:
             raise closed_pool(self.name)
-        payload, pickler, encode_ns = self._encode(fn, body, describe, chunk=entry is run_pickled_chunk)
+        payload, pickler, encode_ns = self._encode(fn, body, describe)
         submit_ns = time.monotonic_ns()
         return _Sent(self._dispatch(pool, fn, payload, pickler, entry), len(payload), encode_ns, submit_ns)
 
@@ -405,8 +404,8 @@ class PickledPoolStrategy(Strategy):
         self._remember_processes()
         return future
 
-    def _encode(self, fn: Any, body: tuple[Any, ...], describe: Callable[[Callable[[Any], bytes], Any], str],
-                chunk: bool = False) -> tuple[bytes, str, int]:
+    def _encode(self, fn: Any, body: tuple[Any, ...],
+                describe: Callable[[Callable[[Any], bytes], Any], str]) -> tuple[bytes, str, int]:
         """``(fn, *body)`` pickled, the pickler the worker answers with, and the time it took. ``body[0]``
         holds the data that may be of classes defined in ``__main__``; ``describe`` names the part that failed
         to pickle, in a note on the error."""
@@ -417,7 +416,7 @@ class PickledPoolStrategy(Strategy):
         dumps = _by_value.dumps if by_value else self._dumps
         try:
             payload = dumps((fn, *body))
-            if not by_value and b"__main__" in payload and self._unknown_to_workers(body[0], chunk):
+            if not by_value and b"__main__" in payload and self._unknown_to_workers(body[0]):
                 by_value, dumps = True, _by_value.dumps  # data of a class the workers cannot look up
                 payload = dumps((fn, *body))
         except Exception as exc:
@@ -876,6 +875,13 @@ def _main_parts(item: Any) -> list[Any]:
     return [x for x in (item, *inner) if type(x).__module__ == "__main__"]
 
 
+def _spawned_know_class(obj: Any) -> bool:
+    """Spawned workers find ``obj``'s class by name: without this, a chunk of a top-level dataclass's rows was
+    pickled twice to find out (60,000 rows: 198-218 ms of serialization a call, against 60-84 ms)."""
+    cls = type(obj)
+    return _spawned_workers_know(cls, cls.__qualname__.split(".", 1)[0])
+
+
 def _spawned_workers_know(obj: Any, top: str) -> bool:
     """Spawned workers run the script's top level again: they know a name it binds outside its guard, unless
     the guard may have bound it, or a global the function reads, to another object
@@ -932,36 +938,17 @@ class ProcessStrategy(PickledPoolStrategy):
             return self._ship_blob(fn, blob)
         return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
 
-    _names_trusted = True
-    """Whether a map's chunk goes by its items' class names when the workers know those of its first and last
-    items, the items between unchecked: until a worker could not load one (``recheck_names``)."""
-
-    def _unknown_to_workers(self, items: Any, chunk: bool = False) -> bool:
+    def _unknown_to_workers(self, items: Any) -> bool:
         """A later notebook cell's class as the items of a function the workers know: by name, unpickling
-        them in a worker failed with "Can't get attribute 'Point' on <module '__main__'>". Found by pickling
-        the items a second time, except a map's chunk whose end items' classes the workers know: that
-        doubled the serialization of a script's dataclass rows (60,000 rows: 137-142 ms a call against
-        63-66 ms, hunt 60; 198-218 ms against 60-84 ms spawned). A later class among the items between
-        fails to load there, and the chunk goes again, checked whole (``recheck_names``)."""
+        them in a worker failed with "Can't get attribute 'Point' on <module '__main__'>"."""
         ends = _ends(items)
         if not any(_of_main(item) for item in ends):
             return False  # the common case, checked for its price: a whole second pickling of every chunk
-        if chunk and self._names_trusted \
-                and all(self._workers_know(type(x)) for item in ends for x in _main_parts(item)):
-            return False  # the workers define these classes as the script's top level did: by name
+        if self._forked_main is None and all(_spawned_know_class(x) for item in ends for x in _main_parts(item)):
+            return False  # spawned workers define these classes as the script's top level does: by name
         finder = _MainFinder(io.BytesIO(), self._workers_know)
         finder.dump(items)
         return finder.missing is not None
-
-    def recheck_names(self, failed: BaseException) -> bool:
-        """A chunk sent by its items' class names that a worker could not load for a name its ``__main__``
-        lacks goes again, and every later one of this pool is checked whole (review 61: a later cell's class
-        in a middle item failed the map)."""
-        if not (self._names_trusted and isinstance(failed, AttributeError)
-                and "on <module '__main__'" in str(failed)):
-            return False
-        self._names_trusted = False
-        return True
 
     def _workers_know(self, obj: Any) -> bool:
         """Whether the workers' ``__main__`` resolves ``obj``'s name to ``obj`` itself, with the globals it
