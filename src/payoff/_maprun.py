@@ -715,26 +715,23 @@ class MapRun:
                 finished.set()
 
         given = max(0.0, self.token.seconds_left() or 0.0)
-        here = False
+        started = True
         try:
             try:
                 run_on_a_spare_thread(functools.partial(context.run, run))
-            except RuntimeError as exc:  # no thread left (ulimit -u): here, its items start before the deadline
+            except RuntimeError as exc:  # no thread left (ulimit -u)
                 if not thread_refused_error(exc):
                     raise
-                here = True
-                run()
-            wait_in_slices(finished, given, WAIT_SLICE_SECONDS)
+                started = False
+            if started:
+                wait_in_slices(finished, given, WAIT_SLICE_SECONDS)
         except BaseException:  # Ctrl-C in the caller: the thread starts no item after it
             self.token.set()
             if on_interrupt is not None and finished.wait(PROBE_STOP_GRACE_SECONDS) and box:
                 on_interrupt(box[0])
             raise
-        if here and self.token.expired():  # an item ran past it: the call's timeout holds, as on a thread
-            late = TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
-            late.add_note("payoff: no thread could start (ulimit -u, a pids limit), so its items ran in the "
-                          "caller, which cannot stop one that runs past the deadline")
-            raise late
+        if not started:
+            return self._here_instead(task, results, on_interrupt)
         if not finished.is_set():
             note = self.ex._planner.outlived(self.fn, lambda: not finished.is_set(), self.timeout or 0.0, given)
             try:
@@ -747,6 +744,21 @@ class MapRun:
         if errors:
             raise errors[0]
         return box[0]
+
+    def _here_instead(self, task: ChunkTask, results: list[Any] | None,
+                      on_interrupt: Callable[[ChunkOutcome], object] | None) -> ChunkOutcome:
+        """The chunk ``_on_a_thread`` had no thread for, run in the caller: its items start only before the
+        deadline, one that runs past it raises the call's timeout, as on a thread (reviews 61, 62), and a
+        Ctrl-C hands ``on_interrupt`` the items it ran."""
+        with self.ex._observers.scope(self.call):
+            outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, results=results,
+                                on_interrupt=on_interrupt)
+        if self.token.expired():
+            late = TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
+            late.add_note("payoff: no thread could start (ulimit -u, a pids limit), so its items ran in the "
+                          "caller, which cannot stop one that runs past the deadline")
+            raise late
+        return outcome
 
     # -- pools ------------------------------------------------------------------
 

@@ -460,8 +460,15 @@ def bounded(call: Call, limit: int, cheap_limit: int,
         _hand_over_cut_probe(call, finished, deadline, box)
         raise
     if not started:  # no thread left (ulimit -u): here, its items starting before the deadline; a Ctrl-C hands
-        return _timed_prefix(call.fn, call.items, limit, cheap_limit, deadline,  # them over, as in the caller
+        here = _timed_prefix(call.fn, call.items, limit, cheap_limit, deadline,  # them over, as in the caller
                              on_interrupt=call.on_interrupt, budget_seconds=budget_seconds)
+        if deadline.expired():  # an item ran past it: the call's timeout holds, as on a thread (review 62)
+            raise _outlived_elsewhere(
+                f"payoff: the call did not finish within timeout={call.timeout:g} s (its first items, run to "
+                "measure them, ran past it)",
+                f"no thread could start (ulimit -u, a pids limit), so its first items ran in the caller, which "
+                f"cannot stop one that runs past timeout={call.timeout:g} s", hung=False)
+        return here
     if not finished.is_set():
         _outlived(call, left_running(thread.is_alive, call.timeout, given,
                                       "the item(s) this call ran to measure them still run"), thread.is_alive)

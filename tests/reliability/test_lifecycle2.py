@@ -530,6 +530,9 @@ LATE_INSIDE = """
     def later(v):
         return -v
     out = {}
+    def early(v):                       # a later cell defines it again: items hold the new one
+        return 100 + v
+    out["early redefined, in every item"] = ex.map(use, [(Row(i), early) for i in range(60)], chunksize=30)[7]
     for label, n, make in (("Row(Later()) at 50 of 100", 100, lambda: Row(Later())),
                            ("Later() at 50 of 100", 100, lambda: Later()),
                            ("(Row, later) at 3 of 10", 10, lambda: (Row(3), later))):
@@ -547,8 +550,9 @@ LATE_INSIDE = """
 
 def test_a_later_cells_class_inside_one_item_of_the_middle_still_reaches_forked_workers() -> None:
     """Review 61: a shortcut that checked only a chunk's end items for classes the forked workers lack sent a
-    middle item's later class by name, and the whole map failed ("Can't get attribute 'Later'"). Whatever
-    item holds it, the chunk goes by value."""
+    middle item's later class by name, and the whole map failed ("Can't get attribute 'Later'"); review 62: one
+    that trusted the end items' classes sent a function redefined after the fork, held in every item, by
+    name, and every result was the old body's. Whatever item holds them, the chunk goes by value."""
     out = child_json(run_child(LATE_INSIDE))
-    assert out == {"Row(Later()) at 50 of 100": "Later", "Later() at 50 of 100": "Later",
-                   "(Row, later) at 3 of 10": -3}, out
+    assert out == {"early redefined, in every item": 107, "Row(Later()) at 50 of 100": "Later",
+                   "Later() at 50 of 100": "Later", "(Row, later) at 3 of 10": -3}, out

@@ -585,8 +585,23 @@ def test_a_map_under_a_timeout_with_no_thread_left_runs_in_the_caller(strategy: 
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
         assert ex.map(tasks.square, range(300), timeout=60) == [x * x for x in range(300)]
         record = ex.last_record
-        slow = functools.partial(tasks.sleep_then_square, seconds=0.3)
-        with pytest.raises(TimeoutError, match="did not finish within timeout"):  # returned late (review 61)
-            ex.map(slow, [1, 2], timeout=0.1)
+    slow = functools.partial(tasks.sleep_then_square, seconds=0.5)
+    for items in ([1], [1, 2]):  # returned late (reviews 61, 62: a probe that ran every item here)
+        with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex, \
+                pytest.raises(TimeoutError, match="did not finish within timeout"):
+            ex.map(slow, items, timeout=0.3)
     assert record is not None and record.selected_strategy == "serial", record
     assert all(c.worker.split(":")[1] == str(threading.get_ident()) for c in record.chunks), "ran in the caller"
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        ex.map(tasks.square, range(20), timeout=60)  # measured: the next call runs serially, not to measure
+        with pytest.raises(KeyboardInterrupt):
+            ex.map(_interrupted_at_seven, range(20), timeout=60)
+        cut = ex.last_record
+    assert cut is not None and cut.items_done == 7, "the items a Ctrl-C cut short are the record's (review 62)"
+
+
+def _interrupted_at_seven(x: int) -> int:
+    """``tasks.square``'s twin whose item 7 meets a Ctrl-C."""
+    if x == 7:
+        raise KeyboardInterrupt
+    return x * x

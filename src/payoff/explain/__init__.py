@@ -271,13 +271,24 @@ class _Same:
 
 
 def _task_key(task: Callable[..., Any]) -> tuple[object, ...]:
-    """A function by its code (a lambda made afresh per call is the same task), a bound method by its code and
-    its object (two explainers' methods are two tasks: review 61), anything else by identity."""
+    """A function by its code and what its closure holds (a lambda made afresh per call over the same objects is
+    the same task; two closures of one factory, or one decorator's wrappers, over other objects are two: review
+    62), a bound method by that and its object (two explainers' methods are two tasks: review 61), anything
+    else by identity."""
     owner = getattr(task, "__self__", None)
-    code = getattr(getattr(task, "__func__", task), "__code__", None)
+    fn = getattr(task, "__func__", task)
+    code = getattr(fn, "__code__", None)
     if code is None:
         return (_Same(task),)
-    return (code,) if owner is None else (code, _Same(owner))
+    held = tuple(_Same(_held(cell)) for cell in getattr(fn, "__closure__", None) or ())
+    return (code, *held) if owner is None else (code, *held, _Same(owner))
+
+
+def _held(cell: Any) -> object:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
 
 
 def _items(given: Any, name: str) -> Any:
