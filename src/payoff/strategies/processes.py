@@ -854,9 +854,6 @@ def _main_snapshot() -> dict[str, weakref.ref[Any]]:
 
 _SAMPLE = 8
 
-MAIN_CHECK_PER_ITEM = 4
-"""``__main__`` globals compared with the fork's per item of the chunk at most: past it the finder is cheaper."""
-
 
 def _ends(items: Any) -> list[Any]:
     """The first and last few items: a chunk's items are most often of one kind."""
@@ -894,20 +891,6 @@ def _spawned_workers_know(obj: Any, top: str) -> bool:
         return False
     code = _code_of(obj)
     return not (code is not None and _global_names(code) & names.rebound)
-
-
-def _codes_in(obj: Any) -> list[types.CodeType]:
-    """The code of a function (or cached function), or of a class's own functions (methods, static and class
-    methods, properties' getters)."""
-    if not isinstance(obj, type):
-        code = _code_of(obj)
-        return [] if code is None else [code]
-    out = []
-    for member in list(vars(obj).values()):
-        member = getattr(member, "__func__", getattr(member, "fget", member))
-        if isinstance(member, types.FunctionType):
-            out.append(member.__code__)
-    return out
 
 
 def _code_of(obj: Any) -> types.CodeType | None:
@@ -963,41 +946,9 @@ class ProcessStrategy(PickledPoolStrategy):
             return False  # the common case, checked for its price: a whole second pickling of every chunk
         if self._forked_main is None and all(_spawned_know_class(x) for item in ends for x in _main_parts(item)):
             return False  # spawned workers define these classes as the script's top level does: by name
-        if self._main_as_forked(len(items)):
-            return False  # every name pickle may send resolves in the workers to what it names here
         finder = _MainFinder(io.BytesIO(), self._workers_know)
         finder.dump(items)
         return finder.missing is not None
-
-    def _main_as_forked(self, n_items: int) -> bool:
-        """Whether ``__main__`` still holds, under every name that holds a function or class, the object it
-        held when the workers forked, and no global a ``__main__`` function reads was bound anew since: then any
-        ``__main__`` function or class pickle sends by name (it sends what ``__main__`` holds under that name)
-        is the workers' own, reading what theirs reads, and the chunk need not be pickled a second time to find
-        out (hunt 60: 60,000 rows of a script's dataclass took 137-142 ms of serialization a call, against
-        63-66 ms for a class in a module). A function or class defined or redefined since (a notebook's later
-        cell), or a setting such a function reads rebound, leaves the whole check to ``_MainFinder``: two
-        shortcuts that trusted a chunk's end items instead failed the map or returned the old body's results
-        (reviews 61, 62). A ``__main__`` far larger than the chunk costs more to compare than the finder."""
-        forked, seen, main = self._forked_main, self._forked_globals, sys.modules.get("__main__")
-        if forked is None or seen is None or main is None:
-            return False
-        now = list(vars(main).items())
-        if len(now) > MAIN_CHECK_PER_ITEM * max(1, n_items):
-            return False
-        rebound: set[str] = set()
-        reads: set[str] = set()
-        own = SET_BY_INITIALIZER if self.initializer is not None else frozenset()
-        for name, obj in now:
-            if isinstance(obj, _NAMED):
-                ref = forked.get(name)
-                if ref is None or ref() is not obj:
-                    return False
-                for code in _codes_in(obj):  # a class's methods too: its rows' methods run in the workers
-                    reads |= _global_names(code)
-            elif seen.get(name) != id(obj) and name not in own:
-                rebound.add(name)
-        return not rebound & reads
 
     def _workers_know(self, obj: Any) -> bool:
         """Whether the workers' ``__main__`` resolves ``obj``'s name to ``obj`` itself, with the globals it
