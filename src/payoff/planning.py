@@ -1262,13 +1262,19 @@ def may_start_processes() -> bool:
     return not multiprocessing.current_process().daemon
 
 
+def config_floor(config: ParallelConfig, granularity: str | None) -> int | None:
+    """The fewest items the config lets a call of ``granularity`` run in parallel (``min_batch_size``, and
+    ``min_instances_for_parallel`` for instances); None: no floor of its own."""
+    floor = config.min_batch_size
+    if granularity == "instance" and config.min_instances_for_parallel is not None:
+        floor = max(floor or 0, config.min_instances_for_parallel)
+    return floor
+
+
 def _floor_fallback(call: Call) -> tuple[Reason, str] | None:
     """The configuration's own minimum for parallel (``min_batch_size``, ``min_instances_for_parallel``)."""
-    cfg = call.config
     n = len(call.items)
-    floor = cfg.min_batch_size
-    if call.granularity == "instance" and cfg.min_instances_for_parallel is not None:
-        floor = max(floor or 0, cfg.min_instances_for_parallel)
+    floor = config_floor(call.config, call.granularity)
     if floor is not None and n < floor:
         return Reason.TINY_WORKLOAD, f"{n} items is below the minimum of {floor} for parallel"
     return None

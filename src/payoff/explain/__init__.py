@@ -326,15 +326,6 @@ def _time_first_items(executor: ParallelExecutor, firsts: dict[str, tuple[Callab
     return {axis: future.result() for axis, future in futures.items()}
 
 
-def _floor(config: Any, axis: Axis) -> int:
-    """The fewest items the config lets a call of ``axis`` split (``min_batch_size``,
-    ``min_instances_for_parallel``): below it the call runs serially."""
-    floors = [config.min_batch_size or 0, 2]
-    if axis == "instance":
-        floors.append(config.min_instances_for_parallel or 0)
-    return max(floors)
-
-
 @dataclass(frozen=True)
 class _Split:
     """How an axis would run: its first item's result kept from timing it (``head``) or not, then a map."""
@@ -348,7 +339,7 @@ def _split(axis: Axis, n: int, cost: float, timed: bool, workers: int, config: A
     """The time an axis of ``n`` items of ``cost`` takes from now: its timed first item kept, the rest mapped,
     serially where the config's floors keep so few; when only all of them reach the floor, all are mapped
     (the timed one again): 40 instances under ``min_instances_for_parallel=40`` ran serially as 39 (hunt 62)."""
-    floor = _floor(config, axis)
+    floor = max(2, planning.config_floor(config, axis) or 0)  # two at least: one item splits across nothing
     rest = n - 1 if timed else n
     if workers > 1 and rest >= floor:
         return _Split(axis, timed, _makespan(rest, workers, cost))
