@@ -1232,7 +1232,7 @@ def _no_children() -> tuple[Reason, str] | None:
     ran 4 CPU-bound processes on 2 cores (see ``_outer_pools``). Asked only when
     a call would start processes.
     """
-    if multiprocessing.current_process().daemon:
+    if not may_start_processes():
         return Reason.NESTED, DAEMONIC_DETAIL
     outer = outer_pool()
     if outer is not None and outer.cpus_left(usable_cpus()) < 2:
@@ -1851,8 +1851,7 @@ def items_may_run_here(config: ParallelConfig) -> bool:
     requested = config.strategy_name
     if not config.enabled or requested == "serial":
         return True
-    if requested == "custom" or (config.worker_initializer is not None
-                                 and requested in ("auto", "threads", *CROSSES_PROCESSES)):
+    if requested == "custom" or _initializer_on_workers(config, requested):
         return False
     return requested not in CROSSES_PROCESSES or bool(config.tiny_workload_threshold)
 
@@ -1864,7 +1863,11 @@ def _has_initializer(call: Call) -> bool:
     connection): an item run in the caller, where it never ran, would fail or,
     worse, return something else. So such a call's items run only on workers.
     """
-    return call.config.worker_initializer is not None and call.requested in ("auto", "threads", *CROSSES_PROCESSES)
+    return _initializer_on_workers(call.config, call.requested)
+
+
+def _initializer_on_workers(config: ParallelConfig, requested: str) -> bool:
+    return config.worker_initializer is not None and requested in ("auto", "threads", *CROSSES_PROCESSES)
 
 
 def _off_the_caller(call: Call, probe: Probe) -> bool:

@@ -831,7 +831,8 @@ _NAMED = (types.FunctionType, type, _by_value.CACHED)
 
 class _MainFinder(pickle.Pickler):
     """Pickles like ``pickle.dumps`` and notes the first function or class of ``__main__`` the workers
-    cannot find by name. Large buffers (arrays) are left out: only names matter here."""
+    cannot find by name: a chunk's payload itself (``payload``), or a function read for its names only, its
+    large buffers (a model's arrays) left out."""
 
     def __init__(self, file: io.BytesIO, known: Callable[[Any], bool], payload: bool = False) -> None:
         """``payload``: the pickle is the one sent (``_dumps``'s: buffers in band), not only read for names."""
