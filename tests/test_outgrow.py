@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff import MapRecord, ParallelConfig, ParallelExecutor, Reason, planning
 from payoff._knowledge import Facts
 from payoff._probe import Probe
 from payoff.worker import ChunkOutcome
@@ -269,25 +269,38 @@ def test_a_serial_imap_continued_in_a_forked_child_runs_there_to_its_end() -> No
 def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> None:
     """Its head ran here, its rest on the pool: the speedup it measured is not the pool's, so no later call is
     held serial (or sent parallel) on it; the cost of all its items is learned, so the next call is planned
-    on it from the start."""
-    planner = planning.Planner()
-    items = list(range(1000))
-    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planner) as ex:
-        ex.map(tasks.grows, items)
-        first = ex.last_record
-        facts = planner.knowledge.get(tasks.grows)
-        assert facts is not None and not facts.verdicts
-        assert first is not None
-        probed = min(first.chunks, key=lambda c: c.first_item)  # the head the first plan was made on
-        head_ns = max(1, sum(probed.durations_ns) - probed.runq_ns)  # its items' own time: a wait for a CPU is not
-        assert facts.seconds_per_item > 10 * head_ns / 1e9 / probed.n_items, (facts.seconds_per_item, probed)
-        ex.map(tasks.grows, items)
-        second = ex.last_record
-    assert first is not None and first.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE
-    assert second is not None and second.decision_reason is Reason.AUTO_CPU_BOUND
-    assert second.selected_strategy == "processes"
-    here = [c for c in second.chunks if c.where == "caller"]  # at most a probe's share (the GIL read), no head
-    assert len(here) <= 1 and sum(c.n_items for c in here) <= len(items) // 8, here
+    on it from the start. The first call outgrows only if its probe reads the head cheap: one descheduling of
+    ~1 ms inside the probe (a loaded CI machine) prices the head past the pool's cost and sends the call
+    parallel at once, so the scene is set up to three times."""
+    for _ in range(3):
+        planner = planning.Planner()
+        with ParallelExecutor(ParallelConfig(max_workers=2), planner=planner) as ex:
+            first = _outgrown_first_call(ex, planner)
+            if first is None:
+                continue
+            ex.map(tasks.grows, range(1000))
+            second = ex.last_record
+        assert second is not None and second.decision_reason is Reason.AUTO_CPU_BOUND
+        assert second.selected_strategy == "processes"
+        here = [c for c in second.chunks if c.where == "caller"]  # at most a probe's share (the GIL read), no head
+        assert len(here) <= 1 and sum(c.n_items for c in here) <= 1000 // 8, here
+        return
+    pytest.fail("the first call never outgrew its estimate in three tries: it was planned on its whole cost")
+
+
+def _outgrown_first_call(ex: ParallelExecutor, planner: planning.Planner) -> MapRecord | None:
+    """The first call of ``grows`` over 0..999 when it outgrew its estimate, after checking what it taught."""
+    ex.map(tasks.grows, range(1000))
+    first = ex.last_record
+    assert first is not None
+    if first.decision_reason is not Reason.AUTO_OUTGREW_ESTIMATE:
+        return None
+    facts = planner.knowledge.get(tasks.grows)
+    assert facts is not None and not facts.verdicts
+    probed = min(first.chunks, key=lambda c: c.first_item)  # the head the first plan was made on
+    head_ns = max(1, sum(probed.durations_ns) - probed.runq_ns)  # its items' own time: a wait for a CPU is not
+    assert facts.seconds_per_item > 10 * head_ns / 1e9 / probed.n_items, (facts.seconds_per_item, probed)
+    return first
 
 
 def test_a_recalled_function_whose_first_item_now_costs_far_less_is_planned_at_this_calls_cost() -> None:
