@@ -17,8 +17,9 @@ payoff stack up [DIR]      write it if DIR has none, then `docker compose up -d 
 payoff stack down [DIR]    `docker compose down` there (--volumes also drops Prometheus' data)
 
 DIR defaults to ./payoff-stack for up and down (a directory named "up" or "down" is written as ./up).
-Existing files that differ are never overwritten without --force. The app image installs the payoff
-you have installed (repacked into DIR/wheels/) or the wheel given with --wheel; see DIR/README.md.
+Existing files that differ are never overwritten without --force: without it, nothing is written and
+the exit status is 1 (2 is a mistake in the command line). The app image installs the payoff you have
+installed (repacked into DIR/wheels/) or the wheel given with --wheel; see DIR/README.md.
 Without Docker, up and down say what to install and exit with status 2."""
 
 
