@@ -323,9 +323,8 @@ PANELS: list[PanelSpec] = [
         "description": (
             "Calls per second that asked for parallelism but ran serially, by reason code "
             f"({_codes([r for r in fallback_reasons() if not r.recovered])}); and, labelled recovered, calls "
-            f"that stayed parallel after rerunning what they lost ({_codes(recovered_reasons())}: chunks a "
-            "dead worker or another call's stop of the pool cost them, rerun in fresh workers; items whose "
-            "results could not come back from processes, rerun in the caller). Filtered by workload only: neither "
+            f"that stayed parallel after rerunning lost chunks in fresh workers ({_codes(recovered_reasons())}: "
+            "a dead worker, or a pool another call's stop cost them). Filtered by workload only: neither "
             "carries a strategy label. tiny_workload, too_few_items, pool_start_cost and no_measured_gain are the "
             "library protecting you; init_failure, unpicklable and a recurring map_failure_retry need fixing. "
             "A workload's first call of a reason makes its series, which a rate cannot count: a single "

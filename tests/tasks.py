@@ -275,40 +275,6 @@ def lock_at_seven(x: int) -> Any:
     return threading.Lock() if x == 7 else x
 
 
-class Unsendable:
-    """A result pickle refuses, as a lock or an open file, that compares equal to another of its value."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Unsendable) and other.value == self.value
-
-    def __hash__(self) -> int:
-        return hash(self.value)
-
-    def __reduce__(self) -> Any:
-        raise TypeError("an Unsendable stays in its process")
-
-
-def unsendable_if_negative(x: int) -> Any:
-    spin(abs(x))
-    return Unsendable(x) if x < 0 else x * x
-
-
-def lock_in_a_worker_process(x: int) -> Any:
-    """Item 150 returns a lock in a worker process, and raises in the process that started the pool: what its
-    second run, in the caller, raises is the call's error."""
-    import multiprocessing
-
-    spin(x)
-    if x != 150:
-        return x
-    if multiprocessing.parent_process() is None:
-        raise ValueError("item 150 raised where it ran again")
-    return threading.Lock()
-
-
 class Counted:
     """An iterator that says how far it has been read."""
 

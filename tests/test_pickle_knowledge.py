@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, _knowledge, planning
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, planning
 from payoff.record import MapRecord
 from tests import tasks
 
@@ -145,62 +145,6 @@ def test_results_that_could_not_be_pickled_once_do_not_keep_the_function_off_pro
         out, plain = run(ex, tasks.lock_if_negative, list(range(60)))
         assert out == list(range(60))
         assert (plain.selected_strategy, plain.fallback_reason) == ("processes", None), plain.fallback_detail
-
-
-def _cpu_work(fn: Any) -> planning.Planner:
-    """A planner that knows ``fn`` as CPU work of ~0.1 ms an item, its results never checked: auto sends it to
-    processes after checking one result, whatever a loaded machine's probe would read."""
-    planner = planning.Planner()
-    planner.knowledge.teach(fn, _knowledge.Facts(1e-4, 1.0, 40, "", None))
-    return planner
-
-
-def test_auto_runs_here_again_the_items_whose_results_cannot_come_back_from_processes() -> None:
-    """Items 150 and 220 of 300 return a lock, which no worker process can send back: auto, which checked the
-    first result and chose processes, raised where a loop returns the locks (hunt 60). A loop's results are
-    owed: those two items run again here, and the call says so (their work was done twice)."""
-    items = list(range(300))
-    items[150], items[220] = -1, -2
-    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=_cpu_work(tasks.lock_if_negative)) as ex, \
-            warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always")
-        out, record = run(ex, tasks.lock_if_negative, items)
-    assert [type(r).__name__ for r in out] == ["lock" if x < 0 else "int" for x in items]
-    assert [r for r in out if isinstance(r, int)] == [x for x in items if x >= 0]
-    assert record.selected_strategy == "processes", record.fallback_detail
-    assert record.fallback_reason is Reason.RESULTS_RERUN and not record.fell_back
-    assert "items 150 and 220" in record.fallback_detail and "a lock" in record.fallback_detail, \
-        record.fallback_detail
-    again = [(c.first_item, c.n_items) for c in record.chunks if c.where == "caller" and c.first_item >= 150]
-    assert again == [(150, 1), (220, 1)], again
-    told = [str(w.message) for w in said if issubclass(w.category, ParallelFallbackWarning)]
-    assert any("items 150 and 220" in t and "recovered on processes" in t for t in told), told
-
-
-def test_an_item_run_here_again_that_raises_is_the_calls_error_after_the_results_before_it() -> None:
-    """Its second run is the one a loop would have made: its exception is the call's, at its place."""
-    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=_cpu_work(tasks.lock_in_a_worker_process)) as ex:
-        results = ex.imap(tasks.lock_in_a_worker_process, range(300))
-        assert [next(results) for _ in range(150)] == list(range(150))
-        with pytest.raises(ValueError, match="raised where it ran again") as raised:
-            next(results)
-        record = ex.last_record
-    assert record is not None and record.selected_strategy == "processes"
-    notes = getattr(raised.value, "__notes__", [])
-    assert any("item 150 of the map" in note for note in notes), notes
-
-
-@pytest.mark.parametrize("config", [{"strategy": "processes"}, {"worker_initializer": tasks.load_model,
-                                                                 "worker_init_args": (3,)}],
-                         ids=["a named backend", "an initializer the caller never ran"])
-def test_results_that_cannot_come_back_still_raise_where_items_may_not_run_here(config: dict[str, Any]) -> None:
-    """A backend the user named raises as its own pool would; under an initializer an item run here would
-    run without what it set up."""
-    items = list(range(300))
-    items[150] = -1
-    with ParallelExecutor(config=ParallelConfig(**{**EAGER, **config}), planner=planning.Planner()) as ex, \
-            pytest.raises(RuntimeError, match=r"item 150 of the map .* returned a lock"):
-        ex.map(tasks.lock_if_negative, items)
 
 
 class CountsPickles:

@@ -118,16 +118,6 @@ def _map_failure() -> tuple[Any, Any, list[Any]]:
     return record, out, [i * 10 for i, _, _ in items]
 
 
-@case(Reason.RESULTS_RERUN)
-def _results_rerun() -> tuple[Any, Any, list[Any]]:
-    """Auto chose processes (its first result pickled); item 90's cannot come back, and runs again here."""
-    items = [-x if x == 90 else x for x in range(120)]
-    planning.KNOWLEDGE.teach(tasks.unsendable_if_negative, _knowledge.Facts(1e-4, 1.0, 40, "", None))
-    record, out = _run(ParallelConfig(max_workers=2, min_batch_size=1, **FORCE), tasks.unsendable_if_negative,
-                       items)
-    return record, out, [tasks.unsendable_if_negative(x) for x in items]
-
-
 @case(Reason.POOL_STOPPED)
 def _pool_stopped() -> tuple[Any, Any, list[Any]]:
     """Another thread's call on the same pool times out, so its workers are stopped: this call loses chunks."""
@@ -257,10 +247,7 @@ def test_reason_is_reached_warned_and_recorded(reason: Reason) -> None:
     record, (result, fallbacks), expected = CASES[reason]()
     assert result == expected if not isinstance(expected[0], np.ndarray) else True
     assert record.fallback_reason is reason
-    if reason is Reason.RESULTS_RERUN:  # the items whose results stayed behind ran again here: stays parallel
-        assert record.mode == "parallel"
-        assert [c.first_item for c in record.chunks if c.where == "caller" and c.first_item > 0] == [90]
-    elif reason.recovered:  # in fresh workers: stays parallel
+    if reason in (Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED):  # recovered in fresh workers: stays parallel
         assert record.mode == "parallel"
         assert any(c.where == "retry" for c in record.chunks)
         assert not any(c.where == "caller" and c.first_item > 0 for c in record.chunks)

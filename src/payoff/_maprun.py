@@ -66,7 +66,6 @@ from payoff.worker import (
     run_chunk,
     run_queue_ns,
     running_on,
-    unsent_error,
 )
 
 if TYPE_CHECKING:
@@ -148,8 +147,6 @@ class MapRun:
         """When the call began to watch the GIL's queue (``payoff._gil_wait``), while it does."""
         self.in_flight: dict[Future[Any], ChunkTask] = {}
         self.item_error: BaseException | None = None
-        self.rerun_here: list[int] = []
-        """Items whose results no worker process could send back, run again here (``results_rerun``)."""
         """The item's exception this call raised, if it did: one outside ``Exception`` is no stop (``_abandon``)."""
         self.collected: list[ChunkStats] = []
         """Chunks taken in whose observers have not run yet (see ``_observe_collected``)."""
@@ -673,14 +670,6 @@ class MapRun:
         """The chunk run here; its item's error raised. A Ctrl-C in it goes on as it came, its items that ran
         recorded first (they were lost from the record, while ``cancel()`` there counted them).
         ``tail_in_budget``: see :func:`payoff.worker.run_chunk`."""
-        outcome = self._run_here(task, where, budget_ns, tail_in_budget)
-        if outcome.error is not None:
-            raise self._items_error(outcome)
-        return outcome
-
-    def _run_here(self, task: ChunkTask, where: str, budget_ns: int | None = None,
-                  tail_in_budget: bool = False) -> ChunkOutcome:
-        """The chunk run here and recorded, its item's error kept in the outcome."""
         def count(outcome: ChunkOutcome) -> None:
             self.ex._observers.chunk(self.call, self.rec.add(outcome, where, task.submit_ns))
 
@@ -692,6 +681,8 @@ class MapRun:
                 outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, budget_ns,
                                     on_interrupt=count, tail_in_budget=tail_in_budget)
         count(outcome)
+        if outcome.error is not None:
+            raise self._items_error(outcome)
         return outcome
 
     def _bounded_here(self) -> bool:
@@ -1185,12 +1176,6 @@ class MapRun:
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         where = _where(pool, task)
         stats = self._count(outcome, where, task)
-        if outcome.unsent:
-            failing = self._unsent_run_here(task, outcome)
-            if failing is not None:
-                self.parts.setdefault(task.index, []).append(outcome)
-                self._hold_error(task, failing)
-                return
         if outcome.error is not None:
             self._hold_error(task, outcome)  # unordered too: the results its chunk had before it go out first
             return
@@ -1201,26 +1186,6 @@ class MapRun:
         self.parts.setdefault(task.index, []).append(outcome)
         if outcome.n_done < len(task.items):
             self._requeue_rest(task, outcome.n_done)
-
-    def _unsent_run_here(self, task: ChunkTask, outcome: ChunkOutcome) -> ChunkOutcome | None:
-        """Results the worker could not pickle back (a lock, an open file), which a loop returns: where auto
-        chose the pool, those items run again here, their work done twice, and the call says so; the outcome
-        of one that raises here is returned as the call's error, ``outcome`` cut before it. A backend the user
-        named raises as its own pool would, as does a call whose items may not run here (an initializer)."""
-        if self.requested != "auto" or self.library.asked not in (None, "auto") \
-                or not planning.items_may_run_here(self.config):
-            unsent_error(outcome)
-            return None
-        for k in outcome.unsent:
-            here = self._run_here(ChunkTask(task.index, task.first + k, [task.items[k]], self.token), "caller")
-            if here.error is not None:
-                outcome.results = outcome.results[:k]
-                return here
-            outcome.results[k] = here.results[0]
-        self.rerun_here += [task.first + k for k in outcome.unsent]
-        self.rec.recover(Reason.RESULTS_RERUN, _rerun_detail(sorted(self.rerun_here),
-                                                             outcome.unsent_why.partition(": ")[0]))
-        return None
 
     def _count(self, outcome: ChunkOutcome, where: str, task: ChunkTask) -> ChunkStats:
         """The chunk into the record, its observers' turn to come (``_observe_collected``)."""
@@ -1588,14 +1553,6 @@ def _result_bytes(stats: ChunkStats, outcome: ChunkOutcome) -> int:
         return stats.bytes_received
     first = item_bytes_in_memory(outcome.results[:1])
     return 0 if first is None else first * len(outcome.results)
-
-
-def _rerun_detail(items: list[int], what: str) -> str:
-    named = " and ".join(map(str, items)) if len(items) <= 2 else f"{items[0]} and {len(items) - 1} more"
-    many = len(items) > 1
-    return (f"{'items' if many else 'item'} {named} returned {what if not many else 'results like ' + what}, "
-            f"which cannot be pickled back from a worker process: {'they' if many else 'it'} ran again here, so "
-            f"the call returned a loop's results, {'their' if many else 'its'} work done twice")
 
 
 def _where(pool: Strategy, task: ChunkTask) -> str:

@@ -14,10 +14,9 @@ class Reason(StrEnum):
     """Why a ``map`` call ran the way it did.
 
     Members whose ``kind`` is ``"fallback"`` explain why a call that was allowed
-    to run in parallel ran serially, except the three that are :attr:`recovered`
-    (``map_failure_retry``, ``pool_stopped``, ``results_rerun``): those name a
-    failure the call survived where it ran, by rerunning lost chunks in fresh
-    workers, or the items whose results could not come back in the caller. They sit in
+    to run in parallel ran serially, except the two that are :attr:`recovered`
+    (``map_failure_retry``, ``pool_stopped``): those name a failure the call
+    survived where it ran, by rerunning lost chunks in fresh workers. They sit in
     ``MapRecord.fallback_reason`` and warn like fallbacks, but the call did not
     become serial, so metrics and reports count them apart
     (``payoff_recoveries_total``, ``MapRecord.fell_back``). The others explain
@@ -238,15 +237,6 @@ class Reason(StrEnum):
         "give calls that may time out or be cancelled an executor of their own, so stopping them costs the "
         "others no rerun; at the program's end, join the threads that map before the main thread returns",
     )
-    RESULTS_RERUN = (
-        "results_rerun",
-        "fallback",
-        "auto ran the call on worker processes and some items returned what pickle cannot send back (a lock, an "
-        "open file, a generator): those items ran again in the caller, so the call returned a loop's results; "
-        "their work, and any effect it has outside the process, was done twice. A backend you named raises "
-        "instead, as its own pool would",
-        "return plain data from the function, or name strategy='threads', whose results never leave the process",
-    )
     NESTED = (
         "nested",
         "fallback",
@@ -291,7 +281,7 @@ class Reason(StrEnum):
         return str(self._value_)
 
 
-_RECOVERED = frozenset({Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED, Reason.RESULTS_RERUN})
+_RECOVERED = frozenset({Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED})
 _BY_CHOICE = frozenset({Reason.DISABLED, Reason.TINY_WORKLOAD, Reason.TOO_FEW_ITEMS, Reason.POOL_START_COST,
                         Reason.NO_MEASURED_GAIN, Reason.PAYLOAD_TOO_LARGE, Reason.NESTED})
 

@@ -169,11 +169,6 @@ class ChunkOutcome:
     imports_cpu_ns: int = 0
     """Of the items' CPU time, what those imports took: less than ``imports_ns`` where the import waited for
     the GIL other threads held."""
-    unsent: tuple[int, ...] = ()
-    """Positions in ``results`` of the results pickle refused, sent as None: the caller runs those items again
-    where it may, or raises :func:`unsent_error` (see :func:`run_to_bytes`)."""
-    unsent_why: str = ""
-    """The first such result's type and pickle's error, for that error or the caller's note."""
 
     @property
     def n_done(self) -> int:
@@ -1248,46 +1243,14 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
         if outcome.error is not None:
             outcome.results = []
             return dumps(outcome)
-        return _without_unsent(outcome, dumps, exc)
-
-
-def _without_unsent(outcome: ChunkOutcome, dumps: Callable[[Any], bytes], exc: Exception) -> bytes:
-    """The chunk's outcome with each result pickle refuses left out and its position said: the caller owes a
-    loop's results where ``auto`` chose this pool, and runs those items again rather than lose the call.
-    Found one by one, only once the whole batch failed to pickle."""
-    unsent: list[int] = []
-    for k, value in enumerate(outcome.results):
-        try:
-            dumps(value)
-        except Exception as err:
-            if not unsent:
-                outcome.unsent_why = f"a {type(value).__qualname__}: {err!r}"
-            unsent.append(k)
-    if unsent:
-        left_out = set(unsent)
-        results, outcome.results = outcome.results, [None if k in left_out else r
-                                                     for k, r in enumerate(outcome.results)]
-        outcome.unsent = tuple(unsent)
-        try:
-            return dumps(outcome)
-        except Exception as again:  # the results pickle one by one, yet not together (recursion's depth)
-            outcome.results, outcome.unsent, outcome.unsent_why, exc = results, (), "", again
-    outcome.results = []  # nothing can be named: none of the chunk's results travel
-    outcome.error = RuntimeError(f"payoff: the results of chunk {outcome.index} cannot be pickled back to the "
-                                 f"parent: {exc!r}")
-    outcome.error_index = outcome.first
-    return dumps(outcome)
-
-
-def unsent_error(outcome: ChunkOutcome) -> None:
-    """Turn the outcome's first unsent result into its error, as any item's: the results before it stand."""
-    k = outcome.unsent[0]
-    what, _, why = outcome.unsent_why.partition(": ")
-    outcome.results = outcome.results[:k]
-    outcome.error = RuntimeError(f"payoff: item {outcome.first + k} of the map (chunk {outcome.index}) returned "
-                                 f"{what}, which cannot be pickled back to the parent: {why}")
-    outcome.error_index = outcome.first + k
-    outcome.unsent, outcome.unsent_why = (), ""
+        found = first_unpicklable(outcome.results, dumps)
+        k, why = found if found is not None else (0, exc)
+        what = f"a {type(outcome.results[k]).__qualname__}" if found is not None else "results"
+        outcome.results = outcome.results[:k]  # the items before it are done, as before any item's error
+        outcome.error = RuntimeError(f"payoff: item {first + k} of the map (chunk {index}) returned {what}, which "
+                                     f"cannot be pickled back to the parent: {why!r}")
+        outcome.error_index = first + k
+        return dumps(outcome)
 
 
 def first_unpicklable(values: Sequence[Any], dumps: Callable[[Any], bytes]) -> tuple[int, Exception] | None:

@@ -160,7 +160,7 @@ def span_attributes(record: MapRecord) -> dict[str, Any]:
 
 
 def _reason_attributes(record: MapRecord) -> dict[str, str]:
-    """A recovered call (``map_failure_retry``, ``pool_stopped``, ``results_rerun``) stayed parallel: its code is a
+    """A recovered call (``map_failure_retry``, ``pool_stopped``) stayed parallel: its code is a
     ``payoff.recovery_reason``, as its span event and ``payoff_recoveries_total`` say, so a query on
     ``payoff.fallback_reason != none`` finds only the calls that fell back. The record keeps its one
     ``fallback_reason`` field (the records file's format); each attribute is ``none`` when it does not apply."""
