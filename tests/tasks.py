@@ -275,6 +275,12 @@ def lock_at_seven(x: int) -> Any:
     return threading.Lock() if x == 7 else x
 
 
+def nap_len(data: bytes) -> int:
+    """The length of a large item, after 0.1 s: its chunk stays in flight while the next ones are sent."""
+    time.sleep(0.1)
+    return len(data)
+
+
 class Counted:
     """An iterator that says how far it has been read."""
 

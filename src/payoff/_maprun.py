@@ -115,6 +115,10 @@ def in_flight_limit(workers: int) -> int:
     return 2 * workers + 1
 
 
+IN_FLIGHT_HINTS = 16
+"""The pickles a call keeps in flight beyond one chunk a worker, in ``task_size_hint_bytes`` (256 MiB by default)."""
+
+
 class MapRun:
     """Plans, runs and records one call; iterate :meth:`blocks` for its results in input order."""
 
@@ -146,6 +150,10 @@ class MapRun:
         self.gil_watch: int | None = None
         """When the call began to watch the GIL's queue (``payoff._gil_wait``), while it does."""
         self.in_flight: dict[Future[Any], ChunkTask] = {}
+        self.bytes_in_flight = 0
+        """The pickled bytes of the chunks in flight (``_room_for_bytes``)."""
+        self.workers_fed = 1
+        """The workers the chunks in flight are for: each gets one whatever its bytes."""
         self.item_error: BaseException | None = None
         """The item's exception this call raised, if it did: one outside ``Exception`` is no stop (``_abandon``)."""
         self.collected: list[ChunkStats] = []
@@ -947,6 +955,7 @@ class MapRun:
         if shipped is None:  # a fresh pool after a break ships it again
             shipped = self._ship(pool)
         workers = min(self.rec.workers, pool.workers)  # a larger warm pool than planned: as planned
+        self.workers_fed = max(1, workers)
         # a cluster's scheduler runs every chunk it holds on any free thread: a cap is kept by sending no more
         capped = pool.remote and self.config.max_workers is not None and self.config.max_workers < pool.workers
         limit = workers if capped else self._ahead_of_the_consumer() or in_flight_limit(workers)
@@ -1006,10 +1015,20 @@ class MapRun:
             return
         while self.requeued and len(self.in_flight) < limit:  # earlier than anything held back: never blocked
             self._submit_or_keep(pool, shipped, self.requeued.popleft())
-        while len(self.in_flight) + self._waiting() < limit and (task := self._next_task()) is not None:
+        while len(self.in_flight) + self._waiting() < limit and self._room_for_bytes() \
+                and (task := self._next_task()) is not None:
             self._submit_or_keep(pool, shipped, task)
             if self.source.cut:  # a slow input: the results in flight go out before more of it is read
                 break
+
+    def _room_for_bytes(self) -> bool:
+        """Past one chunk a worker, another is sent only while the pickles in flight weigh less than
+        ``IN_FLIGHT_HINTS`` times ``task_size_hint_bytes``. A process pool holds a chunk's payload until its
+        queue has sent it: 2 x workers + 1 chunks of a 500 MB item each held 3 GB beside the input, and an
+        ``imap`` under a timeout, which sends ahead of its consumer, pickled nearly all of its input (hunt 64).
+        Chunks of a few MB keep their queued ones: one a worker only, 100 arrays of 4 MB took 1.6x as long."""
+        return len(self.in_flight) < self.workers_fed or \
+            self.bytes_in_flight < IN_FLIGHT_HINTS * self.config.task_size_hint_bytes
 
     def _suspect_in_flight(self) -> bool:
         return bool(self.crashes) and any(task.alone for task in self.in_flight.values())
@@ -1096,6 +1115,7 @@ class MapRun:
         self.rec.overhead_ns["serialization"] += task.encode_ns
         self.rec.overhead_ns["dispatch"] += time.perf_counter_ns() - t0 - task.encode_ns
         self.in_flight[future] = task
+        self.bytes_in_flight += task.bytes_sent
         if pool.remote:  # tagged, not kept: holding every chunk's future kept every result (96 to 454 MB)
             future.payoff_call = self.token_id  # type: ignore[attr-defined]
             self.sent_remote = True
@@ -1127,6 +1147,7 @@ class MapRun:
                 task = self.in_flight.pop(future, None)
                 if task is None:
                     continue  # a chunk of a pool this call already gave up
+                self.bytes_in_flight -= task.bytes_sent
                 try:
                     self._collect(pool, future, task)
                 except BrokenExecutor as exc:
@@ -1507,6 +1528,7 @@ class MapRun:
             for future in self.in_flight:
                 future.cancel()
         self.in_flight.clear()
+        self.bytes_in_flight = 0
 
     def _stop_workers(self, pool: Strategy, exc: BaseException | None) -> None:
         """Processes are killed (the pool is rebuilt); threads cannot be, so say so when one is stuck (beside

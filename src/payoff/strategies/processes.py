@@ -433,11 +433,11 @@ class PickledPoolStrategy(Strategy):
                         entry: Callable[[bytes, str], bytes]) -> Future[Any]:
         """A chunk naming a shipped file holds it until the chunk is done, however its call ended."""
         if not isinstance(fn, ShippedFn):
-            return self._into(pool, entry, payload, pickler)
+            return self._into(pool, entry, _SentOnce(payload), pickler)
         digest = fn.digest
         self._hold(digest)
         try:
-            future = self._into(pool, entry, payload, pickler)
+            future = self._into(pool, entry, _SentOnce(payload), pickler)
         except BaseException:
             self._release(digest)
             raise
@@ -574,6 +574,28 @@ def _fail_orphans(items: dict[int, Any] | None, manager: threading.Thread | None
                 future.set_exception(BrokenProcessPool(
                     "payoff: the process pool broke (a worker died) as this call was sent or while it ran: "
                     "its result never came back"))
+
+
+class _SentOnce:
+    """A payload the pool lets go of once its queue has pickled it for the worker.
+
+    The stdlib's and loky's pools keep a call's arguments until its result is
+    back: a chunk's pickle stayed in the caller while the worker ran it, and a
+    call of 500 MB arrays held about six of them beside the input (3 GB more,
+    where ``ProcessPoolExecutor``, which keeps only the items, held one; hunt 64).
+    The worker receives the bytes themselves (``bytes`` of bytes is the same object).
+    """
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload: bytes | None = payload
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        payload, self.payload = self.payload, None
+        if payload is None:
+            raise RuntimeError("payoff: a chunk's payload was pickled a second time, after it was sent")
+        return bytes, (payload,)
 
 
 class _Sent(NamedTuple):
