@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from payoff import _forks  # noqa: F401  (its fork hooks: a child forked during a lazy import can import again)
 from payoff._version import __version__
 
 if TYPE_CHECKING:

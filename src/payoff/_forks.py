@@ -182,7 +182,7 @@ def _module_state(name: str) -> dict[str, Any]:
 
 
 def forget_unfinished_imports() -> None:
-    """Let a forked payoff worker import afresh a module another parent thread was importing at the fork.
+    """Let a forked child import afresh a module another parent thread was importing at the fork.
 
     While a module's code runs, the importing thread holds that module's import
     lock and the half-made module sits in ``sys.modules``. A fork copies both
@@ -208,6 +208,14 @@ def forget_unfinished_imports() -> None:
         module = sys.modules.get(name)
         if getattr(getattr(module, "__spec__", None), "_initializing", False):
             del sys.modules[name]
+
+
+in_child(forget_unfinished_imports)
+"""In every child forked once payoff is imported, the user's own (``os.fork``, a ``multiprocessing`` Process or
+Pool) as well as payoff's workers. payoff loads its names and backends on first use: a thread's first
+``payoff.map`` runs ~100 ms of imports (joblib's 120 ms more), and a child forked meanwhile waited for good in
+its first payoff call, ``timeout=`` or not (hunt 63). A module another thread was importing cannot be imported
+in the child otherwise: its lock's holder is gone there."""
 
 
 _MACHINERY = ("concurrent.futures", "multiprocessing")

@@ -118,6 +118,43 @@ FORK_THEN_EXIT = """
 """
 
 
+FORK_DURING_AN_IMPORT = """
+    import json, os, sys, threading, time
+    import payoff
+    from tests.conftest import reap_or_kill
+
+    folder, parent = sys.argv[1], os.getpid()
+    with open(os.path.join(folder, "slow_to_import.py"), "w") as f:
+        f.write("import os, time\\n"
+                f"while os.getpid() == {parent} and not os.path.exists({folder!r} + '/go'):\\n"
+                "    time.sleep(0.01)\\n")
+    sys.path.insert(0, folder)
+    importing = threading.Thread(target=__import__, args=("slow_to_import",), daemon=True)
+    importing.start()
+    while "slow_to_import" not in sys.modules:
+        time.sleep(0.01)
+    pid = os.fork()
+    if pid == 0:
+        import slow_to_import
+        os._exit(0)
+    hung = not reap_or_kill(pid, 10)
+    open(os.path.join(folder, "go"), "w").close()
+    importing.join(10)
+    print(json.dumps({"hung": hung}))
+"""
+
+
+def test_a_child_forked_while_another_thread_imports_can_import_that_module(tmp_path: Path) -> None:
+    """payoff loads its names and backends on first use: a thread's first ``payoff.map`` runs ~100 ms of
+    imports (joblib's 120 ms more), and a child forked meanwhile (``os.fork``, a ``multiprocessing`` Process
+    or Pool) inherited their import locks held by a thread it does not have: its first payoff call hung for
+    good, ``timeout=`` or not (hunt 63, F1; ``ProcessPoolExecutor`` never did). Any ``import payoff``d
+    program's forked children now drop the import locks of the parent's other threads, and import those
+    modules afresh, as payoff's own workers did. Shown on a module of the program's own, which stays in its
+    import until the test lets it go."""
+    assert last_json(run_child(FORK_DURING_AN_IMPORT, str(tmp_path))) == {"hung": False}
+
+
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
 def test_a_forked_child_exiting_leaves_the_parents_workers_alone(strategy: str) -> None:
     child = run_child(FORK_THEN_EXIT, strategy)
