@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, planning
+from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, _knowledge, planning
 from payoff.record import MapRecord
 from tests import tasks
 
@@ -145,6 +145,50 @@ def test_results_that_could_not_be_pickled_once_do_not_keep_the_function_off_pro
         out, plain = run(ex, tasks.lock_if_negative, list(range(60)))
         assert out == list(range(60))
         assert (plain.selected_strategy, plain.fallback_reason) == ("processes", None), plain.fallback_detail
+
+
+def _cpu_work(fn: Any) -> planning.Planner:
+    """A planner that knows ``fn`` as CPU work of ~1 ms an item: auto would send its items to processes if they
+    could travel, whatever a loaded machine's probe would read."""
+    planner = planning.Planner()
+    planner.knowledge.teach(fn, _knowledge.Facts(1e-3, 1.0, 40, "", None))
+    return planner
+
+
+@pytest.mark.parametrize("strategy", ["auto", "joblib"])
+def test_open_text_files_never_reach_workers_as_copies_of_their_text(strategy: str, tmp_path: Any) -> None:
+    """cloudpickle sends a text file open for reading as an io.StringIO of what is left to read: auto sent
+    such items to joblib, where the function's ``f.fileno()`` raised what a loop never does, and a named
+    process backend's fallback advised joblib (hunt 63, F2). They stay in this process now, whatever runs them."""
+    paths = [tmp_path / f"f{i}" for i in range(150)]
+    for i, path in enumerate(paths):
+        path.write_text("x" * i)
+    files = [path.open() for path in paths]
+    try:
+        with ParallelExecutor(config=ParallelConfig(strategy=strategy, **EAGER),
+                              planner=_cpu_work(tasks.bytes_behind)) as ex:
+            out, record = run(ex, tasks.bytes_behind, files)
+    finally:
+        for f in files:
+            f.close()
+    assert out == list(range(150))
+    assert record.selected_strategy in ("threads", "serial"), record.selected_strategy
+    assert "strategy='joblib'" not in record.fallback_detail, record.fallback_detail
+
+
+def test_a_fallback_on_open_text_files_does_not_advise_joblib(tmp_path: Any) -> None:
+    paths = [tmp_path / f"f{i}" for i in range(20)]
+    for path in paths:
+        path.write_text("text")
+    files = [path.open() for path in paths]
+    try:
+        with ParallelExecutor(config=ParallelConfig(strategy="processes", **EAGER)) as ex:
+            out, record = run(ex, tasks.bytes_behind, files)
+    finally:
+        for f in files:
+            f.close()
+    assert out == [4] * 20 and record.fallback_reason is Reason.UNPICKLABLE
+    assert "joblib" not in record.fallback_detail and "cloudpickle cannot send it either" in record.fallback_detail
 
 
 class CountsPickles:

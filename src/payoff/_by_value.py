@@ -18,8 +18,13 @@ from __future__ import annotations
 import functools
 import io
 import pickle
+import sys
 import types
 from typing import Any
+
+OPEN_TEXT_FILE = ("an open text file reaches a worker as cloudpickle sends it, an io.StringIO copy of what is left to "
+                  "read: not the file a loop gives the function (no fileno(), its position never moves)")
+"""Why payoff's cloudpickle refuses one: auto sent such items to joblib, where ``f.fileno()`` raised (hunt 63)."""
 
 CACHED = type(functools.cache(lambda: None))
 """The type ``functools.cache`` and ``functools.lru_cache`` wrap a function in."""
@@ -62,6 +67,8 @@ def _pickler() -> type:
             if type(obj) is CACHED and travels_by_value(getattr(obj, "__module__", None)):
                 settings = obj.cache_parameters()
                 return rewrapped, (obj.__wrapped__, settings["maxsize"], settings["typed"])
+            if isinstance(obj, io.TextIOWrapper) and obj is not sys.stdout and obj is not sys.stderr:
+                raise pickle.PicklingError(OPEN_TEXT_FILE)
             reduce = self.dispatch_table.get(types.CodeType) if type(obj) is types.CodeType else None
             if reduce is not None:
                 return _named(reduce(obj), obj.co_filename)
