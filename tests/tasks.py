@@ -287,6 +287,20 @@ def bytes_behind(f: Any) -> int:
     return os.fstat(f.fileno()).st_size
 
 
+def detail_of_a_map_here(strategy: str) -> tuple[str, str]:
+    """A map made where this runs (a submitted task), as a program's own function would: its fallback."""
+    import warnings
+
+    from payoff import ParallelExecutor
+
+    with ParallelExecutor(2, strategy) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ex.map(spin, range(40))
+        record = ex.last_record
+    assert record is not None
+    return str(record.fallback_reason), record.fallback_detail
+
+
 class Counted:
     """An iterator that says how far it has been read."""
 

@@ -96,7 +96,7 @@ from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
 from payoff.strategies.joblib_config import asked_n_jobs
-from payoff.worker import CPU_SAMPLE_NS, CancelToken, ChunkOutcome, gate_cost_ns, in_worker
+from payoff.worker import CPU_SAMPLE_NS, CancelToken, ChunkOutcome, gate_cost_ns, in_an_item, in_worker
 
 CHECK_EACH_PAYS = 5
 """Dear items hidden among cheap ones must have cost this many times what checking each item costs."""
@@ -1187,7 +1187,9 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     if not cfg.enabled:
         return Reason.DISABLED, switched_off_by()
     if in_worker():
-        return Reason.NESTED, "map called from inside an item of another payoff map"
+        return Reason.NESTED, ("map called from inside an item of another payoff map" if in_an_item() else
+                               "map called in a payoff worker process, by a task given to submit() (or by a "
+                               "worker_initializer): a worker process starts no pool of its own")
     daemonic = _no_children() if _starts_processes(call, call.requested) else None
     if daemonic is not None:
         return daemonic

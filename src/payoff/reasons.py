@@ -241,7 +241,8 @@ class Reason(StrEnum):
         "nested",
         "fallback",
         "called from inside an item of another payoff map (on its pool or in the caller), from inside a task "
-        "submitted to the pool the map would run on (its chunks would wait behind that task), or, for a "
+        "submitted to the pool the map would run on (its chunks would wait behind that task), anywhere in a "
+        "payoff worker process (a task given to submit() on a process backend), or, for a "
         "process backend, in a worker of another library's process pool: a daemonic one (a "
         "multiprocessing.Pool's), which may not start processes, or one of a ProcessPoolExecutor, joblib (loky) "
         "or mpire pool whose workers leave it less than 2 CPUs; a worker left more starts at most that many "

@@ -65,7 +65,12 @@ def in_worker_process() -> bool:
 
 def in_worker() -> bool:
     """True inside a payoff chunk (any backend) or a payoff worker process."""
-    return _in_worker_process or getattr(_local, "depth", 0) > 0 or _ITEM_DEPTH.get() > 0
+    return _in_worker_process or in_an_item()
+
+
+def in_an_item() -> bool:
+    """True inside an item of a payoff map, wherever it runs (a worker process also runs submitted tasks)."""
+    return getattr(_local, "depth", 0) > 0 or _ITEM_DEPTH.get() > 0
 
 
 _submitted = threading.local()

@@ -661,3 +661,12 @@ def test_submit_in_a_daemonic_process_runs_in_it_as_a_map_there_does(strategy: s
         child.join(30)
     assert submitted == 49, submitted
     assert mapped == [0, 1, 4, 9] and reason is payoff.Reason.NESTED, (mapped, reason)
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_map_in_a_submitted_task_on_worker_processes_is_not_told_as_inside_an_item(strategy: str) -> None:
+    """It runs serially as nested, rightly, but its record said "called from inside an item of another payoff
+    map" where no map ran (hunt 63, F3); under threads it named the submitted task."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        reason, detail = ex.submit(tasks.detail_of_a_map_here, "processes").result(timeout=120)
+    assert reason == "nested" and "submit()" in detail and "an item" not in detail, detail
