@@ -21,40 +21,45 @@ from payoff import ParallelConfig, ParallelExecutor, planning
 from tests import tasks
 
 MB = 1 << 20
-ITEM = 100 * MB  # over task_size_hint_bytes (16 MiB): one item a chunk, 3 of them over the 256 MiB in flight
-N = 8
 
 
-def _held_items(run: Callable[[ParallelExecutor, list[bytes]], list[int]], strategy: str) -> float:
-    """The caller's peak of traced memory during the call, in items of ``ITEM`` bytes, beside its own items."""
-    items = [bytes([i]) * ITEM for i in range(N)]
-    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+def _held_items(run: Callable[[ParallelExecutor, list[bytes]], list[int]], strategy: str, n: int, size: int,
+                hint: int) -> float:
+    """The caller's peak of traced memory during the call, in items of ``size`` bytes, beside its own items."""
+    items = [bytes([i]) * size for i in range(n)]
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, min_batch_size=1,
+                            task_size_hint_bytes=hint)
     with ParallelExecutor(config, planner=planning.Planner()) as ex, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ex.map(tasks.square, range(4))  # the pool started and warm: its start allocates nothing of the call's
         tracemalloc.start()
         try:
             base = tracemalloc.get_traced_memory()[0]
-            assert run(ex, items) == [ITEM] * N
+            assert run(ex, items) == [size] * n
             peak = tracemalloc.get_traced_memory()[1] - base
         finally:
             tracemalloc.stop()
         record = ex.last_record
-    assert record is not None and record.selected_strategy == strategy and record.n_chunks == N
-    return peak / ITEM
+    assert record is not None and record.selected_strategy == strategy and record.n_chunks == n  # one item a chunk
+    return peak / size
 
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
-@pytest.mark.parametrize("how", ["map", "imap under a timeout"])
-def test_a_call_of_large_items_holds_a_few_of_their_pickles_not_one_per_chunk_in_flight(strategy: str,
-                                                                                         how: str) -> None:
-    """Before: 6.3 items' worth held by a map (2 x workers + 1 chunks in flight, each pickle kept until its
-    result came back), 8.3-9.3 by the imap (every chunk sent ahead). Now 3.3-4.3: no more than one chunk a
-    worker once the pickles in flight weigh 256 MiB, each let go once its queue has sent it."""
+def test_a_map_of_large_items_holds_a_few_of_their_pickles_not_one_per_chunk_in_flight(strategy: str) -> None:
+    """8 items of 100 MB. Before: 6.3 items' worth held (2 x workers + 1 chunks in flight, each pickle kept
+    until its result came back). Now 3.3: no more than one chunk a worker once the pickles in flight weigh
+    256 MiB (16 x task_size_hint_bytes), each let go once its pool's queue has taken it."""
+    held = _held_items(lambda ex, items: ex.map(tasks.nap_len, items), strategy, 8, 100 * MB, 16 * MB)
+    assert held <= 5.0, f"{held:.1f} items' worth of pickles held in the caller"
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_imap_under_a_timeout_sends_ahead_of_its_consumer_only_up_to_its_cap(strategy: str) -> None:
+    """16 items of 25 MB with task_size_hint_bytes of 4 MiB: its cap ahead is 64 hints, 256 MiB (1 GiB by
+    default). Before: every chunk sent, 16 items' worth and more held; 10.3 now. The cap is that high so that
+    the workers go on while the consumer holds a result (a 256 MiB cap timed out where the call had run)."""
     def run(ex: ParallelExecutor, items: list[bytes]) -> list[int]:
-        if how == "map":
-            return ex.map(tasks.nap_len, items)
         return list(ex.imap(tasks.nap_len, items, timeout=600))
 
-    held = _held_items(run, strategy)
-    assert held <= 5.0, f"{held:.1f} items' worth of pickles held in the caller"
+    held = _held_items(run, strategy, 16, 25 * MB, 4 * MB)
+    assert held <= 12.5, f"{held:.1f} items' worth of pickles held in the caller"

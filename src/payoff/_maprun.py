@@ -117,6 +117,8 @@ def in_flight_limit(workers: int) -> int:
 
 IN_FLIGHT_HINTS = 16
 """The pickles a call keeps in flight beyond one chunk a worker, in ``task_size_hint_bytes`` (256 MiB by default)."""
+AHEAD_HINTS = 64
+"""The same for an ``imap`` under a timeout, which sends ahead of its consumer (1 GiB by default)."""
 
 
 class MapRun:
@@ -153,6 +155,7 @@ class MapRun:
         self.bytes_in_flight = 0
         """The pickled bytes of the chunks in flight (``_room_for_bytes``)."""
         self.workers_fed = 1
+        self.bytes_cap = IN_FLIGHT_HINTS * self.config.task_size_hint_bytes
         """The workers the chunks in flight are for: each gets one whatever its bytes."""
         self.item_error: BaseException | None = None
         """The item's exception this call raised, if it did: one outside ``Exception`` is no stop (``_abandon``)."""
@@ -958,7 +961,10 @@ class MapRun:
         self.workers_fed = max(1, workers)
         # a cluster's scheduler runs every chunk it holds on any free thread: a cap is kept by sending no more
         capped = pool.remote and self.config.max_workers is not None and self.config.max_workers < pool.workers
-        limit = workers if capped else self._ahead_of_the_consumer() or in_flight_limit(workers)
+        ahead = self._ahead_of_the_consumer()
+        limit = workers if capped else ahead or in_flight_limit(workers)
+        if ahead is not None:
+            self.bytes_cap = AHEAD_HINTS * self.config.task_size_hint_bytes
         while True:
             if self.source.cut:  # a slow input: what is ready goes out before more of it is read
                 yield from self._ready_blocks()
@@ -1024,11 +1030,14 @@ class MapRun:
     def _room_for_bytes(self) -> bool:
         """Past one chunk a worker, another is sent only while the pickles in flight weigh less than
         ``IN_FLIGHT_HINTS`` times ``task_size_hint_bytes``. A process pool holds a chunk's payload until its
-        queue has sent it: 2 x workers + 1 chunks of a 500 MB item each held 3 GB beside the input, and an
-        ``imap`` under a timeout, which sends ahead of its consumer, pickled nearly all of its input (hunt 64).
-        Chunks of a few MB keep their queued ones: one a worker only, 100 arrays of 4 MB took 1.6x as long."""
-        return len(self.in_flight) < self.workers_fed or \
-            self.bytes_in_flight < IN_FLIGHT_HINTS * self.config.task_size_hint_bytes
+        queue has taken it: 2 x workers + 1 chunks of a 500 MB item each held 3 GB beside the input. Chunks
+        of a few MB keep their queued ones: one a worker only, 100 arrays of 4 MB took 1.6x as long.
+
+        An ``imap`` under a timeout sends ahead of its consumer so that the workers go on while the consumer
+        holds a result, and pickled nearly all of its input (2,000 arrays of 1 MB: 2 GB more, hunt 64). It
+        goes on past ``AHEAD_HINTS``: a cap of 256 MiB idled the workers behind a consumer slow on one
+        result, and 160 arrays of 4 MB under ``timeout=7`` timed out where they had run in 5.4 s (review)."""
+        return len(self.in_flight) < self.workers_fed or self.bytes_in_flight < self.bytes_cap
 
     def _suspect_in_flight(self) -> bool:
         return bool(self.crashes) and any(task.alone for task in self.in_flight.values())
