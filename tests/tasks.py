@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
@@ -299,6 +300,17 @@ def detail_of_a_map_here(strategy: str) -> tuple[str, str]:
         record = ex.last_record
     assert record is not None
     return str(record.fallback_reason), record.fallback_detail
+
+
+class ReopenedByPath(io.TextIOWrapper):
+    """A text file that pickles as its path and is opened again where it lands, as a library's may."""
+
+    def __reduce__(self) -> Any:
+        return reopened_by_path, (self.buffer.name,)
+
+
+def reopened_by_path(path: str) -> ReopenedByPath:
+    return ReopenedByPath(open(path, "rb"))
 
 
 class Counted:

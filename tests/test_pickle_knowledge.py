@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import pickle
 import threading
 import warnings
 from collections.abc import Iterator
@@ -174,6 +175,23 @@ def test_open_text_files_never_reach_workers_as_copies_of_their_text(strategy: s
     assert out == list(range(150))
     assert record.selected_strategy in ("threads", "serial"), record.selected_strategy
     assert "strategy='joblib'" not in record.fallback_detail, record.fallback_detail
+
+
+def test_only_the_text_file_cloudpickle_would_copy_is_refused(tmp_path: Any) -> None:
+    """A subclass with a ``__reduce__`` of its own (reopened by path) travelled before the refusal and must
+    still: it matched ``isinstance`` and auto raised PicklingError where it had run on processes (review 67)."""
+    from payoff import _by_value
+
+    path = tmp_path / "f"
+    path.write_text("text")
+    with path.open() as plain, tasks.reopened_by_path(str(path)) as own:
+        with pytest.raises(pickle.PicklingError, match=r"io\.StringIO copy"):
+            _by_value.dumps(plain)
+        again = pickle.loads(_by_value.dumps(own))
+        try:
+            assert type(again) is tasks.ReopenedByPath and again.read() == "text"
+        finally:
+            again.close()
 
 
 def test_a_fallback_on_open_text_files_does_not_advise_joblib(tmp_path: Any) -> None:

@@ -22,9 +22,10 @@ import sys
 import types
 from typing import Any
 
-OPEN_TEXT_FILE = ("an open text file reaches a worker as cloudpickle sends it, an io.StringIO copy of what is left to "
-                  "read: not the file a loop gives the function (no fileno(), its position never moves)")
-"""Why payoff's cloudpickle refuses one: auto sent such items to joblib, where ``f.fileno()`` raised (hunt 63)."""
+OPEN_TEXT_FILE = ("an open text file reaches a worker as cloudpickle sends it, an io.StringIO copy of its text: not "
+                  "the file a loop gives the function (no fileno(), writes and reads never reach the file)")
+"""Why payoff's cloudpickle refuses one: auto sent such items to joblib, where ``f.fileno()`` raised (hunt 63).
+Only the exact type, which cloudpickle copies: a subclass with a ``__reduce__`` of its own travels as it says."""
 
 CACHED = type(functools.cache(lambda: None))
 """The type ``functools.cache`` and ``functools.lru_cache`` wrap a function in."""
@@ -67,7 +68,7 @@ def _pickler() -> type:
             if type(obj) is CACHED and travels_by_value(getattr(obj, "__module__", None)):
                 settings = obj.cache_parameters()
                 return rewrapped, (obj.__wrapped__, settings["maxsize"], settings["typed"])
-            if isinstance(obj, io.TextIOWrapper) and obj is not sys.stdout and obj is not sys.stderr:
+            if type(obj) is io.TextIOWrapper and obj is not sys.stdout and obj is not sys.stderr:
                 raise pickle.PicklingError(OPEN_TEXT_FILE)
             reduce = self.dispatch_table.get(types.CodeType) if type(obj) is types.CodeType else None
             if reduce is not None:

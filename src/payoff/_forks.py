@@ -192,17 +192,18 @@ def forget_unfinished_imports() -> None:
     global import lock after a fork. Here, still the worker's only thread, the
     half-made module and its lock are dropped, so the next import runs the
     module's code again, as a spawned worker would. An import of this thread's
-    own (the pool started from a module's import) is left alone: it goes on.
+    own (the pool started from a module's import) is left alone: it goes on, as
+    does one of a thread an earlier at-fork hook started in the child.
     """
     bootstrap = sys.modules.get("importlib._bootstrap")
     locks = getattr(bootstrap, "_module_locks", None)
     if not isinstance(locks, dict):
         return
-    me = threading.get_ident()
+    here = {thread.ident for thread in threading.enumerate()}  # this one, and any an earlier fork hook started
     for name, ref in list(locks.items()):
         lock = ref() if callable(ref) else None
         owner = getattr(lock, "owner", None)
-        if owner is None or owner == me:
+        if owner is None or owner in here:
             continue
         locks.pop(name, None)
         module = sys.modules.get(name)

@@ -1188,8 +1188,9 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
         return Reason.DISABLED, switched_off_by()
     if in_worker():
         return Reason.NESTED, ("map called from inside an item of another payoff map" if in_an_item() else
-                               "map called in a payoff worker process, by a task given to submit() (or by a "
-                               "worker_initializer): a worker process starts no pool of its own")
+                               "map called in a payoff worker process (by a task given to submit(), an item of "
+                               "another map or its worker_initializer, or a thread one of them started): a worker "
+                               "process starts no pool of its own")
     daemonic = _no_children() if _starts_processes(call, call.requested) else None
     if daemonic is not None:
         return daemonic

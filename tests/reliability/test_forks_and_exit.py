@@ -155,6 +155,44 @@ def test_a_child_forked_while_another_thread_imports_can_import_that_module(tmp_
     assert last_json(run_child(FORK_DURING_AN_IMPORT, str(tmp_path))) == {"hung": False}
 
 
+IMPORT_OF_A_LIVE_THREAD_IN_THE_CHILD = """
+    import importlib, json, os, sys, threading, time
+
+    folder = sys.argv[1]
+    with open(os.path.join(folder, "counted.py"), "w") as f:
+        f.write("import os, sys, time\\n"
+                "sys._counted_started.set()\\n"
+                f"open({folder!r} + '/ran-' + str(os.getpid()) + '-' + str(time.monotonic_ns()), 'w').close()\\n"
+                "time.sleep(0.5)\\n")
+    sys.path.insert(0, folder)
+
+    def restart_a_helper():  # a library restarting its background thread in a forked child, before payoff's hook
+        sys._counted_started = threading.Event()
+        threading.Thread(target=importlib.import_module, args=("counted",), daemon=True).start()
+        sys._counted_started.wait(5)
+
+    os.register_at_fork(after_in_child=restart_a_helper)
+    import payoff  # its hook runs after the one above
+    from tests.conftest import reap_or_kill
+
+    pid = os.fork()
+    if pid == 0:
+        import counted
+        os._exit(0)
+    ended = reap_or_kill(pid, 10)
+    runs = [name for name in os.listdir(folder) if name.startswith(f"ran-{pid}-")]
+    print(json.dumps({"ended": ended, "runs in the child": len(runs)}))
+"""
+
+
+def test_an_import_a_thread_of_the_child_itself_runs_is_left_to_it(tmp_path: Path) -> None:
+    """A thread an earlier at-fork hook started in the child (a library restarting its helper) imports a module;
+    payoff's hook took its lock for one of a parent thread's and dropped it, and the module's code ran twice at
+    once in the child (review 67). Only the locks of threads the child does not have are dropped."""
+    assert last_json(run_child(IMPORT_OF_A_LIVE_THREAD_IN_THE_CHILD, str(tmp_path))) == \
+        {"ended": True, "runs in the child": 1}
+
+
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
 def test_a_forked_child_exiting_leaves_the_parents_workers_alone(strategy: str) -> None:
     child = run_child(FORK_THEN_EXIT, strategy)
