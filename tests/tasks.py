@@ -302,6 +302,15 @@ def detail_of_a_map_here(strategy: str) -> tuple[str, str]:
     return str(record.fallback_reason), record.fallback_detail
 
 
+def detail_of_a_map_in_a_thread_here(_: object) -> tuple[str, str]:
+    """As :func:`detail_of_a_map_here`, from a thread this item starts (which inherits no mark of the item)."""
+    got: list[tuple[str, str]] = []
+    thread = threading.Thread(target=lambda: got.append(detail_of_a_map_here("processes")))
+    thread.start()
+    thread.join(60)
+    return got[0]
+
+
 class ReopenedByPath(io.TextIOWrapper):
     """A text file that pickles as its path and is opened again where it lands, as a library's may."""
 

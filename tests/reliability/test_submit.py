@@ -671,3 +671,13 @@ def test_a_map_in_a_submitted_task_on_worker_processes_is_not_told_as_inside_an_
         reason, detail = ex.submit(tasks.detail_of_a_map_here, "processes").result(timeout=120)
     assert reason == "nested" and "submit()" in detail, detail
     assert not detail.startswith("map called from inside an item"), detail
+
+
+def test_a_map_in_a_thread_an_item_started_in_a_worker_process_is_not_told_as_a_submitted_task() -> None:
+    """The thread inherits no mark of the item it came from: its map was told as "by a task given to submit()"
+    (review 67). Where payoff cannot tell which, the detail names every case, that thread's included."""
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        details = ex.map(tasks.detail_of_a_map_in_a_thread_here, range(2))
+    assert all(reason == "nested" and "a thread one of them started" in detail for reason, detail in details), \
+        details
