@@ -155,8 +155,9 @@ class MapRun:
         self.bytes_in_flight = 0
         """The pickled bytes of the chunks in flight (``_room_for_bytes``)."""
         self.workers_fed = 1
-        self.bytes_cap = IN_FLIGHT_HINTS * self.config.task_size_hint_bytes
         """The workers the chunks in flight are for: each gets one whatever its bytes."""
+        self.bytes_cap = IN_FLIGHT_HINTS * self.config.task_size_hint_bytes
+        """Beyond those, the pickles kept in flight (``AHEAD_HINTS`` of them for an imap ahead of its consumer)."""
         self.item_error: BaseException | None = None
         """The item's exception this call raised, if it did: one outside ``Exception`` is no stop (``_abandon``)."""
         self.collected: list[ChunkStats] = []
@@ -963,8 +964,7 @@ class MapRun:
         capped = pool.remote and self.config.max_workers is not None and self.config.max_workers < pool.workers
         ahead = self._ahead_of_the_consumer()
         limit = workers if capped else ahead or in_flight_limit(workers)
-        if ahead is not None:
-            self.bytes_cap = AHEAD_HINTS * self.config.task_size_hint_bytes
+        self.bytes_cap = (IN_FLIGHT_HINTS if ahead is None else AHEAD_HINTS) * self.config.task_size_hint_bytes
         while True:
             if self.source.cut:  # a slow input: what is ready goes out before more of it is read
                 yield from self._ready_blocks()

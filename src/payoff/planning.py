@@ -1984,8 +1984,9 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.gil_threads = known.gil_threads
     probe.factors = dict(known.side_by_side.factors)
     probe.gil_held = known.gil_held
-    probe.import_seconds, probe.imported_on, probe.imported_in = \
-        known.import_seconds, known.imported_on, frozenset(known.imported_in)
+    probe.import_seconds, probe.imported_on = known.import_seconds, known.imported_on
+    if known.import_seconds:  # only then any (``Knowledge`` notes pids only then), read by ``_imports_again``
+        probe.imported_in = frozenset(known.imported_in)
 
 
 def _chunk_size(costs: CostModel, call: Call, strategy: str, workers: int, cost: float | None,

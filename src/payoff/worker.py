@@ -1359,14 +1359,13 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
     the parent that a worker ended. ``native_threads`` is what
     :func:`payoff._native_threads.per_worker` decided for the pool. A forked
     worker first drops the parent's copy of loky's executor, while it is still
-    the only thread here, so ``joblib.Parallel`` in its items starts its own, and forgets the modules
-    other parent threads were importing at the fork, so its items import them afresh instead of waiting forever.
+    the only thread here, so ``joblib.Parallel`` in its items starts its own (the modules other parent
+    threads were importing at the fork were forgotten at the fork itself: ``_forks.forget_unfinished_imports``).
     """
     global _in_worker_process
     _in_worker_process = True
     if _forks.forked():
         _forks.forget_inherited_loky()
-        _forks.forget_unfinished_imports()
     _draw_afresh()
     deaf_to_the_groups_ctrl_c()
     _exit.stop_loky_before_joins()

@@ -432,12 +432,13 @@ class PickledPoolStrategy(Strategy):
     def _submit_payload(self, pool: Any, fn: Any, payload: bytes, pickler: str,
                         entry: Callable[[bytes, str], bytes]) -> Future[Any]:
         """A chunk naming a shipped file holds it until the chunk is done, however its call ended."""
+        sent = _SentOnce(payload)
         if not isinstance(fn, ShippedFn):
-            return self._into(pool, entry, _SentOnce(payload), pickler)
+            return self._into(pool, entry, sent, pickler)
         digest = fn.digest
         self._hold(digest)
         try:
-            future = self._into(pool, entry, _SentOnce(payload), pickler)
+            future = self._into(pool, entry, sent, pickler)
         except BaseException:
             self._release(digest)
             raise
