@@ -67,7 +67,10 @@ def test_the_samplers_thread_ends_when_no_call_needs_it(monkeypatch: pytest.Monk
 
 
 def _threads_builder(cpu_ratio: float | None, waits: GilWaits | None) -> RecordBuilder:
-    rec = RecordBuilder(1, "w", "threads", None, 20, time.monotonic_ns(), time.time())
+    """A threads call begun as long ago as its chunks ran (30 ms): begun now, whether its pool kept a core busy
+    (``_gil_filled``, which prices unmeasured threads as CPU-bound) turned on the clock between making and
+    building it, and a CI run built one record past 1.25 ms and its twin within it (0.03 s against 0.001 s)."""
+    rec = RecordBuilder(1, "w", "threads", None, 20, time.monotonic_ns() - 30_000_000, time.time())
     rec.selected, rec.workers, rec.cpu_ratio, rec.gil_waits = "threads", 16, cpu_ratio, waits
     return rec
 
