@@ -535,13 +535,14 @@ def sys_exit_on_five(x: int) -> int:
 
 
 def spin_first_then_sleep(x: int) -> int:
-    """Item 0 holds the CPU 3 ms before it sleeps 2 ms, the others only sleep: the probe's CPU share (item 0's,
-    ~0.6) is not the rest's (~0.02)."""
+    """Item 0 holds the CPU 15 ms before it sleeps 10 ms, the others only sleep: the probe's CPU share (item 0's,
+    ~0.6) is not the rest's (~0.01). Sleeps this long keep a loaded machine's waits for a CPU at each wake-up
+    (which may be GIL holding, for all a record can tell) a small part of the rest's time."""
     if x == 0:
-        end = time.process_time() + 0.003
+        end = time.process_time() + 0.015
         while time.process_time() < end:
             pass
-    time.sleep(0.002)
+    time.sleep(0.010)
     return x
 
 

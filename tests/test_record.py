@@ -510,12 +510,15 @@ def test_threads_of_items_that_wait_more_than_the_probes_are_not_priced_below_th
     """The probe's CPU share priced every threads chunk by its CPU, and the items after a probe of 3 ms CPU and
     2 ms sleep only slept: 39 sleeps of 2 ms were priced at 8-12 ms, 0.15x recorded for a call faster than the
     loop (and on a loaded machine a probe of a plain 2 ms sleep read a share of 0.12 and priced 40 of them at
-    33 ms). A thread waits for the GIL only while another holds it: that bounds what its CPU can take off."""
+    33 ms). A thread waits for the GIL only while another holds it: that bounds what its CPU can take off.
+    Items of 10 ms sleeps here (15 ms CPU for the first): under 8 busy programs on 2 cores each wake-up of a 2 ms
+    sleep waited ~1 ms for a CPU, counted as time the GIL may have been held, which took the floor for 39 such
+    items to 33-49 ms (a clean-clone CI run read 36 ms): bounded as it must be, but no longer the property tested."""
     with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2)) as ex:
         ex.map(tasks.spin_first_then_sleep, range(40))
         record = ex.last_record
     assert record is not None and record.selected_strategy == "threads", record
-    assert record.serial_estimate_seconds >= 0.5 * 39 * 0.002, record
+    assert record.serial_estimate_seconds >= 0.5 * 39 * 0.010, record
 
 
 def test_the_gil_can_hold_a_thread_back_only_while_another_thread_holds_it() -> None:
