@@ -572,10 +572,13 @@ def test_an_imap_a_named_pool_found_too_small_still_keeps_its_timeout(kind: str)
     """A named backend that finds a call too small for its pool runs it here, serially; an ``imap`` ran it in its
     consumer's thread, where one hung item held ``next()`` for as long as it hung (20 s past ``timeout=1``). Its
     items now run on a payoff thread the consumer waits for no longer than the time left (named ``threads``;
-    a backend named for its processes keeps such a call in its workers under a timeout, below)."""
+    a backend named for its processes keeps such a call in its workers under a timeout, below). The threshold
+    makes "too small" hold on a loaded machine too, where a descheduled first call measured its items dear enough
+    to run the second on the pool (once in a suite run beside two busy programs)."""
     _HUNG["release"].clear()
     try:
-        with ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2)) as ex:
+        with ParallelExecutor(config=ParallelConfig(strategy="threads", max_workers=2,
+                                                    tiny_workload_threshold=0.5)) as ex:
             assert ex.map(_hangs_on_five, [0, 1, 2, 3]) == [0, 1, 2, 3]  # measured: instant items
             got: list[int] = []
             with pytest.raises(TimeoutError):
