@@ -1025,6 +1025,12 @@ def burn_cpu(seconds: float, x: int) -> int:
     return x
 
 
+def burn_then_echo(seconds: float, x: int) -> int:
+    """``x``, after ``seconds`` of this thread's CPU time (holding the GIL)."""
+    burn_cpu(seconds, x)
+    return x
+
+
 def closure_of_kind(kind: str) -> Callable[[int], int]:
     """A closure per kind, all of one code object: what a factory of work functions hands out."""
     def item(x: int) -> int:

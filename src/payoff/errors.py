@@ -140,6 +140,14 @@ class ClusterNotReadyError(RuntimeError):
     falls back with it as its ``init_failure`` detail, a ``submit`` raises it."""
 
 
+class ClusterUnreachableError(ConnectionError, ClusterNotReadyError):
+    """The dask scheduler could not be reached (or could not answer) within the connect timeout.
+
+    A ``ClusterNotReadyError`` too: code that catches the documented class for a cluster that cannot take work
+    missed a scheduler that was gone (on an address, or while a user's Client tried to reconnect; hunt 65, F3),
+    and a ``ConnectionError``, as it was first."""
+
+
 class WorkerInitError(BrokenExecutor):
     """A worker's ``worker_initializer`` raised, so its pool could not start.
 
@@ -189,6 +197,6 @@ class EventLoopBlockedWarning(RuntimeWarning):
     """
 
 
-__all__ = ["ClusterNotReadyError", "EventLoopBlockedWarning", "ModuleReloadedWarning", "PoolStartTimeoutError",
-           "PoolStoppedError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning", "WorkerCrashedError",
-           "WorkerInitError", "describe_exit"]
+__all__ = ["ClusterNotReadyError", "ClusterUnreachableError", "EventLoopBlockedWarning", "ModuleReloadedWarning",
+           "PoolStartTimeoutError", "PoolStoppedError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning",
+           "WorkerCrashedError", "WorkerInitError", "describe_exit"]

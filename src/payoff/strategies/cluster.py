@@ -48,6 +48,7 @@ from typing import Any
 from payoff import _forks
 from payoff._extras import extra_needed
 from payoff.config import ParallelConfig, is_dask_client
+from payoff.errors import ClusterUnreachableError as ClusterUnreachableError
 from payoff.errors import PoolStartTimeoutError
 from payoff.strategies.base import START_WAIT_SLICE_SECONDS, StartStop
 
@@ -73,10 +74,6 @@ class ClusterFacts:
     """What the last connection to this scheduler cost; 0.0 for a user's ``Client``, which is already connected."""
     measured_at: float
     """``time.monotonic()`` when the scheduler answered: how old, and so how trustworthy, the facts are."""
-
-
-class ClusterUnreachableError(ConnectionError):
-    """The dask scheduler could not be reached (or could not answer) within the connect timeout."""
 
 
 @dataclass(eq=False)

@@ -257,17 +257,14 @@ class DaskStrategy(Strategy):
             self.client = Client(self._cluster, set_as_default=False)
         else:
             facts = cluster.cluster_facts(self.client, self._start_stop)
-        if not self.client.run(_nothing):  # no worker answered: the cluster has none (yet)
-            self._await_first_worker()
+        self._await_first_worker()
         if self._cluster is not None:
             self._deaf_to_the_groups_ctrl_c()
         if self.initializer is not None:
-            self.client.run(self.initializer, *self.initargs)
-        seen = len(self.client.run(_nothing))  # proves every worker is up, and counts them
+            self._initialize_workers()
+        threads, seen, _ = cluster.worker_counts(self.client)
         target = self._target()
-        if target is None:
-            threads = cluster.worker_counts(self.client)[0]
-        else:
+        if target is not None:
             if facts is None or seen != facts.n_workers:  # the cluster changed since it was last asked
                 cluster.invalidate(target)
                 facts = cluster.cluster_facts(target)
@@ -318,17 +315,21 @@ class DaskStrategy(Strategy):
                 raise PoolClosedError(f"the {self.name} pool's scheduler is gone: {exc}") from exc
 
     def _await_first_worker(self) -> None:
-        """Wait, bounded, for a first worker of a cluster that has none; ``ClusterNotReadyError`` if none comes.
+        """Wait, bounded, for a worker to run a task; ``ClusterNotReadyError`` if none comes.
 
         A task waits on the scheduler meanwhile: an adaptive cluster starts workers for queued work, not for
-        a client that only waits. Without this the chunks waited there for ever (helper 46, F1).
+        a client that only waits. Without this the chunks waited there for ever (helper 46, F1). One task, which
+        any worker may run, and not a call to every worker: a pool started again while its user's
+        ``client.restart()`` brought the workers back failed on one still restarting (``CommClosedError``),
+        or waited 30 s to connect to one gone, and the call raised that the cluster was gone (hunt 65, F2).
         """
+        assert self.client is not None
         stop = self._start_stop
         limit = min(FIRST_WORKER_SECONDS, self.start_timeout)
         began = time.monotonic()
         ping = self.client.submit(_nothing, pure=False)
         try:
-            while not ping.done():
+            while not _done_within(ping, 0.05):
                 if stop is not None and stop.expired():
                     raise PoolStartTimeoutError(
                         f"payoff: the {self.name} cluster at {self._where()} had no workers when the call's timeout "
@@ -344,12 +345,22 @@ class DaskStrategy(Strategy):
                         f"{limit:g} s of a task waiting for one. Start workers for it; an adaptive cluster, which "
                         "starts them on demand, may need longer than payoff waits: call client.wait_for_workers(1) "
                         "(or scale the cluster) before mapping")
-                time.sleep(0.05)
             ping.result()
         finally:
             if not ping.done():
                 with contextlib.suppress(Exception):
                     ping.cancel()
+            with contextlib.suppress(Exception):
+                ping.release()
+
+    def _initialize_workers(self) -> None:
+        """The worker initializer, run on every worker: its own error fails the start (``init_failure``); a worker
+        that cannot be reached now (restarting, gone) is left out, as one that joins later is."""
+        assert self.client is not None and self.initializer is not None
+        answers = self.client.run(self.initializer, *self.initargs, on_error="return")
+        for answer in answers.values():
+            if isinstance(answer, BaseException) and not _unreachable(answer):
+                raise answer
 
     def _where(self) -> str:
         """The scheduler's address, for messages."""
@@ -441,6 +452,8 @@ class DaskStrategy(Strategy):
             finally:
                 with self._remote_lock:
                     self._remote.pop(f, None)
+                with contextlib.suppress(Exception):  # a client closing: its futures go with it
+                    f.release()  # relayed: an error's frames hold ``f``, and the scheduler kept the chunk meanwhile
 
         remote.add_done_callback(done)
         return local
@@ -718,6 +731,19 @@ def _relay(remote: Any, local: Future[Any], stamp: bool = True,
         return
     with contextlib.suppress(InvalidStateError):
         local.set_result((result, arrived_ns) if stamp else result)
+
+
+def _done_within(remote: Any, seconds: float) -> bool:
+    """Whether ``remote`` is done, waiting for it at most ``seconds`` (its error, if it failed, is raised)."""
+    with contextlib.suppress(TimeoutError):
+        remote.result(timeout=seconds)
+    return bool(remote.done())
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a call to one worker failed because that worker could not be reached, not because of what it ran."""
+    return type(exc).__name__ == "CommClosedError" or (
+        isinstance(exc, OSError) and str(exc).startswith("Timed out trying to connect"))
 
 
 def _nanny_failed(exc: BaseException) -> bool:
