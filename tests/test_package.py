@@ -170,7 +170,9 @@ def test_stack_writes_refuses_and_forces(tmp_path: Path, capsys: pytest.CaptureF
     assert f"ARG PAYOFF_VERSION={__version__}\n" in (target / "Dockerfile").read_text()
 
     assert main(["stack", str(target), "--wheel", str(wheel)]) == 0, "identical files are not a conflict"
-    assert "already up to date" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"the demo stack in {target} is up to date: {len(expected)} files, none written" in out, out
+    assert "wrote" not in out, "it said it wrote files when it wrote none (hunt 65)"
 
     rules = target / "deploy" / "alerts.yml"
     rules.write_text("groups: []  # mine\n")

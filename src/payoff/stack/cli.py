@@ -108,8 +108,12 @@ def _export(args: argparse.Namespace) -> int:
 
 def _report(done: stack.Written, what: str) -> None:
     count = len(done.written) + len(done.unchanged)
-    unchanged = f" ({len(done.unchanged)} already up to date)" if done.unchanged else ""
-    removed = f"; removed {', '.join(done.removed)}" if done.removed else ""
-    print(f"wrote {what} to {done.target}: {count} file{'s' if count != 1 else ''}{unchanged}{removed}")
+    files = f"{count} file{'s' if count != 1 else ''}"
+    if not done.written and not done.removed:  # "wrote ... (13 already up to date)" told of files it never wrote
+        print(f"{what} in {done.target} is up to date: {files}, none written")
+    else:
+        unchanged = f" ({len(done.unchanged)} already up to date)" if done.unchanged else ""
+        removed = f"; removed {', '.join(done.removed)}" if done.removed else ""
+        print(f"wrote {what} to {done.target}: {files}{unchanged}{removed}")
     if done.note:
         print(done.note)

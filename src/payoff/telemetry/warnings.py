@@ -35,13 +35,20 @@ _ENDED = {"cancelled": "it was cancelled", "error": "it failed", "timeout": "it 
 told 50 items of a call that raised on its first as run (hunt 56, F3)."""
 
 
-def fallback_message(record: MapRecord) -> str:
+_LEFT = "its reader stopped asking for results"
+"""How an ``imap`` its reader left (closed, dropped, or an ``islice`` of it done) ended: its outcome is
+"cancelled", but "it was cancelled" told the docs' own ``islice(ex.imap(f, count()), 10)`` that something
+had stopped it (hunt 65)."""
+
+
+def fallback_message(record: MapRecord, left: bool = False) -> str:
+    """``left``: an ``imap`` whose reader stopped before its end (it ended with ``GeneratorExit``)."""
     reason = record.fallback_reason
     assert reason is not None
     wanted = record.requested_strategy
     what = (f"recovered on {record.selected_strategy}" if not record.fell_back
             else f"ran serially instead of {wanted}")
-    ended = _ENDED.get(record.outcome)
+    ended = _LEFT if left and record.outcome == "cancelled" else _ENDED.get(record.outcome)
     if ended is not None and record.fell_back:  # its plan's items did not all run: say how many did
         what = f"were planned to run serially instead of {wanted}, and {record.items_done:,} ran before {ended}"
     advice = advice_of(record)
@@ -67,7 +74,8 @@ class FallbackWarnings(Observer):
 
         try:
             self._shown.warn_lazily(call.site, ParallelFallbackWarning,
-                                    lambda: ParallelFallbackWarning(fallback_message(record), reason, record),
+                                    lambda: ParallelFallbackWarning(
+                                        fallback_message(record, isinstance(error, GeneratorExit)), reason, record),
                                     (reason,))
         except ParallelFallbackWarning as raised:
             if error is None or isinstance(error, GeneratorExit):  # an imap closed early: nobody reads its notes
