@@ -4,17 +4,21 @@ payoff's threads column misses W5's 1.10x-the-best-peer line in every recorded r
 time into what the caller's thread spends (planning, sending chunks, taking results, the record and its
 observers) and what each item costs on the pool's threads, beside ThreadPoolExecutor(2) given the same
 number of chunks (the fastest chunking here) and ThreadPoolExecutor() with its default workers, unchunked, as
-the matrix runs it. Medians of 15 rounds, every column in each round.
+the matrix runs it. Medians of 15 rounds, every column in each round, each round in another order (the
+column run right after the loop met caches the loop had cooled, 5 ms of 36 here).
 
-    python benchmarks/bench_threads_breakdown.py
+    python benchmarks/bench_threads_breakdown.py    # then: python benchmarks/report.py
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,7 @@ import workloads
 from payoff import ParallelConfig, ParallelExecutor
 
 ROUNDS = 15
+RESULTS = Path(__file__).resolve().parent / "results"
 ITEMS = [np.full(131_072, float(i)) for i in range(500)]
 fn = workloads.array_sum
 
@@ -59,8 +64,9 @@ def main() -> None:
         "ThreadPoolExecutor(2), as many chunks": tpe_chunked,
         "ThreadPoolExecutor(), unchunked": lambda: list(default.map(fn, ITEMS)),
     }
-    for _ in range(ROUNDS):
-        for name, run in columns.items():
+    order = list(columns.items())
+    for round_ in range(ROUNDS):
+        for name, run in order[round_ % len(order):] + order[:round_ % len(order)]:  # none always runs first
             cpu.clear()
             main_began, began = time.thread_time_ns(), time.perf_counter()
             run()
@@ -72,12 +78,21 @@ def main() -> None:
             elif cpu:
                 spent.setdefault(f"{name}: pool CPU an item", []).append(statistics.median(cpu))
     loop = statistics.median(spent["loop"])
+    columns_out: dict[str, dict[str, float]] = {}
     for name, values in spent.items():
         median = statistics.median(values)
-        if ":" in name:
+        column, _, part = name.partition(": ")
+        columns_out.setdefault(column, {})[part or "seconds"] = median
+        if part:
             print(f"    {name:<55} {median * 1e6:9.1f} us")
         else:
             print(f"{name:<59} {median * 1e3:7.1f} ms ({median / loop:.2f}x the loop)")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "threads_breakdown.json").write_text(json.dumps(
+        {"date": time.strftime("%Y-%m-%d"), "commit": commit, "chunks": payoff_ex.last_record.chunks_cut
+         if payoff_ex.last_record else None, "columns": columns_out}, indent=2) + "\n")
     for ex in (payoff_ex, quiet_ex):
         ex.shutdown()
     two.shutdown()
