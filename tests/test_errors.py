@@ -5,6 +5,7 @@ thread (``multiprocessing.Pool.map`` hung) or broke the pool for every task (int
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pickle
 import pkgutil
@@ -28,7 +29,7 @@ from payoff.strategies.main_guard import ImportingMainError
 from payoff.strategies.start_failure import ProcessesRefused
 from payoff.telemetry.records import InvalidRecord, LineProblem, RecordsFileError
 from payoff.telemetry.server import MetricsConfigError, MetricsExposureWarning
-from payoff.telemetry.warnings import ParallelFallbackWarning
+from payoff.telemetry.warnings import ParallelFallbackWarning, fallback_message
 from tests import tasks
 
 
@@ -37,6 +38,22 @@ def _record() -> payoff.MapRecord:
         ex.map(abs, range(5))
         assert ex.last_record is not None
         return ex.last_record
+
+
+@pytest.mark.parametrize("detail", [
+    "1 dask worker(s) (tcp://127.0.0.1:1; 1 thread(s)) left the cluster while running this call's chunks (killed, "
+    "a machine gone, or retired): dask reran them on the others",
+    "the dask pool broke (FutureCancelledError: run_dask_chunk-1 cancelled for reason: scheduler-restart.); "
+    "lost chunks were rerun in fresh workers"])
+def test_a_dask_worker_the_cluster_let_go_is_not_told_as_a_crash(detail: str) -> None:
+    """A worker retired by a scale-down, or restarted by ``client.restart()``, under a call: its warning said "a
+    worker died (out of memory, os._exit, a crash in native code)" (hunt 65)."""
+    from payoff.record import CLUSTER_LOST_ADVICE
+
+    record = dataclasses.replace(_record(), selected_strategy="dask", fallback_reason=Reason.MAP_FAILURE_RETRY,
+                                 fallback_detail=detail)
+    message = fallback_message(record)
+    assert CLUSTER_LOST_ADVICE[1:] in message and "os._exit" not in message, message
 
 
 CASES: list[BaseException] = [

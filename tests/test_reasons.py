@@ -325,9 +325,9 @@ def test_a_fallback_warning_is_written_only_when_it_is_shown(monkeypatch: pytest
 
     written: list[str] = []
 
-    def counted(record: Any) -> str:
+    def counted(record: Any, *rest: Any) -> str:
         written.append(record.workload)
-        return real(record)
+        return real(record, *rest)
 
     real = payoff_warnings.fallback_message
     monkeypatch.setattr(payoff_warnings, "fallback_message", counted)

@@ -562,6 +562,14 @@ RERUN_BY_LIBRARY = "re-run serially by its library: "
 """How a recovery's detail begins when the library re-ran the whole call itself after payoff's map failed
 (calibrated-explanations does): its warning came as the map failed, naming what failed."""
 RERUN_ADVICE = "see the warning given as its map failed: it names what failed there and what to do"
+CLUSTER_LOST = ("left the cluster while running this call's chunks", "scheduler-restart")
+"""In a dask call's ``map_failure_retry`` detail: a worker left under it (``DaskStrategy.departed_for``), or the
+user's ``client.restart()`` cancelled its chunks."""
+CLUSTER_LOST_ADVICE = ("nothing to do if the cluster changed (scaled down, restarted, a machine gone): its work was "
+                       "rerun on the workers it has; a worker that died of an item (out of memory, a crash in native "
+                       "code) does so again, and then the WorkerCrashedError names the item")
+"""A retired or restarted dask worker was told as a crash: "a worker died (out of memory, os._exit, a crash in
+native code)" (hunt 65)."""
 
 
 ABOVE_THE_LIMIT = "is above task_size_hint_bytes="
@@ -594,6 +602,9 @@ def advice_of(record: MapRecord) -> str:
         return RUN_INLINE_ADVICE
     if record.fallback_detail.startswith(RERUN_BY_LIBRARY):
         return RERUN_ADVICE
+    if record.fallback_reason is Reason.MAP_FAILURE_RETRY and record.selected_strategy == "dask" \
+            and any(said in record.fallback_detail for said in CLUSTER_LOST):
+        return CLUSTER_LOST_ADVICE
     if record.fallback_reason is Reason.UNPICKLABLE and CLOUDPICKLE_CANNOT in record.fallback_detail:
         return UNSENDABLE_ADVICE
     if record.fallback_reason is Reason.PAYLOAD_TOO_LARGE and FUNCTION_CARRIES in record.fallback_detail:

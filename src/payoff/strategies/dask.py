@@ -37,6 +37,7 @@ from payoff._exit import QuietAtExit
 from payoff._extras import extra_needed
 from payoff._import_clock import warmup_since
 from payoff.errors import ChunkKilledWorkers, ClusterNotReadyError, PoolStartTimeoutError
+from payoff.record import CLUSTER_LOST
 from payoff.strategies import SHIP_ONCE_BYTES, cluster
 from payoff.strategies.base import ChunkTask, PoolClosedError, Strategy, closed_pool
 from payoff.strategies.main_guard import REFUSED, unguarded_main_hint
@@ -583,7 +584,7 @@ class DaskStrategy(Strategy):
         names = [w for w, _ in seen]
         threads = sum(t for _, t in seen)
         return (f"{len(names)} dask worker(s) ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}; "
-                f"{threads} thread(s)) left the cluster while running this call's chunks (killed, a machine gone, "
+                f"{threads} thread(s)) {CLUSTER_LOST[0]} (killed, a machine gone, "
                 "or retired): dask reran them on the others. The record's workers and utilization count the "
                 "threads the call began with")
 
