@@ -59,6 +59,12 @@ def failing_initializer(caller: int = -1) -> None:
         raise RuntimeError("initializer refuses to start")
 
 
+def initializer_timing_out(caller: int = -1) -> None:
+    """As :func:`failing_initializer`, with an error worded as dask words a worker it could not reach."""
+    if os.getpid() != caller or threading.current_thread() is not threading.main_thread():
+        raise OSError("Timed out trying to connect to the licence server")
+
+
 def identity(x: Any) -> Any:
     return x
 

@@ -318,6 +318,39 @@ def test_a_submit_to_a_scheduler_that_is_gone_raises_the_documented_error() -> N
     assert "127.0.0.1" in str(info.value)
 
 
+def test_a_cluster_whose_every_worker_is_busy_still_takes_a_calls_chunks(client: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool's start that waited for a task to run read a cluster whose every worker was busy (a shared
+    cluster, another executor's long map) as one with no workers, and the call fell back (review 68: 10 s of
+    busy workers, 3 of 3). It asks the scheduler for its workers; the chunks queue there behind the busy ones."""
+    monkeypatch.setattr(dask_strategy, "FIRST_WORKER_SECONDS", 1.0)
+    busy = [client.submit(time.sleep, 3, pure=False) for _ in client.nthreads()]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ParallelFallbackWarning)
+            with ParallelExecutor(ParallelConfig(strategy=client, **FORCE)) as ex:
+                assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+                record = ex.last_record
+        assert record is not None and record.selected_strategy == "dask" and record.fallback_reason is None, record
+    finally:
+        client.cancel(busy)
+
+
+def test_an_initializers_own_error_worded_like_an_unreachable_worker_still_fails_the_start(client: Any) -> None:
+    """The initializer runs on every worker, and a worker that cannot be reached is left out; an error of the
+    initializer's own that read like one (an ``OSError`` "Timed out trying to connect...") was taken for it and
+    the chunks ran where it never finished (review 68)."""
+    config = ParallelConfig(strategy=client, worker_initializer=tasks.initializer_timing_out,
+                            worker_init_args=(os.getpid(),), **FORCE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        with ParallelExecutor(config) as ex:
+            assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+            record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record
+    assert "licence server" in record.fallback_detail, record.fallback_detail
+
+
 def test_a_map_over_several_sequences_runs_on_the_cluster_as_columns(client: Any) -> None:
     with ParallelExecutor(ParallelConfig(strategy=client, **FORCE)) as ex:
         got = ex.map(tasks.spin_with, [None] * 150, list(range(200)))

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Future, InvalidStateError
 from typing import Any
@@ -258,12 +259,14 @@ class DaskStrategy(Strategy):
             self.client = Client(self._cluster, set_as_default=False)
         else:
             facts = cluster.cluster_facts(self.client, self._start_stop)
-        self._await_first_worker()
+        threads, seen, _ = cluster.worker_counts(self.client)
+        if not seen:  # the scheduler knows no worker: the cluster has none (yet)
+            self._await_first_worker()
+            threads, seen, _ = cluster.worker_counts(self.client)
         if self._cluster is not None:
             self._deaf_to_the_groups_ctrl_c()
         if self.initializer is not None:
             self._initialize_workers()
-        threads, seen, _ = cluster.worker_counts(self.client)
         target = self._target()
         if target is not None:
             if facts is None or seen != facts.n_workers:  # the cluster changed since it was last asked
@@ -316,13 +319,18 @@ class DaskStrategy(Strategy):
                 raise PoolClosedError(f"the {self.name} pool's scheduler is gone: {exc}") from exc
 
     def _await_first_worker(self) -> None:
-        """Wait, bounded, for a worker to run a task; ``ClusterNotReadyError`` if none comes.
+        """Wait, bounded, for a first worker of a cluster that has none; ``ClusterNotReadyError`` if none comes.
 
         A task waits on the scheduler meanwhile: an adaptive cluster starts workers for queued work, not for
-        a client that only waits. Without this the chunks waited there for ever (helper 46, F1). One task, which
-        any worker may run, and not a call to every worker: a pool started again while its user's
-        ``client.restart()`` brought the workers back failed on one still restarting (``CommClosedError``),
-        or waited 30 s to connect to one gone, and the call raised that the cluster was gone (hunt 65, F2).
+        a client that only waits. Without this the chunks waited there for ever (helper 46, F1). A task that a
+        ``client.restart()`` cancelled (its workers all down at once) is sent again: the start failed with
+        dask's ``FutureCancelledError`` (review 68).
+
+        The start asks the scheduler for its workers first (``_start``) and waits only when it knows none, not
+        for each worker to answer a call: a pool started again while a ``client.restart()`` brought them back
+        failed on one still restarting (``CommClosedError``) or waited 30 s to connect to one gone, and the
+        call raised that the cluster was gone (hunt 65, F2); nor for a task to run, which on a cluster whose
+        every worker was busy for 10 s failed as one with no workers (review 68).
         """
         assert self.client is not None
         stop = self._start_stop
@@ -331,6 +339,10 @@ class DaskStrategy(Strategy):
         ping = self.client.submit(_nothing, pure=False)
         try:
             while not _done_within(ping, 0.05):
+                if ping.status == "cancelled" and not (stop is not None and stop.is_set()):
+                    with contextlib.suppress(Exception):
+                        ping.release()
+                    ping = self.client.submit(_nothing, pure=False)  # a restart cancelled it: it counts for none
                 if stop is not None and stop.expired():
                     raise PoolStartTimeoutError(
                         f"payoff: the {self.name} cluster at {self._where()} had no workers when the call's timeout "
@@ -356,12 +368,18 @@ class DaskStrategy(Strategy):
 
     def _initialize_workers(self) -> None:
         """The worker initializer, run on every worker: its own error fails the start (``init_failure``); a worker
-        that cannot be reached now (restarting, gone) is left out, as one that joins later is."""
+        that cannot be reached now (restarting, gone) is left out, as one that joins later is, unless none
+        could be: then that failure is the start's."""
         assert self.client is not None and self.initializer is not None
-        answers = self.client.run(self.initializer, *self.initargs, on_error="return")
+        answers = self.client.run(_initialized_by, self.initializer, *self.initargs, on_error="return")
+        unreached: list[BaseException] = []
         for answer in answers.values():
-            if isinstance(answer, BaseException) and not _unreachable(answer):
-                raise answer
+            if isinstance(answer, _InitializerRaised):
+                raise answer.error
+            if isinstance(answer, BaseException):
+                unreached.append(answer)
+        if unreached and len(unreached) == len(answers):
+            raise unreached[0]
 
     def _where(self) -> str:
         """The scheduler's address, for messages."""
@@ -524,16 +542,15 @@ class DaskStrategy(Strategy):
         other, given its first chunk just after that ask and killed 0.3 s later, left no word in the record
         (1 call in 12 beside two busy programs)."""
         end = time.monotonic() + WATCH_SECONDS
-        placed = _held_by_all(held, members)
         while (now := time.monotonic()) < end:
             with self._remote_lock:
-                out = {call for local in self._remote.values()
-                       if (call := getattr(local, "payoff_call", None)) is not None}
-            for call in first_out.keys() - out:
+                out = Counter(call for local in self._remote.values()
+                              if (call := getattr(local, "payoff_call", None)) is not None)
+            for call in first_out.keys() - out.keys():
                 del first_out[call]
-            for call in out - first_out.keys():
+            for call in out.keys() - first_out.keys():
                 first_out[call] = now
-            if any(now - first_out[call] < WATCH_SECONDS for call in out - placed):
+            if any(now - first_out[call] < WATCH_SECONDS for call in out.keys() - _placed(held, members, out)):
                 time.sleep(FIRST_LOOK_SECONDS)
                 return
             time.sleep(min(FIRST_LOOK_SECONDS, end - now))
@@ -738,11 +755,12 @@ def _relay(remote: Any, local: Future[Any], stamp: bool = True,
         local.set_result((result, arrived_ns) if stamp else result)
 
 
-def _held_by_all(held: dict[str, frozenset[int]], members: dict[str, int] | None) -> frozenset[int]:
-    """The calls every worker in ``members`` holds work of (by ``held``); with no members known, those any holds."""
-    if not members:
-        return frozenset().union(*held.values())
-    return frozenset.intersection(*(held.get(w, frozenset()) for w in members))
+def _placed(held: dict[str, frozenset[int]], members: dict[str, int] | None, out: Counter[int]) -> set[int]:
+    """The calls held by as many workers as they could be: every worker in ``members``, or one per chunk the call
+    has ``out`` where that is fewer (a call of one chunk on a cluster of two was watched closely for a whole
+    second, review 68); with no members known, by one."""
+    holders = Counter(call for calls in held.values() for call in calls)
+    return {call for call, n in out.items() if holders[call] >= (min(len(members), n) if members else 1)}
 
 
 def _done_within(remote: Any, seconds: float) -> bool:
@@ -752,10 +770,22 @@ def _done_within(remote: Any, seconds: float) -> bool:
     return bool(remote.done())
 
 
-def _unreachable(exc: BaseException) -> bool:
-    """Whether a call to one worker failed because that worker could not be reached, not because of what it ran."""
-    return type(exc).__name__ == "CommClosedError" or (
-        isinstance(exc, OSError) and str(exc).startswith("Timed out trying to connect"))
+class _InitializerRaised:
+    """What a worker's initializer raised, told apart from a worker that could not be reached (``client.run``
+    returns both as exceptions): a guess by the exception's type let an initializer's own ``CommClosedError``
+    or ``OSError`` through as an unreachable worker (review 68)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _initialized_by(initializer: Callable[..., object], *args: Any) -> _InitializerRaised | None:
+    """Runs on a worker: the initializer, its error returned tagged."""
+    try:
+        initializer(*args)
+    except BaseException as exc:  # its own SystemExit too: the start fails with it, as on a process pool
+        return _InitializerRaised(exc)
+    return None
 
 
 def _nanny_failed(exc: BaseException) -> bool:
