@@ -351,6 +351,31 @@ def test_an_initializers_own_error_worded_like_an_unreachable_worker_still_fails
     assert "licence server" in record.fallback_detail, record.fallback_detail
 
 
+def test_a_worker_that_joins_later_runs_the_initializer_too() -> None:
+    """The initializer ran once on the workers there were: a worker its nanny started after the first died
+    (as after a crash, a scale-up or ``client.restart()``) never ran it, and the next map's items failed there
+    ("predict ran where load_model never did"). It is a dask worker plugin now, which every joining worker runs;
+    the pool's shutdown takes it off the user's cluster."""
+    cluster = local_cluster(1)
+    user_client = Client(cluster, set_as_default=False)
+    try:
+        config = ParallelConfig(strategy=user_client, worker_initializer=tasks.load_model, worker_init_args=(3,),
+                                **FORCE)
+        with ParallelExecutor(config) as ex:
+            assert ex.map(tasks.predict, range(8)) == [3 * x for x in range(8)]
+            (address, pid), = user_client.run(os.getpid).items()
+            os.kill(pid, signal.SIGKILL)  # the worker process of the cluster this test started
+            until(lambda: user_client.nthreads() and address not in user_client.nthreads(), "a new worker", 60)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ParallelFallbackWarning)
+                assert ex.map(tasks.predict, range(8)) == [3 * x for x in range(8)]
+        plugins = user_client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+        assert not [p for p in plugins if p.startswith("payoff")], plugins
+    finally:
+        user_client.close()
+        cluster.close()
+
+
 def test_a_map_over_several_sequences_runs_on_the_cluster_as_columns(client: Any) -> None:
     with ParallelExecutor(ParallelConfig(strategy=client, **FORCE)) as ex:
         got = ex.map(tasks.spin_with, [None] * 150, list(range(200)))

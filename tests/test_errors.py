@@ -22,6 +22,7 @@ from payoff.cli import UsageError
 from payoff.report.cli import ReportError
 from payoff.stack import FilesExist, StackError
 from payoff.stack._wheel import NoWheel
+from payoff.strategies._dask_init import InitializerFailed
 from payoff.strategies.base import PoolClosedError
 from payoff.strategies.cluster import ClusterUnreachableError
 from payoff.strategies.dask import DaskKilledWorkers, DaskWorkerLost, ItemExit
@@ -87,6 +88,7 @@ CASES: list[BaseException] = [
     DaskWorkerLost("the scheduler went away"),
     DaskKilledWorkers("chunk 1 killed 4 workers"),
     ItemExit(SystemExit(4)),
+    InitializerFailed(ValueError("no model file")),
     ProcessesRefused("the processes pool could not start: the OS refused a new process", 10.0),
 ]
 

@@ -195,6 +195,8 @@ class DaskStrategy(Strategy):
         self.address = address
         self._owns_client = client is None
         self._cluster: Any = None
+        self._plugin: str | None = None
+        """The name of this pool's worker initializer on the cluster (``_initialize_workers``)."""
         self._environ: dict[str, str | None] = {}
         """What the variables a LocalCluster's nannies set were before it started (``_nanny_environ``)."""
         self._scattered: dict[str, Any] = {}
@@ -367,19 +369,27 @@ class DaskStrategy(Strategy):
                 ping.release()
 
     def _initialize_workers(self) -> None:
-        """The worker initializer, run on every worker: its own error fails the start (``init_failure``); a worker
-        that cannot be reached now (restarting, gone) is left out, as one that joins later is, unless none
-        could be: then that failure is the start's."""
+        """The worker initializer, on every worker now and on each that joins later (``_dask_init``): its own
+        error on a worker fails the start (``init_failure``); a worker the scheduler could not reach (one
+        restarting) gets it when it is back. Taken off the cluster when this pool shuts down."""
+        from payoff.strategies._dask_init import InitializerFailed, WorkerInitializer
+
         assert self.client is not None and self.initializer is not None
-        answers = self.client.run(_initialized_by, self.initializer, *self.initargs, on_error="return")
-        unreached: list[BaseException] = []
-        for answer in answers.values():
-            if isinstance(answer, _InitializerRaised):
-                raise answer.error
-            if isinstance(answer, BaseException):
-                unreached.append(answer)
-        if unreached and len(unreached) == len(answers):
-            raise unreached[0]
+        name = f"payoff-initializer-{uuid.uuid4().hex}"
+        try:
+            self.client.register_plugin(WorkerInitializer(self.initializer, self.initargs), name=name)
+        except InitializerFailed as failed:
+            self._unregister(self.client, name)
+            raise failed.error from None
+        except Exception:  # a worker out of reach: the scheduler keeps the plugin for its return
+            pass
+        self._plugin = name
+
+    @staticmethod
+    def _unregister(client: Any, name: str | None) -> None:
+        if name is not None:
+            with contextlib.suppress(Exception):  # a client closing, a scheduler gone: the plugin goes with it
+                client.unregister_worker_plugin(name)
 
     def _where(self) -> str:
         """The scheduler's address, for messages."""
@@ -659,6 +669,14 @@ class DaskStrategy(Strategy):
     def shutdown(self, wait: bool = True) -> None:
         with self._remote_lock:
             self._closed = True
+        if self.client is not None and self._cluster is None and self._plugin is not None:
+            # a user's cluster keeps no initializer of ours; a timeout's kill does not wait on the scheduler for it
+            if wait:
+                self._unregister(self.client, self._plugin)
+            else:
+                threading.Thread(target=self._unregister, args=(self.client, self._plugin),
+                                 name="payoff-dask-unregister", daemon=True).start()
+        self._plugin = None
         client, local_cluster = self.client, self._cluster
         self._scattered, self._blobs = {}, {}
         if self._owns_client and client is not None:
@@ -768,24 +786,6 @@ def _done_within(remote: Any, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         remote.result(timeout=seconds)
     return bool(remote.done())
-
-
-class _InitializerRaised:
-    """What a worker's initializer raised, told apart from a worker that could not be reached (``client.run``
-    returns both as exceptions): a guess by the exception's type let an initializer's own ``CommClosedError``
-    or ``OSError`` through as an unreachable worker (review 68)."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _initialized_by(initializer: Callable[..., object], *args: Any) -> _InitializerRaised | None:
-    """Runs on a worker: the initializer, its error returned tagged."""
-    try:
-        initializer(*args)
-    except BaseException as exc:  # its own SystemExit too: the start fails with it, as on a process pool
-        return _InitializerRaised(exc)
-    return None
 
 
 def _nanny_failed(exc: BaseException) -> bool:
