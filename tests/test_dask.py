@@ -376,6 +376,21 @@ def test_a_worker_that_joins_later_runs_the_initializer_too() -> None:
         cluster.close()
 
 
+def test_an_initializer_that_cannot_be_sent_to_the_cluster_fails_the_start(client: Any) -> None:
+    """Sending the initializer failed (an argument no pickler can send) and the start went on as if a worker
+    had been out of reach: the call ran on dask where the initializer ran nowhere (review of 79650f4; before
+    the plugin, the start failed: ``init_failure``)."""
+    config = ParallelConfig(strategy=client, worker_initializer=tasks.spin_ignoring,
+                            worker_init_args=(threading.Lock(),), **FORCE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParallelFallbackWarning)
+        with ParallelExecutor(config) as ex:
+            assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)]
+            record = ex.last_record
+    assert record is not None and record.fallback_reason is Reason.INIT_FAILURE, record
+    assert "lock" in record.fallback_detail, record.fallback_detail
+
+
 def test_a_map_over_several_sequences_runs_on_the_cluster_as_columns(client: Any) -> None:
     with ParallelExecutor(ParallelConfig(strategy=client, **FORCE)) as ex:
         got = ex.map(tasks.spin_with, [None] * 150, list(range(200)))

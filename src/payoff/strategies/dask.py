@@ -381,8 +381,8 @@ class DaskStrategy(Strategy):
         except InitializerFailed as failed:
             self._unregister(self.client, name)
             raise failed.error from None
-        except Exception:  # a worker out of reach: the scheduler keeps the plugin for its return
-            pass
+        except OSError:  # a worker out of reach (CommClosedError): the scheduler keeps the plugin for its return
+            pass  # any other error (an initializer no pickler can send) is the start's, as it was
         self._plugin = name
 
     @staticmethod
@@ -544,7 +544,7 @@ class DaskStrategy(Strategy):
                 empty_since = None
 
     def _pause(self, held: dict[str, frozenset[int]], first_out: dict[int, float],
-               members: dict[str, int] | None = None) -> None:
+               members: dict[str, int] | None) -> None:
         """Wait ``WATCH_SECONDS`` for the next ask, or ``FIRST_LOOK_SECONDS`` while a call out for less than
         ``WATCH_SECONDS`` (by ``first_out``, the calls out when last paused, updated here) is not held by every
         worker (``held``, of the ``members`` then): a worker that has none of its chunks yet may get one, and if
@@ -552,6 +552,7 @@ class DaskStrategy(Strategy):
         other, given its first chunk just after that ask and killed 0.3 s later, left no word in the record
         (1 call in 12 beside two busy programs)."""
         end = time.monotonic() + WATCH_SECONDS
+        holders = Counter(call for calls in held.values() for call in calls)
         while (now := time.monotonic()) < end:
             with self._remote_lock:
                 out = Counter(call for local in self._remote.values()
@@ -560,7 +561,7 @@ class DaskStrategy(Strategy):
                 del first_out[call]
             for call in out.keys() - first_out.keys():
                 first_out[call] = now
-            if any(now - first_out[call] < WATCH_SECONDS for call in out.keys() - _placed(held, members, out)):
+            if any(now - first_out[call] < WATCH_SECONDS for call in out.keys() - _placed(holders, members, out)):
                 time.sleep(FIRST_LOOK_SECONDS)
                 return
             time.sleep(min(FIRST_LOOK_SECONDS, end - now))
@@ -773,11 +774,10 @@ def _relay(remote: Any, local: Future[Any], stamp: bool = True,
         local.set_result((result, arrived_ns) if stamp else result)
 
 
-def _placed(held: dict[str, frozenset[int]], members: dict[str, int] | None, out: Counter[int]) -> set[int]:
-    """The calls held by as many workers as they could be: every worker in ``members``, or one per chunk the call
-    has ``out`` where that is fewer (a call of one chunk on a cluster of two was watched closely for a whole
-    second, review 68); with no members known, by one."""
-    holders = Counter(call for calls in held.values() for call in calls)
+def _placed(holders: Counter[int], members: dict[str, int] | None, out: Counter[int]) -> set[int]:
+    """The calls held (``holders``: by how many workers) by as many workers as they could be: every worker in
+    ``members``, or one per chunk the call has ``out`` where that is fewer (a call of one chunk on a cluster of
+    two was watched closely for a whole second, review 68); with no members known, by one."""
     return {call for call, n in out.items() if holders[call] >= (min(len(members), n) if members else 1)}
 
 
