@@ -153,6 +153,56 @@ def test_code_swapped_in_place_as_autoreload_does_reaches_fresh_workers(modules:
         assert len(told) == 1 and mylib.__name__ in told[0]
 
 
+CONSTANT = """
+FACTOR = {factor}
+
+
+def score(x):
+    s = 0
+    for i in range(20_000):
+        s += i
+    return x * FACTOR
+"""
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_a_constant_rebound_in_place_as_autoreload_does_reaches_fresh_workers(
+        modules: Modules, start_method: str) -> None:
+    """IPython 9's ``%autoreload 2`` runs an edited module's changed top-level statements in the module's own
+    namespace: a constant is rebound in place, with no new ``__spec__`` and no function's code swapped. The
+    warm workers kept the old constant: 1,999 of 2,000 results wrong, and no word (hunt 66)."""
+    mylib = modules.new(CONSTANT.format(factor=1))
+    with ParallelExecutor(_config("processes", start_method)) as ex:
+        assert _mapped(ex, mylib.score) == (list(range(40)), [])
+        modules.names.append(mylib.__name__)
+        modules.write(mylib.__name__, CONSTANT.format(factor=3))  # the edit, on disk
+        mylib.FACTOR = 3  # what autoreload runs of it
+        results, told = _mapped(ex, mylib.score)
+        assert results == [mylib.score(x) for x in range(40)] == [3 * x for x in range(40)]
+        assert len(told) == 1 and mylib.__name__ in told[0], told
+        assert ex.last_record is not None and ex.last_record.pool_started
+        assert _mapped(ex, mylib.score) == (results, [])  # the fresh workers have it: nothing to do again
+        assert ex.last_record.pool_reused
+
+
+def test_a_global_the_caller_sets_or_a_file_edited_without_a_reload_keeps_the_warm_pool(modules: Modules) -> None:
+    """Neither is a reload: a global set at run time (a cache filled, a counter) is the program's own state,
+    which a warm pool's workers never shared; and an edited file the caller did not load again runs old code in
+    the caller too (forked workers match it). A fresh pool for either would be paid again and again."""
+    mylib, edited = modules.new(CONSTANT.format(factor=1)), modules.new(CONSTANT.format(factor=1))
+    with ParallelExecutor(_config("processes", "fork")) as ex:
+        assert _mapped(ex, mylib.score) == _mapped(ex, edited.score) == (list(range(40)), [])
+        for factor in (1.0, 1):
+            mylib.FACTOR = factor  # rebound by the program, with no edit
+            assert _mapped(ex, mylib.score) == (list(range(40)), [])
+            assert ex.last_record is not None and ex.last_record.pool_reused
+        modules.names.append(edited.__name__)
+        modules.write(edited.__name__, CONSTANT.format(factor=5))  # edited, not loaded again
+        for _ in range(2):
+            assert _mapped(ex, edited.score) == (list(range(40)), [])
+            assert ex.last_record.pool_reused
+
+
 def test_a_module_first_imported_after_the_pool_started_is_no_reason_for_fresh_workers(modules: Modules) -> None:
     first = modules.new(SCORE.format(factor=1))
     with ParallelExecutor(_config("processes", "fork")) as ex:
@@ -274,6 +324,57 @@ def test_ipython_autoreload_in_a_real_kernel(modules: Modules, strategy: str, st
     assert json.loads(stdout.strip().splitlines()[-1]) == {
         "before": True, "reloaded": True, "started": True, "patched": True, "started_again": True, "in_place": True,
         "as_a_loop": True, "shared": True}
+    assert stderr.count(f"payoff: {name} was reloaded after the pool's workers started") == 2, stderr
+
+
+CONSTANT_CELLS = [
+    """%load_ext autoreload
+%autoreload 2""",
+    """import json, os, sys, time
+sys.path.insert(0, {folder!r})
+from payoff import ParallelConfig, ParallelExecutor
+import {name} as lib
+
+edits = []
+
+def edit(factor):
+    edits.append(factor)
+    path = {folder!r} + "/{name}.py"
+    with open(path, "w") as fh:
+        fh.write({source!r}.format(factor=factor))
+    stamp = time.time() + 10 * len(edits)
+    os.utime(path, (stamp, stamp))
+
+ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0))
+out = {{"before": ex.map(lib.score, range(40)) == list(range(40))}}""",
+    "edit(2)",  # autoreload's first reload of a module executes it again
+    """out["reloaded"] = ex.map(lib.score, range(40)) == [2 * x for x in range(40)]
+spec, code = lib.__spec__, lib.score.__code__""",
+    "edit(3)",  # the second runs only the changed statement, in the module's namespace
+    """out["in_place"] = lib.__spec__ is spec and lib.score.__code__ is code and lib.FACTOR == 3
+out["new_constant"] = ex.map(lib.score, range(40)) == [lib.score(x) for x in range(40)] == [3 * x for x in range(40)]
+ex.shutdown()
+print(json.dumps(out))""",
+]
+
+
+def test_ipython_autoreload_of_a_constant_in_a_real_kernel(modules: Modules) -> None:
+    """Hunt 66's notebook: ``%autoreload 2`` and an edit of only a constant the mapped function reads."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("IPython.extensions.autoreload")
+    name = f"nbconst_{os.getpid()}_{next(_names)}"
+    modules.names.append(name)
+    modules.write(name, CONSTANT.format(factor=1))
+    cells = [c.format(folder=str(modules.folder), name=name, source=CONSTANT) if "{" in c else c
+             for c in CONSTANT_CELLS]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3").execute()
+    outputs = [o for cell in nb.cells for o in cell.outputs]
+    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert json.loads(stdout.strip().splitlines()[-1]) == {"before": True, "reloaded": True, "in_place": True,
+                                                          "new_constant": True}
     assert stderr.count(f"payoff: {name} was reloaded after the pool's workers started") == 2, stderr
 
 

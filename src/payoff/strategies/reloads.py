@@ -17,15 +17,21 @@ process pool:
 - IPython 9's ``%autoreload 2`` patches the code of the module's functions in
   place (its "deduperreload") and leaves ``__spec__`` alone, so the code
   object of every function defined in the module (and in its classes) is
-  compared too, all at once in C.
+  compared too, all at once in C;
+- that autoreload also runs an edited module's changed top-level statements
+  in the module's namespace: a constant is rebound in place, and workers
+  kept the old one (1,999 of 2,000 results wrong, hunt 66). So a module
+  whose file changed on disk (one ``stat`` a module a call) has its globals
+  compared with those it had when noted.
 
 Only the user's own modules are watched: not the standard library, not
 site-packages (an editable install's source folder is the user's), not payoff.
 They are noted when the pool starts and, for modules imported later, when a
 call first finds them (found by the size of ``sys.modules`` changing): the
 workers import those by name from the same file, so a first import is no
-reload. A module changed in place another way (a global reassigned from
-outside, ``mylib.SCALE = 2``) is not seen.
+reload. A global the program sets at run time while the module's file is
+unchanged (a cache filled, ``mylib.SCALE = 2``) is the program's own state,
+which warm workers never shared, as with any process pool: not seen.
 """
 
 from __future__ import annotations
@@ -104,6 +110,38 @@ def _defined(obj: Any, name: str) -> list[types.FunctionType]:
     return [f for f in (obj, wrapped) if isinstance(f, types.FunctionType)]
 
 
+_Stamp = tuple[int, int]
+
+
+def _stamp(path: str | None) -> _Stamp | None:
+    """A file's modification time and size: what an edit changes."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:  # deleted or moved: nothing to compare
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _globals(module: types.ModuleType) -> dict[str, Any]:
+    """The module's own names and what they are bound to (the interpreter's ``__dunder__`` names change unasked:
+    ``__warningregistry__`` appears with the module's first warning)."""
+    return {k: v for k, v in list(vars(module).items()) if not k.startswith("__")}
+
+
+def _rebound(before: dict[str, Any], module: types.ModuleType) -> bool:
+    now = _globals(module)
+    return now.keys() != before.keys() or any(now[k] is not v for k, v in before.items())
+
+
+class _Edit:
+    """The mark of one edit of a module's file, the same for every pool that finds it (told once)."""
+
+
+_EDITS: dict[tuple[str, _Stamp | None], _Edit] = {}
+
+
 class CodeWatch:
     """The user's modules and their functions' code as a pool's workers got them.
 
@@ -119,6 +157,8 @@ class CodeWatch:
         self._codes: list[types.CodeType] = []
         """Each function's code when first seen (the functions are held: their code is what is watched)."""
         self._owners: list[str] = []
+        self._files: dict[str, tuple[str | None, _Stamp | None, dict[str, Any]]] = {}
+        """Module name to its file, that file's stamp and the module's globals when first seen."""
         self.note_new()
 
     def note_new(self) -> None:
@@ -130,8 +170,10 @@ class CodeWatch:
             module = modules[name]
             if not users_module(name, module):
                 continue
-            self._specs[name] = getattr(module, "__spec__", None)
+            spec = self._specs[name] = getattr(module, "__spec__", None)
             if isinstance(module, types.ModuleType):
+                path = spec.origin if spec is not None else module.__file__
+                self._files[name] = (path, _stamp(path), _globals(module))
                 for fn in _functions(module):
                     self._functions.append(fn)
                     self._codes.append(fn.__code__)
@@ -151,6 +193,10 @@ class CodeWatch:
             for fn, code, owner in zip(self._functions, self._codes, self._owners, strict=True):
                 if fn.__code__ != code:
                     found.setdefault(owner, fn.__code__)
+        for name, (path, stamp, before) in self._files.items():
+            if (now := _stamp(path)) != stamp and name not in found \
+                    and isinstance(module := modules.get(name), types.ModuleType) and _rebound(before, module):
+                found[name] = _EDITS.setdefault((name, now), _Edit())
         return [Reload(name, mark) for name, mark in found.items()]
 
 
