@@ -1441,8 +1441,8 @@ def test_the_function_carries_as_many_copies_as_the_estimate_moves() -> None:
     probe = Probe(seconds_per_item=1e-4, item_bytes=1024, fn_bytes=60_000)
     assert probe.fn_bytes < SHIP_ONCE_BYTES
     chunked = Estimate(0.04, 0.0, 0.05, 0.03, 0.02, fn_copies=8)
-    assert "the function carries 0.1 MB" in planning._carried(probe, chunked, 400)
-    assert planning._carried(probe, chunked._replace(fn_copies=1), 400) == ""
+    assert "the function carries 0.1 MB pickled, the most" in planning._carried(probe.fn_bytes, probe, chunked, 400)
+    assert planning._carried(probe.fn_bytes, probe, chunked._replace(fn_copies=1), 400) == ""
 
 
 def _crowded_serial_record(n_items: int, per_item: float) -> MapRecord:

@@ -403,7 +403,8 @@ class MapRun:
                              self.releases_gil, self.ex._pools.warm(), self._prior_calls(), self.timeout,
                              self.library.serial_because, cut_probe, self.token,
                              self.library.decide_after_first, sized=self.source.known_length is not None,
-                             warm_processes=self.ex._pools.warm_processes())
+                             warm_processes=self.ex._pools.warm_processes(),
+                             sends_by_value=functools.partial(self.ex._pools.sends_by_value, fn=self.fn))
 
     def _prior_calls(self) -> int:
         """Earlier calls of this call's workload, counted once for the call however often it is planned."""

@@ -20,6 +20,7 @@ from payoff._item_size import size_of_buffer
 from payoff._knowledge import VERDICT_REACH, Pickling, item_kind
 from payoff._probe import PROBE_MAX_ITEMS, Probe
 from payoff._side_by_side import comparable
+from payoff.strategies import CROSSES_PROCESSES, PICKLER
 from payoff.worker import ArrayRows, Zipped
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ def measure_payload(call: Call, probe: Probe) -> None:
     """
     if not probe.fn_checked:
         _measure_fn(call.fn, probe)
+        if probe.names_main and _may_send_by_value(call):
+            probe.fn_bytes_by_value = cloudpickled_size(call.fn) or probe.fn_bytes
     at = min(probe.n, len(call.items) - 1)
     shared = call.items.item_bytes if isinstance(call.items, ArrayRows | Zipped) else None
     probe.item_bytes = shared if shared is not None else _payload_bytes(probe, call.items[at], f"item {at}")
@@ -66,11 +69,21 @@ def measure_payload(call: Call, probe: Probe) -> None:
                                  (timed, results)))
 
 
+def _may_send_by_value(call: Call) -> bool:
+    """Whether a backend this call may run on sends a function that pickle names in ``__main__`` by value: a
+    cloudpickle backend named, or a warm process pool whose workers cannot look it up (``planning._fn_bytes``)."""
+    if PICKLER.get(call.requested) == "cloudpickle":
+        return True
+    asks = call.sends_by_value
+    return asks is not None and any(PICKLER[s] == "pickle" and asks(s) for s in call.warm & CROSSES_PROCESSES)
+
+
 def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
     """Pickle the function itself; when pickle refuses it, ask cloudpickle (it is shipped by it then)."""
     probe.fn_checked, probe.pickle_error, probe.cloudpickle_ok = True, "", None
     try:
-        probe.fn_bytes = out_of_band.dumps(fn, pickle.dumps).size  # a model's arrays sized where they lie
+        blob = out_of_band.dumps(fn, pickle.dumps)  # a model's arrays sized where they lie
+        probe.fn_bytes, probe.names_main = blob.size, blob.holds(b"__main__")
     except Exception as exc:
         probe.pickle_error = f"{_the_function(fn)} {_refusal(exc)}"
         size, unloaded = cloudpickled_fn(fn)

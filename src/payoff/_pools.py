@@ -489,6 +489,12 @@ class PoolRegistry:
         with self._lock:
             return frozenset(n for n, e in self._current.items() if not e.pool.broken)
 
+    def sends_by_value(self, strategy: str, fn: Callable[[Any], Any]) -> bool:
+        """Whether the warm pool of ``strategy`` would send ``fn`` by value (``Strategy.sends_by_value``)."""
+        with self._lock:
+            entry = self._current.get(strategy)
+        return entry is not None and not entry.pool.broken and entry.pool.sends_by_value(fn)
+
     def warm_processes(self) -> dict[str, frozenset[int]]:
         """The worker process ids of each warm pool that has any (``planning.Call.warm_processes``)."""
         with self._lock:

@@ -89,8 +89,12 @@ class Probe:
     """Why pickle refuses the function itself."""
     cloudpickle_ok: bool | None = None
     """Whether cloudpickle can send the function (None: not tried)."""
+    names_main: bool = False
+    """The function's pickle by name names ``__main__``: a backend that cannot look it up there sends it by value."""
+    fn_bytes_by_value: int | None = None
+    """What cloudpickle sends the function in, where that differs (``planning._fn_bytes``); None: not sized."""
     fn_checked: bool = False
-    """The three fields above describe this call's very function object (measured now, or on it before)."""
+    """The fields above describe this call's very function object (measured now, or on it before)."""
     unsendable: list[tuple[str, Any]] = field(default_factory=list)
     """This call's sampled items or results pickle refused: why, and the object (to try cloudpickle on it)."""
     payload_cloudpickle_ok: bool | None = None

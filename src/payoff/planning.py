@@ -276,6 +276,9 @@ class Call:
     one knows."""
     warm_processes: Mapping[str, frozenset[int]] = field(default_factory=dict)
     """The worker process ids of each warm pool of this machine's processes (``processes``, ``joblib``)."""
+    sends_by_value: Callable[[str], bool] | None = None
+    """Whether the warm pool of a strategy would send ``fn`` by value (``Strategy.sends_by_value``); asked only
+    of a function whose pickle names ``__main__``."""
 
 
 def available_workers(config: ParallelConfig) -> int:
@@ -1355,8 +1358,9 @@ def _estimate(costs: CostModel, call: Call, strategy: str, workers: int, probe: 
     chunks = math.ceil(remaining / chunk)
     imports = _imports_again(call, strategy, probe)
     start = (0.0 if strategy in call.warm else oh.start / (1 + min(call.prior_calls, AMORTIZE_CALLS))) + imports
-    fn_copies = workers if probe.fn_bytes >= SHIP_ONCE_BYTES else chunks
-    transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + fn_copies * probe.fn_bytes)
+    fn_bytes = _fn_bytes(call, strategy, probe)
+    fn_copies = workers if fn_bytes >= SHIP_ONCE_BYTES else chunks
+    transfer = oh.per_byte * (remaining * (probe.item_bytes + probe.result_bytes) + fn_copies * fn_bytes)
     if strategy in CROSSES_PROCESSES:  # the workers' share runs in parallel, the parent's does not
         transfer += remaining * (probe.pickling.parent + probe.pickling.worker / workers)
     compute = max(serial / _parallelism(strategy, workers), cost * chunk)
@@ -1420,13 +1424,13 @@ def _why_not_threads(probe: Probe, workers: int) -> str:
             f"about as much as an item under {_per_item(THREADS_MIN_ITEM_SECONDS)})")
 
 
-def _carried(probe: Probe, est: Estimate, remaining: int) -> str:
+def _carried(fn_bytes: int, probe: Probe, est: Estimate, remaining: int) -> str:
     """Where the function, not the items, is most of the data moved: saying so, since the advice differs (its
     items were indices already, and "send indices instead of data" was all a 50 MB ``partial`` was told)."""
-    carried = probe.fn_bytes * est.fn_copies
-    if carried <= remaining * (probe.item_bytes + probe.result_bytes):
+    if fn_bytes * est.fn_copies <= remaining * (probe.item_bytes + probe.result_bytes):
         return ""
-    return f" ({FUNCTION_CARRIES}{probe.fn_bytes / 1e6:,.1f} MB pickled, the most of it)"
+    how = ", by value with the __main__ globals it reads" if fn_bytes != probe.fn_bytes else ""
+    return f" ({FUNCTION_CARRIES}{fn_bytes / 1e6:,.1f} MB pickled{how}, the most of it)"
 
 
 def _per_item(seconds: float) -> str:
@@ -1492,7 +1496,7 @@ def _weighed_fallback(costs: CostModel, call: Call, strategy: str, workers: int,
                 + _thrown_said(thrown, strategy, oh.start))
     if est.data_weighs and (est.warm - est.transfer) * PAYOFF_MARGIN < est.serial:
         return Reason.PAYLOAD_TOO_LARGE, f"{summary}, {est.transfer * 1e3:,.2f} ms of it moving pickled data" \
-            + _carried(probe, est, remaining)
+            + _carried(_fn_bytes(call, strategy, probe), probe, est, remaining)
     if threshold is not None:  # the user's threshold rules on how much work a pool is worth, not on moving data
         return None
     if est.parallel < est.serial:  # faster, but by less than a pool must promise
@@ -1545,12 +1549,28 @@ def _payload_problem(call: Call, strategy: str, probe: Probe) -> tuple[Reason, s
         return Reason.UNPICKLABLE, refused + hint
     if refused and not _cloudpickle_ok(call, probe):
         return Reason.UNPICKLABLE, refused + CLOUDPICKLE_CANNOT
-    per_task = probe.item_bytes + (probe.fn_bytes if probe.fn_bytes < SHIP_ONCE_BYTES else 0)
+    fn_bytes = _fn_bytes(call, strategy, probe)
+    per_task = probe.item_bytes + (fn_bytes if fn_bytes < SHIP_ONCE_BYTES else 0)
     limit = call.config.task_size_hint_bytes
     if max(per_task, probe.result_bytes) > limit:
         return (Reason.PAYLOAD_TOO_LARGE, f"{max(per_task, probe.result_bytes):,} bytes per task "
                 f"(function + item, or result) {ABOVE_THE_LIMIT}{limit:,}")
     return None
+
+
+def _fn_bytes(call: Call, strategy: str, probe: Probe) -> int:
+    """What the function weighs as ``strategy`` would send it. One whose pickle names ``__main__`` travels by
+    value, with every global it reads, on a cloudpickle backend (joblib, dask) and on a warm process pool whose
+    workers forked before it was defined (a notebook's later cell): its pickle by name said a few hundred bytes
+    where 400 MB went, for a 200 MB array it read, and auto sent it for 45 ms of work (hunt 66)."""
+    if not probe.names_main or strategy not in CROSSES_PROCESSES or probe.pickle_error:
+        return probe.fn_bytes
+    if PICKLER[strategy] == "pickle" and not (strategy in call.warm and call.sends_by_value is not None
+                                              and call.sends_by_value(strategy)):
+        return probe.fn_bytes
+    if probe.fn_bytes_by_value is None:  # sized with its other facts unless no backend then sent it so
+        probe.fn_bytes_by_value = cloudpickled_size(call.fn) or probe.fn_bytes
+    return probe.fn_bytes_by_value
 
 
 def _sent_by_value(call: Call, strategy: str, probe: Probe) -> bool:
@@ -1971,7 +1991,8 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.seconds_per_item, probe.cpu_ratio, probe.known = known.seconds_per_item, known.cpu_ratio, True
     probe.cores = known.cores
     if fn_known:
-        probe.fn_bytes, probe.pickle_error = known.fn_bytes, known.pickle_error
+        probe.fn_bytes, probe.pickle_error, probe.names_main = known.fn_bytes, known.pickle_error, known.names_main
+        probe.fn_bytes_by_value = known.fn_bytes_by_value
         probe.cloudpickle_ok, probe.fn_checked = known.cloudpickle_ok, True
     probe.threads_speedup = known.threads_speedup
     probe.verdicts = dict(known.verdicts)

@@ -507,6 +507,50 @@ def test_the_notebook_cell_pattern_under_auto() -> None:
 
 
 
+LATE_READS_A_LARGE_GLOBAL = """
+    import json, sys, warnings
+    warnings.simplefilter("ignore")
+    import numpy as np
+    from payoff import ParallelConfig, ParallelExecutor
+
+    X = np.arange(10_000_000, dtype=float)   # 80 MB, bound before the pool starts: forked workers have it
+
+    def spin(i):
+        s = 0
+        for k in range(3_000):
+            s += k
+        return s + i
+
+    ex = ParallelExecutor(config=ParallelConfig(max_workers=2, strategy=sys.argv[1]))
+    ex.map(spin, range(300))                 # an earlier cell warms the pool
+
+    def later(i):                            # a later cell: no worker can look it up, so it travels by value
+        return spin(i) + float(X[i * 1000])  # with the globals it reads, the 80 MB array among them
+
+    got = ex.map(later, range(300))
+    rec = ex.last_record
+    print(json.dumps({"right": got == [later(i) for i in range(300)], "sent": rec.bytes_sent,
+                      "strategy": rec.selected_strategy, "reason": str(rec.fallback_reason),
+                      "detail": rec.fallback_detail}))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["auto", "joblib"])
+def test_a_later_cells_function_that_reads_a_large_global_is_priced_with_it(strategy: str) -> None:
+    """A ``__main__`` function the warm workers cannot look up travels by value, with every global it reads;
+    auto priced it by its pickle by name (a few hundred bytes) and sent 160 MB for 0.1 s of work, then kept
+    doing so call after call at 4x the loop's time (hunt 66). Named joblib, which sends any ``__main__``
+    function so, runs as asked."""
+    out = child_json(run_child(LATE_READS_A_LARGE_GLOBAL, strategy))
+    assert out["right"] is True, out
+    if strategy == "joblib":
+        assert out["strategy"] == "joblib" and out["sent"] >= 80_000_000, out
+        return
+    assert out["sent"] < 8_000_000, out
+    if out["reason"] == "payload_too_large":
+        assert "by value with the __main__ globals it reads" in str(out["detail"]), out
+
+
 LATE_INSIDE = """
     import json, sys, warnings
     warnings.simplefilter("ignore")

@@ -218,6 +218,11 @@ class Strategy(ABC):
         """Prepare ``fn`` once per call for ``submit``; process pools may leave it in a file."""
         return fn
 
+    def sends_by_value(self, fn: Callable[[Any], Any]) -> bool:
+        """Whether ``ship`` would send ``fn`` by value, with all it holds and every ``__main__`` global it reads,
+        where pickle would name it: a cloudpickle backend does so for any ``__main__`` function."""
+        return self.pickler == "cloudpickle"
+
     def submit_call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """A plain call on the pool, for ``ParallelExecutor.submit``."""
         pool = self._pool

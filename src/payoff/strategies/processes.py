@@ -929,19 +929,27 @@ class ProcessStrategy(PickledPoolStrategy):
     """The identity of every ``__main__`` global when the workers forked (ids only: nothing kept alive)."""
 
     def ship(self, fn: Callable[[Any], Any]) -> Any:
-        if self._by_value_if_foreign(fn):
+        blob = self._by_name(fn)
+        if blob is None:
             return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
+        return self._ship_blob(fn, blob)
+
+    def sends_by_value(self, fn: Callable[[Any], Any]) -> bool:
+        return self._by_name(fn) is None
+
+    def _by_name(self, fn: Callable[[Any], Any]) -> out_of_band.OutOfBand | None:
+        """``fn`` pickled by name where the workers can look it up so; None where it must travel by value."""
+        if self._by_value_if_foreign(fn):
+            return None
         try:
             blob = self._dumps_fn(fn)
         except (pickle.PicklingError, TypeError, AttributeError):  # a lambda, a closure: no name to send
-            return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
+            return None
         if not blob.holds(b"__main__"):
-            return self._ship_blob(fn, blob)
+            return blob
         finder = _MainFinder(io.BytesIO(), self._workers_know)
         finder.dump(fn)
-        if finder.missing is None:
-            return self._ship_blob(fn, blob)
-        return ByValue(self._ship_blob(fn, _cloudpickle_fn(fn)))
+        return blob if finder.missing is None else None
 
     def _dumps_noting(self, obj: Any) -> tuple[bytes, bool]:
         """A later notebook cell's class as the items of a function the workers know: by name, unpickling them
