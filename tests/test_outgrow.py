@@ -114,6 +114,29 @@ def test_a_call_of_dear_items_of_a_function_remembered_as_trivial_moves_to_a_poo
     assert record.selected_strategy != "serial" and record.fallback_reason is None, record.summary()
 
 
+def test_a_call_held_serial_by_a_loss_measured_on_cheap_items_moves_to_the_pool_once_its_own_prove_dear() -> None:
+    """A verdict of no gain is a measurement of calls of some work: the same function on as many items, each
+    far dearer (a notebook's next cell with a larger parameter: 1.3 s of work after calls of 10 ms), ran every
+    item serially as ``no_measured_gain``, its warning saying "this call has 2,000" as if alike (hunt 66). Its
+    run is cut once it outgrows the estimate, as a tiny call's is, and the rest planned at what it measured.
+    The cheap calls teach the function as a notebook's do; their verdict is then set, since whether 600 items of
+    5 us gain on processes is this machine's noise to say."""
+    planner = planning.Planner()
+    with warnings.catch_warnings(), ParallelExecutor(ParallelConfig(max_workers=2), planner=planner) as ex:
+        warnings.simplefilter("ignore")
+        for _ in range(4):
+            ex.map(tasks.grows, [110] * 600)  # ~5 us an item
+        facts = planner.knowledge.get(tasks.grows)
+        assert facts is not None
+        planner.knowledge.teach(tasks.grows, replace(facts, verdicts={"processes": (0.8, 600)}, held={}))
+        dear = [1100] * 600  # ~100x dearer each, as many
+        assert ex.map(tasks.grows, dear) == [tasks.grows(x) for x in dear]
+        record = ex.last_record
+    assert record is not None
+    assert record.fallback_reason is not Reason.NO_MEASURED_GAIN, record.summary()
+    assert record.selected_strategy != "serial", record.summary()
+
+
 def test_a_named_backend_runs_the_rest_of_a_call_whose_items_cost_more_than_earlier_calls_did() -> None:
     """Items of ~10 us taught the function's cost; 4 items of ~50 ms were then planned tiny and ran here whole
     (0.27 s where the named pool takes 0.15 s, in a user's trial). Now the first runs here, the rest on the pool,

@@ -199,6 +199,8 @@ OUTGROW_FACTOR = 4.0
 """A call auto planned serial on what its first items cost is planned again once its run here has taken this
 many times that estimate: its items grew dearer along the input (a cheap head, sizes sorted ascending), and
 the first items, all a probe can read, had priced the whole call as tiny (0.3 s of work run serially)."""
+_OUTGROWN = (Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.NO_MEASURED_GAIN)
+"""The fallbacks made on the cost of a call's work, which its serial run may show was wrong (``_outgrow``)."""
 OUTGROW_MIN_SECONDS = 0.02
 """...and at least this long: a serial call whose work stays under it never pays for a second plan."""
 
@@ -500,7 +502,7 @@ class Planner:
                 est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
                 self.knowledge.forgo(call.fn, strategy, est.serial - est.warm)
             grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None \
-                and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST) else None
+                and fallback[0] in _OUTGROWN else None
             return replace(_serial(call, fallback[0], fallback[1], decision, probe), outgrow=grow)
         return self._pool_or_alone(call, strategy, workers, probe, remaining, decision)
 
@@ -1153,12 +1155,13 @@ def _rest_item_bytes(call: Call, probe: Probe) -> int:
 
 
 def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: int) -> Outgrow | None:
-    """Where a call kept serial as tiny may move once its run here outgrows the estimate (``OUTGROW_FACTOR``):
-    the cost its own first items read, or the one earlier calls measured. Those ran all their items, but at
-    their arguments: a function of 5 us items at ``n=200`` ran 4 items of 70 ms at ``n=2_000_000`` serially
-    on a named ``processes`` (0.27 s, where the pool takes 0.15 s). A remembered cost of trivial items too: a
-    cache that missed made 300 items of 2 ms after calls of 0.1 us, and the call ran them all here (0.66 s; a
-    pool took 0.35 s). Their run keeps its unbounded rest while that fits the budget
+    """Where a call kept serial as tiny, or by a loss measured on calls of its cost, may move once its run here
+    outgrows the estimate (``OUTGROW_FACTOR``): the cost its own first items read, or the one earlier calls
+    measured. Those ran all their items, but at their arguments: a function of 5 us items at ``n=200`` ran 4
+    items of 70 ms at ``n=2_000_000`` serially on a named ``processes`` (0.27 s, where the pool takes 0.15 s);
+    a loss measured on 2,000 items of 5 us held 2,000 of 0.65 ms serial (hunt 66). A remembered cost of
+    trivial items too: a cache that missed made 300 items of 2 ms after calls of 0.1 us, and the call ran them
+    all here (0.66 s; a pool took 0.35 s). Their run keeps its unbounded rest while that fits the budget
     (``run_chunk(tail_in_budget=True)``), which is what keeps a serial call of trivial items at a loop's pace."""
     cost = probe.seconds_per_item
     if call.timeout is not None or cost is None or remaining < 2:
