@@ -70,6 +70,9 @@ class Cell:
     error: str | None = None
     opened: set[str] = field(default_factory=set)
     closed: set[str] = field(default_factory=set)
+    shown: list[dict[str, Any]] = field(default_factory=list)
+    """Its displayed outputs as a saved notebook holds them: each display's data, as its last update left it."""
+    display_ids: list[str | None] = field(default_factory=list)
 
 
 class Kernel:
@@ -108,6 +111,14 @@ class Kernel:
                     self.km.interrupt_kernel()
             elif kind == "comm_close":
                 cell.closed.add(content["comm_id"])
+            elif kind == "display_data":
+                cell.shown.append(content["data"])
+                cell.display_ids.append(content.get("transient", {}).get("display_id"))
+            elif kind == "update_display_data":  # as nbclient applies it to the saved outputs
+                shown_id = content.get("transient", {}).get("display_id")
+                for i, known in enumerate(cell.display_ids):
+                    if known is not None and known == shown_id:
+                        cell.shown[i] = content["data"]
             elif kind == "status" and content["execution_state"] == "idle":
                 return cell
         raise AssertionError(f"cell did not end in {timeout} s: {code}")
@@ -166,6 +177,19 @@ def test_a_long_call_shows_a_bar_and_closes_every_widget_it_made(kernel: Kernel,
     assert cell.opened, "no bar was shown"
     assert cell.opened <= cell.closed, f"{len(cell.opened - cell.closed)} of {len(cell.opened)} widgets left open"
     assert kernel.value("widgets()") == before
+
+
+@pytest.mark.parametrize("ending", ["success", "error"])
+def test_a_closed_bar_leaves_nothing_in_the_cells_saved_output(kernel: Kernel, ending: str) -> None:
+    """A notebook run by nbclient (papermill, ``nbconvert --execute``) saves each display as its last update
+    left it: the bar's widget output stayed in the cell, its text fallback frozen short of the end ("34%")
+    although the call completed (hunt 66). The bar's display is replaced by an empty one when it closes."""
+    code = {"success": "r = ex.map(slow, range(40))", "error": "r = ex.map(fails_late, range(40))"}[ending]
+    cell = kernel.run(code)
+    assert (cell.error is None) == (ending == "success"), cell.error
+    assert cell.opened, "no bar was shown"
+    left = [data for data in cell.shown if any(data.get(kind) for kind in data)]
+    assert not left, left
 
 
 def test_an_interrupted_call_closes_its_bar(kernel: Kernel) -> None:

@@ -63,12 +63,14 @@ def _say_once(text: str) -> None:
 class _Bar:
     """A call's bar before and after it is shown: the items done so far, and the tqdm bar once made."""
 
-    __slots__ = ("done", "show_at_ns", "strategy", "tqdm")
+    __slots__ = ("done", "show_at_ns", "shown", "strategy", "tqdm")
 
     def __init__(self, show_at_ns: int) -> None:
         self.show_at_ns = show_at_ns
         self.done = 0
         self.tqdm: Any = None
+        self.shown: Any = None
+        """In a notebook, the handle of the bar's display: emptied when the bar closes."""
         self.strategy = ""
         """The strategy its label names: a serial run that outgrew its estimate moves on to a pool."""
 
@@ -104,7 +106,7 @@ class Progress(Observer):
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
         bar = call.state.pop("progress", None)
         if bar is not None and bar.tqdm is not None:
-            _close(bar.tqdm)
+            _close(bar.tqdm, bar.shown)
 
 
 def _show(call: CallInfo, bar: _Bar) -> None:
@@ -117,12 +119,26 @@ def _show(call: CallInfo, bar: _Bar) -> None:
         made: Any = cls(total=None if call.stream else call.n_items, unit="item", leave=False,
                         desc=_label(call), dynamic_ncols=True, delay=1e-9)  # drawn below, on the call's clock
         bar.tqdm, bar.strategy = made, call.selected_strategy
+        bar.shown = _displayed(made)
     made.start_t = made.last_print_t = call.started_at
     if bar.done:
         made.update(bar.done)
     else:
         made.refresh()
         made.last_print_t = time.time()  # drawn: closing clears it
+
+
+def _displayed(made: Any) -> Any:
+    """A notebook bar shown under a display id, for its close to empty (tqdm's own display has none): a
+    notebook run by nbclient (papermill, ``nbconvert --execute``) saves each display as it was last sent, and
+    kept a completed call's bar frozen short of its end ("34%"), its widgets closed (hunt 66)."""
+    box = getattr(made, "container", None)
+    if box is None:
+        return None
+    from IPython.display import display
+
+    made.displayed = True  # tqdm's first draw shows it without an id otherwise
+    return display(box, display_id=True)  # type: ignore[no-untyped-call]
 
 
 def _label(call: CallInfo) -> str:
@@ -160,8 +176,8 @@ def _widgets_shown() -> bool:
     return "qt" not in shell and "spyder" not in shell
 
 
-def _close(bar: Any) -> None:
-    """Close the bar and, in a notebook, every widget it made.
+def _close(bar: Any, shown: Any = None) -> None:
+    """Close the bar and, in a notebook, every widget it made, and empty its display.
 
     tqdm's notebook bar closes only its outer box, and none at all when the call
     ended early (an error, Ctrl-C): it turns red and stays. Its texts, bar,
@@ -178,6 +194,8 @@ def _close(bar: Any) -> None:
             tqdm.tqdm.close(bar)  # the text bar's close: unregisters the bar, draws nothing
         finally:
             _close_widgets(box)
+            if shown is not None:
+                shown.update({"text/plain": ""}, raw=True)
 
 
 @contextlib.contextmanager
