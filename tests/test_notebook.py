@@ -88,3 +88,39 @@ def test_a_re_run_cell_shows_its_fallback_warning_again_and_a_loop_in_it_once() 
             if index:
                 shown.append((text.count("ParallelFallbackWarning"), text.count("UserWarning: plain")))
     assert shown == [(1, 0)] * 3 + [(1, 1)] * 2
+
+
+def test_what_items_print_and_warn_in_forked_workers_reaches_the_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker forked from the kernel held the kernel's own streams, which cannot send from another process:
+    every ``print`` and warning of the items on a warm ``processes`` pool was lost, call after call, where
+    joblib's and a loop's reached the cell (hunt 66). Each call's four prints and four warnings, twice. The
+    kernel reads its descriptors 1 and 2 as a user's does: ipykernel leaves them alone under pytest."""
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+    except ImportError:
+        require(False, "nbclient and nbformat (extra [notebook])")
+        raise
+    cells = ["""import warnings
+from payoff import ParallelConfig, ParallelExecutor
+def w(x):
+    s = 0
+    for i in range(20_000):
+        s += i
+    if x % 100 == 0:
+        print(f'item {x} prints')
+        warnings.warn(f'item {x} warns', RuntimeWarning)
+    return x
+ex = ParallelExecutor(ParallelConfig(strategy="processes", start_method="fork", max_workers=2))
+r = ex.map(abs, range(-300, 0), progress=False)""",
+             "r = ex.map(w, range(1000, 1400), progress=False)",
+             "r = ex.map(w, range(2000, 2400), progress=False)\nex.shutdown()"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    for cell, base in ((nb.cells[1], 1000), (nb.cells[2], 2000)):
+        out = "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+        err = "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stderr")
+        items = range(base, base + 400, 100)
+        assert [f"item {x} prints" in out for x in items] == [True] * 4, (out, cell.outputs)
+        assert [f"RuntimeWarning: item {x} warns" in err for x in items] == [True] * 4, err

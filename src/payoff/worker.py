@@ -1157,6 +1157,26 @@ UNPICKLING_CHUNK = ("payoff: a worker could not unpickle the chunk it was sent: 
                     "chunk's items failed to load there")
 
 
+def _flushing(entry: Callable[[bytes, str], bytes]) -> Callable[[bytes, str], bytes]:
+    """A process entry point that flushes what its items wrote when it ends.
+
+    Its streams are buffered (a pipe, a file, a Jupyter kernel's descriptors:
+    ``_print_to_the_kernels_fds``): what the items printed would otherwise wait for
+    the worker's exit, or be lost with it. A loop's appears in the cell as it runs.
+    """
+    @functools.wraps(entry)
+    def run(payload: bytes, pickler: str = "pickle") -> bytes:
+        try:
+            return entry(payload, pickler)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # closed, or replaced by something with no flush
+                    if stream is not None:
+                        stream.flush()
+    return run
+
+
+@_flushing
 def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     """Process entry point: the parent pre-pickles so it can count the bytes exactly.
 
@@ -1180,6 +1200,7 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
                         cancel=None if stopped is None else SharedStop(stopped))
 
 
+@_flushing
 def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
     """Process entry point of a submitted call: its outcome travels as bytes, as a chunk's does.
 
@@ -1366,6 +1387,7 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
     _in_worker_process = True
     if _forks.forked():
         _forks.forget_inherited_loky()
+        _print_to_the_kernels_fds()
     _draw_afresh()
     deaf_to_the_groups_ctrl_c()
     _exit.stop_loky_before_joins()
@@ -1380,6 +1402,23 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
         if report_dir is not None:
             _report_init_failure(report_dir, exc)
         raise
+
+
+def _print_to_the_kernels_fds() -> None:
+    """A worker forked from a Jupyter kernel writes to the file descriptors it shares with the kernel.
+
+    Its ``sys.stdout`` and ``sys.stderr`` are its copies of the kernel's streams,
+    which send over the kernel's sockets, not a forked process's to use: every
+    ``print`` and warning of the items was lost, call after call (hunt 66;
+    ``ProcessPoolExecutor`` under fork loses them too). The kernel reads its
+    descriptors 1 and 2 and shows what comes there in the running cell, as it
+    does for joblib's workers, which start afresh with plain streams on them;
+    each chunk's end flushes them (``_flushing``).
+    """
+    for name in ("stdout", "stderr"):
+        here, plain = getattr(sys, name), getattr(sys, f"__{name}__")
+        if plain is not None and type(here).__module__.startswith("ipykernel."):
+            setattr(sys, name, plain)
 
 
 def deaf_to_the_groups_ctrl_c() -> None:
