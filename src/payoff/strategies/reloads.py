@@ -20,22 +20,24 @@ process pool:
   compared too, all at once in C;
 - that autoreload also runs an edited module's changed top-level statements
   in the module's namespace: a constant is rebound in place, and workers
-  kept the old one (1,999 of 2,000 results wrong, hunt 66). So a module
-  whose file changed on disk (one ``stat`` a module a call) has its globals
-  compared with those it had when noted.
+  kept the old one (1,999 of 2,000 results wrong, hunt 66). So while it is
+  loaded, a module whose file changed on disk (one ``stat`` a module a call)
+  is read again, and a constant the edit changed that holds its new value
+  here marks a reload (``_Constants``).
 
 Only the user's own modules are watched: not the standard library, not
 site-packages (an editable install's source folder is the user's), not payoff.
 They are noted when the pool starts and, for modules imported later, when a
 call first finds them (found by the size of ``sys.modules`` changing): the
 workers import those by name from the same file, so a first import is no
-reload. A global the program sets at run time while the module's file is
-unchanged (a cache filled, ``mylib.SCALE = 2``) is the program's own state,
-which warm workers never shared, as with any process pool: not seen.
+reload. A global the program sets at run time (a cache filled, a counter,
+``mylib.SCALE = 2``) is the program's own state, which warm workers never
+shared, as with any process pool: not seen.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import operator
 import os
@@ -112,6 +114,10 @@ def _defined(obj: Any, name: str) -> list[types.FunctionType]:
 
 _Stamp = tuple[int, int]
 
+AUTORELOAD = "IPython.extensions.autoreload"
+"""IPython's autoreload, the one thing that rebinds an edited constant in place: a program without it pays
+no ``stat`` of its modules' files."""
+
 
 def _stamp(path: str | None) -> _Stamp | None:
     """A file's modification time and size: what an edit changes."""
@@ -124,15 +130,43 @@ def _stamp(path: str | None) -> _Stamp | None:
     return st.st_mtime_ns, st.st_size
 
 
-def _globals(module: types.ModuleType) -> dict[str, Any]:
-    """The module's own names and what they are bound to (the interpreter's ``__dunder__`` names change unasked:
-    ``__warningregistry__`` appears with the module's first warning)."""
-    return {k: v for k, v in list(vars(module).items()) if not k.startswith("__")}
+def _read(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, ValueError):
+        return None
 
 
-def _rebound(before: dict[str, Any], module: types.ModuleType) -> bool:
-    now = _globals(module)
-    return now.keys() != before.keys() or any(now[k] is not v for k, v in before.items())
+def _literals(source: str | None) -> dict[str, Any]:
+    """The module's top-level ``NAME = literal`` assignments: what an edit of a constant changes."""
+    try:
+        tree = ast.parse(source or "")
+    except (SyntaxError, ValueError):  # a file saved half-edited: nothing to read yet
+        return {}
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        try:
+            literal = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        out.update((t.id, literal) for t in targets if isinstance(t, ast.Name))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # a comparison that raises (a list holding arrays) tells nothing
+        return False
 
 
 class _Edit:
@@ -140,6 +174,49 @@ class _Edit:
 
 
 _EDITS: dict[tuple[str, _Stamp | None], _Edit] = {}
+
+
+class _Constants:
+    """The user's module files as the pool's workers got them, while IPython's autoreload is loaded.
+
+    Its ``%autoreload 2`` runs an edited module's changed statements in the module's own namespace: an edited
+    constant (``SCALE = 2``) is rebound in place, with no new ``__spec__`` and no function's code replaced, and
+    the warm workers kept the old one (1,999 of 2,000 results wrong, hunt 66). So a module whose file changed
+    is read again, and it counts as reloaded once a constant the edit changed holds its new value here. A
+    global the program rebinds itself (a counter, a cache filled), or an edit not loaded again here, is no
+    reload: counting either as one gave spawned workers the edited file while the caller ran the old code
+    (review 69).
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[str | None, _Stamp | None, str | None]] = {}
+        """Module name to its file, that file's stamp and source when noted (None: not yet read)."""
+        self._edited: dict[tuple[str, _Stamp | None], dict[str, Any]] = {}
+        """The constants an edit of a module changed, with their new values, read once per edit."""
+
+    def note(self, name: str, path: str | None) -> None:
+        stamp, source = (_stamp(path), _read(path)) if AUTORELOAD in sys.modules else (None, None)
+        self._files[name] = (path, stamp, source)
+
+    def changed(self, modules: dict[str, Any], found: dict[str, Any]) -> None:
+        """Add to ``found`` the modules whose edited constants autoreload rebound here."""
+        if AUTORELOAD not in sys.modules:
+            return
+        for name, (path, stamp, source) in list(self._files.items()):
+            if source is None:  # autoreload was loaded after the pool started: as the file is now
+                self.note(name, path)
+                continue
+            now = _stamp(path)
+            if now == stamp or name in found or not isinstance(module := modules.get(name), types.ModuleType):
+                continue
+            edited = self._edited.get((name, now))
+            if edited is None:
+                old, new = _literals(source), _literals(_read(path))
+                edited = self._edited[(name, now)] = {
+                    k: v for k, v in new.items() if k not in old or not _same(old[k], v)}
+            missing = object()
+            if any(_same(getattr(module, k, missing), v) for k, v in edited.items()):
+                found[name] = _EDITS.setdefault((name, now), _Edit())
 
 
 class CodeWatch:
@@ -157,8 +234,7 @@ class CodeWatch:
         self._codes: list[types.CodeType] = []
         """Each function's code when first seen (the functions are held: their code is what is watched)."""
         self._owners: list[str] = []
-        self._files: dict[str, tuple[str | None, _Stamp | None, dict[str, Any]]] = {}
-        """Module name to its file, that file's stamp and the module's globals when first seen."""
+        self._constants = _Constants()
         self.note_new()
 
     def note_new(self) -> None:
@@ -172,8 +248,7 @@ class CodeWatch:
                 continue
             spec = self._specs[name] = getattr(module, "__spec__", None)
             if isinstance(module, types.ModuleType):
-                path = spec.origin if spec is not None else module.__file__
-                self._files[name] = (path, _stamp(path), _globals(module))
+                self._constants.note(name, spec.origin if spec is not None else module.__file__)
                 for fn in _functions(module):
                     self._functions.append(fn)
                     self._codes.append(fn.__code__)
@@ -193,10 +268,7 @@ class CodeWatch:
             for fn, code, owner in zip(self._functions, self._codes, self._owners, strict=True):
                 if fn.__code__ != code:
                     found.setdefault(owner, fn.__code__)
-        for name, (path, stamp, before) in self._files.items():
-            if (now := _stamp(path)) != stamp and name not in found \
-                    and isinstance(module := modules.get(name), types.ModuleType) and _rebound(before, module):
-                found[name] = _EDITS.setdefault((name, now), _Edit())
+        self._constants.changed(modules, found)
         return [Reload(name, mark) for name, mark in found.items()]
 
 
