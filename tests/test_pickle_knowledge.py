@@ -427,3 +427,29 @@ def test_a_function_cloudpickle_writes_but_cannot_load_back_runs_here_saying_so(
     assert out == [tasks.spin(0)] * 40 and fn.call_count == 41
     assert (record.selected_strategy, record.fallback_reason) == ("serial", Reason.UNPICKLABLE)
     assert "does not load back: RecursionError" in record.fallback_detail, record.fallback_detail
+
+
+def test_what_a_function_weighs_sent_by_value_is_sized_again_only_once_a_global_it_reads_is_rebound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sized each call, a later cell's function reading a million small dicts cost 176-208 ms a call in
+    cloudpickle; kept for good, a global rebound from 160 MB to 8 KB kept the call serial as "the function
+    carries 160.0 MB" (review 69). The size is kept while what the function reads stays bound as it was."""
+    from payoff import _payload
+
+    sized: list[object] = []
+    real = _payload.cloudpickled_size
+
+    def counting(obj: object) -> int | None:
+        sized.append(obj)
+        return real(obj)
+
+    monkeypatch.setattr(_payload, "cloudpickled_size", counting)
+    scope: dict[str, Any] = {"DATA": bytes(200_000)}
+    exec("def reads(i):\n    return len(DATA) + i\n", scope)
+    reads = scope["reads"]
+    first = _payload.by_value_size(reads, 0)
+    assert first > 200_000 and _payload.by_value_size(reads, 0) == first and len(sized) == 1
+    scope["DATA"] = bytes(10)  # a later cell binds it anew
+    assert _payload.by_value_size(reads, 0) < 1_000 and len(sized) == 2
+    scope["OTHER"] = bytes(200_000)  # a global it does not read
+    assert _payload.by_value_size(reads, 0) < 1_000 and len(sized) == 2

@@ -207,8 +207,6 @@ class Facts:
     cloudpickle_ok: bool | None
     names_main: bool = False
     """Whether the function's pickle by name names ``__main__`` (``Probe.names_main``)."""
-    fn_bytes_by_value: int | None = None
-    """What cloudpickle sends it in, where that differs and was sized (``Probe.fn_bytes_by_value``)."""
     threads_speedup: float | None = None
     """Measured speedup of the last threads run chosen for payloads processes could not take."""
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -413,7 +411,7 @@ class Knowledge:
         if key is None or probe.seconds_per_item is None:
             return
         facts = Facts(probe.seconds_per_item, probe.cpu_ratio, probe.fn_bytes, probe.pickle_error,
-                      probe.cloudpickle_ok, probe.names_main, probe.fn_bytes_by_value, pickling=probe.pickling,
+                      probe.cloudpickle_ok, probe.names_main, pickling=probe.pickling,
                       result_error=probe.result_error,
                       result_bytes=probe.result_bytes, measured_on=MeasuredOn.of(fn) if probe.fn_checked else None,
                       measured_items=probe.n, delegates=probe.delegates, item_bytes=probe.item_bytes,
@@ -432,7 +430,7 @@ class Knowledge:
             if fn_measured:
                 facts.fn_bytes, facts.pickle_error = probe.fn_bytes, probe.pickle_error
                 facts.cloudpickle_ok, facts.measured_on = probe.cloudpickle_ok, measured_on
-                facts.names_main, facts.fn_bytes_by_value = probe.names_main, probe.fn_bytes_by_value
+                facts.names_main = probe.names_main
             if probe.result_error is not None:
                 facts.result_error = probe.result_error
             if probe.outcome is not None and probe.outcome.n_done:

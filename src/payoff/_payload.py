@@ -8,19 +8,21 @@ refused it, for the fallback's detail.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import pickle
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
+from payoff._globals_read import bindings
 from payoff._item_size import size_of_buffer
 from payoff._knowledge import VERDICT_REACH, Pickling, item_kind
 from payoff._probe import PROBE_MAX_ITEMS, Probe
 from payoff._side_by_side import comparable
-from payoff.strategies import CROSSES_PROCESSES, PICKLER
 from payoff.worker import ArrayRows, Zipped
 
 if TYPE_CHECKING:
@@ -49,8 +51,6 @@ def measure_payload(call: Call, probe: Probe) -> None:
     """
     if not probe.fn_checked:
         _measure_fn(call.fn, probe)
-        if probe.names_main and _may_send_by_value(call):
-            probe.fn_bytes_by_value = cloudpickled_size(call.fn) or probe.fn_bytes
     at = min(probe.n, len(call.items) - 1)
     shared = call.items.item_bytes if isinstance(call.items, ArrayRows | Zipped) else None
     probe.item_bytes = shared if shared is not None else _payload_bytes(probe, call.items[at], f"item {at}")
@@ -69,13 +69,25 @@ def measure_payload(call: Call, probe: Probe) -> None:
                                  (timed, results)))
 
 
-def _may_send_by_value(call: Call) -> bool:
-    """Whether a backend this call may run on sends a function that pickle names in ``__main__`` by value: a
-    cloudpickle backend named, or a warm process pool whose workers cannot look it up (``planning._fn_bytes``)."""
-    if PICKLER.get(call.requested) == "cloudpickle":
-        return True
-    asks = call.sends_by_value
-    return asks is not None and any(PICKLER[s] == "pickle" and asks(s) for s in call.warm & CROSSES_PROCESSES)
+_BY_VALUE: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...] | None, int]] = weakref.WeakKeyDictionary()
+"""Per function, what cloudpickle sends it in, and the bindings of the globals it reads when that was sized."""
+
+
+def by_value_size(fn: Callable[..., Any], fallback: int) -> int:
+    """Bytes cloudpickle sends ``fn`` in (``fallback`` where it cannot), sized again only once a global it reads
+    is bound to another object: each call sized a later cell's function reading a million small dicts afresh,
+    176-208 ms a call, and a size kept for good priced a global rebound to 8 KB at its old 160 MB (review 69)."""
+    marks = bindings(fn)
+    try:
+        kept = _BY_VALUE.get(fn)
+    except TypeError:  # unhashable: sized each time
+        kept = None
+    if kept is not None and kept[0] == marks:
+        return kept[1]
+    size = cloudpickled_size(fn) or fallback
+    with contextlib.suppress(TypeError):  # no weak reference to it
+        _BY_VALUE[fn] = (marks, size)
+    return size
 
 
 def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:

@@ -92,7 +92,7 @@ class Probe:
     names_main: bool = False
     """The function's pickle by name names ``__main__``: a backend that cannot look it up there sends it by value."""
     fn_bytes_by_value: int | None = None
-    """What cloudpickle sends the function in, where that differs (``planning._fn_bytes``); None: not sized."""
+    """What cloudpickle sends the function in, for this call (``planning._fn_bytes``); None: not sized."""
     fn_checked: bool = False
     """The fields above describe this call's very function object (measured now, or on it before)."""
     unsendable: list[tuple[str, Any]] = field(default_factory=list)

@@ -42,7 +42,7 @@ from payoff._knowledge import (
     rebuy,
 )
 from payoff._outer_pools import outer_pool
-from payoff._payload import cloudpickled_fn, cloudpickled_size, measure_payload, pickled_size
+from payoff._payload import by_value_size, cloudpickled_fn, cloudpickled_size, measure_payload, pickled_size
 from payoff._probe import (
     PROBE_MAX_ITEMS,
     WAITING_BAND,
@@ -1568,12 +1568,22 @@ def _fn_bytes(call: Call, strategy: str, probe: Probe) -> int:
     where 400 MB went, for a 200 MB array it read, and auto sent it for 45 ms of work (hunt 66)."""
     if not probe.names_main or strategy not in CROSSES_PROCESSES or probe.pickle_error:
         return probe.fn_bytes
-    if PICKLER[strategy] == "pickle" and not (strategy in call.warm and call.sends_by_value is not None
-                                              and call.sends_by_value(strategy)):
+    if PICKLER[strategy] == "pickle" and not _pool_sends_by_value(call, strategy):
         return probe.fn_bytes
-    if probe.fn_bytes_by_value is None:  # sized with its other facts unless no backend then sent it so
-        probe.fn_bytes_by_value = cloudpickled_size(call.fn) or probe.fn_bytes
+    if probe.fn_bytes_by_value is None:
+        probe.fn_bytes_by_value = by_value_size(call.fn, probe.fn_bytes)
     return probe.fn_bytes_by_value
+
+
+def _pool_sends_by_value(call: Call, strategy: str) -> bool:
+    """Whether the process pool the call would run on cannot look a ``__main__`` function up by name: its warm
+    pool says so; a pool to start does where its workers start from a fresh interpreter with no script to
+    import (a notebook, ``python -c`` under ``spawn`` or ``forkserver``)."""
+    if strategy in call.warm:
+        return call.sends_by_value is not None and call.sends_by_value(strategy)
+    from payoff.strategies.main_guard import spawned_workers_import_main
+
+    return start_method(call.config.start_method) != "fork" and not spawned_workers_import_main()
 
 
 def _sent_by_value(call: Call, strategy: str, probe: Probe) -> bool:
@@ -1995,7 +2005,6 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     probe.cores = known.cores
     if fn_known:
         probe.fn_bytes, probe.pickle_error, probe.names_main = known.fn_bytes, known.pickle_error, known.names_main
-        probe.fn_bytes_by_value = known.fn_bytes_by_value
         probe.cloudpickle_ok, probe.fn_checked = known.cloudpickle_ok, True
     probe.threads_speedup = known.threads_speedup
     probe.verdicts = dict(known.verdicts)

@@ -529,9 +529,12 @@ LATE_READS_A_LARGE_GLOBAL = """
 
     got = ex.map(later, range(300))
     rec = ex.last_record
-    print(json.dumps({"right": got == [later(i) for i in range(300)], "sent": rec.bytes_sent,
-                      "strategy": rec.selected_strategy, "reason": str(rec.fallback_reason),
-                      "detail": rec.fallback_detail}))
+    out = {"right": got == [later(i) for i in range(300)], "sent": rec.bytes_sent,
+           "strategy": rec.selected_strategy, "reason": str(rec.fallback_reason), "detail": rec.fallback_detail}
+    X = np.arange(300_000, dtype=float)      # a later cell binds it anew, 2.4 MB: the function weighs that now
+    out["rebound_right"] = ex.map(later, range(300)) == [later(i) for i in range(300)]
+    out["rebound_detail"] = ex.last_record.fallback_detail
+    print(json.dumps(out))
 """
 
 
@@ -549,6 +552,7 @@ def test_a_later_cells_function_that_reads_a_large_global_is_priced_with_it(stra
     assert out["sent"] < 8_000_000, out
     if out["reason"] == "payload_too_large":
         assert "by value with the __main__ globals it reads" in str(out["detail"]), out
+    assert out["rebound_right"] is True and "80.0 MB" not in str(out["rebound_detail"]), out
 
 
 LATE_INSIDE = """

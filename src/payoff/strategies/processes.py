@@ -32,6 +32,7 @@ from payoff import _by_value, _exit, _forks, _warning_filters
 from payoff import _out_of_band as out_of_band
 from payoff._costs import start_method
 from payoff._crash_marks import CrashMarks
+from payoff._globals_read import global_names
 from payoff._native_threads import per_worker
 from payoff._process_tree import descendants, signal_alive
 from payoff._rescue import Rescue
@@ -895,23 +896,13 @@ def _spawned_workers_know(obj: Any, top: str) -> bool:
     if names is None or top not in names.defined or top in names.rebound:
         return False
     code = _code_of(obj)
-    return not (code is not None and _global_names(code) & names.rebound)
+    return not (code is not None and global_names(code) & names.rebound)
 
 
 def _code_of(obj: Any) -> types.CodeType | None:
     """A function's code, a cached function's too (the function its wrapper holds); None for a class."""
     fn = obj.__wrapped__ if type(obj) is _by_value.CACHED else obj
     return fn.__code__ if isinstance(fn, types.FunctionType) else None
-
-
-@functools.lru_cache(maxsize=1024)
-def _global_names(code: types.CodeType) -> frozenset[str]:
-    """The global names a function's code (and the code nested in it: lambdas, comprehensions) may read."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return frozenset(names)
 
 
 class ProcessStrategy(PickledPoolStrategy):
@@ -989,7 +980,7 @@ class ProcessStrategy(PickledPoolStrategy):
         now = vars(main)
         own = SET_BY_INITIALIZER if self.initializer is not None else frozenset()  # the workers ran it too
         return any(name in now and name not in own and seen.get(name) != id(now[name])
-                   for name in _global_names(code))
+                   for name in global_names(code))
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context(start_method(self.start_method))  # named: the program's default stays unset

@@ -1,0 +1,31 @@
+"""The global names a function's code may read, and what they are bound to now.
+
+Process workers look a ``__main__`` function up by name, or get it by value with every global it reads:
+both the pickling of such a function and what it weighs sent so change when one of those globals is bound
+to another object.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any
+
+
+@functools.lru_cache(maxsize=1024)
+def global_names(code: types.CodeType) -> frozenset[str]:
+    """The global names a function's code (and the code nested in it: lambdas, comprehensions) may read."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= global_names(const)
+    return frozenset(names)
+
+
+def bindings(fn: Any) -> tuple[int, ...] | None:
+    """The identities of the objects the globals a plain function reads are bound to now (by id: nothing is
+    kept alive); None for any other callable, whose globals are not read here."""
+    if not isinstance(fn, types.FunctionType):
+        return None
+    scope = fn.__globals__
+    return tuple(id(scope.get(name)) for name in sorted(global_names(fn.__code__)))
