@@ -951,6 +951,53 @@ def test_a_loss_read_while_other_programs_had_the_cores_is_no_verdict() -> None:
     assert verdicts["gain, loaded"] is not None and verdicts["gain, loaded"][0] > 1.0, verdicts
 
 
+def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_thread_of_the_program() -> None:
+    """A thread of the program's own that spins takes the GIL from every loop the caller runs: its serial calls
+    took 2x their items' CPU, where the pool's workers ran them at their CPU time. Held to that, a pool call 1.6x
+    faster than the serial calls read 0.6-0.9x and kept 70 of 80 calls serial, 1.7x the time of a warm
+    ``ProcessPoolExecutor`` (hunt 67). A loop timed lately is what serial costs here now: the same work (as
+    much CPU an item) is judged against its wall time, with or without other programs' load; a loop of other
+    work (twice the CPU an item) judges nothing."""
+    from dataclasses import replace as changed
+
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0)) as ex:
+        ex.map(tasks.spin, range(40))
+        ex.map(tasks.spin, range(40))
+        ran = ex.last_record
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(tasks.spin, range(40))
+        alone = ex.last_record
+    assert ran is not None and alone is not None and ran.selected_strategy == "processes" and not ran.pool_started
+    own = planning.items_seconds(ran)  # the pool's items at their CPU time: no wait in the workers
+    pool = changed(ran, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND, workers=2,
+                   cpu_seconds=own, serial_estimate_seconds=own, wall_seconds=own / 0.75,
+                   chunks=tuple(changed(c, runq_ns=0) for c in ran.chunks))
+    assert not planning._under_outside_load(pool)
+
+    def verdict(loop_cpu: float) -> tuple[float, int] | None:
+        """The verdict on ``pool`` after a serial auto call whose items took ``loop_cpu`` of the pool's CPU an
+        item, and twice that in its wall time (the GIL another thread held)."""
+        cpu = own / pool.n_items * loop_cpu * alone.n_items
+        loop = changed(alone, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND,
+                       fallback_reason=Reason.NO_MEASURED_GAIN, cpu_seconds=cpu, wall_seconds=2 * cpu,
+                       chunks=tuple(changed(c, runq_ns=0, cpu_ns=int(cpu * 1e9 / len(alone.chunks)),
+                                            durations_ns=tuple(int(2 * cpu * 1e9 / len(alone.chunks) / len(
+                                                c.durations_ns)) for _ in c.durations_ns))
+                                    for c in alone.chunks))
+        planner = Planner()
+        planner.knowledge.teach(tasks.spin, Facts(own / pool.n_items, 1.0, 40, "", None, result_error=""))
+        planner.learn(loop, tasks.spin, ParallelConfig())
+        facts = planner.knowledge.get(tasks.spin)
+        assert facts is not None and facts.timed_loop is not None
+        planner.learn(pool, tasks.spin, ParallelConfig())
+        return facts.verdicts.get("processes")
+
+    same = verdict(1.0)
+    assert same is not None and same[0] == pytest.approx(2 * 0.75, rel=0.05), same  # its wall: 2x the CPU
+    other = verdict(2.0)
+    assert other is not None and other[0] == pytest.approx(0.75, rel=0.05), other  # its own time, as before
+
+
 def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -> None:
     """1,000 items of 5 us beside two busy programs ran on processes 13 calls of 13, each recorded at
     0.54-1.0x and discarded as the load's, at 1.36-2.07x the time of a loop timed beside them (trial 51). A

@@ -320,6 +320,8 @@ class TimedLoop(NamedTuple):
     """Its items' own time each: a pool call is held to it only over items of about that cost."""
     at: float
     """``time.monotonic()`` when it ended: load comes and goes, so an old reading says little of the load now."""
+    item_cpu: float = 0.0
+    """Its items' CPU time each: what the same work costs wherever it waited (for a CPU, or for the GIL)."""
 
 
 def _forget_old_items(facts: Facts) -> None:
@@ -575,11 +577,12 @@ class Knowledge:
                 facts.misleading_firsts += 1
 
     def observe_timed_loop(self, fn: Callable[..., Any], wall_per_item: float, n_items: int,
-                           item_seconds: float) -> None:
-        """A whole serial call in the caller took ``wall_per_item`` an item, its items ``item_seconds`` each."""
+                           item_seconds: float, item_cpu: float = 0.0) -> None:
+        """A whole serial call in the caller took ``wall_per_item`` an item, its items ``item_seconds`` each, of
+        which ``item_cpu`` on a CPU."""
         with self._stored(fn) as facts:
             if facts is not None:
-                facts.timed_loop = TimedLoop(wall_per_item, n_items, item_seconds, time.monotonic())
+                facts.timed_loop = TimedLoop(wall_per_item, n_items, item_seconds, time.monotonic(), item_cpu)
 
     def loss_unjudged(self, fn: Callable[..., Any], n_items: int) -> None:
         """A pool's call of ``n_items`` lost under other programs' load, and no loop timed lately could judge it."""

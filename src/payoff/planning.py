@@ -716,7 +716,7 @@ class Planner:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
             if _times_a_loop(record):
                 self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items,
-                                                  taught[0])
+                                                  taught[0], record.cpu_seconds / record.n_items)
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
@@ -741,10 +741,11 @@ class Planner:
             # 20 MB closure's first call, 0.9x, held the next calls serial, where warm calls ran 1.75x)
             speedup = _warm_speedup(record)
             speedup = None if speedup is None else speedup * self._refactored(record, fn)
-            if speedup is not None and speedup < 1.0 and _under_outside_load(record):
-                speedup = _beside_a_timed_loop(record, self.knowledge.get(fn))
-                if speedup is None:
+            if speedup is not None and speedup < 1.0:  # a loop timed lately is what serial costs here now
+                timed = _beside_a_timed_loop(record, self.knowledge.get(fn))
+                if timed is None and _under_outside_load(record):
                     self.knowledge.loss_unjudged(fn, record.n_items)
+                speedup = timed if timed is not None or _under_outside_load(record) else speedup
             if speedup is not None:
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
             if speedup is not None and record.selected_strategy == "threads" \
@@ -892,7 +893,12 @@ def _beside_a_timed_loop(record: MapRecord, known: Facts | None) -> float | None
             or not comparable(record.n_items, loop.n_items, VERDICT_REACH) or not record.n_items:
         return None
     items = items_seconds(record) / record.n_items
-    if max(items, loop.item_seconds) > TIMED_LOOP_ALIKE * min(items, loop.item_seconds):
+    cpu = record.cpu_seconds / record.n_items
+    if loop.item_cpu > 0 and cpu >= ON_CPU * items:  # CPU work: the same data costs the same CPU time each
+        items, loop_items = cpu, loop.item_cpu
+    else:
+        loop_items = loop.item_seconds
+    if max(items, loop_items) > TIMED_LOOP_ALIKE * min(items, loop_items):
         return None  # other data: texts 1.7x longer than the loop's read 0.65x for a real 1.50x (review)
     wall = record.wall_seconds - record.overhead_seconds.get("worker_warmup", 0.0)
     return loop.wall_per_item * record.n_items / wall if wall > 0 else None
