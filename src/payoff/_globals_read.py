@@ -22,10 +22,15 @@ def global_names(code: types.CodeType) -> frozenset[str]:
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=1024)
+def _in_order(code: types.CodeType) -> tuple[str, ...]:
+    return tuple(sorted(global_names(code)))
+
+
 def bindings(fn: Any) -> tuple[int, ...] | None:
     """The identities of the objects the globals a plain function reads are bound to now (by id: nothing is
     kept alive); None for any other callable, whose globals are not read here."""
     if not isinstance(fn, types.FunctionType):
         return None
     scope = fn.__globals__
-    return tuple(id(scope.get(name)) for name in sorted(global_names(fn.__code__)))
+    return tuple(id(scope.get(name)) for name in _in_order(fn.__code__))

@@ -555,6 +555,34 @@ def test_a_later_cells_function_that_reads_a_large_global_is_priced_with_it(stra
     assert out["rebound_right"] is True and "80.0 MB" not in str(out["rebound_detail"]), out
 
 
+ASKED_BY_VALUE = """
+    import json
+    from payoff.strategies.processes import ProcessStrategy
+
+    SCALE = 1
+    def scaled(x):
+        return SCALE * x
+    pool = ProcessStrategy(2, start_method="fork")
+    pool.start()
+    out = {"known": [pool.sends_by_value(scaled) for _ in range(2)]}
+    SCALE = 1000                             # a later cell rebinds what it reads
+    out["rebound"] = pool.sends_by_value(scaled)
+    def scaled(x):                           # and defines it again
+        return SCALE * x
+    out["redefined"] = pool.sends_by_value(scaled)
+    out["lambda"] = pool.sends_by_value(lambda x: x)
+    pool.shutdown()
+    print(json.dumps(out))
+"""
+
+
+def test_whether_a_warm_pool_sends_a_main_function_by_value_follows_what_it_reads() -> None:
+    """auto asks the warm pool on every call of a ``__main__`` function; the answer it keeps for a plain
+    function holds only while its name and the globals it reads are bound as they were."""
+    out = child_json(run_child(ASKED_BY_VALUE))
+    assert out == {"known": [False, False], "rebound": True, "redefined": True, "lambda": True}, out
+
+
 LATE_INSIDE = """
     import json, sys, warnings
     warnings.simplefilter("ignore")
