@@ -974,13 +974,15 @@ def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_t
                    chunks=tuple(changed(c, runq_ns=0) for c in ran.chunks))
     assert not planning._under_outside_load(pool)
 
-    def verdict(loop_cpu: float) -> tuple[float, int] | None:
+    def verdict(loop_cpu: float, loaded: bool = False) -> tuple[float, int] | None:
         """The verdict on ``pool`` after a serial auto call whose items took ``loop_cpu`` of the pool's CPU an
-        item, and twice that in its wall time (the GIL another thread held)."""
+        item, and twice that in its wall time (the GIL another thread held; ``loaded``: a CPU other programs
+        held, its chunks waiting for one half their time)."""
         cpu = own / pool.n_items * loop_cpu * alone.n_items
         loop = changed(alone, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND,
                        fallback_reason=Reason.NO_MEASURED_GAIN, cpu_seconds=cpu, wall_seconds=2 * cpu,
-                       chunks=tuple(changed(c, runq_ns=0, cpu_ns=int(cpu * 1e9 / len(alone.chunks)),
+                       chunks=tuple(changed(c, runq_ns=int(cpu * 1e9 / len(alone.chunks)) if loaded else 0,
+                                            cpu_ns=int(cpu * 1e9 / len(alone.chunks)),
                                             durations_ns=tuple(int(2 * cpu * 1e9 / len(alone.chunks) / len(
                                                 c.durations_ns)) for _ in c.durations_ns))
                                     for c in alone.chunks))
@@ -996,6 +998,8 @@ def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_t
     assert same is not None and same[0] == pytest.approx(2 * 0.75, rel=0.05), same  # its wall: 2x the CPU
     other = verdict(2.0)
     assert other is not None and other[0] == pytest.approx(0.75, rel=0.05), other  # its own time, as before
+    gone = verdict(1.0, loaded=True)  # slowed by a load the pool's call did not meet (review 70)
+    assert gone is not None and gone[0] == pytest.approx(0.75, rel=0.05), gone
 
 
 def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -> None:

@@ -322,6 +322,8 @@ class TimedLoop(NamedTuple):
     """``time.monotonic()`` when it ended: load comes and goes, so an old reading says little of the load now."""
     item_cpu: float = 0.0
     """Its items' CPU time each: what the same work costs wherever it waited (for a CPU, or for the GIL)."""
+    loaded: bool = False
+    """It waited for a CPU (other programs had the cores): a loop only while that load lasts."""
 
 
 def _forget_old_items(facts: Facts) -> None:
@@ -577,12 +579,13 @@ class Knowledge:
                 facts.misleading_firsts += 1
 
     def observe_timed_loop(self, fn: Callable[..., Any], wall_per_item: float, n_items: int,
-                           item_seconds: float, item_cpu: float = 0.0) -> None:
+                           item_seconds: float, item_cpu: float = 0.0, loaded: bool = False) -> None:
         """A whole serial call in the caller took ``wall_per_item`` an item, its items ``item_seconds`` each, of
-        which ``item_cpu`` on a CPU."""
+        which ``item_cpu`` on a CPU; ``loaded``: it waited for a CPU."""
         with self._stored(fn) as facts:
             if facts is not None:
-                facts.timed_loop = TimedLoop(wall_per_item, n_items, item_seconds, time.monotonic(), item_cpu)
+                facts.timed_loop = TimedLoop(wall_per_item, n_items, item_seconds, time.monotonic(), item_cpu,
+                                             loaded)
 
     def loss_unjudged(self, fn: Callable[..., Any], n_items: int) -> None:
         """A pool's call of ``n_items`` lost under other programs' load, and no loop timed lately could judge it."""

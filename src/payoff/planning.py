@@ -716,7 +716,8 @@ class Planner:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
             if _times_a_loop(record):
                 self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items,
-                                                  taught[0], record.cpu_seconds / record.n_items)
+                                                  taught[0], record.cpu_seconds / record.n_items,
+                                                  _met_outside_load(record))
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
@@ -742,10 +743,11 @@ class Planner:
             speedup = _warm_speedup(record)
             speedup = None if speedup is None else speedup * self._refactored(record, fn)
             if speedup is not None and speedup < 1.0:  # a loop timed lately is what serial costs here now
-                timed = _beside_a_timed_loop(record, self.knowledge.get(fn))
-                if timed is None and _under_outside_load(record):
+                loaded = _under_outside_load(record)
+                timed = _beside_a_timed_loop(record, self.knowledge.get(fn), loaded)
+                if timed is None and loaded:
                     self.knowledge.loss_unjudged(fn, record.n_items)
-                speedup = timed if timed is not None or _under_outside_load(record) else speedup
+                speedup = timed if timed is not None or loaded else speedup
             if speedup is not None:
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
             if speedup is not None and record.selected_strategy == "threads" \
@@ -880,15 +882,19 @@ def _loop_worth_timing(probe: Probe, remaining: int, workers: int) -> bool:
     return cost is not None and cost * remaining * (1 - 1 / max(1, workers)) <= CHECK_MAX_LOSS_SECONDS
 
 
-def _beside_a_timed_loop(record: MapRecord, known: Facts | None) -> float | None:
-    """A pool's loss under other programs' load, against the function's serial call of about its size, lately
-    (``TIMED_LOOP_SECONDS``): wall time against wall time; None without one (no verdict).
+def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = True) -> float | None:
+    """A pool's loss against the function's serial call of about its size, lately (``TIMED_LOOP_SECONDS``):
+    wall time against wall time; None without one (no verdict). Under other programs' load (``loaded``) any
+    such loop; without it, only one that met none either: its wall time is then the program's own (a thread
+    of it holding the GIL), where a loop slowed by a load since gone read a pool's 0.59x as 3.5x (review 70).
 
     Its items' own time gives serial a core a loop would not have had (``_under_outside_load``), but not every
     loss there is the load's: 1,000 items of 5 us beside two busy programs ran on processes 13 calls of 13,
     each recorded at 0.54-1.0x and each discarded, at 1.36-2.07x the time of a loop timed beside them (trial 51).
     """
     loop = None if known is None else known.timed_loop
+    if loop is not None and loop.loaded and not loaded:
+        return None  # a loop slowed by a load the pool's call did not meet: 0.59x read as 3.5x (review 70)
     if loop is None or time.monotonic() - loop.at > TIMED_LOOP_SECONDS \
             or not comparable(record.n_items, loop.n_items, VERDICT_REACH) or not record.n_items:
         return None
