@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.util
 import operator
 import os
 import site
@@ -130,23 +131,29 @@ def _stamp(path: str | None) -> _Stamp | None:
     return st.st_mtime_ns, st.st_size
 
 
-def _read(path: str | None) -> str | None:
+def _read(path: str | None) -> str:
+    """A module's source as the import system decodes it (its coding cookie: a latin-1 file read as UTF-8 was
+    no source, and its edits went unseen, review 70); "" where it cannot be read."""
     if path is None:
-        return None
+        return ""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, ValueError):
-        return None
+        with open(path, "rb") as fh:
+            return importlib.util.decode_source(fh.read())
+    except (OSError, ValueError, LookupError):  # gone, or an unknown or wrong encoding
+        return ""
 
 
-def _literals(source: str | None) -> dict[str, Any]:
-    """The module's top-level ``NAME = literal`` assignments: what an edit of a constant changes."""
+_NOT_A_LITERAL = object()
+
+
+def _assigned(source: str) -> dict[str, tuple[str, Any]]:
+    """Each name the module's top-level assignments bind: the expression's text, and its value where that is a
+    literal (``_NOT_A_LITERAL`` otherwise: ``60 * 5``, a call). ``A, B = 1, 2`` binds each its own element."""
     try:
-        tree = ast.parse(source or "")
+        tree = ast.parse(source)
     except (SyntaxError, ValueError):  # a file saved half-edited: nothing to read yet
         return {}
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[str, Any]] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign):
             targets, value = node.targets, node.value
@@ -154,12 +161,30 @@ def _literals(source: str | None) -> dict[str, Any]:
             targets, value = [node.target], node.value
         else:
             continue
-        try:
-            literal = ast.literal_eval(value)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            continue
-        out.update((t.id, literal) for t in targets if isinstance(t, ast.Name))
+        for target in targets:
+            out.update(_bound(target, value))
     return out
+
+
+def _bound(target: ast.expr, value: ast.expr) -> dict[str, tuple[str, Any]]:
+    if isinstance(target, ast.Name):
+        return {target.id: (ast.dump(value), _literal(value))}
+    if isinstance(target, ast.Tuple | ast.List):
+        if isinstance(value, ast.Tuple | ast.List) and len(value.elts) == len(target.elts):
+            out: dict[str, tuple[str, Any]] = {}
+            for t, v in zip(target.elts, value.elts, strict=True):
+                out.update(_bound(t, v))
+            return out
+        whole = ast.dump(value)  # unpacked from one expression: each name's value is not read here
+        return {n.id: (f"{whole}[{i}]", _NOT_A_LITERAL) for i, n in enumerate(target.elts) if isinstance(n, ast.Name)}
+    return {}
+
+
+def _literal(value: ast.expr) -> Any:
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _NOT_A_LITERAL
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -182,41 +207,56 @@ class _Constants:
     Its ``%autoreload 2`` runs an edited module's changed statements in the module's own namespace: an edited
     constant (``SCALE = 2``) is rebound in place, with no new ``__spec__`` and no function's code replaced, and
     the warm workers kept the old one (1,999 of 2,000 results wrong, hunt 66). So a module whose file changed
-    is read again, and it counts as reloaded once a constant the edit changed holds its new value here. A
-    global the program rebinds itself (a counter, a cache filled), or an edit not loaded again here, is no
-    reload: counting either as one gave spawned workers the edited file while the caller ran the old code
-    (review 69).
+    is read again, once per edit, and it counts as reloaded once a name a top-level assignment the edit changed
+    binds holds its new value here: the literal it now reads (``SCALE = 2``), or, for any other expression
+    (``60 * 5``, ``A, B = f()``), another object than when noted. A global the program rebinds itself (a
+    counter, a cache filled), or an edit not loaded again here, is no reload: counting either as one gave
+    spawned workers the edited file while the caller ran the old code (review 69).
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[str | None, _Stamp | None, str | None]] = {}
-        """Module name to its file, that file's stamp and source when noted (None: not yet read)."""
+        self._files: dict[str, tuple[str | None, _Stamp | None, str | None, dict[str, int]]] = {}
+        """Module name to its file, that file's stamp and source when noted (None: not yet read) and the
+        identities of its globals then (ids only: nothing kept alive)."""
         self._edited: dict[tuple[str, _Stamp | None], dict[str, Any]] = {}
-        """The constants an edit of a module changed, with their new values, read once per edit."""
+        """The names an edit of a module binds anew, each with its new literal (or ``_NOT_A_LITERAL``)."""
 
-    def note(self, name: str, path: str | None) -> None:
-        stamp, source = (_stamp(path), _read(path)) if AUTORELOAD in sys.modules else (None, None)
-        self._files[name] = (path, stamp, source)
+    def note(self, name: str, path: str | None, module: types.ModuleType) -> None:
+        if AUTORELOAD not in sys.modules:
+            self._files[name] = (path, None, None, {})
+            return
+        ids = {k: id(v) for k, v in list(vars(module).items()) if not k.startswith("__")}
+        self._files[name] = (path, _stamp(path), _read(path), ids)
 
     def changed(self, modules: dict[str, Any], found: dict[str, Any]) -> None:
         """Add to ``found`` the modules whose edited constants autoreload rebound here."""
         if AUTORELOAD not in sys.modules:
             return
-        for name, (path, stamp, source) in list(self._files.items()):
+        for name, (path, stamp, source, ids) in list(self._files.items()):
+            module = modules.get(name)
+            if not isinstance(module, types.ModuleType):
+                continue
             if source is None:  # autoreload was loaded after the pool started: as the file is now
-                self.note(name, path)
+                self.note(name, path, module)
                 continue
             now = _stamp(path)
-            if now == stamp or name in found or not isinstance(module := modules.get(name), types.ModuleType):
+            if now == stamp or name in found:
                 continue
             edited = self._edited.get((name, now))
             if edited is None:
-                old, new = _literals(source), _literals(_read(path))
-                edited = self._edited[(name, now)] = {
-                    k: v for k, v in new.items() if k not in old or not _same(old[k], v)}
-            missing = object()
-            if any(_same(getattr(module, k, missing), v) for k, v in edited.items()):
+                old, new = _assigned(source), _assigned(_read(path))
+                edited = self._edited[(name, now)] = \
+                    {k: v[1] for k, v in new.items() if old.get(k) != v} if old else {}  # unread then: unknown
+            if any(_bound_anew(module, k, v, ids) for k, v in edited.items()):
                 found[name] = _EDITS.setdefault((name, now), _Edit())
+
+
+def _bound_anew(module: types.ModuleType, name: str, literal: Any, ids: dict[str, int]) -> bool:
+    missing = object()
+    here = getattr(module, name, missing)
+    if here is missing:
+        return False
+    return _same(here, literal) if literal is not _NOT_A_LITERAL else id(here) != ids.get(name)
 
 
 class CodeWatch:
@@ -248,7 +288,7 @@ class CodeWatch:
                 continue
             spec = self._specs[name] = getattr(module, "__spec__", None)
             if isinstance(module, types.ModuleType):
-                self._constants.note(name, spec.origin if spec is not None else module.__file__)
+                self._constants.note(name, spec.origin if spec is not None else module.__file__, module)
                 for fn in _functions(module):
                     self._functions.append(fn)
                     self._codes.append(fn.__code__)
