@@ -453,3 +453,42 @@ def test_what_a_function_weighs_sent_by_value_is_sized_again_only_once_a_global_
     assert _payload.by_value_size(reads, 0) < 1_000 and len(sized) == 2
     scope["OTHER"] = bytes(200_000)  # a global it does not read
     assert _payload.by_value_size(reads, 0) < 1_000 and len(sized) == 2
+
+
+class _Table:
+    def __init__(self, table: bytes) -> None:
+        self.table = table
+
+    def __call__(self, i: int) -> int:
+        return len(self.table) + i
+
+    def look(self, i: int) -> int:
+        return len(self.table) + i
+
+
+def test_what_partials_methods_and_callable_instances_weigh_by_value_follows_what_they_hold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial or a callable instance kept its first size for good (80 MB priced where 730 bytes went), and a
+    bound method, a new object at each access, was sized again on every call (review 70)."""
+    from payoff import _payload
+
+    sized: list[object] = []
+    real = _payload.cloudpickled_size
+
+    def counting(obj: object) -> int | None:
+        sized.append(obj)
+        return real(obj)
+
+    monkeypatch.setattr(_payload, "cloudpickled_size", counting)
+    scope: dict[str, Any] = {"DATA": bytes(200_000)}
+    exec("def reads(i, k=0):\n    return len(DATA) + i + k\n", scope)
+    part = functools.partial(scope["reads"], k=1)
+    assert _payload.by_value_size(part, 0) > 200_000 and _payload.by_value_size(part, 0) > 200_000
+    scope["DATA"] = bytes(10)
+    assert _payload.by_value_size(part, 0) < 2_000 and len(sized) == 2
+    table = _Table(bytes(300_000))
+    assert _payload.by_value_size(table, 0) > 300_000 and _payload.by_value_size(table.look, 0) > 300_000
+    assert _payload.by_value_size(table.look, 0) > 300_000 and len(sized) == 4  # a new bound method: kept
+    table.table = bytes(5)
+    assert _payload.by_value_size(table, 0) < 2_000 and _payload.by_value_size(table.look, 0) < 2_000
+    assert len(sized) == 6

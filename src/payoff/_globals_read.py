@@ -23,7 +23,8 @@ def global_names(code: types.CodeType) -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _in_order(code: types.CodeType) -> tuple[str, ...]:
+def names_read(code: types.CodeType) -> tuple[str, ...]:
+    """``global_names`` in a fixed order."""
     return tuple(sorted(global_names(code)))
 
 
@@ -33,4 +34,4 @@ def bindings(fn: Any) -> tuple[int, ...] | None:
     if not isinstance(fn, types.FunctionType):
         return None
     scope = fn.__globals__
-    return tuple(id(scope.get(name)) for name in _in_order(fn.__code__))
+    return tuple(id(scope.get(name)) for name in names_read(fn.__code__))

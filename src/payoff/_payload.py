@@ -9,16 +9,18 @@ refused it, for the fallback's detail.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import pickle
 import time
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
-from payoff._globals_read import bindings
+from payoff._globals_read import names_read
 from payoff._item_size import size_of_buffer
 from payoff._knowledge import VERDICT_REACH, Pickling, item_kind
 from payoff._probe import PROBE_MAX_ITEMS, Probe
@@ -69,25 +71,61 @@ def measure_payload(call: Call, probe: Probe) -> None:
                                  (timed, results)))
 
 
-_BY_VALUE: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...] | None, int]] = weakref.WeakKeyDictionary()
-"""Per function, what cloudpickle sends it in, and the bindings of the globals it reads when that was sized."""
+_BY_VALUE: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
+"""Per callable, what cloudpickle sends it in, and what it held when that was sized (``_held``)."""
 
 
 def by_value_size(fn: Callable[..., Any], fallback: int) -> int:
-    """Bytes cloudpickle sends ``fn`` in (``fallback`` where it cannot), sized again only once a global it reads
-    is bound to another object: each call sized a later cell's function reading a million small dicts afresh,
-    176-208 ms a call, and a size kept for good priced a global rebound to 8 KB at its old 160 MB (review 69)."""
-    marks = bindings(fn)
+    """Bytes cloudpickle sends ``fn`` in (``fallback`` where it cannot), sized again only once what it holds
+    changed: each call sized a later cell's function reading a million small dicts afresh, 176-208 ms a call,
+    and a size kept for good priced a global rebound to 8 KB at its old 160 MB (review 69)."""
+    key, held = _held(fn)
     try:
-        kept = _BY_VALUE.get(fn)
+        kept = _BY_VALUE.get(key)
     except TypeError:  # unhashable: sized each time
         kept = None
-    if kept is not None and kept[0] == marks:
+    if kept is not None and kept[0] == held:
         return kept[1]
     size = cloudpickled_size(fn) or fallback
     with contextlib.suppress(TypeError):  # no weak reference to it
-        _BY_VALUE[fn] = (marks, size)
+        _BY_VALUE[key] = (held, size)
     return size
+
+
+def _held(fn: Any) -> tuple[Any, tuple[Any, ...]]:
+    """What to keep ``fn``'s size under, and what it holds now: the objects the globals of its function read,
+    a ``partial``'s arguments, a bound method's or callable instance's attributes, each by ``_shape``. A bound
+    method is a new object at each access: kept under its function, with its instance among what it holds."""
+    if isinstance(fn, functools.partial):
+        return fn, (_held(fn.func)[1], tuple(map(_shape, fn.args)), tuple(map(_shape, fn.keywords.values())))
+    if isinstance(fn, types.MethodType):
+        owner = fn.__self__
+        return fn.__func__, (_shape(owner), _attributes(owner), _held(fn.__func__)[1])
+    if isinstance(fn, types.FunctionType):
+        scope = fn.__globals__
+        return fn, tuple(_shape(scope.get(name)) for name in names_read(fn.__code__))
+    return fn, (_attributes(fn),)
+
+
+def _attributes(obj: Any) -> tuple[Any, ...]:
+    try:
+        state = vars(obj)
+    except TypeError:  # no __dict__ (slots, a builtin)
+        return ()
+    return tuple((name, _shape(value)) for name, value in list(state.items()))
+
+
+def _shape(obj: Any) -> tuple[int, type, int | None]:
+    """An object as far as its pickled size goes, without pickling it: its identity, and, since a freed one's
+    address is soon another's (a 160 MB array deleted, an 8 KB one made: priced at 160 MB, review 70), its type
+    and its size in bytes or items."""
+    size = getattr(obj, "nbytes", None)
+    if not isinstance(size, int):
+        try:
+            size = len(obj)
+        except Exception:  # no length, or one that raises
+            size = None
+    return id(obj), type(obj), size
 
 
 def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
