@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from joblib import parallel_config
 
-from payoff import ParallelConfig, ParallelExecutor, Reason, planning
+from payoff import MapRecord, ParallelConfig, ParallelExecutor, Reason, planning
 from payoff._knowledge import NO_PICKLING, Facts, Pace, Pickling, TimedLoop, fn_key, item_kind
 from payoff._payload import cloudpickled_size, pickled_size
 from payoff._probe import Probe
@@ -951,6 +951,20 @@ def test_a_loss_read_while_other_programs_had_the_cores_is_no_verdict() -> None:
     assert verdicts["gain, loaded"] is not None and verdicts["gain, loaded"][0] > 1.0, verdicts
 
 
+def _warm_pool_and_serial_records() -> tuple[MapRecord, MapRecord]:
+    """The records of 40 items of ``spin`` on a warm processes pool of 2 and serially: real readings for tests
+    to shape."""
+    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0)) as ex:
+        ex.map(tasks.spin, range(40))
+        ex.map(tasks.spin, range(40))
+        ran = ex.last_record
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(tasks.spin, range(40))
+        alone = ex.last_record
+    assert ran is not None and alone is not None and ran.selected_strategy == "processes" and not ran.pool_started
+    return ran, alone
+
+
 def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_thread_of_the_program() -> None:
     """A thread of the program's own that spins takes the GIL from every loop the caller runs: its serial calls
     took 2x their items' CPU, where the pool's workers ran them at their CPU time. Held to that, a pool call 1.6x
@@ -960,14 +974,7 @@ def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_t
     work (twice the CPU an item) judges nothing."""
     from dataclasses import replace as changed
 
-    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0)) as ex:
-        ex.map(tasks.spin, range(40))
-        ex.map(tasks.spin, range(40))
-        ran = ex.last_record
-    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
-        ex.map(tasks.spin, range(40))
-        alone = ex.last_record
-    assert ran is not None and alone is not None and ran.selected_strategy == "processes" and not ran.pool_started
+    ran, alone = _warm_pool_and_serial_records()
     own = planning.items_seconds(ran)  # the pool's items at their CPU time: no wait in the workers
     pool = changed(ran, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND, workers=2,
                    cpu_seconds=own, serial_estimate_seconds=own, wall_seconds=own / 0.75,
@@ -1011,14 +1018,7 @@ def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -
     texts stayed on processes through 8 calls of 0.51-1.04x)."""
     from dataclasses import replace as changed
 
-    with ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0)) as ex:
-        ex.map(tasks.spin, range(40))
-        ex.map(tasks.spin, range(40))
-        ran = ex.last_record
-    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
-        ex.map(tasks.spin, range(40))
-        alone = ex.last_record
-    assert ran is not None and alone is not None and ran.selected_strategy == "processes" and not ran.pool_started
+    ran, alone = _warm_pool_and_serial_records()
     pool = changed(ran, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND, workers=2,
                    chunks=tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2) if c.where != "caller" else c
                                 for c in ran.chunks))

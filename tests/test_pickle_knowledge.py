@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning, Reason, _knowledge, planning
+from payoff._payload import by_value_size
 from payoff.record import MapRecord
 from tests import tasks
 
@@ -429,11 +430,8 @@ def test_a_function_cloudpickle_writes_but_cannot_load_back_runs_here_saying_so(
     assert "does not load back: RecursionError" in record.fallback_detail, record.fallback_detail
 
 
-def test_what_a_function_weighs_sent_by_value_is_sized_again_only_once_a_global_it_reads_is_rebound(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sized each call, a later cell's function reading a million small dicts cost 176-208 ms a call in
-    cloudpickle; kept for good, a global rebound from 160 MB to 8 KB kept the call serial as "the function
-    carries 160.0 MB" (review 69). The size is kept while what the function reads stays bound as it was."""
+def _counting_sizes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What ``by_value_size`` hands cloudpickle from now on, each time it sizes something."""
     from payoff import _payload
 
     sized: list[object] = []
@@ -444,15 +442,24 @@ def test_what_a_function_weighs_sent_by_value_is_sized_again_only_once_a_global_
         return real(obj)
 
     monkeypatch.setattr(_payload, "cloudpickled_size", counting)
+    return sized
+
+
+def test_what_a_function_weighs_sent_by_value_is_sized_again_only_once_a_global_it_reads_is_rebound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sized each call, a later cell's function reading a million small dicts cost 176-208 ms a call in
+    cloudpickle; kept for good, a global rebound from 160 MB to 8 KB kept the call serial as "the function
+    carries 160.0 MB" (review 69). The size is kept while what the function reads stays bound as it was."""
+    sized = _counting_sizes(monkeypatch)
     scope: dict[str, Any] = {"DATA": bytes(200_000)}
     exec("def reads(i):\n    return len(DATA) + i\n", scope)
     reads = scope["reads"]
-    first = _payload.by_value_size(reads, 0)
-    assert first > 200_000 and _payload.by_value_size(reads, 0) == first and len(sized) == 1
+    first = by_value_size(reads, 0)
+    assert first > 200_000 and by_value_size(reads, 0) == first and len(sized) == 1
     scope["DATA"] = bytes(10)  # a later cell binds it anew
-    assert _payload.by_value_size(reads, 0) < 1_000 and len(sized) == 2
+    assert by_value_size(reads, 0) < 1_000 and len(sized) == 2
     scope["OTHER"] = bytes(200_000)  # a global it does not read
-    assert _payload.by_value_size(reads, 0) < 1_000 and len(sized) == 2
+    assert by_value_size(reads, 0) < 1_000 and len(sized) == 2
 
 
 class _Table:
@@ -470,25 +477,16 @@ def test_what_partials_methods_and_callable_instances_weigh_by_value_follows_wha
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A partial or a callable instance kept its first size for good (80 MB priced where 730 bytes went), and a
     bound method, a new object at each access, was sized again on every call (review 70)."""
-    from payoff import _payload
-
-    sized: list[object] = []
-    real = _payload.cloudpickled_size
-
-    def counting(obj: object) -> int | None:
-        sized.append(obj)
-        return real(obj)
-
-    monkeypatch.setattr(_payload, "cloudpickled_size", counting)
+    sized = _counting_sizes(monkeypatch)
     scope: dict[str, Any] = {"DATA": bytes(200_000)}
     exec("def reads(i, k=0):\n    return len(DATA) + i + k\n", scope)
     part = functools.partial(scope["reads"], k=1)
-    assert _payload.by_value_size(part, 0) > 200_000 and _payload.by_value_size(part, 0) > 200_000
+    assert by_value_size(part, 0) > 200_000 and by_value_size(part, 0) > 200_000
     scope["DATA"] = bytes(10)
-    assert _payload.by_value_size(part, 0) < 2_000 and len(sized) == 2
+    assert by_value_size(part, 0) < 2_000 and len(sized) == 2
     table = _Table(bytes(300_000))
-    assert _payload.by_value_size(table, 0) > 300_000 and _payload.by_value_size(table.look, 0) > 300_000
-    assert _payload.by_value_size(table.look, 0) > 300_000 and len(sized) == 4  # a new bound method: kept
+    assert by_value_size(table, 0) > 300_000 and by_value_size(table.look, 0) > 300_000
+    assert by_value_size(table.look, 0) > 300_000 and len(sized) == 4  # a new bound method: kept
     table.table = bytes(5)
-    assert _payload.by_value_size(table, 0) < 2_000 and _payload.by_value_size(table.look, 0) < 2_000
+    assert by_value_size(table, 0) < 2_000 and by_value_size(table.look, 0) < 2_000
     assert len(sized) == 6

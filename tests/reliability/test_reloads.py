@@ -218,19 +218,9 @@ def test_every_kind_of_edited_constant_autoreload_rebinds_reaches_fresh_workers(
         assert len(told) == 1, told
 
 
-COUNTED = """
-FACTOR = {factor}
-CALLS = 0
-
-
-def score(x):
-    global CALLS
-    CALLS += 1
-    s = 0
-    for i in range(20_000):
-        s += i
-    return x * FACTOR
-"""
+COUNTED = CONSTANT.replace("FACTOR = {factor}\n", "FACTOR = {factor}\nCALLS = 0\n").replace(
+    "def score(x):\n", "def score(x):\n    global CALLS\n    CALLS += 1\n")
+"""``CONSTANT`` counting its calls in a global."""
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
@@ -317,15 +307,11 @@ def test_auto_and_payoff_map_after_a_reload(modules: Modules, monkeypatch: pytes
             assert new.pool_started, (old.selected_strategy, new.selected_strategy)
 
 
-AUTORELOAD_CELLS = [
-    """%load_ext autoreload
-%autoreload 2""",
-    """import json, os, sys, time
+EDITING = """import json, os, sys, time
 sys.path.insert(0, {folder!r})
 import payoff
 from payoff import ParallelConfig, ParallelExecutor
 import {name} as lib
-from {name} import score
 
 edits = []
 
@@ -336,7 +322,33 @@ def edit(factor):
         fh.write({source!r}.format(factor=factor))
     stamp = time.time() + 10 * len(edits)  # autoreload reloads a file whose modification time moved on
     os.utime(path, (stamp, stamp))
+"""
+"""A notebook's cell that imports the user's module ``lib`` and can ``edit`` its file, after autoreload's."""
 
+
+def _autoreload_notebook(modules: Modules, stem: str, source: str, cells: list[str],
+                         **fields: str) -> tuple[dict[str, bool], str, str]:
+    """Run ``cells`` after ``%autoreload 2`` and ``EDITING`` in a real kernel, on a module written from ``source``
+    at factor 1: the JSON the last cell printed, the module's name and the notebook's stderr."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("IPython.extensions.autoreload")
+    name = f"{stem}_{os.getpid()}_{next(_names)}"
+    modules.names.append(name)
+    modules.write(name, source.format(factor=1))
+    given = {"folder": str(modules.folder), "name": name, "source": source, **fields}
+    sources = ["%load_ext autoreload\n%autoreload 2", EDITING.format(**given) + cells[0].format(**given),
+               *cells[1:]]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
+    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3").execute()
+    outputs = [o for cell in nb.cells for o in cell.outputs]
+    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    return json.loads(stdout.strip().splitlines()[-1]), name, stderr
+
+
+AUTORELOAD_CELLS = [
+    """from {name} import score
 ex = ParallelExecutor(ParallelConfig(strategy={strategy!r}, start_method={start_method!r}, max_workers=2,
                                      tiny_workload_threshold=0.0))
 out = {{"before": ex.map(score, range(40)) == list(range(40))}}""",
@@ -358,44 +370,15 @@ print(json.dumps(out))""",
 @pytest.mark.parametrize(("strategy", "start_method"), [("processes", "fork"), ("processes", "spawn")])
 def test_ipython_autoreload_in_a_real_kernel(modules: Modules, strategy: str, start_method: str) -> None:
     """The fault as found: a notebook with ``%autoreload 2`` edits its helper module between cells."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("IPython.extensions.autoreload")
-    name = f"nblib_{os.getpid()}_{next(_names)}"
-    modules.names.append(name)
-    modules.write(name, SCORE.format(factor=1))
-    cells = [c.format(folder=str(modules.folder), name=name, source=SCORE, strategy=strategy,
-                      start_method=start_method) if "{" in c else c for c in AUTORELOAD_CELLS]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3").execute()
-    outputs = [o for cell in nb.cells for o in cell.outputs]
-    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
-    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
-    assert json.loads(stdout.strip().splitlines()[-1]) == {
-        "before": True, "reloaded": True, "started": True, "patched": True, "started_again": True, "in_place": True,
-        "as_a_loop": True, "shared": True}
+    out, name, stderr = _autoreload_notebook(modules, "nblib", SCORE, AUTORELOAD_CELLS, strategy=strategy,
+                                             start_method=start_method)
+    assert out == {"before": True, "reloaded": True, "started": True, "patched": True, "started_again": True,
+                   "in_place": True, "as_a_loop": True, "shared": True}
     assert stderr.count(f"payoff: {name} was reloaded after the pool's workers started") == 2, stderr
 
 
 CONSTANT_CELLS = [
-    """%load_ext autoreload
-%autoreload 2""",
-    """import json, os, sys, time
-sys.path.insert(0, {folder!r})
-from payoff import ParallelConfig, ParallelExecutor
-import {name} as lib
-
-edits = []
-
-def edit(factor):
-    edits.append(factor)
-    path = {folder!r} + "/{name}.py"
-    with open(path, "w") as fh:
-        fh.write({source!r}.format(factor=factor))
-    stamp = time.time() + 10 * len(edits)
-    os.utime(path, (stamp, stamp))
-
-ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0))
+    """ex = ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0))
 out = {{"before": ex.map(lib.score, range(40)) == list(range(40))}}""",
     "edit(2)",  # autoreload's first reload of a module executes it again
     """out["reloaded"] = ex.map(lib.score, range(40)) == [2 * x for x in range(40)]
@@ -410,21 +393,8 @@ print(json.dumps(out))""",
 
 def test_ipython_autoreload_of_a_constant_in_a_real_kernel(modules: Modules) -> None:
     """Hunt 66's notebook: ``%autoreload 2`` and an edit of only a constant the mapped function reads."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("IPython.extensions.autoreload")
-    name = f"nbconst_{os.getpid()}_{next(_names)}"
-    modules.names.append(name)
-    modules.write(name, CONSTANT.format(factor=1))
-    cells = [c.format(folder=str(modules.folder), name=name, source=CONSTANT) if "{" in c else c
-             for c in CONSTANT_CELLS]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3").execute()
-    outputs = [o for cell in nb.cells for o in cell.outputs]
-    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
-    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
-    assert json.loads(stdout.strip().splitlines()[-1]) == {"before": True, "reloaded": True, "in_place": True,
-                                                          "new_constant": True}
+    out, name, stderr = _autoreload_notebook(modules, "nbconst", CONSTANT, CONSTANT_CELLS)
+    assert out == {"before": True, "reloaded": True, "in_place": True, "new_constant": True}
     assert stderr.count(f"payoff: {name} was reloaded after the pool's workers started") == 2, stderr
 
 
