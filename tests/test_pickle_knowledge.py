@@ -490,3 +490,15 @@ def test_what_partials_methods_and_callable_instances_weigh_by_value_follows_wha
     table.table = bytes(5)
     assert by_value_size(table, 0) < 2_000 and by_value_size(table.look, 0) < 2_000
     assert len(sized) == 6
+
+
+class _AttrDict(dict[str, Any]):
+    __getattr__ = dict.__getitem__  # a config idiom: a missing attribute raises KeyError
+
+
+def test_pricing_a_function_never_raises_for_what_its_globals_are() -> None:
+    """``getattr(cfg, "nbytes", None)`` on a config dict whose ``__getattr__`` raises ``KeyError`` failed the
+    user's call from inside the planner (review 71)."""
+    scope: dict[str, Any] = {"CFG": _AttrDict(scale=2)}
+    exec("def scaled(i):\n    return CFG.scale * i\n", scope)
+    assert by_value_size(scope["scaled"], 7) > 0

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import inspect
 import pickle
+import sys
 import time
 import types
 import weakref
@@ -118,13 +119,13 @@ def _attributes(obj: Any) -> tuple[Any, ...]:
 def _shape(obj: Any) -> tuple[int, type, int | None]:
     """An object as far as its pickled size goes, without pickling it: its identity, and, since a freed one's
     address is soon another's (a 160 MB array deleted, an 8 KB one made: priced at 160 MB, review 70), its type
-    and its size in bytes or items."""
-    size = getattr(obj, "nbytes", None)
-    if not isinstance(size, int):
-        try:
-            size = len(obj)
-        except Exception:  # no length, or one that raises
-            size = None
+    and ``sys.getsizeof`` (an array's data, a list's slots). Never ``len`` or ``nbytes``: a ``__getattr__`` of a
+    config dict raised ``KeyError`` into the call, and a lazy collection's length can query a database
+    (review 71)."""
+    try:
+        size: int | None = sys.getsizeof(obj)
+    except Exception:  # a __sizeof__ that raises
+        size = None
     return id(obj), type(obj), size
 
 
