@@ -8,7 +8,7 @@ returned the old results while a loop returned the new, without a word. The
 same goes for a function that only calls into the reloaded module. A pool
 whose workers may hold old code is replaced (see ``PoolRegistry.lease``).
 
-Two marks of a reload, both cheap enough to check before every call on a
+Three marks of a reload, all cheap enough to check before every call on a
 process pool:
 
 - a module executed again (``importlib.reload``, autoreload's
@@ -20,10 +20,9 @@ process pool:
   compared too, all at once in C;
 - that autoreload also runs an edited module's changed top-level statements
   in the module's namespace: a constant is rebound in place, and workers
-  kept the old one (1,999 of 2,000 results wrong, hunt 66). So while it is
-  loaded, a module whose file changed on disk (one ``stat`` a module a call)
-  is read again, and a constant the edit changed that holds its new value
-  here marks a reload (``_Constants``).
+  kept the old one (1,999 of 2,000 results wrong, hunt 66). So the version
+  of the file autoreload last loaded each module from is compared too
+  (``_Autoreloads``).
 
 Only the user's own modules are watched: not the standard library, not
 site-packages (an editable install's source folder is the user's), not payoff.
@@ -37,9 +36,7 @@ shared, as with any process pool: not seen.
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import importlib.util
 import operator
 import os
 import site
@@ -113,150 +110,75 @@ def _defined(obj: Any, name: str) -> list[types.FunctionType]:
     return [f for f in (obj, wrapped) if isinstance(f, types.FunctionType)]
 
 
-_Stamp = tuple[int, int]
-
 AUTORELOAD = "IPython.extensions.autoreload"
-"""IPython's autoreload, the one thing that rebinds an edited constant in place: a program without it pays
-no ``stat`` of its modules' files."""
+"""IPython's autoreload: the one thing that applies an edit of a constant in place."""
 
 
-def _stamp(path: str | None) -> _Stamp | None:
-    """A file's modification time and size: what an edit changes."""
-    if path is None:
+def _reloader() -> Any:
+    """IPython's autoreload in this process, where one runs: its ``modules_mtimes`` say which version of each
+    module's file it last loaded, and ``failed`` which of them it could not."""
+    if AUTORELOAD not in sys.modules:
         return None
-    try:
-        st = os.stat(path)
-    except OSError:  # deleted or moved: nothing to compare
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
-def _read(path: str | None) -> str:
-    """A module's source as the import system decodes it (its coding cookie: a latin-1 file read as UTF-8 was
-    no source, and its edits went unseen, review 70); "" where it cannot be read."""
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as fh:
-            return importlib.util.decode_source(fh.read())
-    except (OSError, ValueError, LookupError):  # gone, or an unknown or wrong encoding
-        return ""
-
-
-_NOT_A_LITERAL = object()
-
-
-def _assigned(source: str) -> dict[str, tuple[str, Any]]:
-    """Each name the module's top-level assignments bind: the expression's text, and its value where that is a
-    literal (``_NOT_A_LITERAL`` otherwise: ``60 * 5``, a call). ``A, B = 1, 2`` binds each its own element."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):  # a file saved half-edited: nothing to read yet
-        return {}
-    out: dict[str, tuple[str, Any]] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        else:
-            continue
-        for target in targets:
-            out.update(_bound(target, value))
-    return out
-
-
-def _bound(target: ast.expr, value: ast.expr) -> dict[str, tuple[str, Any]]:
-    if isinstance(target, ast.Name):
-        return {target.id: (ast.dump(value), _literal(value))}
-    if isinstance(target, ast.Tuple | ast.List):
-        if isinstance(value, ast.Tuple | ast.List) and len(value.elts) == len(target.elts):
-            out: dict[str, tuple[str, Any]] = {}
-            for t, v in zip(target.elts, value.elts, strict=True):
-                out.update(_bound(t, v))
-            return out
-        whole = ast.dump(value)  # unpacked from one expression: each name's value is not read here
-        return {n.id: (f"{whole}[{i}]", _NOT_A_LITERAL) for i, n in enumerate(target.elts) if isinstance(n, ast.Name)}
-    return {}
-
-
-def _literal(value: ast.expr) -> Any:
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return _NOT_A_LITERAL
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return type(a) is type(b) and bool(a == b)
-    except Exception:  # a comparison that raises (a list holding arrays) tells nothing
-        return False
+    get = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get() if callable(get) else None
+    magics = getattr(getattr(shell, "magics_manager", None), "registry", {}).get("AutoreloadMagics")
+    return getattr(magics, "_reloader", None)
 
 
 class _Edit:
-    """The mark of one edit of a module's file, the same for every pool that finds it (told once)."""
+    """The mark of one edit autoreload applied to a module, the same for every pool that finds it (told once)."""
 
 
-_EDITS: dict[tuple[str, _Stamp | None], _Edit] = {}
+_EDITS: dict[tuple[str, float], _Edit] = {}
 
 
-class _Constants:
-    """The user's module files as the pool's workers got them, while IPython's autoreload is loaded.
+class _Autoreloads:
+    """The version of each of the user's modules IPython's autoreload last loaded, as the pool's workers got them.
 
     Its ``%autoreload 2`` runs an edited module's changed statements in the module's own namespace: an edited
     constant (``SCALE = 2``) is rebound in place, with no new ``__spec__`` and no function's code replaced, and
-    the warm workers kept the old one (1,999 of 2,000 results wrong, hunt 66). So a module whose file changed
-    is read again, once per edit, and it counts as reloaded once a name a top-level assignment the edit changed
-    binds holds its new value here: the literal it now reads (``SCALE = 2``), or, for any other expression
-    (``60 * 5``, ``A, B = f()``), another object than when noted. A global the program rebinds itself (a
-    counter, a cache filled), or an edit not loaded again here, is no reload: counting either as one gave
-    spawned workers the edited file while the caller ran the old code (review 69).
+    the warm workers kept the old one (1,999 of 2,000 results wrong, hunt 66). Autoreload notes the modification
+    time of the file it loads; once that moved on since the pool started, it loaded an edit here that the
+    workers do not have, whatever the edit was. Reading the edit from the files instead missed some (a constant
+    a later line reassigns, one inside ``if``), and took a global the program rebound beside an edit it never
+    loaded for a reload, sending spawned workers the edited file (reviews 69-71).
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[str | None, _Stamp | None, str | None, dict[str, int]]] = {}
-        """Module name to its file, that file's stamp and source when noted (None: not yet read) and the
-        identities of its globals then (ids only: nothing kept alive)."""
-        self._edited: dict[tuple[str, _Stamp | None], dict[str, Any]] = {}
-        """The names an edit of a module binds anew, each with its new literal (or ``_NOT_A_LITERAL``)."""
+        self._loaded: dict[str, float | None] = {}
+        """Module name to the modification time of the file autoreload last loaded it from (None: unknown)."""
 
-    def note(self, name: str, path: str | None, module: types.ModuleType) -> None:
-        if AUTORELOAD not in sys.modules:
-            self._files[name] = (path, None, None, {})
-            return
-        ids = {k: id(v) for k, v in list(vars(module).items()) if not k.startswith("__")}
-        self._files[name] = (path, _stamp(path), _read(path), ids)
+    def note(self, name: str, module: types.ModuleType) -> None:
+        """As autoreload has the module now. One it has not seen yet (imported in the cell that started the pool)
+        it is told of as its next check would be, the file as it is: else that check took the file's time
+        unseen, the reload of an edit after it looked like that first sight, and the edit was missed."""
+        reloader = _reloader()
+        loaded = getattr(reloader, "modules_mtimes", None)
+        if isinstance(loaded, dict) and name not in loaded:
+            with contextlib.suppress(Exception):  # another IPython than the one read here
+                _, mtime = reloader.filename_and_mtime(module)
+                if mtime is not None:
+                    loaded.setdefault(name, mtime)
+        self._loaded[name] = self._version(reloader, name)
+
+    @staticmethod
+    def _version(reloader: Any, name: str) -> float | None:
+        loaded = getattr(reloader, "modules_mtimes", None)
+        return loaded.get(name) if isinstance(loaded, dict) else None
 
     def changed(self, modules: dict[str, Any], found: dict[str, Any]) -> None:
-        """Add to ``found`` the modules whose edited constants autoreload rebound here."""
-        if AUTORELOAD not in sys.modules:
+        """Add to ``found`` the modules autoreload loaded an edit of since they were noted."""
+        reloader = _reloader()
+        if reloader is None:
             return
-        for name, (path, stamp, source, ids) in list(self._files.items()):
-            module = modules.get(name)
-            if not isinstance(module, types.ModuleType):
+        failed = getattr(reloader, "failed", {})
+        for name, before in list(self._loaded.items()):
+            now = self._version(reloader, name)
+            if now is None or before is None or now == before or name in found:
                 continue
-            if source is None:  # autoreload was loaded after the pool started: as the file is now
-                self.note(name, path, module)
-                continue
-            now = _stamp(path)
-            if now == stamp or name in found:
-                continue
-            edited = self._edited.get((name, now))
-            if edited is None:
-                old, new = _assigned(source), _assigned(_read(path))
-                edited = self._edited[(name, now)] = \
-                    {k: v[1] for k, v in new.items() if old.get(k) != v} if old else {}  # unread then: unknown
-            if any(_bound_anew(module, k, v, ids) for k, v in edited.items()):
-                found[name] = _EDITS.setdefault((name, now), _Edit())
-
-
-def _bound_anew(module: types.ModuleType, name: str, literal: Any, ids: dict[str, int]) -> bool:
-    missing = object()
-    here = getattr(module, name, missing)
-    if here is missing:
-        return False
-    return _same(here, literal) if literal is not _NOT_A_LITERAL else id(here) != ids.get(name)
+            if isinstance(failed, dict) and failed.get(getattr(modules.get(name), "__file__", None)) == now:
+                continue  # that edit failed to load: the module here is as the workers have it
+            found[name] = _EDITS.setdefault((name, now), _Edit())
 
 
 class CodeWatch:
@@ -274,7 +196,7 @@ class CodeWatch:
         self._codes: list[types.CodeType] = []
         """Each function's code when first seen (the functions are held: their code is what is watched)."""
         self._owners: list[str] = []
-        self._constants = _Constants()
+        self._autoreloads = _Autoreloads()
         self.note_new()
 
     def note_new(self) -> None:
@@ -286,9 +208,9 @@ class CodeWatch:
             module = modules[name]
             if not users_module(name, module):
                 continue
-            spec = self._specs[name] = getattr(module, "__spec__", None)
+            self._specs[name] = getattr(module, "__spec__", None)
             if isinstance(module, types.ModuleType):
-                self._constants.note(name, spec.origin if spec is not None else module.__file__, module)
+                self._autoreloads.note(name, module)
                 for fn in _functions(module):
                     self._functions.append(fn)
                     self._codes.append(fn.__code__)
@@ -308,7 +230,7 @@ class CodeWatch:
             for fn, code, owner in zip(self._functions, self._codes, self._owners, strict=True):
                 if fn.__code__ != code:
                     found.setdefault(owner, fn.__code__)
-        self._constants.changed(modules, found)
+        self._autoreloads.changed(modules, found)
         return [Reload(name, mark) for name, mark in found.items()]
 
 
