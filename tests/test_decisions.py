@@ -981,13 +981,14 @@ def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_t
                    chunks=tuple(changed(c, runq_ns=0) for c in ran.chunks))
     assert not planning._under_outside_load(pool)
 
-    def verdict(loop_cpu: float, loaded: bool = False) -> tuple[float, int] | None:
+    def verdict(loop_cpu: float, loaded: bool = False, outside: float = 1.0) -> tuple[float, int] | None:
         """The verdict on ``pool`` after a serial auto call whose items took ``loop_cpu`` of the pool's CPU an
         item, and twice that in its wall time (the GIL another thread held; ``loaded``: a CPU other programs
-        held, its chunks waiting for one half their time)."""
+        held, its chunks waiting for one half their time; ``outside``: its wall that many times its items')."""
         cpu = own / pool.n_items * loop_cpu * alone.n_items
         loop = changed(alone, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND,
-                       fallback_reason=Reason.NO_MEASURED_GAIN, cpu_seconds=cpu, wall_seconds=2 * cpu,
+                       fallback_reason=Reason.NO_MEASURED_GAIN, cpu_seconds=cpu, serial_estimate_seconds=2 * cpu,
+                       wall_seconds=2 * cpu * outside,
                        chunks=tuple(changed(c, runq_ns=int(cpu * 1e9 / len(alone.chunks)) if loaded else 0,
                                             cpu_ns=int(cpu * 1e9 / len(alone.chunks)),
                                             durations_ns=tuple(int(2 * cpu * 1e9 / len(alone.chunks) / len(
@@ -1007,6 +1008,8 @@ def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_t
     assert other is not None and other[0] == pytest.approx(0.75, rel=0.05), other  # its own time, as before
     gone = verdict(1.0, loaded=True)  # slowed by a load the pool's call did not meet (review 70)
     assert gone is not None and gone[0] == pytest.approx(0.75, rel=0.05), gone
+    around = verdict(1.0, outside=3.0)  # its wall mostly outside its items: waits they did not see (review 71)
+    assert around is not None and around[0] == pytest.approx(0.75, rel=0.05), around
 
 
 def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -> None:

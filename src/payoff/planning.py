@@ -113,6 +113,10 @@ two workers on 2 CPUs wait 3-7%; beside one busy loop about half, beside two 52-
 TIMED_LOOP_SECONDS = 60.0
 """A whole serial call is what a loop takes for this long after it (``_beside_a_timed_loop``): busy programs
 come and go."""
+LOOP_WALL_OWN = 1.25
+"""A pool call that met no outside load is held to a loop only whose wall time was its items' own this much at
+most: a loop whose probe and planning waited for a CPU outside its items (which read 13-17% waiting) read a
+quiet pool's 0.58x as 3.0x (review 71); one slowed by another thread's GIL has the waits in its items."""
 TIMED_LOOP_ALIKE = 1.5
 """A pool call is held to a timed loop only where its items' own time each is within this ratio of the loop's."""
 UNJUDGED_LOSSES = 2
@@ -893,8 +897,8 @@ def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = 
     each recorded at 0.54-1.0x and each discarded, at 1.36-2.07x the time of a loop timed beside them (trial 51).
     """
     loop = None if known is None else known.timed_loop
-    if loop is not None and loop.loaded and not loaded:
-        return None  # a loop slowed by a load the pool's call did not meet: 0.59x read as 3.5x (review 70)
+    if loop is not None and not loaded and (loop.loaded or loop.wall_per_item > LOOP_WALL_OWN * loop.item_seconds):
+        return None  # a loop slowed by a load the pool's call did not meet: 0.59x read as 3.5x (reviews 70-71)
     if loop is None or time.monotonic() - loop.at > TIMED_LOOP_SECONDS \
             or not comparable(record.n_items, loop.n_items, VERDICT_REACH) or not record.n_items:
         return None
