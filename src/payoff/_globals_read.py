@@ -34,4 +34,8 @@ def bindings(fn: Any) -> tuple[int, ...] | None:
     if not isinstance(fn, types.FunctionType):
         return None
     scope = fn.__globals__
-    return tuple(id(scope.get(name)) for name in names_read(fn.__code__))
+    return tuple(id(scope.get(name, _UNBOUND)) for name in names_read(fn.__code__))
+
+
+_UNBOUND = object()
+"""A global not bound at all: told apart from one bound to None (review 71)."""

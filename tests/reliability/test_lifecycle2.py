@@ -560,17 +560,32 @@ ASKED_BY_VALUE = """
     from payoff.strategies.processes import ProcessStrategy
 
     SCALE = 1
+    LATE = 1
     def scaled(x):
         return SCALE * x
+    def late(x):
+        return LATE
+    class Model:
+        def predict(self, x):
+            return x
+    old_predict = Model.predict
     pool = ProcessStrategy(2, start_method="fork")
     pool.start()
-    out = {"known": [pool.sends_by_value(scaled) for _ in range(2)]}
+    out = {"known": [pool.sends_by_value(f) for f in (scaled, scaled, late, old_predict)]}
     SCALE = 1000                             # a later cell rebinds what it reads
     out["rebound"] = pool.sends_by_value(scaled)
     def scaled(x):                           # and defines it again
         return SCALE * x
     out["redefined"] = pool.sends_by_value(scaled)
     out["lambda"] = pool.sends_by_value(lambda x: x)
+    def predict(self, x):
+        return -x
+    Model.predict = predict                  # a method replaced on its class (review 71)
+    out["method replaced"] = pool.sends_by_value(old_predict)
+    del LATE
+    out["global deleted"] = pool.sends_by_value(late)
+    LATE = None                              # bound anew, to None (review 71)
+    out["global bound to None"] = pool.sends_by_value(late)
     pool.shutdown()
     print(json.dumps(out))
 """
@@ -580,7 +595,8 @@ def test_whether_a_warm_pool_sends_a_main_function_by_value_follows_what_it_read
     """auto asks the warm pool on every call of a ``__main__`` function; the answer it keeps for a plain
     function holds only while its name and the globals it reads are bound as they were."""
     out = child_json(run_child(ASKED_BY_VALUE))
-    assert out == {"known": [False, False], "rebound": True, "redefined": True, "lambda": True}, out
+    assert out == {"known": [False] * 4, "rebound": True, "redefined": True, "lambda": True,
+                   "method replaced": True, "global deleted": False, "global bound to None": True}, out
 
 
 LATE_INSIDE = """

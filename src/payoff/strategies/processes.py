@@ -900,12 +900,15 @@ def _spawned_workers_know(obj: Any, top: str) -> bool:
 
 
 def _asked_key(fn: Any) -> tuple[int, tuple[int, ...] | None] | None:
-    """What a plain function's way to the workers depends on: the object its name in ``__main__`` is bound to,
-    and the objects the globals it reads are; None for any other callable (asked afresh)."""
+    """What a plain function's way to the workers depends on: the object its whole name in ``__main__`` leads to
+    (a method replaced on its class: its top-level name alone kept the old answer, review 71), and the objects
+    the globals it reads are; None for any other callable (asked afresh)."""
     if not isinstance(fn, types.FunctionType):
         return None
-    main = sys.modules.get("__main__")
-    return id(getattr(main, fn.__qualname__.split(".", 1)[0], None)), bindings(fn)
+    found: Any = sys.modules.get("__main__")
+    for part in fn.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return id(found), bindings(fn)
 
 
 def _code_of(obj: Any) -> types.CodeType | None:
