@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import types
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -28,13 +29,19 @@ def names_read(code: types.CodeType) -> tuple[str, ...]:
     return tuple(sorted(global_names(code)))
 
 
+def bound_now(fn: types.FunctionType) -> Iterator[Any]:
+    """The objects the globals a plain function reads are bound to now, in ``names_read`` order (``_UNBOUND``
+    for one bound to none)."""
+    scope = fn.__globals__
+    return (scope.get(name, _UNBOUND) for name in names_read(fn.__code__))
+
+
 def bindings(fn: Any) -> tuple[int, ...] | None:
     """The identities of the objects the globals a plain function reads are bound to now (by id: nothing is
     kept alive); None for any other callable, whose globals are not read here."""
     if not isinstance(fn, types.FunctionType):
         return None
-    scope = fn.__globals__
-    return tuple(id(scope.get(name, _UNBOUND)) for name in names_read(fn.__code__))
+    return tuple(map(id, bound_now(fn)))
 
 
 _UNBOUND = object()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from payoff import _by_value as by_value
 from payoff import _out_of_band as out_of_band
-from payoff._globals_read import names_read
+from payoff._globals_read import bound_now
 from payoff._item_size import size_of_buffer
 from payoff._knowledge import VERDICT_REACH, Pickling, item_kind
 from payoff._probe import PROBE_MAX_ITEMS, Probe
@@ -103,8 +103,7 @@ def _held(fn: Any) -> tuple[Any, tuple[Any, ...]]:
         owner = fn.__self__
         return fn.__func__, (_shape(owner), _attributes(owner), _held(fn.__func__)[1])
     if isinstance(fn, types.FunctionType):
-        scope = fn.__globals__
-        return fn, tuple(_shape(scope.get(name)) for name in names_read(fn.__code__))
+        return fn, tuple(map(_shape, bound_now(fn)))
     return fn, (_attributes(fn),)
 
 

@@ -749,9 +749,11 @@ class Planner:
             if speedup is not None and speedup < 1.0:  # a loop timed lately is what serial costs here now
                 loaded = _under_outside_load(record)
                 timed = _beside_a_timed_loop(record, self.knowledge.get(fn), loaded)
-                if timed is None and loaded:
+                if timed is not None:
+                    speedup = timed
+                elif loaded:  # the items' own time gave serial a core a loop would not have had: no verdict
+                    speedup = None
                     self.knowledge.loss_unjudged(fn, record.n_items)
-                speedup = timed if timed is not None or loaded else speedup
             if speedup is not None:
                 self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
             if speedup is not None and record.selected_strategy == "threads" \

@@ -148,11 +148,11 @@ class _Autoreloads:
         self._loaded: dict[str, float | None] = {}
         """Module name to the modification time of the file autoreload last loaded it from (None: unknown)."""
 
-    def note(self, name: str, module: types.ModuleType) -> None:
-        """As autoreload has the module now. One it has not seen yet (imported in the cell that started the pool)
-        it is told of as its next check would be, the file as it is: else that check took the file's time
-        unseen, the reload of an edit after it looked like that first sight, and the edit was missed."""
-        reloader = _reloader()
+    def note(self, name: str, module: types.ModuleType, reloader: Any) -> None:
+        """As ``reloader`` (``_reloader()``) has the module now. One it has not seen yet (imported in the cell that
+        started the pool) it is told of as its next check would be, the file as it is: else that check took the
+        file's time unseen, the reload of an edit after it looked like that first sight, and the edit was
+        missed."""
         loaded = getattr(reloader, "modules_mtimes", None)
         if isinstance(loaded, dict) and name not in loaded:
             with contextlib.suppress(Exception):  # another IPython than the one read here
@@ -203,6 +203,7 @@ class CodeWatch:
         """Note the user's modules not seen before, as they are now."""
         modules = dict(sys.modules)  # another thread may import meanwhile
         self._count = len(modules)
+        reloader = _reloader()
         for name in modules.keys() - self._seen:
             self._seen.add(name)
             module = modules[name]
@@ -210,7 +211,7 @@ class CodeWatch:
                 continue
             self._specs[name] = getattr(module, "__spec__", None)
             if isinstance(module, types.ModuleType):
-                self._autoreloads.note(name, module)
+                self._autoreloads.note(name, module, reloader)
                 for fn in _functions(module):
                     self._functions.append(fn)
                     self._codes.append(fn.__code__)
