@@ -1493,12 +1493,15 @@ def test_a_terminals_ctrl_c_leaves_a_warm_local_cluster_warm(tmp_path: Path, wor
     script = tmp_path / "group_ctrl_c.py"
     script.write_text(GROUP_CTRL_C)
     root = Path(__file__).resolve().parents[1]
-    child = subprocess.Popen([sys.executable, str(script), workers], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, cwd=root, start_new_session=True,
-                             env={**os.environ, "PYTHONPATH": str(root / "src") + os.pathsep + str(root)})
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as sink:  # a file, not a pipe: nothing read it until the end, and a full pipe blocks
+        child = subprocess.Popen([sys.executable, str(script), workers], stdout=subprocess.PIPE,
+                                 stderr=sink, text=True, cwd=root, start_new_session=True,
+                                 env={**os.environ, "PYTHONPATH": str(root / "src") + os.pathsep + str(root)})
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
+        first = child.stdout.readline().strip()
+        assert first == "ready", f"{first!r}; the child's stderr: {errors.read_text()[-3000:]}"
         time.sleep(1.0)  # the cluster idles
         os.killpg(child.pid, signal.SIGINT)  # the child's own new session: its group only
         out, _ = child.communicate(timeout=120)
