@@ -277,6 +277,43 @@ def predict(x: int) -> int:
     return x * _MODEL["scale"]
 
 
+def predict_or_lock(x: int) -> Any:
+    """CPU work that needs ``load_model``: an int, or a lock for a negative item (whose result cannot travel)."""
+    spin(x)
+    return threading.Lock() if x < 0 else predict(x)
+
+
+def lock_there_error_in(caller: int, x: int) -> Any:
+    """CPU work; for a negative item a lock in a worker process, an error in the process ``caller``."""
+    spin(x)
+    if x >= 0:
+        return x
+    if os.getpid() == caller:
+        raise ValueError(f"item {x} failed in the caller")
+    return threading.Lock()
+
+
+class Unsendable:
+    """A value equal to any of the same number that pickle refuses, as it refuses a lock."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unsendable) and other.x == self.x
+
+    def __hash__(self) -> int:
+        return hash(self.x)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an Unsendable stays where it was made")
+
+
+def spin_unsendable_if_negative(x: int) -> Any:
+    spin(x)
+    return Unsendable(x) if x < 0 else x
+
+
 def lock_at_seven(x: int) -> Any:
     """A result pickle refuses, for item 7 only."""
     return threading.Lock() if x == 7 else x

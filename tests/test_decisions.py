@@ -493,6 +493,8 @@ ROWS = [
 RUNTIME_ONLY = {Reason.INIT_FAILURE: "tests/test_executor.py, tests/test_dask.py (a pool that cannot start)",
                 Reason.MAP_FAILURE_RETRY: "tests/reliability/test_crashes.py (a pool that broke mid-call)",
                 Reason.POOL_STOPPED: "tests/test_reasons.py (another call stopped the shared pool mid-call)",
+                Reason.UNPICKLABLE_RESULT_RERUN: "tests/test_pickle_knowledge.py (results a worker could not send "
+                                                 "back, their items run again in the caller)",
                 Reason.EXECUTOR_UNUSED: "tests/test_ce_integration.py (CE's own serial path)",
                 Reason.THREAD_UNSAFE: "tests/test_reasons.py (the CE adapter's plan: a threshold per instance on "
                                       "threads)",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import os
 import pickle
 import threading
 import warnings
@@ -155,6 +156,81 @@ def _cpu_work(fn: Any) -> planning.Planner:
     planner = planning.Planner()
     planner.knowledge.teach(fn, _knowledge.Facts(1e-3, 1.0, 40, "", None))
     return planner
+
+
+LATE_LOCKS = [-i if i in (150, 171) else i for i in range(200)]
+"""Two items past any probe whose results are locks (``tasks.lock_if_negative``), among ints that travel."""
+
+
+def _locks_at(out: list[Any]) -> list[int]:
+    return [i for i, result in enumerate(out) if isinstance(result, type(threading.Lock()))]
+
+
+@pytest.mark.parametrize("method", ["map", "imap", "imap_unordered"])
+def test_auto_runs_again_here_the_items_whose_results_cannot_come_back(method: str) -> None:
+    """A loop returns a lock; auto, which chose processes from items whose results were ints, raised
+    "item 150 ... cannot be pickled back" (a limit left open since the reliability issue). Those items run
+    again in the caller now, the call stays on its pool, and the record says which ran twice."""
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=_cpu_work(tasks.lock_if_negative)) as ex:
+        out = list(getattr(ex, method)(tasks.lock_if_negative, LATE_LOCKS))
+        record = ex.last_record
+    assert record is not None
+    if method == "imap_unordered":
+        out = sorted(out, key=lambda r: LATE_LOCKS.index(r) if isinstance(r, int) else 150 + 21 * (r is out[-1]))
+        assert len(_locks_at(out)) == 2
+    else:
+        assert _locks_at(out) == [150, 171]
+    assert [r for r in out if isinstance(r, int)] == [i for i in LATE_LOCKS if i >= 0]
+    assert record.selected_strategy == "processes", record.summary()
+    assert record.fallback_reason is Reason.UNPICKLABLE_RESULT_RERUN and not record.fell_back, record.summary()
+    assert "2 items (150, 171)" in record.fallback_detail and "a lock" in record.fallback_detail, \
+        record.fallback_detail
+
+
+def test_the_initializer_runs_here_before_an_item_is_run_again_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item run again in the caller finds what the workers' initializer loads, as a serial fallback does."""
+    monkeypatch.setattr(tasks, "_MODEL", None)
+    config = ParallelConfig(worker_initializer=tasks.load_model, worker_init_args=(3,), **EAGER)
+    with ParallelExecutor(config=config, planner=_cpu_work(tasks.predict_or_lock)) as ex:
+        out, record = run(ex, tasks.predict_or_lock, LATE_LOCKS)
+    assert _locks_at(out) == [150, 171]
+    assert [r for r in out if isinstance(r, int)] == [3 * i for i in LATE_LOCKS if i >= 0]
+    assert (record.selected_strategy, record.fallback_reason) == ("processes", Reason.UNPICKLABLE_RESULT_RERUN)
+
+
+def test_an_item_that_fails_when_run_again_here_raises_its_own_error() -> None:
+    """The rerun is the item's run as a loop's: its error is the call's, the results before it out first."""
+    fn = functools.partial(tasks.lock_there_error_in, os.getpid())
+    items = [-i if i == 150 else i for i in range(200)]
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=_cpu_work(fn)) as ex:
+        results = ex.imap(fn, items)
+        got = [next(results) for _ in range(150)]
+        with pytest.raises(ValueError, match="item -150 failed in the caller"):
+            next(results)
+    assert got == list(range(150))
+
+
+def test_a_call_that_ran_items_twice_is_judged_though_its_pool_was_cold() -> None:
+    """A pool's first call gives no verdict (its start is no cost of later calls); one whose items ran twice
+    was never judged, so every later call went to processes and did the work twice again (review 65, F2)."""
+    planner = _cpu_work(tasks.lock_if_negative)
+    items = [0] + [-i for i in range(1, 120)]
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=planner) as ex:
+        out, record = run(ex, tasks.lock_if_negative, items)
+    assert len(_locks_at(out)) == 119 and record.pool_started, record.summary()
+    assert record.fallback_reason is Reason.UNPICKLABLE_RESULT_RERUN, record.summary()
+    known = planner.knowledge.get(tasks.lock_if_negative)
+    assert known is not None
+    assert "processes" in known.verdicts or known.unjudged, "judged, or held for a loop under outside load"
+
+
+@pytest.mark.parametrize("config", [{"strategy": "processes"}, {"force_serial_on_failure": False}],
+                         ids=["named", "no-fallback"])
+def test_a_named_backend_or_no_fallback_raises_for_a_result_that_cannot_come_back(config: dict[str, Any]) -> None:
+    planner = _cpu_work(tasks.lock_if_negative)
+    with ParallelExecutor(config=ParallelConfig(**config, **EAGER), planner=planner) as ex, \
+            pytest.raises(RuntimeError, match=r"item 150 of the map .* returned a lock, which cannot be pickled"):
+        ex.map(tasks.lock_if_negative, LATE_LOCKS)
 
 
 @pytest.mark.parametrize("strategy", ["auto", "joblib"])

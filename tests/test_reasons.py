@@ -118,6 +118,21 @@ def _map_failure() -> tuple[Any, Any, list[Any]]:
     return record, out, [i * 10 for i, _, _ in items]
 
 
+@case(Reason.UNPICKLABLE_RESULT_RERUN)
+def _unpicklable_result_rerun() -> tuple[Any, Any, list[Any]]:
+    """Auto on processes (taught the function is 1 ms of CPU work an item): two late results cannot travel."""
+    items = [-i if i in (150, 171) else i for i in range(200)]
+    planner = planning.Planner()
+    planner.knowledge.teach(tasks.spin_unsendable_if_negative, _knowledge.Facts(1e-3, 1.0, 40, "", None))
+    with ParallelExecutor(ParallelConfig(max_workers=2, **FORCE), planner=planner) as ex:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = ex.map(tasks.spin_unsendable_if_negative, items)
+        record = ex.last_record
+    fallbacks = [w for w in caught if issubclass(w.category, ParallelFallbackWarning)]
+    return record, (result, fallbacks), [tasks.Unsendable(i) if i < 0 else i for i in items]
+
+
 @case(Reason.POOL_STOPPED)
 def _pool_stopped() -> tuple[Any, Any, list[Any]]:
     """Another thread's call on the same pool times out, so its workers are stopped: this call loses chunks."""
@@ -247,7 +262,10 @@ def test_reason_is_reached_warned_and_recorded(reason: Reason) -> None:
     record, (result, fallbacks), expected = CASES[reason]()
     assert result == expected if not isinstance(expected[0], np.ndarray) else True
     assert record.fallback_reason is reason
-    if reason in (Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED):  # recovered in fresh workers: stays parallel
+    if reason is Reason.UNPICKLABLE_RESULT_RERUN:  # its items ran again in the caller: the call stays parallel
+        assert (record.mode, record.selected_strategy) == ("parallel", "processes")
+        assert not any(c.where == "retry" for c in record.chunks)
+    elif reason in (Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED):  # recovered in fresh workers: stays parallel
         assert record.mode == "parallel"
         assert any(c.where == "retry" for c in record.chunks)
         assert not any(c.where == "caller" and c.first_item > 0 for c in record.chunks)

@@ -11,6 +11,7 @@ down alone, never rerun in the caller's own process.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import contextvars
 import functools
@@ -121,6 +122,14 @@ AHEAD_HINTS = 64
 """The same for an ``imap`` under a timeout, which sends ahead of its consumer (1 GiB by default)."""
 
 
+SHOWN_RERUNS = 5
+"""A record names this many of the items it ran again in the caller, the lowest, and counts the rest."""
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 class MapRun:
     """Plans, runs and records one call; iterate :meth:`blocks` for its results in input order."""
 
@@ -180,6 +189,13 @@ class MapRun:
         self.lost: list[ChunkTask] = []
         self.source_done = False
         self.shipped: Any = None
+        self.crash_known = False
+        """The function crashed a worker process before: its items never run in the caller."""
+        self.reran_count = 0
+        """The items whose results could not come back from the pool and ran again here (``_settle_unsent``)."""
+        self.reran_lowest: list[int] = []
+        self.rerun_what = ""
+        self.initialized_here = False
         """The function as the first pool sends it (shipped once the pool is leased)."""
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
@@ -265,6 +281,7 @@ class MapRun:
                     self.rec.n_items = self.source.taken
                 if left is not None and error is None and not self._all_done():
                     error = left  # its consumer left before the last result: cancelled, not judged
+                self._say_reruns()
                 record = self.rec.build(error)
                 self.ex._finish(self.call, record, self.fn, error, self.config, self.token, self.owner)
             finally:
@@ -454,6 +471,7 @@ class MapRun:
             if again is None:
                 return
             plan = again
+        self.crash_known = plan.probe.crashed is not None
         if plan.strategy != "serial":
             self.lease = self._acquire(plan)
         if self.lease is not None:
@@ -1205,6 +1223,8 @@ class MapRun:
             exc.add_note(f"payoff: while unpickling the results of {_items_of(task)} of the map (chunk {task.index})")
             raise
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
+        if outcome.unsent:
+            self._settle_unsent(task, outcome)
         where = _where(pool, task)
         stats = self._count(outcome, where, task)
         if outcome.error is not None:
@@ -1217,6 +1237,94 @@ class MapRun:
         self.parts.setdefault(task.index, []).append(outcome)
         if outcome.n_done < len(task.items):
             self._requeue_rest(task, outcome.n_done)
+
+    def _settle_unsent(self, task: ChunkTask, outcome: ChunkOutcome) -> None:
+        """Results pickle could not send back from a worker. A loop returns them, so auto, which chose the pool,
+        runs those items again here, where nothing is pickled: a lock among 400 ints raised what a loop never
+        does. A named backend, an earlier crash (the caller's process never runs such work),
+        ``force_serial_on_failure=False``, or an item's error held before them (a loop never reaches them)
+        make the first of them the call's error, the results before it out."""
+        unsent = outcome.unsent
+        held = self.failed is not None and self.failed[1] < task.first + unsent[0][0]
+        if held or self.requested != "auto" or self.crash_known or not self.config.force_serial_on_failure \
+                or self.rec.decision is Reason.AUTO_ISOLATES_CRASHES:
+            k, kind, why = unsent[0]
+            if outcome.error is not None:  # the item's own error stands, without the results before it, as before
+                outcome.results, outcome.unsent = [], ()
+                return
+            self._unsent_error(task, outcome, k, RuntimeError(
+                f"payoff: item {task.first + k} of the map (chunk {task.index}) returned {_a(kind)}, which "
+                f"cannot be pickled back to the parent: {why}"))
+            return
+        if self.config.worker_initializer is not None and not self.initialized_here:
+            self._initialize_here()
+            self.initialized_here = True
+        again = self._rerun_here(task, unsent)
+        for j in range(again.n_done):
+            outcome.results[unsent[j][0]] = again.results[j]
+        if again.error is not None:
+            assert again.error_index is not None
+            again.error.add_note(f"payoff: item {task.first + unsent[again.error_index][0]} ran again in the "
+                                 "caller's process, its result in a worker process being one pickle cannot send")
+            self._unsent_error(task, outcome, unsent[again.error_index][0], again.error)
+        elif again.n_done < len(unsent):  # the call was cancelled or timed out among them
+            self._raise_if_stopped()
+            raise CancelledError("payoff: the map was cancelled")
+
+    def _rerun_here(self, task: ChunkTask, unsent: tuple[tuple[int, str, str], ...]) -> ChunkOutcome:
+        """The items run again as one chunk here, as a serial call's (on a thread under a timeout), the call's
+        deadline and ``cancel()`` read as it goes; those that ran are counted however it ends."""
+        rerun = ChunkTask(task.index, 0, [task.items[k] for k, _, _ in unsent], self.token)
+
+        def count(done: ChunkOutcome) -> None:
+            self._note_rerun_here(task.first, unsent[:done.n_done + (done.error is not None)])
+
+        if self._bounded_here():
+            ran: list[Any] = []
+            try:
+                again = self._on_a_thread(rerun, results=ran, on_interrupt=count)
+            except (TimeoutError, CancelledError):  # the thread's items up to the deadline ran twice
+                self._note_rerun_here(task.first, unsent[:len(ran)])
+                raise
+        else:
+            with self.ex._observers.scope(self.call):
+                again = run_chunk(self.fn, rerun.items, 0, task.index, self.token, on_interrupt=count)
+        count(again)
+        return again
+
+    def _unsent_error(self, task: ChunkTask, outcome: ChunkOutcome, k: int, error: BaseException) -> None:
+        """The item's error stands where its result would have: the results before it go out, as for any item."""
+        outcome.results, outcome.unsent = outcome.results[:k], ()
+        outcome.error, outcome.error_index = error, task.first + k
+
+    def _note_rerun_here(self, first: int, done: Sequence[tuple[int, str, str]]) -> None:
+        """Count the items that ran twice, keeping the lowest few and what the lowest returned (linear: a call of
+        100,000 such items spent seconds re-sorting all of them chunk by chunk, review 65)."""
+        self.reran_count += len(done)
+        lowest = self.reran_lowest
+        for k, kind, why in done:
+            at = first + k
+            if len(lowest) < SHOWN_RERUNS or at < lowest[-1]:
+                bisect.insort(lowest, at)
+                del lowest[SHOWN_RERUNS:]
+                if at == lowest[0]:
+                    self.rerun_what = f"item {at}'s: {_a(kind)}, {why}"
+
+    def _say_reruns(self) -> None:
+        """The record names the items that ran twice, however the call ended. A worker's death or a stopped
+        pool, which the call met too, keeps the reason as the graver event, the reruns said after its detail."""
+        n = self.reran_count
+        if not n:
+            return
+        shown = ", ".join(map(str, self.reran_lowest)) + (f" and {n - len(self.reran_lowest):,} more"
+                                                          if n > len(self.reran_lowest) else "")
+        said = (f"{n:,} item{'s' if n > 1 else ''} ({shown}) returned results pickle cannot send back from a "
+                f"worker process ({self.rerun_what}); auto ran {'it' if n == 1 else 'them'} again in the caller's "
+                f"process, where a result is not pickled, so {'it' if n == 1 else 'each of them'} ran twice")
+        if self.rec.fallback_reason is None:
+            self.rec.recover(Reason.UNPICKLABLE_RESULT_RERUN, said)
+        elif self.rec.fallback_reason.recovered:
+            self.rec.fallback_detail += f"; besides, {said}"
 
     def _count(self, outcome: ChunkOutcome, where: str, task: ChunkTask) -> ChunkStats:
         """The chunk into the record, its observers' turn to come (``_observe_collected``)."""

@@ -730,7 +730,9 @@ class Planner:
             self.knowledge.started(fn, record.selected_strategy)
             self.costs.learn(record.selected_strategy, start=record.pool_start_seconds,
                              method=start_method(config.start_method if config is not None else None))
-        if not measured_all or record.mode != "parallel" or record.fallback_reason is not None:
+        # items rerun here because their results could not travel: the call's speedup, reruns and all, stands
+        if not measured_all or record.mode != "parallel" \
+                or record.fallback_reason not in (None, Reason.UNPICKLABLE_RESULT_RERUN):
             return
         if crowded:  # its wall time and its pool's queue were shared with the other calls: no verdict, no latency
             return
@@ -741,9 +743,12 @@ class Planner:
                                         record.n_items)
         if record.decision_reason is Reason.AUTO_SHARED_MEMORY:
             self.knowledge.observe_threads(fn, record.speedup * self._refactored(record, fn))
-        elif record.requested_strategy == "auto" and not record.pool_started and not record.fn_shipped:
+        elif record.requested_strategy == "auto" and (not record.pool_started or _reran_here(record)) \
+                and not record.fn_shipped:
             # cold workers are no verdict, nor workers sent a large function's new version (forkserver trial: a
-            # 20 MB closure's first call, 0.9x, held the next calls serial, where warm calls ran 1.75x)
+            # 20 MB closure's first call, 0.9x, held the next calls serial, where warm calls ran 1.75x); but a
+            # call that ran items twice is judged at once, its start taken off (review 65: every later call of
+            # results that cannot travel went to processes again, each twice the work)
             speedup = _warm_speedup(record)
             speedup = None if speedup is None else speedup * self._refactored(record, fn)
             if speedup is not None and speedup < 1.0:  # a loop timed lately is what serial costs here now
@@ -951,12 +956,19 @@ def _warm_speedup(record: MapRecord) -> float | None:
     Workers take chunks as they come free, so one that loads while the others run costs the call about its
     share of the workers' time, the mean rather than the longest."""
     warmup = record.overhead_seconds.get("worker_warmup", 0.0)  # each worker's share
+    if record.pool_started:  # judged cold only where it ran items twice (``_reran_here``)
+        warmup += record.pool_start_seconds
     if not warmup:
         return record.speedup
     wall = record.wall_seconds - warmup
     if wall < WARM_WALL_LEFT * record.wall_seconds:
         return None
     return record.serial_estimate_seconds / wall
+
+
+def _reran_here(record: MapRecord) -> bool:
+    """Whether the call ran items again in the caller, their results unable to travel back."""
+    return record.fallback_reason is Reason.UNPICKLABLE_RESULT_RERUN
 
 
 WARM_WALL_LEFT = 0.02

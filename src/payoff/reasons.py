@@ -14,9 +14,11 @@ class Reason(StrEnum):
     """Why a ``map`` call ran the way it did.
 
     Members whose ``kind`` is ``"fallback"`` explain why a call that was allowed
-    to run in parallel ran serially, except the two that are :attr:`recovered`
-    (``map_failure_retry``, ``pool_stopped``): those name a failure the call
-    survived where it ran, by rerunning lost chunks in fresh workers. They sit in
+    to run in parallel ran serially, except the three that are :attr:`recovered`
+    (``map_failure_retry``, ``pool_stopped``, ``unpicklable_result_rerun``): those
+    name a failure the call survived where it ran, by rerunning lost chunks in
+    fresh workers or, for results that could not travel back, their items in the
+    caller. They sit in
     ``MapRecord.fallback_reason`` and warn like fallbacks, but the call did not
     become serial, so metrics and reports count them apart
     (``payoff_recoveries_total``, ``MapRecord.fell_back``). The others explain
@@ -188,6 +190,16 @@ class Reason(StrEnum):
         "a worker died (out of memory, os._exit, a crash in native code) and the call recovered; if it recurs, "
         "the WorkerCrashedError names the item",
     )
+    UNPICKLABLE_RESULT_RERUN = (
+        "unpicklable_result_rerun",
+        "fallback",
+        "some items returned results pickle cannot send back from a worker process (a lock, an open file, a "
+        "generator); auto, which chose the pool, ran those items again in the caller's process, where a result "
+        "is not pickled, and the call stayed parallel; each of them ran twice. A named backend raises instead",
+        "return what pickle can send (plain data, arrays, instances of classes defined at a module's top level), "
+        "or use strategy='threads' for results that must stay in this process; keep side effects out of items "
+        "whose results cannot travel, since they run twice",
+    )
     UNPICKLABLE = (
         "unpicklable",
         "fallback",
@@ -256,7 +268,8 @@ class Reason(StrEnum):
 
     @property
     def recovered(self) -> bool:
-        """A failure the call survived where it ran (its lost chunks rerun in fresh workers), not a move to serial.
+        """A failure the call survived where it ran (lost chunks rerun in fresh workers, items whose results could
+        not travel rerun in the caller), not a move to serial.
 
         ``RecordBuilder.recover`` records these and leaves the mode alone; every
         other fallback code comes from ``fall_back``, which makes the call serial.
@@ -282,7 +295,7 @@ class Reason(StrEnum):
         return str(self._value_)
 
 
-_RECOVERED = frozenset({Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED})
+_RECOVERED = frozenset({Reason.MAP_FAILURE_RETRY, Reason.POOL_STOPPED, Reason.UNPICKLABLE_RESULT_RERUN})
 _BY_CHOICE = frozenset({Reason.DISABLED, Reason.TINY_WORKLOAD, Reason.TOO_FEW_ITEMS, Reason.POOL_START_COST,
                         Reason.NO_MEASURED_GAIN, Reason.PAYLOAD_TOO_LARGE, Reason.NESTED})
 

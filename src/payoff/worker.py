@@ -174,6 +174,9 @@ class ChunkOutcome:
     imports_cpu_ns: int = 0
     """Of the items' CPU time, what those imports took: less than ``imports_ns`` where the import waited for
     the GIL other threads held."""
+    unsent: tuple[tuple[int, str, str], ...] = ()
+    """The results pickle refused to send back, each as its place in the chunk, its type's name and the error;
+    ``None`` stands in ``results`` at each place (see :func:`run_to_bytes`)."""
 
     @property
     def n_done(self) -> int:
@@ -1266,17 +1269,49 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     try:
         return dumps(outcome)
     except Exception as exc:  # an unpicklable result
-        if outcome.error is not None:
-            outcome.results = []
+        return _without_the_unsendable(outcome, dumps, exc)
+
+
+def _without_the_unsendable(outcome: ChunkOutcome, dumps: Callable[[Any], bytes], exc: Exception) -> bytes:
+    """The chunk's results with each one pickle refuses left out and named (``ChunkOutcome.unsent``): the parent
+    decides what that means (an error for a named backend; for auto, the item run again in the caller, where
+    nothing is pickled). Each result is pickled alone only once the whole batch failed; where each pickles
+    alone, all are left out. Results that still cannot travel (one that pickles once only) leave the first
+    refused item's error; an item's own error travels without the results before it, as it did."""
+    refused = []
+    for k, value in enumerate(outcome.results):
+        try:
+            dumps(value)
+        except Exception as err:
+            refused.append((k, type(value).__qualname__, repr(err)))
+    if not refused:  # each pickles alone, not all together (a first pickling that fails): none can be trusted
+        refused = [(k, type(value).__qualname__, repr(exc)) for k, value in enumerate(outcome.results)]
+    if refused:
+        for k, _, _ in refused:
+            outcome.results[k] = None
+        outcome.unsent = tuple(refused)
+        with contextlib.suppress(Exception):
             return dumps(outcome)
-        found = first_unpicklable(outcome.results, dumps)
-        k, why = found if found is not None else (0, exc)
-        what = f"a {type(outcome.results[k]).__qualname__}" if found is not None else "results"
-        outcome.results = outcome.results[:k]  # the items before it are done, as before any item's error
-        outcome.error = RuntimeError(f"payoff: item {first + k} of the map (chunk {index}) returned {what}, which "
-                                     f"cannot be pickled back to the parent: {why!r}")
-        outcome.error_index = first + k
-        return dumps(outcome)
+        outcome.unsent = ()
+        if outcome.error is None:
+            k, kind, why = refused[0]
+            outcome.results = outcome.results[:k]
+            outcome.error = RuntimeError(f"payoff: item {outcome.first + k} of the map (chunk {outcome.index}) "
+                                         f"returned {_a(kind)}, which cannot be pickled back to the parent: {why}")
+            outcome.error_index = outcome.first + k
+            with contextlib.suppress(Exception):
+                return dumps(outcome)
+    outcome.results, outcome.unsent = [], ()
+    if outcome.error is None:  # no one result is at fault: the batch as a whole cannot travel
+        outcome.error = RuntimeError(f"payoff: the results of chunk {outcome.index} cannot be pickled back to "
+                                     f"the parent: {exc!r}")
+        outcome.error_index = outcome.first
+    return dumps(outcome)
+
+
+def _a(noun: str) -> str:
+    """The noun with its indefinite article."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def first_unpicklable(values: Sequence[Any], dumps: Callable[[Any], bytes]) -> tuple[int, Exception] | None:

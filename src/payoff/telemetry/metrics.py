@@ -82,8 +82,9 @@ METRICS: tuple[MetricDef, ...] = (
               "Why did parallel runs become serial?"),
     MetricDef("payoff_recoveries_total", "counter", ("reason", "workload"),
               "Calls that lost chunks (a dead worker: map_failure_retry; a pool another call stopped: "
-              "pool_stopped) and reran them in fresh workers, staying where they ran, by reason code.",
-              "Did calls survive crashed workers or stopped pools?"),
+              "pool_stopped) and reran them in fresh workers, or ran again in the caller the items whose results "
+              "could not travel back (unpicklable_result_rerun), staying where they ran, by reason code.",
+              "Did calls survive crashed workers, stopped pools or results that could not travel?"),
     MetricDef("payoff_tasks_total", "counter", ("strategy", "workload"),
               "Items processed, those whose function raised included (so errors over this is their share); "
               "advances as chunks finish.", "How much work went through?"),

@@ -160,10 +160,10 @@ def span_attributes(record: MapRecord) -> dict[str, Any]:
 
 
 def _reason_attributes(record: MapRecord) -> dict[str, str]:
-    """A recovered call (``map_failure_retry``, ``pool_stopped``) stayed parallel: its code is a
-    ``payoff.recovery_reason``, as its span event and ``payoff_recoveries_total`` say, so a query on
-    ``payoff.fallback_reason != none`` finds only the calls that fell back. The record keeps its one
-    ``fallback_reason`` field (the records file's format); each attribute is ``none`` when it does not apply."""
+    """A recovered call (``map_failure_retry``, ``pool_stopped``, ``unpicklable_result_rerun``) stayed
+    parallel: its code is a ``payoff.recovery_reason``, as its span event and ``payoff_recoveries_total``
+    say, so a query on ``payoff.fallback_reason != none`` finds only the calls that fell back. The record keeps
+    its one ``fallback_reason`` field (the records file's format); each attribute is ``none`` when it does not apply."""
     reason = record.fallback_reason
     recovered = reason is not None and reason.recovered
     return {"payoff.fallback_reason": reason.value if reason is not None and not recovered else "none",
