@@ -18,7 +18,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from payoff import _forks
 from payoff.record import ChunkStats, MapRecord
@@ -124,7 +124,7 @@ class Observers:
         with contextlib.ExitStack() as stack:
             for o in self._scoped:
                 try:
-                    stack.enter_context(o.scope(call))
+                    stack.enter_context(_Guarded(self, o, o.scope(call)))
                 except Exception as exc:
                     self._complain(o, "scope", exc)
             yield
@@ -152,6 +152,29 @@ class Observers:
             with contextlib.suppress(Exception):  # logging's last resort writes to a stderr that may be closed
                 log.warning("payoff observer %s failed in %s (further failures not logged): %r",
                             type(o).__name__, hook, exc)
+
+
+class _Guarded:
+    """An observer's scope whose way out is isolated as its way in is: one that raised there made every map
+    raise it, its results lost, and one that swallowed an item's error made ``map`` return a short list with
+    no error (hunt 69). What the call raises goes on whatever the scope does with it."""
+
+    def __init__(self, owner: Observers, observer: Observer, scope: contextlib.AbstractContextManager[Any]) -> None:
+        self.owner, self.observer, self.scope = owner, observer, scope
+
+    def __enter__(self) -> Any:
+        return self.scope.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> Literal[False]:
+        try:
+            self.scope.__exit__(kind, error, tb)
+        except Warning as exc:
+            if exc is not error:
+                raise  # a warnings filter set to "error" turned a warning into an exception on purpose
+        except Exception as exc:
+            if exc is not error:
+                self.owner._complain(self.observer, "scope", exc)
+        return False
 
 
 _library_dirs: tuple[str, ...] = ()
