@@ -411,6 +411,29 @@ def _run_with_port(script: str, port: str) -> subprocess.CompletedProcess[str]:
     return out
 
 
+def test_a_payoff_metrics_port_in_use_is_served_once_its_holder_lets_it_go() -> None:
+    """A port held at the first map (a restarted service's predecessor still stopping) was never tried again:
+    the target stayed down for the process's life, and the log advised the Python API's "pass port=0" (hunt 69,
+    F5). Maps try it again now, and the advice names the variable."""
+    port = socket_free_port()
+    script = (
+        "import socket, time, urllib.request, payoff\n"
+        "import payoff.telemetry.server as server\n"
+        "server.PORT_RETRY_SECONDS = 0.05\n"
+        "holder = socket.socket()\n"
+        f"holder.bind(('127.0.0.1', {port})); holder.listen()\n"
+        "payoff.map(abs, range(5), workload='busy')\n"
+        "holder.close(); time.sleep(0.2)\n"
+        "payoff.map(abs, range(5), workload='busy')\n"
+        f"text = urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=10).read().decode()\n"
+        "print('served', 'workload=\"busy\"' in text)\n"
+    )
+    out = _run_with_port(script, str(port))
+    assert "served True" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "the port is in use" in out.stderr and "PAYOFF_METRICS_PORT=0" in out.stderr, out.stderr[-2000:]
+    assert "pass port=0" not in out.stderr and "now that the port is free" in out.stderr, out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("strategy", ["joblib", "dask"])
 def test_worker_processes_that_inherit_payoff_metrics_port_leave_the_endpoint_to_their_parent(strategy: str) -> None:
     """Workers started afresh (joblib's, a dask cluster's) inherit the variable; a nested map in each logged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -234,6 +235,41 @@ def test_a_protocol_other_than_http_protobuf_is_refused_not_ignored(variable: st
     monkeypatch.setenv(variable, "grpc")
     with pytest.raises(ValueError, match=rf"http/protobuf.*{variable}='grpc'"):
         configure(otlp_endpoint="http://127.0.0.1:4318", set_global=False)
+
+
+@pytest.mark.parametrize(("endpoint", "says"), [
+    ("127.0.0.1:4318", "no http:// or https:// scheme"),
+    ("http://127.0.0.1:4318/v1/traces", "ends in /v1/traces"),
+    ("https://collector.example:4318/v1/metrics/", "ends in /v1/metrics"),
+    ("http://", "names no host"),
+])
+@pytest.mark.parametrize("given", ["argument", "variable"])
+def test_an_endpoint_no_export_can_reach_is_refused_saying_why(endpoint: str, says: str, given: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accepted before, then every export failed with the SDK's "No connection adapters were found", or went to
+    /v1/traces/v1/traces (hunt 69, F3)."""
+    name = "otlp_endpoint" if given == "argument" else "OTEL_EXPORTER_OTLP_ENDPOINT"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint if given == "variable" else "")
+    with pytest.raises(ValueError, match=rf"{name}={re.escape(repr(endpoint))} cannot be exported to: .*{says}"):
+        configure(otlp_endpoint=endpoint if given == "argument" else None, set_global=False)
+
+
+@pytest.mark.parametrize("variable", ["OTEL_METRICS_EXPORTER", "OTEL_TRACES_EXPORTER"])
+def test_a_signal_the_environment_exports_elsewhere_is_left_out(variable: str, receiver: Receiver,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The compose stack's image says OTEL_METRICS_EXPORTER=none (its collector takes spans only); configure()
+    sent metrics all the same, a 404 every export (hunt 69, F4)."""
+    monkeypatch.setenv(variable, "none")
+    with caplog.at_level("WARNING", logger="payoff"):
+        setup = configure(otlp_endpoint=receiver.endpoint, set_global=False, export_interval_seconds=0.2)
+    try:
+        left_out = setup.meter_provider if variable == "OTEL_METRICS_EXPORTER" else setup.tracer_provider
+        kept = setup.tracer_provider if variable == "OTEL_METRICS_EXPORTER" else setup.meter_provider
+        assert left_out is None and kept is not None
+        assert any(variable in r.getMessage() for r in caplog.records)
+    finally:
+        setup.shutdown()
 
 
 EXIT_SCRIPT = textwrap.dedent("""

@@ -15,6 +15,7 @@ import atexit
 import logging
 import os
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +146,9 @@ def configure(
     """
     global _global
     _check_protocol(traces, metrics_too)
+    _check_endpoint(otlp_endpoint)
+    traces, metrics_too = traces and exports_otlp("OTEL_TRACES_EXPORTER"), \
+        metrics_too and exports_otlp("OTEL_METRICS_EXPORTER")
     endpoint = otlp_endpoint.rstrip("/") if otlp_endpoint else otlp_endpoint  # "http://h:4318/" is that one too
     given = (endpoint, service_name, traces, metrics_too, export_interval_seconds, timeout_seconds)
     if set_global:
@@ -200,6 +204,44 @@ def _check_protocol(traces: bool, metrics_too: bool) -> None:
                 f"{name}={value!r} asks for another protocol. Unset it and point the endpoint at the "
                 f"collector's HTTP port (4318), or set up OpenTelemetry's providers yourself with the exporter "
                 f"you need: payoff's spans and metrics go through whatever providers are set")
+
+
+SIGNAL_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
+
+
+def _check_endpoint(otlp_endpoint: str | None) -> None:
+    """The base URL the exporters add ``/v1/traces`` and ``/v1/metrics`` to, refused when it can never work: with
+    no ``http://`` the SDK failed every export with "No connection adapters were found" (the cause unnamed), and
+    a signal's own URL given as the base sent to ``/v1/traces/v1/traces`` (hunt 69)."""
+    name, value = ("otlp_endpoint", otlp_endpoint) if otlp_endpoint else \
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
+    if not value:
+        return
+    url = urllib.parse.urlsplit(value)
+    path = url.path.rstrip("/")
+    if url.scheme not in ("http", "https") or not url.netloc:
+        why = "it has no http:// or https:// scheme" if url.scheme not in ("http", "https") else "it names no host"
+    elif path.endswith(SIGNAL_PATHS):
+        why = (f"it ends in {path[path.rindex('/v1/'):]}, a signal's own path, to which the exporters add "
+               "/v1/traces and /v1/metrics again (a signal's own URL goes in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or "
+               "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)")
+    else:
+        return
+    raise ValueError(f"payoff.telemetry.configure(): {name}={value!r} cannot be exported to: {why}. Give the "
+                     "collector's base URL, as http://127.0.0.1:4318")
+
+
+def exports_otlp(variable: str) -> bool:
+    """Whether OpenTelemetry's ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` leaves that signal to OTLP
+    (unset: yes). The compose stack's collector takes spans only, and its image says
+    ``OTEL_METRICS_EXPORTER=none``: an application's ``configure()`` there sent metrics all the same, a 404 every
+    export (hunt 69). A signal left out is said once."""
+    raw = os.environ.get(variable, "")
+    names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
+    if "otlp" in names:
+        return True
+    log.warning("payoff.telemetry.configure(): %s=%r: that signal is not exported over OTLP", variable, raw)
+    return False
 
 
 def _shown(given: tuple[object, ...]) -> str:

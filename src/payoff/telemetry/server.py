@@ -38,6 +38,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -357,7 +358,8 @@ def _close_in_child() -> None:
     started from the environment (it is the parent's, and serving the same port
     again would only fail), without a warning.
     """
-    global _auto, _failed_for, _unserved
+    global _auto, _failed_for, _unserved, _retry_at
+    _retry_at = None  # the parent's busy port is no child's to retry
     for server in list(_listening):
         with contextlib.suppress(OSError):
             server.socket.close()
@@ -519,7 +521,13 @@ def _env_snapshot() -> tuple[str | None, ...]:
 
 _auto: MetricsServer | None = None
 _failed_for: tuple[str | None, ...] | None = None
+_retry_at: float | None = None
+"""When a port that was busy may be tried again (``time.monotonic()``); None: the failure is no busy port."""
 _auto_lock = _forks.Lock()
+
+PORT_RETRY_SECONDS = 5.0
+"""How often maps try a ``PAYOFF_METRICS_PORT`` again that was in use: a restarted service's predecessor may hold
+it for a moment, and its target stayed down for the new process's whole life."""
 
 
 def addr_from_env() -> str:
@@ -533,8 +541,9 @@ def addr_from_env() -> str:
     return raw if raw.strip() else DEFAULT_ADDR
 
 
-def _start_from_env(raw_port: str) -> MetricsServer | None:
-    """One attempt; every failure is logged with the variables involved, none escapes into the user's map call."""
+def _start_from_env(raw_port: str, retry: bool = False) -> tuple[MetricsServer | None, bool]:
+    """One attempt, and whether it failed on a busy port (tried again later); every failure is logged with the
+    variables involved, once (a retry says only when it serves), none escapes into the user's map call."""
     addr = addr_from_env()
     try:
         ports = parse_ports(raw_port)
@@ -542,7 +551,17 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
         os.environ[SERVED_BY_ENV] = _served_mark(str(os.getpid()))
         if ports[0] == 0:  # a free port: nothing else would tell anyone which
             log.warning("payoff: serving /metrics at %s (%s=0 took a free port)", server.url, PORT_ENV)
-        return server
+        elif retry:
+            log.warning("payoff: serving /metrics at %s now that the port is free", server.url)
+        return server, False
+    except OSError as exc:
+        busy = exc.errno == errno.EADDRINUSE
+        if not retry:
+            said = str(exc).replace(PORT_ZERO_ADVICE, "")
+            log.warning("payoff: not serving /metrics on %s=%r %s=%r: %s%s", ADDR_ENV, addr, PORT_ENV, raw_port,
+                        said, f"; maps try it again every {PORT_RETRY_SECONDS:g} s; set {PORT_ENV}=0 for a free "
+                        "port, or a range (9464-9472) for one each per process" if busy else "")
+        return None, busy
     except MetricsExposureWarning as exc:  # warnings turned into errors: then refuse to expose
         log.warning("payoff: not serving /metrics (MetricsExposureWarning is an error here): %s", exc)
     except MetricsConfigError as exc:
@@ -550,9 +569,7 @@ def _start_from_env(raw_port: str) -> MetricsServer | None:
                     WEB_CONFIG_ENV, CERT_FILE_ENV, KEY_FILE_ENV, exc)
     except ValueError as exc:
         log.warning("payoff: not serving /metrics: %s", exc)
-    except OSError as exc:
-        log.warning("payoff: not serving /metrics on %s=%r %s=%r: %s", ADDR_ENV, addr, PORT_ENV, raw_port, exc)
-    return None
+    return None, False
 
 
 def _serve_one_of(ports: range, addr: str) -> MetricsServer:
@@ -620,11 +637,12 @@ def serve_from_env() -> MetricsServer | None:
     """Start the endpoint once per process when ``PAYOFF_METRICS_PORT`` is set (and not empty or blank).
 
     Runs as every map call starts, so a configuration that failed is remembered and
-    neither retried nor logged again until the variables change. Never in a process the serving one started
+    neither retried nor logged again until the variables change, but a port in use, which its holder may free,
+    is tried again every ``PORT_RETRY_SECONDS``. Never in a process the serving one started
     (``SERVED_BY_ENV``), nor in a payoff worker process, also where its parent's start failed: each inherits
     the variable, and a nested map there logged "port in use" in every worker started afresh.
     """
-    global _auto, _failed_for
+    global _auto, _failed_for, _retry_at
     raw = os.environ.get(PORT_ENV)
     if not raw or not raw.strip() or in_worker_process():  # empty or blank: unset, as an env file leaves it
         return None
@@ -635,10 +653,12 @@ def serve_from_env() -> MetricsServer | None:
     with _auto_lock:
         if _auto is None:
             snapshot = _env_snapshot()
-            if snapshot == _failed_for:
+            retry = snapshot == _failed_for
+            if retry and (_retry_at is None or time.monotonic() < _retry_at):
                 return None
-            _auto = _start_from_env(raw)
+            _auto, busy = _start_from_env(raw, retry)
             _failed_for = snapshot if _auto is None else None
+            _retry_at = time.monotonic() + PORT_RETRY_SECONDS if _auto is None and busy else None
         return _auto
 
 
