@@ -336,9 +336,10 @@ class MapRecord:
     """Other work (another call, a ``submit``) held the call's pool while the call did: its workers and queue
     were not the call's alone."""
     shared_seconds: float = 0.0
-    """Worker time of the call's workers that other calls' chunks held while the call held the pool: not
-    capacity the call left idle, so ``capacity_seconds`` leaves it out (a ``submit`` is not timed, so only
-    ``pool_shared`` says it was there). The metrics add it to ``payoff_shared_seconds_total`` when the call
+    """Worker time of the call's workers that was other calls' while the call held the pool: what their chunks
+    held, and their share of the time the workers sat idle (of ``n`` calls holding the pool then, each is given
+    ``1/n`` of it): not capacity the call left idle, so ``capacity_seconds`` leaves it out, and concurrent
+    calls' utilizations sum to the pool's (a ``submit`` is not timed, so only ``pool_shared`` says it was there). The metrics add it to ``payoff_shared_seconds_total`` when the call
     ends, for the same reason: their capacity counter advanced as workers x wall while the call ran."""
     gil_priced: bool = False
     """Its items, waiting work on threads, were priced without the waits for the GIL a thread of payoff's own

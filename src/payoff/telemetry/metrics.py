@@ -106,11 +106,12 @@ METRICS: tuple[MetricDef, ...] = (
               "Numerator of utilization (busy / (capacity - shared))."),
     MetricDef("payoff_capacity_seconds_total", "counter", ("strategy", "workload"),
               "Workers x wall time of each call; advances as chunks finish. Calls sharing one pool each count "
-              "all of it: payoff_shared_seconds_total is the part other calls' chunks held.",
+              "all of it: payoff_shared_seconds_total is the part that was the other calls'.",
               "Denominator of efficiency; of utilization, less the shared time."),
     MetricDef("payoff_shared_seconds_total", "counter", ("strategy", "workload"),
-              "Worker time of a call's workers that other calls' chunks held during the call (threads mapping "
-              "at once on one executor): in its capacity, but not idle. Added when the call ends "
+              "Worker time of a call's workers that was other calls' (threads mapping at once on one "
+              "executor): what their chunks held, and their share of the time the workers sat idle (1/n each of "
+              "n calls holding the pool then); in its capacity, but not its own. Added when the call ends "
               "(MapRecord.shared_seconds); only pool strategies have it.",
               "Was the pool shared by concurrent calls? Subtracted from capacity for utilization."),
     MetricDef("payoff_serial_estimate_seconds_total", "counter", ("strategy", "workload"),
