@@ -282,7 +282,7 @@ def test_a_shared_pool_travels_through_the_records_file() -> None:
     record = rec.build()
     assert record.pool_shared and record.shared_seconds == 1e-6
     assert record.capacity_seconds == pytest.approx(2 * record.wall_seconds - 1e-6)
-    assert "pool shared" in record.summary() and "pool shared, others held" in record._repr_html_()
+    assert "pool shared" in record.summary() and "pool shared, other calls had" in record._repr_html_()
     data = json.loads(record_line(record))
     assert data["pool_shared"] is True and data["shared_seconds"] == 1e-6
     assert record_from_dict(data) == record

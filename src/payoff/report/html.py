@@ -115,9 +115,10 @@ def pool_note(record: MapRecord) -> str:
 
 
 def utilization_note(record: MapRecord) -> str:
-    """Busy time; on a shared pool, that its other work's chunks counted as occupied, not as idle capacity."""
+    """Busy time; on a shared pool, the worker time that was other calls' (their chunks, their share of idle
+    workers), counted out of this call's capacity."""
     busy = f"busy {seconds(record.busy_seconds)}"
-    return f"{busy}; pool shared, others held {seconds(record.shared_seconds)}" if record.pool_shared else busy
+    return f"{busy}; pool shared, other calls had {seconds(record.shared_seconds)}" if record.pool_shared else busy
 
 
 def chunks_note(record: MapRecord) -> str:

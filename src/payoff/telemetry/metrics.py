@@ -403,8 +403,9 @@ def metrics_reference_markdown() -> str:
     lines += ["", "## Derived ratios", "",
               "- speedup = `rate(payoff_serial_estimate_seconds_total)` / `rate(payoff_wall_seconds_total)`",
               "- utilization = `rate(payoff_busy_seconds_total)` / (`rate(payoff_capacity_seconds_total)` - "
-              "`rate(payoff_shared_seconds_total)`): the worker time the calls had, less what other calls' "
-              "chunks held of it, as `MapRecord.utilization`; calls keeping a shared pool full read near 100%",
+              "`rate(payoff_shared_seconds_total)`): the worker time the calls had, less what was other calls' "
+              "(their chunks, and their share of idle workers), as `MapRecord.utilization`; calls sharing a pool "
+              "read its occupancy together",
               "- efficiency = `rate(payoff_serial_estimate_seconds_total)` / "
               "`rate(payoff_capacity_seconds_total)`: speedup per worker, as `MapRecord.efficiency` "
               "(speedup / workers); calls sharing a pool each read lower, as each one's speedup does",
