@@ -339,8 +339,9 @@ class MapRecord:
     """Worker time of the call's workers that was other calls' while the call held the pool: what their chunks
     held, and their share of the time the workers sat idle (of ``n`` calls holding the pool then, each is given
     ``1/n`` of it): not capacity the call left idle, so ``capacity_seconds`` leaves it out, and concurrent
-    calls' utilizations sum to the pool's (a ``submit`` is not timed, so only ``pool_shared`` says it was there). The metrics add it to ``payoff_shared_seconds_total`` when the call
-    ends, for the same reason: their capacity counter advanced as workers x wall while the call ran."""
+    calls' utilizations sum to the pool's (a ``submit`` is not timed, so only ``pool_shared`` says it was
+    there). The metrics add it to ``payoff_shared_seconds_total`` when the call ends, for the same reason: their
+    capacity counter advanced as workers x wall while the call ran."""
     gil_priced: bool = False
     """Its items, waiting work on threads, were priced without the waits for the GIL a thread of payoff's own
     met beside them (``payoff._gil_wait``): the serial estimate is their work, not the queue more threads make."""
