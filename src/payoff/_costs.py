@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import statistics
+import sys
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -32,11 +33,18 @@ _PRIORS: dict[str, Overheads] = {
     "dask": Overheads(start=2.0, per_call=0.005, per_chunk=0.002, per_byte=3e-9),
 }
 
-_PROCESS_START_PRIORS = {"fork": (0.002, 0.002), "forkserver": (0.15, 0.05), "spawn": (0.15, 0.05)}
+_PROCESS_START_PRIORS = {"fork": (0.004, 0.004), "forkserver": (0.15, 0.05), "spawn": (0.15, 0.05)}
 """A process pool's start before one is measured, by start method: (fixed, per worker) seconds. The parent
-forks its workers one by one (2 workers ~6 ms on the 2-core machine); forkserver and spawn start fresh
+forks its workers one by one, and each starts by limiting its native libraries' threads and answering the
+parent (2 workers 11-15 ms with numpy imported, on the 2-core machine); forkserver and spawn start fresh
 interpreters that import payoff and the caller's modules, in parallel where there are cores (~250 ms for 2).
 One prior for all three was 5x too dear for fork and 8x too cheap for spawn."""
+
+FORK_START_PER_MODULE = 10e-6
+"""A fork pool's start grows with what the parent imported: the reload watch reads each module, and each
+worker's scan for native libraries meets theirs (2 workers: 26-31 ms with scikit-learn and pandas, 1,700
+modules, against 11-15 ms with numpy, 280). Without it the prior read 6 ms, and a new process's first pool,
+bought once calls kept serial had forgone that much, cost 2-6x a 20-90 ms loop (hunt 68)."""
 
 
 def start_method(chosen: str | None) -> str:
@@ -104,7 +112,8 @@ class CostModel:
                 costs = replace(costs, start=learned)
             elif strategy == "processes" and method in _PROCESS_START_PRIORS:
                 fixed, per_worker = _PROCESS_START_PRIORS[method]
-                costs = replace(costs, start=fixed + per_worker * workers)
+                imported = FORK_START_PER_MODULE * len(sys.modules) if method == "fork" else 0.0
+                costs = replace(costs, start=fixed + per_worker * workers + imported)
             self._answers[key] = costs
         return costs
 
