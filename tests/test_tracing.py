@@ -78,6 +78,21 @@ def test_map_span_with_every_attribute_and_chunk_children(strategy: str,
     assert sum(int((c.attributes or {})["payoff.chunk.items"]) for c in chunks) == (0 if single_caller_chunk else 64)
 
 
+def test_the_map_span_reaches_the_processor_before_its_chunks(spans: tuple[TracerProvider,
+                                                                          InMemorySpanExporter]) -> None:
+    """A collector slower than the calls fills the SDK's span queue, which drops what comes after: the chunk
+    spans went first, about five a call (hunt 69, F6). The map span, which the dashboards' exemplars link to,
+    goes first now, so a queue with room for a few more spans takes it rather than its chunks. (A collector that
+    stays slower than the calls still loses most spans of both kinds: 439 of 1,642 map spans arrived, against 478
+    of 1,670 before; the SDK's queue and batch sizes, ``OTEL_BSP_*``, are the lever there.)"""
+    provider, exporter = spans
+    with ParallelExecutor(ParallelConfig(strategy="threads", **FORCE), tracer_provider=provider) as ex:
+        for _ in range(3):
+            ex.map(tasks.spin, range(64), chunksize=8)
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names == [SPAN_NAME, *[CHUNK_SPAN_NAME] * 8] * 3, names
+
+
 def test_a_single_caller_chunk_needs_no_child_span(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     provider, exporter = spans
     with ParallelExecutor(ParallelConfig(strategy="serial"), tracer_provider=provider) as ex:

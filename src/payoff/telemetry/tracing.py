@@ -78,12 +78,14 @@ class Tracing(Observer):
             # All of them, also those set at the start: a stream's length (payoff.items) is known only now.
             span.set_attributes(span_attributes(record))
             _reason_event(span, record)
-            self._chunk_spans(call, record, span)
             closed = isinstance(error, GeneratorExit) and record.outcome != "error"  # by its consumer, not an item
             if error is not None and not closed:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        recording = span.is_recording()
         span.end(end_time=_epoch_ns(call, call.started_ns + int(record.wall_seconds * 1e9)))
+        if recording:  # after the map span: a queue with room for a few more spans takes it (hunt 69)
+            self._chunk_spans(call, record, span)
 
     def _chunk_spans(self, call: CallInfo, record: MapRecord, parent: Span) -> None:
         if len(record.chunks) == 1 and record.chunks[0].where == "caller":
