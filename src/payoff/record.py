@@ -313,7 +313,8 @@ class MapRecord:
     probe_items: int
     wall_seconds: float
     """From the call's entry (argument checks and reading its input included) until its record was built: what
-    follows, the planner's learning and the observers, is outside it (tens of microseconds)."""
+    follows, the planner's learning and the observers, is outside it (tens of microseconds a call; 1-2 ms on a
+    process's first, whose observers and planner meet their first use)."""
     busy_seconds: float
     cpu_seconds: float
     serial_estimate_seconds: float
