@@ -1095,6 +1095,14 @@ def warn_then_square(x: int) -> int:
     return spin(x, 20_000) * 0 + x * x
 
 
+def warn_the_same(x: int) -> int:
+    """The same warning from one place for every item: shown once under the "default" action."""
+    import warnings
+
+    warnings.warn("the same warning", UserWarning, stacklevel=1)
+    return x
+
+
 def raise_on_three(x: int) -> int:
     """Items 0-2 run, item 3 raises ``ValueError``."""
     if x == 3:

@@ -74,3 +74,45 @@ def test_a_submitted_call_warns_under_the_callers_filters_too() -> None:
     done = subprocess.run([sys.executable, "-c", _SUBMITTED], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "result: 49" in done.stdout and "warns" not in done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_what_items_warn_in_worker_processes_reaches_the_callers_warnings(strategy: str) -> None:
+    """A loop's warnings go through the caller's ``warnings``: ``catch_warnings``, ``pytest.warns``, a notebook
+    cell. Worker processes printed theirs to their own stderr, so ``catch_warnings(record=True)`` around ``map``
+    caught 0 of 20 where a loop caught 20 (hunt 68, F4). Each is shown in the caller now, from its own line."""
+    import inspect
+    import warnings
+
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    source, first = inspect.getsourcelines(tasks.warn_then_square)
+    line = next(n for n, text in enumerate(source, first) if "warnings.warn(" in text)
+    config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert ex.map(tasks.warn_then_square, range(40), chunksize=5) == [x * x for x in range(40)]
+        assert ex.last_record is not None and ex.last_record.selected_strategy == strategy
+        shown = [w for w in caught if issubclass(w.category, UserWarning) and "warns" in str(w.message)]
+        assert sorted(str(w.message) for w in shown) == sorted(f"item {x} warns" for x in range(40))
+        assert {(w.filename, w.lineno) for w in shown} == {(tasks.__file__, line)}
+        with pytest.warns(UserWarning, match="item 3 warns"):
+            ex.map(tasks.warn_then_square, range(8), chunksize=2)
+
+
+def test_a_warning_shown_once_per_place_is_shown_once_however_many_workers_raise_it() -> None:
+    """Under the "default" action a loop shows each warning once per place and text; so does a pool's relay,
+    whichever worker raised it how often (each worker's own registry showed it once a worker)."""
+    import warnings
+
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            ex.map(tasks.warn_the_same, range(40), chunksize=5)
+    assert [str(w.message) for w in caught if "the same" in str(w.message)] == ["the same warning"]

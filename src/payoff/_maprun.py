@@ -28,7 +28,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
-from payoff import _gil_wait, planning
+from payoff import _gil_wait, _relayed_warnings, planning
 from payoff._exit import ended_with_the_program, program_ending
 from payoff._forks import held_at_fork_hint
 from payoff._item_size import item_bytes_in_memory
@@ -1223,6 +1223,8 @@ class MapRun:
             exc.add_note(f"payoff: while unpickling the results of {_items_of(task)} of the map (chunk {task.index})")
             raise
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
+        if outcome.warnings:
+            _relayed_warnings.show_here(outcome.warnings)
         if outcome.unsent:
             self._settle_unsent(task, outcome)
         where = _where(pool, task)

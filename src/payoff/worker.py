@@ -34,7 +34,7 @@ from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, cast, overload
 
-from payoff import _budget_cut, _exit, _forks, _warning_filters
+from payoff import _budget_cut, _exit, _forks, _relayed_warnings, _warning_filters
 from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
@@ -174,6 +174,9 @@ class ChunkOutcome:
     imports_cpu_ns: int = 0
     """Of the items' CPU time, what those imports took: less than ``imports_ns`` where the import waited for
     the GIL other threads held."""
+    warnings: tuple[Any, ...] = ()
+    """The warnings its items raised that the caller's filters let through, for the caller to show
+    (``payoff._relayed_warnings``); only a worker process's chunk has them."""
     unsent: tuple[tuple[int, str, str], ...] = ()
     """The results pickle refused to send back, each as its place in the chunk, its type's name and the error;
     ``None`` stands in ``results`` at each place (see :func:`run_to_bytes`)."""
@@ -1261,9 +1264,11 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     what the call raises, and those results would be dropped anyway.
     """
     dumps = _dumps_for(pickler)
-    outcome = run_chunk(fn, items, first, index, cancel, budget_ns=budget_ns, mark_in=mark_in,
-                        check_each=check_each)
+    with _relayed_warnings.collecting() as raised:
+        outcome = run_chunk(fn, items, first, index, cancel, budget_ns=budget_ns, mark_in=mark_in,
+                            check_each=check_each)
     outcome.fn_bytes_loaded, outcome.warmup_ns = loaded, warmup_ns
+    outcome.warnings = _relayed_warnings.travelling(raised, dumps) if raised else ()
     if outcome.error is not None:
         _prepare_for_travel(outcome, dumps)
     try:

@@ -1,0 +1,107 @@
+"""Warnings an item raises in a worker process, shown in the caller as a loop would show them.
+
+A loop's warnings go through the caller's ``warnings`` machinery: its filters, ``catch_warnings``,
+``pytest.warns``, a notebook cell's output. A worker process printed them to its own stderr instead, which a
+Jupyter kernel's forked workers share with the server's terminal, not the cell: a scikit-learn
+``ConvergenceWarning`` of a fold fit on processes never reached the notebook, and ``catch_warnings(record=True)``
+around ``map`` caught 0 of 20 where a loop caught 20 (hunt 68). The worker applies the caller's filters
+(``_warning_filters``); what they let through is kept with the chunk's outcome, and the caller shows it again
+where it collects the chunk, deduplicated by its own registries as the warning's module would be.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+RELAY_CAP = 1_000
+"""A chunk relays at most this many warnings (an ``"always"`` filter over a million items); the rest are shown
+where they are raised, as before."""
+
+Relayed = tuple[Any, type[Warning], str, int, str | None]
+"""A warning's message (its object, or its text where that cannot travel), category, file, line and module."""
+
+_chunk = threading.local()
+_installed_in: int | None = None
+_module_of: dict[str, str | None] = {}
+
+
+def collecting() -> _Collect:
+    """Keep the warnings this thread raises while a chunk runs (the thread of the chunk only: an item's own
+    threads, and a dask worker's other tasks, show theirs where they are)."""
+    _install()
+    return _Collect()
+
+
+class _Collect:
+    def __enter__(self) -> list[Relayed]:
+        self.kept: list[Relayed] = []
+        _chunk.kept = self.kept
+        return self.kept
+
+    def __exit__(self, *exc: object) -> None:
+        _chunk.kept = None
+
+
+def _install() -> None:
+    """Route this process's shown warnings through :func:`_show` (once per process: a fork has its own)."""
+    global _installed_in
+    if _installed_in == os.getpid():
+        return
+    _installed_in = os.getpid()
+    warnings.showwarning = _showing(warnings.showwarning)
+
+
+def _showing(shown_before: Callable[..., None]) -> Callable[..., None]:
+    def _show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              file: Any = None, line: str | None = None) -> None:
+        kept: list[Relayed] | None = getattr(_chunk, "kept", None)
+        if kept is None or file is not None or len(kept) >= RELAY_CAP:
+            shown_before(message, category, filename, lineno, file, line)
+            return
+        kept.append((message, category, filename, lineno, _module_named(filename)))
+    return _show
+
+
+def _module_named(filename: str) -> str | None:
+    """The module's name for the caller's filters (which match names, not paths): the one loaded from the file."""
+    if filename not in _module_of:
+        _module_of[filename] = next((name for name, module in list(sys.modules.items())
+                                     if getattr(module, "__file__", None) == filename), None)
+    return _module_of[filename]
+
+
+def travelling(kept: list[Relayed], dumps: Callable[[Any], bytes]) -> tuple[Relayed, ...]:
+    """The kept warnings as they can travel: a message object that cannot, as its text; a category that cannot,
+    as a ``UserWarning`` that names it."""
+    out = []
+    for message, category, filename, lineno, module in kept:
+        try:
+            dumps((message, category))
+        except Exception:
+            try:
+                dumps(category)
+                message = str(message)
+            except Exception:
+                message, category = f"{category.__qualname__}: {message}", UserWarning
+        out.append((message, category, filename, lineno, module))
+    return tuple(out)
+
+
+_registries: dict[str, dict[Any, Any]] = {}
+"""Per module, what was shown of it: the registry a module's ``__warningregistry__`` would be in a loop."""
+
+
+def show_here(relayed: Iterable[Relayed]) -> None:
+    """Show a chunk's warnings in the caller, through its filters and its ``showwarning``."""
+    for message, category, filename, lineno, module in relayed:
+        registry = _registries.setdefault(module or filename, {})
+        if module is None:  # an explicit module=None shows nothing (CPython's C warn_explicit): the file's
+            warnings.warn_explicit(message, category, filename, lineno, registry=registry)
+        else:
+            warnings.warn_explicit(message, category, filename, lineno, module=module, registry=registry)
+
