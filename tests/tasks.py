@@ -314,6 +314,26 @@ def spin_unsendable_if_negative(x: int) -> Any:
     return Unsendable(x) if x < 0 else x
 
 
+def unsendable_noting_reruns(item: tuple[int, int, str, float, int]) -> Any:
+    """Item ``(i, caller, log, seconds, fail_at)``: sleeps, raises at ``fail_at``, and for a negative ``i``
+    returns an ``Unsendable`` in a worker and, run in ``caller`` (a rerun), appends ``i`` to ``log`` first: a
+    side effect a test reads."""
+    i, caller, log, seconds, fail_at = item
+    time.sleep(seconds)
+    if i == fail_at:
+        raise ValueError(f"item {i} raised")
+    if i < 0 and os.getpid() == caller:
+        with open(log, "a") as fh:
+            fh.write(f"{i}\n")
+    return Unsendable(i) if i < 0 else i
+
+
+def unsendable_after_a_crash(item: tuple[int, int, str]) -> Any:
+    """Item 5 kills its worker the first time (``die_once_in_worker``); item 40 returns an ``Unsendable``."""
+    i = item[0]
+    return Unsendable(i) if i == 40 else die_once_in_worker(item)
+
+
 def lock_at_seven(x: int) -> Any:
     """A result pickle refuses, for item 7 only."""
     return threading.Lock() if x == 7 else x

@@ -676,12 +676,12 @@ def test_an_object_that_holds_its_executor_maps_its_own_method_in_worker_process
     """``self.ex.map(self.score, xs)`` sends the instance with its executor; the executor did not pickle (its
     locks), so every call of the pattern ran serially as ``unpicklable``, blaming a '_thread.lock'."""
     holder = tasks.HoldsItsExecutor(strategy)
-    with holder.ex:
+    with holder.ex:  # work enough for auto to start a pool a process of the test suite's imports starts slowly
         for _ in range(2):
-            out = holder.ex.map(holder.score, range(200))
+            out = holder.ex.map(holder.score, range(1000))
             record = holder.ex.last_record
             assert record is not None and record.fallback_reason is None, record.summary()
-            assert [v for v, _ in out] == [3 * x for x in range(200)]
+            assert [v for v, _ in out] == [3 * x for x in range(1000)]
             assert os.getpid() not in {pid for _, pid in out[record.probe_items:]}, record.summary()
 
 

@@ -187,15 +187,17 @@ def test_auto_runs_again_here_the_items_whose_results_cannot_come_back(method: s
         record.fallback_detail
 
 
-def test_the_initializer_runs_here_before_an_item_is_run_again_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An item run again in the caller finds what the workers' initializer loads, as a serial fallback does."""
+def test_with_a_worker_initializer_an_item_is_not_run_again_here_and_the_error_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items of a call whose pool has an initializer run only on workers (``planning._has_initializer``): run
+    again here, the initializer ran in the caller, its failure became the call's error and a slow one outlived
+    the call's timeout (review 72, N2). The first such item is the error, saying why it was not run here."""
     monkeypatch.setattr(tasks, "_MODEL", None)
     config = ParallelConfig(worker_initializer=tasks.load_model, worker_init_args=(3,), **EAGER)
-    with ParallelExecutor(config=config, planner=_cpu_work(tasks.predict_or_lock)) as ex:
-        out, record = run(ex, tasks.predict_or_lock, LATE_LOCKS)
-    assert _locks_at(out) == [150, 171]
-    assert [r for r in out if isinstance(r, int)] == [3 * i for i in LATE_LOCKS if i >= 0]
-    assert (record.selected_strategy, record.fallback_reason) == ("processes", Reason.UNPICKLABLE_RESULT_RERUN)
+    with ParallelExecutor(config=config, planner=_cpu_work(tasks.predict_or_lock)) as ex, \
+            pytest.raises(RuntimeError, match=r"item 150 of the map .* returned a lock.*worker_initializer"):
+        ex.map(tasks.predict_or_lock, LATE_LOCKS)
+    assert tasks._MODEL is None, "the initializer ran in the caller"
 
 
 def test_an_item_that_fails_when_run_again_here_raises_its_own_error() -> None:
@@ -222,6 +224,52 @@ def test_a_call_that_ran_items_twice_is_judged_though_its_pool_was_cold() -> Non
     known = planner.knowledge.get(tasks.lock_if_negative)
     assert known is not None
     assert "processes" in known.verdicts or known.unjudged, "judged, or held for a loop under outside load"
+
+
+def _reran(log: Any) -> list[int]:
+    return [int(line) for line in log.read_text().split()] if log.exists() else []
+
+
+def test_results_already_back_go_out_before_items_are_run_again_here(tmp_path: Any) -> None:
+    """The caller ran a chunk's unsendable items as soon as that chunk came back, so results of an earlier
+    chunk, back long before, waited for them (an imap's timeout then said every result ready was out when 30
+    were held; review 72, N1). They run in input order now, when their results' turn comes."""
+    log = tmp_path / "reran"
+    # item 0 is probed here; then a slower chunk of 30 that travel, and one of 30 that cannot come back
+    items = [(i, os.getpid(), str(log), 0.02, -1) for i in range(31)]
+    items += [(-i, os.getpid(), str(log), 0.0, -1) for i in range(31, 61)]
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=_cpu_work(tasks.unsendable_noting_reruns)) as ex:
+        results = ex.imap(tasks.unsendable_noting_reruns, items, chunksize=30)
+        first = [next(results) for _ in range(31)]
+        reran_by_then = _reran(log)
+        rest = list(results)
+    assert first == list(range(31)) and reran_by_then == []
+    assert [r.x for r in rest] == [-i for i in range(31, 61)] and _reran(log) == [-i for i in range(31, 61)]
+
+
+def test_no_item_past_an_items_error_runs_again_here(tmp_path: Any) -> None:
+    """A loop stops at item 30's error; the chunks after it, back first, had their items run again in the
+    caller, side effects and all (review 72, N5)."""
+    log = tmp_path / "reran"
+    items = [(i, os.getpid(), str(log), 0.3 if i == 30 else 0.0, 30) for i in range(30)]
+    items += [(-i, os.getpid(), str(log), 0.0, 30) for i in range(31, 80)]
+    items.insert(30, (30, os.getpid(), str(log), 0.3, 30))
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=_cpu_work(tasks.unsendable_noting_reruns)) as ex, \
+            pytest.raises(ValueError, match="item 30 raised"):
+        ex.map(tasks.unsendable_noting_reruns, items, chunksize=10)
+    assert _reran(log) == []
+
+
+def test_a_call_whose_worker_crashed_runs_no_item_here(tmp_path: Any) -> None:
+    """After a crash the caller's process never runs the function's items; the call that met the crash ran
+    item 40 here all the same, and the next, identical call raised (review 72, N4). Both raise now, saying
+    why."""
+    marker = str(tmp_path / "died")
+    items = [(i, os.getpid(), marker) for i in range(60)]
+    with ParallelExecutor(config=ParallelConfig(**EAGER), planner=_cpu_work(tasks.unsendable_after_a_crash)) as ex:
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match=r"item 40 .* crashed a worker process"):
+                ex.map(tasks.unsendable_after_a_crash, items, chunksize=5)
 
 
 @pytest.mark.parametrize("config", [{"strategy": "processes"}, {"force_serial_on_failure": False}],

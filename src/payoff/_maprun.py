@@ -11,7 +11,6 @@ down alone, never rerun in the caller's own process.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import contextvars
 import functools
@@ -35,6 +34,7 @@ from payoff._item_size import item_bytes_in_memory
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._pools import Lease, pool_key
 from payoff._probe import PROBE_STOP_GRACE_SECONDS
+from payoff._reruns import Reruns, article
 from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
 from payoff._waiting import all_done, wait_in_slices
@@ -122,14 +122,6 @@ AHEAD_HINTS = 64
 """The same for an ``imap`` under a timeout, which sends ahead of its consumer (1 GiB by default)."""
 
 
-SHOWN_RERUNS = 5
-"""A record names this many of the items it ran again in the caller, the lowest, and counts the rest."""
-
-
-def _a(noun: str) -> str:
-    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
-
-
 class MapRun:
     """Plans, runs and records one call; iterate :meth:`blocks` for its results in input order."""
 
@@ -189,14 +181,11 @@ class MapRun:
         self.lost: list[ChunkTask] = []
         self.source_done = False
         self.shipped: Any = None
+        """The function as the first pool sends it (shipped once the pool is leased)."""
         self.crash_known = False
         """The function crashed a worker process before: its items never run in the caller."""
-        self.reran_count = 0
-        """The items whose results could not come back from the pool and ran again here (``_settle_unsent``)."""
-        self.reran_lowest: list[int] = []
-        self.rerun_what = ""
-        self.initialized_here = False
-        """The function as the first pool sends it (shipped once the pool is leased)."""
+        self.reruns = Reruns()
+        """Items whose results could not come back from the pool, run again here in their turn (``_settle``)."""
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
         self._bound_bytes = False
@@ -724,7 +713,8 @@ class MapRun:
         return self.timeout is not None and self.requested != "serial" and self.config.enabled
 
     def _on_a_thread(self, task: ChunkTask, results: list[Any] | None = None,
-                     on_interrupt: Callable[[ChunkOutcome], object] | None = None) -> ChunkOutcome:
+                     on_interrupt: Callable[[ChunkOutcome], object] | None = None,
+                     judged: bool = True) -> ChunkOutcome:
         """The chunk run on a payoff thread the caller waits for no longer than the call's time left; its
         items start only before the deadline, so on time the thread stops at its next item, and an item that
         hangs leaves it stuck (no thread can be stopped from outside), as a hung probe does. A Ctrl-C in the
@@ -764,7 +754,8 @@ class MapRun:
         if not started:
             return self._here_instead(task, results, on_interrupt)
         if not finished.is_set():
-            note = self.ex._planner.outlived(self.fn, lambda: not finished.is_set(), self.timeout or 0.0, given)
+            note = self.ex._planner.outlived(self.fn, lambda: not finished.is_set(), self.timeout or 0.0, given) \
+                if judged else None
             try:
                 self._raise_if_stopped()
                 raise TimeoutError(f"payoff: the map did not finish within timeout={self.timeout} s")
@@ -1226,7 +1217,7 @@ class MapRun:
         if outcome.warnings:
             _relayed_warnings.show_here(outcome.warnings)
         if outcome.unsent:
-            self._settle_unsent(task, outcome)
+            self._unsent_back(task, outcome)
         where = _where(pool, task)
         stats = self._count(outcome, where, task)
         if outcome.error is not None:
@@ -1240,89 +1231,108 @@ class MapRun:
         if outcome.n_done < len(task.items):
             self._requeue_rest(task, outcome.n_done)
 
-    def _settle_unsent(self, task: ChunkTask, outcome: ChunkOutcome) -> None:
+    def _unsent_back(self, task: ChunkTask, outcome: ChunkOutcome) -> None:
         """Results pickle could not send back from a worker. A loop returns them, so auto, which chose the pool,
-        runs those items again here, where nothing is pickled: a lock among 400 ints raised what a loop never
-        does. A named backend, an earlier crash (the caller's process never runs such work),
-        ``force_serial_on_failure=False``, or an item's error held before them (a loop never reaches them)
-        make the first of them the call's error, the results before it out."""
-        unsent = outcome.unsent
-        held = self.failed is not None and self.failed[1] < task.first + unsent[0][0]
-        if held or self.requested != "auto" or self.crash_known or not self.config.force_serial_on_failure \
-                or self.rec.decision is Reason.AUTO_ISOLATES_CRASHES:
-            k, kind, why = unsent[0]
-            if outcome.error is not None:  # the item's own error stands, without the results before it, as before
-                outcome.results, outcome.unsent = [], ()
-                return
-            self._unsent_error(task, outcome, k, RuntimeError(
-                f"payoff: item {task.first + k} of the map (chunk {task.index}) returned {_a(kind)}, which "
-                f"cannot be pickled back to the parent: {why}"))
-            return
-        if self.config.worker_initializer is not None and not self.initialized_here:
-            self._initialize_here()
-            self.initialized_here = True
-        again = self._rerun_here(task, unsent)
-        for j in range(again.n_done):
-            outcome.results[unsent[j][0]] = again.results[j]
+        keeps those items to run again here when their results' turn comes (``_settle``): a lock among 400 ints
+        raised what a loop never does. Where they may not run here (``_not_here``), the first of them is the
+        call's error, the results before it out, as before; an item's own error stands, as before."""
+        not_here = self._not_here()
+        if not_here is None:
+            self.reruns.keep(task.index, outcome.first, task.items[outcome.first - task.first:], outcome.unsent)
+        elif outcome.error is not None:
+            outcome.results, outcome.unsent = [], ()
+        else:
+            self._unsendable(outcome, not_here)
+
+    def _not_here(self) -> str | None:
+        """Why the items whose results could not travel may not run in the caller; None: they may."""
+        if self.requested != "auto":
+            return f"strategy={self.requested!r} was named: payoff runs its items nowhere else"
+        if not self.config.force_serial_on_failure:
+            return "force_serial_on_failure=False: payoff runs no item elsewhere than on the pool"
+        if self.config.worker_initializer is not None:
+            return "the caller never ran the pool's worker_initializer, so its items never run there"
+        if self.crash_known or self.rec.decision is Reason.AUTO_ISOLATES_CRASHES \
+                or self.rec.fallback_reason is Reason.MAP_FAILURE_RETRY:
+            return "the function crashed a worker process, and the caller's process never runs its items"
+        return None
+
+    def _unsendable(self, part: ChunkOutcome, why_not: str) -> None:
+        k, kind, why = part.unsent[0]
+        self._unsent_error(part, k, RuntimeError(
+            f"payoff: item {part.first + k} of the map (chunk {part.index}) returned {article(kind)}, which cannot "
+            f"be pickled back to the parent: {why}; it is not run again in the caller: {why_not}"))
+
+    def _settle(self, index: int, part: ChunkOutcome) -> bool:
+        """Its results whose items run again here filled in, as they are handed out; False when that made the
+        piece an item's error, held as any (an earlier error the call holds, or a crash since, keeps them off
+        the caller: a loop never reached them)."""
+        if not part.unsent:
+            return part.error is None
+        why_not = self._not_here()
+        if why_not is None and self.failed is not None and self.failed[1] < part.first + part.unsent[0][0]:
+            why_not = "an earlier item's error ends the call first"
+        if why_not is not None:
+            self.reruns.take(index, part.first)
+            self._unsendable(part, why_not)
+        else:
+            self._rerun_here(index, part)
+        if part.error is None:
+            return True
+        assert part.error_index is not None
+        if self.failed is None or part.error_index < self.failed[1]:
+            self.failed = (index, part.error_index, part)
+        self.source_done = True
+        return False
+
+    def _rerun_here(self, index: int, part: ChunkOutcome) -> None:
+        """The items run again as one chunk here, as a serial call's (on a thread under a timeout), the call's
+        deadline and ``cancel()`` read as it goes; those that ran are counted however it ends."""
+        unsent, items = part.unsent, self.reruns.take(index, part.first)
+        part.unsent = ()
+        ran: list[Any] = []
+
+        def count(done: ChunkOutcome) -> None:
+            self.reruns.ran(part.first, unsent[:done.n_done + (done.error is not None)])
+
+        try:
+            again = self._again_here(ChunkTask(index, 0, items, self.token), ran, count)
+        except (TimeoutError, CancelledError):  # the items that ran by then ran twice
+            self.reruns.ran(part.first, unsent[:len(ran)])
+            raise
+        count(again)
+        for j, result in enumerate(again.results):
+            part.results[unsent[j][0]] = result
         if again.error is not None:
             assert again.error_index is not None
-            again.error.add_note(f"payoff: item {task.first + unsent[again.error_index][0]} ran again in the "
-                                 "caller's process, its result in a worker process being one pickle cannot send")
-            self._unsent_error(task, outcome, unsent[again.error_index][0], again.error)
-        elif again.n_done < len(unsent):  # the call was cancelled or timed out among them
+            k = unsent[again.error_index][0]
+            again.error.add_note(f"payoff: item {part.first + k} ran again in the caller's process: in a worker "
+                                 "process its result was one pickle cannot send back")
+            part.worker = again.worker  # the note that names where the item raised
+            self._unsent_error(part, k, again.error)
+        elif again.n_done < len(items):  # the call was cancelled or timed out among them
             self._raise_if_stopped()
             raise CancelledError("payoff: the map was cancelled")
 
-    def _rerun_here(self, task: ChunkTask, unsent: tuple[tuple[int, str, str], ...]) -> ChunkOutcome:
-        """The items run again as one chunk here, as a serial call's (on a thread under a timeout), the call's
-        deadline and ``cancel()`` read as it goes; those that ran are counted however it ends."""
-        rerun = ChunkTask(task.index, 0, [task.items[k] for k, _, _ in unsent], self.token)
+    def _again_here(self, rerun: ChunkTask, ran: list[Any],
+                    count: Callable[[ChunkOutcome], None]) -> ChunkOutcome:
+        if self._bounded_here():  # no verdict on the function: a rerun is no probe of whether its items hang
+            return self._on_a_thread(rerun, results=ran, on_interrupt=count, judged=False)
+        with self.ex._observers.scope(self.call):
+            return run_chunk(self.fn, rerun.items, 0, rerun.index, self.token, results=ran, on_interrupt=count)
 
-        def count(done: ChunkOutcome) -> None:
-            self._note_rerun_here(task.first, unsent[:done.n_done + (done.error is not None)])
-
-        if self._bounded_here():
-            ran: list[Any] = []
-            try:
-                again = self._on_a_thread(rerun, results=ran, on_interrupt=count)
-            except (TimeoutError, CancelledError):  # the thread's items up to the deadline ran twice
-                self._note_rerun_here(task.first, unsent[:len(ran)])
-                raise
-        else:
-            with self.ex._observers.scope(self.call):
-                again = run_chunk(self.fn, rerun.items, 0, task.index, self.token, on_interrupt=count)
-        count(again)
-        return again
-
-    def _unsent_error(self, task: ChunkTask, outcome: ChunkOutcome, k: int, error: BaseException) -> None:
+    @staticmethod
+    def _unsent_error(part: ChunkOutcome, k: int, error: BaseException) -> None:
         """The item's error stands where its result would have: the results before it go out, as for any item."""
-        outcome.results, outcome.unsent = outcome.results[:k], ()
-        outcome.error, outcome.error_index = error, task.first + k
-
-    def _note_rerun_here(self, first: int, done: Sequence[tuple[int, str, str]]) -> None:
-        """Count the items that ran twice, keeping the lowest few and what the lowest returned (linear: a call of
-        100,000 such items spent seconds re-sorting all of them chunk by chunk, review 65)."""
-        self.reran_count += len(done)
-        lowest = self.reran_lowest
-        for k, kind, why in done:
-            at = first + k
-            if len(lowest) < SHOWN_RERUNS or at < lowest[-1]:
-                bisect.insort(lowest, at)
-                del lowest[SHOWN_RERUNS:]
-                if at == lowest[0]:
-                    self.rerun_what = f"item {at}'s: {_a(kind)}, {why}"
+        part.results, part.unsent = part.results[:k], ()
+        part.error, part.error_index = error, part.first + k
 
     def _say_reruns(self) -> None:
         """The record names the items that ran twice, however the call ended. A worker's death or a stopped
         pool, which the call met too, keeps the reason as the graver event, the reruns said after its detail."""
-        n = self.reran_count
-        if not n:
+        said = self.reruns.said()
+        if not said:
             return
-        shown = ", ".join(map(str, self.reran_lowest)) + (f" and {n - len(self.reran_lowest):,} more"
-                                                          if n > len(self.reran_lowest) else "")
-        said = (f"{n:,} item{'s' if n > 1 else ''} ({shown}) returned results pickle cannot send back from a "
-                f"worker process ({self.rerun_what}); auto ran {'it' if n == 1 else 'them'} again in the caller's "
-                f"process, where a result is not pickled, so {'it' if n == 1 else 'each of them'} ran twice")
         if self.rec.fallback_reason is None:
             self.rec.recover(Reason.UNPICKLABLE_RESULT_RERUN, said)
         elif self.rec.fallback_reason.recovered:
@@ -1373,6 +1383,9 @@ class MapRun:
             block = self._take_ready(index)
             if block:
                 yield block
+            if self.failed is not None and index == self.failed[0]:  # an item run again here raised
+                yield from self._up_to_the_error()
+                return
             if index in self.sizes:
                 return  # the rest of the chunk is still to come
             self.next_yield += 1
@@ -1384,6 +1397,9 @@ class MapRun:
         before = sorted((p for p in self.parts[index] if p.first < at), key=lambda p: p.first)
         if sum(p.n_done for p in before) < at - self.starts[index]:
             return  # a piece of the chunk before the error is still running
+        if not all(self._settle(index, p) or p is failing for p in before) and self.failed[1] < at:
+            yield from self._up_to_the_error()  # an item before it, run again here, raised first
+            return
         results = [r for p in before for r in p.results][: at - self.starts[index]]
         if results:
             yield results
@@ -1407,7 +1423,7 @@ class MapRun:
         """
         parts = sorted(self.parts[index], key=lambda p: p.first)
         at, taken = self.starts[index], 0
-        while taken < len(parts) and parts[taken].first == at and parts[taken].error is None:
+        while taken < len(parts) and parts[taken].first == at and self._settle(index, parts[taken]):
             at += parts[taken].n_done
             taken += 1
         if parts[taken:]:

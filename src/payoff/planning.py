@@ -752,7 +752,8 @@ class Planner:
             speedup = _warm_speedup(record)
             speedup = None if speedup is None else speedup * self._refactored(record, fn)
             if speedup is not None and speedup < 1.0:  # a loop timed lately is what serial costs here now
-                loaded = _under_outside_load(record)
+                # items run again in the caller take the workers' CPUs themselves: no outside load (review 72)
+                loaded = _under_outside_load(record) and not _reran_here(record)
                 timed = _beside_a_timed_loop(record, self.knowledge.get(fn), loaded)
                 if timed is not None:
                     speedup = timed

@@ -39,6 +39,7 @@ from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
 from payoff._native_threads import limit_here
+from payoff._reruns import article
 from payoff._tracebacks import RAISED_BY, from_the_function
 from payoff.errors import RemoteError, RemoteTraceback
 
@@ -1280,43 +1281,64 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
 def _without_the_unsendable(outcome: ChunkOutcome, dumps: Callable[[Any], bytes], exc: Exception) -> bytes:
     """The chunk's results with each one pickle refuses left out and named (``ChunkOutcome.unsent``): the parent
     decides what that means (an error for a named backend; for auto, the item run again in the caller, where
-    nothing is pickled). Each result is pickled alone only once the whole batch failed; where each pickles
-    alone, all are left out. Results that still cannot travel (one that pickles once only) leave the first
-    refused item's error; an item's own error travels without the results before it, as it did."""
+    nothing is pickled). Results are pickled one by one only once the whole batch failed. Where they still
+    cannot travel (one that pickles once only), the first refused item's error goes instead; an item's own
+    error travels, then, without the results before it, as it did."""
+    refused = _refused(outcome.results, dumps, exc)
+    sent = _marked(outcome, refused, dumps)
+    if sent is None and outcome.error is None:
+        sent = _first_refused_as_error(outcome, refused[0], dumps) if refused else None
+    return sent if sent is not None else _nothing_but_the_error(outcome, dumps, exc)
+
+
+def _refused(results: list[Any], dumps: Callable[[Any], bytes], exc: Exception) -> list[tuple[int, str, str]]:
+    """Each result pickle refuses alone; all of them where each pickles alone but not all together (a first
+    pickling that fails): none of them can be trusted to travel."""
     refused = []
-    for k, value in enumerate(outcome.results):
+    for k, value in enumerate(results):
         try:
             dumps(value)
         except Exception as err:
-            refused.append((k, type(value).__qualname__, repr(err)))
-    if not refused:  # each pickles alone, not all together (a first pickling that fails): none can be trusted
-        refused = [(k, type(value).__qualname__, repr(exc)) for k, value in enumerate(outcome.results)]
-    if refused:
-        for k, _, _ in refused:
-            outcome.results[k] = None
-        outcome.unsent = tuple(refused)
-        with contextlib.suppress(Exception):
-            return dumps(outcome)
+            refused.append((k, type(value).__qualname__, _safe_repr(err)))
+    return refused or [(k, type(value).__qualname__, _safe_repr(exc)) for k, value in enumerate(results)]
+
+
+def _marked(outcome: ChunkOutcome, refused: list[tuple[int, str, str]], dumps: Callable[[Any], bytes]) -> bytes | None:
+    """The outcome pickled with ``None`` where each refused result stood, or None where it still cannot be."""
+    if not refused:
+        return None
+    for k, _, _ in refused:
+        outcome.results[k] = None
+    outcome.unsent = tuple(refused)
+    try:
+        return dumps(outcome)
+    except Exception:
         outcome.unsent = ()
-        if outcome.error is None:
-            k, kind, why = refused[0]
-            outcome.results = outcome.results[:k]
-            outcome.error = RuntimeError(f"payoff: item {outcome.first + k} of the map (chunk {outcome.index}) "
-                                         f"returned {_a(kind)}, which cannot be pickled back to the parent: {why}")
-            outcome.error_index = outcome.first + k
-            with contextlib.suppress(Exception):
-                return dumps(outcome)
+        return None
+
+
+def _first_refused_as_error(outcome: ChunkOutcome, first: tuple[int, str, str],
+                            dumps: Callable[[Any], bytes]) -> bytes | None:
+    """The results before the first refused one, and its error, pickled; None where even those cannot be."""
+    k, kind, why = first
+    outcome.results = outcome.results[:k]
+    outcome.error = RuntimeError(f"payoff: item {outcome.first + k} of the map (chunk {outcome.index}) returned "
+                                 f"{article(kind)}, which cannot be pickled back to the parent: {why}")
+    outcome.error_index = outcome.first + k
+    try:
+        return dumps(outcome)
+    except Exception:
+        return None
+
+
+def _nothing_but_the_error(outcome: ChunkOutcome, dumps: Callable[[Any], bytes], exc: Exception) -> bytes:
+    """No result travels: the item's own error, or where none, one saying the batch cannot be pickled."""
     outcome.results, outcome.unsent = [], ()
-    if outcome.error is None:  # no one result is at fault: the batch as a whole cannot travel
+    if outcome.error is None:
         outcome.error = RuntimeError(f"payoff: the results of chunk {outcome.index} cannot be pickled back to "
-                                     f"the parent: {exc!r}")
+                                     f"the parent: {_safe_repr(exc)}")
         outcome.error_index = outcome.first
     return dumps(outcome)
-
-
-def _a(noun: str) -> str:
-    """The noun with its indefinite article."""
-    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def first_unpicklable(values: Sequence[Any], dumps: Callable[[Any], bytes]) -> tuple[int, Exception] | None:

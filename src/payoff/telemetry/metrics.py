@@ -386,11 +386,12 @@ def metrics_reference_markdown() -> str:
         "timing blocks at their per-item mean (items of over ~250 us are timed one by one and agree",
         "exactly), and there is no empty histogram, so a histogram appears with its first observation.",
     ]
-    recovered = " and ".join(f"`{r.value}`" for r in recovered_reasons())
+    recovered = ", ".join(f"`{r.value}`" for r in recovered_reasons())
     lines += ["", "## Reason codes", "",
-              "A record's `fallback_reason` holds a fallback code. Two of them,",
-              f"{recovered}, name a failure the call survived by rerunning the chunks it lost in",
-              "fresh workers (or, for a pool stopped as the program ends, in the calling thread): such a call",
+              f"A record's `fallback_reason` holds a fallback code. {len(recovered_reasons())} of them,",
+              f"{recovered}, name a failure the call survived where it ran: by rerunning the chunks it lost in",
+              "fresh workers (or, for a pool stopped as the program ends, in the calling thread), or the items",
+              "whose results could not come back from a worker in the caller: such a call",
               "did not fail and was not planned serial",
               "(`MapRecord.fell_back` is False), so it counts in `payoff_recoveries_total`, not in",
               "`payoff_fallbacks_total`, and the reports say it recovered; it still warns",
