@@ -160,21 +160,25 @@ def test_the_record_takes_the_factor_off_its_pool_items_only() -> None:
     assert estimate(1.0) == pytest.approx(0.03)
 
 
+N_CHECKED = 2000
+
+
 def test_a_small_gain_is_checked_once_and_the_pool_call_after_it_completes_the_factor() -> None:
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.spin, Facts(7e-5, 1.0, 40, "", None, verdicts={"processes": (1.3, 400)},
+    # work enough for a cold pool's start, priced higher in a process of the test suite's imports
+    planner.knowledge.teach(tasks.spin, Facts(7e-5, 1.0, 40, "", None, verdicts={"processes": (1.3, N_CHECKED)},
                                               result_error="", side_by_side=SideBySide(
-                                                  on_pool={"processes": Reading(8e-5, 400, 1)}, seq=1)))
+                                                  on_pool={"processes": Reading(8e-5, N_CHECKED, 1)}, seq=1)))
     with ParallelExecutor(ParallelConfig(max_workers=2), planner=planner, observers=[]) as ex, \
             warnings.catch_warnings():
         warnings.simplefilter("error")  # a check is a decision, not a fallback: no warning
-        assert ex.map(tasks.spin, range(400)) == [tasks.spin(x) for x in range(400)]
+        assert ex.map(tasks.spin, range(N_CHECKED)) == [tasks.spin(x) for x in range(N_CHECKED)]
         checked = ex.last_record
         after_check = planner.knowledge.snapshot(tasks.spin)
-        ex.map(tasks.spin, range(400))
+        ex.map(tasks.spin, range(N_CHECKED))
         pooled = ex.last_record
         after_pool = planner.knowledge.snapshot(tasks.spin)
-        ex.map(tasks.spin, range(400))
+        ex.map(tasks.spin, range(N_CHECKED))
         later = ex.last_record
     assert checked is not None and pooled is not None and later is not None
     assert after_check is not None and after_pool is not None
@@ -195,9 +199,13 @@ def test_a_small_gain_is_checked_once_and_the_pool_call_after_it_completes_the_f
         assert "processes" not in read.factors
         return
     assert read.factors["processes"] == pytest.approx(1.0 if 1 / SHOWS < mean < SHOWS else mean)
-    assert after_pool.verdicts["processes"][0] == pytest.approx(
-        VERDICT_SMOOTHING * pooled.speedup / read.factors["processes"]
-        + (1 - VERDICT_SMOOTHING) * 1.3 / read.factors["processes"]) or pooled.speedup < 1
+    held = 1.3 / read.factors["processes"]  # the verdict held, corrected by the factor completed
+    if pooled.pool_started:  # a cold pool's call is no verdict
+        assert after_pool.verdicts["processes"][0] == pytest.approx(held)
+    else:
+        assert after_pool.verdicts["processes"][0] == pytest.approx(
+            VERDICT_SMOOTHING * pooled.speedup / read.factors["processes"] + (1 - VERDICT_SMOOTHING) * held) \
+            or pooled.speedup < 1
     if later.selected_strategy == "processes":
         assert later.contention == read.factors["processes"]
 
