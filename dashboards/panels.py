@@ -82,8 +82,8 @@ def _ratio(num: str, den: str, selector: str, by: str = "") -> str:
 def _utilization(selector: str, by: str = "") -> str:
     """Busy / (capacity - shared): the worker time the calls had, as ``MapRecord.utilization``.
 
-    Capacity counts workers x wall of each call; on a pool several calls share, the other calls'
-    chunks hold part of it, which is occupied, not idle. Without the shared time, two calls keeping
+    Capacity counts workers x wall of each call; on a pool several calls share, part of it was the other
+    calls': their chunks, and their share of the idle workers. Without the shared time, two calls keeping
     one pool full would each read about 50% and look like too few chunks.
     """
     agg = f"sum by ({by}) " if by else "sum "
@@ -184,8 +184,8 @@ PANELS: list[PanelSpec] = [
         "title": "Worker utilization",
         "description": (
             "Time workers spent inside items divided by the time they were available: busy seconds / "
-            "(capacity seconds - shared seconds), where shared is what other calls' chunks held of a "
-            "call's workers on a pool several calls use at once (occupied, not idle). Low utilization "
+            "(capacity seconds - shared seconds), where shared is what was other calls' on a pool "
+            "several calls use at once (their chunks, their share of idle workers). Low utilization "
             "means workers sat idle: too few or unbalanced chunks, slow dispatch, or a caller that "
             "cannot feed the pool."
         ),
@@ -284,8 +284,8 @@ PANELS: list[PanelSpec] = [
         "section": OVER_TIME,
         "title": "Utilization (busy / capacity)",
         "description": (
-            "Busy seconds / (capacity seconds - shared seconds) per strategy and workload: the "
-            "other calls' chunks on a shared pool are occupied time, not idle. Busy and capacity "
+            "Busy seconds / (capacity seconds - shared seconds) per strategy and workload: on a "
+            "shared pool, the other calls' chunks and share of idle workers are theirs. Busy and capacity "
             "advance as chunks finish, so the line stays honest during long maps; the shared time "
             "is added when a call ends. Utilization is normally at or above efficiency; a wide gap "
             "between the two means workers are busy but each item runs slower than it would "

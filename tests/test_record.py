@@ -258,25 +258,36 @@ def test_other_calls_chunks_take_only_the_workers_they_held_during_the_lease() -
     assert held_ns([], 0, 200, workers=2, room=0) == 0
 
 
+def test_what_was_not_a_calls_own_never_leaves_it_less_capacity_than_its_chunks_used() -> None:
+    """A chunk the pool's bookkeeping missed read as idle workers shared away: capacity less shared fell below
+    busy, and the dashboards, which divide the counters unclamped, read 158% utilization (review 73)."""
+    rec = _builder()
+    rec.started_ns -= 10**9  # a call of 1 s
+    rec.chunks.append(_done_chunk(0, 4))
+    rec.share(True, 10**12)
+    record = rec.build()
+    assert record.capacity_seconds >= record.busy_seconds > 0
+    assert record.shared_seconds == pytest.approx(record.workers * record.wall_seconds - record.busy_seconds, abs=1e-9)
+
+
 def test_idle_workers_are_shared_among_the_calls_holding_the_pool_then() -> None:
     """Each of several calls on one pool counted all its idle time as its own capacity: six calls keeping a pool
     84-88% busy summed to 40-46% utilization and would fire the low-utilization alert (hunt 69, F2). Of the
     idle worker time, ``k/(k+1)`` is the other calls' while ``k`` others hold the pool."""
     # two workers idle from 0 to 100; one other call open from 0 to 100, two others from 40 to 60
     others_open = [(0, 100), (40, 60)]
-    assert idle_share_ns([], [], others_open, 0, 100, workers=2, room=0) == int(2 * (80 * 1 / 2 + 20 * 2 / 3))
+    assert idle_share_ns([], [], others_open, 0, 100, workers=2) == int(2 * (80 * 1 / 2 + 20 * 2 / 3))
     # the call's own chunk holds a worker from 0 to 50, the other's a worker from 50 to 100: idle is one worker
     # all along, half of it the other call's; what its chunk held is ``held_ns``'s, not counted here
-    assert idle_share_ns([(0, 50)], [(50, 100)], [(0, 100)], 0, 100, workers=2, room=0) == 100 * 1 / 2
+    assert idle_share_ns([(0, 50)], [(50, 100)], [(0, 100)], 0, 100, workers=2) == 100 * 1 / 2
     # no other call open: all idle time is the call's own; a full pool has none to share
-    assert idle_share_ns([], [], [(200, 300)], 0, 100, workers=2, room=0) == 0
-    assert idle_share_ns([(0, 100)], [(0, 100)], [(0, 100)], 0, 100, workers=2, room=0) == 0
-    # a larger pool's spare worker takes the other call's chunk: the call's two workers idle but for its own
-    assert idle_share_ns([(0, 100)], [(0, 100)], [(0, 100)], 0, 100, workers=2, room=1) == 100 * 1 / 2
+    assert idle_share_ns([], [], [(200, 300)], 0, 100, workers=2) == 0
+    assert idle_share_ns([(0, 100)], [(0, 100)], [(0, 100)], 0, 100, workers=2) == 0
 
 
 def test_a_shared_pool_travels_through_the_records_file() -> None:
     rec = _builder()
+    rec.started_ns -= 10**10  # a call of 10 s: its capacity holds its chunk and what was not its own
     rec.chunks.append(_done_chunk(0, 4))
     rec.share(True, 1_000)
     record = rec.build()

@@ -1594,7 +1594,8 @@ class MapRun:
 
     def _release(self, lease: Lease) -> None:
         """Give back a lease the call ran on, first noting what other work held of its pool meanwhile."""
-        self.rec.share(lease.shared(), lease.held_by_others_ns(self.rec.workers))
+        own = [(c.start_ns, c.end_ns) for c in self.rec.chunks if c.where == "pool"]
+        self.rec.share(lease.shared(), lease.held_by_others_ns(self.rec.workers, own))
         self.ex._pools.release(lease)
 
     def _note_retry(self, detail: str) -> None:

@@ -108,7 +108,7 @@ class _Entry:
     held: list[tuple[int, int, int]] = field(default_factory=list, repr=False)
     """Leases given back while others were held: (taken ns, given back ns, lease number)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    """Guards ``holders`` and ``spans``, which chunks of several calls update from their own threads."""
+    """Guards ``holders``, ``spans`` and ``held``, which chunks and calls update from their own threads."""
 
     @property
     def ours(self) -> bool:
@@ -126,14 +126,15 @@ class _Entry:
         return lease
 
     def let_go(self, number: int) -> None:
-        """A lease ends: spans that ended before every lease still held began are no one's concern now."""
+        """A lease ends, kept in ``held`` while another is held (whose idle workers it shared); spans and leases
+        that ended before every lease still held began are no one's concern now."""
         with self.lock:
             since = self.holders.pop(number, None)
             if since is not None and self.holders:
                 self.held.append((since, time.monotonic_ns(), number))
             oldest = min(self.holders.values(), default=None)
             self.spans = [] if oldest is None else [s for s in self.spans if s[1] > oldest]
-            self.held = [] if oldest is None else [h for h in self.held if h[1] > oldest]
+            self.held = [] if oldest is None else [h for h in self.held[-HELD_KEPT:] if h[1] > oldest]
 
 
 @dataclass
@@ -169,12 +170,12 @@ class Lease:
             if len(entry.holders) > 1:
                 entry.spans.append((start_ns, end_ns, self._taken))
 
-    def held_by_others_ns(self, workers: int) -> int:
+    def held_by_others_ns(self, workers: int, own: Sequence[tuple[int, int]] = ()) -> int:
         """Worker time of the call's ``workers`` that was not the call's since the lease was taken: what other
-        calls' chunks held, and of the time those workers sat idle, the share of the other calls holding the
-        pool then (each of ``n`` calls open at once is given ``1/n`` of it). Each call counted all the idle
-        time as its own, so six calls sharing a pool 84-88% busy summed to 40-46% utilization, under the
-        alert's line (hunt 69).
+        calls' chunks held, and on a pool of just the call's workers, of the time they sat idle, the share of
+        the other calls holding the pool then (each of ``n`` calls open at once is given ``1/n`` of it). Each
+        call counted all the idle time as its own, so six calls sharing a pool 84-88% busy summed to 40-46%
+        utilization, under the alert's line (hunt 69). ``own``: the call's own chunks' (start, end) stamps.
 
         Counted from the chunks that ended by now: another call's chunk still running is not known to
         have started (a process worker stamps it when it ends), so that part is left out, never guessed.
@@ -184,37 +185,44 @@ class Lease:
             return 0
         until = time.monotonic_ns()
         with entry.lock:
-            spans = list(entry.spans)
+            others = [(start, end) for start, end, number in entry.spans if number != self._taken]
             leases = [(since, until) for number, since in entry.holders.items() if number != self._taken]
             leases += [(since, end) for since, end, number in entry.held if number != self._taken]
-        others = [(start, end) for start, end, number in spans if number != self._taken]
-        own = [(start, end) for start, end, number in spans if number == self._taken]
         room = max(0, self.pool.workers - workers)
-        return held_ns(others, self.since_ns, until, workers, room) \
-            + idle_share_ns(own, others, leases, self.since_ns, until, workers, room)
+        held = held_ns(others, self.since_ns, until, workers, room)
+        if room or not leases:  # a larger pool's other calls run on its spare workers, not on this call's
+            return held
+        return held + idle_share_ns(own, others, leases, self.since_ns, until, workers)
 
 
 def idle_share_ns(own: Sequence[tuple[int, int]], others: Sequence[tuple[int, int]],
-                  leases: Sequence[tuple[int, int]], since_ns: int, until_ns: int, workers: int, room: int) -> int:
-    """Of the idle time of a call's ``workers`` from ``since_ns`` to ``until_ns``, the part that belonged to the
-    other calls holding the pool (``leases``): ``k/(k+1)`` of it while ``k`` others were open. The workers are
-    idle where neither the call's chunks (``own``) nor the others' beyond ``room`` ran."""
-    events: list[tuple[int, int, int, int]] = []
-    for kind, spans in enumerate((own, others, leases)):
+                  leases: Sequence[tuple[int, int]], since_ns: int, until_ns: int, workers: int) -> int:
+    """Of the idle time of a pool of a call's ``workers`` from ``since_ns`` to ``until_ns``, the part that was
+    the other calls': ``k/(k+1)`` of it while ``k`` others held the pool (their ``leases``), each of which could
+    have run a chunk there as well as this one. The workers are idle where neither the call's chunks (``own``)
+    nor the others' ran."""
+    events: list[tuple[int, int, int]] = []
+    for kind, spans in ((_OWN, own), (_OTHERS, others), (_OPEN, leases)):
         for start, end in spans:
             start, end = max(start, since_ns), min(end, until_ns)
             if start < end:
-                events += [(start, kind, 1, 0), (end, kind, -1, 0)]
+                events += [(start, kind, 1), (end, kind, -1)]
     events.sort()
-    share, count, last = 0.0, [0, 0, 0], since_ns
-    for at, kind, step, _ in events:
-        mine, theirs, open_others = count
-        if open_others:
-            idle = workers - min(workers, mine + max(0, theirs - room))
-            share += idle * (at - last) * open_others / (open_others + 1)
-        count[kind] += step
+    running = {_OWN: 0, _OTHERS: 0, _OPEN: 0}
+    share, last = 0.0, since_ns
+    for at, kind, step in events:
+        if running[_OPEN]:
+            idle = workers - min(workers, running[_OWN] + running[_OTHERS])
+            share += idle * (at - last) * running[_OPEN] / (running[_OPEN] + 1)
+        running[kind] += step
         last = at
     return int(share)
+
+
+_OWN, _OTHERS, _OPEN = 0, 1, 2
+HELD_KEPT = 1_000
+"""The leases given back a pool keeps while another is held: a long ``imap`` beside thousands of short calls kept
+one each, and each call's release read them all (review 73)."""
 
 
 def held_ns(spans: Sequence[tuple[int, int]], since_ns: int, until_ns: int, workers: int, room: int) -> int:

@@ -395,7 +395,7 @@ class MapRecord:
     # -- derived --------------------------------------------------------
     @property
     def capacity_seconds(self) -> float:
-        """Worker time the call had: its workers x its wall time, less what other calls' chunks held.
+        """Worker time the call had: its workers x its wall time, less what was other calls' (``shared_seconds``).
 
         Two calls sharing a pool each see it full, half with the other's chunks;
         counting that half as this call's idle capacity would read a busy pool
@@ -1099,6 +1099,10 @@ class RecordBuilder:
         warmup = sum(c.warmup_ns for c in chunks)
         if warmup:  # a phase only calls whose workers imported something have: most never do
             overhead["worker_warmup"] = warmup / 1e9 / max(1, workers)  # per worker: beside the wall-time phases
+        busy = sum(c.busy_seconds for c in chunks)
+        # what was not the call's never leaves it less capacity than its chunks used: utilization <= 1 on the
+        # dashboards too, which divide the counters unclamped (a chunk the pool's bookkeeping missed read 1.58)
+        shared = min(self.shared_ns / 1e9, max(0.0, workers * wall - busy))
         return MapRecord(
             call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
             selected_strategy=self.selected, decision_reason=self.decision,
@@ -1107,14 +1111,14 @@ class RecordBuilder:
             chunk_size=self.chunk_size, workers=workers, pool_started=self.pool_started,
             pool_start_failed=self.pool_start_failed, pool_start_seconds=self.pool_start_seconds,
             pool_reused=self.pool_reused, probe_items=self.probe_items,
-            wall_seconds=wall, busy_seconds=sum(c.busy_seconds for c in chunks),
+            wall_seconds=wall, busy_seconds=busy,
             cpu_seconds=sum(c.cpu_seconds for c in chunks),
             serial_estimate_seconds=self._serial_estimate(chunks), overhead_seconds=overhead,
             bytes_sent=sum(c.bytes_sent for c in chunks), bytes_received=sum(c.bytes_received for c in chunks),
             n_errors=n_errors, started_at=self.started_at, chunks=chunks,
             outcome=outcome_of(error, n_errors, self.input_failed),
             consumer_seconds=self.consumer_ns / 1e9, pool_shared=self.pool_shared,
-            shared_seconds=self.shared_ns / 1e9, pool_starts=self.pool_starts,
+            shared_seconds=shared, pool_starts=self.pool_starts,
             gil_priced=self._gil_waits_measured() is not None, items_said=self._said(),
             fn_shipped=self.fn_shipped, contention=self.contention,
         )
