@@ -6,6 +6,7 @@ import contextlib
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import BrokenExecutor, CancelledError, ThreadPoolExecutor
 from pathlib import Path
@@ -576,6 +577,26 @@ class _Scoped(Observer):
             return
         yield
         raise ConnectionRefusedError("exporter down on the way out")
+
+
+class _WarnsOnTheWayOut(Observer):
+    @contextlib.contextmanager
+    def scope(self, call: object) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            warnings.warn("the exporter is slow", UserWarning, stacklevel=1)
+
+
+def test_a_warning_an_observers_scope_makes_an_error_does_not_replace_the_items_error() -> None:
+    """Under an "error" filter, a scope warning on its way out replaced the item's ValueError (review 73, R12)."""
+    with ParallelExecutor(ParallelConfig(strategy="serial"), observers=[_WarnsOnTheWayOut()]) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(KeyError, match="bad item 7"):
+            ex.map(tasks.fail_on_seven, range(20))
+        with pytest.raises(UserWarning, match="the exporter is slow"):
+            ex.map(tasks.square, range(20))
 
 
 @pytest.mark.parametrize("strategy", ["serial", "threads", "processes"])

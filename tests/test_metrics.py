@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import urllib.request
@@ -432,6 +434,58 @@ def test_a_payoff_metrics_port_in_use_is_served_once_its_holder_lets_it_go() -> 
     assert "served True" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "the port is in use" in out.stderr and "PAYOFF_METRICS_PORT=0" in out.stderr, out.stderr[-2000:]
     assert "pass port=0" not in out.stderr and "now that the port is free" in out.stderr, out.stderr[-2000:]
+
+
+_FORKED_RANGE = """
+import os, socket, sys, time, payoff
+import payoff.telemetry.server as server
+server.PORT_RETRY_SECONDS = 0.05
+first = int(sys.argv[1])
+held = []
+for port in (first, first + 1):
+    s = socket.socket(); s.bind(("127.0.0.1", port)); s.listen(); held.append(s)
+payoff.map(abs, range(5))  # both ports busy: not served
+done_r, done_w = os.pipe()
+pid = os.fork()
+for s in held:
+    s.close()
+deadline = time.monotonic() + 20
+while server.serve_from_env() is None and time.monotonic() < deadline:
+    payoff.map(abs, range(5)); time.sleep(0.05)
+got = server.serve_from_env()
+print("child" if pid == 0 else "parent", "served", got.port if got else None, flush=True)
+if pid == 0:
+    os.read(done_r, 1)  # serving until the parent has served too
+    os._exit(0)
+os.write(done_w, b"x")
+os.waitpid(pid, 0)
+"""
+
+
+def _two_free_ports() -> int:
+    """A port whose next one is free too (a range of two)."""
+    for _ in range(50):
+        first = socket_free_port()
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", first + 1))
+            return first
+    raise AssertionError("no two free ports in a row")
+
+
+def test_a_forked_child_of_a_range_serves_its_own_port_once_free_though_the_parents_try_met_it_busy() -> None:
+    """A child forked after its parent found the range busy inherited the failure and never tried (review 73,
+    R8): with a range each process serves a port of its own."""
+    import os
+    import sys
+
+    first = _two_free_ports()
+    out = subprocess.run([sys.executable, "-c", _FORKED_RANGE, str(first)], capture_output=True, text=True,
+                         env={**os.environ, "PAYOFF_METRICS_PORT": f"{first}-{first + 1}"}, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr[-3000:]
+    served = dict(line.split(" served ") for line in out.stdout.split("\n") if " served " in line)
+    assert sorted(served) == ["child", "parent"], out.stdout + out.stderr[-2000:]
+    assert sorted(served.values()) == [str(first), str(first + 1)], out.stdout + out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("strategy", ["joblib", "dask"])

@@ -254,12 +254,55 @@ def test_an_endpoint_no_export_can_reach_is_refused_saying_why(endpoint: str, sa
         configure(otlp_endpoint=endpoint if given == "argument" else None, set_global=False)
 
 
+@pytest.mark.parametrize(("variables", "refused"), [
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "127.0.0.1:9/v1/traces"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318?x=1"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/t",
+      "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:9/v1/m"}, None),
+])
+def test_each_url_the_exporters_send_to_is_checked_and_only_those(variables: dict[str, str], refused: str | None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal's own variable went unchecked (the same "No connection adapters" at every export), and a base
+    variable both signals' own variables override was refused (review 73, R7)."""
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                 "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+        monkeypatch.setenv(name, variables.get(name, ""))
+    if refused is None:
+        configure(set_global=False, timeout_seconds=0.1).shutdown()
+        return
+    with pytest.raises(ValueError, match=rf"{refused}=.* cannot be exported to"):
+        configure(set_global=False)
+
+
+def test_the_exporters_own_names_are_otlp_and_a_signal_left_out_is_said_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``otlp_proto_http``, the name the installed exporter registers, turned traces off; the line saying a
+    signal is left out came again at every configure() (review 73, R6 and R9)."""
+    from payoff.telemetry import otlp
+
+    monkeypatch.setattr(otlp, "_said", set())  # said once a process: this test's own process-wide start
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp_proto_http")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    with caplog.at_level("WARNING", logger="payoff"):
+        for _ in range(2):
+            setup = configure(otlp_endpoint="http://127.0.0.1:9", set_global=False, timeout_seconds=0.1)
+            assert setup.tracer_provider is not None and setup.meter_provider is None
+            setup.shutdown()
+    said = [r.getMessage() for r in caplog.records if "OTEL_" in r.getMessage()]
+    assert len(said) == 1 and "OTEL_METRICS_EXPORTER" in said[0], said
+
+
 @pytest.mark.parametrize("variable", ["OTEL_METRICS_EXPORTER", "OTEL_TRACES_EXPORTER"])
 def test_a_signal_the_environment_exports_elsewhere_is_left_out(variable: str, receiver: Receiver,
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     """The compose stack's image says OTEL_METRICS_EXPORTER=none (its collector takes spans only); configure()
     sent metrics all the same, a 404 every export (hunt 69, F4)."""
+    from payoff.telemetry import otlp
+
+    monkeypatch.setattr(otlp, "_said", set())
     monkeypatch.setenv(variable, "none")
     with caplog.at_level("WARNING", logger="payoff"):
         setup = configure(otlp_endpoint=receiver.endpoint, set_global=False, export_interval_seconds=0.2)

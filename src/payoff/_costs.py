@@ -40,6 +40,9 @@ parent (2 workers 11-15 ms with numpy imported, on the 2-core machine); forkserv
 interpreters that import payoff and the caller's modules, in parallel where there are cores (~250 ms for 2).
 One prior for all three was 5x too dear for fork and 8x too cheap for spawn."""
 
+MODULES_STEP = 50
+"""A kept answer is asked again once the program imported this many modules more (0.5 ms of a fork's prior)."""
+
 FORK_START_PER_MODULE = 10e-6
 """A fork pool's start grows with what the parent imported: the reload watch reads each module, and each
 worker's scan for native libraries meets theirs (2 workers: 26-31 ms with scikit-learn and pandas, 1,700
@@ -93,7 +96,7 @@ class CostModel:
             self._per_chunk: dict[str, deque[float]] = {k: deque([v.per_chunk], maxlen=self.WINDOW)
                                                         for k, v in _PRIORS.items()}
             self._starts: dict[str, float] = {}
-            self._answers: dict[tuple[str, str | None, int], Overheads] = {}
+            self._answers: dict[tuple[str, str | None, int, int], Overheads] = {}
 
     def get(self, strategy: str, method: str | None = None, workers: int = 2) -> Overheads:
         """``strategy``'s overheads; a process pool's start is the one of ``method`` (None: the platform's).
@@ -101,7 +104,9 @@ class CostModel:
         Answers are kept until the next ``learn``: a plan asks about nine times, and a small call's plan
         is most of what payoff adds to it."""
         method = _process_method(strategy, method)
-        key = (strategy, method, workers)
+        # a fork pool's prior follows the modules imported since (a notebook that imports scikit-learn after
+        # its first call kept the price of the modules it had then; review 73)
+        key = (strategy, method, workers, len(sys.modules) // MODULES_STEP if method == "fork" else 0)
         with self._lock:
             known = self._answers.get(key)
             if known is not None:

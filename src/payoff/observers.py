@@ -168,12 +168,12 @@ class _Guarded:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> Literal[False]:
         try:
             self.scope.__exit__(kind, error, tb)
-        except Warning as exc:
-            if exc is not error:
-                raise  # a warnings filter set to "error" turned a warning into an exception on purpose
         except Exception as exc:
-            if exc is not error:
-                self.owner._complain(self.observer, "scope", exc)
+            if exc is error:
+                return False
+            if isinstance(exc, Warning) and error is None:
+                raise  # a warnings filter set to "error" turned a warning into an exception on purpose
+            self.owner._complain(self.observer, "scope exit", exc)  # the call's own error goes on (review 73)
         return False
 
 

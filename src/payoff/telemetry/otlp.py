@@ -2,8 +2,10 @@
 
 The standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_SERVICE_NAME``, headers, timeouts) work as everywhere else; arguments
-given here win over them. The protocol is HTTP with protobuf: a
-``OTEL_EXPORTER_OTLP_PROTOCOL`` asking for another one is refused, not ignored.
+given here win over them, except ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``
+naming no OTLP exporter (``none``), which leave that signal out. The protocol is HTTP
+with protobuf: a ``OTEL_EXPORTER_OTLP_PROTOCOL`` asking for another one is refused,
+not ignored, as is an endpoint no export can reach.
 Export runs in background threads: an unreachable collector costs log lines,
 never a slower or failed map, and at most ``EXIT_FLUSH_SECONDS`` (3 s) at the
 program's end, where the SDK's own exit hooks retried it for about 12 s.
@@ -146,9 +148,9 @@ def configure(
     """
     global _global
     _check_protocol(traces, metrics_too)
-    _check_endpoint(otlp_endpoint)
-    traces, metrics_too = traces and exports_otlp("OTEL_TRACES_EXPORTER"), \
-        metrics_too and exports_otlp("OTEL_METRICS_EXPORTER")
+    traces = traces and exports_otlp("OTEL_TRACES_EXPORTER")
+    metrics_too = metrics_too and exports_otlp("OTEL_METRICS_EXPORTER")
+    _check_endpoints(otlp_endpoint, traces, metrics_too)
     endpoint = otlp_endpoint.rstrip("/") if otlp_endpoint else otlp_endpoint  # "http://h:4318/" is that one too
     given = (endpoint, service_name, traces, metrics_too, export_interval_seconds, timeout_seconds)
     if set_global:
@@ -207,40 +209,77 @@ def _check_protocol(traces: bool, metrics_too: bool) -> None:
 
 
 SIGNAL_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
+_SIGNALS = {"traces": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "metrics": "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"}
 
 
-def _check_endpoint(otlp_endpoint: str | None) -> None:
-    """The base URL the exporters add ``/v1/traces`` and ``/v1/metrics`` to, refused when it can never work: with
-    no ``http://`` the SDK failed every export with "No connection adapters were found" (the cause unnamed), and
-    a signal's own URL given as the base sent to ``/v1/traces/v1/traces`` (hunt 69)."""
-    name, value = ("otlp_endpoint", otlp_endpoint) if otlp_endpoint else \
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
-    if not value:
+def _check_endpoints(otlp_endpoint: str | None, traces: bool, metrics_too: bool) -> None:
+    """Every URL the exporters will send to, refused when it can never work: with no ``http://`` the SDK
+    failed every export with "No connection adapters were found" (the cause unnamed), and a signal's own URL
+    given as the base sent to ``/v1/traces/v1/traces`` (hunt 69). The argument, else each signal's own variable
+    (used as it is), else the base variable for the signals that read it: one the exporters never read is
+    left alone (review 73)."""
+    if otlp_endpoint:
+        _check_url("otlp_endpoint", otlp_endpoint, base=True)
         return
-    url = urllib.parse.urlsplit(value)
+    reads_base = False
+    for signal, name in _SIGNALS.items():
+        if not (traces if signal == "traces" else metrics_too):
+            continue
+        own = os.environ.get(name, "").strip()
+        if own:
+            _check_url(name, own, base=False)
+        else:
+            reads_base = True
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if reads_base and base:
+        _check_url("OTEL_EXPORTER_OTLP_ENDPOINT", base, base=True)
+
+
+def _check_url(name: str, value: str, *, base: bool) -> None:
+    why = _unusable(value, base)
+    if why is not None:
+        raise ValueError(f"payoff.telemetry.configure(): {name}={value!r} cannot be exported to: {why}. Give the "
+                         f"collector's {'base URL, as http://127.0.0.1:4318' if base else 'URL for that signal, as '}"
+                         f"{'' if base else 'http://127.0.0.1:4318/v1/traces'}")
+
+
+def _unusable(value: str, base: bool) -> str | None:
+    """Why the exporters can never send to ``value``; None when they can."""
+    try:
+        url = urllib.parse.urlsplit(value)
+        host = url.hostname
+    except ValueError as exc:  # a bracket left open, a port that is no number
+        return f"it is not a URL ({exc})"
+    if url.scheme.lower() not in ("http", "https"):
+        return "it has no http:// or https:// scheme"
+    if not host:
+        return "it names no host"
+    if base and (url.query or url.fragment):
+        return "it has a query or fragment, after which the exporters would add /v1/traces and /v1/metrics"
     path = url.path.rstrip("/")
-    if url.scheme not in ("http", "https") or not url.netloc:
-        why = "it has no http:// or https:// scheme" if url.scheme not in ("http", "https") else "it names no host"
-    elif path.endswith(SIGNAL_PATHS):
-        why = (f"it ends in {path[path.rindex('/v1/'):]}, a signal's own path, to which the exporters add "
-               "/v1/traces and /v1/metrics again (a signal's own URL goes in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or "
-               "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)")
-    else:
-        return
-    raise ValueError(f"payoff.telemetry.configure(): {name}={value!r} cannot be exported to: {why}. Give the "
-                     "collector's base URL, as http://127.0.0.1:4318")
+    if base and path.endswith(SIGNAL_PATHS):
+        return (f"it ends in {path[path.rindex('/v1/'):]}, a signal's own path, to which the exporters add "
+                "/v1/traces and /v1/metrics again (a signal's own URL goes in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT "
+                "or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)")
+    return None
+
+
+_said: set[tuple[str, str]] = set()
 
 
 def exports_otlp(variable: str) -> bool:
     """Whether OpenTelemetry's ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` leaves that signal to OTLP
-    (unset: yes). The compose stack's collector takes spans only, and its image says
-    ``OTEL_METRICS_EXPORTER=none``: an application's ``configure()`` there sent metrics all the same, a 404 every
-    export (hunt 69). A signal left out is said once."""
+    (unset: yes; ``otlp`` and the exporters' own names, ``otlp_proto_http``, are OTLP). The compose stack's
+    collector takes spans only, and its image says ``OTEL_METRICS_EXPORTER=none``: an application's
+    ``configure()`` there sent metrics all the same, a 404 every export (hunt 69). A signal left out is said
+    once a process."""
     raw = os.environ.get(variable, "")
     names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
-    if "otlp" in names:
+    if any(name == "otlp" or name.startswith("otlp_") for name in names):
         return True
-    log.warning("payoff.telemetry.configure(): %s=%r: that signal is not exported over OTLP", variable, raw)
+    if (variable, raw) not in _said:
+        _said.add((variable, raw))
+        log.warning("payoff.telemetry.configure(): %s=%r: that signal is not exported over OTLP", variable, raw)
     return False
 
 

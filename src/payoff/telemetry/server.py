@@ -359,17 +359,19 @@ def _close_in_child() -> None:
     again would only fail), without a warning.
     """
     global _auto, _failed_for, _unserved, _retry_at
-    _retry_at = None  # the parent's busy port is no child's to retry
     for server in list(_listening):
         with contextlib.suppress(OSError):
             server.socket.close()
     _listening.clear()
+    one_each = _one_port_each()
+    if one_each:  # a range: a port of its own, tried afresh (also where the parent's try met a busy port)
+        _auto, _failed_for, _retry_at = None, None, None
+        return
+    _retry_at = None  # one port: the parent's to serve or retry, no child's
     if _auto is not None:
-        one_each = _one_port_each()
-        if not one_each:
-            _unserved = (os.getppid(), _auto.port)
+        _unserved = (os.getppid(), _auto.port)
         _auto = None
-        _failed_for = None if one_each else _env_snapshot()
+        _failed_for = _env_snapshot()
 
 
 def _ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
@@ -559,8 +561,7 @@ def _start_from_env(raw_port: str, retry: bool = False) -> tuple[MetricsServer |
         if not retry:
             said = str(exc).replace(PORT_ZERO_ADVICE, "")
             log.warning("payoff: not serving /metrics on %s=%r %s=%r: %s%s", ADDR_ENV, addr, PORT_ENV, raw_port,
-                        said, f"; maps try it again every {PORT_RETRY_SECONDS:g} s; set {PORT_ENV}=0 for a free "
-                        "port, or a range (9464-9472) for one each per process" if busy else "")
+                        said, _busy_advice(len(parse_ports(raw_port)) > 1) if busy else "")
         return None, busy
     except MetricsExposureWarning as exc:  # warnings turned into errors: then refuse to expose
         log.warning("payoff: not serving /metrics (MetricsExposureWarning is an error here): %s", exc)
@@ -570,6 +571,13 @@ def _start_from_env(raw_port: str, retry: bool = False) -> tuple[MetricsServer |
     except ValueError as exc:
         log.warning("payoff: not serving /metrics: %s", exc)
     return None, False
+
+
+def _busy_advice(a_range: bool) -> str:
+    again = f"; maps try it again every {PORT_RETRY_SECONDS:g} s"
+    if a_range:
+        return f"{again}; give the range a port for each process that maps"
+    return f"{again}; set {PORT_ENV}=0 for a free port, or a range (9464-9472) for one each per process"
 
 
 def _serve_one_of(ports: range, addr: str) -> MetricsServer:
