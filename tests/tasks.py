@@ -1123,6 +1123,14 @@ def warn_the_same(x: int) -> int:
     return x
 
 
+def warn_a_seventh(x: int) -> int:
+    """Warns one of seven texts from one place: a "default" filter shows each once."""
+    import warnings
+
+    warnings.warn(f"a seventh {x % 7}", UserWarning, stacklevel=1)
+    return x
+
+
 def raise_on_three(x: int) -> int:
     """Items 0-2 run, item 3 raises ``ValueError``."""
     if x == 3:

@@ -116,3 +116,52 @@ def test_a_warning_shown_once_per_place_is_shown_once_however_many_workers_raise
         for _ in range(3):
             ex.map(tasks.warn_the_same, range(40), chunksize=5)
     assert [str(w.message) for w in caught if "the same" in str(w.message)] == ["the same warning"]
+
+
+_MAIN_DEPRECATES = """
+import sys, warnings
+from payoff import ParallelConfig, ParallelExecutor
+
+def deprecates(x):
+    warnings.warn("an old argument", DeprecationWarning)
+    return x
+
+if __name__ == "__main__":
+    config = ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex:
+        out = ex.map(deprecates, range(40), chunksize=5)
+        print("results:", out == list(range(40)), ex.last_record.selected_strategy)
+"""
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_a_deprecation_in_main_shows_once_as_pythons_own_filter_for_main_says(strategy: str, tmp_path: Path) -> None:
+    """Python shows a ``DeprecationWarning`` of ``__main__``'s code (``default::DeprecationWarning:__main__``): a
+    loop once. Relayed from joblib's workers, where the function travels by value, the warning named its file's
+    path as its module, that filter matched nothing, and none was shown (review 74, W2)."""
+    script = tmp_path / "main_deprecates.py"
+    script.write_text(_MAIN_DEPRECATES)
+    done = subprocess.run([sys.executable, str(script), strategy], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert f"results: True {strategy}" in done.stdout, done.stdout + done.stderr
+    assert done.stderr.count("DeprecationWarning: an old argument") == 1, done.stderr
+
+
+def test_a_warning_raised_here_and_on_the_pool_is_shown_once_per_place_and_text() -> None:
+    """The relay kept a registry of its own, apart from the module's ``__warningregistry__`` that the same
+    warnings raised in the caller fill (an auto call's probed items, the user's own calls): each showed twice
+    (review 74, W1)."""
+    import warnings
+
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    with ParallelExecutor(config) as ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        tasks.warn_a_seventh(0)
+        ex.map(tasks.warn_a_seventh, range(70), chunksize=10)
+        tasks.warn_a_seventh(1)
+    assert sorted(str(w.message) for w in caught if "a seventh" in str(w.message)) == \
+        [f"a seventh {k}" for k in range(7)]

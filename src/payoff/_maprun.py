@@ -1215,7 +1215,7 @@ class MapRun:
             raise
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         if outcome.warnings:
-            _relayed_warnings.show_here(outcome.warnings)
+            self._show_warnings(task, outcome)
         if outcome.unsent:
             self._unsent_back(task, outcome)
         where = _where(pool, task)
@@ -1230,6 +1230,19 @@ class MapRun:
         self.parts.setdefault(task.index, []).append(outcome)
         if outcome.n_done < len(task.items):
             self._requeue_rest(task, outcome.n_done)
+
+    @staticmethod
+    def _show_warnings(task: ChunkTask, outcome: ChunkOutcome) -> None:
+        """The chunk's warnings, shown here. One the caller's filters make an error, which its worker could not
+        (a filter of a class defined in ``__main__`` does not travel), is the chunk's error, its items named: it
+        was raised in the middle of collecting, out of the call's account of its items (review 74)."""
+        try:
+            _relayed_warnings.show_here(outcome.warnings)
+        except Warning as exc:
+            if outcome.error is None:
+                exc.add_note(f"payoff: raised by {_items_of(task)} of the map (chunk {task.index}) in a worker "
+                             "process, where the filter that makes it an error could not be loaded")
+                outcome.results, outcome.unsent, outcome.error, outcome.error_index = [], (), exc, outcome.first
 
     def _unsent_back(self, task: ChunkTask, outcome: ChunkOutcome) -> None:
         """Results pickle could not send back from a worker. A loop returns them, so auto, which chose the pool,

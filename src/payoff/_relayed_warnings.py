@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import types
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,7 +33,8 @@ _module_of: dict[str, str | None] = {}
 
 def collecting() -> _Collect:
     """Keep the warnings this thread raises while a chunk runs (the thread of the chunk only: an item's own
-    threads, and a dask worker's other tasks, show theirs where they are)."""
+    threads show theirs where they are). A process pool's workers only: a dask worker's tasks share its threads'
+    filters, which the caller's never reach."""
     _install()
     return _Collect()
 
@@ -63,12 +65,21 @@ def _showing(shown_before: Callable[..., None]) -> Callable[..., None]:
         if kept is None or file is not None or len(kept) >= RELAY_CAP:
             shown_before(message, category, filename, lineno, file, line)
             return
-        kept.append((message, category, filename, lineno, _module_named(filename)))
+        kept.append((message, category, filename, lineno, _module_named(filename, lineno)))
     return _show
 
 
-def _module_named(filename: str) -> str | None:
-    """The module's name for the caller's filters (which match names, not paths): the one loaded from the file."""
+def _module_named(filename: str, lineno: int) -> str | None:
+    """The module's name for the caller's filters (which match names, not paths): that of the frame that
+    warned, as ``warnings.warn`` read it (a function sent by value and a notebook cell's are ``__main__``,
+    which a file's path never names: Python's own ``default::DeprecationWarning:__main__`` then matched
+    nothing, review 74); else the module loaded from the file."""
+    frame: types.FrameType | None = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename == filename and frame.f_lineno == lineno:
+            name = frame.f_globals.get("__name__")
+            return name if isinstance(name, str) else None
+        frame = frame.f_back
     if filename not in _module_of:
         _module_of[filename] = next((name for name, module in list(sys.modules.items())
                                      if getattr(module, "__file__", None) == filename), None)
@@ -93,13 +104,25 @@ def travelling(kept: list[Relayed], dumps: Callable[[Any], bytes]) -> tuple[Rela
 
 
 _registries: dict[str, dict[Any, Any]] = {}
-"""Per module, what was shown of it: the registry a module's ``__warningregistry__`` would be in a loop."""
+"""Per module not loaded in the caller, what was shown of it."""
+
+
+def _registry(module: str | None, filename: str) -> dict[Any, Any]:
+    """The module's own ``__warningregistry__`` where the caller loaded it, which its warnings raised here fill
+    too (an auto call's probed items, a loop of the user's): a registry of the relay's own showed them twice
+    (review 74). A worker's ``__main__`` is the caller's where both run one script (fork) or one notebook."""
+    loaded = sys.modules.get(module) if module is not None else None
+    if loaded is not None:
+        registry = loaded.__dict__.setdefault("__warningregistry__", {})
+        if isinstance(registry, dict):
+            return registry
+    return _registries.setdefault(module or filename, {})
 
 
 def show_here(relayed: Iterable[Relayed]) -> None:
     """Show a chunk's warnings in the caller, through its filters and its ``showwarning``."""
     for message, category, filename, lineno, module in relayed:
-        registry = _registries.setdefault(module or filename, {})
+        registry = _registry(module, filename)
         if module is None:  # an explicit module=None shows nothing (CPython's C warn_explicit): the file's
             warnings.warn_explicit(message, category, filename, lineno, registry=registry)
         else:

@@ -1204,7 +1204,7 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
         fn, loaded = _resolve(shipped)
     return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
                         check_each=check_each, warmup_ns=imports.ns,
-                        cancel=None if stopped is None else SharedStop(stopped))
+                        cancel=None if stopped is None else SharedStop(stopped), relay_warnings=True)
 
 
 @_flushing
@@ -1257,7 +1257,8 @@ def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
 
 def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
                  budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: tuple[str, int] | None = None,
-                 check_each: bool = False, warmup_ns: int = 0, cancel: CancelToken | None = None) -> bytes:
+                 check_each: bool = False, warmup_ns: int = 0, cancel: CancelToken | None = None,
+                 relay_warnings: bool = False) -> bytes:
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error.
 
     The parent reads either pickler's output with ``pickle.loads``. When the
@@ -1265,7 +1266,7 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     what the call raises, and those results would be dropped anyway.
     """
     dumps = _dumps_for(pickler)
-    with _relayed_warnings.collecting() as raised:
+    with _relayed_warnings.collecting() if relay_warnings else contextlib.nullcontext([]) as raised:
         outcome = run_chunk(fn, items, first, index, cancel, budget_ns=budget_ns, mark_in=mark_in,
                             check_each=check_each)
     outcome.fn_bytes_loaded, outcome.warmup_ns = loaded, warmup_ns
