@@ -259,6 +259,8 @@ def test_an_endpoint_no_export_can_reach_is_refused_saying_why(endpoint: str, sa
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318?x=1"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:abc"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://h:99999/v1/metrics"}, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/t",
       "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:9/v1/m"}, None),
 ])
@@ -292,6 +294,13 @@ def test_the_exporters_own_names_are_otlp_and_a_signal_left_out_is_said_once(
             setup.shutdown()
     said = [r.getMessage() for r in caplog.records if "OTEL_" in r.getMessage()]
     assert len(said) == 1 and "OTEL_METRICS_EXPORTER" in said[0], said
+
+
+def test_the_grpc_exporters_name_is_refused_as_the_grpc_protocol_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``otlp_proto_grpc`` counted as OTLP and payoff exported over HTTP (review 75, F7)."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp_proto_grpc")
+    with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER='otlp_proto_grpc' asks for gRPC"):
+        configure(otlp_endpoint="http://127.0.0.1:9", set_global=False)
 
 
 @pytest.mark.parametrize("variable", ["OTEL_METRICS_EXPORTER", "OTEL_TRACES_EXPORTER"])

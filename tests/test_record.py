@@ -283,6 +283,11 @@ def test_idle_workers_are_shared_among_the_calls_holding_the_pool_then() -> None
     # no other call open: all idle time is the call's own; a full pool has none to share
     assert idle_share_ns([], [], [(200, 300)], 0, 100, workers=2) == 0
     assert idle_share_ns([(0, 100)], [(0, 100)], [(0, 100)], 0, 100, workers=2) == 0
+    # a pool two workers larger than the call's: the other call's one chunk leaves a spare worker free, where
+    # its next chunk would go, so the call's idle worker is its own; with no spare left free, it is shared
+    assert idle_share_ns([(0, 100)], [(0, 100)], [(0, 100)], 0, 100, workers=2, room=2) == 0
+    assert idle_share_ns([(0, 100)], [(0, 100)], [(0, 100)], 0, 100, workers=2, room=1) == 100 * 1 / 2
+    assert idle_share_ns([], [(0, 100), (50, 100)], [(0, 100)], 0, 100, workers=2, room=2) == 50 * 2 / 2
 
 
 def test_a_shared_pool_travels_through_the_records_file() -> None:

@@ -127,22 +127,26 @@ def deprecates(x):
     return x
 
 if __name__ == "__main__":
-    config = ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0, min_batch_size=1)
+    config = ParallelConfig(strategy=sys.argv[1], max_workers=2, tiny_workload_threshold=0, min_batch_size=1,
+                            start_method=None if sys.argv[2] == "default" else sys.argv[2])
     with ParallelExecutor(config) as ex:
         out = ex.map(deprecates, range(40), chunksize=5)
         print("results:", out == list(range(40)), ex.last_record.selected_strategy)
 """
 
 
-@pytest.mark.parametrize("strategy", ["processes", "joblib"])
-def test_a_deprecation_in_main_shows_once_as_pythons_own_filter_for_main_says(strategy: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("strategy", "start"), [("processes", "default"), ("joblib", "default"),
+                                                  ("processes", "spawn")])
+def test_a_deprecation_in_main_shows_once_as_pythons_own_filter_for_main_says(strategy: str, start: str,
+                                                                            tmp_path: Path) -> None:
     """Python shows a ``DeprecationWarning`` of ``__main__``'s code (``default::DeprecationWarning:__main__``): a
     loop once. Relayed from joblib's workers, where the function travels by value, the warning named its file's
-    path as its module, that filter matched nothing, and none was shown (review 74, W2)."""
+    path as its module, that filter matched nothing, and none was shown (review 74, W2); from spawned workers,
+    which run the script as ``__mp_main__``, that name (review 75, F1)."""
     script = tmp_path / "main_deprecates.py"
     script.write_text(_MAIN_DEPRECATES)
-    done = subprocess.run([sys.executable, str(script), strategy], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+    done = subprocess.run([sys.executable, str(script), strategy, start], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert f"results: True {strategy}" in done.stdout, done.stdout + done.stderr
     assert done.stderr.count("DeprecationWarning: an old argument") == 1, done.stderr

@@ -1239,10 +1239,14 @@ class MapRun:
         try:
             _relayed_warnings.show_here(outcome.warnings)
         except Warning as exc:
-            if outcome.error is None:
-                exc.add_note(f"payoff: raised by {_items_of(task)} of the map (chunk {task.index}) in a worker "
-                             "process, where the filter that makes it an error could not be loaded")
-                outcome.results, outcome.unsent, outcome.error, outcome.error_index = [], (), exc, outcome.first
+            where = (f"an item among {_items_of(task)} of the map (chunk {task.index}) raised it in a worker process, "
+                     "where the filter that makes it an error could not be loaded (a class defined in __main__)")
+            if outcome.error is not None:  # which came first is not known: the item's own error stands, said
+                with contextlib.suppress(Exception):
+                    outcome.error.add_note(f"payoff: besides, {where}, and it is an error here: {exc!r}")
+                return
+            exc.add_note(f"payoff: {where}; which item is not known, so the chunk's first is named")
+            outcome.results, outcome.unsent, outcome.error, outcome.error_index = [], (), exc, outcome.first
 
     def _unsent_back(self, task: ChunkTask, outcome: ChunkOutcome) -> None:
         """Results pickle could not send back from a worker. A loop returns them, so auto, which chose the pool,

@@ -6,7 +6,8 @@ Jupyter kernel's forked workers share with the server's terminal, not the cell: 
 ``ConvergenceWarning`` of a fold fit on processes never reached the notebook, and ``catch_warnings(record=True)``
 around ``map`` caught 0 of 20 where a loop caught 20 (hunt 68). The worker applies the caller's filters
 (``_warning_filters``); what they let through is kept with the chunk's outcome, and the caller shows it again
-where it collects the chunk, deduplicated by its own registries as the warning's module would be.
+where it collects the chunk, deduplicated in the registry of the warning's module (``__warningregistry__``),
+which the same warnings raised in the caller fill too.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def _module_named(filename: str, lineno: int) -> str | None:
     while frame is not None:
         if frame.f_code.co_filename == filename and frame.f_lineno == lineno:
             name = frame.f_globals.get("__name__")
-            return name if isinstance(name, str) else None
+            # a spawned or forkserver worker runs the main script as __mp_main__: the caller's is __main__
+            return ("__main__" if name == "__mp_main__" else name) if isinstance(name, str) else None
         frame = frame.f_back
     if filename not in _module_of:
         _module_of[filename] = next((name for name, module in list(sys.modules.items())
@@ -111,9 +113,9 @@ def _registry(module: str | None, filename: str) -> dict[Any, Any]:
     """The module's own ``__warningregistry__`` where the caller loaded it, which its warnings raised here fill
     too (an auto call's probed items, a loop of the user's): a registry of the relay's own showed them twice
     (review 74). A worker's ``__main__`` is the caller's where both run one script (fork) or one notebook."""
-    loaded = sys.modules.get(module) if module is not None else None
-    if loaded is not None:
-        registry = loaded.__dict__.setdefault("__warningregistry__", {})
+    namespace = getattr(sys.modules.get(module), "__dict__", None) if module is not None else None
+    if isinstance(namespace, dict):  # a module (a class put in sys.modules has a mappingproxy)
+        registry = namespace.setdefault("__warningregistry__", {})
         if isinstance(registry, dict):
             return registry
     return _registries.setdefault(module or filename, {})

@@ -271,7 +271,7 @@ def _exports(variable: str, without: str) -> bool:
     the demo has not (``console``, set for a whole environment) are said and left out, never refused."""
     raw = os.environ.get(variable, "")
     names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
-    otlp = {name for name in names if name == "otlp" or name.startswith("otlp_")}  # as configure() reads them
+    otlp = names & {"otlp", "otlp_proto_http"}  # as configure() reads them
     others = names - otlp - {name.strip() for name in without.split(",")}
     if others:
         print(f"payoff demo: {variable}={raw!r}: it exports over OTLP only; {', '.join(sorted(others))} left out",

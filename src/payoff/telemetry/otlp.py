@@ -238,17 +238,19 @@ def _check_endpoints(otlp_endpoint: str | None, traces: bool, metrics_too: bool)
 def _check_url(name: str, value: str, *, base: bool) -> None:
     why = _unusable(value, base)
     if why is not None:
+        signal = "metrics" if "METRICS" in name else "traces"
+        example = "base URL, as http://127.0.0.1:4318" if base else \
+            f"URL for that signal, as http://127.0.0.1:4318/v1/{signal}"
         raise ValueError(f"payoff.telemetry.configure(): {name}={value!r} cannot be exported to: {why}. Give the "
-                         f"collector's {'base URL, as http://127.0.0.1:4318' if base else 'URL for that signal, as '}"
-                         f"{'' if base else 'http://127.0.0.1:4318/v1/traces'}")
+                         f"collector's {example}")
 
 
 def _unusable(value: str, base: bool) -> str | None:
     """Why the exporters can never send to ``value``; None when they can."""
     try:
         url = urllib.parse.urlsplit(value)
-        host = url.hostname
-    except ValueError as exc:  # a bracket left open, a port that is no number
+        host, _ = url.hostname, url.port
+    except ValueError as exc:  # a bracket left open, a port that is no number or out of range
         return f"it is not a URL ({exc})"
     if url.scheme.lower() not in ("http", "https"):
         return "it has no http:// or https:// scheme"
@@ -269,14 +271,20 @@ _said: set[tuple[str, str]] = set()
 
 def exports_otlp(variable: str) -> bool:
     """Whether OpenTelemetry's ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` leaves that signal to OTLP
-    (unset: yes; ``otlp`` and the exporters' own names, ``otlp_proto_http``, are OTLP). The compose stack's
+    (unset: yes; ``otlp`` and the HTTP exporter's own name, ``otlp_proto_http``; gRPC's is refused, as a gRPC
+    protocol is). The compose stack's
     collector takes spans only, and its image says ``OTEL_METRICS_EXPORTER=none``: an application's
     ``configure()`` there sent metrics all the same, a 404 every export (hunt 69). A signal left out is said
     once a process."""
     raw = os.environ.get(variable, "")
     names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
-    if any(name == "otlp" or name.startswith("otlp_") for name in names):
+    if names & {"otlp", "otlp_proto_http"}:
         return True
+    if "otlp_proto_grpc" in names:
+        raise ValueError(f"payoff.telemetry.configure() exports OTLP over HTTP with protobuf, but {variable}="
+                         f"{raw!r} asks for gRPC. Name otlp_proto_http (or otlp) and point the endpoint at the "
+                         "collector's HTTP port (4318), or set up OpenTelemetry's providers yourself with the "
+                         "exporter you need")
     if (variable, raw) not in _said:
         _said.add((variable, raw))
         log.warning("payoff.telemetry.configure(): %s=%r: that signal is not exported over OTLP", variable, raw)

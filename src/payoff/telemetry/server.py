@@ -575,8 +575,8 @@ def _start_from_env(raw_port: str, retry: bool = False) -> tuple[MetricsServer |
 
 def _busy_advice(a_range: bool) -> str:
     again = f"; maps try it again every {PORT_RETRY_SECONDS:g} s"
-    if a_range:
-        return f"{again}; give the range a port for each process that maps"
+    if a_range:  # the error already says to give the range a port for each process
+        return again
     return f"{again}; set {PORT_ENV}=0 for a free port, or a range (9464-9472) for one each per process"
 
 

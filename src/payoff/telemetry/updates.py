@@ -24,8 +24,9 @@ monotonic stamp in the caller's clock, also for remote workers), so two
 exporters fed the same events agree to the last bit.
 
 Capacity counts workers x wall of every call, also of calls that shared their
-pool with other calls: what other calls' chunks held of a call's workers is
-known only when its record is built, and a counter cannot go back down, so it
+pool with other calls: what of a call's workers was the other calls' (their
+chunks, their share of idle workers) is known only when its record is built,
+and a counter cannot go back down, so it
 is a counter of its own (``payoff_shared_seconds_total``), added when the call
 ends. Utilization is busy / (capacity - shared), as the record's.
 """
@@ -312,7 +313,8 @@ class MetricUpdates:
 
     @staticmethod
     def _shared(out: list[Update], pair: Labels, record: MapRecord) -> None:
-        """What other calls' chunks held of the call's workers: capacity it had counted but did not have.
+        """What of the call's workers was other calls' (``MapRecord.shared_seconds``): capacity it had counted
+        but did not have.
 
         At most its workers x wall, the capacity counted for it, so capacity - shared never goes below
         zero; nothing for a call that ended serial (no pool, no such series).
