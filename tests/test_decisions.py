@@ -995,10 +995,12 @@ def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_t
     from dataclasses import replace as changed
 
     ran, alone = _warm_pool_and_serial_records()
-    own = planning.items_seconds(ran)  # the pool's items at their CPU time: no wait in the workers
+    # the pool's items on a CPU all their time, whatever the machine did while the real records were made (a
+    # worker of a parallel test run beside them read as other data, and no verdict was held to the loop)
+    chunks = tuple(changed(c, runq_ns=0, cpu_ns=sum(c.durations_ns)) for c in ran.chunks)
+    own = planning.items_seconds(changed(ran, chunks=chunks))  # no wait in the workers
     pool = changed(ran, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND, workers=2,
-                   cpu_seconds=own, serial_estimate_seconds=own, wall_seconds=own / 0.75,
-                   chunks=tuple(changed(c, runq_ns=0) for c in ran.chunks))
+                   cpu_seconds=own, serial_estimate_seconds=own, wall_seconds=own / 0.75, chunks=chunks)
     assert not planning._under_outside_load(pool)
 
     def verdict(loop_cpu: float, loaded: bool = False, outside: float = 1.0) -> tuple[float, int] | None:

@@ -303,7 +303,8 @@ def test_a_call_that_outgrew_its_estimate_teaches_its_cost_but_no_verdict() -> N
                 continue
             ex.map(tasks.grows, range(1000))
             second = ex.last_record
-        assert second is not None and second.decision_reason is Reason.AUTO_CPU_BOUND
+        assert second is not None and second.decision_reason is Reason.AUTO_CPU_BOUND, \
+            (second.summary(), second.probe_items, [(c.where, c.first_item, c.n_items) for c in second.chunks][:6])
         assert second.selected_strategy == "processes"
         here = [c for c in second.chunks if c.where == "caller"]  # at most a probe's share (the GIL read), no head
         assert len(here) <= 1 and sum(c.n_items for c in here) <= 1000 // 8, here
