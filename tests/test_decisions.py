@@ -880,6 +880,24 @@ def test_a_measured_start_replaces_the_prior_for_its_start_method_only() -> None
     assert 0.02 < costs.get("processes", "fork").start < 0.08
 
 
+def test_a_named_executors_warm_pool_leaves_what_autos_serial_calls_forwent() -> None:
+    """The forgone savings are auto's executor's rent toward its own pool's start: a named executor's warm pool
+    of the same function wiped them on each of its calls, so auto beside it never bought its pool (the matrix's
+    W1 ran 7 calls serially as pool_start_cost, 1.13x the loop)."""
+    row = next(r for r in ROWS if r.name == "work a warm pool would win but a cold start would not")
+    planner = Planner()
+    named = replace(row, config={"strategy": "processes", "max_workers": 2}, warm=frozenset({"processes"}),
+                    forgone={"processes": 0.004}, expect_strategy="processes", expect_reason=Reason.EXPLICIT_STRATEGY)
+    teach(planner, named)
+    _plan(named, planner)
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None and facts.forgone == {"processes": 0.004}
+    auto = replace(named, config={"max_workers": 2})
+    _plan(auto, planner)  # auto's own pool warm: its wait is paid off
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None and facts.forgone == {}
+
+
 def test_a_forked_pools_prior_start_grows_with_what_the_parent_imported(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fork pool's start was priced at 6 ms whatever the parent had imported, where one with scikit-learn and
     pandas took 26-31 ms, so a new process bought its first pool too early, at 2-6x a short loop (hunt 68)."""

@@ -476,8 +476,12 @@ class Planner:
         # grow or go)
         if workers < 2 and cfg.tiny_workload_threshold != 0 and call.requested not in CROSSES_PROCESSES:
             return _serial(call, Reason.SINGLE_WORKER, one_worker_said(cfg, local), decision, probe)
-        if strategy in call.warm and probe.forgone.get(strategy) and not _imports_again(call, strategy, probe):
-            self.knowledge.started(call.fn, strategy)  # another call's start paid what waiting cost
+        if call.requested == "auto" and strategy in call.warm and probe.forgone.get(strategy) \
+                and not _imports_again(call, strategy, probe):
+            # another auto call's start paid what waiting cost; a named executor's warm pool paid nothing of this
+            # executor's: its every call wiped what auto's calls kept serial had forgone, and 7 calls of the
+            # matrix's W1 beside one never bought their pool
+            self.knowledge.started(call.fn, strategy)
         if call.decide_after_first is not None:  # the library weighed its own items (of unlike sizes): as asked
             return self._chunked(call, strategy, workers, probe, remaining, decision)
         threshold = _threshold_fallback(call, probe, remaining)
