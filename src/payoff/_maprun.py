@@ -34,7 +34,7 @@ from payoff._item_size import item_bytes_in_memory
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._pools import Lease, pool_key
 from payoff._probe import PROBE_STOP_GRACE_SECONDS
-from payoff._reruns import Reruns, article
+from payoff._reruns import Reruns
 from payoff._source import Source
 from payoff._spare_threads import run_on_a_spare_thread
 from payoff._waiting import all_done, wait_in_slices
@@ -61,6 +61,8 @@ from payoff.worker import (
     CancelToken,
     ChunkOutcome,
     StreamedChunk,
+    fail_at,
+    fail_at_refused,
     first_unpicklable,
     in_worker,
     noted,
@@ -1259,7 +1261,7 @@ class MapRun:
         elif outcome.error is not None:
             outcome.results, outcome.unsent = [], ()
         else:
-            self._unsendable(outcome, not_here)
+            fail_at_refused(outcome, outcome.unsent[0], not_here)
 
     def _not_here(self) -> str | None:
         """Why the items whose results could not travel may not run in the caller; None: they may."""
@@ -1274,12 +1276,6 @@ class MapRun:
             return "the function crashed a worker process, and the caller's process never runs its items"
         return None
 
-    def _unsendable(self, part: ChunkOutcome, why_not: str) -> None:
-        k, kind, why = part.unsent[0]
-        self._unsent_error(part, k, RuntimeError(
-            f"payoff: item {part.first + k} of the map (chunk {part.index}) returned {article(kind)}, which cannot "
-            f"be pickled back to the parent: {why}; it is not run again in the caller: {why_not}"))
-
     def _settle(self, index: int, part: ChunkOutcome) -> bool:
         """Its results whose items run again here filled in, as they are handed out; False when that made the
         piece an item's error, held as any (an earlier error the call holds, or a crash since, keeps them off
@@ -1291,7 +1287,7 @@ class MapRun:
             why_not = "an earlier item's error ends the call first"
         if why_not is not None:
             self.reruns.take(index, part.first)
-            self._unsendable(part, why_not)
+            fail_at_refused(part, part.unsent[0], why_not)
         else:
             self._rerun_here(index, part)
         if part.error is None:
@@ -1326,7 +1322,7 @@ class MapRun:
             again.error.add_note(f"payoff: item {part.first + k} ran again in the caller's process: in a worker "
                                  "process its result was one pickle cannot send back")
             part.worker = again.worker  # the note that names where the item raised
-            self._unsent_error(part, k, again.error)
+            fail_at(part, k, again.error)
         elif again.n_done < len(items):  # the call was cancelled or timed out among them
             self._raise_if_stopped()
             raise CancelledError("payoff: the map was cancelled")
@@ -1337,12 +1333,6 @@ class MapRun:
             return self._on_a_thread(rerun, results=ran, on_interrupt=count, judged=False)
         with self.ex._observers.scope(self.call):
             return run_chunk(self.fn, rerun.items, 0, rerun.index, self.token, results=ran, on_interrupt=count)
-
-    @staticmethod
-    def _unsent_error(part: ChunkOutcome, k: int, error: BaseException) -> None:
-        """The item's error stands where its result would have: the results before it go out, as for any item."""
-        part.results, part.unsent = part.results[:k], ()
-        part.error, part.error_index = error, part.first + k
 
     def _say_reruns(self) -> None:
         """The record names the items that ran twice, however the call ended. A worker's death or a stopped

@@ -39,7 +39,7 @@ from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
 from payoff._native_threads import limit_here
-from payoff._reruns import article
+from payoff._reruns import Unsent, article
 from payoff._tracebacks import RAISED_BY, from_the_function
 from payoff.errors import RemoteError, RemoteTraceback
 
@@ -178,7 +178,7 @@ class ChunkOutcome:
     warnings: tuple[Any, ...] = ()
     """The warnings its items raised that the caller's filters let through, for the caller to show
     (``payoff._relayed_warnings``); only a worker process's chunk has them."""
-    unsent: tuple[tuple[int, str, str], ...] = ()
+    unsent: tuple[Unsent, ...] = ()
     """The results pickle refused to send back, each as its place in the chunk, its type's name and the error;
     ``None`` stands in ``results`` at each place (see :func:`run_to_bytes`)."""
 
@@ -1292,7 +1292,7 @@ def _without_the_unsendable(outcome: ChunkOutcome, dumps: Callable[[Any], bytes]
     return sent if sent is not None else _nothing_but_the_error(outcome, dumps, exc)
 
 
-def _refused(results: list[Any], dumps: Callable[[Any], bytes], exc: Exception) -> list[tuple[int, str, str]]:
+def _refused(results: list[Any], dumps: Callable[[Any], bytes], exc: Exception) -> list[Unsent]:
     """Each result pickle refuses alone; all of them where each pickles alone but not all together (a first
     pickling that fails): none of them can be trusted to travel."""
     refused = []
@@ -1304,7 +1304,7 @@ def _refused(results: list[Any], dumps: Callable[[Any], bytes], exc: Exception) 
     return refused or [(k, type(value).__qualname__, _safe_repr(exc)) for k, value in enumerate(results)]
 
 
-def _marked(outcome: ChunkOutcome, refused: list[tuple[int, str, str]], dumps: Callable[[Any], bytes]) -> bytes | None:
+def _marked(outcome: ChunkOutcome, refused: list[Unsent], dumps: Callable[[Any], bytes]) -> bytes | None:
     """The outcome pickled with ``None`` where each refused result stood, or None where it still cannot be."""
     if not refused:
         return None
@@ -1318,14 +1318,24 @@ def _marked(outcome: ChunkOutcome, refused: list[tuple[int, str, str]], dumps: C
         return None
 
 
-def _first_refused_as_error(outcome: ChunkOutcome, first: tuple[int, str, str],
-                            dumps: Callable[[Any], bytes]) -> bytes | None:
+def fail_at(outcome: ChunkOutcome, k: int, error: BaseException) -> None:
+    """The error stands at the chunk's item ``k``: the results before it go out, as for any item's error."""
+    outcome.results, outcome.unsent = outcome.results[:k], ()
+    outcome.error, outcome.error_index = error, outcome.first + k
+
+
+def fail_at_refused(outcome: ChunkOutcome, refused: Unsent, not_here: str = "") -> None:
+    """The refused result's item fails with an error naming it (``not_here``: why it is not run in the caller)."""
+    k, kind, why = refused
+    said = f"; it is not run again in the caller: {not_here}" if not_here else ""
+    fail_at(outcome, k, RuntimeError(f"payoff: item {outcome.first + k} of the map (chunk {outcome.index}) "
+                                     f"returned {article(kind)}, which cannot be pickled back to the parent: "
+                                     f"{why}{said}"))
+
+
+def _first_refused_as_error(outcome: ChunkOutcome, first: Unsent, dumps: Callable[[Any], bytes]) -> bytes | None:
     """The results before the first refused one, and its error, pickled; None where even those cannot be."""
-    k, kind, why = first
-    outcome.results = outcome.results[:k]
-    outcome.error = RuntimeError(f"payoff: item {outcome.first + k} of the map (chunk {outcome.index}) returned "
-                                 f"{article(kind)}, which cannot be pickled back to the parent: {why}")
-    outcome.error_index = outcome.first + k
+    fail_at_refused(outcome, first)
     try:
         return dumps(outcome)
     except Exception:
