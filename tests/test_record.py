@@ -767,6 +767,7 @@ def test_a_users_thread_pool_of_gil_bound_items_is_priced_at_their_cpu_not_their
             ex.map(tasks.spin_rounds, [20_000] * 120)
             assert ex.last_record is not None
             records.append(ex.last_record)
+    loaded = False
     for record in records:
         pool_chunks = [c for c in record.chunks if c.where == "pool"]
         cpu = sum(c.cpu_seconds for c in pool_chunks)
@@ -774,8 +775,11 @@ def test_a_users_thread_pool_of_gil_bound_items_is_priced_at_their_cpu_not_their
         assert record.selected_strategy == "custom" and pool_chunks, record.summary()
         caller = sum(c.busy_seconds for c in record.chunks if c.where != "pool")
         assert record.serial_estimate_seconds <= own + caller + 0.01, record.summary()
-        if cpu < 0.8 * record.wall_seconds:  # the process got less than a core (other programs' load): the
-            continue  # GIL did not set the pace, and its own time is the price, as for named threads
+        taught_under_load, loaded = loaded, cpu < 0.8 * record.wall_seconds
+        if loaded or taught_under_load:  # the process got less than a core (other programs' load): the GIL
+            continue  # did not set the pace, and its own time is the price, as for named threads; a share learned
+            # then prices the next call from it (a first call at 0.66 of a core priced the second, which had a
+            # core, at 1.5x its CPU: the suite beside a busy program)
         assert record.serial_estimate_seconds <= 1.3 * cpu + caller + 0.01, (record.serial_estimate_seconds, cpu,
                                                                               own, record.summary())
 
