@@ -36,8 +36,11 @@ SDIST_HEAVY = {
     "test_e2e_prometheus.py": "a real Prometheus scraping the demo",
     "test_notebook.py": "a Jupyter kernel",
     "test_progress.py": "Jupyter kernels and a terminal",
+    "test_compose.py::test_the_app_exports_over_otlp_only_what_the_collector_takes":
+        "the demo run against a collector (13 s)",
 }
-"""Test files an unpacked sdist collects but skips, saying why: minutes of end-to-end work, run in the checkout."""
+"""Test files (or one test of a file, ``file::name``) an unpacked sdist collects but skips, saying why: minutes
+of end-to-end work, run in the checkout."""
 
 
 def outside_checkout() -> bool:
@@ -92,7 +95,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tests = ROOT / "tests"
     for item in items:
         path = item.path.resolve()  # ROOT is resolved: a symlinked checkout must match too
-        why = SDIST_HEAVY.get(path.relative_to(tests).as_posix()) if path.is_relative_to(tests) else None
+        where = path.relative_to(tests).as_posix() if path.is_relative_to(tests) else None
+        why = None if where is None else \
+            SDIST_HEAVY.get(where) or SDIST_HEAVY.get(f"{where}::{getattr(item, 'originalname', item.name)}")
         if why is not None:
             item.add_marker(pytest.mark.skip(reason=f"outside a checkout (unpacked sdist): {why}"))
 

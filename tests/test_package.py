@@ -14,6 +14,7 @@ running its own fast tests.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import io
 import os
@@ -537,13 +538,32 @@ def _failures(stdout: str, limit: int = 12_000) -> str:
     return stdout[start:end if end > 0 else None][:limit]
 
 
+_READS_THE_TREE = re.compile(r"\b(?:ROOT|root|parents\[1\])\s*/(?!\s*[\"']src[\"'])")
+
+
 def _reads_the_tree(test_file: Path) -> bool:
     """Whether a test file reads the tree beyond the package and ``tests/`` (docs, dashboards, deploy, the
     README): it joins a path under the tree's root. Files that only start children there are not (the root's
     ``src`` joined for a child's ``PYTHONPATH``): the reliability sample covers a child started from the
     unpacked tree. The planner's decisions on real children (test_delegated_cpu.py) were run there beside the
     other pytest worker, and one that load moves failed CI twice (flaky-test hunt)."""
-    return re.search(r"\b(?:ROOT|root|parents\[1\])\s*/(?!\s*\"src\")", test_file.read_text()) is not None
+    return _READS_THE_TREE.search(test_file.read_text()) is not None
+
+
+def _tree_readers(test_file: Path) -> str:
+    """A ``-k`` expression for the tests of ``test_file`` that read the tree: the whole file where its shared
+    code does (a constant, a helper, a fixture), else only its tests whose own code does. Run whole, a file
+    that reads the README and a doc in one test ran 11 s of other tests again."""
+    source = test_file.read_text()
+    tests: list[str] = []
+    for node in ast.parse(source).body:
+        if not _READS_THE_TREE.search(ast.get_source_segment(source, node) or ""):
+            continue
+        named = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        if not named or not node.name.startswith(("test_", "Test")):
+            return test_file.name
+        tests.append(node.name)
+    return f"({test_file.name} and ({' or '.join(tests)}))" if tests else test_file.name
 
 
 @pytest.mark.slow
@@ -565,12 +585,15 @@ def test_unpacked_sdist_runs_its_tests(dists: Path, tmp_path: Path) -> None:
     where = _run([sys.executable, "-c", "import payoff; print(payoff.__file__)"], timeout=60, env=env,
                  cwd=unpacked).stdout.strip()
     assert where == str(unpacked / "src" / "payoff" / "__init__.py")
-    files = sorted(p.name for p in (unpacked / "tests").glob("test_*.py")
+    files = sorted(p for p in (unpacked / "tests").glob("test_*.py")
                    if _reads_the_tree(p) or p.name in SDIST_HEAVY)  # the heavy ones to see them skip
-    assert "test_docs.py" in files and "test_planning.py" not in files, files
-    assert "test_delegated_cpu.py" not in files, files  # starts children from the tree, reads none of it
-    assert "test_otlp.py" not in files, files  # starts children from the tree, reads none of it
-    chosen = " or ".join([*files, SDIST_RELIABILITY_SAMPLE.rsplit("::", 1)[1]])  # a module's name, or a test's
+    names = [p.name for p in files]
+    assert "test_docs.py" in names and "test_planning.py" not in names, names
+    assert "test_delegated_cpu.py" not in names, names  # starts children from the tree, reads none of it
+    assert "test_otlp.py" not in names, names  # starts children from the tree, reads none of it
+    assert "test_interrupt.py" not in names, names  # joins the root's 'src' for a child, reads none of it
+    chosen = " or ".join([*(p.name if p.name in SDIST_HEAVY else _tree_readers(p) for p in files),
+                          SDIST_RELIABILITY_SAMPLE.rsplit("::", 1)[1]])  # a module's name, or a test's
     done = _run([sys.executable, "-m", "pytest", "-q", "-rfEsp", "-p", "no:cacheprovider", "-m", "not slow", "-k",
                  chosen, "tests"], timeout=900, env=env, cwd=unpacked, check=False)  # every test collects, once
     tail = "\n".join(done.stdout.splitlines()[-40:])
