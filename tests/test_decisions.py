@@ -28,6 +28,7 @@ from payoff._probe import Probe
 from payoff._side_by_side import Reading, SideBySide
 from payoff.config import usable_cpus
 from payoff.planning import CLOUDPICKLE_CANNOT, TIMED_LOOP_SECONDS, Call, Decide, Planner
+from payoff.record import ChunkStats
 from payoff.strategies import CROSSES_PROCESSES
 from payoff.worker import _local
 from tests import tasks
@@ -1024,16 +1025,20 @@ def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_t
     def verdict(loop_cpu: float, loaded: bool = False, outside: float = 1.0) -> tuple[float, int] | None:
         """The verdict on ``pool`` after a serial auto call whose items took ``loop_cpu`` of the pool's CPU an
         item, and twice that in its wall time (the GIL another thread held; ``loaded``: a CPU other programs
-        held, its chunks waiting for one half their time; ``outside``: its wall that many times its items')."""
+        held, its chunks waiting for one half their time; ``outside``: its wall that many times its items').
+        Its chunks span their items' time: the real serial call's, slower than that under the suite's load,
+        made the time around its items count against them (read as a loop slowed by a load since gone)."""
         cpu = own / pool.n_items * loop_cpu * alone.n_items
+
+        def timed(c: ChunkStats) -> ChunkStats:
+            block_ns = int(2 * cpu * 1e9 / len(alone.chunks) / len(c.durations_ns))
+            return changed(c, runq_ns=int(cpu * 1e9 / len(alone.chunks)) if loaded else 0,
+                           cpu_ns=int(cpu * 1e9 / len(alone.chunks)), durations_ns=(block_ns,) * len(c.durations_ns),
+                           end_ns=c.start_ns + block_ns * len(c.durations_ns))
+
         loop = changed(alone, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND,
                        fallback_reason=Reason.NO_MEASURED_GAIN, cpu_seconds=cpu, serial_estimate_seconds=2 * cpu,
-                       wall_seconds=2 * cpu * outside,
-                       chunks=tuple(changed(c, runq_ns=int(cpu * 1e9 / len(alone.chunks)) if loaded else 0,
-                                            cpu_ns=int(cpu * 1e9 / len(alone.chunks)),
-                                            durations_ns=tuple(int(2 * cpu * 1e9 / len(alone.chunks) / len(
-                                                c.durations_ns)) for _ in c.durations_ns))
-                                    for c in alone.chunks))
+                       wall_seconds=2 * cpu * outside, chunks=tuple(timed(c) for c in alone.chunks))
         planner = Planner()
         planner.knowledge.teach(tasks.spin, Facts(own / pool.n_items, 1.0, 40, "", None, result_error=""))
         planner.learn(loop, tasks.spin, ParallelConfig())
