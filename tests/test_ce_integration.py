@@ -935,6 +935,20 @@ def test_the_serial_price_counts_ces_fixed_cost_once_and_the_callers_alone_rate_
     assert CEParallelExecutor._serial_price(fit, items, (), chunks, 2.2) == pytest.approx(1.05, rel=1e-6)
 
 
+def test_two_sizes_timed_alone_that_fit_no_line_of_positive_costs_still_cap_the_price() -> None:
+    """Under other programs' load a first explain's smaller task, timed alone, took longer than its larger one:
+    the two fit no line of costs at least 0, and CE alone's time was left unknown, the serial price uncapped
+    (a suite run on three workers; failed before). Such sizes price a task in proportion to its instances."""
+    fit = ce_executor_module.CostFit()
+    fit.observe(1, 4, 0.050, alone=True)
+    fit.observe(1, 12, 0.040, alone=True)
+    assert fit.alone_seconds(60) == pytest.approx(60 * 0.090 / 16)
+    steady = ce_executor_module.CostFit()  # the free fit, where it holds, is kept
+    steady.observe(1, 4, 0.030, alone=True)
+    steady.observe(1, 12, 0.050, alone=True)
+    assert steady.alone_seconds(60) == pytest.approx(0.020 + 0.0025 * 60)
+
+
 @pytest.mark.parametrize("threshold", [1e-9, 0.0], ids=["measured", "parallel forced"])
 def test_a_first_explain_on_named_threads_times_two_tasks_alone_and_caps_its_serial_price(threshold: float) -> None:
     """On threads CE's tasks side by side took about twice their time alone, and nothing capped the busy time: a

@@ -56,6 +56,10 @@ def ce_chunk_sizes(
     return guided_sizes(n_instances, workers, floor, even_start=measured)
 
 
+SIZES_APART = 1.25
+"""Chunks whose instances a task differ by this factor tell CE's fixed cost a task from its cost an instance."""
+
+
 class CostFit:
     """Seconds of a CE chunk = tasks x fixed cost + instances x cost per instance, fitted from records.
 
@@ -87,7 +91,18 @@ class CostFit:
         own = CostFit()
         own.points.extend(self.alone)
         per, fixed = own.estimate(cap=1.0)  # a small task alone is mostly its fixed cost (19.5 of 25 ms, 4 instances)
-        return None if per is None or fixed is None else fixed + per * instances
+        if per is None or (fixed is None and not own.sizes_differ()):
+            return None
+        # sizes that differ but fit no line of costs at least 0 (a small task slowed by other programs' load took
+        # longer than a large one): priced in proportion to its instances, not left uncapped (a 3-worker suite)
+        return (fixed or 0.0) + per * instances
+
+    def sizes_differ(self) -> bool:
+        """Whether the points' instances a task differ enough (``SIZES_APART``) to tell a fixed cost a task."""
+        if len(self.points) < 2:
+            return False
+        ratios = [n / t for t, n, _ in self.points]
+        return max(ratios) >= SIZES_APART * min(ratios)
 
     def estimate(self, cap: float = FIXED_COST_CAP) -> tuple[float | None, float | None]:
         """(seconds per instance, fixed seconds per task); the fixed cost needs chunks of different sizes, and is
@@ -97,8 +112,7 @@ class CostFit:
         t = np.array([p[0] for p in self.points], dtype=float)
         n = np.array([p[1] for p in self.points], dtype=float)
         s = np.array([p[2] for p in self.points], dtype=float)
-        ratio = n / t
-        if len(self.points) >= 2 and ratio.max() >= 1.25 * ratio.min():
+        if self.sizes_differ():
             a = np.stack([t, n], axis=1)
             (fixed, per), *_ = np.linalg.lstsq(a, s, rcond=None)
             if per > 0 and fixed >= 0:
