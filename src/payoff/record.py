@@ -627,6 +627,15 @@ def _each(seconds: float) -> str:
     return f"{seconds * 1e6:,.1f} us" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
 
 
+def shared_within(shared: float, capacity: float, busy: float) -> float:
+    """``shared`` at most ``capacity - busy``, in floats too: the subtraction rounds, and a call of 2.0 s of
+    worker time, 0.002 s of it busy and the rest shared, read a capacity of 0.0019999999999997797 (a CI run)."""
+    shared = min(shared, max(0.0, capacity - busy))
+    while shared > 0.0 and capacity - shared < busy:
+        shared = max(0.0, shared - math.ulp(capacity))
+    return shared
+
+
 def items_seconds(record: MapRecord) -> float:
     """What the items cost themselves: the serial estimate, with each chunk run in the caller taken at its items'
     timed work less their waits for a CPU (as the probe reads it), not at its busy time.
@@ -1102,7 +1111,7 @@ class RecordBuilder:
         busy = sum(c.busy_seconds for c in chunks)
         # what was not the call's never leaves it less capacity than its chunks used: utilization <= 1 on the
         # dashboards too, which divide the counters unclamped (a chunk the pool's bookkeeping missed read 1.58)
-        shared = min(self.shared_ns / 1e9, max(0.0, workers * wall - busy))
+        shared = shared_within(self.shared_ns / 1e9, workers * wall, busy)
         return MapRecord(
             call_id=self.call_id, workload=self.workload, requested_strategy=self.requested,
             selected_strategy=self.selected, decision_reason=self.decision,
