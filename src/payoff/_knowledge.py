@@ -255,12 +255,6 @@ class Facts:
     processes, or one by one). Threads that kept a core busy read the same for CPU-bound items as for items
     that mix CPU with waiting, so their reading only corrects a share a probe took from a few first items
     (a slow first item can make CPU-bound work look waiting)."""
-    share_guessed: bool = False
-    """Whether ``cpu_ratio`` is only what a threads call that nothing else measured read (``planning.
-    _threads_share``): a first call of a user's thread pool beside a busy program read 0.38-0.57 for pure-Python
-    items, and the calls after it, which had a core, were priced at 1.5x their CPU. A guess prices no call (its
-    record is priced as an unmeasured one's), and each call's guess replaces the last; a call that may run
-    items here reads the share from its first items alone once (``planning._share_due``)."""
     measured_items: int = SOUND_ITEMS
     """How many items ``seconds_per_item`` rests on: a probe's, then the calls' that corrected it (see
     ``SOUND_ITEMS``). Facts stated outright (``teach``) count as sound."""
@@ -449,17 +443,15 @@ class Knowledge:
                 facts.pickling = probe.pickling
 
     def first_measured(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float,
-                       without_gil: bool = False, n_items: int = SOUND_ITEMS, guessed: bool = False) -> None:
-        """Facts of a function first measured by a whole call on a pool, with no probe (its pickling unknown);
-        ``guessed``: the share is a threads call's guess (``Facts.share_guessed``)."""
+                       without_gil: bool = False, n_items: int = SOUND_ITEMS) -> None:
+        """Facts of a function first measured by a whole call on a pool, with no probe (its pickling unknown)."""
         key = fn_key(fn)
         if key is None or seconds_per_item <= 0:
             return
         with self._lock:
             if key not in self._facts:
                 self._store(key, Facts(seconds_per_item, min(1.0, max(0.01, cpu_ratio)), 0, "", None,
-                                       share_without_gil=without_gil, measured_items=n_items,
-                                       share_guessed=guessed and not without_gil))
+                                       share_without_gil=without_gil, measured_items=n_items))
 
     def _store(self, key: Hashable, facts: Facts) -> None:
         """Under the lock: ``facts`` as the newest entry, the least recently used dropped past LIMIT."""
@@ -469,12 +461,11 @@ class Knowledge:
             self._facts.popitem(last=False)
 
     def observe(self, fn: Callable[..., Any], seconds_per_item: float, cpu_ratio: float | None = None,
-                without_gil: bool = False, n_items: int = SOUND_ITEMS, guess: bool = False) -> bool:
+                without_gil: bool = False, n_items: int = SOUND_ITEMS) -> bool:
         """Correct the remembered cost (and how much of it is CPU) with what a whole call of ``n_items`` measured.
 
         A CPU share read ``without_gil`` is not corrected by one read on threads (``Facts.share_without_gil``).
-        A ``guess`` (``Facts.share_guessed``) replaces one, and nothing else. False when nothing is remembered
-        of ``fn`` to correct.
+        False when nothing is remembered of ``fn`` to correct.
         """
         with self._stored(fn) as facts:
             if facts is None:
@@ -482,10 +473,6 @@ class Knowledge:
             a = self.SMOOTHING
             if seconds_per_item > 0 and _correct_cost(facts, seconds_per_item, n_items, a):
                 _forget_old_items(facts)
-            if guess and cpu_ratio is not None:
-                if facts.share_guessed:
-                    facts.cpu_ratio = min(1.0, max(0.01, cpu_ratio))
-                return True
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 share = min(1.0, max(0.01, cpu_ratio))
                 first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
@@ -493,7 +480,7 @@ class Knowledge:
                 facts.cpu_ratio = share if first or shifted else (1 - a) * facts.cpu_ratio + a * share
                 facts.share_without_gil = without_gil
             if without_gil:
-                facts.threads_calls, facts.share_guessed = 0, False
+                facts.threads_calls = 0
         return True
 
     def observe_hidden_dear(self, fn: Callable[..., Any], dear: DearItems) -> None:
@@ -583,7 +570,6 @@ class Knowledge:
                 return
             facts.seconds_per_item, facts.cpu_ratio = max(seconds_per_item, 1e-9), min(1.0, max(0.01, cpu_ratio))
             facts.share_without_gil, facts.measured_items, facts.waited, facts.threads_calls = True, 1, None, 0
-            facts.share_guessed = False
             _forget_old_items(facts)
             facts.paces, facts.forgone, facts.misleading_firsts = {}, {}, 0
 

@@ -395,9 +395,7 @@ class MapRun:
         rec.decision, rec.chunk_size, rec.contention = plan.decision, plan.chunk_size, plan.contention
         if self.library.asked == "auto" and plan.decision is Reason.EXPLICIT_STRATEGY:
             rec.decision = Reason.AUTO_CPU_BOUND  # the library chose the backend for auto: auto's decision
-        # a share only a threads call guessed prices nothing: the call is priced as an unmeasured one, by its own run
-        rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None \
-            and not plan.probe.share_guessed else None
+        rec.cpu_ratio = plan.probe.cpu_ratio if plan.probe.seconds_per_item is not None else None
         rec.probe_items = plan.probe.n
         # a library's items (CE's tasks of many instances) differ in size: the first one's cost is no item's
         rec.planned_cost = None if self.library.decide_after_first is not None else plan.probe.seconds_per_item

@@ -111,8 +111,6 @@ class Probe:
     pickling: Pickling = NO_PICKLING
     known: bool = False
     """True when the cost came from an earlier call instead of running items now."""
-    share_guessed: bool = False
-    """``cpu_ratio`` came from an earlier call and is only a threads call's guess (``Facts.share_guessed``)."""
     crashed: str | None = None
     """How the function crashed a worker process in an earlier call; None if it never did."""
     delegates: bool = False

@@ -709,13 +709,9 @@ class Planner:
         if taught is not None:
             per_item, share, n = taught
             own = record.selected_strategy in SHARE_WITHOUT_GIL
-            guess = share is None and not own and not crowded and known is not None and known.share_guessed
-            if guess:  # only a guess, as the one it replaces: this call's, not a loaded first call's for good
-                share = _threads_share(record)
-            if not self.knowledge.observe(fn, per_item, share, own, n, guess=guess):  # no probe ran: the pool
-                # measured it first
+            if not self.knowledge.observe(fn, per_item, share, own, n):  # no probe ran: the pool measured it first
                 self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share,
-                                              own, n, guessed=share is None)
+                                              own, n)
             elif waiting_on_threads and _misread_as_cpu_bound(record, known):
                 self.knowledge.reshare(fn)
             if not in_process:
@@ -1674,14 +1670,13 @@ def _run_probe(knowledge: Knowledge, call: Call, workers: int, crowded: bool = F
     if other or gil:
         probe_cost(call, probe, workers, crowded, others_since,
                    known_waiting=known is not None and known.waited is True, sample_gil=gil)
-        probe.known, probe.share_guessed = False, False
+        probe.known = False
         if gil and known is not None:  # too few wake-ups in the window: no sign the items let the GIL go
             probe.gil_held = GIL_UNREAD if probe.gil_held is None else probe.gil_held
             knowledge.observe_gil(call.fn, probe.gil_held)
             if not other and not _overturned(probe, known.seconds_per_item):  # probed for the GIL alone: the
                 # sound cost stands (a head of somewhat cheaper items is no news; one a tenth of it or less is)
                 probe.seconds_per_item, probe.cpu_ratio, probe.known = known.seconds_per_item, known.cpu_ratio, True
-                probe.share_guessed = known.share_guessed
         _void_verdicts_if_shifted(probe, known)
         if known is not None and probe.cores_read:  # one read beside other calls is a try all the same: a
             # loop's calls are all beside the one before, and each re-read the next (+11% a call, for good)
@@ -1855,10 +1850,8 @@ def _share_shifted(share: float, recalled: float) -> bool:
 
 def _share_due(call: Call, known: Facts) -> bool:
     """An auto call of a function that ran ``RESHARE_EVERY`` calls on threads as waiting work: its first items
-    run alone to read its CPU share again (the items may have stopped waiting). So does the next call of a
-    function whose share only a threads call guessed (``Facts.share_guessed``), once: by then the GIL or other
-    programs' load set its threads' pace, which a share read alone tells apart."""
-    return (call.requested == "auto" and known.threads_calls >= RESHARE_EVERY) or known.share_guessed
+    run alone to read its CPU share again (the items may have stopped waiting)."""
+    return call.requested == "auto" and known.threads_calls >= RESHARE_EVERY
 
 
 def _cores_due(knowledge: Knowledge, call: Call, known: Facts) -> bool:
@@ -2044,7 +2037,6 @@ def _worker_processes(record: MapRecord) -> set[int]:
 def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
     """What earlier calls measured; the function's pickling only if measured on this very object."""
     probe.seconds_per_item, probe.cpu_ratio, probe.known = known.seconds_per_item, known.cpu_ratio, True
-    probe.share_guessed = known.share_guessed
     probe.cores = known.cores
     if fn_known:
         probe.fn_bytes, probe.pickle_error, probe.names_main = known.fn_bytes, known.pickle_error, known.names_main
