@@ -269,9 +269,10 @@ def _exports(variable: str, without: str) -> bool:
     The compose stack's collector takes spans only (Prometheus scrapes ``/metrics``): the app's metrics
     exports met a 404 every 10 s until its image said ``OTEL_METRICS_EXPORTER=none`` (hunt 61). Exporters
     the demo has not (``console``, set for a whole environment) are said and left out, never refused."""
-    raw = os.environ.get(variable, "")
-    names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
-    otlp = names & {"otlp", "otlp_proto_http"}  # as configure() reads them
+    from payoff.telemetry.otlp import OTLP_EXPORTERS, exporter_names
+
+    raw, names = os.environ.get(variable, ""), exporter_names(variable)
+    otlp = names & OTLP_EXPORTERS  # as configure() reads them
     others = names - otlp - {name.strip() for name in without.split(",")}
     if others:
         print(f"payoff demo: {variable}={raw!r}: it exports over OTLP only; {', '.join(sorted(others))} left out",

@@ -268,6 +268,16 @@ def _unusable(value: str, base: bool) -> str | None:
 
 _said: set[tuple[str, str]] = set()
 
+OTLP_EXPORTERS = frozenset({"otlp", "otlp_proto_http"})
+"""The ``OTEL_*_EXPORTER`` names that mean this module's exporters: OTLP over HTTP with protobuf."""
+
+
+def exporter_names(variable: str) -> set[str]:
+    """The exporters OpenTelemetry's ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` name, lower case
+    (unset or empty: ``otlp``, OpenTelemetry's default)."""
+    raw = os.environ.get(variable, "")
+    return {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
+
 
 def exports_otlp(variable: str) -> bool:
     """Whether OpenTelemetry's ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` leaves that signal to OTLP
@@ -276,9 +286,8 @@ def exports_otlp(variable: str) -> bool:
     collector takes spans only, and its image says ``OTEL_METRICS_EXPORTER=none``: an application's
     ``configure()`` there sent metrics all the same, a 404 every export (hunt 69). A signal left out is said
     once a process."""
-    raw = os.environ.get(variable, "")
-    names = {name.strip().lower() for name in raw.split(",") if name.strip()} or {"otlp"}
-    if names & {"otlp", "otlp_proto_http"}:
+    raw, names = os.environ.get(variable, ""), exporter_names(variable)
+    if names & OTLP_EXPORTERS:
         return True
     if "otlp_proto_grpc" in names:
         raise ValueError(f"payoff.telemetry.configure() exports OTLP over HTTP with protobuf, but {variable}="
