@@ -1057,7 +1057,10 @@ def _check_not_async(fn: object, caller: str = "map()") -> None:
     """An ``async def`` function called in a worker only makes a coroutine, and none of its body runs: the call
     returned a list of never-awaited coroutines, recorded as a ``tiny_workload`` fallback whose advice was to
     force parallelism. Refused before anything runs, also as a callable object's ``async def __call__``."""
-    target = fn if inspect.isroutine(fn) or isinstance(fn, functools.partial) else type(fn).__call__
+    target = fn
+    while isinstance(target, functools.partial):  # to what it calls: a callable object's __call__ is not its own
+        target = target.func
+    target = target if inspect.isroutine(target) else type(target).__call__
     kind = "an async generator function (async def with yield): calling it only makes an async generator" \
         if inspect.isasyncgenfunction(target) else \
         "a coroutine function (async def): calling it only makes a coroutine" \

@@ -38,6 +38,7 @@ from payoff import _budget_cut, _exit, _forks, _relayed_warnings, _warning_filte
 from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
+from payoff._loop_hidden import hide_running_loop, loop_runs_here, restore_running_loop, without_the_loop
 from payoff._native_threads import limit_here
 from payoff._reruns import Unsent, article
 from payoff._tracebacks import RAISED_BY, from_the_function
@@ -477,6 +478,7 @@ def run_chunk(
     cpu0, runq0, waits0 = time.thread_time_ns(), run_queue_ns(), voluntary_waits()
     error: BaseException | None = None
     running = None if cancel is None else _RUNNING.set((*_RUNNING.get(), cancel))
+    loop = hide_running_loop()
     try:
         _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first), check_each,
                     tail_in_budget)
@@ -489,6 +491,7 @@ def run_chunk(
         error = item_error(exc)
         _close_last_block(results, durations, sizes, 0)  # an item that raised: its block is not timed
     finally:
+        restore_running_loop(loop)
         _local.depth -= 1
         if running is not None:
             _RUNNING.reset(running)
@@ -950,8 +953,10 @@ class StreamedChunk:
                  context: contextvars.Context | None = None) -> None:
         """``context``: where each item runs (a copy of the caller's with the call's span current, so the
         item's own spans nest under it, as on a thread); None: a copy of the caller's own. Items run in a copy
-        so that marking them as inside payoff (a map in ``fn`` is nested) costs one set a chunk, not two an item."""
-        self.fn, self.items, self.index, self.first = fn, items, index, first
+        so that marking them as inside payoff (a map in ``fn`` is nested) costs one set a chunk, not two an item.
+        Made in the consumer's thread: each item runs with its asyncio loop set aside (``payoff._loop_hidden``)."""
+        self.fn = without_the_loop(fn) if loop_runs_here() else fn
+        self.items, self.index, self.first = items, index, first
         self.cancel, self.max_ns, self.max_items, self.context = cancel, max_ns, max_items, context
         self.count = 0
         self._left_after = 0

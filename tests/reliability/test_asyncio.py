@@ -104,7 +104,8 @@ def test_the_loops_own_slow_callback_bar_decides() -> None:
 
 
 def test_a_notebook_cell_is_not_warned() -> None:
-    """A cell runs inside ipykernel's event loop: a cell that maps is meant to block, so nothing is said."""
+    """A cell runs inside ipykernel's event loop: a cell that maps is meant to block, so nothing is said. Its
+    items see no loop: a named ``threads`` map of ``asyncio.run`` wrappers raised on its first items (hunt 71)."""
     try:
         import nbformat
         from nbclient import NotebookClient
@@ -121,12 +122,19 @@ def test_a_notebook_cell_is_not_warned() -> None:
         "    return x\n"
         "asyncio.get_running_loop()  # the cell runs in the kernel's loop: this test is about that case\n"
         "with ParallelExecutor(strategy='threads', max_workers=2) as ex:\n"
-        "    print(ex.map(nap, range(4)))\n")]
+        "    print(ex.map(nap, range(4)))\n"), nbformat.v4.new_code_cell(
+        "async def double(x):\n"
+        "    await asyncio.sleep(0)\n"
+        "    return 2 * x\n"
+        "with ParallelExecutor(strategy='threads', max_workers=2) as ex:\n"
+        "    print(ex.map(lambda x: asyncio.run(double(x)), range(20)) == [2 * x for x in range(20)])\n"
+        "print(asyncio.get_event_loop_policy().get_event_loop() is asyncio.get_running_loop())\n")]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
-    outputs = nb.cells[0].outputs
+    outputs = nb.cells[0].outputs + nb.cells[1].outputs
     assert not [o for o in outputs if o.output_type == "error"], outputs
     text = "".join(o.get("text", "") for o in outputs)
     assert "[0, 1, 2, 3]" in text and "EventLoopBlockedWarning" not in text, text
+    assert "".join(o.get("text", "") for o in nb.cells[1].outputs).split() == ["True", "True"], nb.cells[1].outputs
 
 
 @pytest.mark.parametrize("strategy", ["processes", "auto"])
@@ -199,3 +207,56 @@ def test_a_map_while_another_thread_still_imports_a_module_it_looks_at(modules: 
                           timeout=120, env=CHILD_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["True"], (done.stdout, done.stderr[-3000:])
+
+
+async def _doubled(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+def doubled_on_its_own_loop(x: int) -> int:
+    """A plain function around an async client: one event loop of its own per call, as on any pool's thread."""
+    return asyncio.run(_doubled(x))
+
+
+@pytest.mark.parametrize("strategy", ["threads", "auto", "serial"])
+@pytest.mark.parametrize("call", ["map", "imap"])
+def test_items_that_run_an_event_loop_of_their_own_run_in_a_map_called_on_a_loop(strategy: str, call: str) -> None:
+    """In a notebook (its cells run in the kernel's loop) a named ``threads`` map of ``asyncio.run(fetch(i))``
+    raised "asyncio.run() cannot be called from a running event loop": its first items ran in the caller's
+    thread, where ``ThreadPoolExecutor.map`` runs none (hunt 71). Items see no loop wherever they run; the
+    caller's loop is its own again after the call."""
+    ex = ParallelExecutor(strategy=strategy, max_workers=2)
+
+    async def main() -> tuple[list[int], bool, bool]:
+        loop = asyncio.get_running_loop()
+        got = ex.map(doubled_on_its_own_loop, range(20)) if call == "map" \
+            else list(ex.imap(doubled_on_its_own_loop, range(20)))
+        return got, asyncio.get_running_loop() is loop, asyncio.get_event_loop_policy().get_event_loop() is loop
+
+    with ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore", EventLoopBlockedWarning)
+        got, running_kept, current_kept = asyncio.run(main())
+    assert got == [2 * x for x in range(20)]
+    assert running_kept and current_kept
+
+
+class _Fetcher:
+    async def __call__(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+
+def test_a_partial_of_an_object_with_an_async_call_is_refused() -> None:
+    """``functools.partial(Fetcher(), ...)`` passed the guard and returned never-awaited coroutines (hunt 71)."""
+    import functools
+
+    ex = ParallelExecutor(strategy="threads", max_workers=2)
+    with ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for fn in (functools.partial(_Fetcher()), functools.partial(functools.partial(fetch))):
+            with pytest.raises(TypeError, match=r"coroutine function \(async def\)"):
+                ex.map(fn, range(5))
+            with pytest.raises(TypeError, match=r"coroutine function \(async def\)"):
+                ex.submit(fn, 1)
+    assert not [w for w in caught if "never awaited" in str(w.message)], [str(w.message) for w in caught]

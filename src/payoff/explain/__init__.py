@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from payoff import planning
+from payoff._loop_hidden import hide_running_loop, restore_running_loop
 from payoff.executor import ParallelExecutor
 from payoff.record import MapRecord
 
@@ -309,9 +310,13 @@ class _Timed:
         self.fn = fn
 
     def __call__(self, item: Any) -> tuple[Any, float]:
-        t0 = time.perf_counter()
-        result = self.fn(item)
-        return result, time.perf_counter() - t0
+        hidden = hide_running_loop()  # timed in the caller, it sees no loop, as the map's items do
+        try:
+            t0 = time.perf_counter()
+            result = self.fn(item)
+            return result, time.perf_counter() - t0
+        finally:
+            restore_running_loop(hidden)
 
 
 def _time_first_items(executor: ParallelExecutor, firsts: dict[str, tuple[Callable[[Any], Any], Any]]
