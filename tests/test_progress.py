@@ -192,6 +192,26 @@ def test_a_closed_bar_leaves_nothing_in_the_cells_saved_output(kernel: Kernel, e
     assert not left, left
 
 
+@pytest.mark.parametrize("pool", ["payoff", "multiprocessing"])
+def test_a_map_in_a_worker_forked_from_the_kernel_makes_no_bar(kernel: Kernel, pool: str) -> None:
+    """A forked worker's map (nested, or a library's ``payoff.map`` in an item) built widget bars it cannot send:
+    each message was refused and logged in full on the kernel's stderr, 148 records for 4 calls (hunt 71)."""
+    outer = {"payoff": 'ParallelExecutor(ParallelConfig(strategy="processes", max_workers=2))',
+             "multiprocessing": '__import__("multiprocessing").get_context("fork").Pool(2)'}[pool]
+    cell = kernel.run("""
+        def counted_late(x):
+            time.sleep(0.05)
+            return widgets() if x == 19 else 0
+        def widgets_made_inside(x):
+            before = widgets()
+            return ParallelExecutor(ParallelConfig(strategy="serial")).map(counted_late, range(20))[-1] - before
+        with OUTER as pool:
+            print(pool.map(widgets_made_inside, range(2)))
+        """.replace("OUTER", outer))
+    assert cell.error is None, cell.error
+    assert cell.stdout.split() == ["[0,", "0]"], cell.stdout
+
+
 def test_an_interrupted_call_closes_its_bar(kernel: Kernel) -> None:
     """Ctrl-C (the kernel's interrupt) in a long map: its bar used to stay on the page, frozen."""
     before = kernel.value("widgets()")
