@@ -334,3 +334,30 @@ def test_the_bar_of_a_serial_run_that_moved_to_a_pool_says_so(kind: str, capsys:
         pytest.fail(f"the premise: the run moved to a pool ({record.summary()})")
     shown = capsys.readouterr().err
     assert f"default [{record.selected_strategy}]" in shown, shown[-2000:]
+
+
+@pytest.mark.parametrize("observers", ["none", "own"])
+def test_a_bar_asked_for_is_drawn_on_an_executor_with_observers_of_the_users_own(
+        observers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``observers=[...]`` replaces the default telemetry, which held the bar: ``progress=True`` drew nothing
+    there, without a word (hunt 71). A bar nobody asked for stays off, as those observers chose."""
+    from payoff import Observer, ParallelConfig, ParallelExecutor
+
+    class Count(Observer):
+        def __init__(self) -> None:
+            self.items = 0
+
+        def chunk_finished(self, call: Any, chunk: Any) -> None:
+            self.items += chunk.n_items
+
+    count = Count()
+    given = {"none": [], "own": [count]}[observers]
+    with ParallelExecutor(ParallelConfig(strategy="threads", max_workers=2), observers=given) as ex:
+        assert ex.map(abs, range(-60, 0), progress=True) == list(range(60, 0, -1))
+        asked = capsys.readouterr().err
+        ex.map(abs, range(-60, 0))
+        ex.map(abs, range(-60, 0), progress=None)
+        unasked = capsys.readouterr().err
+    assert "/60 [" in asked, asked  # a bar of the call's 60 items was drawn
+    assert unasked == "", unasked
+    assert count.items == (180 if observers == "own" else 0)

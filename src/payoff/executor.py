@@ -105,7 +105,8 @@ class ParallelExecutor:
         """``ParallelExecutor(4)``, ``ParallelExecutor(max_workers=4, strategy="processes")`` or
         ``ParallelExecutor(config=ParallelConfig(...))`` (a config as the first argument works too).
 
-        The shortcuts apply on top of ``config`` (or of ``PAYOFF_PARALLEL``/``CE_PARALLEL``).
+        The shortcuts apply on top of ``config`` (or of ``PAYOFF_PARALLEL``/``CE_PARALLEL``). ``observers``
+        replace the default telemetry (``[]`` for none); a call's ``progress=True`` still draws its bar.
         """
         config = _config_from(max_workers, strategy, config)
         if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 0:
@@ -121,7 +122,7 @@ class ParallelExecutor:
             from payoff.telemetry import default_observers
 
             observers = default_observers(tracer_provider, meter_provider)
-        self._observers = Observers(_checked_observers(observers))
+        self._observers = Observers(_with_progress(_checked_observers(observers)))
         self.records: deque[MapRecord] = _Records(maxlen=max_records)
         self._mine = threading.local()
         self._lock = threading.RLock()
@@ -803,6 +804,13 @@ class ParallelExecutor:
             with self._lock:
                 if self._idle_thread is thread:
                     self._idle_thread = None
+
+
+def _with_progress(observers: list[Observer]) -> list[Observer]:
+    """The observers, and a bar for calls that ask for one where none of them draws bars."""
+    from payoff.progress import ASKED_ONLY, Progress
+
+    return observers if any(isinstance(o, Progress) for o in observers) else [*observers, ASKED_ONLY]
 
 
 def _checked_observers(observers: object) -> list[Observer]:

@@ -95,8 +95,12 @@ _NEVER = 2**63
 class Progress(Observer):
     """One bar per call that wants one and lasts; advanced as chunks finish, closed however the call ends."""
 
+    def __init__(self, asked_only: bool = False) -> None:
+        """``asked_only``: bars only for calls that pass ``progress=True`` (see :data:`ASKED_ONLY`)."""
+        self.asked_only = asked_only
+
     def map_planned(self, call: CallInfo) -> None:
-        wanted = call.progress if call.progress is not None else interactive()
+        wanted = call.progress if call.progress is not None else not self.asked_only and interactive()
         if not wanted or (call.n_items == 0 and not call.stream):
             return
         delay_ns = 0 if call.progress else int(SHOW_AFTER_SECONDS * 1e9)
@@ -121,6 +125,11 @@ class Progress(Observer):
         bar = call.state.pop("progress", None)
         if bar is not None and bar.tqdm is not None:
             _close(bar.tqdm, bar.shown)
+
+
+ASKED_ONLY = Progress(asked_only=True)
+"""On an executor given observers of the user's own: ``progress=True`` is a call's own request, and it drew
+nothing there, without a word (hunt 71); a bar nobody asked for stays off, as those observers chose."""
 
 
 def _show(call: CallInfo, bar: _Bar) -> None:
