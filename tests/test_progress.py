@@ -361,3 +361,47 @@ def test_a_bar_asked_for_is_drawn_on_an_executor_with_observers_of_the_users_own
     assert "/60 [" in asked, asked  # a bar of the call's 60 items was drawn
     assert unasked == "", unasked
     assert count.items == (180 if observers == "own" else 0)
+
+
+def _sized_inputs() -> dict[str, Any]:
+    from collections import deque
+
+    inputs: dict[str, Any] = {"dict": dict.fromkeys(range(50)), "set": set(range(50)),
+                              "deque": deque(range(50)), "dict keys": dict.fromkeys(range(50)).keys()}
+    try:
+        import pandas as pd
+    except ImportError:
+        return inputs
+    return {**inputs, "pandas Series": pd.Series(range(50)), "pandas Index": pd.Index(range(50))}
+
+
+@pytest.mark.parametrize("kind", list(_sized_inputs()))
+def test_an_imap_over_an_input_that_tells_its_length_has_a_bars_total(kind: str,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``imap(..., progress=True)`` over a dict, a set or a pandas Series drew a bar with no total (no percentage,
+    no time left), where ``map`` and ``tqdm(series)`` have one (hunt 71)."""
+    from payoff import ParallelConfig, ParallelExecutor
+
+    items = _sized_inputs()[kind]
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        assert sorted(ex.imap(abs, items, progress=True)) == sorted(abs(x) for x in items)
+    shown = capsys.readouterr().err
+    assert "/50 [" in shown, shown
+
+
+def test_an_imap_over_an_iterator_has_no_total_and_reads_no_length(capsys: pytest.CaptureFixture[str]) -> None:
+    """A stream of no told length keeps a bar of counts; its ``len()`` is not asked (a query set's fetches
+    every row, which an ``imap`` reads one at a time)."""
+    from payoff import ParallelConfig, ParallelExecutor
+
+    class Rows:
+        def __iter__(self) -> Iterator[int]:
+            return iter(range(50))
+
+        def __len__(self) -> int:
+            raise AssertionError("len() was asked")
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        assert list(ex.imap(abs, Rows(), progress=True)) == list(range(50))
+    shown = capsys.readouterr().err
+    assert "item" in shown and "/50" not in shown, shown

@@ -434,6 +434,7 @@ class MapRun:
             if self.stream:
                 source = self.source
                 self.call.read = lambda: source.taken
+                self.call.told_length = source.told_length
         if self.requested == "custom" and plan.strategy == "custom":
             plan = replace(plan, workers=external_workers(self.config.strategy, plan.workers))
         return plan

@@ -13,7 +13,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Sequence, ValuesView
 from typing import Any, cast, overload
 
 from payoff._imported import imported
@@ -59,6 +60,25 @@ def as_given(items: object) -> Sequence[Any] | None:
     return None
 
 
+TOLD_LENGTH = (dict, set, frozenset, deque, KeysView, ValuesView, ItemsView)
+"""Inputs read as streams whose ``len()`` is their count and cheap: an ``imap`` over a dict, a set or a deque
+had a bar with no total, no percentage nor time left (hunt 71). Not any ``Sized``: a database query set's
+``len()`` fetches every row, which an ``imap`` reads one at a time."""
+
+
+def told_length(items: object) -> int | None:
+    """The number of items a stream's own kind tells: those of :data:`TOLD_LENGTH` and pandas' containers but
+    a DataFrame (its ``len()`` counts rows, its iteration gives the column names)."""
+    kind = type(items)
+    pandas = kind.__module__.partition(".")[0] == "pandas" and kind.__name__ != "DataFrame"
+    if not pandas and not isinstance(items, TOLD_LENGTH):
+        return None
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except Exception:  # a pandas object without one (a GroupBy's len is its groups': kept)
+        return None
+
+
 def _has_len(items: Sequence[Any]) -> bool:
     """A ``range`` longer than ``sys.maxsize`` has no ``len()``: it is read as a stream, as the builtin does."""
     try:
@@ -82,6 +102,8 @@ class Source:
         self.late: TimeoutError | None = None
         """A ``map``'s input still being read at its deadline: the call raises this before any item runs."""
         self._dropped = False
+        self.told_length: int | None = None
+        """A stream's ``len()`` where its kind tells it cheaply (see :func:`told_length`): a bar's total."""
         self._iter: Iterator[Any] | None = None
         self._error: Exception | None = None
         """What the input raised while it was read: raised once the items before it have run and their
@@ -94,6 +116,7 @@ class Source:
             self.head = self._read_all(iter(items), deadline)
             self.exhausted = True
         else:
+            self.told_length = told_length(items)
             self._iter = iter(items)
             self.head = []
             self.exhausted = False

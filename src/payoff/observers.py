@@ -62,6 +62,8 @@ class CallInfo:
     """The call's ``progress=`` argument: True shows a bar, None decides by interactivity."""
     stream: bool = False
     """The input's length is unknown (an iterator read as the work goes): ``n_items`` is 0 until it ends."""
+    told_length: int | None = None
+    """A stream's count where its input told it (a dict, a set, a pandas Series): a bar's total, no more."""
     read: Callable[[], int] | None = None
     """For a stream: how many of its items were read so far (handed to workers or run), as the work goes."""
     scoped: bool = False

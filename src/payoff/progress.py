@@ -139,7 +139,7 @@ def _show(call: CallInfo, bar: _Bar) -> None:
     if cls is None:
         return
     with _whole():
-        made: Any = cls(total=None if call.stream else call.n_items, unit="item", leave=False,
+        made: Any = cls(total=call.told_length if call.stream else call.n_items, unit="item", leave=False,
                         desc=_label(call), dynamic_ncols=True, delay=1e-9)  # drawn below, on the call's clock
         bar.tqdm, bar.strategy = made, call.selected_strategy
         bar.shown = _displayed(made)
