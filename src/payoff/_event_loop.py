@@ -49,10 +49,29 @@ def _in_kernel_cell(aio: Any, loop: Any) -> bool:
 def warn_if_held(loop: Any, started: float, n_items: int) -> None:
     """Warn at the caller's line when the call held the loop past its own bar for a slow step."""
     held = time.monotonic() - started
-    bar = float(getattr(loop, "slow_callback_duration", 0.1))
-    if held <= bar:
-        return
-    text = (f"payoff: a map of {n_items:,} item{'s' if n_items != 1 else ''} blocked the running asyncio event "
-            f"loop for {held:.2f} s (its slow_callback_duration is {bar:g} s): no other task of the loop ran "
-            "meanwhile. In a coroutine, run it in a thread: `await asyncio.to_thread(ex.map, fn, items)`")
+    if held > _bar(loop):
+        _warn(loop, f"a map of {n_items:,} item{'s' if n_items != 1 else ''} blocked the running asyncio "
+              f"event loop for {held:.2f} s", "no other task of the loop ran meanwhile",
+              "`await asyncio.to_thread(ex.map, fn, items)`")
+
+
+def warn_if_waited(loop: Any, held: float) -> bool:
+    """Warn at the consumer's line once an imap's waits for its results, in all, held the loop past its bar:
+    each ``next()`` waits in the loop's thread (True once said, for the call to stop counting)."""
+    if held <= _bar(loop):
+        return False
+    _warn(loop, f"an imap's waits for its results blocked the running asyncio event loop for {held:.2f} s "
+          "so far", "no other task of the loop ran while it waited",
+          "`await asyncio.to_thread(lambda: list(ex.imap(fn, items)))`, or take each result with "
+          "`await asyncio.to_thread(next, results, None)`")
+    return True
+
+
+def _bar(loop: Any) -> float:
+    return float(getattr(loop, "slow_callback_duration", 0.1))
+
+
+def _warn(loop: Any, what: str, consequence: str, way: str) -> None:
+    text = (f"payoff: {what} (its slow_callback_duration is {_bar(loop):g} s): {consequence}. In a coroutine, "
+            f"run it in a thread: {way}")
     _shown.warn(find_call_site(), EventLoopBlockedWarning(text))

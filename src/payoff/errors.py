@@ -188,7 +188,8 @@ class ModuleReloadedWarning(UserWarning):
 
 class EventLoopBlockedWarning(RuntimeWarning):
     """A ``map`` ran straight in a coroutine (or a callback) of a running asyncio event loop, so no other task
-    of that loop ran until it returned: a service's other requests waited for it.
+    of that loop ran until it returned: a service's other requests waited for it. An ``imap`` consumed there
+    is said once its waits for results add up past the same bar.
 
     Said once per call site, when the call held the loop longer than the loop's ``slow_callback_duration``
     (asyncio's own bar for a slow step, 0.1 s unless set); never for a notebook cell, which runs inside the

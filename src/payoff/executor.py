@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, SupportsIndex, TypedDict, TypeVar, Unpack, cast
 
 from payoff import _exit, _forks, _maprun, _spare_threads, _waiting, planning
-from payoff._event_loop import blocking_loop, warn_if_held
+from payoff._event_loop import blocking_loop, warn_if_held, warn_if_waited
 from payoff._knowledge import Knowledge, fn_key
 from payoff._library import NO_LIBRARY, LibraryCall
 from payoff._maprun import MapRun
@@ -279,8 +279,19 @@ class ParallelExecutor:
 
     @staticmethod
     def _results(blocks: Iterator[list[Any]]) -> Iterator[Any]:
+        """The results, block by block; the time each block was waited for in a running asyncio loop's thread
+        is summed, and said once past the loop's bar (``_event_loop.warn_if_waited``)."""
+        held, told = 0.0, in_worker()  # an imap in an item of a serial map: the outer call is said
         try:
-            for block in blocks:
+            while True:
+                loop = None if told else blocking_loop()
+                started = time.monotonic()
+                block = next(blocks, None)
+                if block is None:
+                    return
+                if loop is not None:
+                    held += time.monotonic() - started
+                    told = warn_if_waited(loop, held)
                 yield from block
         except BaseException as exc:  # an item's error from here on: a loop's traceback (see _tracebacks)
             if show_from_the_function(exc):

@@ -260,3 +260,38 @@ def test_a_partial_of_an_object_with_an_async_call_is_refused() -> None:
             with pytest.raises(TypeError, match=r"coroutine function \(async def\)"):
                 ex.submit(fn, 1)
     assert not [w for w in caught if "never awaited" in str(w.message)], [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("call", ["imap", "imap_unordered"])
+def test_an_imap_consumed_in_a_coroutine_warns_once_at_the_consumers_line(call: str) -> None:
+    """Each ``next()`` of an imap waits for its result in the loop's thread: consumed in a coroutine, the
+    other tasks waited for the whole run, and nothing was said where ``map`` says so (hunt 71)."""
+    ex = ParallelExecutor(strategy="threads", max_workers=2)
+
+    async def main() -> tuple[list[int], int]:
+        results = getattr(ex, call)(nap, range(8))
+        line = _line() + 1
+        got = list(results)
+        return sorted(got), line
+
+    with ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        got, line = asyncio.run(main())
+    assert got == [2 * x for x in range(8)]
+    blocked = _blocked(caught)
+    assert len(blocked) == 1, [str(w.message) for w in caught]
+    assert (Path(blocked[0].filename).name, blocked[0].lineno) == ("test_asyncio.py", line), \
+        (blocked[0].filename, blocked[0].lineno)
+    assert "asyncio.to_thread" in str(blocked[0].message), blocked[0].message
+
+
+def test_an_imap_consumed_in_a_thread_of_the_loop_is_not_warned() -> None:
+    ex = ParallelExecutor(strategy="threads", max_workers=2)
+
+    async def main() -> list[int]:
+        return await asyncio.to_thread(lambda: list(ex.imap(nap, range(8))))
+
+    with ex, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(main()) == [2 * x for x in range(8)]
+    assert not _blocked(caught), [str(w.message) for w in caught]
