@@ -9,6 +9,7 @@ its call ends.
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import queue
@@ -405,3 +406,48 @@ def test_an_imap_over_an_iterator_has_no_total_and_reads_no_length(capsys: pytes
         assert list(ex.imap(abs, Rows(), progress=True)) == list(range(50))
     shown = capsys.readouterr().err
     assert "item" in shown and "/50" not in shown, shown
+
+
+@pytest.mark.parametrize("strategy", ["threads", "auto"])
+def test_a_call_of_slow_items_shows_its_bar_while_they_run(kernel: Kernel, strategy: str) -> None:
+    """A bar was made only as a chunk ended: four 2 s items on two workers showed none for 2 s, long model
+    fits none until the first fit ended, and under auto, whose plan times a new function's first item in
+    the caller, none until that item ended (hunt 71). The items here end only once they see the bar."""
+    cell = kernel.run(f"""
+        before = widgets()
+        def until_a_bar_{strategy}(x):
+            end = time.monotonic() + 20
+            while widgets() == before and time.monotonic() < end:
+                time.sleep(0.05)
+            return widgets() > before
+        with ParallelExecutor(ParallelConfig(strategy="{strategy}", max_workers=2)) as slow_ex:
+            print(slow_ex.map(until_a_bar_{strategy}, range(2)))
+        """)
+    assert cell.error is None, cell.error
+    assert cell.stdout.split() == ["[True,", "True]"], cell.stdout
+    assert cell.opened and cell.opened <= cell.closed, (len(cell.opened), len(cell.closed))
+    assert cell.shown, "the bar was displayed in another cell than its call's"  # made by a thread of an earlier cell
+
+
+class _Draws(io.StringIO):
+    """A stderr that counts the bar's draws of 0 of 1 items."""
+
+    def draws(self) -> int:
+        return self.getvalue().count("0/1 [")
+
+
+def test_a_shown_bar_is_drawn_again_while_no_chunk_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawn only as chunks ended, a bar's elapsed time stood still while one long item ran."""
+    from payoff import ParallelConfig, ParallelExecutor
+
+    stderr = _Draws()
+    monkeypatch.setattr(sys, "stderr", stderr)
+
+    def until_drawn_again(x: int) -> bool:
+        end = time.monotonic() + 20
+        while stderr.draws() < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        return stderr.draws() >= 2
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        assert ex.map(until_drawn_again, [0], progress=True) == [True]

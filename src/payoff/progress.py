@@ -3,9 +3,10 @@
 Off in non-interactive runs (CI logs, pipes) unless a call asks with
 ``progress=True``. A bar costs nothing until it is shown: a call makes its
 tqdm bar (in a notebook, some ten widgets sent to the frontend and saved in
-the notebook) only at its first progress update past ``SHOW_AFTER_SECONDS``,
-so the many short calls of a loop make none. tqdm's own ``delay`` only
-defers drawing: it builds every widget at once.
+the notebook) only once it has run ``SHOW_AFTER_SECONDS``, so the many short
+calls of a loop make none. tqdm's own ``delay`` only defers drawing: it builds
+every widget at once. A thread of payoff's (``_Ticker``) shows a bar when its
+time comes and draws it again while no chunk ends, so slow items have one too.
 """
 
 from __future__ import annotations
@@ -77,11 +78,16 @@ def _say_once(text: str) -> None:
 class _Bar:
     """A call's bar before and after it is shown: the items done so far, and the tqdm bar once made."""
 
-    __slots__ = ("done", "show_at_ns", "shown", "strategy", "tqdm")
+    __slots__ = ("closed", "done", "drawn_ns", "lock", "show_at_ns", "shown", "strategy", "tqdm")
 
     def __init__(self, show_at_ns: int) -> None:
         self.show_at_ns = show_at_ns
         self.done = 0
+        self.lock = threading.Lock()
+        """Held to change the bar: the caller's thread advances and closes it, the ticker shows and redraws it."""
+        self.closed = False
+        self.drawn_ns = 0
+        """When the ticker last drew it."""
         self.tqdm: Any = None
         self.shown: Any = None
         """In a notebook, the handle of the bar's display: emptied when the bar closes."""
@@ -99,7 +105,15 @@ class Progress(Observer):
         """``asked_only``: bars only for calls that pass ``progress=True`` (see :data:`ASKED_ONLY`)."""
         self.asked_only = asked_only
 
+    def map_started(self, call: CallInfo) -> None:
+        """A call of known length has its bar from its start: planning may run its first items (an unmeasured
+        function's probe, in the caller), and a bar made once it was planned came after a first 60 s fit."""
+        if call.n_items:
+            self.map_planned(call)
+
     def map_planned(self, call: CallInfo) -> None:
+        if "progress" in call.state:
+            return
         wanted = call.progress if call.progress is not None else not self.asked_only and interactive()
         if not wanted or (call.n_items == 0 and not call.stream):
             return
@@ -107,24 +121,114 @@ class Progress(Observer):
         bar = call.state["progress"] = _Bar(call.started_ns + delay_ns)
         if call.progress:  # asked for: shown now, or said now that it cannot be
             _show(call, bar)
+        _TICKER.add(call, bar)
 
     def chunk_finished(self, call: CallInfo, chunk: ChunkStats) -> None:
         bar = call.state.get("progress")
         if bar is None:
             return
-        bar.done += chunk.n_items
-        if bar.tqdm is not None:
-            if bar.strategy != call.selected_strategy:  # it said [serial] to the end of a run moved to a pool
-                bar.strategy = call.selected_strategy
-                bar.tqdm.set_description(_label(call))  # drawn now: once a call
-            bar.tqdm.update(chunk.n_items)
-        elif time.monotonic_ns() >= bar.show_at_ns:
-            _show(call, bar)
+        with bar.lock:
+            bar.done += chunk.n_items
+            if bar.tqdm is not None:
+                _relabel(call, bar)
+                bar.tqdm.update(chunk.n_items)
+            elif time.monotonic_ns() >= bar.show_at_ns:
+                _show(call, bar)
 
     def map_finished(self, call: CallInfo, record: MapRecord, error: BaseException | None) -> None:
         bar = call.state.pop("progress", None)
-        if bar is not None and bar.tqdm is not None:
-            _close(bar.tqdm, bar.shown)
+        if bar is None:
+            return
+        _TICKER.remove(bar)
+        with bar.lock:
+            bar.closed = True
+            if bar.tqdm is not None:
+                _close(bar.tqdm, bar.shown)
+
+
+TICK_SECONDS = 1.0
+"""How often a shown bar is drawn again while no chunk ends: its elapsed time and rate move on."""
+
+
+class _Ticker:
+    """One daemon thread for the bars of the process: it shows a bar once its call has run
+    ``SHOW_AFTER_SECONDS`` and draws shown bars again every ``TICK_SECONDS``. Shown only as chunks ended, a call of
+    four 2 s items on two workers had no bar for 2 s, and one of long model fits none until its first fit
+    ended, its bar then frozen between chunks (hunt 71)."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition(threading.Lock())
+        self._bars: dict[_Bar, CallInfo] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, call: CallInfo, bar: _Bar) -> None:
+        with self._ready:
+            self._bars[bar] = call
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="payoff-progress", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def remove(self, bar: _Bar) -> None:
+        with self._ready:
+            self._bars.pop(bar, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                due, wait = self._due(time.monotonic_ns())
+                if not due:
+                    self._ready.wait(wait)
+                    continue
+            for bar, call in due:
+                try:
+                    _tick(call, bar)
+                except Exception:  # a stream closed under it, say: that bar is drawn no more, the others are
+                    self.remove(bar)
+
+    def _due(self, now: int) -> tuple[list[tuple[_Bar, CallInfo]], float | None]:
+        """The bars to show or draw now, else how long until the next is due (None: no bar)."""
+        tick_ns = int(TICK_SECONDS * 1e9)
+        due, soonest = [], None
+        for bar, call in self._bars.items():
+            at = bar.show_at_ns if bar.tqdm is None else bar.drawn_ns + tick_ns
+            if bar.tqdm is None and bar.show_at_ns == _NEVER:
+                continue  # could not be made
+            if at <= now:
+                due.append((bar, call))
+            else:
+                soonest = at if soonest is None else min(soonest, at)
+        return due, None if soonest is None else (soonest - now) / 1e9
+
+    def forked(self) -> None:
+        """In a forked child: no thread, no bar of the parent's, a lock no thread holds."""
+        self._ready = threading.Condition(threading.Lock())
+        self._bars, self._thread = {}, None
+
+
+def _tick(call: CallInfo, bar: _Bar) -> None:
+    with bar.lock:
+        if bar.closed:
+            return
+        if bar.tqdm is None:
+            _show(call, bar)
+        elif not _relabel(call, bar):
+            bar.tqdm.refresh()
+        bar.drawn_ns = time.monotonic_ns()
+
+
+def _relabel(call: CallInfo, bar: _Bar) -> bool:
+    """The label names where the call runs now (drawn at once; True): a bar made before the plan named none, and
+    one of a serial run that outgrew its estimate said [serial] to the end of a run moved to a pool."""
+    if bar.strategy == _strategy(call):
+        return False
+    bar.strategy = _strategy(call)
+    bar.tqdm.set_description(_label(call))
+    return True
+
+
+_TICKER = _Ticker()
+os.register_at_fork(after_in_child=_TICKER.forked)
 
 
 ASKED_ONLY = Progress(asked_only=True)
@@ -141,9 +245,10 @@ def _show(call: CallInfo, bar: _Bar) -> None:
     with _whole():
         made: Any = cls(total=call.told_length if call.stream else call.n_items, unit="item", leave=False,
                         desc=_label(call), dynamic_ncols=True, delay=1e-9)  # drawn below, on the call's clock
-        bar.tqdm, bar.strategy = made, call.selected_strategy
+        bar.tqdm, bar.strategy = made, _strategy(call)
         bar.shown = _displayed(made)
     made.start_t = made.last_print_t = call.started_at
+    bar.drawn_ns = time.monotonic_ns()
     if bar.done:
         made.update(bar.done)
     else:
@@ -165,7 +270,11 @@ def _displayed(made: Any) -> Any:
 
 
 def _label(call: CallInfo) -> str:
-    return f"{call.workload} [{call.selected_strategy}]"
+    return f"{call.workload} [{_strategy(call)}]"
+
+
+def _strategy(call: CallInfo) -> str:
+    return call.selected_strategy or call.requested_strategy
 
 
 def _bar_class(asked: bool) -> Any:
