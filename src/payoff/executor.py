@@ -454,8 +454,8 @@ class ParallelExecutor:
 
     def report(self, title: str = "payoff report", *, last: int | None = None) -> Report:
         """The kept records as a report: HTML in notebooks, a table in terminals, ``to_html(path)``. ``last``:
-        only the last so many calls, as ``payoff report --last N`` (a notebook cell showing all 256 kept records
-        holds ~3.4 MB of HTML)."""
+        only the last so many calls, as ``payoff report --last N`` (a notebook's report details the last ten,
+        ``report.html.NOTEBOOK_SECTIONS``: 256 kept records in detail were 3.5 MB of HTML in the cell)."""
         from payoff.report import Report
 
         if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):

@@ -217,13 +217,15 @@ def cell(value: str, align: str) -> str:
     return f"<td{css}>{escape(value.replace('->', ARROW))}</td>"
 
 
-def overview(records: Sequence[MapRecord], anchor: str = "call") -> str:
-    """The text report's table, with each call linking to its section (call ids repeat across executors)."""
+def overview(records: Sequence[MapRecord], anchor: str = "call", linked_from: int = 0) -> str:
+    """The text report's table, with each call from ``linked_from`` on linking to its section (call ids repeat
+    across executors)."""
     head = "".join(f'<th class="{"left" if a == "<" else ""}">{escape(n)}</th>' for n, a in text.COLUMNS)
     rows = []
     for i, r in enumerate(records):
         cells = text.row(r, i + 1)  # the position its section's heading shows
-        first = f'<td><a href="#{anchor}-{i}">{escape(cells[0])}</a></td>'
+        first = f'<td><a href="#{anchor}-{i}">{escape(cells[0])}</a></td>' if i >= linked_from \
+            else f"<td>{escape(cells[0])}</td>"
         middle = "".join(cell(c, a) for c, (_, a) in zip(cells[1:-1], text.COLUMNS[1:-1], strict=True))
         rows.append(f'<tr>{first}{middle}<td class="left">{badge(r, with_speedup=False)}</td></tr>')
     return f'<div class="scroll"><table class="overview"><tr>{head}</tr>{"".join(rows)}</table></div>'
@@ -234,12 +236,24 @@ def record_html(record: MapRecord) -> str:
     return f'<div class="payoff-report"><style>{STYLE}</style>{section(record)}</div>'
 
 
-def body(records: Sequence[MapRecord], title: str, anchor: str = "call") -> str:
+NOTEBOOK_SECTIONS = 10
+"""The calls a notebook's report details (their sections and timelines): the last ones. Every call detailed,
+a cell showing ``ex.report()`` after 300 maps held 3.5 MB of HTML, ~14 KB a call, saved in the notebook
+(hunt 71); its table still lists every call."""
+
+
+def body(records: Sequence[MapRecord], title: str, anchor: str = "call", sections: int | None = None) -> str:
+    """``sections``: detail only the last so many calls (None: all), and say so under the table."""
     if not records:
         return f"<h1>{escape(title)}</h1><p class=\"sub\">No calls recorded.</p>"
+    first = 0 if sections is None else max(0, len(records) - sections)
+    said = "" if not first else (
+        f'<p class="sub">Details of the last {len(records) - first} of {len(records)} calls below: a notebook '
+        "saves every byte of a cell's output. <code>report.to_html(path)</code> writes a page with them all, "
+        "<code>ex.records[i]</code> shows any one.</p>")
     return (f"<h1>{escape(title)}</h1><p class=\"sub\">{escape(text.aggregate(records))}</p>"
-            f"{overview(records, anchor)}"
-            f"{''.join(section(r, f'{anchor}-{i}', i + 1) for i, r in enumerate(records))}")
+            f"{overview(records, anchor, first)}{said}"
+            f"{''.join(section(r, f'{anchor}-{i}', i + 1) for i, r in enumerate(records) if i >= first)}")
 
 
 _FRAGMENTS = itertools.count(1)
@@ -252,7 +266,8 @@ def render_html(records: Sequence[MapRecord], *, title: str = "payoff report", f
     records = list(records)
     if not full_page:
         anchor = f"payoff-report-{next(_FRAGMENTS)}-call"
-        return f'<div class="payoff-report"><style>{STYLE}</style>{body(records, title, anchor)}</div>'
+        inner = body(records, title, anchor, NOTEBOOK_SECTIONS)
+        return f'<div class="payoff-report"><style>{STYLE}</style>{inner}</div>'
     fragment = f'<div class="payoff-report"><style>{STYLE}</style>{body(records, title)}</div>'
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
