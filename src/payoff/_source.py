@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import ItemsView, Iterable, Iterator, KeysView, Sequence, ValuesView
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast, overload
 
 from payoff._imported import imported
@@ -60,10 +60,10 @@ def as_given(items: object) -> Sequence[Any] | None:
     return None
 
 
-TOLD_LENGTH = (dict, set, frozenset, deque, KeysView, ValuesView, ItemsView)
+TOLD_LENGTH: tuple[type, ...] = (dict, set, frozenset, deque, type({}.keys()), type({}.values()), type({}.items()))
 """Inputs read as streams whose ``len()`` is their count and cheap: an ``imap`` over a dict, a set or a deque
-had a bar with no total, no percentage nor time left (hunt 71). Not any ``Sized``: a database query set's
-``len()`` fetches every row, which an ``imap`` reads one at a time."""
+had a bar with no total, no percentage nor time left (hunt 71). Not any ``Sized``, nor any mapping's views: a
+database query set's ``len()`` fetches every row, which an ``imap`` reads one at a time."""
 
 
 def told_length(items: object) -> int | None:

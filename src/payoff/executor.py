@@ -289,10 +289,11 @@ class ParallelExecutor:
                 block = next(blocks, None)
                 if block is None:
                     return
-                if loop is not None:
-                    held += time.monotonic() - started
-                    told = warn_if_waited(loop, held)
+                waited = time.monotonic() - started
                 yield from block
+                if loop is not None:  # said once its results are out: a warning made an error loses none
+                    held += waited + getattr(block, "work_ns", 0) / 1e9  # a serial run's items ran as handed out
+                    told = warn_if_waited(loop, held)
         except BaseException as exc:  # an item's error from here on: a loop's traceback (see _tracebacks)
             if show_from_the_function(exc):
                 raise exc

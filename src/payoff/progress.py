@@ -78,10 +78,13 @@ def _say_once(text: str) -> None:
 class _Bar:
     """A call's bar before and after it is shown: the items done so far, and the tqdm bar once made."""
 
-    __slots__ = ("closed", "done", "drawn_ns", "lock", "show_at_ns", "shown", "strategy", "tqdm")
+    __slots__ = ("closed", "done", "drawn_ns", "file", "lock", "show_at_ns", "shown", "strategy", "tqdm")
 
     def __init__(self, show_at_ns: int) -> None:
         self.show_at_ns = show_at_ns
+        self.file = sys.stderr
+        """The caller's stderr as the call began: made by the ticker's thread, the bar was drawn on whatever an
+        item running in the caller had put there (``redirect_stderr``), into the item's own output (review 77)."""
         self.done = 0
         self.lock = threading.Lock()
         """Held to change the bar: the caller's thread advances and closes it, the ticker shows and redraws it."""
@@ -127,7 +130,7 @@ class Progress(Observer):
         bar = call.state.get("progress")
         if bar is None:
             return
-        with bar.lock:
+        with bar.lock, _DRAWING:
             bar.done += chunk.n_items
             if bar.tqdm is not None:
                 _relabel(call, bar)
@@ -140,7 +143,7 @@ class Progress(Observer):
         if bar is None:
             return
         _TICKER.remove(bar)
-        with bar.lock:
+        with bar.lock, _DRAWING:
             bar.closed = True
             if bar.tqdm is not None:
                 _close(bar.tqdm, bar.shown)
@@ -160,6 +163,9 @@ class _Ticker:
         self._ready = threading.Condition(threading.Lock())
         self._bars: dict[_Bar, CallInfo] = {}
         self._thread: threading.Thread | None = None
+        self._wakes_ns = _NEVER
+        """When the thread wakes next: a bar due later needs no wake-up (a loop of short calls woke it at each
+        call, and the wake-ups took the GIL from the caller: +20% a call, review 77)."""
 
     def add(self, call: CallInfo, bar: _Bar) -> None:
         with self._ready:
@@ -167,7 +173,10 @@ class _Ticker:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="payoff-progress", daemon=True)
                 self._thread.start()
-            self._ready.notify()
+            due = _due_ns(bar)
+            if due < self._wakes_ns:
+                self._wakes_ns = due
+                self._ready.notify()
 
     def remove(self, bar: _Bar) -> None:
         with self._ready:
@@ -176,9 +185,12 @@ class _Ticker:
     def _run(self) -> None:
         while True:
             with self._ready:
-                due, wait = self._due(time.monotonic_ns())
+                now = time.monotonic_ns()
+                due, wait = self._due(now)
                 if not due:
+                    self._wakes_ns = _NEVER if wait is None else now + int(wait * 1e9)
                     self._ready.wait(wait)
+                    self._wakes_ns = 0  # awake: a bar added now is seen by the next look
                     continue
             for bar, call in due:
                 try:
@@ -188,11 +200,10 @@ class _Ticker:
 
     def _due(self, now: int) -> tuple[list[tuple[_Bar, CallInfo]], float | None]:
         """The bars to show or draw now, else how long until the next is due (None: no bar)."""
-        tick_ns = int(TICK_SECONDS * 1e9)
         due, soonest = [], None
         for bar, call in self._bars.items():
-            at = bar.show_at_ns if bar.tqdm is None else bar.drawn_ns + tick_ns
-            if bar.tqdm is None and bar.show_at_ns == _NEVER:
+            at = _due_ns(bar)
+            if at == _NEVER:
                 continue  # could not be made
             if at <= now:
                 due.append((bar, call))
@@ -203,11 +214,16 @@ class _Ticker:
     def forked(self) -> None:
         """In a forked child: no thread, no bar of the parent's, a lock no thread holds."""
         self._ready = threading.Condition(threading.Lock())
-        self._bars, self._thread = {}, None
+        self._bars, self._thread, self._wakes_ns = {}, None, _NEVER
+
+
+def _due_ns(bar: _Bar) -> int:
+    """When the ticker shows the bar or draws it again (``_NEVER``: a bar that could not be made)."""
+    return bar.show_at_ns if bar.tqdm is None else bar.drawn_ns + int(TICK_SECONDS * 1e9)
 
 
 def _tick(call: CallInfo, bar: _Bar) -> None:
-    with bar.lock:
+    with bar.lock, _DRAWING:
         if bar.closed:
             return
         if bar.tqdm is None:
@@ -227,8 +243,20 @@ def _relabel(call: CallInfo, bar: _Bar) -> bool:
     return True
 
 
+_DRAWING = threading.Lock()
+"""Held while a bar is drawn, and by a fork: tqdm's lock, held in the child by a draw of another thread that a
+fork cut (the ticker's, every second), hung the child's first bar for good, and with it, through tqdm's lock
+that processes share, the parent's next draw (review 77)."""
+
+
+def _forked() -> None:
+    global _DRAWING
+    _DRAWING = threading.Lock()
+    _TICKER.forked()
+
+
 _TICKER = _Ticker()
-os.register_at_fork(after_in_child=_TICKER.forked)
+os.register_at_fork(before=_DRAWING.acquire, after_in_parent=_DRAWING.release, after_in_child=_forked)
 
 
 ASKED_ONLY = Progress(asked_only=True)
@@ -244,7 +272,8 @@ def _show(call: CallInfo, bar: _Bar) -> None:
         return
     with _whole():
         made: Any = cls(total=call.told_length if call.stream else call.n_items, unit="item", leave=False,
-                        desc=_label(call), dynamic_ncols=True, delay=1e-9)  # drawn below, on the call's clock
+                        desc=_label(call), dynamic_ncols=True, delay=1e-9,  # drawn below, on the call's clock
+                        file=bar.file)
         bar.tqdm, bar.strategy = made, _strategy(call)
         bar.shown = _displayed(made)
     made.start_t = made.last_print_t = call.started_at

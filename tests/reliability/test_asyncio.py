@@ -262,11 +262,13 @@ def test_a_partial_of_an_object_with_an_async_call_is_refused() -> None:
     assert not [w for w in caught if "never awaited" in str(w.message)], [str(w.message) for w in caught]
 
 
+@pytest.mark.parametrize("strategy", ["threads", "serial"])
 @pytest.mark.parametrize("call", ["imap", "imap_unordered"])
-def test_an_imap_consumed_in_a_coroutine_warns_once_at_the_consumers_line(call: str) -> None:
+def test_an_imap_consumed_in_a_coroutine_warns_once_at_the_consumers_line(call: str, strategy: str) -> None:
     """Each ``next()`` of an imap waits for its result in the loop's thread: consumed in a coroutine, the
-    other tasks waited for the whole run, and nothing was said where ``map`` says so (hunt 71)."""
-    ex = ParallelExecutor(strategy="threads", max_workers=2)
+    other tasks waited for the whole run, and nothing was said where ``map`` says so (hunt 71). A serial
+    run's items run as their results are handed out: their time counts too (review 77)."""
+    ex = ParallelExecutor(strategy=strategy, max_workers=2)
 
     async def main() -> tuple[list[int], int]:
         results = getattr(ex, call)(nap, range(8))
