@@ -233,6 +233,46 @@ def test_a_kernel_without_ipywidgets_draws_a_text_bar_without_tqdms_warning() ->
         assert kernel.value("'ipywidgets' in sys.modules") is False
 
 
+def _in_a_terminal(code: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``code`` run with a terminal on stderr: its result (stdout captured) and what the terminal got."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new terminal is 0 wide
+    env = dict(os.environ, PYTHONPATH=SRC)
+    for name in ("PAYOFF_PARALLEL", "CE_PARALLEL"):
+        env.pop(name, None)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(leader, chunks), daemon=True)
+    reader.start()  # read as it is written: a terminal's unread output is lost once its writer is gone
+    try:
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, stderr=follower,
+                             text=True, env=env, timeout=120)
+    finally:
+        os.close(follower)
+        reader.join(10)
+        os.close(leader)
+    return out, b"".join(chunks).decode(errors="replace")
+
+
+def test_a_bar_made_while_an_item_redirects_stderr_draws_on_the_terminal() -> None:
+    """The progress thread made a late bar on whatever ``sys.stderr`` was then: an item of a serial run
+    capturing its own stderr got the bar's text in its output, and the terminal got no bar (review 77)."""
+    out, drawn = _in_a_terminal("""
+        import contextlib, io, sys, time
+        from payoff import ParallelConfig, ParallelExecutor
+        def item(x):
+            buf = io.StringIO()
+            with contextlib.redirect_stderr(buf):
+                time.sleep(0.4)
+                print(f"report {x}", file=sys.stderr)
+            return buf.getvalue()
+        with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+            print(ex.map(item, range(4)) == [f"report {x}\\n" for x in range(4)], flush=True)
+        """)
+    assert out.returncode == 0, drawn
+    assert out.stdout.split() == ["True"], out.stdout
+    assert "default [serial]" in drawn, drawn
+
+
 def test_short_calls_in_a_terminal_make_no_bar() -> None:
     """A terminal on stderr: many short calls make no tqdm bar (tqdm is not even imported); a long one draws."""
     code = textwrap.dedent("""
@@ -451,3 +491,43 @@ def test_a_shown_bar_is_drawn_again_while_no_chunk_ends(monkeypatch: pytest.Monk
 
     with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
         assert ex.map(until_drawn_again, [0], progress=True) == [True]
+
+
+FORK_WHILE_DRAWING = """
+import os, signal, sys, threading, time
+import tqdm
+from payoff import ParallelConfig, ParallelExecutor
+
+drawn = tqdm.tqdm.display
+def slow_draw(self, *args, **kwargs):  # the progress thread's draw, slowed to span the fork below
+    if threading.current_thread().name == "payoff-progress":
+        time.sleep(0.8)
+    return drawn(self, *args, **kwargs)
+tqdm.tqdm.display = slow_draw
+
+def item(x):
+    if x == 0:
+        time.sleep(1.2)  # the bar was drawn at once; the thread draws it again at 1 s, for 0.8 s
+        pid = os.fork()
+        if pid == 0:  # a library's own bar in a child process, or a nested map's
+            signal.alarm(10)
+            for _ in tqdm.tqdm(range(3), file=sys.stderr):
+                pass
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        return "child hung" if os.WIFSIGNALED(status) else "child ok"
+    return ""
+
+with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+    print(ex.map(item, range(2), progress=True)[0], flush=True)
+"""
+
+
+def test_a_fork_while_the_progress_thread_draws_leaves_the_child_a_working_tqdm() -> None:
+    """A fork that cut the thread's draw left tqdm's lock held in the child: its first bar hung for good, and
+    through tqdm's lock that processes share, the parent's next draw and its map with it (review 77)."""
+    env = dict(os.environ, PYTHONPATH=SRC)
+    out = subprocess.run([sys.executable, "-c", FORK_WHILE_DRAWING], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[0] == "child ok", out.stdout
