@@ -275,7 +275,7 @@ def test_a_bar_made_while_an_item_redirects_stderr_draws_on_the_terminal() -> No
 
 def test_short_calls_in_a_terminal_make_no_bar() -> None:
     """A terminal on stderr: many short calls make no tqdm bar (tqdm is not even imported); a long one draws."""
-    code = textwrap.dedent("""
+    out, drawn = _in_a_terminal("""
         import sys, time
         from payoff import ParallelConfig, ParallelExecutor
         from payoff.progress import interactive
@@ -287,22 +287,6 @@ def test_short_calls_in_a_terminal_make_no_bar() -> None:
         ex.map(time.sleep, [0.05] * 20)
         print("tqdm imported:", "tqdm" in sys.modules, flush=True)
     """)
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new terminal is 0 wide
-    env = dict(os.environ, PYTHONPATH=SRC)
-    for name in ("PAYOFF_PARALLEL", "CE_PARALLEL"):
-        env.pop(name, None)
-    chunks: list[bytes] = []
-    reader = threading.Thread(target=_read_all, args=(leader, chunks), daemon=True)
-    reader.start()  # read as it is written: a terminal's unread output is lost once its writer is gone
-    try:
-        out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=follower, text=True,
-                             env=env, timeout=120)
-    finally:
-        os.close(follower)
-        reader.join(10)
-        os.close(leader)
-    drawn = b"".join(chunks).decode(errors="replace")
     assert out.returncode == 0, drawn
     assert out.stdout.split("\n")[:2] == ["tqdm imported: False", "tqdm imported: True"], out.stdout
     assert "default [serial]" in drawn, drawn
