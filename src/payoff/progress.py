@@ -249,14 +249,25 @@ fork cut (the ticker's, every second), hung the child's first bar for good, and 
 that processes share, the parent's next draw (review 77)."""
 
 
-def _forked() -> None:
+def _before_fork() -> None:
+    _DRAWING.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _DRAWING.release()
+
+
+def _after_fork_in_child() -> None:
+    """The child's own lock (the parent's, taken for the fork, stays held in it) and no ticker of the parent's;
+    the hooks look the lock up anew, so a child that forks again takes its own (hooks bound to the first lock
+    hung a child's fork for good)."""
     global _DRAWING
     _DRAWING = threading.Lock()
     _TICKER.forked()
 
 
 _TICKER = _Ticker()
-os.register_at_fork(before=_DRAWING.acquire, after_in_parent=_DRAWING.release, after_in_child=_forked)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 ASKED_ONLY = Progress(asked_only=True)
