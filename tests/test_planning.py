@@ -1486,17 +1486,22 @@ def test_a_cpu_bound_callable_made_where_a_waiting_one_was_is_planned_as_cpu_wor
         if made_by == "closure":
             return tasks.closure_of_kind(kind)
         return functools.partial(tasks.work_of_kind, kind=kind)
-    planning.PLANNER.reset()
-    with ParallelExecutor(ParallelConfig(tiny_workload_threshold=0.0)) as ex, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        waiting = make("wait")
-        for _ in range(2):
-            ex.map(waiting, range(40))
-            assert ex.last_record is not None and ex.last_record.decision_reason is Reason.AUTO_WAITING
-        ex.map(make(kind), range(40))
-        record = ex.last_record
-    assert record is not None and record.selected_strategy != "threads", record.summary()
-    assert record.decision_reason is not Reason.AUTO_WAITING, record.summary()
+    seen = []
+    for _ in range(3):  # a probe descheduled by the suite's own load can read CPU work as waiting (a clean-clone
+        planning.PLANNER.reset()  # CI run: "threads x4 ... utilization 20%"); the fault it guards held every call
+        with ParallelExecutor(ParallelConfig(tiny_workload_threshold=0.0)) as ex, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            waiting = make("wait")
+            for _ in range(2):
+                ex.map(waiting, range(40))
+                assert ex.last_record is not None and ex.last_record.decision_reason is Reason.AUTO_WAITING
+            ex.map(make(kind), range(40))
+            record = ex.last_record
+        assert record is not None
+        if record.selected_strategy != "threads" and record.decision_reason is not Reason.AUTO_WAITING:
+            return
+        seen.append(record.summary())
+    pytest.fail(f"planned as waiting work three times: {seen}")
 
 
 def test_closures_whose_first_item_sets_up_before_waiting_stay_waiting_work() -> None:
