@@ -170,9 +170,10 @@ class _Ticker:
     def add(self, call: CallInfo, bar: _Bar) -> None:
         with self._ready:
             self._bars[bar] = call
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="payoff-progress", daemon=True)
-                self._thread.start()
+            if self._thread is None:  # kept only once started: refused at a process's thread limit, tried again
+                thread = threading.Thread(target=self._run, name="payoff-progress", daemon=True)
+                thread.start()
+                self._thread = thread
             due = _due_ns(bar)
             if due < self._wakes_ns:
                 self._wakes_ns = due
