@@ -51,6 +51,34 @@ def test_a_factor_is_read_from_a_sandwich_of_three_readings() -> None:
     assert other_way.note_alone(1.2e-4, 500, REACH) == {"threads": pytest.approx(1.25)}
 
 
+def test_a_sandwichs_middle_reading_far_from_the_one_of_its_kind_before_it_gives_no_factor() -> None:
+    """Both pairs of a sandwich hold its middle reading: one pool call descheduled to 252.8 us an item between
+    loops of 104.7 and 97.4 us (its other calls read 84-114) made a factor of 1.75, which lowered the pool's
+    verdict on serial calls and divided its later records (hunt 72, F9). A middle reading must agree with the
+    one of its kind before it; a pool that is steadily slower side by side still gives its factor."""
+    outlier = SideBySide()
+    outlier.note_on_pool("processes", 1.0e-4, 100, REACH)
+    outlier.note_alone(1.047e-4, 100, REACH)
+    outlier.note_on_pool("processes", 2.528e-4, 100, REACH)
+    assert outlier.note_alone(0.974e-4, 100, REACH) == {}
+    assert outlier.factor("processes") == 1.0
+    lonely = SideBySide()  # a serial call slowed between two pool calls, after a loop that was not
+    lonely.note_alone(1.0e-4, 100, REACH)
+    lonely.note_on_pool("processes", 1.0e-4, 100, REACH)
+    lonely.note_alone(2.5e-4, 100, REACH)
+    assert lonely.note_on_pool("processes", 1.0e-4, 100, REACH) is None
+    assert lonely.factor("processes") == 1.0
+    steady = SideBySide()
+    steady.note_on_pool("processes", 2.5e-4, 100, REACH)
+    steady.note_alone(1.0e-4, 100, REACH)
+    steady.note_on_pool("processes", 2.5e-4, 100, REACH)
+    assert steady.factor("processes") == pytest.approx(2.5)
+    first = SideBySide()  # no reading of its kind before the middle one: the sandwich stands as it is
+    first.note_alone(1.0e-4, 100, REACH)
+    first.note_on_pool("processes", 2.5e-4, 100, REACH)
+    assert first.note_alone(1.0e-4, 100, REACH) == {"processes": pytest.approx(2.5)}
+
+
 def test_items_that_moved_between_the_calls_give_no_factor_and_a_steady_drift_cancels() -> None:
     """The user trial: a check call whose items were half as dear as the pool call's before it read 2.15, and
     held serial a function that gained 1.35-1.5x on threads."""

@@ -90,6 +90,7 @@ from payoff.record import (
     items_seconds,
     own_work_seconds,
     shares_the_gil,
+    stolen_seconds,
     waits_mostly,
 )
 from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
@@ -117,6 +118,10 @@ LOOP_WALL_OWN = 1.25
 """A pool call that met no outside load is held to a loop only whose wall time was its items' own this much at
 most: a loop whose probe and planning waited for a CPU outside its items (which read 13-17% waiting) read a
 quiet pool's 0.58x as 3.0x (review 71); one slowed by another thread's GIL has the waits in its items."""
+CALLER_BUSY = 0.25
+"""A pool call whose caller spent this share of its wall time on the call's own work (pickling items and
+results, an ``imap``'s consumer) kept a core from its workers itself: a loop that met no load is fair to its loss
+(trial 53). One whose caller mostly waited met other programs' load, and is held only to a loop timed under it."""
 TIMED_LOOP_ALIKE = 1.5
 """A pool call is held to a timed loop only where its items' own time each is within this ratio of the loop's."""
 UNJUDGED_LOSSES = 2
@@ -723,8 +728,11 @@ class Planner:
         if taught is not None and not crowded:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
             if _times_a_loop(record):
-                self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items,
-                                                  taught[0], record.cpu_seconds / record.n_items,
+                # net of the machine's stolen time: a loop it slowed set pools' verdicts at 2.1-2.6 for calls
+                # of 0.5-0.6x (hunt 72, F1); ``taught`` is net of it already
+                stolen = sum(stolen_seconds(c) for c in record.chunks)
+                self.knowledge.observe_timed_loop(fn, (record.wall_seconds - stolen) / record.n_items,
+                                                  record.n_items, taught[0], record.cpu_seconds / record.n_items,
                                                   _met_outside_load(record))
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
@@ -900,9 +908,12 @@ def _loop_worth_timing(probe: Probe, remaining: int, workers: int) -> bool:
 
 def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = True) -> float | None:
     """A pool's loss against the function's serial call of about its size, lately (``TIMED_LOOP_SECONDS``):
-    wall time against wall time; None without one (no verdict). Under other programs' load (``loaded``) any
-    such loop; without it, only one that met none either: its wall time is then the program's own (a thread
-    of it holding the GIL), where a loop slowed by a load since gone read a pool's 0.59x as 3.5x (review 70).
+    wall time against wall time; None without one (no verdict). Under other programs' load (``loaded``) one
+    that met the load too, or any where the caller's own work took a core from its workers (``_caller_busy``):
+    held to a loop timed on a quiet machine, processes beside two busy programs that ran 1.1-1.8x a loop then
+    read 0.67-1.16, and auto kept serial 1-7 quiet calls after the load went (hunt 72, F5). Without load, only
+    one that met none either: its wall time is then the program's own (a thread of it holding the GIL), where
+    a loop slowed by a load since gone read a pool's 0.59x as 3.5x (review 70).
 
     Its items' own time gives serial a core a loop would not have had (``_under_outside_load``), but not every
     loss there is the load's: 1,000 items of 5 us beside two busy programs ran on processes 13 calls of 13,
@@ -911,6 +922,8 @@ def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = 
     loop = None if known is None else known.timed_loop
     if loop is not None and not loaded and (loop.loaded or loop.wall_per_item > LOOP_WALL_OWN * loop.item_seconds):
         return None  # a loop slowed by a load the pool's call did not meet: 0.59x read as 3.5x (reviews 70-71)
+    if loop is not None and loaded and not loop.loaded and not _caller_busy(record):
+        return None  # a loop that had the cores other programs took since: processes at 1.1-1.8x read as losses
     if loop is None or time.monotonic() - loop.at > TIMED_LOOP_SECONDS \
             or not comparable(record.n_items, loop.n_items, VERDICT_REACH) or not record.n_items:
         return None
@@ -924,6 +937,12 @@ def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = 
         return None  # other data: texts 1.7x longer than the loop's read 0.65x for a real 1.50x (review)
     wall = record.wall_seconds - record.overhead_seconds.get("worker_warmup", 0.0)
     return loop.wall_per_item * record.n_items / wall if wall > 0 else None
+
+
+def _caller_busy(record: MapRecord) -> bool:
+    """Whether the caller's own work for the call (``CALLER_BUSY``) took a core its workers waited for."""
+    own = record.overhead_seconds.get("serialization", 0.0) + record.consumer_seconds
+    return own >= CALLER_BUSY * record.wall_seconds
 
 
 def _may_check(call: Call) -> bool:
@@ -1034,7 +1053,8 @@ def _taught(record: MapRecord, known: Facts | None, crowded: bool) -> tuple[floa
         _cpu_share(record, None if known is None else known.cpu_ratio)
     pool = [c for c in record.chunks if c.where != "caller"]  # a retry ran in fresh workers too
     if not crowded or len(pool) == len(record.chunks):
-        return items_seconds(record) / record.n_items, share, record.n_items
+        stolen = sum(stolen_seconds(c) for c in record.chunks)  # no cost of the items' (hunt 72, F2)
+        return max(0.0, items_seconds(record) - stolen) / record.n_items, share, record.n_items
     items = sum(c.n_items for c in pool)
     timed = sum(sum(c.durations_ns) for c in pool) / 1e9
     if not items or timed <= 0:
@@ -1101,6 +1121,7 @@ def _chunks_share(chunks: Sequence[ChunkStats], cpu_seconds: float | None = None
     """
     own = sum(own_work_seconds(c) for c in chunks) or busy
     cpu = sum(c.cpu_ns for c in chunks) / 1e9 if cpu_seconds is None else cpu_seconds
+    cpu += sum(stolen_seconds(c) for c in chunks)  # the machine's time, on a CPU as far as the items knew
     return min(1.0, cpu / own) if own > 0 else 1.0
 
 
