@@ -30,8 +30,9 @@ from payoff.config import usable_cpus
 from payoff.planning import CLOUDPICKLE_CANNOT, TIMED_LOOP_SECONDS, Call, Decide, Planner
 from payoff.record import ChunkStats
 from payoff.strategies import CROSSES_PROCESSES
-from payoff.worker import _local
+from payoff.worker import _local, run_queue_readable
 from tests import tasks
+from tests.conftest import require
 
 
 @dataclass
@@ -1065,7 +1066,7 @@ def test_a_serial_call_the_machine_took_time_from_teaches_no_wait_nor_a_dearer_c
     the loop's time, it set pools' verdicts at 2.1-2.6 for calls of 0.5-0.6x (F1). A thread that never gave up
     its CPU cannot have waited: the time its clock lacks is the machine's. One that did wait is read as before."""
     _, alone = _warm_pool_and_serial_records()
-    true = planning.items_seconds(alone) / alone.n_items
+    true = sum(sum(c.durations_ns) for c in alone.chunks) / 1e9 / alone.n_items  # its CPU time, as built below
 
     def learned(blocked: int | None) -> Facts:
         """What a serial auto call teaches whose items each took 2.5x their CPU time, none of it for a CPU."""
@@ -1085,14 +1086,15 @@ def test_a_serial_call_the_machine_took_time_from_teaches_no_wait_nor_a_dearer_c
                                                   share_without_gil=True))
         planner.learn(record, tasks.spin, ParallelConfig())
         facts = planner.knowledge.get(tasks.spin)
-        assert facts is not None and facts.timed_loop is not None
+        assert facts is not None
         return facts
 
+    require(run_queue_readable(), "Linux schedstat (/proc/thread-self/schedstat): without it a wait for a CPU "
+                                  "cannot be told from the machine's time")
     stolen = learned(blocked=0)
     assert stolen.cpu_ratio >= 0.9, stolen.cpu_ratio
     assert stolen.seconds_per_item == pytest.approx(true, rel=0.1)
-    assert stolen.timed_loop is not None and stolen.timed_loop.item_seconds == pytest.approx(true, rel=0.1)
-    assert stolen.timed_loop.wall_per_item <= alone.wall_seconds / alone.n_items * 1.1
+    assert stolen.timed_loop is None, "a loop the machine slowed is no loop to hold pools to"
     waited = learned(blocked=None)  # each item waited (a lock, the disk): its share is what it read
     assert waited.cpu_ratio <= 0.5, waited.cpu_ratio
     assert waited.timed_loop is not None and waited.timed_loop.item_seconds > 2 * true
@@ -1112,10 +1114,11 @@ def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -
                    chunks=tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2) if c.where != "caller" else c
                                 for c in ran.chunks))
     loop = changed(alone, requested_strategy="auto", decision_reason=Reason.AUTO_CPU_BOUND,
-                   fallback_reason=Reason.POOL_START_COST,
-                   chunks=tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2) for c in alone.chunks))
+                   fallback_reason=Reason.POOL_START_COST,  # its waits unknown: none of its time read as stolen
+                   chunks=tuple(changed(c, runq_ns=(c.end_ns - c.start_ns) // 2, blocked=None) for c in alone.chunks))
 
-    def verdict(speedup: float, n_items: int = 40, ago: float = 0.0) -> tuple[float, int] | None:
+    def verdict(speedup: float, n_items: int = 40, ago: float = 0.0,
+                after_load: bool = False) -> tuple[float, int] | None:
         """The verdict held against ``pool`` with the loop timed ``ago`` s before, ``speedup`` times its wall an item.
 
         The pool's items made as dear as the loop's, in time and in CPU, its wall twice their time: under the
@@ -1128,6 +1131,9 @@ def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -
                          cpu_seconds=timed.cpu_seconds / n_items * pool.n_items)
         planner = Planner()
         planner.knowledge.teach(tasks.spin, Facts(1e-3, 1.0, 40, "", None, result_error=""))
+        if after_load:  # a pool call met the load before the loop was timed: no loop to hold it to yet
+            planner.learn(pooled, tasks.spin, ParallelConfig())
+            time.sleep(pooled.wall_seconds + 0.1)  # the loop is learned after that call, not beside it
         loop_wall = speedup * pooled.wall_seconds * n_items / pool.n_items
         planner.learn(changed(timed, wall_seconds=loop_wall), tasks.spin, ParallelConfig())
         facts = planner.knowledge.get(tasks.spin)
@@ -1146,10 +1152,14 @@ def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -
     # 53: it pickled 0.8-2.4 s of texts beside 2 workers on 2 CPUs); not one whose caller waited, which met other
     # programs' load: held to a quiet loop, processes that ran 1.1-1.8x a loop read as losses (hunt 72, F5).
     # Built so, as under the suite's own load the real serial call met some
-    loop = changed(loop, chunks=tuple(changed(c, runq_ns=0) for c in alone.chunks))
+    loop = changed(loop, chunks=tuple(changed(c, runq_ns=0, blocked=None) for c in alone.chunks))
     assert not planning._met_outside_load(loop)
     assert pool.overhead_seconds.get("serialization", 0.0) < planning.CALLER_BUSY * pool.wall_seconds
-    assert verdict(1 / 1.4) is None, "a quiet loop for a caller that waited under other programs' load"
+    assert verdict(1 / 1.4) is None, "a quiet loop from before the load, for a caller that waited"
+    # one timed after a pool call met the load is current: a load that leaves the caller a core shows in the
+    # workers only, and refused, every loss went unjudged, 368 calls of 600 at 0.47-0.63x (review 78)
+    current = verdict(1 / 1.4, after_load=True)
+    assert current is not None and current[0] == pytest.approx(1 / 1.4), current
     pool = changed(pool, overhead_seconds={**pool.overhead_seconds, "serialization": 4 * pool.wall_seconds})
     unloaded = verdict(1 / 1.4)
     assert unloaded is not None and unloaded[0] == pytest.approx(1 / 1.4), unloaded

@@ -24,6 +24,7 @@ from payoff._side_by_side import (
     CHECK_TRIES_IN_ALL,
     FASTEST,
     FASTEST_ON_CPU,
+    MIDDLE_REACH,
     MOST,
     ON_CPU,
     SHOWS,
@@ -65,9 +66,16 @@ def test_a_sandwichs_middle_reading_far_from_the_one_of_its_kind_before_it_gives
     lonely = SideBySide()  # a serial call slowed between two pool calls, after a loop that was not
     lonely.note_alone(1.0e-4, 100, REACH)
     lonely.note_on_pool("processes", 1.0e-4, 100, REACH)
-    lonely.note_alone(2.5e-4, 100, REACH)
-    assert lonely.note_on_pool("processes", 1.0e-4, 100, REACH) is None
+    lonely.note_alone(1.35e-4, 100, REACH)
+    assert lonely.note_on_pool("processes", 1.0e-4, 100, REACH) is None  # 0.74 before
     assert lonely.factor("processes") == 1.0
+    stale = SideBySide()  # a middle held only to a reading of its kind at most MIDDLE_REACH readings older
+    stale.note_alone(0.7e-4, 100, REACH)
+    for _ in range(MIDDLE_REACH + 2):
+        stale.note_on_pool("processes", 1.5e-4, 100, REACH)
+    stale.note_alone(1.0e-4, 100, REACH)
+    stale.note_on_pool("processes", 1.5e-4, 100, REACH)
+    assert stale.factor("processes") == pytest.approx(1.5)
     steady = SideBySide()
     steady.note_on_pool("processes", 2.5e-4, 100, REACH)
     steady.note_alone(1.0e-4, 100, REACH)

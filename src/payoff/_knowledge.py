@@ -291,6 +291,8 @@ class Facts:
     """The items of the last of those calls: a loop is timed for a call of about that size."""
     loop_asked_at: float = -math.inf
     """``time.monotonic()`` when a call was last run serially to time a loop (``loop_wanted``)."""
+    pool_loaded: bool = False
+    """Its last auto call on a local process pool met other programs' load (``planning._under_outside_load``)."""
 
     @property
     def sound(self) -> bool:
@@ -324,6 +326,9 @@ class TimedLoop(NamedTuple):
     """Its items' CPU time each: what the same work costs wherever it waited (for a CPU, or for the GIL)."""
     loaded: bool = False
     """It waited for a CPU (other programs had the cores): a loop only while that load lasts."""
+    after_load: bool = False
+    """The function's last pool call before it met other programs' load: a loop timed while the load was on,
+    whether or not the caller's one thread waited for a CPU itself (``planning._beside_a_timed_loop``)."""
 
 
 def _forget_old_items(facts: Facts) -> None:
@@ -585,7 +590,13 @@ class Knowledge:
         with self._stored(fn) as facts:
             if facts is not None:
                 facts.timed_loop = TimedLoop(wall_per_item, n_items, item_seconds, time.monotonic(), item_cpu,
-                                             loaded)
+                                             loaded, facts.pool_loaded)
+
+    def pool_met_load(self, fn: Callable[..., Any], loaded: bool) -> None:
+        """An auto call on a local process pool met other programs' load or not (``Facts.pool_loaded``)."""
+        with self._stored(fn) as facts:
+            if facts is not None:
+                facts.pool_loaded = loaded
 
     def loss_unjudged(self, fn: Callable[..., Any], n_items: int) -> None:
         """A pool's call of ``n_items`` lost under other programs' load, and no loop timed lately could judge it."""

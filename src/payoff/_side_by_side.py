@@ -22,9 +22,12 @@ import math
 from dataclasses import dataclass, field
 
 POOLS = frozenset({"threads", "processes", "joblib"})
+"""The pools of this machine: a cluster's workers are other machines', never held to a loop here."""
 ALONE = "alone"
 """``SideBySide.before``'s key for the serial calls' readings (no pool is named so)."""
-"""The pools of this machine: a cluster's workers are other machines', never held to a loop here."""
+MIDDLE_REACH = 3
+"""A sandwich's middle reading is held to the one of its kind before it only if that one is at most this many of
+the function's readings older: an old one says little of the items now, and would cost a real factor its check."""
 CHECK_BELOW = 1.6
 """Auto times the items alone only where a pool measured a gain under this: there a slowdown side by side can
 turn the gain into a loss, and the serial call costs least (under 0.6 of one call, once)."""
@@ -181,7 +184,8 @@ class SideBySide:
         which lowered the pool's verdict on serial calls and divided its later records (hunt 72, F9)."""
         middle = pool if pool.seq < alone.seq else alone
         earlier = self.before.get(strategy if middle is pool else ALONE)
-        if earlier is None or earlier.seconds_per_item <= 0 or not comparable(earlier.n_items, middle.n_items, reach):
+        if earlier is None or earlier.seconds_per_item <= 0 or middle.seq - earlier.seq > MIDDLE_REACH \
+                or not comparable(earlier.n_items, middle.n_items, reach):
             return False
         apart = middle.seconds_per_item / earlier.seconds_per_item
         return not 1 / AGREE <= apart <= AGREE

@@ -97,7 +97,15 @@ from payoff.scheduling import CHUNKS_PER_WORKER, even_chunks
 from payoff.strategies import CROSSES_PROCESSES, PICKLER, SHIP_ONCE_BYTES
 from payoff.strategies.base import describe_callable
 from payoff.strategies.joblib_config import asked_n_jobs
-from payoff.worker import CPU_SAMPLE_NS, CancelToken, ChunkOutcome, gate_cost_ns, in_an_item, in_worker
+from payoff.worker import (
+    CPU_SAMPLE_NS,
+    CancelToken,
+    ChunkOutcome,
+    gate_cost_ns,
+    in_an_item,
+    in_worker,
+    run_queue_readable,
+)
 
 CHECK_EACH_PAYS = 5
 """Dear items hidden among cheap ones must have cost this many times what checking each item costs."""
@@ -118,6 +126,9 @@ LOOP_WALL_OWN = 1.25
 """A pool call that met no outside load is held to a loop only whose wall time was its items' own this much at
 most: a loop whose probe and planning waited for a CPU outside its items (which read 13-17% waiting) read a
 quiet pool's 0.58x as 3.0x (review 71); one slowed by another thread's GIL has the waits in its items."""
+STOLEN_LOOP = 0.1
+"""A serial call whose items lost more than this share of their time to the machine (``stolen_seconds``) is no
+loop to hold pools to: one slowed so set their verdicts at 2.1-2.6 for calls of 0.5-0.6x (hunt 72, F1)."""
 CALLER_BUSY = 0.25
 """A pool call whose caller spent this share of its wall time on the call's own work (pickling items and
 results, an ``imap``'s consumer) kept a core from its workers itself: a loop that met no load is fair to its loss
@@ -727,12 +738,10 @@ class Planner:
             self._learn_beyond_crowding(record, fn)
         if taught is not None and not crowded:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
-            if _times_a_loop(record):
-                # net of the machine's stolen time: a loop it slowed set pools' verdicts at 2.1-2.6 for calls
-                # of 0.5-0.6x (hunt 72, F1); ``taught`` is net of it already
-                stolen = sum(stolen_seconds(c) for c in record.chunks)
-                self.knowledge.observe_timed_loop(fn, (record.wall_seconds - stolen) / record.n_items,
-                                                  record.n_items, taught[0], record.cpu_seconds / record.n_items,
+            items = items_seconds(record)
+            if _times_a_loop(record) and _stolen(record.chunks) <= STOLEN_LOOP * items:
+                self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items,
+                                                  items / record.n_items, record.cpu_seconds / record.n_items,
                                                   _met_outside_load(record))
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
@@ -763,9 +772,10 @@ class Planner:
             # results that cannot travel went to processes again, each twice the work)
             speedup = _warm_speedup(record)
             speedup = None if speedup is None else speedup * self._refactored(record, fn)
+            # items run again in the caller take the workers' CPUs themselves: no outside load (review 72)
+            loaded = _under_outside_load(record) and not _reran_here(record)
+            self.knowledge.pool_met_load(fn, loaded)
             if speedup is not None and speedup < 1.0:  # a loop timed lately is what serial costs here now
-                # items run again in the caller take the workers' CPUs themselves: no outside load (review 72)
-                loaded = _under_outside_load(record) and not _reran_here(record)
                 timed = _beside_a_timed_loop(record, self.knowledge.get(fn), loaded)
                 if timed is not None:
                     speedup = timed
@@ -909,9 +919,11 @@ def _loop_worth_timing(probe: Probe, remaining: int, workers: int) -> bool:
 def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = True) -> float | None:
     """A pool's loss against the function's serial call of about its size, lately (``TIMED_LOOP_SECONDS``):
     wall time against wall time; None without one (no verdict). Under other programs' load (``loaded``) one
-    that met the load too, or any where the caller's own work took a core from its workers (``_caller_busy``):
-    held to a loop timed on a quiet machine, processes beside two busy programs that ran 1.1-1.8x a loop then
-    read 0.67-1.16, and auto kept serial 1-7 quiet calls after the load went (hunt 72, F5). Without load, only
+    timed while the load was on (it met it, or the pool's call before it did: a load that leaves the caller a
+    core shows in the workers only, and refused, every loss went unjudged, 368 calls of 600 at 0.47-0.63x;
+    review 78), or any where the caller's own work took a core from its workers (``_caller_busy``): held to a
+    loop from before the load, processes beside two busy programs that ran 1.1-1.8x a loop read 0.67-1.16,
+    and auto kept serial 1-7 quiet calls after the load went (hunt 72, F5). Without load, only
     one that met none either: its wall time is then the program's own (a thread of it holding the GIL), where
     a loop slowed by a load since gone read a pool's 0.59x as 3.5x (review 70).
 
@@ -922,8 +934,8 @@ def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = 
     loop = None if known is None else known.timed_loop
     if loop is not None and not loaded and (loop.loaded or loop.wall_per_item > LOOP_WALL_OWN * loop.item_seconds):
         return None  # a loop slowed by a load the pool's call did not meet: 0.59x read as 3.5x (reviews 70-71)
-    if loop is not None and loaded and not loop.loaded and not _caller_busy(record):
-        return None  # a loop that had the cores other programs took since: processes at 1.1-1.8x read as losses
+    if loop is not None and loaded and not loop.loaded and not loop.after_load and not _caller_busy(record):
+        return None  # a loop from before other programs took the cores: processes at 1.1-1.8x read as losses
     if loop is None or time.monotonic() - loop.at > TIMED_LOOP_SECONDS \
             or not comparable(record.n_items, loop.n_items, VERDICT_REACH) or not record.n_items:
         return None
@@ -937,6 +949,13 @@ def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = 
         return None  # other data: texts 1.7x longer than the loop's read 0.65x for a real 1.50x (review)
     wall = record.wall_seconds - record.overhead_seconds.get("worker_warmup", 0.0)
     return loop.wall_per_item * record.n_items / wall if wall > 0 else None
+
+
+def _stolen(chunks: Sequence[ChunkStats]) -> float:
+    """The chunks' time the machine took (``stolen_seconds``), where this machine tells waits for a CPU apart: a
+    thread preempted by other programs gives up its CPU without waiting too, and without its run-queue wait that
+    load would read as the machine's (review 78: 640 ms of it, beside a busy loop on one CPU)."""
+    return sum(stolen_seconds(c) for c in chunks) if run_queue_readable() else 0.0
 
 
 def _caller_busy(record: MapRecord) -> bool:
@@ -1053,7 +1072,9 @@ def _taught(record: MapRecord, known: Facts | None, crowded: bool) -> tuple[floa
         _cpu_share(record, None if known is None else known.cpu_ratio)
     pool = [c for c in record.chunks if c.where != "caller"]  # a retry ran in fresh workers too
     if not crowded or len(pool) == len(record.chunks):
-        stolen = sum(stolen_seconds(c) for c in record.chunks)  # no cost of the items' (hunt 72, F2)
+        # the machine's time in the items run here is no cost of theirs (hunt 72, F2); a pool's chunks are
+        # priced otherwise (by a factor side by side, or by their CPU time), and keep theirs
+        stolen = _stolen([c for c in record.chunks if c.where == "caller"])
         return max(0.0, items_seconds(record) - stolen) / record.n_items, share, record.n_items
     items = sum(c.n_items for c in pool)
     timed = sum(sum(c.durations_ns) for c in pool) / 1e9
@@ -1121,7 +1142,7 @@ def _chunks_share(chunks: Sequence[ChunkStats], cpu_seconds: float | None = None
     """
     own = sum(own_work_seconds(c) for c in chunks) or busy
     cpu = sum(c.cpu_ns for c in chunks) / 1e9 if cpu_seconds is None else cpu_seconds
-    cpu += sum(stolen_seconds(c) for c in chunks)  # the machine's time, on a CPU as far as the items knew
+    cpu += _stolen(chunks)  # the machine's time, on a CPU as far as the items knew
     return min(1.0, cpu / own) if own > 0 else 1.0
 
 
