@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason, _costs, _knowledge, _payload, _probe, planning
+from payoff._side_by_side import CHECK_TRIES
 from payoff.record import OVERTURNED, OVERTURNED_ADVICE, ChunkStats, MapRecord, RecordBuilder
 from payoff.report.text import details
 from payoff.telemetry.warnings import ParallelFallbackWarning
@@ -1101,9 +1102,12 @@ def test_mixed_cpu_and_waiting_items_settle_on_one_backend() -> None:
         for _ in range(8):
             assert ex.map(_spin_then_sleep, range(80)) == list(range(80))
         records = list(ex.records)
-    chosen = [r.selected_strategy for r in records]
+    # a serial check times the items alone on purpose, a pool's gain under 1.6x (at most two a pool): no backend
+    # of its own (under load a threads gain of 1.2-1.5x had one, between threads calls)
+    chosen = [r.selected_strategy for r in records if r.decision_reason is not Reason.AUTO_SERIAL_CHECK]
     shown = [(r.selected_strategy, r.decision_reason.value, round(r.cpu_seconds / max(r.busy_seconds, 1e-9), 2))
              for r in records]
+    assert len(records) - len(chosen) <= 2 * CHECK_TRIES, shown  # two tries for each of the two pools at most
     assert set(chosen) <= {"threads", "processes"}, shown
     first_on_processes = chosen.index("processes") if "processes" in chosen else len(chosen)
     assert len(set(chosen[first_on_processes + 1:])) <= 1, shown
