@@ -518,7 +518,10 @@ def test_an_imap_consumers_own_time_is_in_the_loop_it_is_compared_with(strategy:
         record = ex.last_record
     assert record is not None and record.completed
     assert record.consumer_seconds >= 40 * 0.004, record
-    assert record.serial_estimate_seconds >= record.consumer_seconds + 40 * 0.002, record
+    # the consumer's time is in the loop's estimate; the items' part within a tenth of their sleeps: threads of
+    # waiting items are priced without their sampled waits for the GIL, which one loaded clean-clone CI run
+    # sampled a little long (76.5 ms for 80 ms of sleeps)
+    assert record.serial_estimate_seconds >= record.consumer_seconds + 0.9 * 40 * 0.002, record
     if strategy == "serial":  # the items ran as the consumer asked: the loop, one for one
         assert record.serial_estimate_seconds <= record.wall_seconds, record
     facts = planning.PLANNER.knowledge.get(functools.partial(tasks.sleep_then_square, seconds=0.002))
