@@ -738,8 +738,7 @@ class Planner:
             self._learn_beyond_crowding(record, fn)
         if taught is not None and not crowded:
             self._learn_side_by_side(record, fn, taught[0], taught[2])
-            items = items_seconds(record)
-            if _times_a_loop(record) and _stolen(record.chunks) <= STOLEN_LOOP * items:
+            if _times_a_loop(record) and _stolen(record.chunks) <= STOLEN_LOOP * (items := items_seconds(record)):
                 self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items,
                                                   items / record.n_items, record.cpu_seconds / record.n_items,
                                                   _met_outside_load(record))

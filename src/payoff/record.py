@@ -746,10 +746,10 @@ def own_work_seconds(chunk: ChunkStats) -> float:
 
 def stolen_seconds(chunk: ChunkStats) -> float:
     """Of the chunk's own work (``own_work_seconds``), the time its thread's CPU clock lacked though the thread
-    never gave up its CPU to wait (``blocked`` 0): the machine's, not the items' (a hypervisor's steal, a CPU
-    quota's throttle). 7 of 600 serial calls of 100 CPU-bound items on this kind of VM read a CPU share of
-    0.43-0.70 so, each with no wait at all, and one such reading sent the function to threads as waiting
-    work (hunt 72, F2). 0 where the waits are unknown."""
+    never gave up its CPU to wait (``blocked`` 0): the machine's, not the items' (a hypervisor's steal). 7 of
+    600 serial calls of 100 CPU-bound items on this kind of VM read a CPU share of 0.43-0.70 so, each with no
+    wait at all, and one such reading sent the function to threads as waiting work (hunt 72, F2). 0 where the
+    waits are unknown."""
     if chunk.blocked != 0:
         return 0.0
     return max(0.0, own_work_seconds(chunk) - chunk.cpu_ns / 1e9)
