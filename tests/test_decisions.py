@@ -22,7 +22,7 @@ import pytest
 from joblib import parallel_config
 
 from payoff import MapRecord, ParallelConfig, ParallelExecutor, Reason, planning
-from payoff._knowledge import NO_PICKLING, Facts, Pace, Pickling, TimedLoop, fn_key, item_kind
+from payoff._knowledge import NO_PICKLING, VERDICT_SMOOTHING, Facts, Pace, Pickling, TimedLoop, fn_key, item_kind
 from payoff._payload import cloudpickled_size, pickled_size
 from payoff._probe import Probe
 from payoff._side_by_side import Reading, SideBySide
@@ -846,6 +846,30 @@ def test_a_measurement_at_a_very_different_size_replaces_the_verdict() -> None:
     planner.knowledge.observe_verdict(tasks.square, "processes", 1.6, 10_000)
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None and facts.verdicts["processes"] == (1.6, 10_000)
+
+
+def test_a_gain_at_another_size_keeps_the_loss_measured_at_this_one() -> None:
+    """Calls of 40 and of 8 items in turn: the 40-item call's gain replaced the 8-item call's loss, and each 8-item
+    call ran on processes again at 0.4-0.9x the loop (hunt 72, F7). Each size keeps what was measured at it."""
+    planner = Planner()
+    row = next(r for r in ROWS if r.name == "a measured gain keeps the backend")
+    row = replace(row, verdicts={}, warm=frozenset({"processes"}))  # no start to weigh: only the verdicts
+    teach(planner, row)
+    small, large = replace(row, n_items=row.n_items // 5), row
+    first = plan(small, planner)
+    assert first.strategy == "processes", f"without a verdict the small call would run on the pool: {first.detail}"
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.5, small.n_items)
+    planner.knowledge.observe_verdict(tasks.square, "processes", 1.5, large.n_items)
+    got = plan(small, planner)
+    assert (got.strategy, got.fallback) == ("serial", Reason.NO_MEASURED_GAIN), got.detail
+    assert f"with {small.n_items:,} items measured 0.50x" in got.detail
+    assert plan(large, planner).strategy == "processes", "the large call's gain still speaks for it"
+    planner.knowledge.observe_verdict(tasks.square, "processes", 1.4, small.n_items * 2)  # between: averaged in
+    facts = planner.knowledge.get(tasks.square)
+    assert facts is not None
+    kept = sorted((*facts.verdicts_aside.get("processes", ()), facts.verdicts["processes"]), key=lambda v: v[1])
+    assert [n for _, n in kept] == [small.n_items * 2, large.n_items], kept
+    assert kept[0][0] == pytest.approx(VERDICT_SMOOTHING * 1.4 + (1 - VERDICT_SMOOTHING) * 0.5)
 
 
 def test_a_re_measured_gain_outweighs_the_loss_it_replaces() -> None:

@@ -41,6 +41,10 @@ VERDICT_REACH = 4
 GIL_HEADROOM = 1.5
 """Threads for waiting items, over those an earlier run kept busy (``Facts.gil_threads``): enough to keep the
 GIL's queue from running dry, and to grow the count back by half a call while it does not form."""
+VERDICTS_ASIDE = 3
+"""Verdicts at other sizes kept beside a strategy's newest (``Facts.verdicts_aside``): calls of 40 and of 8
+items in turn replaced each other's, and every 8-item call ran on the pool again with the 40-item call's gain,
+at 0.4-0.9x the loop (hunt 72, F7)."""
 VERDICT_SMOOTHING = 0.5
 """A new gain's weight in a function's verdict on a strategy; earlier measurements keep the rest."""
 VERDICT_LOSS_WEIGHT = 0.25
@@ -211,6 +215,8 @@ class Facts:
     """Measured speedup of the last threads run chosen for payloads processes could not take."""
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Per strategy: the speedup an auto-planned parallel call measured, and how many items it had."""
+    verdicts_aside: dict[str, tuple[tuple[float, int], ...]] = field(default_factory=dict)
+    """Per strategy: earlier verdicts at sizes the newest cannot speak for (``VERDICTS_ASIDE``), newest first."""
     paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
     """For threads and processes: the wall seconds an item of auto's last calls there took, a few calls of
     other sizes or costs kept beside each other (``pace_for``). Both are held to one clock, where each verdict is
@@ -336,6 +342,7 @@ def _forget_old_items(facts: Facts) -> None:
     measured on them says nothing of these, and their share of the GIL, their waits and their readings side by
     side are read again."""
     facts.verdicts.clear()
+    facts.verdicts_aside.clear()
     facts.held.clear()
     facts.retries.clear()
     facts.gil_held = facts.gil_threads = facts.threads_speedup = None
@@ -412,7 +419,8 @@ class Knowledge:
             if facts is None:
                 return None
             self._facts.move_to_end(key)
-            return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone), paces=dict(facts.paces),
+            return replace(facts, verdicts=dict(facts.verdicts), verdicts_aside=dict(facts.verdicts_aside),
+                           forgone=dict(facts.forgone), paces=dict(facts.paces),
                            side_by_side=facts.side_by_side.copy(), thrown=dict(facts.thrown))
 
     def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
@@ -537,20 +545,27 @@ class Knowledge:
     def observe_verdict(self, fn: Callable[..., Any], strategy: str, speedup: float, n_items: int) -> None:
         """What a parallel call of ``fn`` really gained: the next plan of a similar call believes it.
 
-        A measurement at a size comparable to the verdict's is averaged into it (a
+        A measurement at a size comparable to the nearest kept verdict's is averaged into it (a
         loss with less weight), so a few noisy calls do not flip it; one at a very
-        different size replaces it.
+        different size is new, and the others are kept aside for calls of their sizes.
         """
         with self._stored(fn) as facts:
             if facts is None:
                 return
             facts.unjudged = 0
-            earlier = facts.verdicts.get(strategy)
-            _count_confirmation(facts, strategy, speedup >= 1.0, earlier is not None and earlier[0] < 1.0)
-            if earlier is not None and comparable(n_items, earlier[1], VERDICT_REACH):
+            kept = _verdicts_of(facts.verdicts, facts.verdicts_aside, strategy)
+            nearest = _verdict_at(kept, n_items)  # the one that held this size serial, if a loss
+            _count_confirmation(facts, strategy, speedup >= 1.0, nearest is not None and nearest[0] < 1.0)
+            earlier = nearest if nearest is not None and comparable(n_items, nearest[1], VERDICT_REACH) else None
+            if earlier is not None:
                 weight = VERDICT_SMOOTHING if speedup >= 1.0 else VERDICT_LOSS_WEIGHT
                 speedup = weight * speedup + (1 - weight) * earlier[0]
             facts.verdicts[strategy] = (speedup, n_items)
+            aside = tuple(v for v in kept if v is not earlier)[:VERDICTS_ASIDE]
+            if aside:
+                facts.verdicts_aside[strategy] = aside
+            else:
+                facts.verdicts_aside.pop(strategy, None)
 
     def observe_pace(self, fn: Callable[..., Any], strategy: str, seconds_per_item: float, n_items: int) -> None:
         """The wall time an item of an auto call on ``strategy`` took (``Facts.paces``): it replaces the pace of
@@ -654,7 +669,7 @@ class Knowledge:
             pool = facts.side_by_side.on_pool.get(strategy)
             if cost is not None and pool is not None and cost_shifted(cost, pool.seconds_per_item):
                 return False
-            verdict = facts.verdicts.get(strategy)
+            verdict = verdict_near(facts.verdicts, facts.verdicts_aside, strategy, remaining)
             gain = facts.threads_speedup if shared else verdict[0] if verdict is not None else None
             if not facts.side_by_side.check_due(strategy, gain, remaining, VERDICT_REACH):
                 return False
@@ -870,8 +885,28 @@ def _correct_verdicts(facts: Facts, strategy: str, moved: float) -> None:
     verdict = facts.verdicts.get(strategy)
     if verdict is not None:
         facts.verdicts[strategy] = (verdict[0] / moved, verdict[1])
+    if strategy in facts.verdicts_aside:
+        facts.verdicts_aside[strategy] = tuple((gain / moved, n) for gain, n in facts.verdicts_aside[strategy])
     if strategy == "threads" and facts.threads_speedup is not None:
         facts.threads_speedup /= moved
+
+
+def _verdicts_of(verdicts: dict[str, tuple[float, int]], aside: dict[str, tuple[tuple[float, int], ...]],
+                 strategy: str) -> tuple[tuple[float, int], ...]:
+    newest = verdicts.get(strategy)
+    return ((newest,) if newest is not None else ()) + aside.get(strategy, ())
+
+
+def verdict_near(verdicts: dict[str, tuple[float, int]], aside: dict[str, tuple[tuple[float, int], ...]],
+                 strategy: str, n_items: int) -> tuple[float, int] | None:
+    """Of ``strategy``'s verdicts (``Facts.verdicts`` and ``verdicts_aside``, or a ``Probe``'s), the one measured
+    at the size nearest ``n_items``'s, in ratio: a gain at 40 items says little of 8, a loss at 8 little of 40."""
+    return _verdict_at(_verdicts_of(verdicts, aside, strategy), n_items)
+
+
+def _verdict_at(kept: tuple[tuple[float, int], ...], n_items: int) -> tuple[float, int] | None:
+    size = max(1, n_items)  # the newest wins a tie
+    return min(kept, key=lambda v: abs(math.log(size / max(1, v[1]))), default=None)
 
 
 def _count_confirmation(facts: Facts, strategy: str, gained: bool, was_a_loss: bool) -> None:

@@ -103,6 +103,8 @@ class Probe:
     """Why the first probed result cannot be pickled; "" when it can, None when no result was checked."""
     threads_speedup: float | None = None
     verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
+    verdicts_aside: dict[str, tuple[tuple[float, int], ...]] = field(default_factory=dict)
+    """``Facts.verdicts`` and ``Facts.verdicts_aside``: what auto's calls of other sizes measured."""
     paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
     """Wall seconds an item of auto's last threads and processes calls took (``Facts.paces``)."""
     forgone: dict[str, float] = field(default_factory=dict)

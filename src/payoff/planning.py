@@ -40,6 +40,7 @@ from payoff._knowledge import (
     cost_shifted,
     pace_for,
     rebuy,
+    verdict_near,
 )
 from payoff._outer_pools import outer_pool
 from payoff._payload import by_value_size, cloudpickled_fn, cloudpickled_size, measure_payload, pickled_size
@@ -1196,7 +1197,7 @@ def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | N
 
 def _verdict_fallback(strategy: str, probe: Probe, remaining: int, sized: bool = True) -> tuple[Reason, str] | None:
     """Serial when an earlier auto call of this function measured no gain on ``strategy`` at a similar size."""
-    verdict = probe.verdicts.get(strategy)
+    verdict = verdict_near(probe.verdicts, probe.verdicts_aside, strategy, remaining)
     if verdict is None:
         return None
     speedup, n_items = verdict
@@ -1796,7 +1797,7 @@ def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:
     if known is None or cost is None or probe.known or not probe.verdicts:
         return
     if cost_shifted(cost, known.seconds_per_item):
-        probe.verdicts = {}
+        probe.verdicts, probe.verdicts_aside = {}, {}
 
 
 def _items_resized(call: Call, known: Facts) -> bool:
@@ -1880,7 +1881,7 @@ def _other_work(call: Call, probe: Probe) -> bool | None:
         return False
     probe.cpu_ratio, probe.seconds_per_item = share, max(own_seconds(second), 1e-9)
     probe.known, probe.waited = False, None
-    probe.verdicts, probe.paces, probe.factors, probe.forgone = {}, {}, {}, {}
+    probe.verdicts, probe.verdicts_aside, probe.paces, probe.factors, probe.forgone = {}, {}, {}, {}, {}
     probe.threads_speedup = probe.gil_threads = probe.gil_held = None
     return True
 
@@ -2083,7 +2084,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
         probe.fn_bytes, probe.pickle_error, probe.names_main = known.fn_bytes, known.pickle_error, known.names_main
         probe.cloudpickle_ok, probe.fn_checked = known.cloudpickle_ok, True
     probe.threads_speedup = known.threads_speedup
-    probe.verdicts = dict(known.verdicts)
+    probe.verdicts, probe.verdicts_aside = dict(known.verdicts), dict(known.verdicts_aside)
     probe.paces = dict(known.paces)
     probe.forgone = dict(known.forgone)
     probe.thrown = dict(known.thrown)
