@@ -90,7 +90,6 @@ CASES: list[BaseException] = [
     ItemExit(SystemExit(4)),
     InitializerFailed(ValueError("no model file")),
     ProcessesRefused("the processes pool could not start: the OS refused a new process", 10.0),
-    errors.ModuleEditedWarning("mymodule's file changed on disk"),
 ]
 
 

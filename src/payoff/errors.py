@@ -186,17 +186,6 @@ class ModuleReloadedWarning(UserWarning):
     """
 
 
-class ModuleEditedWarning(UserWarning):
-    """A module of the user's was edited on disk and not loaded again in this process (no reload, or IPython's
-    ``%autoreload 1`` without ``%aimport``): workers importing it by name would run the edited file while this
-    process runs the old code. So the call's modules travel by value, the pool kept, until the file is loaded
-    here; the results are this process's code's. Reload the module (or run the program again) to run the edit
-    everywhere.
-
-    Said once per edit.
-    """
-
-
 class EventLoopBlockedWarning(RuntimeWarning):
     """A ``map`` ran straight in a coroutine (or a callback) of a running asyncio event loop, so no other task
     of that loop ran until it returned: a service's other requests waited for it. An ``imap`` consumed there
@@ -209,6 +198,6 @@ class EventLoopBlockedWarning(RuntimeWarning):
     """
 
 
-__all__ = ["ClusterNotReadyError", "ClusterUnreachableError", "EventLoopBlockedWarning", "ModuleEditedWarning",
-           "ModuleReloadedWarning", "PoolStartTimeoutError", "PoolStoppedError", "RemoteError", "RemoteTraceback",
-           "StuckThreadsWarning", "WorkerCrashedError", "WorkerInitError", "describe_exit"]
+__all__ = ["ClusterNotReadyError", "ClusterUnreachableError", "EventLoopBlockedWarning", "ModuleReloadedWarning",
+           "PoolStartTimeoutError", "PoolStoppedError", "RemoteError", "RemoteTraceback", "StuckThreadsWarning",
+           "WorkerCrashedError", "WorkerInitError", "describe_exit"]

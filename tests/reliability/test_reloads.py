@@ -26,7 +26,7 @@ import pytest
 
 import payoff
 from payoff import ParallelConfig, ParallelExecutor
-from payoff.errors import ModuleEditedWarning, ModuleReloadedWarning
+from payoff.errors import ModuleReloadedWarning
 
 _names = itertools.count()
 
@@ -436,107 +436,3 @@ def test_only_the_users_own_modules_are_watched(modules: Modules) -> None:
     for name, module in [("json", __import__("json")), ("email.mime.text", email.mime.text), ("numpy", numpy),
                          ("payoff", payoff), ("sys", sys), ("__main__", sys.modules["__main__"])]:
         assert not users_module(name, module), name
-
-
-@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
-def test_an_edit_not_loaded_here_reaches_no_worker_importing_the_module_later(
-        modules: Modules, start_method: str) -> None:
-    """Spawned workers import the user's module when a chunk first names it: the first call in one chunk left the
-    other worker without it, and after an edit saved but not loaded here it imported the edited file while this
-    process ran the old code (hunt 73: the notebook test above, 1 run in a loaded suite; here every run)."""
-    mylib = modules.new(SCORE.format(factor=1))
-    with ParallelExecutor(_config("processes", start_method)) as ex:
-        assert ex.map(mylib.score, range(40), chunksize=40) == list(range(40))  # one chunk: one worker imports it
-        modules.names.append(mylib.__name__)
-        modules.write(mylib.__name__, SCORE.format(factor=5))  # saved, not reloaded here
-        for _ in range(3):
-            results, told = _mapped(ex, mylib.score)
-            assert results == [mylib.score(x) for x in range(40)] == list(range(40))
-            assert told == []
-        assert ex.last_record is not None and ex.last_record.pool_reused
-
-
-def _crash(x: int) -> int:
-    if x == 3:
-        os._exit(7)
-    return x
-
-
-@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
-def test_workers_replacing_crashed_ones_after_an_edit_not_loaded_run_the_code_here(
-        modules: Modules, start_method: str) -> None:
-    mylib = modules.new(SCORE.format(factor=1))
-    with ParallelExecutor(_config("processes", start_method)) as ex:
-        assert ex.map(mylib.score, range(40)) == list(range(40))
-        with pytest.raises(Exception):  # noqa: B017,PT011  the worker's crash, however payoff names it
-            ex.map(_crash, range(8))
-        modules.names.append(mylib.__name__)
-        modules.write(mylib.__name__, SCORE.format(factor=5))
-        assert _mapped(ex, mylib.score)[0] == list(range(40))
-
-
-def test_an_edit_not_loaded_beside_a_rebound_global_reaches_no_worker_importing_it_later(modules: Modules) -> None:
-    """The notebook test above with its first call in one chunk, so one spawned worker never imported the module
-    before the edit (the failure it had once under load, every run)."""
-    cells = [UNLOADED_CELLS[0].replace("ex.map(lib.score, range(40))", "ex.map(lib.score, range(40), chunksize=40)"),
-             *UNLOADED_CELLS[1:]]
-    out, _, _ = _autoreload_notebook(modules, "unloaded", COUNTED, cells, mode="1", start_method="spawn")
-    assert out == {"before": True, "right": True, "told": [], "reused": True}, out
-
-
-def _edited_told(caught: list[warnings.WarningMessage]) -> list[str]:
-    return [str(w.message) for w in caught if issubclass(w.category, ModuleEditedWarning)]
-
-
-def test_an_edit_not_loaded_of_a_helper_module_reaches_no_worker_importing_the_caller_later(modules: Modules) -> None:
-    """The mapped function's module is unchanged and calls into a helper edited on disk, not loaded here: a
-    spawned worker importing the function's module imports the helper's edited file with it, so both travel
-    by value, and the warning names the helper."""
-    helper = modules.new("def factor():\n    return 1\n", "helper")
-    wrapper = modules.new(f"import {helper.__name__} as helper\n\ndef score(x):\n    return x * helper.factor()\n",
-                          "wrapper")
-    with ParallelExecutor(_config("processes", "spawn")) as ex:
-        assert ex.map(wrapper.score, range(40), chunksize=40) == list(range(40))  # one worker imports them
-        modules.names.append(helper.__name__)
-        modules.write(helper.__name__, "def factor():\n    return 5\n")  # saved, not reloaded here
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for _ in range(3):
-                assert ex.map(wrapper.score, range(40)) == [wrapper.score(x) for x in range(40)] == list(range(40))
-        told = _edited_told(caught)
-        assert len(told) == 1 and told[0].startswith(f"payoff: {helper.__name__}'s file changed on disk"), told
-        assert not [w for w in caught if issubclass(w.category, ModuleReloadedWarning)]
-
-
-def test_only_the_modules_a_call_needs_are_checked_for_edits_and_sent_by_value_until_loaded(
-        modules: Modules) -> None:
-    """An edit of a module the function does not reach changes nothing for it; one it reaches sends it and the
-    modules leading there by value until the edit is loaded here (checked without a pool: the strategy's own
-    decision before a call)."""
-    import cloudpickle
-
-    from payoff.strategies.processes import ProcessStrategy
-    from payoff.strategies.reach import WorkerImports
-    from payoff.strategies.reloads import CodeWatch
-
-    helper = modules.new("def factor():\n    return 1\n", "helper")
-    wrapper = modules.new(f"import {helper.__name__} as helper\n\ndef score(x):\n    return x * helper.factor()\n",
-                          "wrapper")
-    other = modules.new(SCORE.format(factor=1), "other")
-    strategy = ProcessStrategy(2, start_method="spawn")
-    strategy._code, strategy._imports = CodeWatch(), WorkerImports(forked=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        modules.names.append(other.__name__)
-        modules.write(other.__name__, SCORE.format(factor=5))
-        assert not strategy._by_value_if_foreign(wrapper.score)
-        assert _edited_told(caught) == []
-        modules.names.append(helper.__name__)
-        modules.write(helper.__name__, "def factor():\n    return 5\n")
-        assert strategy._by_value_if_foreign(wrapper.score)
-        assert {helper.__name__, wrapper.__name__} <= cloudpickle.list_registry_pickle_by_value()
-        assert other.__name__ not in cloudpickle.list_registry_pickle_by_value()
-        assert len(_edited_told(caught)) == 1
-        importlib.reload(helper)  # loaded here: by name again, and the pool's reload check takes it from here
-        assert not strategy._by_value_if_foreign(wrapper.score)
-        assert not {helper.__name__, wrapper.__name__} & cloudpickle.list_registry_pickle_by_value()

@@ -38,13 +38,12 @@ from payoff._process_tree import descendants, signal_alive
 from payoff._rescue import Rescue
 from payoff._scratch import ScratchDir
 from payoff._stop_marks import StopMarks
-from payoff.errors import ModuleEditedWarning, PoolStoppedError, RemoteTraceback, WorkerInitError
-from payoff.observers import warn_at_call_site
-from payoff.strategies import SHIP_ONCE_BYTES, edits
+from payoff.errors import PoolStoppedError, RemoteTraceback, WorkerInitError
+from payoff.strategies import SHIP_ONCE_BYTES
 from payoff.strategies.base import CANCEL_ALL, ChunkTask, StartStop, Strategy, closed_pool, init_error
 from payoff.strategies.main_guard import REFUSED, main_import_hint, spawned_workers_import_main, unguarded_main_hint
 from payoff.strategies.reach import WorkerImports, send_by_value
-from payoff.strategies.reloads import CodeWatch, Reload, stale
+from payoff.strategies.reloads import CodeWatch, Reload
 from payoff.strategies.spawned_main import main_script_version, spawned_main_names
 from payoff.strategies.start_failure import thread_refused
 from payoff.worker import (
@@ -63,16 +62,6 @@ from payoff.worker import (
     run_pickled_call,
     run_pickled_chunk,
 )
-
-
-def _tell_edited(names: list[str]) -> None:
-    """One :class:`ModuleEditedWarning` per edit: the results are right, but the user may want the edit here."""
-    for name in names:
-        warn_at_call_site(ModuleEditedWarning(
-            f"payoff: {name}'s file changed on disk since this process loaded it, and it was not loaded again here: "
-            "its code travels to the workers with each call, so they run what this process runs (reload it, or "
-            "run it again, to run the edited code everywhere)"))
-
 
 _KILL_GRACE_SECONDS = 1.0
 _KEEP_SHIPPED = 8
@@ -108,7 +97,7 @@ class PickledPoolStrategy(Strategy):
     _code: CodeWatch | None = None
 
     def start(self, stop: StartStop | None = None) -> float:
-        self._code = CodeWatch()  # before the workers start: no older than what they import (newer: edits)
+        self._code = CodeWatch()  # before the workers start: what they import is no older than this
         return super().start(stop)
 
     def outdated(self) -> list[Reload]:
@@ -119,28 +108,11 @@ class PickledPoolStrategy(Strategy):
         return self._ship_blob(fn, self._dumps_fn(fn))
 
     def _by_value_if_foreign(self, fn: Callable[[Any], Any]) -> bool:
-        """Whether ``fn``'s module is out of the workers' reach, or a module of the user's it needs was edited on
-        disk and not loaded here; if so it travels by value (a foreign module from now on, an edited one until
-        loaded here)."""
+        """Whether ``fn``'s module is out of the workers' reach; if so it travels by value from now on."""
         module = self._imports.foreign(fn) if self._imports is not None else None
-        if module is not None:
-            send_by_value(module)
-        return self._by_value_if_edited(fn) or module is not None
-
-    def _by_value_if_edited(self, fn: Callable[[Any], Any]) -> bool:
-        """Whether a module of the user's that ``fn`` needs, and that the workers would import by name from its
-        file (spawned ones: any; forked ones: one imported after the fork), is not on disk the version this
-        process runs: edited and saved, not loaded here. Such modules, and those naming them, travel by value,
-        so the workers run what this process runs (hunt 73). One ``stat`` per module ``fn`` needs."""
-        imports = self._imports
-        if self._code is None or imports is None:
+        if module is None:
             return False
-        among = [name for name in edits.needed(fn) if name not in imports.forked_with]
-        edited = stale(among)
-        if not edited:
-            edits.unsend_loaded()
-            return False
-        _tell_edited(edits.send_edited(edited, among))
+        send_by_value(module)
         return True
 
     def _ship_blob(self, fn: Callable[[Any], Any], blob: out_of_band.OutOfBand) -> Any:

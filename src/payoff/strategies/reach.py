@@ -12,13 +12,12 @@ rest of the process: every pool payoff starts later meets the same problem.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import sys
 import threading
 import types
 from typing import Any
-
-from payoff.strategies import edits
 
 
 class WorkerImports:
@@ -27,8 +26,6 @@ class WorkerImports:
     def __init__(self, forked: bool) -> None:
         self._path = list(sys.path)
         self._modules = frozenset(sys.modules) if forked else frozenset()
-        self.forked_with = self._modules
-        """The modules forked workers hold as this process did at the fork (none for other start methods)."""
         self._known: dict[str, bool] = {}
         self._lock = threading.Lock()
 
@@ -58,5 +55,8 @@ class WorkerImports:
 
 
 def send_by_value(module: types.ModuleType) -> None:
-    """From now on cloudpickle pickles ``module``'s functions and classes by value (``edits.keep_by_value``)."""
-    edits.keep_by_value(module)
+    """From now on cloudpickle pickles ``module``'s functions and classes by value."""
+    import cloudpickle
+
+    with contextlib.suppress(ValueError):  # a module gone from sys.modules meanwhile: it goes by name, as before
+        cloudpickle.register_pickle_by_value(module)  # a set: registering again changes nothing

@@ -29,10 +29,7 @@ site-packages (an editable install's source folder is the user's), not payoff.
 They are noted when the pool starts and, for modules imported later, when a
 call first finds them (found by the size of ``sys.modules`` changing): the
 workers import those by name from the same file, so a first import is no
-reload. A file edited since this process loaded it is another matter: a worker
-importing it runs code newer than this process's, which no fresh pool cures
-(``payoff.strategies.edits``, from the version taken by ``note_loaded``). A
-global the program sets at run time (a cache filled, a counter,
+reload. A global the program sets at run time (a cache filled, a counter,
 ``mylib.SCALE = 2``) is the program's own state, which warm workers never
 shared, as with any process pool: not seen.
 """
@@ -45,11 +42,8 @@ import os
 import site
 import sys
 import sysconfig
-import threading
-import time
 import types
 import weakref
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 _code_of = operator.attrgetter("__code__")
@@ -187,137 +181,6 @@ class _Autoreloads:
             found[name] = _EDITS.setdefault((name, now), _Edit())
 
 
-class _Loaded(NamedTuple):
-    """A module of the user's as this process executed it: its ``__spec__`` then and its file's version."""
-
-    spec: Any
-    version: Any
-    """``(st_mtime_ns, st_size)`` of the file, or ``("pyc", header)`` where its cached bytecode says this process
-    loaded an older file than the one on disk now (never equal to a file's version: stale until executed again)."""
-
-
-_LOADED: dict[str, _Loaded] = {}
-"""The version of each of the user's modules this process runs, process-wide (every pool's workers import the same
-file by name): taken the first time payoff sees the module, and again whenever it is executed again here."""
-
-_LOADED_LOCK = threading.Lock()
-
-
-def _file_version(path: str) -> tuple[os.stat_result | None, tuple[int, int] | None]:
-    """The file's ``stat`` and ``(st_mtime_ns, st_size)``: an edit saved changes one or both (None: no file)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None, None
-    return st, (st.st_mtime_ns, st.st_size)
-
-
-def _cached_source(module: types.ModuleType) -> tuple[int, int] | None:
-    """The source's ``(mtime, size)`` (seconds, 32 bits) the module's timestamp ``.pyc`` was compiled from."""
-    cached = getattr(module, "__cached__", None)
-    if not isinstance(cached, str):
-        return None
-    try:
-        with open(cached, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return None
-    if len(head) < 16 or int.from_bytes(head[4:8], "little") != 0:  # a hash-based .pyc: no timestamp
-        return None
-    return int.from_bytes(head[8:12], "little"), int.from_bytes(head[12:16], "little")
-
-
-def note_loaded(name: str, module: types.ModuleType) -> None:
-    """Take the version of ``module``'s file this process runs, the first time payoff sees it (or it was executed
-    again since). First seen after its file changed (imported, edited, then a pool started): its ``.pyc``, which
-    this process's import read or wrote, names an older source than the file's; that older one is what runs."""
-    spec = getattr(module, "__spec__", None)
-    origin = getattr(spec, "origin", None)
-    if not isinstance(origin, str):
-        return
-    with _LOADED_LOCK:
-        known = _LOADED.get(name)
-        if known is not None and known.spec is spec:
-            return
-        st, version = _file_version(origin)
-        _LOADED[name] = _Loaded(spec, _first_version(module, st, version) if known is None else version)
-
-
-def _first_version(module: types.ModuleType, st: os.stat_result | None, version: tuple[int, int] | None) -> Any:
-    """The version of its file a module seen for the first time was loaded from: the file's, unless its ``.pyc``
-    names another source (imported, edited, then first seen), which no file's version equals."""
-    if st is None or st.st_mtime < _STARTED:  # saved before this process started: the file it loaded
-        return version  # (an old .pyc left where none is written, PYTHONDONTWRITEBYTECODE, is no edit)
-    cached = _cached_source(module)
-    if cached is None or cached == (int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF):
-        return version
-    return ("pyc", cached)
-
-
-def _process_started() -> float:
-    """When this process started (wall clock, a second early: ``btime`` is in whole seconds); where that cannot
-    be read (not Linux), when this module was imported."""
-    try:
-        with open("/proc/self/stat") as fh:
-            ticks = int(fh.read().rpartition(")")[2].split()[19])  # field 22, starttime: clock ticks after boot
-        with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK") - 1.0
-    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
-        return time.time()
-
-
-_STARTED = _process_started()
-
-
-def _autoreload_loaded(name: str, module: types.ModuleType, st: os.stat_result, reloader: Any) -> bool:
-    """Whether IPython's autoreload loaded the file as it is now into ``module`` (in place: no new spec)."""
-    loaded = getattr(reloader, "modules_mtimes", None)
-    if not isinstance(loaded, dict) or loaded.get(name) != st.st_mtime:
-        return False
-    failed = getattr(reloader, "failed", {})
-    return not (isinstance(failed, dict) and failed.get(getattr(module, "__file__", None)) == st.st_mtime)
-
-
-def loaded(name: str) -> _Loaded | None:
-    """The version of the user's module ``name`` this process runs, as last taken (None: not seen yet)."""
-    return _LOADED.get(name)
-
-
-def stale(names: Iterable[str]) -> list[str]:
-    """Of ``names`` (the user's modules), those whose file on disk is not the version this process runs: edited
-    and saved, not loaded here (``%autoreload 1`` without ``%aimport``, no reload at all). A worker that imports
-    one by name (a spawned one, any one that has not imported it yet) would run the edited file while this
-    process runs the old code. One ``stat`` per module; one seen here for the first time is taken as it is."""
-    reloader: list[Any] = []
-    return [name for name in names if _stale(name, reloader)]
-
-
-def _stale(name: str, reloader: list[Any]) -> bool:
-    """``stale`` for one module; ``reloader`` holds ``_reloader()`` once a module needed it (read once a call)."""
-    module = sys.modules.get(name)
-    if module is None:
-        return False
-    known = _LOADED.get(name)
-    spec = getattr(module, "__spec__", None)
-    if known is None or spec is not known.spec:  # first seen, or executed again here: the file as it was then
-        note_loaded(name, module)
-        known = _LOADED.get(name)
-    origin = getattr(spec, "origin", None)
-    if known is None or not isinstance(origin, str):
-        return False
-    st, version = _file_version(origin)
-    if st is None or version == known.version:
-        return False
-    if not reloader:
-        reloader.append(_reloader())
-    if reloader[0] is not None and _autoreload_loaded(name, module, st, reloader[0]):
-        with _LOADED_LOCK:  # %autoreload 2 loaded this file in place: what this process runs now
-            _LOADED[name] = _Loaded(spec, version)
-        return False
-    return True
-
-
 class CodeWatch:
     """The user's modules and their functions' code as a pool's workers got them.
 
@@ -348,7 +211,6 @@ class CodeWatch:
                 continue
             self._specs[name] = getattr(module, "__spec__", None)
             if isinstance(module, types.ModuleType):
-                note_loaded(name, module)
                 self._autoreloads.note(name, module, reloader)
                 for fn in _functions(module):
                     self._functions.append(fn)
