@@ -22,7 +22,17 @@ import pytest
 from joblib import parallel_config
 
 from payoff import MapRecord, ParallelConfig, ParallelExecutor, Reason, planning
-from payoff._knowledge import NO_PICKLING, VERDICT_SMOOTHING, Facts, Pace, Pickling, TimedLoop, fn_key, item_kind
+from payoff._knowledge import (
+    NO_PICKLING,
+    VERDICT_RETRY,
+    VERDICT_SMOOTHING,
+    Facts,
+    Pace,
+    Pickling,
+    TimedLoop,
+    fn_key,
+    item_kind,
+)
 from payoff._payload import cloudpickled_size, pickled_size
 from payoff._probe import Probe
 from payoff._side_by_side import Reading, SideBySide
@@ -868,8 +878,28 @@ def test_a_gain_at_another_size_keeps_the_loss_measured_at_this_one() -> None:
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None
     kept = sorted((*facts.verdicts_aside.get("processes", ()), facts.verdicts["processes"]), key=lambda v: v[1])
-    assert [n for _, n in kept] == [small.n_items * 2, large.n_items], kept
+    assert [n for _, n in kept] == [small.n_items, large.n_items], kept  # where the averaged one was measured
     assert kept[0][0] == pytest.approx(VERDICT_SMOOTHING * 1.4 + (1 - VERDICT_SMOOTHING) * 0.5)
+
+
+def test_each_sizes_verdict_is_re_measured_on_its_own_calls_turn() -> None:
+    """Review 79: one count of held calls a strategy let every 8th through; with calls of two sizes in turn, each
+    held by a loss measured at its size, always one of the same size, and the other's loss (which now gained 3x)
+    was never measured again."""
+    planner = Planner()
+    row = next(r for r in ROWS if r.name == "a measured gain keeps the backend")
+    row = replace(row, verdicts={}, warm=frozenset({"processes"}))
+    teach(planner, row)
+    small, large = replace(row, n_items=40), replace(row, n_items=1000)
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.5, small.n_items)
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.5, large.n_items)
+    rounds = [(plan(large, planner).strategy, plan(small, planner).strategy) for _ in range(VERDICT_RETRY)]
+    assert [big for big, _ in rounds] == ["serial"] * (VERDICT_RETRY - 1) + ["processes"], rounds
+    assert [little for _, little in rounds] == ["serial"] * (VERDICT_RETRY - 1) + ["processes"], rounds
+    planner.knowledge.observe_verdict(tasks.square, "processes", 0.6, large.n_items)  # the large loss confirmed
+    rounds = [(plan(large, planner).strategy, plan(small, planner).strategy) for _ in range(VERDICT_RETRY)]
+    assert "processes" not in [big for big, _ in rounds], "a confirmed loss waits twice as long"
+    assert rounds[-1][1] == "processes", "the small size's wait is its own"
 
 
 def test_a_re_measured_gain_outweighs_the_loss_it_replaces() -> None:

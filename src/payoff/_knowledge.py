@@ -507,20 +507,21 @@ class Knowledge:
             if facts is not None:
                 facts.result_bytes = bytes_per_result
 
-    def hold(self, fn: Callable[..., Any], strategy: str) -> bool:
-        """Count a call kept serial by ``strategy``'s verdict; False every ``VERDICT_RETRY``-th time (the
-        wait doubling with each confirmed loss), so a verdict formed on a busy machine is re-measured.
+    def hold(self, fn: Callable[..., Any], key: str) -> bool:
+        """Count a call kept serial by a verdict (``key``: a verdict's ``verdict_counter``, threads' hold for
+        shared memory, ``CORES``); False every ``VERDICT_RETRY``-th time (the wait doubling with each confirmed
+        loss), so a verdict formed on a busy machine is re-measured.
 
         The verdict itself stays until a measurement replaces or corrects it: a
-        call let through that ends up not running on ``strategy`` measures nothing.
+        call let through that ends up not running on its strategy measures nothing.
         """
         with self._stored(fn) as facts:
             if facts is None:
                 return False
-            held = facts.held[strategy] = facts.held.get(strategy, 0) + 1
-            if held < VERDICT_RETRY << min(facts.retries.get(strategy, 0), 7):
+            held = facts.held[key] = facts.held.get(key, 0) + 1
+            if held < VERDICT_RETRY << min(facts.retries.get(key, 0), 7):
                 return True
-            facts.held[strategy] = 0
+            facts.held[key] = 0
             return False
 
     def observe_gil(self, fn: Callable[..., Any], held: float) -> None:
@@ -555,17 +556,20 @@ class Knowledge:
             facts.unjudged = 0
             kept = _verdicts_of(facts.verdicts, facts.verdicts_aside, strategy)
             nearest = _verdict_at(kept, n_items)  # the one that held this size serial, if a loss
-            _count_confirmation(facts, strategy, speedup >= 1.0, nearest is not None and nearest[0] < 1.0)
             earlier = nearest if nearest is not None and comparable(n_items, nearest[1], VERDICT_REACH) else None
-            if earlier is not None:
+            if earlier is not None:  # averaged in where it was first measured: its hold and retries stay its own
+                _count_confirmation(facts, verdict_counter(strategy, earlier), speedup >= 1.0, earlier[0] < 1.0)
                 weight = VERDICT_SMOOTHING if speedup >= 1.0 else VERDICT_LOSS_WEIGHT
-                speedup = weight * speedup + (1 - weight) * earlier[0]
+                speedup, n_items = weight * speedup + (1 - weight) * earlier[0], earlier[1]
+            elif nearest is not None:
+                _inherit_confirmation(facts, strategy, nearest, (speedup, n_items))
             facts.verdicts[strategy] = (speedup, n_items)
             aside = tuple(v for v in kept if v is not earlier)[:VERDICTS_ASIDE]
             if aside:
                 facts.verdicts_aside[strategy] = aside
             else:
                 facts.verdicts_aside.pop(strategy, None)
+            _forget_counters_of_dropped(facts, strategy, (facts.verdicts[strategy], *aside))
 
     def observe_pace(self, fn: Callable[..., Any], strategy: str, seconds_per_item: float, n_items: int) -> None:
         """The wall time an item of an auto call on ``strategy`` took (``Facts.paces``): it replaces the pace of
@@ -907,6 +911,33 @@ def verdict_near(verdicts: dict[str, tuple[float, int]], aside: dict[str, tuple[
 def _verdict_at(kept: tuple[tuple[float, int], ...], n_items: int) -> tuple[float, int] | None:
     size = max(1, n_items)  # the newest wins a tie
     return min(kept, key=lambda v: abs(math.log(size / max(1, v[1]))), default=None)
+
+
+def verdict_counter(strategy: str, verdict: tuple[float, int]) -> str:
+    """The key of the holds and confirmed losses of ``strategy``'s verdict at its size (``Facts.held``,
+    ``Facts.retries``): each size's verdict is re-measured on its own calls' turn. One count a strategy let
+    through only every 8th held call: with calls of 1,000 and of 10 items in turn, always a 10-item one, and a
+    loss at 1,000 items was never measured again while such calls gained 3x (review 79)."""
+    return f"{strategy}@{verdict[1]}"
+
+
+def _inherit_confirmation(facts: Facts, strategy: str, nearest: tuple[float, int],
+                          new: tuple[float, int]) -> None:
+    """A loss measured at a size ``nearest``'s loss held serial (up to ``VERDICT_REACH`` times its size), but not
+    comparable with it: a verdict of its own, whose wait goes on from ``nearest``'s, doubled (the retry confirmed
+    the loss). ``nearest``'s own wait is left as it was: its size was not measured."""
+    if new[0] >= 1.0 or nearest[0] >= 1.0 or new[1] > VERDICT_REACH * nearest[1]:
+        return
+    key = verdict_counter(strategy, nearest)
+    facts.retries[verdict_counter(strategy, new)] = facts.retries.get(key, 0) + 1
+
+
+def _forget_counters_of_dropped(facts: Facts, strategy: str, kept: tuple[tuple[float, int], ...]) -> None:
+    live = {verdict_counter(strategy, v) for v in kept}
+    prefix = f"{strategy}@"
+    for counts in (facts.held, facts.retries):
+        for key in [k for k in counts if k.startswith(prefix) and k not in live]:
+            del counts[key]
 
 
 def _count_confirmation(facts: Facts, strategy: str, gained: bool, was_a_loss: bool) -> None:

@@ -40,6 +40,7 @@ from payoff._knowledge import (
     cost_shifted,
     pace_for,
     rebuy,
+    verdict_counter,
     verdict_near,
 )
 from payoff._outer_pools import outer_pool
@@ -514,7 +515,9 @@ class Planner:
         if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY \
                 and cfg.tiny_workload_threshold != 0:  # forced parallel, to measure: no earlier verdict overrules
             fallback = _verdict_fallback(strategy, probe, remaining, call.sized)  # shared memory keeps its own
-            if fallback is not None and not self.knowledge.hold(call.fn, strategy):
+            verdict = verdict_near(probe.verdicts, probe.verdicts_aside, strategy, remaining)
+            if fallback is not None and verdict is not None \
+                    and not self.knowledge.hold(call.fn, verdict_counter(strategy, verdict)):
                 fallback = None  # held long enough: measure again (one noisy call must not decide forever)
         if fallback is not None and unreachable and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST):
             # a cluster that could not be asked: that is why it runs here (after the wait to connect), not its size
