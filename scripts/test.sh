@@ -14,7 +14,7 @@ mypy
 # against the source's modification time and size.
 # Two pytest workers (pytest-xdist): most tests wait (for children to start, pools to stop, timeouts to
 # strike); one at a time the suite took 562 s, two at a time 334 s (496 s of CPU). Tests that price work against
-# the loop are built to run beside other programs' load. Add `-n 0` to run them one at a time. Work stealing: with
-# xdist's default scheduling each worker is handed its share up front, and at the end one worker sat idle for up
-# to 100 s while the other still held a queue of its own (per-worker test time in one run: 952 s and 1,054 s).
-exec env -u PYTHONDONTWRITEBYTECODE python -m pytest -n 2 --dist worksteal "$@"
+# the loop are built to run beside other programs' load. Add `-n 0` to run them one at a time. The suite uses about
+# 1,000 s of CPU (user and sys of the whole tree), so two cores bound it near 500 s: `-n 3` gained little (643 s),
+# and xdist's work stealing none (730 s against 637 s with the default scheduling).
+exec env -u PYTHONDONTWRITEBYTECODE python -m pytest -n 2 "$@"
