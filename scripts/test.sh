@@ -12,9 +12,9 @@ mypy
 # programs, spawned and loky workers) compiled payoff from source again, and pytest rewrote every test file
 # (15% of the CPU time of the files that start children). Stale bytecode is never used: Python checks it
 # against the source's modification time and size.
-# Two pytest workers (pytest-xdist): most tests wait (for children to start, pools to stop, timeouts to
-# strike); one at a time the suite took 562 s, two at a time 334 s (496 s of CPU). Tests that price work against
-# the loop are built to run beside other programs' load. Add `-n 0` to run them one at a time. The suite uses about
-# 1,000 s of CPU (user and sys of the whole tree), so two cores bound it near 500 s: `-n 3` gained little (643 s),
-# and xdist's work stealing none (730 s against 637 s with the default scheduling).
+# Two pytest workers (pytest-xdist), one a core: the suite uses about 1,000 s of CPU (user and sys of the whole
+# tree: the packaging and README-demo tests install and run payoff afresh, the rest start pools and children), so
+# two cores bound it near 500 s; it takes 640-730 s. `-n 3` gained little (643 s), xdist's work stealing none
+# (730 s against 637 s with the default scheduling). Tests that price work against the loop are built to run
+# beside other programs' load. Add `-n 0` to run them one at a time.
 exec env -u PYTHONDONTWRITEBYTECODE python -m pytest -n 2 "$@"
