@@ -1634,5 +1634,5 @@ def test_a_stream_kept_serial_says_it_was_weighed_on_its_first_items() -> None:
     assert listed.fallback_reason is not None and "stream" not in listed.fallback_detail, listed.summary()
     # a stream's held verdict still says what the earlier call measured (review: the stream's words replaced it)
     probe = _probe.Probe(verdicts={"processes": (0.8, 1_000)})
-    said = planning._verdict_fallback("processes", probe, 1_000, sized=False)
+    said = planning._verdict_fallback("processes", (0.8, 1_000), probe, 1_000, sized=False)
     assert said is not None and "measured 0.80x against serial" in said[1] and "a stream of no known end" in said[1]

@@ -514,8 +514,8 @@ class Planner:
                 fallback = (fallback[0], fallback[1] + _why_not_threads(probe, workers))
         if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY \
                 and cfg.tiny_workload_threshold != 0:  # forced parallel, to measure: no earlier verdict overrules
-            fallback = _verdict_fallback(strategy, probe, remaining, call.sized)  # shared memory keeps its own
             verdict = verdict_near(probe.verdicts, probe.verdicts_aside, strategy, remaining)
+            fallback = _verdict_fallback(strategy, verdict, probe, remaining, call.sized)  # shared memory: its own
             if fallback is not None and verdict is not None \
                     and not self.knowledge.hold(call.fn, verdict_counter(strategy, verdict)):
                 fallback = None  # held long enough: measure again (one noisy call must not decide forever)
@@ -1198,9 +1198,10 @@ def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | N
     return facts.worker_threads if cap is None else min(cap, facts.worker_threads)
 
 
-def _verdict_fallback(strategy: str, probe: Probe, remaining: int, sized: bool = True) -> tuple[Reason, str] | None:
-    """Serial when an earlier auto call of this function measured no gain on ``strategy`` at a similar size."""
-    verdict = verdict_near(probe.verdicts, probe.verdicts_aside, strategy, remaining)
+def _verdict_fallback(strategy: str, verdict: tuple[float, int] | None, probe: Probe, remaining: int,
+                      sized: bool = True) -> tuple[Reason, str] | None:
+    """Serial when ``verdict``, ``strategy``'s measured nearest this call's size (``verdict_near``), is a loss at
+    a similar size."""
     if verdict is None:
         return None
     speedup, n_items = verdict
