@@ -30,6 +30,7 @@ from payoff._knowledge import (
     Pace,
     Pickling,
     TimedLoop,
+    Verdict,
     fn_key,
     item_kind,
 )
@@ -585,7 +586,8 @@ def _plan_in_outer_pool(name: str) -> Any:
 def teach(planner: Planner, row: Row) -> None:
     planner.knowledge.teach(tasks.square, Facts(row.seconds_per_item, row.cpu_ratio, row.fn_bytes, row.pickle_error,
                                                 row.cloudpickle_ok, threads_speedup=row.threads_speedup,
-                                                verdicts=dict(row.verdicts), forgone=dict(row.forgone),
+                                                verdicts={k: (Verdict(*v),) for k, v in row.verdicts.items()},
+                                                forgone=dict(row.forgone),
                                                 pickling=_taught_pickling(row),
                                                 result_error="", share_without_gil=row.waited is not None,
                                                 waited=row.waited, hidden_dear=row.hidden_dear,
@@ -700,8 +702,8 @@ def test_guided_plans_shrink_to_a_floor_worth_a_chunk() -> None:
 
 def test_a_verdict_is_re_measured_every_few_calls() -> None:
     planner = Planner()
-    planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, verdicts={"processes": (0.5, 1000)},
-                                                      result_error=""))
+    planner.knowledge.teach(tasks.square, Facts(1e-3, 1.0, 40, "", None, verdicts={"processes": (Verdict(0.5, 1000),)},
+                                                result_error=""))
     config = ParallelConfig(max_workers=2)
     call = Call(tasks.square, list(range(200)), config, "auto", None, None, None, frozenset(), 0)
     strategies = [planner.plan(call).strategy for _ in range(8)]
@@ -855,7 +857,7 @@ def test_a_measurement_at_a_very_different_size_replaces_the_verdict() -> None:
     teach(planner, row)
     planner.knowledge.observe_verdict(tasks.square, "processes", 1.6, 10_000)
     facts = planner.knowledge.get(tasks.square)
-    assert facts is not None and facts.verdicts["processes"] == (1.6, 10_000)
+    assert facts is not None and facts.verdicts["processes"][0] == (1.6, 10_000)
 
 
 def test_a_gain_at_another_size_keeps_the_loss_measured_at_this_one() -> None:
@@ -877,7 +879,7 @@ def test_a_gain_at_another_size_keeps_the_loss_measured_at_this_one() -> None:
     planner.knowledge.observe_verdict(tasks.square, "processes", 1.4, small.n_items * 2)  # between: averaged in
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None
-    kept = sorted((*facts.verdicts_aside.get("processes", ()), facts.verdicts["processes"]), key=lambda v: v[1])
+    kept = sorted(facts.verdicts["processes"], key=lambda v: v.n_items)
     assert [n for _, n in kept] == [small.n_items, large.n_items], kept  # where the averaged one was measured
     assert kept[0][0] == pytest.approx(VERDICT_SMOOTHING * 1.4 + (1 - VERDICT_SMOOTHING) * 0.5)
 
@@ -1001,8 +1003,8 @@ def test_a_verdict_measured_on_far_cheaper_items_keeps_no_dearer_call_serial() -
     trial, the two sizes taking turns: a cost that keeps shifting is probed on every call). A cost that shifted
     this much voids the verdicts measured at the old one, as a finished call's does."""
     planner = Planner()
-    planner.knowledge.teach(tasks.spin_rounds, Facts(1e-5, 1.0, 40, "", None, verdicts={"processes": (0.57, 1000)},
-                                                     measured_items=100_000, shifts=0b11, result_error=""))
+    planner.knowledge.teach(tasks.spin_rounds, Facts(1e-5, 1.0, 40, "", None, measured_items=100_000, shifts=0b11,
+                                                     verdicts={"processes": (Verdict(0.57, 1000),)}, result_error=""))
     got = planner.plan(Call(tasks.spin_rounds, [400_000] * 16, ParallelConfig(max_workers=2), "auto", None, None,
                             None, frozenset({"processes"}), 5))
     assert got.probe.n >= 1 and got.probe.seconds_per_item is not None and got.probe.seconds_per_item > 3e-3
@@ -1038,7 +1040,7 @@ def test_a_loss_read_while_other_programs_had_the_cores_is_no_verdict() -> None:
         planner.learn(record, tasks.spin, ParallelConfig())
         facts = planner.knowledge.get(tasks.spin)
         assert facts is not None
-        verdicts[name] = facts.verdicts.get("processes")
+        verdicts[name] = facts.verdicts.get("processes", (None,))[0]
     assert verdicts["free cores"] is not None and verdicts["free cores"][0] < 1.0, verdicts
     assert verdicts["loaded"] is None, verdicts
     assert verdicts["gain, loaded"] is not None and verdicts["gain, loaded"][0] > 1.0, verdicts
@@ -1100,7 +1102,7 @@ def test_a_loss_against_the_items_own_time_is_held_to_a_loop_slowed_by_another_t
         facts = planner.knowledge.get(tasks.spin)
         assert facts is not None and facts.timed_loop is not None
         planner.learn(pool, tasks.spin, ParallelConfig())
-        return facts.verdicts.get("processes")
+        return facts.verdicts.get("processes", (None,))[0]
 
     same = verdict(1.0)
     assert same is not None and same[0] == pytest.approx(2 * 0.75, rel=0.05), same  # its wall: 2x the CPU
@@ -1194,7 +1196,7 @@ def test_a_loss_under_load_against_a_loop_timed_under_that_load_is_a_verdict() -
         assert facts is not None and facts.timed_loop is not None
         facts.timed_loop = facts.timed_loop._replace(at=facts.timed_loop.at - ago)
         planner.learn(pooled, tasks.spin, ParallelConfig())
-        return facts.verdicts.get("processes")
+        return facts.verdicts.get("processes", (None,))[0]
 
     faster = verdict(1 / 1.4)
     assert faster is not None and faster[0] == pytest.approx(1 / 1.4), faster

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from payoff import MapRecord, ParallelConfig, ParallelExecutor, Reason, planning
-from payoff._knowledge import Facts
+from payoff._knowledge import Facts, Verdict
 from payoff._probe import Probe
 from payoff.worker import ChunkOutcome
 from tests import tasks
@@ -128,7 +128,7 @@ def test_a_call_held_serial_by_a_loss_measured_on_cheap_items_moves_to_the_pool_
             ex.map(tasks.grows, [110] * 600)  # ~5 us an item
         facts = planner.knowledge.get(tasks.grows)
         assert facts is not None
-        planner.knowledge.teach(tasks.grows, replace(facts, verdicts={"processes": (0.8, 600)}, held={}))
+        planner.knowledge.teach(tasks.grows, replace(facts, verdicts={"processes": (Verdict(0.8, 600),)}, held={}))
         dear = [1100] * 600  # ~100x dearer each, as many
         assert ex.map(tasks.grows, dear) == [tasks.grows(x) for x in dear]
         record = ex.last_record

@@ -262,7 +262,7 @@ def test_a_call_that_started_its_pool_leaves_no_verdict() -> None:
         if second.speedup < 1.0 and planning._under_outside_load(second):  # a loss beside other programs: none
             assert "processes" not in facts.verdicts, facts.verdicts
         else:
-            assert facts.verdicts["processes"] == (second.speedup, 40)
+            assert facts.verdicts["processes"] == ((second.speedup, 40),)
 
 
 def test_a_pool_whose_initializer_failed_is_tried_again_not_replaced_by_the_caller() -> None:
@@ -587,7 +587,7 @@ def test_what_a_call_measured_among_other_calls_is_not_taken_for_the_function(cr
         assert facts.cpu_ratio > _probe.waiting_line(2), "GIL waits are not waiting"
         assert facts.seconds_per_item <= 1e-4, "nor do they make an item dearer"
     else:
-        assert facts.verdicts["processes"][0] == pytest.approx(0.1)
+        assert facts.verdicts["processes"][0].speedup == pytest.approx(0.1)
         assert facts.cpu_ratio < 1.0 and facts.seconds_per_item > 1e-4
 
 
@@ -667,7 +667,8 @@ def test_a_verdict_measured_at_another_item_cost_no_longer_applies() -> None:
     citing the 0.7x of the cheap items) where a fresh function ran 1.2x faster on processes."""
     planner = planning.Planner()
     planner.knowledge.teach(tasks.spin, _knowledge.Facts(5e-5, 1.0, 40, "", None, result_error="",
-                                                       verdicts={"processes": (0.7, 50)}, retries={"processes": 5}))
+                                                       verdicts={"processes": (_knowledge.Verdict(0.7, 50),)},
+                                                       retries={"processes@50": 5}))
     _learn_alone(planner, tasks.spin, "serial", 1e-3, fallback_reason=Reason.NO_MEASURED_GAIN)
     plan = planner.plan(planning.Call(tasks.spin, list(range(40)), ParallelConfig(max_workers=2), "auto", None,
                                       None, None, frozenset({"processes"}), 5))
@@ -1606,7 +1607,7 @@ def test_every_warm_auto_call_on_threads_is_what_threads_gain_for_data_processes
     planner.learn(record, tasks.spin)
     facts = planner.knowledge.get(tasks.spin)
     assert facts is not None and facts.threads_speedup == pytest.approx(record.speedup)
-    assert facts.verdicts["threads"][0] == pytest.approx(record.speedup)
+    assert facts.verdicts["threads"][0].speedup == pytest.approx(record.speedup)
     # review: waiting work on many threads gains otherwise, and a loss is counted once, by its verdict
     waiting = replace(_finished(time.monotonic_ns(), "threads", speedup=8.0), decision_reason=Reason.AUTO_WAITING)
     planner.learn(waiting, tasks.spin)
@@ -1633,6 +1634,6 @@ def test_a_stream_kept_serial_says_it_was_weighed_on_its_first_items() -> None:
     assert "items of a stream" in streamed.fallback_detail and "a stream of no known end" in streamed.fallback_detail
     assert listed.fallback_reason is not None and "stream" not in listed.fallback_detail, listed.summary()
     # a stream's held verdict still says what the earlier call measured (review: the stream's words replaced it)
-    probe = _probe.Probe(verdicts={"processes": (0.8, 1_000)})
+    probe = _probe.Probe(verdicts={"processes": (_knowledge.Verdict(0.8, 1_000),)})
     said = planning._verdict_fallback("processes", (0.8, 1_000), probe, 1_000, sized=False)
     assert said is not None and "measured 0.80x against serial" in said[1] and "a stream of no known end" in said[1]

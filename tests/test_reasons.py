@@ -72,7 +72,8 @@ def _too_few() -> tuple[Any, Any, list[Any]]:
 
 def _taught(cost: float, verdicts: dict[str, tuple[float, int]] | None = None) -> None:
     """Facts stated outright, so the planner decides from them (no probe, no clock)."""
-    planning.KNOWLEDGE.teach(tasks.square, _knowledge.Facts(cost, 1.0, 40, "", None, verdicts=verdicts or {},
+    held = {k: (_knowledge.Verdict(*v),) for k, v in (verdicts or {}).items()}
+    planning.KNOWLEDGE.teach(tasks.square, _knowledge.Facts(cost, 1.0, 40, "", None, verdicts=held,
                                                                      result_error=""))
 
 

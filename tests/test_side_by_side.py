@@ -16,7 +16,7 @@ from array import array
 import pytest
 
 from payoff import ParallelConfig, ParallelExecutor, Reason, planning
-from payoff._knowledge import VERDICT_REACH, VERDICT_SMOOTHING, Facts
+from payoff._knowledge import VERDICT_REACH, VERDICT_SMOOTHING, Facts, Verdict
 from payoff._side_by_side import (
     AGREE,
     CHECK_BELOW,
@@ -169,14 +169,14 @@ def test_no_check_once_tried_twice_known_or_too_dear() -> None:
 
 def test_a_factor_corrects_the_verdicts_measured_without_it_and_a_new_cost_forgets_it() -> None:
     planner = planning.Planner()
-    planner.knowledge.teach(tasks.square, Facts(1e-4, 1.0, 40, "", None, verdicts={"threads": (1.5, 500)},
+    planner.knowledge.teach(tasks.square, Facts(1e-4, 1.0, 40, "", None, verdicts={"threads": (Verdict(1.5, 500),)},
                                                 threads_speedup=1.5))
     planner.knowledge.observe_on_pool(tasks.square, "threads", 1.5e-4, 500)
     planner.knowledge.observe_alone(tasks.square, 1e-4, 500)
     planner.knowledge.observe_on_pool(tasks.square, "threads", 1.5e-4, 500)
     facts = planner.knowledge.get(tasks.square)
     assert facts is not None
-    assert facts.verdicts["threads"][0] == pytest.approx(1.0)
+    assert facts.verdicts["threads"][0].speedup == pytest.approx(1.0)
     assert facts.threads_speedup == pytest.approx(1.0)
     planner.knowledge.observe(tasks.square, 1e-2, n_items=500)  # 100x dearer: other items
     assert facts.side_by_side == SideBySide()
@@ -202,8 +202,9 @@ N_CHECKED = 2000
 def test_a_small_gain_is_checked_once_and_the_pool_call_after_it_completes_the_factor() -> None:
     planner = planning.Planner()
     # work enough for a cold pool's start, priced higher in a process of the test suite's imports
-    planner.knowledge.teach(tasks.spin, Facts(7e-5, 1.0, 40, "", None, verdicts={"processes": (1.3, N_CHECKED)},
-                                              result_error="", side_by_side=SideBySide(
+    planner.knowledge.teach(tasks.spin, Facts(7e-5, 1.0, 40, "", None, result_error="",
+                                              verdicts={"processes": (Verdict(1.3, N_CHECKED),)},
+                                              side_by_side=SideBySide(
                                                   on_pool={"processes": Reading(8e-5, N_CHECKED, 1)}, seq=1)))
     with ParallelExecutor(ParallelConfig(max_workers=2), planner=planner, observers=[]) as ex, \
             warnings.catch_warnings():
@@ -237,9 +238,9 @@ def test_a_small_gain_is_checked_once_and_the_pool_call_after_it_completes_the_f
     assert read.factors["processes"] == pytest.approx(1.0 if 1 / SHOWS < mean < SHOWS else mean)
     held = 1.3 / read.factors["processes"]  # the verdict held, corrected by the factor completed
     if pooled.pool_started:  # a cold pool's call is no verdict
-        assert after_pool.verdicts["processes"][0] == pytest.approx(held)
+        assert after_pool.verdicts["processes"][0].speedup == pytest.approx(held)
     else:
-        assert after_pool.verdicts["processes"][0] == pytest.approx(
+        assert after_pool.verdicts["processes"][0].speedup == pytest.approx(
             VERDICT_SMOOTHING * pooled.speedup / read.factors["processes"] + (1 - VERDICT_SMOOTHING) * held) \
             or pooled.speedup < 1
     if later.selected_strategy == "processes":
@@ -300,7 +301,7 @@ def test_the_verdict_is_corrected_whichever_call_came_first(order: tuple[str, ..
     assert facts.side_by_side.factor("processes") == pytest.approx(1.25)
     # the records' wall times end when they are built: a loaded machine made them 1-5% longer (rel=0.01 and
     # 0.05 failed in clean-clone CI); uncorrected, the verdict would read 1.3
-    assert facts.verdicts["processes"][0] == pytest.approx(1.3 / 1.25, rel=0.1)
+    assert facts.verdicts["processes"][0].speedup == pytest.approx(1.3 / 1.25, rel=0.1)
 
 
 def test_a_loop_dearer_than_the_pools_items_counts_only_if_it_never_waited() -> None:
@@ -345,7 +346,8 @@ def test_a_serial_check_on_a_cpu_all_its_time_reads_its_loop_as_it_was(cpu_share
     if learned:  # the loop's items are read without their waits for a CPU: 2.5 ms, or 2.125 of them
         factor = 1.25 / (item_ms * (1 - runq_share))
         assert facts.side_by_side.factor("processes") == pytest.approx(factor)
-        assert facts.verdicts["processes"][0] == pytest.approx(1.3 / factor, rel=0.05)  # 1.3 read, then corrected
+        # 1.3 read, then corrected
+        assert facts.verdicts["processes"][0].speedup == pytest.approx(1.3 / factor, rel=0.05)
     else:
         assert "processes" not in facts.side_by_side.factors
 
@@ -397,7 +399,7 @@ def test_a_call_whose_head_ran_here_before_it_outgrew_its_estimate_is_no_pool_re
 
 
 def _taught_small_gain(planner: planning.Planner, n: int = 400) -> None:
-    planner.knowledge.teach(tasks.spin, Facts(7e-5, 1.0, 40, "", None, verdicts={"processes": (1.3, n)},
+    planner.knowledge.teach(tasks.spin, Facts(7e-5, 1.0, 40, "", None, verdicts={"processes": (Verdict(1.3, n),)},
                                               result_error="", side_by_side=SideBySide(
                                                   on_pool={"processes": Reading(8e-5, n, 1)}, seq=1)))
 

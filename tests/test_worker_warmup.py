@@ -70,7 +70,7 @@ for _ in range(2):
                   "fallback": r.fallback_reason and r.fallback_reason.value, "summary": r.summary(),
                   "warmup": r.overhead_seconds.get("worker_warmup", 0.0),
                   "chunk_warmups": [c.warmup_ns for c in r.chunks if c.warmup_ns], "speedup": r.speedup,
-                  "verdict": planning.PLANNER.knowledge.get(module.work).verdicts.get("processes", (None,))[0]})
+                  "verdict": planning.PLANNER.knowledge.get(module.work).verdicts.get("processes", ((None,),))[0][0]})
 print(json.dumps(calls))
 """
 
@@ -142,7 +142,7 @@ def _verdict_after(record: MapRecord) -> tuple[float, int] | None:
     planner.learn(record, tasks.spin)
     facts = planner.knowledge.get(tasks.spin)
     assert facts is not None
-    return facts.verdicts.get("processes")
+    return facts.verdicts.get("processes", (None,))[0]
 
 
 def test_the_verdict_is_the_speedup_the_warm_workers_had() -> None:

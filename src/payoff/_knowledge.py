@@ -42,7 +42,7 @@ GIL_HEADROOM = 1.5
 """Threads for waiting items, over those an earlier run kept busy (``Facts.gil_threads``): enough to keep the
 GIL's queue from running dry, and to grow the count back by half a call while it does not form."""
 VERDICTS_ASIDE = 3
-"""Verdicts at other sizes kept beside a strategy's newest (``Facts.verdicts_aside``): calls of 40 and of 8
+"""Verdicts at other sizes kept beside a strategy's newest (``Facts.verdicts``): calls of 40 and of 8
 items in turn replaced each other's, and every 8-item call ran on the pool again with the 40-item call's gain,
 at 0.4-0.9x the loop (hunt 72, F7)."""
 VERDICT_SMOOTHING = 0.5
@@ -168,6 +168,14 @@ class Pace(NamedTuple):
         return comparable(self.n_items, n_items, VERDICT_REACH) and not cost_shifted(self.item_cost, item_cost)
 
 
+class Verdict(NamedTuple):
+    """What an auto-planned parallel call on a strategy really gained, and at how many items: a gain at 40 items
+    says little of a call of 8, a loss at 8 little of one of 40."""
+
+    speedup: float
+    n_items: int
+
+
 PACES_KEPT = 4
 """Paces kept per strategy: calls of a few sizes or costs that alternate each keep theirs (trial 48: a cost
 moving 10x every call, its paces cleared at each, never had processes measured beside threads)."""
@@ -213,10 +221,9 @@ class Facts:
     """Whether the function's pickle by name names ``__main__`` (``Probe.names_main``)."""
     threads_speedup: float | None = None
     """Measured speedup of the last threads run chosen for payloads processes could not take."""
-    verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """Per strategy: the speedup an auto-planned parallel call measured, and how many items it had."""
-    verdicts_aside: dict[str, tuple[tuple[float, int], ...]] = field(default_factory=dict)
-    """Per strategy: earlier verdicts at sizes the newest cannot speak for (``VERDICTS_ASIDE``), newest first."""
+    verdicts: dict[str, tuple[Verdict, ...]] = field(default_factory=dict)
+    """Per strategy: its verdicts, newest first, each at a size the others cannot speak for (at most
+    1 + ``VERDICTS_ASIDE``); a call is held to the one nearest its size (``verdict_near``)."""
     paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
     """For threads and processes: the wall seconds an item of auto's last calls there took, a few calls of
     other sizes or costs kept beside each other (``pace_for``). Both are held to one clock, where each verdict is
@@ -342,7 +349,6 @@ def _forget_old_items(facts: Facts) -> None:
     measured on them says nothing of these, and their share of the GIL, their waits and their readings side by
     side are read again."""
     facts.verdicts.clear()
-    facts.verdicts_aside.clear()
     facts.held.clear()
     facts.retries.clear()
     facts.gil_held = facts.gil_threads = facts.threads_speedup = None
@@ -419,8 +425,7 @@ class Knowledge:
             if facts is None:
                 return None
             self._facts.move_to_end(key)
-            return replace(facts, verdicts=dict(facts.verdicts), verdicts_aside=dict(facts.verdicts_aside),
-                           forgone=dict(facts.forgone), paces=dict(facts.paces),
+            return replace(facts, verdicts=dict(facts.verdicts), forgone=dict(facts.forgone), paces=dict(facts.paces),
                            side_by_side=facts.side_by_side.copy(), thrown=dict(facts.thrown))
 
     def remember(self, fn: Callable[..., Any], probe: Probe) -> None:
@@ -554,22 +559,18 @@ class Knowledge:
             if facts is None:
                 return
             facts.unjudged = 0
-            kept = _verdicts_of(facts.verdicts, facts.verdicts_aside, strategy)
-            nearest = _verdict_at(kept, n_items)  # the one that held this size serial, if a loss
-            earlier = nearest if nearest is not None and comparable(n_items, nearest[1], VERDICT_REACH) else None
+            kept = facts.verdicts.get(strategy, ())
+            nearest = verdict_near(facts.verdicts, strategy, n_items)  # the one that held this size, if a loss
+            earlier = nearest if nearest is not None and comparable(n_items, nearest.n_items, VERDICT_REACH) else None
+            new = Verdict(speedup, n_items)
             if earlier is not None:  # averaged in where it was first measured: its hold and retries stay its own
-                _count_confirmation(facts, verdict_counter(strategy, earlier), speedup >= 1.0, earlier[0] < 1.0)
+                _count_confirmation(facts, verdict_counter(strategy, earlier), speedup >= 1.0, earlier.speedup < 1.0)
                 weight = VERDICT_SMOOTHING if speedup >= 1.0 else VERDICT_LOSS_WEIGHT
-                speedup, n_items = weight * speedup + (1 - weight) * earlier[0], earlier[1]
+                new = Verdict(weight * speedup + (1 - weight) * earlier.speedup, earlier.n_items)
             elif nearest is not None:
-                _inherit_confirmation(facts, strategy, nearest, (speedup, n_items))
-            facts.verdicts[strategy] = (speedup, n_items)
-            aside = tuple(v for v in kept if v is not earlier)[:VERDICTS_ASIDE]
-            if aside:
-                facts.verdicts_aside[strategy] = aside
-            else:
-                facts.verdicts_aside.pop(strategy, None)
-            _forget_counters_of_dropped(facts, strategy, (facts.verdicts[strategy], *aside))
+                _inherit_confirmation(facts, strategy, nearest, new)
+            facts.verdicts[strategy] = (new, *(v for v in kept if v is not earlier))[:1 + VERDICTS_ASIDE]
+            _forget_counters_of_dropped(facts, strategy)
 
     def observe_pace(self, fn: Callable[..., Any], strategy: str, seconds_per_item: float, n_items: int) -> None:
         """The wall time an item of an auto call on ``strategy`` took (``Facts.paces``): it replaces the pace of
@@ -673,8 +674,8 @@ class Knowledge:
             pool = facts.side_by_side.on_pool.get(strategy)
             if cost is not None and pool is not None and cost_shifted(cost, pool.seconds_per_item):
                 return False
-            verdict = verdict_near(facts.verdicts, facts.verdicts_aside, strategy, remaining)
-            gain = facts.threads_speedup if shared else verdict[0] if verdict is not None else None
+            verdict = verdict_near(facts.verdicts, strategy, remaining)
+            gain = facts.threads_speedup if shared else verdict.speedup if verdict is not None else None
             if not facts.side_by_side.check_due(strategy, gain, remaining, VERDICT_REACH):
                 return False
             facts.side_by_side.note_check(strategy)
@@ -886,55 +887,44 @@ def _correct_cost(facts: Facts, seconds_per_item: float, n_items: int, weight: f
 def _correct_verdicts(facts: Facts, strategy: str, moved: float) -> None:
     """The gains measured on ``strategy`` divided by how far its factor side by side moved: they priced a loop
     at the pool's items' time."""
-    verdict = facts.verdicts.get(strategy)
-    if verdict is not None:
-        facts.verdicts[strategy] = (verdict[0] / moved, verdict[1])
-    if strategy in facts.verdicts_aside:
-        facts.verdicts_aside[strategy] = tuple((gain / moved, n) for gain, n in facts.verdicts_aside[strategy])
+    if strategy in facts.verdicts:
+        facts.verdicts[strategy] = tuple(Verdict(v.speedup / moved, v.n_items) for v in facts.verdicts[strategy])
     if strategy == "threads" and facts.threads_speedup is not None:
         facts.threads_speedup /= moved
 
 
-def _verdicts_of(verdicts: dict[str, tuple[float, int]], aside: dict[str, tuple[tuple[float, int], ...]],
-                 strategy: str) -> tuple[tuple[float, int], ...]:
-    newest = verdicts.get(strategy)
-    return ((newest,) if newest is not None else ()) + aside.get(strategy, ())
+def verdict_near(verdicts: dict[str, tuple[Verdict, ...]], strategy: str, n_items: int) -> Verdict | None:
+    """Of ``strategy``'s verdicts (``Facts.verdicts``, or a ``Probe``'s), the one measured at the size nearest
+    ``n_items``'s, in ratio; the newest wins a tie."""
+    size = max(1, n_items)
+    return min(verdicts.get(strategy, ()), key=lambda v: abs(math.log(size / max(1, v.n_items))), default=None)
 
 
-def verdict_near(verdicts: dict[str, tuple[float, int]], aside: dict[str, tuple[tuple[float, int], ...]],
-                 strategy: str, n_items: int) -> tuple[float, int] | None:
-    """Of ``strategy``'s verdicts (``Facts.verdicts`` and ``verdicts_aside``, or a ``Probe``'s), the one measured
-    at the size nearest ``n_items``'s, in ratio: a gain at 40 items says little of 8, a loss at 8 little of 40."""
-    return _verdict_at(_verdicts_of(verdicts, aside, strategy), n_items)
-
-
-def _verdict_at(kept: tuple[tuple[float, int], ...], n_items: int) -> tuple[float, int] | None:
-    size = max(1, n_items)  # the newest wins a tie
-    return min(kept, key=lambda v: abs(math.log(size / max(1, v[1]))), default=None)
-
-
-def verdict_counter(strategy: str, verdict: tuple[float, int]) -> str:
+def verdict_counter(strategy: str, verdict: Verdict) -> str:
     """The key of the holds and confirmed losses of ``strategy``'s verdict at its size (``Facts.held``,
     ``Facts.retries``): each size's verdict is re-measured on its own calls' turn. One count a strategy let
     through only every 8th held call: with calls of 1,000 and of 10 items in turn, always a 10-item one, and a
     loss at 1,000 items was never measured again while such calls gained 3x (review 79)."""
-    return f"{strategy}@{verdict[1]}"
+    return f"{_counters_of(strategy)}{verdict.n_items}"
 
 
-def _inherit_confirmation(facts: Facts, strategy: str, nearest: tuple[float, int],
-                          new: tuple[float, int]) -> None:
+def _counters_of(strategy: str) -> str:
+    return f"{strategy}@"
+
+
+def _inherit_confirmation(facts: Facts, strategy: str, nearest: Verdict, new: Verdict) -> None:
     """A loss measured at a size ``nearest``'s loss held serial (up to ``VERDICT_REACH`` times its size), but not
     comparable with it: a verdict of its own, whose wait goes on from ``nearest``'s, doubled (the retry confirmed
     the loss). ``nearest``'s own wait is left as it was: its size was not measured."""
-    if new[0] >= 1.0 or nearest[0] >= 1.0 or new[1] > VERDICT_REACH * nearest[1]:
+    if new.speedup >= 1.0 or nearest.speedup >= 1.0 or new.n_items > VERDICT_REACH * nearest.n_items:
         return
     key = verdict_counter(strategy, nearest)
     facts.retries[verdict_counter(strategy, new)] = facts.retries.get(key, 0) + 1
 
 
-def _forget_counters_of_dropped(facts: Facts, strategy: str, kept: tuple[tuple[float, int], ...]) -> None:
-    live = {verdict_counter(strategy, v) for v in kept}
-    prefix = f"{strategy}@"
+def _forget_counters_of_dropped(facts: Facts, strategy: str) -> None:
+    live = {verdict_counter(strategy, v) for v in facts.verdicts.get(strategy, ())}
+    prefix = _counters_of(strategy)
     for counts in (facts.held, facts.retries):
         for key in [k for k in counts if k.startswith(prefix) and k not in live]:
             del counts[key]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from payoff import _delegated_cpu, _forks, _gil_share, _own_pools
 from payoff._gil_share import GIL_PROBE_SECONDS
 from payoff._item_size import item_bytes_in_memory
-from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pace, Pickling
+from payoff._knowledge import NO_PICKLING, SOUND_ITEMS, SOUND_SECONDS, Pace, Pickling, Verdict
 from payoff._source import is_stream, reads_for_a_probe
 from payoff.config import cpu_capacity
 from payoff.errors import StuckThreadsWarning
@@ -102,9 +102,8 @@ class Probe:
     result_error: str | None = None
     """Why the first probed result cannot be pickled; "" when it can, None when no result was checked."""
     threads_speedup: float | None = None
-    verdicts: dict[str, tuple[float, int]] = field(default_factory=dict)
-    verdicts_aside: dict[str, tuple[tuple[float, int], ...]] = field(default_factory=dict)
-    """``Facts.verdicts`` and ``Facts.verdicts_aside``: what auto's calls of other sizes measured."""
+    verdicts: dict[str, tuple[Verdict, ...]] = field(default_factory=dict)
+    """``Facts.verdicts``: what auto's calls of this and other sizes measured."""
     paces: dict[str, tuple[Pace, ...]] = field(default_factory=dict)
     """Wall seconds an item of auto's last threads and processes calls took (``Facts.paces``)."""
     forgone: dict[str, float] = field(default_factory=dict)

@@ -37,6 +37,7 @@ from payoff._knowledge import (
     VERDICT_REACH,
     Facts,
     Knowledge,
+    Verdict,
     cost_shifted,
     pace_for,
     rebuy,
@@ -494,6 +495,13 @@ class Planner:
         # grow or go)
         if workers < 2 and cfg.tiny_workload_threshold != 0 and call.requested not in CROSSES_PROCESSES:
             return _serial(call, Reason.SINGLE_WORKER, one_worker_said(cfg, local), decision, probe)
+        return self._weighed(call, strategy, decision, workers, probe, remaining, unreachable)
+
+    def _weighed(self, call: Call, strategy: str, decision: Reason, workers: int, probe: Probe, remaining: int,
+                 unreachable: list[str]) -> Plan:
+        """A measured call on ``strategy``'s pool, or serial where the user's thresholds, its work against the
+        pool's cost, or a loss measured at its size say the pool does not pay (``unreachable``: why a cluster
+        could not be asked)."""
         if call.requested == "auto" and strategy in call.warm and probe.forgone.get(strategy) \
                 and not _imports_again(call, strategy, probe):
             # another auto call's start paid what waiting cost; a named executor's warm pool paid nothing of this
@@ -512,27 +520,35 @@ class Planner:
             if _too_cheap_for_threads(probe) or threads_oversubscribe(probe, workers) \
                     or probe.threads_speedup is not None:  # held after a loss: the warning says so (trial 47)
                 fallback = (fallback[0], fallback[1] + _why_not_threads(probe, workers))
-        if fallback is None and call.requested == "auto" and decision is not Reason.AUTO_SHARED_MEMORY \
-                and cfg.tiny_workload_threshold != 0:  # forced parallel, to measure: no earlier verdict overrules
-            verdict = verdict_near(probe.verdicts, probe.verdicts_aside, strategy, remaining)
-            fallback = _verdict_fallback(strategy, verdict, probe, remaining, call.sized)  # shared memory: its own
-            if fallback is not None and verdict is not None \
-                    and not self.knowledge.hold(call.fn, verdict_counter(strategy, verdict)):
-                fallback = None  # held long enough: measure again (one noisy call must not decide forever)
+        fallback = fallback or self._held_by_verdict(call, strategy, decision, probe, remaining)
         if fallback is not None and unreachable and fallback[0] in (Reason.TINY_WORKLOAD, Reason.POOL_START_COST):
             # a cluster that could not be asked: that is why it runs here (after the wait to connect), not its size
             return _serial(call, Reason.INIT_FAILURE, unreachable[0], decision, probe)
         if fallback is not None and fallback[0] is Reason.NO_MEASURED_GAIN \
                 and self._shares_instead(call, strategy, workers, probe, remaining):
             return self._pool_or_alone(call, "threads", workers, probe, remaining, Reason.AUTO_SHARED_MEMORY)
-        if fallback is not None:
-            if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
-                est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
-                self.knowledge.forgo(call.fn, strategy, est.serial - est.warm)
-            grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None \
-                and fallback[0] in _OUTGROWN else None
-            return replace(_serial(call, fallback[0], fallback[1], decision, probe), outgrow=grow)
-        return self._pool_or_alone(call, strategy, workers, probe, remaining, decision)
+        if fallback is None:
+            return self._pool_or_alone(call, strategy, workers, probe, remaining, decision)
+        if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
+            est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
+            self.knowledge.forgo(call.fn, strategy, est.serial - est.warm)
+        grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None \
+            and fallback[0] in _OUTGROWN else None
+        return replace(_serial(call, fallback[0], fallback[1], decision, probe), outgrow=grow)
+
+    def _held_by_verdict(self, call: Call, strategy: str, decision: Reason, probe: Probe,
+                         remaining: int) -> tuple[Reason, str] | None:
+        """Serial by a loss auto measured at about this call's size, but not every time (``Knowledge.hold``): one
+        noisy call must not decide forever. Not for a call forced parallel to be measured
+        (``tiny_workload_threshold=0``), nor for threads chosen for shared memory, which have their own verdict."""
+        if call.requested != "auto" or decision is Reason.AUTO_SHARED_MEMORY \
+                or call.config.tiny_workload_threshold == 0:
+            return None
+        verdict = verdict_near(probe.verdicts, strategy, remaining)
+        fallback = _verdict_fallback(strategy, verdict, probe, remaining, call.sized)
+        if fallback is None or verdict is None or self.knowledge.hold(call.fn, verdict_counter(strategy, verdict)):
+            return fallback
+        return None  # held long enough: measured again
 
     def outgrown(self, call: Call, plan: Plan, outcome: ChunkOutcome, one_by_one: bool = False) -> Plan | None:
         """The rest of a serial run (``call``'s items) cut once it outgrew its first items' estimate
@@ -711,41 +727,12 @@ class Planner:
             self.knowledge.ran_on(fn, record.selected_strategy, _worker_processes(record))
         crowded = shared_pool or self._among_others(record.wall_seconds, stop) or self._others_open(stop)
         self._event(stop, ends=True, left_running=_left_running(record, error))
-        waiting_on_threads = record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads"
-        if waiting_on_threads and record.speedup < 1.0 \
-                and record.cpu_seconds >= GIL_BOUND_CORES * record.busy_seconds > 0:
-            self.knowledge.not_waiting(fn)  # its items ran on a CPU all their time: never waiting, crowded or not
-        if waiting_on_threads:
+        if _waiting_on_threads(record):
+            if record.speedup < 1.0 and record.cpu_seconds >= GIL_BOUND_CORES * record.busy_seconds > 0:
+                self.knowledge.not_waiting(fn)  # its items ran on a CPU all their time: never waiting, crowded or not
             self.knowledge.ran_waiting_on_threads(fn)
-        in_process = record.selected_strategy not in CROSSES_PROCESSES  # its items shared the GIL with the others
-        measured_all = record.completed and record.n_items and not record.n_errors  # a timed-out call ran a part
-        known = self.knowledge.get(fn)
-        taught = _taught(record, known, crowded) if measured_all and record.busy_seconds > 0 \
-            and not (crowded and in_process) else None
-        far = taught is not None and _check_far_dearer(record, known, taught[0])
-        if far:  # no new cost, and no reading: it spent one of the pool's checks (CHECK_TRIES)
-            self.knowledge.far_check(fn)
-            taught = None
-        if taught is not None:
-            per_item, share, n = taught
-            own = record.selected_strategy in SHARE_WITHOUT_GIL
-            if not self.knowledge.observe(fn, per_item, share, own, n):  # no probe ran: the pool measured it first
-                self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share,
-                                              own, n)
-            elif waiting_on_threads and _misread_as_cpu_bound(record, known):
-                self.knowledge.reshare(fn)
-            if not in_process:
-                self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
-            if record.mode == "parallel":
-                self.knowledge.observe_hidden_dear(fn, dear_items(record.chunks, record.n_items))
-        elif measured_all and record.busy_seconds > 0 and not far:
-            self._learn_beyond_crowding(record, fn)
-        if taught is not None and not crowded:
-            self._learn_side_by_side(record, fn, taught[0], taught[2])
-            if _times_a_loop(record) and _stolen(record.chunks) <= STOLEN_LOOP * (items := items_seconds(record)):
-                self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items,
-                                                  items / record.n_items, record.cpu_seconds / record.n_items,
-                                                  _met_outside_load(record))
+        measured_all = bool(record.completed and record.n_items and not record.n_errors)  # timed out: ran a part
+        self._learn_cost(record, fn, crowded, measured_all)
         if _gil_queue_measured(record, config) and not crowded:  # after the cost: a new cost forgets the count
             self.knowledge.observe_gil_threads(fn, record.speedup)
         if record.pool_start_failed:  # ends the wait too: the next attempt is earned afresh, not made every call
@@ -754,14 +741,45 @@ class Planner:
             self.knowledge.started(fn, record.selected_strategy)
             self.costs.learn(record.selected_strategy, start=record.pool_start_seconds,
                              method=start_method(config.start_method if config is not None else None))
-        # items rerun here because their results could not travel: the call's speedup, reruns and all, stands
-        if not measured_all or record.mode != "parallel" \
-                or record.fallback_reason not in (None, Reason.UNPICKLABLE_RESULT_RERUN):
+        if measured_all and not crowded and _judged(record):
+            self._learn_outcome(record, fn)
+
+    def _learn_cost(self, record: MapRecord, fn: Callable[[Any], Any], crowded: bool, measured_all: bool) -> None:
+        """The items' cost and CPU share, their results' size, and the readings of items alone and side by side.
+        Items that shared the GIL with another call's are no reading of their own cost."""
+        in_process = record.selected_strategy not in CROSSES_PROCESSES
+        known = self.knowledge.get(fn)
+        taught = _taught(record, known, crowded) if measured_all and record.busy_seconds > 0 \
+            and not (crowded and in_process) else None
+        far = taught is not None and _check_far_dearer(record, known, taught[0])
+        if far:  # no new cost, and no reading: it spent one of the pool's checks (CHECK_TRIES)
+            self.knowledge.far_check(fn)
+            taught = None
+        if taught is None:
+            if measured_all and record.busy_seconds > 0 and not far:
+                self._learn_beyond_crowding(record, fn)
             return
-        if crowded:  # its wall time and its pool's queue were shared with the other calls: no verdict, no latency
+        per_item, share, n = taught
+        own = record.selected_strategy in SHARE_WITHOUT_GIL
+        if not self.knowledge.observe(fn, per_item, share, own, n):  # no probe ran: the pool measured it first
+            self.knowledge.first_measured(fn, per_item, _threads_share(record) if share is None else share, own, n)
+        elif _waiting_on_threads(record) and _misread_as_cpu_bound(record, known):
+            self.knowledge.reshare(fn)
+        if not in_process:
+            self.knowledge.observe_results(fn, record.bytes_received // record.n_items)
+        if record.mode == "parallel":
+            self.knowledge.observe_hidden_dear(fn, dear_items(record.chunks, record.n_items))
+        if crowded:
             return
-        if record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE:  # its head ran here: its speedup is not the pool's
-            return
+        self._learn_side_by_side(record, fn, per_item, n)
+        if _times_a_loop(record) and _stolen(record.chunks) <= STOLEN_LOOP * (items := items_seconds(record)):
+            self.knowledge.observe_timed_loop(fn, record.wall_seconds / record.n_items, record.n_items,
+                                              items / record.n_items, record.cpu_seconds / record.n_items,
+                                              _met_outside_load(record))
+
+    def _learn_outcome(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
+        """What a parallel call that ran all its items alone gained: its pace, its verdict, and the pool's
+        per-call and per-chunk latencies."""
         if _paced(record):
             self.knowledge.observe_pace(fn, record.selected_strategy, record.wall_seconds / record.n_items,
                                         record.n_items)
@@ -773,32 +791,37 @@ class Planner:
             # 20 MB closure's first call, 0.9x, held the next calls serial, where warm calls ran 1.75x); but a
             # call that ran items twice is judged at once, its start taken off (review 65: every later call of
             # results that cannot travel went to processes again, each twice the work)
-            speedup = _warm_speedup(record)
-            speedup = None if speedup is None else speedup * self._refactored(record, fn)
-            # items run again in the caller take the workers' CPUs themselves: no outside load (review 72)
-            loaded = _under_outside_load(record) and not _reran_here(record)
-            self.knowledge.pool_met_load(fn, loaded)
-            if speedup is not None and speedup < 1.0:  # a loop timed lately is what serial costs here now
-                timed = _beside_a_timed_loop(record, self.knowledge.get(fn), loaded)
-                if timed is not None:
-                    speedup = timed
-                elif loaded:  # the items' own time gave serial a core a loop would not have had: no verdict
-                    speedup = None
-                    self.knowledge.loss_unjudged(fn, record.n_items)
-            if speedup is not None:
-                self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
-            if speedup is not None and record.selected_strategy == "threads" \
-                    and record.decision_reason is not Reason.AUTO_WAITING:
-                # what threads gain on CPU work, wherever auto chose them: one cold 0.99x for data processes
-                # cannot take outweighed five calls of 1.26-1.39x and held 7 calls of 1 MiB hashes serial (trial
-                # 53); the verdict above counted its confirmation (waiting work on many threads gains otherwise)
-                self.knowledge.observe_threads(fn, speedup, confirms=False)
+            self._learn_verdict(record, fn)
         latency = _dispatch_latency(record)
         if latency is not None:
             self.costs.learn(record.selected_strategy, per_call=2 * latency)
         handover = _handover_latency(record)
         if handover is not None:
             self.costs.learn(record.selected_strategy, per_chunk=handover)
+
+    def _learn_verdict(self, record: MapRecord, fn: Callable[[Any], Any]) -> None:
+        """The speedup auto's warm call measured, held to a loop timed lately where it lost: the next plan of a
+        call of its size believes it."""
+        speedup = _warm_speedup(record)
+        speedup = None if speedup is None else speedup * self._refactored(record, fn)
+        # items run again in the caller take the workers' CPUs themselves: no outside load (review 72)
+        loaded = _under_outside_load(record) and not _reran_here(record)
+        self.knowledge.pool_met_load(fn, loaded)
+        if speedup is not None and speedup < 1.0:  # a loop timed lately is what serial costs here now
+            timed = _beside_a_timed_loop(record, self.knowledge.get(fn), loaded)
+            if timed is not None:
+                speedup = timed
+            elif loaded:  # the items' own time gave serial a core a loop would not have had: no verdict
+                speedup = None
+                self.knowledge.loss_unjudged(fn, record.n_items)
+        if speedup is None:
+            return
+        self.knowledge.observe_verdict(fn, record.selected_strategy, speedup, record.n_items)
+        if record.selected_strategy == "threads" and record.decision_reason is not Reason.AUTO_WAITING:
+            # what threads gain on CPU work, wherever auto chose them: one cold 0.99x for data processes
+            # cannot take outweighed five calls of 1.26-1.39x and held 7 calls of 1 MiB hashes serial (trial
+            # 53); the verdict above counted its confirmation (waiting work on many threads gains otherwise)
+            self.knowledge.observe_threads(fn, speedup, confirms=False)
 
     def _learn_side_by_side(self, record: MapRecord, fn: Callable[[Any], Any], per_item: float, n: int) -> None:
         """A whole serial call times the items alone; a local pool's, side by side (its factor taken off again).
@@ -917,6 +940,18 @@ def _loop_worth_timing(probe: Probe, remaining: int, workers: int) -> bool:
     pool would take at the most its workers could gain."""
     cost = probe.seconds_per_item
     return cost is not None and cost * remaining * (1 - 1 / max(1, workers)) <= CHECK_MAX_LOSS_SECONDS
+
+
+def _waiting_on_threads(record: MapRecord) -> bool:
+    return record.decision_reason is Reason.AUTO_WAITING and record.selected_strategy == "threads"
+
+
+def _judged(record: MapRecord) -> bool:
+    """Whether a call that ran all its items speaks for its pool: parallel to its end (items rerun here because
+    their results could not travel: its speedup, reruns and all, stands), and not a serial run's outgrown rest
+    (its head ran here: its speedup is not the pool's)."""
+    return record.mode == "parallel" and record.fallback_reason in (None, Reason.UNPICKLABLE_RESULT_RERUN) \
+        and record.decision_reason is not Reason.AUTO_OUTGREW_ESTIMATE
 
 
 def _beside_a_timed_loop(record: MapRecord, known: Facts | None, loaded: bool = True) -> float | None:
@@ -1198,7 +1233,7 @@ def _cluster_workers(config: ParallelConfig, workers: int, stop: CancelToken | N
     return facts.worker_threads if cap is None else min(cap, facts.worker_threads)
 
 
-def _verdict_fallback(strategy: str, verdict: tuple[float, int] | None, probe: Probe, remaining: int,
+def _verdict_fallback(strategy: str, verdict: Verdict | None, probe: Probe, remaining: int,
                       sized: bool = True) -> tuple[Reason, str] | None:
     """Serial when ``verdict``, ``strategy``'s measured nearest this call's size (``verdict_near``), is a loss at
     a similar size."""
@@ -1801,7 +1836,7 @@ def _void_verdicts_if_shifted(probe: Probe, known: Facts | None) -> None:
     if known is None or cost is None or probe.known or not probe.verdicts:
         return
     if cost_shifted(cost, known.seconds_per_item):
-        probe.verdicts, probe.verdicts_aside = {}, {}
+        probe.verdicts = {}
 
 
 def _items_resized(call: Call, known: Facts) -> bool:
@@ -1885,7 +1920,7 @@ def _other_work(call: Call, probe: Probe) -> bool | None:
         return False
     probe.cpu_ratio, probe.seconds_per_item = share, max(own_seconds(second), 1e-9)
     probe.known, probe.waited = False, None
-    probe.verdicts, probe.verdicts_aside, probe.paces, probe.factors, probe.forgone = {}, {}, {}, {}, {}
+    probe.verdicts, probe.paces, probe.factors, probe.forgone = {}, {}, {}, {}
     probe.threads_speedup = probe.gil_threads = probe.gil_held = None
     return True
 
@@ -2088,7 +2123,7 @@ def _recall(probe: Probe, known: Facts, fn_known: bool) -> None:
         probe.fn_bytes, probe.pickle_error, probe.names_main = known.fn_bytes, known.pickle_error, known.names_main
         probe.cloudpickle_ok, probe.fn_checked = known.cloudpickle_ok, True
     probe.threads_speedup = known.threads_speedup
-    probe.verdicts, probe.verdicts_aside = dict(known.verdicts), dict(known.verdicts_aside)
+    probe.verdicts = dict(known.verdicts)
     probe.paces = dict(known.paces)
     probe.forgone = dict(known.forgone)
     probe.thrown = dict(known.thrown)
