@@ -6,6 +6,7 @@ A numpy bootstrap ran at 179-223 ms on auto's processes where ``ThreadPoolExecut
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -98,7 +99,9 @@ def test_numpy_work_that_lets_the_gil_go_runs_on_threads_from_its_second_call() 
         second = ex.last_record
     assert first.decision_reason is not Reason.AUTO_RELEASES_GIL, first.summary()
     facts = planning.PLANNER.knowledge.get(spectrum_peak)
-    assert facts is not None and facts.gil_held is not None and facts.gil_held <= 0.3, facts
+    # a thread another test left spinning in Python holds the GIL, and the reading is right to say so
+    assert facts is not None and facts.gil_held is not None and facts.gil_held <= 0.3, \
+        (facts, [t.name for t in threading.enumerate()])
     assert (second.selected_strategy, second.decision_reason) == ("threads", Reason.AUTO_RELEASES_GIL), \
         second.summary()
 

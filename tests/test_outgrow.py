@@ -60,6 +60,26 @@ def test_the_rest_of_an_outgrown_serial_run_is_planned_at_its_later_items_cost(l
     assert again.chunk_size < 390, "the rest is split across the workers"
 
 
+@pytest.mark.parametrize(("on_cpu", "expect"), [(1.0, "processes"), (1 / 3, None)],
+                         ids=["on a CPU all its time: the rest goes to the pool",
+                              "a third of it (other programs took the CPU): the rest stays here"])
+def test_an_outgrown_run_descheduled_by_other_programs_prices_the_rest_without_its_waits_for_a_cpu(
+        on_cpu: float, expect: str | None) -> None:
+    """Records of 2 MB whose items' clocks read 15 ms each beside two busy programs, of which their thread ran on
+    a CPU a third: priced at 15 ms, the rest went to processes, whose moving of the records (a pipe, the same busy
+    CPUs) took 3.2 s for a run of 1.0 s here (an imap of them failed 2 of 40 runs beside two busy programs)."""
+    planner = planning.Planner()
+    call, plan = _serial_plan(planner, 100)
+    ran = _ran_here([15_000_000] * 10, 1)
+    ran.cpu_ns, ran.runq_ns = int(ran.cpu_ns * on_cpu), int(ran.cpu_ns * (1 - on_cpu))
+    record = bytes(2_000_000)
+    rest = replace(call, items=[(i, record) for i in range(40)])
+    again = planner.outgrown(rest, plan, ran)
+    assert (again.strategy if again is not None else None) == expect
+    if again is not None:
+        assert again.probe.seconds_per_item == pytest.approx(0.015)
+
+
 @pytest.mark.parametrize(("later_ns", "expect"), [(500, None), (5_000, "processes")],
                          ids=["0.5 us: the caller's own handling per item is as dear", "5 us: a pool gains"])
 def test_an_imaps_rest_of_items_timed_one_by_one_under_a_microsecond_stays_here(later_ns: int,

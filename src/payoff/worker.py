@@ -965,7 +965,7 @@ class StreamedChunk:
         self.input_error: Exception | None = None
         self.ended = False
         self.start_ns = time.monotonic_ns()
-        self.work_ns = self.cpu_ns = 0
+        self.work_ns = self.cpu_ns = self.runq_ns = 0
         self.consumer_ns = 0
         """The consumer's time with the results handed out, read around the timed items' and counted for the
         untimed ones after each: a loop spends it too, unlike the generators that hand the results over."""
@@ -994,7 +994,7 @@ class StreamedChunk:
         durations, sizes, max_items, max_ns = self.durations, self.sizes, self.max_items, self.max_ns
         self.count = self._left_after = work = cpu = block_ns = block_n = item_cpu = taken = consumer = 0
         last = CPU_SAMPLE_NS  # the first item reads the CPU clock
-        self.start_ns = time.monotonic_ns()
+        self.start_ns, runq = time.monotonic_ns(), run_queue_ns()
         try:
             while self.count < max_items and work < max_ns:
                 if cancelled is not None and (cancelled() or (deadline is not None and now() >= deadline)):
@@ -1043,6 +1043,8 @@ class StreamedChunk:
                 durations.append(block_ns)
                 sizes.append(block_n)
             self.work_ns, self.cpu_ns, self.consumer_ns = work, cpu, consumer + taken * left
+            span = time.monotonic_ns() - self.start_ns  # its waits for a CPU, the items' share of them
+            self.runq_ns = int((run_queue_ns() - runq) * min(1.0, work / span)) if span > 0 else 0
 
     def _untimed(self, run_in: Callable[..., Any], n: int, deadline: float | None,
                  now: Callable[[], float], until_ns: int) -> Generator[Any, None, int]:
@@ -1108,7 +1110,7 @@ class StreamedChunk:
             with contextlib.suppress(ValueError):  # running: only possible from inside fn itself
                 self._run.close()
         out = StreamedOutcome(self.index, self.first, [], self.start_ns, self.start_ns + self.work_ns, self.cpu_ns,
-                              self.durations, self.sizes, _worker_name(), count=self.count)
+                              self.durations, self.sizes, _worker_name(), runq_ns=self.runq_ns, count=self.count)
         if self.error is not None:
             out.error, out.error_index = self.error, self.first + self.count
         return out
