@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -113,9 +114,13 @@ def _init_failure() -> tuple[Any, Any, list[Any]]:
 
 @case(Reason.MAP_FAILURE_RETRY)
 def _map_failure() -> tuple[Any, Any, list[Any]]:
-    marker = os.path.join(tempfile.mkdtemp(prefix="payoff-test-"), "died")
-    items = [(i, os.getpid(), marker) for i in range(30)]
-    record, out = _run(ParallelConfig(strategy="processes", **FORCE), tasks.die_once_in_worker, items, chunksize=3)
+    folder = tempfile.mkdtemp(prefix="payoff-test-")
+    items = [(i, os.getpid(), os.path.join(folder, "died")) for i in range(30)]
+    try:
+        record, out = _run(ParallelConfig(strategy="processes", **FORCE), tasks.die_once_in_worker, items,
+                           chunksize=3)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return record, out, [i * 10 for i, _, _ in items]
 
 

@@ -56,12 +56,13 @@ def test_joblib_or_payoff_inside_a_worker_after_the_caller_used_them(strategy: s
 
 
 STOPPED_MID_ITEM = """
-    import json, os, sys, tempfile, threading, time
+    import atexit, json, os, shutil, sys, tempfile, threading, time
     from payoff import ParallelConfig, ParallelExecutor
     from tests import tasks
 
     strategy, start_method = sys.argv[1:3]
     folder = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, folder, True)
     config = ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0.0,
                             start_method=None if start_method == "default" else start_method)
     ex = ParallelExecutor(config=config)

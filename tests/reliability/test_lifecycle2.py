@@ -183,7 +183,7 @@ def test_a_pool_start_without_a_call_timeout_gives_up_after_the_start_timeout(st
 # -- 2. shutdown(wait=True, cancel_futures=True) ------------------------------------------------------
 
 CANCEL_FUTURES = """
-    import faulthandler, json, os, shutil, sys, tempfile, time, warnings
+    import atexit, faulthandler, json, os, shutil, sys, tempfile, time, warnings
     warnings.simplefilter("ignore")
     faulthandler.dump_traceback_later(45, exit=True)
     from concurrent.futures import ProcessPoolExecutor
@@ -197,6 +197,7 @@ CANCEL_FUTURES = """
 
     strategy = sys.argv[1]
     folder = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, folder, True)
     ex = ProcessPoolExecutor(2) if strategy == "cf" else ParallelExecutor(2, strategy)
     fs = [ex.submit(marked, i, folder) for i in range(12)]
     deadline = time.monotonic() + 20
@@ -235,7 +236,7 @@ def test_shutdown_with_cancel_futures_cancels_pending_work_and_waits_for_running
 
 
 MAP_DURING_CANCEL = """
-    import faulthandler, functools, json, os, shutil, sys, tempfile, threading, time, warnings
+    import atexit, faulthandler, functools, json, os, shutil, sys, tempfile, threading, time, warnings
     warnings.simplefilter("ignore")
     faulthandler.dump_traceback_later(45, exit=True)
     from concurrent.futures import CancelledError
@@ -249,6 +250,7 @@ MAP_DURING_CANCEL = """
 
     strategy = sys.argv[1]
     folder = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, folder, True)
     ex = ParallelExecutor(config=ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0,
                                                 min_batch_size=1))
     future = ex.submit(marked, folder)

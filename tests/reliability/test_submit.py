@@ -529,7 +529,7 @@ def test_submitted_calls_and_a_map_sharing_a_pool_a_map_item_broke_all_end_right
 # -- done-callbacks: they run on a pool's own thread -----------------------------------------------------
 
 CALLBACKS = textwrap.dedent("""
-    import json, os, sys, tempfile, threading
+    import atexit, json, os, shutil, sys, tempfile, threading
     from payoff import ParallelConfig, ParallelExecutor
     from tests import tasks
 
@@ -559,7 +559,9 @@ CALLBACKS = textwrap.dedent("""
             out["reason"] = str(ex.last_record.fallback_reason)
             done.set()
 
-        release = os.path.join(tempfile.mkdtemp(), "release")  # done only after the callback is added: else the
+        folder = tempfile.mkdtemp()
+        atexit.register(shutil.rmtree, folder, True)
+        release = os.path.join(folder, "release")  # done only after the callback is added: else the
         ex.submit(tasks.square_once_file_exists, (release, 1)).add_done_callback(mapped)  # caller runs it
         open(release, "w").close()
         out["done"] = done.wait(60)
