@@ -90,13 +90,25 @@ def _forget_parent_processes() -> None:
 in_child(_forget_parent_processes)
 
 
+_held = threading.local()
+
+
+def holding_a_lock() -> bool:
+    """Whether this thread is inside one of payoff's locks (``Lock``, taken or being taken). Code the garbage
+    collector or a signal handler runs there, in the middle of it, must not take one again: they are not
+    reentrant, and an ``imap`` a collection freed under the planner's lock hung its thread for good (hunt 74)."""
+    return getattr(_held, "n", 0) > 0
+
+
 class Lock:
-    """A lock that a child made by ``os.fork`` gets afresh, unlocked.
+    """A lock that a child made by ``os.fork`` gets afresh, unlocked, and that counts who holds it.
 
     A parent thread inside payoff's bookkeeping at the fork (a planner
     update, a metrics batch) holds its lock in the child forever: that thread
     does not exist there, so the child's first map would wait for it. The
-    child has one thread, so nothing it could wait for is lost.
+    child has one thread, so nothing it could wait for is lost. Each thread's
+    count of the locks it holds is counted before a lock is taken and after it
+    is let go, so ``holding_a_lock`` errs only towards yes.
     """
 
     __slots__ = ("__weakref__", "_lock", "_reentrant")
@@ -110,17 +122,25 @@ class Lock:
         self._lock = threading.RLock() if self._reentrant else threading.Lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return bool(self._lock.acquire(blocking, timeout))
+        _held.n = getattr(_held, "n", 0) + 1
+        got = False
+        try:
+            got = bool(self._lock.acquire(blocking, timeout))
+        finally:
+            if not got:
+                _held.n -= 1
+        return got
 
     def release(self) -> None:
         self._lock.release()
+        _held.n -= 1
 
     def __enter__(self) -> bool:
-        return bool(self._lock.__enter__())
+        return self.acquire()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._lock.__exit__(exc_type, exc, tb)
+        self.release()
 
 
 _locks: weakref.WeakSet[Lock] = weakref.WeakSet()

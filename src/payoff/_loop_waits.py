@@ -16,9 +16,9 @@ load comes and goes; when none is newer than 3 s, the caller is a loop for
 from __future__ import annotations
 
 import math
-import threading
 import time
 
+from payoff import _forks
 from payoff.worker import run_queue_ns, run_queue_readable
 
 HALF_LIFE_SECONDS = 10.0
@@ -30,7 +30,7 @@ SPIN_WALL_SECONDS = 0.03
 all of it the caller's latency (the record's wall time is taken before)."""
 REFRESH_SECONDS = 3.0
 
-_lock = threading.Lock()
+_lock = _forks.Lock()
 _cpu = 0.0
 _runq = 0.0
 _at = 0.0

@@ -27,7 +27,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
-from payoff import _gil_wait, _relayed_warnings, planning
+from payoff import _forks, _gil_wait, _relayed_warnings, planning
 from payoff._exit import ended_with_the_program, program_ending
 from payoff._forks import held_at_fork_hint
 from payoff._item_size import item_bytes_in_memory
@@ -228,7 +228,7 @@ class MapRun:
         obs = self.ex._observers
         self.ex._begin(self)
         error: BaseException | None = None
-        closed = False
+        closed = elsewhere = False
         left: GeneratorExit | None = None
         try:
             obs.started(self.call)
@@ -256,27 +256,44 @@ class MapRun:
                 left = exc
             else:
                 error = exc
-            self._abandon()
+            if _forks.holding_a_lock():  # closed by a collection inside payoff's own lock: ended elsewhere
+                elsewhere = True
+            else:
+                self._abandon()
             raise
         except BaseException as exc:
             error = exc
             self._abandon(exc)
             raise
         finally:
-            try:
-                self._stop_watching()
-                self._end_streamed()
-                if self.lease is not None:
-                    self._release(self.lease)
-                if self.stream:
-                    self.rec.n_items = self.source.taken
-                if left is not None and error is None and not self._all_done():
-                    error = left  # its consumer left before the last result: cancelled, not judged
-                self._say_reruns()
-                record = self.rec.build(error)
-                self.ex._finish(self.call, record, self.fn, error, self.config, self.token, self.owner)
-            finally:
-                self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
+            if elsewhere:
+                on_a_thread_of_its_own(self._abandon_and_end, error, left)
+            else:
+                self._end_call(error, left)
+
+    def _abandon_and_end(self, error: BaseException | None, left: GeneratorExit | None) -> None:
+        try:
+            self._abandon()
+        finally:
+            self._end_call(error, left)
+
+    def _end_call(self, error: BaseException | None, left: GeneratorExit | None) -> None:
+        """The call's end: its pool given back, its record built and handed to the observers and the planner.
+        ``left``: its consumer closed it (an ``imap`` not run to its end)."""
+        try:
+            self._stop_watching()
+            self._end_streamed()
+            if self.lease is not None:
+                self._release(self.lease)
+            if self.stream:
+                self.rec.n_items = self.source.taken
+            if left is not None and error is None and not self._all_done():
+                error = left  # its consumer left before the last result: cancelled, not judged
+            self._say_reruns()
+            record = self.rec.build(error)
+            self.ex._finish(self.call, record, self.fn, error, self.config, self.token, self.owner)
+        finally:
+            self.ex._end(self)  # last: shutdown(wait=True) returns once the call's record is out
 
     def _initialized_elsewhere(self) -> bool:
         """A serial run needs the initializer here, unless this is a payoff worker, where it ran (a daemonic
@@ -1750,3 +1767,15 @@ def _items_of(task: ChunkTask) -> str:
 def _culprit_code(codes: list[int]) -> int | None:
     """The dead worker's code, not a survivor's: pools list the likeliest first (``Strategy.exit_codes``)."""
     return codes[0] if codes else None
+
+
+def on_a_thread_of_its_own(end: Callable[..., None], *args: Any) -> None:
+    """Work that takes payoff's locks (a call's end, a shutdown) where none is held: the thread a garbage
+    collection or a signal handler interrupted may hold one (they are not reentrant), and lets it go once they
+    return. Where no thread can start (the process is out of them), it runs here, as it did before."""
+    try:
+        threading.Thread(target=end, args=args, name="payoff-call-end", daemon=True).start()
+    except RuntimeError as exc:
+        if not thread_refused_error(exc):
+            raise
+        end(*args)

@@ -21,7 +21,7 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from payoff import _exit
+from payoff import _exit, _forks
 from payoff._extras import imports_undone_if_cut
 from payoff.config import ParallelConfig
 from payoff.errors import ModuleReloadedWarning, PoolStartTimeoutError
@@ -248,9 +248,9 @@ class PoolRegistry:
     """At most one current pool per strategy name, plus retired pools still finishing their calls."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._start_lock = threading.Lock()
+        self._lock = _forks.Lock()  # counted: a collection may close a call inside it (_forks.holding_a_lock)
+        self._idle = threading.Condition(self._lock)  # type: ignore[arg-type]
+        self._start_lock = _forks.Lock()
         self._refused: dict[str, tuple[float, float, str]] = {}
         """Per strategy, a start the OS refused a process: when to try again, the wait, and what it said."""
         self._current: dict[str, _Entry] = {}

@@ -31,7 +31,7 @@ from payoff import _exit, _forks, _maprun, _spare_threads, _waiting, planning
 from payoff._event_loop import blocking_loop, warn_if_held, warn_if_waited
 from payoff._knowledge import Knowledge, fn_key
 from payoff._library import NO_LIBRARY, LibraryCall
-from payoff._maprun import MapRun
+from payoff._maprun import MapRun, on_a_thread_of_its_own
 from payoff._pools import Lease, PoolKey, PoolRegistry, pool_key
 from payoff._rescue import Rescue
 from payoff._source import Source, as_given
@@ -481,7 +481,13 @@ class ParallelExecutor:
             running = set(self._runs)  # once closed, only a reopen lets more begin: not this shutdown's to wait for
             if cancel_futures:
                 self._pools.gentle = True  # a pool a cancelled map gives up keeps its running work
-        wait = wait and not self._inside_own_work()
+        if _forks.holding_a_lock():  # a signal handler (SIGTERM's graceful stop) or a collection ran this inside
+            # one of payoff's locks, which the interrupted frame lets go once this returns: not waited for here
+            on_a_thread_of_its_own(self._close, False, cancel_futures, running)
+            return
+        self._close(wait and not self._inside_own_work(), cancel_futures, running)
+
+    def _close(self, wait: bool, cancel_futures: bool, running: set[MapRun]) -> None:
         if wait:
             self._detach_paused()
         _count_closed(self._pools, self._started_for, self._planner.knowledge.pool_closed)
