@@ -90,14 +90,19 @@ def _forget_parent_processes() -> None:
 in_child(_forget_parent_processes)
 
 
-_held = threading.local()
+class _Held(threading.local):
+    n = 0
+    """Locks of payoff's this thread holds or waits for."""
+
+
+_held = _Held()
 
 
 def holding_a_lock() -> bool:
     """Whether this thread is inside one of payoff's locks (``Lock``, taken or being taken). Code the garbage
     collector or a signal handler runs there, in the middle of it, must not take one again: they are not
     reentrant, and an ``imap`` a collection freed under the planner's lock hung its thread for good (hunt 74)."""
-    return getattr(_held, "n", 0) > 0
+    return _held.n > 0
 
 
 class Lock:
@@ -122,13 +127,14 @@ class Lock:
         self._lock = threading.RLock() if self._reentrant else threading.Lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        _held.n = getattr(_held, "n", 0) + 1
-        got = False
+        _held.n += 1
         try:
             got = bool(self._lock.acquire(blocking, timeout))
-        finally:
-            if not got:
-                _held.n -= 1
+        except BaseException:  # Ctrl-C while it waited
+            _held.n -= 1
+            raise
+        if not got:
+            _held.n -= 1
         return got
 
     def release(self) -> None:
@@ -136,11 +142,17 @@ class Lock:
         _held.n -= 1
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        _held.n += 1
+        try:
+            return bool(self._lock.acquire())
+        except BaseException:
+            _held.n -= 1
+            raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.release()
+        self._lock.release()
+        _held.n -= 1
 
 
 _locks: weakref.WeakSet[Lock] = weakref.WeakSet()
