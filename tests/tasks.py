@@ -1155,3 +1155,10 @@ def looks_up_modules(x: int) -> int:
     from os import path
 
     return x + int(math.pi) + len(path.sep)
+
+
+def holds_a_payoff_lock(_: int) -> bool:
+    """Whether the thread running the item counts one of payoff's locks as held (``_forks.holding_a_lock``)."""
+    from payoff import _forks
+
+    return _forks.holding_a_lock()

@@ -159,8 +159,11 @@ _locks: weakref.WeakSet[Lock] = weakref.WeakSet()
 
 
 def _renew_locks() -> None:
+    """Every lock unlocked in the child, and its one thread holding none: a worker forked while its pool's start
+    held the registry's lock would otherwise count it for its whole life (``holding_a_lock``)."""
     for lock in list(_locks):
         lock._renew()
+    _held.n = 0
 
 
 in_child(_renew_locks)

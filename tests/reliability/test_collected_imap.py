@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
 from tests.reliability.test_forks_and_exit import last_json, run_child
 
 COLLECTED_INSIDE_A_LOCK = """
@@ -76,3 +78,15 @@ def test_a_shutdown_a_signal_handler_makes_inside_payoffs_own_lock_returns(strat
     landed while it held the pool registry's lock (2 runs of 2 on processes, hunt 74 F2)."""
     got = last_json(run_child(STOPPED_BY_A_SIGNAL, strategy))
     assert got == {"refused": True, "pools_left": 0}, got
+
+
+def test_a_worker_forked_while_its_pools_start_held_a_lock_holds_none() -> None:
+    """A fork copies the forking thread's count of the locks it holds, and the pool's start forks its workers
+    inside the registry's lock: each worker then counted it held for its whole life, and a call or a shutdown
+    ended there went to a thread of its own and was not waited for."""
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0.0, start_method="fork")
+    with ParallelExecutor(config=config) as ex:
+        held = ex.map(tasks.holds_a_payoff_lock, range(8), chunksize=1)
+        record = ex.last_record
+    assert record is not None and record.selected_strategy == "processes", record
+    assert held == [False] * 8
