@@ -1263,12 +1263,12 @@ def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,
 
 def _share_not_descheduled(outcome: ChunkOutcome) -> float:
     """The share of a serial run's item time that was its items' own: less their thread's waits for a CPU (at
-    least their CPU time), as the record's ``own_work_seconds`` reads a chunk. Other programs that took the
+    least their CPU time), as a probe reads it (``own_seconds``). Other programs that took the
     caller's CPU stretch the items' clocks: records of 2 MB read 15 ms an item beside two busy programs, where
     their thread ran on a CPU a third of it, and the rest went to processes, whose moving of them over the same
     busy CPUs took 3.2 s for a run of 1.0 s here."""
-    run = sum(outcome.durations_ns)
-    return max(run - outcome.runq_ns, min(outcome.cpu_ns, run)) / run if run > 0 else 1.0
+    run = sum(outcome.durations_ns) / 1e9
+    return own_seconds(outcome) / run if run > 0 else 1.0
 
 
 def _rest_item_bytes(call: Call, probe: Probe) -> int:
