@@ -522,7 +522,9 @@ def test_an_imap_consumers_own_time_is_in_the_loop_it_is_compared_with(strategy:
     # the consumer's time is in the loop's estimate; the items' part within a tenth of their sleeps: threads of
     # waiting items are priced without their sampled waits for the GIL, which one loaded clean-clone CI run
     # sampled a little long (76.5 ms for 80 ms of sleeps)
-    assert record.serial_estimate_seconds >= record.consumer_seconds + 0.9 * 40 * 0.002, record
+    chunks = [(c.where, c.n_items, sum(c.durations_ns), c.runq_ns, c.cpu_ns, c.end_ns - c.start_ns)
+              for c in record.chunks]  # a miss names what priced it: each chunk's timed work, waits, CPU, span
+    assert record.serial_estimate_seconds >= record.consumer_seconds + 0.9 * 40 * 0.002, (record, chunks)
     if strategy == "serial":  # the items ran as the consumer asked: the loop, one for one
         assert record.serial_estimate_seconds <= record.wall_seconds, record
     facts = planning.PLANNER.knowledge.get(functools.partial(tasks.sleep_then_square, seconds=0.002))
