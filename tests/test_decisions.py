@@ -159,7 +159,7 @@ ROWS = [
     Row("a million small items stay serial when pickling costs more and threads measured no gain", 2e-7,
         1_000_000,
         "serial", Reason.PAYLOAD_TOO_LARGE, pickling=Pickling(5e-8, 5e-8, 5e-8, 5e-8), threads_speedup=0.6,
-        detail_says="of it moving pickled data"),
+        detail_says="of it moving pickled data (each item is "),
     Row("a warm pool of 8 would pay though pickling outweighs each worker's share: its start is the reason",
         2e-6, 10_000, "serial", Reason.POOL_START_COST, config={"max_workers": 8},
         pickling=Pickling(2e-7, 2e-7, 2e-7, 2e-7)),
@@ -639,6 +639,27 @@ def test_decision_table(row: Row) -> None:
     if got.fallback is not None:
         assert not re.search(r"\btiny\b", got.detail), "a fallback detail never calls work tiny in words"
     assert got.detail.count(CLOUDPICKLE_CANNOT) <= 1, "a detail says a thing once"
+
+
+def test_items_of_a_few_bytes_too_dear_to_move_are_told_to_give_each_item_more_work() -> None:
+    """1,000,000 ints of ``abs`` were told "send indices instead of data and load shared state once per worker":
+    an int is its own index, and there is no state. What costs is moving each item alone; arrays of 32 KiB
+    (above the size limit) are still told to send indices."""
+    from payoff.record import advice_of
+
+    with ParallelExecutor(ParallelConfig(strategy="serial")) as ex:
+        ex.map(abs, range(3))
+        ran = ex.last_record
+    assert ran is not None
+    advice = {}
+    for name in ("a million small items stay serial when pickling costs more and threads measured no gain",
+                 "cheap arrays processes cannot take are not tried on threads"):
+        got = plan(next(row for row in ROWS if row.name == name))
+        assert got.fallback is Reason.PAYLOAD_TOO_LARGE, got.detail
+        advice[name] = advice_of(replace(ran, fallback_reason=got.fallback, fallback_detail=got.detail))
+    few, large = advice.values()
+    assert "block of items" in few and "send indices" not in few, few
+    assert "block of items" not in large and "send indices" in large, large
 
 
 def test_the_table_covers_every_reason_a_plan_can_give() -> None:

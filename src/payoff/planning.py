@@ -81,7 +81,9 @@ from payoff.reasons import Reason, initial_decision
 from payoff.record import (
     ABOVE_THE_LIMIT,
     CLOUDPICKLE_CANNOT,
+    EACH_MOVED_ALONE,
     EARLIER_CALLS_COST,
+    FEW_BYTES,
     FUNCTION_CARRIES,
     GIL_BOUND_CORES,
     GIL_PRICED_RATIO,
@@ -1556,11 +1558,22 @@ def _why_not_threads(probe: Probe, workers: int) -> str:
 
 def _carried(fn_bytes: int, probe: Probe, est: Estimate, remaining: int) -> str:
     """Where the function, not the items, is most of the data moved: saying so, since the advice differs (its
-    items were indices already, and "send indices instead of data" was all a 50 MB ``partial`` was told)."""
+    items were indices already, and "send indices instead of data" was all a 50 MB ``partial`` was told); where
+    each item and its result are a few bytes, that it is their number that costs."""
     if fn_bytes * est.fn_copies <= remaining * (probe.item_bytes + probe.result_bytes):
-        return ""
+        return _each_moved_alone(probe, est, remaining)
     how = ", by value with the __main__ globals it reads" if fn_bytes != probe.fn_bytes else ""
     return f" ({FUNCTION_CARRIES}{fn_bytes / 1e6:,.1f} MB pickled{how}, the most of it)"
+
+
+def _each_moved_alone(probe: Probe, est: Estimate, remaining: int) -> str:
+    """Items and results of a few bytes each: what costs is moving each one alone, and "send indices instead of
+    data" was all 1,000,000 ints of ``abs`` were told (an int is its own index); only more work an item helps."""
+    moved = probe.item_bytes + probe.result_bytes
+    if not 0 < moved <= FEW_BYTES or remaining <= 0:
+        return ""
+    return (f" ({EACH_MOVED_ALONE}{moved:,} bytes pickled with its result, at "
+            f"{_per_item(est.transfer / remaining)} an item to move)")
 
 
 def _per_item(seconds: float) -> str:

@@ -583,6 +583,13 @@ MOVING_ADVICE = ("send indices instead of data and load shared state once per wo
 FUNCTION_CARRIES = "the function carries "
 """In a ``payload_too_large`` detail: the function (a ``partial``'s, closure's or bound method's data), not the
 items, is most of what would move."""
+EACH_MOVED_ALONE = "each item is "
+"""In a ``payload_too_large`` detail: items and results of at most FEW_BYTES each, moved one by one."""
+FEW_BYTES = 256
+"""An item and its result pickled in at most this many bytes: nothing in it to send as an index instead."""
+MANY_ALONE_ADVICE = ("give each item more work: map a function that handles a block of items (a slice, or a "
+                     "numpy array of them) over the blocks, or vectorize it; a loop or numpy runs items this "
+                     "cheap best here")
 CARRIED_ADVICE = ("load the data the function carries once per worker instead: a worker_initializer that sets a "
                   "module-level global the function reads (the items stay as they are)")
 
@@ -612,6 +619,8 @@ def advice_of(record: MapRecord) -> str:
         return UNSENDABLE_ADVICE
     if record.fallback_reason is Reason.PAYLOAD_TOO_LARGE and FUNCTION_CARRIES in record.fallback_detail:
         return CARRIED_ADVICE
+    if record.fallback_reason is Reason.PAYLOAD_TOO_LARGE and EACH_MOVED_ALONE in record.fallback_detail:
+        return MANY_ALONE_ADVICE
     if record.fallback_reason is Reason.PAYLOAD_TOO_LARGE and ABOVE_THE_LIMIT not in record.fallback_detail:
         return MOVING_ADVICE  # the size limit played no part: raising it changes nothing (advice trial)
     return record.fallback_reason.advice
