@@ -10,7 +10,11 @@ call kept busy), each call beside a loop: the item's mean time, the speedup
 measured and the one ``MapRecord.speedup`` reports, and
 ``ThreadPoolExecutor()``'s speed as the reference a user would reach for.
 
-    python benchmarks/bench_waiting_threads.py [--repeat 5]
+    python benchmarks/bench_waiting_threads.py [--repeat 5] [--items 400]
+
+Short calls (``--items 100``: 20-60 ms on auto) are the sampler's hard case: few of its wake-ups fall in
+them, and it runs more threads for them (``payoff._gil_wait.samplers_for``); their results go to a file of
+their own (``waiting_threads_100_items.json``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import workloads
 from payoff import ParallelConfig, ParallelExecutor, ParallelFallbackWarning
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ITEMS = list(range(400))
+DEFAULT_ITEMS = 400
+ITEMS = list(range(DEFAULT_ITEMS))
 THREADS = (4, 8, 16, 32)
 SHAPES: dict[str, Callable[[int], int]] = {
     "W9: 5 ms sleep, 0.1 ms CPU": workloads.wait_5ms,
@@ -73,7 +78,10 @@ def _calls(fn: Callable[[int], int], config: ParallelConfig, repeat: int) -> dic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--items", type=int, default=DEFAULT_ITEMS, help="items a call (default 400)")
+    parser.add_argument("--out", type=Path, default=None, help="where the results go")
     args = parser.parse_args()
+    ITEMS[:] = range(args.items)
     warnings.simplefilter("ignore", ParallelFallbackWarning)
     shapes: dict[str, Any] = {}
     for shape, fn in SHAPES.items():
@@ -86,7 +94,8 @@ def main() -> int:
                   f"({row['reported'] / row['measured'] - 1:+.1%}); ThreadPoolExecutor() {row['peer']:.2f}x",
                   flush=True)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "waiting_threads.json"
+    name = "waiting_threads" if args.items == DEFAULT_ITEMS else f"waiting_threads_{args.items}_items"
+    out = args.out or RESULTS / f"{name}.json"
     out.write_text(json.dumps({"repeat": args.repeat, "items": len(ITEMS), "shapes": shapes}, indent=2))
     print(f"wrote {out}")
     return 0

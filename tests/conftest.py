@@ -262,4 +262,4 @@ def sampler_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
         real_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", refuse)
-    monkeypatch.setattr(_gil_wait._SAMPLER, "_thread", None)
+    monkeypatch.setattr(_gil_wait._SAMPLER, "_threads", [])

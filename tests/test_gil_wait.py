@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 import time
 from typing import Any
 
@@ -50,8 +51,8 @@ def test_the_sampler_reads_the_queue_a_thread_holding_the_gil_makes() -> None:
 def test_the_samplers_thread_ends_when_no_call_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_gil_wait, "IDLE_SECONDS", 0.05)
     assert _gil_wait.watch() is not None
-    thread = _gil_wait._SAMPLER._thread
-    assert thread is not None and thread.is_alive()
+    thread = _gil_wait._SAMPLER._threads[0]
+    assert thread.is_alive()
     _gil_wait.unwatch()
     thread.join(timeout=30)
     assert not thread.is_alive()
@@ -60,8 +61,8 @@ def test_the_samplers_thread_ends_when_no_call_needs_it(monkeypatch: pytest.Monk
     assert len(_gil_wait._SAMPLER._samples) == count
     assert _gil_wait.watch() is not None  # the next call starts another
     try:
-        again = _gil_wait._SAMPLER._thread
-        assert again is not None and again is not thread and again.is_alive()
+        again = _gil_wait._SAMPLER._threads[0]
+        assert again is not thread and again.is_alive()
     finally:
         _gil_wait.unwatch()
 
@@ -176,3 +177,70 @@ def test_which_threads_runs_teach_the_thread_count(config: ParallelConfig, worke
     assert (facts.gil_threads is not None) is teaches, facts
     if teaches:
         assert facts.gil_threads == pytest.approx(1.5 * 1.8)
+
+
+def test_samplers_for_a_call_grow_as_its_expected_length_shrinks() -> None:
+    assert _gil_wait.samplers_for(None) == 1  # a length not known: one, as before
+    assert _gil_wait.samplers_for(10.0) == 1
+    assert _gil_wait.samplers_for(0.001) == _gil_wait.MAX_SAMPLERS
+    lengths = [0.002, 0.01, 0.02, 0.04, 0.08, 1.0]
+    counts = [_gil_wait.samplers_for(s) for s in lengths]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1], counts
+
+
+def test_the_most_samplers_a_watching_call_asked_for_run_and_the_rest_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_gil_wait, "IDLE_SECONDS", 0.05)
+    sampler = _gil_wait._SAMPLER
+
+    def live() -> list[threading.Thread]:
+        with sampler._lock:
+            return [t for t in sampler._threads if t.is_alive()]
+
+    def joined_down_to(n: int) -> list[threading.Thread]:
+        deadline = time.monotonic() + 30
+        while len(live()) > n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return live()
+
+    assert _gil_wait.watch(3) is not None
+    try:
+        assert len(live()) >= 3
+        assert _gil_wait.watch(1) is not None
+        try:
+            time.sleep(0.1)  # past the idle time: none ends while a call asks for three
+            assert len(live()) >= 3
+        finally:
+            _gil_wait.unwatch(3)
+        assert len(joined_down_to(1)) == 1, "the call that asked for three left: one call asks for one"
+        count = len(sampler._samples)
+        time.sleep(0.02)
+        assert len(sampler._samples) > count, "the one left samples"
+    finally:
+        _gil_wait.unwatch(1)
+    assert joined_down_to(0) == [], "no call watches: no sampler thread is left"
+
+
+def test_a_short_map_of_waiting_items_on_many_threads_is_sampled_by_several_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 items of a 1 ms sleep on ~20 threads end in 20-25 ms: one sampler woke 5-8 times in them, too few
+    to price the GIL's queue by (``MIN_SAMPLES``), and the record priced the items at their own time (1.8x a
+    loop's). The call asks for as many samplers as its expected length needs."""
+    asked: list[int] = []
+    real_watch = _gil_wait.watch
+
+    def counted(samplers: int = 1) -> int | None:
+        asked.append(samplers)
+        return real_watch(samplers)
+
+    monkeypatch.setattr(_gil_wait, "watch", counted)
+    fn = functools.partial(tasks.sleep_then_square, seconds=0.001)
+    with ParallelExecutor(planner=planning.Planner()) as ex:
+        for _ in range(3):
+            assert ex.map(fn, range(100)) == [x * x for x in range(100)]
+            record = ex.last_record
+            assert record is not None
+            if record.selected_strategy == "threads":
+                break
+    assert record.selected_strategy == "threads" and record.workers > 4, record
+    assert asked and asked[-1] > 1, asked
+    assert record.gil_priced, record

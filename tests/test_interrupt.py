@@ -476,3 +476,28 @@ def test_a_ctrl_c_while_a_backend_imports_leaves_no_half_made_module_behind(stra
                           timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"})
     assert done.stdout.splitlines() == ["interrupted", "submit 49", f"map True {strategy}"], \
         (done.stdout, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_ctrl_c_just_after_a_call_leased_its_pool_lets_shutdown_end(strategy: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between leasing its pool and holding the lease the call did its bookkeeping (where it runs, the GIL's
+    sampler started): anything raised there, a Ctrl-C the likeliest, left the pool leased by no call, and
+    ``shutdown()`` (a ``with`` block's end) waited for it forever."""
+    from payoff import ParallelConfig, ParallelExecutor
+    from payoff.record import RecordBuilder
+    from tests import tasks
+
+    def interrupted(self: RecordBuilder) -> None:
+        raise KeyboardInterrupt
+
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, tiny_workload_threshold=0))
+    monkeypatch.setattr(RecordBuilder, "pool_leased", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ex.map(tasks.square, range(8))
+    monkeypatch.undo()
+    assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)], "the pool serves the next call"
+    ended = threading.Thread(target=ex.shutdown, daemon=True)
+    ended.start()
+    ended.join(60)
+    assert not ended.is_alive(), "shutdown() waited for a lease no call held"

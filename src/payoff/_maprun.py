@@ -154,6 +154,8 @@ class MapRun:
         self.lease: Lease | None = None
         self.gil_watch: int | None = None
         """When the call began to watch the GIL's queue (``payoff._gil_wait``), while it does."""
+        self.gil_samplers = 1
+        """The sampler threads it asked for: more for a shorter call (``_gil_wait.samplers_for``)."""
         self.in_flight: dict[Future[Any], ChunkTask] = {}
         self.bytes_in_flight = 0
         """The pickled bytes of the chunks in flight (``_room_for_bytes``)."""
@@ -832,15 +834,25 @@ class MapRun:
                                "(in a task submitted to it, or a done-callback of one): its chunks would wait "
                                "behind that thread's work")
             return None
+        try:
+            self._leased(lease, plan)
+        except BaseException:  # the call does not hold it yet: a Ctrl-C here left it leased, and shutdown waited
+            self.ex._pools.release(lease)
+            raise
+        return lease
+
+    def _leased(self, lease: Lease, plan: planning.Plan) -> None:
+        """The call's bookkeeping of the pool it leased: where it runs, and the GIL's queue watched for threads
+        of waiting work."""
         self.rec.pool_reused = not lease.started
         self.rec.pool_leased()
         pool = lease.pool  # a cluster is as big as it is now; a larger warm thread pool runs what was planned
         self.where(plan.strategy, self._cluster_share(pool) if pool.remote else min(plan.workers, pool.workers))
         if plan.strategy == "threads" and waits_mostly(self.rec.cpu_ratio) and self.gil_watch is None \
                 and not self.streaming:  # an imap's window would hold its consumer's pauses, and last as long
+            self.gil_samplers = _gil_wait.samplers_for(self._expected_seconds(plan))
             with contextlib.suppress(RuntimeError):  # no thread left to sample with: priced as before
-                self.gil_watch = _gil_wait.watch()  # None where it cannot be sampled
-        return lease
+                self.gil_watch = _gil_wait.watch(self.gil_samplers)  # None where it cannot be sampled
 
     def _cluster_share(self, pool: Strategy) -> int:
         """A cluster's worker threads this call may use: all of them, or ``max_workers`` (a shared cluster)."""
@@ -850,10 +862,15 @@ class MapRun:
         self.rec.workers_cap = cap  # its chunks, each on a worker of its own, overlap in the cluster's stamps
         return max(1, min(cap, pool.workers))
 
+    def _expected_seconds(self, plan: planning.Plan) -> float | None:
+        """How long the plan's items should keep its workers busy, at their planned cost; None: unknown."""
+        cost = self.rec.planned_cost
+        return None if cost is None else self.rec.n_items * cost / max(1, plan.workers)
+
     def _stop_watching(self) -> None:
         """The GIL's queue as the call's threads met it, into the record; the sampler stops if no call watches."""
         if self.gil_watch is not None:
-            _gil_wait.unwatch()
+            _gil_wait.unwatch(self.gil_samplers)
             self.rec.gil_waits = _gil_wait.since(self.gil_watch, time.perf_counter_ns())
             self.gil_watch = None
 
