@@ -501,3 +501,27 @@ def test_ctrl_c_just_after_a_call_leased_its_pool_lets_shutdown_end(strategy: st
     ended.start()
     ended.join(60)
     assert not ended.is_alive(), "shutdown() waited for a lease no call held"
+
+
+@pytest.mark.parametrize("strategy", ["threads", "processes"])
+def test_ctrl_c_between_a_submits_lease_and_its_send_lets_shutdown_end(strategy: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``submit()`` leases its pool, then sends the call: a Ctrl-C in between left the pool leased by nothing,
+    and ``shutdown()`` waited for it forever."""
+    from payoff import ParallelConfig, ParallelExecutor
+    from tests import tasks
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    ex = ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2))
+    assert ex.submit(tasks.square, 3).result(timeout=60) == 9  # a warm pool
+    monkeypatch.setattr(ParallelExecutor, "_send_submitted", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ex.submit(tasks.square, 4)
+    monkeypatch.undo()
+    assert ex.submit(tasks.square, 5).result(timeout=60) == 25, "the pool serves the next call"
+    ended = threading.Thread(target=ex.shutdown, daemon=True)
+    ended.start()
+    ended.join(60)
+    assert not ended.is_alive(), "shutdown() waited for a lease no call held"

@@ -341,6 +341,7 @@ class ParallelExecutor:
         lost it (``payoff._rescue``)."""
         self._begin()
         rescue: Rescue | None = None
+        lease: Lease | None = None
         try:
             lease = self._lease_for_submit(config, name)
             # an item or submitted task of this pool, which may wait for this call: it would wait behind itself
@@ -357,6 +358,8 @@ class ParallelExecutor:
                                     give_back=self._give_back, epoch=self._cancel_count)
                 future = self._send_submitted(lease, fn, args, kwargs, rescue=rescue)
         except BaseException:
+            if lease is not None:  # nothing was sent (a Ctrl-C before it left the pool leased, and shutdown waiting)
+                self._give_back(lease, False, in_callback=False)
             self._end()
             raise
         if not here:
