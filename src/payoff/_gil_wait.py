@@ -97,7 +97,6 @@ def samplers_for(seconds: float | None) -> int:
 class _Sampler:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watchers = 0
         self._wants: list[int] = []
         """The sampler threads each watching call asked for: the most of them run."""
         self._wake = threading.Condition(self._lock)
@@ -114,7 +113,7 @@ class _Sampler:
             return None
         with self._lock:
             self._threads = [thread for thread in self._threads if thread.is_alive()]
-            wanted = max(samplers, *self._wants) if self._wants else samplers
+            wanted = max([samplers, *self._wants])
             while len(self._threads) < wanted:
                 thread = threading.Thread(target=self._run, name="payoff-gil-sampler", daemon=True)
                 try:
@@ -126,16 +125,19 @@ class _Sampler:
                         return None
                     break
                 self._threads.append(thread)
-            self._watchers += 1
             self._wants.append(samplers)
             self._wake.notify_all()
         return time.perf_counter_ns()
 
     def unwatch(self, samplers: int = 1) -> None:
-        with self._lock:
-            self._watchers = max(0, self._watchers - 1)
-            with contextlib.suppress(ValueError):
-                self._wants.remove(samplers)
+        """One call that watched with ``samplers`` threads stops watching."""
+        with self._lock, contextlib.suppress(ValueError):
+            self._wants.remove(samplers)
+
+    @property
+    def _watchers(self) -> int:
+        """The calls watching now."""
+        return len(self._wants)
 
     def _idle(self, me: threading.Thread) -> bool:
         """Whether this sampler thread is past the most any watching call asked for, or no longer counted

@@ -481,7 +481,7 @@ def run_chunk(
     loop = hide_running_loop()
     try:
         _run_blocks(fn, items, results, durations, sizes, cancel, budget_ns, (mark, first), check_each,
-                    tail_in_budget, runq)
+                    tail_in_budget, runq=runq)
     except KeyboardInterrupt:
         if on_interrupt is not None:
             _close_last_block(results, durations, sizes, time.monotonic_ns() - start_ns - sum(durations))
@@ -616,7 +616,8 @@ def _run_blocks(
     marking: tuple[memoryview | None, int] = (None, 0),
     check_each: bool = False,
     tail_in_budget: bool = False,
-    runq: list[int] | None = None,
+    *,
+    runq: list[int],
 ) -> None:
     """Blocks grow while items are cheaper than the target and shrink when they get dearer; a marked chunk
     runs item by item, each item's index (``marking``: the mark and the chunk's first index) set first.
@@ -641,8 +642,7 @@ def _run_blocks(
     mark, base = marking
     watch = tail_in_budget and stop_at is not None and type(source) in _budget_cut.STOPPABLE
     cut: _budget_cut.Cut | None = None
-    if runq is not None:
-        runq[0] = run_queue_ns()
+    runq[0] = run_queue_ns()
     last = clock()
     try:
         while lo < n:
@@ -683,8 +683,7 @@ def _run_blocks(
             if stop_at is not None and now >= stop_at:
                 return
     finally:
-        if runq is not None:
-            runq[1] = run_queue_ns()
+        runq[1] = run_queue_ns()
         if cut is not None:
             cut.end()
 
