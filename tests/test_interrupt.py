@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import alive
 
 if TYPE_CHECKING:
-    from payoff import MapRecord
+    from payoff import MapRecord, ParallelExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -478,6 +478,14 @@ def test_a_ctrl_c_while_a_backend_imports_leaves_no_half_made_module_behind(stra
         (done.stdout, done.stderr[-2000:])
 
 
+def _shutdown_ends(ex: ParallelExecutor) -> None:
+    """``ex.shutdown()`` returns: run on a thread of its own, so that one waiting forever fails the test."""
+    ended = threading.Thread(target=ex.shutdown, daemon=True)
+    ended.start()
+    ended.join(60)
+    assert not ended.is_alive(), "shutdown() waited for a lease no call held"
+
+
 @pytest.mark.parametrize("strategy", ["threads", "processes"])
 def test_ctrl_c_just_after_a_call_leased_its_pool_lets_shutdown_end(strategy: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -497,10 +505,7 @@ def test_ctrl_c_just_after_a_call_leased_its_pool_lets_shutdown_end(strategy: st
         ex.map(tasks.square, range(8))
     monkeypatch.undo()
     assert ex.map(tasks.square, range(8)) == [x * x for x in range(8)], "the pool serves the next call"
-    ended = threading.Thread(target=ex.shutdown, daemon=True)
-    ended.start()
-    ended.join(60)
-    assert not ended.is_alive(), "shutdown() waited for a lease no call held"
+    _shutdown_ends(ex)
 
 
 @pytest.mark.parametrize("strategy", ["threads", "processes"])
@@ -521,7 +526,4 @@ def test_ctrl_c_between_a_submits_lease_and_its_send_lets_shutdown_end(strategy:
         ex.submit(tasks.square, 4)
     monkeypatch.undo()
     assert ex.submit(tasks.square, 5).result(timeout=60) == 25, "the pool serves the next call"
-    ended = threading.Thread(target=ex.shutdown, daemon=True)
-    ended.start()
-    ended.join(60)
-    assert not ended.is_alive(), "shutdown() waited for a lease no call held"
+    _shutdown_ends(ex)
