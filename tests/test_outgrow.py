@@ -237,6 +237,38 @@ def test_an_imap_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool(given: s
         < min(c.first_item for c in chunks if c.where == "pool"), "the head ran here, the rest on the pool"
 
 
+@pytest.mark.parametrize("call", ["map", "imap"])
+def test_a_call_kept_serial_as_its_data_outweighed_its_first_items_moves_once_they_grow_dearer(call: str) -> None:
+    """1,000 items carrying 4 KB each, whose cost grows from nothing to ~1 ms: their first items' work was less
+    than moving them, and the plan's reason, payload_too_large, was never weighed again; the whole call ran here
+    (0.4 s, where the pool takes 0.25 s; a CI run of the imap above met it at 10 bytes an item, its probe's items
+    timed a little dearer). Moving 4 KB is a few microseconds beside a dear item's millisecond (failed before)."""
+    items = [(x, bytes(4_000)) for x in range(1000)]
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error")  # the call did not fall back: no fallback warning
+        given = iter(items) if call == "imap" else items
+        assert list(getattr(ex, call)(tasks.grows_carrying, given)) == [tasks.grows_carrying(i) for i in items]
+        record = ex.last_record
+    assert record is not None and record.completed and record.n_items == 1000
+    assert record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, (record.decision_reason, record.fallback_detail)
+    assert sum(c.n_items for c in record.chunks if c.where == "pool") >= 100, "the dear rest ran on the pool"
+
+
+def test_a_plan_kept_serial_as_moving_its_data_outweighs_its_work_may_outgrow_it() -> None:
+    """Which of the fallbacks on a call's cost keeps it here is the estimate's to say, and the estimate is what
+    its run may overturn: the data that outweighed items of 3 us is a small part of items of a millisecond."""
+    planner = planning.Planner()
+    items = [(x, bytes(4_000)) for x in range(1000)]
+    call = planning.Call(tasks.grows_carrying, items, ParallelConfig(max_workers=2), "auto", None, None,
+                         None, frozenset(), 5)
+    probe = Probe(seconds_per_item=3e-6, cpu_ratio=1.0, outcome=_ran_here([3_000] * 10, 1), item_bytes=4_040,
+                  result_bytes=5)
+    plan = planner._weighed(call, "processes", Reason.AUTO_CPU_BOUND, 2, probe, 990, [])
+    assert plan.strategy == "serial" and plan.fallback is Reason.PAYLOAD_TOO_LARGE, plan
+    assert plan.outgrow is not None and plan.outgrow.strategy == "processes"
+
+
 def test_an_imap_of_a_stream_that_stays_cheap_runs_here_to_its_end_once_planned_again() -> None:
     """Planned again once its run outgrew the estimate, and still cheap: the rest runs here, read lazily as
     before (an item is read only when its result is asked for), with no pool."""

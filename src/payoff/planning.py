@@ -224,8 +224,10 @@ OUTGROW_FACTOR = 4.0
 """A call auto planned serial on what its first items cost is planned again once its run here has taken this
 many times that estimate: its items grew dearer along the input (a cheap head, sizes sorted ascending), and
 the first items, all a probe can read, had priced the whole call as tiny (0.3 s of work run serially)."""
-_OUTGROWN = (Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.NO_MEASURED_GAIN)
-"""The fallbacks made on the cost of a call's work, which its serial run may show was wrong (``_outgrow``)."""
+_OUTGROWN = (Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.NO_MEASURED_GAIN, Reason.PAYLOAD_TOO_LARGE)
+"""The fallbacks made on the cost of a call's work, which its serial run may show was wrong (``_outgrow``): data
+that outweighed items of 3 us is little beside items of a millisecond (a CI run's imap of ten bytes an item,
+its cost growing to a millisecond, ran here to its end; ``_payload_problem``'s limits on size are no estimate)."""
 OUTGROW_MIN_SECONDS = 0.02
 """...and at least this long: a serial call whose work stays under it never pays for a second plan."""
 
