@@ -237,36 +237,50 @@ def test_an_imap_whose_items_grow_dearer_runs_its_dear_rest_on_the_pool(given: s
         < min(c.first_item for c in chunks if c.where == "pool"), "the head ran here, the rest on the pool"
 
 
-@pytest.mark.parametrize("call", ["map", "imap"])
-def test_a_call_kept_serial_as_its_data_outweighed_its_first_items_moves_once_they_grow_dearer(call: str) -> None:
-    """1,000 items carrying 4 KB each, whose cost grows from nothing to ~1 ms: their first items' work was less
-    than moving them, and the plan's reason, payload_too_large, was never weighed again; the whole call ran here
-    (0.4 s, where the pool takes 0.25 s; a CI run of the imap above met it at 10 bytes an item, its probe's items
-    timed a little dearer). Moving 4 KB is a few microseconds beside a dear item's millisecond (failed before)."""
-    items = [(x, bytes(4_000)) for x in range(1000)]
-    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
-            warnings.catch_warnings():
-        warnings.simplefilter("error")  # the call did not fall back: no fallback warning
-        given = iter(items) if call == "imap" else items
-        assert list(getattr(ex, call)(tasks.grows_carrying, given)) == [tasks.grows_carrying(i) for i in items]
-        record = ex.last_record
-    assert record is not None and record.completed and record.n_items == 1000
-    assert record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, (record.decision_reason, record.fallback_detail)
-    assert sum(c.n_items for c in record.chunks if c.where == "pool") >= 100, "the dear rest ran on the pool"
-
-
-def test_a_plan_kept_serial_as_moving_its_data_outweighs_its_work_may_outgrow_it() -> None:
-    """Which of the fallbacks on a call's cost keeps it here is the estimate's to say, and the estimate is what
-    its run may overturn: the data that outweighed items of 3 us is a small part of items of a millisecond."""
+@pytest.mark.parametrize(("item_bytes", "cost", "n", "may_outgrow"),
+                         [(100, 1e-6, 3000, True), (4_040, 8e-6, 990, False)],
+                         ids=["a few bytes an item: its moving, each alone, outweighed", "4 KB an item: its bytes did"])
+def test_a_plan_kept_serial_as_moving_its_data_outweighs_its_work_may_outgrow_it_only_for_items_of_a_few_bytes(
+        item_bytes: int, cost: float, n: int, may_outgrow: bool) -> None:
+    """Items of a few bytes kept here as moving each one outweighed their work: dearer items outweigh that (a CI
+    run's imap of ten bytes an item, growing to a millisecond, ran here to its end: payload_too_large was never
+    weighed again). Items of kilobytes are no such estimate: the rest was priced at the bytes of its first item,
+    and records of 10 KB, then 50 KB, then 6 MB went to processes at 2.5-4.6x the loop (hunt 75). The first
+    case failed before the fix, the second after its first version."""
     planner = planning.Planner()
-    items = [(x, bytes(4_000)) for x in range(1000)]
-    call = planning.Call(tasks.grows_carrying, items, ParallelConfig(max_workers=2), "auto", None, None,
+    call = planning.Call(tasks.grows_carrying, [7] * (n + 10), ParallelConfig(max_workers=2), "auto", None, None,
                          None, frozenset(), 5)
-    probe = Probe(seconds_per_item=3e-6, cpu_ratio=1.0, outcome=_ran_here([3_000] * 10, 1), item_bytes=4_040,
+    probe = Probe(seconds_per_item=cost, cpu_ratio=1.0, outcome=_ran_here([3_000] * 10, 1), item_bytes=item_bytes,
                   result_bytes=5)
-    plan = planner._weighed(call, "processes", Reason.AUTO_CPU_BOUND, 2, probe, 990, [])
+    plan = planner._weighed(call, "processes", Reason.AUTO_CPU_BOUND, 2, probe, n, [])
     assert plan.strategy == "serial" and plan.fallback is Reason.PAYLOAD_TOO_LARGE, plan
-    assert plan.outgrow is not None and plan.outgrow.strategy == "processes"
+    assert (plan.outgrow is not None) is may_outgrow, plan.outgrow
+
+
+@pytest.mark.parametrize(("result", "expect"), [(7, "processes"), (bytes(6_000_000), None)],
+                         ids=["its results small: the pool", "its latest result 6 MB: here"])
+def test_the_rest_of_an_outgrown_run_is_priced_at_its_latest_results_bytes(result: object,
+                                                                            expect: str | None) -> None:
+    """Its first items' results were of a byte, its latest of 6 MB: the rest went to processes priced at a byte a
+    result, at 3.7-6.1x the loop's time (hunt 75, failed before)."""
+    planner = planning.Planner()
+    call, plan = _serial_plan(planner, 400)
+    ran = _ran_here([1_000] * 5 + [3_000_000] * 5, 1)  # then 3 ms an item
+    again = planner.outgrown(replace(call, items=call.items[-390:]), plan, ran, results=[result])
+    assert (again.strategy if again is not None else None) == expect, again
+
+
+def test_the_rest_of_an_outgrown_run_over_the_task_size_hint_stays_here() -> None:
+    """Items over ``task_size_hint_bytes`` stay here under auto, as their plan says (``payload_too_large``); the
+    rest of a serial run planned again sent them to processes (hunt 75, failed before)."""
+    planner = planning.Planner()
+    call, plan = _serial_plan(planner, 400)
+    big = np.zeros(3_000_000)  # 24 MB, over the 16 MiB hint
+    rest = replace(call, items=[big] * 390, fn=tasks.grows_carrying)
+    ran = _ran_here([1_000] * 5 + [200_000_000] * 5, 1)  # then 0.2 s an item: moving 24 MB is far cheaper
+    assert planner.outgrown(rest, plan, ran) is None
+    small = replace(call, items=[big] * 390, config=ParallelConfig(max_workers=2, task_size_hint_bytes=2**30))
+    assert planner.outgrown(small, plan, ran) is not None, "under a hint it can take, the dear rest moves"
 
 
 def test_an_imap_of_a_stream_that_stays_cheap_runs_here_to_its_end_once_planned_again() -> None:

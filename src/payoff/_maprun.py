@@ -200,6 +200,8 @@ class MapRun:
         """A serial ``imap``'s chunk whose items its consumer is taking now: recorded when it ends or is left."""
         self._sample: list[Any] = []
         """An item a serial ``imap``'s stream ran, which stands for its rest when that is planned again."""
+        self._results_sample: list[Any] = []
+        """The result of the item ``_sample`` holds: what the planner sizes the rest's results by."""
         self.pause_lock = threading.Lock()
         self.paused = self.detached = False
         self.paused_by: threading.Thread | None = None
@@ -541,7 +543,8 @@ class MapRun:
             if ran is None:
                 return None
             rest, self._sample = self.source.rest_for_planning(self._sample), []
-            again = self.ex._planner.outgrown(self._call_for(rest), plan, ran, one_by_one=True) if rest else None
+            again = self.ex._planner.outgrown(self._call_for(rest), plan, ran, one_by_one=True,
+                                              results=self._results_sample) if rest else None
             item_ns = (ran.end_ns - ran.start_ns) / max(1, ran.n_done)
             if again is not None:
                 self.next_yield = self.next_index
@@ -575,12 +578,13 @@ class MapRun:
             self.next_yield = self.next_index
             self._raise_if_stopped()
             done = outcome.n_done  # read first: map may put what came before into the list it is handed
+            latest = outcome.results[done - 1:done]
             yield outcome.results
             if done >= len(items):
                 return None
             self.source.skip(lo + done)
             rest = self.source.for_planning()[lo + done:]
-            again = self.ex._planner.outgrown(self._call_for(rest), plan, outcome)
+            again = self.ex._planner.outgrown(self._call_for(rest), plan, outcome, results=latest)
             if again is not None:
                 return self._replanned(again)
             budget_ns *= 2  # each plan costs under 1% of the work between two
@@ -692,7 +696,7 @@ class MapRun:
                 spent += took
                 if spent >= outgrow_ns or took >= planning.OUTGROW_FACTOR * item_ns * max(1, outcome.n_done) > 0:
                     self.source.hand_back(items)
-                    self._sample = chunk.sample
+                    self._sample, self._results_sample = chunk.sample, chunk.result_sample
                     return outcome
 
     def _end_streamed(self) -> ChunkOutcome | None:

@@ -224,10 +224,9 @@ OUTGROW_FACTOR = 4.0
 """A call auto planned serial on what its first items cost is planned again once its run here has taken this
 many times that estimate: its items grew dearer along the input (a cheap head, sizes sorted ascending), and
 the first items, all a probe can read, had priced the whole call as tiny (0.3 s of work run serially)."""
-_OUTGROWN = (Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.NO_MEASURED_GAIN, Reason.PAYLOAD_TOO_LARGE)
-"""The fallbacks made on the cost of a call's work, which its serial run may show was wrong (``_outgrow``): data
-that outweighed items of 3 us is little beside items of a millisecond (a CI run's imap of ten bytes an item,
-its cost growing to a millisecond, ran here to its end; ``_payload_problem``'s limits on size are no estimate)."""
+_OUTGROWN = (Reason.TINY_WORKLOAD, Reason.POOL_START_COST, Reason.NO_MEASURED_GAIN)
+"""The fallbacks made on the cost of a call's work, which its serial run may show was wrong (``_outgrow``); and
+``payload_too_large`` for items and results of a few bytes (``_moved_alone``)."""
 OUTGROW_MIN_SECONDS = 0.02
 """...and at least this long: a serial call whose work stays under it never pays for a second plan."""
 
@@ -536,8 +535,8 @@ class Planner:
         if fallback[0] is Reason.POOL_START_COST and probe.seconds_per_item is not None:
             est = _estimate(self.costs, call, strategy, workers, probe, remaining, probe.seconds_per_item)
             self.knowledge.forgo(call.fn, strategy, est.serial - est.warm)
-        grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None \
-            and fallback[0] in _OUTGROWN else None
+        outgrows = fallback[0] in _OUTGROWN or (fallback[0] is Reason.PAYLOAD_TOO_LARGE and _moved_alone(probe))
+        grow = _outgrow(call, strategy, workers, probe, remaining) if threshold is None and outgrows else None
         return replace(_serial(call, fallback[0], fallback[1], decision, probe), outgrow=grow)
 
     def _held_by_verdict(self, call: Call, strategy: str, decision: Reason, probe: Probe,
@@ -554,10 +553,12 @@ class Planner:
             return fallback
         return None  # held long enough: measured again
 
-    def outgrown(self, call: Call, plan: Plan, outcome: ChunkOutcome, one_by_one: bool = False) -> Plan | None:
+    def outgrown(self, call: Call, plan: Plan, outcome: ChunkOutcome, one_by_one: bool = False,
+                 results: Sequence[Any] = ()) -> Plan | None:
         """The rest of a serial run (``call``'s items) cut once it outgrew its first items' estimate
         (``Plan.outgrow``), planned again at what the run's later items cost; None: it stays serial.
-        ``one_by_one``: an ``imap``'s run, its results handed out as asked for (``IMAP_ITEM_MIN_SECONDS``)."""
+        ``one_by_one``: an ``imap``'s run, its results handed out as asked for (``IMAP_ITEM_MIN_SECONDS``).
+        ``results``: the run's latest result, which the rest's are sized by, not the probe's first ones."""
         grow = plan.outgrow
         steps = [(ns, k) for ns, k in zip(outcome.durations_ns, outcome.block_sizes, strict=True) if k]
         if grow is None or not steps or not call.items:
@@ -567,9 +568,11 @@ class Planner:
         if one_by_one and max(ns / n, steps[-1][0] / steps[-1][1]) * own / 1e9 < IMAP_ITEM_MIN_SECONDS:
             return None  # the latest items too: dear ones that just came are few in a half by count
         probe = replace(plan.probe, outcome=None, seconds_per_item=max(ns / n * own / 1e9, 1e-9), known=True,
-                        item_bytes=_rest_item_bytes(call, plan.probe))
-        if self._cost_fallback(call, grow.strategy, grow.workers, probe, len(call.items)) is not None:
-            return None
+                        item_bytes=_rest_item_bytes(call, plan.probe),
+                        result_bytes=_rest_result_bytes(results, plan.probe))
+        if _payload_problem(call, grow.strategy, probe) is not None \
+                or self._cost_fallback(call, grow.strategy, grow.workers, probe, len(call.items)) is not None:
+            return None  # a task over ``task_size_hint_bytes`` stays here, as it would have been planned (hunt 75)
         decision = Reason.AUTO_OUTGREW_ESTIMATE if call.requested == "auto" else plan.decision  # named: as asked
         return self._chunked(call, grow.strategy, grow.workers, probe, len(call.items), decision)
 
@@ -1285,6 +1288,15 @@ def _rest_item_bytes(call: Call, probe: Probe) -> int:
     return probe.item_bytes if size is None else size
 
 
+def _rest_result_bytes(results: Sequence[Any], probe: Probe) -> int:
+    """What a result of the rest of an outgrown serial run brings back: the run's latest one's bytes, not the
+    probed items' (results of 1 byte, then of 6 MB, went to processes at 3.7-6.1x the loop's time: hunt 75)."""
+    if not results:
+        return probe.result_bytes
+    size = item_bytes_in_memory(results)
+    return pickled_size(results[0]) if size is None else size
+
+
 def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: int) -> Outgrow | None:
     """Where a call kept serial as tiny, or by a loss measured on calls of its cost, may move once its run here
     outgrows the estimate (``OUTGROW_FACTOR``): the cost its own first items read, or the one earlier calls
@@ -1566,6 +1578,15 @@ def _carried(fn_bytes: int, probe: Probe, est: Estimate, remaining: int) -> str:
         return _each_moved_alone(probe, est, remaining)
     how = ", by value with the __main__ globals it reads" if fn_bytes != probe.fn_bytes else ""
     return f" ({FUNCTION_CARRIES}{fn_bytes / 1e6:,.1f} MB pickled{how}, the most of it)"
+
+
+def _moved_alone(probe: Probe) -> bool:
+    """Items and results of a few bytes each (``FEW_BYTES``), whose moving outweighed the first items' work by
+    what moving each one costs, not by their bytes: items that grow dearer outweigh that (a CI run's imap of ten
+    bytes an item growing to a millisecond ran here to its end, 0.43 s where the pool takes 0.25-0.30 s). Data
+    of more bytes is no such estimate: the rest was priced at the bytes of its first item, and records of
+    10 KB, then 50 KB, then 6 MB went to processes at 2.5-4.6x the loop's time (hunt 75)."""
+    return 0 < probe.item_bytes + probe.result_bytes <= FEW_BYTES
 
 
 def _each_moved_alone(probe: Probe, est: Estimate, remaining: int) -> str:

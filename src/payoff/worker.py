@@ -985,6 +985,8 @@ class StreamedChunk:
         self.sample: list[Any] = []
         """The last item timed (none yet: empty): what the planner sizes the rest of a stream by, with no item
         read ahead of the consumer for it (an input may wait for a result before it yields the next item)."""
+        self.result_sample: list[Any] = []
+        """The last timed item's result, which the planner sizes the rest's results by (hunt 75)."""
 
     def __iter__(self) -> Iterator[Any]:
         if self._run is None:
@@ -1027,6 +1029,7 @@ class StreamedChunk:
                     return
                 last = max(1, clock() - t0 - instrument)
                 item_cpu = cpu_clock() - c0 if c0 else last
+                self.result_sample[:] = (result,)
                 self.count += 1
                 work, cpu, block_ns, block_n = work + last, cpu + item_cpu, block_ns + last, block_n + 1
                 h0 = clock()
