@@ -271,6 +271,21 @@ def test_the_rest_of_an_outgrown_run_is_priced_at_its_latest_results_bytes(resul
     assert (again.strategy if again is not None else None) == expect, again
 
 
+def test_the_rest_of_an_outgrown_map_is_priced_at_the_bytes_of_items_spread_over_it() -> None:
+    """Its first item carried 50 KB and the 100 after the next 60 carried 6 MB each: priced at the first, the rest
+    went to processes at 2.5-2.7x the loop's time (hunt 75, failed before). Items spread over a map's rest, all
+    in memory, say what it moves."""
+    planner = planning.Planner()
+    call, plan = _serial_plan(planner, 400)
+    small, big = bytes(50_000), bytes(6_000_000)
+    rest = replace(call, fn=tasks.grows_carrying, items=[(i, small if i < 60 else big) for i in range(160)])
+    ran = _ran_here([1_000] * 5 + [3_000_000] * 5, 1)  # then 3 ms an item
+    assert planner.outgrown(rest, plan, ran) is None, "moving 6 MB costs more than 3 ms here"
+    light = replace(rest, items=[(i, small) for i in range(160)])
+    again = planner.outgrown(light, plan, ran)
+    assert again is not None and again.strategy == "processes", "items of 50 KB and 3 ms pay on the pool"
+
+
 def test_the_rest_of_an_outgrown_run_over_the_task_size_hint_stays_here() -> None:
     """Items over ``task_size_hint_bytes`` stay here under auto, as their plan says (``payload_too_large``); the
     rest of a serial run planned again sent them to processes (hunt 75, failed before)."""
