@@ -1101,6 +1101,17 @@ def closure_of_kind(kind: str) -> Callable[[int], int]:
     return item
 
 
+def grows_then_locks(x: int) -> Any:
+    """``grows`` of ``x``, whose result from x = 300 on is a lock, which pickle refuses."""
+    grows(x)
+    return x if x < 300 else threading.Lock()
+
+
+def grows_of_first(item: tuple[int, Any]) -> int:
+    """``grows`` of ``item[0]``; ``item[1]`` travels with it, if it can (a lock cannot)."""
+    return grows(item[0])
+
+
 def grows_carrying(item: tuple[int, bytes]) -> int:
     """``grows`` of ``item[0]``; ``item[1]`` only travels (a record's payload, empty or megabytes)."""
     x, payload = item

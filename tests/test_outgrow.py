@@ -286,6 +286,29 @@ def test_the_rest_of_an_outgrown_map_is_priced_at_the_bytes_of_items_spread_over
     assert again is not None and again.strategy == "processes", "items of 50 KB and 3 ms pay on the pool"
 
 
+@pytest.mark.parametrize("call", ["map", "imap"])
+@pytest.mark.parametrize("refused", ["result", "item"])
+def test_a_rest_whose_first_item_or_latest_result_pickle_refuses_stays_here(call: str, refused: str) -> None:
+    """Items growing dearer whose results (or items) from the 300th on are locks: the rest of the serial run was
+    priced by pickling its first item, or, after the run's latest result was sized, that result, and the call
+    raised pickle's TypeError from planning (failed before: the item's case since the rest was priced at its
+    first item, the result's case since e506b66). No process takes them: the rest runs here."""
+    import threading
+
+    items = list(range(1000))
+    fn, given = tasks.grows_then_locks, items
+    if refused == "item":
+        fn, given = tasks.grows_of_first, [(x, None if x < 300 else threading.Lock()) for x in items]
+    with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = list(getattr(ex, call)(fn, given))
+        record = ex.last_record
+    expected = [tasks.grows(x) for x in items] if refused == "item" else [x if x < 300 else "lock" for x in items]
+    assert [r if isinstance(r, int) else "lock" for r in results] == expected
+    assert record is not None and record.completed and record.pool_starts == 0, record.summary()
+
+
 def test_the_rest_of_an_outgrown_run_over_the_task_size_hint_stays_here() -> None:
     """Items over ``task_size_hint_bytes`` stay here under auto, as their plan says (``payload_too_large``); the
     rest of a serial run planned again sent them to processes (hunt 75, failed before)."""

@@ -569,9 +569,11 @@ class Planner:
         own = _share_not_descheduled(outcome)
         if one_by_one and max(ns / n, steps[-1][0] / steps[-1][1]) * own / 1e9 < IMAP_ITEM_MIN_SECONDS:
             return None  # the latest items too: dear ones that just came are few in a half by count
+        item_bytes, result_bytes = _rest_item_bytes(call), _rest_result_bytes(results, plan.probe)
+        if item_bytes is None or result_bytes is None:
+            return None  # no process takes what pickle refuses: the rest runs here
         probe = replace(plan.probe, outcome=None, seconds_per_item=max(ns / n * own / 1e9, 1e-9), known=True,
-                        item_bytes=_rest_item_bytes(call, plan.probe),
-                        result_bytes=_rest_result_bytes(results, plan.probe))
+                        item_bytes=item_bytes, result_bytes=result_bytes)
         if _payload_problem(call, grow.strategy, probe) is not None \
                 or self._cost_fallback(call, grow.strategy, grow.workers, probe, len(call.items)) is not None:
             return None  # a task over ``task_size_hint_bytes`` stays here, as it would have been planned (hunt 75)
@@ -1280,17 +1282,27 @@ def _share_not_descheduled(outcome: ChunkOutcome) -> float:
     return own_seconds(outcome) / run if run > 0 else 1.0
 
 
-def _rest_item_bytes(call: Call, probe: Probe) -> int:
+def _rest_item_bytes(call: Call) -> int | None:
     """What an item of the rest of an outgrown serial run adds to a chunk's pickle: its first one's bytes, not the
     probed items' (a head of empty records before items of 2 MB went to processes at 12-17x the loop's time,
     priced as moving a few bytes an item: review), or the mean of items spread over the rest where that is more
-    (``_spread_bytes``)."""
-    size = item_bytes_in_memory(call.items)
-    if size is None:
-        size = pickled_size(call.items[0])
+    (``_spread_bytes``); None where pickle refuses its first item."""
+    size = _first_bytes(call.items)
     spread = _spread_bytes(call.items)
-    return size if spread is None else max(size, spread)
+    return size if size is None or spread is None else max(size, spread)
 
+
+def _first_bytes(items: Sequence[Any]) -> int | None:
+    """The first item's bytes, read in memory where it can be, else pickled; None where pickle refuses it: an
+    outgrown run's rest whose first item or latest result was a lock raised pickle's TypeError from planning
+    (a review)."""
+    size = item_bytes_in_memory(items)
+    if size is not None:
+        return size
+    try:
+        return pickled_size(items[0])
+    except Exception:  # what pickle raises for what it refuses varies: TypeError, PicklingError, RecursionError
+        return None
 
 REST_SIZED = 8
 """Items of an outgrown run's rest sized in memory, spread over it (``_spread_bytes``)."""
@@ -1309,13 +1321,11 @@ def _spread_bytes(items: Sequence[Any]) -> int | None:
     return sum(known) // len(known) if known and len(known) == len(sizes) else None
 
 
-def _rest_result_bytes(results: Sequence[Any], probe: Probe) -> int:
+def _rest_result_bytes(results: Sequence[Any], probe: Probe) -> int | None:
     """What a result of the rest of an outgrown serial run brings back: the run's latest one's bytes, not the
-    probed items' (results of 1 byte, then of 6 MB, went to processes at 3.7-6.1x the loop's time: hunt 75)."""
-    if not results:
-        return probe.result_bytes
-    size = item_bytes_in_memory(results)
-    return pickled_size(results[0]) if size is None else size
+    probed items' (results of 1 byte, then of 6 MB, went to processes at 3.7-6.1x the loop's time: hunt 75);
+    None where pickle refuses it."""
+    return _first_bytes(results) if results else probe.result_bytes
 
 
 def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: int) -> Outgrow | None:
