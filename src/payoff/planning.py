@@ -1623,9 +1623,9 @@ def _moved_alone(probe: Probe) -> bool:
 def _each_moved_alone(probe: Probe, est: Estimate, remaining: int) -> str:
     """Items and results of a few bytes each: what costs is moving each one alone, and "send indices instead of
     data" was all 1,000,000 ints of ``abs`` were told (an int is its own index); only more work an item helps."""
-    moved = probe.item_bytes + probe.result_bytes
-    if not 0 < moved <= FEW_BYTES or remaining <= 0:
+    if not _moved_alone(probe) or remaining <= 0:
         return ""
+    moved = probe.item_bytes + probe.result_bytes
     return (f" ({EACH_MOVED_ALONE}{moved:,} bytes pickled with its result, at "
             f"{_per_item(est.transfer / remaining)} an item to move)")
 
