@@ -499,7 +499,7 @@ class MapRun:
         size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
         chosen = self._chunk_chosen()
         ceiling = IMAP_CHUNK_SECONDS if self.streaming and not chosen else None
-        floor = size if self.stream else plan.min_chunk
+        floor = size if self.stream and chosen else plan.min_chunk
         if plan.budget_item and not self.stream and not chosen:
             floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart
         # a stream's chunks are read ahead of the results handed out, and a process pool's chunk is one pickle

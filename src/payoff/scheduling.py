@@ -206,7 +206,7 @@ class GuidedChunks:
         self._ramp, self._even, self._restarted = 0, None, True
 
     def budget_ns(self, size: int) -> int | None:
-        """How long a chunk of ``size`` may run; None when sizes are fixed (a user's chunksize, a stream)."""
+        """How long a chunk of ``size`` may run; None when sizes are fixed (a user's chunksize)."""
         per_item = self.budget_item or self._per_item
         if self.fixed or per_item <= 0:
             return None
