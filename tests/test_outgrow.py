@@ -61,6 +61,25 @@ def test_the_rest_of_an_outgrown_serial_run_is_planned_at_its_later_items_cost(l
     assert again.chunk_size < 390, "the rest is split across the workers"
 
 
+@pytest.mark.parametrize(("strategy", "later_ns", "expect"),
+                         [("auto", 1_000_000, "processes"), ("auto", 20_000, None), ("processes", 20_000, None),
+                          ("processes", 1_000_000, "processes")],
+                         ids=["auto, rest of 0.39 s: the pool", "auto, rest of 8 ms: here",
+                              "named, rest of 8 ms: here", "named, rest of 0.39 s: the pool"])
+def test_the_rest_of_a_run_kept_serial_by_the_users_threshold_of_work_is_weighed_against_it(
+        strategy: str, later_ns: int, expect: str | None) -> None:
+    """``tiny_workload_threshold`` rules on estimated work, and a stream is estimated on its first items: 100,000
+    items of 8 us from a generator, estimated at 7 ms on their first 1,024, ran all 0.8 s here under a threshold
+    of 10 ms (1.05-1.27x the loop, where processes took 0.56-0.64x). Its run now stops past the threshold, and
+    the rest goes to the pool when its own estimated work is over the threshold."""
+    planner = planning.Planner()
+    call, plan = _serial_plan(planner, 400)
+    call = replace(call, requested=strategy, config=ParallelConfig(max_workers=2, tiny_workload_threshold=0.01))
+    ran = _ran_here([1_000] * 5 + [later_ns] * 5, 1)
+    again = planner.outgrown(replace(call, items=call.items[-390:]), plan, ran)
+    assert (again.strategy if again is not None else None) == expect
+
+
 @pytest.mark.parametrize(("on_cpu", "expect"), [(1.0, "processes"), (1 / 3, None)],
                          ids=["on a CPU all its time: the rest goes to the pool",
                               "a third of it (other programs took the CPU): the rest stays here"])
@@ -99,9 +118,10 @@ def test_an_imaps_rest_of_items_timed_one_by_one_under_a_microsecond_stays_here(
 
 def test_a_serial_plan_on_a_cost_earlier_calls_measured_may_outgrow_it_too() -> None:
     """Earlier calls ran all their items, but at their own arguments: this call's may cost far more. Its run
-    here is cut once it took OUTGROW_FACTOR times the estimate (at least OUTGROW_MIN_SECONDS). The user's own
-    threshold stands: a call under it stays serial, however long its run. A remembered cost of trivial items
-    may be outgrown too (their run keeps its unbounded rest while that fits the budget)."""
+    here is cut once it took OUTGROW_FACTOR times the estimate (at least OUTGROW_MIN_SECONDS). Under the
+    user's own threshold of work, at least that threshold (its work was only estimated under it); the user's
+    counts stand: a call under ``min_batch_size`` stays serial, however long its run. A remembered cost of
+    trivial items may be outgrown too (their run keeps its unbounded rest while that fits the budget)."""
     planner = planning.Planner()
     planner.knowledge.teach(tasks.grows, Facts(2e-6, 1.0, 40, "", None, result_error=""))
     known = planner.plan(planning.Call(tasks.grows, list(range(100)), ParallelConfig(max_workers=2), "auto",
@@ -111,12 +131,31 @@ def test_a_serial_plan_on_a_cost_earlier_calls_measured_may_outgrow_it_too() -> 
     held = planner.plan(planning.Call(tasks.grows, list(range(100)),
                                       ParallelConfig(max_workers=2, tiny_workload_threshold=0.5), "auto",
                                       None, None, None, frozenset({"processes"}), 5))
-    assert held.strategy == "serial" and held.outgrow is None
+    assert held.strategy == "serial" and held.outgrow == planning.Outgrow("processes", 2, 0.5)
+    counted = planner.plan(planning.Call(tasks.grows, list(range(100)),
+                                         ParallelConfig(max_workers=2, min_batch_size=101), "auto",
+                                         None, None, None, frozenset({"processes"}), 5))
+    assert counted.strategy == "serial" and counted.fallback is Reason.TINY_WORKLOAD and counted.outgrow is None
     trivial = planning.Planner()
     trivial.knowledge.teach(tasks.grows, Facts(1e-7, 1.0, 40, "", None, result_error=""))
     assert trivial.plan(planning.Call(tasks.grows, list(range(100)), ParallelConfig(max_workers=2), "auto",
                                       None, None, None, frozenset({"processes"}), 5)).outgrow \
         == planning.Outgrow("processes", 2, planning.OUTGROW_MIN_SECONDS)
+
+
+def test_a_stream_kept_serial_by_the_users_threshold_moves_once_its_run_passes_it() -> None:
+    """An ``imap`` over a generator of 20,000 items of ~10 us under ``tiny_workload_threshold=0.02``: planned on
+    its first items (a stream's length is unknown), its work read under the threshold and the whole call ran
+    here, however long (failed before). A ``map`` reads its whole input first, so knows its work."""
+    items = [200] * 20_000
+    config = ParallelConfig(max_workers=2, tiny_workload_threshold=0.02)
+    with warnings.catch_warnings(), ParallelExecutor(config, planner=planning.Planner()) as ex:
+        warnings.simplefilter("ignore")
+        out = list(ex.imap(tasks.spin_rounds, iter(items)))
+        record = ex.last_record
+    assert out == [tasks.spin_rounds(200)] * len(items)
+    assert record is not None and record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, record.summary()
+    assert any(c.where != "caller" for c in record.chunks), record.summary()
 
 
 def test_a_call_of_dear_items_of_a_function_remembered_as_trivial_moves_to_a_pool() -> None:
@@ -289,24 +328,26 @@ def test_the_rest_of_an_outgrown_map_is_priced_at_the_bytes_of_items_spread_over
 @pytest.mark.parametrize("call", ["map", "imap"])
 @pytest.mark.parametrize("refused", ["result", "item"])
 def test_a_rest_whose_first_item_or_latest_result_pickle_refuses_stays_here(call: str, refused: str) -> None:
-    """Items growing dearer whose results (or items) from the 300th on are locks: the rest of the serial run was
-    priced by pickling its first item, or, after the run's latest result was sized, that result, and the call
-    raised pickle's TypeError from planning (failed before: the item's case since the rest was priced at its
-    first item, the result's case since e506b66). No process takes them: the rest runs here."""
+    """Free items, then dear ones whose results (or items) are locks: the rest of the serial run was priced by
+    pickling its first item, or, after the run's latest result was sized, that result, and the call raised
+    pickle's TypeError from planning (failed before: the item's case since the rest was priced at its first
+    item, the result's case since e506b66). No process takes them: the rest runs here. (Items that grew
+    gradually made the run's check fall before or after the first lock as the machine's noise had it.)"""
     import threading
 
-    items = list(range(1000))
-    fn, given = tasks.grows_then_locks, items
+    items, lock_from = list(range(1000)), tasks.DEAR_LOCKS_FROM
+    fn, given = tasks.dear_then_locks, items
     if refused == "item":
-        fn, given = tasks.grows_of_first, [(x, None if x < 300 else threading.Lock()) for x in items]
+        fn, given = tasks.dear_of_first, [(x, None if x < lock_from else threading.Lock()) for x in items]
     with ParallelExecutor(ParallelConfig(max_workers=2), planner=planning.Planner()) as ex, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = list(getattr(ex, call)(fn, given))
         record = ex.last_record
-    expected = [tasks.grows(x) for x in items] if refused == "item" else [x if x < 300 else "lock" for x in items]
+    expected = items if refused == "item" else [x if x < lock_from else "lock" for x in items]
     assert [r if isinstance(r, int) else "lock" for r in results] == expected
     assert record is not None and record.completed and record.pool_starts == 0, record.summary()
+    assert record.fallback_reason is Reason.TINY_WORKLOAD, record.summary()  # kept here, by the free head's plan
 
 
 def test_the_rest_of_an_outgrown_run_over_the_task_size_hint_stays_here() -> None:

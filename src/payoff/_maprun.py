@@ -564,16 +564,20 @@ class MapRun:
         (``Plan.outgrow``); the rest is then planned again at what its later items cost. Still cheap, it goes on
         here and is asked again after twice as much work, as an ``imap``'s is: its items may turn dear further on
         (2,000 of ~50 ns, then 400 of 4 ms: the block its budget cut held both kinds, priced the rest at 25 us an
-        item, and the dear rest ran here). Returns the plan for the rest, or None once every item ran."""
+        item, and the dear rest ran here). A bar's pieces (``_progress_piece_ns``) cut it more often, without
+        a check: under a ``tiny_workload_threshold`` of a minute, the budget is a minute. Returns the plan for
+        the rest, or None once every item ran."""
         assert plan.outgrow is not None
         self.where("serial", 1)
         if not self._initialized_elsewhere():
             self._initialize_here()
-        budget_ns = int(plan.outgrow.after_seconds * 1e9)
+        budget_ns, spent_ns = int(plan.outgrow.after_seconds * 1e9), 0
+        piece_ns = self._progress_piece_ns()
         while (part := self.source.rest()) is not None:
             lo, items = part
+            cut_ns = budget_ns - spent_ns if piece_ns is None else min(piece_ns, budget_ns - spent_ns)
             outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller",
-                                      budget_ns=budget_ns, tail_in_budget=True)
+                                      budget_ns=max(1, cut_ns), tail_in_budget=True)
             self.next_index += 1
             self.next_yield = self.next_index
             self._raise_if_stopped()
@@ -583,11 +587,15 @@ class MapRun:
             if done >= len(items):
                 return None
             self.source.skip(lo + done)
+            spent_ns += sum(outcome.durations_ns)
+            piece_ns = None if piece_ns is None else int(PROGRESS_PIECE_SECONDS * 1e9)
+            if spent_ns < budget_ns:
+                continue
             rest = self.source.for_planning()[lo + done:]
             again = self.ex._planner.outgrown(self._call_for(rest), plan, outcome, results=latest)
             if again is not None:
                 return self._replanned(again)
-            budget_ns *= 2  # each plan costs under 1% of the work between two
+            budget_ns, spent_ns = budget_ns * 2, 0  # each plan costs under 1% of the work between two
         return None
 
     def _chunk_chosen(self) -> bool:
