@@ -107,8 +107,9 @@ def outer_pool() -> OuterPool | None:
     codes = _loop_codes()
     if not codes:
         return None
-    frame = _main_thread_frame()
-    while frame is not None:
+    frame: object = _main_thread_frame()
+    while isinstance(frame, FrameType):  # another thread's stack, read as it runs: before Python 3.12 a frame it
+        # popped meanwhile may hand back any object as its ``f_back`` (a bool, in the suite): the walk ends there
         loop = codes.get(frame.f_code)
         if loop is not None:
             name, size_of = loop

@@ -192,3 +192,18 @@ def test_a_map_on_a_request_thread_never_hangs_in_a_collection() -> None:
     except subprocess.TimeoutExpired:
         pytest.fail("the map on a request thread hung in a garbage collection")
     assert done.returncode == 0 and done.stdout.split() == ["done"], done.stderr[-2000:]
+
+
+def test_a_stack_read_from_another_thread_that_breaks_mid_walk_reads_as_no_pool(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread's frames are read as it runs, and before Python 3.12 a frame it popped meanwhile may hand
+    back any object as its ``f_back``: a map planned on a thread in the suite raised ``AttributeError: 'bool'
+    object has no attribute 'f_code'`` from ``outer_pool`` (which reads the main thread's stack). What such a
+    walk meets that is no frame ends it (what it read so far named no pool's loop)."""
+    import concurrent.futures.process  # noqa: F401  # a pool module imported: its worker loop is looked for
+
+    from payoff import _outer_pools
+
+    assert _outer_pools._loop_codes(), "the premise: a pool's worker loop to look for"
+    monkeypatch.setattr(_outer_pools, "_main_thread_frame", lambda: True)
+    assert _outer_pools.outer_pool() is None
