@@ -1114,6 +1114,17 @@ def dear_then_locks(x: int) -> Any:
     return threading.Lock()
 
 
+BURNS_FROM = 3000
+"""Items from here on of ``burns_from`` cost 50 us of CPU each; the ones before nearly nothing."""
+
+
+def burns_from(x: int) -> int:
+    """A stream whose dearer part starts late: an ``imap`` kept here checks it at its first dear items."""
+    if x >= BURNS_FROM:
+        burn_cpu(0.00005, x)
+    return x
+
+
 def dear_of_first(item: tuple[int, Any]) -> int:
     """``item[0]``, after 0.4 ms of CPU from ``DEAR_LOCKS_FROM`` on; ``item[1]`` travels with it, if it can (a
     lock cannot)."""

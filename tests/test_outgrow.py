@@ -9,6 +9,7 @@ times the estimate, and the rest is planned again at what its later items cost.
 from __future__ import annotations
 
 import itertools
+import time
 import warnings
 from array import array
 from collections.abc import Iterator
@@ -156,6 +157,130 @@ def test_a_stream_kept_serial_by_the_users_threshold_moves_once_its_run_passes_i
     assert out == [tasks.spin_rounds(200)] * len(items)
     assert record is not None and record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, record.summary()
     assert any(c.where != "caller" for c in record.chunks), record.summary()
+
+
+def test_an_imap_checked_early_under_the_users_threshold_moves_once_it_has_run_the_threshold() -> None:
+    """A stream's first dearer items stop its run here early (4x the planned cost) for a check, which the
+    threshold turns down (its rest, as long as what it gave, is estimated under it); the budget then doubled as
+    if spent, and the move came after about twice the threshold (0.69 s under 0.3 s; review 80). The rest of
+    the budget comes first now. Items of 50 us of CPU: a loaded machine stretches their clocks, and fewer of
+    them run here, never more."""
+    items = range(tasks.BURNS_FROM + 16_000)
+    config = ParallelConfig(max_workers=2, tiny_workload_threshold=0.3)
+    with warnings.catch_warnings(), ParallelExecutor(config, planner=planning.Planner()) as ex:
+        warnings.simplefilter("ignore")
+        out = list(ex.imap(tasks.burns_from, iter(items)))
+        record = ex.last_record
+    assert out == list(items)
+    assert record is not None and record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, record.summary()
+    here = sum(c.n_items for c in record.chunks if c.where == "caller") - tasks.BURNS_FROM
+    # ~6,000 of 50 us under a threshold of 0.3 s, where a doubled budget ran ~12,000
+    assert here <= 9_000, ([(c.first_item, c.n_items, c.where) for c in record.chunks[:6]], record.summary())
+
+
+@pytest.mark.parametrize("call", ["map", "imap"])
+def test_a_closure_no_process_takes_kept_here_by_the_threshold_stays_here_when_it_outgrows_it(call: str) -> None:
+    """Under a threshold the probe pickles nothing (the call stays serial whatever its payload), so the rest of
+    an outgrown run went to processes unchecked: the pool started for nothing (``unpicklable``), or, with
+    ``force_serial_on_failure=False``, the call raised ``TypeError: cannot pickle '_thread.lock'`` (review 80).
+    The function is pickled before a process plan for the rest; it computes, so threads would not pay."""
+    import threading
+
+    lock = threading.Lock()
+
+    def item(x: int) -> int:
+        with lock:
+            if x >= 100:
+                tasks.burn_cpu(0.002, x)
+        return x
+
+    config = ParallelConfig(max_workers=2, tiny_workload_threshold=0.05, force_serial_on_failure=False)
+    items = list(range(400))
+    with warnings.catch_warnings(), ParallelExecutor(config, planner=planning.Planner()) as ex:
+        warnings.simplefilter("ignore")
+        out = list(getattr(ex, call)(item, items if call == "map" else iter(items)))
+        record = ex.last_record
+    assert out == items
+    assert record is not None and record.selected_strategy == "serial" and record.pool_starts == 0, \
+        record.summary()
+
+
+def _waiting_run(block_ns: list[int], share: float) -> ChunkOutcome:
+    """A serial run whose items used ``share`` of their time on a CPU, giving it up to wait as they went."""
+    ran = _ran_here(block_ns, 1)
+    ran.cpu_ns, ran.blocked = int(ran.cpu_ns * share), len(block_ns)
+    return ran
+
+
+@pytest.mark.parametrize(("share", "expect"), [(0.02, "threads"), (1.0, "processes")],
+                         ids=["naps: threads, as many as the wait needs", "CPU work: the processes first weighed"])
+def test_the_rest_of_an_auto_run_whose_items_wait_goes_to_threads_whatever_the_first_plan_weighed(
+        share: float, expect: str) -> None:
+    """The replan weighed only the backend its first plan named: items free at first, then sleeping 10 ms, went
+    to 2 processes (0.59-0.64 s, where threads take 0.08 s; hunt 75 F4). The run's own CPU share says where."""
+    planner = planning.Planner()
+    call, plan = _serial_plan(planner, 400)
+    call = replace(call, config=ParallelConfig(), items=call.items[-390:])
+    again = planner.outgrown(call, plan, _waiting_run([1_000] * 5 + [10_000_000] * 5, share))
+    assert again is not None and again.strategy == expect and again.decision is Reason.AUTO_OUTGREW_ESTIMATE
+    assert (again.workers > 2) is (expect == "threads"), again.workers
+
+
+def test_a_closure_no_process_takes_may_outgrow_its_serial_plan_onto_threads_only_for_waiting_items() -> None:
+    """Pickle and cloudpickle refuse a closure over a lock, so auto kept it here (``unpicklable``) for good, and
+    its naps after a free head ran 1.03-1.07 s where threads take 0.16-0.20 s (hunt 75 F4). Such a plan may now
+    move its rest to threads, once that rest is seen to wait; items that compute stay (the GIL)."""
+    import threading
+
+    lock = threading.Lock()
+
+    def item(x: int) -> int:
+        with lock:
+            return tasks.spin(x, 100)  # a few us: too cheap for threads, too much work to be surely tiny
+
+    planner = planning.Planner()
+    call = planning.Call(item, list(range(20_000)), ParallelConfig(), "auto", None, None, None, frozenset(), 0)
+    plan = planner.plan(call)
+    assert plan.strategy == "serial" and plan.fallback is Reason.UNPICKLABLE, plan.detail
+    assert plan.outgrow is not None and plan.outgrow.strategy == "threads" and plan.outgrow.if_waiting
+    rest = replace(call, items=[(i, lock) for i in range(300)])  # what no process takes does not matter there
+    runs = ([1_000] * 5 + [10_000_000] * 5)
+    assert planner.outgrown(rest, plan, _waiting_run(runs, 1.0)) is None
+    again = planner.outgrown(rest, plan, _waiting_run(runs, 0.02))
+    assert again is not None and again.strategy == "threads" and again.workers > 2
+
+
+def test_naps_after_a_free_head_move_to_threads_and_the_next_call_plans_them_as_waiting() -> None:
+    """End to end: a closure over a lock, 3,000 free items, then 40 naps of 10 ms. The first call's rest goes to
+    threads; its record prices the naps at their own share (the free head's share of 1.0 priced them by their
+    CPU time: 2.83x slower than serial, for 13x faster), and the next call knows them for waiting work (it read
+    the head's share, smoothed in, and ran them on processes: 0.55 s for 0.08 s)."""
+    import threading
+
+    lock = threading.Lock()
+
+    def item(x: int) -> int:
+        with lock:
+            pass
+        if x >= 3000:
+            time.sleep(0.01)
+        return x
+
+    items = list(range(3040))
+    planner = planning.Planner()
+    records, shares = [], []
+    for _ in range(2):
+        with warnings.catch_warnings(), ParallelExecutor(planner=planner) as ex:
+            warnings.simplefilter("ignore")
+            assert ex.map(item, items) == items
+            records.append(ex.last_record)
+        facts = planner.knowledge.get(item)
+        shares.append(None if facts is None else facts.cpu_ratio)
+    first, second = records
+    assert shares[0] is not None and shares[0] < 0.1, shares  # the naps' share, not the head's 1.0 smoothed in
+    assert first is not None and first.selected_strategy == "threads", first.summary()
+    assert first.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE and first.speedup > 1.0, first.summary()
+    assert second is not None and second.selected_strategy == "threads", second.summary()
 
 
 def test_a_call_of_dear_items_of_a_function_remembered_as_trivial_moves_to_a_pool() -> None:

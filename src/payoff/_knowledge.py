@@ -489,11 +489,14 @@ class Knowledge:
             if facts is None:
                 return False
             a = self.SMOOTHING
-            if seconds_per_item > 0 and _correct_cost(facts, seconds_per_item, n_items, a):
+            new_cost = seconds_per_item > 0 and _correct_cost(facts, seconds_per_item, n_items, a)
+            if new_cost:
                 _forget_old_items(facts)
             if cpu_ratio is not None and (without_gil or not facts.share_without_gil):
                 share = min(1.0, max(0.01, cpu_ratio))
-                first = without_gil and not facts.share_without_gil  # a firmer reading, not one more
+                # a firmer reading, not one more; or the share of items of a new cost (naps of 10 ms after free
+                # items read 1.0: smoothed in, the next call ran them on 5 threads, where 20 took a third)
+                first = (without_gil and not facts.share_without_gil) or new_cost
                 shifted = without_gil and max(share, facts.cpu_ratio) > SHARE_SHIFT * min(share, facts.cpu_ratio)
                 facts.cpu_ratio = share if first or shifted else (1 - a) * facts.cpu_ratio + a * share
                 facts.share_without_gil = without_gil

@@ -549,13 +549,18 @@ class MapRun:
             if again is not None:
                 self.next_yield = self.next_index
                 return self._replanned(again)
-            budget_ns *= 2  # a stream may turn dear later on: asked again, each plan under 1% of the work between
+            spent_ns = sum(ran.durations_ns)  # stopped early by dear items: the rest of this budget first (under a
+            # threshold of 0.3 s the move came at 0.69 s, the budget doubled after a check at 0.03 s; review 80)
+            # a stream may turn dear later on: asked again, each plan under 1% of the work between
+            budget_ns = budget_ns - spent_ns if spent_ns < budget_ns else budget_ns * 2
 
     def _replanned(self, again: planning.Plan) -> planning.Plan:
         """The record follows the plan for the rest of a serial run that outgrew its estimate."""
         self.rec.decision, self.rec.chunk_size, self.rec.contention = again.decision, again.chunk_size, \
             again.contention
         self.rec.fallback_reason, self.rec.fallback_detail = None, ""
+        if again.probe.seconds_per_item is not None:  # the rest's items' CPU share, which prices threads' chunks:
+            self.rec.cpu_ratio = again.probe.cpu_ratio  # the free head's 1.0 read naps on threads as 2.8x slower
         self.where(again.strategy, again.workers)
         return again
 
@@ -587,7 +592,8 @@ class MapRun:
             if done >= len(items):
                 return None
             self.source.skip(lo + done)
-            spent_ns += sum(outcome.durations_ns)
+            spent_ns += max(cut_ns, sum(outcome.durations_ns))  # stopped at its cut: a few us before the first
+            # block's clock started (hunt: 2 of 32 cuts then ran slivers of 1-9 items the check then priced)
             piece_ns = None if piece_ns is None else int(PROGRESS_PIECE_SECONDS * 1e9)
             if spent_ns < budget_ns:
                 continue

@@ -53,7 +53,7 @@ def measure_payload(call: Call, probe: Probe) -> None:
     Items and results are checked on every call, never remembered as the function's: they are the call's.
     """
     if not probe.fn_checked:
-        _measure_fn(call.fn, probe)
+        measure_fn(call.fn, probe)
     at = min(probe.n, len(call.items) - 1)
     shared = call.items.item_bytes if isinstance(call.items, ArrayRows | Zipped) else None
     probe.item_bytes = shared if shared is not None else _payload_bytes(probe, call.items[at], f"item {at}")
@@ -128,7 +128,7 @@ def _shape(obj: Any) -> tuple[int, type, int | None]:
     return id(obj), type(obj), size
 
 
-def _measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
+def measure_fn(fn: Callable[..., Any], probe: Probe) -> None:
     """Pickle the function itself; when pickle refuses it, ask cloudpickle (it is shipped by it then)."""
     probe.fn_checked, probe.pickle_error, probe.cloudpickle_ok = True, "", None
     try:

@@ -45,7 +45,7 @@ from payoff._knowledge import (
     verdict_near,
 )
 from payoff._outer_pools import outer_pool
-from payoff._payload import by_value_size, cloudpickled_fn, cloudpickled_size, measure_payload, pickled_size
+from payoff._payload import by_value_size, cloudpickled_fn, cloudpickled_size, measure_fn, measure_payload, pickled_size
 from payoff._probe import (
     PROBE_MAX_ITEMS,
     WAITING_BAND,
@@ -266,6 +266,8 @@ class Outgrow(NamedTuple):
     strategy: str
     workers: int
     after_seconds: float
+    if_waiting: bool = False
+    """Only a rest whose items mostly wait moves (to threads): no process can take the call's items."""
 
 
 Decide = Callable[[float], "tuple[Reason, str] | None"]
@@ -483,7 +485,8 @@ class Planner:
         isolate = _stays_in_workers(call, probe)
         if why is not None and not (isolate and why[0] is Reason.PAYLOAD_TOO_LARGE):  # large is costly, not unsendable
             _refuse_the_caller(call, probe, strategy, why)
-            return _serial(call, why[0], why[1], decision, probe)
+            return replace(_serial(call, why[0], why[1], decision, probe),
+                           outgrow=_outgrow_on_threads(call, why[0], probe, remaining, workers))
         unreachable: list[str] = []
         workers = _cluster_workers(call.config, workers, call.stop, unreachable) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
@@ -571,17 +574,29 @@ class Planner:
         own = _share_not_descheduled(outcome)
         if one_by_one and max(ns / n, steps[-1][0] / steps[-1][1]) * own / 1e9 < IMAP_ITEM_MIN_SECONDS:
             return None  # the latest items too: dear ones that just came are few in a half by count
-        item_bytes, result_bytes = _rest_item_bytes(call), _rest_result_bytes(results, plan.probe)
-        if item_bytes is None or result_bytes is None:
-            return None  # no process takes what pickle refuses: the rest runs here
+        # under auto, a rest whose items mostly wait goes to threads, as many as the wait needs, whatever the
+        # first plan weighed: items free at first, then sleeping 10 ms, went to 2 processes, or (a closure over a
+        # lock) stayed here, 1.03-1.07 s where threads took 0.16-0.20 s (hunt 75 F4)
         probe = replace(plan.probe, outcome=None, seconds_per_item=max(ns / n * own / 1e9, 1e-9), known=True,
-                        item_bytes=item_bytes, result_bytes=result_bytes)
-        if _payload_problem(call, grow.strategy, probe) is not None \
+                        cpu_ratio=cpu_ratio_of(outcome))
+        waits = call.requested == "auto" and _waits(probe, grow.workers)
+        if grow.if_waiting and not waits:
+            return None  # computing on threads, the GIL would run one item at a time
+        strategy, workers = (grow.strategy, grow.workers) if not waits else \
+            ("threads", _workers_for(call, Reason.AUTO_WAITING, probe, len(call.items), grow.workers))
+        if strategy in CROSSES_PROCESSES:
+            item_bytes, result_bytes = _rest_item_bytes(call), _rest_result_bytes(results, plan.probe)
+            if item_bytes is None or result_bytes is None:
+                return None  # no process takes what pickle refuses: the rest runs here
+            probe = replace(probe, item_bytes=item_bytes, result_bytes=result_bytes)
+            if not probe.fn_checked:  # a plan that stayed here surely pickled nothing (``_surely_serial``): a
+                measure_fn(call.fn, probe)  # closure over a lock went to processes, and raised there (review 80)
+        if _payload_problem(call, strategy, probe) is not None \
                 or _work_under_threshold(call, probe, len(call.items)) is not None \
-                or self._cost_fallback(call, grow.strategy, grow.workers, probe, len(call.items)) is not None:
+                or self._cost_fallback(call, strategy, workers, probe, len(call.items)) is not None:
             return None  # over ``task_size_hint_bytes`` (hunt 75) or under the user's threshold: as it would be planned
         decision = Reason.AUTO_OUTGREW_ESTIMATE if call.requested == "auto" else plan.decision  # named: as asked
-        return self._chunked(call, grow.strategy, grow.workers, probe, len(call.items), decision)
+        return self._chunked(call, strategy, workers, probe, len(call.items), decision)
 
     def _may_need_a_worker(self, call: Call) -> bool:
         """Whether one worker still means a pool of one worker process rather than the caller: under a backend
@@ -1159,6 +1174,9 @@ def _cpu_share(record: MapRecord, known_share: float | None = None) -> float | N
         if known_share is not None and known_share < GIL_PRICED_RATIO:
             return max(known_share, _own_share(record))
         return _threads_share(record)
+    if record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE and record.selected_strategy == "threads":
+        return _threads_share(record)  # the rest went to threads for what the run read: naps after a free head
+        # kept the head's share of 1.0, and the next call took them for CPU work on processes (0.55 s, not 0.08 s)
     return None
 
 
@@ -1348,6 +1366,15 @@ def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: i
     if call.timeout is not None or cost is None or remaining < 2:
         return None
     return Outgrow(strategy, workers, max(OUTGROW_MIN_SECONDS, OUTGROW_FACTOR * cost * remaining, at_least or 0.0))
+
+
+def _outgrow_on_threads(call: Call, reason: Reason, probe: Probe, remaining: int, workers: int) -> Outgrow | None:
+    """An auto call no process can take (``unpicklable``) kept here on its first items may still outgrow them
+    onto threads, should its later items turn out to wait (``Outgrow.if_waiting``); items that compute stay."""
+    grow = _outgrow(call, "threads", workers, probe, remaining)
+    if call.requested != "auto" or reason is not Reason.UNPICKLABLE or grow is None:
+        return None
+    return grow._replace(if_waiting=True)
 
 
 def switched_off_by() -> str:
@@ -2035,7 +2062,8 @@ def _surely_serial(costs: CostModel, call: Call, probe: Probe) -> bool:
     """An auto call whose measured work stays serial whatever its payload: too few items, under the user's
     threshold, or less work than the cheapest pool's fixed cost per call. Its function, items and results
     are then not pickled to size them: a function exec'd per request (no ``__module__``) costs pickle and
-    cloudpickle a scan of every module, ~2 ms, for a call whose items take microseconds."""
+    cloudpickle a scan of every module, ~2 ms, for a call whose items take microseconds. Should its run here
+    outgrow that estimate, the rest's are pickled then (``Planner.outgrown``)."""
     cost, cfg = probe.seconds_per_item, call.config
     if call.requested != "auto" or cost is None or cfg.tiny_workload_threshold == 0:
         return False

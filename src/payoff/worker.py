@@ -284,10 +284,11 @@ BLOCK_TARGET_NS = 250_000
 """A chunk with a budget reads the clock per this much work: it stops at the first block that ends past its
 budget, so a block this short keeps the overrun small (and the overhead near 1% while the code stays warm)."""
 FREE_BLOCK_TARGET_NS = 1_000_000
-"""A chunk with no budget (a serial run, a fixed chunksize) times its items cheaper than BLOCK_TARGET_NS in
-blocks of this much: its bookkeeping runs cold after the items' work (4-8x slower than warm on this VM), and
-500 items of a 1 MiB array sum spent 1.7 ms of a 24 ms serial call in ~100 blocks' bookkeeping, 1.2 ms in ~25.
-Dearer items are still timed one by one (the per-item histograms of both exporters agree on them)."""
+"""A chunk with no budget (a serial run that cannot outgrow its plan, a fixed chunksize) times its items
+cheaper than BLOCK_TARGET_NS in blocks of this much: its bookkeeping runs cold after the items' work (4-8x
+slower than warm on this VM), and 500 items of a 1 MiB array sum spent 1.7 ms of a 24 ms serial call in ~100
+blocks' bookkeeping, 1.2 ms in ~25. Dearer items are still timed one by one (the per-item histograms of both
+exporters agree on them)."""
 MAX_BLOCK = 1 << 14
 """Trivial items (tens of ns) fill blocks of thousands (4,096 made the instrument cost more than the item);
 a cap, with growth of at most BLOCK_GROWTH per block, bounds how long a block of items that turn dear can run."""
