@@ -1114,6 +1114,17 @@ def dear_then_locks(x: int) -> Any:
     return threading.Lock()
 
 
+NAPS_AFTER_FREE_FROM = 3000
+"""Items from here on of ``naps_after_3000_free`` sleep 10 ms; the ones before cost nearly nothing."""
+
+
+def naps_after_3000_free(x: int) -> int:
+    """A free head long enough that a probe never reaches the naps: a serial plan, outgrown by its run."""
+    if x >= NAPS_AFTER_FREE_FROM:
+        time.sleep(0.01)
+    return x
+
+
 BURNS_FROM = 3000
 """Items from here on of ``burns_from`` cost 50 us of CPU each; the ones before nearly nothing."""
 

@@ -201,6 +201,9 @@ class MapRun:
         self._sample: list[Any] = []
         """An item a serial ``imap``'s stream ran, which stands for its rest when that is planned again."""
         self._results_sample: list[Any] = []
+        self._lazily_spent_ns = self._others_cpu_ns = 0
+        """Of a lazy serial run stopped for a check: its items' time since the last, and the CPU the process's
+        other threads used in its last chunk (``_others_cpu_ns``)."""
         """The result of the item ``_sample`` holds: what the planner sizes the rest's results by."""
         self.pause_lock = threading.Lock()
         self.paused = self.detached = False
@@ -536,7 +539,7 @@ class MapRun:
         self.where("serial", 1)
         if not self._initialized_elsewhere():
             self._initialize_here()
-        budget_ns = int(plan.outgrow.after_seconds * 1e9)
+        base_ns = budget_ns = int(plan.outgrow.after_seconds * 1e9)
         item_ns = (plan.probe.seconds_per_item or 0.0) * 1e9
         while True:
             ran = yield from self._lazily(budget_ns, item_ns)
@@ -544,15 +547,17 @@ class MapRun:
                 return None
             rest, self._sample = self.source.rest_for_planning(self._sample), []
             again = self.ex._planner.outgrown(self._call_for(rest), plan, ran, one_by_one=True,
-                                              results=self._results_sample) if rest else None
+                                              results=self._results_sample,
+                                              others_cpu_ns=self._others_cpu_ns) if rest else None
             item_ns = (ran.end_ns - ran.start_ns) / max(1, ran.n_done)
             if again is not None:
                 self.next_yield = self.next_index
                 return self._replanned(again)
-            spent_ns = sum(ran.durations_ns)  # stopped early by dear items: the rest of this budget first (under a
-            # threshold of 0.3 s the move came at 0.69 s, the budget doubled after a check at 0.03 s; review 80)
-            # a stream may turn dear later on: asked again, each plan under 1% of the work between
-            budget_ns = budget_ns - spent_ns if spent_ns < budget_ns else budget_ns * 2
+            if self._lazily_spent_ns < budget_ns:  # stopped early by dear items: the rest of this budget first
+                budget_ns -= self._lazily_spent_ns  # (under a threshold of 0.3 s the move came at 0.69 s; review 80)
+            else:  # a stream may turn dear later on: asked again, each plan under 1% of the work between
+                base_ns *= 2
+                budget_ns = base_ns
 
     def _replanned(self, again: planning.Plan) -> planning.Plan:
         """The record follows the plan for the rest of a serial run that outgrew its estimate."""
@@ -581,8 +586,10 @@ class MapRun:
         while (part := self.source.rest()) is not None:
             lo, items = part
             cut_ns = budget_ns - spent_ns if piece_ns is None else min(piece_ns, budget_ns - spent_ns)
+            thread0, process0 = time.thread_time_ns(), time.process_time_ns()
             outcome = self._in_caller(ChunkTask(self.next_index, lo, items, self.token), "caller",
                                       budget_ns=max(1, cut_ns), tail_in_budget=True)
+            others_ns = _others_cpu_ns(thread0, process0)
             self.next_index += 1
             self.next_yield = self.next_index
             self._raise_if_stopped()
@@ -598,7 +605,8 @@ class MapRun:
             if spent_ns < budget_ns:
                 continue
             rest = self.source.for_planning()[lo + done:]
-            again = self.ex._planner.outgrown(self._call_for(rest), plan, outcome, results=latest)
+            again = self.ex._planner.outgrown(self._call_for(rest), plan, outcome, results=latest,
+                                              others_cpu_ns=others_ns)
             if again is not None:
                 return self._replanned(again)
             budget_ns, spent_ns = budget_ns * 2, 0  # each plan costs under 1% of the work between two
@@ -690,6 +698,7 @@ class MapRun:
         obs = self.ex._observers
         spent = 0
         while True:
+            thread0, process0 = time.thread_time_ns(), time.process_time_ns()
             context = None
             if obs._scoped:  # the call's span current for each item, at the cost of one scope a chunk
                 with obs.scope(self.call):
@@ -709,6 +718,8 @@ class MapRun:
                 took = outcome.end_ns - outcome.start_ns
                 spent += took
                 if spent >= outgrow_ns or took >= planning.OUTGROW_FACTOR * item_ns * max(1, outcome.n_done) > 0:
+                    self._lazily_spent_ns = spent
+                    self._others_cpu_ns = _others_cpu_ns(thread0, process0)
                     self.source.hand_back(items)
                     self._sample, self._results_sample = chunk.sample, chunk.result_sample
                     return outcome
@@ -1814,3 +1825,10 @@ def on_a_thread_of_its_own(end: Callable[..., None], *args: Any) -> None:
         if not thread_refused_error(exc):
             raise
         end(*args)
+
+
+def _others_cpu_ns(thread0_ns: int, process0_ns: int) -> int:
+    """CPU this process's other threads used since the two readings: while they compute they hold the GIL as
+    well, and a serial run's items that waited for it read as items that wait (review 81: CPU work beside two
+    busy threads of the program went to 9-14 threads, not processes)."""
+    return max(0, (time.process_time_ns() - process0_ns) - (time.thread_time_ns() - thread0_ns))

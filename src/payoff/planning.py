@@ -266,8 +266,6 @@ class Outgrow(NamedTuple):
     strategy: str
     workers: int
     after_seconds: float
-    if_waiting: bool = False
-    """Only a rest whose items mostly wait moves (to threads): no process can take the call's items."""
 
 
 Decide = Callable[[float], "tuple[Reason, str] | None"]
@@ -485,8 +483,7 @@ class Planner:
         isolate = _stays_in_workers(call, probe)
         if why is not None and not (isolate and why[0] is Reason.PAYLOAD_TOO_LARGE):  # large is costly, not unsendable
             _refuse_the_caller(call, probe, strategy, why)
-            return replace(_serial(call, why[0], why[1], decision, probe),
-                           outgrow=_outgrow_on_threads(call, why[0], probe, remaining, workers))
+            return _serial(call, why[0], why[1], decision, probe)
         unreachable: list[str] = []
         workers = _cluster_workers(call.config, workers, call.stop, unreachable) if strategy == "dask" else \
             _workers_for(call, decision, probe, remaining, workers)
@@ -561,11 +558,12 @@ class Planner:
         return None  # held long enough: measured again
 
     def outgrown(self, call: Call, plan: Plan, outcome: ChunkOutcome, one_by_one: bool = False,
-                 results: Sequence[Any] = ()) -> Plan | None:
+                 results: Sequence[Any] = (), others_cpu_ns: int = 0) -> Plan | None:
         """The rest of a serial run (``call``'s items) cut once it outgrew its first items' estimate
         (``Plan.outgrow``), planned again at what the run's later items cost; None: it stays serial.
         ``one_by_one``: an ``imap``'s run, its results handed out as asked for (``IMAP_ITEM_MIN_SECONDS``).
-        ``results``: the run's latest result, which the rest's are sized by, not the probe's first ones."""
+        ``results``: the run's latest result, which the rest's are sized by, not the probe's first ones.
+        ``others_cpu_ns``: CPU the process's other threads used meanwhile (``_maprun._others_cpu_ns``)."""
         grow = plan.outgrow
         steps = [(ns, k) for ns, k in zip(outcome.durations_ns, outcome.block_sizes, strict=True) if k]
         if grow is None or not steps or not call.items:
@@ -579,9 +577,12 @@ class Planner:
         # lock) stayed here, 1.03-1.07 s where threads took 0.16-0.20 s (hunt 75 F4)
         probe = replace(plan.probe, outcome=None, seconds_per_item=max(ns / n * own / 1e9, 1e-9), known=True,
                         cpu_ratio=cpu_ratio_of(outcome))
-        waits = call.requested == "auto" and _waits(probe, grow.workers)
-        if grow.if_waiting and not waits:
-            return None  # computing on threads, the GIL would run one item at a time
+        waits = call.requested == "auto" and _waits(probe, grow.workers) \
+            and self._waited_alone(outcome, others_cpu_ns)
+        if waits and not probe.fn_checked:
+            measure_fn(call.fn, probe)
+        if waits and probe.pickle_error and not probe.cloudpickle_ok:
+            return None  # what no pickler takes may be bound to this thread (an sqlite3 connection: review 81)
         strategy, workers = (grow.strategy, grow.workers) if not waits else \
             ("threads", _workers_for(call, Reason.AUTO_WAITING, probe, len(call.items), grow.workers))
         if strategy in CROSSES_PROCESSES:
@@ -597,6 +598,13 @@ class Planner:
             return None  # over ``task_size_hint_bytes`` (hunt 75) or under the user's threshold: as it would be planned
         decision = Reason.AUTO_OUTGREW_ESTIMATE if call.requested == "auto" else plan.decision  # named: as asked
         return self._chunked(call, strategy, workers, probe, len(call.items), decision)
+
+    def _waited_alone(self, outcome: ChunkOutcome, others_cpu_ns: int) -> bool:
+        """Whether a serial run's waits were its items' own: not for the GIL other threads of the program (a
+        quarter of the wait in their CPU) or other calls held, as the probe tells its items' (review 81: CPU work
+        beside two busy threads read a share of 0.15 and went to 9-14 threads where processes ran it 2x)."""
+        wait_ns = sum(outcome.durations_ns) - outcome.cpu_ns - outcome.runq_ns
+        return wait_ns > 4 * others_cpu_ns and not self._others_since(outcome.start_ns)
 
     def _may_need_a_worker(self, call: Call) -> bool:
         """Whether one worker still means a pool of one worker process rather than the caller: under a backend
@@ -1367,15 +1375,6 @@ def _outgrow(call: Call, strategy: str, workers: int, probe: Probe, remaining: i
     if call.timeout is not None or cost is None or remaining < 2:
         return None
     return Outgrow(strategy, workers, max(OUTGROW_MIN_SECONDS, OUTGROW_FACTOR * cost * remaining, at_least or 0.0))
-
-
-def _outgrow_on_threads(call: Call, reason: Reason, probe: Probe, remaining: int, workers: int) -> Outgrow | None:
-    """An auto call no process can take (``unpicklable``) kept here on its first items may still outgrow them
-    onto threads, should its later items turn out to wait (``Outgrow.if_waiting``); items that compute stay."""
-    grow = _outgrow(call, "threads", workers, probe, remaining)
-    if call.requested != "auto" or reason is not Reason.UNPICKLABLE or grow is None:
-        return None
-    return grow._replace(if_waiting=True)
 
 
 def switched_off_by() -> str:

@@ -976,6 +976,7 @@ class StreamedChunk:
         self.input_error: Exception | None = None
         self.ended = False
         self.start_ns = time.monotonic_ns()
+        self._waits0 = voluntary_waits()
         self.work_ns = self.cpu_ns = self.runq_ns = 0
         self.consumer_ns = 0
         """The consumer's time with the results handed out, read around the timed items' and counted for the
@@ -1123,8 +1124,10 @@ class StreamedChunk:
         if self._run is not None:
             with contextlib.suppress(ValueError):  # running: only possible from inside fn itself
                 self._run.close()
+        waits = voluntary_waits()  # the consumer's waits between items too: it only ever reads as more waiting
         out = StreamedOutcome(self.index, self.first, [], self.start_ns, self.start_ns + self.work_ns, self.cpu_ns,
-                              self.durations, self.sizes, _worker_name(), runq_ns=self.runq_ns, count=self.count)
+                              self.durations, self.sizes, _worker_name(), runq_ns=self.runq_ns, count=self.count,
+                              blocked=None if waits is None or self._waits0 is None else waits - self._waits0)
         if self.error is not None:
             out.error, out.error_index = self.error, self.first + self.count
         return out
