@@ -14,10 +14,11 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from payoff import ParallelConfig, ParallelExecutor, planning
+from payoff import MapRecord, ParallelConfig, ParallelExecutor, planning
 from payoff.record import ChunkStats, dear_items
 from payoff.scheduling import GuidedChunks, guided_sizes
 from payoff.worker import MAX_BLOCK, run_chunk
@@ -35,6 +36,21 @@ from tests.tasks import (
 N_ITEMS = 2000
 
 
+def _dear_tail_run(strategy: str, run: Callable[[ParallelExecutor, list[int]], list[int]]
+                   ) -> tuple[MapRecord, list[int]]:
+    """A call of ``cheap_then_dear_tail`` over N_ITEMS items made by ``run``: its record, and how many dear items
+    each of its pieces held (the pieces cover every item once)."""
+    items = list(range(N_ITEMS))
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
+        out = run(ex, items)
+        record = ex.last_record
+    assert out == [cheap_then_dear_tail(x) if x < DEAR_FROM else -x for x in items]
+    assert record is not None and record.selected_strategy == strategy
+    parts = sorted((c.first_item, c.n_items) for c in record.chunks)
+    assert sum(n for _, n in parts) == N_ITEMS and all(a + n == b for (a, n), (b, _) in itertools.pairwise(parts))
+    return record, [max(0, lo + n - max(lo, DEAR_FROM)) for lo, n in parts]
+
+
 @pytest.mark.parametrize("strategy", ["threads", "processes"])
 def test_a_sorted_dear_tail_is_shared_out_once_it_is_measured(strategy: str) -> None:
     """Chunks cut for cheap items hand back the dear ones they meet, so no worker runs most of the tail alone.
@@ -43,15 +59,7 @@ def test_a_sorted_dear_tail_is_shared_out_once_it_is_measured(strategy: str) -> 
     (measured over six runs), and the other worker finished up to 0.8 s
     earlier; now no piece holds more than a quarter of them.
     """
-    items = list(range(N_ITEMS))
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
-        out = ex.map(cheap_then_dear_tail, items)
-        record = ex.last_record
-    assert out == [cheap_then_dear_tail(x) if x < DEAR_FROM else -x for x in items]
-    assert record is not None and record.selected_strategy == strategy
-    parts = sorted((c.first_item, c.n_items) for c in record.chunks)
-    assert sum(n for _, n in parts) == N_ITEMS and all(a + n == b for (a, n), (b, _) in itertools.pairwise(parts))
-    dear = [max(0, lo + n - max(lo, DEAR_FROM)) for lo, n in parts]
+    record, dear = _dear_tail_run(strategy, lambda ex, items: ex.map(cheap_then_dear_tail, items))
     assert max(dear) <= math.ceil((N_ITEMS - DEAR_FROM) / 4), [d for d in dear if d]
     indices = {c.index for c in record.chunks}
     assert len(indices) < record.n_chunks  # some chunks handed items back
@@ -67,15 +75,7 @@ def test_a_streams_sorted_dear_tail_is_shared_out_once_it_is_measured(strategy: 
     items of 4 ms on one worker, 1.21 s against a 1.20 s loop, where two take
     0.6 s). A chunk the user sized stays whole: see the next test.
     """
-    items = list(range(N_ITEMS))
-    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
-        out = list(ex.imap(cheap_then_dear_tail, iter(items)))
-        record = ex.last_record
-    assert out == [cheap_then_dear_tail(x) if x < DEAR_FROM else -x for x in items]
-    assert record is not None and record.selected_strategy == strategy
-    parts = sorted((c.first_item, c.n_items) for c in record.chunks)
-    assert sum(n for _, n in parts) == N_ITEMS and all(a + n == b for (a, n), (b, _) in itertools.pairwise(parts))
-    dear = [max(0, lo + n - max(lo, DEAR_FROM)) for lo, n in parts]
+    _, dear = _dear_tail_run(strategy, lambda ex, items: list(ex.imap(cheap_then_dear_tail, iter(items))))
     assert max(dear) <= math.ceil((N_ITEMS - DEAR_FROM) / 2), [d for d in dear if d]
 
 
