@@ -201,10 +201,10 @@ class MapRun:
         self._sample: list[Any] = []
         """An item a serial ``imap``'s stream ran, which stands for its rest when that is planned again."""
         self._results_sample: list[Any] = []
+        """The result of the item ``_sample`` holds: what the planner sizes the rest's results by."""
         self._lazily_spent_ns = self._others_cpu_ns = 0
         """Of a lazy serial run stopped for a check: its items' time since the last, and the CPU the process's
         other threads used in its last chunk (``_others_cpu_ns``)."""
-        """The result of the item ``_sample`` holds: what the planner sizes the rest's results by."""
         self.pause_lock = threading.Lock()
         self.paused = self.detached = False
         self.paused_by: threading.Thread | None = None

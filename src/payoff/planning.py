@@ -573,25 +573,24 @@ class Planner:
         if one_by_one and max(ns / n, steps[-1][0] / steps[-1][1]) * own / 1e9 < IMAP_ITEM_MIN_SECONDS:
             return None  # the latest items too: dear ones that just came are few in a half by count
         # under auto, a rest whose items mostly wait goes to threads, as many as the wait needs, whatever the
-        # first plan weighed: items free at first, then sleeping 10 ms, went to 2 processes, or (a closure over a
-        # lock) stayed here, 1.03-1.07 s where threads took 0.16-0.20 s (hunt 75 F4)
+        # first plan weighed: items free at first, then sleeping 10 ms, went to 2 processes (hunt 75 F4)
         probe = replace(plan.probe, outcome=None, seconds_per_item=max(ns / n * own / 1e9, 1e-9), known=True,
                         cpu_ratio=cpu_ratio_of(outcome))
         waits = call.requested == "auto" and _waits(probe, grow.workers) \
             and self._waited_alone(outcome, others_cpu_ns)
-        if waits and not probe.fn_checked:
+        strategy, workers = (grow.strategy, grow.workers) if not waits else \
+            ("threads", _workers_for(call, Reason.AUTO_WAITING, probe, len(call.items), grow.workers))
+        if (waits or strategy in CROSSES_PROCESSES) and not probe.fn_checked:
+            # a plan that stayed here surely pickled nothing (``_surely_serial``): a closure over a lock went to
+            # processes and raised there (review 80)
             measure_fn(call.fn, probe)
         if waits and probe.pickle_error and not probe.cloudpickle_ok:
             return None  # what no pickler takes may be bound to this thread (an sqlite3 connection: review 81)
-        strategy, workers = (grow.strategy, grow.workers) if not waits else \
-            ("threads", _workers_for(call, Reason.AUTO_WAITING, probe, len(call.items), grow.workers))
         if strategy in CROSSES_PROCESSES:
             item_bytes, result_bytes = _rest_item_bytes(call), _rest_result_bytes(results, plan.probe)
             if item_bytes is None or result_bytes is None:
                 return None  # no process takes what pickle refuses: the rest runs here
             probe = replace(probe, item_bytes=item_bytes, result_bytes=result_bytes)
-            if not probe.fn_checked:  # a plan that stayed here surely pickled nothing (``_surely_serial``): a
-                measure_fn(call.fn, probe)  # closure over a lock went to processes, and raised there (review 80)
         if _payload_problem(call, strategy, probe) is not None \
                 or _work_under_threshold(call, probe, len(call.items)) is not None \
                 or self._cost_fallback(call, strategy, workers, probe, len(call.items)) is not None:
