@@ -449,12 +449,17 @@ def test_a_tiny_call_does_not_pickle_its_function() -> None:
 
 
 def test_a_function_not_pickled_while_tiny_is_pickled_once_its_call_can_go_parallel() -> None:
-    """Skipping the pickling of tiny calls must not send a function pickle refuses to processes later."""
-    planner = planning.Planner()
-    rule = _compiled_rule(4)
-    tiny = planner.plan(planning.Call(rule, list(range(8)), ParallelConfig(max_workers=2), "auto", None, None,
-                                      None, frozenset(), 0))
-    assert tiny.strategy == "serial" and not tiny.probe.fn_checked
+    """Skipping the pickling of tiny calls must not send a function pickle refuses to processes later. The scene
+    needs the first item read tiny: a clean-clone CI run read it at 572 us (a stall), which priced 8 of them
+    worth sizing; such a reading is taken again on a fresh planner, as in the test above."""
+    for _ in range(3):
+        planner = planning.Planner()
+        rule = _compiled_rule(4)
+        tiny = planner.plan(planning.Call(rule, list(range(8)), ParallelConfig(max_workers=2), "auto", None, None,
+                                          None, frozenset(), 0))
+        if (tiny.probe.seconds_per_item or 0.0) < TINY_ITEM_READ:
+            break
+    assert tiny.strategy == "serial" and not tiny.probe.fn_checked, tiny.probe.seconds_per_item
     big = planner.plan(planning.Call(rule, list(range(1000)), ParallelConfig(**EAGER), "auto", None, None, None,
                                      frozenset(), 0))
     assert big.probe.fn_checked and big.probe.pickle_error, big.probe
