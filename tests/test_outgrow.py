@@ -247,6 +247,22 @@ def test_naps_after_a_free_head_move_to_threads_and_the_next_call_plans_them_as_
     assert second is not None and second.selected_strategy == "threads", second.summary()
 
 
+def test_naps_that_begin_inside_a_small_block_of_a_short_call_are_cut_at_its_budget() -> None:
+    """A serial run checks its budget between its timing blocks, which grow on free items (1, 8, 64, then the
+    rest); only blocks of 1,024 items or more had a timer to end them at the budget. 100 free items, then 100
+    naps of 10 ms: the last block held all 100 naps, and the call ran them all here (1.02 s, twice), where
+    threads take 0.06 s."""
+    items = list(range(2 * tasks.NAPS_AFTER_100_FREE_FROM))
+    with warnings.catch_warnings(), ParallelExecutor(planner=planning.Planner()) as ex:
+        warnings.simplefilter("ignore")
+        assert ex.map(tasks.naps_after_100_free, items) == items
+        record = ex.last_record
+    assert record is not None and record.decision_reason is Reason.AUTO_OUTGREW_ESTIMATE, record and record.summary()
+    naps_here = sum(c.n_items for c in record.chunks if c.where == "caller") - tasks.NAPS_AFTER_100_FREE_FROM
+    assert naps_here < 50, (naps_here, record.summary())
+    assert record.selected_strategy == "threads", record.summary()
+
+
 @pytest.mark.parametrize("busy", [False, True], ids=["alone", "beside a busy thread of the program"])
 def test_naps_of_a_closure_no_pickler_takes_stay_here_and_cpu_work_beside_busy_threads_is_no_waiting(
         busy: bool) -> None:

@@ -294,9 +294,9 @@ MAX_BLOCK = 1 << 14
 a cap, with growth of at most BLOCK_GROWTH per block, bounds how long a block of items that turn dear can run."""
 BLOCK_GROWTH = 8
 _CUT = object()
-CUT_WATCH_ITEMS = 1_024
-"""A serial run that may outgrow its estimate has a timer end it at its budget (``payoff._budget_cut``) from its
-first block of this many items on: smaller blocks of items this cheap end within the budget's checks."""
+CUT_WATCH_ITEMS = 2
+"""A serial run that may outgrow its estimate is watched (``payoff._budget_cut``) from its first block of this
+many items on: a block of one item ends at that item."""
 TAIL_ITEM_NS = 1_000
 """Items cheaper than this pay a measurable share (about 2 ns of ~35) for the ``islice`` that bounds a block."""
 TAIL_BLOCK_NS = 50_000_000
@@ -304,7 +304,7 @@ TAIL_BLOCK_NS = 50_000_000
 at their measured cost and is at most BLOCK_GROWTH times the items done. A call with a deadline never does,
 nor a chunk with a budget (items that turn dearer inside such a block would hold its checks back for the
 whole block), except a serial run that may outgrow its estimate, where the rest fits what is left of its budget
-at the measured cost (``run_chunk(tail_in_budget=True)``); a timer ends that block at the budget if its
+at the measured cost (``run_chunk(tail_in_budget=True)``); a watcher ends that block at the budget if its
 items turn dear inside it (``payoff._budget_cut``)."""
 
 
