@@ -13,7 +13,8 @@ watcher's thread in, and its items cost what they cost.
 One long-lived thread watches every armed run. A thread per arming (a spare thread woken through a queue) cost
 80-180 us a call of a few hundred free items, most of it threads started because the last one had not yet gone
 back to idle (2,000 armings in a row left 70 threads), so only blocks of 1,024 items or more were watched.
-Arming is now a set insertion, and the watcher is woken only when it slept with nothing to watch.
+Arming is now a set insertion; the watcher sleeps until the soonest budget and is woken only by an arming
+sooner than that.
 """
 
 from __future__ import annotations
@@ -29,9 +30,6 @@ from payoff._own_pools import mark_own
 
 STOPPABLE: tuple[type, ...] = (type(iter([])), type(iter(())), type(iter(range(0))))
 """Iterators a watcher can end from another thread: the built-in sequences' own (``__setstate__(index)``)."""
-POLL_SECONDS = 0.002
-"""How often the watcher reads the clock while a run is armed: a block ends at most this long after its budget
-(plus the wait for the GIL, none while its item waits), and a watcher asleep this long costs nothing."""
 IDLE_SECONDS = 30.0
 """A watcher with nothing armed this long ends; the next arming starts another."""
 
@@ -73,8 +71,8 @@ def arm(source: Iterator[Any], stop_at_ns: int) -> Cut:
         _ARMED.add(cut)
         if _watcher is None:
             _watcher = _Watcher()
-        elif _watcher.asleep:
-            _watcher.asleep = False
+        elif _watcher.until_ns is None or stop_at_ns < _watcher.until_ns:
+            _watcher.until_ns = stop_at_ns
             _watcher.wake.set()
     return cut
 
@@ -93,9 +91,14 @@ def release() -> threading.Thread | None:
 
 
 class _Watcher:
+    """Sleeps until the soonest armed budget, woken only by an arming sooner than that: a run's block ends within
+    the wait for the GIL after its budget (none while its item waits; up to the switch interval, 5 ms, while it
+    runs Python code), and a run that ends in time costs it at most two wake-ups, its arming's and its budget's."""
+
     def __init__(self) -> None:
         """Under ``_LOCK``: started as it is made, so a run is never armed with no thread to watch it."""
-        self.asleep = False
+        self.until_ns: int | None = 0
+        """The budget it sleeps until; None when nothing is armed."""
         self.wake = threading.Event()
         self.thread = mark_own(threading.Thread(target=self._serve, name="payoff-budget-cut", daemon=True))
         self.thread.start()
@@ -103,27 +106,14 @@ class _Watcher:
     def _serve(self) -> None:
         while True:
             with _LOCK:
-                if _watcher is not self:  # released while it slept between two looks
+                if _watcher is not self:  # released
                     return
-                soonest = self._fire_due()
+                soonest = self.until_ns = _fire_due()
+                self.wake.clear()
             if soonest is not None:
-                time.sleep(min(POLL_SECONDS, max(0, soonest - time.perf_counter_ns()) / 1e9))
+                self.wake.wait(max(0, soonest - time.perf_counter_ns()) / 1e9)
             elif not self._sleep():
                 return
-
-    def _fire_due(self) -> int | None:
-        """Under ``_LOCK``: ends the runs past their budget; the soonest budget still armed, or None (then marked
-        asleep)."""
-        now = time.perf_counter_ns()
-        due = [cut for cut in _ARMED if cut.stop_at_ns <= now]
-        for cut in due:
-            cut._fire()
-            _ARMED.discard(cut)
-        if _ARMED:
-            return min(cut.stop_at_ns for cut in _ARMED)
-        self.asleep = True
-        self.wake.clear()
-        return None
 
     def _sleep(self) -> bool:
         """Waits for an arming; False when this watcher is to end (released, or idle ``IDLE_SECONDS``)."""
@@ -132,10 +122,19 @@ class _Watcher:
         with _LOCK:
             if _watcher is not self:
                 return False
-            if not woken and self.asleep:
+            if not woken and self.until_ns is None:
                 _watcher = None
                 return False
             return True
+
+
+def _fire_due() -> int | None:
+    """Under ``_LOCK``: ends the runs past their budget; the soonest budget still armed, or None."""
+    now = time.perf_counter_ns()
+    for cut in [cut for cut in _ARMED if cut.stop_at_ns <= now]:
+        cut._fire()
+        _ARMED.discard(cut)
+    return min((cut.stop_at_ns for cut in _ARMED), default=None)
 
 
 def _forget_in_child() -> None:
