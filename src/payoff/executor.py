@@ -27,7 +27,7 @@ from concurrent.futures import BrokenExecutor, Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, SupportsIndex, TypedDict, TypeVar, Unpack, cast
 
-from payoff import _budget_cut, _exit, _forks, _maprun, _spare_threads, _waiting, planning
+from payoff import _exit, _forks, _maprun, _spare_threads, _waiting, planning
 from payoff._event_loop import blocking_loop, warn_if_held, warn_if_waited
 from payoff._knowledge import Knowledge, fn_key
 from payoff._library import NO_LIBRARY, LibraryCall
@@ -503,9 +503,6 @@ class ParallelExecutor:
         for thread in _spare_threads.release_idle():  # the threads kept to run callers' items under a timeout
             if wait:
                 thread.join(SPARE_JOIN_SECONDS)
-        watcher = _budget_cut.release()
-        if watcher is not None and wait:
-            watcher.join(SPARE_JOIN_SECONDS)
         self._idle_wake.set()
 
     def _cancel_queued(self) -> None:

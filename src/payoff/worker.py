@@ -671,7 +671,7 @@ def _run_blocks(
                 durations.append(took)
                 sizes.append(done)
             if done < hi - lo:  # stopped before the block's end: the deadline or budget, or fn raised StopIteration
-                if (gated and gate_passed()) or (cut is not None and cut.end()):
+                if (gated and gate_passed()) or (cut is not None and cut.end() and n - cut.left == len(results)):
                     return  # the chunk hands back fewer results
                 raise _StoppedEarly
             per_item = took // done or 1
@@ -686,9 +686,9 @@ def _run_blocks(
             if stop_at is not None and now >= stop_at:
                 return
     finally:
-        runq[1] = run_queue_ns()
         if cut is not None:
             cut.end()
+        runq[1] = run_queue_ns()
 
 
 def _source(items: Sequence[Any], cancel: CancelToken | None,
