@@ -1216,3 +1216,26 @@ def holds_a_payoff_lock(_: int) -> bool:
     from payoff import _forks
 
     return _forks.holding_a_lock()
+
+
+_CONNECTIONS: dict[str, Any] = {}
+
+
+def queries_a_connection_of_its_thread(x: int) -> int:
+    """Waits 5 ms, then asks an sqlite3 connection made by the first thread that ran this function: the thread
+    that made a connection is the only one that may use it (``ProgrammingError`` elsewhere), as a loop does."""
+    import sqlite3
+
+    conn = _CONNECTIONS.get("conn")
+    if conn is None:
+        conn = _CONNECTIONS["conn"] = sqlite3.connect(":memory:")
+    time.sleep(0.005)
+    return int(conn.execute("select ?", (x,)).fetchone()[0])
+
+
+def naps_then_refuses_a_thread_count(x: int) -> int:
+    """Waits 5 ms; item 25 raises an error of its own that happens to name a thread."""
+    time.sleep(0.005)
+    if x == 25:
+        raise ValueError("a thread count of 0 is not allowed")
+    return x

@@ -83,6 +83,8 @@ class Row:
     """False: nothing is taught, as for a function no call has measured yet (the cost is then unknown)."""
     crashed: bool = False
     """An earlier call of the function crashed a worker process."""
+    bound: bool = False
+    """An earlier call's items raised on a pool what they did not raise in the caller's thread (thread_bound)."""
     expect_decision: Reason | None = None
     """The plan's decision, where a fallback is the row's reason (what the record's decision_reason says)."""
     serial_because: tuple[Reason, str] | None = None
@@ -474,6 +476,12 @@ ROWS = [
     Row("tiny_workload_threshold=0 keeps a measured function on its pool of one", 1e-3, 1000, "processes",
         Reason.EXPLICIT_STRATEGY, config={"strategy": "processes", "max_workers": 1, "tiny_workload_threshold": 0},
         expect_workers=1),
+    # -- a function whose items an earlier call found bound to the caller's thread stays there under auto --
+    Row("auto keeps waiting items bound to the caller's thread there", 5e-3, 400, "serial", Reason.THREAD_BOUND,
+        cpu_ratio=0.05, bound=True, detail_says="in an earlier call, item 3 raised ProgrammingError"),
+    Row("a named threads backend runs items an earlier auto call found bound to its thread", 5e-3, 400,
+        "threads", Reason.EXPLICIT_STRATEGY, config={"strategy": "threads", "max_workers": 4}, cpu_ratio=0.05,
+        bound=True, expect_workers=4),
     # -- a function that crashed a worker process never runs in the caller again --
     Row("auto isolates trivial work of a function that crashed a worker", 5e-8, 1000, "processes",
         Reason.AUTO_ISOLATES_CRASHES, crashed=True),
@@ -555,6 +563,9 @@ def _plan(row: Row, planner: Planner | None) -> Any:
             teach(planner, row)
         if row.crashed:
             planner.knowledge.crashed(tasks.square, "item 7 crashed a worker process (killed by SIGSEGV)")
+        if row.bound:
+            planner.knowledge.bound_to_its_thread(tasks.square, "item 3 raised ProgrammingError('SQLite objects "
+                                                  "created in a thread can only be used in that same thread')")
     config = ParallelConfig(**row.config)
     call = Call(tasks.square, _items(row), config, config.strategy_name, row.chunksize, row.granularity,
                 row.releases_gil, row.warm, 0, serial_because=row.serial_because,

@@ -124,6 +124,16 @@ def _map_failure() -> tuple[Any, Any, list[Any]]:
     return record, out, [i * 10 for i, _, _ in items]
 
 
+@case(Reason.THREAD_BOUND)
+def _thread_bound() -> tuple[Any, Any, list[Any]]:
+    """Waiting items that ask an sqlite3 connection this thread made: auto plans threads, which it refuses."""
+    tasks._CONNECTIONS.clear()
+    items = list(range(40))
+    assert tasks.queries_a_connection_of_its_thread(0) == 0  # made in this thread, as a loop's would be
+    record, out = _run(ParallelConfig(), tasks.queries_a_connection_of_its_thread, items)
+    return record, out, items
+
+
 @case(Reason.UNPICKLABLE_RESULT_RERUN)
 def _unpicklable_result_rerun() -> tuple[Any, Any, list[Any]]:
     """Auto on processes (taught the function is 1 ms of CPU work an item): two late results cannot travel."""

@@ -397,6 +397,8 @@ class Knowledge:
         self._lock = _forks.Lock()
         self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
         self._crashes: OrderedDict[Hashable, tuple[str, tuple[Callable[[], bool], ...]]] = OrderedDict()
+        self._bound: OrderedDict[Hashable, str] = OrderedDict()
+        """Functions whose items raised off the caller's thread what they did not raise on it (``thread_bound``)."""
         """A function's mark: how it crashed a worker (no callables: for good), or the items that outlived a
         timeout, each with whether it still runs."""
         self._closed_later: deque[tuple[Hashable | None, str, int]] = deque()
@@ -835,10 +837,32 @@ class Knowledge:
                 return None
             return detail
 
+    def bound_to_its_thread(self, fn: Callable[..., Any], detail: str) -> None:
+        """``fn``'s items raised on a pool what they did not raise in the caller's thread (``detail`` says what):
+        from now on auto runs them there. Kept for the life of the process (or until ``forget``), as a crash is:
+        a thread-bound object stays bound."""
+        key = fn_key(fn)
+        if key is None:
+            return
+        with self._lock:
+            self._bound[key] = detail
+            self._bound.move_to_end(key)
+            while len(self._bound) > self.LIMIT:
+                self._bound.popitem(last=False)
+
+    def bound_of(self, fn: Callable[..., Any]) -> str | None:
+        """What ``fn``'s items raised off the caller's thread in an earlier call, or None."""
+        key = fn_key(fn)
+        if key is None:
+            return None
+        with self._lock:
+            return self._bound.get(key)
+
     def forget(self) -> None:
         with self._lock:
             self._facts.clear()
             self._crashes.clear()
+            self._bound.clear()
             self._closed_later.clear()
 
     def teach(self, fn: Callable[..., Any], facts: Facts) -> None:

@@ -18,6 +18,7 @@ import itertools
 import os
 import pickle
 import queue
+import re
 import threading
 import time
 from array import array
@@ -93,6 +94,15 @@ READER_GRACE_SECONDS = 10.0
 so, naming the thread: it waits for as long as that thread keeps the imap unfinished (a generator a server's
 request thread holds on to), and waited silently. It is not let go: a reader that is only slow (an upload per
 result) would lose the results computed for it."""
+
+
+class _BoundHere(Exception):
+    """Items that raised on the pool an error naming a thread were handed back: the call goes on here."""
+
+
+_NAMES_A_THREAD = re.compile(r"\bthreads?\b", re.IGNORECASE)
+"""An item's error that names a thread: "SQLite objects created in a thread can only be used in that same
+thread", "main thread is not in main loop", "... attached to a different thread"."""
 
 
 class _PoolClosedAtExit(Exception):
@@ -190,6 +200,9 @@ class MapRun:
         """The function crashed a worker process before: its items never run in the caller."""
         self.reruns = Reruns()
         """Items whose results could not come back from the pool, run again here in their turn (``_settle``)."""
+        self.bound: list[str] = []
+        """What items raised on the pool that names a thread, each such item handed back to run here
+        (``_handed_back_bound``): the rest of the call runs in the caller's thread."""
         self.stream = False
         self.sizer = GuidedChunks(1, 1, 1, None)
         self._bound_bytes = False
@@ -961,6 +974,9 @@ class MapRun:
             except _PoolClosedAtExit as exc:
                 self._finish_here(pool, str(exc))
                 continue
+            except _BoundHere:
+                self._bound_rest_here(pool)
+                continue
             # out of the except clause: what the recovery raises (the call's timeout as a fresh pool starts) came
             # "during handling of" the pool's own error, which is payoff's, not the user's
             self._after_break(pool, broken)
@@ -982,6 +998,27 @@ class MapRun:
         self._run_the_rest_here(f"the program began to end while this map ran in a thread it waits for, and the "
                                 f"{pool.name} pool's exit hook took no more work ({refused}); the chunks it had not "
                                 "started ran in this thread")
+
+    def _bound_rest_here(self, pool: Strategy) -> None:
+        """Items bound to the caller's thread: the chunks on the pool finish (their own such items handed back
+        too), then the rest of the call runs here."""
+        try:
+            while self.in_flight:
+                self._wait_and_collect(pool)
+        except BrokenExecutor:
+            lost = self._drain_broken(pool)
+            self._raise_if_stopped()
+            self._rerun(lost)
+        assert self.lease is not None
+        self._release(self.lease)
+        n = len(self.bound)
+        detail = (f"{self.bound[0]}{f' (and {n - 1} more such items)' if n > 1 else ''} on the {pool.name} pool, "
+                  "which the caller's thread does not meet (an object bound to the thread that made it); auto ran "
+                  f"the items not yet done in the caller's thread, {'that item' if n == 1 else 'each of them'} "
+                  "again, and keeps this function there from now on")
+        self.rec.fall_back(Reason.THREAD_BOUND, detail)  # kept for later calls once the rest ran here (``learn``)
+        self.where("serial", 1)
+        self.lease = Lease(SerialStrategy(1))
 
     def _run_the_rest_here(self, detail: str) -> None:
         """No pool may start once the program ends: what is left of a map in a thread the end waits for runs in
@@ -1042,6 +1079,8 @@ class MapRun:
         limit = workers if capped else ahead or in_flight_limit(workers)
         self.bytes_cap = (IN_FLIGHT_HINTS if ahead is None else AHEAD_HINTS) * self.config.task_size_hint_bytes
         while True:
+            if self.bound and not isinstance(pool, SerialStrategy):
+                raise _BoundHere
             if self.source.cut:  # a slow input: what is ready goes out before more of it is read
                 yield from self._ready_blocks()
             try:
@@ -1285,9 +1324,14 @@ class MapRun:
         if outcome.unsent:
             self._unsent_back(task, outcome)
         where = _where(pool, task)
+        bound = where != "caller" and self._handed_back_bound(pool, outcome)
         stats = self._count(outcome, where, task)
         if outcome.error is not None:
             self._hold_error(task, outcome)  # unordered too: the results its chunk had before it go out first
+            return
+        if bound:
+            self.parts.setdefault(task.index, []).append(outcome)
+            self._requeue_rest(task, outcome.n_done)
             return
         self.sizer.observe(stats.n_items, stats.busy_seconds)
         if self._bound_bytes:
@@ -1313,6 +1357,33 @@ class MapRun:
                 return
             exc.add_note(f"payoff: {where}; which item is not known, so the chunk's first is named")
             outcome.results, outcome.unsent, outcome.error, outcome.error_index = [], (), exc, outcome.first
+
+    def _handed_back_bound(self, pool: Strategy, outcome: ChunkOutcome) -> bool:
+        """An item's error that names a thread, raised on the pool, under auto: the item and the rest of its chunk
+        are handed back to run in the caller's thread (``_bound_rest_here``), as a loop would run them. An sqlite3
+        connection serves only the thread that made it: waiting items planned on threads raised
+        ``ProgrammingError`` on every call where a loop ran them all. An item whose error is its own raises it
+        again here. Where that may not be (a named backend, a timeout, which runs a serial call's items on a
+        thread of payoff's), the error says what it may mean."""
+        error = outcome.error
+        if not isinstance(error, Exception) or not _NAMES_A_THREAD.search(str(error)):
+            return False
+        not_here = self._not_here()
+        if not_here is None and self.token.deadline is not None:
+            not_here = "a call under timeout= runs a serial call's items on a thread of payoff's too"
+        if not_here is not None:
+            if not self.bound:
+                with contextlib.suppress(Exception):
+                    error.add_note(f"payoff: raised on the {pool.name} pool; if the function uses an object bound "
+                                   "to the thread that made it (an sqlite3 connection), make it in each item or once "
+                                   'per thread (threading.local), or run the map with strategy="serial" ('
+                                   f"not run again here: {not_here})")
+            return False
+        at = outcome.first + outcome.n_done if outcome.error_index is None else outcome.error_index
+        self.bound.append(f"item {at} raised {error!r}")
+        outcome.results = outcome.results[:at - outcome.first]
+        outcome.error, outcome.error_index = None, None
+        return True
 
     def _unsent_back(self, task: ChunkTask, outcome: ChunkOutcome) -> None:
         """Results pickle could not send back from a worker. A loop returns them, so auto, which chose the pool,

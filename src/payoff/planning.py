@@ -460,6 +460,8 @@ class Planner:
             return _serial(call, None, "", decision)
         if call.serial_because is not None:
             return _serial(call, *call.serial_because, decision)
+        if call.requested == "auto" and (bound := self.knowledge.bound_of(call.fn)) is not None:
+            return _serial(call, Reason.THREAD_BOUND, f"{EARLIER_BOUND}{bound}", decision)
         try:
             open_now = self._others_open(call.stop)
             crowded = open_now or self._others_lately(OTHERS_WINDOW_SECONDS)
@@ -760,6 +762,9 @@ class Planner:
         crash = _crash_of(record, error)
         if crash is not None:
             self.knowledge.crashed(fn, crash)
+        if record.fallback_reason is Reason.THREAD_BOUND and error is None and record.completed \
+                and not record.fallback_detail.startswith(EARLIER_BOUND):  # its items ran here: not their own error
+            self.knowledge.bound_to_its_thread(fn, record.fallback_detail)
         if record.selected_strategy in CROSSES_PROCESSES and any(c.where != "caller" for c in record.chunks):
             self.knowledge.ran_on(fn, record.selected_strategy, _worker_processes(record))
         crowded = shared_pool or self._among_others(record.wall_seconds, stop) or self._others_open(stop)
@@ -1291,6 +1296,11 @@ def _side_by_side_said(probe: Probe, strategy: str) -> str:
     slower = probe.factors.get(strategy, 1.0)
     return f" (its items took {slower:.2f}x their time alone side by side, a serial call of it showed)" \
         if slower != 1 else ""
+
+
+EARLIER_BOUND = "in an earlier call, "
+"""How a call kept here for an earlier call's items bound to the caller's thread (``thread_bound``) begins its
+detail: that earlier call's own detail follows."""
 
 
 def _serial(call: Call, reason: Reason | None, detail: str, decision: Reason,

@@ -190,6 +190,16 @@ class Reason(StrEnum):
         "a worker died (out of memory, os._exit, a crash in native code) and the call recovered; if it recurs, "
         "the WorkerCrashedError names the item",
     )
+    THREAD_BOUND = (
+        "thread_bound",
+        "fallback",
+        "items raised on payoff's threads or worker processes an error that names a thread (an object bound to "
+        "the thread that made it: an sqlite3 connection, a GUI handle), which the caller's thread does not meet; "
+        "auto ran the items not yet done in the caller's thread, each item that raised there again, and keeps "
+        "the function there from then on",
+        "make such an object in each item, or once per thread (threading.local), and the items can run in "
+        "parallel; strategy='serial' keeps them in the caller's thread without the first call's try",
+    )
     UNPICKLABLE_RESULT_RERUN = (
         "unpicklable_result_rerun",
         "fallback",
