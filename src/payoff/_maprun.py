@@ -105,6 +105,14 @@ _NAMES_A_THREAD = re.compile(r"\bthreads?\b", re.IGNORECASE)
 thread", "main thread is not in main loop", "... attached to a different thread"."""
 
 
+def _text_of(error: BaseException) -> str:
+    """What ``str`` says of a user's exception; "" where its ``__str__`` raises (that error stays the item's)."""
+    try:
+        return str(error)
+    except Exception:
+        return ""
+
+
 class _PoolClosedAtExit(Exception):
     """A process pool's own exit hook refused the map's next chunk: see :meth:`MapRun._finish_here`."""
 
@@ -1366,7 +1374,7 @@ class MapRun:
         again here. Where that may not be (a named backend, a timeout, which runs a serial call's items on a
         thread of payoff's), the error says what it may mean."""
         error = outcome.error
-        if not isinstance(error, Exception) or not _NAMES_A_THREAD.search(str(error)):
+        if not isinstance(error, Exception) or not _NAMES_A_THREAD.search(_text_of(error)):
             return False
         not_here = self._not_here()
         if not_here is None and self.token.deadline is not None:
@@ -1380,7 +1388,7 @@ class MapRun:
                                    f"not run again here: {not_here})")
             return False
         at = outcome.first + outcome.n_done if outcome.error_index is None else outcome.error_index
-        self.bound.append(f"item {at} raised {error!r}")
+        self.bound.append(f"item {at} raised {type(error).__name__}({_text_of(error)!r})")
         outcome.results = outcome.results[:at - outcome.first]
         outcome.error, outcome.error_index = None, None
         return True
