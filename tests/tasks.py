@@ -375,9 +375,11 @@ def detail_of_a_map_in_a_thread_here(_: object) -> tuple[str, str]:
 
 
 class ReopenedByPath(io.TextIOWrapper):
-    """A text file that pickles as its path and is opened again where it lands, as a library's may."""
+    """A text file that pickles as its path and is opened again where it lands, as a library's may. Its own
+    ``__reduce_ex__``: from Python 3.12 ``io.TextIOWrapper`` has one that refuses, which a ``__reduce__`` of a
+    subclass never reaches (plain pickle raised ``TypeError: cannot pickle 'ReopenedByPath' instances``)."""
 
-    def __reduce__(self) -> Any:
+    def __reduce_ex__(self, protocol: Any) -> Any:
         return reopened_by_path, (self.buffer.name,)
 
 
