@@ -397,10 +397,10 @@ class Knowledge:
         self._lock = _forks.Lock()
         self._facts: OrderedDict[Hashable, Facts] = OrderedDict()
         self._crashes: OrderedDict[Hashable, tuple[str, tuple[Callable[[], bool], ...]]] = OrderedDict()
-        self._bound: OrderedDict[Hashable, str] = OrderedDict()
-        """Functions whose items raised off the caller's thread what they did not raise on it (``thread_bound``)."""
         """A function's mark: how it crashed a worker (no callables: for good), or the items that outlived a
         timeout, each with whether it still runs."""
+        self._bound: OrderedDict[Hashable, str] = OrderedDict()
+        """Functions whose items raised off the caller's thread what they did not raise on it (``thread_bound``)."""
         self._closed_later: deque[tuple[Hashable | None, str, int]] = deque()
         """Pools closed with an executor nobody held (``closed_later``), for ``take_notes``."""
 

@@ -1017,23 +1017,19 @@ class MapRun:
             lost = self._drain_broken(pool)
             self._raise_if_stopped()
             self._rerun(lost)
-        assert self.lease is not None
-        self._release(self.lease)
         n = len(self.bound)
-        detail = (f"{self.bound[0]}{f' (and {n - 1} more such items)' if n > 1 else ''} on the {pool.name} pool, "
-                  "which the caller's thread does not meet (an object bound to the thread that made it); auto ran "
-                  f"the items not yet done in the caller's thread, {'that item' if n == 1 else 'each of them'} "
-                  "again, and keeps this function there from now on")
-        self.rec.fall_back(Reason.THREAD_BOUND, detail)  # kept for later calls once the rest ran here (``learn``)
-        self.where("serial", 1)
-        self.lease = Lease(SerialStrategy(1))
+        self._run_the_rest_here(  # kept for later calls once the rest ran here (``Planner.learn``)
+            f"{self.bound[0]}{f' (and {n - 1} more such items)' if n > 1 else ''} on the {pool.name} pool, which "
+            "the caller's thread does not meet (an object bound to the thread that made it); auto ran the items not "
+            f"yet done in the caller's thread, {'that item' if n == 1 else 'each of them'} again, and keeps this "
+            "function there from now on", Reason.THREAD_BOUND)
 
-    def _run_the_rest_here(self, detail: str) -> None:
-        """No pool may start once the program ends: what is left of a map in a thread the end waits for runs in
-        that thread."""
+    def _run_the_rest_here(self, detail: str, reason: Reason = Reason.POOL_STOPPED) -> None:
+        """What is left of the map runs in the caller's thread: no pool may start once the program ends (in a
+        thread the end waits for), or its items are bound to this thread (``thread_bound``)."""
         assert self.lease is not None
         self._release(self.lease)
-        self.rec.recover(Reason.POOL_STOPPED, detail)
+        self.rec.recover(reason, detail)
         self.where("serial", 1)
         self.lease = Lease(SerialStrategy(1))
 
@@ -1374,7 +1370,7 @@ class MapRun:
         again here. Where that may not be (a named backend, a timeout, which runs a serial call's items on a
         thread of payoff's), the error says what it may mean."""
         error = outcome.error
-        if not isinstance(error, Exception) or not _NAMES_A_THREAD.search(_text_of(error)):
+        if not isinstance(error, Exception) or not _NAMES_A_THREAD.search(said := _text_of(error)):
             return False
         not_here = self._not_here()
         if not_here is None and self.token.deadline is not None:
@@ -1388,7 +1384,7 @@ class MapRun:
                                    f"not run again here: {not_here})")
             return False
         at = outcome.first + outcome.n_done if outcome.error_index is None else outcome.error_index
-        self.bound.append(f"item {at} raised {type(error).__name__}({_text_of(error)!r})")
+        self.bound.append(f"item {at} raised {type(error).__name__}({said!r})")
         outcome.results = outcome.results[:at - outcome.first]
         outcome.error, outcome.error_index = None, None
         return True
