@@ -19,6 +19,8 @@ second after its last run, so that the next run's arming need not wake it, then 
 
 from __future__ import annotations
 
+import functools
+import operator
 import sys
 import threading
 import time
@@ -67,8 +69,10 @@ class Cut:
     def _fire(self) -> None:
         """Under ``_LOCK``."""
         if self._source is not None:
-            self.left = self._source.__length_hint__()  # type: ignore[attr-defined]
-            self._source.__setstate__(sys.maxsize)  # type: ignore[attr-defined]  # clamped to the length
+            # counted and ended inside one bytecode (the unpacking runs both calls in C): between two calls from
+            # Python the run's thread could take the GIL and more items, past a stale count
+            end = functools.partial(self._source.__setstate__, sys.maxsize)  # type: ignore[attr-defined]
+            self.left, _ = map(operator.call, (self._source.__length_hint__, end))  # type: ignore[attr-defined]
             self._source = None
             self._fired = True
 
