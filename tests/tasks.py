@@ -7,7 +7,9 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -1241,3 +1243,35 @@ def naps_then_refuses_a_thread_count(x: int) -> int:
     if x == 25:
         raise ValueError("a thread count of 0 is not allowed")
     return x
+
+
+CALLER_VAR: ContextVar[Any] = ContextVar("CALLER_VAR", default="default")
+"""A context variable a module holds by name, as a user's code would: set in the caller, a loop's items see it."""
+
+
+def in_caller_state(name: str) -> tuple[int, Any]:
+    """This process, and what an item sees of the caller's state named ``name``: a file read from the working
+    directory, an environment variable, ``CALLER_VAR``, decimal's precision at work, numpy's error state."""
+    if name == "file":
+        seen: Any = Path("state.txt").read_text()
+    elif name == "var":
+        value = CALLER_VAR.get()
+        seen = value if isinstance(value, str) else type(value).__name__
+    elif name == "decimal":
+        import decimal
+
+        seen = str(decimal.Decimal(1) / decimal.Decimal(7))
+    elif name == "numpy":
+        import numpy
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                numpy.float64(1.0) / numpy.float64(0.0)
+            except FloatingPointError:
+                seen = "raised"
+            else:
+                seen = "no error"
+    else:
+        seen = os.environ.get(name)
+    return os.getpid(), seen

@@ -34,7 +34,7 @@ from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, cast, overload
 
-from payoff import _budget_cut, _exit, _forks, _relayed_warnings, _warning_filters
+from payoff import _budget_cut, _caller_state, _exit, _forks, _relayed_warnings, _warning_filters
 from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
@@ -1219,18 +1219,25 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
     """
     with ImportClock() as imports:
         try:
-            shipped, items, first, index, budget_ns, mark_in, check_each, stop_in, *filters = pickle.loads(payload)
+            shipped, items, first, index, budget_ns, mark_in, check_each, stop_in, *caller = pickle.loads(payload)
         except Exception as exc:  # the pool reports it; the parent names the chunk's items (``UNPICKLING_CHUNK``)
             _add_note(exc, UNPICKLING_CHUNK)
             raise
-        _warning_filters.adopt(filters[0] if filters else None)  # the caller's, as a loop's items have
+        filters, state = _callers(caller)
+        _warning_filters.adopt(filters)  # the caller's, as a loop's items have
         stopped = None if stop_in is None else stop_marks.reader(*stop_in)
         if stopped is not None and stopped():
             items = items[:0]  # its call ended while it was queued: it hands every item back unrun
         fn, loaded = _resolve(shipped)
-    return run_to_bytes(fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in,
-                        check_each=check_each, warmup_ns=imports.ns,
-                        cancel=None if stopped is None else SharedStop(stopped), relay_warnings=True)
+    return _caller_state.within(state, lambda: run_to_bytes(
+        fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in, check_each=check_each,
+        warmup_ns=imports.ns, cancel=None if stopped is None else SharedStop(stopped), relay_warnings=True))
+
+
+def _callers(caller: list[Any]) -> tuple[Any, Any]:
+    """The caller's warning filters and state (``_caller_state``) a payload ends with; None for each missing."""
+    filters, state = (*caller, None, None)[:2]
+    return filters, state
 
 
 @_flushing
@@ -1242,9 +1249,16 @@ def run_pickled_call(payload: bytes, pickler: str = "pickle") -> bytes:
     that cannot be pickled. ``mark_in``: the call is marked while it runs, so a
     crash names it (``payoff._rescue``).
     """
-    shipped, args, kwargs, mark_in, *filters = pickle.loads(payload)
-    _warning_filters.adopt(filters[0] if filters else None)
+    shipped, args, kwargs, mark_in, *caller = pickle.loads(payload)
+    filters, state = _callers(caller)
+    _warning_filters.adopt(filters)
     fn, _ = _resolve(shipped)
+    return _caller_state.within(state, lambda: _called(fn, args, kwargs, mark_in, pickler))
+
+
+def _called(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], mark_in: Any,
+            pickler: str) -> bytes:
+    """The submitted call, run where the caller's state is in force (``_caller_state.within``)."""
     dumps = _dumps_for(pickler)
     mark = None if mark_in is None else _marker(mark_in)
     if mark is not None:

@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from payoff import _by_value, _exit, _forks, _warning_filters
+from payoff import _by_value, _caller_state, _exit, _forks, _warning_filters
 from payoff import _out_of_band as out_of_band
 from payoff._costs import start_method
 from payoff._crash_marks import CrashMarks
@@ -354,7 +354,7 @@ class PickledPoolStrategy(Strategy):
 
     def submit(self, fn: Callable[[Any], Any], task: ChunkTask) -> Future[Any]:
         body = (task.items, task.first, task.index, task.budget_ns, self._marks_for(task), task.check_each,
-                self._stop_for(task), _warning_filters.shipped())
+                self._stop_for(task), _warning_filters.shipped(), _caller_state.shipped())
         sent = self._send(fn, body, run_pickled_chunk, lambda dumps, fn: _unsendable_part(dumps, fn, task))
         task.encode_ns, task.bytes_sent, task.submit_ns = sent.encode_ns, sent.n_bytes, sent.submit_ns
         return sent.future
@@ -377,8 +377,8 @@ class PickledPoolStrategy(Strategy):
             raise closed_pool(self.name)
         try:
             shipped = self.ship(fn)
-            payload, pickler, _ = self._encode(shipped, (args, kwargs, self._mark_in(tag), _warning_filters.shipped()),
-                                              _unsendable_call)
+            body = (args, kwargs, self._mark_in(tag), _warning_filters.shipped(), _caller_state.shipped())
+            payload, pickler, _ = self._encode(shipped, body, _unsendable_call)
         except Exception as exc:
             if into is not None:
                 raise

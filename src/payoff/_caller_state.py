@@ -1,0 +1,236 @@
+"""What a loop's items see of the caller besides their arguments, sent with each chunk to worker processes.
+
+A loop's items run in the caller's working directory, environment and context: its context variables, decimal's
+context and numpy's error state among them. A warm process pool kept those of its start (a fresh interpreter
+only its defaults), so after ``os.chdir``, a changed ``os.environ``, ``decimal.getcontext().prec = 50``,
+``np.seterr(divide="raise")`` or a ``ContextVar`` set in the caller, 191-300 of 300 items returned what the old
+state gave, with no error (hunt 76). Each chunk now carries that state, kept while it stays the same, and the
+worker takes it on before the chunk's items run.
+
+What travels: the directory; each environment variable the caller changed since payoff was imported (the ones
+it never touched are the worker's own, and the thread limits payoff sets in workers stay theirs); decimal's
+context and numpy's error state; and each context variable a module holds by name, with a value pickle can
+send. Others (a variable an object holds, a value of a class defined in ``__main__``) are left out, not the
+chunk. Values are compared by identity: an object the caller changes in place travels again only when the
+variable is set again, as ``ContextVar`` asks. Dask's workers may be other machines: nothing travels there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+import pickle
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, TypeVar
+
+from payoff._native_threads import USER_SETS
+
+T = TypeVar("T")
+
+_NUMPY_VAR = "numpy.ufunc.extobj"
+"""The name of numpy's (2.0+) context variable of its error state, whose value (a capsule) pickle cannot send."""
+
+
+class State(NamedTuple):
+    """The caller's state as a chunk carries it: plain values, so equal states compare equal in the worker."""
+
+    cwd: str
+    env: tuple[tuple[str, str | None], ...]
+    context: tuple[bytes, ...]
+
+
+def _env_now() -> dict[Any, Any]:
+    """The environment as ``os.environ`` holds it (encoded on POSIX): compared with one dict compare."""
+    return dict(getattr(os.environ, "_data", os.environ))
+
+
+def _decoded(key: Any) -> str:
+    return os.fsdecode(key) if isinstance(key, bytes) else str(key)
+
+
+class _Env:
+    """The caller's changes to its environment since import, each key once changed shipped from then on (its
+    value, or None once removed), so a worker that took a change also takes it back."""
+
+    def __init__(self) -> None:
+        self.base = _env_now()
+        self.seen = self.base
+        self.touched: set[Any] = set()
+        self.shipped: tuple[tuple[str, str | None], ...] = ()
+
+    def now(self) -> tuple[tuple[str, str | None], ...]:
+        data = getattr(os.environ, "_data", None)
+        if data is not None and data == self.seen:
+            return self.shipped
+        now = _env_now()
+        if now == self.seen:
+            return self.shipped
+        base = self.base
+        self.touched |= {key for key in now.keys() | base.keys() if now.get(key) != base.get(key)}
+        self.seen = now
+        names = sorted(_decoded(key) for key in self.touched)
+        self.shipped = tuple((name, os.environ.get(name)) for name in names if name not in USER_SETS)
+        return self.shipped
+
+
+_ENV = _Env()
+
+_homes: dict[contextvars.ContextVar[Any], tuple[str, str] | None] = {}
+
+
+def _home(var: contextvars.ContextVar[Any]) -> tuple[str, str] | None:
+    """The module and name that hold ``var``, found once (first by its own name, then among every module's
+    names); None when no module holds it, or payoff does (its own variables describe this process)."""
+    if var in _homes:
+        return _homes[var]
+    modules = [(name, module) for name, module in list(sys.modules.items()) if module is not None]
+    found = next(((name, var.name) for name, module in modules
+                  if getattr(module, "__dict__", {}).get(var.name) is var), None)
+    if found is None:
+        found = next(((name, attr) for name, module in modules for attr, value in _names(module)
+                      if value is var), None)
+    if found is not None and (found[0] == "payoff" or found[0].startswith("payoff.")):
+        found = None
+    _homes[var] = found
+    return found
+
+
+def _names(module: Any) -> list[tuple[str, Any]]:
+    with contextlib.suppress(Exception):  # a module object whose __dict__ is odd, or changing under us
+        return list(vars(module).items())
+    return []
+
+
+def _decimal_key(value: Any) -> tuple[Any, ...]:
+    """A decimal context's settings: the object changes in place (``getcontext().prec = 50``)."""
+    return (value.prec, value.rounding, value.Emin, value.Emax, value.capitals, value.clamp,
+            tuple(value.traps.values()))
+
+
+def _entry(var: contextvars.ContextVar[Any], value: Any) -> bytes | None:
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(value, decimal.Context):
+        sent = value.copy()
+        sent.clear_flags()
+        return pickle.dumps(("decimal", sent))
+    if var.name == _NUMPY_VAR:
+        numpy = sys.modules.get("numpy")
+        return None if numpy is None else pickle.dumps(("numpy", numpy.geterr()))
+    home = _home(var)
+    if home is None:
+        return None
+    try:
+        return pickle.dumps(("var", *home, value))
+    except Exception:  # a value pickle cannot send: the worker's own value stands
+        return None
+
+
+class _Context:
+    """The caller's context variables, pickled again only when a variable or a value changed."""
+
+    def __init__(self) -> None:
+        self.items: tuple[tuple[contextvars.ContextVar[Any], Any], ...] = ()
+        self.decimal: tuple[tuple[Any, ...], ...] = ()
+        self.shipped: tuple[bytes, ...] = ()
+
+    def now(self) -> tuple[bytes, ...]:
+        items = tuple(contextvars.copy_context().items())
+        decimal = sys.modules.get("decimal")
+        settings = () if decimal is None else tuple(_decimal_key(value) for _, value in items
+                                                    if isinstance(value, decimal.Context))
+        if settings == self.decimal and _same(items, self.items):
+            return self.shipped
+        self.items, self.decimal = items, settings
+        self.shipped = tuple(entry for entry in (_entry(var, value) for var, value in items) if entry is not None)
+        return self.shipped
+
+
+def _same(items: tuple[tuple[Any, Any], ...], last: tuple[tuple[Any, Any], ...]) -> bool:
+    """By identity: values such as arrays have no ``==`` that answers yes or no."""
+    return len(items) == len(last) and all(a is c and b is d for (a, b), (c, d) in zip(items, last, strict=True))
+
+
+_CONTEXT = _Context()
+
+
+def shipped() -> State:
+    """The caller's state now, for a chunk about to be sent (in the caller's thread: its context is the one)."""
+    return State(os.getcwd(), _ENV.now(), _CONTEXT.now())
+
+
+# ---------------------------------------------------------------------------------------------- in the worker
+
+_loaded: tuple[tuple[bytes, ...], list[Callable[[], object]]] = ((), [])
+
+
+def _setter(blob: bytes) -> Callable[[], object] | None:
+    """What sets one shipped entry in the chunk's context; None when this process cannot take it."""
+    try:
+        kind, *rest = pickle.loads(blob)
+    except Exception:  # a class this worker cannot import
+        return None
+    if kind == "decimal":
+        import decimal
+
+        return lambda: decimal.setcontext(rest[0].copy())
+    if kind == "numpy":
+        import numpy
+
+        return lambda: numpy.seterr(**rest[0])
+    module, name, value = rest
+    var = _var_in(module, name)
+    return None if var is None else (lambda: var.set(value))
+
+
+def _var_in(module: str, name: str) -> contextvars.ContextVar[Any] | None:
+    try:
+        held = getattr(sys.modules.get(module) or importlib.import_module(module), name, None)
+    except Exception:  # not importable here (a script run as __main__ that a fresh worker does not have)
+        return None
+    return held if isinstance(held, contextvars.ContextVar) else None
+
+
+def _setters(context: tuple[bytes, ...]) -> list[Callable[[], object]]:
+    global _loaded
+    if context != _loaded[0]:
+        _loaded = (context, [setter for setter in map(_setter, context) if setter is not None])
+    return _loaded[1]
+
+
+def _take_env(env: Iterable[tuple[str, str | None]]) -> None:
+    for name, value in env:
+        if value is None:
+            os.environ.pop(name, None)
+        elif os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def _take_cwd(cwd: str) -> None:
+    with contextlib.suppress(OSError):  # removed since, or not here: the items find out as a loop's would
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
+
+
+def within(state: State | None, run: Callable[[], T]) -> T:
+    """``run()`` in the caller's state: its directory and environment for this process from now on (as a
+    loop's items leave them to the next), its context variables for this chunk only (set in a copy of this
+    worker's context, so one the caller no longer sets is not left behind). None: this process's own."""
+    if state is None:
+        return run()
+    cwd, env, context = state
+    _take_cwd(cwd)
+    _take_env(env)
+    setters = _setters(context)
+    if not setters:
+        return run()
+    return contextvars.copy_context().run(_set_then, setters, run)
+
+
+def _set_then(setters: list[Callable[[], object]], run: Callable[[], T]) -> T:
+    for setter in setters:
+        with contextlib.suppress(Exception):  # a numpy whose seterr takes other names, say
+            setter()
+    return run()

@@ -1,0 +1,129 @@
+"""Items in a warm pool's worker processes see the caller's state of now, as a loop's items do (hunt 76).
+
+A pool started before the caller changed directory, environment, a context variable, decimal's precision or
+numpy's error state kept the old ones: 191-300 of 300 items returned what the old state gave, with no error.
+Each test starts from a pool that ran a call first, changes the caller's state, and compares with a loop.
+"""
+
+from __future__ import annotations
+
+import decimal
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
+
+POOLS = [("processes", None), ("processes", "spawn"), ("joblib", None)]
+
+
+@pytest.fixture(scope="module", params=POOLS, ids=[f"{name}-{start or 'default'}" for name, start in POOLS])
+def warm(request: pytest.FixtureRequest) -> Iterator[ParallelExecutor]:
+    name, start = request.param
+    config = ParallelConfig(strategy=name, max_workers=2, tiny_workload_threshold=0, min_batch_size=1,
+                            start_method=start)
+    with ParallelExecutor(config) as ex:
+        ex.map(tasks.square, range(8))  # the workers start before the caller changes anything
+        yield ex
+
+
+def _seen(ex: ParallelExecutor, name: str) -> list[Any]:
+    """What 8 items saw on the pool, after checking they ran there and what a loop's items see."""
+    out = ex.map(tasks.in_caller_state, [name] * 8)
+    record = ex.last_record
+    assert record is not None and record.selected_strategy == ex.config.strategy, record
+    assert os.getpid() not in {pid for pid, _ in out}, "the items ran in the caller: nothing to compare"
+    loop = tasks.in_caller_state(name)[1]
+    return [seen for _, seen in out] + [loop]
+
+
+def test_a_relative_path_opens_in_the_callers_directory_of_now(warm: ParallelExecutor, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "state.txt").write_text("written after the pool started")
+    monkeypatch.chdir(tmp_path)
+    assert _seen(warm, "file") == ["written after the pool started"] * 9
+
+
+def test_an_environment_variable_set_changed_and_removed_reaches_the_items(
+        warm: ParallelExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYOFF_CALLER_STATE", "first")
+    assert _seen(warm, "PAYOFF_CALLER_STATE") == ["first"] * 9
+    monkeypatch.setenv("PAYOFF_CALLER_STATE", "second")
+    assert _seen(warm, "PAYOFF_CALLER_STATE") == ["second"] * 9
+    monkeypatch.delenv("PAYOFF_CALLER_STATE")
+    assert _seen(warm, "PAYOFF_CALLER_STATE") == [None] * 9
+
+
+def test_a_variable_set_back_to_its_first_value_is_set_back_in_the_workers(
+        warm: ParallelExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOME was set when payoff was imported: once changed, its value of now travels, even the old one again."""
+    home = os.environ.get("HOME")
+    monkeypatch.setenv("HOME", "/elsewhere")
+    assert _seen(warm, "HOME") == ["/elsewhere"] * 9
+    monkeypatch.undo()
+    assert _seen(warm, "HOME") == [home] * 9
+
+
+def test_the_thread_limits_payoff_sets_in_workers_stay_theirs(warm: ParallelExecutor,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _seen(warm, "OMP_NUM_THREADS")[:-1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "17")
+    assert _seen(warm, "OMP_NUM_THREADS")[:-1] == before and "17" not in before
+
+
+def test_a_context_variable_set_and_reset_reaches_the_items(warm: ParallelExecutor) -> None:
+    token = tasks.CALLER_VAR.set("the caller's value")
+    try:
+        assert _seen(warm, "var") == ["the caller's value"] * 9
+    finally:
+        tasks.CALLER_VAR.reset(token)
+    assert _seen(warm, "var") == ["default"] * 9
+
+
+def test_a_value_pickle_cannot_send_leaves_the_workers_default_and_the_rest_travels(
+        warm: ParallelExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYOFF_CALLER_STATE", "still sent")
+    token = tasks.CALLER_VAR.set(threading.Lock())
+    try:
+        seen = _seen(warm, "var")
+        assert seen[:-1] == ["default"] * 8 and seen[-1] == "lock", seen
+        assert _seen(warm, "PAYOFF_CALLER_STATE") == ["still sent"] * 9
+    finally:
+        tasks.CALLER_VAR.reset(token)
+
+
+def test_decimal_precision_of_the_caller_is_the_items(warm: ParallelExecutor) -> None:
+    with decimal.localcontext() as context:
+        context.prec = 50
+        seen = _seen(warm, "decimal")
+    assert len(seen[0]) == 52 and seen == [seen[0]] * 9, seen
+    seen = _seen(warm, "decimal")
+    assert len(seen[0]) == 30 and seen == [seen[0]] * 9, seen
+
+
+def test_numpy_error_state_of_the_caller_is_the_items(warm: ParallelExecutor) -> None:
+    with np.errstate(divide="raise"):
+        assert _seen(warm, "numpy") == ["raised"] * 9
+    assert _seen(warm, "numpy") == ["no error"] * 9
+
+
+def test_a_submitted_call_runs_in_the_callers_state(warm: ParallelExecutor, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "state.txt").write_text("for the submitted call")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PAYOFF_CALLER_STATE", "submitted")
+    token = tasks.CALLER_VAR.set("submitted")
+    try:
+        calls = {name: warm.submit(tasks.in_caller_state, name) for name in ("file", "PAYOFF_CALLER_STATE", "var")}
+        seen = {name: future.result(timeout=60) for name, future in calls.items()}
+    finally:
+        tasks.CALLER_VAR.reset(token)
+    assert {pid for pid, _ in seen.values()} != {os.getpid()}
+    assert {name: value for name, (_, value) in seen.items()} == {
+        "file": "for the submitted call", "PAYOFF_CALLER_STATE": "submitted", "var": "submitted"}
