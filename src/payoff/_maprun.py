@@ -315,6 +315,7 @@ class MapRun:
                 self._release(self.lease)
             if self.stream:
                 self.rec.n_items = self.source.taken
+            self.rec.input_ns = int(self.source.read_seconds * 1e9)
             if left is not None and error is None and not self._all_done():
                 error = left  # its consumer left before the last result: cancelled, not judged
             self._say_reruns()

@@ -127,6 +127,7 @@ class Source:
         and none of the items before it ran (fuzz trial)."""
         got: list[Any] = []
         on_time = True
+        start = time.monotonic()
         try:
             if deadline is None:
                 got.extend(items)
@@ -134,6 +135,8 @@ class Source:
                 on_time = _read_all_by(items, got, deadline)
         except Exception as exc:
             self._error = exc
+        finally:
+            self.read_seconds += time.monotonic() - start
         if not on_time:  # raised by the call, which records it: raised here, before it began, it went unrecorded
             self.late = TimeoutError("payoff: the call did not finish within its timeout: its input was still "
                                      f"being read after {len(got):,} items (an iterator that yields slowly counts)")

@@ -408,6 +408,7 @@ def _record(f: _Fields) -> MapRecord:
         started_at=_unix_time(f.raw("started_at")), chunks=_chunks(f.raw("chunks")),
         outcome=f.choice("outcome", OUTCOMES, "ok"),  # absent in lines written before outcomes were recorded
         consumer_seconds=_number(f.raw("consumer_seconds", 0.0), f.name("consumer_seconds")),
+        input_seconds=_number(f.raw("input_seconds", 0.0), f.name("input_seconds")),  # absent before it was timed
         pool_shared=f.flag("pool_shared", False),  # absent in lines written before shared pools were recorded
         shared_seconds=_number(f.raw("shared_seconds", 0.0), f.name("shared_seconds")),
         pool_starts=f.count("pool_starts", 0),  # absent in lines written before restarts were counted
