@@ -62,6 +62,7 @@ from payoff.worker import (
     CancelToken,
     ChunkOutcome,
     StreamedChunk,
+    alone,
     fail_at,
     fail_at_refused,
     first_unpicklable,
@@ -770,13 +771,19 @@ class MapRun:
         if self._bounded_here():
             outcome = self._on_a_thread(task, on_interrupt=count)
         else:
-            with self.ex._observers.scope(self.call):
+            with self.ex._observers.scope(self.call), alone() if self._serial_asked() else contextlib.nullcontext():
                 outcome = run_chunk(self.fn, task.items, task.first, task.index, task.cancel, budget_ns,
                                     on_interrupt=count, tail_in_budget=tail_in_budget)
         count(outcome)
         if outcome.error is not None:
             raise self._items_error(outcome)
         return outcome
+
+    def _serial_asked(self) -> bool:
+        """Whether the user asked for this call to run serially (``strategy="serial"``, parallelism switched off):
+        its items are then a loop's, and a map inside one may use a pool (``payoff.worker.alone``). Not a serial
+        run auto chose: it may be a check that times the items alone, as a pool's would run them."""
+        return self.requested == "serial" or not self.config.enabled
 
     def _bounded_here(self) -> bool:
         """Items that run in the caller under a timeout the user did not ask to run there (a call too small for

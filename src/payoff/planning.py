@@ -110,6 +110,7 @@ from payoff.worker import (
     Zipped,
     gate_cost_ns,
     in_an_item,
+    in_an_item_run_alone,
     in_worker,
     run_queue_readable,
 )
@@ -1409,7 +1410,7 @@ def _early_fallback(call: Call, workers: int) -> tuple[Reason, str] | None:
     cfg = call.config
     if not cfg.enabled:
         return Reason.DISABLED, switched_off_by()
-    if in_worker():
+    if in_worker() and not in_an_item_run_alone():
         return Reason.NESTED, ("map called from inside an item of another payoff map" if in_an_item() else
                                "map called in a payoff worker process (by a task given to submit(), an item of "
                                "another map or its worker_initializer, or a thread one of them started): a worker "

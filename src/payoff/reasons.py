@@ -262,7 +262,8 @@ class Reason(StrEnum):
     NESTED = (
         "nested",
         "fallback",
-        "called from inside an item of another payoff map (on its pool or in the caller), from inside a task "
+        "called from inside an item of another payoff map (on its pool, or in the caller unless that map was "
+        "asked to run serially: strategy='serial' or enabled=False make its items a loop's), from inside a task "
         "submitted to the pool the map would run on (its chunks would wait behind that task), anywhere in a "
         "payoff worker process (a task given to submit() on a process backend), or, for a "
         "process backend, in a worker of another library's process pool: a daemonic one (a "
