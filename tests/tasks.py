@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import threading
@@ -1275,3 +1276,18 @@ def in_caller_state(name: str) -> tuple[int, Any]:
     else:
         seen = os.environ.get(name)
     return os.getpid(), seen
+
+
+def logs_then_square(x: int) -> int:
+    """Logs each item at INFO on ``tests.items``, item 3 at WARNING too, with an argument that cannot be pickled
+    and an ``extra=`` attribute; item 5 logs an exception with its traceback."""
+    log = logging.getLogger("tests.items")
+    log.info("item %d ran", x, extra={"item": x})
+    if x == 3:
+        log.warning("item %d holds %s", x, threading.Lock())
+    if x == 5:
+        try:
+            raise ValueError("inside item 5")
+        except ValueError:
+            log.exception("item %d failed", x)
+    return x * x

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
+from payoff import _relayed_logs
 from payoff._native_threads import USER_SETS
 
 T = TypeVar("T")
@@ -40,6 +41,7 @@ class State(NamedTuple):
     cwd: str
     env: tuple[tuple[str, str | None], ...]
     context: tuple[bytes, ...]
+    log_levels: tuple[tuple[str, int], ...] = ()
 
 
 def _env_now() -> dict[Any, Any]:
@@ -158,7 +160,7 @@ _CONTEXT = _Context()
 
 def shipped() -> State:
     """The caller's state now, for a chunk about to be sent (in the caller's thread: its context is the one)."""
-    return State(os.getcwd(), _ENV.now(), _CONTEXT.now())
+    return State(os.getcwd(), _ENV.now(), _CONTEXT.now(), _relayed_logs.levels())
 
 
 # ---------------------------------------------------------------------------------------------- in the worker
@@ -220,9 +222,10 @@ def within(state: State | None, run: Callable[[], T]) -> T:
     worker's context, so one the caller no longer sets is not left behind). None: this process's own."""
     if state is None:
         return run()
-    cwd, env, context = state
+    cwd, env, context, log_levels = state
     _take_cwd(cwd)
     _take_env(env)
+    _relayed_logs.take_levels(log_levels)
     setters = _setters(context)
     if not setters:
         return run()

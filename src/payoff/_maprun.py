@@ -28,7 +28,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
-from payoff import _forks, _gil_wait, _relayed_warnings, planning
+from payoff import _forks, _gil_wait, _relayed_logs, _relayed_warnings, planning
 from payoff._exit import ended_with_the_program, program_ending
 from payoff._forks import held_at_fork_hint
 from payoff._item_size import item_bytes_in_memory
@@ -1333,6 +1333,8 @@ class MapRun:
         self.rec.overhead_ns["serialization"] += time.perf_counter_ns() - t0
         if outcome.warnings:
             self._show_warnings(task, outcome)
+        if outcome.logs:
+            _relayed_logs.handle_here(outcome.logs)
         if outcome.unsent:
             self._unsent_back(task, outcome)
         where = _where(pool, task)

@@ -34,7 +34,7 @@ from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, cast, overload
 
-from payoff import _budget_cut, _caller_state, _exit, _forks, _relayed_warnings, _warning_filters
+from payoff import _budget_cut, _caller_state, _exit, _forks, _relayed_logs, _relayed_warnings, _warning_filters
 from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
@@ -203,6 +203,9 @@ class ChunkOutcome:
     warnings: tuple[Any, ...] = ()
     """The warnings its items raised that the caller's filters let through, for the caller to show
     (``payoff._relayed_warnings``); only a worker process's chunk has them."""
+    logs: tuple[dict[str, Any], ...] = ()
+    """The log records its items emitted, for the caller's loggers to handle (``payoff._relayed_logs``); only a
+    worker process's chunk has them."""
     unsent: tuple[Unsent, ...] = ()
     """The results pickle refused to send back, each as its place in the chunk, its type's name and the error;
     ``None`` stands in ``results`` at each place (see :func:`run_to_bytes`)."""
@@ -1255,7 +1258,7 @@ def run_pickled_chunk(payload: bytes, pickler: str = "pickle") -> bytes:
         fn, loaded = _resolve(shipped)
     return _caller_state.within(state, lambda: run_to_bytes(
         fn, items, first, index, loaded, budget_ns, pickler=pickler, mark_in=mark_in, check_each=check_each,
-        warmup_ns=imports.ns, cancel=None if stopped is None else SharedStop(stopped), relay_warnings=True))
+        warmup_ns=imports.ns, cancel=None if stopped is None else SharedStop(stopped), relay=True))
 
 
 def _callers(caller: list[Any]) -> tuple[Any, Any]:
@@ -1322,7 +1325,7 @@ def _dumps_for(pickler: str) -> Callable[[Any], bytes]:
 def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, index: int, loaded: int = 0,
                  budget_ns: int | None = None, *, pickler: str = "pickle", mark_in: tuple[str, int] | None = None,
                  check_each: bool = False, warmup_ns: int = 0, cancel: CancelToken | None = None,
-                 relay_warnings: bool = False) -> bytes:
+                 relay: bool = False) -> bytes:
     """Run a chunk and pickle its outcome, replacing what cannot be pickled with a clear error.
 
     The parent reads either pickler's output with ``pickle.loads``. When the
@@ -1330,11 +1333,13 @@ def run_to_bytes(fn: Callable[[Any], Any], items: Sequence[Any], first: int, ind
     what the call raises, and those results would be dropped anyway.
     """
     dumps = _dumps_for(pickler)
-    with _relayed_warnings.collecting() if relay_warnings else contextlib.nullcontext([]) as raised:
+    with _relayed_warnings.collecting() if relay else contextlib.nullcontext([]) as raised, \
+            _relayed_logs.collecting() if relay else contextlib.nullcontext([]) as logged:
         outcome = run_chunk(fn, items, first, index, cancel, budget_ns=budget_ns, mark_in=mark_in,
                             check_each=check_each)
     outcome.fn_bytes_loaded, outcome.warmup_ns = loaded, warmup_ns
     outcome.warnings = _relayed_warnings.travelling(raised, dumps) if raised else ()
+    outcome.logs = _relayed_logs.travelling(logged, dumps) if logged else ()
     if outcome.error is not None:
         _prepare_for_travel(outcome, dumps)
     try:

@@ -1,0 +1,130 @@
+"""Log records an item emits in a worker process, handled in the caller as a loop's would be.
+
+A loop's log records go through the caller's loggers: their levels, filters and handlers (a file, a notebook
+cell, pytest's ``caplog``, a list of records). A worker process has its own: a fresh interpreter (joblib's
+loky workers, ``spawn``, ``forkserver``) only logging's defaults, so an ``INFO`` record was dropped and a
+``WARNING`` printed bare to the worker's stderr; a forked one the handlers of the fork's moment, writing to
+copies of their lists and streams. A handler collecting records saw 0-9 of 300 items' records where a loop's
+saw 300 (hunt 76). The worker now takes the caller's levels (``payoff._caller_state``); while a chunk runs,
+each record its thread emits is kept, instead of going to the worker's handlers, and travels with the chunk's
+outcome; the caller hands it to the logger of its name, where the chunk is collected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+RELAY_CAP = 10_000
+"""A chunk relays at most this many records (a debug log of a million items); the rest are handled where they
+are emitted, as before."""
+
+Relayed = dict[str, Any]
+"""A record's attributes, as ``logging.makeLogRecord`` takes them: its message formatted, its exception as
+text, any attribute pickle cannot send as its ``repr``."""
+
+_chunk = threading.local()
+_installed_in: int | None = None
+
+
+def collecting() -> _Collect:
+    """Keep the records this thread emits while a chunk runs (the chunk's thread only: an item's own threads
+    log where they are, as they warn)."""
+    _install()
+    return _Collect()
+
+
+class _Collect:
+    def __enter__(self) -> list[logging.LogRecord]:
+        self.kept: list[logging.LogRecord] = []
+        _chunk.kept = self.kept
+        return self.kept
+
+    def __exit__(self, *exc: object) -> None:
+        _chunk.kept = None
+
+
+def _install() -> None:
+    """Route this process's records through :func:`_kept_or_handled` (once per process: a fork has its own)."""
+    global _installed_in
+    if _installed_in == os.getpid():
+        return
+    _installed_in = os.getpid()
+    logging.Logger.callHandlers = _keeping(logging.Logger.callHandlers)  # type: ignore[method-assign,assignment]
+
+
+def _keeping(handled_before: Callable[[logging.Logger, logging.LogRecord], None]) \
+        -> Callable[[logging.Logger, logging.LogRecord], None]:
+    def _kept_or_handled(self: logging.Logger, record: logging.LogRecord) -> None:
+        kept: list[logging.LogRecord] | None = getattr(_chunk, "kept", None)
+        if kept is None or len(kept) >= RELAY_CAP:
+            handled_before(self, record)
+            return
+        kept.append(record)
+    return _kept_or_handled
+
+
+def travelling(kept: list[logging.LogRecord], dumps: Callable[[Any], bytes]) -> tuple[Relayed, ...]:
+    """The kept records as they can travel: what ``logging.handlers.QueueHandler`` sends, and each attribute
+    (an ``extra=``) that cannot travel as its ``repr``."""
+    return tuple(_sendable(record, dumps) for record in kept)
+
+
+def _sendable(record: logging.LogRecord, dumps: Callable[[Any], bytes]) -> Relayed:
+    attributes = dict(record.__dict__)
+    try:
+        attributes["msg"] = record.getMessage()
+    except Exception as exc:  # arguments that do not fit the message: a loop's handler would print the error
+        attributes["msg"] = f"{record.msg!r} % {record.args!r} failed: {exc!r}"
+    attributes["args"] = None
+    if record.exc_info:
+        attributes["exc_text"] = record.exc_text or "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    attributes["exc_info"] = None
+    for name, value in list(attributes.items()):
+        try:
+            dumps(value)
+        except Exception:
+            attributes[name] = repr(value)
+    return attributes
+
+
+def handle_here(relayed: Iterable[Relayed]) -> None:
+    """Hand a chunk's records to the caller's loggers of their names, as a loop's records go, at the levels set
+    here now."""
+    for attributes in relayed:
+        record = logging.makeLogRecord(attributes)
+        logger = logging.getLogger(record.name) if record.name != "root" else logging.getLogger()
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def levels() -> tuple[tuple[str, int], ...]:
+    """The levels set here: the root's, each named logger's that is set, and ``logging.disable``'s (as
+    ``"\\0disable"``): what decides which records the items' loggers make."""
+    manager = logging.Logger.manager
+    named = [(name, logger.level) for name, logger in list(manager.loggerDict.items())
+             if isinstance(logger, logging.Logger) and logger.level]
+    return (("", logging.getLogger().level), ("\0disable", manager.disable), *sorted(named))
+
+
+_taken: tuple[tuple[str, int], ...] = ()
+
+
+def take_levels(given: tuple[tuple[str, int], ...]) -> None:
+    """In a worker: the caller's levels (:func:`levels`), and no level of its own where the caller sets none."""
+    global _taken
+    if given == _taken or not given:
+        return
+    wanted = dict(given)
+    logging.disable(wanted.pop("\0disable", logging.NOTSET))
+    logging.getLogger().setLevel(wanted.pop("", logging.WARNING))
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and logger.level and name not in wanted:
+            logger.setLevel(logging.NOTSET)
+    for name, level in wanted.items():
+        logging.getLogger(name).setLevel(level)
+    _taken = given
