@@ -524,7 +524,7 @@ class MapRun:
         # the planner caps a fixed chunk size at the items it knows of, for a stream only a planned length
         size = self.chunksize if self.stream and self.chunksize else plan.chunk_size
         chosen = self._chunk_chosen()
-        ceiling = IMAP_CHUNK_SECONDS if self.streaming and not chosen else None
+        ceiling = IMAP_CHUNK_SECONDS if (self.streaming or self.stream) and not chosen else None
         floor = size if self.stream and chosen else plan.min_chunk
         if plan.budget_item and not self.stream and not chosen:
             floor = 1  # dear items together: a guided schedule, however few chunks, so those handed back are cut apart

@@ -20,6 +20,9 @@ from typing import Any, cast, overload
 from payoff._imported import imported
 from payoff.worker import ArrayRows, ListTail, Zipped, until_deadline
 
+MAX_REST_READ = 1 << 16
+"""The most items a run in the caller reads of a stream at a time (``Source.rest``); ``STREAM_FILL_SECONDS``
+bounds it first for an input that yields slowly."""
 PLANNED_STREAM_ITEMS = 1024
 """How many items the planner takes a stream it has not seen the end of to have (none are read for that)."""
 STREAM_FILL_SECONDS = 0.1
@@ -27,6 +30,16 @@ STREAM_FILL_SECONDS = 0.1
 yields slowly (a socket, a queue, a sensor) filled a chunk sized for its items' cost, and a trivial function
 over an item every 50 ms read 517 items, 26 s, before its first result (trial 49). Read in doubling batches
 between clock reads, so a fast input pays a read per batch, and a slow one stops within twice this long."""
+MAP_READ_FIRST_SECONDS = 0.05
+"""A ``map`` reads its input whole before its items run, unless reading it takes longer than this at a pace
+slower than ``SLOW_INPUT_ITEM_SECONDS`` an item: it then reads the rest as it goes, as ``imap`` does, so the
+workers run the items read while the next are read (see :meth:`Source._read_head`)."""
+SLOW_INPUT_ITEM_SECONDS = 10e-6
+"""An input slower than this an item is read as it goes by a ``map`` too: a generator yielding a row a
+millisecond (a database cursor, a socket) was read whole first, 0.2 s for 200 rows before any ran, and the map
+took 0.96x the loop's time where ``ThreadPoolExecutor.map``, which submits each item as it reads it, took 0.59x.
+At this pace a stream's own cost (0.1-0.2 us an item, its chunks read in doubling batches) is 1-2% of the
+reading; a fast generator (30 ns an item) is read whole, its length known to the planner."""
 PROBE_READ_SECONDS = 0.01
 """The planner's probe reads no further item of a stream once reading it took this long: its items' own time
 is what it budgets, and a slow input's waits are no part of that."""
@@ -38,14 +51,34 @@ memoryview), so it is read like any iterable. So is a subclass of these: its own
 ``map`` over it reads, and slicing it would go around them."""
 
 
-def _read_all_by(items: Iterator[Any], got: list[Any], deadline: float) -> bool:
-    """A ``map``'s whole input into ``got``, read under its timeout: False when an iterator yielding slowly
-    was still being read at the deadline."""
-    for item in items:
-        got.append(item)
-        if time.monotonic() >= deadline:
-            return False
-    return True
+def _read_head_for(items: Iterator[Any], got: list[Any], start: float, deadline: float | None) -> tuple[bool, bool]:
+    """A ``map``'s input into ``got``, in doubling batches between clock reads: whether it ended, and whether
+    it was read before ``deadline``. It stops early, not ended, once ``MAP_READ_FIRST_SECONDS`` passed at a
+    pace slower than ``SLOW_INPUT_ITEM_SECONDS`` an item. Under a deadline each item is followed by a clock
+    read, as a slow input's may not come back for long."""
+    batch, judged = 1, False
+    while True:
+        if deadline is None:
+            before = len(got)
+            got.extend(itertools.islice(items, batch))
+            if len(got) - before < batch:
+                return True, True
+        else:
+            for _ in range(batch):
+                item = next(items, _END)
+                if item is _END:
+                    return True, True
+                got.append(item)
+                if time.monotonic() >= deadline:
+                    return False, False
+        if not judged and (spent := time.monotonic() - start) >= MAP_READ_FIRST_SECONDS:
+            if spent >= SLOW_INPUT_ITEM_SECONDS * len(got):
+                return False, True
+            judged = True  # a fast input, only a long one: read to its end
+        batch = min(2 * batch, 1 << 16)
+
+
+_END = object()
 
 
 def as_given(items: object) -> Sequence[Any] | None:
@@ -113,26 +146,28 @@ class Source:
             self.head: Sequence[Any] = given
             self.exhausted = True
         elif not lazy:
-            self.head = self._read_all(iter(items), deadline)
-            self.exhausted = True
+            self._iter = iter(items)
+            self.head = self._read_head(deadline)
+            self.exhausted = self._iter is None
         else:
             self.told_length = told_length(items)
             self._iter = iter(items)
             self.head = []
             self.exhausted = False
 
-    def _read_all(self, items: Iterator[Any], deadline: float | None) -> list[Any]:
-        """A ``map``'s whole input, read first as ``concurrent.futures`` reads it; an error the input raises
-        waits, as a stream's does (``_read``): raised at once, it went before an earlier item's own error
-        and none of the items before it ran (fuzz trial)."""
+    def _read_head(self, deadline: float | None) -> list[Any]:
+        """A ``map``'s input, read whole before its items run; an error the input raises waits, as a stream's
+        does (``_read``): raised at once, it went before an earlier item's own error and none of the items
+        before it ran (fuzz trial). An input slow to yield (``SLOW_INPUT_ITEM_SECONDS``) is read only in part:
+        ``_iter`` is left set, and the rest is read as a stream's is, while the items read run. Else ``_iter``
+        is None: the input was read to its end (or to the call's deadline, which ``late`` then says)."""
+        items = self._iter
         got: list[Any] = []
-        on_time = True
+        assert items is not None
         start = time.monotonic()
+        on_time = ended = True
         try:
-            if deadline is None:
-                got.extend(items)
-            else:
-                on_time = _read_all_by(items, got, deadline)
+            ended, on_time = _read_head_for(items, got, start, deadline)
         except Exception as exc:
             self._error = exc
         finally:
@@ -140,6 +175,8 @@ class Source:
         if not on_time:  # raised by the call, which records it: raised here, before it began, it went unrecorded
             self.late = TimeoutError("payoff: the call did not finish within its timeout: its input was still "
                                      f"being read after {len(got):,} items (an iterator that yields slowly counts)")
+        if ended or not on_time or self._error is not None:
+            self._iter = None
         return got
 
     def for_planning(self) -> Sequence[Any]:
@@ -184,10 +221,11 @@ class Source:
         return lo, part
 
     def rest(self) -> tuple[int, Sequence[Any]] | None:
-        """Every item not yet taken of a known input, for a run in the caller: a list's without a copy."""
+        """Every item not yet taken of a known input, for a run in the caller: a list's without a copy. Of a
+        stream, what is left of what was read, or as much as it yields in ``STREAM_FILL_SECONDS``."""
         lo, n = self._next, len(self.head)
         if lo >= n or not self.exhausted or self._dropped:
-            return self.take(max(1, n - lo))
+            return self.take(max(1, n - lo) if lo < n or self.exhausted else MAX_REST_READ)
         self._next = n
         if lo == 0:
             return 0, self.head

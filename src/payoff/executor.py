@@ -181,9 +181,11 @@ class ParallelExecutor:
         ``progress`` shows a bar (``None``: only in terminals and notebooks,
         once the call has run half a second; shorter calls make none); ``timeout`` (seconds, whole call) raises
         ``TimeoutError`` and stops the call's worker processes. The whole input is read before the first
-        item runs, as ``concurrent.futures``' ``map`` submits every item first: items valid only until the
-        next read (``itertools.groupby``'s groups) need ``imap`` or a list (docs/reliability.md). An error the
-        input raises is raised after the items before it ran, as the builtin's: one of theirs goes first.
+        item runs, so the plan knows its length; an input slow to yield (a cursor, a socket: still read
+        after 50 ms, at under 100,000 items a second) is read as it goes, as ``imap`` reads it, its items
+        running meanwhile. Items valid only until the next read (``itertools.groupby``'s groups) need
+        ``imap`` or a list (docs/reliability.md). An error the input raises is raised after the items before
+        it ran, as the builtin's: one of theirs goes first.
         """
         loop = blocking_loop()
         started = time.monotonic()
