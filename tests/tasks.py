@@ -166,7 +166,7 @@ def sleep_long_on_zero(x: int) -> int:
 
 
 class HoldsALockError(Exception):
-    """An exception carrying state pickle refuses (a lock): it can only travel as text."""
+    """An exception carrying state pickle refuses (a lock): it travels without it."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -178,6 +178,20 @@ class HoldsALockError(Exception):
 def raise_unpicklable(x: int) -> int:
     if x == 3:
         raise HoldsALockError("the lock holder's message")
+    return x
+
+
+class TwoArgOSError(OSError):
+    """An ``OSError`` (built in C, with fields of its own) whose ``__init__`` takes other arguments than its
+    ``args``: neither pickle nor a copy made without ``__init__`` can rebuild it, so it travels as text."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(f"{why} (code {code})")
+
+
+def raise_two_arg_os_error(x: int) -> int:
+    if x == 3:
+        raise TwoArgOSError(7, "the os error's message")
     return x
 
 

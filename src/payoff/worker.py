@@ -34,7 +34,16 @@ from itertools import count, islice, repeat, starmap
 from operator import itemgetter
 from typing import Any, cast, overload
 
-from payoff import _budget_cut, _caller_state, _exit, _forks, _relayed_logs, _relayed_warnings, _warning_filters
+from payoff import (
+    _budget_cut,
+    _caller_state,
+    _error_copies,
+    _exit,
+    _forks,
+    _relayed_logs,
+    _relayed_warnings,
+    _warning_filters,
+)
 from payoff import _stop_marks as stop_marks
 from payoff._import_clock import ImportClock
 from payoff._imported import imported
@@ -1451,6 +1460,9 @@ def _travelling(error: BaseException, dumps: Callable[[Any], bytes]) -> tuple[Ba
     try:
         pickle.loads(dumps(error))
     except Exception:
+        carried = _error_copies.sendable(error, dumps)
+        if carried is not None:
+            return carried, text
         remote = RemoteError(f"{type(error).__module__}.{type(error).__qualname__}", _safe_str(error), text)
         for note in _notes(error):
             remote.add_note(note)

@@ -34,31 +34,44 @@ def test_the_remote_traceback_shows_the_users_frames(strategy: str) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
-def test_an_exception_that_cannot_travel_keeps_its_type_and_message(strategy: str) -> None:
+def test_an_exception_no_copy_can_rebuild_keeps_its_type_and_message(strategy: str) -> None:
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
-            pytest.raises(RemoteError) as info:
-        ex.map(tasks.raise_unpicklable, range(10), chunksize=2)
+            pytest.raises((RemoteError, tasks.TwoArgOSError)) as info:
+        ex.map(tasks.raise_two_arg_os_error, range(10), chunksize=2)
     err = info.value
-    assert err.type_name == "tests.tasks.HoldsALockError"
-    assert err.message == "the lock holder's message"
-    assert "raise_unpicklable" in err.traceback_text
-    assert str(err) == "tests.tasks.HoldsALockError: the lock holder's message"
+    if not isinstance(err, RemoteError):  # a library in the process (tblib, via dask) taught pickle to rebuild it
+        assert type(err) is tasks.TwoArgOSError and str(err) == "the os error's message (code 7)", repr(err)
+        return
+    assert err.type_name == "tests.tasks.TwoArgOSError"
+    assert err.message == "the os error's message (code 7)"
+    assert "raise_two_arg_os_error" in err.traceback_text
+    assert str(err) == "tests.tasks.TwoArgOSError: the os error's message (code 7)"
     assert any("item 3 of the map" in note for note in getattr(err, "__notes__", []))
 
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
-def test_an_exception_whose_init_takes_other_arguments_keeps_its_type_and_message(strategy: str) -> None:
-    """Old code: ``TypeError: __init__() missing 1 required positional argument`` replaced it."""
+def test_an_exception_holding_what_pickle_refuses_arrives_as_its_class_without_it(strategy: str) -> None:
+    """It arrived as a ``RemoteError``, which ``except HoldsALockError`` missed where a loop's was caught."""
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
-            pytest.raises((RemoteError, tasks.TwoArgError)) as info:
+            pytest.raises(tasks.HoldsALockError) as info:
+        ex.map(tasks.raise_unpicklable, range(10), chunksize=2)
+    err = info.value
+    assert str(err) == "the lock holder's message" and not hasattr(err, "lock"), vars(err)
+    notes = " ".join(getattr(err, "__notes__", []))
+    assert "item 3 of the map" in notes and "attribute(s) lock could not travel" in notes, notes
+    assert isinstance(err.__cause__, RemoteTraceback) and "raise_unpicklable" in err.__cause__.text
+
+
+@pytest.mark.parametrize("strategy", ["processes", "joblib"])
+def test_an_exception_whose_init_takes_other_arguments_arrives_as_its_class(strategy: str) -> None:
+    """Old code: ``TypeError: __init__() missing 1 required positional argument`` replaced it; then a
+    ``RemoteError``, which ``except TwoArgError`` missed (hunt 76)."""
+    with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
+            pytest.raises(tasks.TwoArgError) as info:
         ex.map(tasks.raise_two_arg, range(10), chunksize=2)
     err = info.value
-    if isinstance(err, RemoteError):
-        assert err.type_name == "tests.tasks.TwoArgError"
-        assert err.message == "the user's message (code 42)"
-    else:  # a library in the process (tblib, via dask) can teach pickle to rebuild it faithfully
-        assert isinstance(err, tasks.TwoArgError) and err.code == 42, repr(err)
-        assert str(err) == "the user's message (code 42)"
+    assert err.code == 42 and str(err) == "the user's message (code 42)", repr(err)
+    assert err.args == ("the user's message (code 42)",)
 
 
 @pytest.mark.parametrize("strategy", ["serial", "threads"])

@@ -55,14 +55,17 @@ def test_a_submitted_call_that_kills_its_worker_fails_alone_and_the_next_call_ge
 
 
 @pytest.mark.parametrize("strategy", PROCESS_BACKENDS)
-def test_a_submitted_exception_the_parent_cannot_rebuild_arrives_as_remote_error(strategy: str) -> None:
-    """As from ``map``: the exception's class and message arrive, and the pool is not broken by it."""
+def test_a_submitted_exception_its_pickle_cannot_rebuild_arrives_as_itself_or_remote_error(strategy: str) -> None:
+    """As from ``map``: the exception arrives as its class where a copy can rebuild it, else its class's name
+    and message as a ``RemoteError``; the pool is not broken by it."""
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2)) as ex:
         error = ex.submit(tasks.raise_two_arg, 3).exception(timeout=60)
+        assert isinstance(error, tasks.TwoArgError) and error.code == 42, repr(error)
+        error = ex.submit(tasks.raise_two_arg_os_error, 3).exception(timeout=60)
         if isinstance(error, RemoteError):
-            assert error.type_name == "tests.tasks.TwoArgError" and "the user's message" in error.message
+            assert error.type_name == "tests.tasks.TwoArgOSError" and "the os error's message" in error.message
         else:  # a library in the process (tblib, via dask) can teach pickle to rebuild it faithfully
-            assert isinstance(error, tasks.TwoArgError) and error.code == 42, repr(error)
+            assert type(error) is tasks.TwoArgOSError, repr(error)
         pids = ex.worker_pids()
         assert ex.submit(tasks.square, 4).result(timeout=60) == 16
         assert ex.worker_pids() == pids, "the pool was replaced: the exception broke it"

@@ -23,7 +23,7 @@ import pytest
 import payoff
 from payoff import ParallelConfig, ParallelExecutor, Reason
 from payoff._scratch import ScratchDir, sweep
-from payoff.errors import RemoteError
+from payoff.errors import RemoteTraceback
 from payoff.strategies.base import ChunkTask
 from payoff.strategies.processes import ByValue, ProcessStrategy
 from payoff.worker import CancelToken, ShippedFn, run_chunk
@@ -84,8 +84,8 @@ MAIN_CLASSES_SCRIPT = textwrap.dedent("""
             out["error"] = [type(exc).__name__, False, str(exc)]
         try:
             ex.map(fail_locked, range(8), chunksize=2)
-        except RemoteError as exc:
-            out["locked"] = ["RemoteError", exc.type_name, exc.message]
+        except LockedError as exc:
+            out["locked"] = ["LockedError", type(exc) is LockedError, str(exc), hasattr(exc, "lock")]
         except Exception as exc:
             out["locked"] = [type(exc).__name__, "", str(exc)]
     print(json.dumps(out), flush=True)
@@ -106,13 +106,13 @@ def test_joblib_sends_back_results_and_errors_of_classes_defined_in_main() -> No
     assert out["points"] is True, out["points"]
     assert out["bytes_received"] > 0
     assert out["error"] == ["MyError", True, "bad item 3"]
-    assert out["locked"] == ["RemoteError", "__main__.LockedError", "holds a lock"]
+    assert out["locked"] == ["LockedError", True, "holds a lock", False]
 
 
 def test_processes_still_raise_a_main_exception_as_itself() -> None:
     out = run_main_classes("processes")
     assert out["error"] == ["MyError", True, "bad item 3"]
-    assert out["locked"] == ["RemoteError", "__main__.LockedError", "holds a lock"]
+    assert out["locked"] == ["LockedError", True, "holds a lock", False]
 
 
 # -- 2. a shipped function stays on disk while a chunk needs it ------------------------------------
@@ -330,16 +330,17 @@ def test_an_exception_whose_str_raises_arrives_as_itself_in_process(strategy: st
 
 
 @pytest.mark.parametrize("strategy", ["processes", "joblib"])
-def test_an_unpicklable_exception_whose_str_raises_arrives_as_a_remote_error_naming_it(strategy: str) -> None:
-    """Old code: ``RuntimeError: str broken`` from building the RemoteError replaced it."""
+def test_an_unpicklable_exception_whose_str_raises_arrives_as_itself_naming_what_it_left(strategy: str) -> None:
+    """Old code: ``RuntimeError: str broken`` from building the RemoteError replaced it; then a RemoteError
+    naming it, which ``except StrBrokenUnpicklableError`` missed."""
     with ParallelExecutor(ParallelConfig(strategy=strategy, max_workers=2, **FORCE)) as ex, \
-            pytest.raises(RemoteError) as info:
+            pytest.raises(StrBrokenUnpicklableError) as info:
         ex.map(raise_str_broken, range(8), chunksize=2)
     err = info.value
-    assert err.type_name.endswith("test_worker_faults.StrBrokenUnpicklableError")
-    assert "raise_str_broken" in err.traceback_text
-    assert err.type_name in str(err)
-    assert any("item 3 of the map" in note for note in getattr(err, "__notes__", []))
+    assert not hasattr(err, "lock")
+    notes = " ".join(getattr(err, "__notes__", []))
+    assert "item 3 of the map" in notes and "attribute(s) lock could not travel" in notes, notes
+    assert isinstance(err.__cause__, RemoteTraceback) and "raise_str_broken" in err.__cause__.text
 
 
 def lock_then_fail(x: int) -> object:
