@@ -127,3 +127,27 @@ def test_a_submitted_call_runs_in_the_callers_state(warm: ParallelExecutor, tmp_
     assert {pid for pid, _ in seen.values()} != {os.getpid()}
     assert {name: value for name, (_, value) in seen.items()} == {
         "file": "for the submitted call", "PAYOFF_CALLER_STATE": "submitted", "var": "submitted"}
+
+
+def test_a_caller_whose_directory_was_removed_still_maps(warm: ParallelExecutor, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop runs where its directory is gone (``os.getcwd()`` raises there); the map raised that error."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert warm.map(tasks.square, range(8)) == [x * x for x in range(8)]
+    record = warm.last_record
+    assert record is not None and record.selected_strategy == warm.config.strategy
+
+
+def test_a_context_value_too_large_to_carry_stays_behind_and_the_rest_travels(
+        warm: ParallelExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYOFF_CALLER_STATE", "sent beside it")
+    token = tasks.CALLER_VAR.set(b"x" * (2 << 20))
+    try:
+        seen = _seen(warm, "var")
+        assert seen[:-1] == ["default"] * 8 and seen[-1] == "bytes", seen
+        assert _seen(warm, "PAYOFF_CALLER_STATE") == ["sent beside it"] * 9
+    finally:
+        tasks.CALLER_VAR.reset(token)

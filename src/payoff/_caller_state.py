@@ -31,6 +31,9 @@ from payoff._native_threads import USER_SETS
 
 T = TypeVar("T")
 
+VALUE_BYTES = 1 << 20
+"""A context variable's value pickled larger than this stays behind: each chunk carries the values (a loop's
+items read them for nothing), and a large one belongs in the items or the function."""
 _NUMPY_VAR = "numpy.ufunc.extobj"
 """The name of numpy's (2.0+) context variable of its error state, whose value (a capsule) pickle cannot send."""
 
@@ -38,7 +41,7 @@ _NUMPY_VAR = "numpy.ufunc.extobj"
 class State(NamedTuple):
     """The caller's state as a chunk carries it: plain values, so equal states compare equal in the worker."""
 
-    cwd: str
+    cwd: str | None
     env: tuple[tuple[str, str | None], ...]
     context: tuple[bytes, ...]
     log_levels: tuple[tuple[str, int], ...] = ()
@@ -80,24 +83,29 @@ class _Env:
 
 _ENV = _Env()
 
-_homes: dict[contextvars.ContextVar[Any], tuple[str, str] | None] = {}
+class _Homes:
+    """Where each module-level context variable lives: one pass over every module's names finds them all (a
+    Jupyter kernel's context holds 8 variables that no module holds, each of which a pass of its own took
+    16 ms to look for), made again only when a variable not found yet meets more modules than the last pass."""
+
+    def __init__(self) -> None:
+        self.found: dict[contextvars.ContextVar[Any], tuple[str, str]] = {}
+        self.modules = -1
+
+    def of(self, var: contextvars.ContextVar[Any]) -> tuple[str, str] | None:
+        """The module and name that hold ``var``; None when none does, or payoff does (its own variables
+        describe this process, not the caller)."""
+        if var not in self.found and len(sys.modules) != self.modules:
+            self.modules = len(sys.modules)
+            for name, module in list(sys.modules.items()):
+                if module is not None and name != "payoff" and not name.startswith("payoff."):
+                    for attr, value in _names(module):
+                        if isinstance(value, contextvars.ContextVar):
+                            self.found.setdefault(value, (name, attr))
+        return self.found.get(var)
 
 
-def _home(var: contextvars.ContextVar[Any]) -> tuple[str, str] | None:
-    """The module and name that hold ``var``, found once (first by its own name, then among every module's
-    names); None when no module holds it, or payoff does (its own variables describe this process)."""
-    if var in _homes:
-        return _homes[var]
-    modules = [(name, module) for name, module in list(sys.modules.items()) if module is not None]
-    found = next(((name, var.name) for name, module in modules
-                  if getattr(module, "__dict__", {}).get(var.name) is var), None)
-    if found is None:
-        found = next(((name, attr) for name, module in modules for attr, value in _names(module)
-                      if value is var), None)
-    if found is not None and (found[0] == "payoff" or found[0].startswith("payoff.")):
-        found = None
-    _homes[var] = found
-    return found
+_HOMES = _Homes()
 
 
 def _names(module: Any) -> list[tuple[str, Any]]:
@@ -121,13 +129,14 @@ def _entry(var: contextvars.ContextVar[Any], value: Any) -> bytes | None:
     if var.name == _NUMPY_VAR:
         numpy = sys.modules.get("numpy")
         return None if numpy is None else pickle.dumps(("numpy", numpy.geterr()))
-    home = _home(var)
+    home = _HOMES.of(var)
     if home is None:
         return None
     try:
-        return pickle.dumps(("var", *home, value))
+        sent = pickle.dumps(("var", *home, value))
     except Exception:  # a value pickle cannot send: the worker's own value stands
         return None
+    return sent if len(sent) <= VALUE_BYTES else None
 
 
 class _Context:
@@ -160,7 +169,15 @@ _CONTEXT = _Context()
 
 def shipped() -> State:
     """The caller's state now, for a chunk about to be sent (in the caller's thread: its context is the one)."""
-    return State(os.getcwd(), _ENV.now(), _CONTEXT.now(), _relayed_logs.levels())
+    return State(_cwd(), _ENV.now(), _CONTEXT.now(), _relayed_logs.levels())
+
+
+def _cwd() -> str | None:
+    """None where the caller's directory is gone (removed after it went there): the workers keep theirs."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- in the worker
@@ -210,9 +227,9 @@ def _take_env(env: Iterable[tuple[str, str | None]]) -> None:
             os.environ[name] = value
 
 
-def _take_cwd(cwd: str) -> None:
+def _take_cwd(cwd: str | None) -> None:
     with contextlib.suppress(OSError):  # removed since, or not here: the items find out as a loop's would
-        if os.getcwd() != cwd:
+        if cwd is not None and os.getcwd() != cwd:
             os.chdir(cwd)
 
 
