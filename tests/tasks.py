@@ -1305,3 +1305,14 @@ def logs_then_square(x: int) -> int:
         except ValueError:
             log.exception("item %d failed", x)
     return x * x
+
+
+def logs_as_a_library(x: int) -> int:
+    """Logs a WARNING on ``tests.library``, whose level the first item in a process sets to ERROR, as a library
+    sets its own logger's level when it is imported."""
+    log = logging.getLogger("tests.library")
+    if not getattr(log, "configured", False):
+        log.setLevel(logging.ERROR)
+        log.configured = True  # type: ignore[attr-defined]
+    log.warning("library warns on %d", x)
+    return x

@@ -125,3 +125,18 @@ def test_a_program_that_configures_logging_after_its_pool_started_prints_every_r
         sorted(f"caller's format INFO item {x} ran" for x in range(30)), done.stdout
     assert "caller's format WARNING item 3 holds" in done.stdout
     assert "item" not in done.stderr, done.stderr
+
+
+def test_a_level_an_item_set_in_a_worker_stays_when_the_caller_changes_its_own(warm: ParallelExecutor,
+                                                                               kept: _Kept) -> None:
+    """A library's own level, set when items imported it, held its WARNINGs back in the caller's loop; a worker
+    reset it when the caller's levels changed, and they flowed."""
+    library, handler = logging.getLogger("tests.library"), _Kept()
+    library.addHandler(handler)
+    try:
+        assert warm.map(tasks.logs_as_a_library, range(8)) == list(range(8))
+        logging.getLogger("tests.items").setLevel(logging.DEBUG)  # the caller's levels change
+        assert warm.map(tasks.logs_as_a_library, range(8)) == list(range(8))
+    finally:
+        library.removeHandler(handler)
+    assert handler.records == [], [r.getMessage() for r in handler.records]

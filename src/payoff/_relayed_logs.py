@@ -115,16 +115,18 @@ _taken: tuple[tuple[str, int], ...] = ()
 
 
 def take_levels(given: tuple[tuple[str, int], ...]) -> None:
-    """In a worker: the caller's levels (:func:`levels`), and no level of its own where the caller sets none."""
+    """In a worker: the caller's levels (:func:`levels`). A logger the caller sets no level for keeps the
+    worker's own, unless an earlier chunk gave it the caller's: a library the items imported here set its own
+    logger's level, as it did in the caller where a loop's items imported it."""
     global _taken
     if given == _taken or not given:
         return
     wanted = dict(given)
     logging.disable(wanted.pop("\0disable", logging.NOTSET))
     logging.getLogger().setLevel(wanted.pop("", logging.WARNING))
-    for name, logger in list(logging.Logger.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and logger.level and name not in wanted:
-            logger.setLevel(logging.NOTSET)
+    for name, _ in _taken:
+        if name and name != "\0disable" and name not in wanted:
+            logging.getLogger(name).setLevel(logging.NOTSET)
     for name, level in wanted.items():
         logging.getLogger(name).setLevel(level)
     _taken = given
