@@ -84,11 +84,14 @@ def _sendable(record: logging.LogRecord, dumps: Callable[[Any], bytes]) -> Relay
     if record.exc_info:
         attributes["exc_text"] = record.exc_text or "".join(traceback.format_exception(*record.exc_info)).rstrip()
     attributes["exc_info"] = None
-    for name, value in list(attributes.items()):
-        try:
-            dumps(value)
-        except Exception:
-            attributes[name] = repr(value)
+    try:
+        dumps(attributes)  # the usual record at once; one with an attribute pickle refuses, each in turn
+    except Exception:
+        for name, value in list(attributes.items()):
+            try:
+                dumps(value)
+            except Exception:
+                attributes[name] = repr(value)
     return attributes
 
 
