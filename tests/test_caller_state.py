@@ -86,13 +86,15 @@ def test_a_context_variable_set_and_reset_reaches_the_items(warm: ParallelExecut
     assert _seen(warm, "var") == ["default"] * 9
 
 
-def test_a_value_pickle_cannot_send_leaves_the_workers_default_and_the_rest_travels(
-        warm: ParallelExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("value", "kind"), [(threading.Lock(), "lock"), (b"x" * (2 << 20), "bytes")],
+                         ids=["pickle refuses it", "over 1 MiB"])
+def test_a_value_that_cannot_travel_leaves_the_workers_default_and_the_rest_travels(
+        warm: ParallelExecutor, monkeypatch: pytest.MonkeyPatch, value: object, kind: str) -> None:
     monkeypatch.setenv("PAYOFF_CALLER_STATE", "still sent")
-    token = tasks.CALLER_VAR.set(threading.Lock())
+    token = tasks.CALLER_VAR.set(value)
     try:
         seen = _seen(warm, "var")
-        assert seen[:-1] == ["default"] * 8 and seen[-1] == "lock", seen
+        assert seen[:-1] == ["default"] * 8 and seen[-1] == kind, seen
         assert _seen(warm, "PAYOFF_CALLER_STATE") == ["still sent"] * 9
     finally:
         tasks.CALLER_VAR.reset(token)
@@ -139,15 +141,3 @@ def test_a_caller_whose_directory_was_removed_still_maps(warm: ParallelExecutor,
     assert warm.map(tasks.square, range(8)) == [x * x for x in range(8)]
     record = warm.last_record
     assert record is not None and record.selected_strategy == warm.config.strategy
-
-
-def test_a_context_value_too_large_to_carry_stays_behind_and_the_rest_travels(
-        warm: ParallelExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PAYOFF_CALLER_STATE", "sent beside it")
-    token = tasks.CALLER_VAR.set(b"x" * (2 << 20))
-    try:
-        seen = _seen(warm, "var")
-        assert seen[:-1] == ["default"] * 8 and seen[-1] == "bytes", seen
-        assert _seen(warm, "PAYOFF_CALLER_STATE") == ["sent beside it"] * 9
-    finally:
-        tasks.CALLER_VAR.reset(token)

@@ -13,11 +13,12 @@ outcome; the caller hands it to the logger of its name, where the chunk is colle
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import traceback
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
+
+from payoff._chunk_kept import Kept
 
 RELAY_CAP = 10_000
 """A chunk relays at most this many records (a debug log of a million items); the rest are handled where they
@@ -27,41 +28,25 @@ Relayed = dict[str, Any]
 """A record's attributes, as ``logging.makeLogRecord`` takes them: its message formatted, its exception as
 text, any attribute pickle cannot send as its ``repr``."""
 
-_chunk = threading.local()
-_installed_in: int | None = None
+def _install() -> None:
+    """Route this process's records through :func:`_kept_or_handled`."""
+    logging.Logger.callHandlers = _keeping(logging.Logger.callHandlers)  # type: ignore[method-assign,assignment]
 
 
-def collecting() -> _Collect:
+_KEPT: Kept[logging.LogRecord] = Kept(RELAY_CAP, _install)
+
+
+def collecting() -> AbstractContextManager[list[logging.LogRecord]]:
     """Keep the records this thread emits while a chunk runs (the chunk's thread only: an item's own threads
     log where they are, as they warn)."""
-    _install()
-    return _Collect()
-
-
-class _Collect:
-    def __enter__(self) -> list[logging.LogRecord]:
-        self.kept: list[logging.LogRecord] = []
-        _chunk.kept = self.kept
-        return self.kept
-
-    def __exit__(self, *exc: object) -> None:
-        _chunk.kept = None
-
-
-def _install() -> None:
-    """Route this process's records through :func:`_kept_or_handled` (once per process: a fork has its own)."""
-    global _installed_in
-    if _installed_in == os.getpid():
-        return
-    _installed_in = os.getpid()
-    logging.Logger.callHandlers = _keeping(logging.Logger.callHandlers)  # type: ignore[method-assign,assignment]
+    return _KEPT.collecting()
 
 
 def _keeping(handled_before: Callable[[logging.Logger, logging.LogRecord], None]) \
         -> Callable[[logging.Logger, logging.LogRecord], None]:
     def _kept_or_handled(self: logging.Logger, record: logging.LogRecord) -> None:
-        kept: list[logging.LogRecord] | None = getattr(_chunk, "kept", None)
-        if kept is None or len(kept) >= RELAY_CAP:
+        kept = _KEPT.list()
+        if kept is None:
             handled_before(self, record)
             return
         kept.append(record)

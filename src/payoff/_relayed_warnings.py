@@ -12,13 +12,14 @@ which the same warnings raised in the caller fill too.
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import types
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
+
+from payoff._chunk_kept import Kept
 
 RELAY_CAP = 1_000
 """A chunk relays at most this many warnings (an ``"always"`` filter over a million items); the rest are shown
@@ -27,43 +28,29 @@ where they are raised, as before."""
 Relayed = tuple[Any, type[Warning], str, int, str | None]
 """A warning's message (its object, or its text where that cannot travel), category, file, line and module."""
 
-_chunk = threading.local()
-_installed_in: int | None = None
 _module_of: dict[str, str | None] = {}
 
 
-def collecting() -> _Collect:
+def _install() -> None:
+    """Route this process's shown warnings through :func:`_show`."""
+    warnings.showwarning = _showing(warnings.showwarning)
+
+
+_KEPT: Kept[Relayed] = Kept(RELAY_CAP, _install)
+
+
+def collecting() -> AbstractContextManager[list[Relayed]]:
     """Keep the warnings this thread raises while a chunk runs (the thread of the chunk only: an item's own
     threads show theirs where they are). A process pool's workers only: a dask worker's tasks share its threads'
     filters, which the caller's never reach."""
-    _install()
-    return _Collect()
-
-
-class _Collect:
-    def __enter__(self) -> list[Relayed]:
-        self.kept: list[Relayed] = []
-        _chunk.kept = self.kept
-        return self.kept
-
-    def __exit__(self, *exc: object) -> None:
-        _chunk.kept = None
-
-
-def _install() -> None:
-    """Route this process's shown warnings through :func:`_show` (once per process: a fork has its own)."""
-    global _installed_in
-    if _installed_in == os.getpid():
-        return
-    _installed_in = os.getpid()
-    warnings.showwarning = _showing(warnings.showwarning)
+    return _KEPT.collecting()
 
 
 def _showing(shown_before: Callable[..., None]) -> Callable[..., None]:
     def _show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
               file: Any = None, line: str | None = None) -> None:
-        kept: list[Relayed] | None = getattr(_chunk, "kept", None)
-        if kept is None or file is not None or len(kept) >= RELAY_CAP:
+        kept = _KEPT.list()
+        if kept is None or file is not None:
             shown_before(message, category, filename, lineno, file, line)
             return
         kept.append((message, category, filename, lineno, _module_named(filename, lineno)))
