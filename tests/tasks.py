@@ -1322,3 +1322,29 @@ def logs_as_a_library(x: int) -> int:
         log.configured = True  # type: ignore[attr-defined]
     log.warning("library warns on %d", x)
     return x
+
+
+def log_to_a_file_per_worker(folder: str) -> None:
+    """A ``worker_initializer`` that sends each worker's records at INFO to a file of its own."""
+    logging.basicConfig(filename=os.path.join(folder, f"{os.getpid()}.log"), level=logging.INFO, force=True)
+
+
+def pin_worker_state(folder: str) -> None:
+    """A ``worker_initializer`` that gives each worker a directory and an environment variable of its own."""
+    os.chdir(folder)
+    os.environ["PAYOFF_PINNED"] = f"worker {os.getpid()}"
+
+
+def where_and_pinned(_: int) -> tuple[str, str | None]:
+    return os.getcwd(), os.environ.get("PAYOFF_PINNED")
+
+
+def warns_then_hangs(x: int) -> int:
+    logging.getLogger("tests.items").warning("item %d starts and hangs", x)
+    time.sleep(60)
+    return x
+
+
+def caller_var_head(_: int) -> Any:
+    """The first element of ``CALLER_VAR``'s value (a tuple naming who set it)."""
+    return CALLER_VAR.get()[0]

@@ -141,3 +141,54 @@ def test_a_caller_whose_directory_was_removed_still_maps(warm: ParallelExecutor,
     assert warm.map(tasks.square, range(8)) == [x * x for x in range(8)]
     record = warm.last_record
     assert record is not None and record.selected_strategy == warm.config.strategy
+
+
+def test_the_directory_and_variables_a_worker_initializer_chose_stay_the_workers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An initializer that gives each worker a directory and pins a variable (a GPU per worker): the caller's
+    later ones overrode them on every chunk (review 83)."""
+    pinned = tmp_path / "pinned"
+    pinned.mkdir()
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, min_batch_size=1,
+                            worker_initializer=tasks.pin_worker_state, worker_init_args=(str(pinned),))
+    with ParallelExecutor(config) as ex:
+        ex.map(tasks.square, range(4))
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("PAYOFF_PINNED", "the caller's")
+        seen = ex.map(tasks.where_and_pinned, range(8))
+    assert {where for where, _ in seen} == {str(pinned)}, seen
+    assert all(value is not None and value.startswith("worker ") for _, value in seen), seen
+
+
+def test_threads_mapping_at_once_each_send_their_own_context(warm: ParallelExecutor) -> None:
+    """The cache of the last context sent was updated piece by piece: two request threads' items saw the other
+    thread's value, 0-4 of 320 (review 83)."""
+    wrong: dict[str, int] = {}
+    big = list(range(20_000))  # a value slow enough to pickle for the threads to meet
+
+    def requests(name: str) -> None:
+        tasks.CALLER_VAR.set((name, big))
+        wrong[name] = sum(seen != name for _ in range(30) for seen in warm.map(tasks.caller_var_head, range(8)))
+
+    threads = [threading.Thread(target=requests, args=(name,)) for name in ("A", "B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert wrong == {"A": 0, "B": 0}, wrong
+
+
+def test_a_module_holding_a_lazy_object_is_looked_at_without_setting_it_up(warm: ParallelExecutor) -> None:
+    """``isinstance`` on each module global asked a Django-style lazy settings object its class, which set it
+    up, and that raised out of the map (review 83)."""
+    import contextvars
+
+    from tests import lazy_global  # noqa: F401  the module the look meets
+
+    held = type("Holder", (), {})()
+    held.var = contextvars.ContextVar("held by an object")  # no module holds it: every module is looked at
+    token = held.var.set("x")
+    try:
+        assert warm.map(tasks.square, range(8)) == [x * x for x in range(8)]
+    finally:
+        held.var.reset(token)

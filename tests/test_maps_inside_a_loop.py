@@ -61,3 +61,15 @@ def test_three_levels_under_a_serial_call_use_one_pool(inner: ParallelExecutor) 
 
         seen = outer.map(item, range(2))
     assert {(strategy, reason) for row in seen for strategy, reason, _ in row} == {("serial", Reason.NESTED)}, seen
+
+
+def test_a_serial_call_inside_a_pools_item_keeps_the_maps_inside_it_nested(inner: ParallelExecutor) -> None:
+    """A pool's item that runs a serial call: its items are a loop's inside a pool's worker, whose cores the
+    pool shares out already; the maps inside them used a pool of their own (review 83)."""
+    with ParallelExecutor(ParallelConfig(strategy="threads", **_FORCED)) as outer, \
+            ParallelExecutor(ParallelConfig(strategy="serial")) as middle:
+        def item(x: int) -> list[tuple[str, Reason | None, int]]:
+            return middle.map(_inner_map(inner), range(x, x + 2))
+
+        seen = outer.map(item, range(4))
+    assert {(strategy, reason) for row in seen for strategy, reason, _ in row} == {("serial", Reason.NESTED)}, seen

@@ -140,3 +140,38 @@ def test_a_level_an_item_set_in_a_worker_stays_when_the_caller_changes_its_own(w
     finally:
         library.removeHandler(handler)
     assert handler.records == [], [r.getMessage() for r in handler.records]
+
+
+def test_logging_a_worker_initializer_set_up_stays_the_workers(tmp_path: Path) -> None:
+    """A file per worker at INFO, set by the initializer: 0 of 20 records reached the files (review 83)."""
+    config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, min_batch_size=1,
+                            worker_initializer=tasks.log_to_a_file_per_worker, worker_init_args=(str(tmp_path),))
+    with ParallelExecutor(config) as ex:
+        _ran_in_workers(ex, 20)
+    written = "".join(path.read_text() for path in tmp_path.glob("*.log"))
+    assert sorted(line for line in written.splitlines() if line.startswith("INFO:tests.items:item")) == \
+        sorted(f"INFO:tests.items:item {x} ran" for x in range(20)), written
+
+
+_HANGS = """
+import logging, sys
+from payoff import ParallelConfig, ParallelExecutor
+from tests import tasks
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker's own %(message)s")
+config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, min_batch_size=1,
+                        start_method="fork")
+ex = ParallelExecutor(config)
+try:
+    ex.map(tasks.warns_then_hangs, range(2), timeout=3)
+except TimeoutError:
+    print("timed out", flush=True)
+ex.shutdown(wait=False)
+"""
+
+
+def test_a_record_before_an_item_hangs_is_not_lost_with_its_chunk() -> None:
+    """Kept until the chunk ended, which it never did: the call timed out with its items' records gone."""
+    done = subprocess.run([sys.executable, "-c", _HANGS], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert "timed out" in done.stdout, done.stdout + done.stderr
+    assert "item 0 starts and hangs" in done.stderr and "item 1 starts and hangs" in done.stderr, done.stderr

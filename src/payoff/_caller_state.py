@@ -24,16 +24,17 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from payoff import _relayed_logs
 from payoff._native_threads import USER_SETS
 
 T = TypeVar("T")
 
-VALUE_BYTES = 1 << 20
+VALUE_BYTES = 64 << 10
 """A context variable's value pickled larger than this stays behind: each chunk carries the values (a loop's
-items read them for nothing), and a large one belongs in the items or the function."""
+items read them for nothing: a 0.5 MB value on each of 200 chunks made a map 0.07 s -> 0.31 s, review 83), and
+a large one belongs in the items or the function. Pickling stops at the cap, and an array is not pickled."""
 _NUMPY_VAR = "numpy.ufunc.extobj"
 """The name of numpy's (2.0+) context variable of its error state, whose value (a capsule) pickle cannot send."""
 
@@ -58,27 +59,29 @@ def _decoded(key: Any) -> str:
 
 class _Env:
     """The caller's changes to its environment since import, each key once changed shipped from then on (its
-    value, or None once removed), so a worker that took a change also takes it back."""
+    value, or None once removed), so a worker that took a change also takes it back. Threads calling at once
+    each build their own answer and swap in one tuple: a cache updated piece by piece handed one thread's
+    state to another's chunks (review 83)."""
 
     def __init__(self) -> None:
         self.base = _env_now()
-        self.seen = self.base
-        self.touched: set[Any] = set()
-        self.shipped: tuple[tuple[str, str | None], ...] = ()
+        self.last: tuple[Any, frozenset[Any], tuple[tuple[str, str | None], ...]] = (self.base, frozenset(), ())
 
     def now(self) -> tuple[tuple[str, str | None], ...]:
+        seen, touched, shipped = self.last
         data = getattr(os.environ, "_data", None)
-        if data is not None and data == self.seen:
-            return self.shipped
+        if data is not None and data == seen:
+            return shipped
         now = _env_now()
-        if now == self.seen:
-            return self.shipped
+        if now == seen:
+            return shipped
         base = self.base
-        self.touched |= {key for key in now.keys() | base.keys() if now.get(key) != base.get(key)}
-        self.seen = now
-        names = sorted(_decoded(key) for key in self.touched)
-        self.shipped = tuple((name, os.environ.get(name)) for name in names if name not in USER_SETS)
-        return self.shipped
+        touched = touched | {key for key in now.keys() | base.keys() if now.get(key) != base.get(key)}
+        names = sorted(_decoded(key) for key in touched)
+        shipped = tuple((name, now_value) for name in names if name not in USER_SETS
+                        for now_value in (os.environ.get(name),))
+        self.last = (now, touched, shipped)
+        return shipped
 
 
 _ENV = _Env()
@@ -100,7 +103,7 @@ class _Homes:
             for name, module in list(sys.modules.items()):
                 if module is not None and name != "payoff" and not name.startswith("payoff."):
                     for attr, value in _names(module):
-                        if isinstance(value, contextvars.ContextVar):
+                        if type(value) is contextvars.ContextVar:  # no isinstance: it reads a lazy object's __class__
                             self.found.setdefault(value, (name, attr))
         return self.found.get(var)
 
@@ -132,31 +135,61 @@ def _entry(var: contextvars.ContextVar[Any], value: Any) -> bytes | None:
     home = _HOMES.of(var)
     if home is None:
         return None
-    try:
-        sent = pickle.dumps(("var", *home, value))
-    except Exception:  # a value pickle cannot send: the worker's own value stands
+    if getattr(value, "nbytes", 0) > VALUE_BYTES:  # an array: not pickled to be found too large
         return None
-    return sent if len(sent) <= VALUE_BYTES else None
+    sink = _Capped(VALUE_BYTES)
+    try:
+        pickle.Pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(("var", *home, value))
+    except Exception:  # a value pickle cannot send, or too large: the worker's own value stands
+        return None
+    return b"".join(sink.parts)
+
+
+class _Capped:
+    """A pickle's output, refused past ``cap`` bytes: pickling a large value stops there."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.size, self.parts = cap, 0, cast("list[bytes]", [])
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.cap:
+            raise ValueError("over the cap")
+        self.parts.append(bytes(data))
+        return len(data)
 
 
 class _Context:
-    """The caller's context variables, pickled again only when a variable or a value changed."""
+    """The caller's context variables, pickled again only when a variable or a value changed (each value once
+    while it stays: a request id set per call no longer pickles the other variables' values again). Threads
+    swap in one tuple, as ``_Env`` does."""
 
     def __init__(self) -> None:
-        self.items: tuple[tuple[contextvars.ContextVar[Any], Any], ...] = ()
-        self.decimal: tuple[tuple[Any, ...], ...] = ()
-        self.shipped: tuple[bytes, ...] = ()
+        self.last: tuple[tuple[tuple[contextvars.ContextVar[Any], Any], ...], tuple[Any, ...], tuple[bytes, ...],
+                         dict[tuple[int, int], bytes | None]] = ((), (), (), {})
 
     def now(self) -> tuple[bytes, ...]:
         items = tuple(contextvars.copy_context().items())
         decimal = sys.modules.get("decimal")
         settings = () if decimal is None else tuple(_decimal_key(value) for _, value in items
                                                     if isinstance(value, decimal.Context))
-        if settings == self.decimal and _same(items, self.items):
-            return self.shipped
-        self.items, self.decimal = items, settings
-        self.shipped = tuple(entry for entry in (_entry(var, value) for var, value in items) if entry is not None)
-        return self.shipped
+        last_items, last_settings, shipped, memo = self.last
+        if settings == last_settings and _same(items, last_items):
+            return shipped
+        kept = {(id(var), id(value)): memo.get((id(var), id(value)), _UNSEEN) for var, value in items}
+        entries = []
+        for var, value in items:
+            entry = kept[id(var), id(value)]
+            if entry is _UNSEEN or (decimal is not None and isinstance(value, decimal.Context)):
+                entry = kept[id(var), id(value)] = _entry(var, value)
+            if entry is not None:
+                entries.append(cast(bytes, entry))
+        shipped = tuple(entries)
+        self.last = (items, settings, shipped, cast("dict[tuple[int, int], bytes | None]", kept))
+        return shipped
+
+
+_UNSEEN: Any = object()
 
 
 def _same(items: tuple[tuple[Any, Any], ...], last: tuple[tuple[Any, Any], ...]) -> bool:
@@ -172,12 +205,26 @@ def shipped() -> State:
     return State(_cwd(), _ENV.now(), _CONTEXT.now(), _relayed_logs.levels())
 
 
-def _cwd() -> str | None:
-    """None where the caller's directory is gone (removed after it went there): the workers keep theirs."""
+def _getcwd() -> str | None:
     try:
         return os.getcwd()
-    except OSError:
+    except OSError:  # removed after the process went there
         return None
+
+
+_CWD_AT_IMPORT = _getcwd()
+_cwd_moved = False
+
+
+def _cwd() -> str | None:
+    """The caller's directory once it has left the one it had at import (its workers started in that one), and
+    from then on; else None, the workers' own (one a ``worker_initializer`` chose stays: review 83). None too
+    where the caller's directory is gone: the workers keep theirs."""
+    global _cwd_moved
+    now = _getcwd()
+    if not _cwd_moved and now != _CWD_AT_IMPORT and now is not None:
+        _cwd_moved = True
+    return now if _cwd_moved else None
 
 
 # ---------------------------------------------------------------------------------------------- in the worker
@@ -219,8 +266,28 @@ def _setters(context: tuple[bytes, ...]) -> list[Callable[[], object]]:
     return _loaded[1]
 
 
+_initializers: tuple[bool, frozenset[str]] = (False, frozenset())
+"""Whether this worker's ``worker_initializer`` changed its directory, and the environment variables it set:
+the worker's own from then on, not the caller's (one that pins a GPU per worker kept it: review 83)."""
+
+
+def before_initializer() -> tuple[str | None, dict[str, str]]:
+    """In a worker, before the user's ``worker_initializer``: what it may change."""
+    return _getcwd(), dict(os.environ)
+
+
+def after_initializer(before: tuple[str | None, dict[str, str]]) -> None:
+    global _initializers
+    cwd, env = before
+    now = dict(os.environ)
+    _initializers = (_getcwd() != cwd, frozenset(k for k in now.keys() | env.keys() if now.get(k) != env.get(k)))
+
+
 def _take_env(env: Iterable[tuple[str, str | None]]) -> None:
+    own = _initializers[1]
     for name, value in env:
+        if name in own:
+            continue
         if value is None:
             os.environ.pop(name, None)
         elif os.environ.get(name) != value:
@@ -229,7 +296,7 @@ def _take_env(env: Iterable[tuple[str, str | None]]) -> None:
 
 def _take_cwd(cwd: str | None) -> None:
     with contextlib.suppress(OSError):  # removed since, or not here: the items find out as a loop's would
-        if cwd is not None and os.getcwd() != cwd:
+        if cwd is not None and not _initializers[0] and os.getcwd() != cwd:
             os.chdir(cwd)
 
 

@@ -94,6 +94,9 @@ def alone() -> Iterator[None]:
     a map inside one of them may use a pool as it would inside a loop. Under ``strategy="serial"`` or with
     parallelism switched off, such maps fell back to serial as ``nested``: three experiments whose 300 items
     map inside ran at the loop's speed, half of what each got alone on 2 cores (hunt 76)."""
+    if in_worker() and not in_an_item_run_alone():  # the serial call runs in a pool's item: nested it stays
+        yield
+        return
     token = _ALONE_AT.set((threading.get_ident(), getattr(_local, "depth", 0) + 1))
     try:
         yield
@@ -1550,12 +1553,15 @@ def init_process(user_init: Callable[..., object] | None, args: tuple[Any, ...],
     _watch_parent(os.getppid() if parent is None else parent, owner)
     if user_init is None:
         return
+    state, logs = _caller_state.before_initializer(), _relayed_logs.before_initializer()
     try:
         user_init(*args)
     except BaseException as exc:
         if report_dir is not None:
             _report_init_failure(report_dir, exc)
         raise
+    _caller_state.after_initializer(state)
+    _relayed_logs.after_initializer(logs)
 
 
 def _print_to_the_kernels_fds() -> None:
