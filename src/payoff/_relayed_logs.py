@@ -33,13 +33,14 @@ Relayed = dict[str, Any]
 text, any attribute pickle cannot send as its ``repr``."""
 
 _handled_before: Callable[[logging.Logger, logging.LogRecord], None] = logging.Logger.callHandlers
+"""``Logger.callHandlers`` as it was before :func:`_install`: where a record goes when none is kept."""
 
 
 def _install() -> None:
     """Route this process's records through :func:`_kept_or_handled`."""
     global _handled_before
     _handled_before = logging.Logger.callHandlers
-    logging.Logger.callHandlers = _keeping(logging.Logger.callHandlers)  # type: ignore[method-assign,assignment]
+    logging.Logger.callHandlers = _kept_or_handled  # type: ignore[method-assign]
 
 
 _KEPT: Kept[logging.LogRecord] = Kept(RELAY_CAP, _install)
@@ -50,9 +51,17 @@ HOLD_SECONDS = 1.0
 it emits from then on: an item that logged and then hung under a ``timeout=`` lost its records with the chunk
 (review 83), where a loop's were out at once. A worker that dies within this long of a record still loses it."""
 
+
+class _Chunk:
+    """The chunk running here: when it began, what it keeps, and whether that went to the worker's handlers."""
+
+    def __init__(self, kept: list[logging.LogRecord]) -> None:
+        self.started, self.kept, self.handed = time.monotonic(), kept, False
+
+
 _held = threading.Lock()
-_running: tuple[float, list[logging.LogRecord]] | None = None
-"""The chunk running here: when it began, and what it keeps (emptied once it has run ``HOLD_SECONDS``)."""
+"""Between the chunk's thread keeping a record and the watcher handing the chunk's records over."""
+_running: _Chunk | None = None
 
 
 def collecting() -> AbstractContextManager[list[logging.LogRecord]]:
@@ -69,7 +78,7 @@ def _collecting() -> Iterator[list[logging.LogRecord]]:
         return
     with _KEPT.collecting() as kept:
         _watch()
-        _running = (time.monotonic(), kept)
+        _running = _Chunk(kept)
         try:
             yield kept
         finally:
@@ -95,22 +104,23 @@ def _hand_over_long_chunks() -> None:
         time.sleep(HOLD_SECONDS / 4)
         with _held:
             running = _running
-            if running is None or time.monotonic() - running[0] < HOLD_SECONDS or _over(running[1]):
+            if running is None or running.handed or time.monotonic() - running.started < HOLD_SECONDS:
                 continue
-            records = list(running[1])
-            running[1].clear()
-            running[1].extend([_HANDED] * RELAY_CAP)  # full: what the chunk emits from now on is handled here
+            records = list(running.kept)
+            running.kept.clear()
+            running.handed = True  # what the chunk emits from now on is handled here
         for record in records:
             with contextlib.suppress(Exception):
-                _handled_before(logging.getLogger(record.name) if record.name != "root" else logging.getLogger(),
-                                record)
+                _handled_before(logging.getLogger(record.name), record)
 
 
-_HANDED: Any = None
-
-
-def _over(kept: list[logging.LogRecord]) -> bool:
-    return len(kept) >= RELAY_CAP
+def _kept_or_handled(self: logging.Logger, record: logging.LogRecord) -> None:
+    with _held:
+        kept, running = _KEPT.list(), _running
+        if kept is not None and not (running is not None and running.handed):
+            kept.append(record)
+            return
+    _handled_before(self, record)
 
 
 _worker_owns_logging = False
@@ -136,22 +146,10 @@ def after_initializer(before: tuple[Any, ...]) -> None:
     _worker_owns_logging = _fingerprint() != before
 
 
-def _keeping(handled_before: Callable[[logging.Logger, logging.LogRecord], None]) \
-        -> Callable[[logging.Logger, logging.LogRecord], None]:
-    def _kept_or_handled(self: logging.Logger, record: logging.LogRecord) -> None:
-        with _held:
-            kept = _KEPT.list()
-            if kept is not None:
-                kept.append(record)
-                return
-        handled_before(self, record)
-    return _kept_or_handled
-
-
 def travelling(kept: list[logging.LogRecord], dumps: Callable[[Any], bytes]) -> tuple[Relayed, ...]:
     """The kept records as they can travel: what ``logging.handlers.QueueHandler`` sends, and each attribute
     (an ``extra=``) that cannot travel as its ``repr``."""
-    return tuple(_sendable(record, dumps) for record in kept if record is not _HANDED)
+    return tuple(_sendable(record, dumps) for record in kept)
 
 
 def _sendable(record: logging.LogRecord, dumps: Callable[[Any], bytes]) -> Relayed:
@@ -180,7 +178,7 @@ def handle_here(relayed: Iterable[Relayed]) -> None:
     here now."""
     for attributes in relayed:
         record = logging.makeLogRecord(attributes)
-        logger = logging.getLogger(record.name) if record.name != "root" else logging.getLogger()
+        logger = logging.getLogger(record.name)  # "root" is the root logger's name and gets it
         if logger.isEnabledFor(record.levelno):
             logger.handle(record)
 
