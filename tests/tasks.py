@@ -1056,8 +1056,11 @@ def spin_beside(data: object, x: int) -> int:
 
 def limit_address_space(extra: int) -> None:
     """A worker initializer: this process may map ``extra`` bytes more than it has (``RLIMIT_AS``), as under
-    ``ulimit -v`` or a container's limit."""
+    ``ulimit -v`` or a container's limit. numpy is loaded first, as a forked worker has it: a fresh one loading
+    it under the limit saw OpenBLAS fail to allocate its buffers and exit the process with code 1."""
     import resource
+
+    import numpy  # noqa: F401
 
     with open("/proc/self/status") as fh:
         kib = next(int(line.split()[1]) for line in fh if line.startswith("VmSize:"))

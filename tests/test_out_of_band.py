@@ -151,9 +151,9 @@ def test_a_worker_out_of_memory_loading_the_function_says_so() -> None:
     message, no note) where items' errors name the item (memory trial 44, F2). The caller survives, and the
     executor runs a small function after it."""
     holder = tasks.ArrayHolder(8 * N)  # 128 MiB, with 64 MiB more the workers may map
-    # spawned, not forked: a forked worker inherits the pytest process's heap, whose free space (earlier tests'
-    # freed allocations) it may load the function into without mapping more, and 3 of 7 full suites' maps then
-    # did not raise at all; a fresh interpreter has none to lend
+    # spawned, not forked: a forked worker inherits the pytest process's state (its heap, its caches), and in 3 of
+    # 7 full suites the map did not raise at all; a fresh interpreter inherits nothing (it loads numpy before its
+    # limit, as a forked one has it: see tasks.limit_address_space)
     config = ParallelConfig(strategy="processes", max_workers=2, tiny_workload_threshold=0, start_method="spawn",
                             worker_initializer=tasks.limit_address_space, worker_init_args=(64 << 20,))
     with ParallelExecutor(config) as ex:
